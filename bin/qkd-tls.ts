@@ -1,0 +1,52 @@
+#!/usr/bin/env node
+/**
+ * The qkd-tls command line. Each subcommand lives in bin/commands/<name>.ts and exports
+ * `run(argv: string[]): Promise<number>` (the exit code).
+ */
+const COMMANDS: Record<string, { summary: string }> = {
+  demo: { summary: 'the embedded end-to-end demo (key manager simulator, server, client)' },
+  server: { summary: 'TLS-PSK server: echo, or --forward to a TCP backend' },
+  client: { summary: 'TLS-PSK client: stdin -> TLS, TLS -> stdout' },
+  kme: { summary: 'ETSI GS QKD 014 key manager simulator' },
+  proxy: { summary: 'QKD-TLS proxy (model 2) for unmodified TCP applications' },
+  vectors: { summary: 'replays the RFC 8448 traces and prints a pass/fail table' },
+  bench: { summary: "benchmarks against Node's own TLS in the same run" },
+};
+
+function usage(): string {
+  const lines = ['usage: qkd-tls <command> [options]', '', 'commands:'];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(8)} ${c.summary}`);
+  lines.push('', 'Run `qkd-tls <command> --help` for the options of a command.');
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(usage() + '\n');
+    return name ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`qkd-tls: unknown command '${name}'\n\n${usage()}\n`);
+    return 2;
+  }
+  let mod;
+  try {
+    mod = (await import(`./commands/${name}.js`)) as { run(argv: string[]): Promise<number> };
+  } catch (e) {
+    process.stderr.write(`qkd-tls: command '${name}' is not available in this build: ${(e as Error).message}\n`);
+    return 2;
+  }
+  return mod.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`qkd-tls: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,146 @@
+/**
+ * TLS 1.3 wire enumerations (RFC 8446 §4, §5, §6, B.3) with their registry names.
+ * Use {@link nameOf} to print a value: unknown values come out as hex (`0x1234`).
+ */
+
+/** RFC 8446 §5.1 ContentType. */
+export const ContentType = {
+  invalid: 0,
+  change_cipher_spec: 0x14,
+  alert: 0x15,
+  handshake: 0x16,
+  application_data: 0x17,
+} as const;
+
+/** RFC 8446 §4 HandshakeType. */
+export const HandshakeType = {
+  client_hello: 1,
+  server_hello: 2,
+  new_session_ticket: 4,
+  end_of_early_data: 5,
+  encrypted_extensions: 8,
+  certificate: 11,
+  certificate_request: 13,
+  certificate_verify: 15,
+  finished: 20,
+  key_update: 24,
+  message_hash: 254,
+} as const;
+
+/** RFC 8446 §4.2 ExtensionType (those this stack knows). */
+export const ExtensionType = {
+  server_name: 0,
+  max_fragment_length: 1,
+  status_request: 5,
+  supported_groups: 10,
+  signature_algorithms: 13,
+  use_srtp: 14,
+  heartbeat: 15,
+  application_layer_protocol_negotiation: 16,
+  signed_certificate_timestamp: 18,
+  client_certificate_type: 19,
+  server_certificate_type: 20,
+  padding: 21,
+  encrypt_then_mac: 22,
+  extended_master_secret: 23,
+  record_size_limit: 28,
+  session_ticket: 35,
+  pre_shared_key: 41,
+  early_data: 42,
+  supported_versions: 43,
+  cookie: 44,
+  psk_key_exchange_modes: 45,
+  certificate_authorities: 47,
+  oid_filters: 48,
+  post_handshake_auth: 49,
+  signature_algorithms_cert: 50,
+  key_share: 51,
+  renegotiation_info: 0xff01,
+} as const;
+
+/** RFC 8446 B.4 cipher suites. */
+export const CipherSuite = {
+  TLS_AES_128_GCM_SHA256: 0x1301,
+  TLS_AES_256_GCM_SHA384: 0x1302,
+  TLS_CHACHA20_POLY1305_SHA256: 0x1303,
+  TLS_AES_128_CCM_SHA256: 0x1304,
+  TLS_AES_128_CCM_8_SHA256: 0x1305,
+} as const;
+
+/** RFC 8446 §4.2.7 NamedGroup, plus the hybrid X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem). */
+export const NamedGroup = {
+  secp256r1: 0x0017,
+  secp384r1: 0x0018,
+  secp521r1: 0x0019,
+  x25519: 0x001d,
+  x448: 0x001e,
+  ffdhe2048: 0x0100,
+  X25519MLKEM768: 0x11ec,
+} as const;
+
+/** RFC 8446 §4.2.9 PskKeyExchangeMode. */
+export const PskKeyExchangeMode = {
+  psk_ke: 0,
+  psk_dhe_ke: 1,
+} as const;
+
+/** RFC 8446 §4.1.2 / §4.2.1 protocol versions. */
+export const ProtocolVersion = {
+  TLSv1_0: 0x0301,
+  TLSv1_2: 0x0303,
+  TLSv1_3: 0x0304,
+} as const;
+
+/** RFC 8446 §6 AlertLevel. */
+export const AlertLevel = {
+  warning: 1,
+  fatal: 2,
+} as const;
+
+/** RFC 8446 §6 AlertDescription. */
+export const AlertDescription = {
+  close_notify: 0,
+  unexpected_message: 10,
+  bad_record_mac: 20,
+  record_overflow: 22,
+  handshake_failure: 40,
+  bad_certificate: 42,
+  unsupported_certificate: 43,
+  certificate_revoked: 44,
+  certificate_expired: 45,
+  certificate_unknown: 46,
+  illegal_parameter: 47,
+  unknown_ca: 48,
+  access_denied: 49,
+  decode_error: 50,
+  decrypt_error: 51,
+  protocol_version: 70,
+  insufficient_security: 71,
+  internal_error: 80,
+  inappropriate_fallback: 86,
+  user_canceled: 90,
+  missing_extension: 109,
+  unsupported_extension: 110,
+  unrecognized_name: 112,
+  bad_certificate_status_response: 113,
+  unknown_psk_identity: 115,
+  certificate_required: 116,
+  no_application_protocol: 120,
+} as const;
+
+export type AlertName = keyof typeof AlertDescription;
+export type CipherSuiteName = keyof typeof CipherSuite;
+export type NamedGroupName = keyof typeof NamedGroup;
+export type PskKeyExchangeModeName = keyof typeof PskKeyExchangeMode;
+
+/** The registry name of `value` in `table`, or its hex form (`0x002a`) when unknown. */
+export function nameOf(table: Readonly<Record<string, number>>, value: number, width = 4): string {
+  for (const [k, v] of Object.entries(table)) if (v === value) return k;
+  return `0x${value.toString(16).padStart(width, '0')}`;
+}
+
+/** Reverse lookup: the name of an alert code, or undefined. */
+export function alertName(code: number): AlertName | undefined {
+  for (const [k, v] of Object.entries(AlertDescription)) if (v === code) return k as AlertName;
+  return undefined;
+}

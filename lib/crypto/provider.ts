@@ -1,0 +1,94 @@
+/**
+ * The cryptography qkd-tls needs, behind one interface, so that the same protocol code runs on
+ * `@noble/*` (pure JavaScript, every runtime) or on a native backend (`node:crypto`).
+ *
+ * A provider is stateless apart from caches; randomness is part of the provider so that tests can inject
+ * a deterministic source.
+ */
+
+export type HashName = 'SHA-256' | 'SHA-384';
+export type AeadName = 'AES-128-GCM' | 'AES-256-GCM' | 'CHACHA20-POLY1305';
+export type GroupName = 'x25519' | 'secp256r1' | 'secp384r1' | 'X25519MLKEM768';
+
+/** A source of cryptographically secure random bytes. */
+export type RandomSource = (length: number) => Uint8Array;
+
+/** An incremental hash whose running state can be copied (needed for transcript hashes). */
+export interface HashState {
+  update(data: Uint8Array): void;
+  /** The digest of everything so far, without disturbing this state. */
+  peek(): Uint8Array;
+  /** An independent copy of this state. */
+  clone(): HashState;
+}
+
+export interface HashAlgorithm {
+  readonly name: HashName;
+  /** Output length in bytes (32 for SHA-256, 48 for SHA-384). */
+  readonly outputLength: number;
+  digest(data: Uint8Array): Uint8Array;
+  create(): HashState;
+}
+
+/**
+ * An AEAD bound to one key (RFC 5116). Implementations may cache the expanded key.
+ * `seal` returns ciphertext || tag; `open` returns the plaintext or `null` when authentication fails
+ * (never throws for a bad tag).
+ */
+export interface Aead {
+  readonly name: AeadName;
+  readonly keyLength: number;
+  readonly nonceLength: number;
+  readonly tagLength: number;
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null;
+  /** Wipes the key material this object holds. */
+  destroy(): void;
+}
+
+/** The client's half of a key exchange: its key_share, and how to finish with the server's. */
+export interface ClientKeyShare {
+  readonly group: GroupName;
+  /** The key_exchange bytes to send in the ClientHello key_share entry. */
+  readonly share: Uint8Array;
+  /**
+   * Finishes the exchange with the server's key_exchange bytes.
+   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid peer share.
+   */
+  complete(serverShare: Uint8Array): Uint8Array;
+  /** Wipes the private key. */
+  destroy(): void;
+}
+
+/**
+ * A key-exchange group (RFC 8446 §4.2.8), modelled as a KEM so that hybrid post-quantum groups fit:
+ * for Diffie-Hellman groups, `respond` is simply "generate a key pair and compute the shared secret".
+ */
+export interface KeyExchangeGroup {
+  readonly name: GroupName;
+  /** How many random bytes {@link start} and {@link respond} consume. */
+  readonly randomLength: number;
+  /** Client: start an exchange using `randomness` (exactly {@link randomLength} bytes) as private key material. */
+  start(randomness: Uint8Array): ClientKeyShare;
+  /**
+   * Server: answer the client's key_exchange bytes; returns the server's key_exchange bytes and the shared secret.
+   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid client share.
+   */
+  respond(clientShare: Uint8Array, randomness: Uint8Array): { share: Uint8Array; sharedSecret: Uint8Array };
+}
+
+export interface CryptoProvider {
+  /** A short name for logs and benchmarks ("noble", "node"). */
+  readonly name: string;
+  hash(name: HashName): HashAlgorithm;
+  hmac(hash: HashName, key: Uint8Array, data: Uint8Array): Uint8Array;
+  /** RFC 5869 §2.2 HKDF-Extract. */
+  hkdfExtract(hash: HashName, salt: Uint8Array, ikm: Uint8Array): Uint8Array;
+  /** RFC 5869 §2.3 HKDF-Expand. */
+  hkdfExpand(hash: HashName, prk: Uint8Array, info: Uint8Array, length: number): Uint8Array;
+  aead(name: AeadName, key: Uint8Array): Aead;
+  /** The group implementation, or undefined when this provider does not support it. */
+  group(name: GroupName): KeyExchangeGroup | undefined;
+  /** Cryptographically secure random bytes. */
+  random: RandomSource;
+}
