@@ -5,7 +5,7 @@
  * appropriate fatal alert". The table {@link REASON_ALERT} is checked by the compiler: adding a reason
  * without choosing its alert does not build.
  */
-import { AlertDescription, type AlertName } from './codec/enums.js';
+import { AlertDescription, alertName, type AlertName } from './codec/enums.js';
 
 export const REASON_ALERT = {
   // --- codec (RFC 8446 §6.2: decode_error for messages that cannot be parsed) ---
@@ -16,7 +16,6 @@ export const REASON_ALERT = {
   // --- record layer (RFC 8446 §5) ---
   RecordOverflow: 'record_overflow',
   RecordUnknownContentType: 'unexpected_message',
-  RecordBadVersion: 'protocol_version',
   RecordEmptyFragment: 'unexpected_message',
   RecordBadMac: 'bad_record_mac',
   RecordAllZeroPlaintext: 'unexpected_message',
@@ -26,7 +25,6 @@ export const REASON_ALERT = {
   RecordHandshakeSpansKeyChange: 'unexpected_message',
   RecordUnexpectedChangeCipherSpec: 'unexpected_message',
   RecordBadChangeCipherSpec: 'unexpected_message',
-  RecordEarlyDataLimit: 'unexpected_message',
   // --- crypto ---
   InvalidPeerKeyShare: 'illegal_parameter',
   KeyExchangeZeroSecret: 'illegal_parameter',
@@ -43,7 +41,12 @@ export const REASON_ALERT = {
   NoCommonCipherSuite: 'handshake_failure',
   NoCommonKeyExchangeMode: 'handshake_failure',
   NoCommonGroup: 'handshake_failure',
-  NoPskOffered: 'missing_extension',
+  NoPskOffered: 'handshake_failure',
+  PskNotSelected: 'handshake_failure',
+  PskModesMissing: 'missing_extension',
+  BadCookie: 'illegal_parameter',
+  ClientHelloRetryMismatch: 'illegal_parameter',
+  EarlyDataTooLong: 'unexpected_message',
   UnknownPskIdentity: 'unknown_psk_identity',
   PskUnavailable: 'handshake_failure',
   SecondHelloRetryRequest: 'unexpected_message',
@@ -69,22 +72,22 @@ export type Reason = keyof typeof REASON_ALERT;
 /** A TLS failure: a named reason, the alert it maps to, and a human-readable detail. */
 export class TlsError extends Error {
   readonly reason: Reason;
-  readonly alert: AlertName;
+  /** The alert's name; for a received alert of a code this stack does not know, `alert_<code>`. */
+  readonly alert: AlertName | `alert_${number}`;
   /** The alert's wire value (RFC 8446 §6). */
   readonly alertCode: number;
   /** True when the peer sent us this alert, false when we detected the error (and sent the alert). */
   readonly remote: boolean;
 
-  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alert?: AlertName; cause?: unknown }) {
-    const alert: AlertName = options?.alert ?? REASON_ALERT[reason];
+  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alertCode?: number; cause?: unknown }) {
+    const code = options?.alertCode ?? AlertDescription[REASON_ALERT[reason]];
+    const alert = alertName(code) ?? (`alert_${code}` as const);
     const remote = options?.remote ?? false;
-    super(`${remote ? 'tls alert received' : 'tls alert'}: ${alert} (${AlertDescription[alert]})${detail ? `: ${detail}` : ''}`, {
-      cause: options?.cause,
-    });
+    super(`tls alert: ${alert} (${code}) ${remote ? 'received' : 'sent'}${detail ? `: ${detail}` : ''}`, { cause: options?.cause });
     this.name = 'TlsError';
     this.reason = reason;
     this.alert = alert;
-    this.alertCode = AlertDescription[alert];
+    this.alertCode = code;
     this.remote = remote;
   }
 }

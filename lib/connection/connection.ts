@@ -1,0 +1,564 @@
+/**
+ * The sans-IO TLS 1.3 connection: bytes in, bytes out, events — no sockets, no clock, no randomness of its own.
+ *
+ * ```ts
+ * const conn = Connection.client({ crypto, psks: [{ identity, secret, hash: 'SHA-256' }] });
+ * socket.write(conn.takeOutput());            // the ClientHello
+ * socket.on('data', (b) => {
+ *   conn.receive(b);
+ *   const out = conn.takeOutput(); if (out) socket.write(out);
+ *   for (const ev of conn.takeEvents()) ...    // 'handshake', 'data', 'end', 'error', ...
+ * });
+ * conn.write(utf8('hello'));
+ * ```
+ *
+ * `receive` never throws for anything the peer sends: a protocol failure becomes one fatal alert (queued in the
+ * output) and an `error` event. Methods called in the wrong state (writing after close) throw.
+ */
+import { AlertDescription, AlertLevel, ContentType, nameOf } from '../codec/enums.js';
+import { concat, toHex, wipe } from '../codec/bytes.js';
+import type { CryptoProvider } from '../crypto/provider.js';
+import { TlsError } from '../errors.js';
+import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
+import { encodeKeyUpdate } from '../messages/post-hello.js';
+import type { Psk } from '../psk/types.js';
+import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
+import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
+import { RecordProtection } from '../record/protection.js';
+import type { SuiteInfo } from '../suites.js';
+import { startClient } from '../handshake/client.js';
+import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
+import { isAwaitingPsks, startServer } from '../handshake/server.js';
+import type { ClientOptions, PskRequest, ServerOptions } from './config.js';
+import type { ConnectionEvent, HandshakeInfo } from './events.js';
+
+export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
+
+export class Connection {
+  /** A client connection; its ClientHello is ready in {@link takeOutput} at once. */
+  static client(options: ClientOptions): Connection {
+    return new Connection(true, options);
+  }
+
+  /** A server connection; feed it the client's bytes with {@link receive}. */
+  static server(options: ServerOptions): Connection {
+    return new Connection(false, options);
+  }
+
+  readonly isClient: boolean;
+  private readonly crypto: CryptoProvider;
+  private readonly keyLog?: (line: string) => void;
+  private readonly io: HandshakeIO;
+  private state: HandshakeState;
+  private phaseValue: ConnectionPhase = 'handshaking';
+
+  private readonly deframer = new Deframer();
+  private readonly joiner = new HandshakeJoiner();
+  private reader: RecordProtection | null = null;
+  private writer: RecordProtection | null = null;
+
+  private out: Uint8Array[] = [];
+  private pendingHandshake: Uint8Array[] = [];
+  private events: ConnectionEvent[] = [];
+
+  /** Application data written before the handshake completed. */
+  private queued: Uint8Array[] = [];
+  private closeRequested = false;
+  private sentCloseNotify = false;
+  private receivedCloseNotify = false;
+  private paused = false;
+  private firstFlight = true;
+
+  /** Largest content we put in one record (RFC 8449: the peer's record_size_limit - 1). */
+  private maxFragment = MAX_PLAINTEXT;
+  /** Largest TLSInnerPlaintext we accept (our own record_size_limit, once negotiated). */
+  private maxInnerPlaintext = MAX_PLAINTEXT + 1;
+  /** Server: bytes of undecryptable (rejected 0-RTT) records still to skip (§4.2.10). */
+  private skipUndecryptable = 0;
+  /** Server after HelloRetryRequest: bytes of plaintext application_data (0-RTT) still to skip. */
+  private skipPlainApplicationData = 0;
+  /** Server accepting 0-RTT: bytes of early data still allowed, or -1 when not in that phase. */
+  private earlyDataBudget = -1;
+
+  private secrets: ApplicationSecrets | null = null;
+  private info: HandshakeInfo | null = null;
+  private errorValue: TlsError | null = null;
+
+  private constructor(isClient: boolean, options: ClientOptions | ServerOptions) {
+    this.isClient = isClient;
+    this.crypto = options.crypto;
+    this.keyLog = options.keyLog;
+    this.io = this.makeIO();
+    if (isClient) {
+      this.state = startClient(this.io, options as ClientOptions);
+      this.flushHandshake();
+    } else {
+      this.state = startServer(this.io, options as ServerOptions);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Public API
+
+  get phase(): ConnectionPhase {
+    return this.phaseValue;
+  }
+  /** The handshake summary, once the handshake is complete. */
+  get handshake(): HandshakeInfo | null {
+    return this.info;
+  }
+  /** The fatal error that ended this connection, if any. */
+  get error(): TlsError | null {
+    return this.errorValue;
+  }
+  /** True while we may still write (we have not sent close_notify and the connection has not failed). */
+  get writable(): boolean {
+    return (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') && !this.sentCloseNotify && !this.closeRequested;
+  }
+  /** True once the peer sent close_notify. */
+  get peerClosed(): boolean {
+    return this.receivedCloseNotify;
+  }
+  /** Server: the pending PSK request, while the handshake waits for {@link providePsks}. */
+  get pskRequest(): PskRequest | null {
+    return isAwaitingPsks(this.state) ? this.state.pskRequest : null;
+  }
+  /** The name of the handshake state (for diagnostics). */
+  get stateName(): string {
+    return this.state.name;
+  }
+
+  /** Feeds bytes received from the peer. Never throws for what the peer sent. */
+  receive(data: Uint8Array): void {
+    if (this.phaseValue === 'failed' || this.phaseValue === 'closed') return;
+    this.deframer.push(data);
+    this.guard(() => this.process());
+  }
+
+  /** Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. */
+  providePsks(psks: readonly (Psk | undefined | null)[]): void {
+    const s = this.state;
+    if (!isAwaitingPsks(s)) throw new Error('providePsks: the connection is not waiting for PSKs');
+    this.guard(() => {
+      this.state = s.resume(this.io, psks);
+      this.paused = false;
+      this.flushHandshake();
+      this.drainHandshake();
+      this.process();
+    });
+  }
+
+  /** Server: fails the handshake because the PSK lookup failed (e.g. the key manager is unreachable). */
+  failPskLookup(detail: string): void {
+    if (!isAwaitingPsks(this.state)) throw new Error('failPskLookup: the connection is not waiting for PSKs');
+    this.fatal(new TlsError('PskUnavailable', detail));
+  }
+
+  /**
+   * Sends application data (queued until the handshake completes). Split into records of at most 16 KiB
+   * (or the peer's record_size_limit).
+   */
+  write(data: Uint8Array): void {
+    if (!this.writable) throw new Error(`write: the connection is ${this.sentCloseNotify || this.closeRequested ? 'closed for writing' : this.phaseValue}`);
+    if (data.length === 0) return;
+    if (this.phaseValue !== 'connected') {
+      this.queued.push(data.slice());
+      return;
+    }
+    this.sealApplicationData(data);
+  }
+
+  /**
+   * Closes our direction with close_notify (RFC 8446 §6.1). Data written before is sent first, even when the
+   * handshake is still running. We can still receive until the peer closes its direction.
+   */
+  close(): void {
+    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.sentCloseNotify || this.closeRequested) return;
+    if (this.phaseValue === 'handshaking') {
+      this.closeRequested = true;
+      return;
+    }
+    this.sendCloseNotify();
+  }
+
+  /** Sends a KeyUpdate (§4.6.3) and switches our write keys; `requestPeer` asks the peer to update too. */
+  keyUpdate(requestPeer = false): void {
+    if (this.phaseValue !== 'connected' || !this.secrets || this.sentCloseNotify) throw new Error('keyUpdate: the connection is not open');
+    this.sendKeyUpdate(requestPeer);
+  }
+
+  /** §7.5 TLS-Exporter: keying material for the application, bound to this session. */
+  exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array {
+    if (!this.secrets) throw new Error('exportKeyingMaterial: the handshake is not complete');
+    const s = this.secrets;
+    return exportKeyingMaterial(this.crypto, s.suite.hash, s.exporterMasterSecret, label, context, length);
+  }
+
+  /** Everything to send to the peer since the last call, as one buffer, or null. */
+  takeOutput(): Uint8Array | null {
+    if (this.out.length === 0) return null;
+    const out = this.out.length === 1 ? this.out[0] : concat(...this.out);
+    this.out = [];
+    return out;
+  }
+
+  /** Everything to send, as the list of records (for vectored writes), or an empty list. */
+  takeOutputChunks(): Uint8Array[] {
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  /** True when there are bytes waiting in {@link takeOutput}. */
+  get hasOutput(): boolean {
+    return this.out.length > 0;
+  }
+
+  /** The events since the last call, in order. */
+  takeEvents(): ConnectionEvent[] {
+    const e = this.events;
+    this.events = [];
+    return e;
+  }
+
+  /** Wipes every key this connection holds; it can no longer send or receive. */
+  destroy(): void {
+    if (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') this.phaseValue = 'closed';
+    this.wipeKeys();
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Receiving
+
+  private process(): void {
+    while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+      const rec = this.deframer.next();
+      if (!rec) break;
+      this.handleRecord(rec);
+      this.flushHandshake();
+    }
+  }
+
+  private handleRecord(rec: RawRecord): void {
+    // §6.1: after close_notify, anything received is ignored.
+    if (this.receivedCloseNotify) return;
+    if (rec.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(rec);
+
+    let type = rec.type;
+    let content = rec.fragment;
+    if (this.reader) {
+      if (rec.type === ContentType.application_data) {
+        let opened;
+        try {
+          opened = this.reader.open(rec);
+        } catch (e) {
+          // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
+          if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable > 0) {
+            this.skipUndecryptable -= rec.fragment.length;
+            if (this.skipUndecryptable < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+            return;
+          }
+          throw e;
+        }
+        this.skipUndecryptable = 0;
+        type = opened.type;
+        content = opened.content;
+        if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
+      } else if (!(rec.type === ContentType.alert && this.phaseValue === 'handshaking')) {
+        // A peer that failed early may send a plaintext alert during the handshake; nothing else is plaintext now.
+        throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+      }
+    } else {
+      if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
+      if (rec.type === ContentType.application_data) {
+        if (this.skipPlainApplicationData > 0) {
+          this.skipPlainApplicationData -= rec.fragment.length;
+          if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+          return;
+        }
+        throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
+      }
+    }
+    // §5.1: handshake messages must not be interleaved with other record types.
+    if (type !== ContentType.handshake && !this.joiner.isEmpty) {
+      throw new TlsError('RecordInterleavedHandshake', `${nameOf(ContentType, type, 2)} record inside a fragmented handshake message`);
+    }
+    switch (type) {
+      case ContentType.handshake:
+        this.joiner.push(content);
+        this.drainHandshake();
+        return;
+      case ContentType.alert:
+        return this.handleAlert(content);
+      case ContentType.application_data:
+        return this.handleApplicationData(content);
+      default:
+        throw new TlsError('RecordUnknownContentType', `inner content type 0x${type.toString(16)}`);
+    }
+  }
+
+  /** §5: a dummy change_cipher_spec (one byte 0x01) is dropped during the handshake; anything else is fatal. */
+  private handleChangeCipherSpec(rec: RawRecord): void {
+    const afterFirstClientHello = this.isClient || this.state.name !== 'ExpectClientHello';
+    if (this.phaseValue !== 'handshaking' || !afterFirstClientHello) {
+      throw new TlsError('RecordUnexpectedChangeCipherSpec', 'change_cipher_spec outside the handshake (RFC 8446 §5)');
+    }
+    if (rec.fragment.length !== 1 || rec.fragment[0] !== 0x01) {
+      throw new TlsError('RecordBadChangeCipherSpec', 'change_cipher_spec must be the single byte 0x01 (RFC 8446 §5)');
+    }
+    if (!this.joiner.isEmpty) throw new TlsError('RecordInterleavedHandshake', 'change_cipher_spec inside a fragmented handshake message');
+  }
+
+  private drainHandshake(): void {
+    while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+      const m = this.joiner.next();
+      if (!m) return;
+      this.state = this.state.handle(this.io, m);
+      if (isAwaitingPsks(this.state)) {
+        this.paused = true;
+        this.events.push({ type: 'psk-request', request: this.state.pskRequest });
+      }
+    }
+  }
+
+  /** §6: two bytes, level and description. close_notify ends the peer's direction; user_canceled is a warning. */
+  private handleAlert(content: Uint8Array): void {
+    if (content.length !== 2) throw new TlsError('DecodeBadLength', `alert of ${content.length} bytes`);
+    const level = content[0];
+    const code = content[1];
+    if (code === AlertDescription.close_notify) {
+      // A close_notify before the handshake completed means the peer gave up: report it as an error.
+      if (this.phaseValue === 'handshaking') {
+        return this.fatal(new TlsError('PeerSentAlert', 'the peer closed the connection during the handshake', { remote: true, alertCode: code }));
+      }
+      this.receivedCloseNotify = true;
+      this.events.push({ type: 'end' });
+      if (this.sentCloseNotify) this.finishClosed();
+      return;
+    }
+    if (code === AlertDescription.user_canceled && level === AlertLevel.warning) return;
+    // §6.2: every other alert is an error alert and ends the connection, whatever its level says.
+    this.fatal(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code }));
+  }
+
+  private handleApplicationData(content: Uint8Array): void {
+    if (this.phaseValue === 'connected') {
+      if (content.length > 0) this.events.push({ type: 'data', data: content, early: false });
+      return;
+    }
+    if (this.earlyDataBudget >= 0) {
+      // §4.2.10: more 0-RTT data than max_early_data_size is unexpected_message.
+      this.earlyDataBudget -= content.length;
+      if (this.earlyDataBudget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
+      if (content.length > 0) this.events.push({ type: 'data', data: content, early: true });
+      return;
+    }
+    throw new TlsError('UnexpectedMessage', 'application data before the handshake completed');
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Sending
+
+  private emitRecord(type: number, content: Uint8Array): void {
+    if (this.writer) {
+      this.out.push(this.writer.seal(type, content));
+    } else {
+      // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
+      const version = this.isClient && this.firstFlight ? 0x0301 : 0x0303;
+      this.out.push(encodePlaintextRecord(type, content, version));
+    }
+  }
+
+  /** Packs the queued handshake messages into as few records as the fragment limit allows. */
+  private flushHandshake(): void {
+    if (this.pendingHandshake.length === 0) return;
+    const all = this.pendingHandshake.length === 1 ? this.pendingHandshake[0] : concat(...this.pendingHandshake);
+    this.pendingHandshake = [];
+    for (const f of fragments(all, this.maxFragment)) this.emitRecord(ContentType.handshake, f);
+    this.firstFlight = false;
+  }
+
+  private sealApplicationData(data: Uint8Array): void {
+    for (const f of fragments(data, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
+  }
+
+  private sendAlert(code: number): void {
+    this.flushHandshake();
+    this.emitRecord(ContentType.alert, new Uint8Array([code === AlertDescription.close_notify ? AlertLevel.warning : AlertLevel.fatal, code]));
+  }
+
+  private sendCloseNotify(): void {
+    this.sendAlert(AlertDescription.close_notify);
+    this.sentCloseNotify = true;
+    if (this.receivedCloseNotify) this.finishClosed();
+  }
+
+  private sendKeyUpdate(requestPeer: boolean): void {
+    const s = this.secrets!;
+    this.emitRecord(ContentType.handshake, encodeKeyUpdate(requestPeer));
+    const next = this.isClient ? nextTrafficSecret(this.crypto, s.suite.hash, s.clientSecret) : nextTrafficSecret(this.crypto, s.suite.hash, s.serverSecret);
+    this.replaceSecret(this.isClient ? 'client' : 'server', next);
+    this.installWrite(s.suite, next);
+    this.events.push({ type: 'key-update', direction: 'write' });
+  }
+
+  private replaceSecret(side: 'client' | 'server', next: Uint8Array): void {
+    const s = this.secrets!;
+    if (side === 'client') {
+      wipe(s.clientSecret);
+      this.secrets = { ...s, clientSecret: next };
+    } else {
+      wipe(s.serverSecret);
+      this.secrets = { ...s, serverSecret: next };
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Keys
+
+  private installWrite(suite: SuiteInfo, secret: Uint8Array): void {
+    const { key, iv } = trafficKeys(this.crypto, suite.hash, secret, suite.keyLength, suite.ivLength);
+    this.writer?.destroy();
+    this.writer = new RecordProtection(this.crypto, suite, key, iv);
+    wipe(key, iv);
+  }
+
+  private installRead(suite: SuiteInfo, secret: Uint8Array): void {
+    // §5.1: handshake messages must not span a key change.
+    if (!this.joiner.isEmpty) throw new TlsError('RecordHandshakeSpansKeyChange', 'a handshake message spans a key change (RFC 8446 §5.1)');
+    const { key, iv } = trafficKeys(this.crypto, suite.hash, secret, suite.keyLength, suite.ivLength);
+    this.reader?.destroy();
+    this.reader = new RecordProtection(this.crypto, suite, key, iv);
+    this.reader.maxInnerPlaintext = this.maxInnerPlaintext;
+    wipe(key, iv);
+    this.earlyDataBudget = -1;
+  }
+
+  private wipeKeys(): void {
+    this.reader?.destroy();
+    this.writer?.destroy();
+    if (this.secrets) wipe(this.secrets.clientSecret, this.secrets.serverSecret, this.secrets.exporterMasterSecret);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Failure and closure
+
+  /** Runs `fn`; any error becomes a fatal alert (TlsError) or internal_error (anything else). */
+  private guard(fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      const err = e instanceof TlsError ? e : new TlsError('InternalError', e instanceof Error ? e.message : String(e), { cause: e });
+      this.fatal(err);
+    }
+  }
+
+  private fatal(err: TlsError): void {
+    if (this.phaseValue === 'failed') return;
+    this.pendingHandshake = [];
+    if (!err.remote) {
+      try {
+        this.sendAlert(err.alertCode);
+      } catch {
+        // Sealing the alert failed (e.g. sequence exhausted): the peer learns of it from the closed transport.
+      }
+    }
+    this.phaseValue = 'failed';
+    this.errorValue = err;
+    this.events.push({ type: 'error', error: err });
+    this.wipeKeys();
+  }
+
+  private finishClosed(): void {
+    if (this.phaseValue === 'failed') return;
+    this.phaseValue = 'closed';
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // The handshake's view of this connection
+
+  private makeIO(): HandshakeIO {
+    const c = this;
+    return {
+      get crypto() {
+        return c.crypto;
+      },
+      sendHandshake(raw) {
+        c.pendingHandshake.push(raw);
+      },
+      sendChangeCipherSpec() {
+        c.flushHandshake();
+        c.out.push(encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1])));
+      },
+      sendEarlyData(data) {
+        c.flushHandshake();
+        c.sealApplicationData(data);
+      },
+      setWriteKeys(suite, secret) {
+        c.flushHandshake();
+        c.installWrite(suite, secret);
+      },
+      clearWriteKeys() {
+        c.flushHandshake();
+        c.writer?.destroy();
+        c.writer = null;
+      },
+      setReadKeys(suite, secret) {
+        c.installRead(suite, secret);
+      },
+      setPeerRecordSizeLimit(peerLimit, ownLimit) {
+        // RFC 8449 §4: in TLS 1.3 the limit counts the content type byte (and padding).
+        c.maxFragment = Math.min(MAX_PLAINTEXT, peerLimit - 1);
+        if (ownLimit !== undefined) {
+          c.maxInnerPlaintext = Math.min(MAX_PLAINTEXT + 1, ownLimit);
+          if (c.reader) c.reader.maxInnerPlaintext = c.maxInnerPlaintext;
+        }
+      },
+      skipUndecryptableRecords(limit) {
+        c.skipUndecryptable = limit;
+      },
+      skipEarlyApplicationRecords(limit) {
+        c.skipPlainApplicationData = limit;
+      },
+      acceptEarlyData(limit) {
+        c.earlyDataBudget = limit;
+      },
+      keyUpdateReceived(requestUpdate) {
+        const s = c.secrets!;
+        const peer = c.isClient ? 'server' : 'client';
+        const next = nextTrafficSecret(c.crypto, s.suite.hash, peer === 'client' ? s.clientSecret : s.serverSecret);
+        c.replaceSecret(peer, next);
+        c.installRead(s.suite, next);
+        c.events.push({ type: 'key-update', direction: 'read' });
+        // §4.6.3: answer update_requested with our own KeyUpdate before any more application data.
+        if (requestUpdate && !c.sentCloseNotify) c.sendKeyUpdate(false);
+      },
+      logSecret(label: KeyLogLabel, clientRandom, secret) {
+        c.keyLog?.(`${label} ${toHex(clientRandom)} ${toHex(secret)}`);
+      },
+      emit(event) {
+        c.events.push(event);
+      },
+      complete(info, secrets, resend) {
+        c.flushHandshake();
+        c.secrets = {
+          suite: secrets.suite,
+          clientSecret: secrets.clientSecret,
+          serverSecret: secrets.serverSecret,
+          exporterMasterSecret: secrets.exporterMasterSecret,
+        };
+        c.info = info;
+        c.phaseValue = 'connected';
+        c.events.push({ type: 'handshake', info });
+        if (resend) c.sealApplicationData(resend);
+        for (const q of c.queued) c.sealApplicationData(q);
+        c.queued = [];
+        if (c.closeRequested) {
+          c.closeRequested = false;
+          c.sendCloseNotify();
+        }
+        if (c.receivedCloseNotify && c.sentCloseNotify) c.finishClosed();
+      },
+    };
+  }
+}

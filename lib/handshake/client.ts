@@ -1,0 +1,486 @@
+/**
+ * The TLS 1.3 client handshake for external PSKs (RFC 8446 §2, §4), one class per state, each named for the
+ * message it expects next:
+ *
+ * ```
+ *  startClient ──ClientHello──▶ ExpectServerHello ──HRR──▶ ClientHello2 ──▶ ExpectServerHello (no second HRR)
+ *                                      │ServerHello
+ *                                      ▼
+ *                          ExpectEncryptedExtensions ──▶ ExpectServerFinished ──[EndOfEarlyData] Finished──▶ connected
+ * ```
+ *
+ * Randomness is drawn from the provider in a fixed order (client random, legacy_session_id, key shares), so a
+ * replay with injected randomness reproduces a trace byte for byte.
+ */
+import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
+import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import type { ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
+import { TlsError } from '../errors.js';
+import { Transcript } from '../keyschedule/transcript.js';
+import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
+import { ext, type Extension } from '../messages/extensions.js';
+import { decodeServerHello, encodeClientHello, patchBinders, type ServerHello } from '../messages/hello.js';
+import {
+  decodeEncryptedExtensions,
+  decodeFinished,
+  decodeNewSessionTicket,
+  encodeEndOfEarlyData,
+  encodeFinished,
+} from '../messages/post-hello.js';
+import { identityText, type Psk } from '../psk/types.js';
+import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
+import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
+import {
+  DEFAULT_CLIENT_KEX_MODES,
+  DEFAULT_GROUPS,
+  DEFAULT_SUITES,
+  type ClientOptions,
+  type KexMode,
+} from '../connection/config.js';
+import type { EarlyDataStatus } from '../connection/events.js';
+import { alpnExtension, computeBinder, earlySecretFor, ExpectPostHandshake, groupId, groupName } from './common.js';
+import type { HandshakeIO, HandshakeState } from './io.js';
+
+/** Everything the client decided before sending its first ClientHello. */
+interface ClientPlan {
+  readonly crypto: CryptoProvider;
+  readonly options: ClientOptions;
+  readonly suites: readonly SuiteInfo[];
+  readonly groups: readonly GroupName[];
+  readonly modes: readonly KexMode[];
+  readonly random: Uint8Array;
+  readonly sessionId: Uint8Array;
+  /** Extensions we offered (a server may only answer these, §4.2). */
+  readonly offered: Set<number>;
+  ccsSent: boolean;
+}
+
+/** Builds and sends the first ClientHello (and 0-RTT data when asked); returns the first state. */
+export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
+  const crypto = io.crypto;
+  const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
+  if (suites.length === 0) throw new TypeError('client: at least one cipher suite is required');
+  const modes = options.kexModes ?? DEFAULT_CLIENT_KEX_MODES;
+  if (modes.length === 0) throw new TypeError('client: at least one key-exchange mode is required');
+  const groups = options.groups ?? DEFAULT_GROUPS;
+  for (const g of groups) if (!crypto.group(g)) throw new TypeError(`client: group ${g} is not supported by the ${crypto.name} provider`);
+  // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
+  const psks = options.psks.filter((p) => suites.some((s) => s.hash === p.hash));
+  if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
+  for (const p of psks) {
+    if (p.identity.length === 0 || p.identity.length > 0xffff) throw new TypeError('client: a PSK identity must be 1..65535 bytes');
+  }
+
+  const random = crypto.random(32);
+  const compat = options.middleboxCompatibility ?? true;
+  const sessionId = compat ? crypto.random(32) : new Uint8Array(0);
+  const dhe = modes.includes('psk_dhe_ke');
+  const shareGroups = dhe ? (options.keyShareGroups ?? groups.slice(0, 1)) : [];
+  const shares = shareGroups.map((g) => {
+    const group = crypto.group(g);
+    if (!group || !groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
+    return group.start(crypto.random(group.randomLength));
+  });
+
+  const plan: ClientPlan = {
+    crypto,
+    options,
+    suites,
+    groups,
+    modes,
+    random,
+    sessionId,
+    offered: new Set<number>(),
+    ccsSent: false,
+  };
+  const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
+  const hello = buildClientHello(plan, psks, shares, { earlyData: earlyData !== undefined }, null);
+  io.sendHandshake(hello.raw);
+
+  let early: EarlyState | null = null;
+  if (earlyData) {
+    // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
+    const psk = psks[0];
+    const suite = earlyDataSuiteOf(psk, suites);
+    const es = hello.earlySecrets[0];
+    const chHash = crypto.hash(psk.hash).digest(hello.raw);
+    const secret = es.clientEarlyTrafficSecret(chHash);
+    io.logSecret('CLIENT_EARLY_TRAFFIC_SECRET', random, secret);
+    const exporter = es.earlyExporterMasterSecret(chHash);
+    io.logSecret('EARLY_EXPORTER_SECRET', random, exporter);
+    wipe(exporter);
+    if (compat) {
+      // §D.4: with early data, the dummy ChangeCipherSpec goes right after the first ClientHello.
+      io.sendChangeCipherSpec();
+      plan.ccsSent = true;
+    }
+    io.setWriteKeys(suite, secret);
+    io.sendEarlyData(earlyData);
+    wipe(secret);
+    early = { suite, data: earlyData };
+  }
+  return new ExpectServerHello(plan, psks, shares, hello, early, null);
+}
+
+interface EarlyState {
+  readonly suite: SuiteInfo;
+  readonly data: Uint8Array;
+}
+
+interface BuiltHello {
+  readonly raw: Uint8Array;
+  readonly truncatedLength: number;
+  /** One early secret per offered PSK, in order. */
+  readonly earlySecrets: EarlySecret[];
+}
+
+interface RetryContext {
+  /** Transcript over message_hash(ClientHello1) and the HelloRetryRequest. */
+  readonly transcript: Transcript;
+  readonly cookie?: Uint8Array;
+}
+
+function buildClientHello(
+  plan: ClientPlan,
+  psks: readonly Psk[],
+  shares: readonly ClientKeyShare[],
+  flags: { earlyData: boolean },
+  retry: RetryContext | null,
+): BuiltHello {
+  const { options, crypto } = plan;
+  const E = ExtensionType;
+  const dhe = plan.modes.includes('psk_dhe_ke');
+  let list: Extension[] = [];
+  if (options.serverName !== undefined) {
+    const host = utf8(options.serverName);
+    list.push(ext(E.server_name, (w) => w.vec16((l) => l.u8(0).vec16(host))));
+  }
+  if (dhe) {
+    list.push(ext(E.supported_groups, (w) => w.vec16((l) => plan.groups.forEach((g) => l.u16(groupId(g))))));
+    list.push(ext(E.key_share, (w) => w.vec16((l) => shares.forEach((s) => l.u16(groupId(s.group)).vec16(s.share)))));
+  }
+  if (flags.earlyData) list.push(ext(E.early_data));
+  list.push(ext(E.supported_versions, (w) => w.vec8((l) => l.u16(ProtocolVersion.TLSv1_3))));
+  list.push(ext(E.psk_key_exchange_modes, (w) => w.vec8((l) => plan.modes.forEach((m) => l.u8(PskKeyExchangeMode[m])))));
+  if (options.recordSizeLimit !== undefined) list.push(ext(E.record_size_limit, (w) => w.u16(options.recordSizeLimit!)));
+  if (options.alpn && options.alpn.length > 0) list.push(alpnExtension(options.alpn));
+  if (retry?.cookie) list.push(ext(E.cookie, (w) => w.vec16(retry.cookie!)));
+  if (options.dangerousClientHelloExtensions) list = options.dangerousClientHelloExtensions(list);
+  for (const e of list) plan.offered.add(e.type);
+  plan.offered.add(E.pre_shared_key);
+
+  const encoded = encodeClientHello({
+    random: plan.random,
+    sessionId: plan.sessionId,
+    cipherSuites: plan.suites.map((s) => s.id),
+    extensions: list,
+    psks: {
+      identities: psks.map((p) => ({ identity: p.identity, obfuscatedTicketAge: p.obfuscatedTicketAge ?? 0 })),
+      binderLengths: psks.map((p) => crypto.hash(p.hash).outputLength),
+    },
+  });
+  // §4.2.11.2: each binder covers the transcript up to and including the identities (the truncated
+  // ClientHello), after message_hash(ClientHello1) || HelloRetryRequest when there was a retry.
+  const truncated = encoded.raw.subarray(0, encoded.truncatedLength);
+  const earlySecrets = psks.map((p) => earlySecretFor(crypto, p));
+  const binders = psks.map((p, i) => {
+    const h = retry ? retry.transcript.currentWith(truncated) : crypto.hash(p.hash).digest(truncated);
+    return computeBinder(crypto, earlySecrets[i], p, h);
+  });
+  patchBinders(encoded.raw, encoded.truncatedLength, binders);
+  return { raw: encoded.raw, truncatedLength: encoded.truncatedLength, earlySecrets };
+}
+
+function earlyDataSuiteOf(psk: Psk, suites: readonly SuiteInfo[]): SuiteInfo {
+  if (psk.earlyDataSuite) return SUITES[psk.earlyDataSuite];
+  return suites.find((s) => s.hash === psk.hash)!;
+}
+
+/** §4.1.3, §4.1.4: expects a ServerHello, or (after the first ClientHello only) a HelloRetryRequest. */
+class ExpectServerHello implements HandshakeState {
+  readonly name = 'ExpectServerHello';
+
+  constructor(
+    private readonly plan: ClientPlan,
+    private readonly psks: readonly Psk[],
+    private readonly shares: readonly ClientKeyShare[],
+    private readonly hello: BuiltHello,
+    private readonly early: EarlyState | null,
+    /** Set after a HelloRetryRequest: the transcript so far, the suite and group it named. */
+    private readonly retried: { transcript: Transcript; suite: SuiteInfo; group?: number } | null,
+  ) {}
+
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    if (m.type !== HandshakeType.server_hello) {
+      throw new TlsError('UnexpectedMessage', `expected ServerHello, got ${nameOf(HandshakeType, m.type, 2)}`);
+    }
+    const sh = decodeServerHello(m.raw);
+    // §4.1.3 / §4.2.1: a TLS 1.3 server selects 0x0304 in supported_versions.
+    if (sh.supportedVersion === undefined) {
+      throw new TlsError('UnsupportedVersion', 'server did not negotiate TLS 1.3 (no supported_versions)');
+    }
+    if (sh.supportedVersion !== ProtocolVersion.TLSv1_3) {
+      throw new TlsError('IllegalParameter', `server selected version 0x${sh.supportedVersion.toString(16)}, which was not offered`);
+    }
+    if (sh.legacyVersion !== ProtocolVersion.TLSv1_2) {
+      throw new TlsError('IllegalParameter', 'ServerHello.legacy_version must be 0x0303 (RFC 8446 §4.1.3)');
+    }
+    // §4.1.3: a legacy_session_id_echo that differs from what we sent is illegal_parameter.
+    if (!equalConstantTime(sh.sessionIdEcho, this.plan.sessionId)) {
+      throw new TlsError('IllegalParameter', 'legacy_session_id_echo does not match (RFC 8446 §4.1.3)');
+    }
+    const suite = suiteById(sh.cipherSuite);
+    if (!suite || !this.plan.suites.includes(suite)) {
+      throw new TlsError('ServerSelectedUnofferedSuite', `server selected cipher suite 0x${sh.cipherSuite.toString(16)}`);
+    }
+    return sh.isHelloRetryRequest ? this.onHelloRetryRequest(io, sh, suite) : this.onServerHello(io, sh, suite);
+  }
+
+  private onHelloRetryRequest(io: HandshakeIO, hrr: ServerHello, suite: SuiteInfo): HandshakeState {
+    const E = ExtensionType;
+    // §4.1.4: a second HelloRetryRequest is unexpected_message.
+    if (this.retried) throw new TlsError('SecondHelloRetryRequest', 'a second HelloRetryRequest (RFC 8446 §4.1.4)');
+    hrr.extensions.requireSubsetOf(new Set([E.supported_versions, E.key_share, E.cookie]), 'HelloRetryRequest');
+    let newShares = this.shares;
+    if (hrr.selectedGroup !== undefined) {
+      const name = groupName(hrr.selectedGroup);
+      // §4.2.8: the selected group must be one we support, and not one we already sent a share for.
+      if (!name || !this.plan.groups.includes(name) || !this.plan.modes.includes('psk_dhe_ke')) {
+        throw new TlsError('HelloRetryRequestBadGroup', `HelloRetryRequest asks for group ${nameOf({}, hrr.selectedGroup)} we did not offer`);
+      }
+      if (this.shares.some((s) => s.group === name)) {
+        throw new TlsError('HelloRetryRequestBadGroup', `HelloRetryRequest asks for ${name}, for which we already sent a key share`);
+      }
+      const group = this.plan.crypto.group(name)!;
+      for (const s of this.shares) s.destroy();
+      newShares = [group.start(this.plan.crypto.random(group.randomLength))];
+    } else if (hrr.cookie === undefined) {
+      // §4.1.4: an HRR that would not change the ClientHello is illegal_parameter.
+      throw new TlsError('HelloRetryRequestUseless', 'HelloRetryRequest changes nothing in the ClientHello');
+    }
+    // §4.1.4: in the second ClientHello offer only PSKs whose hash is that of the selected suite.
+    const psks = this.psks.filter((p) => p.hash === suite.hash);
+    if (psks.length === 0) throw new TlsError('NoCommonCipherSuite', `no offered PSK is usable with ${suite.name}`);
+    for (const es of this.hello.earlySecrets) es.destroy();
+
+    const transcript = new Transcript(this.plan.crypto, suite.hash).add(this.hello.raw).replaceWithMessageHash().add(hrr.raw);
+    const hello = buildClientHello(this.plan, psks, newShares, { earlyData: false }, { transcript, cookie: hrr.cookie });
+    if (this.early) io.emit({ type: 'early-data', status: 'rejected' });
+    // §D.4: the dummy ChangeCipherSpec goes before the second flight if it was not sent yet.
+    if ((this.plan.options.middleboxCompatibility ?? true) && !this.plan.ccsSent) {
+      io.sendChangeCipherSpec();
+      this.plan.ccsSent = true;
+    }
+    if (this.early) io.clearWriteKeys(); // the second ClientHello goes in plaintext
+    io.sendHandshake(hello.raw);
+    transcript.add(hello.raw);
+    return new ExpectServerHello(this.plan, psks, newShares, hello, this.early, {
+      transcript,
+      suite,
+      group: hrr.selectedGroup,
+    });
+  }
+
+  private onServerHello(io: HandshakeIO, sh: ServerHello, suite: SuiteInfo): HandshakeState {
+    const E = ExtensionType;
+    const plan = this.plan;
+    // §4.2: a ServerHello may carry only responses to what we offered.
+    sh.extensions.requireSubsetOf(new Set([E.supported_versions, E.key_share, E.pre_shared_key]), 'ServerHello');
+    if (this.retried && suite !== this.retried.suite) {
+      // §4.1.4: the ServerHello must select the suite the HelloRetryRequest named.
+      throw new TlsError('IllegalParameter', 'ServerHello selects a different cipher suite than the HelloRetryRequest');
+    }
+    // This client authenticates with PSKs only: a server that did not select one cannot be authenticated.
+    if (sh.selectedIdentity === undefined) {
+      throw new TlsError('PskNotSelected', 'server did not select a PSK (certificate authentication is not supported)');
+    }
+    const index = sh.selectedIdentity;
+    if (index >= this.psks.length) {
+      throw new TlsError('ServerSelectedUnofferedPsk', `server selected PSK ${index} of ${this.psks.length} (RFC 8446 §4.2.11)`);
+    }
+    const psk = this.psks[index];
+    if (psk.hash !== suite.hash) {
+      throw new TlsError('IllegalParameter', `server selected a ${psk.hash} PSK with ${suite.name} (RFC 8446 §4.2.11)`);
+    }
+
+    let kex: KexMode;
+    let groupNameSel: GroupName | null = null;
+    let shared: Uint8Array | null = null;
+    if (sh.keyShare) {
+      if (!plan.modes.includes('psk_dhe_ke')) throw new TlsError('UnsupportedExtension', 'key_share in ServerHello but psk_dhe_ke was not offered');
+      const name = groupName(sh.keyShare.group);
+      const share = name ? this.shares.find((s) => s.group === name) : undefined;
+      if (!share || (this.retried?.group !== undefined && sh.keyShare.group !== this.retried.group)) {
+        throw new TlsError('ServerSelectedUnofferedGroup', `server key share for group 0x${sh.keyShare.group.toString(16)}, which we did not send`);
+      }
+      shared = share.complete(sh.keyShare.keyExchange);
+      kex = 'psk_dhe_ke';
+      groupNameSel = share.group;
+    } else {
+      // §4.2.9: without a key_share the server chose psk_ke, which must have been offered.
+      if (!plan.modes.includes('psk_ke')) throw new TlsError('MissingExtension', 'ServerHello has no key_share but psk_ke was not offered');
+      kex = 'psk_ke';
+    }
+    for (const s of this.shares) s.destroy();
+
+    const transcript = this.retried ? this.retried.transcript : new Transcript(plan.crypto, suite.hash).add(this.hello.raw);
+    transcript.add(sh.raw);
+    const es = this.hello.earlySecrets[index];
+    this.hello.earlySecrets.forEach((other, i) => i !== index && other.destroy());
+    const hs = es.intoHandshake(shared);
+    wipe(shared);
+    const helloHash = transcript.current();
+    const chts = hs.clientHandshakeTrafficSecret(helloHash);
+    const shts = hs.serverHandshakeTrafficSecret(helloHash);
+    io.logSecret('CLIENT_HANDSHAKE_TRAFFIC_SECRET', plan.random, chts);
+    io.logSecret('SERVER_HANDSHAKE_TRAFFIC_SECRET', plan.random, shts);
+    io.setReadKeys(suite, shts);
+
+    // 0-RTT survives only if the server picked the first PSK with the suite we used for it (§4.2.10).
+    const earlyPossible = this.early !== null && this.retried === null && index === 0 && this.early.suite === suite;
+    return new ExpectEncryptedExtensions(plan, {
+      suite,
+      psk,
+      index,
+      kex,
+      group: groupNameSel,
+      transcript,
+      hs,
+      chts,
+      shts,
+      early: this.early,
+      earlyPossible,
+      helloRetry: this.retried !== null,
+    });
+  }
+}
+
+interface NegotiatedClient {
+  readonly suite: SuiteInfo;
+  readonly psk: Psk;
+  readonly index: number;
+  readonly kex: KexMode;
+  readonly group: GroupName | null;
+  readonly transcript: Transcript;
+  readonly hs: HandshakeSecret;
+  readonly chts: Uint8Array;
+  readonly shts: Uint8Array;
+  readonly early: EarlyState | null;
+  readonly earlyPossible: boolean;
+  readonly helloRetry: boolean;
+}
+
+/** §4.3.1: expects EncryptedExtensions. */
+class ExpectEncryptedExtensions implements HandshakeState {
+  readonly name = 'ExpectEncryptedExtensions';
+  constructor(
+    private readonly plan: ClientPlan,
+    private readonly n: NegotiatedClient,
+  ) {}
+
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    if (m.type !== HandshakeType.encrypted_extensions) {
+      throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
+    }
+    const ee = decodeEncryptedExtensions(m.body);
+    const offered = new Set(this.plan.offered);
+    offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
+    ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
+    if (ee.alpn !== undefined && !(this.plan.options.alpn ?? []).includes(ee.alpn)) {
+      throw new TlsError('IllegalParameter', `server selected ALPN "${ee.alpn}", which was not offered (RFC 7301 §3.2)`);
+    }
+    if (ee.earlyDataAccepted && !this.n.earlyPossible) {
+      // §4.2.10: accepting early data with another PSK or suite than the client used is illegal_parameter.
+      throw new TlsError('IllegalParameter', 'server accepted 0-RTT data it cannot have decrypted');
+    }
+    if (ee.recordSizeLimit !== undefined) io.setPeerRecordSizeLimit(ee.recordSizeLimit, this.plan.options.recordSizeLimit);
+    this.n.transcript.add(m.raw);
+    let earlyData: EarlyDataStatus = 'none';
+    if (this.n.early) {
+      earlyData = ee.earlyDataAccepted ? 'accepted' : 'rejected';
+      // After a HelloRetryRequest the rejection was already reported.
+      if (!this.n.helloRetry) io.emit({ type: 'early-data', status: earlyData });
+    }
+    return new ExpectServerFinished(this.plan, this.n, earlyData, ee.alpn, ee.serverNameAcknowledged);
+  }
+}
+
+/** §4.4.4: expects the server's Finished, then sends [EndOfEarlyData] and our Finished. */
+class ExpectServerFinished implements HandshakeState {
+  readonly name = 'ExpectServerFinished';
+  constructor(
+    private readonly plan: ClientPlan,
+    private readonly n: NegotiatedClient,
+    private readonly earlyData: EarlyDataStatus,
+    private readonly alpn: string | undefined,
+    private readonly serverNameAcknowledged: boolean,
+  ) {}
+
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    if (m.type !== HandshakeType.finished) {
+      // Certificate, CertificateRequest: this client authenticates with PSKs only (§4.4).
+      throw new TlsError('UnexpectedMessage', `expected Finished, got ${nameOf(HandshakeType, m.type, 2)}`);
+    }
+    const { crypto } = this.plan;
+    const n = this.n;
+    const hash = n.suite.hash;
+    const received = decodeFinished(m.body, n.suite.hashLength);
+    const expected = finishedVerifyData(crypto, hash, n.shts, n.transcript.current());
+    const ok = equalConstantTime(expected, received);
+    wipe(expected);
+    if (!ok) throw new TlsError('IncorrectFinished', 'server Finished does not verify (RFC 8446 §4.4.4)');
+    n.transcript.add(m.raw);
+
+    const master = n.hs.intoMaster();
+    const handshakeHash = n.transcript.current();
+    const cats = master.clientApplicationTrafficSecret(handshakeHash);
+    const sats = master.serverApplicationTrafficSecret(handshakeHash);
+    const ems = master.exporterMasterSecret(handshakeHash);
+    io.logSecret('CLIENT_TRAFFIC_SECRET_0', this.plan.random, cats);
+    io.logSecret('SERVER_TRAFFIC_SECRET_0', this.plan.random, sats);
+    io.logSecret('EXPORTER_SECRET', this.plan.random, ems);
+    io.setReadKeys(n.suite, sats);
+
+    if (this.earlyData === 'accepted') {
+      // §4.5: EndOfEarlyData, still under the early traffic keys.
+      const eoed = encodeEndOfEarlyData();
+      io.sendHandshake(eoed);
+      n.transcript.add(eoed);
+    }
+    if ((this.plan.options.middleboxCompatibility ?? true) && !this.plan.ccsSent) {
+      io.sendChangeCipherSpec();
+      this.plan.ccsSent = true;
+    }
+    io.setWriteKeys(n.suite, n.chts);
+    const finished = encodeFinished(finishedVerifyData(crypto, hash, n.chts, n.transcript.current()));
+    io.sendHandshake(finished);
+    n.transcript.add(finished);
+    io.setWriteKeys(n.suite, cats);
+    master.destroy();
+    wipe(n.chts, n.shts);
+
+    io.complete(
+      {
+        version: 'TLSv1.3',
+        suite: n.suite.name,
+        kex: n.kex,
+        group: n.group,
+        identity: identityText(n.psk.identity),
+        identityBytes: n.psk.identity,
+        identityIndex: n.index,
+        pskLabel: n.psk.label,
+        earlyData: this.earlyData,
+        alpn: this.alpn,
+        serverName: this.serverNameAcknowledged ? this.plan.options.serverName : undefined,
+        helloRetry: n.helloRetry,
+      },
+      { suite: n.suite, clientSecret: cats, serverSecret: sats, exporterMasterSecret: ems },
+      this.earlyData === 'rejected' && n.early && (this.plan.options.resendRejectedEarlyData ?? true) ? n.early.data : undefined,
+    );
+    return new ExpectPostHandshake(
+      true,
+      (io2, requested) => io2.keyUpdateReceived(requested),
+      (body) => void decodeNewSessionTicket(body), // parsed for validity, then ignored: no resumption
+    );
+  }
+}

@@ -1,0 +1,89 @@
+/**
+ * Pieces both handshake sides share: PSK binders (RFC 8446 §4.2.11.2), extension builders, and the
+ * post-handshake state.
+ */
+import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
+import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import type { CryptoProvider, GroupName } from '../crypto/provider.js';
+import { TlsError } from '../errors.js';
+import { EarlySecret, finishedVerifyData } from '../keyschedule/schedule.js';
+import { ext, type Extension } from '../messages/extensions.js';
+import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.js';
+import type { Psk } from '../psk/types.js';
+import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
+import type { HandshakeIO, HandshakeState } from './io.js';
+
+/** binder = HMAC(finished_key(binder_key), Transcript-Hash(Truncate(ClientHello)) (§4.2.11.2). */
+export function computeBinder(crypto: CryptoProvider, early: EarlySecret, psk: Psk, truncatedHash: Uint8Array): Uint8Array {
+  const binderKey = early.binderKey(psk.binderKind ?? 'external');
+  const binder = finishedVerifyData(crypto, early.hash, binderKey, truncatedHash);
+  wipe(binderKey);
+  return binder;
+}
+
+/** Verifies a received binder in constant time; throws IncorrectBinder (decrypt_error) on mismatch. */
+export function verifyBinder(
+  crypto: CryptoProvider,
+  early: EarlySecret,
+  psk: Psk,
+  truncatedHash: Uint8Array,
+  received: Uint8Array,
+): void {
+  const expected = computeBinder(crypto, early, psk, truncatedHash);
+  const ok = equalConstantTime(expected, received);
+  wipe(expected);
+  if (!ok) throw new TlsError('IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+}
+
+/** Starts the key schedule of `psk` on a private copy of its secret (the caller's buffer is left alone). */
+export function earlySecretFor(crypto: CryptoProvider, psk: Psk): EarlySecret {
+  const secret = psk.secret.slice();
+  const es = EarlySecret.fromPsk(crypto, psk.hash, secret);
+  wipe(secret);
+  return es;
+}
+
+export function groupId(name: GroupName): number {
+  return NamedGroup[name];
+}
+
+export function groupName(id: number): GroupName | undefined {
+  const n = nameOf(NamedGroup, id);
+  return n === 'x25519' || n === 'secp256r1' || n === 'secp384r1' || n === 'X25519MLKEM768' ? n : undefined;
+}
+
+export const supportedVersionsServer = (): Extension =>
+  ext(ExtensionType.supported_versions, (w) => w.u16(ProtocolVersion.TLSv1_3));
+
+export function alpnExtension(names: readonly string[]): Extension {
+  return ext(ExtensionType.application_layer_protocol_negotiation, (w) =>
+    w.vec16((l) => {
+      for (const n of names) l.vec8(utf8(n));
+    }),
+  );
+}
+
+/**
+ * After the handshake: KeyUpdate for both sides (§4.6.3), NewSessionTicket tolerated and ignored by a client
+ * that does not resume (§4.6.1), anything else is unexpected_message.
+ */
+export class ExpectPostHandshake implements HandshakeState {
+  readonly name = 'ExpectPostHandshake';
+  constructor(
+    private readonly isClient: boolean,
+    private readonly onKeyUpdate: (io: HandshakeIO, requestUpdate: boolean) => void,
+    private readonly onTicket: (body: Uint8Array) => void,
+  ) {}
+
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    if (m.type === HandshakeType.key_update) {
+      this.onKeyUpdate(io, decodeKeyUpdateBody(m.body));
+      return this;
+    }
+    if (m.type === HandshakeType.new_session_ticket && this.isClient) {
+      this.onTicket(m.body);
+      return this;
+    }
+    throw new TlsError('UnexpectedMessage', `${nameOf(HandshakeType, m.type, 2)} after the handshake`);
+  }
+}

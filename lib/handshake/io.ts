@@ -1,0 +1,68 @@
+/**
+ * What the handshake state machines may do to their connection: send handshake messages, install traffic
+ * keys, log secrets and report events. The connection implements it; the states hold no I/O of their own.
+ */
+import type { CryptoProvider } from '../crypto/provider.js';
+import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
+import type { SuiteInfo } from '../suites.js';
+import type { ConnectionEvent, HandshakeInfo } from '../connection/events.js';
+
+export type KeyLogLabel =
+  | 'CLIENT_EARLY_TRAFFIC_SECRET'
+  | 'CLIENT_HANDSHAKE_TRAFFIC_SECRET'
+  | 'SERVER_HANDSHAKE_TRAFFIC_SECRET'
+  | 'CLIENT_TRAFFIC_SECRET_0'
+  | 'SERVER_TRAFFIC_SECRET_0'
+  | 'EXPORTER_SECRET'
+  | 'EARLY_EXPORTER_SECRET';
+
+/** Secrets the connection keeps after the handshake (KeyUpdate, exporters). */
+export interface ApplicationSecrets {
+  readonly suite: SuiteInfo;
+  readonly clientSecret: Uint8Array;
+  readonly serverSecret: Uint8Array;
+  readonly exporterMasterSecret: Uint8Array;
+}
+
+export interface HandshakeIO {
+  readonly crypto: CryptoProvider;
+  /** Queues a handshake message under the current write keys. */
+  sendHandshake(raw: Uint8Array): void;
+  /** Queues a dummy change_cipher_spec record (middlebox compatibility, RFC 8446 §D.4). */
+  sendChangeCipherSpec(): void;
+  /** Queues 0-RTT application data under the current (early) write keys. */
+  sendEarlyData(data: Uint8Array): void;
+  /** Client after a HelloRetryRequest: what is sent from now on is unprotected again. */
+  clearWriteKeys(): void;
+  /** RFC 8449: the peer's record_size_limit (and ours, if we advertised one) now apply to protected records. */
+  setPeerRecordSizeLimit(peerLimit: number, ownLimit: number | undefined): void;
+  /** A KeyUpdate arrived (§4.6.3): update the read keys, and answer when `requestUpdate` is set. */
+  keyUpdateReceived(requestUpdate: boolean): void;
+  /** Protects what is sent from now on with `secret` (flushing what was queued under the old keys). */
+  setWriteKeys(suite: SuiteInfo, secret: Uint8Array): void;
+  /**
+   * Removes protection from what is received from now on with `secret`. Fails with unexpected_message when a
+   * handshake message is still partly received under the old keys (§5.1).
+   */
+  setReadKeys(suite: SuiteInfo, secret: Uint8Array): void;
+  /** Server, 0-RTT rejected: drop records that fail to decrypt, up to `limit` bytes (§4.2.10). */
+  skipUndecryptableRecords(limit: number): void;
+  /** Server, after a HelloRetryRequest: drop application_data records, up to `limit` bytes (§4.2.10). */
+  skipEarlyApplicationRecords(limit: number): void;
+  /** Server, 0-RTT accepted: application data under the early keys counts against `limit` (§4.2.10). */
+  acceptEarlyData(limit: number): void;
+  /** Writes one NSS key-log line if key logging is on. */
+  logSecret(label: KeyLogLabel, clientRandom: Uint8Array, secret: Uint8Array): void;
+  emit(event: ConnectionEvent): void;
+  /**
+   * The handshake is complete: application keys are installed, application data may flow.
+   * `resend` is rejected 0-RTT data to send again as ordinary application data.
+   */
+  complete(info: HandshakeInfo, secrets: ApplicationSecrets, resend?: Uint8Array): void;
+}
+
+/** One handshake state: named for the message it expects next. `handle` returns the next state. */
+export interface HandshakeState {
+  readonly name: string;
+  handle(io: HandshakeIO, message: HandshakeMessageBytes): HandshakeState;
+}
