@@ -43,6 +43,16 @@ export function equalConstantTime(a: Uint8Array, b: Uint8Array): boolean {
   return d === 0;
 }
 
+/**
+ * A fresh copy of `b`. (Never `b.slice()`: on a Node Buffer, `slice` returns a view of the same memory, so
+ * wiping the "copy" would wipe the caller's key.)
+ */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length);
+  out.set(b);
+  return out;
+}
+
 /** Overwrites key material with zeros. */
 export function wipe(...bufs: (Uint8Array | undefined | null)[]): void {
   for (const b of bufs) if (b) b.fill(0);

@@ -16,7 +16,7 @@
  * output) and an `error` event. Methods called in the wrong state (writing after close) throw.
  */
 import { AlertDescription, AlertLevel, ContentType, nameOf } from '../codec/enums.js';
-import { concat, toHex, wipe } from '../codec/bytes.js';
+import { concat, copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
@@ -162,7 +162,7 @@ export class Connection {
     if (!this.writable) throw new Error(`write: the connection is ${this.sentCloseNotify || this.closeRequested ? 'closed for writing' : this.phaseValue}`);
     if (data.length === 0) return;
     if (this.phaseValue !== 'connected') {
-      this.queued.push(data.slice());
+      this.queued.push(copyBytes(data));
       return;
     }
     this.sealApplicationData(data);

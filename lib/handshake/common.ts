@@ -3,7 +3,7 @@
  * post-handshake state.
  */
 import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
-import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { EarlySecret, finishedVerifyData } from '../keyschedule/schedule.js';
@@ -37,7 +37,7 @@ export function verifyBinder(
 
 /** Starts the key schedule of `psk` on a private copy of its secret (the caller's buffer is left alone). */
 export function earlySecretFor(crypto: CryptoProvider, psk: Psk): EarlySecret {
-  const secret = psk.secret.slice();
+  const secret = copyBytes(psk.secret);
   const es = EarlySecret.fromPsk(crypto, psk.hash, secret);
   wipe(secret);
   return es;

@@ -7,7 +7,7 @@
  * - TLSInnerPlaintext = content || ContentType || zeros (padding) (§5.2, §5.4).
  */
 import { ContentType } from '../codec/enums.js';
-import { wipe } from '../codec/bytes.js';
+import { copyBytes, wipe } from '../codec/bytes.js';
 import type { Aead, CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import type { SuiteInfo } from '../suites.js';
@@ -38,7 +38,7 @@ export class RecordProtection {
   ) {
     if (iv.length !== suite.ivLength) throw new RangeError(`record IV must be ${suite.ivLength} bytes`);
     this.aead = crypto.aead(suite.aead, key);
-    this.iv = iv.slice();
+    this.iv = copyBytes(iv);
     this.nonce = new Uint8Array(iv.length);
   }
 

@@ -1,0 +1,420 @@
+/**
+ * Node.js transport: a qkd-tls {@link Connection} over a TCP socket, exposed as a Duplex stream that behaves
+ * like a `node:tls` TLSSocket (backpressure, `secureConnect`, half-close, destroyed on a fatal alert), and a
+ * server whose PSK lookup may be asynchronous (e.g. fetching a QKD key by ID from a key manager) without
+ * holding up other connections.
+ *
+ * ```ts
+ * import { connect, createServer } from 'qkd-tls/node';
+ * const server = createServer({ psks: [psk] }, (socket) => socket.pipe(socket)).listen(8443);
+ * const socket = connect({ port: 8443, psks: [psk] }, () => socket.end('hello'));
+ * ```
+ */
+import { EventEmitter } from 'node:events';
+import * as net from 'node:net';
+import { Duplex } from 'node:stream';
+import { Connection } from '../connection/connection.js';
+import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
+import type { HandshakeInfo } from '../connection/events.js';
+import { createNodeProvider } from '../crypto/node.js';
+import { nobleProvider } from '../crypto/noble.js';
+import type { CryptoProvider } from '../crypto/provider.js';
+import { TlsError } from '../errors.js';
+import type { Psk } from '../psk/types.js';
+
+/** Default time allowed for a handshake (including any asynchronous PSK lookup). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
+
+export interface TransportOptions {
+  /**
+   * The cryptography backend. Default: Node's native crypto (fast), unless the environment variable
+   * QKD_TLS_CRYPTO=noble selects the pure-JavaScript one.
+   */
+  readonly crypto?: CryptoProvider;
+  /** Fail the handshake if it has not completed after this many milliseconds. Default 30 s. */
+  readonly handshakeTimeout?: number;
+}
+
+export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'crypto' | 'psks'> {
+  readonly host?: string;
+  readonly port?: number;
+  /** An already connected socket (or any Duplex) to run TLS over, instead of host/port. */
+  readonly socket?: Duplex;
+  /**
+   * The PSKs to offer, or a function that fetches them (e.g. from a QKD key manager) before the ClientHello.
+   * Fetched keys are used for this one connection only.
+   */
+  readonly psks: readonly Psk[] | (() => Promise<readonly Psk[]>);
+}
+
+/** Looks up the PSKs for the offered identities (one entry per identity, undefined when unknown). */
+export type AsyncPskResolver = (request: PskRequest) => Promise<readonly (Psk | undefined)[]>;
+
+export interface ServerTransportOptions extends TransportOptions, Omit<ServerOptions, 'crypto' | 'psks'> {
+  /** Static PSKs (matched by identity), a synchronous resolver, or an asynchronous one. */
+  readonly psks: readonly Psk[] | AsyncPskResolver;
+}
+
+let defaultCrypto: CryptoProvider | undefined;
+
+/** The provider used when none is given: native in Node unless QKD_TLS_CRYPTO=noble. */
+export function defaultNodeCrypto(): CryptoProvider {
+  if (!defaultCrypto) defaultCrypto = process.env.QKD_TLS_CRYPTO === 'noble' ? nobleProvider : createNodeProvider();
+  return defaultCrypto;
+}
+
+/** Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. */
+export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
+  const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port ?? 0, allowHalfOpen: true });
+  const tls = new QkdTlsSocket(socket, options.handshakeTimeout);
+  if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
+  const start = (psks: readonly Psk[]): void => {
+    if (tls.destroyed) return;
+    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, psks: _k, ...rest } = options;
+    let conn: Connection;
+    try {
+      conn = Connection.client({ ...rest, psks, crypto: options.crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(options.keyLog) });
+    } catch (e) {
+      tls.destroy(e as Error);
+      return;
+    }
+    tls.attach(conn);
+  };
+  if (typeof options.psks === 'function') {
+    options.psks().then(start, (e: Error) => tls.destroy(new Error(`could not obtain PSKs: ${e.message}`, { cause: e })));
+  } else {
+    start(options.psks);
+  }
+  return tls;
+}
+
+/**
+ * A TLS-PSK server. Emits `secureConnection` (socket) for each completed handshake and `tlsClientError`
+ * (error, socket) for each failed one; a failing connection never disturbs the others.
+ */
+export class QkdTlsServer extends EventEmitter {
+  readonly server: net.Server;
+  private readonly sockets = new Set<QkdTlsSocket>();
+
+  constructor(
+    private readonly options: ServerTransportOptions,
+    onSecureConnection?: (socket: QkdTlsSocket) => void,
+  ) {
+    super();
+    if (onSecureConnection) this.on('secureConnection', onSecureConnection);
+    this.server = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw));
+    this.server.on('error', (e) => this.emit('error', e));
+    this.server.on('listening', () => this.emit('listening'));
+    this.server.on('close', () => this.emit('close'));
+  }
+
+  /** Runs TLS over an accepted socket (or any Duplex). */
+  accept(raw: Duplex): QkdTlsSocket {
+    const tls = new QkdTlsSocket(raw, this.options.handshakeTimeout);
+    this.sockets.add(tls);
+    tls.once('close', () => this.sockets.delete(tls));
+    const onEarlyError = (e: Error): void => {
+      this.emit('tlsClientError', e, tls);
+    };
+    tls.on('error', onEarlyError);
+    tls.once('secure', () => {
+      tls.off('error', onEarlyError);
+      // Keep the process alive even if the application forgets an error handler on an established socket.
+      if (tls.listenerCount('error') === 0) tls.on('error', (e) => this.emit('socketError', e, tls));
+      this.emit('secureConnection', tls);
+    });
+    const { psks, handshakeTimeout: _t, crypto, keyLog, ...rest } = this.options;
+    const resolver = typeof psks === 'function' ? undefined : psks;
+    let conn: Connection;
+    try {
+      conn = Connection.server({ ...rest, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
+    } catch (e) {
+      tls.destroy(e as Error);
+      return tls;
+    }
+    if (typeof psks === 'function') tls.asyncPskResolver = psks;
+    tls.attach(conn);
+    return tls;
+  }
+
+  listen(port?: number, host?: string, callback?: () => void): this;
+  listen(options: net.ListenOptions, callback?: () => void): this;
+  listen(...args: unknown[]): this {
+    (this.server.listen as (...a: unknown[]) => void)(...args);
+    return this;
+  }
+
+  address(): net.AddressInfo {
+    return this.server.address() as net.AddressInfo;
+  }
+
+  /** Stops accepting; existing connections go on. `callback` runs when all have closed. */
+  close(callback?: (err?: Error) => void): this {
+    this.server.close(callback);
+    return this;
+  }
+
+  /** The number of open TLS connections. */
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  /** Destroys every open connection. */
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+}
+
+export function createServer(options: ServerTransportOptions, onSecureConnection?: (socket: QkdTlsSocket) => void): QkdTlsServer {
+  return new QkdTlsServer(options, onSecureConnection);
+}
+
+/**
+ * One TLS connection as a Duplex: write plaintext, read plaintext. Events: `secureConnect` (client) and
+ * `secure` (both sides) when the handshake completes, `earlyData` ('accepted' | 'rejected'), `keylog`
+ * (a Buffer line, as node:tls), `keyUpdate` (direction).
+ */
+export class QkdTlsSocket extends Duplex {
+  private conn: Connection | null = null;
+  private readonly timer: NodeJS.Timeout | undefined;
+  private secureDone = false;
+  private pendingWrite: { chunks: Uint8Array[]; callback: (e?: Error | null) => void } | null = null;
+  private finalCallback: ((e?: Error | null) => void) | null = null;
+  /** Set by the server when PSKs are looked up asynchronously. */
+  asyncPskResolver: AsyncPskResolver | undefined;
+
+  constructor(
+    readonly socket: Duplex,
+    handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  ) {
+    super({ allowHalfOpen: true });
+    this.timer = setTimeout(() => {
+      if (!this.secureDone) this.destroy(new Error(`TLS handshake timed out after ${handshakeTimeout} ms`));
+    }, handshakeTimeout);
+    this.timer.unref?.();
+    socket.on('data', (b: Buffer) => this.onSocketData(b));
+    socket.on('end', () => this.onSocketEnd());
+    socket.on('error', (e) => this.destroy(e));
+    socket.on('close', () => {
+      if (!this.destroyed) this.destroy(this.secureDone ? undefined : new Error('connection closed before the TLS handshake completed'));
+    });
+    socket.on('drain', () => this.onDrain());
+  }
+
+  /** The handshake summary once secure, else null. */
+  get handshake(): HandshakeInfo | null {
+    return this.conn?.handshake ?? null;
+  }
+  /** The negotiated ALPN protocol, or false (as node:tls). */
+  get alpnProtocol(): string | false {
+    return this.conn?.handshake?.alpn ?? false;
+  }
+  get remoteAddress(): string | undefined {
+    return (this.socket as net.Socket).remoteAddress;
+  }
+  get remotePort(): number | undefined {
+    return (this.socket as net.Socket).remotePort;
+  }
+  /** The underlying sans-IO connection (for diagnostics). */
+  get connection(): Connection | null {
+    return this.conn;
+  }
+
+  /** RFC 5705 / RFC 8446 §7.5 keying material, with node:tls's argument order. */
+  exportKeyingMaterial(length: number, label: string, context?: Buffer): Buffer {
+    if (!this.conn) throw new Error('exportKeyingMaterial: not connected');
+    return Buffer.from(this.conn.exportKeyingMaterial(label, context ?? new Uint8Array(0), length));
+  }
+
+  /** Sends a KeyUpdate (RFC 8446 §4.6.3); `requestPeer` asks the peer to update its keys too. */
+  keyUpdate(requestPeer = false): void {
+    if (!this.conn) throw new Error('keyUpdate: not connected');
+    this.conn.keyUpdate(requestPeer);
+    this.pump();
+  }
+
+  /** @internal Wraps a key-log callback so that `keylog` events fire too. */
+  keyLogSink(user: ((line: string) => void) | undefined): ((line: string) => void) | undefined {
+    return (line) => {
+      user?.(line);
+      if (this.listenerCount('keylog') > 0) this.emit('keylog', Buffer.from(line + '\n'));
+    };
+  }
+
+  /** @internal Starts running `conn` over the socket. */
+  attach(conn: Connection): void {
+    this.conn = conn;
+    this.pump();
+  }
+
+  // --- Duplex implementation -------------------------------------------------------------------------------
+
+  override _read(): void {
+    if ((this.socket as net.Socket).isPaused?.()) this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (e?: Error | null) => void): void {
+    this.writeChunks([chunk], callback);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (e?: Error | null) => void): void {
+    this.writeChunks(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  private writeChunks(chunks: Uint8Array[], callback: (e?: Error | null) => void): void {
+    if (!this.conn) {
+      // Client still fetching its PSKs: hold the data until the connection exists.
+      this.pendingWrite = { chunks, callback };
+      return;
+    }
+    try {
+      const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+      this.conn.write(data);
+    } catch (e) {
+      callback(e as Error);
+      return;
+    }
+    const flushed = this.pump();
+    if (flushed) callback();
+    else this.pendingWrite = { chunks: [], callback };
+  }
+
+  override _final(callback: (e?: Error | null) => void): void {
+    // close_notify can only follow the handshake: hold the end until then (written data is sent first).
+    if (!this.conn || this.conn.phase === 'handshaking') {
+      this.finalCallback = callback;
+      return;
+    }
+    this.conn.close();
+    this.pump();
+    // Half-close (RFC 8446 §6.1): our direction is done; we keep reading until the peer's close_notify.
+    (this.socket as net.Socket).end();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (e?: Error | null) => void): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.conn?.destroy();
+    const s = this.socket as net.Socket;
+    if (!s.destroyed) {
+      if (s.writable) {
+        // Let what is queued (a final alert, close_notify) reach the peer; a peer that never closes its
+        // side must not keep the socket around, though.
+        s.end();
+        setTimeout(() => s.destroy(), 2000).unref();
+      } else s.destroy();
+    }
+    const pending = this.pendingWrite;
+    this.pendingWrite = null;
+    pending?.callback(err ?? new Error('socket destroyed'));
+    callback(err);
+  }
+
+  // --- plumbing ---------------------------------------------------------------------------------------------
+
+  private onSocketData(b: Buffer): void {
+    if (!this.conn) return;
+    this.conn.receive(b);
+    this.pump();
+  }
+
+  private onSocketEnd(): void {
+    if (!this.conn || this.destroyed) return;
+    if (!this.secureDone) {
+      this.destroy(new Error('connection closed by the peer before the TLS handshake completed'));
+      return;
+    }
+    // EOF without close_notify: end the readable side as node:tls does.
+    if (!this.conn.peerClosed) this.push(null);
+    if (!this.conn.writable) this.socket.destroy();
+  }
+
+  private onDrain(): void {
+    const p = this.pendingWrite;
+    if (p && p.chunks.length === 0) {
+      this.pendingWrite = null;
+      p.callback();
+    }
+  }
+
+  /** Sends pending output and handles events; returns whether the socket accepted everything without buffering. */
+  private pump(): boolean {
+    const conn = this.conn!;
+    let flushed = true;
+    const out = conn.takeOutputChunks();
+    if (out.length > 0 && !(this.socket as net.Socket).destroyed) {
+      const data = out.length === 1 ? out[0] : Buffer.concat(out);
+      flushed = this.socket.write(data);
+    }
+    for (const ev of conn.takeEvents()) {
+      switch (ev.type) {
+        case 'handshake':
+          this.secureDone = true;
+          if (this.timer) clearTimeout(this.timer);
+          if (conn.isClient) this.emit('secureConnect');
+          this.emit('secure', ev.info);
+          this.afterConnected();
+          break;
+        case 'data':
+          if (!this.push(Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength))) this.socket.pause();
+          break;
+        case 'early-data':
+          this.emit('earlyData', ev.status);
+          break;
+        case 'psk-request':
+          this.resolvePsks(ev.request);
+          break;
+        case 'end':
+          this.push(null);
+          break;
+        case 'key-update':
+          this.emit('keyUpdate', ev.direction);
+          break;
+        case 'error':
+          this.destroy(ev.error);
+          return flushed;
+      }
+    }
+    return flushed;
+  }
+
+  private afterConnected(): void {
+    if (this.pendingWrite && this.pendingWrite.chunks.length > 0) {
+      const p = this.pendingWrite;
+      this.pendingWrite = null;
+      this.writeChunks(p.chunks, p.callback);
+    }
+    if (this.finalCallback) {
+      const cb = this.finalCallback;
+      this.finalCallback = null;
+      this._final(cb);
+    }
+  }
+
+  private resolvePsks(request: PskRequest): void {
+    const resolver = this.asyncPskResolver;
+    const conn = this.conn!;
+    if (!resolver) {
+      conn.failPskLookup('no PSK lookup configured');
+      this.pump();
+      return;
+    }
+    resolver(request).then(
+      (psks) => {
+        if (this.destroyed) return;
+        conn.providePsks(psks);
+        this.pump();
+      },
+      (e: Error) => {
+        if (this.destroyed) return;
+        conn.failPskLookup(`PSK lookup failed: ${e.message}`);
+        this.pump();
+      },
+    );
+  }
+}
+
+export { TlsError };
