@@ -1,0 +1,67 @@
+/**
+ * How the commands report on stderr: one line per completed handshake and per failure, human-readable or
+ * (with --json) one JSON object per line. Key material never appears here.
+ */
+import type { HandshakeInfo } from '../../lib/connection/events.js';
+import { TlsError } from '../../lib/errors.js';
+
+export class Reporter {
+  constructor(readonly json: boolean) {}
+
+  /** `{"event":"handshake","version":"TLSv1.3","suite":...,"kex":...,"group":...,"identity":...,"earlyData":...}` */
+  handshake(info: HandshakeInfo, extra: Record<string, unknown> = {}): void {
+    const o = {
+      event: 'handshake',
+      version: info.version,
+      suite: info.suite,
+      kex: info.kex,
+      group: info.group,
+      identity: info.identity,
+      earlyData: info.earlyData,
+      ...(info.pskLabel !== undefined ? { keyId: info.pskLabel } : {}),
+      ...(info.alpn !== undefined ? { alpn: info.alpn } : {}),
+      ...(info.helloRetry ? { helloRetry: true } : {}),
+      ...extra,
+    };
+    if (this.json) this.write(o);
+    else {
+      process.stderr.write(
+        `handshake: ${info.version} ${info.suite} ${info.kex}${info.group ? ' ' + info.group : ''} identity=${info.identity}` +
+          `${info.pskLabel !== undefined ? ' key=' + info.pskLabel : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
+          Object.entries(extra)
+            .map(([k, v]) => ` ${k}=${String(v)}`)
+            .join('') +
+          '\n',
+      );
+    }
+  }
+
+  /** A failure: `tls alert: decrypt_error (51) sent: ...` or a plain error. */
+  failure(err: unknown, extra: Record<string, unknown> = {}): void {
+    const e = err instanceof Error ? err : new Error(String(err));
+    if (this.json) {
+      const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra };
+      if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : 'sent', reason: e.reason });
+      this.write(o);
+    } else {
+      const where = Object.entries(extra)
+        .map(([k, v]) => `${k}=${String(v)}`)
+        .join(' ');
+      process.stderr.write(`${e.message}${where ? ` (${where})` : ''}\n`);
+    }
+  }
+
+  event(name: string, fields: Record<string, unknown>): void {
+    if (this.json) this.write({ event: name, ...fields });
+    else
+      process.stderr.write(
+        `${name}: ${Object.entries(fields)
+          .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+          .join(' ')}\n`,
+      );
+  }
+
+  private write(o: Record<string, unknown>): void {
+    process.stderr.write(JSON.stringify(o) + '\n');
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The TLS options shared by `qkd-tls server`, `client` and `proxy` (the command-line contract in
+ * shared/design.md), parsed into connection options.
+ */
+import { appendFileSync, readFileSync } from 'node:fs';
+import type { KexMode } from '../../lib/connection/config.js';
+import { createNodeProvider } from '../../lib/crypto/node.js';
+import { nobleProvider } from '../../lib/crypto/noble.js';
+import type { CryptoProvider, GroupName } from '../../lib/crypto/provider.js';
+import { SUITES, type SupportedSuiteName } from '../../lib/suites.js';
+
+/** util.parseArgs option definitions for the TLS options. */
+export const TLS_OPTION_SPEC = {
+  'kex-modes': { type: 'string' },
+  suites: { type: 'string' },
+  groups: { type: 'string' },
+  alpn: { type: 'string' },
+  'early-data': { type: 'string' },
+  'max-early-data': { type: 'string' },
+  'record-size-limit': { type: 'string' },
+  'server-name': { type: 'string' },
+  'no-middlebox-compat': { type: 'boolean' },
+  keylog: { type: 'string' },
+  provider: { type: 'string' },
+  'handshake-timeout': { type: 'string' },
+  json: { type: 'boolean' },
+} as const;
+
+export const TLS_OPTIONS_HELP = `TLS options:
+  --kex-modes LIST        key-exchange modes in preference order: psk_dhe_ke (forward secrecy, default)
+                          and/or psk_ke (the PSK alone), e.g. psk_dhe_ke,psk_ke
+  --suites LIST           cipher suites in preference order (IANA names), default
+                          TLS_AES_128_GCM_SHA256,TLS_CHACHA20_POLY1305_SHA256,TLS_AES_256_GCM_SHA384
+  --groups LIST           (EC)DHE groups in preference order: x25519, secp256r1, secp384r1
+  --alpn LIST             ALPN protocol names
+  --early-data FILE       (client) send FILE's content as 0-RTT data with the first flight
+  --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
+  --record-size-limit N   advertise a record_size_limit (RFC 8449)
+  --server-name NAME      (client) send server_name (SNI)
+  --no-middlebox-compat   (client) no legacy session ID or dummy ChangeCipherSpec
+  --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
+                          The SSLKEYLOGFILE environment variable does the same.
+  --provider NAME         crypto backend: node (native, default) or noble (pure JavaScript)
+  --handshake-timeout MS  give up on a handshake after MS milliseconds (default 30000)
+  --json                  report events as one JSON object per line on stderr`;
+
+export interface ParsedTlsOptions {
+  readonly crypto: CryptoProvider;
+  readonly kexModes?: KexMode[];
+  readonly suites?: SupportedSuiteName[];
+  readonly groups?: GroupName[];
+  readonly alpn?: string[];
+  readonly earlyData?: Uint8Array;
+  readonly maxEarlyDataSize?: number;
+  readonly recordSizeLimit?: number;
+  readonly serverName?: string;
+  readonly middleboxCompatibility?: boolean;
+  readonly keyLog?: (line: string) => void;
+  readonly handshakeTimeout?: number;
+  readonly json: boolean;
+}
+
+export class UsageError extends Error {}
+
+function list(v: string | undefined): string[] | undefined {
+  return v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
+  return n;
+}
+
+export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptions {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  const kexModes = list(str('kex-modes'));
+  for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
+  const suites = list(str('suites'));
+  for (const s of suites ?? []) if (!(s in SUITES)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
+  const groups = list(str('groups'));
+  for (const g of groups ?? []) if (!['x25519', 'secp256r1', 'secp384r1'].includes(g)) throw new UsageError(`--groups: unknown group "${g}"`);
+  const providerName = str('provider') ?? (process.env.QKD_TLS_CRYPTO === 'noble' ? 'noble' : 'node');
+  if (providerName !== 'node' && providerName !== 'noble') throw new UsageError('--provider must be node or noble');
+  const keylogFile = str('keylog') ?? process.env.SSLKEYLOGFILE;
+  let earlyData: Uint8Array | undefined;
+  if (str('early-data') !== undefined) {
+    try {
+      earlyData = readFileSync(str('early-data')!);
+    } catch (e) {
+      throw new UsageError(`--early-data: cannot read ${str('early-data')}: ${(e as Error).message}`);
+    }
+  }
+  return {
+    crypto: providerName === 'noble' ? nobleProvider : createNodeProvider(),
+    kexModes: kexModes as KexMode[] | undefined,
+    suites: suites as SupportedSuiteName[] | undefined,
+    groups: groups as GroupName[] | undefined,
+    alpn: list(str('alpn')),
+    earlyData,
+    maxEarlyDataSize: int('max-early-data', str('max-early-data'), 0, 0xffffffff),
+    recordSizeLimit: int('record-size-limit', str('record-size-limit'), 64, 16385),
+    serverName: str('server-name'),
+    middleboxCompatibility: values['no-middlebox-compat'] ? false : undefined,
+    keyLog: keylogFile ? (line) => appendFileSync(keylogFile, line + '\n', { mode: 0o600 }) : undefined,
+    handshakeTimeout: int('handshake-timeout', str('handshake-timeout'), 1, 3_600_000),
+    json: values.json === true,
+  };
+}
+
+/** Parses HOST:PORT (IPv6 as [::1]:PORT). */
+export function parseHostPort(name: string, v: string | undefined): { host: string; port: number } {
+  if (!v) throw new UsageError(`--${name} HOST:PORT is required`);
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v);
+  if (!m) throw new UsageError(`--${name}: expected HOST:PORT, got "${v}"`);
+  const port = Number(m[3]);
+  if (port > 65535) throw new UsageError(`--${name}: port ${port} out of range`);
+  return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
+}

@@ -1,0 +1,91 @@
+/**
+ * `qkd-tls client --connect HOST:PORT [key source] [tls options]`
+ *
+ * A TLS 1.3 PSK client: what arrives on stdin goes to the server, what the server sends goes to stdout.
+ * When stdin ends, the client sends close_notify and exits once the server has closed too.
+ */
+import { parseArgs } from 'node:util';
+import { connect } from '../../lib/transport/node.js';
+import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
+import { Reporter } from '../cli/report.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+
+const HELP = `usage: qkd-tls client --connect HOST:PORT [key source] [tls options]
+
+A TLS 1.3 client for external pre-shared keys: stdin goes to the server, the server's data to stdout.
+At the end of stdin it closes its direction (close_notify) and exits when the server closes.
+Exit code 0 on a clean close, 1 on a TLS failure (the alert is printed), 2 on a usage error.
+
+  --connect HOST:PORT    the server
+  --key-update           send a KeyUpdate (asking the server to update too) right after the handshake
+
+${KEY_SOURCE_HELP}
+
+${TLS_OPTIONS_HELP}`;
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        connect: { type: 'string' },
+        'key-update': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        ...KEY_SOURCE_OPTION_SPEC,
+        ...TLS_OPTION_SPEC,
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    process.stderr.write(`qkd-tls client: ${(e as Error).message}\n\n${HELP}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  let target, tls, keys;
+  try {
+    target = parseHostPort('connect', values.connect);
+    tls = parseTlsOptions(values);
+    keys = parseKeySource(values);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`qkd-tls client: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const report = new Reporter(tls.json);
+  const { json: _j, maxEarlyDataSize: _m, ...connOptions } = tls;
+
+  return new Promise<number>((resolve) => {
+    let failed = false;
+    const socket = connect({ ...connOptions, host: target.host, port: target.port, psks: () => keys.clientPsks() }, () => {
+      report.handshake(socket.handshake!);
+      if (values['key-update']) {
+        socket.keyUpdate(true);
+        report.event('key-update', { direction: 'write', requestPeer: true });
+      }
+      process.stdin.pipe(socket);
+    });
+    socket.on('earlyData', (status: string) => report.event('early-data', { status }));
+    socket.on('data', (d: Buffer) => {
+      if (!process.stdout.write(d)) {
+        socket.pause();
+        process.stdout.once('drain', () => socket.resume());
+      }
+    });
+    socket.on('error', (e) => {
+      failed = true;
+      report.failure(e);
+    });
+    socket.on('close', () => {
+      keys.close();
+      process.stdin.unpipe(socket);
+      process.stdin.destroy();
+      resolve(failed ? 1 : 0);
+    });
+  });
+}

@@ -1,0 +1,127 @@
+/**
+ * `qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]`
+ *
+ * A TLS 1.3 PSK server: echoes what each client sends, or with --forward relays it to a TCP backend.
+ * Each completed handshake and each failure is reported on stderr.
+ */
+import * as net from 'node:net';
+import { parseArgs } from 'node:util';
+import { createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
+import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
+import { Reporter } from '../cli/report.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+
+const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
+
+A TLS 1.3 server for external pre-shared keys. By default it echoes back whatever each client sends;
+with --forward it passes the decrypted bytes to a plain TCP backend and its answers back.
+
+  --listen HOST:PORT     where to listen (port 0 picks a free one; the address is printed)
+  --forward HOST:PORT    relay to this TCP backend instead of echoing
+  --max-connections N    refuse connections beyond N open ones (default 1000)
+  --once                 exit after the first connection closes (exit code: 0 if it succeeded)
+
+${KEY_SOURCE_HELP}
+
+${TLS_OPTIONS_HELP}`;
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        listen: { type: 'string' },
+        forward: { type: 'string' },
+        'max-connections': { type: 'string' },
+        once: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+        ...KEY_SOURCE_OPTION_SPEC,
+        ...TLS_OPTION_SPEC,
+      },
+      strict: true,
+    }));
+  } catch (e) {
+    process.stderr.write(`qkd-tls server: ${(e as Error).message}\n\n${HELP}\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  let listen, forward, tls, keys;
+  try {
+    listen = parseHostPort('listen', values.listen);
+    forward = values.forward ? parseHostPort('forward', values.forward) : undefined;
+    tls = parseTlsOptions(values);
+    keys = parseKeySource(values);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`qkd-tls server: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const maxConnections = values['max-connections'] ? Number(values['max-connections']) : 1000;
+  const report = new Reporter(tls.json);
+  const { json: _j, ...connOptions } = tls;
+
+  return new Promise<number>((resolve) => {
+    let exitCode = 0;
+    const server = createServer({ ...connOptions, psks: keys.server }, (socket) => {
+      const info = socket.handshake!;
+      report.handshake(info, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
+      if (forward) relay(socket, forward, report);
+      else socket.pipe(socket);
+    });
+    server.server.maxConnections = maxConnections;
+    server.on('tlsClientError', (err: Error, socket: QkdTlsSocket) => {
+      exitCode = 1;
+      report.failure(err, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
+    });
+    server.on('socketError', (err: Error) => {
+      exitCode = 1;
+      report.failure(err);
+    });
+    server.server.on('connection', (raw: net.Socket) => {
+      if (values.once) {
+        server.close();
+        raw.once('close', () => {
+          keys.close();
+          resolve(exitCode);
+        });
+      }
+    });
+    server.on('error', (e: Error) => {
+      report.failure(e);
+      keys.close();
+      resolve(1);
+    });
+    server.listen(listen.port, listen.host, () => {
+      const a = server.address();
+      report.event('listening', { address: `${a.address}:${a.port}`, keys: keys.description });
+    });
+    const stop = (): void => {
+      server.close(() => {
+        keys.close();
+        resolve(exitCode);
+      });
+      server.destroyAll();
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
+/** Pipes a TLS socket to a new TCP connection to `backend`, both ways, passing half-closes through. */
+function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, report: Reporter): void {
+  const tcp = net.connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
+  tls.pipe(tcp);
+  tcp.pipe(tls);
+  tcp.on('error', (e) => {
+    report.failure(new Error(`backend ${backend.host}:${backend.port}: ${e.message}`));
+    tls.destroy();
+  });
+  tls.on('error', () => tcp.destroy());
+  tls.on('close', () => tcp.destroy());
+}
