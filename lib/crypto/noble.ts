@@ -1,0 +1,284 @@
+/**
+ * The default {@link CryptoProvider}: pure JavaScript on the audited `@noble/*` libraries, so it runs
+ * unchanged in Node, browsers, Deno, Bun and Workers.
+ *
+ * - Hashes, HMAC, HKDF (RFC 5869): `@noble/hashes`.
+ * - AEADs (RFC 5116, RFC 8439): `@noble/ciphers`. A noble AEAD instance encrypts only once, so one is
+ *   built per seal/open; this object keeps only a private copy of the key.
+ * - Key exchange (RFC 8446 §4.2.8, §7.4): `@noble/curves` x25519, p256, p384.
+ * - Randomness: `crypto.getRandomValues` (through `@noble/hashes` `randomBytes`), or an injected source.
+ */
+import { gcm } from '@noble/ciphers/aes.js';
+import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { x25519 } from '@noble/curves/ed25519.js';
+import { p256, p384 } from '@noble/curves/nist.js';
+import { expand, extract } from '@noble/hashes/hkdf.js';
+import { hmac } from '@noble/hashes/hmac.js';
+import { sha256, sha384 } from '@noble/hashes/sha2.js';
+import { randomBytes } from '@noble/hashes/utils.js';
+import { copyBytes, wipe } from '../codec/bytes.js';
+import {
+  P256_SPEC,
+  P384_SPEC,
+  X25519_SPEC,
+  checkNistShareFraming,
+  checkRandomness,
+  checkX25519Share,
+  destroyedShare,
+  isAllZero,
+  nistScalarFromSeed,
+  offCurve,
+  zeroSecret,
+  type NistCurveSpec,
+} from './groups.js';
+import { aeadSpec, checkAeadCall, checkBytes, checkExpand, hashSpec, type AeadSpec } from './params.js';
+import type {
+  Aead,
+  AeadName,
+  ClientKeyShare,
+  CryptoProvider,
+  GroupName,
+  HashAlgorithm,
+  HashName,
+  HashState,
+  KeyExchangeGroup,
+  RandomSource,
+} from './provider.js';
+
+export interface NobleProviderOptions {
+  /** Where random bytes come from; defaults to `crypto.getRandomValues`. Inject a fixed source for replayable tests. */
+  random?: RandomSource;
+}
+
+/** Builds a noble provider, optionally with an injected random source. */
+export function createNobleProvider(opts: NobleProviderOptions = {}): CryptoProvider {
+  const random: RandomSource = opts.random ?? ((n: number) => randomBytes(n));
+  return {
+    name: 'noble',
+    hash: (name) => HASHES[hashSpec(name).name],
+    hmac: (hash, key, data) => {
+      checkBytes(key, 'HMAC key');
+      checkBytes(data, 'HMAC data');
+      return hmac(NOBLE_HASH[hashSpec(hash).name], key, data);
+    },
+    hkdfExtract: (hash, salt, ikm) => {
+      checkBytes(salt, 'HKDF-Extract salt');
+      checkBytes(ikm, 'HKDF-Extract IKM');
+      // RFC 5869 §2.2: an absent salt is HashLen zeros; HMAC pads an empty key with zeros, so both agree.
+      return extract(NOBLE_HASH[hashSpec(hash).name], ikm, salt);
+    },
+    hkdfExpand: (hash, prk, info, length) => {
+      const spec = hashSpec(hash);
+      checkExpand(spec, prk, info, length);
+      return expand(NOBLE_HASH[spec.name], prk, info, length);
+    },
+    aead: (name, key) => new NobleAead(aeadSpec(name, key), key),
+    group: (name) => (Object.prototype.hasOwnProperty.call(GROUPS, name) ? GROUPS[name as keyof typeof GROUPS] : undefined),
+    random,
+  };
+}
+
+/** The noble provider with the platform's secure random source. */
+export const nobleProvider: CryptoProvider = createNobleProvider();
+
+// ---------------------------------------------------------------------------------------------------
+// Hashes
+
+type NobleHash = typeof sha256 | typeof sha384;
+type NobleHashState = ReturnType<typeof sha256.create> | ReturnType<typeof sha384.create>;
+
+const NOBLE_HASH: Readonly<Record<HashName, NobleHash>> = { 'SHA-256': sha256, 'SHA-384': sha384 };
+
+class NobleHashStateImpl implements HashState {
+  constructor(private readonly h: NobleHashState) {}
+  update(data: Uint8Array): void {
+    checkBytes(data, 'hash input');
+    this.h.update(data);
+  }
+  /** Digests a clone, so the running state keeps accepting updates (transcript hash, RFC 8446 §4.4.1). */
+  peek(): Uint8Array {
+    return this.h.clone().digest();
+  }
+  clone(): HashState {
+    return new NobleHashStateImpl(this.h.clone());
+  }
+}
+
+function nobleHash(name: HashName): HashAlgorithm {
+  const h = NOBLE_HASH[name];
+  return {
+    name,
+    outputLength: h.outputLen,
+    digest: (data) => {
+      checkBytes(data, 'hash input');
+      return h(data);
+    },
+    create: () => new NobleHashStateImpl(h.create()),
+  };
+}
+
+const HASHES: Readonly<Record<HashName, HashAlgorithm>> = {
+  'SHA-256': nobleHash('SHA-256'),
+  'SHA-384': nobleHash('SHA-384'),
+};
+
+// ---------------------------------------------------------------------------------------------------
+// AEADs
+
+const NOBLE_AEAD: Readonly<Record<AeadName, (key: Uint8Array, nonce: Uint8Array, aad: Uint8Array) => { encrypt(p: Uint8Array): Uint8Array; decrypt(c: Uint8Array): Uint8Array }>> = {
+  'AES-128-GCM': (k, n, a) => gcm(k, n, a),
+  'AES-256-GCM': (k, n, a) => gcm(k, n, a),
+  'CHACHA20-POLY1305': (k, n, a) => chacha20poly1305(k, n, a),
+};
+
+class NobleAead implements Aead {
+  readonly name: AeadName;
+  readonly keyLength: number;
+  readonly nonceLength: number;
+  readonly tagLength: number;
+  private key: Uint8Array | null;
+
+  constructor(private readonly spec: AeadSpec, key: Uint8Array) {
+    this.name = spec.name;
+    this.keyLength = spec.keyLength;
+    this.nonceLength = spec.nonceLength;
+    this.tagLength = spec.tagLength;
+    this.key = copyBytes(key); // our own copy, wiped by destroy()
+  }
+
+  seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
+    checkAeadCall(this.spec, nonce, aad, plaintext);
+    return NOBLE_AEAD[this.name](this.liveKey(), nonce, aad).encrypt(plaintext);
+  }
+
+  open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null {
+    checkAeadCall(this.spec, nonce, aad, ciphertextAndTag);
+    const key = this.liveKey();
+    if (ciphertextAndTag.length < this.tagLength) return null;
+    try {
+      return NOBLE_AEAD[this.name](key, nonce, aad).decrypt(ciphertextAndTag);
+    } catch {
+      // Inputs were validated above, so the only failure left is authentication (RFC 5116 §2.2: FAIL).
+      return null;
+    }
+  }
+
+  destroy(): void {
+    wipe(this.key);
+    this.key = null;
+  }
+
+  private liveKey(): Uint8Array {
+    if (!this.key) throw new TypeError(`${this.name}: this AEAD was destroyed`);
+    return this.key;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Key exchange (RFC 8446 §4.2.8 and §7.4)
+
+/**
+ * X25519 (RFC 7748). The 32 random bytes are the private key. noble refuses low-order peer points
+ * before the ladder instead of producing the all-zero secret; both are reported as
+ * 'KeyExchangeZeroSecret' (RFC 8446 §7.4.2: "MUST check whether the computed Diffie-Hellman shared
+ * secret is the all-zero value and abort if so").
+ */
+function x25519Shared(priv: Uint8Array, peer: Uint8Array): Uint8Array {
+  checkX25519Share(peer);
+  let secret: Uint8Array;
+  try {
+    secret = x25519.getSharedSecret(priv, peer);
+  } catch (e) {
+    // The share is 32 bytes and our scalar is 32 bytes, so noble's only refusal is a low-order point.
+    throw zeroSecret(e);
+  }
+  if (isAllZero(secret)) throw zeroSecret();
+  return secret;
+}
+
+const x25519Group: KeyExchangeGroup = {
+  name: 'x25519',
+  randomLength: X25519_SPEC.randomLength,
+  start(randomness) {
+    checkRandomness(X25519_SPEC, randomness);
+    const priv = copyBytes(randomness);
+    return new NobleClientShare('x25519', x25519.getPublicKey(priv), priv, x25519Shared);
+  },
+  respond(clientShare, randomness) {
+    checkRandomness(X25519_SPEC, randomness);
+    checkX25519Share(clientShare);
+    const priv = copyBytes(randomness);
+    try {
+      const sharedSecret = x25519Shared(priv, clientShare);
+      return { share: x25519.getPublicKey(priv), sharedSecret };
+    } finally {
+      wipe(priv);
+    }
+  },
+};
+
+/**
+ * secp256r1 / secp384r1 with uncompressed shares (RFC 8446 §4.2.8.2) and the x-coordinate as the
+ * shared secret (§7.4.2). noble's `getSharedSecret` returns the compressed point 0x02/0x03 || X,
+ * so the first byte is dropped. Private keys come from {@link nistScalarFromSeed}.
+ */
+function nistGroup(spec: NistCurveSpec, curve: typeof p256 | typeof p384): KeyExchangeGroup {
+  const shared = (priv: Uint8Array, peer: Uint8Array): Uint8Array => {
+    checkNistShareFraming(spec, peer);
+    // Point.fromBytes checks that the point is on the curve and not the identity (SEC 1 §3.2.2).
+    if (!curve.utils.isValidPublicKey(peer, false)) throw offCurve(spec);
+    let point: Uint8Array;
+    try {
+      point = curve.getSharedSecret(priv, peer, true);
+    } catch (e) {
+      throw offCurve(spec, e);
+    }
+    const x = point.slice(1);
+    wipe(point);
+    return x;
+  };
+  return {
+    name: spec.name,
+    randomLength: spec.randomLength,
+    start(randomness) {
+      const priv = nistScalarFromSeed(spec, randomness);
+      return new NobleClientShare(spec.name, curve.getPublicKey(priv, false), priv, shared);
+    },
+    respond(clientShare, randomness) {
+      const priv = nistScalarFromSeed(spec, randomness);
+      try {
+        const sharedSecret = shared(priv, clientShare);
+        return { share: curve.getPublicKey(priv, false), sharedSecret };
+      } finally {
+        wipe(priv);
+      }
+    },
+  };
+}
+
+class NobleClientShare implements ClientKeyShare {
+  private priv: Uint8Array | null;
+  constructor(
+    readonly group: GroupName,
+    readonly share: Uint8Array,
+    priv: Uint8Array,
+    private readonly shared: (priv: Uint8Array, peer: Uint8Array) => Uint8Array,
+  ) {
+    this.priv = priv;
+  }
+  complete(serverShare: Uint8Array): Uint8Array {
+    if (!this.priv) throw destroyedShare(this.group);
+    return this.shared(this.priv, serverShare);
+  }
+  destroy(): void {
+    wipe(this.priv);
+    this.priv = null;
+  }
+}
+
+/** X25519MLKEM768 needs ML-KEM, which this provider does not carry: `group()` returns undefined for it. */
+const GROUPS = {
+  x25519: x25519Group,
+  secp256r1: nistGroup(P256_SPEC, p256),
+  secp384r1: nistGroup(P384_SPEC, p384),
+} as const satisfies Partial<Record<GroupName, KeyExchangeGroup>>;
