@@ -1,0 +1,190 @@
+/**
+ * WHATWG streams transport: TLS over any `{ readable, writable }` byte-stream pair — what Deno.connect,
+ * Bun, Cloudflare Workers' `connect()` and Node's `Duplex.toWeb` give — returning the plaintext as another
+ * `{ readable, writable }` pair. Runtime-neutral: no `node:` imports.
+ *
+ * ```ts
+ * const tcp = await Deno.connect({ hostname: '127.0.0.1', port: 8443 });
+ * const tls = tlsClientOverStreams(tcp, { crypto: nobleProvider, psks: [psk] });
+ * console.log(await tls.handshake);              // { suite, kex, group, identity, ... }
+ * const w = tls.writable.getWriter(); await w.write(new TextEncoder().encode('hi')); await w.close();
+ * for await (const chunk of tls.readable) ...
+ * ```
+ */
+import { Connection } from '../connection/connection.js';
+import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
+import type { HandshakeInfo } from '../connection/events.js';
+import type { Psk } from '../psk/types.js';
+
+export interface ByteStreamPair {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+}
+
+export interface TlsStreams extends ByteStreamPair {
+  /** Resolves with the handshake summary, or rejects with the TlsError that ended the handshake. */
+  readonly handshake: Promise<HandshakeInfo>;
+  /** The underlying sans-IO connection (exporters, KeyUpdate, diagnostics). */
+  readonly connection: Connection;
+}
+
+export interface StreamServerOptions extends ServerOptions {
+  /** An asynchronous PSK lookup (e.g. a key manager over fetch), used when `psks` is not given. */
+  readonly lookupPsks?: (request: PskRequest) => Promise<readonly (Psk | undefined)[]>;
+}
+
+/** Runs a TLS client over `transport`. */
+export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions): TlsStreams {
+  return run(transport, Connection.client(options), undefined);
+}
+
+/** Runs a TLS server over `transport` (one connection). */
+export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
+  const { lookupPsks, ...rest } = options;
+  if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
+  return run(transport, Connection.server(rest), lookupPsks);
+}
+
+function run(
+  transport: ByteStreamPair,
+  conn: Connection,
+  resolver: ((r: PskRequest) => Promise<readonly (Psk | undefined)[]>) | undefined,
+): TlsStreams {
+  const writer = transport.writable.getWriter();
+  const reader = transport.readable.getReader();
+  let settle: { resolve: (i: HandshakeInfo) => void; reject: (e: unknown) => void };
+  const handshake = new Promise<HandshakeInfo>((resolve, reject) => (settle = { resolve, reject }));
+  handshake.catch(() => {}); // the caller may only watch the plaintext streams
+  let plain!: ReadableStreamDefaultController<Uint8Array>;
+  let wantMore: (() => void) | null = null;
+  let done = false;
+
+  const finish = (err?: unknown): void => {
+    if (done) return;
+    done = true;
+    if (err) {
+      settle.reject(err);
+      try {
+        plain.error(err);
+      } catch {
+        /* already closed */
+      }
+      void writer.abort(err).catch(() => {});
+    }
+    void reader.cancel().catch(() => {});
+  };
+
+  /** Sends pending output and dispatches events. */
+  const pump = async (): Promise<void> => {
+    const out = conn.takeOutput();
+    if (out) await writer.write(out);
+    for (const ev of conn.takeEvents()) {
+      switch (ev.type) {
+        case 'handshake':
+          settle.resolve(ev.info);
+          break;
+        case 'data':
+          plain.enqueue(ev.data);
+          break;
+        case 'end':
+          try {
+            plain.close();
+          } catch {
+            /* already closed */
+          }
+          break;
+        case 'psk-request':
+          if (!resolver) conn.failPskLookup('no PSK lookup configured');
+          else {
+            try {
+              conn.providePsks(await resolver(ev.request));
+            } catch (e) {
+              conn.failPskLookup(`PSK lookup failed: ${(e as Error).message}`);
+            }
+          }
+          await pump();
+          break;
+        case 'error':
+          await flushQuietly();
+          finish(ev.error);
+          return;
+        default:
+          break;
+      }
+    }
+  };
+
+  const flushQuietly = async (): Promise<void> => {
+    const out = conn.takeOutput();
+    if (out) await writer.write(out).catch(() => {});
+  };
+
+  const readLoop = async (): Promise<void> => {
+    try {
+      await pump(); // a client's ClientHello
+      while (!done) {
+        if (plain.desiredSize !== null && plain.desiredSize <= 0) await new Promise<void>((r) => (wantMore = r));
+        const { value, done: eof } = await reader.read();
+        if (eof) {
+          if (conn.phase === 'handshaking') finish(new Error('the transport closed before the TLS handshake completed'));
+          else {
+            try {
+              plain.close();
+            } catch {
+              /* already closed */
+            }
+            done = true;
+          }
+          return;
+        }
+        conn.receive(value);
+        await pump();
+      }
+    } catch (e) {
+      finish(e);
+    }
+  };
+
+  const readable = new ReadableStream<Uint8Array>(
+    {
+      start(c) {
+        plain = c;
+      },
+      pull() {
+        const w = wantMore;
+        wantMore = null;
+        w?.();
+      },
+      cancel() {
+        finish();
+      },
+    },
+    { highWaterMark: 4 },
+  );
+
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      await handshakeOrPending(conn, handshake);
+      conn.write(chunk);
+      await pump();
+    },
+    async close() {
+      await handshakeOrPending(conn, handshake);
+      conn.close();
+      await pump();
+      await writer.close().catch(() => {});
+    },
+    abort(reason) {
+      conn.destroy();
+      finish(reason ?? new Error('aborted'));
+    },
+  });
+
+  void readLoop();
+  return { readable, writable, handshake, connection: conn };
+}
+
+/** Writes may be queued during the handshake; waiting for it keeps backpressure meaningful. */
+async function handshakeOrPending(conn: Connection, handshake: Promise<HandshakeInfo>): Promise<void> {
+  if (conn.phase === 'handshaking') await handshake;
+}

@@ -1,0 +1,110 @@
+import t from 'tap';
+import { Duplex } from 'node:stream';
+import { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair } from '../lib/transport/streams.js';
+import { createServer, connect } from '../lib/transport/node.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { utf8, fromUtf8 } from '../lib/codec/bytes.js';
+import type { Psk } from '../lib/psk/types.js';
+import * as net from 'node:net';
+
+const psk: Psk = { identity: utf8('streams'), secret: new Uint8Array(32).fill(3), hash: 'SHA-256' };
+
+/** Two connected in-memory byte-stream pairs. */
+function memoryPipe(): [ByteStreamPair, ByteStreamPair] {
+  const a = new TransformStream<Uint8Array, Uint8Array>();
+  const b = new TransformStream<Uint8Array, Uint8Array>();
+  return [
+    { readable: a.readable, writable: b.writable },
+    { readable: b.readable, writable: a.writable },
+  ];
+}
+
+async function readAll(r: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  for await (const c of r as unknown as AsyncIterable<Uint8Array>) parts.push(c);
+  return Buffer.concat(parts);
+}
+
+t.test('client and server over in-memory WHATWG streams, with an async PSK lookup', async (t) => {
+  const [c, s] = memoryPipe();
+  const lookups: string[] = [];
+  const server = tlsServerOverStreams(s, {
+    crypto: nobleProvider,
+    lookupPsks: async (req) => {
+      lookups.push(fromUtf8(req.identities[0]));
+      await new Promise((r) => setTimeout(r, 5));
+      return req.identities.map(() => psk);
+    },
+  });
+  const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+  // The server echoes.
+  const echo = (async () => {
+    const w = server.writable.getWriter();
+    for await (const chunk of server.readable as unknown as AsyncIterable<Uint8Array>) await w.write(chunk);
+    await w.close();
+  })();
+  const info = await client.handshake;
+  t.equal(info.kex, 'psk_dhe_ke');
+  t.equal(info.identity, 'streams');
+  t.same(lookups, ['streams']);
+  const payload = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
+  const w = client.writable.getWriter();
+  const received = readAll(client.readable);
+  await w.write(payload);
+  await w.close();
+  const got = await received;
+  await echo;
+  t.equal(Buffer.compare(Buffer.from(got), Buffer.from(payload)), 0, 'payload echoed intact');
+});
+
+t.test('a wrong key rejects the handshake promise with the alert', async (t) => {
+  const [c, s] = memoryPipe();
+  const server = tlsServerOverStreams(s, { crypto: nobleProvider, psks: [psk] });
+  const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [{ ...psk, secret: new Uint8Array(32).fill(4) }] });
+  const se = await server.handshake.then(() => null, (e: unknown) => e as { alert: string; remote: boolean });
+  const ce = await client.handshake.then(() => null, (e: unknown) => e as { alert: string; remote: boolean });
+  t.match(se, { alert: 'decrypt_error', remote: false }, 'the server sent decrypt_error');
+  t.match(ce, { alert: 'decrypt_error', remote: true }, 'the client received decrypt_error');
+});
+
+t.test('streams client against the Node socket server over real TCP (Duplex.toWeb)', async (t) => {
+  const server = createServer({ psks: [psk], crypto: nodeProvider }, (s) => s.pipe(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const sock = net.connect(server.address().port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  const web = Duplex.toWeb(sock) as unknown as ByteStreamPair;
+  const client = tlsClientOverStreams(web, { crypto: nodeProvider, psks: [psk] });
+  const info = await client.handshake;
+  t.equal(info.suite, 'TLS_AES_128_GCM_SHA256');
+  const payload = utf8('over the web streams API');
+  const received = readAll(client.readable);
+  const w = client.writable.getWriter();
+  await w.write(payload);
+  await w.close();
+  t.equal(fromUtf8(await received), 'over the web streams API');
+});
+
+t.test('the Node client against a streams server over real TCP', async (t) => {
+  const tcp = net.createServer((sock) => {
+    const web = Duplex.toWeb(sock) as unknown as ByteStreamPair;
+    const s = tlsServerOverStreams(web, { crypto: nodeProvider, psks: [psk] });
+    void (async () => {
+      const w = s.writable.getWriter();
+      for await (const chunk of s.readable as unknown as AsyncIterable<Uint8Array>) await w.write(chunk);
+      await w.close();
+    })().catch(() => {});
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  t.teardown(() => tcp.close());
+  const port = (tcp.address() as net.AddressInfo).port;
+  const got = await new Promise<string>((resolve, reject) => {
+    const c = connect({ port, psks: [psk] }, () => c.end('ping'));
+    let s = '';
+    c.on('data', (d) => (s += d));
+    c.on('end', () => resolve(s));
+    c.on('error', reject);
+  });
+  t.equal(got, 'ping');
+});
