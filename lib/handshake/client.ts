@@ -27,7 +27,7 @@ import {
   encodeEndOfEarlyData,
   encodeFinished,
 } from '../messages/post-hello.js';
-import { identityText, type Psk } from '../psk/types.js';
+import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
@@ -38,7 +38,7 @@ import {
   type KexMode,
 } from '../connection/config.js';
 import type { EarlyDataStatus } from '../connection/events.js';
-import { alpnExtension, computeBinder, earlySecretFor, ExpectPostHandshake, groupId, groupName } from './common.js';
+import { alpnExtension, computeBinder, earlySecretFor, ExpectPostHandshake, groupId, groupName, handshakeInfo } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
 /** Everything the client decided before sending its first ClientHello. */
@@ -460,20 +460,12 @@ class ExpectServerFinished implements HandshakeState {
     wipe(n.chts, n.shts);
 
     io.complete(
-      {
-        version: 'TLSv1.3',
-        suite: n.suite.name,
-        kex: n.kex,
-        group: n.group,
-        identity: identityText(n.psk.identity),
-        identityBytes: n.psk.identity,
-        identityIndex: n.index,
-        pskLabel: n.psk.label,
+      handshakeInfo({
+        ...n,
         earlyData: this.earlyData,
         alpn: this.alpn,
         serverName: this.serverNameAcknowledged ? this.plan.options.serverName : undefined,
-        helloRetry: n.helloRetry,
-      },
+      }),
       { suite: n.suite, clientSecret: cats, serverSecret: sats, exporterMasterSecret: ems },
       this.earlyData === 'rejected' && n.early && (this.plan.options.resendRejectedEarlyData ?? true) ? n.early.data : undefined,
     );

@@ -12,6 +12,10 @@ import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.j
 import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
+import type { EarlyDataStatus, HandshakeInfo } from '../connection/events.js';
+import type { KexMode } from '../connection/config.js';
+import type { SuiteInfo } from '../suites.js';
+import { identityText } from '../psk/types.js';
 
 /** binder = HMAC(finished_key(binder_key), Transcript-Hash(Truncate(ClientHello)) (§4.2.11.2). */
 export function computeBinder(crypto: CryptoProvider, early: EarlySecret, psk: Psk, truncatedHash: Uint8Array): Uint8Array {
@@ -86,4 +90,32 @@ export class ExpectPostHandshake implements HandshakeState {
     }
     throw new TlsError('UnexpectedMessage', `${nameOf(HandshakeType, m.type, 2)} after the handshake`);
   }
+}
+
+/** The summary both sides report when the handshake completes. */
+export function handshakeInfo(n: {
+  readonly suite: SuiteInfo;
+  readonly kex: KexMode;
+  readonly group: GroupName | null;
+  readonly psk: Psk;
+  readonly index: number;
+  readonly earlyData: EarlyDataStatus;
+  readonly alpn?: string;
+  readonly serverName?: string;
+  readonly helloRetry: boolean;
+}): HandshakeInfo {
+  return {
+    version: 'TLSv1.3',
+    suite: n.suite.name,
+    kex: n.kex,
+    group: n.group,
+    identity: identityText(n.psk.identity),
+    identityBytes: n.psk.identity,
+    identityIndex: n.index,
+    pskLabel: n.psk.label,
+    earlyData: n.earlyData,
+    alpn: n.alpn,
+    serverName: n.serverName,
+    helloRetry: n.helloRetry,
+  };
 }

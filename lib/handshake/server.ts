@@ -24,7 +24,7 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import { identityText, type Psk } from '../psk/types.js';
+import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -36,7 +36,15 @@ import {
   type ServerOptions,
 } from '../connection/config.js';
 import type { EarlyDataStatus } from '../connection/events.js';
-import { alpnExtension, earlySecretFor, ExpectPostHandshake, groupId, groupName, supportedVersionsServer, verifyBinder } from './common.js';
+import {
+  alpnExtension,
+  earlySecretFor,
+  ExpectPostHandshake,
+  groupId,
+  handshakeInfo,
+  supportedVersionsServer,
+  verifyBinder,
+} from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
 /** How much rejected 0-RTT data a server skips before giving up (§4.2.10), when it accepts none itself. */
@@ -455,20 +463,7 @@ class ExpectClientFinished implements HandshakeState {
     if (!ok) throw new TlsError('IncorrectFinished', 'client Finished does not verify (RFC 8446 §4.4.4)');
     io.setReadKeys(n.suite, n.cats);
     io.complete(
-      {
-        version: 'TLSv1.3',
-        suite: n.suite.name,
-        kex: n.kex,
-        group: n.group,
-        identity: identityText(n.psk.identity),
-        identityBytes: n.psk.identity,
-        identityIndex: n.index,
-        pskLabel: n.psk.label,
-        earlyData: n.earlyData,
-        alpn: n.alpn,
-        serverName: n.serverName,
-        helloRetry: n.helloRetry,
-      },
+      handshakeInfo(n),
       { suite: n.suite, clientSecret: n.cats, serverSecret: n.sats, exporterMasterSecret: n.ems },
     );
     return new ExpectPostHandshake(false, (io2, requested) => io2.keyUpdateReceived(requested), () => {});
