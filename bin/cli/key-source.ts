@@ -1,23 +1,71 @@
 /**
- * Where the commands get their pre-shared keys. Static: `--psk HEX --identity STR` (repeatable, paired in
- * order; `--psk-hash` SHA-256 or SHA-384, default SHA-256 as OpenSSL and GnuTLS assume).
+ * Where the commands get their pre-shared keys:
+ *
+ *  - static:  `--psk HEX --identity STR` (repeatable, paired in order), or `--psk-file F` (one key a line);
+ *             `--psk-hash` SHA-256 (default, as OpenSSL and GnuTLS assume) or SHA-384. Long-term keys.
+ *  - QKD:     `--kme URL --sae-id ID --peer-sae-id ID [--kme-ca F --kme-cert F --kme-key F]`: one fresh key per
+ *             connection from an ETSI GS QKD 014 key manager; the client gets it with enc_keys and names its
+ *             key ID in the PSK identity, the server fetches the same key with dec_keys.
+ *  - `--importer [--context STR]` imports each key with RFC 9258 (one PSK per target KDF of the offered suites).
+ *
+ * QKD keys are wiped once the handshake is over (after the handshake timeout at the latest).
  */
+import { readFileSync } from 'node:fs';
 import { fromHex, utf8 } from '../../lib/codec/bytes.js';
-import type { HashName } from '../../lib/crypto/provider.js';
+import { createNodeProvider } from '../../lib/crypto/node.js';
+import { nobleProvider } from '../../lib/crypto/noble.js';
+import type { CryptoProvider, HashName } from '../../lib/crypto/provider.js';
+import { Etsi014Client } from '../../lib/psk/etsi014-client.js';
+import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
+import { parseKeyFile } from '../../lib/psk/file-source.js';
+import { importedResolver, importPsk, targetKdfsForHashes, type ImportOptions } from '../../lib/psk/importer.js';
+import { plainPsk, serverPskResolver, takePsks, type PskLease, type SourcedKey } from '../../lib/psk/source.js';
 import type { Psk } from '../../lib/psk/types.js';
+import { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from '../../lib/suites.js';
 import type { AsyncPskResolver } from '../../lib/transport/node.js';
+import { Reporter } from './report.js';
 import { UsageError } from './tls-options.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
   identity: { type: 'string', multiple: true },
   'psk-hash': { type: 'string' },
+  'psk-file': { type: 'string' },
+  kme: { type: 'string' },
+  'sae-id': { type: 'string' },
+  'peer-sae-id': { type: 'string', multiple: true },
+  'kme-ca': { type: 'string' },
+  'kme-cert': { type: 'string' },
+  'kme-key': { type: 'string' },
+  'kme-timeout': { type: 'string' },
+  'kme-pool': { type: 'string' },
+  'key-lifetime': { type: 'string' },
+  'key-bits': { type: 'string' },
+  'offer-keys': { type: 'string' },
+  importer: { type: 'boolean' },
+  context: { type: 'string' },
 } as const;
 
-export const KEY_SOURCE_HELP = `Key source:
+export const KEY_SOURCE_HELP = `Key source (one of):
   --psk HEX --identity STR   a static pre-shared key (hex) and the identity that names it; repeat both to
                              offer (client) or accept (server) several
-  --psk-hash NAME            the hash the static keys are bound to: SHA-256 (default) or SHA-384`;
+  --psk-file FILE            static keys from FILE, one "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]" a line
+  --kme URL                  QKD keys from this ETSI GS QKD 014 key manager (KME): the client's own KME
+                             (enc_keys), or the server's own KME (dec_keys)
+    --sae-id ID              this endpoint's SAE ID at its KME
+    --peer-sae-id ID         the other endpoint's SAE ID (a server may repeat it to accept several clients)
+    --kme-ca F --kme-cert F --kme-key F
+                             mutual TLS with the KME: its CA, this SAE's certificate and key (PEM files);
+                             without them only a plain-HTTP KME on loopback (a simulator) is accepted
+    --kme-timeout MS         give up on a KME request after MS ms, retries included (default 5000)
+    --kme-pool N             (client) keep N keys fetched ahead of time (default 0: fetch per connection)
+    --key-lifetime MS        (client) wipe a pooled key not used within MS ms (default 60000)
+    --key-bits N             (client) key size to ask the KME for, in bits (default: the KME's)
+    --offer-keys N           (client) offer N keys per connection; the server uses the first it can get (default 1)
+  --psk-hash NAME            the hash the keys are bound to: SHA-256 (default) or SHA-384
+  --importer                 import each key with RFC 9258 (one identity per target KDF of the offered
+                             suites); both sides must use it
+  --context STR              the RFC 9258 ImportedIdentity context (sent in clear; both sides must agree)`;
 
 export interface KeySource {
   /** Client: the keys to offer on one new connection. */
@@ -26,17 +74,72 @@ export interface KeySource {
   readonly server: readonly Psk[] | AsyncPskResolver;
   /** One line for logs (never key material). */
   readonly description: string;
+  /** Client: wipes the keys of a list that `clientPsks()` returned, once its handshake is over (optional). */
+  release?(psks: readonly Psk[]): void;
   close(): void;
 }
 
-export function parseKeySource(values: Record<string, unknown>): KeySource {
+export interface KeySourceHooks {
+  /** The crypto backend for the importer (default: from --provider, as the TLS options). */
+  readonly crypto?: CryptoProvider;
+  /** Receives the key manager events (default: refusals reported on stderr). */
+  readonly onKmeEvent?: (event: Etsi014SourceEvent) => void;
+}
+
+export function parseKeySource(values: Record<string, unknown>, hooks: KeySourceHooks = {}): KeySource {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  const hashName = str('psk-hash') ?? 'SHA-256';
+  if (hashName !== 'SHA-256' && hashName !== 'SHA-384') throw new UsageError('--psk-hash must be SHA-256 or SHA-384');
+  const hash: HashName = hashName;
+  const kinds = [(values.psk as string[] | undefined)?.length ? '--psk' : '', str('psk-file') ? '--psk-file' : '', str('kme') ? '--kme' : ''].filter(Boolean);
+  if (kinds.length === 0) throw new UsageError('a key source is required: --psk HEX --identity STR, --psk-file FILE, or --kme URL');
+  if (kinds.length > 1) throw new UsageError(`give one key source, not ${kinds.join(' and ')}`);
+  const importer = flag(values.importer);
+  if (str('context') !== undefined && !importer) throw new UsageError('--context goes with --importer');
+  const importOptions: ImportOptions | undefined = importer
+    ? { context: str('context') ?? '', targetKdfs: targetKdfsForHashes(suiteHashes(str('suites'))) }
+    : undefined;
+  const crypto = hooks.crypto ?? (str('provider') === 'noble' || (str('provider') === undefined && process.env.QKD_TLS_CRYPTO === 'noble') ? nobleProvider : createNodeProvider());
+  if (str('kme')) return kmeKeySource(values, hash, importOptions, crypto, hooks);
+
+  let keys: SourcedKey[];
+  if (str('psk-file')) {
+    for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --psk-file`);
+    try {
+      keys = parseKeyFile(readFileSync(str('psk-file')!, 'utf8'), str('psk-file'));
+    } catch (e) {
+      throw new UsageError(`--psk-file: ${(e as Error).message}`);
+    }
+    if (values['psk-hash'] !== undefined) keys = keys.map((k) => ({ ...k, hash }));
+  } else {
+    keys = staticKeys(values, hash);
+  }
+  const names = keys.map((k) => k.label!).join(', ');
+  if (importOptions) {
+    // Long-term keys imported once: the same PSKs for every connection (RFC 9258 §4: only through the importer).
+    const psks = keys.flatMap((k) => importPsk(crypto, k, importOptions));
+    const resolve = importedResolver(crypto, keys, { context: importOptions.context });
+    return {
+      clientPsks: async () => psks,
+      server: async (request) => resolve(request),
+      description: `static key${keys.length > 1 ? 's' : ''} (${names}), imported (RFC 9258)`,
+      close() {},
+    };
+  }
+  const psks = keys.map(plainPsk);
+  return {
+    clientPsks: async () => psks,
+    server: psks,
+    description: `static PSK${psks.length > 1 ? 's' : ''} (${names})`,
+    close() {},
+  };
+}
+
+function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey[] {
   const hexes = (values.psk as string[] | undefined) ?? [];
   const ids = (values.identity as string[] | undefined) ?? [];
-  const hashName = (values['psk-hash'] as string | undefined) ?? 'SHA-256';
-  if (hashName !== 'SHA-256' && hashName !== 'SHA-384') throw new UsageError('--psk-hash must be SHA-256 or SHA-384');
-  if (hexes.length === 0) throw new UsageError('a key source is required: --psk HEX --identity STR');
   if (hexes.length !== ids.length) throw new UsageError(`${hexes.length} --psk but ${ids.length} --identity: give them in pairs`);
-  const psks: Psk[] = hexes.map((h, i) => {
+  return hexes.map((h, i) => {
     let secret: Uint8Array;
     try {
       secret = fromHex(h);
@@ -45,12 +148,124 @@ export function parseKeySource(values: Record<string, unknown>): KeySource {
     }
     if (secret.length === 0) throw new UsageError(`--psk #${i + 1} is empty`);
     if (ids[i].length === 0) throw new UsageError(`--identity #${i + 1} is empty`);
-    return { identity: utf8(ids[i]), secret, hash: hashName as HashName };
+    return { identity: utf8(ids[i]), secret, hash, label: ids[i] };
   });
-  return {
-    clientPsks: async () => psks,
-    server: psks,
-    description: `static PSK${psks.length > 1 ? 's' : ''} (${ids.join(', ')})`,
-    close() {},
+}
+
+/** QKD keys from an ETSI 014 KME: the client source is made on first use, the server resolver at once. */
+function kmeKeySource(
+  values: Record<string, unknown>,
+  hash: HashName,
+  importOptions: ImportOptions | undefined,
+  crypto: CryptoProvider,
+  hooks: KeySourceHooks,
+): KeySource {
+  const str = (k: string): string | undefined => values[k] as string | undefined;
+  for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --kme`);
+  const url = str('kme')!;
+  const saeId = str('sae-id');
+  const peers = (values['peer-sae-id'] as string[] | undefined) ?? [];
+  if (!saeId) throw new UsageError('--kme needs --sae-id (this endpoint\'s SAE ID at its KME)');
+  if (peers.length === 0 || peers.some((p) => p === '')) throw new UsageError('--kme needs --peer-sae-id (the other endpoint\'s SAE ID)');
+  const tlsFiles = ['kme-ca', 'kme-cert', 'kme-key'].filter((f) => str(f) !== undefined);
+  const read = (f: string): string | undefined => {
+    if (str(f) === undefined) return undefined;
+    try {
+      return readFileSync(str(f)!, 'utf8');
+    } catch (e) {
+      throw new UsageError(`--${f}: cannot read ${str(f)}: ${(e as Error).message}`);
+    }
   };
+  if (tlsFiles.length > 0 && (str('kme-cert') === undefined) !== (str('kme-key') === undefined)) {
+    throw new UsageError('--kme-cert and --kme-key go together');
+  }
+  const timeoutMs = int(values, 'kme-timeout', 1, 600_000) ?? 5000;
+  const handshakeTimeout = int(values, 'handshake-timeout', 1, 3_600_000) ?? 30_000;
+  let client: Etsi014Client;
+  try {
+    client = new Etsi014Client({ baseUrl: url, saeId, ca: read('kme-ca'), cert: read('kme-cert'), key: read('kme-key'), timeoutMs });
+  } catch (e) {
+    throw new UsageError(`--kme: ${(e as Error).message}`);
+  }
+  const report = new Reporter(values.json === true);
+  const onEvent =
+    hooks.onKmeEvent ??
+    ((e: Etsi014SourceEvent) => {
+      if (e.type === 'refused') report.event('key-refused', { keyId: e.keyId, reason: e.reason, message: e.message });
+    });
+  // Keys are wiped when the handshake is over: at the latest once its timeout has passed.
+  const wipeLater = releaseAfter(handshakeTimeout + 1000);
+  const leases = new Map<readonly Psk[], PskLease>();
+
+  const poolSize = int(values, 'kme-pool', 0, 10_000) ?? 0;
+  const keyBits = int(values, 'key-bits', 8, 1 << 16);
+  if (keyBits !== undefined && keyBits % 8 !== 0) throw new UsageError('--key-bits must be a multiple of 8');
+  const offer = int(values, 'offer-keys', 1, 64) ?? 1;
+  let clientSource: Etsi014ClientSource | undefined;
+  const clientSide = (): Etsi014ClientSource => {
+    if (peers.length > 1) throw new UsageError('a client takes one --peer-sae-id (the server\'s SAE)');
+    clientSource ??= new Etsi014ClientSource({
+      client,
+      peerSaeId: peers[0],
+      saeId,
+      keySize: keyBits,
+      poolSize,
+      keyLifetimeMs: int(values, 'key-lifetime', 1, 86_400_000) ?? 60_000,
+      hash,
+      onEvent,
+    });
+    return clientSource;
+  };
+  const serverSource = new Etsi014ServerSource({ client, peerSaeIds: peers, hash, onEvent });
+  const resolver = serverPskResolver(crypto, serverSource, {
+    importer: importOptions ? { context: importOptions.context } : undefined,
+    onLease: wipeLater,
+  });
+
+  return {
+    async clientPsks() {
+      const o = await takePsks(crypto, clientSide(), { count: offer, importer: importOptions });
+      leases.set(o.psks, o);
+      wipeLater({
+        psks: o.psks,
+        release: () => {
+          leases.delete(o.psks);
+          o.release();
+        },
+      });
+      return o.psks;
+    },
+    server: resolver,
+    description: `QKD keys from ${client.baseUrl.origin} (SAE ${saeId}, peer ${peers.join(', ')})${importOptions ? ', imported (RFC 9258)' : ''}`,
+    release(psks) {
+      leases.get(psks)?.release();
+      leases.delete(psks);
+    },
+    close() {
+      clientSource?.close();
+      serverSource.close();
+      wipeLater.releaseAll();
+      leases.clear();
+      client.close();
+    },
+  };
+}
+
+/** The hashes of the suites named by --suites (default: the default suites). */
+function suiteHashes(list: string | undefined): HashName[] {
+  const names = list === undefined ? DEFAULT_SUITES : (list.split(',').map((s) => s.trim()).filter(Boolean) as SupportedSuiteName[]);
+  const hashes = names.filter((n) => n in SUITES).map((n) => SUITES[n].hash);
+  return hashes.length > 0 ? hashes : ['SHA-256'];
+}
+
+function flag(v: unknown): boolean {
+  return v === true || v === 'yes' || v === 'true' || v === '1';
+}
+
+function int(values: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
+  const v = values[name] as string | undefined;
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
+  return n;
 }

@@ -1,0 +1,46 @@
+/**
+ * External PSKs and where they come from: the RFC 9258 importer, key sources (static, file, ETSI GS QKD 014),
+ * and how a QKD key ID travels in a PSK identity. Runtime-neutral parts only; the Node-only sources
+ * (file, ETSI 014, the KME simulator) are exported from lib/psk/node.ts.
+ */
+export { identityText, type Psk } from './types.js';
+export {
+  ALL_TARGET_KDFS,
+  acceptImportedIdentities,
+  contextBytes,
+  decodeImportedIdentity,
+  deriveAcceptedImports,
+  deriveImportedPsk,
+  encodeImportedIdentity,
+  importedResolver,
+  importPsk,
+  MAX_IDENTITY_LENGTH,
+  TARGET_KDF_HASH,
+  TargetKdf,
+  targetKdfForHash,
+  targetKdfsForHashes,
+  TargetProtocol,
+  type AcceptedImport,
+  type ExternalPsk,
+  type ImportAcceptOptions,
+  type ImportedIdentity,
+  type ImportOptions,
+  type TargetKdfName,
+} from './importer.js';
+export {
+  byPriority,
+  plainPsk,
+  serverPskResolver,
+  StaticKeySource,
+  takePsks,
+  type ClientKeySource,
+  type KeyRequest,
+  type PskLease,
+  type PskOffer,
+  type ServerKeySource,
+  type ServerResolverOptions,
+  type SourcedKey,
+  type StaticKeySourceOptions,
+  type TakePsksOptions,
+} from './source.js';
+export { decodeKeyIdIdentity, encodeKeyIdIdentity, type KeyIdIdentity } from './key-id.js';

@@ -1,0 +1,57 @@
+/**
+ * How a QKD key's ID travels in a PSK identity, so that the server can ask its own key manager for the same
+ * key (ETSI GS QKD 014 `dec_keys`).
+ *
+ * The external identity is ASCII text: the key_ID (a UUID, clause 6.3), optionally preceded by the master
+ * SAE's ID — the TLS client's — and a slash, which tells a server serving several clients whose keys to ask for:
+ *
+ * ```
+ * 550e8400-e29b-41d4-a716-446655440000              key ID only (the server uses its configured peer SAE)
+ * client-sae/550e8400-e29b-41d4-a716-446655440000   SAE ID and key ID (split at the last slash)
+ * ```
+ *
+ * With the RFC 9258 importer this text is ImportedIdentity.external_identity; without it, the PSK identity
+ * itself. The identity is sent in clear: it names the key but reveals nothing of it (the KME hands a key to
+ * each side once, to authenticated SAEs only).
+ *
+ * Runtime-neutral.
+ */
+import { fromUtf8, utf8 } from '../codec/bytes.js';
+import { isUuid } from './etsi014-api.js';
+
+export interface KeyIdIdentity {
+  /** The ETSI key_ID (UUID text). */
+  readonly keyId: string;
+  /** The master SAE (the TLS client) that received the key with enc_keys, when the identity names it. */
+  readonly saeId?: string;
+}
+
+/** The external identity for a key ID (and optionally the client's SAE ID). */
+export function encodeKeyIdIdentity(id: KeyIdIdentity): Uint8Array {
+  if (!isUuid(id.keyId)) throw new TypeError(`key ID identity: '${id.keyId}' is not a UUID`);
+  if (id.saeId !== undefined && (id.saeId === '' || !printable(id.saeId))) {
+    throw new TypeError('key ID identity: the SAE ID must be non-empty printable ASCII');
+  }
+  return utf8(id.saeId === undefined ? id.keyId : `${id.saeId}/${id.keyId}`);
+}
+
+/** Reads an external identity as a key ID identity; undefined when it is not one. */
+export function decodeKeyIdIdentity(identity: Uint8Array): KeyIdIdentity | undefined {
+  if (identity.length < 36 || identity.length > 1024) return undefined;
+  for (const b of identity) if (b < 0x20 || b > 0x7e) return undefined;
+  const text = fromUtf8(identity);
+  const slash = text.lastIndexOf('/');
+  const keyId = slash < 0 ? text : text.slice(slash + 1);
+  if (!isUuid(keyId)) return undefined;
+  if (slash < 0) return { keyId };
+  const saeId = text.slice(0, slash);
+  return saeId === '' ? undefined : { keyId, saeId };
+}
+
+function printable(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}

@@ -1,0 +1,294 @@
+/**
+ * Where pre-shared keys come from, seen the same way by the client and the server.
+ *
+ * - A client asks a {@link ClientKeySource} for the keys to offer on one new connection
+ *   ({@link ClientKeySource.take}): one or several, each with a priority (lower is offered first) and possibly
+ *   a lifetime. A one-time key (every QKD key) leaves the source when it is taken: no other handshake gets it,
+ *   even when handshakes run concurrently.
+ * - A server asks a {@link ServerKeySource} to resolve the identities a ClientHello names
+ *   ({@link ServerKeySource.resolve}), asynchronously (e.g. from a QKD key manager); a one-time key is
+ *   resolved at most once.
+ *
+ * {@link takePsks} and {@link serverPskResolver} turn the keys into the {@link Psk}s the handshake uses, either
+ * directly (plain external PSKs) or through the RFC 9258 importer. Keys handed out belong to the caller, who
+ * wipes them with {@link PskLease.release} once the handshake is over.
+ *
+ * This file is runtime-neutral (no I/O, no clock of its own); {@link StaticKeySource} is the in-memory source.
+ * The key-manager source is lib/psk/etsi014-source.ts, the file source lib/psk/file-source.ts.
+ */
+import { copyBytes, toHex, wipe } from '../codec/bytes.js';
+import type { CryptoProvider, HashName } from '../crypto/provider.js';
+import type { PskRequest } from '../connection/config.js';
+import {
+  acceptImportedIdentities,
+  deriveAcceptedImports,
+  importPsk,
+  type ExternalPsk,
+  type ImportAcceptOptions,
+  type ImportOptions,
+} from './importer.js';
+import type { Psk } from './types.js';
+
+/** A key as a source hands it out: an external PSK plus its priority and lifetime. */
+export interface SourcedKey extends ExternalPsk {
+  /** Lower values are offered first (0 is the default and the highest priority). */
+  readonly priority?: number;
+  /** When the key stops being usable, in milliseconds on the source's clock; absent: no expiry. */
+  readonly expiresAt?: number;
+}
+
+export interface KeyRequest {
+  /** The most keys to take for this handshake (default 1). At least one is always returned. */
+  readonly count?: number;
+  /** Gives up waiting (the promise rejects). */
+  readonly signal?: AbortSignal;
+}
+
+export interface ClientKeySource {
+  /** One line for logs (never key material). */
+  readonly description: string;
+  /**
+   * Takes the keys to offer on ONE new handshake: at least one and at most `count`, best priority first, none
+   * expired. The caller owns the returned keys (and their buffers) and wipes them after the handshake. Rejects
+   * with a clear message when no key can be had (none left, key manager down or too slow).
+   */
+  take(request?: KeyRequest): Promise<SourcedKey[]>;
+  /** Stops the source and wipes every key it still holds. */
+  close(): void;
+}
+
+export interface ServerKeySource {
+  /** One line for logs (never key material). */
+  readonly description: string;
+  /**
+   * Resolves distinct external identities received in a ClientHello: one entry per identity, undefined when
+   * the key is unknown, already used, or not looked up (a source may stop at the first key it finds). The
+   * caller owns the returned keys and wipes them after the handshake. Rejects when the lookup itself fails
+   * (key manager unreachable or too slow): the handshake then fails with handshake_failure.
+   */
+  resolve(identities: readonly Uint8Array[]): Promise<readonly (SourcedKey | undefined)[]>;
+  close(): void;
+}
+
+/** Keys handed out for one handshake; {@link release} wipes them (idempotent). */
+export interface PskLease {
+  readonly psks: readonly Psk[];
+  /** Wipes every secret of this lease: call it once the handshake has completed or failed. */
+  release(): void;
+}
+
+/** What the client offers on one connection. */
+export interface PskOffer extends PskLease {
+  /** The keys taken from the source, best priority first (their secrets are wiped already when imported). */
+  readonly keys: readonly SourcedKey[];
+}
+
+export interface TakePsksOptions {
+  /** How many keys to take (default 1). With the importer each key becomes one PSK per target KDF. */
+  readonly count?: number;
+  /** Import each key with RFC 9258 (ImportedIdentity, ipskx, "imp binder"); absent: plain external PSKs. */
+  readonly importer?: ImportOptions;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Client: takes keys from `source` for one handshake and turns them into the PSKs to offer, best priority
+ * first. With the importer, the raw keys are wiped as soon as the imported PSKs are derived (RFC 9258 §4: the
+ * input keys serve the importer only).
+ */
+export async function takePsks(crypto: CryptoProvider, source: ClientKeySource, options: TakePsksOptions = {}): Promise<PskOffer> {
+  const taken = await source.take({ count: options.count ?? 1, signal: options.signal });
+  if (taken.length === 0) throw new Error(`${source.description}: the key source returned no key`);
+  const keys = byPriority(taken);
+  let psks: Psk[];
+  try {
+    psks = options.importer ? keys.flatMap((k) => importPsk(crypto, k, options.importer)) : keys.map(plainPsk);
+  } catch (e) {
+    for (const k of keys) wipe(k.secret);
+    throw e;
+  }
+  if (options.importer) for (const k of keys) wipe(k.secret);
+  return { psks, keys, release: releaser(psks, keys) };
+}
+
+export interface ServerResolverOptions {
+  /** Accept RFC 9258 imported identities (with this context and these target KDFs). */
+  readonly importer?: ImportAcceptOptions;
+  /**
+   * Also accept plain external identities. Default: true without the importer, false with it (RFC 9258 §4: a
+   * key fed to the importer must not also be used directly; with one-time keys both may safely be enabled).
+   */
+  readonly plain?: boolean;
+  /** Receives each lease of resolved keys, to wipe them once the handshake is over. */
+  readonly onLease?: (lease: PskLease) => void;
+}
+
+/**
+ * Server: an asynchronous PSK resolver (for the transport's `createServer({ psks })`, or for answering a
+ * connection's `psk-request` event) that asks `source` for the keys the ClientHello names. Imported identities
+ * naming the same key (one per target KDF) cause one lookup; the handshake then picks the imported PSK whose
+ * hash fits the cipher suite it chose. Identities for another target protocol or KDF are ignored.
+ */
+export function serverPskResolver(
+  crypto: CryptoProvider,
+  source: ServerKeySource,
+  options: ServerResolverOptions = {},
+): (request: PskRequest) => Promise<(Psk | undefined)[]> {
+  const importer = options.importer;
+  const allowPlain = options.plain ?? importer === undefined;
+  return async (request) => {
+    const ids = request.identities;
+    const { accepted, externalIdentities } = importer ? acceptImportedIdentities(ids, importer) : { accepted: [], externalIdentities: [] };
+    const importedAt = new Map(accepted.map((a) => [a.index, a]));
+    const externalHex = new Set(externalIdentities.map(toHex));
+    // One list of distinct identities to resolve, in the client's order (the client's preference).
+    const wanted: Uint8Array[] = [];
+    const position = new Map<string, number>();
+    const want = (id: Uint8Array): void => {
+      const h = toHex(id);
+      if (!position.has(h)) {
+        position.set(h, wanted.length);
+        wanted.push(id);
+      }
+    };
+    ids.forEach((id, i) => {
+      const a = importedAt.get(i);
+      if (a) want(a.imported.externalIdentity);
+      // RFC 9258 §4: a key named by an imported identity is never also used directly.
+      else if (allowPlain && !externalHex.has(toHex(id))) want(id);
+    });
+    if (wanted.length === 0) return ids.map(() => undefined);
+    const keys = await source.resolve(wanted);
+    if (keys.length !== wanted.length) {
+      for (const k of keys) if (k) wipe(k.secret);
+      throw new Error(`${source.description}: resolved ${keys.length} keys for ${wanted.length} identities`);
+    }
+    const keyFor = (id: Uint8Array): SourcedKey | undefined => {
+      const at = position.get(toHex(id));
+      return at === undefined ? undefined : keys[at];
+    };
+    const psks = importer
+      ? deriveAcceptedImports(crypto, ids.length, accepted, externalIdentities, externalIdentities.map(keyFor))
+      : ids.map(() => undefined as Psk | undefined);
+    if (allowPlain) {
+      ids.forEach((id, i) => {
+        if (psks[i] === undefined && !importedAt.has(i) && !externalHex.has(toHex(id))) {
+          const k = keyFor(id);
+          if (k) psks[i] = plainPsk({ ...k, identity: id });
+        }
+      });
+    }
+    // Imported PSKs are derived: the raw keys can go now. Plain ones are the keys themselves (wiped on release).
+    const used = psks.filter((p): p is Psk => p !== undefined);
+    for (const k of keys) if (k && !used.some((p) => p.secret === k.secret)) wipe(k.secret);
+    options.onLease?.({ psks: used, release: releaser(used, []) });
+    return psks;
+  };
+}
+
+/** The plain external PSK for a key (RFC 8446 §4.2.11: bound to the key's hash, SHA-256 by default). */
+export function plainPsk(k: SourcedKey): Psk {
+  return { identity: k.identity, secret: k.secret, hash: k.hash ?? 'SHA-256', ...(k.label !== undefined ? { label: k.label } : {}) };
+}
+
+export interface StaticKeySourceOptions {
+  /**
+   * Each key serves one handshake only: a client takes it once, a server resolves it once. Default false: a
+   * configured static key is a long-term key, reused like OpenSSL's or GnuTLS's external PSKs.
+   */
+  readonly oneTime?: boolean;
+  /** The clock that `expiresAt` refers to (milliseconds). Required when a key has an expiry. */
+  readonly now?: () => number;
+  readonly description?: string;
+}
+
+/**
+ * Keys held in memory (from the command line, a file, or the application). Serves both sides. It copies the
+ * keys it is given and hands out copies (the caller owns those); {@link close} wipes its own.
+ */
+export class StaticKeySource implements ClientKeySource, ServerKeySource {
+  readonly description: string;
+  private readonly keys: { key: SourcedKey; used: boolean; hex: string }[];
+  private readonly oneTime: boolean;
+  private readonly now: (() => number) | undefined;
+
+  constructor(keys: readonly SourcedKey[], options: StaticKeySourceOptions = {}) {
+    if (keys.length === 0) throw new TypeError('StaticKeySource: at least one key is required');
+    for (const k of keys) {
+      if (k.identity.length === 0 || k.identity.length > 0xffff) throw new TypeError('StaticKeySource: a key identity must be 1..65535 bytes');
+      if (k.secret.length === 0) throw new TypeError('StaticKeySource: a key must not be empty');
+      if (k.expiresAt !== undefined && !options.now) throw new TypeError('StaticKeySource: keys with an expiry need a clock (options.now)');
+    }
+    this.keys = byPriority(keys).map((k) => ({ key: { ...k, identity: copyBytes(k.identity), secret: copyBytes(k.secret) }, used: false, hex: toHex(k.identity) }));
+    this.oneTime = options.oneTime ?? false;
+    this.now = options.now;
+    this.description = options.description ?? `${keys.length} static key${keys.length > 1 ? 's' : ''}${this.oneTime ? ' (one-time)' : ''}`;
+  }
+
+  /** Keys not yet used (one-time) and not expired. */
+  get available(): number {
+    return this.keys.filter((e) => this.usable(e)).length;
+  }
+
+  async take(request: KeyRequest = {}): Promise<SourcedKey[]> {
+    const count = checkCount(request.count);
+    const out: SourcedKey[] = [];
+    for (const e of this.keys) {
+      if (out.length >= count) break;
+      if (!this.usable(e)) continue;
+      if (this.oneTime) e.used = true;
+      out.push(copyKey(e.key));
+    }
+    if (out.length === 0) throw new Error(`${this.description}: no usable key left${this.oneTime ? ' (each key serves one handshake)' : ' (all expired)'}`);
+    return out;
+  }
+
+  async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
+    return identities.map((id) => {
+      const e = this.keys.find((x) => x.hex === toHex(id));
+      if (!e || !this.usable(e)) return undefined;
+      if (this.oneTime) e.used = true;
+      return copyKey(e.key);
+    });
+  }
+
+  close(): void {
+    for (const e of this.keys) {
+      wipe(e.key.secret);
+      e.used = true;
+    }
+  }
+
+  private usable(e: { key: SourcedKey; used: boolean }): boolean {
+    if (e.used) return false;
+    return e.key.expiresAt === undefined || e.key.expiresAt > this.now!();
+  }
+}
+
+/** Sorts keys by priority, lower first, keeping the given order among equals. */
+export function byPriority<T extends { readonly priority?: number }>(keys: readonly T[]): T[] {
+  return keys
+    .map((k, i) => ({ k, i }))
+    .sort((a, b) => (a.k.priority ?? 0) - (b.k.priority ?? 0) || a.i - b.i)
+    .map((x) => x.k);
+}
+
+function checkCount(count: number | undefined): number {
+  const n = count ?? 1;
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`key request: count must be a positive integer (got ${count})`);
+  return n;
+}
+
+function copyKey(k: SourcedKey): SourcedKey {
+  return { ...k, identity: copyBytes(k.identity), secret: copyBytes(k.secret) };
+}
+
+function releaser(psks: readonly Psk[], keys: readonly SourcedKey[]): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    for (const p of psks) wipe(p.secret);
+    for (const k of keys) wipe(k.secret);
+  };
+}

@@ -1,0 +1,68 @@
+/**
+ * `qkd-tls demo` (what `npm start` runs): with no arguments it runs model 1 end to end on loopback, tells a
+ * newcomer what happened, and exits 0 — and it exits by itself (nothing left running).
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import t from 'tap';
+
+const BIN = fileURLToPath(new URL('../bin/qkd-tls.js', import.meta.url));
+
+function demo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, 'demo', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A guard against a hang, not a timing assertion: a killed demo fails on its exit code.
+    const guard = setTimeout(() => p.kill('SIGKILL'), 60_000);
+    p.on('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
+
+t.test('the demo runs end to end, explains itself, and exits 0', async (t) => {
+  const r = await demo([]);
+  t.equal(r.code, 0, `exit code 0 (stderr: ${r.stderr})`);
+  t.equal(r.stderr, '', 'nothing on stderr');
+  const out = r.stdout;
+  // The key managers and the keys fetched from each.
+  t.match(out, /KME-A serves the client "client-sae":\s+http:\/\/127\.0\.0\.1:\d+/);
+  t.match(out, /KME-B serves the server "server-sae":\s+http:\/\/127\.0\.0\.1:\d+/);
+  t.match(out, new RegExp(`fetched \\d+ keys ahead of time from KME-A[\\s\\S]*\\n\\s+${UUID}\\n`), 'the key IDs fetched from KME-A');
+  // Three handshakes: suite, mode, group, identity, echo.
+  const handshakes = out.match(/ {3}Handshake \d+ \(/g) ?? [];
+  t.equal(handshakes.length, 3, 'three handshakes');
+  t.equal((out.match(new RegExp(`the server fetched key ${UUID} from KME-B`, 'g')) ?? []).length, 3, 'the server fetched each key from KME-B');
+  t.match(out, /negotiated TLSv1\.3 TLS_AES_128_GCM_SHA256, mode psk_dhe_ke with x25519 ECDHE/);
+  t.match(out, /negotiated TLSv1\.3 TLS_AES_256_GCM_SHA384, mode psk_dhe_ke/);
+  t.match(out, /mode psk_ke \(the QKD key alone\)/);
+  t.match(out, new RegExp(`identity #\\d: client-sae/${UUID} imported for HKDF_SHA384`), 'the identity, decoded');
+  t.equal((out.match(/echoed 40 bytes: "hello from the QKD-TLS demo, handshake \d"/g) ?? []).length, 3, 'three echoes');
+  // Each handshake used its own key.
+  const used = [...out.matchAll(new RegExp(`the client offered key (${UUID})`, 'g'))].map((m) => m[1]);
+  t.equal(new Set(used).size, 3, 'three distinct keys');
+  // The replay and what is left.
+  t.match(out, /tls alert: unknown_psk_identity \(115\) received/);
+  t.match(out, /was already used: a QKD key serves one handshake only/);
+  t.match(out, /6\. Keys left\n {3}client pool: \d+ key\(s\)/);
+  t.match(out, /KME-B: 3 delivered to the server/);
+  t.match(out, /Done: 3 handshake\(s\)/);
+});
+
+t.test('demo options', async (t) => {
+  const one = await demo(['--handshakes', '1']);
+  t.equal(one.code, 0);
+  t.equal((one.stdout.match(/ {3}Handshake \d+ \(/g) ?? []).length, 1);
+  const bad = await demo(['--handshakes', 'many']);
+  t.equal(bad.code, 2, 'a bad option is a usage error');
+  t.match(bad.stderr, /--handshakes must be a whole number/);
+  const help = await demo(['--help']);
+  t.equal(help.code, 0);
+  t.match(help.stdout, /usage: qkd-tls demo/);
+});
