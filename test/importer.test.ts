@@ -355,3 +355,18 @@ function selectedIdentity(msg: Uint8Array): number {
   }
   return -1;
 }
+
+t.test('identityText shows an imported identity by its external identity and target KDF', async (t) => {
+  const { identityText } = await import('../lib/psk/types.js');
+  const { encodeImportedIdentity, TargetKdf, TargetProtocol } = await import('../lib/psk/importer.js');
+  const { utf8 } = await import('../lib/codec/bytes.js');
+  const id = encodeImportedIdentity({
+    externalIdentity: utf8('client-sae/0f3c'),
+    context: new Uint8Array(0),
+    targetProtocol: TargetProtocol.TLS13,
+    targetKdf: TargetKdf.HKDF_SHA384,
+  });
+  t.equal(identityText(id), 'client-sae/0f3c (imported for HKDF_SHA384)');
+  t.equal(identityText(utf8('alice')), 'alice');
+  t.equal(identityText(new Uint8Array([0, 1, 0xff])), '0001ff');
+});

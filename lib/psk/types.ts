@@ -5,7 +5,10 @@
  * Quantum Key Distribution network — together with the identity that names it on the wire and the hash it is
  * bound to. An RFC 9258 imported PSK is turned into this same shape by the importer (binderKind "imported").
  */
+import { toHex } from '../codec/bytes.js';
+import { nameOf } from '../codec/enums.js';
 import type { HashName } from '../crypto/provider.js';
+import { decodeImportedIdentity, TargetKdf, TargetProtocol } from './importer.js';
 import type { BinderKind } from '../keyschedule/schedule.js';
 import type { SupportedSuiteName } from '../suites.js';
 
@@ -32,12 +35,23 @@ export interface Psk {
   readonly label?: string;
 }
 
-/** Prints an identity for logs: as text when it is printable ASCII, else as hex. */
+/**
+ * Prints an identity for logs: as text when it is printable ASCII; an RFC 9258 ImportedIdentity as its
+ * external identity and target KDF (`alice (imported for HKDF_SHA256)`); anything else as hex.
+ */
 export function identityText(identity: Uint8Array): string {
-  let printable = identity.length > 0;
-  for (const b of identity) if (b < 0x20 || b > 0x7e) printable = false;
-  if (printable) return String.fromCharCode(...identity);
-  let s = '';
-  for (const b of identity) s += b.toString(16).padStart(2, '0');
-  return s;
+  if (isPrintable(identity)) return String.fromCharCode(...identity);
+  const imported = decodeImportedIdentity(identity);
+  if (imported && imported.targetProtocol === TargetProtocol.TLS13) {
+    const kdf = nameOf(TargetKdf, imported.targetKdf);
+    const ext = isPrintable(imported.externalIdentity) ? String.fromCharCode(...imported.externalIdentity) : toHex(imported.externalIdentity);
+    return `${ext} (imported for ${kdf})`;
+  }
+  return toHex(identity);
+}
+
+function isPrintable(b: Uint8Array): boolean {
+  if (b.length === 0) return false;
+  for (const c of b) if (c < 0x20 || c > 0x7e) return false;
+  return true;
 }
