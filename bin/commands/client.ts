@@ -5,6 +5,7 @@
  * When stdin ends, the client sends close_notify and exits once the server has closed too.
  */
 import { parseArgs } from 'node:util';
+import type { Psk } from '../../lib/psk/types.js';
 import { connect } from '../../lib/transport/node.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
@@ -62,7 +63,14 @@ export async function run(argv: string[]): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let failed = false;
-    const socket = connect({ ...connOptions, host: target.host, port: target.port, psks: () => keys.clientPsks() }, () => {
+    let offered: readonly Psk[] | undefined;
+    // The keys serve this one handshake: once it is over (or failed), they are released and wiped.
+    const release = (): void => {
+      if (offered) keys.release?.(offered);
+      offered = undefined;
+    };
+    const socket = connect({ ...connOptions, host: target.host, port: target.port, psks: async () => (offered = await keys.clientPsks()) }, () => {
+      release();
       report.handshake(socket.handshake!);
       if (values['key-update']) {
         socket.keyUpdate(true);
@@ -82,6 +90,7 @@ export async function run(argv: string[]): Promise<number> {
       report.failure(e);
     });
     socket.on('close', () => {
+      release();
       keys.close();
       process.stdin.unpipe(socket);
       process.stdin.destroy();
