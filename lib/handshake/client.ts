@@ -58,18 +58,21 @@ interface ClientPlan {
 /** Builds and sends the first ClientHello (and 0-RTT data when asked); returns the first state. */
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
-  const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
-  if (suites.length === 0) throw new TypeError('client: at least one cipher suite is required');
+  const configured = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
+  if (configured.length === 0) throw new TypeError('client: at least one cipher suite is required');
   const modes = options.kexModes ?? DEFAULT_CLIENT_KEX_MODES;
   if (modes.length === 0) throw new TypeError('client: at least one key-exchange mode is required');
   const groups = options.groups ?? DEFAULT_GROUPS;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`client: group ${g} is not supported by the ${crypto.name} provider`);
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
-  const psks = options.psks.filter((p) => suites.some((s) => s.hash === p.hash));
+  const psks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
   if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
   for (const p of psks) {
     if (p.identity.length === 0 || p.identity.length > 0xffff) throw new TypeError('client: a PSK identity must be 1..65535 bytes');
   }
+  // Suites that an offered PSK can use go first (stable): servers such as OpenSSL pick the suite before the
+  // PSK, and a PSK-only handshake on a suite of another hash cannot complete (§4.2.11).
+  const suites = [...configured.filter((s) => psks.some((p) => p.hash === s.hash)), ...configured.filter((s) => !psks.some((p) => p.hash === s.hash))];
 
   const random = crypto.random(32);
   const compat = options.middleboxCompatibility ?? true;

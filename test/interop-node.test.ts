@@ -1,0 +1,239 @@
+/**
+ * Interoperability with Node's own TLS (OpenSSL inside node:tls) over 127.0.0.1, both directions: the
+ * qkd-tls client against `tls.createServer({ pskCallback })` and `tls.connect({ pskCallback })` against the
+ * qkd-tls server. Beyond the echoed bytes, the two stacks must agree on every secret: Node's `keylog` lines
+ * equal ours, and RFC 8446 §7.5 exported keying material is identical on both ends.
+ *
+ * Node's TLS 1.3 external PSK goes through OpenSSL's TLS 1.2-style PSK callbacks, which bind the key to
+ * SHA-256; the Node client needs `checkServerIdentity` to return undefined because there is no certificate.
+ */
+import * as tls from 'node:tls';
+import t from 'tap';
+import { fromHex, utf8 } from '../lib/codec/bytes.js';
+import { TlsError } from '../lib/errors.js';
+import type { Psk } from '../lib/psk/types.js';
+import type { SupportedSuiteName } from '../lib/suites.js';
+import { connect, createServer, type ConnectOptions, type QkdTlsServer, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { jsonEvent, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnQkdTls, type Tap, type TestLike, WRONG_PSK_HEX, withTimeout } from './helpers/peers.js';
+
+const SUBTEST = { timeout: 30_000 };
+const WAIT = 10_000;
+
+const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const pskBuffer = Buffer.from(PSK_HEX, 'hex');
+const EXPORT_LABEL = 'EXPERIMENTAL qkd-tls interop';
+const EXPORT_CONTEXT = Buffer.from('context');
+
+t.comment(`node ${process.version}, OpenSSL ${process.versions.openssl}`);
+
+// --- helpers ------------------------------------------------------------------------------------------------
+
+/** A Node TLS 1.3 echo server that accepts `PSK_IDENTITY` with the given key; records identities and key-log lines. */
+async function nodeServer(
+  tt: TestLike,
+  options: tls.TlsOptions = {},
+  key: Buffer = pskBuffer,
+): Promise<{ server: tls.Server; port: number; identities: string[]; keylog: string[]; sockets: tls.TLSSocket[] }> {
+  const identities: string[] = [];
+  const keylog: string[] = [];
+  const sockets: tls.TLSSocket[] = [];
+  const server = tls.createServer(
+    {
+      minVersion: 'TLSv1.3',
+      pskCallback: (_socket, identity) => {
+        identities.push(identity);
+        return identity === PSK_IDENTITY ? key : null;
+      },
+      ...options,
+    },
+    (socket) => {
+      sockets.push(socket);
+      socket.pipe(socket);
+    },
+  );
+  server.on('keylog', (line: Buffer) => keylog.push(line.toString('latin1').trim()));
+  tt.teardown(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'node:tls to listen');
+  return { server, port: (server.address() as { port: number }).port, identities, keylog, sockets };
+}
+
+/** A Node TLS 1.3 PSK client. */
+function nodeClient(tt: TestLike, port: number, options: tls.ConnectionOptions = {}, key: Buffer = pskBuffer): tls.TLSSocket {
+  const socket = tls.connect({
+    host: '127.0.0.1',
+    port,
+    minVersion: 'TLSv1.3',
+    pskCallback: () => ({ psk: key, identity: PSK_IDENTITY }),
+    checkServerIdentity: () => undefined,
+    ...options,
+  });
+  tt.teardown(() => socket.destroy());
+  return socket;
+}
+
+async function libraryServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}): Promise<{ server: QkdTlsServer; port: number; sockets: QkdTlsSocket[]; keylog: string[] }> {
+  const sockets: QkdTlsSocket[] = [];
+  const keylog: string[] = [];
+  const server = createServer({ psks: [psk], keyLog: (line) => keylog.push(line), ...options }, (socket) => {
+    sockets.push(socket);
+    socket.pipe(socket);
+  });
+  tt.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
+  return { server, port: server.address().port, sockets, keylog };
+}
+
+async function libraryClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}): Promise<{ socket: QkdTlsSocket; keylog: string[] }> {
+  const keylog: string[] = [];
+  const socket = connect({ host: '127.0.0.1', port, psks: [psk], keyLog: (line) => keylog.push(line), ...options });
+  tt.teardown(() => socket.destroy());
+  await once(socket, 'secureConnect', WAIT);
+  return { socket, keylog };
+}
+
+async function checkEcho(tt: Tap, socket: QkdTlsSocket | tls.TLSSocket, line: string): Promise<void> {
+  socket.write(line + '\n');
+  const back = await readBytes(socket, line.length + 1, WAIT);
+  tt.equal(back.toString('latin1'), line + '\n', `"${line}" came back`);
+}
+
+async function closeSocket(socket: QkdTlsSocket | tls.TLSSocket): Promise<void> {
+  socket.end();
+  await withTimeout(new Promise((resolve) => socket.once('close', resolve)), WAIT, 'the socket to close');
+}
+
+const TLS13_SECRETS = ['CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_TRAFFIC_SECRET_0', 'EXPORTER_SECRET', 'SERVER_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_TRAFFIC_SECRET_0'];
+
+/** Checks that both stacks logged the same TLS 1.3 secrets (NSS key-log lines, any order). */
+function sameSecrets(tt: Tap, ours: string[], theirs: string[]): void {
+  const labels = theirs.map((l) => l.split(' ')[0]).sort();
+  tt.same(labels, TLS13_SECRETS, 'node:tls logged the five TLS 1.3 secrets');
+  for (const line of theirs) tt.ok(ours.includes(line), `same ${line.split(' ')[0]}`);
+}
+
+// --- qkd-tls client -> node:tls server ------------------------------------------------------------------------
+
+for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'] as SupportedSuiteName[]) {
+  t.test(`qkd-tls client -> node:tls server: ${suite}`, SUBTEST, async (t) => {
+    const node = await nodeServer(t);
+    const { socket, keylog } = await libraryClient(t, node.port, { suites: [suite] });
+    t.same(node.identities, [PSK_IDENTITY], 'node:tls looked up our identity');
+    t.equal(socket.handshake!.suite, suite);
+    t.equal(socket.handshake!.kex, 'psk_dhe_ke');
+    await checkEcho(t, socket, `hello node:tls over ${suite}`);
+    const peer = node.sockets[0];
+    t.equal(peer.getCipher().standardName, suite, 'node:tls negotiated the same suite');
+    t.equal(peer.getProtocol(), 'TLSv1.3');
+    t.same(
+      socket.exportKeyingMaterial(32, EXPORT_LABEL, EXPORT_CONTEXT),
+      peer.exportKeyingMaterial(32, EXPORT_LABEL, EXPORT_CONTEXT),
+      'exported keying material is identical',
+    );
+    sameSecrets(t, keylog, node.keylog);
+    await closeSocket(socket);
+  });
+}
+
+t.test('qkd-tls client CLI -> node:tls server', SUBTEST, async (t) => {
+  const node = await nodeServer(t);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${node.port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json']);
+  cli.write('from the command line to node\n');
+  await cli.waitFor('from the command line to node\n', WAIT, 'stdout');
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 0);
+  t.match(jsonEvent(cli.stderr, 'handshake'), { kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY });
+});
+
+t.test('HelloRetryRequest: qkd-tls client shares x25519, node:tls accepts only P-256', SUBTEST, async (t) => {
+  const node = await nodeServer(t, { ecdhCurve: 'P-256' });
+  const { socket } = await libraryClient(t, node.port, { groups: ['x25519', 'secp256r1'] });
+  t.equal(socket.handshake!.helloRetry, true);
+  t.equal(socket.handshake!.group, 'secp256r1');
+  await checkEcho(t, socket, 'after the retry');
+  await closeSocket(socket);
+});
+
+t.test('wrong key: qkd-tls client against node:tls', SUBTEST, async (t) => {
+  const node = await nodeServer(t);
+  const serverError = withTimeout(new Promise<Error>((resolve) => node.server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
+  const socket = connect({ host: '127.0.0.1', port: node.port, psks: [{ ...psk, secret: fromHex(WRONG_PSK_HEX) }] });
+  t.teardown(() => socket.destroy());
+  const err = (await withTimeout(new Promise<Error>((resolve) => socket.once('error', resolve)), WAIT, 'the handshake to fail')) as TlsError;
+  t.type(err, TlsError);
+  t.equal(err.remote, true);
+  // OpenSSL 3.0/3.1 (inside Node 20) answers a bad binder with illegal_parameter; later OpenSSL with decrypt_error.
+  t.ok(err.alert === 'illegal_parameter' || err.alert === 'decrypt_error', `node:tls sent ${err.alert}`);
+  t.match((await serverError).message, /binder does not verify/i, 'node:tls reports the bad binder');
+});
+
+// --- node:tls client -> qkd-tls server ------------------------------------------------------------------------
+
+t.test('node:tls client -> qkd-tls server', SUBTEST, async (t) => {
+  const { port, sockets, keylog } = await libraryServer(t);
+  const nodeKeylog: string[] = [];
+  const client = nodeClient(t, port);
+  client.on('keylog', (line: Buffer) => nodeKeylog.push(line.toString('latin1').trim()));
+  await once(client, 'secureConnect', WAIT);
+  await checkEcho(t, client, 'hello qkd-tls from node:tls');
+  const info = sockets[0].handshake!;
+  t.equal(info.identity, PSK_IDENTITY);
+  t.equal(info.kex, 'psk_dhe_ke');
+  t.equal(client.getCipher().standardName, info.suite, 'both ends agree on the suite');
+  t.same(
+    client.exportKeyingMaterial(48, EXPORT_LABEL, EXPORT_CONTEXT),
+    sockets[0].exportKeyingMaterial(48, EXPORT_LABEL, EXPORT_CONTEXT),
+    'exported keying material is identical',
+  );
+  sameSecrets(t, keylog, nodeKeylog);
+  await closeSocket(client);
+});
+
+t.test('node:tls client -> qkd-tls server, ChaCha20-Poly1305 chosen by the client', SUBTEST, async (t) => {
+  const { port, sockets } = await libraryServer(t);
+  const client = nodeClient(t, port, { ciphers: 'TLS_CHACHA20_POLY1305_SHA256' });
+  await once(client, 'secureConnect', WAIT);
+  await checkEcho(t, client, 'chacha from node');
+  t.equal(sockets[0].handshake!.suite, 'TLS_CHACHA20_POLY1305_SHA256');
+  await closeSocket(client);
+});
+
+t.test('node:tls client -> qkd-tls server CLI', SUBTEST, async (t) => {
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
+  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const port = Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop());
+  const client = nodeClient(t, port);
+  await once(client, 'secureConnect', WAIT);
+  await checkEcho(t, client, 'node to the command line');
+  await closeSocket(client);
+  t.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0');
+  t.match(jsonEvent(server.stderr, 'handshake'), { kex: 'psk_dhe_ke', identity: PSK_IDENTITY });
+});
+
+t.test('HelloRetryRequest: qkd-tls server wants secp256r1, node:tls shares x25519 first', SUBTEST, async (t) => {
+  const { port, sockets } = await libraryServer(t, { groups: ['secp256r1'] });
+  const client = nodeClient(t, port, { ecdhCurve: 'X25519:P-256' });
+  await once(client, 'secureConnect', WAIT);
+  await checkEcho(t, client, 'retried');
+  t.equal(sockets[0].handshake!.helloRetry, true);
+  t.equal(sockets[0].handshake!.group, 'secp256r1');
+  await closeSocket(client);
+});
+
+t.test('wrong key: node:tls client against the qkd-tls server (decrypt_error)', SUBTEST, async (t) => {
+  const { server, port } = await libraryServer(t);
+  const serverError = withTimeout(new Promise<Error>((resolve) => server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
+  const client = nodeClient(t, port, {}, Buffer.from(WRONG_PSK_HEX, 'hex'));
+  const clientError = await withTimeout(new Promise<Error>((resolve) => client.once('error', resolve)), WAIT, 'the node:tls client to fail');
+  t.match(clientError.message, /alert decrypt error/, 'node:tls received decrypt_error');
+  t.match((clientError as NodeJS.ErrnoException).code, 'ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR');
+  const err = (await serverError) as TlsError;
+  t.equal(err.reason, 'IncorrectBinder');
+  t.equal(err.alert, 'decrypt_error');
+  t.equal(err.remote, false);
+});

@@ -1,0 +1,388 @@
+/**
+ * Interoperability with OpenSSL's command-line tools, on 127.0.0.1, in both directions: the qkd-tls client
+ * (library and CLI) against `openssl s_server -psk ... -nocert`, and `openssl s_client -psk` against the
+ * qkd-tls server (library and CLI). Each case checks the bytes that come back (s_server -rev returns each
+ * line reversed; our server echoes), and what both sides report: suite, key-exchange mode, group,
+ * HelloRetryRequest, 0-RTT (with an external PSK given to OpenSSL as an SSL_SESSION file), KeyUpdate, and the
+ * alert each side names when the key is wrong.
+ *
+ * A note on the wrong-key alert: RFC 8446 §4.2.11.2 says a server whose binder check fails sends
+ * decrypt_error, and qkd-tls does. OpenSSL 1.1.1 to 3.1 send illegal_parameter instead (later versions send
+ * decrypt_error); the test accepts either from OpenSSL and checks the reason OpenSSL logs.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { fromHex, utf8 } from '../lib/codec/bytes.js';
+import type { HandshakeInfo } from '../lib/connection/events.js';
+import type { Psk } from '../lib/psk/types.js';
+import type { SupportedSuiteName } from '../lib/suites.js';
+import { connect, createServer, type ConnectOptions, type QkdTlsServer, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { opensslPskSessionPem } from './helpers/openssl-session.js';
+import {
+  freePort,
+  jsonEvent,
+  missingPrograms,
+  once,
+  type Peer,
+  PSK_HEX,
+  PSK_IDENTITY,
+  readBytes,
+  reversedLine,
+  spawnPeer,
+  spawnQkdTls,
+  type Tap,
+  type TestLike,
+  WRONG_PSK_HEX,
+  withTimeout,
+} from './helpers/peers.js';
+
+const skip = missingPrograms(t, 'openssl');
+const SUBTEST = { timeout: 30_000, skip };
+const WAIT = 10_000;
+
+const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const PSK384_HEX = 'a1'.repeat(8) + '5c'.repeat(8) + '0f'.repeat(8) + 'e7'.repeat(8) + '39'.repeat(8) + 'd2'.repeat(8);
+const psk384: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK384_HEX), hash: 'SHA-384' };
+
+type Group = 'x25519' | 'secp256r1';
+
+// --- helpers ------------------------------------------------------------------------------------------------
+
+/** A temporary directory removed at teardown. */
+async function tempDir(tt: TestLike): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-openssl-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Writes an SSL_SESSION file that gives OpenSSL the external PSK (see helpers/openssl-session.ts). */
+async function pskSessionFile(tt: TestLike, secret: Uint8Array, suite: SupportedSuiteName, maxEarlyData = 0): Promise<string> {
+  const file = join(await tempDir(tt), 'psk-session.pem');
+  await writeFile(file, opensslPskSessionPem({ secret, suite, maxEarlyData }));
+  return file;
+}
+
+/**
+ * Starts `openssl s_server -nocert -naccept 1` on a free port with the given key and mode arguments. Its stdin
+ * stays open (s_server shuts down at the end of stdin).
+ */
+async function sServer(tt: TestLike, args: string[], key: string[] = ['-psk', PSK_HEX]): Promise<{ peer: Peer; port: number }> {
+  const port = await freePort();
+  const peer = spawnPeer(tt, 'openssl', ['s_server', '-accept', `127.0.0.1:${port}`, ...key, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', ...args]);
+  await peer.waitFor('ACCEPT', WAIT, 'stdout');
+  return { peer, port };
+}
+
+/** Starts `openssl s_client` against a port; its stdin is the data to send (lines starting Q/R/k/K are commands). */
+function sClient(tt: TestLike, port: number, args: string[], key: string[] = ['-psk', PSK_HEX]): Peer {
+  return spawnPeer(tt, 'openssl', ['s_client', '-connect', `127.0.0.1:${port}`, ...key, '-psk_identity', PSK_IDENTITY, ...args]);
+}
+
+/** A qkd-tls library client connected and past its handshake. */
+async function libraryClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}): Promise<QkdTlsSocket> {
+  const socket = connect({ host: '127.0.0.1', port, psks: [psk], ...options });
+  tt.teardown(() => socket.destroy());
+  await once(socket, 'secureConnect', WAIT);
+  return socket;
+}
+
+/** A qkd-tls library echo server on a free port; resolves the handshake info of each connection in order. */
+async function libraryServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}): Promise<{ server: QkdTlsServer; port: number; sockets: QkdTlsSocket[] }> {
+  const sockets: QkdTlsSocket[] = [];
+  const server = createServer({ psks: [psk], ...options }, (socket) => {
+    sockets.push(socket);
+    socket.pipe(socket);
+  });
+  tt.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
+  return { server, port: server.address().port, sockets };
+}
+
+/** Sends a line and checks that s_server -rev answers with the line reversed. */
+async function checkReversed(tt: Tap, socket: QkdTlsSocket, line: string): Promise<void> {
+  socket.write(line + '\n');
+  const back = await readBytes(socket, line.length + 1, WAIT);
+  tt.equal(back.toString('latin1'), reversedLine(line) + '\n', `s_server -rev answered "${line}" reversed`);
+}
+
+/** Ends a library client and waits for the s_server it talked to to exit cleanly. */
+async function closeAgainst(tt: Tap, socket: QkdTlsSocket, server: Peer): Promise<void> {
+  socket.end();
+  await withTimeout(new Promise((resolve) => socket.once('close', resolve)), WAIT, 'the client to close');
+  const exit = await server.waitExit(WAIT);
+  tt.equal(exit.code, 0, 's_server exits 0 after the one connection');
+}
+
+/** Sends a line through s_client and waits for our echo server to return it. */
+async function checkEcho(tt: Tap, client: Peer, line: string): Promise<void> {
+  client.write(line + '\n');
+  await client.waitFor(line + '\n', WAIT, 'stdout');
+  tt.pass(`s_client got "${line}" echoed back`);
+}
+
+async function serverHandshake(sockets: QkdTlsSocket[]): Promise<HandshakeInfo> {
+  const s = sockets[0];
+  if (!s) throw new Error('no connection reached secureConnection');
+  return s.handshake!;
+}
+
+// --- qkd-tls client -> openssl s_server -------------------------------------------------------------------
+
+const MATRIX: { suite: SupportedSuiteName; kex: 'psk_dhe_ke' | 'psk_ke' }[] = [
+  { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke' },
+  { suite: 'TLS_CHACHA20_POLY1305_SHA256', kex: 'psk_dhe_ke' },
+  { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_ke' },
+  { suite: 'TLS_CHACHA20_POLY1305_SHA256', kex: 'psk_ke' },
+];
+
+for (const { suite, kex } of MATRIX) {
+  t.test(`qkd-tls client -> openssl s_server: ${suite}, ${kex}`, SUBTEST, async (t) => {
+    const { peer, port } = await sServer(t, ['-rev', '-ciphersuites', suite, ...(kex === 'psk_ke' ? ['-allow_no_dhe_kex'] : [])]);
+    const socket = await libraryClient(t, port, { suites: [suite], kexModes: [kex] });
+    const info = socket.handshake!;
+    t.equal(info.suite, suite);
+    t.equal(info.kex, kex);
+    t.equal(info.group, kex === 'psk_dhe_ke' ? 'x25519' : null);
+    t.equal(info.identity, PSK_IDENTITY);
+    await checkReversed(t, socket, `hello openssl over ${suite} with ${kex}`);
+    await closeAgainst(t, socket, peer);
+    t.match(peer.output, `Ciphersuite: ${suite}`, 's_server reports the same suite');
+  });
+}
+
+t.test('qkd-tls client -> openssl s_server: a SHA-384 PSK (TLS_AES_256_GCM_SHA384) from a session file', SUBTEST, async (t) => {
+  const file = await pskSessionFile(t, psk384.secret, 'TLS_AES_256_GCM_SHA384');
+  const { peer, port } = await sServer(t, ['-rev'], ['-psk_session', file]);
+  // Default suites: the client must lead with the one suite its SHA-384 PSK can use, since OpenSSL picks the
+  // suite before it looks at the PSK.
+  const socket = await libraryClient(t, port, { psks: [psk384] });
+  t.equal(socket.handshake!.suite, 'TLS_AES_256_GCM_SHA384');
+  await checkReversed(t, socket, 'forty-eight bytes of key');
+  await closeAgainst(t, socket, peer);
+});
+
+t.test('qkd-tls client CLI -> openssl s_server', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev']);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json']);
+  cli.write('from the command line\n');
+  await cli.waitFor(reversedLine('from the command line') + '\n', WAIT, 'stdout');
+  cli.end();
+  const exit = await cli.waitExit(WAIT);
+  t.equal(exit.code, 0, 'the client exits 0 after a clean close');
+  t.match(jsonEvent(cli.stderr, 'handshake'), { version: 'TLSv1.3', suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY, earlyData: 'none' });
+  t.equal((await peer.waitExit(WAIT)).code, 0);
+});
+
+// --- openssl s_client -> qkd-tls server --------------------------------------------------------------------
+
+for (const { suite, kex } of MATRIX) {
+  t.test(`openssl s_client -> qkd-tls server: ${suite}, ${kex}`, SUBTEST, async (t) => {
+    // OpenSSL offers psk_ke only alongside psk_dhe_ke (-allow_no_dhe_kex); the server's preference decides.
+    const { port, sockets } = await libraryServer(t, { kexModes: [kex] });
+    const client = sClient(t, port, ['-ciphersuites', suite, ...(kex === 'psk_ke' ? ['-allow_no_dhe_kex'] : [])]);
+    await checkEcho(t, client, `hello qkd-tls from openssl, ${suite}`);
+    const info = await serverHandshake(sockets);
+    t.equal(info.suite, suite);
+    t.equal(info.kex, kex);
+    t.equal(info.group, kex === 'psk_dhe_ke' ? 'x25519' : null);
+    t.equal(info.identity, PSK_IDENTITY);
+    t.match(client.stdout, `Cipher is ${suite}`, 's_client reports the same suite');
+    client.end();
+    t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
+  });
+}
+
+t.test('openssl s_client -> qkd-tls server: a SHA-384 PSK from a session file', SUBTEST, async (t) => {
+  const file = await pskSessionFile(t, psk384.secret, 'TLS_AES_256_GCM_SHA384');
+  const { port, sockets } = await libraryServer(t, { psks: [psk384] });
+  const client = sClient(t, port, [], ['-psk_session', file]);
+  await checkEcho(t, client, 'sha-384 both ways');
+  t.equal((await serverHandshake(sockets)).suite, 'TLS_AES_256_GCM_SHA384');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0);
+});
+
+t.test('openssl s_client -> qkd-tls server CLI', SUBTEST, async (t) => {
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
+  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const address = String(jsonEvent(server.stderr, 'listening')!.address);
+  const port = Number(address.split(':').pop());
+  const client = sClient(t, port, []);
+  await checkEcho(t, client, 'to the qkd-tls command line');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
+  t.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0 after the connection');
+  t.match(jsonEvent(server.stderr, 'handshake'), { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY });
+});
+
+// --- HelloRetryRequest -----------------------------------------------------------------------------------------
+
+t.test('HelloRetryRequest: qkd-tls server wants secp256r1, s_client sends an x25519 share first', SUBTEST, async (t) => {
+  const { port, sockets } = await libraryServer(t, { groups: ['secp256r1'] });
+  const client = sClient(t, port, ['-groups', 'X25519:P-256', '-msg']);
+  await checkEcho(t, client, 'after a retry');
+  const info = await serverHandshake(sockets);
+  t.equal(info.helloRetry, true, 'the server reports the HelloRetryRequest');
+  t.equal(info.group, 'secp256r1');
+  t.equal(client.stdout.match(/>>> TLS 1\.3, Handshake \[length [0-9a-f]+\], ClientHello/g)?.length, 2, 's_client sent two ClientHellos');
+  t.match(client.stdout, 'Server Temp Key: ECDH, prime256v1');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0);
+});
+
+t.test('HelloRetryRequest: qkd-tls client shares x25519 first, s_server accepts only P-256', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev', '-groups', 'P-256']);
+  const groups: Group[] = ['x25519', 'secp256r1'];
+  const socket = await libraryClient(t, port, { groups });
+  t.equal(socket.handshake!.helloRetry, true, 'the client reports the HelloRetryRequest');
+  t.equal(socket.handshake!.group, 'secp256r1');
+  await checkReversed(t, socket, 'retried with P-256');
+  await closeAgainst(t, socket, peer);
+});
+
+// --- 0-RTT with an external PSK ---------------------------------------------------------------------------------
+
+t.test('0-RTT: qkd-tls client sends early data, s_server -early_data accepts it', SUBTEST, async (t) => {
+  const file = await pskSessionFile(t, psk.secret, 'TLS_AES_128_GCM_SHA256', 16384);
+  const { peer, port } = await sServer(t, ['-early_data'], ['-psk_session', file]);
+  const early = 'zero round trip, from qkd-tls\n';
+  const socket = connect({ host: '127.0.0.1', port, psks: [psk], earlyData: utf8(early) });
+  t.teardown(() => socket.destroy());
+  const status = once<string>(socket, 'earlyData', WAIT);
+  await once(socket, 'secureConnect', WAIT);
+  t.equal(await status, 'accepted');
+  t.equal(socket.handshake!.earlyData, 'accepted');
+  const out = await peer.waitFor('End of early data', WAIT, 'stdout');
+  t.ok(out.indexOf(early) >= 0 && out.indexOf(early) < out.indexOf('End of early data'), 's_server printed our early data as early data');
+  socket.write('after the handshake\n');
+  await peer.waitFor('after the handshake\n', WAIT, 'stdout');
+  peer.write('answer from openssl\n');
+  t.equal((await readBytes(socket, 20, WAIT)).toString('latin1'), 'answer from openssl\n', 'data flows back from s_server');
+  await closeAgainst(t, socket, peer);
+});
+
+t.test('0-RTT: s_client -early_data with a PSK session file, qkd-tls server accepts it', SUBTEST, async (t) => {
+  const dir = await tempDir(t);
+  const file = join(dir, 'psk-session.pem');
+  await writeFile(file, opensslPskSessionPem({ secret: psk.secret, suite: 'TLS_AES_128_GCM_SHA256', maxEarlyData: 16384 }));
+  const earlyFile = join(dir, 'early.txt');
+  await writeFile(earlyFile, 'zero round trip, from openssl\n');
+  const { port, sockets } = await libraryServer(t, { maxEarlyDataSize: 16384 });
+  const client = sClient(t, port, ['-early_data', earlyFile], ['-psk_session', file]);
+  await client.waitFor('zero round trip, from openssl\n', WAIT, 'stdout');
+  t.pass('the early data came back through the echo');
+  t.match(client.stdout, 'Early data was accepted');
+  t.equal((await serverHandshake(sockets)).earlyData, 'accepted');
+  await checkEcho(t, client, 'and then 1-RTT data');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0);
+});
+
+t.test('0-RTT rejected: s_server without -early_data; qkd-tls resends the data after the handshake', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev']);
+  const early = 'sent early, delivered late';
+  const socket = connect({ host: '127.0.0.1', port, psks: [psk], earlyData: utf8(early + '\n') });
+  t.teardown(() => socket.destroy());
+  const status = once<string>(socket, 'earlyData', WAIT);
+  await once(socket, 'secureConnect', WAIT);
+  t.equal(await status, 'rejected');
+  t.equal(socket.handshake!.earlyData, 'rejected');
+  const back = await readBytes(socket, early.length + 1, WAIT);
+  t.equal(back.toString('latin1'), reversedLine(early) + '\n', 'the rejected early data arrived as ordinary data');
+  await closeAgainst(t, socket, peer);
+});
+
+t.test('0-RTT rejected: s_client sends early data, qkd-tls server (max early data 0) rejects it', SUBTEST, async (t) => {
+  const dir = await tempDir(t);
+  const file = join(dir, 'psk-session.pem');
+  await writeFile(file, opensslPskSessionPem({ secret: psk.secret, suite: 'TLS_AES_128_GCM_SHA256', maxEarlyData: 16384 }));
+  const earlyFile = join(dir, 'early.txt');
+  await writeFile(earlyFile, 'this will be skipped\n');
+  const { port, sockets } = await libraryServer(t);
+  const client = sClient(t, port, ['-early_data', earlyFile], ['-psk_session', file]);
+  await checkEcho(t, client, 'only 1-RTT data');
+  t.match(client.stdout, 'Early data was rejected');
+  t.notMatch(client.stdout, 'this will be skipped', 'the rejected early data was not delivered');
+  t.equal((await serverHandshake(sockets)).earlyData, 'rejected');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0);
+});
+
+// --- KeyUpdate --------------------------------------------------------------------------------------------------
+
+t.test('KeyUpdate: qkd-tls client CLI --key-update against s_server', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev', '-msg']);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--key-update']);
+  cli.write('after a key update\n');
+  await cli.waitFor(reversedLine('after a key update') + '\n', WAIT, 'stdout');
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 0);
+  t.match(jsonEvent(cli.stderr, 'key-update'), { direction: 'write', requestPeer: true });
+  await peer.waitExit(WAIT);
+  t.match(peer.stdout, /<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate/, 's_server received our KeyUpdate');
+  t.match(peer.stdout, />>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate/, 's_server answered with its own (update_requested)');
+});
+
+t.test('KeyUpdate: qkd-tls library client, both directions, data before and after', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev']);
+  const socket = await libraryClient(t, port);
+  await checkReversed(t, socket, 'before the update');
+  const directions: string[] = [];
+  socket.on('keyUpdate', (d: string) => directions.push(d));
+  socket.keyUpdate(true);
+  await checkReversed(t, socket, 'after the update');
+  t.same(directions.sort(), ['read', 'write'], 'our keys and the server keys both moved on');
+  await closeAgainst(t, socket, peer);
+});
+
+t.test('KeyUpdate: s_client "k" and "K" commands against the qkd-tls server', SUBTEST, async (t) => {
+  const { port, sockets } = await libraryServer(t);
+  const client = sClient(t, port, []);
+  await checkEcho(t, client, 'before any update');
+  const directions: string[] = [];
+  sockets[0].on('keyUpdate', (d: string) => directions.push(d));
+  // s_client reads a command line on its own: wait for it to act before typing the next line.
+  const keyUpdates = (n: number) => (s: string) => (s.match(/KEYUPDATE/g)?.length ?? 0) >= n;
+  client.write('k\n');
+  await client.waitFor(keyUpdates(1), WAIT, 'stderr');
+  await checkEcho(t, client, 'after k');
+  t.same(directions, ['read'], '"k": the client updated its keys, not asking us to');
+  client.write('K\n');
+  await client.waitFor(keyUpdates(2), WAIT, 'stderr');
+  await checkEcho(t, client, 'after K');
+  t.same(directions, ['read', 'read', 'write'], '"K": the client asked us to update ours too');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0);
+});
+
+// --- the wrong key -----------------------------------------------------------------------------------------------
+
+t.test('wrong key: qkd-tls client CLI against s_server', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev']);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', WRONG_PSK_HEX, '--identity', PSK_IDENTITY]);
+  cli.write('never delivered\n');
+  const exit = await cli.waitExit(WAIT);
+  t.equal(exit.code, 1, 'the client exits 1');
+  t.match(cli.stderr, /tls alert: (illegal_parameter \(47\)|decrypt_error \(51\)) received/, 'the client names the alert OpenSSL sent');
+  t.comment(`qkd-tls client: ${cli.stderr.trim()}`);
+  await peer.waitExit(WAIT);
+  t.match(peer.output, 'binder does not verify', 's_server reports the bad binder');
+  t.equal(cli.stdout, '', 'no data was exchanged');
+});
+
+t.test('wrong key: s_client against the qkd-tls server CLI (decrypt_error)', SUBTEST, async (t) => {
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--once']);
+  const listening = await server.waitFor(/listening: address=127\.0\.0\.1:\d+/, WAIT, 'stderr');
+  const port = Number(/address=127\.0\.0\.1:(\d+)/.exec(listening)![1]);
+  const client = sClient(t, port, [], ['-psk', WRONG_PSK_HEX]);
+  const exit = await client.waitExit(WAIT);
+  t.not(exit.code, 0, 's_client fails');
+  t.match(client.output, /alert decrypt error.*SSL alert number 51/, 's_client received decrypt_error (51)');
+  t.equal((await server.waitExit(WAIT)).code, 1, 'the --once server exits 1');
+  t.match(server.stderr, 'tls alert: decrypt_error (51) sent: PSK binder does not verify', 'the server names the alert it sent');
+});

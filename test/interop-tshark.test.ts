@@ -1,0 +1,233 @@
+/**
+ * Wireshark's dissector (tshark) decrypts qkd-tls sessions with the NSS key-log file qkd-tls writes — an
+ * independent check of the record protection and of every logged secret. Two captures:
+ *
+ * - a live capture on the loopback interface (`tshark -i lo -f "tcp port N" -w FILE`) of the `qkd-tls client
+ *   --keylog FILE` command talking to a qkd-tls server, including 0-RTT data (which needs the client's
+ *   early traffic secret). Capturing needs CAP_NET_RAW (root); when the capture cannot start the test says
+ *   so in a comment and the second case below still checks decryption;
+ * - a pcap file the test writes itself from the bytes a relay between client and server saw, which needs no
+ *   privileges at all.
+ *
+ * Either way tshark must show the decrypted application data, byte for byte, in both directions.
+ */
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { fromHex, toHex, utf8 } from '../lib/codec/bytes.js';
+import type { Psk } from '../lib/psk/types.js';
+import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { tcpConversationPcap, type TcpChunk } from './helpers/pcap.js';
+import { missingPrograms, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnPeer, spawnQkdTls, type Tap, type TestLike, withTimeout } from './helpers/peers.js';
+
+const skip = missingPrograms(t, 'tshark');
+const SUBTEST = { timeout: 60_000, skip };
+const WAIT = 15_000;
+
+const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+
+// --- helpers ------------------------------------------------------------------------------------------------
+
+async function tempDir(tt: TestLike): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-tshark-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A qkd-tls echo server (0-RTT allowed) on 127.0.0.1. */
+async function echoServer(tt: TestLike, key: Psk = psk): Promise<{ port: number; sockets: QkdTlsSocket[] }> {
+  const sockets: QkdTlsSocket[] = [];
+  const server = createServer({ psks: [key], maxEarlyDataSize: 1024 }, (socket) => {
+    sockets.push(socket);
+    socket.pipe(socket);
+  });
+  tt.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
+  return { port: server.address().port, sockets };
+}
+
+/**
+ * Runs tshark over a capture with the key-log file and returns the decrypted application data per
+ * direction (records in order), from the `data.data` field that holds decrypted payloads without a
+ * sub-dissector.
+ */
+async function decrypt(tt: TestLike, capture: string, keylog: string, serverPort: number): Promise<{ toServer: string; toClient: string; records: number }> {
+  const tshark = spawnPeer(tt, 'tshark', [
+    '-r', capture,
+    '-o', `tls.keylog_file:${keylog}`,
+    '-d', `tcp.port==${serverPort},tls`,
+    '-Y', 'tls',
+    '-T', 'fields',
+    '-e', 'tcp.srcport',
+    '-e', 'data.data',
+  ]);
+  const exit = await tshark.waitExit(WAIT);
+  if (exit.code !== 0) throw new Error(`tshark -r failed (${exit.code}):\n${tshark.transcript()}`);
+  let toServer = '';
+  let toClient = '';
+  let records = 0;
+  for (const line of tshark.stdout.split('\n')) {
+    const [src, data] = line.split('\t');
+    if (!src || !data) continue;
+    const hex = data.replace(/[,:]/g, '');
+    records += data.split(',').length;
+    if (Number(src) === serverPort) toClient += hex;
+    else toServer += hex;
+  }
+  return { toServer, toClient, records };
+}
+
+/** Bytes to hex, as tshark prints data.data. */
+function hexOf(text: string): string {
+  return toHex(utf8(text));
+}
+
+// --- a live capture on lo -----------------------------------------------------------------------------------
+
+/** "Capturing on 'lo'" is printed even when the capture then fails; this comes only once it runs. */
+const CAPTURE_STARTED = /Capture started/;
+
+/** Whether tshark can capture on lo here (root or CAP_NET_RAW): false, or why not. */
+async function cannotCapture(): Promise<string | false> {
+  if (skip) return skip;
+  const probes: (() => unknown)[] = [];
+  const probe = spawnPeer({ teardown: (fn) => probes.push(fn), fail: t.fail.bind(t), comment: t.comment.bind(t) }, 'tshark', ['-i', 'lo', '-f', 'tcp port 9', '-w', '/dev/null']);
+  try {
+    await probe.waitFor(CAPTURE_STARTED, WAIT, 'stderr');
+    return false;
+  } catch (e) {
+    t.comment((e as Error).message);
+    return 'tshark cannot capture on lo here (needs root or CAP_NET_RAW); the written-pcap case still checks decryption';
+  } finally {
+    for (const p of probes) await p();
+  }
+}
+
+const captureProblem = await cannotCapture();
+
+t.test('tshark decrypts a live loopback capture of the qkd-tls client CLI (with 0-RTT) using its --keylog file', { ...SUBTEST, skip: captureProblem }, async (t) => {
+  const dir = await tempDir(t);
+  const { port } = await echoServer(t);
+  const capture = join(dir, 'live.pcapng');
+  const keylog = join(dir, 'keys.log');
+  // -P -l: print a summary line per packet as it is captured, so that the test knows what has been written.
+  const capturer = spawnPeer(t, 'tshark', ['-i', 'lo', '-f', `tcp port ${port}`, '-w', capture, '-P', '-l']);
+  await capturer.waitFor(CAPTURE_STARTED, WAIT, 'stderr');
+  const early = 'early data, decrypted by tshark\n';
+  const late = 'and a line after the handshake\n';
+  await writeFile(join(dir, 'early.txt'), early);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--keylog', keylog, '--early-data', join(dir, 'early.txt'), '--json']);
+  await cli.waitFor(early, WAIT, 'stdout');
+  cli.write(late);
+  await cli.waitFor(early + late, WAIT, 'stdout');
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 0, 'the client closed cleanly');
+  t.match(cli.stderr, '"earlyData":"accepted"', 'the server accepted the 0-RTT data');
+
+  // A marker connection after the session: once tshark has seen its SYN, every packet before it is written.
+  const marker = net.connect({ host: '127.0.0.1', port });
+  t.teardown(() => marker.destroy());
+  await once(marker, 'connect', WAIT);
+  const markerPort = marker.localPort!;
+  await capturer.waitFor(new RegExp(`\\b${markerPort}\\D+${port} \\[SYN\\]`), WAIT, 'stdout');
+  marker.destroy();
+  await capturer.kill('SIGINT', WAIT);
+
+  const logged = await readFile(keylog, 'latin1');
+  for (const label of ['CLIENT_EARLY_TRAFFIC_SECRET', 'CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_TRAFFIC_SECRET_0', 'SERVER_TRAFFIC_SECRET_0']) {
+    t.match(logged, new RegExp(`^${label} [0-9a-f]{64} [0-9a-f]{64}$`, 'm'), `the key-log file has ${label}`);
+  }
+  const seen = await decrypt(t, capture, keylog, port);
+  t.equal(seen.toServer, hexOf(early + late), 'tshark decrypted what the client sent (0-RTT and 1-RTT)');
+  t.equal(seen.toClient, hexOf(early + late), 'tshark decrypted the echo the server sent');
+});
+
+// --- a pcap written from the bytes the test saw -----------------------------------------------------------------
+
+/** A TCP relay between a client and `serverPort` that records every chunk in the order it passes. */
+async function recordingRelay(tt: TestLike, serverPort: number): Promise<{ port: number; chunks: TcpChunk[]; clientPort: () => number; done: Promise<void> }> {
+  const chunks: TcpChunk[] = [];
+  let clientPort = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  const relay = net.createServer({ allowHalfOpen: true }, (down) => {
+    clientPort = down.remotePort!;
+    const up = net.connect({ host: '127.0.0.1', port: serverPort, allowHalfOpen: true });
+    down.on('data', (b: Buffer) => {
+      chunks.push({ from: 'client', data: Buffer.from(b) });
+      up.write(b);
+    });
+    up.on('data', (b: Buffer) => {
+      chunks.push({ from: 'server', data: Buffer.from(b) });
+      down.write(b);
+    });
+    down.on('end', () => up.end());
+    up.on('end', () => down.end());
+    let closed = 0;
+    const onClose = (): void => {
+      if (++closed === 2) finish();
+    };
+    down.on('close', onClose);
+    up.on('close', onClose);
+    down.on('error', () => up.destroy());
+    up.on('error', () => down.destroy());
+    tt.teardown(() => {
+      down.destroy();
+      up.destroy();
+    });
+  });
+  tt.teardown(() => relay.close());
+  await withTimeout(new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve)), WAIT, 'the relay to listen');
+  return { port: (relay.address() as net.AddressInfo).port, chunks, clientPort: () => clientPort, done };
+}
+
+async function roundTrip(tt: Tap, socket: QkdTlsSocket, text: string): Promise<void> {
+  socket.write(text);
+  const back = await readBytes(socket, text.length, WAIT);
+  tt.equal(back.toString('latin1'), text, 'echoed');
+}
+
+t.test('tshark decrypts a pcap written from the bytes of a qkd-tls session (0-RTT, KeyUpdate, ChaCha20)', SUBTEST, async (t) => {
+  const dir = await tempDir(t);
+  // 0-RTT uses the suite provisioned with the PSK (RFC 8446 §4.2.10), so both ends are told which one.
+  const chachaPsk: Psk = { ...psk, earlyDataSuite: 'TLS_CHACHA20_POLY1305_SHA256' };
+  const { port: serverPort } = await echoServer(t, chachaPsk);
+  const relay = await recordingRelay(t, serverPort);
+  const lines: string[] = [];
+  const early = 'zero-RTT through the relay\n';
+  const socket = connect({
+    host: '127.0.0.1',
+    port: relay.port,
+    psks: [chachaPsk],
+    suites: ['TLS_CHACHA20_POLY1305_SHA256'],
+    earlyData: utf8(early),
+    keyLog: (line) => lines.push(line),
+  });
+  t.teardown(() => socket.destroy());
+  await once(socket, 'secureConnect', WAIT);
+  t.equal(socket.handshake!.earlyData, 'accepted');
+  t.equal((await readBytes(socket, early.length, WAIT)).toString('latin1'), early, 'early data echoed');
+  await roundTrip(t, socket, 'first 1-RTT line\n');
+  // After a KeyUpdate, tshark has to derive the next traffic secrets itself (RFC 8446 §7.2).
+  socket.keyUpdate(true);
+  await roundTrip(t, socket, 'after the key update\n');
+  const big = 'x'.repeat(5000) + '\n';
+  await roundTrip(t, socket, big);
+  socket.end();
+  await withTimeout(relay.done, WAIT, 'the relayed connection to close');
+
+  const capture = join(dir, 'written.pcap');
+  const keylog = join(dir, 'keys.log');
+  await writeFile(capture, tcpConversationPcap({ clientPort: relay.clientPort(), serverPort, chunks: relay.chunks }));
+  await writeFile(keylog, lines.join('\n') + '\n');
+  const seen = await decrypt(t, capture, keylog, serverPort);
+  const all = early + 'first 1-RTT line\n' + 'after the key update\n' + big;
+  t.equal(seen.toServer, hexOf(all), 'tshark decrypted every byte the client sent, across the KeyUpdate');
+  t.equal(seen.toClient, hexOf(all), 'tshark decrypted every byte the server sent, across the KeyUpdate');
+  t.ok(seen.records >= 8, `tshark showed ${seen.records} decrypted records`);
+});
