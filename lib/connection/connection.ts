@@ -159,13 +159,24 @@ export class Connection {
    * (or the peer's record_size_limit).
    */
   write(data: Uint8Array): void {
+    this.writev([data]);
+  }
+
+  /**
+   * Sends the concatenation of `chunks` as application data, like {@link write} but without joining them
+   * first: records are filled to the fragment limit across chunk boundaries, and all of them are sealed
+   * into one output buffer (one socket write).
+   */
+  writev(chunks: readonly Uint8Array[]): void {
     if (!this.writable) throw new Error(`write: the connection is ${this.sentCloseNotify || this.closeRequested ? 'closed for writing' : this.phaseValue}`);
-    if (data.length === 0) return;
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    if (total === 0) return;
     if (this.phaseValue !== 'connected') {
-      this.queued.push(copyBytes(data));
+      this.queued.push(chunks.length === 1 ? copyBytes(chunks[0]) : concat(...chunks));
       return;
     }
-    this.sealApplicationData(data);
+    this.sealApplicationData(chunks, total);
   }
 
   /**
@@ -269,15 +280,15 @@ export class Connection {
         throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
       }
     } else {
-      if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
-      if (rec.type === ContentType.application_data) {
-        if (this.skipPlainApplicationData > 0) {
-          this.skipPlainApplicationData -= rec.fragment.length;
-          if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
-          return;
-        }
-        throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
+      // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
+      // plaintext length check.
+      if (rec.type === ContentType.application_data && this.skipPlainApplicationData > 0) {
+        this.skipPlainApplicationData -= rec.fragment.length;
+        if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+        return;
       }
+      if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
+      if (rec.type === ContentType.application_data) throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
     }
     // §5.1: handshake messages must not be interleaved with other record types.
     if (type !== ContentType.handshake && !this.joiner.isEmpty) {
@@ -378,8 +389,42 @@ export class Connection {
     this.firstFlight = false;
   }
 
-  private sealApplicationData(data: Uint8Array): void {
-    for (const f of fragments(data, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
+  /**
+   * Seals application data into records of `maxFragment` bytes (the last one shorter), all written into a
+   * single buffer sized up front: one allocation and one copy of the data per write, however many records.
+   */
+  private sealApplicationData(chunks: readonly Uint8Array[], total: number): void {
+    const writer = this.writer;
+    if (!writer) {
+      for (const c of chunks) for (const f of fragments(c, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
+      return;
+    }
+    const max = this.maxFragment;
+    const records = Math.ceil(total / max);
+    const out = new Uint8Array(total + records * writer.overhead);
+    let at = 0;
+    let chunk = 0;
+    let pos = 0;
+    const parts: Uint8Array[] = [];
+    for (let left = total; left > 0; ) {
+      // Gather the next record's content as views of the caller's chunks.
+      parts.length = 0;
+      let want = Math.min(max, left);
+      left -= want;
+      while (want > 0) {
+        const c = chunks[chunk];
+        const take = Math.min(want, c.length - pos);
+        if (take > 0) parts.push(pos === 0 && take === c.length ? c : c.subarray(pos, pos + take));
+        want -= take;
+        pos += take;
+        if (pos === c.length) {
+          chunk++;
+          pos = 0;
+        }
+      }
+      at += writer.sealInto(ContentType.application_data, parts, out, at);
+    }
+    this.out.push(at === out.length ? out : out.subarray(0, at));
   }
 
   private sendAlert(code: number): void {
@@ -492,7 +537,7 @@ export class Connection {
       },
       sendEarlyData(data) {
         c.flushHandshake();
-        c.sealApplicationData(data);
+        if (data.length > 0) c.sealApplicationData([data], data.length);
       },
       setWriteKeys(suite, secret) {
         c.flushHandshake();
@@ -550,8 +595,8 @@ export class Connection {
         c.info = info;
         c.phaseValue = 'connected';
         c.events.push({ type: 'handshake', info });
-        if (resend) c.sealApplicationData(resend);
-        for (const q of c.queued) c.sealApplicationData(q);
+        if (resend && resend.length > 0) c.sealApplicationData([resend], resend.length);
+        for (const q of c.queued) c.sealApplicationData([q], q.length);
         c.queued = [];
         if (c.closeRequested) {
           c.closeRequested = false;

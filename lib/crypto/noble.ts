@@ -3,12 +3,12 @@
  * unchanged in Node, browsers, Deno, Bun and Workers.
  *
  * - Hashes, HMAC, HKDF (RFC 5869): `@noble/hashes`.
- * - AEADs (RFC 5116, RFC 8439): `@noble/ciphers`. A noble AEAD instance encrypts only once, so one is
- *   built per seal/open; this object keeps only a private copy of the key.
+ * - AEADs (RFC 5116, RFC 8439): ChaCha20-Poly1305 from `@noble/ciphers` (a noble AEAD instance encrypts
+ *   only once, so one is built per seal/open); AES-GCM from noble's AES block function with a GHASH that
+ *   keeps its key schedule and table per key (lib/crypto/gcm.ts), instead of rebuilding them per record.
  * - Key exchange (RFC 8446 §4.2.8, §7.4): `@noble/curves` x25519, p256, p384.
  * - Randomness: `crypto.getRandomValues` (through `@noble/hashes` `randomBytes`), or an injected source.
  */
-import { gcm } from '@noble/ciphers/aes.js';
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
 import { p256, p384 } from '@noble/curves/nist.js';
@@ -17,6 +17,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256, sha384 } from '@noble/hashes/sha2.js';
 import { randomBytes } from '@noble/hashes/utils.js';
 import { copyBytes, wipe } from '../codec/bytes.js';
+import { AesGcmKey } from './gcm.js';
 import {
   P256_SPEC,
   P384_SPEC,
@@ -125,11 +126,27 @@ const HASHES: Readonly<Record<HashName, HashAlgorithm>> = {
 // ---------------------------------------------------------------------------------------------------
 // AEADs
 
-const NOBLE_AEAD: Readonly<Record<AeadName, (key: Uint8Array, nonce: Uint8Array, aad: Uint8Array) => { encrypt(p: Uint8Array): Uint8Array; decrypt(c: Uint8Array): Uint8Array }>> = {
-  'AES-128-GCM': (k, n, a) => gcm(k, n, a),
-  'AES-256-GCM': (k, n, a) => gcm(k, n, a),
-  'CHACHA20-POLY1305': (k, n, a) => chacha20poly1305(k, n, a),
-};
+
+/** The argument checks of {@link Aead.sealInto}; returns the total plaintext length. */
+function checkSealInto(spec: AeadSpec, nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
+  checkAeadCall(spec, nonce, aad, out);
+  let total = 0;
+  for (const p of parts) {
+    checkBytes(p, `${spec.name} input`);
+    total += p.length;
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + total + spec.tagLength > out.length) {
+    throw new RangeError(`${spec.name}: sealInto needs ${total + spec.tagLength} bytes of room at offset ${offset} of a ${out.length}-byte buffer`);
+  }
+  return total;
+}
+
+/** The shared, word-aligned scratch buffer of {@link NobleAead.sealInto} (grown on demand, starts at 16 KiB + 1 + tag). */
+let scratchBuffer = new Uint8Array(0);
+function scratch(length: number): Uint8Array {
+  if (scratchBuffer.length < length) scratchBuffer = new Uint8Array(Math.max(length, (1 << 14) + 1 + 16 + 256));
+  return scratchBuffer;
+}
 
 class NobleAead implements Aead {
   readonly name: AeadName;
@@ -137,6 +154,8 @@ class NobleAead implements Aead {
   readonly nonceLength: number;
   readonly tagLength: number;
   private key: Uint8Array | null;
+  /** AES-GCM: the key schedule and GHASH table, built on first use and kept for every later record. */
+  private gcmKey: AesGcmKey | null = null;
 
   constructor(private readonly spec: AeadSpec, key: Uint8Array) {
     this.name = spec.name;
@@ -148,15 +167,44 @@ class NobleAead implements Aead {
 
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     checkAeadCall(this.spec, nonce, aad, plaintext);
-    return NOBLE_AEAD[this.name](this.liveKey(), nonce, aad).encrypt(plaintext);
+    if (this.name === 'CHACHA20-POLY1305') return chacha20poly1305(this.liveKey(), nonce, aad).encrypt(plaintext);
+    return this.aesGcm().seal(nonce, aad, plaintext);
+  }
+
+  /**
+   * ChaCha20-Poly1305: joins the parts in a scratch buffer that starts on a 4-byte boundary (noble's
+   * word-at-a-time path needs that; unaligned data goes byte by byte), seals there in place and copies the
+   * result into `out`. The scratch is shared (sealing is synchronous, so calls cannot interleave) and zeroed
+   * after each use, so no connection holds a buffer of its own and no plaintext lingers. AES-GCM does the
+   * same inside {@link AesGcmKey.sealInto}.
+   */
+  sealInto(nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
+    const total = checkSealInto(this.spec, nonce, aad, parts, out, offset);
+    if (this.name !== 'CHACHA20-POLY1305') return this.aesGcm().sealInto(nonce, aad, parts, out, offset);
+    const key = this.liveKey();
+    const sealedLength = total + this.tagLength;
+    const buf = scratch(sealedLength);
+    let at = 0;
+    for (const p of parts) {
+      buf.set(p, at);
+      at += p.length;
+    }
+    try {
+      chacha20poly1305(key, nonce, aad).encrypt(buf.subarray(0, total), buf.subarray(0, sealedLength));
+      out.set(buf.subarray(0, sealedLength), offset);
+    } finally {
+      buf.fill(0, 0, sealedLength);
+    }
+    return sealedLength;
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null {
     checkAeadCall(this.spec, nonce, aad, ciphertextAndTag);
     const key = this.liveKey();
     if (ciphertextAndTag.length < this.tagLength) return null;
+    if (this.name !== 'CHACHA20-POLY1305') return this.aesGcm().open(nonce, aad, ciphertextAndTag);
     try {
-      return NOBLE_AEAD[this.name](key, nonce, aad).decrypt(ciphertextAndTag);
+      return chacha20poly1305(key, nonce, aad).decrypt(ciphertextAndTag);
     } catch {
       // Inputs were validated above, so the only failure left is authentication (RFC 5116 §2.2: FAIL).
       return null;
@@ -166,11 +214,17 @@ class NobleAead implements Aead {
   destroy(): void {
     wipe(this.key);
     this.key = null;
+    this.gcmKey?.destroy();
+    this.gcmKey = null;
   }
 
   private liveKey(): Uint8Array {
     if (!this.key) throw new TypeError(`${this.name}: this AEAD was destroyed`);
     return this.key;
+  }
+
+  private aesGcm(): AesGcmKey {
+    return (this.gcmKey ??= new AesGcmKey(this.liveKey()));
   }
 }
 

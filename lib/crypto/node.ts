@@ -189,6 +189,20 @@ function aeadDecipher(alg: OpenSslAead, key: Uint8Array, nonce: Uint8Array) {
     : createDecipheriv(alg, key, nonce, { authTagLength: 16 });
 }
 
+/** The argument checks of {@link Aead.sealInto}; returns the total plaintext length. */
+function checkSealInto(spec: AeadSpec, nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
+  checkAeadCall(spec, nonce, aad, out);
+  let total = 0;
+  for (const p of parts) {
+    checkBytes(p, `${spec.name} input`);
+    total += p.length;
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + total + spec.tagLength > out.length) {
+    throw new RangeError(`${spec.name}: sealInto needs ${total + spec.tagLength} bytes of room at offset ${offset} of a ${out.length}-byte buffer`);
+  }
+  return total;
+}
+
 class NodeAead implements Aead {
   readonly name: AeadName;
   readonly keyLength: number;
@@ -209,14 +223,33 @@ class NodeAead implements Aead {
 
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
     checkAeadCall(this.spec, nonce, aad, plaintext);
-    const c = aeadCipher(this.alg, this.liveKey(), nonce);
-    if (aad.length > 0) c.setAAD(aad, { plaintextLength: plaintext.length });
-    const ct = c.update(plaintext);
-    c.final(); // GCM and ChaCha20-Poly1305 are stream modes: final() emits nothing
-    const out = new Uint8Array(ct.length + this.tagLength);
-    out.set(ct, 0);
-    out.set(c.getAuthTag(), ct.length);
+    const out = new Uint8Array(plaintext.length + this.tagLength);
+    this.sealInto(nonce, aad, [plaintext], out, 0);
     return out;
+  }
+
+  /**
+   * Each part goes to OpenSSL as it is (no joining copy); each piece of ciphertext OpenSSL returns is copied
+   * once, into its place in `out`.
+   */
+  sealInto(nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
+    const total = checkSealInto(this.spec, nonce, aad, parts, out, offset);
+    const c = aeadCipher(this.alg, this.liveKey(), nonce);
+    if (aad.length > 0) c.setAAD(aad, { plaintextLength: total });
+    let at = offset;
+    for (const p of parts) {
+      if (p.length === 0) continue;
+      const ct = c.update(p);
+      out.set(ct, at);
+      at += ct.length;
+    }
+    const rest = c.final(); // empty for these stream modes; copied all the same should OpenSSL ever buffer
+    if (rest.length > 0) {
+      out.set(rest, at);
+      at += rest.length;
+    }
+    out.set(c.getAuthTag(), at);
+    return at + this.tagLength - offset;
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null {

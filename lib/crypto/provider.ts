@@ -41,6 +41,13 @@ export interface Aead {
   readonly nonceLength: number;
   readonly tagLength: number;
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array;
+  /**
+   * Optional fast path of {@link seal} for the record layer: seals the concatenation of `parts` (so that the
+   * caller need not join content and trailer first) and writes ciphertext || tag into `out` from `offset`,
+   * which must have room for the total plaintext length + {@link tagLength} bytes and must not overlap any
+   * part. Returns the number of bytes written. The output is byte for byte what `seal` returns.
+   */
+  sealInto?(nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number;
   open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null;
   /** Wipes the key material this object holds. */
   destroy(): void;

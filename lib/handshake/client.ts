@@ -341,6 +341,10 @@ class ExpectServerHello implements HandshakeState {
 
     // 0-RTT survives only if the server picked the first PSK with the suite we used for it (§4.2.10).
     const earlyPossible = this.early !== null && this.retried === null && index === 0 && this.early.suite === suite;
+    // From here on the server reads our handshake keys — unless 0-RTT may still be accepted (then it reads the
+    // early keys until EndOfEarlyData) — so anything we send, an alert included, uses them.
+    const earlyPending = earlyPossible || (this.early !== null && this.retried === null);
+    if (!earlyPending) io.setWriteKeys(suite, chts);
     return new ExpectEncryptedExtensions(plan, {
       suite,
       psk,
@@ -354,6 +358,7 @@ class ExpectServerHello implements HandshakeState {
       early: this.early,
       earlyPossible,
       helloRetry: this.retried !== null,
+      handshakeWriteKeys: !earlyPending,
     });
   }
 }
@@ -371,6 +376,8 @@ interface NegotiatedClient {
   readonly early: EarlyState | null;
   readonly earlyPossible: boolean;
   readonly helloRetry: boolean;
+  /** Whether our write keys are already the handshake keys. */
+  handshakeWriteKeys: boolean;
 }
 
 /** §4.3.1: expects EncryptedExtensions. */
@@ -386,6 +393,12 @@ class ExpectEncryptedExtensions implements HandshakeState {
       throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
     const ee = decodeEncryptedExtensions(m.body);
+    if (this.n.early && !ee.earlyDataAccepted && !this.n.handshakeWriteKeys) {
+      // The server skips our 0-RTT records and reads the handshake keys (§4.2.10): switch now, before any
+      // check below, so that an alert we send is one it can read.
+      io.setWriteKeys(this.n.suite, this.n.chts);
+      this.n.handshakeWriteKeys = true;
+    }
     const offered = new Set(this.plan.offered);
     offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
     ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
@@ -454,7 +467,7 @@ class ExpectServerFinished implements HandshakeState {
       io.sendChangeCipherSpec();
       this.plan.ccsSent = true;
     }
-    io.setWriteKeys(n.suite, n.chts);
+    if (!n.handshakeWriteKeys) io.setWriteKeys(n.suite, n.chts);
     const finished = encodeFinished(finishedVerifyData(crypto, hash, n.chts, n.transcript.current()));
     io.sendHandshake(finished);
     n.transcript.add(finished);

@@ -239,6 +239,8 @@ function respond(
   let earlyData: EarlyDataStatus = 'none';
   if (ch.earlyData) {
     earlyData = plan.maxEarlyData > 0 && index === 0 && !retry && earlySuite === suite ? 'accepted' : 'rejected';
+  } else if (retry?.ch1.earlyData) {
+    earlyData = 'rejected'; // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest
   }
   let earlySecret: Uint8Array | null = null;
   if (ch.earlyData && !retry) {

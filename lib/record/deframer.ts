@@ -23,52 +23,33 @@ export interface RawRecord {
 }
 
 export class Deframer {
-  private buf: Uint8Array = new Uint8Array(0);
-  private start = 0;
-  private end = 0;
-  /** Whether `buf` is ours to write into (a chunk we adopted without copying is not). */
-  private owned = false;
+  /**
+   * Received chunks not yet consumed, as views of the caller's bytes (never copied on push); the record
+   * stream continues at `chunks[head][pos]`. A record that lies within one chunk comes out as a view of
+   * it; only a record that straddles chunks is copied, once, into a buffer of exactly its size.
+   */
+  private chunks: Uint8Array[] = [];
+  private head = 0;
+  private pos = 0;
+  private total = 0;
 
   /** Bytes received but not yet returned as a record. */
   get buffered(): number {
-    return this.end - this.start;
+    return this.total;
   }
 
   /** Appends received bytes. The deframer never writes into `data`; it may keep a view of it. */
   push(data: Uint8Array): void {
     if (data.length === 0) return;
-    if (this.start === this.end) {
-      // Nothing pending: adopt the chunk without copying.
-      this.buf = data;
-      this.start = 0;
-      this.end = data.length;
-      this.owned = false;
-      return;
-    }
-    const pending = this.end - this.start;
-    if (this.owned && this.end + data.length <= this.buf.length) {
-      this.buf.set(data, this.end);
-      this.end += data.length;
-      return;
-    }
-    // A fresh buffer (never compact in place: earlier records may still be views into the old one).
-    const cap = Math.max(pending + data.length, Math.min(2 * (pending + data.length), RECORD_HEADER_LENGTH + MAX_CIPHERTEXT));
-    const next = new Uint8Array(cap);
-    next.set(this.buf.subarray(this.start, this.end), 0);
-    next.set(data, pending);
-    this.buf = next;
-    this.start = 0;
-    this.end = pending + data.length;
-    this.owned = true;
+    this.chunks.push(data);
+    this.total += data.length;
   }
 
   /** The next complete record, or null when more bytes are needed. Throws TlsError on a bad header. */
   next(): RawRecord | null {
-    const avail = this.end - this.start;
-    if (avail < 1) return null;
-    const b = this.buf;
-    const s = this.start;
-    const type = b[s];
+    if (this.total < 1) return null;
+    const first = this.chunks[this.head];
+    const type = first[this.pos];
     // §5: "If a TLS implementation receives an unexpected record type, it MUST terminate the connection
     // with an unexpected_message alert." Checked on the first byte, so garbage fails fast.
     if (
@@ -79,24 +60,69 @@ export class Deframer {
     ) {
       throw new TlsError('RecordUnknownContentType', `record content type 0x${type.toString(16).padStart(2, '0')}`);
     }
-    if (avail < RECORD_HEADER_LENGTH) return null;
-    const version = (b[s + 1] << 8) | b[s + 2];
-    const length = (b[s + 3] << 8) | b[s + 4];
+    if (this.total < RECORD_HEADER_LENGTH) return null;
+    const inFirst = first.length - this.pos;
+    let version: number;
+    let length: number;
+    if (inFirst >= RECORD_HEADER_LENGTH) {
+      const s = this.pos;
+      version = (first[s + 1] << 8) | first[s + 2];
+      length = (first[s + 3] << 8) | first[s + 4];
+    } else {
+      version = (this.byteAt(1) << 8) | this.byteAt(2);
+      length = (this.byteAt(3) << 8) | this.byteAt(4);
+    }
     if (length > MAX_CIPHERTEXT) {
       throw new TlsError('RecordOverflow', `record length ${length} exceeds 2^14 + 256`);
     }
-    if (avail < RECORD_HEADER_LENGTH + length) return null;
-    const header = b.subarray(s, s + RECORD_HEADER_LENGTH);
-    const fragment = b.subarray(s + RECORD_HEADER_LENGTH, s + RECORD_HEADER_LENGTH + length);
-    this.start += RECORD_HEADER_LENGTH + length;
-    if (this.start === this.end) {
-      this.buf = new Uint8Array(0);
-      this.start = this.end = 0;
-      this.owned = false;
+    const size = RECORD_HEADER_LENGTH + length;
+    if (this.total < size) return null;
+    let record: Uint8Array;
+    if (inFirst >= size) {
+      record = first.subarray(this.pos, this.pos + size);
+      this.pos += size;
+      if (this.pos === first.length) this.dropHead();
+    } else {
+      record = new Uint8Array(size);
+      for (let at = 0; at < size; ) {
+        const c = this.chunks[this.head];
+        const take = Math.min(size - at, c.length - this.pos);
+        record.set(c.subarray(this.pos, this.pos + take), at);
+        at += take;
+        this.pos += take;
+        if (this.pos === c.length) this.dropHead();
+      }
     }
-    return { type, version, header, fragment };
+    this.total -= size;
+    return { type, version, header: record.subarray(0, RECORD_HEADER_LENGTH), fragment: record.subarray(RECORD_HEADER_LENGTH) };
+  }
+
+  /** The byte `i` positions into the pending stream (for a header split across chunks). */
+  private byteAt(i: number): number {
+    let k = this.head;
+    let at = this.pos + i;
+    while (at >= this.chunks[k].length) {
+      at -= this.chunks[k].length;
+      k++;
+    }
+    return this.chunks[k][at];
+  }
+
+  private dropHead(): void {
+    this.chunks[this.head] = EMPTY;
+    this.head++;
+    this.pos = 0;
+    if (this.head === this.chunks.length) {
+      this.chunks = [];
+      this.head = 0;
+    } else if (this.head >= 64 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 /** Encodes a record header: type, legacy_record_version, length (§5.1). */
 export function recordHeader(type: number, length: number, version = 0x0303): Uint8Array {

@@ -81,24 +81,64 @@ export class RecordProtection {
     } else this.seqLo++;
   }
 
+  /** Bytes a record adds to its content (without padding): header, inner content type and tag. */
+  get overhead(): number {
+    return RECORD_HEADER_LENGTH + 1 + this.aead.tagLength;
+  }
+
   /**
    * Protects `content` of `type` into one complete TLSCiphertext record (header included).
    * `content.length + 1 + padding` must not exceed 2^14 + 1.
    */
   seal(type: number, content: Uint8Array, padding = 0): Uint8Array {
-    const innerLength = content.length + 1 + padding;
-    if (innerLength > MAX_PLAINTEXT + 1) throw new RangeError(`record content of ${content.length} bytes (+${padding} padding) is too long`);
-    const inner = new Uint8Array(innerLength);
-    inner.set(content);
-    inner[content.length] = type;
-    const length = innerLength + this.aead.tagLength;
-    const header = new Uint8Array([ContentType.application_data, 0x03, 0x03, length >>> 8, length & 0xff]);
-    const sealed = this.aead.seal(this.currentNonce(), header, inner);
-    this.advance();
-    const out = new Uint8Array(RECORD_HEADER_LENGTH + sealed.length);
-    out.set(header);
-    out.set(sealed, RECORD_HEADER_LENGTH);
+    const out = new Uint8Array(content.length + padding + this.overhead);
+    this.sealInto(type, [content], out, 0, padding);
     return out;
+  }
+
+  /**
+   * Protects the concatenation of `parts` (the content, given in pieces so that a record can span the
+   * caller's buffers without joining them first) as one record of `type`, written into `out` from
+   * `offset`; returns the record's length. The header is written in place and serves as the additional
+   * data, so the record is built with a single copy of the content (with a provider that has
+   * {@link Aead.sealInto}).
+   */
+  sealInto(type: number, parts: readonly Uint8Array[], out: Uint8Array, offset: number, padding = 0): number {
+    let contentLength = 0;
+    for (const p of parts) contentLength += p.length;
+    const innerLength = contentLength + 1 + padding;
+    if (innerLength > MAX_PLAINTEXT + 1) throw new RangeError(`record content of ${contentLength} bytes (+${padding} padding) is too long`);
+    const length = innerLength + this.aead.tagLength;
+    if (offset < 0 || offset + RECORD_HEADER_LENGTH + length > out.length) throw new RangeError(`no room for a ${RECORD_HEADER_LENGTH + length}-byte record at offset ${offset}`);
+    // §5.2: opaque_type application_data, legacy_record_version 0x0303, the length of the encrypted_record.
+    const header = out.subarray(offset, offset + RECORD_HEADER_LENGTH);
+    header[0] = ContentType.application_data;
+    header[1] = 0x03;
+    header[2] = 0x03;
+    header[3] = length >>> 8;
+    header[4] = length & 0xff;
+    // §5.2: TLSInnerPlaintext = content || ContentType type || uint8 zeros[length_of_padding].
+    let trailer: Uint8Array;
+    if (padding === 0) trailer = typeByte(type);
+    else {
+      trailer = new Uint8Array(1 + padding);
+      trailer[0] = type;
+    }
+    const nonce = this.currentNonce();
+    if (this.aead.sealInto) {
+      this.aead.sealInto(nonce, header, parts.length === 1 ? [parts[0], trailer] : [...parts, trailer], out, offset + RECORD_HEADER_LENGTH);
+    } else {
+      const inner = new Uint8Array(innerLength);
+      let at = 0;
+      for (const p of parts) {
+        inner.set(p, at);
+        at += p.length;
+      }
+      inner[contentLength] = type;
+      out.set(this.aead.seal(nonce, header, inner), offset + RECORD_HEADER_LENGTH);
+    }
+    this.advance();
+    return RECORD_HEADER_LENGTH + length;
   }
 
   /** Removes protection from an application_data record; returns the real type and content. */
@@ -131,6 +171,12 @@ export class RecordProtection {
     this.aead.destroy();
     wipe(this.iv, this.nonce);
   }
+}
+
+/** One-byte inner content types, made once (never written to: providers do not modify their inputs). */
+const TYPE_BYTES: readonly Uint8Array[] = Array.from({ length: 256 }, (_, i) => Uint8Array.of(i));
+function typeByte(type: number): Uint8Array {
+  return TYPE_BYTES[type & 0xff];
 }
 
 export { MAX_CIPHERTEXT };

@@ -271,8 +271,8 @@ export class QkdTlsSocket extends Duplex {
       return;
     }
     try {
-      const data = chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
-      this.conn.write(data);
+      // Records are filled across the chunks without joining them first (Connection.writev).
+      this.conn.writev(chunks);
     } catch (e) {
       callback(e as Error);
       return;
@@ -300,10 +300,11 @@ export class QkdTlsSocket extends Duplex {
     this.conn?.destroy();
     const s = this.socket as net.Socket;
     if (!s.destroyed) {
-      if (s.writable) {
-        // Let what is queued (a final alert, close_notify) reach the peer; a peer that never closes its
-        // side must not keep the socket around, though.
-        s.end();
+      if (s.writable || !s.writableFinished) {
+        // Let what is queued (the last data, a final alert, close_notify) reach the peer, also when our side
+        // was already ended but is still flushing; a peer that never closes its side must not keep the
+        // socket around, though.
+        if (s.writable) s.end();
         setTimeout(() => s.destroy(), 2000).unref();
       } else s.destroy();
     }

@@ -1,0 +1,86 @@
+/**
+ * The sending half of the bulk benchmark (bulk.ts), run as a child process
+ * (`node dist/bench/bulk-sender.js '<json BulkSenderConfig>'`): connects to the receiver, writes 64 KiB
+ * chunks for the configured time (respecting backpressure), ends the stream and prints one JSON
+ * {@link BulkSenderReport} line with the number of bytes it wrote.
+ */
+import * as tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { connect } from '../lib/transport/node.js';
+import { SUITES, type SupportedSuiteName } from '../lib/suites.js';
+import { benchPsk, provider, PSK_IDENTITY, PSK_SECRET, type ProviderName } from './common.js';
+
+export type BulkSenderConfig = ({ readonly stack: 'qkd'; readonly provider: ProviderName } | { readonly stack: 'node' }) & {
+  readonly suite: SupportedSuiteName;
+  readonly port: number;
+  readonly durationMs: number;
+};
+
+export interface BulkSenderReport {
+  readonly bytes: number;
+  readonly error?: string;
+}
+
+export const CHUNK_SIZE = 64 * 1024;
+
+async function send(config: BulkSenderConfig): Promise<number> {
+  const socket = await open(config);
+  const chunk = new Uint8Array(CHUNK_SIZE).map((_, i) => (i * 131) & 0xff);
+  let bytes = 0;
+  const end = performance.now() + config.durationMs;
+  await new Promise<void>((resolve, reject) => {
+    socket.on('error', reject);
+    const pump = (): void => {
+      while (performance.now() < end) {
+        bytes += chunk.length;
+        if (!socket.write(chunk)) {
+          socket.once('drain', pump);
+          return;
+        }
+      }
+      socket.end(() => resolve());
+    };
+    pump();
+  });
+  return bytes;
+}
+
+function open(config: BulkSenderConfig): Promise<Duplex> {
+  return new Promise((resolve, reject) => {
+    const suite = SUITES[config.suite];
+    if (config.stack === 'qkd') {
+      const s = connect({ host: '127.0.0.1', port: config.port, crypto: provider(config.provider), suites: [config.suite], psks: [benchPsk(suite.hash)] }, () =>
+        resolve(s),
+      );
+      s.once('error', reject);
+    } else {
+      const key = Buffer.from(PSK_SECRET);
+      const viaPsk = suite.hash === 'SHA-256';
+      const s = tls.connect(
+        {
+          host: '127.0.0.1',
+          port: config.port,
+          ciphers: config.suite,
+          minVersion: 'TLSv1.3',
+          ...(viaPsk ? { pskCallback: () => ({ psk: key, identity: PSK_IDENTITY }), checkServerIdentity: () => undefined } : { rejectUnauthorized: false }),
+        },
+        () => resolve(s),
+      );
+      s.once('error', reject);
+    }
+  });
+}
+
+const arg = process.argv[2];
+if (arg) {
+  send(JSON.parse(arg) as BulkSenderConfig).then(
+    (bytes) => {
+      process.stdout.write(JSON.stringify({ bytes } satisfies BulkSenderReport) + '\n');
+      process.exit(0);
+    },
+    (e: Error) => {
+      process.stdout.write(JSON.stringify({ bytes: 0, error: e.message } satisfies BulkSenderReport) + '\n');
+      process.exit(1);
+    },
+  );
+}

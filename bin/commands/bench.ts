@@ -1,0 +1,98 @@
+/**
+ * `qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only SECTIONS] [--out DIR]`
+ *
+ * Measures qkd-tls and Node's own node:tls side by side in one run (handshakes/s, bulk MB/s, memory per idle
+ * connection over loopback; bare state machines and the record layer without sockets) and prints a table
+ * with the ratios and the project's performance targets.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { renderChart } from '../../bench/chart.js';
+import { SIZES, type BenchSizes, type ProviderName } from '../../bench/common.js';
+import { formatMarkdown, formatTable } from '../../bench/report.js';
+import { runBench, SECTIONS, type Section } from '../../bench/run.js';
+
+export const HELP = `usage: qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only LIST] [--out DIR]
+
+Benchmarks qkd-tls against Node's own TLS (node:tls, OpenSSL) in the same run, on loopback:
+  handshakes      connections/s, sequential and with 16 concurrent clients, for psk_ke and for
+                  psk_dhe_ke over x25519 and secp256r1
+  bulk            MB/s over one connection, for each cipher suite
+  memory          RSS per idle connection with 1,000 open (a child process per stack)
+  state machines  handshakes/s of the bare client and server state machines, without sockets
+  records         record seal/open MB/s next to the raw AEAD of the same crypto provider
+and prints each figure with its ratio (qkd-tls / reference) and which performance targets this run met.
+
+options:
+  --quick             a shorter run (under a minute)
+  --size NAME         full (default), quick or tiny (a smoke test; figures are meaningless)
+  --provider NAME     qkd-tls crypto provider: node (native), noble (pure JavaScript) or both (default)
+  --only LIST         only these sections, comma-separated: ${SECTIONS.join(', ')}
+  --json              print the whole report as one JSON object instead of the table
+  --out DIR           also write DIR/RESULTS.md and DIR/results.svg (e.g. --out bench)
+  -h, --help          this help
+
+Progress goes to stderr. Exit code: 0 when the benchmark ran (whether or not the targets were met),
+1 when a measurement failed, 2 for a usage error.`;
+
+export async function run(argv: string[]): Promise<number> {
+  let values: { quick?: boolean; size?: string; provider?: string; only?: string; json?: boolean; out?: string; help?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        quick: { type: 'boolean' },
+        size: { type: 'string' },
+        provider: { type: 'string' },
+        only: { type: 'string' },
+        json: { type: 'boolean' },
+        out: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (e) {
+    return usage((e as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+  const sizeName = values.size ?? (values.quick ? 'quick' : 'full');
+  if (!Object.hasOwn(SIZES, sizeName)) return usage(`--size must be full, quick or tiny, not '${sizeName}'`);
+  if (values.quick && values.size && values.size !== 'quick') return usage('--quick and --size disagree');
+  const sizes: BenchSizes = SIZES[sizeName as BenchSizes['name']];
+  const providerName = values.provider ?? 'both';
+  const providers: ProviderName[] = providerName === 'both' ? ['node', 'noble'] : providerName === 'node' || providerName === 'noble' ? [providerName] : [];
+  if (providers.length === 0) return usage(`--provider must be node, noble or both, not '${providerName}'`);
+  let sections: Section[] | undefined;
+  if (values.only !== undefined) {
+    sections = values.only.split(',').map((s) => s.trim()) as Section[];
+    const unknown = sections.filter((s) => !SECTIONS.includes(s));
+    if (unknown.length > 0 || sections.length === 0) return usage(`--only: unknown section(s) ${unknown.join(', ')}; use ${SECTIONS.join(', ')}`);
+  }
+
+  let report;
+  try {
+    report = await runBench({ sizes, providers, sections, onProgress: (line) => process.stderr.write(`bench: ${line}\n`) });
+  } catch (e) {
+    process.stderr.write(`qkd-tls bench: ${(e as Error).message}\n`);
+    return 1;
+  }
+  if (values.json) process.stdout.write(JSON.stringify(report) + '\n');
+  else process.stdout.write(formatTable(report).join('\n') + '\n');
+  if (values.out) {
+    mkdirSync(values.out, { recursive: true });
+    writeFileSync(join(values.out, 'results.svg'), renderChart(report));
+    writeFileSync(join(values.out, 'RESULTS.md'), formatMarkdown(report, 'results.svg'));
+    process.stderr.write(`bench: wrote ${join(values.out, 'RESULTS.md')} and ${join(values.out, 'results.svg')}\n`);
+  }
+  return 0;
+}
+
+function usage(message: string): number {
+  process.stderr.write(`qkd-tls bench: ${message}\n\n${HELP}\n`);
+  return 2;
+}

@@ -1,0 +1,258 @@
+/**
+ * `qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [tls options]`
+ * `qkd-tls proxy --config FILE`
+ *
+ * The QKD-TLS proxy (model 2): unmodified applications speak plain TCP to a local proxy, which carries their
+ * bytes over TLS 1.3 with pre-shared keys to a remote proxy. One service from flags, or several from an
+ * INI configuration file (lib/proxy/config-file.ts). SIGTERM or SIGINT: stop accepting, let open connections
+ * finish (up to --drain-timeout), exit 0; a second signal cuts them at once.
+ */
+import { parseArgs } from 'node:util';
+import { ConfigError, type ConfigSection, readConfigFile } from '../../lib/proxy/config-file.js';
+import { createLogger, type ProxyLogger } from '../../lib/proxy/log.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, type Proxy, type ServiceConfig, startProxy } from '../../lib/proxy/proxy.js';
+import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
+import type { Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+
+const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]
+       qkd-tls proxy --config FILE [--json]
+
+Protects the TCP traffic of applications you cannot change. Run one proxy next to the client application
+(--role client) and one next to the server application (--role server):
+
+  app ──TCP──▶ client proxy ══TLS 1.3 + PSK══▶ server proxy ──TCP──▶ backend
+
+The client proxy accepts plain TCP, takes a key for each connection (a fresh QKD key from its Key Manager,
+or a static pre-shared key), and opens TLS to the server proxy, naming the key's ID. The server proxy
+finds the same key by its ID, checks the handshake, and passes the decrypted bytes to the backend. Both
+sides must use the same keys: either the same static --psk/--identity, or two Key Managers that share keys.
+
+Service:
+  --role client|server    client: accept plain TCP, connect with TLS; server: the reverse
+  --accept HOST:PORT      where to listen (port 0 picks a free port; the listening line shows it)
+  --connect HOST:PORT     client role: the remote (server) proxy; server role: the backend application
+  --name NAME             the service's name in log lines (default: the role)
+  --max-connections N     refuse connections beyond N open ones (default 1000)
+  --idle-timeout T        cut a connection after T without a byte in either direction (default 5m; 0: never)
+  --connect-timeout T     give up connecting to --connect after T (default 10s)
+  --drain-timeout T       on SIGTERM, wait up to T for open connections to finish (default 30s)
+  --config FILE           run the services of an INI file instead (see below)
+  Times T: milliseconds, or a number with a unit: 500ms, 30s, 5m, 1h.
+
+${KEY_SOURCE_HELP}
+
+${TLS_OPTIONS_HELP.replace(/\n {2}--early-data[^\n]*\n/, '\n')}
+
+What it logs (stderr): one line when each service starts listening, and exactly one line per connection
+when it ends, with the peer, the service, the PSK identity and key ID (never the key), the bytes each way
+(up: towards --connect, down: back), the duration and how it ended ("end"):
+  closed            both directions finished normally (half-closes are passed through)
+  rejected          over --max-connections, or shutting down
+  key-unavailable   no key: the Key Manager is down, or does not know the key ID
+  connect-failed    --connect did not answer (remote proxy or backend down)
+  handshake-failed  the TLS handshake failed (wrong key, timeout, ...): the alert is named
+  idle-timeout      no data for --idle-timeout
+  peer-aborted      the accepted side reset the connection or cut its TLS without close_notify
+  target-aborted    the same, on the --connect side
+  shutdown          still open when the drain deadline passed
+An aborted connection is reset (RST) on its plain side, never ended cleanly, so that an application never
+takes a cut stream for a complete one.
+
+Configuration file (INI, as stunnel): global options first, then one [section] per service; the fields
+are the options above without "--", one per line; ";" or "#" starts a comment line. Global service fields
+are defaults for every service. Errors name the file, line and field.
+  json = yes
+  drain-timeout = 30s
+  [web]
+  role = client
+  accept = 127.0.0.1:8080
+  connect = proxy-b.example:8443
+  psk = 0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0
+  identity = web-key
+
+Example, both proxies on one machine, with a static key:
+  qkd-tls proxy --role server --accept 127.0.0.1:8443 --connect 127.0.0.1:80 --psk $KEY --identity k1
+  qkd-tls proxy --role client --accept 127.0.0.1:8080 --connect 127.0.0.1:8443 --psk $KEY --identity k1
+  curl http://127.0.0.1:8080/`;
+
+/** Options of one service (flags, or fields of a [section]). */
+const SERVICE_OPTION_SPEC = {
+  role: { type: 'string' },
+  accept: { type: 'string' },
+  connect: { type: 'string' },
+  'max-connections': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'connect-timeout': { type: 'string' },
+  ...KEY_SOURCE_OPTION_SPEC,
+  ...TLS_OPTION_SPEC,
+} as const;
+
+/** Options of the whole process. */
+const GLOBAL_OPTION_SPEC = {
+  json: { type: 'boolean' },
+  'drain-timeout': { type: 'string' },
+} as const;
+
+export async function run(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: { ...SERVICE_OPTION_SPEC, ...GLOBAL_OPTION_SPEC, name: { type: 'string' }, config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    }));
+  } catch (e) {
+    process.stderr.write(`qkd-tls proxy: ${(e as Error).message}\n(run qkd-tls proxy --help for the options)\n`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(HELP + '\n');
+    return 0;
+  }
+
+  let services: { config: ServiceConfig; keys: KeySource }[] = [];
+  let json = false;
+  let logger: ProxyLogger | undefined;
+  let drainMs: number;
+  try {
+    if (values.config !== undefined) {
+      const extra = Object.keys(values).filter((k) => !['config', 'json', 'drain-timeout'].includes(k));
+      if (extra.length > 0) throw new UsageError(`with --config, put --${extra[0]} in the file (only --json and --drain-timeout may be given too)`);
+      const file = readConfigFile(values.config, { global: GLOBAL_OPTION_SPEC, service: SERVICE_OPTION_SPEC });
+      json = values.json ?? (file.global.values.json as boolean | undefined) ?? false;
+      logger = createLogger({ json });
+      const drainSetting = values['drain-timeout'] ?? file.global.values['drain-timeout'];
+      drainMs = fromSection(file.global, () => durationOr('drain-timeout', drainSetting, DEFAULT_DRAIN_TIMEOUT_MS));
+      for (const section of file.services) {
+        services.push(fromSection(section, () => buildService(section.name!, { ...section.values, json }, logger!)));
+      }
+    } else {
+      json = values.json ?? false;
+      logger = createLogger({ json });
+      drainMs = durationOr('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS);
+      services = [buildService(values.name ?? values.role ?? 'proxy', values, logger)];
+    }
+  } catch (e) {
+    for (const s of services) s.keys.close();
+    if (e instanceof UsageError || e instanceof ConfigError) {
+      process.stderr.write(`qkd-tls proxy: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+
+  // A log reader that goes away (EPIPE on stderr) must not take the proxy and its connections down with it.
+  process.stderr.on('error', () => {});
+  const closeKeys = (): void => {
+    for (const s of services) s.keys.close();
+  };
+  let proxy: Proxy;
+  try {
+    proxy = await startProxy({ services: services.map((s) => s.config), logger });
+  } catch (e) {
+    logger.event('error', { message: (e as Error).message });
+    closeKeys();
+    return 1;
+  }
+
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      signals++;
+      if (signals === 1) {
+        logger.event('signal', { signal, action: `stop accepting, drain for up to ${drainMs} ms` });
+        proxy.drain(drainMs).then(() => {
+          process.off('SIGTERM', onSignal);
+          process.off('SIGINT', onSignal);
+          closeKeys();
+          const st = proxy.stats();
+          const ended = Object.fromEntries(Object.entries(st.ended).filter(([, n]) => n > 0));
+          logger.event('stopped', { connections: st.accepted, bytesUp: st.bytesUp, bytesDown: st.bytesDown, ended });
+          resolve(0);
+          // Everything is closed, so the process ends by itself; should some handle linger, exit anyway.
+          setTimeout(() => process.exit(0), 3000).unref();
+        }, () => resolve(1));
+      } else {
+        logger.event('signal', { signal, action: 'cut the open connections now' });
+        void proxy.close();
+      }
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+/** Validates one service's options (flags or a config section) and builds its key source. */
+function buildService(name: string, values: Record<string, unknown>, logger: ProxyLogger): { config: ServiceConfig; keys: KeySource } {
+  const role = values.role as string | undefined;
+  if (role === undefined) throw new FieldError('role', 'missing: client (accept plain TCP, connect with TLS) or server (the reverse)');
+  if (role !== 'client' && role !== 'server') throw new FieldError('role', `must be client or server, got "${role}"`);
+  for (const f of ['accept', 'connect']) if (values[f] === undefined) throw new FieldError(f, 'missing: give the address as HOST:PORT');
+  const accept = parseHostPort('accept', values.accept as string);
+  const connect = parseHostPort('connect', values.connect as string);
+  if (values['early-data'] !== undefined) throw new FieldError('early-data', 'not supported by the proxy (it forwards what applications send)');
+  const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
+  const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], true);
+  const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
+  const { json: _json, crypto, ...tlsOptions } = parseTlsOptions(values);
+  // Key manager events worth an operator's attention go to the proxy's log, in its format.
+  const onKmeEvent = (e: Etsi014SourceEvent): void => {
+    if (e.type === 'refused') logger.event('key-refused', { service: name, keyId: e.keyId, reason: e.reason, message: e.message });
+    else if (e.type === 'expired') logger.event('keys-expired', { service: name, keyIds: e.keyIds.join(',') });
+  };
+  const keys = parseKeySource(values, { onKmeEvent });
+  return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs }, keys };
+}
+
+/** A problem with one option, which a config file reports at that field's line. */
+class FieldError extends UsageError {
+  constructor(
+    readonly field: string,
+    readonly detail: string,
+  ) {
+    super(`--${field}: ${detail}`);
+  }
+}
+
+/**
+ * Runs `f`, turning a UsageError (which names a flag, e.g. "--psk #2: not hex") into a ConfigError at the
+ * line of that field in `section`.
+ */
+function fromSection<T>(section: ConfigSection, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    if (e instanceof FieldError) throw section.error(e.field, e.detail);
+    const lead = /^--([a-z][a-z0-9-]*)(?: #(\d+))?:? /.exec(e.message);
+    if (lead && lead[1] in section.values) {
+      throw section.error(lead[1], e.message.slice(lead[0].length), lead[2] !== undefined ? Number(lead[2]) : undefined);
+    }
+    const named = [...e.message.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1]).find((f) => f in section.values);
+    throw section.error(named, e.message.replace(/--([a-z][a-z0-9-]*)/g, '"$1"'));
+  }
+}
+
+function integer(name: string, v: unknown, min: number, max: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) throw new FieldError(name, `must be an integer from ${min} to ${max}, got "${String(v)}"`);
+  return n;
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** "1500" (ms), "500ms", "30s", "5m", "1h" → milliseconds. */
+function duration(name: string, v: unknown, zeroAllowed = false): number {
+  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim()) : null;
+  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']) : NaN;
+  if (!Number.isFinite(ms) || ms > 7 * 24 * 3_600_000 || (ms === 0 && !zeroAllowed)) {
+    throw new FieldError(name, `expected a duration such as 500ms, 30s or 5m${zeroAllowed ? ' (0: never)' : ''}, got "${String(v)}"`);
+  }
+  return ms;
+}
+
+function durationOr(name: string, v: unknown, fallback: number): number {
+  return v === undefined ? fallback : duration(name, v, true);
+}

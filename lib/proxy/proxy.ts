@@ -1,0 +1,599 @@
+/**
+ * The QKD-TLS proxy (model 2 of the design): applications that cannot be changed keep speaking plain TCP;
+ * a pair of proxies carries their bytes over TLS 1.3 keyed by pre-shared keys (QKD keys from a Key Manager,
+ * or static PSKs).
+ *
+ * ```
+ *  app ──TCP──▶ [client proxy] ══TLS 1.3 PSK══▶ [server proxy] ──TCP──▶ backend
+ *               --role client                    --role server
+ *               gets a key (Get_key),            finds the key by ID
+ *               names its ID in the handshake    (Get_key_with_key_IDs)
+ * ```
+ *
+ * One process may run several services (each a listening address, a role, a target and a key source).
+ * Per connection the proxy: takes a key (client role) or resolves the one the peer names (server role);
+ * connects to the target; pipes bytes both ways with backpressure (a slow reader slows the writer, memory
+ * stays bounded); passes a half-close through (FIN on TCP ⇄ close_notify on TLS, RFC 8446 §6.1); enforces a
+ * handshake timeout, a connect timeout, an idle timeout and a connection limit; and logs one line when the
+ * connection ends. A failure ends only the connection it belongs to. An abnormal end is never disguised as
+ * a clean one: the plain side is reset (RST) and the TLS side is closed without close_notify, so the
+ * application sees an error rather than a silently truncated stream.
+ *
+ * ```ts
+ * const proxy = await startProxy({ services: [{ name: 'web', role: 'client', accept: { host: '127.0.0.1',
+ *   port: 8080 }, connect: { host: 'proxy-b', port: 8443 }, keys }], logger: createLogger({ json: true }) });
+ * process.once('SIGTERM', () => proxy.drain(30_000));
+ * ```
+ */
+import * as net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
+import type { HandshakeInfo } from '../connection/events.js';
+import { TlsError } from '../errors.js';
+import type { Psk } from '../psk/types.js';
+import {
+  type AsyncPskResolver,
+  type ConnectOptions,
+  connect,
+  createServer,
+  type QkdTlsServer,
+  type QkdTlsSocket,
+  type ServerTransportOptions,
+} from '../transport/node.js';
+import { type ConnectionEnd, type ConnectionRecord, type ProxyLogger, silentLogger } from './log.js';
+
+export type { ConnectionEnd, ConnectionRecord, ProxyLogger } from './log.js';
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * Where a service gets its keys (the shape of the CLI's key sources). A client service calls `clientPsks()`
+ * once per connection (a QKD source returns a fresh key each time); a server service uses `server`: static
+ * keys, or an asynchronous lookup by the identities the client offers (a QKD source fetches them by key ID).
+ */
+export interface ProxyKeySource {
+  clientPsks(): Promise<readonly Psk[]>;
+  readonly server: readonly Psk[] | AsyncPskResolver;
+  /** One line for the logs (never key material). */
+  readonly description: string;
+  /** Client: the handshake that used these keys (a list `clientPsks()` returned) is over; wipe them. */
+  release?(psks: readonly Psk[]): void;
+}
+
+/** TLS settings of a service: the transport's options without the per-connection ones. */
+export type ProxyTlsOptions = Omit<ConnectOptions, 'host' | 'port' | 'socket' | 'psks' | 'earlyData'> & Omit<ServerTransportOptions, 'psks'>;
+
+export interface ServiceConfig {
+  /** Names the service in every log line. */
+  readonly name: string;
+  /** client: accept plain TCP, connect with TLS. server: accept TLS, connect with plain TCP. */
+  readonly role: 'client' | 'server';
+  readonly accept: HostPort;
+  readonly connect: HostPort;
+  readonly keys: ProxyKeySource;
+  /** TLS settings; `handshakeTimeout` (ms) bounds each handshake (default 30 s). */
+  readonly tls?: ProxyTlsOptions;
+  /** Open connections beyond this many are refused at once (default {@link DEFAULT_MAX_CONNECTIONS}). */
+  readonly maxConnections?: number;
+  /** End a connection after this many ms without a byte in either direction; 0 = never (default 5 min). */
+  readonly idleTimeoutMs?: number;
+  /** Give up connecting to the target after this many ms (default 10 s). */
+  readonly connectTimeoutMs?: number;
+}
+
+export interface ProxyOptions {
+  readonly services: readonly ServiceConfig[];
+  /** Receives one record per connection and lifecycle events (default: none). */
+  readonly logger?: ProxyLogger;
+}
+
+export interface RunningService {
+  readonly name: string;
+  readonly role: 'client' | 'server';
+  /** The address actually bound (port 0 in the configuration picks a free port). */
+  readonly address: HostPort;
+  readonly target: HostPort;
+}
+
+export interface ProxyStats {
+  /** Connections open now. */
+  readonly active: number;
+  /** Connections accepted since the start (refused ones included). */
+  readonly accepted: number;
+  /** Finished connections, by how they ended. */
+  readonly ended: Readonly<Record<ConnectionEnd, number>>;
+  /** Bytes carried towards the targets and back, over all finished connections. */
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+}
+
+export interface Proxy {
+  readonly services: readonly RunningService[];
+  stats(): ProxyStats;
+  /**
+   * Graceful shutdown: stop accepting, let open connections finish, and after `timeoutMs` (default
+   * {@link DEFAULT_DRAIN_TIMEOUT_MS}) cut the ones still open (logged with end "shutdown").
+   * Resolves when every connection has been logged. Calling it again shortens the deadline, never extends it.
+   */
+  drain(timeoutMs?: number): Promise<void>;
+  /** Immediate shutdown: stop accepting and cut every open connection. */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_MAX_CONNECTIONS = 1000;
+export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+export const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+
+/** Starts every service. Rejects (and leaves nothing listening) if any address cannot be bound. */
+export async function startProxy(options: ProxyOptions): Promise<Proxy> {
+  const engine = new ProxyEngine(options);
+  await engine.start();
+  return engine;
+}
+
+// --- the engine --------------------------------------------------------------------------------------------
+
+const END_REASONS: readonly ConnectionEnd[] = [
+  'closed',
+  'rejected',
+  'key-unavailable',
+  'connect-failed',
+  'handshake-failed',
+  'idle-timeout',
+  'peer-aborted',
+  'target-aborted',
+  'shutdown',
+];
+
+class ProxyEngine implements Proxy {
+  readonly logger: ProxyLogger;
+  private readonly listeners: Listener[];
+  private readonly open = new Set<ProxiedConnection>();
+  private readonly idle: (() => void)[] = [];
+  private nextId = 1;
+  private acceptedCount = 0;
+  private bytesUp = 0;
+  private bytesDown = 0;
+  private readonly ended = Object.fromEntries(END_REASONS.map((r) => [r, 0])) as Record<ConnectionEnd, number>;
+  private stopping = false;
+  private drainTimer: NodeJS.Timeout | undefined;
+  private drainDeadline = Infinity;
+
+  constructor(options: ProxyOptions) {
+    if (options.services.length === 0) throw new TypeError('startProxy: no services configured');
+    const names = new Set<string>();
+    for (const s of options.services) {
+      if (names.has(s.name)) throw new TypeError(`startProxy: two services are named "${s.name}"`);
+      names.add(s.name);
+    }
+    this.logger = options.logger ?? silentLogger;
+    this.listeners = options.services.map((s) => new Listener(this, s));
+  }
+
+  get services(): RunningService[] {
+    return this.listeners.map((l) => ({ name: l.config.name, role: l.config.role, address: l.address(), target: l.config.connect }));
+  }
+
+  async start(): Promise<void> {
+    try {
+      for (const l of this.listeners) await l.listen();
+    } catch (e) {
+      for (const l of this.listeners) l.close();
+      throw e;
+    }
+    for (const l of this.listeners) {
+      const a = l.address();
+      this.logger.event('listening', {
+        service: l.config.name,
+        role: l.config.role,
+        accept: hostPort(a.host, a.port),
+        connect: hostPort(l.config.connect.host, l.config.connect.port),
+        keys: l.config.keys.description,
+      });
+    }
+  }
+
+  stats(): ProxyStats {
+    return { active: this.open.size, accepted: this.acceptedCount, ended: { ...this.ended }, bytesUp: this.bytesUp, bytesDown: this.bytesDown };
+  }
+
+  async drain(timeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Promise<void> {
+    const firstCall = !this.stopping;
+    this.stopping = true;
+    if (firstCall) {
+      for (const l of this.listeners) l.close();
+      this.logger.event('draining', { active: this.open.size, timeoutMs });
+    }
+    const deadline = performance.now() + timeoutMs;
+    if (deadline < this.drainDeadline && this.open.size > 0) {
+      this.drainDeadline = deadline;
+      if (this.drainTimer) clearTimeout(this.drainTimer);
+      this.drainTimer = setTimeout(() => this.cutAll(), Math.max(0, timeoutMs));
+    }
+    await this.whenIdle();
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+  }
+
+  close(): Promise<void> {
+    return this.drain(0);
+  }
+
+  // --- used by listeners and connections ---
+
+  get isStopping(): boolean {
+    return this.stopping;
+  }
+
+  newId(): number {
+    this.acceptedCount++;
+    return this.nextId++;
+  }
+
+  opened(c: ProxiedConnection): void {
+    this.open.add(c);
+  }
+
+  finished(c: ProxiedConnection, record: ConnectionRecord): void {
+    this.open.delete(c);
+    this.ended[record.end]++;
+    this.bytesUp += record.bytesUp;
+    this.bytesDown += record.bytesDown;
+    try {
+      this.logger.connection(record);
+    } finally {
+      if (this.open.size === 0) for (const f of this.idle.splice(0)) f();
+    }
+  }
+
+  /** Logs a refused connection (no connection object is created for it). */
+  refused(record: ConnectionRecord): void {
+    this.ended.rejected++;
+    this.logger.connection(record);
+  }
+
+  private cutAll(): void {
+    for (const c of [...this.open]) c.fail('shutdown', 'the proxy is shutting down and the drain deadline passed');
+  }
+
+  private whenIdle(): Promise<void> {
+    if (this.open.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idle.push(resolve));
+  }
+}
+
+/** One service: a listening socket and, for the server role, the TLS server that runs the handshakes. */
+class Listener {
+  private readonly server: net.Server;
+  private readonly tlsServer: QkdTlsServer | undefined;
+  private active = 0;
+  private closed = false;
+
+  constructor(
+    readonly engine: ProxyEngine,
+    readonly config: ServiceConfig,
+  ) {
+    this.server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (raw) => this.onConnection(raw));
+    // accept() can fail at runtime (EMFILE: out of file descriptors); Node keeps listening. Say so, do not crash.
+    this.server.on('error', (e) => {
+      if (this.server.listening) engine.logger.event('error', { service: config.name, message: `accept: ${e.message}` });
+    });
+    if (config.role === 'server') {
+      this.tlsServer = createServer({ ...config.tls, psks: config.keys.server });
+    }
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => {
+        reject(new Error(`service "${this.config.name}": cannot listen on ${hostPort(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
+      };
+      this.server.once('error', onError);
+      this.server.listen(this.config.accept.port, this.config.accept.host, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+  }
+
+  address(): HostPort {
+    const a = this.server.address() as net.AddressInfo | null;
+    return a ? { host: a.address, port: a.port } : this.config.accept;
+  }
+
+  /** Stops accepting; open connections go on (net.Server.close's callback would wait for them: not used). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.server.listening) this.server.close();
+  }
+
+  private onConnection(raw: net.Socket): void {
+    const id = this.engine.newId();
+    const limit = this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+    if (this.engine.isStopping || this.active >= limit) {
+      const peer = hostPort(raw.remoteAddress ?? '?', raw.remotePort ?? 0);
+      raw.on('error', () => {});
+      resetSocket(raw);
+      this.engine.refused({
+        event: 'connection',
+        time: new Date().toISOString(),
+        service: this.config.name,
+        role: this.config.role,
+        id,
+        peer,
+        target: hostPort(this.config.connect.host, this.config.connect.port),
+        bytesUp: 0,
+        bytesDown: 0,
+        durationMs: 0,
+        end: 'rejected',
+        error: this.engine.isStopping ? 'the proxy is shutting down' : `connection limit reached (${limit} open)`,
+      });
+      return;
+    }
+    this.active++;
+    const c = new ProxiedConnection(this.engine, this.config, id, raw, () => this.active--);
+    this.engine.opened(c);
+    if (this.config.role === 'client') c.startClient();
+    else c.startServer(this.tlsServer!);
+  }
+}
+
+/**
+ * One proxied connection, from accept to its log line. "Peer" is the accepted side, "target" the side we
+ * connect to. Exactly one of the failure paths (or the clean end) decides `end`: the first one wins.
+ */
+class ProxiedConnection {
+  private readonly started = performance.now();
+  private readonly peerAddr: string;
+  private readonly targetAddr: string;
+  /** Plaintext stream of each side: the accepted TCP socket or the TLS socket over it, and likewise. */
+  private peer: Duplex | null = null;
+  private target: Duplex | null = null;
+  private tls: QkdTlsSocket | null = null;
+  /** The TCP connection to the target (under the TLS socket in the client role, the backend in the server role). */
+  private targetRaw: net.Socket | null = null;
+  private handshake: HandshakeInfo | null = null;
+  private bytesUp = 0;
+  private bytesDown = 0;
+  private upEnded = false;
+  private downEnded = false;
+  private outcome: { end: ConnectionEnd; error?: string; alert?: string; alertDirection?: 'sent' | 'received' } | null = null;
+  /** Streams whose 'close' we still wait for, and asynchronous steps still running. */
+  private openStreams = 0;
+  private busy = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private keyFailure: Error | null = null;
+  /** Client role: the keys taken for this connection, until handed back to the key source. */
+  private keysInUse: readonly Psk[] | null = null;
+  private done = false;
+
+  constructor(
+    private readonly engine: ProxyEngine,
+    private readonly config: ServiceConfig,
+    private readonly id: number,
+    private readonly accepted: net.Socket,
+    private readonly onDone: () => void,
+  ) {
+    this.peerAddr = hostPort(accepted.remoteAddress ?? '?', accepted.remotePort ?? 0);
+    this.targetAddr = hostPort(config.connect.host, config.connect.port);
+    this.track(accepted);
+  }
+
+  // --- client role: plain TCP in, TLS out ---
+
+  startClient(): void {
+    const accepted = this.accepted;
+    accepted.on('error', (e) => this.fail('peer-aborted', `accepted connection: ${e.message}`));
+    this.busy++;
+    Promise.resolve()
+      .then(() => this.config.keys.clientPsks())
+      .then(
+      (psks) => {
+        this.busy--;
+        this.keysInUse = psks;
+        if (this.outcome) return this.maybeFinish();
+        this.connectTarget((raw) => this.startClientTls(raw, psks));
+      },
+      (e: Error) => {
+        this.busy--;
+        this.fail('key-unavailable', `key source: ${e.message}`);
+        this.maybeFinish();
+      },
+    );
+  }
+
+  private startClientTls(raw: net.Socket, psks: readonly Psk[]): void {
+    const { earlyData: _e, maxEarlyDataSize: _m, ...tlsOptions } = (this.config.tls ?? {}) as ProxyTlsOptions & { earlyData?: unknown };
+    const tls = connect({ ...tlsOptions, socket: raw, psks });
+    this.tls = tls;
+    this.target = tls;
+    this.track(tls);
+    tls.on('error', (e) => this.tlsFailed(e, 'target-aborted'));
+    tls.once('secure', (info: HandshakeInfo) => {
+      this.handshake = info;
+      this.releaseKeys();
+      this.peer = this.accepted;
+      this.startPiping();
+    });
+  }
+
+  // --- server role: TLS in, plain TCP out ---
+
+  startServer(tlsServer: QkdTlsServer): void {
+    const tls = tlsServer.accept(this.accepted);
+    this.tls = tls;
+    this.peer = tls;
+    this.track(tls);
+    const resolver = this.config.keys.server;
+    if (typeof resolver === 'function') {
+      // Remember a key source failure, so that the log says "key-unavailable" rather than only the alert.
+      tls.asyncPskResolver = (request) =>
+        Promise.resolve()
+          .then(() => resolver(request))
+          .catch((e: Error) => {
+            this.keyFailure = e;
+            throw e;
+          });
+    }
+    this.accepted.on('error', () => {}); // reported through the TLS socket
+    tls.on('error', (e) => this.tlsFailed(e, 'peer-aborted'));
+    tls.once('secure', (info: HandshakeInfo) => {
+      this.handshake = info;
+      this.connectTarget((backend) => {
+        this.target = backend;
+        this.startPiping();
+      });
+    });
+    this.accepted.resume();
+  }
+
+  // --- shared steps ---
+
+  /** Opens the TCP connection to the target, bounded by the connect timeout. */
+  private connectTarget(then: (socket: net.Socket) => void): void {
+    const socket = net.connect({ host: this.config.connect.host, port: this.config.connect.port, allowHalfOpen: true });
+    this.track(socket);
+    this.targetRaw = socket;
+    const timeout = this.config.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.connectTimer = setTimeout(() => this.fail('connect-failed', `connect to ${this.targetAddr}: timed out after ${timeout} ms`), timeout);
+    const onConnectError = (e: Error): void => this.fail('connect-failed', `connect to ${this.targetAddr}: ${e.message}`);
+    socket.once('error', onConnectError);
+    socket.once('connect', () => {
+      clearTimeout(this.connectTimer);
+      socket.off('error', onConnectError);
+      if (this.outcome) return;
+      socket.setNoDelay(true);
+      if (this.config.role === 'server') socket.on('error', (e) => this.fail('target-aborted', `backend: ${e.message}`));
+      else socket.on('error', () => {}); // the TLS socket over it reports the error
+      then(socket);
+    });
+  }
+
+  /** Both sides are ready: copy bytes each way until each direction has ended. */
+  private startPiping(): void {
+    if (this.outcome) return;
+    const peer = this.peer!;
+    const target = this.target!;
+    if (peer === this.accepted) this.accepted.setNoDelay(true);
+    const idleMs = this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (idleMs > 0) {
+      this.idleTimer = setTimeout(() => this.fail('idle-timeout', `no data in either direction for ${idleMs} ms`), idleMs);
+    }
+    this.pipe(peer, target, 'up');
+    this.pipe(target, peer, 'down');
+    if (peer === this.accepted) this.accepted.resume();
+  }
+
+  /**
+   * Copies `src` to `dst` with backpressure (pause the source while the destination's buffer is full) and
+   * passes the end of `src` on as the end of `dst`'s writable side: FIN ⇄ close_notify (half-close).
+   */
+  private pipe(src: Duplex, dst: Duplex, dir: 'up' | 'down'): void {
+    const srcSide = dir === 'up' ? 'peer-aborted' : 'target-aborted';
+    src.on('data', (chunk: Buffer) => {
+      if (dir === 'up') this.bytesUp += chunk.length;
+      else this.bytesDown += chunk.length;
+      this.idleTimer?.refresh();
+      if (!dst.write(chunk)) src.pause();
+    });
+    dst.on('drain', () => src.resume());
+    src.once('end', () => {
+      // A TLS stream that ends without close_notify was cut (RFC 8446 §6.1: truncation), not closed.
+      if (src === this.tls && !this.tls.connection?.peerClosed) {
+        this.fail(srcSide, 'the TLS connection ended without close_notify (truncated)');
+        return;
+      }
+      if (dir === 'up') this.upEnded = true;
+      else this.downEnded = true;
+      dst.end();
+    });
+    src.once('close', () => {
+      const ended = dir === 'up' ? this.upEnded : this.downEnded;
+      if (!ended) this.fail(srcSide, 'the connection closed unexpectedly');
+    });
+  }
+
+  /** A TLS socket error: during the handshake it is a handshake (or key) failure, after it an abort. */
+  private tlsFailed(e: Error, afterHandshake: ConnectionEnd): void {
+    let end: ConnectionEnd = this.handshake ? afterHandshake : 'handshake-failed';
+    let message = e.message;
+    if (!this.handshake && this.keyFailure) {
+      end = 'key-unavailable';
+      message = `key source: ${this.keyFailure.message}`;
+    }
+    const alert = e instanceof TlsError ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
+    this.fail(end, message, alert);
+  }
+
+  /** Ends the connection abnormally (the first reason wins) and tears both sides down. */
+  fail(end: ConnectionEnd, error: string, alert: { alert?: string; alertDirection?: 'sent' | 'received' } = {}): void {
+    if (this.outcome || this.done) return;
+    this.outcome = { end, error, ...alert };
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.connectTimer);
+    // The plain sides get a reset, so that an application never takes a cut stream for a complete one; the
+    // TLS side is closed without close_notify, which the remote proxy treats the same way.
+    // (A TLS socket sends its pending alert first, so its TCP connection is left to it, once it exists.)
+    this.tls?.destroy();
+    if (this.config.role === 'client') {
+      resetSocket(this.accepted);
+      if (!this.tls && this.targetRaw) resetSocket(this.targetRaw);
+    } else if (this.targetRaw) resetSocket(this.targetRaw);
+  }
+
+  /** A QKD key serves one handshake: once it is over (or never happened), the source may wipe the keys. */
+  private releaseKeys(): void {
+    const psks = this.keysInUse;
+    this.keysInUse = null;
+    if (psks) this.config.keys.release?.(psks);
+  }
+
+  private track(s: Duplex): void {
+    this.openStreams++;
+    s.once('close', () => {
+      this.openStreams--;
+      this.maybeFinish();
+    });
+  }
+
+  private maybeFinish(): void {
+    if (this.done || this.openStreams > 0 || this.busy > 0) return;
+    this.done = true;
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.connectTimer);
+    this.releaseKeys();
+    this.onDone();
+    const outcome = this.outcome ?? (this.upEnded && this.downEnded ? { end: 'closed' as const } : { end: 'peer-aborted' as const, error: 'closed unexpectedly' });
+    const h = this.handshake;
+    this.engine.finished(this, {
+      event: 'connection',
+      time: new Date().toISOString(),
+      service: this.config.name,
+      role: this.config.role,
+      id: this.id,
+      peer: this.peerAddr,
+      target: this.targetAddr,
+      ...(h ? { identity: h.identity, ...(h.pskLabel !== undefined ? { keyId: h.pskLabel } : {}), suite: h.suite, kex: h.kex } : {}),
+      bytesUp: this.bytesUp,
+      bytesDown: this.bytesDown,
+      durationMs: Math.round(performance.now() - this.started),
+      ...outcome,
+    });
+  }
+}
+
+/** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
+function resetSocket(s: net.Socket): void {
+  if (s.destroyed) return;
+  if (s.connecting) s.destroy();
+  else s.resetAndDestroy();
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

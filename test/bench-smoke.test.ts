@@ -1,0 +1,94 @@
+/**
+ * The benchmark runs end to end in its tiny configuration (a few handshakes, a short transfer, a dozen idle
+ * connections) with both providers, and its output has the promised shape: every section present, every
+ * figure and ratio a finite positive number, the targets derived from the rows, and the table, Markdown, SVG
+ * and the `qkd-tls bench --json` output well formed. No assertion here depends on how fast anything is.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { advantage, renderChart } from '../bench/chart.js';
+import { SIZES } from '../bench/common.js';
+import { formatMarkdown, formatTable } from '../bench/report.js';
+import { checkTargets, runBench, SECTIONS, type BenchReport } from '../bench/run.js';
+
+const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
+
+type Tap = Pick<typeof t, 'equal' | 'same' | 'ok' | 'fail'>;
+
+function checkReport(tt: Tap, report: BenchReport, providers: readonly string[], sections: readonly string[]): void {
+  tt.equal(report.version, 1);
+  tt.same(report.providers, providers);
+  for (const s of sections) {
+    for (const p of providers) tt.ok(report.rows.some((r) => r.section === s && r.provider === p), `section ${s} has rows for ${p}`);
+  }
+  let bad = 0;
+  for (const r of report.rows) {
+    if (!finitePositive(r.qkd) || !finitePositive(r.reference) || !finitePositive(r.ratio)) {
+      bad++;
+      tt.fail(`${r.section} / ${r.metric} (${r.provider}): qkd ${r.qkd}, reference ${r.reference}, ratio ${r.ratio}`);
+    }
+    if (Math.abs(r.ratio - r.qkd / r.reference) > 1e-9 * r.ratio) tt.fail(`${r.metric}: ratio is not qkd / reference`);
+  }
+  tt.equal(bad, 0, `all ${report.rows.length} rows have finite positive figures and ratios`);
+  for (const c of report.targets) {
+    if (!finitePositive(c.ratio) || !finitePositive(c.goal) || typeof c.met !== 'boolean') tt.fail(`target ${c.target}: ${JSON.stringify(c)}`);
+    if (c.met !== (c.atMost ? c.ratio <= c.goal : c.ratio >= c.goal)) tt.fail(`target ${c.target}: met does not follow from ratio and goal`);
+  }
+  tt.same(report.targets, checkTargets(report.rows), 'targets are derived from the rows');
+}
+
+t.test('a tiny benchmark run with both providers has every section, finite ratios and all renderings', async (tt) => {
+  const progress: string[] = [];
+  const report = await runBench({ sizes: SIZES.tiny, providers: ['node', 'noble'], onProgress: (l) => progress.push(l) });
+  checkReport(tt, report, ['node', 'noble'], SECTIONS);
+  tt.ok(progress.length >= SECTIONS.length, 'progress was reported');
+  // Targets: the native provider's handshake, bulk and memory goals, and noble's bulk-versus-ceiling goal.
+  tt.ok(report.targets.some((c) => c.provider === 'node' && c.target.includes('psk_ke')), 'psk_ke target present');
+  tt.ok(report.targets.some((c) => c.provider === 'node' && c.target.includes('psk_dhe_ke x25519')), 'psk_dhe_ke x25519 target present');
+  tt.equal(report.targets.filter((c) => c.target.startsWith('bulk') && c.provider === 'node').length, 3, 'one bulk target per suite (native)');
+  tt.equal(report.targets.filter((c) => c.target.startsWith('bulk') && c.provider === 'noble').length, 3, 'one bulk-versus-ceiling target per suite (noble)');
+  tt.ok(report.targets.some((c) => c.atMost && c.target.includes('RSS')), 'memory target present');
+
+  const table = formatTable(report);
+  for (const s of SECTIONS) tt.ok(table.some((l) => l.startsWith(`${s} (`)), `table has a ${s} block`);
+  tt.ok(table.some((l) => /^\s+(MET|NOT MET)\s/.test(l)), 'table lists the targets');
+  const md = formatMarkdown(report, 'results.svg');
+  tt.match(md, /^# qkd-tls benchmark results/);
+  tt.match(md, /\| CPU \| .+ \(\d+ cores\) \|/);
+  tt.match(md, /!\[qkd-tls \/ node:tls\]\(results\.svg\)/);
+  tt.equal((md.match(/^\| .+ \| (node|noble) \| /gm) ?? []).length, report.rows.length, 'one Markdown row per result');
+  const svg = renderChart(report);
+  tt.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  tt.match(svg, /<\/svg>\n$/);
+  tt.equal((svg.match(/<rect x=/g) ?? []).length, report.rows.length, 'one bar per row');
+  tt.notMatch(svg, /NaN|Infinity|undefined/, 'no non-numbers in the chart');
+  for (const r of report.rows) tt.ok(Number.isFinite(advantage(r)), `${r.metric}: finite bar`);
+});
+
+t.test('`qkd-tls bench --size tiny --json` prints one JSON report', async (tt) => {
+  const cli = fileURLToPath(new URL('../bin/qkd-tls.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, 'bench', '--size', 'tiny', '--json', '--provider', 'node', '--only', 'state machines,records'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  tt.equal(code, 0, `exit code 0 (stderr: ${err.slice(-500)})`);
+  const report = JSON.parse(out) as BenchReport;
+  checkReport(tt, report, ['node'], ['state machines', 'records']);
+  tt.notOk(report.rows.some((r) => r.section === 'bulk' || r.section === 'memory'), '--only limits the sections');
+  tt.match(err, /bench: records/, 'progress on stderr');
+});
+
+t.test('`qkd-tls bench` refuses bad options with exit code 2', async (tt) => {
+  const cli = fileURLToPath(new URL('../bin/qkd-tls.js', import.meta.url));
+  for (const args of [['--provider', 'openssl'], ['--only', 'nonsense'], ['--size', 'huge'], ['--bogus']]) {
+    const child = spawn(process.execPath, [cli, 'bench', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
+    tt.equal(code, 2, `${args.join(' ')}: usage error`);
+    tt.match(err, /usage: qkd-tls bench/, `${args.join(' ')}: prints the usage`);
+  }
+});
