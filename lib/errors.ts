@@ -47,6 +47,8 @@ export const REASON_ALERT = {
   BadCookie: 'illegal_parameter',
   ClientHelloRetryMismatch: 'illegal_parameter',
   EarlyDataTooLong: 'unexpected_message',
+  TooMuchDataWhileWaiting: 'unexpected_message',
+  TooManyIdleRecords: 'unexpected_message',
   UnknownPskIdentity: 'unknown_psk_identity',
   PskUnavailable: 'handshake_failure',
   SecondHelloRetryRequest: 'unexpected_message',

@@ -147,7 +147,8 @@ interface Scenario {
 }
 
 const pskA = makePsk('fuzz-a');
-const pskB = makePsk('fuzz-b', 'SHA-384');
+// Provisioned for 0-RTT under the ALPN protocol the second scenario negotiates (RFC 8446 §4.2.10).
+const pskB = { ...makePsk('fuzz-b', 'SHA-384'), earlyDataAlpn: 'qkd' };
 const seeded = (seed: number) => withRandom(nodeProvider, seededRandom(seed));
 
 const SCENARIOS: Scenario[] = [
@@ -163,7 +164,7 @@ const SCENARIOS: Scenario[] = [
   },
   {
     name: 'HelloRetryRequest with cookie, 0-RTT skipped',
-    client: () => ({ crypto: seeded(5), psks: [pskA], earlyData: utf8('skipped'), serverName: 'fuzz.example' }),
+    client: () => ({ crypto: seeded(5), psks: [pskA], earlyData: utf8('skipped'), resendRejectedEarlyData: true, serverName: 'fuzz.example' }),
     server: () => ({ crypto: seeded(6), psks: [pskA], groups: ['secp256r1'] }),
   },
   {

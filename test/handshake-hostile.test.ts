@@ -286,7 +286,7 @@ t.test('ServerHello rules (client side)', async (tt) => {
   });
   clientRejects(tt, (p) => replaceExt(p, ext(E.pre_shared_key, (w) => w.u16(0xffff))), 'illegal_parameter', 'selected_identity 65535');
   clientRejects(tt, (p) => removeExt(p, E.pre_shared_key), 'handshake_failure', 'no PSK selected (a certificate handshake)', { reason: 'PskNotSelected' });
-  clientRejects(tt, (p) => removeExt(p, E.key_share), 'missing_extension', 'no key_share when only psk_dhe_ke was offered');
+  clientRejects(tt, (p) => removeExt(p, E.key_share), 'illegal_parameter', 'no key_share when only psk_dhe_ke was offered (RFC 8446 §4.2.11)');
 });
 
 t.test('a key_share answered to a psk_ke-only client is unsupported_extension', async (tt) => {

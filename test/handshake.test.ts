@@ -258,7 +258,8 @@ for (const crypto of PROVIDERS) {
   t.test(`${crypto.name}: HelloRetryRequest`, async (tt) => {
     const psk = makePsk('retry');
     const cases: { serverGroups: GroupName[]; share: GroupName; cookie: boolean; compat: boolean }[] = [
-      { serverGroups: ['secp256r1', 'x25519'], share: 'x25519', cookie: true, compat: true },
+      // The server takes a share the client sent for any of its groups; it asks again only when there is none.
+      { serverGroups: ['secp256r1', 'secp384r1'], share: 'x25519', cookie: true, compat: true },
       { serverGroups: ['x25519'], share: 'secp384r1', cookie: true, compat: false },
       { serverGroups: ['secp384r1', 'secp256r1'], share: 'x25519', cookie: false, compat: true },
     ];
@@ -378,7 +379,7 @@ t.test('HelloRetryRequest from a scripted server: a second one, or one for a gro
   }
   {
     const { client, ch } = clientAfterHello({ kexModes: ['psk_ke'] });
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp256r1), 'illegal_parameter', 'HRR asking psk_ke-only client for a group');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp256r1), 'unsupported_extension', 'HRR asking psk_ke-only client for a group (it sent no key_share: RFC 8446 §4.1.4)');
   }
 });
 
@@ -408,7 +409,7 @@ for (const crypto of PROVIDERS) {
   t.test(`${crypto.name}: 0-RTT rejected`, async (tt) => {
     const psk = makePsk('zero-rtt');
     const early = utf8('early, to be rejected');
-    let p = handshake({ crypto, psks: [psk], earlyData: early }, { crypto, psks: [psk] });
+    let p = handshake({ crypto, psks: [psk], earlyData: early, resendRejectedEarlyData: true }, { crypto, psks: [psk] });
     assertConnected(tt, p, '0-RTT rejected');
     tt.equal(p.info('server')?.earlyData, 'rejected', 'server default: rejected');
     tt.equal(p.info('client')?.earlyData, 'rejected');
@@ -421,14 +422,14 @@ for (const crypto of PROVIDERS) {
     tt.equal(toHex(p.received('server', 'normal')), toHex(early), 'resent after the handshake');
     assertTraffic(tt, p, '0-RTT rejected');
 
-    p = handshake({ crypto, psks: [psk], earlyData: early, resendRejectedEarlyData: false }, { crypto, psks: [psk] });
+    p = handshake({ crypto, psks: [psk], earlyData: early }, { crypto, psks: [psk] });
     assertConnected(tt, p, '0-RTT rejected, no resend');
-    tt.equal(p.received('server').length, 0, 'resendRejectedEarlyData false: the data is dropped');
+    tt.equal(p.received('server').length, 0, 'by default (RFC 8446 §4.2.10: SHOULD NOT resend) the data is dropped');
     assertTraffic(tt, p, 'no resend');
 
     // The server accepts 0-RTT only for the first PSK.
     const other = makePsk('other');
-    p = handshake({ crypto, psks: [psk, other], earlyData: early }, { crypto, psks: [other], maxEarlyDataSize: 1024 });
+    p = handshake({ crypto, psks: [psk, other], earlyData: early, resendRejectedEarlyData: true }, { crypto, psks: [other], maxEarlyDataSize: 1024 });
     assertConnected(tt, p, '0-RTT with the second PSK selected');
     tt.equal(p.info('server')?.earlyData, 'rejected', 'rejected: the server did not select the first PSK');
     tt.equal(toHex(p.received('server', 'normal')), toHex(early), 'resent');
@@ -439,7 +440,10 @@ t.test('0-RTT after a HelloRetryRequest is skipped and resent', async (tt) => {
   const crypto = nodeProvider;
   const psk = makePsk('hrr-early');
   const early = new Uint8Array(40000).fill(7);
-  const p = handshake({ crypto, psks: [psk], earlyData: early }, { crypto, psks: [psk], maxEarlyDataSize: 100000, groups: ['secp256r1'] });
+  const p = handshake(
+    { crypto, psks: [psk], earlyData: early, resendRejectedEarlyData: true },
+    { crypto, psks: [psk], maxEarlyDataSize: 100000, groups: ['secp256r1'] },
+  );
   assertConnected(tt, p, '0-RTT + HRR');
   tt.equal(p.info('server')?.helloRetry, true);
   tt.equal(p.info('server')?.earlyData, 'rejected', 'rejected after a retry');

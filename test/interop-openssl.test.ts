@@ -286,7 +286,7 @@ t.test('0-RTT: s_client -early_data with a PSK session file, qkd-tls server acce
 t.test('0-RTT rejected: s_server without -early_data; qkd-tls resends the data after the handshake', SUBTEST, async (t) => {
   const { peer, port } = await sServer(t, ['-rev']);
   const early = 'sent early, delivered late';
-  const socket = connect({ host: '127.0.0.1', port, psks: [psk], earlyData: utf8(early + '\n') });
+  const socket = connect({ host: '127.0.0.1', port, psks: [psk], earlyData: utf8(early + '\n'), resendRejectedEarlyData: true });
   t.teardown(() => socket.destroy());
   const status = once<string>(socket, 'earlyData', WAIT);
   await once(socket, 'secureConnect', WAIT);

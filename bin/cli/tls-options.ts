@@ -33,7 +33,8 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           TLS_AES_128_GCM_SHA256,TLS_CHACHA20_POLY1305_SHA256,TLS_AES_256_GCM_SHA384
   --groups LIST           (EC)DHE groups in preference order: x25519, secp256r1, secp384r1
   --alpn LIST             ALPN protocol names
-  --early-data FILE       (client) send FILE's content as 0-RTT data with the first flight
+  --early-data FILE       (client) send FILE's content as 0-RTT data with the first flight (sent again
+                          after the handshake if the server rejects it)
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
   --server-name NAME      (client) send server_name (SNI)

@@ -69,7 +69,16 @@ export async function run(argv: string[]): Promise<number> {
       if (offered) keys.release?.(offered);
       offered = undefined;
     };
-    const socket = connect({ ...connOptions, host: target.host, port: target.port, psks: async () => (offered = await keys.clientPsks()) }, () => {
+    // --early-data is this command's own request: if the server rejects the 0-RTT data, it is sent again
+    // right after the handshake (RFC 8446 §4.2.10 leaves that choice to the application).
+    const options = {
+      ...connOptions,
+      resendRejectedEarlyData: true,
+      host: target.host,
+      port: target.port,
+      psks: async () => (offered = await keys.clientPsks()),
+    };
+    const socket = connect(options, () => {
       release();
       report.handshake(socket.handshake!);
       if (values['key-update']) {

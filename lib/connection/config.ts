@@ -50,7 +50,11 @@ export interface ClientOptions extends CommonOptions {
   readonly middleboxCompatibility?: boolean;
   /** 0-RTT data to send with the first flight, under the first PSK (RFC 8446 §4.2.10). */
   readonly earlyData?: Uint8Array;
-  /** When the server rejects the 0-RTT data, send it again as ordinary data after the handshake. Default true. */
+  /**
+   * When the server rejects the 0-RTT data, send it again as ordinary data after the handshake. Default false
+   * (RFC 8446 §4.2.10: the application is in a better position to decide); even when set, the data is resent
+   * only when the negotiated ALPN protocol is the PSK's `earlyDataAlpn`.
+   */
   readonly resendRejectedEarlyData?: boolean;
   /**
    * For conformance testing only: rewrite the ClientHello extension list (all but pre_shared_key, which stays

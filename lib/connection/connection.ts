@@ -73,8 +73,10 @@ export class Connection {
   private maxFragment = MAX_PLAINTEXT;
   /** Largest TLSInnerPlaintext we accept (our own record_size_limit, once negotiated). */
   private maxInnerPlaintext = MAX_PLAINTEXT + 1;
-  /** Server: bytes of undecryptable (rejected 0-RTT) records still to skip (§4.2.10). */
-  private skipUndecryptable = 0;
+  /** Consecutive records without application data (see countIdleRecord). */
+  private idleRecords = 0;
+  /** Server: bytes of undecryptable (rejected 0-RTT) records still to skip (§4.2.10), or null when not skipping. */
+  private skipUndecryptable: number | null = null;
   /** Server after HelloRetryRequest: bytes of plaintext application_data (0-RTT) still to skip. */
   private skipPlainApplicationData = 0;
   /** Server accepting 0-RTT: bytes of early data still allowed, or -1 when not in that phase. */
@@ -128,17 +130,29 @@ export class Connection {
     return this.state.name;
   }
 
-  /** Feeds bytes received from the peer. Never throws for what the peer sent. */
+  /**
+   * Feeds bytes received from the peer. Never throws for what the peer sent. The connection keeps no view of
+   * `data` after the call returns, so the caller may reuse its read buffer.
+   */
   receive(data: Uint8Array): void {
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed') return;
+    // §6.1: "Any data received after a closure alert has been received MUST be ignored."
+    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.receivedCloseNotify) return;
     this.deframer.push(data);
-    this.guard(() => this.process());
+    this.guard(() => {
+      this.process();
+      // While a PSK lookup is pending nothing is processed: bound what a peer can make us hold meanwhile
+      // (a ChangeCipherSpec and some 0-RTT data are all that may legitimately arrive).
+      if (this.paused && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
+        throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the PSK lookup was pending`);
+      }
+    });
+    this.deframer.detach();
   }
 
   /** Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. */
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
     const s = this.state;
-    if (!isAwaitingPsks(s)) throw new Error('providePsks: the connection is not waiting for PSKs');
+    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phaseValue})`);
     this.guard(() => {
       this.state = s.resume(this.io, psks);
       this.paused = false;
@@ -146,11 +160,14 @@ export class Connection {
       this.drainHandshake();
       this.process();
     });
+    this.deframer.detach();
   }
 
   /** Server: fails the handshake because the PSK lookup failed (e.g. the key manager is unreachable). */
   failPskLookup(detail: string): void {
-    if (!isAwaitingPsks(this.state)) throw new Error('failPskLookup: the connection is not waiting for PSKs');
+    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(this.state)) {
+      throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phaseValue})`);
+    }
     this.fatal(new TlsError('PskUnavailable', detail));
   }
 
@@ -200,7 +217,9 @@ export class Connection {
 
   /** §7.5 TLS-Exporter: keying material for the application, bound to this session. */
   exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array {
-    if (!this.secrets) throw new Error('exportKeyingMaterial: the handshake is not complete');
+    if (!this.secrets) {
+      throw new Error(`exportKeyingMaterial: ${this.info ? 'the connection is over and its secrets are wiped' : 'the handshake is not complete'}`);
+    }
     const s = this.secrets;
     return exportKeyingMaterial(this.crypto, s.suite.hash, s.exporterMasterSecret, label, context, length);
   }
@@ -242,7 +261,7 @@ export class Connection {
   // Receiving
 
   private process(): void {
-    while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+    while (!this.paused && !this.receivedCloseNotify && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
       const rec = this.deframer.next();
       if (!rec) break;
       this.handleRecord(rec);
@@ -264,14 +283,14 @@ export class Connection {
           opened = this.reader.open(rec);
         } catch (e) {
           // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
-          if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable > 0) {
-            this.skipUndecryptable -= rec.fragment.length;
+          if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable !== null) {
+            this.skipUndecryptable -= skippedPlaintextLength(rec);
             if (this.skipUndecryptable < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
             return;
           }
           throw e;
         }
-        this.skipUndecryptable = 0;
+        this.skipUndecryptable = null;
         type = opened.type;
         content = opened.content;
         if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
@@ -283,7 +302,7 @@ export class Connection {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
       if (rec.type === ContentType.application_data && this.skipPlainApplicationData > 0) {
-        this.skipPlainApplicationData -= rec.fragment.length;
+        this.skipPlainApplicationData -= skippedPlaintextLength(rec);
         if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
         return;
       }
@@ -318,12 +337,24 @@ export class Connection {
       throw new TlsError('RecordBadChangeCipherSpec', 'change_cipher_spec must be the single byte 0x01 (RFC 8446 §5)');
     }
     if (!this.joiner.isEmpty) throw new TlsError('RecordInterleavedHandshake', 'change_cipher_spec inside a fragmented handshake message');
+    this.countIdleRecord('a change_cipher_spec record');
+  }
+
+  /**
+   * Records that carry no data and move no handshake forward (empty application data, dummy
+   * ChangeCipherSpec, KeyUpdate, NewSessionTicket) cost us work for nothing: a peer may send a few, not a flood.
+   */
+  private countIdleRecord(what: string): void {
+    if (++this.idleRecords > MAX_IDLE_RECORDS) {
+      throw new TlsError('TooManyIdleRecords', `more than ${MAX_IDLE_RECORDS} records in a row without application data (the last: ${what})`);
+    }
   }
 
   private drainHandshake(): void {
     while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
       const m = this.joiner.next();
       if (!m) return;
+      if (this.phaseValue === 'connected') this.countIdleRecord('a post-handshake message');
       this.state = this.state.handle(this.io, m);
       if (isAwaitingPsks(this.state)) {
         this.paused = true;
@@ -334,6 +365,8 @@ export class Connection {
 
   /** §6: two bytes, level and description. close_notify ends the peer's direction; user_canceled is a warning. */
   private handleAlert(content: Uint8Array): void {
+    // §5.4: an alert record with no content is unexpected_message; §6: otherwise exactly one 2-byte alert.
+    if (content.length === 0) throw new TlsError('RecordEmptyFragment', 'zero-length alert record');
     if (content.length !== 2) throw new TlsError('DecodeBadLength', `alert of ${content.length} bytes`);
     const level = content[0];
     const code = content[1];
@@ -353,6 +386,8 @@ export class Connection {
   }
 
   private handleApplicationData(content: Uint8Array): void {
+    if (content.length === 0) this.countIdleRecord('an empty application_data record');
+    else this.idleRecords = 0;
     if (this.phaseValue === 'connected') {
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: false });
       return;
@@ -394,6 +429,8 @@ export class Connection {
    * single buffer sized up front: one allocation and one copy of the data per write, however many records.
    */
   private sealApplicationData(chunks: readonly Uint8Array[], total: number): void {
+    // §5.5: AES-GCM keys must not protect more than about 2^24.5 full records; update well before that.
+    if (this.secrets && this.writer && this.writer.sequence >= keyUpdateThreshold(this.writer.suite)) this.sendKeyUpdate(false);
     const writer = this.writer;
     if (!writer) {
       for (const c of chunks) for (const f of fragments(c, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
@@ -482,7 +519,9 @@ export class Connection {
   private wipeKeys(): void {
     this.reader?.destroy();
     this.writer?.destroy();
+    this.state.destroy?.();
     if (this.secrets) wipe(this.secrets.clientSecret, this.secrets.serverSecret, this.secrets.exporterMasterSecret);
+    this.secrets = null;
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -567,6 +606,8 @@ export class Connection {
       },
       acceptEarlyData(limit) {
         c.earlyDataBudget = limit;
+        // RFC 8449 §4: 0-RTT records were protected before any record_size_limit was agreed.
+        if (c.reader) c.reader.maxInnerPlaintext = MAX_PLAINTEXT + 1;
       },
       keyUpdateReceived(requestUpdate) {
         const s = c.secrets!;
@@ -606,4 +647,27 @@ export class Connection {
       },
     };
   }
+}
+
+/** How many records in a row may carry no application data (Go's crypto/tls allows 16 useless records). */
+export const MAX_IDLE_RECORDS = 64;
+
+/** What a peer may make us buffer while we look its PSKs up (0-RTT data plus headroom). */
+export const MAX_BUFFERED_WHILE_WAITING = 256 * 1024;
+
+/**
+ * The application data a skipped (rejected) 0-RTT record can hold: its ciphertext less the inner content
+ * type and the 16-byte tag of every TLS 1.3 AEAD. max_early_data_size counts plaintext (§4.2.10, §4.6.1).
+ */
+function skippedPlaintextLength(rec: RawRecord): number {
+  return Math.max(0, rec.fragment.length - 17);
+}
+
+/**
+ * After how many records we update our write keys (RFC 8446 §5.5): AES-GCM may protect about 2^24.5 full-size
+ * records per key, so we update at 2^24; ChaCha20-Poly1305's limit is beyond the 64-bit sequence number, so we
+ * update only before the sequence number runs out.
+ */
+function keyUpdateThreshold(suite: SuiteInfo): number {
+  return suite.aead === 'CHACHA20-POLY1305' ? 2 ** 53 : 2 ** 24;
 }

@@ -27,7 +27,7 @@ import {
   encodeEndOfEarlyData,
   encodeFinished,
 } from '../messages/post-hello.js';
-import type { Psk } from '../psk/types.js';
+import { earlyDataSuiteName, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
@@ -38,7 +38,16 @@ import {
   type KexMode,
 } from '../connection/config.js';
 import type { EarlyDataStatus } from '../connection/events.js';
-import { alpnExtension, computeBinder, earlySecretFor, ExpectPostHandshake, groupId, groupName, handshakeInfo } from './common.js';
+import {
+  alpnExtension,
+  checkRecordSizeLimit,
+  computeBinder,
+  earlySecretFor,
+  ExpectPostHandshake,
+  groupId,
+  groupName,
+  handshakeInfo,
+} from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
 /** Everything the client decided before sending its first ClientHello. */
@@ -70,9 +79,11 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   for (const p of psks) {
     if (p.identity.length === 0 || p.identity.length > 0xffff) throw new TypeError('client: a PSK identity must be 1..65535 bytes');
   }
-  // Suites that an offered PSK can use go first (stable): servers such as OpenSSL pick the suite before the
-  // PSK, and a PSK-only handshake on a suite of another hash cannot complete (§4.2.11).
-  const suites = [...configured.filter((s) => psks.some((p) => p.hash === s.hash)), ...configured.filter((s) => !psks.some((p) => p.hash === s.hash))];
+  // Suites that an offered PSK can use go first (otherwise in the configured order): servers such as OpenSSL
+  // pick the suite before the PSK, and a PSK-only handshake on a suite of another hash cannot complete (§4.2.11).
+  const usable = (s: SuiteInfo): boolean => psks.some((p) => p.hash === s.hash);
+  const suites = [...configured.filter(usable), ...configured.filter((s) => !usable(s))];
+  checkRecordSizeLimit('client', options.recordSizeLimit);
 
   const random = crypto.random(32);
   const compat = options.middleboxCompatibility ?? true;
@@ -104,7 +115,10 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   if (earlyData) {
     // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
     const psk = psks[0];
-    const suite = earlyDataSuiteOf(psk, suites);
+    const suite = SUITES[earlyDataSuiteName(psk)];
+    if (!suites.includes(suite)) {
+      throw new TypeError(`client: 0-RTT under this PSK uses ${suite.name} (RFC 8446 §4.2.10), which is not among the offered suites`);
+    }
     const es = hello.earlySecrets[0];
     const chHash = crypto.hash(psk.hash).digest(hello.raw);
     const secret = es.clientEarlyTrafficSecret(chHash);
@@ -194,14 +208,14 @@ function buildClientHello(
   return { raw: encoded.raw, truncatedLength: encoded.truncatedLength, earlySecrets };
 }
 
-function earlyDataSuiteOf(psk: Psk, suites: readonly SuiteInfo[]): SuiteInfo {
-  if (psk.earlyDataSuite) return SUITES[psk.earlyDataSuite];
-  return suites.find((s) => s.hash === psk.hash)!;
-}
-
 /** §4.1.3, §4.1.4: expects a ServerHello, or (after the first ClientHello only) a HelloRetryRequest. */
 class ExpectServerHello implements HandshakeState {
   readonly name = 'ExpectServerHello';
+
+  destroy(): void {
+    for (const es of this.hello.earlySecrets) es.destroy();
+    for (const s of this.shares) s.destroy();
+  }
 
   constructor(
     private readonly plan: ClientPlan,
@@ -247,8 +261,12 @@ class ExpectServerHello implements HandshakeState {
     let newShares = this.shares;
     if (hrr.selectedGroup !== undefined) {
       const name = groupName(hrr.selectedGroup);
+      // §4.1.4, §4.2: a key_share in the HelloRetryRequest answers ours; without psk_dhe_ke we sent none.
+      if (!this.plan.modes.includes('psk_dhe_ke')) {
+        throw new TlsError('UnsupportedExtension', 'HelloRetryRequest carries key_share, but we offered no (EC)DHE (RFC 8446 §4.1.4)');
+      }
       // §4.2.8: the selected group must be one we support, and not one we already sent a share for.
-      if (!name || !this.plan.groups.includes(name) || !this.plan.modes.includes('psk_dhe_ke')) {
+      if (!name || !this.plan.groups.includes(name)) {
         throw new TlsError('HelloRetryRequestBadGroup', `HelloRetryRequest asks for group ${nameOf({}, hrr.selectedGroup)} we did not offer`);
       }
       if (this.shares.some((s) => s.group === name)) {
@@ -320,8 +338,8 @@ class ExpectServerHello implements HandshakeState {
       kex = 'psk_dhe_ke';
       groupNameSel = share.group;
     } else {
-      // §4.2.9: without a key_share the server chose psk_ke, which must have been offered.
-      if (!plan.modes.includes('psk_ke')) throw new TlsError('MissingExtension', 'ServerHello has no key_share but psk_ke was not offered');
+      // §4.2.11: without a key_share the server chose psk_ke, which must have been offered (illegal_parameter).
+      if (!plan.modes.includes('psk_ke')) throw new TlsError('IllegalParameter', 'ServerHello has no key_share but psk_ke was not offered (RFC 8446 §4.2.11)');
       kex = 'psk_ke';
     }
     for (const s of this.shares) s.destroy();
@@ -380,9 +398,17 @@ interface NegotiatedClient {
   handshakeWriteKeys: boolean;
 }
 
+function destroyNegotiated(n: NegotiatedClient): void {
+  n.hs.destroy();
+  wipe(n.chts, n.shts);
+}
+
 /** §4.3.1: expects EncryptedExtensions. */
 class ExpectEncryptedExtensions implements HandshakeState {
   readonly name = 'ExpectEncryptedExtensions';
+  destroy(): void {
+    destroyNegotiated(this.n);
+  }
   constructor(
     private readonly plan: ClientPlan,
     private readonly n: NegotiatedClient,
@@ -409,6 +435,10 @@ class ExpectEncryptedExtensions implements HandshakeState {
       // §4.2.10: accepting early data with another PSK or suite than the client used is illegal_parameter.
       throw new TlsError('IllegalParameter', 'server accepted 0-RTT data it cannot have decrypted');
     }
+    if (ee.earlyDataAccepted && ee.alpn !== this.n.psk.earlyDataAlpn) {
+      // §4.2.10: 0-RTT is accepted only under the ALPN protocol provisioned with the PSK.
+      throw new TlsError('IllegalParameter', `server accepted 0-RTT data under ALPN "${ee.alpn ?? '(none)'}", not the PSK's`);
+    }
     if (ee.recordSizeLimit !== undefined) io.setPeerRecordSizeLimit(ee.recordSizeLimit, this.plan.options.recordSizeLimit);
     this.n.transcript.add(m.raw);
     let earlyData: EarlyDataStatus = 'none';
@@ -424,6 +454,9 @@ class ExpectEncryptedExtensions implements HandshakeState {
 /** §4.4.4: expects the server's Finished, then sends [EndOfEarlyData] and our Finished. */
 class ExpectServerFinished implements HandshakeState {
   readonly name = 'ExpectServerFinished';
+  destroy(): void {
+    destroyNegotiated(this.n);
+  }
   constructor(
     private readonly plan: ClientPlan,
     private readonly n: NegotiatedClient,
@@ -483,7 +516,10 @@ class ExpectServerFinished implements HandshakeState {
         serverName: this.serverNameAcknowledged ? this.plan.options.serverName : undefined,
       }),
       { suite: n.suite, clientSecret: cats, serverSecret: sats, exporterMasterSecret: ems },
-      this.earlyData === 'rejected' && n.early && (this.plan.options.resendRejectedEarlyData ?? true) ? n.early.data : undefined,
+      // §4.2.10: never resend automatically unless asked to, and then only under the same ALPN protocol.
+      this.earlyData === 'rejected' && n.early && this.plan.options.resendRejectedEarlyData === true && this.alpn === n.psk.earlyDataAlpn
+        ? n.early.data
+        : undefined,
     );
     return new ExpectPostHandshake(
       true,

@@ -119,3 +119,10 @@ export function handshakeInfo(n: {
     helloRetry: n.helloRetry,
   };
 }
+
+/** RFC 8449 §4: a record_size_limit is at least 64 and at most 2^14 + 1 in TLS 1.3. */
+export function checkRecordSizeLimit(side: 'client' | 'server', limit: number | undefined): void {
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 64 && limit <= 16385)) {
+    throw new TypeError(`${side}: recordSizeLimit must be an integer from 64 to 16385 (RFC 8449 §4), got ${limit}`);
+  }
+}

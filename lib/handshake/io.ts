@@ -65,4 +65,6 @@ export interface HandshakeIO {
 export interface HandshakeState {
   readonly name: string;
   handle(io: HandshakeIO, message: HandshakeMessageBytes): HandshakeState;
+  /** Wipes the secrets this state holds (the connection failed or was destroyed). */
+  destroy?(): void;
 }

@@ -24,7 +24,7 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import type { Psk } from '../psk/types.js';
+import { earlyDataSuiteName, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -38,6 +38,7 @@ import {
 import type { EarlyDataStatus } from '../connection/events.js';
 import {
   alpnExtension,
+  checkRecordSizeLimit,
   earlySecretFor,
   ExpectPostHandshake,
   groupId,
@@ -46,6 +47,9 @@ import {
   verifyBinder,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
+
+/** How many offered PSK identities a server looks up at most (the rest count as unknown). */
+export const MAX_LOOKED_UP_IDENTITIES = 16;
 
 /** How much rejected 0-RTT data a server skips before giving up (§4.2.10), when it accepts none itself. */
 export const DEFAULT_EARLY_DATA_SKIP_LIMIT = 1 << 16;
@@ -68,6 +72,7 @@ export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeS
   const groups = options.groups ?? DEFAULT_GROUPS;
   for (const g of groups) if (!io.crypto.group(g)) throw new TypeError(`server: group ${g} is not supported by the ${io.crypto.name} provider`);
   const maxEarlyData = options.maxEarlyDataSize ?? 0;
+  checkRecordSizeLimit('server', options.recordSizeLimit);
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
 
@@ -93,11 +98,13 @@ class ExpectClientHello implements HandshakeState {
     }
     const ch = decodeClientHello(m.raw);
     checkClientHello(ch);
-    const request: PskRequest = { identities: ch.psks!.identities.map((i) => i.identity), serverName: ch.serverName };
+    // Only the first few identities are looked up: a client cannot make us query a key manager without end.
+    const identities = ch.psks!.identities.slice(0, MAX_LOOKED_UP_IDENTITIES).map((i) => i.identity);
+    const request: PskRequest = { identities, serverName: ch.serverName };
     const source = this.plan.options.psks;
     if (source === undefined) return new AwaitPsks(this.plan, ch, request);
-    const found = typeof source === 'function' ? source(request) : request.identities.map((id) => source.find((p) => equalConstantTime(p.identity, id)));
-    return respond(io, this.plan, ch, found, null);
+    const found = typeof source === 'function' ? source(request) : identities.map((id) => source.find((p) => equalConstantTime(p.identity, id)));
+    return respond(io, this.plan, ch, found.slice(0, identities.length), null);
   }
 }
 
@@ -118,7 +125,13 @@ class AwaitPsks implements AwaitingPsks {
     if (psks.length !== this.pskRequest.identities.length) {
       throw new TlsError('InternalError', `PSK lookup answered ${psks.length} entries for ${this.pskRequest.identities.length} identities`);
     }
-    return respond(io, this.plan, this.ch, psks.map((p) => p ?? undefined), null);
+    return respond(
+      io,
+      this.plan,
+      this.ch,
+      psks.map((p) => p ?? undefined),
+      null,
+    );
   }
 }
 
@@ -140,7 +153,7 @@ function checkClientHello(ch: ClientHello): void {
       }
     }
   }
-  if (ch.extensions.has(E.supported_groups) && !ch.keyShares && ch.pskModes.includes(PskKeyExchangeMode.psk_dhe_ke)) {
+  if (ch.extensions.has(E.supported_groups) && !ch.keyShares) {
     throw new TlsError('MissingExtension', 'supported_groups without key_share (RFC 8446 §9.2)');
   }
 }
@@ -191,12 +204,14 @@ function select(plan: ServerPlan, ch: ClientHello, psks: readonly (Psk | undefin
     if (!clientModes.includes(PskKeyExchangeMode[mode])) continue;
     if (mode === 'psk_ke') return { suite, index, psk, kex: 'psk_ke', group: null };
     sawDhe = true;
+    // A share the client already sent for one of our groups (ours in preference order) saves a round trip;
+    // otherwise a HelloRetryRequest asks for our most preferred group among the client's (§4.1.4).
     for (const g of plan.groups) {
-      if (!ch.supportedGroups?.includes(groupId(g))) continue;
       const share = ch.keyShares?.find((k) => k.group === groupId(g));
       if (share) return { suite, index, psk, kex: 'psk_dhe_ke', group: g, clientShare: share };
-      return { suite, index, psk, kex: 'psk_dhe_ke', group: g, retryGroup: g };
     }
+    const g = plan.groups.find((x) => ch.supportedGroups?.includes(groupId(x)));
+    if (g) return { suite, index, psk, kex: 'psk_dhe_ke', group: g, retryGroup: g };
   }
   if (sawDhe) throw new TlsError('NoCommonGroup', 'no key-exchange group in common');
   throw new TlsError('NoCommonKeyExchangeMode', 'no PSK key-exchange mode in common (RFC 8446 §4.2.9)');
@@ -234,11 +249,19 @@ function respond(
   const transcript = retry ? retry.transcript : new Transcript(crypto, suite.hash);
   transcript.add(ch.raw);
 
-  // §4.2.10: accept 0-RTT only when configured, for the first PSK, without a retry, with its provisioned suite.
-  const earlySuite = psk.earlyDataSuite ? SUITES[psk.earlyDataSuite] : plan.suites.find((s) => s.hash === psk.hash);
+  let alpn: string | undefined;
+  if (plan.options.alpn && plan.options.alpn.length > 0 && ch.alpn) {
+    // RFC 7301 §3.2: the server's preference among the client's protocols, or no_application_protocol.
+    alpn = plan.options.alpn.find((p) => ch.alpn!.includes(p));
+    if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${ch.alpn.join(', ')})`);
+  }
+
+  // §4.2.10: accept 0-RTT only when configured, for the first PSK, without a retry, with the suite and the ALPN
+  // protocol provisioned with the PSK.
   let earlyData: EarlyDataStatus = 'none';
   if (ch.earlyData) {
-    earlyData = plan.maxEarlyData > 0 && index === 0 && !retry && earlySuite === suite ? 'accepted' : 'rejected';
+    const provisioned = SUITES[earlyDataSuiteName(psk)] === suite && alpn === psk.earlyDataAlpn;
+    earlyData = plan.maxEarlyData > 0 && index === 0 && !retry && provisioned ? 'accepted' : 'rejected';
   } else if (retry?.ch1.earlyData) {
     earlyData = 'rejected'; // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest
   }
@@ -288,13 +311,7 @@ function respond(
     io.setPeerRecordSizeLimit(ch.recordSizeLimit, own);
   }
   if (ch.serverName !== undefined) eeList.push(ext(E.server_name));
-  let alpn: string | undefined;
-  if (plan.options.alpn && plan.options.alpn.length > 0 && ch.alpn) {
-    // RFC 7301 §3.2: the server's preference among the client's protocols, or no_application_protocol.
-    alpn = plan.options.alpn.find((p) => ch.alpn!.includes(p));
-    if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${ch.alpn.join(', ')})`);
-    eeList.push(alpnExtension([alpn]));
-  }
+  if (alpn !== undefined) eeList.push(alpnExtension([alpn]));
   if (earlyData === 'accepted') eeList.push(ext(E.early_data));
   if (plan.options.dangerousEncryptedExtensions) eeList = plan.options.dangerousEncryptedExtensions(eeList);
   const ee = encodeEncryptedExtensions(eeList);
@@ -432,10 +449,17 @@ interface NegotiatedServer {
   readonly helloRetry: boolean;
 }
 
+function destroyNegotiated(n: NegotiatedServer): void {
+  wipe(n.chts, n.cats, n.sats, n.ems);
+}
+
 /** §4.5: 0-RTT accepted — application data (delivered as early data) until EndOfEarlyData. */
 class ExpectEndOfEarlyData implements HandshakeState {
   readonly name = 'ExpectEndOfEarlyData';
   constructor(private readonly n: NegotiatedServer) {}
+  destroy(): void {
+    destroyNegotiated(this.n);
+  }
 
   handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
     if (m.type !== HandshakeType.end_of_early_data) {
@@ -452,6 +476,9 @@ class ExpectEndOfEarlyData implements HandshakeState {
 class ExpectClientFinished implements HandshakeState {
   readonly name = 'ExpectClientFinished';
   constructor(private readonly n: NegotiatedServer) {}
+  destroy(): void {
+    destroyNegotiated(this.n);
+  }
 
   handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
     const n = this.n;

@@ -28,9 +28,15 @@ export interface Psk {
   readonly obfuscatedTicketAge?: number;
   /**
    * The cipher suite provisioned with this PSK for 0-RTT (§4.2.10: early data is protected with the suite
-   * associated with the first PSK). Defaults to the first configured suite whose hash matches {@link hash}.
+   * associated with the first PSK; both sides must agree on it). Default: TLS_AES_128_GCM_SHA256 for a SHA-256
+   * PSK, TLS_AES_256_GCM_SHA384 for a SHA-384 one (see {@link earlyDataSuiteName}).
    */
   readonly earlyDataSuite?: SupportedSuiteName;
+  /**
+   * The ALPN protocol provisioned with this PSK for 0-RTT (§4.2.10): a server accepts 0-RTT only when it selects
+   * this protocol (or, when unset, no ALPN at all).
+   */
+  readonly earlyDataAlpn?: string;
   /** A name for logs, such as the QKD key ID. Never the secret. */
   readonly label?: string;
 }
@@ -54,4 +60,9 @@ function isPrintable(b: Uint8Array): boolean {
   if (b.length === 0) return false;
   for (const c of b) if (c < 0x20 || c > 0x7e) return false;
   return true;
+}
+
+/** The suite that protects 0-RTT data under `psk` (§4.2.10): the provisioned one, or the default for its hash. */
+export function earlyDataSuiteName(psk: Psk): SupportedSuiteName {
+  return psk.earlyDataSuite ?? (psk.hash === 'SHA-256' ? 'TLS_AES_128_GCM_SHA256' : 'TLS_AES_256_GCM_SHA384');
 }

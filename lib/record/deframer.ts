@@ -32,13 +32,15 @@ export class Deframer {
   private head = 0;
   private pos = 0;
   private total = 0;
+  /** The deframer's own buffer, which {@link detach} fills (appending while it has room). */
+  private own: Uint8Array | null = null;
 
   /** Bytes received but not yet returned as a record. */
   get buffered(): number {
     return this.total;
   }
 
-  /** Appends received bytes. The deframer never writes into `data`; it may keep a view of it. */
+  /** Appends received bytes. The deframer never writes into `data`; it keeps a view of it until {@link detach}. */
   push(data: Uint8Array): void {
     if (data.length === 0) return;
     this.chunks.push(data);
@@ -95,6 +97,48 @@ export class Deframer {
     }
     this.total -= size;
     return { type, version, header: record.subarray(0, RECORD_HEADER_LENGTH), fragment: record.subarray(RECORD_HEADER_LENGTH) };
+  }
+
+  /**
+   * Makes the pending bytes our own: copies whatever is still a view of the caller's chunks into a buffer of
+   * the deframer's, so the caller may reuse its read buffer once `receive` returns. Bytes are appended to that
+   * buffer while it has room (records already returned stay valid: it is never overwritten), so a record
+   * arriving in many small reads is copied in amortised linear time.
+   */
+  detach(): void {
+    if (this.total === 0) {
+      this.chunks = [];
+      this.head = 0;
+      this.pos = 0;
+      return;
+    }
+    const own = this.own;
+    const first = this.chunks[this.head];
+    const headIsOwn = own !== null && first.buffer === own.buffer && first.byteOffset === own.byteOffset;
+    if (headIsOwn && this.chunks.length === this.head + 1) return;
+    const used = headIsOwn ? first.length : 0;
+    const foreign = headIsOwn ? this.total - (first.length - this.pos) : this.total;
+    if (headIsOwn && used + foreign <= own.length) {
+      let at = used;
+      for (let k = this.head + 1; k < this.chunks.length; k++) {
+        own.set(this.chunks[k], at);
+        at += this.chunks[k].length;
+      }
+      this.chunks = [own.subarray(0, at)];
+      this.head = 0;
+      return;
+    }
+    const next = new Uint8Array(Math.max(2 * this.total, 1024));
+    let at = 0;
+    for (let k = this.head; k < this.chunks.length; k++) {
+      const c = k === this.head ? this.chunks[k].subarray(this.pos) : this.chunks[k];
+      next.set(c, at);
+      at += c.length;
+    }
+    this.own = next;
+    this.chunks = [next.subarray(0, at)];
+    this.head = 0;
+    this.pos = 0;
   }
 
   /** The byte `i` positions into the pending stream (for a header split across chunks). */

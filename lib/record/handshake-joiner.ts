@@ -4,7 +4,6 @@
  * (type, uint24 length, body) for the transcript.
  */
 import { TlsError } from '../errors.js';
-import { concat } from '../codec/bytes.js';
 
 export interface HandshakeMessageBytes {
   readonly type: number;
@@ -18,30 +17,48 @@ export interface HandshakeMessageBytes {
 export const MAX_HANDSHAKE_MESSAGE = 1 << 16;
 
 export class HandshakeJoiner {
-  private pending: Uint8Array = new Uint8Array(0);
+  /**
+   * Our own copy of the received handshake bytes: [start, end) is pending. Messages come out as views of it,
+   * and it is only ever appended to (a full buffer is replaced, never compacted), so a message a state keeps
+   * (a ClientHello awaiting a PSK lookup) stays intact, and the caller's record buffers are never retained.
+   */
+  private buf = new Uint8Array(0);
+  private start = 0;
+  private end = 0;
 
   /** True when no partial message is buffered (§5.1: messages must not span a key change). */
   get isEmpty(): boolean {
-    return this.pending.length === 0;
+    return this.start === this.end;
   }
 
-  /** Adds the content of one handshake record. Zero-length handshake fragments are not allowed (§5.1). */
+  /** Adds the content of one handshake record. Zero-length handshake fragments are not allowed (§5.4). */
   push(fragment: Uint8Array): void {
     if (fragment.length === 0) throw new TlsError('RecordEmptyFragment', 'zero-length handshake record');
-    this.pending = this.pending.length === 0 ? fragment : concat(this.pending, fragment);
+    if (this.end + fragment.length > this.buf.length) {
+      const pending = this.end - this.start;
+      const next = new Uint8Array(Math.max(2 * (pending + fragment.length), 512));
+      next.set(this.buf.subarray(this.start, this.end));
+      this.buf = next;
+      this.start = 0;
+      this.end = pending;
+    }
+    this.buf.set(fragment, this.end);
+    this.end += fragment.length;
   }
 
   /** The next complete message, or null. */
   next(): HandshakeMessageBytes | null {
-    const p = this.pending;
-    if (p.length < 4) return null;
-    const length = (p[1] << 16) | (p[2] << 8) | p[3];
+    const avail = this.end - this.start;
+    if (avail < 4) return null;
+    const p = this.buf;
+    const s = this.start;
+    const length = (p[s + 1] << 16) | (p[s + 2] << 8) | p[s + 3];
     if (length > MAX_HANDSHAKE_MESSAGE) {
       throw new TlsError('DecodeBadLength', `handshake message of ${length} bytes exceeds ${MAX_HANDSHAKE_MESSAGE}`);
     }
-    if (p.length < 4 + length) return null;
-    const raw = p.subarray(0, 4 + length);
-    this.pending = p.subarray(4 + length);
+    if (avail < 4 + length) return null;
+    const raw = p.subarray(s, s + 4 + length);
+    this.start += 4 + length;
     return { type: raw[0], body: raw.subarray(4), raw };
   }
 }

@@ -143,10 +143,8 @@ export class RecordProtection {
 
   /** Removes protection from an application_data record; returns the real type and content. */
   open(record: RawRecord): OpenedRecord {
-    // §5.2: a TLSCiphertext longer than 2^14 + 256 (less for a lowered limit) is record_overflow.
-    if (record.fragment.length > this.maxInnerPlaintext + 255) {
-      throw new TlsError('RecordOverflow', `protected record of ${record.fragment.length} bytes exceeds the limit`);
-    }
+    // §5.2: the deframer refuses a TLSCiphertext over 2^14 + 256 bytes. A lowered limit (RFC 8449) is checked on
+    // the plaintext below, after authentication, so that a skipped 0-RTT record (§4.2.10) fails as bad_record_mac.
     if (record.fragment.length < this.aead.tagLength + 1) {
       // Too short to hold even the content type and the tag: it cannot authenticate.
       throw new TlsError('RecordBadMac', 'protected record shorter than its authentication tag');

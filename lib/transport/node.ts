@@ -233,10 +233,12 @@ export class QkdTlsSocket extends Duplex {
     this.pump();
   }
 
-  /** @internal Wraps a key-log callback so that `keylog` events fire too. */
+  /** @internal Wraps the keyLog option's callback so that `keylog` events fire too (only when a key log is configured). */
   keyLogSink(user: ((line: string) => void) | undefined): ((line: string) => void) | undefined {
+    // No key log asked for: no line is ever built (secrets rendered as strings cannot be wiped).
+    if (!user) return undefined;
     return (line) => {
-      user?.(line);
+      user(line);
       if (this.listenerCount('keylog') > 0) this.emit('keylog', Buffer.from(line + '\n'));
     };
   }
@@ -403,18 +405,27 @@ export class QkdTlsSocket extends Duplex {
       this.pump();
       return;
     }
-    resolver(request).then(
-      (psks) => {
-        if (this.destroyed) return;
-        conn.providePsks(psks);
-        this.pump();
-      },
-      (e: Error) => {
-        if (this.destroyed) return;
-        conn.failPskLookup(`PSK lookup failed: ${e.message}`);
-        this.pump();
-      },
-    );
+    // Stop reading while the lookup runs: TCP flow control, not our memory, holds what the peer sends.
+    this.socket.pause();
+    const settle = (): void => {
+      this.pump();
+      if (!this.destroyed && this.readableFlowing !== false) this.socket.resume();
+    };
+    // A resolver that throws synchronously (or returns a non-promise) fails this handshake, nothing else.
+    Promise.resolve()
+      .then(() => resolver(request))
+      .then(
+        (psks) => {
+          if (this.destroyed || conn.phase !== 'handshaking') return;
+          conn.providePsks(psks);
+          settle();
+        },
+        (e: unknown) => {
+          if (this.destroyed || conn.phase !== 'handshaking') return;
+          conn.failPskLookup(`PSK lookup failed: ${e instanceof Error ? e.message : String(e)}`);
+          settle();
+        },
+      );
   }
 }
 
