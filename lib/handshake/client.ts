@@ -42,6 +42,9 @@ import {
   alpnExtension,
   checkRecordSizeLimit,
   computeBinder,
+  deriveApplicationTraffic,
+  deriveEarlyTraffic,
+  deriveHandshakeTraffic,
   earlySecretFor,
   ExpectPostHandshake,
   groupId,
@@ -120,12 +123,7 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
       throw new TypeError(`client: 0-RTT under this PSK uses ${suite.name} (RFC 8446 §4.2.10), which is not among the offered suites`);
     }
     const es = hello.earlySecrets[0];
-    const chHash = crypto.hash(psk.hash).digest(hello.raw);
-    const secret = es.clientEarlyTrafficSecret(chHash);
-    io.logSecret('CLIENT_EARLY_TRAFFIC_SECRET', random, secret);
-    const exporter = es.earlyExporterMasterSecret(chHash);
-    io.logSecret('EARLY_EXPORTER_SECRET', random, exporter);
-    wipe(exporter);
+    const secret = deriveEarlyTraffic(io, es, crypto.hash(psk.hash).digest(hello.raw), random);
     if (compat) {
       // §D.4: with early data, the dummy ChangeCipherSpec goes right after the first ClientHello.
       io.sendChangeCipherSpec();
@@ -348,13 +346,7 @@ class ExpectServerHello implements HandshakeState {
     transcript.add(sh.raw);
     const es = this.hello.earlySecrets[index];
     this.hello.earlySecrets.forEach((other, i) => i !== index && other.destroy());
-    const hs = es.intoHandshake(shared);
-    wipe(shared);
-    const helloHash = transcript.current();
-    const chts = hs.clientHandshakeTrafficSecret(helloHash);
-    const shts = hs.serverHandshakeTrafficSecret(helloHash);
-    io.logSecret('CLIENT_HANDSHAKE_TRAFFIC_SECRET', plan.random, chts);
-    io.logSecret('SERVER_HANDSHAKE_TRAFFIC_SECRET', plan.random, shts);
+    const { hs, chts, shts } = deriveHandshakeTraffic(io, es, shared, transcript, plan.random);
     io.setReadKeys(suite, shts);
 
     // 0-RTT survives only if the server picked the first PSK with the suite we used for it (§4.2.10).
@@ -480,14 +472,7 @@ class ExpectServerFinished implements HandshakeState {
     if (!ok) throw new TlsError('IncorrectFinished', 'server Finished does not verify (RFC 8446 §4.4.4)');
     n.transcript.add(m.raw);
 
-    const master = n.hs.intoMaster();
-    const handshakeHash = n.transcript.current();
-    const cats = master.clientApplicationTrafficSecret(handshakeHash);
-    const sats = master.serverApplicationTrafficSecret(handshakeHash);
-    const ems = master.exporterMasterSecret(handshakeHash);
-    io.logSecret('CLIENT_TRAFFIC_SECRET_0', this.plan.random, cats);
-    io.logSecret('SERVER_TRAFFIC_SECRET_0', this.plan.random, sats);
-    io.logSecret('EXPORTER_SECRET', this.plan.random, ems);
+    const { cats, sats, ems } = deriveApplicationTraffic(io, n.hs, n.transcript, this.plan.random);
     io.setReadKeys(n.suite, sats);
 
     if (this.earlyData === 'accepted') {
@@ -505,7 +490,6 @@ class ExpectServerFinished implements HandshakeState {
     io.sendHandshake(finished);
     n.transcript.add(finished);
     io.setWriteKeys(n.suite, cats);
-    master.destroy();
     wipe(n.chts, n.shts);
 
     io.complete(

@@ -6,7 +6,8 @@ import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } fro
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
-import { EarlySecret, finishedVerifyData } from '../keyschedule/schedule.js';
+import { EarlySecret, finishedVerifyData, type HandshakeSecret } from '../keyschedule/schedule.js';
+import type { Transcript } from '../keyschedule/transcript.js';
 import { ext, type Extension } from '../messages/extensions.js';
 import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.js';
 import type { Psk } from '../psk/types.js';
@@ -125,4 +126,58 @@ export function checkRecordSizeLimit(side: 'client' | 'server', limit: number | 
   if (limit !== undefined && !(Number.isInteger(limit) && limit >= 64 && limit <= 16385)) {
     throw new TypeError(`${side}: recordSizeLimit must be an integer from 64 to 16385 (RFC 8449 §4), got ${limit}`);
   }
+}
+
+/**
+ * §7.1, early stage: client_early_traffic_secret over the ClientHello (returned), and the early exporter
+ * master secret (only logged: 0-RTT exporters are not offered).
+ */
+export function deriveEarlyTraffic(io: HandshakeIO, early: EarlySecret, clientHelloHash: Uint8Array, clientRandom: Uint8Array): Uint8Array {
+  const secret = early.clientEarlyTrafficSecret(clientHelloHash);
+  io.logSecret('CLIENT_EARLY_TRAFFIC_SECRET', clientRandom, secret);
+  const exporter = early.earlyExporterMasterSecret(clientHelloHash);
+  io.logSecret('EARLY_EXPORTER_SECRET', clientRandom, exporter);
+  wipe(exporter);
+  return secret;
+}
+
+/** §7.1: Handshake Secret from the early secret and the (EC)DHE secret (wiped), and both handshake traffic secrets. */
+export function deriveHandshakeTraffic(
+  io: HandshakeIO,
+  early: EarlySecret,
+  shared: Uint8Array | null,
+  transcript: Transcript,
+  clientRandom: Uint8Array,
+): { hs: HandshakeSecret; chts: Uint8Array; shts: Uint8Array } {
+  const hs = early.intoHandshake(shared);
+  wipe(shared);
+  const helloHash = transcript.current();
+  const chts = hs.clientHandshakeTrafficSecret(helloHash);
+  const shts = hs.serverHandshakeTrafficSecret(helloHash);
+  io.logSecret('CLIENT_HANDSHAKE_TRAFFIC_SECRET', clientRandom, chts);
+  io.logSecret('SERVER_HANDSHAKE_TRAFFIC_SECRET', clientRandom, shts);
+  return { hs, chts, shts };
+}
+
+/**
+ * §7.1: Master Secret (consumed here) and what the connection keeps from it: both application traffic secrets and
+ * the exporter master secret, over ClientHello..server Finished. No resumption master secret: this stack does
+ * not resume.
+ */
+export function deriveApplicationTraffic(
+  io: HandshakeIO,
+  hs: HandshakeSecret,
+  transcript: Transcript,
+  clientRandom: Uint8Array,
+): { cats: Uint8Array; sats: Uint8Array; ems: Uint8Array } {
+  const master = hs.intoMaster();
+  const handshakeHash = transcript.current();
+  const cats = master.clientApplicationTrafficSecret(handshakeHash);
+  const sats = master.serverApplicationTrafficSecret(handshakeHash);
+  const ems = master.exporterMasterSecret(handshakeHash);
+  master.destroy();
+  io.logSecret('CLIENT_TRAFFIC_SECRET_0', clientRandom, cats);
+  io.logSecret('SERVER_TRAFFIC_SECRET_0', clientRandom, sats);
+  io.logSecret('EXPORTER_SECRET', clientRandom, ems);
+  return { cats, sats, ems };
 }

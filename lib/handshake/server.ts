@@ -39,6 +39,9 @@ import type { EarlyDataStatus } from '../connection/events.js';
 import {
   alpnExtension,
   checkRecordSizeLimit,
+  deriveApplicationTraffic,
+  deriveEarlyTraffic,
+  deriveHandshakeTraffic,
   earlySecretFor,
   ExpectPostHandshake,
   groupId,
@@ -267,12 +270,7 @@ function respond(
   }
   let earlySecret: Uint8Array | null = null;
   if (ch.earlyData && !retry) {
-    const chHash = transcript.current();
-    earlySecret = es.clientEarlyTrafficSecret(chHash);
-    io.logSecret('CLIENT_EARLY_TRAFFIC_SECRET', ch.random, earlySecret);
-    const eems = es.earlyExporterMasterSecret(chHash);
-    io.logSecret('EARLY_EXPORTER_SECRET', ch.random, eems);
-    wipe(eems);
+    earlySecret = deriveEarlyTraffic(io, es, transcript.current(), ch.random);
   }
 
   let serverShare: Uint8Array | undefined;
@@ -294,13 +292,7 @@ function respond(
   // §D.4: in compatibility mode (the client sent a session ID) a dummy ChangeCipherSpec follows our first message.
   if (!retry && ch.sessionId.length > 0) io.sendChangeCipherSpec();
 
-  const hs = es.intoHandshake(shared);
-  wipe(shared);
-  const helloHash = transcript.current();
-  const chts = hs.clientHandshakeTrafficSecret(helloHash);
-  const shts = hs.serverHandshakeTrafficSecret(helloHash);
-  io.logSecret('CLIENT_HANDSHAKE_TRAFFIC_SECRET', ch.random, chts);
-  io.logSecret('SERVER_HANDSHAKE_TRAFFIC_SECRET', ch.random, shts);
+  const { hs, chts, shts } = deriveHandshakeTraffic(io, es, shared, transcript, ch.random);
   io.setWriteKeys(suite, shts);
 
   // EncryptedExtensions, in RFC 8448's order: [supported_groups], record_size_limit, server_name, early_data.
@@ -322,15 +314,7 @@ function respond(
   io.sendHandshake(finished);
   transcript.add(finished);
 
-  const master = hs.intoMaster();
-  const handshakeHash = transcript.current();
-  const cats = master.clientApplicationTrafficSecret(handshakeHash);
-  const sats = master.serverApplicationTrafficSecret(handshakeHash);
-  const ems = master.exporterMasterSecret(handshakeHash);
-  master.destroy();
-  io.logSecret('CLIENT_TRAFFIC_SECRET_0', ch.random, cats);
-  io.logSecret('SERVER_TRAFFIC_SECRET_0', ch.random, sats);
-  io.logSecret('EXPORTER_SECRET', ch.random, ems);
+  const { cats, sats, ems } = deriveApplicationTraffic(io, hs, transcript, ch.random);
   wipe(shts);
   // The server's flight is complete: what it sends next (0.5-RTT data, alerts) uses the application keys.
   io.setWriteKeys(suite, sats);
