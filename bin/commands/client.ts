@@ -4,12 +4,12 @@
  * A TLS 1.3 PSK client: what arrives on stdin goes to the server, what the server sends goes to stdout.
  * When stdin ends, the client sends close_notify and exits once the server has closed too.
  */
-import { parseArgs } from 'node:util';
 import type { Psk } from '../../lib/psk/types.js';
 import { connect } from '../../lib/transport/node.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
-import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+import { parseCommandLine } from '../cli/command.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls client --connect HOST:PORT [key source] [tls options]
 
@@ -25,39 +25,20 @@ ${KEY_SOURCE_HELP}
 ${TLS_OPTIONS_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        connect: { type: 'string' },
-        'key-update': { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        ...KEY_SOURCE_OPTION_SPEC,
-        ...TLS_OPTION_SPEC,
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    process.stderr.write(`qkd-tls client: ${(e as Error).message}\n\n${HELP}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(HELP + '\n');
-    return 0;
-  }
-  let target, tls, keys;
-  try {
-    target = parseHostPort('connect', values.connect);
-    tls = parseTlsOptions(values);
-    keys = parseKeySource(values);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`qkd-tls client: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
-  }
+  const options = {
+    connect: { type: 'string' },
+    'key-update': { type: 'boolean' },
+    ...KEY_SOURCE_OPTION_SPEC,
+    ...TLS_OPTION_SPEC,
+  } as const;
+  const cli = parseCommandLine('client', argv, options, HELP, (values) => ({
+    target: parseHostPort('connect', values.connect),
+    tls: parseTlsOptions(values),
+    keys: parseKeySource(values),
+  }));
+  if ('exit' in cli) return cli.exit;
+  const { values } = cli;
+  const { target, tls, keys } = cli.plan;
   const report = new Reporter(tls.json);
   const { json: _j, maxEarlyDataSize: _m, ...connOptions } = tls;
 

@@ -5,11 +5,11 @@
  * Each completed handshake and each failure is reported on stderr.
  */
 import * as net from 'node:net';
-import { parseArgs } from 'node:util';
 import { createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
-import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+import { parseCommandLine } from '../cli/command.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
 
@@ -26,42 +26,23 @@ ${KEY_SOURCE_HELP}
 ${TLS_OPTIONS_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
-  let values;
-  try {
-    ({ values } = parseArgs({
-      args: argv,
-      options: {
-        listen: { type: 'string' },
-        forward: { type: 'string' },
-        'max-connections': { type: 'string' },
-        once: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-        ...KEY_SOURCE_OPTION_SPEC,
-        ...TLS_OPTION_SPEC,
-      },
-      strict: true,
-    }));
-  } catch (e) {
-    process.stderr.write(`qkd-tls server: ${(e as Error).message}\n\n${HELP}\n`);
-    return 2;
-  }
-  if (values.help) {
-    process.stdout.write(HELP + '\n');
-    return 0;
-  }
-  let listen, forward, tls, keys;
-  try {
-    listen = parseHostPort('listen', values.listen);
-    forward = values.forward ? parseHostPort('forward', values.forward) : undefined;
-    tls = parseTlsOptions(values);
-    keys = parseKeySource(values);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`qkd-tls server: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
-  }
+  const options = {
+    listen: { type: 'string' },
+    forward: { type: 'string' },
+    'max-connections': { type: 'string' },
+    once: { type: 'boolean' },
+    ...KEY_SOURCE_OPTION_SPEC,
+    ...TLS_OPTION_SPEC,
+  } as const;
+  const cli = parseCommandLine('server', argv, options, HELP, (values) => ({
+    listen: parseHostPort('listen', values.listen),
+    forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
+    tls: parseTlsOptions(values),
+    keys: parseKeySource(values),
+  }));
+  if ('exit' in cli) return cli.exit;
+  const { values } = cli;
+  const { listen, forward, tls, keys } = cli.plan;
   const maxConnections = values['max-connections'] ? Number(values['max-connections']) : 1000;
   const report = new Reporter(tls.json);
   const { json: _j, ...connOptions } = tls;

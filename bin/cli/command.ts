@@ -1,0 +1,42 @@
+/**
+ * The part every subcommand shares: parse the arguments, answer --help, turn the values into a plan, and
+ * report a usage error (exit code 2) the same way everywhere.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { UsageError } from './tls-options.js';
+
+type OptionsSpec = NonNullable<ParseArgsConfig['options']>;
+type ValuesOf<O extends OptionsSpec> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true }>>['values'];
+
+/**
+ * Parses `argv` for `qkd-tls <command>` (with `--help`/`-h` added), then runs `interpret`. Returns the exit
+ * code to use now (`{ exit }`: 0 after --help, 2 after a usage error), or the values and the interpretation.
+ */
+export function parseCommandLine<O extends OptionsSpec, T>(
+  command: string,
+  argv: string[],
+  options: O,
+  help: string,
+  interpret: (values: ValuesOf<O>) => T,
+): { exit: number } | { values: ValuesOf<O>; plan: T } {
+  let values: ValuesOf<O>;
+  try {
+    values = parseArgs({ args: argv, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true }).values as ValuesOf<O>;
+  } catch (e) {
+    process.stderr.write(`qkd-tls ${command}: ${(e as Error).message}\n\n${help}\n`);
+    return { exit: 2 };
+  }
+  if ((values as { help?: boolean }).help) {
+    process.stdout.write(help + '\n');
+    return { exit: 0 };
+  }
+  try {
+    return { values, plan: interpret(values) };
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`qkd-tls ${command}: ${e.message}\n`);
+      return { exit: 2 };
+    }
+    throw e;
+  }
+}
