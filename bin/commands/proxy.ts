@@ -42,7 +42,7 @@ Service:
 
 ${KEY_SOURCE_HELP}
 
-${TLS_OPTIONS_HELP.replace(/\n {2}--early-data[^\n]*\n/, '\n')}
+${TLS_OPTIONS_HELP.replace(/\n {2}--early-data[^\n]*\n(?: {10,}[^\n]*\n)*/, '\n')}
 
 What it logs (stderr): one line when each service starts listening, and exactly one line per connection
 when it ends, with the peer, the service, the PSK identity and key ID (never the key), the bytes each way
