@@ -90,7 +90,7 @@ export interface BenchSizes {
 export const SIZES: Readonly<Record<BenchSizes['name'], BenchSizes>> = {
   full: { name: 'full', handshakeMs: 2500, handshakeWarmupMs: 400, concurrency: 16, bulkMs: 2500, bulkWarmupMs: 500, idleConnections: 1000, idleConnectionsNoble: 1000, sansioMs: 1000, rounds: 3 },
   quick: { name: 'quick', handshakeMs: 500, handshakeWarmupMs: 100, concurrency: 16, bulkMs: 500, bulkWarmupMs: 300, idleConnections: 1000, idleConnectionsNoble: 500, sansioMs: 150, rounds: 1 },
-  tiny: { name: 'tiny', handshakeMs: 60, handshakeWarmupMs: 0, concurrency: 4, bulkMs: 80, bulkWarmupMs: 0, idleConnections: 12, idleConnectionsNoble: 12, sansioMs: 20, rounds: 1 },
+  tiny: { name: 'tiny', handshakeMs: 60, handshakeWarmupMs: 0, concurrency: 4, bulkMs: 80, bulkWarmupMs: 0, idleConnections: 100, idleConnectionsNoble: 100, sansioMs: 20, rounds: 1 },
 };
 
 /**

@@ -1,7 +1,7 @@
 /**
- * The benchmark runs end to end in its tiny configuration (a few handshakes, a short transfer, a dozen idle
+ * The benchmark runs end to end in its tiny configuration (a few handshakes, a short transfer, a hundred idle
  * connections) with both providers, and its output has the promised shape: every section present, every
- * figure and ratio a finite positive number, the targets derived from the rows, and the table, Markdown, SVG
+ * figure and ratio a finite positive number (memory: finite), the targets derived from the rows, and the table, Markdown, SVG
  * and the `qkd-tls bench --json` output well formed. No assertion here depends on how fast anything is.
  */
 import t from 'tap';
@@ -24,15 +24,18 @@ function checkReport(tt: Tap, report: BenchReport, providers: readonly string[],
   }
   let bad = 0;
   for (const r of report.rows) {
-    if (!finitePositive(r.qkd) || !finitePositive(r.reference) || !finitePositive(r.ratio)) {
+    // A memory figure is a difference of RSS readings: with the tiny run's few connections the garbage
+    // collector's noise can make it zero or negative, so only its finiteness is a property of the code.
+    const ok = r.section === 'memory' ? [r.qkd, r.reference, r.ratio].every(Number.isFinite) : finitePositive(r.qkd) && finitePositive(r.reference) && finitePositive(r.ratio);
+    if (!ok) {
       bad++;
       tt.fail(`${r.section} / ${r.metric} (${r.provider}): qkd ${r.qkd}, reference ${r.reference}, ratio ${r.ratio}`);
     }
-    if (Math.abs(r.ratio - r.qkd / r.reference) > 1e-9 * r.ratio) tt.fail(`${r.metric}: ratio is not qkd / reference`);
+    if (Math.abs(r.ratio - r.qkd / r.reference) > 1e-9 * Math.abs(r.ratio)) tt.fail(`${r.metric}: ratio is not qkd / reference`);
   }
   tt.equal(bad, 0, `all ${report.rows.length} rows have finite positive figures and ratios`);
   for (const c of report.targets) {
-    if (!finitePositive(c.ratio) || !finitePositive(c.goal) || typeof c.met !== 'boolean') tt.fail(`target ${c.target}: ${JSON.stringify(c)}`);
+    if (!Number.isFinite(c.ratio) || !finitePositive(c.goal) || typeof c.met !== 'boolean') tt.fail(`target ${c.target}: ${JSON.stringify(c)}`);
     if (c.met !== (c.atMost ? c.ratio <= c.goal : c.ratio >= c.goal)) tt.fail(`target ${c.target}: met does not follow from ratio and goal`);
   }
   tt.same(report.targets, checkTargets(report.rows), 'targets are derived from the rows');
