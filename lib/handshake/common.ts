@@ -52,9 +52,13 @@ export function groupId(name: GroupName): number {
   return NamedGroup[name];
 }
 
+const GROUP_BY_ID: ReadonlyMap<number, GroupName> = new Map(
+  (['x25519', 'secp256r1', 'secp384r1', 'X25519MLKEM768'] as const).map((g) => [NamedGroup[g], g]),
+);
+
+/** The group a NamedGroup value names, when it is one this stack can implement. */
 export function groupName(id: number): GroupName | undefined {
-  const n = nameOf(NamedGroup, id);
-  return n === 'x25519' || n === 'secp256r1' || n === 'secp384r1' || n === 'X25519MLKEM768' ? n : undefined;
+  return GROUP_BY_ID.get(id);
 }
 
 export const supportedVersionsServer = (): Extension =>

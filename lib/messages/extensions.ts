@@ -94,7 +94,7 @@ export class Extensions {
     if (data === undefined) return undefined;
     const r = new Reader(data);
     const v = decode(r);
-    r.expectEnd(nameOf(ExtensionType, type));
+    if (!r.atEnd) r.expectEnd(nameOf(ExtensionType, type));
     return v;
   }
 
