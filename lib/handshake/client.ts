@@ -32,15 +32,12 @@ import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_CLIENT_KEX_MODES,
-  DEFAULT_GROUPS,
-  DEFAULT_SUITES,
   type ClientOptions,
   type KexMode,
 } from '../connection/config.js';
 import type { EarlyDataStatus } from '../connection/events.js';
 import {
   alpnExtension,
-  checkRecordSizeLimit,
   computeBinder,
   deriveApplicationTraffic,
   deriveEarlyTraffic,
@@ -50,6 +47,7 @@ import {
   groupId,
   groupName,
   handshakeInfo,
+  resolveCommonOptions,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
@@ -70,12 +68,7 @@ interface ClientPlan {
 /** Builds and sends the first ClientHello (and 0-RTT data when asked); returns the first state. */
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
-  const configured = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
-  if (configured.length === 0) throw new TypeError('client: at least one cipher suite is required');
-  const modes = options.kexModes ?? DEFAULT_CLIENT_KEX_MODES;
-  if (modes.length === 0) throw new TypeError('client: at least one key-exchange mode is required');
-  const groups = options.groups ?? DEFAULT_GROUPS;
-  for (const g of groups) if (!crypto.group(g)) throw new TypeError(`client: group ${g} is not supported by the ${crypto.name} provider`);
+  const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES);
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
   const psks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
   if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
@@ -86,7 +79,6 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // pick the suite before the PSK, and a PSK-only handshake on a suite of another hash cannot complete (§4.2.11).
   const usable = (s: SuiteInfo): boolean => psks.some((p) => p.hash === s.hash);
   const suites = [...configured.filter(usable), ...configured.filter((s) => !usable(s))];
-  checkRecordSizeLimit('client', options.recordSizeLimit);
 
   const random = crypto.random(32);
   const compat = options.middleboxCompatibility ?? true;

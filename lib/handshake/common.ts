@@ -14,8 +14,8 @@ import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import type { EarlyDataStatus, HandshakeInfo } from '../connection/events.js';
-import type { KexMode } from '../connection/config.js';
-import type { SuiteInfo } from '../suites.js';
+import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../connection/config.js';
+import { SUITES, type SuiteInfo } from '../suites.js';
 import { identityText } from '../psk/types.js';
 
 /** binder = HMAC(finished_key(binder_key), Transcript-Hash(Truncate(ClientHello)) (§4.2.11.2). */
@@ -184,4 +184,21 @@ export function deriveApplicationTraffic(
   io.logSecret('SERVER_TRAFFIC_SECRET_0', clientRandom, sats);
   io.logSecret('EXPORTER_SECRET', clientRandom, ems);
   return { cats, sats, ems };
+}
+
+/** The options both sides validate the same way, with their defaults applied. */
+export function resolveCommonOptions(
+  side: 'client' | 'server',
+  crypto: CryptoProvider,
+  options: CommonOptions,
+  defaultModes: readonly KexMode[],
+): { suites: SuiteInfo[]; modes: readonly KexMode[]; groups: readonly GroupName[] } {
+  const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
+  if (suites.length === 0 || suites.some((s) => s === undefined)) throw new TypeError(`${side}: give at least one known cipher suite`);
+  const modes = options.kexModes ?? defaultModes;
+  if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
+  const groups = options.groups ?? DEFAULT_GROUPS;
+  for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
+  checkRecordSizeLimit(side, options.recordSizeLimit);
+  return { suites, modes, groups };
 }

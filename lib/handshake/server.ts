@@ -28,9 +28,7 @@ import { earlyDataSuiteName, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
-  DEFAULT_GROUPS,
   DEFAULT_SERVER_KEX_MODES,
-  DEFAULT_SUITES,
   type KexMode,
   type PskRequest,
   type ServerOptions,
@@ -38,7 +36,6 @@ import {
 import type { EarlyDataStatus } from '../connection/events.js';
 import {
   alpnExtension,
-  checkRecordSizeLimit,
   deriveApplicationTraffic,
   deriveEarlyTraffic,
   deriveHandshakeTraffic,
@@ -46,6 +43,7 @@ import {
   ExpectPostHandshake,
   groupId,
   handshakeInfo,
+  resolveCommonOptions,
   supportedVersionsServer,
   verifyBinder,
 } from './common.js';
@@ -68,14 +66,8 @@ interface ServerPlan {
 
 /** The first server state. */
 export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeState {
-  const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
-  if (suites.length === 0) throw new TypeError('server: at least one cipher suite is required');
-  const modes = options.kexModes ?? DEFAULT_SERVER_KEX_MODES;
-  if (modes.length === 0) throw new TypeError('server: at least one key-exchange mode is required');
-  const groups = options.groups ?? DEFAULT_GROUPS;
-  for (const g of groups) if (!io.crypto.group(g)) throw new TypeError(`server: group ${g} is not supported by the ${io.crypto.name} provider`);
+  const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES);
   const maxEarlyData = options.maxEarlyDataSize ?? 0;
-  checkRecordSizeLimit('server', options.recordSizeLimit);
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
 
