@@ -115,7 +115,8 @@ export function parseConfig(text: string, file: string, schema: ConfigSchema): C
     }
     const eq = line.indexOf('=');
     if (eq < 0) {
-      throw new ConfigError(file, lineNo, current.name, undefined, `expected "field = value" or "[service]", got "${truncate(line)}"`);
+      // The line is not quoted: it may be a key written with the wrong separator.
+      throw new ConfigError(file, lineNo, current.name, undefined, 'expected "field = value" or "[service]"');
     }
     const field = line.slice(0, eq).trim().toLowerCase();
     let value = line.slice(eq + 1).trim();

@@ -112,6 +112,8 @@ export class Etsi014ClientSource implements ClientKeySource {
       return n;
     };
     if (!options.peerSaeId) throw new TypeError('Etsi014ClientSource: peerSaeId (the TLS server SAE) is required');
+    // The SAE ID travels in every PSK identity: refuse one that cannot, now rather than on each connection.
+    encodeKeyIdIdentity({ keyId: '00000000-0000-0000-0000-000000000000', saeId: options.saeId });
     const lifetime = options.keyLifetimeMs ?? 60_000;
     if (!(lifetime > 0)) throw new RangeError(`Etsi014ClientSource: keyLifetimeMs must be positive (got ${lifetime})`);
     this.o = {

@@ -36,10 +36,11 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
       seen.add(identity);
       let hash: HashName = 'SHA-256';
       let priority = 0;
-      for (const f of rest) {
+      for (const [i, f] of rest.entries()) {
         if (f === 'SHA-256' || f === 'SHA-384') hash = f;
         else if (/^\d{1,9}$/.test(f)) priority = Number(f);
-        else throw new Error(`${where}: '${f}' is neither a hash (SHA-256, SHA-384) nor a priority`);
+        // The field is not quoted: it may be the second half of a key with a stray space.
+        else throw new Error(`${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
       }
       let secret: Uint8Array;
       try {

@@ -330,9 +330,9 @@ export class QkdTlsSocket extends Duplex {
       this.destroy(new Error('connection closed by the peer before the TLS handshake completed'));
       return;
     }
-    // EOF without close_notify: end the readable side as node:tls does.
+    // EOF without close_notify: end the readable side as node:tls does. (When our side has ended too, the
+    // socket closes by itself once what we queued — our last records, close_notify — has been sent.)
     if (!this.conn.peerClosed) this.push(null);
-    if (!this.conn.writable) this.socket.destroy();
   }
 
   private onDrain(): void {
