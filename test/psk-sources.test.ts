@@ -71,7 +71,8 @@ t.test('key files', async (t) => {
   );
   t.throws(() => parseKeyFile('a 00\nb zz\n', 'k.txt'), /k\.txt, line 2: the key is not hex/);
   t.throws(() => parseKeyFile('a 00\na 01\n', 'k.txt'), /line 2: identity 'a' appears twice/);
-  t.throws(() => parseKeyFile('a 00 MD5\n', 'k.txt'), /line 1: 'MD5' is neither/);
+  // The field is named by position, not quoted: it could be half of a key with a stray space.
+  t.throws(() => parseKeyFile('a 00 MD5\n', 'k.txt'), /line 1: field 3 is neither/);
   t.throws(() => parseKeyFile('lonely\n', 'k.txt'), /line 1: expected/);
   t.throws(() => parseKeyFile('# nothing\n', 'k.txt'), /no key/);
 
