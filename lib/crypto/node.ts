@@ -41,7 +41,7 @@ import {
   zeroSecret,
   type NistCurveSpec,
 } from './groups.js';
-import { aeadSpec, checkAeadCall, checkBytes, checkExpand, hashSpec, type AeadSpec } from './params.js';
+import { aeadSpec, type AeadSpec, checkAeadCall, checkBytes, checkExpand, checkSealInto, hashSpec } from './params.js';
 import type {
   Aead,
   AeadName,
@@ -187,20 +187,6 @@ function aeadDecipher(alg: OpenSslAead, key: Uint8Array, nonce: Uint8Array) {
   return alg === 'chacha20-poly1305'
     ? createDecipheriv(alg, key, nonce, { authTagLength: 16 })
     : createDecipheriv(alg, key, nonce, { authTagLength: 16 });
-}
-
-/** The argument checks of {@link Aead.sealInto}; returns the total plaintext length. */
-function checkSealInto(spec: AeadSpec, nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
-  checkAeadCall(spec, nonce, aad, out);
-  let total = 0;
-  for (const p of parts) {
-    checkBytes(p, `${spec.name} input`);
-    total += p.length;
-  }
-  if (!Number.isSafeInteger(offset) || offset < 0 || offset + total + spec.tagLength > out.length) {
-    throw new RangeError(`${spec.name}: sealInto needs ${total + spec.tagLength} bytes of room at offset ${offset} of a ${out.length}-byte buffer`);
-  }
-  return total;
 }
 
 class NodeAead implements Aead {

@@ -66,3 +66,17 @@ export function checkExpand(spec: HashSpec, prk: Uint8Array, info: Uint8Array, l
 export function checkBytes(b: unknown, what: string): asserts b is Uint8Array {
   if (!(b instanceof Uint8Array)) throw new TypeError(`${what}: expected a Uint8Array, got ${typeof b}`);
 }
+
+/** The argument checks of {@link Aead.sealInto}; returns the total plaintext length. */
+export function checkSealInto(spec: AeadSpec, nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
+  checkAeadCall(spec, nonce, aad, out);
+  let total = 0;
+  for (const p of parts) {
+    checkBytes(p, `${spec.name} input`);
+    total += p.length;
+  }
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + total + spec.tagLength > out.length) {
+    throw new RangeError(`${spec.name}: sealInto needs ${total + spec.tagLength} bytes of room at offset ${offset} of a ${out.length}-byte buffer`);
+  }
+  return total;
+}
