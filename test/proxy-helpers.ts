@@ -190,7 +190,18 @@ export function exchange(port: number, size: number, opts: { keep?: boolean; ms?
         const c = randomBytes(Math.min(chunk, size - sent));
         sentHash.update(c);
         sent += c.length;
-        if (!s.write(c)) await new Promise<void>((r) => (s.once('drain', r), s.once('close', r)));
+        if (!s.write(c)) {
+          // Wait for drain (or close), and leave no listener behind for the next round.
+          await new Promise<void>((resolve) => {
+            const done = (): void => {
+              s.off('drain', done);
+              s.off('close', done);
+              resolve();
+            };
+            s.once('drain', done);
+            s.once('close', done);
+          });
+        }
       }
       sentDigest = sentHash.digest('hex');
       if (!s.destroyed) s.end();
