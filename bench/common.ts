@@ -132,28 +132,30 @@ export async function asyncRate(op: () => Promise<void>, durationMs: number, war
  * processes compete for the cores (the benchmark machines are shared).
  */
 export function syncRate(op: () => void, durationMs: number): number {
-  const warm = performance.now() + Math.min(100, durationMs / 4);
-  while (performance.now() < warm) op();
-  let n = 0;
+  warmUp(op, durationMs);
   const cpu = process.cpuUsage();
-  const start = performance.now();
-  const end = start + durationMs;
-  let now = start;
-  do {
-    op();
-    n++;
-    now = performance.now();
-  } while (now < end);
+  const { n, elapsed } = timedLoop(op, durationMs);
   const used = process.cpuUsage(cpu);
   const seconds = (used.user + used.system) / 1e6;
   // The clock of cpuUsage is coarse; a very short run falls back to wall time.
-  return seconds >= 0.01 ? n / seconds : (n / (now - start)) * 1000;
+  return seconds >= 0.01 ? n / seconds : (n / elapsed) * 1000;
 }
 
 /** Runs `op` repeatedly for `durationMs` (after a short warm-up); returns operations per second of wall time. */
 export function wallRate(op: () => void, durationMs: number): number {
+  warmUp(op, durationMs);
+  const { n, elapsed } = timedLoop(op, durationMs);
+  return (n / elapsed) * 1000;
+}
+
+/** Runs `op` for a quarter of `durationMs` (at most 100 ms), so that the timed runs are of warm code. */
+function warmUp(op: () => void, durationMs: number): void {
   const warm = performance.now() + Math.min(100, durationMs / 4);
   while (performance.now() < warm) op();
+}
+
+/** Runs `op` as often as fits in `durationMs` of wall time: how many runs, in how many ms. */
+function timedLoop(op: () => void, durationMs: number): { n: number; elapsed: number } {
   let n = 0;
   const start = performance.now();
   const end = start + durationMs;
@@ -163,7 +165,7 @@ export function wallRate(op: () => void, durationMs: number): number {
     n++;
     now = performance.now();
   } while (now < end);
-  return (n / (now - start)) * 1000;
+  return { n, elapsed: now - start };
 }
 
 export function median(xs: readonly number[]): number {
