@@ -98,6 +98,34 @@ t.test('an injected random source is the one used', async (tt) => {
   tt.equal(q.name, 'node');
 });
 
+t.test('the default random source: pooled draws are fresh, distinct, owned and of any size', async (tt) => {
+  const q = createNodeProvider();
+  tt.equal(q.random(0).length, 0, 'zero bytes');
+  const seen = new Set<string>();
+  // More than one pool's worth (4 KiB) of 32-byte draws, so the pool is refilled on the way.
+  const draws: Uint8Array[] = [];
+  for (let i = 0; i < 300; i++) {
+    const r = q.random(32);
+    tt.ok(r.length === 32 && r.byteOffset === 0 && r.buffer.byteLength === 32, `draw ${i}: 32 bytes of its own`, { diagnostic: false });
+    seen.add(toHex(r));
+    draws.push(r);
+  }
+  tt.equal(seen.size, 300, '300 draws of 32 bytes are all different');
+  const snapshot = draws.map(toHex);
+  draws[0].fill(0); // a caller wiping its draw touches nothing else
+  tt.same(draws.slice(1).map(toHex), snapshot.slice(1), 'draws do not share memory');
+  tt.equal(q.random(5000).length, 5000, 'a draw larger than the pool');
+  tt.equal(q.random(1).length, 1, 'odd sizes');
+  tt.throws(() => q.random(-1), RangeError);
+  // Roughly uniform: over 9,600 random bytes every bit is set close to half the time.
+  const bytes = Buffer.concat(draws);
+  for (let bit = 0; bit < 8; bit++) {
+    let ones = 0;
+    for (const b of bytes) ones += (b >> bit) & 1;
+    tt.ok(Math.abs(ones / bytes.length - 0.5) < 0.05, `bit ${bit} set in ${ones} of ${bytes.length} bytes`);
+  }
+});
+
 t.test('many X25519 key pairs in a row complete', async (tt) => {
   const g = p.group('x25519')!;
   let agreed = 0;

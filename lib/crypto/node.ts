@@ -62,7 +62,7 @@ export interface NodeProviderOptions {
 
 /** Builds a node:crypto provider, optionally with an injected random source. */
 export function createNodeProvider(opts: NodeProviderOptions = {}): CryptoProvider {
-  const random: RandomSource = opts.random ?? ((n: number) => randomFillSync(new Uint8Array(n)));
+  const random: RandomSource = opts.random ?? pooledOpenSslRandom();
   return {
     name: 'node',
     hash: (name) => HASHES[hashSpec(name).name],
@@ -83,6 +83,32 @@ export function createNodeProvider(opts: NodeProviderOptions = {}): CryptoProvid
     random,
   };
 }
+
+/**
+ * OpenSSL's CSPRNG, drawn into a 4 KiB pool so that the handful of small draws of a handshake (randoms,
+ * key-share scalars, cookies) cost a copy rather than a native call each (~3 µs). Each draw is copied out and
+ * its bytes in the pool zeroed at once, so the pool never holds a value that has been handed out; large
+ * draws bypass the pool.
+ */
+function pooledOpenSslRandom(): RandomSource {
+  const pool = new Uint8Array(RANDOM_POOL_SIZE);
+  let at = pool.length;
+  return (n: number) => {
+    if (!Number.isInteger(n) || n < 0) throw new RangeError(`random: length must be a non-negative integer, got ${n}`);
+    if (n > RANDOM_POOL_MAX_DRAW) return randomFillSync(new Uint8Array(n));
+    if (at + n > pool.length) {
+      randomFillSync(pool);
+      at = 0;
+    }
+    const out = pool.slice(at, at + n);
+    pool.fill(0, at, at + n);
+    at += n;
+    return out;
+  };
+}
+
+const RANDOM_POOL_SIZE = 4096;
+const RANDOM_POOL_MAX_DRAW = 256;
 
 /** The node:crypto provider with OpenSSL's random source. */
 export const nodeProvider: CryptoProvider = createNodeProvider();
@@ -275,12 +301,14 @@ class NodeAead implements Aead {
  * (public) and ~40 µs (private, including OpenSSL's own public-key computation), while a PKCS#8 or
  * SPKI DER import goes through OpenSSL's generic decoder and costs ~80-400 µs. Node insists on an
  * `x` member in a private JWK but derives the public key from `d`, so a placeholder is passed.
- * Keys are never EXPORTED as JWK (exporting fresh X25519 keys as JWK in a loop can deadlock on Node
- * 20.20); our public key is computed as X25519(k, 9), the definition of the public key in RFC 7748 §6.1,
- * which yields the raw bytes directly.
+ *
+ * Our public key is then read back as the `x` of a public JWK export (~15 µs; computing X25519(k, 9)
+ * again would cost a second scalar multiplication, ~37 µs). Only keys imported here are ever exported:
+ * on Node 20.20, exporting a key made by `generateKeyPair*` as JWK can deadlock the process (gdb:
+ * ExportJWKEdKey holds the key's mutex while allocating the string; a GC triggered by that allocation
+ * runs the finished KeyGenJob's destructor, which takes the same mutex). An imported key has no KeyGenJob.
  */
 const X25519_JWK_PLACEHOLDER_X = Buffer.alloc(32).toString('base64url');
-const X25519_BASE_POINT = x25519PublicKey(Uint8Array.of(9, ...new Uint8Array(31)));
 
 function x25519PrivateKey(raw: Uint8Array): KeyObject {
   const d = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
@@ -292,9 +320,12 @@ function x25519PublicKey(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x }, format: 'jwk' });
 }
 
-/** Our raw public key: X25519(k, 9) (RFC 7748 §6.1). */
+/** Our raw public key, as OpenSSL computed it when the private key was imported (RFC 7748 §6.1: X25519(k, 9)). */
 function x25519PublicBytes(priv: KeyObject): Uint8Array {
-  return view(diffieHellman({ privateKey: priv, publicKey: X25519_BASE_POINT }));
+  const { x } = createPublicKey(priv).export({ format: 'jwk' });
+  const raw = typeof x === 'string' ? Buffer.from(x, 'base64url') : undefined;
+  if (!raw || raw.length !== X25519_SPEC.shareLength) throw new Error('X25519: OpenSSL returned no 32-byte public key');
+  return copyBytes(raw);
 }
 
 /**
