@@ -25,6 +25,9 @@ import type { Psk } from '../psk/types.js';
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 
+/** How long a destroyed connection's socket may take to flush what was queued (a final alert, close_notify). */
+const CLOSE_GRACE_MS = 2000;
+
 export interface TransportOptions {
   /**
    * The cryptography backend. Default: Node's native crypto (fast), unless the environment variable
@@ -307,7 +310,10 @@ export class QkdTlsSocket extends Duplex {
         // was already ended but is still flushing; a peer that never closes its side must not keep the
         // socket around, though.
         if (s.writable) s.end();
-        setTimeout(() => s.destroy(), 2000).unref();
+        // Cleared as soon as the socket closes: a pending timer would keep the socket, this TLS socket and
+        // its connection reachable for the whole grace period (thousands of them under load).
+        const timer = setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();
+        s.once('close', () => clearTimeout(timer));
       } else s.destroy();
     }
     const pending = this.pendingWrite;
@@ -332,7 +338,7 @@ export class QkdTlsSocket extends Duplex {
     }
     // EOF without close_notify: end the readable side as node:tls does. (When our side has ended too, the
     // socket closes by itself once what we queued — our last records, close_notify — has been sent.)
-    if (!this.conn.peerClosed) this.push(null);
+    if (!this.conn.peerClosed) this.endReadable();
   }
 
   private onDrain(): void {
@@ -371,7 +377,7 @@ export class QkdTlsSocket extends Duplex {
           this.resolvePsks(ev.request);
           break;
         case 'end':
-          this.push(null);
+          this.endReadable();
           break;
         case 'key-update':
           this.emit('keyUpdate', ev.direction);
@@ -382,6 +388,16 @@ export class QkdTlsSocket extends Duplex {
       }
     }
     return flushed;
+  }
+
+  /**
+   * Ends the readable side. Like net.Socket, 'end' is emitted even when the application never reads: with
+   * nothing buffered, read(0) completes the end at once (push(null) alone waits for a reader, and a server
+   * that only writes would keep every closed connection forever).
+   */
+  private endReadable(): void {
+    this.push(null);
+    this.read(0);
   }
 
   private afterConnected(): void {

@@ -1,0 +1,97 @@
+/**
+ * The Node transport's connection lifecycle: closed connections are released, whatever the application
+ * does with the readable side. (Found by the benchmark: a server that only writes kept every connection
+ * its clients had closed, because 'end' waited for a reader that never came.)
+ */
+import t from 'tap';
+import { once } from 'node:events';
+import * as v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { connect, createServer, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { makePsk } from './helpers/pair.js';
+
+const psk = makePsk('transport-lifecycle');
+const GREETING = Uint8Array.of(0x2a);
+
+/** A server that greets each client and never reads; destroys its socket on 'end'. */
+async function writeOnlyServer(): Promise<{ server: QkdTlsServer; port: number; ended: () => number }> {
+  let ended = 0;
+  const server = createServer({ psks: [psk] }, (s) => {
+    s.on('error', () => {});
+    s.on('end', () => {
+      ended++;
+      s.destroy();
+    });
+    s.write(GREETING);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { server, port: server.address().port, ended: () => ended };
+}
+
+/** Resolves once `cond` holds, polling every 10 ms, failing after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+for (const how of ['destroy', 'end'] as const) {
+  t.test(`a server that never reads sees 'end' and releases connections its clients ${how === 'end' ? 'ended (close_notify)' : 'destroyed (TCP close only)'}`, async (tt) => {
+    const { server, port, ended } = await writeOnlyServer();
+    const N = 20;
+    for (let i = 0; i < N; i++) {
+      const c: QkdTlsSocket = connect({ host: '127.0.0.1', port, psks: [psk] });
+      c.on('error', () => {});
+      await once(c, 'data');
+      if (how === 'destroy') c.destroy();
+      else c.end();
+      if (how === 'end') {
+        // The client keeps reading until the server's side closes too.
+        c.resume();
+        await once(c, 'close');
+      }
+    }
+    await until(() => ended() === N && server.connections === 0, 5000, `${N} server-side 'end' events and no open connections`);
+    tt.equal(ended(), N, `'end' on every server socket`);
+    tt.equal(server.connections, 0, 'no connection left open on the server');
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+}
+
+t.test('a destroyed client socket closes as soon as the peer closes, and nothing keeps it reachable afterwards', async (tt) => {
+  const { server, port } = await writeOnlyServer();
+  const gc = forceGc();
+  const refs: WeakRef<object>[] = [];
+  const closeOne = async () => {
+    const c = connect({ host: '127.0.0.1', port, psks: [psk] });
+    c.on('error', () => {});
+    await once(c, 'data');
+    refs.push(new WeakRef(c), new WeakRef(c.socket));
+    const started = Date.now();
+    c.destroy();
+    await once(c.socket, 'close');
+    // The grace period for flushing is 2 s; the peer closes its side at once, so the socket closes well before.
+    tt.ok(Date.now() - started < 1500, `underlying socket closed after ${Date.now() - started} ms`);
+  };
+  await closeOne();
+  await until(() => server.connections === 0, 5000, 'the server to release the connection');
+  // A pending grace timer would keep the socket, the TLS socket and its connection reachable for 2 s.
+  await new Promise((r) => setImmediate(r));
+  gc();
+  await new Promise((r) => setImmediate(r));
+  gc();
+  tt.ok(
+    refs.every((r) => r.deref() === undefined),
+    'the TLS socket and its TCP socket are garbage once closed',
+  );
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+/** global.gc, enabled at run time if the process was started without --expose-gc. */
+function forceGc(): () => void {
+  v8.setFlagsFromString('--expose-gc');
+  return runInNewContext('gc') as () => void;
+}
