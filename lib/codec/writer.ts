@@ -81,8 +81,11 @@ export class Writer {
     return this;
   }
 
-  /** The bytes written so far (a fresh copy trimmed to length). */
+  /**
+   * The bytes written so far, owned by the caller: the buffer itself when the writer was sized exactly
+   * (any later write would move to a new buffer, so the result never changes), else a trimmed copy.
+   */
   finish(): Uint8Array {
-    return this.buf.slice(0, this.pos);
+    return this.pos === this.buf.length ? this.buf : this.buf.slice(0, this.pos);
   }
 }

@@ -502,7 +502,7 @@ class ProxiedConnection {
       if (!dst.write(chunk)) src.pause();
     });
     dst.on('drain', () => src.resume());
-    src.once('end', () => {
+    const onEnd = (): void => {
       // A TLS stream that ends without close_notify was cut (RFC 8446 §6.1: truncation), not closed.
       if (src === this.tls && !this.tls.connection?.peerClosed) {
         this.fail(srcSide, 'the TLS connection ended without close_notify (truncated)');
@@ -511,7 +511,12 @@ class ProxiedConnection {
       if (dir === 'up') this.upEnded = true;
       else this.downEnded = true;
       dst.end();
-    });
+    };
+    // Like a net.Socket, the TLS socket emits 'end' as soon as the peer has closed and nothing is buffered,
+    // even before anyone reads: a client that closes right after its Finished has ended before the backend
+    // connection (and this pipe) exists.
+    if (src.readableEnded) onEnd();
+    else src.once('end', onEnd);
     src.once('close', () => {
       const ended = dir === 'up' ? this.upEnded : this.downEnded;
       if (!ended) this.fail(srcSide, 'the connection closed unexpectedly');
