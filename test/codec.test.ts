@@ -37,6 +37,11 @@ t.test('Writer: integers big-endian, vectors with back-patched lengths', async (
   const a = w.finish();
   a[0] = 0;
   t.equal(w.finish()[0], 0xff, 'finish returns a copy');
+  const exact = new Writer(2).u16(0x0102);
+  const e = exact.finish();
+  e[0] = 9;
+  t.equal(toHex(exact.finish()), '0102', 'finish returns a copy when the writer is exactly full too');
+  t.equal(toHex(new Writer(0).u8(7).u16(0x0809).finish()), '070809', 'a writer made with capacity 0 grows');
 });
 
 t.test('Writer: nested vectors, each length patched at its own width', async (t) => {

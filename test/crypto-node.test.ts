@@ -101,28 +101,29 @@ t.test('an injected random source is the one used', async (tt) => {
 t.test('the default random source: pooled draws are fresh, distinct, owned and of any size', async (tt) => {
   const q = createNodeProvider();
   tt.equal(q.random(0).length, 0, 'zero bytes');
-  const seen = new Set<string>();
-  // More than one pool's worth (4 KiB) of 32-byte draws, so the pool is refilled on the way.
+  // Several pools' worth (1 KiB each) of draws of mixed sizes, so that refills drop a tail of every length
+  // and both sides of the largest pooled draw (256 bytes) are taken.
+  const sizes = [32, 33, 1, 100, 256, 257, 48, 7, 255, 12];
   const draws: Uint8Array[] = [];
-  for (let i = 0; i < 300; i++) {
-    const r = q.random(32);
-    tt.ok(r.length === 32 && r.byteOffset === 0 && r.buffer.byteLength === 32, `draw ${i}: 32 bytes of its own`, { diagnostic: false });
-    seen.add(toHex(r));
-    draws.push(r);
-  }
-  tt.equal(seen.size, 300, '300 draws of 32 bytes are all different');
+  for (let i = 0; i < 300; i++) draws.push(q.random(sizes[i % sizes.length]));
+  tt.ok(
+    draws.every((r, i) => r.length === sizes[i % sizes.length] && r.byteOffset === 0 && r.buffer.byteLength === r.length),
+    'every draw has the size asked for, in a buffer of its own',
+  );
+  const prefixes = new Set(draws.filter((r) => r.length >= 7).map((r) => toHex(r.subarray(0, 7))));
+  tt.equal(prefixes.size, draws.filter((r) => r.length >= 7).length, 'no two draws share their first 7 bytes (no byte is handed out twice)');
   const snapshot = draws.map(toHex);
   draws[0].fill(0); // a caller wiping its draw touches nothing else
   tt.same(draws.slice(1).map(toHex), snapshot.slice(1), 'draws do not share memory');
   tt.equal(q.random(5000).length, 5000, 'a draw larger than the pool');
-  tt.equal(q.random(1).length, 1, 'odd sizes');
   tt.throws(() => q.random(-1), RangeError);
-  // Roughly uniform: over 9,600 random bytes every bit is set close to half the time.
-  const bytes = Buffer.concat(draws);
+  tt.throws(() => q.random(1.5), RangeError);
+  // Roughly uniform: over ~30,000 random bytes every bit is set close to half the time (6 sigma is ~0.017).
+  const bytes = Buffer.concat(draws.slice(1));
   for (let bit = 0; bit < 8; bit++) {
     let ones = 0;
     for (const b of bytes) ones += (b >> bit) & 1;
-    tt.ok(Math.abs(ones / bytes.length - 0.5) < 0.05, `bit ${bit} set in ${ones} of ${bytes.length} bytes`);
+    tt.ok(Math.abs(ones / bytes.length - 0.5) < 0.02, `bit ${bit} set in ${ones} of ${bytes.length} bytes`);
   }
 });
 

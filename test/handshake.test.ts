@@ -934,3 +934,33 @@ t.test("a client's alert after the ServerHello reaches the server (handshake key
     t.equal(p.error('server')?.remote, true, `${c.name}: received by the server`);
   }
 });
+
+t.test('the randomness a key share is made from is wiped once the group has its private key', async (tt) => {
+  for (const crypto of PROVIDERS) {
+    for (const groupName of ['x25519', 'secp256r1', 'secp384r1'] as const) {
+      const given: Uint8Array[] = [];
+      // The same provider, with groups that record the randomness they are handed.
+      const spying: CryptoProvider = {
+        ...crypto,
+        group: (name) => {
+          const g = crypto.group(name);
+          if (!g) return g;
+          return {
+            name: g.name,
+            randomLength: g.randomLength,
+            start: (r) => (given.push(r), g.start(r)),
+            respond: (share, r) => (given.push(r), g.respond(share, r)),
+          };
+        },
+      };
+      const psk = makePsk(`wipe-${groupName}`);
+      const p = handshake({ crypto: spying, psks: [psk], kexModes: ['psk_dhe_ke'], groups: [groupName] }, { crypto: spying, psks: [psk], kexModes: ['psk_dhe_ke'], groups: [groupName] });
+      assertConnected(tt, p, `${crypto.name} ${groupName}`);
+      tt.equal(given.length, 2, `${crypto.name} ${groupName}: a client and a server share were made`);
+      tt.ok(
+        given.every((r) => r.every((b) => b === 0)),
+        `${crypto.name} ${groupName}: both randomness arrays are zero after the handshake`,
+      );
+    }
+  }
+});

@@ -122,6 +122,24 @@ t.test('500 concurrent connections of random sizes, every byte intact (echo)', a
   t.equal(pair.client.stats().active, 0);
 });
 
+t.test('a client that sends nothing and closes at once: its end reaches the backend, which was not connected yet', async (t) => {
+  // The client's close_notify follows its Finished, so the server proxy's TLS side has ended before its
+  // connection to the backend exists; that end must still be passed on (FIN to the backend, FIN back).
+  const b = await backend(t, echo);
+  const pair = await proxyPair(t, b.port);
+  const results = await Promise.all(Array.from({ length: 10 }, () => exchange(pair.port, 0, { ms: 10_000 })));
+  t.ok(
+    results.every((r) => !r.error && r.received === 0),
+    'every empty exchange ended cleanly',
+  );
+  await pair.serverLog.waitFor(() => pair.serverLog.records.length === 10, 10_000);
+  t.same(
+    pair.serverLog.records.map((r) => r.end),
+    Array(10).fill('closed'),
+    'server proxy: all 10 "closed"',
+  );
+});
+
 t.test('half-close: the backend answers only after our end, and we still receive its answer', async (t) => {
   const b = await backend(t, (s) => {
     let got = '';

@@ -45,19 +45,19 @@ for (const how of ['destroy', 'end'] as const) {
     for (let i = 0; i < N; i++) {
       const c: QkdTlsSocket = connect({ host: '127.0.0.1', port, psks: [psk] });
       c.on('error', () => {});
-      await once(c, 'data');
+      await once(c, 'data', { signal: AbortSignal.timeout(5000) });
       if (how === 'destroy') c.destroy();
       else c.end();
       if (how === 'end') {
         // The client keeps reading until the server's side closes too.
         c.resume();
-        await once(c, 'close');
+        await once(c, 'close', { signal: AbortSignal.timeout(5000) });
       }
     }
     await until(() => ended() === N && server.connections === 0, 5000, `${N} server-side 'end' events and no open connections`);
     tt.equal(ended(), N, `'end' on every server socket`);
     tt.equal(server.connections, 0, 'no connection left open on the server');
-    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await closeServer(server);
   });
 }
 
@@ -68,11 +68,11 @@ t.test('a destroyed client socket closes as soon as the peer closes, and nothing
   const closeOne = async () => {
     const c = connect({ host: '127.0.0.1', port, psks: [psk] });
     c.on('error', () => {});
-    await once(c, 'data');
+    await once(c, 'data', { signal: AbortSignal.timeout(5000) });
     refs.push(new WeakRef(c), new WeakRef(c.socket));
     const started = Date.now();
     c.destroy();
-    await once(c.socket, 'close');
+    await once(c.socket, 'close', { signal: AbortSignal.timeout(5000) });
     // The grace period for flushing is 2 s; the peer closes its side at once, so the socket closes well before.
     tt.ok(Date.now() - started < 1500, `underlying socket closed after ${Date.now() - started} ms`);
   };
@@ -87,11 +87,21 @@ t.test('a destroyed client socket closes as soon as the peer closes, and nothing
     refs.every((r) => r.deref() === undefined),
     'the TLS socket and its TCP socket are garbage once closed',
   );
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  await closeServer(server);
 });
 
-/** global.gc, enabled at run time if the process was started without --expose-gc. */
+/** global.gc when the process has it (--expose-gc), else enabled at run time through V8's flags. */
 function forceGc(): () => void {
+  const existing = (globalThis as { gc?: () => void }).gc;
+  if (existing) return existing;
   v8.setFlagsFromString('--expose-gc');
   return runInNewContext('gc') as () => void;
+}
+
+/** Stops the server; connections a failed test left open are destroyed so that the test ends at once. */
+function closeServer(server: QkdTlsServer): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.destroyAll();
+  });
 }

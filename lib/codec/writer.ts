@@ -16,7 +16,7 @@ export class Writer {
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
-    let cap = this.buf.length * 2;
+    let cap = Math.max(16, this.buf.length * 2); // a writer made with capacity 0 must still grow
     while (cap < this.pos + n) cap *= 2;
     const next = new Uint8Array(cap);
     next.set(this.buf.subarray(0, this.pos));
@@ -81,11 +81,8 @@ export class Writer {
     return this;
   }
 
-  /**
-   * The bytes written so far, owned by the caller: the buffer itself when the writer was sized exactly
-   * (any later write would move to a new buffer, so the result never changes), else a trimmed copy.
-   */
+  /** The bytes written so far (a fresh copy trimmed to length). */
   finish(): Uint8Array {
-    return this.pos === this.buf.length ? this.buf : this.buf.slice(0, this.pos);
+    return this.buf.slice(0, this.pos);
   }
 }

@@ -73,7 +73,10 @@ export interface ClientKeyShare {
  */
 export interface KeyExchangeGroup {
   readonly name: GroupName;
-  /** How many random bytes {@link start} and {@link respond} consume. */
+  /**
+   * How many random bytes {@link start} and {@link respond} consume. A group never keeps the `randomness`
+   * array it is given (it copies what it needs), so the caller can and should wipe it afterwards.
+   */
   readonly randomLength: number;
   /** Client: start an exchange using `randomness` (exactly {@link randomLength} bytes) as private key material. */
   start(randomness: Uint8Array): ClientKeyShare;

@@ -14,7 +14,7 @@
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
-import type { ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
+import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
 import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
@@ -88,7 +88,7 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   const shares = shareGroups.map((g) => {
     const group = crypto.group(g);
     if (!group || !groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
-    return group.start(crypto.random(group.randomLength));
+    return startShare(crypto, group);
   });
 
   const plan: ClientPlan = {
@@ -264,7 +264,7 @@ class ExpectServerHello implements HandshakeState {
       }
       const group = this.plan.crypto.group(name)!;
       for (const s of this.shares) s.destroy();
-      newShares = [group.start(this.plan.crypto.random(group.randomLength))];
+      newShares = [startShare(this.plan.crypto, group)];
     } else if (hrr.cookie === undefined) {
       // §4.1.4: an HRR that would not change the ClientHello is illegal_parameter.
       throw new TlsError('HelloRetryRequestUseless', 'HelloRetryRequest changes nothing in the ClientHello');
@@ -380,6 +380,16 @@ interface NegotiatedClient {
   readonly helloRetry: boolean;
   /** Whether our write keys are already the handshake keys. */
   handshakeWriteKeys: boolean;
+}
+
+/** §4.2.8: a key share from fresh randomness, wiped once the group has taken its private key from it. */
+function startShare(crypto: CryptoProvider, group: KeyExchangeGroup): ClientKeyShare {
+  const randomness = crypto.random(group.randomLength);
+  try {
+    return group.start(randomness);
+  } finally {
+    wipe(randomness);
+  }
 }
 
 function destroyNegotiated(n: NegotiatedClient): void {

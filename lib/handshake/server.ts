@@ -270,9 +270,14 @@ function respond(
   const random = crypto.random(32);
   if (sel.kex === 'psk_dhe_ke') {
     const group = crypto.group(sel.group!)!;
-    const r = group.respond(sel.clientShare!.keyExchange, crypto.random(group.randomLength));
-    serverShare = r.share;
-    shared = r.sharedSecret;
+    const randomness = crypto.random(group.randomLength);
+    try {
+      const r = group.respond(sel.clientShare!.keyExchange, randomness);
+      serverShare = r.share;
+      shared = r.sharedSecret;
+    } finally {
+      wipe(randomness); // the group keeps its own copy of the private key only as long as it needs it
+    }
   }
   // Extension order as in RFC 8448: pre_shared_key, key_share, supported_versions.
   const shExtensions: Extension[] = [ext(E.pre_shared_key, (w) => w.u16(index))];

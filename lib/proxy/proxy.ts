@@ -517,10 +517,13 @@ class ProxiedConnection {
     // connection (and this pipe) exists.
     if (src.readableEnded) onEnd();
     else src.once('end', onEnd);
-    src.once('close', () => {
+    const onClose = (): void => {
       const ended = dir === 'up' ? this.upEnded : this.downEnded;
       if (!ended) this.fail(srcSide, 'the connection closed unexpectedly');
-    });
+    };
+    // The same for a source already torn down: its 'close' may be behind us too.
+    if (src.destroyed) onClose();
+    else src.once('close', onClose);
   }
 
   /** A TLS socket error: during the handshake it is a handshake (or key) failure, after it an abort. */
