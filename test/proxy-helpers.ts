@@ -25,6 +25,19 @@ export function staticKeys(psks: readonly Psk[] = [PSK]): ProxyKeySource {
   return { clientPsks: async () => psks, server: psks, description: 'static test PSK' };
 }
 
+/**
+ * Calls `onEnd` when the socket's peer ended its stream, `onError` when the connection failed — also when Node
+ * reports a reset as an end: Node 20's libuv does so if the RST arrives while received data is still unread.
+ * A zero-byte write, possible while our side is open, asks the kernel: it fails on a reset connection.
+ */
+export function onEndOrError(s: net.Socket, onEnd: () => void, onError: (e: Error) => void): void {
+  s.once('error', onError);
+  s.once('end', () => {
+    if (s.writableEnded) onEnd();
+    else s.write(new Uint8Array(0), (e) => (e ? undefined : onEnd())); // a failed write also emits 'error'
+  });
+}
+
 /** Collects what a proxy logs; `waitFor` resolves once a record matches (or rejects after `ms`). */
 export function collector() {
   const records: ConnectionRecord[] = [];
@@ -178,11 +191,14 @@ export function exchange(port: number, size: number, opts: { keep?: boolean; ms?
       recvHash.update(d);
       if (opts.keep) kept.push(d);
     });
-    s.once('end', () => {
-      s.end();
-      finish();
-    });
-    s.once('error', (e) => finish(e.message));
+    onEndOrError(
+      s,
+      () => {
+        s.end();
+        finish();
+      },
+      (e) => finish(e.message),
+    );
     s.once('connect', async () => {
       const chunk = opts.chunk ?? 256 * 1024;
       let sent = 0;

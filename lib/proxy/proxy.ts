@@ -502,15 +502,17 @@ class ProxiedConnection {
       if (!dst.write(chunk)) src.pause();
     });
     dst.on('drain', () => src.resume());
-    const onEnd = (): void => {
-      // A TLS stream that ends without close_notify was cut (RFC 8446 §6.1: truncation), not closed.
-      if (src === this.tls && !this.tls.connection?.peerClosed) {
-        this.fail(srcSide, 'the TLS connection ended without close_notify (truncated)');
-        return;
-      }
+    const passEndOn = (): void => {
       if (dir === 'up') this.upEnded = true;
       else this.downEnded = true;
       dst.end();
+    };
+    const onEnd = (): void => {
+      if (src === this.tls) {
+        // A TLS stream that ends without close_notify was cut (RFC 8446 §6.1: truncation), not closed.
+        if (!this.tls.connection?.peerClosed) this.fail(srcSide, 'the TLS connection ended without close_notify (truncated)');
+        else passEndOn();
+      } else confirmNotReset(src as net.Socket, passEndOn, (e) => this.fail(srcSide, `the connection was reset (${e.message})`));
     };
     // Like a net.Socket, the TLS socket emits 'end' as soon as the peer has closed and nothing is buffered,
     // even before anyone reads: a client that closes right after its Finished has ended before the backend
@@ -593,6 +595,24 @@ class ProxiedConnection {
       ...outcome,
     });
   }
+}
+
+const NO_BYTES = new Uint8Array(0);
+
+/**
+ * Runs `then` once a plain TCP socket that reported the end of its stream is known not to have been reset.
+ *
+ * Node 20's libuv reports a reset as a clean end of stream when the RST arrives while received data is still
+ * unread (it takes a short read after POLLHUP for end of file without asking the kernel; libuv issue 2319,
+ * changed upstream in 2026): a peer that aborted would pass for one that finished, and its truncated stream
+ * would be closed cleanly on the other side. A write of zero bytes tells the two apart: on a half-closed
+ * connection it succeeds; on a reset one it fails (ECONNRESET or EPIPE) and `onReset` runs instead. Once
+ * our own side has ended the socket cannot be written; the end is then taken as it is.
+ */
+function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
+  if (socket.writableEnded) return then();
+  if (socket.destroyed) return; // torn down by a failure, already reported
+  socket.write(NO_BYTES, (e) => (e ? onReset(e) : then()));
 }
 
 /** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
