@@ -225,7 +225,7 @@ export function exchange(port: number, size: number, opts: { keep?: boolean; ms?
   });
 }
 
-/** A `qkd-tls proxy` child process whose stderr lines (JSON with --json) are collected. */
+/** A `qkd-tls` child process (`proxy`, `server`, ...) whose stderr lines (JSON with --json) are collected. */
 export interface SpawnedProxy {
   readonly child: ChildProcess;
   readonly lines: string[];
@@ -237,8 +237,13 @@ export interface SpawnedProxy {
   ports: Record<string, number>;
 }
 
-export async function spawnProxy(tt: Teardown, args: string[], opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<SpawnedProxy> {
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
+export function spawnProxy(tt: Teardown, args: string[], opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<SpawnedProxy> {
+  return spawnCli(tt, 'proxy', args, opts);
+}
+
+/** Runs `qkd-tls COMMAND ...args` and follows what it reports on stderr (JSON lines, or `{ text }`). */
+export async function spawnCli(tt: Teardown, command: string, args: string[], opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<SpawnedProxy> {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), CLI, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   const lines: string[] = [];
   const parsed: Record<string, unknown>[] = [];
   const waiters = new Set<{ pred: (o: Record<string, unknown>) => boolean; resolve: (o: Record<string, unknown>) => void }>();
@@ -284,7 +289,7 @@ export async function spawnProxy(tt: Teardown, args: string[], opts: { env?: Nod
         if (!waiters.has(w)) return;
         waiters.delete(w);
         clearTimeout(timer);
-        reject(new Error(`the proxy exited (code ${code}) before a matching line; stderr:\n${lines.join('\n')}`));
+        reject(new Error(`qkd-tls ${command} exited (code ${code}) before a matching line; stderr:\n${lines.join('\n')}`));
       });
     });
   };

@@ -6,6 +6,7 @@
  */
 import * as net from 'node:net';
 import { createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
+import { confirmNotReset, resetSocket } from '../../lib/transport/tcp-end.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
@@ -94,15 +95,50 @@ export async function run(argv: string[]): Promise<number> {
   });
 }
 
-/** Pipes a TLS socket to a new TCP connection to `backend`, both ways, passing half-closes through. */
+/**
+ * Relays a TLS socket to a new TCP connection to `backend`, both ways with backpressure. A clean end goes
+ * across, each direction on its own (close_notify ⇄ FIN, RFC 8446 §6.1); an abort (the TLS connection cut
+ * without close_notify, a reset or an error on either side) resets the TCP side and cuts the TLS side, so
+ * that neither end takes a truncated stream for a complete one. (`qkd-tls proxy --role server` does the same
+ * with timeouts, limits and a log line per connection.)
+ */
 function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, report: Reporter): void {
+  const where = `backend ${backend.host}:${backend.port}`;
   const tcp = net.connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
-  tls.pipe(tcp);
-  tcp.pipe(tls);
-  tcp.on('error', (e) => {
-    report.failure(new Error(`backend ${backend.host}:${backend.port}: ${e.message}`));
+  let clientEnded = false;
+  let backendEnded = false;
+  let aborted = false;
+  const abort = (why: string): void => {
+    if (aborted) return;
+    aborted = true;
+    report.failure(new Error(why));
     tls.destroy();
+    resetSocket(tcp);
+  };
+  tls.pipe(tcp, { end: false });
+  tcp.pipe(tls, { end: false });
+  tls.on('end', () => {
+    if (!tls.connection?.peerClosed) return abort('the client cut the TLS connection without close_notify (truncated)');
+    clientEnded = true;
+    tcp.end();
   });
-  tls.on('error', () => tcp.destroy());
-  tls.on('close', () => tcp.destroy());
+  tcp.on('end', () =>
+    confirmNotReset(
+      tcp,
+      () => {
+        backendEnded = true;
+        tls.end();
+      },
+      (e) => abort(`${where}: reset (${e.message})`),
+    ),
+  );
+  tcp.on('error', (e) => abort(`${where}: ${e.message}`));
+  // The TLS socket's own errors are reported by the server ('socketError'); here they only end the relay.
+  tls.on('error', () => {
+    aborted = true;
+    resetSocket(tcp);
+  });
+  tls.on('close', () => {
+    if (!(clientEnded && backendEnded)) resetSocket(tcp);
+  });
 }

@@ -40,6 +40,7 @@ import {
   type QkdTlsSocket,
   type ServerTransportOptions,
 } from '../transport/node.js';
+import { confirmNotReset, resetSocket } from '../transport/tcp-end.js';
 import { type ConnectionEnd, type ConnectionRecord, type ProxyLogger, silentLogger } from './log.js';
 
 export type { ConnectionEnd, ConnectionRecord, ProxyLogger } from './log.js';
@@ -595,31 +596,6 @@ class ProxiedConnection {
       ...outcome,
     });
   }
-}
-
-const NO_BYTES = new Uint8Array(0);
-
-/**
- * Runs `then` once a plain TCP socket that reported the end of its stream is known not to have been reset.
- *
- * Node 20's libuv reports a reset as a clean end of stream when the RST arrives while received data is still
- * unread (it takes a short read after POLLHUP for end of file without asking the kernel; libuv issue 2319,
- * changed upstream in 2026): a peer that aborted would pass for one that finished, and its truncated stream
- * would be closed cleanly on the other side. A write of zero bytes tells the two apart: on a half-closed
- * connection it succeeds; on a reset one it fails (ECONNRESET or EPIPE) and `onReset` runs instead. Once
- * our own side has ended the socket cannot be written; the end is then taken as it is.
- */
-function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
-  if (socket.writableEnded) return then();
-  if (socket.destroyed) return; // torn down by a failure, already reported
-  socket.write(NO_BYTES, (e) => (e ? onReset(e) : then()));
-}
-
-/** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
-function resetSocket(s: net.Socket): void {
-  if (s.destroyed) return;
-  if (s.connecting) s.destroy();
-  else s.resetAndDestroy();
 }
 
 function hostPort(host: string, port: number): string {

@@ -1,0 +1,32 @@
+/**
+ * How a plain TCP connection ended, and how to end one so that the peer cannot mistake it: the pieces that
+ * the proxy and `qkd-tls server --forward` use to carry a clean close and an abort from one side to the other.
+ */
+import type * as net from 'node:net';
+
+/**
+ * Runs `then` once a TCP socket that reported the end of its stream is known not to have been reset, or
+ * `onReset` if it was.
+ *
+ * Node 20's libuv reports a reset as a clean end of stream when the RST arrives while received data is still
+ * unread (it takes a short read after POLLHUP for end of file without asking the kernel; libuv issue 2319,
+ * changed upstream in 2026): a peer that aborted would pass for one that finished, and its truncated stream
+ * would be closed cleanly on the other side. A write of zero bytes tells the two apart: on a half-closed
+ * connection it succeeds; on a reset one it fails (ECONNRESET or EPIPE). Once our own side has ended the
+ * socket cannot be written; the end is then taken as it is. Nothing runs for a socket already destroyed
+ * (whoever destroyed it reported why).
+ */
+export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
+  if (socket.writableEnded) return then();
+  if (socket.destroyed) return;
+  socket.write(NO_BYTES, (e) => (e ? onReset(e) : then()));
+}
+
+/** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
+export function resetSocket(s: net.Socket): void {
+  if (s.destroyed) return;
+  if (s.connecting) s.destroy();
+  else s.resetAndDestroy();
+}
+
+const NO_BYTES = new Uint8Array(0);
