@@ -13,12 +13,11 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { fromHex, utf8 } from '../lib/codec/bytes.js';
+import { fromHex } from '../lib/codec/bytes.js';
 import type { KexMode } from '../lib/connection/config.js';
 import { TlsError } from '../lib/errors.js';
-import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
-import { connect, createServer, type ConnectOptions, type QkdTlsServer, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import {
   freePort,
   jsonEvent,
@@ -35,12 +34,13 @@ import {
   WRONG_PSK_HEX,
   withTimeout,
 } from './helpers/peers.js';
+import { libraryClient, libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const skip = missingPrograms(t, 'gnutls-serv', 'gnutls-cli');
 const SUBTEST = { timeout: 30_000, skip };
 const WAIT = 10_000;
 
-const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const psk = PEER_PSK;
 
 /** GnuTLS priority strings: TLS 1.3 only, with psk_ke (+PSK) and/or psk_dhe_ke (+ECDHE-PSK). */
 const PRIORITY = {
@@ -67,27 +67,6 @@ async function gnutlsServ(tt: TestLike, priority: string, keyHex = PSK_HEX): Pro
 /** Starts gnutls-cli against a port; its stdin is sent line by line, what it receives goes to stdout. */
 function gnutlsCli(tt: TestLike, port: number, priority: string, extra: string[] = [], keyHex = PSK_HEX): Peer {
   return spawnPeer(tt, 'gnutls-cli', ['--pskusername', PSK_IDENTITY, '--pskkey', keyHex, '--priority', priority, '--port', String(port), ...extra, '127.0.0.1']);
-}
-
-async function libraryClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}): Promise<QkdTlsSocket> {
-  const socket = connect({ host: '127.0.0.1', port, psks: [psk], ...options });
-  tt.teardown(() => socket.destroy());
-  await once(socket, 'secureConnect', WAIT);
-  return socket;
-}
-
-async function libraryServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}): Promise<{ server: QkdTlsServer; port: number; sockets: QkdTlsSocket[] }> {
-  const sockets: QkdTlsSocket[] = [];
-  const server = createServer({ psks: [psk], ...options }, (socket) => {
-    sockets.push(socket);
-    socket.pipe(socket);
-  });
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
-  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
-  return { server, port: server.address().port, sockets };
 }
 
 /** Writes a line and checks that the same bytes come back. */
@@ -171,7 +150,7 @@ t.test('KeyUpdate: qkd-tls library client against gnutls-serv', SUBTEST, async (
 
 for (const kex of ['psk_dhe_ke', 'psk_ke'] as const) {
   t.test(`gnutls-cli -> qkd-tls server: ${kex}`, SUBTEST, async (t) => {
-    const { port, sockets } = await libraryServer(t);
+    const { port, sockets } = await libraryEchoServer(t);
     const cli = gnutlsCli(t, port, PRIORITY[kex]);
     await checkCliEcho(t, cli, `hello qkd-tls from gnutls (${kex})`);
     const info = sockets[0].handshake!;
@@ -199,7 +178,7 @@ t.test('gnutls-cli -> qkd-tls server CLI', SUBTEST, async (t) => {
 t.test('HelloRetryRequest: qkd-tls server wants secp384r1, gnutls-cli shares x25519 and secp256r1', SUBTEST, async (t) => {
   // GnuTLS sends a share for its first group and for its first group of the other kind (x25519 and
   // secp256r1 here), so the server asks for the third.
-  const { port, sockets } = await libraryServer(t, { groups: ['secp384r1'] });
+  const { port, sockets } = await libraryEchoServer(t, { groups: ['secp384r1'] });
   const cli = gnutlsCli(t, port, `${PRIORITY.psk_dhe_ke}:-GROUP-ALL:+GROUP-X25519:+GROUP-SECP256R1:+GROUP-SECP384R1`);
   await checkCliEcho(t, cli, 'retried');
   t.equal(sockets[0].handshake!.helloRetry, true);
@@ -209,7 +188,7 @@ t.test('HelloRetryRequest: qkd-tls server wants secp384r1, gnutls-cli shares x25
 });
 
 t.test('KeyUpdate: gnutls-cli ^rekey1^ and ^rekey^ against the qkd-tls server', SUBTEST, async (t) => {
-  const { port, sockets } = await libraryServer(t);
+  const { port, sockets } = await libraryEchoServer(t);
   const cli = gnutlsCli(t, port, PRIORITY.psk_dhe_ke, ['--inline-commands']);
   await checkCliEcho(t, cli, 'before any update');
   const directions: string[] = [];
@@ -244,7 +223,7 @@ t.test('wrong key: qkd-tls client against gnutls-serv', SUBTEST, async (t) => {
 });
 
 t.test('wrong key: gnutls-cli against the qkd-tls server (decrypt_error)', SUBTEST, async (t) => {
-  const { server } = await libraryServer(t);
+  const { server } = await libraryEchoServer(t);
   const failure = withTimeout(new Promise<Error>((resolve) => server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
   const cli = gnutlsCli(t, server.address().port, PRIORITY.both, [], WRONG_PSK_HEX);
   const err = (await failure) as TlsError;

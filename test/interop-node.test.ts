@@ -9,17 +9,17 @@
  */
 import * as tls from 'node:tls';
 import t from 'tap';
-import { fromHex, utf8 } from '../lib/codec/bytes.js';
+import { fromHex } from '../lib/codec/bytes.js';
 import { TlsError } from '../lib/errors.js';
-import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
-import { connect, createServer, type ConnectOptions, type QkdTlsServer, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { connect, type ConnectOptions, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
 import { jsonEvent, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnQkdTls, type Tap, type TestLike, WRONG_PSK_HEX, withTimeout } from './helpers/peers.js';
+import { libraryClient, libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const SUBTEST = { timeout: 30_000 };
 const WAIT = 10_000;
 
-const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const psk = PEER_PSK;
 const pskBuffer = Buffer.from(PSK_HEX, 'hex');
 const EXPORT_LABEL = 'EXPERIMENTAL qkd-tls interop';
 const EXPORT_CONTEXT = Buffer.from('context');
@@ -74,26 +74,17 @@ function nodeClient(tt: TestLike, port: number, options: tls.ConnectionOptions =
   return socket;
 }
 
-async function libraryServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}): Promise<{ server: QkdTlsServer; port: number; sockets: QkdTlsSocket[]; keylog: string[] }> {
-  const sockets: QkdTlsSocket[] = [];
+/** The library's echo server, with its key log collected. */
+async function keyLoggedServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}) {
   const keylog: string[] = [];
-  const server = createServer({ psks: [psk], keyLog: (line) => keylog.push(line), ...options }, (socket) => {
-    sockets.push(socket);
-    socket.pipe(socket);
-  });
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
-  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
-  return { server, port: server.address().port, sockets, keylog };
+  const server = await libraryEchoServer(tt, { keyLog: (line) => keylog.push(line), ...options });
+  return { ...server, keylog };
 }
 
-async function libraryClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}): Promise<{ socket: QkdTlsSocket; keylog: string[] }> {
+/** A library client past its handshake, with its key log collected. */
+async function keyLoggedClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}) {
   const keylog: string[] = [];
-  const socket = connect({ host: '127.0.0.1', port, psks: [psk], keyLog: (line) => keylog.push(line), ...options });
-  tt.teardown(() => socket.destroy());
-  await once(socket, 'secureConnect', WAIT);
+  const socket = await libraryClient(tt, port, { keyLog: (line) => keylog.push(line), ...options });
   return { socket, keylog };
 }
 
@@ -122,7 +113,7 @@ function sameSecrets(tt: Tap, ours: string[], theirs: string[]): void {
 for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256'] as SupportedSuiteName[]) {
   t.test(`qkd-tls client -> node:tls server: ${suite}`, SUBTEST, async (t) => {
     const node = await nodeServer(t);
-    const { socket, keylog } = await libraryClient(t, node.port, { suites: [suite] });
+    const { socket, keylog } = await keyLoggedClient(t, node.port, { suites: [suite] });
     t.same(node.identities, [PSK_IDENTITY], 'node:tls looked up our identity');
     t.equal(socket.handshake!.suite, suite);
     t.equal(socket.handshake!.kex, 'psk_dhe_ke');
@@ -152,7 +143,7 @@ t.test('qkd-tls client CLI -> node:tls server', SUBTEST, async (t) => {
 
 t.test('HelloRetryRequest: qkd-tls client shares x25519, node:tls accepts only P-256', SUBTEST, async (t) => {
   const node = await nodeServer(t, { ecdhCurve: 'P-256' });
-  const { socket } = await libraryClient(t, node.port, { groups: ['x25519', 'secp256r1'] });
+  const { socket } = await keyLoggedClient(t, node.port, { groups: ['x25519', 'secp256r1'] });
   t.equal(socket.handshake!.helloRetry, true);
   t.equal(socket.handshake!.group, 'secp256r1');
   await checkEcho(t, socket, 'after the retry');
@@ -175,7 +166,7 @@ t.test('wrong key: qkd-tls client against node:tls', SUBTEST, async (t) => {
 // --- node:tls client -> qkd-tls server ------------------------------------------------------------------------
 
 t.test('node:tls client -> qkd-tls server', SUBTEST, async (t) => {
-  const { port, sockets, keylog } = await libraryServer(t);
+  const { port, sockets, keylog } = await keyLoggedServer(t);
   const nodeKeylog: string[] = [];
   const client = nodeClient(t, port);
   client.on('keylog', (line: Buffer) => nodeKeylog.push(line.toString('latin1').trim()));
@@ -195,7 +186,7 @@ t.test('node:tls client -> qkd-tls server', SUBTEST, async (t) => {
 });
 
 t.test('node:tls client -> qkd-tls server, ChaCha20-Poly1305 chosen by the client', SUBTEST, async (t) => {
-  const { port, sockets } = await libraryServer(t);
+  const { port, sockets } = await keyLoggedServer(t);
   const client = nodeClient(t, port, { ciphers: 'TLS_CHACHA20_POLY1305_SHA256' });
   await once(client, 'secureConnect', WAIT);
   await checkEcho(t, client, 'chacha from node');
@@ -216,7 +207,7 @@ t.test('node:tls client -> qkd-tls server CLI', SUBTEST, async (t) => {
 });
 
 t.test('HelloRetryRequest: qkd-tls server wants secp256r1, node:tls shares x25519 first', SUBTEST, async (t) => {
-  const { port, sockets } = await libraryServer(t, { groups: ['secp256r1'] });
+  const { port, sockets } = await keyLoggedServer(t, { groups: ['secp256r1'] });
   const client = nodeClient(t, port, { ecdhCurve: 'X25519:P-256' });
   await once(client, 'secureConnect', WAIT);
   await checkEcho(t, client, 'retried');
@@ -226,7 +217,7 @@ t.test('HelloRetryRequest: qkd-tls server wants secp256r1, node:tls shares x2551
 });
 
 t.test('wrong key: node:tls client against the qkd-tls server (decrypt_error)', SUBTEST, async (t) => {
-  const { server, port } = await libraryServer(t);
+  const { server, port } = await keyLoggedServer(t);
   const serverError = withTimeout(new Promise<Error>((resolve) => server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
   const client = nodeClient(t, port, {}, Buffer.from(WRONG_PSK_HEX, 'hex'));
   const clientError = await withTimeout(new Promise<Error>((resolve) => client.once('error', resolve)), WAIT, 'the node:tls client to fail');

@@ -18,7 +18,7 @@ import { fromHex, utf8 } from '../lib/codec/bytes.js';
 import type { HandshakeInfo } from '../lib/connection/events.js';
 import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
-import { connect, createServer, type ConnectOptions, type QkdTlsServer, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import { opensslPskSessionPem } from './helpers/openssl-session.js';
 import {
   freePort,
@@ -37,12 +37,13 @@ import {
   WRONG_PSK_HEX,
   withTimeout,
 } from './helpers/peers.js';
+import { libraryClient, libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const skip = missingPrograms(t, 'openssl');
 const SUBTEST = { timeout: 30_000, skip };
 const WAIT = 10_000;
 
-const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const psk = PEER_PSK;
 const PSK384_HEX = 'a1'.repeat(8) + '5c'.repeat(8) + '0f'.repeat(8) + 'e7'.repeat(8) + '39'.repeat(8) + 'd2'.repeat(8);
 const psk384: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK384_HEX), hash: 'SHA-384' };
 
@@ -78,29 +79,6 @@ async function sServer(tt: TestLike, args: string[], key: string[] = ['-psk', PS
 /** Starts `openssl s_client` against a port; its stdin is the data to send (lines starting Q/R/k/K are commands). */
 function sClient(tt: TestLike, port: number, args: string[], key: string[] = ['-psk', PSK_HEX]): Peer {
   return spawnPeer(tt, 'openssl', ['s_client', '-connect', `127.0.0.1:${port}`, ...key, '-psk_identity', PSK_IDENTITY, ...args]);
-}
-
-/** A qkd-tls library client connected and past its handshake. */
-async function libraryClient(tt: TestLike, port: number, options: Partial<ConnectOptions> = {}): Promise<QkdTlsSocket> {
-  const socket = connect({ host: '127.0.0.1', port, psks: [psk], ...options });
-  tt.teardown(() => socket.destroy());
-  await once(socket, 'secureConnect', WAIT);
-  return socket;
-}
-
-/** A qkd-tls library echo server on a free port; resolves the handshake info of each connection in order. */
-async function libraryServer(tt: TestLike, options: Partial<ServerTransportOptions> = {}): Promise<{ server: QkdTlsServer; port: number; sockets: QkdTlsSocket[] }> {
-  const sockets: QkdTlsSocket[] = [];
-  const server = createServer({ psks: [psk], ...options }, (socket) => {
-    sockets.push(socket);
-    socket.pipe(socket);
-  });
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
-  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
-  return { server, port: server.address().port, sockets };
 }
 
 /** Sends a line and checks that s_server -rev answers with the line reversed. */
@@ -183,7 +161,7 @@ t.test('qkd-tls client CLI -> openssl s_server', SUBTEST, async (t) => {
 for (const { suite, kex } of MATRIX) {
   t.test(`openssl s_client -> qkd-tls server: ${suite}, ${kex}`, SUBTEST, async (t) => {
     // OpenSSL offers psk_ke only alongside psk_dhe_ke (-allow_no_dhe_kex); the server's preference decides.
-    const { port, sockets } = await libraryServer(t, { kexModes: [kex] });
+    const { port, sockets } = await libraryEchoServer(t, { kexModes: [kex] });
     const client = sClient(t, port, ['-ciphersuites', suite, ...(kex === 'psk_ke' ? ['-allow_no_dhe_kex'] : [])]);
     await checkEcho(t, client, `hello qkd-tls from openssl, ${suite}`);
     const info = await serverHandshake(sockets);
@@ -199,7 +177,7 @@ for (const { suite, kex } of MATRIX) {
 
 t.test('openssl s_client -> qkd-tls server: a SHA-384 PSK from a session file', SUBTEST, async (t) => {
   const file = await pskSessionFile(t, psk384.secret, 'TLS_AES_256_GCM_SHA384');
-  const { port, sockets } = await libraryServer(t, { psks: [psk384] });
+  const { port, sockets } = await libraryEchoServer(t, { psks: [psk384] });
   const client = sClient(t, port, [], ['-psk_session', file]);
   await checkEcho(t, client, 'sha-384 both ways');
   t.equal((await serverHandshake(sockets)).suite, 'TLS_AES_256_GCM_SHA384');
@@ -223,7 +201,7 @@ t.test('openssl s_client -> qkd-tls server CLI', SUBTEST, async (t) => {
 // --- HelloRetryRequest -----------------------------------------------------------------------------------------
 
 t.test('HelloRetryRequest: qkd-tls server wants secp256r1, s_client sends an x25519 share first', SUBTEST, async (t) => {
-  const { port, sockets } = await libraryServer(t, { groups: ['secp256r1'] });
+  const { port, sockets } = await libraryEchoServer(t, { groups: ['secp256r1'] });
   const client = sClient(t, port, ['-groups', 'X25519:P-256', '-msg']);
   await checkEcho(t, client, 'after a retry');
   const info = await serverHandshake(sockets);
@@ -272,7 +250,7 @@ t.test('0-RTT: s_client -early_data with a PSK session file, qkd-tls server acce
   await writeFile(file, opensslPskSessionPem({ secret: psk.secret, suite: 'TLS_AES_128_GCM_SHA256', maxEarlyData: 16384 }));
   const earlyFile = join(dir, 'early.txt');
   await writeFile(earlyFile, 'zero round trip, from openssl\n');
-  const { port, sockets } = await libraryServer(t, { maxEarlyDataSize: 16384 });
+  const { port, sockets } = await libraryEchoServer(t, { maxEarlyDataSize: 16384 });
   const client = sClient(t, port, ['-early_data', earlyFile], ['-psk_session', file]);
   await client.waitFor('zero round trip, from openssl\n', WAIT, 'stdout');
   t.pass('the early data came back through the echo');
@@ -303,7 +281,7 @@ t.test('0-RTT rejected: s_client sends early data, qkd-tls server (max early dat
   await writeFile(file, opensslPskSessionPem({ secret: psk.secret, suite: 'TLS_AES_128_GCM_SHA256', maxEarlyData: 16384 }));
   const earlyFile = join(dir, 'early.txt');
   await writeFile(earlyFile, 'this will be skipped\n');
-  const { port, sockets } = await libraryServer(t);
+  const { port, sockets } = await libraryEchoServer(t);
   const client = sClient(t, port, ['-early_data', earlyFile], ['-psk_session', file]);
   await checkEcho(t, client, 'only 1-RTT data');
   t.match(client.stdout, 'Early data was rejected');
@@ -341,7 +319,7 @@ t.test('KeyUpdate: qkd-tls library client, both directions, data before and afte
 });
 
 t.test('KeyUpdate: s_client "k" and "K" commands against the qkd-tls server', SUBTEST, async (t) => {
-  const { port, sockets } = await libraryServer(t);
+  const { port, sockets } = await libraryEchoServer(t);
   const client = sClient(t, port, []);
   await checkEcho(t, client, 'before any update');
   const directions: string[] = [];

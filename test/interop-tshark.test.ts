@@ -16,17 +16,18 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { fromHex, toHex, utf8 } from '../lib/codec/bytes.js';
+import { toHex, utf8 } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tcpConversationPcap, type TcpChunk } from './helpers/pcap.js';
 import { missingPrograms, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnPeer, spawnQkdTls, type Tap, type TestLike, withTimeout } from './helpers/peers.js';
+import { libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const skip = missingPrograms(t, 'tshark');
 const SUBTEST = { timeout: 60_000, skip };
 const WAIT = 15_000;
 
-const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+const psk = PEER_PSK;
 
 // --- helpers ------------------------------------------------------------------------------------------------
 
@@ -37,18 +38,8 @@ async function tempDir(tt: TestLike): Promise<string> {
 }
 
 /** A qkd-tls echo server (0-RTT allowed) on 127.0.0.1. */
-async function echoServer(tt: TestLike, key: Psk = psk): Promise<{ port: number; sockets: QkdTlsSocket[] }> {
-  const sockets: QkdTlsSocket[] = [];
-  const server = createServer({ psks: [key], maxEarlyDataSize: 1024 }, (socket) => {
-    sockets.push(socket);
-    socket.pipe(socket);
-  });
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
-  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
-  return { port: server.address().port, sockets };
+function echoServer(tt: TestLike, key: Psk = psk): Promise<{ port: number; sockets: QkdTlsSocket[] }> {
+  return libraryEchoServer(tt, { psks: [key], maxEarlyDataSize: 1024 }, WAIT);
 }
 
 /**
