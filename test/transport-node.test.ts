@@ -5,7 +5,6 @@
  */
 import t from 'tap';
 import { once } from 'node:events';
-import type * as net from 'node:net';
 import * as v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { connect, createServer, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
@@ -88,40 +87,6 @@ t.test('a destroyed client socket closes as soon as the peer closes, and nothing
     refs.every((r) => r.deref() === undefined),
     'the TLS socket and its TCP socket are garbage once closed',
   );
-  await closeServer(server);
-});
-
-t.test('a peer still sending to a destroyed socket is told at once, not after the close grace period', async (tt) => {
-  // The server streams until its socket fails. The client stops reading, so that its TCP socket ends up
-  // paused for backpressure, then destroys its TLS socket with a close grace of 60 s: the server can only
-  // learn within the test's 10 s bound if the client closes as soon as its own last bytes are out and the
-  // server's data still comes.
-  let serverSaw: Promise<string> | undefined;
-  const server = createServer({ psks: [psk] }, (s) => {
-    serverSaw = new Promise((resolve) => {
-      s.once('error', (e) => resolve(`error: ${e.message}`));
-      s.once('close', () => resolve('close'));
-    });
-    const chunk = Buffer.alloc(64 * 1024, 1);
-    const pump = (): void => {
-      while (!s.destroyed && s.write(chunk));
-    };
-    s.on('drain', pump);
-    pump();
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const c = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk], closeGrace: 60_000 });
-  c.on('error', () => {});
-  await once(c, 'data', { signal: AbortSignal.timeout(5000) });
-  c.pause();
-  const raw = c.socket as net.Socket;
-  await until(() => raw.isPaused(), 5000, 'the TCP socket to be paused for backpressure');
-  c.destroy();
-  await until(() => serverSaw !== undefined, 5000, 'the server connection');
-  const outcome = await Promise.race([serverSaw!, new Promise<string>((r) => setTimeout(() => r('still sending after 10 s'), 10_000).unref())]);
-  tt.match(outcome, /^(close|error: )/, `the server's connection ended (${outcome})`);
-  tt.ok(raw.destroyed, 'the client closed its TCP socket');
   await closeServer(server);
 });
 

@@ -25,8 +25,8 @@ import type { Psk } from '../psk/types.js';
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 
-/** Default of {@link TransportOptions.closeGrace}. */
-export const DEFAULT_CLOSE_GRACE_MS = 2000;
+/** How long a destroyed connection's socket may take to flush what was queued (a final alert, close_notify). */
+const CLOSE_GRACE_MS = 2000;
 
 export interface TransportOptions {
   /**
@@ -36,12 +36,6 @@ export interface TransportOptions {
   readonly crypto?: CryptoProvider;
   /** Fail the handshake if it has not completed after this many milliseconds. Default 30 s. */
   readonly handshakeTimeout?: number;
-  /**
-   * After `destroy()` (or a fatal error), how many milliseconds the TCP connection may stay open so that what
-   * was queued (the last data, a final alert) reaches a peer that has not closed its side yet. It is closed
-   * sooner when the peer closes, or sends more data once ours is out. Default 2 s.
-   */
-  readonly closeGrace?: number;
 }
 
 export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'crypto' | 'psks'> {
@@ -75,11 +69,11 @@ export function defaultNodeCrypto(): CryptoProvider {
 /** Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port ?? 0, allowHalfOpen: true });
-  const tls = new QkdTlsSocket(socket, options.handshakeTimeout, options.closeGrace);
+  const tls = new QkdTlsSocket(socket, options.handshakeTimeout);
   if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
   const start = (psks: readonly Psk[]): void => {
     if (tls.destroyed) return;
-    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, closeGrace: _g, psks: _k, ...rest } = options;
+    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, psks: _k, ...rest } = options;
     let conn: Connection;
     try {
       conn = Connection.client({ ...rest, psks, crypto: options.crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(options.keyLog) });
@@ -119,7 +113,7 @@ export class QkdTlsServer extends EventEmitter {
 
   /** Runs TLS over an accepted socket (or any Duplex). */
   accept(raw: Duplex): QkdTlsSocket {
-    const tls = new QkdTlsSocket(raw, this.options.handshakeTimeout, this.options.closeGrace);
+    const tls = new QkdTlsSocket(raw, this.options.handshakeTimeout);
     this.sockets.add(tls);
     tls.once('close', () => this.sockets.delete(tls));
     const onEarlyError = (e: Error): void => {
@@ -132,7 +126,7 @@ export class QkdTlsServer extends EventEmitter {
       if (tls.listenerCount('error') === 0) tls.on('error', (e) => this.emit('socketError', e, tls));
       this.emit('secureConnection', tls);
     });
-    const { psks, handshakeTimeout: _t, closeGrace: _g, crypto, keyLog, ...rest } = this.options;
+    const { psks, handshakeTimeout: _t, crypto, keyLog, ...rest } = this.options;
     const resolver = typeof psks === 'function' ? undefined : psks;
     let conn: Connection;
     try {
@@ -195,7 +189,6 @@ export class QkdTlsSocket extends Duplex {
   constructor(
     readonly socket: Duplex,
     handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT_MS,
-    private readonly closeGrace = DEFAULT_CLOSE_GRACE_MS,
   ) {
     super({ allowHalfOpen: true });
     this.timer = setTimeout(() => {
@@ -319,21 +312,8 @@ export class QkdTlsSocket extends Duplex {
         if (s.writable) s.end();
         // Cleared as soon as the socket closes: a pending timer would keep the socket, this TLS socket and
         // its connection reachable for the whole grace period (thousands of them under load).
-        const timer = setTimeout(() => s.destroy(), this.closeGrace).unref();
+        const timer = setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();
         s.once('close', () => clearTimeout(timer));
-        // Nobody reads what the peer still sends: once our last bytes are out, data from the peer ends the wait
-        // at once (the peer then sees the connection closed or reset) rather than after the grace period, in
-        // which a proxy on the other side would keep its backend streaming into the void. The socket may have
-        // been paused for backpressure: it reads again, so that such data is seen.
-        let peerStillSending = false;
-        s.on('data', () => {
-          if (s.writableFinished) s.destroy();
-          else peerStillSending = true;
-        });
-        s.once('finish', () => {
-          if (peerStillSending) s.destroy();
-        });
-        s.resume();
       } else s.destroy();
     }
     const pending = this.pendingWrite;
