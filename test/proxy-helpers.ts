@@ -28,13 +28,19 @@ export function staticKeys(psks: readonly Psk[] = [PSK]): ProxyKeySource {
 /**
  * Calls `onEnd` when the socket's peer ended its stream, `onError` when the connection failed — also when Node
  * reports a reset as an end: Node 20's libuv does so if the RST arrives while received data is still unread.
- * A zero-byte write, possible while our side is open, asks the kernel: it fails on a reset connection.
+ * A zero-byte write, possible while our side is open, asks the kernel: ECONNRESET means a reset without a FIN
+ * (EPIPE, a reset after the peer's FIN, leaves the end as it was). The proxy does the same (confirmNotReset).
  */
 export function onEndOrError(s: net.Socket, onEnd: () => void, onError: (e: Error) => void): void {
-  s.once('error', onError);
+  let ended = false;
+  s.once('error', (e) => (ended ? undefined : onError(e)));
   s.once('end', () => {
-    if (s.writableEnded) onEnd();
-    else s.write(new Uint8Array(0), (e) => (e ? undefined : onEnd())); // a failed write also emits 'error'
+    if (s.writableEnded) return onEnd();
+    s.write(new Uint8Array(0), (e) => {
+      if (e && (e as NodeJS.ErrnoException).code !== 'EPIPE') return; // 'error' reports it
+      ended = true;
+      onEnd();
+    });
   });
 }
 

@@ -53,7 +53,11 @@ export async function run(argv: string[]): Promise<number> {
     const server = createServer({ ...connOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;
       report.handshake(info, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
-      if (forward) relay(socket, forward, report);
+      if (forward)
+        relay(socket, forward, (e) => {
+          exitCode = 1;
+          report.failure(e);
+        });
       else socket.pipe(socket);
     });
     server.server.maxConnections = maxConnections;
@@ -102,7 +106,7 @@ export async function run(argv: string[]): Promise<number> {
  * that neither end takes a truncated stream for a complete one. (`qkd-tls proxy --role server` does the same
  * with timeouts, limits and a log line per connection.)
  */
-function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, report: Reporter): void {
+function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, onFailure: (e: Error) => void): void {
   const where = `backend ${backend.host}:${backend.port}`;
   const tcp = net.connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
   let clientEnded = false;
@@ -111,7 +115,7 @@ function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, repor
   const abort = (why: string): void => {
     if (aborted) return;
     aborted = true;
-    report.failure(new Error(why));
+    onFailure(new Error(why));
     tls.destroy();
     resetSocket(tcp);
   };
@@ -139,6 +143,8 @@ function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, repor
     resetSocket(tcp);
   });
   tls.on('close', () => {
-    if (!(clientEnded && backendEnded)) resetSocket(tcp);
+    if (clientEnded && backendEnded) return;
+    aborted = true; // reported by whoever closed the TLS socket; a probe cut short here is no backend reset
+    resetSocket(tcp);
   });
 }

@@ -11,15 +11,23 @@ import type * as net from 'node:net';
  * Node 20's libuv reports a reset as a clean end of stream when the RST arrives while received data is still
  * unread (it takes a short read after POLLHUP for end of file without asking the kernel; libuv issue 2319,
  * changed upstream in 2026): a peer that aborted would pass for one that finished, and its truncated stream
- * would be closed cleanly on the other side. A write of zero bytes tells the two apart: on a half-closed
- * connection it succeeds; on a reset one it fails (ECONNRESET or EPIPE). Once our own side has ended the
- * socket cannot be written; the end is then taken as it is. Nothing runs for a socket already destroyed
- * (whoever destroyed it reported why).
+ * would be closed cleanly on the other side. A write of zero bytes asks the kernel:
+ * - it succeeds on a half-closed connection: a clean end;
+ * - it fails with EPIPE when the peer sent its FIN before a reset (the reset then only answers data we sent
+ *   after the peer had closed for good): the peer's stream is complete, so that is a clean end too, and the
+ *   socket's own 'error' reports the failed write;
+ * - it fails with ECONNRESET when the reset came without a FIN: an abort, and `onReset` runs.
+ * The probe is only made while nothing is queued for the socket: behind queued data it would wait for the
+ * peer to read it, and a peer that closed its side without reading the rest would hold the end back
+ * (a failing queued write reports a reset in that case anyway). Once our own side has ended the socket cannot
+ * be written; the end is then taken as it is. Nothing runs for a socket already destroyed (whoever destroyed
+ * it reported why).
  */
 export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
   if (socket.writableEnded) return then();
   if (socket.destroyed) return;
-  socket.write(NO_BYTES, (e) => (e ? onReset(e) : then()));
+  if (socket.writableLength > 0) return then();
+  socket.write(NO_BYTES, (e) => (e && (e as NodeJS.ErrnoException).code !== 'EPIPE' ? onReset(e) : then()));
 }
 
 /** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
