@@ -29,7 +29,8 @@ export function staticKeys(psks: readonly Psk[] = [PSK]): ProxyKeySource {
  * Calls `onEnd` when the socket's peer ended its stream, `onError` when the connection failed — also when Node
  * reports a reset as an end: Node 20's libuv does so if the RST arrives while received data is still unread.
  * A zero-byte write, possible while our side is open, asks the kernel: ECONNRESET means a reset without a FIN
- * (EPIPE, a reset after the peer's FIN, leaves the end as it was). The proxy does the same (confirmNotReset).
+ * (EPIPE, a reset after the peer's FIN, leaves the end as it was). Like the proxy's confirmNotReset, except
+ * that it also probes behind data still queued (a test client would rather wait than miss a reset).
  */
 export function onEndOrError(s: net.Socket, onEnd: () => void, onError: (e: Error) => void): void {
   let ended = false;
