@@ -3,7 +3,8 @@
  * Aead.sealInto against Aead.seal (every provider and AEAD, plaintext in any number of parts), the noble
  * provider's own AES-GCM (lib/crypto/gcm.ts: cached key schedule and GHASH table) against node:crypto and
  * @noble/ciphers' gcm, RecordProtection.sealInto against seal, Connection.writev filling records across chunk
- * boundaries, and the deframer handing out records that lie within one received chunk without copying them.
+ * boundaries, the deframer handing out records that lie within one received chunk without copying them, and
+ * Connection.receiveOwned (the pending tail of a read kept as a view, not copied) against receive.
  */
 import t from 'tap';
 import fc from 'fast-check';
@@ -16,7 +17,7 @@ import { AesGcmKey } from '../lib/crypto/gcm.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
 import { createNodeProvider } from '../lib/crypto/node.js';
 import type { AeadName, CryptoProvider } from '../lib/crypto/provider.js';
-import { Deframer } from '../lib/record/deframer.js';
+import { Deframer, MAX_RETAINED_CHUNKS } from '../lib/record/deframer.js';
 import { RecordProtection } from '../lib/record/protection.js';
 import { SUITES } from '../lib/suites.js';
 import type { Psk } from '../lib/psk/types.js';
@@ -223,4 +224,77 @@ t.test('the deframer returns records within one chunk as views and copies only a
   t.equal(e.next(), null);
   e.push(records[2].subarray(3));
   t.equal(hex(concat(e.next()!.header)), hex(records[2].subarray(0, 5)), 'a header split over three chunks');
+});
+
+t.test('retainViews keeps the pending tail of a chunk as a view; detach copies it', async (t) => {
+  const writer = new RecordProtection(PROVIDERS[1], SUITES.TLS_AES_128_GCM_SHA256, bytes(7, 16), bytes(8, 12));
+  const records = [50, 2000].map((n, i) => writer.seal(ContentType.application_data, bytes(20 + i, n)));
+  const cut = records[0].length + 700; // inside the second record
+  for (const keep of [true, false]) {
+    const first = concat(...records).slice(0, cut);
+    const second = concat(...records).slice(cut);
+    const d = new Deframer();
+    d.push(first);
+    t.ok(d.next(), 'the first record');
+    t.equal(d.next(), null);
+    if (keep) d.retainViews();
+    else d.detach();
+    t.equal(d.pendingChunks, 1);
+    first.fill(0xee, records[0].length + 5); // the pending body; only a caller that did not hand the chunk over may do this
+    d.push(second);
+    const r = d.next()!;
+    const intact = hex(concat(r.header, r.fragment)) === hex(records[1]);
+    if (keep) t.notOk(intact, 'retainViews: the pending bytes are still the chunk itself (no copy was made)');
+    else t.ok(intact, 'detach: the pending bytes were copied before the call returned');
+  }
+});
+
+t.test('retainViews joins the chunks of a peer that trickles its bytes', async (t) => {
+  const writer = new RecordProtection(PROVIDERS[1], SUITES.TLS_AES_128_GCM_SHA256, bytes(9, 16), bytes(10, 12));
+  const record = writer.seal(ContentType.application_data, bytes(30, 3000));
+  const d = new Deframer();
+  let most = 0;
+  let got = null;
+  for (let i = 0; i < record.length && !got; i++) {
+    d.push(record.slice(i, i + 1));
+    got = d.next();
+    d.retainViews();
+    most = Math.max(most, d.pendingChunks);
+  }
+  t.ok(got, 'the record comes out once its last byte arrives');
+  t.equal(hex(concat(got!.header, got!.fragment)), hex(record), 'intact');
+  t.ok(most <= MAX_RETAINED_CHUNKS && most > 1, `views kept, but never more than ${MAX_RETAINED_CHUNKS} chunks pending (saw ${most})`);
+});
+
+/** What `server` delivers when `wire` arrives in reads cut at `cuts`, each read a fresh buffer (as net.Socket gives). */
+function receivedFrom(server: Connection, wire: Uint8Array, cuts: number[], owned: boolean): string {
+  for (const part of split(wire, cuts)) {
+    const read = part.slice();
+    if (owned) server.receiveOwned(read);
+    else server.receive(read);
+  }
+  const events = server.takeEvents();
+  const failed = events.find((e) => e.type === 'error');
+  if (failed) throw new Error(`receive failed: ${failed.error.message}`);
+  if (!events.some((e) => e.type === 'end')) throw new Error('the close_notify did not arrive');
+  return hex(concat(...events.flatMap((e) => (e.type === 'data' ? [e.data] : []))));
+}
+
+t.test('Connection.receiveOwned delivers exactly what receive does, for any split of the stream into reads', async (t) => {
+  const payload = bytes(77, 70000); // four full records and a short one, then close_notify
+  let runs = 0;
+  fc.assert(
+    fc.property(fc.constantFrom(...PROVIDERS), fc.array(fc.integer({ min: 0, max: 70200 }), { maxLength: 12 }), (crypto, cuts) => {
+      const results = [true, false].map((owned) => {
+        const { client, server } = connectedPair(crypto);
+        client.write(payload);
+        client.close();
+        return receivedFrom(server, concat(...client.takeOutputChunks()), cuts, owned);
+      });
+      runs++;
+      return results[0] === hex(payload) && results[1] === hex(payload);
+    }),
+    { numRuns: 40 },
+  );
+  t.equal(runs, 40, 'every split delivered the payload, in order, through both');
 });

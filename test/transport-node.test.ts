@@ -1,11 +1,14 @@
 /**
  * The Node transport's connection lifecycle: closed connections are released, whatever the application
  * does with the readable side. (Found by the benchmark: a server that only writes kept every connection
- * its clients had closed, because 'end' waited for a reader that never came.)
+ * its clients had closed, because 'end' waited for a reader that never came.) And which reads the transport
+ * may keep views of: a net.Socket's (a fresh buffer per read), never those of any other Duplex.
  */
 import t from 'tap';
 import { once } from 'node:events';
 import * as v8 from 'node:v8';
+import * as net from 'node:net';
+import { Duplex } from 'node:stream';
 import { runInNewContext } from 'node:vm';
 import { connect, createServer, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { makePsk } from './helpers/pair.js';
@@ -87,6 +90,82 @@ t.test('a destroyed client socket closes as soon as the peer closes, and nothing
     refs.every((r) => r.deref() === undefined),
     'the TLS socket and its TCP socket are garbage once closed',
   );
+  await closeServer(server);
+});
+
+/**
+ * A Duplex over a TCP socket that hands on what it reads in small pieces through one buffer, which it writes
+ * over again as soon as a piece has been delivered (as a reader with one read buffer does).
+ */
+class ReusingDuplex extends Duplex {
+  private readonly buf = new Uint8Array(1000);
+  constructor(private readonly inner: net.Socket) {
+    super({ allowHalfOpen: true });
+    inner.on('data', (b: Buffer) => {
+      for (let at = 0; at < b.length; at += this.buf.length) {
+        const n = Math.min(this.buf.length, b.length - at);
+        this.buf.set(b.subarray(at, at + n));
+        this.push(Buffer.from(this.buf.buffer, 0, n));
+        // Only a piece still queued in this stream may not be overwritten: a new buffer then.
+        if (this.readableLength === 0) this.buf.fill(0xee);
+        else Object.assign(this, { buf: new Uint8Array(1000) });
+      }
+    });
+    inner.on('end', () => this.push(null));
+    inner.on('error', (e) => this.destroy(e));
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _e: BufferEncoding, cb: (e?: Error | null) => void): void {
+    this.inner.write(chunk, cb);
+  }
+  override _final(cb: (e?: Error | null) => void): void {
+    this.inner.end(cb);
+  }
+  override _destroy(e: Error | null, cb: (e?: Error | null) => void): void {
+    this.inner.destroy();
+    cb(e);
+  }
+}
+
+t.test('over a Duplex that reuses its read buffer, what is received is copied, not kept as a view', async (tt) => {
+  const server = createServer({ psks: [psk] }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const inner = net.connect({ host: '127.0.0.1', port: server.address().port, allowHalfOpen: true });
+  const c = connect({ socket: new ReusingDuplex(inner), psks: [psk] });
+  const payload = new Uint8Array(200_000).map((_, i) => (i * 7) & 0xff);
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => chunks.push(b));
+  const ended = once(c, 'end', { signal: AbortSignal.timeout(10_000) });
+  c.end(payload);
+  await ended;
+  // Records straddle the 1000-byte pieces: a view of the reused buffer would fail their authentication.
+  tt.equal(Buffer.compare(Buffer.concat(chunks), Buffer.from(payload)), 0, 'the echo of 200,000 bytes came back intact');
+  c.destroy();
+  await closeServer(server);
+});
+
+t.test("over a net.Socket, reads are handed over (Connection.receiveOwned: no copy of a read's pending tail)", async (tt) => {
+  const server = createServer({ psks: [psk] }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const c = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk] });
+  await once(c, 'secureConnect', { signal: AbortSignal.timeout(10_000) });
+  const conn = c.connection!;
+  let owned = 0;
+  let copied = 0;
+  const receiveOwned = conn.receiveOwned.bind(conn);
+  const receive = conn.receive.bind(conn);
+  conn.receiveOwned = (d) => (owned++, receiveOwned(d));
+  conn.receive = (d) => (copied++, receive(d));
+  const chunks: Buffer[] = [];
+  c.on('data', (b: Buffer) => chunks.push(b));
+  const ended = once(c, 'end', { signal: AbortSignal.timeout(10_000) });
+  c.end(new Uint8Array(100_000).fill(5));
+  await ended;
+  tt.equal(Buffer.concat(chunks).length, 100_000, 'the echo came back');
+  tt.ok(owned > 0 && copied === 0, `every read handed over (${owned} owned, ${copied} copied)`);
+  c.destroy();
   await closeServer(server);
 });
 

@@ -100,6 +100,22 @@ export class Deframer {
   }
 
   /**
+   * Called instead of {@link detach} when the caller handed its chunks over (they are never written again, as
+   * the buffers of Node's net.Socket, fresh for every read): pending bytes stay views of them, so a record
+   * split across two reads costs one copy (when it is taken out) instead of two. Once more than
+   * {@link MAX_RETAINED_CHUNKS} chunks are pending, they are joined by {@link detach} all the same, so a peer
+   * that trickles its bytes cannot make us hold (and walk) one small chunk per read.
+   */
+  retainViews(): void {
+    if (this.chunks.length - this.head > MAX_RETAINED_CHUNKS) this.detach();
+  }
+
+  /** The number of received chunks that pending bytes are spread over (for tests and diagnostics). */
+  get pendingChunks(): number {
+    return this.total === 0 ? 0 : this.chunks.length - this.head;
+  }
+
+  /**
    * Makes the pending bytes our own: copies whatever is still a view of the caller's chunks into a buffer of
    * the deframer's, so the caller may reuse its read buffer once `receive` returns. Bytes are appended to that
    * buffer while it has room (records already returned stay valid: it is never overwritten), so a record
@@ -167,6 +183,9 @@ export class Deframer {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** Pending chunks kept as views by {@link Deframer.retainViews} before they are joined into one buffer. */
+export const MAX_RETAINED_CHUNKS = 8;
 
 /** Encodes a record header: type, legacy_record_version, length (§5.1). */
 export function recordHeader(type: number, length: number, version = 0x0303): Uint8Array {

@@ -185,12 +185,19 @@ export class QkdTlsSocket extends Duplex {
   private finalCallback: ((e?: Error | null) => void) | null = null;
   /** Set by the server when PSKs are looked up asynchronously. */
   asyncPskResolver: AsyncPskResolver | undefined;
+  /**
+   * Whether each chunk the socket emits is a buffer of its own that nothing writes into again (true of a
+   * net.Socket: every read gets a fresh buffer of exactly the bytes read), so the connection may keep views
+   * of it (Connection.receiveOwned). Any other Duplex gets the copying Connection.receive.
+   */
+  private readonly freshReads: boolean;
 
   constructor(
     readonly socket: Duplex,
     handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT_MS,
   ) {
     super({ allowHalfOpen: true });
+    this.freshReads = socket instanceof net.Socket;
     this.timer = setTimeout(() => {
       if (!this.secureDone) this.destroy(new Error(`TLS handshake timed out after ${handshakeTimeout} ms`));
     }, handshakeTimeout);
@@ -326,7 +333,8 @@ export class QkdTlsSocket extends Duplex {
 
   private onSocketData(b: Buffer): void {
     if (!this.conn) return;
-    this.conn.receive(b);
+    if (this.freshReads) this.conn.receiveOwned(b);
+    else this.conn.receive(b);
     this.pump();
   }
 
