@@ -98,7 +98,7 @@ t.test('a destroyed client socket closes as soon as the peer closes, and nothing
  * over again as soon as a piece has been delivered (as a reader with one read buffer does).
  */
 class ReusingDuplex extends Duplex {
-  private readonly buf = new Uint8Array(1000);
+  private buf = new Uint8Array(1000);
   constructor(private readonly inner: net.Socket) {
     super({ allowHalfOpen: true });
     inner.on('data', (b: Buffer) => {
@@ -108,7 +108,7 @@ class ReusingDuplex extends Duplex {
         this.push(Buffer.from(this.buf.buffer, 0, n));
         // Only a piece still queued in this stream may not be overwritten: a new buffer then.
         if (this.readableLength === 0) this.buf.fill(0xee);
-        else Object.assign(this, { buf: new Uint8Array(1000) });
+        else this.buf = new Uint8Array(1000);
       }
     });
     inner.on('end', () => this.push(null));
