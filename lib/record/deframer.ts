@@ -104,7 +104,9 @@ export class Deframer {
    * the buffers of Node's net.Socket, fresh for every read): pending bytes stay views of them, so a record
    * split across two reads costs one copy (when it is taken out) instead of two. Once more than
    * {@link MAX_RETAINED_CHUNKS} chunks are pending, they are joined by {@link detach} all the same, so a peer
-   * that trickles its bytes cannot make us hold (and walk) one small chunk per read.
+   * that trickles its bytes cannot make us hold (and walk) one small chunk per read. The price: a record's first
+   * bytes at the end of a large read keep that whole read (64 KiB at most from a net.Socket) until the record
+   * is complete or the chunks are joined, where a copy would keep only those bytes.
    */
   retainViews(): void {
     if (this.chunks.length - this.head > MAX_RETAINED_CHUNKS) this.detach();
