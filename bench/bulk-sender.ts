@@ -2,7 +2,8 @@
  * The sending half of the bulk benchmark (bulk.ts), run as a child process
  * (`node dist/bench/bulk-sender.js '<json BulkSenderConfig>'`): connects to the receiver, writes 64 KiB
  * chunks for the configured time (respecting backpressure), ends the stream and prints one JSON
- * {@link BulkSenderReport} line with the number of bytes it wrote.
+ * {@link BulkSenderReport} line with the number of bytes it wrote and the CPU time it spent writing them
+ * once the warm-up was over.
  */
 import * as tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -13,36 +14,53 @@ import { benchPsk, provider, PSK_IDENTITY, PSK_SECRET, type ProviderName } from 
 export type BulkSenderConfig = ({ readonly stack: 'qkd'; readonly provider: ProviderName } | { readonly stack: 'node' }) & {
   readonly suite: SupportedSuiteName;
   readonly port: number;
+  /** How long to write in all, warm-up included. */
   readonly durationMs: number;
+  /** The first part of durationMs, whose CPU time and bytes are left out of the report's window figures. */
+  readonly warmupMs: number;
 };
 
 export interface BulkSenderReport {
+  /** Bytes written in all. */
   readonly bytes: number;
+  /** Bytes written after the warm-up, until the stream had ended, and this process's CPU time meanwhile (µs). */
+  readonly windowBytes: number;
+  readonly windowUserUs: number;
+  readonly windowSystemUs: number;
   readonly error?: string;
 }
 
+type Sent = Omit<BulkSenderReport, 'error'>;
+
 export const CHUNK_SIZE = 64 * 1024;
 
-async function send(config: BulkSenderConfig): Promise<number> {
+async function send(config: BulkSenderConfig): Promise<Sent> {
   const socket = await open(config);
   const chunk = new Uint8Array(CHUNK_SIZE).map((_, i) => (i * 131) & 0xff);
   let bytes = 0;
-  const end = performance.now() + config.durationMs;
+  const start = performance.now();
+  const end = start + config.durationMs;
+  const windowStart = start + Math.min(config.warmupMs, config.durationMs);
+  let window: { bytes: number; cpu: NodeJS.CpuUsage } | undefined;
   await new Promise<void>((resolve, reject) => {
     socket.on('error', reject);
     const pump = (): void => {
-      while (performance.now() < end) {
+      for (let now = performance.now(); now < end; now = performance.now()) {
+        if (!window && now >= windowStart) window = { bytes, cpu: process.cpuUsage() };
         bytes += chunk.length;
         if (!socket.write(chunk)) {
           socket.once('drain', pump);
           return;
         }
       }
+      // The window closes once everything written has been handed to the kernel (the end callback).
+      window ??= { bytes, cpu: process.cpuUsage() };
       socket.end(() => resolve());
     };
     pump();
   });
-  return bytes;
+  const cpu = process.cpuUsage(window!.cpu);
+  return { bytes, windowBytes: bytes - window!.bytes, windowUserUs: cpu.user, windowSystemUs: cpu.system };
 }
 
 function open(config: BulkSenderConfig): Promise<Duplex> {
@@ -74,12 +92,12 @@ function open(config: BulkSenderConfig): Promise<Duplex> {
 const arg = process.argv[2];
 if (arg) {
   send(JSON.parse(arg) as BulkSenderConfig).then(
-    (bytes) => {
-      process.stdout.write(JSON.stringify({ bytes } satisfies BulkSenderReport) + '\n');
+    (sent) => {
+      process.stdout.write(JSON.stringify(sent satisfies BulkSenderReport) + '\n');
       process.exit(0);
     },
     (e: Error) => {
-      process.stdout.write(JSON.stringify({ bytes: 0, error: e.message } satisfies BulkSenderReport) + '\n');
+      process.stdout.write(JSON.stringify({ bytes: 0, windowBytes: 0, windowUserUs: 0, windowSystemUs: 0, error: e.message } satisfies BulkSenderReport) + '\n');
       process.exit(1);
     },
   );

@@ -6,6 +6,10 @@
  * machines, so each side's record protection has a core of its own (a worker thread was measured to cost
  * the pure-JavaScript provider a third of its throughput: the threads share V8's helper threads).
  *
+ * CPU time is counted too, per 16 KiB of application data (one full record), for each side over its window:
+ * user + system time of the whole process (garbage-collector threads included), from `process.cpuUsage()`.
+ * That shows where a stack spends its time whatever the machine's load does to the wall-clock figures.
+ *
  * Both ends are the same stack (qkd-tls to qkd-tls, node:tls to node:tls) with the same cipher suite.
  * node:tls cannot negotiate TLS_AES_256_GCM_SHA384 with a PSK (see selfsigned.ts); for that suite its
  * handshake uses a throwaway certificate, which does not change the bulk path.
@@ -27,7 +31,13 @@ export interface BulkMeasurement {
   readonly mbps: number;
   readonly bytes: number;
   readonly seconds: number;
+  /** CPU time (user + system, µs) per 16 KiB of application data, of the sending and of the receiving process. */
+  readonly senderCpuUsPerRecord: number;
+  readonly receiverCpuUsPerRecord: number;
 }
+
+/** The unit of the CPU figures: one full TLS record of application data. */
+const RECORD_BYTES = 16384;
 
 /** Extra time allowed beyond the sending window before the measurement is declared stuck. */
 const SLACK_MS = 60_000;
@@ -42,6 +52,9 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
   /** Bytes and time when the measured window began (the first chunk after the warm-up). */
   let windowBytes = -1;
   let windowStart = 0;
+  /** This process's CPU time when the window opened, and how much it had used by the last chunk. */
+  let windowCpu: NodeJS.CpuUsage | undefined;
+  let receiverCpu: NodeJS.CpuUsage | undefined;
   let resolveEnd!: () => void;
   let rejectEnd!: (e: Error) => void;
   const ended = new Promise<void>((resolve, reject) => {
@@ -58,7 +71,8 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
       if (windowBytes < 0 && now - first >= warmupMs) {
         windowBytes = bytes;
         windowStart = now;
-      }
+        windowCpu = process.cpuUsage();
+      } else if (windowCpu) receiverCpu = process.cpuUsage(windowCpu);
     });
     s.on('end', () => {
       resolveEnd();
@@ -89,7 +103,7 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
     closeServer = () => new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
-  const config: BulkSenderConfig = { ...which, suite, port, durationMs: warmupMs + durationMs };
+  const config: BulkSenderConfig = { ...which, suite, port, durationMs: warmupMs + durationMs, warmupMs };
   const child = spawn(process.execPath, [fileURLToPath(new URL('./bulk-sender.js', import.meta.url)), JSON.stringify(config)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -113,8 +127,9 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
   const stuck = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`bulk transfer did not finish within ${durationMs + SLACK_MS} ms`)), durationMs + SLACK_MS);
   });
+  let sent: BulkSenderReport;
   try {
-    const [sent] = await Promise.race([Promise.all([report, ended]), stuck]);
+    [sent] = await Promise.race([Promise.all([report, ended]), stuck]);
     if (sent.bytes !== bytes) throw new Error(`bulk transfer lost data: sent ${sent.bytes} bytes, received ${bytes}`);
   } finally {
     clearTimeout(timer);
@@ -124,5 +139,14 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
   // Count what arrived after the window opened, over the time it took (everything, if it never opened).
   const counted = windowBytes < 0 || last <= windowStart ? bytes : bytes - windowBytes;
   const seconds = Math.max(windowBytes < 0 || last <= windowStart ? last - first : last - windowStart, 1e-3) / 1000;
-  return { mbps: counted / seconds / 1e6, bytes, seconds };
+  // A window without a chunk after its first has no receiver CPU figure of its own: fail rather than guess.
+  if (!receiverCpu || windowBytes < 0 || last <= windowStart) throw new Error(`bulk transfer too short to measure CPU time (${bytes} bytes received)`);
+  if (sent.windowBytes <= 0) throw new Error('bulk sender wrote nothing after its warm-up');
+  return {
+    mbps: counted / seconds / 1e6,
+    bytes,
+    seconds,
+    senderCpuUsPerRecord: ((sent.windowUserUs + sent.windowSystemUs) * RECORD_BYTES) / sent.windowBytes,
+    receiverCpuUsPerRecord: ((receiverCpu.user + receiverCpu.system) * RECORD_BYTES) / counted,
+  };
 }

@@ -3,7 +3,7 @@
  * Every row shows the qkd-tls figure, the reference figure and their ratio (qkd-tls / reference).
  */
 import type { BenchReport, BenchRow, Section, TargetCheck } from './run.js';
-import { SECTIONS } from './run.js';
+import { REPORT_SECTIONS } from './run.js';
 
 /** A figure with sensible precision: thousands separators above 100, one decimal below. */
 export function formatNumber(n: number): string {
@@ -29,7 +29,7 @@ export function formatTable(report: BenchReport): string[] {
   const lines: string[] = [];
   const m = report.machine;
   lines.push(`qkd-tls bench (${report.mode}): ${m.cpu}, ${m.cores} cores, Node ${m.node}, OpenSSL ${m.openssl}, load ${m.loadAverage.join(' ')}`);
-  for (const s of SECTIONS) {
+  for (const s of REPORT_SECTIONS) {
     const rows = sectionRows(report, s);
     if (rows.length === 0) continue;
     const metricWidth = Math.max(...rows.map((r) => r.metric.length), s.length + 12);
@@ -76,7 +76,7 @@ export function formatMarkdown(report: BenchReport, chartFile: string): string {
   out.push(`| Run | ${report.mode}: ${report.sizes.handshakeMs} ms per handshake window, ${report.sizes.bulkMs} ms per bulk transfer, ${report.sizes.rounds} round(s) (median), ${report.sizes.idleConnections} idle connections; ${report.seconds} s in all |`);
   out.push('');
   out.push(`![qkd-tls / node:tls](${chartFile})`, '');
-  for (const s of SECTIONS) {
+  for (const s of REPORT_SECTIONS) {
     const rows = sectionRows(report, s);
     if (rows.length === 0) continue;
     out.push(`## ${s[0].toUpperCase()}${s.slice(1)} (${rows[0].unit})`, '');

@@ -8,7 +8,7 @@
  * console.log(formatTable(report).join('\n'));
  * ```
  */
-import { bulkTransfer, type BulkStack } from './bulk.js';
+import { bulkTransfer, type BulkMeasurement, type BulkStack } from './bulk.js';
 import {
   BULK_SUITES,
   KEX_CONFIGS,
@@ -26,8 +26,12 @@ import { handshakeRate, startNodeTarget, startQkdTarget, type HandshakeTarget } 
 import { idleMemory } from './memory.js';
 import { rawAeadCeiling, recordRates, sansioHandshakeRate } from './sansio.js';
 
-export type Section = 'handshakes' | 'bulk' | 'memory' | 'state machines' | 'records';
+/** What a row belongs to. 'bulk CPU' rows come with the 'bulk' measurements (they are the same transfers). */
+export type Section = 'handshakes' | 'bulk' | 'bulk CPU' | 'memory' | 'state machines' | 'records';
+/** The sections that can be chosen to run (`--only`). */
 export const SECTIONS: readonly Section[] = ['handshakes', 'bulk', 'memory', 'state machines', 'records'];
+/** Every section of a report, in the order shown. */
+export const REPORT_SECTIONS: readonly Section[] = ['handshakes', 'bulk', 'bulk CPU', 'memory', 'state machines', 'records'];
 
 export interface BenchRow {
   readonly section: Section;
@@ -35,7 +39,7 @@ export interface BenchRow {
   readonly metric: string;
   /** The qkd-tls crypto provider of this row. */
   readonly provider: ProviderName;
-  readonly unit: 'handshakes/s' | 'MB/s' | 'KiB/endpoint';
+  readonly unit: 'handshakes/s' | 'MB/s' | 'KiB/endpoint' | 'CPU µs per 16 KiB record';
   /** The qkd-tls figure. */
   readonly qkd: number;
   /** The figure it is compared with. */
@@ -85,6 +89,7 @@ export interface BenchOptions {
 
 export const NOTES: readonly string[] = [
   'Loopback TCP on 127.0.0.1. Handshake and memory figures have both endpoints in one process; bulk runs the sender in a child process.',
+  'Bulk CPU: user + system time of the sending (or receiving) process over the measured window, per 16 KiB of application data; the median of the rounds.',
   'Memory: RSS growth of a fresh child process holding N idle connections to itself, over 2N: the mean of a client and a server endpoint.',
   'A handshake is a whole connection: TCP connect, TLS 1.3 PSK handshake (TLS_AES_128_GCM_SHA256), a 1-byte server greeting, close.',
   "node:tls always negotiates psk_dhe_ke (OpenSSL prefers it whenever offered), so qkd-tls psk_ke is compared with Node's psk_dhe_ke over x25519.",
@@ -211,20 +216,28 @@ async function measureBulk(sizes: BenchSizes, providers: readonly ProviderName[]
   for (const suite of BULK_SUITES) {
     progress(`bulk: ${suite}`);
     const stacks: BulkStack[] = [{ stack: 'node' }, ...providers.map((p) => ({ stack: 'qkd', provider: p }) as const)];
-    const samples = stacks.map(() => [] as number[]);
+    const samples = stacks.map(() => [] as BulkMeasurement[]);
     const ceilings = stacks.map(() => [] as number[]);
     for (let r = 0; r < sizes.rounds; r++) {
       for (let i = 0; i < stacks.length; i++) {
         const s = stacks[i];
-        samples[i].push((await bulkTransfer(s, suite, sizes.bulkMs, sizes.bulkWarmupMs)).mbps);
+        samples[i].push(await bulkTransfer(s, suite, sizes.bulkMs, sizes.bulkWarmupMs));
         if (s.stack === 'qkd') ceilings[i].push(rawAeadCeiling(provider(s.provider), suite, Math.max(20, sizes.bulkMs / 5)));
         await settle();
       }
     }
-    const ref = median(samples[0]);
+    const of = (i: number, f: (m: BulkMeasurement) => number) => median(samples[i].map(f));
+    const ref = of(0, (m) => m.mbps);
     providers.forEach((p, i) =>
-      rows.push({ ...row('bulk', `${suite}, one connection`, p, 'MB/s', median(samples[i + 1]), ref, 'node:tls'), ceiling: median(ceilings[i + 1]) }),
+      rows.push({ ...row('bulk', `${suite}, one connection`, p, 'MB/s', of(i + 1, (m) => m.mbps), ref, 'node:tls'), ceiling: median(ceilings[i + 1]) }),
     );
+    for (const [side, f] of [
+      ['sender', (m: BulkMeasurement) => m.senderCpuUsPerRecord],
+      ['receiver', (m: BulkMeasurement) => m.receiverCpuUsPerRecord],
+    ] as const) {
+      const refCpu = of(0, f);
+      providers.forEach((p, i) => rows.push(row('bulk CPU', `${suite}, ${side}`, p, 'CPU µs per 16 KiB record', of(i + 1, f), refCpu, 'node:tls', false)));
+    }
   }
   return rows;
 }

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { advantage, renderChart } from '../bench/chart.js';
 import { SIZES } from '../bench/common.js';
 import { formatMarkdown, formatTable } from '../bench/report.js';
-import { checkTargets, runBench, SECTIONS, type BenchReport } from '../bench/run.js';
+import { checkTargets, REPORT_SECTIONS, runBench, SECTIONS, type BenchReport } from '../bench/run.js';
 
 const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
@@ -44,8 +44,16 @@ function checkReport(tt: Tap, report: BenchReport, providers: readonly string[],
 t.test('a tiny benchmark run with both providers has every section, finite ratios and all renderings', async (tt) => {
   const progress: string[] = [];
   const report = await runBench({ sizes: SIZES.tiny, providers: ['node', 'noble'], onProgress: (l) => progress.push(l) });
-  checkReport(tt, report, ['node', 'noble'], SECTIONS);
+  checkReport(tt, report, ['node', 'noble'], REPORT_SECTIONS);
   tt.ok(progress.length >= SECTIONS.length, 'progress was reported');
+  // The bulk transfers also report each side's CPU time per record, for every suite and provider, against node:tls.
+  for (const p of ['node', 'noble']) {
+    for (const side of ['sender', 'receiver']) {
+      const cpu = report.rows.filter((r) => r.section === 'bulk CPU' && r.provider === p && r.metric.endsWith(`, ${side}`));
+      tt.equal(cpu.length, 3, `bulk CPU: one ${side} row per suite (${p})`);
+      tt.ok(cpu.every((r) => !r.higherIsBetter && r.unit === 'CPU µs per 16 KiB record'), `bulk CPU ${side} rows: lower is better (${p})`);
+    }
+  }
   // Targets: the native provider's handshake, bulk and memory goals, and noble's bulk-versus-ceiling goal.
   tt.ok(report.targets.some((c) => c.provider === 'node' && c.target.includes('psk_ke')), 'psk_ke target present');
   tt.ok(report.targets.some((c) => c.provider === 'node' && c.target.includes('psk_dhe_ke x25519')), 'psk_dhe_ke x25519 target present');
@@ -54,7 +62,7 @@ t.test('a tiny benchmark run with both providers has every section, finite ratio
   tt.ok(report.targets.some((c) => c.atMost && c.target.includes('RSS')), 'memory target present');
 
   const table = formatTable(report);
-  for (const s of SECTIONS) tt.ok(table.some((l) => l.startsWith(`${s} (`)), `table has a ${s} block`);
+  for (const s of REPORT_SECTIONS) tt.ok(table.some((l) => l.startsWith(`${s} (`)), `table has a ${s} block`);
   tt.ok(table.some((l) => /^\s+(MET|NOT MET)\s/.test(l)), 'table lists the targets');
   const md = formatMarkdown(report, 'results.svg');
   tt.match(md, /^# qkd-tls benchmark results/);
