@@ -136,12 +136,13 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
     if (child.exitCode === null) child.kill();
     await closeServer();
   }
-  // Count what arrived after the window opened, over the time it took (everything, if it never opened).
-  const counted = windowBytes < 0 || last <= windowStart ? bytes : bytes - windowBytes;
-  const seconds = Math.max(windowBytes < 0 || last <= windowStart ? last - first : last - windowStart, 1e-3) / 1000;
-  // A window without a chunk after its first has no receiver CPU figure of its own: fail rather than guess.
-  if (!receiverCpu || windowBytes < 0 || last <= windowStart) throw new Error(`bulk transfer too short to measure CPU time (${bytes} bytes received)`);
+  // The window must have opened and seen chunks after its first: the sender writes for longer than the warm-up,
+  // so anything else means the transfer was cut short, and there would be no figures of the window's own.
+  if (!receiverCpu || last <= windowStart) throw new Error(`bulk transfer too short to measure (${bytes} bytes received)`);
   if (sent.windowBytes <= 0) throw new Error('bulk sender wrote nothing after its warm-up');
+  // What arrived after the window opened, over the time it took.
+  const counted = bytes - windowBytes;
+  const seconds = (last - windowStart) / 1000;
   return {
     mbps: counted / seconds / 1e6,
     bytes,
