@@ -53,12 +53,13 @@ async function send(config: BulkSenderConfig): Promise<Sent> {
           return;
         }
       }
-      // The window closes once everything written has been handed to the kernel (the end callback).
+      // A run no longer than its warm-up opens the window only now, empty (bulk.ts refuses such a run).
       window ??= { bytes, cpu: process.cpuUsage() };
       socket.end(() => resolve());
     };
     pump();
   });
+  // The window closes at the end callback, once everything written has been handed to the kernel.
   const cpu = process.cpuUsage(window!.cpu);
   return { bytes, windowBytes: bytes - window!.bytes, windowUserUs: cpu.user, windowSystemUs: cpu.system };
 }
