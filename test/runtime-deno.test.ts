@@ -4,21 +4,19 @@
  * completes a handshake with a qkd-tls server running in Node and with `openssl s_server -psk ... -nocert`,
  * and gets its bytes echoed back.
  *
- * Deno comes from the `deno` devDependency (node_modules/.bin/deno; the npm package ships the binary), else
- * from PATH. Without it the test fails under CI and is skipped locally.
+ * Deno comes from the test-only peer package (test/peers/node_modules/.bin/deno; `.ci/run` installs it with
+ * `npm ci --prefix test/peers`). Without it the test fails under CI and is skipped locally.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { accessSync, constants } from 'node:fs';
 import t from 'tap';
 import { fromHex, utf8 } from '../lib/codec/bytes.js';
 import type { HandshakeInfo } from '../lib/connection/events.js';
 import type { Psk } from '../lib/psk/types.js';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import {
-  findExecutable,
   freePort,
   jsonEvent,
   missingPrograms,
@@ -27,8 +25,8 @@ import {
   reversedLine,
   spawnPeer,
   type Tap,
-  UNDER_CI,
   WRONG_PSK_HEX,
+  testPeer,
   withTimeout,
 } from './helpers/peers.js';
 
@@ -40,24 +38,9 @@ const SUBTEST = { timeout: 60_000 };
 
 const psk: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
 
-/** The deno binary: the devDependency's, else one on PATH, else null. */
-function findDeno(): string | null {
-  const local = join(ROOT, 'node_modules', '.bin', 'deno');
-  try {
-    accessSync(local, constants.X_OK);
-    return local;
-  } catch {
-    return findExecutable('deno');
-  }
-}
-
-const deno = findDeno();
-let skipDeno: string | false = false;
-if (deno === null) {
-  skipDeno = 'deno not found (npm ci installs it as a devDependency)';
-  if (UNDER_CI) t.fail(`${skipDeno}: the Deno runtime test must run under CI`);
-  else t.comment(`skipping: ${skipDeno}`);
-}
+const denoPeer = testPeer(t, 'deno');
+const deno = denoPeer.path;
+const skipDeno: string | false = denoPeer.skip;
 
 interface DenoRun {
   readonly code: number | null;

@@ -62,6 +62,27 @@ export function missingPrograms(t: TestLike, ...names: string[]): string | false
   return reason;
 }
 
+/** The folder of the test-only peer package (test/peers: other runtimes, a browser driver, a bundler, Node 24). */
+export const TEST_PEERS_DIR = fileURLToPath(new URL('../../../test/peers/', import.meta.url));
+
+/**
+ * The path of an executable from the test-only peer package (`test/peers/node_modules/.bin/NAME`: bun, deno,
+ * workerd, esbuild, node — Node 24), or a skip reason. `.ci/run` installs that package (`npm ci --prefix
+ * test/peers`); a user's `npm ci` does not. Under CI a missing peer is also recorded as a failure, never a skip.
+ */
+export function testPeer(t: TestLike, name: string): { path: string; skip: false } | { path: null; skip: string } {
+  const path = join(TEST_PEERS_DIR, 'node_modules', '.bin', name);
+  try {
+    accessSync(path, constants.X_OK);
+    return { path, skip: false };
+  } catch {
+    const reason = `${name} not installed (npm ci --prefix test/peers installs the test-only runtimes)`;
+    if (UNDER_CI) t.fail(`${reason}: this test must run under CI`);
+    else t.comment(`skipping: ${reason}`);
+    return { path: null, skip: reason };
+  }
+}
+
 /** A free TCP port on 127.0.0.1 (for peers that cannot listen on port 0 and report the port they got). */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
