@@ -87,7 +87,8 @@ t.test('streams client against the Node socket server over real TCP (Duplex.toWe
 });
 
 t.test('the Node client against a streams server over real TCP', async (t) => {
-  const tcp = net.createServer((sock) => {
+  // allowHalfOpen: the client's FIN (after its close_notify) must not close our side before the echo is out.
+  const tcp = net.createServer({ allowHalfOpen: true }, (sock) => {
     const web = Duplex.toWeb(sock) as unknown as ByteStreamPair;
     const s = tlsServerOverStreams(web, { crypto: nodeProvider, psks: [psk] });
     void (async () => {

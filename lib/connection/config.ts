@@ -34,6 +34,12 @@ export interface CommonOptions {
    * anyone with these lines can decrypt the session.
    */
   readonly keyLog?: (line: string) => void;
+  /**
+   * Send a KeyUpdate after this many records under one write key (RFC 8446 §5.5). Default, and the most
+   * allowed: 2^24 for AES-GCM (whose limit is about 2^24.5 full records), 2^53 for ChaCha20-Poly1305. A lower
+   * value only updates keys more often (tests use it to exercise the automatic KeyUpdate).
+   */
+  readonly keyUpdateAfterRecords?: number;
 }
 
 export interface ClientOptions extends CommonOptions {

@@ -31,6 +31,7 @@ import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } fro
 import { isAwaitingPsks, startServer } from '../handshake/server.js';
 import type { ClientOptions, PskRequest, ServerOptions } from './config.js';
 import type { ConnectionEvent, HandshakeInfo } from './events.js';
+import { LentDirection, type ReadOffload, type WriteOffload } from './offload.js';
 
 export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
 
@@ -83,6 +84,12 @@ export class Connection {
   private earlyDataBudget = -1;
 
   private secrets: ApplicationSecrets | null = null;
+  /** The application traffic keys lent to the transport, per direction (lib/connection/offload.ts). */
+  private lentWrite: LentDirection | null = null;
+  private lentRead: LentDirection | null = null;
+  private lentGenerations = 0;
+  /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
+  private readonly keyUpdateAfter: number;
   private info: HandshakeInfo | null = null;
   private errorValue: TlsError | null = null;
 
@@ -90,6 +97,9 @@ export class Connection {
     this.isClient = isClient;
     this.crypto = options.crypto;
     this.keyLog = options.keyLog;
+    const after = options.keyUpdateAfterRecords;
+    if (after !== undefined && !(Number.isSafeInteger(after) && after >= 1)) throw new RangeError('keyUpdateAfterRecords must be a positive integer');
+    this.keyUpdateAfter = after ?? Number.MAX_SAFE_INTEGER;
     this.io = this.makeIO();
     if (isClient) {
       this.state = startClient(this.io, options as ClientOptions);
@@ -274,12 +284,103 @@ export class Connection {
   }
 
   // ---------------------------------------------------------------------------------------------------------
+  // Record offload (the design is in lib/connection/offload.ts)
+
+  /**
+   * Lends our application traffic key to the transport, which then seals application_data records itself
+   * ({@link WriteOffload.reserve} gives each record's nonce). Returns the active handle if there is one, a new
+   * one when the previous was revoked (after sending the automatic KeyUpdate if the key reached its limit), or
+   * null when we cannot write application data now (handshake not complete, closed, failed).
+   */
+  offloadWrite(): WriteOffload | null {
+    if (this.lentWrite?.active && !this.lentWrite.atLimit) return this.lentWrite;
+    if (!this.writable || this.phaseValue !== 'connected' || !this.secrets || !this.writer) return null;
+    let handle: LentDirection | null = null;
+    this.guard(() => {
+      this.reclaimWrite();
+      const writer = this.writer!;
+      const limit = this.keyUpdateLimit(writer.suite);
+      // §5.5: the automatic KeyUpdate, when the lent key (or ours) reached its limit.
+      if (writer.sequence >= limit) this.sendKeyUpdate(false);
+      const s = this.secrets!;
+      handle = this.lend(this.isClient ? s.clientSecret : s.serverSecret, this.writer!.sequence, limit);
+      this.lentWrite = handle;
+    });
+    return handle;
+  }
+
+  /**
+   * Lends the peer's application traffic key to the transport: from now on, {@link receive} deframes the
+   * records but hands them out through {@link ReadOffload.takeRecords} instead of opening them. Null when
+   * we do not read application data now (handshake not complete, the peer closed, failed, or in the middle
+   * of a fragmented post-handshake message).
+   */
+  offloadRead(): ReadOffload | null {
+    if (this.lentRead) return this.lentRead;
+    if (this.phaseValue !== 'connected' || !this.secrets || !this.reader || this.receivedCloseNotify || !this.joiner.isEmpty) return null;
+    const s = this.secrets;
+    const handle = this.lend(this.isClient ? s.serverSecret : s.clientSecret, this.reader.sequence, Number.MAX_SAFE_INTEGER);
+    this.lentRead = handle;
+    return handle;
+  }
+
+  /**
+   * Takes the read direction back: `records` are the lent records, from the first one the transport did not
+   * accept as application data to the last it was given, in order. The connection opens and processes them
+   * itself (a KeyUpdate, an alert, close_notify, a NewSessionTicket, or a record that fails — which ends in
+   * its alert), then continues on its own until the transport calls {@link offloadRead} again.
+   */
+  returnRecords(handle: ReadOffload, records: readonly Uint8Array[]): void {
+    if (this.phaseValue === 'failed' || this.phaseValue === 'closed') return;
+    if (handle !== this.lentRead) throw new Error('returnRecords: this read handle is not the one lent');
+    const lent = this.lentRead;
+    const untaken = lent.takeRecords().map((r) => r.bytes);
+    const all = untaken.length === 0 ? records : [...records, ...untaken];
+    const next = lent.revoke(all.length);
+    this.lentRead = null;
+    this.guard(() => {
+      if (next < lent.firstSequence) throw new Error('returnRecords: more records returned than were lent');
+      // The transport accepted only non-empty application data records: they end a run of idle records.
+      if (next > lent.firstSequence) this.idleRecords = 0;
+      this.reader!.advanceTo(next);
+      for (const bytes of all) {
+        if (this.paused || this.receivedCloseNotify || this.phaseValue !== 'connected') break;
+        this.handleRecord(rawRecord(bytes));
+        this.flushHandshake();
+      }
+      this.process();
+    });
+  }
+
+  private lend(secret: Uint8Array, sequence: number, limit: number): LentDirection {
+    const suite = this.secrets!.suite;
+    const { key, iv } = trafficKeys(this.crypto, suite.hash, secret, suite.keyLength, suite.ivLength);
+    return new LentDirection(suite.aead, key, iv, sequence, limit, ++this.lentGenerations, this.maxFragment, this.maxInnerPlaintext);
+  }
+
+  /** Takes our write direction back from the transport before we seal a record ourselves. */
+  private reclaimWrite(): void {
+    const lent = this.lentWrite;
+    if (!lent) return;
+    this.lentWrite = null;
+    this.writer?.advanceTo(lent.revoke());
+  }
+
+  private keyUpdateLimit(suite: SuiteInfo): number {
+    return Math.min(this.keyUpdateAfter, keyUpdateThreshold(suite));
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
   // Receiving
 
   private process(): void {
     while (!this.paused && !this.receivedCloseNotify && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
       const rec = this.deframer.next();
       if (!rec) break;
+      if (this.lentRead) {
+        this.lentRead.lend(recordBytes(rec));
+        continue;
+      }
       this.handleRecord(rec);
       this.flushHandshake();
     }
@@ -422,6 +523,7 @@ export class Connection {
   // Sending
 
   private emitRecord(type: number, content: Uint8Array): void {
+    this.reclaimWrite();
     if (this.writer) {
       this.out.push(this.writer.seal(type, content));
     } else {
@@ -445,8 +547,9 @@ export class Connection {
    * single buffer sized up front: one allocation and one copy of the data per write, however many records.
    */
   private sealApplicationData(chunks: readonly Uint8Array[], total: number): void {
+    this.reclaimWrite();
     // §5.5: AES-GCM keys must not protect more than about 2^24.5 full records; update well before that.
-    if (this.secrets && this.writer && this.writer.sequence >= keyUpdateThreshold(this.writer.suite)) this.sendKeyUpdate(false);
+    if (this.secrets && this.writer && this.writer.sequence >= this.keyUpdateLimit(this.writer.suite)) this.sendKeyUpdate(false);
     const writer = this.writer;
     if (!writer) {
       for (const c of chunks) for (const f of fragments(c, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
@@ -533,6 +636,9 @@ export class Connection {
   }
 
   private wipeKeys(): void {
+    this.lentWrite?.revoke();
+    this.lentRead?.revoke();
+    this.lentWrite = this.lentRead = null;
     this.reader?.destroy();
     this.writer?.destroy();
     this.state.destroy?.();
@@ -677,6 +783,19 @@ export const MAX_BUFFERED_WHILE_WAITING = 256 * 1024;
  */
 function skippedPlaintextLength(rec: RawRecord): number {
   return Math.max(0, rec.fragment.length - 17);
+}
+
+/** A whole record (header and body) as one buffer of its own, to lend or keep. */
+function recordBytes(rec: RawRecord): Uint8Array {
+  const b = new Uint8Array(rec.header.length + rec.fragment.length);
+  b.set(rec.header);
+  b.set(rec.fragment, rec.header.length);
+  return b;
+}
+
+/** The record in `bytes` (one whole record, as {@link recordBytes} made it). */
+function rawRecord(bytes: Uint8Array): RawRecord {
+  return { type: bytes[0], version: (bytes[1] << 8) | bytes[2], header: bytes.subarray(0, 5), fragment: bytes.subarray(5) };
 }
 
 /**

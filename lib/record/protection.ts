@@ -54,6 +54,16 @@ export class RecordProtection {
     this.exhausted = false;
   }
 
+  /**
+   * Moves the sequence number forward to `sequence` (after a record offload used the numbers in between;
+   * lib/connection/offload.ts). Never backwards: a sequence number, hence a nonce, is used once (§5.3).
+   */
+  advanceTo(sequence: number): void {
+    if (!Number.isSafeInteger(sequence) || sequence < this.sequence) throw new RangeError(`advanceTo(${sequence}): the sequence number is already ${this.sequence}`);
+    this.seqHi = Math.floor(sequence / 0x1_0000_0000);
+    this.seqLo = sequence >>> 0;
+  }
+
   /** The nonce of the current sequence number (§5.3); the number advances only once a record is done. */
   private currentNonce(): Uint8Array {
     if (this.exhausted) {

@@ -1,0 +1,175 @@
+/**
+ * Record offload: lending one direction's application traffic key to the transport, as kernel TLS does.
+ *
+ * The sans-IO {@link Connection} is synchronous, which is right for the handshake, but in browsers, Deno, Bun
+ * and Workers the fast AES-GCM is WebCrypto's, and WebCrypto only answers with promises. So, once the
+ * handshake is complete, a transport may borrow the keys of one direction (or both) and seal or open
+ * application_data records itself, several at once, while the connection keeps everything else.
+ *
+ * Who owns what (the kTLS split):
+ * - The connection owns the state machine, the key schedule, the record framing of what it receives, and
+ *   every record that is not application data: KeyUpdate (ours, the peer's, and the automatic one before the
+ *   AEAD limit of RFC 8446 §5.5), NewSessionTicket and other post-handshake messages, alerts, close_notify.
+ * - An offload handle ({@link WriteOffload}, {@link ReadOffload}) owns, while it is active, the AEAD key of
+ *   one direction and the *assignment* of that direction's sequence numbers to application_data records.
+ *
+ * The one rule that makes this safe: a sequence number (hence a nonce, §5.3) is handed out exactly once,
+ * synchronously, by the one object that owns the direction at that moment. JavaScript runs one thing at a
+ * time, so "synchronously" means no other party can interleave:
+ * - Writing: the transport calls {@link WriteOffload.reserve} when it *starts* sealing a record (before it
+ *   awaits the cipher) and gets that record's nonce; it puts the record in its ordered output queue at that
+ *   moment. Whenever the connection needs to send a record itself (an alert, close_notify, a KeyUpdate) it
+ *   revokes the handle first — synchronously, from inside whatever call made it need to — and continues
+ *   from the handle's next sequence number. Records already reserved are sealed and sent by the transport in
+ *   queue order, the connection's record is queued after them (the transport moves `takeOutput()` into the
+ *   same queue after every call into the connection), so the wire order is the sequence order.
+ *   {@link WriteOffload.reserve} answers null once the handle is revoked or when the next record would pass
+ *   the key's limit; the transport then asks the connection for a new handle ({@link
+ *   Connection.offloadWrite}), which first sends the automatic KeyUpdate if the limit was the reason.
+ * - Reading: the connection still deframes what the transport feeds it, but while a read handle is active it
+ *   does not open application_data records: it hands each one out ({@link ReadOffload.takeRecords}) with its
+ *   sequence number and nonce, in order. The transport opens them, several at once, and accepts, in order,
+ *   each that authenticates and is non-empty application data within the size limit. The first record it
+ *   does not accept (a failed tag, another inner content type such as a KeyUpdate or an alert, an all-zero
+ *   plaintext, an oversize or empty one) goes back to the connection with every record after it
+ *   ({@link Connection.returnRecords}): the connection revokes the handle, continues its own read sequence
+ *   number from the first returned record, and processes them itself with its synchronous cipher — so every
+ *   hostile record ends in exactly the alert and the named reason the synchronous path gives, and a KeyUpdate
+ *   switches keys before the records after it are opened. The transport then asks for a new read handle.
+ *   Records opened speculatively under old keys after a KeyUpdate simply fail and are among those returned.
+ *
+ * Key material: a handle carries a copy of the traffic key; the connection wipes it when the handle is
+ * revoked (replaced by a new key, failed, destroyed). The static IV never leaves the connection — the
+ * handle computes each nonce. A transport imports the key into its cipher at once (WebCrypto copies the
+ * bytes during `importKey`), and stops using its imported key when the handle becomes inactive.
+ *
+ * Not offloaded: 0-RTT data and everything before the handshake completes (those keys never leave the
+ * connection), and any direction after close_notify or an error.
+ */
+import { wipe } from '../codec/bytes.js';
+import type { AeadName } from '../crypto/provider.js';
+
+/** What every offload handle tells the transport. */
+export interface OffloadKeys {
+  /** The AEAD of the negotiated suite (the transport declines the handle if it cannot run it). */
+  readonly aead: AeadName;
+  /** The traffic key (wiped by the connection when the handle is revoked). */
+  readonly key: Uint8Array;
+  /** Counts the handles of this connection and direction (each KeyUpdate makes a new one). */
+  readonly generation: number;
+  /** False once the connection took the direction back: the transport must not use the key any more. */
+  readonly active: boolean;
+  /** The sequence number the next record of this direction will have (RFC 8446 §5.3). */
+  readonly nextSequence: number;
+}
+
+export interface WriteOffload extends OffloadKeys {
+  /** The largest application data a record may carry (2^14, or the peer's record_size_limit - 1). */
+  readonly maxFragment: number;
+  /**
+   * Assigns the next sequence number to the record the caller is about to seal and returns its nonce, or null
+   * when the handle is no longer active or the key has reached its limit (then ask the connection for a new
+   * handle). The caller must put that record on the wire, in the order of its reserve() calls.
+   */
+  reserve(): Uint8Array | null;
+}
+
+/** One protected record handed to the transport to open. */
+export interface OffloadedRecord {
+  /** The whole record: the 5-byte header (the additional data, §5.2) and the encrypted record. */
+  readonly bytes: Uint8Array;
+  readonly sequence: number;
+  readonly nonce: Uint8Array;
+}
+
+export interface ReadOffload extends OffloadKeys {
+  /** The largest TLSInnerPlaintext to accept (2^14 + 1, or our record_size_limit; RFC 8449 §4). */
+  readonly maxInnerPlaintext: number;
+  /** The records the connection received since the last call, in order, for the transport to open. */
+  takeRecords(): OffloadedRecord[];
+}
+
+/**
+ * The connection's side of one lent direction. Internal to the connection: the transport sees it through
+ * {@link WriteOffload} or {@link ReadOffload}.
+ */
+export class LentDirection implements WriteOffload, ReadOffload {
+  private isActive = true;
+  private next: number;
+  private pending: OffloadedRecord[] = [];
+
+  constructor(
+    readonly aead: AeadName,
+    readonly key: Uint8Array,
+    private readonly iv: Uint8Array,
+    /** The first sequence number this handle assigns. */
+    readonly firstSequence: number,
+    /** The handle assigns sequence numbers below this one only (the key's usage limit, §5.5). */
+    private readonly limit: number,
+    readonly generation: number,
+    readonly maxFragment: number,
+    readonly maxInnerPlaintext: number,
+  ) {
+    this.next = firstSequence;
+  }
+
+  get active(): boolean {
+    return this.isActive;
+  }
+  get nextSequence(): number {
+    return this.next;
+  }
+  /** True when the key reached its usage limit (the connection then sends a KeyUpdate). */
+  get atLimit(): boolean {
+    return this.next >= this.limit;
+  }
+
+  reserve(): Uint8Array | null {
+    if (!this.isActive || this.next >= this.limit) return null;
+    return nonceFor(this.iv, this.next++);
+  }
+
+  /** Connection only: hands a received record out (reading), assigning its sequence number. */
+  lend(bytes: Uint8Array): void {
+    const sequence = this.next++;
+    this.pending.push({ bytes, sequence, nonce: nonceFor(this.iv, sequence) });
+  }
+
+  takeRecords(): OffloadedRecord[] {
+    const p = this.pending;
+    this.pending = [];
+    return p;
+  }
+
+  /**
+   * Connection only: takes the direction back and wipes the lent key; returns the sequence number the
+   * connection continues from. `returned` records (reading) were handed out but not accepted: they are the
+   * last ones lent, so the connection continues from the first of them.
+   */
+  revoke(returned = 0): number {
+    if (this.isActive) {
+      this.isActive = false;
+      wipe(this.key, this.iv);
+    }
+    const unread = this.pending.length;
+    this.pending = [];
+    return this.next - unread - returned;
+  }
+}
+
+/** §5.3: the per-record nonce is the static IV XORed with the 64-bit sequence number, left-padded. */
+export function nonceFor(iv: Uint8Array, sequence: number): Uint8Array {
+  const n = Uint8Array.from(iv);
+  const L = n.length;
+  const hi = Math.floor(sequence / 0x1_0000_0000);
+  const lo = sequence >>> 0;
+  n[L - 8] ^= hi >>> 24;
+  n[L - 7] ^= (hi >>> 16) & 0xff;
+  n[L - 6] ^= (hi >>> 8) & 0xff;
+  n[L - 5] ^= hi & 0xff;
+  n[L - 4] ^= lo >>> 24;
+  n[L - 3] ^= (lo >>> 16) & 0xff;
+  n[L - 2] ^= (lo >>> 8) & 0xff;
+  n[L - 1] ^= lo & 0xff;
+  return n;
+}

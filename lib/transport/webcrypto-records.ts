@@ -1,0 +1,309 @@
+/**
+ * WebCrypto record offload for transports: seals and opens a connection's application_data records with
+ * `crypto.subtle` AES-GCM, several at once, while the sans-IO {@link Connection} keeps everything else
+ * (the design, and why no nonce is used twice, is in lib/connection/offload.ts).
+ *
+ * ```ts
+ * const records = new WebCryptoRecords(conn, { send: (b) => writer.write(b), deliver: (d) => plain.enqueue(d),
+ *                                              afterCore: pumpEvents });
+ * records.receive(bytesFromTheNetwork);   // instead of conn.receive
+ * await records.write(applicationData);   // instead of conn.write; resolves when there is room again
+ * records.flushCore();                    // after any other call into conn: queue what it wants to send
+ * ```
+ *
+ * Order: every record (offloaded or the connection's own) enters one output queue when its sequence number is
+ * assigned, and leaves it in that order once sealed; received records are accepted in order. Backpressure:
+ * {@link write} resolves once fewer than `recordsInFlight` records wait to be sent, and {@link readRoom}
+ * once fewer than that wait to be opened. Runtime-neutral: only `globalThis.crypto.subtle`.
+ *
+ * ChaCha20-Poly1305 is not in WebCrypto: with that suite the connection keeps its keys and this class only
+ * passes bytes through (the same queue, so nothing changes for the caller).
+ */
+import type { Connection } from '../connection/connection.js';
+import type { OffloadedRecord, ReadOffload, WriteOffload } from '../connection/offload.js';
+import type { AeadName } from '../crypto/provider.js';
+import { SUITES } from '../suites.js';
+
+export interface WebCryptoRecordsOptions {
+  /** Writes bytes to the network, in order; the next call waits for the previous promise. */
+  readonly send: (bytes: Uint8Array) => Promise<void>;
+  /** Receives application data the offload opened, in order with the connection's own `data` events. */
+  readonly deliver: (data: Uint8Array) => void;
+  /**
+   * Called after records were returned to the connection (it may have events: data, key-update, end,
+   * error): take its events here. Output is queued by this class before the call.
+   */
+  readonly afterCore: () => void | Promise<void>;
+  /** Records sealed or opened at once per direction (default 8). */
+  readonly recordsInFlight?: number;
+  /** Set false to keep every record on the connection's synchronous cipher (default true). */
+  readonly offload?: boolean;
+}
+
+/** True when this runtime's WebCrypto can protect records of `aead` (AES-GCM; never ChaCha20-Poly1305). */
+export function webCryptoHasAead(aead: AeadName): boolean {
+  return (aead === 'AES-128-GCM' || aead === 'AES-256-GCM') && typeof globalThis.crypto?.subtle?.encrypt === 'function';
+}
+
+/** Imports a lent traffic key (WebCrypto copies the bytes before this returns, so the caller may wipe them). */
+export function importRecordKey(key: Uint8Array): Promise<RecordKey> {
+  return globalThis.crypto.subtle.importKey('raw', key, { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+}
+
+/** TLSInnerPlaintext of an application_data record without padding (RFC 8446 §5.2): content || 0x17. */
+export function applicationInner(content: Uint8Array): Uint8Array {
+  const inner = new Uint8Array(content.length + 1);
+  inner.set(content);
+  inner[content.length] = APPLICATION_DATA;
+  return inner;
+}
+
+/**
+ * Seals one record: the header (§5.2: opaque_type 23, legacy_record_version 0x0303, length; also the
+ * additional data) followed by AES-GCM(inner) and its 16-byte tag.
+ */
+export async function sealRecord(key: RecordKey, nonce: Uint8Array, inner: Uint8Array): Promise<Uint8Array> {
+  const length = inner.length + TAG_LENGTH;
+  const header = Uint8Array.of(APPLICATION_DATA, 0x03, 0x03, length >>> 8, length & 0xff);
+  const sealed = await globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: header, tagLength: 128 }, key, inner);
+  const out = new Uint8Array(5 + length);
+  out.set(header);
+  out.set(new Uint8Array(sealed), 5);
+  return out;
+}
+
+/**
+ * Opens a lent record if it is non-empty application data within `maxInner` (§5.4, RFC 8449 §4); null for
+ * anything else — a failed tag, another content type, an empty, oversize or all-zero plaintext — which the
+ * caller returns to the connection, whose synchronous path decides (and names) what it is.
+ */
+export async function openApplicationRecord(key: RecordKey, record: OffloadedRecord, maxInner: number): Promise<Uint8Array | null> {
+  const b = record.bytes;
+  if (b[0] !== APPLICATION_DATA || b.length < 5 + 1 + TAG_LENGTH) return null;
+  let inner: Uint8Array;
+  try {
+    const opened = await globalThis.crypto.subtle.decrypt(
+      { name: 'AES-GCM', iv: record.nonce, additionalData: b.subarray(0, 5), tagLength: 128 },
+      key,
+      b.subarray(5),
+    );
+    inner = new Uint8Array(opened);
+  } catch {
+    return null;
+  }
+  if (inner.length > maxInner) return null;
+  let i = inner.length - 1;
+  while (i >= 0 && inner[i] === 0) i--;
+  if (i <= 0 || inner[i] !== APPLICATION_DATA) return null;
+  return inner.subarray(0, i);
+}
+
+/** The offload pipeline of one connection (see the module comment). */
+export class WebCryptoRecords {
+  private readonly max: number;
+  private readonly enabled: boolean;
+  private out: (Uint8Array | Promise<Uint8Array>)[] = [];
+  private sending = false;
+  private sendError: unknown = null;
+  private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
+  private readKey: { handle: ReadOffload; key: Promise<RecordKey> } | null = null;
+  private opening: { record: OffloadedRecord; content: Promise<Uint8Array | null> }[] = [];
+  private delivering = false;
+  private waiters: (() => void)[] = [];
+  /** Records sealed and opened by WebCrypto so far (for tests and the benchmark). */
+  offloadedWrites = 0;
+  offloadedReads = 0;
+
+  constructor(
+    readonly connection: Connection,
+    private readonly options: WebCryptoRecordsOptions,
+  ) {
+    this.max = Math.max(1, options.recordsInFlight ?? 8);
+    this.enabled = options.offload !== false && typeof globalThis.crypto?.subtle?.encrypt === 'function';
+  }
+
+  /** Queues what the connection wants to send (after any call into it other than through this class). */
+  flushCore(): void {
+    for (const chunk of this.connection.takeOutputChunks()) this.out.push(chunk);
+    this.kickSend();
+  }
+
+  /**
+   * Sends application data: sealed here when the write direction is lent, else by the connection (which
+   * throws, as `Connection.write` does, when the connection is not writable). Resolves when fewer than
+   * `recordsInFlight` records wait to be sent; rejects if sending failed.
+   */
+  async write(data: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < data.length) {
+      const lent = this.writeHandle();
+      if (!lent) {
+        this.connection.write(at === 0 ? data : data.subarray(at));
+        this.flushCore();
+        break;
+      }
+      const nonce = lent.handle.reserve();
+      if (!nonce) {
+        this.writeKey = null; // revoked or at its limit: the next writeHandle() asks for a new one
+        continue;
+      }
+      const n = Math.min(lent.handle.maxFragment, data.length - at);
+      const inner = applicationInner(data.subarray(at, at + n));
+      at += n;
+      const key = lent.key;
+      this.out.push(key instanceof Promise ? key.then((k) => sealRecord(k, nonce, inner)) : sealRecord(key, nonce, inner));
+      this.offloadedWrites++;
+      this.kickSend();
+      if (this.out.length >= this.max) await this.sendRoom();
+    }
+    await this.sendRoom();
+  }
+
+  /** Feeds received bytes (instead of `Connection.receive`); the caller then takes the connection's events. */
+  receive(bytes: Uint8Array): void {
+    this.connection.receive(bytes);
+    this.flushCore();
+    this.takeLentRecords();
+  }
+
+  /** Call after the handshake completed (and after anything that may have ended a lent direction). */
+  takeLentRecords(): void {
+    if (!this.enabled) return;
+    if (!this.readKey || !this.readKey.handle.active) {
+      this.readKey = null;
+      if (this.opening.length > 0 || !this.suiteOffloadable()) return; // (the connection failed meanwhile: the delivery loop drops them)
+      const handle = this.connection.offloadRead();
+      if (!handle) return;
+      this.readKey = { handle, key: importRecordKey(handle.key) };
+    }
+    const { handle, key } = this.readKey;
+    for (const record of handle.takeRecords()) {
+      this.opening.push({ record, content: key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext)) });
+    }
+    if (this.opening.length > 0 && !this.delivering) void this.deliverLoop();
+  }
+
+  /** Resolves when fewer than `recordsInFlight` received records wait to be opened. */
+  async readRoom(): Promise<void> {
+    while (this.opening.length >= this.max) await this.changed();
+  }
+
+  /** Resolves when every received record handed out was delivered or returned. */
+  async readDrained(): Promise<void> {
+    while (this.opening.length > 0 || this.delivering) await this.changed();
+  }
+
+  /** Resolves when everything queued was sent; rejects if sending failed. */
+  async drained(): Promise<void> {
+    while (this.out.length > 0 || this.sending) {
+      if (this.sendError) throw this.sendError;
+      await this.changed();
+    }
+    if (this.sendError) throw this.sendError;
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  private writeHandle(): { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null {
+    if (!this.enabled) return null;
+    if (this.writeKey && this.writeKey.handle.active) return this.writeKey;
+    this.writeKey = null;
+    if (!this.suiteOffloadable()) return null;
+    const handle = this.connection.offloadWrite();
+    this.flushCore(); // the automatic KeyUpdate, if the key reached its limit
+    if (!handle) return null;
+    const entry: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } = { handle, key: importRecordKey(handle.key) };
+    void (entry.key as Promise<RecordKey>).then((k) => (entry.key = k), () => {});
+    this.writeKey = entry;
+    return entry;
+  }
+
+  /** Whether the negotiated suite's AEAD is in WebCrypto (false before the handshake completes). */
+  private suiteOffloadable(): boolean {
+    const info = this.connection.handshake;
+    return info !== null && webCryptoHasAead(SUITES[info.suite].aead);
+  }
+
+  private async sendRoom(): Promise<void> {
+    while (this.out.length >= this.max) {
+      if (this.sendError) throw this.sendError;
+      await this.changed();
+    }
+    if (this.sendError) throw this.sendError;
+  }
+
+  private kickSend(): void {
+    if (!this.sending && this.out.length > 0 && !this.sendError) void this.sendLoop();
+  }
+
+  private async sendLoop(): Promise<void> {
+    this.sending = true;
+    try {
+      while (this.out.length > 0) {
+        const head = this.out[0];
+        const bytes = head instanceof Uint8Array ? head : await head;
+        this.out.shift();
+        this.notify();
+        await this.options.send(bytes);
+      }
+    } catch (e) {
+      this.sendError = e;
+      this.out = [];
+    } finally {
+      this.sending = false;
+      this.notify();
+    }
+  }
+
+  private async deliverLoop(): Promise<void> {
+    this.delivering = true;
+    try {
+      while (this.opening.length > 0) {
+        const head = this.opening[0];
+        const content = await head.content;
+        if (this.opening[0] !== head) continue;
+        const lent = this.readKey;
+        if (!lent || !lent.handle.active) {
+          // The connection took the direction back itself (it failed or was destroyed): nothing more to read.
+          this.opening = [];
+          break;
+        }
+        if (content) {
+          this.opening.shift();
+          this.offloadedReads++;
+          this.notify();
+          this.options.deliver(content);
+          continue;
+        }
+        // Not application data we may accept: this record and all after it go back to the connection.
+        const back = this.opening.map((o) => o.record.bytes);
+        this.opening = [];
+        this.readKey = null;
+        this.connection.returnRecords(lent.handle, back);
+        this.flushCore();
+        this.notify();
+        await this.options.afterCore();
+        this.takeLentRecords();
+      }
+    } finally {
+      this.delivering = false;
+      this.notify();
+    }
+  }
+
+  private changed(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  private notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+}
+
+/** A WebCrypto AES-GCM key (spelled without the DOM library's global type, which Node's types lack). */
+export type RecordKey = Awaited<ReturnType<typeof globalThis.crypto.subtle.importKey>>;
+
+const APPLICATION_DATA = 23;
+const TAG_LENGTH = 16;
