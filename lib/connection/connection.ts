@@ -548,8 +548,23 @@ export class Connection {
    */
   private sealApplicationData(chunks: readonly Uint8Array[], total: number): void {
     this.reclaimWrite();
-    // §5.5: AES-GCM keys must not protect more than about 2^24.5 full records; update well before that.
-    if (this.secrets && this.writer && this.writer.sequence >= this.keyUpdateLimit(this.writer.suite)) this.sendKeyUpdate(false);
+    // §5.5: AES-GCM keys must not protect more than about 2^24.5 full records; update well before that —
+    // exactly at the limit, also in the middle of a write (the record offload does the same, record by record).
+    let rest = chunks;
+    for (let left = total; this.secrets && this.writer; ) {
+      if (this.writer.sequence >= this.keyUpdateLimit(this.writer.suite)) this.sendKeyUpdate(false);
+      const room = (this.keyUpdateLimit(this.writer.suite) - this.writer.sequence) * this.maxFragment;
+      if (left <= room) break;
+      const [head, tail] = splitChunks(rest, room);
+      this.sealRecords(head, room);
+      rest = tail;
+      left -= room;
+      total = left;
+    }
+    this.sealRecords(rest, total);
+  }
+
+  private sealRecords(chunks: readonly Uint8Array[], total: number): void {
     const writer = this.writer;
     if (!writer) {
       for (const c of chunks) for (const f of fragments(c, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
@@ -783,6 +798,23 @@ export const MAX_BUFFERED_WHILE_WAITING = 256 * 1024;
  */
 function skippedPlaintextLength(rec: RawRecord): number {
   return Math.max(0, rec.fragment.length - 17);
+}
+
+/** `chunks` cut after `n` bytes (views, no copies). */
+function splitChunks(chunks: readonly Uint8Array[], n: number): [Uint8Array[], Uint8Array[]] {
+  const head: Uint8Array[] = [];
+  let i = 0;
+  for (; i < chunks.length && n > 0; i++) {
+    const c = chunks[i];
+    if (c.length <= n) {
+      head.push(c);
+      n -= c.length;
+    } else {
+      head.push(c.subarray(0, n));
+      return [head, [c.subarray(n), ...chunks.slice(i + 1)]];
+    }
+  }
+  return [head, chunks.slice(i)];
 }
 
 /** A whole record (header and body) as one buffer of its own, to lend or keep. */

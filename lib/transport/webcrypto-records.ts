@@ -113,6 +113,8 @@ export class WebCryptoRecords {
   /** Records sealed and opened by WebCrypto so far (for tests and the benchmark). */
   offloadedWrites = 0;
   offloadedReads = 0;
+  /** The most records that waited at once in the output queue (sealing or being sent). */
+  peakRecordsInFlight = 0;
 
   constructor(
     readonly connection: Connection,
@@ -153,6 +155,7 @@ export class WebCryptoRecords {
       const key = lent.key;
       this.out.push(key instanceof Promise ? key.then((k) => sealRecord(k, nonce, inner)) : sealRecord(key, nonce, inner));
       this.offloadedWrites++;
+      if (this.out.length > this.peakRecordsInFlight) this.peakRecordsInFlight = this.out.length;
       this.kickSend();
       if (this.out.length >= this.max) await this.sendRoom();
     }
@@ -191,6 +194,11 @@ export class WebCryptoRecords {
   /** Resolves when every received record handed out was delivered or returned. */
   async readDrained(): Promise<void> {
     while (this.opening.length > 0 || this.delivering) await this.changed();
+  }
+
+  /** True when nothing waits to be sealed, sent, opened or delivered. */
+  get idle(): boolean {
+    return this.out.length === 0 && !this.sending && this.opening.length === 0 && !this.delivering;
   }
 
   /** Resolves when everything queued was sent; rejects if sending failed. */

@@ -1,0 +1,214 @@
+/**
+ * The record offload (lib/connection/offload.ts, lib/transport/webcrypto-records.ts): application_data
+ * records sealed and opened with WebCrypto, several in flight, must be byte for byte the records of the
+ * connection's synchronous path — across KeyUpdates requested by us, by the peer and the automatic one
+ * before the key's limit — and hostile records must still end in the synchronous path's alert and reason.
+ */
+import t from 'tap';
+import { toHex } from '../lib/codec/bytes.js';
+import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
+import type { ConnectionEvent } from '../lib/connection/events.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import type { SupportedSuiteName } from '../lib/suites.js';
+import { importRecordKey, sealRecord } from '../lib/transport/webcrypto-records.js';
+import { offloadPair, type OffloadEnd, type OffloadPair } from '../bench/offload-pair.js';
+import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
+
+const joined = (chunks: readonly Uint8Array[]): Uint8Array => {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+};
+const pattern = (n: number, seed: number): Uint8Array => seededRandom(seed)(n);
+const count = (events: readonly ConnectionEvent[], type: ConnectionEvent['type'], direction?: string) =>
+  events.filter((e) => e.type === type && (direction === undefined || (e as { direction?: string }).direction === direction)).length;
+const firstError = (end: OffloadEnd) => end.events.find((e): e is Extract<ConnectionEvent, { type: 'error' }> => e.type === 'error')?.error;
+
+function options(suite: SupportedSuiteName, seed: number, extra: { keyUpdateAfterRecords?: number } = {}): [ClientOptions, ServerOptions] {
+  const hash = suite === 'TLS_AES_256_GCM_SHA384' ? 'SHA-384' : 'SHA-256';
+  // The same key every time: the two runs compared must negotiate the same secrets.
+  const psk = makePsk('offload', hash, seededRandom(0x5e)(hash === 'SHA-384' ? 48 : 32));
+  return [
+    { crypto: withRandom(nodeProvider, seededRandom(seed)), psks: [psk], suites: [suite], ...extra },
+    { crypto: withRandom(nodeProvider, seededRandom(seed + 1)), psks: [psk], ...extra },
+  ];
+}
+
+/** Both directions, several records in flight, KeyUpdates requested by each side, then close_notify both ways. */
+async function conversation(p: OffloadPair): Promise<{ clientSent: Uint8Array; serverSent: Uint8Array }> {
+  const fromClient = [pattern(40_000, 1), pattern(100, 2), pattern(70_000, 3), pattern(16_384, 4)];
+  const fromServer = [pattern(50_000, 5), pattern(1, 6), pattern(100_000, 7)];
+  await p.client.records.write(fromClient[0]);
+  await p.client.records.write(fromClient[1]);
+  p.client.conn.keyUpdate(true); // ours, asking the peer to update too (§4.6.3)
+  p.client.records.flushCore();
+  await p.client.records.write(fromClient[2]);
+  // (When the server answers the request depends on timing; the comparison needs one order.)
+  await p.settle();
+  await p.server.records.write(fromServer[0]);
+  await p.settle();
+  await p.server.records.write(fromServer[1]);
+  p.server.conn.keyUpdate(false); // the peer's, unrequested
+  p.server.records.flushCore();
+  await p.server.records.write(fromServer[2]);
+  await p.client.records.write(fromClient[3]);
+  await p.settle();
+  p.client.conn.close();
+  p.client.records.flushCore();
+  await p.settle();
+  p.server.conn.close();
+  p.server.records.flushCore();
+  await p.settle();
+  return { clientSent: joined(fromClient), serverSent: joined(fromServer) };
+}
+
+for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384'] as const) {
+  for (const keyUpdateAfterRecords of [undefined, 5]) {
+    const what = `${suite}${keyUpdateAfterRecords ? `, automatic KeyUpdate every ${keyUpdateAfterRecords} records` : ''}`;
+    t.test(`offloaded records are byte-identical to the synchronous path (${what})`, async (t) => {
+      const run = async (offload: boolean) => {
+        const [c, s] = options(suite, 0x0ff1, { keyUpdateAfterRecords });
+        const p = await offloadPair(c, s, { offload, recordsInFlight: 4, keepWire: true });
+        const sent = await conversation(p);
+        return { p, sent };
+      };
+      const off = await run(true);
+      const sync = await run(false);
+      for (const side of ['client', 'server'] as const) {
+        const a = joined(off.p[side].wire);
+        const b = joined(sync.p[side].wire);
+        t.equal(a.length, b.length, `${side}: as many bytes on the wire`);
+        t.ok(a.length > 100_000 || side === 'server', `${side}: a real amount of traffic (${a.length} bytes)`);
+        t.equal(toHex(a), toHex(b), `${side}: every byte it sent is the same with and without the offload`);
+        t.same(off.p[side].events.filter((e) => e.type === 'error'), [], `${side}: no error`);
+        t.equal(off.p[side].conn.phase, 'closed', `${side}: closed cleanly (close_notify both ways)`);
+        t.equal(count(off.p[side].events, 'key-update', 'write'), count(sync.p[side].events, 'key-update', 'write'), `${side}: the same write KeyUpdates`);
+        t.equal(count(off.p[side].events, 'key-update', 'read'), count(sync.p[side].events, 'key-update', 'read'), `${side}: the same read KeyUpdates`);
+        t.ok(off.p[side].records.offloadedWrites > 0, `${side}: ${off.p[side].records.offloadedWrites} records sealed by WebCrypto`);
+        t.ok(off.p[side].records.offloadedReads > 0, `${side}: ${off.p[side].records.offloadedReads} records opened by WebCrypto`);
+        t.equal(sync.p[side].records.offloadedWrites + sync.p[side].records.offloadedReads, 0, `${side}: offload:false offloads nothing`);
+      }
+      t.ok(off.p.client.records.peakRecordsInFlight >= 3, `several records in flight at once (${off.p.client.records.peakRecordsInFlight})`);
+      t.equal(toHex(off.p.server.data()), toHex(off.sent.clientSent), 'the server read what the client wrote');
+      t.equal(toHex(off.p.client.data()), toHex(off.sent.serverSent), 'the client read what the server wrote');
+      // KeyUpdates: the client's, the server's answer to update_requested, the server's own; plus automatic ones.
+      const clientWrites = count(off.p.client.events, 'key-update', 'write');
+      const serverWrites = count(off.p.server.events, 'key-update', 'write');
+      if (keyUpdateAfterRecords) {
+        t.ok(clientWrites >= 2, `client: its KeyUpdate and automatic ones (${clientWrites})`);
+        t.ok(serverWrites >= 3, `server: two KeyUpdates and automatic ones (${serverWrites})`);
+      } else {
+        t.equal(clientWrites, 1, 'client: one KeyUpdate');
+        t.equal(serverWrites, 2, "server: the answer to the client's request and its own");
+      }
+      t.equal(count(off.p.server.events, 'key-update', 'read'), clientWrites, "the server followed each of the client's KeyUpdates");
+      t.equal(count(off.p.client.events, 'key-update', 'read'), serverWrites, "the client followed each of the server's KeyUpdates");
+    });
+  }
+}
+
+t.test('ChaCha20-Poly1305 stays on the synchronous path (WebCrypto has no ChaCha20)', async (t) => {
+  const [c, s] = options('TLS_CHACHA20_POLY1305_SHA256', 7);
+  const p = await offloadPair(c, s, { recordsInFlight: 4 });
+  const sent = await conversation(p);
+  t.equal(toHex(p.server.data()), toHex(sent.clientSent));
+  t.equal(toHex(p.client.data()), toHex(sent.serverSent));
+  t.equal(p.client.records.offloadedWrites + p.server.records.offloadedReads, 0, 'nothing offloaded');
+  t.equal(p.client.conn.phase, 'closed');
+});
+
+t.test('the lent key is wiped when the connection takes the direction back', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 9);
+  const p = await offloadPair(c, s);
+  const w = p.client.conn.offloadWrite()!;
+  const r = p.server.conn.offloadRead()!;
+  t.ok(w.active && r.active, 'both handles active');
+  t.notOk(w.key.every((b) => b === 0), 'the lent write key is a key');
+  const first = w.nextSequence;
+  t.ok(w.reserve() && w.reserve(), 'two records reserved');
+  p.client.conn.keyUpdate(false);
+  t.notOk(w.active, 'a KeyUpdate revokes the write handle');
+  t.ok(w.key.every((b) => b === 0), 'and wipes the lent key');
+  t.equal(w.reserve(), null, 'a revoked handle reserves nothing');
+  t.equal(w.nextSequence, first + 2, 'the sequence numbers the transport used are accounted for');
+  const w2 = p.client.conn.offloadWrite()!;
+  t.equal(w2.nextSequence, 0, 'the new key starts at sequence 0');
+  t.not(toHex(w2.key), toHex(new Uint8Array(16)), 'with a new key');
+  p.server.conn.destroy();
+  t.notOk(r.active, 'destroy revokes the read handle');
+  t.ok(r.key.every((b) => b === 0), 'and wipes its key');
+});
+
+t.test('keyUpdateAfterRecords is validated', async (t) => {
+  const [c] = options('TLS_AES_128_GCM_SHA256', 3);
+  const { Connection } = await import('../lib/connection/connection.js');
+  t.throws(() => Connection.client({ ...c, keyUpdateAfterRecords: 0 }), /keyUpdateAfterRecords/);
+  t.throws(() => Connection.client({ ...c, keyUpdateAfterRecords: 1.5 }), /keyUpdateAfterRecords/);
+});
+
+// ---- hostile records through the offload -------------------------------------------------------------------
+
+/** Builds a protected record with the client's lent key: `inner` is the whole TLSInnerPlaintext. */
+async function crafted(p: OffloadPair, inner: Uint8Array, tamper = false): Promise<Uint8Array> {
+  const h = p.client.conn.offloadWrite()!;
+  const key = await importRecordKey(h.key);
+  const rec = await sealRecord(key, h.reserve()!, inner);
+  if (tamper) rec[rec.length - 1] ^= 0x01;
+  return rec;
+}
+
+const HOSTILE: { name: string; inner: () => Uint8Array; tamper?: boolean; reason: string; alert: number }[] = [
+  { name: 'a bad tag', inner: () => Uint8Array.of(1, 2, 3, 23), tamper: true, reason: 'RecordBadMac', alert: 20 },
+  { name: 'an unknown inner content type', inner: () => Uint8Array.of(1, 2, 3, 0x63), reason: 'RecordUnknownContentType', alert: 10 },
+  { name: 'an all-zero plaintext', inner: () => new Uint8Array(12), reason: 'RecordAllZeroPlaintext', alert: 10 },
+  {
+    name: 'an oversize plaintext (2^14 + 2 bytes)',
+    inner: () => {
+      const b = new Uint8Array((1 << 14) + 2).fill(0x41);
+      b[b.length - 1] = 23;
+      return b;
+    },
+    reason: 'RecordOverflow',
+    alert: 22,
+  },
+  { name: 'a protected change_cipher_spec', inner: () => Uint8Array.of(1, 20), reason: 'RecordBadChangeCipherSpec', alert: 10 },
+];
+
+for (const h of HOSTILE) {
+  for (const offload of [true, false]) {
+    t.test(`${h.name} after good data ends in ${h.reason} (${offload ? 'offloaded' : 'synchronous'} read)`, async (t) => {
+      const [c, s] = options('TLS_AES_128_GCM_SHA256', 21);
+      const p = await offloadPair(c, s, { offload, recordsInFlight: 4 });
+      // Two good records and the hostile one arrive in one read, so they are opened at the same time.
+      const good1 = await crafted(p, Uint8Array.of(0x68, 0x69, 23));
+      const good2 = await crafted(p, Uint8Array.of(0x21, 23));
+      const bad = await crafted(p, h.inner(), h.tamper);
+      p.server.records.receive(joined([good1, good2, bad]));
+      p.server.collect();
+      await p.settle();
+      t.equal(toHex(p.server.data()), '686921', 'the good data before it is delivered, in order');
+      const err = firstError(p.server);
+      t.equal(err?.reason, h.reason, `the server fails with ${h.reason}`);
+      t.equal(err?.alertCode, h.alert, `and alert ${h.alert}`);
+      t.equal(p.server.conn.phase, 'failed');
+      const seen = firstError(p.client);
+      t.equal(seen?.remote, true, 'the client receives the alert');
+      t.equal(seen?.alertCode, h.alert, 'the same alert');
+      if (offload) t.equal(p.server.records.offloadedReads, 2, 'the good records were opened by WebCrypto');
+    });
+  }
+}
+
+t.test('the offload works with the noble provider on the connection side too', async (t) => {
+  const psk = makePsk('noble');
+  const p = await offloadPair({ crypto: withRandom(nobleProvider, seededRandom(5)), psks: [psk] }, { crypto: nobleProvider, psks: [psk] });
+  await p.client.records.write(pattern(100_000, 11));
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(pattern(100_000, 11)));
+  t.ok(p.client.records.offloadedWrites >= 7 && p.server.records.offloadedReads >= 7, 'offloaded');
+});
