@@ -164,6 +164,7 @@ export class WebCryptoRecords {
 
   /** Feeds received bytes (instead of `Connection.receive`); the caller then takes the connection's events. */
   receive(bytes: Uint8Array): void {
+    this.readHandle(); // lend the read direction first if we can, so these records are opened here
     this.connection.receive(bytes);
     this.flushCore();
     this.takeLentRecords();
@@ -171,15 +172,9 @@ export class WebCryptoRecords {
 
   /** Call after the handshake completed (and after anything that may have ended a lent direction). */
   takeLentRecords(): void {
-    if (!this.enabled) return;
-    if (!this.readKey || !this.readKey.handle.active) {
-      this.readKey = null;
-      if (this.opening.length > 0 || !this.suiteOffloadable()) return; // (the connection failed meanwhile: the delivery loop drops them)
-      const handle = this.connection.offloadRead();
-      if (!handle) return;
-      this.readKey = { handle, key: importRecordKey(handle.key) };
-    }
-    const { handle, key } = this.readKey;
+    const lent = this.readHandle();
+    if (!lent) return;
+    const { handle, key } = lent;
     for (const record of handle.takeRecords()) {
       this.opening.push({ record, content: key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext)) });
     }
@@ -211,6 +206,18 @@ export class WebCryptoRecords {
   }
 
   // -------------------------------------------------------------------------------------------------------
+
+  private readHandle(): { handle: ReadOffload; key: Promise<RecordKey> } | null {
+    if (!this.enabled) return null;
+    if (this.readKey && this.readKey.handle.active) return this.readKey;
+    this.readKey = null;
+    // (With records still opening, the connection took the direction back itself: the delivery loop drops them.)
+    if (this.opening.length > 0 || !this.suiteOffloadable()) return null;
+    const handle = this.connection.offloadRead();
+    if (!handle) return null;
+    this.readKey = { handle, key: importRecordKey(handle.key) };
+    return this.readKey;
+  }
 
   private writeHandle(): { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null {
     if (!this.enabled) return null;
