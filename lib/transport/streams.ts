@@ -25,8 +25,12 @@ export interface ByteStreamPair {
 export interface TlsStreams extends ByteStreamPair {
   /** Resolves with the handshake summary, or rejects with the TlsError that ended the handshake. */
   readonly handshake: Promise<HandshakeInfo>;
-  /** The underlying sans-IO connection (exporters, KeyUpdate, diagnostics). */
+  /** The underlying sans-IO connection (exporters, diagnostics). */
   readonly connection: Connection;
+  /** Sends a KeyUpdate (RFC 8446 §4.6.3) after what was written so far; `requestPeer` asks the peer to update too. */
+  keyUpdate(requestPeer?: boolean): void;
+  /** Application data records sealed and opened by WebCrypto so far (0 and 0 when not offloading). */
+  readonly offloaded: { readonly sealed: number; readonly opened: number };
 }
 
 /**
@@ -209,7 +213,19 @@ function run(
   });
 
   void readLoop();
-  return { readable, writable, handshake, connection: conn };
+  return {
+    readable,
+    writable,
+    handshake,
+    connection: conn,
+    keyUpdate(requestPeer = false) {
+      conn.keyUpdate(requestPeer);
+      void pump();
+    },
+    get offloaded() {
+      return { sealed: records.offloadedWrites, opened: records.offloadedReads };
+    },
+  };
 }
 
 /** Writes may be queued during the handshake; waiting for it keeps backpressure meaningful. */
