@@ -1,0 +1,192 @@
+/**
+ * The benchmark that `qkd-tls bench --runtimes` runs inside each JavaScript runtime (Chromium, Deno, Bun,
+ * workerd, Node). Runtime-neutral: no `node:` imports, only WebCrypto, WHATWG streams and a clock passed in.
+ *
+ * - Bulk: one TLS connection, an in-memory pair — the client and the server run in the same runtime, joined by
+ *   two TransformStreams, each behind the real streams transport (lib/transport/streams.ts) — so no socket is
+ *   needed inside the runtime. MB/s of application data (10^6 bytes/s) from the first write to the last byte
+ *   read, with the WebCrypto record offload and without it (the connection's synchronous cipher).
+ * - Ceiling: the raw WebCrypto AES-128-GCM work the same transfer needs — every 16 KiB record sealed once and
+ *   opened once, the same number of records in flight — measured in the same run, right before the transfers.
+ *   (In the pair both ends run on one thread, so the ceiling counts both the seal and the open of each record.)
+ * - Handshakes/s: sans-IO Connection pairs back to back in memory, psk_dhe_ke with x25519, one after another.
+ */
+import { Connection } from '../lib/connection/connection.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import type { CryptoProvider } from '../lib/crypto/provider.js';
+import type { Psk } from '../lib/psk/types.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+
+export interface RuntimeBenchOptions {
+  /** The runtime's name in the output ("chromium", "deno", "bun", "workerd", "node"). */
+  readonly runtime: string;
+  /** Smaller transfers and fewer handshakes. */
+  readonly quick: boolean;
+  /** Records sealed/opened at once by the offload (and in the ceiling). Default 8. */
+  readonly recordsInFlight?: number;
+  /** The connection's own crypto (the path without offload); default @noble. */
+  readonly crypto?: CryptoProvider;
+  readonly cryptoName?: string;
+  /** A monotonic clock in milliseconds; default performance.now. */
+  readonly now?: () => number;
+  /** Which parts to run (all by default); workerd runs them one request at a time, timed from outside. */
+  readonly parts?: readonly RuntimePart[];
+}
+
+export type RuntimePart = 'ceiling' | 'bulk-offload' | 'bulk-sync' | 'handshakes';
+export const RUNTIME_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'bulk-sync', 'handshakes'];
+
+export const RUNTIME_SUITE = 'TLS_AES_128_GCM_SHA256';
+/** How the connection in the runtime is set up (printed with the results). */
+export const RUNTIME_SETUP = 'one connection as an in-memory pair: client and server in the same runtime, joined by TransformStreams through the streams transport (no sockets)';
+
+/** One measurement, as raw counts: the caller divides by the time it measured. */
+export interface RuntimeMeasurement {
+  readonly part: RuntimePart;
+  /** Bytes of application data moved (bulk, ceiling) or handshakes completed. */
+  readonly amount: number;
+  /** Milliseconds, measured inside the runtime (workerd: measured by the caller). */
+  readonly ms: number;
+  /** Bulk with offload: records the offload sealed and opened (proves the path taken). */
+  readonly offloaded?: { sealed: number; opened: number };
+}
+
+/** Runs the chosen parts; each returns how much it did in how long. */
+export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
+  const now = options.now ?? (() => performance.now());
+  const inFlight = options.recordsInFlight ?? 8;
+  const crypto = options.crypto ?? nobleProvider;
+  const bytes = (options.quick ? 8 : 48) * 1e6;
+  const out: RuntimeMeasurement[] = [];
+  for (const part of options.parts ?? RUNTIME_PARTS) {
+    if (part === 'ceiling') out.push(await rawCeiling(bytes, inFlight, now));
+    else if (part === 'bulk-offload') out.push(await bulk(bytes, true, inFlight, crypto, now));
+    else if (part === 'bulk-sync') out.push(await bulk(options.quick ? bytes / 2 : bytes / 3, false, inFlight, crypto, now));
+    else out.push(await handshakes(options.quick ? 40 : 200, crypto, now));
+  }
+  return out;
+}
+
+/** The JSON lines of one runtime's results (`qkd-tls bench --runtimes --json`). */
+export function runtimeLines(options: RuntimeBenchOptions, m: readonly RuntimeMeasurement[]): Record<string, unknown>[] {
+  const rate = (x: RuntimeMeasurement | undefined) => (x && x.ms > 0 ? x.amount / 1e6 / (x.ms / 1000) : NaN);
+  const ceiling = rate(m.find((x) => x.part === 'ceiling'));
+  const lines: Record<string, unknown>[] = [];
+  for (const part of ['bulk-offload', 'bulk-sync'] as const) {
+    const x = m.find((y) => y.part === part);
+    if (!x) continue;
+    const offload = part === 'bulk-offload';
+    lines.push({
+      event: 'runtime-bulk',
+      runtime: options.runtime,
+      suite: RUNTIME_SUITE,
+      offload,
+      mbps: round(rate(x)),
+      ceilingMbps: round(ceiling),
+      recordsInFlight: offload ? (options.recordsInFlight ?? 8) : 1,
+      cipher: offload ? 'webcrypto' : (options.cryptoName ?? 'noble'),
+      megabytes: round(x.amount / 1e6),
+      offloaded: x.offloaded,
+      setup: 'in-memory pair',
+    });
+  }
+  const h = m.find((y) => y.part === 'handshakes');
+  if (h) {
+    lines.push({
+      event: 'runtime-handshakes',
+      runtime: options.runtime,
+      kex: 'psk_dhe_ke',
+      group: 'x25519',
+      provider: options.cryptoName ?? 'noble',
+      handshakesPerSecond: round(h.amount / (h.ms / 1000)),
+      setup: 'in-memory pair',
+    });
+  }
+  return lines;
+}
+
+function round(x: number): number {
+  return Number.isFinite(x) ? Math.round(x * 10) / 10 : x;
+}
+
+const RECORD = 16_384;
+
+/** Raw WebCrypto AES-128-GCM: seal and then open 16 KiB records, `inFlight` at once. */
+async function rawCeiling(bytes: number, inFlight: number, now: () => number): Promise<RuntimeMeasurement> {
+  const subtle = globalThis.crypto.subtle;
+  const key = await subtle.importKey('raw', new Uint8Array(16).fill(7), { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+  const aad = Uint8Array.of(23, 3, 3, 0x40, 0x11);
+  const plain = new Uint8Array(RECORD + 1).fill(0x61);
+  const records = Math.ceil(bytes / RECORD);
+  let started = 0;
+  const one = async (): Promise<void> => {
+    while (started < records) {
+      const iv = new Uint8Array(12);
+      new DataView(iv.buffer).setUint32(8, started++);
+      const sealed = await subtle.encrypt({ name: 'AES-GCM', iv, additionalData: aad, tagLength: 128 }, key, plain);
+      await subtle.decrypt({ name: 'AES-GCM', iv, additionalData: aad, tagLength: 128 }, key, sealed);
+    }
+  };
+  // Warm up, then measure.
+  started = records - Math.min(records, 32);
+  await Promise.all(Array.from({ length: inFlight }, one));
+  started = 0;
+  const t0 = now();
+  await Promise.all(Array.from({ length: inFlight }, one));
+  return { part: 'ceiling', amount: records * RECORD, ms: now() - t0 };
+}
+
+const PSK: Psk = { identity: new TextEncoder().encode('bench'), secret: new Uint8Array(32).fill(0x42), hash: 'SHA-256' };
+
+/** One connection's bulk transfer, client to server, through the streams transport joined in memory. */
+async function bulk(bytes: number, offload: boolean, inFlight: number, crypto: CryptoProvider, now: () => number): Promise<RuntimeMeasurement> {
+  const c2s = new TransformStream<Uint8Array, Uint8Array>();
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto, psks: [PSK], suites: [RUNTIME_SUITE] as const, offload, recordsInFlight: inFlight };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, { ...common, suites: [RUNTIME_SUITE] });
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, { ...common, suites: [RUNTIME_SUITE] });
+  await Promise.all([client.handshake, server.handshake]);
+  const chunk = new Uint8Array(4 * RECORD).fill(0x62);
+  const writes = Math.ceil(bytes / chunk.length);
+  const total = writes * chunk.length;
+  const reader = server.readable.getReader();
+  const writer = client.writable.getWriter();
+  const t0 = now();
+  const reading = (async () => {
+    let got = 0;
+    while (got < total) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the stream ended after ${got} of ${total} bytes`);
+      got += value.length;
+    }
+  })();
+  for (let i = 0; i < writes; i++) await writer.write(chunk);
+  await reading;
+  const ms = now() - t0;
+  const offloaded = { sealed: client.offloaded.sealed, opened: server.offloaded.opened };
+  await writer.close();
+  reader.releaseLock();
+  await server.writable.close().catch(() => {});
+  return { part: offload ? 'bulk-offload' : 'bulk-sync', amount: total, ms, offloaded };
+}
+
+/** psk_dhe_ke x25519 handshakes between two sans-IO connections in memory, one after another. */
+async function handshakes(count: number, crypto: CryptoProvider, now: () => number): Promise<RuntimeMeasurement> {
+  const once = () => {
+    const c = Connection.client({ crypto, psks: [PSK], kexModes: ['psk_dhe_ke'], groups: ['x25519'] });
+    const s = Connection.server({ crypto, psks: [PSK] });
+    for (let round = 0; round < 8 && !(c.phase === 'connected' && s.phase === 'connected'); round++) {
+      const a = c.takeOutput();
+      if (a) s.receive(a);
+      const b = s.takeOutput();
+      if (b) c.receive(b);
+    }
+    if (c.phase !== 'connected' || s.phase !== 'connected') throw new Error(`handshake did not complete: ${c.error?.message ?? s.error?.message ?? c.stateName}`);
+    c.destroy();
+    s.destroy();
+  };
+  for (let i = 0; i < 5; i++) once();
+  const t0 = now();
+  for (let i = 0; i < count; i++) once();
+  return { part: 'handshakes', amount: count, ms: now() - t0 };
+}

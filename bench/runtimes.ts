@@ -1,0 +1,260 @@
+/**
+ * `qkd-tls bench --runtimes`: runs bench/runtime-bench.ts inside Chromium, Deno, Bun and workerd (and in this
+ * Node process), and collects one JSON line per runtime and suite. The runtimes are the project's test-only
+ * peers (test/peers: `npm ci --prefix test/peers`; Chromium from /usr/bin/chromium, driven by playwright-core);
+ * a runtime that is not installed is reported as skipped.
+ *
+ * The benchmark is bundled once with esbuild (test/peers) into one ESM file that every runtime loads: Deno and
+ * Bun run a small driver, workerd serves it as a module worker on 127.0.0.1 (one request per part), Chromium
+ * imports it into a page served from 127.0.0.1 (a secure context, so WebCrypto is there).
+ *
+ * workerd only advances its clock on I/O (a Spectre mitigation), so there each part is one HTTP request and is
+ * timed from here, request included; the others time themselves with performance.now().
+ */
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { RUNTIME_PARTS, runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
+
+export type RuntimeName = 'node' | 'chromium' | 'deno' | 'bun' | 'workerd';
+export const RUNTIMES: readonly RuntimeName[] = ['node', 'chromium', 'deno', 'bun', 'workerd'];
+
+export interface RuntimesRun {
+  /** The JSON lines (runtime-bulk and runtime-handshakes events, and runtime-skipped for the missing ones). */
+  readonly lines: Record<string, unknown>[];
+}
+
+/** The project root (this file runs as dist/bench/runtimes.js). */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const PEERS_BIN = join(ROOT, 'test', 'peers', 'node_modules', '.bin');
+const CHROMIUM = '/usr/bin/chromium';
+const TIMEOUT_MS = 10 * 60_000;
+
+export async function runRuntimes(options: { quick: boolean; runtimes?: readonly RuntimeName[]; onProgress?: (line: string) => void }): Promise<RuntimesRun> {
+  const progress = options.onProgress ?? (() => {});
+  const lines: Record<string, unknown>[] = [];
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-runtimes-'));
+  try {
+    let bundle: string | null = null;
+    for (const runtime of options.runtimes ?? RUNTIMES) {
+      const base: RuntimeBenchOptions = { runtime, quick: options.quick };
+      try {
+        let measured: RuntimeMeasurement[];
+        let opts = base;
+        if (runtime === 'node') {
+          // Node: the connection's own cipher is node:crypto, what a Node user gets.
+          opts = { ...base, crypto: nodeProvider, cryptoName: 'node' };
+          progress('node (in this process)');
+          measured = await runRuntimeParts(opts);
+        } else {
+          const missing = runtime === 'chromium' ? missingFile(CHROMIUM) ?? missingFile(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core')) : missingFile(join(PEERS_BIN, runtime));
+          if (missing) {
+            lines.push({ event: 'runtime-skipped', runtime, reason: `${missing} is not installed (npm ci --prefix test/peers; Debian chromium)` });
+            progress(`${runtime}: skipped (${missing} not installed)`);
+            continue;
+          }
+          bundle ??= await makeBundle(dir);
+          progress(`${runtime}`);
+          measured = await RUNNERS[runtime](dir, bundle, base);
+        }
+        lines.push(...runtimeLines(opts, measured));
+      } catch (e) {
+        lines.push({ event: 'runtime-failed', runtime, error: (e as Error).message });
+        progress(`${runtime}: failed: ${(e as Error).message}`);
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  return { lines };
+}
+
+/** How the numbers were made, for the human-readable output. */
+export const RUNTIMES_NOTE = `${RUNTIME_SETUP}; ceiling = raw WebCrypto AES-128-GCM, every 16 KiB record sealed and opened once, same records in flight, same run`;
+
+/** The human-readable table of a run. */
+export function formatRuntimes(run: RuntimesRun): string[] {
+  const out = [`runtimes: ${RUNTIMES_NOTE}`, 'runtime    offload  cipher     MB/s    ceiling  ratio  in flight'];
+  for (const l of run.lines) {
+    if (l.event === 'runtime-bulk') {
+      const ratio = (l.mbps as number) / (l.ceilingMbps as number);
+      out.push(
+        `${String(l.runtime).padEnd(10)} ${String(l.offload).padEnd(8)} ${String(l.cipher).padEnd(10)} ${String(l.mbps).padStart(7)} ${String(l.ceilingMbps).padStart(9)}  ${ratio.toFixed(2).padStart(5)}  ${l.recordsInFlight}`,
+      );
+    } else if (l.event === 'runtime-handshakes') {
+      out.push(`${String(l.runtime).padEnd(10)} handshakes/s (psk_dhe_ke x25519, ${l.provider}): ${l.handshakesPerSecond}`);
+    } else out.push(`${String(l.runtime).padEnd(10)} ${l.event}: ${String(l.reason ?? l.error)}`);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+function missingFile(path: string): string | null {
+  try {
+    accessSync(path, constants.R_OK);
+    return null;
+  } catch {
+    return path;
+  }
+}
+
+/** Bundles bench/runtime-bench.js (and the library it uses) into one ESM file for the other runtimes. */
+async function makeBundle(dir: string): Promise<string> {
+  const out = join(dir, 'bench.mjs');
+  const entry = fileURLToPath(new URL('./runtime-bench.js', import.meta.url));
+  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=browser', '--target=es2022', `--outfile=${out}`, '--log-level=warning']);
+  return out;
+}
+
+type Runner = (dir: string, bundle: string, options: RuntimeBenchOptions) => Promise<RuntimeMeasurement[]>;
+
+const DRIVER = `import { runRuntimeParts } from './bench.mjs';
+const args = globalThis.Deno ? Deno.args : process.argv.slice(2);
+const result = await runRuntimeParts(JSON.parse(args[0]));
+console.log('RESULT ' + JSON.stringify(result));
+`;
+
+async function runDriver(command: string, args: string[], dir: string, options: RuntimeBenchOptions, env: NodeJS.ProcessEnv = {}): Promise<RuntimeMeasurement[]> {
+  await writeFile(join(dir, 'driver.mjs'), DRIVER);
+  const stdout = await execFile(command, [...args, join(dir, 'driver.mjs'), JSON.stringify(options)], { cwd: dir, env });
+  const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (!line) throw new Error(`no result from ${command}: ${stdout.slice(-500)}`);
+  return JSON.parse(line.slice(7)) as RuntimeMeasurement[];
+}
+
+const RUNNERS: Record<Exclude<RuntimeName, 'node'>, Runner> = {
+  deno: (dir, _bundle, options) =>
+    runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, options, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
+  bun: (dir, _bundle, options) => runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, options),
+  workerd: runWorkerd,
+  chromium: runChromium,
+};
+
+async function runWorkerd(dir: string, bundle: string, options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
+  const port = await freePort();
+  await writeFile(
+    join(dir, 'worker.mjs'),
+    `import { runRuntimeParts } from './bench.mjs';
+export default {
+  async fetch(request) {
+    const options = JSON.parse(new URL(request.url).searchParams.get('o'));
+    try { return Response.json(await runRuntimeParts(options)); }
+    catch (e) { return new Response(String(e && e.stack || e), { status: 500 }); }
+  },
+};
+`,
+  );
+  await writeFile(
+    join(dir, 'config.capnp'),
+    `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "main", worker = .bench)],
+  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],
+);
+const bench :Workerd.Worker = (
+  modules = [(name = "worker.mjs", esModule = embed "worker.mjs"), (name = "bench.mjs", esModule = embed "${bundle.split('/').pop()}")],
+  compatibilityDate = "2024-09-23",
+);
+`,
+  );
+  const child = spawn(join(PEERS_BIN, 'workerd'), ['serve', join(dir, 'config.capnp')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (b: Buffer) => (log += b));
+  child.stderr.on('data', (b: Buffer) => (log += b));
+  try {
+    await waitForPort(port, 20_000, () => log);
+    const results: RuntimeMeasurement[] = [];
+    for (const part of RUNTIME_PARTS) {
+      const url = `http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify({ ...options, parts: [part] }))}`;
+      const t0 = performance.now();
+      const res = await fetch(url);
+      const ms = performance.now() - t0;
+      if (!res.ok) throw new Error(`workerd: ${res.status} ${await res.text()}`);
+      const [m] = (await res.json()) as RuntimeMeasurement[];
+      // The worker's own clock stands still without I/O: use the time seen from here.
+      results.push({ ...m, ms });
+    }
+    return results;
+  } finally {
+    child.kill('SIGTERM');
+  }
+}
+
+async function runChromium(dir: string, bundle: string, options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
+  const code = await readFile(bundle);
+  const server: Server = createServer((req, res) => {
+    if (req.url === '/bench.mjs') res.writeHead(200, { 'content-type': 'text/javascript' }).end(code);
+    else res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>qkd-tls bench</title>');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  const playwright = (await import(pathToFileURL(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core', 'index.mjs')).href)) as {
+    chromium: { launch(o: object): Promise<{ newPage(): Promise<ChromiumPage>; close(): Promise<void> }> };
+  };
+  const browser = await playwright.chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+  });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${port}/`);
+    return await page.evaluate(async (o: RuntimeBenchOptions) => {
+      const mod = (await import('/bench.mjs' as string)) as typeof import('./runtime-bench.js');
+      return mod.runRuntimeParts(o);
+    }, options);
+  } finally {
+    await browser.close();
+    server.close();
+  }
+}
+
+interface ChromiumPage {
+  goto(url: string): Promise<unknown>;
+  evaluate<T, A>(fn: (arg: A) => Promise<T>, arg: A): Promise<T>;
+}
+
+async function execFile(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (b: Buffer) => (out += b));
+    child.stderr.on('data', (b: Buffer) => (err += b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${command.split('/').pop()} exited ${code}: ${err.slice(-800)}`));
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function waitForPort(port: number, ms: number, log: () => string): Promise<void> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      await fetch(`http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify({ runtime: 'probe', quick: true, parts: [] }))}`);
+      return;
+    } catch {
+      if (Date.now() > until) throw new Error(`workerd did not listen on ${port}: ${log().slice(-500)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
