@@ -29,8 +29,10 @@ export interface RuntimeBenchOptions {
   readonly cryptoName?: string;
   /** A monotonic clock in milliseconds; default performance.now. */
   readonly now?: () => number;
-  /** Which parts to run (all by default); workerd runs them one request at a time, timed from outside. */
+  /** Which parts to run (all by default). */
   readonly parts?: readonly RuntimePart[];
+  /** How many times each part runs, taking turns (the best run counts). Default 3, quick 2. */
+  readonly rounds?: number;
 }
 
 export type RuntimePart = 'ceiling' | 'bulk-offload' | 'bulk-sync' | 'handshakes';
@@ -57,14 +59,22 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
   const inFlight = options.recordsInFlight ?? 8;
   const crypto = options.crypto ?? nobleProvider;
   const bytes = (options.quick ? 8 : 48) * 1e6;
-  const out: RuntimeMeasurement[] = [];
-  for (const part of options.parts ?? RUNTIME_PARTS) {
-    if (part === 'ceiling') out.push(await rawCeiling(bytes, inFlight, now));
-    else if (part === 'bulk-offload') out.push(await bulk(bytes, true, inFlight, crypto, now));
-    else if (part === 'bulk-sync') out.push(await bulk(options.quick ? bytes / 2 : bytes / 3, false, inFlight, crypto, now));
-    else out.push(await handshakes(options.quick ? 40 : 200, crypto, now));
+  const best = new Map<RuntimePart, RuntimeMeasurement>();
+  // The parts take turns, several times, and each keeps its best run: on a shared machine the other load
+  // comes and goes, and interleaving gives the ceiling and the transfers the same chances.
+  for (let round = 0; round < (options.rounds ?? (options.quick ? 2 : 3)); round++) {
+    for (const part of options.parts ?? RUNTIME_PARTS) {
+      let m: RuntimeMeasurement;
+      if (part === 'ceiling') m = await rawCeiling(bytes, inFlight, now);
+      else if (part === 'bulk-offload') m = await bulk(bytes, true, inFlight, crypto, now);
+      else if (part === 'bulk-sync') m = await bulk(options.quick ? bytes / 2 : bytes / 3, false, inFlight, crypto, now);
+      else m = await handshakes(options.quick ? 40 : 200, crypto, now);
+      if (!(m.ms > 0)) throw new Error(`${part}: the clock did not advance (${m.ms} ms)`);
+      const prev = best.get(part);
+      if (!prev || m.amount / m.ms > prev.amount / prev.ms) best.set(part, m);
+    }
   }
-  return out;
+  return [...best.values()];
 }
 
 /** The JSON lines of one runtime's results (`qkd-tls bench --runtimes --json`). */

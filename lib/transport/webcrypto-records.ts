@@ -25,7 +25,10 @@ import type { AeadName } from '../crypto/provider.js';
 import { SUITES } from '../suites.js';
 
 export interface WebCryptoRecordsOptions {
-  /** Writes bytes to the network, in order; the next call waits for the previous promise. */
+  /**
+   * Writes bytes to the network. Called in order, possibly before the previous call settled (as a
+   * WritableStream writer allows); at most `recordsInFlight` calls are unsettled at once.
+   */
   readonly send: (bytes: Uint8Array) => Promise<void>;
   /** Receives application data the offload opened, in order with the connection's own `data` events. */
   readonly deliver: (data: Uint8Array) => void;
@@ -102,7 +105,10 @@ export async function openApplicationRecord(key: RecordKey, record: OffloadedRec
 export class WebCryptoRecords {
   private readonly max: number;
   private readonly enabled: boolean;
-  private out: (Uint8Array | Promise<Uint8Array>)[] = [];
+  /** Records in wire order: sealed (bytes) or still sealing (pending). */
+  private out: { bytes: Uint8Array | null; pending: Promise<Uint8Array> | null }[] = [];
+  /** Calls of `send` not settled yet. */
+  private unsettled = 0;
   private sending = false;
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
@@ -126,7 +132,7 @@ export class WebCryptoRecords {
 
   /** Queues what the connection wants to send (after any call into it other than through this class). */
   flushCore(): void {
-    for (const chunk of this.connection.takeOutputChunks()) this.out.push(chunk);
+    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ bytes: chunk, pending: null });
     this.kickSend();
   }
 
@@ -153,11 +159,13 @@ export class WebCryptoRecords {
       const inner = applicationInner(data.subarray(at, at + n));
       at += n;
       const key = lent.key;
-      this.out.push(key instanceof Promise ? key.then((k) => sealRecord(k, nonce, inner)) : sealRecord(key, nonce, inner));
+      const entry: { bytes: Uint8Array | null; pending: Promise<Uint8Array> | null } = { bytes: null, pending: null };
+      entry.pending = (key instanceof Promise ? key.then((k) => sealRecord(k, nonce, inner)) : sealRecord(key, nonce, inner)).then((b) => (entry.bytes = b));
+      this.out.push(entry);
       this.offloadedWrites++;
-      if (this.out.length > this.peakRecordsInFlight) this.peakRecordsInFlight = this.out.length;
+      if (this.inFlight > this.peakRecordsInFlight) this.peakRecordsInFlight = this.inFlight;
       this.kickSend();
-      if (this.out.length >= this.max) await this.sendRoom();
+      if (this.inFlight >= this.max) await this.sendRoom();
     }
     await this.sendRoom();
   }
@@ -193,12 +201,12 @@ export class WebCryptoRecords {
 
   /** True when nothing waits to be sealed, sent, opened or delivered. */
   get idle(): boolean {
-    return this.out.length === 0 && !this.sending && this.opening.length === 0 && !this.delivering;
+    return this.out.length === 0 && !this.sending && this.unsettled === 0 && this.opening.length === 0 && !this.delivering;
   }
 
   /** Resolves when everything queued was sent; rejects if sending failed. */
   async drained(): Promise<void> {
-    while (this.out.length > 0 || this.sending) {
+    while (this.out.length > 0 || this.sending || this.unsettled > 0) {
       if (this.sendError) throw this.sendError;
       await this.changed();
     }
@@ -240,7 +248,7 @@ export class WebCryptoRecords {
   }
 
   private async sendRoom(): Promise<void> {
-    while (this.out.length >= this.max) {
+    while (this.inFlight >= this.max) {
       if (this.sendError) throw this.sendError;
       await this.changed();
     }
@@ -251,20 +259,41 @@ export class WebCryptoRecords {
     if (!this.sending && this.out.length > 0 && !this.sendError) void this.sendLoop();
   }
 
+  /** Records sealing, sealed and waiting, or handed to `send` and not settled. */
+  private get inFlight(): number {
+    return this.out.length + this.unsettled;
+  }
+
   private async sendLoop(): Promise<void> {
     this.sending = true;
     try {
-      while (this.out.length > 0) {
+      while (this.out.length > 0 && !this.sendError) {
         const head = this.out[0];
-        const bytes = head instanceof Uint8Array ? head : await head;
-        this.out.shift();
+        if (!head.bytes) await head.pending;
+        // Hand every record that is ready to `send` without waiting for the previous one: the sink queues
+        // them in order (a WritableStream does), and waiting per record would leave the cipher idle.
+        while (this.out.length > 0 && this.out[0].bytes && this.unsettled < this.max) {
+          const bytes = this.out.shift()!.bytes!;
+          this.unsettled++;
+          this.options.send(bytes).then(
+            () => {
+              this.unsettled--;
+              this.notify();
+            },
+            (e: unknown) => {
+              this.unsettled--;
+              this.sendError ??= e;
+              this.notify();
+            },
+          );
+        }
         this.notify();
-        await this.options.send(bytes);
+        if (this.unsettled >= this.max) await this.changed();
       }
     } catch (e) {
-      this.sendError = e;
-      this.out = [];
+      this.sendError ??= e;
     } finally {
+      if (this.sendError) this.out = [];
       this.sending = false;
       this.notify();
     }
