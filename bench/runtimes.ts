@@ -8,9 +8,9 @@
  * Bun run a small driver, workerd serves it as a module worker on 127.0.0.1 (one request per part), Chromium
  * imports it into a page served from 127.0.0.1 (a secure context, so WebCrypto is there).
  *
- * Every runtime times itself with performance.now(). (Deployed Workers advance their clock only on I/O; workerd
- * run locally advances it, at 1 ms resolution — the parts run for tens of milliseconds at least, and a part
- * whose clock did not move fails rather than report a made-up rate.)
+ * workerd advances its clock only on I/O (a Spectre mitigation; WebCrypto there completes without any), so
+ * there each part is one HTTP request timed from here, the request and the part's own setup (a handshake, a key
+ * import) included — a slight underestimate; the other runtimes time themselves with performance.now().
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
+import { RUNTIME_PARTS, runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
 
 export type RuntimeName = 'node' | 'chromium' | 'deno' | 'bun' | 'workerd';
 export const RUNTIMES: readonly RuntimeName[] = ['node', 'chromium', 'deno', 'bun', 'workerd'];
@@ -171,9 +171,22 @@ const bench :Workerd.Worker = (
   child.stderr.on('data', (b: Buffer) => (log += b));
   try {
     await waitForPort(port, 20_000, () => log);
-    const res = await fetch(`http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify(options))}`);
-    if (!res.ok) throw new Error(`workerd: ${res.status} ${await res.text()}`);
-    const results = (await res.json()) as RuntimeMeasurement[];
+    // One request per part, timed from here (request included): see the module comment.
+    const best = new Map<string, RuntimeMeasurement>();
+    for (let round = 0; round < (options.quick ? 2 : 3); round++) {
+      for (const part of RUNTIME_PARTS) {
+        const url = `http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify({ ...options, parts: [part], rounds: 1, now: undefined }))}`;
+        const t0 = performance.now();
+        const res = await fetch(url);
+        const body = await res.text();
+        const ms = performance.now() - t0;
+        if (!res.ok) throw new Error(`workerd: ${res.status} ${body}`);
+        const [m] = JSON.parse(body) as RuntimeMeasurement[];
+        const prev = best.get(part);
+        if (!prev || m.amount / ms > prev.amount / prev.ms) best.set(part, { ...m, ms });
+      }
+    }
+    const results = [...best.values()];
     return results;
   } finally {
     child.kill('SIGTERM');

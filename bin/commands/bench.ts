@@ -1,5 +1,6 @@
 /**
  * `qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only SECTIONS] [--out DIR]`
+ * `qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST]`
  *
  * Measures qkd-tls and Node's own node:tls side by side in one run (handshakes/s, bulk MB/s, memory per idle
  * connection over loopback; bare state machines and the record layer without sockets) and prints a table
@@ -12,8 +13,10 @@ import { renderChart } from '../../bench/chart.js';
 import { SIZES, type BenchSizes, type ProviderName } from '../../bench/common.js';
 import { formatMarkdown, formatTable } from '../../bench/report.js';
 import { runBench, SECTIONS, type Section } from '../../bench/run.js';
+import { formatRuntimes, RUNTIMES, runRuntimes, type RuntimeName } from '../../bench/runtimes.js';
 
 export const HELP = `usage: qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only LIST] [--out DIR]
+       qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST]
 
 Benchmarks qkd-tls against Node's own TLS (node:tls, OpenSSL) in the same run, on loopback:
   handshakes      connections/s, sequential and with 16 concurrent clients, for psk_ke and for
@@ -31,13 +34,29 @@ options:
   --only LIST         only these sections, comma-separated: ${SECTIONS.join(', ')}
   --json              print the whole report as one JSON object instead of the table
   --out DIR           also write DIR/RESULTS.md and DIR/results.svg (e.g. --out bench)
+  --runtimes          instead: inside Chromium, Deno, Bun, workerd and Node, one connection's bulk MB/s
+                      with and without the WebCrypto record offload, next to the raw WebCrypto AES-128-GCM
+                      ceiling of the same run, and handshakes/s (the runtimes come from test/peers:
+                      npm ci --prefix test/peers; Chromium from /usr/bin/chromium). --json prints one line
+                      per runtime and suite: {"event":"runtime-bulk","runtime":...,"offload":...,"mbps":...}
+  --only-runtimes L   with --runtimes: only these, comma-separated: ${RUNTIMES.join(', ')}
   -h, --help          this help
 
 Progress goes to stderr. Exit code: 0 when the benchmark ran (whether or not the targets were met),
 1 when a measurement failed, 2 for a usage error.`;
 
 export async function run(argv: string[]): Promise<number> {
-  let values: { quick?: boolean; size?: string; provider?: string; only?: string; json?: boolean; out?: string; help?: boolean };
+  let values: {
+    quick?: boolean;
+    size?: string;
+    provider?: string;
+    only?: string;
+    json?: boolean;
+    out?: string;
+    help?: boolean;
+    runtimes?: boolean;
+    'only-runtimes'?: string;
+  };
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -49,6 +68,8 @@ export async function run(argv: string[]): Promise<number> {
         json: { type: 'boolean' },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        runtimes: { type: 'boolean' },
+        'only-runtimes': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -60,6 +81,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP + '\n');
     return 0;
   }
+  if (values.runtimes) return runtimesCommand(values);
+  if (values['only-runtimes'] !== undefined) return usage('--only-runtimes goes with --runtimes');
   const sizeName = values.size ?? (values.quick ? 'quick' : 'full');
   if (!Object.hasOwn(SIZES, sizeName)) return usage(`--size must be full, quick or tiny, not '${sizeName}'`);
   if (values.quick && values.size && values.size !== 'quick') return usage('--quick and --size disagree');
@@ -90,6 +113,20 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`bench: wrote ${join(values.out, 'RESULTS.md')} and ${join(values.out, 'results.svg')}\n`);
   }
   return 0;
+}
+
+async function runtimesCommand(values: { quick?: boolean; json?: boolean; size?: string; provider?: string; only?: string; out?: string; 'only-runtimes'?: string }): Promise<number> {
+  if (values.size || values.provider || values.only || values.out) return usage('--runtimes takes only --quick, --json and --only-runtimes');
+  let runtimes: RuntimeName[] | undefined;
+  if (values['only-runtimes'] !== undefined) {
+    runtimes = values['only-runtimes'].split(',').map((s) => s.trim()) as RuntimeName[];
+    const unknown = runtimes.filter((r) => !RUNTIMES.includes(r));
+    if (unknown.length > 0 || runtimes.length === 0) return usage(`--only-runtimes: unknown runtime(s) ${unknown.join(', ')}; use ${RUNTIMES.join(', ')}`);
+  }
+  const run = await runRuntimes({ quick: Boolean(values.quick), runtimes, onProgress: (line) => process.stderr.write(`bench: ${line}\n`) });
+  if (values.json) for (const line of run.lines) process.stdout.write(JSON.stringify(line) + '\n');
+  else process.stdout.write(formatRuntimes(run).join('\n') + '\n');
+  return run.lines.some((l) => l.event === 'runtime-failed') ? 1 : 0;
 }
 
 function usage(message: string): number {

@@ -1,0 +1,64 @@
+/**
+ * `qkd-tls bench --runtimes --quick --json` runs end to end for Node (the other runtimes are the test-only peers;
+ * bench/runtimes.ts runs them the same way) and prints the promised JSON lines: one runtime-bulk line per
+ * runtime, suite and offload setting, with finite positive rates, and a runtime-handshakes line. Nothing here
+ * depends on how fast anything is.
+ */
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { QKD_TLS_BIN } from './helpers/peers.js';
+
+const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
+
+async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b));
+    child.stderr.on('data', (b: Buffer) => (stderr += b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+t.test('qkd-tls bench --runtimes --quick --json --only-runtimes node', { timeout: 150_000 }, async (t) => {
+  const { code, stdout, stderr } = await cli(['bench', '--runtimes', '--quick', '--json', '--only-runtimes', 'node']);
+  t.equal(code, 0, `exit 0 (stderr: ${stderr.slice(-300)})`);
+  const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  const bulk = lines.filter((l) => l.event === 'runtime-bulk');
+  t.same(
+    bulk.map((l) => [l.runtime, l.suite, l.offload]),
+    [
+      ['node', 'TLS_AES_128_GCM_SHA256', true],
+      ['node', 'TLS_AES_128_GCM_SHA256', false],
+    ],
+    'one runtime-bulk line per offload setting',
+  );
+  for (const l of bulk) {
+    t.ok(finitePositive(l.mbps) && finitePositive(l.ceilingMbps), `offload ${l.offload}: mbps ${l.mbps}, ceilingMbps ${l.ceilingMbps}`);
+    t.ok(finitePositive(l.recordsInFlight), 'records in flight');
+    t.equal(l.setup, 'in-memory pair', 'says the connection is an in-memory pair');
+  }
+  const offloaded = bulk.find((l) => l.offload === true)?.offloaded as { sealed: number; opened: number } | undefined;
+  t.ok(offloaded && offloaded.sealed > 0 && offloaded.sealed === offloaded.opened, 'the offload sealed and opened every record of the transfer');
+  t.equal(bulk.find((l) => l.offload === false)?.cipher, 'node', "without offload Node uses its own provider");
+  const hs = lines.filter((l) => l.event === 'runtime-handshakes');
+  t.equal(hs.length, 1);
+  t.ok(finitePositive(hs[0]?.handshakesPerSecond), 'handshakes/s');
+  t.equal(lines.length, 3, 'nothing else on stdout');
+});
+
+t.test('bench --runtimes refuses an unknown runtime and options of the other benchmark', async (t) => {
+  const a = await cli(['bench', '--runtimes', '--only-runtimes', 'netscape']);
+  t.equal(a.code, 2);
+  t.match(a.stderr, /unknown runtime/);
+  const b = await cli(['bench', '--runtimes', '--provider', 'noble']);
+  t.equal(b.code, 2);
+  const c = await cli(['bench', '--only-runtimes', 'node']);
+  t.equal(c.code, 2);
+});
