@@ -37,7 +37,7 @@ async function connectStreams(port: number, suite: SupportedSuiteName): Promise<
     socket.once('error', reject);
   });
   const web = Duplex.toWeb(socket) as unknown as ByteStreamPair;
-  const tls = tlsClientOverStreams(web, { crypto: nodeProvider, psks: [PEER_PSK], suites: [suite], recordsInFlight: 6 });
+  const tls = tlsClientOverStreams(web, { crypto: nodeProvider, psks: [PEER_PSK], suites: [suite], offload: true, recordsInFlight: 6 });
   return { tls, socket };
 }
 

@@ -40,7 +40,11 @@ export interface TlsStreams extends ByteStreamPair {
  * close_notify (lib/transport/webcrypto-records.ts). ChaCha20-Poly1305 stays on the connection's cipher.
  */
 export interface StreamTransportOptions {
-  /** False keeps every record on the connection's own (synchronous) cipher. Default true. */
+  /**
+   * False keeps every record on the connection's own (synchronous) cipher. Default true, except with the
+   * node provider (`crypto.name === 'node'`): its synchronous native AES-GCM is faster than Node's WebCrypto,
+   * which pays a thread hand-off per record (bench/RESULTS.md, "Record offload").
+   */
   readonly offload?: boolean;
   /** Records sealed (and opened) at once per direction when offloading. Default 8. */
   readonly recordsInFlight?: number;
@@ -56,14 +60,14 @@ export interface StreamServerOptions extends ServerOptions, StreamTransportOptio
 /** Runs a TLS client over `transport`. */
 export function tlsClientOverStreams(transport: ByteStreamPair, options: StreamClientOptions): TlsStreams {
   const { offload, recordsInFlight, ...rest } = options;
-  return run(transport, Connection.client(rest), undefined, { offload, recordsInFlight });
+  return run(transport, Connection.client(rest), undefined, { offload: offload ?? defaultOffload(rest), recordsInFlight });
 }
 
 /** Runs a TLS server over `transport` (one connection). */
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
   const { lookupPsks, offload, recordsInFlight, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
-  return run(transport, Connection.server(rest), lookupPsks, { offload, recordsInFlight });
+  return run(transport, Connection.server(rest), lookupPsks, { offload: offload ?? defaultOffload(rest), recordsInFlight });
 }
 
 function run(
@@ -226,6 +230,10 @@ function run(
       return { sealed: records.offloadedWrites, opened: records.offloadedReads };
     },
   };
+}
+
+function defaultOffload(options: { readonly crypto: { readonly name: string } }): boolean {
+  return options.crypto.name !== 'node';
 }
 
 /** Writes may be queued during the handshake; waiting for it keeps backpressure meaningful. */

@@ -273,7 +273,21 @@ export class WebCryptoRecords {
         // Hand every record that is ready to `send` without waiting for the previous one: the sink queues
         // them in order (a WritableStream does), and waiting per record would leave the cipher idle.
         while (this.out.length > 0 && this.out[0].bytes && this.unsettled < this.max) {
-          const bytes = this.out.shift()!.bytes!;
+          // Records that are ready together leave as one write: each trip through the sink's stream (and the
+          // peer's read loop) costs more than copying a record.
+          let n = 1;
+          let size = this.out[0].bytes!.length;
+          while (n < this.out.length && this.out[n].bytes && size + this.out[n].bytes!.length <= BATCH_BYTES) size += this.out[n++].bytes!.length;
+          let bytes: Uint8Array;
+          if (n === 1) bytes = this.out.shift()!.bytes!;
+          else {
+            bytes = new Uint8Array(size);
+            let at = 0;
+            for (const e of this.out.splice(0, n)) {
+              bytes.set(e.bytes!, at);
+              at += e.bytes!.length;
+            }
+          }
           this.unsettled++;
           this.options.send(bytes).then(
             () => {
@@ -350,4 +364,6 @@ export class WebCryptoRecords {
 export type RecordKey = Awaited<ReturnType<typeof globalThis.crypto.subtle.importKey>>;
 
 const APPLICATION_DATA = 23;
+/** Sealed records that are ready at once are joined into writes of up to this many bytes. */
+const BATCH_BYTES = 64 * 1024;
 const TAG_LENGTH = 16;
