@@ -95,6 +95,55 @@ export function formatRuntimes(run: RuntimesRun): string[] {
   return out;
 }
 
+export const RUNTIMES_BEGIN = '<!-- qkd-tls bench --runtimes: begin -->';
+export const RUNTIMES_END = '<!-- qkd-tls bench --runtimes: end -->';
+
+/** The bench/RESULTS.md section of a run, between markers (so that either benchmark can rewrite its part). */
+export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; quick: boolean; machine: string }): string {
+  const rows = run.lines.filter((l) => l.event === 'runtime-bulk');
+  const hs = run.lines.filter((l) => l.event === 'runtime-handshakes');
+  const other = run.lines.filter((l) => l.event !== 'runtime-bulk' && l.event !== 'runtime-handshakes');
+  const out = [
+    RUNTIMES_BEGIN,
+    '## Record offload in other runtimes (`qkd-tls bench --runtimes`)',
+    '',
+    `${meta.date}, ${meta.machine}, \`qkd-tls bench --runtimes${meta.quick ? ' --quick' : ''}\`. In each runtime: ${RUNTIME_SETUP}. ` +
+      'MB/s of application data (10^6 bytes/s), the best of the rounds. The ceiling is the raw WebCrypto AES-128-GCM work the same transfer ' +
+      'needs (each 16 KiB record sealed and opened once, as many in flight), measured in the same run, taking turns with the transfers. ' +
+      '"offload" = AES-GCM records sealed and opened through WebCrypto by lib/transport/webcrypto-records.ts; without it the connection ' +
+      "uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node).",
+    '',
+    '| runtime | suite | offload | cipher | records in flight | MB/s | ceiling MB/s | ratio |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows.map((l) => {
+      const ratio = (l.mbps as number) / (l.ceilingMbps as number);
+      return `| ${l.runtime} | ${l.suite} | ${l.offload ? 'yes' : 'no'} | ${l.cipher} | ${l.recordsInFlight} | ${l.mbps} | ${l.ceilingMbps} | ${ratio.toFixed(2)} |`;
+    }),
+    '',
+    '| runtime | handshakes/s (psk_dhe_ke, x25519, sans-IO pair) | provider |',
+    '|---|---|---|',
+    ...hs.map((l) => `| ${l.runtime} | ${l.handshakesPerSecond} | ${l.provider} |`),
+    ...(other.length ? ['', ...other.map((l) => `- ${l.runtime}: ${l.event} (${String(l.reason ?? l.error)})`)] : []),
+    RUNTIMES_END,
+  ];
+  return out.join('\n') + '\n';
+}
+
+/** `text` with its runtimes section replaced by `section` (or `section` appended when there is none). */
+export function replaceRuntimesSection(text: string, section: string): string {
+  const a = text.indexOf(RUNTIMES_BEGIN);
+  const b = text.indexOf(RUNTIMES_END);
+  if (a >= 0 && b > a) return text.slice(0, a) + section + text.slice(b + RUNTIMES_END.length).replace(/^\n/, '');
+  return text + (text.endsWith('\n') ? '\n' : '\n\n') + section;
+}
+
+/** The runtimes section of `text`, if it has one (kept when the other benchmark rewrites the file). */
+export function runtimesSection(text: string): string | null {
+  const a = text.indexOf(RUNTIMES_BEGIN);
+  const b = text.indexOf(RUNTIMES_END);
+  return a >= 0 && b > a ? text.slice(a, b + RUNTIMES_END.length) + '\n' : null;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 
 function missingFile(path: string): string | null {

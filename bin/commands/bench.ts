@@ -6,17 +6,18 @@
  * connection over loopback; bare state machines and the record layer without sockets) and prints a table
  * with the ratios and the project's performance targets.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { renderChart } from '../../bench/chart.js';
 import { SIZES, type BenchSizes, type ProviderName } from '../../bench/common.js';
 import { formatMarkdown, formatTable } from '../../bench/report.js';
 import { runBench, SECTIONS, type Section } from '../../bench/run.js';
-import { formatRuntimes, RUNTIMES, runRuntimes, type RuntimeName } from '../../bench/runtimes.js';
+import { formatRuntimes, formatRuntimesMarkdown, replaceRuntimesSection, RUNTIMES, runRuntimes, runtimesSection, type RuntimeName } from '../../bench/runtimes.js';
 
 export const HELP = `usage: qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only LIST] [--out DIR]
-       qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST]
+       qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST] [--out DIR]
 
 Benchmarks qkd-tls against Node's own TLS (node:tls, OpenSSL) in the same run, on loopback:
   handshakes      connections/s, sequential and with 16 concurrent clients, for psk_ke and for
@@ -40,6 +41,7 @@ options:
                       npm ci --prefix test/peers; Chromium from /usr/bin/chromium). --json prints one line
                       per runtime and suite: {"event":"runtime-bulk","runtime":...,"offload":...,"mbps":...}
   --only-runtimes L   with --runtimes: only these, comma-separated: ${RUNTIMES.join(', ')}
+                      (--out DIR: the runtimes section of DIR/RESULTS.md is replaced, the rest kept)
   -h, --help          this help
 
 Progress goes to stderr. Exit code: 0 when the benchmark ran (whether or not the targets were met),
@@ -109,14 +111,16 @@ export async function run(argv: string[]): Promise<number> {
   if (values.out) {
     mkdirSync(values.out, { recursive: true });
     writeFileSync(join(values.out, 'results.svg'), renderChart(report));
-    writeFileSync(join(values.out, 'RESULTS.md'), formatMarkdown(report, 'results.svg'));
+    const file = join(values.out, 'RESULTS.md');
+    const kept = existsSync(file) ? runtimesSection(readFileSync(file, 'utf8')) : null;
+    writeFileSync(file, formatMarkdown(report, 'results.svg') + (kept ? '\n' + kept : ''));
     process.stderr.write(`bench: wrote ${join(values.out, 'RESULTS.md')} and ${join(values.out, 'results.svg')}\n`);
   }
   return 0;
 }
 
 async function runtimesCommand(values: { quick?: boolean; json?: boolean; size?: string; provider?: string; only?: string; out?: string; 'only-runtimes'?: string }): Promise<number> {
-  if (values.size || values.provider || values.only || values.out) return usage('--runtimes takes only --quick, --json and --only-runtimes');
+  if (values.size || values.provider || values.only) return usage('--runtimes takes only --quick, --json, --only-runtimes and --out');
   let runtimes: RuntimeName[] | undefined;
   if (values['only-runtimes'] !== undefined) {
     runtimes = values['only-runtimes'].split(',').map((s) => s.trim()) as RuntimeName[];
@@ -126,6 +130,14 @@ async function runtimesCommand(values: { quick?: boolean; json?: boolean; size?:
   const run = await runRuntimes({ quick: Boolean(values.quick), runtimes, onProgress: (line) => process.stderr.write(`bench: ${line}\n`) });
   if (values.json) for (const line of run.lines) process.stdout.write(JSON.stringify(line) + '\n');
   else process.stdout.write(formatRuntimes(run).join('\n') + '\n');
+  if (values.out) {
+    mkdirSync(values.out, { recursive: true });
+    const file = join(values.out, 'RESULTS.md');
+    const machine = `${cpus().length} × ${cpus()[0]?.model.trim() ?? 'CPU'}, Node ${process.versions.node}`;
+    const section = formatRuntimesMarkdown(run, { date: new Date().toISOString().slice(0, 10), quick: Boolean(values.quick), machine });
+    writeFileSync(file, replaceRuntimesSection(existsSync(file) ? readFileSync(file, 'utf8') : '# qkd-tls benchmark results\n', section));
+    process.stderr.write(`bench: wrote the runtimes section of ${file}\n`);
+  }
   return run.lines.some((l) => l.event === 'runtime-failed') ? 1 : 0;
 }
 
