@@ -36,7 +36,7 @@ export class OffloadEnd {
       send: async (bytes) => {
         if (options.keepWire) this.wire.push(bytes);
         await null; // the peer runs in a later microtask, as it would behind a socket
-        this.peer.records.receive(bytes);
+        this.peer.records.receive(bytes, true); // a fresh buffer of the sender, never written again
         this.peer.collect();
       },
       deliver: (data) => this.onData(data),

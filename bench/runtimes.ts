@@ -37,14 +37,19 @@ const PEERS_BIN = join(ROOT, 'test', 'peers', 'node_modules', '.bin');
 const CHROMIUM = '/usr/bin/chromium';
 const TIMEOUT_MS = 10 * 60_000;
 
-export async function runRuntimes(options: { quick: boolean; runtimes?: readonly RuntimeName[]; onProgress?: (line: string) => void }): Promise<RuntimesRun> {
+export async function runRuntimes(options: {
+  quick: boolean;
+  runtimes?: readonly RuntimeName[];
+  recordsInFlight?: number;
+  onProgress?: (line: string) => void;
+}): Promise<RuntimesRun> {
   const progress = options.onProgress ?? (() => {});
   const lines: Record<string, unknown>[] = [];
   const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-runtimes-'));
   try {
     let bundle: string | null = null;
     for (const runtime of options.runtimes ?? RUNTIMES) {
-      const base: RuntimeBenchOptions = { runtime, quick: options.quick };
+      const base: RuntimeBenchOptions = { runtime, quick: options.quick, recordsInFlight: options.recordsInFlight };
       try {
         let measured: RuntimeMeasurement[];
         let opts = base;

@@ -88,6 +88,8 @@ export class Connection {
   private lentWrite: LentDirection | null = null;
   private lentRead: LentDirection | null = null;
   private lentGenerations = 0;
+  /** True while receiveOwned's bytes are processed: a lent record may then be a view of them. */
+  private inputOwned = false;
   /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
   private readonly keyUpdateAfter: number;
   private info: HandshakeInfo | null = null;
@@ -163,6 +165,7 @@ export class Connection {
     // §6.1: "Any data received after a closure alert has been received MUST be ignored."
     if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.receivedCloseNotify) return;
     this.deframer.push(data);
+    this.inputOwned = owned;
     this.guard(() => {
       this.process();
       // While a PSK lookup is pending nothing is processed: bound what a peer can make us hold meanwhile
@@ -171,6 +174,7 @@ export class Connection {
         throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the PSK lookup was pending`);
       }
     });
+    this.inputOwned = false;
     if (owned) this.deframer.retainViews();
     else this.deframer.detach();
   }
@@ -378,7 +382,7 @@ export class Connection {
       const rec = this.deframer.next();
       if (!rec) break;
       if (this.lentRead) {
-        this.lentRead.lend(recordBytes(rec));
+        this.lentRead.lend((this.inputOwned && recordView(rec)) || recordBytes(rec));
         continue;
       }
       this.handleRecord(rec);
@@ -823,6 +827,14 @@ function recordBytes(rec: RawRecord): Uint8Array {
   b.set(rec.header);
   b.set(rec.fragment, rec.header.length);
   return b;
+}
+
+/** The record as one view of the bytes it came in, when its header and body are contiguous there; else null. */
+function recordView(rec: RawRecord): Uint8Array | null {
+  const h = rec.header;
+  const f = rec.fragment;
+  if (f.buffer !== h.buffer || f.byteOffset !== h.byteOffset + h.length) return null;
+  return new Uint8Array(h.buffer, h.byteOffset, h.length + f.length);
 }
 
 /** The record in `bytes` (one whole record, as {@link recordBytes} made it). */

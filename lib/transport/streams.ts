@@ -172,7 +172,8 @@ function run(
           }
           return;
         }
-        records.receive(value);
+        // A chunk a reader got from its stream is the reader's: the connection may keep views of it.
+        records.receive(value, true);
         await pump();
       }
     } catch (e) {

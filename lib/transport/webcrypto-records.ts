@@ -66,13 +66,19 @@ export function applicationInner(content: Uint8Array): Uint8Array {
  * additional data) followed by AES-GCM(inner) and its 16-byte tag.
  */
 export async function sealRecord(key: RecordKey, nonce: Uint8Array, inner: Uint8Array): Promise<Uint8Array> {
+  const [header, sealed] = await sealRecordParts(key, nonce, inner);
+  const out = new Uint8Array(header.length + sealed.length);
+  out.set(header);
+  out.set(sealed, header.length);
+  return out;
+}
+
+/** {@link sealRecord} as its two parts, the header and the encrypted record (joined later, with others). */
+export async function sealRecordParts(key: RecordKey, nonce: Uint8Array, inner: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
   const length = inner.length + TAG_LENGTH;
   const header = Uint8Array.of(APPLICATION_DATA, 0x03, 0x03, length >>> 8, length & 0xff);
   const sealed = await globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: header, tagLength: 128 }, key, inner);
-  const out = new Uint8Array(5 + length);
-  out.set(header);
-  out.set(new Uint8Array(sealed), 5);
-  return out;
+  return [header, new Uint8Array(sealed)];
 }
 
 /**
@@ -101,12 +107,19 @@ export async function openApplicationRecord(key: RecordKey, record: OffloadedRec
   return inner.subarray(0, i);
 }
 
+/** A record (or the connection's output) in the output queue: its parts once sealed, and their total size. */
+interface OutEntry {
+  parts: Uint8Array[] | null;
+  readonly size: number;
+  pending: Promise<void> | null;
+}
+
 /** The offload pipeline of one connection (see the module comment). */
 export class WebCryptoRecords {
   private readonly max: number;
   private readonly enabled: boolean;
   /** Records in wire order: sealed (bytes) or still sealing (pending). */
-  private out: { bytes: Uint8Array | null; pending: Promise<Uint8Array> | null }[] = [];
+  private out: OutEntry[] = [];
   /** Calls of `send` not settled yet. */
   private unsettled = 0;
   private sending = false;
@@ -132,7 +145,7 @@ export class WebCryptoRecords {
 
   /** Queues what the connection wants to send (after any call into it other than through this class). */
   flushCore(): void {
-    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ bytes: chunk, pending: null });
+    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ parts: [chunk], size: chunk.length, pending: null });
     this.kickSend();
   }
 
@@ -159,8 +172,10 @@ export class WebCryptoRecords {
       const inner = applicationInner(data.subarray(at, at + n));
       at += n;
       const key = lent.key;
-      const entry: { bytes: Uint8Array | null; pending: Promise<Uint8Array> | null } = { bytes: null, pending: null };
-      entry.pending = (key instanceof Promise ? key.then((k) => sealRecord(k, nonce, inner)) : sealRecord(key, nonce, inner)).then((b) => (entry.bytes = b));
+      const entry: OutEntry = { parts: null, size: 5 + inner.length + TAG_LENGTH, pending: null };
+      entry.pending = (key instanceof Promise ? key.then((k) => sealRecordParts(k, nonce, inner)) : sealRecordParts(key, nonce, inner)).then((p) => {
+        entry.parts = p;
+      });
       this.out.push(entry);
       this.offloadedWrites++;
       if (this.inFlight > this.peakRecordsInFlight) this.peakRecordsInFlight = this.inFlight;
@@ -170,10 +185,15 @@ export class WebCryptoRecords {
     await this.sendRoom();
   }
 
-  /** Feeds received bytes (instead of `Connection.receive`); the caller then takes the connection's events. */
-  receive(bytes: Uint8Array): void {
+  /**
+   * Feeds received bytes (instead of `Connection.receive`); the caller then takes the connection's events.
+   * `owned`: the caller hands `bytes` over and never writes into them again (as `Connection.receiveOwned`), so
+   * records can be opened in place instead of copied.
+   */
+  receive(bytes: Uint8Array, owned = false): void {
     this.readHandle(); // lend the read direction first if we can, so these records are opened here
-    this.connection.receive(bytes);
+    if (owned) this.connection.receiveOwned(bytes);
+    else this.connection.receive(bytes);
     this.flushCore();
     this.takeLentRecords();
   }
@@ -269,23 +289,25 @@ export class WebCryptoRecords {
     try {
       while (this.out.length > 0 && !this.sendError) {
         const head = this.out[0];
-        if (!head.bytes) await head.pending;
+        if (!head.parts) await head.pending;
         // Hand every record that is ready to `send` without waiting for the previous one: the sink queues
         // them in order (a WritableStream does), and waiting per record would leave the cipher idle.
-        while (this.out.length > 0 && this.out[0].bytes && this.unsettled < this.max) {
-          // Records that are ready together leave as one write: each trip through the sink's stream (and the
-          // peer's read loop) costs more than copying a record.
+        while (this.out.length > 0 && this.out[0].parts && this.unsettled < this.max) {
+          // Records that are ready together leave as one write, joined from their parts (one copy): each trip
+          // through the sink's stream (and the peer's read loop) costs more than copying a record.
           let n = 1;
-          let size = this.out[0].bytes!.length;
-          while (n < this.out.length && this.out[n].bytes && size + this.out[n].bytes!.length <= BATCH_BYTES) size += this.out[n++].bytes!.length;
+          let size = this.out[0].size;
+          while (n < this.out.length && this.out[n].parts && size + this.out[n].size <= BATCH_BYTES) size += this.out[n++].size;
           let bytes: Uint8Array;
-          if (n === 1) bytes = this.out.shift()!.bytes!;
+          if (n === 1 && this.out[0].parts!.length === 1) bytes = this.out.shift()!.parts![0];
           else {
             bytes = new Uint8Array(size);
             let at = 0;
             for (const e of this.out.splice(0, n)) {
-              bytes.set(e.bytes!, at);
-              at += e.bytes!.length;
+              for (const part of e.parts!) {
+                bytes.set(part, at);
+                at += part.length;
+              }
             }
           }
           this.unsettled++;
