@@ -120,6 +120,8 @@ export class WebCryptoRecords {
   private readonly enabled: boolean;
   /** Records in wire order: sealed (bytes) or still sealing (pending). */
   private out: OutEntry[] = [];
+  /** The TLSInnerPlaintext of the record being sealed (reused: see write()). */
+  private scratch = new Uint8Array(0);
   /** Calls of `send` not settled yet. */
   private unsettled = 0;
   private sending = false;
@@ -169,11 +171,23 @@ export class WebCryptoRecords {
         continue;
       }
       const n = Math.min(lent.handle.maxFragment, data.length - at);
-      const inner = applicationInner(data.subarray(at, at + n));
+      const content = data.subarray(at, at + n);
       at += n;
       const key = lent.key;
-      const entry: OutEntry = { parts: null, size: 5 + inner.length + TAG_LENGTH, pending: null };
-      entry.pending = (key instanceof Promise ? key.then((k) => sealRecordParts(k, nonce, inner)) : sealRecordParts(key, nonce, inner)).then((p) => {
+      const entry: OutEntry = { parts: null, size: 5 + n + 1 + TAG_LENGTH, pending: null };
+      let sealing: Promise<[Uint8Array, Uint8Array]>;
+      if (key instanceof Promise) {
+        const inner = applicationInner(content);
+        sealing = key.then((k) => sealRecordParts(k, nonce, inner));
+      } else {
+        // WebCrypto copies its input before encrypt() returns (WebCrypto §14.3.1 step 2: "a copy of the bytes
+        // held by the data parameter"), and sealRecordParts calls it at once: one inner buffer serves every record.
+        const scratch = this.scratch.length >= n + 1 ? this.scratch : (this.scratch = new Uint8Array(Math.max(n + 1, lent.handle.maxFragment + 1)));
+        scratch.set(content);
+        scratch[n] = APPLICATION_DATA;
+        sealing = sealRecordParts(key, nonce, scratch.subarray(0, n + 1));
+      }
+      entry.pending = sealing.then((p) => {
         entry.parts = p;
       });
       this.out.push(entry);
