@@ -107,6 +107,14 @@ export async function openApplicationRecord(key: RecordKey, record: OffloadedRec
   return inner.subarray(0, i);
 }
 
+/** A received record being opened; `value` is its content once `done` (null: return it to the connection). */
+interface Opening {
+  readonly record: OffloadedRecord;
+  content: Promise<void> | null;
+  done: boolean;
+  value: Uint8Array | null;
+}
+
 /** A record (or the connection's output) in the output queue: its parts once sealed, and their total size. */
 interface OutEntry {
   parts: Uint8Array[] | null;
@@ -127,8 +135,8 @@ export class WebCryptoRecords {
   private sending = false;
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
-  private readKey: { handle: ReadOffload; key: Promise<RecordKey> } | null = null;
-  private opening: { record: OffloadedRecord; content: Promise<Uint8Array | null> }[] = [];
+  private readKey: { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null = null;
+  private opening: Opening[] = [];
   private delivering = false;
   private waiters: (() => void)[] = [];
   /** Records sealed and opened by WebCrypto so far (for tests and the benchmark). */
@@ -217,8 +225,15 @@ export class WebCryptoRecords {
     const lent = this.readHandle();
     if (!lent) return;
     const { handle, key } = lent;
+    if (!lent.resolved) void key.then((k) => (lent.resolved = k), () => {});
     for (const record of handle.takeRecords()) {
-      this.opening.push({ record, content: key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext)) });
+      const o: Opening = { record, content: null, done: false, value: null };
+      const opened = lent.resolved ? openApplicationRecord(lent.resolved, record, handle.maxInnerPlaintext) : key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext));
+      o.content = opened.then((v) => {
+        o.done = true;
+        o.value = v;
+      });
+      this.opening.push(o);
     }
     if (this.opening.length > 0 && !this.delivering) void this.deliverLoop();
   }
@@ -249,7 +264,7 @@ export class WebCryptoRecords {
 
   // -------------------------------------------------------------------------------------------------------
 
-  private readHandle(): { handle: ReadOffload; key: Promise<RecordKey> } | null {
+  private readHandle(): { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null {
     if (!this.enabled) return null;
     if (this.readKey && this.readKey.handle.active) return this.readKey;
     this.readKey = null;
@@ -354,8 +369,9 @@ export class WebCryptoRecords {
     try {
       while (this.opening.length > 0) {
         const head = this.opening[0];
-        const content = await head.content;
+        if (!head.done) await head.content;
         if (this.opening[0] !== head) continue;
+        const content = head.value;
         const lent = this.readKey;
         if (!lent || !lent.handle.active) {
           // The connection took the direction back itself (it failed or was destroyed): nothing more to read.
@@ -363,10 +379,24 @@ export class WebCryptoRecords {
           break;
         }
         if (content) {
-          this.opening.shift();
-          this.offloadedReads++;
+          // With the records after it already opened as application data, deliver them together (fewer
+          // trips through the application's stream; one copy).
+          let n = 1;
+          let size = content.length;
+          while (n < this.opening.length && this.opening[n].done && this.opening[n].value && size + this.opening[n].value!.length <= BATCH_BYTES) size += this.opening[n++].value!.length;
+          let data = content;
+          if (n > 1) {
+            data = new Uint8Array(size);
+            let at = 0;
+            for (let i = 0; i < n; i++) {
+              data.set(this.opening[i].value!, at);
+              at += this.opening[i].value!.length;
+            }
+          }
+          this.opening.splice(0, n);
+          this.offloadedReads += n;
           this.notify();
-          this.options.deliver(content);
+          this.options.deliver(data);
           continue;
         }
         // Not application data we may accept: this record and all after it go back to the connection.
