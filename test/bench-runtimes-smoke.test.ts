@@ -62,3 +62,28 @@ t.test('bench --runtimes refuses an unknown runtime and options of the other ben
   const c = await cli(['bench', '--only-runtimes', 'node']);
   t.equal(c.code, 2);
 });
+
+t.test('the runtimes section of RESULTS.md is replaced in place, and kept by the other benchmark', async (t) => {
+  const { formatRuntimesMarkdown, replaceRuntimesSection, runtimesSection, RUNTIMES_BEGIN, RUNTIMES_END } = await import('../bench/runtimes.js');
+  const run = {
+    lines: [
+      { event: 'runtime-bulk', runtime: 'deno', suite: 'TLS_AES_128_GCM_SHA256', offload: true, cipher: 'webcrypto', recordsInFlight: 8, mbps: 200, ceilingMbps: 250 },
+      { event: 'runtime-handshakes', runtime: 'deno', handshakesPerSecond: 300, provider: 'noble' },
+      { event: 'runtime-skipped', runtime: 'bun', reason: 'not installed' },
+    ],
+  };
+  const section = formatRuntimesMarkdown(run, { date: '2026-12-06', quick: true, machine: 'test' });
+  t.ok(section.startsWith(RUNTIMES_BEGIN) && section.trimEnd().endsWith(RUNTIMES_END), 'between its markers');
+  t.match(section, '| deno | TLS_AES_128_GCM_SHA256 | yes | webcrypto | 8 | 200 | 250 | 0.80 |');
+  t.match(section, '| deno | 300 | noble |');
+  t.match(section, '- bun: runtime-skipped (not installed)');
+  const doc = '# results\n\nbefore\n';
+  const once = replaceRuntimesSection(doc, section);
+  t.ok(once.startsWith(doc), 'appended after the rest');
+  const again = replaceRuntimesSection(once + 'after\n', section.replace('| 200 |', '| 210 |'));
+  t.equal(again.split(RUNTIMES_BEGIN).length, 2, 'replaced, not added twice');
+  t.match(again, '| 210 |');
+  t.match(again, /after\n$/, 'what follows the section is kept');
+  t.equal(runtimesSection(again)?.includes('| 210 |'), true, 'the section can be taken out to be kept');
+  t.equal(runtimesSection(doc), null);
+});
