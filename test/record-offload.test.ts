@@ -212,3 +212,29 @@ t.test('the offload works with the noble provider on the connection side too', a
   t.equal(toHex(p.server.data()), toHex(pattern(100_000, 11)));
   t.ok(p.client.records.offloadedWrites >= 7 && p.server.records.offloadedReads >= 7, 'offloaded');
 });
+
+t.test('a record returned without a key change keeps the lent read key (nothing derived or imported again)', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 31);
+  const p = await offloadPair(c, s, { recordsInFlight: 4 });
+  const before = p.server.conn.offloadRead()!;
+  t.ok(before.active, 'the server lent its read key after the handshake');
+  // An empty application_data record is not the offload's (the connection counts idle records), then data.
+  p.server.records.receive(joined([await crafted(p, Uint8Array.of(23)), await crafted(p, Uint8Array.of(0x41, 23))]));
+  await p.settle();
+  t.equal(toHex(p.server.data()), '41', 'the data after it arrives');
+  const after = p.server.conn.offloadRead()!;
+  t.equal(after, before, 'the same handle is lent again');
+  t.ok(after.active && !after.key.every((b) => b === 0), 'active, its key kept');
+  t.equal(after.nextSequence, 2, 'continuing after the two records the connection opened itself');
+  p.server.records.receive(await crafted(p, Uint8Array.of(0x42, 23)));
+  await p.settle();
+  t.equal(toHex(p.server.data()), '4142');
+  t.equal(p.server.records.offloadedReads, 1, 'the next record is opened by WebCrypto with the kept key');
+  // A KeyUpdate does replace it.
+  p.client.conn.keyUpdate(false);
+  p.client.records.flushCore();
+  await p.settle();
+  t.notOk(before.active, 'after a KeyUpdate the old read handle is revoked');
+  t.ok(before.key.every((b) => b === 0), 'and its key wiped');
+  t.not(p.server.conn.offloadRead(), before, 'a new handle is lent');
+});

@@ -340,13 +340,15 @@ export class Connection {
     const lent = this.lentRead;
     const untaken = lent.takeRecords().map((r) => r.bytes);
     const all = untaken.length === 0 ? records : [...records, ...untaken];
-    const next = lent.revoke(all.length);
+    const accepted = lent.firstSequence;
+    const next = lent.suspend(all.length);
     this.lentRead = null;
+    const reader = this.reader;
     this.guard(() => {
-      if (next < lent.firstSequence) throw new Error('returnRecords: more records returned than were lent');
+      if (next < accepted) throw new Error('returnRecords: more records returned than were lent');
       // The transport accepted only non-empty application data records: they end a run of idle records.
-      if (next > lent.firstSequence) this.idleRecords = 0;
-      this.reader!.advanceTo(next);
+      if (next > accepted) this.idleRecords = 0;
+      reader!.advanceTo(next);
       for (const bytes of all) {
         if (this.paused || this.receivedCloseNotify || this.phaseValue !== 'connected') break;
         this.handleRecord(rawRecord(bytes));
@@ -354,6 +356,11 @@ export class Connection {
       }
       this.process();
     });
+    // The same key, when nothing replaced it (no KeyUpdate) and we still read: lent again, nothing derived.
+    if (this.reader === reader && reader && !this.lentRead && this.phaseValue === 'connected' && !this.receivedCloseNotify && this.joiner.isEmpty) {
+      lent.resume(reader.sequence);
+      this.lentRead = lent;
+    } else lent.revoke();
   }
 
   private lend(secret: Uint8Array, sequence: number, limit: number): LentDirection {

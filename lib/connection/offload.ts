@@ -95,6 +95,7 @@ export interface ReadOffload extends OffloadKeys {
  */
 export class LentDirection implements WriteOffload, ReadOffload {
   private isActive = true;
+  private wiped = false;
   private next: number;
   private pending: OffloadedRecord[] = [];
 
@@ -102,8 +103,8 @@ export class LentDirection implements WriteOffload, ReadOffload {
     readonly aead: AeadName,
     readonly key: Uint8Array,
     private readonly iv: Uint8Array,
-    /** The first sequence number this handle assigns. */
-    readonly firstSequence: number,
+    /** The first sequence number this handle assigns (since it was lent or last resumed). */
+    public firstSequence: number,
     /** The handle assigns sequence numbers below this one only (the key's usage limit, §5.5). */
     private readonly limit: number,
     readonly generation: number,
@@ -147,13 +148,32 @@ export class LentDirection implements WriteOffload, ReadOffload {
    * last ones lent, so the connection continues from the first of them.
    */
   revoke(returned = 0): number {
-    if (this.isActive) {
-      this.isActive = false;
+    const next = this.suspend(returned);
+    if (!this.wiped) {
+      this.wiped = true;
       wipe(this.key, this.iv);
     }
+    return next;
+  }
+
+  /**
+   * Connection only (reading): like {@link revoke}, but keeps the key, so that the connection can lend it
+   * again with {@link resume} when the records it processed did not change it (no new key to derive or
+   * import after a record that was merely not application data).
+   */
+  suspend(returned = 0): number {
+    this.isActive = false;
     const unread = this.pending.length;
     this.pending = [];
-    return this.next - unread - returned;
+    this.next -= unread + returned;
+    return this.next;
+  }
+
+  /** Connection only: lends the same key again from `sequence` (never backwards: a nonce is used once). */
+  resume(sequence: number): void {
+    if (this.wiped || sequence < this.next) throw new Error('resume: the handle was revoked, or the sequence number went backwards');
+    this.next = this.firstSequence = sequence;
+    this.isActive = true;
   }
 }
 

@@ -404,6 +404,8 @@ export class WebCryptoRecords {
         this.opening = [];
         this.readKey = null;
         this.connection.returnRecords(lent.handle, back);
+        // Still active: the connection lent the same key again (the records changed no key): keep its import.
+        if (lent.handle.active) this.readKey = lent;
         this.flushCore();
         this.notify();
         await this.options.afterCore();
