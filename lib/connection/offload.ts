@@ -35,11 +35,15 @@
  *   ({@link Connection.returnRecords}): the connection revokes the handle, continues its own read sequence
  *   number from the first returned record, and processes them itself with its synchronous cipher — so every
  *   hostile record ends in exactly the alert and the named reason the synchronous path gives, and a KeyUpdate
- *   switches keys before the records after it are opened. The transport then asks for a new read handle.
- *   Records opened speculatively under old keys after a KeyUpdate simply fail and are among those returned.
+ *   switches keys before the records after it are opened. When those records changed no key (an empty
+ *   record, a NewSessionTicket, a bad record that ended the connection anyway) the same handle is lent again,
+ *   with its key, from the next sequence number; after a KeyUpdate it is revoked and the transport asks for a
+ *   new one. Records opened speculatively under old keys after a KeyUpdate simply fail and are among those
+ *   returned. When the transport hands its input over (`Connection.receiveOwned`), a lent record is a view
+ *   of that input, not a copy.
  *
  * Key material: a handle carries a copy of the traffic key; the connection wipes it when the handle is
- * revoked (replaced by a new key, failed, destroyed). The static IV never leaves the connection — the
+ * revoked (replaced by a new key, failed, destroyed, closed for reading). The static IV never leaves the connection — the
  * handle computes each nonce. A transport imports the key into its cipher at once (WebCrypto copies the
  * bytes during `importKey`), and stops using its imported key when the handle becomes inactive.
  *
