@@ -36,7 +36,7 @@
  *   number from the first returned record, and processes them itself with its synchronous cipher — so every
  *   hostile record ends in exactly the alert and the named reason the synchronous path gives, and a KeyUpdate
  *   switches keys before the records after it are opened. When those records changed no key (an empty
- *   record, a NewSessionTicket, a bad record that ended the connection anyway) the same handle is lent again,
+ *   application_data record, a NewSessionTicket) the same handle is lent again,
  *   with its key, from the next sequence number; after a KeyUpdate it is revoked and the transport asks for a
  *   new one. Records opened speculatively under old keys after a KeyUpdate simply fail and are among those
  *   returned. When the transport hands its input over (`Connection.receiveOwned`), a lent record is a view
