@@ -76,6 +76,7 @@ t.test('the runtimes section of RESULTS.md is replaced in place, and kept by the
   t.ok(section.startsWith(RUNTIMES_BEGIN) && section.trimEnd().endsWith(RUNTIMES_END), 'between its markers');
   t.match(section, '| deno | TLS_AES_128_GCM_SHA256 | yes | webcrypto | 8 | 200 | 250 | 0.80 |');
   t.match(section, '| deno | 300 | noble |');
+  t.match(section, 'Target, offloaded AES-128-GCM bulk ≥ 0.8 × the ceiling: met in deno; not met in none.', 'the target, checked');
   t.match(section, '- bun: runtime-skipped (not installed)');
   const doc = '# results\n\nbefore\n';
   const once = replaceRuntimesSection(doc, section);

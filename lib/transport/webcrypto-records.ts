@@ -162,7 +162,8 @@ export class WebCryptoRecords {
   /**
    * Sends application data: sealed here when the write direction is lent, else by the connection (which
    * throws, as `Connection.write` does, when the connection is not writable). Resolves when fewer than
-   * `recordsInFlight` records wait to be sent; rejects if sending failed.
+   * `recordsInFlight` records wait to be sent; rejects if sending failed. One write at a time (await each),
+   * as a WritableStream calls its sink.
    */
   async write(data: Uint8Array): Promise<void> {
     let at = 0;
