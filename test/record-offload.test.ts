@@ -238,3 +238,43 @@ t.test('a record returned without a key change keeps the lent read key (nothing 
   t.ok(before.key.every((b) => b === 0), 'and its key wiped');
   t.not(p.server.conn.offloadRead(), before, 'a new handle is lent');
 });
+
+t.test("the peer's KeyUpdate in the middle of records opened at once: the records after it are opened under the new key", async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 41);
+  const p = await offloadPair(c, s, { recordsInFlight: 8 });
+  // The server's records, made on its synchronous path and delivered to the client in one piece.
+  const a = pattern(40_000, 42);
+  const b = pattern(30_000, 43);
+  p.server.conn.write(a);
+  p.server.conn.keyUpdate(false);
+  p.server.conn.write(b);
+  const wire = p.server.conn.takeOutput()!;
+  p.client.records.receive(wire);
+  p.client.collect();
+  await p.settle();
+  t.equal(toHex(p.client.data()), toHex(joined([a, b])), 'every byte, in order');
+  t.equal(count(p.client.events, 'key-update', 'read'), 1, 'the client followed the KeyUpdate');
+  t.same(p.client.events.filter((e) => e.type === 'error'), [], 'no error');
+  t.ok(p.client.records.offloadedReads >= 3, `the records before it were opened by WebCrypto (${p.client.records.offloadedReads})`);
+  // Afterwards the offload has the new key.
+  const before = p.client.records.offloadedReads;
+  await p.server.records.write(pattern(20_000, 44));
+  await p.settle();
+  t.ok(p.client.records.offloadedReads > before, 'later records are opened by WebCrypto under the new key');
+});
+
+t.test('close() right after writes: close_notify follows every record in flight', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 51);
+  const p = await offloadPair(c, s, { recordsInFlight: 8, keepWire: true });
+  const data = pattern(200_000, 52);
+  // write() resolves once there is room again, with records still being sealed: close() comes right then.
+  await p.client.records.write(data.subarray(0, 100_000));
+  await p.client.records.write(data.subarray(100_000));
+  t.ok(!p.client.records.idle, 'records are still in flight when close() is called');
+  p.client.conn.close();
+  p.client.records.flushCore();
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(data), 'the server read everything');
+  t.same(p.server.events.map((e) => e.type), ['handshake', 'end'], 'then the end of the stream, and no error');
+  t.equal(p.client.records.offloadedWrites, 14, 'all 14 records sealed by WebCrypto');
+});
