@@ -263,6 +263,15 @@ t.test("the peer's KeyUpdate in the middle of records opened at once: the record
   t.ok(p.client.records.offloadedReads > before, 'later records are opened by WebCrypto under the new key');
 });
 
+t.test('overlapping writes keep their order', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 61);
+  const p = await offloadPair(c, s, { recordsInFlight: 2 });
+  const parts = [pattern(70_000, 62), pattern(5, 63), pattern(50_000, 64)];
+  await Promise.all(parts.map((d) => p.client.records.write(d)));
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(joined(parts)), 'the data arrives in call order');
+});
+
 t.test('close() right after writes: close_notify follows every record in flight', async (t) => {
   const [c, s] = options('TLS_AES_128_GCM_SHA256', 51);
   const p = await offloadPair(c, s, { recordsInFlight: 8, keepWire: true });

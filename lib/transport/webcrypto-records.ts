@@ -130,6 +130,8 @@ export class WebCryptoRecords {
   private out: OutEntry[] = [];
   /** The TLSInnerPlaintext of the record being sealed (reused: see write()). */
   private scratch = new Uint8Array(0);
+  /** The write in progress (writes never interleave their records). */
+  private writing: Promise<void> = Promise.resolve();
   /** Calls of `send` not settled yet. */
   private unsettled = 0;
   private sending = false;
@@ -162,10 +164,16 @@ export class WebCryptoRecords {
   /**
    * Sends application data: sealed here when the write direction is lent, else by the connection (which
    * throws, as `Connection.write` does, when the connection is not writable). Resolves when fewer than
-   * `recordsInFlight` records wait to be sent; rejects if sending failed. One write at a time (await each),
-   * as a WritableStream calls its sink.
+   * `recordsInFlight` records wait to be sent; rejects if sending failed. Writes that overlap are done one
+   * after the other, in call order.
    */
-  async write(data: Uint8Array): Promise<void> {
+  write(data: Uint8Array): Promise<void> {
+    const done = this.writing.then(() => this.writeNow(data));
+    this.writing = done.catch(() => {});
+    return done;
+  }
+
+  private async writeNow(data: Uint8Array): Promise<void> {
     let at = 0;
     while (at < data.length) {
       const lent = this.writeHandle();
