@@ -5,7 +5,7 @@
  * appropriate fatal alert". The table {@link REASON_ALERT} is checked by the compiler: adding a reason
  * without choosing its alert does not build.
  */
-import { AlertDescription, alertName, type AlertName } from './codec/enums.js';
+import { AlertDescription, alertName, type AlertName } from './alerts.js';
 
 export const REASON_ALERT = {
   // --- codec (RFC 8446 §6.2: decode_error for messages that cannot be parsed) ---

@@ -7,8 +7,8 @@
  * sources (key files, ETSI GS QKD 014 key managers, the key manager simulator) in `qkd-tls/qkd`.
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
-export type { ClientOptions, ServerOptions, CommonOptions, KexMode, PskRequest, PskResolver } from './connection/config.js';
-export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus } from './connection/events.js';
+export type { ClientOptions, ServerOptions, CommonOptions, KexMode } from './config/options.js';
+export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus } from './config/events.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from './crypto/provider.js';

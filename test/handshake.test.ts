@@ -8,7 +8,7 @@
 import t from 'tap';
 import { concat, equalConstantTime, toHex, utf8 } from '../lib/codec/bytes.js';
 import { AlertDescription, ContentType, ExtensionType, HandshakeType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
-import type { ClientOptions } from '../lib/connection/config.js';
+import type { ClientOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';

@@ -10,10 +10,10 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { Etsi014Client, Etsi014Error } from '../lib/psk/etsi014-client.js';
-import { isUuid } from '../lib/psk/etsi014-api.js';
-import { makeKmeCertificates } from '../lib/psk/kme-certs.js';
-import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/psk/kme-simulator.js';
+import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { isUuid } from '../lib/qkd/etsi014-api.js';
+import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
+import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { HELP, parseKmeArgs } from '../bin/commands/kme.js';
 
 const MASTER = 'client-sae';

@@ -3,9 +3,9 @@
  * bug was and the behaviour the fix guarantees, and now guards against a regression.
  */
 import t from 'tap';
-import type { Etsi014Client } from '../lib/psk/etsi014-client.js';
-import { Etsi014ClientSource } from '../lib/psk/etsi014-source.js';
-import { parseKeyFile } from '../lib/psk/file-source.js';
+import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { parseKeyFile } from '../lib/qkd/file-source.js';
 import { parseConfig, type ConfigSchema } from '../lib/proxy/config-file.js';
 
 /** Lets every already-settled promise and queued immediate run (no clock involved: the fake KME answers at once). */

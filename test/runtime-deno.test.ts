@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { fromHex, utf8 } from '../lib/codec/bytes.js';
-import type { HandshakeInfo } from '../lib/connection/events.js';
+import type { HandshakeInfo } from '../lib/config/events.js';
 import type { Psk } from '../lib/psk/types.js';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import {

@@ -2,8 +2,7 @@
  * How the commands report on stderr: one line per completed handshake and per failure, human-readable or
  * (with --json) one JSON object per line. Key material never appears here.
  */
-import type { HandshakeInfo } from '../../lib/connection/events.js';
-import { TlsError } from '../../lib/errors.js';
+import { type HandshakeInfo, TlsError } from 'qkd-tls';
 
 export class Reporter {
   constructor(readonly json: boolean) {}

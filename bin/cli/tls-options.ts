@@ -3,11 +3,8 @@
  * shared/design.md), parsed into connection options.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
-import type { KexMode } from '../../lib/connection/config.js';
-import { createNodeProvider } from '../../lib/crypto/node.js';
-import { nobleProvider } from '../../lib/crypto/noble.js';
-import type { CryptoProvider, GroupName } from '../../lib/crypto/provider.js';
-import { SUITES, type SupportedSuiteName } from '../../lib/suites.js';
+import { type CryptoProvider, type GroupName, type KexMode, nobleProvider, SUITES, type SupportedSuiteName } from 'qkd-tls';
+import { createNodeProvider } from 'qkd-tls/node';
 
 /** util.parseArgs option definitions for the TLS options. */
 export const TLS_OPTION_SPEC = {

@@ -4,8 +4,8 @@
  * A TLS 1.3 PSK client: what arrives on stdin goes to the server, what the server sends goes to stdout.
  * When stdin ends, the client sends close_notify and exits once the server has closed too.
  */
-import type { Psk } from '../../lib/psk/types.js';
-import { connect } from '../../lib/transport/node.js';
+import type { Psk } from 'qkd-tls';
+import { connect } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';

@@ -6,18 +6,24 @@
  * 127.0.0.1; shows a replayed key being refused; prints what is left; and exits 0. No arguments, no files.
  */
 import { parseArgs } from 'node:util';
-import { copyBytes, fromUtf8 } from '../../lib/codec/bytes.js';
-import type { KexMode } from '../../lib/connection/config.js';
-import type { HandshakeInfo } from '../../lib/connection/events.js';
-import type { TlsError } from '../../lib/errors.js';
-import { Etsi014Client } from '../../lib/psk/etsi014-client.js';
-import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
-import { decodeImportedIdentity, TargetKdf, targetKdfsForHashes, type ImportOptions } from '../../lib/psk/importer.js';
-import { startKmeSimulator, type KmeSimulator } from '../../lib/psk/kme-simulator.js';
-import { serverPskResolver, takePsks } from '../../lib/psk/source.js';
-import type { Psk } from '../../lib/psk/types.js';
-import { DEFAULT_SUITES, SUITES, type SupportedSuiteName } from '../../lib/suites.js';
-import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from '../../lib/transport/node.js';
+import {
+  decodeImportedIdentity,
+  DEFAULT_SUITES,
+  type HandshakeInfo,
+  type ImportOptions,
+  type KexMode,
+  type Psk,
+  serverPskResolver,
+  SUITES,
+  type SupportedSuiteName,
+  takePsks,
+  TargetKdf,
+  targetKdfsForHashes,
+  type TlsError,
+} from 'qkd-tls';
+import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, releaseAfter } from 'qkd-tls/qkd';
+import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
+import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
 
@@ -229,7 +235,7 @@ class Demo {
               release = offer.release;
               r.keyIds = offer.keys.map((k) => k.label ?? '?');
               r.offered = offer.psks.length;
-              r.copy = offer.psks.map((p) => ({ ...p, secret: copyBytes(p.secret) }));
+              r.copy = offer.psks.map((p) => ({ ...p, secret: p.secret.slice() }));
               return offer.psks;
             }),
         },
@@ -265,6 +271,6 @@ function describeIdentity(info: HandshakeInfo): string {
   const imported = decodeImportedIdentity(info.identityBytes);
   if (!imported) return info.identity;
   const kdf = imported.targetKdf === TargetKdf.HKDF_SHA256 ? 'HKDF_SHA256' : imported.targetKdf === TargetKdf.HKDF_SHA384 ? 'HKDF_SHA384' : `KDF 0x${imported.targetKdf.toString(16)}`;
-  const ctx = imported.context.length > 0 ? `, context "${fromUtf8(imported.context)}"` : '';
-  return `${fromUtf8(imported.externalIdentity)} imported for ${kdf}${ctx} (${info.identityBytes.length} bytes)`;
+  const ctx = imported.context.length > 0 ? `, context "${new TextDecoder().decode(imported.context)}"` : '';
+  return `${new TextDecoder().decode(imported.externalIdentity)} imported for ${kdf}${ctx} (${info.identityBytes.length} bytes)`;
 }

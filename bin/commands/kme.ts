@@ -4,8 +4,8 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { etsi014Path } from '../../lib/psk/etsi014-api.js';
-import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../../lib/psk/kme-simulator.js';
+import { etsi014Path } from 'qkd-tls/qkd';
+import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
 

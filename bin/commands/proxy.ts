@@ -8,11 +8,19 @@
  * finish (up to --drain-timeout), exit 0; a second signal cuts them at once.
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, type ConfigSection, readConfigFile } from '../../lib/proxy/config-file.js';
-import { createLogger, type ProxyLogger } from '../../lib/proxy/log.js';
-import { DEFAULT_DRAIN_TIMEOUT_MS, type Proxy, type ServiceConfig, startProxy } from '../../lib/proxy/proxy.js';
+import {
+  ConfigError,
+  type ConfigSection,
+  createLogger,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  type Proxy,
+  type ProxyLogger,
+  readConfigFile,
+  type ServiceConfig,
+  startProxy,
+} from 'qkd-tls/proxy';
+import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
-import type { Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]

@@ -5,8 +5,7 @@
  * Each completed handshake and each failure is reported on stderr.
  */
 import * as net from 'node:net';
-import { createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
-import { confirmNotReset, resetSocket } from '../../lib/transport/tcp-end.js';
+import { confirmNotReset, createServer, type QkdTlsSocket, resetSocket } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';

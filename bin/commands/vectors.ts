@@ -4,9 +4,8 @@
  * Exit code 0 only when every check passes.
  */
 import { parseArgs } from 'node:util';
-import type { CryptoProvider } from '../../lib/crypto/provider.js';
-import { nobleProvider } from '../../lib/crypto/noble.js';
-import { nodeProvider } from '../../lib/crypto/node.js';
+import { type CryptoProvider, nobleProvider } from 'qkd-tls';
+import { nodeProvider } from 'qkd-tls/node';
 import { countBySection, runRfc8448Checks, type Check } from '../../vectors/replay.js';
 
 export const HELP = `usage: qkd-tls vectors [--json] [--provider noble|node]

@@ -21,7 +21,7 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
 import { encodeKeyUpdate } from '../messages/post-hello.js';
-import type { Psk } from '../psk/types.js';
+import type { Psk, PskRequest } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { RecordProtection } from '../record/protection.js';
@@ -29,8 +29,8 @@ import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
 import { isAwaitingPsks, startServer } from '../handshake/server.js';
-import type { ClientOptions, PskRequest, ServerOptions } from './config.js';
-import type { ConnectionEvent, HandshakeInfo } from './events.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 
 export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
 

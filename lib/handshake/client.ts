@@ -34,8 +34,8 @@ import {
   DEFAULT_CLIENT_KEX_MODES,
   type ClientOptions,
   type KexMode,
-} from '../connection/config.js';
-import type { EarlyDataStatus } from '../connection/events.js';
+} from '../config/options.js';
+import type { EarlyDataStatus } from '../config/events.js';
 import {
   alpnExtension,
   computeBinder,

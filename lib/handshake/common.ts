@@ -13,10 +13,10 @@ import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.j
 import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
-import type { EarlyDataStatus, HandshakeInfo } from '../connection/events.js';
-import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../connection/config.js';
+import type { EarlyDataStatus, HandshakeInfo } from '../config/events.js';
+import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../config/options.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
-import { identityText } from '../psk/types.js';
+import { identityText } from '../psk/identity-text.js';
 
 /** binder = HMAC(finished_key(binder_key), Transcript-Hash(Truncate(ClientHello)) (§4.2.11.2). */
 export function computeBinder(crypto: CryptoProvider, early: EarlySecret, psk: Psk, truncatedHash: Uint8Array): Uint8Array {

@@ -5,7 +5,7 @@
 import type { CryptoProvider } from '../crypto/provider.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { SuiteInfo } from '../suites.js';
-import type { ConnectionEvent, HandshakeInfo } from '../connection/events.js';
+import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 
 export type KeyLogLabel =
   | 'CLIENT_EARLY_TRAFFIC_SECRET'

@@ -24,16 +24,15 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import { earlyDataSuiteName, type Psk } from '../psk/types.js';
+import { earlyDataSuiteName, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_SERVER_KEX_MODES,
   type KexMode,
-  type PskRequest,
   type ServerOptions,
-} from '../connection/config.js';
-import type { EarlyDataStatus } from '../connection/events.js';
+} from '../config/options.js';
+import type { EarlyDataStatus } from '../config/events.js';
 import {
   alpnExtension,
   deriveApplicationTraffic,

@@ -28,7 +28,7 @@
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import type { HandshakeInfo } from '../connection/events.js';
+import type { HandshakeInfo } from '../config/events.js';
 import { TlsError } from '../errors.js';
 import type { Psk } from '../psk/types.js';
 import {

@@ -3,7 +3,8 @@
  * and how a QKD key ID travels in a PSK identity. Runtime-neutral parts only; the Node-only sources
  * (file, ETSI 014, the KME simulator) are exported from lib/psk/node.ts.
  */
-export { identityText, type Psk } from './types.js';
+export { type Psk, type PskRequest, type PskResolver } from './types.js';
+export { identityText } from './identity-text.js';
 export {
   ALL_TARGET_KDFS,
   acceptImportedIdentities,

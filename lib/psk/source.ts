@@ -18,7 +18,6 @@
  */
 import { copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, HashName } from '../crypto/provider.js';
-import type { PskRequest } from '../connection/config.js';
 import {
   acceptImportedIdentities,
   deriveAcceptedImports,
@@ -27,7 +26,7 @@ import {
   type ImportAcceptOptions,
   type ImportOptions,
 } from './importer.js';
-import type { Psk } from './types.js';
+import type { Psk, PskRequest } from './types.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
 export interface SourcedKey extends ExternalPsk {

@@ -14,13 +14,13 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
-import type { HandshakeInfo } from '../connection/events.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { HandshakeInfo } from '../config/events.js';
 import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
-import type { Psk } from '../psk/types.js';
+import type { Psk, PskRequest } from '../psk/types.js';
 
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;

@@ -12,9 +12,9 @@
  * ```
  */
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
-import type { HandshakeInfo } from '../connection/events.js';
-import type { Psk } from '../psk/types.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { HandshakeInfo } from '../config/events.js';
+import type { Psk, PskRequest } from '../psk/types.js';
 
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;

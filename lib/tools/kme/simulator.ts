@@ -27,11 +27,11 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
 import type { TLSSocket } from 'node:tls';
-import { wipe } from '../codec/bytes.js';
-import { type Etsi014KeyContainer, SAE_ID_HEADER } from './etsi014-api.js';
-import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from './kme-certs.js';
-import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse } from './kme-handler.js';
-import { QkdLink } from './kme-store.js';
+import { wipe } from '../../codec/bytes.js';
+import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
+import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from './certificates.js';
+import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse } from './handler.js';
+import { QkdLink } from './store.js';
 
 export interface KmeSimulatorOptions {
   /** Address both KMEs listen on (default 127.0.0.1). Plain HTTP is refused unless it is loopback. */

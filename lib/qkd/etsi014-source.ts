@@ -19,8 +19,8 @@
 import { wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
-import { decodeKeyIdIdentity, encodeKeyIdIdentity } from './key-id.js';
-import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from './source.js';
+import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
+import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 
 /** What the sources report (never key material). */
 export type Etsi014SourceEvent =

@@ -19,8 +19,8 @@ import {
   type Etsi014Status,
   isJsonObject,
   isUuid,
-} from './etsi014-api.js';
-import type { IssuedKey, QkdLink } from './kme-store.js';
+} from '../../qkd/etsi014-api.js';
+import type { IssuedKey, QkdLink } from './store.js';
 
 /** Limits reported in Status and enforced on requests (all sizes in bits). */
 export interface KmeLimits {

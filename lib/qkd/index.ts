@@ -1,6 +1,7 @@
 /**
- * The Node-only key sources: a key file, ETSI GS QKD 014 key managers (client, sources with a prefetch pool
- * and a replay cache) and the key manager simulator.
+ * qkd-tls/qkd: key sources that fetch keys over I/O — a key file, and ETSI GS QKD 014 key managers (the REST
+ * client, and client/server sources with a prefetch pool and a replay cache). The key manager simulator is in
+ * qkd-tls/kme.
  */
 export { fileKeySource, parseKeyFile } from './file-source.js';
 export {
@@ -13,4 +14,4 @@ export {
   type RefusalReason,
 } from './etsi014-source.js';
 export { Etsi014Client, Etsi014Error, type Etsi014ClientOptions, type Etsi014Key } from './etsi014-client.js';
-export { startKmeSimulator, type KmeSimulator, type KmeSimulatorOptions } from './kme-simulator.js';
+export { etsi014Path, type Etsi014Operation } from './etsi014-api.js';

@@ -17,7 +17,7 @@
 import { readFileSync } from 'node:fs';
 import { fromHex, utf8, wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
-import { StaticKeySource, type SourcedKey, type StaticKeySourceOptions } from './source.js';
+import { StaticKeySource, type SourcedKey, type StaticKeySourceOptions } from '../psk/source.js';
 
 /** Parses the text of a key file (see above). Throws an Error naming the line for anything malformed. */
 export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {

@@ -4,7 +4,8 @@
 import type { GroupName } from '../crypto/provider.js';
 import type { TlsError } from '../errors.js';
 import type { SupportedSuiteName } from '../suites.js';
-import type { KexMode, PskRequest } from './config.js';
+import type { PskRequest } from '../psk/types.js';
+import type { KexMode } from './options.js';
 
 export type EarlyDataStatus = 'none' | 'accepted' | 'rejected';
 

@@ -16,7 +16,7 @@
  *
  * Runtime-neutral: the clock and the randomness are injected; there are no timers.
  */
-import { wipe } from '../codec/bytes.js';
+import { wipe } from '../../codec/bytes.js';
 
 export interface QkdLinkConfig {
   /** The default key size in bits (Status.key_size); stored_key_count counts keys of this size. */

@@ -81,12 +81,8 @@ export function etsi014Path(saeId: string, op: Etsi014Operation): string {
  */
 export const SAE_ID_HEADER = 'x-sae-id';
 
-const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-
-/** key_IDs are UUIDs (clause 6.3, RFC 4122 text form). */
-export function isUuid(s: unknown): s is string {
-  return typeof s === 'string' && UUID_RE.test(s);
-}
+/** key_IDs are UUIDs (clause 6.3): the check lives with the key-ID identity format (lib/psk/key-id.ts). */
+export { isUuid } from '../psk/key-id.js';
 
 const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 

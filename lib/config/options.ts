@@ -4,7 +4,7 @@
  */
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
-import type { Psk } from '../psk/types.js';
+import type { Psk, PskResolver } from '../psk/types.js';
 import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';
 
 export type KexMode = 'psk_dhe_ke' | 'psk_ke';
@@ -61,16 +61,6 @@ export interface ClientOptions extends CommonOptions {
    * last). Used to reproduce other stacks' ClientHellos byte for byte.
    */
   readonly dangerousClientHelloExtensions?: (extensions: Extension[]) => Extension[];
-}
-
-/** A synchronous PSK lookup: for each offered identity, the PSK or undefined. */
-export type PskResolver = (request: PskRequest) => readonly (Psk | undefined)[];
-
-export interface PskRequest {
-  /** The identities the client offered, in its order. */
-  readonly identities: readonly Uint8Array[];
-  /** The server_name the client sent, if any. */
-  readonly serverName?: string;
 }
 
 export interface ServerOptions extends CommonOptions {
