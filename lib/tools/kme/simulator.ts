@@ -64,7 +64,7 @@ export interface KmeSimulatorOptions {
   pendingKeyTtlMs?: number;
   /** Largest request body accepted (default 65536 bytes); larger ones get 413. */
   maxBodyBytes?: number;
-  /** Mutual TLS with certificates kept in this directory, made on first start (see kme-certs.ts). */
+  /** Mutual TLS with certificates kept in this directory, made on first start (see certificates.ts). */
   certsDir?: string;
   /** Mutual TLS with these certificates (must hold a server certificate for each KME ID). */
   certificates?: KmeCertificateSet;
