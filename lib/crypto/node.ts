@@ -9,8 +9,8 @@
  * `Buffer` leaks out, no extra copy); AEADs call OpenSSL with the raw key (a cached `KeyObject`
  * measured no faster, and cannot be wiped); HKDF-Expand of at most one hash block (every
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
- * scalars and points without DER wrapping; X25519 keys are imported as JWK, 10x faster than DER on
- * OpenSSL 3.0 (see {@link x25519PrivateKey}).
+ * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0 decodes
+ * much faster than DER (see {@link x25519PrivateKey}).
  */
 import {
   createCipheriv,
@@ -87,7 +87,7 @@ export function createNodeProvider(opts: NodeProviderOptions = {}): CryptoProvid
 
 /**
  * OpenSSL's CSPRNG, drawn into a 1 KiB pool so that the handful of small draws of a handshake (randoms,
- * key-share scalars, cookies) cost a copy rather than a native call each (~0.25 µs instead of ~2.7 µs).
+ * key-share scalars, cookies) cost a copy rather than a native call each.
  * Each draw is copied out and its bytes in the pool are zeroed at once, so the pool never holds a value that
  * has been handed out; it does hold up to 1 KiB of values still to come, in process memory like OpenSSL's
  * own generator state. Large draws bypass the pool, and so does everything while a startup snapshot is being
@@ -301,13 +301,13 @@ class NodeAead implements Aead {
 // Key exchange (RFC 8446 §4.2.8 and §7.4)
 
 /**
- * X25519 keys enter OpenSSL as JWK (RFC 8037): on Node 20 / OpenSSL 3.0 a JWK import costs ~8 µs
- * (public) and ~40 µs (private, including OpenSSL's own public-key computation), while a PKCS#8 or
- * SPKI DER import goes through OpenSSL's generic decoder and costs ~80-400 µs. Node insists on an
+ * X25519 keys enter OpenSSL as JWK (RFC 8037): on Node 20 / OpenSSL 3.0 a JWK import is a direct key
+ * construction, while a PKCS#8 or SPKI DER import goes through OpenSSL's generic decoder, several times
+ * slower. Node insists on an
  * `x` member in a private JWK but derives the public key from `d`, so a placeholder is passed.
  *
- * Our public key is then read back as the `x` of a public JWK export (~15 µs; computing X25519(k, 9)
- * again would cost a second scalar multiplication, ~37 µs). Only keys imported here are ever exported:
+ * Our public key is then read back as the `x` of a public JWK export (cheaper than computing X25519(k, 9)
+ * again, a second scalar multiplication). Only keys imported here are ever exported:
  * on Node 20.20, exporting a key made by `generateKeyPair*` as JWK can deadlock the process (gdb:
  * ExportJWKEdKey holds the key's mutex while allocating the string; a GC triggered by that allocation
  * runs the finished KeyGenJob's destructor, which takes the same mutex). An imported key has no KeyGenJob.

@@ -14,7 +14,7 @@
  * wipes them with {@link PskLease.release} once the handshake is over.
  *
  * This file is runtime-neutral (no I/O, no clock of its own); {@link StaticKeySource} is the in-memory source.
- * The key-manager source is lib/psk/etsi014-source.ts, the file source lib/psk/file-source.ts.
+ * The key-manager source is lib/qkd/etsi014-source.ts, the file source lib/qkd/file-source.ts.
  */
 import { copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, HashName } from '../crypto/provider.js';

@@ -1,6 +1,6 @@
 /**
  * The data formats of ETSI GS QKD 014 V1.1.1 (clause 6), shared by the key-delivery client
- * ({@link ./etsi014-client.ts}) and the key manager simulator ({@link ./kme-simulator.ts}).
+ * ({@link ./etsi014-client.ts}) and the key manager simulator (lib/tools/kme/simulator.ts).
  *
  * Background for a newcomer: a Quantum Key Distribution (QKD) link gives two key managers (KMEs) the same
  * random bits. Each application endpoint (an SAE) asks its own KME for keys over this REST API:

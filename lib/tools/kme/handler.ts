@@ -1,7 +1,7 @@
 /**
  * The request logic of one simulated ETSI GS QKD 014 key manager (KME): routing, authorization and the
  * validation that conformance suites expect, as a pure function from a parsed HTTP request to an answer.
- * The HTTP(S) servers around it live in {@link ./kme-simulator.ts}.
+ * The HTTP(S) servers around it live in {@link ./simulator.ts}.
  *
  * Roles (clause 4): this simulator serves one QKD link between two KMEs. The MASTER KME serves the master
  * SAE (here the TLS client), which calls `status` and `enc_keys` with the slave's SAE ID in the path. The
