@@ -1,6 +1,7 @@
 /**
- * Findings of an independent review of the key sources and the proxy, one subtest each: each names where the
- * bug was and the behaviour the fix guarantees, and now guards against a regression.
+ * Key sources and the proxy's configuration fail cleanly on bad input: an ETSI 014 source whose SAE ID cannot
+ * go in a PSK identity fails take() (no unhandled rejection), and a malformed config line or key-file line is
+ * reported without echoing key material. Each test's comment says where the code broke this before the fix.
  */
 import t from 'tap';
 import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
@@ -14,7 +15,7 @@ async function settleTicks(n = 10): Promise<void> {
 }
 
 t.test('Etsi014ClientSource with an SAE ID that cannot go in an identity fails take() instead of an unhandled rejection', async (t) => {
-  // lib/psk/etsi014-source.ts:214: hand() calls encodeKeyIdIdentity, which throws for an SAE ID that is not
+  // lib/qkd/etsi014-source.ts: hand() calls encodeKeyIdIdentity, which throws for an SAE ID that is not
   // printable ASCII (lib/psk/key-id.ts:635). saeId is never checked in the constructor (:108-131), so the throw
   // happens in pump() inside the encKeys .then callback (:259): an unhandled rejection (a crash under Node's
   // default), the waiting take() never settles, and the keys spliced out of the pool are never wiped.
@@ -70,7 +71,7 @@ t.test('a config line written with ":" instead of "=" does not echo the key in t
 });
 
 t.test('a key file line whose key contains a space does not echo half of the key in the error message', async (t) => {
-  // lib/psk/file-source.ts:42: an unrecognised third/fourth field is quoted in the error; a key pasted with a space
+  // lib/qkd/file-source.ts: an unrecognised third/fourth field is quoted in the error; a key pasted with a space
   // in the middle makes its second half that field. Expected: the error names the line without the field's value.
   const first = '00112233445566778899aabbccddeeff';
   const second = '8899aabbccddeeff0011223344556677';
