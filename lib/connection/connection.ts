@@ -415,7 +415,7 @@ export class Connection {
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: true });
       return;
     }
-    throw new TlsError('UnexpectedMessage', 'application data before the handshake completed');
+    throw new TlsError('ApplicationDataBeforeHandshake', 'application data before the handshake completed');
   }
 
   // ---------------------------------------------------------------------------------------------------------

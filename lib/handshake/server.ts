@@ -118,7 +118,7 @@ class AwaitPsks implements AwaitingPsks {
 
   resume(io: HandshakeIO, psks: readonly (Psk | undefined | null)[]): HandshakeState {
     if (psks.length !== this.pskRequest.identities.length) {
-      throw new TlsError('InternalError', `PSK lookup answered ${psks.length} entries for ${this.pskRequest.identities.length} identities`);
+      throw new TlsError('PskLookupWrongCount', `PSK lookup answered ${psks.length} entries for ${this.pskRequest.identities.length} identities`);
     }
     return respond(
       io,
@@ -141,15 +141,15 @@ function checkClientHello(ch: ClientHello): void {
   if (!ch.pskModes) throw new TlsError('PskModesMissing', 'pre_shared_key without psk_key_exchange_modes (RFC 8446 §4.2.9)');
   // §9.2: key_share requires supported_groups, and each share must be for a group the client lists.
   if (ch.keyShares) {
-    if (!ch.supportedGroups) throw new TlsError('MissingExtension', 'key_share without supported_groups (RFC 8446 §9.2)');
+    if (!ch.supportedGroups) throw new TlsError('KeyShareWithoutSupportedGroups', 'key_share without supported_groups (RFC 8446 §9.2)');
     for (const k of ch.keyShares) {
       if (!ch.supportedGroups.includes(k.group)) {
-        throw new TlsError('IllegalParameter', `key share for group 0x${k.group.toString(16)} not in supported_groups (RFC 8446 §4.2.8)`);
+        throw new TlsError('KeyShareGroupNotOffered', `key share for group 0x${k.group.toString(16)} not in supported_groups (RFC 8446 §4.2.8)`);
       }
     }
   }
   if (ch.extensions.has(E.supported_groups) && !ch.keyShares) {
-    throw new TlsError('MissingExtension', 'supported_groups without key_share (RFC 8446 §9.2)');
+    throw new TlsError('SupportedGroupsWithoutKeyShare', 'supported_groups without key_share (RFC 8446 §9.2)');
   }
 }
 
@@ -395,9 +395,9 @@ class ExpectSecondClientHello implements HandshakeState {
     if (!equalConstantTime(ch.random, r.ch1.random)) mismatch('the random');
     if (!equalConstantTime(ch.sessionId, r.ch1.sessionId)) mismatch('legacy_session_id');
     if (!ch.cipherSuites.includes(r.suite.id)) mismatch('the cipher suites');
-    if (ch.earlyData) throw new TlsError('IllegalParameter', 'early_data in the second ClientHello (RFC 8446 §4.2.10)');
+    if (ch.earlyData) throw new TlsError('EarlyDataAfterHelloRetryRequest', 'early_data in the second ClientHello (RFC 8446 §4.2.10)');
     if (!ch.keyShares || ch.keyShares.length !== 1 || ch.keyShares[0].group !== groupId(r.group)) {
-      throw new TlsError('IllegalParameter', `second ClientHello must carry exactly one key share, for ${r.group} (RFC 8446 §4.2.8)`);
+      throw new TlsError('RetryKeyShareWrongGroup', `second ClientHello must carry exactly one key share, for ${r.group} (RFC 8446 §4.2.8)`);
     }
     if (r.cookie && !(ch.cookie && equalConstantTime(ch.cookie, r.cookie))) {
       throw new TlsError('BadCookie', 'second ClientHello does not echo our cookie (RFC 8446 §4.2.2)');
