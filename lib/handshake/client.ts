@@ -48,6 +48,7 @@ import {
   groupName,
   handshakeInfo,
   resolveCommonOptions,
+  verifyFinished,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
@@ -467,11 +468,7 @@ class ExpectServerFinished implements HandshakeState {
     const { crypto } = this.plan;
     const n = this.n;
     const hash = n.suite.hash;
-    const received = decodeFinished(m.body, n.suite.hashLength);
-    const expected = finishedVerifyData(crypto, hash, n.shts, n.transcript.current());
-    const ok = equalConstantTime(expected, received);
-    wipe(expected);
-    if (!ok) throw new TlsError('IncorrectFinished', 'server Finished does not verify (RFC 8446 §4.4.4)');
+    verifyFinished(crypto, hash, n.shts, n.transcript.current(), decodeFinished(m.body, n.suite.hashLength), 'server');
     n.transcript.add(m.raw);
 
     const { cats, sats, ems } = deriveApplicationTraffic(io, n.hs, n.transcript, this.plan.random);
