@@ -360,6 +360,18 @@ t.test('each remaining fault has its own named reason', async (tt) => {
       plaintextAlert: false,
     });
   }
+  // §4.4.4: a server Finished that does not verify.
+  {
+    const { client, keys, flight } = clientAfterServerHello();
+    const secret = keys.secret('SERVER_HANDSHAKE_TRAFFIC_SECRET');
+    const [ee] = splitMessages(openRecord(protection(crypto, SUITE, secret), flight[0]).content);
+    const shts = protection(crypto, SUITE, secret);
+    client.receive(shts.seal(ContentType.handshake, ee));
+    failsWith(tt, client, shts.seal(ContentType.handshake, handshakeMessage(HandshakeType.finished, new Uint8Array(32))), 'decrypt_error', 'a wrong server Finished', {
+      reason: 'IncorrectFinished',
+      plaintextAlert: false,
+    });
+  }
   // Application data under the client's handshake keys, before its Finished.
   {
     const { server, keys } = clientAfterServerHello();
