@@ -10,6 +10,11 @@
  *   ServerHello, EncryptedExtensions, Finished ──▶ [ExpectEndOfEarlyData] ──▶ ExpectClientFinished ──▶ connected
  * ```
  *
+ * A ClientHello is answered in named steps ({@link answerClientHello}, as Go's serverHandshakeStateTLS13 reads):
+ * selectSuiteAndPsk, selectKeyShareOrRetry (or sendHelloRetryRequest), verifySelectedBinder, selectAlpn,
+ * decideEarlyData, sendServerHello, the handshake keys, sendEncryptedExtensions, sendServerFinished, the
+ * application keys, expectClientFlight.
+ *
  * Policy, in the server's preference order: the cipher suite (one that the client offers and that some
  * offered, known PSK can use), then the first such PSK in the client's order, then the key-exchange mode, then
  * the group (a HelloRetryRequest when the client sent no share for it). Randomness is drawn in a fixed order
