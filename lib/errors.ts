@@ -3,7 +3,8 @@
  *
  * RFC 8446 §6: "Whenever an implementation encounters a fatal error condition, it SHOULD send an
  * appropriate fatal alert". The table {@link REASON_ALERT} is checked by the compiler: adding a reason
- * without choosing its alert does not build.
+ * without choosing its alert does not build. Each reason names one fault, so that `error.reason` tells a user
+ * what went wrong; the comment beside it cites the rule (RFC 8446 sections unless another RFC is named).
  */
 import { AlertDescription, alertName, type AlertName } from './codec/enums.js';
 
