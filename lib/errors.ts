@@ -88,7 +88,7 @@ export const REASON_ALERT = {
   TicketLifetimeTooLong: 'illegal_parameter', // §4.6.1: ticket_lifetime above 7 days
   KeyUpdateRequestInvalid: 'illegal_parameter', // §4.6.3: request_update neither 0 nor 1
   // --- connection ---
-  ApplicationDataBeforeHandshake: 'unexpected_message', // §2: application data needs the handshake's keys
+  ApplicationDataBeforeHandshake: 'unexpected_message', // application data before the handshake completed, no 0-RTT accepted
   PeerSentAlert: 'close_notify', // never sent: we received the alert
   // No alert reaches the peer when the transport gives up on a handshake: the socket is closed.
   HandshakeTimeout: 'internal_error',
