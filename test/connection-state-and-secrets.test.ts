@@ -145,6 +145,7 @@ t.test('destroy() and fatal errors wipe the handshake-state secrets', async (tt)
     const chts = protection(crypto, SUITE, sk.secret('CLIENT_HANDSHAKE_TRAFFIC_SECRET'));
     server.receive(chts.seal(ContentType.handshake, concat(new Uint8Array([20, 0, 0, 32]), new Uint8Array(32))));
     tt.equal(server.error?.alert, 'decrypt_error', 'a wrong client Finished fails the handshake');
+    tt.equal(server.error?.reason, 'IncorrectFinished', 'reason IncorrectFinished');
     for (const k of ['cats', 'sats', 'ems'] as const) tt.ok(isZero(n[k]), `server after a wrong Finished: ${k} wiped`);
   }
   {

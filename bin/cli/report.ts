@@ -40,7 +40,7 @@ export class Reporter {
     const e = err instanceof Error ? err : new Error(String(err));
     if (this.json) {
       const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra };
-      if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : 'sent', reason: e.reason });
+      if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : e.alertSent ? 'sent' : 'not sent', reason: e.reason });
       this.write(o);
     } else {
       const where = Object.entries(extra)

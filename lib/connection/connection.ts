@@ -34,6 +34,30 @@ import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 
 export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
 
+/** Which close_notify alerts have gone which way on a connected connection (RFC 8446 §6.1); both: closed. */
+type CloseNotify = 'none' | 'sent' | 'received';
+
+/** Where the connection is, with what matters in that phase only. */
+type Phase =
+  /** `closeRequested`: close() was called; close_notify follows the queued data once connected. */
+  | { readonly kind: 'handshaking'; readonly closeRequested: boolean }
+  | { readonly kind: 'connected'; readonly closeNotify: CloseNotify }
+  | { readonly kind: 'failed'; readonly error: TlsError }
+  /** `peerClosed`: the peer had sent close_notify (false when we were destroyed before it did). */
+  | { readonly kind: 'closed'; readonly peerClosed: boolean };
+
+/** Server: how records around 0-RTT data are treated (RFC 8446 §4.2.10). */
+type EarlyDataHandling =
+  | { readonly kind: 'none' }
+  /** 0-RTT accepted: application data under the early keys is early data, up to `budget` more bytes. */
+  | { readonly kind: 'accepting'; readonly budget: number }
+  /** 0-RTT rejected: records that fail to decrypt are dropped, up to `left` more bytes, until one decrypts. */
+  | { readonly kind: 'skipping-undecryptable'; readonly left: number }
+  /** After a HelloRetryRequest: protected 0-RTT records still arrive as application_data; up to `left` more bytes are dropped. */
+  | { readonly kind: 'skipping-plaintext'; readonly left: number };
+
+const NO_EARLY_DATA: EarlyDataHandling = { kind: 'none' };
+
 export class Connection {
   /** A client connection; its ClientHello is ready in {@link takeOutput} at once. */
   static client(options: ClientOptions): Connection {
@@ -50,7 +74,7 @@ export class Connection {
   private readonly keyLog?: (line: string) => void;
   private readonly io: HandshakeIO;
   private state: HandshakeState;
-  private phaseValue: ConnectionPhase = 'handshaking';
+  private phaseValue: Phase = { kind: 'handshaking', closeRequested: false };
 
   private readonly deframer = new Deframer();
   private readonly joiner = new HandshakeJoiner();
@@ -63,11 +87,8 @@ export class Connection {
 
   /** Application data written before the handshake completed. */
   private queued: Uint8Array[] = [];
-  private closeRequested = false;
-  private sentCloseNotify = false;
-  private receivedCloseNotify = false;
-  private paused = false;
-  private firstFlight = true;
+  /** legacy_record_version of plaintext records: 0x0301 for a client's first flight (§5.1), then 0x0303. */
+  private plaintextVersion: number;
 
   /** Largest content we put in one record (RFC 8449: the peer's record_size_limit - 1). */
   private maxFragment = MAX_PLAINTEXT;
@@ -75,19 +96,14 @@ export class Connection {
   private maxInnerPlaintext = MAX_PLAINTEXT + 1;
   /** Consecutive records without application data (see countIdleRecord). */
   private idleRecords = 0;
-  /** Server: bytes of undecryptable (rejected 0-RTT) records still to skip (§4.2.10), or null when not skipping. */
-  private skipUndecryptable: number | null = null;
-  /** Server after HelloRetryRequest: bytes of plaintext application_data (0-RTT) still to skip. */
-  private skipPlainApplicationData = 0;
-  /** Server accepting 0-RTT: bytes of early data still allowed, or -1 when not in that phase. */
-  private earlyDataBudget = -1;
+  private earlyData: EarlyDataHandling = NO_EARLY_DATA;
 
   private secrets: ApplicationSecrets | null = null;
   private info: HandshakeInfo | null = null;
-  private errorValue: TlsError | null = null;
 
   private constructor(isClient: boolean, options: ClientOptions | ServerOptions) {
     this.isClient = isClient;
+    this.plaintextVersion = isClient ? 0x0301 : 0x0303;
     this.crypto = options.crypto;
     this.keyLog = options.keyLog;
     this.io = this.makeIO();
@@ -103,7 +119,7 @@ export class Connection {
   // Public API
 
   get phase(): ConnectionPhase {
-    return this.phaseValue;
+    return this.phaseValue.kind;
   }
   /** The handshake summary, once the handshake is complete. */
   get handshake(): HandshakeInfo | null {
@@ -111,15 +127,17 @@ export class Connection {
   }
   /** The fatal error that ended this connection, if any. */
   get error(): TlsError | null {
-    return this.errorValue;
+    return this.phaseValue.kind === 'failed' ? this.phaseValue.error : null;
   }
   /** True while we may still write (we have not sent close_notify and the connection has not failed). */
   get writable(): boolean {
-    return (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') && !this.sentCloseNotify && !this.closeRequested;
+    const p = this.phaseValue;
+    return (p.kind === 'handshaking' && !p.closeRequested) || (p.kind === 'connected' && p.closeNotify !== 'sent');
   }
   /** True once the peer sent close_notify. */
   get peerClosed(): boolean {
-    return this.receivedCloseNotify;
+    const p = this.phaseValue;
+    return (p.kind === 'connected' && p.closeNotify === 'received') || (p.kind === 'closed' && p.peerClosed);
   }
   /** Server: the pending PSK request, while the handshake waits for {@link providePsks}. */
   get pskRequest(): PskRequest | null {
@@ -150,14 +168,13 @@ export class Connection {
   }
 
   private receiveBytes(data: Uint8Array, owned: boolean): void {
-    // §6.1: "Any data received after a closure alert has been received MUST be ignored."
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.receivedCloseNotify) return;
+    if (!this.receiving) return;
     this.deframer.push(data);
     this.guard(() => {
       this.process();
       // While a PSK lookup is pending nothing is processed: bound what a peer can make us hold meanwhile
       // (a ChangeCipherSpec and some 0-RTT data are all that may legitimately arrive).
-      if (this.paused && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
+      if (this.awaitingPsks && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
         throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the PSK lookup was pending`);
       }
     });
@@ -168,10 +185,9 @@ export class Connection {
   /** Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. */
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
     const s = this.state;
-    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phaseValue})`);
+    if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
     this.guard(() => {
       this.state = s.resume(this.io, psks);
-      this.paused = false;
       this.flushHandshake();
       this.drainHandshake();
       this.process();
@@ -181,8 +197,8 @@ export class Connection {
 
   /** Server: fails the handshake because the PSK lookup failed (e.g. the key manager is unreachable). */
   failPskLookup(detail: string): void {
-    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(this.state)) {
-      throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phaseValue})`);
+    if (!this.awaitingPsks) {
+      throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phase})`);
     }
     this.fatal(new TlsError('PskUnavailable', detail));
   }
@@ -201,11 +217,11 @@ export class Connection {
    * into one output buffer (one socket write).
    */
   writev(chunks: readonly Uint8Array[]): void {
-    if (!this.writable) throw new Error(`write: the connection is ${this.sentCloseNotify || this.closeRequested ? 'closed for writing' : this.phaseValue}`);
+    if (!this.writable) throw new Error(`write: the connection is ${this.phase === 'handshaking' || this.phase === 'connected' ? 'closed for writing' : this.phase}`);
     let total = 0;
     for (const c of chunks) total += c.length;
     if (total === 0) return;
-    if (this.phaseValue !== 'connected') {
+    if (this.phaseValue.kind !== 'connected') {
       this.queued.push(chunks.length === 1 ? copyBytes(chunks[0]) : concat(...chunks));
       return;
     }
@@ -217,9 +233,9 @@ export class Connection {
    * handshake is still running. We can still receive until the peer closes its direction.
    */
   close(): void {
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.sentCloseNotify || this.closeRequested) return;
-    if (this.phaseValue === 'handshaking') {
-      this.closeRequested = true;
+    if (!this.writable) return;
+    if (this.phaseValue.kind === 'handshaking') {
+      this.phaseValue = { kind: 'handshaking', closeRequested: true };
       return;
     }
     this.sendCloseNotify();
@@ -227,7 +243,7 @@ export class Connection {
 
   /** Sends a KeyUpdate (§4.6.3) and switches our write keys; `requestPeer` asks the peer to update too. */
   keyUpdate(requestPeer = false): void {
-    if (this.phaseValue !== 'connected' || !this.secrets || this.sentCloseNotify) throw new Error('keyUpdate: the connection is not open');
+    if (this.phaseValue.kind !== 'connected' || !this.writable || !this.secrets) throw new Error('keyUpdate: the connection is not open');
     this.sendKeyUpdate(requestPeer);
   }
 
@@ -269,15 +285,35 @@ export class Connection {
 
   /** Wipes every key this connection holds; it can no longer send or receive. */
   destroy(): void {
-    if (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') this.phaseValue = 'closed';
+    const p = this.phaseValue;
+    if (p.kind === 'handshaking' || p.kind === 'connected') this.phaseValue = { kind: 'closed', peerClosed: this.peerClosed };
     this.wipeKeys();
   }
 
   // ---------------------------------------------------------------------------------------------------------
   // Receiving
 
+  /**
+   * Whether received bytes are taken in: not once failed or closed, nor after the peer's close_notify (§6.1: "Any
+   * data received after a closure alert has been received MUST be ignored.").
+   */
+  private get receiving(): boolean {
+    const p = this.phaseValue;
+    return p.kind === 'handshaking' || (p.kind === 'connected' && p.closeNotify !== 'received');
+  }
+
+  /** Whether received records are processed now: while receiving, except while the handshake waits for PSKs. */
+  private get reading(): boolean {
+    return this.receiving && !this.awaitingPsks;
+  }
+
+  /** Server: the handshake waits for {@link providePsks} (or {@link failPskLookup}). */
+  private get awaitingPsks(): boolean {
+    return this.phaseValue.kind === 'handshaking' && isAwaitingPsks(this.state);
+  }
+
   private process(): void {
-    while (!this.paused && !this.receivedCloseNotify && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+    while (this.reading) {
       const rec = this.deframer.next();
       if (!rec) break;
       this.handleRecord(rec);
@@ -287,7 +323,7 @@ export class Connection {
 
   private handleRecord(rec: RawRecord): void {
     // §6.1: after close_notify, anything received is ignored.
-    if (this.receivedCloseNotify) return;
+    if (!this.reading) return;
     if (rec.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(rec);
 
     let type = rec.type;
@@ -299,27 +335,32 @@ export class Connection {
           opened = this.reader.open(rec);
         } catch (e) {
           // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
-          if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable !== null) {
-            this.skipUndecryptable -= skippedPlaintextLength(rec);
-            if (this.skipUndecryptable < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+          const early = this.earlyData;
+          if (e instanceof TlsError && e.reason === 'RecordBadMac' && early.kind === 'skipping-undecryptable') {
+            const left = early.left - skippedPlaintextLength(rec);
+            if (left < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+            this.earlyData = { kind: 'skipping-undecryptable', left };
             return;
           }
           throw e;
         }
-        this.skipUndecryptable = null;
+        // The first record that decrypts ends the skipping: the client now uses its handshake keys.
+        if (this.earlyData.kind === 'skipping-undecryptable') this.earlyData = NO_EARLY_DATA;
         type = opened.type;
         content = opened.content;
         if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
-      } else if (!(rec.type === ContentType.alert && this.phaseValue === 'handshaking')) {
+      } else if (!(rec.type === ContentType.alert && this.phaseValue.kind === 'handshaking')) {
         // A peer that failed early may send a plaintext alert during the handshake; nothing else is plaintext now.
         throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
       }
     } else {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
-      if (rec.type === ContentType.application_data && this.skipPlainApplicationData > 0) {
-        this.skipPlainApplicationData -= skippedPlaintextLength(rec);
-        if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+      const early = this.earlyData;
+      if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext' && early.left > 0) {
+        const left = early.left - skippedPlaintextLength(rec);
+        if (left < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+        this.earlyData = { kind: 'skipping-plaintext', left };
         return;
       }
       if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
@@ -346,7 +387,7 @@ export class Connection {
   /** §5: a dummy change_cipher_spec (one byte 0x01) is dropped during the handshake; anything else is fatal. */
   private handleChangeCipherSpec(rec: RawRecord): void {
     const afterFirstClientHello = this.isClient || this.state.name !== 'ExpectClientHello';
-    if (this.phaseValue !== 'handshaking' || !afterFirstClientHello) {
+    if (this.phaseValue.kind !== 'handshaking' || !afterFirstClientHello) {
       throw new TlsError('RecordUnexpectedChangeCipherSpec', 'change_cipher_spec outside the handshake (RFC 8446 §5)');
     }
     if (rec.fragment.length !== 1 || rec.fragment[0] !== 0x01) {
@@ -367,13 +408,12 @@ export class Connection {
   }
 
   private drainHandshake(): void {
-    while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+    while (this.reading) {
       const m = this.joiner.next();
       if (!m) return;
-      if (this.phaseValue === 'connected') this.countIdleRecord('a post-handshake message');
+      if (this.phaseValue.kind === 'connected') this.countIdleRecord('a post-handshake message');
       this.state = this.state.handle(this.io, m);
       if (isAwaitingPsks(this.state)) {
-        this.paused = true;
         this.events.push({ type: 'psk-request', request: this.state.pskRequest });
       }
     }
@@ -388,12 +428,12 @@ export class Connection {
     const code = content[1];
     if (code === AlertDescription.close_notify) {
       // A close_notify before the handshake completed means the peer gave up: report it as an error.
-      if (this.phaseValue === 'handshaking') {
+      const p = this.phaseValue;
+      if (p.kind !== 'connected') {
         return this.fatal(new TlsError('PeerSentAlert', 'the peer closed the connection during the handshake', { remote: true, alertCode: code }));
       }
-      this.receivedCloseNotify = true;
+      this.phaseValue = p.closeNotify === 'sent' ? { kind: 'closed', peerClosed: true } : { kind: 'connected', closeNotify: 'received' };
       this.events.push({ type: 'end' });
-      if (this.sentCloseNotify) this.finishClosed();
       return;
     }
     if (code === AlertDescription.user_canceled && level === AlertLevel.warning) return;
@@ -404,18 +444,20 @@ export class Connection {
   private handleApplicationData(content: Uint8Array): void {
     if (content.length === 0) this.countIdleRecord('an empty application_data record');
     else this.idleRecords = 0;
-    if (this.phaseValue === 'connected') {
+    if (this.phaseValue.kind === 'connected') {
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: false });
       return;
     }
-    if (this.earlyDataBudget >= 0) {
+    const early = this.earlyData;
+    if (early.kind === 'accepting') {
       // §4.2.10: more 0-RTT data than max_early_data_size is unexpected_message.
-      this.earlyDataBudget -= content.length;
-      if (this.earlyDataBudget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
+      const budget = early.budget - content.length;
+      if (budget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
+      this.earlyData = { kind: 'accepting', budget };
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: true });
       return;
     }
-    throw new TlsError('UnexpectedMessage', 'application data before the handshake completed');
+    throw new TlsError('ApplicationDataBeforeHandshake', 'application data before the handshake completed');
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -426,8 +468,7 @@ export class Connection {
       this.out.push(this.writer.seal(type, content));
     } else {
       // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
-      const version = this.isClient && this.firstFlight ? 0x0301 : 0x0303;
-      this.out.push(encodePlaintextRecord(type, content, version));
+      this.out.push(encodePlaintextRecord(type, content, this.plaintextVersion));
     }
   }
 
@@ -437,7 +478,7 @@ export class Connection {
     const all = this.pendingHandshake.length === 1 ? this.pendingHandshake[0] : concat(...this.pendingHandshake);
     this.pendingHandshake = [];
     for (const f of fragments(all, this.maxFragment)) this.emitRecord(ContentType.handshake, f);
-    this.firstFlight = false;
+    this.plaintextVersion = 0x0303;
   }
 
   /**
@@ -487,8 +528,7 @@ export class Connection {
 
   private sendCloseNotify(): void {
     this.sendAlert(AlertDescription.close_notify);
-    this.sentCloseNotify = true;
-    if (this.receivedCloseNotify) this.finishClosed();
+    this.phaseValue = this.peerClosed ? { kind: 'closed', peerClosed: true } : { kind: 'connected', closeNotify: 'sent' };
   }
 
   private sendKeyUpdate(requestPeer: boolean): void {
@@ -529,7 +569,8 @@ export class Connection {
     this.reader = new RecordProtection(this.crypto, suite, key, iv);
     this.reader.maxInnerPlaintext = this.maxInnerPlaintext;
     wipe(key, iv);
-    this.earlyDataBudget = -1;
+    // §4.2.10: early data ends with the early keys (EndOfEarlyData switches to the handshake keys).
+    if (this.earlyData.kind === 'accepting') this.earlyData = NO_EARLY_DATA;
   }
 
   private wipeKeys(): void {
@@ -554,7 +595,7 @@ export class Connection {
   }
 
   private fatal(err: TlsError): void {
-    if (this.phaseValue === 'failed') return;
+    if (this.phaseValue.kind === 'failed') return;
     this.pendingHandshake = [];
     if (!err.remote) {
       try {
@@ -563,15 +604,9 @@ export class Connection {
         // Sealing the alert failed (e.g. sequence exhausted): the peer learns of it from the closed transport.
       }
     }
-    this.phaseValue = 'failed';
-    this.errorValue = err;
+    this.phaseValue = { kind: 'failed', error: err };
     this.events.push({ type: 'error', error: err });
     this.wipeKeys();
-  }
-
-  private finishClosed(): void {
-    if (this.phaseValue === 'failed') return;
-    this.phaseValue = 'closed';
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -615,13 +650,13 @@ export class Connection {
         }
       },
       skipUndecryptableRecords(limit) {
-        c.skipUndecryptable = limit;
+        c.earlyData = { kind: 'skipping-undecryptable', left: limit };
       },
       skipEarlyApplicationRecords(limit) {
-        c.skipPlainApplicationData = limit;
+        c.earlyData = { kind: 'skipping-plaintext', left: limit };
       },
       acceptEarlyData(limit) {
-        c.earlyDataBudget = limit;
+        c.earlyData = { kind: 'accepting', budget: limit };
         // RFC 8449 §4: 0-RTT records were protected before any record_size_limit was agreed.
         if (c.reader) c.reader.maxInnerPlaintext = MAX_PLAINTEXT + 1;
       },
@@ -633,7 +668,7 @@ export class Connection {
         c.installRead(s.suite, next);
         c.events.push({ type: 'key-update', direction: 'read' });
         // §4.6.3: answer update_requested with our own KeyUpdate before any more application data.
-        if (requestUpdate && !c.sentCloseNotify) c.sendKeyUpdate(false);
+        if (requestUpdate && c.writable) c.sendKeyUpdate(false);
       },
       logSecret(label: KeyLogLabel, clientRandom, secret) {
         c.keyLog?.(`${label} ${toHex(clientRandom)} ${toHex(secret)}`);
@@ -650,16 +685,13 @@ export class Connection {
           exporterMasterSecret: secrets.exporterMasterSecret,
         };
         c.info = info;
-        c.phaseValue = 'connected';
+        const closeRequested = c.phaseValue.kind === 'handshaking' && c.phaseValue.closeRequested;
+        c.phaseValue = { kind: 'connected', closeNotify: 'none' };
         c.events.push({ type: 'handshake', info });
         if (resend && resend.length > 0) c.sealApplicationData([resend], resend.length);
         for (const q of c.queued) c.sealApplicationData([q], q.length);
         c.queued = [];
-        if (c.closeRequested) {
-          c.closeRequested = false;
-          c.sendCloseNotify();
-        }
-        if (c.receivedCloseNotify && c.sentCloseNotify) c.finishClosed();
+        if (closeRequested) c.sendCloseNotify();
       },
     };
   }

@@ -4,7 +4,7 @@
  */
 import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
-import type { CryptoProvider, GroupName } from '../crypto/provider.js';
+import type { CryptoProvider, GroupName, HashName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { EarlySecret, finishedVerifyData, type HandshakeSecret } from '../keyschedule/schedule.js';
 import type { Transcript } from '../keyschedule/transcript.js';
@@ -35,9 +35,30 @@ export function verifyBinder(
   received: Uint8Array,
 ): void {
   const expected = computeBinder(crypto, early, psk, truncatedHash);
+  verifyMac(expected, received, 'IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+}
+
+/**
+ * §4.4.4: verifies the peer's Finished, verify_data = HMAC(finished_key(baseKey), transcriptHash), in constant
+ * time; throws IncorrectFinished (decrypt_error) on mismatch. `baseKey` is the peer's handshake traffic secret.
+ */
+export function verifyFinished(
+  crypto: CryptoProvider,
+  hash: HashName,
+  baseKey: Uint8Array,
+  transcriptHash: Uint8Array,
+  received: Uint8Array,
+  peer: 'client' | 'server',
+): void {
+  const expected = finishedVerifyData(crypto, hash, baseKey, transcriptHash);
+  verifyMac(expected, received, 'IncorrectFinished', `${peer} Finished does not verify (RFC 8446 §4.4.4)`);
+}
+
+/** Compares a MAC we computed (wiped here) with the received one in constant time. */
+function verifyMac(expected: Uint8Array, received: Uint8Array, reason: 'IncorrectBinder' | 'IncorrectFinished', detail: string): void {
   const ok = equalConstantTime(expected, received);
   wipe(expected);
-  if (!ok) throw new TlsError('IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+  if (!ok) throw new TlsError(reason, detail);
 }
 
 /** Starts the key schedule of `psk` on a private copy of its secret (the caller's buffer is left alone). */

@@ -537,7 +537,7 @@ class ProxiedConnection {
       end = 'key-unavailable';
       message = `key source: ${this.keyFailure.message}`;
     }
-    const alert = e instanceof TlsError ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
+    const alert = e instanceof TlsError && (e.remote || e.alertSent) ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
     this.fail(end, message, alert);
   }
 

@@ -199,7 +199,9 @@ export class QkdTlsSocket extends Duplex {
     super({ allowHalfOpen: true });
     this.freshReads = socket instanceof net.Socket;
     this.timer = setTimeout(() => {
-      if (!this.secureDone) this.destroy(new Error(`TLS handshake timed out after ${handshakeTimeout} ms`));
+      if (!this.secureDone) {
+        this.destroy(new TlsError('HandshakeTimeout', `TLS handshake timed out after ${handshakeTimeout} ms`, { alertNotSent: true }));
+      }
     }, handshakeTimeout);
     this.timer.unref?.();
     socket.on('data', (b: Buffer) => this.onSocketData(b));
