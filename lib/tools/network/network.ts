@@ -8,7 +8,7 @@
  * link key (K ⊕ k_AB to B; B decrypts and sends K ⊕ k_BC to C). Every hop spends exactly as many link-key bits
  * as K has, and each intermediate node sees K: the nodes must be trusted.
  *
- * The controller picks the route with the fewest hops (then the shortest fibre) among the links that are up
+ * The controller picks the route with the shortest total fibre (then the fewest hops) among the links that are up
  * and hold enough key; a link that is cut, compromised (QBER above threshold) or short of key is avoided.
  * With no route at all, the request is refused with a reason naming every link that stands in the way.
  *
@@ -369,7 +369,7 @@ export class QkdNetwork {
     return Math.min(1, p);
   }
 
-  /** Fewest hops, then shortest fibre, over links that serve and hold `bits` (Dijkstra; networks are small). */
+  /** Shortest fibre, then fewest hops, over links that serve and hold `bits` (Dijkstra; networks are small). */
   private route(src: string, dst: string, bits: number): string[] | undefined {
     const usable = this.links.filter((l) => l.serving && l.poolBits >= bits);
     const dist = new Map<string, [number, number]>([[src, [0, 0]]]);
@@ -381,11 +381,11 @@ export class QkdNetwork {
       if (at === undefined) return undefined;
       if (at === dst) break;
       done.add(at);
-      const [hops, km] = dist.get(at)!;
+      const [km, hops] = dist.get(at)!;
       for (const l of usable) {
         const next = l.a === at ? l.b : l.b === at ? l.a : undefined;
         if (next === undefined || done.has(next)) continue;
-        const d: [number, number] = [hops + 1, km + l.options.physics.km];
+        const d: [number, number] = [km + l.options.physics.km, hops + 1];
         const old = dist.get(next);
         if (!old || less(d, old)) {
           dist.set(next, d);

@@ -8,7 +8,7 @@
  */
 import type { LinkSnapshot, NetworkSnapshot } from './network.js';
 
-const WIDTH = 900;
+const WIDTH = 1000;
 const HEIGHT = 560;
 const MARGIN = 110;
 const NODE_R = 30;
@@ -40,10 +40,10 @@ export function networkSvg(snap: NetworkSnapshot): string {
     const fill = l.capacityBits > 0 ? l.poolBits / l.capacityBits : 0;
     const lines = [
       `${l.name} · ${fmt(l.km, 0)} km · ${l.state}`,
-      `key ${rate(l.keyRateBps)} · QBER ${fmt(l.qber * 100, 1)}%${l.eavesdropping > 0 ? ` · Eve ${fmt(l.eavesdropping * 100, 0)}%` : ''}`,
+      l.state === 'down' ? 'fibre cut: no photons, no key' : `key ${rate(l.keyRateBps)} · QBER ${fmt(l.qber * 100, 1)}%${l.eavesdropping > 0 ? ` · Eve ${fmt(l.eavesdropping * 100, 0)}%` : ''}`,
       `pool ${bits(l.poolBits)} of ${bits(l.capacityBits)}`,
     ];
-    const boxW = 210;
+    const boxW = 190;
     const boxH = 58;
     out.push(`<rect x="${mx - boxW / 2}" y="${my - boxH / 2}" width="${boxW}" height="${boxH}" rx="6" fill="#ffffff" fill-opacity="0.92" stroke="${color}"/>`);
     lines.forEach((t, i) => {
