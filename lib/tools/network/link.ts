@@ -7,7 +7,8 @@
  *  2. discloses a sample of its sifted bits (`samplesPerBlock` detections, simulated one by one with the
  *     injected randomness, {@link simulateDetections}) to estimate the block's QBER;
  *  3. if the estimate is above `qberThreshold` (11 % by default: above it BB84 yields no secret key), discards the
- *     block's key — it was never confirmed — and stops serving (state `compromised`) until a block passes again;
+ *     block's key — it was never confirmed — and stops serving (state `compromised`) until `RECOVERY_BLOCKS`
+ *     blocks in a row pass again (one lucky block under attack is not enough: the estimate is statistical);
  *  4. otherwise distils the block's secret bits (the decoy-state rate R × block length) into the pool, as real
  *     random bytes from the injected randomness, up to the pool's capacity (a full pool pauses production).
  * A link can also be cut (state `down`: no photons, no key, no serving) and restored.
@@ -45,6 +46,8 @@ export const DEFAULT_BLOCK_SECONDS = 0.2;
 export const DEFAULT_SAMPLES_PER_BLOCK = 4000;
 /** Blocks before the last this-many of a catch-up are not sampled (their expected values are used). */
 const SAMPLED_BLOCKS = 25;
+/** Clean blocks in a row a compromised link needs before it serves again. */
+export const RECOVERY_BLOCKS = 5;
 /** A catch-up longer than this many blocks is summarised as one block. */
 const MAX_BLOCKS_PER_CATCH_UP = 5000;
 
@@ -85,6 +88,7 @@ export class QkdNetworkLink {
   private lastEstimate: number | null = null;
   private lastRates: LinkRates;
   private attackNow = 0;
+  private cleanBlocks = 0;
   private readonly counters: LinkCounters = { producedBits: 0, consumedBits: 0, discardedSiftedBits: 0, blocks: 0, discardedBlocks: 0 };
   private readonly rateCache = new Map<number, LinkRates>();
 
@@ -226,10 +230,16 @@ export class QkdNetworkLink {
       this.counters.discardedSiftedBits += Math.floor(rates.siftedRateBps * dt);
       this.counters.discardedBlocks++;
       this.carryBits = 0;
+      this.cleanBlocks = 0;
       this.stateNow = 'compromised';
+    } else if (this.stateNow === 'compromised') {
+      // Still not trusted: this block's key is discarded too, until enough clean blocks in a row.
+      if (estimate !== null) this.cleanBlocks++;
+      this.counters.discardedSiftedBits += Math.floor(rates.siftedRateBps * dt);
+      this.counters.discardedBlocks++;
+      if (this.cleanBlocks >= RECOVERY_BLOCKS) this.stateNow = 'up';
     } else {
-      if (estimate !== null) this.stateNow = 'up';
-      if (this.stateNow === 'up') this.distil(rates.secretKeyRateBps * dt);
+      this.distil(rates.secretKeyRateBps * dt);
     }
     if (this.stateNow !== from) onChange({ link: this.name, from, to: this.stateNow, qber: estimate, atS: start + dt });
   }
