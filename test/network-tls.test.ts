@@ -13,7 +13,7 @@ import t from 'tap';
 import { Etsi014Client } from '../lib/psk/etsi014-client.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../lib/psk/etsi014-source.js';
 import { serverPskResolver, takePsks } from '../lib/psk/source.js';
-import { parseTopology, startQkdNetworkServer, type QkdNetworkServer } from '../lib/tools/network/index.js';
+import { parseTopology, startQkdNetworkServer, type QkdNetworkServer } from '../lib/tools/network/node.js';
 import { connect, createServer, defaultNodeCrypto } from '../lib/transport/node.js';
 import { spawnCli } from './proxy-helpers.js';
 

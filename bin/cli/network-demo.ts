@@ -11,7 +11,7 @@ import type { HandshakeInfo } from '../../lib/connection/events.js';
 import { Etsi014Client } from '../../lib/psk/etsi014-client.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
 import { serverPskResolver, takePsks } from '../../lib/psk/source.js';
-import { networkSvg, parseTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from '../../lib/tools/network/index.js';
+import { networkSvg, parseTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from '../../lib/tools/network/node.js';
 import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from '../../lib/transport/node.js';
 import { describeEvent } from './network-kme.js';
 

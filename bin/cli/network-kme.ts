@@ -3,7 +3,7 @@
  * with an ETSI GS QKD 014 key manager at every node, on one port, until interrupted.
  */
 import { resolve } from 'node:path';
-import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from '../../lib/tools/network/index.js';
+import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from '../../lib/tools/network/node.js';
 import { parseCommandLine } from './command.js';
 import { UsageError } from './tls-options.js';
 

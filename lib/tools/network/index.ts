@@ -2,7 +2,7 @@
  * The QKD network simulator: BB84 links with physical parameters, trusted-node key relay, a routing
  * controller, intercept-resend eavesdroppers, ETSI GS QKD 014 at every node, and a picture of it all.
  * Runtime-neutral core ({@link QkdNetwork}, {@link bb84Rates}, {@link networkSvg}, {@link parseTopology},
- * {@link handleNetworkKmeRequest}); the Node HTTP(S) server is {@link startQkdNetworkServer}.
+ * {@link handleNetworkKmeRequest}): no `node:` imports. The Node HTTP(S) server is in ./node.ts.
  */
 export { binaryEntropy, bb84Rates, DEFAULT_LINK_PHYSICS, linkPhysics, withInterceptResend, type LinkPhysics, type LinkRates } from './physics.js';
 export { simulateDetections, UniformSource, type DetectionModel, type DetectionSample } from './detection.js';
@@ -20,4 +20,3 @@ export {
 } from './network.js';
 export { DEFAULT_NETWORK_KME_LIMITS, handleNetworkKmeRequest, nodeEncKeysUrl, nodeKmeUrl } from './kme.js';
 export { networkSvg } from './svg.js';
-export { loadTopology, NETWORK_KME_ID, startQkdNetworkServer, type QkdNetworkServer, type QkdNetworkServerOptions } from './server.js';
