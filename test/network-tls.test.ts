@@ -199,6 +199,25 @@ t.test('command line: qkd-tls kme --topology with qkd-tls server and client; /ne
   t.match(refused.stderr, /503.*no route from node A to node C .*link B-C is compromised: QBER/);
 });
 
+t.test('HTTP: unknown paths, wrong methods, oversized bodies, hostile node names', async (t) => {
+  const net = await startQkdNetworkServer({ topology: parseTopology(THREE_NODES), insecureHttp: true, maxBodyBytes: 1024 });
+  t.teardown(() => net.close());
+  const call = async (path: string, init: RequestInit = {}) => {
+    const r = await fetch(net.url + path, init);
+    return { status: r.status, body: (await r.json()) as { message?: string } };
+  };
+  t.match(await call('/'), { status: 404, body: { message: /unknown path/ } });
+  t.match(await call('/Z/api/v1/keys/server-sae/status', { headers: { 'x-sae-id': 'client-sae' } }), { status: 404 }, 'no node Z');
+  t.match(await call('/%ZZ/api/v1/keys/server-sae/status'), { status: 404 }, 'bad percent-encoding');
+  t.match(await call('/A/api/v1/keys/server-sae/status'), { status: 401 }, 'no X-SAE-ID');
+  t.match(await call('/network', { method: 'POST', body: '{}' }), { status: 405 });
+  t.match(await call('/A/api/v1/keys/server-sae/enc_keys', { method: 'POST', headers: { 'x-sae-id': 'client-sae' }, body: 'x'.repeat(2000) }), { status: 413 });
+  t.match(await call('/A/api/v1/keys/server-sae/enc_keys', { method: 'POST', headers: { 'x-sae-id': 'client-sae' }, body: '{"number": "many"}' }), { status: 400 });
+  t.match(await call('/A/api/v1/keys/server-sae/enc_keys', { method: 'DELETE', headers: { 'x-sae-id': 'client-sae' } }), { status: 405 });
+  const snap = (await (await fetch(`${net.url}/network`)).json()) as { ledger: { consumedBits: number } };
+  t.equal(snap.ledger.consumedBits, 0, 'no bad request spent key');
+});
+
 t.test('command line: usage errors', async (t) => {
   const bad = await runCli(['kme', '--topology', '/nonexistent/topology.json', '--insecure-http', '--listen', '127.0.0.1:0']);
   t.equal(bad.code, 1);
