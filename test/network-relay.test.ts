@@ -2,6 +2,7 @@
  * Key relay through trusted nodes, the routing controller, ETSI GS QKD 014 at every node, the topology file
  * and the picture: all on the runtime-neutral core with an injected clock and seeded randomness.
  */
+import fc from 'fast-check';
 import t from 'tap';
 import { equalConstantTime } from '../lib/codec/bytes.js';
 import type { KmeResponse } from '../lib/psk/kme-handler.js';
@@ -183,6 +184,32 @@ t.test('ETSI GS QKD 014 at every node: enc_keys at A, dec_keys at D, 503 with th
   t.match('json' in refused && 'details' in refused.json && refused.json.details, [{ reason: 'no_route', needed_bits: 256 }]);
   const st = request(net, 'A', 'client-sae', '/api/v1/keys/server-sae/status');
   t.match(st, { status: 200, json: { stored_key_count: 0, status_extension: { key_rate_bps: 0 } } }, 'status says no key');
+  net.destroy();
+});
+
+t.test('any request to any node gets an ETSI 014 answer and never spends key unless it is a valid enc_keys', async (t) => {
+  const { net, clock } = network(DIAMOND);
+  clock.ms = 1000;
+  const saes = ['client-sae', 'server-sae', 'c-sae', 'nobody', '', '%00unknown%20SAE'];
+  const segment = fc.oneof(fc.constantFrom(...saes), fc.string({ maxLength: 12 }));
+  const path = fc.oneof(
+    fc.tuple(segment, fc.constantFrom('status', 'enc_keys', 'dec_keys', 'x')).map(([s, op]) => `/api/v1/keys/${s}/${op}`),
+    fc.string({ maxLength: 40 }),
+  );
+  const body = fc.oneof(fc.constant(''), fc.json({ maxDepth: 2 }), fc.string({ maxLength: 30 }), fc.constant('{"number":2,"size":128}'), fc.constant('{"key_IDs":[{"key_ID":"00000000-0000-4000-8000-000000000000"}]}'));
+  const query = fc.constantFrom('', 'number=2', 'size=100', 'number=0', 'key_ID=zz', 'number=999999999999');
+  fc.assert(
+    fc.property(fc.constantFrom('A', 'B', 'C', 'D'), fc.option(fc.constantFrom(...saes)), path, fc.constantFrom('GET', 'POST', 'PUT'), query, body, (node, caller, p, method, q, b) => {
+      const before = net.snapshot().ledger.consumedBits;
+      const r = request(net, node, caller ?? undefined, p, q, method, b);
+      if (![200, 400, 401, 404, 405, 503].includes(r.status)) return false;
+      const spent = net.snapshot().ledger.consumedBits - before;
+      const validEnc = r.status === 200 && r.op === 'enc_keys';
+      return validEnc ? spent > 0 : spent === 0;
+    }),
+    { numRuns: 400, seed: 20261206 },
+  );
+  t.pass('400 random requests answered');
   net.destroy();
 });
 
