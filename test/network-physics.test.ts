@@ -152,6 +152,23 @@ t.test('a link fills its pool at the formula rate and measures its QBER; an eave
   net.destroy();
 });
 
+t.test('a time scale makes simulated seconds pass faster', async (t) => {
+  let now = 0;
+  const topology = parseTopology({ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 50, capacityBits: 8_000_000 }] });
+  const fast = new QkdNetwork({ topology, now: () => now, randomBytes: seededBytes(8), timeScale: 10 });
+  const slow = new QkdNetwork({ topology, now: () => now, randomBytes: seededBytes(9) });
+  now = 4_100; // 4.1 real seconds
+  t.equal(fast.timeS, 41);
+  t.equal(slow.timeS, 4.1);
+  const rate = bb84Rates(linkPhysics(50)).secretKeyRateBps;
+  const f = fast.snapshot().links[0];
+  const s = slow.snapshot().links[0];
+  t.ok(Math.abs(f.producedBits - rate * 40) <= 8, `×10: 20 blocks of 2 simulated seconds, ${f.producedBits} bits`);
+  t.ok(Math.abs(s.producedBits - rate * 4) <= 8, `×1: 20 blocks of 0.2 s, ${s.producedBits} bits`);
+  t.equal(f.blocks, s.blocks, 'the same number of blocks (the same CPU) per real second');
+  t.throws(() => new QkdNetwork({ topology, now: () => 0, randomBytes: seededBytes(1), timeScale: 0 }), /timeScale/);
+});
+
 t.test('physical parameters are checked', async (t) => {
   t.throws(() => linkPhysics(-1), /km/);
   t.throws(() => linkPhysics(10, { detectorEfficiency: 0 }), /detectorEfficiency/);
