@@ -24,14 +24,19 @@ import {
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, releaseAfter } from 'qkd-tls/qkd';
 import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
 import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { NetworkDemo } from '../cli/network-demo.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
+       qkd-tls demo --network [--svg FILE]
 
 Runs model 1 of QKD-TLS end to end on this machine and explains each step: a simulated QKD link with its two
 key managers (ETSI GS QKD 014), a TLS 1.3 server and a client that each fetch the same quantum keys from
 their own key manager, a few handshakes with an echo, and a replayed key being refused. Exits 0 on success.
 
-  --handshakes N   how many handshakes to run (default 3, at most 20)`;
+  --handshakes N   how many handshakes to run (default 3, at most 20)
+  --network        instead: TLS across a simulated QKD network of four nodes (three hops, a detour), an
+                   eavesdropper that raises a link's QBER, rerouting, and failing closed without a route
+  --svg FILE       (with --network) write a picture of the network at the end to FILE`;
 
 const CLIENT_SAE = 'client-sae';
 const SERVER_SAE = 'server-sae';
@@ -47,12 +52,20 @@ const PLAN: { suites?: SupportedSuiteName[]; kexModes?: KexMode[]; why: string }
 
 export async function run(argv: string[]): Promise<number> {
   let count = PLAN.length;
+  let network: { svgFile?: string } | undefined;
   try {
-    const { values } = parseArgs({ args: argv, options: { handshakes: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+    const { values } = parseArgs({
+      args: argv,
+      options: { handshakes: { type: 'string' }, network: { type: 'boolean' }, svg: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
     if (values.help) {
       process.stdout.write(HELP + '\n');
       return 0;
     }
+    if (values.svg !== undefined && !values.network) throw new Error('--svg goes with --network');
+    if (values.network && values.handshakes !== undefined) throw new Error('--handshakes does not go with --network');
+    if (values.network) network = { svgFile: values.svg };
     if (values.handshakes !== undefined) {
       count = Number(values.handshakes);
       if (!Number.isInteger(count) || count < 1 || count > 20) throw new Error('--handshakes must be a whole number from 1 to 20');
@@ -61,7 +74,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`qkd-tls demo: ${(e as Error).message}\n\n${HELP}\n`);
     return 2;
   }
-  const demo = new Demo(count);
+  const demo = network ? new NetworkDemo(network) : new Demo(count);
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the demo did not finish within ${TIME_LIMIT_MS / 1000} s`)), TIME_LIMIT_MS);

@@ -22,6 +22,11 @@ import {
 } from '../../qkd/etsi014-api.js';
 import type { IssuedKey, QkdLink } from './store.js';
 
+/** What the handler needs of a key store: one link's {@link QkdLink}, or a network's relay for one SAE pair. */
+export type KmeKeyStore = Pick<QkdLink, 'issue' | 'redeem' | 'storedKeyCount' | 'pendingKeyCount'> & {
+  readonly config: Pick<QkdLink['config'], 'rateBitsPerSecond'>;
+};
+
 /** Limits reported in Status and enforced on requests (all sizes in bits). */
 export interface KmeLimits {
   keySize: number;
@@ -63,7 +68,7 @@ export type KmeResponse =
 /** Status.max_SAE_ID_count: this simulator does not multicast keys to additional slave SAEs. */
 export const MAX_SAE_ID_COUNT = 0;
 
-export function handleKmeRequest(kme: KmeEndpoint, link: QkdLink, req: KmeRequest): KmeResponse {
+export function handleKmeRequest(kme: KmeEndpoint, link: KmeKeyStore, req: KmeRequest): KmeResponse {
   let op: Etsi014Operation | undefined;
   try {
     const route = parseRoute(req.path);
@@ -147,7 +152,7 @@ function authorize(kme: KmeEndpoint, caller: string | undefined, rawSaeId: strin
 }
 
 /** Clause 6.1. Counts are live; status_extension adds what this simulator knows beyond the spec. */
-function statusOf(kme: KmeEndpoint, link: QkdLink): Etsi014Status {
+function statusOf(kme: KmeEndpoint, link: KmeKeyStore): Etsi014Status {
   const l = kme.limits;
   return {
     source_KME_ID: kme.kmeId,
@@ -234,7 +239,7 @@ function keyIdsFromBody(text: string): string[] {
   });
 }
 
-function issue(link: QkdLink, number: number, size: number): IssuedKey[] {
+function issue(link: KmeKeyStore, number: number, size: number): IssuedKey[] {
   const r = link.issue(number, size);
   if (r.ok) return r.keys;
   if (r.reason === 'insufficient_key_material') {
@@ -245,7 +250,7 @@ function issue(link: QkdLink, number: number, size: number): IssuedKey[] {
   throw new KmeReject(503, `too many keys wait for the slave SAE's dec_keys (${r.pending} of at most ${r.limit})`);
 }
 
-function redeem(limits: KmeLimits, link: QkdLink, ids: string[]): IssuedKey[] {
+function redeem(limits: KmeLimits, link: KmeKeyStore, ids: string[]): IssuedKey[] {
   if (ids.length === 0) throw new KmeReject(400, 'key_IDs is empty');
   if (ids.length > limits.maxKeysPerRequest) {
     throw new KmeReject(400, `too many key_IDs: ${ids.length}, max_key_per_request is ${limits.maxKeysPerRequest}`);
