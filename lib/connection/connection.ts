@@ -370,6 +370,8 @@ export class Connection {
     while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
       const m = this.joiner.next();
       if (!m) return;
+      // §5.1: refused before the message is acted on, so nothing is answered and no key changes.
+      this.joiner.checkKeyChangeBoundary(m);
       if (this.phaseValue === 'connected') this.countIdleRecord('a post-handshake message');
       this.state = this.state.handle(this.io, m);
       if (isAwaitingPsks(this.state)) {
