@@ -24,7 +24,7 @@ import type { Psk } from '../../lib/psk/types.js';
 import { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from '../../lib/suites.js';
 import type { AsyncPskResolver } from '../../lib/transport/node.js';
 import { Reporter } from './report.js';
-import { UsageError } from './tls-options.js';
+import { handshakeTimeoutMs, UsageError } from './tls-options.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
@@ -180,7 +180,7 @@ function kmeKeySource(
     throw new UsageError('--kme-cert and --kme-key go together');
   }
   const timeoutMs = int(values, 'kme-timeout', 1, 600_000) ?? 5000;
-  const handshakeTimeout = int(values, 'handshake-timeout', 1, 3_600_000) ?? 30_000;
+  const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
   let client: Etsi014Client;
   try {
     client = new Etsi014Client({ baseUrl: url, saeId, ca: read('kme-ca'), cert: read('kme-cert'), key: read('kme-key'), timeoutMs });

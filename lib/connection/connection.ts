@@ -188,6 +188,17 @@ export class Connection {
   }
 
   /**
+   * The caller's handshake deadline has passed: fails the handshake with the named reason HandshakeTimeout and
+   * queues its alert (take it with {@link takeOutput}). The connection has no clock of its own, so a handshake
+   * time limit is off unless the transport keeps the time and calls this (the Node and streams transports do,
+   * 30 s by default). Does nothing once the handshake is over.
+   */
+  handshakeTimedOut(detail = 'the handshake did not complete in time'): void {
+    if (this.phaseValue !== 'handshaking') return;
+    this.fatal(new TlsError('HandshakeTimeout', detail));
+  }
+
+  /**
    * Sends application data (queued until the handshake completes). Split into records of at most 16 KiB
    * (or the peer's record_size_limit).
    */

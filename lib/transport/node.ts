@@ -34,7 +34,11 @@ export interface TransportOptions {
    * QKD_TLS_CRYPTO=noble selects the pure-JavaScript one.
    */
   readonly crypto?: CryptoProvider;
-  /** Fail the handshake if it has not completed after this many milliseconds. Default 30 s. */
+  /**
+   * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
+   * this many milliseconds, counted from the start (TCP connect and any PSK lookup included). Default 30 s;
+   * 0 turns the limit off.
+   */
   readonly handshakeTimeout?: number;
 }
 
@@ -198,10 +202,10 @@ export class QkdTlsSocket extends Duplex {
   ) {
     super({ allowHalfOpen: true });
     this.freshReads = socket instanceof net.Socket;
-    this.timer = setTimeout(() => {
-      if (!this.secureDone) this.destroy(new Error(`TLS handshake timed out after ${handshakeTimeout} ms`));
-    }, handshakeTimeout);
-    this.timer.unref?.();
+    if (handshakeTimeout > 0) {
+      this.timer = setTimeout(() => this.onHandshakeTimeout(handshakeTimeout), handshakeTimeout);
+      this.timer.unref?.();
+    }
     socket.on('data', (b: Buffer) => this.onSocketData(b));
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (e) => this.destroy(e));
@@ -335,6 +339,19 @@ export class QkdTlsSocket extends Duplex {
     if (!this.conn) return;
     if (this.freshReads) this.conn.receiveOwned(b);
     else this.conn.receive(b);
+    this.pump();
+  }
+
+  /** The handshake deadline: the connection fails with HandshakeTimeout and sends its alert. */
+  private onHandshakeTimeout(ms: number): void {
+    if (this.secureDone || this.destroyed) return;
+    const detail = `the TLS handshake timed out after ${ms} ms`;
+    if (!this.conn) {
+      // Still fetching the client's PSKs: nothing was sent, so there is no one to alert.
+      this.destroy(new TlsError('HandshakeTimeout', detail));
+      return;
+    }
+    this.conn.handshakeTimedOut(detail);
     this.pump();
   }
 
