@@ -15,3 +15,14 @@ export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';
+export {
+  createTracer,
+  dissectHandshake,
+  dissectRecord,
+  formatTraceEvent,
+  traceEventJson,
+  type RecordTrace,
+  type RecordTraceHook,
+  type TraceEvent,
+  type TraceNode,
+} from './trace/index.js';

@@ -12,6 +12,7 @@ import { connect } from '../../lib/transport/node.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
+import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls client --connect HOST:PORT [key source] [tls options]
@@ -30,7 +31,9 @@ without close_notify ("truncated": the data may be incomplete); 2 on a usage err
 
 ${KEY_SOURCE_HELP}
 
-${TLS_OPTIONS_HELP}`;
+${TLS_OPTIONS_HELP}
+
+${TRACE_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -39,15 +42,17 @@ export async function run(argv: string[]): Promise<number> {
     'half-close': { type: 'boolean' },
     ...KEY_SOURCE_OPTION_SPEC,
     ...TLS_OPTION_SPEC,
+    ...TRACE_OPTION_SPEC,
   } as const;
   const cli = parseCommandLine('client', argv, options, HELP, (values) => ({
     target: parseHostPort('connect', values.connect),
     tls: parseTlsOptions(values),
     keys: parseKeySource(values),
+    trace: parseTraceOptions(values),
   }));
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
-  const { target, tls, keys } = cli.plan;
+  const { target, tls, keys, trace } = cli.plan;
   const report = new Reporter(tls.json);
   const { json: _j, maxEarlyDataSize: _m, ...connOptions } = tls;
 
@@ -64,6 +69,7 @@ export async function run(argv: string[]): Promise<number> {
     const options = {
       ...connOptions,
       resendRejectedEarlyData: true,
+      ...(trace ? { trace: trace.newTracer(), keyLog: trace.keyLog(connOptions.keyLog) } : {}),
       host: target.host,
       port: target.port,
       psks: async () => (offered = await keys.clientPsks()),

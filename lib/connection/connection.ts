@@ -25,6 +25,7 @@ import type { Psk } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { RecordProtection } from '../record/protection.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
@@ -48,6 +49,8 @@ export class Connection {
   readonly isClient: boolean;
   private readonly crypto: CryptoProvider;
   private readonly keyLog?: (line: string) => void;
+  /** The record trace hook, if tracing was asked for (every call site tests it first: no cost otherwise). */
+  private readonly trace?: RecordTraceHook;
   private readonly io: HandshakeIO;
   private state: HandshakeState;
   private phaseValue: ConnectionPhase = 'handshaking';
@@ -90,6 +93,7 @@ export class Connection {
     this.isClient = isClient;
     this.crypto = options.crypto;
     this.keyLog = options.keyLog;
+    this.trace = options.trace;
     this.io = this.makeIO();
     if (isClient) {
       this.state = startClient(this.io, options as ClientOptions);
@@ -299,7 +303,10 @@ export class Connection {
   private handleRecord(rec: RawRecord): void {
     // §6.1: after close_notify, anything received is ignored.
     if (this.receivedCloseNotify) return;
-    if (rec.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(rec);
+    if (rec.type === ContentType.change_cipher_spec) {
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
+      return this.handleChangeCipherSpec(rec);
+    }
 
     let type = rec.type;
     let content = rec.fragment;
@@ -312,6 +319,7 @@ export class Connection {
           // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
           if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable !== null) {
             this.skipUndecryptable -= skippedPlaintextLength(rec);
+            if (this.trace) this.traceReceived(rec, true, rec.type, null);
             if (this.skipUndecryptable < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
             return;
           }
@@ -320,19 +328,25 @@ export class Connection {
         this.skipUndecryptable = null;
         type = opened.type;
         content = opened.content;
+        if (this.trace) this.traceReceived(rec, true, type, content);
         if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
-      } else if (!(rec.type === ContentType.alert && this.phaseValue === 'handshaking')) {
+      } else {
+        if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
         // A peer that failed early may send a plaintext alert during the handshake; nothing else is plaintext now.
-        throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        if (!(rec.type === ContentType.alert && this.phaseValue === 'handshaking')) {
+          throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        }
       }
     } else {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
       if (rec.type === ContentType.application_data && this.skipPlainApplicationData > 0) {
+        if (this.trace) this.traceReceived(rec, true, rec.type, null);
         this.skipPlainApplicationData -= skippedPlaintextLength(rec);
         if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
         return;
       }
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
       if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
       if (rec.type === ContentType.application_data) throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
     }
@@ -436,12 +450,28 @@ export class Connection {
 
   private emitRecord(type: number, content: Uint8Array): void {
     if (this.writer) {
-      this.out.push(this.writer.seal(type, content));
+      const record = this.writer.seal(type, content);
+      if (this.trace) this.traceSent(record, true, type, content);
+      this.out.push(record);
     } else {
       // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
       const version = this.isClient && this.firstFlight ? 0x0301 : 0x0303;
-      this.out.push(encodePlaintextRecord(type, content, version));
+      const record = encodePlaintextRecord(type, content, version);
+      if (this.trace) this.traceSent(record, false, type, content);
+      this.out.push(record);
     }
+  }
+
+  /** Calls the trace hook for a record we send (`record` as on the wire, `content` before protection). */
+  private traceSent(record: Uint8Array, isProtected: boolean, type: number, content: Uint8Array): void {
+    this.trace!({ direction: 'sent', header: record.subarray(0, 5), protected: isProtected, opened: true, type, content, paddingLength: 0 });
+  }
+
+  /** Calls the trace hook for a record received; `content` null for a protected record that was not decrypted. */
+  private traceReceived(rec: RawRecord, isProtected: boolean, type: number, content: Uint8Array | null): void {
+    // The AEAD tag is the record overhead less the header and the inner content type.
+    const padding = isProtected && content && this.reader ? rec.fragment.length - content.length - 1 - (this.reader.overhead - 6) : 0;
+    this.trace!({ direction: 'received', header: rec.header, protected: isProtected, opened: content !== null, type, content: content ?? new Uint8Array(0), paddingLength: padding });
   }
 
   /** Packs the queued handshake messages into as few records as the fragment limit allows. */
@@ -488,7 +518,9 @@ export class Connection {
           pos = 0;
         }
       }
-      at += writer.sealInto(ContentType.application_data, parts, out, at);
+      const length = writer.sealInto(ContentType.application_data, parts, out, at);
+      if (this.trace) this.traceSent(out.subarray(at, at + length), true, ContentType.application_data, concat(...parts));
+      at += length;
     }
     this.out.push(at === out.length ? out : out.subarray(0, at));
   }
@@ -601,7 +633,9 @@ export class Connection {
       },
       sendChangeCipherSpec() {
         c.flushHandshake();
-        c.out.push(encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1])));
+        const record = encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1]));
+        if (c.trace) c.traceSent(record, false, ContentType.change_cipher_spec, record.subarray(5));
+        c.out.push(record);
       },
       sendEarlyData(data) {
         c.flushHandshake();

@@ -21,6 +21,7 @@ import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import type { Psk } from '../psk/types.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -60,6 +61,11 @@ export type AsyncPskResolver = (request: PskRequest) => Promise<readonly (Psk | 
 export interface ServerTransportOptions extends TransportOptions, Omit<ServerOptions, 'crypto' | 'psks'> {
   /** Static PSKs (matched by identity), a synchronous resolver, or an asynchronous one. */
   readonly psks: readonly Psk[] | AsyncPskResolver;
+  /**
+   * A record trace hook for each accepted connection (e.g. `() => createTracer(print)` from lib/trace: a
+   * tracer keeps per-connection state, so each connection needs its own). Takes precedence over `trace`.
+   */
+  readonly traceConnection?: (socket: QkdTlsSocket) => RecordTraceHook | undefined;
 }
 
 let defaultCrypto: CryptoProvider | undefined;
@@ -130,11 +136,12 @@ export class QkdTlsServer extends EventEmitter {
       if (tls.listenerCount('error') === 0) tls.on('error', (e) => this.emit('socketError', e, tls));
       this.emit('secureConnection', tls);
     });
-    const { psks, handshakeTimeout: _t, crypto, keyLog, ...rest } = this.options;
+    const { psks, handshakeTimeout: _t, crypto, keyLog, traceConnection, ...rest } = this.options;
     const resolver = typeof psks === 'function' ? undefined : psks;
     let conn: Connection;
     try {
-      conn = Connection.server({ ...rest, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
+      const trace = traceConnection ? traceConnection(tls) : rest.trace;
+      conn = Connection.server({ ...rest, trace, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
     } catch (e) {
       tls.destroy(e as Error);
       return tls;
