@@ -6,7 +6,8 @@
  * key-source interfaces, the static source) and errors. Node sockets, servers and the node:crypto provider are
  * in `qkd-tls/node`; WHATWG streams (Deno, Bun, Workers, browsers with a byte stream) in `qkd-tls/streams`;
  * key sources that do I/O (key files, ETSI GS QKD 014 key managers) in `qkd-tls/qkd`; the proxy (model 2) in
- * `qkd-tls/proxy`; the key manager simulator in `qkd-tls/kme`.
+ * `qkd-tls/proxy`; the annotated handshake trace in `qkd-tls/trace`; the key manager simulator in `qkd-tls/kme`
+ * and the QKD network simulator in `qkd-tls/network`.
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
 export type { ClientOptions, ServerOptions, CommonOptions, KexMode } from './config/options.js';
@@ -17,3 +18,4 @@ export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';
+export type { RecordTrace, RecordTraceHook } from './record/trace-hook.js';

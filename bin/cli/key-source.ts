@@ -32,7 +32,7 @@ import {
 } from 'qkd-tls';
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, parseKeyFile, releaseAfter } from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
-import { UsageError } from './tls-options.js';
+import { handshakeTimeoutMs, UsageError } from './tls-options.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
@@ -186,7 +186,7 @@ function kmeKeySource(
     throw new UsageError('--kme-cert and --kme-key go together');
   }
   const timeoutMs = int(values, 'kme-timeout', 1, 600_000) ?? 5000;
-  const handshakeTimeout = int(values, 'handshake-timeout', 1, 3_600_000) ?? 30_000;
+  const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
   let client: Etsi014Client;
   try {
     client = new Etsi014Client({ baseUrl: url, saeId, ca: read('kme-ca'), cert: read('kme-cert'), key: read('kme-key'), timeoutMs });

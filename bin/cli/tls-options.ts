@@ -39,7 +39,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
                           The SSLKEYLOGFILE environment variable does the same.
   --provider NAME         crypto backend: node (native, default) or noble (pure JavaScript)
-  --handshake-timeout MS  give up on a handshake after MS milliseconds (default 30000)
+  --handshake-timeout SECONDS
+                          give up on a handshake that has not completed after SECONDS (default 30;
+                          0: no limit); the failure is named HandshakeTimeout
   --json                  report events as one JSON object per line on stderr`;
 
 export interface ParsedTlsOptions {
@@ -102,9 +104,20 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     serverName: str('server-name'),
     middleboxCompatibility: values['no-middlebox-compat'] ? false : undefined,
     keyLog: keylogFile ? (line) => appendFileSync(keylogFile, line + '\n', { mode: 0o600 }) : undefined,
-    handshakeTimeout: int('handshake-timeout', str('handshake-timeout'), 1, 3_600_000),
+    handshakeTimeout: handshakeTimeoutMs(values),
     json: values.json === true,
   };
+}
+
+/** `--handshake-timeout SECONDS` (decimals allowed, 0: no limit) in milliseconds, or undefined when not given. */
+export function handshakeTimeoutMs(values: Record<string, unknown>): number | undefined {
+  const v = values['handshake-timeout'] as string | undefined;
+  if (v === undefined) return undefined;
+  const seconds = Number(v);
+  if (v.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
+    throw new UsageError('--handshake-timeout must be a number of seconds from 0 (no limit) to 3600');
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT). */

@@ -9,6 +9,7 @@ import { confirmNotReset, createServer, type QkdTlsSocket, resetSocket } from 'q
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
+import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
@@ -23,7 +24,9 @@ with --forward it passes the decrypted bytes to a plain TCP backend and its answ
 
 ${KEY_SOURCE_HELP}
 
-${TLS_OPTIONS_HELP}`;
+${TLS_OPTIONS_HELP}
+
+${TRACE_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -33,23 +36,28 @@ export async function run(argv: string[]): Promise<number> {
     once: { type: 'boolean' },
     ...KEY_SOURCE_OPTION_SPEC,
     ...TLS_OPTION_SPEC,
+    ...TRACE_OPTION_SPEC,
   } as const;
   const cli = parseCommandLine('server', argv, options, HELP, (values) => ({
     listen: parseHostPort('listen', values.listen),
     forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
     tls: parseTlsOptions(values),
     keys: parseKeySource(values),
+    trace: parseTraceOptions(values),
   }));
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
-  const { listen, forward, tls, keys } = cli.plan;
+  const { listen, forward, tls, keys, trace } = cli.plan;
   const maxConnections = values['max-connections'] ? Number(values['max-connections']) : 1000;
   const report = new Reporter(tls.json);
   const { json: _j, ...connOptions } = tls;
 
   return new Promise<number>((resolve) => {
     let exitCode = 0;
-    const server = createServer({ ...connOptions, psks: keys.server }, (socket) => {
+    const traceOptions = trace
+      ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(`${s.remoteAddress}:${s.remotePort}`), keyLog: trace.keyLog(connOptions.keyLog) }
+      : {};
+    const server = createServer({ ...connOptions, ...traceOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;
       report.handshake(info, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
       if (forward)

@@ -5,6 +5,7 @@
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
 import type { Psk, PskResolver } from '../psk/types.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';
 
 export type KexMode = 'psk_dhe_ke' | 'psk_ke';
@@ -34,6 +35,12 @@ export interface CommonOptions {
    * anyone with these lines can decrypt the session.
    */
   readonly keyLog?: (line: string) => void;
+  /**
+   * Called with every record sent and received, after decryption (received) or before encryption (sent):
+   * header, inner content type, content, padding. `createTracer` (lib/trace) turns these calls into an
+   * annotated dissection. Off by default; a connection without it does no tracing work at all.
+   */
+  readonly trace?: RecordTraceHook;
 }
 
 export interface ClientOptions extends CommonOptions {

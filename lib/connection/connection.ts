@@ -25,6 +25,7 @@ import type { Psk, PskRequest } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { RecordProtection } from '../record/protection.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
@@ -72,6 +73,8 @@ export class Connection {
   readonly isClient: boolean;
   private readonly crypto: CryptoProvider;
   private readonly keyLog?: (line: string) => void;
+  /** The record trace hook, if tracing was asked for (every call site tests it first: no cost otherwise). */
+  private readonly trace?: RecordTraceHook;
   private readonly io: HandshakeIO;
   private state: HandshakeState;
   private phaseValue: Phase = { kind: 'handshaking', closeRequested: false };
@@ -106,6 +109,7 @@ export class Connection {
     this.plaintextVersion = isClient ? 0x0301 : 0x0303;
     this.crypto = options.crypto;
     this.keyLog = options.keyLog;
+    this.trace = options.trace;
     this.io = this.makeIO();
     if (isClient) {
       this.state = startClient(this.io, options as ClientOptions);
@@ -201,6 +205,17 @@ export class Connection {
       throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phase})`);
     }
     this.fatal(new TlsError('PskUnavailable', detail));
+  }
+
+  /**
+   * The caller's handshake deadline has passed: fails the handshake with the named reason HandshakeTimeout and
+   * queues its alert (take it with {@link takeOutput}). The connection has no clock of its own, so a handshake
+   * time limit is off unless the transport keeps the time and calls this (the Node and streams transports do,
+   * 30 s by default). Does nothing once the handshake is over.
+   */
+  handshakeTimedOut(detail = 'the handshake did not complete in time'): void {
+    if (this.phaseValue.kind !== 'handshaking') return;
+    this.fatal(new TlsError('HandshakeTimeout', detail));
   }
 
   /**
@@ -324,7 +339,10 @@ export class Connection {
   private handleRecord(rec: RawRecord): void {
     // §6.1: after close_notify, anything received is ignored.
     if (!this.reading) return;
-    if (rec.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(rec);
+    if (rec.type === ContentType.change_cipher_spec) {
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
+      return this.handleChangeCipherSpec(rec);
+    }
 
     let type = rec.type;
     let content = rec.fragment;
@@ -338,6 +356,7 @@ export class Connection {
           const early = this.earlyData;
           if (e instanceof TlsError && e.reason === 'RecordBadMac' && early.kind === 'skipping-undecryptable') {
             const left = early.left - skippedPlaintextLength(rec);
+            if (this.trace) this.traceReceived(rec, true, rec.type, null);
             if (left < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
             this.earlyData = { kind: 'skipping-undecryptable', left };
             return;
@@ -348,21 +367,27 @@ export class Connection {
         if (this.earlyData.kind === 'skipping-undecryptable') this.earlyData = NO_EARLY_DATA;
         type = opened.type;
         content = opened.content;
+        if (this.trace) this.traceReceived(rec, true, type, content);
         if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
-      } else if (!(rec.type === ContentType.alert && this.phaseValue.kind === 'handshaking')) {
+      } else {
+        if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
         // A peer that failed early may send a plaintext alert during the handshake; nothing else is plaintext now.
-        throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        if (!(rec.type === ContentType.alert && this.phaseValue.kind === 'handshaking')) {
+          throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        }
       }
     } else {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
       const early = this.earlyData;
       if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext' && early.left > 0) {
+        if (this.trace) this.traceReceived(rec, true, rec.type, null);
         const left = early.left - skippedPlaintextLength(rec);
         if (left < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
         this.earlyData = { kind: 'skipping-plaintext', left };
         return;
       }
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
       if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
       if (rec.type === ContentType.application_data) throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
     }
@@ -411,6 +436,8 @@ export class Connection {
     while (this.reading) {
       const m = this.joiner.next();
       if (!m) return;
+      // §5.1: refused before the message is acted on, so nothing is answered and no key changes.
+      this.joiner.checkKeyChangeBoundary(m);
       if (this.phaseValue.kind === 'connected') this.countIdleRecord('a post-handshake message');
       this.state = this.state.handle(this.io, m);
       if (isAwaitingPsks(this.state)) {
@@ -465,11 +492,27 @@ export class Connection {
 
   private emitRecord(type: number, content: Uint8Array): void {
     if (this.writer) {
-      this.out.push(this.writer.seal(type, content));
+      const record = this.writer.seal(type, content);
+      if (this.trace) this.traceSent(record, true, type, content);
+      this.out.push(record);
     } else {
       // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
-      this.out.push(encodePlaintextRecord(type, content, this.plaintextVersion));
+      const record = encodePlaintextRecord(type, content, this.plaintextVersion);
+      if (this.trace) this.traceSent(record, false, type, content);
+      this.out.push(record);
     }
+  }
+
+  /** Calls the trace hook for a record we send (`record` as on the wire, `content` before protection). */
+  private traceSent(record: Uint8Array, isProtected: boolean, type: number, content: Uint8Array): void {
+    this.trace!({ direction: 'sent', header: record.subarray(0, 5), protected: isProtected, opened: true, type, content, paddingLength: 0 });
+  }
+
+  /** Calls the trace hook for a record received; `content` null for a protected record that was not decrypted. */
+  private traceReceived(rec: RawRecord, isProtected: boolean, type: number, content: Uint8Array | null): void {
+    // The AEAD tag is the record overhead less the header and the inner content type.
+    const padding = isProtected && content && this.reader ? rec.fragment.length - content.length - 1 - (this.reader.overhead - 6) : 0;
+    this.trace!({ direction: 'received', header: rec.header, protected: isProtected, opened: content !== null, type, content: content ?? new Uint8Array(0), paddingLength: padding });
   }
 
   /** Packs the queued handshake messages into as few records as the fragment limit allows. */
@@ -516,7 +559,9 @@ export class Connection {
           pos = 0;
         }
       }
-      at += writer.sealInto(ContentType.application_data, parts, out, at);
+      const length = writer.sealInto(ContentType.application_data, parts, out, at);
+      if (this.trace) this.traceSent(out.subarray(at, at + length), true, ContentType.application_data, concat(...parts));
+      at += length;
     }
     this.out.push(at === out.length ? out : out.subarray(0, at));
   }
@@ -623,7 +668,9 @@ export class Connection {
       },
       sendChangeCipherSpec() {
         c.flushHandshake();
-        c.out.push(encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1])));
+        const record = encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1]));
+        if (c.trace) c.traceSent(record, false, ContentType.change_cipher_spec, record.subarray(5));
+        c.out.push(record);
       },
       sendEarlyData(data) {
         c.flushHandshake();

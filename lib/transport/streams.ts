@@ -28,27 +28,41 @@ export interface TlsStreams extends ByteStreamPair {
   readonly connection: Connection;
 }
 
-export interface StreamServerOptions extends ServerOptions {
+/** Options of the transport itself, beside the connection's. */
+export interface StreamTransportOptions {
+  /**
+   * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
+   * this many milliseconds (any PSK lookup included). Default 30 s; 0 turns the limit off.
+   */
+  readonly handshakeTimeout?: number;
+}
+
+/** Default time allowed for a handshake. */
+export const DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS = 30_000;
+
+export interface StreamServerOptions extends ServerOptions, StreamTransportOptions {
   /** An asynchronous PSK lookup (e.g. a key manager over fetch), used when `psks` is not given. */
   readonly lookupPsks?: (request: PskRequest) => Promise<readonly (Psk | undefined)[]>;
 }
 
 /** Runs a TLS client over `transport`. */
-export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions): TlsStreams {
-  return run(transport, Connection.client(options), undefined);
+export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions & StreamTransportOptions): TlsStreams {
+  const { handshakeTimeout, ...rest } = options;
+  return run(transport, Connection.client(rest), undefined, handshakeTimeout);
 }
 
 /** Runs a TLS server over `transport` (one connection). */
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
-  const { lookupPsks, ...rest } = options;
+  const { lookupPsks, handshakeTimeout, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
-  return run(transport, Connection.server(rest), lookupPsks);
+  return run(transport, Connection.server(rest), lookupPsks, handshakeTimeout);
 }
 
 function run(
   transport: ByteStreamPair,
   conn: Connection,
   resolver: ((r: PskRequest) => Promise<readonly (Psk | undefined)[]>) | undefined,
+  handshakeTimeout = DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS,
 ): TlsStreams {
   const writer = transport.writable.getWriter();
   const reader = transport.readable.getReader();
@@ -59,7 +73,16 @@ function run(
   let wantMore: (() => void) | null = null;
   let done = false;
 
+  // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
+  const timer =
+    handshakeTimeout > 0
+      ? setTimeout(() => {
+          conn.handshakeTimedOut(`the TLS handshake timed out after ${handshakeTimeout} ms`);
+          void pump().catch(finish);
+        }, handshakeTimeout)
+      : undefined;
   const finish = (err?: unknown): void => {
+    clearTimeout(timer);
     if (done) return;
     done = true;
     if (err) {
@@ -81,6 +104,7 @@ function run(
     for (const ev of conn.takeEvents()) {
       switch (ev.type) {
         case 'handshake':
+          clearTimeout(timer);
           settle.resolve(ev.info);
           break;
         case 'data':

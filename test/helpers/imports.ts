@@ -14,6 +14,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['crypto'], // CryptoProvider, groups, noble (and Node) providers
   ['suites.ts'], // the cipher suites
   ['keyschedule', 'record', 'messages'],
+  ['trace'], // the annotated trace: records and handshake messages dissected field by field
   ['psk'], // PSK types and lookup interface, RFC 9258 importer, key-source interfaces, static sources
   ['config'], // options and events: the vocabulary shared by handshake/ and connection/
   ['handshake'],
