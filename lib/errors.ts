@@ -28,6 +28,8 @@ export const REASON_ALERT = {
   // --- crypto ---
   InvalidPeerKeyShare: 'illegal_parameter',
   KeyExchangeZeroSecret: 'illegal_parameter',
+  FfdhePublicValueOutOfRange: 'illegal_parameter',
+  MlKemEncapsulationKeyNotReduced: 'illegal_parameter',
   // --- handshake ---
   UnexpectedMessage: 'unexpected_message',
   UnsupportedVersion: 'protocol_version',

@@ -8,7 +8,22 @@
 
 export type HashName = 'SHA-256' | 'SHA-384';
 export type AeadName = 'AES-128-GCM' | 'AES-256-GCM' | 'CHACHA20-POLY1305';
-export type GroupName = 'x25519' | 'secp256r1' | 'secp384r1' | 'X25519MLKEM768';
+/**
+ * Key-exchange groups by their IANA names (TLS Supported Groups registry): elliptic curves (RFC 8446 §4.2.7),
+ * the post-quantum hybrids (draft-ietf-tls-ecdhe-mlkem) and the finite-field groups (RFC 7919).
+ */
+export type GroupName =
+  | 'x25519'
+  | 'secp256r1'
+  | 'secp384r1'
+  | 'X25519MLKEM768'
+  | 'SecP256r1MLKEM768'
+  | 'SecP384r1MLKEM1024'
+  | 'ffdhe2048'
+  | 'ffdhe3072'
+  | 'ffdhe4096'
+  | 'ffdhe6144'
+  | 'ffdhe8192';
 
 /** A source of cryptographically secure random bytes. */
 export type RandomSource = (length: number) => Uint8Array;

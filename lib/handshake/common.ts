@@ -4,6 +4,7 @@
  */
 import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import { GROUP_SPECS } from '../crypto/groups.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { EarlySecret, finishedVerifyData, type HandshakeSecret } from '../keyschedule/schedule.js';
@@ -53,7 +54,7 @@ export function groupId(name: GroupName): number {
 }
 
 const GROUP_BY_ID: ReadonlyMap<number, GroupName> = new Map(
-  (['x25519', 'secp256r1', 'secp384r1', 'X25519MLKEM768'] as const).map((g) => [NamedGroup[g], g]),
+  (Object.keys(GROUP_SPECS) as GroupName[]).map((g) => [NamedGroup[g], g]),
 );
 
 /** The group a NamedGroup value names, when it is one this stack can implement. */
