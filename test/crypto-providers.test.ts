@@ -563,8 +563,11 @@ for (const p of PROVIDERS) {
   }
 
   t.test(`${p.name}: group table and randomness`, async (tt) => {
-    tt.equal(p.group('X25519MLKEM768'), undefined, 'hybrid ML-KEM group is not offered');
-    tt.equal(p.group('ffdhe2048' as GroupName), undefined, 'unknown group');
+    for (const g of ['X25519MLKEM768', 'SecP256r1MLKEM768', 'SecP384r1MLKEM1024', 'ffdhe2048', 'ffdhe3072', 'ffdhe4096', 'ffdhe6144', 'ffdhe8192'] as const) {
+      tt.equal(p.group(g)?.name, g, `${g} is offered`);
+    }
+    tt.equal(p.group('x448' as GroupName), undefined, 'unknown group');
+    tt.equal(p.group('constructor' as GroupName), undefined, 'an Object.prototype name is not a group');
     const a = p.random(32);
     const b = p.random(32);
     tt.equal(a.length, 32);
