@@ -15,7 +15,7 @@ import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import type { EarlyDataStatus, HandshakeInfo } from '../connection/events.js';
-import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../connection/config.js';
+import { DEFAULT_SUITES, type CommonOptions, type KexMode } from '../connection/config.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import { identityText } from '../psk/types.js';
 
@@ -193,12 +193,13 @@ export function resolveCommonOptions(
   crypto: CryptoProvider,
   options: CommonOptions,
   defaultModes: readonly KexMode[],
+  defaultGroups: readonly GroupName[],
 ): { suites: SuiteInfo[]; modes: readonly KexMode[]; groups: readonly GroupName[] } {
   const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
   if (suites.length === 0 || suites.some((s) => s === undefined)) throw new TypeError(`${side}: give at least one known cipher suite`);
   const modes = options.kexModes ?? defaultModes;
   if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
-  const groups = options.groups ?? DEFAULT_GROUPS;
+  const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
   checkRecordSizeLimit(side, options.recordSizeLimit);
   return { suites, modes, groups };
