@@ -13,5 +13,6 @@ export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from './crypto/provider.js';
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';
+export { groupByName } from './crypto/groups.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';

@@ -109,10 +109,22 @@ export const GROUP_SPECS: Readonly<Record<GroupName, KexSpec>> = {
   ...FFDHE_SPECS,
 };
 
+/**
+ * The group an IANA name denotes, ignoring case ("x25519mlkem768" is X25519MLKEM768, "FFDHE2048" is
+ * ffdhe2048), or undefined for a name this stack does not implement. For command lines and config files.
+ */
+export function groupByName(name: string): GroupName | undefined {
+  return GROUP_BY_LOWER_NAME.get(name.trim().toLowerCase());
+}
+
 /** The spec of a group, or undefined for a name this stack does not know. */
 export function groupSpec(name: GroupName): KexSpec | undefined {
   return Object.prototype.hasOwnProperty.call(GROUP_SPECS, name) ? GROUP_SPECS[name] : undefined;
 }
+
+const GROUP_BY_LOWER_NAME: ReadonlyMap<string, GroupName> = new Map(
+  (Object.keys(GROUP_SPECS) as GroupName[]).map((g) => [g.toLowerCase(), g]),
+);
 
 function dh<T extends Omit<DhGroupSpec, 'clientShareLength' | 'serverShareLength'>>(spec: T): T & DhGroupSpec {
   return { ...spec, clientShareLength: spec.shareLength, serverShareLength: spec.shareLength };
