@@ -203,3 +203,15 @@ t.test('the Montgomery ladder computes base^exp mod p (checked against square-an
   tt.equal(modPowLadder(5n, 0n, p, 16), 1n, 'exponent 0');
   tt.equal(modPowLadder(2n, 10n, p, 4), 1024n, '2^10 over exactly 4 bits');
 });
+
+t.test('the provider boundary checks arguments once, the same way for every new group and both providers', async (tt) => {
+  for (const p of providers(5)) {
+    for (const name of [...HYBRIDS, 'ffdhe2048'] as GroupName[]) {
+      const g = p.group(name)!;
+      tt.throws(() => g.start(new Uint8Array(g.randomLength - 1)), TypeError, `${p.name} ${name}: short randomness is a caller bug`);
+      tt.throws(() => g.respond(new Uint8Array(GROUP_SPECS[name].clientShareLength), new Uint8Array(g.randomLength + 1)), TypeError, `${p.name} ${name}: long randomness`);
+      throwsReason(tt, () => g.respond('not bytes' as unknown as Uint8Array, new Uint8Array(g.randomLength)), 'InvalidPeerKeyShare', `${p.name} ${name}: a share that is not bytes`);
+      tt.equal(p.group(name), g, `${p.name} ${name}: the checked group is built once`);
+    }
+  }
+});

@@ -75,7 +75,8 @@ export interface ClientKeyShare {
   readonly share: Uint8Array;
   /**
    * Finishes the exchange with the server's key_exchange bytes.
-   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid peer share.
+   * Throws TlsError on an invalid peer share: 'InvalidPeerKeyShare' (wrong length, not a curve point),
+   * 'KeyExchangeZeroSecret' (a low-order X25519 point), 'FfdhePublicValueOutOfRange' (not 1 < Y < p-1).
    */
   complete(serverShare: Uint8Array): Uint8Array;
   /** Wipes the private key. */
@@ -97,7 +98,9 @@ export interface KeyExchangeGroup {
   start(randomness: Uint8Array): ClientKeyShare;
   /**
    * Server: answer the client's key_exchange bytes; returns the server's key_exchange bytes and the shared secret.
-   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid client share.
+   * Throws TlsError on an invalid client share: the reasons of {@link ClientKeyShare.complete}, and
+   * 'MlKemEncapsulationKeyNotReduced' for an ML-KEM encapsulation key failing FIPS 203's modulus check.
+   * (For the ML-KEM hybrids this is the KEM's encapsulation; the shares of the two sides differ in length.)
    */
   respond(clientShare: Uint8Array, randomness: Uint8Array): { share: Uint8Array; sharedSecret: Uint8Array };
 }
