@@ -1,7 +1,7 @@
 /**
  * X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem) with a QKD-style external PSK, against Node 24's TLS (OpenSSL
  * 3.5, the test-only `node` peer of test/peers), both directions, on both of qkd-tls's providers, echo checked:
- * the hybrid alone, the browser-like pair of shares (Node 24's default ClientHello sends X25519MLKEM768 and
+ * the hybrid alone (and SecP256r1MLKEM768, SecP384r1MLKEM1024), the browser-like pair of shares (Node 24's default ClientHello sends X25519MLKEM768 and
  * X25519), the server's preference, and a HelloRetryRequest to the hybrid.
  *
  * Node's external PSK goes through OpenSSL's TLS 1.2-style callback, which binds the key to SHA-256: only the
@@ -109,6 +109,9 @@ const CLIENT_CASES: { name: string; curves: string; options: Partial<ClientOptio
     retry: false,
   },
   { name: 'an x25519 share, Node asks for the hybrid', curves: 'X25519MLKEM768', options: { groups: ['x25519', 'X25519MLKEM768'] }, group: 'X25519MLKEM768', retry: true },
+  // The NIST hybrids put the ECDH part first (the draft's order differs from X25519MLKEM768's).
+  { name: 'SecP256r1MLKEM768', curves: 'SecP256r1MLKEM768', options: { groups: ['SecP256r1MLKEM768'] }, group: 'SecP256r1MLKEM768', retry: false },
+  { name: 'SecP384r1MLKEM1024', curves: 'SecP384r1MLKEM1024', options: { groups: ['SecP384r1MLKEM1024'] }, group: 'SecP384r1MLKEM1024', retry: false },
 ];
 
 for (const [pname, provider] of PROVIDERS) {
@@ -134,6 +137,16 @@ for (const [pname, provider] of PROVIDERS) {
     tt.equal(sockets[0]?.handshake?.group, 'X25519MLKEM768', 'our server reports X25519MLKEM768');
     tt.comment(`peer: Node 24 with OpenSSL ${r.openssl}`);
   });
+
+  for (const g of ['SecP256r1MLKEM768', 'SecP384r1MLKEM1024'] as const) {
+    t.test(`Node 24 client (${g}) -> qkd-tls server (${pname})`, SUBTEST, async (tt) => {
+      const { port, sockets } = await libraryEchoServer(tt, { crypto: provider() });
+      const r = await node24Client(tt, port, g);
+      tt.match(r.echo, /^hello from node v24\./, 'the echo came back to Node 24');
+      tt.equal(r.key?.name, g, `Node 24 reports ${g}`);
+      tt.equal(sockets[0]?.handshake?.group, g, `our server reports ${g}`);
+    });
+  }
 
   t.test(`Node 24 client (its default groups, two shares) -> qkd-tls server (${pname}): the hybrid, no retry`, SUBTEST, async (tt) => {
     const { port, sockets } = await libraryEchoServer(tt, { crypto: provider() });
