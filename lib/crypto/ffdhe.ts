@@ -17,7 +17,7 @@
  * check the structure every RFC 7919 prime has (top and bottom 64 bits set).
  */
 import { TlsError } from '../errors.js';
-import type { KexSpec } from './groups.js';
+import type { KexSpec } from './provider.js';
 
 export type FfdheName = 'ffdhe2048' | 'ffdhe3072' | 'ffdhe4096' | 'ffdhe6144' | 'ffdhe8192';
 

@@ -8,23 +8,9 @@
  */
 import { TlsError } from '../errors.js';
 import { FFDHE_SPECS } from './ffdhe.js';
-import type { GroupName } from './provider.js';
+import type { GroupName, KexSpec } from './provider.js';
 
-/**
- * The sizes of a key-exchange group (RFC 8446 §4.2.8): what a provider's boundary checks before any
- * backend sees an argument (lib/crypto/checked.ts).
- */
-export interface KexSpec {
-  readonly name: GroupName;
-  /** How many random bytes `start` and `respond` consume (see {@link nistScalarFromSeed}). */
-  readonly randomLength: number;
-  /** Exact length of the client's key_exchange value. */
-  readonly clientShareLength: number;
-  /** Exact length of the server's key_exchange value (differs from the client's for the ML-KEM hybrids). */
-  readonly serverShareLength: number;
-  /** Length of the shared secret that enters the key schedule (RFC 8446 §7.4). */
-  readonly secretLength: number;
-}
+export type { KexSpec };
 
 /** The parameters of an elliptic-curve Diffie-Hellman group: both shares have the same length. */
 export interface DhGroupSpec extends KexSpec {

@@ -25,6 +25,22 @@ export type GroupName =
   | 'ffdhe6144'
   | 'ffdhe8192';
 
+/**
+ * The sizes of a key-exchange group (RFC 8446 §4.2.8): what a provider's boundary checks before any
+ * backend sees an argument (lib/crypto/checked.ts); the specs are in lib/crypto/groups.ts.
+ */
+export interface KexSpec {
+  readonly name: GroupName;
+  /** How many random bytes `start` and `respond` consume (see {@link nistScalarFromSeed}). */
+  readonly randomLength: number;
+  /** Exact length of the client's key_exchange value. */
+  readonly clientShareLength: number;
+  /** Exact length of the server's key_exchange value (differs from the client's for the ML-KEM hybrids). */
+  readonly serverShareLength: number;
+  /** Length of the shared secret that enters the key schedule (RFC 8446 §7.4). */
+  readonly secretLength: number;
+}
+
 /** A source of cryptographically secure random bytes. */
 export type RandomSource = (length: number) => Uint8Array;
 
