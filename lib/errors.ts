@@ -29,6 +29,8 @@ export const REASON_ALERT = {
   // --- crypto ---
   InvalidPeerKeyShare: 'illegal_parameter',
   KeyExchangeZeroSecret: 'illegal_parameter',
+  FfdhePublicValueOutOfRange: 'illegal_parameter', // RFC 8446 §4.2.8.1, RFC 7919 §5.1: an ffdhe share Y with not 1 < Y < p-1
+  MlKemEncapsulationKeyNotReduced: 'illegal_parameter', // draft-ietf-tls-ecdhe-mlkem, FIPS 203 §7.2: ML-KEM ek fails the modulus check
   // --- handshake: message order and versions ---
   UnexpectedMessage: 'unexpected_message', // a handshake message the current state does not expect (§4)
   UnsupportedVersion: 'protocol_version', // the peer does not offer / negotiate TLS 1.3 (§4.2.1)
@@ -90,7 +92,8 @@ export const REASON_ALERT = {
   // --- connection ---
   ApplicationDataBeforeHandshake: 'unexpected_message', // application data before the handshake completed, no 0-RTT accepted
   PeerSentAlert: 'close_notify', // never sent: we received the alert
-  // No alert reaches the peer when the transport gives up on a handshake: the socket is closed.
+  // The handshake did not complete in the time the transport allows (Connection.handshakeTimedOut); its alert is
+  // sent when a connection exists, while a server still fetching its PSKs has none to send it on.
   HandshakeTimeout: 'internal_error',
   InternalError: 'internal_error',
 } as const satisfies Record<string, AlertName>;

@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import {
   decodeImportedIdentity,
   DEFAULT_SUITES,
+  type GroupName,
   type HandshakeInfo,
   type ImportOptions,
   type KexMode,
@@ -43,11 +44,23 @@ const SERVER_SAE = 'server-sae';
 const CONTEXT = 'qkd-tls demo';
 const TIME_LIMIT_MS = 30_000;
 
-/** What each handshake of the demo shows (suites offered, key-exchange modes). */
-const PLAN: { suites?: SupportedSuiteName[]; kexModes?: KexMode[]; why: string }[] = [
+/** What each handshake of the demo shows (suites offered, key-exchange modes, key-exchange groups). */
+interface Step {
+  suites?: SupportedSuiteName[];
+  kexModes?: KexMode[];
+  groups?: GroupName[];
+  keyShareGroups?: GroupName[];
+  why: string;
+}
+const PLAN: Step[] = [
   { why: 'default settings: the client offers all three TLS 1.3 cipher suites' },
   { suites: ['TLS_AES_256_GCM_SHA384'], why: 'the client offers only AES-256-GCM with SHA-384' },
   { kexModes: ['psk_ke'], why: 'the client asks for psk_ke: the QKD key alone, no ECDHE' },
+  {
+    groups: ['X25519MLKEM768', 'x25519'],
+    keyShareGroups: ['X25519MLKEM768', 'x25519'],
+    why: 'the QKD key plus a post-quantum key exchange: the client sends an X25519MLKEM768 share (ML-KEM-768 and X25519) and an x25519 one, as browsers do',
+  },
 ];
 
 export async function run(argv: string[]): Promise<number> {
@@ -175,7 +188,11 @@ class Demo {
         if (e.type === 'resolved') say(`     the server fetched key ${e.keyId} from ${k.slave.kmeId}`);
       }
       if (r.error || !r.info) throw new Error(`handshake ${i + 1} failed: ${r.error?.message ?? 'no handshake'}`);
-      say(`     negotiated ${r.info.version} ${r.info.suite}, mode ${r.info.kex}${r.info.group ? ` with ${r.info.group} ECDHE (forward secrecy)` : ' (the QKD key alone)'}`);
+      say(`     negotiated ${r.info.version} ${r.info.suite}, mode ${r.info.kex}${describeGroup(r.info.group)}`);
+      if (r.info.group === 'X25519MLKEM768') {
+        say('     the handshake secret mixes three secrets: the QKD key, an ML-KEM-768 secret (a post-quantum key');
+        say('     encapsulation, FIPS 203) and an X25519 secret; an attacker must break the QKD key AND both of the others');
+      }
       say(`     the server chose identity #${r.info.identityIndex}: ${describeIdentity(r.info)}`);
       say(`     echoed ${r.echoed.length} bytes: "${r.echoed}"`);
       if (r.echoed !== r.sent) throw new Error(`handshake ${i + 1}: the echo differs from what was sent`);
@@ -214,7 +231,7 @@ class Demo {
   /** One client connection: fresh keys (or `psks`), one message, its echo. */
   private connect(
     message: string,
-    plan: { suites?: SupportedSuiteName[]; kexModes?: KexMode[] },
+    plan: Omit<Step, 'why'>,
     psks?: readonly Psk[],
   ): Promise<{ info?: HandshakeInfo; error?: TlsError | Error; echoed: string; sent: string; keyIds: string[]; offered: number; copy: Psk[]; kdfs: string[] }> {
     const r = { echoed: '', sent: message, keyIds: [] as string[], offered: psks?.length ?? 0, copy: [] as Psk[], kdfs: [] as string[] } as {
@@ -237,6 +254,8 @@ class Demo {
           handshakeTimeout: 10_000,
           suites: plan.suites,
           kexModes: plan.kexModes,
+          groups: plan.groups,
+          keyShareGroups: plan.keyShareGroups,
           psks:
             psks ??
             (async () => {
@@ -280,6 +299,13 @@ class Demo {
 }
 
 /** "client-sae/<key ID>, imported for HKDF_SHA256" for an imported identity; the text otherwise. */
+/** How the demo names the key exchange on top of the QKD key. */
+function describeGroup(group: GroupName | null): string {
+  if (group === null) return ' (the QKD key alone)';
+  if (group === 'X25519MLKEM768') return ' with X25519MLKEM768, a post-quantum hybrid key exchange (forward secrecy)';
+  return ` with ${group} ECDHE (forward secrecy)`;
+}
+
 function describeIdentity(info: HandshakeInfo): string {
   const imported = decodeImportedIdentity(info.identityBytes);
   if (!imported) return info.identity;

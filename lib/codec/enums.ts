@@ -68,7 +68,10 @@ export const CipherSuite = {
   TLS_AES_128_CCM_8_SHA256: 0x1305,
 } as const;
 
-/** RFC 8446 §4.2.7 NamedGroup, plus the hybrid X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem). */
+/**
+ * RFC 8446 §4.2.7 NamedGroup (with RFC 7919's ffdhe groups), plus the post-quantum hybrids of
+ * draft-ietf-tls-ecdhe-mlkem (IANA: SecP256r1MLKEM768 0x11EB, X25519MLKEM768 0x11EC, SecP384r1MLKEM1024 0x11ED).
+ */
 export const NamedGroup = {
   secp256r1: 0x0017,
   secp384r1: 0x0018,
@@ -76,7 +79,13 @@ export const NamedGroup = {
   x25519: 0x001d,
   x448: 0x001e,
   ffdhe2048: 0x0100,
+  ffdhe3072: 0x0101,
+  ffdhe4096: 0x0102,
+  ffdhe6144: 0x0103,
+  ffdhe8192: 0x0104,
+  SecP256r1MLKEM768: 0x11eb,
   X25519MLKEM768: 0x11ec,
+  SecP384r1MLKEM1024: 0x11ed,
 } as const;
 
 /** RFC 8446 §4.2.9 PskKeyExchangeMode. */

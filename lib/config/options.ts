@@ -15,7 +15,10 @@ export interface CommonOptions {
   readonly crypto: CryptoProvider;
   /** Cipher suites in preference order (IANA names). Default: AES-128-GCM, ChaCha20-Poly1305, AES-256-GCM. */
   readonly suites?: readonly SupportedSuiteName[];
-  /** Key-exchange groups in preference order. Default: x25519, secp256r1, secp384r1. */
+  /**
+   * Key-exchange groups in preference order, by IANA name (e.g. "X25519MLKEM768", "x25519", "ffdhe2048").
+   * Default for a client: x25519, secp256r1, secp384r1; for a server: {@link DEFAULT_SERVER_GROUPS}.
+   */
   readonly groups?: readonly GroupName[];
   /**
    * Key-exchange modes in preference order (RFC 8446 §4.2.9). psk_dhe_ke adds an (EC)DHE exchange and gives
@@ -48,7 +51,10 @@ export interface ClientOptions extends CommonOptions {
   readonly psks: readonly Psk[];
   /** server_name (SNI, RFC 6066) to send. */
   readonly serverName?: string;
-  /** Groups to send a key share for in the first ClientHello. Default: the first of {@link groups}. */
+  /**
+   * Groups to send a key share for in the first ClientHello. Default: the first of {@link groups}. Browsers
+   * send two, e.g. ["X25519MLKEM768", "x25519"]: a server that prefers either answers without a retry.
+   */
   readonly keyShareGroups?: readonly GroupName[];
   /**
    * Middlebox compatibility mode (RFC 8446 §D.4): a 32-byte legacy_session_id and a dummy ChangeCipherSpec.
@@ -91,7 +97,25 @@ export interface ServerOptions extends CommonOptions {
   readonly dangerousEncryptedExtensions?: (extensions: Extension[]) => Extension[];
 }
 
+/** A client's groups by default; it sends a share for the first (see {@link ClientOptions.keyShareGroups}). */
 export const DEFAULT_GROUPS: readonly GroupName[] = ['x25519', 'secp256r1', 'secp384r1'];
+/**
+ * A server's groups by default, in preference order: the post-quantum hybrid first (draft-ietf-tls-ecdhe-mlkem;
+ * what OpenSSL 3.5, Chrome and Node 24 send), then the elliptic curves, then ffdhe2048/3072 (RFC 7919) for
+ * clients that offer nothing else. A share the client already sent is taken before a HelloRetryRequest is
+ * asked (lib/handshake/server.ts, selectKeyShare). ffdhe4096 and larger cost a server enough per handshake that
+ * they are left to an explicit `groups` option.
+ */
+export const DEFAULT_SERVER_GROUPS: readonly GroupName[] = [
+  'X25519MLKEM768',
+  'x25519',
+  'secp256r1',
+  'secp384r1',
+  'SecP256r1MLKEM768',
+  'SecP384r1MLKEM1024',
+  'ffdhe2048',
+  'ffdhe3072',
+];
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

@@ -32,6 +32,7 @@ import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_CLIENT_KEX_MODES,
+  DEFAULT_GROUPS,
   type ClientOptions,
   type KexMode,
 } from '../config/options.js';
@@ -69,7 +70,7 @@ interface ClientPlan {
 /** Builds and sends the first ClientHello (and 0-RTT data when asked); returns the first state. */
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
-  const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES);
+  const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES, DEFAULT_GROUPS);
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
   const psks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
   if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
@@ -325,7 +326,12 @@ class ExpectServerHello implements HandshakeState {
       if (!share || (this.retried?.group !== undefined && sh.keyShare.group !== this.retried.group)) {
         throw new TlsError('ServerSelectedUnofferedGroup', `server key share for group 0x${sh.keyShare.group.toString(16)}, which we did not send`);
       }
-      shared = share.complete(sh.keyShare.keyExchange);
+      try {
+        shared = share.complete(sh.keyShare.keyExchange);
+      } catch (e) {
+        for (const s of this.shares) s.destroy();
+        throw e;
+      }
       kex = 'psk_dhe_ke';
       groupNameSel = share.group;
     } else {

@@ -4,6 +4,7 @@
  */
 import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import { GROUP_SPECS } from '../crypto/groups.js';
 import type { CryptoProvider, GroupName, HashName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { EarlySecret, finishedVerifyData, type HandshakeSecret } from '../keyschedule/schedule.js';
@@ -14,7 +15,7 @@ import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import type { EarlyDataStatus, HandshakeInfo } from '../config/events.js';
-import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../config/options.js';
+import { DEFAULT_SUITES, type CommonOptions, type KexMode } from '../config/options.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import { identityText } from '../psk/identity-text.js';
 
@@ -74,7 +75,7 @@ export function groupId(name: GroupName): number {
 }
 
 const GROUP_BY_ID: ReadonlyMap<number, GroupName> = new Map(
-  (['x25519', 'secp256r1', 'secp384r1', 'X25519MLKEM768'] as const).map((g) => [NamedGroup[g], g]),
+  (Object.keys(GROUP_SPECS) as GroupName[]).map((g) => [NamedGroup[g], g]),
 );
 
 /** The group a NamedGroup value names, when it is one this stack can implement. */
@@ -213,12 +214,13 @@ export function resolveCommonOptions(
   crypto: CryptoProvider,
   options: CommonOptions,
   defaultModes: readonly KexMode[],
+  defaultGroups: readonly GroupName[],
 ): { suites: SuiteInfo[]; modes: readonly KexMode[]; groups: readonly GroupName[] } {
   const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
   if (suites.length === 0 || suites.some((s) => s === undefined)) throw new TypeError(`${side}: give at least one known cipher suite`);
   const modes = options.kexModes ?? defaultModes;
   if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
-  const groups = options.groups ?? DEFAULT_GROUPS;
+  const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
   checkRecordSizeLimit(side, options.recordSizeLimit);
   return { suites, modes, groups };

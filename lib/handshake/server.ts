@@ -33,6 +33,7 @@ import { earlyDataSuiteName, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
+  DEFAULT_SERVER_GROUPS,
   DEFAULT_SERVER_KEX_MODES,
   type KexMode,
   type ServerOptions,
@@ -71,7 +72,7 @@ interface ServerPlan {
 
 /** The first server state. */
 export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeState {
-  const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES);
+  const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES, DEFAULT_SERVER_GROUPS);
   const maxEarlyData = options.maxEarlyDataSize ?? 0;
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
@@ -265,15 +266,34 @@ function selectKeyShareOrRetry(plan: ServerPlan, ch: ClientHello): KeyShareChoic
     if (!clientModes.includes(PskKeyExchangeMode[mode])) continue;
     if (mode === 'psk_ke') return { kind: 'psk_ke' };
     sawDhe = true;
-    for (const group of plan.groups) {
-      const clientShare = ch.keyShares?.find((k) => k.group === groupId(group));
-      if (clientShare) return { kind: 'psk_dhe_ke', group, clientShare };
-    }
-    const group = plan.groups.find((g) => ch.supportedGroups?.includes(groupId(g)));
-    if (group) return { kind: 'retry', group };
+    const choice = selectKeyShare(plan.groups, ch);
+    if (!choice) continue;
+    return 'clientShare' in choice ? { kind: 'psk_dhe_ke', ...choice } : { kind: 'retry', group: choice.retryGroup };
   }
   if (sawDhe) throw new TlsError('NoCommonGroup', 'no key-exchange group in common');
   throw new TlsError('NoCommonKeyExchangeMode', 'no PSK key-exchange mode in common (RFC 8446 §4.2.9)');
+}
+
+/**
+ * The key-share step (RFC 8446 §4.2.8, §4.1.4), as browsers and OpenSSL expect it. The server's groups are in
+ * its preference order; a client typically sends shares for one or two groups (e.g. X25519MLKEM768 and x25519)
+ * and lists more in supported_groups.
+ * 1. A share the client already sent, for the first of our groups that has one: answered at once (it saves a
+ *    round trip, so a share present beats a more preferred group without one).
+ * 2. Otherwise our most preferred group among the client's supported_groups: a HelloRetryRequest asks for it.
+ * 3. Otherwise no group in common (the caller tries the next key-exchange mode, or fails).
+ * The share's contents are checked later, by the group itself (a malformed share is illegal_parameter).
+ */
+export function selectKeyShare(
+  groups: readonly GroupName[],
+  ch: Pick<ClientHello, 'keyShares' | 'supportedGroups'>,
+): { group: GroupName; clientShare: KeyShareEntry } | { group: GroupName; retryGroup: GroupName } | undefined {
+  for (const g of groups) {
+    const clientShare = ch.keyShares?.find((k) => k.group === groupId(g));
+    if (clientShare) return { group: g, clientShare };
+  }
+  const g = groups.find((x) => ch.supportedGroups?.includes(groupId(x)));
+  return g ? { group: g, retryGroup: g } : undefined;
 }
 
 /**
