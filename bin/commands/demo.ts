@@ -20,6 +20,7 @@ import { DEFAULT_SUITES, SUITES, type SupportedSuiteName } from '../../lib/suite
 import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from '../../lib/transport/node.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
+       qkd-tls demo --web [--listen HOST:PORT]   (the same in a browser: see qkd-tls demo --web --help)
 
 Runs model 1 of QKD-TLS end to end on this machine and explains each step: a simulated QKD link with its two
 key managers (ETSI GS QKD 014), a TLS 1.3 server and a client that each fetch the same quantum keys from
@@ -40,6 +41,8 @@ const PLAN: { suites?: SupportedSuiteName[]; kexModes?: KexMode[]; why: string }
 ];
 
 export async function run(argv: string[]): Promise<number> {
+  // The same demo in a browser: bin/commands/demo-web.ts.
+  if (argv.includes('--web')) return (await import('./demo-web.js')).run(argv.filter((a) => a !== '--web'));
   let count = PLAN.length;
   try {
     const { values } = parseArgs({ args: argv, options: { handshakes: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });

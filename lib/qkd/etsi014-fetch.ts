@@ -76,7 +76,8 @@ export class Etsi014FetchClient {
     }
     const fetchFn = options.fetch ?? globalThis.fetch;
     if (typeof fetchFn !== 'function') throw new TypeError('Etsi014FetchClient: this runtime has no fetch; pass options.fetch');
-    this.fetchFn = fetchFn;
+    // Called as a plain function: a browser's fetch throws "Illegal invocation" when called as a method.
+    this.fetchFn = (input, init) => fetchFn(input, init);
     const positive = (v: number | undefined, dflt: number, name: string, min: number): number => {
       const n = v ?? dflt;
       if (!Number.isFinite(n) || n < min) throw new RangeError(`Etsi014FetchClient: ${name} must be a number >= ${min} (got ${v})`);

@@ -24,6 +24,7 @@ export interface Page {
   screenshot(options: { path: string; fullPage?: boolean }): Promise<Buffer>;
   on(event: 'console' | 'pageerror', handler: (m: { text?: () => string; message?: string }) => void): void;
   setDefaultTimeout(ms: number): void;
+  route(url: string | RegExp, handler: (route: { abort(code?: string): Promise<void> }) => unknown): Promise<void>;
 }
 export interface BrowserContext {
   newPage(): Promise<Page>;
