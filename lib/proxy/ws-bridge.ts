@@ -8,9 +8,11 @@
  * choose among them: `ws://bridge/HOST:PORT` for a listed HOST:PORT, or `ws://bridge/` for the first one;
  * any other path is refused with 404 before the upgrade. A page's Origin may be restricted too (`origins`).
  *
- * Each direction ends on its own: the TCP server's FIN closes the WebSocket (code 1000) once everything it
- * sent has been relayed; the WebSocket's close ends the TCP write side. Backpressure both ways (a slow TCP
- * reader pauses the WebSocket and the reverse); messages are bounded (`maxMessageBytes`).
+ * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed. A
+ * WebSocket has no half-close, so a client closes it only when it expects nothing more — qkd-tls/websocket
+ * waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
+ * what the target still sends then has nowhere to go and the TCP connection is reset. Backpressure both
+ * ways (a slow TCP reader pauses the WebSocket and the reverse); messages are bounded (`maxMessageBytes`).
  */
 import type { IncomingMessage } from 'node:http';
 import * as net from 'node:net';

@@ -91,7 +91,7 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
   ws.binaryType = 'arraybuffer';
   let readEnded = false;
   const closeSocket = (): void => {
-    if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close(1000);
+    if (ws.readyState === CONNECTING || ws.readyState === OPEN) ws.close(1000);
   };
   const readable = new ReadableStream<Uint8Array>({
     start(c) {
@@ -120,10 +120,10 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
   });
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
-      if (ws.readyState !== WebSocket.OPEN) throw new Error('WebSocket: the connection is closed');
+      if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection is closed');
       // Plain WebSocket has no drain event: wait (bounded) until the queue is below the mark.
       for (let waited = 0; ws.bufferedAmount > maxBuffered; waited++) {
-        if (ws.readyState !== WebSocket.OPEN) throw new Error('WebSocket: the connection closed while sending');
+        if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection closed while sending');
         await new Promise((r) => setTimeout(r, waited < 10 ? 1 : 20));
       }
       for (let at = 0; at < chunk.length; at += MAX_MESSAGE_BYTES) ws.send(chunk.subarray(at, at + MAX_MESSAGE_BYTES));
@@ -151,6 +151,10 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
  * record is at most 16 KiB + 256 bytes, RFC 8446 §5.2; a message carries several).
  */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
+
+/** WebSocket.readyState values (HTML standard), spelled out: a WebSocket from a library (e.g. `ws` in Node 20) works without a global. */
+const CONNECTING = 0;
+const OPEN = 1;
 
 interface WebSocketStreamConstructor {
   new (

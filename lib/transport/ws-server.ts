@@ -78,6 +78,10 @@ export async function listenWebSocket(
   });
   wss.on('connection', (ws: WebSocket, request: IncomingMessage) => {
     ws.binaryType = 'nodebuffer';
+    // Ending the stream closes the WebSocket; say why (1000, normal closure: RFC 6455 §7.4.1) rather than
+    // sending a Close frame without a code (which the peer sees as 1005).
+    const close = ws.close.bind(ws);
+    ws.close = (code?: number, reason?: string | Buffer) => close(code ?? 1000, reason);
     const stream = createWebSocketStream(ws, { allowHalfOpen: true });
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
