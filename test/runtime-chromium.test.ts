@@ -2,12 +2,14 @@
  * qkd-tls in a web page, in headless Chromium: the page (test/fixtures/runtimes/browser.mjs, bundled here
  * with esbuild for the browser) runs the whole TLS 1.3 PSK handshake over the WebSocket transport
  * (qkd-tls/websocket), with plain WebSocket and with WebSocketStream when Chromium has it:
- *  - to qkd-tls accepting TLS over WebSocket in Node (the library's server, and `qkd-tls server --websocket`);
+ *  - to qkd-tls accepting TLS over WebSocket in Node (the library's server, `qkd-tls server --websocket`, and
+ *    `qkd-tls proxy --role server --websocket` in front of a TCP backend);
  *  - through `qkd-tls bridge` (WebSocket -> TCP) to `openssl s_server -psk -nocert -rev`;
  * psk_ke and psk_dhe_ke, 1 MiB echoed and compared byte for byte in the page, close_notify seen both ways.
  * And the bridge's allow-list: a target not on it is refused before any byte is relayed.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -127,6 +129,19 @@ t.test('page -> `qkd-tls server --websocket` (the command line): handshake repor
   checkClientResult(t, r, 'psk_dhe_ke', runtime, JSON.stringify(r));
   const hs = jsonEvent(await server.waitFor(/"event":"handshake"/, WAIT, 'stderr'), 'handshake');
   t.match(hs, { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', identity: PSK_IDENTITY, peer: /^127\.0\.0\.1:\d+$/ }, 'the server reported the handshake and the page as peer');
+});
+
+t.test('page -> `qkd-tls proxy --role server --websocket` -> a TCP backend: 1 MiB echo, the proxy logs a clean close', { ...SUBTEST, skip }, async (t) => {
+  const backend = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+  t.teardown(() => backend.close());
+  const backendPort = (backend.address() as net.AddressInfo).port;
+  const proxy = spawnQkdTls(t, ['proxy', '--role', 'server', '--websocket', '--accept', '127.0.0.1:0', '--connect', `127.0.0.1:${backendPort}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json']);
+  const listening = jsonEvent(await proxy.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+  const r = await runInPage(`ws://${String(listening?.accept)}/`, { kexMode: 'psk_ke' });
+  checkClientResult(t, r, 'psk_ke', runtime, JSON.stringify(r));
+  const record = jsonEvent(await proxy.waitFor(/"event":"connection"/, WAIT, 'stderr'), 'connection');
+  t.match(record, { role: 'server', end: 'closed', bytesUp: PAYLOAD_BYTES, bytesDown: PAYLOAD_BYTES, peer: /^127\.0\.0\.1:\d+$/ }, 'the proxy relayed 1 MiB each way and logged a clean close');
 });
 
 t.test('the bridge relays only to its allow-list: any other target is refused before a byte moves', { ...SUBTEST, skip }, async (t) => {
