@@ -12,3 +12,4 @@
 export * from './transport/node.js';
 export { createNodeProvider, nodeProvider, type NodeProviderOptions } from './crypto/node.js';
 export { confirmNotReset, resetSocket } from './transport/tcp-end.js';
+export { listenWebSocket, DEFAULT_MAX_MESSAGE_BYTES, type AcceptedWebSocket, type WebSocketListener, type WebSocketListenOptions } from './transport/ws-server.js';

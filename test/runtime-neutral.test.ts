@@ -27,7 +27,7 @@ function walk(entry: string, seen = new Set<string>()): Set<string> {
   return seen;
 }
 
-const entries = ['lib/index.ts', 'lib/transport/streams.ts', 'lib/tools/network/index.ts'];
+const entries = ['lib/index.ts', 'lib/transport/streams.ts', 'lib/transport/websocket.ts', 'lib/browser.ts', 'lib/tools/network/index.ts'];
 for (const e of entries) {
   t.test(`${e} reaches no Node built-in`, async (t) => {
     const files = walk(join(root, e));

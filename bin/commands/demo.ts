@@ -29,6 +29,7 @@ import { NetworkDemo } from '../cli/network-demo.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
        qkd-tls demo --network [--svg FILE]
+       qkd-tls demo --web [--listen HOST:PORT]   (the same in a browser: see qkd-tls demo --web --help)
 
 Runs model 1 of QKD-TLS end to end on this machine and explains each step: a simulated QKD link with its two
 key managers (ETSI GS QKD 014), a TLS 1.3 server and a client that each fetch the same quantum keys from
@@ -64,6 +65,8 @@ const PLAN: Step[] = [
 ];
 
 export async function run(argv: string[]): Promise<number> {
+  // The same demo in a browser: bin/commands/demo-web.ts.
+  if (argv.includes('--web')) return (await import('./demo-web.js')).run(argv.filter((a) => a !== '--web'));
   let count = PLAN.length;
   let network: { svgFile?: string } | undefined;
   try {

@@ -15,3 +15,4 @@ export {
   type FieldSpec,
 } from './config-file.js';
 export { createLogger, silentLogger } from './log.js';
+export { startWebSocketBridge, targetName, type BridgeRecord, type BridgeTarget, type WebSocketBridgeOptions } from './ws-bridge.js';

@@ -21,16 +21,31 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { performance } from 'node:perf_hooks';
 import {
-  type Etsi014ErrorBody,
-  type Etsi014KeyIds,
-  type Etsi014KeyRequest,
+  decKeysRequest,
+  decodeKeyContainer,
+  encKeysProblem,
+  encKeysRequest,
+  type Etsi014CallOptions,
+  type Etsi014EncKeysRequest,
+  Etsi014Error,
+  type Etsi014Key,
   type Etsi014Operation,
   type Etsi014Status,
   etsi014Path,
-  isBase64,
-  isJsonObject,
-  isUuid,
+  abortFailure,
+  httpFailure,
+  isLoopbackHost,
+  orderDecKeys,
   SAE_ID_HEADER,
+  statusProblem,
+} from './etsi014-api.js';
+
+export {
+  Etsi014Error,
+  type Etsi014CallOptions,
+  type Etsi014EncKeysRequest,
+  type Etsi014FailureReason,
+  type Etsi014Key,
 } from './etsi014-api.js';
 
 export interface Etsi014ClientOptions {
@@ -54,72 +69,6 @@ export interface Etsi014ClientOptions {
   random?: () => number;
   /** Most connections kept open to the KME (default 4). */
   maxSockets?: number;
-}
-
-/** A key as delivered: `key` is the decoded key material, owned by the caller. */
-export interface Etsi014Key {
-  keyId: string;
-  key: Uint8Array;
-  keyIdExtension?: Record<string, unknown>;
-  keyExtension?: Record<string, unknown>;
-}
-
-/** What `encKeys` may ask for (clause 6.2); every field is optional. */
-export interface Etsi014EncKeysRequest {
-  /** How many keys (KME default 1). */
-  number?: number;
-  /** Key size in bits, a multiple of 8 (KME default: Status.key_size). */
-  size?: number;
-  additionalSlaveSaeIds?: string[];
-  extensionMandatory?: Record<string, unknown>[];
-  extensionOptional?: Record<string, unknown>[];
-}
-
-export interface Etsi014CallOptions {
-  /** POST (default) sends a JSON body; GET sends query parameters (number and size, or key_ID). */
-  method?: 'POST' | 'GET';
-  /** Cancels the call (reason 'aborted'). */
-  signal?: AbortSignal;
-}
-
-/** Why a call failed. */
-export type Etsi014FailureReason =
-  | 'bad_request' // HTTP 400: the KME found the request invalid (or a key_ID unknown / already delivered)
-  | 'unauthorized' // HTTP 401: the KME does not accept this SAE for this peer
-  | 'unavailable' // HTTP 503: not enough key material, or a KME-side error, after the retries
-  | 'http_status' // any other HTTP status
-  | 'timeout' // no complete answer within timeoutMs
-  | 'aborted' // the caller's signal fired
-  | 'connection' // could not connect, or the connection broke, after the retries
-  | 'tls' // the TLS handshake with the KME failed (certificates)
-  | 'invalid_response'; // a 200 answer that does not follow the spec or does not match the request
-
-export class Etsi014Error extends Error {
-  override readonly name = 'Etsi014Error';
-  /** The KME's Error body (clause 6.5) when it sent one. */
-  readonly body: Etsi014ErrorBody | undefined;
-  constructor(
-    readonly reason: Etsi014FailureReason,
-    message: string,
-    readonly operation: Etsi014Operation,
-    /** The HTTP status, when an answer arrived. */
-    readonly status: number | undefined,
-    body: Etsi014ErrorBody | undefined,
-    /** How many requests were sent. */
-    readonly attempts: number,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.body = body;
-  }
-  /** The spec's Error.message from the KME. */
-  get kmeMessage(): string | undefined {
-    return this.body?.message;
-  }
-  /** The spec's Error.details from the KME. */
-  get details(): Record<string, unknown>[] | undefined {
-    return this.body?.details;
-  }
 }
 
 export class Etsi014Client {
@@ -174,33 +123,14 @@ export class Etsi014Client {
    */
   async encKeys(peerSaeId: string, request: Etsi014EncKeysRequest = {}, call: Etsi014CallOptions = {}): Promise<Etsi014Key[]> {
     const method = call.method ?? 'POST';
-    let query: URLSearchParams | undefined;
-    let body: Etsi014KeyRequest | undefined;
-    if (method === 'GET') {
-      if (request.additionalSlaveSaeIds || request.extensionMandatory || request.extensionOptional) {
-        throw new TypeError('Etsi014Client.encKeys: GET carries only number and size; use POST for the other fields');
-      }
-      query = new URLSearchParams();
-      if (request.number !== undefined) query.set('number', String(request.number));
-      if (request.size !== undefined) query.set('size', String(request.size));
-    } else {
-      body = {};
-      if (request.number !== undefined) body.number = request.number;
-      if (request.size !== undefined) body.size = request.size;
-      if (request.additionalSlaveSaeIds !== undefined) body.additional_slave_SAE_IDs = request.additionalSlaveSaeIds;
-      if (request.extensionMandatory !== undefined) body.extension_mandatory = request.extensionMandatory;
-      if (request.extensionOptional !== undefined) body.extension_optional = request.extensionOptional;
-    }
+    const { query, body } = encKeysRequest(request, method);
     const { json, attempts } = await this.exchange('enc_keys', peerSaeId, method, query, body, call.signal);
     const keys = this.decodeContainer('enc_keys', json, attempts);
-    const expected = request.number ?? 1;
-    const fail = (why: string): never => {
+    const problem = encKeysProblem(keys, request);
+    if (problem) {
       for (const k of keys) k.key.fill(0);
-      throw this.invalid('enc_keys', why, attempts);
-    };
-    if (keys.length !== expected) fail(`asked for ${expected} keys, got ${keys.length}`);
-    if (request.size !== undefined && keys.some((k) => k.key.length * 8 !== request.size)) fail(`a key is not ${request.size} bits long`);
-    if (new Set(keys.map((k) => k.keyId.toLowerCase())).size !== keys.length) fail('duplicate key_IDs');
+      throw this.invalid('enc_keys', problem, attempts);
+    }
     return keys;
   }
 
@@ -209,27 +139,16 @@ export class Etsi014Client {
    * Resolves in the order of `keyIds`. With GET, each ID is sent as its own `key_ID` query parameter.
    */
   async decKeys(peerSaeId: string, keyIds: readonly string[], call: Etsi014CallOptions = {}): Promise<Etsi014Key[]> {
-    if (!Array.isArray(keyIds) || !keyIds.every((id) => typeof id === 'string')) {
-      throw new TypeError('Etsi014Client.decKeys: keyIds must be an array of strings');
-    }
     const method = call.method ?? 'POST';
-    let query: URLSearchParams | undefined;
-    let body: Etsi014KeyIds | undefined;
-    if (method === 'GET') {
-      query = new URLSearchParams();
-      for (const id of keyIds) query.append('key_ID', id);
-    } else {
-      body = { key_IDs: keyIds.map((key_ID) => ({ key_ID })) };
-    }
+    const { query, body } = decKeysRequest(keyIds, method);
     const { json, attempts } = await this.exchange('dec_keys', peerSaeId, method, query, body, call.signal);
     const keys = this.decodeContainer('dec_keys', json, attempts);
-    const byId = new Map(keys.map((k) => [k.keyId.toLowerCase(), k]));
-    const ordered = keyIds.map((id) => byId.get(id.toLowerCase()));
-    if (byId.size !== keys.length || keys.length !== keyIds.length || ordered.some((k) => k === undefined)) {
+    const ordered = orderDecKeys(keys, keyIds);
+    if (!ordered) {
       for (const k of keys) k.key.fill(0);
       throw this.invalid('dec_keys', 'the key_IDs returned are not the ones asked for', attempts);
     }
-    return ordered as Etsi014Key[];
+    return ordered;
   }
 
   /** Closes the kept-alive connections. */
@@ -339,21 +258,9 @@ export class Etsi014Client {
 
   /** Key container (clause 6.3) -> decoded keys. */
   private decodeContainer(op: Etsi014Operation, json: unknown, attempts: number): Etsi014Key[] {
-    if (!isJsonObject(json) || !Array.isArray(json.keys)) throw this.invalid(op, 'not a Key container (no keys array)', attempts);
-    const out: Etsi014Key[] = [];
-    for (const item of json.keys as unknown[]) {
-      if (!isJsonObject(item) || !isUuid(item.key_ID) || !isBase64(item.key) || item.key === '') {
-        for (const k of out) k.key.fill(0);
-        throw this.invalid(op, 'a key entry lacks a UUID key_ID or a base64 key', attempts);
-      }
-      const decoded = Buffer.from(item.key, 'base64');
-      const key: Etsi014Key = { keyId: item.key_ID, key: Uint8Array.from(decoded) };
-      decoded.fill(0);
-      if (isJsonObject(item.key_ID_extension)) key.keyIdExtension = item.key_ID_extension;
-      if (isJsonObject(item.key_extension)) key.keyExtension = item.key_extension;
-      out.push(key);
-    }
-    return out;
+    const keys = decodeKeyContainer(json);
+    if (typeof keys === 'string') throw this.invalid(op, keys, attempts);
+    return keys;
   }
 
   private invalid(op: Etsi014Operation, why: string, attempts: number): Etsi014Error {
@@ -363,42 +270,6 @@ export class Etsi014Client {
 
 const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
-function httpFailure(op: Etsi014Operation, where: string, peer: string, status: number, text: string, attempts: number): Etsi014Error {
-  let body: Etsi014ErrorBody | undefined;
-  try {
-    const v: unknown = JSON.parse(text);
-    if (isJsonObject(v) && typeof v.message === 'string') {
-      body = { message: v.message };
-      if (Array.isArray(v.details)) body.details = v.details.filter(isJsonObject);
-    }
-  } catch {
-    // not an Error body: the status says enough
-  }
-  const said = body ? `: ${clip(body.message)}` : '';
-  switch (status) {
-    case 400:
-      return new Etsi014Error('bad_request', `KME rejected the ${op} request as invalid (HTTP 400 Bad Request)${said}`, op, status, body, attempts);
-    case 401:
-      return new Etsi014Error(
-        'unauthorized',
-        `KME refused the ${op} request (HTTP 401 Unauthorized)${said}; check that this SAE's client certificate is the one the KME expects and that '${clip(peer)}' is the right peer SAE ID`,
-        op,
-        status,
-        body,
-        attempts,
-      );
-    case 503:
-      return new Etsi014Error('unavailable', `KME cannot serve ${op} now (HTTP 503, ${attempts} attempt(s))${said}`, op, status, body, attempts);
-    default:
-      return new Etsi014Error('http_status', `unexpected HTTP ${status} from the KME for ${op} (${where})${said}`, op, status, body, attempts);
-  }
-}
-
-function abortFailure(op: Etsi014Operation, where: string, timedOut: boolean, timeoutMs: number, attempts: number, cause: unknown): Etsi014Error {
-  return timedOut
-    ? new Etsi014Error('timeout', `no answer from the KME for ${op} within ${timeoutMs} ms (${where})`, op, undefined, undefined, attempts, { cause })
-    : new Etsi014Error('aborted', `the ${op} call to the KME was aborted`, op, undefined, undefined, attempts, { cause });
-}
 
 const TLS_CODES = /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH)/;
 
@@ -414,17 +285,6 @@ function transportFailure(op: Etsi014Operation, origin: string, e: unknown, atte
   return new Etsi014Error('connection', `cannot reach the KME at ${origin} for ${op} (${attempts} attempt(s)): ${what}`, op, undefined, undefined, attempts, { cause: e });
 }
 
-function statusProblem(v: unknown): string | undefined {
-  if (!isJsonObject(v)) return 'not an object';
-  for (const f of ['source_KME_ID', 'target_KME_ID', 'master_SAE_ID', 'slave_SAE_ID'] as const) {
-    if (typeof v[f] !== 'string') return `${f} is not a string`;
-  }
-  for (const f of ['key_size', 'stored_key_count', 'max_key_count', 'max_key_per_request', 'max_key_size', 'min_key_size', 'max_SAE_ID_count'] as const) {
-    if (!Number.isSafeInteger(v[f])) return `${f} is not an integer`;
-  }
-  return undefined;
-}
-
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal.aborted) return reject(signal.reason);
@@ -438,12 +298,4 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     }, ms);
     signal.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-function isLoopbackHost(h: string): boolean {
-  return h === 'localhost' || h === '[::1]' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h);
-}
-
-function clip(s: string): string {
-  return s.length > 300 ? `${s.slice(0, 300)}...` : s;
 }

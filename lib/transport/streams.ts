@@ -19,6 +19,15 @@ import type { Psk, PskRequest } from '../psk/types.js';
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * Half-close: ends our direction only (TCP FIN), keeping the readable open for what the peer still sends.
+   * Deno's `Deno.Conn` has it; where a transport lacks it, closing `writable` must itself be a half-close (a
+   * Worker's `connect()` socket, Node's `Duplex.toWeb`, the WebSocket transport's pair). Used when the TLS
+   * writable closes, after close_notify: closing Deno's `writable` instead would close the whole socket and
+   * lose the peer's close_notify and any data still in flight (RFC 8446 §6.1: each side closes its own
+   * direction).
+   */
+  closeWrite?(): Promise<void> | void;
 }
 
 export interface TlsStreams extends ByteStreamPair {
@@ -138,6 +147,20 @@ function run(
     }
   };
 
+  /** After close_notify: half-close the transport, never the whole of it (see ByteStreamPair.closeWrite). */
+  const closeOurDirection = async (): Promise<void> => {
+    if (typeof transport.closeWrite !== 'function') {
+      await writer.close().catch(() => {});
+      return;
+    }
+    await writer.ready.catch(() => {}); // every record written so far has been handed to the transport
+    try {
+      await transport.closeWrite();
+    } catch {
+      /* the peer is gone already: nothing left to end */
+    }
+  };
+
   const flushQuietly = async (): Promise<void> => {
     const out = conn.takeOutput();
     if (out) await writer.write(out).catch(() => {});
@@ -196,7 +219,7 @@ function run(
       await handshakeOrPending(conn, handshake);
       conn.close();
       await pump();
-      await writer.close().catch(() => {});
+      await closeOurDirection();
     },
     abort(reason) {
       conn.destroy();

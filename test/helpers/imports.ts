@@ -21,7 +21,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['connection'],
   ['index.ts'], // the root export: the sans-IO core
   ['qkd', 'transport'], // adapters: ETSI GS QKD 014 and key files; Node sockets, WHATWG streams
-  ['node.ts', 'proxy'], // the qkd-tls/node entry point; model 2
+  ['node.ts', 'browser.ts', 'proxy'], // the qkd-tls/node and qkd-tls/browser entry points; model 2
   ['tools'], // the KME simulator (and other tools)
 ];
 

@@ -321,3 +321,21 @@ function parseJsonObject(text: string): Record<string, unknown> {
 function truncate(s: string): string {
   return s.length > 64 ? `${s.slice(0, 64)}...` : s;
 }
+
+/**
+ * CORS (Fetch standard, "CORS protocol") for a page calling the simulator from the browser, as the web demo
+ * does: allowed only when the page's own origin is on loopback (http(s)://127.x.x.x, localhost, [::1], any
+ * port), echoing that origin. The browser then sends the X-SAE-ID header and a JSON body after a preflight.
+ * No credentials (cookies) are involved. Undefined: no CORS headers (the browser blocks the page).
+ */
+export function loopbackCorsHeaders(origin: string | undefined): Record<string, string> | undefined {
+  if (origin === undefined || !/^https?:\/\/(?:127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])(?::\d{1,5})?$/i.test(origin)) return undefined;
+  return {
+    'access-control-allow-origin': origin,
+    'access-control-allow-methods': 'GET, POST',
+    'access-control-allow-headers': 'content-type, x-sae-id',
+    'access-control-max-age': '600',
+    vary: 'Origin',
+  };
+}
+

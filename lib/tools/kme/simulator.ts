@@ -30,7 +30,7 @@ import type { TLSSocket } from 'node:tls';
 import { wipe } from '../../codec/bytes.js';
 import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
 import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from './certificates.js';
-import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse } from './handler.js';
+import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse, loopbackCorsHeaders } from './handler.js';
 import { QkdLink } from './store.js';
 
 export interface KmeSimulatorOptions {
@@ -301,6 +301,7 @@ function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: Serve
   const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
   const method = req.method ?? 'GET';
   const callerSaeId = identifyCaller(req, ctx.insecureHttp);
+  const cors = loopbackCorsHeaders(req.headers.origin) ?? {};
 
   const finish = (status: number, body: string, extraHeaders: Record<string, string>, keyCount: number, message?: string) => {
     ctx.counts.responses[status] = (ctx.counts.responses[status] ?? 0) + 1;
@@ -309,6 +310,7 @@ function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: Serve
         'content-type': 'application/json; charset=utf-8',
         'cache-control': 'no-store',
         'content-length': Buffer.byteLength(body),
+        ...cors,
         ...extraHeaders,
       });
     }
@@ -316,6 +318,12 @@ function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: Serve
     ctx.log({ type: 'request', kmeId: kme.kmeId, method, path: path.slice(0, 200), callerSaeId, status, keyCount, ...(message ? { message } : {}) });
   };
 
+  // A browser's CORS preflight (a loopback page only): answered without touching the key store.
+  if (method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+    res.writeHead(cors['access-control-allow-origin'] ? 204 : 403, { ...cors, 'content-length': 0 });
+    res.end();
+    return;
+  }
   const declared = Number(req.headers['content-length'] ?? 0);
   if (declared > ctx.maxBodyBytes) {
     const message = `request body too large (at most ${ctx.maxBodyBytes} bytes)`;
