@@ -11,8 +11,9 @@
  * That shows where a stack spends its time whatever the machine's load does to the wall-clock figures.
  *
  * Both ends are the same stack (qkd-tls to qkd-tls, node:tls to node:tls) with the same cipher suite.
- * node:tls cannot negotiate TLS_AES_256_GCM_SHA384 with a PSK (see selfsigned.ts); for that suite its
- * handshake uses a throwaway certificate, which does not change the bulk path.
+ * node:tls cannot negotiate TLS_AES_256_GCM_SHA384 with a PSK: OpenSSL's PSK callbacks (the only PSK interface
+ * node:tls has) always bind the key to SHA-256. For that suite its handshake uses a throwaway self-signed
+ * certificate (lib/tools/certificates.ts, on loopback, verification off), which does not change the bulk path.
  */
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -22,7 +23,7 @@ import { createServer } from '../lib/transport/node.js';
 import { SUITES, type SupportedSuiteName } from '../lib/suites.js';
 import { benchPsk, provider, PSK_SECRET, type ProviderName } from './common.js';
 import type { BulkSenderConfig, BulkSenderReport } from './bulk-sender.js';
-import { selfSignedEd25519, type SelfSigned } from './selfsigned.js';
+import { selfSignedCertificate, type PemPair } from '../lib/tools/certificates.js';
 
 export type BulkStack = { readonly stack: 'qkd'; readonly provider: ProviderName } | { readonly stack: 'node' };
 
@@ -42,7 +43,7 @@ const RECORD_BYTES = 16384;
 /** Extra time allowed beyond the sending window before the measurement is declared stuck. */
 const SLACK_MS = 60_000;
 
-let certificate: SelfSigned | undefined;
+let certificate: PemPair | undefined;
 
 /** Measures one connection's throughput with `suite`: `warmupMs` of sending not counted, then `durationMs` counted. */
 export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, durationMs: number, warmupMs = 0): Promise<BulkMeasurement> {
@@ -91,7 +92,7 @@ export async function bulkTransfer(which: BulkStack, suite: SupportedSuiteName, 
     closeServer = () => new Promise<void>((resolve) => (server.destroyAll(), server.close(() => resolve())));
   } else {
     const viaPsk = SUITES[suite].hash === 'SHA-256';
-    if (!viaPsk) certificate ??= selfSignedEd25519();
+    if (!viaPsk) certificate ??= await selfSignedCertificate('qkd-tls bench', ['localhost', '127.0.0.1'], 2);
     const key = Buffer.from(PSK_SECRET);
     const options: tls.TlsOptions = viaPsk
       ? { pskCallback: () => key, ciphers: suite, minVersion: 'TLSv1.3' }

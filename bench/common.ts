@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import { createNodeProvider } from '../lib/crypto/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import type { CryptoProvider, GroupName, HashName } from '../lib/crypto/provider.js';
-import type { KexMode } from '../lib/connection/config.js';
+import type { KexMode } from '../lib/config/options.js';
 import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 

@@ -4,9 +4,9 @@
  * code runs in Node, Deno, Bun, workerd and a browser page — the record-offload tests and
  * `qkd-tls bench --runtimes` use it.
  */
-import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
+import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
 
 export interface OffloadPairOptions {

@@ -23,15 +23,17 @@ import {
   type ProviderName,
 } from './common.js';
 import { handshakeRate, startNodeTarget, startQkdTarget, type HandshakeTarget } from './handshakes.js';
+import { HYBRID_GROUPS, node24HandshakeCosts, node24Path, qkdHandshakeCost, type HandshakeCost, type Node24Costs } from './hybrid.js';
+import type { GroupName } from '../lib/crypto/provider.js';
 import { idleMemory } from './memory.js';
 import { rawAeadCeiling, recordRates, sansioHandshakeRate } from './sansio.js';
 
 /** What a row belongs to. 'bulk CPU' rows come with the 'bulk' measurements (they are the same transfers). */
-export type Section = 'handshakes' | 'bulk' | 'bulk CPU' | 'memory' | 'state machines' | 'records';
-/** The sections that can be chosen to run (`--only`). */
-export const SECTIONS: readonly Section[] = ['handshakes', 'bulk', 'memory', 'state machines', 'records'];
+export type Section = 'handshakes' | 'hybrid' | 'hybrid CPU' | 'bulk' | 'bulk CPU' | 'memory' | 'state machines' | 'records';
+/** The sections that can be chosen to run (`--only`). 'hybrid CPU' rows come with 'hybrid'. */
+export const SECTIONS: readonly Section[] = ['handshakes', 'hybrid', 'bulk', 'memory', 'state machines', 'records'];
 /** Every section of a report, in the order shown. */
-export const REPORT_SECTIONS: readonly Section[] = ['handshakes', 'bulk', 'bulk CPU', 'memory', 'state machines', 'records'];
+export const REPORT_SECTIONS: readonly Section[] = ['handshakes', 'hybrid', 'hybrid CPU', 'bulk', 'bulk CPU', 'memory', 'state machines', 'records'];
 
 export interface BenchRow {
   readonly section: Section;
@@ -39,7 +41,7 @@ export interface BenchRow {
   readonly metric: string;
   /** The qkd-tls crypto provider of this row. */
   readonly provider: ProviderName;
-  readonly unit: 'handshakes/s' | 'MB/s' | 'KiB/endpoint' | 'CPU µs per 16 KiB record';
+  readonly unit: 'handshakes/s' | 'MB/s' | 'KiB/endpoint' | 'CPU µs per 16 KiB record' | 'CPU µs per handshake';
   /** The qkd-tls figure. */
   readonly qkd: number;
   /** The figure it is compared with. */
@@ -97,6 +99,7 @@ export const NOTES: readonly string[] = [
   'State-machine rows: bare Connection pairs in memory, compared with what node:tls does over loopback with concurrent clients (the whole connection).',
   'Record rows: RecordProtection and Connection compared with the raw AEAD of the same provider (the ceiling). MB = 10^6 bytes.',
   'State-machine and record rows (no sockets) count per CPU-second of the process, which other load on the machine does not inflate.',
+  'Hybrid rows: X25519MLKEM768 and x25519, one client at a time, both endpoints in one process (CPU = client + server). qkd-tls runs in this Node; node:tls references come from Node 24 (test/peers, OpenSSL 3.5) in a child process, since this Node has no ML-KEM.',
   'Absolute figures move by tens of percent between runs on a shared machine; ratios from the same run are what to compare.',
 ];
 
@@ -113,6 +116,12 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     const { qkd, node } = await measureHandshakes(sizes, providers, progress, sections.has('handshakes'));
     nodeHandshakes = node;
     if (qkd) rows.push(...qkd);
+  }
+  const notes = [...NOTES];
+  if (sections.has('hybrid')) {
+    const hybrid = await measureHybrid(sizes, providers, progress);
+    rows.push(...hybrid.rows);
+    notes.push(hybrid.note);
   }
   if (sections.has('bulk')) rows.push(...(await measureBulk(sizes, providers, progress)));
   if (sections.has('memory')) rows.push(...(await measureMemory(sizes, providers, progress)));
@@ -136,7 +145,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     sizes,
     rows,
     targets: checkTargets(rows),
-    notes: NOTES,
+    notes,
     seconds: Math.round((performance.now() - started) / 100) / 10,
   };
 }
@@ -209,6 +218,72 @@ async function measureHandshakes(
     ),
   );
   return { qkd, node };
+}
+
+/**
+ * X25519MLKEM768 next to x25519 (bench/hybrid.ts): per provider, qkd-tls against Node 24's node:tls for each
+ * group (handshakes/s and CPU per handshake), and the hybrid against qkd-tls's own x25519 (its cost as a ratio).
+ */
+async function measureHybrid(
+  sizes: BenchSizes,
+  providers: readonly ProviderName[],
+  progress: (line: string) => void,
+): Promise<{ rows: BenchRow[]; note: string }> {
+  const rows: BenchRow[] = [];
+  const qkd = new Map<string, HandshakeCost[]>();
+  const node24: Node24Costs[] = [];
+  const hasNode24 = node24Path() !== null;
+  // Rounds interleave the stacks, so that a change in machine load hits all of them alike.
+  for (let r = 0; r < sizes.rounds; r++) {
+    if (hasNode24) {
+      progress('hybrid: node:tls (Node 24) x25519 and X25519MLKEM768');
+      node24.push((await node24HandshakeCosts(sizes.handshakeMs, sizes.handshakeWarmupMs))!);
+      await settle();
+    }
+    for (const p of providers) {
+      for (const g of HYBRID_GROUPS) {
+        progress(`hybrid: qkd-tls (${p}) ${g}`);
+        const key = `${p}/${g}`;
+        if (!qkd.has(key)) qkd.set(key, []);
+        qkd.get(key)!.push(await qkdHandshakeCost(g, p, sizes.handshakeMs, sizes.handshakeWarmupMs));
+        await settle();
+      }
+    }
+  }
+  const med = (xs: readonly HandshakeCost[], f: (c: HandshakeCost) => number) => median(xs.map(f));
+  const rate = (c: HandshakeCost) => c.perSecond;
+  const cpu = (c: HandshakeCost) => c.cpuUsPerHandshake;
+  const who = node24[0] ? `node:tls, Node ${node24[0].version} (OpenSSL ${node24[0].openssl})` : '';
+  for (const p of providers) {
+    const own = (g: GroupName) => qkd.get(`${p}/${g}`)!;
+    const hybridRate = med(own('X25519MLKEM768'), rate);
+    const x25519Rate = med(own('x25519'), rate);
+    const ownLabel = `qkd-tls psk_dhe_ke x25519, same provider, Node ${process.version}`;
+    if (hasNode24) {
+      for (const g of HYBRID_GROUPS) {
+        const ref = node24.map((n) => n[g]);
+        rows.push(row('hybrid', `psk_dhe_ke ${g}, sequential (qkd-tls on Node ${process.version})`, p, 'handshakes/s', med(own(g), rate), med(ref, rate), `${who} psk_dhe_ke ${g}`));
+        rows.push(row('hybrid CPU', `psk_dhe_ke ${g}, client + server`, p, 'CPU µs per handshake', med(own(g), cpu), med(ref, cpu), `${who} psk_dhe_ke ${g}`, false));
+      }
+    } else {
+      rows.push(row('hybrid CPU', 'psk_dhe_ke X25519MLKEM768, client + server', p, 'CPU µs per handshake', med(own('X25519MLKEM768'), cpu), med(own('x25519'), cpu), `${ownLabel} (Node 24 not installed: no node:tls X25519MLKEM768 figure)`, false));
+    }
+    rows.push(
+      row(
+        'hybrid',
+        'X25519MLKEM768 against x25519 (qkd-tls)',
+        p,
+        'handshakes/s',
+        hybridRate,
+        x25519Rate,
+        hasNode24 ? ownLabel : `${ownLabel} (Node 24 not installed: no node:tls X25519MLKEM768 figure)`,
+      ),
+    );
+  }
+  const note = hasNode24
+    ? `Node 24 in this run: ${who}; its X25519MLKEM768 / x25519 handshakes/s ratio was ${(median(node24.map((n) => n.X25519MLKEM768.perSecond)) / median(node24.map((n) => n.x25519.perSecond))).toFixed(2)}x.`
+    : 'Node 24 was not installed (npm ci --prefix test/peers): the hybrid rows compare qkd-tls with itself only.';
+  return { rows, note };
 }
 
 async function measureBulk(sizes: BenchSizes, providers: readonly ProviderName[], progress: (line: string) => void): Promise<BenchRow[]> {

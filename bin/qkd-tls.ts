@@ -9,6 +9,7 @@ const COMMANDS: Record<string, { summary: string }> = {
   client: { summary: 'TLS-PSK client: stdin -> TLS, TLS -> stdout' },
   kme: { summary: 'ETSI GS QKD 014 key manager simulator' },
   proxy: { summary: 'QKD-TLS proxy (model 2) for unmodified TCP applications' },
+  bridge: { summary: 'WebSocket -> TCP bridge, so that a page can reach a TLS-PSK server' },
   vectors: { summary: 'replays the RFC 8448 traces and prints a pass/fail table' },
   bench: { summary: "benchmarks against Node's own TLS in the same run" },
 };

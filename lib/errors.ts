@@ -3,9 +3,10 @@
  *
  * RFC 8446 §6: "Whenever an implementation encounters a fatal error condition, it SHOULD send an
  * appropriate fatal alert". The table {@link REASON_ALERT} is checked by the compiler: adding a reason
- * without choosing its alert does not build.
+ * without choosing its alert does not build. Each reason names one fault, so that `error.reason` tells a user
+ * what went wrong; the comment beside it cites the rule (RFC 8446 sections unless another RFC is named).
  */
-import { AlertDescription, alertName, type AlertName } from './codec/enums.js';
+import { AlertDescription, alertName, type AlertName } from './alerts.js';
 
 export const REASON_ALERT = {
   // --- codec (RFC 8446 §6.2: decode_error for messages that cannot be parsed) ---
@@ -28,45 +29,73 @@ export const REASON_ALERT = {
   // --- crypto ---
   InvalidPeerKeyShare: 'illegal_parameter',
   KeyExchangeZeroSecret: 'illegal_parameter',
-  // --- handshake ---
-  UnexpectedMessage: 'unexpected_message',
-  UnsupportedVersion: 'protocol_version',
-  IllegalParameter: 'illegal_parameter',
-  MissingExtension: 'missing_extension',
-  UnsupportedExtension: 'unsupported_extension',
-  DuplicateExtension: 'illegal_parameter',
-  PskExtensionNotLast: 'illegal_parameter',
-  IncorrectBinder: 'decrypt_error',
-  IncorrectFinished: 'decrypt_error',
-  NoCommonCipherSuite: 'handshake_failure',
-  NoCommonKeyExchangeMode: 'handshake_failure',
-  NoCommonGroup: 'handshake_failure',
-  NoPskOffered: 'handshake_failure',
-  PskNotSelected: 'handshake_failure',
-  PskModesMissing: 'missing_extension',
-  BadCookie: 'illegal_parameter',
-  ClientHelloRetryMismatch: 'illegal_parameter',
-  EarlyDataTooLong: 'unexpected_message',
-  TooMuchDataWhileWaiting: 'unexpected_message',
-  TooManyIdleRecords: 'unexpected_message',
-  UnknownPskIdentity: 'unknown_psk_identity',
-  PskUnavailable: 'handshake_failure',
-  SecondHelloRetryRequest: 'unexpected_message',
-  HelloRetryRequestUseless: 'illegal_parameter',
-  HelloRetryRequestBadGroup: 'illegal_parameter',
-  ServerSelectedUnofferedPsk: 'illegal_parameter',
-  ServerSelectedUnofferedSuite: 'illegal_parameter',
-  ServerSelectedUnofferedGroup: 'illegal_parameter',
-  DowngradeDetected: 'illegal_parameter',
-  NoApplicationProtocol: 'no_application_protocol',
-  CertificateRequired: 'certificate_required',
-  UnexpectedEarlyData: 'unexpected_message',
+  FfdhePublicValueOutOfRange: 'illegal_parameter', // RFC 8446 §4.2.8.1, RFC 7919 §5.1: an ffdhe share Y with not 1 < Y < p-1
+  MlKemEncapsulationKeyNotReduced: 'illegal_parameter', // draft-ietf-tls-ecdhe-mlkem, FIPS 203 §7.2: ML-KEM ek fails the modulus check
+  // --- handshake: message order and versions ---
+  UnexpectedMessage: 'unexpected_message', // a handshake message the current state does not expect (§4)
+  UnsupportedVersion: 'protocol_version', // the peer does not offer / negotiate TLS 1.3 (§4.2.1)
+  ServerSelectedUnofferedVersion: 'illegal_parameter', // §4.2.1: supported_versions names a version not offered
+  LegacyVersionNot0303: 'illegal_parameter', // §4.1.3: ServerHello.legacy_version must be 0x0303
+  CompressionMethodsInvalid: 'illegal_parameter', // §4.1.2, §4.1.3: legacy compression other than [null] / 0
+  SessionIdEchoMismatch: 'illegal_parameter', // §4.1.3: legacy_session_id_echo differs from what we sent
+  // --- handshake: extensions (§4.2) ---
+  DuplicateExtension: 'illegal_parameter', // §4.2: two extensions of one type in a message
+  ExtensionNotAllowedInMessage: 'illegal_parameter', // §4.2: a known extension in a message it is not defined for
+  UnsolicitedExtension: 'unsupported_extension', // §4.2: a response to an extension we did not send
+  UnsolicitedKeyShare: 'unsupported_extension', // §4.2, §4.1.4: a server key_share though we offered no (EC)DHE
+  PskExtensionNotLast: 'illegal_parameter', // §4.2.11: pre_shared_key must be the last extension
+  PskModesMissing: 'missing_extension', // §4.2.9: pre_shared_key without psk_key_exchange_modes
+  KeyShareWithoutSupportedGroups: 'missing_extension', // §9.2: key_share requires supported_groups
+  SupportedGroupsWithoutKeyShare: 'missing_extension', // §9.2: supported_groups requires key_share
+  KeyShareDuplicateGroup: 'illegal_parameter', // §4.2.8: two KeyShareEntry values for one group
+  KeyShareGroupNotOffered: 'illegal_parameter', // §4.2.8: a key share for a group not in supported_groups
+  PskBinderCountMismatch: 'illegal_parameter', // §4.2.11: one binder per offered identity
+  ServerNameDuplicateHostName: 'illegal_parameter', // RFC 6066 §3: at most one name of each type
+  RecordSizeLimitTooSmall: 'illegal_parameter', // RFC 8449 §4: a record_size_limit below 64
+  AlpnResponseNotOneProtocol: 'illegal_parameter', // RFC 7301 §3.1: the server answers exactly one protocol
+  // --- handshake: negotiation (server side) ---
+  NoCommonCipherSuite: 'handshake_failure', // §4.1.1
+  NoCommonKeyExchangeMode: 'handshake_failure', // §4.2.9
+  NoCommonGroup: 'handshake_failure', // §4.1.1
+  NoPskOffered: 'handshake_failure', // §4.1.1: this stack authenticates with PSKs only
+  UnknownPskIdentity: 'unknown_psk_identity', // §4.2.11: no offered identity is known
+  PskUnavailable: 'handshake_failure', // the PSK lookup failed (e.g. the key manager is unreachable)
+  PskLookupWrongCount: 'internal_error', // the application's PSK lookup answered the wrong number of entries
+  IncorrectBinder: 'decrypt_error', // §4.2.11.2
+  NoApplicationProtocol: 'no_application_protocol', // RFC 7301 §3.2
+  BadCookie: 'illegal_parameter', // §4.2.2: the second ClientHello does not echo our cookie
+  ClientHelloRetryMismatch: 'illegal_parameter', // §4.1.2: the second ClientHello changed more than allowed
+  EarlyDataAfterHelloRetryRequest: 'illegal_parameter', // §4.2.10: early_data in the second ClientHello
+  RetryKeyShareWrongGroup: 'illegal_parameter', // §4.1.2, §4.2.8: the second ClientHello's share is not the one asked for
+  // --- handshake: the server's answers (client side) ---
+  SecondHelloRetryRequest: 'unexpected_message', // §4.1.4
+  HelloRetryRequestUseless: 'illegal_parameter', // §4.1.4: an HRR that would not change the ClientHello
+  HelloRetryRequestBadGroup: 'illegal_parameter', // §4.2.8: a group not offered, or one already shared
+  ServerHelloSuiteDiffersFromRetry: 'illegal_parameter', // §4.1.4: the suite must be the HRR's
+  PskNotSelected: 'handshake_failure', // §4.2.11: no PSK selected: a certificate handshake this client cannot do
+  ServerSelectedUnofferedPsk: 'illegal_parameter', // §4.2.11: selected_identity out of range
+  ServerSelectedUnofferedSuite: 'illegal_parameter', // §4.1.3
+  ServerSelectedUnofferedGroup: 'illegal_parameter', // §4.2.8
+  PskHashMismatchesSuite: 'illegal_parameter', // §4.2.11: the selected suite's hash is not the PSK's
+  ServerKeyShareMissing: 'illegal_parameter', // §4.2.11: no key_share, yet psk_ke was not offered
+  ServerSelectedUnofferedAlpn: 'illegal_parameter', // RFC 7301 §3.2: a protocol the client did not offer
+  EarlyDataAcceptedWrongPsk: 'illegal_parameter', // §4.2.10: 0-RTT accepted for another PSK or suite (or after HRR)
+  EarlyDataAcceptedWrongAlpn: 'illegal_parameter', // §4.2.10: 0-RTT accepted under another ALPN protocol than the PSK's
+  IncorrectFinished: 'decrypt_error', // §4.4.4
+  // --- handshake: limits and 0-RTT (§4.2.10) ---
+  EarlyDataTooLong: 'unexpected_message', // §4.2.10: more 0-RTT data than max_early_data_size (or the skip limit)
+  TooMuchDataWhileWaiting: 'unexpected_message', // a peer flooding us while its PSKs are looked up
+  TooManyIdleRecords: 'unexpected_message', // a flood of records that carry no data
+  // --- post-handshake (§4.6) ---
+  TicketLifetimeTooLong: 'illegal_parameter', // §4.6.1: ticket_lifetime above 7 days
+  KeyUpdateRequestInvalid: 'illegal_parameter', // §4.6.3: request_update neither 0 nor 1
   // --- connection ---
+  ApplicationDataBeforeHandshake: 'unexpected_message', // application data before the handshake completed, no 0-RTT accepted
   PeerSentAlert: 'close_notify', // never sent: we received the alert
-  ApplicationDataAfterClose: 'unexpected_message',
+  // The handshake did not complete in the time the transport allows (Connection.handshakeTimedOut); its alert is
+  // sent when a connection exists, while a server still fetching its PSKs has none to send it on.
   HandshakeTimeout: 'internal_error',
   InternalError: 'internal_error',
-  UserCanceled: 'user_canceled',
 } as const satisfies Record<string, AlertName>;
 
 export type Reason = keyof typeof REASON_ALERT;
@@ -80,17 +109,25 @@ export class TlsError extends Error {
   readonly alertCode: number;
   /** True when the peer sent us this alert, false when we detected the error (and sent the alert). */
   readonly remote: boolean;
+  /** True when we detected the error and sent its alert; false when the peer sent it or none could be sent. */
+  readonly alertSent: boolean;
 
-  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alertCode?: number; cause?: unknown }) {
+  /**
+   * `remote`: the peer sent us the alert. `alertNotSent`: we detected the error but no alert could reach the
+   * peer (a transport giving up on its socket, as on a handshake timeout); the message says so.
+   */
+  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alertCode?: number; alertNotSent?: boolean; cause?: unknown }) {
     const code = options?.alertCode ?? AlertDescription[REASON_ALERT[reason]];
     const alert = alertName(code) ?? (`alert_${code}` as const);
     const remote = options?.remote ?? false;
-    super(`tls alert: ${alert} (${code}) ${remote ? 'received' : 'sent'}${detail ? `: ${detail}` : ''}`, { cause: options?.cause });
+    const how = remote ? 'received' : options?.alertNotSent ? 'not sent' : 'sent';
+    super(`tls alert: ${alert} (${code}) ${how}${detail ? `: ${detail}` : ''}`, { cause: options?.cause });
     this.name = 'TlsError';
     this.reason = reason;
     this.alert = alert;
     this.alertCode = code;
     this.remote = remote;
+    this.alertSent = !remote && !options?.alertNotSent;
   }
 }
 

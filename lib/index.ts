@@ -1,17 +1,22 @@
 /**
  * qkd-tls: TLS 1.3 for external pre-shared keys (RFC 8446, RFC 9258), in pure TypeScript.
  *
- * This entry point is runtime-neutral (browsers, Deno, Bun, Workers, Node): a sans-IO {@link Connection},
- * the pure-JavaScript crypto provider, PSK types and errors. Node sockets and servers are in `qkd-tls/node`;
- * WHATWG streams (Deno, Bun, Workers, browsers with a byte stream) in `qkd-tls/streams`; Node-only key
- * sources (key files, ETSI GS QKD 014 key managers, the key manager simulator) in `qkd-tls/qkd`.
+ * This entry point is the runtime-neutral core (browsers, Deno, Bun, Workers, Node): a sans-IO
+ * {@link Connection}, its options and events, the pure-JavaScript crypto provider, PSKs (the RFC 9258 importer,
+ * key-source interfaces, the static source) and errors. Node sockets, servers and the node:crypto provider are
+ * in `qkd-tls/node`; WHATWG streams (Deno, Bun, Workers, browsers with a byte stream) in `qkd-tls/streams`;
+ * key sources that do I/O (key files, ETSI GS QKD 014 key managers) in `qkd-tls/qkd`; the proxy (model 2) in
+ * `qkd-tls/proxy`; the annotated handshake trace in `qkd-tls/trace`; the key manager simulator in `qkd-tls/kme`
+ * and the QKD network simulator in `qkd-tls/network`.
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
-export type { ClientOptions, ServerOptions, CommonOptions, KexMode, PskRequest, PskResolver } from './connection/config.js';
-export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus } from './connection/events.js';
+export { DEFAULT_GROUPS, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
+export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus } from './config/events.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from './crypto/provider.js';
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';
+export { GROUP_SPECS, groupByName } from './crypto/groups.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';
+export type { RecordTrace, RecordTraceHook } from './record/trace-hook.js';

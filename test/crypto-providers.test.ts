@@ -563,8 +563,11 @@ for (const p of PROVIDERS) {
   }
 
   t.test(`${p.name}: group table and randomness`, async (tt) => {
-    tt.equal(p.group('X25519MLKEM768'), undefined, 'hybrid ML-KEM group is not offered');
-    tt.equal(p.group('ffdhe2048' as GroupName), undefined, 'unknown group');
+    for (const g of ['X25519MLKEM768', 'SecP256r1MLKEM768', 'SecP384r1MLKEM1024', 'ffdhe2048', 'ffdhe3072', 'ffdhe4096', 'ffdhe6144', 'ffdhe8192'] as const) {
+      tt.equal(p.group(g)?.name, g, `${g} is offered`);
+    }
+    tt.equal(p.group('x448' as GroupName), undefined, 'unknown group');
+    tt.equal(p.group('constructor' as GroupName), undefined, 'an Object.prototype name is not a group');
     const a = p.random(32);
     const b = p.random(32);
     tt.equal(a.length, 32);
@@ -576,9 +579,12 @@ for (const p of PROVIDERS) {
 // ---------------------------------------------------------------------------------------------------
 // Across providers: same randomness -> same bytes; each client completes against each server.
 
+/** Every group, the large ffdhe ones aside (slow with BigInt; test/crypto-hybrid-ffdhe.test.ts covers them once). */
+const ALL_GROUPS = ['x25519', 'secp256r1', 'secp384r1', 'X25519MLKEM768', 'SecP256r1MLKEM768', 'SecP384r1MLKEM1024', 'ffdhe2048', 'ffdhe3072'] as const;
+
 t.test('providers agree byte for byte', async (tt) => {
   const [a, b] = PROVIDERS;
-  for (const name of ['x25519', 'secp256r1', 'secp384r1'] as const) {
+  for (const name of ALL_GROUPS) {
     const ga = a.group(name)!;
     const gb = b.group(name)!;
     tt.equal(ga.randomLength, gb.randomLength, `${name}: same randomLength`);
@@ -616,7 +622,7 @@ t.test('providers agree byte for byte', async (tt) => {
 t.test('a client of one provider completes with a server of the other', async (tt) => {
   for (const client of PROVIDERS) {
     for (const server of PROVIDERS) {
-      for (const name of ['x25519', 'secp256r1', 'secp384r1'] as const) {
+      for (const name of ALL_GROUPS) {
         const gc = client.group(name)!;
         const gs = server.group(name)!;
         const c = gc.start(client.random(gc.randomLength));

@@ -35,24 +35,27 @@ t.test('the demo runs end to end, explains itself, and exits 0', async (t) => {
   t.match(out, /KME-A serves the client "client-sae":\s+http:\/\/127\.0\.0\.1:\d+/);
   t.match(out, /KME-B serves the server "server-sae":\s+http:\/\/127\.0\.0\.1:\d+/);
   t.match(out, new RegExp(`fetched \\d+ keys ahead of time from KME-A[\\s\\S]*\\n\\s+${UUID}\\n`), 'the key IDs fetched from KME-A');
-  // Three handshakes: suite, mode, group, identity, echo.
+  // Four handshakes: suite, mode, group, identity, echo.
   const handshakes = out.match(/ {3}Handshake \d+ \(/g) ?? [];
-  t.equal(handshakes.length, 3, 'three handshakes');
-  t.equal((out.match(new RegExp(`the server fetched key ${UUID} from KME-B`, 'g')) ?? []).length, 3, 'the server fetched each key from KME-B');
+  t.equal(handshakes.length, 4, 'four handshakes');
+  t.equal((out.match(new RegExp(`the server fetched key ${UUID} from KME-B`, 'g')) ?? []).length, 4, 'the server fetched each key from KME-B');
   t.match(out, /negotiated TLSv1\.3 TLS_AES_128_GCM_SHA256, mode psk_dhe_ke with x25519 ECDHE/);
   t.match(out, /negotiated TLSv1\.3 TLS_AES_256_GCM_SHA384, mode psk_dhe_ke/);
   t.match(out, /mode psk_ke \(the QKD key alone\)/);
+  t.match(out, /Handshake 4 \(the QKD key plus a post-quantum key exchange/);
+  t.match(out, /negotiated TLSv1\.3 TLS_AES_128_GCM_SHA256, mode psk_dhe_ke with X25519MLKEM768, a post-quantum hybrid key exchange/);
+  t.match(out, /mixes three secrets: the QKD key, an ML-KEM-768 secret/);
   t.match(out, new RegExp(`identity #\\d: client-sae/${UUID} imported for HKDF_SHA384`), 'the identity, decoded');
-  t.equal((out.match(/echoed 40 bytes: "hello from the QKD-TLS demo, handshake \d"/g) ?? []).length, 3, 'three echoes');
+  t.equal((out.match(/echoed 40 bytes: "hello from the QKD-TLS demo, handshake \d"/g) ?? []).length, 4, 'four echoes');
   // Each handshake used its own key.
   const used = [...out.matchAll(new RegExp(`the client offered key (${UUID})`, 'g'))].map((m) => m[1]);
-  t.equal(new Set(used).size, 3, 'three distinct keys');
+  t.equal(new Set(used).size, 4, 'four distinct keys');
   // The replay and what is left.
   t.match(out, /tls alert: unknown_psk_identity \(115\) received/);
   t.match(out, /was already used: a QKD key serves one handshake only/);
   t.match(out, /6\. Keys left\n {3}client pool: \d+ key\(s\)/);
-  t.match(out, /KME-B: 3 delivered to the server/);
-  t.match(out, /Done: 3 handshake\(s\)/);
+  t.match(out, /KME-B: 4 delivered to the server/);
+  t.match(out, /Done: 4 handshake\(s\)/);
 });
 
 t.test('demo options', async (t) => {

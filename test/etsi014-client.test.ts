@@ -5,8 +5,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import t from 'tap';
-import { Etsi014Client, Etsi014Error } from '../lib/psk/etsi014-client.js';
-import { type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/psk/kme-simulator.js';
+import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/tools/kme/simulator.js';
 
 const MASTER = 'client-sae';
 const SLAVE = 'server-sae';

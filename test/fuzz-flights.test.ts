@@ -16,7 +16,7 @@ import fc from 'fast-check';
 import t from 'tap';
 import { concat, toHex, utf8 } from '../lib/codec/bytes.js';
 import { ContentType } from '../lib/codec/enums.js';
-import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
+import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { TlsError } from '../lib/errors.js';

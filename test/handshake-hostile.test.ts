@@ -10,9 +10,9 @@ import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
 import { AlertDescription, CipherSuite, ContentType, ExtensionType, HandshakeType, NamedGroup, ProtocolVersion, type AlertName } from '../lib/codec/enums.js';
 import { Writer } from '../lib/codec/writer.js';
-import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
+import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Reason } from '../lib/errors.js';
 import { ext, type Extension } from '../lib/messages/extensions.js';
@@ -152,24 +152,29 @@ t.test('ClientHello extension rules (server side)', async (tt) => {
     },
     'illegal_parameter',
     'identities/binders count mismatch',
+    { reason: 'PskBinderCountMismatch' },
   );
   serverRejects(tt, (p) => removeExt(p, E.psk_key_exchange_modes), 'missing_extension', 'no psk_key_exchange_modes', { reason: 'PskModesMissing' });
-  serverRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.vec8((l) => l.u16(ProtocolVersion.TLSv1_2)))), 'protocol_version', 'supported_versions without 1.3');
+  serverRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.vec8((l) => l.u16(ProtocolVersion.TLSv1_2)))), 'protocol_version', 'supported_versions without 1.3', { reason: 'UnsupportedVersion' });
   serverRejects(tt, (p) => removeExt(p, E.supported_versions), 'protocol_version', 'no supported_versions (a TLS 1.2 ClientHello)');
   serverRejects(tt, (p) => removeExt(p, E.pre_shared_key), 'handshake_failure', 'no pre_shared_key', { reason: 'NoPskOffered' });
-  serverRejects(tt, (p) => removeExt(p, E.supported_groups), 'missing_extension', 'key_share without supported_groups');
-  serverRejects(tt, (p) => removeExt(p, E.key_share), 'missing_extension', 'psk_dhe_ke with supported_groups but no key_share');
+  serverRejects(tt, (p) => removeExt(p, E.supported_groups), 'missing_extension', 'key_share without supported_groups', { reason: 'KeyShareWithoutSupportedGroups' });
+  serverRejects(tt, (p) => removeExt(p, E.key_share), 'missing_extension', 'psk_dhe_ke with supported_groups but no key_share', {
+    reason: 'SupportedGroupsWithoutKeyShare',
+  });
   serverRejects(
     tt,
     (p) => replaceExt(p, ext(E.supported_groups, (w) => w.vec16((l) => l.u16(NamedGroup.secp256r1)))),
     'illegal_parameter',
     'a key share for a group not in supported_groups',
+    { reason: 'KeyShareGroupNotOffered' },
   );
   serverRejects(
     tt,
     (p) => replaceExt(p, ext(E.key_share, (w) => w.vec16((l) => l.u16(NamedGroup.x25519).vec16(new Uint8Array(32)).u16(NamedGroup.x25519).vec16(new Uint8Array(32))))),
     'illegal_parameter',
     'two key shares for one group',
+    { reason: 'KeyShareDuplicateGroup' },
   );
   serverRejects(tt, (p) => p.extensions.splice(0, 0, ext(E.early_data, (w) => w.u8(1))), 'decode_error', 'a non-empty early_data');
   serverRejects(
@@ -187,12 +192,14 @@ t.test('ClientHello extension rules (server side)', async (tt) => {
     },
     'illegal_parameter',
     'compression methods other than [null]',
+    { reason: 'CompressionMethodsInvalid' },
   );
   serverRejects(
     tt,
     (p) => p.extensions.splice(0, 0, { type: E.record_size_limit, data: new Uint8Array([0, 63]) }),
     'illegal_parameter',
     'record_size_limit below 64',
+    { reason: 'RecordSizeLimitTooSmall' },
   );
   // A ClientHello offering only suites the server lacks.
   serverRejects(tt, () => {}, 'handshake_failure', 'no common suite', {
@@ -223,8 +230,9 @@ t.test('ClientHello extension rules (server side)', async (tt) => {
 
 t.test('ClientHello built with dangerousClientHelloExtensions: duplicate, missing modes, no TLS 1.3', async (tt) => {
   const cases: { name: string; edit: (l: Extension[]) => Extension[]; alert: AlertName; server?: Partial<ServerOptions>; reason?: Reason }[] = [
-    { name: 'duplicate server_name', edit: (l) => [ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(utf8('a')))), ...l, ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(utf8('b'))))], alert: 'illegal_parameter' },
-    { name: 'no psk_key_exchange_modes', edit: (l) => l.filter((e) => e.type !== E.psk_key_exchange_modes), alert: 'missing_extension' },
+    { name: 'duplicate server_name', edit: (l) => [ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(utf8('a')))), ...l, ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(utf8('b'))))], alert: 'illegal_parameter', reason: 'DuplicateExtension' },
+    { name: 'two host_name entries in one server_name', edit: (l) => [ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(utf8('a')).u8(0).vec16(utf8('b')))), ...l], alert: 'illegal_parameter', reason: 'ServerNameDuplicateHostName' },
+    { name: 'no psk_key_exchange_modes', edit: (l) => l.filter((e) => e.type !== E.psk_key_exchange_modes), alert: 'missing_extension', reason: 'PskModesMissing' },
     // The binder covers these, so the server reaches the key exchange.
     { name: 'an x25519 share of 31 bytes', edit: (l) => l.map((e) => (e.type === E.key_share ? ext(E.key_share, (w) => w.vec16((x) => x.u16(NamedGroup.x25519).vec16(new Uint8Array(31).fill(5)))) : e)), alert: 'illegal_parameter', reason: 'InvalidPeerKeyShare' },
     { name: 'an all-zero x25519 share', edit: (l) => l.map((e) => (e.type === E.key_share ? ext(E.key_share, (w) => w.vec16((x) => x.u16(NamedGroup.x25519).vec16(new Uint8Array(32)))) : e)), alert: 'illegal_parameter', reason: 'KeyExchangeZeroSecret' },
@@ -245,14 +253,24 @@ t.test('ServerHello rules (client side)', async (tt) => {
   clientRejects(tt, (p) => p.extensions.push(p.extensions[find(p, E.supported_versions)]), 'illegal_parameter', 'duplicate extension in ServerHello', {
     reason: 'DuplicateExtension',
   });
-  clientRejects(tt, (p) => p.extensions.unshift(ext(E.psk_key_exchange_modes, (w) => w.vec8((l) => l.u8(1)))), 'illegal_parameter', 'psk_key_exchange_modes in a ServerHello (not allowed there)');
-  clientRejects(tt, (p) => p.extensions.unshift(ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2'))))), 'illegal_parameter', 'ALPN in a ServerHello (EncryptedExtensions only)');
-  clientRejects(tt, (p) => p.extensions.unshift({ type: 0x7a7a, data: new Uint8Array(0) }), 'unsupported_extension', 'an unknown extension in a ServerHello');
-  clientRejects(tt, (p) => p.extensions.unshift(ext(E.cookie, (w) => w.vec16(utf8('c')))), 'illegal_parameter', 'cookie in a ServerHello (HRR only)');
+  clientRejects(tt, (p) => p.extensions.unshift(ext(E.psk_key_exchange_modes, (w) => w.vec8((l) => l.u8(1)))), 'illegal_parameter', 'psk_key_exchange_modes in a ServerHello (not allowed there)', {
+    reason: 'ExtensionNotAllowedInMessage',
+  });
+  clientRejects(tt, (p) => p.extensions.unshift(ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2'))))), 'illegal_parameter', 'ALPN in a ServerHello (EncryptedExtensions only)', {
+    reason: 'ExtensionNotAllowedInMessage',
+  });
+  clientRejects(tt, (p) => p.extensions.unshift({ type: 0x7a7a, data: new Uint8Array(0) }), 'unsupported_extension', 'an unknown extension in a ServerHello', {
+    reason: 'UnsolicitedExtension',
+  });
+  clientRejects(tt, (p) => p.extensions.unshift(ext(E.cookie, (w) => w.vec16(utf8('c')))), 'illegal_parameter', 'cookie in a ServerHello (HRR only)', { reason: 'ExtensionNotAllowedInMessage' });
   clientRejects(tt, (p) => removeExt(p, E.supported_versions), 'protocol_version', 'a TLS 1.2 ServerHello (no supported_versions)', { reason: 'UnsupportedVersion' });
   clientRejects(tt, (p) => (p.extensions.length = 0), 'protocol_version', 'a ServerHello without extensions');
-  clientRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.u16(0x0303))), 'illegal_parameter', 'supported_versions selecting TLS 1.2');
-  clientRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.u16(0x7f1c))), 'illegal_parameter', 'supported_versions selecting a draft version');
+  clientRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.u16(0x0303))), 'illegal_parameter', 'supported_versions selecting TLS 1.2', {
+    reason: 'ServerSelectedUnofferedVersion',
+  });
+  clientRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.u16(0x7f1c))), 'illegal_parameter', 'supported_versions selecting a draft version', {
+    reason: 'ServerSelectedUnofferedVersion',
+  });
   clientRejects(
     tt,
     (p) => {
@@ -261,13 +279,16 @@ t.test('ServerHello rules (client side)', async (tt) => {
     },
     'illegal_parameter',
     'wrong legacy_session_id_echo',
+    { reason: 'SessionIdEchoMismatch' },
   );
   clientRejects(tt, (p) => setSuite(p, CipherSuite.TLS_AES_256_GCM_SHA384), 'illegal_parameter', 'a suite not offered', {
     client: { suites: ['TLS_AES_128_GCM_SHA256'] },
     reason: 'ServerSelectedUnofferedSuite',
   });
   clientRejects(tt, (p) => setSuite(p, CipherSuite.TLS_AES_128_CCM_SHA256), 'illegal_parameter', 'an unknown suite', { reason: 'ServerSelectedUnofferedSuite' });
-  clientRejects(tt, (p) => setSuite(p, CipherSuite.TLS_AES_256_GCM_SHA384), 'illegal_parameter', 'a suite whose hash is not the PSK hash');
+  clientRejects(tt, (p) => setSuite(p, CipherSuite.TLS_AES_256_GCM_SHA384), 'illegal_parameter', 'a suite whose hash is not the PSK hash', {
+    reason: 'PskHashMismatchesSuite',
+  });
   clientRejects(
     tt,
     (p) => replaceExt(p, ext(E.key_share, (w) => w.u16(NamedGroup.secp256r1).vec16(new Uint8Array(65).fill(4, 0, 1)))),
@@ -280,13 +301,86 @@ t.test('ServerHello rules (client side)', async (tt) => {
     (p) => replaceExt(p, ext(E.key_share, (w) => w.u16(NamedGroup.x25519).vec16(new Uint8Array(32)))),
     'illegal_parameter',
     'an all-zero x25519 share',
+    { reason: 'KeyExchangeZeroSecret' },
   );
   clientRejects(tt, (p) => replaceExt(p, ext(E.pre_shared_key, (w) => w.u16(1))), 'illegal_parameter', 'selected_identity out of range', {
     reason: 'ServerSelectedUnofferedPsk',
   });
-  clientRejects(tt, (p) => replaceExt(p, ext(E.pre_shared_key, (w) => w.u16(0xffff))), 'illegal_parameter', 'selected_identity 65535');
+  clientRejects(tt, (p) => replaceExt(p, ext(E.pre_shared_key, (w) => w.u16(0xffff))), 'illegal_parameter', 'selected_identity 65535', { reason: 'ServerSelectedUnofferedPsk' });
   clientRejects(tt, (p) => removeExt(p, E.pre_shared_key), 'handshake_failure', 'no PSK selected (a certificate handshake)', { reason: 'PskNotSelected' });
-  clientRejects(tt, (p) => removeExt(p, E.key_share), 'illegal_parameter', 'no key_share when only psk_dhe_ke was offered (RFC 8446 §4.2.11)');
+  clientRejects(tt, (p) => removeExt(p, E.key_share), 'illegal_parameter', 'no key_share when only psk_dhe_ke was offered (RFC 8446 §4.2.11)', {
+    reason: 'ServerKeyShareMissing',
+  });
+});
+
+t.test('each remaining fault has its own named reason', async (tt) => {
+  // Client side: the ServerHello's fixed fields (RFC 8446 §4.1.3).
+  clientRejects(tt, (p) => ((p.prefix as Uint8Array)[1] = 0x04), 'illegal_parameter', 'ServerHello.legacy_version 0x0304', {
+    reason: 'LegacyVersionNot0303',
+  });
+  clientRejects(tt, (p) => ((p.prefix as Uint8Array)[(p.prefix as Uint8Array).length - 1] = 1), 'illegal_parameter', 'ServerHello compression method 1', {
+    reason: 'CompressionMethodsInvalid',
+  });
+  // Server side: psk_dhe_ke without a group in common (§4.1.1).
+  serverRejects(tt, () => {}, 'handshake_failure', 'no group in common', {
+    client: { groups: ['x25519'] },
+    server: { groups: ['secp384r1'] },
+    reason: 'NoCommonGroup',
+  });
+  // §4.1.4: after a HelloRetryRequest the ServerHello must select the suite the HelloRetryRequest named.
+  {
+    const psk = makePsk('retry-suite');
+    const client = Connection.client({ crypto, psks: [psk], middleboxCompatibility: false });
+    const server = Connection.server({ crypto, psks: [psk], groups: ['secp256r1'] });
+    server.receive(client.takeOutput()!);
+    client.receive(server.takeOutput()!); // the HelloRetryRequest, for TLS_AES_128_GCM_SHA256
+    server.receive(client.takeOutput()!);
+    const parts = splitHello(firstHandshakeMessage(splitRecords(server.takeOutput()!)));
+    setSuite(parts, CipherSuite.TLS_CHACHA20_POLY1305_SHA256);
+    failsWith(tt, client, plainRecord(ContentType.handshake, joinHello(parts)), 'illegal_parameter', 'a ServerHello with another suite than the HRR', {
+      reason: 'ServerHelloSuiteDiffersFromRetry',
+    });
+  }
+  // §4.2.10: 0-RTT accepted under an ALPN protocol that is not the one provisioned with the PSK (none here).
+  {
+    const psk = makePsk('early-alpn');
+    const p = handshake(
+      { crypto, psks: [psk], alpn: ['h2'], earlyData: utf8('x') },
+      { crypto, psks: [psk], alpn: ['h2'], dangerousEncryptedExtensions: (l) => [...l, ext(E.early_data)] },
+    );
+    tt.equal(p.error('client')?.alert, 'illegal_parameter', '0-RTT accepted under another ALPN: illegal_parameter');
+    tt.equal(p.error('client')?.reason, 'EarlyDataAcceptedWrongAlpn', 'reason EarlyDataAcceptedWrongAlpn');
+  }
+  // §4.6.3: a KeyUpdate whose request_update is neither 0 nor 1.
+  {
+    const { p, sk } = connected();
+    const sats = protection(crypto, SUITE, sk.secret('SERVER_TRAFFIC_SECRET_0'));
+    failsWith(tt, p.client, sats.seal(ContentType.handshake, handshakeMessage(HandshakeType.key_update, new Uint8Array([2]))), 'illegal_parameter', 'KeyUpdate request_update 2', {
+      reason: 'KeyUpdateRequestInvalid',
+      plaintextAlert: false,
+    });
+  }
+  // §4.4.4: a server Finished that does not verify.
+  {
+    const { client, keys, flight } = clientAfterServerHello();
+    const secret = keys.secret('SERVER_HANDSHAKE_TRAFFIC_SECRET');
+    const [ee] = splitMessages(openRecord(protection(crypto, SUITE, secret), flight[0]).content);
+    const shts = protection(crypto, SUITE, secret);
+    client.receive(shts.seal(ContentType.handshake, ee));
+    failsWith(tt, client, shts.seal(ContentType.handshake, handshakeMessage(HandshakeType.finished, new Uint8Array(32))), 'decrypt_error', 'a wrong server Finished', {
+      reason: 'IncorrectFinished',
+      plaintextAlert: false,
+    });
+  }
+  // Application data under the client's handshake keys, before its Finished.
+  {
+    const { server, keys } = clientAfterServerHello();
+    const chts = protection(crypto, SUITE, keys.secret('CLIENT_HANDSHAKE_TRAFFIC_SECRET'));
+    failsWith(tt, server, chts.seal(ContentType.application_data, utf8('too soon')), 'unexpected_message', 'application data before the client Finished', {
+      reason: 'ApplicationDataBeforeHandshake',
+      plaintextAlert: false,
+    });
+  }
 });
 
 t.test('a key_share answered to a psk_ke-only client is unsupported_extension', async (tt) => {
@@ -295,22 +389,23 @@ t.test('a key_share answered to a psk_ke-only client is unsupported_extension', 
     (p) => p.extensions.splice(1, 0, ext(E.key_share, (w) => w.u16(NamedGroup.x25519).vec16(new Uint8Array(32).fill(9)))),
     'unsupported_extension',
     'key_share to psk_ke',
-    { client: { kexModes: ['psk_ke'] }, server: { kexModes: ['psk_ke'] } },
+    { client: { kexModes: ['psk_ke'] }, server: { kexModes: ['psk_ke'] }, reason: 'UnsolicitedKeyShare' },
   );
 });
 
 t.test('EncryptedExtensions rules (client side), through the real server', async (tt) => {
-  const cases: { name: string; add: Extension; client?: Partial<ClientOptions>; alert: AlertName }[] = [
-    { name: 'ALPN not offered', add: ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2')))), alert: 'unsupported_extension' },
-    { name: 'record_size_limit not offered', add: ext(E.record_size_limit, (w) => w.u16(1000)), alert: 'unsupported_extension' },
-    { name: 'early_data not offered', add: ext(E.early_data), alert: 'unsupported_extension' },
-    { name: 'server_name not offered', add: ext(E.server_name), alert: 'unsupported_extension' },
-    { name: 'an unknown extension', add: { type: 0x7a7a, data: new Uint8Array(0) }, alert: 'unsupported_extension' },
-    { name: 'key_share (not allowed in EE)', add: ext(E.key_share, (w) => w.u16(NamedGroup.x25519).vec16(new Uint8Array(32))), alert: 'illegal_parameter' },
-    { name: 'supported_versions (not allowed in EE)', add: ext(E.supported_versions, (w) => w.u16(0x0304)), alert: 'illegal_parameter' },
-    { name: 'pre_shared_key (not allowed in EE)', add: ext(E.pre_shared_key, (w) => w.u16(0)), alert: 'illegal_parameter' },
-    { name: 'two ALPN protocols', add: ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2')).vec8(utf8('h3')))), client: { alpn: ['h2', 'h3'] }, alert: 'illegal_parameter' },
-    { name: '0-RTT accepted that was not sent under the selected PSK', add: ext(E.early_data), client: { earlyData: utf8('x'), psks: [makePsk('other'), makePsk('ee')] }, alert: 'illegal_parameter' },
+  const cases: { name: string; add: Extension; client?: Partial<ClientOptions>; alert: AlertName; reason: Reason }[] = [
+    { name: 'ALPN not offered', add: ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2')))), alert: 'unsupported_extension', reason: 'UnsolicitedExtension' },
+    { name: 'record_size_limit not offered', add: ext(E.record_size_limit, (w) => w.u16(1000)), alert: 'unsupported_extension', reason: 'UnsolicitedExtension' },
+    { name: 'early_data not offered', add: ext(E.early_data), alert: 'unsupported_extension', reason: 'UnsolicitedExtension' },
+    { name: 'server_name not offered', add: ext(E.server_name), alert: 'unsupported_extension', reason: 'UnsolicitedExtension' },
+    { name: 'an unknown extension', add: { type: 0x7a7a, data: new Uint8Array(0) }, alert: 'unsupported_extension', reason: 'UnsolicitedExtension' },
+    { name: 'key_share (not allowed in EE)', add: ext(E.key_share, (w) => w.u16(NamedGroup.x25519).vec16(new Uint8Array(32))), alert: 'illegal_parameter', reason: 'ExtensionNotAllowedInMessage' },
+    { name: 'supported_versions (not allowed in EE)', add: ext(E.supported_versions, (w) => w.u16(0x0304)), alert: 'illegal_parameter', reason: 'ExtensionNotAllowedInMessage' },
+    { name: 'pre_shared_key (not allowed in EE)', add: ext(E.pre_shared_key, (w) => w.u16(0)), alert: 'illegal_parameter', reason: 'ExtensionNotAllowedInMessage' },
+    { name: 'two ALPN protocols', add: ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h2')).vec8(utf8('h3')))), client: { alpn: ['h2', 'h3'] }, alert: 'illegal_parameter', reason: 'AlpnResponseNotOneProtocol' },
+    { name: 'an ALPN protocol the client did not offer', add: ext(E.application_layer_protocol_negotiation, (w) => w.vec16((l) => l.vec8(utf8('h3')))), client: { alpn: ['h2'] }, alert: 'illegal_parameter', reason: 'ServerSelectedUnofferedAlpn' },
+    { name: '0-RTT accepted that was not sent under the selected PSK', add: ext(E.early_data), client: { earlyData: utf8('x'), psks: [makePsk('other'), makePsk('ee')] }, alert: 'illegal_parameter', reason: 'EarlyDataAcceptedWrongPsk' },
   ];
   for (const c of cases) {
     const psk = makePsk('ee');
@@ -321,6 +416,7 @@ t.test('EncryptedExtensions rules (client side), through the real server', async
     );
     tt.equal(p.error('client')?.alert, c.alert, `${c.name}: the client sends ${c.alert} (${p.error('client')?.message})`);
     tt.equal(p.error('client')?.remote, false, `${c.name}: detected by the client`);
+    tt.equal(p.error('client')?.reason, c.reason, `${c.name}: reason ${c.reason}`);
     // (With 0-RTT the client's alert goes under the early keys, which a server that rejected 0-RTT skips.)
     if (c.client?.earlyData) continue;
     tt.equal(p.error('server')?.alert, c.alert, `${c.name}: the server receives it`);
@@ -330,6 +426,7 @@ t.test('EncryptedExtensions rules (client side), through the real server', async
   const psk = makePsk('ee-dup');
   const p = handshake({ crypto, psks: [psk], serverName: 'x' }, { crypto, psks: [psk], dangerousEncryptedExtensions: (l) => [...l, ...l] });
   tt.equal(p.error('client')?.alert, 'illegal_parameter', 'a duplicate extension in EncryptedExtensions');
+  tt.equal(p.error('client')?.reason, 'DuplicateExtension', 'reason DuplicateExtension');
 });
 
 
@@ -364,8 +461,9 @@ t.test('second ClientHello rules (server side)', async (tt) => {
     (p, c1) => replaceExt(p, c1.extensions[find(c1, E.key_share)]),
     'illegal_parameter',
     'the old x25519 share again',
+    'RetryKeyShareWrongGroup',
   );
-  run((p) => p.extensions.unshift(ext(E.early_data)), 'illegal_parameter', 'early_data in the second ClientHello');
+  run((p) => p.extensions.unshift(ext(E.early_data)), 'illegal_parameter', 'early_data in the second ClientHello', 'EarlyDataAfterHelloRetryRequest');
   run(
     (p) => replaceExt(p, { type: E.pre_shared_key, data: new Writer().vec16((l) => l.vec16(utf8('new-id')).u32(0)).vec16((l) => l.vec8(new Uint8Array(32))).finish() }),
     'illegal_parameter',

@@ -8,12 +8,13 @@
 import t from 'tap';
 import { concat, equalConstantTime, toHex, utf8 } from '../lib/codec/bytes.js';
 import { AlertDescription, ContentType, ExtensionType, HandshakeType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
-import type { ClientOptions } from '../lib/connection/config.js';
+import type { ClientOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
 import type { AlertName } from '../lib/codec/enums.js';
+import type { Reason } from '../lib/errors.js';
 import { EarlySecret, finishedVerifyData } from '../lib/keyschedule/schedule.js';
 import { Transcript } from '../lib/keyschedule/transcript.js';
 import { ext, type Extension } from '../lib/messages/extensions.js';
@@ -75,11 +76,12 @@ function assertTraffic(tt: Tap, p: Pair, msg: string): void {
 }
 
 /** `side` failed with `alert`, sent by it (remote false); the peer received that alert (remote true). */
-function assertFailed(tt: Tap, p: Pair, detector: Side, alert: AlertName, msg: string): void {
+function assertFailed(tt: Tap, p: Pair, detector: Side, alert: AlertName, msg: string, reason?: Reason): void {
   const peer: Side = detector === 'client' ? 'server' : 'client';
   const e = p.error(detector);
   tt.ok(e, `${msg}: ${detector} failed`);
   tt.equal(e?.alert, alert, `${msg}: ${detector} sent ${alert} (${e?.message})`);
+  if (reason) tt.equal(e?.reason, reason, `${msg}: reason ${reason}`);
   tt.equal(e?.remote, false, `${msg}: ${detector} detected it`);
   const r = p.error(peer);
   tt.ok(r, `${msg}: ${peer} failed too`);
@@ -330,12 +332,13 @@ function helloRetryRecord(ch: ReturnType<typeof decodeClientHello>, group: numbe
 }
 
 /** The client's error after receiving `bytes`, checking that it sent exactly one alert, in plaintext. */
-function clientFailsOn(tt: Tap, client: Connection, bytes: Uint8Array, alert: AlertName, msg: string): void {
+function clientFailsOn(tt: Tap, client: Connection, bytes: Uint8Array, alert: AlertName, msg: string, reason?: Reason): void {
   client.receive(bytes);
   const ev = client.takeEvents().filter((e) => e.type === 'error');
   tt.equal(ev.length, 1, `${msg}: one error event`);
   const e = ev[0]?.type === 'error' ? ev[0].error : undefined;
   tt.equal(e?.alert, alert, `${msg}: ${alert} (${e?.message})`);
+  if (reason) tt.equal(e?.reason, reason, `${msg}: reason ${reason}`);
   tt.equal(e?.remote, false, `${msg}: detected locally`);
   const out = client.takeOutput();
   const alerts = out ? plaintextAlerts(splitRecords(out)) : [];
@@ -357,29 +360,29 @@ t.test('HelloRetryRequest from a scripted server: a second one, or one for a gro
     );
     tt.equal(new TextDecoder().decode(ch2.cookie), 'cookie-1', 'and the cookie');
     tt.equal(client.takeEvents().filter((e) => e.type === 'error').length, 0, 'no error yet');
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp384r1), 'unexpected_message', 'second HRR');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp384r1), 'unexpected_message', 'second HRR', 'SecondHelloRetryRequest');
   }
   // An HRR asking for the group we already sent a share for changes nothing: illegal_parameter (§4.1.4).
   {
     const { client, ch } = clientAfterHello();
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.x25519), 'illegal_parameter', 'HRR for x25519, already sent');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.x25519), 'illegal_parameter', 'HRR for x25519, already sent', 'HelloRetryRequestBadGroup');
   }
   // An HRR for a group we do not support, or that changes nothing at all.
   {
     const { client, ch } = clientAfterHello({ groups: ['x25519', 'secp256r1'] });
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp384r1), 'illegal_parameter', 'HRR for a group not offered');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp384r1), 'illegal_parameter', 'HRR for a group not offered', 'HelloRetryRequestBadGroup');
   }
   {
     const { client, ch } = clientAfterHello();
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.x448), 'illegal_parameter', 'HRR for an unknown group');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.x448), 'illegal_parameter', 'HRR for an unknown group', 'HelloRetryRequestBadGroup');
   }
   {
     const { client, ch } = clientAfterHello();
-    clientFailsOn(tt, client, helloRetryRecord(ch, undefined), 'illegal_parameter', 'HRR with neither key_share nor cookie');
+    clientFailsOn(tt, client, helloRetryRecord(ch, undefined), 'illegal_parameter', 'HRR with neither key_share nor cookie', 'HelloRetryRequestUseless');
   }
   {
     const { client, ch } = clientAfterHello({ kexModes: ['psk_ke'] });
-    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp256r1), 'unsupported_extension', 'HRR asking psk_ke-only client for a group (it sent no key_share: RFC 8446 §4.1.4)');
+    clientFailsOn(tt, client, helloRetryRecord(ch, NamedGroup.secp256r1), 'unsupported_extension', 'HRR asking psk_ke-only client for a group (it sent no key_share: RFC 8446 §4.1.4)', 'UnsolicitedKeyShare');
   }
 });
 
@@ -614,6 +617,7 @@ t.test('a NewSessionTicket from a scripted server is ignored (and parsed)', asyn
   // A malformed ticket (lifetime over 7 days) is still a protocol error.
   p.client.receive(sats.seal(ContentType.handshake, ticket(604801)));
   tt.equal(p.error('client')?.alert, 'illegal_parameter', 'a ticket lifetime over 7 days is illegal_parameter');
+  tt.equal(p.error('client')?.reason, 'TicketLifetimeTooLong', 'reason TicketLifetimeTooLong');
 });
 
 t.test('close_notify and half-close', async (tt) => {
@@ -699,7 +703,7 @@ t.test('ALPN negotiation and no_application_protocol', async (tt) => {
   tt.same(decodeClientHello(clientHellos(p)[0]).alpn, ['h2', 'http/1.1'], 'the client offers in its order');
 
   p = handshake({ crypto, psks: [psk], alpn: ['h2'] }, { crypto, psks: [psk], alpn: ['qkd/1'] });
-  assertFailed(tt, p, 'server', 'no_application_protocol', 'no common protocol');
+  assertFailed(tt, p, 'server', 'no_application_protocol', 'no common protocol', 'NoApplicationProtocol');
 
   p = handshake({ crypto, psks: [psk], alpn: ['h2'] }, { crypto, psks: [psk] });
   assertConnected(tt, p, 'server without ALPN');
@@ -783,7 +787,7 @@ t.test('PSK failures: wrong key, unknown identity', async (tt) => {
     tt.equal(p.records('server').length, 1, 'the server sent only the alert');
 
     p = handshake({ crypto, psks: [psk] }, { crypto, psks: [makePsk('somebody-else')] });
-    assertFailed(tt, p, 'server', 'unknown_psk_identity', `${crypto.name} unknown identity`);
+    assertFailed(tt, p, 'server', 'unknown_psk_identity', `${crypto.name} unknown identity`, 'UnknownPskIdentity');
   }
 });
 
@@ -834,7 +838,13 @@ t.test('asynchronous PSK lookup: psk-request, providePsks, failPskLookup', async
   p = handshake({ crypto, psks: [a] }, { crypto });
   p.server.providePsks([null]);
   p.pump();
-  assertFailed(tt, p, 'server', 'unknown_psk_identity', 'lookup found nothing');
+  assertFailed(tt, p, 'server', 'unknown_psk_identity', 'lookup found nothing', 'UnknownPskIdentity');
+
+  // A lookup that answers for another number of identities than were offered is the application's bug.
+  p = handshake({ crypto, psks: [a] }, { crypto });
+  p.server.providePsks([a, a]);
+  p.pump();
+  assertFailed(tt, p, 'server', 'internal_error', 'lookup answered two PSKs for one identity', 'PskLookupWrongCount');
 });
 
 t.test("the caller's PSK buffers (Node Buffers) are never wiped", async (tt) => {

@@ -9,9 +9,9 @@ import { readFileSync } from 'node:fs';
 import t from 'tap';
 import { fromHex, toHex, utf8 } from '../lib/codec/bytes.js';
 import { ContentType, HandshakeType } from '../lib/codec/enums.js';
-import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
+import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent, HandshakeInfo } from '../lib/connection/events.js';
+import type { ConnectionEvent, HandshakeInfo } from '../lib/config/events.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, HashName } from '../lib/crypto/provider.js';
@@ -357,7 +357,7 @@ function selectedIdentity(msg: Uint8Array): number {
 }
 
 t.test('identityText shows an imported identity by its external identity and target KDF', async (t) => {
-  const { identityText } = await import('../lib/psk/types.js');
+  const { identityText } = await import('../lib/psk/identity-text.js');
   const { encodeImportedIdentity, TargetKdf, TargetProtocol } = await import('../lib/psk/importer.js');
   const { utf8 } = await import('../lib/codec/bytes.js');
   const id = encodeImportedIdentity({

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { fromHex } from '../lib/codec/bytes.js';
-import type { KexMode } from '../lib/connection/config.js';
+import type { KexMode } from '../lib/config/options.js';
 import { TlsError } from '../lib/errors.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { fromHex, utf8 } from '../lib/codec/bytes.js';
-import type { HandshakeInfo } from '../lib/connection/events.js';
+import type { HandshakeInfo } from '../lib/config/events.js';
 import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';

@@ -10,10 +10,10 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { Etsi014Client, Etsi014Error } from '../lib/psk/etsi014-client.js';
-import { isUuid } from '../lib/psk/etsi014-api.js';
-import { makeKmeCertificates } from '../lib/psk/kme-certs.js';
-import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/psk/kme-simulator.js';
+import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { isUuid } from '../lib/qkd/etsi014-api.js';
+import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
+import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { HELP, parseKmeArgs } from '../bin/commands/kme.js';
 
 const MASTER = 'client-sae';
@@ -484,7 +484,7 @@ t.test('mutual TLS with generated certificates', async (t) => {
   t.match((err as Etsi014Error).reason, /^(tls|connection)$/, `refused in the handshake: ${(err as Error).message}`);
 
   // A certificate from another CA is refused as well.
-  const other = makeKmeCertificates({ kmeIds: [], saeIds: [MASTER] });
+  const other = await makeKmeCertificates({ kmeIds: [], saeIds: [MASTER] });
   const stranger = new Etsi014Client({ baseUrl: kme.master.url, ca: creds.ca, cert: other.saes[MASTER].cert, key: other.saes[MASTER].key, retries: 0 });
   t.teardown(() => stranger.close());
   await t.rejects(stranger.status(SLAVE), { name: 'Etsi014Error', reason: /^(tls|connection)$/ }, 'a client certificate from another CA fails');
@@ -511,13 +511,13 @@ t.test('certificates are reused on the next start, and given ones are used', asy
   t.teardown(() => third.close());
   t.same(third.createdFiles, [join(dir, 'sae-new-sae.crt')], 'only the new SAE certificate is made');
 
-  const given = makeKmeCertificates({ kmeIds: ['KME-A', 'KME-B'], saeIds: [MASTER] });
+  const given = await makeKmeCertificates({ kmeIds: ['KME-A', 'KME-B'], saeIds: [MASTER] });
   const fourth = await startKmeSimulator({ certificates: given, rateBitsPerSecond: 0 });
   t.teardown(() => fourth.close());
   const c = new Etsi014Client({ baseUrl: fourth.master.url, ca: given.ca, cert: given.saes[MASTER].cert, key: given.saes[MASTER].key, retries: 0 });
   t.teardown(() => c.close());
   t.equal((await c.status(SLAVE)).source_KME_ID, 'KME-A', 'given certificates serve');
-  await t.rejects(startKmeSimulator({ certificates: makeKmeCertificates({ kmeIds: ['KME-A'], saeIds: [] }) }), /no server certificate for KME 'KME-B'/);
+  await t.rejects(startKmeSimulator({ certificates: await makeKmeCertificates({ kmeIds: ['KME-A'], saeIds: [] }) }), /no server certificate for KME 'KME-B'/);
 });
 
 t.test('qkd-tls kme: command-line options', async (t) => {

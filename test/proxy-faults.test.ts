@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { parseKeySource } from '../bin/cli/key-source.js';
 import type { ProxyKeySource } from '../lib/proxy/proxy.js';
-import { startKmeSimulator } from '../lib/psk/kme-simulator.js';
+import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import {
   backend,
   collector,

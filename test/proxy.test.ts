@@ -405,7 +405,7 @@ t.test('config file: several services in one process (a client and a server serv
 });
 
 t.test('config file with QKD keys: both services take their keys from the KM simulator', async (t) => {
-  const { startKmeSimulator } = await import('../lib/psk/kme-simulator.js');
+  const { startKmeSimulator } = await import('../lib/tools/kme/simulator.js');
   const kme = await startKmeSimulator({ insecureHttp: true, initialKeyCount: 10, rateBitsPerSecond: 0 });
   t.teardown(() => kme.close());
   const b = await backend(t, hashBack);

@@ -10,12 +10,12 @@ import { join } from 'node:path';
 import t from 'tap';
 import { fromUtf8, toHex, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { Etsi014Client, Etsi014Error, type Etsi014Key } from '../lib/psk/etsi014-client.js';
-import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../lib/psk/etsi014-source.js';
-import { fileKeySource, parseKeyFile } from '../lib/psk/file-source.js';
+import { Etsi014Client, Etsi014Error, type Etsi014Key } from '../lib/qkd/etsi014-client.js';
+import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
+import { fileKeySource, parseKeyFile } from '../lib/qkd/file-source.js';
 import { decodeImportedIdentity, encodeImportedIdentity, importPsk } from '../lib/psk/importer.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../lib/psk/key-id.js';
-import { startKmeSimulator } from '../lib/psk/kme-simulator.js';
+import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { serverPskResolver, StaticKeySource, takePsks, type PskLease, type ServerKeySource, type SourcedKey } from '../lib/psk/source.js';
 
 const crypto = nodeProvider;

@@ -6,8 +6,8 @@
  */
 import t from 'tap';
 import { toHex } from '../lib/codec/bytes.js';
-import type { ClientOptions, ServerOptions } from '../lib/connection/config.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import type { SupportedSuiteName } from '../lib/suites.js';

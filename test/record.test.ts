@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { concat, fromHex, toHex, utf8 } from '../lib/codec/bytes.js';
 import { AlertDescription, ContentType, type AlertName } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider } from '../lib/crypto/provider.js';

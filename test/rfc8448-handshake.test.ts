@@ -15,7 +15,7 @@ import t from 'tap';
 import { concat, toHex, utf8 } from '../lib/codec/bytes.js';
 import { ExtensionType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { createNobleProvider, nobleProvider } from '../lib/crypto/noble.js';
 import { createNodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, RandomSource } from '../lib/crypto/provider.js';

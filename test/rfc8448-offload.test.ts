@@ -9,7 +9,7 @@ import t from 'tap';
 import { toHex } from '../lib/codec/bytes.js';
 import { ExtensionType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/connection/events.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
 import type { CryptoProvider, RandomSource } from '../lib/crypto/provider.js';
 import { resumptionPsk } from '../lib/keyschedule/schedule.js';

@@ -9,7 +9,7 @@ import t from 'tap';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
-import type { HandshakeInfo } from '../lib/connection/events.js';
+import type { HandshakeInfo } from '../lib/config/events.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, createServer, type ConnectOptions, type QkdTlsServer } from '../lib/transport/node.js';
 import { makePsk, seededRandom } from './helpers/pair.js';

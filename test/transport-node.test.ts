@@ -10,7 +10,7 @@ import * as v8 from 'node:v8';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { runInNewContext } from 'node:vm';
-import { connect, createServer, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { connect, createServer, TlsError, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { makePsk } from './helpers/pair.js';
 
 const psk = makePsk('transport-lifecycle');
@@ -166,6 +166,25 @@ t.test("over a net.Socket, reads are handed over (Connection.receiveOwned: no co
   tt.equal(Buffer.concat(chunks).length, 100_000, 'the echo came back');
   tt.ok(owned > 0 && copied === 0, `every read handed over (${owned} owned, ${copied} copied)`);
   c.destroy();
+  await closeServer(server);
+});
+
+t.test('a handshake that never completes fails with the named reason HandshakeTimeout and says so to the peer', async (tt) => {
+  const server = createServer({ psks: [psk], handshakeTimeout: 100 });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const failed = once(server, 'tlsClientError', { signal: AbortSignal.timeout(10_000) });
+  // A client that connects and says nothing.
+  const silent = net.connect({ host: '127.0.0.1', port: server.address().port });
+  silent.on('error', () => {});
+  const [err] = (await failed) as [unknown];
+  tt.ok(err instanceof TlsError, 'a TlsError');
+  const e = err as TlsError;
+  tt.equal(e.reason, 'HandshakeTimeout', 'reason HandshakeTimeout');
+  tt.equal(e.alertSent, true, 'the internal_error alert was sent to the silent client');
+  tt.equal(e.remote, false, 'detected here');
+  tt.match(e.message, /timed out after 100 ms/, e.message);
+  silent.destroy();
   await closeServer(server);
 });
 

@@ -40,8 +40,23 @@ export class Rfc8448FormatError extends Error {
   }
 }
 
-/** Parses the traces of RFC 8448 sections 3 to 7. Throws Rfc8448FormatError on anything unexpected. */
-export function extractRfc8448(text: string): Rfc8448 {
+export interface ExtractOptions {
+  /**
+   * Whether a step that carries values must end with a colon, as every such step of RFC 8448 does (a missing
+   * colon then flags damaged text). The Internet-Draft versions (draft-ietf-tls-tls13-vectors) print some
+   * step lines without it. Default: required in the RFC, optional in a draft (a text whose running page
+   * header starts with "Internet-Draft").
+   */
+  readonly requireStepColons?: boolean;
+}
+
+/**
+ * Parses the traces of sections 3 to 7 of RFC 8448, or of an Internet-Draft version of it (whose page
+ * headers and footers differ). Throws Rfc8448FormatError on anything unexpected.
+ */
+export function extractRfc8448(text: string, options: ExtractOptions = {}): Rfc8448 {
+  const isDraft = DRAFT_HEADER.test(text);
+  const requireColons = options.requireStepColons ?? !isDraft;
   const lines = stripPageBreaks(text);
   const headings = findSectionHeadings(lines);
   const sections: Rfc8448Section[] = [];
@@ -50,11 +65,11 @@ export function extractRfc8448(text: string): Rfc8448 {
     if (at < 0) throw new Rfc8448FormatError(number, 0, 'section heading not found');
     const start = headings[at].pos + 1;
     const end = at + 1 < headings.length ? headings[at + 1].pos : lines.length;
-    const steps = parseSteps(number, lines.slice(start, end));
+    const steps = parseSteps(number, lines.slice(start, end), requireColons);
     if (steps.length === 0) throw new Rfc8448FormatError(number, lines[headings[at].pos].n, 'section has no steps');
     sections.push({ number, title: headings[at].title, steps });
   }
-  return { source: 'RFC 8448', sections };
+  return { source: isDraft ? 'draft-ietf-tls-tls13-vectors' : 'RFC 8448', sections };
 }
 
 /** The committed form of the vectors: two-space indentation, keys in the order produced, final newline. */
@@ -72,10 +87,18 @@ interface Line {
   readonly text: string;
 }
 
-/** "Thomson                       Informational                     [Page 1]" */
-const PAGE_FOOTER = /^\S.*\s{2,}Informational\s{2,}\[Page \d+\]$/;
-/** "RFC 8448                     TLS 1.3 Traces                 January 2019" */
-const PAGE_HEADER = /^RFC 8448\s{2,}\S.*\s{2,}[A-Z][a-z]+ \d{4}$/;
+/**
+ * "Thomson                       Informational                     [Page 1]" (RFC), or
+ * "Thomson                  Expires March 31, 2019                 [Page 1]" (Internet-Draft).
+ */
+const PAGE_FOOTER = /^\S.*\s{2,}(?:Informational|Expires [A-Z][a-z]+ \d{1,2}, \d{4}|Expires \d{1,2} [A-Z][a-z]+ \d{4})\s{2,}\[Page \d+\]$/;
+/**
+ * "RFC 8448                     TLS 1.3 Traces                 January 2019" (RFC), or
+ * "Internet-Draft               TLS 1.3 Traces              September 2018" (Internet-Draft).
+ */
+const PAGE_HEADER = /^(?:RFC 8448|Internet-Draft)\s{2,}\S.*\s{2,}(?:[A-Z][a-z]+ )?(?:\d{1,2} [A-Z][a-z]+ )?\d{4}$/;
+/** The running header of an Internet-Draft. */
+const DRAFT_HEADER = /^Internet-Draft\s{2,}\S.*\s{2,}\S.*\d{4}\s*$/m;
 /** "3.  Simple 1-RTT Handshake" at the left margin. */
 const SECTION_HEADING = /^(\d+)\.\s+(\S.*)$/;
 /** "   {client}  create an ephemeral x25519 key pair:" */
@@ -153,7 +176,7 @@ interface OpenStep {
  * Parses the lines of one section. Prose before the first step is skipped; after it, every non-blank
  * line must be a step line, the continuation of a step line, a value line, or hex continuing a value.
  */
-function parseSteps(sectionNumber: string, lines: readonly Line[]): Rfc8448Step[] {
+function parseSteps(sectionNumber: string, lines: readonly Line[], requireColons: boolean): Rfc8448Step[] {
   const fail: (line: number, detail: string) => never = (line, detail) => {
     throw new Rfc8448FormatError(sectionNumber, line, detail);
   };
@@ -230,7 +253,8 @@ function parseSteps(sectionNumber: string, lines: readonly Line[]): Rfc8448Step[
       closeValue();
       if (cur.headerOpen) finishHeader(cur);
       // RFC 8448 writes steps that carry values with a trailing colon; "(same as server)" steps have none.
-      if (!cur.hasColon) fail(n, `value line after step "${cur.action}", which has no trailing colon`);
+      // (Some draft versions drop that colon: there a value line simply ends the step line.)
+      if (!cur.hasColon && requireColons) fail(n, `value line after step "${cur.action}", which has no trailing colon`);
       const [, indent, label, count, rest] = valueMatch;
       if (cur.values.has(label) || cur.zeroSalts.some((z) => z.label === label)) {
         fail(n, `duplicate label "${label}" in step "${cur.action}"`);

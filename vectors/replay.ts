@@ -37,7 +37,7 @@ import { Deframer, encodePlaintextRecord, type RawRecord } from '../lib/record/d
 import { HandshakeJoiner } from '../lib/record/handshake-joiner.js';
 import { RecordProtection } from '../lib/record/protection.js';
 import { suiteById, type SuiteInfo } from '../lib/suites.js';
-import { loadRfc8448, RFC8448_TRACE_SECTIONS, section, value, type Rfc8448Section, type Rfc8448Side, type Rfc8448Step } from './rfc8448.js';
+import { loadRfc8448, RFC8448_TRACE_SECTIONS, section, value, type Rfc8448, type Rfc8448Section, type Rfc8448Side, type Rfc8448Step } from './rfc8448.js';
 
 /** One row of the table: a value of RFC 8448 recomputed, or a record replayed through the record layer. */
 export interface Check {
@@ -52,11 +52,11 @@ export interface Check {
 
 /**
  * Recomputes every secret, key, IV, transcript hash, Finished, binder and record of RFC 8448 §3–§7 with
- * `crypto` and the library's key schedule, codecs and record layer. Never throws for a mismatch: each
+ * `crypto` and the library's key schedule, codecs and record layer: the committed RFC 8448 traces, or `data`
+ * (another text in the same layout, through extractRfc8448). Never throws for a mismatch: each
  * failure is a row with `pass: false` and a detail. Rows come in the order of the traces.
  */
-export function runRfc8448Checks(crypto: CryptoProvider): Check[] {
-  const data = loadRfc8448();
+export function runRfc8448Checks(crypto: CryptoProvider, data: Rfc8448 = loadRfc8448()): Check[] {
   const out: Check[] = [];
   let ticket: Ticket | undefined;
   for (const number of RFC8448_TRACE_SECTIONS) {

@@ -19,7 +19,8 @@ import { fromHex } from '../lib/codec/bytes.js';
 
 /** All five traces of RFC 8448 sections 3 to 7. */
 export interface Rfc8448 {
-  readonly source: 'RFC 8448';
+  /** Where the traces come from: the RFC, or one of its Internet-Draft versions. */
+  readonly source: 'RFC 8448' | 'draft-ietf-tls-tls13-vectors';
   readonly sections: readonly Rfc8448Section[];
 }
 

@@ -11,20 +11,28 @@
  * QKD keys are wiped once the handshake is over (after the handshake timeout at the latest).
  */
 import { readFileSync } from 'node:fs';
-import { fromHex, utf8 } from '../../lib/codec/bytes.js';
-import { createNodeProvider } from '../../lib/crypto/node.js';
-import { nobleProvider } from '../../lib/crypto/noble.js';
-import type { CryptoProvider, HashName } from '../../lib/crypto/provider.js';
-import { Etsi014Client } from '../../lib/psk/etsi014-client.js';
-import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
-import { parseKeyFile } from '../../lib/psk/file-source.js';
-import { importedResolver, importPsk, targetKdfsForHashes, type ImportOptions } from '../../lib/psk/importer.js';
-import { plainPsk, serverPskResolver, takePsks, type PskLease, type SourcedKey } from '../../lib/psk/source.js';
-import type { Psk } from '../../lib/psk/types.js';
-import { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from '../../lib/suites.js';
-import type { AsyncPskResolver } from '../../lib/transport/node.js';
+import { type AsyncPskResolver, createNodeProvider } from 'qkd-tls/node';
+import {
+  type CryptoProvider,
+  DEFAULT_SUITES,
+  type HashName,
+  importedResolver,
+  type ImportOptions,
+  importPsk,
+  nobleProvider,
+  plainPsk,
+  type Psk,
+  type PskLease,
+  serverPskResolver,
+  type SourcedKey,
+  SUITES,
+  type SupportedSuiteName,
+  takePsks,
+  targetKdfsForHashes,
+} from 'qkd-tls';
+import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, parseKeyFile, releaseAfter } from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
-import { UsageError } from './tls-options.js';
+import { handshakeTimeoutMs, UsageError } from './tls-options.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
@@ -141,14 +149,12 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
   if (hexes.length !== ids.length) throw new UsageError(`${hexes.length} --psk but ${ids.length} --identity: give them in pairs`);
   return hexes.map((h, i) => {
     let secret: Uint8Array;
-    try {
-      secret = fromHex(h);
-    } catch {
-      throw new UsageError(`--psk #${i + 1}: not hex`);
-    }
+    const digits = h.replace(/\s+/g, '');
+    if (digits.length % 2 !== 0 || /[^0-9a-fA-F]/.test(digits)) throw new UsageError(`--psk #${i + 1}: not hex`);
+    secret = new Uint8Array(Buffer.from(digits, 'hex'));
     if (secret.length === 0) throw new UsageError(`--psk #${i + 1} is empty`);
     if (ids[i].length === 0) throw new UsageError(`--identity #${i + 1} is empty`);
-    return { identity: utf8(ids[i]), secret, hash, label: ids[i] };
+    return { identity: new TextEncoder().encode(ids[i]), secret, hash, label: ids[i] };
   });
 }
 
@@ -180,7 +186,7 @@ function kmeKeySource(
     throw new UsageError('--kme-cert and --kme-key go together');
   }
   const timeoutMs = int(values, 'kme-timeout', 1, 600_000) ?? 5000;
-  const handshakeTimeout = int(values, 'handshake-timeout', 1, 3_600_000) ?? 30_000;
+  const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
   let client: Etsi014Client;
   try {
     client = new Etsi014Client({ baseUrl: url, saeId, ca: read('kme-ca'), cert: read('kme-cert'), key: read('kme-key'), timeoutMs });

@@ -2,8 +2,7 @@
  * How the commands report on stderr: one line per completed handshake and per failure, human-readable or
  * (with --json) one JSON object per line. Key material never appears here.
  */
-import type { HandshakeInfo } from '../../lib/connection/events.js';
-import { TlsError } from '../../lib/errors.js';
+import { type HandshakeInfo, TlsError } from 'qkd-tls';
 
 export class Reporter {
   constructor(readonly json: boolean) {}
@@ -41,7 +40,7 @@ export class Reporter {
     const e = err instanceof Error ? err : new Error(String(err));
     if (this.json) {
       const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra };
-      if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : 'sent', reason: e.reason });
+      if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : e.alertSent ? 'sent' : 'not sent', reason: e.reason });
       this.write(o);
     } else {
       const where = Object.entries(extra)

@@ -3,17 +3,25 @@
  * shared/design.md), parsed into connection options.
  */
 import { appendFileSync, readFileSync } from 'node:fs';
-import type { KexMode } from '../../lib/connection/config.js';
-import { createNodeProvider } from '../../lib/crypto/node.js';
-import { nobleProvider } from '../../lib/crypto/noble.js';
-import type { CryptoProvider, GroupName } from '../../lib/crypto/provider.js';
-import { SUITES, type SupportedSuiteName } from '../../lib/suites.js';
+import {
+  type CryptoProvider,
+  DEFAULT_GROUPS,
+  GROUP_SPECS,
+  type GroupName,
+  groupByName,
+  type KexMode,
+  nobleProvider,
+  SUITES,
+  type SupportedSuiteName,
+} from 'qkd-tls';
+import { createNodeProvider } from 'qkd-tls/node';
 
 /** util.parseArgs option definitions for the TLS options. */
 export const TLS_OPTION_SPEC = {
   'kex-modes': { type: 'string' },
   suites: { type: 'string' },
   groups: { type: 'string' },
+  'key-shares': { type: 'string' },
   alpn: { type: 'string' },
   'early-data': { type: 'string' },
   'max-early-data': { type: 'string' },
@@ -31,7 +39,14 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           and/or psk_ke (the PSK alone), e.g. psk_dhe_ke,psk_ke
   --suites LIST           cipher suites in preference order (IANA names), default
                           TLS_AES_128_GCM_SHA256,TLS_CHACHA20_POLY1305_SHA256,TLS_AES_256_GCM_SHA384
-  --groups LIST           (EC)DHE groups in preference order: x25519, secp256r1, secp384r1
+  --groups LIST           key-exchange groups in preference order (IANA names, any case):
+                          X25519MLKEM768, SecP256r1MLKEM768, SecP384r1MLKEM1024 (post-quantum hybrids),
+                          x25519, secp256r1, secp384r1, ffdhe2048, ffdhe3072, ffdhe4096, ffdhe6144,
+                          ffdhe8192. Client default x25519,secp256r1,secp384r1; server default
+                          X25519MLKEM768,x25519,secp256r1,secp384r1,SecP256r1MLKEM768,
+                          SecP384r1MLKEM1024,ffdhe2048,ffdhe3072
+  --key-shares LIST       (client) groups to send a key share for at once, e.g. X25519MLKEM768,x25519
+                          as browsers do (default: the first of --groups; others cost a HelloRetryRequest)
   --alpn LIST             ALPN protocol names
   --early-data FILE       (client) send FILE's content as 0-RTT data with the first flight (sent again
                           after the handshake if the server rejects it)
@@ -42,7 +57,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
                           The SSLKEYLOGFILE environment variable does the same.
   --provider NAME         crypto backend: node (native, default) or noble (pure JavaScript)
-  --handshake-timeout MS  give up on a handshake after MS milliseconds (default 30000)
+  --handshake-timeout SECONDS
+                          give up on a handshake that has not completed after SECONDS (default 30;
+                          0: no limit); the failure is named HandshakeTimeout
   --json                  report events as one JSON object per line on stderr`;
 
 export interface ParsedTlsOptions {
@@ -50,6 +67,7 @@ export interface ParsedTlsOptions {
   readonly kexModes?: KexMode[];
   readonly suites?: SupportedSuiteName[];
   readonly groups?: GroupName[];
+  readonly keyShareGroups?: GroupName[];
   readonly alpn?: string[];
   readonly earlyData?: Uint8Array;
   readonly maxEarlyDataSize?: number;
@@ -67,6 +85,15 @@ function list(v: string | undefined): string[] | undefined {
   return v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
+/** A comma-separated list of group names, case-insensitive, as their IANA spelling. */
+function groupList(option: string, v: string | undefined): GroupName[] | undefined {
+  return list(v)?.map((name) => {
+    const g = groupByName(name);
+    if (!g) throw new UsageError(`--${option}: unknown group "${name}" (known: ${Object.keys(GROUP_SPECS).join(', ')})`);
+    return g;
+  });
+}
+
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
@@ -80,8 +107,11 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
   const suites = list(str('suites'));
   for (const s of suites ?? []) if (!(s in SUITES)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
-  const groups = list(str('groups'));
-  for (const g of groups ?? []) if (!['x25519', 'secp256r1', 'secp384r1'].includes(g)) throw new UsageError(`--groups: unknown group "${g}"`);
+  const groups = groupList('groups', str('groups'));
+  const keyShareGroups = groupList('key-shares', str('key-shares'));
+  for (const g of keyShareGroups ?? []) {
+    if (!(groups ?? DEFAULT_GROUPS).includes(g)) throw new UsageError(`--key-shares: ${g} is not among the groups offered (--groups)`);
+  }
   const providerName = str('provider') ?? (process.env.QKD_TLS_CRYPTO === 'noble' ? 'noble' : 'node');
   if (providerName !== 'node' && providerName !== 'noble') throw new UsageError('--provider must be node or noble');
   const keylogFile = str('keylog') ?? process.env.SSLKEYLOGFILE;
@@ -97,7 +127,8 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     crypto: providerName === 'noble' ? nobleProvider : createNodeProvider(),
     kexModes: kexModes as KexMode[] | undefined,
     suites: suites as SupportedSuiteName[] | undefined,
-    groups: groups as GroupName[] | undefined,
+    groups,
+    keyShareGroups,
     alpn: list(str('alpn')),
     earlyData,
     maxEarlyDataSize: int('max-early-data', str('max-early-data'), 0, 0xffffffff),
@@ -105,9 +136,20 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     serverName: str('server-name'),
     middleboxCompatibility: values['no-middlebox-compat'] ? false : undefined,
     keyLog: keylogFile ? (line) => appendFileSync(keylogFile, line + '\n', { mode: 0o600 }) : undefined,
-    handshakeTimeout: int('handshake-timeout', str('handshake-timeout'), 1, 3_600_000),
+    handshakeTimeout: handshakeTimeoutMs(values),
     json: values.json === true,
   };
+}
+
+/** `--handshake-timeout SECONDS` (decimals allowed, 0: no limit) in milliseconds, or undefined when not given. */
+export function handshakeTimeoutMs(values: Record<string, unknown>): number | undefined {
+  const v = values['handshake-timeout'] as string | undefined;
+  if (v === undefined) return undefined;
+  const seconds = Number(v);
+  if (v.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
+    throw new UsageError('--handshake-timeout must be a number of seconds from 0 (no limit) to 3600');
+  }
+  return Math.round(seconds * 1000);
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT). */

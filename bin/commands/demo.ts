@@ -6,47 +6,82 @@
  * 127.0.0.1; shows a replayed key being refused; prints what is left; and exits 0. No arguments, no files.
  */
 import { parseArgs } from 'node:util';
-import { copyBytes, fromUtf8 } from '../../lib/codec/bytes.js';
-import type { KexMode } from '../../lib/connection/config.js';
-import type { HandshakeInfo } from '../../lib/connection/events.js';
-import type { TlsError } from '../../lib/errors.js';
-import { Etsi014Client } from '../../lib/psk/etsi014-client.js';
-import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
-import { decodeImportedIdentity, TargetKdf, targetKdfsForHashes, type ImportOptions } from '../../lib/psk/importer.js';
-import { startKmeSimulator, type KmeSimulator } from '../../lib/psk/kme-simulator.js';
-import { serverPskResolver, takePsks } from '../../lib/psk/source.js';
-import type { Psk } from '../../lib/psk/types.js';
-import { DEFAULT_SUITES, SUITES, type SupportedSuiteName } from '../../lib/suites.js';
-import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from '../../lib/transport/node.js';
+import {
+  decodeImportedIdentity,
+  DEFAULT_SUITES,
+  type GroupName,
+  type HandshakeInfo,
+  type ImportOptions,
+  type KexMode,
+  type Psk,
+  serverPskResolver,
+  SUITES,
+  type SupportedSuiteName,
+  takePsks,
+  TargetKdf,
+  targetKdfsForHashes,
+  type TlsError,
+} from 'qkd-tls';
+import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, releaseAfter } from 'qkd-tls/qkd';
+import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
+import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { NetworkDemo } from '../cli/network-demo.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
+       qkd-tls demo --network [--svg FILE]
+       qkd-tls demo --web [--listen HOST:PORT]   (the same in a browser: see qkd-tls demo --web --help)
 
 Runs model 1 of QKD-TLS end to end on this machine and explains each step: a simulated QKD link with its two
 key managers (ETSI GS QKD 014), a TLS 1.3 server and a client that each fetch the same quantum keys from
 their own key manager, a few handshakes with an echo, and a replayed key being refused. Exits 0 on success.
 
-  --handshakes N   how many handshakes to run (default 3, at most 20)`;
+  --handshakes N   how many handshakes to run (default 3, at most 20)
+  --network        instead: TLS across a simulated QKD network of four nodes (three hops, a detour), an
+                   eavesdropper that raises a link's QBER, rerouting, and failing closed without a route
+  --svg FILE       (with --network) write a picture of the network at the end to FILE`;
 
 const CLIENT_SAE = 'client-sae';
 const SERVER_SAE = 'server-sae';
 const CONTEXT = 'qkd-tls demo';
 const TIME_LIMIT_MS = 30_000;
 
-/** What each handshake of the demo shows (suites offered, key-exchange modes). */
-const PLAN: { suites?: SupportedSuiteName[]; kexModes?: KexMode[]; why: string }[] = [
+/** What each handshake of the demo shows (suites offered, key-exchange modes, key-exchange groups). */
+interface Step {
+  suites?: SupportedSuiteName[];
+  kexModes?: KexMode[];
+  groups?: GroupName[];
+  keyShareGroups?: GroupName[];
+  why: string;
+}
+const PLAN: Step[] = [
   { why: 'default settings: the client offers all three TLS 1.3 cipher suites' },
   { suites: ['TLS_AES_256_GCM_SHA384'], why: 'the client offers only AES-256-GCM with SHA-384' },
   { kexModes: ['psk_ke'], why: 'the client asks for psk_ke: the QKD key alone, no ECDHE' },
+  {
+    groups: ['X25519MLKEM768', 'x25519'],
+    keyShareGroups: ['X25519MLKEM768', 'x25519'],
+    why: 'the QKD key plus a post-quantum key exchange: the client sends an X25519MLKEM768 share (ML-KEM-768 and X25519) and an x25519 one, as browsers do',
+  },
 ];
 
 export async function run(argv: string[]): Promise<number> {
+  // The same demo in a browser: bin/commands/demo-web.ts.
+  if (argv.includes('--web')) return (await import('./demo-web.js')).run(argv.filter((a) => a !== '--web'));
   let count = PLAN.length;
+  let network: { svgFile?: string } | undefined;
   try {
-    const { values } = parseArgs({ args: argv, options: { handshakes: { type: 'string' }, help: { type: 'boolean', short: 'h' } }, strict: true });
+    const { values } = parseArgs({
+      args: argv,
+      options: { handshakes: { type: 'string' }, network: { type: 'boolean' }, svg: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      strict: true,
+    });
     if (values.help) {
       process.stdout.write(HELP + '\n');
       return 0;
     }
+    if (values.svg !== undefined && !values.network) throw new Error('--svg goes with --network');
+    if (values.network && values.handshakes !== undefined) throw new Error('--handshakes does not go with --network');
+    if (values.network) network = { svgFile: values.svg };
     if (values.handshakes !== undefined) {
       count = Number(values.handshakes);
       if (!Number.isInteger(count) || count < 1 || count > 20) throw new Error('--handshakes must be a whole number from 1 to 20');
@@ -55,7 +90,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stderr.write(`qkd-tls demo: ${(e as Error).message}\n\n${HELP}\n`);
     return 2;
   }
-  const demo = new Demo(count);
+  const demo = network ? new NetworkDemo(network) : new Demo(count);
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`the demo did not finish within ${TIME_LIMIT_MS / 1000} s`)), TIME_LIMIT_MS);
@@ -156,7 +191,11 @@ class Demo {
         if (e.type === 'resolved') say(`     the server fetched key ${e.keyId} from ${k.slave.kmeId}`);
       }
       if (r.error || !r.info) throw new Error(`handshake ${i + 1} failed: ${r.error?.message ?? 'no handshake'}`);
-      say(`     negotiated ${r.info.version} ${r.info.suite}, mode ${r.info.kex}${r.info.group ? ` with ${r.info.group} ECDHE (forward secrecy)` : ' (the QKD key alone)'}`);
+      say(`     negotiated ${r.info.version} ${r.info.suite}, mode ${r.info.kex}${describeGroup(r.info.group)}`);
+      if (r.info.group === 'X25519MLKEM768') {
+        say('     the handshake secret mixes three secrets: the QKD key, an ML-KEM-768 secret (a post-quantum key');
+        say('     encapsulation, FIPS 203) and an X25519 secret; an attacker must break the QKD key AND both of the others');
+      }
       say(`     the server chose identity #${r.info.identityIndex}: ${describeIdentity(r.info)}`);
       say(`     echoed ${r.echoed.length} bytes: "${r.echoed}"`);
       if (r.echoed !== r.sent) throw new Error(`handshake ${i + 1}: the echo differs from what was sent`);
@@ -195,7 +234,7 @@ class Demo {
   /** One client connection: fresh keys (or `psks`), one message, its echo. */
   private connect(
     message: string,
-    plan: { suites?: SupportedSuiteName[]; kexModes?: KexMode[] },
+    plan: Omit<Step, 'why'>,
     psks?: readonly Psk[],
   ): Promise<{ info?: HandshakeInfo; error?: TlsError | Error; echoed: string; sent: string; keyIds: string[]; offered: number; copy: Psk[]; kdfs: string[] }> {
     const r = { echoed: '', sent: message, keyIds: [] as string[], offered: psks?.length ?? 0, copy: [] as Psk[], kdfs: [] as string[] } as {
@@ -218,6 +257,8 @@ class Demo {
           handshakeTimeout: 10_000,
           suites: plan.suites,
           kexModes: plan.kexModes,
+          groups: plan.groups,
+          keyShareGroups: plan.keyShareGroups,
           psks:
             psks ??
             (async () => {
@@ -229,7 +270,7 @@ class Demo {
               release = offer.release;
               r.keyIds = offer.keys.map((k) => k.label ?? '?');
               r.offered = offer.psks.length;
-              r.copy = offer.psks.map((p) => ({ ...p, secret: copyBytes(p.secret) }));
+              r.copy = offer.psks.map((p) => ({ ...p, secret: p.secret.slice() }));
               return offer.psks;
             }),
         },
@@ -261,10 +302,17 @@ class Demo {
 }
 
 /** "client-sae/<key ID>, imported for HKDF_SHA256" for an imported identity; the text otherwise. */
+/** How the demo names the key exchange on top of the QKD key. */
+function describeGroup(group: GroupName | null): string {
+  if (group === null) return ' (the QKD key alone)';
+  if (group === 'X25519MLKEM768') return ' with X25519MLKEM768, a post-quantum hybrid key exchange (forward secrecy)';
+  return ` with ${group} ECDHE (forward secrecy)`;
+}
+
 function describeIdentity(info: HandshakeInfo): string {
   const imported = decodeImportedIdentity(info.identityBytes);
   if (!imported) return info.identity;
   const kdf = imported.targetKdf === TargetKdf.HKDF_SHA256 ? 'HKDF_SHA256' : imported.targetKdf === TargetKdf.HKDF_SHA384 ? 'HKDF_SHA384' : `KDF 0x${imported.targetKdf.toString(16)}`;
-  const ctx = imported.context.length > 0 ? `, context "${fromUtf8(imported.context)}"` : '';
-  return `${fromUtf8(imported.externalIdentity)} imported for ${kdf}${ctx} (${info.identityBytes.length} bytes)`;
+  const ctx = imported.context.length > 0 ? `, context "${new TextDecoder().decode(imported.context)}"` : '';
+  return `${new TextDecoder().decode(imported.externalIdentity)} imported for ${kdf}${ctx} (${info.identityBytes.length} bytes)`;
 }

@@ -4,10 +4,13 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { etsi014Path } from '../../lib/psk/etsi014-api.js';
-import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../../lib/psk/kme-simulator.js';
+import { etsi014Path } from 'qkd-tls/qkd';
+import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
+import { runNetworkKme } from '../cli/network-kme.js';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
+       qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
+                   (a whole simulated QKD network: see qkd-tls kme --topology x --help)
 
 Simulates the key managers (KMEs) of a Quantum Key Distribution link, speaking the ETSI GS QKD 014 REST
 API. A QKD link gives two key managers the same random keys; each application endpoint (an "SAE") asks its
@@ -47,6 +50,7 @@ options:
 Stop it with Ctrl-C.`;
 
 export async function run(argv: string[]): Promise<number> {
+  if (argv.some((a) => a === '--topology' || a.startsWith('--topology='))) return runNetworkKme(argv);
   let parsed: { options: KmeSimulatorOptions; json: boolean; help: boolean };
   try {
     parsed = parseKmeArgs(argv);

@@ -8,11 +8,19 @@
  * finish (up to --drain-timeout), exit 0; a second signal cuts them at once.
  */
 import { parseArgs } from 'node:util';
-import { ConfigError, type ConfigSection, readConfigFile } from '../../lib/proxy/config-file.js';
-import { createLogger, type ProxyLogger } from '../../lib/proxy/log.js';
-import { DEFAULT_DRAIN_TIMEOUT_MS, type Proxy, type ServiceConfig, startProxy } from '../../lib/proxy/proxy.js';
+import {
+  ConfigError,
+  type ConfigSection,
+  createLogger,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  type Proxy,
+  type ProxyLogger,
+  readConfigFile,
+  type ServiceConfig,
+  startProxy,
+} from 'qkd-tls/proxy';
+import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
-import type { Etsi014SourceEvent } from '../../lib/psk/etsi014-source.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]
@@ -36,6 +44,9 @@ Service:
   --max-connections N     refuse connections beyond N open ones (default 1000)
   --idle-timeout T        cut a connection after T without a byte in either direction (default 5m; 0: never)
   --connect-timeout T     give up connecting to --connect after T (default 10s)
+  --websocket             (server role) accept TLS over WebSocket instead of TCP: a web page running
+                          qkd-tls/websocket reaches the backend through this proxy
+    --origin URL          only pages from this origin may connect (repeatable; default any)
   --drain-timeout T       on SIGTERM, wait up to T for open connections to finish (default 30s)
   --config FILE           run the services of an INI file instead (see below)
   Times T: milliseconds, or a number with a unit: 500ms, 30s, 5m, 1h.
@@ -84,6 +95,8 @@ const SERVICE_OPTION_SPEC = {
   'max-connections': { type: 'string' },
   'idle-timeout': { type: 'string' },
   'connect-timeout': { type: 'string' },
+  websocket: { type: 'boolean' },
+  origin: { type: 'string', multiple: true },
   ...KEY_SOURCE_OPTION_SPEC,
   ...TLS_OPTION_SPEC,
 } as const;
@@ -195,6 +208,9 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
   const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], true);
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
+  if (values.websocket && role !== 'server') throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
+  if (values.origin !== undefined && !values.websocket) throw new FieldError('origin', 'goes with websocket');
+  const websocket = values.websocket ? { ...(values.origin ? { origins: values.origin as string[] } : {}) } : undefined;
   const { json: _json, crypto, ...tlsOptions } = parseTlsOptions(values);
   // Key manager events worth an operator's attention go to the proxy's log, in its format.
   const onKmeEvent = (e: Etsi014SourceEvent): void => {
@@ -202,7 +218,7 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
     else if (e.type === 'expired') logger.event('keys-expired', { service: name, keyIds: e.keyIds.join(',') });
   };
   const keys = parseKeySource(values, { onKmeEvent });
-  return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs }, keys };
+  return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs, websocket }, keys };
 }
 
 /** A problem with one option, which a config file reports at that field's line. */

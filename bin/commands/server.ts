@@ -5,11 +5,11 @@
  * Each completed handshake and each failure is reported on stderr.
  */
 import * as net from 'node:net';
-import { createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
-import { confirmNotReset, resetSocket } from '../../lib/transport/tcp-end.js';
+import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
+import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
@@ -21,10 +21,16 @@ with --forward it passes the decrypted bytes to a plain TCP backend and its answ
   --forward HOST:PORT    relay to this TCP backend instead of echoing
   --max-connections N    refuse connections beyond N open ones (default 1000)
   --once                 exit after the first connection closes (exit code: 0 if it succeeded)
+  --websocket            accept TLS over WebSocket (binary messages: what qkd-tls/websocket sends from a
+                         page) instead of TCP
+    --origin URL         (--websocket) only pages from this origin may connect (repeatable; default any)
+    --max-message N      (--websocket) largest WebSocket message accepted, in bytes (default 1048576)
 
 ${KEY_SOURCE_HELP}
 
-${TLS_OPTIONS_HELP}`;
+${TLS_OPTIONS_HELP}
+
+${TRACE_HELP}`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -32,27 +38,43 @@ export async function run(argv: string[]): Promise<number> {
     forward: { type: 'string' },
     'max-connections': { type: 'string' },
     once: { type: 'boolean' },
+    websocket: { type: 'boolean' },
+    origin: { type: 'string', multiple: true },
+    'max-message': { type: 'string' },
     ...KEY_SOURCE_OPTION_SPEC,
     ...TLS_OPTION_SPEC,
+    ...TRACE_OPTION_SPEC,
   } as const;
   const cli = parseCommandLine('server', argv, options, HELP, (values) => ({
     listen: parseHostPort('listen', values.listen),
     forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
     tls: parseTlsOptions(values),
     keys: parseKeySource(values),
+    trace: parseTraceOptions(values),
   }));
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
-  const { listen, forward, tls, keys } = cli.plan;
+  const { listen, forward, tls, keys, trace } = cli.plan;
   const maxConnections = values['max-connections'] ? Number(values['max-connections']) : 1000;
   const report = new Reporter(tls.json);
+  const maxMessage = values['max-message'] === undefined ? undefined : Number(values['max-message']);
+  if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage >= 1024)) {
+    process.stderr.write(`qkd-tls server: --max-message must be an integer >= 1024 (got ${values['max-message']})\n`);
+    return 2;
+  }
+  /** WebSocket connections have no socket address of their own: the HTTP request's. */
+  const wsPeers = new WeakMap<object, string>();
+  const peerOf = (s: QkdTlsSocket): string => wsPeers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
   const { json: _j, ...connOptions } = tls;
 
   return new Promise<number>((resolve) => {
     let exitCode = 0;
-    const server = createServer({ ...connOptions, psks: keys.server }, (socket) => {
+    const traceOptions = trace
+      ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(`${s.remoteAddress}:${s.remotePort}`), keyLog: trace.keyLog(connOptions.keyLog) }
+      : {};
+    const server = createServer({ ...connOptions, ...traceOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;
-      report.handshake(info, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
+      report.handshake(info, { peer: peerOf(socket) });
       if (forward)
         relay(socket, forward, (e) => {
           exitCode = 1;
@@ -63,7 +85,7 @@ export async function run(argv: string[]): Promise<number> {
     server.server.maxConnections = maxConnections;
     server.on('tlsClientError', (err: Error, socket: QkdTlsSocket) => {
       exitCode = 1;
-      report.failure(err, { peer: `${socket.remoteAddress}:${socket.remotePort}` });
+      report.failure(err, { peer: peerOf(socket) });
     });
     server.on('socketError', (err: Error) => {
       exitCode = 1;
@@ -83,11 +105,46 @@ export async function run(argv: string[]): Promise<number> {
       keys.close();
       resolve(1);
     });
-    server.listen(listen.port, listen.host, () => {
-      const a = server.address();
-      report.event('listening', { address: `${a.address}:${a.port}`, keys: keys.description });
-    });
+    let ws: WebSocketListener | undefined;
+    if (values.websocket) {
+      const origins = values.origin;
+      listenWebSocket({ host: listen.host, port: listen.port, maxConnections, ...(origins ? { origins } : {}), ...(maxMessage ? { maxMessageBytes: maxMessage } : {}) }, ({ stream, peer }) => {
+        wsPeers.set(stream, peer);
+        server.accept(stream);
+        if (values.once && ws) {
+          ws.server.close(); // stop accepting; this connection goes on
+          stream.once('close', () => {
+            keys.close();
+            resolve(exitCode);
+          });
+        }
+      }).then(
+        (l) => {
+          ws = l;
+          const a = l.address();
+          report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', keys: keys.description });
+        },
+        (e: Error) => {
+          report.failure(e);
+          keys.close();
+          resolve(1);
+        },
+      );
+    } else {
+      server.listen(listen.port, listen.host, () => {
+        const a = server.address();
+        report.event('listening', { address: `${a.address}:${a.port}`, keys: keys.description });
+      });
+    }
     const stop = (): void => {
+      if (ws) {
+        server.destroyAll();
+        void ws.close().then(() => {
+          keys.close();
+          resolve(exitCode);
+        });
+        return;
+      }
       server.close(() => {
         keys.close();
         resolve(exitCode);

@@ -3,20 +3,26 @@
  * codecs and record layer (vectors/replay.ts) and prints one PASS/FAIL row per recomputed value.
  * Exit code 0 only when every check passes.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import type { CryptoProvider } from '../../lib/crypto/provider.js';
-import { nobleProvider } from '../../lib/crypto/noble.js';
-import { nodeProvider } from '../../lib/crypto/node.js';
+import { type CryptoProvider, nobleProvider } from 'qkd-tls';
+import { nodeProvider } from 'qkd-tls/node';
+import { extractRfc8448, Rfc8448FormatError } from '../../vectors/extract-rfc8448.js';
 import { countBySection, runRfc8448Checks, type Check } from '../../vectors/replay.js';
+import type { Rfc8448 } from '../../vectors/rfc8448.js';
 
-export const HELP = `usage: qkd-tls vectors [--json] [--provider noble|node]
+export const HELP = `usage: qkd-tls vectors [--file PATH] [--json] [--provider noble|node]
 
 Replays the five example handshakes of RFC 8448 (Example Handshake Traces for TLS 1.3): from the RFC's
 private keys and handshake messages it recomputes every (EC)DHE secret, key-schedule secret, traffic key
 and IV, transcript hash, Finished, the resumption PSK and 0-RTT binder, and decrypts and re-encrypts every
-record, comparing each with the bytes the RFC prints.
+record, comparing each with the bytes the RFC prints. By default it replays the traces committed with
+qkd-tls (vectors/rfc8448.json, extracted from the RFC); --file replays any text in the same layout.
 
 options:
+  --file PATH       replay the traces in PATH: the text of RFC 8448 or of one of its Internet-Draft versions
+                    (draft-ietf-tls-tls13-vectors), or any trace text laid out the same way (sections 3 to 7,
+                    "{client}"/"{server}" steps, labelled hex values with their octet counts)
   --provider NAME   the cryptography backend: noble (pure JavaScript, the default) or node (node:crypto)
   --json            one JSON object per check, then a summary object
   -h, --help        this help
@@ -26,13 +32,14 @@ Exit code: 0 when every check passes, 1 when one fails, 2 for a usage error.`;
 const PROVIDERS: Readonly<Record<string, CryptoProvider>> = { noble: nobleProvider, node: nodeProvider };
 
 export async function run(argv: string[]): Promise<number> {
-  let values: { json?: boolean; provider?: string; help?: boolean };
+  let values: { json?: boolean; provider?: string; file?: string; help?: boolean };
   try {
     ({ values } = parseArgs({
       args: argv,
       options: {
         json: { type: 'boolean' },
         provider: { type: 'string' },
+        file: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -53,16 +60,33 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
 
-  const checks = runRfc8448Checks(crypto);
+  let data: Rfc8448 | undefined;
+  if (values.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(values.file, 'utf8');
+    } catch (e) {
+      process.stderr.write(`qkd-tls vectors: cannot read ${values.file}: ${(e as Error).message}\n`);
+      return 2;
+    }
+    try {
+      data = extractRfc8448(text);
+    } catch (e) {
+      if (!(e instanceof Rfc8448FormatError)) throw e;
+      process.stderr.write(`qkd-tls vectors: ${values.file}: ${e.message}\n`);
+      return 1;
+    }
+  }
+  const checks = runRfc8448Checks(crypto, data);
   const failed = checks.filter((c) => !c.pass).length;
   const out = (line: string) => process.stdout.write(line + '\n');
   if (values.json) {
     for (const c of checks) out(JSON.stringify({ event: 'check', ...c }));
-    out(JSON.stringify({ event: 'summary', provider: crypto.name, total: checks.length, passed: checks.length - failed, failed, sections: countBySection(checks) }));
+    out(JSON.stringify({ event: 'summary', source: data ? values.file : 'vectors/rfc8448.json', provider: crypto.name, total: checks.length, passed: checks.length - failed, failed, sections: countBySection(checks) }));
   } else {
     for (const line of formatTable(checks)) out(line);
     out('');
-    out(summaryLine(checks, crypto.name));
+    out(summaryLine(checks, crypto.name, data ? `${values.file} (${data.source})` : undefined));
   }
   return failed === 0 && checks.length > 0 ? 0 : 1;
 }
@@ -78,12 +102,12 @@ export function formatTable(checks: readonly Check[]): string[] {
 }
 
 /** E.g. "RFC 8448: 281 of 281 checks pass (§3 57/57, §4 69/69, ...) with the noble provider". */
-export function summaryLine(checks: readonly Check[], provider: string): string {
+export function summaryLine(checks: readonly Check[], provider: string, source?: string): string {
   const per = Object.entries(countBySection(checks)).map(([s, n]) => {
     const ok = checks.filter((c) => c.section === s && c.pass).length;
     return `§${s} ${ok}/${n}`;
   });
   const passed = checks.filter((c) => c.pass).length;
   const verdict = passed === checks.length ? 'pass' : `pass, ${checks.length - passed} FAIL`;
-  return `RFC 8448: ${passed} of ${checks.length} checks ${verdict} (${per.join(', ')}) with the ${provider} provider`;
+  return `${source ?? 'RFC 8448'}: ${passed} of ${checks.length} checks ${verdict} (${per.join(', ')}) with the ${provider} provider`;
 }

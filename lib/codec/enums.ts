@@ -2,6 +2,7 @@
  * TLS 1.3 wire enumerations (RFC 8446 §4, §5, §6, B.3) with their registry names.
  * Use {@link nameOf} to print a value: unknown values come out as hex (`0x1234`).
  */
+export { AlertDescription, AlertLevel, alertName, type AlertName } from '../alerts.js';
 
 /** RFC 8446 §5.1 ContentType. */
 export const ContentType = {
@@ -67,7 +68,10 @@ export const CipherSuite = {
   TLS_AES_128_CCM_8_SHA256: 0x1305,
 } as const;
 
-/** RFC 8446 §4.2.7 NamedGroup, plus the hybrid X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem). */
+/**
+ * RFC 8446 §4.2.7 NamedGroup (with RFC 7919's ffdhe groups), plus the post-quantum hybrids of
+ * draft-ietf-tls-ecdhe-mlkem (IANA: SecP256r1MLKEM768 0x11EB, X25519MLKEM768 0x11EC, SecP384r1MLKEM1024 0x11ED).
+ */
 export const NamedGroup = {
   secp256r1: 0x0017,
   secp384r1: 0x0018,
@@ -75,7 +79,13 @@ export const NamedGroup = {
   x25519: 0x001d,
   x448: 0x001e,
   ffdhe2048: 0x0100,
+  ffdhe3072: 0x0101,
+  ffdhe4096: 0x0102,
+  ffdhe6144: 0x0103,
+  ffdhe8192: 0x0104,
+  SecP256r1MLKEM768: 0x11eb,
   X25519MLKEM768: 0x11ec,
+  SecP384r1MLKEM1024: 0x11ed,
 } as const;
 
 /** RFC 8446 §4.2.9 PskKeyExchangeMode. */
@@ -91,44 +101,6 @@ export const ProtocolVersion = {
   TLSv1_3: 0x0304,
 } as const;
 
-/** RFC 8446 §6 AlertLevel. */
-export const AlertLevel = {
-  warning: 1,
-  fatal: 2,
-} as const;
-
-/** RFC 8446 §6 AlertDescription. */
-export const AlertDescription = {
-  close_notify: 0,
-  unexpected_message: 10,
-  bad_record_mac: 20,
-  record_overflow: 22,
-  handshake_failure: 40,
-  bad_certificate: 42,
-  unsupported_certificate: 43,
-  certificate_revoked: 44,
-  certificate_expired: 45,
-  certificate_unknown: 46,
-  illegal_parameter: 47,
-  unknown_ca: 48,
-  access_denied: 49,
-  decode_error: 50,
-  decrypt_error: 51,
-  protocol_version: 70,
-  insufficient_security: 71,
-  internal_error: 80,
-  inappropriate_fallback: 86,
-  user_canceled: 90,
-  missing_extension: 109,
-  unsupported_extension: 110,
-  unrecognized_name: 112,
-  bad_certificate_status_response: 113,
-  unknown_psk_identity: 115,
-  certificate_required: 116,
-  no_application_protocol: 120,
-} as const;
-
-export type AlertName = keyof typeof AlertDescription;
 export type CipherSuiteName = keyof typeof CipherSuite;
 export type NamedGroupName = keyof typeof NamedGroup;
 export type PskKeyExchangeModeName = keyof typeof PskKeyExchangeMode;
@@ -137,10 +109,4 @@ export type PskKeyExchangeModeName = keyof typeof PskKeyExchangeMode;
 export function nameOf(table: Readonly<Record<string, number>>, value: number, width = 4): string {
   for (const [k, v] of Object.entries(table)) if (v === value) return k;
   return `0x${value.toString(16).padStart(width, '0')}`;
-}
-
-/** Reverse lookup: the name of an alert code, or undefined. */
-export function alertName(code: number): AlertName | undefined {
-  for (const [k, v] of Object.entries(AlertDescription)) if (v === code) return k as AlertName;
-  return undefined;
 }

@@ -21,19 +21,44 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
 import { encodeKeyUpdate } from '../messages/post-hello.js';
-import type { Psk } from '../psk/types.js';
+import type { Psk, PskRequest } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { RecordProtection } from '../record/protection.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
 import { isAwaitingPsks, startServer } from '../handshake/server.js';
-import type { ClientOptions, PskRequest, ServerOptions } from './config.js';
-import type { ConnectionEvent, HandshakeInfo } from './events.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 import { LentDirection, type ReadOffload, type WriteOffload } from './offload.js';
 
 export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
+
+/** Which close_notify alerts have gone which way on a connected connection (RFC 8446 §6.1); both: closed. */
+type CloseNotify = 'none' | 'sent' | 'received';
+
+/** Where the connection is, with what matters in that phase only. */
+type Phase =
+  /** `closeRequested`: close() was called; close_notify follows the queued data once connected. */
+  | { readonly kind: 'handshaking'; readonly closeRequested: boolean }
+  | { readonly kind: 'connected'; readonly closeNotify: CloseNotify }
+  | { readonly kind: 'failed'; readonly error: TlsError }
+  /** `peerClosed`: the peer had sent close_notify (false when we were destroyed before it did). */
+  | { readonly kind: 'closed'; readonly peerClosed: boolean };
+
+/** Server: how records around 0-RTT data are treated (RFC 8446 §4.2.10). */
+type EarlyDataHandling =
+  | { readonly kind: 'none' }
+  /** 0-RTT accepted: application data under the early keys is early data, up to `budget` more bytes. */
+  | { readonly kind: 'accepting'; readonly budget: number }
+  /** 0-RTT rejected: records that fail to decrypt are dropped, up to `left` more bytes, until one decrypts. */
+  | { readonly kind: 'skipping-undecryptable'; readonly left: number }
+  /** After a HelloRetryRequest: protected 0-RTT records still arrive as application_data; up to `left` more bytes are dropped. */
+  | { readonly kind: 'skipping-plaintext'; readonly left: number };
+
+const NO_EARLY_DATA: EarlyDataHandling = { kind: 'none' };
 
 export class Connection {
   /** A client connection; its ClientHello is ready in {@link takeOutput} at once. */
@@ -49,9 +74,11 @@ export class Connection {
   readonly isClient: boolean;
   private readonly crypto: CryptoProvider;
   private readonly keyLog?: (line: string) => void;
+  /** The record trace hook, if tracing was asked for (every call site tests it first: no cost otherwise). */
+  private readonly trace?: RecordTraceHook;
   private readonly io: HandshakeIO;
   private state: HandshakeState;
-  private phaseValue: ConnectionPhase = 'handshaking';
+  private phaseValue: Phase = { kind: 'handshaking', closeRequested: false };
 
   private readonly deframer = new Deframer();
   private readonly joiner = new HandshakeJoiner();
@@ -64,11 +91,8 @@ export class Connection {
 
   /** Application data written before the handshake completed. */
   private queued: Uint8Array[] = [];
-  private closeRequested = false;
-  private sentCloseNotify = false;
-  private receivedCloseNotify = false;
-  private paused = false;
-  private firstFlight = true;
+  /** legacy_record_version of plaintext records: 0x0301 for a client's first flight (§5.1), then 0x0303. */
+  private plaintextVersion: number;
 
   /** Largest content we put in one record (RFC 8449: the peer's record_size_limit - 1). */
   private maxFragment = MAX_PLAINTEXT;
@@ -76,12 +100,7 @@ export class Connection {
   private maxInnerPlaintext = MAX_PLAINTEXT + 1;
   /** Consecutive records without application data (see countIdleRecord). */
   private idleRecords = 0;
-  /** Server: bytes of undecryptable (rejected 0-RTT) records still to skip (§4.2.10), or null when not skipping. */
-  private skipUndecryptable: number | null = null;
-  /** Server after HelloRetryRequest: bytes of plaintext application_data (0-RTT) still to skip. */
-  private skipPlainApplicationData = 0;
-  /** Server accepting 0-RTT: bytes of early data still allowed, or -1 when not in that phase. */
-  private earlyDataBudget = -1;
+  private earlyData: EarlyDataHandling = NO_EARLY_DATA;
 
   private secrets: ApplicationSecrets | null = null;
   /** The application traffic keys lent to the transport, per direction (lib/connection/offload.ts). */
@@ -93,12 +112,13 @@ export class Connection {
   /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
   private readonly keyUpdateAfter: number;
   private info: HandshakeInfo | null = null;
-  private errorValue: TlsError | null = null;
 
   private constructor(isClient: boolean, options: ClientOptions | ServerOptions) {
     this.isClient = isClient;
+    this.plaintextVersion = isClient ? 0x0301 : 0x0303;
     this.crypto = options.crypto;
     this.keyLog = options.keyLog;
+    this.trace = options.trace;
     const after = options.keyUpdateAfterRecords;
     if (after !== undefined && !(Number.isSafeInteger(after) && after >= 1)) throw new RangeError('keyUpdateAfterRecords must be a positive integer');
     this.keyUpdateAfter = after ?? Number.MAX_SAFE_INTEGER;
@@ -115,7 +135,7 @@ export class Connection {
   // Public API
 
   get phase(): ConnectionPhase {
-    return this.phaseValue;
+    return this.phaseValue.kind;
   }
   /** The handshake summary, once the handshake is complete. */
   get handshake(): HandshakeInfo | null {
@@ -123,15 +143,17 @@ export class Connection {
   }
   /** The fatal error that ended this connection, if any. */
   get error(): TlsError | null {
-    return this.errorValue;
+    return this.phaseValue.kind === 'failed' ? this.phaseValue.error : null;
   }
   /** True while we may still write (we have not sent close_notify and the connection has not failed). */
   get writable(): boolean {
-    return (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') && !this.sentCloseNotify && !this.closeRequested;
+    const p = this.phaseValue;
+    return (p.kind === 'handshaking' && !p.closeRequested) || (p.kind === 'connected' && p.closeNotify !== 'sent');
   }
   /** True once the peer sent close_notify. */
   get peerClosed(): boolean {
-    return this.receivedCloseNotify;
+    const p = this.phaseValue;
+    return (p.kind === 'connected' && p.closeNotify === 'received') || (p.kind === 'closed' && p.peerClosed);
   }
   /** Server: the pending PSK request, while the handshake waits for {@link providePsks}. */
   get pskRequest(): PskRequest | null {
@@ -154,23 +176,22 @@ export class Connection {
    * Like {@link receive}, but hands `data` over: the connection may keep views of it after the call instead of
    * copying what it has not consumed yet (a record split across two reads), so the caller must never write
    * into it again. For transports that read into a fresh buffer every time, as Node's net.Socket does; a
-   * caller that refills one read buffer must use {@link receive}. Measured on a 16 KiB-record bulk transfer
-   * over loopback: 7–12 % less receiver CPU per record (no copy of every read's tail).
+   * caller that refills one read buffer must use {@link receive}. It saves the receiver a copy of every read's
+   * tail (the bulk rows of bench/RESULTS.md).
    */
   receiveOwned(data: Uint8Array): void {
     this.receiveBytes(data, true);
   }
 
   private receiveBytes(data: Uint8Array, owned: boolean): void {
-    // §6.1: "Any data received after a closure alert has been received MUST be ignored."
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.receivedCloseNotify) return;
+    if (!this.receiving) return;
     this.deframer.push(data);
     this.inputOwned = owned;
     this.guard(() => {
       this.process();
       // While a PSK lookup is pending nothing is processed: bound what a peer can make us hold meanwhile
       // (a ChangeCipherSpec and some 0-RTT data are all that may legitimately arrive).
-      if (this.paused && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
+      if (this.awaitingPsks && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
         throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the PSK lookup was pending`);
       }
     });
@@ -182,10 +203,9 @@ export class Connection {
   /** Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. */
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
     const s = this.state;
-    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phaseValue})`);
+    if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
     this.guard(() => {
       this.state = s.resume(this.io, psks);
-      this.paused = false;
       this.flushHandshake();
       this.drainHandshake();
       this.process();
@@ -195,10 +215,21 @@ export class Connection {
 
   /** Server: fails the handshake because the PSK lookup failed (e.g. the key manager is unreachable). */
   failPskLookup(detail: string): void {
-    if (this.phaseValue !== 'handshaking' || !isAwaitingPsks(this.state)) {
-      throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phaseValue})`);
+    if (!this.awaitingPsks) {
+      throw new Error(`failPskLookup: the connection is not waiting for PSKs (${this.phase})`);
     }
     this.fatal(new TlsError('PskUnavailable', detail));
+  }
+
+  /**
+   * The caller's handshake deadline has passed: fails the handshake with the named reason HandshakeTimeout and
+   * queues its alert (take it with {@link takeOutput}). The connection has no clock of its own, so a handshake
+   * time limit is off unless the transport keeps the time and calls this (the Node and streams transports do,
+   * 30 s by default). Does nothing once the handshake is over.
+   */
+  handshakeTimedOut(detail = 'the handshake did not complete in time'): void {
+    if (this.phaseValue.kind !== 'handshaking') return;
+    this.fatal(new TlsError('HandshakeTimeout', detail));
   }
 
   /**
@@ -215,11 +246,11 @@ export class Connection {
    * into one output buffer (one socket write).
    */
   writev(chunks: readonly Uint8Array[]): void {
-    if (!this.writable) throw new Error(`write: the connection is ${this.sentCloseNotify || this.closeRequested ? 'closed for writing' : this.phaseValue}`);
+    if (!this.writable) throw new Error(`write: the connection is ${this.phase === 'handshaking' || this.phase === 'connected' ? 'closed for writing' : this.phase}`);
     let total = 0;
     for (const c of chunks) total += c.length;
     if (total === 0) return;
-    if (this.phaseValue !== 'connected') {
+    if (this.phaseValue.kind !== 'connected') {
       this.queued.push(chunks.length === 1 ? copyBytes(chunks[0]) : concat(...chunks));
       return;
     }
@@ -231,9 +262,9 @@ export class Connection {
    * handshake is still running. We can still receive until the peer closes its direction.
    */
   close(): void {
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed' || this.sentCloseNotify || this.closeRequested) return;
-    if (this.phaseValue === 'handshaking') {
-      this.closeRequested = true;
+    if (!this.writable) return;
+    if (this.phaseValue.kind === 'handshaking') {
+      this.phaseValue = { kind: 'handshaking', closeRequested: true };
       return;
     }
     this.sendCloseNotify();
@@ -241,7 +272,7 @@ export class Connection {
 
   /** Sends a KeyUpdate (§4.6.3) and switches our write keys; `requestPeer` asks the peer to update too. */
   keyUpdate(requestPeer = false): void {
-    if (this.phaseValue !== 'connected' || !this.secrets || this.sentCloseNotify) throw new Error('keyUpdate: the connection is not open');
+    if (this.phaseValue.kind !== 'connected' || !this.writable || !this.secrets) throw new Error('keyUpdate: the connection is not open');
     this.sendKeyUpdate(requestPeer);
   }
 
@@ -283,7 +314,8 @@ export class Connection {
 
   /** Wipes every key this connection holds; it can no longer send or receive. */
   destroy(): void {
-    if (this.phaseValue === 'handshaking' || this.phaseValue === 'connected') this.phaseValue = 'closed';
+    const p = this.phaseValue;
+    if (p.kind === 'handshaking' || p.kind === 'connected') this.phaseValue = { kind: 'closed', peerClosed: this.peerClosed };
     this.wipeKeys();
   }
 
@@ -294,11 +326,12 @@ export class Connection {
    * Lends our application traffic key to the transport, which then seals application_data records itself
    * ({@link WriteOffload.reserve} gives each record's nonce). Returns the active handle if there is one, a new
    * one when the previous was revoked (after sending the automatic KeyUpdate if the key reached its limit), or
-   * null when we cannot write application data now (handshake not complete, closed, failed).
+   * null when we cannot write application data now (handshake not complete, closed, failed) or trace records.
    */
   offloadWrite(): WriteOffload | null {
     if (this.lentWrite?.active && !this.lentWrite.atLimit) return this.lentWrite;
-    if (!this.writable || this.phaseValue !== 'connected' || !this.secrets || !this.writer) return null;
+    // (With a trace hook every record must pass through here to be traced: nothing is lent.)
+    if (this.trace || !this.writable || this.phaseValue.kind !== 'connected' || !this.secrets || !this.writer) return null;
     let handle: LentDirection | null = null;
     this.guard(() => {
       this.reclaimWrite();
@@ -321,7 +354,7 @@ export class Connection {
    */
   offloadRead(): ReadOffload | null {
     if (this.lentRead) return this.lentRead;
-    if (this.phaseValue !== 'connected' || !this.secrets || !this.reader || this.receivedCloseNotify || !this.joiner.isEmpty) return null;
+    if (this.trace || !this.reading || this.phaseValue.kind !== 'connected' || !this.secrets || !this.reader || !this.joiner.isEmpty) return null;
     const s = this.secrets;
     const handle = this.lend(this.isClient ? s.serverSecret : s.clientSecret, this.reader.sequence, Number.MAX_SAFE_INTEGER);
     this.lentRead = handle;
@@ -335,7 +368,7 @@ export class Connection {
    * its alert), then continues on its own until the transport calls {@link offloadRead} again.
    */
   returnRecords(handle: ReadOffload, records: readonly Uint8Array[]): void {
-    if (this.phaseValue === 'failed' || this.phaseValue === 'closed') return;
+    if (this.phaseValue.kind === 'failed' || this.phaseValue.kind === 'closed') return;
     if (handle !== this.lentRead) throw new Error('returnRecords: this read handle is not the one lent');
     const lent = this.lentRead;
     const untaken = lent.takeRecords().map((r) => r.bytes);
@@ -350,14 +383,14 @@ export class Connection {
       if (next > accepted) this.idleRecords = 0;
       reader!.advanceTo(next);
       for (const bytes of all) {
-        if (this.paused || this.receivedCloseNotify || this.phaseValue !== 'connected') break;
+        if (!this.reading || this.phaseValue.kind !== 'connected') break;
         this.handleRecord(rawRecord(bytes));
         this.flushHandshake();
       }
       this.process();
     });
     // The same key, when nothing replaced it (no KeyUpdate) and we still read: lent again, nothing derived.
-    if (this.reader === reader && reader && !this.lentRead && this.phaseValue === 'connected' && !this.receivedCloseNotify && this.joiner.isEmpty) {
+    if (this.reader === reader && reader && !this.lentRead && this.reading && this.phaseValue.kind === 'connected' && this.joiner.isEmpty) {
       lent.resume(reader.sequence);
       this.lentRead = lent;
     } else lent.revoke();
@@ -384,8 +417,27 @@ export class Connection {
   // ---------------------------------------------------------------------------------------------------------
   // Receiving
 
+  /**
+   * Whether received bytes are taken in: not once failed or closed, nor after the peer's close_notify (§6.1: "Any
+   * data received after a closure alert has been received MUST be ignored.").
+   */
+  private get receiving(): boolean {
+    const p = this.phaseValue;
+    return p.kind === 'handshaking' || (p.kind === 'connected' && p.closeNotify !== 'received');
+  }
+
+  /** Whether received records are processed now: while receiving, except while the handshake waits for PSKs. */
+  private get reading(): boolean {
+    return this.receiving && !this.awaitingPsks;
+  }
+
+  /** Server: the handshake waits for {@link providePsks} (or {@link failPskLookup}). */
+  private get awaitingPsks(): boolean {
+    return this.phaseValue.kind === 'handshaking' && isAwaitingPsks(this.state);
+  }
+
   private process(): void {
-    while (!this.paused && !this.receivedCloseNotify && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+    while (this.reading) {
       const rec = this.deframer.next();
       if (!rec) break;
       if (this.lentRead) {
@@ -399,8 +451,11 @@ export class Connection {
 
   private handleRecord(rec: RawRecord): void {
     // §6.1: after close_notify, anything received is ignored.
-    if (this.receivedCloseNotify) return;
-    if (rec.type === ContentType.change_cipher_spec) return this.handleChangeCipherSpec(rec);
+    if (!this.reading) return;
+    if (rec.type === ContentType.change_cipher_spec) {
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
+      return this.handleChangeCipherSpec(rec);
+    }
 
     let type = rec.type;
     let content = rec.fragment;
@@ -411,29 +466,41 @@ export class Connection {
           opened = this.reader.open(rec);
         } catch (e) {
           // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
-          if (e instanceof TlsError && e.reason === 'RecordBadMac' && this.skipUndecryptable !== null) {
-            this.skipUndecryptable -= skippedPlaintextLength(rec);
-            if (this.skipUndecryptable < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+          const early = this.earlyData;
+          if (e instanceof TlsError && e.reason === 'RecordBadMac' && early.kind === 'skipping-undecryptable') {
+            const left = early.left - skippedPlaintextLength(rec);
+            if (this.trace) this.traceReceived(rec, true, rec.type, null);
+            if (left < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+            this.earlyData = { kind: 'skipping-undecryptable', left };
             return;
           }
           throw e;
         }
-        this.skipUndecryptable = null;
+        // The first record that decrypts ends the skipping: the client now uses its handshake keys.
+        if (this.earlyData.kind === 'skipping-undecryptable') this.earlyData = NO_EARLY_DATA;
         type = opened.type;
         content = opened.content;
+        if (this.trace) this.traceReceived(rec, true, type, content);
         if (type === ContentType.change_cipher_spec) throw new TlsError('RecordBadChangeCipherSpec', 'protected change_cipher_spec record (RFC 8446 §5)');
-      } else if (!(rec.type === ContentType.alert && this.phaseValue === 'handshaking')) {
+      } else {
+        if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
         // A peer that failed early may send a plaintext alert during the handshake; nothing else is plaintext now.
-        throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        if (!(rec.type === ContentType.alert && this.phaseValue.kind === 'handshaking')) {
+          throw new TlsError('RecordUnexpectedPlaintext', `unprotected ${nameOf(ContentType, rec.type, 2)} record after keys were set`);
+        }
       }
     } else {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
-      if (rec.type === ContentType.application_data && this.skipPlainApplicationData > 0) {
-        this.skipPlainApplicationData -= skippedPlaintextLength(rec);
-        if (this.skipPlainApplicationData < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+      const early = this.earlyData;
+      if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext' && early.left > 0) {
+        if (this.trace) this.traceReceived(rec, true, rec.type, null);
+        const left = early.left - skippedPlaintextLength(rec);
+        if (left < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+        this.earlyData = { kind: 'skipping-plaintext', left };
         return;
       }
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
       if (rec.fragment.length > MAX_PLAINTEXT) throw new TlsError('RecordOverflow', `plaintext record of ${rec.fragment.length} bytes exceeds 2^14`);
       if (rec.type === ContentType.application_data) throw new TlsError('RecordUnexpectedPlaintext', 'application data before the handshake keys');
     }
@@ -458,7 +525,7 @@ export class Connection {
   /** §5: a dummy change_cipher_spec (one byte 0x01) is dropped during the handshake; anything else is fatal. */
   private handleChangeCipherSpec(rec: RawRecord): void {
     const afterFirstClientHello = this.isClient || this.state.name !== 'ExpectClientHello';
-    if (this.phaseValue !== 'handshaking' || !afterFirstClientHello) {
+    if (this.phaseValue.kind !== 'handshaking' || !afterFirstClientHello) {
       throw new TlsError('RecordUnexpectedChangeCipherSpec', 'change_cipher_spec outside the handshake (RFC 8446 §5)');
     }
     if (rec.fragment.length !== 1 || rec.fragment[0] !== 0x01) {
@@ -479,13 +546,14 @@ export class Connection {
   }
 
   private drainHandshake(): void {
-    while (!this.paused && (this.phaseValue === 'handshaking' || this.phaseValue === 'connected')) {
+    while (this.reading) {
       const m = this.joiner.next();
       if (!m) return;
-      if (this.phaseValue === 'connected') this.countIdleRecord('a post-handshake message');
+      // §5.1: refused before the message is acted on, so nothing is answered and no key changes.
+      this.joiner.checkKeyChangeBoundary(m);
+      if (this.phaseValue.kind === 'connected') this.countIdleRecord('a post-handshake message');
       this.state = this.state.handle(this.io, m);
       if (isAwaitingPsks(this.state)) {
-        this.paused = true;
         this.events.push({ type: 'psk-request', request: this.state.pskRequest });
       }
     }
@@ -500,12 +568,12 @@ export class Connection {
     const code = content[1];
     if (code === AlertDescription.close_notify) {
       // A close_notify before the handshake completed means the peer gave up: report it as an error.
-      if (this.phaseValue === 'handshaking') {
+      const p = this.phaseValue;
+      if (p.kind !== 'connected') {
         return this.fatal(new TlsError('PeerSentAlert', 'the peer closed the connection during the handshake', { remote: true, alertCode: code }));
       }
-      this.receivedCloseNotify = true;
+      this.phaseValue = p.closeNotify === 'sent' ? { kind: 'closed', peerClosed: true } : { kind: 'connected', closeNotify: 'received' };
       this.events.push({ type: 'end' });
-      if (this.sentCloseNotify) this.finishClosed();
       return;
     }
     if (code === AlertDescription.user_canceled && level === AlertLevel.warning) return;
@@ -516,18 +584,20 @@ export class Connection {
   private handleApplicationData(content: Uint8Array): void {
     if (content.length === 0) this.countIdleRecord('an empty application_data record');
     else this.idleRecords = 0;
-    if (this.phaseValue === 'connected') {
+    if (this.phaseValue.kind === 'connected') {
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: false });
       return;
     }
-    if (this.earlyDataBudget >= 0) {
+    const early = this.earlyData;
+    if (early.kind === 'accepting') {
       // §4.2.10: more 0-RTT data than max_early_data_size is unexpected_message.
-      this.earlyDataBudget -= content.length;
-      if (this.earlyDataBudget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
+      const budget = early.budget - content.length;
+      if (budget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
+      this.earlyData = { kind: 'accepting', budget };
       if (content.length > 0) this.events.push({ type: 'data', data: content, early: true });
       return;
     }
-    throw new TlsError('UnexpectedMessage', 'application data before the handshake completed');
+    throw new TlsError('ApplicationDataBeforeHandshake', 'application data before the handshake completed');
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -536,12 +606,27 @@ export class Connection {
   private emitRecord(type: number, content: Uint8Array): void {
     this.reclaimWrite();
     if (this.writer) {
-      this.out.push(this.writer.seal(type, content));
+      const record = this.writer.seal(type, content);
+      if (this.trace) this.traceSent(record, true, type, content);
+      this.out.push(record);
     } else {
       // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
-      const version = this.isClient && this.firstFlight ? 0x0301 : 0x0303;
-      this.out.push(encodePlaintextRecord(type, content, version));
+      const record = encodePlaintextRecord(type, content, this.plaintextVersion);
+      if (this.trace) this.traceSent(record, false, type, content);
+      this.out.push(record);
     }
+  }
+
+  /** Calls the trace hook for a record we send (`record` as on the wire, `content` before protection). */
+  private traceSent(record: Uint8Array, isProtected: boolean, type: number, content: Uint8Array): void {
+    this.trace!({ direction: 'sent', header: record.subarray(0, 5), protected: isProtected, opened: true, type, content, paddingLength: 0 });
+  }
+
+  /** Calls the trace hook for a record received; `content` null for a protected record that was not decrypted. */
+  private traceReceived(rec: RawRecord, isProtected: boolean, type: number, content: Uint8Array | null): void {
+    // The AEAD tag is the record overhead less the header and the inner content type.
+    const padding = isProtected && content && this.reader ? rec.fragment.length - content.length - 1 - (this.reader.overhead - 6) : 0;
+    this.trace!({ direction: 'received', header: rec.header, protected: isProtected, opened: content !== null, type, content: content ?? new Uint8Array(0), paddingLength: padding });
   }
 
   /** Packs the queued handshake messages into as few records as the fragment limit allows. */
@@ -550,7 +635,7 @@ export class Connection {
     const all = this.pendingHandshake.length === 1 ? this.pendingHandshake[0] : concat(...this.pendingHandshake);
     this.pendingHandshake = [];
     for (const f of fragments(all, this.maxFragment)) this.emitRecord(ContentType.handshake, f);
-    this.firstFlight = false;
+    this.plaintextVersion = 0x0303;
   }
 
   /**
@@ -604,7 +689,9 @@ export class Connection {
           pos = 0;
         }
       }
-      at += writer.sealInto(ContentType.application_data, parts, out, at);
+      const length = writer.sealInto(ContentType.application_data, parts, out, at);
+      if (this.trace) this.traceSent(out.subarray(at, at + length), true, ContentType.application_data, concat(...parts));
+      at += length;
     }
     this.out.push(at === out.length ? out : out.subarray(0, at));
   }
@@ -616,8 +703,7 @@ export class Connection {
 
   private sendCloseNotify(): void {
     this.sendAlert(AlertDescription.close_notify);
-    this.sentCloseNotify = true;
-    if (this.receivedCloseNotify) this.finishClosed();
+    this.phaseValue = this.peerClosed ? { kind: 'closed', peerClosed: true } : { kind: 'connected', closeNotify: 'sent' };
   }
 
   private sendKeyUpdate(requestPeer: boolean): void {
@@ -658,7 +744,8 @@ export class Connection {
     this.reader = new RecordProtection(this.crypto, suite, key, iv);
     this.reader.maxInnerPlaintext = this.maxInnerPlaintext;
     wipe(key, iv);
-    this.earlyDataBudget = -1;
+    // §4.2.10: early data ends with the early keys (EndOfEarlyData switches to the handshake keys).
+    if (this.earlyData.kind === 'accepting') this.earlyData = NO_EARLY_DATA;
   }
 
   private wipeKeys(): void {
@@ -686,7 +773,7 @@ export class Connection {
   }
 
   private fatal(err: TlsError): void {
-    if (this.phaseValue === 'failed') return;
+    if (this.phaseValue.kind === 'failed') return;
     this.pendingHandshake = [];
     if (!err.remote) {
       try {
@@ -695,15 +782,9 @@ export class Connection {
         // Sealing the alert failed (e.g. sequence exhausted): the peer learns of it from the closed transport.
       }
     }
-    this.phaseValue = 'failed';
-    this.errorValue = err;
+    this.phaseValue = { kind: 'failed', error: err };
     this.events.push({ type: 'error', error: err });
     this.wipeKeys();
-  }
-
-  private finishClosed(): void {
-    if (this.phaseValue === 'failed') return;
-    this.phaseValue = 'closed';
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -720,7 +801,9 @@ export class Connection {
       },
       sendChangeCipherSpec() {
         c.flushHandshake();
-        c.out.push(encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1])));
+        const record = encodePlaintextRecord(ContentType.change_cipher_spec, new Uint8Array([1]));
+        if (c.trace) c.traceSent(record, false, ContentType.change_cipher_spec, record.subarray(5));
+        c.out.push(record);
       },
       sendEarlyData(data) {
         c.flushHandshake();
@@ -747,13 +830,13 @@ export class Connection {
         }
       },
       skipUndecryptableRecords(limit) {
-        c.skipUndecryptable = limit;
+        c.earlyData = { kind: 'skipping-undecryptable', left: limit };
       },
       skipEarlyApplicationRecords(limit) {
-        c.skipPlainApplicationData = limit;
+        c.earlyData = { kind: 'skipping-plaintext', left: limit };
       },
       acceptEarlyData(limit) {
-        c.earlyDataBudget = limit;
+        c.earlyData = { kind: 'accepting', budget: limit };
         // RFC 8449 §4: 0-RTT records were protected before any record_size_limit was agreed.
         if (c.reader) c.reader.maxInnerPlaintext = MAX_PLAINTEXT + 1;
       },
@@ -765,7 +848,7 @@ export class Connection {
         c.installRead(s.suite, next);
         c.events.push({ type: 'key-update', direction: 'read' });
         // §4.6.3: answer update_requested with our own KeyUpdate before any more application data.
-        if (requestUpdate && !c.sentCloseNotify) c.sendKeyUpdate(false);
+        if (requestUpdate && c.writable) c.sendKeyUpdate(false);
       },
       logSecret(label: KeyLogLabel, clientRandom, secret) {
         c.keyLog?.(`${label} ${toHex(clientRandom)} ${toHex(secret)}`);
@@ -782,16 +865,13 @@ export class Connection {
           exporterMasterSecret: secrets.exporterMasterSecret,
         };
         c.info = info;
-        c.phaseValue = 'connected';
+        const closeRequested = c.phaseValue.kind === 'handshaking' && c.phaseValue.closeRequested;
+        c.phaseValue = { kind: 'connected', closeNotify: 'none' };
         c.events.push({ type: 'handshake', info });
         if (resend && resend.length > 0) c.sealApplicationData([resend], resend.length);
         for (const q of c.queued) c.sealApplicationData([q], q.length);
         c.queued = [];
-        if (c.closeRequested) {
-          c.closeRequested = false;
-          c.sendCloseNotify();
-        }
-        if (c.receivedCloseNotify && c.sentCloseNotify) c.finishClosed();
+        if (closeRequested) c.sendCloseNotify();
       },
     };
   }

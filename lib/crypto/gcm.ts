@@ -2,8 +2,8 @@
  * AES-GCM (NIST SP 800-38D) for the noble provider, built from @noble/ciphers' AES block function
  * (`unsafe.expandKeyLE`, `unsafe.encryptBlock`, `unsafe.ctr32`) and a GHASH of our own, so that what only
  * depends on the key is computed once per key instead of once per record: the AES key schedule and the
- * GHASH multiplication table (`gcm()` from @noble/ciphers rebuilds both on every call, 6-15 µs, which
- * dominates small records). It is checked against the GCM test vectors and against node:crypto and
+ * GHASH multiplication table (`gcm()` from @noble/ciphers rebuilds both on every call, which dominates
+ * small records; bench/RESULTS.md has the measurements). It is checked against the GCM test vectors and against node:crypto and
  * @noble/ciphers' `gcm` on random inputs (test/record-fastpath.test.ts, test/crypto-providers.test.ts).
  *
  * GHASH multiplies by H with a table of 4-bit windows: for each of the 32 nibbles of a block, the product of

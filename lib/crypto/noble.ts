@@ -6,8 +6,11 @@
  * - AEADs (RFC 5116, RFC 8439): ChaCha20-Poly1305 from `@noble/ciphers` (a noble AEAD instance encrypts
  *   only once, so one is built per seal/open); AES-GCM from noble's AES block function with a GHASH that
  *   keeps its key schedule and table per key (lib/crypto/gcm.ts), instead of rebuilding them per record.
- * - Key exchange (RFC 8446 §4.2.8, §7.4): `@noble/curves` x25519, p256, p384.
+ * - Key exchange (RFC 8446 §4.2.8, §7.4): `@noble/curves` x25519, p256, p384; the ML-KEM hybrids with
+ *   `@noble/post-quantum` (lib/crypto/hybrid.ts); RFC 7919 ffdhe groups with BigInt arithmetic (ffdhe.ts).
  * - Randomness: `crypto.getRandomValues` (through `@noble/hashes` `randomBytes`), or an injected source.
+ *
+ * Arguments are checked once, at the provider boundary (lib/crypto/checked.ts); the code here trusts them.
  */
 import { chacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { x25519 } from '@noble/curves/ed25519.js';
@@ -18,13 +21,16 @@ import { sha256, sha384 } from '@noble/hashes/sha2.js';
 import { randomBytes } from '@noble/hashes/utils.js';
 import { copyBytes, wipe } from '../codec/bytes.js';
 import { AesGcmKey } from './gcm.js';
+import { withArgumentChecks } from './checked.js';
+import { FFDHE_SPECS, bigIntToBytes, checkFfdheSecret, checkFfdheShare, ffdheExponent, modPowLadder, type FfdheSpec } from './ffdhe.js';
 import {
   P256_SPEC,
   P384_SPEC,
+  SECP256R1MLKEM768_SPEC,
+  SECP384R1MLKEM1024_SPEC,
+  X25519MLKEM768_SPEC,
   X25519_SPEC,
   checkNistShareFraming,
-  checkRandomness,
-  checkX25519Share,
   destroyedShare,
   isAllZero,
   nistScalarFromSeed,
@@ -32,7 +38,8 @@ import {
   zeroSecret,
   type NistCurveSpec,
 } from './groups.js';
-import { aeadSpec, type AeadSpec, checkAeadCall, checkBytes, checkExpand, checkSealInto, hashSpec } from './params.js';
+import { hybridGroup } from './hybrid.js';
+import { AEAD_SPECS, type AeadSpec } from './params.js';
 import type {
   Aead,
   AeadName,
@@ -54,29 +61,17 @@ export interface NobleProviderOptions {
 /** Builds a noble provider, optionally with an injected random source. */
 export function createNobleProvider(opts: NobleProviderOptions = {}): CryptoProvider {
   const random: RandomSource = opts.random ?? ((n: number) => randomBytes(n));
-  return {
+  return withArgumentChecks({
     name: 'noble',
-    hash: (name) => HASHES[hashSpec(name).name],
-    hmac: (hash, key, data) => {
-      checkBytes(key, 'HMAC key');
-      checkBytes(data, 'HMAC data');
-      return hmac(NOBLE_HASH[hashSpec(hash).name], key, data);
-    },
-    hkdfExtract: (hash, salt, ikm) => {
-      checkBytes(salt, 'HKDF-Extract salt');
-      checkBytes(ikm, 'HKDF-Extract IKM');
-      // RFC 5869 §2.2: an absent salt is HashLen zeros; HMAC pads an empty key with zeros, so both agree.
-      return extract(NOBLE_HASH[hashSpec(hash).name], ikm, salt);
-    },
-    hkdfExpand: (hash, prk, info, length) => {
-      const spec = hashSpec(hash);
-      checkExpand(spec, prk, info, length);
-      return expand(NOBLE_HASH[spec.name], prk, info, length);
-    },
-    aead: (name, key) => new NobleAead(aeadSpec(name, key), key),
-    group: (name) => (Object.prototype.hasOwnProperty.call(GROUPS, name) ? GROUPS[name as keyof typeof GROUPS] : undefined),
+    hash: (name) => HASHES[name],
+    hmac: (hash, key, data) => hmac(NOBLE_HASH[hash], key, data),
+    // RFC 5869 §2.2: an absent salt is HashLen zeros; HMAC pads an empty key with zeros, so both agree.
+    hkdfExtract: (hash, salt, ikm) => extract(NOBLE_HASH[hash], ikm, salt),
+    hkdfExpand: (hash, prk, info, length) => expand(NOBLE_HASH[hash], prk, info, length),
+    aead: (name, key) => new NobleAead(AEAD_SPECS[name], key),
+    group: (name) => GROUPS[name],
     random,
-  };
+  });
 }
 
 /** The noble provider with the platform's secure random source. */
@@ -93,7 +88,6 @@ const NOBLE_HASH: Readonly<Record<HashName, NobleHash>> = { 'SHA-256': sha256, '
 class NobleHashStateImpl implements HashState {
   constructor(private readonly h: NobleHashState) {}
   update(data: Uint8Array): void {
-    checkBytes(data, 'hash input');
     this.h.update(data);
   }
   /** Digests a clone, so the running state keeps accepting updates (transcript hash, RFC 8446 §4.4.1). */
@@ -110,10 +104,7 @@ function nobleHash(name: HashName): HashAlgorithm {
   return {
     name,
     outputLength: h.outputLen,
-    digest: (data) => {
-      checkBytes(data, 'hash input');
-      return h(data);
-    },
+    digest: (data) => h(data),
     create: () => new NobleHashStateImpl(h.create()),
   };
 }
@@ -152,7 +143,6 @@ class NobleAead implements Aead {
   }
 
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
-    checkAeadCall(this.spec, nonce, aad, plaintext);
     if (this.name === 'CHACHA20-POLY1305') return chacha20poly1305(this.liveKey(), nonce, aad).encrypt(plaintext);
     return this.aesGcm().seal(nonce, aad, plaintext);
   }
@@ -165,9 +155,10 @@ class NobleAead implements Aead {
    * same inside {@link AesGcmKey.sealInto}.
    */
   sealInto(nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
-    const total = checkSealInto(this.spec, nonce, aad, parts, out, offset);
     if (this.name !== 'CHACHA20-POLY1305') return this.aesGcm().sealInto(nonce, aad, parts, out, offset);
     const key = this.liveKey();
+    let total = 0;
+    for (const p of parts) total += p.length;
     const sealedLength = total + this.tagLength;
     const buf = scratch(sealedLength);
     let at = 0;
@@ -185,14 +176,12 @@ class NobleAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null {
-    checkAeadCall(this.spec, nonce, aad, ciphertextAndTag);
     const key = this.liveKey();
-    if (ciphertextAndTag.length < this.tagLength) return null;
     if (this.name !== 'CHACHA20-POLY1305') return this.aesGcm().open(nonce, aad, ciphertextAndTag);
     try {
       return chacha20poly1305(key, nonce, aad).decrypt(ciphertextAndTag);
     } catch {
-      // Inputs were validated above, so the only failure left is authentication (RFC 5116 §2.2: FAIL).
+      // Inputs were validated at the boundary, so the only failure left is authentication (RFC 5116 §2.2: FAIL).
       return null;
     }
   }
@@ -224,7 +213,6 @@ class NobleAead implements Aead {
  * secret is the all-zero value and abort if so").
  */
 function x25519Shared(priv: Uint8Array, peer: Uint8Array): Uint8Array {
-  checkX25519Share(peer);
   let secret: Uint8Array;
   try {
     secret = x25519.getSharedSecret(priv, peer);
@@ -240,13 +228,10 @@ const x25519Group: KeyExchangeGroup = {
   name: 'x25519',
   randomLength: X25519_SPEC.randomLength,
   start(randomness) {
-    checkRandomness(X25519_SPEC, randomness);
     const priv = copyBytes(randomness);
     return new NobleClientShare('x25519', x25519.getPublicKey(priv), priv, x25519Shared);
   },
   respond(clientShare, randomness) {
-    checkRandomness(X25519_SPEC, randomness);
-    checkX25519Share(clientShare);
     const priv = copyBytes(randomness);
     try {
       const sharedSecret = x25519Shared(priv, clientShare);
@@ -316,9 +301,70 @@ class NobleClientShare implements ClientKeyShare {
   }
 }
 
-/** X25519MLKEM768 needs ML-KEM, which this provider does not carry: `group()` returns undefined for it. */
-const GROUPS = {
+/**
+ * RFC 7919 / RFC 8446 §4.2.8.1 with BigInt arithmetic: Y = 2^X mod p and Z = Y_peer^X mod p by the
+ * Montgomery ladder of lib/crypto/ffdhe.ts, both left-padded to the size of p. The private exponent is kept as
+ * a BigInt, which JavaScript cannot wipe; destroy() drops it.
+ */
+function ffdheGroup(spec: FfdheSpec): KeyExchangeGroup {
+  const pow = (base: bigint, x: bigint) => modPowLadder(base, x, spec.prime, spec.exponentBits);
+  const shared = (x: bigint, peer: Uint8Array): Uint8Array => {
+    const z = bigIntToBytes(pow(checkFfdheShare(spec, peer), x), spec.primeLength);
+    checkFfdheSecret(spec, z);
+    return z;
+  };
+  return {
+    name: spec.name,
+    randomLength: spec.randomLength,
+    start(randomness) {
+      const x = ffdheExponent(spec, randomness);
+      return new FfdheClientShare(spec, bigIntToBytes(pow(spec.generator, x), spec.primeLength), x, shared);
+    },
+    respond(clientShare, randomness) {
+      const y = checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
+      const x = ffdheExponent(spec, randomness);
+      const sharedSecret = bigIntToBytes(pow(y, x), spec.primeLength);
+      checkFfdheSecret(spec, sharedSecret);
+      return { share: bigIntToBytes(pow(spec.generator, x), spec.primeLength), sharedSecret };
+    },
+  };
+}
+
+class FfdheClientShare implements ClientKeyShare {
+  private x: bigint | null;
+  constructor(
+    private readonly spec: FfdheSpec,
+    readonly share: Uint8Array,
+    x: bigint,
+    private readonly shared: (x: bigint, peer: Uint8Array) => Uint8Array,
+  ) {
+    this.x = x;
+  }
+  get group(): GroupName {
+    return this.spec.name;
+  }
+  complete(serverShare: Uint8Array): Uint8Array {
+    if (this.x === null) throw destroyedShare(this.spec.name);
+    return this.shared(this.x, serverShare);
+  }
+  destroy(): void {
+    this.x = null;
+  }
+}
+
+const secp256r1Group = nistGroup(P256_SPEC, p256);
+const secp384r1Group = nistGroup(P384_SPEC, p384);
+
+const GROUPS: Readonly<Record<GroupName, KeyExchangeGroup>> = {
   x25519: x25519Group,
-  secp256r1: nistGroup(P256_SPEC, p256),
-  secp384r1: nistGroup(P384_SPEC, p384),
-} as const satisfies Partial<Record<GroupName, KeyExchangeGroup>>;
+  secp256r1: secp256r1Group,
+  secp384r1: secp384r1Group,
+  X25519MLKEM768: hybridGroup(X25519MLKEM768_SPEC, x25519Group),
+  SecP256r1MLKEM768: hybridGroup(SECP256R1MLKEM768_SPEC, secp256r1Group),
+  SecP384r1MLKEM1024: hybridGroup(SECP384R1MLKEM1024_SPEC, secp384r1Group),
+  ffdhe2048: ffdheGroup(FFDHE_SPECS.ffdhe2048),
+  ffdhe3072: ffdheGroup(FFDHE_SPECS.ffdhe3072),
+  ffdhe4096: ffdheGroup(FFDHE_SPECS.ffdhe4096),
+  ffdhe6144: ffdheGroup(FFDHE_SPECS.ffdhe6144),
+  ffdhe8192: ffdheGroup(FFDHE_SPECS.ffdhe8192),
+};

@@ -9,12 +9,17 @@
  * `Buffer` leaks out, no extra copy); AEADs call OpenSSL with the raw key (a cached `KeyObject`
  * measured no faster, and cannot be wiped); HKDF-Expand of at most one hash block (every
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
- * scalars and points without DER wrapping; X25519 keys are imported as JWK, 10x faster than DER on
- * OpenSSL 3.0 (see {@link x25519PrivateKey}).
+ * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0
+ * decodes much faster than DER (see {@link x25519PrivateKey}); RFC 7919 ffdhe groups use `createDiffieHellman` with the
+ * RFC's primes (Node 20 has no named ffdhe groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM
+ * (Node 20 has none) with the OpenSSL ECDH groups here (lib/crypto/hybrid.ts).
+ *
+ * Arguments are checked once, at the provider boundary (lib/crypto/checked.ts); the code here trusts them.
  */
 import {
   createCipheriv,
   createDecipheriv,
+  createDiffieHellman,
   createECDH,
   createHash,
   createHmac,
@@ -28,13 +33,16 @@ import {
 } from 'node:crypto';
 import { startupSnapshot } from 'node:v8';
 import { copyBytes, wipe } from '../codec/bytes.js';
+import { withArgumentChecks } from './checked.js';
+import { FFDHE_SPECS, checkFfdheSecret, checkFfdheShare, ffdheExponentBytes, leftPad, type FfdheSpec } from './ffdhe.js';
 import {
   P256_SPEC,
   P384_SPEC,
+  SECP256R1MLKEM768_SPEC,
+  SECP384R1MLKEM1024_SPEC,
+  X25519MLKEM768_SPEC,
   X25519_SPEC,
   checkNistShareFraming,
-  checkRandomness,
-  checkX25519Share,
   destroyedShare,
   isAllZero,
   nistScalarFromSeed,
@@ -42,7 +50,8 @@ import {
   zeroSecret,
   type NistCurveSpec,
 } from './groups.js';
-import { aeadSpec, type AeadSpec, checkAeadCall, checkBytes, checkExpand, checkSealInto, hashSpec } from './params.js';
+import { hybridGroup } from './hybrid.js';
+import { AEAD_SPECS, HASH_SPECS, type AeadSpec } from './params.js';
 import type {
   Aead,
   AeadName,
@@ -64,30 +73,22 @@ export interface NodeProviderOptions {
 /** Builds a node:crypto provider, optionally with an injected random source. */
 export function createNodeProvider(opts: NodeProviderOptions = {}): CryptoProvider {
   const random: RandomSource = opts.random ?? pooledOpenSslRandom();
-  return {
+  return withArgumentChecks({
     name: 'node',
-    hash: (name) => HASHES[hashSpec(name).name],
-    hmac: (hash, key, data) => {
-      checkBytes(key, 'HMAC key');
-      checkBytes(data, 'HMAC data');
-      return view(createHmac(OPENSSL_HASH[hashSpec(hash).name], key).update(data).digest());
-    },
-    hkdfExtract: (hash, salt, ikm) => {
-      checkBytes(salt, 'HKDF-Extract salt');
-      checkBytes(ikm, 'HKDF-Extract IKM');
-      // RFC 5869 §2.2: PRK = HMAC-Hash(salt, IKM). An empty salt equals HashLen zeros, as HMAC pads keys with zeros.
-      return view(createHmac(OPENSSL_HASH[hashSpec(hash).name], salt).update(ikm).digest());
-    },
+    hash: (name) => HASHES[name],
+    hmac: (hash, key, data) => view(createHmac(OPENSSL_HASH[hash], key).update(data).digest()),
+    // RFC 5869 §2.2: PRK = HMAC-Hash(salt, IKM). An empty salt equals HashLen zeros, as HMAC pads keys with zeros.
+    hkdfExtract: (hash, salt, ikm) => view(createHmac(OPENSSL_HASH[hash], salt).update(ikm).digest()),
     hkdfExpand,
-    aead: (name, key) => new NodeAead(aeadSpec(name, key), key),
-    group: (name) => (Object.prototype.hasOwnProperty.call(GROUPS, name) ? GROUPS[name as keyof typeof GROUPS] : undefined),
+    aead: (name, key) => new NodeAead(AEAD_SPECS[name], key),
+    group: (name) => GROUPS[name],
     random,
-  };
+  });
 }
 
 /**
  * OpenSSL's CSPRNG, drawn into a 1 KiB pool so that the handful of small draws of a handshake (randoms,
- * key-share scalars, cookies) cost a copy rather than a native call each (~0.25 µs instead of ~2.7 µs).
+ * key-share scalars, cookies) cost a copy rather than a native call each.
  * Each draw is copied out and its bytes in the pool are zeroed at once, so the pool never holds a value that
  * has been handed out; it does hold up to 1 KiB of values still to come, in process memory like OpenSSL's
  * own generator state. Large draws bypass the pool, and so does everything while a startup snapshot is being
@@ -130,7 +131,6 @@ function view(b: Buffer): Uint8Array {
 class NodeHashState implements HashState {
   constructor(private readonly h: Hash) {}
   update(data: Uint8Array): void {
-    checkBytes(data, 'hash input');
     this.h.update(data);
   }
   /** Digests a copy, so the running state keeps accepting updates (transcript hash, RFC 8446 §4.4.1). */
@@ -146,11 +146,8 @@ function nodeHash(name: HashName): HashAlgorithm {
   const alg = OPENSSL_HASH[name];
   return {
     name,
-    outputLength: hashSpec(name).outputLength,
-    digest: (data) => {
-      checkBytes(data, 'hash input');
-      return view(oneShotHash(alg, data, 'buffer'));
-    },
+    outputLength: HASH_SPECS[name].outputLength,
+    digest: (data) => view(oneShotHash(alg, data, 'buffer')),
     create: () => new NodeHashState(createHash(alg)),
   };
 }
@@ -167,8 +164,7 @@ const COUNTER = [0, 1, 2].map((i) => Uint8Array.of(i)); // cached one-byte count
  * Node's hkdfSync always runs Extract first, so Expand is done here with HMAC; one call when L <= HashLen.
  */
 function hkdfExpand(hash: HashName, prk: Uint8Array, info: Uint8Array, length: number): Uint8Array {
-  const spec = hashSpec(hash);
-  checkExpand(spec, prk, info, length);
+  const spec = HASH_SPECS[hash];
   const alg = OPENSSL_HASH[spec.name];
   const hashLen = spec.outputLength;
   if (length === 0) return new Uint8Array(0);
@@ -228,7 +224,7 @@ class NodeAead implements Aead {
   /** Our own copy of the key, wiped by destroy(). (A KeyObject measured no faster and cannot be wiped.) */
   private key: Uint8Array | null;
 
-  constructor(private readonly spec: AeadSpec, key: Uint8Array) {
+  constructor(spec: AeadSpec, key: Uint8Array) {
     this.name = spec.name;
     this.keyLength = spec.keyLength;
     this.nonceLength = spec.nonceLength;
@@ -238,7 +234,6 @@ class NodeAead implements Aead {
   }
 
   seal(nonce: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Uint8Array {
-    checkAeadCall(this.spec, nonce, aad, plaintext);
     const out = new Uint8Array(plaintext.length + this.tagLength);
     this.sealInto(nonce, aad, [plaintext], out, 0);
     return out;
@@ -249,7 +244,8 @@ class NodeAead implements Aead {
    * once, into its place in `out`.
    */
   sealInto(nonce: Uint8Array, aad: Uint8Array, parts: readonly Uint8Array[], out: Uint8Array, offset: number): number {
-    const total = checkSealInto(this.spec, nonce, aad, parts, out, offset);
+    let total = 0;
+    for (const p of parts) total += p.length;
     const c = aeadCipher(this.alg, this.liveKey(), nonce);
     if (aad.length > 0) c.setAAD(aad, { plaintextLength: total });
     let at = offset;
@@ -269,10 +265,8 @@ class NodeAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ciphertextAndTag: Uint8Array): Uint8Array | null {
-    checkAeadCall(this.spec, nonce, aad, ciphertextAndTag);
     const key = this.liveKey();
-    const ctLength = ciphertextAndTag.length - this.tagLength;
-    if (ctLength < 0) return null;
+    const ctLength = ciphertextAndTag.length - this.tagLength; // >= 0: checked at the boundary
     const d = aeadDecipher(this.alg, key, nonce);
     d.setAuthTag(ciphertextAndTag.subarray(ctLength));
     if (aad.length > 0) d.setAAD(aad, { plaintextLength: ctLength });
@@ -301,13 +295,13 @@ class NodeAead implements Aead {
 // Key exchange (RFC 8446 §4.2.8 and §7.4)
 
 /**
- * X25519 keys enter OpenSSL as JWK (RFC 8037): on Node 20 / OpenSSL 3.0 a JWK import costs ~8 µs
- * (public) and ~40 µs (private, including OpenSSL's own public-key computation), while a PKCS#8 or
- * SPKI DER import goes through OpenSSL's generic decoder and costs ~80-400 µs. Node insists on an
+ * X25519 keys enter OpenSSL as JWK (RFC 8037): on Node 20 / OpenSSL 3.0 a JWK import is a direct key
+ * construction, while a PKCS#8 or SPKI DER import goes through OpenSSL's generic decoder, several times
+ * slower. Node insists on an
  * `x` member in a private JWK but derives the public key from `d`, so a placeholder is passed.
  *
- * Our public key is then read back as the `x` of a public JWK export (~15 µs; computing X25519(k, 9)
- * again would cost a second scalar multiplication, ~37 µs). Only keys imported here are ever exported:
+ * Our public key is then read back as the `x` of a public JWK export (cheaper than computing X25519(k, 9)
+ * again, a second scalar multiplication). Only keys imported here are ever exported:
  * on Node 20.20, exporting a key made by `generateKeyPair*` as JWK can deadlock the process (gdb:
  * ExportJWKEdKey holds the key's mutex while allocating the string; a GC triggered by that allocation
  * runs the finished KeyGenJob's destructor, which takes the same mutex). An imported key has no KeyGenJob.
@@ -342,7 +336,6 @@ function x25519PublicBytes(priv: KeyObject): Uint8Array {
  * 'KeyExchangeZeroSecret' (RFC 8446 §7.4.2), exactly as with the noble provider.
  */
 function x25519Shared(priv: KeyObject, peer: Uint8Array): Uint8Array {
-  checkX25519Share(peer);
   let secret: Uint8Array;
   try {
     secret = view(diffieHellman({ privateKey: priv, publicKey: x25519PublicKey(peer) }));
@@ -358,13 +351,10 @@ const x25519Group: KeyExchangeGroup = {
   name: 'x25519',
   randomLength: X25519_SPEC.randomLength,
   start(randomness) {
-    checkRandomness(X25519_SPEC, randomness);
     const priv = x25519PrivateKey(randomness);
     return new NodeClientShare('x25519', x25519PublicBytes(priv), priv, x25519Shared);
   },
   respond(clientShare, randomness) {
-    checkRandomness(X25519_SPEC, randomness);
-    checkX25519Share(clientShare);
     const priv = x25519PrivateKey(randomness);
     const sharedSecret = x25519Shared(priv, clientShare);
     return { share: x25519PublicBytes(priv), sharedSecret };
@@ -409,7 +399,6 @@ function nistGroup(spec: NistCurveSpec, curveName: 'prime256v1' | 'secp384r1'): 
       return new NodeClientShare(spec.name, view(ecdh.getPublicKey()), ecdh, shared);
     },
     respond(clientShare, randomness) {
-      checkRandomness(spec, randomness);
       checkNistShareFraming(spec, clientShare); // before the key generation: garbage costs nothing
       const ecdh = keyPair(randomness);
       const sharedSecret = shared(ecdh, clientShare);
@@ -442,9 +431,61 @@ class NodeClientShare<K> implements ClientKeyShare {
   }
 }
 
-/** X25519MLKEM768 needs ML-KEM, which Node 20 lacks: `group()` returns undefined for it. */
-const GROUPS = {
+/**
+ * RFC 7919 / RFC 8446 §4.2.8.1 through OpenSSL's DH: `createDiffieHellman(p, 2)`, the private exponent set
+ * from the randomness (the same exponent as the noble provider's, lib/crypto/ffdhe.ts), Y and Z left-padded
+ * to the size of p. 1 < Y < p-1 is checked first by the shared rule, so OpenSSL's own check (DH_check_pub_key)
+ * never has to speak. The exponent lives inside OpenSSL; destroy() drops the only reference.
+ */
+function ffdheGroup(spec: FfdheSpec): KeyExchangeGroup {
+  const prime = Buffer.from(spec.prime.toString(16), 'hex');
+  const generator = Buffer.from([Number(spec.generator)]);
+  type Dh = ReturnType<typeof createDiffieHellman>;
+  const keyPair = (randomness: Uint8Array): { dh: Dh; share: Uint8Array } => {
+    const dh = createDiffieHellman(prime, generator);
+    const x = ffdheExponentBytes(spec, randomness);
+    try {
+      dh.setPrivateKey(x);
+    } finally {
+      wipe(x);
+    }
+    // With a private key set, generateKeys() computes Y = g^X mod p from it (it draws nothing).
+    return { dh, share: leftPad(view(dh.generateKeys()), spec.primeLength) };
+  };
+  const shared = (dh: Dh, peer: Uint8Array): Uint8Array => {
+    checkFfdheShare(spec, peer);
+    const z = leftPad(view(dh.computeSecret(peer)), spec.primeLength);
+    checkFfdheSecret(spec, z);
+    return z;
+  };
+  return {
+    name: spec.name,
+    randomLength: spec.randomLength,
+    start(randomness) {
+      const { dh, share } = keyPair(randomness);
+      return new NodeClientShare(spec.name, share, dh, shared);
+    },
+    respond(clientShare, randomness) {
+      checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
+      const { dh, share } = keyPair(randomness);
+      return { share, sharedSecret: shared(dh, clientShare) };
+    },
+  };
+}
+
+const secp256r1Group = nistGroup(P256_SPEC, 'prime256v1');
+const secp384r1Group = nistGroup(P384_SPEC, 'secp384r1');
+
+const GROUPS: Readonly<Record<GroupName, KeyExchangeGroup>> = {
   x25519: x25519Group,
-  secp256r1: nistGroup(P256_SPEC, 'prime256v1'),
-  secp384r1: nistGroup(P384_SPEC, 'secp384r1'),
-} as const satisfies Partial<Record<GroupName, KeyExchangeGroup>>;
+  secp256r1: secp256r1Group,
+  secp384r1: secp384r1Group,
+  X25519MLKEM768: hybridGroup(X25519MLKEM768_SPEC, x25519Group),
+  SecP256r1MLKEM768: hybridGroup(SECP256R1MLKEM768_SPEC, secp256r1Group),
+  SecP384r1MLKEM1024: hybridGroup(SECP384R1MLKEM1024_SPEC, secp384r1Group),
+  ffdhe2048: ffdheGroup(FFDHE_SPECS.ffdhe2048),
+  ffdhe3072: ffdheGroup(FFDHE_SPECS.ffdhe3072),
+  ffdhe4096: ffdheGroup(FFDHE_SPECS.ffdhe4096),
+  ffdhe6144: ffdheGroup(FFDHE_SPECS.ffdhe6144),
+  ffdhe8192: ffdheGroup(FFDHE_SPECS.ffdhe8192),
+};

@@ -8,7 +8,38 @@
 
 export type HashName = 'SHA-256' | 'SHA-384';
 export type AeadName = 'AES-128-GCM' | 'AES-256-GCM' | 'CHACHA20-POLY1305';
-export type GroupName = 'x25519' | 'secp256r1' | 'secp384r1' | 'X25519MLKEM768';
+/**
+ * Key-exchange groups by their IANA names (TLS Supported Groups registry): elliptic curves (RFC 8446 §4.2.7),
+ * the post-quantum hybrids (draft-ietf-tls-ecdhe-mlkem) and the finite-field groups (RFC 7919).
+ */
+export type GroupName =
+  | 'x25519'
+  | 'secp256r1'
+  | 'secp384r1'
+  | 'X25519MLKEM768'
+  | 'SecP256r1MLKEM768'
+  | 'SecP384r1MLKEM1024'
+  | 'ffdhe2048'
+  | 'ffdhe3072'
+  | 'ffdhe4096'
+  | 'ffdhe6144'
+  | 'ffdhe8192';
+
+/**
+ * The sizes of a key-exchange group (RFC 8446 §4.2.8): what a provider's boundary checks before any
+ * backend sees an argument (lib/crypto/checked.ts); the specs are in lib/crypto/groups.ts.
+ */
+export interface KexSpec {
+  readonly name: GroupName;
+  /** How many random bytes `start` and `respond` consume (see {@link nistScalarFromSeed}). */
+  readonly randomLength: number;
+  /** Exact length of the client's key_exchange value. */
+  readonly clientShareLength: number;
+  /** Exact length of the server's key_exchange value (differs from the client's for the ML-KEM hybrids). */
+  readonly serverShareLength: number;
+  /** Length of the shared secret that enters the key schedule (RFC 8446 §7.4). */
+  readonly secretLength: number;
+}
 
 /** A source of cryptographically secure random bytes. */
 export type RandomSource = (length: number) => Uint8Array;
@@ -60,7 +91,8 @@ export interface ClientKeyShare {
   readonly share: Uint8Array;
   /**
    * Finishes the exchange with the server's key_exchange bytes.
-   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid peer share.
+   * Throws TlsError on an invalid peer share: 'InvalidPeerKeyShare' (wrong length, not a curve point),
+   * 'KeyExchangeZeroSecret' (a low-order X25519 point), 'FfdhePublicValueOutOfRange' (not 1 < Y < p-1).
    */
   complete(serverShare: Uint8Array): Uint8Array;
   /** Wipes the private key. */
@@ -82,7 +114,9 @@ export interface KeyExchangeGroup {
   start(randomness: Uint8Array): ClientKeyShare;
   /**
    * Server: answer the client's key_exchange bytes; returns the server's key_exchange bytes and the shared secret.
-   * Throws TlsError('InvalidPeerKeyShare' | 'KeyExchangeZeroSecret') on an invalid client share.
+   * Throws TlsError on an invalid client share: the reasons of {@link ClientKeyShare.complete}, and
+   * 'MlKemEncapsulationKeyNotReduced' for an ML-KEM encapsulation key failing FIPS 203's modulus check.
+   * (For the ML-KEM hybrids this is the KEM's encapsulation; the shares of the two sides differ in length.)
    */
   respond(clientShare: Uint8Array, randomness: Uint8Array): { share: Uint8Array; sharedSecret: Uint8Array };
 }

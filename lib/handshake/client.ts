@@ -32,10 +32,11 @@ import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_CLIENT_KEX_MODES,
+  DEFAULT_GROUPS,
   type ClientOptions,
   type KexMode,
-} from '../connection/config.js';
-import type { EarlyDataStatus } from '../connection/events.js';
+} from '../config/options.js';
+import type { EarlyDataStatus } from '../config/events.js';
 import {
   alpnExtension,
   computeBinder,
@@ -48,6 +49,7 @@ import {
   groupName,
   handshakeInfo,
   resolveCommonOptions,
+  verifyFinished,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
@@ -68,7 +70,7 @@ interface ClientPlan {
 /** Builds and sends the first ClientHello (and 0-RTT data when asked); returns the first state. */
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
-  const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES);
+  const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES, DEFAULT_GROUPS);
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
   const psks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
   if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
@@ -227,14 +229,14 @@ class ExpectServerHello implements HandshakeState {
       throw new TlsError('UnsupportedVersion', 'server did not negotiate TLS 1.3 (no supported_versions)');
     }
     if (sh.supportedVersion !== ProtocolVersion.TLSv1_3) {
-      throw new TlsError('IllegalParameter', `server selected version 0x${sh.supportedVersion.toString(16)}, which was not offered`);
+      throw new TlsError('ServerSelectedUnofferedVersion', `server selected version 0x${sh.supportedVersion.toString(16)}, which was not offered (RFC 8446 §4.2.1)`);
     }
     if (sh.legacyVersion !== ProtocolVersion.TLSv1_2) {
-      throw new TlsError('IllegalParameter', 'ServerHello.legacy_version must be 0x0303 (RFC 8446 §4.1.3)');
+      throw new TlsError('LegacyVersionNot0303', 'ServerHello.legacy_version must be 0x0303 (RFC 8446 §4.1.3)');
     }
     // §4.1.3: a legacy_session_id_echo that differs from what we sent is illegal_parameter.
     if (!equalConstantTime(sh.sessionIdEcho, this.plan.sessionId)) {
-      throw new TlsError('IllegalParameter', 'legacy_session_id_echo does not match (RFC 8446 §4.1.3)');
+      throw new TlsError('SessionIdEchoMismatch', 'legacy_session_id_echo does not match (RFC 8446 §4.1.3)');
     }
     const suite = suiteById(sh.cipherSuite);
     if (!suite || !this.plan.suites.includes(suite)) {
@@ -253,7 +255,7 @@ class ExpectServerHello implements HandshakeState {
       const name = groupName(hrr.selectedGroup);
       // §4.1.4, §4.2: a key_share in the HelloRetryRequest answers ours; without psk_dhe_ke we sent none.
       if (!this.plan.modes.includes('psk_dhe_ke')) {
-        throw new TlsError('UnsupportedExtension', 'HelloRetryRequest carries key_share, but we offered no (EC)DHE (RFC 8446 §4.1.4)');
+        throw new TlsError('UnsolicitedKeyShare', 'HelloRetryRequest carries key_share, but we offered no (EC)DHE (RFC 8446 §4.1.4)');
       }
       // §4.2.8: the selected group must be one we support, and not one we already sent a share for.
       if (!name || !this.plan.groups.includes(name)) {
@@ -299,7 +301,7 @@ class ExpectServerHello implements HandshakeState {
     sh.extensions.requireSubsetOf(new Set([E.supported_versions, E.key_share, E.pre_shared_key]), 'ServerHello');
     if (this.retried && suite !== this.retried.suite) {
       // §4.1.4: the ServerHello must select the suite the HelloRetryRequest named.
-      throw new TlsError('IllegalParameter', 'ServerHello selects a different cipher suite than the HelloRetryRequest');
+      throw new TlsError('ServerHelloSuiteDiffersFromRetry', 'ServerHello selects a different cipher suite than the HelloRetryRequest (RFC 8446 §4.1.4)');
     }
     // This client authenticates with PSKs only: a server that did not select one cannot be authenticated.
     if (sh.selectedIdentity === undefined) {
@@ -311,25 +313,30 @@ class ExpectServerHello implements HandshakeState {
     }
     const psk = this.psks[index];
     if (psk.hash !== suite.hash) {
-      throw new TlsError('IllegalParameter', `server selected a ${psk.hash} PSK with ${suite.name} (RFC 8446 §4.2.11)`);
+      throw new TlsError('PskHashMismatchesSuite', `server selected a ${psk.hash} PSK with ${suite.name} (RFC 8446 §4.2.11)`);
     }
 
     let kex: KexMode;
     let groupNameSel: GroupName | null = null;
     let shared: Uint8Array | null = null;
     if (sh.keyShare) {
-      if (!plan.modes.includes('psk_dhe_ke')) throw new TlsError('UnsupportedExtension', 'key_share in ServerHello but psk_dhe_ke was not offered');
+      if (!plan.modes.includes('psk_dhe_ke')) throw new TlsError('UnsolicitedKeyShare', 'key_share in ServerHello but psk_dhe_ke was not offered (RFC 8446 §4.2)');
       const name = groupName(sh.keyShare.group);
       const share = name ? this.shares.find((s) => s.group === name) : undefined;
       if (!share || (this.retried?.group !== undefined && sh.keyShare.group !== this.retried.group)) {
         throw new TlsError('ServerSelectedUnofferedGroup', `server key share for group 0x${sh.keyShare.group.toString(16)}, which we did not send`);
       }
-      shared = share.complete(sh.keyShare.keyExchange);
+      try {
+        shared = share.complete(sh.keyShare.keyExchange);
+      } catch (e) {
+        for (const s of this.shares) s.destroy();
+        throw e;
+      }
       kex = 'psk_dhe_ke';
       groupNameSel = share.group;
     } else {
       // §4.2.11: without a key_share the server chose psk_ke, which must have been offered (illegal_parameter).
-      if (!plan.modes.includes('psk_ke')) throw new TlsError('IllegalParameter', 'ServerHello has no key_share but psk_ke was not offered (RFC 8446 §4.2.11)');
+      if (!plan.modes.includes('psk_ke')) throw new TlsError('ServerKeyShareMissing', 'ServerHello has no key_share but psk_ke was not offered (RFC 8446 §4.2.11)');
       kex = 'psk_ke';
     }
     for (const s of this.shares) s.destroy();
@@ -423,15 +430,15 @@ class ExpectEncryptedExtensions implements HandshakeState {
     offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
     ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
     if (ee.alpn !== undefined && !(this.plan.options.alpn ?? []).includes(ee.alpn)) {
-      throw new TlsError('IllegalParameter', `server selected ALPN "${ee.alpn}", which was not offered (RFC 7301 §3.2)`);
+      throw new TlsError('ServerSelectedUnofferedAlpn', `server selected ALPN "${ee.alpn}", which was not offered (RFC 7301 §3.2)`);
     }
     if (ee.earlyDataAccepted && !this.n.earlyPossible) {
       // §4.2.10: accepting early data with another PSK or suite than the client used is illegal_parameter.
-      throw new TlsError('IllegalParameter', 'server accepted 0-RTT data it cannot have decrypted');
+      throw new TlsError('EarlyDataAcceptedWrongPsk', 'server accepted 0-RTT data it cannot have decrypted (RFC 8446 §4.2.10)');
     }
     if (ee.earlyDataAccepted && ee.alpn !== this.n.psk.earlyDataAlpn) {
       // §4.2.10: 0-RTT is accepted only under the ALPN protocol provisioned with the PSK.
-      throw new TlsError('IllegalParameter', `server accepted 0-RTT data under ALPN "${ee.alpn ?? '(none)'}", not the PSK's`);
+      throw new TlsError('EarlyDataAcceptedWrongAlpn', `server accepted 0-RTT data under ALPN "${ee.alpn ?? '(none)'}", not the PSK's (RFC 8446 §4.2.10)`);
     }
     if (ee.recordSizeLimit !== undefined) io.setPeerRecordSizeLimit(ee.recordSizeLimit, this.plan.options.recordSizeLimit);
     this.n.transcript.add(m.raw);
@@ -467,11 +474,7 @@ class ExpectServerFinished implements HandshakeState {
     const { crypto } = this.plan;
     const n = this.n;
     const hash = n.suite.hash;
-    const received = decodeFinished(m.body, n.suite.hashLength);
-    const expected = finishedVerifyData(crypto, hash, n.shts, n.transcript.current());
-    const ok = equalConstantTime(expected, received);
-    wipe(expected);
-    if (!ok) throw new TlsError('IncorrectFinished', 'server Finished does not verify (RFC 8446 §4.4.4)');
+    verifyFinished(crypto, hash, n.shts, n.transcript.current(), decodeFinished(m.body, n.suite.hashLength), 'server');
     n.transcript.add(m.raw);
 
     const { cats, sats, ems } = deriveApplicationTraffic(io, n.hs, n.transcript, this.plan.random);

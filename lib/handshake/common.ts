@@ -4,7 +4,8 @@
  */
 import { ExtensionType, HandshakeType, NamedGroup, nameOf, ProtocolVersion } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
-import type { CryptoProvider, GroupName } from '../crypto/provider.js';
+import { GROUP_SPECS } from '../crypto/groups.js';
+import type { CryptoProvider, GroupName, HashName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { EarlySecret, finishedVerifyData, type HandshakeSecret } from '../keyschedule/schedule.js';
 import type { Transcript } from '../keyschedule/transcript.js';
@@ -13,10 +14,10 @@ import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.j
 import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
-import type { EarlyDataStatus, HandshakeInfo } from '../connection/events.js';
-import { DEFAULT_GROUPS, DEFAULT_SUITES, type CommonOptions, type KexMode } from '../connection/config.js';
+import type { EarlyDataStatus, HandshakeInfo } from '../config/events.js';
+import { DEFAULT_SUITES, type CommonOptions, type KexMode } from '../config/options.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
-import { identityText } from '../psk/types.js';
+import { identityText } from '../psk/identity-text.js';
 
 /** binder = HMAC(finished_key(binder_key), Transcript-Hash(Truncate(ClientHello)) (§4.2.11.2). */
 export function computeBinder(crypto: CryptoProvider, early: EarlySecret, psk: Psk, truncatedHash: Uint8Array): Uint8Array {
@@ -35,9 +36,30 @@ export function verifyBinder(
   received: Uint8Array,
 ): void {
   const expected = computeBinder(crypto, early, psk, truncatedHash);
+  verifyMac(expected, received, 'IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+}
+
+/**
+ * §4.4.4: verifies the peer's Finished, verify_data = HMAC(finished_key(baseKey), transcriptHash), in constant
+ * time; throws IncorrectFinished (decrypt_error) on mismatch. `baseKey` is the peer's handshake traffic secret.
+ */
+export function verifyFinished(
+  crypto: CryptoProvider,
+  hash: HashName,
+  baseKey: Uint8Array,
+  transcriptHash: Uint8Array,
+  received: Uint8Array,
+  peer: 'client' | 'server',
+): void {
+  const expected = finishedVerifyData(crypto, hash, baseKey, transcriptHash);
+  verifyMac(expected, received, 'IncorrectFinished', `${peer} Finished does not verify (RFC 8446 §4.4.4)`);
+}
+
+/** Compares a MAC we computed (wiped here) with the received one in constant time. */
+function verifyMac(expected: Uint8Array, received: Uint8Array, reason: 'IncorrectBinder' | 'IncorrectFinished', detail: string): void {
   const ok = equalConstantTime(expected, received);
   wipe(expected);
-  if (!ok) throw new TlsError('IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+  if (!ok) throw new TlsError(reason, detail);
 }
 
 /** Starts the key schedule of `psk` on a private copy of its secret (the caller's buffer is left alone). */
@@ -53,7 +75,7 @@ export function groupId(name: GroupName): number {
 }
 
 const GROUP_BY_ID: ReadonlyMap<number, GroupName> = new Map(
-  (['x25519', 'secp256r1', 'secp384r1', 'X25519MLKEM768'] as const).map((g) => [NamedGroup[g], g]),
+  (Object.keys(GROUP_SPECS) as GroupName[]).map((g) => [NamedGroup[g], g]),
 );
 
 /** The group a NamedGroup value names, when it is one this stack can implement. */
@@ -192,12 +214,13 @@ export function resolveCommonOptions(
   crypto: CryptoProvider,
   options: CommonOptions,
   defaultModes: readonly KexMode[],
+  defaultGroups: readonly GroupName[],
 ): { suites: SuiteInfo[]; modes: readonly KexMode[]; groups: readonly GroupName[] } {
   const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
   if (suites.length === 0 || suites.some((s) => s === undefined)) throw new TypeError(`${side}: give at least one known cipher suite`);
   const modes = options.kexModes ?? defaultModes;
   if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
-  const groups = options.groups ?? DEFAULT_GROUPS;
+  const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
   checkRecordSizeLimit(side, options.recordSizeLimit);
   return { suites, modes, groups };

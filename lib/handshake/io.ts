@@ -5,7 +5,7 @@
 import type { CryptoProvider } from '../crypto/provider.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { SuiteInfo } from '../suites.js';
-import type { ConnectionEvent, HandshakeInfo } from '../connection/events.js';
+import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 
 export type KeyLogLabel =
   | 'CLIENT_EARLY_TRAFFIC_SECRET'
@@ -61,9 +61,27 @@ export interface HandshakeIO {
   complete(info: HandshakeInfo, secrets: ApplicationSecrets, resend?: Uint8Array): void;
 }
 
+/**
+ * Every handshake state, by name (each names what it expects next). A union, so that comparing a state's name
+ * with a misspelt or retired one does not compile.
+ */
+export type HandshakeStateName =
+  // server (handshake/server.ts)
+  | 'ExpectClientHello'
+  | 'AwaitPsks'
+  | 'ExpectSecondClientHello'
+  | 'ExpectEndOfEarlyData'
+  | 'ExpectClientFinished'
+  // client (handshake/client.ts)
+  | 'ExpectServerHello'
+  | 'ExpectEncryptedExtensions'
+  | 'ExpectServerFinished'
+  // both, once connected (handshake/common.ts)
+  | 'ExpectPostHandshake';
+
 /** One handshake state: named for the message it expects next. `handle` returns the next state. */
 export interface HandshakeState {
-  readonly name: string;
+  readonly name: HandshakeStateName;
   handle(io: HandshakeIO, message: HandshakeMessageBytes): HandshakeState;
   /** Wipes the secrets this state holds (the connection failed or was destroyed). */
   destroy?(): void;

@@ -10,6 +10,11 @@
  *   ServerHello, EncryptedExtensions, Finished ──▶ [ExpectEndOfEarlyData] ──▶ ExpectClientFinished ──▶ connected
  * ```
  *
+ * A ClientHello is answered in named steps ({@link answerClientHello}, as Go's serverHandshakeStateTLS13 reads):
+ * selectSuiteAndPsk, selectKeyShareOrRetry (or sendHelloRetryRequest), verifySelectedBinder, selectAlpn,
+ * decideEarlyData, sendServerHello, the handshake keys, sendEncryptedExtensions, sendServerFinished, the
+ * application keys, expectClientFlight.
+ *
  * Policy, in the server's preference order: the cipher suite (one that the client offers and that some
  * offered, known PSK can use), then the first such PSK in the client's order, then the key-exchange mode, then
  * the group (a HelloRetryRequest when the client sent no share for it). Randomness is drawn in a fixed order
@@ -20,20 +25,20 @@ import { equalConstantTime, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
-import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
+import { finishedVerifyData, type EarlySecret } from '../keyschedule/schedule.js';
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import { earlyDataSuiteName, type Psk } from '../psk/types.js';
+import { earlyDataSuiteName, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
+  DEFAULT_SERVER_GROUPS,
   DEFAULT_SERVER_KEX_MODES,
   type KexMode,
-  type PskRequest,
   type ServerOptions,
-} from '../connection/config.js';
-import type { EarlyDataStatus } from '../connection/events.js';
+} from '../config/options.js';
+import type { EarlyDataStatus } from '../config/events.js';
 import {
   alpnExtension,
   deriveApplicationTraffic,
@@ -46,6 +51,7 @@ import {
   resolveCommonOptions,
   supportedVersionsServer,
   verifyBinder,
+  verifyFinished,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 
@@ -66,7 +72,7 @@ interface ServerPlan {
 
 /** The first server state. */
 export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeState {
-  const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES);
+  const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES, DEFAULT_SERVER_GROUPS);
   const maxEarlyData = options.maxEarlyDataSize ?? 0;
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
@@ -99,7 +105,7 @@ class ExpectClientHello implements HandshakeState {
     const source = this.plan.options.psks;
     if (source === undefined) return new AwaitPsks(this.plan, ch, request);
     const found = typeof source === 'function' ? source(request) : identities.map((id) => source.find((p) => equalConstantTime(p.identity, id)));
-    return respond(io, this.plan, ch, found.slice(0, identities.length), null);
+    return answerClientHello(io, this.plan, ch, found.slice(0, identities.length), null);
   }
 }
 
@@ -118,9 +124,9 @@ class AwaitPsks implements AwaitingPsks {
 
   resume(io: HandshakeIO, psks: readonly (Psk | undefined | null)[]): HandshakeState {
     if (psks.length !== this.pskRequest.identities.length) {
-      throw new TlsError('InternalError', `PSK lookup answered ${psks.length} entries for ${this.pskRequest.identities.length} identities`);
+      throw new TlsError('PskLookupWrongCount', `PSK lookup answered ${psks.length} entries for ${this.pskRequest.identities.length} identities`);
     }
-    return respond(
+    return answerClientHello(
       io,
       this.plan,
       this.ch,
@@ -141,15 +147,15 @@ function checkClientHello(ch: ClientHello): void {
   if (!ch.pskModes) throw new TlsError('PskModesMissing', 'pre_shared_key without psk_key_exchange_modes (RFC 8446 §4.2.9)');
   // §9.2: key_share requires supported_groups, and each share must be for a group the client lists.
   if (ch.keyShares) {
-    if (!ch.supportedGroups) throw new TlsError('MissingExtension', 'key_share without supported_groups (RFC 8446 §9.2)');
+    if (!ch.supportedGroups) throw new TlsError('KeyShareWithoutSupportedGroups', 'key_share without supported_groups (RFC 8446 §9.2)');
     for (const k of ch.keyShares) {
       if (!ch.supportedGroups.includes(k.group)) {
-        throw new TlsError('IllegalParameter', `key share for group 0x${k.group.toString(16)} not in supported_groups (RFC 8446 §4.2.8)`);
+        throw new TlsError('KeyShareGroupNotOffered', `key share for group 0x${k.group.toString(16)} not in supported_groups (RFC 8446 §4.2.8)`);
       }
     }
   }
   if (ch.extensions.has(E.supported_groups) && !ch.keyShares) {
-    throw new TlsError('MissingExtension', 'supported_groups without key_share (RFC 8446 §9.2)');
+    throw new TlsError('SupportedGroupsWithoutKeyShare', 'supported_groups without key_share (RFC 8446 §9.2)');
   }
 }
 
@@ -164,153 +170,39 @@ interface RetryState {
   readonly resolved: ReadonlyMap<string, Psk>;
 }
 
-interface Selection {
-  readonly suite: SuiteInfo;
-  readonly index: number;
-  readonly psk: Psk;
-  readonly kex: KexMode;
-  readonly group: GroupName | null;
-  readonly clientShare?: KeyShareEntry;
-  /** psk_dhe_ke but the client sent no share for the chosen group: a HelloRetryRequest is needed. */
-  readonly retryGroup?: GroupName;
-}
-
-/** Chooses suite, PSK, mode and group per the server's preferences. */
-function select(plan: ServerPlan, ch: ClientHello, psks: readonly (Psk | undefined)[], fixedSuite?: SuiteInfo): Selection {
-  let suite: SuiteInfo | undefined;
-  let index = -1;
-  for (const s of fixedSuite ? [fixedSuite] : plan.suites) {
-    if (!ch.cipherSuites.includes(s.id)) continue;
-    const i = psks.findIndex((p) => p !== undefined && p.hash === s.hash);
-    if (i >= 0) {
-      suite = s;
-      index = i;
-      break;
-    }
-  }
-  if (!suite) {
-    if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', 'none of the offered PSK identities is known');
-    throw new TlsError('NoCommonCipherSuite', 'no cipher suite in common that a known PSK can use');
-  }
-  const psk = psks[index]!;
-  const clientModes = ch.pskModes ?? [];
-  let sawDhe = false;
-  for (const mode of plan.modes) {
-    if (!clientModes.includes(PskKeyExchangeMode[mode])) continue;
-    if (mode === 'psk_ke') return { suite, index, psk, kex: 'psk_ke', group: null };
-    sawDhe = true;
-    // A share the client already sent for one of our groups (ours in preference order) saves a round trip;
-    // otherwise a HelloRetryRequest asks for our most preferred group among the client's (§4.1.4).
-    for (const g of plan.groups) {
-      const share = ch.keyShares?.find((k) => k.group === groupId(g));
-      if (share) return { suite, index, psk, kex: 'psk_dhe_ke', group: g, clientShare: share };
-    }
-    const g = plan.groups.find((x) => ch.supportedGroups?.includes(groupId(x)));
-    if (g) return { suite, index, psk, kex: 'psk_dhe_ke', group: g, retryGroup: g };
-  }
-  if (sawDhe) throw new TlsError('NoCommonGroup', 'no key-exchange group in common');
-  throw new TlsError('NoCommonKeyExchangeMode', 'no PSK key-exchange mode in common (RFC 8446 §4.2.9)');
-}
-
-/** Answers a ClientHello: a HelloRetryRequest, or the whole server flight. */
-function respond(
+/**
+ * Answers a ClientHello whose PSKs have been looked up: a HelloRetryRequest, or the whole server flight. Each
+ * step is a function of its own, in the order they run (as Go's serverHandshakeStateTLS13 reads).
+ */
+function answerClientHello(
   io: HandshakeIO,
   plan: ServerPlan,
   ch: ClientHello,
   psks: readonly (Psk | undefined)[],
   retry: RetryState | null,
 ): HandshakeState {
-  const sel = select(plan, ch, psks, retry?.suite);
-  if (sel.retryGroup) {
+  const { suite, psk, index } = selectSuiteAndPsk(plan, ch, psks, retry?.suite);
+  const keyShare = selectKeyShareOrRetry(plan, ch);
+  if (keyShare.kind === 'retry') {
     if (retry) {
-      throw new TlsError('ClientHelloRetryMismatch', `second ClientHello has no key share for ${sel.retryGroup} (RFC 8446 §4.1.2)`);
+      throw new TlsError('ClientHelloRetryMismatch', `second ClientHello has no key share for ${keyShare.group} (RFC 8446 §4.1.2)`);
     }
-    return sendHelloRetryRequest(io, plan, ch, psks, sel);
+    return sendHelloRetryRequest(io, plan, ch, psks, suite, keyShare.group);
   }
-  const { crypto } = plan;
-  const { suite, psk, index } = sel;
-  const E = ExtensionType;
-
-  // §4.2.11.2: verify the binder of the selected PSK over the truncated ClientHello.
-  const es = earlySecretFor(crypto, psk);
-  const truncated = ch.raw.subarray(0, ch.truncatedLength);
-  const truncatedHash = retry ? retry.transcript.currentWith(truncated) : crypto.hash(suite.hash).digest(truncated);
-  try {
-    verifyBinder(crypto, es, psk, truncatedHash, ch.psks!.binders[index]);
-  } catch (e) {
-    es.destroy();
-    throw e;
-  }
-  const transcript = retry ? retry.transcript : new Transcript(crypto, suite.hash);
+  const early = verifySelectedBinder(plan.crypto, ch, suite, psk, index, retry);
+  const transcript = retry ? retry.transcript : new Transcript(plan.crypto, suite.hash);
   transcript.add(ch.raw);
+  const alpn = selectAlpn(plan, ch);
+  const earlyData = decideEarlyData(plan, ch, suite, psk, index, alpn, retry);
+  // §7.1: the client's early traffic secret, over the ClientHello, when it sent 0-RTT data we may read or skip.
+  const earlySecret = ch.earlyData && !retry ? deriveEarlyTraffic(io, early, transcript.current(), ch.random) : null;
 
-  let alpn: string | undefined;
-  if (plan.options.alpn && plan.options.alpn.length > 0 && ch.alpn) {
-    // RFC 7301 §3.2: the server's preference among the client's protocols, or no_application_protocol.
-    alpn = plan.options.alpn.find((p) => ch.alpn!.includes(p));
-    if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${ch.alpn.join(', ')})`);
-  }
-
-  // §4.2.10: accept 0-RTT only when configured, for the first PSK, without a retry, with the suite and the ALPN
-  // protocol provisioned with the PSK.
-  let earlyData: EarlyDataStatus = 'none';
-  if (ch.earlyData) {
-    const provisioned = SUITES[earlyDataSuiteName(psk)] === suite && alpn === psk.earlyDataAlpn;
-    earlyData = plan.maxEarlyData > 0 && index === 0 && !retry && provisioned ? 'accepted' : 'rejected';
-  } else if (retry?.ch1.earlyData) {
-    earlyData = 'rejected'; // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest
-  }
-  let earlySecret: Uint8Array | null = null;
-  if (ch.earlyData && !retry) {
-    earlySecret = deriveEarlyTraffic(io, es, transcript.current(), ch.random);
-  }
-
-  let serverShare: Uint8Array | undefined;
-  let shared: Uint8Array | null = null;
-  const random = crypto.random(32);
-  if (sel.kex === 'psk_dhe_ke') {
-    const group = crypto.group(sel.group!)!;
-    const randomness = crypto.random(group.randomLength);
-    try {
-      const r = group.respond(sel.clientShare!.keyExchange, randomness);
-      serverShare = r.share;
-      shared = r.sharedSecret;
-    } finally {
-      wipe(randomness); // the group keeps its own copy of the private key only as long as it needs it
-    }
-  }
-  // Extension order as in RFC 8448: pre_shared_key, key_share, supported_versions.
-  const shExtensions: Extension[] = [ext(E.pre_shared_key, (w) => w.u16(index))];
-  if (serverShare) shExtensions.push(ext(E.key_share, (w) => w.u16(groupId(sel.group!)).vec16(serverShare!)));
-  shExtensions.push(supportedVersionsServer());
-  const sh = encodeServerHello({ random, sessionIdEcho: ch.sessionId, cipherSuite: suite.id, extensions: shExtensions });
-  io.sendHandshake(sh);
-  transcript.add(sh);
-  // §D.4: in compatibility mode (the client sent a session ID) a dummy ChangeCipherSpec follows our first message.
-  if (!retry && ch.sessionId.length > 0) io.sendChangeCipherSpec();
-
-  const { hs, chts, shts } = deriveHandshakeTraffic(io, es, shared, transcript, ch.random);
+  const shared = sendServerHello(io, plan, ch, suite, index, keyShare, transcript, retry !== null);
+  // §7.1: the handshake traffic secrets; what the server sends from now on is protected.
+  const { hs, chts, shts } = deriveHandshakeTraffic(io, early, shared, transcript, ch.random);
   io.setWriteKeys(suite, shts);
-
-  // EncryptedExtensions, in RFC 8448's order: [supported_groups], record_size_limit, server_name, early_data.
-  let eeList: Extension[] = [];
-  if (ch.recordSizeLimit !== undefined) {
-    const own = plan.options.recordSizeLimit ?? 16385;
-    eeList.push(ext(E.record_size_limit, (w) => w.u16(own)));
-    io.setPeerRecordSizeLimit(ch.recordSizeLimit, own);
-  }
-  if (ch.serverName !== undefined) eeList.push(ext(E.server_name));
-  if (alpn !== undefined) eeList.push(alpnExtension([alpn]));
-  if (earlyData === 'accepted') eeList.push(ext(E.early_data));
-  if (plan.options.dangerousEncryptedExtensions) eeList = plan.options.dangerousEncryptedExtensions(eeList);
-  const ee = encodeEncryptedExtensions(eeList);
-  io.sendHandshake(ee);
-  transcript.add(ee);
-
-  const finished = encodeFinished(finishedVerifyData(crypto, suite.hash, shts, transcript.current()));
-  io.sendHandshake(finished);
-  transcript.add(finished);
-
+  sendEncryptedExtensions(io, plan, ch, alpn, earlyData, transcript);
+  sendServerFinished(io, plan.crypto, suite, shts, transcript);
   const { cats, sats, ems } = deriveApplicationTraffic(io, hs, transcript, ch.random);
   wipe(shts);
   // The server's flight is complete: what it sends next (0.5-RTT data, alerts) uses the application keys.
@@ -321,8 +213,8 @@ function respond(
     suite,
     psk,
     index,
-    kex: sel.kex,
-    group: sel.group,
+    kex: keyShare.kind,
+    group: keyShare.kind === 'psk_dhe_ke' ? keyShare.group : null,
     transcript,
     chts,
     cats,
@@ -333,33 +225,238 @@ function respond(
     serverName: ch.serverName,
     helloRetry: retry !== null,
   };
-  if (earlyData === 'accepted') {
+  return expectClientFlight(io, negotiated, earlySecret);
+}
+
+/**
+ * Chooses the cipher suite (the server's preference among the client's, `fixedSuite` after a
+ * HelloRetryRequest) together with the first offered PSK that can use it (§4.2.11: a PSK goes with a suite of
+ * its hash).
+ */
+function selectSuiteAndPsk(
+  plan: ServerPlan,
+  ch: ClientHello,
+  psks: readonly (Psk | undefined)[],
+  fixedSuite: SuiteInfo | undefined,
+): { suite: SuiteInfo; psk: Psk; index: number } {
+  for (const suite of fixedSuite ? [fixedSuite] : plan.suites) {
+    if (!ch.cipherSuites.includes(suite.id)) continue;
+    const index = psks.findIndex((p) => p !== undefined && p.hash === suite.hash);
+    if (index >= 0) return { suite, psk: psks[index]!, index };
+  }
+  if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', 'none of the offered PSK identities is known');
+  throw new TlsError('NoCommonCipherSuite', 'no cipher suite in common that a known PSK can use');
+}
+
+/** The key exchange: PSK only, (EC)DHE with the client's share for `group`, or a HelloRetryRequest for `group`. */
+type KeyShareChoice =
+  | { readonly kind: 'psk_ke' }
+  | { readonly kind: 'psk_dhe_ke'; readonly group: GroupName; readonly clientShare: KeyShareEntry }
+  | { readonly kind: 'retry'; readonly group: GroupName };
+
+/**
+ * Chooses the key-exchange mode (§4.2.9) and, for psk_dhe_ke, the group and the client's key share (§4.2.8), in
+ * the server's preference order. A share the client already sent for one of our groups saves a round trip;
+ * otherwise a HelloRetryRequest asks for our most preferred group among the client's supported_groups (§4.1.4).
+ */
+function selectKeyShareOrRetry(plan: ServerPlan, ch: ClientHello): KeyShareChoice {
+  const clientModes = ch.pskModes ?? [];
+  let sawDhe = false;
+  for (const mode of plan.modes) {
+    if (!clientModes.includes(PskKeyExchangeMode[mode])) continue;
+    if (mode === 'psk_ke') return { kind: 'psk_ke' };
+    sawDhe = true;
+    const choice = selectKeyShare(plan.groups, ch);
+    if (!choice) continue;
+    return 'clientShare' in choice ? { kind: 'psk_dhe_ke', ...choice } : { kind: 'retry', group: choice.retryGroup };
+  }
+  if (sawDhe) throw new TlsError('NoCommonGroup', 'no key-exchange group in common');
+  throw new TlsError('NoCommonKeyExchangeMode', 'no PSK key-exchange mode in common (RFC 8446 §4.2.9)');
+}
+
+/**
+ * The key-share step (RFC 8446 §4.2.8, §4.1.4), as browsers and OpenSSL expect it. The server's groups are in
+ * its preference order; a client typically sends shares for one or two groups (e.g. X25519MLKEM768 and x25519)
+ * and lists more in supported_groups.
+ * 1. A share the client already sent, for the first of our groups that has one: answered at once (it saves a
+ *    round trip, so a share present beats a more preferred group without one).
+ * 2. Otherwise our most preferred group among the client's supported_groups: a HelloRetryRequest asks for it.
+ * 3. Otherwise no group in common (the caller tries the next key-exchange mode, or fails).
+ * The share's contents are checked later, by the group itself (a malformed share is illegal_parameter).
+ */
+export function selectKeyShare(
+  groups: readonly GroupName[],
+  ch: Pick<ClientHello, 'keyShares' | 'supportedGroups'>,
+): { group: GroupName; clientShare: KeyShareEntry } | { group: GroupName; retryGroup: GroupName } | undefined {
+  for (const g of groups) {
+    const clientShare = ch.keyShares?.find((k) => k.group === groupId(g));
+    if (clientShare) return { group: g, clientShare };
+  }
+  const g = groups.find((x) => ch.supportedGroups?.includes(groupId(x)));
+  return g ? { group: g, retryGroup: g } : undefined;
+}
+
+/**
+ * §4.2.11.2: verifies the selected PSK's binder over the truncated ClientHello (after message_hash(ClientHello1)
+ * and the HelloRetryRequest when there was one); returns the PSK's early secret.
+ */
+function verifySelectedBinder(
+  crypto: CryptoProvider,
+  ch: ClientHello,
+  suite: SuiteInfo,
+  psk: Psk,
+  index: number,
+  retry: RetryState | null,
+): EarlySecret {
+  const early = earlySecretFor(crypto, psk);
+  const truncated = ch.raw.subarray(0, ch.truncatedLength);
+  const truncatedHash = retry ? retry.transcript.currentWith(truncated) : crypto.hash(suite.hash).digest(truncated);
+  try {
+    verifyBinder(crypto, early, psk, truncatedHash, ch.psks!.binders[index]);
+  } catch (e) {
+    early.destroy();
+    throw e;
+  }
+  return early;
+}
+
+/** RFC 7301 §3.2: the server's preference among the client's protocols, or no_application_protocol. */
+function selectAlpn(plan: ServerPlan, ch: ClientHello): string | undefined {
+  if (!plan.options.alpn || plan.options.alpn.length === 0 || !ch.alpn) return undefined;
+  const alpn = plan.options.alpn.find((p) => ch.alpn!.includes(p));
+  if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${ch.alpn.join(', ')})`);
+  return alpn;
+}
+
+/**
+ * §4.2.10: 0-RTT is accepted only when configured, for the first PSK, without a retry, with the suite and the
+ * ALPN protocol provisioned with the PSK.
+ */
+function decideEarlyData(
+  plan: ServerPlan,
+  ch: ClientHello,
+  suite: SuiteInfo,
+  psk: Psk,
+  index: number,
+  alpn: string | undefined,
+  retry: RetryState | null,
+): EarlyDataStatus {
+  if (ch.earlyData) {
+    const provisioned = SUITES[earlyDataSuiteName(psk)] === suite && alpn === psk.earlyDataAlpn;
+    return plan.maxEarlyData > 0 && index === 0 && !retry && provisioned ? 'accepted' : 'rejected';
+  }
+  // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest.
+  return retry?.ch1.earlyData ? 'rejected' : 'none';
+}
+
+/**
+ * §4.1.3: sends the ServerHello (and, in compatibility mode, the dummy ChangeCipherSpec of §D.4); returns the
+ * (EC)DHE shared secret, or null for psk_ke. Randomness is drawn in a fixed order: server random, key share.
+ */
+function sendServerHello(
+  io: HandshakeIO,
+  plan: ServerPlan,
+  ch: ClientHello,
+  suite: SuiteInfo,
+  index: number,
+  keyShare: Exclude<KeyShareChoice, { kind: 'retry' }>,
+  transcript: Transcript,
+  afterRetry: boolean,
+): Uint8Array | null {
+  const E = ExtensionType;
+  const random = plan.crypto.random(32);
+  let serverShare: Uint8Array | undefined;
+  let shared: Uint8Array | null = null;
+  if (keyShare.kind === 'psk_dhe_ke') {
+    const group = plan.crypto.group(keyShare.group)!;
+    const randomness = plan.crypto.random(group.randomLength);
+    try {
+      const r = group.respond(keyShare.clientShare.keyExchange, randomness);
+      serverShare = r.share;
+      shared = r.sharedSecret;
+    } finally {
+      wipe(randomness); // the group keeps its own copy of the private key only as long as it needs it
+    }
+  }
+  // Extension order as in RFC 8448: pre_shared_key, key_share, supported_versions.
+  const list: Extension[] = [ext(E.pre_shared_key, (w) => w.u16(index))];
+  if (keyShare.kind === 'psk_dhe_ke') list.push(ext(E.key_share, (w) => w.u16(groupId(keyShare.group)).vec16(serverShare!)));
+  list.push(supportedVersionsServer());
+  const sh = encodeServerHello({ random, sessionIdEcho: ch.sessionId, cipherSuite: suite.id, extensions: list });
+  io.sendHandshake(sh);
+  transcript.add(sh);
+  // §D.4: in compatibility mode (the client sent a session ID) a dummy ChangeCipherSpec follows our first message.
+  if (!afterRetry && ch.sessionId.length > 0) io.sendChangeCipherSpec();
+  return shared;
+}
+
+/** §4.3.1: EncryptedExtensions, in RFC 8448's order: [supported_groups], record_size_limit, server_name, ALPN, early_data. */
+function sendEncryptedExtensions(
+  io: HandshakeIO,
+  plan: ServerPlan,
+  ch: ClientHello,
+  alpn: string | undefined,
+  earlyData: EarlyDataStatus,
+  transcript: Transcript,
+): void {
+  const E = ExtensionType;
+  let list: Extension[] = [];
+  if (ch.recordSizeLimit !== undefined) {
+    const own = plan.options.recordSizeLimit ?? 16385;
+    list.push(ext(E.record_size_limit, (w) => w.u16(own)));
+    io.setPeerRecordSizeLimit(ch.recordSizeLimit, own);
+  }
+  if (ch.serverName !== undefined) list.push(ext(E.server_name));
+  if (alpn !== undefined) list.push(alpnExtension([alpn]));
+  if (earlyData === 'accepted') list.push(ext(E.early_data));
+  if (plan.options.dangerousEncryptedExtensions) list = plan.options.dangerousEncryptedExtensions(list);
+  const ee = encodeEncryptedExtensions(list);
+  io.sendHandshake(ee);
+  transcript.add(ee);
+}
+
+/** §4.4.4: the server's Finished, keyed with its handshake traffic secret. */
+function sendServerFinished(io: HandshakeIO, crypto: CryptoProvider, suite: SuiteInfo, shts: Uint8Array, transcript: Transcript): void {
+  const finished = encodeFinished(finishedVerifyData(crypto, suite.hash, shts, transcript.current()));
+  io.sendHandshake(finished);
+  transcript.add(finished);
+}
+
+/**
+ * Installs the read keys for the client's second flight: the early keys when 0-RTT is accepted (§4.2.10, until
+ * EndOfEarlyData), else the client's handshake keys (skipping rejected 0-RTT records meanwhile).
+ */
+function expectClientFlight(io: HandshakeIO, n: NegotiatedServer, earlySecret: Uint8Array | null): HandshakeState {
+  const { suite, plan } = n;
+  if (n.earlyData === 'accepted') {
     io.setReadKeys(suite, earlySecret!);
     io.acceptEarlyData(plan.maxEarlyData);
     wipe(earlySecret);
-    return new ExpectEndOfEarlyData(negotiated);
+    return new ExpectEndOfEarlyData(n);
   }
   wipe(earlySecret);
-  io.setReadKeys(suite, chts);
-  if (earlyData === 'rejected') io.skipUndecryptableRecords(Math.max(plan.maxEarlyData, DEFAULT_EARLY_DATA_SKIP_LIMIT));
-  return new ExpectClientFinished(negotiated);
+  io.setReadKeys(suite, n.chts);
+  if (n.earlyData === 'rejected') io.skipUndecryptableRecords(Math.max(plan.maxEarlyData, DEFAULT_EARLY_DATA_SKIP_LIMIT));
+  return new ExpectClientFinished(n);
 }
 
+/** §4.1.4: asks for a key share for `group`; the second ClientHello must change only what §4.1.2 allows. */
 function sendHelloRetryRequest(
   io: HandshakeIO,
   plan: ServerPlan,
   ch: ClientHello,
   psks: readonly (Psk | undefined)[],
-  sel: Selection,
+  suite: SuiteInfo,
+  group: GroupName,
 ): HandshakeState {
   const E = ExtensionType;
   const cookie = (plan.options.helloRetryCookie ?? true) ? plan.crypto.random(32) : undefined;
   // Extension order as in RFC 8448 §5: key_share, cookie, supported_versions.
-  const list: Extension[] = [ext(E.key_share, (w) => w.u16(groupId(sel.retryGroup!)))];
+  const list: Extension[] = [ext(E.key_share, (w) => w.u16(groupId(group)))];
   if (cookie) list.push(ext(E.cookie, (w) => w.vec16(cookie)));
   list.push(supportedVersionsServer());
-  const hrr = encodeServerHello({ random: HELLO_RETRY_REQUEST_RANDOM, sessionIdEcho: ch.sessionId, cipherSuite: sel.suite.id, extensions: list });
-  const transcript = new Transcript(plan.crypto, sel.suite.hash).add(ch.raw).replaceWithMessageHash().add(hrr);
+  const hrr = encodeServerHello({ random: HELLO_RETRY_REQUEST_RANDOM, sessionIdEcho: ch.sessionId, cipherSuite: suite.id, extensions: list });
+  const transcript = new Transcript(plan.crypto, suite.hash).add(ch.raw).replaceWithMessageHash().add(hrr);
   io.sendHandshake(hrr);
   if (ch.sessionId.length > 0) io.sendChangeCipherSpec();
   // §4.2.10: 0-RTT data sent with the first ClientHello is skipped after a HelloRetryRequest.
@@ -369,7 +466,7 @@ function sendHelloRetryRequest(
     const p = psks[i];
     if (p) resolved.set(toHex(id.identity), p);
   });
-  return new ExpectSecondClientHello(plan, { transcript, suite: sel.suite, group: sel.retryGroup!, cookie, ch1: ch, resolved });
+  return new ExpectSecondClientHello(plan, { transcript, suite, group, cookie, ch1: ch, resolved });
 }
 
 /** §4.1.2: expects the ClientHello that answers our HelloRetryRequest. */
@@ -395,9 +492,9 @@ class ExpectSecondClientHello implements HandshakeState {
     if (!equalConstantTime(ch.random, r.ch1.random)) mismatch('the random');
     if (!equalConstantTime(ch.sessionId, r.ch1.sessionId)) mismatch('legacy_session_id');
     if (!ch.cipherSuites.includes(r.suite.id)) mismatch('the cipher suites');
-    if (ch.earlyData) throw new TlsError('IllegalParameter', 'early_data in the second ClientHello (RFC 8446 §4.2.10)');
+    if (ch.earlyData) throw new TlsError('EarlyDataAfterHelloRetryRequest', 'early_data in the second ClientHello (RFC 8446 §4.2.10)');
     if (!ch.keyShares || ch.keyShares.length !== 1 || ch.keyShares[0].group !== groupId(r.group)) {
-      throw new TlsError('IllegalParameter', `second ClientHello must carry exactly one key share, for ${r.group} (RFC 8446 §4.2.8)`);
+      throw new TlsError('RetryKeyShareWrongGroup', `second ClientHello must carry exactly one key share, for ${r.group} (RFC 8446 §4.2.8)`);
     }
     if (r.cookie && !(ch.cookie && equalConstantTime(ch.cookie, r.cookie))) {
       throw new TlsError('BadCookie', 'second ClientHello does not echo our cookie (RFC 8446 §4.2.2)');
@@ -408,7 +505,7 @@ class ExpectSecondClientHello implements HandshakeState {
       if (!p && !r.ch1.psks!.identities.some((o) => equalConstantTime(o.identity, id.identity))) mismatch('the PSK identities');
       return p;
     });
-    return respond(io, this.plan, ch, psks, r);
+    return answerClientHello(io, this.plan, ch, psks, r);
   }
 }
 
@@ -466,11 +563,11 @@ class ExpectClientFinished implements HandshakeState {
     if (m.type !== HandshakeType.finished) {
       throw new TlsError('UnexpectedMessage', `expected the client Finished, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
-    const received = decodeFinished(m.body, n.suite.hashLength);
-    const expected = finishedVerifyData(n.plan.crypto, n.suite.hash, n.chts, n.transcript.current());
-    const ok = equalConstantTime(expected, received);
-    wipe(expected, n.chts);
-    if (!ok) throw new TlsError('IncorrectFinished', 'client Finished does not verify (RFC 8446 §4.4.4)');
+    try {
+      verifyFinished(n.plan.crypto, n.suite.hash, n.chts, n.transcript.current(), decodeFinished(m.body, n.suite.hashLength), 'client');
+    } finally {
+      wipe(n.chts);
+    }
     io.setReadKeys(n.suite, n.cats);
     io.complete(
       handshakeInfo(n),

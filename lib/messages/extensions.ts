@@ -68,7 +68,7 @@ export class Extensions {
         seen.add(type);
         const allowed = ALLOWED[type];
         if (allowed && !allowed.includes(context)) {
-          throw new TlsError('IllegalParameter', `${nameOf(ExtensionType, type)} is not allowed in ${context} (RFC 8446 §4.2)`);
+          throw new TlsError('ExtensionNotAllowedInMessage', `${nameOf(ExtensionType, type)} is not allowed in ${context} (RFC 8446 §4.2)`);
         }
         list.push({ type, data });
       });
@@ -105,7 +105,7 @@ export class Extensions {
   requireSubsetOf(offered: ReadonlySet<number>, what: string): void {
     for (const e of this.list) {
       if (!offered.has(e.type)) {
-        throw new TlsError('UnsupportedExtension', `${what} carries ${nameOf(ExtensionType, e.type)}, which was not offered`);
+        throw new TlsError('UnsolicitedExtension', `${what} carries ${nameOf(ExtensionType, e.type)}, which was not offered`);
       }
     }
   }
@@ -140,7 +140,7 @@ export function readClientKeyShares(r: Reader): KeyShareEntry[] {
     s.each((e) => {
       const group = e.u16('key share group');
       const keyExchange = e.vec16('key_exchange', 1);
-      if (out.some((k) => k.group === group)) throw new TlsError('IllegalParameter', 'two key shares for one group (RFC 8446 §4.2.8)');
+      if (out.some((k) => k.group === group)) throw new TlsError('KeyShareDuplicateGroup', 'two key shares for one group (RFC 8446 §4.2.8)');
       out.push({ group, keyExchange });
     }),
   );
@@ -206,7 +206,7 @@ export function readOfferedPsks(r: Reader): OfferedPsks {
   );
   r.scope16('binders', (s) => s.each((b) => void binders.push(b.vec8('PskBinderEntry', 32))), 33);
   if (identities.length !== binders.length) {
-    throw new TlsError('IllegalParameter', `${identities.length} PSK identities but ${binders.length} binders (RFC 8446 §4.2.11)`);
+    throw new TlsError('PskBinderCountMismatch', `${identities.length} PSK identities but ${binders.length} binders (RFC 8446 §4.2.11)`);
   }
   return { identities, binders };
 }
@@ -228,7 +228,7 @@ export function readServerName(r: Reader): string | undefined {
         const type = n.u8('name_type');
         const name = n.vec16('HostName', 1);
         if (type === 0) {
-          if (host !== undefined) throw new TlsError('IllegalParameter', 'two host_name entries (RFC 6066 §3)');
+          if (host !== undefined) throw new TlsError('ServerNameDuplicateHostName', 'two host_name entries (RFC 6066 §3)');
           host = new TextDecoder().decode(name);
         }
       }),
@@ -240,6 +240,6 @@ export function readServerName(r: Reader): string | undefined {
 /** RFC 8449 §4 record_size_limit: uint16 >= 64 (smaller is illegal_parameter). */
 export function readRecordSizeLimit(r: Reader): number {
   const v = r.u16('record_size_limit');
-  if (v < 64) throw new TlsError('IllegalParameter', `record_size_limit ${v} < 64 (RFC 8449 §4)`);
+  if (v < 64) throw new TlsError('RecordSizeLimitTooSmall', `record_size_limit ${v} < 64 (RFC 8449 §4)`);
   return v;
 }

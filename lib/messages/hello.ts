@@ -65,7 +65,7 @@ export function decodeClientHello(raw: Uint8Array): ClientHello {
   const compression = r.vec8('legacy_compression_methods', 1);
   // §4.1.2: for TLS 1.3 this vector MUST contain exactly one byte, set to zero.
   if (compression.length !== 1 || compression[0] !== 0) {
-    throw new TlsError('IllegalParameter', 'legacy_compression_methods must be [null] (RFC 8446 §4.1.2)');
+    throw new TlsError('CompressionMethodsInvalid', 'legacy_compression_methods must be [null] (RFC 8446 §4.1.2)');
   }
   // A ClientHello without extensions is a pre-TLS-1.3 client: no supported_versions, so protocol_version below.
   const extensions = r.atEnd ? Extensions.empty() : Extensions.read(r, 'CH');
@@ -188,7 +188,7 @@ export function decodeServerHello(raw: Uint8Array): ServerHello {
   // A TLS 1.2 ServerHello may have no extensions at all: leave it to the version check.
   const extensions = r.atEnd ? Extensions.empty() : Extensions.read(r, isHelloRetryRequest ? 'HRR' : 'SH');
   r.expectEnd('ServerHello');
-  if (compression !== 0) throw new TlsError('IllegalParameter', 'legacy_compression_method must be 0 (RFC 8446 §4.1.3)');
+  if (compression !== 0) throw new TlsError('CompressionMethodsInvalid', 'legacy_compression_method must be 0 (RFC 8446 §4.1.3)');
   const E = ExtensionType;
   return {
     raw,

@@ -36,7 +36,7 @@ export function decodeEncryptedExtensions(body: Uint8Array): EncryptedExtensions
   const alpnList = extensions.decode(E.application_layer_protocol_negotiation, readAlpnList);
   if (alpnList) {
     // RFC 7301 §3.1: the server's list contains exactly one protocol name.
-    if (alpnList.length !== 1) throw new TlsError('IllegalParameter', 'server selected more than one ALPN protocol');
+    if (alpnList.length !== 1) throw new TlsError('AlpnResponseNotOneProtocol', 'server selected more than one ALPN protocol (RFC 7301 §3.1)');
     alpn = alpnList[0];
   }
   return {
@@ -85,7 +85,7 @@ export function decodeNewSessionTicket(body: Uint8Array): NewSessionTicket {
   const extensions = Extensions.read(r, 'NST');
   r.expectEnd('NewSessionTicket');
   // §4.6.1: servers MUST NOT use any value greater than 604800 seconds (7 days).
-  if (lifetime > 604800) throw new TlsError('IllegalParameter', 'ticket_lifetime exceeds 7 days (RFC 8446 §4.6.1)');
+  if (lifetime > 604800) throw new TlsError('TicketLifetimeTooLong', 'ticket_lifetime exceeds 7 days (RFC 8446 §4.6.1)');
   return { lifetime, ageAdd, nonce, ticket, maxEarlyDataSize: extensions.decode(ExtensionType.early_data, (e) => e.u32()) };
 }
 
@@ -94,7 +94,7 @@ export function decodeKeyUpdate(body: Uint8Array): boolean {
   const r = new Reader(body);
   const v = r.u8('request_update');
   r.expectEnd('KeyUpdate');
-  if (v !== 0 && v !== 1) throw new TlsError('IllegalParameter', `KeyUpdate request_update ${v} (RFC 8446 §4.6.3)`);
+  if (v !== 0 && v !== 1) throw new TlsError('KeyUpdateRequestInvalid', `KeyUpdate request_update ${v} (RFC 8446 §4.6.3)`);
   return v === 1;
 }
 

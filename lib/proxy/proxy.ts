@@ -28,7 +28,7 @@
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import type { HandshakeInfo } from '../connection/events.js';
+import type { HandshakeInfo } from '../config/events.js';
 import { TlsError } from '../errors.js';
 import type { Psk } from '../psk/types.js';
 import {
@@ -41,6 +41,7 @@ import {
   type ServerTransportOptions,
 } from '../transport/node.js';
 import { confirmNotReset, resetSocket } from '../transport/tcp-end.js';
+import { listenWebSocket, type WebSocketListener } from '../transport/ws-server.js';
 import { type ConnectionEnd, type ConnectionRecord, type ProxyLogger, silentLogger } from './log.js';
 
 export type { ConnectionEnd, ConnectionRecord, ProxyLogger } from './log.js';
@@ -83,6 +84,11 @@ export interface ServiceConfig {
   readonly idleTimeoutMs?: number;
   /** Give up connecting to the target after this many ms (default 10 s). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Server role only: accept TLS over WebSocket (binary messages, what a page using qkd-tls/websocket sends)
+   * instead of TCP. `origins` limits the pages that may connect; `maxMessageBytes` bounds a message (1 MiB).
+   */
+  readonly websocket?: { readonly origins?: readonly string[]; readonly maxMessageBytes?: number };
 }
 
 export interface ProxyOptions {
@@ -269,6 +275,8 @@ class ProxyEngine implements Proxy {
 /** One service: a listening socket and, for the server role, the TLS server that runs the handshakes. */
 class Listener {
   private readonly server: net.Server;
+  /** With `websocket` (server role): the WebSocket listener, used instead of `server`. */
+  private ws: WebSocketListener | undefined;
   private readonly tlsServer: QkdTlsServer | undefined;
   private active = 0;
   private closed = false;
@@ -288,6 +296,19 @@ class Listener {
   }
 
   listen(): Promise<void> {
+    const ws = this.config.websocket;
+    if (ws) {
+      if (this.config.role !== 'server') return Promise.reject(new Error(`service "${this.config.name}": websocket is for the server role only`));
+      const { host, port } = this.config.accept;
+      return listenWebSocket({ host, port, ...ws, maxConnections: this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS }, ({ stream, peer }) => this.onConnection(stream, peer)).then(
+        (l) => {
+          this.ws = l;
+        },
+        (e: Error) => {
+          throw new Error(`service "${this.config.name}": cannot listen on ${hostPort(host, port)}: ${e.message}`, { cause: e });
+        },
+      );
+    }
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => {
         reject(new Error(`service "${this.config.name}": cannot listen on ${hostPort(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
@@ -301,7 +322,7 @@ class Listener {
   }
 
   address(): HostPort {
-    const a = this.server.address() as net.AddressInfo | null;
+    const a = (this.ws ? this.ws.address() : this.server.address()) as net.AddressInfo | null;
     return a ? { host: a.address, port: a.port } : this.config.accept;
   }
 
@@ -310,15 +331,18 @@ class Listener {
     if (this.closed) return;
     this.closed = true;
     if (this.server.listening) this.server.close();
+    this.ws?.server.close(); // stop accepting; open WebSockets go on
   }
 
-  private onConnection(raw: net.Socket): void {
+  /** `raw`: an accepted TCP socket, or (websocket) the bytes of an accepted WebSocket and its peer address. */
+  private onConnection(raw: net.Socket | Duplex, wsPeer?: string): void {
     const id = this.engine.newId();
     const limit = this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     if (this.engine.isStopping || this.active >= limit) {
-      const peer = hostPort(raw.remoteAddress ?? '?', raw.remotePort ?? 0);
+      const peer = wsPeer ?? hostPort((raw as net.Socket).remoteAddress ?? '?', (raw as net.Socket).remotePort ?? 0);
       raw.on('error', () => {});
-      resetSocket(raw);
+      if (raw instanceof net.Socket) resetSocket(raw);
+      else raw.destroy();
       this.engine.refused({
         event: 'connection',
         time: new Date().toISOString(),
@@ -336,7 +360,8 @@ class Listener {
       return;
     }
     this.active++;
-    const c = new ProxiedConnection(this.engine, this.config, id, raw, () => this.active--);
+    // A WebSocket's bytes reach only the server role's TLS socket (accept, 'error', resume): no TCP call is made on them.
+    const c = new ProxiedConnection(this.engine, this.config, id, raw as net.Socket, () => this.active--, wsPeer);
     this.engine.opened(c);
     if (this.config.role === 'client') c.startClient();
     else c.startServer(this.tlsServer!);
@@ -377,10 +402,12 @@ class ProxiedConnection {
     private readonly engine: ProxyEngine,
     private readonly config: ServiceConfig,
     private readonly id: number,
+    /** A TCP socket; in the server role with `websocket`, the bytes of a WebSocket (only read, resumed, passed to TLS). */
     private readonly accepted: net.Socket,
     private readonly onDone: () => void,
+    peer?: string,
   ) {
-    this.peerAddr = hostPort(accepted.remoteAddress ?? '?', accepted.remotePort ?? 0);
+    this.peerAddr = peer ?? hostPort(accepted.remoteAddress ?? '?', accepted.remotePort ?? 0);
     this.targetAddr = hostPort(config.connect.host, config.connect.port);
     this.track(accepted);
   }
@@ -537,7 +564,7 @@ class ProxiedConnection {
       end = 'key-unavailable';
       message = `key source: ${this.keyFailure.message}`;
     }
-    const alert = e instanceof TlsError ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
+    const alert = e instanceof TlsError && (e.remote || e.alertSent) ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
     this.fail(end, message, alert);
   }
 

@@ -19,11 +19,10 @@ import { copyBytes, toHex, utf8, wipe } from '../codec/bytes.js';
 import { Reader } from '../codec/reader.js';
 import { Writer } from '../codec/writer.js';
 import type { CryptoProvider, HashName } from '../crypto/provider.js';
-import type { PskResolver, PskRequest } from '../connection/config.js';
 import { expandLabel } from '../keyschedule/hkdf-label.js';
 import { Label } from '../keyschedule/labels.js';
 import { hashLength } from '../suites.js';
-import type { Psk } from './types.js';
+import type { Psk, PskRequest, PskResolver } from './types.js';
 
 /** RFC 9258 §5.1: ImportedIdentity.target_protocol values. Only TLS 1.3 is imported for here. */
 export const TargetProtocol = {

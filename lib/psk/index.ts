@@ -1,9 +1,10 @@
 /**
- * External PSKs and where they come from: the RFC 9258 importer, key sources (static, file, ETSI GS QKD 014),
- * and how a QKD key ID travels in a PSK identity. Runtime-neutral parts only; the Node-only sources
- * (file, ETSI 014, the KME simulator) are exported from lib/psk/node.ts.
+ * External PSKs and where they come from: the RFC 9258 importer, key-source interfaces and the static source,
+ * and how a QKD key ID travels in a PSK identity. Runtime-neutral; the sources that do I/O (key files, ETSI
+ * GS QKD 014 key managers) are in lib/qkd/ (`qkd-tls/qkd`), the key manager simulator in lib/tools/kme/.
  */
-export { identityText, type Psk } from './types.js';
+export { type Psk, type PskRequest, type PskResolver } from './types.js';
+export { identityText } from './identity-text.js';
 export {
   ALL_TARGET_KDFS,
   acceptImportedIdentities,

@@ -17,7 +17,6 @@
  * Runtime-neutral.
  */
 import { fromUtf8, utf8 } from '../codec/bytes.js';
-import { isUuid } from './etsi014-api.js';
 
 export interface KeyIdIdentity {
   /** The ETSI key_ID (UUID text). */
@@ -54,4 +53,11 @@ function printable(s: string): boolean {
     if (c < 0x20 || c > 0x7e) return false;
   }
   return true;
+}
+
+const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/** key_IDs are UUIDs (clause 6.3, RFC 4122 text form). */
+export function isUuid(s: unknown): s is string {
+  return typeof s === 'string' && UUID_RE.test(s);
 }

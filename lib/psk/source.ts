@@ -14,11 +14,10 @@
  * wipes them with {@link PskLease.release} once the handshake is over.
  *
  * This file is runtime-neutral (no I/O, no clock of its own); {@link StaticKeySource} is the in-memory source.
- * The key-manager source is lib/psk/etsi014-source.ts, the file source lib/psk/file-source.ts.
+ * The key-manager source is lib/qkd/etsi014-source.ts, the file source lib/qkd/file-source.ts.
  */
 import { copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, HashName } from '../crypto/provider.js';
-import type { PskRequest } from '../connection/config.js';
 import {
   acceptImportedIdentities,
   deriveAcceptedImports,
@@ -27,7 +26,7 @@ import {
   type ImportAcceptOptions,
   type ImportOptions,
 } from './importer.js';
-import type { Psk } from './types.js';
+import type { Psk, PskRequest } from './types.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
 export interface SourcedKey extends ExternalPsk {

@@ -5,10 +5,7 @@
  * Quantum Key Distribution network — together with the identity that names it on the wire and the hash it is
  * bound to. An RFC 9258 imported PSK is turned into this same shape by the importer (binderKind "imported").
  */
-import { toHex } from '../codec/bytes.js';
-import { nameOf } from '../codec/enums.js';
 import type { HashName } from '../crypto/provider.js';
-import { decodeImportedIdentity, TargetKdf, TargetProtocol } from './importer.js';
 import type { BinderKind } from '../keyschedule/schedule.js';
 import type { SupportedSuiteName } from '../suites.js';
 
@@ -41,25 +38,14 @@ export interface Psk {
   readonly label?: string;
 }
 
-/**
- * Prints an identity for logs: as text when it is printable ASCII; an RFC 9258 ImportedIdentity as its
- * external identity and target KDF (`alice (imported for HKDF_SHA256)`); anything else as hex.
- */
-export function identityText(identity: Uint8Array): string {
-  if (isPrintable(identity)) return String.fromCharCode(...identity);
-  const imported = decodeImportedIdentity(identity);
-  if (imported && imported.targetProtocol === TargetProtocol.TLS13) {
-    const kdf = nameOf(TargetKdf, imported.targetKdf);
-    const ext = isPrintable(imported.externalIdentity) ? String.fromCharCode(...imported.externalIdentity) : toHex(imported.externalIdentity);
-    return `${ext} (imported for ${kdf})`;
-  }
-  return toHex(identity);
-}
+/** A synchronous PSK lookup: for each offered identity, the PSK or undefined. */
+export type PskResolver = (request: PskRequest) => readonly (Psk | undefined)[];
 
-function isPrintable(b: Uint8Array): boolean {
-  if (b.length === 0) return false;
-  for (const c of b) if (c < 0x20 || c > 0x7e) return false;
-  return true;
+export interface PskRequest {
+  /** The identities the client offered, in its order. */
+  readonly identities: readonly Uint8Array[];
+  /** The server_name the client sent, if any. */
+  readonly serverName?: string;
 }
 
 /** The suite that protects 0-RTT data under `psk` (§4.2.10): the provisioned one, or the default for its hash. */

@@ -16,6 +16,19 @@ export interface HandshakeMessageBytes {
 /** Handshake messages larger than this are refused (no external-PSK message comes near it). */
 export const MAX_HANDSHAKE_MESSAGE = 1 << 16;
 
+/**
+ * The handshake messages that immediately precede a key change (RFC 8446 §5.1), by type: ClientHello and
+ * ServerHello (also as HelloRetryRequest, and the second ClientHello that answers it), EndOfEarlyData, Finished
+ * and KeyUpdate. Each must end at a record boundary.
+ */
+export const PRECEDES_KEY_CHANGE: ReadonlyMap<number, string> = new Map([
+  [0x01, 'ClientHello'],
+  [0x02, 'ServerHello'],
+  [0x05, 'EndOfEarlyData'],
+  [0x14, 'Finished'],
+  [0x18, 'KeyUpdate'],
+]);
+
 export class HandshakeJoiner {
   /**
    * Our own copy of the received handshake bytes: [start, end) is pending. Messages come out as views of it,
@@ -44,6 +57,21 @@ export class HandshakeJoiner {
     }
     this.buf.set(fragment, this.end);
     this.end += fragment.length;
+  }
+
+  /**
+   * RFC 8446 §5.1: a message that immediately precedes a key change must end at a record boundary. Call it
+   * right after {@link next} returned `message`, before the message is acted on: since messages are taken out
+   * as soon as each record is added, any byte still buffered then came in the same record as `message`.
+   */
+  checkKeyChangeBoundary(message: HandshakeMessageBytes): void {
+    if (!this.isEmpty && PRECEDES_KEY_CHANGE.has(message.type)) {
+      const name = PRECEDES_KEY_CHANGE.get(message.type);
+      throw new TlsError(
+        'RecordHandshakeSpansKeyChange',
+        `${this.end - this.start} more byte(s) after ${name} in the same record: ${name} must end its record (RFC 8446 §5.1)`,
+      );
+    }
   }
 
   /** The next complete message, or null. */

@@ -14,13 +14,14 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
-import type { HandshakeInfo } from '../connection/events.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { HandshakeInfo } from '../config/events.js';
 import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
-import type { Psk } from '../psk/types.js';
+import type { Psk, PskRequest } from '../psk/types.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
 
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -34,7 +35,11 @@ export interface TransportOptions {
    * QKD_TLS_CRYPTO=noble selects the pure-JavaScript one.
    */
   readonly crypto?: CryptoProvider;
-  /** Fail the handshake if it has not completed after this many milliseconds. Default 30 s. */
+  /**
+   * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
+   * this many milliseconds, counted from the start (TCP connect and any PSK lookup included). Default 30 s;
+   * 0 turns the limit off.
+   */
   readonly handshakeTimeout?: number;
 }
 
@@ -56,6 +61,11 @@ export type AsyncPskResolver = (request: PskRequest) => Promise<readonly (Psk | 
 export interface ServerTransportOptions extends TransportOptions, Omit<ServerOptions, 'crypto' | 'psks'> {
   /** Static PSKs (matched by identity), a synchronous resolver, or an asynchronous one. */
   readonly psks: readonly Psk[] | AsyncPskResolver;
+  /**
+   * A record trace hook for each accepted connection (e.g. `() => createTracer(print)` from lib/trace: a
+   * tracer keeps per-connection state, so each connection needs its own). Takes precedence over `trace`.
+   */
+  readonly traceConnection?: (socket: QkdTlsSocket) => RecordTraceHook | undefined;
 }
 
 let defaultCrypto: CryptoProvider | undefined;
@@ -126,11 +136,12 @@ export class QkdTlsServer extends EventEmitter {
       if (tls.listenerCount('error') === 0) tls.on('error', (e) => this.emit('socketError', e, tls));
       this.emit('secureConnection', tls);
     });
-    const { psks, handshakeTimeout: _t, crypto, keyLog, ...rest } = this.options;
+    const { psks, handshakeTimeout: _t, crypto, keyLog, traceConnection, ...rest } = this.options;
     const resolver = typeof psks === 'function' ? undefined : psks;
     let conn: Connection;
     try {
-      conn = Connection.server({ ...rest, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
+      const trace = traceConnection ? traceConnection(tls) : rest.trace;
+      conn = Connection.server({ ...rest, trace, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
     } catch (e) {
       tls.destroy(e as Error);
       return tls;
@@ -198,10 +209,10 @@ export class QkdTlsSocket extends Duplex {
   ) {
     super({ allowHalfOpen: true });
     this.freshReads = socket instanceof net.Socket;
-    this.timer = setTimeout(() => {
-      if (!this.secureDone) this.destroy(new Error(`TLS handshake timed out after ${handshakeTimeout} ms`));
-    }, handshakeTimeout);
-    this.timer.unref?.();
+    if (handshakeTimeout > 0) {
+      this.timer = setTimeout(() => this.onHandshakeTimeout(handshakeTimeout), handshakeTimeout);
+      this.timer.unref?.();
+    }
     socket.on('data', (b: Buffer) => this.onSocketData(b));
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (e) => this.destroy(e));
@@ -335,6 +346,19 @@ export class QkdTlsSocket extends Duplex {
     if (!this.conn) return;
     if (this.freshReads) this.conn.receiveOwned(b);
     else this.conn.receive(b);
+    this.pump();
+  }
+
+  /** The handshake deadline: the connection fails with HandshakeTimeout and sends its alert. */
+  private onHandshakeTimeout(ms: number): void {
+    if (this.secureDone || this.destroyed) return;
+    const detail = `the TLS handshake timed out after ${ms} ms`;
+    if (!this.conn) {
+      // Still fetching the client's PSKs: nothing was sent, so there is no one to alert.
+      this.destroy(new TlsError('HandshakeTimeout', detail, { alertNotSent: true }));
+      return;
+    }
+    this.conn.handshakeTimedOut(detail);
     this.pump();
   }
 

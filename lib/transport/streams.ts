@@ -12,14 +12,23 @@
  * ```
  */
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, PskRequest, ServerOptions } from '../connection/config.js';
-import type { HandshakeInfo } from '../connection/events.js';
-import type { Psk } from '../psk/types.js';
+import type { ClientOptions, ServerOptions } from '../config/options.js';
+import type { HandshakeInfo } from '../config/events.js';
+import type { Psk, PskRequest } from '../psk/types.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
 
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
+  /**
+   * Half-close: ends our direction only (TCP FIN), keeping the readable open for what the peer still sends.
+   * Deno's `Deno.Conn` has it; where a transport lacks it, closing `writable` must itself be a half-close (a
+   * Worker's `connect()` socket, Node's `Duplex.toWeb`, the WebSocket transport's pair). Used when the TLS
+   * writable closes, after close_notify: closing Deno's `writable` instead would close the whole socket and
+   * lose the peer's close_notify and any data still in flight (RFC 8446 §6.1: each side closes its own
+   * direction).
+   */
+  closeWrite?(): Promise<void> | void;
 }
 
 export interface TlsStreams extends ByteStreamPair {
@@ -33,14 +42,18 @@ export interface TlsStreams extends ByteStreamPair {
   readonly offloaded: { readonly sealed: number; readonly opened: number };
 }
 
-/**
- * How the transport protects application data. By default, once the handshake is complete, AES-GCM records
- * are sealed and opened with the runtime's WebCrypto (`crypto.subtle`), several at once — native speed in
- * browsers, Deno, Bun and Workers — while the connection keeps the handshake, KeyUpdate, alerts and
- * close_notify (lib/transport/webcrypto-records.ts). ChaCha20-Poly1305 stays on the connection's cipher.
- */
+/** Options of the transport itself, beside the connection's. */
 export interface StreamTransportOptions {
   /**
+   * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
+   * this many milliseconds (any PSK lookup included). Default 30 s; 0 turns the limit off.
+   */
+  readonly handshakeTimeout?: number;
+  /**
+   * How application data is protected. By default, once the handshake is complete, AES-GCM records are
+   * sealed and opened with the runtime's WebCrypto (`crypto.subtle`), several at once — native speed in
+   * browsers, Deno, Bun and Workers — while the connection keeps the handshake, KeyUpdate, alerts and
+   * close_notify (lib/transport/webcrypto-records.ts); ChaCha20-Poly1305 stays on the connection's cipher.
    * False keeps every record on the connection's own (synchronous) cipher. Default true, except with the
    * node provider (`crypto.name === 'node'`): its synchronous native AES-GCM is faster than Node's WebCrypto,
    * which pays a thread hand-off per record (bench/RESULTS.md, "Record offload").
@@ -50,7 +63,8 @@ export interface StreamTransportOptions {
   readonly recordsInFlight?: number;
 }
 
-export interface StreamClientOptions extends ClientOptions, StreamTransportOptions {}
+/** Default time allowed for a handshake. */
+export const DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS = 30_000;
 
 export interface StreamServerOptions extends ServerOptions, StreamTransportOptions {
   /** An asynchronous PSK lookup (e.g. a key manager over fetch), used when `psks` is not given. */
@@ -58,23 +72,24 @@ export interface StreamServerOptions extends ServerOptions, StreamTransportOptio
 }
 
 /** Runs a TLS client over `transport`. */
-export function tlsClientOverStreams(transport: ByteStreamPair, options: StreamClientOptions): TlsStreams {
-  const { offload, recordsInFlight, ...rest } = options;
-  return run(transport, Connection.client(rest), undefined, { offload: offload ?? defaultOffload(rest), recordsInFlight });
+export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions & StreamTransportOptions): TlsStreams {
+  const { handshakeTimeout, offload, recordsInFlight, ...rest } = options;
+  return run(transport, Connection.client(rest), undefined, handshakeTimeout, { offload: offload ?? defaultOffload(rest), recordsInFlight });
 }
 
 /** Runs a TLS server over `transport` (one connection). */
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
-  const { lookupPsks, offload, recordsInFlight, ...rest } = options;
+  const { lookupPsks, handshakeTimeout, offload, recordsInFlight, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
-  return run(transport, Connection.server(rest), lookupPsks, { offload: offload ?? defaultOffload(rest), recordsInFlight });
+  return run(transport, Connection.server(rest), lookupPsks, handshakeTimeout, { offload: offload ?? defaultOffload(rest), recordsInFlight });
 }
 
 function run(
   transport: ByteStreamPair,
   conn: Connection,
   resolver: ((r: PskRequest) => Promise<readonly (Psk | undefined)[]>) | undefined,
-  transportOptions: StreamTransportOptions,
+  handshakeTimeout = DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS,
+  recordOptions: Pick<StreamTransportOptions, 'offload' | 'recordsInFlight'> = {},
 ): TlsStreams {
   const writer = transport.writable.getWriter();
   const reader = transport.readable.getReader();
@@ -85,7 +100,16 @@ function run(
   let wantMore: (() => void) | null = null;
   let done = false;
 
+  // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
+  const timer =
+    handshakeTimeout > 0
+      ? setTimeout(() => {
+          conn.handshakeTimedOut(`the TLS handshake timed out after ${handshakeTimeout} ms`);
+          void pump().catch(finish);
+        }, handshakeTimeout)
+      : undefined;
   const finish = (err?: unknown): void => {
+    clearTimeout(timer);
     if (done) return;
     done = true;
     if (err) {
@@ -105,7 +129,7 @@ function run(
     send: (bytes) => writer.write(bytes),
     deliver: (data) => plain.enqueue(data),
     afterCore: () => pump(),
-    ...transportOptions,
+    ...recordOptions,
   });
 
   /** Queues pending output and dispatches events. */
@@ -114,6 +138,7 @@ function run(
     for (const ev of conn.takeEvents()) {
       switch (ev.type) {
         case 'handshake':
+          clearTimeout(timer);
           settle.resolve(ev.info);
           break;
         case 'data':
@@ -144,6 +169,20 @@ function run(
         default:
           break;
       }
+    }
+  };
+
+  /** After close_notify: half-close the transport, never the whole of it (see ByteStreamPair.closeWrite). */
+  const closeOurDirection = async (): Promise<void> => {
+    if (typeof transport.closeWrite !== 'function') {
+      await writer.close().catch(() => {});
+      return;
+    }
+    await writer.ready.catch(() => {}); // every record written so far has been handed to the transport
+    try {
+      await transport.closeWrite();
+    } catch {
+      /* the peer is gone already: nothing left to end */
     }
   };
 
@@ -208,8 +247,8 @@ function run(
       await handshakeOrPending(conn, handshake);
       conn.close();
       await pump();
-      await records.drained();
-      await writer.close().catch(() => {});
+      await records.drained(); // every record, offloaded ones included, handed to the transport
+      await closeOurDirection();
     },
     abort(reason) {
       conn.destroy();

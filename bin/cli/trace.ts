@@ -1,0 +1,44 @@
+/**
+ * `--trace` and `--trace-json` for `qkd-tls client` and `server`: every record and handshake message sent and
+ * received, dissected (lib/trace), on stderr. Secrets appear in the trace only when a key log is asked for
+ * too (--keylog or SSLKEYLOGFILE), since anyone holding them can decrypt the session.
+ */
+import { createTracer, formatTraceEvent, type RecordTraceHook, secretEvent, traceEventJson, type TraceEvent } from 'qkd-tls/trace';
+
+export const TRACE_OPTION_SPEC = {
+  trace: { type: 'boolean' },
+  'trace-json': { type: 'boolean' },
+} as const;
+
+export const TRACE_HELP = `Trace:
+  --trace                 print every record and handshake message sent and received on stderr, field by
+                          field with offsets and lengths (decrypted records: inner content type, padding);
+                          with --keylog the traffic secrets are printed too
+  --trace-json            the same as one JSON object per line ({"event":"trace",...})`;
+
+/** What the trace options ask for: a hook per connection and a key-log wrapper, or nothing. */
+export interface TracePlan {
+  /** A fresh trace hook for one connection (each connection reassembles its own messages). */
+  newTracer(label?: string): RecordTraceHook;
+  /** The key-log callback that also puts each secret into the trace (only when a key log was asked for). */
+  keyLog(user: ((line: string) => void) | undefined, label?: string): ((line: string) => void) | undefined;
+}
+
+export function parseTraceOptions(values: Record<string, unknown>): TracePlan | undefined {
+  const json = values['trace-json'] === true;
+  if (!json && values.trace !== true) return undefined;
+  const print = (e: TraceEvent, label?: string): void => {
+    if (json) process.stderr.write((label ? traceEventJson({ ...e, connection: label } as TraceEvent) : traceEventJson(e)) + '\n');
+    else process.stderr.write((label ? `[${label}] ` : '') + formatTraceEvent(e) + '\n');
+  };
+  return {
+    newTracer: (label) => createTracer((e) => print(e, label)),
+    keyLog: (user, label) =>
+      user
+        ? (line) => {
+            user(line);
+            print(secretEvent(line), label);
+          }
+        : undefined,
+  };
+}

@@ -1,0 +1,77 @@
+/**
+ * `qkd-tls bridge --listen HOST:PORT --allow HOST:PORT[,HOST:PORT...] [--origin URL] [--json]`
+ *
+ * A WebSocket -> TCP bridge (lib/proxy/ws-bridge.ts): a page running TLS in JavaScript (qkd-tls/websocket)
+ * reaches a TCP TLS-PSK server through it. Only the --allow targets can be reached.
+ */
+import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
+import { parseCommandLine } from '../cli/command.js';
+import { Reporter } from '../cli/report.js';
+import { parseHostPort, UsageError } from '../cli/tls-options.js';
+
+const HELP = `usage: qkd-tls bridge --listen HOST:PORT --allow HOST:PORT[,HOST:PORT...] [options]
+
+Relays WebSocket connections to TCP servers, byte for byte, so that a web page (which cannot open TCP
+sockets) can run TLS itself, with qkd-tls/websocket, to any TLS-PSK server, e.g. openssl s_server. The
+bridge sees only ciphertext. It connects only to the --allow targets: ws://BRIDGE/HOST:PORT picks one of
+them, ws://BRIDGE/ the first; any other path is refused (404).
+
+  --listen HOST:PORT     where to accept WebSocket connections (port 0 picks a free one; the address is printed)
+  --allow HOST:PORT,...  the TCP servers that may be reached (repeatable)
+  --origin URL           only pages from this origin may connect (repeatable; default any)
+  --max-message N        largest WebSocket message accepted, in bytes (default 1048576)
+  --max-connections N    refuse connections beyond N open ones (default 1000)
+  --json                 one JSON object per line on stderr: listening, and one per relayed connection`;
+
+export async function run(argv: string[]): Promise<number> {
+  const options = {
+    listen: { type: 'string' },
+    allow: { type: 'string', multiple: true },
+    origin: { type: 'string', multiple: true },
+    'max-message': { type: 'string' },
+    'max-connections': { type: 'string' },
+    json: { type: 'boolean' },
+  } as const;
+  const cli = parseCommandLine('bridge', argv, options, HELP, (values) => {
+    const allow: BridgeTarget[] = (values.allow ?? []).flatMap((v) => v.split(',')).filter((v) => v !== '').map((v) => parseHostPort('allow', v));
+    if (allow.length === 0) throw new UsageError('--allow HOST:PORT is required (the bridge relays to listed targets only)');
+    const count = (name: string, v: string | undefined, min: number): number | undefined => {
+      if (v === undefined) return undefined;
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min} (got ${v})`);
+      return n;
+    };
+    return {
+      listen: parseHostPort('listen', values.listen),
+      allow,
+      maxMessageBytes: count('max-message', values['max-message'], 1024),
+      maxConnections: count('max-connections', values['max-connections'], 1),
+    };
+  });
+  if ('exit' in cli) return cli.exit;
+  const { values, plan } = cli;
+  const report = new Reporter(Boolean(values.json));
+  let bridge;
+  try {
+    bridge = await startWebSocketBridge({
+      host: plan.listen.host,
+      port: plan.listen.port,
+      allow: plan.allow,
+      ...(values.origin ? { origins: values.origin } : {}),
+      ...(plan.maxMessageBytes ? { maxMessageBytes: plan.maxMessageBytes } : {}),
+      ...(plan.maxConnections ? { maxConnections: plan.maxConnections } : {}),
+      onConnection: (r) => report.event('connection', { ...r }),
+    });
+  } catch (e) {
+    report.failure(e as Error);
+    return 1;
+  }
+  const a = bridge.address();
+  report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', allow: plan.allow.map(targetName) });
+  await new Promise<void>((resolve) => {
+    const stop = (): void => void bridge.close().then(resolve);
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  return 0;
+}

@@ -1,0 +1,127 @@
+/**
+ * Connection options. Every default is the safe one: psk_dhe_ke preferred (forward secrecy), 0-RTT off on the
+ * server, all three TLS 1.3 AEADs, x25519 first.
+ */
+import type { CryptoProvider, GroupName } from '../crypto/provider.js';
+import type { Extension } from '../messages/extensions.js';
+import type { Psk, PskResolver } from '../psk/types.js';
+import type { RecordTraceHook } from '../record/trace-hook.js';
+import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';
+
+export type KexMode = 'psk_dhe_ke' | 'psk_ke';
+
+export interface CommonOptions {
+  /** The cryptography backend (randomness included). */
+  readonly crypto: CryptoProvider;
+  /** Cipher suites in preference order (IANA names). Default: AES-128-GCM, ChaCha20-Poly1305, AES-256-GCM. */
+  readonly suites?: readonly SupportedSuiteName[];
+  /**
+   * Key-exchange groups in preference order, by IANA name (e.g. "X25519MLKEM768", "x25519", "ffdhe2048").
+   * Default for a client: x25519, secp256r1, secp384r1; for a server: {@link DEFAULT_SERVER_GROUPS}.
+   */
+  readonly groups?: readonly GroupName[];
+  /**
+   * Key-exchange modes in preference order (RFC 8446 §4.2.9). psk_dhe_ke adds an (EC)DHE exchange and gives
+   * forward secrecy; psk_ke relies on the PSK alone. Default: ["psk_dhe_ke"] for a client, and for a server
+   * ["psk_dhe_ke", "psk_ke"] (the server follows its order among the modes the client offers).
+   */
+  readonly kexModes?: readonly KexMode[];
+  /** ALPN protocol names (RFC 7301) in preference order. */
+  readonly alpn?: readonly string[];
+  /**
+   * record_size_limit to advertise (RFC 8449; TLS 1.3 counts the content type, so 16385 means "no limit").
+   * A client sends the extension only when this is set; a server answers whenever the client sent one.
+   */
+  readonly recordSizeLimit?: number;
+  /**
+   * Receives NSS key-log lines (`LABEL client_random secret`) for Wireshark/tshark. Only for debugging:
+   * anyone with these lines can decrypt the session.
+   */
+  readonly keyLog?: (line: string) => void;
+  /**
+   * Send a KeyUpdate after this many records under one write key (RFC 8446 §5.5). Default, and the most
+   * allowed: 2^24 for AES-GCM (whose limit is about 2^24.5 full records), 2^53 for ChaCha20-Poly1305. A lower
+   * value only updates keys more often (tests use it to exercise the automatic KeyUpdate).
+   */
+  readonly keyUpdateAfterRecords?: number;
+  /**
+   * Called with every record sent and received, after decryption (received) or before encryption (sent):
+   * header, inner content type, content, padding. `createTracer` (lib/trace) turns these calls into an
+   * annotated dissection. Off by default; a connection without it does no tracing work at all.
+   */
+  readonly trace?: RecordTraceHook;
+}
+
+export interface ClientOptions extends CommonOptions {
+  /** The PSKs to offer, in order (the first is used for 0-RTT). The connection never reuses them. */
+  readonly psks: readonly Psk[];
+  /** server_name (SNI, RFC 6066) to send. */
+  readonly serverName?: string;
+  /**
+   * Groups to send a key share for in the first ClientHello. Default: the first of {@link groups}. Browsers
+   * send two, e.g. ["X25519MLKEM768", "x25519"]: a server that prefers either answers without a retry.
+   */
+  readonly keyShareGroups?: readonly GroupName[];
+  /**
+   * Middlebox compatibility mode (RFC 8446 §D.4): a 32-byte legacy_session_id and a dummy ChangeCipherSpec.
+   * Default true, as OpenSSL and browsers do.
+   */
+  readonly middleboxCompatibility?: boolean;
+  /** 0-RTT data to send with the first flight, under the first PSK (RFC 8446 §4.2.10). */
+  readonly earlyData?: Uint8Array;
+  /**
+   * When the server rejects the 0-RTT data, send it again as ordinary data after the handshake. Default false
+   * (RFC 8446 §4.2.10: the application is in a better position to decide); even when set, the data is resent
+   * only when the negotiated ALPN protocol is the PSK's `earlyDataAlpn`.
+   */
+  readonly resendRejectedEarlyData?: boolean;
+  /**
+   * For conformance testing only: rewrite the ClientHello extension list (all but pre_shared_key, which stays
+   * last). Used to reproduce other stacks' ClientHellos byte for byte.
+   */
+  readonly dangerousClientHelloExtensions?: (extensions: Extension[]) => Extension[];
+}
+
+export interface ServerOptions extends CommonOptions {
+  /**
+   * How to find the PSK for an offered identity. A list of PSKs is matched by identity; a function answers
+   * synchronously. With neither, the connection emits a `psk-request` event and waits for
+   * {@link Connection.providePsks} (an asynchronous lookup, e.g. from a QKD key manager).
+   */
+  readonly psks?: readonly Psk[] | PskResolver;
+  /**
+   * Accept 0-RTT data up to this many bytes (RFC 8446 §4.2.10). Default 0: early data is rejected, because
+   * 0-RTT data can be replayed by an attacker. Enable only for idempotent requests.
+   */
+  readonly maxEarlyDataSize?: number;
+  /** Send a cookie in HelloRetryRequest and require it back (RFC 8446 §4.2.2). Default true. */
+  readonly helloRetryCookie?: boolean;
+  /**
+   * For conformance testing only: rewrite the EncryptedExtensions list. Used to reproduce other stacks'
+   * server flights byte for byte.
+   */
+  readonly dangerousEncryptedExtensions?: (extensions: Extension[]) => Extension[];
+}
+
+/** A client's groups by default; it sends a share for the first (see {@link ClientOptions.keyShareGroups}). */
+export const DEFAULT_GROUPS: readonly GroupName[] = ['x25519', 'secp256r1', 'secp384r1'];
+/**
+ * A server's groups by default, in preference order: the post-quantum hybrid first (draft-ietf-tls-ecdhe-mlkem;
+ * what OpenSSL 3.5, Chrome and Node 24 send), then the elliptic curves, then ffdhe2048/3072 (RFC 7919) for
+ * clients that offer nothing else. A share the client already sent is taken before a HelloRetryRequest is
+ * asked (lib/handshake/server.ts, selectKeyShare). ffdhe4096 and larger cost a server enough per handshake that
+ * they are left to an explicit `groups` option.
+ */
+export const DEFAULT_SERVER_GROUPS: readonly GroupName[] = [
+  'X25519MLKEM768',
+  'x25519',
+  'secp256r1',
+  'secp384r1',
+  'SecP256r1MLKEM768',
+  'SecP384r1MLKEM1024',
+  'ffdhe2048',
+  'ffdhe3072',
+];
+export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
+export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
+export { DEFAULT_SUITES };

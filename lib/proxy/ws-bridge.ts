@@ -1,0 +1,104 @@
+/**
+ * A WebSocket -> TCP bridge (as websockify): lets a page, which cannot open TCP sockets, reach a TLS-PSK
+ * server. The page runs TLS itself (qkd-tls/websocket) and the bridge relays the bytes — ciphertext only —
+ * between each WebSocket and a new TCP connection.
+ *
+ * A bridge that connects wherever a URL says is an open relay (to every host its network can reach), so the
+ * targets come from an allow-list fixed when it starts, never from the request alone. The request path may
+ * choose among them: `ws://bridge/HOST:PORT` for a listed HOST:PORT, or `ws://bridge/` for the first one;
+ * any other path is refused with 404 before the upgrade. A page's Origin may be restricted too (`origins`).
+ *
+ * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed. A
+ * WebSocket has no half-close, so a client closes it only when it expects nothing more — qkd-tls/websocket
+ * waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
+ * what the target still sends then has nowhere to go and the TCP connection is reset. Backpressure both
+ * ways (a slow TCP reader pauses the WebSocket and the reverse); messages are bounded (`maxMessageBytes`).
+ */
+import type { IncomingMessage } from 'node:http';
+import * as net from 'node:net';
+import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
+
+export interface BridgeTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface WebSocketBridgeOptions extends WebSocketListenOptions {
+  /** The TCP servers the bridge may connect to (at least one); the first is the default. */
+  readonly allow: readonly BridgeTarget[];
+  /** Give up connecting to a target after this many milliseconds (default 10000). */
+  readonly connectTimeoutMs?: number;
+  /** Called once per relayed connection when it ends (never with payload bytes). */
+  readonly onConnection?: (record: BridgeRecord) => void;
+}
+
+export interface BridgeRecord {
+  readonly peer: string;
+  readonly target: string;
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  /** closed: both sides ended normally; failed: a connect failure, a reset or an error (`message`). */
+  readonly end: 'closed' | 'failed';
+  readonly message?: string;
+}
+
+/** Starts the bridge; `address()` tells the port when 0 was asked for. */
+export async function startWebSocketBridge(options: WebSocketBridgeOptions): Promise<WebSocketListener> {
+  if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
+  const byName = new Map(options.allow.map((t) => [targetName(t), t]));
+  const pick = (req: IncomingMessage): BridgeTarget | undefined => {
+    const path = decodeURIComponent((req.url ?? '/').split('?')[0]).replace(/^\/+/, '');
+    return path === '' ? options.allow[0] : byName.get(path.toLowerCase());
+  };
+  return listenWebSocket(
+    options,
+    ({ stream, request, peer }) => {
+      const target = pick(request)!;
+      relay(stream, target, peer, options.connectTimeoutMs ?? 10_000, options.onConnection);
+    },
+    (req) => (pick(req) ? undefined : 404),
+  );
+}
+
+/** `host:port` as the allow-list and the URL path name a target (IPv6 in brackets). */
+export function targetName(t: BridgeTarget): string {
+  return `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`.toLowerCase();
+}
+
+function relay(
+  ws: import('node:stream').Duplex,
+  target: BridgeTarget,
+  peer: string,
+  connectTimeoutMs: number,
+  onConnection: ((r: BridgeRecord) => void) | undefined,
+): void {
+  const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
+  let up = 0;
+  let down = 0;
+  let finished = false;
+  const finish = (end: 'closed' | 'failed', message?: string): void => {
+    if (finished) return;
+    finished = true;
+    clearTimeout(timer);
+    if (end === 'failed') {
+      tcp.resetAndDestroy();
+      ws.destroy();
+    }
+    onConnection?.({ peer, target: targetName(target), bytesUp: up, bytesDown: down, end, ...(message ? { message } : {}) });
+  };
+  const timer = setTimeout(() => finish('failed', `no TCP connection to ${targetName(target)} within ${connectTimeoutMs} ms`), connectTimeoutMs);
+  tcp.once('connect', () => clearTimeout(timer));
+  ws.on('data', (b: Buffer) => (up += b.length));
+  tcp.on('data', (b: Buffer) => (down += b.length));
+  // pipe() handles backpressure and passes each end across (WebSocket close -> FIN; FIN -> WebSocket close).
+  ws.pipe(tcp);
+  tcp.pipe(ws);
+  tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`));
+  ws.on('error', (e) => finish('failed', `WebSocket: ${e.message}`));
+  let closed = 0;
+  const onClose = (): void => {
+    if (++closed === 2) finish('closed');
+  };
+  tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`) : onClose()));
+  ws.once('close', onClose);
+}

@@ -1,0 +1,441 @@
+/**
+ * QKD keys as TLS pre-shared keys, from ETSI GS QKD 014 key managers (model 1 of the design: the TLS
+ * endpoints call their key managers themselves).
+ *
+ * - {@link Etsi014ClientSource} (the TLS client, the master SAE) gets new keys with `enc_keys`. It keeps a small
+ *   pool filled ahead of time, so that a handshake does not wait for the key manager when keys are at hand.
+ *   Each pooled key expires after a configurable lifetime (then it is wiped unused), and goes to exactly one
+ *   handshake, even when many run at once. The key ID travels in the PSK identity (lib/psk/key-id.ts).
+ * - {@link Etsi014ServerSource} (the TLS server, the slave SAE) reads the key IDs from the identities it
+ *   receives and fetches those keys from its own key manager with `dec_keys`. A key ID it has already seen is
+ *   refused at once (a bounded replay cache; its KME would refuse it anyway, since it hands out each key once),
+ *   so that a replayed ClientHello fails with unknown_psk_identity.
+ *
+ * Both hand out keys that the caller owns and must wipe after the handshake (see lib/psk/source.ts:
+ * `takePsks`, `serverPskResolver`, `PskLease.release`; {@link releaseAfter} does it on a timer).
+ *
+ * Node-only (timers; the ETSI client uses node:http/https).
+ */
+import { wipe } from '../codec/bytes.js';
+import type { HashName } from '../crypto/provider.js';
+import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
+import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
+import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
+
+/** What the sources report (never key material). */
+export type Etsi014SourceEvent =
+  /** enc_keys delivered these keys (client) into the pool. */
+  | { readonly type: 'fetched'; readonly keyIds: readonly string[]; readonly pooled: number }
+  /** These keys went to one handshake (client). */
+  | { readonly type: 'taken'; readonly keyIds: readonly string[]; readonly pooled: number }
+  /** These pooled keys outlived their lifetime and were wiped unused (client). */
+  | { readonly type: 'expired'; readonly keyIds: readonly string[] }
+  /** enc_keys failed (client); waiting handshakes fail with this message. */
+  | { readonly type: 'fetch-failed'; readonly message: string }
+  /** dec_keys delivered the key with this ID (server). */
+  | { readonly type: 'resolved'; readonly keyId: string; readonly saeId: string }
+  /** A key ID named by a client was refused (server). */
+  | { readonly type: 'refused'; readonly keyId: string; readonly saeId?: string; readonly reason: RefusalReason; readonly message: string }
+  /** dec_keys failed (server): the handshake fails with handshake_failure. */
+  | { readonly type: 'lookup-failed'; readonly keyId: string; readonly message: string };
+
+export type RefusalReason =
+  /** This server has already fetched this key ID: a key serves one handshake only. */
+  | 'replayed'
+  /** The KME does not know the key ID (never issued to this pair, expired, or already delivered). */
+  | 'unknown-to-kme'
+  /** The identity names an SAE that this server does not accept keys from. */
+  | 'unexpected-sae'
+  /** The client offered more key IDs than the server looks up for one handshake. */
+  | 'too-many';
+
+export interface Etsi014ClientSourceOptions {
+  /** The master SAE's ETSI 014 client, talking to its own KME. */
+  readonly client: Etsi014Client;
+  /** Close `client` when this source is closed (default false). */
+  readonly ownsClient?: boolean;
+  /** The slave SAE: the TLS server's SAE ID. */
+  readonly peerSaeId: string;
+  /** This SAE's ID, put in each identity so that a server with several clients knows whose key it is. */
+  readonly saeId?: string;
+  /** Key size in bits (default: the KME's default, usually 256). */
+  readonly keySize?: number;
+  /** Keys kept ready in the pool (default 4; 0: fetch only when a handshake asks). */
+  readonly poolSize?: number;
+  /** Most keys asked for in one enc_keys call (default 16; keep it within the KME's max_key_per_request). */
+  readonly batchSize?: number;
+  /** Most enc_keys calls in flight at once (default 2). */
+  readonly maxConcurrentRequests?: number;
+  /**
+   * A pooled key not used within this many milliseconds is wiped (default 60000). Keep it well below the time
+   * the server's KME keeps a key that nobody fetched (the simulator's pendingKeyTtlMs, 10 minutes by default).
+   */
+  readonly keyLifetimeMs?: number;
+  /** The priority of these keys among several sources (lower is offered first; default 0). */
+  readonly priority?: number;
+  /** The hash the keys are bound to as external PSKs (default SHA-256). */
+  readonly hash?: HashName;
+  /** Clock in milliseconds (default Date.now). */
+  readonly now?: () => number;
+  readonly onEvent?: (event: Etsi014SourceEvent) => void;
+}
+
+interface Pooled {
+  readonly keyId: string;
+  readonly key: Uint8Array;
+  readonly expiresAt: number;
+}
+
+interface Waiter {
+  readonly count: number;
+  resolve(keys: SourcedKey[]): void;
+  reject(e: Error): void;
+}
+
+/** The TLS client's key source: QKD keys from its KME (`enc_keys`), prefetched, each for one handshake. */
+export class Etsi014ClientSource implements ClientKeySource {
+  readonly description: string;
+  private readonly o: Required<Omit<Etsi014ClientSourceOptions, 'saeId' | 'keySize' | 'onEvent'>> & Etsi014ClientSourceOptions;
+  private pool: Pooled[] = [];
+  private readonly waiters: Waiter[] = [];
+  private inFlight = 0;
+  private inFlightKeys = 0;
+  private closed = false;
+  private lastErrorValue: Error | undefined;
+  private readonly sweeper: ReturnType<typeof setInterval>;
+  private readonly fillWaiters: { resolve(): void; reject(e: Error): void }[] = [];
+
+  constructor(options: Etsi014ClientSourceOptions) {
+    const count = (v: number | undefined, dflt: number, name: string, min: number): number => {
+      const n = v ?? dflt;
+      if (!Number.isInteger(n) || n < min) throw new RangeError(`Etsi014ClientSource: ${name} must be an integer >= ${min} (got ${v})`);
+      return n;
+    };
+    if (!options.peerSaeId) throw new TypeError('Etsi014ClientSource: peerSaeId (the TLS server SAE) is required');
+    // The SAE ID travels in every PSK identity: refuse one that cannot, now rather than on each connection.
+    encodeKeyIdIdentity({ keyId: '00000000-0000-0000-0000-000000000000', saeId: options.saeId });
+    const lifetime = options.keyLifetimeMs ?? 60_000;
+    if (!(lifetime > 0)) throw new RangeError(`Etsi014ClientSource: keyLifetimeMs must be positive (got ${lifetime})`);
+    this.o = {
+      ...options,
+      ownsClient: options.ownsClient ?? false,
+      poolSize: count(options.poolSize, 4, 'poolSize', 0),
+      batchSize: count(options.batchSize, 16, 'batchSize', 1),
+      maxConcurrentRequests: count(options.maxConcurrentRequests, 2, 'maxConcurrentRequests', 1),
+      keyLifetimeMs: lifetime,
+      priority: options.priority ?? 0,
+      hash: options.hash ?? 'SHA-256',
+      now: options.now ?? Date.now,
+    };
+    this.description = `QKD keys from ${options.client.baseUrl.origin} (ETSI 014 enc_keys, peer SAE ${options.peerSaeId})`;
+    this.sweeper = setInterval(() => this.sweep(), Math.min(lifetime, 5_000));
+    this.sweeper.unref?.();
+  }
+
+  /** Keys ready in the pool now. */
+  get pooled(): number {
+    this.sweep();
+    return this.pool.length;
+  }
+
+  /** The last enc_keys failure, if the last call failed. */
+  get lastError(): Error | undefined {
+    return this.lastErrorValue;
+  }
+
+  /**
+   * Fills the pool up to `poolSize` and resolves when it is full, or rejects with the key manager's error. Not
+   * needed before {@link take} — it only saves the first handshake a round trip.
+   */
+  prefetch(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('Etsi014ClientSource: closed'));
+    if (this.pool.length >= this.o.poolSize) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      this.fillWaiters.push({ resolve, reject });
+      this.pump();
+    });
+  }
+
+  take(request: KeyRequest = {}): Promise<SourcedKey[]> {
+    const count = request.count ?? 1;
+    if (!Number.isInteger(count) || count < 1) return Promise.reject(new RangeError(`take: count must be a positive integer (got ${count})`));
+    if (this.closed) return Promise.reject(new Error(`${this.description}: the key source is closed`));
+    if (request.signal?.aborted) return Promise.reject(abortError(request.signal));
+    this.sweep();
+    // Served in arrival order: keys go to the oldest waiter first. Everything between here and the resolve is
+    // synchronous, so no two handshakes can get the same key.
+    if (this.waiters.length === 0 && this.pool.length > 0) {
+      const keys = this.hand(count);
+      this.pump();
+      return Promise.resolve(keys);
+    }
+    return new Promise<SourcedKey[]>((resolve, reject) => {
+      const waiter: Waiter = { count, resolve, reject };
+      const signal = request.signal;
+      if (signal) {
+        const onAbort = (): void => {
+          const i = this.waiters.indexOf(waiter);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(abortError(signal));
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        waiter.resolve = (keys) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(keys);
+        };
+        waiter.reject = (e) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(e);
+        };
+      }
+      this.waiters.push(waiter);
+      this.pump();
+    });
+  }
+
+  /** Stops prefetching, fails waiting handshakes, wipes the pool, and closes the client if it owns it. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const p of this.pool) wipe(p.key);
+    this.pool = [];
+    const err = new Error(`${this.description}: the key source was closed`);
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const f of this.fillWaiters.splice(0)) f.reject(err);
+    if (this.o.ownsClient) this.o.client.close();
+  }
+
+  // -------------------------------------------------------------------------------------------------------
+
+  /** Removes up to `count` keys from the pool as sourced keys (the caller owns them now). */
+  private hand(count: number): SourcedKey[] {
+    const taken = this.pool.splice(0, count);
+    this.o.onEvent?.({ type: 'taken', keyIds: taken.map((p) => p.keyId), pooled: this.pool.length });
+    return taken.map((p) => ({
+      identity: encodeKeyIdIdentity({ keyId: p.keyId, saeId: this.o.saeId }),
+      secret: p.key,
+      hash: this.o.hash,
+      label: p.keyId,
+      priority: this.o.priority,
+      expiresAt: p.expiresAt,
+    }));
+  }
+
+  /** Serves waiters from the pool, then asks the KME for what is missing. */
+  private pump(): void {
+    if (this.closed) return;
+    this.sweep();
+    while (this.waiters.length > 0 && this.pool.length > 0) {
+      const w = this.waiters.shift()!;
+      w.resolve(this.hand(w.count));
+    }
+    if (this.pool.length >= this.o.poolSize && this.waiters.length === 0) {
+      for (const f of this.fillWaiters.splice(0)) f.resolve();
+    }
+    for (;;) {
+      let wanted = this.o.poolSize - this.pool.length;
+      for (const w of this.waiters) wanted += w.count;
+      wanted -= this.inFlightKeys;
+      if (wanted <= 0 || this.inFlight >= this.o.maxConcurrentRequests) return;
+      this.fetch(Math.min(wanted, this.o.batchSize));
+    }
+  }
+
+  private fetch(n: number): void {
+    this.inFlight++;
+    this.inFlightKeys += n;
+    const size = this.o.keySize;
+    this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }).then(
+      (keys) => {
+        this.inFlight--;
+        this.inFlightKeys -= n;
+        if (this.closed) {
+          for (const k of keys) wipe(k.key);
+          return;
+        }
+        this.lastErrorValue = undefined;
+        const expiresAt = this.o.now() + this.o.keyLifetimeMs;
+        for (const k of keys) this.pool.push({ keyId: k.keyId, key: k.key, expiresAt });
+        this.o.onEvent?.({ type: 'fetched', keyIds: keys.map((k) => k.keyId), pooled: this.pool.length });
+        this.pump();
+      },
+      (e: unknown) => {
+        this.inFlight--;
+        this.inFlightKeys -= n;
+        if (this.closed) return;
+        const err = new Error(`could not get a QKD key: ${(e as Error).message}`, { cause: e });
+        this.lastErrorValue = err;
+        this.o.onEvent?.({ type: 'fetch-failed', message: err.message });
+        // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
+        // against a key manager that is down: the next handshake tries again).
+        if (this.inFlight > 0) return;
+        for (const w of this.waiters.splice(0)) w.reject(err);
+        for (const f of this.fillWaiters.splice(0)) f.reject(err);
+      },
+    );
+  }
+
+  /** Wipes and drops pooled keys past their lifetime. */
+  private sweep(): void {
+    if (this.pool.length === 0) return;
+    const now = this.o.now();
+    const expired = this.pool.filter((p) => p.expiresAt <= now);
+    if (expired.length === 0) return;
+    this.pool = this.pool.filter((p) => p.expiresAt > now);
+    for (const p of expired) wipe(p.key);
+    this.o.onEvent?.({ type: 'expired', keyIds: expired.map((p) => p.keyId) });
+  }
+}
+
+export interface Etsi014ServerSourceOptions {
+  /** The slave SAE's ETSI 014 client, talking to its own KME. */
+  readonly client: Etsi014Client;
+  /** Close `client` when this source is closed (default false). */
+  readonly ownsClient?: boolean;
+  /**
+   * The master SAEs (TLS clients) whose keys this server accepts. An identity that names no SAE is looked up
+   * for the first one.
+   */
+  readonly peerSaeIds: readonly string[];
+  /** Most key IDs looked up for one handshake (default 4): the first one the KME delivers is used. */
+  readonly maxLookups?: number;
+  /** How many used key IDs are remembered to refuse replays (default 100000, oldest forgotten first). */
+  readonly replayCacheSize?: number;
+  /** The hash the keys are bound to as external PSKs (default SHA-256; must match the client's). */
+  readonly hash?: HashName;
+  readonly onEvent?: (event: Etsi014SourceEvent) => void;
+}
+
+/** The TLS server's key source: fetches the keys the client names by ID from its KME (`dec_keys`). */
+export class Etsi014ServerSource implements ServerKeySource {
+  readonly description: string;
+  private readonly used = new Map<string, true>();
+  private readonly maxLookups: number;
+  private readonly cacheSize: number;
+  private closed = false;
+
+  constructor(private readonly options: Etsi014ServerSourceOptions) {
+    if (options.peerSaeIds.length === 0 || options.peerSaeIds.some((s) => !s)) {
+      throw new TypeError('Etsi014ServerSource: at least one peer SAE ID (the TLS client SAE) is required');
+    }
+    this.maxLookups = options.maxLookups ?? 4;
+    this.cacheSize = options.replayCacheSize ?? 100_000;
+    if (!Number.isInteger(this.maxLookups) || this.maxLookups < 1) throw new RangeError('Etsi014ServerSource: maxLookups must be a positive integer');
+    if (!Number.isInteger(this.cacheSize) || this.cacheSize < 1) throw new RangeError('Etsi014ServerSource: replayCacheSize must be a positive integer');
+    this.description = `QKD keys from ${options.client.baseUrl.origin} (ETSI 014 dec_keys, peer SAE ${options.peerSaeIds.join(', ')})`;
+  }
+
+  /** How many used key IDs are remembered. */
+  get rememberedKeyIds(): number {
+    return this.used.size;
+  }
+
+  /** Whether this key ID was already used here (and is still remembered). */
+  hasUsed(keyId: string): boolean {
+    return this.used.has(keyId.toLowerCase());
+  }
+
+  /**
+   * Looks up the key IDs in the client's order and stops at the first key its KME delivers: one QKD key per
+   * handshake. A replayed or unknown key ID is skipped (and reported); a KME failure rejects.
+   */
+  async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
+    if (this.closed) throw new Error(`${this.description}: the key source is closed`);
+    const out: (SourcedKey | undefined)[] = identities.map(() => undefined);
+    const emit = this.options.onEvent;
+    let lookups = 0;
+    for (let i = 0; i < identities.length; i++) {
+      const parsed = decodeKeyIdIdentity(identities[i]);
+      if (!parsed) continue;
+      const keyId = parsed.keyId.toLowerCase();
+      const saeId = parsed.saeId ?? this.options.peerSaeIds[0];
+      const refuse = (reason: RefusalReason, message: string): void => emit?.({ type: 'refused', keyId, saeId, reason, message });
+      if (!this.options.peerSaeIds.includes(saeId)) {
+        refuse('unexpected-sae', `key ID ${keyId} names SAE '${saeId}', which this server does not take keys from`);
+        continue;
+      }
+      // Checked and recorded before the first await: two concurrent handshakes cannot both get this key.
+      if (this.used.has(keyId)) {
+        refuse('replayed', `key ID ${keyId} was already used: a QKD key serves one handshake only (replay?)`);
+        continue;
+      }
+      if (lookups >= this.maxLookups) {
+        refuse('too-many', `key ID ${keyId} not looked up: at most ${this.maxLookups} per handshake`);
+        break;
+      }
+      lookups++;
+      this.remember(keyId);
+      let key: Uint8Array;
+      try {
+        [{ key }] = await this.options.client.decKeys(saeId, [parsed.keyId]);
+      } catch (e) {
+        if (e instanceof Etsi014Error && e.reason === 'bad_request') {
+          refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage ?? e.message}`);
+          continue;
+        }
+        const message = `key manager failed for key ID ${keyId}: ${(e as Error).message}`;
+        emit?.({ type: 'lookup-failed', keyId, message });
+        throw new Error(message, { cause: e });
+      }
+      if (this.closed) {
+        wipe(key);
+        throw new Error(`${this.description}: the key source is closed`);
+      }
+      emit?.({ type: 'resolved', keyId, saeId });
+      out[i] = { identity: identities[i], secret: key, hash: this.options.hash ?? 'SHA-256', label: keyId };
+      break;
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.options.ownsClient) this.options.client.close();
+  }
+
+  private remember(keyId: string): void {
+    this.used.set(keyId, true);
+    if (this.used.size > this.cacheSize) {
+      // Maps iterate in insertion order: the first key is the oldest. Forgetting it is safe — its KME hands a
+      // key out once, so a late replay still fails (as unknown-to-kme).
+      this.used.delete(this.used.keys().next().value!);
+    }
+  }
+}
+
+/**
+ * A lease handler that wipes each lease after `ms` milliseconds (with an unref'd timer), for use as
+ * `serverPskResolver(..., { onLease: releaseAfter(35_000) })`. Choose `ms` at least the handshake timeout: a
+ * handshake after a HelloRetryRequest still needs its PSKs, and one that outlives its timeout has failed anyway.
+ * Returns the handler and a function that releases every pending lease at once (for shutdown).
+ */
+export function releaseAfter(ms: number): ((lease: PskLease) => void) & { releaseAll(): void } {
+  const pending = new Set<{ lease: PskLease; timer: ReturnType<typeof setTimeout> }>();
+  const handler = (lease: PskLease): void => {
+    const entry = {
+      lease,
+      timer: setTimeout(() => {
+        pending.delete(entry);
+        lease.release();
+      }, ms),
+    };
+    entry.timer.unref?.();
+    pending.add(entry);
+  };
+  return Object.assign(handler, {
+    releaseAll(): void {
+      for (const e of pending) {
+        clearTimeout(e.timer);
+        e.lease.release();
+      }
+      pending.clear();
+    },
+  });
+}
+
+function abortError(signal: AbortSignal): Error {
+  const r: unknown = signal.reason;
+  return r instanceof Error ? r : new Error('the key request was aborted');
+}

@@ -1,0 +1,17 @@
+/**
+ * qkd-tls/qkd: key sources that fetch keys over I/O — a key file, and ETSI GS QKD 014 key managers (the REST
+ * client, and client/server sources with a prefetch pool and a replay cache). The key manager simulator is in
+ * qkd-tls/kme.
+ */
+export { fileKeySource, parseKeyFile } from './file-source.js';
+export {
+  Etsi014ClientSource,
+  Etsi014ServerSource,
+  releaseAfter,
+  type Etsi014ClientSourceOptions,
+  type Etsi014ServerSourceOptions,
+  type Etsi014SourceEvent,
+  type RefusalReason,
+} from './etsi014-source.js';
+export { Etsi014Client, Etsi014Error, type Etsi014ClientOptions, type Etsi014Key } from './etsi014-client.js';
+export { etsi014Path, type Etsi014Operation } from './etsi014-api.js';

@@ -1,0 +1,28 @@
+/**
+ * The record-level trace hook: what a connection tells an observer about each record it sends or receives,
+ * after protection is removed (received) or before it is applied (sent). The connection calls it only when
+ * one is configured (option `trace`), so a connection without one does no extra work. `lib/trace/` turns
+ * these calls into an annotated, Wireshark-like dissection.
+ */
+
+export interface RecordTrace {
+  readonly direction: 'sent' | 'received';
+  /** The 5-byte record header as on the wire (type, legacy_record_version, length). */
+  readonly header: Uint8Array;
+  /** True for a protected record (TLSCiphertext, RFC 8446 §5.2): `content` is its decrypted content. */
+  readonly protected: boolean;
+  /**
+   * False for a protected record that was not decrypted (a rejected 0-RTT record skipped under §4.2.10):
+   * its `content` is then empty and `type` is the header's.
+   */
+  readonly opened: boolean;
+  /** The content type: the header's, or for a protected record the inner content type (§5.2). */
+  readonly type: number;
+  /** The plaintext content (without inner type and padding). A view valid only during the call. */
+  readonly content: Uint8Array;
+  /** The zero padding of a protected record (§5.4), in bytes. */
+  readonly paddingLength: number;
+}
+
+/** Receives every record a connection sends and receives, in order. Must not throw. */
+export type RecordTraceHook = (record: RecordTrace) => void;

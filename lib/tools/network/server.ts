@@ -1,0 +1,251 @@
+/**
+ * The simulated QKD network over HTTP(S), on one port (Node adapter):
+ *
+ *   {url}/{node}/api/v1/keys/{SAE_ID}/status|enc_keys|dec_keys   ETSI GS QKD 014 at node {node}'s KME
+ *   {url}/network                                                the network as JSON (links, QBER, pools, routes)
+ *   {url}/network.svg                                            the same as a picture
+ *
+ * So an SAE at node A uses `--kme {url}/A`. Who is calling: over HTTPS (the default) every caller needs a
+ * client certificate from the simulator's CA whose CN is its SAE ID (the single-link simulator's certificates,
+ * {@link ensureKmeCertificates}; the server's certificate is issued to KME ID "qkd-network"); with
+ * `insecureHttp` (loopback only) the caller names itself in the X-SAE-ID header. /network and /network.svg
+ * need no SAE identity (they carry no key material).
+ */
+import { randomBytes as nodeRandomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { wipe } from '../../codec/bytes.js';
+import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
+import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from '../kme/certificates.js';
+import type { KmeResponse } from '../kme/handler.js';
+import { handleNetworkKmeRequest, nodeKmeUrl } from './kme.js';
+import { type NetworkEvent, QkdNetwork } from './network.js';
+import { networkSvg } from './svg.js';
+import { parseTopology, type Topology } from './topology.js';
+
+/** KME ID of the server certificate (one listener serves every node). */
+export const NETWORK_KME_ID = 'qkd-network';
+
+export interface QkdNetworkServerOptions {
+  topology: Topology;
+  host?: string;
+  /** 0 (default) picks a free port. */
+  port?: number;
+  timeScale?: number;
+  /** Plain HTTP on loopback, callers named by X-SAE-ID. For tests and demos. */
+  insecureHttp?: boolean;
+  /** Mutual TLS with certificates kept here (made on first start). */
+  certsDir?: string;
+  /** Extra host names the server certificate must be valid for. */
+  serverNames?: string[];
+  now?: () => number;
+  randomBytes?: (n: number) => Uint8Array;
+  /** Network events and one line per request (never key material). */
+  onEvent?: (event: NetworkEvent) => void;
+  onRequest?: (r: { node: string | null; method: string; path: string; callerSaeId: string | undefined; status: number; keyCount: number; message?: string }) => void;
+  /** Largest request body (default 65536 bytes). */
+  maxBodyBytes?: number;
+  blockSeconds?: number;
+  samplesPerBlock?: number;
+}
+
+export interface QkdNetworkServer {
+  readonly network: QkdNetwork;
+  /** e.g. http://127.0.0.1:8443 */
+  readonly url: string;
+  readonly port: number;
+  readonly insecureHttp: boolean;
+  readonly credentials: KmeCertificateSet | undefined;
+  readonly createdFiles: string[];
+  /** The ETSI 014 base URL of a node's KME: `${url}/${node}`. */
+  kmeUrl(node: string): string;
+  close(): Promise<void>;
+}
+
+/** Reads and checks a topology file. */
+export async function loadTopology(file: string): Promise<Topology> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    throw new Error(`cannot read the topology file ${file}: ${(e as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`the topology file ${file} is not JSON: ${(e as Error).message}`);
+  }
+  try {
+    return parseTopology(json);
+  } catch (e) {
+    throw new Error(`topology file ${file}: ${(e as Error).message}`);
+  }
+}
+
+export async function startQkdNetworkServer(options: QkdNetworkServerOptions): Promise<QkdNetworkServer> {
+  const host = options.host ?? '127.0.0.1';
+  const insecureHttp = options.insecureHttp ?? false;
+  if (insecureHttp && !isLoopback(host)) throw new Error(`qkd network: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS`);
+  if (!insecureHttp && !options.certsDir) throw new Error('qkd network: choose mutual TLS (certsDir) or insecureHttp');
+  const saes = options.topology.nodes.flatMap((n) => n.saes);
+  let credentials: KmeCertificateSet | undefined;
+  let createdFiles: string[] = [];
+  if (!insecureHttp) {
+    const wildcard = host === '0.0.0.0' || host === '::';
+    const made = await ensureKmeCertificates(options.certsDir!, { kmeIds: [NETWORK_KME_ID], saeIds: saes, hosts: [...(options.serverNames ?? []), ...(wildcard ? [] : [host])] });
+    credentials = made;
+    createdFiles = made.created;
+  }
+  const network = new QkdNetwork({
+    topology: options.topology,
+    now: options.now ?? Date.now,
+    randomBytes: options.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n))),
+    timeScale: options.timeScale,
+    blockSeconds: options.blockSeconds,
+    samplesPerBlock: options.samplesPerBlock,
+    onEvent: options.onEvent,
+  });
+  const maxBodyBytes = options.maxBodyBytes ?? 65_536;
+  const handler = (req: IncomingMessage, res: ServerResponse) => serve(network, req, res, { insecureHttp, maxBodyBytes, log: options.onRequest ?? (() => {}) });
+  let server: Server;
+  if (insecureHttp) {
+    server = createHttpServer(handler);
+  } else {
+    const own = credentials!.kmes[NETWORK_KME_ID];
+    server = createHttpsServer({ cert: own.cert, key: own.key, ca: credentials!.ca, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, handler);
+    server.on('tlsClientError', () => {});
+  }
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 15_000;
+  server.keepAliveTimeout = 5_000;
+  server.maxConnections = 512;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error) => reject(new Error(`qkd network: cannot listen on ${host}:${options.port ?? 0}: ${e.message}`));
+    server.once('error', onError);
+    server.listen(options.port ?? 0, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const port = (server.address() as { port: number }).port;
+  const url = `${insecureHttp ? 'http' : 'https'}://${urlHost(host)}:${port}`;
+  return {
+    network,
+    url,
+    port,
+    insecureHttp,
+    credentials,
+    createdFiles,
+    kmeUrl: (node) => nodeKmeUrl(url, node),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+        network.destroy();
+      }),
+  };
+}
+
+interface ServeContext {
+  insecureHttp: boolean;
+  maxBodyBytes: number;
+  log: NonNullable<QkdNetworkServerOptions['onRequest']>;
+}
+
+const NODE_PATH_RE = /^\/([^/]+)(\/.*)?$/;
+
+function serve(network: QkdNetwork, req: IncomingMessage, res: ServerResponse, ctx: ServeContext): void {
+  const rawUrl = req.url ?? '/';
+  const q = rawUrl.indexOf('?');
+  const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
+  const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
+  const method = req.method ?? 'GET';
+  const callerSaeId = identifyCaller(req, ctx.insecureHttp);
+  let node: string | null = null;
+  const finish = (status: number, type: string, body: string, keyCount = 0, message?: string, extra: Record<string, string> = {}) => {
+    if (!res.headersSent) res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body), ...extra });
+    res.end(body);
+    ctx.log({ node, method, path: path.slice(0, 200), callerSaeId, status, keyCount, ...(message ? { message } : {}) });
+  };
+  const json = (status: number, v: unknown, message?: string, extra?: Record<string, string>) => finish(status, 'application/json; charset=utf-8', JSON.stringify(v), 0, message, extra);
+
+  if (path === '/network' || path === '/network.svg') {
+    if (method !== 'GET') return json(405, { message: `use GET on ${path}` }, 'method not allowed', { allow: 'GET' });
+    const snap = network.snapshot();
+    return path === '/network' ? json(200, snap) : finish(200, 'image/svg+xml; charset=utf-8', networkSvg(snap));
+  }
+  const m = NODE_PATH_RE.exec(path);
+  let decoded: string | undefined;
+  try {
+    decoded = m ? decodeURIComponent(m[1]) : undefined;
+  } catch {
+    decoded = undefined;
+  }
+  if (!m || decoded === undefined || !network.hasNode(decoded)) {
+    const message = `unknown path ${path.slice(0, 64)}; this server has /network, /network.svg and /{node}/api/v1/keys/... for the nodes of the network`;
+    return json(404, { message }, message);
+  }
+  node = decoded;
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > ctx.maxBodyBytes) return json(413, { message: `request body too large (at most ${ctx.maxBodyBytes} bytes)` }, 'body too large', { connection: 'close' });
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let rejected = false;
+  req.on('data', (chunk: Buffer) => {
+    if (rejected) return;
+    size += chunk.length;
+    if (size > ctx.maxBodyBytes) {
+      rejected = true;
+      chunks.length = 0;
+      json(413, { message: `request body too large (at most ${ctx.maxBodyBytes} bytes)` }, 'body too large', { connection: 'close' });
+      req.pause();
+      return;
+    }
+    chunks.push(chunk);
+  });
+  req.on('error', () => {});
+  req.on('end', () => {
+    if (rejected) return;
+    let answer: KmeResponse;
+    try {
+      answer = handleNetworkKmeRequest(network, node!, { method, path: m[2] ?? '/', query, body: Buffer.concat(chunks).toString('utf8'), callerSaeId });
+    } catch (e) {
+      const message = `internal error: ${(e as Error).message}`;
+      return json(503, { message }, message);
+    }
+    if ('keys' in answer) {
+      const container: Etsi014KeyContainer = { keys: answer.keys.map((k) => ({ key_ID: k.keyId, key: Buffer.from(k.key.buffer, k.key.byteOffset, k.key.byteLength).toString('base64') })) };
+      const body = JSON.stringify(container);
+      for (const k of answer.keys) wipe(k.key);
+      return finish(200, 'application/json; charset=utf-8', body, answer.keys.length);
+    }
+    if (answer.status === 200) return json(200, answer.json);
+    const extra: Record<string, string> = answer.allow ? { allow: answer.allow } : {};
+    if (answer.status === 401) extra['www-authenticate'] = ctx.insecureHttp ? 'X-SAE-ID' : 'TLS client certificate';
+    return json(answer.status, answer.json, answer.json.message, extra);
+  });
+}
+
+function identifyCaller(req: IncomingMessage, insecureHttp: boolean): string | undefined {
+  if (insecureHttp) {
+    const h = req.headers[SAE_ID_HEADER];
+    const v = Array.isArray(h) ? h[0] : h;
+    return v === undefined || v === '' ? undefined : v;
+  }
+  const socket = req.socket as TLSSocket;
+  if (!socket.authorized) return undefined;
+  return saeIdFromCertificate(socket.getPeerCertificate());
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}

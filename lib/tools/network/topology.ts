@@ -1,0 +1,161 @@
+/**
+ * The topology file of a simulated QKD network: which nodes there are, which SAEs (applications) each node's
+ * key manager serves, which QKD links join the nodes, and where an eavesdropper sits. JSON, for example:
+ *
+ *     {"nodes":[{"name":"A","saes":["client-sae"]},{"name":"B"},{"name":"C","saes":["server-sae"]}],
+ *      "links":[{"a":"A","b":"B","km":20},{"a":"B","b":"C","km":30}],
+ *      "eavesdroppers":[{"link":"B-C","fraction":1.0,"from_s":0}]}
+ *
+ * nodes[]:         name (letters, digits, '.', '_', '-'; it is a URL path segment), saes (SAE IDs, each at one
+ *                  node only), optional x, y (position in the picture, any unit)
+ * links[]:         a, b (node names), km (fibre length), and optionally any physical parameter of
+ *                  {@link LinkPhysics} (attenuationDbPerKm, detectorEfficiency, darkCountProbability,
+ *                  misalignment, pulseRateHz, meanPhotonNumber, errorCorrectionEfficiency, siftingFactor),
+ *                  capacityBits, qberThreshold; a link is named "a-b" ("b-a" finds it too)
+ * eavesdroppers[]: link ("A-B"), fraction (share of pulses intercepted and resent, 0..1), from_s (simulated
+ *                  seconds after start, default 0), until_s (default: forever)
+ * defaults:        optional link parameters applied to every link (a link's own values win)
+ *
+ * Runtime-neutral: parses an already-read JSON value.
+ */
+import type { LinkPhysics } from './physics.js';
+
+export type LinkParameters = Partial<Omit<LinkPhysics, 'km'>> & { capacityBits?: number; qberThreshold?: number };
+
+export interface TopologyNode {
+  name: string;
+  saes: string[];
+  x?: number;
+  y?: number;
+}
+
+export interface TopologyLink extends LinkParameters {
+  a: string;
+  b: string;
+  km: number;
+}
+
+export interface TopologyEavesdropper {
+  link: string;
+  fraction: number;
+  from_s: number;
+  until_s?: number;
+}
+
+export interface Topology {
+  nodes: TopologyNode[];
+  links: TopologyLink[];
+  eavesdroppers: TopologyEavesdropper[];
+  defaults: LinkParameters;
+}
+
+const NODE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const PARAMETER_NAMES = [
+  'attenuationDbPerKm',
+  'detectorEfficiency',
+  'darkCountProbability',
+  'misalignment',
+  'pulseRateHz',
+  'meanPhotonNumber',
+  'errorCorrectionEfficiency',
+  'siftingFactor',
+  'capacityBits',
+  'qberThreshold',
+] as const;
+
+/** Checks a parsed topology file; throws an Error naming the first problem. */
+export function parseTopology(json: unknown): Topology {
+  const top = object(json, 'the topology');
+  allowOnly(top, ['nodes', 'links', 'eavesdroppers', 'defaults'], 'the topology');
+  const nodes = array(top.nodes, 'nodes').map((n, i): TopologyNode => {
+    const o = object(n, `nodes[${i}]`);
+    allowOnly(o, ['name', 'saes', 'x', 'y'], `nodes[${i}]`);
+    const name = string(o.name, `nodes[${i}].name`);
+    if (!NODE_NAME_RE.test(name) || name === 'network' || name === 'network.svg') {
+      throw new Error(`nodes[${i}].name '${name}' must be 1-64 letters, digits, '.', '_' or '-' (and not 'network')`);
+    }
+    const saes = o.saes === undefined ? [] : array(o.saes, `nodes[${i}].saes`).map((s, j) => string(s, `nodes[${i}].saes[${j}]`));
+    const node: TopologyNode = { name, saes };
+    if (o.x !== undefined) node.x = finite(o.x, `nodes[${i}].x`);
+    if (o.y !== undefined) node.y = finite(o.y, `nodes[${i}].y`);
+    return node;
+  });
+  if (nodes.length === 0) throw new Error('nodes must not be empty');
+  const names = new Set<string>();
+  const saeAt = new Map<string, string>();
+  for (const n of nodes) {
+    if (names.has(n.name)) throw new Error(`node '${n.name}' is listed twice`);
+    names.add(n.name);
+    for (const s of n.saes) {
+      if (s.trim() === '') throw new Error(`node '${n.name}' has a blank SAE ID`);
+      if (saeAt.has(s)) throw new Error(`SAE '${s}' is at two nodes ('${saeAt.get(s)}' and '${n.name}')`);
+      saeAt.set(s, n.name);
+    }
+  }
+  const defaults = top.defaults === undefined ? {} : parameters(object(top.defaults, 'defaults'), 'defaults', []);
+  const links = (top.links === undefined ? [] : array(top.links, 'links')).map((l, i): TopologyLink => {
+    const o = object(l, `links[${i}]`);
+    const a = string(o.a, `links[${i}].a`);
+    const b = string(o.b, `links[${i}].b`);
+    for (const end of [a, b]) if (!names.has(end)) throw new Error(`links[${i}] names an unknown node '${end}'`);
+    if (a === b) throw new Error(`links[${i}] joins node '${a}' to itself`);
+    const km = finite(o.km, `links[${i}].km`);
+    if (km < 0) throw new Error(`links[${i}].km must not be negative`);
+    return { a, b, km, ...parameters(o, `links[${i}]`, ['a', 'b', 'km']) };
+  });
+  const pairs = new Set<string>();
+  for (const l of links) {
+    const key = [l.a, l.b].sort().join('\u0000');
+    if (pairs.has(key)) throw new Error(`two links join '${l.a}' and '${l.b}'`);
+    pairs.add(key);
+  }
+  const eavesdroppers = (top.eavesdroppers === undefined ? [] : array(top.eavesdroppers, 'eavesdroppers')).map((e, i): TopologyEavesdropper => {
+    const o = object(e, `eavesdroppers[${i}]`);
+    allowOnly(o, ['link', 'fraction', 'from_s', 'until_s'], `eavesdroppers[${i}]`);
+    const link = string(o.link, `eavesdroppers[${i}].link`);
+    if (!findLink(links, link)) throw new Error(`eavesdroppers[${i}].link '${link}' is not a link (write it "A-B")`);
+    const fraction = finite(o.fraction, `eavesdroppers[${i}].fraction`);
+    if (fraction < 0 || fraction > 1) throw new Error(`eavesdroppers[${i}].fraction must be in [0, 1]`);
+    const from_s = o.from_s === undefined ? 0 : finite(o.from_s, `eavesdroppers[${i}].from_s`);
+    const out: TopologyEavesdropper = { link, fraction, from_s };
+    if (o.until_s !== undefined) out.until_s = finite(o.until_s, `eavesdroppers[${i}].until_s`);
+    return out;
+  });
+  return { nodes, links, eavesdroppers, defaults };
+}
+
+/** The link named "A-B" or "B-A". */
+export function findLink<L extends { a: string; b: string }>(links: readonly L[], name: string): L | undefined {
+  return links.find((l) => `${l.a}-${l.b}` === name || `${l.b}-${l.a}` === name);
+}
+
+function parameters(o: Record<string, unknown>, where: string, others: string[]): LinkParameters {
+  allowOnly(o, [...others, ...PARAMETER_NAMES], where);
+  const out: Record<string, number> = {};
+  for (const k of PARAMETER_NAMES) if (o[k] !== undefined) out[k] = finite(o[k], `${where}.${k}`);
+  return out as LinkParameters;
+}
+
+function allowOnly(o: Record<string, unknown>, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw new Error(`${where} has an unknown field '${k}' (allowed: ${allowed.join(', ')})`);
+}
+
+function object(v: unknown, where: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${where} must be a JSON object`);
+  return v as Record<string, unknown>;
+}
+
+function array(v: unknown, where: string): unknown[] {
+  if (!Array.isArray(v)) throw new Error(`${where} must be an array`);
+  return v;
+}
+
+function string(v: unknown, where: string): string {
+  if (typeof v !== 'string' || v === '') throw new Error(`${where} must be a non-empty string`);
+  return v;
+}
+
+function finite(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`${where} must be a number`);
+  return v;
+}

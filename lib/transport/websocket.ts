@@ -1,0 +1,257 @@
+/**
+ * WebSocket transport: TLS records carried in binary WebSocket messages, for pages that cannot open a TCP
+ * socket. The page runs the whole TLS 1.3 handshake itself (the keys never leave it); the WebSocket peer is
+ * either a qkd-tls server that accepts TLS over WebSocket (`qkd-tls server --websocket`) or a bridge that
+ * relays the bytes to a TCP TLS-PSK server from its allow-list (`qkd-tls bridge`), which sees only ciphertext.
+ *
+ * ```ts
+ * import { nobleProvider } from 'qkd-tls';
+ * import { tlsClientOverWebSocket } from 'qkd-tls/websocket';
+ * const tls = await tlsClientOverWebSocket('ws://127.0.0.1:8080/', { crypto: nobleProvider, psks: [psk] });
+ * console.log(await tls.handshake);              // { suite, kex, group, identity, ... }
+ * ```
+ *
+ * It uses `WebSocketStream` where the runtime has it (backpressure both ways) and `WebSocket` otherwise
+ * (binary messages as ArrayBuffer; sending waits while more than `maxBufferedBytes` are queued). A WebSocket has
+ * no half-close: when our side is done (after close_notify) the socket stays open until the peer's side ends
+ * too, so the peer's close_notify and any data still in flight arrive; then it closes with code 1000.
+ *
+ * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
+ */
+import type { ClientOptions } from '../config/options.js';
+import { type ByteStreamPair, type TlsStreams, tlsClientOverStreams } from './streams.js';
+
+export interface WebSocketTransportOptions {
+  /** WebSocket subprotocols to offer (e.g. a bridge's target name). */
+  readonly protocols?: string | string[];
+  /** Use `WebSocketStream` when the runtime has it (default true). */
+  readonly preferWebSocketStream?: boolean;
+  /** With plain `WebSocket`: most bytes queued for sending before a write waits (default 1 MiB). */
+  readonly maxBufferedBytes?: number;
+  /** Give up opening the connection after this many milliseconds (default 10000). */
+  readonly openTimeoutMs?: number;
+}
+
+/** A WebSocket carrying bytes, as a byte-stream pair (see {@link ByteStreamPair}). */
+export interface WebSocketByteStreams extends ByteStreamPair {
+  /** Which API carries it. */
+  readonly api: 'WebSocketStream' | 'WebSocket';
+  /** Closes the WebSocket at once (both directions). */
+  close(): void;
+}
+
+/** Opens a WebSocket to `url` and runs a TLS client over it. */
+export async function tlsClientOverWebSocket(
+  url: string | URL,
+  options: ClientOptions,
+  transport: WebSocketTransportOptions = {},
+): Promise<TlsStreams & { readonly webSocket: WebSocketByteStreams }> {
+  const ws = await connectWebSocket(url, transport);
+  return { ...tlsClientOverStreams(ws, options), webSocket: ws };
+}
+
+/** Opens a WebSocket to `url` (ws: or wss:) and resolves once it is open. */
+export async function connectWebSocket(url: string | URL, options: WebSocketTransportOptions = {}): Promise<WebSocketByteStreams> {
+  const target = String(url);
+  if (!/^wss?:\/\//i.test(target)) throw new TypeError(`connectWebSocket: the URL must start with ws:// or wss:// (got ${target.slice(0, 80)})`);
+  const timeoutMs = options.openTimeoutMs ?? 10_000;
+  const Stream = (globalThis as { WebSocketStream?: WebSocketStreamConstructor }).WebSocketStream;
+  if (Stream && options.preferWebSocketStream !== false) return openWebSocketStream(Stream, target, options.protocols, timeoutMs);
+  if (typeof WebSocket !== 'function') throw new Error('connectWebSocket: this runtime has neither WebSocketStream nor WebSocket');
+  const ws = options.protocols === undefined ? new WebSocket(target) : new WebSocket(target, options.protocols);
+  ws.binaryType = 'arraybuffer';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      ws.close();
+      reject(new Error(`WebSocket ${target}: not open after ${timeoutMs} ms`));
+    }, timeoutMs);
+    ws.addEventListener('open', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    ws.addEventListener('error', () => {
+      clearTimeout(timer);
+      reject(new Error(`WebSocket ${target}: the connection failed`));
+    });
+    ws.addEventListener('close', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`WebSocket ${target}: closed before it opened (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
+    });
+  });
+  return webSocketByteStreams(ws, options);
+}
+
+/**
+ * Wraps an open `WebSocket` (its `binaryType` is set to 'arraybuffer') as a byte-stream pair. Each chunk
+ * written is sent as one binary message; each binary message received is one chunk. A text message is a
+ * protocol error (TLS records are binary) and errors the readable.
+ */
+export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTransportOptions, 'maxBufferedBytes'> = {}): WebSocketByteStreams {
+  const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
+  ws.binaryType = 'arraybuffer';
+  let readEnded = false;
+  const closeSocket = (): void => {
+    if (ws.readyState === CONNECTING || ws.readyState === OPEN) ws.close(1000);
+  };
+  const readable = new ReadableStream<Uint8Array>({
+    start(c) {
+      ws.addEventListener('message', (e) => {
+        if (readEnded) return;
+        if (typeof e.data === 'string') {
+          readEnded = true;
+          c.error(new Error('WebSocket: a text message arrived where TLS records (binary) were expected'));
+          ws.close(1003, 'binary messages only');
+          return;
+        }
+        c.enqueue(new Uint8Array(e.data as ArrayBuffer));
+      });
+      ws.addEventListener('close', (e) => {
+        if (readEnded) return;
+        readEnded = true;
+        // 1000 (normal) and 1005 (no code) end the byte stream; TLS itself tells a complete stream from a cut one.
+        if (e.code === 1000 || e.code === 1005) c.close();
+        else c.error(new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
+      });
+    },
+    cancel() {
+      readEnded = true;
+      closeSocket();
+    },
+  });
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection is closed');
+      // Plain WebSocket has no drain event: wait (bounded) until the queue is below the mark.
+      for (let waited = 0; ws.bufferedAmount > maxBuffered; waited++) {
+        if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection closed while sending');
+        await new Promise((r) => setTimeout(r, waited < 10 ? 1 : 20));
+      }
+      for (let at = 0; at < chunk.length; at += MAX_MESSAGE_BYTES) ws.send(chunk.subarray(at, at + MAX_MESSAGE_BYTES));
+    },
+    close() {
+      // No half-close in WebSocket: our direction is done, but the socket stays open for what the peer still
+      // sends; the peer closes it when its direction is done too (the read side then ends).
+    },
+    abort() {
+      closeSocket();
+    },
+  });
+  return {
+    readable,
+    writable,
+    api: 'WebSocket',
+    close: () => ws.close(1000),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+/**
+ * Largest message sent: a big write is split, so that a server or bridge may bound its message size (a TLS
+ * record is at most 16 KiB + 256 bytes, RFC 8446 §5.2; a message carries several).
+ */
+export const MAX_MESSAGE_BYTES = 64 * 1024;
+
+/** WebSocket.readyState values (HTML standard), spelled out: a WebSocket from a library (e.g. `ws` in Node 20) works without a global. */
+const CONNECTING = 0;
+const OPEN = 1;
+
+interface WebSocketStreamConstructor {
+  new (
+    url: string,
+    options?: { protocols?: string[] },
+  ): {
+    opened: Promise<{ readable: ReadableStream<ArrayBuffer | string>; writable: WritableStream<ArrayBuffer | Uint8Array> }>;
+    closed: Promise<{ closeCode: number; reason: string }>;
+    close(info?: { closeCode?: number; reason?: string }): void;
+  };
+}
+
+async function openWebSocketStream(
+  Stream: WebSocketStreamConstructor,
+  url: string,
+  protocols: string | string[] | undefined,
+  timeoutMs: number,
+): Promise<WebSocketByteStreams> {
+  const wss = new Stream(url, protocols === undefined ? {} : { protocols: typeof protocols === 'string' ? [protocols] : protocols });
+  wss.closed.catch(() => {});
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const opened = await Promise.race([
+    wss.opened,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`WebSocketStream ${url}: not open after ${timeoutMs} ms`)), timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  let readEnded = false;
+  let writeEnded = false;
+  const closeSocket = (): void => {
+    try {
+      wss.close({ closeCode: 1000 });
+    } catch {
+      /* closed already */
+    }
+  };
+  const bytes = opened.readable.pipeThrough(
+    new TransformStream<ArrayBuffer | string, Uint8Array>({
+      transform(chunk, c) {
+        if (typeof chunk === 'string') c.error(new Error('WebSocketStream: a text message arrived where TLS records (binary) were expected'));
+        else c.enqueue(new Uint8Array(chunk));
+      },
+    }),
+  );
+  const writer = opened.writable.getWriter();
+  const writable = new WritableStream<Uint8Array>({
+    async write(chunk) {
+      for (let at = 0; at < chunk.length; at += MAX_MESSAGE_BYTES) await writer.write(chunk.subarray(at, at + MAX_MESSAGE_BYTES));
+    },
+    close() {
+      // Not writer.close(): that would close the whole WebSocket and lose what the peer still sends.
+      writeEnded = true;
+      if (readEnded) closeSocket();
+    },
+    abort() {
+      closeSocket();
+    },
+  });
+  return {
+    readable: whenReadEnds(bytes, () => {
+      readEnded = true;
+      if (writeEnded) closeSocket();
+    }),
+    writable,
+    api: 'WebSocketStream',
+    close: closeSocket,
+  };
+}
+
+/** The same stream, calling `onEnd` once it has ended (closed, errored or cancelled). */
+function whenReadEnds(source: ReadableStream<Uint8Array>, onEnd: () => void): ReadableStream<Uint8Array> {
+  const reader = source.getReader();
+  let ended = false;
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    onEnd();
+  };
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(c) {
+        try {
+          const { value, done } = await reader.read();
+          if (done) {
+            end();
+            c.close();
+          } else c.enqueue(value);
+        } catch (e) {
+          end();
+          c.error(e);
+        }
+      },
+      async cancel(reason) {
+        end();
+        await reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}

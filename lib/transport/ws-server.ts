@@ -1,0 +1,109 @@
+/**
+ * Node: accepting WebSocket connections whose binary messages carry TLS records (what a page using
+ * `qkd-tls/websocket` sends), for a qkd-tls TLS server (`qkd-tls server --websocket`) or for the WebSocket ->
+ * TCP bridge (lib/proxy/ws-bridge.ts). The WebSocket protocol itself is the `ws` package's.
+ *
+ * Limits, all on by default: the largest message (`maxMessageBytes`, 1 MiB: the peer is closed with 1009
+ * beyond), the pages that may connect (`origins`: a browser always sends its page's Origin; a request with an
+ * Origin not in the list is refused with 403 before the upgrade), the number of open connections, and
+ * backpressure (a WebSocket is paused while what it delivered has not been consumed).
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
+
+export interface WebSocketListenOptions {
+  readonly host: string;
+  readonly port: number;
+  /**
+   * Origins (scheme://host:port) of the pages allowed to connect. A request whose Origin is not listed gets
+   * 403; a request without Origin (not from a browser) is accepted. Default: any origin.
+   */
+  readonly origins?: readonly string[];
+  /** Largest WebSocket message accepted, in bytes (default 1 MiB). */
+  readonly maxMessageBytes?: number;
+  /** Most connections open at once (default 1000); beyond, the upgrade is refused with 503. */
+  readonly maxConnections?: number;
+}
+
+/** One accepted WebSocket: its bytes as a Duplex, and where it came from. */
+export interface AcceptedWebSocket {
+  readonly stream: Duplex;
+  readonly request: IncomingMessage;
+  readonly peer: string;
+}
+
+export interface WebSocketListener {
+  readonly server: Server;
+  address(): AddressInfo;
+  /** Stops accepting and closes every open WebSocket. */
+  close(): Promise<void>;
+}
+
+/** Default largest message: enough for the 64 KiB messages qkd-tls/websocket sends, and then some. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
+
+/**
+ * Listens for WebSocket connections on host:port and hands each one, as a byte Duplex (one message = one
+ * chunk; ending it closes the WebSocket with 1000), to `onConnection`. `route` may refuse a request path
+ * (returning an HTTP status) before the upgrade.
+ */
+export async function listenWebSocket(
+  options: WebSocketListenOptions,
+  onConnection: (ws: AcceptedWebSocket) => void,
+  route: (request: IncomingMessage) => number | undefined = () => undefined,
+): Promise<WebSocketListener> {
+  const maxConnections = options.maxConnections ?? 1000;
+  const origins = options.origins ? new Set(options.origins.map((o) => o.toLowerCase())) : undefined;
+  const http = createHttpServer((_req, res) => {
+    res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
+    res.end('this endpoint speaks TLS over WebSocket only\n');
+  });
+  http.headersTimeout = 10_000;
+  http.requestTimeout = 15_000;
+  const wss = new WebSocketServer({
+    server: http,
+    maxPayload: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    perMessageDeflate: false, // TLS records do not compress; and no compression oracle
+    clientTracking: true,
+    verifyClient: (info: { origin: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
+      const origin = info.req.headers.origin;
+      if (origins && origin !== undefined && !origins.has(origin.toLowerCase())) return done(false, 403, 'origin not allowed');
+      if (wss.clients.size >= maxConnections) return done(false, 503, 'too many connections');
+      const status = route(info.req);
+      if (status !== undefined) return done(false, status, status === 404 ? 'no such target' : 'refused');
+      done(true);
+    },
+  });
+  wss.on('connection', (ws: WebSocket, request: IncomingMessage) => {
+    ws.binaryType = 'nodebuffer';
+    // Ending the stream closes the WebSocket; say why (1000, normal closure: RFC 6455 §7.4.1) rather than
+    // sending a Close frame without a code (which the peer sees as 1005).
+    const close = ws.close.bind(ws);
+    ws.close = (code?: number, reason?: string | Buffer) => close(code ?? 1000, reason);
+    const stream = createWebSocketStream(ws, { allowHalfOpen: true });
+    // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
+    stream.on('error', () => stream.destroy());
+    const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
+    onConnection({ stream, request, peer });
+  });
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(options.port, options.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  return {
+    server: http,
+    address: () => http.address() as AddressInfo,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const c of wss.clients) c.terminate();
+        wss.close();
+        http.close(() => resolve());
+        http.closeAllConnections();
+      }),
+  };
+}

@@ -1,0 +1,110 @@
+/**
+ * Faults whose alert RFC 8446 names precisely (§5.4, §4.2.11, §4.1.4, §9.2): each must end in that alert, not in
+ * a neighbouring one.
+ *
+ * Each test pins a fault an independent review found; its comment quotes the rule and says where the code
+ * broke it before the fix.
+ */
+import t from 'tap';
+import { CipherSuite, ContentType, ExtensionType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
+import { Connection } from '../lib/connection/connection.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { ext } from '../lib/messages/extensions.js';
+import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
+import {
+  firstHandshakeMessage,
+  handshake,
+  joinHello,
+  KeyLog,
+  makePsk,
+  plainRecord,
+  protection,
+  splitHello,
+  splitRecords,
+} from './helpers/pair.js';
+
+const crypto = nodeProvider;
+const E = ExtensionType;
+const SUITE = 'TLS_AES_128_GCM_SHA256';
+
+const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
+
+/** Both sides connected, with both key logs. */
+function connected() {
+  const psk = makePsk('review');
+  const [ck, sk] = [new KeyLog(), new KeyLog()];
+  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
+  p.collect();
+  return { p, ck, sk };
+}
+
+t.test('a protected zero-length alert is unexpected_message', async (tt) => {
+  // RFC 8446 §5.4: "Implementations MUST NOT send Handshake and Alert records that have a zero-length
+  // TLSInnerPlaintext.content; if such a message is received, the receiving implementation MUST terminate the
+  // connection with an "unexpected_message" alert." connection.ts:337 answers decode_error.
+  const { p, sk } = connected();
+  const sats = protection(crypto, SUITE, sk.secret('SERVER_TRAFFIC_SECRET_0'));
+  p.client.receive(sats.seal(ContentType.alert, new Uint8Array(0)));
+  const errs = errorsOf(p.client.takeEvents());
+  tt.equal(errs.length, 1, 'one error');
+  tt.equal(errs[0]?.alert, 'unexpected_message', `unexpected_message (got ${errs[0]?.alert})`);
+});
+
+t.test('a ServerHello without key_share for a psk_dhe_ke-only client is illegal_parameter', async (tt) => {
+  // RFC 8446 §4.2.11: "Clients MUST verify ... that a server "key_share" extension is present if required by the
+  // ClientHello "psk_key_exchange_modes" extension. If these values are not consistent, the client MUST abort
+  // the handshake with an "illegal_parameter" alert." client.ts:324 sends missing_extension (and
+  // test/handshake-hostile.test.ts:289 asserts that wrong alert).
+  const psk = makePsk('f9');
+  const client = Connection.client({ crypto, psks: [psk] }); // psk_dhe_ke only (the default)
+  const server = Connection.server({ crypto, psks: [psk] });
+  server.receive(client.takeOutput()!);
+  const parts = splitHello(firstHandshakeMessage(splitRecords(server.takeOutput()!)));
+  parts.extensions.splice(
+    parts.extensions.findIndex((e) => e.type === E.key_share),
+    1,
+  );
+  client.receive(plainRecord(ContentType.handshake, joinHello(parts)));
+  const errs = errorsOf(client.takeEvents());
+  tt.equal(errs[0]?.alert, 'illegal_parameter', `illegal_parameter (got ${errs[0]?.alert})`);
+});
+
+t.test('a HelloRetryRequest key_share sent to a client that offered no key_share is unsupported_extension', async (tt) => {
+  // RFC 8446 §4.1.4: "a HelloRetryRequest MUST NOT contain any extensions that were not first offered by the
+  // client in its ClientHello, with the exception of optionally the "cookie""; §4.2: "Upon receiving such an
+  // extension, an endpoint MUST abort the handshake with an "unsupported_extension" alert." client.ts:246 checks
+  // the HRR against a fixed set instead of what was offered, and :251 then answers illegal_parameter.
+  const psk = makePsk('f10');
+  const client = Connection.client({ crypto, psks: [psk], kexModes: ['psk_ke'] });
+  const ch = decodeClientHello(firstHandshakeMessage(splitRecords(client.takeOutput()!)));
+  tt.equal(ch.keyShares, undefined, 'the ClientHello has no key_share');
+  const hrr = encodeServerHello({
+    random: HELLO_RETRY_REQUEST_RANDOM,
+    sessionIdEcho: ch.sessionId,
+    cipherSuite: CipherSuite.TLS_AES_128_GCM_SHA256,
+    extensions: [ext(E.key_share, (w) => w.u16(NamedGroup.x25519)), ext(E.supported_versions, (w) => w.u16(ProtocolVersion.TLSv1_3))],
+  });
+  client.receive(plainRecord(ContentType.handshake, hrr));
+  const errs = errorsOf(client.takeEvents());
+  tt.equal(errs[0]?.alert, 'unsupported_extension', `unsupported_extension (got ${errs[0]?.alert})`);
+});
+
+t.test('a psk_ke ClientHello with supported_groups but no key_share is refused with missing_extension', async (tt) => {
+  // RFC 8446 §9.2: a TLS 1.3 ClientHello "If containing a "supported_groups" extension, it MUST also contain a
+  // "key_share" extension, and vice versa ... Servers receiving a ClientHello which does not conform to these
+  // requirements MUST abort the handshake with a "missing_extension" alert." server.ts:143 only checks this when
+  // the client offers psk_dhe_ke.
+  const psk = makePsk('f11');
+  const p = handshake(
+    {
+      crypto,
+      psks: [psk],
+      kexModes: ['psk_ke'],
+      // Covered by the binder, so the server reaches its checks.
+      dangerousClientHelloExtensions: (l) => [ext(E.supported_groups, (w) => w.vec16((g) => g.u16(NamedGroup.x25519))), ...l],
+    },
+    { crypto, psks: [psk] },
+  );
+  tt.equal(p.error('server')?.alert, 'missing_extension', `missing_extension (got ${p.error('server')?.alert ?? 'a completed handshake'})`);
+});

@@ -1,0 +1,108 @@
+/**
+ * How `qkd-tls client` ends (run as a child process, as users and scripts run it):
+ * - the server sends its data and close_notify: the client writes the data out, sends its own close_notify and
+ *   exits 0 — also while its stdin is still open (a script piping into it must not hang), and also when the
+ *   server closes the TCP connection right after its close_notify;
+ * - `--half-close`: after the server's close_notify the client keeps sending stdin until stdin ends;
+ * - the connection cut without close_notify: exit code 1 and "truncated" on stderr, the data received so far
+ *   still written out.
+ */
+import t from 'tap';
+import { utf8 } from '../lib/codec/bytes.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { makePsk } from './helpers/pair.js';
+import { PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
+
+const WAIT = 15_000;
+const PSK_HEX = '6b3a1f0e9d8c7b6a5948372615f4e3d2c1b0a9f8e7d6c5b4a3928170f6e5d4c3';
+const psk = { ...makePsk(PSK_IDENTITY), secret: Buffer.from(PSK_HEX, 'hex') };
+
+/** A library server running `onSecure` for its one connection; resolves the port. */
+async function server(tt: Tap, onSecure: (socket: QkdTlsSocket) => void): Promise<number> {
+  const s = createServer({ crypto: nodeProvider, psks: [psk] }, onSecure);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  tt.teardown(() => {
+    s.destroyAll();
+    s.close();
+  });
+  return s.address().port;
+}
+
+/** Collects what the server's socket receives until the client's close_notify (or the socket closes). */
+function collect(socket: QkdTlsSocket): Promise<{ data: string; closeNotify: boolean }> {
+  return new Promise((resolve) => {
+    let data = '';
+    socket.on('data', (b: Buffer) => (data += b.toString('utf8')));
+    socket.on('error', () => {});
+    socket.once('end', () => resolve({ data, closeNotify: socket.connection?.peerClosed === true }));
+    socket.once('close', () => resolve({ data, closeNotify: socket.connection?.peerClosed === true }));
+  });
+}
+
+function client(tt: Tap, port: number, extra: string[] = []) {
+  return spawnQkdTls(tt, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, ...extra]);
+}
+
+t.test("the server's close_notify ends the client, although its stdin is still open", async (tt) => {
+  let serverSide!: Promise<{ data: string; closeNotify: boolean }>;
+  const port = await server(tt, (socket) => {
+    serverSide = collect(socket);
+    socket.end('hello from the server\n'); // data, then close_notify; the server still reads
+  });
+  const c = client(tt, port); // stdin stays open
+  const exit = await c.waitExit(WAIT);
+  tt.equal(exit.code, 0, `exit code 0\n${c.transcript()}`);
+  tt.equal(c.stdout, 'hello from the server\n', 'the data was written out');
+  const got = await withTimeout(serverSide, WAIT, 'the server side');
+  tt.ok(got.closeNotify, 'the client sent its own close_notify');
+});
+
+t.test('the same when the server closes the TCP connection right after its close_notify', async (tt) => {
+  const port = await server(tt, (socket) => {
+    socket.end('bye\n');
+    socket.on('error', () => {});
+    socket.once('finish', () => socket.socket.destroy());
+  });
+  const c = client(tt, port);
+  const exit = await c.waitExit(WAIT);
+  tt.equal(exit.code, 0, `exit code 0\n${c.transcript()}`);
+  tt.equal(c.stdout, 'bye\n');
+  tt.notMatch(c.stderr, /truncated/);
+});
+
+t.test('--half-close keeps sending stdin after the server closed its direction', async (tt) => {
+  let serverSide!: Promise<{ data: string; closeNotify: boolean }>;
+  const port = await server(tt, (socket) => {
+    serverSide = collect(socket);
+    socket.end('server done\n');
+  });
+  const c = client(tt, port, ['--half-close']);
+  await c.waitFor('server done\n', WAIT, 'stdout');
+  c.write('first line\n');
+  c.write('second line\n');
+  c.end();
+  const exit = await c.waitExit(WAIT);
+  tt.equal(exit.code, 0, `exit code 0\n${c.transcript()}`);
+  const got = await withTimeout(serverSide, WAIT, 'the server side');
+  tt.equal(got.data, 'first line\nsecond line\n', 'the server got what was sent after its close_notify');
+  tt.ok(got.closeNotify, 'then the client closed with close_notify');
+});
+
+t.test('a connection cut without close_notify exits 1 and says "truncated"', async (tt) => {
+  const port = await server(tt, (socket) => {
+    socket.on('error', () => {});
+    socket.write(utf8('partial data\n'), () => socket.socket.end()); // TCP FIN, no close_notify
+  });
+  const c = client(tt, port);
+  const exit = await c.waitExit(WAIT);
+  tt.equal(exit.code, 1, 'exit code 1');
+  tt.match(c.stderr, /truncated/);
+  tt.equal(c.stdout, 'partial data\n', 'what arrived was still written out');
+});
+
+t.test('--help documents --half-close', async (tt) => {
+  const c = spawnQkdTls(tt, ['client', '--help']);
+  await c.waitExit(WAIT);
+  tt.match(c.stdout, /--half-close/);
+});

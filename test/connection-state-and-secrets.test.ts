@@ -1,0 +1,194 @@
+/**
+ * The Connection API after its end and around its buffers and secrets: no keying material or resumed handshake
+ * after destroy() or a fatal error, no views kept of the caller's buffers, handshake secrets wiped, option
+ * ranges checked, and a KeyUpdate before the AEAD usage limit (RFC 8446 §5.5, RFC 8449, RFC 5705/§7.5).
+ *
+ * Each test pins a fault an independent review found; its comment quotes the rule and says where the code
+ * broke it before the fix.
+ */
+import t from 'tap';
+import { concat, utf8 } from '../lib/codec/bytes.js';
+import { ContentType } from '../lib/codec/enums.js';
+import { Connection } from '../lib/connection/connection.js';
+import type { ConnectionEvent } from '../lib/config/events.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
+
+const crypto = nodeProvider;
+const SUITE = 'TLS_AES_128_GCM_SHA256';
+
+const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
+const isZero = (b: Uint8Array) => b.every((x) => x === 0);
+
+/** Both sides connected, with both key logs. */
+function connected() {
+  const psk = makePsk('review');
+  const [ck, sk] = [new KeyLog(), new KeyLog()];
+  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
+  p.collect();
+  return { p, ck, sk };
+}
+
+t.test('exportKeyingMaterial throws after destroy() or a fatal error instead of deriving from a wiped secret', async (tt) => {
+  // connection.ts:202-205 only checks `this.secrets`, which wipeKeys() zeroes (connection.ts:485) but never
+  // clears: after destroy() — which the Node transport calls on every close — or after a fatal alert, the
+  // exporter silently returns HKDF output keyed with zeros, the same bytes for every connection with the same
+  // suite. RFC 8446 §7.5 exporters are bound to the session; a caller must get an error, not a constant.
+  const label = 'EXPERIMENTAL review';
+  const ctx = new Uint8Array(0);
+  const outputs: Uint8Array[] = [];
+  for (const end of ['destroy', 'fatal'] as const) {
+    const { p, sk } = connected();
+    const before = p.client.exportKeyingMaterial(label, ctx, 32);
+    if (end === 'destroy') p.client.destroy();
+    else p.client.receive(protection(crypto, SUITE, sk.secret('SERVER_TRAFFIC_SECRET_0')).seal(ContentType.alert, new Uint8Array([2, 80])));
+    let after: Uint8Array | undefined;
+    let threw = false;
+    try {
+      after = p.client.exportKeyingMaterial(label, ctx, 32);
+    } catch {
+      threw = true;
+    }
+    if (after) outputs.push(after);
+    tt.ok(threw, `after ${end}: exportKeyingMaterial throws (got ${after ? 'keying material' : 'nothing'})`);
+    if (after) tt.notSame(after, before, `after ${end}: at least not the session's own keys`);
+  }
+  if (outputs.length === 2) tt.notSame(outputs[0], outputs[1], 'two different sessions do not export the same bytes after the end');
+});
+
+t.test('providePsks() after failPskLookup() or destroy() throws and sends nothing', async (tt) => {
+  // connection.ts:139-149 only checks that the state is AwaitPsks, which a fatal error or destroy() leaves in
+  // place: the state machine then runs on a failed/closed connection, derives keys and queues a ServerHello and
+  // the encrypted flight after the alert. Expected: an Error (as for write() after close), and no output.
+  for (const end of ['failPskLookup', 'destroy'] as const) {
+    const psk = makePsk('f13');
+    const client = Connection.client({ crypto, psks: [psk] });
+    const server = Connection.server({ crypto });
+    server.receive(client.takeOutput()!);
+    tt.ok(server.pskRequest, `${end}: the server waits for the PSK lookup`);
+    if (end === 'failPskLookup') server.failPskLookup('the key manager is unreachable');
+    else server.destroy();
+    server.takeOutput();
+    server.takeEvents();
+    let threw = false;
+    try {
+      server.providePsks([psk]);
+    } catch {
+      threw = true;
+    }
+    const out = server.takeOutput();
+    tt.equal(out, null, `${end}: nothing is sent afterwards (got ${out ? splitRecords(out).length : 0} records)`);
+    tt.ok(threw, `${end}: providePsks throws`);
+  }
+});
+
+t.test('receive() copies what it keeps: the caller may reuse its read buffer', async (tt) => {
+  // deframer.ts:42-46 keeps the pushed Uint8Array itself (no copy) while a record is incomplete, the
+  // handshake joiner (handshake-joiner.ts:31) keeps the record view while a message is incomplete, and a
+  // ClientHello waiting for an asynchronous PSK lookup (server.ts AwaitPsks) is a view as well. Connection.receive
+  // documents none of this, and the usual read loop (one buffer, refilled by every read: BYOB readers,
+  // Deno.Conn.read(buf), pooled buffers) then feeds the handshake bytes that were overwritten. Like rustls'
+  // read_tls, receive() should copy whatever it keeps beyond the call.
+  const psk = makePsk('f14');
+  {
+    const client = Connection.client({ crypto, psks: [psk] });
+    const ch = client.takeOutput()!;
+    const server = Connection.server({ crypto, psks: [psk] });
+    const buf = new Uint8Array(4096);
+    buf.set(ch.subarray(0, 60));
+    server.receive(buf.subarray(0, 60));
+    buf.fill(0xee);
+    buf.set(ch.subarray(60));
+    server.receive(buf.subarray(0, ch.length - 60));
+    tt.same(errorsOf(server.takeEvents()).map((e) => e.message), [], 'a ClientHello read in two reads into one buffer is accepted');
+    tt.equal(server.stateName, 'ExpectClientFinished', 'and answered with the server flight');
+  }
+  {
+    const client = Connection.client({ crypto, psks: [psk] });
+    const ch = client.takeOutput()!;
+    const server = Connection.server({ crypto });
+    const buf = new Uint8Array(4096);
+    buf.set(ch);
+    server.receive(buf.subarray(0, ch.length));
+    tt.ok(server.pskRequest, 'the server waits for the PSK lookup');
+    buf.fill(0); // the next read reuses the buffer while the key manager answers
+    server.providePsks([psk]);
+    tt.same(errorsOf(server.takeEvents()).map((e) => e.message), [], 'the binder verifies after the read buffer was reused');
+  }
+});
+
+t.test('destroy() and fatal errors wipe the handshake-state secrets', async (tt) => {
+  // connection.ts:236 promises that destroy() "Wipes every key this connection holds", but wipeKeys() only
+  // reaches the record protections and the post-handshake secrets: traffic secrets held by a handshake state
+  // (server ExpectClientFinished: chts, cats, sats, exporter master secret; client ExpectEncryptedExtensions:
+  // chts, shts, the Handshake Secret) stay in memory after destroy() and after a failed handshake (e.g. a wrong
+  // client Finished: server.ts:464 wipes only chts).
+  type ServerState = { n: { chts: Uint8Array; cats: Uint8Array; sats: Uint8Array; ems: Uint8Array } };
+  type ClientState = { n: { chts: Uint8Array; shts: Uint8Array; hs: { dangerousSecret(): Uint8Array } } };
+  {
+    const psk = makePsk('f15-server');
+    const client = Connection.client({ crypto, psks: [psk] });
+    const server = Connection.server({ crypto, psks: [psk] });
+    server.receive(client.takeOutput()!);
+    tt.equal(server.stateName, 'ExpectClientFinished');
+    const n = (server as unknown as { state: ServerState }).state.n;
+    server.destroy();
+    for (const k of ['chts', 'cats', 'sats', 'ems'] as const) tt.ok(isZero(n[k]), `server destroy(): ${k} wiped`);
+  }
+  {
+    const psk = makePsk('f15-finished');
+    const sk = new KeyLog();
+    const client = Connection.client({ crypto, psks: [psk] });
+    const server = Connection.server({ crypto, psks: [psk], keyLog: sk.sink });
+    server.receive(client.takeOutput()!);
+    const n = (server as unknown as { state: ServerState }).state.n;
+    const chts = protection(crypto, SUITE, sk.secret('CLIENT_HANDSHAKE_TRAFFIC_SECRET'));
+    server.receive(chts.seal(ContentType.handshake, concat(new Uint8Array([20, 0, 0, 32]), new Uint8Array(32))));
+    tt.equal(server.error?.alert, 'decrypt_error', 'a wrong client Finished fails the handshake');
+    tt.equal(server.error?.reason, 'IncorrectFinished', 'reason IncorrectFinished');
+    for (const k of ['cats', 'sats', 'ems'] as const) tt.ok(isZero(n[k]), `server after a wrong Finished: ${k} wiped`);
+  }
+  {
+    const psk = makePsk('f15-client');
+    const client = Connection.client({ crypto, psks: [psk] });
+    const server = Connection.server({ crypto, psks: [psk] });
+    server.receive(client.takeOutput()!);
+    const hello = splitRecords(server.takeOutput()!).filter((r) => r.type !== ContentType.application_data);
+    client.receive(concat(...hello.map((r) => r.bytes)));
+    tt.equal(client.stateName, 'ExpectEncryptedExtensions');
+    const n = (client as unknown as { state: ClientState }).state.n;
+    client.destroy();
+    tt.ok(isZero(n.chts), 'client destroy(): chts wiped');
+    tt.ok(isZero(n.shts), 'client destroy(): shts wiped');
+    tt.ok(isZero(n.hs.dangerousSecret()), 'client destroy(): Handshake Secret wiped');
+  }
+});
+
+t.test('recordSizeLimit outside 64..16385 is refused', async (tt) => {
+  // RFC 8449 §4: "Endpoints MUST NOT send a "record_size_limit" extension with a value smaller than 64" and
+  // "MUST NOT send a value higher than the protocol-defined maximum record size" (2^14 + 1 for TLS 1.3).
+  // client.ts:168 and server.ts:286 write options.recordSizeLimit with Writer.u16, unchecked: 70000 goes out
+  // as 4464. Expected: the options are validated (TypeError), as other options are in startClient/startServer.
+  const psk = makePsk('f16');
+  for (const v of [10, 20000, 70000]) {
+    tt.throws(() => Connection.client({ crypto, psks: [psk], recordSizeLimit: v }), TypeError, `client recordSizeLimit ${v} is refused`);
+    tt.throws(() => Connection.server({ crypto, psks: [psk], recordSizeLimit: v }), TypeError, `server recordSizeLimit ${v} is refused`);
+  }
+});
+
+t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpdate', async (tt) => {
+  // RFC 8446 §5.5: for AES-GCM "up to 2^24.5 full-size records ... may be encrypted on a given connection while
+  // keeping a safety margin of approximately 2^-57 ... Implementations SHOULD do a key update as described in
+  // Section 4.6.3 prior to reaching these limits." Nothing counts records (connection.ts:396, sealApplicationData);
+  // a long-lived QKD proxy link reaches the limit after ~390 GB. Expected: a write past the limit is
+  // preceded by a KeyUpdate (as rustls does).
+  const { p } = connected();
+  const writer = (p.client as unknown as { writer: { dangerousSetSequence(hi: number, lo: number): void } }).writer;
+  writer.dangerousSetSequence(0, Math.ceil(2 ** 24.5));
+  p.client.write(utf8('one more record'));
+  const events = p.client.takeEvents();
+  tt.ok(
+    events.some((e) => e.type === 'key-update' && e.direction === 'write'),
+    'the client updated its write keys before sealing past the AES-GCM limit',
+  );
+});

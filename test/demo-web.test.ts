@@ -1,0 +1,80 @@
+/**
+ * `qkd-tls demo --web`: the page it serves, opened in headless Chromium, takes a QKD key from the key manager
+ * simulator (enc_keys over fetch, allowed by CORS on loopback), runs the TLS 1.3 handshake over WebSocket to
+ * the qkd-tls server (which fetches the same key by ID with dec_keys), verifies an echo, and then shows
+ * data-ok="true" with the suite and the key ID in #result. The screenshot is saved as .ci/web-demo.png, next
+ * to the test log (.ci/test.log). The server side's own report must name the same key.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import t from 'tap';
+import { launchChromium, missingChromium } from './helpers/chromium.js';
+import { jsonEvent, jsonEvents, spawnQkdTls } from './helpers/peers.js';
+import { ROOT, WAIT } from './helpers/runtimes.js';
+
+/** The page's DOM, as much as these checks use (tsc compiles the tests without the DOM library). */
+declare const document: { querySelectorAll(s: string): Iterable<{ textContent: string | null }>; querySelector(s: string): { getAttribute(n: string): string | null } | null };
+
+const skip = missingChromium(t);
+/** Where the screenshot goes: beside .ci/test.log, which .ci/run writes. */
+const SCREENSHOT = join(ROOT, '.ci', 'web-demo.png');
+
+t.test('the web demo completes a QKD-keyed handshake in the browser and says so in #result', { timeout: 120_000, skip }, async (t) => {
+  const demo = spawnQkdTls(t, ['demo', '--web', '--listen', '127.0.0.1:0', '--json']);
+  const listening = jsonEvent(await demo.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+  const url = String(listening?.url);
+  t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/, 'it serves the page on 127.0.0.1');
+
+  const context = await launchChromium(t);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  const problems: string[] = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    const text = m.text?.() ?? '';
+    if (/error|refused|violat/i.test(text)) problems.push(`console: ${text}`);
+  });
+  await page.goto(url);
+  await page.waitForSelector('#result[data-ok="true"], #result[data-ok="false"]');
+  const result = page.locator('#result');
+  const ok = await result.getAttribute('data-ok');
+  const text = (await result.textContent()) ?? '';
+  const suite = await result.getAttribute('data-suite');
+  const keyId = await result.getAttribute('data-key-id');
+
+  await mkdir(join(ROOT, '.ci'), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  t.comment(`screenshot: ${SCREENSHOT}`);
+
+  t.equal(ok, 'true', '#result has data-ok="true"', { text, problems });
+  t.match(suite, /^TLS_(AES_128_GCM_SHA256|CHACHA20_POLY1305_SHA256|AES_256_GCM_SHA384)$/, 'a TLS 1.3 suite was negotiated');
+  t.match(keyId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'the key ID is a UUID');
+  t.ok(text.includes(suite ?? '\0') && text.includes(keyId ?? '\0'), '#result shows the suite and the key ID', { text });
+  t.same(problems, [], 'no page error, no blocked request (CSP, CORS)');
+
+  const steps = await page.evaluate(() => [...document.querySelectorAll('#steps li')].map((li) => li.textContent ?? ''), null);
+  t.ok(steps.some((s) => s.includes('enc_keys')), 'the page shows the enc_keys step');
+  t.ok(steps.some((s) => s.includes('dec_keys')), 'and the server fetching the key by ID');
+  t.ok(steps.some((s) => s.includes('close_notify sent and received')), 'and a clean close');
+  const slot = await page.evaluate(() => document.querySelector('#handshake-trace')?.getAttribute('data-slot') ?? null, null);
+  t.equal(slot, 'handshake-trace', 'the page keeps its place for the annotated handshake trace');
+
+  const events = jsonEvents(await demo.waitFor(/"event":"handshake"/, WAIT, 'stderr'));
+  t.match(events.find((e) => e.event === 'key'), { keyId, how: 'dec_keys' }, 'the server fetched the same key by ID');
+  t.match(events.find((e) => e.event === 'handshake'), { suite, transport: 'websocket' }, 'the server reports the same suite, over WebSocket');
+});
+
+t.test('when the key manager cannot be reached, #result says data-ok="false" with the error', { timeout: 120_000, skip }, async (t) => {
+  const demo = spawnQkdTls(t, ['demo', '--web', '--json']);
+  const listening = jsonEvent(await demo.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+  const context = await launchChromium(t);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  // The browser's requests to the KME fail as if it were down (the page, the WebSocket are untouched).
+  await page.route(new RegExp(`^${String(listening?.kme).replace(/[.:/]/g, '\\$&')}/`), (route) => route.abort('connectionrefused'));
+  await page.goto(String(listening?.url));
+  await page.waitForSelector('#result[data-ok="true"], #result[data-ok="false"]');
+  t.equal(await page.locator('#result').getAttribute('data-ok'), 'false', '#result has data-ok="false"');
+  t.match(await page.locator('#result').textContent(), /^Error: cannot reach the KME at http:\/\/127\.0\.0\.1:\d+ for status/, 'and names the error');
+  t.notOk(/"event":"handshake"/.test(demo.stderr), 'no handshake happened');
+});

@@ -1,0 +1,72 @@
+/**
+ * The ETSI GS QKD 014 client on fetch (lib/qkd/etsi014-fetch.ts), run here with Node's own fetch against the
+ * key manager simulator: the same keys reach both SAEs, answers are checked as the Node client checks them
+ * (shared code in etsi014-api.ts), failures carry the same reasons; and the simulator's CORS answers, which
+ * let a page on loopback (and only there) call it.
+ */
+import t from 'tap';
+import { Etsi014Error, Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
+import { startKmeSimulator, type KmeSimulator } from '../lib/tools/kme/simulator.js';
+
+/** What a promise rejected with (or a note that it did not). */
+function failure(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => 'it did not fail',
+    (e: unknown) => e,
+  );
+}
+
+async function kme(tt: Parameters<Parameters<typeof t.test>[0]>[0]): Promise<KmeSimulator> {
+  const k = await startKmeSimulator({ insecureHttp: true, initialKeyCount: 20, rateBitsPerSecond: 0 });
+  tt.teardown(() => k.close());
+  return k;
+}
+
+t.test('enc_keys on the master KME, dec_keys by ID on the slave KME: the same keys, each once', async (t) => {
+  const k = await kme(t);
+  const master = new Etsi014FetchClient({ baseUrl: k.master.url, saeId: k.master.saeId });
+  const slave = new Etsi014FetchClient({ baseUrl: k.slave.url, saeId: k.slave.saeId });
+  const status = await master.status(k.master.peerSaeId);
+  t.match(status, { source_KME_ID: 'KME-A', key_size: 256, stored_key_count: 20 }, 'status');
+  const keys = await master.encKeys(k.master.peerSaeId, { number: 2, size: 256 });
+  t.equal(keys.length, 2, 'two keys');
+  t.ok(keys.every((x) => x.key.length === 32), 'of 256 bits');
+  const same = await slave.decKeys(k.slave.peerSaeId, [keys[1].keyId, keys[0].keyId], { method: 'GET' });
+  t.same(same.map((x) => x.keyId), [keys[1].keyId, keys[0].keyId], 'dec_keys (GET) in the order asked');
+  t.same(same.map((x) => Buffer.from(x.key).toString('hex')), [keys[1], keys[0]].map((x) => Buffer.from(x.key).toString('hex')), 'the same key material');
+  const again = await slave.decKeys(k.slave.peerSaeId, [keys[0].keyId]).catch((e: unknown) => e);
+  t.ok(again instanceof Etsi014Error, 'a key is delivered once');
+  t.match(again, { reason: 'bad_request', status: 400, operation: 'dec_keys' }, 'then 400, reason bad_request');
+});
+
+t.test('failures carry the reasons of the Node client', async (t) => {
+  const k = await kme(t);
+  const stranger = new Etsi014FetchClient({ baseUrl: k.master.url, saeId: 'someone-else', retries: 0 });
+  t.match(await failure(stranger.encKeys(k.master.peerSaeId)), { reason: 'unauthorized', status: 401 }, 'an SAE the KME does not serve: 401');
+  const down = new Etsi014FetchClient({ baseUrl: 'http://127.0.0.1:1', saeId: 'x', retries: 1, retryDelayMs: 1, timeoutMs: 3000 });
+  t.match(await failure(down.status('y')), { reason: 'connection', attempts: 2 }, 'a KME that is down: connection, retried');
+  const liar = new Etsi014FetchClient({
+    baseUrl: 'http://127.0.0.1:9',
+    saeId: 'x',
+    fetch: async () => new Response(JSON.stringify({ keys: [{ key_ID: 'not-a-uuid', key: 'AAAA' }] }), { status: 200 }),
+  });
+  t.match(await failure(liar.encKeys('y')), { reason: 'invalid_response' }, 'a malformed key container: invalid_response');
+  t.throws(() => new Etsi014FetchClient({ baseUrl: 'http://kme.example:80' }), /only allowed to a loopback KME/, 'plain HTTP off loopback is refused');
+});
+
+t.test('the simulator answers CORS for loopback pages only', async (t) => {
+  const k = await kme(t);
+  const url = `${k.master.url}/api/v1/keys/${k.master.peerSaeId}/enc_keys`;
+  const preflight = (origin: string) =>
+    fetch(url, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, x-sae-id' } });
+  const ok = await preflight('http://127.0.0.1:8080');
+  t.equal(ok.status, 204, 'a preflight from a loopback page: 204');
+  t.equal(ok.headers.get('access-control-allow-origin'), 'http://127.0.0.1:8080', 'that origin is allowed');
+  t.match(ok.headers.get('access-control-allow-headers'), /x-sae-id/, 'with the X-SAE-ID header');
+  const far = await preflight('https://attacker.example');
+  t.equal(far.status, 403, 'a preflight from any other origin: 403');
+  t.equal(far.headers.get('access-control-allow-origin'), null, 'without CORS headers');
+  const keys = await fetch(url, { method: 'POST', headers: { origin: 'https://attacker.example', 'x-sae-id': k.master.saeId, 'content-type': 'application/json' }, body: '{}' });
+  t.equal(keys.headers.get('access-control-allow-origin'), null, 'a real answer to another origin carries no CORS header (a browser hides it)');
+  t.equal(k.stats().storedKeyCount, 19, 'no preflight touched the key store (only the one POST took a key)');
+});

@@ -1,0 +1,149 @@
+/**
+ * Shared by the runtime tests (test/runtime-*.test.ts): the peers that qkd-tls, running inside another
+ * runtime, talks to — a qkd-tls echo server in Node and `openssl s_server -psk -nocert -rev` — and the Node
+ * qkd-tls client that talks to a server running inside another runtime; each one reports whether it saw the
+ * other side's close_notify. The runtime side is test/fixtures/runtimes/echo-core.mjs (1 MiB, compared byte
+ * for byte).
+ */
+import { fileURLToPath } from 'node:url';
+import { fromHex, utf8 } from '../../lib/codec/bytes.js';
+import type { KexMode } from '../../lib/config/options.js';
+import type { HandshakeInfo } from '../../lib/config/events.js';
+import type { Psk } from '../../lib/psk/types.js';
+import { connect, createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
+import { freePort, type Peer, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, withTimeout } from './peers.js';
+
+/** The project root (helpers run as dist/test/helpers/*.js). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const KEX_MODES: readonly KexMode[] = ['psk_ke', 'psk_dhe_ke'];
+export const WAIT = 60_000;
+export const SUBTEST = { timeout: 120_000 };
+/** The size echo-core.mjs sends. */
+export const PAYLOAD_BYTES = 1024 * 1024;
+
+export const PSK: Psk = { identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' };
+
+/** What a connection on the Node side saw. */
+export interface NodeSide {
+  handshake: HandshakeInfo | null;
+  echoed: number;
+  /** The runtime's close_notify arrived (the readable ended with it, not with a bare FIN). */
+  closeNotifyReceived: boolean;
+  error?: string;
+}
+
+/** A qkd-tls echo server in Node on 127.0.0.1:0 (both key exchange modes); closed in teardown. */
+export async function nodeEchoServer(t: Tap): Promise<{ port: number; connections: NodeSide[]; closed: Promise<void>[] }> {
+  const connections: NodeSide[] = [];
+  const closed: Promise<void>[] = [];
+  const server = createServer({ psks: [PSK], kexModes: ['psk_dhe_ke', 'psk_ke'] }, (socket: QkdTlsSocket) => {
+    const side: NodeSide = { handshake: socket.handshake, echoed: 0, closeNotifyReceived: false };
+    connections.push(side);
+    socket.on('data', (b: Buffer) => (side.echoed += b.length));
+    socket.on('end', () => (side.closeNotifyReceived = socket.connection?.peerClosed ?? false));
+    socket.on('error', (e: Error) => (side.error = e.message));
+    closed.push(new Promise((r) => socket.once('close', () => r())));
+    socket.pipe(socket);
+  });
+  server.on('tlsClientError', (e: Error) => connections.push({ handshake: null, echoed: 0, closeNotifyReceived: false, error: e.message }));
+  t.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+  await withTimeout(new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve)), WAIT, 'the server to listen');
+  return { port: server.address().port, connections, closed };
+}
+
+/** `openssl s_server -psk -nocert -tls1_3 -rev` for one connection; psk_ke needs -allow_no_dhe_kex. */
+export async function opensslRevServer(t: Tap, kex: KexMode): Promise<{ port: number; server: Peer }> {
+  const port = await freePort();
+  const server = spawnPeer(t, 'openssl', [
+    's_server',
+    '-accept',
+    `127.0.0.1:${port}`,
+    '-psk',
+    PSK_HEX,
+    '-psk_identity',
+    PSK_IDENTITY,
+    '-nocert',
+    '-tls1_3',
+    '-naccept',
+    '1',
+    '-rev',
+    ...(kex === 'psk_ke' ? ['-allow_no_dhe_kex'] : []),
+  ]);
+  await server.waitFor('ACCEPT', WAIT, 'stdout');
+  return { port, server };
+}
+
+/**
+ * The Node qkd-tls client against a server inside another runtime: sends the 1 MiB payload, ends (close_notify),
+ * reads until the server's close_notify, and compares what came back with what went.
+ */
+export async function nodeClient(port: number, kex: KexMode, payload: Uint8Array): Promise<NodeSide & { equal: boolean }> {
+  const socket = connect({ host: '127.0.0.1', port, psks: [PSK], kexModes: [kex] });
+  const chunks: Buffer[] = [];
+  const side: NodeSide = { handshake: null, echoed: 0, closeNotifyReceived: false };
+  await withTimeout(
+    new Promise<void>((resolve, reject) => {
+      socket.once('secureConnect', () => {
+        side.handshake = socket.handshake;
+        socket.end(Buffer.from(payload));
+      });
+      socket.on('data', (b: Buffer) => {
+        chunks.push(b);
+        side.echoed += b.length;
+      });
+      socket.once('end', () => {
+        side.closeNotifyReceived = socket.connection?.peerClosed ?? false;
+        resolve();
+      });
+      socket.once('error', reject);
+    }),
+    WAIT,
+    'the echo from the server in the other runtime',
+  );
+  socket.destroy();
+  return { ...side, equal: Buffer.concat(chunks).equals(Buffer.from(payload)) };
+}
+
+/** The 1 MiB payload of echo-core.mjs, computed the same way (checked against the fixture by size and by echo). */
+export function corePayload(): Uint8Array {
+  const lineLength = 1023;
+  const out = new Uint8Array(PAYLOAD_BYTES);
+  let at = 0;
+  for (let line = 0; line < 1024; line++) {
+    for (let i = 0; i < lineLength; i++) out[at++] = 0x61 + ((line * 7 + i * 13 + ((i * i) >> 3)) % 26);
+    out[at++] = 0x0a;
+  }
+  return out;
+}
+
+/** The JSON line `{"event":"result",...}` a runtime fixture printed. */
+export interface RuntimeResult {
+  runtime: string;
+  handshake: { version: string; suite: string; kex: string; group: string | null; identity: string };
+  sent?: number;
+  received?: number;
+  echoed?: number;
+  echoEqual?: boolean;
+  firstMismatch?: number;
+  closeNotifySent: boolean;
+  closeNotifyReceived: boolean;
+}
+
+/** Checks a client run inside a runtime against the server it talked to. */
+export function checkClientResult(t: Tap, r: RuntimeResult | undefined, kex: KexMode, runtime: RegExp, output: string): void {
+  t.ok(r, 'the runtime printed its result', { output });
+  if (!r) return;
+  t.match(r.runtime, runtime, `it ran in ${runtime.source}`);
+  t.equal(r.handshake.version, 'TLSv1.3', 'TLSv1.3');
+  t.equal(r.handshake.suite, 'TLS_AES_128_GCM_SHA256', 'TLS_AES_128_GCM_SHA256');
+  t.equal(r.handshake.kex, kex, `key exchange ${kex}`);
+  t.equal(r.handshake.group, kex === 'psk_ke' ? null : 'x25519', kex === 'psk_ke' ? 'no group (psk_ke)' : 'group x25519');
+  t.equal(r.handshake.identity, PSK_IDENTITY, `identity ${PSK_IDENTITY}`);
+  t.equal(r.sent, PAYLOAD_BYTES, 'it sent 1 MiB');
+  t.equal(r.received, PAYLOAD_BYTES, '1 MiB came back');
+  t.equal(r.echoEqual, true, 'the echo equals what was expected, byte for byte', { firstMismatch: r.firstMismatch });
+  t.equal(r.closeNotifyReceived, true, "the runtime's TLS saw the server's close_notify");
+}

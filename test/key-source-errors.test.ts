@@ -1,0 +1,86 @@
+/**
+ * Key sources and the proxy's configuration fail cleanly on bad input: an ETSI 014 source whose SAE ID cannot
+ * go in a PSK identity fails take() (no unhandled rejection), and a malformed config line or key-file line is
+ * reported without echoing key material. Each test's comment says where the code broke this before the fix.
+ */
+import t from 'tap';
+import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { parseKeyFile } from '../lib/qkd/file-source.js';
+import { parseConfig, type ConfigSchema } from '../lib/proxy/config-file.js';
+
+/** Lets every already-settled promise and queued immediate run (no clock involved: the fake KME answers at once). */
+async function settleTicks(n = 10): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+t.test('Etsi014ClientSource with an SAE ID that cannot go in an identity fails take() instead of an unhandled rejection', async (t) => {
+  // lib/qkd/etsi014-source.ts: hand() calls encodeKeyIdIdentity, which throws for an SAE ID that is not
+  // printable ASCII (lib/psk/key-id.ts:635). saeId is never checked in the constructor (:108-131), so the throw
+  // happens in pump() inside the encKeys .then callback (:259): an unhandled rejection (a crash under Node's
+  // default), the waiting take() never settles, and the keys spliced out of the pool are never wiped.
+  // Expected: the constructor rejects the SAE ID, or take() rejects; no unhandled rejection; no key left unwiped.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const delivered: Uint8Array[] = [];
+  const client = {
+    baseUrl: new URL('http://127.0.0.1:1'),
+    async encKeys(_peer: string, r: { number?: number }) {
+      return Array.from({ length: r.number ?? 1 }, (_, i) => {
+        const key = new Uint8Array(32).fill(0x5a);
+        delivered.push(key);
+        return { keyId: `00000000-0000-4000-8000-00000000000${i}`, key };
+      });
+    },
+    close() {},
+  } as unknown as Etsi014Client;
+  let outcome = 'pending';
+  let source: Etsi014ClientSource | undefined;
+  try {
+    source = new Etsi014ClientSource({ client, peerSaeId: 'server-sae', saeId: 'cli\u00e9nt-sae', poolSize: 0 });
+    source.take().then(
+      () => (outcome = 'resolved'),
+      () => (outcome = 'rejected'),
+    );
+  } catch {
+    outcome = 'constructor-threw';
+  }
+  await settleTicks();
+  source?.close();
+  t.not(outcome, 'pending', 'take() settles (or the constructor refuses the SAE ID)');
+  t.equal(unhandled.length, 0, 'no unhandled rejection');
+  t.ok(delivered.every((k) => k.every((b) => b === 0)), 'every key the KME delivered is wiped');
+});
+
+t.test('a config line written with ":" instead of "=" does not echo the key in the error message', async (t) => {
+  // lib/proxy/config-file.ts:118: a line without "=" is quoted (up to 57 characters) in the ConfigError, so
+  // `psk: <64 hex digits>` puts 26 bytes of the key into the error that the CLI prints to stderr/journald.
+  // Expected: the error names the file, line and problem without repeating the line's value.
+  const schema: ConfigSchema = { global: {}, service: { role: { type: 'string' }, psk: { type: 'string', multiple: true }, identity: { type: 'string' } } };
+  const key = '0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0';
+  let message = '';
+  try {
+    parseConfig(`[web]\nrole = client\npsk: ${key}\nidentity = web-key\n`, 'proxy.conf', schema);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  t.match(message, /proxy\.conf:3/, 'the error points at the line');
+  t.notOk(message.includes(key.slice(0, 16)), `no key material in "${message.replace(/[0-9a-f]{16,}/g, '<hex>')}"`);
+});
+
+t.test('a key file line whose key contains a space does not echo half of the key in the error message', async (t) => {
+  // lib/qkd/file-source.ts: an unrecognised third/fourth field is quoted in the error; a key pasted with a space
+  // in the middle makes its second half that field. Expected: the error names the line without the field's value.
+  const first = '00112233445566778899aabbccddeeff';
+  const second = '8899aabbccddeeff0011223344556677';
+  let message = '';
+  try {
+    parseKeyFile(`client1 ${first} ${second}\n`, 'keys.txt');
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  t.match(message, /keys\.txt, line 1/, 'the error points at the line');
+  t.notOk(message.includes(second), 'no key material in the error message');
+});

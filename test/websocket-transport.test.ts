@@ -1,0 +1,180 @@
+/**
+ * The WebSocket pieces in Node, without a browser: the TLS-over-WebSocket listener's limits (Origin
+ * allow-list, message size, plain HTTP refused), the bridge's allow-list and its relaying with each direction
+ * ending on its own, and the runtime-neutral WebSocket transport (qkd-tls/websocket) driven by the `ws`
+ * package's client: a full handshake and echo against qkd-tls over WebSocket, and a text message refused.
+ */
+import * as net from 'node:net';
+import t from 'tap';
+import { WebSocketServer, WebSocket as WsClient } from 'ws';
+import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { tlsClientOverStreams } from '../lib/transport/streams.js';
+import { webSocketByteStreams } from '../lib/transport/websocket.js';
+import { listenWebSocket } from '../lib/transport/ws-server.js';
+import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { type Tap, withTimeout } from './helpers/peers.js';
+import { PSK, WAIT } from './helpers/runtimes.js';
+
+const SUBTEST = { timeout: 60_000 };
+
+/** Opens a `ws` client; resolves when open, or with the HTTP status that refused the upgrade. */
+function open(url: string, headers: Record<string, string> = {}): Promise<{ ws?: WsClient; status?: number }> {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const ws = new WsClient(url, { headers });
+      ws.once('open', () => resolve({ ws }));
+      ws.once('unexpected-response', (_req, res) => {
+        resolve({ status: res.statusCode });
+        ws.terminate();
+      });
+      ws.once('error', reject);
+    }),
+    WAIT,
+    `a WebSocket to ${url}`,
+  );
+}
+
+/** How a `ws` client's connection closed. */
+function closed(ws: WsClient): Promise<number> {
+  return withTimeout(new Promise((resolve) => ws.once('close', (code: number) => resolve(code))), WAIT, 'the WebSocket to close');
+}
+
+t.test('the listener: Origin allow-list, message size bound, plain HTTP refused', SUBTEST, async (t) => {
+  const got: Buffer[] = [];
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0, origins: ['http://127.0.0.1:8080'], maxMessageBytes: 4096 }, ({ stream }) => stream.on('data', (b: Buffer) => got.push(b)));
+  t.teardown(() => l.close());
+  const url = `ws://127.0.0.1:${l.address().port}/`;
+  t.equal((await open(url, { origin: 'http://evil.example' })).status, 403, 'a page from another origin gets 403');
+  const ok = await open(url, { origin: 'http://127.0.0.1:8080' });
+  t.ok(ok.ws, 'the allowed origin connects');
+  ok.ws!.send(Buffer.alloc(4096, 1));
+  ok.ws!.send(Buffer.alloc(4097, 2));
+  t.equal(await closed(ok.ws!), 1009, 'a message over the bound closes the WebSocket with 1009 (message too big)');
+  t.equal(Buffer.concat(got).length, 4096, 'the message within the bound was delivered, the other not');
+  const noOrigin = await open(url);
+  t.ok(noOrigin.ws, 'a client without Origin (not a browser) connects');
+  noOrigin.ws!.close();
+  const res = await fetch(url.replace('ws:', 'http:'), { signal: AbortSignal.timeout(WAIT) });
+  t.equal(res.status, 426, 'plain HTTP gets 426 Upgrade Required');
+});
+
+/** A TCP server: `echo` sends back what it gets; `speak` sends `payload` and ends its side at once. */
+async function tcpServer(tt: Tap, mode: 'echo' | 'speak', payload: Buffer): Promise<number> {
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    if (mode === 'echo') s.pipe(s);
+    else s.end(payload);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  tt.teardown(() => server.close());
+  return (server.address() as net.AddressInfo).port;
+}
+
+/** Collects a `ws` client's binary messages until `n` bytes have come. */
+function receive(ws: WsClient, n: number): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  let got = 0;
+  return withTimeout(
+    new Promise((resolve) =>
+      ws.on('message', (d: Buffer) => {
+        parts.push(d);
+        got += d.length;
+        if (got >= n) resolve(Buffer.concat(parts));
+      }),
+    ),
+    WAIT,
+    `${n} bytes through the bridge`,
+  );
+}
+
+t.test('the bridge: only allow-listed targets; bytes both ways; the target ending closes the WebSocket after its last byte', SUBTEST, async (t) => {
+  const payload = Buffer.alloc(300_000);
+  for (let i = 0; i < payload.length; i++) payload[i] = (i * 31) & 0xff;
+  const echo = await tcpServer(t, 'echo', payload);
+  const speaker = await tcpServer(t, 'speak', payload);
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({
+    host: '127.0.0.1',
+    port: 0,
+    allow: [
+      { host: '127.0.0.1', port: echo },
+      { host: '127.0.0.1', port: speaker },
+    ],
+    onConnection: (r) => records.push(r),
+  });
+  t.teardown(() => bridge.close());
+  const base = `ws://127.0.0.1:${bridge.address().port}`;
+  for (const path of ['/127.0.0.1:1', '/127.0.0.1:22', `/10.0.0.1:${echo}`, `/127.0.0.1:${echo}/x`, `/localhost:${echo}`]) {
+    t.equal((await open(base + path)).status, 404, `${path}: refused with 404, nothing relayed`);
+  }
+
+  for (const path of ['/', `/127.0.0.1:${echo}`]) {
+    const { ws } = await open(base + path);
+    ws!.on('error', () => {});
+    const back = receive(ws!, payload.length);
+    for (let at = 0; at < payload.length; at += 50_000) ws!.send(payload.subarray(at, at + 50_000));
+    t.ok((await back).equals(payload), `${path}: the echo target's 300000 bytes came back, in order`);
+    ws!.close(1000); // no half-close in WebSocket: close once everything is back
+    t.equal(await closed(ws!), 1000, `${path}: closed normally`);
+  }
+
+  const { ws } = await open(`${base}/127.0.0.1:${speaker}`);
+  const heard = receive(ws!, payload.length);
+  const code = closed(ws!);
+  t.ok((await heard).equals(payload), 'the speaking target: all 300000 bytes arrived');
+  t.equal(await code, 1000, "then the target's end closed the WebSocket normally (1000)");
+
+  await withTimeout(
+    (async () => {
+      while (records.length < 3) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    WAIT,
+    'the bridge to log the three connections',
+  );
+  t.match(
+    records,
+    [
+      { end: 'closed', bytesUp: 300_000, bytesDown: 300_000 },
+      { end: 'closed', bytesUp: 300_000, bytesDown: 300_000 },
+      { end: 'closed', bytesUp: 0, bytesDown: 300_000, target: `127.0.0.1:${speaker}` },
+    ],
+    'one record per connection, without payload',
+  );
+});
+
+t.test('qkd-tls/websocket over a `ws` client: handshake, echo, close_notify both ways; a text message is refused', SUBTEST, async (t) => {
+  const sides: { peerClosed: boolean }[] = [];
+  const tls = createServer({ psks: [PSK] }, (s: QkdTlsSocket) => {
+    s.on('end', () => sides.push({ peerClosed: s.connection?.peerClosed ?? false }));
+    s.pipe(s);
+  });
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => tls.accept(stream));
+  t.teardown(async () => {
+    tls.destroyAll();
+    await l.close();
+  });
+  const { ws } = await open(`ws://127.0.0.1:${l.address().port}/`);
+  const conn = tlsClientOverStreams(webSocketByteStreams(ws as unknown as WebSocket), { crypto: nobleProvider, psks: [PSK] });
+  t.match(await withTimeout(conn.handshake, WAIT, 'the handshake'), { version: 'TLSv1.3', kex: 'psk_dhe_ke' }, 'handshake over WebSocket');
+  const message = new Uint8Array(200_000).map((_, i) => i % 251);
+  const w = conn.writable.getWriter();
+  await w.write(message);
+  await w.close();
+  const parts: Uint8Array[] = [];
+  for await (const p of conn.readable as unknown as AsyncIterable<Uint8Array>) parts.push(p);
+  t.ok(Buffer.concat(parts).equals(Buffer.from(message)), '200000 bytes echoed, byte for byte (sent as messages of at most 64 KiB)');
+  t.equal(conn.connection.peerClosed, true, "the client saw the server's close_notify");
+  t.same(sides, [{ peerClosed: true }], "the server saw the client's close_notify");
+
+  // A peer that sends text where TLS records belong.
+  const texting = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  texting.on('connection', (peer) => peer.once('message', () => peer.send('not a TLS record')));
+  await new Promise<void>((r) => texting.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => texting.close(() => r())));
+  const { ws: ws2 } = await open(`ws://127.0.0.1:${(texting.address() as net.AddressInfo).port}/`);
+  const pair = webSocketByteStreams(ws2 as unknown as WebSocket);
+  ws2!.send(new Uint8Array([0x16])); // the peer answers this with text
+  await t.rejects(withTimeout(pair.readable.getReader().read(), WAIT, 'the read to fail'), /a text message arrived where TLS records \(binary\) were expected/, 'a text message errors the byte stream');
+  t.equal(await closed(ws2!), 1003, 'and closes the WebSocket with 1003 (unsupported data)');
+});
