@@ -99,6 +99,9 @@ function run(
   let plain!: ReadableStreamDefaultController<Uint8Array>;
   let wantMore: (() => void) | null = null;
   let done = false;
+  /** The peer's close_notify came (we read no more), and our own direction is closed. */
+  let readingStopped = false;
+  let ourDirectionClosed = false;
 
   // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
   const timer =
@@ -214,6 +217,15 @@ function run(
         // A chunk a reader got from its stream is the reader's: the connection may keep views of it.
         records.receive(value, true);
         await pump();
+        // A short record last may be the peer's close_notify: let it be opened before reading on.
+        if (records.mayHaveEnded) await records.readDrained();
+        if (conn.peerClosed) {
+          // §6.1: nothing after the peer's close_notify counts, so we read no further — reading the transport's
+          // end could close it under what we still send (Deno closes a connection whose readable ended).
+          readingStopped = true;
+          if (ourDirectionClosed) void reader.cancel().catch(() => {});
+          return;
+        }
       }
     } catch (e) {
       finish(e);
@@ -249,6 +261,8 @@ function run(
       await pump();
       await records.drained(); // every record, offloaded ones included, handed to the transport
       await closeOurDirection();
+      ourDirectionClosed = true;
+      if (readingStopped) void reader.cancel().catch(() => {});
     },
     abort(reason) {
       conn.destroy();

@@ -128,6 +128,7 @@ export class WebCryptoRecords {
   private readonly enabled: boolean;
   /** Records in wire order: sealed (bytes) or still sealing (pending). */
   private out: OutEntry[] = [];
+  private lastLentShort = false;
   /** The TLSInnerPlaintext of the record being sealed (reused: see write()). */
   private scratch = new Uint8Array(0);
   /** The write in progress (writes never interleave their records). */
@@ -236,6 +237,7 @@ export class WebCryptoRecords {
     const { handle, key } = lent;
     if (!lent.resolved) void key.then((k) => (lent.resolved = k), () => {});
     for (const record of handle.takeRecords()) {
+      this.lastLentShort = record.bytes.length <= SHORT_RECORD;
       const o: Opening = { record, content: null, done: false, value: null };
       const opened = lent.resolved ? openApplicationRecord(lent.resolved, record, handle.maxInnerPlaintext) : key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext));
       o.content = opened.then((v) => {
@@ -245,6 +247,14 @@ export class WebCryptoRecords {
       this.opening.push(o);
     }
     if (this.opening.length > 0 && !this.delivering) void this.deliverLoop();
+  }
+
+  /**
+   * True while records are being opened and the last one lent is short enough to be an alert (a
+   * close_notify, say): a transport may wait for it ({@link readDrained}) before reading on.
+   */
+  get mayHaveEnded(): boolean {
+    return this.lastLentShort && (this.opening.length > 0 || this.delivering);
   }
 
   /** Resolves when fewer than `recordsInFlight` received records wait to be opened. */
@@ -441,6 +451,8 @@ export class WebCryptoRecords {
 export type RecordKey = Awaited<ReturnType<typeof globalThis.crypto.subtle.importKey>>;
 
 const APPLICATION_DATA = 23;
+/** A record this short (header included) may be an alert: 5 + 2 + 1 + 16, with room for some padding. */
+const SHORT_RECORD = 5 + 64;
 /** Sealed records that are ready at once are joined into writes of up to this many bytes. */
 const BATCH_BYTES = 64 * 1024;
 const TAG_LENGTH = 16;
