@@ -81,6 +81,9 @@ function run(
   let plain!: ReadableStreamDefaultController<Uint8Array>;
   let wantMore: (() => void) | null = null;
   let done = false;
+  /** The peer's close_notify arrived (we read no further); our close_notify was sent and our direction ended. */
+  let peerDone = false;
+  let ourDirectionClosed = false;
 
   // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
   const timer =
@@ -186,10 +189,26 @@ function run(
         }
         conn.receive(value);
         await pump();
+        if (conn.peerClosed) {
+          // §6.1: nothing the peer sends after its close_notify counts, so stop reading here. Reading on to the
+          // transport's end of stream would also be harmful: Deno closes the whole socket when its readable
+          // ends, which would cut off what we still write (the rest of an echo, our own close_notify). The
+          // reader is released once our direction is closed too.
+          peerDone = true;
+          if (ourDirectionClosed) releaseReader();
+          return;
+        }
       }
     } catch (e) {
       finish(e);
     }
+  };
+
+  /** Both directions are closed: let the transport go (on Deno this closes the socket, now that nothing is left to write). */
+  const releaseReader = (): void => {
+    clearTimeout(timer);
+    done = true;
+    void reader.cancel().catch(() => {});
   };
 
   const readable = new ReadableStream<Uint8Array>(
@@ -220,6 +239,8 @@ function run(
       conn.close();
       await pump();
       await closeOurDirection();
+      ourDirectionClosed = true;
+      if (peerDone) releaseReader();
     },
     abort(reason) {
       conn.destroy();
