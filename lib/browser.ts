@@ -7,7 +7,9 @@
  *  - TLS over WHATWG streams (`tlsClientOverStreams`: a Worker's `connect()`, Deno, Bun) and over WebSocket
  *    (`tlsClientOverWebSocket`: a page, through `qkd-tls server --websocket` or `qkd-tls bridge`);
  *  - the ETSI GS QKD 014 client on fetch (`Etsi014FetchClient`), to take QKD keys from a key manager that
- *    allows the page (CORS) or the Worker to call it.
+ *    allows the page (CORS) or the Worker to call it;
+ *  - the annotated handshake trace (`createTracer`, the dissectors and their plain-data `TraceEvent` trees),
+ *    to show every record and handshake message, field by field, in a page.
  */
 export * from './index.js';
 export { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair, type StreamServerOptions, type TlsStreams } from './transport/streams.js';
@@ -20,3 +22,17 @@ export {
   type WebSocketTransportOptions,
 } from './transport/websocket.js';
 export { Etsi014Error, Etsi014FetchClient, type Etsi014FetchClientOptions, type Etsi014Key } from './qkd/etsi014-fetch.js';
+// Named, not `export *`: the RecordTrace/RecordTraceHook types come with './index.js' already.
+export {
+  createTracer,
+  dissectAlert,
+  dissectHandshake,
+  dissectRecord,
+  formatTraceEvent,
+  messageName,
+  secretEvent,
+  traceEventJson,
+  type ExtensionContext,
+  type TraceEvent,
+  type TraceNode,
+} from './trace/index.js';

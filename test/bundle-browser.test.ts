@@ -1,7 +1,7 @@
 /**
  * The browser entry point (`qkd-tls/browser`: the sans-IO core, the streams and WebSocket transports, the
- * fetch-based ETSI GS QKD 014 client) bundles for the browser with a mainstream bundler, esbuild (from
- * test/peers), with platform=browser and no externals: esbuild itself fails on any `node:` import or Node
+ * fetch-based ETSI GS QKD 014 client, the handshake trace) bundles for the browser with a mainstream bundler,
+ * esbuild (from test/peers), with platform=browser and no externals: esbuild itself fails on any `node:` import or Node
  * built-in there, and the metafile's inputs are checked too (only qkd-tls's own files and @noble/*).
  * A control case shows the check bites: the Node transport does not bundle for the browser.
  */
@@ -39,11 +39,11 @@ t.test('qkd-tls/browser bundles for platform=browser with no Node built-in', SUB
   t.same(foreign, [], "every input is qkd-tls's own or @noble/*");
   const imports = Object.values(meta?.inputs ?? {}).flatMap((i) => i.imports);
   t.same(imports.filter((i) => i.external || /^node:|^(fs|net|http|https|tls|crypto|stream|events|os|path|buffer|util)$/.test(i.path)), [], 'no external or Node built-in import');
-  for (const f of ['dist/lib/transport/websocket.js', 'dist/lib/transport/streams.js', 'dist/lib/qkd/etsi014-fetch.js', 'dist/lib/connection/connection.js']) {
+  for (const f of ['dist/lib/transport/websocket.js', 'dist/lib/transport/streams.js', 'dist/lib/qkd/etsi014-fetch.js', 'dist/lib/connection/connection.js', 'dist/lib/trace/dissect.js']) {
     t.ok(inputs.includes(f), `it contains ${f}`);
   }
   const exports = Object.values(meta?.outputs ?? {})[0]?.exports ?? [];
-  for (const name of ['Connection', 'nobleProvider', 'tlsClientOverStreams', 'tlsClientOverWebSocket', 'Etsi014FetchClient', 'importPsk']) {
+  for (const name of ['Connection', 'nobleProvider', 'tlsClientOverStreams', 'tlsClientOverWebSocket', 'Etsi014FetchClient', 'importPsk', 'createTracer', 'dissectRecord', 'formatTraceEvent']) {
     t.ok(exports.includes(name), `it exports ${name}`);
   }
 });

@@ -2,8 +2,10 @@
  * `qkd-tls demo --web`: the page it serves, opened in headless Chromium, takes a QKD key from the key manager
  * simulator (enc_keys over fetch, allowed by CORS on loopback), runs the TLS 1.3 handshake over WebSocket to
  * the qkd-tls server (which fetches the same key by ID with dec_keys), verifies an echo, and then shows
- * data-ok="true" with the suite and the key ID in #result. The screenshot is saved as .ci/web-demo.png, next
- * to the test log (.ci/test.log). The server side's own report must name the same key.
+ * data-ok="true" with the suite and the key ID in #result, and the annotated handshake (lib/trace) in
+ * #handshake-trace. The screenshot, with the ClientHello and a decrypted application_data record opened, is
+ * saved as .ci/web-demo.png, next to the test log (.ci/test.log). The server side's own report must name the
+ * same key.
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,7 +15,16 @@ import { jsonEvent, jsonEvents, spawnQkdTls } from './helpers/peers.js';
 import { ROOT, WAIT } from './helpers/runtimes.js';
 
 /** The page's DOM, as much as these checks use (tsc compiles the tests without the DOM library). */
-declare const document: { querySelectorAll(s: string): Iterable<{ textContent: string | null }>; querySelector(s: string): { getAttribute(n: string): string | null } | null };
+interface PageElement {
+  textContent: string | null;
+  open: boolean;
+  readonly hidden: boolean;
+  getBoundingClientRect(): { height: number };
+  getAttribute(n: string): string | null;
+  querySelector(s: string): PageElement | null;
+  querySelectorAll(s: string): Iterable<PageElement>;
+}
+declare const document: { querySelectorAll(s: string): Iterable<PageElement>; querySelector(s: string): PageElement | null };
 
 const skip = missingChromium(t);
 /** Where the screenshot goes: beside .ci/test.log, which .ci/run writes. */
@@ -42,10 +53,6 @@ t.test('the web demo completes a QKD-keyed handshake in the browser and says so 
   const suite = await result.getAttribute('data-suite');
   const keyId = await result.getAttribute('data-key-id');
 
-  await mkdir(join(ROOT, '.ci'), { recursive: true });
-  await page.screenshot({ path: SCREENSHOT, fullPage: true });
-  t.comment(`screenshot: ${SCREENSHOT}`);
-
   t.equal(ok, 'true', '#result has data-ok="true"', { text, problems });
   t.match(suite, /^TLS_(AES_128_GCM_SHA256|CHACHA20_POLY1305_SHA256|AES_256_GCM_SHA384)$/, 'a TLS 1.3 suite was negotiated');
   t.match(keyId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'the key ID is a UUID');
@@ -58,6 +65,63 @@ t.test('the web demo completes a QKD-keyed handshake in the browser and says so 
   t.ok(steps.some((s) => s.includes('close_notify sent and received')), 'and a clean close');
   const slot = await page.evaluate(() => document.querySelector('#handshake-trace')?.getAttribute('data-slot') ?? null, null);
   t.equal(slot, 'handshake-trace', 'the page keeps its place for the annotated handshake trace');
+
+  // The annotated handshake: shown, every record with its messages and fields, decrypted records opened.
+  const shown = await page.evaluate(() => {
+    const section = document.querySelector('#handshake-trace');
+    return section !== null && !section.hidden && section.getBoundingClientRect().height > 0;
+  }, null);
+  t.ok(shown, 'the annotated handshake is shown');
+  const trace = await page.evaluate(() => {
+    const records = [...document.querySelectorAll('#handshake-trace .trace > .event.record')];
+    const summary = (e: PageElement) => e.querySelector(':scope > summary')?.textContent ?? '';
+    return {
+      text: document.querySelector('#handshake-trace .trace')?.textContent ?? '',
+      records: records.map(summary),
+      messages: [...document.querySelectorAll('#handshake-trace .event.record > .event.handshake')].map(summary),
+      identity: [...document.querySelectorAll('#handshake-trace .event.handshake .leaf')].map((l) => l.textContent ?? '').find((l) => / identity: /.test(l)) ?? '',
+      decryptedData: records
+        .filter((r) => summary(r).includes('TLSCiphertext (application data'))
+        .map((r) => [...r.querySelectorAll('.leaf')].map((l) => l.textContent ?? '').join('\n')),
+      secrets: [...document.querySelectorAll('#handshake-trace .event.secret')].length,
+    };
+  }, null);
+  for (const word of ['ClientHello', 'ServerHello', 'pre_shared_key', 'key_share', 'Finished', 'obfuscated_ticket_age', 'binder', 'TLSInnerPlaintext']) {
+    t.ok(trace.text.includes(word), `the trace shows ${word}`);
+  }
+  t.ok(keyId && trace.identity.includes(`/${keyId}`), 'the PSK identity field names the QKD key ID', { identity: trace.identity });
+  t.match(trace.records[0], /^page → server record @0 TLSPlaintext \(handshake: ClientHello\)/, 'the first record is the page\'s ClientHello');
+  t.ok(trace.records.some((r) => /^server → page record @0 TLSPlaintext \(handshake: ServerHello\)/.test(r)), 'then the server\'s ServerHello');
+  t.same(
+    trace.messages.filter((m) => m.startsWith('page')).map((m) => m.replace(/^page → server message @\d+ (\w+).*$/, '$1')),
+    ['ClientHello', 'Finished'],
+    'the handshake messages the page sent, each inside its record',
+  );
+  t.same(
+    trace.messages.filter((m) => m.startsWith('server')).map((m) => m.replace(/^server → page message @\d+ (\w+).*$/, '$1')),
+    ['ServerHello', 'EncryptedExtensions', 'Finished'],
+    'and those it received',
+  );
+  t.ok(trace.decryptedData.length >= 2, 'application_data records both ways (the message and its echo)');
+  t.ok(
+    trace.decryptedData.every((d) => /\] type: application_data \(0x17\)/.test(d) && /\] zeros \(padding\): \d+/.test(d)),
+    'each shown decrypted: inner content type and padding',
+  );
+  t.equal(trace.secrets, 0, 'no secrets in the trace (the page keeps no key log)');
+
+  // The screenshot: the ClientHello record and the first application_data record opened all the way down.
+  await page.evaluate(() => {
+    const records = [...document.querySelectorAll('#handshake-trace .trace > .event.record')];
+    const toOpen = [records[0], records.find((r) => (r.querySelector(':scope > summary')?.textContent ?? '').includes('TLSCiphertext (application data'))];
+    for (const r of toOpen) {
+      if (!r) continue;
+      r.open = true;
+      for (const d of r.querySelectorAll('details')) d.open = true;
+    }
+  }, null);
+  await mkdir(join(ROOT, '.ci'), { recursive: true });
+  await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  t.comment(`screenshot: ${SCREENSHOT}`);
 
   const events = jsonEvents(await demo.waitFor(/"event":"handshake"/, WAIT, 'stderr'));
   t.match(events.find((e) => e.event === 'key'), { keyId, how: 'dec_keys' }, 'the server fetched the same key by ID');

@@ -109,3 +109,60 @@ t.test('the Node client against a streams server over real TCP', async (t) => {
   });
   t.equal(got, 'ping');
 });
+
+/**
+ * A transport that behaves like Deno's `Deno.Conn`: when its readable reaches the end of stream, the whole socket
+ * is closed and later writes fail ("The stream's underlying resource was closed"). The client sends everything,
+ * its close_notify and its end of stream at once, while the server echoes slowly: a transport that read on to
+ * the end of stream after the peer's close_notify lost the tail of the echo (seen with Deno under load).
+ */
+t.test("after the peer's close_notify the transport is not read to its end while we still write (Deno's socket closes there)", async (t) => {
+  for (const half of [false, true]) {
+    const [c, s] = memoryPipe();
+    let socketClosed = false;
+    const sourceReader = s.readable.getReader();
+    const sinkWriter = s.writable.getWriter();
+    const serverSide: ByteStreamPair = {
+      readable: new ReadableStream<Uint8Array>({
+        async pull(ctl) {
+          const { value, done } = await sourceReader.read();
+          if (done) {
+            socketClosed = true; // Deno: the end of the readable closes the socket
+            ctl.close();
+          } else ctl.enqueue(value);
+        },
+        cancel() {
+          socketClosed = true;
+        },
+      }, { highWaterMark: 0 }), // read only when asked, as Deno's byte stream does
+      writable: new WritableStream<Uint8Array>({
+        async write(chunk) {
+          await new Promise((r) => setTimeout(r, 1)); // a slow writer: the client's end of stream comes first
+          if (socketClosed) throw new Error("the stream's underlying resource was closed");
+          await sinkWriter.write(chunk);
+        },
+        async close() {
+          await sinkWriter.close();
+        },
+      }),
+      ...(half ? { closeWrite: () => sinkWriter.close() } : {}),
+    };
+    const server = tlsServerOverStreams(serverSide, { crypto: nobleProvider, psks: [psk] });
+    const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+    const echo = server.readable.pipeTo(server.writable).then(
+      () => 'ok',
+      (e: Error) => e.message,
+    );
+    await client.handshake;
+    const payload = new Uint8Array(200_000).map((_, i) => (i * 13) & 0xff);
+    const received = readAll(client.readable);
+    const w = client.writable.getWriter();
+    await w.write(payload);
+    await w.close(); // close_notify, then the end of the client's stream
+    const where = half ? 'with closeWrite' : 'without closeWrite';
+    t.equal(await echo, 'ok', `${where}: the echo finished without a write failing`);
+    const got = await received;
+    t.equal(Buffer.compare(Buffer.from(got), Buffer.from(payload)), 0, `${where}: all ${payload.length} bytes came back`);
+    t.ok(client.connection.peerClosed, `${where}: and the server's close_notify after them`);
+  }
+});

@@ -99,8 +99,8 @@ function run(
   let plain!: ReadableStreamDefaultController<Uint8Array>;
   let wantMore: (() => void) | null = null;
   let done = false;
-  /** The peer's close_notify came (we read no more), and our own direction is closed. */
-  let readingStopped = false;
+  /** The peer's close_notify arrived (we read no further); our close_notify was sent and our direction ended. */
+  let peerDone = false;
   let ourDirectionClosed = false;
 
   // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
@@ -217,19 +217,29 @@ function run(
         // A chunk a reader got from its stream is the reader's: the connection may keep views of it.
         records.receive(value, true);
         await pump();
-        // A short record last may be the peer's close_notify: let it be opened before reading on.
+        // A short record last may be the peer's close_notify, still being opened by the offload: let it be
+        // opened before reading on.
         if (records.mayHaveEnded) await records.readDrained();
         if (conn.peerClosed) {
-          // §6.1: nothing after the peer's close_notify counts, so we read no further — reading the transport's
-          // end could close it under what we still send (Deno closes a connection whose readable ended).
-          readingStopped = true;
-          if (ourDirectionClosed) void reader.cancel().catch(() => {});
+          // §6.1: nothing the peer sends after its close_notify counts, so stop reading here. Reading on to the
+          // transport's end of stream would also be harmful: Deno closes the whole socket when its readable
+          // ends, which would cut off what we still write (the rest of an echo, our own close_notify). The
+          // reader is released once our direction is closed too.
+          peerDone = true;
+          if (ourDirectionClosed) releaseReader();
           return;
         }
       }
     } catch (e) {
       finish(e);
     }
+  };
+
+  /** Both directions are closed: let the transport go (on Deno this closes the socket, now that nothing is left to write). */
+  const releaseReader = (): void => {
+    clearTimeout(timer);
+    done = true;
+    void reader.cancel().catch(() => {});
   };
 
   const readable = new ReadableStream<Uint8Array>(
@@ -262,7 +272,7 @@ function run(
       await records.drained(); // every record, offloaded ones included, handed to the transport
       await closeOurDirection();
       ourDirectionClosed = true;
-      if (readingStopped) void reader.cancel().catch(() => {});
+      if (peerDone) releaseReader();
     },
     abort(reason) {
       conn.destroy();

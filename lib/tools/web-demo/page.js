@@ -4,14 +4,19 @@
  * the TLS 1.3 handshake with it as the external PSK over a WebSocket to the qkd-tls server (which fetches the
  * same key by its ID with dec_keys), echo a message, and show each step, the key ID and what was negotiated.
  * #result gets data-ok="true" with the suite and the key ID once the echo is verified, data-ok="false" and
- * the error otherwise. Plain browser JavaScript (a module); qkd-tls comes from `qkd-tls/browser`.
+ * the error otherwise. The connection's trace hook (createTracer) fills #handshake-trace with every record and
+ * handshake message, field by field, as nested <details> like Wireshark's packet details (no key log: no
+ * secrets). Plain browser JavaScript (a module); qkd-tls comes from `qkd-tls/browser`. Page data goes into
+ * the DOM as text only (textContent), never as HTML.
  */
-import { encodeKeyIdIdentity, Etsi014FetchClient, nobleProvider, tlsClientOverWebSocket } from 'qkd-tls/browser';
+import { createTracer, encodeKeyIdIdentity, Etsi014FetchClient, nobleProvider, tlsClientOverWebSocket } from 'qkd-tls/browser';
 
 const config = JSON.parse(document.getElementById('config').textContent);
 const steps = document.getElementById('steps');
 const params = document.querySelector('#params tbody');
 const result = document.getElementById('result');
+const traceSection = document.getElementById('handshake-trace');
+const traceList = traceSection.querySelector('.trace');
 
 function step(text, detail) {
   const li = document.createElement('li');
@@ -36,6 +41,95 @@ function param(name, value) {
   params.append(tr);
 }
 
+/** An element with a class and text. */
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/** `[offset+length] name: value`, the line of one field (offsets from the start of its record or message). */
+function fieldLine(node) {
+  const line = el('span', 'field');
+  line.append(el('span', 'where', `[${String(node.offset).padStart(4, '0')}+${node.length}]`), ' ', el('span', 'name', node.name));
+  if (node.value !== undefined) line.append(': ', el('span', 'value', node.value));
+  return line;
+}
+
+/** One TraceNode: a leaf line, or a collapsible <details> holding its fields (open if `open`). */
+function fieldElement(node, open) {
+  if (!node.children || node.children.length === 0) {
+    const leaf = el('div', 'leaf');
+    leaf.append(fieldLine(node));
+    return leaf;
+  }
+  const details = el('details', 'node');
+  details.open = open;
+  const summary = el('summary');
+  summary.append(fieldLine(node));
+  details.append(summary);
+  for (const c of node.children) details.append(fieldElement(c, false));
+  return details;
+}
+
+/**
+ * One trace event (a record, or a handshake message inside the record that completed it): a <details> whose
+ * summary says who sent it, where it starts in that direction's byte stream, and what it is.
+ */
+function eventElement(event) {
+  const sent = event.direction === 'sent';
+  const details = el('details', `event ${event.kind} ${event.direction}`);
+  const summary = el('summary');
+  const what = event.kind === 'record' ? 'record' : 'message';
+  summary.append(
+    el('span', 'dir', sent ? 'page → server' : 'server → page'),
+    ' ',
+    el('span', 'kind', `${what} @${event.streamOffset ?? 0}`),
+    ' ',
+    el('span', 'name', event.tree.name),
+  );
+  if (event.tree.value) summary.append(' ', el('span', 'value', `(${event.tree.value})`));
+  details.append(summary);
+  const fields = el('div', 'fields');
+  for (const c of event.tree.children ?? []) fields.append(fieldElement(c, true));
+  details.append(fields);
+  return details;
+}
+
+/** The connection's trace hook: records at the top level, each handshake message nested in its record. */
+function handshakeTracer() {
+  let lastRecord = { sent: null, received: null };
+  return createTracer((event) => {
+    if (event.kind === 'secret') return; // never shown (the page keeps no key log anyway)
+    try {
+      const item = eventElement(event);
+      if (event.kind === 'record' || !lastRecord[event.direction]) {
+        traceList.append(item);
+        if (event.kind === 'record') lastRecord = { ...lastRecord, [event.direction]: item };
+      } else lastRecord[event.direction].append(item);
+      traceSection.hidden = false;
+    } catch (e) {
+      // A trace hook must not throw (it runs inside the connection): say so on the page instead.
+      traceList.append(el('p', 'trace-failed', `This record could not be shown: ${e instanceof Error ? e.message : String(e)}`));
+    }
+  });
+}
+
+/** "Expand all" / "Collapse all" for the trace. */
+function traceControls() {
+  const bar = el('div', 'trace-controls');
+  for (const [label, open] of [['Expand all', true], ['Collapse all', false]]) {
+    const b = el('button', '', label);
+    b.type = 'button';
+    b.addEventListener('click', () => {
+      for (const d of traceList.querySelectorAll('details')) d.open = open;
+    });
+    bar.append(b);
+  }
+  traceList.before(bar);
+}
+
 async function run() {
   const kme = new Etsi014FetchClient({ baseUrl: config.kmeUrl, saeId: config.clientSaeId, timeoutMs: 5000 });
   const status = await kme.status(config.serverSaeId);
@@ -46,7 +140,7 @@ async function run() {
   const identity = encodeKeyIdIdentity({ keyId: key.keyId, saeId: config.clientSaeId });
   const psk = { identity, secret: key.key, hash: 'SHA-256' };
 
-  const tls = await tlsClientOverWebSocket(config.serverUrl, { crypto: nobleProvider, psks: [psk] });
+  const tls = await tlsClientOverWebSocket(config.serverUrl, { crypto: nobleProvider, psks: [psk], trace: handshakeTracer() });
   step(`Opened a WebSocket to the qkd-tls server (${tls.webSocket.api})`, config.serverUrl);
   step('Sent the ClientHello, naming the key by its ID in the PSK identity', new TextDecoder().decode(identity));
   const info = await tls.handshake;
@@ -86,6 +180,7 @@ async function run() {
   result.textContent = `OK: ${info.suite} (${info.kex}${info.group ? `, ${info.group}` : ''}) on QKD key ${key.keyId}; echo verified.`;
 }
 
+traceControls();
 run().catch((e) => {
   const li = step(`Failed: ${e instanceof Error ? e.message : String(e)}`);
   li.className = 'failed';
