@@ -192,3 +192,56 @@ t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpda
     'the client updated its write keys before sealing past the AES-GCM limit',
   );
 });
+
+t.test('a server failing after the binder check wipes every secret derived from the PSK', async (tt) => {
+  // The binder verified, the server derives the Early Secret (from the PSK, a QKD key) and the secrets after it;
+  // a failure then — no ALPN protocol in common (RFC 7301 §3.2), a client key share that gives an all-zero X25519
+  // secret (RFC 8446 §7.4.2) — happened while the server was still in ExpectClientHello, a state that holds
+  // nothing to wipe, so server.ts's answerClientHello left the Early Secret in memory. Expected: every HKDF
+  // output the server derived is zero after the failure.
+  const spy = () => {
+    const outputs: Uint8Array[] = [];
+    const c = {
+      ...crypto,
+      hkdfExtract: (h: Parameters<typeof crypto.hkdfExtract>[0], salt: Uint8Array, ikm: Uint8Array) => {
+        const o = crypto.hkdfExtract(h, salt, ikm);
+        outputs.push(o);
+        return o;
+      },
+      hkdfExpand: (h: Parameters<typeof crypto.hkdfExpand>[0], prk: Uint8Array, info: Uint8Array, n: number) => {
+        const o = crypto.hkdfExpand(h, prk, info, n);
+        outputs.push(o);
+        return o;
+      },
+    };
+    return { outputs, crypto: c };
+  };
+  // A client whose X25519 share is the all-zero u-coordinate (a low-order point), under a valid binder.
+  const zeroShare = {
+    ...crypto,
+    group: (name: Parameters<typeof crypto.group>[0]) => {
+      const g = crypto.group(name)!;
+      return {
+        ...g,
+        start: (r: Uint8Array) => {
+          const s = g.start(r);
+          return { group: s.group, share: new Uint8Array(s.share.length), complete: (x: Uint8Array) => s.complete(x), destroy: () => s.destroy() };
+        },
+      };
+    },
+  };
+  const cases = [
+    { name: 'no ALPN in common', client: { crypto, alpn: ['h2'] }, server: { alpn: ['http/1.1'] }, reason: 'NoApplicationProtocol' },
+    { name: 'all-zero X25519 secret', client: { crypto: zeroShare }, server: {}, reason: 'KeyExchangeZeroSecret' },
+  ] as const;
+  for (const k of cases) {
+    const psk = makePsk(`wipe-${k.reason}`);
+    const s = spy();
+    const client = Connection.client({ psks: [psk], ...k.client });
+    const server = Connection.server({ psks: [psk], ...k.server, crypto: s.crypto });
+    server.receive(client.takeOutput()!);
+    tt.equal(server.error?.reason, k.reason, `${k.name}: the server fails with ${k.reason}`);
+    tt.ok(s.outputs.length >= 3, `${k.name}: the server derived the Early Secret and the binder's keys`);
+    tt.equal(s.outputs.filter((o) => !isZero(o)).length, 0, `${k.name}: every derived secret is wiped`);
+  }
+});

@@ -25,7 +25,7 @@ import { equalConstantTime, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
-import { finishedVerifyData, type EarlySecret } from '../keyschedule/schedule.js';
+import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
@@ -190,42 +190,58 @@ function answerClientHello(
     return sendHelloRetryRequest(io, plan, ch, psks, suite, keyShare.group);
   }
   const early = verifySelectedBinder(plan.crypto, ch, suite, psk, index, retry);
-  const transcript = retry ? retry.transcript : new Transcript(plan.crypto, suite.hash);
-  transcript.add(ch.raw);
-  const alpn = selectAlpn(plan, ch);
-  const earlyData = decideEarlyData(plan, ch, suite, psk, index, alpn, retry);
-  // §7.1: the client's early traffic secret, over the ClientHello, when it sent 0-RTT data we may read or skip.
-  const earlySecret = ch.earlyData && !retry ? deriveEarlyTraffic(io, early, transcript.current(), ch.random) : null;
+  // Every secret derived from the PSK from here on: wiped if the handshake fails before a state holds them (no
+  // ALPN in common, a bad key share), so that no secret of a QKD key outlives a failed handshake.
+  const derived: Uint8Array[] = [];
+  let hs: HandshakeSecret | null = null;
+  try {
+    const transcript = retry ? retry.transcript : new Transcript(plan.crypto, suite.hash);
+    transcript.add(ch.raw);
+    const alpn = selectAlpn(plan, ch);
+    const earlyData = decideEarlyData(plan, ch, suite, psk, index, alpn, retry);
+    // §7.1: the client's early traffic secret, over the ClientHello, when it sent 0-RTT data we may read or skip.
+    const earlySecret = ch.earlyData && !retry ? deriveEarlyTraffic(io, early, transcript.current(), ch.random) : null;
+    if (earlySecret) derived.push(earlySecret);
 
-  const shared = sendServerHello(io, plan, ch, suite, index, keyShare, transcript, retry !== null);
-  // §7.1: the handshake traffic secrets; what the server sends from now on is protected.
-  const { hs, chts, shts } = deriveHandshakeTraffic(io, early, shared, transcript, ch.random);
-  io.setWriteKeys(suite, shts);
-  sendEncryptedExtensions(io, plan, ch, alpn, earlyData, transcript);
-  sendServerFinished(io, plan.crypto, suite, shts, transcript);
-  const { cats, sats, ems } = deriveApplicationTraffic(io, hs, transcript, ch.random);
-  wipe(shts);
-  // The server's flight is complete: what it sends next (0.5-RTT data, alerts) uses the application keys.
-  io.setWriteKeys(suite, sats);
+    const shared = sendServerHello(io, plan, ch, suite, index, keyShare, transcript, retry !== null);
+    // §7.1: the handshake traffic secrets; what the server sends from now on is protected.
+    const handshakeTraffic = deriveHandshakeTraffic(io, early, shared, transcript, ch.random);
+    const { chts, shts } = handshakeTraffic;
+    hs = handshakeTraffic.hs;
+    derived.push(chts, shts);
+    io.setWriteKeys(suite, shts);
+    sendEncryptedExtensions(io, plan, ch, alpn, earlyData, transcript);
+    sendServerFinished(io, plan.crypto, suite, shts, transcript);
+    const { cats, sats, ems } = deriveApplicationTraffic(io, hs, transcript, ch.random);
+    derived.push(cats, sats, ems);
+    wipe(shts);
+    // The server's flight is complete: what it sends next (0.5-RTT data, alerts) uses the application keys.
+    io.setWriteKeys(suite, sats);
 
-  const negotiated: NegotiatedServer = {
-    plan,
-    suite,
-    psk,
-    index,
-    kex: keyShare.kind,
-    group: keyShare.kind === 'psk_dhe_ke' ? keyShare.group : null,
-    transcript,
-    chts,
-    cats,
-    sats,
-    ems,
-    earlyData,
-    alpn,
-    serverName: ch.serverName,
-    helloRetry: retry !== null,
-  };
-  return expectClientFlight(io, negotiated, earlySecret);
+    const negotiated: NegotiatedServer = {
+      plan,
+      suite,
+      psk,
+      index,
+      kex: keyShare.kind,
+      group: keyShare.kind === 'psk_dhe_ke' ? keyShare.group : null,
+      transcript,
+      chts,
+      cats,
+      sats,
+      ems,
+      earlyData,
+      alpn,
+      serverName: ch.serverName,
+      helloRetry: retry !== null,
+    };
+    return expectClientFlight(io, negotiated, earlySecret);
+  } catch (e) {
+    early.destroy();
+    hs?.destroy();
+    wipe(...derived);
+    throw e;
+  }
 }
 
 /**
