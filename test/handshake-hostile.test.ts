@@ -15,6 +15,7 @@ import { Connection } from '../lib/connection/connection.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Reason } from '../lib/errors.js';
+import { alpnExtension } from '../lib/handshake/common.js';
 import { ext, type Extension } from '../lib/messages/extensions.js';
 import {
   firstHandshakeMessage,
@@ -470,8 +471,42 @@ t.test('second ClientHello rules (server side)', async (tt) => {
     'a PSK identity not in the first ClientHello',
     'ClientHelloRetryMismatch',
   );
+  // §4.1.2: the client "MUST send the same ClientHello" but for key_share, early_data, cookie, pre_shared_key and
+  // padding; the server used to compare only the random, the session ID and one cipher suite, so a second
+  // ClientHello could drop psk_dhe_ke (after the retry asked for a group), list other groups or ALPN protocols.
+  const swapSuites = (p: HelloParts) => {
+    const b = p.prefix as Uint8Array; // version 2, random 32, session ID 1 (empty), suites length 2, then suites
+    [b[37], b[38], b[39], b[40]] = [b[39], b[40], b[37], b[38]];
+  };
+  run(swapSuites, 'illegal_parameter', 'the cipher suites in another order', 'ClientHelloRetryMismatch');
+  run((p) => replaceExt(p, ext(E.psk_key_exchange_modes, (w) => w.vec8((l) => l.u8(0)))), 'illegal_parameter', 'psk_ke instead of psk_dhe_ke', 'ClientHelloRetryMismatch');
+  run(
+    (p) => replaceExt(p, ext(E.supported_groups, (w) => w.vec16((l) => l.u16(0x17).u16(0x1d)))),
+    'illegal_parameter',
+    'supported_groups changed',
+    'ClientHelloRetryMismatch',
+  );
+  run((p) => p.extensions.unshift(alpnExtension(['h2'])), 'illegal_parameter', 'ALPN added', 'ClientHelloRetryMismatch');
   // The binders of the first ClientHello do not verify in the second (they cover another transcript).
   run((p, c1) => replaceExt(p, c1.extensions[find(c1, E.pre_shared_key)]), 'decrypt_error', 'binders not recomputed', 'IncorrectBinder');
+  {
+    // The same with valid binders: a client that drops psk_dhe_ke from its second ClientHello (after a retry that
+    // asked for a group) no longer gets a psk_ke handshake without forward secrecy.
+    const psk = makePsk('retry-modes');
+    let hellos = 0;
+    const p = handshake(
+      {
+        crypto,
+        psks: [psk],
+        kexModes: ['psk_dhe_ke', 'psk_ke'],
+        dangerousClientHelloExtensions: (l) => (++hellos === 1 ? l : l.map((e) => (e.type === E.psk_key_exchange_modes ? ext(E.psk_key_exchange_modes, (w) => w.vec8((m) => m.u8(0))) : e))),
+      },
+      { crypto, psks: [psk], groups: ['secp256r1'] },
+    );
+    tt.equal(hellos, 2, 'the client answered a HelloRetryRequest');
+    tt.equal(p.error('server')?.reason, 'ClientHelloRetryMismatch', 'a second ClientHello with other key-exchange modes is refused');
+    tt.equal(p.info('server'), undefined, 'no handshake completes');
+  }
   // And the unmodified second ClientHello completes (the checks above are not vacuous).
   const { server, ch2 } = afterRetry();
   server.receive(plainRecord(ContentType.handshake, ch2));

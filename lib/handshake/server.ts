@@ -507,13 +507,20 @@ class ExpectSecondClientHello implements HandshakeState {
     // requested group, the cookie, no early_data, and updated PSKs.
     if (!equalConstantTime(ch.random, r.ch1.random)) mismatch('the random');
     if (!equalConstantTime(ch.sessionId, r.ch1.sessionId)) mismatch('legacy_session_id');
-    if (!ch.cipherSuites.includes(r.suite.id)) mismatch('the cipher suites');
+    if (!sameNumbers(ch.cipherSuites, r.ch1.cipherSuites)) mismatch('the cipher suites');
     if (ch.earlyData) throw new TlsError('EarlyDataAfterHelloRetryRequest', 'early_data in the second ClientHello (RFC 8446 §4.2.10)');
     if (!ch.keyShares || ch.keyShares.length !== 1 || ch.keyShares[0].group !== groupId(r.group)) {
       throw new TlsError('RetryKeyShareWrongGroup', `second ClientHello must carry exactly one key share, for ${r.group} (RFC 8446 §4.2.8)`);
     }
     if (r.cookie && !(ch.cookie && equalConstantTime(ch.cookie, r.cookie))) {
       throw new TlsError('BadCookie', 'second ClientHello does not echo our cookie (RFC 8446 §4.2.2)');
+    }
+    // §4.1.2: nothing else may change; of the extensions, those the server negotiates with are compared (a
+    // client changing its key-exchange modes, groups or ALPN list would renegotiate what the retry fixed).
+    for (const type of UNCHANGED_AFTER_RETRY) {
+      const before = r.ch1.extensions.get(type);
+      const after = ch.extensions.get(type);
+      if (!(before === undefined ? after === undefined : after !== undefined && equalConstantTime(before, after))) mismatch(nameOf(ExtensionType, type));
     }
     const psks = ch.psks!.identities.map((id) => {
       const p = r.resolved.get(toHex(id.identity));
@@ -523,6 +530,23 @@ class ExpectSecondClientHello implements HandshakeState {
     });
     return answerClientHello(io, this.plan, ch, psks, r);
   }
+}
+
+/**
+ * §4.1.2: the extensions a second ClientHello must repeat unchanged, among those this server reads (key_share,
+ * early_data, cookie, pre_shared_key and padding are the ones it may change).
+ */
+const UNCHANGED_AFTER_RETRY: readonly number[] = [
+  ExtensionType.supported_versions,
+  ExtensionType.supported_groups,
+  ExtensionType.psk_key_exchange_modes,
+  ExtensionType.server_name,
+  ExtensionType.application_layer_protocol_negotiation,
+  ExtensionType.record_size_limit,
+];
+
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 interface NegotiatedServer {
