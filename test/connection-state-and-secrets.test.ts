@@ -8,10 +8,12 @@
  */
 import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
-import { ContentType } from '../lib/codec/enums.js';
+import { CipherSuite, ContentType, ExtensionType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
+import { ext } from '../lib/messages/extensions.js';
+import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import { handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
@@ -244,4 +246,50 @@ t.test('a server failing after the binder check wipes every secret derived from 
     tt.ok(s.outputs.length >= 3, `${k.name}: the server derived the Early Secret and the binder's keys`);
     tt.equal(s.outputs.filter((o) => !isZero(o)).length, 0, `${k.name}: every derived secret is wiped`);
   }
+});
+
+t.test('a client refusing a HelloRetryRequest destroys every key share it made', async (tt) => {
+  // RFC 8446 §4.1.4: the second ClientHello offers only PSKs of the retry's suite hash. A HelloRetryRequest for a
+  // group and for TLS_AES_256_GCM_SHA384 when the client holds SHA-256 PSKs only: client.ts made the new key share
+  // for the group first, then failed with NoCommonCipherSuite, leaving that private key to no state's destroy().
+  const started: { destroyed: boolean }[] = [];
+  const counting = {
+    ...crypto,
+    group: (name: Parameters<typeof crypto.group>[0]) => {
+      const g = crypto.group(name)!;
+      return {
+        ...g,
+        start: (r: Uint8Array) => {
+          const s = g.start(r);
+          const entry = { destroyed: false };
+          started.push(entry);
+          return {
+            group: s.group,
+            share: s.share,
+            complete: (x: Uint8Array) => s.complete(x),
+            destroy: () => {
+              entry.destroyed = true;
+              s.destroy();
+            },
+          };
+        },
+      };
+    },
+  };
+  const client = Connection.client({ crypto: counting, psks: [makePsk('hrr-suite')], middleboxCompatibility: false });
+  client.takeOutput();
+  const hrr = encodeServerHello({
+    random: HELLO_RETRY_REQUEST_RANDOM,
+    sessionIdEcho: new Uint8Array(0),
+    cipherSuite: CipherSuite.TLS_AES_256_GCM_SHA384,
+    extensions: [ext(ExtensionType.key_share, (w) => w.u16(NamedGroup.secp256r1)), ext(ExtensionType.supported_versions, (w) => w.u16(ProtocolVersion.TLSv1_3))],
+  });
+  client.receive(concat(Uint8Array.of(ContentType.handshake, 3, 3, hrr.length >> 8, hrr.length & 0xff), hrr));
+  tt.equal(client.error?.reason, 'NoCommonCipherSuite', 'the client refuses the retry');
+  tt.ok(started.length >= 1, 'the client made its first key share');
+  tt.same(
+    started.map((s) => s.destroyed),
+    started.map(() => true),
+    `every key share made was destroyed (${started.length} made)`,
+  );
 });

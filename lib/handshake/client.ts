@@ -250,7 +250,7 @@ class ExpectServerHello implements HandshakeState {
     // §4.1.4: a second HelloRetryRequest is unexpected_message.
     if (this.retried) throw new TlsError('SecondHelloRetryRequest', 'a second HelloRetryRequest (RFC 8446 §4.1.4)');
     hrr.extensions.requireSubsetOf(new Set([E.supported_versions, E.key_share, E.cookie]), 'HelloRetryRequest');
-    let newShares = this.shares;
+    let retryGroup: KeyExchangeGroup | undefined;
     if (hrr.selectedGroup !== undefined) {
       const name = groupName(hrr.selectedGroup);
       // §4.1.4, §4.2: a key_share in the HelloRetryRequest answers ours; without psk_dhe_ke we sent none.
@@ -264,16 +264,20 @@ class ExpectServerHello implements HandshakeState {
       if (this.shares.some((s) => s.group === name)) {
         throw new TlsError('HelloRetryRequestBadGroup', `HelloRetryRequest asks for ${name}, for which we already sent a key share`);
       }
-      const group = this.plan.crypto.group(name)!;
-      for (const s of this.shares) s.destroy();
-      newShares = [startShare(this.plan.crypto, group)];
+      retryGroup = this.plan.crypto.group(name)!;
     } else if (hrr.cookie === undefined) {
       // §4.1.4: an HRR that would not change the ClientHello is illegal_parameter.
       throw new TlsError('HelloRetryRequestUseless', 'HelloRetryRequest changes nothing in the ClientHello');
     }
-    // §4.1.4: in the second ClientHello offer only PSKs whose hash is that of the selected suite.
+    // §4.1.4: in the second ClientHello offer only PSKs whose hash is that of the selected suite (checked before
+    // the new key share is made, so that this failure leaves no private key behind).
     const psks = this.psks.filter((p) => p.hash === suite.hash);
     if (psks.length === 0) throw new TlsError('NoCommonCipherSuite', `no offered PSK is usable with ${suite.name}`);
+    let newShares = this.shares;
+    if (retryGroup) {
+      for (const s of this.shares) s.destroy();
+      newShares = [startShare(this.plan.crypto, retryGroup)];
+    }
     for (const es of this.hello.earlySecrets) es.destroy();
 
     const transcript = new Transcript(this.plan.crypto, suite.hash).add(this.hello.raw).replaceWithMessageHash().add(hrr.raw);
