@@ -130,8 +130,3 @@ export class TlsError extends Error {
     this.alertSent = !remote && !options?.alertNotSent;
   }
 }
-
-/** Throws a {@link TlsError} for `reason` with `detail`. Handy in expressions. */
-export function fail(reason: Reason, detail?: string): never {
-  throw new TlsError(reason, detail);
-}
