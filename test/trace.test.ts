@@ -232,6 +232,8 @@ t.test('malformed bytes are shown, never thrown', async (tt) => {
   tt.match(JSON.stringify(junk), /malformed/);
   const alert = dissectRecord(fromHex('1503030003'), { protected: false, opened: true, type: ContentType.alert, content: fromHex('02280a'), paddingLength: 0 });
   tt.match(JSON.stringify(alert), /an alert is 2 bytes, this one 3/);
+  // Any prefix of a message, the empty one too (dissectHandshake used to throw on no bytes at all).
+  for (let n = 0; n <= 7; n++) tt.match(JSON.stringify(dissectHandshake(fromHex('02000003ffffff').subarray(0, n))), /malformed/, `${n} bytes: malformed, not thrown`);
   tt.doesNotThrow(() => dissectRecord(fromHex('16'), { protected: false, opened: true, type: ContentType.handshake, content: new Uint8Array(0), paddingLength: 0 }));
 });
 

@@ -45,13 +45,11 @@ const SIGNATURE_SCHEMES: Record<string, number> = {
   dsa_sha384_RESERVED: 0x0502,
   dsa_sha512_RESERVED: 0x0602,
 };
-/** The groups of RFC 8446 §4.2.7 (and the hybrid the codec knows), for display. */
-const GROUP_NAMES: Record<string, number> = { ...NamedGroup, ffdhe3072: 0x0101, ffdhe4096: 0x0102, ffdhe6144: 0x0103, ffdhe8192: 0x0104 };
 const KEY_UPDATE_REQUEST: Record<string, number> = { update_not_requested: 0, update_requested: 1 };
 
 const version = named(VERSION_NAMES);
 const suite = named(CipherSuite);
-const group = named(GROUP_NAMES);
+const group = named(NamedGroup);
 const contentType = named(ContentType, 2);
 const handshakeType = named(HandshakeType, 2);
 const extensionType = named(ExtensionType);
@@ -115,7 +113,7 @@ export function dissectRecord(
 export function dissectHandshake(raw: Uint8Array): TraceNode {
   const type = raw[0];
   const isHrr = type === HandshakeType.server_hello && raw.length >= 4 + 2 + 32 && toHex(raw.subarray(6, 38)) === HRR_RANDOM;
-  const name = isHrr ? 'HelloRetryRequest' : messageName(type);
+  const name = raw.length === 0 ? 'handshake message' : isHrr ? 'HelloRetryRequest' : messageName(type);
   const t = TreeBuilder.start(name, raw);
   t.guarded((t) => {
     t.u8('msg_type', handshakeType);
