@@ -293,3 +293,14 @@ t.test('a client refusing a HelloRetryRequest destroys every key share it made',
     `every key share made was destroyed (${started.length} made)`,
   );
 });
+
+t.test('group options that could only fail at the peer are refused when the connection is made', async (tt) => {
+  // An empty groups list with psk_dhe_ke sent an empty supported_groups (the server answered decode_error), and
+  // keyShareGroups naming a group twice sent two shares for it (RFC 8446 §4.2.8: the server answered
+  // illegal_parameter). Both are caller mistakes: a TypeError at once, as for the other options.
+  const psk = makePsk('group-options');
+  tt.throws(() => Connection.client({ crypto, psks: [psk], groups: [] }), TypeError, 'client: psk_dhe_ke without groups');
+  tt.throws(() => Connection.server({ crypto, psks: [psk], groups: [], kexModes: ['psk_dhe_ke'] }), TypeError, 'server: psk_dhe_ke without groups');
+  tt.doesNotThrow(() => Connection.server({ crypto, psks: [psk], groups: [], kexModes: ['psk_ke'] }), 'server: psk_ke alone needs no group');
+  tt.throws(() => Connection.client({ crypto, psks: [psk], keyShareGroups: ['x25519', 'x25519'] }), TypeError, 'client: a key share group twice');
+});

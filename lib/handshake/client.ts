@@ -87,6 +87,8 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   const sessionId = compat ? crypto.random(32) : new Uint8Array(0);
   const dhe = modes.includes('psk_dhe_ke');
   const shareGroups = dhe ? (options.keyShareGroups ?? groups.slice(0, 1)) : [];
+  // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
+  if (new Set(shareGroups).size !== shareGroups.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   const shares = shareGroups.map((g) => {
     const group = crypto.group(g);
     if (!group || !groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);

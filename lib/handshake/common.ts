@@ -222,6 +222,8 @@ export function resolveCommonOptions(
   if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
   const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
+  // §4.2.7, §4.2.8: psk_dhe_ke needs a group; an empty supported_groups would only fail at the peer (decode_error).
+  if (modes.includes('psk_dhe_ke') && groups.length === 0) throw new TypeError(`${side}: psk_dhe_ke needs at least one group`);
   checkRecordSizeLimit(side, options.recordSizeLimit);
   return { suites, modes, groups };
 }
