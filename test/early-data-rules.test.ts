@@ -122,3 +122,19 @@ t.test('record_size_limit does not apply to 0-RTT records, which were protected 
     tt.equal(p.client.phase, 'connected', 'rejected 0-RTT: the handshake completes');
   }
 });
+
+t.test('after a HelloRetryRequest, 0-RTT data one byte over the skip limit is EarlyDataTooLong', async (tt) => {
+  // RFC 8446 §4.2.10: after a HelloRetryRequest the server skips 0-RTT records "up to the configured
+  // max_early_data_size" (here the 64 KiB floor). connection.ts skipped only while the budget was above zero, so
+  // a record arriving once it was exactly used up fell through to 'RecordUnexpectedPlaintext' instead of the
+  // named reason for too much 0-RTT data.
+  const limit = 1 << 16;
+  for (const [size, reason] of [
+    [limit, undefined],
+    [limit + 1, 'EarlyDataTooLong'],
+  ] as const) {
+    const psk = makePsk(`hrr-skip-${size}`);
+    const p = handshake({ crypto, psks: [psk], earlyData: new Uint8Array(size) }, { crypto, psks: [psk], groups: ['secp256r1'] });
+    tt.equal(p.error('server')?.reason, reason, `${size} bytes of 0-RTT after a retry: ${reason ?? 'skipped, the handshake completes'}`);
+  }
+});

@@ -493,7 +493,7 @@ export class Connection {
       // Skipped 0-RTT records are protected ones (up to 2^14 + 256 bytes), so they are skipped before the
       // plaintext length check.
       const early = this.earlyData;
-      if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext' && early.left > 0) {
+      if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext') {
         if (this.trace) this.traceReceived(rec, true, rec.type, null);
         const left = early.left - skippedPlaintextLength(rec);
         if (left < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
@@ -662,10 +662,8 @@ export class Connection {
 
   private sealRecords(chunks: readonly Uint8Array[], total: number): void {
     const writer = this.writer;
-    if (!writer) {
-      for (const c of chunks) for (const f of fragments(c, this.maxFragment)) this.emitRecord(ContentType.application_data, f);
-      return;
-    }
+    // §5.2: application data is always protected; there is no plaintext path for it.
+    if (!writer) throw new TlsError('InternalError', 'application data with no write keys');
     const max = this.maxFragment;
     const records = Math.ceil(total / max);
     const out = new Uint8Array(total + records * writer.overhead);
