@@ -27,8 +27,31 @@
 import { ml_kem1024, ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import { wipe } from '../codec/bytes.js';
 import { TlsError } from '../errors.js';
-import { destroyedShare, type HybridSpec } from './groups.js';
-import type { ClientKeyShare, KeyExchangeGroup } from './provider.js';
+import { FFDHE_SPECS, type FfdheName, type FfdheSpec } from './ffdhe.js';
+import { destroyedShare, SECP256R1MLKEM768_SPEC, SECP384R1MLKEM1024_SPEC, X25519MLKEM768_SPEC, type HybridSpec } from './groups.js';
+import type { ClientKeyShare, GroupName, KeyExchangeGroup } from './provider.js';
+
+/**
+ * A provider's groups, every one by name: its own ECDH groups and RFC 7919 groups, and the hybrids made of its
+ * ECDH groups (which ECDH group each hybrid pairs with is decided here, once, for every provider).
+ */
+export function providerGroups(
+  ecdh: { readonly x25519: KeyExchangeGroup; readonly secp256r1: KeyExchangeGroup; readonly secp384r1: KeyExchangeGroup },
+  ffdhe: (spec: FfdheSpec) => KeyExchangeGroup,
+): Readonly<Record<GroupName, KeyExchangeGroup>> {
+  const ff = (name: FfdheName): KeyExchangeGroup => ffdhe(FFDHE_SPECS[name]);
+  return {
+    ...ecdh,
+    X25519MLKEM768: hybridGroup(X25519MLKEM768_SPEC, ecdh.x25519),
+    SecP256r1MLKEM768: hybridGroup(SECP256R1MLKEM768_SPEC, ecdh.secp256r1),
+    SecP384r1MLKEM1024: hybridGroup(SECP384R1MLKEM1024_SPEC, ecdh.secp384r1),
+    ffdhe2048: ff('ffdhe2048'),
+    ffdhe3072: ff('ffdhe3072'),
+    ffdhe4096: ff('ffdhe4096'),
+    ffdhe6144: ff('ffdhe6144'),
+    ffdhe8192: ff('ffdhe8192'),
+  };
+}
 
 /** A hybrid group from its spec and the provider's ECDH group for `spec.classical`. */
 export function hybridGroup(spec: HybridSpec, classical: KeyExchangeGroup): KeyExchangeGroup {

@@ -22,13 +22,10 @@ import { randomBytes } from '@noble/hashes/utils.js';
 import { copyBytes, wipe } from '../codec/bytes.js';
 import { AesGcmKey } from './gcm.js';
 import { withArgumentChecks } from './checked.js';
-import { FFDHE_SPECS, bigIntToBytes, checkFfdheSecret, checkFfdheShare, ffdheExponent, modPowLadder, type FfdheSpec } from './ffdhe.js';
+import { bigIntToBytes, checkFfdheSecret, checkFfdheShare, ffdheExponent, modPowLadder, type FfdheSpec } from './ffdhe.js';
 import {
   P256_SPEC,
   P384_SPEC,
-  SECP256R1MLKEM768_SPEC,
-  SECP384R1MLKEM1024_SPEC,
-  X25519MLKEM768_SPEC,
   X25519_SPEC,
   checkNistShareFraming,
   destroyedShare,
@@ -38,7 +35,7 @@ import {
   zeroSecret,
   type NistCurveSpec,
 } from './groups.js';
-import { hybridGroup } from './hybrid.js';
+import { providerGroups } from './hybrid.js';
 import { AEAD_SPECS, type AeadSpec } from './params.js';
 import type {
   Aead,
@@ -355,16 +352,4 @@ class FfdheClientShare implements ClientKeyShare {
 const secp256r1Group = nistGroup(P256_SPEC, p256);
 const secp384r1Group = nistGroup(P384_SPEC, p384);
 
-const GROUPS: Readonly<Record<GroupName, KeyExchangeGroup>> = {
-  x25519: x25519Group,
-  secp256r1: secp256r1Group,
-  secp384r1: secp384r1Group,
-  X25519MLKEM768: hybridGroup(X25519MLKEM768_SPEC, x25519Group),
-  SecP256r1MLKEM768: hybridGroup(SECP256R1MLKEM768_SPEC, secp256r1Group),
-  SecP384r1MLKEM1024: hybridGroup(SECP384R1MLKEM1024_SPEC, secp384r1Group),
-  ffdhe2048: ffdheGroup(FFDHE_SPECS.ffdhe2048),
-  ffdhe3072: ffdheGroup(FFDHE_SPECS.ffdhe3072),
-  ffdhe4096: ffdheGroup(FFDHE_SPECS.ffdhe4096),
-  ffdhe6144: ffdheGroup(FFDHE_SPECS.ffdhe6144),
-  ffdhe8192: ffdheGroup(FFDHE_SPECS.ffdhe8192),
-};
+const GROUPS = providerGroups({ x25519: x25519Group, secp256r1: secp256r1Group, secp384r1: secp384r1Group }, ffdheGroup);
