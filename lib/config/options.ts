@@ -1,6 +1,6 @@
 /**
  * Connection options. Every default is the safe one: psk_dhe_ke preferred (forward secrecy), 0-RTT off on the
- * server, all three TLS 1.3 AEADs, x25519 first.
+ * server, all three TLS 1.3 AEADs; a client offers x25519 first, a server prefers the X25519MLKEM768 hybrid.
  */
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
