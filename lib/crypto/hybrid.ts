@@ -54,7 +54,7 @@ export function providerGroups(
 }
 
 /** A hybrid group from its spec and the provider's ECDH group for `spec.classical`. */
-export function hybridGroup(spec: HybridSpec, classical: KeyExchangeGroup): KeyExchangeGroup {
+function hybridGroup(spec: HybridSpec, classical: KeyExchangeGroup): KeyExchangeGroup {
   const kem = spec.kem === 'ML-KEM-768' ? ml_kem768 : ml_kem1024;
   const ecdhLength = spec.classical.shareLength;
   /** Splits a key_exchange value into its ML-KEM and ECDH parts, in the group's order. */
@@ -117,7 +117,7 @@ export function hybridGroup(spec: HybridSpec, classical: KeyExchangeGroup): KeyE
  * draft requires the server to perform it and abort with illegal_parameter on failure. (noble's encapsulate
  * repeats the check; doing it here names the failure.)
  */
-export function checkEncapsulationKey(spec: HybridSpec, ek: Uint8Array): void {
+function checkEncapsulationKey(spec: HybridSpec, ek: Uint8Array): void {
   const packed = ek.length - 32;
   let bad = 0;
   for (let i = 0; i < packed; i += 3) {

@@ -189,11 +189,6 @@ const EMPTY = new Uint8Array(0);
 /** Pending chunks kept as views by {@link Deframer.retainViews} before they are joined into one buffer. */
 export const MAX_RETAINED_CHUNKS = 8;
 
-/** Encodes a record header: type, legacy_record_version, length (§5.1). */
-export function recordHeader(type: number, length: number, version = 0x0303): Uint8Array {
-  return new Uint8Array([type, version >>> 8, version & 0xff, length >>> 8, length & 0xff]);
-}
-
 /** An unprotected record (TLSPlaintext). `fragment` must not exceed 2^14 bytes. */
 export function encodePlaintextRecord(type: number, fragment: Uint8Array, version = 0x0303): Uint8Array {
   const out = new Uint8Array(RECORD_HEADER_LENGTH + fragment.length);
