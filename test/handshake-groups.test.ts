@@ -18,7 +18,8 @@ import type { Reason } from '../lib/errors.js';
 import { selectKeyShare } from '../lib/handshake/server.js';
 import { NamedGroup } from '../lib/codec/enums.js';
 import { createServer } from '../lib/transport/node.js';
-import { handshake, makePsk, plainRecord, seededRandom, splitRecords, type Pair } from './helpers/pair.js';
+import { firstHandshakeMessage, handshake, makePsk, plainRecord, seededRandom, splitRecords, type Pair } from './helpers/pair.js';
+import { decodeClientHello } from '../lib/messages/hello.js';
 import { once, withTimeout } from './helpers/peers.js';
 
 const PROVIDERS: [string, (seed: number) => CryptoProvider][] = [
@@ -254,4 +255,14 @@ t.test('the same ClientHello over TCP in small records and small writes, to the 
   });
   await withTimeout(done, 10_000, 'the echo');
   tt.equal(echoed, 'over tcp', 'handshake with the hybrid and echo over TCP');
+});
+
+t.test('the key shares follow the order of supported_groups, whatever order keyShareGroups names them in', async (tt) => {
+  // RFC 8446 §4.2.8: each KeyShareEntry "MUST correspond to a group offered in the "supported_groups" extension
+  // and MUST appear in the same order". client.ts sent the shares in keyShareGroups' order.
+  const psk = makePsk('share-order');
+  const client = Connection.client({ crypto: createNodeProvider(), psks: [psk], groups: ['X25519MLKEM768', 'x25519', 'secp256r1'], keyShareGroups: ['secp256r1', 'X25519MLKEM768'] });
+  const ch = decodeClientHello(firstHandshakeMessage(splitRecords(client.takeOutput()!)));
+  tt.same(ch.keyShares?.map((k) => k.group), [NamedGroup.X25519MLKEM768, NamedGroup.secp256r1], 'X25519MLKEM768 then secp256r1, as in supported_groups');
+  tt.same(ch.supportedGroups, [NamedGroup.X25519MLKEM768, NamedGroup.x25519, NamedGroup.secp256r1], 'supported_groups as configured');
 });

@@ -58,7 +58,8 @@ export interface ClientOptions extends CommonOptions {
   /** server_name (SNI, RFC 6066) to send. */
   readonly serverName?: string;
   /**
-   * Groups to send a key share for in the first ClientHello. Default: the first of {@link groups}. Browsers
+   * Groups to send a key share for in the first ClientHello (each must be among {@link groups}; the shares go
+   * out in the order of {@link groups}, RFC 8446 §4.2.8). Default: the first of {@link groups}. Browsers
    * send two, e.g. ["X25519MLKEM768", "x25519"]: a server that prefers either answers without a retry.
    */
   readonly keyShareGroups?: readonly GroupName[];

@@ -86,14 +86,13 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   const compat = options.middleboxCompatibility ?? true;
   const sessionId = compat ? crypto.random(32) : new Uint8Array(0);
   const dhe = modes.includes('psk_dhe_ke');
-  const shareGroups = dhe ? (options.keyShareGroups ?? groups.slice(0, 1)) : [];
+  const wanted = dhe ? (options.keyShareGroups ?? groups.slice(0, 1)) : [];
   // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
-  if (new Set(shareGroups).size !== shareGroups.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
-  const shares = shareGroups.map((g) => {
-    const group = crypto.group(g);
-    if (!group || !groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
-    return startShare(crypto, group);
-  });
+  if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
+  for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
+  // §4.2.8: the shares "MUST appear in the same order" as their groups in supported_groups, whatever order
+  // keyShareGroups lists them in.
+  const shares = groups.filter((g) => wanted.includes(g)).map((g) => startShare(crypto, crypto.group(g)!));
 
   const plan: ClientPlan = {
     crypto,
