@@ -138,3 +138,18 @@ t.test('after a HelloRetryRequest, 0-RTT data one byte over the skip limit is Ea
     tt.equal(p.error('server')?.reason, reason, `${size} bytes of 0-RTT after a retry: ${reason ?? 'skipped, the handshake completes'}`);
   }
 });
+
+t.test('a client whose 0-RTT cannot be accepted sends its alerts under the handshake keys the server reads', async (tt) => {
+  // RFC 8446 §4.2.10: a server that selects another PSK than the first rejects 0-RTT and reads the client's
+  // handshake keys, skipping what it cannot decrypt. client.ts kept its early write keys until
+  // EncryptedExtensions had been decoded, so an alert about a malformed EncryptedExtensions (here a non-empty
+  // server_name, RFC 6066 §3) went out under the early keys: the server skipped it as rejected 0-RTT and waited.
+  const known = makePsk('eoed-known');
+  const p = handshake(
+    { crypto, psks: [makePsk('eoed-unknown'), known], earlyData: utf8('hello') },
+    { crypto, psks: [known], maxEarlyDataSize: 100, dangerousEncryptedExtensions: (l) => [...l, { type: 0, data: Uint8Array.of(1) }] },
+  );
+  tt.equal(p.error('client')?.reason, 'DecodeTrailingBytes', 'the client refuses the EncryptedExtensions');
+  tt.equal(p.error('server')?.remote, true, 'the server received the alert');
+  tt.equal(p.error('server')?.alert, 'decode_error', 'decode_error');
+});

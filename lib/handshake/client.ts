@@ -356,8 +356,10 @@ class ExpectServerHello implements HandshakeState {
     // 0-RTT survives only if the server picked the first PSK with the suite we used for it (§4.2.10).
     const earlyPossible = this.early !== null && this.retried === null && index === 0 && this.early.suite === suite;
     // From here on the server reads our handshake keys — unless 0-RTT may still be accepted (then it reads the
-    // early keys until EndOfEarlyData) — so anything we send, an alert included, uses them.
-    const earlyPending = earlyPossible || (this.early !== null && this.retried === null);
+    // early keys until EndOfEarlyData) — so anything we send, an alert included, uses them. When 0-RTT cannot
+    // be accepted (another PSK or suite), the server already skips what it cannot decrypt under its handshake
+    // keys: an alert under the early keys would be skipped too, and the server left waiting.
+    const earlyPending = earlyPossible;
     if (!earlyPending) io.setWriteKeys(suite, chts);
     return new ExpectEncryptedExtensions(plan, {
       suite,
