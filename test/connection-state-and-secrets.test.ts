@@ -12,6 +12,7 @@ import { CipherSuite, ContentType, ExtensionType, NamedGroup, ProtocolVersion } 
 import { Connection } from '../lib/connection/connection.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
+import type { ClientKeyShare, CryptoProvider } from '../lib/crypto/provider.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import { handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
@@ -21,6 +22,17 @@ const SUITE = 'TLS_AES_128_GCM_SHA256';
 
 const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
 const isZero = (b: Uint8Array) => b.every((x) => x === 0);
+
+/** `crypto` whose groups hand out the key shares `wrap` makes of the real ones (to alter or watch them). */
+function withClientShares(wrap: (share: ClientKeyShare) => ClientKeyShare): CryptoProvider {
+  return {
+    ...crypto,
+    group: (name) => {
+      const g = crypto.group(name);
+      return g && { ...g, start: (r) => wrap(g.start(r)) };
+    },
+  };
+}
 
 /** Both sides connected, with both key logs. */
 function connected() {
@@ -219,19 +231,7 @@ t.test('a server failing after the binder check wipes every secret derived from 
     return { outputs, crypto: c };
   };
   // A client whose X25519 share is the all-zero u-coordinate (a low-order point), under a valid binder.
-  const zeroShare = {
-    ...crypto,
-    group: (name: Parameters<typeof crypto.group>[0]) => {
-      const g = crypto.group(name)!;
-      return {
-        ...g,
-        start: (r: Uint8Array) => {
-          const s = g.start(r);
-          return { group: s.group, share: new Uint8Array(s.share.length), complete: (x: Uint8Array) => s.complete(x), destroy: () => s.destroy() };
-        },
-      };
-    },
-  };
+  const zeroShare = withClientShares((s) => ({ group: s.group, share: new Uint8Array(s.share.length), complete: (x) => s.complete(x), destroy: () => s.destroy() }));
   const cases = [
     { name: 'no ALPN in common', client: { crypto, alpn: ['h2'] }, server: { alpn: ['http/1.1'] }, reason: 'NoApplicationProtocol' },
     { name: 'all-zero X25519 secret', client: { crypto: zeroShare }, server: {}, reason: 'KeyExchangeZeroSecret' },
@@ -253,29 +253,19 @@ t.test('a client refusing a HelloRetryRequest destroys every key share it made',
   // group and for TLS_AES_256_GCM_SHA384 when the client holds SHA-256 PSKs only: client.ts made the new key share
   // for the group first, then failed with NoCommonCipherSuite, leaving that private key to no state's destroy().
   const started: { destroyed: boolean }[] = [];
-  const counting = {
-    ...crypto,
-    group: (name: Parameters<typeof crypto.group>[0]) => {
-      const g = crypto.group(name)!;
-      return {
-        ...g,
-        start: (r: Uint8Array) => {
-          const s = g.start(r);
-          const entry = { destroyed: false };
-          started.push(entry);
-          return {
-            group: s.group,
-            share: s.share,
-            complete: (x: Uint8Array) => s.complete(x),
-            destroy: () => {
-              entry.destroyed = true;
-              s.destroy();
-            },
-          };
-        },
-      };
-    },
-  };
+  const counting = withClientShares((s) => {
+    const entry = { destroyed: false };
+    started.push(entry);
+    return {
+      group: s.group,
+      share: s.share,
+      complete: (x) => s.complete(x),
+      destroy: () => {
+        entry.destroyed = true;
+        s.destroy();
+      },
+    };
+  });
   const client = Connection.client({ crypto: counting, psks: [makePsk('hrr-suite')], middleboxCompatibility: false });
   client.takeOutput();
   const hrr = encodeServerHello({
