@@ -95,6 +95,37 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Starts `openssl s_server -accept 127.0.0.1:0 ARGS...` and returns it with the port it reports ("ACCEPT
+ * 127.0.0.1:PORT"). The kernel picks the port as s_server listens, so no other process (tap runs two test files
+ * at once) can take it in between, as it can a port found free beforehand. Its stdin stays open (s_server
+ * shuts down at the end of stdin); killed in `t`'s teardown.
+ */
+export async function opensslServer(t: TestLike, args: readonly string[], ms: number): Promise<{ peer: Peer; port: number }> {
+  const peer = spawnPeer(t, 'openssl', ['s_server', '-accept', '127.0.0.1:0', ...args]);
+  const accept = /^ACCEPT 127\.0\.0\.1:(\d+)$/m;
+  const text = await peer.waitFor(accept, ms, 'stdout');
+  return { peer, port: Number(accept.exec(text)![1]) };
+}
+
+/**
+ * Starts `gnutls-serv --port PORT ARGS...` on a free port and returns it once it listens on IPv4. gnutls-serv
+ * cannot report a port the kernel picked (it prints "port 0"), so a port found free beforehand can be taken by
+ * another process in between; gnutls-serv then says "bind() failed" for IPv4 (and listens on IPv6 only), and
+ * this tries again on another port, up to three times. Killed in `t`'s teardown.
+ */
+export async function gnutlsServer(t: TestLike, args: readonly string[], ms: number): Promise<{ peer: Peer; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const peer = spawnPeer(t, 'gnutls-serv', ['--port', String(port), ...args]);
+    const text = await peer.waitFor(/listening on IPv4 .*\.\.\.(done|bind\(\) failed)/, ms);
+    if (/listening on IPv4 .*\.\.\.done/.test(text)) return { peer, port };
+    await peer.kill();
+    if (attempt === 3) throw new Error(`gnutls-serv could not listen on IPv4 three times:\n${peer.transcript()}`);
+    t.comment(`gnutls-serv: port ${port} was taken in the meantime; another one`);
+  }
+}
+
 /** Rejects with a message naming `what` (computed when the time is up) unless `promise` settles within `ms`. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string | (() => string)): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
