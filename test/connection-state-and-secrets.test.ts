@@ -10,24 +10,16 @@ import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
 import { ContentType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 const SUITE = 'TLS_AES_128_GCM_SHA256';
 
-const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
 const isZero = (b: Uint8Array) => b.every((x) => x === 0);
 
 /** Both sides connected, with both key logs. */
-function connected() {
-  const psk = makePsk('review');
-  const [ck, sk] = [new KeyLog(), new KeyLog()];
-  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
-  p.collect();
-  return { p, ck, sk };
-}
+const connected = () => connectedWithKeyLogs(crypto);
 
 t.test('exportKeyingMaterial throws after destroy() or a fatal error instead of deriving from a wiped secret', async (tt) => {
   // connection.ts:202-205 only checks `this.secrets`, which wipeKeys() zeroes (connection.ts:485) but never

@@ -281,6 +281,29 @@ export function spawnQkdTls(t: TestLike, args: readonly string[], options: { env
   return spawnPeer(t, process.execPath, [QKD_TLS_BIN, ...args], options);
 }
 
+/**
+ * Runs `node dist/bin/qkd-tls.js ARGS...` with stdin closed to its end and returns its exit code and output.
+ * Killed after `ms` (a guard against a hang, not a timing assertion: a killed command fails on its exit code).
+ */
+export function runQkdTls(args: readonly string[], ms = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const guard = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.once('error', (e) => {
+      clearTimeout(guard);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
 /** Parses the JSON lines a `--json` qkd-tls command printed, ignoring anything else. */
 export function jsonEvents(text: string): Record<string, unknown>[] {
   const events: Record<string, unknown>[] = [];
