@@ -105,10 +105,13 @@ t.test('gnutls-serv', { timeout: 60_000, skip: missingPrograms(t, 'gnutls-serv')
       const passwd = join(dir, 'psk.passwd');
       await writeFile(passwd, `${PSK_IDENTITY}:${PSK_HEX}\n`, { mode: 0o600 });
       const priority = 'NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+PSK';
-      const { port } = await gnutlsServer(t, ['--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert'], WAIT);
+      // -d 4 logs the handshake messages, KeyUpdate included.
+      const { peer, port } = await gnutlsServer(t, ['--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert', '-d', '4'], WAIT);
       const { tls, socket } = await connectStreams(port, suite);
       t.teardown(() => socket.destroy());
       await exchange(t, tls, lines(2), (l) => l);
+      t.match(peer.output, /received TLS 1\.3 key update \(1\)/, 'gnutls-serv received our KeyUpdate (update_requested)');
+      t.match(peer.output, /sending key update \(0\)/, 'and sent its own, which our offload handed back to the connection');
     });
   }
 });
