@@ -6,7 +6,7 @@
  * carry on intact. Also the Key Manager happy path (QKD keys end to end, key IDs in the logs).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -401,6 +401,7 @@ t.test('idle timeout and connection limit', async (t) => {
 t.test('SIGTERM: stop accepting, let open connections finish, cut the rest at the deadline, exit 0', async (t) => {
   const b = await backend(t, echo);
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // The spawned client proxy speaks to a server proxy in this process.
   const serverLog = collector();
   const serverService = { name: 'srv', role: 'server' as const, accept: { host: LOCAL, port: 0 }, connect: { host: LOCAL, port: b.port }, keys: staticKeys() };
