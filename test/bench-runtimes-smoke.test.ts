@@ -9,7 +9,7 @@ import { runQkdTls } from './helpers/peers.js';
 
 const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
-const cli = (args: string[]) => runQkdTls(args, 120_000);
+const cli = (args: string[]) => runQkdTls(args, { ms: 120_000 });
 
 t.test('qkd-tls bench --runtimes --quick --json --only-runtimes node', { timeout: 150_000 }, async (t) => {
   const { code, stdout, stderr } = await cli(['bench', '--runtimes', '--quick', '--json', '--only-runtimes', 'node']);

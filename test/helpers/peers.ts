@@ -282,12 +282,16 @@ export function spawnQkdTls(t: TestLike, args: readonly string[], options: { env
 }
 
 /**
- * Runs `node dist/bin/qkd-tls.js ARGS...` with stdin closed to its end and returns its exit code and output.
- * Killed after `ms` (a guard against a hang, not a timing assertion: a killed command fails on its exit code).
+ * Runs `node dist/bin/qkd-tls.js ARGS...` to its end, with `input` (default nothing) on its stdin, and returns
+ * its exit code and output. Killed after `ms` (a guard against a hang, not a timing assertion: a killed command
+ * fails on its exit code).
  */
-export function runQkdTls(args: readonly string[], ms = 60_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runQkdTls(args: readonly string[], options: { ms?: number; input?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { ms = 60_000, input = '' } = options;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => {}); // a command that exits without reading its input
+    child.stdin.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
