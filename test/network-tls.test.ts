@@ -46,7 +46,7 @@ async function tlsPair(t: Teardown, net: QkdNetworkServer, tls: { ca?: string; c
     onEvent: (e) => events.push(e),
   });
   const clientKeys = new Etsi014ClientSource({
-    client: new Etsi014Client({ baseUrl: net.kmeUrl('A'), saeId: 'client-sae', timeoutMs: 1000, retries: 1, ca: tls.ca, ...tls.client }),
+    client: new Etsi014Client({ baseUrl: net.kmeUrl('A'), saeId: 'client-sae', retries: 1, ca: tls.ca, ...tls.client }),
     ownsClient: true,
     peerSaeId: 'server-sae',
     saeId: 'client-sae',
