@@ -175,12 +175,24 @@ t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpda
   // a long-lived QKD proxy link reaches the limit after ~390 GB. Expected: a write past the limit is
   // preceded by a KeyUpdate (as rustls does).
   const { p } = connected();
-  const writer = (p.client as unknown as { writer: { dangerousSetSequence(hi: number, lo: number): void } }).writer;
-  writer.dangerousSetSequence(0, Math.ceil(2 ** 24.5));
+  type Keys = { dangerousSetSequence(hi: number, lo: number): void };
+  const limit = Math.ceil(2 ** 24.5);
+  (p.client as unknown as { writer: Keys }).writer.dangerousSetSequence(0, limit);
+  // The server's read sequence moved along, as if the records up to the limit had all been read.
+  (p.server as unknown as { reader: Keys }).reader.dangerousSetSequence(0, limit);
   p.client.write(utf8('one more record'));
-  const events = p.client.takeEvents();
+  p.pump();
+  p.collect();
+  const events = p.events('client');
   tt.ok(
     events.some((e) => e.type === 'key-update' && e.direction === 'write'),
     'the client updated its write keys before sealing past the AES-GCM limit',
   );
+  // The KeyUpdate went first (at the old keys' last sequence number), the record after it under the new keys.
+  tt.ok(
+    p.events('server').some((e) => e.type === 'key-update' && e.direction === 'read'),
+    "the server read the client's KeyUpdate",
+  );
+  tt.equal(Buffer.from(p.received('server')).toString(), 'one more record', 'and then the record, under the new keys');
+  tt.equal(p.error('server'), undefined, 'no error on the server');
 });
