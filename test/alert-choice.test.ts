@@ -8,15 +8,15 @@
 import t from 'tap';
 import { CipherSuite, ContentType, ExtensionType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import {
+  connectedWithKeyLogs,
+  errorsOf,
   firstHandshakeMessage,
   handshake,
   joinHello,
-  KeyLog,
   makePsk,
   plainRecord,
   protection,
@@ -28,16 +28,8 @@ const crypto = nodeProvider;
 const E = ExtensionType;
 const SUITE = 'TLS_AES_128_GCM_SHA256';
 
-const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
-
 /** Both sides connected, with both key logs. */
-function connected() {
-  const psk = makePsk('review');
-  const [ck, sk] = [new KeyLog(), new KeyLog()];
-  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
-  p.collect();
-  return { p, ck, sk };
-}
+const connected = () => connectedWithKeyLogs(crypto);
 
 t.test('a protected zero-length alert is unexpected_message', async (tt) => {
   // RFC 8446 §5.4: "Implementations MUST NOT send Handshake and Alert records that have a zero-length

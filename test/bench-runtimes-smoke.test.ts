@@ -5,26 +5,11 @@
  * depends on how fast anything is.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { QKD_TLS_BIN } from './helpers/peers.js';
+import { runQkdTls } from './helpers/peers.js';
 
 const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
-async function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b));
-    child.stderr.on('data', (b: Buffer) => (stderr += b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const cli = (args: string[]) => runQkdTls(args, { ms: 120_000 });
 
 t.test('qkd-tls bench --runtimes --quick --json --only-runtimes node', { timeout: 150_000 }, async (t) => {
   const { code, stdout, stderr } = await cli(['bench', '--runtimes', '--quick', '--json', '--only-runtimes', 'node']);

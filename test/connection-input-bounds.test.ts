@@ -9,23 +9,14 @@ import t from 'tap';
 import { concat } from '../lib/codec/bytes.js';
 import { ContentType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Deframer } from '../lib/record/deframer.js';
-import { handshake, KeyLog, makePsk, plainRecord } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, makePsk, plainRecord } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 
-const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
-
 /** Both sides connected, with both key logs. */
-function connected() {
-  const psk = makePsk('review');
-  const [ck, sk] = [new KeyLog(), new KeyLog()];
-  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
-  p.collect();
-  return { p, ck, sk };
-}
+const connected = () => connectedWithKeyLogs(crypto);
 
 t.test('the server bounds what it buffers while it waits for an asynchronous PSK lookup', async (tt) => {
   // While a `psk-request` is outstanding, receive() pushes every byte into the deframer and processes nothing

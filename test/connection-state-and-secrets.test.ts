@@ -10,17 +10,15 @@ import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
 import { CipherSuite, ContentType, ExtensionType, NamedGroup, ProtocolVersion } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { ClientKeyShare, CryptoProvider } from '../lib/crypto/provider.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
-import { handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 const SUITE = 'TLS_AES_128_GCM_SHA256';
 
-const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
 const isZero = (b: Uint8Array) => b.every((x) => x === 0);
 
 /** `crypto` whose groups hand out the key shares `wrap` makes of the real ones (to alter or watch them). */
@@ -35,13 +33,7 @@ function withClientShares(wrap: (share: ClientKeyShare) => ClientKeyShare): Cryp
 }
 
 /** Both sides connected, with both key logs. */
-function connected() {
-  const psk = makePsk('review');
-  const [ck, sk] = [new KeyLog(), new KeyLog()];
-  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
-  p.collect();
-  return { p, ck, sk };
-}
+const connected = () => connectedWithKeyLogs(crypto);
 
 t.test('exportKeyingMaterial throws after destroy() or a fatal error instead of deriving from a wiped secret', async (tt) => {
   // connection.ts:202-205 only checks `this.secrets`, which wipeKeys() zeroes (connection.ts:485) but never
@@ -197,14 +189,26 @@ t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpda
   // a long-lived QKD proxy link reaches the limit after ~390 GB. Expected: a write past the limit is
   // preceded by a KeyUpdate (as rustls does).
   const { p } = connected();
-  const writer = (p.client as unknown as { writer: { dangerousSetSequence(hi: number, lo: number): void } }).writer;
-  writer.dangerousSetSequence(0, Math.ceil(2 ** 24.5));
+  type Keys = { dangerousSetSequence(hi: number, lo: number): void };
+  const limit = Math.ceil(2 ** 24.5);
+  (p.client as unknown as { writer: Keys }).writer.dangerousSetSequence(0, limit);
+  // The server's read sequence moved along, as if the records up to the limit had all been read.
+  (p.server as unknown as { reader: Keys }).reader.dangerousSetSequence(0, limit);
   p.client.write(utf8('one more record'));
-  const events = p.client.takeEvents();
+  p.pump();
+  p.collect();
+  const events = p.events('client');
   tt.ok(
     events.some((e) => e.type === 'key-update' && e.direction === 'write'),
     'the client updated its write keys before sealing past the AES-GCM limit',
   );
+  // The KeyUpdate went first (at the old keys' last sequence number), the record after it under the new keys.
+  tt.ok(
+    p.events('server').some((e) => e.type === 'key-update' && e.direction === 'read'),
+    "the server read the client's KeyUpdate",
+  );
+  tt.equal(Buffer.from(p.received('server')).toString(), 'one more record', 'and then the record, under the new keys');
+  tt.equal(p.error('server'), undefined, 'no error on the server');
 });
 
 t.test('a server failing after the binder check wipes every secret derived from the PSK', async (tt) => {

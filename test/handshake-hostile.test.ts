@@ -12,15 +12,17 @@ import { AlertDescription, CipherSuite, ContentType, ExtensionType, HandshakeTyp
 import { Writer } from '../lib/codec/writer.js';
 import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
-import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Reason } from '../lib/errors.js';
 import { alpnExtension } from '../lib/handshake/common.js';
 import { ext, type Extension } from '../lib/messages/extensions.js';
 import {
+  connectedWithKeyLogs,
+  errorsOf,
   firstHandshakeMessage,
   handshake,
   handshakeMessage,
+  type HelloParts,
   joinHello,
   KeyLog,
   makePsk,
@@ -32,7 +34,6 @@ import {
   splitHello,
   splitMessages,
   splitRecords,
-  type HelloParts,
 } from './helpers/pair.js';
 
 const crypto = nodeProvider;
@@ -40,7 +41,6 @@ const SUITE = 'TLS_AES_128_GCM_SHA256';
 const E = ExtensionType;
 type Tap = Pick<typeof t, 'ok' | 'equal' | 'same' | 'match' | 'fail'>;
 
-const errorsOf = (events: ConnectionEvent[]) => events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
 
 /**
  * Feeds `bytes` to `conn` and checks the outcome: exactly one error event with `alert` (and `reason` when given),
@@ -543,13 +543,7 @@ function clientAfterServerHello(options: Partial<ClientOptions> = {}) {
 }
 
 /** Both sides connected, with both key logs. */
-function connected() {
-  const psk = makePsk('states');
-  const [ck, sk] = [new KeyLog(), new KeyLog()];
-  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
-  p.collect();
-  return { p, ck, sk };
-}
+const connected = () => connectedWithKeyLogs(crypto, 'states');
 
 const STATES: StateSetup[] = [
   {

@@ -14,7 +14,8 @@ import { createNodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider } from '../lib/crypto/provider.js';
 import { libraryClient, libraryEchoServer } from './helpers/library.js';
 import {
-  freePort,
+  gnutlsServer,
+  opensslServer,
   jsonEvent,
   missingPrograms,
   type Peer,
@@ -40,12 +41,7 @@ const PROVIDERS: [string, () => CryptoProvider][] = [
 const openssl = { timeout: 30_000, skip: missingPrograms(t, 'openssl') };
 
 async function sServer(tt: TestLike, group: string): Promise<{ peer: Peer; port: number }> {
-  const port = await freePort();
-  const peer = spawnPeer(tt, 'openssl', [
-    's_server', '-accept', `127.0.0.1:${port}`, '-psk', PSK_HEX, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', '-rev', '-groups', group,
-  ]);
-  await peer.waitFor('ACCEPT', WAIT, 'stdout');
-  return { peer, port };
+  return opensslServer(tt, ['-psk', PSK_HEX, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', '-rev', '-groups', group], WAIT);
 }
 
 for (const group of GROUPS) {
@@ -101,9 +97,7 @@ for (const group of GROUPS) {
       tt.teardown(() => rm(dir, { recursive: true, force: true }));
       const passwd = join(dir, 'psk.passwd');
       await writeFile(passwd, `${PSK_IDENTITY}:${PSK_HEX}\n`, { mode: 0o600 });
-      const port = await freePort();
-      const peer = spawnPeer(tt, 'gnutls-serv', ['--port', String(port), '--echo', '--pskpasswd', passwd, '--priority', priority(group), '--disable-client-cert']);
-      await peer.waitFor(/listening on IPv4 .*\.\.\.done/, WAIT);
+      const { peer, port } = await gnutlsServer(tt, ['--echo', '--pskpasswd', passwd, '--priority', priority(group), '--disable-client-cert'], WAIT);
       const socket = await libraryClient(tt, port, { crypto: provider(), groups: [group] });
       tt.equal(socket.handshake!.group, group, `the client reports ${group}`);
       const line = `gnutls over ${group}`;

@@ -19,7 +19,7 @@ import { TlsError } from '../lib/errors.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import {
-  freePort,
+  gnutlsServer,
   jsonEvent,
   missingPrograms,
   once,
@@ -57,11 +57,7 @@ async function gnutlsServ(tt: TestLike, priority: string, keyHex = PSK_HEX): Pro
   tt.teardown(() => rm(dir, { recursive: true, force: true }));
   const passwd = join(dir, 'psk.passwd');
   await writeFile(passwd, `${PSK_IDENTITY}:${keyHex}\n`, { mode: 0o600 });
-  const port = await freePort();
-  const peer = spawnPeer(tt, 'gnutls-serv', ['--port', String(port), '--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert']);
-  // "...done" follows once the socket listens.
-  await peer.waitFor(/listening on IPv4 .*\.\.\.done/, WAIT);
-  return { peer, port };
+  return gnutlsServer(tt, ['--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert'], WAIT);
 }
 
 /** Starts gnutls-cli against a port; its stdin is sent line by line, what it receives goes to stdout. */

@@ -15,7 +15,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { tlsClientOverStreams, type ByteStreamPair, type TlsStreams } from '../lib/transport/streams.js';
 import { PEER_PSK } from './helpers/library.js';
-import { freePort, missingPrograms, PSK_HEX, PSK_IDENTITY, reversedLine, spawnPeer, type Tap, withTimeout } from './helpers/peers.js';
+import { gnutlsServer, missingPrograms, opensslServer, PSK_HEX, PSK_IDENTITY, reversedLine, type Tap, withTimeout } from './helpers/peers.js';
 
 const WAIT = 15_000;
 const LINES = 160;
@@ -84,9 +84,7 @@ const suites: SupportedSuiteName[] = ['TLS_AES_128_GCM_SHA256'];
 t.test('openssl s_server', { timeout: 60_000, skip: missingPrograms(t, 'openssl') }, async (t) => {
   for (const suite of suites) {
     t.test(`streams client with the offload -> openssl s_server -rev (${suite}, KeyUpdate both ways)`, async (t) => {
-      const port = await freePort();
-      const peer = spawnPeer(t, 'openssl', ['s_server', '-accept', `127.0.0.1:${port}`, '-psk', PSK_HEX, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', '-rev', '-msg']);
-      await peer.waitFor('ACCEPT', WAIT, 'stdout');
+      const { peer, port } = await opensslServer(t, ['-psk', PSK_HEX, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', '-rev', '-msg'], WAIT);
       const { tls, socket } = await connectStreams(port, suite);
       t.teardown(() => socket.destroy());
       await exchange(t, tls, lines(1), reversedLine);
@@ -106,13 +104,14 @@ t.test('gnutls-serv', { timeout: 60_000, skip: missingPrograms(t, 'gnutls-serv')
       t.teardown(() => rm(dir, { recursive: true, force: true }));
       const passwd = join(dir, 'psk.passwd');
       await writeFile(passwd, `${PSK_IDENTITY}:${PSK_HEX}\n`, { mode: 0o600 });
-      const port = await freePort();
       const priority = 'NORMAL:-VERS-ALL:+VERS-TLS1.3:+ECDHE-PSK:+PSK';
-      const peer = spawnPeer(t, 'gnutls-serv', ['--port', String(port), '--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert']);
-      await peer.waitFor(/listening on IPv4 .*\.\.\.done/, WAIT);
+      // -d 4 logs the handshake messages, KeyUpdate included.
+      const { peer, port } = await gnutlsServer(t, ['--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert', '-d', '4'], WAIT);
       const { tls, socket } = await connectStreams(port, suite);
       t.teardown(() => socket.destroy());
       await exchange(t, tls, lines(2), (l) => l);
+      t.match(peer.output, /received TLS 1\.3 key update \(1\)/, 'gnutls-serv received our KeyUpdate (update_requested)');
+      t.match(peer.output, /sending key update \(0\)/, 'and sent its own, which our offload handed back to the connection');
     });
   }
 });

@@ -21,7 +21,7 @@ import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import { opensslPskSessionPem } from './helpers/openssl-session.js';
 import {
-  freePort,
+  opensslServer,
   jsonEvent,
   missingPrograms,
   once,
@@ -70,10 +70,7 @@ async function pskSessionFile(tt: TestLike, secret: Uint8Array, suite: Supported
  * stays open (s_server shuts down at the end of stdin).
  */
 async function sServer(tt: TestLike, args: string[], key: string[] = ['-psk', PSK_HEX]): Promise<{ peer: Peer; port: number }> {
-  const port = await freePort();
-  const peer = spawnPeer(tt, 'openssl', ['s_server', '-accept', `127.0.0.1:${port}`, ...key, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', ...args]);
-  await peer.waitFor('ACCEPT', WAIT, 'stdout');
-  return { peer, port };
+  return opensslServer(tt, [...key, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', ...args], WAIT);
 }
 
 /** Starts `openssl s_client` against a port; its stdin is the data to send (lines starting Q/R/k/K are commands). */

@@ -2,30 +2,13 @@
  * `qkd-tls demo --network`: TLS across a simulated QKD network of four nodes; an eavesdropper, rerouting,
  * failing closed; a picture of the network. It explains each step, writes the SVG, and exits 0 by itself.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { runQkdTls } from './helpers/peers.js';
 
-const BIN = fileURLToPath(new URL('../bin/qkd-tls.js', import.meta.url));
-
-function demo(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, 'demo', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // A guard against a hang, not a timing assertion: a killed demo fails on its exit code.
-    const guard = setTimeout(() => p.kill('SIGKILL'), 60_000);
-    p.on('close', (code) => {
-      clearTimeout(guard);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const demo = (args: string[]) => runQkdTls(['demo', ...args]);
 
 const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 

@@ -4,22 +4,20 @@
  * closed with the key manager's reason. Also: mutual TLS to the network's KMEs, and GET /network(.svg).
  * Waits are bounded polls (the network's clock is real time here), never timed assertions.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { serverPskResolver, takePsks } from '../lib/psk/source.js';
 import { parseTopology, startQkdNetworkServer, type QkdNetworkServer } from '../lib/tools/network/node.js';
 import { connect, createServer, defaultNodeCrypto } from '../lib/transport/node.js';
+import { runQkdTls, spawnQkdTls, type TestLike } from './helpers/peers.js';
 import { spawnCli } from './proxy-helpers.js';
 
 type Teardown = Pick<typeof t, 'teardown'>;
 
-const BIN = fileURLToPath(new URL('../bin/qkd-tls.js', import.meta.url));
 const THREE_NODES = {
   nodes: [{ name: 'A', saes: ['client-sae'] }, { name: 'B' }, { name: 'C', saes: ['server-sae'] }],
   links: [
@@ -48,7 +46,7 @@ async function tlsPair(t: Teardown, net: QkdNetworkServer, tls: { ca?: string; c
     onEvent: (e) => events.push(e),
   });
   const clientKeys = new Etsi014ClientSource({
-    client: new Etsi014Client({ baseUrl: net.kmeUrl('A'), saeId: 'client-sae', timeoutMs: 1000, retries: 1, ca: tls.ca, ...tls.client }),
+    client: new Etsi014Client({ baseUrl: net.kmeUrl('A'), saeId: 'client-sae', retries: 1, ca: tls.ca, ...tls.client }),
     ownsClient: true,
     peerSaeId: 'server-sae',
     saeId: 'client-sae',
@@ -193,7 +191,9 @@ t.test('command line: qkd-tls kme --topology with qkd-tls server and client; /ne
   });
   const server2 = await spawnCli(t, 'server', ['--listen', '127.0.0.1:0', '--kme', `${kme2.url}/C`, '--sae-id', 'server-sae', '--peer-sae-id', 'client-sae', '--json']);
   const port2 = Number(String((await server2.waitFor((o) => o.event === 'listening')).address).split(':').pop());
-  const refused = await runClient(['--connect', `127.0.0.1:${port2}`, '--kme', `${kme2.url}/A`, '--sae-id', 'client-sae', '--peer-sae-id', 'server-sae', '--kme-timeout', '1500'], 'must not be sent\n');
+  // The client retries the 503 three times (≈0.7 s of backoff) and then reports it; the KME deadline stays at its
+  // default (5 s): a deadline hit while a retry is in flight would report a timeout instead of the 503's reason.
+  const refused = await runClient(['--connect', `127.0.0.1:${port2}`, '--kme', `${kme2.url}/A`, '--sae-id', 'client-sae', '--peer-sae-id', 'server-sae'], 'must not be sent\n');
   t.not(refused.code, 0, 'the client exits non-zero');
   t.equal(refused.stdout, '', 'nothing was exchanged');
   t.match(refused.stderr, /503.*no route from node A to node C .*link B-C is compromised: QBER/);
@@ -230,49 +230,13 @@ t.test('command line: usage errors', async (t) => {
   t.match(help.stdout, /GET \/network/);
 });
 
-async function spawnKme(t: Teardown, args: string[]): Promise<{ url: string; listening: Record<string, unknown> }> {
-  const child = spawn(process.execPath, [BIN, 'kme', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-    return exited;
-  });
-  let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  const listening = await new Promise<Record<string, unknown>>((resolve, reject) => {
-    let buf = '';
-    const guard = setTimeout(() => reject(new Error(`qkd-tls kme did not start: ${stderr}`)), 15_000);
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const nl = buf.indexOf('\n');
-      if (nl >= 0 && !buf.startsWith('\u0000')) {
-        clearTimeout(guard);
-        resolve(JSON.parse(buf.slice(0, nl)) as Record<string, unknown>);
-        buf = '\u0000';
-      }
-    });
-    child.once('exit', () => reject(new Error(`qkd-tls kme exited: ${stderr}`)));
-  });
+/** `qkd-tls kme --topology ...` (killed in teardown); its first stdout line is the JSON "listening" record. */
+async function spawnKme(t: TestLike, args: string[]): Promise<{ url: string; listening: Record<string, unknown> }> {
+  const kme = spawnQkdTls(t, ['kme', ...args]);
+  const out = await kme.waitFor(/\n/, 15_000, 'stdout');
+  const listening = JSON.parse(out.slice(0, out.indexOf('\n'))) as Record<string, unknown>;
   return { url: String(listening.url), listening };
 }
 
-function runClient(args: string[], input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return runCli(['client', ...args], input);
-}
-
-function runCli(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, [BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.stdin.on('error', () => {});
-    p.stdin.end(input ?? '');
-    const guard = setTimeout(() => p.kill('SIGKILL'), 30_000); // a hang guard, not a timing assertion
-    p.on('close', (code) => {
-      clearTimeout(guard);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runClient = (args: string[], input: string) => runQkdTls(['client', ...args], { ms: 30_000, input });
+const runCli = (args: string[]) => runQkdTls(args, { ms: 30_000 });

@@ -5,7 +5,7 @@
  * connections (with a tolerance for the allocator and the JIT), every connection must have been logged as
  * closed, and every byte must have come back intact.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -40,6 +40,7 @@ async function settledUsage(pid: number): Promise<{ fds: number; rssKiB: number 
 t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) => {
   const b = await backend(t, echo);
   const dir = mkdtempSync(join(tmpdir(), 'qkd-soak-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'soak.conf');
   const { createServer } = await import('node:net');
   // A free port for the server service, so that the client service can name it.

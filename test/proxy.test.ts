@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -63,6 +63,7 @@ t.test('curl → client proxy → server proxy → HTTP server', async (t) => {
   t.equal(get.stdout, `GET /hello 0 ${createHash('sha256').digest('hex')}\n`);
 
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const body = randomBytes(3 * MiB);
   writeFileSync(join(dir, 'body'), body);
   const post = await run('/usr/bin/curl', ['-sS', '--max-time', '20', '--data-binary', `@${join(dir, 'body')}`, `http://127.0.0.1:${pair.port}/upload`]);
@@ -359,6 +360,7 @@ function readUntil(child: ChildProcess, want: string | RegExp, start?: () => voi
 t.test('config file: several services in one process (a client and a server service chained)', async (t) => {
   const b = await backend(t, hashBack);
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   // Two passes: the server service's port is only known once it listens, so bind it to a fixed free port.
   const free = await freePort();
   const file = join(dir, 'proxy.conf');
@@ -410,7 +412,9 @@ t.test('config file with QKD keys: both services take their keys from the KM sim
   t.teardown(() => kme.close());
   const b = await backend(t, hashBack);
   const free = await freePort();
-  const file = join(mkdtempSync(join(tmpdir(), 'qkd-proxy-')), 'qkd.conf');
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'qkd.conf');
   writeFileSync(
     file,
     [
@@ -521,6 +525,7 @@ async function cli(args: string[]): Promise<{ code: number; stdout: string; stde
 
 t.test('the CLI checks a config file with the same rules as its flags, and names the line', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'bad.conf');
   const check = async (lines: string[], expected: RegExp) => {
     writeFileSync(file, lines.join('\n'));

@@ -16,8 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { launchChromium, missingChromium } from './helpers/chromium.js';
-import { freePort, jsonEvent, PSK_HEX, PSK_IDENTITY, spawnPeer, spawnQkdTls, type Tap, testPeer, withTimeout } from './helpers/peers.js';
-import { ROOT, WAIT } from './helpers/runtimes.js';
+import { jsonEvent, PSK_HEX, PSK_IDENTITY, spawnPeer, spawnQkdTls, type Tap, testPeer, withTimeout } from './helpers/peers.js';
+import { ROOT, serveWorkerd, WAIT } from './helpers/runtimes.js';
 
 const SNIPPETS = ['page.mjs', 'worker.mjs', 'bun.mjs', 'deno.mjs'];
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -83,14 +83,13 @@ t.test('test/fixtures/readme/worker.mjs runs in workerd', { ...SUBTEST, skip: wo
   const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-worker-example-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   await bundle(t, 'worker.mjs', dir, ['--conditions=workerd,worker', '--external:cloudflare:sockets']);
-  const httpPort = await freePort();
   const binding = (name: string, value: string): string => `(name = "${name}", text = "${value}")`;
   await writeFile(
     join(dir, 'config.capnp'),
     `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [ (name = "main", worker = .worker), (name = "internet", network = (allow = ["public", "local"])) ],
-  sockets = [ (name = "http", address = "127.0.0.1:${httpPort}", http = (), service = "main") ],
+  sockets = [ (name = "http", address = "127.0.0.1:0", http = (), service = "main") ], # serveWorkerd sets the port
 );
 const worker :Workerd.Worker = (
   modules = [ (name = "worker.js", esModule = embed "worker.js") ],
@@ -99,9 +98,8 @@ const worker :Workerd.Worker = (
 );
 `,
   );
-  const server = spawnPeer(t, workerd.path!, ['serve', join(dir, 'config.capnp')], { cwd: dir });
-  await server.waitFor('Listening on', WAIT);
-  const res = await withTimeout(fetch(`http://127.0.0.1:${httpPort}/`, { signal: AbortSignal.timeout(WAIT) }), WAIT, 'the Worker');
+  const { peer: server, url } = await serveWorkerd(t, workerd.path!, join(dir, 'config.capnp'), dir);
+  const res = await withTimeout(fetch(url, { signal: AbortSignal.timeout(WAIT) }), WAIT, 'the Worker');
   const body = (await res.json()) as Record<string, unknown>;
   t.equal(res.status, 200, 'the Worker answers 200', { body, workerd: server.transcript() });
   t.same(body, { version: 'TLSv1.3', suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', echo: 'hello from a Worker\n', closeNotify: true }, 'handshake, echo and close_notify');

@@ -11,8 +11,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { freePort, missingPrograms, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, testPeer, withTimeout, WRONG_PSK_HEX } from './helpers/peers.js';
-import { checkClientResult, KEX_MODES, nodeEchoServer, opensslRevServer, PAYLOAD_BYTES, ROOT, type RuntimeResult, SUBTEST, WAIT } from './helpers/runtimes.js';
+import { missingPrograms, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, testPeer, withTimeout, WRONG_PSK_HEX } from './helpers/peers.js';
+import { checkClientResult, KEX_MODES, nodeEchoServer, opensslRevServer, PAYLOAD_BYTES, ROOT, type RuntimeResult, serveWorkerd, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const workerd = testPeer(t, 'workerd');
 const esbuild = testPeer(t, 'esbuild');
@@ -40,7 +40,6 @@ t.before(async () => {
   ]);
   const built = await build.waitExit(WAIT);
   if (built.code !== 0) throw new Error(`esbuild failed:\n${build.transcript()}`);
-  const port = await freePort();
   await writeFile(
     join(dir, 'config.capnp'),
     `using Workerd = import "/workerd/workerd.capnp";
@@ -49,7 +48,7 @@ const config :Workerd.Config = (
     (name = "main", worker = .worker),
     (name = "internet", network = (allow = ["public", "local"])),
   ],
-  sockets = [ (name = "http", address = "127.0.0.1:${port}", http = (), service = "main") ],
+  sockets = [ (name = "http", address = "127.0.0.1:0", http = (), service = "main") ], # serveWorkerd sets the port
 );
 const worker :Workerd.Worker = (
   modules = [ (name = "worker.js", esModule = embed "worker.js") ],
@@ -57,9 +56,7 @@ const worker :Workerd.Worker = (
 );
 `,
   );
-  const server = spawnPeer(t, workerd.path!, ['serve', join(dir, 'config.capnp')], { cwd: dir });
-  await server.waitFor('Listening on', WAIT);
-  workerUrl = `http://127.0.0.1:${port}/`;
+  workerUrl = (await serveWorkerd(t, workerd.path!, join(dir, 'config.capnp'), dir)).url;
 });
 
 /** Asks the Worker to run the client; resolves with its JSON answer and HTTP status. */

@@ -124,6 +124,23 @@ export function handshake(clientOptions: ClientOptions, serverOptions: ServerOpt
 
 let pskCounter = 0;
 
+/** The fatal errors among a connection's events. */
+export function errorsOf(events: readonly ConnectionEvent[]): TlsError[] {
+  return events.flatMap((e) => (e.type === 'error' ? [e.error] : []));
+}
+
+/**
+ * A client and a server with one PSK (named `identity`), connected in memory and their events collected, with
+ * both sides' key logs: for tests that then play one side by hand with the logged traffic secrets.
+ */
+export function connectedWithKeyLogs(crypto: CryptoProvider, identity = 'review'): { p: Pair; ck: KeyLog; sk: KeyLog } {
+  const psk = makePsk(identity);
+  const [ck, sk] = [new KeyLog(), new KeyLog()];
+  const p = handshake({ crypto, psks: [psk], keyLog: ck.sink }, { crypto, psks: [psk], keyLog: sk.sink });
+  p.collect();
+  return { p, ck, sk };
+}
+
 /** A fresh PSK: identity text, a random-looking secret derived from a counter (never reused by accident). */
 export function makePsk(identity: string, hash: HashName = 'SHA-256', secret?: Uint8Array): Psk {
   pskCounter++;

@@ -95,6 +95,37 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/**
+ * Starts `openssl s_server -accept 127.0.0.1:0 ARGS...` and returns it with the port it reports ("ACCEPT
+ * 127.0.0.1:PORT"). The kernel picks the port as s_server listens, so no other process (tap runs two test files
+ * at once) can take it in between, as it can a port found free beforehand. Its stdin stays open (s_server
+ * shuts down at the end of stdin); killed in `t`'s teardown.
+ */
+export async function opensslServer(t: TestLike, args: readonly string[], ms: number): Promise<{ peer: Peer; port: number }> {
+  const peer = spawnPeer(t, 'openssl', ['s_server', '-accept', '127.0.0.1:0', ...args]);
+  const accept = /^ACCEPT 127\.0\.0\.1:(\d+)$/m;
+  const text = await peer.waitFor(accept, ms, 'stdout');
+  return { peer, port: Number(accept.exec(text)![1]) };
+}
+
+/**
+ * Starts `gnutls-serv --port PORT ARGS...` on a free port and returns it once it listens on IPv4. gnutls-serv
+ * cannot report a port the kernel picked (it prints "port 0"), so a port found free beforehand can be taken by
+ * another process in between; gnutls-serv then says "bind() failed" for IPv4 (and listens on IPv6 only), and
+ * this tries again on another port, up to three times. Killed in `t`'s teardown.
+ */
+export async function gnutlsServer(t: TestLike, args: readonly string[], ms: number): Promise<{ peer: Peer; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const peer = spawnPeer(t, 'gnutls-serv', ['--port', String(port), ...args]);
+    const text = await peer.waitFor(/listening on IPv4 .*\.\.\.(done|bind\(\) failed)/, ms);
+    if (/listening on IPv4 .*\.\.\.done/.test(text)) return { peer, port };
+    await peer.kill();
+    if (attempt === 3) throw new Error(`gnutls-serv could not listen on IPv4 three times:\n${peer.transcript()}`);
+    t.comment(`gnutls-serv: port ${port} was taken in the meantime; another one`);
+  }
+}
+
 /** Rejects with a message naming `what` (computed when the time is up) unless `promise` settles within `ms`. */
 export async function withTimeout<T>(promise: Promise<T>, ms: number, what: string | (() => string)): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -248,6 +279,33 @@ export function spawnPeer(t: TestLike, command: string, args: readonly string[],
 /** Runs `node dist/bin/qkd-tls.js ARGS...` (the command line as users run it). */
 export function spawnQkdTls(t: TestLike, args: readonly string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): Peer {
   return spawnPeer(t, process.execPath, [QKD_TLS_BIN, ...args], options);
+}
+
+/**
+ * Runs `node dist/bin/qkd-tls.js ARGS...` to its end, with `input` (default nothing) on its stdin, and returns
+ * its exit code and output. Killed after `ms` (a guard against a hang, not a timing assertion: a killed command
+ * fails on its exit code).
+ */
+export function runQkdTls(args: readonly string[], options: { ms?: number; input?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const { ms = 60_000, input = '' } = options;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => {}); // a command that exits without reading its input
+    child.stdin.end(input);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const guard = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.once('error', (e) => {
+      clearTimeout(guard);
+      reject(e);
+    });
+    child.once('close', (code) => {
+      clearTimeout(guard);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
 
 /** Parses the JSON lines a `--json` qkd-tls command printed, ignoring anything else. */

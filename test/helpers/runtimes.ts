@@ -11,7 +11,7 @@ import type { KexMode } from '../../lib/config/options.js';
 import type { HandshakeInfo } from '../../lib/config/events.js';
 import type { Psk } from '../../lib/psk/types.js';
 import { connect, createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
-import { freePort, type Peer, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, withTimeout } from './peers.js';
+import { freePort, opensslServer, type Peer, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, withTimeout } from './peers.js';
 
 /** The project root (helpers run as dist/test/helpers/*.js). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -56,11 +56,7 @@ export async function nodeEchoServer(t: Tap): Promise<{ port: number; connection
 
 /** `openssl s_server -psk -nocert -tls1_3 -rev` for one connection; psk_ke needs -allow_no_dhe_kex. */
 export async function opensslRevServer(t: Tap, kex: KexMode): Promise<{ port: number; server: Peer }> {
-  const port = await freePort();
-  const server = spawnPeer(t, 'openssl', [
-    's_server',
-    '-accept',
-    `127.0.0.1:${port}`,
+  const { peer: server, port } = await opensslServer(t, [
     '-psk',
     PSK_HEX,
     '-psk_identity',
@@ -71,9 +67,29 @@ export async function opensslRevServer(t: Tap, kex: KexMode): Promise<{ port: nu
     '1',
     '-rev',
     ...(kex === 'psk_ke' ? ['-allow_no_dhe_kex'] : []),
-  ]);
-  await server.waitFor('ACCEPT', WAIT, 'stdout');
+  ], WAIT);
   return { port, server };
+}
+
+/**
+ * Runs `workerd serve CONFIG` with the config's socket named "http" on a free port of 127.0.0.1 (`--socket-addr`
+ * overrides the address in the config) and returns its URL once it listens. workerd cannot report a port the
+ * kernel picked, so a port found free beforehand can be taken by another process in between (tap runs two test
+ * files at once); workerd then exits saying "Address already in use", and this tries another port, up to three
+ * times. Killed in `t`'s teardown.
+ */
+export async function serveWorkerd(t: Tap, workerd: string, config: string, cwd: string): Promise<{ peer: Peer; url: string }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const peer = spawnPeer(t, workerd, ['serve', config, '--socket-addr', `http=127.0.0.1:${port}`], { cwd });
+    try {
+      await peer.waitFor('Listening on', WAIT);
+      return { peer, url: `http://127.0.0.1:${port}/` };
+    } catch (e) {
+      if (attempt === 3 || !peer.hasExited || !/Address already in use/.test(peer.output)) throw e;
+      t.comment(`workerd: port ${port} was taken in the meantime; another one`);
+    }
+  }
 }
 
 /**
