@@ -178,3 +178,53 @@ t.test('qkd-tls/websocket over a `ws` client: handshake, echo, close_notify both
   await t.rejects(withTimeout(pair.readable.getReader().read(), WAIT, 'the read to fail'), /a text message arrived where TLS records \(binary\) were expected/, 'a text message errors the byte stream');
   t.equal(await closed(ws2!), 1003, 'and closes the WebSocket with 1003 (unsupported data)');
 });
+
+/** Sends a WebSocket upgrade request for `path` by hand (any bytes, unlike a client library) and resolves with the HTTP status. */
+function rawUpgrade(port: number, path: string): Promise<number> {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () =>
+        s.write(
+          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        ),
+      );
+      let text = '';
+      s.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+        if (m) {
+          resolve(Number(m[1]));
+          s.destroy();
+        }
+      });
+      s.on('error', reject);
+      s.on('close', () => reject(new Error(`the upgrade for ${path} got no status line`)));
+    }),
+    WAIT,
+    `an upgrade request for ${path}`,
+  );
+}
+
+t.test('a malformed %-escape in the request path is refused, and the bridge and listener go on serving', SUBTEST, async (t) => {
+  const echo = await tcpServer(t, 'echo', Buffer.alloc(0));
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: echo }] });
+  t.teardown(() => bridge.close());
+  const port = bridge.address().port;
+  for (const path of ['/%E0%A4%A', '/%', `/127.0.0.1%3A${echo}%ZZ`]) t.equal(await rawUpgrade(port, path), 404, `${path}: 404, no target`);
+  const { ws } = await open(`ws://127.0.0.1:${port}/`);
+  t.ok(ws, 'the bridge still accepts a valid WebSocket afterwards');
+  const back = receive(ws!, 5);
+  ws!.send(Buffer.from('hello'));
+  t.equal((await back).toString(), 'hello', 'and relays it');
+  ws!.close(1000);
+  await closed(ws!);
+
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, () => {}, (req) => {
+    if (req.url === '/throw') throw new Error('route failed');
+    return undefined;
+  });
+  t.teardown(() => l.close());
+  t.equal(await rawUpgrade(l.address().port, '/throw'), 400, 'a route that throws refuses the upgrade with 400');
+  t.equal(await rawUpgrade(l.address().port, '/'), 101, 'and the listener goes on accepting');
+});

@@ -47,7 +47,12 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
   if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
   const byName = new Map(options.allow.map((t) => [targetName(t), t]));
   const pick = (req: IncomingMessage): BridgeTarget | undefined => {
-    const path = decodeURIComponent((req.url ?? '/').split('?')[0]).replace(/^\/+/, '');
+    let path: string;
+    try {
+      path = decodeURIComponent((req.url ?? '/').split('?')[0]).replace(/^\/+/, '');
+    } catch {
+      return undefined; // a malformed %-escape names no target (404), it must not throw out of the upgrade
+    }
     return path === '' ? options.allow[0] : byName.get(path.toLowerCase());
   };
   return listenWebSocket(

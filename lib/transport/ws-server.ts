@@ -71,7 +71,12 @@ export async function listenWebSocket(
       const origin = info.req.headers.origin;
       if (origins && origin !== undefined && !origins.has(origin.toLowerCase())) return done(false, 403, 'origin not allowed');
       if (wss.clients.size >= maxConnections) return done(false, 503, 'too many connections');
-      const status = route(info.req);
+      let status: number | undefined;
+      try {
+        status = route(info.req);
+      } catch {
+        status = 400; // verifyClient runs inside the HTTP server's 'upgrade' event: a throw would end the process
+      }
       if (status !== undefined) return done(false, status, status === 404 ? 'no such target' : 'refused');
       done(true);
     },
