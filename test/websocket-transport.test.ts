@@ -9,7 +9,7 @@ import t from 'tap';
 import { WebSocketServer, WebSocket as WsClient } from 'ws';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tlsClientOverStreams } from '../lib/transport/streams.js';
-import { webSocketByteStreams } from '../lib/transport/websocket.js';
+import { connectWebSocket, webSocketByteStreams } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
@@ -227,4 +227,24 @@ t.test('a malformed %-escape in the request path is refused, and the bridge and 
   t.teardown(() => l.close());
   t.equal(await rawUpgrade(l.address().port, '/throw'), 400, 'a route that throws refuses the upgrade with 400');
   t.equal(await rawUpgrade(l.address().port, '/'), 101, 'and the listener goes on accepting');
+});
+
+t.test('WebSocketStream: an opening that times out is given up (the socket closed), not left to open later', SUBTEST, async (t) => {
+  const closes: unknown[] = [];
+  class NeverOpens {
+    opened = new Promise<never>(() => {});
+    closed = new Promise<never>(() => {});
+    constructor(readonly url: string) {}
+    close(info?: unknown): void {
+      closes.push(info);
+    }
+  }
+  const g = globalThis as { WebSocketStream?: unknown };
+  const saved = g.WebSocketStream;
+  g.WebSocketStream = NeverOpens;
+  t.teardown(() => {
+    g.WebSocketStream = saved;
+  });
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { openTimeoutMs: 20 }), /not open after 20 ms/, 'the opening times out');
+  t.same(closes, [{ closeCode: 1000 }], 'and the WebSocketStream is closed');
 });
