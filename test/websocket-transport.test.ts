@@ -248,3 +248,33 @@ t.test('WebSocketStream: an opening that times out is given up (the socket close
   await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { openTimeoutMs: 20 }), /not open after 20 ms/, 'the opening times out');
   t.same(closes, [{ closeCode: 1000 }], 'and the WebSocketStream is closed');
 });
+
+t.test('the bridge: when the page closes its WebSocket, the bridge lets the TCP connection go, even if the target keeps its side open', SUBTEST, async (t) => {
+  const targetEvents: string[] = [];
+  let received = '';
+  const target = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => (received += d.toString()));
+    s.on('end', () => targetEvents.push('end')); // the bridge's FIN: this target does not close in answer
+    s.on('close', () => targetEvents.push('close'));
+  });
+  await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+  t.teardown(() => target.close());
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: (target.address() as net.AddressInfo).port }], onConnection: (r) => records.push(r) });
+  t.teardown(() => bridge.close());
+  const { ws } = await open(`ws://127.0.0.1:${bridge.address().port}/`);
+  ws!.send(Buffer.from('last words'));
+  ws!.close(1000);
+  t.equal(await closed(ws!), 1000, 'the WebSocket closed normally');
+  await withTimeout(
+    (async () => {
+      while (records.length < 1 || !targetEvents.includes('end')) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    WAIT,
+    'the bridge to drop the TCP connection and log it',
+  );
+  t.equal(received, 'last words', 'what the page sent before closing reached the target');
+  t.same(targetEvents, ['end'], 'the target saw the end of the stream (a FIN, not a reset that could drop what it has not read yet)');
+  t.match(records, [{ end: 'closed', bytesUp: 10, bytesDown: 0 }], 'and the bridge let its TCP connection go: one record, closed normally');
+});
