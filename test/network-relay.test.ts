@@ -310,3 +310,17 @@ t.test('a relay spends key on the links of its route, found by their ends, even 
   t.same(before.map((b, i) => b - after[i]), [0, 256], "the x to y-z link paid 256 bits, the other link nothing");
   net.destroy();
 });
+
+t.test('cutting and restoring a compromised link does not clear the compromise', async (t) => {
+  const { net, clock } = network({ ...DIAMOND, eavesdroppers: [{ link: 'C-D', fraction: 1, from_s: 10 }] });
+  clock.ms = 11_000;
+  const state = () => net.snapshot().links.find((l) => l.name === 'C-D')!.state;
+  t.equal(state(), 'compromised', 'the eavesdropper on C-D is noticed');
+  net.setLinkCut('C-D', true);
+  t.equal(state(), 'down', 'cut');
+  net.setLinkCut('C-D', false);
+  t.equal(state(), 'compromised', 'restored: still compromised (it needs clean blocks in a row to serve again)');
+  const r = net.relay('client-sae', 'server-sae', 1, 256);
+  t.same(r.ok && r.path, ['A', 'B', 'D'], 'so the relay still takes the detour');
+  net.destroy();
+});
