@@ -278,3 +278,15 @@ t.test('the bridge: when the page closes its WebSocket, the bridge lets the TCP 
   t.same(targetEvents, ['end'], 'the target saw the end of the stream (a FIN, not a reset that could drop what it has not read yet)');
   t.match(records, [{ end: 'closed', bytesUp: 10, bytesDown: 0 }], 'and the bridge let its TCP connection go: one record, closed normally');
 });
+
+t.test('the listener: an allowed origin given as a URL (trailing slash, default port, capitals) matches what a browser sends', SUBTEST, async (t) => {
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0, origins: ['http://127.0.0.1:8080/', 'HTTP://Example.COM:80'] }, ({ stream }) => stream.resume());
+  t.teardown(() => l.close());
+  const url = `ws://127.0.0.1:${l.address().port}/`;
+  for (const origin of ['http://127.0.0.1:8080', 'http://example.com']) {
+    const r = await open(url, { origin });
+    t.ok(r.ws, `${origin} connects`);
+    r.ws?.close();
+  }
+  for (const origin of ['http://127.0.0.1:8081', 'https://example.com', 'null']) t.equal((await open(url, { origin })).status, 403, `${origin}: 403`);
+});
