@@ -225,6 +225,7 @@ t.test('topology files are checked', async (t) => {
     [{ nodes: [{ name: 'A', saes: ['s'] }, { name: 'B', saes: ['s'] }] }, /SAE 's' is at two nodes/],
     [{ nodes: [{ name: 'A' }], links: [{ a: 'A', b: 'Z', km: 1 }] }, /unknown node 'Z'/],
     [{ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 1 }, { a: 'B', b: 'A', km: 2 }] }, /two links join/],
+    [{ nodes: [{ name: 'x-y' }, { name: 'z' }, { name: 'x' }, { name: 'y-z' }], links: [{ a: 'x-y', b: 'z', km: 1 }, { a: 'x', b: 'y-z', km: 1 }] }, /both named "x-y-z"/],
     [{ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 'far' }] }, /km must be a number/],
     [{ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 1, colour: 'red' }] }, /unknown field 'colour'/],
     [{ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 1 }], eavesdroppers: [{ link: 'A-C', fraction: 1 }] }, /not a link/],
@@ -286,3 +287,40 @@ function checkWellFormed(t: Tap, xml: string): void {
 function xmlEscape(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
+
+t.test('a relay spends key on the links of its route, found by their ends, even when two link names coincide', async (t) => {
+  // Built by hand (parseTopology refuses it): 'x-y'+'z' and 'x'+'y-z' are both named "x-y-z".
+  const topology: Topology = {
+    nodes: [{ name: 'x-y', saes: [] }, { name: 'z', saes: [] }, { name: 'x', saes: ['sx'] }, { name: 'y-z', saes: ['syz'] }],
+    links: [
+      { a: 'x-y', b: 'z', km: 5 },
+      { a: 'x', b: 'y-z', km: 5 },
+    ],
+    eavesdroppers: [],
+    defaults: {},
+  };
+  const clock = { ms: 0 };
+  const net = new QkdNetwork({ topology, now: () => clock.ms, randomBytes: seededBytes(7) });
+  clock.ms = 2000;
+  const before = net.snapshot().links.map((l) => l.poolBits);
+  const r = net.relay('sx', 'syz', 1, 256);
+  if (!r.ok) throw new Error(r.message);
+  t.same(r.path, ['x', 'y-z'], 'the one-hop route');
+  const after = net.snapshot().links.map((l) => l.poolBits);
+  t.same(before.map((b, i) => b - after[i]), [0, 256], "the x to y-z link paid 256 bits, the other link nothing");
+  net.destroy();
+});
+
+t.test('cutting and restoring a compromised link does not clear the compromise', async (t) => {
+  const { net, clock } = network({ ...DIAMOND, eavesdroppers: [{ link: 'C-D', fraction: 1, from_s: 10 }] });
+  clock.ms = 11_000;
+  const state = () => net.snapshot().links.find((l) => l.name === 'C-D')!.state;
+  t.equal(state(), 'compromised', 'the eavesdropper on C-D is noticed');
+  net.setLinkCut('C-D', true);
+  t.equal(state(), 'down', 'cut');
+  net.setLinkCut('C-D', false);
+  t.equal(state(), 'compromised', 'restored: still compromised (it needs clean blocks in a row to serve again)');
+  const r = net.relay('client-sae', 'server-sae', 1, 256);
+  t.same(r.ok && r.path, ['A', 'B', 'D'], 'so the relay still takes the detour');
+  net.destroy();
+});

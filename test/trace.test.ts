@@ -279,3 +279,31 @@ t.test('CLI: --trace on the client, --trace-json on the server, secrets only wit
   tt.equal(at(hello.tree, 'body/legacy_version').value, 'TLS 1.2 (0x0303)');
   tt.notMatch(server.stderr, /TRAFFIC_SECRET/, 'the server had no key log: no secrets');
 });
+
+t.test('CLI: server --websocket --trace names each connection by its peer address', async (tt) => {
+  const { WebSocket: WsClient } = await import('ws');
+  const { webSocketByteStreams } = await import('../lib/transport/websocket.js');
+  const { tlsClientOverStreams } = await import('../lib/transport/streams.js');
+  const { nobleProvider } = await import('../lib/crypto/noble.js');
+  const server = spawnQkdTls(tt, ['server', '--websocket', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--trace-json', '--json']);
+  const text = await server.waitFor(/"event":"listening".*\n/, WAIT, 'stderr');
+  const port = /127\.0\.0\.1:(\d+)/.exec(text)![1];
+  const ws = new WsClient(`ws://127.0.0.1:${port}/`);
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  const conn = tlsClientOverStreams(webSocketByteStreams(ws as unknown as WebSocket), { crypto: nobleProvider, psks: [{ identity: utf8(PSK_IDENTITY), secret: fromHex(PSK_HEX), hash: 'SHA-256' }] });
+  await conn.handshake;
+  const w = conn.writable.getWriter();
+  await w.write(utf8('hello'));
+  await w.close();
+  for await (const _ of conn.readable as unknown as AsyncIterable<Uint8Array>);
+  await server.waitFor(/"event":"handshake"/, WAIT, 'stderr');
+  const traces = jsonEvents(server.stderr).filter((e) => e.event === 'trace') as unknown as { connection: string }[];
+  tt.ok(traces.length > 5, `${traces.length} JSON trace lines`);
+  tt.ok(
+    traces.every((e) => /^127\.0\.0\.1:\d+$/.test(e.connection)),
+    `every line names the WebSocket's peer (first: ${traces[0]?.connection})`,
+  );
+});

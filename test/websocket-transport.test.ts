@@ -9,7 +9,7 @@ import t from 'tap';
 import { WebSocketServer, WebSocket as WsClient } from 'ws';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tlsClientOverStreams } from '../lib/transport/streams.js';
-import { webSocketByteStreams } from '../lib/transport/websocket.js';
+import { connectWebSocket, webSocketByteStreams } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
@@ -177,4 +177,116 @@ t.test('qkd-tls/websocket over a `ws` client: handshake, echo, close_notify both
   ws2!.send(new Uint8Array([0x16])); // the peer answers this with text
   await t.rejects(withTimeout(pair.readable.getReader().read(), WAIT, 'the read to fail'), /a text message arrived where TLS records \(binary\) were expected/, 'a text message errors the byte stream');
   t.equal(await closed(ws2!), 1003, 'and closes the WebSocket with 1003 (unsupported data)');
+});
+
+/** Sends a WebSocket upgrade request for `path` by hand (any bytes, unlike a client library) and resolves with the HTTP status. */
+function rawUpgrade(port: number, path: string): Promise<number> {
+  return withTimeout(
+    new Promise((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1', () =>
+        s.write(
+          `GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+        ),
+      );
+      let text = '';
+      s.on('data', (d: Buffer) => {
+        text += d.toString('latin1');
+        const m = /^HTTP\/1\.1 (\d{3})/.exec(text);
+        if (m) {
+          resolve(Number(m[1]));
+          s.destroy();
+        }
+      });
+      s.on('error', reject);
+      s.on('close', () => reject(new Error(`the upgrade for ${path} got no status line`)));
+    }),
+    WAIT,
+    `an upgrade request for ${path}`,
+  );
+}
+
+t.test('a malformed %-escape in the request path is refused, and the bridge and listener go on serving', SUBTEST, async (t) => {
+  const echo = await tcpServer(t, 'echo', Buffer.alloc(0));
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: echo }] });
+  t.teardown(() => bridge.close());
+  const port = bridge.address().port;
+  for (const path of ['/%E0%A4%A', '/%', `/127.0.0.1%3A${echo}%ZZ`]) t.equal(await rawUpgrade(port, path), 404, `${path}: 404, no target`);
+  const { ws } = await open(`ws://127.0.0.1:${port}/`);
+  t.ok(ws, 'the bridge still accepts a valid WebSocket afterwards');
+  const back = receive(ws!, 5);
+  ws!.send(Buffer.from('hello'));
+  t.equal((await back).toString(), 'hello', 'and relays it');
+  ws!.close(1000);
+  await closed(ws!);
+
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, () => {}, (req) => {
+    if (req.url === '/throw') throw new Error('route failed');
+    return undefined;
+  });
+  t.teardown(() => l.close());
+  t.equal(await rawUpgrade(l.address().port, '/throw'), 400, 'a route that throws refuses the upgrade with 400');
+  t.equal(await rawUpgrade(l.address().port, '/'), 101, 'and the listener goes on accepting');
+});
+
+t.test('WebSocketStream: an opening that times out is given up (the socket closed), not left to open later', SUBTEST, async (t) => {
+  const closes: unknown[] = [];
+  class NeverOpens {
+    opened = new Promise<never>(() => {});
+    closed = new Promise<never>(() => {});
+    constructor(readonly url: string) {}
+    close(info?: unknown): void {
+      closes.push(info);
+    }
+  }
+  const g = globalThis as { WebSocketStream?: unknown };
+  const saved = g.WebSocketStream;
+  g.WebSocketStream = NeverOpens;
+  t.teardown(() => {
+    g.WebSocketStream = saved;
+  });
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { openTimeoutMs: 20 }), /not open after 20 ms/, 'the opening times out');
+  t.same(closes, [{ closeCode: 1000 }], 'and the WebSocketStream is closed');
+});
+
+t.test('the bridge: when the page closes its WebSocket, the bridge lets the TCP connection go, even if the target keeps its side open', SUBTEST, async (t) => {
+  const targetEvents: string[] = [];
+  let received = '';
+  const target = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => (received += d.toString()));
+    s.on('end', () => targetEvents.push('end')); // the bridge's FIN: this target does not close in answer
+    s.on('close', () => targetEvents.push('close'));
+  });
+  await new Promise<void>((r) => target.listen(0, '127.0.0.1', r));
+  t.teardown(() => target.close());
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: (target.address() as net.AddressInfo).port }], onConnection: (r) => records.push(r) });
+  t.teardown(() => bridge.close());
+  const { ws } = await open(`ws://127.0.0.1:${bridge.address().port}/`);
+  ws!.send(Buffer.from('last words'));
+  ws!.close(1000);
+  t.equal(await closed(ws!), 1000, 'the WebSocket closed normally');
+  await withTimeout(
+    (async () => {
+      while (records.length < 1 || !targetEvents.includes('end')) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    WAIT,
+    'the bridge to drop the TCP connection and log it',
+  );
+  t.equal(received, 'last words', 'what the page sent before closing reached the target');
+  t.same(targetEvents, ['end'], 'the target saw the end of the stream (a FIN, not a reset that could drop what it has not read yet)');
+  t.match(records, [{ end: 'closed', bytesUp: 10, bytesDown: 0 }], 'and the bridge let its TCP connection go: one record, closed normally');
+});
+
+t.test('the listener: an allowed origin given as a URL (trailing slash, default port, capitals) matches what a browser sends', SUBTEST, async (t) => {
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0, origins: ['http://127.0.0.1:8080/', 'HTTP://Example.COM:80'] }, ({ stream }) => stream.resume());
+  t.teardown(() => l.close());
+  const url = `ws://127.0.0.1:${l.address().port}/`;
+  for (const origin of ['http://127.0.0.1:8080', 'http://example.com']) {
+    const r = await open(url, { origin });
+    t.ok(r.ws, `${origin} connects`);
+    r.ws?.close();
+  }
+  for (const origin of ['http://127.0.0.1:8081', 'https://example.com', 'null']) t.equal((await open(url, { origin })).status, 403, `${origin}: 403`);
 });

@@ -70,7 +70,7 @@ export async function run(argv: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     let exitCode = 0;
     const traceOptions = trace
-      ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(`${s.remoteAddress}:${s.remotePort}`), keyLog: trace.keyLog(connOptions.keyLog) }
+      ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(peerOf(s)), keyLog: trace.keyLog(connOptions.keyLog) }
       : {};
     const server = createServer({ ...connOptions, ...traceOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;

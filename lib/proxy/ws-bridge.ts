@@ -11,7 +11,7 @@
  * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed. A
  * WebSocket has no half-close, so a client closes it only when it expects nothing more — qkd-tls/websocket
  * waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
- * what the target still sends then has nowhere to go and the TCP connection is reset. Backpressure both
+ * what the target still sends then has nowhere to go, so the TCP connection is dropped once that is written. Backpressure both
  * ways (a slow TCP reader pauses the WebSocket and the reverse); messages are bounded (`maxMessageBytes`).
  */
 import type { IncomingMessage } from 'node:http';
@@ -47,7 +47,12 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
   if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
   const byName = new Map(options.allow.map((t) => [targetName(t), t]));
   const pick = (req: IncomingMessage): BridgeTarget | undefined => {
-    const path = decodeURIComponent((req.url ?? '/').split('?')[0]).replace(/^\/+/, '');
+    let path: string;
+    try {
+      path = decodeURIComponent((req.url ?? '/').split('?')[0]).replace(/^\/+/, '');
+    } catch {
+      return undefined; // a malformed %-escape names no target (404), it must not throw out of the upgrade
+    }
     return path === '' ? options.allow[0] : byName.get(path.toLowerCase());
   };
   return listenWebSocket(
@@ -101,4 +106,15 @@ function relay(
   };
   tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`) : onClose()));
   ws.once('close', onClose);
+  // A WebSocket has no half-close: its end means it is closed, and nothing the target still sends can reach the
+  // page. Once what the page sent is written out (pipe ends the TCP write side), drop the TCP connection, or a
+  // target that keeps its side open would hold it (and this relay) forever, outside the connection cap.
+  ws.once('end', () => {
+    const drop = (): void => {
+      tcp.destroy();
+      ws.destroy();
+    };
+    if (tcp.writableFinished || tcp.destroyed) drop();
+    else tcp.once('finish', drop);
+  });
 }

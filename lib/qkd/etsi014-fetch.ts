@@ -1,8 +1,8 @@
 /**
  * An ETSI GS QKD 014 V1.1.1 key-delivery client built on `fetch`, for where Node's http/https are not: a
  * web page, a Worker, Deno, Bun. Same methods, same checks, same errors (`Etsi014Error` with its reason) as
- * the Node client (lib/psk/etsi014-client.ts); the request building and answer validation are shared
- * (lib/psk/etsi014-api.ts).
+ * the Node client (lib/qkd/etsi014-client.ts); the request building and answer validation are shared
+ * (lib/qkd/etsi014-api.ts).
  *
  * Who may call: a KME identifies the calling SAE by its TLS client certificate (clause 4). `fetch` has no
  * portable way to present one, so mutual TLS is left to the runtime: a browser uses the certificate the

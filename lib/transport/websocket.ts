@@ -179,7 +179,15 @@ async function openWebSocketStream(
   const opened = await Promise.race([
     wss.opened,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`WebSocketStream ${url}: not open after ${timeoutMs} ms`)), timeoutMs);
+      timer = setTimeout(() => {
+        // Give the attempt up too: a WebSocket that opens after we stopped waiting would stay open, unused.
+        try {
+          wss.close({ closeCode: 1000 });
+        } catch {
+          /* not open yet in some runtimes: closing then aborts the opening handshake or throws */
+        }
+        reject(new Error(`WebSocketStream ${url}: not open after ${timeoutMs} ms`));
+      }, timeoutMs);
     }),
   ]).finally(() => clearTimeout(timer));
   let readEnded = false;

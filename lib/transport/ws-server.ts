@@ -55,7 +55,7 @@ export async function listenWebSocket(
   route: (request: IncomingMessage) => number | undefined = () => undefined,
 ): Promise<WebSocketListener> {
   const maxConnections = options.maxConnections ?? 1000;
-  const origins = options.origins ? new Set(options.origins.map((o) => o.toLowerCase())) : undefined;
+  const origins = options.origins ? new Set(options.origins.map(originOf)) : undefined;
   const http = createHttpServer((_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
     res.end('this endpoint speaks TLS over WebSocket only\n');
@@ -69,9 +69,14 @@ export async function listenWebSocket(
     clientTracking: true,
     verifyClient: (info: { origin: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
       const origin = info.req.headers.origin;
-      if (origins && origin !== undefined && !origins.has(origin.toLowerCase())) return done(false, 403, 'origin not allowed');
+      if (origins && origin !== undefined && !origins.has(originOf(origin))) return done(false, 403, 'origin not allowed');
       if (wss.clients.size >= maxConnections) return done(false, 503, 'too many connections');
-      const status = route(info.req);
+      let status: number | undefined;
+      try {
+        status = route(info.req);
+      } catch {
+        status = 400; // verifyClient runs inside the HTTP server's 'upgrade' event: a throw would end the process
+      }
       if (status !== undefined) return done(false, status, status === 404 ? 'no such target' : 'refused');
       done(true);
     },
@@ -106,4 +111,18 @@ export async function listenWebSocket(
         http.closeAllConnections();
       }),
   };
+}
+
+/**
+ * An origin as a browser serializes it (RFC 6454 §6.1): scheme://host[:port], lower case, no path, no default
+ * port; so `--origin http://127.0.0.1:8080/` or `HTTP://LOCALHOST:80` match what a page sends. Text that is not
+ * a URL (e.g. "null") is compared as it is, in lower case.
+ */
+function originOf(text: string): string {
+  try {
+    const o = new URL(text).origin;
+    return o === 'null' ? text.toLowerCase() : o;
+  } catch {
+    return text.toLowerCase();
+  }
 }

@@ -89,6 +89,8 @@ export class QkdNetworkLink {
   private lastRates: LinkRates;
   private attackNow = 0;
   private cleanBlocks = 0;
+  /** The link was compromised when its fibre was cut: restoring it brings that state back, not `up`. */
+  private compromisedWhenCut = false;
   private readonly counters: LinkCounters = { producedBits: 0, consumedBits: 0, discardedSiftedBits: 0, blocks: 0, discardedBlocks: 0 };
   private readonly rateCache = new Map<number, LinkRates>();
 
@@ -173,12 +175,14 @@ export class QkdNetworkLink {
     }
   }
 
-  /** Cuts the fibre (state `down`) or restores it (the next block decides between `up` and `compromised`). */
+  /** Cuts the fibre (state `down`) or restores it (`up`, or `compromised` again if it was when cut). */
   setCut(cut: boolean, atS: number, onChange: (c: LinkStateChange) => void): void {
     if (cut === this.cut) return;
     this.cut = cut;
     const from = this.stateNow;
-    this.stateNow = cut ? 'down' : 'up';
+    if (cut) this.compromisedWhenCut = from === 'compromised' || (from === 'down' && this.compromisedWhenCut);
+    // Restoring the fibre does not clear a compromise: the link still needs RECOVERY_BLOCKS clean blocks in a row.
+    this.stateNow = cut ? 'down' : this.compromisedWhenCut ? 'compromised' : 'up';
     this.lastEstimate = cut ? null : this.lastEstimate;
     onChange({ link: this.name, from, to: this.stateNow, qber: null, atS });
   }

@@ -398,8 +398,13 @@ export class QkdNetwork {
     return path;
   }
 
+  /** The links joining consecutive nodes of `path`, found by their ends (a name "a-b" can be ambiguous when node names hold '-'). */
   private hopsOf(path: string[]): QkdNetworkLink[] {
-    return path.slice(1).map((n, i) => this.link(`${path[i]}-${n}`));
+    return path.slice(1).map((n, i) => {
+      const l = this.links.find((x) => (x.a === path[i] && x.b === n) || (x.b === path[i] && x.a === n));
+      if (!l) throw new Error(`no link joins '${path[i]}' and '${n}'`);
+      return l;
+    });
   }
 
   private blockers(bits: number): LinkBlocker[] {

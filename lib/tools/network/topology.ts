@@ -104,10 +104,18 @@ export function parseTopology(json: unknown): Topology {
     return { a, b, km, ...parameters(o, `links[${i}]`, ['a', 'b', 'km']) };
   });
   const pairs = new Set<string>();
+  const linkNames = new Map<string, TopologyLink>();
   for (const l of links) {
     const key = [l.a, l.b].sort().join('\u0000');
     if (pairs.has(key)) throw new Error(`two links join '${l.a}' and '${l.b}'`);
     pairs.add(key);
+    // Links are named "a-b" (or "b-a") by eavesdroppers and the API; with '-' in node names two links could
+    // share a name (x-y + z and x + y-z are both "x-y-z"), and the name would pick the wrong one.
+    for (const name of [`${l.a}-${l.b}`, `${l.b}-${l.a}`]) {
+      const other = linkNames.get(name);
+      if (other && other !== l) throw new Error(`links '${other.a}'-'${other.b}' and '${l.a}'-'${l.b}' are both named "${name}"; rename a node`);
+      linkNames.set(name, l);
+    }
   }
   const eavesdroppers = (top.eavesdroppers === undefined ? [] : array(top.eavesdroppers, 'eavesdroppers')).map((e, i): TopologyEavesdropper => {
     const o = object(e, `eavesdroppers[${i}]`);
