@@ -61,3 +61,20 @@ const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0
 export function isUuid(s: unknown): s is string {
   return typeof s === 'string' && UUID_RE.test(s);
 }
+
+/**
+ * A random (version 4) UUID, RFC 4122 §4.4, for a new key ID: drawn from `randomBytes` until `taken` says it is
+ * free (a few tries; a source that keeps repeating itself is not random, and `owner` says whose it is).
+ */
+export function freshUuid(randomBytes: (length: number) => Uint8Array, taken: (id: string) => boolean, owner: string): string {
+  for (let attempt = 0; attempt < 8; attempt++) {
+    const b = randomBytes(16);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = '';
+    for (let i = 0; i < 16; i++) h += b[i].toString(16).padStart(2, '0');
+    const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+    if (!taken(id)) return id;
+  }
+  throw new Error(`${owner}: the random source keeps repeating key IDs; it is not random`);
+}

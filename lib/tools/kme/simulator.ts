@@ -26,11 +26,10 @@ import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { hostname } from 'node:os';
-import type { TLSSocket } from 'node:tls';
-import { wipe } from '../../codec/bytes.js';
-import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
-import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from './certificates.js';
+import { isLoopbackHost } from '../../qkd/etsi014-api.js';
+import { ensureKmeCertificates, type KmeCertificateSet } from './certificates.js';
 import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse, loopbackCorsHeaders } from './handler.js';
+import { identifyCaller, kmeHttpAnswer, readBody, urlHost } from './http.js';
 import { QkdLink } from './store.js';
 
 export interface KmeSimulatorOptions {
@@ -140,7 +139,7 @@ export type KmeLogEvent =
 export async function startKmeSimulator(options: KmeSimulatorOptions = {}): Promise<KmeSimulator> {
   const host = options.host ?? '127.0.0.1';
   const insecureHttp = options.insecureHttp ?? false;
-  if (insecureHttp && !isLoopback(host)) {
+  if (insecureHttp && !isLoopbackHost(host)) {
     throw new Error(`kme simulator: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS (certsDir)`);
   }
   if (!insecureHttp && !options.certsDir && !options.certificates) {
@@ -324,67 +323,20 @@ function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: Serve
     res.end();
     return;
   }
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > ctx.maxBodyBytes) {
-    const message = `request body too large (at most ${ctx.maxBodyBytes} bytes)`;
-    finish(413, JSON.stringify({ message }), { connection: 'close' }, 0, message);
-    return;
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let rejected = false;
-  req.on('data', (chunk: Buffer) => {
-    if (rejected) return;
-    size += chunk.length;
-    if (size > ctx.maxBodyBytes) {
-      rejected = true;
-      chunks.length = 0;
-      const message = `request body too large (at most ${ctx.maxBodyBytes} bytes)`;
-      finish(413, JSON.stringify({ message }), { connection: 'close' }, 0, message);
-      req.pause();
-      return;
-    }
-    chunks.push(chunk);
-  });
-  req.on('error', () => {}); // an aborted upload: nothing to answer, nothing changed
-  req.on('end', () => {
-    if (rejected) return;
+  const tooLarge = (message: string) => finish(413, JSON.stringify({ message }), { connection: 'close' }, 0, message);
+  readBody(req, ctx.maxBodyBytes, tooLarge, (body) => {
     let answer: KmeResponse;
     try {
-      answer = handleKmeRequest(kme, link, { method, path, query, body: Buffer.concat(chunks).toString('utf8'), callerSaeId });
+      answer = handleKmeRequest(kme, link, { method, path, query, body, callerSaeId });
     } catch (e) {
       // Clause 5: 503 is the spec's "error on the server side".
       const message = `internal error: ${(e as Error).message}`;
       finish(503, JSON.stringify({ message }), {}, 0, message);
       return;
     }
-    if ('keys' in answer) {
-      const container: Etsi014KeyContainer = {
-        keys: answer.keys.map((k) => ({ key_ID: k.keyId, key: Buffer.from(k.key.buffer, k.key.byteOffset, k.key.byteLength).toString('base64') })),
-      };
-      const body = JSON.stringify(container);
-      for (const k of answer.keys) wipe(k.key);
-      finish(200, body, {}, answer.keys.length);
-    } else if (answer.status === 200) {
-      finish(200, JSON.stringify(answer.json), {}, 0);
-    } else {
-      const extra: Record<string, string> = answer.allow ? { allow: answer.allow } : {};
-      if (answer.status === 401) extra['www-authenticate'] = ctx.insecureHttp ? 'X-SAE-ID' : 'TLS client certificate';
-      finish(answer.status, JSON.stringify(answer.json), extra, 0, answer.json.message);
-    }
+    const http = kmeHttpAnswer(answer, ctx.insecureHttp);
+    finish(http.status, http.body, http.headers, http.keyCount, http.message);
   });
-}
-
-/** The calling SAE: the TLS client certificate's CN, or (plain HTTP on loopback) the X-SAE-ID header. */
-function identifyCaller(req: IncomingMessage, insecureHttp: boolean): string | undefined {
-  if (insecureHttp) {
-    const h = req.headers[SAE_ID_HEADER];
-    const v = Array.isArray(h) ? h[0] : h;
-    return v === undefined || v === '' ? undefined : v;
-  }
-  const socket = req.socket as TLSSocket;
-  if (!socket.authorized) return undefined;
-  return saeIdFromCertificate(socket.getPeerCertificate());
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {
@@ -398,15 +350,7 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
 
-function urlHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
-}
 
 function checkLimits(l: KmeLimits): KmeLimits {
   for (const [name, v] of Object.entries(l)) {

@@ -17,6 +17,7 @@
  * Runtime-neutral: the clock and the randomness are injected; there are no timers.
  */
 import { wipe } from '../../codec/bytes.js';
+import { freshUuid } from '../../psk/key-id.js';
 
 export interface QkdLinkConfig {
   /** The default key size in bits (Status.key_size); stored_key_count counts keys of this size. */
@@ -163,15 +164,6 @@ export class QkdLink {
 
   /** A random (version 4) UUID, RFC 4122 §4.4, unique among the waiting keys. */
   private freshKeyId(): string {
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const b = this.deps.randomBytes(16);
-      b[6] = (b[6] & 0x0f) | 0x40;
-      b[8] = (b[8] & 0x3f) | 0x80;
-      let h = '';
-      for (let i = 0; i < 16; i++) h += b[i].toString(16).padStart(2, '0');
-      const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-      if (!this.pending.has(id)) return id;
-    }
-    throw new Error('QkdLink: the random source keeps repeating key IDs; it is not random');
+    return freshUuid((n) => this.deps.randomBytes(n), (id) => this.pending.has(id), 'QkdLink');
   }
 }

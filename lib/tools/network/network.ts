@@ -21,6 +21,7 @@
  * Runtime-neutral: the clock and randomness are injected; no timers, no I/O.
  */
 import { wipe } from '../../codec/bytes.js';
+import { freshUuid } from '../../psk/key-id.js';
 import { UniformSource } from './detection.js';
 import {
   DEFAULT_BLOCK_SECONDS,
@@ -439,16 +440,7 @@ export class QkdNetwork {
 
   /** A random (version 4) UUID, RFC 4122 §4.4. */
   private freshKeyId(): string {
-    for (let attempt = 0; attempt < 8; attempt++) {
-      const b = this.options.randomBytes(16);
-      b[6] = (b[6] & 0x0f) | 0x40;
-      b[8] = (b[8] & 0x3f) | 0x80;
-      let h = '';
-      for (let i = 0; i < 16; i++) h += b[i].toString(16).padStart(2, '0');
-      const id = `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-      if (!this.pending.has(id)) return id;
-    }
-    throw new Error('QkdNetwork: the random source keeps repeating key IDs; it is not random');
+    return freshUuid((n) => this.options.randomBytes(n), (id) => this.pending.has(id), 'QkdNetwork');
   }
 }
 

@@ -15,10 +15,9 @@ import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { TLSSocket } from 'node:tls';
-import { wipe } from '../../codec/bytes.js';
-import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
-import { ensureKmeCertificates, type KmeCertificateSet, saeIdFromCertificate } from '../kme/certificates.js';
+import { isLoopbackHost } from '../../qkd/etsi014-api.js';
+import { ensureKmeCertificates, type KmeCertificateSet } from '../kme/certificates.js';
+import { identifyCaller, kmeHttpAnswer, readBody, urlHost } from '../kme/http.js';
 import type { KmeResponse } from '../kme/handler.js';
 import { handleNetworkKmeRequest, nodeKmeUrl } from './kme.js';
 import { type NetworkEvent, QkdNetwork } from './network.js';
@@ -88,7 +87,7 @@ export async function loadTopology(file: string): Promise<Topology> {
 export async function startQkdNetworkServer(options: QkdNetworkServerOptions): Promise<QkdNetworkServer> {
   const host = options.host ?? '127.0.0.1';
   const insecureHttp = options.insecureHttp ?? false;
-  if (insecureHttp && !isLoopback(host)) throw new Error(`qkd network: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS`);
+  if (insecureHttp && !isLoopbackHost(host)) throw new Error(`qkd network: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS`);
   if (!insecureHttp && !options.certsDir) throw new Error('qkd network: choose mutual TLS (certsDir) or insecureHttp');
   const saes = options.topology.nodes.flatMap((n) => n.saes);
   let credentials: KmeCertificateSet | undefined;
@@ -189,63 +188,18 @@ function serve(network: QkdNetwork, req: IncomingMessage, res: ServerResponse, c
     return json(404, { message }, message);
   }
   node = decoded;
-  const declared = Number(req.headers['content-length'] ?? 0);
-  if (declared > ctx.maxBodyBytes) return json(413, { message: `request body too large (at most ${ctx.maxBodyBytes} bytes)` }, 'body too large', { connection: 'close' });
-  const chunks: Buffer[] = [];
-  let size = 0;
-  let rejected = false;
-  req.on('data', (chunk: Buffer) => {
-    if (rejected) return;
-    size += chunk.length;
-    if (size > ctx.maxBodyBytes) {
-      rejected = true;
-      chunks.length = 0;
-      json(413, { message: `request body too large (at most ${ctx.maxBodyBytes} bytes)` }, 'body too large', { connection: 'close' });
-      req.pause();
-      return;
-    }
-    chunks.push(chunk);
-  });
-  req.on('error', () => {});
-  req.on('end', () => {
-    if (rejected) return;
+  const tooLarge = (message: string) => json(413, { message }, 'body too large', { connection: 'close' });
+  readBody(req, ctx.maxBodyBytes, tooLarge, (body) => {
     let answer: KmeResponse;
     try {
-      answer = handleNetworkKmeRequest(network, node!, { method, path: m[2] ?? '/', query, body: Buffer.concat(chunks).toString('utf8'), callerSaeId });
+      answer = handleNetworkKmeRequest(network, node!, { method, path: m[2] ?? '/', query, body, callerSaeId });
     } catch (e) {
       const message = `internal error: ${(e as Error).message}`;
       return json(503, { message }, message);
     }
-    if ('keys' in answer) {
-      const container: Etsi014KeyContainer = { keys: answer.keys.map((k) => ({ key_ID: k.keyId, key: Buffer.from(k.key.buffer, k.key.byteOffset, k.key.byteLength).toString('base64') })) };
-      const body = JSON.stringify(container);
-      for (const k of answer.keys) wipe(k.key);
-      return finish(200, 'application/json; charset=utf-8', body, answer.keys.length);
-    }
-    if (answer.status === 200) return json(200, answer.json);
-    const extra: Record<string, string> = answer.allow ? { allow: answer.allow } : {};
-    if (answer.status === 401) extra['www-authenticate'] = ctx.insecureHttp ? 'X-SAE-ID' : 'TLS client certificate';
-    return json(answer.status, answer.json, answer.json.message, extra);
+    const http = kmeHttpAnswer(answer, ctx.insecureHttp);
+    return finish(http.status, 'application/json; charset=utf-8', http.body, http.keyCount, http.message, http.headers);
   });
 }
 
-function identifyCaller(req: IncomingMessage, insecureHttp: boolean): string | undefined {
-  if (insecureHttp) {
-    const h = req.headers[SAE_ID_HEADER];
-    const v = Array.isArray(h) ? h[0] : h;
-    return v === undefined || v === '' ? undefined : v;
-  }
-  const socket = req.socket as TLSSocket;
-  if (!socket.authorized) return undefined;
-  return saeIdFromCertificate(socket.getPeerCertificate());
-}
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
-
-function urlHost(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '[::1]';
-  return host.includes(':') ? `[${host}]` : host;
-}
