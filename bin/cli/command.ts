@@ -40,3 +40,16 @@ export function parseCommandLine<O extends OptionsSpec, T>(
     throw e;
   }
 }
+
+/** Resolves at the first SIGINT or SIGTERM (Ctrl-C, a service manager's stop); both listeners are then removed. */
+export function untilStopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+}

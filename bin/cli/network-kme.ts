@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
-import { parseCommandLine } from './command.js';
+import { parseCommandLine, untilStopSignal } from './command.js';
 import { UsageError } from './tls-options.js';
 
 export const NETWORK_HELP = `usage: qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
@@ -108,15 +108,7 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
     if (server.insecureHttp) out('  plain HTTP on loopback: callers name their SAE in the X-SAE-ID header');
     else if (server.credentials) out(`  mutual TLS: CA ${server.credentials.caFile}; SAE certificates sae-<ID>.crt/.key beside it`);
   }
-  await new Promise<void>((done) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   await server.close();
   if (!json) out('qkd-tls kme: stopped');
   return 0;

@@ -5,7 +5,7 @@
  * reaches a TCP TLS-PSK server through it. Only the --allow targets can be reached.
  */
 import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
-import { parseCommandLine } from '../cli/command.js';
+import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { Reporter } from '../cli/report.js';
 import { parseHostPort, UsageError } from '../cli/tls-options.js';
 
@@ -68,10 +68,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const a = bridge.address();
   report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', allow: plan.allow.map(targetName) });
-  await new Promise<void>((resolve) => {
-    const stop = (): void => void bridge.close().then(resolve);
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await untilStopSignal();
+  await bridge.close();
   return 0;
 }

@@ -18,7 +18,7 @@ import { serverPskResolver } from 'qkd-tls';
 import { startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, listenWebSocket, type QkdTlsSocket } from 'qkd-tls/node';
 import { Etsi014Client, Etsi014ServerSource, releaseAfter } from 'qkd-tls/qkd';
-import { parseCommandLine } from '../cli/command.js';
+import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { Reporter } from '../cli/report.js';
 import { parseHostPort, UsageError } from '../cli/tls-options.js';
 
@@ -84,10 +84,7 @@ export async function run(argv: string[]): Promise<number> {
   report.event('listening', { url: `${origin}/`, kme: kme.master.url, server: config.serverUrl });
   if (!cli.values.json) process.stderr.write(`\nOpen ${origin}/ in a browser. Ctrl-C stops the demo.\n`);
 
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  await untilStopSignal();
   tls.destroyAll();
   await ws.close();
   page.closeAllConnections();

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { etsi014Path } from 'qkd-tls/qkd';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
+import { untilStopSignal } from '../cli/command.js';
 import { runNetworkKme } from '../cli/network-kme.js';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
@@ -73,15 +74,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   out(json ? JSON.stringify(listeningEvent(kme, parsed.options)) : describe(kme, parsed.options).join('\n'));
 
-  await new Promise<void>((done) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      done();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopSignal();
   await kme.close();
   if (!json) out('qkd-tls kme: stopped');
   return 0;
