@@ -11,58 +11,26 @@ import { ExtensionType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
-import type { CryptoProvider, RandomSource } from '../lib/crypto/provider.js';
-import { resumptionPsk } from '../lib/keyschedule/schedule.js';
-import type { Extension } from '../lib/messages/extensions.js';
-import { decodeClientHello } from '../lib/messages/hello.js';
-import { decodeEncryptedExtensions, decodeNewSessionTicket } from '../lib/messages/post-hello.js';
 import type { Psk } from '../lib/psk/types.js';
 import { WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
+import {
+  clientAlertRecord,
+  clientAppStep,
+  clientHello,
+  clientPrivate,
+  clientRandom,
+  nssClientHelloExtensions,
+  resumptionFromSection3,
+  rfcEncryptedExtensions,
+  scripted,
+  serverAlertRecord,
+  serverAppStep,
+  serverPrivate,
+  serverRandom,
+} from './helpers/rfc8448-section4.js';
 import { step, value } from '../vectors/rfc8448.js';
 
 const hex = toHex;
-const chMessage = value(step('4', 'client', 'send handshake record', 0), 'payload');
-const clientAppStep = step('4', 'client', 'send application_data record', 1);
-const serverAppStep = step('4', 'server', 'send application_data record', 0);
-const clientAlertRecord = value(step('4', 'client', 'send alert record'), 'complete record');
-const serverAlertRecord = value(step('4', 'server', 'send alert record'), 'complete record');
-const clientHello = decodeClientHello(chMessage);
-const serverHello = value(step('4', 'server', 'construct a ServerHello handshake message'), 'ServerHello');
-const clientPrivate = value(step('4', 'client', 'create an ephemeral x25519 key pair'), 'private key');
-const serverPrivate = value(step('4', 'server', 'create an ephemeral x25519 key pair'), 'private key');
-const rfcEncryptedExtensions = decodeEncryptedExtensions(
-  value(step('4', 'server', 'construct an EncryptedExtensions handshake message'), 'EncryptedExtensions').subarray(4),
-);
-
-function resumptionFromSection3(crypto: CryptoProvider): { identity: Uint8Array; secret: Uint8Array } {
-  const nst = decodeNewSessionTicket(value(step('3', 'server', 'construct a NewSessionTicket handshake message'), 'NewSessionTicket').subarray(4));
-  const rms = value(step('3', 'client', 'derive secret "tls13 res master"'), 'expanded');
-  return { identity: nst.ticket.slice(), secret: resumptionPsk(crypto, 'SHA-256', rms, nst.nonce) };
-}
-
-function scripted(chunks: Uint8Array[]): RandomSource {
-  const queue = chunks.map((c) => c.slice());
-  return (n: number) => {
-    const next = queue.shift();
-    if (!next || next.length !== n) throw new Error(`unexpected request for ${n} random bytes`);
-    return next;
-  };
-}
-
-/** NSS's ClientHello extension list with ours where we produce the extension (as in rfc8448-handshake). */
-function nssClientHelloExtensions(ours: Extension[]): Extension[] {
-  const OURS = new Set<number>([
-    ExtensionType.server_name,
-    ExtensionType.key_share,
-    ExtensionType.early_data,
-    ExtensionType.supported_versions,
-    ExtensionType.psk_key_exchange_modes,
-    ExtensionType.record_size_limit,
-  ]);
-  return clientHello.extensions.list
-    .filter((e) => e.type !== ExtensionType.pre_shared_key)
-    .map((rfc) => (OURS.has(rfc.type) ? ours.find((e) => e.type === rfc.type)! : rfc));
-}
 
 /** A WebCrypto pipeline whose output is collected, not sent anywhere. */
 function offloaded(conn: Connection) {
@@ -85,8 +53,8 @@ function offloaded(conn: Connection) {
 }
 
 t.test("RFC 8448 §4's application and close_notify records through the WebCrypto offload", async (t) => {
-  const clientCrypto = createNobleProvider({ random: scripted([clientHello.random, clientPrivate]) });
-  const serverCrypto = createNobleProvider({ random: scripted([serverHello.subarray(6, 38), serverPrivate]) });
+  const clientCrypto = createNobleProvider({ random: scripted('client', [clientRandom, clientPrivate]) });
+  const serverCrypto = createNobleProvider({ random: scripted('server', [serverRandom, serverPrivate]) });
   const { identity, secret } = resumptionFromSection3(clientCrypto);
   const psk = (): Psk => ({
     identity: identity.slice(),
