@@ -4,8 +4,9 @@
  *
  * - a live capture on the loopback interface (`tshark -i lo -f "tcp port N" -w FILE`) of the `qkd-tls client
  *   --keylog FILE` command talking to a qkd-tls server, including 0-RTT data (which needs the client's
- *   early traffic secret). Capturing needs CAP_NET_RAW (root); when the capture cannot start the test says
- *   so in a comment and the second case below still checks decryption;
+ *   early traffic secret). Capturing needs CAP_NET_RAW: under CI (root, or dumpcap given the capability by
+ *   .ci/run) a capture that cannot start is a failure, as a missing peer program is; elsewhere the case is
+ *   skipped with tshark's reason, and the second case below still checks decryption;
  * - a pcap file the test writes itself from the bytes a relay between client and server saw, which needs no
  *   privileges at all.
  *
@@ -20,7 +21,7 @@ import { toHex, utf8 } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tcpConversationPcap, type TcpChunk } from './helpers/pcap.js';
-import { missingPrograms, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnPeer, spawnQkdTls, type Tap, type TestLike, withTimeout } from './helpers/peers.js';
+import { missingPrograms, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnPeer, spawnQkdTls, type Tap, type TestLike, UNDER_CI, withTimeout } from './helpers/peers.js';
 import { libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const skip = missingPrograms(t, 'tshark');
@@ -83,23 +84,45 @@ function hexOf(text: string): string {
 /** "Capturing on 'lo'" is printed even when the capture then fails; this comes only once it runs. */
 const CAPTURE_STARTED = /Capture started/;
 
-/** Whether tshark can capture on lo here (root or CAP_NET_RAW): false, or why not. */
-async function cannotCapture(): Promise<string | false> {
-  if (skip) return skip;
+/**
+ * Whether `tshark` can capture on lo here: false, or why not (tshark's own words). Capturing needs CAP_NET_RAW
+ * and CAP_NET_ADMIN: root has them unless its container dropped them; another user has them only through
+ * dumpcap's file capabilities (which .ci/run sets when it runs under sudo). As with a missing peer program
+ * (missingPrograms), a capture that cannot start is recorded as a failure under CI, where this case must run,
+ * and is a skip with a comment elsewhere.
+ *
+ * The probe writes into a temporary folder, never to /dev/null: dumpcap removes its output file when the
+ * capture fails, and as root without CAP_NET_RAW that would remove /dev/null itself.
+ */
+async function cannotCapture(tt: TestLike, tshark = 'tshark', underCi = UNDER_CI): Promise<string | false> {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-tshark-probe-'));
   const probes: (() => unknown)[] = [];
-  const probe = spawnPeer({ teardown: (fn) => probes.push(fn), fail: t.fail.bind(t), comment: t.comment.bind(t) }, 'tshark', ['-i', 'lo', '-f', 'tcp port 9', '-w', '/dev/null']);
+  const probe = spawnPeer({ teardown: (fn) => probes.push(fn), fail: tt.fail.bind(tt), comment: tt.comment.bind(tt) }, tshark, ['-i', 'lo', '-f', 'tcp port 9', '-w', join(dir, 'probe.pcapng')]);
   try {
     await probe.waitFor(CAPTURE_STARTED, WAIT, 'stderr');
     return false;
   } catch (e) {
-    t.comment((e as Error).message);
-    return 'tshark cannot capture on lo here (needs root or CAP_NET_RAW); the written-pcap case still checks decryption';
+    tt.comment((e as Error).message);
+    const reason = `tshark cannot capture on lo here: ${captureError(probe.stderr)} (capturing needs CAP_NET_RAW and CAP_NET_ADMIN: root's, or dumpcap's file capabilities)`;
+    if (underCi) tt.fail(`${reason}: the live capture must run under CI`);
+    else tt.comment(`skipping: ${reason}; the written-pcap case still checks decryption`);
+    return reason;
   } finally {
     for (const p of probes) await p();
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
-const captureProblem = await cannotCapture();
+/** The lines of tshark's stderr that say why a capture did not start (not its banner, not its advice). */
+function captureError(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/^(Running as user|Capturing on|\*\*)/.test(l));
+  return [...new Set(lines)].slice(0, 3).join(' ') || `no "Capture started" within ${WAIT / 1000} s`;
+}
+
+const captureProblem = skip || (await cannotCapture(t));
 
 t.test('tshark decrypts a live loopback capture of the qkd-tls client CLI (with 0-RTT) using its --keylog file', { ...SUBTEST, skip: captureProblem }, async (t) => {
   const dir = await tempDir(t);
@@ -221,4 +244,35 @@ t.test('tshark decrypts a pcap written from the bytes of a qkd-tls session (0-RT
   t.equal(seen.toServer, hexOf(all), 'tshark decrypted every byte the client sent, across the KeyUpdate');
   t.equal(seen.toClient, hexOf(all), 'tshark decrypted every byte the server sent, across the KeyUpdate');
   t.ok(seen.records >= 8, `tshark showed ${seen.records} decrypted records`);
+});
+
+// --- the capture probe's verdict under CI -----------------------------------------------------------------------
+
+/** What tshark prints when dumpcap lacks CAP_NET_RAW (a non-root user, or root in a container that dropped it). */
+const NO_PERMISSION = `#!/bin/sh
+echo "Capturing on 'Loopback: lo'" >&2
+echo 'tshark: You do not have permission to capture on device "lo".' >&2
+echo '(socket: Operation not permitted)' >&2
+exit 1
+`;
+
+t.test('a live capture that cannot start is a failure under CI and a skip with its reason elsewhere', { timeout: 60_000 }, async (t) => {
+  const dir = await tempDir(t);
+  const tshark = join(dir, 'tshark');
+  await writeFile(tshark, NO_PERMISSION, { mode: 0o755 });
+  for (const underCi of [true, false]) {
+    const failures: string[] = [];
+    const comments: string[] = [];
+    const recorder: TestLike = { teardown: (fn) => t.teardown(fn), fail: (m) => failures.push(m), comment: (...m) => comments.push(m.join(' ')) };
+    const reason = await cannotCapture(recorder, tshark, underCi);
+    const where = underCi ? 'under CI' : 'outside CI';
+    t.match(reason, /^tshark cannot capture on lo here: tshark: You do not have permission to capture on device "lo"\. \(socket: Operation not permitted\)/, `${where}: the subtest is not run, and the reason quotes tshark`);
+    if (underCi) {
+      t.equal(failures.length, 1, `${where}: recorded as one failure`);
+      t.match(failures[0], /: the live capture must run under CI$/, `${where}: which says the case must run`);
+    } else {
+      t.same(failures, [], `${where}: no failure`);
+      t.match(comments, [/./, /^skipping: tshark cannot capture on lo here/], `${where}: a comment says the case is skipped`);
+    }
+  }
 });
