@@ -4,6 +4,10 @@
  * Afterwards the process must hold no more file descriptors and no more memory than after the first hundred
  * connections (with a tolerance for the allocator and the JIT), every connection must have been logged as
  * closed, and every byte must have come back intact.
+ *
+ * How fast it goes is reported, never asserted. The loop is still bounded in time, as a safety net: if the
+ * connections have not all finished after {@link STALL_BOUND_MS}, several times what a run takes (26–42 s
+ * measured), the proxy has stalled, and the test fails saying so instead of running into tap's timeout.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +19,12 @@ const TOTAL = 10_000;
 const BATCH = 50;
 const WARMUP = 100;
 const HEAP_MIB = 48;
+/**
+ * The liveness bound: 200 s, about five times the slowest run measured (42 s), and well within tap's timeout for
+ * this file (300 s, package.json), which must leave room for a last batch (20 s per exchange at most) and the
+ * checks after the loop.
+ */
+const STALL_BOUND_MS = 200_000;
 
 /** Waits until the proxy has logged `n` connection lines (each connection logs one per service: in, out). */
 async function logged(p: SpawnedProxy, n: number): Promise<void> {
@@ -73,13 +83,17 @@ t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) =>
 
   let intact = 0;
   let done = 0;
+  const errors: string[] = [];
   const started = performance.now();
   let warm: { fds: number; rssKiB: number } | undefined;
   let half: { fds: number; rssKiB: number } | undefined;
-  const deadline = started + 100_000;
-  while (done < TOTAL && performance.now() < deadline) {
+  const stallAt = started + STALL_BOUND_MS;
+  while (done < TOTAL && performance.now() < stallAt) {
     const batch = Array.from({ length: BATCH }, (_, i) => exchange(port, 64 + ((done + i) % 16) * 128, { ms: 20_000 }));
-    for (const r of await Promise.all(batch)) if (!r.error && r.receivedHash === r.sentHash) intact++;
+    for (const r of await Promise.all(batch)) {
+      if (r.error) errors.push(r.error);
+      else if (r.receivedHash === r.sentHash) intact++;
+    }
     done += BATCH;
     if (done === WARMUP) {
       await logged(p, 2 * WARMUP);
@@ -91,8 +105,13 @@ t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) =>
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  t.equal(done, TOTAL, `all ${TOTAL} connections ran within the time bound`);
-  t.equal(intact, done, 'every connection echoed its bytes intact');
+  if (done < TOTAL) {
+    // A liveness failure, not a speed one: at this pace the proxy is stuck, or nearly so.
+    t.fail(`the soak stalled: ${done} of ${TOTAL} connections had finished after ${STALL_BOUND_MS / 1000} s (a run takes 26-42 s); ${intact} intact, ${errors.length} failed`);
+    return;
+  }
+  t.same(errors.slice(0, 3), [], `no connection failed (${errors.length} did)`);
+  t.equal(intact, TOTAL, `every one of the ${TOTAL} connections echoed its bytes intact`);
   await logged(p, 2 * done);
   const end = await settledUsage(pid);
   const lines = p.lines.filter((l) => l.includes('"event":"connection"'));
