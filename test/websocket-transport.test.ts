@@ -1,8 +1,9 @@
 /**
  * The WebSocket pieces in Node, without a browser: the TLS-over-WebSocket listener's limits (Origin
- * allow-list, message size, plain HTTP refused), the bridge's allow-list and its relaying with each direction
- * ending on its own, and the runtime-neutral WebSocket transport (qkd-tls/websocket) driven by the `ws`
- * package's client: a full handshake and echo against qkd-tls over WebSocket, and a text message refused.
+ * allow-list, message size, plain HTTP refused, a connection cap that counts connections not yet upgraded,
+ * also through the command line), the bridge's allow-list and its relaying with each direction ending on its
+ * own, and the runtime-neutral WebSocket transport (qkd-tls/websocket) driven by the `ws` package's client: a
+ * full handshake and echo against qkd-tls over WebSocket, and a text message refused.
  */
 import * as net from 'node:net';
 import t from 'tap';
@@ -13,7 +14,7 @@ import { connectWebSocket, webSocketByteStreams } from '../lib/transport/websock
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
-import { type Tap, withTimeout } from './helpers/peers.js';
+import { jsonEvent, PSK_HEX, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 import { PSK, WAIT } from './helpers/runtimes.js';
 
 const SUBTEST = { timeout: 60_000 };
@@ -289,4 +290,128 @@ t.test('the listener: an allowed origin given as a URL (trailing slash, default 
     r.ws?.close();
   }
   for (const origin of ['http://127.0.0.1:8081', 'https://example.com', 'null']) t.equal((await open(url, { origin })).status, 403, `${origin}: 403`);
+});
+
+/** Waits (bounded) until `ready()` holds, looking every 10 ms. */
+function until(ready: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  return withTimeout(
+    (async () => {
+      while (!(await ready())) await new Promise((r) => setTimeout(r, 10));
+    })(),
+    WAIT,
+    what,
+  );
+}
+
+interface IdleConnection {
+  connected: boolean;
+  closed: boolean;
+  /** What the server sent (latin1). */
+  received: string;
+}
+
+/** Opens `n` raw TCP connections to 127.0.0.1:`port` that never send a byte (no upgrade request); destroyed in teardown. */
+function idleConnections(tt: Tap, port: number, n: number): IdleConnection[] {
+  return Array.from({ length: n }, () => {
+    const s = net.connect(port, '127.0.0.1');
+    const c: IdleConnection = { connected: false, closed: false, received: '' };
+    s.on('connect', () => (c.connected = true));
+    s.on('data', (b: Buffer) => (c.received += b.toString('latin1')));
+    s.on('close', () => (c.closed = true));
+    s.on('error', () => {});
+    tt.teardown(() => s.destroy());
+    return c;
+  });
+}
+
+/** Whether every connection has been accepted or closed, and at least `closed` of them closed. */
+function settled(connections: readonly IdleConnection[], closed: number): boolean {
+  return connections.every((c) => c.connected || c.closed) && connections.filter((c) => c.closed).length >= closed;
+}
+
+/** A TLS client (qkd-tls/websocket) over a new `ws` WebSocket to `url`, handshake done; `echo` sends text and waits for it back. */
+async function tlsOverWs(tt: Tap, url: string): Promise<{ echo(text: string): Promise<string> }> {
+  const { ws } = await open(url);
+  tt.teardown(() => ws!.terminate());
+  const conn = tlsClientOverStreams(webSocketByteStreams(ws as unknown as WebSocket), { crypto: nobleProvider, psks: [PSK] });
+  await withTimeout(conn.handshake, WAIT, 'the handshake over WebSocket');
+  const writer = conn.writable.getWriter();
+  const reader = conn.readable.getReader();
+  return {
+    async echo(text: string): Promise<string> {
+      await writer.write(new TextEncoder().encode(text));
+      let back = '';
+      while (back.length < text.length) {
+        const { value, done } = await withTimeout(reader.read(), WAIT, `the echo of ${JSON.stringify(text)}`);
+        if (done) break;
+        back += new TextDecoder().decode(value);
+      }
+      return back;
+    },
+  };
+}
+
+t.test('the listener: maxConnections counts connections not yet upgraded; one beyond is closed at once, the open WebSocket goes on, and a new one is served once the idle ones time out', SUBTEST, async (t) => {
+  const CAP = 8;
+  const FLOOD = 20;
+  const tls = createServer({ psks: [PSK] }, (s: QkdTlsSocket) => s.pipe(s));
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0, maxConnections: CAP }, ({ stream }) => tls.accept(stream));
+  t.teardown(async () => {
+    tls.destroyAll();
+    await l.close();
+  });
+  let drops = 0;
+  l.server.on('drop', () => drops++);
+  const openConnections = (): Promise<number> => new Promise((resolve, reject) => l.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+  const url = `ws://127.0.0.1:${l.address().port}/`;
+
+  const first = await tlsOverWs(t, url);
+  t.equal(await first.echo('before the flood'), 'before the flood', 'a WebSocket TLS client: handshake and echo');
+
+  const flood = idleConnections(t, l.address().port, FLOOD);
+  const held = CAP - 1; // the first WebSocket has one place
+  await until(() => settled(flood, FLOOD - held), 'the connections beyond the cap to be closed');
+  t.equal(drops, FLOOD - held, `the listener dropped ${FLOOD - held} connections`);
+  t.equal(await openConnections(), CAP, `it holds ${CAP}: the WebSocket and ${held} idle ones`);
+  t.equal(flood.filter((c) => !c.closed).length, held, `${held} idle connections are held`);
+  t.same(
+    flood.filter((c) => c.closed).map((c) => c.received),
+    Array(FLOOD - held).fill(''),
+    `the other ${FLOOD - held} were closed at once, before a byte was read or sent`,
+  );
+  t.equal(await first.echo('during the flood'), 'during the flood', 'the open WebSocket is served all along');
+  await t.rejects(open(url), 'a new WebSocket is refused while the listener is full');
+
+  // The idle connections time out (the 10 s headersTimeout), which frees their places.
+  await until(async () => (await openConnections()) === 1 && flood.every((c) => c.closed), 'the idle connections to time out');
+  t.same(
+    flood.filter((c) => c.received !== '').map((c) => c.received.split('\r\n')[0]),
+    Array(held).fill('HTTP/1.1 408 Request Timeout'),
+    `the ${held} held ones were closed by the server's header timeout (408)`,
+  );
+  const next = await tlsOverWs(t, url);
+  t.equal(await next.echo('after the flood'), 'after the flood', 'then a new WebSocket TLS client: handshake and echo');
+  t.equal(await first.echo('still here'), 'still here', 'and the first one still echoes');
+});
+
+t.test('the command line: --max-connections caps connections not yet upgraded (server --websocket, proxy --websocket, bridge)', SUBTEST, async (t) => {
+  const target = await tcpServer(t, 'echo', Buffer.alloc(0));
+  const commands: [string, string[]][] = [
+    ['server --websocket', ['server', '--websocket', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]],
+    ['proxy --websocket', ['proxy', '--role', 'server', '--websocket', '--accept', '127.0.0.1:0', '--connect', `127.0.0.1:${target}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY]],
+    ['bridge', ['bridge', '--listen', '127.0.0.1:0', '--allow', `127.0.0.1:${target}`]],
+  ];
+  for (const [name, args] of commands) {
+    const cli = spawnQkdTls(t, [...args, '--max-connections', '2', '--json']);
+    const listening = jsonEvent(await cli.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+    const port = Number(String(listening?.address ?? listening?.accept).split(':').pop());
+    const idle = idleConnections(t, port, 3);
+    await until(() => settled(idle, 1), `${name}: the third connection to be closed`);
+    t.same(
+      idle.map((c) => (c.closed ? `closed${c.received === '' ? '' : ' after bytes'}` : 'held')).sort(),
+      ['closed', 'held', 'held'],
+      `${name}: with --max-connections 2, two idle connections are held and the third is closed at once`,
+    );
+    await cli.kill();
+  }
 });

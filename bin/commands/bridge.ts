@@ -20,7 +20,7 @@ them, ws://BRIDGE/ the first; any other path is refused (404).
   --allow HOST:PORT,...  the TCP servers that may be reached (repeatable)
   --origin URL           only pages from this origin may connect (repeatable; default any)
   --max-message N        largest WebSocket message accepted, in bytes (default 1048576)
-  --max-connections N    refuse connections beyond N open ones (default 1000)
+  --max-connections N    refuse connections beyond N open ones, upgraded or not (default 1000)
   --json                 one JSON object per line on stderr: listening, and one per relayed connection`;
 
 export async function run(argv: string[]): Promise<number> {

@@ -41,7 +41,8 @@ Service:
   --accept HOST:PORT      where to listen (port 0 picks a free port; the listening line shows it)
   --connect HOST:PORT     client role: the remote (server) proxy; server role: the backend application
   --name NAME             the service's name in log lines (default: the role)
-  --max-connections N     refuse connections beyond N open ones (default 1000)
+  --max-connections N     refuse connections beyond N open ones (default 1000); with --websocket, those that
+                          have not sent their upgrade request yet count too
   --idle-timeout T        cut a connection after T without a byte in either direction (default 5m; 0: never)
   --connect-timeout T     give up connecting to --connect after T (default 10s)
   --websocket             (server role) accept TLS over WebSocket instead of TCP: a web page running

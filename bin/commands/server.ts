@@ -19,7 +19,8 @@ with --forward it passes the decrypted bytes to a plain TCP backend and its answ
 
   --listen HOST:PORT     where to listen (port 0 picks a free one; the address is printed)
   --forward HOST:PORT    relay to this TCP backend instead of echoing
-  --max-connections N    refuse connections beyond N open ones (default 1000)
+  --max-connections N    refuse connections beyond N open ones (default 1000); with --websocket, those that
+                         have not sent their upgrade request yet count too
   --once                 exit after the first connection closes (exit code: 0 if it succeeded)
   --websocket            accept TLS over WebSocket (binary messages: what qkd-tls/websocket sends from a
                          page) instead of TCP

@@ -78,7 +78,10 @@ export interface ServiceConfig {
   readonly keys: ProxyKeySource;
   /** TLS settings; `handshakeTimeout` (ms) bounds each handshake (default 30 s). */
   readonly tls?: ProxyTlsOptions;
-  /** Open connections beyond this many are refused at once (default {@link DEFAULT_MAX_CONNECTIONS}). */
+  /**
+   * Open connections beyond this many are refused at once (default {@link DEFAULT_MAX_CONNECTIONS}); with
+   * `websocket`, connections that have not sent their upgrade request yet count too (lib/transport/ws-server.ts).
+   */
   readonly maxConnections?: number;
   /** End a connection after this many ms without a byte in either direction; 0 = never (default 5 min). */
   readonly idleTimeoutMs?: number;

@@ -5,8 +5,10 @@
  *
  * Limits, all on by default: the largest message (`maxMessageBytes`, 1 MiB: the peer is closed with 1009
  * beyond), the pages that may connect (`origins`: a browser always sends its page's Origin; a request with an
- * Origin not in the list is refused with 403 before the upgrade), the number of open connections, and
- * backpressure (a WebSocket is paused while what it delivered has not been consumed).
+ * Origin not in the list is refused with 403 before the upgrade), the number of open connections, upgraded
+ * or not (`maxConnections`), the time a connection may take to send its upgrade request (10 s for the
+ * headers, 15 s for the request), and backpressure (a WebSocket is paused while what it delivered has not
+ * been consumed).
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,7 +25,14 @@ export interface WebSocketListenOptions {
   readonly origins?: readonly string[];
   /** Largest WebSocket message accepted, in bytes (default 1 MiB). */
   readonly maxMessageBytes?: number;
-  /** Most connections open at once (default 1000); beyond, the upgrade is refused with 503. */
+  /**
+   * Most connections open at once (default 1000, as for the TCP listeners), counting every accepted TCP
+   * connection: upgraded WebSockets and connections whose upgrade request has not (yet) come alike, so that
+   * connections that never send one cannot pile up. It is what `maxConnections` means for the TCP listeners
+   * (`qkd-tls server` sets net.Server.maxConnections; a proxy service counts its connections from accept,
+   * handshakes included). A connection beyond it is closed at once, before a byte is read (the HTTP server,
+   * `server`, emits 'drop'); the connections already open are not disturbed.
+   */
   readonly maxConnections?: number;
 }
 
@@ -45,6 +54,12 @@ export interface WebSocketListener {
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 
 /**
+ * How often the HTTP server looks for requests past their time (headersTimeout, requestTimeout). Node's
+ * default, 30 s, would let a connection that sends nothing hold its place for up to 40 s instead of 10.
+ */
+const TIMEOUT_CHECK_MS = 1000;
+
+/**
  * Listens for WebSocket connections on host:port and hands each one, as a byte Duplex (one message = one
  * chunk; ending it closes the WebSocket with 1000), to `onConnection`. `route` may refuse a request path
  * (returning an HTTP status) before the upgrade.
@@ -54,14 +69,15 @@ export async function listenWebSocket(
   onConnection: (ws: AcceptedWebSocket) => void,
   route: (request: IncomingMessage) => number | undefined = () => undefined,
 ): Promise<WebSocketListener> {
-  const maxConnections = options.maxConnections ?? 1000;
   const origins = options.origins ? new Set(options.origins.map(originOf)) : undefined;
-  const http = createHttpServer((_req, res) => {
+  const http = createHttpServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
     res.end('this endpoint speaks TLS over WebSocket only\n');
   });
   http.headersTimeout = 10_000;
   http.requestTimeout = 15_000;
+  // Counted by the TCP server, from accept: a connection that has not sent its upgrade request takes a place too.
+  http.maxConnections = options.maxConnections ?? 1000;
   const wss = new WebSocketServer({
     server: http,
     maxPayload: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
@@ -70,7 +86,6 @@ export async function listenWebSocket(
     verifyClient: (info: { origin: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
       const origin = info.req.headers.origin;
       if (origins && origin !== undefined && !origins.has(originOf(origin))) return done(false, 403, 'origin not allowed');
-      if (wss.clients.size >= maxConnections) return done(false, 503, 'too many connections');
       let status: number | undefined;
       try {
         status = route(info.req);
