@@ -183,7 +183,7 @@ export class LentDirection implements WriteOffload, ReadOffload {
 
 /** §5.3: the per-record nonce is the static IV XORed with the 64-bit sequence number, left-padded. */
 export function nonceFor(iv: Uint8Array, sequence: number): Uint8Array {
-  const n = Uint8Array.from(iv);
+  const n = iv.slice(); // (Uint8Array.from walks an iterator: measured 4x slower per record in V8)
   const L = n.length;
   const hi = Math.floor(sequence / 0x1_0000_0000);
   const lo = sequence >>> 0;

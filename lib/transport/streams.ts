@@ -131,7 +131,7 @@ function run(
   const records = new WebCryptoRecords(conn, {
     send: (bytes) => writer.write(bytes),
     deliver: (data) => plain.enqueue(data),
-    afterCore: () => pump(),
+    afterCore: () => pump().catch(finish),
     ...recordOptions,
   });
 

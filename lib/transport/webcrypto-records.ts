@@ -13,8 +13,9 @@
  *
  * Order: every record (offloaded or the connection's own) enters one output queue when its sequence number is
  * assigned, and leaves it in that order once sealed; received records are accepted in order. Backpressure:
- * {@link write} resolves once fewer than `recordsInFlight` records wait to be sent, and {@link readRoom}
- * once fewer than that wait to be opened. Runtime-neutral: only `globalThis.crypto.subtle`.
+ * {@link write} resolves once fewer than `recordsInFlight` records are being sealed and fewer than three
+ * times that wait to be sent (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be
+ * opened. Runtime-neutral: only `globalThis.crypto.subtle`.
  *
  * ChaCha20-Poly1305 is not in WebCrypto: with that suite the connection keeps its keys and this class only
  * passes bytes through (the same queue, so nothing changes for the caller).
@@ -34,7 +35,8 @@ export interface WebCryptoRecordsOptions {
   readonly deliver: (data: Uint8Array) => void;
   /**
    * Called after records were returned to the connection (it may have events: data, key-update, end,
-   * error): take its events here. Output is queued by this class before the call.
+   * error): take its events here. Output is queued by this class before the call. It must deal with its own
+   * failures (a rejection is ignored here); records received meanwhile are opened once it settles.
    */
   readonly afterCore: () => void | Promise<void>;
   /** Records sealed or opened at once per direction (default 8). */
@@ -74,11 +76,13 @@ export async function sealRecord(key: RecordKey, nonce: Uint8Array, inner: Uint8
 }
 
 /** {@link sealRecord} as its two parts, the header and the encrypted record (joined later, with others). */
-export async function sealRecordParts(key: RecordKey, nonce: Uint8Array, inner: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
+export function sealRecordParts(key: RecordKey, nonce: Uint8Array, inner: Uint8Array): Promise<[Uint8Array, Uint8Array]> {
   const length = inner.length + TAG_LENGTH;
   const header = Uint8Array.of(APPLICATION_DATA, 0x03, 0x03, length >>> 8, length & 0xff);
-  const sealed = await globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: header, tagLength: 128 }, key, inner);
-  return [header, new Uint8Array(sealed)];
+  // (then() rather than an async function: one promise less per record on the hot path.)
+  return globalThis.crypto.subtle
+    .encrypt({ name: 'AES-GCM', iv: nonce, additionalData: header, tagLength: 128 }, key, inner)
+    .then((sealed) => [header, new Uint8Array(sealed)]);
 }
 
 /**
@@ -86,20 +90,19 @@ export async function sealRecordParts(key: RecordKey, nonce: Uint8Array, inner: 
  * anything else — a failed tag, another content type, an empty, oversize or all-zero plaintext — which the
  * caller returns to the connection, whose synchronous path decides (and names) what it is.
  */
-export async function openApplicationRecord(key: RecordKey, record: OffloadedRecord, maxInner: number): Promise<Uint8Array | null> {
+export function openApplicationRecord(key: RecordKey, record: OffloadedRecord, maxInner: number): Promise<Uint8Array | null> {
   const b = record.bytes;
-  if (b[0] !== APPLICATION_DATA || b.length < 5 + 1 + TAG_LENGTH) return null;
-  let inner: Uint8Array;
-  try {
-    const opened = await globalThis.crypto.subtle.decrypt(
-      { name: 'AES-GCM', iv: record.nonce, additionalData: b.subarray(0, 5), tagLength: 128 },
-      key,
-      b.subarray(5),
+  if (b[0] !== APPLICATION_DATA || b.length < 5 + 1 + TAG_LENGTH) return Promise.resolve(null);
+  return globalThis.crypto.subtle
+    .decrypt({ name: 'AES-GCM', iv: record.nonce, additionalData: b.subarray(0, 5), tagLength: 128 }, key, b.subarray(5))
+    .then(
+      (opened) => applicationContent(new Uint8Array(opened), maxInner),
+      () => null,
     );
-    inner = new Uint8Array(opened);
-  } catch {
-    return null;
-  }
+}
+
+/** The content of an opened application_data TLSInnerPlaintext (§5.4: padding stripped), or null (see above). */
+function applicationContent(inner: Uint8Array, maxInner: number): Uint8Array | null {
   if (inner.length > maxInner) return null;
   let i = inner.length - 1;
   while (i >= 0 && inner[i] === 0) i--;
@@ -110,36 +113,51 @@ export async function openApplicationRecord(key: RecordKey, record: OffloadedRec
 /** A received record being opened; `value` is its content once `done` (null: return it to the connection). */
 interface Opening {
   readonly record: OffloadedRecord;
-  content: Promise<void> | null;
   done: boolean;
   value: Uint8Array | null;
 }
 
-/** A record (or the connection's output) in the output queue: its parts once sealed, and their total size. */
+/**
+ * A record in the output queue, in wire order: one being sealed (`body` null until WebCrypto answers; the
+ * header is written when it is joined), or bytes the connection produced (`sealed` false: sent as they are).
+ */
 interface OutEntry {
-  parts: Uint8Array[] | null;
+  body: Uint8Array | null;
+  /** Bytes on the wire: 5 + the encrypted record for a sealed one. */
   readonly size: number;
-  pending: Promise<void> | null;
+  readonly sealed: boolean;
 }
 
-/** The offload pipeline of one connection (see the module comment). */
+/**
+ * The offload pipeline of one connection (see the module comment).
+ *
+ * Everything here runs from callbacks, without loops that await: WebCrypto's answer for the record at the
+ * head of the output queue sends every record ready behind it at once, and the answer for the oldest record
+ * being opened delivers every record opened behind it. In every runtime measured the main thread is what
+ * limits bulk (each WebCrypto call costs it several microseconds), so each await saved per record counts.
+ */
 export class WebCryptoRecords {
   private readonly max: number;
   private readonly enabled: boolean;
-  /** Records in wire order: sealed (bytes) or still sealing (pending). */
+  /** Records in wire order, sealed or being sealed. */
   private out: OutEntry[] = [];
   private lastLentShort = false;
-  /** The TLSInnerPlaintext of the record being sealed (reused: see write()). */
+  /** The TLSInnerPlaintext of the record being sealed (reused: see writeNow()). */
   private scratch = new Uint8Array(0);
+  /** The additional data of the record being sealed (reused likewise). */
+  private readonly aad = Uint8Array.of(APPLICATION_DATA, 0x03, 0x03, 0, 0);
   /** The write in progress (writes never interleave their records). */
   private writing: Promise<void> = Promise.resolve();
   /** Calls of `send` not settled yet. */
   private unsettled = 0;
-  private sending = false;
+  /** Records handed to WebCrypto to seal, not answered yet. */
+  private sealing = 0;
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
   private readKey: { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null = null;
   private opening: Opening[] = [];
+  /** Records were returned to the connection and `afterCore` has not finished yet. */
+  private returning = false;
   private delivering = false;
   private waiters: (() => void)[] = [];
   /** Records sealed and opened by WebCrypto so far (for tests and the benchmark). */
@@ -158,15 +176,15 @@ export class WebCryptoRecords {
 
   /** Queues what the connection wants to send (after any call into it other than through this class). */
   flushCore(): void {
-    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ parts: [chunk], size: chunk.length, pending: null });
-    this.kickSend();
+    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ body: chunk, size: chunk.length, sealed: false });
+    this.sendReady();
   }
 
   /**
    * Sends application data: sealed here when the write direction is lent, else by the connection (which
-   * throws, as `Connection.write` does, when the connection is not writable). Resolves when fewer than
-   * `recordsInFlight` records wait to be sent; rejects if sending failed. Writes that overlap are done one
-   * after the other, in call order.
+   * throws, as `Connection.write` does, when the connection is not writable). Resolves when there is room for
+   * more (see the module comment); rejects if sending failed. Writes that overlap are done one after the
+   * other, in call order.
    */
   write(data: Uint8Array): Promise<void> {
     const done = this.writing.then(() => this.writeNow(data));
@@ -177,11 +195,18 @@ export class WebCryptoRecords {
   private async writeNow(data: Uint8Array): Promise<void> {
     let at = 0;
     while (at < data.length) {
+      if (this.sendError) throw this.sendError;
       const lent = this.writeHandle();
       if (!lent) {
         this.connection.write(at === 0 ? data : data.subarray(at));
         this.flushCore();
         break;
+      }
+      // The key is imported once per handle: wait for it here (the handle may be revoked meanwhile, so the
+      // sequence number is reserved only after).
+      if (lent.key instanceof Promise) {
+        lent.key = await lent.key;
+        continue;
       }
       const nonce = lent.handle.reserve();
       if (!nonce) {
@@ -189,30 +214,35 @@ export class WebCryptoRecords {
         continue;
       }
       const n = Math.min(lent.handle.maxFragment, data.length - at);
-      const content = data.subarray(at, at + n);
+      const scratch = this.scratch.length >= n + 1 ? this.scratch : (this.scratch = new Uint8Array(Math.max(n + 1, lent.handle.maxFragment + 1)));
+      scratch.set(n === data.length ? data : data.subarray(at, at + n));
+      scratch[n] = APPLICATION_DATA;
       at += n;
-      const key = lent.key;
-      const entry: OutEntry = { parts: null, size: 5 + n + 1 + TAG_LENGTH, pending: null };
-      let sealing: Promise<[Uint8Array, Uint8Array]>;
-      if (key instanceof Promise) {
-        const inner = applicationInner(content);
-        sealing = key.then((k) => sealRecordParts(k, nonce, inner));
-      } else {
-        // WebCrypto copies its input before encrypt() returns (WebCrypto §14.3.1 step 2: "a copy of the bytes
-        // held by the data parameter"), and sealRecordParts calls it at once: one inner buffer serves every record.
-        const scratch = this.scratch.length >= n + 1 ? this.scratch : (this.scratch = new Uint8Array(Math.max(n + 1, lent.handle.maxFragment + 1)));
-        scratch.set(content);
-        scratch[n] = APPLICATION_DATA;
-        sealing = sealRecordParts(key, nonce, scratch.subarray(0, n + 1));
-      }
-      entry.pending = sealing.then((p) => {
-        entry.parts = p;
-      });
+      const length = n + 1 + TAG_LENGTH;
+      this.aad[3] = length >>> 8;
+      this.aad[4] = length & 0xff;
+      const entry: OutEntry = { body: null, size: 5 + length, sealed: true };
       this.out.push(entry);
+      this.sealing++;
       this.offloadedWrites++;
       if (this.inFlight > this.peakRecordsInFlight) this.peakRecordsInFlight = this.inFlight;
-      this.kickSend();
-      if (this.inFlight >= this.max) await this.sendRoom();
+      // WebCrypto copies the data and every BufferSource member of the algorithm before encrypt() returns
+      // (WebCrypto §14.3.1 step 2 "a copy of the bytes held by the data parameter"; and "normalize an
+      // algorithm" replaces each BufferSource member by a copy of its bytes): one inner and one
+      // additional-data buffer serve every record.
+      globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1)).then(
+        (sealed) => {
+          this.sealing--;
+          entry.body = new Uint8Array(sealed);
+          if (this.out[0] === entry) this.sendReady();
+          else this.notify(); // a cipher slot is free: a writer may go on
+        },
+        (e: unknown) => {
+          this.sealing--;
+          this.failSending(e);
+        },
+      );
+      if (this.full) await this.sendRoom();
     }
     await this.sendRoom();
   }
@@ -238,15 +268,17 @@ export class WebCryptoRecords {
     if (!lent.resolved) void key.then((k) => (lent.resolved = k), () => {});
     for (const record of handle.takeRecords()) {
       this.lastLentShort = record.bytes.length <= SHORT_RECORD;
-      const o: Opening = { record, content: null, done: false, value: null };
+      const o: Opening = { record, done: false, value: null };
       const opened = lent.resolved ? openApplicationRecord(lent.resolved, record, handle.maxInnerPlaintext) : key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext));
-      o.content = opened.then((v) => {
+      const settle = (v: Uint8Array | null): void => {
         o.done = true;
         o.value = v;
-      });
+        if (this.opening[0] === o) this.deliverReady();
+      };
+      // (A key that could not be imported opens nothing: the records go back to the connection, which has the key.)
+      opened.then(settle, () => settle(null));
       this.opening.push(o);
     }
-    if (this.opening.length > 0 && !this.delivering) void this.deliverLoop();
   }
 
   /**
@@ -254,7 +286,7 @@ export class WebCryptoRecords {
    * close_notify, say): a transport may wait for it ({@link readDrained}) before reading on.
    */
   get mayHaveEnded(): boolean {
-    return this.lastLentShort && (this.opening.length > 0 || this.delivering);
+    return this.lastLentShort && (this.opening.length > 0 || this.returning);
   }
 
   /** Resolves when fewer than `recordsInFlight` received records wait to be opened. */
@@ -264,17 +296,17 @@ export class WebCryptoRecords {
 
   /** Resolves when every received record handed out was delivered or returned. */
   async readDrained(): Promise<void> {
-    while (this.opening.length > 0 || this.delivering) await this.changed();
+    while (this.opening.length > 0 || this.returning) await this.changed();
   }
 
   /** True when nothing waits to be sealed, sent, opened or delivered. */
   get idle(): boolean {
-    return this.out.length === 0 && !this.sending && this.unsettled === 0 && this.opening.length === 0 && !this.delivering;
+    return this.out.length === 0 && this.unsettled === 0 && this.opening.length === 0 && !this.returning;
   }
 
   /** Resolves when everything queued was sent; rejects if sending failed. */
   async drained(): Promise<void> {
-    while (this.out.length > 0 || this.sending || this.unsettled > 0) {
+    while (this.out.length > 0 || this.unsettled > 0) {
       if (this.sendError) throw this.sendError;
       await this.changed();
     }
@@ -287,7 +319,7 @@ export class WebCryptoRecords {
     if (!this.enabled) return null;
     if (this.readKey && this.readKey.handle.active) return this.readKey;
     this.readKey = null;
-    // (With records still opening, the connection took the direction back itself: the delivery loop drops them.)
+    // (With records still opening, the connection took the direction back itself: deliverReady() drops them.)
     if (this.opening.length > 0 || !this.suiteOffloadable()) return null;
     const handle = this.connection.offloadRead();
     if (!handle) return null;
@@ -303,10 +335,8 @@ export class WebCryptoRecords {
     const handle = this.connection.offloadWrite();
     this.flushCore(); // the automatic KeyUpdate, if the key reached its limit
     if (!handle) return null;
-    const entry: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } = { handle, key: importRecordKey(handle.key) };
-    void (entry.key as Promise<RecordKey>).then((k) => (entry.key = k), () => {});
-    this.writeKey = entry;
-    return entry;
+    this.writeKey = { handle, key: importRecordKey(handle.key) };
+    return this.writeKey;
   }
 
   /** Whether the negotiated suite's AEAD is in WebCrypto (false before the handshake completes). */
@@ -316,106 +346,110 @@ export class WebCryptoRecords {
   }
 
   private async sendRoom(): Promise<void> {
-    while (this.inFlight >= this.max) {
+    while (this.full) {
       if (this.sendError) throw this.sendError;
       await this.changed();
     }
     if (this.sendError) throw this.sendError;
   }
 
-  private kickSend(): void {
-    if (!this.sending && this.out.length > 0 && !this.sendError) void this.sendLoop();
+  /**
+   * No room for another record: `recordsInFlight` are being sealed, or the output queue (records sealed but
+   * not sent yet, or sent and not settled) holds three times as many — the sink is slower than the cipher.
+   * (Records sealed ahead of a slower one at the head of the queue wait there without holding a cipher slot.)
+   */
+  private get full(): boolean {
+    return this.sealing >= this.max || this.inFlight >= 3 * this.max;
   }
 
-  /** Records sealing, sealed and waiting, or handed to `send` and not settled. */
+  /** Records in the output queue (being sealed, or sealed and waiting) or handed to `send` and not settled. */
   private get inFlight(): number {
     return this.out.length + this.unsettled;
   }
 
-  private async sendLoop(): Promise<void> {
-    this.sending = true;
-    try {
-      while (this.out.length > 0 && !this.sendError) {
-        const head = this.out[0];
-        if (!head.parts) await head.pending;
-        // Hand every record that is ready to `send` without waiting for the previous one: the sink queues
-        // them in order (a WritableStream does), and waiting per record would leave the cipher idle.
-        while (this.out.length > 0 && this.out[0].parts && this.unsettled < this.max) {
-          // Records that are ready together leave as one write, joined from their parts (one copy): each trip
-          // through the sink's stream (and the peer's read loop) costs more than copying a record.
-          let n = 1;
-          let size = this.out[0].size;
-          while (n < this.out.length && this.out[n].parts && size + this.out[n].size <= BATCH_BYTES) size += this.out[n++].size;
-          let bytes: Uint8Array;
-          if (n === 1 && this.out[0].parts!.length === 1) bytes = this.out.shift()!.parts![0];
-          else {
-            bytes = new Uint8Array(size);
-            let at = 0;
-            for (const e of this.out.splice(0, n)) {
-              for (const part of e.parts!) {
-                bytes.set(part, at);
-                at += part.length;
-              }
-            }
+  /**
+   * Hands every record that is ready at the head of the queue to `send`, without waiting for the previous
+   * call to settle (the sink queues them in order, as a WritableStream does; waiting would leave the cipher
+   * idle), at most `recordsInFlight` calls unsettled.
+   */
+  private sendReady(): void {
+    while (this.out.length > 0 && this.out[0].body && this.unsettled < this.max && !this.sendError) {
+      // Records that are ready together leave as one write (one copy): each trip through the sink's stream
+      // (and the peer's read loop) costs more than copying a record.
+      let n = 1;
+      let size = this.out[0].size;
+      while (n < this.out.length && this.out[n].body && size + this.out[n].size <= BATCH_BYTES) size += this.out[n++].size;
+      let bytes: Uint8Array;
+      if (n === 1 && !this.out[0].sealed) bytes = this.out.shift()!.body!;
+      else {
+        // The first record's encrypted part lands JOIN_SKEW + 5 bytes into the allocation: copying 16 KiB to an
+        // address a few bytes past the source's modulo 4096 (as offset 5 from one page-aligned buffer to another
+        // is) is the CPU's "4K aliasing" case, where the copy runs about 15x slower (measured in Bun: 5.5 us
+        // instead of 0.35 us a record; bench/README.md, "Record offload").
+        bytes = new Uint8Array(size + JOIN_SKEW).subarray(JOIN_SKEW);
+        let at = 0;
+        for (let i = 0; i < n; i++) {
+          const e = this.out[i];
+          const body = e.body!;
+          if (e.sealed) {
+            // §5.2: opaque_type 23, legacy_record_version 0x0303, length (also the additional data).
+            bytes[at] = APPLICATION_DATA;
+            bytes[at + 1] = 0x03;
+            bytes[at + 2] = 0x03;
+            bytes[at + 3] = body.length >>> 8;
+            bytes[at + 4] = body.length & 0xff;
+            at += 5;
           }
-          this.unsettled++;
-          this.options.send(bytes).then(
-            () => {
-              this.unsettled--;
-              this.notify();
-            },
-            (e: unknown) => {
-              this.unsettled--;
-              this.sendError ??= e;
-              this.notify();
-            },
-          );
+          bytes.set(body, at);
+          at += body.length;
         }
-        this.notify();
-        if (this.unsettled >= this.max) await this.changed();
+        this.out.splice(0, n);
       }
-    } catch (e) {
-      this.sendError ??= e;
-    } finally {
-      if (this.sendError) this.out = [];
-      this.sending = false;
-      this.notify();
+      this.unsettled++;
+      this.options.send(bytes).then(
+        () => {
+          this.unsettled--;
+          this.sendReady();
+          this.notify();
+        },
+        (e: unknown) => {
+          this.unsettled--;
+          this.failSending(e);
+        },
+      );
     }
+    this.notify();
   }
 
-  private async deliverLoop(): Promise<void> {
+  private failSending(e: unknown): void {
+    this.sendError ??= e;
+    this.out = [];
+    this.notify();
+  }
+
+  /**
+   * Delivers, in order, every record opened at the head of the queue; the first one it may not accept goes
+   * back to the connection, with every record after it.
+   */
+  private deliverReady(): void {
+    if (this.delivering || this.returning) return;
     this.delivering = true;
     try {
-      while (this.opening.length > 0) {
-        const head = this.opening[0];
-        if (!head.done) await head.content;
-        if (this.opening[0] !== head) continue;
-        const content = head.value;
+      while (this.opening.length > 0 && this.opening[0].done) {
         const lent = this.readKey;
         if (!lent || !lent.handle.active) {
           // The connection took the direction back itself (it failed or was destroyed): nothing more to read.
           this.opening = [];
           break;
         }
+        const content = this.opening[0].value;
         if (content) {
-          // With the records after it already opened as application data, deliver them together (fewer
-          // trips through the application's stream; one copy).
-          let n = 1;
-          let size = content.length;
-          while (n < this.opening.length && this.opening[n].done && this.opening[n].value && size + this.opening[n].value!.length <= BATCH_BYTES) size += this.opening[n++].value!.length;
-          let data = content;
-          if (n > 1) {
-            data = new Uint8Array(size);
-            let at = 0;
-            for (let i = 0; i < n; i++) {
-              data.set(this.opening[i].value!, at);
-              at += this.opening[i].value!.length;
-            }
-          }
-          this.opening.splice(0, n);
-          this.offloadedReads += n;
-          this.notify();
-          this.options.deliver(data);
+          // Each record's plaintext is handed on as WebCrypto returned it, a view and no copy: joining the
+          // records opened together would allocate and fill a buffer per batch, which costs more than the
+          // reads it saves (bench/README.md, "Record offload").
+          this.opening.shift();
+          this.offloadedReads++;
+          this.options.deliver(content);
           continue;
         }
         // Not application data we may accept: this record and all after it go back to the connection.
@@ -426,9 +460,16 @@ export class WebCryptoRecords {
         // Still active: the connection lent the same key again (the records changed no key): keep its import.
         if (lent.handle.active) this.readKey = lent;
         this.flushCore();
-        this.notify();
-        await this.options.afterCore();
-        this.takeLentRecords();
+        this.returning = true;
+        void Promise.resolve()
+          .then(() => this.options.afterCore())
+          .catch(() => {}) // (afterCore handles its own failures: see WebCryptoRecordsOptions)
+          .finally(() => {
+            this.returning = false;
+            this.takeLentRecords();
+            this.deliverReady();
+          });
+        break;
       }
     } finally {
       this.delivering = false;
@@ -441,6 +482,7 @@ export class WebCryptoRecords {
   }
 
   private notify(): void {
+    if (this.waiters.length === 0) return;
     const w = this.waiters;
     this.waiters = [];
     for (const r of w) r();
@@ -456,3 +498,5 @@ const SHORT_RECORD = 5 + 64;
 /** Sealed records that are ready at once are joined into writes of up to this many bytes. */
 const BATCH_BYTES = 64 * 1024;
 const TAG_LENGTH = 16;
+/** Where a joined write starts in its allocation, so that its first record's body starts 64 bytes in. */
+const JOIN_SKEW = 64 - 5;
