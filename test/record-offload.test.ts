@@ -12,8 +12,10 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { importRecordKey, sealRecord, WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+import { nonceFor } from '../lib/connection/offload.js';
 import { offloadPair, type OffloadEnd, type OffloadPair } from '../bench/offload-pair.js';
-import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
+import { handshake, makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
 const joined = (chunks: readonly Uint8Array[]): Uint8Array => {
   const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
@@ -302,11 +304,13 @@ t.test('a sink that does not take what it is given holds back the writer, and no
   const data = pattern(40 * 16_384, 72);
   let written = false;
   const writing = stalled.write(data).then(() => (written = true));
-  for (let i = 0; i < 50 && held.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  // (However slowly WebCrypto answers on a loaded machine: bounded by tap's timeout, and by 10 s here.)
+  for (let i = 0; i < 2000 && held.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
   await new Promise((r) => setTimeout(r, 20));
   t.equal(held.length, 2, 'at most recordsInFlight (2) writes are handed to the sink unsettled');
   t.notOk(written, 'write() waits while the sink takes nothing');
-  t.ok(stalled.offloadedWrites <= 3 * 2 + 2, `the records sealed ahead are bounded (${stalled.offloadedWrites} of 40)`);
+  // Bound: the unsettled writes (each up to 64 KiB: 3 full records) plus the rest of three times recordsInFlight.
+  t.ok(stalled.offloadedWrites <= 2 * 3 + 3 * 2, `the records sealed ahead are bounded (${stalled.offloadedWrites} of 40)`);
   // Release the sink, feeding what it was given to the server, until everything went through (bounded).
   for (let rounds = 0; !(written && stalled.idle) && rounds < 2000; rounds++) {
     const next = held.shift();
@@ -343,4 +347,57 @@ t.test('sealed records leave with their headers written beside them, the first b
       if (at > w.length) t.fail('a record runs past the end of its write');
     }
   }
+});
+
+t.test('nonces come from a copy of the IV even when the provider hands out Node Buffers (whose slice() is a view)', async (t) => {
+  const iv = Buffer.alloc(12, 0xa0);
+  const nonces = [0, 1, 2, 3, 0x1_0000_0001].map((seq) => toHex(nonceFor(iv, seq)));
+  t.same(nonces, ['a0'.repeat(12), 'a0'.repeat(11) + 'a1', 'a0'.repeat(11) + 'a2', 'a0'.repeat(11) + 'a3', 'a0'.repeat(4) + 'a0a0a0a1a0a0a0a1'], 'IV XOR the sequence number (RFC 8446 §5.3)');
+  t.equal(toHex(iv), 'a0'.repeat(12), 'the IV itself is unchanged');
+  // Through a connection whose provider's HKDF returns Buffers (as createHmac().digest() does).
+  const bufferProvider = { ...nobleProvider, hkdfExpand: (...a: Parameters<typeof nobleProvider.hkdfExpand>) => Buffer.from(nobleProvider.hkdfExpand(...a)) };
+  const psk = makePsk('offload-buffer', 'SHA-256');
+  const p = handshake({ crypto: bufferProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] }, { crypto: nobleProvider, psks: [psk] });
+  const h = p.client.offloadWrite()!;
+  const seen = new Set<string>();
+  for (let i = 0; i < 16; i++) seen.add(toHex(h.reserve()!));
+  t.equal(seen.size, 16, 'sixteen records, sixteen different nonces');
+});
+
+t.test('a sink that throws instead of rejecting: write() and drained() reject, nothing is sent after it', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 91);
+  const p = await offloadPair(c, s);
+  let calls = 0;
+  const records = new WebCryptoRecords(p.client.conn, {
+    send: () => {
+      if (++calls === 2) throw new Error('sink threw synchronously');
+      return Promise.resolve();
+    },
+    deliver: () => {},
+    afterCore: () => {},
+    recordsInFlight: 2,
+  });
+  await t.rejects(records.write(pattern(10 * 16_384, 92)), /sink threw synchronously/, 'write() rejects');
+  await t.rejects(records.drained(), /sink threw synchronously/, 'drained() rejects');
+  await new Promise((r) => setTimeout(r, 20));
+  t.equal(calls, 2, 'nothing more was handed to the sink after it threw');
+});
+
+t.test('the application cancels its readable while records are being opened: no crash, nothing delivered after', async (t) => {
+  const psk = makePsk('offload-cancel', 'SHA-256');
+  const c2s = new TransformStream<Uint8Array, Uint8Array>(undefined, { highWaterMark: 16 }, { highWaterMark: 16 });
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true, recordsInFlight: 8 };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, { ...common, suites: ['TLS_AES_128_GCM_SHA256'] });
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
+  await Promise.all([client.handshake, server.handshake]);
+  const w = client.writable.getWriter();
+  void w.write(new Uint8Array(64 * 16_384)).catch(() => {});
+  const r = server.readable.getReader();
+  const first = await r.read();
+  t.equal(first.value?.length, 16_384, 'a first record read');
+  // Records after it are being opened right now; their plaintext has nowhere to go once the stream is cancelled.
+  await r.cancel('done reading');
+  await new Promise((res) => setTimeout(res, 200));
+  t.pass('no exception escaped (an unhandled rejection would fail this file)');
 });

@@ -130,7 +130,11 @@ function run(
   // Every record leaves through this queue, in sequence order (offloaded or not).
   const records = new WebCryptoRecords(conn, {
     send: (bytes) => writer.write(bytes),
-    deliver: (data) => plain.enqueue(data),
+    // (Records still being opened when the application cancelled its readable, or the transport failed, are
+    // dropped: the plaintext stream is closed.)
+    deliver: (data) => {
+      if (!done) plain.enqueue(data);
+    },
     afterCore: () => pump().catch(finish),
     ...recordOptions,
   });

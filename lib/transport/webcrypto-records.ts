@@ -13,9 +13,9 @@
  *
  * Order: every record (offloaded or the connection's own) enters one output queue when its sequence number is
  * assigned, and leaves it in that order once sealed; received records are accepted in order. Backpressure:
- * {@link write} resolves once fewer than `recordsInFlight` records are being sealed and fewer than three
- * times that wait to be sent (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be
- * opened. Runtime-neutral: only `globalThis.crypto.subtle`.
+ * {@link write} resolves once fewer than `recordsInFlight` records are being sealed and the output queue is
+ * below its bound (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be opened.
+ * Runtime-neutral: only `globalThis.crypto.subtle`.
  *
  * ChaCha20-Poly1305 is not in WebCrypto: with that suite the connection keeps its keys and this class only
  * passes bytes through (the same queue, so nothing changes for the caller).
@@ -152,6 +152,8 @@ export class WebCryptoRecords {
   private unsettled = 0;
   /** Records handed to WebCrypto to seal, not answered yet. */
   private sealing = 0;
+  /** WebCrypto refused a write key: records are sealed by the connection instead. */
+  private writeOffloadFailed = false;
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
   private readKey: { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null = null;
@@ -205,7 +207,14 @@ export class WebCryptoRecords {
       // The key is imported once per handle: wait for it here (the handle may be revoked meanwhile, so the
       // sequence number is reserved only after).
       if (lent.key instanceof Promise) {
-        lent.key = await lent.key;
+        try {
+          lent.key = await lent.key;
+        } catch {
+          // WebCrypto would not take the key: the connection seals with its own cipher from now on (its next
+          // write takes the direction back).
+          this.writeKey = null;
+          this.writeOffloadFailed = true;
+        }
         continue;
       }
       const nonce = lent.handle.reserve();
@@ -230,7 +239,16 @@ export class WebCryptoRecords {
       // (WebCrypto §14.3.1 step 2 "a copy of the bytes held by the data parameter"; and "normalize an
       // algorithm" replaces each BufferSource member by a copy of its bytes): one inner and one
       // additional-data buffer serve every record.
-      globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1)).then(
+      let sealing: Promise<ArrayBuffer>;
+      try {
+        sealing = globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1));
+      } catch (e) {
+        // (The API answers with a promise; a polyfill might throw instead.)
+        this.sealing--;
+        this.failSending(e);
+        throw e;
+      }
+      sealing.then(
         (sealed) => {
           this.sealing--;
           entry.body = new Uint8Array(sealed);
@@ -328,7 +346,7 @@ export class WebCryptoRecords {
   }
 
   private writeHandle(): { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null {
-    if (!this.enabled) return null;
+    if (!this.enabled || this.writeOffloadFailed) return null;
     if (this.writeKey && this.writeKey.handle.active) return this.writeKey;
     this.writeKey = null;
     if (!this.suiteOffloadable()) return null;
@@ -354,9 +372,10 @@ export class WebCryptoRecords {
   }
 
   /**
-   * No room for another record: `recordsInFlight` are being sealed, or the output queue (records sealed but
-   * not sent yet, or sent and not settled) holds three times as many — the sink is slower than the cipher.
-   * (Records sealed ahead of a slower one at the head of the queue wait there without holding a cipher slot.)
+   * No room for another record: `recordsInFlight` are being sealed, or the records in the output queue (being
+   * sealed, or sealed and not sent yet) and the unsettled calls of `send` (each up to BATCH_BYTES of records)
+   * add up to three times as many — the sink is slower than the cipher. (Records sealed ahead of a slower one
+   * at the head of the queue wait there without holding a cipher slot.)
    */
   private get full(): boolean {
     return this.sealing >= this.max || this.inFlight >= 3 * this.max;
@@ -406,7 +425,16 @@ export class WebCryptoRecords {
         this.out.splice(0, n);
       }
       this.unsettled++;
-      this.options.send(bytes).then(
+      let sent: Promise<void>;
+      try {
+        sent = this.options.send(bytes);
+      } catch (e) {
+        // (A sink that throws instead of rejecting: the same failure.)
+        this.unsettled--;
+        this.failSending(e);
+        return;
+      }
+      sent.then(
         () => {
           this.unsettled--;
           this.sendReady();
@@ -449,7 +477,13 @@ export class WebCryptoRecords {
           // reads it saves (bench/README.md, "Record offload").
           this.opening.shift();
           this.offloadedReads++;
-          this.options.deliver(content);
+          try {
+            this.options.deliver(content);
+          } catch {
+            // The application's side is gone (a closed stream): nothing more can be delivered.
+            this.opening = [];
+            break;
+          }
           continue;
         }
         // Not application data we may accept: this record and all after it go back to the connection.
