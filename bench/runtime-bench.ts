@@ -5,9 +5,9 @@
  * - Bulk: one TLS connection, an in-memory pair — the client and the server run in the same runtime, joined by
  *   two TransformStreams (each holding up to four chunks, as a socket's buffers would), each behind the real
  *   streams transport (lib/transport/streams.ts) — so no socket is needed inside the runtime. MB/s of
- *   application data (10^6 bytes/s) from the first write to the last byte read, written as pipeTo() writes,
- *   with the WebCrypto record offload and without it (the connection's synchronous cipher).
- * - Warm-up: the offloaded transfer and the ceiling first take turns, unmeasured (see `warmupMs`).
+ *   application data (10^6 bytes/s) from the first write to the last byte read, with the WebCrypto record
+ *   offload and without it (the connection's synchronous cipher).
+ * - Warm-up: the transfers and the ceiling first take turns, unmeasured (see `warmupMs`).
  * - Ceiling: the raw WebCrypto AES-128-GCM work the same transfer needs — every 16 KiB record sealed once and
  *   opened once, the same number of records in flight — measured in the same run, right before the transfers.
  *   (In the pair both ends run on one thread, so the ceiling counts both the seal and the open of each record.)
@@ -36,10 +36,10 @@ export interface RuntimeBenchOptions {
   /** How many times each part runs, taking turns (the best run counts). Default 3, quick 2. */
   readonly rounds?: number;
   /**
-   * Before the measured rounds, the offloaded transfer and the ceiling take turns, unmeasured, for at least this
-   * many milliseconds (default 2000, quick 500; 0: none), so that both are measured warm: the JIT has compiled
-   * their code and the allocator holds the memory they use (in Bun, the transfer ran at half its speed for the
-   * first 200 MB or so).
+   * Before the measured rounds, the ceiling and the transfers (with and without offload) take turns, unmeasured,
+   * for at least this many milliseconds (default 2000, quick 500; 0: none), so that all are measured warm: the
+   * JIT has compiled their code and the allocator holds the memory they use (in Bun, the offloaded transfer ran
+   * at half its speed for the first 200 MB or so).
    */
   readonly warmupMs?: number;
   /** Check first that an offloaded transfer delivers exactly the bytes written (default true). */
@@ -75,10 +75,11 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
   if (options.verify !== false) await verifyTransfer(inFlight, crypto);
   const parts = options.parts ?? RUNTIME_PARTS;
   const warmupMs = options.warmupMs ?? (options.quick ? 500 : 2000);
-  if (warmupMs > 0 && (parts.includes('bulk-offload') || parts.includes('ceiling'))) {
+  if (warmupMs > 0 && parts.some((p) => p !== 'handshakes')) {
     for (const t0 = now(); now() - t0 < warmupMs; ) {
       if (parts.includes('ceiling')) await rawCeiling(bytes / 4, inFlight, now);
       if (parts.includes('bulk-offload')) await bulk(bytes / 4, true, inFlight, crypto, now);
+      if (parts.includes('bulk-sync')) await bulk(bytes / 16, false, inFlight, crypto, now);
     }
   }
   const best = new Map<RuntimePart, RuntimeMeasurement>();
@@ -197,12 +198,7 @@ async function bulk(bytes: number, offload: boolean, inFlight: number, crypto: C
       got += value.length;
     }
   })();
-  // Written as pipeTo() writes: the next chunk as soon as the stream wants more (writer.ready), not after the
-  // previous write settled, so that the connection always has the next records to seal.
-  for (let i = 0; i < writes; i++) {
-    await writer.ready;
-    void writer.write(chunk).catch(() => {});
-  }
+  for (let i = 0; i < writes; i++) await writer.write(chunk);
   await reading;
   const ms = now() - t0;
   const offloaded = { sealed: client.offloaded.sealed, opened: server.offloaded.opened };
