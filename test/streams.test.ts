@@ -166,3 +166,20 @@ t.test("after the peer's close_notify the transport is not read to its end while
     t.ok(client.connection.peerClosed, `${where}: and the server's close_notify after them`);
   }
 });
+
+t.test('a peer that stops reading cannot keep a failure from reaching the application (the alert is given up on)', async (t) => {
+  // The server's transport: what the "client" sends is a malformed ClientHello; the server's writes never settle.
+  let feed!: ReadableStreamDefaultController<Uint8Array>;
+  const readable = new ReadableStream<Uint8Array>({ start: (c) => void (feed = c) });
+  const writable = new WritableStream<Uint8Array>({ write: () => new Promise<void>(() => {}) });
+  const server = tlsServerOverStreams({ readable, writable }, { crypto: nobleProvider, psks: [psk], handshakeTimeout: 0 });
+  // A handshake record whose ClientHello body is cut short: decode_error (RFC 8446 §6.2).
+  feed.enqueue(Uint8Array.of(22, 3, 1, 0, 8, 1, 0, 0, 4, 3, 3, 0, 0));
+  // (Without the bound this promise never settles and the file times out.)
+  const error = await server.handshake.then(
+    () => null,
+    (e: unknown) => e as { alert?: string; reason?: string },
+  );
+  t.ok(error, 'the handshake fails although its alert could not be written');
+  t.match(error, { alert: 'decode_error' }, 'with the alert the connection chose');
+});

@@ -66,6 +66,9 @@ export interface StreamTransportOptions {
 /** Default time allowed for a handshake. */
 export const DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS = 30_000;
 
+/** How long a connection that failed waits for the transport to take its alert before reporting the failure. */
+export const ALERT_FLUSH_TIMEOUT_MS = 2_000;
+
 export interface StreamServerOptions extends ServerOptions, StreamTransportOptions {
   /** An asynchronous PSK lookup (e.g. a key manager over fetch), used when `psks` is not given. */
   readonly lookupPsks?: (request: PskRequest) => Promise<readonly (Psk | undefined)[]>;
@@ -193,9 +196,14 @@ function run(
     }
   };
 
+  /** A failing connection's last records (its alert) go out if the transport takes them within a bound. */
   const flushQuietly = async (): Promise<void> => {
     records.flushCore();
-    await records.drained().catch(() => {});
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // (A peer that stopped reading would otherwise keep the failure from ever reaching the application.)
+    const bound = new Promise<void>((r) => (timer = setTimeout(r, ALERT_FLUSH_TIMEOUT_MS)));
+    await Promise.race([records.drained().catch(() => {}), bound]);
+    clearTimeout(timer);
   };
 
   const readLoop = async (): Promise<void> => {
