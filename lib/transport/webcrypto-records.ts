@@ -239,16 +239,16 @@ export class WebCryptoRecords {
       // (WebCrypto §14.3.1 step 2 "a copy of the bytes held by the data parameter"; and "normalize an
       // algorithm" replaces each BufferSource member by a copy of its bytes): one inner and one
       // additional-data buffer serve every record.
-      let sealing: Promise<ArrayBuffer>;
+      let encrypting: Promise<ArrayBuffer>;
       try {
-        sealing = globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1));
+        encrypting = globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1));
       } catch (e) {
         // (The API answers with a promise; a polyfill might throw instead.)
         this.sealing--;
         this.failSending(e);
         throw e;
       }
-      sealing.then(
+      encrypting.then(
         (sealed) => {
           this.sealing--;
           entry.body = new Uint8Array(sealed);
