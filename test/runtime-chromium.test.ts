@@ -14,11 +14,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import type { KexMode } from '../lib/config/options.js';
-import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { launchChromium, missingChromium, type Page } from './helpers/chromium.js';
 import { freePort, jsonEvent, missingPrograms, PSK_HEX, PSK_IDENTITY, spawnPeer, spawnQkdTls, type Tap, testPeer, withTimeout } from './helpers/peers.js';
-import { checkClientResult, KEX_MODES, type NodeSide, opensslRevServer, PAYLOAD_BYTES, PSK, ROOT, type RuntimeResult, SUBTEST, WAIT } from './helpers/runtimes.js';
+import { checkClientResult, echoServer, KEX_MODES, type NodeSide, opensslRevServer, PAYLOAD_BYTES, ROOT, type RuntimeResult, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const esbuild = testPeer(t, 'esbuild');
 const skip = esbuild.skip || missingChromium(t);
@@ -64,15 +63,7 @@ async function runInPage(url: string, options: Record<string, unknown>): Promise
 async function webSocketEchoServer(tt: Tap): Promise<{ url: string; connections: NodeSide[]; closed: Promise<void>[] }> {
   const connections: NodeSide[] = [];
   const closed: Promise<void>[] = [];
-  const server = createServer({ psks: [PSK], kexModes: ['psk_dhe_ke', 'psk_ke'] }, (socket: QkdTlsSocket) => {
-    const side: NodeSide = { handshake: socket.handshake, echoed: 0, closeNotifyReceived: false };
-    connections.push(side);
-    socket.on('data', (b: Buffer) => (side.echoed += b.length));
-    socket.on('end', () => (side.closeNotifyReceived = socket.connection?.peerClosed ?? false));
-    socket.on('error', (e: Error) => (side.error = e.message));
-    socket.pipe(socket);
-  });
-  server.on('tlsClientError', (e: Error) => connections.push({ handshake: null, echoed: 0, closeNotifyReceived: false, error: e.message }));
+  const server = echoServer(connections);
   const ws = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
     closed.push(new Promise((r) => stream.once('close', () => r())));
     server.accept(stream);

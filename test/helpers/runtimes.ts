@@ -32,20 +32,29 @@ export interface NodeSide {
   error?: string;
 }
 
-/** A qkd-tls echo server in Node on 127.0.0.1:0 (both key exchange modes); closed in teardown. */
-export async function nodeEchoServer(t: Tap): Promise<{ port: number; connections: NodeSide[]; closed: Promise<void>[] }> {
-  const connections: NodeSide[] = [];
-  const closed: Promise<void>[] = [];
+/**
+ * A qkd-tls server (both key exchange modes) that echoes each connection and records it in `connections` (a
+ * failed handshake too); not listening yet.
+ */
+export function echoServer(connections: NodeSide[]): ReturnType<typeof createServer> {
   const server = createServer({ psks: [PSK], kexModes: ['psk_dhe_ke', 'psk_ke'] }, (socket: QkdTlsSocket) => {
     const side: NodeSide = { handshake: socket.handshake, echoed: 0, closeNotifyReceived: false };
     connections.push(side);
     socket.on('data', (b: Buffer) => (side.echoed += b.length));
     socket.on('end', () => (side.closeNotifyReceived = socket.connection?.peerClosed ?? false));
     socket.on('error', (e: Error) => (side.error = e.message));
-    closed.push(new Promise((r) => socket.once('close', () => r())));
     socket.pipe(socket);
   });
   server.on('tlsClientError', (e: Error) => connections.push({ handshake: null, echoed: 0, closeNotifyReceived: false, error: e.message }));
+  return server;
+}
+
+/** A qkd-tls echo server in Node on 127.0.0.1:0 (both key exchange modes); closed in teardown. */
+export async function nodeEchoServer(t: Tap): Promise<{ port: number; connections: NodeSide[]; closed: Promise<void>[] }> {
+  const connections: NodeSide[] = [];
+  const closed: Promise<void>[] = [];
+  const server = echoServer(connections);
+  server.on('secureConnection', (socket: QkdTlsSocket) => closed.push(new Promise((r) => socket.once('close', () => r()))));
   t.teardown(() => {
     server.destroyAll();
     server.close();
