@@ -1,6 +1,6 @@
 /**
  * The HTTP side of an ETSI GS QKD 014 key manager, shared by the single-link simulator (simulator.ts) and the
- * QKD network's server (lib/tools/network/server.ts): who is calling, reading a bounded request body, and
+ * QKD network's server (lib/tools/network/server.ts): what is asked and who is calling, reading a bounded request body, and
  * turning a {@link KmeResponse} into the HTTP answer (keys base64-encoded in a Key container, clause 6.3, and
  * wiped once encoded).
  */
@@ -10,6 +10,28 @@ import { wipe } from '../../codec/bytes.js';
 import { type Etsi014KeyContainer, SAE_ID_HEADER } from '../../qkd/etsi014-api.js';
 import { saeIdFromCertificate } from './certificates.js';
 import type { KmeResponse } from './handler.js';
+
+/** What a key manager reads off every request before routing it. */
+export interface KmeRequestLine {
+  readonly method: string;
+  /** The path without its query. */
+  readonly path: string;
+  readonly query: URLSearchParams;
+  /** See {@link identifyCaller}. */
+  readonly callerSaeId: string | undefined;
+}
+
+/** The method, path, query and calling SAE of a request. */
+export function requestLine(req: IncomingMessage, insecureHttp: boolean): KmeRequestLine {
+  const rawUrl = req.url ?? '/';
+  const q = rawUrl.indexOf('?');
+  return {
+    method: req.method ?? 'GET',
+    path: q < 0 ? rawUrl : rawUrl.slice(0, q),
+    query: new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1)),
+    callerSaeId: identifyCaller(req, insecureHttp),
+  };
+}
 
 /** The calling SAE: the TLS client certificate's CN, or (plain HTTP on loopback) the X-SAE-ID header. */
 export function identifyCaller(req: IncomingMessage, insecureHttp: boolean): string | undefined {

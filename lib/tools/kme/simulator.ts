@@ -29,7 +29,7 @@ import { hostname } from 'node:os';
 import { isLoopbackHost } from '../../qkd/etsi014-api.js';
 import { ensureKmeCertificates, type KmeCertificateSet } from './certificates.js';
 import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse, loopbackCorsHeaders } from './handler.js';
-import { identifyCaller, kmeHttpAnswer, readBody, urlHost } from './http.js';
+import { kmeHttpAnswer, readBody, requestLine, urlHost } from './http.js';
 import { QkdLink } from './store.js';
 
 export interface KmeSimulatorOptions {
@@ -294,12 +294,7 @@ interface ServeContext {
 
 /** One HTTP exchange: identify the caller, read the (bounded) body, answer. */
 function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: ServerResponse, ctx: ServeContext): void {
-  const rawUrl = req.url ?? '/';
-  const q = rawUrl.indexOf('?');
-  const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
-  const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
-  const method = req.method ?? 'GET';
-  const callerSaeId = identifyCaller(req, ctx.insecureHttp);
+  const { method, path, query, callerSaeId } = requestLine(req, ctx.insecureHttp);
   const cors = loopbackCorsHeaders(req.headers.origin) ?? {};
 
   const finish = (status: number, body: string, extraHeaders: Record<string, string>, keyCount: number, message?: string) => {

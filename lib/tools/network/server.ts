@@ -17,7 +17,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server, ty
 import { createServer as createHttpsServer } from 'node:https';
 import { isLoopbackHost } from '../../qkd/etsi014-api.js';
 import { ensureKmeCertificates, type KmeCertificateSet } from '../kme/certificates.js';
-import { identifyCaller, kmeHttpAnswer, readBody, urlHost } from '../kme/http.js';
+import { kmeHttpAnswer, readBody, requestLine, urlHost } from '../kme/http.js';
 import type { KmeResponse } from '../kme/handler.js';
 import { handleNetworkKmeRequest, nodeKmeUrl } from './kme.js';
 import { type NetworkEvent, QkdNetwork } from './network.js';
@@ -157,12 +157,7 @@ interface ServeContext {
 const NODE_PATH_RE = /^\/([^/]+)(\/.*)?$/;
 
 function serve(network: QkdNetwork, req: IncomingMessage, res: ServerResponse, ctx: ServeContext): void {
-  const rawUrl = req.url ?? '/';
-  const q = rawUrl.indexOf('?');
-  const path = q < 0 ? rawUrl : rawUrl.slice(0, q);
-  const query = new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1));
-  const method = req.method ?? 'GET';
-  const callerSaeId = identifyCaller(req, ctx.insecureHttp);
+  const { method, path, query, callerSaeId } = requestLine(req, ctx.insecureHttp);
   let node: string | null = null;
   const finish = (status: number, type: string, body: string, keyCount = 0, message?: string, extra: Record<string, string> = {}) => {
     if (!res.headersSent) res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body), ...extra });
