@@ -7,10 +7,11 @@
  * next handshake fails closed (the client's key manager answers 503 with the reason; no key, no handshake).
  */
 import { writeFileSync } from 'node:fs';
-import { type HandshakeInfo, serverPskResolver, takePsks } from 'qkd-tls';
+import { serverPskResolver, takePsks } from 'qkd-tls';
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { networkSvg, parseTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
-import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { echoOnce, type EchoResult } from './echo-once.js';
 import { describeEvent } from './network-kme.js';
 
 const CLIENT_SAE = 'client-sae';
@@ -154,34 +155,24 @@ export class NetworkDemo {
     if (r.echoed !== 'hello across the QKD network') throw new Error(`${title}: the echo differs`);
   }
 
-  private connectOnce(message: string): Promise<{ info?: HandshakeInfo; error?: Error; echoed: string }> {
-    const r: { info?: HandshakeInfo; error?: Error; echoed: string } = { echoed: '' };
-    return new Promise((resolve) => {
-      let release: (() => void) | undefined;
-      const socket = connect(
-        {
-          crypto: this.crypto,
-          host: '127.0.0.1',
-          port: this.port,
-          handshakeTimeout: 10_000,
-          psks: async () => {
-            const offer = await takePsks(this.crypto, this.clientKeys!);
-            release = offer.release;
-            return offer.psks;
-          },
+  private connectOnce(message: string): Promise<EchoResult> {
+    const keys: { release?: () => void } = {};
+    return echoOnce(
+      {
+        crypto: this.crypto,
+        host: '127.0.0.1',
+        port: this.port,
+        handshakeTimeout: 10_000,
+        psks: async () => {
+          const offer = await takePsks(this.crypto, this.clientKeys!);
+          keys.release = offer.release;
+          return offer.psks;
         },
-        () => {
-          r.info = socket.handshake!;
-          socket.end(message);
-        },
-      );
-      socket.on('data', (d: Buffer) => (r.echoed += d.toString()));
-      socket.on('error', (e) => (r.error = e));
-      socket.on('close', () => {
-        release?.();
-        resolve(r);
-      });
-    });
+      },
+      message,
+      { echoed: '' },
+      keys,
+    );
   }
 
   /** Waits (bounded: 10 s) until `done()`; the network advances on each look. */

@@ -24,7 +24,8 @@ import {
 } from 'qkd-tls';
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, releaseAfter } from 'qkd-tls/qkd';
 import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
-import { connect, createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { echoOnce } from '../cli/echo-once.js';
 import { NetworkDemo } from '../cli/network-demo.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
@@ -247,45 +248,36 @@ class Demo {
       offered: number;
       copy: Psk[];
     };
-    return new Promise((resolve) => {
-      let release: (() => void) | undefined;
-      const socket = connect(
-        {
-          crypto: this.crypto,
-          host: '127.0.0.1',
-          port: this.port,
-          handshakeTimeout: 10_000,
-          suites: plan.suites,
-          kexModes: plan.kexModes,
-          groups: plan.groups,
-          keyShareGroups: plan.keyShareGroups,
-          psks:
-            psks ??
-            (async () => {
-              // RFC 9258 §5.1: one imported PSK for each target KDF of the suites offered.
-              const hashes = (plan.suites ?? DEFAULT_SUITES).map((n) => SUITES[n].hash);
-              const importer = { ...this.importer, targetKdfs: targetKdfsForHashes(hashes) };
-              const offer = await takePsks(this.crypto, this.clientKeys!, { importer });
-              r.kdfs = importer.targetKdfs;
-              release = offer.release;
-              r.keyIds = offer.keys.map((k) => k.label ?? '?');
-              r.offered = offer.psks.length;
-              r.copy = offer.psks.map((p) => ({ ...p, secret: p.secret.slice() }));
-              return offer.psks;
-            }),
-        },
-        () => {
-          r.info = socket.handshake!;
-          socket.end(message);
-        },
-      );
-      socket.on('data', (d: Buffer) => (r.echoed += d.toString()));
-      socket.on('error', (e) => (r.error = e));
-      socket.on('close', () => {
-        release?.();
-        resolve(r);
-      });
-    });
+    const keys: { release?: () => void } = {};
+    return echoOnce(
+      {
+        crypto: this.crypto,
+        host: '127.0.0.1',
+        port: this.port,
+        handshakeTimeout: 10_000,
+        suites: plan.suites,
+        kexModes: plan.kexModes,
+        groups: plan.groups,
+        keyShareGroups: plan.keyShareGroups,
+        psks:
+          psks ??
+          (async () => {
+            // RFC 9258 §5.1: one imported PSK for each target KDF of the suites offered.
+            const hashes = (plan.suites ?? DEFAULT_SUITES).map((n) => SUITES[n].hash);
+            const importer = { ...this.importer, targetKdfs: targetKdfsForHashes(hashes) };
+            const offer = await takePsks(this.crypto, this.clientKeys!, { importer });
+            r.kdfs = importer.targetKdfs;
+            keys.release = offer.release;
+            r.keyIds = offer.keys.map((k) => k.label ?? '?');
+            r.offered = offer.psks.length;
+            r.copy = offer.psks.map((p) => ({ ...p, secret: p.secret.slice() }));
+            return offer.psks;
+          }),
+      },
+      message,
+      r,
+      keys,
+    );
   }
 
   async close(): Promise<void> {
