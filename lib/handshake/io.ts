@@ -69,10 +69,12 @@ export type HandshakeStateName =
   // server (handshake/server.ts)
   | 'ExpectClientHello'
   | 'AwaitPsks'
+  | 'AwaitSharedSecret'
   | 'ExpectSecondClientHello'
   | 'ExpectEndOfEarlyData'
   | 'ExpectClientFinished'
   // client (handshake/client.ts)
+  | 'AwaitKeyShares'
   | 'ExpectServerHello'
   | 'ExpectEncryptedExtensions'
   | 'ExpectServerFinished'
