@@ -132,7 +132,7 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
     '',
     'workerd advances its clock only on I/O, so its parts are timed from outside, one HTTP request each (the request and the ' +
       "part's setup included). In Node the streams transport leaves the offload off by default: node:crypto's synchronous AES-GCM " +
-      '(the "no" row) is faster than its WebCrypto.',
+      '(the "no" row) is faster than its WebCrypto; so it leaves WebCrypto key shares off over the node provider (the node rows below).',
     '',
     'Handshakes: "key shares" says what made the x25519 key shares: the provider itself (synchronous), or WebCrypto ' +
       '(`withWebCryptoKeyShares`, lib/crypto/webcrypto.ts), the handshake pausing for it while the bench loop runs the pause.',
