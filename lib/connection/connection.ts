@@ -938,7 +938,7 @@ export class Connection {
 /** How many records in a row may carry no application data (Go's crypto/tls allows 16 useless records). */
 export const MAX_IDLE_RECORDS = 64;
 
-/** What a peer may make us buffer while we look its PSKs up (0-RTT data plus headroom). */
+/** What a peer may make us buffer while we look its PSKs up or run a key agreement (0-RTT data plus headroom). */
 export const MAX_BUFFERED_WHILE_WAITING = 256 * 1024;
 
 /**

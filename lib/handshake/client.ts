@@ -371,11 +371,11 @@ class ExpectServerHello implements HandshakeState {
       if (!share || (this.retried?.group !== undefined && sh.keyShare.group !== this.retried.group)) {
         throw new TlsError('ServerSelectedUnofferedGroup', `server key share for group 0x${sh.keyShare.group.toString(16)}, which we did not send`);
       }
-      if (share.async) {
+      if (share.asyncGroup) {
         const serverShare = sh.keyShare.keyExchange;
         try {
           // §4.2.8.2: what can be checked without the private key is checked before the pause.
-          share.async.checkPeerShare('server', serverShare);
+          share.asyncGroup.checkPeerShare('server', serverShare);
         } catch (e) {
           destroyShares(this.shares);
           throw e;
@@ -471,8 +471,8 @@ interface NegotiatedClient {
 
 /** A key share we sent: made synchronously, or by an asynchronous group (whose checks run before the pause). */
 type OfferedShare =
-  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: ClientKeyShare; readonly async?: undefined }
-  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: AsyncClientKeyShare; readonly async: AsyncKeyExchangeGroup };
+  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: ClientKeyShare; readonly asyncGroup?: undefined }
+  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: AsyncClientKeyShare; readonly asyncGroup: AsyncKeyExchangeGroup };
 
 /**
  * §4.2.8: a key share per group, each from fresh randomness drawn in the groups' order (whichever path a group
@@ -486,7 +486,7 @@ function startShares(crypto: CryptoProvider, groups: readonly GroupName[]): Offe
     const randomness = crypto.random(group.randomLength);
     try {
       if (asyncGroup) {
-        shares.push(asyncGroup.start(randomness).then((key) => ({ group: g, share: key.share, key, async: asyncGroup })));
+        shares.push(asyncGroup.start(randomness).then((key) => ({ group: g, share: key.share, key, asyncGroup })));
       } else {
         const key = group.start(randomness);
         shares.push({ group: g, share: key.share, key });

@@ -459,6 +459,13 @@ export class QkdTlsSocket extends Duplex {
     }
   }
 
+  /** Reads from the socket again, unless the handshake now waits for something else (a key agreement after the PSKs). */
+  private resumeUnlessWaiting(): void {
+    const conn = this.conn!;
+    if (this.destroyed || this.readableFlowing === false || conn.pendingKeyAgreement || conn.pskRequest) return;
+    this.socket.resume();
+  }
+
   /** Runs the key agreement the handshake paused for, reading nothing meanwhile (as during a PSK lookup). */
   private runKeyAgreement(request: KeyAgreementRequest): void {
     const conn = this.conn!;
@@ -466,7 +473,7 @@ export class QkdTlsSocket extends Duplex {
     void runKeyAgreement(conn, request).then(() => {
       if (this.destroyed) return;
       this.pump();
-      if (!this.destroyed && this.readableFlowing !== false) this.socket.resume();
+      this.resumeUnlessWaiting();
     });
   }
 
@@ -482,7 +489,7 @@ export class QkdTlsSocket extends Duplex {
     this.socket.pause();
     const settle = (): void => {
       this.pump();
-      if (!this.destroyed && this.readableFlowing !== false) this.socket.resume();
+      this.resumeUnlessWaiting();
     };
     // A resolver that throws synchronously (or returns a non-promise) fails this handshake, nothing else.
     Promise.resolve()
