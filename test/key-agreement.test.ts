@@ -164,6 +164,22 @@ t.test('bytes received during a pause wait, within the bound of the PSK pause', 
   p.pump();
   t.equal(p.server.phase, 'connected');
 
+  // A read buffer that the transport reuses while the key agreement runs (Connection.receive keeps no view of it).
+  const psk2 = makePsk('reused-buffer');
+  const r = new Pair({ crypto: web(42), psks: [psk2] }, { crypto: noble(43), psks: [psk2] });
+  await runKeyAgreement(r.client, r.client.pendingKeyAgreement!);
+  r.server.receive(r.client.takeOutput()!);
+  const flight = r.server.takeOutput()!;
+  const buf = new Uint8Array(flight.length + 100);
+  buf.set(flight);
+  r.client.receive(buf.subarray(0, flight.length));
+  t.equal(r.client.stateName, 'AwaitSharedSecret');
+  buf.fill(0xee); // the next read reuses the buffer while WebCrypto works
+  await runKeyAgreement(r.client, r.client.pendingKeyAgreement!);
+  t.equal(r.client.phase, 'connected', 'the ServerHello and the buffered flight survive the reused read buffer');
+  r.server.receive(r.client.takeOutput()!);
+  t.equal(r.server.phase, 'connected');
+
   const { p: q } = await serverPaused(50);
   q.server.receive(new Uint8Array(MAX_BUFFERED_WHILE_WAITING + 1));
   const err = q.error('server');

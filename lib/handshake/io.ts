@@ -69,7 +69,6 @@ export type HandshakeStateName =
   // server (handshake/server.ts)
   | 'ExpectClientHello'
   | 'AwaitPsks'
-  | 'AwaitSharedSecret'
   | 'ExpectSecondClientHello'
   | 'ExpectEndOfEarlyData'
   | 'ExpectClientFinished'
@@ -78,6 +77,8 @@ export type HandshakeStateName =
   | 'ExpectServerHello'
   | 'ExpectEncryptedExtensions'
   | 'ExpectServerFinished'
+  // both, while an asynchronous key agreement runs (handshake/key-agreement.ts)
+  | 'AwaitSharedSecret'
   // both, once connected (handshake/common.ts)
   | 'ExpectPostHandshake';
 
