@@ -139,15 +139,28 @@ const X25519: Curve = {
   check: (from, share) => checkShareLength(X25519_SPEC, from, share),
   privateKey: (randomness) => ({ pkcs8: concat(fromHex('302e020100300506032b656e04220420'), randomness) }),
   publicKey: async (subtle, priv) => {
-    const u9 = new Uint8Array(32);
-    u9[0] = 9;
-    const basePoint = await subtle.importKey('raw', u9, { name: 'X25519' }, true, []);
+    const basePoint = await x25519BasePoint(subtle);
     return new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: basePoint }, priv, 256));
   },
   // RFC 8446 §7.4.2, RFC 7748 §6.1: WebCrypto refuses an all-zero result (a low-order peer point) with an
   // OperationError; the share is 32 bytes, so that is its only refusal (as noble's, lib/crypto/noble.ts).
   peerFailure: (e) => zeroSecret(e),
 };
+
+/** The X25519 base point u = 9 (RFC 7748 §4.1) as a WebCrypto public key, imported once per WebCrypto. */
+function x25519BasePoint(subtle: SubtleCrypto): Promise<Key> {
+  let key = BASE_POINTS.get(subtle);
+  if (!key) {
+    const u9 = new Uint8Array(32);
+    u9[0] = 9;
+    key = subtle.importKey('raw', u9, { name: 'X25519' }, true, []);
+    key.catch(() => BASE_POINTS.delete(subtle)); // a runtime without X25519: the caller falls back
+    BASE_POINTS.set(subtle, key);
+  }
+  return key;
+}
+
+const BASE_POINTS = new WeakMap<SubtleCrypto, Promise<Key>>();
 
 /**
  * P-256 (RFC 8446 §4.2.8.2, §7.4.2): the scalar comes from the 48 random bytes as in the synchronous group
@@ -207,9 +220,11 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
         return new WebCryptoClientShare(this.name, own.publicKey, (peer) => this.shared(own.priv, peer));
       },
       (e: unknown) => {
-        const share = this.fallBack(e, () => this.sync.start(copy));
-        wipe(copy);
-        return syncShare(share);
+        try {
+          return syncShare(this.fallBack(e, () => this.sync.start(copy)));
+        } finally {
+          wipe(copy);
+        }
       },
     );
   }
@@ -224,9 +239,11 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
         return { share: own.publicKey, sharedSecret: await this.shared(own.priv, peer) };
       },
       (e: unknown) => {
-        const answer = this.fallBack(e, () => this.sync.respond(peer, copy));
-        wipe(copy);
-        return answer;
+        try {
+          return this.fallBack(e, () => this.sync.respond(peer, copy));
+        } finally {
+          wipe(copy);
+        }
       },
     );
   }
