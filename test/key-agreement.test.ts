@@ -77,6 +77,26 @@ function hr(hrr: boolean, other: GroupName, group: GroupName): GroupName {
   return hrr ? other : group;
 }
 
+t.test('0-RTT data goes out after the pause, with the same bytes; accepted, and rejected after a HelloRetryRequest', async (t) => {
+  const early = new TextEncoder().encode('early words');
+  for (const hrr of [false, true]) {
+    const psk = makePsk('early');
+    const run = (crypto: (seed: number) => CryptoProvider) =>
+      new Pair(
+        { crypto: crypto(140), psks: [psk], earlyData: early, groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] },
+        { crypto: crypto(141), psks: [psk], maxEarlyDataSize: 1024, groups: hrr ? ['secp256r1'] : ['x25519'] },
+      );
+    const sync = run(noble);
+    sync.pump();
+    const async = run(web);
+    await settle(async);
+    t.equal(toHex(concat(...async.clientSent)), toHex(concat(...sync.clientSent)), `${hrr ? 'retry' : 'no retry'}: the client sent the same bytes`);
+    t.equal(toHex(concat(...async.serverSent)), toHex(concat(...sync.serverSent)), `${hrr ? 'retry' : 'no retry'}: the server too`);
+    t.equal(async.info('client')?.earlyData, hrr ? 'rejected' : 'accepted', `0-RTT ${hrr ? 'rejected' : 'accepted'}`);
+    if (!hrr) t.equal(new TextDecoder().decode(async.received('server', 'early')), 'early words', 'the server read the early data');
+  }
+});
+
 t.test('the client pauses before its ClientHello and sends nothing meanwhile', async (t) => {
   const c = Connection.client({ crypto: web(1), psks: [makePsk('c')] });
   t.equal(c.takeOutput(), null, 'no ClientHello yet');
