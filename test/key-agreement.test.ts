@@ -97,6 +97,26 @@ t.test('0-RTT data goes out after the pause, with the same bytes; accepted, and 
   }
 });
 
+t.test('a ClientHello with a synchronous share (X25519MLKEM768) and a WebCrypto one (x25519): the same bytes', async (t) => {
+  for (const serverGroup of ['x25519', 'X25519MLKEM768'] as GroupName[]) {
+    const psk = makePsk('mixed');
+    const run = (crypto: (seed: number) => CryptoProvider) =>
+      new Pair(
+        { crypto: crypto(150), psks: [psk], groups: ['X25519MLKEM768', 'x25519'], keyShareGroups: ['X25519MLKEM768', 'x25519'] },
+        { crypto: crypto(151), psks: [psk], groups: [serverGroup] },
+      );
+    const sync = run(noble);
+    sync.pump();
+    const async = run(web);
+    const pauses = await settle(async);
+    t.equal(toHex(concat(...async.clientSent)), toHex(concat(...sync.clientSent)), `server picks ${serverGroup}: the client sent the same bytes`);
+    t.equal(toHex(concat(...async.serverSent)), toHex(concat(...sync.serverSent)), `server picks ${serverGroup}: the server too`);
+    t.equal(async.info('client')?.group, serverGroup);
+    t.same(pauses[0], { side: 'client', state: 'AwaitKeyShares', step: 'start', groups: ['X25519MLKEM768', 'x25519'] }, 'one pause for both shares');
+    t.equal(pauses.some((x) => x.step === 'complete'), serverGroup === 'x25519', `a pause to complete only for x25519`);
+  }
+});
+
 t.test('the client pauses before its ClientHello and sends nothing meanwhile', async (t) => {
   const c = Connection.client({ crypto: web(1), psks: [makePsk('c')] });
   t.equal(c.takeOutput(), null, 'no ClientHello yet');
