@@ -11,11 +11,15 @@
  * - Ceiling: the raw WebCrypto AES-128-GCM work the same transfer needs — every 16 KiB record sealed once and
  *   opened once, the same number of records in flight — measured in the same run, right before the transfers.
  *   (In the pair both ends run on one thread, so the ceiling counts both the seal and the open of each record.)
- * - Handshakes/s: sans-IO Connection pairs back to back in memory, psk_dhe_ke with x25519, one after another.
+ * - Handshakes/s: sans-IO Connection pairs back to back in memory, psk_dhe_ke with x25519, one after another: with
+ *   the provider's own (synchronous) x25519, and with WebCrypto key shares (lib/crypto/webcrypto.ts), this loop
+ *   running each key-agreement pause itself as a transport would.
  */
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import type { CryptoProvider } from '../lib/crypto/provider.js';
+import { withWebCryptoKeyShares } from '../lib/crypto/webcrypto.js';
+import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import type { Psk } from '../lib/psk/types.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 
@@ -46,8 +50,8 @@ export interface RuntimeBenchOptions {
   readonly verify?: boolean;
 }
 
-export type RuntimePart = 'ceiling' | 'bulk-offload' | 'bulk-sync' | 'handshakes';
-export const RUNTIME_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'bulk-sync', 'handshakes'];
+export type RuntimePart = 'ceiling' | 'bulk-offload' | 'bulk-sync' | 'handshakes' | 'handshakes-webcrypto';
+export const RUNTIME_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'bulk-sync', 'handshakes', 'handshakes-webcrypto'];
 
 export const RUNTIME_SUITE = 'TLS_AES_128_GCM_SHA256';
 /** How the connection in the runtime is set up (printed with the results). */
@@ -63,6 +67,8 @@ export interface RuntimeMeasurement {
   readonly ms: number;
   /** Bulk with offload: records the offload sealed and opened (proves the path taken). */
   readonly offloaded?: { sealed: number; opened: number };
+  /** Handshakes with WebCrypto key shares: the path x25519 took ('webcrypto', or 'fallback' without X25519 in WebCrypto). */
+  readonly keySharePath?: string;
 }
 
 /** Runs the chosen parts; each returns how much it did in how long. */
@@ -75,7 +81,7 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
   if (options.verify !== false) await verifyTransfer(inFlight, crypto);
   const parts = options.parts ?? RUNTIME_PARTS;
   const warmupMs = options.warmupMs ?? (options.quick ? 500 : 2000);
-  if (warmupMs > 0 && parts.some((p) => p !== 'handshakes')) {
+  if (warmupMs > 0 && parts.some((p) => p !== 'handshakes' && p !== 'handshakes-webcrypto')) {
     for (const t0 = now(); now() - t0 < warmupMs; ) {
       if (parts.includes('ceiling')) await rawCeiling(bytes / 4, inFlight, now);
       if (parts.includes('bulk-offload')) await bulk(bytes / 4, true, inFlight, crypto, now);
@@ -91,7 +97,8 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
       if (part === 'ceiling') m = await rawCeiling(bytes, inFlight, now);
       else if (part === 'bulk-offload') m = await bulk(bytes, true, inFlight, crypto, now);
       else if (part === 'bulk-sync') m = await bulk(options.quick ? bytes / 2 : bytes / 3, false, inFlight, crypto, now);
-      else m = await handshakes(options.quick ? 40 : 200, crypto, now);
+      else if (part === 'handshakes') m = await handshakes(options.quick ? 40 : 200, crypto, now);
+      else m = await webCryptoHandshakes(options.quick ? 40 : 200, crypto, now);
       const prev = best.get(part);
       if (!prev || m.amount / m.ms > prev.amount / prev.ms) best.set(part, m);
     }
@@ -122,14 +129,19 @@ export function runtimeLines(options: RuntimeBenchOptions, m: readonly RuntimeMe
       setup: 'in-memory pair',
     });
   }
-  const h = m.find((y) => y.part === 'handshakes');
-  if (h) {
+  const provider = options.cryptoName ?? 'noble';
+  for (const part of ['handshakes', 'handshakes-webcrypto'] as const) {
+    const h = m.find((y) => y.part === part);
+    if (!h) continue;
     lines.push({
       event: 'runtime-handshakes',
       runtime: options.runtime,
       kex: 'psk_dhe_ke',
       group: 'x25519',
-      provider: options.cryptoName ?? 'noble',
+      provider,
+      // Which implementation made the x25519 key shares: the provider's own, or WebCrypto (where the runtime's
+      // WebCrypto lacks X25519, the provider's own after all: "<provider> (fallback)").
+      keyShares: part === 'handshakes' ? provider : h.keySharePath === 'webcrypto' ? 'webcrypto' : `${provider} (fallback)`,
       handshakesPerSecond: round(h.amount / (h.ms / 1000)),
       setup: 'in-memory pair',
     });
@@ -259,4 +271,33 @@ async function handshakes(count: number, crypto: CryptoProvider, now: () => numb
   const t0 = now();
   for (let i = 0; i < count; i++) once();
   return { part: 'handshakes', amount: count, ms: now() - t0 };
+}
+
+/**
+ * The same handshakes with WebCrypto key shares (`withWebCryptoKeyShares(crypto)`): each side's pending key
+ * agreement is run and answered here, as the transports do (lib/transport/key-agreement.ts).
+ */
+async function webCryptoHandshakes(count: number, base: CryptoProvider, now: () => number): Promise<RuntimeMeasurement> {
+  const crypto = withWebCryptoKeyShares(base);
+  const once = async (): Promise<void> => {
+    const c = Connection.client({ crypto, psks: [PSK], kexModes: ['psk_dhe_ke'], groups: ['x25519'] });
+    const s = Connection.server({ crypto, psks: [PSK] });
+    for (let round = 0; round < 8 && !(c.phase === 'connected' && s.phase === 'connected'); round++) {
+      const cr = c.pendingKeyAgreement;
+      if (cr) await runKeyAgreement(c, cr);
+      const a = c.takeOutput();
+      if (a) s.receive(a);
+      const sr = s.pendingKeyAgreement;
+      if (sr) await runKeyAgreement(s, sr);
+      const b = s.takeOutput();
+      if (b) c.receive(b);
+    }
+    if (c.phase !== 'connected' || s.phase !== 'connected') throw new Error(`handshake did not complete: ${c.error?.message ?? s.error?.message ?? c.stateName}`);
+    c.destroy();
+    s.destroy();
+  };
+  for (let i = 0; i < 5; i++) await once();
+  const t0 = now();
+  for (let i = 0; i < count; i++) await once();
+  return { part: 'handshakes-webcrypto', amount: count, ms: now() - t0, keySharePath: crypto.keySharePath('x25519') };
 }

@@ -95,7 +95,7 @@ export function formatRuntimes(run: RuntimesRun): string[] {
         `${String(l.runtime).padEnd(10)} ${String(l.offload).padEnd(8)} ${String(l.cipher).padEnd(10)} ${String(l.mbps).padStart(7)} ${String(l.ceilingMbps).padStart(9)}  ${ratio.toFixed(2).padStart(5)}  ${l.recordsInFlight}`,
       );
     } else if (l.event === 'runtime-handshakes') {
-      out.push(`${String(l.runtime).padEnd(10)} handshakes/s (psk_dhe_ke x25519, ${l.provider}): ${l.handshakesPerSecond}`);
+      out.push(`${String(l.runtime).padEnd(10)} handshakes/s (psk_dhe_ke x25519, ${l.provider}, key shares: ${l.keyShares ?? l.provider}): ${l.handshakesPerSecond}`);
     } else out.push(`${String(l.runtime).padEnd(10)} ${l.event}: ${String(l.reason ?? l.error)}`);
   }
   out.push(target);
@@ -132,11 +132,14 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
     '',
     'workerd advances its clock only on I/O, so its parts are timed from outside, one HTTP request each (the request and the ' +
       "part's setup included). In Node the streams transport leaves the offload off by default: node:crypto's synchronous AES-GCM " +
-      '(the "no" row) is faster than its WebCrypto.',
+      '(the "no" row) is faster than its WebCrypto; so it leaves WebCrypto key shares off over the node provider (the node rows below).',
     '',
-    '| runtime | handshakes/s (psk_dhe_ke, x25519, sans-IO pair) | provider |',
-    '|---|---|---|',
-    ...hs.map((l) => `| ${l.runtime} | ${l.handshakesPerSecond} | ${l.provider} |`),
+    'Handshakes: "key shares" says what made the x25519 key shares: the provider itself (synchronous), or WebCrypto ' +
+      '(`withWebCryptoKeyShares`, lib/crypto/webcrypto.ts), the handshake pausing for it while the bench loop runs the pause.',
+    '',
+    '| runtime | handshakes/s (psk_dhe_ke, x25519, sans-IO pair) | provider | key shares |',
+    '|---|---|---|---|',
+    ...hs.map((l) => `| ${l.runtime} | ${l.handshakesPerSecond} | ${l.provider} | ${l.keyShares ?? l.provider} |`),
     ...(other.length ? ['', ...other.map((l) => `- ${l.runtime}: ${l.event} (${String(l.reason ?? l.error)})`)] : []),
     RUNTIMES_END,
   ];

@@ -12,7 +12,15 @@
  *    to show every record and handshake message, field by field, in a page.
  */
 export * from './index.js';
-export { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair, type StreamServerOptions, type TlsStreams } from './transport/streams.js';
+export {
+  tlsClientOverStreams,
+  tlsServerOverStreams,
+  type ByteStreamPair,
+  type StreamServerOptions,
+  type StreamTransportOptions,
+  type TlsStreams,
+} from './transport/streams.js';
+export { runKeyAgreement } from './transport/key-agreement.js';
 export {
   connectWebSocket,
   MAX_MESSAGE_BYTES,

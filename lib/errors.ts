@@ -60,6 +60,7 @@ export const REASON_ALERT = {
   NoPskOffered: 'handshake_failure', // §4.1.1: this stack authenticates with PSKs only
   UnknownPskIdentity: 'unknown_psk_identity', // §4.2.11: no offered identity is known
   PskUnavailable: 'handshake_failure', // the PSK lookup failed (e.g. the key manager is unreachable)
+  KeyAgreementFailed: 'internal_error', // an asynchronous key agreement failed for a reason of ours (RFC 8446 §7.4)
   PskLookupWrongCount: 'internal_error', // the application's PSK lookup answered the wrong number of entries
   IncorrectBinder: 'decrypt_error', // §4.2.11.2
   NoApplicationProtocol: 'no_application_protocol', // RFC 7301 §3.2

@@ -11,11 +11,19 @@
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
 export { DEFAULT_GROUPS, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
-export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus } from './config/events.js';
+export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus, KeyAgreementRequest, KeyAgreementResult, KeyAgreementStep } from './config/events.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
-export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource } from './crypto/provider.js';
+export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource, AsyncKeyExchangeGroup, AsyncClientKeyShare } from './crypto/provider.js';
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';
+export {
+  withWebCryptoKeyShares,
+  isWebCryptoKeyShareProvider,
+  type WebCryptoKeyShareProvider,
+  type WebCryptoKeySharesOptions,
+  type WebCryptoGroupName,
+  type KeySharePath,
+} from './crypto/webcrypto.js';
 export { GROUP_SPECS, groupByName } from './crypto/groups.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';

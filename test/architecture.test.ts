@@ -78,6 +78,19 @@ t.test('no Node built-in in the runtime-neutral core', async (t) => {
   t.ok(n >= 30, `${n} core files checked`);
 });
 
+t.test('the state machines and the connection never await (an asynchronous step is a pause, lib/handshake/key-agreement.ts)', async (t) => {
+  const files = [...tsFiles(join(root, 'lib', 'handshake')), join(root, 'lib', 'connection', 'connection.ts')];
+  for (const f of files) {
+    // Comments and strings may say "await"; the code may not.
+    const code = readFileSync(f, 'utf8')
+      .replace(/\/\*[\s\S]*?\*\//g, '')
+      .replace(/\/\/.*$/gm, '')
+      .replace(/'(?:[^'\\\n]|\\.)*'|`(?:[^`\\]|\\.)*`/g, "''");
+    t.notMatch(code, /\bawait\b|\basync\b/, `${relative(root, f)} has no await and no async function`);
+  }
+  t.ok(files.length >= 6, `${files.length} files checked`);
+});
+
 t.test('bin/ imports the library only through package.json "exports"', async (t) => {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { name: string; exports: Record<string, unknown> };
   const entries = new Set(Object.keys(pkg.exports).map((k) => (k === '.' ? pkg.name : `${pkg.name}/${k.slice(2)}`)));

@@ -19,6 +19,8 @@ import type { HandshakeInfo } from '../lib/config/events.js';
 import type { Psk } from '../lib/psk/types.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
+import { createNobleProvider } from '../lib/crypto/noble.js';
+import { withWebCryptoKeyShares } from '../lib/crypto/webcrypto.js';
 import { opensslPskSessionPem } from './helpers/openssl-session.js';
 import {
   opensslServer,
@@ -193,6 +195,45 @@ t.test('openssl s_client -> qkd-tls server CLI', SUBTEST, async (t) => {
   t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
   t.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0 after the connection');
   t.match(jsonEvent(server.stderr, 'handshake'), { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY });
+});
+
+// --- WebCrypto key shares (lib/crypto/webcrypto.ts) ---------------------------------------------------------
+
+const OPENSSL_GROUP: Record<Group, string> = { x25519: 'X25519', secp256r1: 'P-256' };
+
+for (const group of ['x25519', 'secp256r1'] as Group[]) {
+  t.test(`qkd-tls client with WebCrypto key shares -> openssl s_server -groups ${OPENSSL_GROUP[group]}`, SUBTEST, async (t) => {
+    const crypto = withWebCryptoKeyShares(createNobleProvider());
+    const { peer, port } = await sServer(t, ['-rev', '-groups', OPENSSL_GROUP[group]]);
+    const socket = await libraryClient(t, port, { crypto, groups: [group] });
+    t.match(socket.handshake, { kex: 'psk_dhe_ke', group, helloRetry: false });
+    t.equal(crypto.keySharePath(group), 'webcrypto', `the ${group} key share ran in WebCrypto`);
+    t.same(crypto.keyShares, { webcrypto: 1, fallback: 0 });
+    await checkReversed(t, socket, `webcrypto ${group} to openssl`);
+    await closeAgainst(t, socket, peer);
+  });
+
+  t.test(`openssl s_client -groups ${OPENSSL_GROUP[group]} -> qkd-tls server with WebCrypto key shares`, SUBTEST, async (t) => {
+    const crypto = withWebCryptoKeyShares(createNobleProvider());
+    const { port, sockets } = await libraryEchoServer(t, { crypto, groups: [group] });
+    const client = sClient(t, port, ['-groups', OPENSSL_GROUP[group]]);
+    await checkEcho(t, client, `openssl to webcrypto ${group}`);
+    t.match(await serverHandshake(sockets), { kex: 'psk_dhe_ke', group });
+    t.equal(crypto.keySharePath(group), 'webcrypto', `the server's ${group} key share ran in WebCrypto`);
+    t.same(crypto.keyShares, { webcrypto: 1, fallback: 0 });
+    client.end();
+    t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
+  });
+}
+
+t.test('qkd-tls client with WebCrypto key shares -> openssl s_server: HelloRetryRequest for P-256', SUBTEST, async (t) => {
+  const crypto = withWebCryptoKeyShares(createNobleProvider());
+  const { peer, port } = await sServer(t, ['-rev', '-groups', 'P-256']);
+  const socket = await libraryClient(t, port, { crypto, groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] });
+  t.match(socket.handshake, { group: 'secp256r1', helloRetry: true });
+  t.same(crypto.keyShares, { webcrypto: 2, fallback: 0 }, 'both key shares (x25519, then P-256) ran in WebCrypto');
+  await checkReversed(t, socket, 'webcrypto after a retry');
+  await closeAgainst(t, socket, peer);
 });
 
 // --- HelloRetryRequest -----------------------------------------------------------------------------------------

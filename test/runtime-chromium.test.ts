@@ -9,6 +9,7 @@
  * And the bridge's allow-list: a target not on it is refused before any byte is relayed.
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,7 +40,16 @@ t.before(async () => {
   page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   page.on('pageerror', (e) => t.comment(`page error: ${e.message}`));
-  await page.setContent('<!doctype html><meta charset="utf-8"><title>qkd-tls runtime test</title>');
+  // Served from http://127.0.0.1 (a secure context, as a deployed page over https would be), so that the page has
+  // WebCrypto (crypto.subtle): the streams transport then uses WebCrypto key shares and the record offload.
+  const http = createServer((_req, res) => {
+    res.setHeader('content-type', 'text/html; charset=utf-8');
+    res.end('<!doctype html><meta charset="utf-8"><title>qkd-tls runtime test</title>');
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => void http.close());
+  await page.goto(`http://127.0.0.1:${(http.address() as net.AddressInfo).port}/`);
+  t.equal(await page.evaluate(() => typeof globalThis.crypto?.subtle?.deriveBits, null), 'function', 'the page has WebCrypto');
   await page.addScriptTag({ content: await readFile(out, 'utf8') });
   hasWebSocketStream = await page.evaluate(() => (globalThis as { qkdTlsHasWebSocketStream?: boolean }).qkdTlsHasWebSocketStream === true, null);
   t.comment(`Chromium ${hasWebSocketStream ? 'has' : 'lacks'} WebSocketStream`);

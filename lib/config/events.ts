@@ -39,9 +39,44 @@ export type ConnectionEvent =
   | { readonly type: 'early-data'; readonly status: 'accepted' | 'rejected' }
   /** Server: the PSKs for these identities are needed; answer with `providePsks`. */
   | { readonly type: 'psk-request'; readonly request: PskRequest }
+  /**
+   * The handshake waits for an asynchronous key agreement (Connection.pendingKeyAgreement): run `request` and
+   * answer with `provideKeyAgreement` or `failKeyAgreement`.
+   */
+  | { readonly type: 'key-agreement'; readonly request: KeyAgreementRequest }
   /** The peer sent close_notify: it will send no more data (we may still write). */
   | { readonly type: 'end' }
   /** A KeyUpdate took effect in one direction. */
   | { readonly type: 'key-update'; readonly direction: 'read' | 'write' }
   /** A fatal error: the alert was sent (error.remote false) or received (error.remote true). */
   | { readonly type: 'error'; readonly error: TlsError };
+
+/** Which key-exchange step a handshake waits for. */
+export type KeyAgreementStep =
+  /** Client: its key share(s), before a ClientHello (KeyExchangeGroup.start). */
+  | 'start'
+  /** Server: its key share and the shared secret, from the client's share (KeyExchangeGroup.respond). */
+  | 'respond'
+  /** Client: the shared secret, from the server's share (ClientKeyShare.complete). */
+  | 'complete';
+
+/**
+ * A key agreement the handshake waits for (Connection.pendingKeyAgreement; lib/handshake/key-agreement.ts). The
+ * transport calls {@link run} and
+ * hands what it resolves with to Connection.provideKeyAgreement, or what it rejects with to
+ * Connection.failKeyAgreement. The work has already started when the request appears (it holds its own copy of
+ * the private-key randomness); run() only gives its outcome, the same promise on every call.
+ */
+export interface KeyAgreementRequest {
+  readonly step: KeyAgreementStep;
+  /** The groups concerned: several only for a first ClientHello that carries shares for several groups. */
+  readonly groups: readonly GroupName[];
+  run(): Promise<KeyAgreementResult>;
+}
+
+/** What {@link KeyAgreementRequest.run} resolves with: opaque, for Connection.provideKeyAgreement only. */
+export interface KeyAgreementResult {
+  /** The request this answers (an answer to any other request is refused). */
+  readonly request: KeyAgreementRequest;
+}
+

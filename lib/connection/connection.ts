@@ -30,6 +30,7 @@ import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
 import { isAwaitingPsks, startServer } from '../handshake/server.js';
+import { isAwaitingKeyAgreement, type KeyAgreementRequest, type KeyAgreementResult } from '../handshake/key-agreement.js';
 import type { ClientOptions, ServerOptions } from '../config/options.js';
 import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 import { LentDirection, type ReadOffload, type WriteOffload } from './offload.js';
@@ -124,7 +125,7 @@ export class Connection {
     this.keyUpdateAfter = after ?? Number.MAX_SAFE_INTEGER;
     this.io = this.makeIO();
     if (isClient) {
-      this.state = startClient(this.io, options as ClientOptions);
+      this.state = this.entered(startClient(this.io, options as ClientOptions));
       this.flushHandshake();
     } else {
       this.state = startServer(this.io, options as ServerOptions);
@@ -159,6 +160,16 @@ export class Connection {
   get pskRequest(): PskRequest | null {
     return isAwaitingPsks(this.state) ? this.state.pskRequest : null;
   }
+  /**
+   * The key agreement the handshake waits for, while it waits (the provider has an asynchronous group: see
+   * CryptoProvider.asyncGroup and lib/handshake/key-agreement.ts), else null. Reported once as a
+   * `key-agreement` event. Run it and answer with {@link provideKeyAgreement} or {@link failKeyAgreement};
+   * meanwhile nothing received is processed (what arrives is buffered, up to the same bound as during a PSK
+   * lookup).
+   */
+  get pendingKeyAgreement(): KeyAgreementRequest | null {
+    return this.phaseValue.kind === 'handshaking' && isAwaitingKeyAgreement(this.state) ? this.state.keyAgreement : null;
+  }
   /** The name of the handshake state (for diagnostics). */
   get stateName(): string {
     return this.state.name;
@@ -189,10 +200,10 @@ export class Connection {
     this.inputOwned = owned;
     this.guard(() => {
       this.process();
-      // While a PSK lookup is pending nothing is processed: bound what a peer can make us hold meanwhile
-      // (a ChangeCipherSpec and some 0-RTT data are all that may legitimately arrive).
-      if (this.awaitingPsks && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
-        throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the PSK lookup was pending`);
+      // While a PSK lookup or a key agreement is pending nothing is processed: bound what a peer can make us hold
+      // meanwhile (a ChangeCipherSpec, some 0-RTT data, the server's flight are all that may legitimately arrive).
+      if (this.waiting && this.deframer.buffered > MAX_BUFFERED_WHILE_WAITING) {
+        throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the ${this.awaitingPsks ? 'PSK lookup' : 'key agreement'} was pending`);
       }
     });
     this.inputOwned = false;
@@ -205,12 +216,52 @@ export class Connection {
     const s = this.state;
     if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
     this.guard(() => {
-      this.state = s.resume(this.io, psks);
+      this.state = this.entered(s.resume(this.io, psks));
       this.flushHandshake();
       this.drainHandshake();
       this.process();
     });
     this.deframer.detach();
+  }
+
+  /**
+   * Answers the {@link pendingKeyAgreement} with what its `run()` resolved with: the handshake goes on (a
+   * ClientHello or the server's flight is queued in the output) and what was received meanwhile is processed.
+   * Ignored once the connection failed or was destroyed (the result's secrets are wiped then); throws when no key
+   * agreement is pending or `result` answers another request.
+   */
+  provideKeyAgreement(result: KeyAgreementResult): void {
+    const s = this.state;
+    if (this.phaseValue.kind === 'failed' || this.phaseValue.kind === 'closed') return;
+    if (this.phaseValue.kind !== 'handshaking' || !isAwaitingKeyAgreement(s)) {
+      throw new Error(`provideKeyAgreement: the connection is not waiting for a key agreement (${this.phase}, ${this.state.name})`);
+    }
+    if (!s.accepts(result)) throw new Error('provideKeyAgreement: this result answers another key agreement request');
+    this.guard(() => {
+      this.state = this.entered(s.resume(this.io, result));
+      this.flushHandshake();
+      this.drainHandshake();
+      this.process();
+    });
+    this.deframer.detach();
+  }
+
+  /**
+   * Fails the handshake because the {@link pendingKeyAgreement}'s `run()` rejected with `error`. A TlsError (the
+   * peer's key share gave an all-zero X25519 secret: KeyExchangeZeroSecret) sends its own alert, as on the
+   * synchronous path; anything else is KeyAgreementFailed (internal_error). Ignored once the connection failed or
+   * was destroyed; throws when no key agreement is pending.
+   */
+  failKeyAgreement(error: unknown): void {
+    if (this.phaseValue.kind === 'failed' || this.phaseValue.kind === 'closed') return;
+    if (this.phaseValue.kind !== 'handshaking' || !isAwaitingKeyAgreement(this.state)) {
+      throw new Error(`failKeyAgreement: the connection is not waiting for a key agreement (${this.phase}, ${this.state.name})`);
+    }
+    this.fatal(
+      error instanceof TlsError
+        ? error
+        : new TlsError('KeyAgreementFailed', `the key agreement failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error }),
+    );
   }
 
   /** Server: fails the handshake because the PSK lookup failed (e.g. the key manager is unreachable). */
@@ -426,9 +477,21 @@ export class Connection {
     return p.kind === 'handshaking' || (p.kind === 'connected' && p.closeNotify !== 'received');
   }
 
-  /** Whether received records are processed now: while receiving, except while the handshake waits for PSKs. */
+  /** Whether received records are processed now: while receiving, except while the handshake waits for PSKs or a key agreement. */
   private get reading(): boolean {
-    return this.receiving && !this.awaitingPsks;
+    return this.receiving && !this.waiting;
+  }
+
+  /** The handshake waits for an answer from outside: PSKs, or a key agreement. */
+  private get waiting(): boolean {
+    return this.phaseValue.kind === 'handshaking' && (isAwaitingPsks(this.state) || isAwaitingKeyAgreement(this.state));
+  }
+
+  /** `state`, after queueing the event that asks for what it waits for, if it waits. */
+  private entered(state: HandshakeState): HandshakeState {
+    if (isAwaitingPsks(state)) this.events.push({ type: 'psk-request', request: state.pskRequest });
+    else if (isAwaitingKeyAgreement(state)) this.events.push({ type: 'key-agreement', request: state.keyAgreement });
+    return state;
   }
 
   /** Server: the handshake waits for {@link providePsks} (or {@link failPskLookup}). */
@@ -552,10 +615,7 @@ export class Connection {
       // §5.1: refused before the message is acted on, so nothing is answered and no key changes.
       this.joiner.checkKeyChangeBoundary(m);
       if (this.phaseValue.kind === 'connected') this.countIdleRecord('a post-handshake message');
-      this.state = this.state.handle(this.io, m);
-      if (isAwaitingPsks(this.state)) {
-        this.events.push({ type: 'psk-request', request: this.state.pskRequest });
-      }
+      this.state = this.entered(this.state.handle(this.io, m));
     }
   }
 
@@ -878,7 +938,7 @@ export class Connection {
 /** How many records in a row may carry no application data (Go's crypto/tls allows 16 useless records). */
 export const MAX_IDLE_RECORDS = 64;
 
-/** What a peer may make us buffer while we look its PSKs up (0-RTT data plus headroom). */
+/** What a peer may make us buffer while we look its PSKs up or run a key agreement (0-RTT data plus headroom). */
 export const MAX_BUFFERED_WHILE_WAITING = 256 * 1024;
 
 /**

@@ -121,6 +121,43 @@ export interface KeyExchangeGroup {
   respond(clientShare: Uint8Array, randomness: Uint8Array): { share: Uint8Array; sharedSecret: Uint8Array };
 }
 
+/**
+ * The asynchronous side of a key-exchange group (for example WebCrypto's X25519 and ECDH, lib/crypto/webcrypto.ts):
+ * the same exchange as {@link KeyExchangeGroup}, from the same randomness and with the same bytes out, but the
+ * work returns a promise. The state machines never await it: they pause the handshake and hand the promise to
+ * the transport (Connection.pendingKeyAgreement).
+ *
+ * Every method copies what it needs from its arguments before it returns, so the caller may wipe `randomness`
+ * as soon as the call returns. A peer share is checked by {@link checkPeerShare} before the pause; what can only
+ * be seen after the work (an all-zero X25519 secret) rejects the promise with the same TlsError reason that the
+ * synchronous group throws.
+ */
+export interface AsyncKeyExchangeGroup {
+  readonly name: GroupName;
+  /** Exactly as {@link KeyExchangeGroup.randomLength}: the asynchronous and synchronous groups draw the same bytes. */
+  readonly randomLength: number;
+  /**
+   * Synchronous checks of a peer's key_exchange that need no private key (RFC 8446 §4.2.8.2: length, point
+   * format, point on the curve): throws the TlsError that {@link KeyExchangeGroup.respond} or
+   * {@link ClientKeyShare.complete} would throw for it.
+   */
+  checkPeerShare(from: 'client' | 'server', share: Uint8Array): void;
+  /** Client: {@link KeyExchangeGroup.start}, asynchronously. */
+  start(randomness: Uint8Array): Promise<AsyncClientKeyShare>;
+  /** Server: {@link KeyExchangeGroup.respond}, asynchronously (call {@link checkPeerShare} first). */
+  respond(clientShare: Uint8Array, randomness: Uint8Array): Promise<{ share: Uint8Array; sharedSecret: Uint8Array }>;
+}
+
+/** The client's half of an asynchronous key exchange ({@link ClientKeyShare}, with a promise from `complete`). */
+export interface AsyncClientKeyShare {
+  readonly group: GroupName;
+  readonly share: Uint8Array;
+  /** Call {@link AsyncKeyExchangeGroup.checkPeerShare} first; rejects with 'KeyExchangeZeroSecret' for a low-order X25519 point. */
+  complete(serverShare: Uint8Array): Promise<Uint8Array>;
+  /** Forgets the private key (a promise still running finishes with its own copy). */
+  destroy(): void;
+}
+
 export interface CryptoProvider {
   /** A short name for logs and benchmarks ("noble", "node"). */
   readonly name: string;
@@ -133,6 +170,12 @@ export interface CryptoProvider {
   aead(name: AeadName, key: Uint8Array): Aead;
   /** The group implementation, or undefined when this provider does not support it. */
   group(name: GroupName): KeyExchangeGroup | undefined;
+  /**
+   * Optional: an asynchronous implementation of a group that {@link group} also implements, or undefined to use
+   * the synchronous one. When present, the handshake pauses where it would call the group (see
+   * {@link AsyncKeyExchangeGroup}); the handshake's bytes are the same either way.
+   */
+  asyncGroup?(name: GroupName): AsyncKeyExchangeGroup | undefined;
   /** Cryptographically secure random bytes. */
   random: RandomSource;
 }

@@ -11,10 +11,14 @@
  *
  * Randomness is drawn from the provider in a fixed order (client random, legacy_session_id, key shares), so a
  * replay with injected randomness reproduces a trace byte for byte.
+ *
+ * With an asynchronous group (lib/handshake/key-agreement.ts) the handshake pauses where it would call it:
+ * AwaitKeyShares before each ClientHello (which goes out after the pause), AwaitSharedSecret after the
+ * ServerHello. The bytes are the same either way.
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
-import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../crypto/provider.js';
+import type { AsyncClientKeyShare, AsyncKeyExchangeGroup, ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
 import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
@@ -52,6 +56,7 @@ import {
   verifyFinished,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
+import { allOrNothing, asyncGroupOf, AwaitKeyAgreement } from './key-agreement.js';
 
 /** Everything the client decided before sending its first ClientHello. */
 interface ClientPlan {
@@ -90,9 +95,11 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
-  // §4.2.8: the shares "MUST appear in the same order" as their groups in supported_groups, whatever order
-  // keyShareGroups lists them in.
-  const shares = groups.filter((g) => wanted.includes(g)).map((g) => startShare(crypto, crypto.group(g)!));
+  const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
+  // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
+  if (earlyData && !suites.includes(SUITES[earlyDataSuiteName(psks[0])])) {
+    throw new TypeError(`client: 0-RTT under this PSK uses ${earlyDataSuiteName(psks[0])} (RFC 8446 §4.2.10), which is not among the offered suites`);
+  }
 
   const plan: ClientPlan = {
     crypto,
@@ -105,7 +112,31 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
     offered: new Set<number>(),
     ccsSent: false,
   };
-  const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
+  // §4.2.8: the shares "MUST appear in the same order" as their groups in supported_groups, whatever order
+  // keyShareGroups lists them in.
+  const shareGroups = groups.filter((g) => wanted.includes(g));
+  const shares = startShares(crypto, shareGroups);
+  if (!(shares instanceof Promise)) return sendFirstClientHello(io, plan, psks, shares, earlyData);
+  return new AwaitKeyAgreement(shares, {
+    name: 'AwaitKeyShares',
+    step: 'start',
+    groups: shareGroups,
+    next: (io2, ready) => sendFirstClientHello(io2, plan, psks, ready, earlyData),
+    discard: destroyShares,
+    release: () => {},
+  });
+}
+
+/** Sends the first ClientHello (and 0-RTT data when asked); returns the state that expects the ServerHello. */
+function sendFirstClientHello(
+  io: HandshakeIO,
+  plan: ClientPlan,
+  psks: readonly Psk[],
+  shares: readonly OfferedShare[],
+  earlyData: Uint8Array | undefined,
+): HandshakeState {
+  const { crypto, random } = plan;
+  const compat = plan.options.middleboxCompatibility ?? true;
   const hello = buildClientHello(plan, psks, shares, { earlyData: earlyData !== undefined }, null);
   io.sendHandshake(hello.raw);
 
@@ -114,9 +145,6 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
     // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
     const psk = psks[0];
     const suite = SUITES[earlyDataSuiteName(psk)];
-    if (!suites.includes(suite)) {
-      throw new TypeError(`client: 0-RTT under this PSK uses ${suite.name} (RFC 8446 §4.2.10), which is not among the offered suites`);
-    }
     const es = hello.earlySecrets[0];
     const secret = deriveEarlyTraffic(io, es, crypto.hash(psk.hash).digest(hello.raw), random);
     if (compat) {
@@ -153,7 +181,7 @@ interface RetryContext {
 function buildClientHello(
   plan: ClientPlan,
   psks: readonly Psk[],
-  shares: readonly ClientKeyShare[],
+  shares: readonly OfferedShare[],
   flags: { earlyData: boolean },
   retry: RetryContext | null,
 ): BuiltHello {
@@ -207,13 +235,13 @@ class ExpectServerHello implements HandshakeState {
 
   destroy(): void {
     for (const es of this.hello.earlySecrets) es.destroy();
-    for (const s of this.shares) s.destroy();
+    destroyShares(this.shares);
   }
 
   constructor(
     private readonly plan: ClientPlan,
     private readonly psks: readonly Psk[],
-    private readonly shares: readonly ClientKeyShare[],
+    private readonly shares: readonly OfferedShare[],
     private readonly hello: BuiltHello,
     private readonly early: EarlyState | null,
     /** Set after a HelloRetryRequest: the transcript so far, the suite and group it named. */
@@ -251,7 +279,7 @@ class ExpectServerHello implements HandshakeState {
     // §4.1.4: a second HelloRetryRequest is unexpected_message.
     if (this.retried) throw new TlsError('SecondHelloRetryRequest', 'a second HelloRetryRequest (RFC 8446 §4.1.4)');
     hrr.extensions.requireSubsetOf(new Set([E.supported_versions, E.key_share, E.cookie]), 'HelloRetryRequest');
-    let retryGroup: KeyExchangeGroup | undefined;
+    let retryGroup: GroupName | undefined;
     if (hrr.selectedGroup !== undefined) {
       const name = groupName(hrr.selectedGroup);
       // §4.1.4, §4.2: a key_share in the HelloRetryRequest answers ours; without psk_dhe_ke we sent none.
@@ -265,7 +293,7 @@ class ExpectServerHello implements HandshakeState {
       if (this.shares.some((s) => s.group === name)) {
         throw new TlsError('HelloRetryRequestBadGroup', `HelloRetryRequest asks for ${name}, for which we already sent a key share`);
       }
-      retryGroup = this.plan.crypto.group(name)!;
+      retryGroup = name;
     } else if (hrr.cookie === undefined) {
       // §4.1.4: an HRR that would not change the ClientHello is illegal_parameter.
       throw new TlsError('HelloRetryRequestUseless', 'HelloRetryRequest changes nothing in the ClientHello');
@@ -274,13 +302,25 @@ class ExpectServerHello implements HandshakeState {
     // the new key share is made, so that this failure leaves no private key behind).
     const psks = this.psks.filter((p) => p.hash === suite.hash);
     if (psks.length === 0) throw new TlsError('NoCommonCipherSuite', `no offered PSK is usable with ${suite.name}`);
-    let newShares = this.shares;
+    let newShares: readonly OfferedShare[] | Promise<OfferedShare[]> = this.shares;
     if (retryGroup) {
-      for (const s of this.shares) s.destroy();
-      newShares = [startShare(this.plan.crypto, retryGroup)];
+      destroyShares(this.shares);
+      newShares = startShares(this.plan.crypto, [retryGroup]);
     }
     for (const es of this.hello.earlySecrets) es.destroy();
+    if (!(newShares instanceof Promise)) return this.sendSecondClientHello(io, hrr, suite, psks, newShares);
+    return new AwaitKeyAgreement(newShares, {
+      name: 'AwaitKeyShares',
+      step: 'start',
+      groups: [retryGroup!],
+      next: (io2, ready) => this.sendSecondClientHello(io2, hrr, suite, psks, ready),
+      discard: destroyShares,
+      release: () => {},
+    });
+  }
 
+  /** §4.1.2: the second ClientHello, with the new key share (if the HelloRetryRequest asked for one). */
+  private sendSecondClientHello(io: HandshakeIO, hrr: ServerHello, suite: SuiteInfo, psks: readonly Psk[], newShares: readonly OfferedShare[]): HandshakeState {
     const transcript = new Transcript(this.plan.crypto, suite.hash).add(this.hello.raw).replaceWithMessageHash().add(hrr.raw);
     const hello = buildClientHello(this.plan, psks, newShares, { earlyData: false }, { transcript, cookie: hrr.cookie });
     if (this.early) io.emit({ type: 'early-data', status: 'rejected' });
@@ -331,10 +371,28 @@ class ExpectServerHello implements HandshakeState {
       if (!share || (this.retried?.group !== undefined && sh.keyShare.group !== this.retried.group)) {
         throw new TlsError('ServerSelectedUnofferedGroup', `server key share for group 0x${sh.keyShare.group.toString(16)}, which we did not send`);
       }
+      if (share.asyncGroup) {
+        const serverShare = sh.keyShare.keyExchange;
+        try {
+          // §4.2.8.2: what can be checked without the private key is checked before the pause.
+          share.asyncGroup.checkPeerShare('server', serverShare);
+        } catch (e) {
+          destroyShares(this.shares);
+          throw e;
+        }
+        return new AwaitKeyAgreement(share.key.complete(serverShare), {
+          name: 'AwaitSharedSecret',
+          step: 'complete',
+          groups: [share.group],
+          next: (io2, secret) => this.afterKeyExchange(io2, sh, suite, index, 'psk_dhe_ke', share.group, secret),
+          discard: (secret) => wipe(secret),
+          release: () => this.destroy(),
+        });
+      }
       try {
-        shared = share.complete(sh.keyShare.keyExchange);
+        shared = share.key.complete(sh.keyShare.keyExchange);
       } catch (e) {
-        for (const s of this.shares) s.destroy();
+        destroyShares(this.shares);
         throw e;
       }
       kex = 'psk_dhe_ke';
@@ -344,7 +402,22 @@ class ExpectServerHello implements HandshakeState {
       if (!plan.modes.includes('psk_ke')) throw new TlsError('ServerKeyShareMissing', 'ServerHello has no key_share but psk_ke was not offered (RFC 8446 §4.2.11)');
       kex = 'psk_ke';
     }
-    for (const s of this.shares) s.destroy();
+    return this.afterKeyExchange(io, sh, suite, index, kex, groupNameSel, shared);
+  }
+
+  /** §7.1: the handshake keys from the PSK and the (EC)DHE secret (null for psk_ke); expects EncryptedExtensions. */
+  private afterKeyExchange(
+    io: HandshakeIO,
+    sh: ServerHello,
+    suite: SuiteInfo,
+    index: number,
+    kex: KexMode,
+    groupNameSel: GroupName | null,
+    shared: Uint8Array | null,
+  ): HandshakeState {
+    const plan = this.plan;
+    const psk = this.psks[index];
+    destroyShares(this.shares);
 
     const transcript = this.retried ? this.retried.transcript : new Transcript(plan.crypto, suite.hash).add(this.hello.raw);
     transcript.add(sh.raw);
@@ -396,14 +469,38 @@ interface NegotiatedClient {
   handshakeWriteKeys: boolean;
 }
 
-/** §4.2.8: a key share from fresh randomness, wiped once the group has taken its private key from it. */
-function startShare(crypto: CryptoProvider, group: KeyExchangeGroup): ClientKeyShare {
-  const randomness = crypto.random(group.randomLength);
-  try {
-    return group.start(randomness);
-  } finally {
-    wipe(randomness);
+/** A key share we sent: made synchronously, or by an asynchronous group (whose checks run before the pause). */
+type OfferedShare =
+  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: ClientKeyShare; readonly asyncGroup?: undefined }
+  | { readonly group: GroupName; readonly share: Uint8Array; readonly key: AsyncClientKeyShare; readonly asyncGroup: AsyncKeyExchangeGroup };
+
+/**
+ * §4.2.8: a key share per group, each from fresh randomness drawn in the groups' order (whichever path a group
+ * takes), wiped once the group has taken its private key from it. A promise when any group is asynchronous.
+ */
+function startShares(crypto: CryptoProvider, groups: readonly GroupName[]): OfferedShare[] | Promise<OfferedShare[]> {
+  const shares: (OfferedShare | Promise<OfferedShare>)[] = [];
+  for (const g of groups) {
+    const asyncGroup = asyncGroupOf(crypto, g);
+    const group = crypto.group(g)!;
+    const randomness = crypto.random(group.randomLength);
+    try {
+      if (asyncGroup) {
+        shares.push(asyncGroup.start(randomness).then((key) => ({ group: g, share: key.share, key, asyncGroup })));
+      } else {
+        const key = group.start(randomness);
+        shares.push({ group: g, share: key.share, key });
+      }
+    } finally {
+      wipe(randomness);
+    }
   }
+  if (!shares.some((s) => s instanceof Promise)) return shares as OfferedShare[];
+  return allOrNothing(shares.map((s) => Promise.resolve(s)), (s) => s.key.destroy());
+}
+
+function destroyShares(shares: readonly OfferedShare[]): void {
+  for (const s of shares) s.key.destroy();
 }
 
 function destroyNegotiated(n: NegotiatedClient): void {

@@ -73,9 +73,12 @@ export type HandshakeStateName =
   | 'ExpectEndOfEarlyData'
   | 'ExpectClientFinished'
   // client (handshake/client.ts)
+  | 'AwaitKeyShares'
   | 'ExpectServerHello'
   | 'ExpectEncryptedExtensions'
   | 'ExpectServerFinished'
+  // both, while an asynchronous key agreement runs (handshake/key-agreement.ts)
+  | 'AwaitSharedSecret'
   // both, once connected (handshake/common.ts)
   | 'ExpectPostHandshake';
 

@@ -7,6 +7,8 @@
  *        │                  │
  *        │     HelloRetryRequest ──▶ ExpectSecondClientHello ──▶ (as below, no second HRR)
  *        ▼                  ▼
+ *   [AwaitSharedSecret] (while an asynchronous group answers the client's key share, lib/handshake/key-agreement.ts)
+ *        ▼
  *   ServerHello, EncryptedExtensions, Finished ──▶ [ExpectEndOfEarlyData] ──▶ ExpectClientFinished ──▶ connected
  * ```
  *
@@ -54,6 +56,7 @@ import {
   verifyFinished,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
+import { asyncGroupOf, AwaitKeyAgreement } from './key-agreement.js';
 
 /** How many offered PSK identities a server looks up at most (the rest count as unknown). */
 export const MAX_LOOKED_UP_IDENTITIES = 16;
@@ -193,7 +196,10 @@ function answerClientHello(
   // Every secret derived from the PSK from here on: wiped if the handshake fails before a state holds them (no
   // ALPN in common, a bad key share), so that no secret of a QKD key outlives a failed handshake.
   const derived: Uint8Array[] = [];
-  let hs: HandshakeSecret | null = null;
+  const release = (): void => {
+    early.destroy();
+    wipe(...derived);
+  };
   try {
     const transcript = retry ? retry.transcript : new Transcript(plan.crypto, suite.hash);
     transcript.add(ch.raw);
@@ -202,8 +208,71 @@ function answerClientHello(
     // §7.1: the client's early traffic secret, over the ClientHello, when it sent 0-RTT data we may read or skip.
     const earlySecret = ch.earlyData && !retry ? deriveEarlyTraffic(io, early, transcript.current(), ch.random) : null;
     if (earlySecret) derived.push(earlySecret);
+    const agreed: AgreedKeys = { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, early, earlySecret, derived };
 
-    const shared = sendServerHello(io, plan, ch, suite, index, keyShare, transcript, retry !== null);
+    // Randomness in a fixed order on either path: the server random, then the key share's.
+    const random = plan.crypto.random(32);
+    if (keyShare.kind === 'psk_ke') return sendServerFlight(io, agreed, random, null);
+    const asyncGroup = asyncGroupOf(plan.crypto, keyShare.group);
+    const group = plan.crypto.group(keyShare.group)!;
+    const clientShare = keyShare.clientShare.keyExchange;
+    // §4.2.8.2: what can be checked without a private key is checked before the pause.
+    asyncGroup?.checkPeerShare('client', clientShare);
+    const randomness = plan.crypto.random(group.randomLength);
+    let work: Promise<KeyExchangeResult>;
+    try {
+      if (!asyncGroup) return sendServerFlight(io, agreed, random, group.respond(clientShare, randomness));
+      work = asyncGroup.respond(clientShare, randomness);
+    } finally {
+      wipe(randomness); // the group keeps its own copy of the private key only as long as it needs it
+    }
+    return new AwaitKeyAgreement(work, {
+      name: 'AwaitSharedSecret',
+      step: 'respond',
+      groups: [keyShare.group],
+      next: (io2, exchanged) => sendServerFlight(io2, agreed, random, exchanged),
+      discard: (exchanged) => wipe(exchanged.sharedSecret),
+      release,
+    });
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+/** The (EC)DHE exchange's outcome on the server: its key_exchange bytes and the shared secret (RFC 8446 §7.4). */
+interface KeyExchangeResult {
+  readonly share: Uint8Array;
+  readonly sharedSecret: Uint8Array;
+}
+
+/** What {@link answerClientHello} settled before the key exchange, for {@link sendServerFlight}. */
+interface AgreedKeys {
+  readonly plan: ServerPlan;
+  readonly ch: ClientHello;
+  readonly suite: SuiteInfo;
+  readonly psk: Psk;
+  readonly index: number;
+  readonly keyShare: Exclude<KeyShareChoice, { kind: 'retry' }>;
+  readonly transcript: Transcript;
+  readonly retry: RetryState | null;
+  readonly alpn: string | undefined;
+  readonly earlyData: EarlyDataStatus;
+  readonly early: EarlySecret;
+  readonly earlySecret: Uint8Array | null;
+  /** Every secret derived from the PSK so far, wiped if the handshake fails. */
+  readonly derived: Uint8Array[];
+}
+
+/**
+ * The server's flight once the key exchange is done (`exchanged` null for psk_ke): ServerHello,
+ * EncryptedExtensions, Finished, the application keys; then the state that expects the client's flight.
+ */
+function sendServerFlight(io: HandshakeIO, a: AgreedKeys, random: Uint8Array, exchanged: KeyExchangeResult | null): HandshakeState {
+  const { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, early, earlySecret, derived } = a;
+  let hs: HandshakeSecret | null = null;
+  try {
+    const shared = sendServerHello(io, ch, suite, index, keyShare, random, exchanged, transcript, retry !== null);
     // §7.1: the handshake traffic secrets; what the server sends from now on is protected.
     const handshakeTraffic = deriveHandshakeTraffic(io, early, shared, transcript, ch.random);
     const { chts, shts } = handshakeTraffic;
@@ -366,34 +435,23 @@ function decideEarlyData(
 }
 
 /**
- * §4.1.3: sends the ServerHello (and, in compatibility mode, the dummy ChangeCipherSpec of §D.4); returns the
- * (EC)DHE shared secret, or null for psk_ke. Randomness is drawn in a fixed order: server random, key share.
+ * §4.1.3: sends the ServerHello (and, in compatibility mode, the dummy ChangeCipherSpec of §D.4) with our
+ * `random` and key share; returns the (EC)DHE shared secret, or null for psk_ke.
  */
 function sendServerHello(
   io: HandshakeIO,
-  plan: ServerPlan,
   ch: ClientHello,
   suite: SuiteInfo,
   index: number,
   keyShare: Exclude<KeyShareChoice, { kind: 'retry' }>,
+  random: Uint8Array,
+  exchanged: KeyExchangeResult | null,
   transcript: Transcript,
   afterRetry: boolean,
 ): Uint8Array | null {
   const E = ExtensionType;
-  const random = plan.crypto.random(32);
-  let serverShare: Uint8Array | undefined;
-  let shared: Uint8Array | null = null;
-  if (keyShare.kind === 'psk_dhe_ke') {
-    const group = plan.crypto.group(keyShare.group)!;
-    const randomness = plan.crypto.random(group.randomLength);
-    try {
-      const r = group.respond(keyShare.clientShare.keyExchange, randomness);
-      serverShare = r.share;
-      shared = r.sharedSecret;
-    } finally {
-      wipe(randomness); // the group keeps its own copy of the private key only as long as it needs it
-    }
-  }
+  const serverShare = exchanged?.share;
+  const shared = exchanged?.sharedSecret ?? null;
   // Extension order as in RFC 8448: pre_shared_key, key_share, supported_versions.
   const list: Extension[] = [ext(E.pre_shared_key, (w) => w.u16(index))];
   if (keyShare.kind === 'psk_dhe_ke') list.push(ext(E.key_share, (w) => w.u16(groupId(keyShare.group)).vec16(serverShare!)));

@@ -22,6 +22,8 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
+import type { KeyAgreementRequest } from '../config/events.js';
+import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 
 /** Default time allowed for a handshake (including any asynchronous PSK lookup). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
@@ -41,6 +43,13 @@ export interface TransportOptions {
    * 0 turns the limit off.
    */
   readonly handshakeTimeout?: number;
+  /**
+   * Run the X25519 and P-256 key exchanges in Node's WebCrypto (`withWebCryptoKeyShares`, lib/crypto/webcrypto.ts),
+   * the handshake pausing for them (same bytes on the wire). Default false: Node's own key exchange (the default
+   * provider) is native and synchronous already; this is for a pure-JavaScript provider such as noble. A provider
+   * that has asynchronous groups of its own (CryptoProvider.asyncGroup) pauses the handshake either way.
+   */
+  readonly webCryptoKeyShares?: boolean;
 }
 
 export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'crypto' | 'psks'> {
@@ -83,10 +92,11 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
   if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
   const start = (psks: readonly Psk[]): void => {
     if (tls.destroyed) return;
-    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, psks: _k, ...rest } = options;
+    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, psks: _k, webCryptoKeyShares, ...rest } = options;
     let conn: Connection;
     try {
-      conn = Connection.client({ ...rest, psks, crypto: options.crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(options.keyLog) });
+      const crypto = keyShareProvider(options.crypto ?? defaultNodeCrypto(), webCryptoKeyShares, false);
+      conn = Connection.client({ ...rest, psks, crypto, keyLog: tls.keyLogSink(options.keyLog) });
     } catch (e) {
       tls.destroy(e as Error);
       return;
@@ -136,12 +146,13 @@ export class QkdTlsServer extends EventEmitter {
       if (tls.listenerCount('error') === 0) tls.on('error', (e) => this.emit('socketError', e, tls));
       this.emit('secureConnection', tls);
     });
-    const { psks, handshakeTimeout: _t, crypto, keyLog, traceConnection, ...rest } = this.options;
+    const { psks, handshakeTimeout: _t, crypto, keyLog, traceConnection, webCryptoKeyShares, ...rest } = this.options;
     const resolver = typeof psks === 'function' ? undefined : psks;
     let conn: Connection;
     try {
       const trace = traceConnection ? traceConnection(tls) : rest.trace;
-      conn = Connection.server({ ...rest, trace, psks: resolver, crypto: crypto ?? defaultNodeCrypto(), keyLog: tls.keyLogSink(keyLog) });
+      const provider = keyShareProvider(crypto ?? defaultNodeCrypto(), webCryptoKeyShares, false);
+      conn = Connection.server({ ...rest, trace, psks: resolver, crypto: provider, keyLog: tls.keyLogSink(keyLog) });
     } catch (e) {
       tls.destroy(e as Error);
       return tls;
@@ -408,6 +419,9 @@ export class QkdTlsSocket extends Duplex {
         case 'psk-request':
           this.resolvePsks(ev.request);
           break;
+        case 'key-agreement':
+          this.runKeyAgreement(ev.request);
+          break;
         case 'end':
           this.endReadable();
           break;
@@ -445,6 +459,24 @@ export class QkdTlsSocket extends Duplex {
     }
   }
 
+  /** Reads from the socket again, unless the handshake now waits for something else (a key agreement after the PSKs). */
+  private resumeUnlessWaiting(): void {
+    const conn = this.conn!;
+    if (this.destroyed || this.readableFlowing === false || conn.pendingKeyAgreement || conn.pskRequest) return;
+    this.socket.resume();
+  }
+
+  /** Runs the key agreement the handshake paused for, reading nothing meanwhile (as during a PSK lookup). */
+  private runKeyAgreement(request: KeyAgreementRequest): void {
+    const conn = this.conn!;
+    this.socket.pause();
+    void runKeyAgreement(conn, request).then(() => {
+      if (this.destroyed) return;
+      this.pump();
+      this.resumeUnlessWaiting();
+    });
+  }
+
   private resolvePsks(request: PskRequest): void {
     const resolver = this.asyncPskResolver;
     const conn = this.conn!;
@@ -457,7 +489,7 @@ export class QkdTlsSocket extends Duplex {
     this.socket.pause();
     const settle = (): void => {
       this.pump();
-      if (!this.destroyed && this.readableFlowing !== false) this.socket.resume();
+      this.resumeUnlessWaiting();
     };
     // A resolver that throws synchronously (or returns a non-promise) fails this handshake, nothing else.
     Promise.resolve()

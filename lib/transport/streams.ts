@@ -15,6 +15,8 @@ import { Connection } from '../connection/connection.js';
 import type { ClientOptions, ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import type { Psk, PskRequest } from '../psk/types.js';
+import type { CryptoProvider } from '../crypto/provider.js';
+import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
 
 export interface ByteStreamPair {
@@ -40,6 +42,11 @@ export interface TlsStreams extends ByteStreamPair {
   keyUpdate(requestPeer?: boolean): void;
   /** Application data records sealed and opened by WebCrypto so far (0 and 0 when not offloading). */
   readonly offloaded: { readonly sealed: number; readonly opened: number };
+  /**
+   * The provider the connection runs on: the one given, or (with `webCryptoKeyShares`) its WebCrypto wrapper,
+   * whose `keySharePath('x25519')` and `keyShares` counts tell whether the key shares ran in WebCrypto.
+   */
+  readonly crypto: CryptoProvider;
 }
 
 /** Options of the transport itself, beside the connection's. */
@@ -61,6 +68,14 @@ export interface StreamTransportOptions {
   readonly offload?: boolean;
   /** Records sealed (and opened) at once per direction when offloading. Default 8. */
   readonly recordsInFlight?: number;
+  /**
+   * Whether the X25519 and P-256 key exchanges of the handshake run in the runtime's WebCrypto
+   * (`withWebCryptoKeyShares`, lib/crypto/webcrypto.ts): native code instead of JavaScript, while the handshake
+   * pauses for it (the bytes on the wire are the same; a runtime whose WebCrypto lacks an algorithm uses the
+   * connection's own group). Default true, except with the node provider (`crypto.name === 'node'`), whose key
+   * exchange is already native and synchronous. False keeps every key exchange on the connection's provider.
+   */
+  readonly webCryptoKeyShares?: boolean;
 }
 
 /** Default time allowed for a handshake. */
@@ -76,15 +91,17 @@ export interface StreamServerOptions extends ServerOptions, StreamTransportOptio
 
 /** Runs a TLS client over `transport`. */
 export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions & StreamTransportOptions): TlsStreams {
-  const { handshakeTimeout, offload, recordsInFlight, ...rest } = options;
-  return run(transport, Connection.client(rest), undefined, handshakeTimeout, { offload: offload ?? defaultOffload(rest), recordsInFlight });
+  const { handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
+  const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
+  return run(transport, Connection.client({ ...rest, crypto }), undefined, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
 
 /** Runs a TLS server over `transport` (one connection). */
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
-  const { lookupPsks, handshakeTimeout, offload, recordsInFlight, ...rest } = options;
+  const { lookupPsks, handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
-  return run(transport, Connection.server(rest), lookupPsks, handshakeTimeout, { offload: offload ?? defaultOffload(rest), recordsInFlight });
+  const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
+  return run(transport, Connection.server({ ...rest, crypto }), lookupPsks, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
 
 function run(
@@ -92,7 +109,8 @@ function run(
   conn: Connection,
   resolver: ((r: PskRequest) => Promise<readonly (Psk | undefined)[]>) | undefined,
   handshakeTimeout = DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS,
-  recordOptions: Pick<StreamTransportOptions, 'offload' | 'recordsInFlight'> = {},
+  recordOptions: Pick<StreamTransportOptions, 'offload' | 'recordsInFlight'>,
+  crypto: CryptoProvider,
 ): TlsStreams {
   const writer = transport.writable.getWriter();
   const reader = transport.readable.getReader();
@@ -170,6 +188,11 @@ function run(
               conn.failPskLookup(`PSK lookup failed: ${(e as Error).message}`);
             }
           }
+          await pump();
+          break;
+        case 'key-agreement':
+          // The handshake pauses (and this transport reads nothing more) until the key agreement is answered.
+          await runKeyAgreement(conn, ev.request);
           await pump();
           break;
         case 'error':
@@ -305,11 +328,17 @@ function run(
     get offloaded() {
       return { sealed: records.offloadedWrites, opened: records.offloadedReads };
     },
+    crypto,
   };
 }
 
-function defaultOffload(options: { readonly crypto: { readonly name: string } }): boolean {
-  return options.crypto.name !== 'node';
+/**
+ * The default of `offload` and `webCryptoKeyShares`: WebCrypto's native code, except over the node provider, whose
+ * own AES-GCM and key exchange are native and synchronous already (and faster than Node's WebCrypto, which pays a
+ * thread hand-off per call: bench/RESULTS.md).
+ */
+function nativeByDefault(crypto: { readonly name: string }): boolean {
+  return crypto.name !== 'node';
 }
 
 /** Writes may be queued during the handshake; waiting for it keeps backpressure meaningful. */

@@ -155,7 +155,17 @@ export interface RuntimeResult {
   firstMismatch?: number;
   closeNotifySent: boolean;
   closeNotifyReceived: boolean;
+  /** Client: the path of the transport's x25519 key shares (test/fixtures/runtimes/echo-core.mjs). */
+  keyShares?: { x25519: string; webcrypto: number; fallback: number };
+  /** Client: a sans-IO handshake per group with WebCrypto key shares, run in the runtime. */
+  keyShareProbe?: Record<'x25519' | 'secp256r1', { path: string; connected: boolean; webcrypto: number; fallback: number }>;
 }
+
+/**
+ * The path each runtime's WebCrypto key shares take (lib/crypto/webcrypto.ts): every runtime tested here (Node 20,
+ * Chromium, Deno, Bun, workerd) has X25519 and ECDH P-256 in WebCrypto, so none falls back.
+ */
+export const EXPECTED_KEY_SHARE_PATH = 'webcrypto';
 
 /** Checks a client run inside a runtime against the server it talked to. */
 export function checkClientResult(t: Tap, r: RuntimeResult | undefined, kex: KexMode, runtime: RegExp, output: string): void {
@@ -171,4 +181,12 @@ export function checkClientResult(t: Tap, r: RuntimeResult | undefined, kex: Kex
   t.equal(r.received, PAYLOAD_BYTES, '1 MiB came back');
   t.equal(r.echoEqual, true, 'the echo equals what was expected, byte for byte', { firstMismatch: r.firstMismatch });
   t.equal(r.closeNotifyReceived, true, "the runtime's TLS saw the server's close_notify");
+  // The streams transport uses WebCrypto key shares by default over the noble provider.
+  // (The path is the provider's: a page that ran psk_dhe_ke before reports it for a psk_ke connection too.)
+  const paths = kex === 'psk_ke' ? ['untried', EXPECTED_KEY_SHARE_PATH] : [EXPECTED_KEY_SHARE_PATH];
+  t.ok(paths.includes(r.keyShares?.x25519 ?? ''), kex === 'psk_ke' ? 'no key share failed (psk_ke)' : `the x25519 key share took the ${EXPECTED_KEY_SHARE_PATH} path`, { keyShares: r.keyShares });
+  for (const group of ['x25519', 'secp256r1'] as const) {
+    const probe = r.keyShareProbe?.[group];
+    t.match(probe, { path: EXPECTED_KEY_SHARE_PATH, connected: true, webcrypto: 2, fallback: 0 }, `a ${group} handshake with WebCrypto key shares in the runtime: ${EXPECTED_KEY_SHARE_PATH}`);
+  }
 }

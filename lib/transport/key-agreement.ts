@@ -1,0 +1,33 @@
+/**
+ * What every transport does with a handshake that pauses for an asynchronous key agreement
+ * (Connection.pendingKeyAgreement, lib/handshake/key-agreement.ts): run it and answer the connection. Shared by
+ * the streams transport (browsers, Deno, Bun, Workers, WebSocket) and the Node transport. Runtime-neutral.
+ */
+import type { Connection } from '../connection/connection.js';
+import type { KeyAgreementRequest, KeyAgreementResult } from '../config/events.js';
+import type { CryptoProvider } from '../crypto/provider.js';
+import { withWebCryptoKeyShares } from '../crypto/webcrypto.js';
+
+/**
+ * Runs `request` and answers `conn` with its result (provideKeyAgreement) or its failure (failKeyAgreement);
+ * resolves once the connection has it. A connection destroyed or failed meanwhile ignores the answer (and wipes it).
+ */
+export async function runKeyAgreement(conn: Connection, request: KeyAgreementRequest): Promise<void> {
+  let result: KeyAgreementResult;
+  try {
+    result = await request.run();
+  } catch (e) {
+    conn.failKeyAgreement(e);
+    return;
+  }
+  conn.provideKeyAgreement(result);
+}
+
+/**
+ * The provider a transport's connection uses: `crypto` with its X25519 and P-256 key shares in WebCrypto
+ * (lib/crypto/webcrypto.ts) when `webCryptoKeyShares` says so, else `crypto` itself. Undefined takes
+ * `byDefault`.
+ */
+export function keyShareProvider(crypto: CryptoProvider, webCryptoKeyShares: boolean | undefined, byDefault: boolean): CryptoProvider {
+  return (webCryptoKeyShares ?? byDefault) ? withWebCryptoKeyShares(crypto) : crypto;
+}

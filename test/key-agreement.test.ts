@@ -1,0 +1,407 @@
+/**
+ * The asynchronous key-agreement pause (lib/handshake/key-agreement.ts) with WebCrypto key shares
+ * (lib/crypto/webcrypto.ts), on sans-IO connection pairs in Node 20 (whose WebCrypto has X25519 and P-256):
+ * - the same seeded randomness gives byte-identical handshakes on the synchronous and asynchronous paths
+ *   (ClientHello, ServerHello, every byte both ways, every traffic secret), for x25519 and secp256r1, with and
+ *   without a HelloRetryRequest;
+ * - where each side pauses, in which state, and what it sends (nothing) meanwhile;
+ * - a PSK lookup and a key agreement both pausing one server; bytes received during a pause; destroy and the
+ *   handshake timeout during a pause; answers after destroy, when nothing is pending, or to another request;
+ * - a hostile peer share ends in the same reason and alert as on the synchronous path;
+ * - a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes.
+ */
+import t from 'tap';
+import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
+import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
+import type { KeyAgreementRequest } from '../lib/config/events.js';
+import { createNobleProvider } from '../lib/crypto/noble.js';
+import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../lib/crypto/provider.js';
+import { withWebCryptoKeyShares, type WebCryptoKeyShareProvider } from '../lib/crypto/webcrypto.js';
+import type { Reason } from '../lib/errors.js';
+import { runKeyAgreement } from '../lib/transport/key-agreement.js';
+import { settle } from './helpers/key-agreement.js';
+import { errorsOf, KeyLog, makePsk, Pair, seededRandom, splitRecords } from './helpers/pair.js';
+
+const noble = (seed: number): CryptoProvider => createNobleProvider({ random: seededRandom(seed) });
+const web = (seed: number): WebCryptoKeyShareProvider => withWebCryptoKeyShares(noble(seed));
+const OTHER: Record<'x25519' | 'secp256r1', GroupName> = { x25519: 'secp256r1', secp256r1: 'x25519' };
+
+t.test('the same randomness gives the same handshake, byte for byte, with WebCrypto key shares', async (t) => {
+  for (const group of ['x25519', 'secp256r1'] as const) {
+    for (const hrr of [false, true]) {
+      const what = `${group}${hrr ? ', after a HelloRetryRequest' : ''}`;
+      const psk = makePsk('same-bytes');
+      const run = (crypto: (seed: number) => CryptoProvider) => {
+        const logs = [new KeyLog(), new KeyLog()];
+        const [cc, sc] = [crypto(11), crypto(12)];
+        // With a retry: the client sends a share for the other group only; the server wants `group`.
+        const client = { crypto: cc, psks: [psk], keyLog: logs[0].sink, groups: hrr ? [OTHER[group], group] : [group], keyShareGroups: hrr ? [OTHER[group]] : undefined };
+        return { pair: new Pair(client, { crypto: sc, psks: [psk], keyLog: logs[1].sink, groups: [group] }), logs, cc, sc };
+      };
+      const sync = run(noble);
+      sync.pair.pump();
+      const async = run(web);
+      const pauses = await settle(async.pair);
+
+      t.equal(toHex(concat(...async.pair.clientSent)), toHex(concat(...sync.pair.clientSent)), `${what}: every byte the client sent is the same`);
+      t.equal(toHex(concat(...async.pair.serverSent)), toHex(concat(...sync.pair.serverSent)), `${what}: every byte the server sent is the same`);
+      const [syncCh, asyncCh] = [sync.pair.records('client')[0], async.pair.records('client')[0]];
+      t.equal(toHex(asyncCh.bytes), toHex(syncCh.bytes), `${what}: the same ClientHello record`);
+      const sh = (p: Pair) => toHex(splitRecords(concat(...p.serverSent))[0].bytes);
+      t.equal(sh(async.pair), sh(sync.pair), `${what}: the same first server record (${hrr ? 'HelloRetryRequest' : 'ServerHello'})`);
+      t.same(async.logs[0].lines, sync.logs[0].lines, `${what}: the same client secrets (key log)`);
+      t.same(async.logs[1].lines, sync.logs[1].lines, `${what}: the same server secrets (key log)`);
+      t.ok(async.logs[0].labels().includes('CLIENT_TRAFFIC_SECRET_0'), `${what}: the traffic secrets are among them`);
+      t.equal(async.pair.info('client')?.group, group, `${what}: ${group} negotiated`);
+      t.equal(async.pair.info('client')?.helloRetry, hrr, `${what}: helloRetry ${hrr}`);
+      t.same(
+        pauses.map((p) => `${p.side} ${p.state} ${p.step} ${p.groups.join('+')}`),
+        [
+          `client AwaitKeyShares start ${hr(hrr, OTHER[group], group)}`,
+          ...(hrr ? [`client AwaitKeyShares start ${group}`] : []),
+          `server AwaitSharedSecret respond ${group}`,
+          `client AwaitSharedSecret complete ${group}`,
+        ],
+        `${what}: where each side paused`,
+      );
+      const [cc, sc] = [async.cc as WebCryptoKeyShareProvider, async.sc as WebCryptoKeyShareProvider];
+      t.equal(cc.keySharePath(group), 'webcrypto', `${what}: the client's ${group} ran in WebCrypto`);
+      t.equal(sc.keySharePath(group), 'webcrypto', `${what}: the server's ${group} ran in WebCrypto`);
+      t.same(cc.keyShares, { webcrypto: hrr ? 2 : 1, fallback: 0 }, `${what}: the client made ${hrr ? 2 : 1} key share(s) in WebCrypto`);
+      t.same(sc.keyShares, { webcrypto: 1, fallback: 0 }, `${what}: the server made 1`);
+    }
+  }
+});
+
+function hr(hrr: boolean, other: GroupName, group: GroupName): GroupName {
+  return hrr ? other : group;
+}
+
+t.test('0-RTT data goes out after the pause, with the same bytes; accepted, and rejected after a HelloRetryRequest', async (t) => {
+  const early = new TextEncoder().encode('early words');
+  for (const hrr of [false, true]) {
+    const psk = makePsk('early');
+    const run = (crypto: (seed: number) => CryptoProvider) =>
+      new Pair(
+        { crypto: crypto(140), psks: [psk], earlyData: early, groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] },
+        { crypto: crypto(141), psks: [psk], maxEarlyDataSize: 1024, groups: hrr ? ['secp256r1'] : ['x25519'] },
+      );
+    const sync = run(noble);
+    sync.pump();
+    const async = run(web);
+    await settle(async);
+    t.equal(toHex(concat(...async.clientSent)), toHex(concat(...sync.clientSent)), `${hrr ? 'retry' : 'no retry'}: the client sent the same bytes`);
+    t.equal(toHex(concat(...async.serverSent)), toHex(concat(...sync.serverSent)), `${hrr ? 'retry' : 'no retry'}: the server too`);
+    t.equal(async.info('client')?.earlyData, hrr ? 'rejected' : 'accepted', `0-RTT ${hrr ? 'rejected' : 'accepted'}`);
+    if (!hrr) t.equal(new TextDecoder().decode(async.received('server', 'early')), 'early words', 'the server read the early data');
+  }
+});
+
+t.test('a ClientHello with a synchronous share (X25519MLKEM768) and a WebCrypto one (x25519): the same bytes', async (t) => {
+  for (const serverGroup of ['x25519', 'X25519MLKEM768'] as GroupName[]) {
+    const psk = makePsk('mixed');
+    const run = (crypto: (seed: number) => CryptoProvider) =>
+      new Pair(
+        { crypto: crypto(150), psks: [psk], groups: ['X25519MLKEM768', 'x25519'], keyShareGroups: ['X25519MLKEM768', 'x25519'] },
+        { crypto: crypto(151), psks: [psk], groups: [serverGroup] },
+      );
+    const sync = run(noble);
+    sync.pump();
+    const async = run(web);
+    const pauses = await settle(async);
+    t.equal(toHex(concat(...async.clientSent)), toHex(concat(...sync.clientSent)), `server picks ${serverGroup}: the client sent the same bytes`);
+    t.equal(toHex(concat(...async.serverSent)), toHex(concat(...sync.serverSent)), `server picks ${serverGroup}: the server too`);
+    t.equal(async.info('client')?.group, serverGroup);
+    t.same(pauses[0], { side: 'client', state: 'AwaitKeyShares', step: 'start', groups: ['X25519MLKEM768', 'x25519'] }, 'one pause for both shares');
+    t.equal(pauses.some((x) => x.step === 'complete'), serverGroup === 'x25519', `a pause to complete only for x25519`);
+  }
+});
+
+t.test('the client pauses before its ClientHello and sends nothing meanwhile', async (t) => {
+  const c = Connection.client({ crypto: web(1), psks: [makePsk('c')] });
+  t.equal(c.takeOutput(), null, 'no ClientHello yet');
+  t.equal(c.stateName, 'AwaitKeyShares', 'waiting for the key shares');
+  const request = c.pendingKeyAgreement!;
+  t.match(request, { step: 'start', groups: ['x25519'] }, 'the request names the step and the group');
+  t.same(
+    c.takeEvents().map((e) => e.type),
+    ['key-agreement'],
+    'one key-agreement event',
+  );
+  t.equal(request.run(), request.run(), 'run() gives the same promise every time');
+  await runKeyAgreement(c, request);
+  t.equal(c.pendingKeyAgreement, null, 'nothing pending once answered');
+  t.equal(c.stateName, 'ExpectServerHello');
+  t.ok(c.takeOutput(), 'the ClientHello goes out after the pause');
+  c.destroy();
+});
+
+t.test('answers out of place: nothing pending throws, another request throws, after destroy ignored', async (t) => {
+  const a = Connection.client({ crypto: web(2), psks: [makePsk('a')] });
+  const b = Connection.client({ crypto: web(3), psks: [makePsk('b')] });
+  const resultA = await a.pendingKeyAgreement!.run();
+  const resultB = await b.pendingKeyAgreement!.run();
+  t.throws(() => a.provideKeyAgreement(resultB), /another key agreement request/, 'a result of another connection is refused');
+  a.provideKeyAgreement(resultA);
+  t.throws(() => a.provideKeyAgreement(resultA), /not waiting for a key agreement/, 'a second answer: nothing is pending');
+  t.throws(() => a.failKeyAgreement(new Error('x')), /not waiting for a key agreement/, 'failing when nothing is pending throws too');
+  const nothing = Connection.server({ crypto: web(4), psks: [makePsk('n')] });
+  t.throws(() => nothing.provideKeyAgreement(resultA), /not waiting for a key agreement/, 'a server before any ClientHello');
+  b.destroy();
+  t.doesNotThrow(() => b.provideKeyAgreement(resultB), 'an answer after destroy is ignored');
+  t.doesNotThrow(() => b.failKeyAgreement(new Error('late')), 'so is a failure');
+  t.equal(b.takeOutput(), null, 'and nothing is sent');
+  t.equal(b.phase, 'closed');
+  a.destroy();
+});
+
+/** A pair whose client has sent its ClientHello and whose server now waits in AwaitSharedSecret. */
+async function serverPaused(seed: number, serverOptions: { psks?: ReturnType<typeof makePsk>[] } = {}) {
+  const psk = makePsk('paused');
+  const p = new Pair({ crypto: web(seed), psks: [psk] }, { crypto: web(seed + 1), psks: [psk], ...serverOptions });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  p.pump();
+  return { p, psk };
+}
+
+t.test('the server pauses after the ClientHello (and after the PSK lookup when both pause)', async (t) => {
+  const { p } = await serverPaused(20);
+  t.equal(p.server.stateName, 'AwaitSharedSecret');
+  t.match(p.server.pendingKeyAgreement, { step: 'respond', groups: ['x25519'] });
+  t.equal(p.serverSent.length, 0, 'the server sent nothing yet');
+  await settle(p);
+  t.equal(p.info('client')?.kex, 'psk_dhe_ke', 'then the handshake completes');
+
+  const psk = makePsk('lookup');
+  const q = new Pair({ crypto: web(30), psks: [psk] }, { crypto: web(31) });
+  await runKeyAgreement(q.client, q.client.pendingKeyAgreement!);
+  q.pump();
+  t.equal(q.server.stateName, 'AwaitPsks', 'first the PSK lookup');
+  t.equal(q.server.pendingKeyAgreement, null, 'no key agreement is pending during the lookup');
+  q.server.providePsks([psk]);
+  t.equal(q.server.stateName, 'AwaitSharedSecret', 'then the key agreement');
+  t.same(
+    q.events('server').map((e) => e.type),
+    ['psk-request', 'key-agreement'],
+    'each announced by its event',
+  );
+  const pauses = await settle(q);
+  t.same(pauses.map((x) => `${x.side} ${x.step}`), ['server respond', 'client complete']);
+  t.equal(q.info('server')?.identity, 'lookup', 'the handshake completes with the looked-up PSK');
+});
+
+t.test('bytes received during a pause wait, within the bound of the PSK pause', async (t) => {
+  // The client pauses after the ServerHello; the rest of the server's flight arrived in the same read.
+  const psk = makePsk('buffered');
+  const p = new Pair({ crypto: web(40), psks: [psk] }, { crypto: noble(41), psks: [psk] });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  p.pump();
+  t.equal(p.serverSent.length, 1, "the server's whole flight arrived as one chunk");
+  t.equal(p.client.stateName, 'AwaitSharedSecret', 'the client paused after the ServerHello');
+  t.equal(p.client.takeOutput(), null, 'and answers nothing meanwhile');
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  t.equal(p.client.phase, 'connected', 'EncryptedExtensions and Finished, buffered, are read after the pause');
+  p.pump();
+  t.equal(p.server.phase, 'connected');
+
+  // A read buffer that the transport reuses while the key agreement runs (Connection.receive keeps no view of it).
+  const psk2 = makePsk('reused-buffer');
+  const r = new Pair({ crypto: web(42), psks: [psk2] }, { crypto: noble(43), psks: [psk2] });
+  await runKeyAgreement(r.client, r.client.pendingKeyAgreement!);
+  r.server.receive(r.client.takeOutput()!);
+  const flight = r.server.takeOutput()!;
+  const buf = new Uint8Array(flight.length + 100);
+  buf.set(flight);
+  r.client.receive(buf.subarray(0, flight.length));
+  t.equal(r.client.stateName, 'AwaitSharedSecret');
+  buf.fill(0xee); // the next read reuses the buffer while WebCrypto works
+  await runKeyAgreement(r.client, r.client.pendingKeyAgreement!);
+  t.equal(r.client.phase, 'connected', 'the ServerHello and the buffered flight survive the reused read buffer');
+  r.server.receive(r.client.takeOutput()!);
+  t.equal(r.server.phase, 'connected');
+
+  const { p: q } = await serverPaused(50);
+  q.server.receive(new Uint8Array(MAX_BUFFERED_WHILE_WAITING + 1));
+  const err = q.error('server');
+  t.equal(err?.reason, 'TooMuchDataWhileWaiting', 'more than the bound fails the handshake');
+  t.match(err?.message, /key agreement was pending/, 'naming the key agreement');
+});
+
+t.test('destroy and the handshake timeout during a pause; a late answer is ignored', async (t) => {
+  const { p } = await serverPaused(60);
+  const request = p.server.pendingKeyAgreement!;
+  p.server.destroy();
+  t.equal(p.server.pendingKeyAgreement, null, 'nothing pending once destroyed');
+  const late = await request.run();
+  t.doesNotThrow(() => p.server.provideKeyAgreement(late), 'the answer after destroy is ignored');
+  t.equal(p.server.takeOutput(), null, 'no ServerHello goes out');
+
+  const { p: q } = await serverPaused(70);
+  const pending = q.server.pendingKeyAgreement!;
+  q.server.handshakeTimedOut();
+  t.equal(q.error('server')?.reason, 'HandshakeTimeout', 'the timeout fails the handshake');
+  const alert = q.server.takeOutput();
+  t.ok(alert && splitRecords(alert).every((r) => r.type === 21), 'with its alert only');
+  q.server.provideKeyAgreement(await pending.run());
+  t.equal(q.server.takeOutput(), null, 'the late answer sends nothing');
+
+  // The client's pause after the ServerHello.
+  const psk = makePsk('client-destroy');
+  const r = new Pair({ crypto: web(80), psks: [psk] }, { crypto: noble(81), psks: [psk] });
+  await runKeyAgreement(r.client, r.client.pendingKeyAgreement!);
+  r.pump();
+  const completing = r.client.pendingKeyAgreement!;
+  t.equal(completing.step, 'complete');
+  r.client.destroy();
+  r.client.provideKeyAgreement(await completing.run());
+  t.equal(r.client.phase, 'closed', 'the client stays closed');
+  t.equal(r.client.takeOutput(), null, 'and sends nothing');
+});
+
+t.test('a key agreement that fails for a reason of ours is KeyAgreementFailed (internal_error)', async (t) => {
+  const { p } = await serverPaused(90);
+  p.server.failKeyAgreement(new Error('the WebCrypto worker died'));
+  const err = p.error('server');
+  t.equal(err?.reason, 'KeyAgreementFailed');
+  t.equal(err?.alert, 'internal_error');
+  p.pump();
+  t.equal(p.error('client')?.alert, 'internal_error', 'the client receives the alert');
+});
+
+/** `crypto` whose synchronous `name` group sends edited shares (the hostile peer). */
+function hostile(crypto: CryptoProvider, name: GroupName, edit: { client?: (s: Uint8Array) => Uint8Array; server?: (s: Uint8Array) => Uint8Array }): CryptoProvider {
+  return {
+    ...crypto,
+    group: (n) => {
+      const g = crypto.group(n);
+      if (!g || n !== name) return g;
+      const out: KeyExchangeGroup = {
+        name: g.name,
+        randomLength: g.randomLength,
+        start(r) {
+          const c = g.start(r);
+          const wrapped: ClientKeyShare = { group: c.group, share: edit.client ? edit.client(c.share) : c.share, complete: (s) => c.complete(s), destroy: () => c.destroy() };
+          return wrapped;
+        },
+        respond(cs, r) {
+          const res = g.respond(cs, r);
+          return { share: edit.server ? edit.server(res.share) : res.share, sharedSecret: res.sharedSecret };
+        },
+      };
+      return out;
+    },
+  };
+}
+
+const LOW_ORDER_X25519 = [
+  '0000000000000000000000000000000000000000000000000000000000000000',
+  '0100000000000000000000000000000000000000000000000000000000000000',
+  'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
+  'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
+  '0000000000000000000000000000000000000000000000000000000000000080',
+];
+
+t.test('a hostile peer share ends in the same reason and alert as on the synchronous path', async (t) => {
+  const flip = (s: Uint8Array) => {
+    const b = s.slice();
+    b[b.length - 1] ^= 1;
+    return b;
+  };
+  const cases: { group: GroupName; edit: (s: Uint8Array) => Uint8Array; reason: Reason; what: string; beforePause: boolean }[] = [
+    { group: 'x25519', edit: (s) => s.subarray(0, 31), reason: 'InvalidPeerKeyShare', what: '31 bytes', beforePause: true },
+    { group: 'x25519', edit: (s) => concat(s, new Uint8Array(1)), reason: 'InvalidPeerKeyShare', what: '33 bytes', beforePause: true },
+    ...LOW_ORDER_X25519.map((u) => ({ group: 'x25519' as GroupName, edit: () => fromHex(u), reason: 'KeyExchangeZeroSecret' as Reason, what: `low-order u ${u.slice(0, 8)}..${u.slice(-4)}`, beforePause: false })),
+    { group: 'secp256r1', edit: flip, reason: 'InvalidPeerKeyShare', what: 'a point off the curve', beforePause: true },
+    { group: 'secp256r1', edit: (s) => concat(Uint8Array.of(0x02), s.subarray(1)), reason: 'InvalidPeerKeyShare', what: 'prefix 0x02 (not uncompressed)', beforePause: true },
+    { group: 'secp256r1', edit: (s) => concat(Uint8Array.of(0x02 | (s[64] & 1)), s.subarray(1, 33)), reason: 'InvalidPeerKeyShare', what: 'a compressed point (33 bytes)', beforePause: true },
+    { group: 'secp256r1', edit: () => concat(Uint8Array.of(4), new Uint8Array(64)), reason: 'InvalidPeerKeyShare', what: '0x04 and zeros', beforePause: true },
+    { group: 'secp256r1', edit: (s) => s.subarray(0, 64), reason: 'InvalidPeerKeyShare', what: '64 bytes', beforePause: true },
+  ];
+  for (const c of cases) {
+    for (const detector of ['server', 'client'] as const) {
+      const what = `${c.group} ${detector === 'server' ? 'client' : 'server'} share: ${c.what}`;
+      const psk = makePsk('hostile');
+      const outcome = async (detecting: CryptoProvider) => {
+        const evil = hostile(noble(101), c.group, detector === 'server' ? { client: c.edit } : { server: c.edit });
+        const [cc, sc] = detector === 'server' ? [evil, detecting] : [detecting, evil];
+        const p = new Pair({ crypto: cc, psks: [psk], groups: [c.group] }, { crypto: sc, psks: [psk], groups: [c.group] });
+        const pauses = await settle(p);
+        return { err: p.error(detector), peer: p.error(detector === 'server' ? 'client' : 'server'), pauses: pauses.filter((x) => x.side === detector) };
+      };
+      const sync = await outcome(noble(102));
+      const async = await outcome(web(102));
+      t.equal(sync.err?.reason, c.reason, `${what}: the synchronous ${detector} fails with ${c.reason}`);
+      t.equal(async.err?.reason, c.reason, `${what}: so does the WebCrypto ${detector}`);
+      t.equal(async.err?.alert, sync.err?.alert, `${what}: the same alert (${sync.err?.alert})`);
+      t.equal(async.peer?.alert, sync.err?.alert, `${what}: which the peer receives`);
+      const step = detector === 'server' ? 'respond' : 'complete';
+      t.equal(async.pauses.some((x) => x.step === step), !c.beforePause, `${what}: ${c.beforePause ? 'refused before the pause' : 'refused after the WebCrypto work'}`);
+    }
+  }
+});
+
+t.test("a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes", async (t) => {
+  const subtle = globalThis.crypto.subtle;
+  const importKey = subtle.importKey;
+  // As a runtime without X25519 in WebCrypto would answer.
+  Object.defineProperty(subtle, 'importKey', {
+    configurable: true,
+    writable: true,
+    value: function (this: unknown, ...args: Parameters<typeof importKey>) {
+      const alg = args[2] as { name?: string } | string;
+      if ((typeof alg === 'string' ? alg : alg.name) === 'X25519') return Promise.reject(new DOMException('Unrecognized algorithm name', 'NotSupportedError'));
+      return importKey.apply(subtle, args);
+    },
+  });
+  t.teardown(() => {
+    delete (subtle as unknown as Record<string, unknown>).importKey;
+  });
+  const psk = makePsk('fallback');
+  const sync = new Pair({ crypto: noble(111), psks: [psk] }, { crypto: noble(112), psks: [psk] });
+  sync.pump();
+  const [cc, sc] = [web(111), web(112)];
+  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  const pauses = await settle(p);
+  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
+  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  t.equal(p.info('client')?.group, 'x25519');
+  t.equal(cc.keySharePath('x25519'), 'fallback', "the client's x25519 fell back");
+  t.equal(sc.keySharePath('x25519'), 'fallback', "the server's too");
+  t.same(cc.keyShares, { webcrypto: 0, fallback: 1 });
+  t.same(
+    pauses.map((x) => `${x.side} ${x.step}`),
+    ['client start', 'server respond', 'client complete'],
+    'each side paused to learn the algorithm is missing (the client share made then finishes through the pause too)',
+  );
+  const again = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  t.same(await settle(again), [], 'from then on the synchronous group runs with no pause');
+  t.equal(again.info('server')?.kex, 'psk_dhe_ke');
+  t.equal(cc.keySharePath('secp256r1'), 'untried', 'P-256 is still to be tried');
+});
+
+t.test('groups WebCrypto does not do stay with the base provider, with no pause', async (t) => {
+  const psk = makePsk('ffdhe');
+  const crypto = web(120);
+  t.equal(crypto.keySharePath('ffdhe2048'), 'base');
+  const p = new Pair({ crypto, psks: [psk], groups: ['ffdhe2048'] }, { crypto: web(121), psks: [psk], groups: ['ffdhe2048'] });
+  t.same(await settle(p), [], 'no pause');
+  t.equal(p.info('client')?.group, 'ffdhe2048');
+  t.same(errorsOf(p.events('server')), []);
+});
+
+t.test('a request nobody runs reports no unhandled rejection', async (t) => {
+  let unhandled = 0;
+  const onUnhandled = () => unhandled++;
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const psk = makePsk('unrun');
+  const evil = hostile(noble(130), 'x25519', { server: () => new Uint8Array(32) });
+  const p = new Pair({ crypto: web(131), psks: [psk] }, { crypto: evil, psks: [psk] });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  p.pump();
+  const request: KeyAgreementRequest = p.client.pendingKeyAgreement!;
+  t.equal(request.step, 'complete');
+  p.client.destroy(); // the zero-secret failure is never run by anyone
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(unhandled, 0);
+});
