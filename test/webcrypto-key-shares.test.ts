@@ -9,7 +9,8 @@
  */
 import t from 'tap';
 import { once } from 'node:events';
-import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
+import { concat, fromUtf8, utf8 } from '../lib/codec/bytes.js';
+import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
 import { createNobleProvider, nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
@@ -134,6 +135,37 @@ t.test('the streams handshake timeout while a key agreement is pending', async (
   t.equal(err?.reason, 'HandshakeTimeout', 'the handshake times out during the pause');
   t.equal(client.connection.stateName, 'AwaitKeyShares', 'in the state that waited');
   t.equal(client.connection.pendingKeyAgreement, null, 'nothing is pending any more');
+});
+
+/** `crypto` whose asynchronous groups never finish (a WebCrypto that never settles). */
+function neverSettling(): CryptoProvider {
+  const stuck = withWebCryptoKeyShares(createNobleProvider());
+  return {
+    ...stuck,
+    asyncGroup: (name) => {
+      const g = stuck.asyncGroup!(name);
+      return g && { ...g, checkPeerShare: (f, sh) => g.checkPeerShare(f, sh), start: () => new Promise(() => {}), respond: () => new Promise(() => {}) };
+    },
+  };
+}
+
+t.test('the streams server reports a failure in the same read as its pause, without waiting for the key agreement', async (t) => {
+  const psk = makePsk('streams-fail-in-pause');
+  const [c, s] = memoryPipe();
+  const server = tlsServerOverStreams(s, { crypto: neverSettling(), psks: [psk], handshakeTimeout: 2000, webCryptoKeyShares: false });
+  const hello = Connection.client({ crypto: createNobleProvider(), psks: [psk] }).takeOutput()!;
+  // The ClientHello and more than the server may hold while it waits, in one chunk: the server pauses, then fails.
+  const w = c.writable.getWriter();
+  void w.write(concat(hello, new Uint8Array(MAX_BUFFERED_WHILE_WAITING + 1))).catch(() => {});
+  void c.readable.pipeTo(new WritableStream()).catch(() => {});
+  const outcome = await Promise.race([
+    server.handshake.then(
+      () => 'completed',
+      (e: { reason?: string }) => e.reason,
+    ),
+    new Promise((r) => setTimeout(() => r('no outcome after 3 s'), 3000)),
+  ]);
+  t.equal(outcome, 'TooMuchDataWhileWaiting', 'the failure is reported (the key agreement it no longer waits for is not run)');
 });
 
 t.test('the Node transport with webCryptoKeyShares: client and server over TCP', async (t) => {
