@@ -9,6 +9,7 @@
  */
 import t from 'tap';
 import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { concat, fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
 import { createNobleProvider, nobleProvider } from '../lib/crypto/noble.js';
@@ -187,5 +188,53 @@ t.test('the Node transport with webCryptoKeyShares: client and server over TCP',
     t.equal(Buffer.concat(chunks).toString(), 'node transport', `${group}: echoed`);
     t.equal(crypto.keySharePath(group), 'webcrypto', `${group}: the server's key share ran in WebCrypto`);
     t.same(crypto.keyShares, { webcrypto: 1, fallback: 0 });
+  }
+});
+
+t.test('the Node server reads nothing from its socket while a key agreement runs (also right after a PSK lookup)', async (t) => {
+  for (const lookup of [false, true]) {
+    const what = lookup ? 'after an asynchronous PSK lookup' : 'with static PSKs';
+    const psk = makePsk(`node-paused-${lookup}`);
+    // The server's x25519 in WebCrypto, held at a gate until the test has looked at the socket.
+    const web = withWebCryptoKeyShares(createNobleProvider());
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let reached!: () => void;
+    const atGate = new Promise<void>((r) => (reached = r));
+    const gated: CryptoProvider = {
+      ...web,
+      asyncGroup: (name) => {
+        const g = web.asyncGroup!(name);
+        return (
+          g && {
+            ...g,
+            checkPeerShare: (f, sh) => g.checkPeerShare(f, sh),
+            start: (r) => g.start(r),
+            respond: (cs, r) => {
+              const work = g.respond(cs, r);
+              reached();
+              return gate.then(() => work);
+            },
+          }
+        );
+      },
+    };
+    const psks = lookup ? async (req: { identities: readonly Uint8Array[] }) => req.identities.map(() => psk) : [psk];
+    const server = createServer({ psks, crypto: gated }, (s) => s.pipe(s));
+    let raw!: Socket;
+    server.server.on('connection', (sock: Socket) => (raw = sock));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.teardown(() => void server.close());
+    const client = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk], crypto: createNobleProvider() });
+    await atGate;
+    await new Promise((r) => setTimeout(r, 20));
+    t.equal(raw.isPaused(), true, `${what}: the server's socket is paused during the key agreement`);
+    open();
+    await once(client, 'secureConnect');
+    client.end('paused');
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    t.equal(Buffer.concat(chunks).toString(), 'paused', `${what}: then the handshake completes and data flows`);
   }
 });
