@@ -586,3 +586,29 @@ t.test('AwaitKeyAgreement: released once when the handshake fails after the paus
   await tick();
   t.same(destroyed.log, ['release', 'discard value'], 'destroy releases, and disposes of the late value, once');
 });
+
+t.test('a client that fails before its first ClientHello sends nothing: there is no peer to alert yet', async (t) => {
+  const c = Connection.client({ crypto: web(200), psks: [makePsk('first-fails')] });
+  t.equal(c.stateName, 'AwaitKeyShares');
+  c.failKeyAgreement(new Error('the WebCrypto worker died'));
+  t.equal(c.error?.reason, 'KeyAgreementFailed');
+  t.equal(c.takeOutput(), null, 'no alert as the first bytes on the wire');
+  t.equal(c.error?.alertSent, false, 'and the error says so');
+  t.match(c.error?.message, /not sent/);
+
+  const d = Connection.client({ crypto: web(201), psks: [makePsk('first-times-out')] });
+  d.handshakeTimedOut();
+  t.equal(d.error?.reason, 'HandshakeTimeout');
+  t.equal(d.takeOutput(), null, 'a timeout during the first pause sends nothing either');
+
+  // After a HelloRetryRequest the server waits for our second ClientHello: it is alerted.
+  const psk = makePsk('retry-fails');
+  const p = new Pair({ crypto: web(202), psks: [psk], groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] }, { crypto: noble(203), psks: [psk], groups: ['secp256r1'] });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  p.pump();
+  t.equal(p.client.stateName, 'AwaitKeyShares', 'the client makes its share for the retry');
+  p.client.handshakeTimedOut();
+  const out = p.client.takeOutput();
+  t.ok(out && splitRecords(out).some((r) => r.type === 21), 'the timeout alert goes out');
+  t.equal(p.client.error?.alertSent, true);
+});
