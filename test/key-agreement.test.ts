@@ -612,3 +612,41 @@ t.test('a client that fails before its first ClientHello sends nothing: there is
   t.ok(out && splitRecords(out).some((r) => r.type === 21), 'the timeout alert goes out');
   t.equal(p.client.error?.alertSent, true);
 });
+
+t.test('a random source that fails between two key shares: the share already made is disposed of', async (t) => {
+  let unhandled = 0;
+  const onUnhandled = () => unhandled++;
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  for (const first of ['x25519', 'X25519MLKEM768'] as GroupName[]) {
+    const base = noble(210);
+    let calls = 0;
+    // Client random, legacy_session_id, the first share's randomness; then the source fails.
+    const failing: CryptoProvider = { ...base, random: (n) => (++calls > 3 ? (() => { throw new Error('the entropy source failed'); })() : base.random(n)) };
+    const crypto = withWebCryptoKeyShares(failing);
+    const made: Promise<{ complete(s: Uint8Array): Promise<Uint8Array> | Uint8Array }>[] = [];
+    const spied: CryptoProvider = {
+      ...crypto,
+      group: (n) => {
+        const g = crypto.group(n);
+        return g && { name: g.name, randomLength: g.randomLength, respond: (c, r) => g.respond(c, r), start: (r) => { const k = g.start(r); made.push(Promise.resolve(k)); return k; } };
+      },
+      asyncGroup: (n) => {
+        const g = crypto.asyncGroup!(n);
+        return g && { ...g, checkPeerShare: (f, s) => g.checkPeerShare(f, s), respond: (c, r) => g.respond(c, r), start: (r) => { const p = g.start(r); made.push(p); return p; } };
+      },
+    };
+    t.throws(
+      () => Connection.client({ crypto: spied, psks: [makePsk('entropy')], groups: [first, 'secp256r1'], keyShareGroups: [first, 'secp256r1'] }),
+      /the entropy source failed/,
+      `${first} first: the client cannot start`,
+    );
+    t.equal(made.length, 1, `${first}: one share was made before the failure`);
+    const share = await made[0];
+    await tick();
+    const peer = new Uint8Array(first === 'x25519' ? 32 : 1120).fill(9);
+    await t.rejects(Promise.resolve().then(() => share.complete(peer)), /destroyed/, `${first}: and it is destroyed`);
+  }
+  await tick();
+  t.equal(unhandled, 0, 'no unhandled rejection');
+});
