@@ -5,7 +5,9 @@
  * - the Node transport with `webCryptoKeyShares: true`, client and server over TCP (an asynchronous PSK lookup
  *   pausing the server before its key agreement, for P-256);
  * - a peer sending a low-order X25519 point through the streams transport: the alert of the synchronous path;
- * - the handshake timeout of the streams transport while a key agreement runs.
+ * - the handshake timeout of the streams transport while a key agreement runs;
+ * - a streams server failing in the same read as its pause; the Node server's socket paused during a key
+ *   agreement; a Node client read in paused mode (an async iterator) from the start.
  */
 import t from 'tap';
 import { once } from 'node:events';
@@ -237,4 +239,24 @@ t.test('the Node server reads nothing from its socket while a key agreement runs
     for await (const chunk of client) chunks.push(chunk as Buffer);
     t.equal(Buffer.concat(chunks).toString(), 'paused', `${what}: then the handshake completes and data flows`);
   }
+});
+
+t.test('a Node client read through its async iterator from the start (readableFlowing false) completes and reads', async (t) => {
+  const psk = makePsk('node-iterator');
+  const server = createServer({ psks: [psk], crypto: createNobleProvider() }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => void server.close());
+  const client = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk], crypto: createNobleProvider(), webCryptoKeyShares: true, handshakeTimeout: 2000 });
+  // Reading starts at once, in paused mode (a 'readable' listener), before the handshake and its two pauses.
+  const reading = (async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString();
+  })();
+  t.equal(client.readableFlowing, false, 'the iterator reads in paused mode');
+  client.end('iterated');
+  const got = await Promise.race([reading.catch((e: Error) => `failed: ${e.message}`), new Promise((r) => setTimeout(() => r('no answer after 3 s'), 3000))]);
+  t.equal(got, 'iterated', 'the echo arrives');
+  client.destroy();
 });
