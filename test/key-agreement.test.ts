@@ -650,3 +650,32 @@ t.test('a random source that fails between two key shares: the share already mad
   await tick();
   t.equal(unhandled, 0, 'no unhandled rejection');
 });
+
+t.test('a server destroyed during its pause has wiped every secret it derived from the PSK (with and without 0-RTT)', async (t) => {
+  for (const early of [false, true]) {
+    const base = noble(220);
+    const derived: Uint8Array[] = [];
+    const recording: CryptoProvider = {
+      ...base,
+      hkdfExtract: (h, salt, ikm) => {
+        const r = base.hkdfExtract(h, salt, ikm);
+        derived.push(r);
+        return r;
+      },
+      hkdfExpand: (h, prk, info, length) => {
+        const r = base.hkdfExpand(h, prk, info, length);
+        derived.push(r);
+        return r;
+      },
+    };
+    const psk = makePsk('server-release');
+    const server = Connection.server({ crypto: withWebCryptoKeyShares(recording), psks: [psk], maxEarlyDataSize: early ? 1024 : undefined });
+    const client = Connection.client({ crypto: noble(221), psks: [psk], earlyData: early ? new Uint8Array([1, 2, 3]) : undefined });
+    server.receive(client.takeOutput()!);
+    t.equal(server.stateName, 'AwaitSharedSecret');
+    t.ok(derived.length >= (early ? 4 : 2), `${early ? '0-RTT' : 'no 0-RTT'}: the early secret (and the early traffic secret) derived before the pause`);
+    server.destroy();
+    await tick();
+    t.ok(derived.every(zero), `${early ? '0-RTT' : 'no 0-RTT'}: every one of them is zeros after destroy`);
+  }
+});
