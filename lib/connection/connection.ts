@@ -279,7 +279,8 @@ export class Connection {
 
   /**
    * The caller's handshake deadline has passed: fails the handshake with the named reason HandshakeTimeout and
-   * queues its alert (take it with {@link takeOutput}). The connection has no clock of its own, so a handshake
+   * queues its alert (take it with {@link takeOutput}; none from a client that has sent nothing yet, paused before
+   * its first ClientHello). The connection has no clock of its own, so a handshake
    * time limit is off unless the transport keeps the time and calls this (the Node and streams transports do,
    * 30 s by default). Does nothing once the handshake is over.
    */
