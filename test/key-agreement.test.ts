@@ -622,18 +622,36 @@ t.test('a random source that fails between two key shares: the share already mad
     const base = noble(210);
     let calls = 0;
     // Client random, legacy_session_id, the first share's randomness; then the source fails.
-    const failing: CryptoProvider = { ...base, random: (n) => (++calls > 3 ? (() => { throw new Error('the entropy source failed'); })() : base.random(n)) };
+    const failing: CryptoProvider = {
+      ...base,
+      random: (n) => {
+        if (++calls > 3) throw new Error('the entropy source failed');
+        return base.random(n);
+      },
+    };
     const crypto = withWebCryptoKeyShares(failing);
     const made: Promise<{ complete(s: Uint8Array): Promise<Uint8Array> | Uint8Array }>[] = [];
     const spied: CryptoProvider = {
       ...crypto,
       group: (n) => {
         const g = crypto.group(n);
-        return g && { name: g.name, randomLength: g.randomLength, respond: (c, r) => g.respond(c, r), start: (r) => { const k = g.start(r); made.push(Promise.resolve(k)); return k; } };
+        if (!g) return g;
+        const start = (r: Uint8Array) => {
+          const k = g.start(r);
+          made.push(Promise.resolve(k));
+          return k;
+        };
+        return { name: g.name, randomLength: g.randomLength, respond: (c, r) => g.respond(c, r), start };
       },
       asyncGroup: (n) => {
         const g = crypto.asyncGroup!(n);
-        return g && { ...g, checkPeerShare: (f, s) => g.checkPeerShare(f, s), respond: (c, r) => g.respond(c, r), start: (r) => { const p = g.start(r); made.push(p); return p; } };
+        if (!g) return g;
+        const start = (r: Uint8Array) => {
+          const p = g.start(r);
+          made.push(p);
+          return p;
+        };
+        return { ...g, checkPeerShare: (f, s) => g.checkPeerShare(f, s), respond: (c, r) => g.respond(c, r), start };
       },
     };
     t.throws(
