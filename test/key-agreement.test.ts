@@ -8,7 +8,10 @@
  * - a PSK lookup and a key agreement both pausing one server; bytes received during a pause; destroy and the
  *   handshake timeout during a pause; answers after destroy, when nothing is pending, or to another request;
  * - a hostile peer share ends in the same reason and alert as on the synchronous path;
- * - a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes.
+ * - a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes;
+ * - secrets wiped on every path (PKCS#8 buffers, the fallback's randomness, results that arrive after destroy, the
+ *   server's PSK secrets, shares made before a failing one); no fallback once WebCrypto worked; no alert from a
+ *   client that has sent nothing yet.
  */
 import t from 'tap';
 import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
