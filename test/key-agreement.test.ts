@@ -8,16 +8,21 @@
  * - a PSK lookup and a key agreement both pausing one server; bytes received during a pause; destroy and the
  *   handshake timeout during a pause; answers after destroy, when nothing is pending, or to another request;
  * - a hostile peer share ends in the same reason and alert as on the synchronous path;
- * - a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes.
+ * - a runtime whose WebCrypto lacks the algorithm falls back to the synchronous group, with the same bytes;
+ * - secrets wiped on every path (PKCS#8 buffers, the fallback's randomness, results that arrive after destroy, the
+ *   server's PSK secrets, shares made before a failing one); no fallback once WebCrypto worked; no alert from a
+ *   client that has sent nothing yet.
  */
 import t from 'tap';
 import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
 import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
-import type { KeyAgreementRequest } from '../lib/config/events.js';
+import type { KeyAgreementRequest, KeyAgreementResult } from '../lib/config/events.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
 import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../lib/crypto/provider.js';
 import { withWebCryptoKeyShares, type WebCryptoKeyShareProvider } from '../lib/crypto/webcrypto.js';
 import type { Reason } from '../lib/errors.js';
+import { allOrNothing, AwaitKeyAgreement } from '../lib/handshake/key-agreement.js';
+import type { HandshakeIO, HandshakeState } from '../lib/handshake/io.js';
 import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import { settle } from './helpers/key-agreement.js';
 import { errorsOf, KeyLog, makePsk, Pair, seededRandom, splitRecords } from './helpers/pair.js';
@@ -404,4 +409,294 @@ t.test('a request nobody runs reports no unhandled rejection', async (t) => {
   p.client.destroy(); // the zero-secret failure is never run by anyone
   await new Promise((r) => setTimeout(r, 50));
   t.equal(unhandled, 0);
+});
+
+/** What a key agreement's result carries (opaque to the API: read here to check that it was wiped). */
+const valueOf = <T>(r: KeyAgreementResult): T => (r as unknown as { value: T }).value;
+const zero = (b: Uint8Array): boolean => b.length > 0 && b.every((x) => x === 0);
+const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
+
+/** Replaces `crypto.subtle[method]` with `wrap(original)` until the test ends. */
+type Call = (...args: unknown[]) => Promise<unknown>;
+function stubSubtle(t: { teardown(f: () => void): void }, method: 'importKey' | 'deriveBits', wrap: (original: Call) => Call): void {
+  const subtle = globalThis.crypto.subtle;
+  const original = (subtle[method] as unknown as Call).bind(subtle);
+  Object.defineProperty(subtle, method, { configurable: true, writable: true, value: wrap(original) });
+  t.teardown(() => void delete (subtle as unknown as Record<string, unknown>)[method]);
+}
+
+t.test('the PKCS#8 buffers handed to WebCrypto are wiped once imported', async (t) => {
+  const seen: Uint8Array[] = [];
+  stubSubtle(t, 'importKey', (importKey) => ((format: unknown, data: unknown, ...rest: unknown[]) => {
+    if (format === 'pkcs8') seen.push(data as Uint8Array);
+    return importKey(format, data, ...rest);
+  }));
+  for (const group of ['x25519', 'secp256r1'] as const) {
+    const psk = makePsk(`pkcs8-${group}`);
+    const p = new Pair({ crypto: web(150), psks: [psk], groups: [group] }, { crypto: web(151), psks: [psk], groups: [group] });
+    await settle(p);
+    t.equal(p.info('client')?.group, group);
+  }
+  t.equal(seen.length, 4, 'a private key imported per side and group');
+  t.ok(seen.every(zero), 'each PKCS#8 buffer (the private key) is zeros now');
+});
+
+t.test('what a key agreement produces after destroy is wiped or disposed of', async (t) => {
+  // Server, destroyed while its share and the shared secret are being made.
+  const { p } = await serverPaused(160);
+  const responding = p.server.pendingKeyAgreement!;
+  p.server.destroy();
+  const exchanged = valueOf<{ share: Uint8Array; sharedSecret: Uint8Array }>(await responding.run());
+  await tick();
+  t.ok(zero(exchanged.sharedSecret), "the server's late shared secret is wiped");
+
+  // Client, destroyed while its key shares are being made: the late shares are destroyed.
+  const c = Connection.client({ crypto: web(162), psks: [makePsk('start-destroy')], groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519', 'secp256r1'] });
+  const starting = c.pendingKeyAgreement!;
+  c.destroy();
+  const shares = valueOf<{ group: GroupName; key: { complete(s: Uint8Array): Promise<Uint8Array> } }[]>(await starting.run());
+  await tick();
+  t.equal(shares.length, 2);
+  for (const s of shares) {
+    const peer = s.group === 'x25519' ? noble(163).group('x25519')!.start(new Uint8Array(32).fill(1)).share : noble(163).group('secp256r1')!.start(new Uint8Array(48).fill(1)).share;
+    await t.rejects(s.key.complete(peer), /destroyed/, `the late ${s.group} share is destroyed (its private CryptoKey dropped)`);
+  }
+
+  // Client, destroyed while the shared secret is being made: that secret is wiped, and the key share released.
+  const psk = makePsk('complete-destroy');
+  const r = new Pair({ crypto: web(164), psks: [psk] }, { crypto: noble(165), psks: [psk] });
+  const first = r.client.pendingKeyAgreement!;
+  const own = valueOf<{ key: { complete(s: Uint8Array): Promise<Uint8Array> } }[]>(await first.run());
+  await runKeyAgreement(r.client, first);
+  r.pump();
+  const completing = r.client.pendingKeyAgreement!;
+  t.equal(completing.step, 'complete');
+  r.client.destroy();
+  const secret = valueOf<Uint8Array>(await completing.run());
+  await tick();
+  t.ok(zero(secret), "the client's late shared secret is wiped");
+  await t.rejects(own[0].key.complete(new Uint8Array(32).fill(9)), /destroyed/, 'and its key share destroyed');
+});
+
+t.test('the fallback path wipes its copy of the randomness', async (t) => {
+  stubSubtle(t, 'importKey', (importKey) => ((...args: unknown[]) => {
+    const alg = args[2] as { name?: string } | string;
+    if ((typeof alg === 'string' ? alg : alg.name) === 'X25519') return Promise.reject(new DOMException('Unrecognized algorithm name', 'NotSupportedError'));
+    return importKey(...args);
+  }));
+  const given: Uint8Array[] = [];
+  const recording = (seed: number): CryptoProvider => {
+    const base = noble(seed);
+    return {
+      ...base,
+      group: (n) => {
+        const g = base.group(n);
+        if (!g || n !== 'x25519') return g;
+        return {
+          name: g.name,
+          randomLength: g.randomLength,
+          start: (r) => (given.push(r), g.start(r)),
+          respond: (cs, r) => (given.push(r), g.respond(cs, r)),
+        };
+      },
+    };
+  };
+  const psk = makePsk('fallback-wipe');
+  const [cc, sc] = [withWebCryptoKeyShares(recording(170)), withWebCryptoKeyShares(recording(171))];
+  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  await settle(p);
+  t.equal(p.info('client')?.kex, 'psk_dhe_ke');
+  t.equal(cc.keySharePath('x25519'), 'fallback');
+  t.equal(given.length, 2, 'the synchronous group made the client share and the server share');
+  t.ok(given.every(zero), 'from copies of the randomness, wiped since');
+});
+
+t.test('a runtime that returns an all-zero X25519 secret rather than refusing it: KeyExchangeZeroSecret', async (t) => {
+  stubSubtle(t, 'deriveBits', (deriveBits) => ((...args: unknown[]) =>
+    deriveBits(...args).catch((e: unknown) => {
+      if ((e as { name?: string }).name === 'OperationError') return new ArrayBuffer(32);
+      throw e;
+    })));
+  for (const detector of ['server', 'client'] as const) {
+    const psk = makePsk(`zero-${detector}`);
+    const evil = hostile(noble(180), 'x25519', detector === 'server' ? { client: () => new Uint8Array(32) } : { server: () => new Uint8Array(32) });
+    const [cc, sc] = detector === 'server' ? [evil, web(181)] : [web(181), evil];
+    const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+    await settle(p);
+    t.equal(p.error(detector)?.reason, 'KeyExchangeZeroSecret', `the ${detector} refuses the all-zero secret`);
+    t.equal(p.info(detector), undefined, 'no handshake completes');
+  }
+});
+
+t.test('once WebCrypto has worked, a failure of our own key fails the handshake: no fallback', async (t) => {
+  const crypto = web(190);
+  const psk = makePsk('no-late-fallback');
+  const ok = new Pair({ crypto, psks: [psk] }, { crypto: web(191), psks: [psk] });
+  await settle(ok);
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto');
+  // A peer's low-order point does not make the group fall back either.
+  const evil = hostile(noble(192), 'x25519', { server: () => new Uint8Array(32) });
+  const bad = new Pair({ crypto, psks: [psk] }, { crypto: evil, psks: [psk] });
+  await settle(bad);
+  t.equal(bad.error('client')?.reason, 'KeyExchangeZeroSecret');
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto', "a peer's bad share leaves the path alone");
+
+  stubSubtle(t, 'importKey', (importKey) => ((...args: unknown[]) =>
+    args[0] === 'pkcs8' ? Promise.reject(new DOMException('the key store is full', 'OperationError')) : importKey(...args)));
+  const c = Connection.client({ crypto, psks: [psk] });
+  await runKeyAgreement(c, c.pendingKeyAgreement!);
+  t.equal(c.error?.reason, 'KeyAgreementFailed', 'our own failure is internal_error');
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto', 'and no fallback');
+  t.same(crypto.keyShares, { webcrypto: 2, fallback: 0 });
+});
+
+t.test('allOrNothing: when one key share fails, the ones made are disposed of', async (t) => {
+  const disposed: string[] = [];
+  const failure = new Error('second');
+  await t.rejects(
+    allOrNothing([Promise.resolve('a'), Promise.reject(failure), Promise.resolve('c')], (v) => void disposed.push(v)),
+    failure,
+  );
+  t.same(disposed, ['a', 'c']);
+  t.same(await allOrNothing([Promise.resolve(1), Promise.resolve(2)], () => t.fail('nothing to dispose of')), [1, 2]);
+});
+
+t.test('AwaitKeyAgreement: released once when the handshake fails after the pause or is destroyed during it', async (t) => {
+  const make = (next: (io: HandshakeIO, v: string) => HandshakeState) => {
+    const log: string[] = [];
+    const state = new AwaitKeyAgreement(Promise.resolve('value'), {
+      name: 'AwaitSharedSecret',
+      step: 'respond',
+      groups: ['x25519'],
+      next,
+      discard: (v) => void log.push(`discard ${v}`),
+      release: () => void log.push('release'),
+    });
+    return { state, log };
+  };
+  const failing = make(() => {
+    throw new Error('the flight failed');
+  });
+  const result = await failing.state.keyAgreement.run();
+  t.throws(() => failing.state.resume({} as HandshakeIO, result), /the flight failed/);
+  failing.state.destroy();
+  await tick();
+  t.same(failing.log, ['release'], 'a failure after the pause releases the paused secrets, once');
+
+  const destroyed = make(() => t.fail('not resumed') as never);
+  destroyed.state.destroy();
+  destroyed.state.destroy();
+  await tick();
+  t.same(destroyed.log, ['release', 'discard value'], 'destroy releases, and disposes of the late value, once');
+});
+
+t.test('a client that fails before its first ClientHello sends nothing: there is no peer to alert yet', async (t) => {
+  const c = Connection.client({ crypto: web(200), psks: [makePsk('first-fails')] });
+  t.equal(c.stateName, 'AwaitKeyShares');
+  c.failKeyAgreement(new Error('the WebCrypto worker died'));
+  t.equal(c.error?.reason, 'KeyAgreementFailed');
+  t.equal(c.takeOutput(), null, 'no alert as the first bytes on the wire');
+  t.equal(c.error?.alertSent, false, 'and the error says so');
+  t.match(c.error?.message, /not sent/);
+
+  const d = Connection.client({ crypto: web(201), psks: [makePsk('first-times-out')] });
+  d.handshakeTimedOut();
+  t.equal(d.error?.reason, 'HandshakeTimeout');
+  t.equal(d.takeOutput(), null, 'a timeout during the first pause sends nothing either');
+
+  // After a HelloRetryRequest the server waits for our second ClientHello: it is alerted.
+  const psk = makePsk('retry-fails');
+  const p = new Pair({ crypto: web(202), psks: [psk], groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] }, { crypto: noble(203), psks: [psk], groups: ['secp256r1'] });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
+  p.pump();
+  t.equal(p.client.stateName, 'AwaitKeyShares', 'the client makes its share for the retry');
+  p.client.handshakeTimedOut();
+  const out = p.client.takeOutput();
+  t.ok(out && splitRecords(out).some((r) => r.type === 21), 'the timeout alert goes out');
+  t.equal(p.client.error?.alertSent, true);
+});
+
+t.test('a random source that fails between two key shares: the share already made is disposed of', async (t) => {
+  let unhandled = 0;
+  const onUnhandled = () => unhandled++;
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  for (const first of ['x25519', 'X25519MLKEM768'] as GroupName[]) {
+    const base = noble(210);
+    let calls = 0;
+    // Client random, legacy_session_id, the first share's randomness; then the source fails.
+    const failing: CryptoProvider = {
+      ...base,
+      random: (n) => {
+        if (++calls > 3) throw new Error('the entropy source failed');
+        return base.random(n);
+      },
+    };
+    const crypto = withWebCryptoKeyShares(failing);
+    const made: Promise<{ complete(s: Uint8Array): Promise<Uint8Array> | Uint8Array }>[] = [];
+    const spied: CryptoProvider = {
+      ...crypto,
+      group: (n) => {
+        const g = crypto.group(n);
+        if (!g) return g;
+        const start = (r: Uint8Array) => {
+          const k = g.start(r);
+          made.push(Promise.resolve(k));
+          return k;
+        };
+        return { name: g.name, randomLength: g.randomLength, respond: (c, r) => g.respond(c, r), start };
+      },
+      asyncGroup: (n) => {
+        const g = crypto.asyncGroup!(n);
+        if (!g) return g;
+        const start = (r: Uint8Array) => {
+          const p = g.start(r);
+          made.push(p);
+          return p;
+        };
+        return { ...g, checkPeerShare: (f, s) => g.checkPeerShare(f, s), respond: (c, r) => g.respond(c, r), start };
+      },
+    };
+    t.throws(
+      () => Connection.client({ crypto: spied, psks: [makePsk('entropy')], groups: [first, 'secp256r1'], keyShareGroups: [first, 'secp256r1'] }),
+      /the entropy source failed/,
+      `${first} first: the client cannot start`,
+    );
+    t.equal(made.length, 1, `${first}: one share was made before the failure`);
+    const share = await made[0];
+    await tick();
+    const peer = new Uint8Array(first === 'x25519' ? 32 : 1120).fill(9);
+    await t.rejects(Promise.resolve().then(() => share.complete(peer)), /destroyed/, `${first}: and it is destroyed`);
+  }
+  await tick();
+  t.equal(unhandled, 0, 'no unhandled rejection');
+});
+
+t.test('a server destroyed during its pause has wiped every secret it derived from the PSK (with and without 0-RTT)', async (t) => {
+  for (const early of [false, true]) {
+    const base = noble(220);
+    const derived: Uint8Array[] = [];
+    const recording: CryptoProvider = {
+      ...base,
+      hkdfExtract: (h, salt, ikm) => {
+        const r = base.hkdfExtract(h, salt, ikm);
+        derived.push(r);
+        return r;
+      },
+      hkdfExpand: (h, prk, info, length) => {
+        const r = base.hkdfExpand(h, prk, info, length);
+        derived.push(r);
+        return r;
+      },
+    };
+    const psk = makePsk('server-release');
+    const server = Connection.server({ crypto: withWebCryptoKeyShares(recording), psks: [psk], maxEarlyDataSize: early ? 1024 : undefined });
+    const client = Connection.client({ crypto: noble(221), psks: [psk], earlyData: early ? new Uint8Array([1, 2, 3]) : undefined });
+    server.receive(client.takeOutput()!);
+    t.equal(server.stateName, 'AwaitSharedSecret');
+    t.ok(derived.length >= (early ? 4 : 2), `${early ? '0-RTT' : 'no 0-RTT'}: the early secret (and the early traffic secret) derived before the pause`);
+    server.destroy();
+    await tick();
+    t.ok(derived.every(zero), `${early ? '0-RTT' : 'no 0-RTT'}: every one of them is zeros after destroy`);
+  }
 });

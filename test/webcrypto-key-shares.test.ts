@@ -5,11 +5,15 @@
  * - the Node transport with `webCryptoKeyShares: true`, client and server over TCP (an asynchronous PSK lookup
  *   pausing the server before its key agreement, for P-256);
  * - a peer sending a low-order X25519 point through the streams transport: the alert of the synchronous path;
- * - the handshake timeout of the streams transport while a key agreement runs.
+ * - the handshake timeout of the streams transport while a key agreement runs;
+ * - a streams server failing in the same read as its pause; the Node server's socket paused during a key
+ *   agreement; a Node client read in paused mode (an async iterator) from the start.
  */
 import t from 'tap';
 import { once } from 'node:events';
-import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
+import type { Socket } from 'node:net';
+import { concat, fromUtf8, utf8 } from '../lib/codec/bytes.js';
+import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
 import { createNobleProvider, nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
@@ -136,6 +140,37 @@ t.test('the streams handshake timeout while a key agreement is pending', async (
   t.equal(client.connection.pendingKeyAgreement, null, 'nothing is pending any more');
 });
 
+/** `crypto` whose asynchronous groups never finish (a WebCrypto that never settles). */
+function neverSettling(): CryptoProvider {
+  const stuck = withWebCryptoKeyShares(createNobleProvider());
+  return {
+    ...stuck,
+    asyncGroup: (name) => {
+      const g = stuck.asyncGroup!(name);
+      return g && { ...g, checkPeerShare: (f, sh) => g.checkPeerShare(f, sh), start: () => new Promise(() => {}), respond: () => new Promise(() => {}) };
+    },
+  };
+}
+
+t.test('the streams server reports a failure in the same read as its pause, without waiting for the key agreement', async (t) => {
+  const psk = makePsk('streams-fail-in-pause');
+  const [c, s] = memoryPipe();
+  const server = tlsServerOverStreams(s, { crypto: neverSettling(), psks: [psk], handshakeTimeout: 2000, webCryptoKeyShares: false });
+  const hello = Connection.client({ crypto: createNobleProvider(), psks: [psk] }).takeOutput()!;
+  // The ClientHello and more than the server may hold while it waits, in one chunk: the server pauses, then fails.
+  const w = c.writable.getWriter();
+  void w.write(concat(hello, new Uint8Array(MAX_BUFFERED_WHILE_WAITING + 1))).catch(() => {});
+  void c.readable.pipeTo(new WritableStream()).catch(() => {});
+  const outcome = await Promise.race([
+    server.handshake.then(
+      () => 'completed',
+      (e: { reason?: string }) => e.reason,
+    ),
+    new Promise((r) => setTimeout(() => r('no outcome after 3 s'), 3000)),
+  ]);
+  t.equal(outcome, 'TooMuchDataWhileWaiting', 'the failure is reported (the key agreement it no longer waits for is not run)');
+});
+
 t.test('the Node transport with webCryptoKeyShares: client and server over TCP', async (t) => {
   for (const group of ['x25519', 'secp256r1'] as GroupName[]) {
     const psk = makePsk(`node-${group}`);
@@ -156,4 +191,72 @@ t.test('the Node transport with webCryptoKeyShares: client and server over TCP',
     t.equal(crypto.keySharePath(group), 'webcrypto', `${group}: the server's key share ran in WebCrypto`);
     t.same(crypto.keyShares, { webcrypto: 1, fallback: 0 });
   }
+});
+
+t.test('the Node server reads nothing from its socket while a key agreement runs (also right after a PSK lookup)', async (t) => {
+  for (const lookup of [false, true]) {
+    const what = lookup ? 'after an asynchronous PSK lookup' : 'with static PSKs';
+    const psk = makePsk(`node-paused-${lookup}`);
+    // The server's x25519 in WebCrypto, held at a gate until the test has looked at the socket.
+    const web = withWebCryptoKeyShares(createNobleProvider());
+    let open!: () => void;
+    const gate = new Promise<void>((r) => (open = r));
+    let reached!: () => void;
+    const atGate = new Promise<void>((r) => (reached = r));
+    const gated: CryptoProvider = {
+      ...web,
+      asyncGroup: (name) => {
+        const g = web.asyncGroup!(name);
+        return (
+          g && {
+            ...g,
+            checkPeerShare: (f, sh) => g.checkPeerShare(f, sh),
+            start: (r) => g.start(r),
+            respond: (cs, r) => {
+              const work = g.respond(cs, r);
+              reached();
+              return gate.then(() => work);
+            },
+          }
+        );
+      },
+    };
+    const psks = lookup ? async (req: { identities: readonly Uint8Array[] }) => req.identities.map(() => psk) : [psk];
+    const server = createServer({ psks, crypto: gated }, (s) => s.pipe(s));
+    let raw!: Socket;
+    server.server.on('connection', (sock: Socket) => (raw = sock));
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    t.teardown(() => void server.close());
+    const client = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk], crypto: createNobleProvider() });
+    await atGate;
+    await new Promise((r) => setTimeout(r, 20));
+    t.equal(raw.isPaused(), true, `${what}: the server's socket is paused during the key agreement`);
+    open();
+    await once(client, 'secureConnect');
+    client.end('paused');
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    t.equal(Buffer.concat(chunks).toString(), 'paused', `${what}: then the handshake completes and data flows`);
+  }
+});
+
+t.test('a Node client read through its async iterator from the start (readableFlowing false) completes and reads', async (t) => {
+  const psk = makePsk('node-iterator');
+  const server = createServer({ psks: [psk], crypto: createNobleProvider() }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => void server.close());
+  const client = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk], crypto: createNobleProvider(), webCryptoKeyShares: true, handshakeTimeout: 2000 });
+  // Reading starts at once, in paused mode (a 'readable' listener), before the handshake and its two pauses.
+  const reading = (async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of client) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString();
+  })();
+  t.equal(client.readableFlowing, false, 'the iterator reads in paused mode');
+  client.end('iterated');
+  const got = await Promise.race([reading.catch((e: Error) => `failed: ${e.message}`), new Promise((r) => setTimeout(() => r('no answer after 3 s'), 3000))]);
+  t.equal(got, 'iterated', 'the echo arrives');
+  client.destroy();
 });

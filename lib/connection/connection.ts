@@ -110,6 +110,8 @@ export class Connection {
   private lentGenerations = 0;
   /** True while receiveOwned's bytes are processed: a lent record may then be a view of them. */
   private inputOwned = false;
+  /** Whether any record went out (a client paused before its first ClientHello has sent nothing yet). */
+  private sentRecords = false;
   /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
   private readonly keyUpdateAfter: number;
   private info: HandshakeInfo | null = null;
@@ -260,7 +262,10 @@ export class Connection {
     this.fatal(
       error instanceof TlsError
         ? error
-        : new TlsError('KeyAgreementFailed', `the key agreement failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error }),
+        : new TlsError('KeyAgreementFailed', `the key agreement failed: ${error instanceof Error ? error.message : String(error)}`, {
+            cause: error,
+            alertNotSent: this.nobodyToAlert,
+          }),
     );
   }
 
@@ -274,13 +279,14 @@ export class Connection {
 
   /**
    * The caller's handshake deadline has passed: fails the handshake with the named reason HandshakeTimeout and
-   * queues its alert (take it with {@link takeOutput}). The connection has no clock of its own, so a handshake
+   * queues its alert (take it with {@link takeOutput}; none from a client that has sent nothing yet, paused before
+   * its first ClientHello). The connection has no clock of its own, so a handshake
    * time limit is off unless the transport keeps the time and calls this (the Node and streams transports do,
    * 30 s by default). Does nothing once the handshake is over.
    */
   handshakeTimedOut(detail = 'the handshake did not complete in time'): void {
     if (this.phaseValue.kind !== 'handshaking') return;
-    this.fatal(new TlsError('HandshakeTimeout', detail));
+    this.fatal(new TlsError('HandshakeTimeout', detail, { alertNotSent: this.nobodyToAlert }));
   }
 
   /**
@@ -664,6 +670,7 @@ export class Connection {
   // Sending
 
   private emitRecord(type: number, content: Uint8Array): void {
+    this.sentRecords = true;
     this.reclaimWrite();
     if (this.writer) {
       const record = this.writer.seal(type, content);
@@ -830,10 +837,18 @@ export class Connection {
     }
   }
 
+  /**
+   * A client that fails while it makes the key shares of its first ClientHello (the key agreement failed or timed
+   * out) has sent nothing: no peer to alert yet, as on the synchronous path, where the constructor throws.
+   */
+  private get nobodyToAlert(): boolean {
+    return this.isClient && !this.sentRecords;
+  }
+
   private fatal(err: TlsError): void {
     if (this.phaseValue.kind === 'failed') return;
     this.pendingHandshake = [];
-    if (!err.remote) {
+    if (err.alertSent) {
       try {
         this.sendAlert(err.alertCode);
       } catch {

@@ -273,7 +273,8 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
   /**
    * WebCrypto refused our own key (the runtime lacks the algorithm: NotSupportedError, or a TypeError or
    * DataError in some runtimes): the synchronous group makes the same key share from the same randomness, and
-   * does so directly from now on. Any other failure is reported as it is.
+   * does so directly from now on. Any refusal before WebCrypto has worked once for this group is taken for a
+   * missing algorithm, whatever its name (runtimes differ); once it has worked, a failure is reported as it is.
    */
   private fallBack<T>(e: unknown, sync: () => T): T {
     if (this.path === 'webcrypto') throw e; // the algorithm worked before: this is not a missing algorithm

@@ -480,20 +480,29 @@ type OfferedShare =
  */
 function startShares(crypto: CryptoProvider, groups: readonly GroupName[]): OfferedShare[] | Promise<OfferedShare[]> {
   const shares: (OfferedShare | Promise<OfferedShare>)[] = [];
-  for (const g of groups) {
-    const asyncGroup = asyncGroupOf(crypto, g);
-    const group = crypto.group(g)!;
-    const randomness = crypto.random(group.randomLength);
-    try {
-      if (asyncGroup) {
-        shares.push(asyncGroup.start(randomness).then((key) => ({ group: g, share: key.share, key, asyncGroup })));
-      } else {
-        const key = group.start(randomness);
-        shares.push({ group: g, share: key.share, key });
+  try {
+    for (const g of groups) {
+      const asyncGroup = asyncGroupOf(crypto, g);
+      const group = crypto.group(g)!;
+      const randomness = crypto.random(group.randomLength);
+      try {
+        if (asyncGroup) {
+          shares.push(asyncGroup.start(randomness).then((key) => ({ group: g, share: key.share, key, asyncGroup })));
+        } else {
+          const key = group.start(randomness);
+          shares.push({ group: g, share: key.share, key });
+        }
+      } finally {
+        wipe(randomness);
       }
-    } finally {
-      wipe(randomness);
     }
+  } catch (e) {
+    // A later share could not be made (the random source failed): the ones made already hold private keys.
+    for (const s of shares) {
+      if (s instanceof Promise) s.then((x) => x.key.destroy(), () => {});
+      else s.key.destroy();
+    }
+    throw e;
   }
   if (!shares.some((s) => s instanceof Promise)) return shares as OfferedShare[];
   return allOrNothing(shares.map((s) => Promise.resolve(s)), (s) => s.key.destroy());

@@ -10,9 +10,13 @@ import { withWebCryptoKeyShares } from '../crypto/webcrypto.js';
 
 /**
  * Runs `request` and answers `conn` with its result (provideKeyAgreement) or its failure (failKeyAgreement);
- * resolves once the connection has it. A connection destroyed or failed meanwhile ignores the answer (and wipes it).
+ * resolves once the connection has it. A connection destroyed or failed meanwhile ignores the answer (and wipes it);
+ * one that failed or was destroyed already is not waited for.
  */
 export async function runKeyAgreement(conn: Connection, request: KeyAgreementRequest): Promise<void> {
+  // A connection that failed after announcing the request (in the same read: too much data during the pause)
+  // would only ignore the answer: do not wait for work whose outcome nobody needs, and that may never come.
+  if (conn.phase === 'failed' || conn.phase === 'closed') return;
   let result: KeyAgreementResult;
   try {
     result = await request.run();

@@ -459,10 +459,15 @@ export class QkdTlsSocket extends Duplex {
     }
   }
 
-  /** Reads from the socket again, unless the handshake now waits for something else (a key agreement after the PSKs). */
+  /**
+   * Reads from the socket again, unless the handshake now waits for something else (a key agreement after the
+   * PSKs) or the application has not taken what we pushed (then _read resumes it). Not `readableFlowing`: it is
+   * false for an application that reads in paused mode (a 'readable' listener, an async iterator), whose pending
+   * read would never call _read again, and the socket would stay paused for good.
+   */
   private resumeUnlessWaiting(): void {
     const conn = this.conn!;
-    if (this.destroyed || this.readableFlowing === false || conn.pendingKeyAgreement || conn.pskRequest) return;
+    if (this.destroyed || this.readableLength >= this.readableHighWaterMark || conn.pendingKeyAgreement || conn.pskRequest) return;
     this.socket.resume();
   }
 
