@@ -511,6 +511,30 @@ t.test('the fallback path wipes its copy of the randomness', async (t) => {
   t.ok(given.every(zero), 'from copies of the randomness, wiped since');
 });
 
+t.test('a WebCrypto failure of the shared secret that says nothing of the peer key is ours: KeyAgreementFailed, not the peer blamed', async (t) => {
+  // The server's derivations, in order: x25519 derives its public key (against the base point) and then the
+  // shared secret; P-256 takes its public key from noble, so its first derivation is the shared secret.
+  const cases = [
+    { group: 'x25519', failing: 2, name: 'InvalidAccessError' },
+    { group: 'secp256r1', failing: 1, name: 'OperationError' },
+  ] as const;
+  for (const { group, failing, name } of cases) {
+    await t.test(group, async (t) => {
+      const psk = makePsk(`ours-${group}`);
+      const p = new Pair({ crypto: web(200), psks: [psk], groups: [group] }, { crypto: web(201), psks: [psk], groups: [group] });
+      await runKeyAgreement(p.client, p.client.pendingKeyAgreement!); // the ClientHello, before the stub
+      let calls = 0;
+      stubSubtle(t, 'deriveBits', (deriveBits) => ((...args: unknown[]) =>
+        ++calls === failing ? Promise.reject(new DOMException('refused', name)) : deriveBits(...args)));
+      await settle(p); // the server starts its work on the ClientHello, through the stub
+      t.ok(calls >= failing, 'the stubbed derivation ran');
+      t.equal(p.error('server')?.reason, 'KeyAgreementFailed', `a ${name} of our own is KeyAgreementFailed`);
+      t.equal(p.error('server')?.alert, 'internal_error', "sent as internal_error, not as the peer's fault");
+      t.equal(p.info('client'), undefined, 'no handshake completes');
+    });
+  }
+});
+
 t.test('a runtime that returns an all-zero X25519 secret rather than refusing it: KeyExchangeZeroSecret', async (t) => {
   stubSubtle(t, 'deriveBits', (deriveBits) => ((...args: unknown[]) =>
     deriveBits(...args).catch((e: unknown) => {

@@ -18,7 +18,6 @@
  */
 import { p256 } from '@noble/curves/nist.js';
 import { concat, copyBytes, fromHex, wipe } from '../codec/bytes.js';
-import { TlsError } from '../errors.js';
 import { checkNistShareFraming, checkShareLength, isAllZero, nistScalarFromSeed, offCurve, P256_SPEC, X25519_SPEC, zeroSecret } from './groups.js';
 import type { AsyncClientKeyShare, AsyncKeyExchangeGroup, CryptoProvider, GroupName, KeyExchangeGroup } from './provider.js';
 
@@ -123,8 +122,12 @@ interface Curve {
   privateKey(randomness: Uint8Array): { pkcs8: Uint8Array; publicKey?: Uint8Array };
   /** Our key_exchange value, if {@link privateKey} did not give it. */
   publicKey(subtle: SubtleCrypto, priv: Key): Promise<Uint8Array>;
-  /** How a failure of the shared-secret step (the peer's key) is reported. */
-  peerFailure(e: unknown): TlsError;
+  /**
+   * What a failure of the shared-secret step is: the TlsError that blames the peer's key (the same one the
+   * synchronous group throws) when WebCrypto's refusal means that, else `e` itself — our own failure, which the
+   * connection reports as KeyAgreementFailed (internal_error) rather than accusing the peer.
+   */
+  peerFailure(e: unknown): unknown;
 }
 
 /**
@@ -143,8 +146,9 @@ const X25519: Curve = {
     return new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: basePoint }, priv, 256));
   },
   // RFC 8446 §7.4.2, RFC 7748 §6.1: WebCrypto refuses an all-zero result (a low-order peer point) with an
-  // OperationError; the share is 32 bytes, so that is its only refusal (as noble's, lib/crypto/noble.ts).
-  peerFailure: (e) => zeroSecret(e),
+  // OperationError (Secure Curves in WebCrypto, X25519 "derive bits" step 6; seen in Node, Deno and Bun); any
+  // other 32 bytes are a valid share, so another error is ours.
+  peerFailure: (e) => (domExceptionName(e) === 'OperationError' ? zeroSecret(e) : e),
 };
 
 /** The X25519 base point u = 9 (RFC 7748 §4.1) as a WebCrypto public key, imported once per WebCrypto. */
@@ -189,8 +193,14 @@ const P256: Curve = {
     return { pkcs8, publicKey };
   },
   publicKey: () => Promise.reject(new Error('unreachable: the P-256 public key comes with the private key')),
-  peerFailure: (e) => offCurve(P256_SPEC, e),
+  // The point passed checkPeerShare already; WebCrypto refusing to import it (a DataError) means the same.
+  peerFailure: (e) => (domExceptionName(e) === 'DataError' ? offCurve(P256_SPEC, e) : e),
 };
+
+/** The `name` of a WebCrypto failure (a DOMException), if it has one. */
+function domExceptionName(e: unknown): string | undefined {
+  return typeof e === 'object' && e !== null && typeof (e as { name?: unknown }).name === 'string' ? (e as { name: string }).name : undefined;
+}
 
 /** One group in WebCrypto, falling back to `sync` (the same bytes) where the runtime lacks the algorithm. */
 class WebCryptoGroup implements AsyncKeyExchangeGroup {

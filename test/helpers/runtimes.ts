@@ -158,7 +158,10 @@ export interface RuntimeResult {
   /** Client: the path of the transport's x25519 key shares (test/fixtures/runtimes/echo-core.mjs). */
   keyShares?: { x25519: string; webcrypto: number; fallback: number };
   /** Client: a sans-IO handshake per group with WebCrypto key shares, run in the runtime. */
-  keyShareProbe?: Record<'x25519' | 'secp256r1', { path: string; connected: boolean; webcrypto: number; fallback: number }>;
+  keyShareProbe?: Record<'x25519' | 'secp256r1', { path: string; connected: boolean; webcrypto: number; fallback: number }> & {
+    /** The reason a WebCrypto server gave for a client's all-zero X25519 share. */
+    lowOrderX25519: string | null;
+  };
 }
 
 /**
@@ -189,4 +192,6 @@ export function checkClientResult(t: Tap, r: RuntimeResult | undefined, kex: Kex
     const probe = r.keyShareProbe?.[group];
     t.match(probe, { path: EXPECTED_KEY_SHARE_PATH, connected: true, webcrypto: 2, fallback: 0 }, `a ${group} handshake with WebCrypto key shares in the runtime: ${EXPECTED_KEY_SHARE_PATH}`);
   }
+  // What this runtime's WebCrypto throws for a low-order point must be read as the peer's fault (RFC 8446 §7.4.2).
+  t.equal(r.keyShareProbe?.lowOrderX25519, 'KeyExchangeZeroSecret', "a low-order X25519 share: KeyExchangeZeroSecret (illegal_parameter), as on the synchronous path");
 }
