@@ -6,6 +6,7 @@
  */
 import { connect as netConnect } from 'node:net';
 import t from 'tap';
+import { tamperedShares } from './helpers/tampered-groups.js';
 import { concat, utf8 } from '../lib/codec/bytes.js';
 import { ContentType } from '../lib/codec/enums.js';
 import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
@@ -13,7 +14,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { FFDHE_SPECS, bigIntToBytes } from '../lib/crypto/ffdhe.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
 import { createNodeProvider } from '../lib/crypto/node.js';
-import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../lib/crypto/provider.js';
+import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
 import type { Reason } from '../lib/errors.js';
 import { selectKeyShare } from '../lib/handshake/server.js';
 import { NamedGroup } from '../lib/codec/enums.js';
@@ -105,36 +106,6 @@ t.test('selectKeyShare: the named step of the server flight', async (tt) => {
   tt.equal(selectKeyShare(['x25519'], { keyShares: undefined, supportedGroups: undefined }), undefined, 'no extensions, nothing');
 });
 
-/** `crypto` with `group(name)` altered: its client shares and/or server answers rewritten. */
-function tampered(
-  crypto: CryptoProvider,
-  name: GroupName,
-  edit: { clientShare?: (s: Uint8Array) => Uint8Array; serverShare?: (s: Uint8Array) => Uint8Array },
-): CryptoProvider {
-  return {
-    ...crypto,
-    group: (n) => {
-      const g = crypto.group(n);
-      if (!g || n !== name) return g;
-      const out: KeyExchangeGroup = {
-        name: g.name,
-        randomLength: g.randomLength,
-        start(r) {
-          const c = g.start(r);
-          const share = edit.clientShare ? edit.clientShare(c.share) : c.share;
-          const wrapped: ClientKeyShare = { group: c.group, share, complete: (s) => c.complete(s), destroy: () => c.destroy() };
-          return wrapped;
-        },
-        respond(cs, r) {
-          const res = g.respond(cs, r);
-          return { share: edit.serverShare ? edit.serverShare(res.share) : res.share, sharedSecret: res.sharedSecret };
-        },
-      };
-      return out;
-    },
-  };
-}
-
 t.test('hostile shares end in illegal_parameter with a named reason, from either side, on both providers', async (tt) => {
   const p2048 = FFDHE_SPECS.ffdhe2048;
   const cases: { group: GroupName; side: 'client' | 'server'; edit: (s: Uint8Array) => Uint8Array; reason: Reason; what: string }[] = [
@@ -167,8 +138,8 @@ t.test('hostile shares end in illegal_parameter with a named reason, from either
   for (const [pn, mk] of PROVIDERS) {
     for (const c of cases) {
       const what = `${pn}: ${c.group} ${c.what}`;
-      const client = c.side === 'client' ? tampered(mk(5), c.group, { clientShare: c.edit }) : mk(5);
-      const server = c.side === 'server' ? tampered(mk(6), c.group, { serverShare: c.edit }) : mk(6);
+      const client = c.side === 'client' ? tamperedShares(mk(5), c.group, { client: c.edit }) : mk(5);
+      const server = c.side === 'server' ? tamperedShares(mk(6), c.group, { server: c.edit }) : mk(6);
       const p = pair([client, server], { groups: [c.group] }, { groups: [c.group] });
       const detector = c.side === 'client' ? 'server' : 'client';
       const err = p.error(detector);

@@ -18,13 +18,14 @@ import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
 import { Connection, MAX_BUFFERED_WHILE_WAITING } from '../lib/connection/connection.js';
 import type { KeyAgreementRequest, KeyAgreementResult } from '../lib/config/events.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
-import type { ClientKeyShare, CryptoProvider, GroupName, KeyExchangeGroup } from '../lib/crypto/provider.js';
+import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
 import { withWebCryptoKeyShares, type WebCryptoKeyShareProvider } from '../lib/crypto/webcrypto.js';
 import type { Reason } from '../lib/errors.js';
 import { allOrNothing, AwaitKeyAgreement } from '../lib/handshake/key-agreement.js';
 import type { HandshakeIO, HandshakeState } from '../lib/handshake/io.js';
 import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import { settle } from './helpers/key-agreement.js';
+import { tamperedShares } from './helpers/tampered-groups.js';
 import { errorsOf, KeyLog, makePsk, Pair, seededRandom, splitRecords } from './helpers/pair.js';
 
 const noble = (seed: number): CryptoProvider => createNobleProvider({ random: seededRandom(seed) });
@@ -273,31 +274,6 @@ t.test('a key agreement that fails for a reason of ours is KeyAgreementFailed (i
   t.equal(p.error('client')?.alert, 'internal_error', 'the client receives the alert');
 });
 
-/** `crypto` whose synchronous `name` group sends edited shares (the hostile peer). */
-function hostile(crypto: CryptoProvider, name: GroupName, edit: { client?: (s: Uint8Array) => Uint8Array; server?: (s: Uint8Array) => Uint8Array }): CryptoProvider {
-  return {
-    ...crypto,
-    group: (n) => {
-      const g = crypto.group(n);
-      if (!g || n !== name) return g;
-      const out: KeyExchangeGroup = {
-        name: g.name,
-        randomLength: g.randomLength,
-        start(r) {
-          const c = g.start(r);
-          const wrapped: ClientKeyShare = { group: c.group, share: edit.client ? edit.client(c.share) : c.share, complete: (s) => c.complete(s), destroy: () => c.destroy() };
-          return wrapped;
-        },
-        respond(cs, r) {
-          const res = g.respond(cs, r);
-          return { share: edit.server ? edit.server(res.share) : res.share, sharedSecret: res.sharedSecret };
-        },
-      };
-      return out;
-    },
-  };
-}
-
 const LOW_ORDER_X25519 = [
   '0000000000000000000000000000000000000000000000000000000000000000',
   '0100000000000000000000000000000000000000000000000000000000000000',
@@ -327,7 +303,7 @@ t.test('a hostile peer share ends in the same reason and alert as on the synchro
       const what = `${c.group} ${detector === 'server' ? 'client' : 'server'} share: ${c.what}`;
       const psk = makePsk('hostile');
       const outcome = async (detecting: CryptoProvider) => {
-        const evil = hostile(noble(101), c.group, detector === 'server' ? { client: c.edit } : { server: c.edit });
+        const evil = tamperedShares(noble(101), c.group, detector === 'server' ? { client: c.edit } : { server: c.edit });
         const [cc, sc] = detector === 'server' ? [evil, detecting] : [detecting, evil];
         const p = new Pair({ crypto: cc, psks: [psk], groups: [c.group] }, { crypto: sc, psks: [psk], groups: [c.group] });
         const pauses = await settle(p);
@@ -400,7 +376,7 @@ t.test('a request nobody runs reports no unhandled rejection', async (t) => {
   process.on('unhandledRejection', onUnhandled);
   t.teardown(() => void process.off('unhandledRejection', onUnhandled));
   const psk = makePsk('unrun');
-  const evil = hostile(noble(130), 'x25519', { server: () => new Uint8Array(32) });
+  const evil = tamperedShares(noble(130), 'x25519', { server: () => new Uint8Array(32) });
   const p = new Pair({ crypto: web(131), psks: [psk] }, { crypto: evil, psks: [psk] });
   await runKeyAgreement(p.client, p.client.pendingKeyAgreement!);
   p.pump();
@@ -543,7 +519,7 @@ t.test('a runtime that returns an all-zero X25519 secret rather than refusing it
     })));
   for (const detector of ['server', 'client'] as const) {
     const psk = makePsk(`zero-${detector}`);
-    const evil = hostile(noble(180), 'x25519', detector === 'server' ? { client: () => new Uint8Array(32) } : { server: () => new Uint8Array(32) });
+    const evil = tamperedShares(noble(180), 'x25519', detector === 'server' ? { client: () => new Uint8Array(32) } : { server: () => new Uint8Array(32) });
     const [cc, sc] = detector === 'server' ? [evil, web(181)] : [web(181), evil];
     const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
     await settle(p);
@@ -559,7 +535,7 @@ t.test('once WebCrypto has worked, a failure of our own key fails the handshake:
   await settle(ok);
   t.equal(crypto.keySharePath('x25519'), 'webcrypto');
   // A peer's low-order point does not make the group fall back either.
-  const evil = hostile(noble(192), 'x25519', { server: () => new Uint8Array(32) });
+  const evil = tamperedShares(noble(192), 'x25519', { server: () => new Uint8Array(32) });
   const bad = new Pair({ crypto, psks: [psk] }, { crypto: evil, psks: [psk] });
   await settle(bad);
   t.equal(bad.error('client')?.reason, 'KeyExchangeZeroSecret');

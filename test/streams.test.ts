@@ -7,24 +7,9 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { utf8, fromUtf8 } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
 import * as net from 'node:net';
+import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 
 const psk: Psk = { identity: utf8('streams'), secret: new Uint8Array(32).fill(3), hash: 'SHA-256' };
-
-/** Two connected in-memory byte-stream pairs. */
-function memoryPipe(): [ByteStreamPair, ByteStreamPair] {
-  const a = new TransformStream<Uint8Array, Uint8Array>();
-  const b = new TransformStream<Uint8Array, Uint8Array>();
-  return [
-    { readable: a.readable, writable: b.writable },
-    { readable: b.readable, writable: a.writable },
-  ];
-}
-
-async function readAll(r: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  for await (const c of r as unknown as AsyncIterable<Uint8Array>) parts.push(c);
-  return Buffer.concat(parts);
-}
 
 t.test('client and server over in-memory WHATWG streams, with an async PSK lookup', async (t) => {
   const [c, s] = memoryPipe();
@@ -50,7 +35,7 @@ t.test('client and server over in-memory WHATWG streams, with an async PSK looku
   t.same(lookups, ['streams']);
   const payload = new Uint8Array(100_000).map((_, i) => (i * 7) & 0xff);
   const w = client.writable.getWriter();
-  const received = readAll(client.readable);
+  const received = readAllBytes(client.readable);
   await w.write(payload);
   await w.close();
   const got = await received;
@@ -79,7 +64,7 @@ t.test('streams client against the Node socket server over real TCP (Duplex.toWe
   const info = await client.handshake;
   t.equal(info.suite, 'TLS_AES_128_GCM_SHA256');
   const payload = utf8('over the web streams API');
-  const received = readAll(client.readable);
+  const received = readAllBytes(client.readable);
   const w = client.writable.getWriter();
   await w.write(payload);
   await w.close();
@@ -155,7 +140,7 @@ t.test("after the peer's close_notify the transport is not read to its end while
     );
     await client.handshake;
     const payload = new Uint8Array(200_000).map((_, i) => (i * 13) & 0xff);
-    const received = readAll(client.readable);
+    const received = readAllBytes(client.readable);
     const w = client.writable.getWriter();
     await w.write(payload);
     await w.close(); // close_notify, then the end of the client's stream

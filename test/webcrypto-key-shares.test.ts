@@ -19,23 +19,12 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider, GroupName } from '../lib/crypto/provider.js';
 import { isWebCryptoKeyShareProvider, withWebCryptoKeyShares, type WebCryptoKeyShareProvider } from '../lib/crypto/webcrypto.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
-import { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair, type TlsStreams } from '../lib/transport/streams.js';
+import { tlsClientOverStreams, tlsServerOverStreams, type TlsStreams } from '../lib/transport/streams.js';
+import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 import { makePsk } from './helpers/pair.js';
 
-/** Two connected in-memory byte-stream pairs. */
-function memoryPipe(): [ByteStreamPair, ByteStreamPair] {
-  const a = new TransformStream<Uint8Array, Uint8Array>();
-  const b = new TransformStream<Uint8Array, Uint8Array>();
-  return [
-    { readable: a.readable, writable: b.writable },
-    { readable: b.readable, writable: a.writable },
-  ];
-}
-
 async function readAll(r: ReadableStream<Uint8Array>): Promise<string> {
-  const parts: Uint8Array[] = [];
-  for await (const c of r as unknown as AsyncIterable<Uint8Array>) parts.push(c);
-  return fromUtf8(Buffer.concat(parts));
+  return fromUtf8(await readAllBytes(r));
 }
 
 /** One message from the client, echoed by the server; both close. */
