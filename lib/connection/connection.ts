@@ -217,13 +217,7 @@ export class Connection {
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
     const s = this.state;
     if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
-    this.guard(() => {
-      this.state = this.entered(s.resume(this.io, psks));
-      this.flushHandshake();
-      this.drainHandshake();
-      this.process();
-    });
-    this.deframer.detach();
+    this.resumeHandshake(() => s.resume(this.io, psks));
   }
 
   /**
@@ -239,8 +233,16 @@ export class Connection {
       throw new Error(`provideKeyAgreement: the connection is not waiting for a key agreement (${this.phase}, ${this.state.name})`);
     }
     if (!s.accepts(result)) throw new Error('provideKeyAgreement: this result answers another key agreement request');
+    this.resumeHandshake(() => s.resume(this.io, result));
+  }
+
+  /**
+   * Continues a handshake that waited for an answer from outside (PSKs, a key agreement): the next state, what it
+   * sends, and then what was received meanwhile.
+   */
+  private resumeHandshake(next: () => HandshakeState): void {
     this.guard(() => {
-      this.state = this.entered(s.resume(this.io, result));
+      this.state = this.entered(next());
       this.flushHandshake();
       this.drainHandshake();
       this.process();
