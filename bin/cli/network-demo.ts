@@ -11,6 +11,7 @@ import { serverPskResolver, takePsks } from 'qkd-tls';
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { networkSvg, parseTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
 import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { closeDemoParts } from './demo-close.js';
 import { echoOnce, type EchoResult } from './echo-once.js';
 import { describeEvent } from './network-kme.js';
 
@@ -185,14 +186,7 @@ export class NetworkDemo {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      if (!this.server) return resolve();
-      this.server.close(() => resolve());
-      this.server.destroyAll();
-    });
-    this.clientKeys?.close();
-    this.serverKeys?.close();
-    this.wipeLater.releaseAll();
+    await closeDemoParts({ server: this.server, clientKeys: this.clientKeys, serverKeys: this.serverKeys, wipeLater: this.wipeLater });
     await this.net?.close();
   }
 }

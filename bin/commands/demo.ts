@@ -25,6 +25,7 @@ import {
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, releaseAfter } from 'qkd-tls/qkd';
 import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
+import { closeDemoParts } from '../cli/demo-close.js';
 import { echoOnce } from '../cli/echo-once.js';
 import { NetworkDemo } from '../cli/network-demo.js';
 
@@ -281,14 +282,7 @@ class Demo {
   }
 
   async close(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      if (!this.server) return resolve();
-      this.server.close(() => resolve());
-      this.server.destroyAll();
-    });
-    this.clientKeys?.close();
-    this.serverKeys?.close();
-    this.wipeLater.releaseAll();
+    await closeDemoParts({ server: this.server, clientKeys: this.clientKeys, serverKeys: this.serverKeys, wipeLater: this.wipeLater });
     await this.kme?.close();
   }
 }
