@@ -131,10 +131,11 @@ interface OutEntry {
 /**
  * The offload pipeline of one connection (see the module comment).
  *
- * Everything here runs from callbacks, without loops that await: WebCrypto's answer for the record at the
- * head of the output queue sends every record ready behind it at once, and the answer for the oldest record
- * being opened delivers every record opened behind it. In every runtime measured the main thread is what
- * limits bulk (each WebCrypto call costs it several microseconds), so each await saved per record counts.
+ * Everything here runs from callbacks, without loops that await: WebCrypto's answers for the records at the
+ * head of the output queue send them together (up to four full records a write), and the answer for the
+ * oldest record being opened delivers every record opened behind it. In every runtime measured the main
+ * thread is what limits bulk (each WebCrypto call costs it several microseconds), so each await saved per
+ * record counts.
  */
 export class WebCryptoRecords {
   private readonly max: number;
@@ -252,7 +253,8 @@ export class WebCryptoRecords {
         (sealed) => {
           this.sealing--;
           entry.body = new Uint8Array(sealed);
-          if (this.out[0] === entry) this.sendReady();
+          // (The head may have been ready before, held back for this record to join its write: see sendReady().)
+          if (this.out.length > 0 && this.out[0].body) this.sendReady();
           else this.notify(); // a cipher slot is free: a writer may go on
         },
         (e: unknown) => {
@@ -387,9 +389,9 @@ export class WebCryptoRecords {
   }
 
   /**
-   * Hands every record that is ready at the head of the queue to `send`, without waiting for the previous
-   * call to settle (the sink queues them in order, as a WritableStream does; waiting would leave the cipher
-   * idle), at most `recordsInFlight` calls unsettled.
+   * Hands the records that are ready at the head of the queue to `send`, joined into writes of up to
+   * BATCH_BYTES, without waiting for the previous call to settle (the sink queues them in order, as a
+   * WritableStream does; waiting would leave the cipher idle), at most `recordsInFlight` calls unsettled.
    */
   private sendReady(): void {
     while (this.out.length > 0 && this.out[0].body && this.unsettled < this.max && !this.sendError) {
@@ -398,6 +400,9 @@ export class WebCryptoRecords {
       let n = 1;
       let size = this.out[0].size;
       while (n < this.out.length && this.out[n].body && size + this.out[n].size <= BATCH_BYTES) size += this.out[n++].size;
+      // The next record is still being sealed and would fit in this write: wait for it (its answer sends both).
+      // It is already in WebCrypto, so this only holds back what would leave a moment later anyway.
+      if (n < this.out.length && !this.out[n].body && size + this.out[n].size <= BATCH_BYTES) break;
       let bytes: Uint8Array;
       if (n === 1 && !this.out[0].sealed) bytes = this.out.shift()!.body!;
       else {
@@ -529,8 +534,12 @@ export type RecordKey = Awaited<ReturnType<typeof globalThis.crypto.subtle.impor
 const APPLICATION_DATA = 23;
 /** A record this short (header included) may be an alert: 5 + 2 + 1 + 16, with room for some padding. */
 const SHORT_RECORD = 5 + 64;
-/** Sealed records that are ready at once are joined into writes of up to this many bytes. */
-const BATCH_BYTES = 64 * 1024;
+/**
+ * Sealed records that are ready at once are joined into writes of up to this many bytes: four records of the
+ * largest size (§5.2: a TLSCiphertext's length is at most 2^14 + 256), so a 64 KiB application write, four full
+ * records, leaves as one write.
+ */
+const BATCH_BYTES = 4 * (5 + 16_384 + 256);
 const TAG_LENGTH = 16;
 /** Where a joined write starts in its allocation, so that its first record's body starts 64 bytes in. */
 const JOIN_SKEW = 64 - 5;
