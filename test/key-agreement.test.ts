@@ -148,6 +148,8 @@ t.test('answers out of place: nothing pending throws, another request throws, af
   const resultA = await a.pendingKeyAgreement!.run();
   const resultB = await b.pendingKeyAgreement!.run();
   t.throws(() => a.provideKeyAgreement(resultB), /another key agreement request/, 'a result of another connection is refused');
+  t.throws(() => a.failKeyAgreement(new Error('b failed'), b.pendingKeyAgreement!), /another key agreement request/, 'so is its failure');
+  t.equal(a.phase, 'handshaking', 'and the handshake goes on');
   a.provideKeyAgreement(resultA);
   t.throws(() => a.provideKeyAgreement(resultA), /not waiting for a key agreement/, 'a second answer: nothing is pending');
   t.throws(() => a.failKeyAgreement(new Error('x')), /not waiting for a key agreement/, 'failing when nothing is pending throws too');
@@ -548,6 +550,25 @@ t.test('once WebCrypto has worked, a failure of our own key fails the handshake:
   t.equal(c.error?.reason, 'KeyAgreementFailed', 'our own failure is internal_error');
   t.equal(crypto.keySharePath('x25519'), 'webcrypto', 'and no fallback');
   t.same(crypto.keyShares, { webcrypto: 2, fallback: 0 });
+});
+
+t.test('a WebCrypto that never settles holds no copy of our private key', async (t) => {
+  const crypto = web(195);
+  const psk = makePsk('never-settles');
+  await settle(new Pair({ crypto, psks: [psk] }, { crypto: web(196), psks: [psk] }));
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto', 'WebCrypto has worked for this provider');
+  const imported: Uint8Array[] = [];
+  stubSubtle(t, 'importKey', (importKey) => ((...args: unknown[]) => {
+    if (args[0] !== 'pkcs8') return importKey(...args);
+    imported.push(args[1] as Uint8Array);
+    return new Promise(() => {}); // never settles
+  }));
+  const c = Connection.client({ crypto, psks: [psk] });
+  t.ok(c.pendingKeyAgreement, 'the client waits for its key share');
+  t.equal(imported.length, 1, 'its private key went to WebCrypto, which never answers');
+  t.ok(zero(imported[0]), 'the PKCS#8 document is wiped already (WebCrypto took its copy in importKey)');
+  c.destroy();
+  t.equal(c.pendingKeyAgreement, null, 'destroy ends the wait');
 });
 
 t.test('allOrNothing: when one key share fails, the ones made are disposed of', async (t) => {

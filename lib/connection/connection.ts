@@ -253,13 +253,18 @@ export class Connection {
   /**
    * Fails the handshake because the {@link pendingKeyAgreement}'s `run()` rejected with `error`. A TlsError (the
    * peer's key share gave an all-zero X25519 secret: KeyExchangeZeroSecret) sends its own alert, as on the
-   * synchronous path; anything else is KeyAgreementFailed (internal_error). Ignored once the connection failed or
-   * was destroyed; throws when no key agreement is pending.
+   * synchronous path; anything else is KeyAgreementFailed (internal_error). Pass the `request` that failed, so
+   * that a failure meant for another request (of another connection, or an earlier one) is refused rather than
+   * ending this handshake. Ignored once the connection failed or was destroyed; throws when no key agreement is
+   * pending or `request` is not the pending one.
    */
-  failKeyAgreement(error: unknown): void {
+  failKeyAgreement(error: unknown, request?: KeyAgreementRequest): void {
     if (this.phaseValue.kind === 'failed' || this.phaseValue.kind === 'closed') return;
     if (this.phaseValue.kind !== 'handshaking' || !isAwaitingKeyAgreement(this.state)) {
       throw new Error(`failKeyAgreement: the connection is not waiting for a key agreement (${this.phase}, ${this.state.name})`);
+    }
+    if (request !== undefined && request !== this.state.keyAgreement) {
+      throw new Error('failKeyAgreement: this failure answers another key agreement request');
     }
     this.fatal(
       error instanceof TlsError

@@ -222,59 +222,72 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
   }
 
   start(randomness: Uint8Array): Promise<AsyncClientKeyShare> {
-    const copy = this.copyRandomness(randomness);
-    return this.ownKey(copy).then(
+    const kept = this.keepForFallback(randomness);
+    return this.ownKey(randomness).then(
       (own) => {
-        wipe(copy);
+        if (kept) wipe(kept);
         this.counts.webcrypto++;
         return new WebCryptoClientShare(this.name, own.publicKey, (peer) => this.shared(own.priv, peer));
       },
       (e: unknown) => {
         try {
-          return syncShare(this.fallBack(e, () => this.sync.start(copy)));
+          return syncShare(this.fallBack(e, kept, (r) => this.sync.start(r)));
         } finally {
-          wipe(copy);
+          if (kept) wipe(kept);
         }
       },
     );
   }
 
   respond(clientShare: Uint8Array, randomness: Uint8Array): Promise<{ share: Uint8Array; sharedSecret: Uint8Array }> {
-    const copy = this.copyRandomness(randomness);
+    const kept = this.keepForFallback(randomness);
     const peer = copyBytes(clientShare);
-    return this.ownKey(copy).then(
+    return this.ownKey(randomness).then(
       async (own) => {
-        wipe(copy);
+        if (kept) wipe(kept);
         this.counts.webcrypto++;
         return { share: own.publicKey, sharedSecret: await this.shared(own.priv, peer) };
       },
       (e: unknown) => {
         try {
-          return this.fallBack(e, () => this.sync.respond(peer, copy));
+          return this.fallBack(e, kept, (r) => this.sync.respond(peer, r));
         } finally {
-          wipe(copy);
+          if (kept) wipe(kept);
         }
       },
     );
   }
 
-  private copyRandomness(randomness: Uint8Array): Uint8Array {
+  /**
+   * Checks the randomness, and copies it if the synchronous fallback may still need it: only before WebCrypto
+   * has worked for this group (see {@link fallBack}). Otherwise nothing is kept: {@link ownKey} reads the
+   * randomness before it returns, and the caller wipes it, so a WebCrypto promise that never settles holds no
+   * copy of it.
+   */
+  private keepForFallback(randomness: Uint8Array): Uint8Array | null {
     if (!(randomness instanceof Uint8Array) || randomness.length !== this.randomLength) {
       throw new TypeError(`${this.name}: expected ${this.randomLength} bytes of randomness`);
     }
-    return copyBytes(randomness);
+    return this.path === 'webcrypto' ? null : copyBytes(randomness);
   }
 
-  /** Our key pair in WebCrypto; rejects when the runtime lacks the algorithm (see {@link fallBack}). */
+  /**
+   * Our key pair in WebCrypto; rejects when the runtime lacks the algorithm (see {@link fallBack}). Reads
+   * `randomness` before it returns (the PKCS#8 document, and P-256's public key, are made synchronously).
+   */
   private async ownKey(randomness: Uint8Array): Promise<{ priv: Key; publicKey: Uint8Array }> {
     const subtle = globalThis.crypto.subtle;
     const { pkcs8, publicKey } = this.curve.privateKey(randomness);
-    let priv: Key;
+    let importing: Promise<Key>;
     try {
-      priv = await subtle.importKey('pkcs8', pkcs8, this.curve.algorithm, false, ['deriveBits']);
+      importing = subtle.importKey('pkcs8', pkcs8, this.curve.algorithm, false, ['deriveBits']);
     } finally {
+      // WebCrypto §14.3.9 (importKey) step 2: "a copy of the bytes held by the keyData parameter", taken
+      // before the promise is returned: the private key leaves our memory now, whether or not the work ever
+      // settles. (The runtime tests check, in every runtime, that the handshakes still complete on this path.)
       wipe(pkcs8);
     }
+    const priv = await importing;
     const pub = publicKey ?? (await this.curve.publicKey(subtle, priv));
     this.path = 'webcrypto';
     return { priv, publicKey: pub };
@@ -286,11 +299,12 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
    * does so directly from now on. Any refusal before WebCrypto has worked once for this group is taken for a
    * missing algorithm, whatever its name (runtimes differ); once it has worked, a failure is reported as it is.
    */
-  private fallBack<T>(e: unknown, sync: () => T): T {
-    if (this.path === 'webcrypto') throw e; // the algorithm worked before: this is not a missing algorithm
+  private fallBack<T>(e: unknown, kept: Uint8Array | null, sync: (randomness: Uint8Array) => T): T {
+    // The algorithm worked before (when this call began, if nothing was kept): this is not a missing algorithm.
+    if (this.path === 'webcrypto' || !kept) throw e;
     this.path = 'fallback';
     this.counts.fallback++;
-    return sync();
+    return sync(kept);
   }
 
   /** The shared secret with the peer's key_exchange (checked before the pause by {@link checkPeerShare}). */

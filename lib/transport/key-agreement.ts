@@ -21,7 +21,7 @@ export async function runKeyAgreement(conn: Connection, request: KeyAgreementReq
   try {
     result = await request.run();
   } catch (e) {
-    conn.failKeyAgreement(e);
+    conn.failKeyAgreement(e, request);
     return;
   }
   conn.provideKeyAgreement(result);
