@@ -63,9 +63,10 @@ export type KeyAgreementStep =
 /**
  * A key agreement the handshake waits for (Connection.pendingKeyAgreement; lib/handshake/key-agreement.ts). The
  * transport calls {@link run} and
- * hands what it resolves with to Connection.provideKeyAgreement, or what it rejects with to
- * Connection.failKeyAgreement. The work has already started when the request appears (it holds its own copy of
- * the private-key randomness); run() only gives its outcome, the same promise on every call.
+ * hands what it resolves with to Connection.provideKeyAgreement, or what it rejects with, and this request, to
+ * Connection.failKeyAgreement(error, request). The work has already started when the request appears (the
+ * private key was made from the randomness, which the handshake has wiped since); run() only gives its outcome,
+ * the same promise on every call.
  */
 export interface KeyAgreementRequest {
   readonly step: KeyAgreementStep;
