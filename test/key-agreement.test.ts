@@ -150,7 +150,9 @@ t.test('answers out of place: nothing pending throws, another request throws, af
   t.throws(() => a.provideKeyAgreement(resultB), /another key agreement request/, 'a result of another connection is refused');
   t.throws(() => a.failKeyAgreement(new Error('b failed'), b.pendingKeyAgreement!), /another key agreement request/, 'so is its failure');
   t.equal(a.phase, 'handshaking', 'and the handshake goes on');
+  const requestA = a.pendingKeyAgreement!;
   a.provideKeyAgreement(resultA);
+  await t.resolves(runKeyAgreement(a, requestA), 'running an answered request again gives its answer to nobody, without throwing');
   t.throws(() => a.provideKeyAgreement(resultA), /not waiting for a key agreement/, 'a second answer: nothing is pending');
   t.throws(() => a.failKeyAgreement(new Error('x')), /not waiting for a key agreement/, 'failing when nothing is pending throws too');
   const nothing = Connection.server({ crypto: web(4), psks: [makePsk('n')] });
@@ -720,4 +722,41 @@ t.test('a server destroyed during its pause has wiped every secret it derived fr
     await tick();
     t.ok(derived.every(zero), `${early ? '0-RTT' : 'no 0-RTT'}: every one of them is zeros after destroy`);
   }
+});
+
+t.test('importKey that throws synchronously before WebCrypto worked: the fallback makes the same bytes', async (t) => {
+  const seen: Uint8Array[] = [];
+  stubSubtle(t, 'importKey', (importKey) => (...args: unknown[]) => {
+    if (args[0] === 'pkcs8') {
+      seen.push(args[1] as Uint8Array);
+      throw new DOMException('no X25519 here', 'NotSupportedError');
+    }
+    return importKey(...args);
+  });
+  const psk = makePsk('sync-throw');
+  const sync = new Pair({ crypto: noble(301), psks: [psk] }, { crypto: noble(302), psks: [psk] });
+  sync.pump();
+  const [cc, sc] = [withWebCryptoKeyShares(noble(301)), withWebCryptoKeyShares(noble(302))];
+  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  await settle(p);
+  t.equal(p.info('client')?.group, 'x25519', 'the handshake completes');
+  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
+  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  t.equal(cc.keySharePath('x25519'), 'fallback');
+  t.ok(seen.length === 2 && seen.every((b) => b.every((x) => x === 0)), 'the PKCS#8 buffers are wiped even so');
+});
+
+t.test('importKey that throws synchronously after WebCrypto worked: KeyAgreementFailed, nothing escapes', async (t) => {
+  const crypto = withWebCryptoKeyShares(noble(311));
+  const psk = makePsk('sync-throw-late');
+  await settle(new Pair({ crypto, psks: [psk] }, { crypto: withWebCryptoKeyShares(noble(312)), psks: [psk] }));
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto');
+  stubSubtle(t, 'importKey', (importKey) => (...args: unknown[]) => {
+    if (args[0] === 'pkcs8') throw new DOMException('the key store is full', 'OperationError');
+    return importKey(...args);
+  });
+  const c = Connection.client({ crypto, psks: [psk] });
+  await runKeyAgreement(c, c.pendingKeyAgreement!);
+  t.equal(c.error?.reason, 'KeyAgreementFailed');
+  t.equal(crypto.keySharePath('x25519'), 'webcrypto', 'no fallback');
 });

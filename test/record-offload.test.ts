@@ -353,6 +353,38 @@ t.test('four records written at once leave as one write, headers beside them, th
   }
 });
 
+t.test('records of separate writes do not wait for each other: a small write leaves while the next is sealed', async (t) => {
+  const [c, s] = options('TLS_AES_128_GCM_SHA256', 85);
+  const p = await offloadPair(c, s, { keepWire: true });
+  // WebCrypto answers only when released here, in any order.
+  const held: (() => void)[] = [];
+  const subtle = globalThis.crypto.subtle;
+  const encrypt = subtle.encrypt.bind(subtle);
+  Object.defineProperty(subtle, 'encrypt', {
+    configurable: true,
+    writable: true,
+    value: (...args: Parameters<typeof encrypt>) => {
+      const sealed = encrypt(...args);
+      return new Promise<ArrayBuffer>((resolve, reject) => held.push(() => void sealed.then(resolve, reject)));
+    },
+  });
+  t.teardown(() => void delete (subtle as unknown as Record<string, unknown>).encrypt);
+  const wireBefore = p.client.wire.length;
+  await p.client.records.write(pattern(100, 86));
+  await p.client.records.write(pattern(100, 87));
+  t.equal(held.length, 2, 'both records are with WebCrypto');
+  held[0]();
+  for (let i = 0; i < 200 && p.client.wire.length === wireBefore; i++) await new Promise((r) => setTimeout(r, 1));
+  t.same(
+    p.client.wire.slice(wireBefore).map((w) => w.length),
+    [5 + 100 + 1 + 16],
+    'the first write left alone, without waiting for the second one still being sealed',
+  );
+  held[1]();
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(joined([pattern(100, 86), pattern(100, 87)])), 'the server read both, in order');
+});
+
 t.test('nonces come from a copy of the IV even when the provider hands out Node Buffers (whose slice() is a view)', async (t) => {
   const iv = Buffer.alloc(12, 0xa0);
   const nonces = [0, 1, 2, 3, 0x1_0000_0001].map((seq) => toHex(nonceFor(iv, seq)));

@@ -65,8 +65,9 @@ export type KeyAgreementStep =
  * transport calls {@link run} and
  * hands what it resolves with to Connection.provideKeyAgreement, or what it rejects with, and this request, to
  * Connection.failKeyAgreement(error, request). The work has already started when the request appears (the
- * private key was made from the randomness, which the handshake has wiped since); run() only gives its outcome,
- * the same promise on every call.
+ * private key was made from the randomness, which the handshake has wiped since; WebCrypto key shares keep a copy
+ * only for their first use, in case the runtime lacks the algorithm); run() only gives its outcome, the same
+ * promise on every call.
  */
 export interface KeyAgreementRequest {
   readonly step: KeyAgreementStep;

@@ -10,21 +10,25 @@ import { withWebCryptoKeyShares } from '../crypto/webcrypto.js';
 
 /**
  * Runs `request` and answers `conn` with its result (provideKeyAgreement) or its failure (failKeyAgreement);
- * resolves once the connection has it. A connection destroyed or failed meanwhile ignores the answer (and wipes it);
- * one that failed or was destroyed already is not waited for.
+ * resolves once the connection has it. Never rejects. A connection destroyed or failed meanwhile ignores the
+ * answer (and wipes it); one that failed or was destroyed already is not waited for; and an answer to a request
+ * that is no longer the pending one (a caller that ran one twice) is given to nobody.
  */
 export async function runKeyAgreement(conn: Connection, request: KeyAgreementRequest): Promise<void> {
   // A connection that failed after announcing the request (in the same read: too much data during the pause)
   // would only ignore the answer: do not wait for work whose outcome nobody needs, and that may never come.
   if (conn.phase === 'failed' || conn.phase === 'closed') return;
-  let result: KeyAgreementResult;
+  let outcome: { ok: true; result: KeyAgreementResult } | { ok: false; error: unknown };
   try {
-    result = await request.run();
-  } catch (e) {
-    conn.failKeyAgreement(e, request);
-    return;
+    outcome = { ok: true, result: await request.run() };
+  } catch (error) {
+    outcome = { ok: false, error };
   }
-  conn.provideKeyAgreement(result);
+  // Failed or destroyed meanwhile, or already answered: nobody waits for this answer (the handshake state that made
+  // the request wipes its late values when it is left).
+  if (conn.pendingKeyAgreement !== request) return;
+  if (outcome.ok) conn.provideKeyAgreement(outcome.result);
+  else conn.failKeyAgreement(outcome.error, request);
 }
 
 /**

@@ -126,6 +126,8 @@ interface OutEntry {
   /** Bytes on the wire: 5 + the encrypted record for a sealed one. */
   readonly size: number;
   readonly sealed: boolean;
+  /** The write() a sealed record belongs to (1, 2, ...; 0 for the connection's own bytes). */
+  readonly write: number;
 }
 
 /**
@@ -149,6 +151,8 @@ export class WebCryptoRecords {
   private readonly aad = Uint8Array.of(APPLICATION_DATA, 0x03, 0x03, 0, 0);
   /** The write in progress (writes never interleave their records). */
   private writing: Promise<void> = Promise.resolve();
+  /** How many writes were started (numbers the records of each: see OutEntry.write). */
+  private writes = 0;
   /** Calls of `send` not settled yet. */
   private unsettled = 0;
   /** Records handed to WebCrypto to seal, not answered yet. */
@@ -179,7 +183,7 @@ export class WebCryptoRecords {
 
   /** Queues what the connection wants to send (after any call into it other than through this class). */
   flushCore(): void {
-    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ body: chunk, size: chunk.length, sealed: false });
+    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ body: chunk, size: chunk.length, sealed: false, write: 0 });
     this.sendReady();
   }
 
@@ -196,6 +200,7 @@ export class WebCryptoRecords {
   }
 
   private async writeNow(data: Uint8Array): Promise<void> {
+    const write = ++this.writes;
     let at = 0;
     while (at < data.length) {
       if (this.sendError) throw this.sendError;
@@ -231,7 +236,7 @@ export class WebCryptoRecords {
       const length = n + 1 + TAG_LENGTH;
       this.aad[3] = length >>> 8;
       this.aad[4] = length & 0xff;
-      const entry: OutEntry = { body: null, size: 5 + length, sealed: true };
+      const entry: OutEntry = { body: null, size: 5 + length, sealed: true, write };
       this.out.push(entry);
       this.sealing++;
       this.offloadedWrites++;
@@ -400,9 +405,12 @@ export class WebCryptoRecords {
       let n = 1;
       let size = this.out[0].size;
       while (n < this.out.length && this.out[n].body && size + this.out[n].size <= BATCH_BYTES) size += this.out[n++].size;
-      // The next record is still being sealed and would fit in this write: wait for it (its answer sends both).
-      // It is already in WebCrypto, so this only holds back what would leave a moment later anyway.
-      if (n < this.out.length && !this.out[n].body && size + this.out[n].size <= BATCH_BYTES) break;
+      // The next record, of the same write(), is still being sealed and would fit in this write: wait for it (its
+      // answer sends both). It is already in WebCrypto, so this only holds back what leaves a moment later anyway
+      // (unless WebCrypto never answers it: then nothing behind it could leave either). Records of separate
+      // write() calls never wait for each other: small writes one after another are not delayed.
+      const next = this.out[n];
+      if (next && !next.body && next.write === this.out[n - 1].write && size + next.size <= BATCH_BYTES) break;
       let bytes: Uint8Array;
       if (n === 1 && !this.out[0].sealed) bytes = this.out.shift()!.body!;
       else {
