@@ -11,6 +11,9 @@
  * - Ceiling: the raw WebCrypto AES-128-GCM work the same transfer needs — every 16 KiB record sealed once and
  *   opened once, the same number of records in flight — measured in the same run, right before the transfers.
  *   (In the pair both ends run on one thread, so the ceiling counts both the seal and the open of each record.)
+ * - Framing only (bench/framing-only.ts): the same transfer through the same streams with the same WebCrypto calls
+ *   and none of TLS — the limit of any record layer built this way in the runtime, next to which the offloaded
+ *   transfer's own cost shows.
  * - Handshakes/s: sans-IO Connection pairs back to back in memory, psk_dhe_ke with x25519, one after another: with
  *   the provider's own (synchronous) x25519, and with WebCrypto key shares (lib/crypto/webcrypto.ts), this loop
  *   running each key-agreement pause itself as a transport would.
@@ -22,6 +25,7 @@ import { withWebCryptoKeyShares } from '../lib/crypto/webcrypto.js';
 import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import type { Psk } from '../lib/psk/types.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+import { framingOnlyTransfer } from './framing-only.js';
 
 export interface RuntimeBenchOptions {
   /** The runtime's name in the output ("chromium", "deno", "bun", "workerd", "node"). */
@@ -50,8 +54,10 @@ export interface RuntimeBenchOptions {
   readonly verify?: boolean;
 }
 
-export type RuntimePart = 'ceiling' | 'bulk-offload' | 'bulk-sync' | 'handshakes' | 'handshakes-webcrypto';
-export const RUNTIME_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'bulk-sync', 'handshakes', 'handshakes-webcrypto'];
+export type RuntimePart = 'ceiling' | 'bulk-offload' | 'framing-only' | 'bulk-sync' | 'handshakes' | 'handshakes-webcrypto';
+export const RUNTIME_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'framing-only', 'bulk-sync', 'handshakes', 'handshakes-webcrypto'];
+/** The parts that move bulk data (warmed up together before they are measured). */
+export const BULK_PARTS: readonly RuntimePart[] = ['ceiling', 'bulk-offload', 'framing-only', 'bulk-sync'];
 
 export const RUNTIME_SUITE = 'TLS_AES_128_GCM_SHA256';
 /** How the connection in the runtime is set up (printed with the results). */
@@ -81,10 +87,11 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
   if (options.verify !== false) await verifyTransfer(inFlight, crypto);
   const parts = options.parts ?? RUNTIME_PARTS;
   const warmupMs = options.warmupMs ?? (options.quick ? 500 : 2000);
-  if (warmupMs > 0 && parts.some((p) => p !== 'handshakes' && p !== 'handshakes-webcrypto')) {
+  if (warmupMs > 0 && parts.some((p) => BULK_PARTS.includes(p))) {
     for (const t0 = now(); now() - t0 < warmupMs; ) {
       if (parts.includes('ceiling')) await rawCeiling(bytes / 4, inFlight, now);
       if (parts.includes('bulk-offload')) await bulk(bytes / 4, true, inFlight, crypto, now);
+      if (parts.includes('framing-only')) await framingOnlyTransfer(bytes / 4, inFlight, now);
       if (parts.includes('bulk-sync')) await bulk(bytes / 16, false, inFlight, crypto, now);
     }
   }
@@ -96,6 +103,7 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
       let m: RuntimeMeasurement;
       if (part === 'ceiling') m = await rawCeiling(bytes, inFlight, now);
       else if (part === 'bulk-offload') m = await bulk(bytes, true, inFlight, crypto, now);
+      else if (part === 'framing-only') m = { part, ...(await framingOnlyTransfer(bytes, inFlight, now)) };
       else if (part === 'bulk-sync') m = await bulk(options.quick ? bytes / 2 : bytes / 3, false, inFlight, crypto, now);
       else if (part === 'handshakes') m = await handshakes(options.quick ? 40 : 200, crypto, now);
       else m = await webCryptoHandshakes(options.quick ? 40 : 200, crypto, now);
@@ -110,6 +118,7 @@ export async function runRuntimeParts(options: RuntimeBenchOptions): Promise<Run
 export function runtimeLines(options: RuntimeBenchOptions, m: readonly RuntimeMeasurement[]): Record<string, unknown>[] {
   const rate = (x: RuntimeMeasurement | undefined) => (x && x.ms > 0 ? x.amount / 1e6 / (x.ms / 1000) : NaN);
   const ceiling = rate(m.find((x) => x.part === 'ceiling'));
+  const framingOnly = m.find((x) => x.part === 'framing-only');
   const lines: Record<string, unknown>[] = [];
   for (const part of ['bulk-offload', 'bulk-sync'] as const) {
     const x = m.find((y) => y.part === part);
@@ -122,6 +131,8 @@ export function runtimeLines(options: RuntimeBenchOptions, m: readonly RuntimeMe
       offload,
       mbps: round(rate(x)),
       ceilingMbps: round(ceiling),
+      // Offloaded: the same transfer with none of TLS (bench/framing-only.ts), where measured.
+      ...(offload && framingOnly ? { framingOnlyMbps: round(rate(framingOnly)) } : {}),
       recordsInFlight: offload ? (options.recordsInFlight ?? 8) : 1,
       cipher: offload ? 'webcrypto' : (options.cryptoName ?? 'noble'),
       megabytes: round(x.amount / 1e6),

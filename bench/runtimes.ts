@@ -21,7 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { RUNTIME_PARTS, runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
+import { BULK_PARTS, RUNTIME_PARTS, runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
 
 export type RuntimeName = 'node' | 'chromium' | 'deno' | 'bun' | 'workerd';
 export const RUNTIMES: readonly RuntimeName[] = ['node', 'chromium', 'deno', 'bun', 'workerd'];
@@ -82,17 +82,22 @@ export async function runRuntimes(options: {
 }
 
 /** How the numbers were made, for the human-readable output. */
-export const RUNTIMES_NOTE = `${RUNTIME_SETUP}; ceiling = raw WebCrypto AES-128-GCM, every 16 KiB record sealed and opened once, same records in flight, same run`;
+export const RUNTIMES_NOTE =
+  `${RUNTIME_SETUP}; ceiling = raw WebCrypto AES-128-GCM, every 16 KiB record sealed and opened once, same records in flight, same run; ` +
+  'no-TLS = the same transfer with no TLS at all (bench/framing-only.ts)';
+
+/** `framingOnlyMbps` of a line, or "-" (measured for the offloaded transfer only). */
+const framingOnly = (l: Record<string, unknown>): string => (typeof l.framingOnlyMbps === 'number' ? String(l.framingOnlyMbps) : '-');
 
 /** The human-readable table of a run. */
 export function formatRuntimes(run: RuntimesRun): string[] {
-  const out = [`runtimes: ${RUNTIMES_NOTE}`, 'runtime    offload  cipher     MB/s    ceiling  ratio  in flight'];
+  const out = [`runtimes: ${RUNTIMES_NOTE}`, 'runtime    offload  cipher     MB/s    ceiling  ratio  in flight   no-TLS'];
   const target = targetLine(run);
   for (const l of run.lines) {
     if (l.event === 'runtime-bulk') {
       const ratio = (l.mbps as number) / (l.ceilingMbps as number);
       out.push(
-        `${String(l.runtime).padEnd(10)} ${String(l.offload).padEnd(8)} ${String(l.cipher).padEnd(10)} ${String(l.mbps).padStart(7)} ${String(l.ceilingMbps).padStart(9)}  ${ratio.toFixed(2).padStart(5)}  ${l.recordsInFlight}`,
+        `${String(l.runtime).padEnd(10)} ${String(l.offload).padEnd(8)} ${String(l.cipher).padEnd(10)} ${String(l.mbps).padStart(7)} ${String(l.ceilingMbps).padStart(9)}  ${ratio.toFixed(2).padStart(5)}  ${String(l.recordsInFlight).padEnd(9)} ${framingOnly(l).padStart(7)}`,
       );
     } else if (l.event === 'runtime-handshakes') {
       out.push(`${String(l.runtime).padEnd(10)} handshakes/s (psk_dhe_ke x25519, ${l.provider}, key shares: ${l.keyShares ?? l.provider}): ${l.handshakesPerSecond}`);
@@ -119,13 +124,16 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
       `for ${meta.quick ? '0.5' : '2'} s (warm-up). The ceiling is the raw WebCrypto AES-128-GCM work the same transfer ` +
       'needs (each 16 KiB record sealed and opened once, as many in flight), measured in the same run, taking turns with the transfers. ' +
       '"offload" = AES-GCM records sealed and opened through WebCrypto by lib/transport/webcrypto-records.ts; without it the connection ' +
-      "uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node).",
+      'uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node). "no TLS" = the offloaded transfer with none of TLS ' +
+      '(bench/framing-only.ts: the same streams, the same WebCrypto calls and the same per-record copies, headers and nonces, ' +
+      "no key schedule, state machine or checks): the limit of any record layer built this way in that runtime, measured in the same run.",
     '',
-    '| runtime | suite | offload | cipher | records in flight | MB/s | ceiling MB/s | ratio |',
-    '|---|---|---|---|---|---|---|---|',
+    '| runtime | suite | offload | cipher | records in flight | MB/s | ceiling MB/s | ratio | no TLS MB/s (ratio) |',
+    '|---|---|---|---|---|---|---|---|---|',
     ...rows.map((l) => {
       const ratio = (l.mbps as number) / (l.ceilingMbps as number);
-      return `| ${l.runtime} | ${l.suite} | ${l.offload ? 'yes' : 'no'} | ${l.cipher} | ${l.recordsInFlight} | ${l.mbps} | ${l.ceilingMbps} | ${ratio.toFixed(2)} |`;
+      const noTls = typeof l.framingOnlyMbps === 'number' ? `${l.framingOnlyMbps} (${((l.framingOnlyMbps as number) / (l.ceilingMbps as number)).toFixed(2)})` : '-';
+      return `| ${l.runtime} | ${l.suite} | ${l.offload ? 'yes' : 'no'} | ${l.cipher} | ${l.recordsInFlight} | ${l.mbps} | ${l.ceilingMbps} | ${ratio.toFixed(2)} | ${noTls} |`;
     }),
     '',
     targetLine(run),
@@ -259,7 +267,7 @@ const bench :Workerd.Worker = (
     };
     await request({ parts: [], verify: true });
     for (const t0 = performance.now(); performance.now() - t0 < (options.warmupMs ?? (options.quick ? 500 : 2000)); ) {
-      for (const part of ['ceiling', 'bulk-offload', 'bulk-sync'] as const) await request({ parts: [part] });
+      for (const part of BULK_PARTS) await request({ parts: [part] });
     }
     const best = new Map<string, RuntimeMeasurement>();
     for (let round = 0; round < (options.rounds ?? (options.quick ? 2 : 3)); round++) {

@@ -1,9 +1,9 @@
 /**
  * `qkd-tls bench --runtimes --quick --json` runs end to end for Node (the other runtimes are the test-only peers;
  * bench/runtimes.ts runs them the same way) and prints the promised JSON lines: one runtime-bulk line per
- * runtime, suite and offload setting, with finite positive rates, and a runtime-handshakes line per key-share
- * implementation (the provider's own, WebCrypto). Nothing here
- * depends on how fast anything is.
+ * runtime, suite and offload setting, with finite positive rates (the offloaded one also with the no-TLS
+ * transfer's), and a runtime-handshakes line per key-share implementation (the provider's own, WebCrypto).
+ * Nothing here depends on how fast anything is.
  */
 import t from 'tap';
 import { runQkdTls } from './helpers/peers.js';
@@ -30,6 +30,8 @@ t.test('qkd-tls bench --runtimes --quick --json --only-runtimes node', { timeout
     t.ok(finitePositive(l.recordsInFlight), 'records in flight');
     t.equal(l.setup, 'in-memory pair', 'says the connection is an in-memory pair');
   }
+  t.ok(finitePositive(bulk.find((l) => l.offload === true)?.framingOnlyMbps), 'the offloaded line has the no-TLS transfer of the same run');
+  t.equal(bulk.find((l) => l.offload === false)?.framingOnlyMbps, undefined, 'the line without offload has none');
   const offloaded = bulk.find((l) => l.offload === true)?.offloaded as { sealed: number; opened: number } | undefined;
   t.ok(offloaded && offloaded.sealed > 0 && offloaded.sealed === offloaded.opened, 'the offload sealed and opened every record of the transfer');
   t.equal(bulk.find((l) => l.offload === false)?.cipher, 'node', "without offload Node uses its own provider");
@@ -60,14 +62,16 @@ t.test('the runtimes section of RESULTS.md is replaced in place, and kept by the
   const { formatRuntimesMarkdown, replaceRuntimesSection, runtimesSection, RUNTIMES_BEGIN, RUNTIMES_END } = await import('../bench/runtimes.js');
   const run = {
     lines: [
-      { event: 'runtime-bulk', runtime: 'deno', suite: 'TLS_AES_128_GCM_SHA256', offload: true, cipher: 'webcrypto', recordsInFlight: 8, mbps: 200, ceilingMbps: 250 },
+      { event: 'runtime-bulk', runtime: 'deno', suite: 'TLS_AES_128_GCM_SHA256', offload: true, cipher: 'webcrypto', recordsInFlight: 8, mbps: 200, ceilingMbps: 250, framingOnlyMbps: 225 },
+      { event: 'runtime-bulk', runtime: 'deno', suite: 'TLS_AES_128_GCM_SHA256', offload: false, cipher: 'noble', recordsInFlight: 1, mbps: 30, ceilingMbps: 250 },
       { event: 'runtime-handshakes', runtime: 'deno', handshakesPerSecond: 300, provider: 'noble' },
       { event: 'runtime-skipped', runtime: 'bun', reason: 'not installed' },
     ],
   };
   const section = formatRuntimesMarkdown(run, { date: '2026-12-06', quick: true, machine: 'test' });
   t.ok(section.startsWith(RUNTIMES_BEGIN) && section.trimEnd().endsWith(RUNTIMES_END), 'between its markers');
-  t.match(section, '| deno | TLS_AES_128_GCM_SHA256 | yes | webcrypto | 8 | 200 | 250 | 0.80 |');
+  t.match(section, '| deno | TLS_AES_128_GCM_SHA256 | yes | webcrypto | 8 | 200 | 250 | 0.80 | 225 (0.90) |');
+  t.match(section, '| deno | TLS_AES_128_GCM_SHA256 | no | noble | 1 | 30 | 250 | 0.12 | - |');
   t.match(section, '| deno | 300 | noble |');
   t.match(section, 'Target, offloaded AES-128-GCM bulk ≥ 0.8 × the ceiling: met in deno; not met in none.', 'the target, checked');
   t.match(section, '- bun: runtime-skipped (not installed)');
