@@ -59,11 +59,25 @@ function nonce(sequence: number): Uint8Array {
   return n;
 }
 
-class Sender {
+/** Waits for a change of state (a record sealed, opened or sent, room in a stream). */
+class Waiting {
+  private waiters: (() => void)[] = [];
+
+  protected changed(): Promise<void> {
+    return new Promise((r) => this.waiters.push(r));
+  }
+
+  protected notify(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const r of w) r();
+  }
+}
+
+class Sender extends Waiting {
   private sequence = 0;
   private sealing = 0;
   private unsettled = 0;
-  private waiters: (() => void)[] = [];
   private tail: Promise<void> = Promise.resolve();
   private failure: unknown = null;
   private readonly scratch = new Uint8Array(RECORD + 1);
@@ -73,7 +87,9 @@ class Sender {
     private readonly key: CryptoKey,
     private readonly writer: WritableStreamDefaultWriter<Uint8Array>,
     private readonly inFlight: number,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Seals `data` as records; resolves once there is room for more (the records leave in order, joined). */
   async write(data: Uint8Array): Promise<void> {
@@ -137,30 +153,21 @@ class Sender {
     );
   }
 
-  private changed(): Promise<void> {
-    return new Promise((r) => this.waiters.push(r));
-  }
-
-  private notify(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const r of w) r();
-  }
 }
 
-class Receiver {
+class Receiver extends Waiting {
   readonly plain: ReadableStream<Uint8Array>;
   private controller!: ReadableStreamDefaultController<Uint8Array>;
   private sequence = 0;
   /** Records being opened, in order; each handed on once it and all before it are open. */
   private opening: { done: boolean; value: Uint8Array | null }[] = [];
-  private waiters: (() => void)[] = [];
 
   constructor(
     private readonly key: CryptoKey,
     private readonly reader: ReadableStreamDefaultReader<Uint8Array>,
     private readonly inFlight: number,
   ) {
+    super();
     this.plain = new ReadableStream<Uint8Array>(
       {
         start: (c) => {
@@ -222,15 +229,6 @@ class Receiver {
     this.notify();
   }
 
-  private changed(): Promise<void> {
-    return new Promise((r) => this.waiters.push(r));
-  }
-
-  private notify(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const r of w) r();
-  }
 }
 
 function subtle(): SubtleCrypto {
