@@ -39,12 +39,16 @@ export type KeySharePath = 'webcrypto' | 'fallback' | 'untried' | 'base';
 /** A provider whose key shares run in WebCrypto where it can ({@link withWebCryptoKeyShares}). */
 export interface WebCryptoKeyShareProvider extends CryptoProvider {
   /**
-   * Key shares made so far (a client's `start`, a server's `respond`) in WebCrypto, and by the synchronous group
+   * Key shares made so far by all connections using this provider (a client's `start`, a server's `respond`) in
+   * WebCrypto, and by the synchronous group
    * after WebCrypto refused the algorithm (each group falls back once; later handshakes then take the synchronous
    * path directly and are not counted).
    */
   readonly keyShares: { readonly webcrypto: number; readonly fallback: number };
-  /** The path `group` takes (see {@link KeySharePath}). */
+  /**
+   * The path `group` takes, for every connection using this provider (see {@link KeySharePath}): it is decided
+   * once per provider and group, by whether the runtime's WebCrypto has the algorithm.
+   */
   keySharePath(group: GroupName): KeySharePath;
 }
 
