@@ -7,6 +7,7 @@
 import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
+import { concat } from '../lib/codec/bytes.js';
 import { WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
 
 export interface OffloadPairOptions {
@@ -56,13 +57,7 @@ export class OffloadEnd {
 
   /** The application data received so far, joined. */
   data(): Uint8Array {
-    const out = new Uint8Array(this.received.reduce((n, d) => n + d.length, 0));
-    let at = 0;
-    for (const d of this.received) {
-      out.set(d, at);
-      at += d.length;
-    }
-    return out;
+    return concat(...this.received);
   }
 
   private onData(data: Uint8Array): void {

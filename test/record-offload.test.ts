@@ -5,7 +5,7 @@
  * before the key's limit — and hostile records must still end in the synchronous path's alert and reason.
  */
 import t from 'tap';
-import { toHex } from '../lib/codec/bytes.js';
+import { concat, toHex } from '../lib/codec/bytes.js';
 import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
@@ -17,15 +17,7 @@ import { nonceFor } from '../lib/connection/offload.js';
 import { offloadPair, type OffloadEnd, type OffloadPair } from '../bench/offload-pair.js';
 import { handshake, makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
-const joined = (chunks: readonly Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-};
+const joined = (chunks: readonly Uint8Array[]): Uint8Array => concat(...chunks);
 const pattern = (n: number, seed: number): Uint8Array => seededRandom(seed)(n);
 const count = (events: readonly ConnectionEvent[], type: ConnectionEvent['type'], direction?: string) =>
   events.filter((e) => e.type === type && (direction === undefined || (e as { direction?: string }).direction === direction)).length;
