@@ -71,6 +71,7 @@ export const REASON_ALERT = {
   // --- handshake: the server's answers (client side) ---
   SecondHelloRetryRequest: 'unexpected_message', // §4.1.4
   HelloRetryRequestUseless: 'illegal_parameter', // §4.1.4: an HRR that would not change the ClientHello
+  HelloRetryRequestCookieTooLong: 'illegal_parameter', // §4.2.2, §4.1.2: a cookie too long to echo in the second ClientHello's extensions<8..2^16-1>
   HelloRetryRequestBadGroup: 'illegal_parameter', // §4.2.8: a group not offered, or one already shared
   ServerHelloSuiteDiffersFromRetry: 'illegal_parameter', // §4.1.4: the suite must be the HRR's
   PskNotSelected: 'handshake_failure', // §4.2.11: no PSK selected: a certificate handshake this client cannot do

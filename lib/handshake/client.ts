@@ -207,16 +207,26 @@ function buildClientHello(
   for (const e of list) plan.offered.add(e.type);
   plan.offered.add(E.pre_shared_key);
 
-  const encoded = encodeClientHello({
-    random: plan.random,
-    sessionId: plan.sessionId,
-    cipherSuites: plan.suites.map((s) => s.id),
-    extensions: list,
-    psks: {
-      identities: psks.map((p) => ({ identity: p.identity, obfuscatedTicketAge: p.obfuscatedTicketAge ?? 0 })),
-      binderLengths: psks.map((p) => crypto.hash(p.hash).outputLength),
-    },
-  });
+  let encoded: { raw: Uint8Array; truncatedLength: number };
+  try {
+    encoded = encodeClientHello({
+      random: plan.random,
+      sessionId: plan.sessionId,
+      cipherSuites: plan.suites.map((s) => s.id),
+      extensions: list,
+      psks: {
+        identities: psks.map((p) => ({ identity: p.identity, obfuscatedTicketAge: p.obfuscatedTicketAge ?? 0 })),
+        binderLengths: psks.map((p) => crypto.hash(p.hash).outputLength),
+      },
+    });
+  } catch (e) {
+    // §4.2.2: the second ClientHello echoes the HelloRetryRequest's cookie<1..2^16-1>; one so long that our
+    // extensions<8..2^16-1> cannot hold it with the rest is the server's fault, not an internal error.
+    if (retry?.cookie && e instanceof RangeError) {
+      throw new TlsError('HelloRetryRequestCookieTooLong', `the HelloRetryRequest's cookie of ${retry.cookie.length} bytes does not fit in the second ClientHello (RFC 8446 §4.2.2)`);
+    }
+    throw e;
+  }
   // §4.2.11.2: each binder covers the transcript up to and including the identities (the truncated
   // ClientHello), after message_hash(ClientHello1) || HelloRetryRequest when there was a retry.
   const truncated = encoded.raw.subarray(0, encoded.truncatedLength);
@@ -322,7 +332,14 @@ class ExpectServerHello implements HandshakeState {
   /** §4.1.2: the second ClientHello, with the new key share (if the HelloRetryRequest asked for one). */
   private sendSecondClientHello(io: HandshakeIO, hrr: ServerHello, suite: SuiteInfo, psks: readonly Psk[], newShares: readonly OfferedShare[]): HandshakeState {
     const transcript = new Transcript(this.plan.crypto, suite.hash).add(this.hello.raw).replaceWithMessageHash().add(hrr.raw);
-    const hello = buildClientHello(this.plan, psks, newShares, { earlyData: false }, { transcript, cookie: hrr.cookie });
+    let hello: BuiltHello;
+    try {
+      hello = buildClientHello(this.plan, psks, newShares, { earlyData: false }, { transcript, cookie: hrr.cookie });
+    } catch (e) {
+      // The new key share is not yet held by any state: wipe it here (this.shares are wiped by destroy()).
+      if (newShares !== this.shares) destroyShares(newShares);
+      throw e;
+    }
     if (this.early) io.emit({ type: 'early-data', status: 'rejected' });
     // §D.4: the dummy ChangeCipherSpec goes before the second flight if it was not sent yet.
     if ((this.plan.options.middleboxCompatibility ?? true) && !this.plan.ccsSent) {

@@ -1,0 +1,51 @@
+/**
+ * Faults in the sans-IO core found by a review that mutated real handshakes: each test pins one (the input that
+ * triggers it, the rule it breaks) and fails on the code before its fix.
+ */
+import t from 'tap';
+import { concat } from '../lib/codec/bytes.js';
+import { ContentType, ExtensionType, ProtocolVersion } from '../lib/codec/enums.js';
+import { Connection } from '../lib/connection/connection.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { ext } from '../lib/messages/extensions.js';
+import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
+import { errorsOf, firstHandshakeMessage, makePsk, plainRecord, splitHello, splitRecords } from './helpers/pair.js';
+
+const crypto = nodeProvider;
+const E = ExtensionType;
+
+/** A handshake message cut into plaintext handshake records of at most 2^14 bytes. */
+function handshakeRecords(message: Uint8Array): Uint8Array {
+  const recs: Uint8Array[] = [];
+  for (let at = 0; at < message.length; at += 1 << 14) recs.push(plainRecord(ContentType.handshake, message.subarray(at, at + (1 << 14))));
+  return concat(...recs);
+}
+
+t.test('a HelloRetryRequest cookie too long to echo is illegal_parameter, not internal_error', async (tt) => {
+  // RFC 8446 §4.2.2: cookie<1..2^16-1>, which the client MUST copy into its second ClientHello, whose
+  // extensions<8..2^16-1> then overflow. Before the fix the Writer's RangeError became internal_error (80).
+  const psk = makePsk('cookie');
+  const client = Connection.client({ crypto, psks: [psk], serverName: 'a'.repeat(200) });
+  const ch = splitHello(firstHandshakeMessage(splitRecords(client.takeOutput()!)));
+  const sessionId = ch.prefix.subarray(2 + 32 + 1, 2 + 32 + 1 + ch.prefix[2 + 32]);
+  const hrr = encodeServerHello({
+    random: HELLO_RETRY_REQUEST_RANDOM,
+    sessionIdEcho: sessionId,
+    cipherSuite: 0x1301,
+    extensions: [ext(E.cookie, (w) => w.vec16(new Uint8Array(65400).fill(7))), ext(E.supported_versions, (w) => w.u16(ProtocolVersion.TLSv1_3))],
+  });
+  tt.ok(hrr.length <= 1 << 16, 'the HelloRetryRequest itself is within the handshake message limit');
+  let threw: unknown;
+  try {
+    client.receive(handshakeRecords(hrr));
+  } catch (e) {
+    threw = e;
+  }
+  tt.equal(threw, undefined, 'receive does not throw');
+  const errs = errorsOf(client.takeEvents());
+  tt.equal(errs.length, 1, 'one error');
+  tt.equal(errs[0]?.alert, 'illegal_parameter', `illegal_parameter (got ${errs[0]?.alert}: ${errs[0]?.message})`);
+  tt.equal(errs[0]?.reason as string, 'HelloRetryRequestCookieTooLong', 'its own reason');
+  const out = client.takeOutput();
+  tt.ok(out && splitRecords(out).some((r) => r.type === ContentType.alert && r.fragment[1] === 47), 'the alert is sent');
+});
