@@ -9,7 +9,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
-import { errorsOf, firstHandshakeMessage, makePsk, plainRecord, splitHello, splitRecords } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, makePsk, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 const E = ExtensionType;
@@ -48,4 +48,34 @@ t.test('a HelloRetryRequest cookie too long to echo is illegal_parameter, not in
   tt.equal(errs[0]?.reason as string, 'HelloRetryRequestCookieTooLong', 'its own reason');
   const out = client.takeOutput();
   tt.ok(out && splitRecords(out).some((r) => r.type === ContentType.alert && r.fragment[1] === 47), 'the alert is sent');
+});
+
+t.test('a flood of user_canceled warnings ends in TooManyIdleRecords, as other idle records do', async (tt) => {
+  // RFC 8446 §6.1 lets user_canceled be a warning that is ignored; ignoring any number of them lets a peer keep a
+  // connection busy with records that carry nothing (CVE-2016-8610, "SSL Death Alert"). Before the fix,
+  // connection.ts took 1000 of them, in plaintext during the handshake or protected afterwards, and stayed up.
+  const warning = plainRecord(ContentType.alert, new Uint8Array([1, 90]));
+  const server = Connection.server({ crypto, psks: [makePsk('uc-flood')] });
+  server.receive(concat(...Array.from({ length: 1000 }, () => warning)));
+  let errs = errorsOf(server.takeEvents());
+  tt.equal(errs.length, 1, 'plaintext, during the handshake: one error');
+  tt.equal(errs[0]?.reason, 'TooManyIdleRecords', `TooManyIdleRecords (got ${errs[0]?.reason})`);
+  tt.equal(errs[0]?.alert, 'unexpected_message');
+
+  const { p, ck } = connectedWithKeyLogs(crypto, 'uc-flood-2');
+  const cats = protection(crypto, 'TLS_AES_128_GCM_SHA256', ck.secret('CLIENT_TRAFFIC_SECRET_0'));
+  p.server.receive(concat(...Array.from({ length: 1000 }, () => cats.seal(ContentType.alert, new Uint8Array([1, 90])))));
+  errs = errorsOf(p.server.takeEvents());
+  tt.equal(errs.length, 1, 'protected, once connected: one error');
+  tt.equal(errs[0]?.reason, 'TooManyIdleRecords', `TooManyIdleRecords (got ${errs[0]?.reason})`);
+
+  // A few are still ignored, and data resets the count.
+  const { p: q, ck: qk } = connectedWithKeyLogs(crypto, 'uc-few');
+  const w = protection(crypto, 'TLS_AES_128_GCM_SHA256', qk.secret('CLIENT_TRAFFIC_SECRET_0'));
+  for (let i = 0; i < 10; i++) {
+    q.server.receive(concat(...Array.from({ length: 40 }, () => w.seal(ContentType.alert, new Uint8Array([1, 90])))));
+    q.server.receive(w.seal(ContentType.application_data, new Uint8Array([i])));
+  }
+  tt.equal(q.server.phase, 'connected', 'runs of 40 warnings between data records are ignored');
+  tt.equal(errorsOf(q.server.takeEvents()).length, 0, 'no error');
 });

@@ -649,7 +649,11 @@ export class Connection {
       this.events.push({ type: 'end' });
       return;
     }
-    if (code === AlertDescription.user_canceled && level === AlertLevel.warning) return;
+    if (code === AlertDescription.user_canceled && level === AlertLevel.warning) {
+      // A warning carries no data and moves nothing forward: a flood of them is a flood of idle records (the
+      // "SSL Death Alert" of CVE-2016-8610), bounded as the others are.
+      return this.countIdleRecord('a user_canceled warning alert');
+    }
     // §6.2: every other alert is an error alert and ends the connection, whatever its level says.
     this.fatal(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code }));
   }
