@@ -9,7 +9,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
-import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, makePsk, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, makePsk, Pair, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 const E = ExtensionType;
@@ -78,4 +78,24 @@ t.test('a flood of user_canceled warnings ends in TooManyIdleRecords, as other i
   }
   tt.equal(q.server.phase, 'connected', 'runs of 40 warnings between data records are ignored');
   tt.equal(errorsOf(q.server.takeEvents()).length, 0, 'no error');
+});
+
+t.test('a client that cannot read EncryptedExtensions after sending 0-RTT sends its alert under the handshake keys', async (tt) => {
+  // RFC 8446 §4.2.10: a server that rejects 0-RTT reads the client's handshake keys and skips records that fail to
+  // decrypt. Before the fix a client whose EncryptedExtensions failed to decode (here: an extension twice, §4.2)
+  // sent its alert under the early keys: the server skipped it as rejected 0-RTT data and waited forever.
+  const psk = makePsk('ee-0rtt');
+  const dup = (list: readonly { type: number; data: Uint8Array }[]) => [...list, ext(E.server_name), ext(E.server_name)];
+  for (const maxEarlyDataSize of [0, 100]) {
+    const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
+    const p = new Pair(
+      { crypto, psks: [psk], earlyData: new Uint8Array(10), serverName: 'x' },
+      { crypto, psks: [psk], maxEarlyDataSize, dangerousEncryptedExtensions: dup },
+    );
+    p.pump();
+    tt.equal(p.error('client')?.reason, 'DuplicateExtension', `${what}: the client refuses the EncryptedExtensions`);
+    tt.equal(p.client.phase, 'failed');
+    tt.equal(p.server.phase, 'failed', `${what}: the server does not wait forever (${p.error('server')?.message})`);
+    if (!maxEarlyDataSize) tt.equal(p.error('server')?.alert, 'illegal_parameter', `${what}: the server reads the client's alert`);
+  }
 });

@@ -27,6 +27,7 @@ import { decodeServerHello, encodeClientHello, patchBinders, type ServerHello } 
 import {
   decodeEncryptedExtensions,
   decodeFinished,
+  type EncryptedExtensions,
   decodeNewSessionTicket,
   encodeEndOfEarlyData,
   encodeFinished,
@@ -545,17 +546,32 @@ class ExpectEncryptedExtensions implements HandshakeState {
     private readonly n: NegotiatedClient,
   ) {}
 
-  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
-    if (m.type !== HandshakeType.encrypted_extensions) {
-      throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
-    }
-    const ee = decodeEncryptedExtensions(m.body);
-    if (this.n.early && !ee.earlyDataAccepted && !this.n.handshakeWriteKeys) {
-      // The server skips our 0-RTT records and reads the handshake keys (§4.2.10): switch now, before any
-      // check below, so that an alert we send is one it can read.
+  /** Client with 0-RTT pending: from now on, send under the handshake keys (not the early ones). */
+  private useHandshakeWriteKeys(io: HandshakeIO): void {
+    if (this.n.early && !this.n.handshakeWriteKeys) {
       io.setWriteKeys(this.n.suite, this.n.chts);
       this.n.handshakeWriteKeys = true;
     }
+  }
+
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    let ee: EncryptedExtensions;
+    try {
+      if (m.type !== HandshakeType.encrypted_extensions) {
+        throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
+      }
+      ee = decodeEncryptedExtensions(m.body);
+    } catch (e) {
+      // No EncryptedExtensions we can read, so no telling whether 0-RTT was accepted. A server that rejected it
+      // reads the handshake keys and skips what fails to decrypt (§4.2.10): our alert under the early keys would
+      // be skipped and leave it waiting. Under the handshake keys it is read, or (by a server that accepted
+      // 0-RTT) fails to decrypt, which is fatal too: the handshake ends on both sides either way.
+      this.useHandshakeWriteKeys(io);
+      throw e;
+    }
+    // The server skips our 0-RTT records and reads the handshake keys (§4.2.10): switch now, before any
+    // check below, so that an alert we send is one it can read.
+    if (!ee.earlyDataAccepted) this.useHandshakeWriteKeys(io);
     const offered = new Set(this.plan.offered);
     offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
     ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
