@@ -99,3 +99,26 @@ t.test('a client that cannot read EncryptedExtensions after sending 0-RTT sends 
     if (!maxEarlyDataSize) tt.equal(p.error('server')?.alert, 'illegal_parameter', `${what}: the server reads the client's alert`);
   }
 });
+
+t.test('after a HelloRetryRequest, a record of the client flight that fails to decrypt is bad_record_mac', async (tt) => {
+  // RFC 8446 §4.2.10: after a HelloRetryRequest the server skips the 0-RTT records (application_data sent before the
+  // second ClientHello); skipping records that fail to decrypt is only for a ServerHello that rejects the 0-RTT of
+  // its own ClientHello. §5.2: "If the decryption fails, the receiver MUST terminate the connection with a
+  // bad_record_mac alert." Before the fix server.ts skipped them after the retry too, and waited for more.
+  const psk = makePsk('hrr-0rtt');
+  let chunk = 0;
+  const p = new Pair({ crypto, psks: [psk], earlyData: new Uint8Array(10) }, { crypto, psks: [psk], groups: ['secp256r1'] });
+  p.pump({
+    toServer: (b) => {
+      // The third chunk is the client's Finished flight (after the first ClientHello and the second one).
+      if (++chunk !== 3) return b;
+      const out = b.slice();
+      out[out.length - 1] ^= 1;
+      return out;
+    },
+  });
+  tt.ok(p.events('client').some((e) => e.type === 'early-data' && e.status === 'rejected'), 'the client retried, its 0-RTT rejected');
+  tt.equal(p.server.phase, 'failed', `the server fails (state ${p.server.stateName})`);
+  tt.equal(p.error('server')?.reason, 'RecordBadMac', 'RecordBadMac');
+  tt.equal(p.error('server')?.alert, 'bad_record_mac');
+});

@@ -510,7 +510,10 @@ function expectClientFlight(io: HandshakeIO, n: NegotiatedServer, earlySecret: U
   }
   wipe(earlySecret);
   io.setReadKeys(suite, n.chts);
-  if (n.earlyData === 'rejected') io.skipUndecryptableRecords(Math.max(plan.maxEarlyData, DEFAULT_EARLY_DATA_SKIP_LIMIT));
+  // §4.2.10: records that fail to decrypt are skipped only when this ServerHello rejects the 0-RTT data sent with
+  // its ClientHello. After a HelloRetryRequest that data came before the second ClientHello (and was skipped as
+  // application_data then): a record of the client's flight that fails to decrypt is bad_record_mac (§5.2).
+  if (n.earlyData === 'rejected' && !n.helloRetry) io.skipUndecryptableRecords(Math.max(plan.maxEarlyData, DEFAULT_EARLY_DATA_SKIP_LIMIT));
   return new ExpectClientFinished(n);
 }
 
