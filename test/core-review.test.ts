@@ -122,3 +122,34 @@ t.test('after a HelloRetryRequest, a record of the client flight that fails to d
   tt.equal(p.error('server')?.reason, 'RecordBadMac', 'RecordBadMac');
   tt.equal(p.error('server')?.alert, 'bad_record_mac');
 });
+
+t.test('every plaintext record over 2^14 bytes is record_overflow, whatever its type and state', async (tt) => {
+  // RFC 8446 §5.1: "The length MUST NOT exceed 2^14 bytes. An endpoint that receives a record that exceeds this
+  // length MUST terminate the connection with a "record_overflow" alert." Before the fix connection.ts checked
+  // only while no read keys were set, and after the type: an oversize change_cipher_spec was unexpected_message,
+  // an oversize plaintext alert after the ServerHello decode_error.
+  const psk = makePsk('overflow');
+  const big = new Uint8Array((1 << 14) + 1);
+  big[0] = 1;
+  const afterServerHello = () => {
+    const client = Connection.client({ crypto, psks: [psk] });
+    const server = Connection.server({ crypto, psks: [psk] });
+    server.receive(client.takeOutput()!);
+    for (const r of splitRecords(server.takeOutput()!)) if (r.type !== ContentType.application_data) client.receive(r.bytes);
+    tt.equal(client.stateName, 'ExpectEncryptedExtensions');
+    return client;
+  };
+  const fresh = () => {
+    const client = Connection.client({ crypto, psks: [psk] });
+    client.takeOutput();
+    return client;
+  };
+  for (const [name, make] of [['fresh', fresh], ['after the ServerHello', afterServerHello]] as const) {
+    for (const type of [ContentType.change_cipher_spec, ContentType.alert, ContentType.handshake]) {
+      const client = make();
+      client.receive(plainRecord(type, big));
+      const errs = errorsOf(client.takeEvents());
+      tt.equal(errs[0]?.alert, 'record_overflow', `${name}, content type ${type}: record_overflow (got ${errs[0]?.message})`);
+    }
+  }
+});

@@ -528,6 +528,12 @@ export class Connection {
   private handleRecord(rec: RawRecord): void {
     // §6.1: after close_notify, anything received is ignored.
     if (!this.reading) return;
+    // §5.1: a TLSPlaintext record (every outer type but application_data, which protected records carry) over
+    // 2^14 bytes is record_overflow, whatever its type and whether keys are set: checked before its content.
+    if (rec.type !== ContentType.application_data && rec.fragment.length > MAX_PLAINTEXT) {
+      if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
+      throw new TlsError('RecordOverflow', `plaintext ${nameOf(ContentType, rec.type, 2)} record of ${rec.fragment.length} bytes exceeds 2^14`);
+    }
     if (rec.type === ContentType.change_cipher_spec) {
       if (this.trace) this.traceReceived(rec, false, rec.type, rec.fragment);
       return this.handleChangeCipherSpec(rec);
