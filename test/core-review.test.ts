@@ -9,7 +9,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
-import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, makePsk, Pair, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
+import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, joinHello, makePsk, Pair, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
 
 const crypto = nodeProvider;
 const E = ExtensionType;
@@ -152,4 +152,30 @@ t.test('every plaintext record over 2^14 bytes is record_overflow, whatever its 
       tt.equal(errs[0]?.alert, 'record_overflow', `${name}, content type ${type}: record_overflow (got ${errs[0]?.message})`);
     }
   }
+});
+
+t.test('a client with 0-RTT in flight that refuses a HelloRetryRequest sends its alert in plaintext', async (tt) => {
+  // RFC 8446 §4.2.10: after a HelloRetryRequest the server skips application_data records (the 0-RTT data) and
+  // reads the plaintext second ClientHello. Before the fix a client refusing the HelloRetryRequest (here one
+  // rewritten on the path to ask for x25519, for which the client already sent a share: §4.1.4 illegal_parameter)
+  // sent its alert under the early keys: the server skipped it as 0-RTT data and waited.
+  const psk = makePsk('hrr-alert');
+  let first = true;
+  const p = new Pair({ crypto, psks: [psk], earlyData: new Uint8Array(10) }, { crypto, psks: [psk], groups: ['secp256r1'] });
+  p.pump({
+    toClient: (b) => {
+      if (!first) return b;
+      first = false;
+      const recs = splitRecords(b);
+      const i = recs.findIndex((r) => r.type === ContentType.handshake);
+      const hrr = splitHello(firstHandshakeMessage(recs));
+      const k = hrr.extensions.findIndex((e) => e.type === E.key_share);
+      hrr.extensions[k] = ext(E.key_share, (w) => w.u16(0x001d)); // x25519
+      return concat(...recs.slice(0, i).map((r) => r.bytes), plainRecord(ContentType.handshake, joinHello(hrr)), ...recs.slice(i + 1).map((r) => r.bytes));
+    },
+  });
+  tt.equal(p.error('client')?.reason, 'HelloRetryRequestBadGroup', 'the client refuses the HelloRetryRequest');
+  tt.equal(p.server.phase, 'failed', `the server does not wait (state ${p.server.stateName})`);
+  tt.equal(p.error('server')?.alert, 'illegal_parameter', 'it reads the client alert');
+  tt.equal(p.error('server')?.remote, true);
 });

@@ -264,6 +264,10 @@ class ExpectServerHello implements HandshakeState {
       throw new TlsError('UnexpectedMessage', `expected ServerHello, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
     const sh = decodeServerHello(m.raw);
+    // §4.1.4, §4.2.10: a HelloRetryRequest rejects our 0-RTT data; its server reads plaintext again (the second
+    // ClientHello) and skips application_data records. Drop the early keys now, before any check below, so that an
+    // alert we send is one it can read rather than one it skips while it waits.
+    if (sh.isHelloRetryRequest && this.early) io.clearWriteKeys();
     // §4.1.3 / §4.2.1: a TLS 1.3 server selects 0x0304 in supported_versions.
     if (sh.supportedVersion === undefined) {
       throw new TlsError('UnsupportedVersion', 'server did not negotiate TLS 1.3 (no supported_versions)');
