@@ -179,3 +179,23 @@ t.test('a client with 0-RTT in flight that refuses a HelloRetryRequest sends its
   tt.equal(p.error('server')?.alert, 'illegal_parameter', 'it reads the client alert');
   tt.equal(p.error('server')?.remote, true);
 });
+
+t.test('skipped 0-RTT records that carry no data are bounded like other idle records', async (tt) => {
+  // RFC 8446 §4.2.10 bounds the skipping of rejected 0-RTT data by its size (max_early_data_size); a record whose
+  // ciphertext holds no data (shorter than the tag and content type) counts 0 bytes against that bound. Before
+  // the fix connection.ts skipped any number of them, after a rejecting ServerHello and after a
+  // HelloRetryRequest alike, and the server waited: a flood of records that carry nothing, which
+  // TooManyIdleRecords is there to end.
+  const psk = makePsk('skip-empty');
+  const empty = new Uint8Array([ContentType.application_data, 3, 3, 0, 0]);
+  const flood = concat(...Array.from({ length: 1000 }, () => empty));
+  for (const [what, groups] of [['after a ServerHello rejecting 0-RTT', undefined], ['after a HelloRetryRequest', ['secp256r1' as const]]] as const) {
+    const client = Connection.client({ crypto, psks: [psk], earlyData: new Uint8Array(10) });
+    const server = Connection.server({ crypto, psks: [psk], groups: groups ? [...groups] : undefined });
+    server.receive(client.takeOutput()!);
+    tt.equal(server.phase, 'handshaking', `${what}: the server answered (${server.stateName})`);
+    server.receive(flood);
+    const errs = errorsOf(server.takeEvents());
+    tt.equal(errs[0]?.reason, 'TooManyIdleRecords', `${what}: TooManyIdleRecords (got ${errs[0]?.reason ?? 'nothing'}, ${server.stateName})`);
+  }
+});

@@ -550,9 +550,12 @@ export class Connection {
           // §4.2.10: a server that rejected 0-RTT skips records it cannot decrypt, up to a limit.
           const early = this.earlyData;
           if (e instanceof TlsError && e.reason === 'RecordBadMac' && early.kind === 'skipping-undecryptable') {
-            const left = early.left - skippedPlaintextLength(rec);
+            const skipped = skippedPlaintextLength(rec);
+            const left = early.left - skipped;
             if (this.trace) this.traceReceived(rec, true, rec.type, null);
             if (left < 0) throw new TlsError('EarlyDataTooLong', 'more rejected 0-RTT data than the skip limit');
+            // A record with no room for data costs the limit nothing: count it as the idle record it is.
+            if (skipped === 0) this.countIdleRecord('a skipped 0-RTT record with no data');
             this.earlyData = { kind: 'skipping-undecryptable', left };
             return;
           }
@@ -577,8 +580,10 @@ export class Connection {
       const early = this.earlyData;
       if (rec.type === ContentType.application_data && early.kind === 'skipping-plaintext') {
         if (this.trace) this.traceReceived(rec, true, rec.type, null);
-        const left = early.left - skippedPlaintextLength(rec);
+        const skipped = skippedPlaintextLength(rec);
+        const left = early.left - skipped;
         if (left < 0) throw new TlsError('EarlyDataTooLong', 'more 0-RTT data than the skip limit after HelloRetryRequest');
+        if (skipped === 0) this.countIdleRecord('a skipped 0-RTT record with no data');
         this.earlyData = { kind: 'skipping-plaintext', left };
         return;
       }
