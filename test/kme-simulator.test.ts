@@ -247,6 +247,17 @@ t.test('keys and key IDs come from the injected randomness', async (t) => {
   t.equal(k.key_ID[14], '4', 'a version 4 UUID');
 });
 
+t.test('a randomBytes that returns Node Buffers (node:crypto randomBytes itself) still gives the slave the master\'s key', async (t) => {
+  // Buffer#slice() is a view, not a copy: the copy kept for dec_keys must not share memory with the key that
+  // enc_keys hands out and wipes once encoded.
+  const kme = await start(t, { randomBytes });
+  const enc = (await encPost(kme, { number: 2 })).body.keys as { key_ID: string; key: string }[];
+  const dec = await decPost(kme, enc.map((k) => k.key_ID));
+  t.equal(dec.status, 200);
+  t.same(dec.body.keys, enc, 'dec_keys returns the keys enc_keys delivered');
+  for (const k of dec.body.keys as { key: string }[]) t.not(Buffer.from(k.key, 'base64').toString('hex'), '0'.repeat(64), 'not a wiped key');
+});
+
 t.test('400 with an Error body for each invalid input; nothing consumed', async (t) => {
   const kme = await start(t, { initialKeyCount: 100, minKeySize: 64, maxKeySize: 1024, maxKeysPerRequest: 8 });
   const before = await stored(kme);

@@ -39,6 +39,22 @@ function request(net: QkdNetwork, node: string, caller: string | undefined, path
   return handleNetworkKmeRequest(net, node, { method, path, query: new URLSearchParams(query), body, callerSaeId: caller });
 }
 
+t.test('a randomBytes that returns Node Buffers still gives both ends the same, unwiped key', async (t) => {
+  // Buffer#slice() is a view: the relay's working copy must not be the master's key, which it wipes per hop.
+  const seeded = seededBytes(7);
+  const clock = { ms: 0 };
+  const net = new QkdNetwork({ topology: parseTopology(DIAMOND), now: () => clock.ms, randomBytes: (n) => Buffer.from(seeded(n)) });
+  clock.ms = 2000;
+  const r = net.relay('client-sae', 'server-sae', 2, 256);
+  if (!r.ok) throw new Error(r.message);
+  const got = net.redeem('client-sae', 'server-sae', r.keys.map((k) => k.keyId));
+  if (!got.ok) throw new Error('redeem failed');
+  for (let i = 0; i < 2; i++) {
+    t.notOk(r.keys[i].key.every((b) => b === 0), `the master's key ${i} is not wiped`);
+    t.ok(equalConstantTime(got.keys[i].key, r.keys[i].key), `key ${i} is the same at both ends`);
+  }
+});
+
 t.test('a key relayed over three hops reaches the far SAE once, and costs each hop exactly its size', async (t) => {
   const { net, clock } = network(DIAMOND);
   clock.ms = 2000;

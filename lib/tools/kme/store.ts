@@ -16,7 +16,7 @@
  *
  * Runtime-neutral: the clock and the randomness are injected; there are no timers.
  */
-import { wipe } from '../../codec/bytes.js';
+import { copyBytes, wipe } from '../../codec/bytes.js';
 import { freshUuid } from '../../psk/key-id.js';
 
 export interface QkdLinkConfig {
@@ -108,7 +108,9 @@ export class QkdLink {
     for (let i = 0; i < count; i++) {
       const keyId = this.freshKeyId();
       const key = this.deps.randomBytes(sizeBits / 8);
-      this.pending.set(keyId, { key: key.slice(), issuedAt: now });
+      // A copy of its own (copyBytes, never slice(): on a Node Buffer, as node:crypto randomBytes returns, slice() is
+      // a view, and wiping the master's key once encoded would hand the slave an all-zero key).
+      this.pending.set(keyId, { key: copyBytes(key), issuedAt: now });
       keys.push({ keyId, key });
     }
     this.counters.issued += count;

@@ -20,7 +20,7 @@
  *
  * Runtime-neutral: the clock and randomness are injected; no timers, no I/O.
  */
-import { wipe } from '../../codec/bytes.js';
+import { copyBytes, wipe } from '../../codec/bytes.js';
 import { freshUuid } from '../../psk/key-id.js';
 import { UniformSource } from './detection.js';
 import {
@@ -264,7 +264,8 @@ export class QkdNetwork {
       const key = this.options.randomBytes(sizeBits / 8);
       // One-time-pad relay: on each hop the sender encrypts K with S bits of the hop's link key and the next
       // node decrypts with its own copy of the same bits (the pool holds both ends' identical copies).
-      let carried: Uint8Array = key.slice();
+      // copyBytes, never slice(): on a Node Buffer slice() is a view, and wiping it per hop would wipe the master's key.
+      let carried: Uint8Array = copyBytes(key);
       for (const link of hops) {
         const pad = link.take(sizeBits);
         const onWire = xor(carried, pad);
