@@ -4,6 +4,7 @@
  * (shared code in etsi014-api.ts), failures carry the same reasons; and the simulator's CORS answers, which
  * let a page on loopback (and only there) call it.
  */
+import { createServer } from 'node:http';
 import t from 'tap';
 import { Etsi014Error, Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { startKmeSimulator, type KmeSimulator } from '../lib/tools/kme/simulator.js';
@@ -52,6 +53,24 @@ t.test('failures carry the reasons of the Node client', async (t) => {
   });
   t.match(await failure(liar.encKeys('y')), { reason: 'invalid_response' }, 'a malformed key container: invalid_response');
   t.throws(() => new Etsi014FetchClient({ baseUrl: 'http://kme.example:80' }), /only allowed to a loopback KME/, 'plain HTTP off loopback is refused');
+});
+
+t.test('a redirect from the KME is not followed, as by the Node client: keys come only from the KME named', async (t) => {
+  // fetch follows redirects by default: an https KME (or whatever answers in its name) could send the key
+  // request to any URL, plain HTTP off loopback included, past the check the constructor makes on baseUrl.
+  const k = await kme(t);
+  const redirector = createServer((req, res) => {
+    res.writeHead(307, { location: `${k.master.url}${req.url}` });
+    res.end();
+  });
+  await new Promise<void>((resolve) => redirector.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => redirector.close());
+  const baseUrl = `http://127.0.0.1:${(redirector.address() as { port: number }).port}`;
+  for (const fetchInit of [undefined, { redirect: 'follow' as const }]) {
+    const client = new Etsi014FetchClient({ baseUrl, saeId: k.master.saeId, retries: 0, ...(fetchInit ? { fetchInit } : {}) });
+    t.match(await failure(client.encKeys(k.master.peerSaeId)), { reason: 'http_status', operation: 'enc_keys' }, `refused${fetchInit ? ' (also when fetchInit asks to follow)' : ''}`);
+  }
+  t.equal(k.stats().issued, 0, 'no key was issued through the redirect');
 });
 
 t.test('the simulator answers CORS for loopback pages only', async (t) => {

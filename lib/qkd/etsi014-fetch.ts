@@ -52,6 +52,10 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
       body: body ?? null,
       signal,
       credentials: 'omit', // no cookies to a KME; a client certificate is the runtime's business
+      // A 3xx is an answer like any other (http_status), never followed, as node:http does for the Node client:
+      // following it would fetch keys from a URL nobody checked (plain HTTP off loopback included; ETSI GS QKD
+      // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
+      redirect: 'manual',
     });
     return { status: res.status, text: await readCapped(res) };
   }
