@@ -370,6 +370,31 @@ t.test('Etsi014ServerSource: dec_keys once per key ID, replay cache, refusals, f
   t.throws(() => new Etsi014ServerSource({ client: kme.client, peerSaeIds: [] }), TypeError);
 });
 
+t.test('ETSI 014 sources refuse a QKD key shorter than 128 bits (RFC 9257 §6), and wipe it', async (t) => {
+  // The client: a KME that answers enc_keys with 64-bit keys (no size was asked for: the KME's default).
+  const short = Array.from({ length: 2 }, (_, i) => ({ keyId: UUID(100 + i), key: new Uint8Array(8).fill(0xaa) }));
+  const master = {
+    baseUrl: new URL('http://127.0.0.1:1'),
+    encKeys: async () => short,
+    close() {},
+  } as unknown as Etsi014Client;
+  const events: Etsi014SourceEvent[] = [];
+  const client = new Etsi014ClientSource({ client: master, peerSaeId: 'server-sae', poolSize: 0, onEvent: (e) => events.push(e) });
+  t.teardown(() => client.close());
+  await t.rejects(client.take(), /128 bits/, 'no handshake gets a 64-bit key');
+  t.equal(client.pooled, 0, 'nothing pooled');
+  t.ok(short.every((k) => zero(k.key)), 'the short keys are wiped');
+  t.match(events.at(-1), { type: 'fetch-failed', message: /128 bits/ });
+  t.throws(() => new Etsi014ClientSource({ client: master, peerSaeId: 'server-sae', keySize: 64 }), /128/, 'nor asked for');
+
+  // The server: a KME that answers dec_keys with a 64-bit key.
+  const store = new Map([[UUID(7), new Uint8Array(8).fill(0xbb)]]);
+  const held = store.get(UUID(7))!;
+  const server = new Etsi014ServerSource({ client: stubSlave(store).client, peerSaeIds: ['client-sae'] });
+  await t.rejects(server.resolve([encodeKeyIdIdentity({ keyId: UUID(7) })]), /128 bits/, 'the handshake fails (handshake_failure)');
+  t.ok(zero(held), 'the short key is wiped');
+});
+
 t.test('releaseAfter: releases leases on a timer, or all at once', async (t) => {
   const handler = releaseAfter(60_000);
   const secret = new Uint8Array(8).fill(1);

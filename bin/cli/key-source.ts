@@ -68,7 +68,7 @@ export const KEY_SOURCE_HELP = `Key source (one of):
     --kme-timeout MS         give up on a KME request after MS ms, retries included (default 5000)
     --kme-pool N             (client) keep N keys fetched ahead of time (default 0: fetch per connection)
     --key-lifetime MS        (client) wipe a pooled key not used within MS ms (default 60000)
-    --key-bits N             (client) key size to ask the KME for, in bits (default: the KME's)
+    --key-bits N             (client) key size to ask the KME for, in bits (at least 128, RFC 9257 §6; default: the KME's)
     --offer-keys N           (client) offer N keys per connection; the server uses the first it can get (default 1)
   --psk-hash NAME            the hash the keys are bound to: SHA-256 (default) or SHA-384
   --importer                 import each key with RFC 9258 (one identity per target KDF of the offered
@@ -204,7 +204,7 @@ function kmeKeySource(
   const leases = new Map<readonly Psk[], PskLease>();
 
   const poolSize = int(values, 'kme-pool', 0, 10_000) ?? 0;
-  const keyBits = int(values, 'key-bits', 8, 1 << 16);
+  const keyBits = int(values, 'key-bits', 128, 1 << 16);
   if (keyBits !== undefined && keyBits % 8 !== 0) throw new UsageError('--key-bits must be a multiple of 8');
   const offer = int(values, 'offer-keys', 1, 64) ?? 1;
   let clientSource: Etsi014ClientSource | undefined;

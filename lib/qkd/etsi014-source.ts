@@ -39,6 +39,20 @@ export type Etsi014SourceEvent =
   /** dec_keys failed (server): the handshake fails with handshake_failure. */
   | { readonly type: 'lookup-failed'; readonly keyId: string; readonly message: string };
 
+/**
+ * The shortest QKD key that may become a PSK, in bytes: RFC 9257 §6, "Each PSK ... MUST be at least 128 bits
+ * long" (a shorter one can be found by trying every value against a binder, offline). The importer does not
+ * help: ipskx has no more entropy than the key it comes from.
+ */
+export const MIN_QKD_KEY_BYTES = 16;
+
+/** Why a key delivered by the KME cannot be a PSK (too short), or undefined. */
+function tooShort(op: 'enc_keys' | 'dec_keys', key: Uint8Array): string | undefined {
+  return key.length < MIN_QKD_KEY_BYTES
+    ? `the KME delivered a ${key.length * 8}-bit key with ${op}: a PSK must be at least ${MIN_QKD_KEY_BYTES * 8} bits long (RFC 9257 §6)`
+    : undefined;
+}
+
 export type RefusalReason =
   /** This server has already fetched this key ID: a key serves one handshake only. */
   | 'replayed'
@@ -114,6 +128,9 @@ export class Etsi014ClientSource implements ClientKeySource {
     if (!options.peerSaeId) throw new TypeError('Etsi014ClientSource: peerSaeId (the TLS server SAE) is required');
     // The SAE ID travels in every PSK identity: refuse one that cannot, now rather than on each connection.
     encodeKeyIdIdentity({ keyId: '00000000-0000-0000-0000-000000000000', saeId: options.saeId });
+    if (options.keySize !== undefined && !(options.keySize >= MIN_QKD_KEY_BYTES * 8)) {
+      throw new RangeError(`Etsi014ClientSource: keySize must be at least ${MIN_QKD_KEY_BYTES * 8} bits (RFC 9257 §6: a PSK is at least 128 bits long; got ${options.keySize})`);
+    }
     const lifetime = options.keyLifetimeMs ?? 60_000;
     if (!(lifetime > 0)) throw new RangeError(`Etsi014ClientSource: keyLifetimeMs must be positive (got ${lifetime})`);
     this.o = {
@@ -246,6 +263,16 @@ export class Etsi014ClientSource implements ClientKeySource {
     this.inFlight++;
     this.inFlightKeys += n;
     const size = this.o.keySize;
+    const failed = (e: unknown): void => {
+      const err = new Error(`could not get a QKD key: ${(e as Error).message}`, { cause: e });
+      this.lastErrorValue = err;
+      this.o.onEvent?.({ type: 'fetch-failed', message: err.message });
+      // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
+      // against a key manager that is down: the next handshake tries again).
+      if (this.inFlight > 0) return;
+      for (const w of this.waiters.splice(0)) w.reject(err);
+      for (const f of this.fillWaiters.splice(0)) f.reject(err);
+    };
     this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }).then(
       (keys) => {
         this.inFlight--;
@@ -253,6 +280,13 @@ export class Etsi014ClientSource implements ClientKeySource {
         if (this.closed) {
           for (const k of keys) wipe(k.key);
           return;
+        }
+        // RFC 9257 §6: without a size asked for, the KME's default decides; a key too short to be a PSK fails the
+        // whole answer (wiped), as an invalid answer would.
+        const problem = keys.map((k) => tooShort('enc_keys', k.key)).find((p) => p !== undefined);
+        if (problem) {
+          for (const k of keys) wipe(k.key);
+          return failed(new Error(problem));
         }
         this.lastErrorValue = undefined;
         const expiresAt = this.o.now() + this.o.keyLifetimeMs;
@@ -264,14 +298,7 @@ export class Etsi014ClientSource implements ClientKeySource {
         this.inFlight--;
         this.inFlightKeys -= n;
         if (this.closed) return;
-        const err = new Error(`could not get a QKD key: ${(e as Error).message}`, { cause: e });
-        this.lastErrorValue = err;
-        this.o.onEvent?.({ type: 'fetch-failed', message: err.message });
-        // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
-        // against a key manager that is down: the next handshake tries again).
-        if (this.inFlight > 0) return;
-        for (const w of this.waiters.splice(0)) w.reject(err);
-        for (const f of this.fillWaiters.splice(0)) f.reject(err);
+        failed(e);
       },
     );
   }
@@ -381,6 +408,13 @@ export class Etsi014ServerSource implements ServerKeySource {
       if (this.closed) {
         wipe(key);
         throw new Error(`${this.description}: the key source is closed`);
+      }
+      const problem = tooShort('dec_keys', key);
+      if (problem) {
+        wipe(key);
+        const message = `key manager failed for key ID ${keyId}: ${problem}`;
+        emit?.({ type: 'lookup-failed', keyId, message });
+        throw new Error(message);
       }
       emit?.({ type: 'resolved', keyId, saeId });
       out[i] = { identity: identities[i], secret: key, hash: this.options.hash ?? 'SHA-256', label: keyId };
