@@ -125,6 +125,24 @@ t.test('takePsks: plain and imported offers; release wipes', async (t) => {
   await t.rejects(takePsks(crypto, src), /no usable key left/, 'one-time keys are gone');
 });
 
+t.test('takePsks: an import that fails part way wipes the PSKs already derived for the other keys', async (t) => {
+  // The second key's identity leaves no room for the ImportedIdentity around it (RFC 9258 §5.1: at most 2^16-1
+  // bytes): importing it throws after the first key's imported PSKs (ipskx) were derived.
+  const derived: Uint8Array[] = [];
+  const recording = {
+    ...crypto,
+    hkdfExpand: (...a: Parameters<typeof crypto.hkdfExpand>) => {
+      const out = crypto.hkdfExpand(...a);
+      derived.push(out);
+      return out;
+    },
+  };
+  const src = new StaticKeySource([key('k1', 1), key('x'.repeat(0xfffa), 2, { priority: 1 })]);
+  await t.rejects(takePsks(recording, src, { count: 2, importer: {} }), /ImportedIdentity/);
+  t.ok(derived.length >= 2, 'the first key was imported');
+  t.ok(derived.every(zero), 'and everything derived is wiped');
+});
+
 /** A server key source that records what it is asked. */
 class RecordingSource implements ServerKeySource {
   readonly description = 'recording source';

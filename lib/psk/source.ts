@@ -99,10 +99,12 @@ export async function takePsks(crypto: CryptoProvider, source: ClientKeySource, 
   const taken = await source.take({ count: options.count ?? 1, signal: options.signal });
   if (taken.length === 0) throw new Error(`${source.description}: the key source returned no key`);
   const keys = byPriority(taken);
-  let psks: Psk[];
+  const psks: Psk[] = [];
   try {
-    psks = options.importer ? keys.flatMap((k) => importPsk(crypto, k, options.importer)) : keys.map(plainPsk);
+    for (const k of keys) psks.push(...(options.importer ? importPsk(crypto, k, options.importer) : [plainPsk(k)]));
   } catch (e) {
+    // The keys, and what was imported from them before the failure (ipskx of the keys before it).
+    for (const p of psks) wipe(p.secret);
     for (const k of keys) wipe(k.secret);
     throw e;
   }
