@@ -168,3 +168,50 @@ t.test('a peer that stops reading cannot keep a failure from reaching the applic
   t.ok(error, 'the handshake fails although its alert could not be written');
   t.match(error, { alert: 'decode_error' }, 'with the alert the connection chose');
 });
+
+/** Whether the connection's session secrets are wiped (the exporter refuses once they are). */
+function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array }): boolean {
+  try {
+    conn.exportKeyingMaterial('probe', new Uint8Array(0), 8);
+    return false;
+  } catch (e) {
+    return /wiped/.test((e as Error).message);
+  }
+}
+
+t.test('the session secrets are wiped once the connection is over: a clean close, a transport failure', async (t) => {
+  // A clean close in both directions (the client closes, the server echoes and closes).
+  {
+    const [c, s] = memoryPipe();
+    const server = tlsServerOverStreams(s, { crypto: nobleProvider, psks: [psk] });
+    const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+    const echo = server.readable.pipeTo(server.writable);
+    await client.handshake;
+    const received = readAllBytes(client.readable);
+    const w = client.writable.getWriter();
+    await w.write(utf8('bye'));
+    await w.close();
+    t.equal(fromUtf8(await received), 'bye');
+    await echo;
+    await new Promise((r) => setTimeout(r, 20));
+    t.equal(client.connection.phase, 'closed');
+    t.ok(wiped(client.connection), 'client: traffic and exporter secrets wiped after the clean close');
+    t.ok(wiped(server.connection), 'server: likewise');
+  }
+  // The server's transport fails after the handshake (a reset): no alert to process, the connection is over.
+  {
+    const [c, s] = memoryPipe();
+    let cut!: TransformStreamDefaultController<Uint8Array>;
+    const readable = s.readable.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ start: (ctl) => void (cut = ctl) }));
+    const server = tlsServerOverStreams({ readable, writable: s.writable }, { crypto: nobleProvider, psks: [psk] });
+    const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+    await Promise.all([client.handshake, server.handshake]);
+    const failed = server.readable.getReader().read().then(
+      () => 'no failure',
+      (e: Error) => e.message,
+    );
+    cut.error(new Error('connection reset'));
+    t.equal(await failed, 'connection reset');
+    t.ok(wiped(server.connection), 'server: secrets wiped after the transport failed');
+  }
+});

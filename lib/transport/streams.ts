@@ -146,6 +146,8 @@ function run(
       void writer.abort(err).catch(() => {});
     }
     void reader.cancel().catch(() => {});
+    // A failure, or nothing more to read after our direction closed: the connection is over, so are its keys.
+    if (err || ourDirectionClosed) conn.destroy();
   };
 
   // Every record leaves through this queue, in sequence order (offloaded or not).
@@ -246,6 +248,7 @@ function run(
               /* already closed */
             }
             done = true;
+            if (ourDirectionClosed) conn.destroy(); // both directions are over: wipe the session keys
           }
           return;
         }
@@ -275,6 +278,7 @@ function run(
     clearTimeout(timer);
     done = true;
     void reader.cancel().catch(() => {});
+    conn.destroy(); // the traffic and exporter secrets are no longer needed (the Node transport does the same)
   };
 
   const readable = new ReadableStream<Uint8Array>(
@@ -308,6 +312,7 @@ function run(
       await closeOurDirection();
       ourDirectionClosed = true;
       if (peerDone) releaseReader();
+      else if (done) conn.destroy(); // reading was over already (end of stream, cancelled): so is the connection
     },
     abort(reason) {
       conn.destroy();
