@@ -298,3 +298,50 @@ t.test('group options that could only fail at the peer are refused when the conn
   tt.doesNotThrow(() => Connection.server({ crypto, psks: [psk], groups: [], kexModes: ['psk_ke'] }), 'server: psk_ke alone needs no group');
   tt.throws(() => Connection.client({ crypto, psks: [psk], keyShareGroups: ['x25519', 'x25519'] }), TypeError, 'client: a key share group twice');
 });
+
+t.test('a PSK released by its owner while a HelloRetryRequest is pending: the handshake keeps its own copy', async (tt) => {
+  // Psk.secret: "The connection works on its own copy". The server kept the looked-up PSKs (the caller's objects,
+  // e.g. a serverPskResolver lease) across its HelloRetryRequest and read them again for the second ClientHello's
+  // binder (RFC 8446 §4.2.11.2); the client likewise re-read its PSKs for the second ClientHello. A lease
+  // released meanwhile (releaseAfter's timer: `qkd-tls server --kme ... --handshake-timeout 0`, or the client's)
+  // left an all-zero key there, and the server accepted a binder made from 32 zero bytes: a handshake
+  // authenticated by nobody's key. (The binder of the first ClientHello is not checked before a retry.)
+  const identity = utf8('client-sae/00000000-0000-4000-8000-000000000001');
+  const move = (from: Connection, to: Connection): void => {
+    const b = from.takeOutput();
+    if (b) to.receive(b);
+  };
+  const retrying = { groups: ['secp256r1'] as const };
+  const offering = { groups: ['x25519', 'secp256r1'] as const, keyShareGroups: ['x25519'] as const };
+
+  // The server's lease is released during the retry; a client that does not know the key uses zeros.
+  {
+    const leased = { identity, secret: new Uint8Array(32).fill(0x5a), hash: 'SHA-256' as const };
+    const attacker = Connection.client({ crypto, psks: [{ identity, secret: new Uint8Array(32), hash: 'SHA-256' }], ...offering });
+    const server = Connection.server({ crypto, ...retrying });
+    move(attacker, server);
+    server.providePsks([leased]);
+    move(server, attacker);
+    tt.equal(server.stateName, 'ExpectSecondClientHello', 'the server sent a HelloRetryRequest');
+    leased.secret.fill(0); // the lease is released
+    move(attacker, server);
+    tt.equal(server.phase, 'failed', 'server: a binder from a zero key is refused');
+    tt.equal(server.error?.reason, 'IncorrectBinder');
+  }
+  // The same release on either side does not break the handshake of the client that holds the key.
+  for (const released of ['server', 'client'] as const) {
+    const serverKey = { identity, secret: new Uint8Array(32).fill(0x5a), hash: 'SHA-256' as const };
+    const clientKey = { identity, secret: new Uint8Array(32).fill(0x5a), hash: 'SHA-256' as const };
+    const client = Connection.client({ crypto, psks: [clientKey], ...offering });
+    const server = Connection.server({ crypto, ...retrying });
+    move(client, server);
+    server.providePsks([serverKey]);
+    (released === 'server' ? serverKey : clientKey).secret.fill(0); // before the HelloRetryRequest reaches the client
+    for (let i = 0; i < 4; i++) {
+      move(client, server);
+      move(server, client);
+    }
+    tt.equal(server.phase, 'connected', `${released} released its key during the retry: the server still completes`);
+    tt.equal(client.phase, 'connected', `${released} released its key during the retry: the client still completes`);
+  }
+});

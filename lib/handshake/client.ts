@@ -53,8 +53,10 @@ import {
   groupId,
   groupName,
   handshakeInfo,
+  ownPsks,
   resolveCommonOptions,
   verifyFinished,
+  wipePsks,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import { allOrNothing, asyncGroupOf, AwaitKeyAgreement } from './key-agreement.js';
@@ -78,14 +80,14 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   const crypto = io.crypto;
   const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES, DEFAULT_GROUPS);
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
-  const psks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
-  if (psks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
-  for (const p of psks) {
+  const usablePsks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
+  if (usablePsks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');
+  for (const p of usablePsks) {
     if (p.identity.length === 0 || p.identity.length > 0xffff) throw new TypeError('client: a PSK identity must be 1..65535 bytes');
   }
   // Suites that an offered PSK can use go first (otherwise in the configured order): servers such as OpenSSL
   // pick the suite before the PSK, and a PSK-only handshake on a suite of another hash cannot complete (§4.2.11).
-  const usable = (s: SuiteInfo): boolean => psks.some((p) => p.hash === s.hash);
+  const usable = (s: SuiteInfo): boolean => usablePsks.some((p) => p.hash === s.hash);
   const suites = [...configured.filter(usable), ...configured.filter((s) => !usable(s))];
 
   const random = crypto.random(32);
@@ -98,8 +100,8 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
   const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
   // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
-  if (earlyData && !suites.includes(SUITES[earlyDataSuiteName(psks[0])])) {
-    throw new TypeError(`client: 0-RTT under this PSK uses ${earlyDataSuiteName(psks[0])} (RFC 8446 §4.2.10), which is not among the offered suites`);
+  if (earlyData && !suites.includes(SUITES[earlyDataSuiteName(usablePsks[0])])) {
+    throw new TypeError(`client: 0-RTT under this PSK uses ${earlyDataSuiteName(usablePsks[0])} (RFC 8446 §4.2.10), which is not among the offered suites`);
   }
 
   const plan: ClientPlan = {
@@ -116,7 +118,16 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: the shares "MUST appear in the same order" as their groups in supported_groups, whatever order
   // keyShareGroups lists them in.
   const shareGroups = groups.filter((g) => wanted.includes(g));
-  const shares = startShares(crypto, shareGroups);
+  // Secrets of our own: after a HelloRetryRequest the second ClientHello needs them again, and by then the
+  // caller may have wiped its PSKs (a key source's lease released); wiped once the ServerHello is processed.
+  const psks = ownPsks(usablePsks);
+  let shares: OfferedShare[] | Promise<OfferedShare[]>;
+  try {
+    shares = startShares(crypto, shareGroups);
+  } catch (e) {
+    wipePsks(psks);
+    throw e;
+  }
   if (!(shares instanceof Promise)) return sendFirstClientHello(io, plan, psks, shares, earlyData);
   return new AwaitKeyAgreement(shares, {
     name: 'AwaitKeyShares',
@@ -124,7 +135,7 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
     groups: shareGroups,
     next: (io2, ready) => sendFirstClientHello(io2, plan, psks, ready, earlyData),
     discard: destroyShares,
-    release: () => {},
+    release: () => wipePsks(psks),
   });
 }
 
@@ -247,6 +258,7 @@ class ExpectServerHello implements HandshakeState {
   destroy(): void {
     for (const es of this.hello.earlySecrets) es.destroy();
     destroyShares(this.shares);
+    wipePsks(this.psks);
   }
 
   constructor(
@@ -323,6 +335,7 @@ class ExpectServerHello implements HandshakeState {
       newShares = startShares(this.plan.crypto, [retryGroup]);
     }
     for (const es of this.hello.earlySecrets) es.destroy();
+    wipePsks(this.psks.filter((p) => !psks.includes(p))); // not offered again
     if (!(newShares instanceof Promise)) return this.sendSecondClientHello(io, hrr, suite, psks, newShares);
     return new AwaitKeyAgreement(newShares, {
       name: 'AwaitKeyShares',
@@ -330,7 +343,7 @@ class ExpectServerHello implements HandshakeState {
       groups: [retryGroup!],
       next: (io2, ready) => this.sendSecondClientHello(io2, hrr, suite, psks, ready),
       discard: destroyShares,
-      release: () => {},
+      release: () => wipePsks(psks),
     });
   }
 
@@ -445,6 +458,7 @@ class ExpectServerHello implements HandshakeState {
     transcript.add(sh.raw);
     const es = this.hello.earlySecrets[index];
     this.hello.earlySecrets.forEach((other, i) => i !== index && other.destroy());
+    wipePsks(this.psks); // our copies: the Early Secret holds what the handshake still needs of the PSK
     const { hs, chts, shts } = deriveHandshakeTraffic(io, es, shared, transcript, plan.random);
     io.setReadKeys(suite, shts);
 

@@ -70,6 +70,21 @@ export function earlySecretFor(crypto: CryptoProvider, psk: Psk): EarlySecret {
   return es;
 }
 
+/**
+ * Copies of `psks` with secrets of their own, for a handshake that needs them after it has given control back
+ * (a HelloRetryRequest pending): Psk.secret is the caller's, who may wipe it at any time (a lease released), and
+ * a handshake that read it again later would use a zero key — which anyone can compute a binder with. Wiped
+ * with {@link wipePsks}.
+ */
+export function ownPsks(psks: readonly Psk[]): Psk[] {
+  return psks.map((p) => ({ ...p, secret: copyBytes(p.secret) }));
+}
+
+/** Wipes the secrets of PSKs made by {@link ownPsks}. */
+export function wipePsks(psks: Iterable<Psk>): void {
+  for (const p of psks) wipe(p.secret);
+}
+
 export function groupId(name: GroupName): number {
   return NamedGroup[name];
 }

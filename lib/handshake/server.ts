@@ -50,10 +50,12 @@ import {
   ExpectPostHandshake,
   groupId,
   handshakeInfo,
+  ownPsks,
   resolveCommonOptions,
   supportedVersionsServer,
   verifyBinder,
   verifyFinished,
+  wipePsks,
 } from './common.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import { asyncGroupOf, AwaitKeyAgreement } from './key-agreement.js';
@@ -169,7 +171,10 @@ interface RetryState {
   readonly group: GroupName;
   readonly cookie?: Uint8Array;
   readonly ch1: ClientHello;
-  /** The PSKs resolved for the first ClientHello, by identity (keys are never fetched twice). */
+  /**
+   * The PSKs resolved for the first ClientHello, by identity (keys are never fetched twice): copies of our own
+   * (the looked-up ones may be wiped by their owner before the second ClientHello), wiped once it is answered.
+   */
   readonly resolved: ReadonlyMap<string, Psk>;
 }
 
@@ -541,7 +546,7 @@ function sendHelloRetryRequest(
   const resolved = new Map<string, Psk>();
   ch.psks!.identities.forEach((id, i) => {
     const p = psks[i];
-    if (p) resolved.set(toHex(id.identity), p);
+    if (p && !resolved.has(toHex(id.identity))) resolved.set(toHex(id.identity), ownPsks([p])[0]);
   });
   return new ExpectSecondClientHello(plan, { transcript, suite, group, cookie, ch1: ch, resolved });
 }
@@ -553,6 +558,10 @@ class ExpectSecondClientHello implements HandshakeState {
     private readonly plan: ServerPlan,
     private readonly retry: RetryState,
   ) {}
+
+  destroy(): void {
+    wipePsks(this.retry.resolved.values());
+  }
 
   handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
     if (m.type !== HandshakeType.client_hello) {
@@ -589,7 +598,11 @@ class ExpectSecondClientHello implements HandshakeState {
       if (!p && !r.ch1.psks!.identities.some((o) => equalConstantTime(o.identity, id.identity))) mismatch('the PSK identities');
       return p;
     });
-    return answerClientHello(io, this.plan, ch, psks, r);
+    try {
+      return answerClientHello(io, this.plan, ch, psks, r);
+    } finally {
+      this.destroy(); // the binder is verified (or not): the handshake keeps only what it derived
+    }
   }
 }
 
