@@ -299,8 +299,10 @@ export class QkdTlsSocket extends Duplex {
   }
 
   private writeChunks(chunks: Uint8Array[], callback: (e?: Error | null) => void): void {
-    if (!this.conn) {
-      // Client still fetching its PSKs: hold the data until the connection exists.
+    if (!this.conn || this.conn.phase === 'handshaking') {
+      // Client still fetching its PSKs, or the handshake still running: hold the data (and the callback, so
+      // that the Writable's buffer applies backpressure) until the connection can send it; afterConnected
+      // writes it. Handed to the connection now, it would be queued there without bound.
       this.pendingWrite = { chunks, callback };
       return;
     }
