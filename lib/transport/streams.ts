@@ -292,7 +292,12 @@ function run(
         w?.();
       },
       cancel() {
-        finish();
+        if (conn.phase === 'handshaking') {
+          // Nothing more is read, so the handshake cannot complete: fail it (its promise and any write waiting for
+          // it) rather than leave it pending for good (finish() clears the handshake deadline too).
+          conn.destroy();
+          finish(new Error('the plaintext readable was cancelled before the TLS handshake completed'));
+        } else finish();
       },
     },
     { highWaterMark: 4 },
