@@ -5,7 +5,10 @@
 import t from 'tap';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { connect } from '../lib/transport/node.js';
+import { Duplex } from 'node:stream';
+import { Connection } from '../lib/connection/connection.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { makePsk } from './helpers/pair.js';
 
 const psk = makePsk('io-backpressure');
@@ -27,4 +30,61 @@ t.test('writes made while the handshake is pending get backpressure (a server th
   while (accepted < 32 && tls.write(chunk)) accepted++;
   // node:tls holds such writes in the Writable's buffer: write() returns false once past the high-water mark.
   tt.ok(accepted < 32, `write() returned false after ${accepted} MiB (not 32 MiB taken in while nothing can be sent)`);
+});
+
+/**
+ * A peer whose reads we control: what the server sends goes to `deliver` until `stuck`, then it is never
+ * taken (a peer that stopped reading, and no kernel buffer in between).
+ */
+class StuckPeer extends Duplex {
+  stuck = false;
+  constructor(private readonly deliver: (bytes: Uint8Array) => void) {
+    super({ allowHalfOpen: true });
+  }
+  override _read(): void {}
+  override _write(chunk: Buffer, _e: BufferEncoding, callback: (e?: Error | null) => void): void {
+    if (this.stuck) return; // never completes: everything written after it stays in writableLength
+    this.deliver(chunk);
+    callback();
+  }
+}
+
+t.test('a peer that requests KeyUpdates and never reads the answers cannot make the unsent output grow without bound', async (tt) => {
+  let serverSide: QkdTlsSocket | undefined;
+  const server = createServer({ psks: [psk], handshakeTimeout: 0 }, (s) => {
+    s.on('error', () => {});
+    s.resume(); // an application that reads (and discards) what it gets
+  });
+  const client = Connection.client({ psks: [psk], crypto: nodeProvider });
+  // (Pushed from a later tick: a push inside the server's write would re-enter its read path.)
+  const send = (): void => {
+    const out = client.takeOutput();
+    if (out) setImmediate(() => peer.push(out));
+  };
+  const peer = new StuckPeer((bytes) => {
+    client.receive(bytes);
+    send();
+  });
+  server.once('secureConnection', (s: QkdTlsSocket) => (serverSide = s));
+  const tls = server.accept(peer);
+  tt.teardown(() => tls.destroy());
+  send(); // the ClientHello
+  for (let i = 0; i < 500 && !(serverSide && client.phase === 'connected'); i++) await new Promise((r) => setTimeout(r, 10));
+  tt.equal(client.phase, 'connected', 'handshake complete');
+  peer.stuck = true;
+  const N = 40_000;
+  const one = Uint8Array.of(1);
+  for (let i = 1; i <= N; i++) {
+    client.keyUpdate(true); // update_requested: each one asks the server for a KeyUpdate of its own
+    if (i % 16 === 0) client.write(one); // (so that the records are not all idle ones)
+    if (i % 500 === 0) {
+      send();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  send();
+  await new Promise((r) => setTimeout(r, 50));
+  // Without a bound, every answer (27 bytes) would wait in memory: about 1 MB here.
+  tt.ok(peer.writableLength < 512 * 1024, `unsent output stays bounded (${peer.writableLength} bytes)`);
+  tt.notOk(tls.destroyed, 'the connection itself is not failed for it');
 });

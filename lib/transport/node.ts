@@ -31,6 +31,13 @@ export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 /** How long a destroyed connection's socket may take to flush what was queued (a final alert, close_notify). */
 const CLOSE_GRACE_MS = 2000;
 
+/**
+ * Most bytes the socket may hold unsent before reading stops when what was just read made the connection send
+ * something (a KeyUpdate answering update_requested): a peer that asks for answers and never reads them could
+ * otherwise make our memory grow without bound. Reading resumes once the socket drains.
+ */
+const MAX_UNSENT_WHILE_READING = 256 * 1024;
+
 export interface TransportOptions {
   /**
    * The cryptography backend. Default: Node's native crypto (fast), unless the environment variable
@@ -205,6 +212,8 @@ export class QkdTlsSocket extends Duplex {
   private secureDone = false;
   private pendingWrite: { chunks: Uint8Array[]; callback: (e?: Error | null) => void } | null = null;
   private finalCallback: ((e?: Error | null) => void) | null = null;
+  /** Reading stopped until 'drain': what the peer made us send is not being read (see MAX_UNSENT_WHILE_READING). */
+  private pausedForOutput = false;
   /** Set by the server when PSKs are looked up asynchronously. */
   asyncPskResolver: AsyncPskResolver | undefined;
   /**
@@ -284,6 +293,7 @@ export class QkdTlsSocket extends Duplex {
   // --- Duplex implementation -------------------------------------------------------------------------------
 
   override _read(): void {
+    if (this.pausedForOutput) return; // onDrain resumes
     if ((this.socket as net.Socket).isPaused?.()) this.socket.resume();
   }
 
@@ -359,7 +369,10 @@ export class QkdTlsSocket extends Duplex {
     if (!this.conn) return;
     if (this.freshReads) this.conn.receiveOwned(b);
     else this.conn.receive(b);
-    this.pump();
+    if (!this.pump() && this.socket.writableLength > MAX_UNSENT_WHILE_READING && !this.destroyed) {
+      this.pausedForOutput = true;
+      this.socket.pause();
+    }
   }
 
   /** The handshake deadline: the connection fails with HandshakeTimeout and sends its alert. */
@@ -387,6 +400,10 @@ export class QkdTlsSocket extends Duplex {
   }
 
   private onDrain(): void {
+    if (this.pausedForOutput) {
+      this.pausedForOutput = false;
+      this.resumeUnlessWaiting();
+    }
     const p = this.pendingWrite;
     if (p && p.chunks.length === 0) {
       this.pendingWrite = null;
@@ -469,7 +486,7 @@ export class QkdTlsSocket extends Duplex {
    */
   private resumeUnlessWaiting(): void {
     const conn = this.conn!;
-    if (this.destroyed || this.readableLength >= this.readableHighWaterMark || conn.pendingKeyAgreement || conn.pskRequest) return;
+    if (this.destroyed || this.pausedForOutput || this.readableLength >= this.readableHighWaterMark || conn.pendingKeyAgreement || conn.pskRequest) return;
     this.socket.resume();
   }
 
