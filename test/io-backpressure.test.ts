@@ -9,6 +9,8 @@ import { Duplex } from 'node:stream';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { tlsServerOverStreams } from '../lib/transport/streams.js';
+import { WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
 import { makePsk } from './helpers/pair.js';
 
 const psk = makePsk('io-backpressure');
@@ -87,4 +89,60 @@ t.test('a peer that requests KeyUpdates and never reads the answers cannot make 
   // Without a bound, every answer (27 bytes) would wait in memory: about 1 MB here.
   tt.ok(peer.writableLength < 512 * 1024, `unsent output stays bounded (${peer.writableLength} bytes)`);
   tt.notOk(tls.destroyed, 'the connection itself is not failed for it');
+});
+
+t.test('the streams transport likewise: KeyUpdate answers a peer never reads do not pile up in the output queue', async (tt) => {
+  // The transport's record queue, caught as it is first used (its size is what this test is about).
+  let records: WebCryptoRecords | undefined;
+  const flushCore = WebCryptoRecords.prototype.flushCore;
+  WebCryptoRecords.prototype.flushCore = function (this: WebCryptoRecords) {
+    records ??= this;
+    return flushCore.call(this);
+  };
+  tt.teardown(() => {
+    WebCryptoRecords.prototype.flushCore = flushCore;
+  });
+  const client = Connection.client({ psks: [psk], crypto: nodeProvider });
+  let stuck = false;
+  let input!: ReadableStreamDefaultController<Uint8Array>;
+  const send = (): void => {
+    const out = client.takeOutput();
+    if (out) input.enqueue(out);
+  };
+  const readable = new ReadableStream<Uint8Array>({
+    start(c) {
+      input = c;
+    },
+  });
+  // After the handshake the peer reads nothing more: a write never completes.
+  const writable = new WritableStream<Uint8Array>({
+    write(chunk) {
+      if (stuck) return new Promise<void>(() => {});
+      client.receive(chunk);
+      send();
+    },
+  });
+  const tls = tlsServerOverStreams({ readable, writable }, { psks: [psk], crypto: nodeProvider, handshakeTimeout: 0 });
+  void (async () => {
+    for await (const _ of tls.readable as unknown as AsyncIterable<Uint8Array>) void _;
+  })().catch(() => {});
+  send();
+  await tls.handshake;
+  for (let i = 0; i < 500 && client.phase !== 'connected'; i++) await new Promise((r) => setTimeout(r, 10));
+  tt.equal(client.phase, 'connected', 'handshake complete');
+  stuck = true;
+  const one = Uint8Array.of(1);
+  for (let i = 1; i <= 40_000; i++) {
+    client.keyUpdate(true);
+    if (i % 16 === 0) client.write(one);
+    if (i % 500 === 0) {
+      send();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  send();
+  await new Promise((r) => setTimeout(r, 50));
+  tt.ok(records, 'the record queue was seen');
+  tt.ok(records!.queuedOutputBytes < 512 * 1024, `queued output stays bounded (${records!.queuedOutputBytes} bytes; about 1 MB without a bound)`);
+  input.close();
 });

@@ -81,6 +81,9 @@ export interface StreamTransportOptions {
 /** Default time allowed for a handshake. */
 export const DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS = 30_000;
 
+/** Most bytes waiting to be sent before reading stops when what was read made the connection send something. */
+const MAX_UNSENT_WHILE_READING = 256 * 1024;
+
 /** How long a connection that failed waits for the transport to take its alert before reporting the failure. */
 export const ALERT_FLUSH_TIMEOUT_MS = 2_000;
 
@@ -253,8 +256,13 @@ function run(
           return;
         }
         // A chunk a reader got from its stream is the reader's: the connection may keep views of it.
+        const sentBefore = records.coreOutputBytes;
         records.receive(value, true);
+        const answered = records.coreOutputBytes > sentBefore;
         await pump();
+        // What the peer's records made us send (a KeyUpdate answering update_requested) waits while the peer does
+        // not read it: stop reading until it leaves, or a peer that asks and never reads grows our memory.
+        if (answered) await records.queuedAtMost(MAX_UNSENT_WHILE_READING);
         // A short record last may be the peer's close_notify, still being opened by the offload: let it be
         // opened before reading on.
         if (records.mayHaveEnded) await records.readDrained();

@@ -144,6 +144,10 @@ export class WebCryptoRecords {
   private readonly enabled: boolean;
   /** Records in wire order, sealed or being sealed. */
   private out: OutEntry[] = [];
+  /** Bytes of the entries in `out`. */
+  private outBytes = 0;
+  /** Bytes the connection has produced so far (see {@link coreOutputBytes}). */
+  private coreBytes = 0;
   private lastLentShort = false;
   /** The TLSInnerPlaintext of the record being sealed (reused: see writeNow()). */
   private scratch = new Uint8Array(0);
@@ -183,7 +187,11 @@ export class WebCryptoRecords {
 
   /** Queues what the connection wants to send (after any call into it other than through this class). */
   flushCore(): void {
-    for (const chunk of this.connection.takeOutputChunks()) this.out.push({ body: chunk, size: chunk.length, sealed: false, write: 0 });
+    for (const chunk of this.connection.takeOutputChunks()) {
+      this.out.push({ body: chunk, size: chunk.length, sealed: false, write: 0 });
+      this.outBytes += chunk.length;
+      this.coreBytes += chunk.length;
+    }
     this.sendReady();
   }
 
@@ -238,6 +246,7 @@ export class WebCryptoRecords {
       this.aad[4] = length & 0xff;
       const entry: OutEntry = { body: null, size: 5 + length, sealed: true, write };
       this.out.push(entry);
+      this.outBytes += entry.size;
       this.sealing++;
       this.offloadedWrites++;
       if (this.inFlight > this.peakRecordsInFlight) this.peakRecordsInFlight = this.inFlight;
@@ -329,6 +338,28 @@ export class WebCryptoRecords {
     return this.out.length === 0 && this.unsettled === 0 && this.opening.length === 0 && !this.returning;
   }
 
+  /**
+   * Bytes the connection has queued for sending so far, all told (a counter): a transport compares it before and
+   * after a `receive` to tell whether what it read made the connection send something.
+   */
+  get coreOutputBytes(): number {
+    return this.coreBytes;
+  }
+
+  /** Bytes waiting in the output queue (being sealed, or sealed and not yet handed to `send`). */
+  get queuedOutputBytes(): number {
+    return this.outBytes;
+  }
+
+  /** Resolves once at most `bytes` wait in the output queue (not yet handed to `send`); rejects if sending failed. */
+  async queuedAtMost(bytes: number): Promise<void> {
+    while (this.outBytes > bytes) {
+      if (this.sendError) throw this.sendError;
+      await this.changed();
+    }
+    if (this.sendError) throw this.sendError;
+  }
+
   /** Resolves when everything queued was sent; rejects if sending failed. */
   async drained(): Promise<void> {
     while (this.out.length > 0 || this.unsettled > 0) {
@@ -412,6 +443,7 @@ export class WebCryptoRecords {
       const next = this.out[n];
       if (next && !next.body && next.write === this.out[n - 1].write && size + next.size <= BATCH_BYTES) break;
       let bytes: Uint8Array;
+      this.outBytes -= size;
       if (n === 1 && !this.out[0].sealed) bytes = this.out.shift()!.body!;
       else {
         // The first record's encrypted part lands JOIN_SKEW + 5 bytes into the allocation: copying 16 KiB to an
@@ -465,6 +497,7 @@ export class WebCryptoRecords {
   private failSending(e: unknown): void {
     this.sendError ??= e;
     this.out = [];
+    this.outBytes = 0;
     this.notify();
   }
 
