@@ -262,7 +262,8 @@ function run(
         await pump();
         // What the peer's records made us send (a KeyUpdate answering update_requested) waits while the peer does
         // not read it: stop reading until it leaves, or a peer that asks and never reads grows our memory.
-        if (answered) await records.queuedAtMost(MAX_UNSENT_WHILE_READING);
+        // (A failed send is the writing side's to report: reading goes on as before.)
+        if (answered) await records.queuedAtMost(MAX_UNSENT_WHILE_READING).catch(() => {});
         // A short record last may be the peer's close_notify, still being opened by the offload: let it be
         // opened before reading on.
         if (records.mayHaveEnded) await records.readDrained();
