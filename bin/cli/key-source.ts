@@ -92,6 +92,8 @@ export interface KeySourceHooks {
   readonly crypto?: CryptoProvider;
   /** Receives the key manager events (default: refusals reported on stderr). */
   readonly onKmeEvent?: (event: Etsi014SourceEvent) => void;
+  /** The side the keys are for, when known: a client's options are then checked at once, not at its first key. */
+  readonly role?: 'client' | 'server';
 }
 
 export function parseKeySource(values: Record<string, unknown>, hooks: KeySourceHooks = {}): KeySource {
@@ -173,6 +175,7 @@ function kmeKeySource(
   const peers = (values['peer-sae-id'] as string[] | undefined) ?? [];
   if (!saeId) throw new UsageError('--kme needs --sae-id (this endpoint\'s SAE ID at its KME)');
   if (peers.length === 0 || peers.some((p) => p === '')) throw new UsageError('--kme needs --peer-sae-id (the other endpoint\'s SAE ID)');
+  if (hooks.role === 'client' && peers.length > 1) throw new UsageError(ONE_PEER_FOR_A_CLIENT);
   const tlsFiles = ['kme-ca', 'kme-cert', 'kme-key'].filter((f) => str(f) !== undefined);
   const read = (f: string): string | undefined => {
     if (str(f) === undefined) return undefined;
@@ -209,7 +212,7 @@ function kmeKeySource(
   const offer = int(values, 'offer-keys', 1, 64) ?? 1;
   let clientSource: Etsi014ClientSource | undefined;
   const clientSide = (): Etsi014ClientSource => {
-    if (peers.length > 1) throw new UsageError('a client takes one --peer-sae-id (the server\'s SAE)');
+    if (peers.length > 1) throw new UsageError(ONE_PEER_FOR_A_CLIENT);
     clientSource ??= new Etsi014ClientSource({
       client,
       peerSaeId: peers[0],
@@ -256,6 +259,8 @@ function kmeKeySource(
     },
   };
 }
+
+const ONE_PEER_FOR_A_CLIENT = 'a client takes one --peer-sae-id (the server\'s SAE)';
 
 /** The hashes of the suites named by --suites (default: the default suites). */
 function suiteHashes(list: string | undefined): HashName[] {

@@ -47,7 +47,7 @@ export async function run(argv: string[]): Promise<number> {
   const cli = parseCommandLine('client', argv, options, HELP, (values) => ({
     target: parseHostPort('connect', values.connect),
     tls: parseTlsOptions(values),
-    keys: parseKeySource(values),
+    keys: parseKeySource(values, { role: 'client' }),
     trace: parseTraceOptions(values),
   }));
   if ('exit' in cli) return cli.exit;
