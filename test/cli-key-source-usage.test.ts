@@ -1,7 +1,8 @@
 /**
- * A client (or a client-role proxy) given several --peer-sae-id is a usage error found before anything runs
- * (found by review: it was only found when the first key was fetched — the client exited 1 after connecting,
- * and the proxy started and failed every connection with key-unavailable).
+ * Bad key-source and key-log options are usage errors (exit 2) found before anything runs (found by review):
+ * several --peer-sae-id for a client were only found when the first key was fetched (the client exited 1 after
+ * connecting; the proxy started and failed every connection with key-unavailable), and a --keylog file that
+ * cannot be written only at the first handshake (the server listened and failed every handshake).
  */
 import t from 'tap';
 import { runQkdTls } from './helpers/peers.js';
@@ -18,4 +19,11 @@ t.test('qkd-tls proxy --role client with two --peer-sae-id exits 2 with a usage 
   const r = await runQkdTls(['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...KME], { ms: 20_000 });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /a client takes one --peer-sae-id/);
+});
+
+t.test('a --keylog file that cannot be written is a usage error before the server listens', async (tt) => {
+  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk', '00112233445566778899aabbccddeeff', '--identity', 'a', '--keylog', '/nonexistent-dir/keys.log'], { ms: 20_000 });
+  tt.equal(r.code, 2, 'exit code 2');
+  tt.match(r.stderr, /^qkd-tls server: --keylog: cannot write \/nonexistent-dir\/keys\.log/m);
+  tt.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
 });

@@ -115,6 +115,14 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   const providerName = str('provider') ?? (process.env.QKD_TLS_CRYPTO === 'noble' ? 'noble' : 'node');
   if (providerName !== 'node' && providerName !== 'noble') throw new UsageError('--provider must be node or noble');
   const keylogFile = str('keylog') ?? process.env.SSLKEYLOGFILE;
+  if (keylogFile) {
+    // Found now rather than at the first handshake, which would fail (internal_error) as every later one would.
+    try {
+      appendFileSync(keylogFile, '', { mode: 0o600 });
+    } catch (e) {
+      throw new UsageError(`${str('keylog') !== undefined ? '--keylog' : 'SSLKEYLOGFILE'}: cannot write ${keylogFile}: ${(e as Error).message}`);
+    }
+  }
   let earlyData: Uint8Array | undefined;
   if (str('early-data') !== undefined) {
     try {
