@@ -182,6 +182,15 @@ t.test('recordSizeLimit outside 64..16385 is refused', async (tt) => {
   }
 });
 
+t.test('maxEarlyDataSize that is not a uint32 is refused', async (tt) => {
+  // With NaN the rejected-0-RTT skip budget (early.left - skipped < 0) never ran out: skipping was unbounded.
+  const psk = makePsk('f17');
+  for (const v of [Number.NaN, -1, 1.5, 2 ** 32, Number.POSITIVE_INFINITY]) {
+    tt.throws(() => Connection.server({ crypto, psks: [psk], maxEarlyDataSize: v }), TypeError, `maxEarlyDataSize ${v} is refused`);
+  }
+  for (const v of [0, 1, 2 ** 32 - 1]) tt.doesNotThrow(() => Connection.server({ crypto, psks: [psk], maxEarlyDataSize: v }), `maxEarlyDataSize ${v} is taken`);
+});
+
 t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpdate', async (tt) => {
   // RFC 8446 §5.5: for AES-GCM "up to 2^24.5 full-size records ... may be encrypted on a given connection while
   // keeping a safety margin of approximately 2^-57 ... Implementations SHOULD do a key update as described in

@@ -79,6 +79,11 @@ interface ServerPlan {
 export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeState {
   const { suites, modes, groups } = resolveCommonOptions('server', io.crypto, options, DEFAULT_SERVER_KEX_MODES, DEFAULT_SERVER_GROUPS);
   const maxEarlyData = options.maxEarlyDataSize ?? 0;
+  // §4.2.10: the limit is a uint32 (max_early_data_size); anything else (NaN, a negative or fractional number)
+  // would make the skipping of rejected 0-RTT data unbounded or meaningless.
+  if (!(Number.isInteger(maxEarlyData) && maxEarlyData >= 0 && maxEarlyData <= 0xffffffff)) {
+    throw new TypeError(`server: maxEarlyDataSize must be an integer from 0 to 2^32 - 1 (RFC 8446 §4.2.10), got ${maxEarlyData}`);
+  }
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
 
