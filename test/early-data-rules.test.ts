@@ -10,6 +10,7 @@ import t from 'tap';
 import { once } from 'node:events';
 import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
+import { Connection } from '../lib/connection/connection.js';
 import { connect } from '../lib/transport/node.js';
 import { handshake, makePsk, protection } from './helpers/pair.js';
 
@@ -31,6 +32,17 @@ t.test('0-RTT: client and server agree on the default early-data suite, so diffe
   tt.equal(p.error('client')?.message, undefined, 'the client does not fail');
   tt.equal(p.client.phase, 'connected', 'the client is connected');
   tt.equal(fromUtf8(p.received('server')), 'early', 'the early data reaches the server once');
+});
+
+t.test('an earlyDataSuite of another hash than its PSK is a configuration error', async (tt) => {
+  // Before: a SHA-256 PSK with a SHA-384 earlyDataSuite threw HKDF's "PRK must be at least 48 bytes"; a SHA-384
+  // PSK with a SHA-256 suite derived early keys no server could share.
+  const sha256 = { ...makePsk('eds-256'), earlyDataSuite: 'TLS_AES_256_GCM_SHA384' as const };
+  const sha384 = { ...makePsk('eds-384', 'SHA-384'), earlyDataSuite: 'TLS_AES_128_GCM_SHA256' as const };
+  for (const psk of [sha256, sha384]) {
+    tt.throws(() => Connection.client({ crypto, psks: [psk], earlyData: utf8('x') }), /does not use the PSK's hash/, `${psk.hash} PSK with ${psk.earlyDataSuite}`);
+    tt.doesNotThrow(() => Connection.client({ crypto, psks: [psk] }), 'without 0-RTT the suite is not used');
+  }
 });
 
 t.test('0-RTT is accepted only under the ALPN protocol the PSK was provisioned with', async (tt) => {

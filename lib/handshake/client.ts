@@ -99,7 +99,11 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
   const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
-  // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it.
+  // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it, whose hash is the
+  // PSK's (§4.2.11: "the PSK MUST be used with a cipher suite ... of the same hash").
+  if (earlyData && SUITES[earlyDataSuiteName(usablePsks[0])].hash !== usablePsks[0].hash) {
+    throw new TypeError(`client: the PSK's earlyDataSuite ${earlyDataSuiteName(usablePsks[0])} does not use the PSK's hash ${usablePsks[0].hash} (RFC 8446 §4.2.10, §4.2.11)`);
+  }
   if (earlyData && !suites.includes(SUITES[earlyDataSuiteName(usablePsks[0])])) {
     throw new TypeError(`client: 0-RTT under this PSK uses ${earlyDataSuiteName(usablePsks[0])} (RFC 8446 §4.2.10), which is not among the offered suites`);
   }
