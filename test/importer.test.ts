@@ -311,6 +311,10 @@ t.test('imported and plain external PSKs side by side', async (t) => {
   // A server that only knows plain PSKs: the imported identities are unknown to it.
   r = handshake({ crypto, psks: clientPsks }, { crypto, psks: [plain] });
   t.equal(r.server?.identity, 'legacy', 'plain only: the plain identity');
+  // The same key listed both as an EPSK to import and as a plain PSK: it is only ever imported (RFC 9258 §4).
+  const direct: Psk = { identity: epsk.identity, secret: epsk.secret, hash: 'SHA-256' };
+  r = handshake({ crypto, psks: [direct] }, { crypto, psks: importedResolver(crypto, [epsk], { plain: [direct, plain] }) });
+  t.equal(r.serverError?.error.alert, 'unknown_psk_identity', 'an imported key offered directly is not accepted');
 });
 
 t.test('imported and non-imported uses of a key never meet (§5.2), nor do different contexts', async (t) => {

@@ -287,7 +287,9 @@ export function importedResolver(
     const plain = options.plain;
     if (plain) {
       request.identities.forEach((id, i) => {
-        if (found[i] === undefined) found[i] = plain.find((p) => bytesEqual(p.identity, id));
+        // RFC 9258 §4: "Endpoints which import external keys MUST NOT use the keys that are input to the import
+        // process for any purpose other than the importer": a key this resolver imports is never used directly.
+        if (found[i] === undefined && !lookup(id)) found[i] = plain.find((p) => bytesEqual(p.identity, id));
       });
     }
     return found;
