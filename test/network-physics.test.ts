@@ -175,3 +175,34 @@ t.test('physical parameters are checked', async (t) => {
   t.throws(() => linkPhysics(10, { misalignment: 0.7 }), /misalignment/);
   t.throws(() => linkPhysics(10, { errorCorrectionEfficiency: 0.9 }), /errorCorrectionEfficiency/);
 });
+
+t.test('no NaN or Infinity at the edges: no dark counts over a fibre so lossy that no photon arrives', async (t) => {
+  const cases: [number, Parameters<typeof linkPhysics>[1]][] = [
+    [0, {}],
+    [100_000, {}],
+    [100_000, { attenuationDbPerKm: 100 }],
+    [900, { darkCountProbability: 0 }], // 1 - e^(-ημ) rounds to 0 although η > 0
+    [20_000, { darkCountProbability: 0 }], // η itself underflows to 0
+    [100_000, { darkCountProbability: 0, misalignment: 0, attenuationDbPerKm: 100 }],
+    [0, { darkCountProbability: 0.5, detectorEfficiency: 1, meanPhotonNumber: 10 }],
+  ];
+  for (const [km, o] of cases) {
+    for (const p of [0, 0.5, 1]) {
+      const r = bb84Rates(linkPhysics(km, o), p);
+      for (const [name, v] of Object.entries(r)) t.ok(Number.isFinite(v), `${km} km ${JSON.stringify(o)} p=${p}: ${name} = ${v}`);
+      t.ok(r.qber >= 0 && r.qber <= 0.5, `QBER ${r.qber} in [0, 1/2]`);
+      t.ok(r.secretKeyRateBps >= 0, 'no negative key rate');
+    }
+  }
+  const dark = bb84Rates(linkPhysics(20_000, { darkCountProbability: 0 }), 1);
+  t.equal(dark.secretKeyRateBps, 0, 'no key without photons');
+  t.ok(Math.abs(dark.qber - (0.033 + 0.25 - 0.033 / 2)) < 1e-12, 'the QBER is the limit as η -> 0: e_d, plus the eavesdropper\'s share');
+  const net = new QkdNetwork({
+    topology: parseTopology({ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 20_000, darkCountProbability: 0 }] }),
+    now: () => 0,
+    randomBytes: seededBytes(7),
+  });
+  const link = net.snapshot().links[0];
+  t.ok(Number.isFinite(link.qber) && Number.isFinite(link.expectedQber), `/network reports a QBER (${link.qber}), not null`);
+  net.destroy();
+});

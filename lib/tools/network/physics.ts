@@ -115,10 +115,13 @@ export function bb84Rates(physics: LinkPhysics, attackFraction = 0): LinkRates {
   const e0 = 0.5;
   const signal = 1 - Math.exp(-eta * mu);
   const gain = y0 + signal;
-  const cleanQber = (e0 * y0 + ed * signal) / gain;
+  // With no dark counts (Y0 = 0) and no photon arriving (η·μ below double precision: a very lossy fibre),
+  // Q_μ = Y1 = 0 and E_μ, e1 are 0/0. Their limit as η → 0+ is e_d (every click is a photon, wrong with
+  // probability e_d); NaN here would reach /network, the picture and the QBER estimate.
+  const cleanQber = gain > 0 ? (e0 * y0 + ed * signal) / gain : ed;
   const y1 = y0 + eta;
   const q1 = y1 * mu * Math.exp(-mu);
-  const cleanE1 = (e0 * y0 + ed * eta) / y1;
+  const cleanE1 = y1 > 0 ? (e0 * y0 + ed * eta) / y1 : ed;
   const qber = withInterceptResend(cleanQber, p);
   const e1 = withInterceptResend(cleanE1, p);
   const perPulse = physics.siftingFactor * (q1 * (1 - binaryEntropy(e1)) - gain * physics.errorCorrectionEfficiency * binaryEntropy(qber));
@@ -131,7 +134,7 @@ export function bb84Rates(physics: LinkPhysics, attackFraction = 0): LinkRates {
     qber,
     singlePhotonGain: q1,
     singlePhotonErrorRate: e1,
-    darkShare: y0 / gain,
+    darkShare: gain > 0 ? y0 / gain : 0,
     secretKeyRatePerPulse: r,
     secretKeyRateBps: r * physics.pulseRateHz,
   };
