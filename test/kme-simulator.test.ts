@@ -4,15 +4,15 @@
  * input, a key fetched twice fails, status counts follow each call, 503 when empty, key production driven
  * by an injected clock, and mutual TLS with the certificates it generates. All on 127.0.0.1, ephemeral ports.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
 import { isUuid } from '../lib/qkd/etsi014-api.js';
-import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
+import { ensureKmeCertificates, makeKmeCertificates } from '../lib/tools/kme/certificates.js';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { HELP, parseKmeArgs } from '../bin/commands/kme.js';
 
@@ -529,6 +529,23 @@ t.test('certificates are reused on the next start, and given ones are used', asy
   t.teardown(() => c.close());
   t.equal((await c.status(SLAVE)).source_KME_ID, 'KME-A', 'given certificates serve');
   await t.rejects(startKmeSimulator({ certificates: await makeKmeCertificates({ kmeIds: ['KME-A'], saeIds: [] }) }), /no server certificate for KME 'KME-B'/);
+});
+
+t.test('each SAE gets a certificate naming itself, even when two SAE IDs map to the same file name', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-kme-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const cn = (pem: string) => new X509Certificate(pem).toLegacyObject().subject.CN;
+  const ids = ['alice@A', 'alice_A', 'alice A'];
+  const set = await ensureKmeCertificates(dir, { kmeIds: ['KME-A'], saeIds: ids });
+  for (const id of ids) t.equal(cn(set.saes[id].cert), id, `the certificate for '${id}' names '${id}'`);
+  t.equal(new Set(ids.map((id) => set.saes[id].certFile)).size, ids.length, 'one file each');
+  t.equal(set.saes.alice_A.certFile, join(dir, 'sae-alice_A.crt'), 'a file-safe ID keeps its plain file name');
+
+  // A certificate file that names another SAE (copied, or left by an older naming) is not reused.
+  for (const ext of ['crt', 'key']) await copyFile(join(dir, `sae-alice_A.${ext}`), join(dir, `sae-bob.${ext}`));
+  const again = await ensureKmeCertificates(dir, { kmeIds: ['KME-A'], saeIds: ['bob'] });
+  t.equal(cn(again.saes.bob.cert), 'bob', 'remade for the SAE it is for');
+  t.same(again.created, [join(dir, 'sae-bob.crt')]);
 });
 
 t.test('qkd-tls kme: command-line options', async (t) => {

@@ -12,8 +12,10 @@
  *   ca.crt, ca.key                          the simulator's CA: trust this to reach the KMEs
  *   kme-<KME_ID>.crt, kme-<KME_ID>.key      a KME's server certificate
  *   sae-<SAE_ID>.crt, sae-<SAE_ID>.key      an SAE's client certificate (give it to the TLS client/server)
+ * An ID with characters outside [A-Za-z0-9._-] has them replaced by '_' and a hash of the whole ID appended
+ * (`sae-alice_A+<16 hex>.crt` for "alice@A"), so that two IDs never share a file.
  */
-import { X509Certificate } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
@@ -56,7 +58,7 @@ export async function ensureKmeCertificates(dir: string, req: KmeCertificateRequ
   const caFile = join(dir, 'ca.crt');
   const caKeyFile = join(dir, 'ca.key');
   let ca = await readPair(caFile, caKeyFile);
-  if (!ca || !usable(ca.cert, undefined)) {
+  if (!ca || !usable(ca.cert, undefined, undefined)) {
     ca = await makeCaCertificate('qkd-tls KME simulator CA', days);
     await writePair(caFile, caKeyFile, ca);
     created.push(caFile);
@@ -67,7 +69,7 @@ export async function ensureKmeCertificates(dir: string, req: KmeCertificateRequ
     const certFile = join(dir, `${file}.crt`);
     const keyFile = join(dir, `${file}.key`);
     const have = await readPair(certFile, keyFile);
-    if (have && usable(have.cert, caCert, kind === 'server' ? hosts : undefined)) return { ...have, certFile, keyFile };
+    if (have && usable(have.cert, caCert, cn, kind === 'server' ? hosts : undefined)) return { ...have, certFile, keyFile };
     const pair = await issueCertificate(ca, cn, kind, kind === 'server' ? hosts : [cn], days);
     await writePair(certFile, keyFile, pair);
     created.push(certFile);
@@ -107,8 +109,16 @@ export function saeIdFromCertificate(peer: { subject?: Partial<Record<string, st
 // ---------------------------------------------------------------------------------------------------------
 // Files
 
+/**
+ * The file name part for an ID, one-to-one: a file-safe ID as it is, any other with its unsafe characters
+ * replaced and a hash of the ID appended after '+' (a character no file-safe ID has). Replacing alone made
+ * "alice@A" and "alice_A" share sae-alice_A.crt, so one SAE was handed the other's certificate (its identity,
+ * ETSI GS QKD 014 clause 4) and could fetch the other's keys.
+ */
 function fileSafe(id: string): string {
-  return id.replace(/[^A-Za-z0-9._-]/g, '_');
+  if (/^[A-Za-z0-9._-]+$/.test(id)) return id;
+  const digest = createHash('sha256').update(id, 'utf8').digest('hex').slice(0, 16);
+  return `${id.replace(/[^A-Za-z0-9._-]/g, '_')}+${digest}`;
 }
 
 async function readPair(certFile: string, keyFile: string): Promise<PemPair | undefined> {
@@ -126,8 +136,11 @@ async function writePair(certFile: string, keyFile: string, pair: PemPair): Prom
   await writeFile(certFile, pair.cert, { mode: 0o644 });
 }
 
-/** Parses, is within its validity, was issued by `ca` (if given) and covers `hosts` (if given). */
-function usable(pem: string, ca: X509Certificate | undefined, hosts?: string[]): boolean {
+/**
+ * Parses, is within its validity, was issued by `ca` (if given), names `name` (if given: the CN is the KME or
+ * SAE ID, ETSI GS QKD 014 clause 4, so a file that names another is never reused) and covers `hosts` (if given).
+ */
+function usable(pem: string, ca: X509Certificate | undefined, name: string | undefined, hosts?: string[]): boolean {
   let cert: X509Certificate;
   try {
     cert = new X509Certificate(pem);
@@ -137,6 +150,7 @@ function usable(pem: string, ca: X509Certificate | undefined, hosts?: string[]):
   const now = Date.now();
   if (Date.parse(cert.validFrom) > now || Date.parse(cert.validTo) < now + 24 * 3600 * 1000) return false;
   if (ca && (!cert.checkIssued(ca) || !cert.verify(ca.publicKey))) return false;
+  if (name !== undefined && saeIdFromCertificate(cert.toLegacyObject()) !== name) return false;
   for (const h of hosts ?? []) {
     if (isIP(h) ? cert.checkIP(h) === undefined : cert.checkHost(h) === undefined) return false;
   }
