@@ -206,3 +206,20 @@ t.test('no NaN or Infinity at the edges: no dark counts over a fibre so lossy th
   t.ok(Number.isFinite(link.qber) && Number.isFinite(link.expectedQber), `/network reports a QBER (${link.qber}), not null`);
   net.destroy();
 });
+
+t.test('a catch-up ends even when blocks are too short for floating point to advance them', async (t) => {
+  let ms = 0;
+  const net = new QkdNetwork({
+    topology: parseTopology({ nodes: [{ name: 'A' }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 10 }] }),
+    now: () => ms,
+    randomBytes: seededBytes(3),
+    blockSeconds: 1e-20, // accepted (> 0); 1 s later, blockEnd + 1e-20 === blockEnd
+    samplesPerBlock: 10,
+  });
+  ms = 1000;
+  const link = net.snapshot().links[0];
+  t.ok(link.poolBits > 0, `the pool filled (${link.poolBits} bits) and advance() returned`);
+  ms = 2000;
+  t.ok(net.snapshot().links[0].poolBits >= link.poolBits, 'and it keeps working');
+  net.destroy();
+});

@@ -167,7 +167,9 @@ export class QkdNetworkLink {
       this.blockEnd += dt * skip;
       i = skip;
     }
-    while (this.blockEnd <= nowS) {
+    // At most `pending` blocks: with blocks so short that blockEnd + dt rounds back to blockEnd (a tiny
+    // blockSeconds after a long run), `blockEnd <= nowS` alone never turns false and the server hangs.
+    while (i < pending && this.blockEnd <= nowS) {
       const start = this.blockEnd - dt;
       this.block(start, dt, attackAt(start), pending - i <= SAMPLED_BLOCKS, onChange);
       this.blockEnd += dt;
