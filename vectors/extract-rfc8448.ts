@@ -55,7 +55,7 @@ export interface ExtractOptions {
  * headers and footers differ). Throws Rfc8448FormatError on anything unexpected.
  */
 export function extractRfc8448(text: string, options: ExtractOptions = {}): Rfc8448 {
-  const isDraft = DRAFT_HEADER.test(text);
+  const isDraft = text.split(/\r?\n/).some((l) => l.length <= MAX_RUNNING_LINE && DRAFT_HEADER.test(l));
   const requireColons = options.requireStepColons ?? !isDraft;
   const lines = stripPageBreaks(text);
   const headings = findSectionHeadings(lines);
@@ -98,7 +98,12 @@ const PAGE_FOOTER = /^\S.*\s{2,}(?:Informational|Expires [A-Z][a-z]+ \d{1,2}, \d
  */
 const PAGE_HEADER = /^(?:RFC 8448|Internet-Draft)\s{2,}\S.*\s{2,}(?:[A-Z][a-z]+ )?(?:\d{1,2} [A-Z][a-z]+ )?\d{4}$/;
 /** The running header of an Internet-Draft. */
-const DRAFT_HEADER = /^Internet-Draft\s{2,}\S.*\s{2,}\S.*\d{4}\s*$/m;
+const DRAFT_HEADER = /^Internet-Draft\s{2,}\S.*\s{2,}\S.*\d{4}\s*$/;
+/**
+ * The longest line tested against the page header and footer patterns: those lines fill at most the 72
+ * columns of an RFC page, and the patterns backtrack quadratically on a long line of spaces (hostile --file).
+ */
+const MAX_RUNNING_LINE = 200;
 /** "3.  Simple 1-RTT Handshake" at the left margin. */
 const SECTION_HEADING = /^(\d+)\.\s+(\S.*)$/;
 /** "   {client}  create an ephemeral x25519 key pair:" */
@@ -121,8 +126,9 @@ function stripPageBreaks(text: string): Line[] {
   const raw = text.split(/\r?\n/);
   let skipBlanks = false;
   for (let i = 0; i < raw.length; i++) {
-    const t = raw[i].replace(/\f/g, '').replace(/\s+$/, '');
-    if (PAGE_FOOTER.test(t) || PAGE_HEADER.test(t)) {
+    // trimEnd(), not replace(/\s+$/): the regex is quadratic on a long run of inner spaces.
+    const t = raw[i].replace(/\f/g, '').trimEnd();
+    if (t.length <= MAX_RUNNING_LINE && (PAGE_FOOTER.test(t) || PAGE_HEADER.test(t))) {
       while (out.length > 0 && out[out.length - 1].text === '') out.pop();
       skipBlanks = true;
       continue;
@@ -245,8 +251,10 @@ function parseSteps(sectionNumber: string, lines: readonly Line[], requireColons
     const valueMatch = VALUE_LINE.exec(text);
     if (!valueMatch && cur.headerOpen && cur.values.size === 0 && !cur.value) {
       // A step line that wraps, e.g. "(same as server\n      handshake data write traffic keys)".
-      cur.action = fold(`${cur.action} ${text}`);
-      if (cur.action.endsWith(':')) finishHeader(cur);
+      // Appended, not folded again as a whole: that is quadratic over a step line wrapped many times.
+      const more = fold(text);
+      cur.action = `${cur.action} ${more}`;
+      if (more.endsWith(':')) finishHeader(cur);
       continue;
     }
     if (valueMatch) {

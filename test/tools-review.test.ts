@@ -1,0 +1,40 @@
+/**
+ * Regressions found reviewing the tools: hostile input to the `vectors --file` text extractor and the proxy's
+ * configuration file parser. The extractor tests feed lines that the old code handled in quadratic time (hours
+ * for these sizes, so that the test's own timeout catches it); the new code handles them in linear time.
+ */
+import t from 'tap';
+import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
+import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
+
+t.test('vectors --file: a very long line of spaces is rejected as malformed text, not parsed in quadratic time', async (tt) => {
+  // Page footer / running header patterns and the right-trim backtracked over the run of spaces.
+  for (const text of [
+    ' '.repeat(1_000_000) + 'x',
+    'x' + ' '.repeat(400_000) + 'Informational' + ' '.repeat(400_000) + 'z',
+    'Internet-Draft' + ' '.repeat(400_000) + 'x' + ' '.repeat(400_000) + 'y',
+  ]) {
+    tt.throws(() => extractRfc8448(text), Rfc8448FormatError);
+  }
+});
+
+t.test('vectors --file: a step line wrapped over very many lines is not refolded as a whole at each line', async (tt) => {
+  const text = '3. S\n   {client}  x\n' + '      word word\n'.repeat(400_000);
+  tt.throws(() => extractRfc8448(text), { name: 'Rfc8448FormatError', message: /§4 line 0: section heading not found/ });
+});
+
+t.test('proxy config: fields named like Object.prototype members are unknown fields', async (tt) => {
+  const schema = { global: { json: { type: 'boolean' } }, service: { role: { type: 'string' }, psk: { type: 'string', multiple: true } } } as const;
+  for (const field of ['constructor', '__proto__', '__definegetter__']) {
+    for (const where of ['global', 'service']) {
+      const text = where === 'global' ? `${field} = 1\n[a]\nrole = client\n` : `[a]\nrole = client\n${field} = 1\n`;
+      let error: unknown;
+      try {
+        parseConfig(text, 'p.conf', schema);
+      } catch (e) {
+        error = e;
+      }
+      tt.ok(error instanceof ConfigError && /unknown field/.test(error.message), `${field} in ${where}: ${String(error)}`);
+    }
+  }
+});
