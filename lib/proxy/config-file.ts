@@ -122,9 +122,12 @@ export function parseConfig(text: string, file: string, schema: ConfigSchema): C
     let value = line.slice(eq + 1).trim();
     if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
     if (field === '') throw new ConfigError(file, lineNo, current.name, undefined, 'a field name is missing before "="');
-    const spec = current === global ? (schema.global[field] ?? schema.service[field]) : schema.service[field];
+    // Own properties only: "constructor" or "__proto__" must be unknown fields, not Object.prototype's members.
+    const globalSpec = Object.hasOwn(schema.global, field) ? schema.global[field] : undefined;
+    const serviceSpec = Object.hasOwn(schema.service, field) ? schema.service[field] : undefined;
+    const spec = current === global ? (globalSpec ?? serviceSpec) : serviceSpec;
     if (!spec) {
-      if (current !== global && schema.global[field]) {
+      if (current !== global && globalSpec) {
         throw new ConfigError(file, lineNo, current.name, field, 'can only be set in the global section (before the first [service])');
       }
       const known = Object.keys(current === global ? { ...schema.global, ...schema.service } : schema.service);
