@@ -6,6 +6,7 @@
 import t from 'tap';
 import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
 import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
+import { parseTlsOptions, UsageError } from '../bin/cli/tls-options.js';
 
 t.test('vectors --file: a very long line of spaces is rejected as malformed text, not parsed in quadratic time', async (tt) => {
   // Page footer / running header patterns and the right-trim backtracked over the run of spaces.
@@ -36,5 +37,18 @@ t.test('proxy config: fields named like Object.prototype members are unknown fie
       }
       tt.ok(error instanceof ConfigError && /unknown field/.test(error.message), `${field} in ${where}: ${String(error)}`);
     }
+  }
+});
+
+t.test('CLI: --suites naming an Object.prototype member is a usage error', async (tt) => {
+  // It passed the `in SUITES` check and failed later as "no PSK usable with the configured cipher suites" (exit 1).
+  for (const suites of ['constructor', 'toString', '__proto__']) {
+    let error: unknown;
+    try {
+      parseTlsOptions({ suites });
+    } catch (e) {
+      error = e;
+    }
+    tt.ok(error instanceof UsageError && error.message.startsWith(`--suites: unknown suite "${suites}"`), `${suites}: ${String(error)}`);
   }
 });

@@ -265,7 +265,7 @@ const ONE_PEER_FOR_A_CLIENT = 'a client takes one --peer-sae-id (the server\'s S
 /** The hashes of the suites named by --suites (default: the default suites). */
 function suiteHashes(list: string | undefined): HashName[] {
   const names = list === undefined ? DEFAULT_SUITES : (list.split(',').map((s) => s.trim()).filter(Boolean) as SupportedSuiteName[]);
-  const hashes = names.filter((n) => n in SUITES).map((n) => SUITES[n].hash);
+  const hashes = names.filter((n) => Object.hasOwn(SUITES, n)).map((n) => SUITES[n].hash);
   return hashes.length > 0 ? hashes : ['SHA-256'];
 }
 

@@ -106,7 +106,7 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
   const suites = list(str('suites'));
-  for (const s of suites ?? []) if (!(s in SUITES)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
+  for (const s of suites ?? []) if (!Object.hasOwn(SUITES, s)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
   const groups = groupList('groups', str('groups'));
   const keyShareGroups = groupList('key-shares', str('key-shares'));
   for (const g of keyShareGroups ?? []) {
