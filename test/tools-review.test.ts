@@ -3,7 +3,9 @@
  * configuration file parser. The extractor tests feed lines that the old code handled in quadratic time (hours
  * for these sizes, so that the test's own timeout catches it); the new code handles them in linear time.
  */
+import { createServer } from 'node:net';
 import t from 'tap';
+import { runQkdTls } from './helpers/peers.js';
 import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
 import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
 import { parseTlsOptions, UsageError } from '../bin/cli/tls-options.js';
@@ -51,4 +53,15 @@ t.test('CLI: --suites naming an Object.prototype member is a usage error', async
     }
     tt.ok(error instanceof UsageError && error.message.startsWith(`--suites: unknown suite "${suites}"`), `${suites}: ${String(error)}`);
   }
+});
+
+t.test('CLI: demo --web on a busy --listen port reports the error and exits (the key manager it started is stopped)', async (tt) => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  tt.teardown(() => busy.close());
+  const { port } = busy.address() as { port: number };
+  // runQkdTls kills a command that does not exit (code null): before, the process stayed up with its KME.
+  const r = await runQkdTls(['demo', '--web', '--listen', `127.0.0.1:${port}`], { ms: 30_000 });
+  tt.equal(r.code, 1, `exit code (stderr: ${r.stderr})`);
+  tt.match(r.stderr, /EADDRINUSE/);
 });

@@ -72,12 +72,29 @@ export async function run(argv: string[]): Promise<number> {
 
   // The page's origin is known once its server listens; the WebSocket accepts that origin only.
   const page = createHttpServer();
-  await new Promise<void>((resolve, reject) => {
-    page.once('error', reject);
-    page.listen(port, host, () => resolve());
-  });
-  const origin = `http://${host}:${(page.address() as AddressInfo).port}`;
-  const ws = await listenWebSocket({ host, port: 0, origins: [origin], maxConnections: 32 }, ({ stream }) => tls.accept(stream));
+  let ws: Awaited<ReturnType<typeof listenWebSocket>> | undefined;
+  let origin = '';
+  const stop = async (): Promise<void> => {
+    tls.destroyAll();
+    await ws?.close();
+    page.closeAllConnections();
+    if (page.listening) await new Promise<void>((r) => page.close(() => r()));
+    wipeLater.releaseAll();
+    serverKeys.close();
+    await kme.close();
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      page.once('error', reject);
+      page.listen(port, host, () => resolve());
+    });
+    origin = `http://${host}:${(page.address() as AddressInfo).port}`;
+    ws = await listenWebSocket({ host, port: 0, origins: [origin], maxConnections: 32 }, ({ stream }) => tls.accept(stream));
+  } catch (e) {
+    // A busy --listen port: stop what already runs (the key manager, the TLS server), or the process never exits.
+    await stop();
+    throw e;
+  }
   const config = { kmeUrl: kme.master.url, clientSaeId: CLIENT_SAE, serverSaeId: SERVER_SAE, serverUrl: `ws://${host}:${ws.address().port}/` };
   servePage(page, config, [kme.master.url, config.serverUrl]);
 
@@ -85,13 +102,7 @@ export async function run(argv: string[]): Promise<number> {
   if (!cli.values.json) process.stderr.write(`\nOpen ${origin}/ in a browser. Ctrl-C stops the demo.\n`);
 
   await untilStopSignal();
-  tls.destroyAll();
-  await ws.close();
-  page.closeAllConnections();
-  await new Promise<void>((r) => page.close(() => r()));
-  wipeLater.releaseAll();
-  serverKeys.close();
-  await kme.close();
+  await stop();
   return 0;
 }
 
