@@ -6,6 +6,8 @@
 import { createServer } from 'node:net';
 import t from 'tap';
 import { runQkdTls } from './helpers/peers.js';
+import { listenWebSocket } from '../lib/transport/ws-server.js';
+import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
 import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
 import { parseTlsOptions, UsageError } from '../bin/cli/tls-options.js';
@@ -64,4 +66,17 @@ t.test('CLI: demo --web on a busy --listen port reports the error and exits (the
   const r = await runQkdTls(['demo', '--web', '--listen', `127.0.0.1:${port}`], { ms: 30_000 });
   tt.equal(r.code, 1, `exit code (stderr: ${r.stderr})`);
   tt.match(r.stderr, /EADDRINUSE/);
+});
+
+t.test('listenWebSocket and the bridge on a busy port reject their promise (no uncaught EADDRINUSE)', async (tt) => {
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  tt.teardown(() => busy.close());
+  const { port } = busy.address() as { port: number };
+  // Before, the WebSocketServer re-emitted the HTTP server's 'error' with no listener: the process crashed.
+  await tt.rejects(listenWebSocket({ host: '127.0.0.1', port }, () => {}), { code: 'EADDRINUSE' });
+  await tt.rejects(startWebSocketBridge({ host: '127.0.0.1', port, allow: [{ host: '127.0.0.1', port: 1 }] }), { code: 'EADDRINUSE' });
+  const r = await runQkdTls(['bridge', '--listen', `127.0.0.1:${port}`, '--allow', '127.0.0.1:1'], { ms: 30_000 });
+  tt.equal(r.code, 1, 'qkd-tls bridge exits with 1');
+  tt.notMatch(r.stderr, /Unhandled 'error' event|\n\s+at /, `no stack trace: ${r.stderr}`);
 });

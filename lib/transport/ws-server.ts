@@ -96,6 +96,9 @@ export async function listenWebSocket(
       done(true);
     },
   });
+  // The WebSocketServer re-emits the HTTP server's 'error' events (e.g. EADDRINUSE from listen below), which the
+  // listen promise reports: without a listener of its own, each would also be an uncaught exception.
+  wss.on('error', () => {});
   wss.on('connection', (ws: WebSocket, request: IncomingMessage) => {
     ws.binaryType = 'nodebuffer';
     // Ending the stream closes the WebSocket; say why (1000, normal closure: RFC 6455 §7.4.1) rather than
