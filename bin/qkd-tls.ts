@@ -42,6 +42,14 @@ async function main(argv: string[]): Promise<number> {
   return mod.run(rest);
 }
 
+// A reader of our output that goes away (`qkd-tls vectors | head -1`, `qkd-tls client ... | head -c 10`) makes the
+// next write fail with EPIPE: stop at once and quietly (exit code 1), as a command killed by SIGPIPE would, instead
+// of dying on an unhandled 'error' event with a stack trace. Any other stdout failure is reported in one line.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code !== 'EPIPE') process.stderr.write(`qkd-tls: cannot write the output: ${e.message}\n`);
+  process.exit(1);
+});
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;

@@ -5,7 +5,8 @@
  */
 import { createServer } from 'node:net';
 import t from 'tap';
-import { runQkdTls } from './helpers/peers.js';
+import { spawn } from 'node:child_process';
+import { QKD_TLS_BIN, runQkdTls } from './helpers/peers.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
@@ -79,4 +80,19 @@ t.test('listenWebSocket and the bridge on a busy port reject their promise (no u
   const r = await runQkdTls(['bridge', '--listen', `127.0.0.1:${port}`, '--allow', '127.0.0.1:1'], { ms: 30_000 });
   tt.equal(r.code, 1, 'qkd-tls bridge exits with 1');
   tt.notMatch(r.stderr, /Unhandled 'error' event|\n\s+at /, `no stack trace: ${r.stderr}`);
+});
+
+t.test('CLI: a reader that closes our stdout early ends the command quietly (no unhandled EPIPE stack trace)', async (tt) => {
+  for (const args of [['vectors'], ['demo', '--handshakes', '1']]) {
+    const child = spawn(process.execPath, [QKD_TLS_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Our end of the pipe is closed before the child can have written anything: its first write fails with EPIPE.
+    child.stdout.destroy();
+    let stderr = '';
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    const guard = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const code = await new Promise<number | null>((resolve) => child.once('close', (c) => resolve(c)));
+    clearTimeout(guard);
+    tt.equal(code, 1, `${args.join(' ')}: exit code 1`);
+    tt.equal(stderr, '', `${args.join(' ')}: nothing on stderr`);
+  }
 });
