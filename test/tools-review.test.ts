@@ -96,3 +96,11 @@ t.test('CLI: a reader that closes our stdout early ends the command quietly (no 
     tt.equal(stderr, '', `${args.join(' ')}: nothing on stderr`);
   }
 });
+
+t.test('CLI: a command named like an Object.prototype member is an unknown command', async (tt) => {
+  for (const name of ['constructor', '__proto__']) {
+    const r = await runQkdTls([name], { ms: 30_000 });
+    tt.equal(r.code, 2, `${name}: exit 2`);
+    tt.match(r.stderr, new RegExp(`^qkd-tls: unknown command '${name}'`), `${name}: ${r.stderr.split('\n')[0]}`);
+  }
+});
