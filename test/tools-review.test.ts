@@ -12,6 +12,7 @@ import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.js';
 import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
 import { parseTlsOptions, UsageError } from '../bin/cli/tls-options.js';
+import { parseKeySource } from '../bin/cli/key-source.js';
 
 t.test('vectors --file: a very long line of spaces is rejected as malformed text, not parsed in quadratic time', async (tt) => {
   // Page footer / running header patterns and the right-trim backtracked over the run of spaces.
@@ -103,4 +104,38 @@ t.test('CLI: a command named like an Object.prototype member is an unknown comma
     tt.equal(r.code, 2, `${name}: exit 2`);
     tt.match(r.stderr, new RegExp(`^qkd-tls: unknown command '${name}'`), `${name}: ${r.stderr.split('\n')[0]}`);
   }
+});
+
+t.test('CLI: empty lists, over-long ALPN names and server names are usage errors', async (tt) => {
+  // Before, each went to the library and failed as a TypeError or an encoding error (exit 1), or was sent as is.
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ 'kex-modes': '' }, /^--kex-modes: the list is empty/],
+    [{ suites: ',' }, /^--suites: the list is empty/],
+    [{ groups: ' , ' }, /^--groups: the list is empty/],
+    [{ 'key-shares': ',' }, /^--key-shares: the list is empty/],
+    [{ alpn: ',' }, /^--alpn: the list is empty/],
+    [{ alpn: 'h2,' + 'a'.repeat(256) }, /^--alpn: a protocol name is at most 255 bytes/],
+    [{ 'server-name': '' }, /^--server-name: from 1 to 65530 bytes/],
+    [{ 'server-name': 'a'.repeat(70_000) }, /^--server-name: from 1 to 65530 bytes/],
+  ];
+  for (const [values, message] of cases) {
+    let error: unknown;
+    try {
+      parseTlsOptions(values);
+    } catch (e) {
+      error = e;
+    }
+    tt.ok(error instanceof UsageError && message.test(error.message), `${JSON.stringify(values).slice(0, 60)}: ${String(error).slice(0, 120)}`);
+  }
+  tt.doesNotThrow(() => parseTlsOptions({ alpn: 'h2,' + 'a'.repeat(255), 'server-name': 'example.com' }), 'the limits themselves are accepted');
+});
+
+t.test('CLI: a bad --key-lifetime is a usage error at start, not a failure of every connection', async (tt) => {
+  let error: unknown;
+  try {
+    parseKeySource({ kme: 'http://127.0.0.1:1', 'sae-id': 'a', 'peer-sae-id': ['b'], 'key-lifetime': 'x' }, { role: 'client' });
+  } catch (e) {
+    error = e;
+  }
+  tt.ok(error instanceof UsageError && /--key-lifetime must be an integer/.test(error.message), String(error));
 });

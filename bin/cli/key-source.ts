@@ -210,6 +210,8 @@ function kmeKeySource(
   const keyBits = int(values, 'key-bits', 128, 1 << 16);
   if (keyBits !== undefined && keyBits % 8 !== 0) throw new UsageError('--key-bits must be a multiple of 8');
   const offer = int(values, 'offer-keys', 1, 64) ?? 1;
+  // Checked now: the client source is made at the first connection, where a bad value failed every connection.
+  const keyLifetimeMs = int(values, 'key-lifetime', 1, 86_400_000) ?? 60_000;
   let clientSource: Etsi014ClientSource | undefined;
   const clientSide = (): Etsi014ClientSource => {
     if (peers.length > 1) throw new UsageError(ONE_PEER_FOR_A_CLIENT);
@@ -219,7 +221,7 @@ function kmeKeySource(
       saeId,
       keySize: keyBits,
       poolSize,
-      keyLifetimeMs: int(values, 'key-lifetime', 1, 86_400_000) ?? 60_000,
+      keyLifetimeMs,
       hash,
       onEvent,
     });

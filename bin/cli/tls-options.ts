@@ -103,6 +103,18 @@ function int(name: string, v: string | undefined, min: number, max: number): num
 
 export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptions {
   const str = (k: string): string | undefined => values[k] as string | undefined;
+  // A list option given with nothing in it ("--suites ,") is a usage error, not an empty list for the library to refuse.
+  for (const k of ['kex-modes', 'suites', 'groups', 'key-shares', 'alpn']) {
+    if (str(k) !== undefined && list(str(k))!.length === 0) throw new UsageError(`--${k}: the list is empty`);
+  }
+  // RFC 7301 §3.1: ProtocolName<1..2^8-1>; RFC 6066 §3: HostName<1..2^16-1>, within a 16-bit extension.
+  for (const name of list(str('alpn')) ?? []) {
+    if (utf8Length(name) > 255) throw new UsageError(`--alpn: a protocol name is at most 255 bytes ("${name.slice(0, 20)}..." has ${utf8Length(name)})`);
+  }
+  const serverName = str('server-name');
+  if (serverName !== undefined && (serverName === '' || utf8Length(serverName) > 0xffff - 5)) {
+    throw new UsageError(`--server-name: from 1 to ${0xffff - 5} bytes`);
+  }
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
   const suites = list(str('suites'));
@@ -141,12 +153,16 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     earlyData,
     maxEarlyDataSize: int('max-early-data', str('max-early-data'), 0, 0xffffffff),
     recordSizeLimit: int('record-size-limit', str('record-size-limit'), 64, 16385),
-    serverName: str('server-name'),
+    serverName,
     middleboxCompatibility: values['no-middlebox-compat'] ? false : undefined,
     keyLog: keylogFile ? (line) => appendFileSync(keylogFile, line + '\n', { mode: 0o600 }) : undefined,
     handshakeTimeout: handshakeTimeoutMs(values),
     json: values.json === true,
   };
+}
+
+function utf8Length(s: string): number {
+  return new TextEncoder().encode(s).length;
 }
 
 /** `--handshake-timeout SECONDS` (decimals allowed, 0: no limit) in milliseconds, or undefined when not given. */
