@@ -139,3 +139,12 @@ t.test('CLI: a bad --key-lifetime is a usage error at start, not a failure of ev
   }
   tt.ok(error instanceof UsageError && /--key-lifetime must be an integer/.test(error.message), String(error));
 });
+
+t.test('CLI: server --max-connections takes an integer from 1, or it is a usage error', async (tt) => {
+  // Before, "abc" (NaN) and "0" were taken by net.Server as no limit at all, and the server ran.
+  for (const v of ['abc', '0', '1.5', '']) {
+    const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk', '00112233445566778899aabbccddeeff', '--identity', 'a', '--max-connections', v], { ms: 30_000 });
+    tt.equal(r.code, 2, `--max-connections "${v}": exit 2 (${r.stderr.split('\n')[0]})`);
+    tt.match(r.stderr, /--max-connections must be an integer from 1/);
+  }
+});

@@ -10,7 +10,7 @@ import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
-import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
+import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
 
@@ -48,6 +48,7 @@ export async function run(argv: string[]): Promise<number> {
   } as const;
   const cli = parseCommandLine('server', argv, options, HELP, (values) => ({
     listen: parseHostPort('listen', values.listen),
+    maxConnections: maxConnectionsOf(values['max-connections']),
     forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
     tls: parseTlsOptions(values),
     keys: parseKeySource(values),
@@ -55,8 +56,7 @@ export async function run(argv: string[]): Promise<number> {
   }));
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
-  const { listen, forward, tls, keys, trace } = cli.plan;
-  const maxConnections = values['max-connections'] ? Number(values['max-connections']) : 1000;
+  const { listen, forward, tls, keys, trace, maxConnections } = cli.plan;
   const report = new Reporter(tls.json);
   const maxMessage = values['max-message'] === undefined ? undefined : Number(values['max-message']);
   if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage >= 1024)) {
@@ -205,4 +205,14 @@ function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, onFai
     aborted = true; // reported by whoever closed the TLS socket; a probe cut short here is no backend reset
     resetSocket(tcp);
   });
+}
+
+/**
+ * `--max-connections N`, an integer from 1 (default 1000). Checked: net.Server takes NaN ("abc") or 0 as no limit
+ * at all.
+ */
+function maxConnectionsOf(v: string | undefined): number {
+  if (v === undefined) return 1000;
+  if (!/^\d+$/.test(v) || Number(v) < 1 || Number(v) > 1_000_000) throw new UsageError(`--max-connections must be an integer from 1 to 1000000, got "${v}"`);
+  return Number(v);
 }
