@@ -4,6 +4,9 @@
  * for these sizes, so that the test's own timeout catches it); the new code handles them in linear time.
  */
 import { createServer } from 'node:net';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { QKD_TLS_BIN, runQkdTls } from './helpers/peers.js';
@@ -147,4 +150,19 @@ t.test('CLI: server --max-connections takes an integer from 1, or it is a usage 
     tt.equal(r.code, 2, `--max-connections "${v}": exit 2 (${r.stderr.split('\n')[0]})`);
     tt.match(r.stderr, /--max-connections must be an integer from 1/);
   }
+});
+
+t.test('CLI: an unwritable demo --svg or bench --out is a usage error before anything runs', async (tt) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-review-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'a-file');
+  await writeFile(file, '');
+  // Before, the whole network tour (or benchmark) ran, and then writing failed with exit 1.
+  const demo = await runQkdTls(['demo', '--network', '--svg', join(file, 'x.svg')], { ms: 120_000 });
+  tt.equal(demo.code, 2, `demo --svg: exit 2 (${demo.stderr.split('\n')[0]})`);
+  tt.match(demo.stderr, /^qkd-tls demo: --svg: cannot write/);
+  tt.equal(demo.stdout, '', 'the tour did not start');
+  const bench = await runQkdTls(['bench', '--size', 'tiny', '--out', join(file, 'out')], { ms: 120_000 });
+  tt.equal(bench.code, 2, `bench --out: exit 2 (${bench.stderr.split('\n')[0]})`);
+  tt.match(bench.stderr, /^qkd-tls bench: --out: cannot write to/);
 });

@@ -6,7 +6,7 @@
  * connection over loopback; bare state machines and the record layer without sockets) and prints a table
  * with the ratios and the project's performance targets.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -82,6 +82,15 @@ export async function run(argv: string[]): Promise<number> {
   if (values.help) {
     process.stdout.write(HELP + '\n');
     return 0;
+  }
+  if (values.out !== undefined) {
+    // Found now rather than after the whole run (minutes), which then ended in an exception (exit 1).
+    try {
+      mkdirSync(values.out, { recursive: true });
+      accessSync(values.out, constants.W_OK);
+    } catch (e) {
+      return usage(`--out: cannot write to ${values.out}: ${(e as Error).message}`);
+    }
   }
   if (values.runtimes) return runtimesCommand(values);
   if (values['only-runtimes'] !== undefined) return usage('--only-runtimes goes with --runtimes');

@@ -5,6 +5,7 @@
  * that gets its keys from KME-B, and a client that gets them from KME-A; runs a few handshakes and an echo on
  * 127.0.0.1; shows a replayed key being refused; prints what is left; and exits 0. No arguments, no files.
  */
+import { appendFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import {
   decodeImportedIdentity,
@@ -84,6 +85,14 @@ export async function run(argv: string[]): Promise<number> {
     if (values.svg !== undefined && !values.network) throw new Error('--svg goes with --network');
     if (values.network && values.handshakes !== undefined) throw new Error('--handshakes does not go with --network');
     if (values.network) network = { svgFile: values.svg };
+    if (values.svg !== undefined) {
+      // Found now rather than at the end of the tour, which then failed (exit 1).
+      try {
+        appendFileSync(values.svg, '');
+      } catch (e) {
+        throw new Error(`--svg: cannot write ${values.svg}: ${(e as Error).message}`);
+      }
+    }
     if (values.handshakes !== undefined) {
       count = Number(values.handshakes);
       if (!Number.isInteger(count) || count < 1 || count > 20) throw new Error('--handshakes must be a whole number from 1 to 20');
