@@ -166,3 +166,13 @@ t.test('CLI: an unwritable demo --svg or bench --out is a usage error before any
   tt.equal(bench.code, 2, `bench --out: exit 2 (${bench.stderr.split('\n')[0]})`);
   tt.match(bench.stderr, /^qkd-tls bench: --out: cannot write to/);
 });
+
+t.test('CLI: kme option values the simulator refuses are usage errors (exit 2)', async (tt) => {
+  // Before: exit 1, as for a port already in use.
+  for (const extra of [['--key-size', '7'], ['--min-key-size', '512', '--max-key-size', '128'], ['--max-keys', '0'], ['--master-sae', ''], ['--master-sae', 'x', '--slave-sae', 'x']]) {
+    const r = await runQkdTls(['kme', '--listen', '127.0.0.1:0', '--insecure-http', ...extra], { ms: 30_000 });
+    tt.equal(r.code, 2, `${extra.join(' ')}: exit 2 (${r.stderr.split('\n')[0]})`);
+  }
+  const offLoopback = await runQkdTls(['kme', '--listen', '0.0.0.0:0', '--insecure-http'], { ms: 30_000 });
+  tt.equal(offLoopback.code, 2, `--insecure-http off loopback: exit 2 (${offLoopback.stderr.split('\n')[0]})`);
+});

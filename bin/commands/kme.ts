@@ -70,7 +70,8 @@ export async function run(argv: string[]): Promise<number> {
     kme = await startKmeSimulator({ ...parsed.options, log: (e) => out(json ? jsonEvent(e) : formatEvent(e)) });
   } catch (e) {
     process.stderr.write(`qkd-tls kme: ${(e as Error).message}\n`);
-    return 1;
+    // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error.
+    return e instanceof RangeError ? 2 : 1;
   }
   out(json ? JSON.stringify(listeningEvent(kme, parsed.options)) : describe(kme, parsed.options).join('\n'));
 

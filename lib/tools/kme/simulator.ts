@@ -140,10 +140,10 @@ export async function startKmeSimulator(options: KmeSimulatorOptions = {}): Prom
   const host = options.host ?? '127.0.0.1';
   const insecureHttp = options.insecureHttp ?? false;
   if (insecureHttp && !isLoopbackHost(host)) {
-    throw new Error(`kme simulator: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS (certsDir)`);
+    throw new RangeError(`kme simulator: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS (certsDir)`);
   }
   if (!insecureHttp && !options.certsDir && !options.certificates) {
-    throw new Error('kme simulator: choose mutual TLS (certsDir or certificates) or insecureHttp');
+    throw new RangeError('kme simulator: choose mutual TLS (certsDir or certificates) or insecureHttp');
   }
   const ids = {
     masterSae: nonBlank(options.masterSaeId ?? 'client-sae', 'masterSaeId'),
@@ -151,8 +151,8 @@ export async function startKmeSimulator(options: KmeSimulatorOptions = {}): Prom
     masterKme: nonBlank(options.masterKmeId ?? 'KME-A', 'masterKmeId'),
     slaveKme: nonBlank(options.slaveKmeId ?? 'KME-B', 'slaveKmeId'),
   };
-  if (ids.masterSae === ids.slaveSae) throw new Error('kme simulator: the master and slave SAE IDs must differ');
-  if (ids.masterKme === ids.slaveKme) throw new Error('kme simulator: the two KME IDs must differ');
+  if (ids.masterSae === ids.slaveSae) throw new RangeError('kme simulator: the master and slave SAE IDs must differ');
+  if (ids.masterKme === ids.slaveKme) throw new RangeError('kme simulator: the two KME IDs must differ');
   const limits = checkLimits({
     keySize: options.keySize ?? 256,
     minKeySize: options.minKeySize ?? 64,
