@@ -176,3 +176,41 @@ t.test('CLI: kme option values the simulator refuses are usage errors (exit 2)',
   const offLoopback = await runQkdTls(['kme', '--listen', '0.0.0.0:0', '--insecure-http'], { ms: 30_000 });
   tt.equal(offLoopback.code, 2, `--insecure-http off loopback: exit 2 (${offLoopback.stderr.split('\n')[0]})`);
 });
+
+t.test('trace: a ClientHello with a 64 KiB printable PSK identity is dissected on a smaller stack', async (tt) => {
+  // Before, hexAndText spread the identity into String.fromCharCode: 65535 arguments on the stack (about 512 KiB), a
+  // RangeError (not a TlsError, so guarded() rethrew it) on a runtime or call path with less stack than that left.
+  // Run in a Node with a 500 KiB stack, as a runtime with a smaller stack than Node's default.
+  const dissect = new URL('../lib/trace/dissect.js', import.meta.url).href;
+  const code = `
+    import { dissectHandshake } from ${JSON.stringify(dissect)};
+    const identity = new Uint8Array(65000).fill(0x41);
+    const ext = new Uint8Array(2 + 2 + 2 + 2 + identity.length + 4 + 2 + 1 + 32);
+    const dv = new DataView(ext.buffer);
+    let at = 0;
+    dv.setUint16(at, 41); at += 2;
+    dv.setUint16(at, ext.length - 4); at += 2;
+    dv.setUint16(at, 2 + identity.length + 4); at += 2;
+    dv.setUint16(at, identity.length); at += 2;
+    ext.set(identity, at); at += identity.length;
+    at += 4;
+    dv.setUint16(at, 33); at += 2;
+    ext[at] = 32;
+    const body = [3, 3, ...new Uint8Array(32), 0, 0, 2, 0x13, 0x01, 1, 0, (ext.length >> 8) & 0xff, ext.length & 0xff];
+    const n = body.length + ext.length;
+    const msg = new Uint8Array(4 + n);
+    msg.set([1, n >> 16, (n >> 8) & 0xff, n & 0xff]);
+    msg.set(body, 4);
+    msg.set(ext, 4 + body.length);
+    const text = JSON.stringify(dissectHandshake(msg));
+    process.stdout.write(!text.includes('malformed') && text.includes('A'.repeat(65000)) ? 'ok' : 'unexpected tree');
+  `;
+  const child = spawn(process.execPath, ['--stack-size=500', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const code_ = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  tt.equal(code_, 0, `exit code (stderr: ${err.split('\n').slice(0, 6).join(' | ')})`);
+  tt.equal(out, 'ok', 'the identity is dissected and shown as text');
+});

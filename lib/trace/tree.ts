@@ -186,5 +186,7 @@ export function named(table: Readonly<Record<string, number>>, width = 4): (v: n
 /** Bytes as hex, followed by their text when all are printable ASCII (PSK identities, ALPN names, hosts). */
 export function hexAndText(b: Uint8Array): string {
   const printable = b.length > 0 && b.every((c) => c >= 0x20 && c < 0x7f);
-  return printable ? `${toHex(b)} ("${String.fromCharCode(...b)}")` : toHex(b);
+  // Not String.fromCharCode(...b): one argument per byte overflows the stack for a long value (a 64 KiB PSK
+  // identity or host name leaves little room), and the dissector must not throw. Printable ASCII is valid UTF-8.
+  return printable ? `${toHex(b)} ("${new TextDecoder().decode(b)}")` : toHex(b);
 }
