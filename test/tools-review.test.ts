@@ -214,3 +214,21 @@ t.test('trace: a ClientHello with a 64 KiB printable PSK identity is dissected o
   tt.equal(code_, 0, `exit code (stderr: ${err.split('\n').slice(0, 6).join(' | ')})`);
   tt.equal(out, 'ok', 'the identity is dissected and shown as text');
 });
+
+t.test('identityText: a 64 KiB printable PSK identity is shown as text on a smaller stack', async (tt) => {
+  // identityText (HandshakeInfo.identity, logs) spread the identity into String.fromCharCode, as hexAndText did.
+  const module = new URL('../lib/psk/identity-text.js', import.meta.url).href;
+  const code = `
+    import { identityText } from ${JSON.stringify(module)};
+    const text = identityText(new Uint8Array(65000).fill(0x41));
+    process.stdout.write(text === 'A'.repeat(65000) ? 'ok' : 'unexpected text');
+  `;
+  const child = spawn(process.execPath, ['--stack-size=500', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const exit = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  tt.equal(exit, 0, `exit code (stderr: ${err.split('\n').slice(0, 6).join(' | ')})`);
+  tt.equal(out, 'ok', 'the identity is shown as text');
+});

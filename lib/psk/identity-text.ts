@@ -1,7 +1,7 @@
 /**
  * How a PSK identity is printed in logs and in {@link HandshakeInfo.identity}.
  */
-import { toHex } from '../codec/bytes.js';
+import { fromUtf8, toHex } from '../codec/bytes.js';
 import { nameOf } from '../codec/enums.js';
 import { decodeImportedIdentity, TargetKdf, TargetProtocol } from './importer.js';
 
@@ -10,11 +10,13 @@ import { decodeImportedIdentity, TargetKdf, TargetProtocol } from './importer.js
  * external identity and target KDF (`alice (imported for HKDF_SHA256)`); anything else as hex.
  */
 export function identityText(identity: Uint8Array): string {
-  if (isPrintable(identity)) return String.fromCharCode(...identity);
+  // (Not String.fromCharCode(...identity): one argument per byte, up to 65535 of them, can overflow a smaller stack;
+  // printable ASCII is valid UTF-8.)
+  if (isPrintable(identity)) return fromUtf8(identity);
   const imported = decodeImportedIdentity(identity);
   if (imported && imported.targetProtocol === TargetProtocol.TLS13) {
     const kdf = nameOf(TargetKdf, imported.targetKdf);
-    const ext = isPrintable(imported.externalIdentity) ? String.fromCharCode(...imported.externalIdentity) : toHex(imported.externalIdentity);
+    const ext = isPrintable(imported.externalIdentity) ? fromUtf8(imported.externalIdentity) : toHex(imported.externalIdentity);
     return `${ext} (imported for ${kdf})`;
   }
   return toHex(identity);

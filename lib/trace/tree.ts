@@ -3,7 +3,7 @@
  * their offset, length and value, nested like Wireshark's packet details. Plain JSON-serialisable objects,
  * so that a command line can print them and a web page can render them.
  */
-import { toHex } from '../codec/bytes.js';
+import { fromUtf8, toHex } from '../codec/bytes.js';
 import { Reader } from '../codec/reader.js';
 import { TlsError } from '../errors.js';
 
@@ -188,5 +188,5 @@ export function hexAndText(b: Uint8Array): string {
   const printable = b.length > 0 && b.every((c) => c >= 0x20 && c < 0x7f);
   // Not String.fromCharCode(...b): one argument per byte overflows the stack for a long value (a 64 KiB PSK
   // identity or host name leaves little room), and the dissector must not throw. Printable ASCII is valid UTF-8.
-  return printable ? `${toHex(b)} ("${new TextDecoder().decode(b)}")` : toHex(b);
+  return printable ? `${toHex(b)} ("${fromUtf8(b)}")` : toHex(b);
 }
