@@ -191,6 +191,25 @@ t.test('maxEarlyDataSize that is not a uint32 is refused', async (tt) => {
   for (const v of [0, 1, 2 ** 32 - 1]) tt.doesNotThrow(() => Connection.server({ crypto, psks: [psk], maxEarlyDataSize: v }), `maxEarlyDataSize ${v} is taken`);
 });
 
+t.test('suite names, key-exchange modes, ALPN names and server_name are checked when the connection is made', async (tt) => {
+  // Before: suites ['constructor'] was taken by the server (an Object.prototype member); kexModes ['x'] went out as
+  // an unknown mode; an empty ALPN name or server_name went out as an empty vector (RFC 7301 §3.1, RFC 6066 §3
+  // forbid both); a 300-byte ALPN name threw the Writer's RangeError.
+  const psk = makePsk('f18');
+  const bad: [string, object][] = [
+    ['suites constructor', { suites: ['constructor'] }],
+    ['kexModes x', { kexModes: ['x'] }],
+    ['an empty ALPN name', { alpn: [''] }],
+    ['a 256-byte ALPN name', { alpn: ['a'.repeat(256)] }],
+  ];
+  for (const [what, o] of bad) {
+    tt.throws(() => Connection.client({ crypto, psks: [psk], ...o } as never), TypeError, `client: ${what} is refused`);
+    tt.throws(() => Connection.server({ crypto, psks: [psk], ...o } as never), TypeError, `server: ${what} is refused`);
+  }
+  tt.throws(() => Connection.client({ crypto, psks: [psk], serverName: '' }), TypeError, 'client: an empty serverName is refused');
+  tt.doesNotThrow(() => Connection.client({ crypto, psks: [psk], serverName: 'kme.example', alpn: ['a'.repeat(255), 'h2'] }), 'good values are taken');
+});
+
 t.test('a write past the AES-GCM usage limit is preceded by an automatic KeyUpdate', async (tt) => {
   // RFC 8446 §5.5: for AES-GCM "up to 2^24.5 full-size records ... may be encrypted on a given connection while
   // keeping a safety margin of approximately 2^-57 ... Implementations SHOULD do a key update as described in

@@ -98,6 +98,10 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
+  // RFC 6066 §3: HostName opaque<1..2^16-1> (and the whole ServerNameList fits its 16-bit length).
+  if (options.serverName !== undefined && !(options.serverName.length > 0 && utf8(options.serverName).length <= 0xfffc)) {
+    throw new TypeError('client: serverName must be 1 to 65532 bytes (RFC 6066 §3)');
+  }
   const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
   // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it, whose hash is the
   // PSK's (§4.2.11: "the PSK MUST be used with a cipher suite ... of the same hash").

@@ -231,10 +231,19 @@ export function resolveCommonOptions(
   defaultModes: readonly KexMode[],
   defaultGroups: readonly GroupName[],
 ): { suites: SuiteInfo[]; modes: readonly KexMode[]; groups: readonly GroupName[] } {
-  const suites = (options.suites ?? DEFAULT_SUITES).map((n) => SUITES[n]);
-  if (suites.length === 0 || suites.some((s) => s === undefined)) throw new TypeError(`${side}: give at least one known cipher suite`);
+  // (Own properties only: 'constructor' or 'toString' are no suites.)
+  const names = options.suites ?? DEFAULT_SUITES;
+  if (names.length === 0 || !names.every((n) => Object.hasOwn(SUITES, n))) throw new TypeError(`${side}: give at least one known cipher suite`);
+  const suites = names.map((n) => SUITES[n]);
   const modes = options.kexModes ?? defaultModes;
   if (modes.length === 0) throw new TypeError(`${side}: at least one key-exchange mode is required`);
+  // §4.2.9: the modes are psk_ke and psk_dhe_ke; anything else would go out as a mode the peer cannot know.
+  for (const m of modes) if (m !== 'psk_ke' && m !== 'psk_dhe_ke') throw new TypeError(`${side}: unknown key-exchange mode ${String(m)} (RFC 8446 §4.2.9: psk_ke, psk_dhe_ke)`);
+  // RFC 7301 §3.1: ProtocolName opaque<1..2^8-1>, "Empty strings MUST NOT be included".
+  for (const p of options.alpn ?? []) {
+    const n = typeof p === 'string' ? utf8(p).length : 0;
+    if (n < 1 || n > 255) throw new TypeError(`${side}: an ALPN protocol name must be 1 to 255 bytes (RFC 7301 §3.1), got ${n}`);
+  }
   const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
   // §4.2.7, §4.2.8: psk_dhe_ke needs a group; an empty supported_groups would only fail at the peer (decode_error).
