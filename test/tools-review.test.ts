@@ -177,6 +177,17 @@ t.test('CLI: kme option values the simulator refuses are usage errors (exit 2)',
   tt.equal(offLoopback.code, 2, `--insecure-http off loopback: exit 2 (${offLoopback.stderr.split('\n')[0]})`);
 });
 
+/** Runs an ES module's code in a Node with a 500 KiB stack (a runtime with less stack than Node's default). */
+async function runOnSmallStack(code: string): Promise<{ exit: number | null; out: string; err: string }> {
+  const child = spawn(process.execPath, ['--stack-size=500', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+  const exit = await new Promise<number | null>((resolve) => child.once('close', resolve));
+  return { exit, out, err: err.split('\n').slice(0, 6).join(' | ') };
+}
+
 t.test('trace: a ClientHello with a 64 KiB printable PSK identity is dissected on a smaller stack', async (tt) => {
   // Before, hexAndText spread the identity into String.fromCharCode: 65535 arguments on the stack (about 512 KiB), a
   // RangeError (not a TlsError, so guarded() rethrew it) on a runtime or call path with less stack than that left.
@@ -205,13 +216,8 @@ t.test('trace: a ClientHello with a 64 KiB printable PSK identity is dissected o
     const text = JSON.stringify(dissectHandshake(msg));
     process.stdout.write(!text.includes('malformed') && text.includes('A'.repeat(65000)) ? 'ok' : 'unexpected tree');
   `;
-  const child = spawn(process.execPath, ['--stack-size=500', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-  const code_ = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  tt.equal(code_, 0, `exit code (stderr: ${err.split('\n').slice(0, 6).join(' | ')})`);
+  const { exit, out, err } = await runOnSmallStack(code);
+  tt.equal(exit, 0, `exit code (stderr: ${err})`);
   tt.equal(out, 'ok', 'the identity is dissected and shown as text');
 });
 
@@ -223,12 +229,7 @@ t.test('identityText: a 64 KiB printable PSK identity is shown as text on a smal
     const text = identityText(new Uint8Array(65000).fill(0x41));
     process.stdout.write(text === 'A'.repeat(65000) ? 'ok' : 'unexpected text');
   `;
-  const child = spawn(process.execPath, ['--stack-size=500', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (b: Buffer) => (out += b.toString()));
-  child.stderr.on('data', (b: Buffer) => (err += b.toString()));
-  const exit = await new Promise<number | null>((resolve) => child.once('close', resolve));
-  tt.equal(exit, 0, `exit code (stderr: ${err.split('\n').slice(0, 6).join(' | ')})`);
+  const { exit, out, err } = await runOnSmallStack(code);
+  tt.equal(exit, 0, `exit code (stderr: ${err})`);
   tt.equal(out, 'ok', 'the identity is shown as text');
 });
