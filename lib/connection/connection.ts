@@ -158,9 +158,12 @@ export class Connection {
     const p = this.phaseValue;
     return (p.kind === 'connected' && p.closeNotify === 'received') || (p.kind === 'closed' && p.peerClosed);
   }
-  /** Server: the pending PSK request, while the handshake waits for {@link providePsks}. */
+  /**
+   * Server: the pending PSK request, while the handshake waits for {@link providePsks}; null once the connection
+   * failed or was destroyed (a fatal error or destroy() leaves the state in place, but providePsks then throws).
+   */
   get pskRequest(): PskRequest | null {
-    return isAwaitingPsks(this.state) ? this.state.pskRequest : null;
+    return this.awaitingPsks && isAwaitingPsks(this.state) ? this.state.pskRequest : null;
   }
   /**
    * The key agreement the handshake waits for, while it waits (the provider has an asynchronous group: see
