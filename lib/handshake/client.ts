@@ -17,7 +17,7 @@
  * ServerHello. The bytes are the same either way.
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
-import { equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
 import type { AsyncClientKeyShare, AsyncKeyExchangeGroup, ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
@@ -102,7 +102,9 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   if (options.serverName !== undefined && !(options.serverName.length > 0 && utf8(options.serverName).length <= 0xfffc)) {
     throw new TypeError('client: serverName must be 1 to 65532 bytes (RFC 6066 §3)');
   }
-  const earlyData = options.earlyData && options.earlyData.length > 0 ? options.earlyData : undefined;
+  // Our own copy, as write() queues one: the data is sent later (after an asynchronous key agreement) and sent
+  // again after the handshake when the server rejects it (§4.2.10), and the caller may reuse its buffer meanwhile.
+  const earlyData = options.earlyData && options.earlyData.length > 0 ? copyBytes(options.earlyData) : undefined;
   // §4.2.10: 0-RTT data is protected with the first PSK and the suite provisioned with it, whose hash is the
   // PSK's (§4.2.11: "the PSK MUST be used with a cipher suite ... of the same hash").
   if (earlyData && SUITES[earlyDataSuiteName(usablePsks[0])].hash !== usablePsks[0].hash) {
