@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { ConfigError, parseConfig } from '../lib/proxy/config-file.js';
+import type { QkdTlsSocket } from '../lib/transport/node.js';
 import {
   backend,
   CLI,
@@ -21,6 +22,7 @@ import {
   hashBack,
   KEY_HEX,
   listen,
+  onEndOrError,
   proxyPair,
   servicePorts,
   sleep,
@@ -158,6 +160,51 @@ t.test('half-close: the backend answers only after our end, and we still receive
     s.on('error', reject);
   });
   t.equal(answer, 'you said ping');
+});
+
+t.test('a slow application after its own end: the backend\'s last bytes and its end arrive, not a reset', async (t) => {
+  // Regression: the client proxy had ended its TLS side (the application's FIN), the application was not reading,
+  // and the last small records, close_notify and FIN arrived while its TLS socket held them unread: the TCP
+  // connection closed, the TLS socket was destroyed with the tail in it, and the application got a reset.
+  const sent = createHash('sha256');
+  let sentBytes = 0;
+  let heldBack = false;
+  let open: Set<{ tls: QkdTlsSocket | null }> = new Set();
+  const b = await backend(t, (s) => {
+    s.resume();
+    s.on('end', async () => {
+      // Small messages (each its own record, below the TLS socket's buffer limit) until the client proxy holds
+      // some unread because the application does not read; then the end.
+      for (let i = 0; i < 20_000 && !s.destroyed; i++) {
+        const tls = [...open][0]?.tls;
+        if (tls && tls.isPaused() && tls.readableLength > 0) {
+          heldBack = true;
+          break;
+        }
+        const m = randomBytes(1000);
+        sent.update(m);
+        sentBytes += m.length;
+        s.write(m);
+        await sleep(1);
+      }
+      s.end();
+    });
+  });
+  const pair = await proxyPair(t, b.port);
+  open = (pair.client as unknown as { open: typeof open }).open;
+  const app = net.connect({ host: '127.0.0.1', port: pair.port, allowHalfOpen: true }, () => app.end('request'));
+  app.pause();
+  const got = createHash('sha256');
+  let n = 0;
+  app.on('data', (d: Buffer) => (got.update(d), (n += d.length)));
+  const outcome = await new Promise<string>((resolve) => {
+    onEndOrError(app, () => resolve('end'), (e) => resolve(e.message));
+    void pair.serverLog.waitFor(() => true, 60_000).then(() => setTimeout(() => app.resume(), 200));
+  });
+  t.ok(heldBack, 'the application held the client proxy back');
+  t.same({ outcome, n, hash: got.digest('hex') }, { outcome: 'end', n: sentBytes, hash: sent.digest('hex') }, 'every byte, then a clean end');
+  const record = await pair.clientLog.waitFor(() => true);
+  t.equal(record.end, 'closed', 'client proxy: "closed"');
 });
 
 t.test('backpressure both ways: a reader that stops reading stalls the writer at the far end', async (t) => {

@@ -205,3 +205,30 @@ function closeServer(server: QkdTlsServer): Promise<void> {
     server.destroyAll();
   });
 }
+
+t.test('a reader that has not taken everything yet still gets the tail and its end when the peer closes after our end', async (tt) => {
+  // The client ends first; the server answers with less than a readable buffer's worth, then close_notify and
+  // FIN. The TCP socket then closes while the client's application has not read: the answer must wait for it.
+  const ANSWER = 1000;
+  const server = createServer({ psks: [psk] }, (s) => {
+    s.on('error', () => {});
+    s.resume();
+    s.on('end', () => s.end(Buffer.alloc(ANSWER, 7)));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => void server.close());
+  const c = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk] }, () => c.end('x'));
+  c.pause();
+  const errors: string[] = [];
+  c.on('error', (e) => errors.push(e.message));
+  await once(c.socket, 'close', { signal: AbortSignal.timeout(5000) });
+  let got = 0;
+  let ended = false;
+  c.on('data', (d: Buffer) => (got += d.length));
+  c.on('end', () => (ended = true));
+  c.resume();
+  await until(() => ended || c.destroyed, 5000, "the client's 'end' or its close");
+  await until(() => c.destroyed, 5000, 'the client socket to close after its end');
+  tt.same({ got, ended, errors }, { got: ANSWER, ended: true, errors: [] }, 'every byte, then the end');
+});

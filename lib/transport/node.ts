@@ -214,6 +214,8 @@ export class QkdTlsSocket extends Duplex {
   private finalCallback: ((e?: Error | null) => void) | null = null;
   /** Reading stopped until 'drain': what the peer made us send is not being read (see MAX_UNSENT_WHILE_READING). */
   private pausedForOutput = false;
+  /** The readable side has been ended (close_notify, or the socket's end without it): nothing more is pushed. */
+  private endPushed = false;
   /** Set by the server when PSKs are looked up asynchronously. */
   asyncPskResolver: AsyncPskResolver | undefined;
   /**
@@ -237,7 +239,12 @@ export class QkdTlsSocket extends Duplex {
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (e) => this.destroy(e));
     socket.on('close', () => {
-      if (!this.destroyed) this.destroy(this.secureDone ? undefined : new Error('connection closed before the TLS handshake completed'));
+      if (this.destroyed) return;
+      // The peer's stream ended and our own side is done, but the application has not read all of it yet:
+      // keep what is buffered, as a net.Socket does; 'end' follows once it is read, then autoDestroy.
+      // Destroyed now, the tail would be dropped and the stream would close without its 'end'.
+      if (this.secureDone && this.endPushed && this.readableLength > 0 && this.writableFinished) return;
+      this.destroy(this.secureDone ? undefined : new Error('connection closed before the TLS handshake completed'));
     });
     socket.on('drain', () => this.onDrain());
   }
@@ -461,6 +468,7 @@ export class QkdTlsSocket extends Duplex {
    * that only writes would keep every closed connection forever).
    */
   private endReadable(): void {
+    this.endPushed = true;
     this.push(null);
     this.read(0);
   }
