@@ -337,6 +337,48 @@ t.test('an application that resets while the proxy has not read all it sent: an 
   t.equal(client.length + server.length, 6);
 });
 
+t.test('an application that resets while the proxy still has bytes queued for it: the backend sees the reset, not a FIN', async (t) => {
+  // Regression: with bytes queued towards the application, the proxy took Node 20's false end of stream (a reset
+  // arriving while the proxy had not read all the application sent) as a FIN without asking the kernel, and
+  // passed close_notify on: the backend got a clean end of a truncated upload, then the reset came too late.
+  const backendSaw: string[] = [];
+  const b = await backend(t, (s) => {
+    let n = 0;
+    s.on('data', (d: Buffer) => (n += d.length));
+    onEndOrError(
+      s,
+      () => backendSaw.push(`FIN after ${n} bytes`),
+      (e) => backendSaw.push(`error ${(e as NodeJS.ErrnoException).code}`),
+    );
+    s.write(randomBytes(8 * 1024 * 1024)); // more than the loopback buffers hold: some stays queued in the client proxy
+  });
+  const pair = await proxyPair(t, b.port);
+  const open = (pair.client as unknown as { open: Set<{ accepted: net.Socket }> }).open;
+  for (let i = 0; i < 3; i++) {
+    const s = net.connect({ host: LOCAL, port: pair.port });
+    s.on('error', () => {});
+    await new Promise((resolve) => s.once('data', resolve));
+    s.pause();
+    let queued = false;
+    for (let j = 0; j < 500 && !queued; j++) {
+      await sleep(10);
+      queued = [...open].some((c) => c.accepted.writableLength > 0);
+    }
+    t.ok(queued, 'the client proxy has bytes queued for the application');
+    s.write(randomBytes(200_001));
+    s.resetAndDestroy();
+    await pair.clientLog.waitFor(() => pair.clientLog.records.length > i);
+    for (let j = 0; j < 500 && backendSaw.length <= i; j++) await sleep(20);
+  }
+  t.same(
+    backendSaw.filter((x) => !x.startsWith('error')),
+    [],
+    `the backend never got a clean end of the truncated uploads (${backendSaw.join(', ')})`,
+  );
+  await pair.serverLog.waitFor(() => pair.serverLog.records.length === 3);
+  for (const r of [...pair.clientLog.records, ...pair.serverLog.records]) t.equal(r.end, 'peer-aborted', `an abort on both proxies (${r.error})`);
+});
+
 t.test('wrong key, silent peer, garbage: handshake-failed with the reason, the proxy carries on', async (t) => {
   const b = await backend(t, echo);
   const wrongKey = { ...PSK, secret: Buffer.alloc(32, 9) };

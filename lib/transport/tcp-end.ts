@@ -18,15 +18,22 @@ import type * as net from 'node:net';
  *   socket's own 'error' reports the failed write;
  * - it fails with ECONNRESET when the reset came without a FIN: an abort, and `onReset` runs.
  * The probe is only made while nothing is queued for the socket: behind queued data it would wait for the
- * peer to read it, and a peer that closed its side without reading the rest would hold the end back
- * (a failing queued write reports a reset in that case anyway). Once our own side has ended the socket cannot
- * be written; the end is then taken as it is. Nothing runs for a socket already destroyed (whoever destroyed
- * it reported why).
+ * peer to read it, and a peer that closed its side without reading the rest would hold the end back. With data
+ * queued, the reset shows as the failure of that queued write instead, which libuv reports in the same poll as
+ * the false end of stream but after it ('end' runs on the ticks that follow the read): the end is taken one
+ * turn of the event loop later, unless that write failed meanwhile (taken at once, a truncated upload passed
+ * for a complete one). Once our own side has ended the socket cannot be written; the end is then taken as it
+ * is. Nothing runs for a socket already destroyed (whoever destroyed it reported why).
  */
 export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
   if (socket.writableEnded) return then();
   if (socket.destroyed) return;
-  if (socket.writableLength > 0) return then();
+  if (socket.writableLength > 0) {
+    setImmediate(() => {
+      if (!socket.destroyed) then();
+    });
+    return;
+  }
   socket.write(NO_BYTES, (e) => (e && (e as NodeJS.ErrnoException).code !== 'EPIPE' ? onReset(e) : then()));
 }
 
