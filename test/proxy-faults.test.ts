@@ -472,3 +472,24 @@ t.test('SIGTERM: stop accepting, let open connections finish, cut the rest at th
   t.equal(stuckEnd, 'ECONNRESET', 'the cut connection was reset');
   t.ok(lines.some((l) => l.event === 'stopped'), 'it says it stopped');
 });
+
+t.test('WebSocket service: close() also drops a connection that has not sent its upgrade request', async (t) => {
+  // Regression: the HTTP server stopped accepting but kept such a connection (until its header timeout, 60 s).
+  const { startProxy } = await import('../lib/proxy/proxy.js');
+  const p = await startProxy({
+    services: [{ name: 'ws', role: 'server', accept: { host: LOCAL, port: 0 }, connect: { host: LOCAL, port: 9 }, keys: staticKeys(), websocket: {} }],
+  });
+  t.teardown(() => p.close());
+  const s = net.connect({ host: LOCAL, port: p.services[0].address.port });
+  s.on('error', () => {});
+  t.teardown(() => s.destroy());
+  await new Promise((resolve) => s.once('connect', resolve));
+  s.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n'); // headers not finished yet
+  await sleep(50);
+  const closed = new Promise<boolean>((resolve) => {
+    s.once('close', () => resolve(true));
+    setTimeout(() => resolve(false), 5000);
+  });
+  await p.close();
+  t.ok(await closed, 'the connection was closed');
+});

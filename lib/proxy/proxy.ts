@@ -226,6 +226,7 @@ class ProxyEngine implements Proxy {
     }
     await this.whenIdle();
     if (this.drainTimer) clearTimeout(this.drainTimer);
+    for (const l of this.listeners) l.release();
   }
 
   close(): Promise<void> {
@@ -283,6 +284,7 @@ class Listener {
   private readonly tlsServer: QkdTlsServer | undefined;
   private active = 0;
   private closed = false;
+  private released = false;
 
   constructor(
     readonly engine: ProxyEngine,
@@ -335,6 +337,16 @@ class Listener {
     this.closed = true;
     if (this.server.listening) this.server.close();
     this.ws?.server.close(); // stop accepting; open WebSockets go on
+  }
+
+  /**
+   * Every proxied connection is over: with `websocket`, also drop the HTTP connections that never sent their
+   * upgrade request (close() above leaves them open; the HTTP server would keep them for its header timeout).
+   */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    void this.ws?.close();
   }
 
   /** `raw`: an accepted TCP socket, or (websocket) the bytes of an accepted WebSocket and its peer address. */
