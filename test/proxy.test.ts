@@ -207,6 +207,29 @@ t.test('a slow application after its own end: the backend\'s last bytes and its 
   t.equal(record.end, 'closed', 'client proxy: "closed"');
 });
 
+t.test('0-RTT into a server proxy that accepts it: more early data than a read buffer holds still completes the handshake', async (t) => {
+  // Regression: the TLS socket stopped reading when the unread 0-RTT data passed its buffer limit, before the
+  // client's Finished; the proxy reads only once the handshake is over, so it failed with a handshake timeout.
+  const { connect } = await import('../lib/transport/node.js');
+  const { PSK } = await import('./proxy-helpers.js');
+  const b = await backend(t, hashBack);
+  const pair = await proxyPair(t, b.port, { server: { tls: { maxEarlyDataSize: 1 << 20, handshakeTimeout: 5000 } } });
+  const early = randomBytes(100_000);
+  const rest = randomBytes(1000);
+  const result = await new Promise<{ status?: string; answer?: string; error?: string }>((resolve) => {
+    let status: string | undefined;
+    let answer = '';
+    const c = connect({ port: pair.serverPort, psks: [PSK], earlyData: early, handshakeTimeout: 5000 }, () => c.end(rest));
+    c.on('earlyData', (s: string) => (status = s));
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => (answer += d));
+    c.on('end', () => resolve({ status, answer }));
+    c.on('error', (e) => resolve({ status, error: e.message }));
+  });
+  const expected = `${early.length + rest.length} ${createHash('sha256').update(early).update(rest).digest('hex')}`;
+  t.same(result, { status: 'accepted', answer: expected }, 'the early data and the rest reached the backend, in order');
+});
+
 t.test('backpressure both ways: a reader that stops reading stalls the writer at the far end', async (t) => {
   const TOTAL = 64 * MiB;
   const STALL_LIMIT = 40 * MiB; // kernel socket buffers on three loopback hops, plus a little in each proxy

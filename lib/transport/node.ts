@@ -437,7 +437,10 @@ export class QkdTlsSocket extends Duplex {
           this.afterConnected();
           break;
         case 'data':
-          if (!this.push(Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength))) this.socket.pause();
+          // 0-RTT data is not a reason to stop reading: the client's Finished comes after it, and an application
+          // that reads once the handshake is over (the proxy does) would wait for it forever. Bounded by
+          // maxEarlyDataSize; the first data after the handshake pauses reading if it is still unread.
+          if (!this.push(Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength)) && !ev.early) this.socket.pause();
           break;
         case 'early-data':
           this.emit('earlyData', ev.status);
