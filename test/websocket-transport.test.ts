@@ -415,3 +415,32 @@ t.test('the command line: --max-connections caps connections not yet upgraded (s
     await cli.kill();
   }
 });
+
+t.test('the bridge: its connect timeout abandons the TCP connection attempt too', SUBTEST, async (t) => {
+  // Regression: resetAndDestroy() on a socket still connecting waits for the connection, so the attempt went on
+  // after the timeout (outside the connection cap, until the system gave up) and a late target got a reset.
+  // A target that never answers: a child process whose listener has a full backlog and never accepts.
+  const { spawn } = await import('node:child_process');
+  const child = spawn(
+    process.execPath,
+    ['-e', "const s=require('net').createServer().listen({port:0,host:'127.0.0.1',backlog:1},()=>{console.log(s.address().port);const e=Date.now()+10000;while(Date.now()<e);})"],
+    { stdio: ['ignore', 'pipe', 'ignore'] },
+  );
+  t.teardown(() => void child.kill('SIGKILL'));
+  const port = Number(await withTimeout(new Promise<string>((r) => child.stdout.once('data', (d: Buffer) => r(String(d).trim()))), 5000, 'the silent target'));
+  const fillers = Array.from({ length: 4 }, () => net.connect({ host: '127.0.0.1', port }).on('error', () => {}));
+  t.teardown(() => fillers.forEach((s) => s.destroy()));
+  await new Promise((r) => setTimeout(r, 200)); // the backlog fills: further connection attempts get no answer
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port }], connectTimeoutMs: 300, onConnection: (r) => records.push(r) });
+  t.teardown(() => bridge.close());
+  const before = new Set((process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles());
+  const ws = new WsClient(`ws://127.0.0.1:${bridge.address().port}/`);
+  ws.on('error', () => {});
+  await withTimeout(new Promise((r) => ws.on('close', r)), 5000, 'the WebSocket closed by the bridge');
+  t.match(records, [{ end: 'failed', message: /within 300 ms/ }]);
+  const connecting = (process as unknown as { _getActiveHandles(): unknown[] })
+    ._getActiveHandles()
+    .filter((h) => h instanceof net.Socket && h.connecting && !before.has(h) && !fillers.includes(h));
+  t.equal(connecting.length, 0, 'no TCP connection attempt left behind');
+});

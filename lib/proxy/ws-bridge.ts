@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import * as net from 'node:net';
+import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
 
 export interface BridgeTarget {
@@ -86,7 +87,9 @@ function relay(
     finished = true;
     clearTimeout(timer);
     if (end === 'failed') {
-      tcp.resetAndDestroy();
+      // Not resetAndDestroy() alone: while still connecting it waits for the connection (the connect timeout
+      // would not stop the attempt, and a late connection would be made only to be reset).
+      resetSocket(tcp);
       ws.destroy();
     }
     onConnection?.({ peer, target: targetName(target), bytesUp: up, bytesDown: down, end, ...(message ? { message } : {}) });
