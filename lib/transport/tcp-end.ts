@@ -22,13 +22,14 @@ import type * as net from 'node:net';
  * queued, the reset shows as the failure of that queued write instead, which libuv reports in the same poll as
  * the false end of stream but after it ('end' runs on the ticks that follow the read): the end is taken one
  * turn of the event loop later, unless that write failed meanwhile (taken at once, a truncated upload passed
- * for a complete one). Once our own side has ended the socket cannot be written; the end is then taken as it
- * is. Nothing runs for a socket already destroyed (whoever destroyed it reported why).
+ * for a complete one). Once our own side has ended the socket cannot be written: the end is taken the same way
+ * while what we sent before our end is still queued, and as it is once all of it is out. Nothing runs for a
+ * socket already destroyed (whoever destroyed it reported why).
  */
 export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (e: Error) => void): void {
-  if (socket.writableEnded) return then();
+  if (socket.writableFinished) return then();
   if (socket.destroyed) return;
-  if (socket.writableLength > 0) {
+  if (socket.writableEnded || socket.writableLength > 0) {
     setImmediate(() => {
       if (!socket.destroyed) then();
     });
