@@ -30,9 +30,17 @@ export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (
   if (socket.writableFinished) return then();
   if (socket.destroyed) return;
   if (socket.writableEnded || socket.writableLength > 0) {
-    setImmediate(() => {
-      if (!socket.destroyed) then();
-    });
+    // The queue may also be flushed meanwhile: 'finish' (our side ended) comes before the 'close' that follows
+    // it, and the end is clean then.
+    let settled = false;
+    const settle = (): void => {
+      if (settled) return;
+      settled = true;
+      socket.off('finish', settle);
+      if (!socket.errored && (!socket.destroyed || socket.writableFinished)) then();
+    };
+    socket.once('finish', settle);
+    setImmediate(settle);
     return;
   }
   socket.write(NO_BYTES, (e) => (e && (e as NodeJS.ErrnoException).code !== 'EPIPE' ? onReset(e) : then()));
