@@ -2,6 +2,7 @@
  * confirmNotReset (lib/transport/tcp-end.ts): how the proxy and `server --forward` tell a TCP peer that
  * finished from one that aborted, although Node 20 reports some resets as a plain end of stream.
  */
+import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import t from 'tap';
 import { confirmNotReset } from '../lib/transport/tcp-end.js';
@@ -89,7 +90,7 @@ t.test('a FIN followed by a reset (the peer closed for good, then refused what w
   t.equal(r.data, 'full response');
 });
 
-t.test('with data still queued for the peer, the end is taken at once (no wait for the peer to read it)', async (t) => {
+t.test('with data still queued for the peer, the end is taken without waiting for the peer to read it', async (t) => {
   const r = await verdict(
     (s) => {
       s.pause(); // never reads: what the client sends stays queued on its side
@@ -102,4 +103,39 @@ t.test('with data still queued for the peer, the end is taken at once (no wait f
   );
   t.equal(r.verdict, 'clean');
   t.equal(r.data, 'done');
+});
+
+/** A socket's write-side state, as confirmNotReset reads it, without a real connection. */
+function fakeSocket(state: { writableEnded: boolean; writableLength: number }) {
+  return Object.assign(new EventEmitter(), { writableFinished: false, destroyed: false, errored: null as Error | null, ...state });
+}
+const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+t.test('our side ended with bytes still queued: a reset reported meanwhile is not taken as the end; a flush is', async (t) => {
+  // Before, a socket whose own side had ended took the end of stream at once, queue or not: the proxy passed a
+  // reset on as close_notify (a clean FIN for a truncated upload) when the failing queued write came a moment later.
+  let verdicts: string[] = [];
+  const reset = fakeSocket({ writableEnded: true, writableLength: 1000 });
+  confirmNotReset(reset as unknown as net.Socket, () => verdicts.push('clean'), (e) => verdicts.push(`reset ${e.message}`));
+  t.same(verdicts, [], 'no verdict while the queued bytes may still fail');
+  Object.assign(reset, { errored: new Error('ECONNRESET'), destroyed: true }); // the queued write failed
+  await turn();
+  await turn();
+  t.same(verdicts, [], 'the failed write reports the reset (the socket\'s own error): no clean end');
+
+  verdicts = [];
+  const flushed = fakeSocket({ writableEnded: true, writableLength: 1000 });
+  confirmNotReset(flushed as unknown as net.Socket, () => verdicts.push('clean'), () => verdicts.push('reset'));
+  Object.assign(flushed, { writableFinished: true, writableLength: 0 });
+  flushed.emit('finish');
+  await turn();
+  await turn();
+  t.same(verdicts, ['clean'], 'the queue flushed: a clean end, once');
+
+  verdicts = [];
+  const waited = fakeSocket({ writableEnded: false, writableLength: 1000 });
+  confirmNotReset(waited as unknown as net.Socket, () => verdicts.push('clean'), () => verdicts.push('reset'));
+  await turn();
+  await turn();
+  t.same(verdicts, ['clean'], 'bytes queued, nothing failed within a turn of the event loop: a clean end');
 });
