@@ -10,6 +10,8 @@ import {
   type GroupName,
   groupByName,
   type KexMode,
+  MAX_ALPN_NAME_BYTES,
+  MAX_SERVER_NAME_BYTES,
   nobleProvider,
   SUITES,
   type SupportedSuiteName,
@@ -109,11 +111,11 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   }
   // RFC 7301 §3.1: ProtocolName<1..2^8-1>; RFC 6066 §3: HostName<1..2^16-1>, within a 16-bit extension.
   for (const name of list(str('alpn')) ?? []) {
-    if (utf8Length(name) > 255) throw new UsageError(`--alpn: a protocol name is at most 255 bytes ("${name.slice(0, 20)}..." has ${utf8Length(name)})`);
+    if (utf8Length(name) > MAX_ALPN_NAME_BYTES) throw new UsageError(`--alpn: a protocol name is at most ${MAX_ALPN_NAME_BYTES} bytes ("${name.slice(0, 20)}..." has ${utf8Length(name)})`);
   }
   const serverName = str('server-name');
-  if (serverName !== undefined && (serverName === '' || utf8Length(serverName) > 0xffff - 5)) {
-    throw new UsageError(`--server-name: from 1 to ${0xffff - 5} bytes`);
+  if (serverName !== undefined && (serverName === '' || utf8Length(serverName) > MAX_SERVER_NAME_BYTES)) {
+    throw new UsageError(`--server-name: from 1 to ${MAX_SERVER_NAME_BYTES} bytes`);
   }
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);

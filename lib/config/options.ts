@@ -123,6 +123,14 @@ export const DEFAULT_SERVER_GROUPS: readonly GroupName[] = [
   'ffdhe2048',
   'ffdhe3072',
 ];
+/** RFC 7301 §3.1: ProtocolName opaque<1..2^8-1>. */
+export const MAX_ALPN_NAME_BYTES = 255;
+/**
+ * RFC 6066 §3: the longest HostName whose server_name extension fits its 16-bit length (2 bytes of ServerNameList
+ * length, 1 of name type and 2 of HostName length before the name).
+ */
+export const MAX_SERVER_NAME_BYTES = 0xffff - 5;
+
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

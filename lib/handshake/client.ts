@@ -38,6 +38,7 @@ import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_CLIENT_KEX_MODES,
   DEFAULT_GROUPS,
+  MAX_SERVER_NAME_BYTES,
   type ClientOptions,
   type KexMode,
 } from '../config/options.js';
@@ -99,8 +100,8 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
   // RFC 6066 §3: HostName opaque<1..2^16-1> (and the whole ServerNameList fits its 16-bit length).
-  if (options.serverName !== undefined && !(options.serverName.length > 0 && utf8(options.serverName).length <= 0xfffc)) {
-    throw new TypeError('client: serverName must be 1 to 65532 bytes (RFC 6066 §3)');
+  if (options.serverName !== undefined && !(options.serverName.length > 0 && utf8(options.serverName).length <= MAX_SERVER_NAME_BYTES)) {
+    throw new TypeError(`client: serverName must be 1 to ${MAX_SERVER_NAME_BYTES} bytes (RFC 6066 §3)`);
   }
   // Our own copy, as write() queues one: the data is sent later (after an asynchronous key agreement) and sent
   // again after the handshake when the server rejects it (§4.2.10), and the caller may reuse its buffer meanwhile.

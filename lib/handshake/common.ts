@@ -15,7 +15,7 @@ import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
 import type { EarlyDataStatus, HandshakeInfo } from '../config/events.js';
-import { DEFAULT_SUITES, type CommonOptions, type KexMode } from '../config/options.js';
+import { DEFAULT_SUITES, MAX_ALPN_NAME_BYTES, type CommonOptions, type KexMode } from '../config/options.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import { identityText } from '../psk/identity-text.js';
 
@@ -242,7 +242,7 @@ export function resolveCommonOptions(
   // RFC 7301 §3.1: ProtocolName opaque<1..2^8-1>, "Empty strings MUST NOT be included".
   for (const p of options.alpn ?? []) {
     const n = typeof p === 'string' ? utf8(p).length : 0;
-    if (n < 1 || n > 255) throw new TypeError(`${side}: an ALPN protocol name must be 1 to 255 bytes (RFC 7301 §3.1), got ${n}`);
+    if (n < 1 || n > MAX_ALPN_NAME_BYTES) throw new TypeError(`${side}: an ALPN protocol name must be 1 to ${MAX_ALPN_NAME_BYTES} bytes (RFC 7301 §3.1), got ${n}`);
   }
   const groups = options.groups ?? defaultGroups;
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
