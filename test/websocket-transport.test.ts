@@ -444,3 +444,42 @@ t.test('the bridge: its connect timeout abandons the TCP connection attempt too'
     .filter((h) => h instanceof net.Socket && h.connecting && !before.has(h) && !fillers.includes(h));
   t.equal(connecting.length, 0, 'no TCP connection attempt left behind');
 });
+
+t.test('the listener: a text message is refused with 1003 (unsupported data), none of it reaches TLS, and the listener goes on serving', SUBTEST, async (t) => {
+  const streams: { got: Buffer[]; error?: Error; closed: Promise<void> }[] = [];
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
+    const s: (typeof streams)[number] = { got: [], closed: new Promise((r) => stream.once('close', () => r())) };
+    streams.push(s);
+    stream.on('error', (e: Error) => (s.error = e));
+    // An echo: what the stream delivers comes back as a binary message, so a delivered text message shows at once.
+    stream.on('data', (b: Buffer) => {
+      s.got.push(b);
+      stream.write(b);
+    });
+  });
+  t.teardown(() => l.close());
+  const url = `ws://127.0.0.1:${l.address().port}/`;
+
+  const { ws } = await open(url);
+  const answer = withTimeout(
+    new Promise<{ message?: Buffer; close?: number }>((resolve) => {
+      ws!.once('message', (m: Buffer) => resolve({ message: m }));
+      ws!.once('close', (code: number) => resolve({ close: code }));
+    }),
+    WAIT,
+    'an answer to the text message',
+  );
+  ws!.send('\x16\x03\x03 not a TLS record'); // a text frame
+  ws!.send(Buffer.from([0x16, 0x03, 0x03])); // and a binary one after it, on a WebSocket that is closing
+  if (!t.same(await answer, { close: 1003 }, 'the server closes the WebSocket with 1003, echoing nothing')) return;
+  await withTimeout(streams[0]!.closed, WAIT, 'the server side stream to close');
+  t.same(streams[0]!.got, [], 'nothing of the text message (nor of what followed) was delivered');
+  t.match(streams[0]!.error, { message: /text message arrived where TLS records \(binary\) were expected/ }, 'the stream ends with an error that says why');
+
+  const { ws: ws2 } = await open(url);
+  const back = receive(ws2!, 5);
+  ws2!.send(Buffer.from('hello'));
+  t.equal((await back).toString(), 'hello', 'the listener goes on serving another connection');
+  ws2!.close(1000);
+  await closed(ws2!);
+});

@@ -99,8 +99,8 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
         if (readEnded) return;
         if (typeof e.data === 'string') {
           readEnded = true;
-          c.error(new Error('WebSocket: a text message arrived where TLS records (binary) were expected'));
-          ws.close(1003, 'binary messages only');
+          c.error(new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
+          ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
           return;
         }
         c.enqueue(new Uint8Array(e.data as ArrayBuffer));
@@ -152,6 +152,17 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
  */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 
+/**
+ * How a text message is refused, by this transport and by the Node listener (lib/transport/ws-server.ts) alike:
+ * TLS records travel in binary messages only, so text is data the endpoint cannot accept; the WebSocket is
+ * closed with 1003 (RFC 6455 §7.4.1, unsupported data) and none of the message is passed to TLS.
+ */
+export const TEXT_MESSAGE_REFUSED = {
+  code: 1003,
+  reason: 'binary messages only',
+  message: 'a text message arrived where TLS records (binary) were expected',
+} as const;
+
 /** WebSocket.readyState values (HTML standard), spelled out: a WebSocket from a library (e.g. `ws` in Node 20) works without a global. */
 const CONNECTING = 0;
 const OPEN = 1;
@@ -202,7 +213,7 @@ async function openWebSocketStream(
   const bytes = opened.readable.pipeThrough(
     new TransformStream<ArrayBuffer | string, Uint8Array>({
       transform(chunk, c) {
-        if (typeof chunk === 'string') c.error(new Error('WebSocketStream: a text message arrived where TLS records (binary) were expected'));
+        if (typeof chunk === 'string') c.error(new Error(`WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
         else c.enqueue(new Uint8Array(chunk));
       },
     }),

@@ -14,6 +14,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
+import { TEXT_MESSAGE_REFUSED } from './websocket.js';
 
 export interface WebSocketListenOptions {
   readonly host: string;
@@ -106,6 +107,7 @@ export async function listenWebSocket(
     const close = ws.close.bind(ws);
     ws.close = (code?: number, reason?: string | Buffer) => close(code ?? 1000, reason);
     const stream = createWebSocketStream(ws, { allowHalfOpen: true });
+    refuseTextMessages(ws);
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
     const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
@@ -129,6 +131,33 @@ export async function listenWebSocket(
         http.closeAllConnections();
       }),
   };
+}
+
+/**
+ * TLS records travel in binary messages: a text message is refused as the client transport refuses it
+ * (TEXT_MESSAGE_REFUSED: close with 1003, RFC 6455 §7.4.1), and neither it nor anything after it reaches the
+ * stream. `createWebSocketStream` pushes every message, text or binary, so its 'message' listener is put behind
+ * a filter. The refusal takes the path `ws` takes for its own protocol errors (e.g. 1009): close with the code,
+ * then 'error' on the WebSocket, on which the stream is destroyed with that error once the close handshake is
+ * done (not at once, which would cut the Close frame off).
+ */
+function refuseTextMessages(ws: WebSocket): void {
+  const deliver = ws.listeners('message') as ((data: Buffer, isBinary: boolean) => void)[];
+  ws.removeAllListeners('message');
+  // createWebSocketStream listens for one 'error' only; a later one (say from the peer's next frame) must not
+  // be an uncaught exception.
+  ws.on('error', () => {});
+  let refused = false;
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (refused) return;
+    if (isBinary) {
+      for (const f of deliver) f.call(ws, data, isBinary);
+      return;
+    }
+    refused = true;
+    ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
+    ws.emit('error', new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
+  });
 }
 
 /**
