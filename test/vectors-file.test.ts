@@ -5,7 +5,7 @@
  * lack the colon before their values. The draft-style text is built here from the RFC text, as the drafts
  * differ from it. A corrupted byte in a value makes the check of that value fail.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -135,4 +135,19 @@ t.test('CLI: without --file the committed JSON is replayed, as before', async (t
   const plain = spawnQkdTls(tt, ['vectors', '--json']);
   tt.equal((await plain.waitExit(WAIT)).code, 0);
   tt.equal(jsonEvents(plain.stdout).find((e) => e.event === 'summary')?.source, 'vectors/rfc8448.json');
+});
+
+t.test('CLI: vectors --file with something endless or too large is a usage error naming the file and the bound, not a read without end', async (tt) => {
+  // /dev/zero never ends: it was read until memory ran out. (The timeout only keeps a hang from stalling the test.)
+  const endless = spawnQkdTls(tt, ['vectors', '--file', '/dev/zero']);
+  tt.equal((await endless.waitExit(WAIT)).code, 2, 'exit code 2');
+  tt.match(endless.stderr, /^qkd-tls vectors: --file \/dev\/zero is larger than 67108864 bytes \(64 MiB\), the most that is read\n$/);
+  tt.notMatch(endless.stderr, /\n\s+at /, 'no stack trace');
+  // A regular file over the bound (sparse: no disk used) is refused by its size, before it is read.
+  const path = await tempFile(tt, 'huge.txt', '');
+  await truncate(path, 64 * 1024 * 1024 + 1);
+  const huge = spawnQkdTls(tt, ['vectors', '--file', path]);
+  tt.equal((await huge.waitExit(WAIT)).code, 2, 'exit code 2');
+  tt.match(huge.stderr, `--file ${path} is larger than 67108864 bytes (64 MiB)`);
+  tt.notMatch(huge.stderr, /\n\s+at /, 'no stack trace');
 });

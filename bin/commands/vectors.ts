@@ -3,13 +3,19 @@
  * codecs and record layer (vectors/replay.ts) and prints one PASS/FAIL row per recomputed value.
  * Exit code 0 only when every check passes.
  */
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { type CryptoProvider, nobleProvider } from 'qkd-tls';
 import { nodeProvider } from 'qkd-tls/node';
 import { extractRfc8448, Rfc8448FormatError } from '../../vectors/extract-rfc8448.js';
 import { countBySection, runRfc8448Checks, type Check } from '../../vectors/replay.js';
 import type { Rfc8448 } from '../../vectors/rfc8448.js';
+import { FileTooLargeError, readFileBounded } from '../cli/bounded-file.js';
+
+/**
+ * The most --file reads. The text of RFC 8448 is 160 KB, its drafts alike; the bound is far above any trace
+ * text, and keeps a path to something endless (/dev/zero, a pipe) from being read forever.
+ */
+export const MAX_VECTORS_FILE_BYTES = 64 * 1024 * 1024;
 
 export const HELP = `usage: qkd-tls vectors [--file PATH] [--json] [--provider noble|node]
 
@@ -22,7 +28,8 @@ qkd-tls (vectors/rfc8448.json, extracted from the RFC); --file replays any text 
 options:
   --file PATH       replay the traces in PATH: the text of RFC 8448 or of one of its Internet-Draft versions
                     (draft-ietf-tls-tls13-vectors), or any trace text laid out the same way (sections 3 to 7,
-                    "{client}"/"{server}" steps, labelled hex values with their octet counts)
+                    "{client}"/"{server}" steps, labelled hex values with their octet counts), of at most
+                    ${MAX_VECTORS_FILE_BYTES / (1024 * 1024)} MiB
   --provider NAME   the cryptography backend: noble (pure JavaScript, the default) or node (node:crypto)
   --json            one JSON object per check, then a summary object
   -h, --help        this help
@@ -64,8 +71,12 @@ export async function run(argv: string[]): Promise<number> {
   if (values.file !== undefined) {
     let text: string;
     try {
-      text = readFileSync(values.file, 'utf8');
+      text = readFileBounded(values.file, MAX_VECTORS_FILE_BYTES).toString('utf8');
     } catch (e) {
+      if (e instanceof FileTooLargeError) {
+        process.stderr.write(`qkd-tls vectors: --file ${e.message}\n`);
+        return 2;
+      }
       process.stderr.write(`qkd-tls vectors: cannot read ${values.file}: ${(e as Error).message}\n`);
       return 2;
     }

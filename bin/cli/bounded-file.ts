@@ -1,0 +1,47 @@
+/**
+ * Reading a file named on the command line with a bound on its size: a path to something endless (/dev/zero,
+ * /dev/urandom, a pipe that keeps writing) must end in an error, not in a read that grows memory without end.
+ * A regular file is judged by its size before a byte is read; anything else is read until its end or until
+ * one byte past the bound.
+ */
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+
+/** The file holds more than the bound (`limit` bytes). */
+export class FileTooLargeError extends Error {
+  constructor(
+    readonly path: string,
+    readonly limit: number,
+  ) {
+    super(`${path} is larger than ${limit} bytes (${describeBytes(limit)}), the most that is read`);
+    this.name = 'FileTooLargeError';
+  }
+}
+
+const CHUNK_BYTES = 64 * 1024;
+
+/** The bytes of `path`, at most `limit` of them; FileTooLargeError beyond; the fs errors (ENOENT, EISDIR, ...) as they are. */
+export function readFileBounded(path: string, limit: number): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const stat = fstatSync(fd);
+    if (stat.isFile() && stat.size > limit) throw new FileTooLargeError(path, limit);
+    const chunks: Buffer[] = [];
+    let total = 0;
+    for (;;) {
+      // One byte past the bound is enough to know it is passed.
+      const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, limit + 1 - total));
+      const n = readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
+      chunks.push(chunk.subarray(0, n));
+      total += n;
+      if (total > limit) throw new FileTooLargeError(path, limit);
+    }
+    return Buffer.concat(chunks, total);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function describeBytes(n: number): string {
+  return n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
+}
