@@ -86,6 +86,25 @@ t.test('key files', async (t) => {
   t.throws(() => fileKeySource(join(dir, 'missing.txt')), /cannot read the key file/);
 });
 
+t.test('key files: a line that gives its hash or its priority twice is refused, not read as its last one', async (t) => {
+  // Which one was meant cannot be told; the error names the line and the fields by position (not quoted: a
+  // field of digits may be half of a key with a stray space).
+  t.throws(() => parseKeyFile('a 00\nb 01 SHA-256 SHA-384\n', 'k.txt'), /^k\.txt, line 2: fields 3 and 4 are both a hash \(SHA-256, SHA-384\); a line gives at most one$/);
+  t.throws(() => parseKeyFile('a 00 SHA-384 SHA-384\n', 'k.txt'), /line 1: fields 3 and 4 are both a hash/, 'the same hash twice too');
+  t.throws(() => parseKeyFile('a 00 1 2\n', 'k.txt'), /^k\.txt, line 1: fields 3 and 4 are both a priority; a line gives at most one$/);
+  t.throws(() => parseKeyFile('a 00 7 7\n', 'k.txt'), /line 1: fields 3 and 4 are both a priority/, 'the same priority twice too');
+  // The identity and the key are the first two fields by position; an identity on two lines is refused already.
+  t.throws(() => parseKeyFile('a 00\na 01\n', 'k.txt'), /line 2: identity 'a' appears twice/);
+  // One of each, in either order, is fine.
+  t.same(
+    parseKeyFile('a 00 SHA-384 2\nb 01 5 SHA-384\n', 'k.txt').map((k) => [k.hash, k.priority]),
+    [
+      ['SHA-384', 2],
+      ['SHA-384', 5],
+    ],
+  );
+});
+
 t.test('key ID identities', async (t) => {
   const id = '550e8400-e29b-41d4-a716-446655440000';
   t.equal(fromUtf8(encodeKeyIdIdentity({ keyId: id })), id);

@@ -9,7 +9,7 @@
  *
  * Fields are separated by spaces or tabs; the identity is text without spaces (as the PSK identity, or with the
  * importer as the external identity); the hash is SHA-256 (default) or SHA-384; the priority is a whole number,
- * lower offered first (default 0). Blank lines and lines starting with # are skipped. The file should be
+ * lower offered first (default 0); each at most once on a line. Blank lines and lines starting with # are skipped. The file should be
  * readable by its owner only.
  *
  * Node-only (reads the file).
@@ -34,13 +34,18 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
       const [identity, hex, ...rest] = fields;
       if (seen.has(identity)) throw new Error(`${where}: identity '${identity}' appears twice`);
       seen.add(identity);
-      let hash: HashName = 'SHA-256';
-      let priority = 0;
+      let hash: HashName | undefined;
+      let priority: number | undefined;
+      // Fields are named by position, never quoted: one may be the second half of a key with a stray space.
       for (const [i, f] of rest.entries()) {
-        if (f === 'SHA-256' || f === 'SHA-384') hash = f;
-        else if (/^\d{1,9}$/.test(f)) priority = Number(f);
-        // The field is not quoted: it may be the second half of a key with a stray space.
-        else throw new Error(`${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
+        if (f === 'SHA-256' || f === 'SHA-384') {
+          // Twice on one line is ambiguous (which was meant?): refused, not settled by taking the last.
+          if (hash !== undefined) throw new Error(`${where}: fields 3 and 4 are both a hash (SHA-256, SHA-384); a line gives at most one`);
+          hash = f;
+        } else if (/^\d{1,9}$/.test(f)) {
+          if (priority !== undefined) throw new Error(`${where}: fields 3 and 4 are both a priority; a line gives at most one`);
+          priority = Number(f);
+        } else throw new Error(`${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
       }
       let secret: Uint8Array;
       try {
@@ -51,7 +56,7 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
       if (secret.length === 0) throw new Error(`${where}: the key is empty`);
       const id = utf8(identity);
       if (id.length > 0xffff) throw new Error(`${where}: the identity is longer than 65535 bytes`);
-      keys.push({ identity: id, secret, hash, priority, label: identity });
+      keys.push({ identity: id, secret, hash: hash ?? 'SHA-256', priority: priority ?? 0, label: identity });
     });
   } catch (e) {
     for (const k of keys) wipe(k.secret);
