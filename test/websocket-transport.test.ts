@@ -1,7 +1,7 @@
 /**
  * The WebSocket pieces in Node, without a browser: the TLS-over-WebSocket listener's limits (Origin
  * allow-list, message size, plain HTTP refused, a connection cap that counts connections not yet upgraded,
- * also through the command line), the bridge's allow-list and its relaying with each direction ending on its
+ * also through the command line, text messages refused), the bridge's allow-list and its relaying with each direction ending on its
  * own, and the runtime-neutral WebSocket transport (qkd-tls/websocket) driven by the `ws` package's client: a
  * full handshake and echo against qkd-tls over WebSocket, and a text message refused.
  */

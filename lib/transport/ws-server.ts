@@ -8,7 +8,7 @@
  * Origin not in the list is refused with 403 before the upgrade), the number of open connections, upgraded
  * or not (`maxConnections`), the time a connection may take to send its upgrade request (10 s for the
  * headers, 15 s for the request), and backpressure (a WebSocket is paused while what it delivered has not
- * been consumed).
+ * been consumed). A text message is refused (closed with 1003, as the client transport does), never passed on.
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
