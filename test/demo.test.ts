@@ -51,4 +51,6 @@ t.test('demo options', async (t) => {
   const help = await demo(['--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /usage: qkd-tls demo/);
+  // The default the help states is the number the demo runs without --handshakes (four, tested above).
+  t.match(help.stdout, /--handshakes N +how many handshakes to run \(default 4\b/, '--help states the default, 4');
 });

@@ -38,7 +38,7 @@ Runs model 1 of QKD-TLS end to end on this machine and explains each step: a sim
 key managers (ETSI GS QKD 014), a TLS 1.3 server and a client that each fetch the same quantum keys from
 their own key manager, a few handshakes with an echo, and a replayed key being refused. Exits 0 on success.
 
-  --handshakes N   how many handshakes to run (default 3, at most 20)
+  --handshakes N   how many handshakes to run (default 4, one with each setting; more repeat them; at most 20)
   --network        instead: TLS across a simulated QKD network of four nodes (three hops, a detour), an
                    eavesdropper that raises a link's QBER, rerouting, and failing closed without a route
   --svg FILE       (with --network) write a picture of the network at the end to FILE`;
