@@ -29,7 +29,7 @@ Benchmarks qkd-tls against Node's own TLS (node:tls, OpenSSL) in the same run, o
 and prints each figure with its ratio (qkd-tls / reference) and which performance targets this run met.
 
 options:
-  --quick             a shorter run (under a minute)
+  --quick             a shorter run (about a minute)
   --size NAME         full (default), quick or tiny (a smoke test; figures are meaningless)
   --provider NAME     qkd-tls crypto provider: node (native), noble (pure JavaScript) or both (default)
   --only LIST         only these sections, comma-separated: ${SECTIONS.join(', ')}
