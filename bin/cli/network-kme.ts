@@ -56,7 +56,7 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
       if (!/^\d+(\.\d+)?$/.test(v['time-scale']) || !(timeScale > 0) || timeScale > 10_000) throw new UsageError(`--time-scale wants a positive number up to 10000, got '${v['time-scale']}'`);
     }
     return { topology: v.topology, host: m[1] ?? m[2], port: Number(m[3]), timeScale };
-  });
+  }, 'kme --topology FILE');
   if ('exit' in cli) return cli.exit;
   const { values, plan } = cli;
   const json = values.json!;

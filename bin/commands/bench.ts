@@ -15,6 +15,7 @@ import { SIZES, type BenchSizes, type ProviderName } from '../../bench/common.js
 import { formatMarkdown, formatTable } from '../../bench/report.js';
 import { runBench, SECTIONS, type Section } from '../../bench/run.js';
 import { formatRuntimes, formatRuntimesMarkdown, replaceRuntimesSection, RUNTIMES, runRuntimes, runtimesSection, type RuntimeName } from '../../bench/runtimes.js';
+import { usageError } from '../cli/command.js';
 
 export const HELP = `usage: qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only LIST] [--out DIR]
        qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST] [--out DIR]
@@ -151,6 +152,5 @@ async function runtimesCommand(values: { quick?: boolean; json?: boolean; size?:
 }
 
 function usage(message: string): number {
-  process.stderr.write(`qkd-tls bench: ${message}\n\n${HELP}\n`);
-  return 2;
+  return usageError('bench', message);
 }

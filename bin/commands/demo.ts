@@ -29,6 +29,7 @@ import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node
 import { closeDemoParts } from '../cli/demo-close.js';
 import { echoOnce } from '../cli/echo-once.js';
 import { NetworkDemo } from '../cli/network-demo.js';
+import { usageError } from '../cli/command.js';
 
 const HELP = `usage: qkd-tls demo [--handshakes N]
        qkd-tls demo --network [--svg FILE]
@@ -98,8 +99,7 @@ export async function run(argv: string[]): Promise<number> {
       if (!Number.isInteger(count) || count < 1 || count > 20) throw new Error('--handshakes must be a whole number from 1 to 20');
     }
   } catch (e) {
-    process.stderr.write(`qkd-tls demo: ${(e as Error).message}\n\n${HELP}\n`);
-    return 2;
+    return usageError('demo', (e as Error).message);
   }
   const demo = network ? new NetworkDemo(network) : new Demo(count);
   let timer: NodeJS.Timeout | undefined;

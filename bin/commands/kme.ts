@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { etsi014Path } from 'qkd-tls/qkd';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
-import { untilStopSignal } from '../cli/command.js';
+import { untilStopSignal, usageError } from '../cli/command.js';
 import { runNetworkKme } from '../cli/network-kme.js';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
@@ -56,8 +56,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     parsed = parseKmeArgs(argv);
   } catch (e) {
-    process.stderr.write(`qkd-tls kme: ${(e as Error).message}\n\n${HELP}\n`);
-    return 2;
+    return usageError('kme', (e as Error).message);
   }
   if (parsed.help) {
     process.stdout.write(HELP + '\n');

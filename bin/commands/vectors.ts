@@ -9,6 +9,7 @@ import { nodeProvider } from 'qkd-tls/node';
 import { extractRfc8448, Rfc8448FormatError } from '../../vectors/extract-rfc8448.js';
 import { countBySection, runRfc8448Checks, type Check } from '../../vectors/replay.js';
 import type { Rfc8448 } from '../../vectors/rfc8448.js';
+import { usageError } from '../cli/command.js';
 import { FileTooLargeError, readFileBounded } from '../cli/bounded-file.js';
 
 /**
@@ -53,8 +54,7 @@ export async function run(argv: string[]): Promise<number> {
       allowPositionals: false,
     }));
   } catch (e) {
-    process.stderr.write(`qkd-tls vectors: ${(e as Error).message}\n\n${HELP}\n`);
-    return 2;
+    return usageError('vectors', (e as Error).message);
   }
   if (values.help) {
     process.stdout.write(HELP + '\n');
