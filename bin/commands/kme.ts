@@ -161,7 +161,7 @@ function describe(kme: KmeSimulator, o: KmeSimulatorOptions): string[] {
   if (kme.insecureHttp) {
     lines.push(`  plain HTTP on loopback: callers name their SAE in the X-SAE-ID header`);
   } else if (c) {
-    lines.push(`  mutual TLS: certificates in ${o.certsDir}${kme.createdFiles.length ? ` (${kme.createdFiles.length} file(s) created)` : ''}`);
+    lines.push(`  mutual TLS: certificates in ${o.certsDir}${kme.createdFiles.length ? ` (${kme.createdFiles.length} certificate(s) created, each with its key)` : ''}`);
     const mc = c.saes[m.saeId];
     const sc = c.saes[s.saeId];
     lines.push(`      CA ${c.caFile}`, `      ${m.saeId}: ${mc.certFile} ${mc.keyFile}`, `      ${s.saeId}: ${sc.certFile} ${sc.keyFile}`);
