@@ -63,8 +63,8 @@ export const KEY_SOURCE_HELP = `Key source (one of):
     --sae-id ID              this endpoint's SAE ID at its KME
     --peer-sae-id ID         the other endpoint's SAE ID (a server may repeat it to accept several clients)
     --kme-ca F --kme-cert F --kme-key F
-                             mutual TLS with the KME: its CA, this SAE's certificate and key (PEM files);
-                             without them only a plain-HTTP KME on loopback (a simulator) is accepted
+                             mutual TLS with an https:// KME: its CA (default: the system's), this SAE's
+                             certificate and key (PEM files); plain http:// only to a loopback KME (a simulator)
     --kme-timeout MS         give up on a KME request after MS ms, retries included (default 5000)
     --kme-pool N             (client) keep N keys fetched ahead of time (default 0: fetch per connection)
     --key-lifetime MS        (client) wipe a pooled key not used within MS ms (default 60000)
