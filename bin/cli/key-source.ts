@@ -247,7 +247,7 @@ function kmeKeySource(
       return o.psks;
     },
     server: resolver,
-    description: `QKD keys from ${client.baseUrl.origin + client.baseUrl.pathname.replace(/\/+$/, '')} (SAE ${saeId}, peer ${peers.join(', ')})${importOptions ? ', imported (RFC 9258)' : ''}`,
+    description: `QKD keys from ${client.location} (SAE ${saeId}, peer ${peers.join(', ')})${importOptions ? ', imported (RFC 9258)' : ''}`,
     release(psks) {
       leases.get(psks)?.release();
       leases.delete(psks);

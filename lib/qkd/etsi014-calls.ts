@@ -74,6 +74,8 @@ export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
 
 export abstract class Etsi014ClientBase {
   readonly baseUrl: URL;
+  /** The KME as its base URL names it, path included (a KME of the network simulator is `http://H:P/NODE`): for messages. */
+  readonly location: string;
   protected readonly secure: boolean;
   private readonly saeId: string | undefined;
   private readonly opts: Required<Pick<Etsi014CommonOptions, 'timeoutMs' | 'retries' | 'retryDelayMs' | 'maxRetryDelayMs' | 'random'>>;
@@ -84,6 +86,7 @@ export abstract class Etsi014ClientBase {
     options: Etsi014CommonOptions,
   ) {
     this.baseUrl = new URL(options.baseUrl);
+    this.location = this.baseUrl.origin + this.baseUrl.pathname.replace(/\/+$/, '');
     this.secure = this.baseUrl.protocol === 'https:';
     if (!this.secure && this.baseUrl.protocol !== 'http:') throw new TypeError(`${name}: baseUrl must be https: (got ${this.baseUrl.protocol})`);
     if (!this.secure && !isLoopbackHost(this.baseUrl.hostname)) {

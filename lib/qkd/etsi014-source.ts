@@ -144,7 +144,7 @@ export class Etsi014ClientSource implements ClientKeySource {
       hash: options.hash ?? 'SHA-256',
       now: options.now ?? Date.now,
     };
-    this.description = `QKD keys from ${kmeLocation(options.client.baseUrl)} (ETSI 014 enc_keys, peer SAE ${options.peerSaeId})`;
+    this.description = `QKD keys from ${options.client.location} (ETSI 014 enc_keys, peer SAE ${options.peerSaeId})`;
     this.sweeper = setInterval(() => this.sweep(), Math.min(lifetime, 5_000));
     this.sweeper.unref?.();
   }
@@ -350,7 +350,7 @@ export class Etsi014ServerSource implements ServerKeySource {
     this.cacheSize = options.replayCacheSize ?? 100_000;
     if (!Number.isInteger(this.maxLookups) || this.maxLookups < 1) throw new RangeError('Etsi014ServerSource: maxLookups must be a positive integer');
     if (!Number.isInteger(this.cacheSize) || this.cacheSize < 1) throw new RangeError('Etsi014ServerSource: replayCacheSize must be a positive integer');
-    this.description = `QKD keys from ${kmeLocation(options.client.baseUrl)} (ETSI 014 dec_keys, peer SAE ${options.peerSaeIds.join(', ')})`;
+    this.description = `QKD keys from ${options.client.location} (ETSI 014 dec_keys, peer SAE ${options.peerSaeIds.join(', ')})`;
   }
 
   /** How many used key IDs are remembered. */
@@ -472,9 +472,4 @@ export function releaseAfter(ms: number): ((lease: PskLease) => void) & { releas
 function abortError(signal: AbortSignal): Error {
   const r: unknown = signal.reason;
   return r instanceof Error ? r : new Error('the key request was aborted');
-}
-
-/** The KME as its base URL names it, path included (a KME of the network simulator is `http://H:P/NODE`). */
-function kmeLocation(url: URL): string {
-  return url.origin + url.pathname.replace(/\/+$/, '');
 }
