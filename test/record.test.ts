@@ -285,7 +285,7 @@ t.test('HandshakeJoiner: several messages in one record, one message across reco
   t.notOk(partial.isEmpty, 'a partial message is pending');
   expectAlert(t, () => new HandshakeJoiner().push(new Uint8Array(0)), 'unexpected_message', 'a zero-length handshake fragment');
   const huge = new HandshakeJoiner();
-  huge.push(Uint8Array.of(20, (MAX_HANDSHAKE_MESSAGE + 1) >> 16, 0, 1));
+  huge.push(Uint8Array.of(20, (MAX_HANDSHAKE_MESSAGE + 1) >> 16, ((MAX_HANDSHAKE_MESSAGE + 1) >> 8) & 0xff, (MAX_HANDSHAKE_MESSAGE + 1) & 0xff));
   expectAlert(t, () => huge.next(), 'decode_error', 'a message longer than the limit');
   t.same([...fragments(new Uint8Array(0), 10)], [], 'no fragments of nothing');
   t.same([...fragments(new Uint8Array(25), 10)].map((f) => f.length), [10, 10, 5]);

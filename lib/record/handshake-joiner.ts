@@ -13,8 +13,14 @@ export interface HandshakeMessageBytes {
   readonly raw: Uint8Array;
 }
 
-/** Handshake messages larger than this are refused (no external-PSK message comes near it). */
-export const MAX_HANDSHAKE_MESSAGE = 1 << 16;
+/**
+ * Handshake messages larger than this are refused. The largest that an external-PSK handshake sends is a
+ * ClientHello whose extensions fill their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>, e.g. a
+ * server_name near MAX_SERVER_NAME_BYTES): 2^16 - 1 bytes of them after the fixed fields (version, random,
+ * legacy_session_id, compression: 71 bytes) and the cipher suites, so 2^16 alone left no room for those. 1 KiB
+ * more takes such a ClientHello with up to about 470 cipher suites.
+ */
+export const MAX_HANDSHAKE_MESSAGE = (1 << 16) + 1024;
 
 /**
  * The handshake messages that immediately precede a key change (RFC 8446 §5.1), by type: ClientHello and
