@@ -1,17 +1,35 @@
 /**
- * A ClientHello whose extensions fill their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>), with a
- * serverName as long as fits: our own server takes it (a handshake message over 2^16 bytes of body).
+ * A ClientHello whose extensions would not fit their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>):
+ * serverName near MAX_SERVER_NAME_BYTES, long PSK identities, many ALPN names, alone or together. Each is a
+ * TypeError naming the options when the connection is made (never the codec Writer's RangeError, never a byte
+ * sent); the longest serverName that fits still completes a handshake with our own server.
  */
 import t from 'tap';
-import { concat } from '../lib/codec/bytes.js';
+import { concat, utf8 } from '../lib/codec/bytes.js';
 import { Reader } from '../lib/codec/reader.js';
 import { MAX_SERVER_NAME_BYTES, type ClientOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
+import type { Extension } from '../lib/messages/extensions.js';
 import { decodeClientHello } from '../lib/messages/hello.js';
-import { handshake, makePsk } from './helpers/pair.js';
+import type { Psk } from '../lib/psk/types.js';
+import { withWebCryptoKeyShares } from '../lib/crypto/webcrypto.js';
+import { settle } from './helpers/key-agreement.js';
+import { handshake, makePsk, Pair } from './helpers/pair.js';
 
 const crypto = nobleProvider;
+const TOO_LONG = /^client: serverName, ALPN names and PSK identities together make the ClientHello's extensions longer than 65535 bytes/;
+
+/** What Connection.client does with these options: the error it throws (and what it would have sent: nothing). */
+function clientError(options: Omit<ClientOptions, 'crypto'>): unknown {
+  try {
+    Connection.client({ crypto, ...options });
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
 /** The length of the extensions block of the first ClientHello these options make. */
 function extensionsLength(options: Omit<ClientOptions, 'crypto'>): number {
   const c = Connection.client({ crypto, ...options });
@@ -37,7 +55,7 @@ const psk = makePsk('client1');
 /** One group: no HelloRetryRequest can ask for a larger key share than the first ClientHello carries. */
 const base = { psks: [psk], groups: ['x25519'] } as const;
 
-t.test('the longest serverName that fits: a handshake with our own server', (tt) => {
+t.test('the longest serverName that fits: a handshake; one byte more: a TypeError', (tt) => {
   // The extensions of a ClientHello with a 1-byte name, then as many bytes more as their length has room for.
   const longest = 1 + 0xffff - extensionsLength({ ...base, serverName: 'a' });
   tt.ok(longest < MAX_SERVER_NAME_BYTES, `the longest name that fits (${longest}) is below MAX_SERVER_NAME_BYTES`);
@@ -48,5 +66,85 @@ t.test('the longest serverName that fits: a handshake with our own server', (tt)
   tt.equal(p.client.phase, 'connected', 'the client completes the handshake');
   tt.equal(p.server.phase, 'connected', 'our own server takes the ClientHello (over 2^16 bytes of body)');
   tt.equal(p.server.handshake?.serverName, name, 'and sees the whole name');
+
+  const e = clientError({ ...base, serverName: 'a'.repeat(longest + 1) });
+  tt.type(e, TypeError, 'one byte more is a TypeError');
+  tt.match((e as Error).message, TOO_LONG);
   tt.end();
+});
+
+t.test('serverName of MAX_SERVER_NAME_BYTES (65530): a TypeError, not a RangeError', (tt) => {
+  const serverName = 'a'.repeat(MAX_SERVER_NAME_BYTES);
+  for (const options of [
+    { psks: [psk], serverName },
+    { ...base, serverName },
+    { psks: [psk], serverName, kexModes: ['psk_ke'] as const },
+    { psks: [psk], serverName, earlyData: utf8('GET /') },
+  ]) {
+    const e = clientError(options);
+    tt.type(e, TypeError, JSON.stringify({ ...options, psks: undefined, serverName: serverName.length, earlyData: undefined }));
+    tt.notOk(e instanceof RangeError);
+    tt.match((e as Error).message, TOO_LONG);
+  }
+  tt.end();
+});
+
+t.test('long PSK identities, many ALPN names, and the three together', (tt) => {
+  const id = (n: number, c: string): Psk => ({ ...makePsk('x'), identity: utf8(c.repeat(n)) });
+  const alpn = (count: number) => Array.from({ length: count }, (_, i) => `${i}`.padStart(200, 'p'));
+  const cases: [string, Omit<ClientOptions, 'crypto'>][] = [
+    ['one identity of 65535 bytes', { psks: [id(0xffff, 'i')] }],
+    ['two identities of 40000 bytes', { psks: [id(40_000, 'i'), id(40_000, 'j')] }],
+    ['ALPN: 330 names of 200 bytes (a list over 65535 bytes)', { psks: [psk], alpn: alpn(330) }],
+    ['ALPN: 300 names of 200 bytes (a list that fits, extensions that do not)', { psks: [psk], alpn: alpn(300), serverName: 'a'.repeat(6000) }],
+    ['serverName, ALPN and identities of 20000 bytes each', { psks: [id(20_000, 'i')], alpn: alpn(100), serverName: 'a'.repeat(26_000) }],
+  ];
+  for (const [what, options] of cases) {
+    const e = clientError(options);
+    tt.type(e, TypeError, what);
+    tt.match((e as Error)?.message, TOO_LONG, what);
+  }
+  // Just under: the same kinds of options that fit together connect.
+  const p = handshake({ crypto, psks: [id(20_000, 'i'), psk], alpn: alpn(100), serverName: 'a'.repeat(20_000) }, { crypto, psks: [psk], alpn: [alpn(100)[99]] });
+  tt.equal(p.client.phase, 'connected', 'options that fit together complete a handshake');
+  tt.end();
+});
+
+t.test('the second ClientHello: a HelloRetryRequest may ask for a larger key share', (tt) => {
+  const groups = ['x25519', 'secp384r1'] as const;
+  const longest = 1 + 0xffff - extensionsLength({ psks: [psk], groups, serverName: 'a' });
+  // The first ClientHello fits with its x25519 share (32 bytes); a second one with the secp384r1 share (97 bytes)
+  // that a HelloRetryRequest may ask for would not.
+  const e = clientError({ psks: [psk], groups, serverName: 'a'.repeat(longest) });
+  tt.type(e, TypeError);
+  tt.match((e as Error).message, TOO_LONG);
+  tt.match((e as Error).message, /second ClientHello, with the key share for secp384r1/);
+  tt.end();
+});
+
+t.test('dangerousClientHelloExtensions that overflow: the same TypeError, nothing sent', (tt) => {
+  const big: Extension = { type: 0x7a7a, data: new Uint8Array(0xfff0) };
+  const e = clientError({ psks: [psk], dangerousClientHelloExtensions: (l) => [big, ...l] });
+  tt.type(e, TypeError);
+  tt.match((e as Error).message, TOO_LONG);
+  tt.match((e as Error).message, /dangerousClientHelloExtensions/);
+  tt.end();
+});
+
+t.test('asynchronous key shares (WebCrypto): the TypeError when the connection is made, before the pause', async (tt) => {
+  const web = withWebCryptoKeyShares(nobleProvider);
+  let e: unknown;
+  try {
+    Connection.client({ crypto: web, psks: [psk], serverName: 'a'.repeat(MAX_SERVER_NAME_BYTES) });
+  } catch (err) {
+    e = err;
+  }
+  tt.type(e, TypeError);
+  tt.match((e as Error).message, TOO_LONG);
+  // The longest name that fits still connects through the pause.
+  const longest = 1 + 0xffff - extensionsLength({ ...base, serverName: 'a' });
+  const p = new Pair({ crypto: web, ...base, serverName: 'a'.repeat(longest) }, { crypto, psks: [psk] });
+  await settle(p);
+  tt.equal(p.client.phase, 'connected');
+  tt.equal(p.server.handshake?.serverName?.length, longest);
 });

@@ -19,6 +19,7 @@
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
 import type { AsyncClientKeyShare, AsyncKeyExchangeGroup, ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
+import { groupSpec } from '../crypto/groups.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
 import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../keyschedule/schedule.js';
@@ -129,6 +130,7 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: the shares "MUST appear in the same order" as their groups in supported_groups, whatever order
   // keyShareGroups lists them in.
   const shareGroups = groups.filter((g) => wanted.includes(g));
+  checkClientHelloFits(plan, usablePsks, shareGroups, earlyData !== undefined);
   // Secrets of our own: after a HelloRetryRequest the second ClientHello needs them again, and by then the
   // caller may have wiped its PSKs (a key source's lease released); wiped once the ServerHello is processed.
   const psks = ownPsks(usablePsks);
@@ -139,7 +141,15 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
     wipePsks(psks);
     throw e;
   }
-  if (!(shares instanceof Promise)) return sendFirstClientHello(io, plan, psks, shares, earlyData);
+  if (!(shares instanceof Promise)) {
+    try {
+      return sendFirstClientHello(io, plan, psks, shares, earlyData);
+    } catch (e) {
+      destroyShares(shares);
+      wipePsks(psks);
+      throw e;
+    }
+  }
   return new AwaitKeyAgreement(shares, {
     name: 'AwaitKeyShares',
     step: 'start',
@@ -209,9 +219,51 @@ function buildClientHello(
   retry: RetryContext | null,
 ): BuiltHello {
   const { options, crypto } = plan;
+  let list = clientHelloExtensions(plan, shares, flags, retry?.cookie);
+  if (options.dangerousClientHelloExtensions) list = options.dangerousClientHelloExtensions(list);
+  for (const e of list) plan.offered.add(e.type);
+  plan.offered.add(ExtensionType.pre_shared_key);
+
+  let encoded: { raw: Uint8Array; truncatedLength: number };
+  try {
+    encoded = encodeHello(plan, list, psks);
+  } catch (e) {
+    // §4.2.2: the second ClientHello echoes the HelloRetryRequest's cookie<1..2^16-1>; one so long that our
+    // extensions<8..2^16-1> cannot hold it with the rest is the server's fault, not an internal error.
+    if (retry?.cookie && e instanceof RangeError) {
+      throw new TlsError('HelloRetryRequestCookieTooLong', `the HelloRetryRequest's cookie of ${retry.cookie.length} bytes does not fit in the second ClientHello (RFC 8446 §4.2.2)`);
+    }
+    // The first ClientHello was checked without dangerousClientHelloExtensions (checkClientHelloFits): what that
+    // hook added is the caller's too, and nothing has been sent yet.
+    if (!retry && e instanceof RangeError) throw tooLongClientHello(options.dangerousClientHelloExtensions ? ', as dangerousClientHelloExtensions rewrote them' : '', e);
+    throw e;
+  }
+  // §4.2.11.2: each binder covers the transcript up to and including the identities (the truncated
+  // ClientHello), after message_hash(ClientHello1) || HelloRetryRequest when there was a retry.
+  const truncated = encoded.raw.subarray(0, encoded.truncatedLength);
+  const earlySecrets = psks.map((p) => earlySecretFor(crypto, p));
+  const binders = psks.map((p, i) => {
+    const h = retry ? retry.transcript.currentWith(truncated) : crypto.hash(p.hash).digest(truncated);
+    return computeBinder(crypto, earlySecrets[i], p, h);
+  });
+  patchBinders(encoded.raw, encoded.truncatedLength, binders);
+  return { raw: encoded.raw, truncatedLength: encoded.truncatedLength, earlySecrets };
+}
+
+/**
+ * The ClientHello's extensions in the order we send them, all but pre_shared_key (which encodeClientHello puts
+ * last, §4.2.11) and before dangerousClientHelloExtensions.
+ */
+function clientHelloExtensions(
+  plan: ClientPlan,
+  shares: readonly { readonly group: GroupName; readonly share: Uint8Array }[],
+  flags: { earlyData: boolean },
+  cookie: Uint8Array | undefined,
+): Extension[] {
+  const { options } = plan;
   const E = ExtensionType;
   const dhe = plan.modes.includes('psk_dhe_ke');
-  let list: Extension[] = [];
+  const list: Extension[] = [];
   if (options.serverName !== undefined) {
     const host = utf8(options.serverName);
     list.push(ext(E.server_name, (w) => w.vec16((l) => l.u8(0).vec16(host))));
@@ -225,41 +277,57 @@ function buildClientHello(
   list.push(ext(E.psk_key_exchange_modes, (w) => w.vec8((l) => plan.modes.forEach((m) => l.u8(PskKeyExchangeMode[m])))));
   if (options.recordSizeLimit !== undefined) list.push(ext(E.record_size_limit, (w) => w.u16(options.recordSizeLimit!)));
   if (options.alpn && options.alpn.length > 0) list.push(alpnExtension(options.alpn));
-  if (retry?.cookie) list.push(ext(E.cookie, (w) => w.vec16(retry.cookie!)));
-  if (options.dangerousClientHelloExtensions) list = options.dangerousClientHelloExtensions(list);
-  for (const e of list) plan.offered.add(e.type);
-  plan.offered.add(E.pre_shared_key);
+  if (cookie) list.push(ext(E.cookie, (w) => w.vec16(cookie)));
+  return list;
+}
 
-  let encoded: { raw: Uint8Array; truncatedLength: number };
+/** Encodes a ClientHello with `list` and placeholder binders for `psks` (filled in by patchBinders). */
+function encodeHello(plan: ClientPlan, list: readonly Extension[], psks: readonly Psk[]): { raw: Uint8Array; truncatedLength: number } {
+  return encodeClientHello({
+    random: plan.random,
+    sessionId: plan.sessionId,
+    cipherSuites: plan.suites.map((s) => s.id),
+    extensions: list,
+    psks: {
+      identities: psks.map((p) => ({ identity: p.identity, obfuscatedTicketAge: p.obfuscatedTicketAge ?? 0 })),
+      binderLengths: psks.map((p) => plan.crypto.hash(p.hash).outputLength),
+    },
+  });
+}
+
+/**
+ * §4.1.2: extensions<8..2^16-1>. What the options put in the ClientHello as it is (server_name up to
+ * MAX_SERVER_NAME_BYTES, ALPN names, PSK identities up to 65535 bytes each) must also fit there together: checked
+ * when the connection is made, before anything is drawn for the key shares or sent, by encoding the ClientHello
+ * with placeholder key shares of their exact lengths (KexSpec.clientShareLength). Also a second ClientHello
+ * (§4.1.4) with the largest share a HelloRetryRequest may ask for; its cookie is the server's choice
+ * (HelloRetryRequestCookieTooLong). When the extensions fit, so does the message's uint24 length.
+ */
+function checkClientHelloFits(plan: ClientPlan, psks: readonly Psk[], shareGroups: readonly GroupName[], earlyData: boolean): void {
+  const placeholders = (gs: readonly GroupName[]) => gs.map((group) => ({ group, share: new Uint8Array(groupSpec(group)!.clientShareLength) }));
   try {
-    encoded = encodeClientHello({
-      random: plan.random,
-      sessionId: plan.sessionId,
-      cipherSuites: plan.suites.map((s) => s.id),
-      extensions: list,
-      psks: {
-        identities: psks.map((p) => ({ identity: p.identity, obfuscatedTicketAge: p.obfuscatedTicketAge ?? 0 })),
-        binderLengths: psks.map((p) => crypto.hash(p.hash).outputLength),
-      },
-    });
+    encodeHello(plan, clientHelloExtensions(plan, placeholders(shareGroups), { earlyData }, undefined), psks);
   } catch (e) {
-    // §4.2.2: the second ClientHello echoes the HelloRetryRequest's cookie<1..2^16-1>; one so long that our
-    // extensions<8..2^16-1> cannot hold it with the rest is the server's fault, not an internal error.
-    if (retry?.cookie && e instanceof RangeError) {
-      throw new TlsError('HelloRetryRequestCookieTooLong', `the HelloRetryRequest's cookie of ${retry.cookie.length} bytes does not fit in the second ClientHello (RFC 8446 §4.2.2)`);
-    }
+    if (e instanceof RangeError) throw tooLongClientHello('', e);
     throw e;
   }
-  // §4.2.11.2: each binder covers the transcript up to and including the identities (the truncated
-  // ClientHello), after message_hash(ClientHello1) || HelloRetryRequest when there was a retry.
-  const truncated = encoded.raw.subarray(0, encoded.truncatedLength);
-  const earlySecrets = psks.map((p) => earlySecretFor(crypto, p));
-  const binders = psks.map((p, i) => {
-    const h = retry ? retry.transcript.currentWith(truncated) : crypto.hash(p.hash).digest(truncated);
-    return computeBinder(crypto, earlySecrets[i], p, h);
-  });
-  patchBinders(encoded.raw, encoded.truncatedLength, binders);
-  return { raw: encoded.raw, truncatedLength: encoded.truncatedLength, earlySecrets };
+  if (!plan.modes.includes('psk_dhe_ke')) return;
+  const others = plan.groups.filter((g) => !shareGroups.includes(g));
+  if (others.length === 0) return;
+  const largest = others.reduce((a, b) => (groupSpec(b)!.clientShareLength > groupSpec(a)!.clientShareLength ? b : a));
+  try {
+    encodeHello(plan, clientHelloExtensions(plan, placeholders([largest]), { earlyData: false }, undefined), psks);
+  } catch (e) {
+    if (e instanceof RangeError) throw tooLongClientHello(` in the second ClientHello, with the key share for ${largest} that a HelloRetryRequest may ask for (RFC 8446 §4.1.4)`, e);
+    throw e;
+  }
+}
+
+function tooLongClientHello(where: string, cause: RangeError): TypeError {
+  return new TypeError(
+    `client: serverName, ALPN names and PSK identities together make the ClientHello's extensions longer than 65535 bytes${where} (RFC 8446 §4.1.2)`,
+    { cause },
+  );
 }
 
 /** §4.1.3, §4.1.4: expects a ServerHello, or (after the first ClientHello only) a HelloRetryRequest. */
