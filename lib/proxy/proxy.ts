@@ -58,6 +58,10 @@ export interface HostPort {
  */
 export interface ProxyKeySource {
   clientPsks(): Promise<readonly Psk[]>;
+  /**
+   * A lookup is passed the TLS socket of its connection: a source that leases keys wipes them when that
+   * handshake is over (see {@link AsyncPskResolver}).
+   */
   readonly server: readonly Psk[] | AsyncPskResolver;
   /** One line for the logs (never key material). */
   readonly description: string;
@@ -475,9 +479,9 @@ class ProxiedConnection {
     const resolver = this.config.keys.server;
     if (typeof resolver === 'function') {
       // Remember a key source failure, so that the log says "key-unavailable" rather than only the alert.
-      tls.asyncPskResolver = (request) =>
+      tls.asyncPskResolver = (request, socket) =>
         Promise.resolve()
-          .then(() => resolver(request))
+          .then(() => resolver(request, socket))
           .catch((e: Error) => {
             this.keyFailure = e;
             throw e;

@@ -71,8 +71,13 @@ export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'c
   readonly psks: readonly Psk[] | (() => Promise<readonly Psk[]>);
 }
 
-/** Looks up the PSKs for the offered identities (one entry per identity, undefined when unknown). */
-export type AsyncPskResolver = (request: PskRequest) => Promise<readonly (Psk | undefined)[]>;
+/**
+ * Looks up the PSKs for the offered identities (one entry per identity, undefined when unknown). `socket` is the
+ * connection whose handshake asks: the handshake reads the PSKs' secrets when they are handed over (keeping
+ * copies of its own across a HelloRetryRequest), so a resolver that leases keys (a QKD key manager's) may wipe
+ * them as soon as that handshake is over: the socket's 'secure' event, or its 'close' when it failed.
+ */
+export type AsyncPskResolver = (request: PskRequest, socket: QkdTlsSocket) => Promise<readonly (Psk | undefined)[]>;
 
 export interface ServerTransportOptions extends TransportOptions, Omit<ServerOptions, 'crypto' | 'psks'> {
   /** Static PSKs (matched by identity), a synchronous resolver, or an asynchronous one. */
@@ -528,7 +533,7 @@ export class QkdTlsSocket extends Duplex {
     };
     // A resolver that throws synchronously (or returns a non-promise) fails this handshake, nothing else.
     Promise.resolve()
-      .then(() => resolver(request))
+      .then(() => resolver(request, this))
       .then(
         (psks) => {
           if (this.destroyed || conn.phase !== 'handshaking') return;
