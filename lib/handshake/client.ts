@@ -304,6 +304,7 @@ function encodeHello(plan: ClientPlan, list: readonly Extension[], psks: readonl
  * (HelloRetryRequestCookieTooLong). When the extensions fit, so does the message's uint24 length.
  */
 function checkClientHelloFits(plan: ClientPlan, psks: readonly Psk[], shareGroups: readonly GroupName[], earlyData: boolean): void {
+  if (clientHelloExtensionsBound(plan, psks) <= 0xffff) return; // (the usual case: no second encoding)
   const placeholders = (gs: readonly GroupName[]) => gs.map((group) => ({ group, share: new Uint8Array(groupSpec(group)!.clientShareLength) }));
   try {
     encodeHello(plan, clientHelloExtensions(plan, placeholders(shareGroups), { earlyData }, undefined), psks);
@@ -321,6 +322,22 @@ function checkClientHelloFits(plan: ClientPlan, psks: readonly Psk[], shareGroup
     if (e instanceof RangeError) throw tooLongClientHello(` in the second ClientHello, with the key share for ${largest} that a HelloRetryRequest may ask for (RFC 8446 §4.1.4)`, e);
     throw e;
   }
+}
+
+/**
+ * More than the ClientHello's extensions can take up, first or second, with any key share of the offered groups:
+ * each variable part counted with every length prefix and header it could have, the fixed ones generously.
+ */
+function clientHelloExtensionsBound(plan: ClientPlan, psks: readonly Psk[]): number {
+  const FIXED = 256; // supported_versions, psk_key_exchange_modes, early_data, record_size_limit, headers
+  let n = FIXED;
+  if (plan.options.serverName !== undefined) n += 9 + 3 * plan.options.serverName.length; // a UTF-16 unit is at most 3 UTF-8 bytes
+  for (const a of plan.options.alpn ?? []) n += 1 + 3 * a.length;
+  n += 6 + 2 * plan.groups.length;
+  for (const g of plan.groups) n += 4 + groupSpec(g)!.clientShareLength;
+  n += 6 + 4; // pre_shared_key: header, identities and binders lengths
+  for (const p of psks) n += 2 + p.identity.length + 4 + 1 + plan.crypto.hash(p.hash).outputLength;
+  return n;
 }
 
 function tooLongClientHello(where: string, cause: RangeError): TypeError {
