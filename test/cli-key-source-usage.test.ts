@@ -27,3 +27,18 @@ t.test('a --keylog file that cannot be written is a usage error before the serve
   tt.match(r.stderr, /^qkd-tls server: --keylog: cannot write \/nonexistent-dir\/keys\.log/m);
   tt.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
 });
+
+// A file option naming something endless (/dev/zero) is read up to a bound (MAX_OPTION_FILE_BYTES, 64 MiB) and
+// refused as a usage error; it was read until memory ran out (the process died with std::bad_alloc).
+for (const [what, args] of [
+  ['--psk-file', ['server', '--listen', '127.0.0.1:0', '--psk-file', '/dev/zero']],
+  ['--kme-ca', ['client', '--connect', '127.0.0.1:9', '--kme', 'https://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b', '--kme-ca', '/dev/zero']],
+  ['--early-data', ['client', '--connect', '127.0.0.1:9', '--psk', '00112233445566778899aabbccddeeff', '--identity', 'a', '--early-data', '/dev/zero']],
+] as const) {
+  t.test(`${what} /dev/zero is a usage error, not a read without end`, async (tt) => {
+    const r = await runQkdTls([...args], { ms: 60_000 });
+    tt.equal(r.code, 2, 'exit code 2');
+    tt.match(r.stderr, new RegExp(`^qkd-tls (server|client): (--kme: )?${what}: .*/dev/zero is larger than 67108864 bytes \\(64 MiB\\)`, 'm'));
+    tt.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  });
+}

@@ -19,6 +19,12 @@ export class FileTooLargeError extends Error {
 
 const CHUNK_BYTES = 64 * 1024;
 
+/**
+ * The most read from a file an option names (--psk-file, --kme-ca/--kme-cert/--kme-key, --early-data): far above
+ * any key file, certificate or 0-RTT message, and a bound on a path to something endless.
+ */
+export const MAX_OPTION_FILE_BYTES = 64 * 1024 * 1024;
+
 /** The bytes of `path`, at most `limit` of them; FileTooLargeError beyond; the fs errors (ENOENT, EISDIR, ...) as they are. */
 export function readFileBounded(path: string, limit: number): Buffer {
   const fd = openSync(path, 'r');

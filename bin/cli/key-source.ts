@@ -10,7 +10,6 @@
  *
  * QKD keys are wiped once the handshake is over (after the handshake timeout at the latest).
  */
-import { readFileSync } from 'node:fs';
 import { type AsyncPskResolver, createNodeProvider, type QkdTlsSocket } from 'qkd-tls/node';
 import {
   type CryptoProvider,
@@ -33,6 +32,7 @@ import {
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, parseKeyFile, releaseAfter } from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
 import { handshakeTimeoutMs, UsageError } from './tls-options.js';
+import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
@@ -116,7 +116,7 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
   if (str('psk-file')) {
     for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --psk-file`);
     try {
-      keys = parseKeyFile(readFileSync(str('psk-file')!, 'utf8'), str('psk-file'));
+      keys = parseKeyFile(readFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES).toString('utf8'), str('psk-file'));
     } catch (e) {
       throw new UsageError(`--psk-file: ${(e as Error).message}`);
     }
@@ -180,7 +180,7 @@ function kmeKeySource(
   const read = (f: string): string | undefined => {
     if (str(f) === undefined) return undefined;
     try {
-      return readFileSync(str(f)!, 'utf8');
+      return readFileBounded(str(f)!, MAX_OPTION_FILE_BYTES).toString('utf8');
     } catch (e) {
       throw new UsageError(`--${f}: cannot read ${str(f)}: ${(e as Error).message}`);
     }

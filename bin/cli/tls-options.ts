@@ -2,7 +2,7 @@
  * The TLS options shared by `qkd-tls server`, `client` and `proxy` (the command-line contract in
  * shared/design.md), parsed into connection options.
  */
-import { appendFileSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import {
   type CryptoProvider,
   DEFAULT_GROUPS,
@@ -17,6 +17,7 @@ import {
   type SupportedSuiteName,
 } from 'qkd-tls';
 import { createNodeProvider } from 'qkd-tls/node';
+import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
 
 /** util.parseArgs option definitions for the TLS options. */
 export const TLS_OPTION_SPEC = {
@@ -140,7 +141,7 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   let earlyData: Uint8Array | undefined;
   if (str('early-data') !== undefined) {
     try {
-      earlyData = readFileSync(str('early-data')!);
+      earlyData = readFileBounded(str('early-data')!, MAX_OPTION_FILE_BYTES);
     } catch (e) {
       throw new UsageError(`--early-data: cannot read ${str('early-data')}: ${(e as Error).message}`);
     }
