@@ -28,3 +28,14 @@ for (const [args, name, help] of COMMANDS) {
     t.equal(r.stderr, `qkd-tls ${name}: Unknown option '--bogus'\n(run qkd-tls ${help} --help for the options)\n`, 'one line, then where the options are');
   });
 }
+
+t.test('qkd-tls with no command: the usage on stderr, exit 2; --help: on stdout, exit 0', async (t) => {
+  const none = await runQkdTls([], { ms: 20_000 });
+  t.equal(none.code, 2, 'exit code 2');
+  t.equal(none.stdout, '', 'nothing on stdout (it is an error)');
+  t.match(none.stderr, /^usage: qkd-tls <command>/, 'the usage on stderr');
+  const help = await runQkdTls(['--help'], { ms: 20_000 });
+  t.equal(help.code, 0, 'exit code 0');
+  t.equal(help.stderr, '', 'nothing on stderr');
+  t.equal(help.stdout, none.stderr, 'the same usage, on stdout');
+});
