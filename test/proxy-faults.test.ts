@@ -30,6 +30,7 @@ import {
   sleep,
   spawnProxy,
   staticKeys,
+  waitUntil,
 } from './proxy-helpers.js';
 
 const MiB = 1024 * 1024;
@@ -296,7 +297,7 @@ t.test('client gone mid-transfer: peer-aborted on both proxies, backend told, ot
   for (const r of cl) t.ok(r.bytesDown > 2 * MiB, `with the bytes that got through (${r.bytesDown})`);
   await pair.serverLog.waitFor(() => pair.serverLog.records.filter((r) => r.end >= 'peer-aborted').length >= 2);
   t.match(pair.serverLog.records.find((r) => r.end === 'peer-aborted')!.error, /without close_notify/, 'the server proxy: TLS cut without close_notify');
-  for (let i = 0; i < 50 && backendSaw.filter((x) => x === 'close').length < 2; i++) await sleep(20);
+  await waitUntil(() => backendSaw.filter((x) => x === 'close').length >= 2, () => `the backend connections to close (${backendSaw.join(', ')})`);
   t.equal(backendSaw.filter((x) => x === 'close').length, 2, 'the backend connections were closed too');
   t.equal(pair.client.stats().active, 0);
   t.equal(pair.server.stats().active, 0);
@@ -359,16 +360,12 @@ t.test('an application that resets while the proxy still has bytes queued for it
     s.on('error', () => {});
     await new Promise((resolve) => s.once('data', resolve));
     s.pause();
-    let queued = false;
-    for (let j = 0; j < 500 && !queued; j++) {
-      await sleep(10);
-      queued = [...open].some((c) => c.accepted.writableLength > 0);
-    }
-    t.ok(queued, 'the client proxy has bytes queued for the application');
+    await waitUntil(() => [...open].some((c) => c.accepted.writableLength > 0), 'the client proxy to have bytes queued for the application');
     s.write(randomBytes(200_001));
     s.resetAndDestroy();
     await pair.clientLog.waitFor(() => pair.clientLog.records.length > i);
-    for (let j = 0; j < 500 && backendSaw.length <= i; j++) await sleep(20);
+    // Until the backend has seen how its connection ended: without it, the check below would hold vacuously.
+    await waitUntil(() => backendSaw.length > i, () => `the backend to see connection ${i + 1} end (${backendSaw.join(', ')})`);
   }
   t.same(
     backendSaw.filter((x) => !x.startsWith('error')),
@@ -424,17 +421,20 @@ t.test('idle timeout and connection limit', async (t) => {
   t.equal(rec.bytesUp, 4);
 
   // Two held connections fill the limit; the third is refused at once and logged; after one ends, room again.
-  const held = [1, 2].map(() => net.connect({ host: LOCAL, port: pair.port }));
+  // (On a pair of its own without the short idle timeout: there, a held connection could idle out before the
+  // third arrives on a loaded machine, and the third would be let in.)
+  const limited = await proxyPair(t, b.port, { client: { maxConnections: 2 } });
+  const held = [1, 2].map(() => net.connect({ host: LOCAL, port: limited.port }));
   for (const h of held) h.on('error', () => {});
   await Promise.all(held.map((h) => new Promise((r) => h.once('connect', r))));
-  for (let i = 0; i < 50 && pair.client.stats().active < 2; i++) await sleep(10);
-  const third = await connectAndWait(pair.port);
+  await waitUntil(() => limited.client.stats().active === 2, 'the proxy holds both connections');
+  const third = await connectAndWait(limited.port);
   t.equal(third.how, 'ECONNRESET');
-  const rejected = await pair.clientLog.waitFor((r) => r.end === 'rejected');
+  const rejected = await limited.clientLog.waitFor((r) => r.end === 'rejected');
   t.match(rejected.error, /connection limit reached \(2 open\)/);
   held[0].destroy();
-  for (let i = 0; i < 100 && pair.client.stats().active > 1; i++) await sleep(10);
-  const later = await exchange(pair.port, 1000);
+  await waitUntil(() => limited.client.stats().active === 1, 'the proxy lets the destroyed connection go');
+  const later = await exchange(limited.port, 1000);
   t.equal(later.receivedHash, later.sentHash, 'a new connection fits once one has ended');
   held[1].destroy();
 });
@@ -457,7 +457,8 @@ t.test('SIGTERM: stop accepting, let open connections finish, cut the rest at th
   let stuckEnd = '';
   stuck.on('error', (e) => (stuckEnd = (e as NodeJS.ErrnoException).code ?? e.message));
   await new Promise((r) => stuck.once('connect', r));
-  await sleep(200);
+  // Both connections are open through the spawned proxy once the server proxy (in this process) has both.
+  await waitUntil(() => server.stats().active === 2, () => `the server proxy to hold both connections (${server.stats().active})`);
   p.child.kill('SIGTERM');
   await p.waitFor((o) => o.event === 'draining');
   const refused = await connectAndWait(port);

@@ -324,6 +324,18 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * Polls `cond` every 10 ms until it holds; rejects naming `what` after `ms` (a guard against a hang, generous
+ * enough for a loaded machine: a state the test needs is waited for, never assumed after a fixed time).
+ */
+export async function waitUntil(cond: () => boolean, what: string | (() => string), ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting until ${typeof what === 'string' ? what : what()}`);
+    await sleep(10);
+  }
+}
+
 /** Starts a proxy with one service and registers its shutdown. */
 export async function oneService(tt: Teardown, service: ServiceConfig, logger: ProxyLogger): Promise<Proxy> {
   const p = await startProxy({ services: [service], logger });

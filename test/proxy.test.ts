@@ -28,6 +28,7 @@ import {
   sleep,
   spawnProxy,
   type Teardown,
+  waitUntil,
 } from './proxy-helpers.js';
 
 const MiB = 1024 * 1024;
@@ -278,7 +279,7 @@ t.test('backpressure both ways: a reader that stops reading stalls the writer at
   const p1 = await proxyPair(t, b1.port);
   const app = net.connect({ host: '127.0.0.1', port: p1.port });
   app.pause();
-  while (!down) await sleep(10);
+  await waitUntil(() => down !== undefined, 'the backend to get the connection');
   const downStall = await stalled(down);
   t.ok(downStall < STALL_LIMIT, `the backend was held back at ${(downStall / MiB).toFixed(1)} MiB of ${TOTAL / MiB}`);
   const got = hashAll(app);
@@ -513,7 +514,7 @@ t.test('config file with QKD keys: both services take their keys from the KM sim
   }
   const connectionLines = (service: string) =>
     p.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((o) => o.event === 'connection' && o.service === service);
-  for (let i = 0; i < 100 && (connectionLines('in').length < 2 || connectionLines('out').length < 2); i++) await sleep(20);
+  await waitUntil(() => connectionLines('in').length >= 2 && connectionLines('out').length >= 2, () => `two connection lines per service:\n${p.lines.join('\n')}`);
   const inLines = connectionLines('in');
   const outLines = connectionLines('out');
   t.same(
