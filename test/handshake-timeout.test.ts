@@ -109,13 +109,50 @@ t.test('Node transport: a server facing a client that never speaks fails with Ha
   tt.same([...got], PLAIN_ALERT, 'the client got the internal_error alert');
 });
 
+/** The delays of the timers `fn` arms (synchronously) with the global setTimeout, which the transports use. */
+function timersArmedBy(fn: () => void): number[] {
+  const armed: number[] = [];
+  const real = globalThis.setTimeout;
+  globalThis.setTimeout = ((cb: () => void, ms?: number) => {
+    armed.push(ms ?? 0);
+    return real(cb, ms);
+  }) as typeof setTimeout;
+  try {
+    fn();
+  } finally {
+    globalThis.setTimeout = real;
+  }
+  return armed;
+}
+
 t.test('Node transport: handshakeTimeout 0 sets no limit', async (tt) => {
+  // No deadline at all, not the default one (30 s, which a test waiting a little would never see fire).
   const silent = await silentServer(tt);
-  const socket = connect({ host: '127.0.0.1', port: silent.port, psks: [psk], crypto, handshakeTimeout: 0 });
-  tt.teardown(() => socket.destroy());
-  await new Promise((r) => setTimeout(r, 200));
+  const open = (handshakeTimeout?: number) => {
+    let socket!: ReturnType<typeof connect>;
+    const armed = timersArmedBy(() => (socket = connect({ host: '127.0.0.1', port: silent.port, psks: [psk], crypto, handshakeTimeout })));
+    tt.teardown(() => socket.destroy());
+    return { socket, armed };
+  };
+  tt.same(open().armed, [30_000], 'by default, a 30 s deadline is armed (what this test watches for)');
+  const { socket, armed } = open(0);
+  tt.same(armed, [], 'with 0, no deadline is armed');
   tt.notOk(socket.destroyed, 'still waiting');
   tt.equal(socket.connection?.phase, 'handshaking');
+});
+
+t.test('streams transport: handshakeTimeout 0 sets no limit', async (tt) => {
+  const transport = () => ({ readable: new ReadableStream<Uint8Array>({}), writable: new WritableStream<Uint8Array>({}) });
+  const open = (handshakeTimeout?: number) => {
+    let tls!: ReturnType<typeof tlsClientOverStreams>;
+    const armed = timersArmedBy(() => (tls = tlsClientOverStreams(transport(), { crypto, psks: [psk], handshakeTimeout })));
+    tt.teardown(() => tls.readable.cancel()); // gives the transport up (and clears a deadline)
+    return { tls, armed };
+  };
+  tt.same(open().armed, [30_000], 'by default, a 30 s deadline is armed (what this test watches for)');
+  const { tls, armed } = open(0);
+  tt.same(armed, [], 'with 0, no deadline is armed');
+  tt.equal(tls.connection.phase, 'handshaking');
 });
 
 t.test('streams transport: a client facing a peer that never answers fails with HandshakeTimeout', async (tt) => {
