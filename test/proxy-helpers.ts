@@ -304,6 +304,39 @@ export async function spawnCli(tt: Teardown, command: string, args: string[], op
   return sp;
 }
 
+/** A TCP port free on 127.0.0.1 a moment ago (for a config that must name a port before it is listened on). */
+export async function freePort(): Promise<number> {
+  const s = net.createServer();
+  const port = await listen(s);
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/**
+ * Runs `qkd-tls proxy --config FILE` for a config in which a client service connects to a server service of the
+ * same process, so must name its port before it listens: `writeConfig(port)` writes the file for a server
+ * service on `port` and returns its path. The port is found free beforehand, and another process (tap runs two
+ * test files at once, each making connections from ephemeral ports) can take it in between: the proxy then exits
+ * with EADDRINUSE, and this tries again on another port, up to three times. Resolves once `services` listen.
+ */
+export async function spawnChainedProxy(
+  tt: Teardown & { comment(...message: unknown[]): unknown },
+  writeConfig: (port: number) => string,
+  services: string[],
+  opts: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+): Promise<{ proxy: SpawnedProxy; ports: Record<string, number>; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const proxy = await spawnProxy(tt, ['--config', writeConfig(port)], opts);
+    try {
+      return { proxy, ports: await servicePorts(proxy, services), port };
+    } catch (e) {
+      if (attempt === 3 || !proxy.lines.some((l) => l.includes('EADDRINUSE'))) throw e;
+      tt.comment(`port ${port} was taken in the meantime; another one`);
+    }
+  }
+}
+
 /** Waits for the `listening` line of each named service and records its port. */
 export async function servicePorts(p: SpawnedProxy, names: string[]): Promise<Record<string, number>> {
   for (const name of names) {

@@ -13,7 +13,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { backend, echo, exchange, KEY_HEX, processUsage, servicePorts, sleep, spawnProxy, type SpawnedProxy } from './proxy-helpers.js';
+import { backend, echo, exchange, KEY_HEX, processUsage, sleep, spawnChainedProxy, type SpawnedProxy } from './proxy-helpers.js';
 
 const TOTAL = 10_000;
 const BATCH = 50;
@@ -52,33 +52,31 @@ t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) =>
   const dir = mkdtempSync(join(tmpdir(), 'qkd-soak-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'soak.conf');
-  const { createServer } = await import('node:net');
-  // A free port for the server service, so that the client service can name it.
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
-  const outPort = (probe.address() as { port: number }).port;
-  await new Promise<void>((r) => probe.close(() => r()));
-  writeFileSync(
-    file,
-    [
-      'json = yes',
-      `psk = ${KEY_HEX}`,
-      'identity = soak',
-      'kex-modes = psk_ke', // the soak is about resources, not about (EC)DHE: keep the handshakes cheap
-      '[in]',
-      'role = client',
-      'accept = 127.0.0.1:0',
-      `connect = 127.0.0.1:${outPort}`,
-      '[out]',
-      'role = server',
-      `accept = 127.0.0.1:${outPort}`,
-      `connect = 127.0.0.1:${b.port}`,
-    ].join('\n'),
-  );
+  // The server service's port, found free beforehand, so that the client service can name it.
+  const config = (outPort: number): string => {
+    writeFileSync(
+      file,
+      [
+        'json = yes',
+        `psk = ${KEY_HEX}`,
+        'identity = soak',
+        'kex-modes = psk_ke', // the soak is about resources, not about (EC)DHE: keep the handshakes cheap
+        '[in]',
+        'role = client',
+        'accept = 127.0.0.1:0',
+        `connect = 127.0.0.1:${outPort}`,
+        '[out]',
+        'role = server',
+        `accept = 127.0.0.1:${outPort}`,
+        `connect = 127.0.0.1:${b.port}`,
+      ].join('\n'),
+    );
+    return file;
+  };
   // A bounded V8 heap makes the RSS comparison meaningful: without it V8 may grow its heap lazily (RSS goes
   // up with no leak at all); with it, a leak shows as growth or ends the process out of memory.
-  const p = await spawnProxy(t, ['--config', file], { nodeArgs: [`--max-old-space-size=${HEAP_MIB}`, '--max-semi-space-size=4'] });
-  const { in: port } = await servicePorts(p, ['in', 'out']);
+  const { proxy: p, ports } = await spawnChainedProxy(t, config, ['in', 'out'], { nodeArgs: [`--max-old-space-size=${HEAP_MIB}`, '--max-semi-space-size=4'] });
+  const port = ports.in;
   const pid = p.child.pid!;
 
   let intact = 0;

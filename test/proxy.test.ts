@@ -26,6 +26,7 @@ import {
   proxyPair,
   servicePorts,
   sleep,
+  spawnChainedProxy,
   spawnProxy,
   type Teardown,
   waitUntil,
@@ -432,34 +433,35 @@ t.test('config file: several services in one process (a client and a server serv
   const b = await backend(t, hashBack);
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  // Two passes: the server service's port is only known once it listens, so bind it to a fixed free port.
-  const free = await freePort();
+  // The server service's port is only known once it listens, so the client service names a port found free.
   const file = join(dir, 'proxy.conf');
-  writeFileSync(
-    file,
-    [
-      '; global options',
-      'json = yes',
-      `psk = ${KEY_HEX}`,
-      'identity = k1',
-      'idle-timeout = 30s',
-      '',
-      '[in]',
-      'role = client',
-      'accept = 127.0.0.1:0',
-      `connect = 127.0.0.1:${free}`,
-      '',
-      '# the other end of the tunnel',
-      '[out]',
-      'role = server',
-      `accept = 127.0.0.1:${free}`,
-      `connect = 127.0.0.1:${b.port}`,
-      'max-connections = 10',
-      '',
-    ].join('\n'),
-  );
-  const p = await spawnProxy(t, ['--config', file]);
-  const ports = await servicePorts(p, ['in', 'out']);
+  const config = (free: number): string => {
+    writeFileSync(
+      file,
+      [
+        '; global options',
+        'json = yes',
+        `psk = ${KEY_HEX}`,
+        'identity = k1',
+        'idle-timeout = 30s',
+        '',
+        '[in]',
+        'role = client',
+        'accept = 127.0.0.1:0',
+        `connect = 127.0.0.1:${free}`,
+        '',
+        '# the other end of the tunnel',
+        '[out]',
+        'role = server',
+        `accept = 127.0.0.1:${free}`,
+        `connect = 127.0.0.1:${b.port}`,
+        'max-connections = 10',
+        '',
+      ].join('\n'),
+    );
+    return file;
+  };
+  const { proxy: p, ports, port: free } = await spawnChainedProxy(t, config, ['in', 'out']);
   t.equal(ports.out, free);
   const r = await exchange(ports.in, 200_000, { keep: true });
   t.equal(r.data!.toString(), `200000 ${r.sentHash}`);
@@ -482,32 +484,33 @@ t.test('config file with QKD keys: both services take their keys from the KM sim
   const kme = await startKmeSimulator({ insecureHttp: true, initialKeyCount: 10, rateBitsPerSecond: 0 });
   t.teardown(() => kme.close());
   const b = await backend(t, hashBack);
-  const free = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'qkd.conf');
-  writeFileSync(
-    file,
-    [
-      'json = yes',
-      '[in]',
-      'role = client',
-      'accept = 127.0.0.1:0',
-      `connect = 127.0.0.1:${free}`,
-      `kme = ${kme.master.url}`,
-      'sae-id = client-sae',
-      'peer-sae-id = server-sae',
-      '[out]',
-      'role = server',
-      `accept = 127.0.0.1:${free}`,
-      `connect = 127.0.0.1:${b.port}`,
-      `kme = ${kme.slave.url}`,
-      'sae-id = server-sae',
-      'peer-sae-id = client-sae',
-    ].join('\n'),
-  );
-  const p = await spawnProxy(t, ['--config', file]);
-  const ports = await servicePorts(p, ['in', 'out']);
+  const config = (free: number): string => {
+    writeFileSync(
+      file,
+      [
+        'json = yes',
+        '[in]',
+        'role = client',
+        'accept = 127.0.0.1:0',
+        `connect = 127.0.0.1:${free}`,
+        `kme = ${kme.master.url}`,
+        'sae-id = client-sae',
+        'peer-sae-id = server-sae',
+        '[out]',
+        'role = server',
+        `accept = 127.0.0.1:${free}`,
+        `connect = 127.0.0.1:${b.port}`,
+        `kme = ${kme.slave.url}`,
+        'sae-id = server-sae',
+        'peer-sae-id = client-sae',
+      ].join('\n'),
+    );
+    return file;
+  };
+  const { proxy: p, ports } = await spawnChainedProxy(t, config, ['in', 'out']);
   for (let i = 0; i < 2; i++) {
     const r = await exchange(ports.in, 100_000, { keep: true });
     t.equal(r.data!.toString(), `100000 ${r.sentHash}`, `connection ${i + 1}: every byte through`);
@@ -529,15 +532,6 @@ t.test('config file with QKD keys: both services take their keys from the KM sim
   t.equal(await p.exited, 0);
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 t.test('config file errors name the file, the line and the field', async (t) => {
   const schema = {
