@@ -3,7 +3,8 @@
  * a Node socket turned into WHATWG streams (Duplex.toWeb), against `openssl s_server -psk -nocert -rev` and
  * `gnutls-serv --echo` with a PSK, on 127.0.0.1. Bulk data both ways with several records in flight, a
  * KeyUpdate we request in the middle (the peer answers with its own, which our offload hands back to the
- * connection), then close_notify. Every record of application data is checked to have gone through WebCrypto.
+ * connection), then close_notify. Every record we send is checked to have been sealed by WebCrypto, and records
+ * of the peer's, before its KeyUpdate and after it (under its new key), to have been opened by WebCrypto.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import * as net from 'node:net';
@@ -41,8 +42,8 @@ async function connectStreams(port: number, suite: SupportedSuiteName): Promise<
   return { tls, socket };
 }
 
-/** Reads until `expected` bytes arrived; returns them as text. */
-async function readText(tls: TlsStreams, expected: number): Promise<string> {
+/** Reads until `expected` bytes arrived; returns them as text. `at.then` runs once `at.bytes` have arrived. */
+async function readText(tls: TlsStreams, expected: number, at?: { bytes: number; then: () => void }): Promise<string> {
   const reader = tls.readable.getReader();
   const chunks: Buffer[] = [];
   let n = 0;
@@ -51,19 +52,27 @@ async function readText(tls: TlsStreams, expected: number): Promise<string> {
     if (done) break;
     chunks.push(Buffer.from(value));
     n += value.length;
+    if (at && n >= at.bytes) {
+      at.then();
+      at = undefined;
+    }
   }
   reader.releaseLock();
   return Buffer.concat(chunks).toString('latin1');
 }
 
 /** Writes the lines in two halves with a KeyUpdate (update_requested) between them; checks what comes back. */
-async function exchange(t: Tap, tls: TlsStreams, sent: string[], expect: (line: string) => string): Promise<void> {
+async function exchange(t: Tap, tls: TlsStreams, suite: SupportedSuiteName, sent: string[], expect: (line: string) => string): Promise<void> {
   const info = await withTimeout(tls.handshake, WAIT, 'the handshake');
-  t.ok(info.suite, `handshake: ${info.suite}, ${info.kex}`);
+  t.equal(info.suite, suite, `handshake: ${info.suite}, ${info.kex}`);
   const writer = tls.writable.getWriter();
   const half = sent.length / 2;
   const expected = sent.map((l) => expect(l) + '\n').join('');
-  const reading = withTimeout(readText(tls, expected.length), WAIT, 'the answers');
+  // The answers to the first half come before the peer's KeyUpdate (it reads ours after the first half), the
+  // others after it, under its new key: how many were opened by WebCrypto once the first half is read.
+  const firstHalf = sent.slice(0, half).map((l) => expect(l) + '\n').join('').length;
+  let openedBeforeUpdate = NaN;
+  const reading = withTimeout(readText(tls, expected.length, { bytes: firstHalf, then: () => (openedBeforeUpdate = tls.offloaded.opened) }), WAIT, 'the answers');
   // Many small writes: s_server/gnutls-serv answer line by line, so several records are in flight both ways.
   for (const line of sent.slice(0, half)) await writer.write(Buffer.from(line + '\n', 'latin1'));
   tls.keyUpdate(true);
@@ -74,6 +83,8 @@ async function exchange(t: Tap, tls: TlsStreams, sent: string[], expect: (line: 
   const events = tls.offloaded;
   t.ok(events.sealed >= LINES, `our records were sealed by WebCrypto (${events.sealed})`);
   t.ok(events.opened >= 1, `the peer's records were opened by WebCrypto (${events.opened})`);
+  const afterUpdate = events.opened - openedBeforeUpdate;
+  t.ok(afterUpdate > 0, `and after the peer's KeyUpdate too, under its new key (${afterUpdate} records of the ${half} answers)`);
   await writer.close();
 }
 
@@ -87,7 +98,7 @@ t.test('openssl s_server', { timeout: 60_000, skip: missingPrograms(t, 'openssl'
       const { peer, port } = await opensslServer(t, ['-psk', PSK_HEX, '-psk_identity', PSK_IDENTITY, '-nocert', '-naccept', '1', '-rev', '-msg'], WAIT);
       const { tls, socket } = await connectStreams(port, suite);
       t.teardown(() => socket.destroy());
-      await exchange(t, tls, lines(1), reversedLine);
+      await exchange(t, tls, suite, lines(1), reversedLine);
       const exit = await peer.waitExit(WAIT);
       t.equal(exit.code, 0, 's_server exits 0 after the connection');
       t.match(peer.output, `Ciphersuite: ${suite}`, 's_server reports the suite');
@@ -109,7 +120,7 @@ t.test('gnutls-serv', { timeout: 60_000, skip: missingPrograms(t, 'gnutls-serv')
       const { peer, port } = await gnutlsServer(t, ['--echo', '--pskpasswd', passwd, '--priority', priority, '--disable-client-cert', '-d', '4'], WAIT);
       const { tls, socket } = await connectStreams(port, suite);
       t.teardown(() => socket.destroy());
-      await exchange(t, tls, lines(2), (l) => l);
+      await exchange(t, tls, suite, lines(2), (l) => l);
       t.match(peer.output, /received TLS 1\.3 key update \(1\)/, 'gnutls-serv received our KeyUpdate (update_requested)');
       t.match(peer.output, /sending key update \(0\)/, 'and sent its own, which our offload handed back to the connection');
     });
