@@ -201,7 +201,18 @@ t.test('a slow application after its own end: the backend\'s last bytes and its 
   app.on('data', (d: Buffer) => (got.update(d), (n += d.length)));
   const outcome = await new Promise<string>((resolve) => {
     onEndOrError(app, () => resolve('end'), (e) => resolve(e.message));
-    void pair.serverLog.waitFor(() => true, 60_000).then(() => setTimeout(() => app.resume(), 200));
+    // The application reads only once the client proxy's TCP connection has closed with the tail unread (the
+    // case this test is about; a fixed pause was not always long enough on a loaded machine).
+    void pair.serverLog
+      .waitFor(() => true, 60_000)
+      .then(() => {
+        const tls = [...open][0]?.tls;
+        return waitUntil(() => !tls || tls.socket.destroyed, "the client proxy's TCP connection to close while the application is not reading");
+      })
+      .then(
+        () => app.resume(),
+        (e: Error) => resolve(e.message),
+      );
   });
   t.ok(heldBack, 'the application held the client proxy back');
   t.same({ outcome, n, hash: got.digest('hex') }, { outcome: 'end', n: sentBytes, hash: sent.digest('hex') }, 'every byte, then a clean end');
