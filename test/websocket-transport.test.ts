@@ -126,13 +126,7 @@ t.test('the bridge: only allow-listed targets; bytes both ways; the target endin
   t.ok((await heard).equals(payload), 'the speaking target: all 300000 bytes arrived');
   t.equal(await code, 1000, "then the target's end closed the WebSocket normally (1000)");
 
-  await withTimeout(
-    (async () => {
-      while (records.length < 3) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    WAIT,
-    'the bridge to log the three connections',
-  );
+  await until(() => records.length >= 3, 'the bridge to log the three connections');
   t.match(
     records,
     [
@@ -268,13 +262,7 @@ t.test('the bridge: when the page closes its WebSocket, the bridge lets the TCP 
   ws!.send(Buffer.from('last words'));
   ws!.close(1000);
   t.equal(await closed(ws!), 1000, 'the WebSocket closed normally');
-  await withTimeout(
-    (async () => {
-      while (records.length < 1 || !targetEvents.includes('end')) await new Promise((r) => setTimeout(r, 10));
-    })(),
-    WAIT,
-    'the bridge to drop the TCP connection and log it',
-  );
+  await until(() => records.length >= 1 && targetEvents.includes('end'), 'the bridge to drop the TCP connection and log it');
   t.equal(received, 'last words', 'what the page sent before closing reached the target');
   t.same(targetEvents, ['end'], 'the target saw the end of the stream (a FIN, not a reset that could drop what it has not read yet)');
   t.match(records, [{ end: 'closed', bytesUp: 10, bytesDown: 0 }], 'and the bridge let its TCP connection go: one record, closed normally');
@@ -292,15 +280,16 @@ t.test('the listener: an allowed origin given as a URL (trailing slash, default 
   for (const origin of ['http://127.0.0.1:8081', 'https://example.com', 'null']) t.equal((await open(url, { origin })).status, 403, `${origin}: 403`);
 });
 
-/** Waits (bounded) until `ready()` holds, looking every 10 ms. */
+/** Waits (bounded) until `ready()` holds, looking every 10 ms; stops looking once the time is up. */
 function until(ready: () => boolean | Promise<boolean>, what: string): Promise<void> {
+  let gaveUp = false;
   return withTimeout(
     (async () => {
-      while (!(await ready())) await new Promise((r) => setTimeout(r, 10));
+      while (!gaveUp && !(await ready())) await new Promise((r) => setTimeout(r, 10));
     })(),
     WAIT,
     what,
-  );
+  ).finally(() => (gaveUp = true));
 }
 
 interface IdleConnection {
