@@ -50,6 +50,15 @@ export interface CommonOptions {
    * annotated dissection. Off by default; a connection without it does no tracing work at all.
    */
   readonly trace?: RecordTraceHook;
+  /**
+   * DANGEROUS, for testing other stacks only: accept PSK secrets shorter than 16 bytes. RFC 9257 §6: "Each PSK
+   * ... MUST be at least 128 bits long", because a shorter secret is found offline by trying every value
+   * against one recorded binder. By default (false) a client's `psks` or a server's static `psks` list with a
+   * shorter secret is a TypeError when the connection is made, and a server whose PSK lookup (a resolver or
+   * {@link Connection.providePsks}) answers one for the identity it would select fails the handshake
+   * (PskTooShort, handshake_failure).
+   */
+  readonly dangerouslyAllowShortPsks?: boolean;
 }
 
 export interface ClientOptions extends CommonOptions {

@@ -33,7 +33,7 @@ import {
   encodeEndOfEarlyData,
   encodeFinished,
 } from '../messages/post-hello.js';
-import { earlyDataSuiteName, type Psk } from '../psk/types.js';
+import { earlyDataSuiteName, shortPskProblem, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
@@ -81,6 +81,14 @@ interface ClientPlan {
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
   const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES, DEFAULT_GROUPS);
+  // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long" (a shorter one falls to an offline search
+  // against the binder we send); every configured PSK, not only those offered with these suites.
+  if (!options.dangerouslyAllowShortPsks) {
+    for (const p of options.psks) {
+      const problem = shortPskProblem(p);
+      if (problem) throw new TypeError(`client: ${problem}`);
+    }
+  }
   // §4.2.11: a PSK can only be used with a suite of its hash; offer only the usable ones.
   const usablePsks = options.psks.filter((p) => configured.some((s) => s.hash === p.hash));
   if (usablePsks.length === 0) throw new TypeError('client: no PSK usable with the configured cipher suites');

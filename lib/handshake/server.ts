@@ -31,7 +31,7 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import { earlyDataSuiteName, type Psk, type PskRequest } from '../psk/types.js';
+import { earlyDataSuiteName, shortPskProblem, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -83,6 +83,14 @@ export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeS
   // would make the skipping of rejected 0-RTT data unbounded or meaningless.
   if (!(Number.isInteger(maxEarlyData) && maxEarlyData >= 0 && maxEarlyData <= 0xffffffff)) {
     throw new TypeError(`server: maxEarlyDataSize must be an integer from 0 to 2^32 - 1 (RFC 8446 §4.2.10), got ${maxEarlyData}`);
+  }
+  // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long". A static list is checked now; what a lookup
+  // answers is checked when a PSK is selected (selectSuiteAndPsk).
+  if (Array.isArray(options.psks) && !options.dangerouslyAllowShortPsks) {
+    for (const p of options.psks as readonly Psk[]) {
+      const problem = shortPskProblem(p);
+      if (problem) throw new TypeError(`server: ${problem}`);
+    }
   }
   return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
 }
@@ -337,7 +345,16 @@ function selectSuiteAndPsk(
   for (const suite of fixedSuite ? [fixedSuite] : plan.suites) {
     if (!ch.cipherSuites.includes(suite.id)) continue;
     const index = psks.findIndex((p) => p !== undefined && p.hash === suite.hash);
-    if (index >= 0) return { suite, psk: psks[index]!, index };
+    if (index >= 0) {
+      const psk = psks[index]!;
+      // RFC 9257 §6: a PSK is at least 128 bits long. A lookup (resolver, providePsks) that answers a shorter
+      // one fails the handshake as a failed lookup does (PskUnavailable): handshake_failure, RFC 8446 §6.2
+      // "unable to negotiate an acceptable set of security parameters given the options available" -- the
+      // peer did nothing wrong, yet this is no internal_error either (a policy refusal of the key we hold).
+      const problem = plan.options.dangerouslyAllowShortPsks ? undefined : shortPskProblem(psk);
+      if (problem) throw new TlsError('PskTooShort', `the PSK lookup answered a PSK too short for identity #${index}: ${problem}`);
+      return { suite, psk, index };
+    }
   }
   if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', 'none of the offered PSK identities is known');
   throw new TlsError('NoCommonCipherSuite', 'no cipher suite in common that a known PSK can use');

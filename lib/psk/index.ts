@@ -3,7 +3,7 @@
  * and how a QKD key ID travels in a PSK identity. Runtime-neutral; the sources that do I/O (key files, ETSI
  * GS QKD 014 key managers) are in lib/qkd/ (`qkd-tls/qkd`), the key manager simulator in lib/tools/kme/.
  */
-export { type Psk, type PskRequest, type PskResolver } from './types.js';
+export { MIN_PSK_BYTES, type Psk, type PskRequest, type PskResolver } from './types.js';
 export { identityText } from './identity-text.js';
 export {
   ALL_TARGET_KDFS,

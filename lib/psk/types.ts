@@ -38,6 +38,20 @@ export interface Psk {
   readonly label?: string;
 }
 
+/**
+ * The shortest PSK secret a connection accepts, in bytes: RFC 9257 §6, "Each PSK ... MUST be at least 128 bits
+ * long" (a shorter one can be found offline by trying every value against a binder). Only
+ * `dangerouslyAllowShortPsks` (CommonOptions) lets a shorter one through.
+ */
+export const MIN_PSK_BYTES = 16;
+
+/** Why `psk` may not be used (its secret is shorter than {@link MIN_PSK_BYTES}), or undefined. */
+export function shortPskProblem(psk: Psk): string | undefined {
+  return psk.secret.length < MIN_PSK_BYTES
+    ? `a PSK must be at least ${MIN_PSK_BYTES * 8} bits long (RFC 9257 §6), got ${psk.secret.length * 8} bits${psk.label ? ` (${psk.label})` : ''}; dangerouslyAllowShortPsks lets it through`
+    : undefined;
+}
+
 /** A synchronous PSK lookup: for each offered identity, the PSK or undefined. */
 export type PskResolver = (request: PskRequest) => readonly (Psk | undefined)[];
 
