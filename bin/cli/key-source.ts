@@ -23,6 +23,7 @@ import {
   type Psk,
   type PskLease,
   serverPskResolver,
+  MIN_PSK_BYTES,
   type SourcedKey,
   SUITES,
   type SupportedSuiteName,
@@ -55,9 +56,10 @@ export const KEY_SOURCE_OPTION_SPEC = {
 } as const;
 
 export const KEY_SOURCE_HELP = `Key source (one of):
-  --psk HEX --identity STR   a static pre-shared key (hex) and the identity that names it; repeat both to
-                             offer (client) or accept (server) several
+  --psk HEX --identity STR   a static pre-shared key (hex, at least 16 bytes: RFC 9257 §6) and the identity
+                             that names it; repeat both to offer (client) or accept (server) several
   --psk-file FILE            static keys from FILE, one "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]" a line
+                             (each key at least 16 bytes)
   --kme URL                  QKD keys from this ETSI GS QKD 014 key manager (KME): the client's own KME
                              (enc_keys), or the server's own KME (dec_keys)
     --sae-id ID              this endpoint's SAE ID at its KME
@@ -121,6 +123,13 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
       throw new UsageError(`--psk-file: ${(e as Error).message}`);
     }
     if (values['psk-hash'] !== undefined) keys = keys.map((k) => ({ ...k, hash }));
+    for (const k of keys) {
+      if (k.secret.length < MIN_PSK_BYTES) {
+        const problem = `--psk-file: the key of '${k.label}' ${tooShort(k.secret)}`;
+        for (const w of keys) w.secret.fill(0);
+        throw new UsageError(problem);
+      }
+    }
   } else {
     keys = staticKeys(values, hash);
   }
@@ -155,9 +164,18 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
     if (digits.length % 2 !== 0 || /[^0-9a-fA-F]/.test(digits)) throw new UsageError(`--psk #${i + 1}: not hex`);
     secret = new Uint8Array(Buffer.from(digits, 'hex'));
     if (secret.length === 0) throw new UsageError(`--psk #${i + 1} is empty`);
+    if (secret.length < MIN_PSK_BYTES) throw new UsageError(`--psk #${i + 1} ${tooShort(secret)}`);
     if (ids[i].length === 0) throw new UsageError(`--identity #${i + 1} is empty`);
     return { identity: new TextEncoder().encode(ids[i]), secret, hash, label: ids[i] };
   });
+}
+
+/**
+ * RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long" (a shorter one falls to an offline search against a
+ * binder). The library refuses one too (dangerouslyAllowShortPsks); the command line has no way around it.
+ */
+function tooShort(secret: Uint8Array): string {
+  return `is ${secret.length} bytes: a PSK must be at least ${MIN_PSK_BYTES} bytes (128 bits, RFC 9257 §6)`;
 }
 
 /** QKD keys from an ETSI 014 KME: the client source is made on first use, the server resolver at once. */
