@@ -12,6 +12,7 @@ import { connect } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
+import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP } from '../cli/tls-options.js';
 
@@ -44,17 +45,21 @@ export async function run(argv: string[]): Promise<number> {
     ...TLS_OPTION_SPEC,
     ...TRACE_OPTION_SPEC,
   } as const;
-  const cli = parseCommandLine('client', argv, options, HELP, (values) => ({
-    target: parseHostPort('connect', values.connect),
-    tls: parseTlsOptions(values),
-    keys: parseKeySource(values, { role: 'client' }),
-    trace: parseTraceOptions(values),
-  }));
+  const cli = parseCommandLine('client', argv, options, HELP, (values) => {
+    // An option of the other role (bin/cli/roles.ts) is a usage error, not silently ignored.
+    refuseOtherRoleOptions('client', values);
+    return {
+      target: parseHostPort('connect', values.connect),
+      tls: parseTlsOptions(values),
+      keys: parseKeySource(values, { role: 'client' }),
+      trace: parseTraceOptions(values),
+    };
+  });
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
   const { target, tls, keys, trace } = cli.plan;
   const report = new Reporter(tls.json);
-  const { json: _j, maxEarlyDataSize: _m, ...connOptions } = tls;
+  const { json: _j, maxEarlyDataSize: _m, ...connOptions } = tls; // --max-early-data was refused (a server option)
 
   return new Promise<number>((resolve) => {
     let failed = false;

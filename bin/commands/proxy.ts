@@ -21,6 +21,7 @@ import {
 } from 'qkd-tls/proxy';
 import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
+import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]
@@ -145,7 +146,7 @@ export async function run(argv: string[]): Promise<number> {
       json = values.json ?? false;
       logger = createLogger({ json });
       drainMs = durationOr('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS);
-      services = [buildService(values.name ?? values.role ?? 'proxy', values, logger)];
+      services = [buildService(values.name ?? values.role ?? 'proxy', values, logger, true)];
     }
   } catch (e) {
     for (const s of services) s.keys.close();
@@ -197,8 +198,11 @@ export async function run(argv: string[]): Promise<number> {
   });
 }
 
-/** Validates one service's options (flags or a config section) and builds its key source. */
-function buildService(name: string, values: Record<string, unknown>, logger: ProxyLogger): { config: ServiceConfig; keys: KeySource } {
+/**
+ * Validates one service's options (flags or a config section) and builds its key source. `commandLine`: the
+ * values are flags (one service), not a config section.
+ */
+function buildService(name: string, values: Record<string, unknown>, logger: ProxyLogger, commandLine = false): { config: ServiceConfig; keys: KeySource } {
   const role = values.role as string | undefined;
   if (role === undefined) throw new FieldError('role', 'missing: client (accept plain TCP, connect with TLS) or server (the reverse)');
   if (role !== 'client' && role !== 'server') throw new FieldError('role', `must be client or server, got "${role}"`);
@@ -206,6 +210,10 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   const accept = parseHostPort('accept', values.accept as string);
   const connect = parseHostPort('connect', values.connect as string);
   if (values['early-data'] !== undefined) throw new FieldError('early-data', 'not supported by the proxy (it forwards what applications send)');
+  // An option of the other role (bin/cli/roles.ts) given on the command line is a usage error. A config file is
+  // left alone: its global section holds defaults for every service, of both roles, and each service ignores
+  // those of the other role.
+  if (commandLine) refuseOtherRoleOptions(role, values);
   const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
   const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], true);
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);

@@ -9,6 +9,7 @@ import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, rese
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
+import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
@@ -46,14 +47,18 @@ export async function run(argv: string[]): Promise<number> {
     ...TLS_OPTION_SPEC,
     ...TRACE_OPTION_SPEC,
   } as const;
-  const cli = parseCommandLine('server', argv, options, HELP, (values) => ({
-    listen: parseHostPort('listen', values.listen),
-    maxConnections: maxConnectionsOf(values['max-connections']),
-    forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
-    tls: parseTlsOptions(values),
-    keys: parseKeySource(values),
-    trace: parseTraceOptions(values),
-  }));
+  const cli = parseCommandLine('server', argv, options, HELP, (values) => {
+    // An option of the other role (bin/cli/roles.ts) is a usage error, not silently ignored.
+    refuseOtherRoleOptions('server', values);
+    return {
+      listen: parseHostPort('listen', values.listen),
+      maxConnections: maxConnectionsOf(values['max-connections']),
+      forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
+      tls: parseTlsOptions(values),
+      keys: parseKeySource(values),
+      trace: parseTraceOptions(values),
+    };
+  });
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
   const { listen, forward, tls, keys, trace, maxConnections } = cli.plan;
