@@ -8,6 +8,9 @@ import t from 'tap';
 import { utf8 } from '../lib/codec/bytes.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
+import type { TlsError } from '../lib/errors.js';
+import { importedResolver, importPsk, type ExternalPsk } from '../lib/psk/importer.js';
+import { serverPskResolver, type ServerKeySource } from '../lib/psk/source.js';
 import { MIN_PSK_BYTES, type Psk } from '../lib/psk/types.js';
 import { handshake } from './helpers/pair.js';
 
@@ -60,4 +63,27 @@ t.test('server: a resolver or an asynchronous lookup answering a short PSK fails
   const ok = psk(16, 'ok');
   p = handshake({ crypto, psks: [ok] }, { crypto, psks: () => [ok] });
   tt.equal(p.server.phase, 'connected', '16 bytes from a resolver');
+});
+
+t.test('RFC 9258 importer: an EPSK under 128 bits is refused (ipskx would hide it from the connection)', async (tt) => {
+  const epsk = (bytes: number): ExternalPsk => ({ identity: utf8('qkd-key'), secret: new Uint8Array(bytes).fill(3) });
+  tt.throws(() => importPsk(crypto, epsk(15)), { name: 'TypeError', message: /importPsk: the EPSK: a PSK must be at least 128 bits long \(RFC 9257 §6\)/ });
+  tt.equal(importPsk(crypto, epsk(16)).length, 2, '16 bytes is enough');
+  const shortImported = importPsk(crypto, epsk(4), { dangerouslyAllowShortPsks: true });
+  tt.equal(shortImported[0].secret.length, 32, 'the opt-out: ipskx is 32 bytes, whatever the EPSK');
+
+  // A server resolver that imports a short EPSK: PskTooShort, handshake_failure (before, the handshake completed).
+  let p = handshake({ crypto, psks: shortImported }, { crypto, psks: importedResolver(crypto, [epsk(4)]) });
+  tt.equal(p.error('server')?.reason, 'PskTooShort', 'importedResolver: named reason');
+  tt.equal(p.error('client')?.alert, 'handshake_failure', 'importedResolver: the client received handshake_failure');
+  p = handshake({ crypto, psks: shortImported }, { crypto, psks: importedResolver(crypto, [epsk(4)], { dangerouslyAllowShortPsks: true }) });
+  tt.equal(p.server.phase, 'connected', 'importedResolver with the opt-out');
+
+  // serverPskResolver over a key source: the lookup rejects, and the key it resolved is wiped.
+  const resolved = epsk(4);
+  const source: ServerKeySource = { description: 'test', resolve: async () => [resolved], close() {} };
+  const resolve = serverPskResolver(crypto, source, { importer: {} });
+  const failure = await resolve({ identities: [shortImported[0].identity] }).then(() => undefined, (e: unknown) => e);
+  tt.equal((failure as TlsError | undefined)?.reason, 'PskTooShort', 'serverPskResolver rejects: PskTooShort');
+  tt.ok(resolved.secret.every((b) => b === 0), 'the resolved EPSK is wiped');
 });

@@ -56,7 +56,8 @@ export interface CommonOptions {
    * against one recorded binder. By default (false) a client's `psks` or a server's static `psks` list with a
    * shorter secret is a TypeError when the connection is made, and a server whose PSK lookup (a resolver or
    * {@link Connection.providePsks}) answers one for the identity it would select fails the handshake
-   * (PskTooShort, handshake_failure).
+   * (PskTooShort, handshake_failure). An RFC 9258 imported PSK is as long as its hash whatever its EPSK: the
+   * importer checks the EPSK itself (ImportOptions.dangerouslyAllowShortPsks).
    */
   readonly dangerouslyAllowShortPsks?: boolean;
 }

@@ -22,7 +22,8 @@ import type { CryptoProvider, HashName } from '../crypto/provider.js';
 import { expandLabel } from '../keyschedule/hkdf-label.js';
 import { Label } from '../keyschedule/labels.js';
 import { hashLength } from '../suites.js';
-import type { Psk, PskRequest, PskResolver } from './types.js';
+import { TlsError } from '../errors.js';
+import { shortPskProblem, type Psk, type PskRequest, type PskResolver } from './types.js';
 
 /** RFC 9258 §5.1: ImportedIdentity.target_protocol values. Only TLS 1.3 is imported for here. */
 export const TargetProtocol = {
@@ -147,7 +148,14 @@ export interface ImportOptions {
    */
   readonly context?: Uint8Array | string;
   /** The target KDFs to import for, in order. Default: HKDF_SHA256 and HKDF_SHA384. */
-  readonly targetKdfs?: readonly TargetKdfName[];
+  readonly targetKdfs?: readonly TargetKdfName[];  /**
+   * DANGEROUS, for testing other stacks only: import EPSKs shorter than 16 bytes. RFC 9257 §6: "Each PSK ... MUST
+   * be at least 128 bits long"; an imported PSK (ipskx) has no more entropy than its EPSK, so the connection's
+   * own length check cannot see a short one. By default {@link importPsk} throws a TypeError for one, and a
+   * server's derivation ({@link deriveAcceptedImports}, {@link importedResolver}) fails the handshake
+   * (PskTooShort, handshake_failure).
+   */
+  readonly dangerouslyAllowShortPsks?: boolean;
 }
 
 /**
@@ -183,6 +191,8 @@ export function importPsk(crypto: CryptoProvider, epsk: ExternalPsk, options: Im
   const context = contextBytes(options.context);
   const kdfs = options.targetKdfs ?? ALL_TARGET_KDFS;
   if (kdfs.length === 0) throw new TypeError('importPsk: at least one target KDF is required');
+  const problem = options.dangerouslyAllowShortPsks ? undefined : shortPskProblem(epsk);
+  if (problem) throw new TypeError(`importPsk: the EPSK: ${problem}`);
   return kdfs.map((kdf) => importFor(crypto, epsk, context, kdf));
 }
 
@@ -203,7 +213,8 @@ export interface ImportAcceptOptions {
   /** The context the server expects (must equal the received ImportedIdentity.context). Default empty. */
   readonly context?: Uint8Array | string;
   /** Target KDFs the server accepts. Default: both. */
-  readonly targetKdfs?: readonly TargetKdfName[];
+  readonly targetKdfs?: readonly TargetKdfName[];  /** As {@link ImportOptions.dangerouslyAllowShortPsks}. */
+  readonly dangerouslyAllowShortPsks?: boolean;
 }
 
 /** One received identity, read as an ImportedIdentity that this server accepts. */
@@ -257,12 +268,20 @@ export function deriveAcceptedImports(
   accepted: readonly AcceptedImport[],
   externalIdentities: readonly Uint8Array[],
   epsks: readonly (ExternalPsk | undefined)[],
+  options: { readonly dangerouslyAllowShortPsks?: boolean } = {},
 ): (Psk | undefined)[] {
   const out: (Psk | undefined)[] = new Array(identityCount).fill(undefined);
   const byExternal = new Map(externalIdentities.map((e, i) => [toHex(e), epsks[i]]));
   for (const a of accepted) {
     const epsk = byExternal.get(toHex(a.imported.externalIdentity));
     if (!epsk) continue;
+    // RFC 9257 §6: the EPSK is at least 128 bits long (ipskx would hide a shorter one from the connection's
+    // check). As for a short PSK from a lookup (lib/handshake/server.ts): PskTooShort, handshake_failure.
+    const problem = options.dangerouslyAllowShortPsks ? undefined : shortPskProblem(epsk);
+    if (problem) {
+      for (const p of out) if (p) wipe(p.secret);
+      throw new TlsError('PskTooShort', `the EPSK of imported identity #${a.index}: ${problem}`);
+    }
     out[a.index] = importFor(crypto, epsk, a.imported.context, a.targetKdf);
   }
   return out;
@@ -283,7 +302,7 @@ export function importedResolver(
     typeof epsks === 'function' ? epsks : (id: Uint8Array) => epsks.find((e) => bytesEqual(e.identity, id));
   return (request: PskRequest) => {
     const { accepted, externalIdentities } = acceptImportedIdentities(request.identities, options);
-    const found = deriveAcceptedImports(crypto, request.identities.length, accepted, externalIdentities, externalIdentities.map(lookup));
+    const found = deriveAcceptedImports(crypto, request.identities.length, accepted, externalIdentities, externalIdentities.map(lookup), options);
     const plain = options.plain;
     if (plain) {
       request.identities.forEach((id, i) => {

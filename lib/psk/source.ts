@@ -168,9 +168,16 @@ export function serverPskResolver(
       const at = position.get(toHex(id));
       return at === undefined ? undefined : keys[at];
     };
-    const psks = importer
-      ? deriveAcceptedImports(crypto, ids.length, accepted, externalIdentities, externalIdentities.map(keyFor))
-      : ids.map(() => undefined as Psk | undefined);
+    let psks: (Psk | undefined)[];
+    try {
+      psks = importer
+        ? deriveAcceptedImports(crypto, ids.length, accepted, externalIdentities, externalIdentities.map(keyFor), importer)
+        : ids.map(() => undefined as Psk | undefined);
+    } catch (e) {
+      // An EPSK shorter than 128 bits (RFC 9257 §6): the lookup fails, the keys it resolved are wiped.
+      for (const k of keys) if (k) wipe(k.secret);
+      throw e;
+    }
     if (allowPlain) {
       ids.forEach((id, i) => {
         if (psks[i] === undefined && !importedAt.has(i) && !externalHex.has(toHex(id))) {

@@ -45,8 +45,8 @@ export interface Psk {
  */
 export const MIN_PSK_BYTES = 16;
 
-/** Why `psk` may not be used (its secret is shorter than {@link MIN_PSK_BYTES}), or undefined. */
-export function shortPskProblem(psk: Psk): string | undefined {
+/** Why `psk` (or an RFC 9258 EPSK) may not be used (its secret is shorter than {@link MIN_PSK_BYTES}), or undefined. */
+export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly label?: string }): string | undefined {
   return psk.secret.length < MIN_PSK_BYTES
     ? `a PSK must be at least ${MIN_PSK_BYTES * 8} bits long (RFC 9257 §6), got ${psk.secret.length * 8} bits${psk.label ? ` (${psk.label})` : ''}; dangerouslyAllowShortPsks lets it through`
     : undefined;
