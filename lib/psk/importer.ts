@@ -148,7 +148,8 @@ export interface ImportOptions {
    */
   readonly context?: Uint8Array | string;
   /** The target KDFs to import for, in order. Default: HKDF_SHA256 and HKDF_SHA384. */
-  readonly targetKdfs?: readonly TargetKdfName[];  /**
+  readonly targetKdfs?: readonly TargetKdfName[];
+  /**
    * DANGEROUS, for testing other stacks only: import EPSKs shorter than 16 bytes. RFC 9257 §6: "Each PSK ... MUST
    * be at least 128 bits long"; an imported PSK (ipskx) has no more entropy than its EPSK, so the connection's
    * own length check cannot see a short one. By default {@link importPsk} throws a TypeError for one, and a
@@ -213,7 +214,8 @@ export interface ImportAcceptOptions {
   /** The context the server expects (must equal the received ImportedIdentity.context). Default empty. */
   readonly context?: Uint8Array | string;
   /** Target KDFs the server accepts. Default: both. */
-  readonly targetKdfs?: readonly TargetKdfName[];  /** As {@link ImportOptions.dangerouslyAllowShortPsks}. */
+  readonly targetKdfs?: readonly TargetKdfName[];
+  /** As {@link ImportOptions.dangerouslyAllowShortPsks}. */
   readonly dangerouslyAllowShortPsks?: boolean;
 }
 

@@ -21,6 +21,7 @@ import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
+import { MIN_PSK_BYTES } from '../psk/types.js';
 
 /** What the sources report (never key material). */
 export type Etsi014SourceEvent =
@@ -40,16 +41,12 @@ export type Etsi014SourceEvent =
   | { readonly type: 'lookup-failed'; readonly keyId: string; readonly message: string };
 
 /**
- * The shortest QKD key that may become a PSK, in bytes: RFC 9257 §6, "Each PSK ... MUST be at least 128 bits
- * long" (a shorter one can be found by trying every value against a binder, offline). The importer does not
- * help: ipskx has no more entropy than the key it comes from.
+ * Why a key delivered by the KME cannot be a PSK (too short: RFC 9257 §6, MIN_PSK_BYTES; the importer does not
+ * help, ipskx has no more entropy than the key it comes from), or undefined.
  */
-export const MIN_QKD_KEY_BYTES = 16;
-
-/** Why a key delivered by the KME cannot be a PSK (too short), or undefined. */
 function tooShort(op: 'enc_keys' | 'dec_keys', key: Uint8Array): string | undefined {
-  return key.length < MIN_QKD_KEY_BYTES
-    ? `the KME delivered a ${key.length * 8}-bit key with ${op}: a PSK must be at least ${MIN_QKD_KEY_BYTES * 8} bits long (RFC 9257 §6)`
+  return key.length < MIN_PSK_BYTES
+    ? `the KME delivered a ${key.length * 8}-bit key with ${op}: a PSK must be at least ${MIN_PSK_BYTES * 8} bits long (RFC 9257 §6)`
     : undefined;
 }
 
@@ -128,8 +125,8 @@ export class Etsi014ClientSource implements ClientKeySource {
     if (!options.peerSaeId) throw new TypeError('Etsi014ClientSource: peerSaeId (the TLS server SAE) is required');
     // The SAE ID travels in every PSK identity: refuse one that cannot, now rather than on each connection.
     encodeKeyIdIdentity({ keyId: '00000000-0000-0000-0000-000000000000', saeId: options.saeId });
-    if (options.keySize !== undefined && !(options.keySize >= MIN_QKD_KEY_BYTES * 8)) {
-      throw new RangeError(`Etsi014ClientSource: keySize must be at least ${MIN_QKD_KEY_BYTES * 8} bits (RFC 9257 §6: a PSK is at least 128 bits long; got ${options.keySize})`);
+    if (options.keySize !== undefined && !(options.keySize >= MIN_PSK_BYTES * 8)) {
+      throw new RangeError(`Etsi014ClientSource: keySize must be at least ${MIN_PSK_BYTES * 8} bits (RFC 9257 §6: a PSK is at least 128 bits long; got ${options.keySize})`);
     }
     const lifetime = options.keyLifetimeMs ?? 60_000;
     if (!(lifetime > 0)) throw new RangeError(`Etsi014ClientSource: keyLifetimeMs must be positive (got ${lifetime})`);
