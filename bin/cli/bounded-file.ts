@@ -33,12 +33,14 @@ export function readFileBounded(path: string, limit: number): Buffer {
     if (stat.isFile() && stat.size > limit) throw new FileTooLargeError(path, limit);
     const chunks: Buffer[] = [];
     let total = 0;
+    // One buffer for every read, and a copy of what each read returned: memory follows the bytes read, not the
+    // number of reads (a slow source such as a pipe may return one byte a read).
+    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
     for (;;) {
       // One byte past the bound is enough to know it is passed.
-      const chunk = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, limit + 1 - total));
-      const n = readSync(fd, chunk, 0, chunk.length, null);
+      const n = readSync(fd, buffer, 0, Math.min(CHUNK_BYTES, limit + 1 - total), null);
       if (n === 0) break;
-      chunks.push(chunk.subarray(0, n));
+      chunks.push(Buffer.from(buffer.subarray(0, n)));
       total += n;
       if (total > limit) throw new FileTooLargeError(path, limit);
     }
