@@ -86,7 +86,7 @@ export const REASON_ALERT = {
   EarlyDataAcceptedWrongAlpn: 'illegal_parameter', // §4.2.10: 0-RTT accepted under another ALPN protocol than the PSK's
   IncorrectFinished: 'decrypt_error', // §4.4.4
   // --- handshake: limits and 0-RTT (§4.2.10) ---
-  EarlyDataTooLong: 'unexpected_message', // §4.2.10: more 0-RTT data than max_early_data_size (or the skip limit)
+  EarlyDataTooLong: 'unexpected_message', // §4.6.1: more 0-RTT data than max_early_data_size (or §4.2.10's skip limit)
   TooMuchDataWhileWaiting: 'unexpected_message', // a peer flooding us while its PSKs are looked up
   TooManyIdleRecords: 'unexpected_message', // a flood of records that carry no data
   // --- post-handshake (§4.6) ---

@@ -37,3 +37,15 @@ t.test('the client sends the earlyData given at construction, even when the call
   tt.ok(p.clientEvents.some((e) => e.type === 'early-data' && e.status === 'rejected'), 'the server rejected the 0-RTT data');
   tt.same(p.received('server').length ? fromUtf8(p.received('server')) : '', 'GET /original', 'the data resent after the handshake is the original');
 });
+
+t.test('a cipher suite, key-exchange mode or group listed twice is a TypeError (RFC 8446 §4.2.8: one key share per group)', async (tt) => {
+  // (Found by review: groups ['x25519', 'x25519'] sent two key shares for one group, which §4.2.8 forbids, and
+  // 256 modes made the ClientHello's encoder throw a RangeError.)
+  const psks = [makePsk('api-twice')];
+  for (const make of [(o: object) => Connection.client({ crypto, psks, ...o }), (o: object) => Connection.server({ crypto, psks, ...o })]) {
+    tt.throws(() => make({ groups: ['x25519', 'secp256r1', 'x25519'] }), { name: 'TypeError', message: /group x25519 is listed twice/ });
+    tt.throws(() => make({ kexModes: ['psk_ke', 'psk_ke'] }), { name: 'TypeError', message: /key-exchange mode psk_ke is listed twice/ });
+    tt.throws(() => make({ suites: ['TLS_AES_128_GCM_SHA256', 'TLS_AES_128_GCM_SHA256'] }), { name: 'TypeError', message: /cipher suite TLS_AES_128_GCM_SHA256 is listed twice/ });
+    tt.doesNotThrow(() => make({ groups: ['x25519', 'secp256r1'], kexModes: ['psk_dhe_ke', 'psk_ke'] }), 'each once');
+  }
+});

@@ -39,3 +39,21 @@ t.test('qkd-tls with no command: the usage on stderr, exit 2; --help: on stdout,
   t.equal(help.stderr, '', 'nothing on stderr');
   t.equal(help.stdout, none.stderr, 'the same usage, on stdout');
 });
+
+t.test('a name listed twice in --suites, --kex-modes, --groups or --key-shares is a usage error at startup', async (t) => {
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const [option, value, twice] of [
+    ['--suites', 'TLS_AES_128_GCM_SHA256,TLS_AES_128_GCM_SHA256', 'TLS_AES_128_GCM_SHA256'],
+    ['--kex-modes', 'psk_ke,psk_ke', 'psk_ke'],
+    ['--groups', 'x25519,X25519', 'x25519'],
+    ['--key-shares', 'x25519,x25519', 'x25519'],
+  ]) {
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...psk, option, value], { ms: 20_000 });
+    t.equal(r.code, 2, `${option}: exit code 2`);
+    t.equal(r.stderr, `qkd-tls client: ${option}: ${twice} is listed twice\n`, `${option}: one line`);
+  }
+  // A server would have listened and failed every connection.
+  const s = await runQkdTls(['server', '--listen', '127.0.0.1:0', ...psk, '--groups', 'x25519,x25519'], { ms: 20_000 });
+  t.equal(s.code, 2, 'server: exit code 2');
+  t.notMatch(s.stdout + s.stderr, /listening/, 'it never listened');
+});

@@ -12,6 +12,7 @@ import type { TlsError } from '../lib/errors.js';
 import { importedResolver, importPsk, type ExternalPsk } from '../lib/psk/importer.js';
 import { serverPskResolver, type ServerKeySource } from '../lib/psk/source.js';
 import { MIN_PSK_BYTES, type Psk } from '../lib/psk/types.js';
+import { type AsyncPskResolver, createServer } from '../lib/transport/node.js';
 import { handshake } from './helpers/pair.js';
 
 const crypto = nodeProvider;
@@ -86,4 +87,17 @@ t.test('RFC 9258 importer: an EPSK under 128 bits is refused (ipskx would hide i
   const failure = await resolve({ identities: [shortImported[0].identity] }).then(() => undefined, (e: unknown) => e);
   tt.equal((failure as TlsError | undefined)?.reason, 'PskTooShort', 'serverPskResolver rejects: PskTooShort');
   tt.ok(resolved.secret.every((b) => b === 0), 'the resolved EPSK is wiped');
+});
+
+t.test('createServer: a short static PSK is refused when the server is made, not by each connection once it listens', async (tt) => {
+  // (Found by review: the server listened, and every connection failed with tlsClientError.)
+  tt.throws(() => createServer({ psks: [psk(8)], crypto }), { name: 'TypeError', message: /server: a PSK must be at least 128 bits long/ });
+  tt.throws(() => createServer({ psks: [psk(32)], crypto, suites: ['TLS_NOPE' as never] }), TypeError, 'and any other option a connection refuses');
+  const server = createServer({ psks: [psk(16)], crypto });
+  tt.ok(server, 'a good one is made');
+  const lenient = createServer({ psks: [psk(2)], crypto, dangerouslyAllowShortPsks: true });
+  tt.ok(lenient, 'the opt-out');
+  // An asynchronous lookup may be called on its own, without the socket the transport passes (AsyncPskResolver).
+  const lookup: AsyncPskResolver = async (request) => request.identities.map(() => psk(16));
+  tt.equal((await lookup({ identities: [utf8('x')] } as never)).length, 1);
 });

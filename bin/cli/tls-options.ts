@@ -90,11 +90,19 @@ function list(v: string | undefined): string[] | undefined {
 
 /** A comma-separated list of group names, case-insensitive, as their IANA spelling. */
 function groupList(option: string, v: string | undefined): GroupName[] | undefined {
-  return list(v)?.map((name) => {
+  const groups = list(v)?.map((name) => {
     const g = groupByName(name);
     if (!g) throw new UsageError(`--${option}: unknown group "${name}" (known: ${Object.keys(GROUP_SPECS).join(', ')})`);
     return g;
   });
+  onceEach(option, groups);
+  return groups;
+}
+
+/** Refuses a name given twice in a list option (the library refuses it too, but only when a connection is made). */
+function onceEach(option: string, names: readonly string[] | undefined): void {
+  const twice = names?.find((x, i) => names.indexOf(x) !== i);
+  if (twice !== undefined) throw new UsageError(`--${option}: ${twice} is listed twice`);
 }
 
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
@@ -120,8 +128,10 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   }
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
+  onceEach('kex-modes', kexModes);
   const suites = list(str('suites'));
   for (const s of suites ?? []) if (!Object.hasOwn(SUITES, s)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
+  onceEach('suites', suites);
   const groups = groupList('groups', str('groups'));
   const keyShareGroups = groupList('key-shares', str('key-shares'));
   for (const g of keyShareGroups ?? []) {

@@ -681,7 +681,7 @@ export class Connection {
     }
     const early = this.earlyData;
     if (early.kind === 'accepting') {
-      // §4.2.10: more 0-RTT data than max_early_data_size is unexpected_message.
+      // §4.6.1: more 0-RTT data than max_early_data_size is unexpected_message (the limit of §4.2.10).
       const budget = early.budget - content.length;
       if (budget < 0) throw new TlsError('EarlyDataTooLong', 'the client sent more 0-RTT data than max_early_data_size');
       this.earlyData = { kind: 'accepting', budget };

@@ -248,6 +248,12 @@ export function resolveCommonOptions(
   for (const g of groups) if (!crypto.group(g)) throw new TypeError(`${side}: group ${g} is not supported by the ${crypto.name} provider`);
   // §4.2.7, §4.2.8: psk_dhe_ke needs a group; an empty supported_groups would only fail at the peer (decode_error).
   if (modes.includes('psk_dhe_ke') && groups.length === 0) throw new TypeError(`${side}: psk_dhe_ke needs at least one group`);
+  // Each at most once: §4.2.8, "Clients MUST NOT offer multiple KeyShareEntry values for the same group" (the
+  // shares follow the groups); a suite or mode twice says nothing more and lengthens the ClientHello.
+  for (const [what, list] of [['cipher suite', names], ['key-exchange mode', modes], ['group', groups]] as [string, readonly string[]][]) {
+    const twice = list.find((x, i) => list.indexOf(x) !== i);
+    if (twice !== undefined) throw new TypeError(`${side}: ${what} ${twice} is listed twice`);
+  }
   checkRecordSizeLimit(side, options.recordSizeLimit);
   return { suites, modes, groups };
 }

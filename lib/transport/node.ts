@@ -73,11 +73,11 @@ export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'c
 
 /**
  * Looks up the PSKs for the offered identities (one entry per identity, undefined when unknown). `socket` is the
- * connection whose handshake asks: the handshake reads the PSKs' secrets when they are handed over (keeping
+ * connection whose handshake asks (always passed by this transport; optional so that a resolver can be called on its own): the handshake reads the PSKs' secrets when they are handed over (keeping
  * copies of its own across a HelloRetryRequest), so a resolver that leases keys (a QKD key manager's) may wipe
  * them as soon as that handshake is over: the socket's 'secure' event, or its 'close' when it failed.
  */
-export type AsyncPskResolver = (request: PskRequest, socket: QkdTlsSocket) => Promise<readonly (Psk | undefined)[]>;
+export type AsyncPskResolver = (request: PskRequest, socket?: QkdTlsSocket) => Promise<readonly (Psk | undefined)[]>;
 
 export interface ServerTransportOptions extends TransportOptions, Omit<ServerOptions, 'crypto' | 'psks'> {
   /** Static PSKs (matched by identity), a synchronous resolver, or an asynchronous one. */
@@ -136,6 +136,10 @@ export class QkdTlsServer extends EventEmitter {
     onSecureConnection?: (socket: QkdTlsSocket) => void,
   ) {
     super();
+    // Options every connection would refuse (a PSK shorter than RFC 9257 §6 allows, an unknown suite or group, ...)
+    // are refused here, with the TypeError Connection.server throws, not by each connection once it is listening.
+    const { psks, handshakeTimeout: _t, crypto, keyLog: _k, traceConnection: _c, webCryptoKeyShares: _w, ...rest } = options;
+    Connection.server({ ...rest, psks: typeof psks === 'function' ? undefined : psks, crypto: crypto ?? defaultNodeCrypto() }).destroy();
     if (onSecureConnection) this.on('secureConnection', onSecureConnection);
     this.server = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw));
     this.server.on('error', (e) => this.emit('error', e));
