@@ -101,3 +101,27 @@ t.test('createServer: a short static PSK is refused when the server is made, not
   const lookup: AsyncPskResolver = async (request) => request.identities.map(() => psk(16));
   tt.equal((await lookup({ identities: [utf8('x')] } as never)).length, 1);
 });
+
+t.test('server: a short PSK among the lookup\'s answers is passed over for a usable one, plain or imported', async (tt) => {
+  // (Before, a short plain PSK failed the handshake if it came first, while one short imported EPSK failed the
+  // whole lookup, even beside a usable one: both now pass over it, and fail only when nothing else is left.)
+  const short = psk(4, 'short');
+  const good = psk(32, 'good');
+  const client = { crypto, psks: [short, good], dangerouslyAllowShortPsks: true };
+  let p = handshake(client, { crypto, psks: () => [short, good] });
+  tt.equal(p.server.phase, 'connected', `plain: connected (${p.error('server')?.message ?? ''})`);
+  tt.equal(p.server.handshake?.identityIndex, 1, 'plain: the usable PSK, the second offered, was selected');
+
+  const epsk = (name: string, bytes: number): ExternalPsk => ({ identity: utf8(name), secret: new Uint8Array(bytes).fill(5) });
+  const epsks = [epsk('short-epsk', 4), epsk('good-epsk', 32)];
+  const imported = [...importPsk(crypto, epsks[0], { targetKdfs: ['HKDF_SHA256'], dangerouslyAllowShortPsks: true }), ...importPsk(crypto, epsks[1], { targetKdfs: ['HKDF_SHA256'] })];
+  p = handshake({ crypto, psks: imported }, { crypto, psks: importedResolver(crypto, epsks) });
+  tt.equal(p.server.phase, 'connected', `imported: connected (${p.error('server')?.message ?? ''})`);
+  tt.equal(p.server.handshake?.identityIndex, 1, 'imported: the usable EPSK\'s identity was selected');
+
+  // Only short ones: PskTooShort (handshake_failure), both ways.
+  p = handshake({ crypto, psks: [short], dangerouslyAllowShortPsks: true }, { crypto, psks: () => [short] });
+  tt.equal(p.error('server')?.reason, 'PskTooShort', 'plain, only short: PskTooShort');
+  p = handshake({ crypto, psks: imported.slice(0, 1) }, { crypto, psks: importedResolver(crypto, epsks) });
+  tt.equal(p.error('server')?.reason, 'PskTooShort', 'imported, only short: PskTooShort');
+});

@@ -334,7 +334,11 @@ function sendServerFlight(io: HandshakeIO, a: AgreedKeys, random: Uint8Array, ex
 /**
  * Chooses the cipher suite (the server's preference among the client's, `fixedSuite` after a
  * HelloRetryRequest) together with the first offered PSK that can use it (§4.2.11: a PSK goes with a suite of
- * its hash).
+ * its hash). RFC 9257 §6: a PSK is at least 128 bits long; one that a lookup (resolver, providePsks) answers
+ * shorter is passed over, as the importer passes over a short EPSK (lib/psk/importer.ts), and when only such
+ * PSKs are left the handshake fails as a failed lookup does (PskTooShort, like PskUnavailable: handshake_failure,
+ * RFC 8446 §6.2 "unable to negotiate an acceptable set of security parameters given the options available";
+ * the peer did nothing wrong, yet this is no internal_error either: a policy refusal of the key we hold).
  */
 function selectSuiteAndPsk(
   plan: ServerPlan,
@@ -342,21 +346,17 @@ function selectSuiteAndPsk(
   psks: readonly (Psk | undefined)[],
   fixedSuite: SuiteInfo | undefined,
 ): { suite: SuiteInfo; psk: Psk; index: number } {
+  const usable = (p: Psk | undefined): p is Psk => p !== undefined && (plan.options.dangerouslyAllowShortPsks === true || shortPskProblem(p) === undefined);
   for (const suite of fixedSuite ? [fixedSuite] : plan.suites) {
     if (!ch.cipherSuites.includes(suite.id)) continue;
-    const index = psks.findIndex((p) => p !== undefined && p.hash === suite.hash);
-    if (index >= 0) {
-      const psk = psks[index]!;
-      // RFC 9257 §6: a PSK is at least 128 bits long. A lookup (resolver, providePsks) that answers a shorter
-      // one fails the handshake as a failed lookup does (PskUnavailable): handshake_failure, RFC 8446 §6.2
-      // "unable to negotiate an acceptable set of security parameters given the options available" -- the
-      // peer did nothing wrong, yet this is no internal_error either (a policy refusal of the key we hold).
-      const problem = plan.options.dangerouslyAllowShortPsks ? undefined : shortPskProblem(psk);
-      if (problem) throw new TlsError('PskTooShort', `the PSK lookup answered a PSK too short for identity #${index}: ${problem}`);
-      return { suite, psk, index };
-    }
+    const index = psks.findIndex((p) => usable(p) && p.hash === suite.hash);
+    if (index >= 0) return { suite, psk: psks[index]!, index };
   }
   if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', 'none of the offered PSK identities is known');
+  const short = psks.findIndex((p) => p !== undefined && !usable(p));
+  if (short >= 0 && !psks.some(usable)) {
+    throw new TlsError('PskTooShort', `the PSK lookup answered only PSKs too short to use, e.g. for identity #${short}: ${shortPskProblem(psks[short]!)}`);
+  }
   throw new TlsError('NoCommonCipherSuite', 'no cipher suite in common that a known PSK can use');
 }
 

@@ -167,6 +167,8 @@ export interface ImportOptions {
  * ```
  * The HKDF hash is the EPSK's — "It is not the hash function associated with ImportedIdentity.target_kdf" —
  * while L is the output length of the target KDF's hash. The label prefix is "tls13 " (target protocol TLS 1.3).
+ * The bare derivation: it does not check the EPSK's length (RFC 9257 §6, at least 128 bits), as
+ * {@link importPsk} and the server's {@link deriveAcceptedImports} do.
  */
 export function deriveImportedPsk(
   crypto: CryptoProvider,
@@ -262,7 +264,8 @@ export function acceptImportedIdentities(
 /**
  * Server side: derives the imported PSK of each accepted identity from the EPSKs found for the external
  * identities (`epsks[i]` for `externalIdentities[i]` of {@link acceptImportedIdentities}). Entries of the result
- * follow the received identities; identities not accepted, or whose EPSK was not found, stay undefined.
+ * follow the received identities; identities not accepted, or whose EPSK was not found or is shorter than RFC
+ * 9257 §6 allows (unless `dangerouslyAllowShortPsks`), stay undefined; PskTooShort when only short ones were found.
  */
 export function deriveAcceptedImports(
   crypto: CryptoProvider,
@@ -274,18 +277,21 @@ export function deriveAcceptedImports(
 ): (Psk | undefined)[] {
   const out: (Psk | undefined)[] = new Array(identityCount).fill(undefined);
   const byExternal = new Map(externalIdentities.map((e, i) => [toHex(e), epsks[i]]));
+  let short: string | undefined;
   for (const a of accepted) {
     const epsk = byExternal.get(toHex(a.imported.externalIdentity));
     if (!epsk) continue;
     // RFC 9257 §6: the EPSK is at least 128 bits long (ipskx would hide a shorter one from the connection's
-    // check). As for a short PSK from a lookup (lib/handshake/server.ts): PskTooShort, handshake_failure.
+    // check). A short one is passed over, as the server passes over a short PSK (lib/handshake/server.ts,
+    // selectSuiteAndPsk); when only short ones were found: PskTooShort, handshake_failure.
     const problem = options.dangerouslyAllowShortPsks ? undefined : shortPskProblem(epsk);
     if (problem) {
-      for (const p of out) if (p) wipe(p.secret);
-      throw new TlsError('PskTooShort', `the EPSK of imported identity #${a.index}: ${problem}`);
+      short ??= `the EPSK of imported identity #${a.index}: ${problem}`;
+      continue;
     }
     out[a.index] = importFor(crypto, epsk, a.imported.context, a.targetKdf);
   }
+  if (short !== undefined && out.every((p) => p === undefined)) throw new TlsError('PskTooShort', short);
   return out;
 }
 

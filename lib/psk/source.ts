@@ -174,7 +174,7 @@ export function serverPskResolver(
         ? deriveAcceptedImports(crypto, ids.length, accepted, externalIdentities, externalIdentities.map(keyFor), importer)
         : ids.map(() => undefined as Psk | undefined);
     } catch (e) {
-      // An EPSK shorter than 128 bits (RFC 9257 §6): the lookup fails, the keys it resolved are wiped.
+      // Only EPSKs shorter than 128 bits were found (RFC 9257 §6): the lookup fails, the keys it resolved are wiped.
       for (const k of keys) if (k) wipe(k.secret);
       throw e;
     }
