@@ -244,6 +244,37 @@ t.test('WebSocketStream: an opening that times out is given up (the socket close
   t.same(closes, [{ closeCode: 1000 }], 'and the WebSocketStream is closed');
 });
 
+t.test('WebSocketStream: a text message is refused with close 1003, as the WebSocket client and the listener refuse it', SUBTEST, async (t) => {
+  // (Found by review: this branch only failed the byte stream and never closed the WebSocket with 1003.)
+  const closes: unknown[] = [];
+  class SendsText {
+    opened = Promise.resolve({
+      readable: new ReadableStream<ArrayBuffer | string>({
+        start(c) {
+          c.enqueue('not a TLS record');
+        },
+      }),
+      writable: new WritableStream<Uint8Array>(),
+    });
+    closed = new Promise<never>(() => {});
+    constructor(readonly url: string) {}
+    close(info?: unknown): void {
+      closes.push(info);
+    }
+  }
+  const g = globalThis as { WebSocketStream?: unknown };
+  const saved = g.WebSocketStream;
+  g.WebSocketStream = SendsText;
+  t.teardown(() => {
+    g.WebSocketStream = saved;
+  });
+  const streams = await connectWebSocket('ws://127.0.0.1:9/');
+  t.equal(streams.api, 'WebSocketStream');
+  const reader = streams.readable.getReader();
+  await t.rejects(reader.read(), /WebSocketStream: a text message arrived where TLS records \(binary\) were expected/, 'the byte stream fails');
+  t.same(closes[0], { closeCode: 1003, reason: 'binary messages only' }, 'and the WebSocketStream is closed with 1003');
+});
+
 t.test('the bridge: when the page closes its WebSocket, the bridge lets the TCP connection go, even if the target keeps its side open', SUBTEST, async (t) => {
   const targetEvents: string[] = [];
   let received = '';

@@ -213,8 +213,14 @@ async function openWebSocketStream(
   const bytes = opened.readable.pipeThrough(
     new TransformStream<ArrayBuffer | string, Uint8Array>({
       transform(chunk, c) {
-        if (typeof chunk === 'string') c.error(new Error(`WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
-        else c.enqueue(new Uint8Array(chunk));
+        if (typeof chunk === 'string') {
+          c.error(new Error(`WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
+          try {
+            wss.close({ closeCode: TEXT_MESSAGE_REFUSED.code, reason: TEXT_MESSAGE_REFUSED.reason });
+          } catch {
+            /* closed already */
+          }
+        } else c.enqueue(new Uint8Array(chunk));
       },
     }),
   );
