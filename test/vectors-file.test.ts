@@ -143,7 +143,7 @@ t.test('CLI: vectors --file with something endless or too large is a usage error
   tt.equal((await endless.waitExit(WAIT)).code, 2, 'exit code 2');
   tt.match(endless.stderr, /^qkd-tls vectors: --file \/dev\/zero is larger than 67108864 bytes \(64 MiB\), the most that is read\n$/);
   tt.notMatch(endless.stderr, /\n\s+at /, 'no stack trace');
-  // A regular file over the bound (sparse: no disk used) is refused by its size, before it is read.
+  // A regular file over the bound (sparse: no disk used) is refused too (readFileBounded judges a regular file by its size).
   const path = await tempFile(tt, 'huge.txt', '');
   await truncate(path, 64 * 1024 * 1024 + 1);
   const huge = spawnQkdTls(tt, ['vectors', '--file', path]);
