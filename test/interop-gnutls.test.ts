@@ -130,6 +130,37 @@ t.test('HelloRetryRequest: qkd-tls client shares x25519, gnutls-serv allows only
   await closeClient(socket);
 });
 
+// RFC 6066 §3: a HostName is ASCII, an internationalized name in its A-label form. GnuTLS 3.7 answers a raw
+// UTF-8 server_name with illegal_parameter, so the client refuses such a name before anything is sent.
+const IDN = 'bücher.example';
+const IDN_A_LABEL = 'xn--bcher-kva.example';
+
+t.test('SNI: a non-ASCII serverName is refused before sending (RFC 6066 §3); its A-label form goes to gnutls-serv', SUBTEST, async (t) => {
+  const { port } = await gnutlsServ(t, PRIORITY.psk_dhe_ke);
+  const refused = connect({ host: '127.0.0.1', port, psks: [psk], serverName: IDN });
+  t.teardown(() => refused.destroy());
+  const err = await withTimeout(new Promise<Error>((resolve) => refused.once('error', resolve)), WAIT, 'the client to refuse the name');
+  t.type(err, TypeError, `not sent (GnuTLS would answer illegal_parameter): ${err.message}`);
+  t.match(err.message, /serverName must be printable ASCII.*A-labels/);
+  const socket = await libraryClient(t, port, { serverName: IDN_A_LABEL });
+  await checkEcho(t, socket, 'named by A-labels');
+  await closeClient(socket);
+});
+
+t.test('SNI: the qkd-tls client CLI refuses a non-ASCII --server-name (usage error), takes the A-label form', SUBTEST, async (t) => {
+  const { port } = await gnutlsServ(t, PRIORITY.psk_dhe_ke);
+  const args = ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json'];
+  const bad = spawnQkdTls(t, [...args, '--server-name', IDN]);
+  bad.end();
+  t.equal((await bad.waitExit(WAIT)).code, 2, 'a usage error, not a handshake GnuTLS fails with illegal_parameter');
+  t.match(bad.stderr, '--server-name: printable ASCII only');
+  const cli = spawnQkdTls(t, [...args, '--server-name', IDN_A_LABEL]);
+  cli.write('sni as a-labels\n');
+  await cli.waitFor('sni as a-labels\n', WAIT, 'stdout');
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 0, 'the client exits 0');
+});
+
 t.test('KeyUpdate: qkd-tls library client against gnutls-serv', SUBTEST, async (t) => {
   const { port } = await gnutlsServ(t, PRIORITY.psk_dhe_ke);
   const socket = await libraryClient(t, port);

@@ -126,6 +126,9 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   if (serverName !== undefined && (serverName === '' || utf8Length(serverName) > MAX_SERVER_NAME_BYTES)) {
     throw new UsageError(`--server-name: from 1 to ${MAX_SERVER_NAME_BYTES} bytes`);
   }
+  if (serverName !== undefined && !/^[\x21-\x7e]+$/.test(serverName)) {
+    throw new UsageError(`--server-name: printable ASCII only; give an internationalized name as its A-labels ("xn--...", RFC 6066 §3)`);
+  }
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
   onceEach('kex-modes', kexModes);
