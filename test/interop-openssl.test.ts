@@ -376,6 +376,32 @@ t.test('KeyUpdate: s_client "k" and "K" commands against the qkd-tls server', SU
   t.equal((await client.waitExit(WAIT)).code, 0);
 });
 
+// --- close without close_notify ------------------------------------------------------------------------------
+
+t.test('truncation: s_client killed mid-connection; the qkd-tls server CLI --once reports it and exits 1', SUBTEST, async (t) => {
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
+  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const port = Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop());
+  const client = sClient(t, port, []);
+  await checkEcho(t, client, 'and then the client is gone');
+  // SIGKILL: the TCP connection ends (FIN) with no close_notify, as when a client crashes.
+  await client.kill('SIGKILL');
+  t.equal((await server.waitExit(WAIT)).code, 1, 'the --once server exits 1: the connection did not end cleanly');
+  t.match(jsonEvent(server.stderr, 'error'), { message: 'the client cut the TLS connection without close_notify (truncated)' });
+});
+
+t.test('a clean close: s_client "Q" (close_notify); the qkd-tls server CLI --once exits 0', SUBTEST, async (t) => {
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
+  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const port = Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop());
+  const client = sClient(t, port, []);
+  await checkEcho(t, client, 'then Q');
+  client.write('Q\n');
+  t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
+  t.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0');
+  t.equal(jsonEvent(server.stderr, 'error'), undefined, 'no failure reported');
+});
+
 // --- the wrong key -----------------------------------------------------------------------------------------------
 
 t.test('wrong key: qkd-tls client CLI against s_server', SUBTEST, async (t) => {

@@ -86,7 +86,16 @@ export async function run(argv: string[]): Promise<number> {
           exitCode = 1;
           report.failure(e);
         });
-      else socket.pipe(socket);
+      else {
+        // As the client command and --forward do: a client that cut the connection without close_notify may
+        // have sent less than it meant to (RFC 8446 §6.1), so the connection did not succeed.
+        socket.once('end', () => {
+          if (socket.connection?.peerClosed) return;
+          exitCode = 1;
+          report.failure(new Error('the client cut the TLS connection without close_notify (truncated)'), { peer: peerOf(socket) });
+        });
+        socket.pipe(socket);
+      }
     });
     server.server.maxConnections = maxConnections;
     server.on('tlsClientError', (err: Error, socket: QkdTlsSocket) => {
