@@ -49,3 +49,21 @@ t.test('a cipher suite, key-exchange mode or group listed twice is a TypeError (
     tt.doesNotThrow(() => make({ groups: ['x25519', 'secp256r1'], kexModes: ['psk_dhe_ke', 'psk_ke'] }), 'each once');
   }
 });
+
+t.test('serverName is an ASCII host name without a trailing dot, never an IP address (RFC 6066 §3)', async (tt) => {
+  // (Found in interop work: raw UTF-8 got illegal_parameter from GnuTLS 3.7; the rest RFC 6066 §3 forbids too.)
+  const psks = [makePsk('api-sni')];
+  for (const [name, problem] of [
+    ['bücher.example', /printable ASCII only.*A-labels/],
+    ['a b', /printable ASCII only/],
+    ['example.com.', /without a trailing dot/],
+    ['192.0.2.1', /not an IP address/],
+    ['::1', /not an IP address/],
+    ['[2001:db8::1]', /not an IP address/],
+  ] as const) {
+    tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { name: 'TypeError', message: problem }, name);
+  }
+  for (const name of ['xn--bcher-kva.example', 'localhost', '1.example', '192.0.2.1.example']) {
+    tt.doesNotThrow(() => Connection.client({ crypto, psks, serverName: name }), name);
+  }
+});

@@ -11,7 +11,7 @@ import {
   groupByName,
   type KexMode,
   MAX_ALPN_NAME_BYTES,
-  MAX_SERVER_NAME_BYTES,
+  serverNameProblem,
   nobleProvider,
   SUITES,
   type SupportedSuiteName,
@@ -124,12 +124,8 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     if (utf8Length(name) > MAX_ALPN_NAME_BYTES) throw new UsageError(`--alpn: a protocol name is at most ${MAX_ALPN_NAME_BYTES} bytes ("${name.slice(0, 20)}..." has ${utf8Length(name)})`);
   }
   const serverName = str('server-name');
-  if (serverName !== undefined && (serverName === '' || utf8Length(serverName) > MAX_SERVER_NAME_BYTES)) {
-    throw new UsageError(`--server-name: from 1 to ${MAX_SERVER_NAME_BYTES} bytes`);
-  }
-  if (serverName !== undefined && !/^[\x21-\x7e]+$/.test(serverName)) {
-    throw new UsageError(`--server-name: printable ASCII only; give an internationalized name as its A-labels ("xn--...", RFC 6066 §3)`);
-  }
+  const nameProblem = serverName === undefined ? undefined : serverNameProblem(serverName);
+  if (nameProblem) throw new UsageError(`--server-name: ${nameProblem}`);
   const kexModes = list(str('kex-modes'));
   for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
   onceEach('kex-modes', kexModes);

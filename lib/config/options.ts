@@ -141,6 +141,20 @@ export const MAX_ALPN_NAME_BYTES = 255;
  */
 export const MAX_SERVER_NAME_BYTES = 0xffff - 5;
 
+/**
+ * Why `name` cannot be sent as a server_name (RFC 6066 §3), or undefined: the HostName is "a byte string using
+ * ASCII encoding" of 1 to MAX_SERVER_NAME_BYTES bytes — an internationalized name in its A-label form (RFC 5890,
+ * "xn--..."; GnuTLS 3.7 answers raw UTF-8 with illegal_parameter) — "without a trailing dot", and "Literal IPv4
+ * and IPv6 addresses are not permitted".
+ */
+export function serverNameProblem(name: string): string | undefined {
+  if (name.length === 0 || name.length > MAX_SERVER_NAME_BYTES) return `from 1 to ${MAX_SERVER_NAME_BYTES} bytes`;
+  if (!/^[\x21-\x7e]+$/.test(name)) return 'printable ASCII only; give an internationalized name as its A-labels ("xn--...", RFC 6066 §3)';
+  if (name.endsWith('.')) return 'a host name without a trailing dot (RFC 6066 §3)';
+  if (name.includes(':') || /^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return 'a host name, not an IP address (RFC 6066 §3)';
+  return undefined;
+}
+
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

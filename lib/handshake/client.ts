@@ -39,7 +39,7 @@ import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_CLIENT_KEX_MODES,
   DEFAULT_GROUPS,
-  MAX_SERVER_NAME_BYTES,
+  serverNameProblem,
   type ClientOptions,
   type KexMode,
 } from '../config/options.js';
@@ -108,15 +108,9 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
-  // RFC 6066 §3: HostName opaque<1..2^16-1> (and the whole ServerNameList fits its 16-bit length).
-  if (options.serverName !== undefined && !(options.serverName.length > 0 && utf8(options.serverName).length <= MAX_SERVER_NAME_BYTES)) {
-    throw new TypeError(`client: serverName must be 1 to ${MAX_SERVER_NAME_BYTES} bytes (RFC 6066 §3)`);
-  }
-  // RFC 6066 §3: the HostName is "a byte string using ASCII encoding", an internationalized name in its A-label
-  // form (RFC 5890: "xn--..."). Raw UTF-8 is refused by peers (GnuTLS 3.7: illegal_parameter).
-  if (options.serverName !== undefined && !isAsciiHostName(options.serverName)) {
-    throw new TypeError('client: serverName must be printable ASCII; give an internationalized name as its A-labels ("xn--...", RFC 6066 §3)');
-  }
+  // RFC 6066 §3: an ASCII host name of 1 to MAX_SERVER_NAME_BYTES bytes (the ServerNameList fits its 16-bit length).
+  const nameProblem = options.serverName === undefined ? undefined : serverNameProblem(options.serverName);
+  if (nameProblem) throw new TypeError(`client: serverName: ${nameProblem}`);
   // Our own copy, as write() queues one: the data is sent later (after an asynchronous key agreement) and sent
   // again after the handshake when the server rejects it (§4.2.10), and the caller may reuse its buffer meanwhile.
   const earlyData = options.earlyData && options.earlyData.length > 0 ? copyBytes(options.earlyData) : undefined;
@@ -789,9 +783,4 @@ class ExpectServerFinished implements HandshakeState {
       (body) => void decodeNewSessionTicket(body), // parsed for validity, then ignored: no resumption
     );
   }
-}
-
-/** RFC 6066 §3: a HostName is ASCII (an IDN in its A-label form); printable, as a DNS name is. */
-function isAsciiHostName(name: string): boolean {
-  return /^[\x21-\x7e]+$/.test(name);
 }
