@@ -38,8 +38,9 @@ export const TLS_OPTION_SPEC = {
 } as const;
 
 export const TLS_OPTIONS_HELP = `TLS options:
-  --kex-modes LIST        key-exchange modes in preference order: psk_dhe_ke (forward secrecy, default)
-                          and/or psk_ke (the PSK alone), e.g. psk_dhe_ke,psk_ke
+  --kex-modes LIST        key-exchange modes in preference order: psk_dhe_ke (forward secrecy) and/or
+                          psk_ke (the PSK alone). Default: a client offers psk_dhe_ke only; a server takes
+                          psk_dhe_ke,psk_ke (the client's offer decides)
   --suites LIST           cipher suites in preference order (IANA names), default
                           TLS_AES_128_GCM_SHA256,TLS_CHACHA20_POLY1305_SHA256,TLS_AES_256_GCM_SHA384
   --groups LIST           key-exchange groups in preference order (IANA names, any case):
