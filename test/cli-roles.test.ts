@@ -86,3 +86,16 @@ t.test("a proxy config file's global options apply to the services of both roles
   await p.waitFor((l) => l.event === 'listening' && l.service === 'out');
   tt.pass('both services listen');
 });
+
+t.test("an option of the other role in a proxy config service's own section is refused at its line", async (tt) => {
+  // (Only the global section serves both roles; in a service's own section the option was silently ignored.)
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-roles-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'p.conf');
+  const lines = [`psk = ${KEY_HEX}`, 'identity = k1', 'server-name = example.com'];
+  lines.push('[out]', 'role = server', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', 'key-shares = x25519');
+  writeFileSync(file, lines.join('\n'));
+  const r = await runQkdTls(['proxy', '--config', file], { ms: 15_000 });
+  tt.equal(r.code, 2, 'exit code 2');
+  tt.match(r.stderr, /p\.conf:8: \[out\] key-shares: is a client option/, 'the line of key-shares in [out], not the global server-name');
+});

@@ -26,9 +26,11 @@ export const ROLE_OF_OPTION = {
 /**
  * Refuses an option of the other role among `values` (util.parseArgs values: a key is present only when the
  * option was given): "--early-data is a client option", a UsageError (exit 2, prefixed with the command).
+ * `given`: which of them count (default all); a proxy config's service passes only the fields set in its own
+ * section, since the global section's defaults serve services of both roles.
  */
-export function refuseOtherRoleOptions(role: Role, values: Record<string, unknown>): void {
+export function refuseOtherRoleOptions(role: Role, values: Record<string, unknown>, given: (name: string) => boolean = () => true): void {
   for (const [name, owner] of Object.entries(ROLE_OF_OPTION)) {
-    if (owner !== role && values[name] !== undefined) throw new UsageError(`--${name} is a ${owner} option`);
+    if (owner !== role && values[name] !== undefined && given(name)) throw new UsageError(`--${name} is a ${owner} option`);
   }
 }

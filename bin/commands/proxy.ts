@@ -140,13 +140,15 @@ export async function run(argv: string[]): Promise<number> {
       const drainSetting = values['drain-timeout'] ?? file.global.values['drain-timeout'];
       drainMs = fromSection(file.global, () => durationOr('drain-timeout', drainSetting, DEFAULT_DRAIN_TIMEOUT_MS));
       for (const section of file.services) {
-        services.push(fromSection(section, () => buildService(section.name!, { ...section.values, json }, logger!)));
+        // (A field set in the service's own section comes after its header; the global defaults come before.)
+        const own = (field: string): boolean => section.lineOf(field) > section.line;
+        services.push(fromSection(section, () => buildService(section.name!, { ...section.values, json }, logger!, own)));
       }
     } else {
       json = values.json ?? false;
       logger = createLogger({ json });
       drainMs = durationOr('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS);
-      services = [buildService(values.name ?? values.role ?? 'proxy', values, logger, true)];
+      services = [buildService(values.name ?? values.role ?? 'proxy', values, logger)];
     }
   } catch (e) {
     for (const s of services) s.keys.close();
@@ -199,10 +201,11 @@ export async function run(argv: string[]): Promise<number> {
 }
 
 /**
- * Validates one service's options (flags or a config section) and builds its key source. `commandLine`: the
- * values are flags (one service), not a config section.
+ * Validates one service's options (flags or a config section) and builds its key source. `own`: which values
+ * were set for this service itself (default: all, as flags are; a config section's own fields, not the global
+ * section's defaults).
  */
-function buildService(name: string, values: Record<string, unknown>, logger: ProxyLogger, commandLine = false): { config: ServiceConfig; keys: KeySource } {
+function buildService(name: string, values: Record<string, unknown>, logger: ProxyLogger, own?: (field: string) => boolean): { config: ServiceConfig; keys: KeySource } {
   const role = values.role as string | undefined;
   if (role === undefined) throw new FieldError('role', 'missing: client (accept plain TCP, connect with TLS) or server (the reverse)');
   if (role !== 'client' && role !== 'server') throw new FieldError('role', `must be client or server, got "${role}"`);
@@ -210,10 +213,10 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   const accept = parseHostPort('accept', values.accept as string);
   const connect = parseHostPort('connect', values.connect as string);
   if (values['early-data'] !== undefined) throw new FieldError('early-data', 'not supported by the proxy (it forwards what applications send)');
-  // An option of the other role (bin/cli/roles.ts) given on the command line is a usage error. A config file is
-  // left alone: its global section holds defaults for every service, of both roles, and each service ignores
-  // those of the other role.
-  if (commandLine) refuseOtherRoleOptions(role, values);
+  // An option of the other role (bin/cli/roles.ts) given for this service, on the command line or in its own
+  // config section, is a usage error. The config's global section holds defaults for every service, of both
+  // roles: each service ignores those of the other role.
+  refuseOtherRoleOptions(role, values, own);
   const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
   const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], true);
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
