@@ -224,10 +224,14 @@ t.test('a malformed %-escape in the request path is refused, and the bridge and 
   t.equal(await rawUpgrade(l.address().port, '/'), 101, 'and the listener goes on accepting');
 });
 
-t.test('WebSocketStream: an opening that times out is given up (the socket closed), not left to open later', SUBTEST, async (t) => {
+/**
+ * Puts a stand-in WebSocketStream, opened with `opened`, in the global for this test; returns what its close()
+ * calls were given.
+ */
+function fakeWebSocketStream(t: Tap, opened: Promise<unknown>): unknown[] {
   const closes: unknown[] = [];
-  class NeverOpens {
-    opened = new Promise<never>(() => {});
+  class Fake {
+    opened = opened;
     closed = new Promise<never>(() => {});
     constructor(readonly url: string) {}
     close(info?: unknown): void {
@@ -236,38 +240,32 @@ t.test('WebSocketStream: an opening that times out is given up (the socket close
   }
   const g = globalThis as { WebSocketStream?: unknown };
   const saved = g.WebSocketStream;
-  g.WebSocketStream = NeverOpens;
+  g.WebSocketStream = Fake;
   t.teardown(() => {
     g.WebSocketStream = saved;
   });
+  return closes;
+}
+
+t.test('WebSocketStream: an opening that times out is given up (the socket closed), not left to open later', SUBTEST, async (t) => {
+  const closes = fakeWebSocketStream(t, new Promise<never>(() => {}));
   await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { openTimeoutMs: 20 }), /not open after 20 ms/, 'the opening times out');
   t.same(closes, [{ closeCode: 1000 }], 'and the WebSocketStream is closed');
 });
 
 t.test('WebSocketStream: a text message is refused with close 1003, as the WebSocket client and the listener refuse it', SUBTEST, async (t) => {
   // (Found by review: this branch only failed the byte stream and never closed the WebSocket with 1003.)
-  const closes: unknown[] = [];
-  class SendsText {
-    opened = Promise.resolve({
+  const closes = fakeWebSocketStream(
+    t,
+    Promise.resolve({
       readable: new ReadableStream<ArrayBuffer | string>({
         start(c) {
           c.enqueue('not a TLS record');
         },
       }),
       writable: new WritableStream<Uint8Array>(),
-    });
-    closed = new Promise<never>(() => {});
-    constructor(readonly url: string) {}
-    close(info?: unknown): void {
-      closes.push(info);
-    }
-  }
-  const g = globalThis as { WebSocketStream?: unknown };
-  const saved = g.WebSocketStream;
-  g.WebSocketStream = SendsText;
-  t.teardown(() => {
-    g.WebSocketStream = saved;
-  });
+    }),
+  );
   const streams = await connectWebSocket('ws://127.0.0.1:9/');
   t.equal(streams.api, 'WebSocketStream');
   const reader = streams.readable.getReader();
