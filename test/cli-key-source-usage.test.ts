@@ -42,3 +42,9 @@ for (const [what, args] of [
     tt.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   });
 }
+
+t.test('proxy --config /dev/zero is a usage error, not a read without end', async (tt) => {
+  const r = await runQkdTls(['proxy', '--config', '/dev/zero'], { ms: 60_000 });
+  tt.equal(r.code, 2, 'exit code 2');
+  tt.match(r.stderr, /^qkd-tls proxy: \/dev\/zero: cannot read the configuration file: \/dev\/zero is larger than 67108864 bytes \(64 MiB\)/m);
+});
