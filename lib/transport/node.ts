@@ -73,9 +73,10 @@ export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'c
 
 /**
  * Looks up the PSKs for the offered identities (one entry per identity, undefined when unknown). `socket` is the
- * connection whose handshake asks (always passed by this transport; optional so that a resolver can be called on its own): the handshake reads the PSKs' secrets when they are handed over (keeping
- * copies of its own across a HelloRetryRequest), so a resolver that leases keys (a QKD key manager's) may wipe
- * them as soon as that handshake is over: the socket's 'secure' event, or its 'close' when it failed.
+ * connection whose handshake asks (this transport always passes it; it is optional so that a resolver can also
+ * be called on its own). The handshake reads the PSKs' secrets when they are handed over (keeping copies of its
+ * own across a HelloRetryRequest), so a resolver that leases keys (a QKD key manager's) may wipe them as soon as
+ * that handshake is over: the socket's 'secure' event, or its 'close' when it failed.
  */
 export type AsyncPskResolver = (request: PskRequest, socket?: QkdTlsSocket) => Promise<readonly (Psk | undefined)[]>;
 
