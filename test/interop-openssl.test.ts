@@ -378,10 +378,15 @@ t.test('KeyUpdate: s_client "k" and "K" commands against the qkd-tls server', SU
 
 // --- close without close_notify ------------------------------------------------------------------------------
 
-t.test('truncation: s_client killed mid-connection; the qkd-tls server CLI --once reports it and exits 1', SUBTEST, async (t) => {
+/** `qkd-tls server --once --json` with the static PSK, listening on a free port. */
+async function onceServer(t: Tap): Promise<{ server: ReturnType<typeof spawnQkdTls>; port: number }> {
   const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
   await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
-  const port = Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop());
+  return { server, port: Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop()) };
+}
+
+t.test('truncation: s_client killed mid-connection; the qkd-tls server CLI --once reports it and exits 1', SUBTEST, async (t) => {
+  const { server, port } = await onceServer(t);
   const client = sClient(t, port, []);
   await checkEcho(t, client, 'and then the client is gone');
   // SIGKILL: the TCP connection ends (FIN) with no close_notify, as when a client crashes.
@@ -391,9 +396,7 @@ t.test('truncation: s_client killed mid-connection; the qkd-tls server CLI --onc
 });
 
 t.test('a clean close: s_client "Q" (close_notify); the qkd-tls server CLI --once exits 0', SUBTEST, async (t) => {
-  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--once']);
-  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
-  const port = Number(String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop());
+  const { server, port } = await onceServer(t);
   const client = sClient(t, port, []);
   await checkEcho(t, client, 'then Q');
   client.write('Q\n');

@@ -10,7 +10,7 @@ import { parseKeySource, type KeySource } from '../bin/cli/key-source.js';
 import type { Psk } from '../lib/psk/types.js';
 import { startProxy } from '../lib/proxy/proxy.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
-import { connect, createServer, type AsyncPskResolver, type QkdTlsSocket } from '../lib/transport/node.js';
+import { connect, createServer, type AsyncPskResolver, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { silentLogger } from '../lib/proxy/log.js';
 import { backend, echo, type Teardown } from './proxy-helpers.js';
 
@@ -38,6 +38,15 @@ async function setup(tt: Teardown) {
   return { kme, clientKeys, serverKeys, resolver, leased };
 }
 
+/** Listens on a free loopback port; the server and its connections are closed when the test ends. */
+async function listening(tt: Teardown, server: QkdTlsServer): Promise<void> {
+  await new Promise<void>((r) => server.listen(0, LOCAL, r));
+  tt.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+}
+
 /** Connects with `psks`, sends "ping" once secure; resolves with the echo, or with the error. */
 function ping(port: number, psks: readonly Psk[], options: Partial<Parameters<typeof connect>[0]> = {}): Promise<{ echo?: string; error?: Error; socket: QkdTlsSocket }> {
   return new Promise((resolve) => {
@@ -53,11 +62,7 @@ function ping(port: number, psks: readonly Psk[], options: Partial<Parameters<ty
 t.test('qkd-tls server (createServer with the --kme key source): keys wiped once the handshake completes', async (tt) => {
   const { clientKeys, resolver, leased } = await setup(tt);
   const server = createServer({ psks: resolver, handshakeTimeout: 60_000 }, (s) => s.pipe(s));
-  await new Promise<void>((r) => server.listen(0, LOCAL, r));
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
+  await listening(tt, server);
   const psks = await clientKeys.clientPsks();
   const r = await ping(server.address().port, psks);
   clientKeys.release?.(psks);
@@ -74,11 +79,7 @@ t.test('qkd-tls server: after a HelloRetryRequest the handshake still has its ke
     retried = s.handshake?.helloRetry;
     s.pipe(s);
   });
-  await new Promise<void>((r) => server.listen(0, LOCAL, r));
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
+  await listening(tt, server);
   const psks = await clientKeys.clientPsks();
   // A share for secp256r1 only: the server, which takes x25519 alone, asks for it with a HelloRetryRequest.
   const r = await ping(server.address().port, psks, { groups: ['secp256r1', 'x25519'], keyShareGroups: ['secp256r1'] });
@@ -92,11 +93,7 @@ t.test('qkd-tls server: after a HelloRetryRequest the handshake still has its ke
 t.test('qkd-tls server: keys wiped once the handshake fails (a wrong key under the right key ID)', async (tt) => {
   const { clientKeys, resolver, leased } = await setup(tt);
   const server = createServer({ psks: resolver, handshakeTimeout: 60_000 }, (s) => s.pipe(s));
-  await new Promise<void>((r) => server.listen(0, LOCAL, r));
-  tt.teardown(() => {
-    server.destroyAll();
-    server.close();
-  });
+  await listening(tt, server);
   // The server's socket has closed (after its tlsClientError) before this resolves.
   const serverClosed = new Promise<Error>((resolve) =>
     server.once('tlsClientError', (e: Error, s: QkdTlsSocket) => (s.destroyed && s.closed ? resolve(e) : s.once('close', () => resolve(e)))),
