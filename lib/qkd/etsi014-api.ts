@@ -137,7 +137,7 @@ export type Etsi014FailureReason =
   | 'aborted' // the caller's signal fired
   | 'connection' // could not connect, or the connection broke, after the retries
   | 'tls' // the TLS handshake with the KME failed (certificates)
-  | 'invalid_response'; // a 200 answer that does not follow the spec or does not match the request
+  | 'invalid_response'; // a 200 answer that does not follow the spec or does not match the request, or an answer over the size bound
 
 export class Etsi014Error extends Error {
   override readonly name = 'Etsi014Error';

@@ -8,7 +8,7 @@
  * Behaviour:
  *  - `timeoutMs` (default 5000) bounds the WHOLE call, retries included: it then fails with reason 'timeout'.
  *  - 503 answers and connection failures are retried `retries` times (default 3) with exponential backoff
- *    and jitter; TLS failures and 4xx answers are not retried. (A retried dec_keys whose first attempt did
+ *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried. (A retried dec_keys whose first attempt did
  *    reach the KME may find its keys already delivered; the KME then answers 400.)
  *  - Keys come back base64-decoded as fresh `Uint8Array`s that the caller owns and should wipe after use.
  *    Key material is never logged and never appears in error messages.
@@ -71,6 +71,21 @@ export interface Etsi014Answer {
 
 /** Largest answer a carrier reads (a key container of many keys stays far below). */
 export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
+
+/**
+ * What a carrier rejects with when an answer outgrows {@link MAX_RESPONSE_BYTES}. The KME did answer, so this is
+ * an invalid answer, not a connection failure, and it is not retried: a dec_keys whose answer arrived has
+ * delivered its keys, which the KME hands out once (clause 5.3); asking again would get a 400 that hides the
+ * real failure.
+ */
+export class AnswerTooLargeError extends Error {
+  constructor(
+    /** The HTTP status of the oversized answer. */
+    readonly status: number,
+  ) {
+    super(`the answer is larger than ${MAX_RESPONSE_BYTES} bytes`);
+  }
+}
 
 export abstract class Etsi014ClientBase {
   readonly baseUrl: URL;
@@ -199,6 +214,7 @@ export abstract class Etsi014ClientBase {
           failure = httpFailure(op, where, peerSaeId, res.status, res.text, attempts);
         } catch (e) {
           if (e instanceof Etsi014Error) throw e;
+          if (e instanceof AnswerTooLargeError) throw invalid(op, e.message, attempts, e.status);
           if (signal.aborted) throw abortFailure(op, where, deadline.signal.aborted, this.opts.timeoutMs, attempts, e);
           failure = this.transportFailure(op, e, attempts);
         }
@@ -230,8 +246,8 @@ function decodeContainer(op: Etsi014Operation, json: unknown, attempts: number):
   return keys;
 }
 
-function invalid(op: Etsi014Operation, why: string, attempts: number): Etsi014Error {
-  return new Etsi014Error('invalid_response', `the KME's answer to ${op} is invalid: ${why}`, op, 200, undefined, attempts);
+function invalid(op: Etsi014Operation, why: string, attempts: number, status = 200): Etsi014Error {
+  return new Etsi014Error('invalid_response', `the KME's answer to ${op} is invalid: ${why}`, op, status, undefined, attempts);
 }
 
 /** AbortSignal.any where the runtime has it, else the same by hand. */

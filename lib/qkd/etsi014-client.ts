@@ -15,7 +15,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export {
   Etsi014Error,
@@ -67,7 +67,10 @@ export class Etsi014Client extends Etsi014ClientBase {
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > MAX_RESPONSE_BYTES) {
-            res.destroy(new Error(`answer larger than ${MAX_RESPONSE_BYTES} bytes`));
+            for (const k of chunks) k.fill(0);
+            c.fill(0);
+            reject(new AnswerTooLargeError(res.statusCode ?? 0)); // an invalid answer, not retried (etsi014-calls.ts)
+            res.destroy();
             return;
           }
           chunks.push(c);

@@ -17,7 +17,7 @@
  * Runtime-neutral: no `node:` imports.
  */
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export { Etsi014Error, type Etsi014CallOptions, type Etsi014EncKeysRequest, type Etsi014Key } from './etsi014-api.js';
 
@@ -57,7 +57,7 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
       // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
       redirect: 'manual',
     });
-    return { status: res.status, text: await readCapped(res) };
+    return { status: res.status, text: await readCapped(res, res.status) };
   }
 
   /** fetch reports a refused connection, a DNS failure, a TLS failure and a CORS refusal alike. */
@@ -66,8 +66,11 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
   }
 }
 
-/** Reads the body as text, refusing more than MAX_RESPONSE_BYTES; the bytes (which may hold keys) are wiped. */
-async function readCapped(res: Response): Promise<string> {
+/**
+ * Reads the body as text, refusing more than MAX_RESPONSE_BYTES (an invalid answer, not retried: etsi014-calls.ts);
+ * the bytes (which may hold keys) are wiped.
+ */
+async function readCapped(res: Response, status: number): Promise<string> {
   if (!res.body) return '';
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -79,7 +82,8 @@ async function readCapped(res: Response): Promise<string> {
     if (size > MAX_RESPONSE_BYTES) {
       await reader.cancel();
       for (const c of chunks) c.fill(0);
-      throw new Error(`answer larger than ${MAX_RESPONSE_BYTES} bytes`);
+      value.fill(0);
+      throw new AnswerTooLargeError(status);
     }
     chunks.push(value);
   }

@@ -1,0 +1,67 @@
+/**
+ * Findings of the ETSI GS QKD 014 conformance review of the key-delivery clients (lib/qkd/etsi014-*.ts), each
+ * against a stub KME on 127.0.0.1 that answers the way the finding needs:
+ *  - an oversized answer is an invalid answer, not a connection failure: never retried (a dec_keys whose answer
+ *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure).
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import t from 'tap';
+import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
+import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
+
+type Teardown = { teardown(fn: () => unknown): void };
+const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
+
+/** An HTTP server on 127.0.0.1 answering with `handler` (n counts requests from 1). */
+async function stub(tt: Teardown, handler: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
+  const seen = { requests: 0 };
+  const server = createServer((req, res) => {
+    seen.requests++;
+    const n = seen.requests;
+    req.resume();
+    req.on('end', () => handler(req, res, n));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  tt.teardown(() => new Promise<void>((r) => (server.close(() => r()), server.closeAllConnections())));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, seen };
+}
+
+async function failure(p: Promise<unknown>): Promise<Etsi014Error> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof Etsi014Error) return e;
+    throw e;
+  }
+  throw new Error('expected the call to fail');
+}
+
+const json = (res: ServerResponse, status: number, body: unknown) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+};
+
+const clients = {
+  node: (baseUrl: string) => new Etsi014Client({ baseUrl, retries: 3, retryDelayMs: 1, maxRetryDelayMs: 2 }),
+  fetch: (baseUrl: string) => new Etsi014FetchClient({ baseUrl, retries: 3, retryDelayMs: 1, maxRetryDelayMs: 2 }),
+};
+
+for (const [name, make] of Object.entries(clients)) {
+  t.test(`${name} client: an answer over the size bound is invalid_response, and dec_keys is not sent again`, async (t) => {
+    // The first answer is a 200 too large to read; any further request finds the key delivered (400), as a
+    // KME that hands each key out once would answer.
+    const { url, seen } = await stub(t, (_req, res, n) => {
+      if (n > 1) return json(res, 400, { message: 'key not found: already delivered' });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"keys":[${' '.repeat(MAX_RESPONSE_BYTES)}]}`);
+    });
+    const c = make(url);
+    t.teardown(() => c.close());
+    const e = await failure(c.decKeys('client-sae', [KEY_ID]));
+    t.match(e, { reason: 'invalid_response', operation: 'dec_keys', status: 200, attempts: 1 }, e.message);
+    t.match(e.message, /larger than/);
+    t.equal(seen.requests, 1, 'one request: the key the KME delivered is not asked for again');
+  });
+
+}
