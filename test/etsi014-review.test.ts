@@ -2,7 +2,9 @@
  * Findings of the ETSI GS QKD 014 conformance review of the key-delivery clients (lib/qkd/etsi014-*.ts), each
  * against a stub KME on 127.0.0.1 that answers the way the finding needs:
  *  - an oversized answer is an invalid answer, not a connection failure: never retried (a dec_keys whose answer
- *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure).
+ *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure);
+ *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
+ *    size to the KME's default.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import t from 'tap';
@@ -12,6 +14,7 @@ import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
 
 type Teardown = { teardown(fn: () => unknown): void };
 const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
+const KEY_ID_2 = '0b7c1f2e-3d4a-4b5c-9d6e-7f8091a2b3c4';
 
 /** An HTTP server on 127.0.0.1 answering with `handler` (n counts requests from 1). */
 async function stub(tt: Teardown, handler: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
@@ -64,4 +67,17 @@ for (const [name, make] of Object.entries(clients)) {
     t.equal(seen.requests, 1, 'one request: the key the KME delivered is not asked for again');
   });
 
+  t.test(`${name} client: enc_keys keys of different sizes are an invalid answer (clause 6.2: one size per request)`, async (t) => {
+    const keys = [
+      { key_ID: KEY_ID, key: Buffer.alloc(32, 1).toString('base64') },
+      { key_ID: KEY_ID_2, key: Buffer.alloc(16, 2).toString('base64') },
+    ];
+    const { url } = await stub(t, (_req, res) => json(res, 200, { keys }));
+    const c = make(url);
+    t.teardown(() => c.close());
+    const e = await failure(c.encKeys('server-sae', { number: 2 }));
+    t.match(e, { reason: 'invalid_response', operation: 'enc_keys' }, e.message);
+    t.match(e.message, /different sizes/);
+    t.notOk(e.message.includes(keys[0].key) || e.message.includes(keys[1].key), 'no key in the message');
+  });
 }

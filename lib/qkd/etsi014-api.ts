@@ -225,6 +225,9 @@ export function encKeysProblem(keys: readonly Etsi014Key[], request: Etsi014EncK
   const expected = request.number ?? 1;
   if (keys.length !== expected) return `asked for ${expected} keys, got ${keys.length}`;
   if (request.size !== undefined && keys.some((k) => k.key.length * 8 !== request.size)) return `a key is not ${request.size} bits long`;
+  // Clause 6.2: a request has one size for all its keys (when omitted, Status.key_size), so the keys of one
+  // answer are all of one size, even when the client left the size to the KME.
+  if (keys.some((k) => k.key.length !== keys[0].key.length)) return 'keys of different sizes in one answer';
   if (new Set(keys.map((k) => k.keyId.toLowerCase())).size !== keys.length) return 'duplicate key_IDs';
   return undefined;
 }
