@@ -4,7 +4,8 @@
  *  - an oversized answer is an invalid answer, not a connection failure: never retried (a dec_keys whose answer
  *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure);
  *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
- *    size to the KME's default.
+ *    size to the KME's default;
+ *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import t from 'tap';
@@ -81,3 +82,18 @@ for (const [name, make] of Object.entries(clients)) {
     t.notOk(e.message.includes(keys[0].key) || e.message.includes(keys[1].key), 'no key in the message');
   });
 }
+
+t.test("a peer SAE ID of '.' or '..' is refused before any request: the URL would lose its {SAE_ID} segment (clause 5.1)", async (t) => {
+  // Without the check, '..' sent enc_keys to /api/v1/enc_keys and '.' to /api/v1/keys/enc_keys (RFC 3986 §5.2.4).
+  const { url, seen } = await stub(t, (_req, res) => json(res, 200, { keys: [{ key_ID: KEY_ID, key: Buffer.alloc(32, 3).toString('base64') }] }));
+  for (const [name, make] of Object.entries(clients)) {
+    const c = make(url);
+    t.teardown(() => c.close());
+    for (const peer of ['.', '..']) {
+      await t.rejects(c.encKeys(peer), { name: 'TypeError', message: /cannot be sent as a URL path segment/ }, `${name} client, enc_keys to '${peer}'`);
+      await t.rejects(c.decKeys(peer, [KEY_ID]), TypeError, `${name} client, dec_keys from '${peer}'`);
+      await t.rejects(c.status(peer), TypeError, `${name} client, status of '${peer}'`);
+    }
+  }
+  t.equal(seen.requests, 0, 'no request left');
+});

@@ -185,6 +185,11 @@ export abstract class Etsi014ClientBase {
     userSignal: AbortSignal | undefined,
   ): Promise<{ json: unknown; attempts: number }> {
     if (typeof peerSaeId !== 'string' || peerSaeId === '') throw new TypeError(`${this.name}: the peer SAE ID must be a non-empty string`);
+    // Clause 5.1: the SAE ID is one path segment of /api/v1/keys/{SAE_ID}/{op}. URL resolution removes the segments
+    // '.' and '..' (RFC 3986 §5.2.4; percent-encoding them does not help), so the request would go to another path.
+    if (peerSaeId === '.' || peerSaeId === '..') {
+      throw new TypeError(`${this.name}: the peer SAE ID '${peerSaeId}' cannot be sent as a URL path segment (clause 5.1)`);
+    }
     const path = this.baseUrl.pathname.replace(/\/+$/, '') + etsi014Path(peerSaeId, op);
     const url = new URL(path + (query && [...query].length > 0 ? `?${query}` : ''), this.baseUrl);
     const where = `${this.baseUrl.origin}${path}`;
