@@ -5,13 +5,15 @@
  *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure);
  *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
  *    size to the KME's default;
- *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request.
+ *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request;
+ *  - the client key source refuses a key size that is not a multiple of 8 bits (clause 6.2) when it is made.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import t from 'tap';
 import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
+import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 
 type Teardown = { teardown(fn: () => unknown): void };
 const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
@@ -96,4 +98,15 @@ t.test("a peer SAE ID of '.' or '..' is refused before any request: the URL woul
     }
   }
   t.equal(seen.requests, 0, 'no request left');
+});
+
+t.test('Etsi014ClientSource refuses a keySize that is not a multiple of 8 bits (clause 6.2) when it is made, not on each handshake', async (t) => {
+  const client = new Etsi014Client({ baseUrl: 'http://127.0.0.1:1' });
+  t.teardown(() => client.close());
+  for (const keySize of [130, 256.5, Infinity]) {
+    t.throws(() => new Etsi014ClientSource({ client, peerSaeId: 'server-sae', keySize, poolSize: 0 }), { name: 'RangeError', message: /multiple of 8 bits/ }, `keySize ${keySize}`);
+  }
+  const ok = new Etsi014ClientSource({ client, peerSaeId: 'server-sae', keySize: 136, poolSize: 0 });
+  ok.close();
+  t.pass('136 bits (17 bytes) is accepted');
 });

@@ -128,6 +128,11 @@ export class Etsi014ClientSource implements ClientKeySource {
     if (options.keySize !== undefined && !(options.keySize >= MIN_PSK_BYTES * 8)) {
       throw new RangeError(`Etsi014ClientSource: keySize must be at least ${MIN_PSK_BYTES * 8} bits (RFC 9257 §6: a PSK is at least 128 bits long; got ${options.keySize})`);
     }
+    // ETSI GS QKD 014 clause 6.2: size is an integer number of bits, a multiple of 8. Refused here rather than by the
+    // KME on every handshake.
+    if (options.keySize !== undefined && !(Number.isSafeInteger(options.keySize) && options.keySize % 8 === 0)) {
+      throw new RangeError(`Etsi014ClientSource: keySize must be a whole number of bytes, a multiple of 8 bits (ETSI GS QKD 014 clause 6.2; got ${options.keySize})`);
+    }
     const lifetime = options.keyLifetimeMs ?? 60_000;
     if (!(lifetime > 0)) throw new RangeError(`Etsi014ClientSource: keyLifetimeMs must be positive (got ${lifetime})`);
     this.o = {
