@@ -8,8 +8,9 @@
  * Behaviour:
  *  - `timeoutMs` (default 5000) bounds the WHOLE call, retries included: it then fails with reason 'timeout'.
  *  - 503 answers and connection failures are retried `retries` times (default 3) with exponential backoff
- *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried. (A retried dec_keys whose first attempt did
- *    reach the KME may find its keys already delivered; the KME then answers 400.)
+ *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried.
+ *    (A retried dec_keys whose first attempt did reach the KME may find its keys already delivered; the KME
+ *    then answers 400.)
  *  - Keys come back base64-decoded as fresh `Uint8Array`s that the caller owns and should wipe after use.
  *    Key material is never logged and never appears in error messages.
  *  - Plain HTTP only to a loopback KME (the simulator's test mode), where `saeId` travels in the X-SAE-ID header.
