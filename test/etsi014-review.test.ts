@@ -6,7 +6,8 @@
  *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
  *    size to the KME's default;
  *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request;
- *  - the client key source refuses a key size that is not a multiple of 8 bits (clause 6.2) when it is made.
+ *  - the client key source refuses a key size that is not a multiple of 8 bits (clause 6.2) when it is made;
+ *  - a KME's error message reaches our error messages with its control characters escaped.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import t from 'tap';
@@ -82,6 +83,19 @@ for (const [name, make] of Object.entries(clients)) {
     t.match(e, { reason: 'invalid_response', operation: 'enc_keys' }, e.message);
     t.match(e.message, /different sizes/);
     t.notOk(e.message.includes(keys[0].key) || e.message.includes(keys[1].key), 'no key in the message');
+  });
+
+  t.test(`${name} client: control characters in a KME's error message are escaped, not printed raw`, async (t) => {
+    // An escape sequence that would clear a terminal, a line break that would fake a log line, a bidi override.
+    const message = 'no such key\u001b[2J\r\nkey_ID accepted\u202e\u0085';
+    const { url } = await stub(t, (_req, res) => json(res, 400, { message }));
+    const c = make(url);
+    t.teardown(() => c.close());
+    const e = await failure(c.decKeys('client-sae', [KEY_ID]));
+    t.match(e, { reason: 'bad_request', status: 400 });
+    t.notMatch(e.message, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e]/, 'no control character in the message');
+    t.match(e.message, 'no such key\\u001b[2J\\u000d\\u000akey_ID accepted\\u202e\\u0085');
+    t.equal(e.body?.message, message, 'the KME\'s own body is kept as it was, for a caller that wants it');
   });
 }
 

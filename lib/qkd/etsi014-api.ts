@@ -304,6 +304,12 @@ function fromBase64(s: string): Uint8Array {
   return out;
 }
 
+/**
+ * A KME's text made fit for an error message: at most 300 characters, and control characters (C0, DEL, C1, and
+ * the bidirectional overrides and isolates) shown as \u escapes, so that a KME's message cannot rewrite a terminal
+ * or a log line it is printed to.
+ */
 function clip(s: string): string {
-  return s.length > 300 ? `${s.slice(0, 300)}...` : s;
+  const short = s.length > 300 ? `${s.slice(0, 300)}...` : s;
+  return short.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
