@@ -37,6 +37,8 @@ t.test('the network demo runs end to end, explains each step, writes the picture
   t.match(out, /5\. The next handshake \(C-D is compromised, so the controller takes the detour\):\n\s+node A relayed the key over A -> B -> D \(2 hops/);
   t.match(out, /route client-sae -> server-sae: A -> B -> D \(was A -> B -> C -> D\)/);
   t.equal((out.match(/echoed "hello across the QKD network"/g) ?? []).length, 2, 'two handshakes with their echo');
+  // The server's keys are all zeros once each handshake is over, not left to the 15 s backstop timer.
+  t.equal((out.match(/\n {5}the server wiped its copy of the key as soon as the handshake was over\n/g) ?? []).length, 2, 'the server wiped each key at the end of its handshake');
   // 6. Failing closed.
   t.match(out, /6\. Now the detour B-D is cut as well/);
   t.match(out, /the client got: [^\n]*HTTP 503[^\n]*no route from node A to node D[^\n]*link C-D is compromised[^\n]*link B-D is down: the link is cut/);

@@ -10,7 +10,7 @@
  *
  * QKD keys are wiped once the handshake is over (after the handshake timeout at the latest).
  */
-import { type AsyncPskResolver, createNodeProvider, type QkdTlsSocket } from 'qkd-tls/node';
+import { type AsyncPskResolver, createNodeProvider } from 'qkd-tls/node';
 import {
   type CryptoProvider,
   DEFAULT_SUITES,
@@ -22,7 +22,6 @@ import {
   plainPsk,
   type Psk,
   type PskLease,
-  serverPskResolver,
   MIN_PSK_BYTES,
   type SourcedKey,
   SUITES,
@@ -34,6 +33,7 @@ import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014So
 import { Reporter } from './report.js';
 import { handshakeTimeoutMs, UsageError } from './tls-options.js';
 import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
+import { releasingServerResolver } from './server-key-release.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {
   psk: { type: 'string', multiple: true },
@@ -220,7 +220,7 @@ function kmeKeySource(
     ((e: Etsi014SourceEvent) => {
       if (e.type === 'refused') report.event('key-refused', { keyId: e.keyId, reason: e.reason, message: e.message });
     });
-  // Keys are wiped when the handshake that used them is over (releaseAtHandshakeEnd); this timer, a second past
+  // Keys are wiped when the handshake that used them is over (releasingServerResolver); this timer, a second past
   // the handshake timeout, is the backstop for a lease whose handshake ends unseen.
   const wipeLater = releaseAfter(handshakeTimeout + 1000);
   const leases = new Map<readonly Psk[], PskLease>();
@@ -247,22 +247,11 @@ function kmeKeySource(
     return clientSource;
   };
   const serverSource = new Etsi014ServerSource({ client, peerSaeIds: peers, hash, onEvent });
-  const importer = importOptions ? { context: importOptions.context } : undefined;
-  // One resolver per lookup, so that its lease is known to belong to this connection's handshake.
-  const resolver: AsyncPskResolver = (request, socket?: QkdTlsSocket) => {
-    let lease: PskLease | undefined;
-    const lookup = serverPskResolver(crypto, serverSource, {
-      importer,
-      onLease: (l) => {
-        lease = l;
-        wipeLater(l);
-      },
-    });
-    return lookup(request).then((psks) => {
-      if (lease) releaseAtHandshakeEnd(socket, lease);
-      return psks;
-    });
-  };
+  // Wiped when the handshake that used them is over; wipeLater is the backstop.
+  const resolver = releasingServerResolver(crypto, serverSource, {
+    importer: importOptions ? { context: importOptions.context } : undefined,
+    backstop: wipeLater,
+  });
 
   return {
     async clientPsks() {
@@ -291,28 +280,6 @@ function kmeKeySource(
       client.close();
     },
   };
-}
-
-/**
- * Wipes a server's leased keys once the handshake on `socket` is over: completed ('secure') or failed or
- * destroyed ('close'), at once if it is over already. The handshake has read what it needs of them by then: it
- * derives the early secret when the keys are handed over, from copies, and keeps copies of its own across a
- * HelloRetryRequest (lib/handshake/server.ts, ownPsks). Without a socket (a caller of its own) the lease waits
- * for the backstop timer.
- */
-function releaseAtHandshakeEnd(socket: QkdTlsSocket | undefined, lease: PskLease): void {
-  if (!socket) return;
-  if (socket.destroyed || socket.handshake) {
-    lease.release();
-    return;
-  }
-  const release = (): void => {
-    socket.off('secure', release);
-    socket.off('close', release);
-    lease.release();
-  };
-  socket.once('secure', release);
-  socket.once('close', release);
 }
 
 const ONE_PEER_FOR_A_CLIENT = 'a client takes one --peer-sae-id (the server\'s SAE)';

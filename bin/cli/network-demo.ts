@@ -7,13 +7,14 @@
  * next handshake fails closed (the client's key manager answers 503 with the reason; no key, no handshake).
  */
 import { writeFileSync } from 'node:fs';
-import { serverPskResolver, takePsks } from 'qkd-tls';
+import { type PskLease, takePsks } from 'qkd-tls';
 import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { networkSvg, parseTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
 import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
 import { closeDemoParts } from './demo-close.js';
 import { echoOnce, type EchoResult } from './echo-once.js';
 import { describeEvent } from './network-kme.js';
+import { leaseWiped, releasingServerResolver } from './server-key-release.js';
 
 const CLIENT_SAE = 'client-sae';
 const SERVER_SAE = 'server-sae';
@@ -46,7 +47,9 @@ export class NetworkDemo {
   private server: QkdTlsServer | undefined;
   private clientKeys: Etsi014ClientSource | undefined;
   private serverKeys: Etsi014ServerSource | undefined;
+  /** The backstop: the server wipes each key when its handshake is over (releasingServerResolver). */
   private readonly wipeLater = releaseAfter(15_000);
+  private readonly serverLeases: PskLease[] = [];
   private readonly crypto = defaultNodeCrypto();
   private readonly netEvents: NetworkEvent[] = [];
   private readonly keyEvents: Etsi014SourceEvent[] = [];
@@ -81,7 +84,12 @@ export class NetworkDemo {
     // 2. TLS server at D, client at A.
     const serverKme = new Etsi014Client({ baseUrl: net.kmeUrl('D'), saeId: SERVER_SAE, timeoutMs: 3000 });
     this.serverKeys = new Etsi014ServerSource({ client: serverKme, ownsClient: true, peerSaeIds: [CLIENT_SAE], onEvent: (e) => this.keyEvents.push(e) });
-    const resolver = serverPskResolver(this.crypto, this.serverKeys, { onLease: this.wipeLater });
+    const resolver = releasingServerResolver(this.crypto, this.serverKeys, {
+      backstop: (lease) => {
+        this.serverLeases.push(lease);
+        this.wipeLater(lease);
+      },
+    });
     this.server = createServer({ crypto: this.crypto, handshakeTimeout: 10_000, psks: resolver }, (socket) => socket.pipe(socket));
     this.server.on('tlsClientError', () => {});
     await new Promise<void>((resolve, reject) => {
@@ -145,6 +153,7 @@ export class NetworkDemo {
 
   private async handshake(title: string, why: string): Promise<void> {
     const before = this.keyEvents.length;
+    const leasesBefore = this.serverLeases.length;
     const r = await this.connectOnce(`hello across the QKD network`);
     this.say();
     this.say(`${title} (${why}):`);
@@ -154,6 +163,9 @@ export class NetworkDemo {
     for (const e of this.keyEvents.slice(before)) if (e.type === 'resolved') this.say(`     the server fetched key ${e.keyId} from node D`);
     this.say(`     negotiated ${r.info.version} ${r.info.suite}, mode ${r.info.kex}${r.info.group ? ` with ${r.info.group}` : ''}; echoed "${r.echoed}"`);
     if (r.echoed !== 'hello across the QKD network') throw new Error(`${title}: the echo differs`);
+    const leases = this.serverLeases.slice(leasesBefore);
+    if (leases.length === 0 || !leases.every(leaseWiped)) throw new Error(`${title}: the server still holds its key after the handshake`);
+    this.say('     the server wiped its copy of the key as soon as the handshake was over');
   }
 
   private connectOnce(message: string): Promise<EchoResult> {

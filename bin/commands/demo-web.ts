@@ -14,12 +14,12 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { serverPskResolver } from 'qkd-tls';
 import { startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, listenWebSocket, type QkdTlsSocket } from 'qkd-tls/node';
 import { Etsi014Client, Etsi014ServerSource, releaseAfter } from 'qkd-tls/qkd';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { Reporter } from '../cli/report.js';
+import { releasingServerResolver } from '../cli/server-key-release.js';
 import { parseHostPort, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls demo --web [--listen HOST:PORT] [--json]
@@ -53,6 +53,7 @@ export async function run(argv: string[]): Promise<number> {
 
   const kme = await startKmeSimulator({ host, insecureHttp: true, initialKeyCount: 100, masterSaeId: CLIENT_SAE, slaveSaeId: SERVER_SAE });
   const crypto = defaultNodeCrypto();
+  // Each key is wiped when its handshake is over (releasingServerResolver); this timer is the backstop.
   const wipeLater = releaseAfter(15_000);
   const serverKeys = new Etsi014ServerSource({
     client: new Etsi014Client({ baseUrl: kme.slave.url, saeId: SERVER_SAE, timeoutMs: 3000 }),
@@ -63,7 +64,7 @@ export async function run(argv: string[]): Promise<number> {
       else if (e.type === 'refused' || e.type === 'lookup-failed') report.event('key-refused', { keyId: e.keyId, message: e.message });
     },
   });
-  const tls = createServer({ crypto, handshakeTimeout: 10_000, psks: serverPskResolver(crypto, serverKeys, { onLease: wipeLater }) }, (socket: QkdTlsSocket) => {
+  const tls = createServer({ crypto, handshakeTimeout: 10_000, psks: releasingServerResolver(crypto, serverKeys, { backstop: wipeLater }) }, (socket: QkdTlsSocket) => {
     report.handshake(socket.handshake!, { transport: 'websocket' });
     socket.on('error', (e: Error) => report.failure(e));
     socket.pipe(socket);

@@ -15,7 +15,7 @@ import {
   type ImportOptions,
   type KexMode,
   type Psk,
-  serverPskResolver,
+  type PskLease,
   SUITES,
   type SupportedSuiteName,
   takePsks,
@@ -28,6 +28,7 @@ import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, type QkdTlsServer } from 'qkd-tls/node';
 import { closeDemoParts } from '../cli/demo-close.js';
 import { echoOnce } from '../cli/echo-once.js';
+import { leaseWiped, releasingServerResolver } from '../cli/server-key-release.js';
 import { NetworkDemo } from '../cli/network-demo.js';
 import { usageError } from '../cli/command.js';
 
@@ -123,7 +124,9 @@ class Demo {
   private clientKeys: Etsi014ClientSource | undefined;
   private serverKeys: Etsi014ServerSource | undefined;
   private server: QkdTlsServer | undefined;
+  /** The backstop: the server wipes each key when its handshake is over (releasingServerResolver). */
   private readonly wipeLater = releaseAfter(15_000);
+  private readonly serverLeases: PskLease[] = [];
   private readonly events: Etsi014SourceEvent[] = [];
   private readonly crypto = defaultNodeCrypto();
   private readonly importer: ImportOptions = { context: CONTEXT };
@@ -153,7 +156,13 @@ class Demo {
     // 2. The TLS server, which resolves key IDs at KME-B.
     const slave = new Etsi014Client({ baseUrl: k.slave.url, saeId: SERVER_SAE, timeoutMs: 3000 });
     this.serverKeys = new Etsi014ServerSource({ client: slave, ownsClient: true, peerSaeIds: [CLIENT_SAE], onEvent: (e) => this.events.push(e) });
-    const resolver = serverPskResolver(this.crypto, this.serverKeys, { importer: this.importer, onLease: this.wipeLater });
+    const resolver = releasingServerResolver(this.crypto, this.serverKeys, {
+      importer: this.importer,
+      backstop: (lease) => {
+        this.serverLeases.push(lease);
+        this.wipeLater(lease);
+      },
+    });
     this.server = createServer({ crypto: this.crypto, handshakeTimeout: 10_000, psks: resolver }, (socket) => socket.pipe(socket));
     this.server.on('tlsClientError', () => {}); // reported by the client side below
     await new Promise<void>((resolve, reject) => {
@@ -194,6 +203,7 @@ class Demo {
     for (let i = 0; i < this.handshakes; i++) {
       const plan = PLAN[i % PLAN.length];
       const before = this.events.length;
+      const leasesBefore = this.serverLeases.length;
       const r = await this.connect(`hello from the QKD-TLS demo, handshake ${i + 1}`, plan);
       say();
       say(`   Handshake ${i + 1} (${plan.why}):`);
@@ -210,6 +220,9 @@ class Demo {
       say(`     the server chose identity #${r.info.identityIndex}: ${describeIdentity(r.info)}`);
       say(`     echoed ${r.echoed.length} bytes: "${r.echoed}"`);
       if (r.echoed !== r.sent) throw new Error(`handshake ${i + 1}: the echo differs from what was sent`);
+      const leases = this.serverLeases.slice(leasesBefore);
+      if (leases.length === 0 || !leases.every(leaseWiped)) throw new Error(`handshake ${i + 1}: the server still holds its key after the handshake`);
+      say('     the server wiped its copy of the key as soon as the handshake was over');
       if (i === 0) {
         replay = r.copy;
         replayId = r.keyIds[0];
