@@ -1,5 +1,5 @@
 /**
- * readFileBounded (bin/cli/bounded-file.ts), what the CLI reads option files with: a bound on the bytes read,
+ * readFileBounded (lib/qkd/bounded-file.ts), what the CLI reads option files with: a bound on the bytes read,
  * and memory that follows the bytes read, not the number of reads. A pipe that delivers one byte a read used to
  * hold a fresh 64 KiB buffer per read (found by review: 175 MiB of buffers for 3,000 bytes).
  */
@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { FileTooLargeError, readFileBounded } from '../bin/cli/bounded-file.js';
+import { FileTooLargeError, MAX_OPTION_FILE_BYTES, readFileBounded } from '../lib/qkd/bounded-file.js';
+import { ConfigError, readConfigFile } from '../lib/proxy/config-file.js';
 
 t.test('a regular file within the bound is read whole; one byte more is FileTooLargeError', async (tt) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-tls-bounded-'));
@@ -41,4 +42,17 @@ t.test('a pipe delivering one byte a read: the buffers held follow the bytes, no
   tt.ok(bytes.every((b) => b === 0x61), 'as written');
   // Held per read before the fix: 64 KiB, so 400 one-byte reads held about 25 MiB until the read ended.
   tt.ok(peak - before < 8 * 1024 * 1024, `buffers grew by ${((peak - before) / 1048576).toFixed(1)} MiB for ${BYTES} bytes`);
+});
+
+t.test("the library's readConfigFile (qkd-tls/proxy) reads with the same bound: /dev/zero is a ConfigError", async (tt) => {
+  // It read its path whole (readFileSync), so /dev/zero was read until memory ran out; only the CLI was bounded.
+  let error: unknown;
+  try {
+    readConfigFile('/dev/zero', { global: {}, service: {} });
+  } catch (e) {
+    error = e;
+  }
+  tt.ok(error instanceof ConfigError, 'a ConfigError');
+  tt.match((error as Error).message, /^\/dev\/zero: cannot read the configuration file: \/dev\/zero is larger than 67108864 bytes \(64 MiB\)/);
+  tt.equal(MAX_OPTION_FILE_BYTES, 64 * 1024 * 1024, 'the bound of the file options');
 });

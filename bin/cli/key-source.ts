@@ -29,10 +29,18 @@ import {
   takePsks,
   targetKdfsForHashes,
 } from 'qkd-tls';
-import { Etsi014Client, Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent, parseKeyFile, releaseAfter } from 'qkd-tls/qkd';
+import {
+  Etsi014Client,
+  Etsi014ClientSource,
+  Etsi014ServerSource,
+  type Etsi014SourceEvent,
+  MAX_OPTION_FILE_BYTES,
+  parseKeyFile,
+  readFileBounded,
+  releaseAfter,
+} from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
 import { handshakeTimeoutMs, UsageError } from './tls-options.js';
-import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
 import { releasingServerResolver } from './server-key-release.js';
 
 export const KEY_SOURCE_OPTION_SPEC = {

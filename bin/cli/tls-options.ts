@@ -17,7 +17,7 @@ import {
   type SupportedSuiteName,
 } from 'qkd-tls';
 import { createNodeProvider } from 'qkd-tls/node';
-import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
+import { MAX_OPTION_FILE_BYTES, readFileBounded } from 'qkd-tls/qkd';
 
 /** util.parseArgs option definitions for the TLS options. */
 export const TLS_OPTION_SPEC = {

@@ -15,7 +15,7 @@ import {
   DEFAULT_DRAIN_TIMEOUT_MS,
   type Proxy,
   type ProxyLogger,
-  parseConfig,
+  readConfigFile,
   type ServiceConfig,
   startProxy,
 } from 'qkd-tls/proxy';
@@ -23,7 +23,6 @@ import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
-import { MAX_OPTION_FILE_BYTES, readFileBounded } from '../cli/bounded-file.js';
 
 const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]
        qkd-tls proxy --config FILE [--json]
@@ -135,14 +134,8 @@ export async function run(argv: string[]): Promise<number> {
     if (values.config !== undefined) {
       const extra = Object.keys(values).filter((k) => !['config', 'json', 'drain-timeout'].includes(k));
       if (extra.length > 0) throw new UsageError(`with --config, put --${extra[0]} in the file (only --json and --drain-timeout may be given too)`);
-      // Read with a bound, as every file option is (a path to something endless must not be read forever).
-      let text: string;
-      try {
-        text = readFileBounded(values.config, MAX_OPTION_FILE_BYTES).toString('utf8');
-      } catch (e) {
-        throw new ConfigError(values.config, 0, undefined, undefined, `cannot read the configuration file: ${(e as Error).message}`);
-      }
-      const file = parseConfig(text, values.config, { global: GLOBAL_OPTION_SPEC, service: SERVICE_OPTION_SPEC });
+      // Read with the bound of every file option (a path to something endless must not be read forever).
+      const file = readConfigFile(values.config, { global: GLOBAL_OPTION_SPEC, service: SERVICE_OPTION_SPEC });
       json = values.json ?? (file.global.values.json as boolean | undefined) ?? false;
       logger = createLogger({ json });
       const drainSetting = values['drain-timeout'] ?? file.global.values['drain-timeout'];

@@ -26,7 +26,7 @@
  * by the caller (the same code that checks the command-line flags), which reports through
  * {@link ConfigSection.error} so that its messages point at the right line too.
  */
-import { readFileSync } from 'node:fs';
+import { MAX_OPTION_FILE_BYTES, readFileBounded } from '../qkd/bounded-file.js';
 
 /** How one field is read: the shape util.parseArgs uses for its options. */
 export interface FieldSpec {
@@ -80,11 +80,14 @@ export interface ConfigFile {
   readonly services: readonly ConfigSection[];
 }
 
-/** Reads and parses `path`. Throws {@link ConfigError}. */
+/**
+ * Reads and parses `path`, at most {@link MAX_OPTION_FILE_BYTES} (64 MiB) of it: a path to something endless
+ * (/dev/zero) is an error, not a read without end. Throws {@link ConfigError}.
+ */
 export function readConfigFile(path: string, schema: ConfigSchema): ConfigFile {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileBounded(path, MAX_OPTION_FILE_BYTES).toString('utf8');
   } catch (e) {
     throw new ConfigError(path, 0, undefined, undefined, `cannot read the configuration file: ${(e as Error).message}`);
   }

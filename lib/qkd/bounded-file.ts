@@ -1,6 +1,7 @@
 /**
- * Reading a file named on the command line with a bound on its size: a path to something endless (/dev/zero,
- * /dev/urandom, a pipe that keeps writing) must end in an error, not in a read that grows memory without end.
+ * Reading a file named by a user (a command-line option, the proxy's configuration file) with a bound on its
+ * size: a path to something endless (/dev/zero, /dev/urandom, a pipe that keeps writing) must end in an error,
+ * not in a read that grows memory without end.
  * A regular file is judged by its size before a byte is read; anything else is read until its end or until
  * one byte past the bound.
  */
@@ -20,8 +21,9 @@ export class FileTooLargeError extends Error {
 const CHUNK_BYTES = 64 * 1024;
 
 /**
- * The most read from a file an option names (--psk-file, --kme-ca/--kme-cert/--kme-key, --early-data): far above
- * any key file, certificate or 0-RTT message, and a bound on a path to something endless.
+ * The most read from a file an option names (--psk-file, --kme-ca/--kme-cert/--kme-key, --early-data) or from a
+ * proxy configuration file (readConfigFile): far above any key file, certificate, configuration or 0-RTT
+ * message, and a bound on a path to something endless.
  */
 export const MAX_OPTION_FILE_BYTES = 64 * 1024 * 1024;
 
