@@ -232,3 +232,32 @@ t.test('a reader that has not taken everything yet still gets the tail and its e
   await until(() => c.destroyed, 5000, 'the client socket to close after its end');
   tt.same({ got, ended, errors }, { got: ANSWER, ended: true, errors: [] }, 'every byte, then the end');
 });
+
+t.test("connect()'s psks: the caller owns them; the connection copies them and never wipes them, nor uses keys that arrive after destroy", async (tt) => {
+  // The documented contract (ConnectOptions.psks): the caller wipes its keys, also when they arrive late.
+  const server = createServer({ psks: [psk] }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = server.address().port;
+  const secret = () => psk.secret.slice();
+
+  // Used: after the handshake and the close, the caller's buffer is as given.
+  const used = { ...psk, secret: secret() };
+  const c1 = connect({ host: '127.0.0.1', port, psks: async () => [used] }, () => c1.end('x'));
+  c1.resume();
+  await once(c1, 'close');
+  tt.ok(c1.handshake, 'the handshake completed');
+  tt.same(used.secret, psk.secret, 'the caller\'s key is intact: the connection used copies of its own');
+
+  // Late: the socket is destroyed while the "key manager" is still answering.
+  let answer!: (p: typeof psk[]) => void;
+  const late = { ...psk, secret: secret() };
+  const c2 = connect({ host: '127.0.0.1', port, psks: () => new Promise((r) => (answer = r)) });
+  c2.destroy();
+  await once(c2, 'close');
+  answer([late]);
+  await new Promise((r) => setImmediate(r));
+  tt.equal(c2.connection, null, 'the late keys started no handshake');
+  tt.same(late.secret, psk.secret, 'and are left to the caller (who owns them), not wiped');
+  await closeServer(server);
+});

@@ -67,6 +67,15 @@ export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'c
   /**
    * The PSKs to offer, or a function that fetches them (e.g. from a QKD key manager) before the ClientHello.
    * Fetched keys are used for this one connection only.
+   *
+   * The caller owns these keys and wipes them: the connection copies their secrets when it starts (and wipes
+   * its copies itself, once the ServerHello is processed or the handshake fails), and never wipes, keeps or
+   * reuses the caller's buffers — a key source's lease is released by its taker (e.g. `takePsks(...).release`),
+   * which may do so as soon as the handshake is over ('secureConnect', or 'close' after a failure). Keys that a
+   * function resolves after the socket was destroyed (a TCP failure or `destroy()` while the key manager was
+   * still answering) are not used at all; the socket has closed, or is closing, by then, so a caller that
+   * releases its keys on 'close' must also release keys that arrive later (e.g. check `socket.destroyed` once
+   * they are fetched).
    */
   readonly psks: readonly Psk[] | (() => Promise<readonly Psk[]>);
 }
