@@ -84,6 +84,8 @@ t.test('key files', async (t) => {
   t.same(labels(await src.take({ count: 5 })), ['alpha', 'gamma', 'beta'], 'by priority');
   await t.rejects(src.take(), /no usable key/);
   t.throws(() => fileKeySource(join(dir, 'missing.txt')), /cannot read the key file/);
+  // Read with the bound of --psk-file (it was read whole: /dev/zero until memory ran out).
+  t.throws(() => fileKeySource('/dev/zero'), /^cannot read the key file \/dev\/zero: \/dev\/zero is larger than 67108864 bytes \(64 MiB\)/);
 });
 
 t.test('key files: a line that gives its hash or its priority twice is refused, not read as its last one', async (t) => {

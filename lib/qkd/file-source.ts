@@ -14,10 +14,10 @@
  *
  * Node-only (reads the file).
  */
-import { readFileSync } from 'node:fs';
 import { fromHex, utf8, wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import { StaticKeySource, type SourcedKey, type StaticKeySourceOptions } from '../psk/source.js';
+import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
 
 /** Parses the text of a key file (see above). Throws an Error naming the line for anything malformed. */
 export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
@@ -67,13 +67,14 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
 }
 
 /**
- * A {@link StaticKeySource} with the keys of `path`. The parsed buffers are wiped once the source holds its
- * own copies; `close()` wipes those.
+ * A {@link StaticKeySource} with the keys of `path`, of which at most {@link MAX_OPTION_FILE_BYTES} (64 MiB) is
+ * read, as of `--psk-file` (a path to something endless, /dev/zero, is an error, not a read without end). The
+ * parsed buffers are wiped once the source holds its own copies; `close()` wipes those.
  */
 export function fileKeySource(path: string, options: StaticKeySourceOptions = {}): StaticKeySource {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readFileBounded(path, MAX_OPTION_FILE_BYTES).toString('utf8');
   } catch (e) {
     throw new Error(`cannot read the key file ${path}: ${(e as Error).message}`, { cause: e });
   }
