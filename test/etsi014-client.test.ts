@@ -2,11 +2,11 @@
  * The ETSI GS QKD 014 client: round trips with the simulator, errors that say what went wrong (400, 401,
  * 503, timeouts, refused connections, answers that break the spec), retries, keep-alive. All on 127.0.0.1.
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import t from 'tap';
-import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import { answerJson as json, etsi014Failure as failure, stubKme as stub } from './helpers/kme-stub.js';
 
 const MASTER = 'client-sae';
 const SLAVE = 'server-sae';
@@ -26,33 +26,6 @@ function clients(tt: Teardown, kme: KmeSimulator, extra: { timeoutMs?: number; r
   return { master, slave };
 }
 
-/** Resolves with the error a promise rejects with (fails the test if it resolves). */
-async function failure(p: Promise<unknown>): Promise<Etsi014Error> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof Etsi014Error) return e;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
-
-/** An HTTP server on 127.0.0.1 answering with `handler`; counts requests and TCP connections. */
-async function stub(tt: Teardown, handler: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
-  const seen = { requests: 0, connections: 0, urls: [] as string[] };
-  const server: Server = createHttpServer((req, res) => {
-    seen.requests++;
-    seen.urls.push(req.url ?? '');
-    req.resume();
-    req.on('end', () => handler(req, res, seen.requests));
-  });
-  server.on('connection', () => seen.connections++);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  tt.teardown(() => new Promise<void>((r) => (server.close(() => r()), server.closeAllConnections())));
-  const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  return { url, seen };
-}
-
 /** A TCP server that accepts connections and never says anything. */
 async function silent(tt: Teardown): Promise<string> {
   const sockets: Socket[] = [];
@@ -64,11 +37,6 @@ async function silent(tt: Teardown): Promise<string> {
   tt.teardown(() => new Promise<void>((r) => (sockets.forEach((s) => s.destroy()), server.close(() => r()))));
   return `127.0.0.1:${(server.address() as { port: number }).port}`;
 }
-
-const json = (res: ServerResponse, status: number, body: unknown) => {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body));
-};
 
 const STATUS = {
   source_KME_ID: 'A',

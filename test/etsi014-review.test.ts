@@ -9,45 +9,15 @@
  *  - the client key source refuses a key size that is not a multiple of 8 bits (clause 6.2) when it is made;
  *  - a KME's error message reaches our error messages with its control characters escaped.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import t from 'tap';
-import { Etsi014Client, Etsi014Error } from '../lib/qkd/etsi014-client.js';
+import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { answerJson as json, etsi014Failure as failure, stubKme as stub } from './helpers/kme-stub.js';
 
-type Teardown = { teardown(fn: () => unknown): void };
 const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
 const KEY_ID_2 = '0b7c1f2e-3d4a-4b5c-9d6e-7f8091a2b3c4';
-
-/** An HTTP server on 127.0.0.1 answering with `handler` (n counts requests from 1). */
-async function stub(tt: Teardown, handler: (req: IncomingMessage, res: ServerResponse, n: number) => void) {
-  const seen = { requests: 0 };
-  const server = createServer((req, res) => {
-    seen.requests++;
-    const n = seen.requests;
-    req.resume();
-    req.on('end', () => handler(req, res, n));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  tt.teardown(() => new Promise<void>((r) => (server.close(() => r()), server.closeAllConnections())));
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, seen };
-}
-
-async function failure(p: Promise<unknown>): Promise<Etsi014Error> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof Etsi014Error) return e;
-    throw e;
-  }
-  throw new Error('expected the call to fail');
-}
-
-const json = (res: ServerResponse, status: number, body: unknown) => {
-  res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify(body));
-};
 
 const clients = {
   node: (baseUrl: string) => new Etsi014Client({ baseUrl, retries: 3, retryDelayMs: 1, maxRetryDelayMs: 2 }),
