@@ -148,6 +148,47 @@ t.test('keyUpdateAfterRecords is validated', async (t) => {
   t.throws(() => Connection.client({ ...c, keyUpdateAfterRecords: 1.5 }), /keyUpdateAfterRecords/);
 });
 
+t.test('lent records carry their header and body as views of their bytes, views of what was received when it was handed over', async (t) => {
+  const write = (p: ReturnType<typeof handshake>): Uint8Array => {
+    p.client.write(new Uint8Array(40_000).fill(0x61)); // three records: 16 KiB, 16 KiB and the rest
+    return p.client.takeOutput()!;
+  };
+  const p = handshake(...options('TLS_AES_128_GCM_SHA256', 13));
+  const wire = write(p);
+  const spans: [number, number][] = [];
+  for (let at = 0; at < wire.length; at += spans[spans.length - 1][1]) spans.push([at, 5 + ((wire[at + 3] << 8) | wire[at + 4])]);
+  t.equal(spans.length, 3, 'three records on the wire');
+  type Lent = { bytes: Uint8Array; header: Uint8Array; body: Uint8Array };
+  const check = (how: string, r: Lent, i: number, viewOf: Uint8Array | null): void => {
+    const [at, length] = spans[i];
+    t.equal(toHex(r.bytes), toHex(wire.subarray(at, at + length)), `${how}: record ${i}`);
+    t.ok(r.header.buffer === r.bytes.buffer && r.header.byteOffset === r.bytes.byteOffset && r.header.length === 5, `${how}: record ${i}'s header is a view of its first 5 bytes`);
+    t.ok(r.body.buffer === r.bytes.buffer && r.body.byteOffset === r.bytes.byteOffset + 5 && r.body.length === length - 5, `${how}: its body a view of the rest`);
+    if (viewOf) t.ok(r.bytes.buffer === viewOf.buffer, `${how}: record ${i} is a view of the read it came in`);
+  };
+  // Handed over in two reads that split the second record: the others are views of the reads, the split one a copy.
+  const reads = [wire.slice(0, spans[1][0] + 100), wire.slice(spans[1][0] + 100)];
+  const lent = p.server.offloadRead()!;
+  for (const read of reads) p.server.receiveOwned(read);
+  const owned = lent.takeRecords();
+  t.equal(owned.length, 3);
+  check('owned', owned[0], 0, reads[0]);
+  check('owned', owned[1], 1, null);
+  t.ok(reads.every((b) => b.buffer !== owned[1].bytes.buffer), 'owned: the split record is a copy');
+  check('owned', owned[2], 2, reads[1]);
+  // Not handed over (receive): every record is a copy, with its views.
+  const q = handshake(...options('TLS_AES_128_GCM_SHA256', 13));
+  const lent2 = q.server.offloadRead()!;
+  const again = write(q);
+  q.server.receive(again);
+  const copied = lent2.takeRecords();
+  t.equal(copied.length, 3);
+  copied.forEach((r, i) => {
+    check('receive', r, i, null);
+    t.not(r.bytes.buffer, again.buffer, `receive: record ${i} is a copy`);
+  });
+});
+
 // ---- hostile records through the offload -------------------------------------------------------------------
 
 /** Builds a protected record with the client's lent key: `inner` is the whole TLSInnerPlaintext. */

@@ -520,7 +520,9 @@ export class Connection {
       const rec = this.deframer.next();
       if (!rec) break;
       if (this.lentRead) {
-        this.lentRead.lend((this.inputOwned && recordView(rec)) || recordBytes(rec));
+        const view = this.inputOwned ? recordView(rec) : null;
+        if (view) this.lentRead.lend(view, rec.header, rec.fragment);
+        else this.lentRead.lend(recordBytes(rec));
         continue;
       }
       this.handleRecord(rec);
@@ -1016,6 +1018,9 @@ function recordBytes(rec: RawRecord): Uint8Array {
 
 /** The record as one view of the bytes it came in, when its header and body are contiguous there; else null. */
 function recordView(rec: RawRecord): Uint8Array | null {
+  // The deframer's records carry it: no view to make, and no `.buffer` to compare (in Bun, the first `.buffer` of a
+  // received chunk costs microseconds: bench/README.md, "Record offload").
+  if (rec.bytes) return rec.bytes;
   const h = rec.header;
   const f = rec.fragment;
   if (f.buffer !== h.buffer || f.byteOffset !== h.byteOffset + h.length) return null;
@@ -1024,7 +1029,7 @@ function recordView(rec: RawRecord): Uint8Array | null {
 
 /** The record in `bytes` (one whole record, as {@link recordBytes} made it). */
 function rawRecord(bytes: Uint8Array): RawRecord {
-  return { type: bytes[0], version: (bytes[1] << 8) | bytes[2], header: bytes.subarray(0, 5), fragment: bytes.subarray(5) };
+  return { type: bytes[0], version: (bytes[1] << 8) | bytes[2], header: bytes.subarray(0, 5), fragment: bytes.subarray(5), bytes };
 }
 
 /**

@@ -82,6 +82,9 @@ export interface WriteOffload extends OffloadKeys {
 export interface OffloadedRecord {
   /** The whole record: the 5-byte header (the additional data, §5.2) and the encrypted record. */
   readonly bytes: Uint8Array;
+  /** Views of `bytes`: its header (the additional data) and the encrypted record after it. */
+  readonly header: Uint8Array;
+  readonly body: Uint8Array;
   readonly sequence: number;
   readonly nonce: Uint8Array;
 }
@@ -134,10 +137,13 @@ export class LentDirection implements WriteOffload, ReadOffload {
     return nonceFor(this.iv, this.next++);
   }
 
-  /** Connection only: hands a received record out (reading), assigning its sequence number. */
-  lend(bytes: Uint8Array): void {
+  /**
+   * Connection only: hands a received record out (reading), assigning its sequence number. `header` and `body`:
+   * views of `bytes` the caller has at hand already (its deframer made them), else made here.
+   */
+  lend(bytes: Uint8Array, header = bytes.subarray(0, 5), body = bytes.subarray(5)): void {
     const sequence = this.next++;
-    this.pending.push({ bytes, sequence, nonce: nonceFor(this.iv, sequence) });
+    this.pending.push({ bytes, header, body, sequence, nonce: nonceFor(this.iv, sequence) });
   }
 
   takeRecords(): OffloadedRecord[] {

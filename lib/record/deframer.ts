@@ -20,6 +20,8 @@ export interface RawRecord {
   readonly header: Uint8Array;
   /** The record body (a view; valid until the caller stops using it). */
   readonly fragment: Uint8Array;
+  /** The whole record, `header` and `fragment` as one view, when the maker had it at hand (the deframer does). */
+  readonly bytes?: Uint8Array;
 }
 
 export class Deframer {
@@ -96,7 +98,7 @@ export class Deframer {
       }
     }
     this.total -= size;
-    return { type, version, header: record.subarray(0, RECORD_HEADER_LENGTH), fragment: record.subarray(RECORD_HEADER_LENGTH) };
+    return { type, version, header: record.subarray(0, RECORD_HEADER_LENGTH), fragment: record.subarray(RECORD_HEADER_LENGTH), bytes: record };
   }
 
   /**

@@ -91,14 +91,21 @@ export function sealRecordParts(key: RecordKey, nonce: Uint8Array, inner: Uint8A
  * caller returns to the connection, whose synchronous path decides (and names) what it is.
  */
 export function openApplicationRecord(key: RecordKey, record: OffloadedRecord, maxInner: number): Promise<Uint8Array | null> {
-  const b = record.bytes;
-  if (b[0] !== APPLICATION_DATA || b.length < 5 + 1 + TAG_LENGTH) return Promise.resolve(null);
-  return globalThis.crypto.subtle
-    .decrypt({ name: 'AES-GCM', iv: record.nonce, additionalData: b.subarray(0, 5), tagLength: 128 }, key, b.subarray(5))
-    .then(
-      (opened) => applicationContent(new Uint8Array(opened), maxInner),
-      () => null,
-    );
+  if (!mayBeApplicationData(record)) return Promise.resolve(null);
+  return decryptRecord(key, record).then(
+    (opened) => applicationContent(new Uint8Array(opened), maxInner),
+    () => null,
+  );
+}
+
+/** Whether a lent record can be application data we may accept at all (else it goes back unopened). */
+function mayBeApplicationData(record: OffloadedRecord): boolean {
+  return record.bytes[0] === APPLICATION_DATA && record.bytes.length >= 5 + 1 + TAG_LENGTH;
+}
+
+/** WebCrypto's AES-GCM open of a lent record (its header is the additional data): the TLSInnerPlaintext, or a rejection. */
+function decryptRecord(key: RecordKey, record: OffloadedRecord): Promise<ArrayBuffer> {
+  return globalThis.crypto.subtle.decrypt({ name: 'AES-GCM', iv: record.nonce, additionalData: record.header, tagLength: 128 }, key, record.body);
 }
 
 /** The content of an opened application_data TLSInnerPlaintext (§5.4: padding stripped), or null (see above). */
@@ -300,19 +307,34 @@ export class WebCryptoRecords {
     if (!lent) return;
     const { handle, key } = lent;
     if (!lent.resolved) void key.then((k) => (lent.resolved = k), () => {});
+    const max = handle.maxInnerPlaintext;
     for (const record of handle.takeRecords()) {
       this.lastLentShort = record.bytes.length <= SHORT_RECORD;
       const o: Opening = { record, done: false, value: null };
-      const opened = lent.resolved ? openApplicationRecord(lent.resolved, record, handle.maxInnerPlaintext) : key.then((k) => openApplicationRecord(k, record, handle.maxInnerPlaintext));
-      const settle = (v: Uint8Array | null): void => {
-        o.done = true;
-        o.value = v;
-        if (this.opening[0] === o) this.deliverReady();
-      };
-      // (A key that could not be imported opens nothing: the records go back to the connection, which has the key.)
-      opened.then(settle, () => settle(null));
+      const k = lent.resolved;
+      if (k && mayBeApplicationData(record)) {
+        // The common case: what openApplicationRecord does, with two promises a record instead of three.
+        decryptRecord(k, record).then(
+          (opened) => this.settle(o, applicationContent(new Uint8Array(opened), max)),
+          () => this.settle(o, null),
+        );
+      } else {
+        const opened = k ? openApplicationRecord(k, record, max) : key.then((k) => openApplicationRecord(k, record, max));
+        // (A key that could not be imported opens nothing: the records go back to the connection, which has the key.)
+        opened.then(
+          (v) => this.settle(o, v),
+          () => this.settle(o, null),
+        );
+      }
       this.opening.push(o);
     }
+  }
+
+  /** A record being opened has its answer: its content, or null (return it to the connection; see openApplicationRecord). */
+  private settle(o: Opening, value: Uint8Array | null): void {
+    o.done = true;
+    o.value = value;
+    if (this.opening[0] === o) this.deliverReady();
   }
 
   /**
