@@ -7,13 +7,14 @@
  *    size to the KME's default;
  *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request;
  *  - the client key source refuses a key size that is not a multiple of 8 bits (clause 6.2) when it is made;
- *  - a KME's error message reaches our error messages with its control characters escaped.
+ *  - a KME's error message reaches our error messages with its control characters escaped, also the server key
+ *    source's 'refused' event for a key ID the KME does not know (it quoted the KME's text raw).
  */
 import t from 'tap';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
-import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { answerJson as json, etsi014Failure as failure, stubKme as stub } from './helpers/kme-stub.js';
 
 const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
@@ -68,6 +69,24 @@ for (const [name, make] of Object.entries(clients)) {
     t.equal(e.body?.message, message, 'the KME\'s own body is kept as it was, for a caller that wants it');
   });
 }
+
+t.test("the server key source's refusal of a key ID unknown to the KME quotes the KME's message escaped, as the client's errors do", async (t) => {
+  // The 'refused' event's message is what `qkd-tls server --kme` and the proxy print (key-refused): it quoted
+  // Etsi014Error.kmeMessage, the KME's text as it was, not the escaped one of the error's message.
+  const message = 'no such key\u001b[2J\r\nkey_ID accepted\u202e\u0085';
+  const { url } = await stub(t, (_req, res) => json(res, 400, { message }));
+  const client = new Etsi014Client({ baseUrl: url, retries: 0 });
+  const events: Etsi014SourceEvent[] = [];
+  const source = new Etsi014ServerSource({ client, ownsClient: true, peerSaeIds: ['client-sae'], onEvent: (e) => events.push(e) });
+  t.teardown(() => source.close());
+  const out = await source.resolve([new TextEncoder().encode(KEY_ID)]);
+  t.same(out, [undefined], 'no key');
+  const refused = events.find((e) => e.type === 'refused');
+  t.match(refused, { type: 'refused', reason: 'unknown-to-kme' });
+  const said = refused?.type === 'refused' ? refused.message : '';
+  t.notMatch(said, /[\u0000-\u001f\u007f-\u009f\u202a-\u202e]/, 'no control character in the message');
+  t.match(said, 'no such key\\u001b[2J\\u000d\\u000akey_ID accepted\\u202e\\u0085');
+});
 
 t.test("a peer SAE ID of '.' or '..' is refused before any request: the URL would lose its {SAE_ID} segment (clause 5.1)", async (t) => {
   // Without the check, '..' sent enc_keys to /api/v1/enc_keys and '.' to /api/v1/keys/enc_keys (RFC 3986 §5.2.4).

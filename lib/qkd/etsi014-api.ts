@@ -309,7 +309,7 @@ function fromBase64(s: string): Uint8Array {
  * the bidirectional overrides and isolates) shown as \u escapes, so that a KME's message cannot rewrite a terminal
  * or a log line it is printed to.
  */
-function clip(s: string): string {
+export function clip(s: string): string {
   const short = s.length > 300 ? `${s.slice(0, 300)}...` : s;
   return short.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

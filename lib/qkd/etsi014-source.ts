@@ -19,6 +19,7 @@
 import { wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
+import { clip } from './etsi014-api.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
@@ -400,7 +401,7 @@ export class Etsi014ServerSource implements ServerKeySource {
         [{ key }] = await this.options.client.decKeys(saeId, [parsed.keyId]);
       } catch (e) {
         if (e instanceof Etsi014Error && e.reason === 'bad_request') {
-          refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage ?? e.message}`);
+          refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage !== undefined ? clip(e.kmeMessage) : e.message}`);
           continue;
         }
         const message = `key manager failed for key ID ${keyId}: ${(e as Error).message}`;
