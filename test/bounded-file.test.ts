@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { FileTooLargeError, MAX_OPTION_FILE_BYTES, readFileBounded } from '../lib/qkd/bounded-file.js';
 import { ConfigError, readConfigFile } from '../lib/proxy/config-file.js';
+import { fileKeySource } from '../lib/qkd/file-source.js';
 
 t.test('a regular file within the bound is read whole; one byte more is FileTooLargeError', async (tt) => {
   const dir = mkdtempSync(join(tmpdir(), 'qkd-tls-bounded-'));
@@ -55,4 +56,35 @@ t.test("the library's readConfigFile (qkd-tls/proxy) reads with the same bound: 
   tt.ok(error instanceof ConfigError, 'a ConfigError');
   tt.match((error as Error).message, /^\/dev\/zero: cannot read the configuration file: \/dev\/zero is larger than 67108864 bytes \(64 MiB\)/);
   tt.equal(MAX_OPTION_FILE_BYTES, 64 * 1024 * 1024, 'the bound of the file options');
+});
+
+t.test("fileKeySource leaves no copy of its key file's bytes in the buffers it read them into", async (tt) => {
+  // readFileBounded read into a 64 KiB buffer and a copy per read, then joined them: none was wiped, so the keys
+  // (in hex) stayed in three buffers, where readFileSync had left one. Every Buffer made while the source is made
+  // is recorded, and none may still hold the file's text.
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-tls-bounded-'));
+  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const hex = '5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2'; // 32 bytes
+  const file = join(dir, 'keys.txt');
+  writeFileSync(file, `alpha ${hex}\n`, { mode: 0o600 });
+  const made: Buffer[] = [];
+  const originals = { allocUnsafe: Buffer.allocUnsafe, from: Buffer.from, concat: Buffer.concat };
+  const record =
+    <F extends (...a: never[]) => Buffer>(f: F) =>
+    (...a: Parameters<F>): Buffer => {
+      const b = f.apply(Buffer, a);
+      made.push(b);
+      return b;
+    };
+  Object.assign(Buffer, { allocUnsafe: record(originals.allocUnsafe), from: record(originals.from as never), concat: record(originals.concat) });
+  let source: ReturnType<typeof fileKeySource>;
+  try {
+    source = fileKeySource(file);
+  } finally {
+    Object.assign(Buffer, originals);
+  }
+  tt.teardown(() => source.close());
+  tt.ok(made.length >= 3, 'the read buffer, the copy of the read and the joined bytes were recorded');
+  const left = made.filter((b) => b.includes(hex));
+  tt.equal(left.length, 0, "no buffer still holds the key file's text");
 });

@@ -126,7 +126,10 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
   if (str('psk-file')) {
     for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --psk-file`);
     try {
-      keys = parseKeyFile(readFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES).toString('utf8'), str('psk-file'));
+      const bytes = readFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES);
+      const text = bytes.toString('utf8');
+      bytes.fill(0); // the keys, in hex (readFileBounded: the caller wipes what it returns)
+      keys = parseKeyFile(text, str('psk-file'));
     } catch (e) {
       throw new UsageError(`--psk-file: ${(e as Error).message}`);
     }
@@ -206,7 +209,10 @@ function kmeKeySource(
   const read = (f: string): string | undefined => {
     if (str(f) === undefined) return undefined;
     try {
-      return readFileBounded(str(f)!, MAX_OPTION_FILE_BYTES).toString('utf8');
+      const bytes = readFileBounded(str(f)!, MAX_OPTION_FILE_BYTES);
+      const text = bytes.toString('utf8');
+      bytes.fill(0); // --kme-key is a private key (readFileBounded: the caller wipes what it returns)
+      return text;
     } catch (e) {
       throw new UsageError(`--${f}: cannot read ${str(f)}: ${(e as Error).message}`);
     }

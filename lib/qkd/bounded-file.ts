@@ -27,17 +27,22 @@ const CHUNK_BYTES = 64 * 1024;
  */
 export const MAX_OPTION_FILE_BYTES = 64 * 1024 * 1024;
 
-/** The bytes of `path`, at most `limit` of them; FileTooLargeError beyond; the fs errors (ENOENT, EISDIR, ...) as they are. */
+/**
+ * The bytes of `path`, at most `limit` of them; FileTooLargeError beyond; the fs errors (ENOENT, EISDIR, ...) as they
+ * are. The file may hold keys (fileKeySource, --psk-file, --kme-key): the buffers read into are wiped before this
+ * returns, so the returned one is the only copy, which the caller wipes once it has read it.
+ */
 export function readFileBounded(path: string, limit: number): Buffer {
   const fd = openSync(path, 'r');
+  const chunks: Buffer[] = [];
+  let buffer: Buffer | undefined;
   try {
     const stat = fstatSync(fd);
     if (stat.isFile() && stat.size > limit) throw new FileTooLargeError(path, limit);
-    const chunks: Buffer[] = [];
     let total = 0;
     // One buffer for every read, and a copy of what each read returned: memory follows the bytes read, not the
     // number of reads (a slow source such as a pipe may return one byte a read).
-    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    buffer = Buffer.allocUnsafe(CHUNK_BYTES);
     for (;;) {
       // One byte past the bound is enough to know it is passed.
       const n = readSync(fd, buffer, 0, Math.min(CHUNK_BYTES, limit + 1 - total), null);
@@ -48,6 +53,8 @@ export function readFileBounded(path: string, limit: number): Buffer {
     }
     return Buffer.concat(chunks, total);
   } finally {
+    buffer?.fill(0);
+    for (const c of chunks) c.fill(0);
     closeSync(fd);
   }
 }

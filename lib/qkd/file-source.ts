@@ -74,7 +74,9 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
 export function fileKeySource(path: string, options: StaticKeySourceOptions = {}): StaticKeySource {
   let text: string;
   try {
-    text = readFileBounded(path, MAX_OPTION_FILE_BYTES).toString('utf8');
+    const bytes = readFileBounded(path, MAX_OPTION_FILE_BYTES);
+    text = bytes.toString('utf8');
+    bytes.fill(0); // the keys, in hex: the text is all that is kept of them (parsed and dropped below)
   } catch (e) {
     throw new Error(`cannot read the key file ${path}: ${(e as Error).message}`, { cause: e });
   }
