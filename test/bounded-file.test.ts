@@ -58,33 +58,46 @@ t.test("the library's readConfigFile (qkd-tls/proxy) reads with the same bound: 
   tt.equal(MAX_OPTION_FILE_BYTES, 64 * 1024 * 1024, 'the bound of the file options');
 });
 
-t.test("fileKeySource leaves no copy of its key file's bytes in the buffers it read them into", async (tt) => {
-  // readFileBounded read into a 64 KiB buffer and a copy per read, then joined them: none was wiped, so the keys
-  // (in hex) stayed in three buffers, where readFileSync had left one. Every Buffer made while the source is made
-  // is recorded, and none may still hold the file's text.
-  const dir = mkdtempSync(join(tmpdir(), 'qkd-tls-bounded-'));
-  tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const hex = '5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2'; // 32 bytes
-  const file = join(dir, 'keys.txt');
-  writeFileSync(file, `alpha ${hex}\n`, { mode: 0o600 });
-  const made: Buffer[] = [];
-  const originals = { allocUnsafe: Buffer.allocUnsafe, from: Buffer.from, concat: Buffer.concat };
-  const record =
-    <F extends (...a: never[]) => Buffer>(f: F) =>
-    (...a: Parameters<F>): Buffer => {
-      const b = f.apply(Buffer, a);
-      made.push(b);
-      return b;
-    };
-  Object.assign(Buffer, { allocUnsafe: record(originals.allocUnsafe), from: record(originals.from as never), concat: record(originals.concat) });
-  let source: ReturnType<typeof fileKeySource>;
-  try {
-    source = fileKeySource(file);
-  } finally {
-    Object.assign(Buffer, originals);
-  }
-  tt.teardown(() => source.close());
-  tt.ok(made.length >= 3, 'the read buffer, the copy of the read and the joined bytes were recorded');
-  const left = made.filter((b) => b.includes(hex));
-  tt.equal(left.length, 0, "no buffer still holds the key file's text");
-});
+// readFileBounded read into a 64 KiB buffer and a copy per read, then joined them: none was wiped, so the keys (in
+// hex) stayed in three buffers, where readFileSync had left one. Every Buffer made while the file is read is
+// recorded, and none may still hold the key's text.
+const KEY_HEX = '5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2'; // 32 bytes
+const keyFileReaders: [string, string, (file: string) => () => void][] = [
+  ['fileKeySource', `alpha ${KEY_HEX}\n`, (file) => {
+    const source = fileKeySource(file);
+    return () => source.close();
+  }],
+  ["the library's readConfigFile (a proxy configuration with a PSK)", `[web]\npsk = ${KEY_HEX}\nidentity = web-key\n`, (file) => {
+    readConfigFile(file, { global: {}, service: { psk: { type: 'string', multiple: true }, identity: { type: 'string', multiple: true } } });
+    return () => {};
+  }],
+];
+
+for (const [name, content, read] of keyFileReaders) {
+  t.test(`${name} leaves no copy of the file's bytes in the buffers it read them into`, async (tt) => {
+    const dir = mkdtempSync(join(tmpdir(), 'qkd-tls-bounded-'));
+    tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'keys.txt');
+    writeFileSync(file, content, { mode: 0o600 });
+    const made: Buffer[] = [];
+    const originals = { allocUnsafe: Buffer.allocUnsafe, from: Buffer.from, concat: Buffer.concat };
+    const record =
+      <F extends (...a: never[]) => Buffer>(f: F) =>
+      (...a: Parameters<F>): Buffer => {
+        const b = f.apply(Buffer, a);
+        made.push(b);
+        return b;
+      };
+    Object.assign(Buffer, { allocUnsafe: record(originals.allocUnsafe), from: record(originals.from as never), concat: record(originals.concat) });
+    let close: () => void = () => {};
+    try {
+      close = read(file);
+    } finally {
+      Object.assign(Buffer, originals);
+    }
+    tt.teardown(close);
+    tt.ok(made.length >= 3, 'the read buffer, the copy of the read and the joined bytes were recorded');
+    const left = made.filter((b) => b.includes(KEY_HEX));
+    tt.equal(left.length, 0, "no buffer still holds the key's text");
+  });
+}

@@ -36,7 +36,7 @@ import {
   type Etsi014SourceEvent,
   MAX_OPTION_FILE_BYTES,
   parseKeyFile,
-  readFileBounded,
+  readTextFileBounded,
   releaseAfter,
 } from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
@@ -126,10 +126,7 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
   if (str('psk-file')) {
     for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --psk-file`);
     try {
-      const bytes = readFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES);
-      const text = bytes.toString('utf8');
-      bytes.fill(0); // the keys, in hex (readFileBounded: the caller wipes what it returns)
-      keys = parseKeyFile(text, str('psk-file'));
+      keys = parseKeyFile(readTextFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES), str('psk-file'));
     } catch (e) {
       throw new UsageError(`--psk-file: ${(e as Error).message}`);
     }
@@ -209,10 +206,7 @@ function kmeKeySource(
   const read = (f: string): string | undefined => {
     if (str(f) === undefined) return undefined;
     try {
-      const bytes = readFileBounded(str(f)!, MAX_OPTION_FILE_BYTES);
-      const text = bytes.toString('utf8');
-      bytes.fill(0); // --kme-key is a private key (readFileBounded: the caller wipes what it returns)
-      return text;
+      return readTextFileBounded(str(f)!, MAX_OPTION_FILE_BYTES); // --kme-key is a private key: its bytes are wiped
     } catch (e) {
       throw new UsageError(`--${f}: cannot read ${str(f)}: ${(e as Error).message}`);
     }

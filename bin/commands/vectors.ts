@@ -10,7 +10,7 @@ import { extractRfc8448, Rfc8448FormatError } from '../../vectors/extract-rfc844
 import { countBySection, runRfc8448Checks, type Check } from '../../vectors/replay.js';
 import type { Rfc8448 } from '../../vectors/rfc8448.js';
 import { usageError } from '../cli/command.js';
-import { FileTooLargeError, readFileBounded } from 'qkd-tls/qkd';
+import { FileTooLargeError, readTextFileBounded } from 'qkd-tls/qkd';
 
 /**
  * The most --file reads. The text of RFC 8448 is 160 KB, its drafts alike; the bound is far above any trace
@@ -71,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   if (values.file !== undefined) {
     let text: string;
     try {
-      text = readFileBounded(values.file, MAX_VECTORS_FILE_BYTES).toString('utf8');
+      text = readTextFileBounded(values.file, MAX_VECTORS_FILE_BYTES);
     } catch (e) {
       if (e instanceof FileTooLargeError) {
         process.stderr.write(`qkd-tls vectors: --file ${e.message}\n`);

@@ -26,7 +26,7 @@
  * by the caller (the same code that checks the command-line flags), which reports through
  * {@link ConfigSection.error} so that its messages point at the right line too.
  */
-import { MAX_OPTION_FILE_BYTES, readFileBounded } from '../qkd/bounded-file.js';
+import { MAX_OPTION_FILE_BYTES, readTextFileBounded } from '../qkd/bounded-file.js';
 
 /** How one field is read: the shape util.parseArgs uses for its options. */
 export interface FieldSpec {
@@ -87,7 +87,7 @@ export interface ConfigFile {
 export function readConfigFile(path: string, schema: ConfigSchema): ConfigFile {
   let text: string;
   try {
-    text = readFileBounded(path, MAX_OPTION_FILE_BYTES).toString('utf8');
+    text = readTextFileBounded(path, MAX_OPTION_FILE_BYTES); // its bytes wiped: a configuration may hold PSKs
   } catch (e) {
     throw new ConfigError(path, 0, undefined, undefined, `cannot read the configuration file: ${(e as Error).message}`);
   }

@@ -59,6 +59,20 @@ export function readFileBounded(path: string, limit: number): Buffer {
   }
 }
 
+/**
+ * The text (UTF-8) of `path`, at most `limit` bytes of it, as {@link readFileBounded} reads it; the bytes are wiped
+ * once decoded, so the string is all that is left of them (a file that may hold keys: a key file, a private key,
+ * a proxy configuration with PSKs).
+ */
+export function readTextFileBounded(path: string, limit: number): string {
+  const bytes = readFileBounded(path, limit);
+  try {
+    return bytes.toString('utf8');
+  } finally {
+    bytes.fill(0);
+  }
+}
+
 function describeBytes(n: number): string {
   return n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`;
 }

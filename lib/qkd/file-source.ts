@@ -17,7 +17,7 @@
 import { fromHex, utf8, wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import { StaticKeySource, type SourcedKey, type StaticKeySourceOptions } from '../psk/source.js';
-import { MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
+import { MAX_OPTION_FILE_BYTES, readTextFileBounded } from './bounded-file.js';
 
 /** Parses the text of a key file (see above). Throws an Error naming the line for anything malformed. */
 export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
@@ -74,9 +74,7 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
 export function fileKeySource(path: string, options: StaticKeySourceOptions = {}): StaticKeySource {
   let text: string;
   try {
-    const bytes = readFileBounded(path, MAX_OPTION_FILE_BYTES);
-    text = bytes.toString('utf8');
-    bytes.fill(0); // the keys, in hex: the text is all that is kept of them (parsed and dropped below)
+    text = readTextFileBounded(path, MAX_OPTION_FILE_BYTES); // the keys, in hex: the text is all that is kept of them (parsed and dropped below)
   } catch (e) {
     throw new Error(`cannot read the key file ${path}: ${(e as Error).message}`, { cause: e });
   }

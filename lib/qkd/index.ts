@@ -4,7 +4,7 @@
  * qkd-tls/kme.
  */
 export { fileKeySource, parseKeyFile } from './file-source.js';
-export { FileTooLargeError, MAX_OPTION_FILE_BYTES, readFileBounded } from './bounded-file.js';
+export { FileTooLargeError, MAX_OPTION_FILE_BYTES, readFileBounded, readTextFileBounded } from './bounded-file.js';
 export {
   Etsi014ClientSource,
   Etsi014ServerSource,
