@@ -554,52 +554,6 @@ t.test('once WebCrypto has worked, a failure of our own key fails the handshake:
   t.same(crypto.keyShares, { webcrypto: 2, fallback: 0 });
 });
 
-t.test("the first key share: the fallback's copy of the randomness is wiped once the private key is imported, before WebCrypto answers", async (t) => {
-  // It was kept until the whole key pair was made: for X25519, until WebCrypto had also derived the public key.
-  const crypto = withWebCryptoKeyShares(noble(205)); // a provider of its own: WebCrypto untried
-  t.equal(crypto.keySharePath('x25519'), 'untried');
-  let imported!: () => void;
-  const privateKeyImported = new Promise<void>((r) => (imported = r));
-  stubSubtle(t, 'importKey', (importKey) => ((...args: unknown[]) => {
-    const importing = importKey(...args);
-    if (args[0] === 'pkcs8') void importing.then(() => imported());
-    return importing;
-  }));
-  // WebCrypto answers the public key (deriveBits against the base point) only when the test says so.
-  let answer!: () => void;
-  const answered = new Promise<void>((r) => (answer = r));
-  stubSubtle(t, 'deriveBits', (deriveBits) => ((...args: unknown[]) => answered.then(() => deriveBits(...args))));
-  // The copy is made with Uint8Array.prototype.set from the randomness (codec copyBytes): recorded while start() runs.
-  const randomness = new Uint8Array(32).fill(0x42);
-  const copies: Uint8Array[] = [];
-  const set = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), 'set')!.value as (this: Uint8Array, a: ArrayLike<number>, o?: number) => void;
-  Object.defineProperty(Uint8Array.prototype, 'set', {
-    configurable: true,
-    writable: true,
-    value: function (this: Uint8Array, source: ArrayLike<number>, offset?: number) {
-      if (source === randomness && this.length === randomness.length) copies.push(this);
-      return set.call(this, source, offset);
-    },
-  });
-  let starting: Promise<{ share: Uint8Array; destroy(): void }>;
-  try {
-    starting = crypto.asyncGroup!('x25519')!.start(randomness);
-  } finally {
-    delete (Uint8Array.prototype as unknown as Record<string, unknown>).set;
-  }
-  randomness.fill(0); // the caller wipes its randomness once start() returns
-  t.equal(copies.length, 1, 'one copy kept, for the synchronous fallback');
-  t.notOk(zero(copies[0]), 'intact while WebCrypto may still refuse the algorithm');
-  await privateKeyImported;
-  await tick();
-  t.ok(zero(copies[0]), 'wiped once the private key is imported, while the public key is still being derived');
-  answer();
-  const share = await starting;
-  t.equal(share.share.length, 32, 'the key share is made');
-  t.equal(crypto.keySharePath('x25519'), 'webcrypto');
-  share.destroy();
-});
-
 t.test('a WebCrypto that never settles holds no copy of our private key', async (t) => {
   const crypto = web(195);
   const psk = makePsk('never-settles');

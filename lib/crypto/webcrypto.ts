@@ -227,8 +227,9 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
 
   start(randomness: Uint8Array): Promise<AsyncClientKeyShare> {
     const kept = this.keepForFallback(randomness);
-    return this.ownKey(randomness, kept).then(
+    return this.ownKey(randomness).then(
       (own) => {
+        if (kept) wipe(kept);
         this.counts.webcrypto++;
         return new WebCryptoClientShare(this.name, own.publicKey, (peer) => this.shared(own.priv, peer));
       },
@@ -245,8 +246,9 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
   respond(clientShare: Uint8Array, randomness: Uint8Array): Promise<{ share: Uint8Array; sharedSecret: Uint8Array }> {
     const kept = this.keepForFallback(randomness);
     const peer = copyBytes(clientShare);
-    return this.ownKey(randomness, kept).then(
+    return this.ownKey(randomness).then(
       async (own) => {
+        if (kept) wipe(kept);
         this.counts.webcrypto++;
         return { share: own.publicKey, sharedSecret: await this.shared(own.priv, peer) };
       },
@@ -262,9 +264,9 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
 
   /**
    * Checks the randomness, and copies it if the synchronous fallback may still need it: only before WebCrypto
-   * has worked for this group (see {@link fallBack}), and only until WebCrypto has imported the private key
-   * ({@link ownKey} wipes the copy then). Otherwise nothing is kept: {@link ownKey} reads the randomness before
-   * it returns, and the caller wipes it, so a WebCrypto promise that never settles holds no copy of it.
+   * has worked for this group (see {@link fallBack}). Otherwise nothing is kept: {@link ownKey} reads the
+   * randomness before it returns, and the caller wipes it, so a WebCrypto promise that never settles holds no
+   * copy of it.
    */
   private keepForFallback(randomness: Uint8Array): Uint8Array | null {
     if (!(randomness instanceof Uint8Array) || randomness.length !== this.randomLength) {
@@ -275,10 +277,9 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
 
   /**
    * Our key pair in WebCrypto; rejects when the runtime lacks the algorithm (see {@link fallBack}). Reads
-   * `randomness` before it returns (the PKCS#8 document, and P-256's public key, are made synchronously). Wipes
-   * `kept`, the fallback's copy of the randomness, as soon as the private key is imported.
+   * `randomness` before it returns (the PKCS#8 document, and P-256's public key, are made synchronously).
    */
-  private async ownKey(randomness: Uint8Array, kept: Uint8Array | null): Promise<{ priv: Key; publicKey: Uint8Array }> {
+  private async ownKey(randomness: Uint8Array): Promise<{ priv: Key; publicKey: Uint8Array }> {
     const subtle = globalThis.crypto.subtle;
     const { pkcs8, publicKey } = this.curve.privateKey(randomness);
     let importing: Promise<Key>;
@@ -291,13 +292,8 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
       wipe(pkcs8);
     }
     const priv = await importing;
-    // WebCrypto took our private key, so it has the algorithm (Secure Curves in WebCrypto defines X25519's
-    // importKey and deriveBits together, as WebCrypto does ECDH's): the fallback will not be needed, and its copy
-    // of the randomness goes now, not once the public key (X25519's deriveBits) is answered too. A later failure
-    // is reported as it is (fallBack: no fallback once WebCrypto has worked).
-    this.path = 'webcrypto';
-    if (kept) wipe(kept);
     const pub = publicKey ?? (await this.curve.publicKey(subtle, priv));
+    this.path = 'webcrypto';
     return { priv, publicKey: pub };
   }
 
