@@ -746,6 +746,26 @@ t.test('importKey that throws synchronously before WebCrypto worked: the fallbac
   t.ok(seen.length === 2 && seen.every((b) => b.every((x) => x === 0)), 'the PKCS#8 buffers are wiped even so');
 });
 
+t.test("X25519 imported but its public key not derived (deriveBits refused) before WebCrypto worked: the fallback makes the same bytes", async (t) => {
+  // The fallback's copy of the randomness is kept until the whole key pair is made, not only until the private
+  // key is imported: a runtime may import an algorithm it cannot derive with, and the handshake still completes.
+  stubSubtle(t, 'deriveBits', (deriveBits) => (...args: unknown[]) => {
+    if ((args[0] as { name?: string }).name === 'X25519') return Promise.reject(new DOMException('X25519 derivation is not supported', 'NotSupportedError'));
+    return deriveBits(...args);
+  });
+  const psk = makePsk('derive-refused');
+  const sync = new Pair({ crypto: noble(321), psks: [psk] }, { crypto: noble(322), psks: [psk] });
+  sync.pump();
+  const [cc, sc] = [withWebCryptoKeyShares(noble(321)), withWebCryptoKeyShares(noble(322))];
+  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  await settle(p);
+  t.equal(p.info('client')?.group, 'x25519', 'the handshake completes');
+  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
+  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  t.equal(cc.keySharePath('x25519'), 'fallback', "the client's x25519 fell back");
+  t.equal(sc.keySharePath('x25519'), 'fallback', "the server's too");
+});
+
 t.test('importKey that throws synchronously after WebCrypto worked: KeyAgreementFailed, nothing escapes', async (t) => {
   const crypto = withWebCryptoKeyShares(noble(311));
   const psk = makePsk('sync-throw-late');

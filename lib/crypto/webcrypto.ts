@@ -264,7 +264,8 @@ class WebCryptoGroup implements AsyncKeyExchangeGroup {
 
   /**
    * Checks the randomness, and copies it if the synchronous fallback may still need it: only before WebCrypto
-   * has worked for this group (see {@link fallBack}). Otherwise nothing is kept: {@link ownKey} reads the
+   * has worked for this group (see {@link fallBack}), and until our whole key pair is made (a runtime may import
+   * an algorithm's key and still refuse to derive with it: X25519's public key is a deriveBits). Otherwise nothing is kept: {@link ownKey} reads the
    * randomness before it returns, and the caller wipes it, so a WebCrypto promise that never settles holds no
    * copy of it.
    */
