@@ -70,6 +70,10 @@ export async function listenWebSocket(
   onConnection: (ws: AcceptedWebSocket) => void,
   route: (request: IncomingMessage) => number | undefined = () => undefined,
 ): Promise<WebSocketListener> {
+  // `ws` takes a maxPayload of 0 (or anything not above 0, NaN included) as "no limit", and net.Server a
+  // maxConnections of 0 likewise: a bound given as 0, negative or not a number would silently be no bound at all.
+  const maxMessageBytes = positiveInteger('maxMessageBytes', options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  const maxConnections = positiveInteger('maxConnections', options.maxConnections ?? 1000);
   const origins = options.origins ? new Set(options.origins.map(originOf)) : undefined;
   const http = createHttpServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
@@ -78,10 +82,10 @@ export async function listenWebSocket(
   http.headersTimeout = 10_000;
   http.requestTimeout = 15_000;
   // Counted by the TCP server, from accept: a connection that has not sent its upgrade request takes a place too.
-  http.maxConnections = options.maxConnections ?? 1000;
+  http.maxConnections = maxConnections;
   const wss = new WebSocketServer({
     server: http,
-    maxPayload: options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    maxPayload: maxMessageBytes,
     perMessageDeflate: false, // TLS records do not compress; and no compression oracle
     clientTracking: true,
     verifyClient: (info: { origin: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
@@ -158,6 +162,12 @@ function refuseTextMessages(ws: WebSocket): void {
     ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
     ws.emit('error', new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
   });
+}
+
+/** A limit must be a positive integer (validated at the public edge, before anything listens). */
+function positiveInteger(name: string, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`listenWebSocket: ${name} must be a positive integer (got ${String(value)})`);
+  return value;
 }
 
 /**
