@@ -1,9 +1,11 @@
 /**
  * The WebSocket transport against broken or hostile peers (found by review): limits that must not be switched
- * off by a value that reads as small.
+ * off by a value that reads as small, and a peer's last messages kept when it closes with an error code.
  */
+import type * as net from 'node:net';
 import t from 'tap';
-import { WebSocket as WsClient } from 'ws';
+import { WebSocketServer, WebSocket as WsClient } from 'ws';
+import { webSocketByteStreams } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { withTimeout } from './helpers/peers.js';
 import { WAIT } from './helpers/runtimes.js';
@@ -26,4 +28,42 @@ t.test('the listener refuses limits that `ws` or net.Server would take as "no li
   const code = withTimeout(new Promise<number>((r) => ws.once('close', (c: number) => r(c))), WAIT, 'the close');
   ws.once('open', () => ws.send(Buffer.alloc(1025)));
   t.equal(await code, 1009, 'the smallest valid bounds are applied (1025 bytes closes with 1009)');
+});
+
+t.test('the client: a peer closing with an error code after its last messages: they are read first, then the error', SUBTEST, async (t) => {
+  // Regression: the close handler called controller.error() at once, which discards the messages received and
+  // not read yet (a server's last records, its TLS alert): the reader got only "WebSocket closed (code 1011)".
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => server.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  let last: 'close' | 'text' = 'close';
+  server.on('connection', (peer) => {
+    peer.send(Buffer.from([1, 2, 3]));
+    peer.send(Buffer.from([4, 5]));
+    if (last === 'text') peer.send('not a TLS record');
+    peer.close(1011, 'backend failed');
+  });
+  const expected = { close: /closed \(code 1011, backend failed\)/, text: /a text message arrived where TLS records \(binary\) were expected/ };
+  for (last of ['close', 'text'] as const) {
+    const ws = new WsClient(`ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/`);
+    ws.on('error', () => {});
+    const pair = webSocketByteStreams(ws as unknown as WebSocket);
+    // Read nothing until the WebSocket has closed (the byte stream's listener runs before this one).
+    await withTimeout(new Promise((r) => ws.once('close', r)), WAIT, 'the WebSocket to close');
+    const reader = pair.readable.getReader();
+    const got: number[] = [];
+    let error: unknown;
+    for (let i = 0; i < 4; i++) {
+      try {
+        const { value, done } = await reader.read();
+        if (done) break;
+        got.push(...value);
+      } catch (e) {
+        error = e;
+        break;
+      }
+    }
+    t.same(got, [1, 2, 3, 4, 5], `${last}: the messages before it are all read`);
+    t.match(error, { message: expected[last] }, `${last}: then the byte stream fails, saying why`);
+  }
 });

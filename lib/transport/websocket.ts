@@ -90,16 +90,27 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
   const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
   ws.binaryType = 'arraybuffer';
   let readEnded = false;
+  /** The error that ends the byte stream once the messages that came before it have been read. */
+  let failure: Error | undefined;
   const closeSocket = (): void => {
     if (ws.readyState === CONNECTING || ws.readyState === OPEN) ws.close(1000);
+  };
+  /**
+   * Fails the byte stream after what is queued: controller.error() would discard the messages received but not
+   * read yet (the peer's last records, e.g. the TLS alert that says why it closed, RFC 8446 §6.2), so the error
+   * waits until the queue is empty (pull is called then).
+   */
+  const fail = (c: ReadableStreamDefaultController<Uint8Array>, e: Error): void => {
+    readEnded = true;
+    if ((c.desiredSize ?? 0) > 0) c.error(e);
+    else failure = e;
   };
   const readable = new ReadableStream<Uint8Array>({
     start(c) {
       ws.addEventListener('message', (e) => {
         if (readEnded) return;
         if (typeof e.data === 'string') {
-          readEnded = true;
-          c.error(new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
+          fail(c, new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
           ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
           return;
         }
@@ -107,11 +118,17 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
       });
       ws.addEventListener('close', (e) => {
         if (readEnded) return;
-        readEnded = true;
         // 1000 (normal) and 1005 (no code) end the byte stream; TLS itself tells a complete stream from a cut one.
-        if (e.code === 1000 || e.code === 1005) c.close();
-        else c.error(new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
+        // Any other code (RFC 6455 §7.4.1: 1001 going away, 1006 abnormal, 1011 ...) fails it, after the
+        // messages that came before it.
+        if (e.code === 1000 || e.code === 1005) {
+          readEnded = true;
+          c.close();
+        } else fail(c, new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
       });
+    },
+    pull(c) {
+      if (failure && (c.desiredSize ?? 0) > 0) c.error(failure);
     },
     cancel() {
       readEnded = true;
