@@ -61,8 +61,8 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 const TIMEOUT_CHECK_MS = 1000;
 
 /**
- * Listens for WebSocket connections on host:port and hands each one, as a byte Duplex (one message = one
- * chunk; ending it closes the WebSocket with 1000), to `onConnection`. `route` may refuse a request path
+ * Listens for WebSocket connections on host:port and hands each one, as a byte Duplex (binary messages as
+ * chunks, those that arrive together joined; ending it closes the WebSocket with 1000), to `onConnection`. `route` may refuse a request path
  * (returning an HTTP status) before the upgrade.
  */
 export async function listenWebSocket(
@@ -111,7 +111,7 @@ export async function listenWebSocket(
     const close = ws.close.bind(ws);
     ws.close = (code?: number, reason?: string | Buffer) => close(code ?? 1000, reason);
     const stream = createWebSocketStream(ws, { allowHalfOpen: true });
-    refuseTextMessages(ws);
+    filterMessages(ws);
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
     const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
@@ -144,20 +144,42 @@ export async function listenWebSocket(
  * a filter. The refusal takes the path `ws` takes for its own protocol errors (e.g. 1009): close with the code,
  * then 'error' on the WebSocket, on which the stream is destroyed with that error once the close handshake is
  * done (not at once, which would cut the Close frame off).
+ *
+ * The binary messages that arrive together (`ws` emits every message of one socket read at once) are joined
+ * into one chunk, and empty ones dropped: the stream's highWaterMark counts bytes, so while TLS does not read
+ * (a PSK lookup, an application that does not read) a peer sending 1-byte messages (7 bytes each on the wire)
+ * had 16384 of them buffered, each a Buffer object of its own, plus every message still in the socket read that
+ * crossed the mark (9362 in 64 KiB): about 2.7 MB of memory per connection for 16 KiB of data. Joined, a read is
+ * one chunk, and the mark is reached after a read or two.
  */
-function refuseTextMessages(ws: WebSocket): void {
+function filterMessages(ws: WebSocket): void {
   const deliver = ws.listeners('message') as ((data: Buffer, isBinary: boolean) => void)[];
   ws.removeAllListeners('message');
   // createWebSocketStream listens for one 'error' only; a later one (say from the peer's next frame) must not
   // be an uncaught exception.
   ws.on('error', () => {});
   let refused = false;
+  let pending: Buffer[] = [];
+  const flush = (): void => {
+    if (pending.length === 0) return;
+    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending);
+    pending = [];
+    for (const f of deliver) f.call(ws, data, true);
+  };
+  // What arrived before a protocol error (1009, 1002: 'error', on which createWebSocketStream destroys the stream
+  // at once) or the close is delivered before it, as when each message was pushed on arrival.
+  ws.prependListener('error', flush);
+  ws.prependListener('close', flush);
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     if (refused) return;
     if (isBinary) {
-      for (const f of deliver) f.call(ws, data, isBinary);
+      if (data.length === 0) return;
+      // After the messages of this read (they are emitted synchronously), before anything that follows them.
+      if (pending.length === 0) queueMicrotask(flush);
+      pending.push(data);
       return;
     }
+    flush(); // what came before the text message, in order
     refused = true;
     ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
     ws.emit('error', new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
