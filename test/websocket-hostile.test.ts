@@ -1,16 +1,21 @@
 /**
  * The WebSocket transport against broken or hostile peers (found by review): limits that must not be switched
- * off by a value that reads as small, and a peer's last messages kept when it closes with an error code.
+ * off by a value that reads as small, a flood of tiny messages, a peer's last messages kept when it closes with an
+ * error code, and a text message refused through the WHATWG WebSocket (which reserves 1003 to the browser).
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { WebSocketServer, WebSocket as WsClient } from 'ws';
 import { webSocketByteStreams } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
-import { withTimeout } from './helpers/peers.js';
+import { spawnPeer, testPeer, withTimeout } from './helpers/peers.js';
 import { WAIT } from './helpers/runtimes.js';
 
 const SUBTEST = { timeout: 60_000 };
+const node24 = testPeer(t, 'node');
 
 t.test('the listener refuses limits that `ws` or net.Server would take as "no limit" (0, negative, NaN, fractions)', SUBTEST, async (t) => {
   // ws's maxPayload 0 (or below, or NaN) means unlimited, as net.Server's maxConnections 0 does: listening with one
@@ -101,4 +106,40 @@ t.test('the listener: a flood of tiny (or empty) binary messages is joined into 
   t.ok(Buffer.concat(chunks).equals(Buffer.from(Array.from({ length: COUNT }, (_, i) => i & 0xff))), `the ${COUNT} bytes, in order`);
   t.ok(chunks.length <= COUNT / 20, `in few chunks (${chunks.length}), not one per message`);
   t.equal(chunks.filter((c) => c.length === 0).length, 0, 'no empty chunk');
+});
+
+t.test('the client over a WHATWG WebSocket (Node 24): a text message errors the byte stream and closes the socket, no uncaught exception', { ...SUBTEST, skip: node24.skip }, async (t) => {
+  // Regression: ws.close(1003) throws InvalidAccessError in the WHATWG API (a page may send only 1000 and
+  // 3000-4999): thrown in the message listener, it was an uncaught exception (the process ended) and the socket
+  // stayed open.
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => server.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const closedBy = new Promise<{ code: number; reason: string }>((resolve) =>
+    server.on('connection', (peer) => {
+      peer.once('message', () => peer.send('not a TLS record'));
+      peer.once('close', (code: number, reason: Buffer) => resolve({ code, reason: reason.toString() }));
+    }),
+  );
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-ws-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const script = join(dir, 'text-refused.mjs');
+  await writeFile(
+    script,
+    `import { webSocketByteStreams } from ${JSON.stringify(new URL('../lib/transport/websocket.js', import.meta.url).href)};
+process.on('uncaughtException', (e) => { console.log(JSON.stringify({ uncaught: e.name + ': ' + e.message })); process.exit(3); });
+const ws = new WebSocket('ws://127.0.0.1:${(server.address() as net.AddressInfo).port}/');
+await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+const pair = webSocketByteStreams(ws);
+ws.send(new Uint8Array([0x16]));
+let error = null;
+try { await pair.readable.getReader().read(); } catch (e) { error = e.message; }
+console.log(JSON.stringify({ error }));
+`,
+  );
+  const child = spawnPeer(t, node24.path!, [script]);
+  const { code, reason } = await withTimeout(closedBy, WAIT, 'the client to close the WebSocket');
+  const out = await child.waitFor(/\{.*\}/, WAIT, 'stdout');
+  t.match(JSON.parse(/\{.*\}/.exec(out)![0]), { error: /a text message arrived where TLS records \(binary\) were expected/ }, 'the byte stream fails, saying why; no uncaught exception');
+  t.same({ code, reason }, { code: 1000, reason: 'binary messages only' }, 'the socket is closed (1000 with the reason: the WHATWG API reserves 1003 to the browser)');
 });

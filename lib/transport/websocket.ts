@@ -111,7 +111,7 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
         if (readEnded) return;
         if (typeof e.data === 'string') {
           fail(c, new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
-          ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
+          closeRefusingText((code, reason) => ws.close(code, reason));
           return;
         }
         c.enqueue(new Uint8Array(e.data as ArrayBuffer));
@@ -172,13 +172,33 @@ export const MAX_MESSAGE_BYTES = 64 * 1024;
 /**
  * How a text message is refused, by this transport and by the Node listener (lib/transport/ws-server.ts) alike:
  * TLS records travel in binary messages only, so text is data the endpoint cannot accept; the WebSocket is
- * closed with 1003 (RFC 6455 §7.4.1, unsupported data) and none of the message is passed to TLS.
+ * closed with 1003 (RFC 6455 §7.4.1, unsupported data), or 1000 with this reason where the WHATWG API refuses
+ * 1003 (see closeRefusingText), and none of the message is passed to TLS.
  */
 export const TEXT_MESSAGE_REFUSED = {
   code: 1003,
   reason: 'binary messages only',
   message: 'a text message arrived where TLS records (binary) were expected',
 } as const;
+
+/**
+ * Closes a WebSocket that sent text with TEXT_MESSAGE_REFUSED's code (1003) where the API lets us (the `ws`
+ * package, Bun). The WHATWG WebSocket and WebSocketStream (browsers, Deno, Node 22+) let a page send only 1000
+ * and 3000-4999 (1003 is the browser's own to send) and throw InvalidAccessError on 1003: a throw inside the
+ * message listener (an uncaught exception, which ends a Node or Deno process) that left the socket open. There the
+ * close is 1000 with the same reason; the byte stream's error says what happened.
+ */
+function closeRefusingText(close: (code: number, reason: string) => void): void {
+  try {
+    close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
+  } catch {
+    try {
+      close(1000, TEXT_MESSAGE_REFUSED.reason);
+    } catch {
+      /* closed already */
+    }
+  }
+}
 
 /** WebSocket.readyState values (HTML standard), spelled out: a WebSocket from a library (e.g. `ws` in Node 20) works without a global. */
 const CONNECTING = 0;
@@ -232,11 +252,7 @@ async function openWebSocketStream(
       transform(chunk, c) {
         if (typeof chunk === 'string') {
           c.error(new Error(`WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
-          try {
-            wss.close({ closeCode: TEXT_MESSAGE_REFUSED.code, reason: TEXT_MESSAGE_REFUSED.reason });
-          } catch {
-            /* closed already */
-          }
+          closeRefusingText((closeCode, reason) => wss.close({ closeCode, reason }));
         } else c.enqueue(new Uint8Array(chunk));
       },
     }),
