@@ -22,7 +22,10 @@ import type { ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
 export interface WebSocketTransportOptions {
-  /** WebSocket subprotocols to offer (e.g. a bridge's target name). */
+  /**
+   * WebSocket subprotocols to offer. The qkd-tls listener and bridge ignore them (`ws` agrees to the first one
+   * offered); the bridge's target is chosen by the URL path, never by a subprotocol.
+   */
   readonly protocols?: string | string[];
   /** Use `WebSocketStream` when the runtime has it (default true). */
   readonly preferWebSocketStream?: boolean;
