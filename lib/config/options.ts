@@ -155,6 +155,32 @@ export function serverNameProblem(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * The longest delay a timer keeps: setTimeout takes a 32-bit signed number of milliseconds (about 24.8 days)
+ * and runs one that is longer, Infinity included, after 1 ms.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Checks a transport's time option in milliseconds (undefined: its default), else a RangeError naming it: a
+ * number from `min` to {@link MAX_TIMER_MS}. Unchecked, NaN or a negative number would silently turn a limit off,
+ * and Infinity or anything above MAX_TIMER_MS would make it expire after 1 ms.
+ */
+export function checkTimerMs(option: string, value: number | undefined, min: number): void {
+  if (value === undefined) return;
+  if (!(typeof value === 'number' && value >= min && value <= MAX_TIMER_MS)) {
+    throw new RangeError(`${option} must be a number of milliseconds from ${min}${min === 0 ? ' (no limit)' : ''} to ${MAX_TIMER_MS}, got ${String(value)}`);
+  }
+}
+
+/** Checks a count option (undefined: its default), else a RangeError naming it: an integer from `min` to `max`. */
+export function checkCount(option: string, value: number | undefined, min: number, max = Number.MAX_SAFE_INTEGER): void {
+  if (value === undefined) return;
+  if (!(Number.isSafeInteger(value) && value >= min && value <= max)) {
+    throw new RangeError(`${option} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+}
+
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

@@ -29,6 +29,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
+import { checkCount, checkTimerMs } from '../config/options.js';
 import { TlsError } from '../errors.js';
 import type { Psk } from '../psk/types.js';
 import {
@@ -80,11 +81,15 @@ export interface ServiceConfig {
   readonly accept: HostPort;
   readonly connect: HostPort;
   readonly keys: ProxyKeySource;
-  /** TLS settings; `handshakeTimeout` (ms) bounds each handshake (default 30 s). */
+  /**
+   * TLS settings; `handshakeTimeout` (ms) bounds each handshake (default 30 s; 0: no limit). It and the numbers
+   * below are checked by startProxy: a value out of range is a RangeError naming the service and the option.
+   */
   readonly tls?: ProxyTlsOptions;
   /**
-   * Open connections beyond this many are refused at once (default {@link DEFAULT_MAX_CONNECTIONS}); with
-   * `websocket`, connections that have not sent their upgrade request yet count too (lib/transport/ws-server.ts).
+   * Open connections beyond this many (an integer from 1) are refused at once (default
+   * {@link DEFAULT_MAX_CONNECTIONS}); with `websocket`, connections that have not sent their upgrade request yet
+   * count too (lib/transport/ws-server.ts).
    */
   readonly maxConnections?: number;
   /** End a connection after this many ms without a byte in either direction; 0 = never (default 5 min). */
@@ -183,6 +188,12 @@ class ProxyEngine implements Proxy {
     for (const s of options.services) {
       if (names.has(s.name)) throw new TypeError(`startProxy: two services are named "${s.name}"`);
       names.add(s.name);
+      // Checked here, not by each connection: a client service builds its TLS socket once a connection comes.
+      const service = `startProxy: service "${s.name}":`;
+      checkTimerMs(`${service} tls.handshakeTimeout`, s.tls?.handshakeTimeout, 0);
+      checkTimerMs(`${service} idleTimeoutMs`, s.idleTimeoutMs, 0);
+      checkTimerMs(`${service} connectTimeoutMs`, s.connectTimeoutMs, 1);
+      checkCount(`${service} maxConnections`, s.maxConnections, 1);
     }
     this.logger = options.logger ?? silentLogger;
     this.listeners = options.services.map((s) => new Listener(this, s));

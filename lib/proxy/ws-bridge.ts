@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import * as net from 'node:net';
+import { checkTimerMs } from '../config/options.js';
 import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
 
@@ -27,7 +28,7 @@ export interface BridgeTarget {
 export interface WebSocketBridgeOptions extends WebSocketListenOptions {
   /** The TCP servers the bridge may connect to (at least one); the first is the default. */
   readonly allow: readonly BridgeTarget[];
-  /** Give up connecting to a target after this many milliseconds (default 10000). */
+  /** Give up connecting to a target after this many milliseconds (default 10000; from 1 to 2^31 - 1, else a RangeError). */
   readonly connectTimeoutMs?: number;
   /** Called once per relayed connection when it ends (never with payload bytes). */
   readonly onConnection?: (record: BridgeRecord) => void;
@@ -46,6 +47,7 @@ export interface BridgeRecord {
 /** Starts the bridge; `address()` tells the port when 0 was asked for. */
 export async function startWebSocketBridge(options: WebSocketBridgeOptions): Promise<WebSocketListener> {
   if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
+  checkTimerMs('WebSocket bridge: connectTimeoutMs', options.connectTimeoutMs, 1);
   const byName = new Map(options.allow.map((t) => [targetName(t), t]));
   const pick = (req: IncomingMessage): BridgeTarget | undefined => {
     let path: string;

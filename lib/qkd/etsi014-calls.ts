@@ -17,6 +17,7 @@
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { MAX_TIMER_MS } from '../config/options.js';
 import {
   abortFailure,
   decKeysRequest,
@@ -43,7 +44,7 @@ export interface Etsi014CommonOptions {
   readonly baseUrl: string | URL;
   /** Plain HTTP (loopback) only: this SAE's ID, sent in the X-SAE-ID header the simulator reads. */
   readonly saeId?: string;
-  /** Budget of one call, retries included, in milliseconds (default 5000). */
+  /** Budget of one call, retries included, in milliseconds (default 5000; from 1 to 2^31 - 1, else a RangeError). */
   readonly timeoutMs?: number;
   /** How many times a 503 or a connection failure is retried (default 3). */
   readonly retries?: number;
@@ -109,7 +110,7 @@ export abstract class Etsi014ClientBase {
       throw new TypeError(`${name}: plain HTTP is only allowed to a loopback KME (keys would cross the network in clear): ${this.baseUrl.host}`);
     }
     this.opts = {
-      timeoutMs: this.positive(options.timeoutMs, 5000, 'timeoutMs', 1),
+      timeoutMs: this.positive(options.timeoutMs, 5000, 'timeoutMs', 1, MAX_TIMER_MS),
       retries: Math.floor(this.positive(options.retries, 3, 'retries', 0)),
       retryDelayMs: this.positive(options.retryDelayMs, 100, 'retryDelayMs', 0),
       maxRetryDelayMs: this.positive(options.maxRetryDelayMs, 2000, 'maxRetryDelayMs', 0),
@@ -169,10 +170,12 @@ export abstract class Etsi014ClientBase {
   /** Names a failure to send a request (connection refused, TLS, ...): reason 'connection' is retried. */
   protected abstract transportFailure(op: Etsi014Operation, e: unknown, attempts: number): Etsi014Error;
 
-  /** A number option (or its default), at least `min`, else a RangeError naming it. */
-  protected positive(v: number | undefined, dflt: number, option: string, min: number): number {
+  /** A number option (or its default) from `min` to `max`, else a RangeError naming it. */
+  protected positive(v: number | undefined, dflt: number, option: string, min: number, max = Number.MAX_VALUE): number {
     const n = v ?? dflt;
-    if (!Number.isFinite(n) || n < min) throw new RangeError(`${this.name}: ${option} must be a number >= ${min} (got ${v})`);
+    if (!Number.isFinite(n) || n < min || n > max) {
+      throw new RangeError(`${this.name}: ${option} must be a number ${max === Number.MAX_VALUE ? `>= ${min}` : `from ${min} to ${max}`} (got ${v})`);
+    }
     return n;
   }
 

@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, ServerOptions } from '../config/options.js';
+import { checkTimerMs, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
@@ -47,7 +47,8 @@ export interface TransportOptions {
   /**
    * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
    * this many milliseconds, counted from the start (TCP connect and any PSK lookup included). Default 30 s;
-   * 0 turns the limit off.
+   * 0 turns the limit off. Anything but a number from 0 to 2^31 - 1 (setTimeout's longest delay) is a
+   * RangeError, thrown by `connect` and `createServer`.
    */
   readonly handshakeTimeout?: number;
   /**
@@ -109,6 +110,7 @@ export function defaultNodeCrypto(): CryptoProvider {
 
 /** Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
+  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
   const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port ?? 0, allowHalfOpen: true });
   const tls = new QkdTlsSocket(socket, options.handshakeTimeout);
   if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
@@ -146,6 +148,7 @@ export class QkdTlsServer extends EventEmitter {
     onSecureConnection?: (socket: QkdTlsSocket) => void,
   ) {
     super();
+    checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
     // Options every connection would refuse (a PSK shorter than RFC 9257 §6 allows, an unknown suite or group, ...)
     // are refused here, with the TypeError Connection.server throws, not by each connection once it is listening.
     const { psks, handshakeTimeout: _t, crypto, keyLog: _k, traceConnection: _c, webCryptoKeyShares: _w, ...rest } = options;

@@ -12,7 +12,7 @@
  * ```
  */
 import { Connection } from '../connection/connection.js';
-import type { ClientOptions, ServerOptions } from '../config/options.js';
+import { checkCount, checkTimerMs, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { CryptoProvider } from '../crypto/provider.js';
@@ -53,7 +53,8 @@ export interface TlsStreams extends ByteStreamPair {
 export interface StreamTransportOptions {
   /**
    * Fail the handshake (reason HandshakeTimeout, an internal_error alert sent) if it has not completed after
-   * this many milliseconds (any PSK lookup included). Default 30 s; 0 turns the limit off.
+   * this many milliseconds (any PSK lookup included). Default 30 s; 0 turns the limit off. Anything but a
+   * number from 0 to 2^31 - 1 (setTimeout's longest delay) is a RangeError.
    */
   readonly handshakeTimeout?: number;
   /**
@@ -66,7 +67,7 @@ export interface StreamTransportOptions {
    * which pays a thread hand-off per record (bench/RESULTS.md, "Record offload").
    */
   readonly offload?: boolean;
-  /** Records sealed (and opened) at once per direction when offloading. Default 8. */
+  /** Records sealed (and opened) at once per direction when offloading: an integer from 1, default 8. */
   readonly recordsInFlight?: number;
   /**
    * Whether the X25519 and P-256 key exchanges of the handshake run in the runtime's WebCrypto
@@ -95,6 +96,7 @@ export interface StreamServerOptions extends ServerOptions, StreamTransportOptio
 /** Runs a TLS client over `transport`. */
 export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions & StreamTransportOptions): TlsStreams {
   const { handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
+  checkTransportOptions(options);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.client({ ...rest, crypto }), undefined, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
@@ -103,8 +105,15 @@ export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientO
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
   const { lookupPsks, handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
+  checkTransportOptions(options);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.server({ ...rest, crypto }), lookupPsks, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
+}
+
+/** The transport's own options, checked before anything starts (a RangeError naming the option). */
+function checkTransportOptions(options: StreamTransportOptions): void {
+  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
+  checkCount('recordsInFlight', options.recordsInFlight, 1);
 }
 
 function run(

@@ -18,9 +18,10 @@
  *
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
-import type { ClientOptions } from '../config/options.js';
+import { checkCount, checkTimerMs, type ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
+/** Options of the WebSocket itself; a number out of its range is a RangeError. */
 export interface WebSocketTransportOptions {
   /**
    * WebSocket subprotocols to offer. The qkd-tls listener and bridge ignore them (`ws` agrees to the first one
@@ -29,9 +30,9 @@ export interface WebSocketTransportOptions {
   readonly protocols?: string | string[];
   /** Use `WebSocketStream` when the runtime has it (default true). */
   readonly preferWebSocketStream?: boolean;
-  /** With plain `WebSocket`: most bytes queued for sending before a write waits (default 1 MiB). */
+  /** With plain `WebSocket`: most bytes queued for sending before a write waits (default 1 MiB; an integer from 0). */
   readonly maxBufferedBytes?: number;
-  /** Give up opening the connection after this many milliseconds (default 10000). */
+  /** Give up opening the connection after this many milliseconds (default 10000; from 1 to 2^31 - 1). */
   readonly openTimeoutMs?: number;
 }
 
@@ -57,6 +58,8 @@ export async function tlsClientOverWebSocket(
 export async function connectWebSocket(url: string | URL, options: WebSocketTransportOptions = {}): Promise<WebSocketByteStreams> {
   const target = String(url);
   if (!/^wss?:\/\//i.test(target)) throw new TypeError(`connectWebSocket: the URL must start with ws:// or wss:// (got ${target.slice(0, 80)})`);
+  checkTimerMs('connectWebSocket: openTimeoutMs', options.openTimeoutMs, 1);
+  checkCount('connectWebSocket: maxBufferedBytes', options.maxBufferedBytes, 0);
   const timeoutMs = options.openTimeoutMs ?? 10_000;
   const Stream = (globalThis as { WebSocketStream?: WebSocketStreamConstructor }).WebSocketStream;
   if (Stream && options.preferWebSocketStream !== false) return openWebSocketStream(Stream, target, options.protocols, timeoutMs);
@@ -90,6 +93,7 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
  * protocol error (TLS records are binary) and errors the readable.
  */
 export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTransportOptions, 'maxBufferedBytes'> = {}): WebSocketByteStreams {
+  checkCount('webSocketByteStreams: maxBufferedBytes', options.maxBufferedBytes, 0);
   const maxBuffered = options.maxBufferedBytes ?? 1024 * 1024;
   ws.binaryType = 'arraybuffer';
   let readEnded = false;

@@ -14,6 +14,7 @@ import { createServer as createHttpServer, type IncomingMessage, type Server } f
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
+import { checkCount } from '../config/options.js';
 import { TEXT_MESSAGE_REFUSED } from './websocket.js';
 
 export interface WebSocketListenOptions {
@@ -24,7 +25,10 @@ export interface WebSocketListenOptions {
    * 403; a request without Origin (not from a browser) is accepted. Default: any origin.
    */
   readonly origins?: readonly string[];
-  /** Largest WebSocket message accepted, in bytes (default 1 MiB). */
+  /**
+   * Largest WebSocket message accepted, in bytes: an integer from 1 to 2^31 - 1 (default 1 MiB). Anything else
+   * is a RangeError: the `ws` package would take 0, NaN or 2^32 as no limit at all.
+   */
   readonly maxMessageBytes?: number;
   /**
    * Most connections open at once (default 1000, as for the TCP listeners), counting every accepted TCP
@@ -32,7 +36,8 @@ export interface WebSocketListenOptions {
    * connections that never send one cannot pile up. It is what `maxConnections` means for the TCP listeners
    * (`qkd-tls server` sets net.Server.maxConnections; a proxy service counts its connections from accept,
    * handshakes included). A connection beyond it is closed at once, before a byte is read (the HTTP server,
-   * `server`, emits 'drop'); the connections already open are not disturbed.
+   * `server`, emits 'drop'); the connections already open are not disturbed. An integer from 1, else a
+   * RangeError (net.Server would take 0 or NaN as no limit).
    */
   readonly maxConnections?: number;
 }
@@ -72,8 +77,10 @@ export async function listenWebSocket(
 ): Promise<WebSocketListener> {
   // `ws` takes a maxPayload of 0 (or anything not above 0, NaN included) as "no limit", and net.Server a
   // maxConnections of 0 likewise: a bound given as 0, negative or not a number would silently be no bound at all.
-  const maxMessageBytes = positiveInteger('maxMessageBytes', options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
-  const maxConnections = positiveInteger('maxConnections', options.maxConnections ?? 1000);
+  checkCount('listenWebSocket: maxMessageBytes', options.maxMessageBytes, 1, 2 ** 31 - 1);
+  checkCount('listenWebSocket: maxConnections', options.maxConnections, 1);
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const maxConnections = options.maxConnections ?? 1000;
   const origins = options.origins ? new Set(options.origins.map(originOf)) : undefined;
   const http = createHttpServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
@@ -186,11 +193,6 @@ function filterMessages(ws: WebSocket): void {
   });
 }
 
-/** A limit must be a positive integer (validated at the public edge, before anything listens). */
-function positiveInteger(name: string, value: number): number {
-  if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`listenWebSocket: ${name} must be a positive integer (got ${String(value)})`);
-  return value;
-}
 
 /**
  * An origin as a browser serializes it (RFC 6454 §6.1): scheme://host[:port], lower case, no path, no default

@@ -1,0 +1,118 @@
+/**
+ * The transports' number options as their docs state them: a time in milliseconds from 0 (or 1) to 2^31 - 1,
+ * setTimeout's longest delay, and a count from its least value; anything else is a RangeError naming the option
+ * before anything starts. Unchecked, these were taken silently and did something else:
+ *
+ *  - a timer of Infinity or above 2^31 - 1 ms fires after 1 ms (Node's TimeoutOverflowWarning): a handshakeTimeout
+ *    of Infinity, meant as "no limit", failed every handshake at once; NaN or a negative number turned it off;
+ *  - the `ws` package takes a maxPayload of 0, NaN or 2^32 as no limit, and net.Server a maxConnections of 0
+ *    or NaN: listenWebSocket's message and connection limits were off;
+ *  - a proxy client service built its TLS socket only once a connection came, so a bad value failed there.
+ *
+ * No connection is made here: every check happens before one would be.
+ */
+import { Duplex } from 'node:stream';
+import t from 'tap';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { startProxy, type ServiceConfig } from '../lib/proxy/proxy.js';
+import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
+import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { connect, createServer } from '../lib/transport/node.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+import { connectWebSocket } from '../lib/transport/websocket.js';
+import { listenWebSocket } from '../lib/transport/ws-server.js';
+import { makePsk } from './helpers/pair.js';
+
+const psk = makePsk('option-ranges');
+const BAD_TIMES = [Infinity, 2 ** 31, NaN, -1];
+const LOCAL = '127.0.0.1';
+
+/** A Duplex that takes what is written and never answers. */
+function silentDuplex(): Duplex {
+  return new Duplex({ read() {}, write: (_c, _e, cb) => cb() });
+}
+
+/** A stream pair that never answers. */
+function silentStreams(): { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } {
+  return { readable: new ReadableStream<Uint8Array>(), writable: new WritableStream<Uint8Array>() };
+}
+
+t.test('qkd-tls/node: handshakeTimeout out of 0..2^31-1 is a RangeError from connect and createServer', async (t) => {
+  for (const bad of BAD_TIMES) {
+    t.throws(() => connect({ socket: silentDuplex(), psks: [psk], handshakeTimeout: bad }), RangeError, `connect, ${bad}`);
+    t.throws(() => createServer({ psks: [psk], handshakeTimeout: bad }), RangeError, `createServer, ${bad}`);
+  }
+  for (const ok of [0, 1, 2 ** 31 - 1]) {
+    const socket = connect({ socket: silentDuplex(), psks: [psk], handshakeTimeout: ok });
+    socket.on('error', () => {});
+    socket.destroy();
+    t.doesNotThrow(() => createServer({ psks: [psk], handshakeTimeout: ok }), `${ok} is taken`);
+  }
+});
+
+t.test('qkd-tls/streams: handshakeTimeout and recordsInFlight out of range are RangeErrors', async (t) => {
+  for (const bad of BAD_TIMES) {
+    t.throws(() => tlsClientOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], handshakeTimeout: bad }), RangeError, `client, ${bad}`);
+    t.throws(() => tlsServerOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], handshakeTimeout: bad }), RangeError, `server, ${bad}`);
+  }
+  for (const bad of [0, NaN, 1.5]) {
+    t.throws(() => tlsClientOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], recordsInFlight: bad }), RangeError, `recordsInFlight ${bad}`);
+  }
+  const tls = tlsClientOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], handshakeTimeout: 0, recordsInFlight: 1 });
+  tls.connection.destroy();
+});
+
+t.test('qkd-tls/websocket: openTimeoutMs and maxBufferedBytes out of range are RangeErrors before any connection', async (t) => {
+  for (const bad of [0, ...BAD_TIMES]) {
+    await t.rejects(connectWebSocket(`ws://${LOCAL}:9/`, { openTimeoutMs: bad }), RangeError, `openTimeoutMs ${bad}`);
+  }
+  for (const bad of [-1, NaN]) {
+    await t.rejects(connectWebSocket(`ws://${LOCAL}:9/`, { maxBufferedBytes: bad }), RangeError, `maxBufferedBytes ${bad}`);
+  }
+});
+
+t.test('listenWebSocket and the bridge: a limit that the ws package or net.Server would take as none is a RangeError', async (t) => {
+  for (const bad of [0, -1, NaN, 2 ** 32, 1.5, Infinity]) {
+    await t.rejects(listenWebSocket({ host: LOCAL, port: 0, maxMessageBytes: bad }, () => {}), RangeError, `maxMessageBytes ${bad}`);
+  }
+  for (const bad of [0, NaN, -1]) {
+    await t.rejects(listenWebSocket({ host: LOCAL, port: 0, maxConnections: bad }, () => {}), RangeError, `maxConnections ${bad}`);
+  }
+  for (const bad of [0, ...BAD_TIMES]) {
+    await t.rejects(startWebSocketBridge({ host: LOCAL, port: 0, allow: [{ host: LOCAL, port: 9 }], connectTimeoutMs: bad }), RangeError, `bridge connectTimeoutMs ${bad}`);
+  }
+  const ok = await listenWebSocket({ host: LOCAL, port: 0, maxMessageBytes: 2 ** 31 - 1, maxConnections: 1 }, () => {});
+  await ok.close();
+});
+
+t.test('startProxy: each service number out of range is a RangeError, for a client service too', async (t) => {
+  const service = (more: Partial<ServiceConfig>): ServiceConfig => ({
+    name: 'svc',
+    role: 'client',
+    accept: { host: LOCAL, port: 0 },
+    connect: { host: LOCAL, port: 9 },
+    keys: { clientPsks: async () => [psk], server: [psk], description: 'test' },
+    ...more,
+  });
+  const bad: [string, Partial<ServiceConfig>][] = [
+    ['tls.handshakeTimeout Infinity', { tls: { handshakeTimeout: Infinity } }],
+    ['tls.handshakeTimeout -1', { tls: { handshakeTimeout: -1 } }],
+    ['idleTimeoutMs Infinity', { idleTimeoutMs: Infinity }],
+    ['idleTimeoutMs NaN', { idleTimeoutMs: NaN }],
+    ['connectTimeoutMs 0', { connectTimeoutMs: 0 }],
+    ['connectTimeoutMs 2^31', { connectTimeoutMs: 2 ** 31 }],
+    ['maxConnections NaN', { maxConnections: NaN }],
+    ['maxConnections 0', { maxConnections: 0 }],
+  ];
+  for (const [what, more] of bad) {
+    await t.rejects(startProxy({ services: [service(more)] }), RangeError, what);
+    await t.rejects(startProxy({ services: [service({ ...more, role: 'server' })] }), RangeError, `${what}, server role`);
+  }
+});
+
+t.test('Etsi014Client: a timeoutMs above 2^31 - 1 is a RangeError (its deadline would fire after 1 ms)', async (t) => {
+  for (const bad of [2 ** 31, Infinity, 0, NaN]) {
+    t.throws(() => new Etsi014Client({ baseUrl: `http://${LOCAL}:9`, timeoutMs: bad }), RangeError, `timeoutMs ${bad}`);
+  }
+  new Etsi014Client({ baseUrl: `http://${LOCAL}:9`, timeoutMs: 2 ** 31 - 1 }).close();
+});
