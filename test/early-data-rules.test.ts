@@ -65,8 +65,9 @@ t.test('0-RTT is accepted only under the ALPN protocol the PSK was provisioned w
 t.test('rejected 0-RTT data is not resent automatically under a different negotiated ALPN', async (tt) => {
   // RFC 8446 §4.2.10: "A TLS implementation SHOULD NOT automatically resend early data ... A TLS implementation
   // MUST NOT automatically resend early data unless the negotiated connection selects the same ALPN protocol."
-  // client.ts:486 resends whenever resendRejectedEarlyData is not false (the default is true), whatever ALPN the
-  // server selected. Expected: with an ALPN negotiated that is not the one the early data was written for (the
+  // The client once resent whenever resendRejectedEarlyData was not false (the default was true), whatever ALPN
+  // the server selected; now the default is false, and even when set the data is resent only under the PSK's
+  // earlyDataAlpn. Expected: with an ALPN negotiated that is not the one the early data was written for (the
   // PSK has none provisioned), nothing is resent.
   const psk = makePsk('f3');
   const p = handshake(

@@ -17,6 +17,7 @@ import { nobleProvider } from '../lib/crypto/noble.js';
 import { startProxy, type ServiceConfig } from '../lib/proxy/proxy.js';
 import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { releaseAfter } from '../lib/qkd/etsi014-source.js';
 import { connect, createServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { connectWebSocket } from '../lib/transport/websocket.js';
@@ -115,4 +116,9 @@ t.test('Etsi014Client: a timeoutMs above 2^31 - 1 is a RangeError (its deadline 
     t.throws(() => new Etsi014Client({ baseUrl: `http://${LOCAL}:9`, timeoutMs: bad }), RangeError, `timeoutMs ${bad}`);
   }
   new Etsi014Client({ baseUrl: `http://${LOCAL}:9`, timeoutMs: 2 ** 31 - 1 }).close();
+});
+
+t.test('releaseAfter: ms out of 0..2^31-1 is a RangeError (Infinity or NaN wiped each lease after 1 ms)', async (t) => {
+  for (const bad of BAD_TIMES) t.throws(() => releaseAfter(bad), RangeError, `ms ${bad}`);
+  releaseAfter(0).releaseAll();
 });

@@ -17,6 +17,7 @@
  * Node-only (timers; the ETSI client uses node:http/https).
  */
 import { wipe } from '../codec/bytes.js';
+import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
 import { clip } from './etsi014-api.js';
@@ -444,11 +445,14 @@ export class Etsi014ServerSource implements ServerKeySource {
 
 /**
  * A lease handler that wipes each lease after `ms` milliseconds (with an unref'd timer), for use as
- * `serverPskResolver(..., { onLease: releaseAfter(35_000) })`. Choose `ms` at least the handshake timeout: a
- * handshake after a HelloRetryRequest still needs its PSKs, and one that outlives its timeout has failed anyway.
- * Returns the handler and a function that releases every pending lease at once (for shutdown).
+ * `serverPskResolver(..., { onLease: releaseAfter(35_000) })`: a backstop for a lease whose handshake ends
+ * unseen, beside releasing each lease once its handshake is over. A handshake copies the PSKs when they are
+ * handed over (and keeps its copies across a HelloRetryRequest), so `ms` only bounds how long the leased keys
+ * stay in memory; the command line takes the handshake timeout plus a second. `ms` from 0 to 2^31 - 1, else a
+ * RangeError. Returns the handler and a function that releases every pending lease at once (for shutdown).
  */
 export function releaseAfter(ms: number): ((lease: PskLease) => void) & { releaseAll(): void } {
+  checkTimerMs('releaseAfter: ms', ms, 0);
   const pending = new Set<{ lease: PskLease; timer: ReturnType<typeof setTimeout> }>();
   const handler = (lease: PskLease): void => {
     const entry = {
