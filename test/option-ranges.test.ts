@@ -122,3 +122,8 @@ t.test('releaseAfter: ms out of 0..2^31-1 is a RangeError (Infinity or NaN wiped
   for (const bad of BAD_TIMES) t.throws(() => releaseAfter(bad), RangeError, `ms ${bad}`);
   releaseAfter(0).releaseAll();
 });
+
+t.test('connect without a port or a socket is a TypeError, as net.connect (port 0 was tried and refused later)', async (t) => {
+  t.throws(() => connect({ psks: [psk] }), TypeError);
+  t.throws(() => connect({ host: LOCAL, psks: [psk] }), TypeError);
+});

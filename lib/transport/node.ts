@@ -61,7 +61,9 @@ export interface TransportOptions {
 }
 
 export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'crypto' | 'psks'> {
+  /** The server's host (default 127.0.0.1). */
   readonly host?: string;
+  /** The server's TCP port: required unless `socket` is given (a TypeError from `connect` without either). */
   readonly port?: number;
   /** An already connected socket (or any Duplex) to run TLS over, instead of host/port. */
   readonly socket?: Duplex;
@@ -111,7 +113,9 @@ export function defaultNodeCrypto(): CryptoProvider {
 /** Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
-  const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port ?? 0, allowHalfOpen: true });
+  // As net.connect, which takes no port as an error; port 0 would be tried instead, and refused later.
+  if (options.socket === undefined && options.port === undefined) throw new TypeError('connect: give the server\'s port (and host), or a socket');
+  const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port!, allowHalfOpen: true });
   const tls = new QkdTlsSocket(socket, options.handshakeTimeout);
   if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
   const start = (psks: readonly Psk[]): void => {
