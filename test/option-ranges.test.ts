@@ -18,6 +18,7 @@ import { startProxy, type ServiceConfig } from '../lib/proxy/proxy.js';
 import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { releaseAfter } from '../lib/qkd/etsi014-source.js';
+import { parseTopology, startQkdNetworkServer } from '../lib/tools/network/node.js';
 import { connect, createServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { connectWebSocket } from '../lib/transport/websocket.js';
@@ -126,4 +127,11 @@ t.test('releaseAfter: ms out of 0..2^31-1 is a RangeError (Infinity or NaN wiped
 t.test('connect without a port or a socket is a TypeError, as net.connect (port 0 was tried and refused later)', async (t) => {
   t.throws(() => connect({ psks: [psk] }), TypeError);
   t.throws(() => connect({ host: LOCAL, psks: [psk] }), TypeError);
+});
+
+t.test('startQkdNetworkServer: a maxBodyBytes of NaN or below 0 is a RangeError (NaN lifted the limit)', async (t) => {
+  const topology = parseTopology({ nodes: [{ name: 'A', saes: ['a'] }, { name: 'B', saes: ['b'] }], links: [{ a: 'A', b: 'B', km: 10 }] });
+  for (const bad of [NaN, -1]) {
+    await t.rejects(startQkdNetworkServer({ topology, insecureHttp: true, maxBodyBytes: bad }), RangeError, `maxBodyBytes ${bad}`);
+  }
 });

@@ -15,6 +15,7 @@ import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { checkCount } from '../../config/options.js';
 import { isLoopbackHost } from '../../qkd/etsi014-api.js';
 import { ensureKmeCertificates, type KmeCertificateSet } from '../kme/certificates.js';
 import { kmeHttpAnswer, readBody, requestLine, urlHost } from '../kme/http.js';
@@ -44,7 +45,7 @@ export interface QkdNetworkServerOptions {
   /** Network events and one line per request (never key material). */
   onEvent?: (event: NetworkEvent) => void;
   onRequest?: (r: { node: string | null; method: string; path: string; callerSaeId: string | undefined; status: number; keyCount: number; message?: string }) => void;
-  /** Largest request body (default 65536 bytes). */
+  /** Largest request body (default 65536 bytes; an integer from 0, else a RangeError); larger ones get 413. */
   maxBodyBytes?: number;
   blockSeconds?: number;
   samplesPerBlock?: number;
@@ -89,6 +90,8 @@ export async function startQkdNetworkServer(options: QkdNetworkServerOptions): P
   const insecureHttp = options.insecureHttp ?? false;
   if (insecureHttp && !isLoopbackHost(host)) throw new Error(`qkd network: plain HTTP is only allowed on loopback, not on ${host}; use mutual TLS`);
   if (!insecureHttp && !options.certsDir) throw new Error('qkd network: choose mutual TLS (certsDir) or insecureHttp');
+  // Unchecked, NaN would lift the limit (no size is larger than NaN).
+  checkCount('qkd network: maxBodyBytes', options.maxBodyBytes, 0);
   const saes = options.topology.nodes.flatMap((n) => n.saes);
   let credentials: KmeCertificateSet | undefined;
   let createdFiles: string[] = [];
