@@ -26,11 +26,12 @@ export interface CommonOptions {
    * ["psk_dhe_ke", "psk_ke"] (the server follows its order among the modes the client offers).
    */
   readonly kexModes?: readonly KexMode[];
-  /** ALPN protocol names (RFC 7301) in preference order. */
+  /** ALPN protocol names (RFC 7301) in preference order, each 1 to 255 bytes in UTF-8 (§3.1), else a TypeError. */
   readonly alpn?: readonly string[];
   /**
-   * record_size_limit to advertise (RFC 8449; TLS 1.3 counts the content type, so 16385 means "no limit").
-   * A client sends the extension only when this is set; a server answers whenever the client sent one.
+   * record_size_limit to advertise (RFC 8449; TLS 1.3 counts the content type, so 16385 means "no limit"): an
+   * integer from 64 to 16385 (§4), else a TypeError. A client sends the extension only when this is set; a server
+   * answers whenever the client sent one.
    */
   readonly recordSizeLimit?: number;
   /**
@@ -40,8 +41,9 @@ export interface CommonOptions {
   readonly keyLog?: (line: string) => void;
   /**
    * Send a KeyUpdate after this many records under one write key (RFC 8446 §5.5). Default, and the most
-   * allowed: 2^24 for AES-GCM (whose limit is about 2^24.5 full records), 2^53 for ChaCha20-Poly1305. A lower
-   * value only updates keys more often (tests use it to exercise the automatic KeyUpdate).
+   * allowed (a larger value is lowered to it): 2^24 for AES-GCM (whose limit is about 2^24.5 full records), 2^53
+   * for ChaCha20-Poly1305. A lower value only updates keys more often (tests use it to exercise the automatic
+   * KeyUpdate). Anything but a positive integer is a RangeError.
    */
   readonly keyUpdateAfterRecords?: number;
   /**
@@ -65,7 +67,7 @@ export interface CommonOptions {
 export interface ClientOptions extends CommonOptions {
   /** The PSKs to offer, in order (the first is used for 0-RTT). The connection never reuses them. */
   readonly psks: readonly Psk[];
-  /** server_name (SNI, RFC 6066) to send. */
+  /** server_name (SNI, RFC 6066) to send; a name that {@link serverNameProblem} refuses is a TypeError. */
   readonly serverName?: string;
   /**
    * Groups to send a key share for in the first ClientHello (each must be among {@link groups}; the shares go
