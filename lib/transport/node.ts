@@ -110,7 +110,12 @@ export function defaultNodeCrypto(): CryptoProvider {
   return defaultCrypto;
 }
 
-/** Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. */
+/**
+ * Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. Options the connection
+ * refuses (an unknown suite, a PSK shorter than 16 bytes, ...) destroy the socket with their TypeError, reported
+ * as its 'error' event, as is a `psks` function's failure; a missing port or a `handshakeTimeout` out of range
+ * throws at once.
+ */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
   // As net.connect, which takes no port as an error; port 0 would be tried instead, and refused later.
