@@ -56,7 +56,10 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
 export type PskResolver = (request: PskRequest) => readonly (Psk | undefined)[];
 
 export interface PskRequest {
-  /** The identities the client offered, in its order. */
+  /**
+   * The identities the client offered, in its order: the first 16 of them (a server looks up no more; any
+   * further ones count as unknown). A lookup answers one entry per identity of this list.
+   */
   readonly identities: readonly Uint8Array[];
   /** The server_name the client sent, if any. */
   readonly serverName?: string;
