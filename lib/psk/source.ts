@@ -30,7 +30,7 @@ import type { Psk, PskRequest } from './types.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
 export interface SourcedKey extends ExternalPsk {
-  /** Lower values are offered first (0 is the default and the highest priority). */
+  /** Lower values are offered first (default 0; a negative value comes before it), equal ones in the given order. */
   readonly priority?: number;
   /** When the key stops being usable, in milliseconds on the source's clock; absent: no expiry. */
   readonly expiresAt?: number;
