@@ -62,12 +62,20 @@ type EarlyDataHandling =
 const NO_EARLY_DATA: EarlyDataHandling = { kind: 'none' };
 
 export class Connection {
-  /** A client connection; its ClientHello is ready in {@link takeOutput} at once. */
+  /**
+   * A client connection; its ClientHello is ready in {@link takeOutput} at once, unless the provider makes the key
+   * shares asynchronously (`withWebCryptoKeyShares`): then once the `key-agreement` it reports
+   * ({@link pendingKeyAgreement}) is answered. Options it refuses are a TypeError (a RangeError for
+   * keyUpdateAfterRecords).
+   */
   static client(options: ClientOptions): Connection {
     return new Connection(true, options);
   }
 
-  /** A server connection; feed it the client's bytes with {@link receive}. */
+  /**
+   * A server connection; feed it the client's bytes with {@link receive}. Options it refuses are a TypeError (a
+   * RangeError for keyUpdateAfterRecords).
+   */
   static server(options: ServerOptions): Connection {
     return new Connection(false, options);
   }
