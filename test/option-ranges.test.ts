@@ -11,6 +11,7 @@
  *
  * No connection is made here: every check happens before one would be.
  */
+import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import t from 'tap';
 import { nobleProvider } from '../lib/crypto/noble.js';
@@ -134,4 +135,49 @@ t.test('startQkdNetworkServer: a maxBodyBytes of NaN or below 0 is a RangeError 
   for (const bad of [NaN, -1]) {
     await t.rejects(startQkdNetworkServer({ topology, insecureHttp: true, maxBodyBytes: bad }), RangeError, `maxBodyBytes ${bad}`);
   }
+});
+
+t.test('Proxy.drain: NaN is a RangeError; a deadline past 2^31 - 1 ms is none (its timer would cut after 1 ms)', async (t) => {
+  let failKeys!: (e: Error) => void;
+  const proxy = await startProxy({
+    services: [
+      {
+        name: 'held',
+        role: 'client',
+        accept: { host: LOCAL, port: 0 },
+        connect: { host: LOCAL, port: 9 },
+        // The connection waits for its keys until the end of the test: it stays open.
+        keys: { clientPsks: () => new Promise((_, reject) => (failKeys = reject)), server: [psk], description: 'held' },
+      },
+    ],
+  });
+  const client = net.connect(proxy.services[0].address.port, LOCAL);
+  client.on('error', () => {});
+  await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+  for (let i = 0; i < 1000 && proxy.stats().active === 0; i++) await new Promise((r) => setImmediate(r));
+  t.equal(proxy.stats().active, 1, 'one connection open');
+
+  await t.rejects(proxy.drain(NaN), RangeError, 'NaN');
+  const delays: number[] = [];
+  const realSetTimeout = globalThis.setTimeout;
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    delays.push(ms ?? 0);
+    return realSetTimeout(fn, ms);
+  }) as typeof setTimeout;
+  let drained: Promise<void>;
+  try {
+    drained = proxy.drain(2 ** 31);
+  } finally {
+    globalThis.setTimeout = realSetTimeout;
+  }
+  t.same(
+    delays.filter((d) => d > 2 ** 31 - 1),
+    [],
+    'no timer beyond 2^31 - 1 ms was set',
+  );
+  t.equal(proxy.stats().active, 1, 'the connection is still open');
+  failKeys(new Error('end of test'));
+  await proxy.close();
+  await drained;
+  client.destroy();
 });

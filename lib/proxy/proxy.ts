@@ -29,7 +29,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
-import { checkCount, checkTimerMs } from '../config/options.js';
+import { checkCount, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
 import { TlsError } from '../errors.js';
 import type { Psk } from '../psk/types.js';
 import {
@@ -134,7 +134,8 @@ export interface Proxy {
   stats(): ProxyStats;
   /**
    * Graceful shutdown: stop accepting, let open connections finish, and after `timeoutMs` (default
-   * {@link DEFAULT_DRAIN_TIMEOUT_MS}) cut the ones still open (logged with end "shutdown").
+   * {@link DEFAULT_DRAIN_TIMEOUT_MS}; 0 or less: at once; Infinity, or more than 2^31 - 1: never; NaN: a
+   * RangeError) cut the ones still open (logged with end "shutdown").
    * Resolves when every connection has been logged. Calling it again shortens the deadline, never extends it.
    */
   drain(timeoutMs?: number): Promise<void>;
@@ -227,6 +228,9 @@ class ProxyEngine implements Proxy {
   }
 
   async drain(timeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Promise<void> {
+    if (Number.isNaN(timeoutMs)) throw new RangeError('drain: timeoutMs must be a number of milliseconds, got NaN');
+    // Beyond setTimeout's longest delay a timer fires after 1 ms: such a deadline is none.
+    if (timeoutMs > MAX_TIMER_MS) timeoutMs = Infinity;
     const firstCall = !this.stopping;
     this.stopping = true;
     if (firstCall) {
