@@ -89,3 +89,27 @@ t.test('the simulator answers CORS for loopback pages only', async (t) => {
   t.equal(keys.headers.get('access-control-allow-origin'), null, 'a real answer to another origin carries no CORS header (a browser hides it)');
   t.equal(k.stats().storedKeyCount, 19, 'no preflight touched the key store (only the one POST took a key)');
 });
+
+t.test('fetchInit.headers are sent in every form fetch takes (a Headers or a list of pairs was dropped)', async (t) => {
+  const forms: [string, RequestInit['headers']][] = [
+    ['a record', { 'x-extra': 'yes' }],
+    ['a Headers', new Headers({ 'x-extra': 'yes' })],
+    ['a list of pairs', [['x-extra', 'yes']]],
+  ];
+  for (const [form, headers] of forms) {
+    let sent: Headers | undefined;
+    const client = new Etsi014FetchClient({
+      baseUrl: 'http://127.0.0.1:9',
+      saeId: 'sae-a',
+      retries: 0,
+      fetchInit: { headers },
+      fetch: async (_url, init) => {
+        sent = new Headers(init?.headers);
+        return new Response(JSON.stringify({ keys: [] }), { status: 200 });
+      },
+    });
+    await client.status('sae-b').catch(() => {});
+    t.equal(sent?.get('x-extra'), 'yes', `${form}: the extra header is sent`);
+    t.equal(sent?.get('x-sae-id'), 'sae-a', `${form}: and the client's own`);
+  }
+});

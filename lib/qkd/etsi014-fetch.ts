@@ -24,7 +24,11 @@ export { Etsi014Error, type Etsi014CallOptions, type Etsi014EncKeysRequest, type
 export interface Etsi014FetchClientOptions extends Etsi014CommonOptions {
   /** The fetch to use (default globalThis.fetch): e.g. a Worker's mTLS binding's fetch. */
   readonly fetch?: typeof fetch;
-  /** Extra init merged into every request (runtime-specific mTLS: Deno's `client`, Bun's `tls`). */
+  /**
+   * Extra init merged into every request (runtime-specific mTLS: Deno's `client`, Bun's `tls`); its `headers`, in
+   * any form fetch takes, go out beside the request's own, which win. method, body, signal, credentials and
+   * redirect are always the client's own.
+   */
   readonly fetchInit?: RequestInit & Record<string, unknown>;
 }
 
@@ -48,7 +52,7 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
     const res = await this.fetchFn(url, {
       ...this.fetchInit,
       method,
-      headers: { ...(this.fetchInit?.headers as Record<string, string> | undefined), ...headers },
+      headers: mergedHeaders(this.fetchInit?.headers, headers),
       body: body ?? null,
       signal,
       credentials: 'omit', // no cookies to a KME; a client certificate is the runtime's business
@@ -64,6 +68,16 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
   protected transportFailure(op: Etsi014Operation, e: unknown, attempts: number): Etsi014Error {
     return new Etsi014Error('connection', `cannot reach the KME at ${this.baseUrl.origin} for ${op} (${attempts} attempt(s)): ${(e as Error).message}`, op, undefined, undefined, attempts, { cause: e });
   }
+}
+
+/**
+ * fetchInit's headers in any form fetch takes (a Headers, a list of pairs, a record), under the request's own:
+ * spreading a Headers or a list as a record would drop them.
+ */
+function mergedHeaders(extra: RequestInit['headers'], own: Record<string, string>): Headers {
+  const merged = new Headers(extra);
+  for (const [name, value] of Object.entries(own)) merged.set(name, value);
+  return merged;
 }
 
 /**
