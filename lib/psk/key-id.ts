@@ -25,18 +25,29 @@ export interface KeyIdIdentity {
   readonly saeId?: string;
 }
 
-/** The external identity for a key ID (and optionally the client's SAE ID). */
+/** The longest key ID identity {@link decodeKeyIdIdentity} reads, in bytes (an SAE ID of up to 987 characters). */
+const MAX_KEY_ID_IDENTITY_BYTES = 1024;
+
+/**
+ * The external identity for a key ID (and optionally the client's SAE ID). A TypeError for what
+ * {@link decodeKeyIdIdentity} would not read back: a key ID that is not a UUID, an SAE ID that is empty, not
+ * printable ASCII or so long that the identity exceeds 1024 bytes.
+ */
 export function encodeKeyIdIdentity(id: KeyIdIdentity): Uint8Array {
   if (!isUuid(id.keyId)) throw new TypeError(`key ID identity: '${id.keyId}' is not a UUID`);
   if (id.saeId !== undefined && (id.saeId === '' || !printable(id.saeId))) {
     throw new TypeError('key ID identity: the SAE ID must be non-empty printable ASCII');
   }
-  return utf8(id.saeId === undefined ? id.keyId : `${id.saeId}/${id.keyId}`);
+  const identity = utf8(id.saeId === undefined ? id.keyId : `${id.saeId}/${id.keyId}`);
+  if (identity.length > MAX_KEY_ID_IDENTITY_BYTES) {
+    throw new TypeError(`key ID identity: the SAE ID is too long (the identity would be ${identity.length} bytes, at most ${MAX_KEY_ID_IDENTITY_BYTES})`);
+  }
+  return identity;
 }
 
 /** Reads an external identity as a key ID identity; undefined when it is not one. */
 export function decodeKeyIdIdentity(identity: Uint8Array): KeyIdIdentity | undefined {
-  if (identity.length < 36 || identity.length > 1024) return undefined;
+  if (identity.length < 36 || identity.length > MAX_KEY_ID_IDENTITY_BYTES) return undefined;
   for (const b of identity) if (b < 0x20 || b > 0x7e) return undefined;
   const text = fromUtf8(identity);
   const slash = text.lastIndexOf('/');
