@@ -28,7 +28,7 @@ Serves a web page (on 127.0.0.1) that runs QKD-TLS in the browser: the page take
 QKD key manager (ETSI GS QKD 014), runs a TLS 1.3 handshake with it over a WebSocket to a qkd-tls server
 that fetches the same key by its ID, echoes a message, and shows each step. Open the printed URL.
 
-  --listen HOST:PORT   where the page is served (a loopback address; default 127.0.0.1:0, a free port)
+  --listen HOST:PORT   where the page is served (a 127.x.x.x address; default 127.0.0.1:0, a free port)
   --json               report on stderr as JSON lines (listening, each handshake, each failure)`;
 
 const CLIENT_SAE = 'browser-sae';
