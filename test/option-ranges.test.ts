@@ -22,7 +22,7 @@ import { releaseAfter } from '../lib/qkd/etsi014-source.js';
 import { parseTopology, startQkdNetworkServer } from '../lib/tools/network/node.js';
 import { connect, createServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
-import { connectWebSocket } from '../lib/transport/websocket.js';
+import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { makePsk } from './helpers/pair.js';
 
@@ -71,6 +71,10 @@ t.test('qkd-tls/websocket: openTimeoutMs and maxBufferedBytes out of range are R
   }
   for (const bad of [-1, NaN]) {
     await t.rejects(connectWebSocket(`ws://${LOCAL}:9/`, { maxBufferedBytes: bad }), RangeError, `maxBufferedBytes ${bad}`);
+  }
+  // tlsClientOverWebSocket takes the streams transport's options too (as the README says of webCryptoKeyShares).
+  for (const bad of BAD_TIMES) {
+    await t.rejects(tlsClientOverWebSocket(`ws://${LOCAL}:9/`, { crypto: nobleProvider, psks: [psk], handshakeTimeout: bad, webCryptoKeyShares: false }), RangeError, `handshakeTimeout ${bad}`);
   }
 });
 

@@ -19,7 +19,7 @@
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
 import { checkCount, checkTimerMs, type ClientOptions } from '../config/options.js';
-import { type ByteStreamPair, type TlsStreams, tlsClientOverStreams } from './streams.js';
+import { type ByteStreamPair, type StreamTransportOptions, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
 /** Options of the WebSocket itself; a number out of its range is a RangeError. */
 export interface WebSocketTransportOptions {
@@ -44,12 +44,18 @@ export interface WebSocketByteStreams extends ByteStreamPair {
   close(): void;
 }
 
-/** Opens a WebSocket to `url` and runs a TLS client over it. */
+/**
+ * Opens a WebSocket to `url` and runs a TLS client over it. `options` takes the streams transport's own too
+ * (`handshakeTimeout`, `offload`, `webCryptoKeyShares`, ...: {@link StreamTransportOptions}), checked before the
+ * WebSocket is opened.
+ */
 export async function tlsClientOverWebSocket(
   url: string | URL,
-  options: ClientOptions,
+  options: ClientOptions & StreamTransportOptions,
   transport: WebSocketTransportOptions = {},
 ): Promise<TlsStreams & { readonly webSocket: WebSocketByteStreams }> {
+  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
+  checkCount('recordsInFlight', options.recordsInFlight, 1);
   const ws = await connectWebSocket(url, transport);
   return { ...tlsClientOverStreams(ws, options), webSocket: ws };
 }
