@@ -558,7 +558,8 @@ export class QkdTlsSocket extends Duplex {
       this.pump();
       this.resumeUnlessWaiting();
     };
-    // A resolver that throws synchronously (or returns a non-promise) fails this handshake, nothing else.
+    // A resolver that throws synchronously fails this handshake, nothing else; a synchronous one's answer (no
+    // promise) is taken as it is.
     Promise.resolve()
       .then(() => resolver(request, this))
       .then(
