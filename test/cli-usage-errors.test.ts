@@ -57,3 +57,20 @@ t.test('a name listed twice in --suites, --kex-modes, --groups or --key-shares i
   t.equal(s.code, 2, 'server: exit code 2');
   t.notMatch(s.stdout + s.stderr, /listening/, 'it never listened');
 });
+
+t.test('--max-message outside 1024 to 2^31 - 1 is a usage error in server --websocket and bridge, before listening', async (t) => {
+  // Above 2^31 - 1 the library refuses it (the ws package takes a larger maxPayload as none): server --websocket
+  // exited 1 with that RangeError after parsing its options, and bridge likewise.
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const value of ['2147483648', '1023', '1.5']) {
+    for (const args of [
+      ['server', '--listen', '127.0.0.1:0', '--websocket', ...psk],
+      ['bridge', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1:9'],
+    ]) {
+      const r = await runQkdTls([...args, '--max-message', value], { ms: 20_000 });
+      t.equal(r.code, 2, `${args[0]} --max-message ${value}: exit code 2`);
+      t.match(r.stderr, `--max-message must be an integer from 1024 to 2147483647`, `${args[0]} --max-message ${value}: the range`);
+      t.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
+    }
+  }
+});

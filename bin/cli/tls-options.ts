@@ -107,6 +107,11 @@ function onceEach(option: string, names: readonly string[] | undefined): void {
   if (twice !== undefined) throw new UsageError(`--${option}: ${twice} is listed twice`);
 }
 
+/** `--max-message N` of the WebSocket listeners (server --websocket, bridge): 1 KiB to 2^31 - 1 bytes (what `ws` bounds). */
+export function parseMaxMessage(v: string | undefined): number | undefined {
+  return int('max-message', v, 1024, 2 ** 31 - 1);
+}
+
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);

@@ -7,7 +7,7 @@
 import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { Reporter } from '../cli/report.js';
-import { parseHostPort, UsageError } from '../cli/tls-options.js';
+import { parseHostPort, parseMaxMessage, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls bridge --listen HOST:PORT --allow HOST:PORT[,HOST:PORT...] [options]
 
@@ -19,7 +19,7 @@ them, ws://BRIDGE/ the first; any other path is refused (404).
   --listen HOST:PORT     where to accept WebSocket connections (port 0 picks a free one; the address is printed)
   --allow HOST:PORT,...  the TCP servers that may be reached (repeatable)
   --origin URL           only pages from this origin may connect (repeatable; default any)
-  --max-message N        largest WebSocket message accepted, in bytes (default 1048576)
+  --max-message N        largest WebSocket message accepted, in bytes, 1024 to 2^31-1 (default 1048576)
   --max-connections N    refuse connections beyond N open ones, upgraded or not (default 1000)
   --json                 one JSON object per line on stderr: listening, and one per relayed connection`;
 
@@ -44,7 +44,7 @@ export async function run(argv: string[]): Promise<number> {
     return {
       listen: parseHostPort('listen', values.listen),
       allow,
-      maxMessageBytes: count('max-message', values['max-message'], 1024),
+      maxMessageBytes: parseMaxMessage(values['max-message']),
       maxConnections: count('max-connections', values['max-connections'], 1),
     };
   });

@@ -11,7 +11,7 @@ import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
-import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+import { parseHostPort, parseMaxMessage, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
 
@@ -26,7 +26,7 @@ with --forward it passes the decrypted bytes to a plain TCP backend and its answ
   --websocket            accept TLS over WebSocket (binary messages: what qkd-tls/websocket sends from a
                          page) instead of TCP
     --origin URL         (--websocket) only pages from this origin may connect (repeatable; default any)
-    --max-message N      (--websocket) largest WebSocket message accepted, in bytes (default 1048576)
+    --max-message N      (--websocket) largest WebSocket message accepted, in bytes, 1024 to 2^31-1 (default 1048576)
 
 ${KEY_SOURCE_HELP}
 
@@ -53,6 +53,7 @@ export async function run(argv: string[]): Promise<number> {
     return {
       listen: parseHostPort('listen', values.listen),
       maxConnections: maxConnectionsOf(values['max-connections']),
+      maxMessage: parseMaxMessage(values['max-message']),
       forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
       tls: parseTlsOptions(values),
       keys: parseKeySource(values),
@@ -61,13 +62,8 @@ export async function run(argv: string[]): Promise<number> {
   });
   if ('exit' in cli) return cli.exit;
   const { values } = cli;
-  const { listen, forward, tls, keys, trace, maxConnections } = cli.plan;
+  const { listen, forward, tls, keys, trace, maxConnections, maxMessage } = cli.plan;
   const report = new Reporter(tls.json);
-  const maxMessage = values['max-message'] === undefined ? undefined : Number(values['max-message']);
-  if (maxMessage !== undefined && !(Number.isSafeInteger(maxMessage) && maxMessage >= 1024)) {
-    process.stderr.write(`qkd-tls server: --max-message must be an integer >= 1024 (got ${values['max-message']})\n`);
-    return 2;
-  }
   /** WebSocket connections have no socket address of their own: the HTTP request's. */
   const wsPeers = new WeakMap<object, string>();
   const peerOf = (s: QkdTlsSocket): string => wsPeers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
