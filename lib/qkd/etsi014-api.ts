@@ -10,6 +10,7 @@
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { clip } from '../codec/text.js';
 import { isUuid } from '../psk/key-id.js';
 
 /** Status (clause 6.1). All sizes in bits. `max_SAE_ID_count` 0 means no key multicast. */
@@ -302,14 +303,4 @@ function fromBase64(s: string): Uint8Array {
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
-}
-
-/**
- * A KME's text made fit for an error message: at most 300 characters, and control characters (C0, DEL, C1, and
- * the bidirectional overrides and isolates) shown as \u escapes, so that a KME's message cannot rewrite a terminal
- * or a log line it is printed to.
- */
-export function clip(s: string): string {
-  const short = s.length > 300 ? `${s.slice(0, 300)}...` : s;
-  return short.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }

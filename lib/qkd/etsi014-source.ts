@@ -17,10 +17,10 @@
  * Node-only (timers; the ETSI client uses node:http/https).
  */
 import { wipe } from '../codec/bytes.js';
+import { clip } from '../codec/text.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
-import { clip } from './etsi014-api.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
