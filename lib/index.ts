@@ -27,5 +27,5 @@ export {
 export { GROUP_SPECS, groupByName } from './crypto/groups.js';
 export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';
-export { clip } from './codec/text.js';
+export { clip, fieldText, jsonText } from './codec/text.js';
 export type { RecordTrace, RecordTraceHook } from './record/trace-hook.js';

@@ -1,8 +1,10 @@
 /**
  * How the commands report on stderr: one line per completed handshake and per failure, human-readable or
- * (with --json) one JSON object per line. Key material never appears here.
+ * (with --json) one JSON object per line. Key material never appears here. A value may come from the peer (an
+ * identity, a key ID, an error's text): each is printed through clip/fieldText/jsonText, so that it cannot forge a
+ * field or a line, or rewrite the terminal.
  */
-import { type HandshakeInfo, TlsError } from 'qkd-tls';
+import { clip, fieldText, type HandshakeInfo, jsonText, TlsError } from 'qkd-tls';
 
 export class Reporter {
   constructor(readonly json: boolean) {}
@@ -25,10 +27,10 @@ export class Reporter {
     if (this.json) this.write(o);
     else {
       process.stderr.write(
-        `handshake: ${info.version} ${info.suite} ${info.kex}${info.group ? ' ' + info.group : ''} identity=${info.identity}` +
-          `${info.pskLabel !== undefined ? ' key=' + info.pskLabel : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
+        `handshake: ${info.version} ${info.suite} ${info.kex}${info.group ? ' ' + info.group : ''} identity=${fieldText(info.identity)}` +
+          `${info.pskLabel !== undefined ? ' key=' + fieldText(info.pskLabel) : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
           Object.entries(extra)
-            .map(([k, v]) => ` ${k}=${String(v)}`)
+            .map(([k, v]) => ` ${k}=${fieldText(String(v))}`)
             .join('') +
           '\n',
       );
@@ -44,9 +46,9 @@ export class Reporter {
       this.write(o);
     } else {
       const where = Object.entries(extra)
-        .map(([k, v]) => `${k}=${String(v)}`)
+        .map(([k, v]) => `${k}=${fieldText(String(v))}`)
         .join(' ');
-      process.stderr.write(`${e.message}${where ? ` (${where})` : ''}\n`);
+      process.stderr.write(`${clip(e.message, 1000)}${where ? ` (${where})` : ''}\n`);
     }
   }
 
@@ -55,12 +57,12 @@ export class Reporter {
     else
       process.stderr.write(
         `${name}: ${Object.entries(fields)
-          .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+          .map(([k, v]) => `${k}=${typeof v === 'string' ? fieldText(v) : jsonText(v)}`)
           .join(' ')}\n`,
       );
   }
 
   private write(o: Record<string, unknown>): void {
-    process.stderr.write(JSON.stringify(o) + '\n');
+    process.stderr.write(jsonText(o) + '\n');
   }
 }

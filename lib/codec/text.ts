@@ -9,11 +9,34 @@
  * what follows it, or make a line unboundedly long.
  */
 export function clip(s: string, max = 300): string {
-  const short = s.length > max ? `${s.slice(0, max)}...` : s;
-  return short.replace(CONTROLS, escape);
+  return shorten(s, max).replace(CONTROLS, escape);
+}
+
+/**
+ * A value for a `key=value` line: as it is when it is plain (no space, quote, `=`, backslash or control character,
+ * not empty), else as a JSON string literal with every control character escaped, so that a value cannot forge
+ * another field or line. At most `max` characters of `s` are kept (then `...`).
+ */
+export function fieldText(s: string, max = 1000): string {
+  const short = shorten(s, max);
+  if (short !== '' && !/[\s"=\\]/.test(short) && short.replace(CONTROLS, '') === short) return short;
+  return JSON.stringify(short).replace(CONTROLS, escape);
+}
+
+/**
+ * `JSON.stringify(value)` for a log line: JSON escapes C0 itself; this also escapes DEL, C1, the line separators and
+ * the bidirectional controls (as `\uXXXX`, which JSON reads back to the same string), so that the line cannot rewrite
+ * a terminal it is shown on.
+ */
+export function jsonText(value: unknown): string {
+  return (JSON.stringify(value) ?? 'null').replace(CONTROLS, escape);
 }
 
 const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g;
+
+function shorten(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}...` : s;
+}
 
 function escape(c: string): string {
   return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;

@@ -1,0 +1,69 @@
+/**
+ * Findings of the log-injection review: a string a remote peer controls (an error's text, a PSK identity, a key
+ * ID or SAE ID, a request path, a header) reaches a human-readable line with its control characters escaped, quoted
+ * where it could forge a `key=value` field, and bounded in length; JSON lines stay valid JSON and read back to the
+ * same strings.
+ */
+import t from 'tap';
+import { Reporter } from '../bin/cli/report.js';
+import { clip, fieldText, jsonText } from '../lib/codec/text.js';
+
+/** What `run` writes to stderr. */
+function stderrOf(run: () => void): string {
+  const write = process.stderr.write;
+  let out = '';
+  process.stderr.write = ((chunk: string | Uint8Array) => {
+    out += typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString();
+    return true;
+  }) as typeof process.stderr.write;
+  try {
+    run();
+  } finally {
+    process.stderr.write = write;
+  }
+  return out;
+}
+
+const EVIL = 'x\n2026-01-01T00:00:00.000Z handshake: forged\r\u001b[2J\u009b31m\u202egnp.exe\u2028';
+/** No raw control character (C0 but the final newline, DEL, C1, line separators, bidi controls). */
+const RAW = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/;
+
+t.test('text helpers: escape controls, quote what could forge a field, bound the length, keep JSON exact', async (t) => {
+  t.equal(clip('a\u001bb\u202ec'), 'a\\u001bb\\u202ec');
+  t.equal(clip('x'.repeat(400)).length, 303, 'at most 300 characters and ...');
+  t.equal(fieldText('plain-value:1'), 'plain-value:1', 'a plain value is printed as it is');
+  t.equal(fieldText('alice key=forged'), '"alice key=forged"', 'a space or = is quoted');
+  t.equal(fieldText(''), '""');
+  t.equal(fieldText('a\\u000ab'), '"a\\\\u000ab"', 'a backslash is quoted, so a typed \\u escape differs from an escaped control');
+  t.notMatch(fieldText(EVIL), RAW);
+  t.notOk(fieldText(EVIL).includes('\n'));
+  t.ok(fieldText('y'.repeat(100_000)).length < 1100, 'bounded');
+  const line = jsonText({ m: EVIL });
+  t.notMatch(line, RAW);
+  t.same(JSON.parse(line), { m: EVIL }, 'the JSON reads back to the same string');
+});
+
+t.test('the CLI reporter: a peer-controlled value cannot forge a line or a field, in text and in --json', async (t) => {
+  const text = new Reporter(false);
+  const event = stderrOf(() => text.event('key-refused', { keyId: 'k', reason: 'unexpected-sae', message: `SAE '${EVIL}'` }));
+  t.equal(event.split('\n').length, 2, 'one line');
+  t.notMatch(event, RAW);
+  t.match(event, /^key-refused: keyId=k reason=unexpected-sae message="SAE '/);
+
+  const failure = stderrOf(() => text.failure(new Error(`KME said ${EVIL}${'z'.repeat(100_000)}`), { peer: 'a b=c' }));
+  t.equal(failure.split('\n').length, 2, 'one line');
+  t.notMatch(failure, RAW);
+  t.ok(failure.length < 2000, 'bounded');
+  t.match(failure, / \(peer="a b=c"\)\n$/);
+
+  const info = { version: 'TLSv1.3', suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: 'alice early-data=accepted', identityBytes: new Uint8Array(0), identityIndex: 0, pskLabel: 'id key=forged', earlyData: 'none', helloRetry: false } as const;
+  const handshake = stderrOf(() => text.handshake(info, { peer: EVIL }));
+  t.equal(handshake.split('\n').length, 2, 'one line');
+  t.notMatch(handshake, RAW);
+  t.match(handshake, /identity="alice early-data=accepted" key="id key=forged" early-data=none peer="x\\n/);
+
+  const json = new Reporter(true);
+  const j = stderrOf(() => json.event('key-refused', { message: EVIL }));
+  t.notMatch(j, RAW);
+  t.same(JSON.parse(j), { event: 'key-refused', message: EVIL });
+});
