@@ -7,6 +7,7 @@
 import t from 'tap';
 import { Reporter } from '../bin/cli/report.js';
 import { clip, fieldText, jsonText } from '../lib/codec/text.js';
+import { createLogger, type ConnectionRecord } from '../lib/proxy/log.js';
 
 /** What `run` writes to stderr. */
 function stderrOf(run: () => void): string {
@@ -66,4 +67,32 @@ t.test('the CLI reporter: a peer-controlled value cannot forge a line or a field
   const j = stderrOf(() => json.event('key-refused', { message: EVIL }));
   t.notMatch(j, RAW);
   t.same(JSON.parse(j), { event: 'key-refused', message: EVIL });
+});
+
+t.test('the proxy log: an error text or identity cannot forge a line or a field, in text and in --json', async (t) => {
+  const record: ConnectionRecord = {
+    event: 'connection',
+    time: '2026-01-01T00:00:00.000Z',
+    service: 'web',
+    role: 'server',
+    id: 1,
+    peer: '127.0.0.1:5000',
+    target: '127.0.0.1:80',
+    identity: 'alice end=closed',
+    bytesUp: 0,
+    bytesDown: 0,
+    durationMs: 1,
+    end: 'handshake-failed',
+    error: `no ALPN protocol in common (client offered ${EVIL})`,
+  };
+  for (const json of [false, true]) {
+    const lines: string[] = [];
+    const log = createLogger({ json, write: (l) => void lines.push(l) });
+    log.connection(record);
+    log.event('error', { message: EVIL });
+    t.equal(lines.join('').split('\n').length, 3, `${json ? 'json' : 'text'}: two lines`);
+    for (const l of lines) t.notMatch(l, RAW, `${json ? 'json' : 'text'}: no raw control character`);
+    if (json) t.same(JSON.parse(lines[0]), record, 'the JSON reads back to the record');
+    else t.match(lines[0], / identity="alice end=closed" .* end=handshake-failed error="no ALPN/);
+  }
 });

@@ -3,9 +3,13 @@
  * which key ID, how many bytes each way, how long, how it ended), plus a few lifecycle lines (listening,
  * draining, stopped). Human-readable `key=value` text by default, one JSON object per line with --json.
  *
+ * A value may come from a peer (an error's text, an identity): text lines escape control characters and quote a value
+ * that could forge a field, JSON lines escape DEL, C1 and bidi controls as well (lib/codec/text.ts).
+ *
  * Key material never reaches a log line: a connection record carries the PSK identity and the key ID
  * (e.g. the QKD key's UUID), which name a key but reveal nothing about it.
  */
+import { fieldText, jsonText } from '../codec/text.js';
 
 /**
  * How a connection ended (the `end` field). "peer" is the side the proxy accepted the connection from,
@@ -78,7 +82,7 @@ export interface ProxyLogger {
 export function createLogger(options: { json: boolean; write?: (line: string) => void }): ProxyLogger {
   const write = options.write ?? ((line: string) => void process.stderr.write(line));
   const emit = (fields: Record<string, unknown>): void => {
-    if (options.json) write(JSON.stringify(fields) + '\n');
+    if (options.json) write(jsonText(fields) + '\n');
     else write(textLine(fields) + '\n');
   };
   return {
@@ -90,18 +94,17 @@ export function createLogger(options: { json: boolean; write?: (line: string) =>
 /** A logger that drops everything (the default of the library API). */
 export const silentLogger: ProxyLogger = { connection() {}, event() {} };
 
-/** `TIME EVENT key=value ...`, quoting values that contain spaces, quotes or `=`. */
+/** `TIME EVENT key=value ...`, quoting values that contain spaces, quotes, `=` or control characters. */
 function textLine(fields: Record<string, unknown>): string {
   const { event, time, ...rest } = fields;
-  const parts = [String(time), String(event)];
+  const parts = [fieldText(String(time)), fieldText(String(event))];
   const add = (k: string, v: unknown): void => {
     if (v === undefined) return;
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
       for (const [sub, w] of Object.entries(v)) add(`${k}.${sub}`, w);
       return;
     }
-    const s = typeof v === 'string' ? v : JSON.stringify(v);
-    parts.push(`${k}=${/[\s"=]/.test(s) || s === '' ? JSON.stringify(s) : s}`);
+    parts.push(`${k}=${fieldText(typeof v === 'string' ? v : String(JSON.stringify(v)))}`);
   };
   for (const [k, v] of Object.entries(rest)) add(k, v);
   return parts.join(' ');
