@@ -7,6 +7,11 @@
 import t from 'tap';
 import { Reporter } from '../bin/cli/report.js';
 import { clip, fieldText, jsonText } from '../lib/codec/text.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import { ExtensionType } from '../lib/codec/enums.js';
+import { utf8 } from '../lib/codec/bytes.js';
+import { ext } from '../lib/messages/extensions.js';
+import { handshake, makePsk } from './helpers/pair.js';
 import { createLogger, type ConnectionRecord } from '../lib/proxy/log.js';
 
 /** What `run` writes to stderr. */
@@ -95,4 +100,25 @@ t.test('the proxy log: an error text or identity cannot forge a line or a field,
     if (json) t.same(JSON.parse(lines[0]), record, 'the JSON reads back to the record');
     else t.match(lines[0], / identity="alice end=closed" .* end=handshake-failed error="no ALPN/);
   }
+});
+
+t.test("a server's no_application_protocol error quotes the client's ALPN names escaped and bounded", async (t) => {
+  // A hostile client's protocol names (up to 64 KiB of them) went into the error message raw.
+  const psk = makePsk('alpn-names');
+  const names = [EVIL, ...Array.from({ length: 200 }, () => 'n'.repeat(255))];
+  const p = handshake(
+    {
+      crypto: nodeProvider,
+      psks: [psk],
+      alpn: ['h2'],
+      dangerousClientHelloExtensions: (l) =>
+        l.map((e) => (e.type === ExtensionType.application_layer_protocol_negotiation ? ext(e.type, (w) => w.vec16((x) => names.forEach((n) => x.vec8(utf8(n))))) : e)),
+    },
+    { crypto: nodeProvider, psks: [psk], alpn: ['qkd/1'] },
+  );
+  const e = p.error('server');
+  t.equal(e?.reason, 'NoApplicationProtocol');
+  t.notMatch(e!.message, RAW, 'no raw control character');
+  t.ok(e!.message.length < 2000, `bounded (${e!.message.length} characters)`);
+  t.match(e!.message, /client offered x\\u000a2026/);
 });

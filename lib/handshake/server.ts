@@ -24,6 +24,7 @@
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { equalConstantTime, toHex, wipe } from '../codec/bytes.js';
+import { clip } from '../codec/text.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
@@ -436,7 +437,7 @@ function verifySelectedBinder(
 function selectAlpn(plan: ServerPlan, ch: ClientHello): string | undefined {
   if (!plan.options.alpn || plan.options.alpn.length === 0 || !ch.alpn) return undefined;
   const alpn = plan.options.alpn.find((p) => ch.alpn!.includes(p));
-  if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${ch.alpn.join(', ')})`);
+  if (alpn === undefined) throw new TlsError('NoApplicationProtocol', `no ALPN protocol in common (client offered ${clip(ch.alpn.join(', '))})`);
   return alpn;
 }
 
