@@ -122,3 +122,21 @@ t.test("a server's no_application_protocol error quotes the client's ALPN names 
   t.ok(e!.message.length < 2000, `bounded (${e!.message.length} characters)`);
   t.match(e!.message, /client offered x\\u000a2026/);
 });
+
+t.test("a client's error about the server's ALPN answer quotes the server's protocol name escaped", async (t) => {
+  const psk = makePsk('alpn-answer');
+  const p = handshake(
+    { crypto: nodeProvider, psks: [psk], alpn: ['h2'] },
+    {
+      crypto: nodeProvider,
+      psks: [psk],
+      alpn: ['h2'],
+      dangerousEncryptedExtensions: (l) =>
+        l.map((e) => (e.type === ExtensionType.application_layer_protocol_negotiation ? ext(e.type, (w) => w.vec16((x) => x.vec8(utf8('\u001b[2J\n\u202e')))) : e)),
+    },
+  );
+  const e = p.error('client');
+  t.equal(e?.reason, 'ServerSelectedUnofferedAlpn');
+  t.notMatch(e!.message, RAW, 'no raw control character');
+  t.match(e!.message, 'server selected ALPN "\\u001b[2J\\u000a\\u202e"');
+});

@@ -18,6 +18,7 @@
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { copyBytes, equalConstantTime, utf8, wipe } from '../codec/bytes.js';
+import { clip } from '../codec/text.js';
 import type { AsyncClientKeyShare, AsyncKeyExchangeGroup, ClientKeyShare, CryptoProvider, GroupName } from '../crypto/provider.js';
 import { groupSpec } from '../crypto/groups.js';
 import { TlsError } from '../errors.js';
@@ -697,7 +698,7 @@ class ExpectEncryptedExtensions implements HandshakeState {
     offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
     ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
     if (ee.alpn !== undefined && !(this.plan.options.alpn ?? []).includes(ee.alpn)) {
-      throw new TlsError('ServerSelectedUnofferedAlpn', `server selected ALPN "${ee.alpn}", which was not offered (RFC 7301 §3.2)`);
+      throw new TlsError('ServerSelectedUnofferedAlpn', `server selected ALPN "${clip(ee.alpn)}", which was not offered (RFC 7301 §3.2)`);
     }
     if (ee.earlyDataAccepted && !this.n.earlyPossible) {
       // §4.2.10: accepting early data with another PSK or suite than the client used is illegal_parameter.
@@ -705,7 +706,7 @@ class ExpectEncryptedExtensions implements HandshakeState {
     }
     if (ee.earlyDataAccepted && ee.alpn !== this.n.psk.earlyDataAlpn) {
       // §4.2.10: 0-RTT is accepted only under the ALPN protocol provisioned with the PSK.
-      throw new TlsError('EarlyDataAcceptedWrongAlpn', `server accepted 0-RTT data under ALPN "${ee.alpn ?? '(none)'}", not the PSK's (RFC 8446 §4.2.10)`);
+      throw new TlsError('EarlyDataAcceptedWrongAlpn', `server accepted 0-RTT data under ALPN "${ee.alpn === undefined ? '(none)' : clip(ee.alpn)}", not the PSK's (RFC 8446 §4.2.10)`);
     }
     if (ee.recordSizeLimit !== undefined) io.setPeerRecordSizeLimit(ee.recordSizeLimit, this.plan.options.recordSizeLimit);
     this.n.transcript.add(m.raw);
