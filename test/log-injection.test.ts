@@ -5,7 +5,9 @@
  * same strings.
  */
 import t from 'tap';
-import { Reporter } from '../bin/cli/report.js';
+import { request } from 'node:http';
+import { kmeLogLine, Reporter } from '../bin/cli/report.js';
+import { type KmeLogEvent, startKmeSimulator } from '../lib/tools/kme/index.js';
 import { clip, fieldText, jsonText } from '../lib/codec/text.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ExtensionType } from '../lib/codec/enums.js';
@@ -139,4 +141,35 @@ t.test("a client's error about the server's ALPN answer quotes the server's prot
   t.equal(e?.reason, 'ServerSelectedUnofferedAlpn');
   t.notMatch(e!.message, RAW, 'no raw control character');
   t.match(e!.message, 'server selected ALPN "\\u001b[2J\\u000a\\u202e"');
+});
+
+/** A GET to `url` with an X-SAE-ID header (Node sends a latin-1 header value as it is); resolves with the status. */
+function getWithSaeId(url: string, saeId: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers: { 'x-sae-id': saeId } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+t.test("the KME simulator's log: a caller's X-SAE-ID header and SAE ID in the path cannot forge a field or a line", async (t) => {
+  const events: KmeLogEvent[] = [];
+  const kme = await startKmeSimulator({ insecureHttp: true, rateBitsPerSecond: 0, initialKeyCount: 1, now: () => 0, log: (e) => events.push(e) });
+  t.teardown(() => kme.close());
+  // A header value may carry spaces, '=' and latin-1 bytes, which read as C1 controls (U+009B is CSI).
+  t.equal(await getWithSaeId(`${kme.master.url}/api/v1/keys/server-sae/status`, 'evil -> 200 ok \u009b31m'), 401);
+  // A percent-encoded SAE ID in the path is decoded into the answer's message.
+  t.equal(await getWithSaeId(`${kme.master.url}/api/v1/keys/%1b%5b2J%0aforged%e2%80%ae/status`, 'client-sae'), 401);
+  t.equal(events.length, 2);
+  for (const e of events) {
+    t.notMatch((e as { message?: string }).message ?? '', RAW, "the event's message carries no raw control character");
+    const line = kmeLogLine(e);
+    t.notMatch(line, RAW, 'the text line carries no raw control character');
+    t.notOk(line.includes('\n'));
+  }
+  t.match(kmeLogLine(events[0]), / KME-A "evil -> 200 ok \\u009b31m" GET \/api\/v1\/keys\/server-sae\/status -> 401 SAE 'evil -> 200 ok \\u009b31m' is not served/);
+  t.match(events[1], { message: "no QKD link from SAE 'client-sae' to SAE '\\u001b[2J\\u000aforged\\u202e' at KME-A" });
 });

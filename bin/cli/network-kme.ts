@@ -4,7 +4,9 @@
  */
 import { resolve } from 'node:path';
 import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
+import { jsonText } from 'qkd-tls';
 import { parseCommandLine, untilStopSignal } from './command.js';
+import { kmeLogLine } from './report.js';
 import { UsageError } from './tls-options.js';
 
 export const NETWORK_HELP = `usage: qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
@@ -75,8 +77,8 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
       onRequest: (r) =>
         out(
           json
-            ? JSON.stringify({ event: 'request', ...r, callerSaeId: r.callerSaeId ?? null })
-            : `${new Date().toISOString()} ${r.node ?? '-'} ${r.callerSaeId ?? '(unidentified)'} ${r.method} ${r.path} -> ${r.status} ${r.status === 200 ? (r.keyCount ? `${r.keyCount} key(s)` : 'ok') : (r.message ?? '')}`,
+            ? jsonText({ event: 'request', ...r, callerSaeId: r.callerSaeId ?? null })
+            : kmeLogLine({ type: 'request', kmeId: r.node ?? '-', ...r }),
         ),
     });
   } catch (e) {

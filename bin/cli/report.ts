@@ -5,6 +5,7 @@
  * field or a line, or rewrite the terminal.
  */
 import { clip, fieldText, type HandshakeInfo, jsonText, TlsError } from 'qkd-tls';
+import type { KmeLogEvent } from 'qkd-tls/kme';
 
 export class Reporter {
   constructor(readonly json: boolean) {}
@@ -65,4 +66,16 @@ export class Reporter {
   private write(o: Record<string, unknown>): void {
     process.stderr.write(jsonText(o) + '\n');
   }
+}
+
+/**
+ * A KME simulator's log line (`qkd-tls kme`, also with --network): `TIME KME CALLER METHOD PATH -> STATUS RESULT`. The
+ * caller's SAE ID (over plain HTTP, the X-SAE-ID header: any text) and the path are quoted when not plain, a message
+ * is escaped, so that a request cannot forge a field or a line.
+ */
+export function kmeLogLine(e: KmeLogEvent): string {
+  const at = new Date().toISOString();
+  if (e.type === 'tls_error') return `${at} ${e.kmeId} TLS handshake failed: ${clip(e.message, 1000)}`;
+  const result = e.status === 200 ? (e.keyCount > 0 ? `${e.keyCount} key(s)` : 'ok') : clip(e.message ?? '', 1000);
+  return `${at} ${e.kmeId} ${e.callerSaeId === undefined ? '(unidentified)' : fieldText(e.callerSaeId, 200)} ${fieldText(e.method)} ${fieldText(e.path)} -> ${e.status} ${result}`;
 }

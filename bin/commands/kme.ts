@@ -4,10 +4,12 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { jsonText } from 'qkd-tls';
 import { etsi014Path } from 'qkd-tls/qkd';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
 import { untilStopSignal, usageError } from '../cli/command.js';
 import { runNetworkKme } from '../cli/network-kme.js';
+import { kmeLogLine } from '../cli/report.js';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
        qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
@@ -66,7 +68,7 @@ export async function run(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + '\n');
   let kme: KmeSimulator;
   try {
-    kme = await startKmeSimulator({ ...parsed.options, log: (e) => out(json ? jsonEvent(e) : formatEvent(e)) });
+    kme = await startKmeSimulator({ ...parsed.options, log: (e) => out(json ? jsonEvent(e) : kmeLogLine(e)) });
   } catch (e) {
     process.stderr.write(`qkd-tls kme: ${(e as Error).message}\n`);
     // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error.
@@ -190,12 +192,5 @@ function listeningEvent(kme: KmeSimulator, o: KmeSimulatorOptions): Record<strin
 
 function jsonEvent(e: KmeLogEvent): string {
   const { type, ...rest } = e;
-  return JSON.stringify(type === 'request' ? { event: type, ...rest, callerSaeId: e.callerSaeId ?? null } : { event: type, ...rest });
-}
-
-function formatEvent(e: KmeLogEvent): string {
-  const at = new Date().toISOString();
-  if (e.type === 'tls_error') return `${at} ${e.kmeId} TLS handshake failed: ${e.message}`;
-  const result = e.status === 200 ? (e.keyCount > 0 ? `${e.keyCount} key(s)` : 'ok') : (e.message ?? '');
-  return `${at} ${e.kmeId} ${e.callerSaeId ?? '(unidentified)'} ${e.method} ${e.path} -> ${e.status} ${result}`;
+  return jsonText(type === 'request' ? { event: type, ...rest, callerSaeId: e.callerSaeId ?? null } : { event: type, ...rest });
 }

@@ -20,6 +20,7 @@ import {
   isJsonObject,
   isUuid,
 } from '../../qkd/etsi014-api.js';
+import { clip } from '../../codec/text.js';
 import type { IssuedKey, QkdLink } from './store.js';
 
 /** What the handler needs of a key store: one link's {@link QkdLink}, or a network's relay for one SAE pair. */
@@ -115,7 +116,7 @@ const ROUTE_RE = /^\/api\/v1\/keys\/([^/]*)\/(status|enc_keys|dec_keys)$/;
 function parseRoute(path: string): { op: Etsi014Operation; rawSaeId: string } {
   const m = ROUTE_RE.exec(path);
   if (!m) {
-    throw new KmeReject(404, `unknown path ${truncate(path)}; this KME serves /api/v1/keys/{SAE_ID}/status, /enc_keys and /dec_keys`);
+    throw new KmeReject(404, `unknown path ${clip(path, 64)}; this KME serves /api/v1/keys/{SAE_ID}/status, /enc_keys and /dec_keys`);
   }
   return { op: m[2] as Etsi014Operation, rawSaeId: m[1] };
 }
@@ -128,7 +129,7 @@ function authorize(kme: KmeEndpoint, caller: string | undefined, rawSaeId: strin
     throw new KmeReject(401, 'the calling SAE is not identified: no client certificate naming it (or, over plain HTTP, no X-SAE-ID header)');
   }
   if (caller !== served) {
-    throw new KmeReject(401, `SAE '${truncate(caller)}' is not served by ${kme.kmeId} (it serves SAE '${served}')`);
+    throw new KmeReject(401, `SAE '${clip(caller, 64)}' is not served by ${kme.kmeId} (it serves SAE '${served}')`);
   }
   let saeId: string;
   try {
@@ -138,7 +139,7 @@ function authorize(kme: KmeEndpoint, caller: string | undefined, rawSaeId: strin
   }
   if (saeId.trim() === '') throw new KmeReject(400, 'the SAE ID in the path is blank');
   if (saeId === caller) {
-    throw new KmeReject(400, `master and slave SAE IDs must differ (the path names the caller '${truncate(caller)}')`);
+    throw new KmeReject(400, `master and slave SAE IDs must differ (the path names the caller '${clip(caller, 64)}')`);
   }
   if (op === 'enc_keys' && kme.role !== 'master') {
     throw new KmeReject(401, `SAE '${caller}' is the slave of this link: it fetches keys with dec_keys, not enc_keys`);
@@ -147,7 +148,7 @@ function authorize(kme: KmeEndpoint, caller: string | undefined, rawSaeId: strin
     throw new KmeReject(401, `SAE '${caller}' is the master of this link: it gets keys with enc_keys, not dec_keys`);
   }
   if (saeId !== peer) {
-    throw new KmeReject(401, `no QKD link from SAE '${caller}' to SAE '${truncate(saeId)}' at ${kme.kmeId}`);
+    throw new KmeReject(401, `no QKD link from SAE '${caller}' to SAE '${clip(saeId, 64)}' at ${kme.kmeId}`);
   }
 }
 
@@ -257,7 +258,7 @@ function redeem(limits: KmeLimits, link: KmeKeyStore, ids: string[]): IssuedKey[
   }
   const bad = ids.filter((id) => !isUuid(id));
   if (bad.length > 0) {
-    throw new KmeReject(400, 'key_ID must be a UUID', bad.slice(0, 8).map((id) => ({ key_ID: truncate(id) })));
+    throw new KmeReject(400, 'key_ID must be a UUID', bad.slice(0, 8).map((id) => ({ key_ID: clip(id, 64) })));
   }
   if (new Set(ids.map((id) => id.toLowerCase())).size !== ids.length) throw new KmeReject(400, 'key_IDs contains duplicates');
   const r = link.redeem(ids);
@@ -287,7 +288,7 @@ function queryInteger(q: URLSearchParams, name: string): number | undefined {
   const all = q.getAll(name);
   if (all.length === 0) return undefined;
   if (all.length > 1) throw new KmeReject(400, `${name} is given more than once`);
-  if (!/^[0-9]{1,15}$/.test(all[0])) throw new KmeReject(400, `${name} must be a positive integer (got '${truncate(all[0])}')`);
+  if (!/^[0-9]{1,15}$/.test(all[0])) throw new KmeReject(400, `${name} must be a positive integer (got '${clip(all[0], 64)}')`);
   return Number(all[0]);
 }
 
@@ -295,7 +296,7 @@ function queryInteger(q: URLSearchParams, name: string): number | undefined {
 function bodyInteger(body: Record<string, unknown>, name: string): number | undefined {
   const v = body[name];
   if (v === undefined) return undefined;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new KmeReject(400, `${name} must be an integer (got ${truncate(JSON.stringify(v))})`);
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new KmeReject(400, `${name} must be an integer (got ${clip(JSON.stringify(v), 64)})`);
   return v;
 }
 
@@ -317,10 +318,6 @@ function parseJsonObject(text: string): Record<string, unknown> {
   return v;
 }
 
-/** Echoes of caller input stay short in messages and logs. */
-function truncate(s: string): string {
-  return s.length > 64 ? `${s.slice(0, 64)}...` : s;
-}
 
 /**
  * CORS (Fetch standard, "CORS protocol") for a page calling the simulator from the browser, as the web demo

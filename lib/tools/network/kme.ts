@@ -11,6 +11,7 @@
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { clip } from '../../codec/text.js';
 import { etsi014Path } from '../../qkd/etsi014-api.js';
 import { handleKmeRequest, type KmeEndpoint, type KmeKeyStore, type KmeLimits, type KmeRequest, type KmeResponse } from '../kme/handler.js';
 import type { IssueResult, RedeemResult } from '../kme/store.js';
@@ -62,7 +63,7 @@ export function handleNetworkKmeRequest(network: QkdNetwork, node: string, req: 
     return { status: 503, op: answer.op, json: { message: store.refusal.message, details: store.refusal.details } };
   }
   if (answer.status === 401 && peer === unknownPeer && own === caller) {
-    return { ...answer, json: { message: `no SAE '${truncate(pathSae)}' in this QKD network (node ${node}'s KME serves ${network.saesOf(node).map((s) => `'${s}'`).join(', ') || 'no SAE'})` } };
+    return { ...answer, json: { message: `no SAE '${clip(pathSae, 64)}' in this QKD network (node ${node}'s KME serves ${network.saesOf(node).map((s) => `'${s}'`).join(', ') || 'no SAE'})` } };
   }
   return answer;
 }
@@ -125,6 +126,3 @@ class PairStore implements KmeKeyStore {
   }
 }
 
-function truncate(s: string): string {
-  return s.length > 64 ? `${s.slice(0, 64)}...` : s;
-}
