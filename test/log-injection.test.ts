@@ -6,6 +6,9 @@
  */
 import t from 'tap';
 import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, WebSocket as WsClient } from 'ws';
+import { webSocketByteStreams } from '../lib/transport/websocket.js';
 import { kmeLogLine, Reporter } from '../bin/cli/report.js';
 import { type KmeLogEvent, startKmeSimulator } from '../lib/tools/kme/index.js';
 import { clip, fieldText, jsonText } from '../lib/codec/text.js';
@@ -172,4 +175,20 @@ t.test("the KME simulator's log: a caller's X-SAE-ID header and SAE ID in the pa
   }
   t.match(kmeLogLine(events[0]), / KME-A "evil -> 200 ok \\u009b31m" GET \/api\/v1\/keys\/server-sae\/status -> 401 SAE 'evil -> 200 ok \\u009b31m' is not served/);
   t.match(events[1], { message: "no QKD link from SAE 'client-sae' to SAE '\\u001b[2J\\u000aforged\\u202e' at KME-A" });
+});
+
+t.test("a WebSocket's error quotes the server's close reason escaped", async (t) => {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => server.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  server.on('connection', (peer) => peer.close(4000, '\u001b[2J\nforged\u202e'));
+  const ws = new WsClient(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/`);
+  ws.on('error', () => {});
+  const pair = webSocketByteStreams(ws as unknown as WebSocket);
+  const error = await pair.readable.getReader().read().then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  t.match(error?.message, 'WebSocket closed (code 4000, \\u001b[2J\\u000aforged\\u202e)');
+  t.notMatch(error?.message ?? '', RAW);
 });

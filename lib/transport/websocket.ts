@@ -18,6 +18,7 @@
  *
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
+import { clip } from '../codec/text.js';
 import { checkCount, checkTimerMs, type ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type StreamTransportOptions, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
@@ -87,7 +88,7 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
     });
     ws.addEventListener('close', (e) => {
       clearTimeout(timer);
-      reject(new Error(`WebSocket ${target}: closed before it opened (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
+      reject(new Error(`WebSocket ${target}: closed before it opened (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
     });
   });
   return webSocketByteStreams(ws, options);
@@ -137,7 +138,7 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
         if (e.code === 1000 || e.code === 1005) {
           readEnded = true;
           c.close();
-        } else fail(c, new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${e.reason}` : ''})`));
+        } else fail(c, new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
       });
     },
     pull(c) {
