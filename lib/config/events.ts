@@ -24,7 +24,13 @@ export interface HandshakeInfo {
   /** The PSK's label (e.g. a QKD key ID), if it had one. */
   readonly pskLabel?: string;
   readonly earlyData: EarlyDataStatus;
+  /** The ALPN protocol agreed: one of this endpoint's own `alpn` list (a server's) or offered list (a client's). */
   readonly alpn?: string;
+  /**
+   * The client's server_name (SNI) host name. On a server it is the peer's text as sent, not validated (any bytes,
+   * read as UTF-8, up to 65530 of them): print it through `clip` (exported from the root). On a client it is the checked
+   * `serverName` option.
+   */
   readonly serverName?: string;
   /** True when a HelloRetryRequest was part of the handshake. */
   readonly helloRetry: boolean;

@@ -61,7 +61,10 @@ export interface PskRequest {
    * further ones count as unknown). A lookup answers one entry per identity of this list.
    */
   readonly identities: readonly Uint8Array[];
-  /** The server_name the client sent, if any. */
+  /**
+   * The server_name the client sent, if any: the peer's text as sent, not validated (any bytes, read as UTF-8, up to
+   * 65530 of them); a lookup that logs it prints it through `clip` (exported from the root).
+   */
   readonly serverName?: string;
 }
 
