@@ -192,3 +192,14 @@ t.test("a WebSocket's error quotes the server's close reason escaped", async (t)
   t.match(error?.message, 'WebSocket closed (code 4000, \\u001b[2J\\u000aforged\\u202e)');
   t.notMatch(error?.message ?? '', RAW);
 });
+
+t.test("the proxy log's text lines keep a long value of its own whole, as --json does (a pool's expired key IDs)", async (t) => {
+  const keyIds = Array.from({ length: 200 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
+  for (const json of [false, true]) {
+    const lines: string[] = [];
+    createLogger({ json, write: (l) => void lines.push(l) }).event('keys-expired', { service: 'web', keyIds: keyIds.join(',') });
+    t.equal(lines.length, 1, `${json ? 'json' : 'text'}: one line`);
+    for (const id of keyIds) if (!lines[0].includes(id)) return t.fail(`${json ? 'json' : 'text'}: key ID ${id} missing`);
+    t.pass(`${json ? 'json' : 'text'}: every expired key ID is logged`);
+  }
+});

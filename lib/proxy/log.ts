@@ -94,17 +94,21 @@ export function createLogger(options: { json: boolean; write?: (line: string) =>
 /** A logger that drops everything (the default of the library API). */
 export const silentLogger: ProxyLogger = { connection() {}, event() {} };
 
-/** `TIME EVENT key=value ...`, quoting values that contain spaces, quotes, `=` or control characters. */
+/**
+ * `TIME EVENT key=value ...`, quoting values that contain spaces, quotes, `=` or control characters. A value is kept
+ * whole, as in a --json line: the fields are the proxy's own (a pool's expired key IDs run to thousands of characters),
+ * and a peer's text among them is bounded where it enters (e.g. the TLS errors' clip).
+ */
 function textLine(fields: Record<string, unknown>): string {
   const { event, time, ...rest } = fields;
-  const parts = [fieldText(String(time)), fieldText(String(event))];
+  const parts = [fieldText(String(time), Infinity), fieldText(String(event), Infinity)];
   const add = (k: string, v: unknown): void => {
     if (v === undefined) return;
     if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
       for (const [sub, w] of Object.entries(v)) add(`${k}.${sub}`, w);
       return;
     }
-    parts.push(`${k}=${fieldText(typeof v === 'string' ? v : String(JSON.stringify(v)))}`);
+    parts.push(`${k}=${fieldText(typeof v === 'string' ? v : String(JSON.stringify(v)), Infinity)}`);
   };
   for (const [k, v] of Object.entries(rest)) add(k, v);
   return parts.join(' ');
