@@ -9,7 +9,8 @@
  *    or NaN: listenWebSocket's message and connection limits were off;
  *  - a proxy client service built its TLS socket only once a connection came, so a bad value failed there.
  *
- * No connection is made here: every check happens before one would be.
+ * No connection is made here, every check happening before one would be; except the last test's, which checks that an
+ * option refused after the WebSocket opened closes it.
  */
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
@@ -184,4 +185,24 @@ t.test('Proxy.drain: NaN is a RangeError; a deadline past 2^31 - 1 ms is none (i
   await proxy.close();
   await drained;
   client.destroy();
+});
+
+t.test('tlsClientOverWebSocket: options the connection refuses once the WebSocket is open close that WebSocket', async (t) => {
+  // A bad serverName is the connection's own check (a TypeError), made after the WebSocket opened: it was thrown
+  // with the WebSocket left open, which held the server's connection until the server timed it out.
+  const { WebSocket: WsClient } = await import('ws');
+  const g = globalThis as { WebSocket?: unknown };
+  const saved = g.WebSocket;
+  g.WebSocket = WsClient;
+  t.teardown(() => void (g.WebSocket = saved));
+  let serverSide: Promise<number> | undefined;
+  const listener = await listenWebSocket({ host: LOCAL, port: 0 }, ({ stream }) => {
+    serverSide = new Promise((resolve) => stream.once('end', () => resolve(1)).once('close', () => resolve(1)));
+    stream.resume();
+  });
+  t.teardown(() => listener.close());
+  const url = `ws://${LOCAL}:${listener.address().port}/`;
+  await t.rejects(tlsClientOverWebSocket(url, { crypto: nobleProvider, psks: [psk], serverName: 'bad name' }, { preferWebSocketStream: false }), TypeError);
+  t.ok(serverSide, 'the WebSocket was opened');
+  t.equal(await serverSide, 1, 'and closed: the server sees it end');
 });

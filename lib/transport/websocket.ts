@@ -58,7 +58,12 @@ export async function tlsClientOverWebSocket(
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
   checkCount('recordsInFlight', options.recordsInFlight, 1);
   const ws = await connectWebSocket(url, transport);
-  return { ...tlsClientOverStreams(ws, options), webSocket: ws };
+  try {
+    return { ...tlsClientOverStreams(ws, options), webSocket: ws };
+  } catch (e) {
+    ws.close(); // options the connection refuses (a bad serverName, no PSK ...): the WebSocket is not left open
+    throw e;
+  }
 }
 
 /** Opens a WebSocket to `url` (ws: or wss:) and resolves once it is open. */
