@@ -17,6 +17,7 @@ import { connect, createServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams } from '../lib/transport/streams.js';
 import { handshake, makePsk, splitRecords } from './helpers/pair.js';
 import { jsonEvent, PSK_HEX, PSK_IDENTITY, spawnQkdTls, type TestLike, withTimeout } from './helpers/peers.js';
+import { timersArmedBy } from './helpers/timers.js';
 
 const crypto = nodeProvider;
 const psk = makePsk('client1');
@@ -108,22 +109,6 @@ t.test('Node transport: a server facing a client that never speaks fails with Ha
   tt.equal((err as TlsError).reason, 'HandshakeTimeout');
   tt.same([...got], PLAIN_ALERT, 'the client got the internal_error alert');
 });
-
-/** The delays of the timers `fn` arms (synchronously) with the global setTimeout, which the transports use. */
-function timersArmedBy(fn: () => void): number[] {
-  const armed: number[] = [];
-  const real = globalThis.setTimeout;
-  globalThis.setTimeout = ((cb: () => void, ms?: number) => {
-    armed.push(ms ?? 0);
-    return real(cb, ms);
-  }) as typeof setTimeout;
-  try {
-    fn();
-  } finally {
-    globalThis.setTimeout = real;
-  }
-  return armed;
-}
 
 t.test('Node transport: handshakeTimeout 0 sets no limit', async (tt) => {
   // No deadline at all, not the default one (30 s, which a test waiting a little would never see fire).

@@ -724,6 +724,23 @@ t.test('a server destroyed during its pause has wiped every secret it derived fr
   }
 });
 
+/**
+ * A handshake between two providers with WebCrypto key shares (seeds `seed` and `seed + 1`), against the same
+ * providers in JavaScript: it completes with x25519 and every byte on the wire is the same.
+ */
+async function fallbackSameBytes(t: { equal(a: unknown, b: unknown, m: string): void }, name: string, seed: number) {
+  const psk = makePsk(name);
+  const sync = new Pair({ crypto: noble(seed), psks: [psk] }, { crypto: noble(seed + 1), psks: [psk] });
+  sync.pump();
+  const [cc, sc] = [withWebCryptoKeyShares(noble(seed)), withWebCryptoKeyShares(noble(seed + 1))];
+  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
+  await settle(p);
+  t.equal(p.info('client')?.group, 'x25519', 'the handshake completes');
+  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
+  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  return { cc, sc };
+}
+
 t.test('importKey that throws synchronously before WebCrypto worked: the fallback makes the same bytes', async (t) => {
   const seen: Uint8Array[] = [];
   stubSubtle(t, 'importKey', (importKey) => (...args: unknown[]) => {
@@ -733,15 +750,7 @@ t.test('importKey that throws synchronously before WebCrypto worked: the fallbac
     }
     return importKey(...args);
   });
-  const psk = makePsk('sync-throw');
-  const sync = new Pair({ crypto: noble(301), psks: [psk] }, { crypto: noble(302), psks: [psk] });
-  sync.pump();
-  const [cc, sc] = [withWebCryptoKeyShares(noble(301)), withWebCryptoKeyShares(noble(302))];
-  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
-  await settle(p);
-  t.equal(p.info('client')?.group, 'x25519', 'the handshake completes');
-  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
-  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  const { cc } = await fallbackSameBytes(t, 'sync-throw', 301);
   t.equal(cc.keySharePath('x25519'), 'fallback');
   t.ok(seen.length === 2 && seen.every((b) => b.every((x) => x === 0)), 'the PKCS#8 buffers are wiped even so');
 });
@@ -753,15 +762,7 @@ t.test("X25519 imported but its public key not derived (deriveBits refused) befo
     if ((args[0] as { name?: string }).name === 'X25519') return Promise.reject(new DOMException('X25519 derivation is not supported', 'NotSupportedError'));
     return deriveBits(...args);
   });
-  const psk = makePsk('derive-refused');
-  const sync = new Pair({ crypto: noble(321), psks: [psk] }, { crypto: noble(322), psks: [psk] });
-  sync.pump();
-  const [cc, sc] = [withWebCryptoKeyShares(noble(321)), withWebCryptoKeyShares(noble(322))];
-  const p = new Pair({ crypto: cc, psks: [psk] }, { crypto: sc, psks: [psk] });
-  await settle(p);
-  t.equal(p.info('client')?.group, 'x25519', 'the handshake completes');
-  t.equal(toHex(concat(...p.clientSent)), toHex(concat(...sync.clientSent)), 'the client sent the same bytes');
-  t.equal(toHex(concat(...p.serverSent)), toHex(concat(...sync.serverSent)), 'the server sent the same bytes');
+  const { cc, sc } = await fallbackSameBytes(t, 'derive-refused', 321);
   t.equal(cc.keySharePath('x25519'), 'fallback', "the client's x25519 fell back");
   t.equal(sc.keySharePath('x25519'), 'fallback', "the server's too");
 });

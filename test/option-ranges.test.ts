@@ -26,6 +26,7 @@ import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/str
 import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { makePsk } from './helpers/pair.js';
+import { timersArmedBy } from './helpers/timers.js';
 
 const psk = makePsk('option-ranges');
 const BAD_TIMES = [Infinity, 2 ** 31, NaN, -1];
@@ -163,18 +164,8 @@ t.test('Proxy.drain: NaN is a RangeError; a deadline past 2^31 - 1 ms is none (i
   t.equal(proxy.stats().active, 1, 'one connection open');
 
   await t.rejects(proxy.drain(NaN), RangeError, 'NaN');
-  const delays: number[] = [];
-  const realSetTimeout = globalThis.setTimeout;
-  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
-    delays.push(ms ?? 0);
-    return realSetTimeout(fn, ms);
-  }) as typeof setTimeout;
-  let drained: Promise<void>;
-  try {
-    drained = proxy.drain(2 ** 31);
-  } finally {
-    globalThis.setTimeout = realSetTimeout;
-  }
+  let drained!: Promise<void>;
+  const delays = timersArmedBy(() => (drained = proxy.drain(2 ** 31)));
   t.same(
     delays.filter((d) => d > 2 ** 31 - 1),
     [],

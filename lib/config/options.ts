@@ -183,6 +183,15 @@ export function checkCount(option: string, value: number | undefined, min: numbe
   }
 }
 
+/**
+ * The streams and WebSocket transports' own numbers, checked before anything starts (a RangeError naming the
+ * option): `handshakeTimeout` in milliseconds, 0 (no limit) to {@link MAX_TIMER_MS}, and `recordsInFlight` from 1.
+ */
+export function checkTransportOptions(options: { readonly handshakeTimeout?: number; readonly recordsInFlight?: number }): void {
+  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
+  checkCount('recordsInFlight', options.recordsInFlight, 1);
+}
+
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

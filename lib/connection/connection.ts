@@ -528,9 +528,9 @@ export class Connection {
       const rec = this.deframer.next();
       if (!rec) break;
       if (this.lentRead) {
-        const view = this.inputOwned ? recordView(rec) : null;
-        if (view) this.lentRead.lend(view, rec.header, rec.fragment);
-        else this.lentRead.lend(recordBytes(rec));
+        // Input handed over (receiveOwned) is lent as the deframer's views; else as a copy of its own.
+        if (this.inputOwned) this.lentRead.lend(rec.bytes, rec.header, rec.fragment);
+        else this.lentRead.lend(new Uint8Array(rec.bytes));
         continue;
       }
       this.handleRecord(rec);
@@ -1016,28 +1016,9 @@ function splitChunks(chunks: readonly Uint8Array[], n: number): [Uint8Array[], U
   return [head, chunks.slice(i)];
 }
 
-/** A whole record (header and body) as one buffer of its own, to lend or keep. */
-function recordBytes(rec: RawRecord): Uint8Array {
-  const b = new Uint8Array(rec.header.length + rec.fragment.length);
-  b.set(rec.header);
-  b.set(rec.fragment, rec.header.length);
-  return b;
-}
-
-/** The record as one view of the bytes it came in, when its header and body are contiguous there; else null. */
-function recordView(rec: RawRecord): Uint8Array | null {
-  // The deframer's records carry it: no view to make, and no `.buffer` to compare (in Bun, the first `.buffer` of a
-  // received chunk costs microseconds: bench/README.md, "Record offload").
-  if (rec.bytes) return rec.bytes;
-  const h = rec.header;
-  const f = rec.fragment;
-  if (f.buffer !== h.buffer || f.byteOffset !== h.byteOffset + h.length) return null;
-  return new Uint8Array(h.buffer, h.byteOffset, h.length + f.length);
-}
-
-/** The record in `bytes` (one whole record, as {@link recordBytes} made it). */
+/** The record in `bytes` (one whole record, as the offload hands it back). */
 function rawRecord(bytes: Uint8Array): RawRecord {
-  return { type: bytes[0], version: (bytes[1] << 8) | bytes[2], header: bytes.subarray(0, 5), fragment: bytes.subarray(5), bytes };
+  return { type: bytes[0], version: (bytes[1] << 8) | bytes[2], header: bytes.subarray(0, 5), fragment: bytes.subarray(5) };
 }
 
 /**

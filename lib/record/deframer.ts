@@ -20,8 +20,11 @@ export interface RawRecord {
   readonly header: Uint8Array;
   /** The record body (a view; valid until the caller stops using it). */
   readonly fragment: Uint8Array;
-  /** The whole record, `header` and `fragment` as one view, when the maker had it at hand (the deframer does). */
-  readonly bytes?: Uint8Array;
+}
+
+/** A record as the deframer returns it: `header` and `fragment` are views of `bytes`, the whole record. */
+export interface DeframedRecord extends RawRecord {
+  readonly bytes: Uint8Array;
 }
 
 export class Deframer {
@@ -50,7 +53,7 @@ export class Deframer {
   }
 
   /** The next complete record, or null when more bytes are needed. Throws TlsError on a bad header. */
-  next(): RawRecord | null {
+  next(): DeframedRecord | null {
     if (this.total < 1) return null;
     const first = this.chunks[this.head];
     const type = first[this.pos];

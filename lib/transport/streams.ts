@@ -12,7 +12,7 @@
  * ```
  */
 import { Connection } from '../connection/connection.js';
-import { checkCount, checkTimerMs, type ClientOptions, type ServerOptions } from '../config/options.js';
+import { checkTransportOptions, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { CryptoProvider } from '../crypto/provider.js';
@@ -108,12 +108,6 @@ export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamS
   checkTransportOptions(options);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.server({ ...rest, crypto }), lookupPsks, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
-}
-
-/** The transport's own options, checked before anything starts (a RangeError naming the option). */
-function checkTransportOptions(options: StreamTransportOptions): void {
-  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
-  checkCount('recordsInFlight', options.recordsInFlight, 1);
 }
 
 function run(

@@ -19,7 +19,7 @@
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
 import { clip } from '../codec/text.js';
-import { checkCount, checkTimerMs, type ClientOptions } from '../config/options.js';
+import { checkCount, checkTimerMs, checkTransportOptions, type ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type StreamTransportOptions, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
 /** Options of the WebSocket itself; a number out of its range is a RangeError. */
@@ -55,8 +55,7 @@ export async function tlsClientOverWebSocket(
   options: ClientOptions & StreamTransportOptions,
   transport: WebSocketTransportOptions = {},
 ): Promise<TlsStreams & { readonly webSocket: WebSocketByteStreams }> {
-  checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
-  checkCount('recordsInFlight', options.recordsInFlight, 1);
+  checkTransportOptions(options);
   const ws = await connectWebSocket(url, transport);
   try {
     return { ...tlsClientOverStreams(ws, options), webSocket: ws };
