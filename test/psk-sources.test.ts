@@ -16,6 +16,8 @@ import { fileKeySource, parseKeyFile } from '../lib/qkd/file-source.js';
 import { decodeImportedIdentity, encodeImportedIdentity, importPsk } from '../lib/psk/importer.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import { stubKme } from './helpers/kme-stub.js';
+import { withTimeout } from './helpers/peers.js';
 import { serverPskResolver, StaticKeySource, takePsks, type PskLease, type ServerKeySource, type SourcedKey } from '../lib/psk/source.js';
 
 const crypto = nodeProvider;
@@ -343,6 +345,47 @@ t.test('Etsi014ClientSource: a failing or hanging KME fails the waiting handshak
   kme.answer();
   await tick();
   t.equal(src.pooled, 1, 'the key that arrived for the aborted take waits in the pool');
+});
+
+t.test('Etsi014ClientSource: close cancels its enc_keys calls still in flight, so the KME issues no key for nobody', async (t) => {
+  // Found by review: close() rejected the waiting handshakes and wiped keys that arrived later, but left the calls
+  // running; the request still went out (a `qkd-tls client` whose connection was refused while its source was
+  // fetching sent it after it had closed), so the KME issued a QKD key that the server's KME then kept pending.
+  const signals: (AbortSignal | undefined)[] = [];
+  const master = {
+    baseUrl: new URL('http://127.0.0.1:1'),
+    encKeys: (_peer: string, _req: unknown, call?: { signal?: AbortSignal }) => {
+      signals.push(call?.signal);
+      return new Promise<Etsi014Key[]>(() => {});
+    },
+    close() {},
+  } as unknown as Etsi014Client;
+  const src = new Etsi014ClientSource({ client: master, peerSaeId: 'server-sae', poolSize: 2, batchSize: 1 });
+  const waiting = src.take();
+  t.equal(signals.length, 2, 'two enc_keys calls in flight');
+  t.ok(signals.every((s) => s !== undefined && !s.aborted), 'each with a signal, not aborted while the source is open');
+  src.close();
+  await t.rejects(waiting, /closed/);
+  t.ok(signals.every((s) => s?.aborted), 'close aborts every call in flight');
+
+  // The same against an HTTP key manager that holds its answer (nothing else would end the call: its timeout is a
+  // minute): the client drops the request, so there is nothing left for the KME to answer with a key.
+  let asked!: () => void;
+  const request = new Promise<void>((r) => (asked = r));
+  let dropped!: Promise<void>;
+  const kme = await stubKme(t, (_req, res) => {
+    dropped = new Promise((r) => res.once('close', () => r()));
+    asked();
+  });
+  const client = new Etsi014Client({ baseUrl: kme.url, saeId: 'client-sae', timeoutMs: 60_000 });
+  t.teardown(() => client.close());
+  const src2 = new Etsi014ClientSource({ client, peerSaeId: 'server-sae', poolSize: 0 });
+  const taking = src2.take();
+  await withTimeout(request, 10_000, 'the enc_keys request');
+  src2.close();
+  await t.rejects(taking, /closed/);
+  await withTimeout(dropped, 10_000, 'the client to drop its enc_keys request (the old code left it waiting for the answer)');
+  t.equal(kme.seen.requests, 1, 'one request, not retried');
 });
 
 /** A stand-in for the slave's Etsi014Client. */

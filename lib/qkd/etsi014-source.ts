@@ -117,6 +117,12 @@ export class Etsi014ClientSource implements ClientKeySource {
   private lastErrorValue: Error | undefined;
   private readonly sweeper: ReturnType<typeof setInterval>;
   private readonly fillWaiters: { resolve(): void; reject(e: Error): void }[] = [];
+  /**
+   * One per enc_keys call in flight, aborted when the source is closed: no key is issued for nobody. (Not one
+   * signal for the source's lifetime: each call combines it with its deadline, and on Node 20 a long-lived signal
+   * keeps a record of every signal combined with it.)
+   */
+  private readonly calls = new Set<AbortController>();
 
   constructor(options: Etsi014ClientSourceOptions) {
     const count = (v: number | undefined, dflt: number, name: string, min: number): number => {
@@ -214,14 +220,20 @@ export class Etsi014ClientSource implements ClientKeySource {
     });
   }
 
-  /** Stops prefetching, fails waiting handshakes, wipes the pool, and closes the client if it owns it. */
+  /**
+   * Stops prefetching (enc_keys calls still in flight are aborted, so that the KME issues no key that nobody will
+   * use; keys that arrive anyway are wiped), fails waiting handshakes, wipes the pool, and closes the client if it
+   * owns it.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    const err = new Error(`${this.description}: the key source was closed`);
+    for (const c of this.calls) c.abort(err);
+    this.calls.clear();
     for (const p of this.pool) wipe(p.key);
     this.pool = [];
-    const err = new Error(`${this.description}: the key source was closed`);
     for (const w of this.waiters.splice(0)) w.reject(err);
     for (const f of this.fillWaiters.splice(0)) f.reject(err);
     if (this.o.ownsClient) this.o.client.close();
@@ -277,8 +289,11 @@ export class Etsi014ClientSource implements ClientKeySource {
       for (const w of this.waiters.splice(0)) w.reject(err);
       for (const f of this.fillWaiters.splice(0)) f.reject(err);
     };
-    this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }).then(
+    const call = new AbortController();
+    this.calls.add(call);
+    this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }, { signal: call.signal }).then(
       (keys) => {
+        this.calls.delete(call);
         this.inFlight--;
         this.inFlightKeys -= n;
         if (this.closed) {
@@ -299,6 +314,7 @@ export class Etsi014ClientSource implements ClientKeySource {
         this.pump();
       },
       (e: unknown) => {
+        this.calls.delete(call);
         this.inFlight--;
         this.inFlightKeys -= n;
         if (this.closed) return;
