@@ -170,7 +170,10 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
     let secret: Uint8Array;
     const digits = h.replace(/\s+/g, '');
     if (digits.length % 2 !== 0 || /[^0-9a-fA-F]/.test(digits)) throw new UsageError(`--psk #${i + 1}: not hex`);
-    secret = new Uint8Array(Buffer.from(digits, 'hex'));
+    // Our own array; the decoded Buffer is wiped: a small one comes from Node's shared pool, where it would stay.
+    const decoded = Buffer.from(digits, 'hex');
+    secret = new Uint8Array(decoded);
+    decoded.fill(0);
     if (secret.length === 0) throw new UsageError(`--psk #${i + 1} is empty`);
     if (secret.length < MIN_PSK_BYTES) throw new UsageError(`--psk #${i + 1} ${tooShort(secret)}`);
     if (ids[i].length === 0) throw new UsageError(`--identity #${i + 1} is empty`);
