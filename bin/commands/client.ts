@@ -64,7 +64,10 @@ export async function run(argv: string[]): Promise<number> {
   return new Promise<number>((resolve) => {
     let failed = false;
     let offered: readonly Psk[] | undefined;
-    // The keys serve this one handshake: once it is over (or failed), they are released and wiped.
+    // The keys serve this one handshake: once it is over (or failed), they are released and wiped. Keys still
+    // being fetched when the socket closes never reach `offered` unwiped: 'close' also closes the key source,
+    // which rejects the pending take, cancels its enc_keys call and wipes any key that arrives anyway
+    // (ConnectOptions.psks leaves late keys to the caller; test/client-key-lifetime.test.ts).
     const release = (): void => {
       if (offered) keys.release?.(offered);
       offered = undefined;
