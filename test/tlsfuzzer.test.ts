@@ -9,16 +9,12 @@
  * Each script prints `PASS: N` / `FAIL: N` and the names of the failed conversations; the test holds those.
  */
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
-import { spawnQkdTls, type Tap, UNDER_CI, withTimeout } from './helpers/peers.js';
+import { findVendor, missingPython, PYTHON, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const PYTHON = '/usr/bin/python3';
 /** Where the vendored tlsfuzzer and tlslite-ng live. */
-const VENDOR = process.env.TLSFUZZER_VENDOR ?? findVendor();
+const VENDOR = findVendor(join('tlsfuzzer', 'scripts', 'test-tls13-psk_ke.py'));
 /** Bound on one script run (each takes a few seconds). */
 const SCRIPT_MS = 120_000;
 const WAIT = 15_000;
@@ -27,7 +23,7 @@ const PSK_SHA256 = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d
 const PSK_SHA384 = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f';
 const IDENTITY = 'client1';
 
-const skip = vendorMissing();
+const skip = missingPython(t, 'tlsfuzzer', VENDOR ? [join(VENDOR, 'tlsfuzzer'), join(VENDOR, 'tlslite-ng')] : undefined, ['ecdsa', 'tlsfuzzer', 'tlslite']);
 
 for (const script of ['test-tls13-psk_ke.py', 'test-tls13-psk_dhe_ke.py']) {
   for (const hash of ['SHA-256', 'SHA-384'] as const) {
@@ -129,32 +125,4 @@ function parseSummary(output: string): Summary | null {
     }
   }
   return { total, skip: skipN, pass, xfail, fail, xpass, failed: failed.sort() };
-}
-
-function findVendor(): string | undefined {
-  for (const dir of [join(REPO, '..', 'shared', 'vendor'), join(REPO, '..', '..', 'shared', 'vendor')]) {
-    try {
-      accessSync(join(dir, 'tlsfuzzer', 'scripts', 'test-tls13-psk_ke.py'), constants.R_OK);
-      return dir;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
-function vendorMissing(): string | false {
-  let reason: string | undefined;
-  if (!VENDOR) reason = 'tlsfuzzer is not vendored at ../shared/vendor (or TLSFUZZER_VENDOR)';
-  else {
-    try {
-      accessSync(PYTHON, constants.X_OK);
-    } catch {
-      reason = `${PYTHON} is missing (Debian: apt-get install python3 python3-ecdsa)`;
-    }
-  }
-  if (!reason) return false;
-  if (UNDER_CI) t.fail(`${reason}: tlsfuzzer must run under CI`);
-  else t.comment(`skipping: ${reason}`);
-  return reason;
 }

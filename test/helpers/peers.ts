@@ -1,10 +1,10 @@
 /**
  * Test helpers for the interoperability tests: run another TLS stack (openssl, gnutls-serv/gnutls-cli,
- * tshark) or the `qkd-tls` command line as a child process, wait for what it prints, talk to it over its
+ * tshark, the vendored Python tools tlsfuzzer and tlslite-ng) or the `qkd-tls` command line as a child process, wait for what it prints, talk to it over its
  * stdin, and make sure it is gone when the test ends. Every wait is bounded in time; every child is killed
  * (by its own pid) in the test's teardown.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import * as net from 'node:net';
 import { delimiter, join } from 'node:path';
@@ -81,6 +81,50 @@ export function testPeer(t: TestLike, name: string): { path: string; skip: false
     else t.comment(`skipping: ${reason}`);
     return { path: null, skip: reason };
   }
+}
+
+/** Debian's Python, which runs the vendored Python peers (tlsfuzzer, tlslite-ng) with python3-ecdsa. */
+export const PYTHON = '/usr/bin/python3';
+
+/**
+ * The folder of the vendored, pinned, unmodified test tools (tlsfuzzer/ and tlslite-ng/, see its README.md):
+ * the environment variable TLSFUZZER_VENDOR, else `../shared/vendor` beside the repository (or beside the
+ * worktree's parent) holding `marker` (a path inside it). Undefined when it is not there.
+ */
+export function findVendor(marker: string): string | undefined {
+  if (process.env.TLSFUZZER_VENDOR) return process.env.TLSFUZZER_VENDOR;
+  const repo = fileURLToPath(new URL('../../../', import.meta.url));
+  for (const dir of [join(repo, '..', 'shared', 'vendor'), join(repo, '..', '..', 'shared', 'vendor')]) {
+    try {
+      accessSync(join(dir, marker), constants.R_OK);
+      return dir;
+    } catch {
+      // not here
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Checks that PYTHON imports `modules` with `pythonPath` (the vendored folders). Returns false when it does,
+ * else a skip reason; under CI a missing tool is also recorded as a failure, never a skip.
+ */
+export function missingPython(t: TestLike, what: string, pythonPath: readonly string[] | undefined, modules: readonly string[]): string | false {
+  let reason: string | undefined;
+  if (!pythonPath) reason = `${what} is not vendored at ../shared/vendor (or TLSFUZZER_VENDOR)`;
+  else {
+    const r = spawnSync(PYTHON, ['-c', `import ${modules.join(', ')}`], {
+      env: { ...process.env, PYTHONPATH: pythonPath.join(delimiter), PYTHONDONTWRITEBYTECODE: '1' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    if (r.error) reason = `${PYTHON} cannot run (${r.error.message}; Debian: apt-get install python3 python3-ecdsa)`;
+    else if (r.status !== 0) reason = `${PYTHON} cannot import ${modules.join(', ')} (Debian: apt-get install python3-ecdsa): ${r.stderr.trim().split('\n').pop()}`;
+  }
+  if (!reason) return false;
+  if (UNDER_CI) t.fail(`${reason}: ${what} must run under CI`);
+  else t.comment(`skipping: ${reason}`);
+  return reason;
 }
 
 /** A free TCP port on 127.0.0.1 (for peers that cannot listen on port 0 and report the port they got). */
