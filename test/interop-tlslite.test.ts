@@ -10,7 +10,9 @@
  * SHA-384 PSK), TLS_CHACHA20_POLY1305_SHA256; x25519, secp256r1, ffdhe2048; a HelloRetryRequest (tlslite-ng's
  * carries a cookie); 100 KB echoed (several full records each way) with a KeyUpdate (update_requested) from
  * either side, answered by the other; record_size_limit (RFC 8449) at 64 on our side and 128 on tlslite-ng's,
- * checked on every protected record in both directions (our --trace-json); close_notify both ways; a wrong key.
+ * checked on every protected record in both directions (our --trace-json); records padded by tlslite-ng (RFC
+ * 8446 §5.4); an unknown key offered before the right one (selected_identity 1); close_notify both ways; a
+ * wrong key.
  * Each case asserts what both sides report (suite, kex, group, identity, bytes), not only that a handshake ran.
  *
  * What tlslite-ng (at the pinned commit) does differently or lacks:
@@ -20,6 +22,8 @@
  * - On a close_notify it answers with its own and closes at once (no half-close, RFC 8446 §6.1 allows that).
  * - It has no API to report a received KeyUpdate: the driver counts them by wrapping
  *   TLSConnection._handle_keyupdate_request in a subclass (the vendored code stays unmodified).
+ * - HandshakeSettings.padding_cb has no effect through TLSConnection (tlsconnection.py sets it on its
+ *   BufferedSocket, not on the RecordLayer that pads): the driver sets it on the record layer, as tlsfuzzer does.
  * - Without the optional ML-KEM package it has no post-quantum hybrid groups (not covered here).
  * - Pure-Python AES-GCM and ChaCha20 (no M2Crypto/pycryptodome installed): slow but correct; the transfers are
  *   sized to stay far below every bound.
@@ -52,6 +56,8 @@ const SUBTEST = { timeout: 90_000, skip };
 /** A 48-byte key for the SHA-384 cases. */
 const PSK384_HEX = '9c8b7a695847362514f3e2d1c0bfae9d8c7b6a594837261504f3e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a291';
 const BIG = 100_000;
+/** A key neither server knows, offered before the right one. */
+const OTHER_PSK_HEX = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
 
 type Suite = 'TLS_AES_128_GCM_SHA256' | 'TLS_AES_256_GCM_SHA384' | 'TLS_CHACHA20_POLY1305_SHA256';
 type Kex = 'psk_ke' | 'psk_dhe_ke';
@@ -133,6 +139,28 @@ t.test('tlslite-ng client -> qkd-tls server: record_size_limit 64 (ours) and 128
   t.equal((await server.peer.waitExit(WAIT)).code, 0, 'the --once server exits 0');
   checkQkd(t, server.peer.stderr, c);
   checkRecordSizes(t, server.peer.stderr, { received: 64, sent: 128 });
+});
+
+t.test('tlslite-ng client -> qkd-tls server: 100 bytes of padding in every record tlslite-ng sends (RFC 8446 §5.4)', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await qkdServer(t, ['--trace-json', '--once']);
+  const done = await tlsliteDone(t, tlslite(t, 'client', server.port, c, ['--send', '3000', '--chunk', '1000', '--padding', '100']));
+  checkTlslite(t, done, c, 3000);
+  t.equal((await server.peer.waitExit(WAIT)).code, 0, 'the --once server exits 0');
+  checkQkd(t, server.peer.stderr, c);
+  const padding = paddingLengths(server.peer.stderr);
+  t.ok(padding.received.length >= 4, `${padding.received.length} protected records from tlslite-ng (Finished, data, close_notify)`);
+  t.same([...new Set(padding.received)], [100], 'each carried 100 zeros, which qkd-tls stripped');
+});
+
+t.test('tlslite-ng client offers an unknown key first -> qkd-tls server selects the second (selected_identity 1)', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await qkdServer(t, ['--trace-json', '--once']);
+  const done = await tlsliteDone(t, tlslite(t, 'client', server.port, c, ['--send', '1000', '--other-psk', `other:${OTHER_PSK_HEX}`]));
+  checkTlslite(t, done, c, 1000);
+  t.equal((await server.peer.waitExit(WAIT)).code, 0, 'the --once server exits 0');
+  checkQkd(t, server.peer.stderr, c);
+  t.same(selectedIdentities(server.peer.stderr, 'sent'), ['1'], 'the ServerHello selects identity 1 (RFC 8446 §4.2.11)');
 });
 
 t.test('tlslite-ng client with the wrong key -> qkd-tls server: decrypt_error both sides; the next client succeeds', SUBTEST, async (t) => {
@@ -230,6 +258,33 @@ t.test('qkd-tls client -> tlslite-ng server: record_size_limit 64 (ours) and 128
   const sizes = checkRecordSizes(t, client.stderr, { received: 64, sent: 128 });
   t.equal(Math.max(...sizes.sent), 128, 'qkd-tls fills its records up to tlslite-ng\'s limit');
   t.equal(Math.max(...sizes.received), 64, 'tlslite-ng fills its records up to ours');
+});
+
+t.test('qkd-tls client -> tlslite-ng server: 200 bytes of padding in every record tlslite-ng sends (RFC 8446 §5.4)', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await tlsliteServer(t, c, ['--padding', '200']);
+  const client = qkdClient(t, server.port, ['--trace-json']);
+  const input = pattern(3000);
+  client.child.stdin.end(input);
+  t.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0');
+  t.ok(client.stdout === input.toString('latin1'), 'the bytes came back');
+  checkQkd(t, client.stderr, c);
+  checkTlslite(t, await tlsliteDone(t, server.peer), c, input.length);
+  const padding = paddingLengths(client.stderr);
+  t.ok(padding.received.length >= 3, `${padding.received.length} protected records from tlslite-ng (EncryptedExtensions and Finished, data, close_notify)`);
+  t.same([...new Set(padding.received)], [200], 'each carried 200 zeros, which qkd-tls stripped');
+});
+
+t.test('qkd-tls client offers an unknown key first -> tlslite-ng server selects the second (selected_identity 1)', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await tlsliteServer(t, c);
+  const client = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${server.port}`, '--psk', OTHER_PSK_HEX, '--identity', 'other', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--json', '--trace-json']);
+  client.child.stdin.end('two keys offered\n');
+  t.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0');
+  t.equal(client.stdout, 'two keys offered\n', 'the line came back');
+  checkQkd(t, client.stderr, c);
+  t.same(selectedIdentities(client.stderr, 'received'), ['1'], 'tlslite-ng\'s ServerHello selects identity 1');
+  checkTlslite(t, await tlsliteDone(t, server.peer), c, 'two keys offered\n'.length);
 });
 
 t.test('qkd-tls client with the wrong key -> tlslite-ng server: tlslite-ng sends illegal_parameter (RFC 8446 §6.2 says decrypt_error)', SUBTEST, async (t) => {
@@ -374,6 +429,25 @@ function checkRecordSizes(t: Tap, stderr: string, limits: { received: number; se
   t.ok(Math.max(...sizes.received) <= limits.received, `every record from tlslite-ng within our limit ${limits.received} (largest ${Math.max(...sizes.received)})`);
   t.ok(Math.max(...sizes.sent) <= limits.sent, `every record to tlslite-ng within its limit ${limits.sent} (largest ${Math.max(...sizes.sent)})`);
   return sizes;
+}
+
+/** The length of the zero padding of every protected record a `--trace-json` log shows, by direction. */
+function paddingLengths(stderr: string): { received: number[]; sent: number[] } {
+  const lengths = { received: [] as number[], sent: [] as number[] };
+  for (const e of jsonEvents(stderr)) {
+    if (e.event !== 'trace' || e.kind !== 'record') continue;
+    const zeros = findNode(e.tree, 'zeros (padding)');
+    if (zeros) lengths[e.direction === 'sent' ? 'sent' : 'received'].push(zeros.length);
+  }
+  return lengths;
+}
+
+/** The selected_identity of the ServerHello a `--trace-json` log shows in `direction`. */
+function selectedIdentities(stderr: string, direction: 'sent' | 'received'): string[] {
+  return jsonEvents(stderr)
+    .filter((e) => e.event === 'trace' && e.kind === 'handshake' && e.direction === direction)
+    .map((e) => findNode(e.tree, 'selected_identity')?.value)
+    .filter((v): v is string => v !== undefined);
 }
 
 /** The request_update of every KeyUpdate a `--trace-json` log shows in `direction`, in order. */

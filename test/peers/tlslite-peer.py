@@ -7,7 +7,8 @@ python3-ecdsa.
 
     tlslite-peer.py --role client --port P --identity ID --psk HEX [--hash sha256|sha384]
                     [--modes psk_dhe_ke,psk_ke] [--suites IANA,...] [--groups NAME,...] [--key-shares NAME,...]
-                    [--send N] [--chunk N] [--key-update] [--record-size-limit N] [--timeout S]
+                    [--send N] [--chunk N] [--key-update] [--record-size-limit N] [--other-psk ID:HEX]
+                    [--padding N] [--timeout S]
     tlslite-peer.py --role server --port 0 ...   (prints {"event":"listening","port":P} first)
 
 The last line on stdout is one JSON object: {"event":"done",...} with the negotiated version, suite, kex
@@ -67,7 +68,10 @@ def settings_from(args):
     s.minVersion = (3, 4)
     s.maxVersion = (3, 4)
     s.versions = [(3, 4)]
-    s.pskConfigs = [(bytearray(args.identity, 'utf-8'), bytearray.fromhex(args.psk), args.hash)]
+    # --other-psk keys come first: a client offers them before the real one, a server knows them too
+    s.pskConfigs = [(bytearray(ident, 'utf-8'), bytearray.fromhex(key), args.hash)
+                    for ident, key in (o.split(':', 1) for o in args.other_psk)]
+    s.pskConfigs.append((bytearray(args.identity, 'utf-8'), bytearray.fromhex(args.psk), args.hash))
     s.psk_modes = names(args.modes)
     s.cipherNames = [SUITES[n] for n in names(args.suites)]
     groups = names(args.groups)
@@ -84,6 +88,16 @@ def settings_from(args):
         s.record_size_limit = args.record_size_limit  # else tlslite-ng's default, 2^14 + 1
     s.ticketKeys = []  # no session tickets: external PSKs only
     return s
+
+
+def new_connection(sock, args):
+    conn = CountingConnection(sock)
+    if args.padding:
+        # RFC 8446 §5.4: this many zeros after the content type of every protected record (as far as it fits).
+        # HandshakeSettings.padding_cb has no effect at the pinned commit (the handshake sets it on the
+        # BufferedSocket, not on the RecordLayer that pads), so the driver sets it where tlsfuzzer does.
+        conn._recordLayer.padding_cb = lambda size, content_type, max_padding: min(args.padding, max_padding)
+    return conn
 
 
 def pattern(n):
@@ -120,7 +134,7 @@ def send_key_update(conn):
 def run_client(args):
     sock = socket.create_connection((args.host, args.port), timeout=args.timeout)
     sock.settimeout(args.timeout)
-    conn = CountingConnection(sock)
+    conn = new_connection(sock, args)
     conn.handshakeClientCert(settings=settings_from(args))
     version = conn.getVersionName()
     data = pattern(args.send)
@@ -161,7 +175,7 @@ def run_server(args):
     sock, _ = listener.accept()
     listener.close()
     sock.settimeout(args.timeout)
-    conn = CountingConnection(sock)
+    conn = new_connection(sock, args)
     conn.handshakeServer(settings=settings_from(args))
     version = conn.getVersionName()
     echoed = 0
@@ -199,6 +213,9 @@ def main():
     p.add_argument('--key-update', action='store_true',
                    help='send a KeyUpdate (update_requested): a client halfway, a server after its first echo')
     p.add_argument('--record-size-limit', type=int, default=None, help='record_size_limit to advertise (RFC 8449; default tlslite-ng\'s 16385)')
+    p.add_argument('--other-psk', action='append', default=[], metavar='IDENTITY:HEX',
+                   help='another key (same hash): a client offers it before --identity\'s; repeatable')
+    p.add_argument('--padding', type=int, default=0, help='zero bytes of padding in every protected record')
     p.add_argument('--timeout', type=float, default=20.0, help='seconds for each socket operation')
     args = p.parse_args()
     try:
