@@ -12,7 +12,8 @@
  * either side, answered by the other; record_size_limit (RFC 8449) at 64 on our side and 128 on tlslite-ng's,
  * checked on every protected record in both directions (our --trace-json); records padded by tlslite-ng (RFC
  * 8446 §5.4); an unknown key offered before the right one (selected_identity 1); close_notify both ways; a
- * wrong key.
+ * wrong key. One way only: two key shares, one chosen without a retry, and no middlebox compatibility (our
+ * client); 0-RTT data from our client, which tlslite-ng rejects (skipping those records) and we send again.
  * Each case asserts what both sides report (suite, kex, group, identity, bytes), not only that a handshake ran.
  *
  * What tlslite-ng (at the pinned commit) does differently or lacks:
@@ -25,9 +26,13 @@
  * - HandshakeSettings.padding_cb has no effect through TLSConnection (tlsconnection.py sets it on its
  *   BufferedSocket, not on the RecordLayer that pads): the driver sets it on the record layer, as tlsfuzzer does.
  * - Without the optional ML-KEM package it has no post-quantum hybrid groups (not covered here).
+ * - No RFC 9258 importer (our --importer is not covered here) and no 0-RTT as a client; as a server it only
+ *   rejects early data.
  * - Pure-Python AES-GCM and ChaCha20 (no M2Crypto/pycryptodome installed): slow but correct; the transfers are
  *   sized to stay far below every bound.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import {
@@ -287,6 +292,33 @@ t.test('qkd-tls client offers an unknown key first -> tlslite-ng server selects 
   checkTlslite(t, await tlsliteDone(t, server.peer), c, 'two keys offered\n'.length);
 });
 
+t.test('qkd-tls client --early-data -> tlslite-ng server: rejected (tlslite-ng skips the 0-RTT records), sent again after the handshake', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await tlsliteServer(t, c);
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-tlslite-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const early = join(dir, 'early.txt');
+  await writeFile(early, 'sent as 0-RTT\n');
+  const client = qkdClient(t, server.port, ['--early-data', early]);
+  client.child.stdin.end('after the handshake\n');
+  t.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0');
+  t.equal(client.stdout, 'sent as 0-RTT\nafter the handshake\n', 'the early data came back once, before the rest (RFC 8446 §4.2.10: sent again)');
+  t.match(jsonEvent(client.stderr, 'early-data'), { status: 'rejected' }, 'qkd-tls reports the rejection');
+  checkQkd(t, client.stderr, c, 'rejected');
+  checkTlslite(t, await tlsliteDone(t, server.peer), c, 'sent as 0-RTT\nafter the handshake\n'.length);
+});
+
+t.test('qkd-tls client shares x25519 and secp256r1, tlslite-ng prefers secp256r1 (no HelloRetryRequest); no middlebox compatibility', SUBTEST, async (t) => {
+  const c: Case = { ...CASES[0], tlsliteGroups: ['secp256r1', 'x25519'], qkdGroups: ['x25519', 'secp256r1'], group: 'secp256r1' };
+  const server = await tlsliteServer(t, c);
+  const client = qkdClient(t, server.port, ['--groups', 'x25519,secp256r1', '--key-shares', 'x25519,secp256r1', '--no-middlebox-compat']);
+  client.child.stdin.end('two shares\n');
+  t.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0');
+  t.equal(client.stdout, 'two shares\n', 'the line came back');
+  checkQkd(t, client.stderr, c);
+  checkTlslite(t, await tlsliteDone(t, server.peer), c, 'two shares\n'.length);
+});
+
 t.test('qkd-tls client with the wrong key -> tlslite-ng server: tlslite-ng sends illegal_parameter (RFC 8446 §6.2 says decrypt_error)', SUBTEST, async (t) => {
   const server = await tlsliteServer(t, CASES[0]);
   const client = qkdClient(t, server.port, [], 'SHA-256', WRONG_PSK_HEX);
@@ -385,10 +417,10 @@ function checkTlslite(t: Tap, done: TlsliteDone, c: Case, bytes: number): void {
 }
 
 /** What qkd-tls reported (`--json` handshake line on stderr). */
-function checkQkd(t: Tap, stderr: string, c: Case): void {
+function checkQkd(t: Tap, stderr: string, c: Case, earlyData: 'none' | 'rejected' = 'none'): void {
   t.match(
     jsonEvent(stderr, 'handshake'),
-    { version: 'TLSv1.3', suite: c.suite, kex: c.kex, group: c.group, identity: PSK_IDENTITY, earlyData: 'none', ...(c.helloRetry ? { helloRetry: true } : {}) },
+    { version: 'TLSv1.3', suite: c.suite, kex: c.kex, group: c.group, identity: PSK_IDENTITY, earlyData, ...(c.helloRetry ? { helloRetry: true } : {}) },
     `qkd-tls: ${c.suite} ${c.kex} ${c.group ?? ''}${c.helloRetry ? ' after HelloRetryRequest' : ''}`,
   );
   if (!c.helloRetry) t.notOk(jsonEvent(stderr, 'handshake')!.helloRetry, 'no HelloRetryRequest');
