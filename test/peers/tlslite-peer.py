@@ -29,6 +29,7 @@ import sys
 from tlslite.api import HandshakeSettings, TLSConnection
 from tlslite.constants import AlertDescription, CipherSuite, GroupName, KeyUpdateMessageType
 from tlslite.errors import TLSLocalAlert, TLSRemoteAlert
+from tlslite.messages import Alert
 
 # IANA suite name -> tlslite-ng's cipherNames entry
 SUITES = {
@@ -40,11 +41,21 @@ FFDHE = ('ffdhe2048', 'ffdhe3072', 'ffdhe4096', 'ffdhe6144', 'ffdhe8192')
 
 
 class CountingConnection(TLSConnection):
-    """TLSConnection that counts the KeyUpdate messages it receives (tlslite-ng handles them inside read())."""
+    """
+    TLSConnection that records the KeyUpdate messages it receives (tlslite-ng handles them inside read()) and
+    whether close() got the peer's close_notify (close() treats a connection closed without one as fine too).
+    """
 
     def __init__(self, sock):
         TLSConnection.__init__(self, sock)
         self.key_updates_received = []
+        self.close_notify_received = False
+
+    def _getMsg(self, expectedType, secondaryType=None, constructorType=None):
+        for result in TLSConnection._getMsg(self, expectedType, secondaryType, constructorType):
+            if isinstance(result, Alert) and result.description == AlertDescription.close_notify:
+                self.close_notify_received = True
+            yield result
 
     def _handle_keyupdate_request(self, request):
         self.key_updates_received.append(
@@ -156,13 +167,11 @@ def run_client(args):
             echoed += got
     if bytes(echoed) != data:
         raise RuntimeError('the echo differs from what was sent')
-    result = describe(conn, args, version, len(data), len(echoed), key_updates_sent, False)
     # close_notify, then wait for the server's (closeSocket = False makes close() read it)
     conn.closeSocket = False
     conn.close()
     sock.close()
-    result['closeNotifyReceived'] = True
-    emit(result)
+    emit(describe(conn, args, version, len(data), len(echoed), key_updates_sent, conn.close_notify_received))
 
 
 def run_server(args):
