@@ -21,8 +21,9 @@
  *   TLSIllegalParameterException "Binder does not verify"); RFC 8446 §6.2 names decrypt_error for a PSK binder
  *   that does not validate, which is what qkd-tls sends. The test asserts each side's actual alert.
  * - On a close_notify it answers with its own and closes at once (no half-close, RFC 8446 §6.1 allows that).
- * - It has no API to report a received KeyUpdate: the driver counts them by wrapping
- *   TLSConnection._handle_keyupdate_request in a subclass (the vendored code stays unmodified).
+ * - It has no API to report a received KeyUpdate, and its close() also returns quietly on a connection closed
+ *   without close_notify: the driver's TLSConnection subclass records both (_handle_keyupdate_request, _getMsg);
+ *   the vendored code stays unmodified.
  * - HandshakeSettings.padding_cb has no effect through TLSConnection (tlsconnection.py sets it on its
  *   BufferedSocket, not on the RecordLayer that pads): the driver sets it on the record layer, as tlsfuzzer does.
  * - Without the optional ML-KEM package it has no post-quantum hybrid groups (not covered here).

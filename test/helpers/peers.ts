@@ -119,7 +119,10 @@ export function missingPython(t: TestLike, what: string, pythonPath: readonly st
       timeout: 30_000,
     });
     if (r.error) reason = `${PYTHON} cannot run (${r.error.message}; Debian: apt-get install python3 python3-ecdsa)`;
-    else if (r.status !== 0) reason = `${PYTHON} cannot import ${modules.join(', ')} (Debian: apt-get install python3-ecdsa): ${r.stderr.trim().split('\n').pop()}`;
+    else if (r.status !== 0) {
+      const why = r.stderr.trim().split('\n').pop();
+      reason = `${PYTHON} with PYTHONPATH=${pythonPath.join(delimiter)} cannot import ${modules.join(', ')} (Debian: apt-get install python3-ecdsa): ${why}`;
+    }
   }
   if (!reason) return false;
   if (UNDER_CI) t.fail(`${reason}: ${what} must run under CI`);
