@@ -1,0 +1,779 @@
+# Conversations from tlsfuzzer's TLS 1.3 record-layer and handshake-robustness scripts, ported to
+# external-PSK handshakes so that they run against a PSK-only server (`qkd-tls server`).
+#
+# tlsfuzzer (github.com/tlsfuzzer/tlsfuzzer, GPL-2.0) is used as a library, unmodified: its Runner, its
+# conversation nodes and its PSK helpers (psk_ext_gen / psk_ext_updater / gen_srv_ext_handler_psk, as
+# tlsfuzzer/_apps/test_tls13_psk_dhe_ke.py builds the PSK ClientHello and its binder). Each conversation is
+# named "<original script>: <original conversation name>" and keeps the original expectation (the alert it
+# names, RFC 8446 §6) unless a comment beside it says why a PSK-only echo server differs. Certificate and
+# signature conversations are not ported.
+#
+# Differences from the originals that apply to every conversation:
+# - the ClientHello carries psk_key_exchange_modes and pre_shared_key (last, binder computed over the
+#   message as sent); the server answers without Certificate / CertificateVerify;
+# - one cipher suite, the one of the PSK's hash (a PSK is bound to its hash, RFC 8446 §4.2.11);
+# - `qkd-tls server` echoes application data rather than answering an HTTP request, possibly in several
+#   records, so "expect a reply" becomes ExpectEcho: application data records until the bytes sent have come
+#   back, compared byte for byte.
+#
+# Usage: tlsfuzzer-psk-conversations.py -h HOST -p PORT --psk HEX --psk-iden ID [--psk-sha384]
+#        [-e NAME]... [NAME...]
+# Run with PYTHONPATH naming the vendored tlsfuzzer and tlslite-ng. Prints tlsfuzzer's usual summary
+# (TOTAL / SKIP / PASS / XFAIL / FAIL / XPASS, then FAILED: and the failed names) and exits 1 on a failure.
+
+from __future__ import print_function
+
+import getopt
+import sys
+import traceback
+from collections import OrderedDict
+
+from tlsfuzzer.runner import Runner
+from tlsfuzzer.messages import Connect, ClientHelloGenerator, \
+    ChangeCipherSpecGenerator, FinishedGenerator, ApplicationDataGenerator, \
+    AlertGenerator, KeyUpdateGenerator, SetPaddingCallback, SetMaxRecordSize, \
+    RawMessageGenerator, TCPBufferingEnable, TCPBufferingDisable, \
+    TCPBufferingFlush, PopMessageFromList, FlushMessageList, split_message, \
+    queue_message, skip_post_send, truncate_handshake, pad_handshake, \
+    fuzz_message, fuzz_encrypted_message
+from tlsfuzzer.expect import ExpectServerHello, ExpectChangeCipherSpec, \
+    ExpectEncryptedExtensions, ExpectFinished, ExpectAlert, ExpectClose, \
+    ExpectApplicationData, ExpectNewSessionTicket, ExpectKeyUpdate, \
+    ExpectHelloRetryRequest, srv_ext_handler_supp_vers, \
+    gen_srv_ext_handler_psk, srv_ext_handler_key_share
+from tlsfuzzer.helpers import key_share_gen, psk_ext_gen, psk_ext_updater, \
+    AutoEmptyExtension
+from tlsfuzzer.utils.lists import natural_sort_keys
+
+from tlslite.constants import CipherSuite, AlertLevel, AlertDescription, \
+    TLS_1_3_DRAFT, GroupName, ExtensionType, PskKeyExchangeMode, \
+    ContentType, KeyUpdateMessageType
+from tlslite.extensions import KeyShareEntry, ClientKeyShareExtension, \
+    SupportedVersionsExtension, SupportedGroupsExtension, \
+    PskKeyExchangeModesExtension, PaddingExtension, TLSExtension
+from tlslite.utils.compat import a2b_hex, compatAscii2Bytes
+
+GET = bytearray(b"GET / HTTP/1.0\r\n\r\n")
+FATAL = AlertLevel.fatal
+AD = AlertDescription
+
+
+class ExpectEcho(ExpectApplicationData):
+    """Application data records until `expected` has come back whole (the server echoes, maybe split)."""
+
+    def __init__(self, expected):
+        super(ExpectEcho, self).__init__()
+        self.expected = bytes(expected)
+        self.got = bytearray()
+        self.rest = None
+
+    def add_child(self, child):
+        self.rest = child
+        self.child = child
+        return child
+
+    def process(self, state, msg):
+        super(ExpectEcho, self).process(state, msg)
+        if len(self.got) >= len(self.expected):  # a new run of the same tree ("sanity" runs twice)
+            self.got = bytearray()
+        self.got += msg.write()
+        if not self.expected.startswith(bytes(self.got)):
+            raise AssertionError("echo differs: sent {0!r}, got {1!r}".format(
+                self.expected[:64], bytes(self.got[:64])))
+        # stay on this node until every byte sent has come back
+        self.child = self if len(self.got) < len(self.expected) else self.rest
+
+
+class Ctx(object):
+    def __init__(self, host, port, psk_settings, prf):
+        self.host = host
+        self.port = port
+        self.psk = psk_settings
+        self.prf = prf
+        self.prf_size = 32 if prf == "sha256" else 48
+        self.cipher = CipherSuite.TLS_AES_128_GCM_SHA256 if prf == "sha256" \
+            else CipherSuite.TLS_AES_256_GCM_SHA384
+
+
+def ch_ext(ctx, groups=(GroupName.secp256r1,), shares=None, modes=None,
+           versions=None, before=None, after=None):
+    """ClientHello extensions: `before`, supported_versions, supported_groups, key_share, psk modes,
+    `after`, and pre_shared_key last (RFC 8446 §4.2.11). `shares`: KeyShareEntry list, default one for
+    groups[0]; an empty key_share when shares == []."""
+    ext = OrderedDict()
+    if before:
+        ext.update(before)
+    ext[ExtensionType.supported_versions] = SupportedVersionsExtension() \
+        .create(versions if versions is not None else [TLS_1_3_DRAFT, (3, 3)])
+    if modes is None:
+        modes = [PskKeyExchangeMode.psk_dhe_ke]
+    if PskKeyExchangeMode.psk_dhe_ke in modes:
+        ext[ExtensionType.supported_groups] = SupportedGroupsExtension() \
+            .create(list(groups))
+        if shares is None:
+            shares = [key_share_gen(groups[0])]
+        ext[ExtensionType.key_share] = ClientKeyShareExtension().create(shares)
+    ext[ExtensionType.psk_key_exchange_modes] = PskKeyExchangeModesExtension() \
+        .create(modes)
+    if after:
+        ext.update(after)
+    ext[ExtensionType.pre_shared_key] = psk_ext_gen(ctx.psk)
+    return ext
+
+
+def ch(ctx, ext=None, ciphers=None, mods=(), **kw):
+    """A ClientHelloGenerator whose binder is computed last (after `mods`)."""
+    return ClientHelloGenerator(
+        ciphers if ciphers is not None else [ctx.cipher],
+        extensions=ext if ext is not None else ch_ext(ctx),
+        modifiers=list(mods) + [psk_ext_updater(ctx.psk)], **kw)
+
+
+def start(ctx, hello=None, pre=(), version=None):
+    """Connect, the commands in `pre`, then the ClientHello."""
+    conv = Connect(ctx.host, ctx.port, version=version) if version \
+        else Connect(ctx.host, ctx.port)
+    node = conv
+    for cmd in pre:
+        node = node.add_child(cmd)
+    node = node.add_child(hello if hello is not None else ch(ctx))
+    return conv, node
+
+
+def server_flight(node, ctx, dhe=True, hrr=False):
+    """ServerHello (PSK accepted, identity 0) .. server Finished; without Certificate/CertificateVerify."""
+    ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+           ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk)}
+    if dhe:
+        ext[ExtensionType.key_share] = srv_ext_handler_key_share
+    node = node.add_child(ExpectServerHello(extensions=ext))
+    if not hrr:  # after a HelloRetryRequest the CCS came with it
+        node = node.add_child(ExpectChangeCipherSpec())
+    node = node.add_child(ExpectEncryptedExtensions())
+    node = node.add_child(ExpectFinished())
+    return node
+
+
+def handshake(ctx, hello=None, pre=(), dhe=True, version=None):
+    conv, node = start(ctx, hello, pre, version)
+    return conv, server_flight(node, ctx, dhe)
+
+
+def nst_cycle(node):
+    """NewSessionTicket, optional, 0 to many times; returns the cycle node (attach next_sibling)."""
+    cycle = ExpectNewSessionTicket()
+    node = node.add_child(cycle)
+    node.add_child(cycle)
+    return node
+
+
+def echo_close(node, data=GET, send=True):
+    """Send `data` (unless send=False: already sent), expect it echoed, close_notify both ways."""
+    if send:
+        node = node.add_child(ApplicationDataGenerator(data))
+    node = nst_cycle(node)
+    node.next_sibling = ExpectEcho(data)
+    node = node.next_sibling
+    close(node)
+
+
+def close(node):
+    node = node.add_child(AlertGenerator(AlertLevel.warning,
+                                         AlertDescription.close_notify))
+    node = node.add_child(ExpectAlert())
+    node.next_sibling = ExpectClose()
+
+
+def fatal(node, description, nst=True):
+    """Expect a fatal alert `description` and the connection closed (after optional NSTs)."""
+    if nst:
+        node = nst_cycle(node)
+        node.next_sibling = ExpectAlert(FATAL, description)
+        node.next_sibling.add_child(ExpectClose())
+    else:
+        node = node.add_child(ExpectAlert(FATAL, description))
+        node.add_child(ExpectClose())
+
+
+def conversations_for(ctx):
+    c = OrderedDict()
+    T = KeyUpdateMessageType
+
+    # ---- sanity (run first and last) and psk_ke
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["sanity"] = conv
+
+    conv, node = handshake(ctx, ch(ctx, ch_ext(ctx, modes=[PskKeyExchangeMode.psk_ke])), dhe=False)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["psk_ke: sanity"] = conv
+
+    # ---- test-tls13-zero-length-data
+    for label, pad in (("", None), (" with padding", SetPaddingCallback.fixed_length_cb(30)),
+                       (" with large padding", SetPaddingCallback.fill_padding_cb)):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        if pad:
+            node = node.add_child(SetPaddingCallback(pad))
+        for part in (b"", b"GET /", b"", b"HTTP/1.", b"", b"0\r\n\r\n"):
+            node = node.add_child(ApplicationDataGenerator(bytearray(part)))
+        echo_close(node, bytearray(b"GET /HTTP/1.0\r\n\r\n"), send=False)
+        c["zero-length-data: zero-length app data" + label] = conv
+
+    # application data before the client's Finished: RFC 8446 §5.1 / §6, unexpected_message
+    for label, pad in (("zero-length app data during handshake", None),
+                       ("zero-length app data with padding during handshake",
+                        SetPaddingCallback.fixed_length_cb(30)),
+                       ("zero-len app data with large padding during handshake",
+                        SetPaddingCallback.fill_padding_cb)):
+        conv, node = handshake(ctx)
+        if pad:
+            node = node.add_child(SetPaddingCallback(pad))
+        node = node.add_child(ApplicationDataGenerator(bytearray(0)))
+        fatal(node, AD.unexpected_message)
+        c["zero-length-data: " + label] = conv
+
+    # application data between two fragments of the ClientHello (§5.1: handshake messages MUST NOT be
+    # interleaved with other record types)
+    for label, pad in (("zero-length app data interleaved in handshake", None),
+                       ("zero-len app data with padding interleaved in handshake",
+                        SetPaddingCallback.fixed_length_cb(30))):
+        fragments = []
+        conv, node = start(ctx, split_message(ch(ctx), fragments, 2))
+        node = node.add_child(PopMessageFromList(fragments))
+        if pad:
+            node = node.add_child(SetPaddingCallback(pad))
+        node = node.add_child(ApplicationDataGenerator(bytearray(0)))
+        fatal(node, AD.unexpected_message, nst=False)
+        c["zero-length-data: " + label] = conv
+
+    # ---- test-tls13-record-padding
+    for label, pad in (("set-fixed-length-padding", SetPaddingCallback.fixed_length_cb(30)),
+                       ("set-max-length-padding", SetPaddingCallback.fill_padding_cb)):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        node = node.add_child(SetPaddingCallback(pad))
+        echo_close(node)
+        c["record-padding: " + label] = conv
+
+    # the client's Finished itself padded to the maximum (padding is allowed in every encrypted record)
+    conv, node = handshake(ctx)
+    node = node.add_child(SetPaddingCallback(SetPaddingCallback.fill_padding_cb))
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["record-padding: Finished with max-length padding (PSK port)"] = conv
+
+    # ---- test-tls13-keyupdate
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    node = nst_cycle(node)
+    node.next_sibling = ExpectKeyUpdate(message_type=T.update_not_requested)
+    node = node.next_sibling.add_child(ExpectEcho(GET))
+    close(node)
+    c["keyupdate: post-handshake KeyUpdate msg with update_request"] = conv
+
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_not_requested))
+    echo_close(node)
+    c["keyupdate: post-handshake KeyUpdate msg with update_not_request"] = conv
+
+    # KeyUpdate body is one byte (§4.6.3): shorter or longer is decode_error
+    for label, wrap in (("empty KeyUpdate message", lambda g: truncate_handshake(g, 1)),
+                        ("large KeyUpdate message", lambda g: pad_handshake(g, 1))):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        node = node.add_child(wrap(KeyUpdateGenerator(message_type=T.update_requested)))
+        node = node.add_child(ApplicationDataGenerator(GET))
+        fatal(node, AD.decode_error)
+        c["keyupdate: " + label] = conv
+
+    # two KeyUpdates in one record encrypted with the keys after the first: the server still holds the
+    # old keys, so the record cannot be authenticated (bad_record_mac, §5.2)
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(queue_message(KeyUpdateGenerator(message_type=T.update_not_requested)))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    fatal(node, AD.bad_record_mac)
+    c["keyupdate: two KeyUpdates in one record with future keys"] = conv
+
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    fragments = []
+    node = node.add_child(split_message(KeyUpdateGenerator(message_type=T.update_not_requested),
+                                        fragments, 1))
+    node = node.add_child(queue_message(FlushMessageList(fragments)))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    fatal(node, AD.bad_record_mac)
+    c["keyupdate: two KeyUpdates, first fragmented, second fragment under new keys together with "
+      "second KeyUpdate"] = conv
+
+    # a KeyUpdate not at the end of its record (§5.1: a message preceding a key change must end its record)
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(queue_message(skip_post_send(
+        KeyUpdateGenerator(message_type=T.update_not_requested))))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    fatal(node, AD.unexpected_message)
+    c["keyupdate: two KeyUpdates in one record"] = conv
+
+    # request_update other than 0 or 1: illegal_parameter (§4.6.3). The original tries 2..255.
+    for msg_type in (2, 3, 0x80, 255):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        node = node.add_child(KeyUpdateGenerator(message_type=msg_type))
+        node = node.add_child(ApplicationDataGenerator(GET))
+        fatal(node, AD.illegal_parameter)
+        c["keyupdate: invalid message_type - {0}, in KeyUpdate msg".format(msg_type)] = conv
+
+    # "GET" then KeyUpdate(update_requested) then the rest. An echo server may echo "GET" before it reads
+    # the KeyUpdate, so both orders are accepted; the KeyUpdate answer must precede any application data
+    # the server sends after reading the request (§4.6.3).
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ApplicationDataGenerator(bytearray(b"GET")))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = nst_cycle(node)
+    rest = bytearray(b" / HTTP/1.0\r\n\r\n")
+    ku_first = ExpectKeyUpdate(message_type=T.update_not_requested)
+    echo_first = ExpectEcho(bytearray(b"GET"))
+    node.next_sibling = ku_first
+    ku_first.next_sibling = echo_first
+    n = ku_first.add_child(ApplicationDataGenerator(rest))
+    n = n.add_child(ExpectEcho(GET))
+    close(n)
+    n = echo_first.add_child(ExpectKeyUpdate(message_type=T.update_not_requested))
+    n = n.add_child(ApplicationDataGenerator(rest))
+    n = n.add_child(ExpectEcho(rest))
+    close(n)
+    c["keyupdate: app data split, conversation with KeyUpdate msg"] = conv
+
+    # 32 KeyUpdates with update_requested: the server may answer each or coalesce (§4.6.3)
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    for _ in range(32):
+        node = node.add_child(KeyUpdateGenerator(message_type=T.update_requested))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    node = nst_cycle(node)
+    ku = ExpectKeyUpdate(message_type=T.update_not_requested)
+    node.next_sibling = ku
+    ku.add_child(ku)
+    ku.next_sibling = ExpectEcho(GET)
+    close(ku.next_sibling)
+    c["keyupdate: multiple KeyUpdate messages"] = conv
+
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    fragments = []
+    node = node.add_child(split_message(KeyUpdateGenerator(message_type=T.update_requested),
+                                        fragments, 2))
+    node = node.add_child(FlushMessageList(fragments))
+    node = node.add_child(ApplicationDataGenerator(GET))
+    node = nst_cycle(node)
+    node.next_sibling = ExpectKeyUpdate(message_type=T.update_not_requested)
+    node = node.next_sibling.add_child(ExpectEcho(GET))
+    close(node)
+    c["keyupdate: fragmented keyupdate msg"] = conv
+
+    # application data between fragments of a KeyUpdate (§5.1): unexpected_message
+    for fragment_len in range(1, 5):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        fragments = []
+        node = node.add_child(split_message(KeyUpdateGenerator(message_type=T.update_requested),
+                                            fragments, fragment_len))
+        node = node.add_child(ApplicationDataGenerator(GET))
+        node = node.add_child(FlushMessageList(fragments))
+        fatal(node, AD.unexpected_message)
+        c["keyupdate: {0}/{1} fragmented keyupdate msg, appdata between".format(
+            fragment_len, 5 - fragment_len)] = conv
+
+    # ---- test-tls13-record-layer-limits (§5.1, §5.2: plaintext over 2^14 or ciphertext over 2^14 + 256
+    # is record_overflow)
+    big = bytearray(b"GET / HTTP/1.0\r\nX-test: " + b"A" * (2 ** 14 - 28) + b"\r\n\r\n")
+    assert len(big) == 2 ** 14
+    conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+    node = node.add_child(FinishedGenerator())
+    echo_close(node, big)
+    c["record-layer-limits: max size payload in app_data"] = conv
+
+    conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ApplicationDataGenerator(big + bytearray(b"A")))
+    fatal(node, AD.record_overflow)
+    c["record-layer-limits: too big payload in app_data, data size: 2**14 + 1"] = conv
+
+    data = bytearray(b"GET / HTTP/1.0\r\nX-test: " + b"A" * (2 ** 14 - 28 - 8) + b"\r\n\r\n")
+    padding_size = 2 ** 14 + 2 - len(data) - 1
+    conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(SetPaddingCallback(SetPaddingCallback.add_fixed_padding_cb(padding_size)))
+    node = node.add_child(ApplicationDataGenerator(data))
+    fatal(node, AD.record_overflow)
+    c["record-layer-limits: too big plaintext, size: 2**14 - 8, with an additional {0} bytes of "
+      "padding".format(padding_size)] = conv
+
+    # a Finished message of 2^14 bytes fits a record but has the wrong length: decode_error (§4.4.4)
+    pad_left = 2 ** 14 - ctx.prf_size - 4
+    conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+    node = node.add_child(FinishedGenerator(pad_left=pad_left))
+    fatal(node, AD.decode_error)
+    c["record-layer-limits: max size payload (2**14) of Finished msg, with {0} bytes of left "
+      "padding".format(pad_left)] = conv
+
+    conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+    node = node.add_child(FinishedGenerator(pad_left=pad_left + 1))
+    fatal(node, AD.record_overflow)
+    c["record-layer-limits: too big payload (2**14 + 1) of Finished msg, with {0} bytes of left "
+      "padding".format(pad_left + 1)] = conv
+
+    for extra in (0, 1):
+        padding_size = 2 ** 14 + 256 - ctx.prf_size - 16 - 5 + extra
+        conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+        node = node.add_child(SetPaddingCallback(SetPaddingCallback.add_fixed_padding_cb(padding_size)))
+        node = node.add_child(FinishedGenerator())
+        fatal(node, AD.record_overflow)
+        c["record-layer-limits: {0} Finished msg, with {1} bytes of record layer padding".format(
+            "too big" if extra else "max size of", padding_size)] = conv
+
+    # ciphertext of 2^14 + 256 + 1 bytes with a corrupted tag: the length is checked first (§5.2)
+    for val, pos in ((0x01, -1), (0x80, -16)):
+        data = bytearray(b"GET / HTTP/1.0\r\nX-test: " + b"A" * (2 ** 14 - 28 + 256 - 16) + b"\r\n\r\n")
+        conv, node = handshake(ctx, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+        node = node.add_child(FinishedGenerator())
+        node = node.add_child(fuzz_encrypted_message(ApplicationDataGenerator(data), xors={pos: val}))
+        fatal(node, AD.record_overflow)
+        c["record-layer-limits: too big ciphertext with size 2**14 + 256 and fuzzed tag with {0} on "
+          "pos {1}".format(val, pos)] = conv
+
+    # ClientHello of exactly 2^14 bytes in one record is fine; one byte more overflows the record (§5.1).
+    # The original pads a fixed amount for its own ClientHello; here the padding extension is sized for
+    # this PSK ClientHello (before the binder is computed).
+    for size, ok in ((2 ** 14, True), (2 ** 14 + 1, False)):
+        ext = ch_ext(ctx, after={ExtensionType.client_hello_padding: PaddingExtension().create(0)})
+        hello = ch(ctx, ext, mods=[pad_client_hello_to(size)])
+        conv, node = start(ctx, hello, pre=[SetMaxRecordSize(2 ** 16 - 1)])
+        if ok:
+            node = server_flight(node, ctx)
+            node = node.add_child(FinishedGenerator())
+            echo_close(node)
+        else:
+            fatal(node, AD.record_overflow, nst=False)
+        c["record-layer-limits: {0} ClientHello msg ({1} bytes)".format(
+            "max size of" if ok else "too big", size)] = conv
+
+    # ---- test-tls13-ccs (§5: one CCS of value 0x01 may come before the Finished; any other value, or a
+    # CCS after the Finished, is unexpected_message)
+    conv, node = handshake(ctx)
+    node = node.add_child(ChangeCipherSpecGenerator())
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["ccs: both client and server send CCS"] = conv
+
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ChangeCipherSpecGenerator())
+    fatal(node, AD.unexpected_message)
+    c["ccs: CCS message after Finished message"] = conv
+
+    # the original accepts any fatal alert; §5 names unexpected_message for a CCS of another value
+    conv, node = handshake(ctx)
+    node = node.add_child(RawMessageGenerator(ContentType.change_cipher_spec, bytearray(b"\x01\x01")))
+    fatal(node, AD.unexpected_message)
+    c["ccs: two byte long CCS"] = conv
+
+    # ---- test-tls13-multiple-ccs-messages
+    conv, node = start(ctx)
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = server_flight(node, ctx)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["multiple-ccs-messages: sanity with one CCS message"] = conv
+
+    conv, node = start(ctx)
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = server_flight(node, ctx)
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = node.add_child(FinishedGenerator())
+    fatal(node, AD.unexpected_message, nst=False)
+    c["multiple-ccs-messages: second CCS before client finished"] = conv
+
+    conv, node = start(ctx)
+    node = node.add_child(TCPBufferingEnable())
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = node.add_child(TCPBufferingDisable())
+    node = node.add_child(TCPBufferingFlush())
+    node = server_flight(node, ctx)
+    fatal(node, AD.unexpected_message, nst=False)
+    c["multiple-ccs-messages: multiple CCS Messages in one TCP packet"] = conv
+
+    conv, node = start(ctx, pre=[TCPBufferingEnable()])
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = node.add_child(ChangeCipherSpecGenerator(fake=True))
+    node = node.add_child(TCPBufferingDisable())
+    node = node.add_child(TCPBufferingFlush())
+    node = server_flight(node, ctx)
+    fatal(node, AD.unexpected_message, nst=False)
+    c["multiple-ccs-messages: CH and multiple CCS Messages in one TCP packet"] = conv
+
+    conv, node = start(ctx)
+    node = node.add_child(RawMessageGenerator(ContentType.change_cipher_spec, bytearray(b"\x01\x01")))
+    node = server_flight(node, ctx)
+    fatal(node, AD.unexpected_message, nst=False)
+    c["multiple-ccs-messages: multiple CCS Messages in one TLS record"] = conv
+
+    # ---- test-tls13-empty-alert: a zero-length alert record, under handshake or application keys
+    for enc in ("handshake", "application"):
+        for padsize in (0, 2, 5, 30):
+            conv, node = handshake(ctx)
+            if enc == "application":
+                node = node.add_child(FinishedGenerator())
+            if padsize:
+                node = node.add_child(SetPaddingCallback(SetPaddingCallback.fixed_length_cb(padsize)))
+            node = node.add_child(RawMessageGenerator(ContentType.alert, bytearray(0)))
+            fatal(node, AD.unexpected_message)
+            if padsize:
+                name = "empty alert with {0} bytes of padding using {1} keys".format(padsize, enc)
+            else:
+                name = "empty alert with no padding using {0} keys".format(enc)
+            c["empty-alert: " + name] = conv
+
+    # ---- test-tls13-legacy-version (Appendix D.5, §4.1.2): legacy_version below 0x0303 with TLS 1.3 in
+    # supported_versions is protocol_version
+    for prot_version in [(3, 0), (0, 0), (2, 0), (0, 2), (1, 0), (1, 3), (1, 2), (0, 1)]:
+        ext = ch_ext(ctx, versions=[TLS_1_3_DRAFT, prot_version])
+        conv, node = start(ctx, ch(ctx, ext, version=prot_version))
+        fatal(node, AD.protocol_version, nst=False)
+        c["legacy-version: version {0}".format(prot_version)] = conv
+
+    # ---- test-tls13-version-negotiation
+    # legacy_record_version "MUST be ignored for all purposes" (§5.1)
+    for version_id in range(0, 4):
+        conv, node = handshake(ctx, version=(3, version_id))
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["version-negotiation: tls 1.3 negotiation with SSL 3.{0} in record layer".format(
+            version_id)] = conv
+
+    # only unknown versions in supported_versions: protocol_version (§4.2.1)
+    for label, versions in (("tls 1.8 only", [(3, 9)]), ("SSL 3.0 in supported version", [(3, 0)])):
+        conv, node = start(ctx, ch(ctx, ch_ext(ctx, versions=versions)))
+        fatal(node, AD.protocol_version, nst=False)
+        c["version-negotiation: " + label] = conv
+
+    # ---- test-tls13-invalid-ciphers / test-tls13-nociphers
+    for un_cipher in (0x1306, 0x13ff):
+        conv, node = handshake(ctx, ch(ctx, ciphers=[un_cipher, ctx.cipher]))
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["invalid-ciphers: non-existing cipher {0} with valid one".format(hex(un_cipher))] = conv
+    # no TLS 1.3 suite offered: handshake_failure (§4.1.1)
+    for invalid_cipher in (0x1306, CipherSuite.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+                           CipherSuite.TLS_RSA_WITH_3DES_EDE_CBC_SHA):
+        conv, node = start(ctx, ch(ctx, ciphers=[invalid_cipher]))
+        fatal(node, AD.handshake_failure, nst=False)
+        c["invalid-ciphers: only invalid cipher {0}".format(hex(invalid_cipher))] = conv
+    conv, node = start(ctx, ch(ctx, ciphers=[CipherSuite.TLS_RSA_WITH_AES_256_CBC_SHA,
+                                             CipherSuite.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA]))
+    fatal(node, AD.handshake_failure, nst=False)
+    c["nociphers: tls13-no-ciphers"] = conv
+
+    # ---- test-tls13-hrr: empty key_share, so the server asks for one (§4.1.4); the second ClientHello's
+    # binder covers ClientHello1's hash and the HelloRetryRequest (§4.2.11.2)
+    conv, node = start(ctx, ch(ctx, ch_ext(ctx, shares=[])))
+    node = node.add_child(ExpectHelloRetryRequest(extensions=OrderedDict([
+        (ExtensionType.key_share, None), (ExtensionType.supported_versions, None)])))
+    node = node.add_child(ExpectChangeCipherSpec())
+    node = node.add_child(ch(ctx))
+    node = server_flight(node, ctx, hrr=True)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["hrr: HRR because of empty key_shares"] = conv
+
+    # ---- test-tls13-unrecognised-groups
+    unknown = list(range(34, 40))
+    conv, node = handshake(ctx, ch(ctx, ch_ext(
+        ctx, groups=[GroupName.secp256r1] + unknown,
+        shares=[KeyShareEntry().create(g, bytearray(b"\xab" * 64)) for g in unknown] +
+        [key_share_gen(GroupName.secp256r1)])))
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["unrecognised-groups: known group secp256r1 and unknown groups from EC range, key_share of "
+      "size 64"] = conv
+
+    conv, node = start(ctx, ch(ctx, ch_ext(
+        ctx, groups=[GroupName.secp256r1] + unknown,
+        shares=[KeyShareEntry().create(g, bytearray(b"\xab" * 64)) for g in unknown])))
+    node = node.add_child(ExpectHelloRetryRequest(extensions=OrderedDict([
+        (ExtensionType.key_share, None), (ExtensionType.supported_versions, None)])))
+    node = node.add_child(ExpectChangeCipherSpec())
+    node = node.add_child(ch(ctx, ch_ext(ctx, groups=[GroupName.secp256r1] + unknown)))
+    node = server_flight(node, ctx, hrr=True)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["unrecognised-groups: only unknown key_share from EC range, key_share of size 64 + "
+      "secp256r1 in supported_groups"] = conv
+
+    # no group in common and only psk_dhe_ke offered: handshake_failure (§4.1.1)
+    conv, node = start(ctx, ch(ctx, ch_ext(
+        ctx, groups=unknown,
+        shares=[KeyShareEntry().create(g, bytearray(b"\xab" * 64)) for g in unknown])))
+    fatal(node, AD.handshake_failure, nst=False)
+    c["unrecognised-groups: only unknown supported_groups from EC range, key_share of size 64"] = conv
+
+    # ---- test-tls13-large-number-of-extensions: 4096 empty unassigned extensions (a ClientHello over
+    # 2^14 bytes, so fragmented over two records) and 1024 with payloads; the server ignores them (§4.2)
+    unassigned = list(range(2, 5)) + list(range(6, 10)) + [11, 12, 17] + list(range(22, 28)) + \
+        list(range(29, 41)) + [46] + list(range(52, 57)) + list(range(58, 65536))
+    chunk = unassigned[:4096]
+    before = OrderedDict((i, AutoEmptyExtension()) for i in chunk)
+    conv, node = handshake(ctx, ch(ctx, ch_ext(ctx, before=before)))
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["large-number-of-extensions: empty unassigned extensions, ids in range from {0} to {1}".format(
+        chunk[0], chunk[-1])] = conv
+
+    chunk = unassigned[4096:4096 + 1024]
+    before = OrderedDict((i, TLSExtension(extType=i).create(bytearray((i * 7 + j) % 256 for j in range(i % 64))))
+                         for i in chunk)
+    conv, node = handshake(ctx, ch(ctx, ch_ext(ctx, before=before)))
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["large-number-of-extensions: unassigned extensions with payload, ids in range from {0} to "
+      "{1}".format(chunk[0], chunk[-1])] = conv
+
+    # ---- test-tls13-finished (§4.4.4: a Finished of the wrong length is decode_error, a wrong
+    # verify_data decrypt_error)
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator(trunc_start=0, trunc_end=0))
+    fatal(node, AD.decode_error)
+    c["finished: empty"] = conv
+
+    for mbit in (0, 7, 8, 8 * ctx.prf_size - 1):
+        mbyte = mbit // 8 + 1
+        conv, node = handshake(ctx)
+        node = node.add_child(fuzz_message(FinishedGenerator(), xors={-mbyte: 0x01 << mbit % 8}))
+        fatal(node, AD.decrypt_error)
+        c["finished: single bit error, bit {0}".format(mbit)] = conv
+
+    for start_, end in ((0, -1), (0, -16), (0, 12), (1, None), (16, None)):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator(trunc_start=start_, trunc_end=end))
+        fatal(node, AD.decode_error)
+        c["finished: truncation, start {0}, end {1}".format(start_, end)] = conv
+
+    for pad_byte, pad_left, pad_right in ((0, 0, 1), (0, 0, 16), (0, 0, 2 ** 14 - 4 - ctx.prf_size),
+                                          (0, 0, 0x20000), (0, 1, 0), (0, 16, 0), (0, 1, 1)):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator(pad_byte=pad_byte, pad_left=pad_left,
+                                                pad_right=pad_right))
+        fatal(node, AD.decode_error)
+        c["finished: padding, pad_byte {0}, pad_left {1}, pad_right {2}".format(
+            pad_byte, pad_left, pad_right)] = conv
+
+    return c
+
+
+def pad_client_hello_to(size):
+    """A ClientHello modifier: sizes the padding extension so that the message (header included) is
+    `size` bytes. Runs before the binder is computed (the binder length does not change)."""
+    def _mod(state, hello):
+        pad = next(e for e in hello.extensions if e.extType == ExtensionType.client_hello_padding)
+        pad.paddingData = bytearray(0)
+        base = len(hello.write())
+        if size < base:
+            raise ValueError("ClientHello already {0} bytes".format(base))
+        pad.paddingData = bytearray(size - base)
+        assert len(hello.write()) == size
+    return _mod
+
+
+def help_msg():
+    print("Usage: tlsfuzzer-psk-conversations.py [-h host] [-p port] --psk HEX --psk-iden ID "
+          "[--psk-sha384] [-e name]... [name...]")
+
+
+def main():
+    host = "localhost"
+    port = 4433
+    run_exclude = set()
+    prf = "sha256"
+    psk_secret = b"\xaa"
+    psk_ident = b"test"
+    opts, args = getopt.getopt(sys.argv[1:], "h:p:e:", ["help", "psk=", "psk-iden=", "psk-sha384",
+                                                         "list"])
+    list_only = False
+    for opt, arg in opts:
+        if opt == "-h":
+            host = arg
+        elif opt == "-p":
+            port = int(arg)
+        elif opt == "-e":
+            run_exclude.add(arg)
+        elif opt == "--psk":
+            psk_secret = a2b_hex(arg)
+        elif opt == "--psk-iden":
+            psk_ident = compatAscii2Bytes(arg)
+        elif opt == "--psk-sha384":
+            prf = "sha384"
+        elif opt == "--list":
+            list_only = True
+        elif opt == "--help":
+            help_msg()
+            sys.exit(0)
+    run_only = set(args) if args else None
+
+    ctx = Ctx(host, port, [(psk_ident, psk_secret, prf)], prf)
+    conversations = conversations_for(ctx)
+    names = list(conversations.keys())
+    if list_only:
+        print("\n".join(names))
+        return
+    selected = [n for n in names if n != "sanity" and n not in run_exclude and
+                (run_only is None or n in run_only)]
+    ordered = ["sanity"] + selected + ["sanity"]
+
+    good = 0
+    bad = 0
+    failed = []
+    for name in ordered:
+        print("{0} ...".format(name))
+        conv = conversations[name]
+        try:
+            Runner(conv).run()
+        except Exception:
+            print("Error while processing")
+            print(traceback.format_exc())
+            bad += 1
+            failed.append(name)
+            continue
+        good += 1
+        print("OK\n")
+
+    print("tlsfuzzer TLS 1.3 record-layer and handshake conversations, ported to an external PSK")
+    print("Test end")
+    print(20 * "=")
+    print("TOTAL: {0}".format(len(ordered)))
+    print("SKIP: {0}".format(len(run_exclude.intersection(names))))
+    print("PASS: {0}".format(good))
+    print("XFAIL: 0")
+    print("FAIL: {0}".format(bad))
+    print("XPASS: 0")
+    print(20 * "=")
+    failed = sorted(set(failed), key=natural_sort_keys)
+    if failed:
+        print("FAILED:\n\t{0}".format("\n\t".join(repr(i) for i in failed)))
+    if bad:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
