@@ -314,6 +314,25 @@ t.test('ServerHello rules (client side)', async (tt) => {
   });
 });
 
+t.test('ClientHello.legacy_version 0x0300 or lower is protocol_version, whatever supported_versions says (RFC 8446 Appendix D.5)', async (tt) => {
+  // tlsfuzzer's test-tls13-legacy-version (ported in test/peers/tlsfuzzer-psk-conversations.py) found these
+  // accepted: the server looked only at supported_versions (§4.2.1), which still offers TLS 1.3 here.
+  const setLegacyVersion = (v: number) => (p: HelloParts) => {
+    (p.prefix as Uint8Array)[0] = v >> 8;
+    (p.prefix as Uint8Array)[1] = v & 0xff;
+  };
+  for (const v of [0x0300, 0x0200, 0x0002, 0x0000, 0x0103]) {
+    serverRejects(tt, setLegacyVersion(v), 'protocol_version', `ClientHello.legacy_version 0x${v.toString(16).padStart(4, '0')}`, {
+      reason: 'ClientHelloLegacyVersionSsl3',
+    });
+  }
+  // 0x0301 is not covered by D.5: supported_versions decides (§4.2.1), so the ClientHello gets past the version
+  // checks to its binder, which the edit broke (the binder covers the whole ClientHello): decrypt_error.
+  serverRejects(tt, setLegacyVersion(0x0301), 'decrypt_error', 'ClientHello.legacy_version 0x0301 gets past the version checks', {
+    reason: 'IncorrectBinder',
+  });
+});
+
 t.test('each remaining fault has its own named reason', async (tt) => {
   // Client side: the ServerHello's fixed fields (RFC 8446 §4.1.3).
   clientRejects(tt, (p) => ((p.prefix as Uint8Array)[1] = 0x04), 'illegal_parameter', 'ServerHello.legacy_version 0x0304', {

@@ -158,6 +158,13 @@ class AwaitPsks implements AwaitingPsks {
 /** Checks of a ClientHello that do not depend on our configuration (§4.1.2, §4.2, §9.2). */
 function checkClientHello(ch: ClientHello): void {
   const E = ExtensionType;
+  // RFC 8446 Appendix D.5: "Implementations MUST NOT send a ClientHello.legacy_version ... set to 0x0300 or
+  // less. Any endpoint receiving a Hello message with ClientHello.legacy_version ... set to 0x0300 MUST abort
+  // the handshake with a "protocol_version" alert." Values below 0x0300 (SSL 2 and garbage) go the same way,
+  // whatever supported_versions says.
+  if (ch.legacyVersion <= 0x0300) {
+    throw new TlsError('ClientHelloLegacyVersionSsl3', `ClientHello.legacy_version 0x${ch.legacyVersion.toString(16).padStart(4, '0')} is 0x0300 or lower (RFC 8446 Appendix D.5)`);
+  }
   if (!ch.supportedVersions?.includes(ProtocolVersion.TLSv1_3)) {
     throw new TlsError('UnsupportedVersion', 'client does not offer TLS 1.3');
   }
