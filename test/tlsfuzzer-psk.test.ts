@@ -2,8 +2,9 @@
  * tlsfuzzer's TLS 1.3 record-layer and handshake-robustness conversations, ported to external-PSK handshakes
  * (test/peers/tlsfuzzer-psk-conversations.py), against `qkd-tls server`: zero-length and padded records,
  * oversize records and messages, fragmented and coalesced handshake messages, KeyUpdate, change_cipher_spec
- * rules, empty alerts, legacy and supported versions, cipher suites, HelloRetryRequest, unknown groups, many
- * extensions, malformed Finished. tlsfuzzer's own scripts for these expect a certificate-authenticated
+ * rules, empty alerts, all-zero inner plaintexts, corrupted tags, legacy and supported versions, cipher suites,
+ * HelloRetryRequest and what a second ClientHello may change, unknown groups, many extensions, malformed or
+ * plaintext Finished, aborted connections, fresh ServerHello randoms. tlsfuzzer's own scripts for these expect a certificate-authenticated
  * server; the port keeps their conversations and expected alerts and uses tlsfuzzer's framework, vendored,
  * pinned and unmodified (`../shared/vendor`, or TLSFUZZER_VENDOR), under Debian's /usr/bin/python3.
  *
@@ -42,7 +43,7 @@ for (const hash of ['SHA-256', 'SHA-384'] as const) {
     tt.equal(summary.fail, 0, 'FAIL count');
     tt.equal(summary.total, summary.pass + summary.fail, 'the counts add up (every conversation ran)');
     // Each family of the port ran (a conversation dropped by mistake from the script would show here).
-    for (const family of ['zero-length-data', 'record-padding', 'keyupdate', 'record-layer-limits', 'ccs', 'multiple-ccs-messages', 'empty-alert', 'legacy-version', 'version-negotiation', 'invalid-ciphers', 'nociphers', 'hrr', 'unrecognised-groups', 'large-number-of-extensions', 'finished']) {
+    for (const family of ['zero-length-data', 'record-padding', 'keyupdate', 'record-layer-limits', 'ccs', 'multiple-ccs-messages', 'empty-alert', 'legacy-version', 'version-negotiation', 'invalid-ciphers', 'nociphers', 'hrr', 'unrecognised-groups', 'large-number-of-extensions', 'finished', 'zero-content-type', 'finished-plaintext', 'unencrypted-alert', 'symetric-ciphers', 'lengths', 'keyshare-omitted', 'shuffled-extentions', 'connection-abort', 'serverhello-random']) {
       tt.ok(run.output.includes(`\n${family}: `), `conversations from test-tls13-${family} ran`);
     }
     tt.equal(run.code, 0, 'the script exits 0');

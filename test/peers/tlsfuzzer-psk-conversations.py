@@ -6,7 +6,13 @@
 # tlsfuzzer/_apps/test_tls13_psk_dhe_ke.py builds the PSK ClientHello and its binder). Each conversation is
 # named "<original script>: <original conversation name>" and keeps the original expectation (the alert it
 # names, RFC 8446 §6) unless a comment beside it says why a PSK-only echo server differs. Certificate and
-# signature conversations are not ported.
+# signature conversations are not ported. Ported from tlsfuzzer/_apps/test_tls13_*.py: zero_length_data,
+# record_padding, keyupdate, record_layer_limits, ccs, multiple_ccs_messages, empty_alert, legacy_version,
+# version_negotiation, invalid_ciphers, nociphers, hrr, unrecognised_groups, large_number_of_extensions,
+# finished, zero_content_type, finished_plaintext, unencrypted_alert, symetric_ciphers, lengths,
+# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random (`--list` prints the names).
+# Where an original loops over hundreds of values (every KeyUpdate type, every tag bit, every length), a
+# sample is taken at the edges.
 #
 # Differences from the originals that apply to every conversation:
 # - the ClientHello carries psk_key_exchange_modes and pre_shared_key (last, binder computed over the
@@ -32,7 +38,8 @@ from tlsfuzzer.runner import Runner
 from tlsfuzzer.messages import Connect, ClientHelloGenerator, \
     ChangeCipherSpecGenerator, FinishedGenerator, ApplicationDataGenerator, \
     AlertGenerator, KeyUpdateGenerator, SetPaddingCallback, SetMaxRecordSize, \
-    RawMessageGenerator, TCPBufferingEnable, ch_cookie_handler, TCPBufferingDisable, \
+    RawMessageGenerator, TCPBufferingEnable, ch_cookie_handler, Close, \
+    PlaintextMessageGenerator, ResetWriteConnectionState, CopyVariables, TCPBufferingDisable, \
     TCPBufferingFlush, PopMessageFromList, FlushMessageList, split_message, \
     queue_message, skip_post_send, truncate_handshake, pad_handshake, \
     fuzz_message, fuzz_encrypted_message
@@ -42,7 +49,7 @@ from tlsfuzzer.expect import ExpectServerHello, ExpectChangeCipherSpec, \
     ExpectHelloRetryRequest, srv_ext_handler_supp_vers, \
     gen_srv_ext_handler_psk, srv_ext_handler_key_share
 from tlsfuzzer.helpers import key_share_gen, psk_ext_gen, psk_ext_updater, \
-    AutoEmptyExtension
+    AutoEmptyExtension, uniqueness_check
 from tlsfuzzer.utils.lists import natural_sort_keys
 
 from tlslite.constants import CipherSuite, AlertLevel, AlertDescription, \
@@ -82,6 +89,23 @@ class ExpectEcho(ExpectApplicationData):
                 self.expected[:64], bytes(self.got[:64])))
         # stay on this node until every byte sent has come back
         self.child = self if len(self.got) < len(self.expected) else self.rest
+
+
+class UniquenessCheck(object):
+    """Not a conversation: checks the values that CopyVariables nodes collected (tlsfuzzer's
+    uniqueness_check, as test-tls13-serverhello-random does after its runs)."""
+
+    def __init__(self, collected):
+        self.collected = collected
+
+    def run(self):
+        counts = set(len(v) for v in self.collected.values())
+        if len(counts) != 1 or counts.pop() < 2:
+            raise AssertionError("too few values collected: {0}".format(
+                dict((k, len(v)) for k, v in self.collected.items())))
+        errors = uniqueness_check(self.collected, len(next(iter(self.collected.values()))))
+        if errors:
+            raise AssertionError("; ".join(errors))
 
 
 class Ctx(object):
@@ -140,13 +164,16 @@ def start(ctx, hello=None, pre=(), version=None):
     return conv, node
 
 
-def server_flight(node, ctx, dhe=True, hrr=False):
-    """ServerHello (PSK accepted, identity 0) .. server Finished; without Certificate/CertificateVerify."""
+def server_flight(node, ctx, dhe=True, hrr=False, sh_sibling=None):
+    """ServerHello (PSK accepted, identity 0) .. server Finished; without Certificate/CertificateVerify.
+    `sh_sibling`: what else may come instead of the ServerHello."""
     ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
            ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk)}
     if dhe:
         ext[ExtensionType.key_share] = srv_ext_handler_key_share
     node = node.add_child(ExpectServerHello(extensions=ext))
+    if sh_sibling is not None:
+        node.next_sibling = sh_sibling
     if not hrr:  # after a HelloRetryRequest the CCS came with it
         node = node.add_child(ExpectChangeCipherSpec())
     node = node.add_child(ExpectEncryptedExtensions())
@@ -699,6 +726,188 @@ def conversations_for(ctx):
         c["finished: padding, pad_byte {0}, pad_left {1}, pad_right {2}".format(
             pad_byte, pad_left, pad_right)] = conv
 
+    # ---- test-tls13-zero-content-type: an encrypted record whose inner plaintext is all zeros (no content
+    # type, §5.4): unexpected_message, before or after the client's Finished
+    for label, when in (("after handshake", "after"), ("during handshake", "during"),
+                        ("during application data", "appdata")):
+        for size in (0, 42):
+            conv, node = handshake(ctx)
+            if when != "during":
+                node = node.add_child(FinishedGenerator())
+            if when == "appdata":
+                node = node.add_child(ApplicationDataGenerator(bytearray(b"GET /")))
+            node = node.add_child(RawMessageGenerator(content_type=0, data=bytearray(size)))
+            if when == "appdata":
+                # the server may echo "GET /" before it reads the bad record
+                node = nst_cycle(node)
+                echo = ExpectEcho(bytearray(b"GET /"))
+                node.next_sibling = echo
+                fatal(echo, AD.unexpected_message, nst=False)
+                alert = ExpectAlert(FATAL, AD.unexpected_message)
+                alert.add_child(ExpectClose())
+                echo.next_sibling = alert
+            else:
+                fatal(node, AD.unexpected_message)
+            name = label if not size else {
+                "after": "with padding after handshake", "during": "with padding during handshake",
+                "appdata": "and padding during application data"}[when]
+            c["zero-content-type: zero content type " + name] = conv
+
+    # ---- test-tls13-finished-plaintext: the client's Finished sent unencrypted (§5: after the handshake
+    # keys are set, plaintext handshake records are unexpected_message)
+    conv, node = handshake(ctx)
+    node = node.add_child(ResetWriteConnectionState())
+    node = node.add_child(FinishedGenerator())
+    fatal(node, AD.unexpected_message)
+    c["finished-plaintext: Unencrypted Finished message"] = conv
+
+    # ---- test-tls13-unencrypted-alert: a fatal alert from the client, in plaintext or encrypted, before its
+    # Finished; the server closes (it answers a fatal alert with nothing, §6.2)
+    conv, node = handshake(ctx)
+    node = node.add_child(PlaintextMessageGenerator(ContentType.alert,
+                                                    bytearray([AlertLevel.fatal, AD.unknown_psk_identity])))
+    node.add_child(ExpectClose())
+    c["unencrypted-alert: unencrypted Alert"] = conv
+
+    conv, node = handshake(ctx)
+    node = node.add_child(AlertGenerator(AlertLevel.fatal, AD.unknown_psk_identity))
+    node.add_child(ExpectClose())
+    c["unencrypted-alert: encrypted Alert"] = conv
+
+    # ---- test-tls13-symetric-ciphers: a corrupted AEAD tag on application data or on the Finished:
+    # bad_record_mac (§5.2). The original fuzzes each bit of each of the 16 tag bytes; here a few.
+    for val, pos in ((0x01, -1), (0x80, -1), (0x10, -8), (0x01, -16)):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        node = node.add_child(fuzz_encrypted_message(ApplicationDataGenerator(GET), xors={pos: val}))
+        fatal(node, AD.bad_record_mac)
+        c["symetric-ciphers: fuzz tag on application data with {0} on pos {1}".format(val, pos)] = conv
+
+        conv, node = handshake(ctx)
+        node = node.add_child(fuzz_encrypted_message(FinishedGenerator(), xors={pos: val}))
+        fatal(node, AD.bad_record_mac)
+        c["symetric-ciphers: fuzz tag on finished message with {0} on pos {1}".format(val, pos)] = conv
+
+    # ---- test-tls13-lengths: application data of every length 1..2^14 comes back whole (here a sample
+    # around the AEAD block and record boundaries)
+    for data_len in (1, 2, 15, 16, 17, 255, 256, 257, 1000, 4096, 2 ** 14 - 1, 2 ** 14):
+        conv, node = handshake(ctx)
+        node = node.add_child(FinishedGenerator())
+        echo_close(node, bytearray(b"A" * (data_len - 1) + b"\n"))
+        c["lengths: length: {0}".format(data_len)] = conv
+
+    # ---- test-tls13-keyshare-omitted: psk_dhe_ke only, supported_groups but no key_share is
+    # missing_extension (§9.2); a key_share extension with an empty body (no length) is decode_error
+    ext = ch_ext(ctx)
+    del ext[ExtensionType.key_share]
+    conv, node = start(ctx, ch(ctx, ext))
+    fatal(node, AD.missing_extension, nst=False)
+    c["keyshare-omitted: key_share extension omitted"] = conv
+
+    for label, modes in (("empty key_share extension", [PskKeyExchangeMode.psk_dhe_ke]),
+                         ("empty key_share extension with valid psk_key exhange modes",
+                          [PskKeyExchangeMode.psk_ke, PskKeyExchangeMode.psk_dhe_ke])):
+        ext = ch_ext(ctx, modes=modes)
+        ext[ExtensionType.key_share] = TLSExtension(extType=ExtensionType.key_share).create(bytearray())
+        conv, node = start(ctx, ch(ctx, ext))
+        fatal(node, AD.decode_error, nst=False)
+        c["keyshare-omitted: " + label] = conv
+
+    # ---- test-tls13-shuffled-extentions: the second ClientHello with its extensions in reverse order
+    # (pre_shared_key kept last, §4.2.11). The original expects illegal_parameter. RFC 8446 §4.1.2 forbids
+    # the client the change ("MUST send the same ClientHello without modification, except as follows") but
+    # does not require the server to detect it, and §4.2 lets extensions "appear in any order";
+    # `qkd-tls` compares the parts it negotiates with (random, session id, suites, and the contents of
+    # supported_versions, supported_groups, psk_key_exchange_modes, server_name, ALPN, record_size_limit),
+    # not the order. So either answer passes here: illegal_parameter, or the handshake completing; the
+    # conversations after it hold the changes the server must catch.
+    ext1 = ch_ext(ctx, shares=[])
+    conv, node = start(ctx, ch(ctx, ext1))
+    rev = OrderedDict(reversed([(k, v) for k, v in ext1.items() if k != ExtensionType.pre_shared_key]))
+    rev[ExtensionType.key_share] = ClientKeyShareExtension().create([key_share_gen(GroupName.secp256r1)])
+    rev[ExtensionType.cookie] = ch_cookie_handler
+    rev[ExtensionType.pre_shared_key] = psk_ext_gen(ctx.psk)
+    node = hrr_exchange(node, ctx, rev)
+    rejected = ExpectAlert(FATAL, AD.illegal_parameter)
+    rejected.add_child(ExpectClose())
+    node = server_flight(node, ctx, hrr=True, sh_sibling=rejected)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["shuffled-extentions: HRR reversed order of known extensions (order not enforced, RFC 8446 §4.2)"] = conv
+
+    # what the original's rejection stands for, with contents instead of order: a second ClientHello that
+    # changes an extension the server negotiated with is illegal_parameter (§4.1.2)
+    for label, change in (("psk_key_exchange_modes", dict(modes=[PskKeyExchangeMode.psk_ke,
+                                                                 PskKeyExchangeMode.psk_dhe_ke])),
+                          ("supported_groups", dict(groups=(GroupName.secp256r1, GroupName.x25519))),
+                          ("supported_versions", dict(versions=[TLS_1_3_DRAFT]))):
+        conv, node = start(ctx, ch(ctx, ch_ext(ctx, shares=[])))
+        ext2 = ch_ext(ctx, after={ExtensionType.cookie: ch_cookie_handler}, **change)
+        ext2[ExtensionType.key_share] = ClientKeyShareExtension().create(
+            [key_share_gen(GroupName.secp256r1)])
+        node = hrr_exchange(node, ctx, ext2)
+        fatal(node, AD.illegal_parameter, nst=False)
+        c["shuffled-extentions (PSK port): HRR second ClientHello changes " + label] = conv
+
+    # ---- test-tls13-connection-abort: the client drops the TCP connection at each step; the server must
+    # go on serving (the closing "sanity" checks that)
+    conv = Connect(ctx.host, ctx.port)
+    conv.add_child(Close())
+    c["connection-abort: Before ClientHello"] = conv
+    conv, node = start(ctx)
+    node.add_child(Close())
+    c["connection-abort: After ClientHello"] = conv
+    conv, node = start(ctx)
+    node = node.add_child(ExpectServerHello(extensions={
+        ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+        ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
+        ExtensionType.key_share: srv_ext_handler_key_share}))
+    node.add_child(Close())
+    c["connection-abort: After ServerHello"] = conv
+    conv, node = handshake(ctx)
+    node.add_child(Close())
+    c["connection-abort: After server Finished"] = conv
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node.add_child(Close())
+    c["connection-abort: After client Finished"] = conv
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ApplicationDataGenerator(GET))
+    node.add_child(Close())
+    c["connection-abort: After client ApplicationData"] = conv
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ApplicationDataGenerator(GET))
+    node = node.add_child(ExpectEcho(GET))
+    node.add_child(Close())
+    c["connection-abort: After server ApplicationData"] = conv
+    conv, node = handshake(ctx)
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(AlertGenerator(AlertLevel.warning, AD.close_notify))
+    node.add_child(Close())
+    c["connection-abort: After Alert"] = conv
+
+    # ---- test-tls13-serverhello-random: ServerHello.random and the server's key share are fresh on every
+    # connection (§4.1.3, §4.2.8); the last entry checks what the others collected
+    collected = OrderedDict([("ServerHello.random", []),
+                             ("ServerHello.extensions.key_share.key_exchange", [])])
+    for group in (GroupName.x25519, GroupName.secp256r1, GroupName.secp384r1, GroupName.ffdhe2048):
+        for i in range(4):
+            conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=[group])))
+            node = node.add_child(ExpectServerHello(extensions={
+                ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+                ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
+                ExtensionType.key_share: srv_ext_handler_key_share}))
+            node = node.add_child(CopyVariables(collected))
+            node = node.add_child(ExpectChangeCipherSpec())
+            node = node.add_child(ExpectEncryptedExtensions())
+            node = node.add_child(ExpectFinished())
+            node = node.add_child(FinishedGenerator())
+            echo_close(node)
+            c["serverhello-random: TLS 1.3 with {0}, repeat {1}".format(GroupName.toStr(group), i)] = conv
+    c["serverhello-random: values unique over the connections above"] = UniquenessCheck(collected)
+
     return c
 
 
@@ -768,7 +977,10 @@ def main():
         print("{0} ...".format(name))
         conv = conversations[name]
         try:
-            Runner(conv).run()
+            if isinstance(conv, UniquenessCheck):
+                conv.run()
+            else:
+                Runner(conv).run()
         except Exception:
             print("Error while processing")
             print(traceback.format_exc())
