@@ -908,6 +908,52 @@ def conversations_for(ctx):
             c["serverhello-random: TLS 1.3 with {0}, repeat {1}".format(GroupName.toStr(group), i)] = conv
     c["serverhello-random: values unique over the connections above"] = UniquenessCheck(collected)
 
+    # ---- test-tls13-obsolete-curves: groups from the obsolete ranges (RFC 8446 Appendix B.3.1.4: "MUST NOT
+    # be offered or negotiated by TLS 1.3 implementations"). The original expects illegal_parameter by
+    # default and takes `-a ALERT` and `--relaxed` (accept a handshake on the valid group offered beside
+    # them) because the RFC names no alert for a server that receives them: ported as the original run
+    # with `--relaxed`, and with handshake_failure (no group in common, §4.1.1) or illegal_parameter
+    # accepted when only obsolete groups are offered.
+    def obsolete_share(group):
+        try:
+            return key_share_gen(group)
+        except (ValueError, KeyError, AssertionError):
+            # as the original: a bogus share for a group tlslite cannot generate
+            return KeyShareEntry().create(group, bytearray(b"\xab" * 32))
+
+    for group in (0x0001, 0x0015, 0x0016, 0x001A, 0xFF01, 0xFF02):
+        gname = GroupName.toRepr(group) or "unknown ({0})".format(group)
+        for label, groups, shares in (
+                ("{0} in supported_groups and key_share", [group], [group]),
+                ("{0} in supported_groups and empty key_share", [group], [])):
+            conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=groups,
+                                                   shares=[obsolete_share(g) for g in shares])))
+            node = node.add_child(ExpectAlert(FATAL, (AD.illegal_parameter, AD.handshake_failure)))
+            node.add_child(ExpectClose())
+            c["obsolete-curves: " + label.format(gname)] = conv
+        for label, groups, shares in (
+                ("{0} and secp256r1 in supported_groups and secp256r1 in key_share",
+                 [group, GroupName.secp256r1], [GroupName.secp256r1]),
+                ("{0} and secp256r1 in supported_groups and key_share",
+                 [group, GroupName.secp256r1], [group, GroupName.secp256r1]),
+                ("secp256r1 and {0} in supported_groups and key_share",
+                 [GroupName.secp256r1, group], [GroupName.secp256r1, group])):
+            shares_ = [key_share_gen(g) if g == GroupName.secp256r1 else obsolete_share(g) for g in shares]
+            conv, node = handshake(ctx, ch(ctx, ch_ext(ctx, groups=groups, shares=shares_)))
+            node = node.add_child(FinishedGenerator())
+            echo_close(node)
+            c["obsolete-curves: " + label.format(gname) + " (--relaxed)"] = conv
+
+    conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=[GroupName.secp256r1, GroupName.secp224r1],
+                                           shares=[obsolete_share(GroupName.secp224r1)])))
+    node = hrr_exchange(node, ctx, ch_ext(ctx, groups=[GroupName.secp256r1, GroupName.secp224r1],
+                                          after={ExtensionType.cookie: ch_cookie_handler}))
+    node = server_flight(node, ctx, hrr=True)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["obsolete-curves: secp256r1 and secp224r1 in supported_groups, secp224r1 in key_share - HRR "
+      "(--relaxed)"] = conv
+
     return c
 
 
