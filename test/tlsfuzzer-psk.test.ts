@@ -43,9 +43,10 @@ for (const hash of ['SHA-256', 'SHA-384'] as const) {
     tt.equal(summary.fail, 0, 'FAIL count');
     tt.equal(summary.total, summary.pass + summary.fail, 'the counts add up (every conversation ran)');
     // Each family of the port ran (a conversation dropped by mistake from the script would show here).
-    for (const family of ['zero-length-data', 'record-padding', 'keyupdate', 'record-layer-limits', 'ccs', 'multiple-ccs-messages', 'empty-alert', 'legacy-version', 'version-negotiation', 'invalid-ciphers', 'nociphers', 'hrr', 'unrecognised-groups', 'large-number-of-extensions', 'finished', 'zero-content-type', 'finished-plaintext', 'unencrypted-alert', 'symetric-ciphers', 'lengths', 'keyshare-omitted', 'shuffled-extentions', 'connection-abort', 'serverhello-random']) {
+    for (const family of ['zero-length-data', 'record-padding', 'keyupdate', 'record-layer-limits', 'ccs', 'multiple-ccs-messages', 'empty-alert', 'legacy-version', 'version-negotiation', 'invalid-ciphers', 'nociphers', 'hrr', 'unrecognised-groups', 'large-number-of-extensions', 'finished', 'zero-content-type', 'finished-plaintext', 'unencrypted-alert', 'symetric-ciphers', 'lengths', 'keyshare-omitted', 'shuffled-extentions', 'connection-abort', 'serverhello-random', 'obsolete-curves']) {
       tt.ok(run.output.includes(`\n${family}: `), `conversations from test-tls13-${family} ran`);
     }
+    tt.ok(run.output.includes('\nframing (PSK port): '), 'the framing conversations modelled on them ran');
     tt.equal(run.code, 0, 'the script exits 0');
   });
 }

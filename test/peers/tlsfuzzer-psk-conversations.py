@@ -91,6 +91,24 @@ class ExpectEcho(ExpectApplicationData):
         self.child = self if len(self.got) < len(self.expected) else self.rest
 
 
+class FlushMessageListEach(PopMessageFromList):
+    """Sends every fragment left in the list, each in its own record (PopMessageFromList, repeated)."""
+
+    def __init__(self, fragment_list):
+        super(FlushMessageListEach, self).__init__(fragment_list)
+        self.child_after = None
+
+    def add_child(self, child):
+        self.child_after = child
+        self.child = child
+        return child
+
+    def post_send(self, state):
+        super(FlushMessageListEach, self).post_send(state)
+        # stay on this node while fragments are left
+        self.child = self if self.fragment_list else self.child_after
+
+
 class UniquenessCheck(object):
     """Not a conversation: checks the values that CopyVariables nodes collected (tlsfuzzer's
     uniqueness_check, as test-tls13-serverhello-random does after its runs)."""
@@ -621,6 +639,37 @@ def conversations_for(ctx):
         fatal(node, AD.protocol_version, nst=False)
         c["version-negotiation: " + label] = conv
 
+    # without supported_versions a ClientHello is TLS 1.2 or older whatever its legacy_version says
+    # (§4.2.1); the originals expect TLS 1.2 negotiated, a TLS 1.3-only server answers protocol_version
+    # (§4.2.1, Appendix D). Likewise a supported_versions with only TLS 1.3 drafts.
+    for label, version in (("TLS 1.3 in client hello legacy field", (3, 4)),
+                           ("TLS 1.8 in client hello legacy field", (3, 9))):
+        ext = ch_ext(ctx)
+        del ext[ExtensionType.supported_versions]
+        conv, node = start(ctx, ch(ctx, ext, version=version))
+        fatal(node, AD.protocol_version, nst=False)
+        c["version-negotiation: {0} (TLS 1.3-only server: protocol_version)".format(label)] = conv
+    for draft in (0x7f12, 0x7f1c, 0x7e02):
+        conv, node = start(ctx, ch(ctx, ch_ext(ctx, versions=[(draft >> 8, draft & 0xff), (3, 3)])))
+        fatal(node, AD.protocol_version, nst=False)
+        c["version-negotiation: fallback from TLS 1.3-draft {0} (TLS 1.3-only server: "
+          "protocol_version)".format(hex(draft))] = conv
+    # and with supported_versions offering TLS 1.3, legacy_version above 0x0303 is not looked at (§4.2.1;
+    # the checks of Appendix D.5 are for 0x0300 and below)
+    for version in ((3, 4), (3, 9)):
+        conv, node = handshake(ctx, ch(ctx, version=version))
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["version-negotiation (PSK port): legacy_version {0} with TLS 1.3 in supported_versions".format(
+            version)] = conv
+
+    # an SSLv2-format ClientHello: any alert (the original expects one, of any kind)
+    conv = Connect(ctx.host, ctx.port, version=(0, 2))
+    node = conv.add_child(ClientHelloGenerator([ctx.cipher], version=(3, 4), ssl2=True))
+    node = node.add_child(ExpectAlert())
+    node.add_child(ExpectClose())
+    c["version-negotiation: SSL 2.0 ClientHello with TLS 1.3 version and TLS 1.3 only ciphersuites"] = conv
+
     # ---- test-tls13-invalid-ciphers / test-tls13-nociphers
     for un_cipher in (0x1306, 0x13ff):
         conv, node = handshake(ctx, ch(ctx, ciphers=[un_cipher, ctx.cipher]))
@@ -953,6 +1002,71 @@ def conversations_for(ctx):
     echo_close(node)
     c["obsolete-curves: secp256r1 and secp224r1 in supported_groups, secp224r1 in key_share - HRR "
       "(--relaxed)"] = conv
+
+    # ---- message framing, modelled on the keyupdate and zero-length-data conversations (not in one
+    # tlsfuzzer script as such): handshake messages fragmented over records and records coalesced in one
+    # TCP segment are fine; a Finished that does not end its record, or a zero-length handshake record, is
+    # not.
+    for size in (1, 7):
+        conv, node = handshake(ctx)
+        fragments = []
+        node = node.add_child(split_message(FinishedGenerator(), fragments, size))
+        for _ in range((4 + ctx.prf_size + size - 1) // size - 1):
+            node = node.add_child(PopMessageFromList(fragments))
+        echo_close(node)
+        c["framing (PSK port): client Finished in {0}-byte records".format(size)] = conv
+
+    fragments = []
+    conv, node = start(ctx, split_message(ch(ctx), fragments, 64))
+    node = node.add_child(FlushMessageListEach(fragments))
+    node = server_flight(node, ctx)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["framing (PSK port): ClientHello in 64-byte records"] = conv
+
+    # §5.1: "Handshake messages MUST NOT span key changes ... if not, then they MUST terminate the
+    # connection with an "unexpected_message" alert": the client's Finished (after which its keys change)
+    # with a KeyUpdate behind it in the same record, both under the handshake keys (skip_post_send keeps
+    # tlsfuzzer from switching to the application keys before the queued record goes out; without it the
+    # record is sealed with keys the server does not hold yet, and bad_record_mac is the right answer)
+    conv, node = handshake(ctx)
+    node = node.add_child(queue_message(skip_post_send(FinishedGenerator())))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_not_requested))
+    fatal(node, AD.unexpected_message)
+    c["framing (PSK port): Finished and KeyUpdate in one record"] = conv
+
+    # the ClientHello (after which the server's keys change) with the first bytes of another message behind
+    # it in the same record
+    conv, node = start(ctx, queue_message(ch(ctx)))
+    node = node.add_child(RawMessageGenerator(ContentType.handshake, bytearray(b"\x18\x00\x00")))
+    fatal(node, AD.unexpected_message, nst=False)
+    c["framing (PSK port): ClientHello and more handshake bytes in one record"] = conv
+
+    # §5.1: "Implementations MUST NOT send zero-length fragments of Handshake types"; the RFC names no alert
+    # for a receiver: unexpected_message or decode_error
+    conv, node = start(ctx, RawMessageGenerator(ContentType.handshake, bytearray()))
+    node = node.add_child(ExpectAlert(FATAL, (AD.unexpected_message, AD.decode_error)))
+    node.add_child(ExpectClose())
+    c["framing (PSK port): zero-length handshake record before ClientHello"] = conv
+    conv, node = handshake(ctx)
+    node = node.add_child(RawMessageGenerator(ContentType.handshake, bytearray()))
+    node = nst_cycle(node)
+    node.next_sibling = ExpectAlert(FATAL, (AD.unexpected_message, AD.decode_error))
+    node.next_sibling.add_child(ExpectClose())
+    c["framing (PSK port): zero-length encrypted handshake record before Finished"] = conv
+
+    # the client's Finished, application data and a KeyUpdate with more data, all in one TCP segment: the
+    # server switches keys between records it already holds
+    conv, node = handshake(ctx)
+    node = node.add_child(TCPBufferingEnable())
+    node = node.add_child(FinishedGenerator())
+    node = node.add_child(ApplicationDataGenerator(bytearray(b"GET / ")))
+    node = node.add_child(KeyUpdateGenerator(message_type=T.update_not_requested))
+    node = node.add_child(ApplicationDataGenerator(bytearray(b"HTTP/1.0\r\n\r\n")))
+    node = node.add_child(TCPBufferingDisable())
+    node = node.add_child(TCPBufferingFlush())
+    echo_close(node, GET, send=False)
+    c["framing (PSK port): Finished, data, KeyUpdate, data in one TCP segment"] = conv
 
     return c
 
