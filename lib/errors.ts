@@ -37,6 +37,7 @@ export const REASON_ALERT = {
   ServerSelectedUnofferedVersion: 'illegal_parameter', // §4.2.1: supported_versions names a version not offered
   LegacyVersionNot0303: 'illegal_parameter', // §4.1.3: ServerHello.legacy_version must be 0x0303
   ClientHelloLegacyVersionSsl3: 'protocol_version', // Appendix D.5: ClientHello.legacy_version 0x0300 (SSL 3.0) or lower
+  ServerHelloLegacyVersionSsl3: 'protocol_version', // Appendix D.5: ServerHello.legacy_version 0x0300 (SSL 3.0) or lower
   CompressionMethodsInvalid: 'illegal_parameter', // §4.1.2, §4.1.3: legacy compression other than [null] / 0
   SessionIdEchoMismatch: 'illegal_parameter', // §4.1.3: legacy_session_id_echo differs from what we sent
   // --- handshake: extensions (§4.2) ---

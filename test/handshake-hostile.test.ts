@@ -338,6 +338,20 @@ t.test('each remaining fault has its own named reason', async (tt) => {
   clientRejects(tt, (p) => ((p.prefix as Uint8Array)[1] = 0x04), 'illegal_parameter', 'ServerHello.legacy_version 0x0304', {
     reason: 'LegacyVersionNot0303',
   });
+  // Appendix D.5: 0x0300 (and below) is protocol_version, not the illegal_parameter of other values.
+  clientRejects(tt, (p) => ((p.prefix as Uint8Array)[1] = 0x00), 'protocol_version', 'ServerHello.legacy_version 0x0300', {
+    reason: 'ServerHelloLegacyVersionSsl3',
+  });
+  clientRejects(
+    tt,
+    (p) => {
+      (p.prefix as Uint8Array)[0] = 0x02;
+      (p.prefix as Uint8Array)[1] = 0x00;
+    },
+    'protocol_version',
+    'ServerHello.legacy_version 0x0200',
+    { reason: 'ServerHelloLegacyVersionSsl3' },
+  );
   clientRejects(tt, (p) => ((p.prefix as Uint8Array)[(p.prefix as Uint8Array).length - 1] = 1), 'illegal_parameter', 'ServerHello compression method 1', {
     reason: 'CompressionMethodsInvalid',
   });

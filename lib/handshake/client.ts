@@ -384,6 +384,11 @@ class ExpectServerHello implements HandshakeState {
     // ClientHello) and skips application_data records. Drop the early keys now, before any check below, so that an
     // alert we send is one it can read rather than one it skips while it waits.
     if (sh.isHelloRetryRequest && this.early) io.clearWriteKeys();
+    // RFC 8446 Appendix D.5: a Hello with legacy_version 0x0300 (or lower) "MUST abort the handshake with a
+    // "protocol_version" alert", before anything else is read from it.
+    if (sh.legacyVersion <= 0x0300) {
+      throw new TlsError('ServerHelloLegacyVersionSsl3', `ServerHello.legacy_version 0x${sh.legacyVersion.toString(16).padStart(4, '0')} is 0x0300 or lower (RFC 8446 Appendix D.5)`);
+    }
     // §4.1.3 / §4.2.1: a TLS 1.3 server selects 0x0304 in supported_versions.
     if (sh.supportedVersion === undefined) {
       throw new TlsError('UnsupportedVersion', 'server did not negotiate TLS 1.3 (no supported_versions)');
