@@ -10,9 +10,11 @@
 # record_padding, keyupdate, record_layer_limits, ccs, multiple_ccs_messages, empty_alert, legacy_version,
 # version_negotiation, invalid_ciphers, nociphers, hrr, unrecognised_groups, large_number_of_extensions,
 # finished, zero_content_type, finished_plaintext, unencrypted_alert, symetric_ciphers, lengths,
-# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random (`--list` prints the names).
-# Where an original loops over hundreds of values (every KeyUpdate type, every tag bit, every length), a
-# sample is taken at the edges.
+# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random, obsolete_curves (`--list`
+# prints the names). Where an original loops over hundreds of values (every KeyUpdate type, every tag bit,
+# every length, every obsolete group), a sample is taken at the edges. Names marked "(PSK port)" are not in
+# the originals: conversations modelled on them (the "framing" ones: fragmented and coalesced handshake
+# messages) or the counterpart of an expectation that had to change.
 #
 # Differences from the originals that apply to every conversation:
 # - the ClientHello carries psk_key_exchange_modes and pre_shared_key (last, binder computed over the
@@ -38,9 +40,9 @@ from tlsfuzzer.runner import Runner
 from tlsfuzzer.messages import Connect, ClientHelloGenerator, \
     ChangeCipherSpecGenerator, FinishedGenerator, ApplicationDataGenerator, \
     AlertGenerator, KeyUpdateGenerator, SetPaddingCallback, SetMaxRecordSize, \
-    RawMessageGenerator, TCPBufferingEnable, ch_cookie_handler, Close, \
-    PlaintextMessageGenerator, ResetWriteConnectionState, CopyVariables, TCPBufferingDisable, \
-    TCPBufferingFlush, PopMessageFromList, FlushMessageList, split_message, \
+    RawMessageGenerator, TCPBufferingEnable, TCPBufferingDisable, \
+    ch_cookie_handler, Close, PlaintextMessageGenerator, \
+    ResetWriteConnectionState, CopyVariables, TCPBufferingFlush, PopMessageFromList, FlushMessageList, split_message, \
     queue_message, skip_post_send, truncate_handshake, pad_handshake, \
     fuzz_message, fuzz_encrypted_message
 from tlsfuzzer.expect import ExpectServerHello, ExpectChangeCipherSpec, \
