@@ -48,3 +48,14 @@ t.test('proxy --config /dev/zero is a usage error, not a read without end', asyn
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /^qkd-tls proxy: \/dev\/zero: cannot read the configuration file: \/dev\/zero is larger than 67108864 bytes \(64 MiB\)/m);
 });
+
+// A --kme without its scheme (found in a README walkthrough): `--kme 127.0.0.1:8443` said "--kme: Invalid URL", and
+// `--kme localhost:8443` (read as the URL scheme "localhost:") "--kme: Etsi014Client: baseUrl must be https: (got
+// localhost:)". Each now says what a --kme is.
+for (const url of ['127.0.0.1:8443', 'localhost:8443', 'ftp://127.0.0.1:8443']) {
+  t.test(`--kme ${url} is a usage error that shows a KME URL`, async (tt) => {
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--kme', url, '--sae-id', 'a', '--peer-sae-id', 'b'], { ms: 20_000 });
+    tt.equal(r.code, 2, 'exit code 2');
+    tt.equal(r.stderr, `qkd-tls client: --kme: expected the KME's URL, https://HOST:PORT (or http://127.0.0.1:PORT for a simulator on this machine), got "${url}"\n`);
+  });
+}

@@ -200,6 +200,11 @@ function kmeKeySource(
   const str = (k: string): string | undefined => values[k] as string | undefined;
   for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --kme`);
   const url = str('kme')!;
+  // The URL's scheme first: `--kme 127.0.0.1:8443` was "Invalid URL", and `--kme localhost:8443` (which URL reads
+  // as the scheme "localhost:") "baseUrl must be https: (got localhost:)".
+  if (!/^https?:\/\/[^/]/i.test(url)) {
+    throw new UsageError(`--kme: expected the KME's URL, https://HOST:PORT (or http://127.0.0.1:PORT for a simulator on this machine), got "${url.slice(0, 200)}"`);
+  }
   const saeId = str('sae-id');
   const peers = (values['peer-sae-id'] as string[] | undefined) ?? [];
   if (!saeId) throw new UsageError('--kme needs --sae-id (this endpoint\'s SAE ID at its KME)');

@@ -89,6 +89,15 @@ export class AnswerTooLargeError extends Error {
   }
 }
 
+/** `baseUrl` as a URL; one that does not parse is a TypeError naming the client (URL's own says only "Invalid URL"). */
+function parseBaseUrl(name: string, baseUrl: string | URL): URL {
+  try {
+    return new URL(baseUrl);
+  } catch {
+    throw new TypeError(`${name}: baseUrl is not a URL: ${String(baseUrl).slice(0, 200)} (expected https://HOST:PORT)`);
+  }
+}
+
 export abstract class Etsi014ClientBase {
   readonly baseUrl: URL;
   /** The KME as its base URL names it, path included (a KME of the network simulator is `http://H:P/NODE`): for messages. */
@@ -102,10 +111,10 @@ export abstract class Etsi014ClientBase {
     private readonly name: string,
     options: Etsi014CommonOptions,
   ) {
-    this.baseUrl = new URL(options.baseUrl);
+    this.baseUrl = parseBaseUrl(name, options.baseUrl);
     this.location = this.baseUrl.origin + this.baseUrl.pathname.replace(/\/+$/, '');
     this.secure = this.baseUrl.protocol === 'https:';
-    if (!this.secure && this.baseUrl.protocol !== 'http:') throw new TypeError(`${name}: baseUrl must be https: (got ${this.baseUrl.protocol})`);
+    if (!this.secure && this.baseUrl.protocol !== 'http:') throw new TypeError(`${name}: baseUrl must be an https: URL, or http: to a loopback KME (got ${this.baseUrl.protocol})`);
     if (!this.secure && !isLoopbackHost(this.baseUrl.hostname)) {
       throw new TypeError(`${name}: plain HTTP is only allowed to a loopback KME (keys would cross the network in clear): ${this.baseUrl.host}`);
     }
