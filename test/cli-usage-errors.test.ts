@@ -4,6 +4,8 @@
  * after the message (70 lines for server and client), which buried it (found in a README walkthrough); proxy
  * already did it this way.
  */
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { runQkdTls } from './helpers/peers.js';
 
@@ -73,4 +75,29 @@ t.test('--max-message outside 1024 to 2^31 - 1 is a usage error in server --webs
       t.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
     }
   }
+});
+
+t.test('a --listen port in use: one line naming the command, the address and what to do, exit 1', async (t) => {
+  // Node's own "listen EADDRINUSE: address already in use 127.0.0.1:8443" came alone (server, bridge), or as
+  // "qkd-tls: listen EADDRINUSE ..." (demo --web), without the command or a word on what to do (found in a README
+  // walkthrough, whose sections reuse ports while a command of an earlier section may still run).
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => holder.close());
+  const at = `127.0.0.1:${(holder.address() as AddressInfo).port}`;
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  const hint = 'another program (perhaps a qkd-tls command still running) listens on that port: stop it, or pick another port (0 picks a free one)';
+  for (const [name, args] of [
+    ['server', ['server', '--listen', at, ...psk]],
+    ['server', ['server', '--websocket', '--listen', at, ...psk]],
+    ['bridge', ['bridge', '--listen', at, '--allow', '127.0.0.1:9']],
+    ['demo --web', ['demo', '--web', '--listen', at]],
+  ] as const) {
+    const r = await runQkdTls(args, { ms: 20_000 });
+    t.equal(r.code, 1, `${args.join(' ')}: exit code 1`);
+    t.equal(r.stderr, `qkd-tls ${name}: cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}; ${hint}\n`, `${args.join(' ')}: one line`);
+  }
+  const kme = await runQkdTls(['kme', '--listen', at, '--insecure-http'], { ms: 20_000 });
+  t.equal(kme.code, 1, 'kme: exit code 1');
+  t.match(kme.stderr, `cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}; ${hint}\n`, 'kme: the same hint');
 });

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
 import { jsonText } from 'qkd-tls';
 import { parseCommandLine, untilStopSignal } from './command.js';
+import { withListenHint } from './listen-error.js';
 import { kmeLogLine } from './report.js';
 import { UsageError } from './tls-options.js';
 
@@ -82,7 +83,7 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
         ),
     });
   } catch (e) {
-    process.stderr.write(`qkd-tls kme: ${(e as Error).message}\n`);
+    process.stderr.write(`qkd-tls kme: ${withListenHint((e as Error).message, e)}\n`);
     return 1;
   }
   const snap = server.network.snapshot();

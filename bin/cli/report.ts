@@ -53,6 +53,12 @@ export class Reporter {
     }
   }
 
+  /** A failure that ends the command: `qkd-tls COMMAND: message` (with --json, an error event). */
+  fatal(command: string, message: string): void {
+    if (this.json) this.write({ event: 'error', message });
+    else process.stderr.write(`qkd-tls ${command}: ${clip(message, 1000)}\n`);
+  }
+
   event(name: string, fields: Record<string, unknown>): void {
     if (this.json) this.write({ event: name, ...fields });
     else

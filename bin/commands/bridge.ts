@@ -6,6 +6,7 @@
  */
 import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
+import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
 import { parseHostPort, parseMaxMessage, UsageError } from '../cli/tls-options.js';
 
@@ -63,7 +64,8 @@ export async function run(argv: string[]): Promise<number> {
       onConnection: (r) => report.event('connection', { ...r }),
     });
   } catch (e) {
-    report.failure(e as Error);
+    if (isListenError(e)) report.fatal('bridge', listenFailure(plan.listen.host, plan.listen.port, e));
+    else report.failure(e as Error);
     return 1;
   }
   const a = bridge.address();

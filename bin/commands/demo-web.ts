@@ -18,6 +18,7 @@ import { startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, listenWebSocket, type QkdTlsSocket } from 'qkd-tls/node';
 import { Etsi014Client, Etsi014ServerSource, releaseAfter } from 'qkd-tls/qkd';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
+import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
 import { releasingServerResolver } from '../cli/server-key-release.js';
 import { parseHostPort, UsageError } from '../cli/tls-options.js';
@@ -94,7 +95,9 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     // A busy --listen port: stop what already runs (the key manager, the TLS server), or the process never exits.
     await stop();
-    throw e;
+    if (!isListenError(e)) throw e;
+    report.fatal('demo --web', listenFailure(host, port, e));
+    return 1;
   }
   const config = { kmeUrl: kme.master.url, clientSaeId: CLIENT_SAE, serverSaeId: SERVER_SAE, serverUrl: `ws://${host}:${ws.address().port}/` };
   servePage(page, config, [kme.master.url, config.serverUrl]);

@@ -8,6 +8,7 @@ import { jsonText } from 'qkd-tls';
 import { etsi014Path } from 'qkd-tls/qkd';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
 import { untilStopSignal, usageError } from '../cli/command.js';
+import { withListenHint } from '../cli/listen-error.js';
 import { runNetworkKme } from '../cli/network-kme.js';
 import { kmeLogLine } from '../cli/report.js';
 
@@ -70,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     kme = await startKmeSimulator({ ...parsed.options, log: (e) => out(json ? jsonEvent(e) : kmeLogLine(e)) });
   } catch (e) {
-    process.stderr.write(`qkd-tls kme: ${(e as Error).message}\n`);
+    process.stderr.write(`qkd-tls kme: ${withListenHint((e as Error).message, e)}\n`);
     // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error.
     return e instanceof RangeError ? 2 : 1;
   }

@@ -21,6 +21,7 @@ import {
 } from 'qkd-tls/proxy';
 import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
+import { withListenHint } from '../cli/listen-error.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
@@ -169,7 +170,7 @@ export async function run(argv: string[]): Promise<number> {
   try {
     proxy = await startProxy({ services: services.map((s) => s.config), logger });
   } catch (e) {
-    logger.event('error', { message: (e as Error).message });
+    logger.event('error', { message: withListenHint((e as Error).message, e) });
     closeKeys();
     return 1;
   }

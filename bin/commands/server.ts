@@ -7,6 +7,7 @@
 import * as net from 'node:net';
 import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
+import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
@@ -111,11 +112,14 @@ export async function run(argv: string[]): Promise<number> {
         });
       }
     });
-    server.on('error', (e: Error) => {
-      report.failure(e);
+    // A failure to listen (the port in use...) says so with the command's name and what to do.
+    const failed = (e: Error): void => {
+      if (isListenError(e)) report.fatal('server', listenFailure(listen.host, listen.port, e));
+      else report.failure(e);
       keys.close();
       resolve(1);
-    });
+    };
+    server.on('error', failed);
     let ws: WebSocketListener | undefined;
     if (values.websocket) {
       const origins = values.origin;
@@ -135,11 +139,7 @@ export async function run(argv: string[]): Promise<number> {
           const a = l.address();
           report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', keys: keys.description });
         },
-        (e: Error) => {
-          report.failure(e);
-          keys.close();
-          resolve(1);
-        },
+        failed,
       );
     } else {
       server.listen(listen.port, listen.host, () => {

@@ -1,0 +1,34 @@
+/**
+ * A --listen (or --accept) that fails, said the same way in every command: which address, what went wrong, and
+ * what to do. Node's own text ("listen EADDRINUSE: address already in use 127.0.0.1:8443") came alone, without the
+ * command's name, and the commands each said it differently (found in a README walkthrough, where the sections
+ * reuse ports and a command of an earlier section may still run).
+ */
+
+/** What to do about a listen failure, from its error code (also when only the message carries it); '' if unknown. */
+export function listenHint(e: unknown): string {
+  const err = e as { code?: unknown; message?: unknown; cause?: { code?: unknown } } | undefined;
+  const text = `${String(err?.code ?? '')} ${String(err?.cause?.code ?? '')} ${String(err?.message ?? '')}`;
+  if (/\bEADDRINUSE\b/.test(text)) return 'another program (perhaps a qkd-tls command still running) listens on that port: stop it, or pick another port (0 picks a free one)';
+  if (/\bEADDRNOTAVAIL\b/.test(text)) return 'this machine has no such address (127.0.0.1 is this machine)';
+  if (/\bEACCES\b/.test(text)) return 'not allowed to listen there (ports below 1024 need privileges)';
+  return '';
+}
+
+/** True when `e` is a failure to listen (an error of the `listen` call, or one of the codes above). */
+export function isListenError(e: unknown): boolean {
+  return (e as { syscall?: unknown } | undefined)?.syscall === 'listen' || listenHint(e) !== '';
+}
+
+/** `cannot listen on HOST:PORT: <Node's message>; <what to do>`. */
+export function listenFailure(host: string, port: number, e: unknown): string {
+  const hint = listenHint(e);
+  const at = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return `cannot listen on ${at}: ${e instanceof Error ? e.message : String(e)}${hint ? `; ${hint}` : ''}`;
+}
+
+/** Appends the hint to a message that already names the address (the KME simulators', the proxy's). */
+export function withListenHint(message: string, e: unknown): string {
+  const hint = listenHint(e);
+  return hint ? `${message}; ${hint}` : message;
+}
