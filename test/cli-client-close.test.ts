@@ -7,6 +7,7 @@
  * - the connection cut without close_notify: exit code 1 and "truncated" on stderr, the data received so far
  *   still written out.
  */
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import t from 'tap';
 import { utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
@@ -105,4 +106,33 @@ t.test('--help documents --half-close', async (tt) => {
   const c = spawnQkdTls(tt, ['client', '--help']);
   await c.waitExit(WAIT);
   tt.match(c.stdout, /--half-close/);
+});
+
+// A failure the client cannot see the cause of says what to check (found in a README walkthrough): with a wrong key
+// the server's log said "PSK binder does not verify (wrong key?)" and the client only "tls alert: decrypt_error (51)
+// received"; a server not running gave Node's bare "connect ECONNREFUSED 127.0.0.1:PORT".
+t.test('qkd-tls client: a wrong key, an unknown identity and no server each end in one line saying what to check', async (t) => {
+  const port = await server(t, (socket) => socket.pipe(socket));
+  const run = async (args: string[]): Promise<string> => {
+    const client = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, ...args]);
+    client.write('hello\n');
+    client.end();
+    t.equal((await client.waitExit(WAIT)).code, 1, `${args.join(' ')}: exit code 1`);
+    return client.stderr;
+  };
+  const other = PSK_HEX.replace(/^6b/, '00');
+  t.equal(await run(['--psk', other, '--identity', PSK_IDENTITY]), 'tls alert: decrypt_error (51) received: the server could not verify the key we offered (wrong key?)\n');
+  t.equal(
+    await run(['--psk', PSK_HEX, '--identity', 'nobody']),
+    'tls alert: unknown_psk_identity (115) received: the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)\n',
+  );
+  // A port nothing listens on: one that was free a moment ago.
+  const probe = createNetServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const free = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const gone = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${free}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  gone.end();
+  t.equal((await gone.waitExit(WAIT)).code, 1, 'no server: exit code 1');
+  t.equal(gone.stderr, `connect ECONNREFUSED 127.0.0.1:${free}: nothing listens there (is the server running?)\n`);
 });

@@ -38,18 +38,21 @@ export class Reporter {
     }
   }
 
-  /** A failure: `tls alert: decrypt_error (51) sent: ...` or a plain error. */
-  failure(err: unknown, extra: Record<string, unknown> = {}): void {
+  /**
+   * A failure: `tls alert: decrypt_error (51) sent: ...` or a plain error. A `hint` (what the user can do about it)
+   * follows the message after a colon, or goes in a "hint" field with --json.
+   */
+  failure(err: unknown, extra: Record<string, unknown> = {}, hint?: string): void {
     const e = err instanceof Error ? err : new Error(String(err));
     if (this.json) {
-      const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra };
+      const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra, ...(hint ? { hint } : {}) };
       if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : e.alertSent ? 'sent' : 'not sent', reason: e.reason });
       this.write(o);
     } else {
       const where = Object.entries(extra)
         .map(([k, v]) => `${k}=${fieldText(String(v))}`)
         .join(' ');
-      process.stderr.write(`${clip(e.message, 1000)}${where ? ` (${where})` : ''}\n`);
+      process.stderr.write(`${clip(e.message, 1000)}${hint ? `: ${hint}` : ''}${where ? ` (${where})` : ''}\n`);
     }
   }
 
@@ -72,6 +75,25 @@ export class Reporter {
   private write(o: Record<string, unknown>): void {
     process.stderr.write(jsonText(o) + '\n');
   }
+}
+
+/**
+ * What a client can do about a failure it did not see the cause of: an alert from the server (whose own log says
+ * `sent: PSK binder does not verify (wrong key?)`, where the client saw only `decrypt_error (51) received`), or a
+ * server that does not answer. Undefined when there is nothing to add.
+ */
+export function clientFailureHint(err: unknown): string | undefined {
+  if (err instanceof TlsError) {
+    if (!err.remote) return undefined;
+    if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (wrong key?)';
+    if (err.alert === 'unknown_psk_identity') return 'the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)';
+    if (err.alert === 'handshake_failure') return "the server's log says why";
+    return undefined;
+  }
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (code === 'ECONNREFUSED') return 'nothing listens there (is the server running?)';
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'no such host name';
+  return undefined;
 }
 
 /**

@@ -10,7 +10,7 @@
 import type { Psk } from 'qkd-tls';
 import { connect } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
-import { Reporter } from '../cli/report.js';
+import { clientFailureHint, Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
@@ -103,7 +103,7 @@ export async function run(argv: string[]): Promise<number> {
       // reset. Nothing was lost, so that is still a clean end.
       if (socket.connection?.peerClosed && (e.code === 'EPIPE' || e.code === 'ECONNRESET')) return;
       failed = true;
-      report.failure(e);
+      report.failure(e, {}, clientFailureHint(e));
     });
     socket.on('end', () => {
       if (!socket.connection?.peerClosed) {
