@@ -501,3 +501,13 @@ t.test('the listener: a text message is refused with 1003 (unsupported data), no
   ws2!.close(1000);
   await closed(ws2!);
 });
+
+t.test('connectWebSocket in a runtime without WebSocket (Node 20 without --experimental-websocket) says what to do', async (t) => {
+  // It said only "this runtime has neither WebSocketStream nor WebSocket" (found in a README walkthrough).
+  const g = globalThis as { WebSocket?: unknown; WebSocketStream?: unknown };
+  const saved = { WebSocket: g.WebSocket, WebSocketStream: g.WebSocketStream };
+  g.WebSocket = undefined;
+  g.WebSocketStream = undefined;
+  t.teardown(() => Object.assign(g, saved));
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/'), /neither WebSocketStream nor WebSocket \(Node has WebSocket from version 22; on Node 20 run node --experimental-websocket\)/);
+});

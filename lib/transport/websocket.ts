@@ -74,7 +74,11 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
   const timeoutMs = options.openTimeoutMs ?? 10_000;
   const Stream = (globalThis as { WebSocketStream?: WebSocketStreamConstructor }).WebSocketStream;
   if (Stream && options.preferWebSocketStream !== false) return openWebSocketStream(Stream, target, options.protocols, timeoutMs);
-  if (typeof WebSocket !== 'function') throw new Error('connectWebSocket: this runtime has neither WebSocketStream nor WebSocket');
+  // Node has a global WebSocket from version 22; Node 20 and 21 only with --experimental-websocket (found in a README
+  // walkthrough: the message did not say what to do).
+  if (typeof WebSocket !== 'function') {
+    throw new Error('connectWebSocket: this runtime has neither WebSocketStream nor WebSocket (Node has WebSocket from version 22; on Node 20 run node --experimental-websocket)');
+  }
   const ws = options.protocols === undefined ? new WebSocket(target) : new WebSocket(target, options.protocols);
   ws.binaryType = 'arraybuffer';
   await new Promise<void>((resolve, reject) => {
