@@ -101,3 +101,10 @@ t.test('a --listen port in use: one line naming the command, the address and wha
   t.equal(kme.code, 1, 'kme: exit code 1');
   t.match(kme.stderr, `cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}; ${hint}\n`, 'kme: the same hint');
 });
+
+t.test('an unknown --kex-modes name lists the known ones, as --suites and --groups do', async (t) => {
+  // It said only `unknown mode "psk"` (found in a README walkthrough).
+  const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a', '--kex-modes', 'psk'], { ms: 20_000 });
+  t.equal(r.code, 2, 'exit code 2');
+  t.equal(r.stderr, 'qkd-tls client: --kex-modes: unknown mode "psk" (known: psk_dhe_ke, psk_ke)\n');
+});

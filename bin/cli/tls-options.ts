@@ -133,7 +133,7 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   const nameProblem = serverName === undefined ? undefined : serverNameProblem(serverName);
   if (nameProblem) throw new UsageError(`--server-name: ${nameProblem}`);
   const kexModes = list(str('kex-modes'));
-  for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}"`);
+  for (const m of kexModes ?? []) if (m !== 'psk_dhe_ke' && m !== 'psk_ke') throw new UsageError(`--kex-modes: unknown mode "${m}" (known: psk_dhe_ke, psk_ke)`);
   onceEach('kex-modes', kexModes);
   const suites = list(str('suites'));
   for (const s of suites ?? []) if (!Object.hasOwn(SUITES, s)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
