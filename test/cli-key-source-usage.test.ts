@@ -4,7 +4,11 @@
  * connecting; the proxy started and failed every connection with key-unavailable), and a --keylog file that
  * cannot be written only at the first handshake (the server listened and failed every handshake).
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
+import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
 import { runQkdTls } from './helpers/peers.js';
 
 const KME = ['--kme', 'http://127.0.0.1:9', '--sae-id', 'sae-a', '--peer-sae-id', 'sae-b', '--peer-sae-id', 'sae-c'];
@@ -59,3 +63,28 @@ for (const url of ['127.0.0.1:8443', 'localhost:8443', 'ftp://127.0.0.1:8443']) 
     tt.equal(r.stderr, `qkd-tls client: --kme: expected the KME's URL, https://HOST:PORT (or http://127.0.0.1:PORT for a simulator on this machine), got "${url}"\n`);
   });
 }
+
+// --kme-cert and --kme-key that do not go together (or a key given as the certificate) are a usage error at startup
+// (found in a README walkthrough): the client connected, and each enc_keys call failed, after its retries, with
+// "cannot reach the KME at https://... (4 attempt(s)): ERR_OSSL_X509_KEY_VALUES_MISMATCH ...".
+t.test('--kme-cert and --kme-key that cannot be used together are a usage error before anything runs', async (tt) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-certs-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  const set = await makeKmeCertificates({ kmeIds: ['KME-A'], saeIds: ['sae-a', 'sae-b'] });
+  const file = async (name: string, text: string): Promise<string> => {
+    await writeFile(join(dir, name), text);
+    return join(dir, name);
+  };
+  const certA = await file('a.crt', set.saes['sae-a'].cert);
+  const keyA = await file('a.key', set.saes['sae-a'].key);
+  const keyB = await file('b.key', set.saes['sae-b'].key);
+  const kme = ['--kme', 'https://127.0.0.1:9', '--sae-id', 'sae-a', '--peer-sae-id', 'sae-b'];
+  for (const [what, cert, key, message] of [
+    ["another SAE's key", certA, keyB, "key values mismatch (the key is not the certificate's)"],
+    ['the key as the certificate', keyA, keyA, 'no start line (both must be PEM: the certificate, then its private key)'],
+  ]) {
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...kme, '--kme-cert', cert, '--kme-key', key], { ms: 20_000 });
+    tt.equal(r.code, 2, `${what}: exit code 2`);
+    tt.equal(r.stderr, `qkd-tls client: --kme: Etsi014Client: cert and key cannot be used: ${message}\n`, `${what}: one line`);
+  }
+});

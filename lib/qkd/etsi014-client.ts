@@ -14,6 +14,7 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
 import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
@@ -43,6 +44,9 @@ export class Etsi014Client extends Etsi014ClientBase {
     if ((options.cert === undefined) !== (options.key === undefined)) {
       throw new TypeError('Etsi014Client: cert and key go together (the SAE client certificate and its private key)');
     }
+    // A certificate and key that do not go together (or are not PEM) are refused now: each request failed on them,
+    // after its retries, as "cannot reach the KME ... key values mismatch" (found in a README walkthrough).
+    if (this.secure && options.cert !== undefined) checkCertAndKey(options.cert, options.key!);
     const maxSockets = Math.floor(this.positive(options.maxSockets, 4, 'maxSockets', 1));
     this.agent = this.secure
       ? new HttpsAgent({ keepAlive: true, maxSockets, ca: options.ca, cert: options.cert, key: options.key, minVersion: 'TLSv1.2' })
@@ -104,6 +108,18 @@ export class Etsi014Client extends Etsi014ClientBase {
     }
     const what = code ? `${code}: ${err.message}` : String(err?.message ?? e);
     return new Etsi014Error('connection', `cannot reach the KME at ${origin} for ${op} (${attempts} attempt(s)): ${what}`, op, undefined, undefined, attempts, { cause: e });
+  }
+}
+
+/** Throws a TypeError when OpenSSL cannot use `cert` with `key` (not PEM, or the key is not the certificate's). */
+function checkCertAndKey(cert: string | Buffer, key: string | Buffer): void {
+  try {
+    createSecureContext({ cert, key });
+  } catch (e) {
+    const err = e as { code?: unknown; reason?: unknown; message?: unknown };
+    const why = typeof err.reason === 'string' ? err.reason : String(err.message);
+    const hint = err.code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH' ? 'the key is not the certificate\'s' : 'both must be PEM: the certificate, then its private key';
+    throw new TypeError(`Etsi014Client: cert and key cannot be used: ${why} (${hint})`);
   }
 }
 
