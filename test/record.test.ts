@@ -149,6 +149,17 @@ t.test('hostile record headers', async (t) => {
       d.next();
     }, 'unexpected_message', `content type 0x${type.toString(16)}`);
   }
+  // A byte that reads as text (an HTTP peer: "GET ...", "HTTP/1.1 ...") says the peer may not speak TLS; it said only
+  // "record content type 0x47" (found in a README walkthrough).
+  const http = new Deframer();
+  http.push(new TextEncoder().encode('GET / HTTP/1.1\r\n'));
+  t.throws(() => http.next(), { reason: 'RecordUnknownContentType', message: /sent: record content type 0x47 \("G"\): the peer does not seem to speak TLS \(it sent text\)$/ });
+  const binary = new Deframer();
+  binary.push(Uint8Array.of(0x63));
+  t.throws(() => binary.next(), { message: /sent: record content type 0x63 \("c"\)/ }, '0x63 is "c"');
+  const notText = new Deframer();
+  notText.push(Uint8Array.of(0x18));
+  t.throws(() => notText.next(), { message: /sent: record content type 0x18$/ }, 'a byte that is not text: no guess');
 });
 
 t.test('random bytes give records or TlsErrors, never another exception', async (t) => {

@@ -65,7 +65,10 @@ export class Deframer {
       type !== ContentType.alert &&
       type !== ContentType.change_cipher_spec
     ) {
-      throw new TlsError('RecordUnknownContentType', `record content type 0x${type.toString(16).padStart(2, '0')}`);
+      // A byte that reads as text is most likely a peer that does not speak TLS at all (an HTTP client or server):
+      // say so, for the person reading the log (found in a README walkthrough).
+      const text = type >= 0x20 && type <= 0x7e ? ` (${JSON.stringify(String.fromCharCode(type))}): the peer does not seem to speak TLS (it sent text)` : '';
+      throw new TlsError('RecordUnknownContentType', `record content type 0x${type.toString(16).padStart(2, '0')}${text}`);
     }
     if (this.total < RECORD_HEADER_LENGTH) return null;
     const inFirst = first.length - this.pos;
