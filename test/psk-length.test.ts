@@ -125,3 +125,23 @@ t.test('server: a short PSK among the lookup\'s answers is passed over for a usa
   p = handshake({ crypto, psks: imported.slice(0, 1) }, { crypto, psks: importedResolver(crypto, epsks) });
   tt.equal(p.error('server')?.reason, 'PskTooShort', 'imported, only short: PskTooShort');
 });
+
+// A PSK of the wrong shape is a TypeError that says which field, when the connection or server is made (found in a
+// README walkthrough): `identity: 'alice'` (a string) failed inside the handshake with "body is not a function", a
+// string secret was taken as its length in bytes ("got 24 bits"), `hash: 'SHA256'` gave "no PSK usable with the
+// configured cipher suites", and no `psks` at all "options.psks is not iterable".
+t.test('a PSK of the wrong shape, or no psks, is a TypeError naming what is wrong', async (tt) => {
+  const good = psk(32, 'alice');
+  const bad = (p: Record<string, unknown>): Psk => p as unknown as Psk;
+  const cases: [string, Psk, RegExp][] = [
+    ['a string identity', bad({ ...good, identity: 'alice' }), /a PSK's identity is a Uint8Array \(such as new TextEncoder\(\)\.encode\('alice'\)\), got the string "alice"/],
+    ['a string secret', bad({ ...good, secret: 'abc' }), /a PSK's secret is a Uint8Array, got the string "abc"/],
+    ['a hash spelled SHA256', bad({ ...good, hash: 'SHA256' }), /a PSK's hash is 'SHA-256' or 'SHA-384', got the string "SHA256"/],
+  ];
+  for (const [what, p, message] of cases) {
+    tt.throws(() => Connection.client({ crypto, psks: [p] }), { name: 'TypeError', message }, `client: ${what}`);
+    tt.throws(() => Connection.server({ crypto, psks: [p] }), { name: 'TypeError', message }, `server: ${what}`);
+  }
+  tt.throws(() => Connection.client({ crypto } as unknown as Parameters<typeof Connection.client>[0]), { name: 'TypeError', message: /^client: psks is required: an array of PSKs/ }, 'client: no psks');
+  tt.doesNotThrow(() => Connection.client({ crypto, psks: [{ ...good, identity: Buffer.from('alice') }] }), 'a Buffer is a Uint8Array');
+});

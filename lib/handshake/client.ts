@@ -34,7 +34,7 @@ import {
   encodeEndOfEarlyData,
   encodeFinished,
 } from '../messages/post-hello.js';
-import { earlyDataSuiteName, shortPskProblem, type Psk } from '../psk/types.js';
+import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
@@ -82,6 +82,11 @@ interface ClientPlan {
 export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeState {
   const crypto = io.crypto;
   const { suites: configured, modes, groups } = resolveCommonOptions('client', crypto, options, DEFAULT_CLIENT_KEX_MODES, DEFAULT_GROUPS);
+  if (!Array.isArray(options.psks)) throw new TypeError(`client: psks is required: an array of PSKs ({ identity, secret, hash }), got ${options.psks === undefined ? 'none' : typeof options.psks}`);
+  for (const p of options.psks) {
+    const problem = pskShapeProblem(p);
+    if (problem) throw new TypeError(`client: ${problem}`);
+  }
   // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long" (a shorter one falls to an offline search
   // against the binder we send); every configured PSK, not only those offered with these suites.
   if (!options.dangerouslyAllowShortPsks) {

@@ -32,7 +32,7 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
-import { earlyDataSuiteName, shortPskProblem, type Psk, type PskRequest } from '../psk/types.js';
+import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -87,6 +87,12 @@ export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeS
   }
   // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long". A static list is checked now; what a lookup
   // answers is checked when a PSK is selected (selectSuiteAndPsk).
+  if (Array.isArray(options.psks)) {
+    for (const p of options.psks as readonly unknown[]) {
+      const problem = pskShapeProblem(p);
+      if (problem) throw new TypeError(`server: ${problem}`);
+    }
+  }
   if (Array.isArray(options.psks) && !options.dangerouslyAllowShortPsks) {
     for (const p of options.psks as readonly Psk[]) {
       const problem = shortPskProblem(p);

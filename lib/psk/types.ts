@@ -52,6 +52,31 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
     : undefined;
 }
 
+/**
+ * Why `psk` is not a PSK's shape (`identity` and `secret` Uint8Arrays, `hash` 'SHA-256' or 'SHA-384'), or undefined.
+ * A newcomer's `identity: 'alice'` failed deep in the handshake with "body is not a function", a `hash: 'SHA256'` with
+ * "no PSK usable with the configured cipher suites" (found in a README walkthrough).
+ */
+export function pskShapeProblem(psk: unknown): string | undefined {
+  if (typeof psk !== 'object' || psk === null) return `a PSK is an object { identity, secret, hash }, got ${describe(psk)}`;
+  const { identity, secret, hash } = psk as { identity?: unknown; secret?: unknown; hash?: unknown };
+  if (!isBytes(identity)) return `a PSK's identity is a Uint8Array (such as new TextEncoder().encode('alice')), got ${describe(identity)}`;
+  if (!isBytes(secret)) return `a PSK's secret is a Uint8Array, got ${describe(secret)}`;
+  if (hash !== 'SHA-256' && hash !== 'SHA-384') return `a PSK's hash is 'SHA-256' or 'SHA-384', got ${describe(hash)}`;
+  return undefined;
+}
+
+/** A Uint8Array (a Buffer too), also from another realm. */
+function isBytes(v: unknown): v is Uint8Array {
+  return v instanceof Uint8Array || Object.prototype.toString.call(v) === '[object Uint8Array]';
+}
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '...' : v)}`;
+  if (v === null || v === undefined) return String(v);
+  return typeof v === 'object' ? (Object.getPrototypeOf(v)?.constructor?.name ?? 'an object') : typeof v;
+}
+
 /** A synchronous PSK lookup: for each offered identity, the PSK or undefined. */
 export type PskResolver = (request: PskRequest) => readonly (Psk | undefined)[];
 
