@@ -788,7 +788,13 @@ t.test('PSK failures: wrong key, unknown identity', async (tt) => {
 
     p = handshake({ crypto, psks: [psk] }, { crypto, psks: [makePsk('somebody-else')] });
     assertFailed(tt, p, 'server', 'unknown_psk_identity', `${crypto.name} unknown identity`, 'UnknownPskIdentity');
+    // The server's message names what was offered (it said only "none of the offered PSK identities is known":
+    // found in a README walkthrough, where --importer on the client only was a mystery to the server's operator).
+    tt.match(p.error('server')?.message, /none of the offered PSK identities is known \(offered: shared\)$/, 'the message names the offered identity');
   }
+  const offered = ['a "quoted" one', 'b', 'c', 'd'].map((name) => makePsk(name));
+  const p = handshake({ crypto: nodeProvider, psks: offered }, { crypto: nodeProvider, psks: [makePsk('other')] });
+  tt.match(p.error('server')?.message, /\(offered: "a \\"quoted\\" one", b, c and 1 more\)$/, 'at most three, each quoted when not plain');
 });
 
 t.test('asynchronous PSK lookup: psk-request, providePsks, failPskLookup', async (tt) => {

@@ -24,7 +24,7 @@
  */
 import { ExtensionType, HandshakeType, nameOf, ProtocolVersion, PskKeyExchangeMode } from '../codec/enums.js';
 import { equalConstantTime, toHex, wipe } from '../codec/bytes.js';
-import { clip } from '../codec/text.js';
+import { clip, fieldText } from '../codec/text.js';
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { Transcript } from '../keyschedule/transcript.js';
@@ -32,6 +32,7 @@ import { finishedVerifyData, type EarlySecret, type HandshakeSecret } from '../k
 import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
+import { identityText } from '../psk/identity-text.js';
 import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
@@ -366,12 +367,24 @@ function selectSuiteAndPsk(
     const index = psks.findIndex((p) => usable(p) && p.hash === suite.hash);
     if (index >= 0) return { suite, psk: psks[index]!, index };
   }
-  if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', 'none of the offered PSK identities is known');
+  if (psks.every((p) => p === undefined)) throw new TlsError('UnknownPskIdentity', `none of the offered PSK identities is known (${offeredIdentities(ch)})`);
   const short = psks.findIndex((p) => p !== undefined && !usable(p));
   if (short >= 0 && !psks.some(usable)) {
     throw new TlsError('PskTooShort', `the PSK lookup answered only PSKs too short to use, e.g. for identity #${short}: ${shortPskProblem(psks[short]!)}`);
   }
   throw new TlsError('NoCommonCipherSuite', 'no cipher suite in common that a known PSK can use');
+}
+
+/**
+ * The identities a ClientHello offered, for the log of an unknown identity: the operator sees what the client sent
+ * (a wrong identity, an RFC 9258 imported one when this server does not import, a QKD key ID), where the message
+ * said only "none of the offered PSK identities is known" (found in a README walkthrough). The client's text: each
+ * quoted as a log field (control characters escaped), at most three of them, each clipped.
+ */
+function offeredIdentities(ch: ClientHello): string {
+  const all = ch.psks?.identities ?? [];
+  const shown = all.slice(0, 3).map((i) => fieldText(identityText(i.identity), 80));
+  return `offered: ${shown.join(', ')}${all.length > 3 ? ` and ${all.length - 3} more` : ''}`;
 }
 
 /** The key exchange: PSK only, (EC)DHE with the client's share for `group`, or a HelloRetryRequest for `group`. */
