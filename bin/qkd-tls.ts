@@ -17,14 +17,23 @@ const COMMANDS: Record<string, { summary: string }> = {
 function usage(): string {
   const lines = ['usage: qkd-tls <command> [options]', '', 'commands:'];
   for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(8)} ${c.summary}`);
-  lines.push('', 'Run `qkd-tls <command> --help` for the options of a command.');
+  lines.push('', 'Run `qkd-tls <command> --help` for the options of a command; `qkd-tls --version` prints the version.');
   return lines.join('\n');
 }
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
+  // `qkd-tls help server` is `qkd-tls server --help` (it printed the list of commands).
+  if (name === 'help' && rest.length > 0 && Object.hasOwn(COMMANDS, rest[0])) return main([rest[0], '--help']);
   if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
+    return 0;
+  }
+  if (name === '--version' || name === '-V') {
+    // It was "unknown command '--version'" and the usage, exit 2.
+    const { readFileSync } = await import('node:fs');
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`qkd-tls ${pkg.version}\n`);
     return 0;
   }
   if (!name) {

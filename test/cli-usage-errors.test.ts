@@ -4,10 +4,13 @@
  * after the message (70 lines for server and client), which buried it (found in a README walkthrough); proxy
  * already did it this way.
  */
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 import t from 'tap';
 import { runQkdTls } from './helpers/peers.js';
+import { ROOT } from './helpers/runtimes.js';
 
 const COMMANDS: [args: string[], name: string, help: string][] = [
   [['server'], 'server', 'server'],
@@ -107,4 +110,16 @@ t.test('an unknown --kex-modes name lists the known ones, as --suites and --grou
   const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a', '--kex-modes', 'psk'], { ms: 20_000 });
   t.equal(r.code, 2, 'exit code 2');
   t.equal(r.stderr, 'qkd-tls client: --kex-modes: unknown mode "psk" (known: psk_dhe_ke, psk_ke)\n');
+});
+
+t.test('qkd-tls --version prints the version; qkd-tls help COMMAND is COMMAND --help', async (t) => {
+  // --version was "unknown command '--version'" with the usage, exit 2; `help server` printed the list of commands.
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const v = await runQkdTls(['--version'], { ms: 20_000 });
+  t.equal(v.code, 0, '--version: exit code 0');
+  t.equal(v.stdout, `qkd-tls ${version}\n`, 'the version from package.json');
+  const help = await runQkdTls(['help', 'server'], { ms: 20_000 });
+  const direct = await runQkdTls(['server', '--help'], { ms: 20_000 });
+  t.equal(help.code, 0, 'help server: exit code 0');
+  t.equal(help.stdout, direct.stdout, 'help server is server --help');
 });
