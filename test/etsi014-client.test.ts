@@ -281,3 +281,26 @@ t.test('options and arguments are checked up front', async (t) => {
   await t.rejects(c.encKeys(SLAVE, { extensionOptional: [{}] }, { method: 'GET' }), /GET carries only number and size/);
   await t.rejects(c.status(''), /peer SAE ID/);
 });
+
+// The wrong scheme for the KME (found in a README walkthrough: `qkd-tls kme` speaks HTTPS unless --insecure-http):
+// https:// to a plain HTTP KME failed, after four attempts, with "EPROTO: write EPROTO 80CC...:error:0A00010B:SSL
+// routines:ssl3_get_record:wrong version number:../deps/openssl/...", and http:// to an HTTPS KME with a bare
+// "ECONNRESET: socket hang up". Each now says what to check; the first is a TLS failure, not retried.
+t.test('the wrong scheme for the KME says so', async (t) => {
+  const plain = await stub(t, (_req, res) => json(res, 200, {}));
+  const tlsToPlain = new Etsi014Client({ baseUrl: plain.url.replace('http:', 'https:'), retryDelayMs: 1 });
+  t.teardown(() => tlsToPlain.close());
+  const e = await failure(tlsToPlain.status(SLAVE));
+  t.equal(e.reason, 'tls', 'a TLS failure');
+  t.equal(e.attempts, 1, 'not retried: it will not fix itself');
+  t.match(e.message, /it does not answer in TLS \(wrong version number\); is it a plain http:\/\/ KME\?$/);
+  // A server that hangs up on a plain HTTP request, as an HTTPS one does.
+  const hangUp: NetServer = createNetServer((s: Socket) => s.once('data', () => s.destroy()));
+  await new Promise<void>((r) => hangUp.listen(0, '127.0.0.1', r));
+  t.teardown(() => hangUp.close());
+  const plainToTls = new Etsi014Client({ baseUrl: `http://127.0.0.1:${(hangUp.address() as { port: number }).port}`, retries: 0 });
+  t.teardown(() => plainToTls.close());
+  const h = await failure(plainToTls.status(SLAVE));
+  t.equal(h.reason, 'connection');
+  t.match(h.message, /ECONNRESET: socket hang up; if the KME speaks HTTPS, use an https:\/\/ URL$/);
+});

@@ -106,8 +106,15 @@ export class Etsi014Client extends Etsi014ClientBase {
       const why = typeof err.reason === 'string' ? err.reason : err.message;
       return new Etsi014Error('tls', `TLS with the KME at ${origin} failed: ${why} (${code}); check ca, cert and key`, op, undefined, undefined, attempts, { cause: e });
     }
+    // The scheme that does not match the KME's (found in a README walkthrough: `qkd-tls kme` speaks HTTPS unless
+    // --insecure-http): a plain HTTP request to an HTTPS KME is hung up on; a TLS hello to a plain HTTP KME fails
+    // with OpenSSL's "wrong version number" and a dump of its internals.
+    if (this.secure && code === 'EPROTO' && /wrong version number/i.test(String(err.message))) {
+      return new Etsi014Error('tls', `TLS with the KME at ${origin} failed: it does not answer in TLS (wrong version number); is it a plain http:// KME?`, op, undefined, undefined, attempts, { cause: e });
+    }
     const what = code ? `${code}: ${err.message}` : String(err?.message ?? e);
-    return new Etsi014Error('connection', `cannot reach the KME at ${origin} for ${op} (${attempts} attempt(s)): ${what}`, op, undefined, undefined, attempts, { cause: e });
+    const scheme = !this.secure && code === 'ECONNRESET' ? '; if the KME speaks HTTPS, use an https:// URL' : '';
+    return new Etsi014Error('connection', `cannot reach the KME at ${origin} for ${op} (${attempts} attempt(s)): ${what}${scheme}`, op, undefined, undefined, attempts, { cause: e });
   }
 }
 
