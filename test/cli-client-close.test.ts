@@ -121,7 +121,7 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
     return client.stderr;
   };
   const other = PSK_HEX.replace(/^6b/, '00');
-  t.equal(await run(['--psk', other, '--identity', PSK_IDENTITY]), 'tls alert: decrypt_error (51) received: the server could not verify the key we offered (wrong key?)\n');
+  t.equal(await run(['--psk', other, '--identity', PSK_IDENTITY]), 'tls alert: decrypt_error (51) received: the server could not verify the key we offered (a wrong key, or another --psk-hash?)\n');
   t.equal(
     await run(['--psk', PSK_HEX, '--identity', 'nobody']),
     'tls alert: unknown_psk_identity (115) received: the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)\n',

@@ -792,6 +792,12 @@ t.test('PSK failures: wrong key, unknown identity', async (tt) => {
     // found in a README walkthrough, where --importer on the client only was a mystery to the server's operator).
     tt.match(p.error('server')?.message, /none of the offered PSK identities is known \(offered: shared\)$/, 'the message names the offered identity');
   }
+  // The same key bound to SHA-256 by the client and SHA-384 by the server: the binder has the other hash's length.
+  // The message said "wrong key?" (found in a README walkthrough, with --psk-hash SHA-384 on the server only).
+  const shared = makePsk('shared');
+  const hashes = handshake({ crypto: nodeProvider, psks: [shared] }, { crypto: nodeProvider, psks: [{ ...shared, hash: 'SHA-384' }] });
+  assertFailed(tt, hashes, 'server', 'decrypt_error', 'SHA-256 against SHA-384');
+  tt.match(hashes.error('server')?.message, /PSK binder does not verify: the client bound the key to SHA-256, this side to SHA-384 \(the two sides must agree on the PSK's hash\)/);
   const offered = ['a "quoted" one', 'b', 'c', 'd'].map((name) => makePsk(name));
   const p = handshake({ crypto: nodeProvider, psks: offered }, { crypto: nodeProvider, psks: [makePsk('other')] });
   tt.match(p.error('server')?.message, /\(offered: "a \\"quoted\\" one", b, c and 1 more\)$/, 'at most three, each quoted when not plain');

@@ -85,7 +85,7 @@ export class Reporter {
 export function clientFailureHint(err: unknown): string | undefined {
   if (err instanceof TlsError) {
     if (!err.remote) return undefined;
-    if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (wrong key?)';
+    if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';
     if (err.alert === 'unknown_psk_identity') return 'the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)';
     if (err.alert === 'handshake_failure') return "the server's log says why";
     return undefined;

@@ -36,7 +36,14 @@ export function verifyBinder(
   received: Uint8Array,
 ): void {
   const expected = computeBinder(crypto, early, psk, truncatedHash);
-  verifyMac(expected, received, 'IncorrectBinder', 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)');
+  // A binder of another length was made with another hash: the two sides bound the key to different hashes (a
+  // --psk-hash on one side only), not a wrong key, which the message said (found in a README walkthrough).
+  const hashes: Record<number, string> = { 32: 'SHA-256', 48: 'SHA-384' };
+  const detail =
+    received.length !== expected.length && hashes[received.length]
+      ? `PSK binder does not verify: the client bound the key to ${hashes[received.length]}, this side to ${psk.hash} (the two sides must agree on the PSK's hash) (RFC 8446 §4.2.11.2)`
+      : 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)';
+  verifyMac(expected, received, 'IncorrectBinder', detail);
 }
 
 /**
