@@ -48,7 +48,9 @@ t.test('the network demo runs end to end, explains each step, writes the picture
   t.match(out, /B-D {2}down/);
   t.match(out, /relay: 1280 link-key bits spent = 1280 delivered \+ 0 waiting \+ 0 discarded/);
   t.match(out, /Done: TLS crossed three trusted nodes/);
-  // The picture.
+  // The picture: the file, not this network's URL, which is gone once the demo exits (a reader opened it in vain).
+  t.match(out, `   picture: ${svgFile}\n`);
+  t.notMatch(out, /network\.svg while a network runs/, "no URL that stops answering when the demo exits");
   const svg = readFileSync(svgFile, 'utf8');
   t.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
   t.match(svg, /<\/svg>\n$/);
@@ -66,6 +68,11 @@ t.test('network demo options', async (t) => {
   const both = await demo(['--network', '--handshakes', '2']);
   t.equal(both.code, 2);
   t.match(both.stderr, /--handshakes does not go with --network/);
+  // Without --svg: how to keep a picture, not the URL of a network the demo stops on exit.
+  const plain = await demo(['--network']);
+  t.equal(plain.code, 0);
+  t.match(plain.stdout, /picture: run the demo with --svg FILE to keep one/);
+  t.notMatch(plain.stdout, /picture: GET http/, 'no URL that stops answering when the demo exits');
   const help = await demo(['--help']);
   t.match(help.stdout, /--network/);
 });

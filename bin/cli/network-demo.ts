@@ -141,9 +141,10 @@ export class NetworkDemo {
     say(`   relay: ${snap.ledger.consumedBits} link-key bits spent = ${snap.ledger.deliveredBits} delivered + ${snap.ledger.pendingBits} waiting + ${snap.ledger.discardedBits} discarded`);
     if (this.options.svgFile) {
       writeFileSync(this.options.svgFile, networkSvg(snap));
-      say(`   picture: ${this.options.svgFile} (also at GET ${net.url}/network.svg while a network runs)`);
+      say(`   picture: ${this.options.svgFile}`);
     } else {
-      say(`   picture: GET ${net.url}/network.svg (or run with --svg FILE to keep one)`);
+      // Not this network's URL: the demo stops it on exit, so a reader who opened it found nothing there.
+      say(`   picture: run the demo with --svg FILE to keep one (qkd-tls kme --topology serves one at /network.svg)`);
     }
     say();
     say('Done: TLS crossed three trusted nodes, survived an eavesdropper by rerouting, and failed closed without a route.');
