@@ -135,4 +135,12 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
   gone.end();
   t.equal((await gone.waitExit(WAIT)).code, 1, 'no server: exit code 1');
   t.equal(gone.stderr, `connect ECONNREFUSED 127.0.0.1:${free}: nothing listens there (is the server running?)\n`);
+  // A peer that accepts the connection and never answers (not a TLS server).
+  const silent = createNetServer(() => {});
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => silent.close());
+  const mute = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${(silent.address() as AddressInfo).port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--handshake-timeout', '1']);
+  mute.end();
+  t.equal((await mute.waitExit(WAIT)).code, 1, 'a silent peer: exit code 1');
+  t.equal(mute.stderr, 'tls alert: internal_error (80) sent: the TLS handshake timed out after 1000 ms: the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)\n');
 });

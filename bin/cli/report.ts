@@ -84,6 +84,7 @@ export class Reporter {
  */
 export function clientFailureHint(err: unknown): string | undefined {
   if (err instanceof TlsError) {
+    if (err.reason === 'HandshakeTimeout') return 'the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)';
     if (!err.remote) return undefined;
     if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';
     if (err.alert === 'unknown_psk_identity') return 'the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)';
