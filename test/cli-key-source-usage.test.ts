@@ -88,3 +88,13 @@ t.test('--kme-cert and --kme-key that cannot be used together are a usage error 
     tt.equal(r.stderr, `qkd-tls client: --kme: Etsi014Client: cert and key cannot be used: ${message}\n`, `${what}: one line`);
   }
 });
+
+// A time in the wrong form names the unit (found in a README walkthrough: the proxy's other times take "5s", these
+// take milliseconds, and `--kme-timeout 5s` said only "must be an integer from 1 to 600000").
+t.test('--kme-timeout and --key-lifetime out of form name their unit, milliseconds', async (tt) => {
+  for (const option of ['--kme-timeout', '--key-lifetime']) {
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--kme', 'http://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b', option, '5s'], { ms: 20_000 });
+    tt.equal(r.code, 2, `${option}: exit code 2`);
+    tt.match(r.stderr, new RegExp(`^qkd-tls client: ${option} must be an integer from 1 to \\d+ \\(milliseconds\\), got "5s"\\n$`), `${option}: the unit`);
+  }
+});

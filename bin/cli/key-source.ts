@@ -222,7 +222,7 @@ function kmeKeySource(
   if (tlsFiles.length > 0 && (str('kme-cert') === undefined) !== (str('kme-key') === undefined)) {
     throw new UsageError('--kme-cert and --kme-key go together');
   }
-  const timeoutMs = int(values, 'kme-timeout', 1, 600_000) ?? 5000;
+  const timeoutMs = int(values, 'kme-timeout', 1, 600_000, 'milliseconds') ?? 5000;
   const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
   let client: Etsi014Client;
   try {
@@ -242,11 +242,11 @@ function kmeKeySource(
   const leases = new Map<readonly Psk[], PskLease>();
 
   const poolSize = int(values, 'kme-pool', 0, 10_000) ?? 0;
-  const keyBits = int(values, 'key-bits', 128, 1 << 16);
+  const keyBits = int(values, 'key-bits', 128, 1 << 16, 'bits');
   if (keyBits !== undefined && keyBits % 8 !== 0) throw new UsageError('--key-bits must be a multiple of 8');
   const offer = int(values, 'offer-keys', 1, 64) ?? 1;
   // Checked now: the client source is made at the first connection, where a bad value failed every connection.
-  const keyLifetimeMs = int(values, 'key-lifetime', 1, 86_400_000) ?? 60_000;
+  const keyLifetimeMs = int(values, 'key-lifetime', 1, 86_400_000, 'milliseconds') ?? 60_000;
   let clientSource: Etsi014ClientSource | undefined;
   const clientSide = (): Etsi014ClientSource => {
     if (peers.length > 1) throw new UsageError(ONE_PEER_FOR_A_CLIENT);
@@ -311,10 +311,11 @@ function flag(v: unknown): boolean {
   return v === true || v === 'yes' || v === 'true' || v === '1';
 }
 
-function int(values: Record<string, unknown>, name: string, min: number, max: number): number | undefined {
+/** `--NAME N`, an integer from min to max; the message names the unit (`--kme-timeout 5s` said only "an integer"). */
+function int(values: Record<string, unknown>, name: string, min: number, max: number, unit?: string): number | undefined {
   const v = values[name] as string | undefined;
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}`);
+  if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}${unit ? ` (${unit})` : ''}, got "${v}"`);
   return n;
 }
