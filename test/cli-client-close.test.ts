@@ -13,7 +13,7 @@ import { utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { makePsk } from './helpers/pair.js';
-import { PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
+import { jsonEvent, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 
 const WAIT = 15_000;
 const PSK_HEX = '6b3a1f0e9d8c7b6a5948372615f4e3d2c1b0a9f8e7d6c5b4a3928170f6e5d4c3';
@@ -143,4 +143,21 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
   mute.end();
   t.equal((await mute.waitExit(WAIT)).code, 1, 'a silent peer: exit code 1');
   t.equal(mute.stderr, 'tls alert: internal_error (80) sent: the TLS handshake timed out after 1000 ms: the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)\n');
+});
+
+t.test('qkd-tls client with QKD keys: an unknown identity points at the server and its key manager, not at --identity', async (t) => {
+  // With --kme there is no --identity: the hint for static keys sent the reader looking for an option they never gave.
+  const kme = spawnQkdTls(t, ['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--json']);
+  const up = jsonEvent(await kme.waitFor(/"event":"listening"/, WAIT, 'stdout'), 'listening') as { master: { url: string }; slave: { url: string } };
+  const [master, slave] = [up.master.url, up.slave.url];
+  // The server takes keys from another SAE than the client's.
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--json', '--kme', slave, '--sae-id', 'server-sae', '--peer-sae-id', 'someone-else']);
+  const listening = jsonEvent(await server.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening') as { address: string };
+  const client = spawnQkdTls(t, ['client', '--connect', listening.address, '--kme', master, '--sae-id', 'client-sae', '--peer-sae-id', 'server-sae']);
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 1, 'exit code 1');
+  t.equal(
+    client.stderr,
+    'tls alert: unknown_psk_identity (115) received: the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)\n',
+  );
 });

@@ -80,13 +80,16 @@ export class Reporter {
 /**
  * What a client can do about a failure it did not see the cause of: an alert from the server (whose own log says
  * `sent: PSK binder does not verify (wrong key?)`, where the client saw only `decrypt_error (51) received`), or a
- * server that does not answer. Undefined when there is nothing to add.
+ * server that does not answer. `qkdKeys`: the keys come from a KME (--kme), not from --psk. Undefined when there is
+ * nothing to add.
  */
-export function clientFailureHint(err: unknown): string | undefined {
+export function clientFailureHint(err: unknown, qkdKeys = false): string | undefined {
   if (err instanceof TlsError) {
     if (err.reason === 'HandshakeTimeout') return 'the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)';
     if (!err.remote) return undefined;
     if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';
+    // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
+    if (err.alert === 'unknown_psk_identity' && qkdKeys) return "the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)";
     if (err.alert === 'unknown_psk_identity') return 'the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)';
     if (err.alert === 'handshake_failure') return "the server's log says why";
     return undefined;

@@ -103,7 +103,7 @@ export async function run(argv: string[]): Promise<number> {
       // reset. Nothing was lost, so that is still a clean end.
       if (socket.connection?.peerClosed && (e.code === 'EPIPE' || e.code === 'ECONNRESET')) return;
       failed = true;
-      report.failure(e, {}, clientFailureHint(e));
+      report.failure(e, {}, clientFailureHint(e, values.kme !== undefined));
     });
     socket.on('end', () => {
       if (!socket.connection?.peerClosed) {
