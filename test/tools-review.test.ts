@@ -175,6 +175,16 @@ t.test('CLI: kme option values the simulator refuses are usage errors (exit 2)',
   }
   const offLoopback = await runQkdTls(['kme', '--listen', '0.0.0.0:0', '--insecure-http'], { ms: 30_000 });
   tt.equal(offLoopback.code, 2, `--insecure-http off loopback: exit 2 (${offLoopback.stderr.split('\n')[0]})`);
+  // Told with the command's option names, not the simulator's (found in a README walkthrough: "kme simulator: keySize
+  // must be a multiple of 8 bits" for --key-size), and KME-B on KME-A's port is refused as such, not reported as a
+  // port that another program holds.
+  const size = await runQkdTls(['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--key-size', '100'], { ms: 30_000 });
+  tt.equal(size.stderr, 'qkd-tls kme: --key-size must be a multiple of 8 bits (got 100)\n(run qkd-tls kme --help for the options)\n');
+  const order = await runQkdTls(['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--key-size', '2048'], { ms: 30_000 });
+  tt.match(order.stderr, /^qkd-tls kme: need --min-key-size <= --key-size <= --max-key-size \(got 64, 2048, 1024\)\n/);
+  const same = await runQkdTls(['kme', '--listen', '127.0.0.1:8443', '--slave-port', '8443', '--insecure-http'], { ms: 30_000 });
+  tt.equal(same.code, 2, '--slave-port on KME-A\'s port: exit 2');
+  tt.match(same.stderr, /^qkd-tls kme: --slave-port 8443 is KME-A's port \(--listen\): KME-B needs a port of its own\n/);
 });
 
 /** Runs an ES module's code in a Node with a 500 KiB stack (a runtime with less stack than Node's default). */

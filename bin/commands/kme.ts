@@ -71,9 +71,11 @@ export async function run(argv: string[]): Promise<number> {
   try {
     kme = await startKmeSimulator({ ...parsed.options, log: (e) => out(json ? jsonEvent(e) : kmeLogLine(e)) });
   } catch (e) {
+    // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error,
+    // told with the command's option names (it said "keySize must be a multiple of 8 bits" for --key-size 100).
+    if (e instanceof RangeError) return usageError('kme', optionNames(e.message));
     process.stderr.write(`qkd-tls kme: ${withListenHint((e as Error).message, e)}\n`);
-    // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error.
-    return e instanceof RangeError ? 2 : 1;
+    return 1;
   }
   out(json ? JSON.stringify(listeningEvent(kme, parsed.options)) : describe(kme, parsed.options).join('\n'));
 
@@ -112,6 +114,8 @@ export function parseKmeArgs(argv: string[]): { options: KmeSimulatorOptions; js
   const { host, port } = parseHostPort(values.listen!);
   const slavePort = values['slave-port'] !== undefined ? integer(values['slave-port'], '--slave-port', 65535) : port === 0 ? 0 : port + 1;
   if (slavePort > 65535) throw new Error(`--listen port ${port} leaves no room for KME-B at PORT+1; give --slave-port`);
+  // KME-B on KME-A's own port failed as "address already in use ... another program listens on that port".
+  if (slavePort !== 0 && slavePort === port) throw new Error(`--slave-port ${slavePort} is KME-A's port (--listen): KME-B needs a port of its own`);
   const opt = (name: string) => (values as unknown as Record<string, string | undefined>)[name];
   const num = (name: string) => (opt(name) === undefined ? undefined : integer(opt(name)!, `--${name}`, Number.MAX_SAFE_INTEGER));
   const options: KmeSimulatorOptions = {
@@ -133,6 +137,27 @@ export function parseKmeArgs(argv: string[]): { options: KmeSimulatorOptions; js
   if (values['insecure-http']) options.insecureHttp = true;
   else options.certsDir = resolve(values.certs!);
   return { options, json: values.json!, help: values.help! };
+}
+
+/** The simulator's option names in a message, as this command's options. */
+const OPTION_NAMES: Record<string, string> = {
+  keySize: '--key-size',
+  minKeySize: '--min-key-size',
+  maxKeySize: '--max-key-size',
+  maxKeyCount: '--max-keys',
+  maxKeysPerRequest: '--max-keys-per-request',
+  initialKeyCount: '--initial-keys',
+  rateBitsPerSecond: '--rate',
+  masterSaeId: '--master-sae',
+  slaveSaeId: '--slave-sae',
+  masterKmeId: '--master-kme',
+  slaveKmeId: '--slave-kme',
+  certsDir: '--certs',
+  insecureHttp: '--insecure-http',
+};
+
+function optionNames(message: string): string {
+  return message.replace(/^kme simulator: /, '').replace(/\b[a-z][A-Za-z]+\b/g, (w) => OPTION_NAMES[w] ?? w);
 }
 
 function parseHostPort(s: string): { host: string; port: number } {
