@@ -123,3 +123,24 @@ t.test('qkd-tls --version prints the version; qkd-tls help COMMAND is COMMAND --
   t.equal(help.code, 0, 'help server: exit code 0');
   t.equal(help.stdout, direct.stdout, 'help server is server --help');
 });
+
+t.test('--origin must be a page origin, and --origin or --max-message without --websocket is a usage error', async (t) => {
+  // `--origin localhost:8000` (no scheme) was taken as it is and matched no browser's Origin header, so every page
+  // was refused with 403; server --origin or --max-message without --websocket were ignored without a word (the proxy
+  // already refused --origin without --websocket). Found in a README walkthrough.
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const [name, args] of [
+    ['server', ['server', '--websocket', '--listen', '127.0.0.1:0', ...psk]],
+    ['bridge', ['bridge', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1:9']],
+    ['proxy', ['proxy', '--role', 'server', '--websocket', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...psk]],
+  ] as const) {
+    const r = await runQkdTls([...args, '--origin', 'localhost:8000'], { ms: 20_000 });
+    t.equal(r.code, 2, `${name}: exit code 2`);
+    t.equal(r.stderr, `qkd-tls ${name}: --origin: expected a page's origin, such as http://localhost:8000, got "localhost:8000"\n`, `${name}: one line`);
+  }
+  for (const [option, value] of [['--origin', 'http://localhost:8000'], ['--max-message', '2048']]) {
+    const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', ...psk, option, value], { ms: 20_000 });
+    t.equal(r.code, 2, `server ${option} without --websocket: exit code 2`);
+    t.equal(r.stderr, `qkd-tls server: ${option} goes with --websocket\n`);
+  }
+});

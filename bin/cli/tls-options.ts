@@ -112,6 +112,25 @@ export function parseMaxMessage(v: string | undefined): number | undefined {
   return int('max-message', v, 1024, 2 ** 31 - 1);
 }
 
+/**
+ * `--origin URL` of the WebSocket listeners (repeatable): each a page's origin, scheme and host. One without its
+ * scheme (`localhost:8000`) was taken as it is, matched no browser's Origin header (`http://localhost:8000`), and
+ * every page was refused with 403 (found in a README walkthrough).
+ */
+export function parseOrigins(values: readonly string[] | undefined): string[] | undefined {
+  if (values === undefined) return undefined;
+  for (const v of values) {
+    let origin = 'null';
+    try {
+      origin = new URL(v).origin;
+    } catch {
+      // not a URL: refused below
+    }
+    if (origin === 'null' || !/^https?:/i.test(v)) throw new UsageError(`--origin: expected a page's origin, such as http://localhost:8000, got "${v}"`);
+  }
+  return [...values];
+}
+
 function int(name: string, v: string | undefined, min: number, max: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);

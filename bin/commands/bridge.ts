@@ -8,7 +8,7 @@ import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/pro
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
-import { parseHostPort, parseMaxMessage, UsageError } from '../cli/tls-options.js';
+import { parseHostPort, parseMaxMessage, parseOrigins, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls bridge --listen HOST:PORT --allow HOST:PORT[,HOST:PORT...] [options]
 
@@ -46,6 +46,7 @@ export async function run(argv: string[]): Promise<number> {
       listen: parseHostPort('listen', values.listen),
       allow,
       maxMessageBytes: parseMaxMessage(values['max-message']),
+      origins: parseOrigins(values.origin),
       maxConnections: count('max-connections', values['max-connections'], 1),
     };
   });
@@ -58,7 +59,7 @@ export async function run(argv: string[]): Promise<number> {
       host: plan.listen.host,
       port: plan.listen.port,
       allow: plan.allow,
-      ...(values.origin ? { origins: values.origin } : {}),
+      ...(plan.origins ? { origins: plan.origins } : {}),
       ...(plan.maxMessageBytes ? { maxMessageBytes: plan.maxMessageBytes } : {}),
       ...(plan.maxConnections ? { maxConnections: plan.maxConnections } : {}),
       onConnection: (r) => report.event('connection', { ...r }),

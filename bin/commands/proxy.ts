@@ -23,7 +23,7 @@ import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
 import { withListenHint } from '../cli/listen-error.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
-import { parseHostPort, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+import { parseHostPort, parseOrigins, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls proxy --role client|server --accept HOST:PORT --connect HOST:PORT [key source] [options]
        qkd-tls proxy --config FILE [--json]
@@ -224,7 +224,8 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
   if (values.websocket && role !== 'server') throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
   if (values.origin !== undefined && !values.websocket) throw new FieldError('origin', 'goes with websocket');
-  const websocket = values.websocket ? { ...(values.origin ? { origins: values.origin as string[] } : {}) } : undefined;
+  const origins = parseOrigins(values.origin as string[] | undefined);
+  const websocket = values.websocket ? { ...(origins ? { origins } : {}) } : undefined;
   const { json: _json, crypto, ...tlsOptions } = parseTlsOptions(values);
   // Key manager events worth an operator's attention go to the proxy's log, in its format.
   const onKmeEvent = (e: Etsi014SourceEvent): void => {

@@ -12,7 +12,7 @@ import { Reporter } from '../cli/report.js';
 import { parseCommandLine } from '../cli/command.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseTraceOptions, TRACE_HELP, TRACE_OPTION_SPEC } from '../cli/trace.js';
-import { parseHostPort, parseMaxMessage, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
+import { parseHostPort, parseMaxMessage, parseOrigins, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls server --listen HOST:PORT [key source] [tls options] [--forward HOST:PORT]
 
@@ -51,10 +51,13 @@ export async function run(argv: string[]): Promise<number> {
   const cli = parseCommandLine('server', argv, options, HELP, (values) => {
     // An option of the other role (bin/cli/roles.ts) is a usage error, not silently ignored.
     refuseOtherRoleOptions('server', values);
+    // --origin and --max-message belong to --websocket; without it they were ignored without a word.
+    for (const o of ['origin', 'max-message'] as const) if (values[o] !== undefined && !values.websocket) throw new UsageError(`--${o} goes with --websocket`);
     return {
       listen: parseHostPort('listen', values.listen),
       maxConnections: maxConnectionsOf(values['max-connections']),
       maxMessage: parseMaxMessage(values['max-message']),
+      origins: parseOrigins(values.origin),
       forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
       tls: parseTlsOptions(values),
       keys: parseKeySource(values),
@@ -122,7 +125,7 @@ export async function run(argv: string[]): Promise<number> {
     server.on('error', failed);
     let ws: WebSocketListener | undefined;
     if (values.websocket) {
-      const origins = values.origin;
+      const origins = cli.plan.origins;
       listenWebSocket({ host: listen.host, port: listen.port, maxConnections, ...(origins ? { origins } : {}), ...(maxMessage ? { maxMessageBytes: maxMessage } : {}) }, ({ stream, peer }) => {
         wsPeers.set(stream, peer);
         server.accept(stream);
