@@ -219,6 +219,10 @@ function kmeKeySource(
       throw new UsageError(`--${f}: cannot read ${str(f)}: ${(e as Error).message}`);
     }
   };
+  // Over plain HTTP they were read and then ignored without a word: a reader could believe the KME link was TLS.
+  if (tlsFiles.length > 0 && /^http:/i.test(url)) {
+    throw new UsageError(`${tlsFiles.map((f) => `--${f}`).join(', ')}: for an https:// KME; this one is http:// (plain HTTP, a simulator on this machine)`);
+  }
   if (tlsFiles.length > 0 && (str('kme-cert') === undefined) !== (str('kme-key') === undefined)) {
     throw new UsageError('--kme-cert and --kme-key go together');
   }
