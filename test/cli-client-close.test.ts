@@ -7,11 +7,12 @@
  * - the connection cut without close_notify: exit code 1 and "truncated" on stderr, the data received so far
  *   still written out.
  */
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
 import { utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { resetSocket } from '../lib/transport/tcp-end.js';
 import { makePsk } from './helpers/pair.js';
 import { jsonEvent, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 
@@ -135,6 +136,13 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
   gone.end();
   t.equal((await gone.waitExit(WAIT)).code, 1, 'no server: exit code 1');
   t.equal(gone.stderr, `connect ECONNREFUSED 127.0.0.1:${free}: nothing listens there (is the server running?)\n`);
+  // A server that resets the connection once the handshake is done (a server killed mid-transfer): it said only
+  // "read ECONNRESET".
+  const resetting = await server(t, (socket) => resetSocket(socket.socket as Socket));
+  const reset = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${resetting}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  reset.write('hello\n');
+  t.equal((await reset.waitExit(WAIT)).code, 1, 'a reset: exit code 1');
+  t.match(reset.stderr, /ECONNRESET: the server reset the connection \(did it stop\?\); what arrived may be incomplete\n$/);
   // A peer that accepts the connection and never answers (not a TLS server).
   const silent = createNetServer(() => {});
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));

@@ -96,6 +96,7 @@ export function clientFailureHint(err: unknown, qkdKeys = false): string | undef
   }
   const code = (err as { code?: unknown } | undefined)?.code;
   if (code === 'ECONNREFUSED') return 'nothing listens there (is the server running?)';
+  if (code === 'ECONNRESET' || code === 'EPIPE') return 'the server reset the connection (did it stop?); what arrived may be incomplete';
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return 'no such host name';
   return undefined;
 }
