@@ -11,7 +11,7 @@ import { createServer as createNetServer, type AddressInfo, type Socket } from '
 import t from 'tap';
 import { utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { resetSocket } from '../lib/transport/tcp-end.js';
 import { makePsk } from './helpers/pair.js';
 import { jsonEvent, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
@@ -168,4 +168,19 @@ t.test('qkd-tls client with QKD keys: an unknown identity points at the server a
     client.stderr,
     'tls alert: unknown_psk_identity (115) received: the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)\n',
   );
+});
+
+t.test('qkd-tls server: a client that resets the connection is reported with its address and what it means', async (t) => {
+  // It said only "read ECONNRESET", with no peer (found in a README walkthrough: a client killed mid-transfer).
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  const address = /listening: address=(\S+)/.exec(await server.waitFor(/listening: address=\S+/, WAIT, 'stderr'))![1];
+  const [host, port] = address.split(':');
+  const client = connect({ host, port: Number(port), crypto: nodeProvider, psks: [psk] });
+  client.on('error', () => {});
+  await withTimeout(new Promise<void>((r) => client.once('secureConnect', () => r())), WAIT, 'the handshake');
+  const raw = client.socket as Socket;
+  const local = `${raw.localAddress}:${raw.localPort}`;
+  resetSocket(raw);
+  await server.waitFor(/ECONNRESET/, WAIT, 'stderr');
+  t.match(server.stderr, `ECONNRESET: the client reset the connection; what arrived may be incomplete (peer=${local})\n`);
 });

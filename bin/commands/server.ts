@@ -68,9 +68,11 @@ export async function run(argv: string[]): Promise<number> {
   const { values } = cli;
   const { listen, forward, tls, keys, trace, maxConnections, maxMessage } = cli.plan;
   const report = new Reporter(tls.json);
-  /** WebSocket connections have no socket address of their own: the HTTP request's. */
-  const wsPeers = new WeakMap<object, string>();
-  const peerOf = (s: QkdTlsSocket): string => wsPeers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
+  /** Each connection's peer: a TCP socket's address, or for a WebSocket connection the HTTP request's. */
+  const peers = new WeakMap<object, string>();
+  // The address is kept when the connection comes: a socket already closed has none ("peer=undefined:undefined"
+  // for a client that reset the connection right after its handshake).
+  const peerOf = (s: QkdTlsSocket): string => peers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
   const { json: _j, ...connOptions } = tls;
 
   return new Promise<number>((resolve) => {
@@ -102,11 +104,14 @@ export async function run(argv: string[]): Promise<number> {
       exitCode = 1;
       report.failure(err, { peer: peerOf(socket) });
     });
-    server.on('socketError', (err: Error) => {
+    server.on('socketError', (err: NodeJS.ErrnoException, socket: QkdTlsSocket) => {
       exitCode = 1;
-      report.failure(err);
+      // It said only "read ECONNRESET", with no peer (found in a README walkthrough: a client killed mid-transfer).
+      const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'the client reset the connection; what arrived may be incomplete' : undefined;
+      report.failure(err, { peer: peerOf(socket) }, reset);
     });
     server.server.on('connection', (raw: net.Socket) => {
+      peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
       if (values.once) {
         server.close();
         raw.once('close', () => {
@@ -127,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
     if (values.websocket) {
       const origins = cli.plan.origins;
       listenWebSocket({ host: listen.host, port: listen.port, maxConnections, ...(origins ? { origins } : {}), ...(maxMessage ? { maxMessageBytes: maxMessage } : {}) }, ({ stream, peer }) => {
-        wsPeers.set(stream, peer);
+        peers.set(stream, peer);
         server.accept(stream);
         if (values.once && ws) {
           ws.server.close(); // stop accepting; this connection goes on
