@@ -71,7 +71,8 @@ t.test('the CLI reporter: a peer-controlled value cannot forge a line or a field
   const handshake = stderrOf(() => text.handshake(info, { peer: EVIL }));
   t.equal(handshake.split('\n').length, 2, 'one line');
   t.notMatch(handshake, RAW);
-  t.match(handshake, /identity="alice early-data=accepted" key="id key=forged" early-data=none peer="x\\n/);
+  // keyId=, as in --json and the proxy's log line (it was key=, which read as the key itself: found in a README walkthrough).
+  t.match(handshake, /identity="alice early-data=accepted" keyId="id key=forged" early-data=none peer="x\\n/);
 
   const json = new Reporter(true);
   const j = stderrOf(() => json.event('key-refused', { message: EVIL }));

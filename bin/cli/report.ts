@@ -29,7 +29,7 @@ export class Reporter {
     else {
       process.stderr.write(
         `handshake: ${info.version} ${info.suite} ${info.kex}${info.group ? ' ' + info.group : ''} identity=${fieldText(info.identity)}` +
-          `${info.pskLabel !== undefined ? ' key=' + fieldText(info.pskLabel) : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
+          `${info.pskLabel !== undefined ? ' keyId=' + fieldText(info.pskLabel) : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
           Object.entries(extra)
             .map(([k, v]) => ` ${k}=${fieldText(String(v))}`)
             .join('') +
