@@ -135,7 +135,7 @@ t.test('a PSK of the wrong shape, or no psks, is a TypeError naming what is wron
   const bad = (p: Record<string, unknown>): Psk => p as unknown as Psk;
   const cases: [string, Psk, RegExp][] = [
     ['a string identity', bad({ ...good, identity: 'alice' }), /a PSK's identity is a Uint8Array \(such as new TextEncoder\(\)\.encode\('alice'\)\), got the string "alice"/],
-    ['a string secret', bad({ ...good, secret: 'abc' }), /a PSK's secret is a Uint8Array, got the string "abc"/],
+    ['a string secret', bad({ ...good, secret: 'abc' }), /a PSK's secret is a Uint8Array, got a string of 3 characters$/],
     ['a hash spelled SHA256', bad({ ...good, hash: 'SHA256' }), /a PSK's hash is 'SHA-256' or 'SHA-384', got the string "SHA256"/],
   ];
   for (const [what, p, message] of cases) {
@@ -144,4 +144,24 @@ t.test('a PSK of the wrong shape, or no psks, is a TypeError naming what is wron
   }
   tt.throws(() => Connection.client({ crypto } as unknown as Parameters<typeof Connection.client>[0]), { name: 'TypeError', message: /^client: psks is required: an array of PSKs/ }, 'client: no psks');
   tt.doesNotThrow(() => Connection.client({ crypto, psks: [{ ...good, identity: Buffer.from('alice') }] }), 'a Buffer is a Uint8Array');
+});
+
+// The secret given as a string (a hex key, a passphrase) is the key: the TypeError, which reaches logs, says what
+// it is without quoting it; so does a PSK given as a string instead of an object.
+t.test('a PSK of the wrong shape: the message never quotes the secret', async (tt) => {
+  const hex = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
+  const withSecret = { identity: utf8('alice'), secret: hex, hash: 'SHA-256' } as unknown as Psk;
+  const asString = hex as unknown as Psk;
+  for (const [what, p] of [['a hex secret', withSecret], ['a PSK that is a hex string', asString]] as const) {
+    for (const make of [() => Connection.client({ crypto, psks: [p] }), () => Connection.server({ crypto, psks: [p] })]) {
+      let message = '';
+      try {
+        make();
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      tt.match(message, /a string of 64 characters/, `${what}: what it is`);
+      tt.notMatch(message, /0011223344/, `${what}: not the key itself`);
+    }
+  }
 });

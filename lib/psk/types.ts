@@ -58,10 +58,11 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
  * "no PSK usable with the configured cipher suites" (found in a README walkthrough).
  */
 export function pskShapeProblem(psk: unknown): string | undefined {
-  if (typeof psk !== 'object' || psk === null) return `a PSK is an object { identity, secret, hash }, got ${describe(psk)}`;
+  // Neither the secret nor a whole PSK given as a string is quoted: either may be the key itself (a hex string).
+  if (typeof psk !== 'object' || psk === null) return `a PSK is an object { identity, secret, hash }, got ${describe(psk, false)}`;
   const { identity, secret, hash } = psk as { identity?: unknown; secret?: unknown; hash?: unknown };
   if (!isBytes(identity)) return `a PSK's identity is a Uint8Array (such as new TextEncoder().encode('alice')), got ${describe(identity)}`;
-  if (!isBytes(secret)) return `a PSK's secret is a Uint8Array, got ${describe(secret)}`;
+  if (!isBytes(secret)) return `a PSK's secret is a Uint8Array, got ${describe(secret, false)}`;
   if (hash !== 'SHA-256' && hash !== 'SHA-384') return `a PSK's hash is 'SHA-256' or 'SHA-384', got ${describe(hash)}`;
   return undefined;
 }
@@ -71,7 +72,9 @@ function isBytes(v: unknown): v is Uint8Array {
   return v instanceof Uint8Array || Object.prototype.toString.call(v) === '[object Uint8Array]';
 }
 
-function describe(v: unknown): string {
+/** What `v` is; a string is quoted only when `quote` (never for what may be a key: a value that reaches a log). */
+function describe(v: unknown, quote = true): string {
+  if (typeof v === 'string' && !quote) return `a string of ${v.length} characters`;
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '...' : v)}`;
   if (v === null || v === undefined) return String(v);
   return typeof v === 'object' ? (Object.getPrototypeOf(v)?.constructor?.name ?? 'an object') : typeof v;
