@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
+import { isListenError, listenHint, withListenHint } from '../bin/cli/listen-error.js';
 import { runQkdTls } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
 
@@ -143,4 +144,27 @@ t.test('--origin must be a page origin, and --origin or --max-message without --
     t.equal(r.code, 2, `server ${option} without --websocket: exit code 2`);
     t.equal(r.stderr, `qkd-tls server: ${option} goes with --websocket\n`);
   }
+});
+
+t.test('the listen hint is for failures of listen only, not for the same code from another call', async (t) => {
+  // kme's --certs directory that cannot be written fails with EACCES from mkdir: its message got "not allowed to
+  // listen there (ports below 1024 need privileges)", a cause it did not have. Node's error, as fs.mkdir makes it
+  // (a test running as root cannot provoke it).
+  const mkdir = Object.assign(new Error("EACCES: permission denied, mkdir '/srv/kme-certs'"), { code: 'EACCES', errno: -13, syscall: 'mkdir', path: '/srv/kme-certs' });
+  t.equal(listenHint(mkdir), '', 'no hint for mkdir');
+  t.equal(isListenError(mkdir), false, 'not a listen error');
+  t.equal(withListenHint(`kme simulator: ${mkdir.message}`, mkdir), "kme simulator: EACCES: permission denied, mkdir '/srv/kme-certs'", 'the message alone');
+  t.equal(listenHint(new Error('could not start', { cause: mkdir })), '', 'nor for it as the cause');
+  // A real failure of listen still gets its hint, as an error of its own or wrapped in a message (the simulator's).
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => holder.close());
+  const inUse = await new Promise<Error>((resolve) => {
+    const s = createServer();
+    s.once('error', resolve);
+    s.listen((holder.address() as AddressInfo).port, '127.0.0.1');
+  });
+  t.match(listenHint(inUse), /^another program/, 'listen EADDRINUSE: the hint');
+  t.equal(isListenError(inUse), true, 'a listen error');
+  t.match(listenHint(new Error(`kme simulator: cannot listen on 127.0.0.1:80: ${inUse.message}`)), /^another program/, 'wrapped in a message: the hint');
 });

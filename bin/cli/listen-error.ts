@@ -7,7 +7,11 @@
 
 /** What to do about a listen failure, from its error code (also when only the message carries it); '' if unknown. */
 export function listenHint(e: unknown): string {
-  const err = e as { code?: unknown; message?: unknown; cause?: { code?: unknown } } | undefined;
+  const err = e as { code?: unknown; syscall?: unknown; message?: unknown; cause?: { code?: unknown; syscall?: unknown } } | undefined;
+  // Only a failure of `listen` itself: the same codes from another call (EACCES from mkdir for kme's --certs, from
+  // open for a file) are not about the port, and "ports below 1024 need privileges" would send the reader astray.
+  const other = (s: unknown): boolean => s !== undefined && s !== 'listen';
+  if (other(err?.syscall) || other(err?.cause?.syscall)) return '';
   const text = `${String(err?.code ?? '')} ${String(err?.cause?.code ?? '')} ${String(err?.message ?? '')}`;
   if (/\bEADDRINUSE\b/.test(text)) return 'another program (perhaps a qkd-tls command still running) listens on that port: stop it, or pick another port (0 picks a free one)';
   if (/\bEADDRNOTAVAIL\b/.test(text)) return 'this machine has no such address (127.0.0.1 is this machine)';
