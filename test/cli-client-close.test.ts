@@ -153,6 +153,25 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
   t.equal(mute.stderr, 'tls alert: internal_error (80) sent: the TLS handshake timed out after 1000 ms: the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)\n');
 });
 
+t.test('qkd-tls client with QKD keys: a timeout while the KME has not answered blames the KME, not the server', async (t) => {
+  // The handshake timer runs from the connect, the key fetch included: with a KME that never answers the client sent
+  // nothing, yet its hint said "the server did not answer in time (is it a TLS server? ...)".
+  const silent = createNetServer(() => {});
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => silent.close());
+  const port = (silent.address() as AddressInfo).port;
+  const client = spawnQkdTls(t, [
+    'client', '--connect', `127.0.0.1:${port}`, '--kme', `http://127.0.0.1:${port}`, '--sae-id', 'client-sae', '--peer-sae-id', 'server-sae',
+    '--handshake-timeout', '1', '--kme-timeout', '60000',
+  ]);
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 1, 'exit code 1');
+  t.equal(
+    client.stderr,
+    'tls alert: internal_error (80) not sent: the TLS handshake timed out after 1000 ms: no QKD key from the KME in time, so nothing was sent to the server (is the KME answering? --kme-timeout)\n',
+  );
+});
+
 t.test('qkd-tls client with QKD keys: an unknown identity points at the server and its key manager, not at --identity', async (t) => {
   // With --kme there is no --identity: the hint for static keys sent the reader looking for an option they never gave.
   const kme = spawnQkdTls(t, ['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--json']);

@@ -80,11 +80,15 @@ export class Reporter {
 /**
  * What a client can do about a failure it did not see the cause of: an alert from the server (whose own log says
  * `sent: PSK binder does not verify (wrong key?)`, where the client saw only `decrypt_error (51) received`), or a
- * server that does not answer. `qkdKeys`: the keys come from a KME (--kme), not from --psk. Undefined when there is
- * nothing to add.
+ * server that does not answer. `qkdKeys`: the keys come from a KME (--kme), not from --psk. `keysObtained`: the key
+ * source had answered (the handshake had started); a timeout before that is the KME's, not the server's. Undefined
+ * when there is nothing to add.
  */
-export function clientFailureHint(err: unknown, qkdKeys = false): string | undefined {
+export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = true): string | undefined {
   if (err instanceof TlsError) {
+    if (err.reason === 'HandshakeTimeout' && !keysObtained) {
+      return qkdKeys ? 'no QKD key from the KME in time, so nothing was sent to the server (is the KME answering? --kme-timeout)' : undefined;
+    }
     if (err.reason === 'HandshakeTimeout') return 'the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)';
     if (!err.remote) return undefined;
     if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';

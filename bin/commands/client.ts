@@ -103,7 +103,8 @@ export async function run(argv: string[]): Promise<number> {
       // reset. Nothing was lost, so that is still a clean end.
       if (socket.connection?.peerClosed && (e.code === 'EPIPE' || e.code === 'ECONNRESET')) return;
       failed = true;
-      report.failure(e, {}, clientFailureHint(e, values.kme !== undefined));
+      // No connection yet: the key source had not answered (the handshake timer runs from the connect).
+      report.failure(e, {}, clientFailureHint(e, values.kme !== undefined, socket.connection !== null));
     });
     socket.on('end', () => {
       if (!socket.connection?.peerClosed) {
