@@ -131,6 +131,26 @@ t.test('CLI: vectors --file with damaged layout names the line; a missing file i
   tt.match(missing.stderr, /cannot read/);
 });
 
+// An empty file was reported as "RFC 8448 §3 line 0: section heading not found" (found in a README walkthrough):
+// no line 0 exists, and the problem is that there is nothing in the file.
+t.test('CLI: vectors --file with an empty file says it is empty; text without the trace sections names no line 0', async (tt) => {
+  for (const [name, text] of [
+    ['empty.txt', ''],
+    ['blank.txt', '\n  \n\n'],
+  ] as const) {
+    const path = await tempFile(tt, name, text);
+    const r = spawnQkdTls(tt, ['vectors', '--file', path]);
+    tt.equal((await r.waitExit(WAIT)).code, 2, `${name}: exit code 2, as for a file that cannot be read`);
+    tt.equal(r.stderr, `qkd-tls vectors: --file ${path} is empty: there are no traces in it to replay\n`, `${name}: one line`);
+    tt.equal(r.stdout, '', `${name}: no table`);
+  }
+  const junk = await tempFile(tt, 'junk.txt', 'hello\nworld\n');
+  const r = spawnQkdTls(tt, ['vectors', '--file', junk]);
+  tt.equal((await r.waitExit(WAIT)).code, 1);
+  tt.match(r.stderr, /^qkd-tls vectors: \S+junk\.txt: RFC 8448: no traces: none of the section headings 3 to 7 is in the text \(a line such as "3\.  Simple 1-RTT Handshake" at the left margin\)\n$/);
+  tt.notMatch(r.stderr, /line 0/);
+});
+
 t.test('CLI: without --file the committed JSON is replayed, as before', async (tt) => {
   const plain = spawnQkdTls(tt, ['vectors', '--json']);
   tt.equal((await plain.waitExit(WAIT)).code, 0);

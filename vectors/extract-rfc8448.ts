@@ -28,14 +28,17 @@ import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Rfc8448, Rfc8448Section, Rfc8448Side, Rfc8448Step } from './rfc8448.js';
 
-/** A malformed RFC text: names the section and the 1-based line of the input. */
+/**
+ * A malformed RFC text: names the section and the 1-based line of the input, or only the section when the problem
+ * has no line (its heading is missing), or neither when the text has no trace section at all.
+ */
 export class Rfc8448FormatError extends Error {
   constructor(
-    readonly section: string,
-    readonly line: number,
+    readonly section: string | undefined,
+    readonly line: number | undefined,
     detail: string,
   ) {
-    super(`RFC 8448 §${section} line ${line}: ${detail}`);
+    super(`RFC 8448${section === undefined ? '' : ` §${section}`}${line === undefined ? '' : ` line ${line}`}: ${detail}`);
     this.name = 'Rfc8448FormatError';
   }
 }
@@ -59,10 +62,14 @@ export function extractRfc8448(text: string, options: ExtractOptions = {}): Rfc8
   const requireColons = options.requireStepColons ?? !isDraft;
   const lines = stripPageBreaks(text);
   const headings = findSectionHeadings(lines);
+  // "line 0" named no line of the text (it said so for an empty file too).
+  if (!headings.some((h) => (TRACE_SECTIONS as readonly string[]).includes(h.number))) {
+    throw new Rfc8448FormatError(undefined, undefined, `no traces: none of the section headings 3 to 7 is in the text (${HEADING_EXAMPLE})`);
+  }
   const sections: Rfc8448Section[] = [];
   for (const number of TRACE_SECTIONS) {
     const at = headings.findIndex((h) => h.number === number);
-    if (at < 0) throw new Rfc8448FormatError(number, 0, 'section heading not found');
+    if (at < 0) throw new Rfc8448FormatError(number, undefined, `section heading not found (${HEADING_EXAMPLE})`);
     const start = headings[at].pos + 1;
     const end = at + 1 < headings.length ? headings[at + 1].pos : lines.length;
     const steps = parseSteps(number, lines.slice(start, end), requireColons);
@@ -105,6 +112,7 @@ const DRAFT_HEADER = /^Internet-Draft\s{2,}\S.*\s{2,}\S.*\d{4}\s*$/;
  */
 const MAX_RUNNING_LINE = 200;
 /** "3.  Simple 1-RTT Handshake" at the left margin. */
+const HEADING_EXAMPLE = 'a line such as "3.  Simple 1-RTT Handshake" at the left margin';
 const SECTION_HEADING = /^(\d+)\.\s+(\S.*)$/;
 /** "   {client}  create an ephemeral x25519 key pair:" */
 const STEP_LINE = /^\s+\{([a-z]+)\}\s+(\S.*)$/;

@@ -35,7 +35,8 @@ options:
   --json            one JSON object per check, then a summary object
   -h, --help        this help
 
-Exit code: 0 when every check passes, 1 when one fails, 2 for a usage error.`;
+Exit code: 0 when every check passes, 1 when one fails or the text is not laid out as RFC 8448, 2 for a
+usage error (a --file that cannot be read, is empty or is too large).`;
 
 const PROVIDERS: Readonly<Record<string, CryptoProvider>> = { noble: nobleProvider, node: nodeProvider };
 
@@ -78,6 +79,12 @@ export async function run(argv: string[]): Promise<number> {
         return 2;
       }
       process.stderr.write(`qkd-tls vectors: cannot read ${values.file}: ${(e as Error).message}\n`);
+      return 2;
+    }
+    // An empty file is not a trace text at all: a usage error naming the file, as one too large is (it was reported
+    // as a missing section heading at "line 0").
+    if (text.trim() === '') {
+      process.stderr.write(`qkd-tls vectors: --file ${values.file} is empty: there are no traces in it to replay\n`);
       return 2;
     }
     try {
