@@ -168,3 +168,26 @@ t.test('the listen hint is for failures of listen only, not for the same code fr
   t.equal(isListenError(inUse), true, 'a listen error');
   t.match(listenHint(new Error(`kme simulator: cannot listen on 127.0.0.1:80: ${inUse.message}`)), /^another program/, 'wrapped in a message: the hint');
 });
+
+t.test('a --server-name that is not a DNS host name: one line saying what is wrong and what a server name may contain', async (t) => {
+  // `--server-name "my host"` said "printable ASCII only" (a space is printable ASCII), and "a/b" or "host:443"
+  // were sent as they were (found in a README walkthrough). One check, the library's serverNameProblem, serves the
+  // command line and ClientOptions.serverName.
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  const rule = 'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; an internationalized name in its A-label form ("xn--..."); no trailing dot; not an IP address';
+  for (const [name, problem] of [
+    ['my host', 'contains a space'],
+    ['a/b', 'contains "/"'],
+    ['example.com:443', 'contains ":"'],
+    ['a..example', 'has an empty label (a "." at the start or two in a row)'],
+  ] as const) {
+    for (const [command, args] of [
+      ['client', ['client', '--connect', '127.0.0.1:9', ...psk]],
+      ['proxy', ['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...psk]],
+    ] as const) {
+      const r = await runQkdTls([...args, '--server-name', name], { ms: 20_000 });
+      t.equal(r.code, 2, `${command} --server-name "${name}": exit code 2`);
+      t.equal(r.stderr, `qkd-tls ${command}: --server-name: ${problem}; ${rule}\n`, `${command} --server-name "${name}": one line`);
+    }
+  }
+});

@@ -56,8 +56,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           after the handshake if the server rejects it)
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
-  --server-name NAME      (client) send server_name (SNI): ASCII, an internationalized name as its
-                          A-labels ("xn--...", RFC 6066 §3)
+  --server-name NAME      (client) send server_name (SNI), a DNS host name (RFC 6066 §3): ASCII letters,
+                          digits, "-" and "_" in labels separated by "."; an internationalized name as its
+                          A-labels ("xn--..."); no trailing dot; not an IP address
   --no-middlebox-compat   (client) no legacy session ID or dummy ChangeCipherSpec
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
                           The SSLKEYLOGFILE environment variable does the same.

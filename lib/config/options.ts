@@ -144,17 +144,40 @@ export const MAX_ALPN_NAME_BYTES = 255;
 export const MAX_SERVER_NAME_BYTES = 0xffff - 5;
 
 /**
- * Why `name` cannot be sent as a server_name (RFC 6066 §3), or undefined: the HostName is "a byte string using
- * ASCII encoding" of 1 to MAX_SERVER_NAME_BYTES bytes — an internationalized name in its A-label form (RFC 5890,
- * "xn--..."; GnuTLS 3.7 answers raw UTF-8 with illegal_parameter) — "without a trailing dot", and "Literal IPv4
- * and IPv6 addresses are not permitted".
+ * What a server_name may be, said in every refusal of {@link serverNameProblem}: RFC 6066 §3, "HostName"
+ * contains the fully qualified DNS hostname of the server ... represented as a byte string using ASCII encoding
+ * without a trailing dot", and "Literal IPv4 and IPv6 addresses are not permitted". An internationalized name
+ * goes in its A-label form (RFC 5890, "xn--..."; GnuTLS 3.7 answers raw UTF-8 with illegal_parameter).
+ * Beside the letters, digits and hyphens of a host name (RFC 952, RFC 1123 §2.1), "_" is allowed too, as the
+ * URL standard and rustls allow it: names such as "my_service.internal" are in use.
+ */
+const SERVER_NAME_RULE =
+  'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; ' +
+  'an internationalized name in its A-label form ("xn--..."); no trailing dot; not an IP address';
+
+/**
+ * Why `name` cannot be sent as a server_name (RFC 6066 §3), or undefined: the problem first ("contains a space",
+ * "ends with a dot", "is an IP address" ...), then what a server name may contain. 1 to MAX_SERVER_NAME_BYTES
+ * bytes (the extension's length bounds it; the client's check of the whole ClientHello applies too).
  */
 export function serverNameProblem(name: string): string | undefined {
-  if (name.length === 0 || name.length > MAX_SERVER_NAME_BYTES) return `from 1 to ${MAX_SERVER_NAME_BYTES} bytes`;
-  if (!/^[\x21-\x7e]+$/.test(name)) return 'printable ASCII only; give an internationalized name as its A-labels ("xn--...", RFC 6066 §3)';
-  if (name.endsWith('.')) return 'a host name without a trailing dot (RFC 6066 §3)';
-  if (name.includes(':') || /^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return 'a host name, not an IP address (RFC 6066 §3)';
+  if (name.length === 0 || name.length > MAX_SERVER_NAME_BYTES) return `from 1 to ${MAX_SERVER_NAME_BYTES} bytes; ${SERVER_NAME_RULE}`;
+  // IPv4 dotted quads, and IPv6 (hex digits and colons, perhaps with a dotted quad at the end, perhaps in brackets).
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name) || /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(name)) return `is an IP address; ${SERVER_NAME_RULE}`;
+  const bad = /[^A-Za-z0-9._-]/.exec(name);
+  if (bad) return `contains ${describeCharacter(bad[0].codePointAt(0)!)}; ${SERVER_NAME_RULE}`;
+  if (name.endsWith('.')) return `ends with a dot; ${SERVER_NAME_RULE}`;
+  if (name.startsWith('.') || name.includes('..')) return `has an empty label (a "." at the start or two in a row); ${SERVER_NAME_RULE}`;
   return undefined;
+}
+
+/** A character for a message: a space, a control character, one outside ASCII, or the printable character quoted. */
+function describeCharacter(code: number): string {
+  const hex = `U+${code.toString(16).toUpperCase().padStart(4, '0')}`;
+  if (code === 0x20) return 'a space';
+  if (code < 0x20 || code === 0x7f) return `a control character (${hex})`;
+  if (code > 0x7f) return `"${String.fromCodePoint(code)}" (${hex}), which is not ASCII`;
+  return `"${String.fromCodePoint(code)}"`;
 }
 
 /**
