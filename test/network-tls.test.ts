@@ -220,14 +220,46 @@ t.test('HTTP: unknown paths, wrong methods, oversized bodies, hostile node names
 
 t.test('command line: usage errors', async (t) => {
   const bad = await runCli(['kme', '--topology', '/nonexistent/topology.json', '--insecure-http', '--listen', '127.0.0.1:0']);
-  t.equal(bad.code, 1);
-  t.match(bad.stderr, /cannot read the topology file/);
+  t.equal(bad.code, 2, 'a file that cannot be read: a usage error, as the proxy\'s --config');
+  t.equal(bad.stderr, "qkd-tls kme: topology file /nonexistent/topology.json: cannot read it: ENOENT: no such file or directory, open '/nonexistent/topology.json'\n");
   const scale = await runCli(['kme', '--topology', 'x.json', '--time-scale', 'fast']);
   t.equal(scale.code, 2);
   t.match(scale.stderr, /--time-scale wants a positive number/);
   const help = await runCli(['kme', '--topology', 'x', '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /GET \/network/);
+});
+
+// A topology file that cannot be used exited 1 with Node's words ("is not JSON: Unexpected end of JSON input", no
+// position), and a value out of range was found only when the network started, without the file or the field
+// ("link parameter detectorEfficiency must be a number in (0, 1] (got 5)"). Found in a README walkthrough. Now one
+// line naming the file and where the problem is (line and column, or the field path), exit 2.
+t.test('command line: a bad topology file is a usage error naming the file and where the problem is', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-topology-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const two = '{"nodes":[{"name":"A"},{"name":"B"}],"links":[{"a":"A","b":"B","km":10';
+  for (const [name, text, problem] of [
+    ['truncated.json', '{"nodes": [\n', 'not JSON: line 2, column 1: the text ends where a value or "]" should come'],
+    ['bare-word.json', '{"nodes":[{"name":"A"},\n  {"name": B}]}', 'not JSON: line 2, column 12: found "B" where a value should come'],
+    ['trailing-comma.json', '{"nodes":[{"name":"A"}],}', 'not JSON: line 1, column 25: found "}" where a property name in double quotes should come'],
+    ['empty.json', '', 'the file is empty'],
+    ['array.json', '[]', 'the topology must be a JSON object'],
+    ['nodes.json', '{"nodes": 3}', 'nodes must be an array'],
+    ['km.json', `${two.slice(0, -2)}"far"}]}`, 'links[0].km must be a number'],
+    ['efficiency.json', `${two},"detectorEfficiency":5}]}`, 'links[0].detectorEfficiency must be a number in (0, 1] (got 5)'],
+    ['capacity.json', `${two}}],"defaults":{"capacityBits":-1}}`, 'defaults.capacityBits must be a positive multiple of 8 (got -1)'],
+  ] as const) {
+    const file = join(dir, name);
+    writeFileSync(file, text);
+    const r = await runCli(['kme', '--topology', file, '--insecure-http', '--listen', '127.0.0.1:0']);
+    t.equal(r.code, 2, `${name}: exit code 2`);
+    t.equal(r.stderr, `qkd-tls kme: topology file ${file}: ${problem}\n`, `${name}: one line`);
+    t.equal(r.stdout, '', `${name}: nothing started`);
+  }
+  // Something endless is read up to the bound of every file option, not until memory runs out.
+  const endless = await runCli(['kme', '--topology', '/dev/zero', '--insecure-http', '--listen', '127.0.0.1:0']);
+  t.equal(endless.code, 2);
+  t.equal(endless.stderr, 'qkd-tls kme: topology file /dev/zero: larger than 67108864 bytes (64 MiB), the most that is read\n');
 });
 
 /** `qkd-tls kme --topology ...` (killed in teardown); its first stdout line is the JSON "listening" record. */

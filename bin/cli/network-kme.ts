@@ -3,7 +3,7 @@
  * with an ETSI GS QKD 014 key manager at every node, on one port, until interrupted.
  */
 import { resolve } from 'node:path';
-import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer } from 'qkd-tls/network';
+import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer, type Topology, TopologyFileError } from 'qkd-tls/network';
 import { jsonText } from 'qkd-tls';
 import { parseCommandLine, untilStopSignal } from './command.js';
 import { withListenHint } from './listen-error.js';
@@ -29,7 +29,8 @@ The topology file (JSON; see the README, "The QKD network simulator"):
    "eavesdroppers":[{"link":"B-C","fraction":1.0,"from_s":0}]}
 
 options:
-  --topology FILE     the network to simulate
+  --topology FILE     the network to simulate (one that cannot be read, is not JSON or describes no network is
+                      a usage error, exit 2, naming the file and the line and column or the field)
   --listen HOST:PORT  where the KMEs listen (default 127.0.0.1:8443; port 0 picks a free one)
   --time-scale N      simulated seconds per real second (default 1)
   --certs DIR         mutual TLS: the CA, server and SAE certificates (made on first start; default ./kme-certs)
@@ -64,9 +65,18 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
   const { values, plan } = cli;
   const json = values.json!;
   const out = (line: string) => process.stdout.write(line + '\n');
+  let topology: Topology;
+  try {
+    topology = await loadTopology(plan.topology);
+  } catch (e) {
+    // A file the user named that cannot be used is a usage error (exit 2), as the proxy's --config file is; it was
+    // exit 1, and a bad value in range only showed when the network started, without the file or the field.
+    if (!(e instanceof TopologyFileError)) throw e;
+    process.stderr.write(`qkd-tls kme: ${e.message}\n`);
+    return 2;
+  }
   let server: QkdNetworkServer;
   try {
-    const topology = await loadTopology(plan.topology);
     server = await startQkdNetworkServer({
       topology,
       host: plan.host,

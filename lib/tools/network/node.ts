@@ -3,4 +3,4 @@
  * that serves ETSI GS QKD 014 at every node, /network and /network.svg, and the topology file loader.
  */
 export * from './index.js';
-export { loadTopology, NETWORK_KME_ID, startQkdNetworkServer, type QkdNetworkServer, type QkdNetworkServerOptions } from './server.js';
+export { loadTopology, NETWORK_KME_ID, TopologyFileError, startQkdNetworkServer, type QkdNetworkServer, type QkdNetworkServerOptions } from './server.js';

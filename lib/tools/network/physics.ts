@@ -152,23 +152,34 @@ export function linkPhysics(km: number, overrides: Partial<Omit<LinkPhysics, 'km
   return physics;
 }
 
+/** The range of each physical parameter: from lo (excluded when openLo) to hi. */
+const PHYSICS_RANGES: Readonly<Record<keyof LinkPhysics, readonly [lo: number, hi: number, openLo?: boolean]>> = {
+  km: [0, 100_000],
+  attenuationDbPerKm: [0, 100],
+  detectorEfficiency: [0, 1, true],
+  darkCountProbability: [0, 0.5],
+  misalignment: [0, 0.5],
+  pulseRateHz: [0, 1e12, true],
+  meanPhotonNumber: [0, 10, true],
+  errorCorrectionEfficiency: [1, 10],
+  siftingFactor: [0, 1, true],
+};
+
+/** Why `v` cannot be the physical parameter `name` ("must be a number in (0, 1] (got 5)"), or undefined. */
+export function physicsParameterProblem(name: keyof LinkPhysics, v: unknown): string | undefined {
+  const [lo, hi, openLo = false] = PHYSICS_RANGES[name];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v > hi || (openLo ? v <= lo : v < lo)) {
+    return `must be a number in ${openLo ? '(' : '['}${lo}, ${hi}] (got ${String(v)})`;
+  }
+  return undefined;
+}
+
 /** Throws a RangeError naming the first parameter out of range. */
 export function checkPhysics(p: LinkPhysics): void {
-  const within = (name: keyof LinkPhysics, lo: number, hi: number, openLo = false) => {
-    const v = p[name];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v > hi || (openLo ? v <= lo : v < lo)) {
-      throw new RangeError(`link parameter ${name} must be a number in ${openLo ? '(' : '['}${lo}, ${hi}] (got ${String(v)})`);
-    }
-  };
-  within('km', 0, 100_000);
-  within('attenuationDbPerKm', 0, 100);
-  within('detectorEfficiency', 0, 1, true);
-  within('darkCountProbability', 0, 0.5);
-  within('misalignment', 0, 0.5);
-  within('pulseRateHz', 0, 1e12, true);
-  within('meanPhotonNumber', 0, 10, true);
-  within('errorCorrectionEfficiency', 1, 10);
-  within('siftingFactor', 0, 1, true);
+  for (const name of Object.keys(PHYSICS_RANGES) as (keyof LinkPhysics)[]) {
+    const problem = physicsParameterProblem(name, p[name]);
+    if (problem) throw new RangeError(`link parameter ${name} ${problem}`);
+  }
 }
 
 function definedOnly<T extends object>(o: T): Partial<T> {

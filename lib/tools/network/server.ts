@@ -12,11 +12,12 @@
  * need no SAE identity (they carry no key material).
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { checkCount } from '../../config/options.js';
 import { isLoopbackHost } from '../../qkd/etsi014-api.js';
+import { FileTooLargeError, MAX_OPTION_FILE_BYTES, readTextFileBounded } from '../../qkd/bounded-file.js';
+import { findJsonSyntaxError } from '../json-syntax.js';
 import { ensureKmeCertificates, type KmeCertificateSet } from '../kme/certificates.js';
 import { kmeHttpAnswer, readBody, requestLine, urlHost } from '../kme/http.js';
 import type { KmeResponse } from '../kme/handler.js';
@@ -64,24 +65,46 @@ export interface QkdNetworkServer {
   close(): Promise<void>;
 }
 
-/** Reads and checks a topology file. */
+/**
+ * A topology file that cannot be used: it cannot be read, is too large, is not JSON (the line and column), or does
+ * not describe a network (the field path, e.g. "links[0].km must be a number"). The message is one line naming the
+ * file; a command line reports it as a usage error, as the proxy reports its configuration file.
+ */
+export class TopologyFileError extends Error {
+  override readonly name = 'TopologyFileError';
+  constructor(
+    readonly file: string,
+    readonly detail: string,
+  ) {
+    super(`topology file ${file}: ${detail}`);
+  }
+}
+
+/**
+ * Reads and checks a topology file, at most MAX_OPTION_FILE_BYTES of it (a path to something endless, /dev/zero,
+ * was read until memory ran out). Throws {@link TopologyFileError}.
+ */
 export async function loadTopology(file: string): Promise<Topology> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = readTextFileBounded(file, MAX_OPTION_FILE_BYTES);
   } catch (e) {
-    throw new Error(`cannot read the topology file ${file}: ${(e as Error).message}`);
+    if (e instanceof FileTooLargeError) throw new TopologyFileError(file, `larger than ${e.limit} bytes (${e.limit / (1024 * 1024)} MiB), the most that is read`);
+    throw new TopologyFileError(file, `cannot read it: ${(e as Error).message}`);
   }
+  if (text.trim() === '') throw new TopologyFileError(file, 'the file is empty');
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
-    throw new Error(`the topology file ${file} is not JSON: ${(e as Error).message}`);
+    // JSON.parse's message seldom says where (V8: "Unexpected end of JSON input").
+    const where = findJsonSyntaxError(text);
+    throw new TopologyFileError(file, where ? `not JSON: line ${where.line}, column ${where.column}: ${where.problem}` : `not JSON: ${(e as Error).message}`);
   }
   try {
     return parseTopology(json);
   } catch (e) {
-    throw new Error(`topology file ${file}: ${(e as Error).message}`);
+    throw new TopologyFileError(file, (e as Error).message);
   }
 }
 

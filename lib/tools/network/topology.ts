@@ -18,7 +18,7 @@
  *
  * Runtime-neutral: parses an already-read JSON value.
  */
-import type { LinkPhysics } from './physics.js';
+import { type LinkPhysics, physicsParameterProblem } from './physics.js';
 
 export type LinkParameters = Partial<Omit<LinkPhysics, 'km'>> & { capacityBits?: number; qberThreshold?: number };
 
@@ -100,7 +100,8 @@ export function parseTopology(json: unknown): Topology {
     for (const end of [a, b]) if (!names.has(end)) throw new Error(`links[${i}] names an unknown node '${end}'`);
     if (a === b) throw new Error(`links[${i}] joins node '${a}' to itself`);
     const km = finite(o.km, `links[${i}].km`);
-    if (km < 0) throw new Error(`links[${i}].km must not be negative`);
+    const kmProblem = physicsParameterProblem('km', km);
+    if (kmProblem) throw new Error(`links[${i}].km ${kmProblem}`);
     return { a, b, km, ...parameters(o, `links[${i}]`, ['a', 'b', 'km']) };
   });
   const pairs = new Set<string>();
@@ -140,8 +141,22 @@ export function findLink<L extends { a: string; b: string }>(links: readonly L[]
 function parameters(o: Record<string, unknown>, where: string, others: string[]): LinkParameters {
   allowOnly(o, [...others, ...PARAMETER_NAMES], where);
   const out: Record<string, number> = {};
-  for (const k of PARAMETER_NAMES) if (o[k] !== undefined) out[k] = finite(o[k], `${where}.${k}`);
+  for (const k of PARAMETER_NAMES) {
+    if (o[k] === undefined) continue;
+    out[k] = finite(o[k], `${where}.${k}`);
+    // The ranges the network checks when it starts, here too: a value out of range is reported with its place in
+    // the file (it was "link parameter detectorEfficiency must be ...", naming neither the file nor the link).
+    const problem = parameterProblem(k, out[k]);
+    if (problem) throw new Error(`${where}.${k} ${problem}`);
+  }
   return out as LinkParameters;
+}
+
+/** Why `v` cannot be the link parameter `name` (the rules of physics.ts and link.ts), or undefined. */
+function parameterProblem(name: (typeof PARAMETER_NAMES)[number], v: number): string | undefined {
+  if (name === 'capacityBits') return Number.isSafeInteger(v) && v >= 8 && v % 8 === 0 ? undefined : `must be a positive multiple of 8 (got ${v})`;
+  if (name === 'qberThreshold') return v > 0 && v < 0.5 ? undefined : `must be a number in (0, 0.5) (got ${v})`;
+  return physicsParameterProblem(name, v);
 }
 
 function allowOnly(o: Record<string, unknown>, allowed: readonly string[], where: string): void {
