@@ -191,3 +191,14 @@ t.test('a --server-name that is not a DNS host name: one line saying what is wro
     }
   }
 });
+
+t.test('the proxy\'s times: a bare number is milliseconds, and the message says so, with the units', async (t) => {
+  // "--idle-timeout 5x" said "expected a duration such as 500ms, 30s or 5m": what a bare number means was left
+  // unsaid, while --handshake-timeout takes seconds (found in a README walkthrough). bin/cli/duration.ts.
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const [option, from] of [['--idle-timeout', '0 (never)'], ['--connect-timeout', '1ms'], ['--drain-timeout', '0 (do not wait)']]) {
+    const r = await runQkdTls(['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...psk, option, '5x'], { ms: 20_000 });
+    t.equal(r.code, 2, `${option}: exit code 2`);
+    t.equal(r.stderr, `qkd-tls proxy: ${option}: expected a number of milliseconds, or a number with a unit (500ms, 30s, 5m, 1h), from ${from} to 168h; got "5x"\n`, `${option}: one line`);
+  }
+});

@@ -614,7 +614,7 @@ t.test('the CLI checks a config file with the same rules as its flags, and names
   await check([...base, `psk = ${KEY_HEX}`, 'identity = k1', 'psk = zz', 'identity = k2'], /bad\.conf:7: \[web\] psk: not hex/);
   await check(['[web]', 'role = client', 'accept = 127.0.0.1', 'connect = 127.0.0.1:9', `psk = ${KEY_HEX}`, 'identity = k1'], /bad\.conf:3: \[web\] accept: expected HOST:PORT, got "127\.0\.0\.1"/);
   await check(['[web]', 'accept = 127.0.0.1:1', 'connect = 127.0.0.1:9'], /bad\.conf:1: \[web\] role: missing/);
-  await check([...base, `psk = ${KEY_HEX}`, 'identity = k1', 'idle-timeout = soon'], /bad\.conf:7: \[web\] idle-timeout: expected a duration/);
+  await check([...base, `psk = ${KEY_HEX}`, 'identity = k1', 'idle-timeout = soon'], /bad\.conf:7: \[web\] idle-timeout: expected a number of milliseconds, or a number with a unit \(500ms, 30s, 5m, 1h\), from 0 \(never\) to 168h; got "soon"/);
   await check([...base, `psk = ${KEY_HEX}`, 'identity = k1', 'kex-modes = psk_dh'], /bad\.conf:7: \[web\] kex-modes: unknown mode "psk_dh"/);
   await check([...base, `psk = ${KEY_HEX}`, 'identity = k1', 'early-data = /etc/hostname'], /bad\.conf:7: \[web\] early-data: not supported by the proxy/);
   const missing = await cli(['--config', join(dir, 'nope.conf')]);

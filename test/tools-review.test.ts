@@ -141,7 +141,7 @@ t.test('CLI: a bad --key-lifetime is a usage error at start, not a failure of ev
   } catch (e) {
     error = e;
   }
-  tt.ok(error instanceof UsageError && /--key-lifetime must be an integer/.test(error.message), String(error));
+  tt.ok(error instanceof UsageError && /--key-lifetime: expected a number of milliseconds/.test(error.message), String(error));
 });
 
 t.test('CLI: server --max-connections takes an integer from 1, or it is a usage error', async (tt) => {

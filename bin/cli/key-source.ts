@@ -40,6 +40,7 @@ import {
   releaseAfter,
 } from 'qkd-tls/qkd';
 import { Reporter } from './report.js';
+import { parseTime, TIME_UNITS } from './duration.js';
 import { handshakeTimeoutMs, UsageError } from './tls-options.js';
 import { releasingServerResolver } from './server-key-release.js';
 
@@ -75,9 +76,11 @@ export const KEY_SOURCE_HELP = `Key source (one of):
     --kme-ca F --kme-cert F --kme-key F
                              mutual TLS with an https:// KME: its CA (default: the system's), this SAE's
                              certificate and key (PEM files); plain http:// only to a loopback KME (a simulator)
-    --kme-timeout MS         give up on a KME request after MS ms, retries included (default 5000)
+    --kme-timeout T          give up on a KME request after T, retries included: milliseconds, or with a
+                             unit: ${TIME_UNITS} (default 5s; at most 10m)
     --kme-pool N             (client) keep N keys fetched ahead of time (default 0: fetch per connection)
-    --key-lifetime MS        (client) wipe a pooled key not used within MS ms (default 60000)
+    --key-lifetime T         (client) wipe a pooled key not used within T: milliseconds, or with a unit:
+                             ${TIME_UNITS} (default 60s; at most 24h)
     --key-bits N             (client) key size to ask the KME for, in bits (at least 128, RFC 9257 §6; default: the KME's)
     --offer-keys N           (client) offer N keys per connection; the server uses the first it can get (default 1)
   --psk-hash NAME            the hash the keys are bound to: SHA-256 (default) or SHA-384
@@ -226,7 +229,7 @@ function kmeKeySource(
   if (tlsFiles.length > 0 && (str('kme-cert') === undefined) !== (str('kme-key') === undefined)) {
     throw new UsageError('--kme-cert and --kme-key go together');
   }
-  const timeoutMs = int(values, 'kme-timeout', 1, 600_000, 'milliseconds') ?? 5000;
+  const timeoutMs = time(values, 'kme-timeout', 600_000) ?? 5000;
   const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
   let client: Etsi014Client;
   try {
@@ -250,7 +253,7 @@ function kmeKeySource(
   if (keyBits !== undefined && keyBits % 8 !== 0) throw new UsageError('--key-bits must be a multiple of 8');
   const offer = int(values, 'offer-keys', 1, 64) ?? 1;
   // Checked now: the client source is made at the first connection, where a bad value failed every connection.
-  const keyLifetimeMs = int(values, 'key-lifetime', 1, 86_400_000, 'milliseconds') ?? 60_000;
+  const keyLifetimeMs = time(values, 'key-lifetime', 86_400_000) ?? 60_000;
   let clientSource: Etsi014ClientSource | undefined;
   const clientSide = (): Etsi014ClientSource => {
     if (peers.length > 1) throw new UsageError(ONE_PEER_FOR_A_CLIENT);
@@ -315,11 +318,20 @@ function flag(v: unknown): boolean {
   return v === true || v === 'yes' || v === 'true' || v === '1';
 }
 
-/** `--NAME N`, an integer from min to max; the message names the unit (`--kme-timeout 5s` said only "an integer"). */
+/** `--NAME N`, an integer from min to max; the message names the unit. */
 function int(values: Record<string, unknown>, name: string, min: number, max: number, unit?: string): number | undefined {
   const v = values[name] as string | undefined;
   if (v === undefined) return undefined;
   const n = Number(v);
   if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`--${name} must be an integer from ${min} to ${max}${unit ? ` (${unit})` : ''}, got "${v}"`);
   return n;
+}
+
+/**
+ * `--NAME T` in milliseconds, from 1 ms to `maxMs`: a bare number is milliseconds, as it always was; 5s, 1m ... as
+ * every time option takes (`--kme-timeout 5s` was refused while the proxy's --idle-timeout took "5m").
+ */
+function time(values: Record<string, unknown>, name: string, maxMs: number): number | undefined {
+  const v = values[name] as string | undefined;
+  return v === undefined ? undefined : parseTime(name, v, { bareUnit: 'ms', minMs: 1, maxMs });
 }

@@ -18,6 +18,8 @@ import {
 } from 'qkd-tls';
 import { createNodeProvider } from 'qkd-tls/node';
 import { MAX_OPTION_FILE_BYTES, readFileBounded } from 'qkd-tls/qkd';
+import { parseTime, TIME_UNITS } from './duration.js';
+import { UsageError } from './usage-error.js';
 
 /** util.parseArgs option definitions for the TLS options. */
 export const TLS_OPTION_SPEC = {
@@ -63,9 +65,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
                           The SSLKEYLOGFILE environment variable does the same.
   --provider NAME         crypto backend: node (native, default) or noble (pure JavaScript)
-  --handshake-timeout SECONDS
-                          give up on a handshake that has not completed after SECONDS (default 30;
-                          0: no limit); the failure is named HandshakeTimeout
+  --handshake-timeout T   give up on a handshake that has not completed after T: seconds, or with a unit:
+                          ${TIME_UNITS} (default 30s; 0: no limit; at most 1h); the failure is
+                          named HandshakeTimeout
   --json                  report events as one JSON object per line on stderr`;
 
 export interface ParsedTlsOptions {
@@ -85,7 +87,7 @@ export interface ParsedTlsOptions {
   readonly json: boolean;
 }
 
-export class UsageError extends Error {}
+export { UsageError };
 
 function list(v: string | undefined): string[] | undefined {
   return v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -204,15 +206,13 @@ function utf8Length(s: string): number {
   return new TextEncoder().encode(s).length;
 }
 
-/** `--handshake-timeout SECONDS` (decimals allowed, 0: no limit) in milliseconds, or undefined when not given. */
+/**
+ * `--handshake-timeout T` in milliseconds (0: no limit), or undefined when not given. A bare number is seconds, as
+ * it always was; 500ms, 30s, 5m or 1h as every time option takes (bin/cli/duration.ts).
+ */
 export function handshakeTimeoutMs(values: Record<string, unknown>): number | undefined {
   const v = values['handshake-timeout'] as string | undefined;
-  if (v === undefined) return undefined;
-  const seconds = Number(v);
-  if (v.trim() === '' || !Number.isFinite(seconds) || seconds < 0 || seconds > 3600) {
-    throw new UsageError('--handshake-timeout must be a number of seconds from 0 (no limit) to 3600');
-  }
-  return Math.round(seconds * 1000);
+  return v === undefined ? undefined : parseTime('handshake-timeout', v, { bareUnit: 's', minMs: 0, maxMs: 3_600_000, zero: 'no limit' });
 }
 
 /** Parses HOST:PORT (IPv6 as [::1]:PORT). */

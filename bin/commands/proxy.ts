@@ -20,6 +20,7 @@ import {
   startProxy,
 } from 'qkd-tls/proxy';
 import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
+import { parseTime, TIME_UNITS } from '../cli/duration.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
 import { withListenHint } from '../cli/listen-error.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
@@ -52,7 +53,7 @@ Service:
     --origin URL          only pages from this origin may connect (repeatable; default any)
   --drain-timeout T       on SIGTERM, wait up to T for open connections to finish (default 30s)
   --config FILE           run the services of an INI file instead (see below)
-  Times T: milliseconds, or a number with a unit: 500ms, 30s, 5m, 1h.
+  Times T of these options: milliseconds, or with a unit: ${TIME_UNITS}; at most 168h.
 
 ${KEY_SOURCE_HELP}
 
@@ -140,7 +141,7 @@ export async function run(argv: string[]): Promise<number> {
       json = values.json ?? (file.global.values.json as boolean | undefined) ?? false;
       logger = createLogger({ json });
       const drainSetting = values['drain-timeout'] ?? file.global.values['drain-timeout'];
-      drainMs = fromSection(file.global, () => durationOr('drain-timeout', drainSetting, DEFAULT_DRAIN_TIMEOUT_MS));
+      drainMs = fromSection(file.global, () => durationOr('drain-timeout', drainSetting, DEFAULT_DRAIN_TIMEOUT_MS, 'do not wait'));
       for (const section of file.services) {
         // (A field set in the service's own section comes after its header; the global defaults come before.)
         const own = (field: string): boolean => section.lineOf(field) > section.line;
@@ -149,7 +150,7 @@ export async function run(argv: string[]): Promise<number> {
     } else {
       json = values.json ?? false;
       logger = createLogger({ json });
-      drainMs = durationOr('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS);
+      drainMs = durationOr('drain-timeout', values['drain-timeout'], DEFAULT_DRAIN_TIMEOUT_MS, 'do not wait');
       services = [buildService(values.name ?? values.role ?? 'proxy', values, logger)];
     }
   } catch (e) {
@@ -220,7 +221,7 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   // roles: each service ignores those of the other role.
   refuseOtherRoleOptions(role, values, own);
   const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
-  const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], true);
+  const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], 'never');
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
   if (values.websocket && role !== 'server') throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
   if (values.origin !== undefined && !values.websocket) throw new FieldError('origin', 'goes with websocket');
@@ -272,18 +273,14 @@ function integer(name: string, v: unknown, min: number, max: number): number | u
   return n;
 }
 
-const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** "1500" (ms), "500ms", "30s", "5m", "1h" → milliseconds. */
-function duration(name: string, v: unknown, zeroAllowed = false): number {
-  const m = typeof v === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim()) : null;
-  const ms = m ? Math.round(Number(m[1]) * UNITS[m[2] ?? 'ms']) : NaN;
-  if (!Number.isFinite(ms) || ms > 7 * 24 * 3_600_000 || (ms === 0 && !zeroAllowed)) {
-    throw new FieldError(name, `expected a duration such as 500ms, 30s or 5m${zeroAllowed ? ' (0: never)' : ''}, got "${String(v)}"`);
-  }
-  return ms;
+/** `--NAME T` of the proxy in milliseconds: a bare number is milliseconds, as it always was (bin/cli/duration.ts). */
+function duration(name: string, v: unknown, zero?: string): number {
+  return parseTime(name, String(v), { bareUnit: 'ms', minMs: 1, maxMs: MAX_PROXY_TIME_MS, zero });
 }
 
-function durationOr(name: string, v: unknown, fallback: number): number {
-  return v === undefined ? fallback : duration(name, v, true);
+/** The longest proxy time (idle, connect, drain): a week. */
+const MAX_PROXY_TIME_MS = 7 * 24 * 3_600_000;
+
+function durationOr(name: string, v: unknown, fallback: number, zero: string): number {
+  return v === undefined ? fallback : duration(name, v, zero);
 }
