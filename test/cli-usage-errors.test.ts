@@ -202,3 +202,26 @@ t.test('the proxy\'s times: a bare number is milliseconds, and the message says 
     t.equal(r.stderr, `qkd-tls proxy: ${option}: expected a number of milliseconds, or a number with a unit (500ms, 30s, 5m, 1h), from ${from} to 168h; got "5x"\n`, `${option}: one line`);
   }
 });
+
+t.test('demo --web with an option of the terminal demo (--network, --svg, --handshakes): a usage error that says why', async (t) => {
+  // `demo --web --network` said "Unknown option '--network'" (demo has that option; the web demo has no simulated
+  // network and so no simulated time), found in a README walkthrough.
+  for (const args of [['--web', '--network'], ['--network', '--web'], ['--network', '--svg', 'n.svg', '--web'], ['--web', '--handshakes', '2'], ['--web', '--handshakes=2']]) {
+    const r = await runQkdTls(['demo', ...args], { ms: 20_000 });
+    const option = args.find((a) => a !== '--web')!.split('=')[0];
+    t.equal(r.code, 2, `demo ${args.join(' ')}: exit code 2`);
+    t.equal(r.stdout, '', 'nothing started');
+    t.equal(
+      r.stderr,
+      `qkd-tls demo: ${option} does not go with --web: the page runs the single-link demo in real time, with no simulated network; --network, --svg and --handshakes are options of the demo in the terminal\n(run qkd-tls demo --help for the options)\n`,
+      `demo ${args.join(' ')}: one line naming the option, then where the options are`,
+    );
+  }
+  for (const option of ['--listen', '--json']) {
+    const r = await runQkdTls(['demo', option, ...(option === '--listen' ? ['127.0.0.1:0'] : [])], { ms: 20_000 });
+    t.equal(r.code, 2, `demo ${option} without --web: exit code 2`);
+    t.equal(r.stderr, `qkd-tls demo: ${option} goes with --web\n(run qkd-tls demo --help for the options)\n`);
+  }
+  const help = await runQkdTls(['help', 'demo'], { ms: 20_000 });
+  t.match(help.stdout, /--web {12}instead: the single-link demo in a browser/);
+});

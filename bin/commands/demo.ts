@@ -43,7 +43,12 @@ their own key manager, a few handshakes with an echo, and a replayed key being r
   --handshakes N   how many handshakes to run (default 4, one with each setting; more repeat them; at most 20)
   --network        instead: TLS across a simulated QKD network of four nodes (three hops, a detour), an
                    eavesdropper that raises a link's QBER, rerouting, and failing closed without a route
-  --svg FILE       (with --network) write a picture of the network at the end to FILE`;
+  --svg FILE       (with --network) write a picture of the network at the end to FILE
+  --web            instead: the single-link demo in a browser (see qkd-tls demo --web --help); the options
+                   above do not go with it`;
+
+/** The options of the demo in the terminal, which --web refuses. */
+const TERMINAL_ONLY = ['--handshakes', '--network', '--svg'];
 
 const CLIENT_SAE = 'client-sae';
 const SERVER_SAE = 'server-sae';
@@ -70,20 +75,39 @@ const PLAN: Step[] = [
 ];
 
 export async function run(argv: string[]): Promise<number> {
-  // The same demo in a browser: bin/commands/demo-web.ts.
-  if (argv.includes('--web')) return (await import('./demo-web.js')).run(argv.filter((a) => a !== '--web'));
+  // The same demo in a browser: bin/commands/demo-web.ts. The options of the terminal demo do not go with it: the
+  // page runs the single-link demo (there is no simulated network, and so no simulated time, behind it). They were
+  // passed on to the web demo's parser, which called them unknown ("Unknown option '--network'", found in a README
+  // walkthrough), as if demo had no such option.
+  if (argv.includes('--web')) {
+    const terminalOnly = argv.find((a) => TERMINAL_ONLY.some((o) => a === o || a.startsWith(`${o}=`)));
+    if (terminalOnly !== undefined) {
+      const option = terminalOnly.split('=')[0];
+      return usageError('demo', `${option} does not go with --web: the page runs the single-link demo in real time, with no simulated network; --network, --svg and --handshakes are options of the demo in the terminal`);
+    }
+    return (await import('./demo-web.js')).run(argv.filter((a) => a !== '--web'));
+  }
   let count = PLAN.length;
   let network: { svgFile?: string } | undefined;
   try {
     const { values } = parseArgs({
       args: argv,
-      options: { handshakes: { type: 'string' }, network: { type: 'boolean' }, svg: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        handshakes: { type: 'string' },
+        network: { type: 'boolean' },
+        svg: { type: 'string' },
+        // The web demo's options, known here so that one given without --web is named as such, not as unknown.
+        listen: { type: 'string' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
       strict: true,
     });
     if (values.help) {
       process.stdout.write(HELP + '\n');
       return 0;
     }
+    for (const option of ['listen', 'json'] as const) if (values[option] !== undefined) throw new Error(`--${option} goes with --web`);
     if (values.svg !== undefined && !values.network) throw new Error('--svg goes with --network');
     if (values.network && values.handshakes !== undefined) throw new Error('--handshakes does not go with --network');
     if (values.network) network = { svgFile: values.svg };
