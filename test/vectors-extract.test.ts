@@ -186,5 +186,5 @@ t.test('damaged input is refused, naming the section and the line', async (t) =>
   t.throws(() => extractRfc8448(damage(sameAs, `${sameAs}\n      PRK (1 octets):  00\n`)), /§3 line \d+: value line after step .* no trailing colon/);
   t.throws(() => extractRfc8448(damage('      payload (1 octets):  01', '      payload:  01')), /§7 line \d+: value "payload" has no octet count/);
   t.throws(() => extractRfc8448(damage('\n7.  Compatibility Mode', '\n7.x Compatibility Mode')), /§6 line 3059: unparseable line in step "send alert record": "7.x Compatibility Mode"/);
-  t.throws(() => extractRfc8448(rfcText.slice(0, rfcText.indexOf('\n7.  Compatibility Mode'))), /§7 line 0: section heading not found/);
+  t.throws(() => extractRfc8448(rfcText.slice(0, rfcText.indexOf('\n7.  Compatibility Mode'))), /^RFC 8448 §7: section heading not found \(a line "7\.  TITLE" at the left margin\)$/);
 });

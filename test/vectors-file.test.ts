@@ -147,7 +147,7 @@ t.test('CLI: vectors --file with an empty file says it is empty; text without th
   const junk = await tempFile(tt, 'junk.txt', 'hello\nworld\n');
   const r = spawnQkdTls(tt, ['vectors', '--file', junk]);
   tt.equal((await r.waitExit(WAIT)).code, 1);
-  tt.match(r.stderr, /^qkd-tls vectors: \S+junk\.txt: RFC 8448: no traces: none of the section headings 3 to 7 is in the text \(a line such as "3\.  Simple 1-RTT Handshake" at the left margin\)\n$/);
+  tt.match(r.stderr, /^qkd-tls vectors: \S+junk\.txt: RFC 8448: no traces: none of the section headings 3 to 7 is in the text \(lines such as "3\.  Simple 1-RTT Handshake" at the left margin\)\n$/);
   tt.notMatch(r.stderr, /line 0/);
 });
 

@@ -69,7 +69,7 @@ export function extractRfc8448(text: string, options: ExtractOptions = {}): Rfc8
   const sections: Rfc8448Section[] = [];
   for (const number of TRACE_SECTIONS) {
     const at = headings.findIndex((h) => h.number === number);
-    if (at < 0) throw new Rfc8448FormatError(number, undefined, `section heading not found (${HEADING_EXAMPLE})`);
+    if (at < 0) throw new Rfc8448FormatError(number, undefined, `section heading not found (a line "${number}.  TITLE" at the left margin)`);
     const start = headings[at].pos + 1;
     const end = at + 1 < headings.length ? headings[at + 1].pos : lines.length;
     const steps = parseSteps(number, lines.slice(start, end), requireColons);
@@ -112,7 +112,7 @@ const DRAFT_HEADER = /^Internet-Draft\s{2,}\S.*\s{2,}\S.*\d{4}\s*$/;
  */
 const MAX_RUNNING_LINE = 200;
 /** "3.  Simple 1-RTT Handshake" at the left margin. */
-const HEADING_EXAMPLE = 'a line such as "3.  Simple 1-RTT Handshake" at the left margin';
+const HEADING_EXAMPLE = 'lines such as "3.  Simple 1-RTT Handshake" at the left margin';
 const SECTION_HEADING = /^(\d+)\.\s+(\S.*)$/;
 /** "   {client}  create an ephemeral x25519 key pair:" */
 const STEP_LINE = /^\s+\{([a-z]+)\}\s+(\S.*)$/;
