@@ -6,6 +6,7 @@ import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
 import type { Psk, PskResolver } from '../psk/types.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
+import type { CallbackErrorHandler } from '../callbacks.js';
 import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';
 
 export type KexMode = 'psk_dhe_ke' | 'psk_ke';
@@ -36,7 +37,8 @@ export interface CommonOptions {
   readonly recordSizeLimit?: number;
   /**
    * Receives NSS key-log lines (`LABEL client_random secret`) for Wireshark/tshark. Only for debugging:
-   * anyone with these lines can decrypt the session.
+   * anyone with these lines can decrypt the session. An observer (lib/callbacks.ts): if it throws, the handshake
+   * goes on and the error goes to {@link onCallbackError}.
    */
   readonly keyLog?: (line: string) => void;
   /**
@@ -49,9 +51,17 @@ export interface CommonOptions {
   /**
    * Called with every record sent and received, after decryption (received) or before encryption (sent):
    * header, inner content type, content, padding. `createTracer` (lib/trace) turns these calls into an
-   * annotated dissection. Off by default; a connection without it does no tracing work at all.
+   * annotated dissection. Off by default; a connection without it does no tracing work at all. An observer
+   * (lib/callbacks.ts): if it throws, the record is sent or received as usual and the error goes to
+   * {@link onCallbackError}.
    */
   readonly trace?: RecordTraceHook;
+  /**
+   * Receives what an observer of this connection ({@link keyLog}, {@link trace}) threw, as a CallbackError naming
+   * it; the connection itself goes on as if the observer had returned. Default: one line on console.error. The rule
+   * for every callback of the library is in lib/callbacks.ts.
+   */
+  readonly onCallbackError?: CallbackErrorHandler;
   /**
    * DANGEROUS, for testing other stacks only: accept PSK secrets shorter than 16 bytes. RFC 9257 §6: "Each PSK
    * ... MUST be at least 128 bits long", because a shorter secret is found offline by trying every value

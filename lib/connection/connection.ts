@@ -26,6 +26,7 @@ import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { RecordProtection } from '../record/protection.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
+import { observer } from '../callbacks.js';
 import type { SuiteInfo } from '../suites.js';
 import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
@@ -128,8 +129,9 @@ export class Connection {
     this.isClient = isClient;
     this.plaintextVersion = isClient ? 0x0301 : 0x0303;
     this.crypto = options.crypto;
-    this.keyLog = options.keyLog;
-    this.trace = options.trace;
+    // Observers: what they throw is reported to onCallbackError and changes nothing here (lib/callbacks.ts).
+    this.keyLog = observer('keyLog', options.keyLog, options.onCallbackError);
+    this.trace = observer('trace', options.trace, options.onCallbackError);
     const after = options.keyUpdateAfterRecords;
     if (after !== undefined && !(Number.isSafeInteger(after) && after >= 1)) throw new RangeError('keyUpdateAfterRecords must be a positive integer');
     this.keyUpdateAfter = after ?? Number.MAX_SAFE_INTEGER;

@@ -18,6 +18,7 @@
  */
 import { wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
+import { observer, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
@@ -90,7 +91,14 @@ export interface Etsi014ClientSourceOptions {
   readonly hash?: HashName;
   /** Clock in milliseconds (default Date.now). */
   readonly now?: () => number;
+  /**
+   * What the source reports (never key material). An observer (lib/callbacks.ts): if it throws, the source goes on
+   * as if it had returned (the keys taken still go to their handshake, fetched ones to the pool) and the error goes
+   * to {@link onCallbackError}.
+   */
   readonly onEvent?: (event: Etsi014SourceEvent) => void;
+  /** Receives what `onEvent` threw, as a CallbackError (default: one line on console.error). */
+  readonly onCallbackError?: CallbackErrorHandler;
 }
 
 interface Pooled {
@@ -108,7 +116,9 @@ interface Waiter {
 /** The TLS client's key source: QKD keys from its KME (`enc_keys`), prefetched, each for one handshake. */
 export class Etsi014ClientSource implements ClientKeySource {
   readonly description: string;
-  private readonly o: Required<Omit<Etsi014ClientSourceOptions, 'saeId' | 'keySize' | 'onEvent'>> & Etsi014ClientSourceOptions;
+  private readonly o: Required<Omit<Etsi014ClientSourceOptions, 'saeId' | 'keySize' | 'onEvent' | 'onCallbackError'>> & Etsi014ClientSourceOptions;
+  /** options.onEvent as an observer: it never throws (lib/callbacks.ts). */
+  private readonly emit: (event: Etsi014SourceEvent) => void;
   private pool: Pooled[] = [];
   private readonly waiters: Waiter[] = [];
   private inFlight = 0;
@@ -155,6 +165,7 @@ export class Etsi014ClientSource implements ClientKeySource {
       now: options.now ?? Date.now,
     };
     this.description = `QKD keys from ${options.client.location} (ETSI 014 enc_keys, peer SAE ${options.peerSaeId})`;
+    this.emit = observer('onEvent', options.onEvent, options.onCallbackError) ?? (() => {});
     this.sweeper = setInterval(() => this.sweep(), Math.min(lifetime, 5_000));
     this.sweeper.unref?.();
   }
@@ -244,7 +255,7 @@ export class Etsi014ClientSource implements ClientKeySource {
   /** Removes up to `count` keys from the pool as sourced keys (the caller owns them now). */
   private hand(count: number): SourcedKey[] {
     const taken = this.pool.splice(0, count);
-    this.o.onEvent?.({ type: 'taken', keyIds: taken.map((p) => p.keyId), pooled: this.pool.length });
+    this.emit({ type: 'taken', keyIds: taken.map((p) => p.keyId), pooled: this.pool.length });
     return taken.map((p) => ({
       identity: encodeKeyIdIdentity({ keyId: p.keyId, saeId: this.o.saeId }),
       secret: p.key,
@@ -282,7 +293,7 @@ export class Etsi014ClientSource implements ClientKeySource {
     const failed = (e: unknown): void => {
       const err = new Error(`could not get a QKD key: ${(e as Error).message}`, { cause: e });
       this.lastErrorValue = err;
-      this.o.onEvent?.({ type: 'fetch-failed', message: err.message });
+      this.emit({ type: 'fetch-failed', message: err.message });
       // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
       // against a key manager that is down: the next handshake tries again).
       if (this.inFlight > 0) return;
@@ -310,7 +321,7 @@ export class Etsi014ClientSource implements ClientKeySource {
         this.lastErrorValue = undefined;
         const expiresAt = this.o.now() + this.o.keyLifetimeMs;
         for (const k of keys) this.pool.push({ keyId: k.keyId, key: k.key, expiresAt });
-        this.o.onEvent?.({ type: 'fetched', keyIds: keys.map((k) => k.keyId), pooled: this.pool.length });
+        this.emit({ type: 'fetched', keyIds: keys.map((k) => k.keyId), pooled: this.pool.length });
         this.pump();
       },
       (e: unknown) => {
@@ -331,7 +342,7 @@ export class Etsi014ClientSource implements ClientKeySource {
     if (expired.length === 0) return;
     this.pool = this.pool.filter((p) => p.expiresAt > now);
     for (const p of expired) wipe(p.key);
-    this.o.onEvent?.({ type: 'expired', keyIds: expired.map((p) => p.keyId) });
+    this.emit({ type: 'expired', keyIds: expired.map((p) => p.keyId) });
   }
 }
 
@@ -351,7 +362,14 @@ export interface Etsi014ServerSourceOptions {
   readonly replayCacheSize?: number;
   /** The hash the keys are bound to as external PSKs (default SHA-256; must match the client's). */
   readonly hash?: HashName;
+  /**
+   * What the source reports (never key material). An observer (lib/callbacks.ts): if it throws, the source goes on
+   * as if it had returned (a key it resolved still goes to its handshake) and the error goes
+   * to {@link onCallbackError}.
+   */
   readonly onEvent?: (event: Etsi014SourceEvent) => void;
+  /** Receives what `onEvent` threw, as a CallbackError (default: one line on console.error). */
+  readonly onCallbackError?: CallbackErrorHandler;
 }
 
 /** The TLS server's key source: fetches the keys the client names by ID from its KME (`dec_keys`). */
@@ -390,7 +408,7 @@ export class Etsi014ServerSource implements ServerKeySource {
   async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
     if (this.closed) throw new Error(`${this.description}: the key source is closed`);
     const out: (SourcedKey | undefined)[] = identities.map(() => undefined);
-    const emit = this.options.onEvent;
+    const emit = observer('onEvent', this.options.onEvent, this.options.onCallbackError);
     let lookups = 0;
     for (let i = 0; i < identities.length; i++) {
       const parsed = decodeKeyIdIdentity(identities[i]);

@@ -1,0 +1,243 @@
+/**
+ * Callbacks that throw (lib/callbacks.ts): an observer's exception never changes the outcome and is reported to
+ * onCallbackError. Each test's comment says what the code did before.
+ */
+import t from 'tap';
+import { CallbackError } from '../lib/callbacks.js';
+import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
+import { nodeProvider } from '../lib/crypto/node.js';
+import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
+import { encodeKeyIdIdentity } from '../lib/psk/key-id.js';
+import type { SourcedKey } from '../lib/psk/source.js';
+import { errorsOf, handshake, makePsk } from './helpers/pair.js';
+
+const crypto = nodeProvider;
+
+/** Lets every already-settled promise and queued immediate run (the fake KMEs answer at once). */
+async function settleTicks(n = 10): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
+}
+
+/** Collects process 'unhandledRejection' events for the rest of the test. */
+function watchUnhandled(tt: { teardown(fn: () => void): void }): unknown[] {
+  const seen: unknown[] = [];
+  const on = (e: unknown): void => void seen.push(e);
+  process.on('unhandledRejection', on);
+  tt.teardown(() => void process.off('unhandledRejection', on));
+  return seen;
+}
+
+/** A master SAE's ETSI 014 client whose KME answers enc_keys at once with fresh non-zero keys. */
+function fakeMaster() {
+  const delivered: Uint8Array[] = [];
+  let next = 1;
+  const client = {
+    baseUrl: new URL('http://127.0.0.1:1'),
+    async encKeys(_peer: string, r: { number?: number }) {
+      return Array.from({ length: r.number ?? 1 }, () => {
+        const n = next++;
+        const key = new Uint8Array(32).fill(n);
+        delivered.push(key);
+        return { keyId: `00000000-0000-4000-8000-${n.toString().padStart(12, '0')}`, key };
+      });
+    },
+    close() {},
+  } as unknown as Etsi014Client;
+  return { client, delivered };
+}
+
+const zero = (b: Uint8Array): boolean => b.every((x) => x === 0);
+
+t.test('Etsi014ClientSource: an onEvent that throws on "taken" loses no key and does not fail take()', async (tt) => {
+  // etsi014-source.ts hand() spliced the keys out of the pool, then called onEvent: its throw came out of take()
+  // synchronously (not even a rejected promise) and the keys were gone from the pool, never handed out, never wiped.
+  const kme = fakeMaster();
+  const reported: CallbackError[] = [];
+  const src = new Etsi014ClientSource({
+    client: kme.client,
+    peerSaeId: 'server-sae',
+    poolSize: 2,
+    onEvent: (e) => {
+      if (e.type === 'taken') throw new Error('observer broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  await src.prefetch();
+  tt.equal(src.pooled, 2);
+  let keys: SourcedKey[] = [];
+  try {
+    keys = await src.take();
+  } catch (e) {
+    tt.fail(`take() failed: ${(e as Error).message}`);
+  }
+  tt.equal(keys.length, 1, 'take() resolves with the key');
+  tt.notOk(keys.length > 0 && zero(keys[0].secret), 'the key handed out is intact');
+  tt.equal(reported.length, 1, 'the exception is reported');
+  tt.ok(reported[0] instanceof CallbackError && reported[0].callback === 'onEvent', 'as a CallbackError naming onEvent');
+  tt.match(reported[0]?.message, /observer broke/);
+  src.close();
+  await settleTicks();
+  // Every key the KME delivered is either the caller's (handed out) or wiped.
+  const handed = keys.map((k) => k.secret);
+  tt.ok(kme.delivered.every((k) => handed.includes(k) || zero(k)), 'no key left unwiped and unowned');
+});
+
+t.test('Etsi014ClientSource: an onEvent that throws on "fetched" neither hangs take() nor is an unhandled rejection', async (tt) => {
+  // The 'fetched' event is emitted inside the encKeys .then callback: its throw skipped pump(), so the waiting
+  // take() never settled, and the callback's promise rejected with nobody to handle it (a crash under Node's default).
+  const unhandled = watchUnhandled(tt);
+  const kme = fakeMaster();
+  const reported: CallbackError[] = [];
+  const src = new Etsi014ClientSource({
+    client: kme.client,
+    peerSaeId: 'server-sae',
+    poolSize: 0,
+    onEvent: () => {
+      throw new Error('observer broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  let outcome = 'pending';
+  let got: Uint8Array | undefined;
+  src.take().then(
+    (k) => ((outcome = 'resolved'), (got = k[0].secret)),
+    () => (outcome = 'rejected'),
+  );
+  await settleTicks();
+  src.close();
+  await settleTicks();
+  tt.equal(outcome, 'resolved', 'take() resolves with the fetched key');
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['onEvent', 'onEvent'],
+    'both throws (fetched, taken) are reported',
+  );
+  tt.ok(kme.delivered.every((k) => k === got || zero(k)), 'no key left unwiped and unowned');
+});
+
+t.test('Etsi014ClientSource: an async onEvent whose promise rejects is reported, not an unhandled rejection', async (tt) => {
+  // An async observer's rejected promise was dropped by the source: an unhandled rejection per event.
+  const unhandled = watchUnhandled(tt);
+  const kme = fakeMaster();
+  const reported: CallbackError[] = [];
+  const src = new Etsi014ClientSource({
+    client: kme.client,
+    peerSaeId: 'server-sae',
+    poolSize: 1,
+    onEvent: async (e: Etsi014SourceEvent) => {
+      throw new Error(`async observer broke on ${e.type}`);
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  const keys = await src.take();
+  await settleTicks();
+  src.close();
+  tt.equal(keys.length, 1);
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
+  tt.ok(reported.length >= 2, 'each rejection is reported');
+  tt.ok(reported.every((e) => e.callback === 'onEvent'));
+});
+
+t.test('Etsi014ServerSource: an onEvent that throws on "resolved" or "refused" does not fail or burn the lookup', async (tt) => {
+  // resolve() called onEvent({ type: 'resolved' }) after dec_keys delivered the key: the throw rejected the lookup
+  // (the handshake failed) with the key fetched, its ID spent, and its bytes never wiped. A throw on 'refused'
+  // stopped the lookup of the identities after it.
+  const keyA = new Uint8Array(32).fill(0x41);
+  const store = new Map([['00000000-0000-4000-8000-00000000000b', keyA]]);
+  const client = {
+    baseUrl: new URL('http://127.0.0.1:2'),
+    async decKeys(_peer: string, ids: readonly string[]) {
+      const k = store.get(ids[0]);
+      if (!k) throw new Error('not found');
+      store.delete(ids[0]);
+      return [{ keyId: ids[0], key: k }];
+    },
+    close() {},
+  } as unknown as Etsi014Client;
+  const reported: CallbackError[] = [];
+  const src = new Etsi014ServerSource({
+    client,
+    peerSaeIds: ['client-sae'],
+    onEvent: () => {
+      throw new Error('observer broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  const ids = [
+    encodeKeyIdIdentity({ keyId: '00000000-0000-4000-8000-00000000000a', saeId: 'someone-else' }), // refused: unexpected SAE
+    encodeKeyIdIdentity({ keyId: '00000000-0000-4000-8000-00000000000b', saeId: 'client-sae' }),
+  ];
+  let out;
+  try {
+    out = await src.resolve(ids);
+  } catch (e) {
+    tt.fail(`resolve() rejected: ${(e as Error).message}`);
+  }
+  tt.equal(out?.[0], undefined, 'the refused identity has no key');
+  tt.equal(out?.[1]?.secret, keyA, 'the key the KME delivered goes to the handshake');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['onEvent', 'onEvent'],
+    'both throws (refused, resolved) are reported',
+  );
+});
+
+t.test('Connection: a keyLog callback that throws does not fail the handshake', async (tt) => {
+  // connection.ts logSecret called keyLog inside the handshake's guard: its throw became InternalError, and the
+  // handshake failed with internal_error because of a debugging aid.
+  const psk = makePsk('cb-keylog');
+  const reported: CallbackError[] = [];
+  const keyLog = (): void => {
+    throw new Error('disk full');
+  };
+  const p = handshake({ crypto, psks: [psk], keyLog, onCallbackError: (e) => reported.push(e) }, { crypto, psks: [psk] });
+  tt.equal(p.client.phase, 'connected', 'the handshake completes');
+  tt.equal(p.server.phase, 'connected');
+  tt.same(errorsOf(p.events('client')), []);
+  tt.ok(reported.length > 0 && reported.every((e) => e.callback === 'keyLog' && /disk full/.test(e.message)), 'each throw is reported, naming keyLog');
+});
+
+t.test('Connection: a trace hook that throws changes nothing on the wire', async (tt) => {
+  // The trace hook ran after a record was sealed and before it was queued: its throw lost the record (its sequence
+  // number used) and failed the handshake with internal_error; from write() it escaped to the caller.
+  const psk = makePsk('cb-trace');
+  const reported: CallbackError[] = [];
+  const trace = (): void => {
+    throw new Error('tracer broke');
+  };
+  const p = handshake({ crypto, psks: [psk], trace, onCallbackError: (e) => reported.push(e) }, { crypto, psks: [psk], trace, onCallbackError: (e) => reported.push(e) });
+  tt.equal(p.client.phase, 'connected', 'the handshake completes');
+  tt.equal(p.server.phase, 'connected');
+  p.client.write(utf8('hello'));
+  p.pump();
+  tt.equal(fromUtf8(p.received('server')), 'hello', 'application data flows');
+  tt.ok(reported.length > 0 && reported.every((e) => e.callback === 'trace'), 'each throw is reported, naming trace');
+});
+
+t.test('without onCallbackError, an observer exception is one line on console.error', async (tt) => {
+  // The default report: the exception is seen, not swallowed, and does not end the connection.
+  const psk = makePsk('cb-console');
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...a: unknown[]) => void lines.push(a.join(' '));
+  let p;
+  try {
+    p = handshake(
+      {
+        crypto,
+        psks: [psk],
+        keyLog: () => {
+          throw new Error('no log file');
+        },
+      },
+      { crypto, psks: [psk] },
+    );
+  } finally {
+    console.error = original;
+  }
+  tt.equal(p.client.phase, 'connected');
+  tt.ok(lines.length > 0, 'reported on console.error');
+  tt.ok(lines.every((l) => /^qkd-tls: the keyLog callback threw: no log file$/.test(l)), lines[0]);
+});
