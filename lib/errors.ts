@@ -65,6 +65,7 @@ export const REASON_ALERT = {
   PskTooShort: 'handshake_failure', // RFC 9257 §6: the PSK lookup answered a secret under 128 bits (as PskUnavailable, RFC 8446 §6.2)
   KeyAgreementFailed: 'internal_error', // an asynchronous key agreement failed for a reason of ours (RFC 8446 §7.4)
   PskLookupWrongCount: 'internal_error', // the application's PSK lookup answered the wrong number of entries
+  PskLookupThrew: 'internal_error', // §6.2: the application's synchronous PSK lookup (the psks function) threw, a local failure
   IncorrectBinder: 'decrypt_error', // §4.2.11.2
   NoApplicationProtocol: 'no_application_protocol', // RFC 7301 §3.2
   BadCookie: 'illegal_parameter', // §4.2.2: the second ClientHello does not echo our cookie

@@ -1,16 +1,22 @@
 /**
  * Callbacks that throw (lib/callbacks.ts): an observer's exception never changes the outcome and is reported to
- * onCallbackError. Each test's comment says what the code did before.
+ * onCallbackError; a callback the protocol depends on fails its own handshake only, with its alert, and the keys
+ * it concerned are wiped. Each test's comment says what the code did before.
  */
 import t from 'tap';
+import { once } from 'node:events';
 import { CallbackError } from '../lib/callbacks.js';
 import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { encodeKeyIdIdentity } from '../lib/psk/key-id.js';
-import type { SourcedKey } from '../lib/psk/source.js';
+import { serverPskResolver, StaticKeySource, type PskLease, type SourcedKey } from '../lib/psk/source.js';
+import type { Psk } from '../lib/psk/types.js';
+import { connect, createServer } from '../lib/transport/node.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { errorsOf, handshake, makePsk } from './helpers/pair.js';
+import { memoryPipe } from './helpers/memory-streams.js';
 
 const crypto = nodeProvider;
 
@@ -240,4 +246,131 @@ t.test('without onCallbackError, an observer exception is one line on console.er
   tt.equal(p.client.phase, 'connected');
   tt.ok(lines.length > 0, 'reported on console.error');
   tt.ok(lines.every((l) => /^qkd-tls: the keyLog callback threw: no log file$/.test(l)), lines[0]);
+});
+
+t.test('Connection: a server psks function that throws fails that handshake with PskLookupThrew (internal_error)', async (tt) => {
+  // The throw became a bare InternalError carrying only the thrown message, without naming the lookup; an
+  // async function given here answered a promise: "found.slice is not a function", and its rejection was unhandled.
+  const unhandled = watchUnhandled(tt);
+  const psk = makePsk('cb-lookup');
+  const p = handshake(
+    { crypto, psks: [psk] },
+    {
+      crypto,
+      psks: () => {
+        throw new Error('database down');
+      },
+    },
+  );
+  const se = p.error('server');
+  tt.equal(se?.reason, 'PskLookupThrew');
+  tt.equal(se?.alert, 'internal_error', 'internal_error sent (RFC 8446 §6.2)');
+  tt.match(se?.message, /the psks lookup function threw: database down/);
+  tt.match(p.error('client'), { alert: 'internal_error', remote: true }, 'the client received it');
+
+  const q = handshake(
+    { crypto, psks: [psk] },
+    {
+      crypto,
+      psks: (async () => {
+        throw new Error('async by mistake');
+      }) as unknown as () => Psk[],
+    },
+  );
+  await settleTicks();
+  tt.equal(q.error('server')?.reason, 'PskLookupThrew');
+  tt.match(q.error('server')?.message, /answered a promise/);
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
+});
+
+t.test('serverPskResolver: an onLease that throws wipes the lease and fails that lookup only', async (tt) => {
+  // The lease was handed to onLease and its throw rejected the lookup: nobody held the lease any more, and the
+  // resolved keys (one-time QKD keys) stayed in memory, never wiped.
+  const secrets = [new Uint8Array(32).fill(7), new Uint8Array(32).fill(8)];
+  const source = new StaticKeySource(
+    secrets.map((s, i) => ({ identity: utf8(`lease-${i}`), secret: s })),
+    { oneTime: true },
+  );
+  const leases: PskLease[] = [];
+  let calls = 0;
+  const resolver = serverPskResolver(crypto, source, {
+    onLease: (lease) => {
+      leases.push(lease);
+      if (calls++ === 0) throw new Error('lease table full');
+    },
+  });
+  const server = createServer({ crypto, psks: resolver }, (s) => s.end('ok'));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => void server.close());
+  const run = async (i: number): Promise<{ error?: Error; data?: string }> => {
+    const psk: Psk = { identity: utf8(`lease-${i}`), secret: secrets[i].slice(), hash: 'SHA-256' };
+    const c = connect({ port: server.address().port, psks: [psk] });
+    const chunks: Buffer[] = [];
+    c.on('data', (b: Buffer) => chunks.push(b));
+    const error = await new Promise<Error | undefined>((resolve) => {
+      c.once('error', resolve);
+      c.once('end', () => resolve(undefined));
+    });
+    c.destroy();
+    return { error, data: Buffer.concat(chunks).toString() };
+  };
+  const first = await run(0);
+  tt.match(first.error, { alert: 'handshake_failure', remote: true }, 'the first handshake fails with its alert');
+  tt.ok(zero(leases[0].psks[0].secret), 'the key of the lease onLease threw on is wiped');
+  const second = await run(1);
+  tt.equal(second.error, undefined, 'the server goes on serving');
+  tt.equal(second.data, 'ok');
+  for (const l of leases) l.release();
+  source.close();
+});
+
+t.test('connect: a psks function that throws at once fails the socket, not the caller', async (tt) => {
+  // connect() called options.psks() and chained .then on it: a throw (or an answer that is not a promise) came
+  // out of connect() itself, with the TCP connection already started and left to itself.
+  const psk = makePsk('cb-connect');
+  const server = createServer({ crypto, psks: [psk] }, (s) => s.end());
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => void server.close());
+  let socket;
+  try {
+    socket = connect({
+      port: server.address().port,
+      psks: () => {
+        throw new Error('no key manager configured');
+      },
+    });
+  } catch (e) {
+    tt.fail(`connect() threw: ${(e as Error).message}`);
+    return;
+  }
+  const [err] = (await once(socket, 'error')) as [Error];
+  tt.match(err.message, /could not obtain PSKs: no key manager configured/);
+  if (!socket.destroyed) await once(socket, 'close');
+  tt.ok(socket.destroyed, 'the socket is destroyed');
+});
+
+t.test('streams: a lookupPsks that throws something other than an Error fails the handshake with its alert', async (tt) => {
+  // streams.ts read `(e as Error).message`: `throw undefined` made that a TypeError out of the event loop, so the
+  // handshake promise rejected with it and no alert was sent: the client waited for its timeout.
+  const [c, s] = memoryPipe();
+  const psk = makePsk('cb-streams');
+  const server = tlsServerOverStreams(s, {
+    crypto,
+    lookupPsks: async () => {
+      throw undefined;
+    },
+  });
+  const client = tlsClientOverStreams(c, { crypto, psks: [psk] });
+  const se = await server.handshake.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  const ce = await client.handshake.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  tt.match(se, { reason: 'PskUnavailable', alert: 'handshake_failure', remote: false }, 'the server sent its alert');
+  tt.match(ce, { alert: 'handshake_failure', remote: true }, 'the client received it');
 });

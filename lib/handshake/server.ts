@@ -33,7 +33,8 @@ import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
 import { identityText } from '../psk/identity-text.js';
-import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest } from '../psk/types.js';
+import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest, type PskResolver } from '../psk/types.js';
+import { thrownMessage } from '../callbacks.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -130,9 +131,33 @@ class ExpectClientHello implements HandshakeState {
     const request: PskRequest = { identities, serverName: ch.serverName };
     const source = this.plan.options.psks;
     if (source === undefined) return new AwaitPsks(this.plan, ch, request);
-    const found = typeof source === 'function' ? source(request) : identities.map((id) => source.find((p) => equalConstantTime(p.identity, id)));
+    const found = typeof source === 'function' ? lookUp(source, request) : identities.map((id) => source.find((p) => equalConstantTime(p.identity, id)));
     return answerClientHello(io, this.plan, ch, found.slice(0, identities.length), null);
   }
+}
+
+/**
+ * Calls the application's synchronous PSK lookup. A lookup that throws, or answers something other than a list,
+ * fails this handshake with PskLookupThrew (internal_error, RFC 8446 §6.2: a local failure), naming it
+ * (lib/callbacks.ts).
+ */
+function lookUp(resolver: PskResolver, request: PskRequest): readonly (Psk | undefined)[] {
+  let found: readonly (Psk | undefined)[];
+  try {
+    found = resolver(request);
+  } catch (e) {
+    throw new TlsError('PskLookupThrew', `the psks lookup function threw: ${thrownMessage(e)}`, { cause: e });
+  }
+  if (!Array.isArray(found)) {
+    // (A promise's rejection would be unhandled: this handshake has failed already, with the reason below.)
+    if (isThenable(found)) found.then(undefined, () => {});
+    throw new TlsError('PskLookupThrew', `the psks lookup function answered ${isThenable(found) ? 'a promise (a synchronous lookup must answer a list; an asynchronous one goes through the psk-request event or a transport)' : typeof found}, not a list`);
+  }
+  return found;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** Waits for {@link AwaitingPsks.resume}; a handshake message meanwhile is impossible (reading is paused). */

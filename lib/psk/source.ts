@@ -27,6 +27,7 @@ import {
   type ImportOptions,
 } from './importer.js';
 import type { Psk, PskRequest } from './types.js';
+import { thrownMessage } from '../callbacks.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
 export interface SourcedKey extends ExternalPsk {
@@ -120,7 +121,10 @@ export interface ServerResolverOptions {
    * key fed to the importer must not also be used directly; with one-time keys both may safely be enabled).
    */
   readonly plain?: boolean;
-  /** Receives each lease of resolved keys, to wipe them once the handshake is over. */
+  /**
+   * Receives each lease of resolved keys, to wipe them once the handshake is over. If it throws, the lease's keys
+   * are wiped at once and the lookup rejects with an error naming onLease (that handshake fails).
+   */
   readonly onLease?: (lease: PskLease) => void;
 }
 
@@ -189,7 +193,14 @@ export function serverPskResolver(
     // Imported PSKs are derived: the raw keys can go now. Plain ones are the keys themselves (wiped on release).
     const used = psks.filter((p): p is Psk => p !== undefined);
     for (const k of keys) if (k && !used.some((p) => p.secret === k.secret)) wipe(k.secret);
-    options.onLease?.({ psks: used, release: releaser(used, []) });
+    const lease = { psks: used, release: releaser(used, []) };
+    try {
+      options.onLease?.(lease);
+    } catch (e) {
+      // Whoever was to wipe these keys did not take them: wipe them here, and fail this lookup (lib/callbacks.ts).
+      lease.release();
+      throw new Error(`${source.description}: the onLease callback threw: ${thrownMessage(e)}`, { cause: e });
+    }
     return psks;
   };
 }

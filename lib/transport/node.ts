@@ -20,6 +20,7 @@ import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
+import { thrownMessage } from '../callbacks.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { KeyAgreementRequest } from '../config/events.js';
@@ -137,7 +138,12 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
     tls.attach(conn);
   };
   if (typeof options.psks === 'function') {
-    options.psks().then(start, (e: Error) => tls.destroy(new Error(`could not obtain PSKs: ${e.message}`, { cause: e })));
+    const fetchPsks = options.psks;
+    // A function that throws at once fails this connection as a rejection does (lib/callbacks.ts), rather than
+    // throwing out of connect() with the TCP connection already under way and left to itself.
+    Promise.resolve()
+      .then(() => fetchPsks())
+      .then(start, (e: unknown) => tls.destroy(new Error(`could not obtain PSKs: ${thrownMessage(e)}`, { cause: e })));
   } else {
     start(options.psks);
   }
@@ -570,7 +576,7 @@ export class QkdTlsSocket extends Duplex {
         },
         (e: unknown) => {
           if (this.destroyed || conn.phase !== 'handshaking') return;
-          conn.failPskLookup(`PSK lookup failed: ${e instanceof Error ? e.message : String(e)}`);
+          conn.failPskLookup(`PSK lookup failed: ${thrownMessage(e)}`);
           settle();
         },
       );

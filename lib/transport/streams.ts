@@ -18,6 +18,7 @@ import type { Psk, PskRequest } from '../psk/types.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
+import { thrownMessage } from '../callbacks.js';
 
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;
@@ -193,7 +194,8 @@ function run(
             try {
               conn.providePsks(await resolver(ev.request));
             } catch (e) {
-              conn.failPskLookup(`PSK lookup failed: ${(e as Error).message}`);
+              // (Anything thrown, not only an Error: `throw undefined` must fail this handshake too, with its alert.)
+              conn.failPskLookup(`PSK lookup failed: ${thrownMessage(e)}`);
             }
           }
           await pump();
