@@ -1,10 +1,13 @@
 /**
  * Callbacks that throw (lib/callbacks.ts): an observer's exception never changes the outcome and is reported to
- * onCallbackError; a callback the protocol depends on fails its own handshake only, with its alert, and the keys
- * it concerned are wiped. Each test's comment says what the code did before.
+ * onCallbackError; a callback the protocol depends on fails its own handshake or connection only, with its
+ * alert, and the keys it concerned are wiped. Each test's comment says what the code did before.
  */
 import t from 'tap';
 import { once } from 'node:events';
+import { request as httpRequest } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { WebSocket as WsClient } from 'ws';
 import { CallbackError } from '../lib/callbacks.js';
 import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
@@ -17,6 +20,14 @@ import { connect, createServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { errorsOf, handshake, makePsk } from './helpers/pair.js';
 import { memoryPipe } from './helpers/memory-streams.js';
+import { seededBytes } from './helpers/seeded-bytes.js';
+import { startProxy } from '../lib/proxy/proxy.js';
+import type { ProxyLogger } from '../lib/proxy/log.js';
+import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
+import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import { parseTopology, QkdNetwork } from '../lib/tools/network/index.js';
+import { startQkdNetworkServer } from '../lib/tools/network/server.js';
+import { listenWebSocket } from '../lib/transport/ws-server.js';
 
 const crypto = nodeProvider;
 
@@ -374,3 +385,266 @@ t.test('streams: a lookupPsks that throws something other than an Error fails th
   tt.match(se, { reason: 'PskUnavailable', alert: 'handshake_failure', remote: false }, 'the server sent its alert');
   tt.match(ce, { alert: 'handshake_failure', remote: true }, 'the client received it');
 });
+
+// ---------------------------------------------------------------------------------------------------------
+// Tools, the proxy and the WebSocket listener
+
+/** One plain HTTP GET on 127.0.0.1, with `sae` in X-SAE-ID; resolves with the status. */
+function httpGet(url: string, sae: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, { headers: { 'x-sae-id': sae }, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+t.test('KME simulator: a log callback that throws does not end the process, and requests go on being answered', async (tt) => {
+  // simulator.ts called options.log after res.end(), inside the HTTP server's request handling: the throw was an
+  // uncaught exception, which ends a Node process.
+  const reported: CallbackError[] = [];
+  const kme = await startKmeSimulator({
+    insecureHttp: true,
+    rateBitsPerSecond: 0,
+    initialKeyCount: 10,
+    log: () => {
+      throw new Error('log sink broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  tt.teardown(() => kme.close());
+  const url = `${kme.master.url}/api/v1/keys/server-sae/status`;
+  tt.equal(await httpGet(url, 'client-sae'), 200, 'first request answered');
+  tt.equal(await httpGet(url, 'client-sae'), 200, 'and the next');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['log', 'log'],
+    'each throw is reported, naming log',
+  );
+});
+
+t.test('QKD network: an onEvent that throws does not break a relay, and the network server keeps answering', async (tt) => {
+  // network.ts emitted 'route' and 'relay' after the keys were relayed and booked: the throw came out of relay()
+  // with the master's keys lost (never returned, never wiped) and the slave's left pending; a throw on
+  // 'link-state' in advance() left the other links behind. The server's onRequest ran after res.end(): an uncaught
+  // exception.
+  const reported: CallbackError[] = [];
+  const topology = { nodes: [{ name: 'A', saes: ['client-sae'] }, { name: 'B', saes: ['server-sae'] }], links: [{ a: 'A', b: 'B', km: 10 }] };
+  const clock = { ms: 0 };
+  const net = new QkdNetwork({
+    topology: parseTopology(topology),
+    now: () => clock.ms,
+    randomBytes: seededBytes(5),
+    onEvent: () => {
+      throw new Error('dashboard gone');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  clock.ms = 5000;
+  let r;
+  try {
+    r = net.relay('client-sae', 'server-sae', 1, 256);
+  } catch (e) {
+    tt.fail(`relay() threw: ${(e as Error).message}`);
+  }
+  tt.equal(r?.ok, true, 'the relay succeeds');
+  if (r?.ok) {
+    const got = net.redeem('client-sae', 'server-sae', [r.keys[0].keyId]);
+    tt.equal(got.ok, true, 'and the slave redeems the key');
+  }
+  tt.ok(reported.length > 0 && reported.every((e) => e.callback === 'onEvent'), 'each throw is reported, naming onEvent');
+  net.destroy();
+
+  const served: CallbackError[] = [];
+  const server = await startQkdNetworkServer({
+    topology: parseTopology(topology),
+    insecureHttp: true,
+    onRequest: () => {
+      throw new Error('request log broke');
+    },
+    onCallbackError: (e) => served.push(e),
+  });
+  tt.teardown(() => server.close());
+  tt.equal(await httpGet(`${server.url}/network`, 'client-sae'), 200, 'first request answered');
+  tt.equal(await httpGet(`${server.url}/network`, 'client-sae'), 200, 'and the next');
+  tt.same(
+    served.map((e) => e.callback),
+    ['onRequest', 'onRequest'],
+  );
+});
+
+/** Opens a WebSocket to `url` and resolves once it closes, with what it received. */
+function wsRoundTrip(url: string, send: Buffer): Promise<{ opened: boolean; data: Buffer }> {
+  return new Promise((resolve) => {
+    const ws = new WsClient(url);
+    const got: Buffer[] = [];
+    let opened = false;
+    ws.on('open', () => {
+      opened = true;
+      ws.send(send);
+    });
+    ws.on('message', (d: Buffer) => {
+      got.push(d);
+      ws.close();
+    });
+    ws.on('error', () => {});
+    ws.on('close', () => resolve({ opened, data: Buffer.concat(got) }));
+  });
+}
+
+t.test('listenWebSocket: a connection handler that throws closes that connection only', async (tt) => {
+  // ws-server.ts called onConnection inside the WebSocketServer's 'connection' event (the HTTP 'upgrade'
+  // handling): a throw was an uncaught exception, which ends a Node process.
+  const reported: CallbackError[] = [];
+  let calls = 0;
+  const listener = await listenWebSocket({ host: '127.0.0.1', port: 0, onCallbackError: (e) => reported.push(e) }, ({ stream }) => {
+    if (calls++ === 0) throw new Error('handler broke');
+    stream.pipe(stream);
+  });
+  tt.teardown(() => listener.close());
+  const url = `ws://127.0.0.1:${listener.address().port}/`;
+  const first = await wsRoundTrip(url, Buffer.from('one'));
+  tt.equal(first.data.length, 0, 'the first connection is closed without an answer');
+  const second = await wsRoundTrip(url, Buffer.from('two'));
+  tt.equal(second.data.toString(), 'two', 'the next connection is served');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['onConnection'],
+  );
+});
+
+t.test('WebSocket bridge: an onConnection record observer that throws changes nothing', async (tt) => {
+  // ws-bridge.ts called onConnection from the sockets' 'close' and 'error' handlers: a throw was an uncaught
+  // exception, which ends a Node process.
+  const echoServer = createNetServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echoServer.listen(0, '127.0.0.1', r));
+  tt.teardown(() => void echoServer.close());
+  const reported: CallbackError[] = [];
+  const bridge = await startWebSocketBridge({
+    host: '127.0.0.1',
+    port: 0,
+    allow: [{ host: '127.0.0.1', port: (echoServer.address() as AddressInfo).port }],
+    onConnection: () => {
+      throw new Error('record sink broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  tt.teardown(() => bridge.close());
+  const url = `ws://127.0.0.1:${bridge.address().port}/`;
+  for (const word of ['one', 'two']) {
+    const r = await wsRoundTrip(url, Buffer.from(word));
+    tt.equal(r.data.toString(), word, `connection "${word}" relayed`);
+  }
+  for (let i = 0; i < 50 && reported.length < 2; i++) await settleTicks();
+  tt.same(
+    reported.map((e) => e.callback),
+    ['onConnection', 'onConnection'],
+    'each throw is reported, naming onConnection',
+  );
+});
+
+/** A server proxy in front of an echo backend, and a client proxy with `clientOptions` (its keys, logger, ...). */
+async function proxiesWith(
+  tt: { teardown(fn: () => unknown): void; fail(m: string): void },
+  client: { release?: (psks: readonly Psk[]) => void; logger?: ProxyLogger; onCallbackError: (e: CallbackError) => void },
+) {
+  const backendServer = createNetServer((s) => s.pipe(s));
+  await new Promise<void>((r) => backendServer.listen(0, '127.0.0.1', r));
+  tt.teardown(() => void backendServer.close());
+  const secret = new Uint8Array(32).fill(0x33);
+  const identity = utf8('proxy-cb');
+  const serverProxy = await startProxy({
+    services: [
+      {
+        name: 'srv',
+        role: 'server',
+        accept: { host: '127.0.0.1', port: 0 },
+        connect: { host: '127.0.0.1', port: (backendServer.address() as AddressInfo).port },
+        keys: { clientPsks: async () => [], server: [{ identity, secret, hash: 'SHA-256' }], description: 'static' },
+      },
+    ],
+  });
+  tt.teardown(() => serverProxy.close());
+  const given: Psk[] = [];
+  try {
+    const proxy = await startProxy({
+      services: [
+        {
+          name: 'cli',
+          role: 'client',
+          accept: { host: '127.0.0.1', port: 0 },
+          connect: { host: '127.0.0.1', port: serverProxy.services[0].address.port },
+          keys: {
+            clientPsks: async () => {
+              const p: Psk = { identity, secret: secret.slice(), hash: 'SHA-256' };
+              given.push(p);
+              return [p];
+            },
+            server: [],
+            description: 'test keys',
+            ...(client.release ? { release: client.release } : {}),
+          },
+        },
+      ],
+      ...(client.logger ? { logger: client.logger } : {}),
+      onCallbackError: client.onCallbackError,
+    });
+    tt.teardown(() => proxy.close());
+    return { proxy, given };
+  } catch (e) {
+    tt.fail(`startProxy rejected: ${(e as Error).message}`);
+    return undefined;
+  }
+}
+
+t.test('proxy: a logger that throws neither stops the proxy nor its connections', async (tt) => {
+  // proxy.ts called logger.event('listening') in start(): its throw made startProxy reject with the service
+  // listening; logger.connection threw out of a socket's 'close' handler.
+  const reported: CallbackError[] = [];
+  const broken = (): void => {
+    throw new Error('logger broke');
+  };
+  const run = await proxiesWith(tt, { logger: { connection: broken, event: broken }, onCallbackError: (e) => reported.push(e) });
+  if (!run) return;
+  for (const word of ['one', 'two']) tt.equal(await tcpRoundTrip(run.proxy.services[0].address.port, word), word, `connection "${word}" proxied`);
+  for (let i = 0; i < 50 && run.proxy.stats().active > 0; i++) await settleTicks();
+  tt.equal(run.proxy.stats().ended.closed, 2, 'both connections are counted');
+  tt.same([...new Set(reported.map((e) => e.callback))].sort(), ['logger.connection', 'logger.event'], 'every throw is reported, naming its callback');
+});
+
+t.test('proxy: a key source whose release throws gets its keys wiped, and the proxy goes on', async (tt) => {
+  // keys.release was called from the TLS socket's 'secure' listener: its throw was an uncaught exception (the
+  // proxy process ended) and the keys stayed unwiped.
+  const reported: CallbackError[] = [];
+  const run = await proxiesWith(tt, {
+    release: () => {
+      throw new Error('release broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  if (!run) return;
+  for (const word of ['one', 'two']) tt.equal(await tcpRoundTrip(run.proxy.services[0].address.port, word), word, `connection "${word}" proxied`);
+  tt.equal(run.given.length, 2);
+  tt.ok(run.given.every((p) => zero(p.secret)), 'the keys whose release threw are wiped');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['keys.release', 'keys.release'],
+  );
+});
+
+/** Sends `word` over TCP to 127.0.0.1:port, half-closes, and resolves with everything received. */
+function tcpRoundTrip(port: number, word: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = netConnect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const got: Buffer[] = [];
+    s.on('data', (d: Buffer) => got.push(d));
+    s.on('error', () => resolve(Buffer.concat(got).toString()));
+    s.on('end', () => {
+      s.end();
+      resolve(Buffer.concat(got).toString());
+    });
+    s.end(word);
+  });
+}

@@ -31,6 +31,8 @@ import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
 import { checkCount, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
 import { TlsError } from '../errors.js';
+import { observer, reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
+import { wipe } from '../codec/bytes.js';
 import type { Psk } from '../psk/types.js';
 import {
   type AsyncPskResolver,
@@ -105,8 +107,16 @@ export interface ServiceConfig {
 
 export interface ProxyOptions {
   readonly services: readonly ServiceConfig[];
-  /** Receives one record per connection and lifecycle events (default: none). */
+  /**
+   * Receives one record per connection and lifecycle events (default: none). An observer (lib/callbacks.ts): what
+   * its methods throw goes to `onCallbackError` and changes nothing (the connection is counted, the proxy runs on).
+   */
   readonly logger?: ProxyLogger;
+  /**
+   * Receives what an observer (`logger`) or a key source's `release` threw, as a CallbackError (default: one line on
+   * console.error). Keys whose `release` threw are wiped by the proxy itself.
+   */
+  readonly onCallbackError?: CallbackErrorHandler;
 }
 
 export interface RunningService {
@@ -171,6 +181,7 @@ const END_REASONS: readonly ConnectionEnd[] = [
 
 class ProxyEngine implements Proxy {
   readonly logger: ProxyLogger;
+  readonly onCallbackError: CallbackErrorHandler | undefined;
   private readonly listeners: Listener[];
   private readonly open = new Set<ProxiedConnection>();
   private readonly idle: (() => void)[] = [];
@@ -196,7 +207,12 @@ class ProxyEngine implements Proxy {
       checkTimerMs(`${service} connectTimeoutMs`, s.connectTimeoutMs, 1);
       checkCount(`${service} maxConnections`, s.maxConnections, 1);
     }
-    this.logger = options.logger ?? silentLogger;
+    const logger = options.logger ?? silentLogger;
+    this.onCallbackError = options.onCallbackError;
+    this.logger = {
+      connection: observer('logger.connection', (r: ConnectionRecord) => logger.connection(r), options.onCallbackError)!,
+      event: observer('logger.event', (name: string, fields: Record<string, unknown>) => logger.event(name, fields), options.onCallbackError)!,
+    };
     this.listeners = options.services.map((s) => new Listener(this, s));
   }
 
@@ -622,7 +638,14 @@ class ProxiedConnection {
   private releaseKeys(): void {
     const psks = this.keysInUse;
     this.keysInUse = null;
-    if (psks) this.config.keys.release?.(psks);
+    if (!psks) return;
+    try {
+      this.config.keys.release?.(psks);
+    } catch (e) {
+      // The source did not wipe them: the proxy does (a QKD key serves one handshake), and says so (lib/callbacks.ts).
+      for (const p of psks) wipe(p.secret);
+      reportCallbackError('keys.release', e, this.engine.onCallbackError);
+    }
   }
 
   private track(s: Duplex): void {

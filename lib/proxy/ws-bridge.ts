@@ -19,6 +19,7 @@ import * as net from 'node:net';
 import { checkTimerMs } from '../config/options.js';
 import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
+import { observer } from '../callbacks.js';
 
 export interface BridgeTarget {
   readonly host: string;
@@ -30,7 +31,10 @@ export interface WebSocketBridgeOptions extends WebSocketListenOptions {
   readonly allow: readonly BridgeTarget[];
   /** Give up connecting to a target after this many milliseconds (default 10000; from 1 to 2^31 - 1, else a RangeError). */
   readonly connectTimeoutMs?: number;
-  /** Called once per relayed connection when it ends (never with payload bytes). */
+  /**
+   * Called once per relayed connection when it ends (never with payload bytes). An observer (lib/callbacks.ts):
+   * what it throws goes to `onCallbackError` and changes nothing.
+   */
   readonly onConnection?: (record: BridgeRecord) => void;
 }
 
@@ -58,11 +62,12 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
     }
     return path === '' ? options.allow[0] : byName.get(path.toLowerCase());
   };
+  const onConnection = observer('onConnection', options.onConnection, options.onCallbackError);
   return listenWebSocket(
     options,
     ({ stream, request, peer }) => {
       const target = pick(request)!;
-      relay(stream, target, peer, options.connectTimeoutMs ?? 10_000, options.onConnection);
+      relay(stream, target, peer, options.connectTimeoutMs ?? 10_000, onConnection);
     },
     (req) => (pick(req) ? undefined : 404),
   );

@@ -16,6 +16,7 @@ import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
 import { checkCount } from '../config/options.js';
 import { TEXT_MESSAGE_REFUSED } from './websocket.js';
+import { reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
 
 export interface WebSocketListenOptions {
   readonly host: string;
@@ -40,6 +41,12 @@ export interface WebSocketListenOptions {
    * RangeError (net.Server would take 0 or NaN as no limit).
    */
   readonly maxConnections?: number;
+  /**
+   * Receives what the connection handler (`onConnection`) threw, as a CallbackError: that connection is closed,
+   * the others are served (lib/callbacks.ts). Default: one line on console.error. A WebSocket bridge also
+   * reports its `onConnection` observer's exceptions here.
+   */
+  readonly onCallbackError?: CallbackErrorHandler;
 }
 
 /** One accepted WebSocket: its bytes as a Duplex, and where it came from. */
@@ -122,7 +129,13 @@ export async function listenWebSocket(
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
     const peer = `${request.socket.remoteAddress}:${request.socket.remotePort}`;
-    onConnection({ stream, request, peer });
+    try {
+      onConnection({ stream, request, peer });
+    } catch (e) {
+      // Thrown inside the HTTP server's 'upgrade' event, it would end the process: it ends this connection only.
+      stream.destroy();
+      reportCallbackError('onConnection', e, options.onCallbackError);
+    }
   });
   await new Promise<void>((resolve, reject) => {
     http.once('error', reject);

@@ -31,6 +31,7 @@ import { ensureKmeCertificates, type KmeCertificateSet } from './certificates.js
 import { handleKmeRequest, type KmeEndpoint, type KmeLimits, type KmeResponse, loopbackCorsHeaders } from './handler.js';
 import { kmeHttpAnswer, readBody, requestLine, urlHost } from './http.js';
 import { QkdLink } from './store.js';
+import { observer, type CallbackErrorHandler } from '../../callbacks.js';
 
 export interface KmeSimulatorOptions {
   /** Address both KMEs listen on (default 127.0.0.1). Plain HTTP is refused unless it is loopback. */
@@ -75,8 +76,12 @@ export interface KmeSimulatorOptions {
   now?: () => number;
   /** Randomness for keys and key IDs (default node:crypto randomBytes). */
   randomBytes?: (n: number) => Uint8Array;
-  /** Called once per finished request and per failed TLS handshake. Never carries key material. */
+  /**
+   * Called once per finished request and per failed TLS handshake. Never carries key material. An observer (lib/callbacks.ts): what it throws goes to `onCallbackError` and changes nothing.
+   */
   log?: (event: KmeLogEvent) => void;
+  /** Receives what an observer callback of this simulator threw, as a CallbackError (default: one line on console.error). */
+  onCallbackError?: CallbackErrorHandler;
 }
 
 export interface KmeSimulator {
@@ -195,7 +200,7 @@ export async function startKmeSimulator(options: KmeSimulatorOptions = {}): Prom
     { now: options.now ?? Date.now, randomBytes: options.randomBytes ?? ((n) => new Uint8Array(nodeRandomBytes(n))) },
   );
   const counts = { responses: {} as Record<number, number>, tlsErrors: 0 };
-  const log = options.log ?? (() => {});
+  const log = observer('log', options.log, options.onCallbackError) ?? (() => {});
 
   const endpoint = (role: 'master' | 'slave'): KmeEndpoint => ({
     role,

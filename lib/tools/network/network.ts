@@ -23,6 +23,7 @@
 import { copyBytes, wipe } from '../../codec/bytes.js';
 import { freshUuid } from '../../psk/key-id.js';
 import { UniformSource } from './detection.js';
+import { observer, type CallbackErrorHandler } from '../../callbacks.js';
 import {
   DEFAULT_BLOCK_SECONDS,
   DEFAULT_CAPACITY_BITS,
@@ -52,8 +53,12 @@ export interface QkdNetworkOptions {
   pendingKeyTtlMs?: number;
   /** Most relayed keys waiting for one receiving SAE from one sender (default 1024). */
   maxPendingKeys?: number;
-  /** Told about link state changes, route changes, relays and refusals. Never carries key material. */
+  /**
+   * Told about link state changes, route changes, relays and refusals. Never carries key material. An observer (lib/callbacks.ts): what it throws goes to `onCallbackError` and changes nothing.
+   */
   onEvent?: (event: NetworkEvent) => void;
+  /** Receives what an observer callback of this network threw, as a CallbackError (default: one line on console.error). */
+  onCallbackError?: CallbackErrorHandler;
 }
 
 export type NetworkEvent =
@@ -153,7 +158,7 @@ export class QkdNetwork {
     const scale = options.timeScale ?? 1;
     if (!(scale > 0 && Number.isFinite(scale))) throw new RangeError(`timeScale must be a positive number (got ${scale})`);
     this.timeScale = scale;
-    this.emit = options.onEvent ?? (() => {});
+    this.emit = observer('onEvent', options.onEvent, options.onCallbackError) ?? (() => {});
     this.ttlMs = options.pendingKeyTtlMs ?? 600_000;
     this.maxPending = options.maxPendingKeys ?? 1024;
     const t = options.topology;

@@ -24,6 +24,7 @@ import type { KmeResponse } from '../kme/handler.js';
 import { handleNetworkKmeRequest, nodeKmeUrl } from './kme.js';
 import { type NetworkEvent, QkdNetwork } from './network.js';
 import { networkSvg } from './svg.js';
+import { observer, type CallbackErrorHandler } from '../../callbacks.js';
 import { parseTopology, type Topology } from './topology.js';
 
 /** KME ID of the server certificate (one listener serves every node). */
@@ -43,9 +44,12 @@ export interface QkdNetworkServerOptions {
   serverNames?: string[];
   now?: () => number;
   randomBytes?: (n: number) => Uint8Array;
-  /** Network events and one line per request (never key material). */
+  /** Network events and one line per request (never key material). Observers (lib/callbacks.ts): what they throw goes to `onCallbackError` and changes nothing. */
   onEvent?: (event: NetworkEvent) => void;
   onRequest?: (r: { node: string | null; method: string; path: string; callerSaeId: string | undefined; status: number; keyCount: number; message?: string }) => void;
+  /** Receives what an observer callback of this server threw, as a CallbackError (default: one line on console.error). */
+  onCallbackError?: CallbackErrorHandler;
+
   /** Largest request body (default 65536 bytes; an integer from 0, else a RangeError); larger ones get 413. */
   maxBodyBytes?: number;
   blockSeconds?: number;
@@ -132,9 +136,10 @@ export async function startQkdNetworkServer(options: QkdNetworkServerOptions): P
     blockSeconds: options.blockSeconds,
     samplesPerBlock: options.samplesPerBlock,
     onEvent: options.onEvent,
+    onCallbackError: options.onCallbackError,
   });
   const maxBodyBytes = options.maxBodyBytes ?? 65_536;
-  const handler = (req: IncomingMessage, res: ServerResponse) => serve(network, req, res, { insecureHttp, maxBodyBytes, log: options.onRequest ?? (() => {}) });
+  const handler = (req: IncomingMessage, res: ServerResponse) => serve(network, req, res, { insecureHttp, maxBodyBytes, log: observer('onRequest', options.onRequest, options.onCallbackError) ?? (() => {}) });
   let server: Server;
   if (insecureHttp) {
     server = createHttpServer(handler);
