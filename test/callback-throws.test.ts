@@ -362,6 +362,45 @@ t.test('connect: a psks function that throws at once fails the socket, not the c
   tt.ok(socket.destroyed, 'the socket is destroyed');
 });
 
+t.test('createServer: a traceConnection factory or a keyLog that throws leaves the handshakes alone', async (tt) => {
+  // node.ts accept() called traceConnection(tls) with the connection's construction: its throw destroyed the socket
+  // before the handshake (the client saw the connection closed); a keyLog throw failed the handshake with
+  // internal_error.
+  const psk = makePsk('cb-node');
+  const reported: CallbackError[] = [];
+  const server = createServer(
+    {
+      crypto,
+      psks: [psk],
+      traceConnection: () => {
+        throw new Error('no tracer today');
+      },
+      keyLog: () => {
+        throw new Error('key log full');
+      },
+      onCallbackError: (e) => reported.push(e),
+    },
+    (s) => s.end('served'),
+  );
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => void server.close());
+  for (let i = 0; i < 2; i++) {
+    const c = connect({ port: server.address().port, psks: [psk] });
+    const chunks: Buffer[] = [];
+    c.on('data', (b: Buffer) => chunks.push(b));
+    const error = await new Promise<Error | undefined>((resolve) => {
+      c.once('error', resolve);
+      c.once('end', () => resolve(undefined));
+    });
+    c.destroy();
+    tt.equal(error, undefined, `connection ${i + 1} completes`);
+    tt.equal(Buffer.concat(chunks).toString(), 'served');
+  }
+  const names = new Set(reported.map((e) => e.callback));
+  tt.same([...names].sort(), ['keyLog', 'traceConnection'], 'each throw is reported, naming its callback');
+});
+
 t.test('streams: a lookupPsks that throws something other than an Error fails the handshake with its alert', async (tt) => {
   // streams.ts read `(e as Error).message`: `throw undefined` made that a TypeError out of the event loop, so the
   // handshake promise rejected with it and no alert was sent: the client waited for its timeout.

@@ -20,7 +20,7 @@ import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
-import { thrownMessage } from '../callbacks.js';
+import { reportCallbackError, thrownMessage } from '../callbacks.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { KeyAgreementRequest } from '../config/events.js';
@@ -98,7 +98,8 @@ export interface ServerTransportOptions extends TransportOptions, Omit<ServerOpt
   readonly psks: readonly Psk[] | AsyncPskResolver;
   /**
    * A record trace hook for each accepted connection (e.g. `() => createTracer(print)` from lib/trace: a
-   * tracer keeps per-connection state, so each connection needs its own). Takes precedence over `trace`.
+   * tracer keeps per-connection state, so each connection needs its own). Takes precedence over `trace`. If it
+   * throws, that connection runs without a trace and the error goes to `onCallbackError` (lib/callbacks.ts).
    */
   readonly traceConnection?: (socket: QkdTlsSocket) => RecordTraceHook | undefined;
 }
@@ -193,8 +194,17 @@ export class QkdTlsServer extends EventEmitter {
     const { psks, handshakeTimeout: _t, crypto, keyLog, traceConnection, webCryptoKeyShares, ...rest } = this.options;
     const resolver = typeof psks === 'function' ? undefined : psks;
     let conn: Connection;
+    let trace = rest.trace;
+    if (traceConnection) {
+      // An observer's factory (lib/callbacks.ts): if it throws, this connection runs untraced, the error is reported.
+      try {
+        trace = traceConnection(tls);
+      } catch (e) {
+        trace = undefined;
+        reportCallbackError('traceConnection', e, rest.onCallbackError);
+      }
+    }
     try {
-      const trace = traceConnection ? traceConnection(tls) : rest.trace;
       const provider = keyShareProvider(crypto ?? defaultNodeCrypto(), webCryptoKeyShares, false);
       conn = Connection.server({ ...rest, trace, psks: resolver, crypto: provider, keyLog: tls.keyLogSink(keyLog) });
     } catch (e) {
