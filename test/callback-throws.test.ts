@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { WebSocket as WsClient } from 'ws';
-import { CallbackError } from '../lib/callbacks.js';
+import { CallbackError, observer } from '../lib/callbacks.js';
 import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
@@ -199,6 +199,53 @@ t.test('Etsi014ServerSource: an onEvent that throws on "resolved" or "refused" d
     ['onEvent', 'onEvent'],
     'both throws (refused, resolved) are reported',
   );
+});
+
+t.test('observer(): anything thrown or rejected is reported once, and a throwing onCallbackError is not the end', async (tt) => {
+  // lib/callbacks.ts itself: values that are not Errors (even one whose toString throws), a rejected promise, and an
+  // onCallbackError that throws in turn (both then go to console.error) never escape to the caller.
+  const unhandled = watchUnhandled(tt);
+  const reported: CallbackError[] = [];
+  const hostile = {
+    toString: () => {
+      throw new Error('no text');
+    },
+  };
+  for (const thrown of [undefined, 'text', Symbol('s'), hostile]) {
+    const call = observer(
+      'probe',
+      () => {
+        throw thrown;
+      },
+      (e) => reported.push(e),
+    );
+    tt.doesNotThrow(() => call?.());
+  }
+  const later = async (): Promise<void> => {
+    throw new Error('later');
+  };
+  observer('probe', later, (e) => reported.push(e))?.();
+  await settleTicks();
+  tt.equal(reported.length, 5, 'each is reported once');
+  tt.ok(reported.every((e) => e instanceof CallbackError && e.callback === 'probe'));
+  tt.equal(reported[4].message, 'the probe callback threw: later');
+  tt.equal(observer('absent', undefined, undefined), undefined, 'no observer, no wrapper (no work for it)');
+  const lines: string[] = [];
+  const original = console.error;
+  console.error = (...a: unknown[]) => void lines.push(a.join(' '));
+  try {
+    const first = (): void => {
+      throw new Error('first');
+    };
+    const second = (): void => {
+      throw new Error('second');
+    };
+    observer('probe', first, second)?.();
+  } finally {
+    console.error = original;
+  }
+  tt.same(lines, ['qkd-tls: the onCallbackError callback threw: second', 'qkd-tls: the probe callback threw: first']);
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
 });
 
 t.test('Connection: a keyLog callback that throws does not fail the handshake', async (tt) => {

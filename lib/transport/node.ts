@@ -252,7 +252,8 @@ export function createServer(options: ServerTransportOptions, onSecureConnection
  * One TLS connection as a Duplex: write plaintext, read plaintext. Events: `secureConnect` (client) and
  * `secure` (both sides) when the handshake completes, `earlyData` ('accepted' | 'rejected'), `keylog`
  * (a Buffer line, as node:tls, but only when the `keyLog` option is set: without it no key-log line is ever
- * made, since secrets rendered as text cannot be wiped), `keyUpdate` (direction).
+ * made, since secrets rendered as text cannot be wiped; its listeners run as part of the keyLog observer, so what
+ * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction).
  */
 export class QkdTlsSocket extends Duplex {
   private conn: Connection | null = null;
