@@ -601,6 +601,36 @@ t.test('listenWebSocket: a connection handler that throws closes that connection
   );
 });
 
+t.test('listenWebSocket: a route that throws refuses that request with 400, and says why', async (tt) => {
+  // ws-server.ts turned a throw from `route` into 400 and dropped the exception: no way to see it.
+  const reported: CallbackError[] = [];
+  const listener = await listenWebSocket(
+    { host: '127.0.0.1', port: 0, onCallbackError: (e) => reported.push(e) },
+    ({ stream }) => stream.pipe(stream),
+    (req) => {
+      if (req.url === '/broken') throw new Error('route table broke');
+      return undefined;
+    },
+  );
+  tt.teardown(() => listener.close());
+  const port = listener.address().port;
+  const status = await new Promise<number>((resolve) => {
+    const ws = new WsClient(`ws://127.0.0.1:${port}/broken`);
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.on('error', () => {});
+  });
+  tt.equal(status, 400, 'the request is refused');
+  tt.equal((await wsRoundTrip(`ws://127.0.0.1:${port}/`, Buffer.from('ok'))).data.toString(), 'ok', 'other requests are served');
+  tt.same(
+    reported.map((e) => e.callback),
+    ['route'],
+  );
+  tt.match(reported[0]?.message, /route table broke/);
+});
+
 t.test('WebSocket bridge: an onConnection record observer that throws changes nothing', async (tt) => {
   // ws-bridge.ts called onConnection from the sockets' 'close' and 'error' handlers: a throw was an uncaught
   // exception, which ends a Node process.

@@ -42,8 +42,8 @@ export interface WebSocketListenOptions {
    */
   readonly maxConnections?: number;
   /**
-   * Receives what the connection handler (`onConnection`) threw, as a CallbackError: that connection is closed,
-   * the others are served (lib/callbacks.ts). Default: one line on console.error. A WebSocket bridge also
+   * Receives what the connection handler (`onConnection`) or `route` threw, as a CallbackError: that connection is
+   * closed (a request `route` threw on is refused with 400), the others are served (lib/callbacks.ts). Default: one line on console.error. A WebSocket bridge also
    * reports its `onConnection` observer's exceptions here.
    */
   readonly onCallbackError?: CallbackErrorHandler;
@@ -108,8 +108,9 @@ export async function listenWebSocket(
       let status: number | undefined;
       try {
         status = route(info.req);
-      } catch {
+      } catch (e) {
         status = 400; // verifyClient runs inside the HTTP server's 'upgrade' event: a throw would end the process
+        reportCallbackError('route', e, options.onCallbackError);
       }
       if (status !== undefined) return done(false, status, status === 404 ? 'no such target' : 'refused');
       done(true);
