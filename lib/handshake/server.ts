@@ -139,13 +139,15 @@ class ExpectClientHello implements HandshakeState {
 /**
  * Calls the application's synchronous PSK lookup. A lookup that throws, or answers something other than a list,
  * fails this handshake with PskLookupThrew (internal_error, RFC 8446 §6.2: a local failure), naming it
- * (lib/callbacks.ts).
+ * (lib/callbacks.ts); a TlsError it throws (a named reason, e.g. importedResolver's PskTooShort) is kept as it is.
  */
 function lookUp(resolver: PskResolver, request: PskRequest): readonly (Psk | undefined)[] {
   let found: readonly (Psk | undefined)[];
   try {
     found = resolver(request);
   } catch (e) {
+    // A TlsError is a named reason the lookup chose (importedResolver's PskTooShort): it keeps its own alert.
+    if (e instanceof TlsError) throw e;
     throw new TlsError('PskLookupThrew', `the psks lookup function threw: ${thrownMessage(e)}`, { cause: e });
   }
   if (!Array.isArray(found)) {
