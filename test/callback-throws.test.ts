@@ -157,6 +157,29 @@ t.test('Etsi014ClientSource: an async onEvent whose promise rejects is reported,
   tt.ok(reported.every((e) => e.callback === 'onEvent'));
 });
 
+t.test('Etsi014ClientSource: a client whose enc_keys rejects with something other than an Error fails take()', async (tt) => {
+  // failed() read `(e as Error).message`: a rejection with undefined made that a TypeError inside the encKeys
+  // .then callback, an unhandled rejection, and the waiting take() never settled.
+  const unhandled = watchUnhandled(tt);
+  const client = {
+    baseUrl: new URL('http://127.0.0.1:1'),
+    encKeys: () => Promise.reject(undefined),
+    close() {},
+  } as unknown as Etsi014Client;
+  const src = new Etsi014ClientSource({ client, peerSaeId: 'server-sae', poolSize: 0 });
+  let outcome = 'pending';
+  let message = '';
+  src.take().then(
+    () => (outcome = 'resolved'),
+    (e: Error) => ((outcome = 'rejected'), (message = e.message)),
+  );
+  await settleTicks();
+  src.close();
+  tt.equal(outcome, 'rejected', 'take() rejects');
+  tt.equal(message, 'could not get a QKD key: undefined');
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
+});
+
 t.test('Etsi014ServerSource: an onEvent that throws on "resolved" or "refused" does not fail or burn the lookup', async (tt) => {
   // resolve() called onEvent({ type: 'resolved' }) after dec_keys delivered the key: the throw rejected the lookup
   // (the handshake failed) with the key fetched, its ID spent, and its bytes never wiped. A throw on 'refused'
@@ -748,6 +771,32 @@ t.test('proxy: a key source whose release throws gets its keys wiped, and the pr
     reported.map((e) => e.callback),
     ['keys.release', 'keys.release'],
   );
+});
+
+t.test('proxy: a key source whose clientPsks rejects with something other than an Error ends that connection', async (tt) => {
+  // The rejection handler read `e.message`: with undefined it threw, an unhandled rejection, and the accepted
+  // connection was neither failed nor counted (its client waited).
+  const unhandled = watchUnhandled(tt);
+  const proxy = await startProxy({
+    services: [
+      {
+        name: 'cli',
+        role: 'client',
+        accept: { host: '127.0.0.1', port: 0 },
+        connect: { host: '127.0.0.1', port: 9 },
+        keys: { clientPsks: () => Promise.reject(undefined), server: [], description: 'broken source' },
+      },
+    ],
+  });
+  tt.teardown(() => proxy.close());
+  // (The bound only turns the old hang into a failure; the connection ends at once.)
+  let bound: NodeJS.Timeout | undefined;
+  const hung = new Promise<string>((r) => (bound = setTimeout(() => r('still open after 10 s'), 10_000)));
+  tt.equal(await Promise.race([tcpRoundTrip(proxy.services[0].address.port, 'hello'), hung]), '', 'the connection ends without data');
+  clearTimeout(bound);
+  for (let i = 0; i < 50 && proxy.stats().active > 0; i++) await settleTicks();
+  tt.equal(proxy.stats().ended['key-unavailable'], 1, 'counted as key-unavailable');
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
 });
 
 /** Sends `word` over TCP to 127.0.0.1:port, half-closes, and resolves with everything received. */

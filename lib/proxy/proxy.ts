@@ -31,7 +31,7 @@ import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
 import { checkCount, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
 import { TlsError } from '../errors.js';
-import { observer, reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
+import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { wipe } from '../codec/bytes.js';
 import type { Psk } from '../psk/types.js';
 import {
@@ -477,9 +477,10 @@ class ProxiedConnection {
         if (this.outcome) return this.maybeFinish();
         this.connectTarget((raw) => this.startClientTls(raw, psks));
       },
-      (e: Error) => {
+      (e: unknown) => {
         this.busy--;
-        this.fail('key-unavailable', `key source: ${e.message}`);
+        // (Anything rejected, not only an Error: reading .message of undefined would leave the connection open.)
+        this.fail('key-unavailable', `key source: ${thrownMessage(e)}`);
         this.maybeFinish();
       },
     );

@@ -18,7 +18,7 @@
  */
 import { wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
-import { observer, type CallbackErrorHandler } from '../callbacks.js';
+import { observer, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
@@ -291,7 +291,8 @@ export class Etsi014ClientSource implements ClientKeySource {
     this.inFlightKeys += n;
     const size = this.o.keySize;
     const failed = (e: unknown): void => {
-      const err = new Error(`could not get a QKD key: ${(e as Error).message}`, { cause: e });
+      // (Anything rejected, not only an Error: the client is the application's to supply.)
+      const err = new Error(`could not get a QKD key: ${thrownMessage(e)}`, { cause: e });
       this.lastErrorValue = err;
       this.emit({ type: 'fetch-failed', message: err.message });
       // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
@@ -439,7 +440,7 @@ export class Etsi014ServerSource implements ServerKeySource {
           refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage !== undefined ? clip(e.kmeMessage) : e.message}`);
           continue;
         }
-        const message = `key manager failed for key ID ${keyId}: ${(e as Error).message}`;
+        const message = `key manager failed for key ID ${keyId}: ${thrownMessage(e)}`;
         emit?.({ type: 'lookup-failed', keyId, message });
         throw new Error(message, { cause: e });
       }

@@ -43,8 +43,8 @@ export interface WebSocketListenOptions {
   readonly maxConnections?: number;
   /**
    * Receives what the connection handler (`onConnection`) or `route` threw, as a CallbackError: that connection is
-   * closed (a request `route` threw on is refused with 400), the others are served (lib/callbacks.ts). Default: one line on console.error. A WebSocket bridge also
-   * reports its `onConnection` observer's exceptions here.
+   * closed (a request `route` threw on is refused with 400), the others are served (lib/callbacks.ts). Default: one
+   * line on console.error. A WebSocket bridge also reports its `onConnection` observer's exceptions here.
    */
   readonly onCallbackError?: CallbackErrorHandler;
 }
