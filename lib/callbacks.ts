@@ -1,9 +1,10 @@
 /**
  * Code an application hands to qkd-tls, and what happens when it throws: one rule for the whole library.
  *
- * **Observers** only watch: key-source and network events (`onEvent`), key-log lines (`keyLog`), the record trace
- * hook (`trace`), the KME simulator's and the network server's `log`/`onRequest`, the WebSocket bridge's
- * `onConnection` records, the proxy's `logger`. What an observer does never changes the outcome: an exception it
+ * **Observers** only watch: key-source and network events (`onEvent`), key-log lines (`keyLog`, with the Node
+ * socket's 'keylog' listeners), the record trace hook (`trace`, and the Node server's `traceConnection` factory),
+ * the KME simulator's and the network server's `log`/`onRequest`, the WebSocket bridge's `onConnection` records,
+ * the proxy's `logger`. What an observer does never changes the outcome: an exception it
  * throws (or a promise it returns that rejects) is caught where it is called, the protocol goes on as if it had
  * returned, and the library's own invariants hold (a key is wiped or handed to its owner, never lost and never
  * used twice; promises settle; other connections are served; no unhandled rejection). The exception is not
@@ -12,11 +13,13 @@
  * and the error's message, clipped; never key material of the library's own).
  *
  * **Callbacks the protocol depends on** (a server's PSK lookup, a client's `psks` function, a key source's
- * `take`/`resolve`, `serverPskResolver`'s `onLease`, the WebSocket listener's connection handler): an exception or
- * a rejection ends that one handshake or connection, with the alert its failure maps to (a failed PSK lookup is
- * PskUnavailable, handshake_failure; a synchronous `psks` resolver that throws is InternalError, internal_error:
- * RFC 8446 §6.2) and an error that names the callback; the keys it concerned are wiped, and a server goes on
- * serving the others.
+ * `take`/`resolve` and the proxy's `clientPsks`/`release`, `serverPskResolver`'s `onLease`, the WebSocket
+ * listener's connection handler and `route`): an exception or a rejection ends that one handshake or connection,
+ * with the alert its failure maps to, and an error that names the callback; the keys it concerned are wiped (a
+ * proxy key source whose `release` throws has its keys wiped by the proxy, and the error reported as an
+ * observer's), and a server goes on serving the others. The alerts: an asynchronous PSK lookup that rejects is
+ * PskUnavailable (handshake_failure, as a key manager that cannot be reached); a synchronous `psks` function that
+ * throws is PskLookupThrew (internal_error, RFC 8446 §6.2: a local failure), unless it throws a TlsError of its own.
  *
  * Node EventEmitter listeners ('secure', 'data', 'error', ...) keep Node's own rule: a listener that throws is an
  * exception in the emitter's caller, as with node:net and node:tls.
