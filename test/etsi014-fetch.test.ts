@@ -52,6 +52,14 @@ t.test('failures carry the reasons of the Node client', async (t) => {
     fetch: async () => new Response(JSON.stringify({ keys: [{ key_ID: 'not-a-uuid', key: 'AAAA' }] }), { status: 200 }),
   });
   t.match(await failure(liar.encKeys('y')), { reason: 'invalid_response' }, 'a malformed key container: invalid_response');
+  // An application's fetch may reject with anything (lib/callbacks.ts): `(e as Error).message` threw a TypeError
+  // out of the retry loop for undefined, instead of the KME failure it is.
+  for (const thrown of [undefined, 'offline', 42]) {
+    const odd = new Etsi014FetchClient({ baseUrl: 'http://127.0.0.1:9', saeId: 'x', retries: 0, fetch: () => Promise.reject(thrown) });
+    const e = await failure(odd.encKeys('y'));
+    t.match(e, { reason: 'connection', attempts: 1 }, `a fetch rejecting with ${String(thrown)}: connection`);
+    t.match((e as Error).message, new RegExp(`: ${String(thrown)}$`), 'its message says what the fetch rejected with');
+  }
   t.throws(() => new Etsi014FetchClient({ baseUrl: 'http://kme.example:80' }), /only allowed to a loopback KME/, 'plain HTTP off loopback is refused');
 });
 

@@ -16,6 +16,7 @@
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { thrownMessage } from '../callbacks.js';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
 import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
@@ -64,9 +65,12 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
     return { status: res.status, text: await readCapped(res, res.status) };
   }
 
-  /** fetch reports a refused connection, a DNS failure, a TLS failure and a CORS refusal alike. */
+  /**
+   * fetch reports a refused connection, a DNS failure, a TLS failure and a CORS refusal alike. An application's
+   * `fetch` may reject with anything, not only an Error (lib/callbacks.ts).
+   */
   protected transportFailure(op: Etsi014Operation, e: unknown, attempts: number): Etsi014Error {
-    return new Etsi014Error('connection', `cannot reach the KME at ${this.baseUrl.origin} for ${op} (${attempts} attempt(s)): ${(e as Error).message}`, op, undefined, undefined, attempts, { cause: e });
+    return new Etsi014Error('connection', `cannot reach the KME at ${this.baseUrl.origin} for ${op} (${attempts} attempt(s)): ${thrownMessage(e)}`, op, undefined, undefined, attempts, { cause: e });
   }
 }
 
