@@ -84,6 +84,7 @@ function printCallbackError(error: CallbackError): void {
   globalThis.console?.error?.(`qkd-tls: ${clip(error.message)}`);
 }
 
-function isThenable(v: unknown): v is PromiseLike<unknown> {
+/** Whether `v` is a promise or another thenable (what an application's callback may return). */
+export function isThenable(v: unknown): v is PromiseLike<unknown> {
   return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }

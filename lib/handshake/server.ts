@@ -34,7 +34,7 @@ import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type 
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
 import { identityText } from '../psk/identity-text.js';
 import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest, type PskResolver } from '../psk/types.js';
-import { thrownMessage } from '../callbacks.js';
+import { isThenable, thrownMessage } from '../callbacks.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import {
@@ -156,10 +156,6 @@ function lookUp(resolver: PskResolver, request: PskRequest): readonly (Psk | und
     throw new TlsError('PskLookupThrew', `the psks lookup function answered ${isThenable(found) ? 'a promise (a synchronous lookup must answer a list; an asynchronous one goes through the psk-request event or a transport)' : typeof found}, not a list`);
   }
   return found;
-}
-
-function isThenable(v: unknown): v is PromiseLike<unknown> {
-  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }
 
 /** Waits for {@link AwaitingPsks.resume}; a handshake message meanwhile is impossible (reading is paused). */
