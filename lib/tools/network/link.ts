@@ -22,6 +22,15 @@ import { wipe } from '../../codec/bytes.js';
 import { simulateDetections, type UniformSource } from './detection.js';
 import { bb84Rates, type LinkPhysics, type LinkRates } from './physics.js';
 
+/**
+ * Why `v` cannot be a link's `capacityBits` (whole bytes, at least one) or `qberThreshold` (in (0, 0.5): at 0.5 the
+ * key is noise), or undefined; the topology file's parser says the same.
+ */
+export function linkParameterProblem(name: 'capacityBits' | 'qberThreshold', v: number): string | undefined {
+  if (name === 'capacityBits') return Number.isSafeInteger(v) && v >= 8 && v % 8 === 0 ? undefined : `must be a positive multiple of 8 (got ${v})`;
+  return v > 0 && v < 0.5 ? undefined : `must be a number in (0, 0.5) (got ${v})`;
+}
+
 export type LinkState = 'up' | 'down' | 'compromised';
 
 export interface LinkOptions {
@@ -100,10 +109,10 @@ export class QkdNetworkLink {
     private readonly uniform: UniformSource,
     startS: number,
   ) {
-    if (!Number.isSafeInteger(options.capacityBits) || options.capacityBits < 8 || options.capacityBits % 8 !== 0) {
-      throw new RangeError(`link ${options.name}: capacityBits must be a positive multiple of 8 (got ${options.capacityBits})`);
+    for (const name of ['capacityBits', 'qberThreshold'] as const) {
+      const problem = linkParameterProblem(name, options[name]);
+      if (problem) throw new RangeError(`link ${options.name}: ${name} ${problem}`);
     }
-    if (!(options.qberThreshold > 0 && options.qberThreshold < 0.5)) throw new RangeError(`link ${options.name}: qberThreshold must be in (0, 0.5)`);
     if (!(options.blockSeconds > 0)) throw new RangeError(`link ${options.name}: blockSeconds must be positive`);
     if (!Number.isSafeInteger(options.samplesPerBlock) || options.samplesPerBlock < 1) throw new RangeError(`link ${options.name}: samplesPerBlock must be a positive integer`);
     this.options = Object.freeze({ ...options });

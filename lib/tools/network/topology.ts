@@ -18,6 +18,7 @@
  *
  * Runtime-neutral: parses an already-read JSON value.
  */
+import { linkParameterProblem } from './link.js';
 import { type LinkPhysics, physicsParameterProblem } from './physics.js';
 
 export type LinkParameters = Partial<Omit<LinkPhysics, 'km'>> & { capacityBits?: number; qberThreshold?: number };
@@ -154,8 +155,7 @@ function parameters(o: Record<string, unknown>, where: string, others: string[])
 
 /** Why `v` cannot be the link parameter `name` (the rules of physics.ts and link.ts), or undefined. */
 function parameterProblem(name: (typeof PARAMETER_NAMES)[number], v: number): string | undefined {
-  if (name === 'capacityBits') return Number.isSafeInteger(v) && v >= 8 && v % 8 === 0 ? undefined : `must be a positive multiple of 8 (got ${v})`;
-  if (name === 'qberThreshold') return v > 0 && v < 0.5 ? undefined : `must be a number in (0, 0.5) (got ${v})`;
+  if (name === 'capacityBits' || name === 'qberThreshold') return linkParameterProblem(name, v);
   return physicsParameterProblem(name, v);
 }
 
