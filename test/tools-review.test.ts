@@ -16,7 +16,6 @@ import { extractRfc8448, Rfc8448FormatError } from '../vectors/extract-rfc8448.j
 import { parseConfig, ConfigError } from '../lib/proxy/config-file.js';
 import { parseTlsOptions, UsageError } from '../bin/cli/tls-options.js';
 import { parseKeySource } from '../bin/cli/key-source.js';
-import { findJsonSyntaxError } from '../lib/tools/json-syntax.js';
 
 t.test('vectors --file: a very long line of spaces is rejected as malformed text, not parsed in quadratic time', async (tt) => {
   // Page footer / running header patterns and the right-trim backtracked over the run of spaces.
@@ -243,55 +242,4 @@ t.test('identityText: a 64 KiB printable PSK identity is shown as text on a smal
   const { exit, out, err } = await runOnSmallStack(code);
   tt.equal(exit, 0, `exit code (stderr: ${err})`);
   tt.equal(out, 'ok', 'the identity is shown as text');
-});
-
-t.test('findJsonSyntaxError: where a JSON text goes wrong, and nothing for valid JSON (as JSON.parse decides)', async (tt) => {
-  for (const valid of ['{}', '[]', '0', '"x"', ' [1, -2.5e+3, 0.5E-2, "a\\u00e9\\n\\"", true, false, null, {"a": [ {} ], "b": {}}]\r\n']) {
-    tt.equal(findJsonSyntaxError(valid), undefined, valid);
-    tt.doesNotThrow(() => JSON.parse(valid));
-  }
-  for (const [text, line, column, problem] of [
-    ['', 1, 1, /ends where a value should come/],
-    ['{"a": 1,\n "b": }', 2, 7, /found "}" where a value should come/],
-    ['[1 2]', 1, 4, /found "2" where "," or "]" should come/],
-    ['{"a" 1}', 1, 6, /where ":" should come/],
-    ["{'a': 1}", 1, 2, /found "'" where a property name in double quotes or "}" should come/],
-    ['["a\\x"]', 1, 4, /a "\\" that starts no escape/],
-    ['["a', 1, 4, /ends inside a string/],
-    ['[01]', 1, 3, /found "1"/],
-    ['{} {}', 1, 4, /after the end of the JSON value/],
-    ['\ufeff{}', 1, 1, /byte order mark/],
-  ] as const) {
-    tt.throws(() => JSON.parse(text), SyntaxError, `JSON.parse refuses ${JSON.stringify(text)}`);
-    tt.match(findJsonSyntaxError(text), { line, column, problem }, JSON.stringify(text));
-  }
-  // It agrees with JSON.parse on texts damaged at random (a seeded generator: the same texts every run).
-  const base = JSON.stringify({ nodes: [{ name: 'A', saes: ['client-sae'], x: -1.5e3 }, { name: 'B' }], links: [{ a: 'A', b: 'B', km: 20, on: true, off: null }], s: 'tab\t"q"\\' }, null, 1);
-  const alphabet = '{}[]:,"\\ \n0123456789.eE+-tfnaulrsx\t';
-  let seed = 12345;
-  const next = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) % 2 ** 31;
-    return seed % n;
-  };
-  let disagreements = 0;
-  let invalid = 0;
-  for (let k = 0; k < 3000; k++) {
-    let text = base;
-    for (let m = 1 + next(3); m > 0; m--) {
-      const at = next(text.length + 1);
-      const op = next(3);
-      const c = alphabet[next(alphabet.length)];
-      text = op === 0 ? text.slice(0, at) + c + text.slice(at) : op === 1 ? text.slice(0, at) + text.slice(at + 1) : text.slice(0, at) + c + text.slice(at + 1);
-    }
-    let parses = true;
-    try {
-      JSON.parse(text);
-    } catch {
-      parses = false;
-      invalid++;
-    }
-    if (parses !== (findJsonSyntaxError(text) === undefined)) disagreements++;
-  }
-  tt.ok(invalid > 1000, `${invalid} of 3000 damaged texts are not JSON`);
-  tt.equal(disagreements, 0, 'the finder and JSON.parse agree on every one');
 });

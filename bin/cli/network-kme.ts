@@ -30,7 +30,7 @@ The topology file (JSON; see the README, "The QKD network simulator"):
 
 options:
   --topology FILE     the network to simulate (one that cannot be read, is not JSON or describes no network is
-                      a usage error, exit 2, naming the file and the line and column or the field)
+                      a usage error, exit 2, naming the file and what is wrong: JSON's error or the field)
   --listen HOST:PORT  where the KMEs listen (default 127.0.0.1:8443; port 0 picks a free one)
   --time-scale N      simulated seconds per real second (default 1)
   --certs DIR         mutual TLS: the CA, server and SAE certificates (made on first start; default ./kme-certs)

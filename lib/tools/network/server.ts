@@ -17,7 +17,6 @@ import { createServer as createHttpsServer } from 'node:https';
 import { checkCount } from '../../config/options.js';
 import { isLoopbackHost } from '../../qkd/etsi014-api.js';
 import { FileTooLargeError, MAX_OPTION_FILE_BYTES, readTextFileBounded } from '../../qkd/bounded-file.js';
-import { findJsonSyntaxError } from '../json-syntax.js';
 import { ensureKmeCertificates, type KmeCertificateSet } from '../kme/certificates.js';
 import { kmeHttpAnswer, readBody, requestLine, urlHost } from '../kme/http.js';
 import type { KmeResponse } from '../kme/handler.js';
@@ -25,6 +24,7 @@ import { handleNetworkKmeRequest, nodeKmeUrl } from './kme.js';
 import { type NetworkEvent, QkdNetwork } from './network.js';
 import { networkSvg } from './svg.js';
 import { observer, type CallbackErrorHandler } from '../../callbacks.js';
+import { clip } from '../../codec/text.js';
 import { parseTopology, type Topology } from './topology.js';
 
 /** KME ID of the server certificate (one listener serves every node). */
@@ -70,9 +70,10 @@ export interface QkdNetworkServer {
 }
 
 /**
- * A topology file that cannot be used: it cannot be read, is too large, is not JSON (the line and column), or does
- * not describe a network (the field path, e.g. "links[0].km must be a number"). The message is one line naming the
- * file; a command line reports it as a usage error, as the proxy reports its configuration file.
+ * A topology file that cannot be used: it cannot be read, is too large, is not JSON (JSON.parse's words, with the
+ * line and column where they give a position), or does not describe a network (the field path, e.g. "links[0].km
+ * must be a number"). The message is one line naming the file; a command line reports it as a usage error, as the
+ * proxy reports its configuration file.
  */
 export class TopologyFileError extends Error {
   override readonly name = 'TopologyFileError';
@@ -101,15 +102,27 @@ export async function loadTopology(file: string): Promise<Topology> {
   try {
     json = JSON.parse(text);
   } catch (e) {
-    // JSON.parse's message seldom says where (V8: "Unexpected end of JSON input").
-    const where = findJsonSyntaxError(text);
-    throw new TopologyFileError(file, where ? `not JSON: line ${where.line}, column ${where.column}: ${where.problem}` : `not JSON: ${(e as Error).message}`);
+    throw new TopologyFileError(file, `not JSON: ${jsonSyntaxProblem(text, e)}`);
   }
   try {
     return parseTopology(json);
   } catch (e) {
     throw new TopologyFileError(file, (e as Error).message);
   }
+}
+
+/**
+ * JSON.parse's complaint about `text` on one line, and where V8 gives the place ("... in JSON at position 24") as a
+ * line and column too. V8 gives a position for some errors only; for the others its message quotes the text around
+ * the fault ("Unexpected token 'B', ...\"{"name": B}]}\" is not valid JSON") or says the text ends too soon.
+ */
+function jsonSyntaxProblem(text: string, e: unknown): string {
+  const message = clip((e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' '));
+  const at = /\bat position (\d+)/.exec(message);
+  if (!at) return message;
+  const before = text.slice(0, Number(at[1]));
+  const line = before.split('\n').length;
+  return `${message} (line ${line}, column ${before.length - before.lastIndexOf('\n')})`;
 }
 
 export async function startQkdNetworkServer(options: QkdNetworkServerOptions): Promise<QkdNetworkServer> {
