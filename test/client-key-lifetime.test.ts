@@ -34,7 +34,7 @@ t.test('qkd-tls client: a key the KME would deliver after the connection failed 
   // The open item of the server-side audit: `qkd-tls client` releases its keys on 'close', so a key that arrived
   // after a connect error was thought to be left unwiped. What covers it: on 'close' the client also closes its key
   // source, which rejects the pending take (no key is handed out after that), wipes any key that still arrives,
-  // and (since c17d00b) cancels the enc_keys call, so the KME issues none. This pins all three: the connection is
+  // and (since c17d00b) aborts the enc_keys call, dropping its answer. This pins all three: the connection is
   // refused while the KME holds its answer until the client has exited.
   const delivered: Uint8Array[] = [];
   const settled: Promise<unknown>[] = [];

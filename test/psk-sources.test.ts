@@ -347,7 +347,7 @@ t.test('Etsi014ClientSource: a failing or hanging KME fails the waiting handshak
   t.equal(src.pooled, 1, 'the key that arrived for the aborted take waits in the pool');
 });
 
-t.test('Etsi014ClientSource: close cancels its enc_keys calls still in flight, so the KME issues no key for nobody', async (t) => {
+t.test('Etsi014ClientSource: close cancels its enc_keys calls still in flight (one not yet sent is never sent)', async (t) => {
   // Found by review: close() rejected the waiting handshakes and wiped keys that arrived later, but left the calls
   // running; the request still went out (a `qkd-tls client` whose connection was refused while its source was
   // fetching sent it after it had closed), so the KME issued a QKD key that the server's KME then kept pending.

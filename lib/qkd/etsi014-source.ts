@@ -128,9 +128,10 @@ export class Etsi014ClientSource implements ClientKeySource {
   private readonly sweeper: ReturnType<typeof setInterval>;
   private readonly fillWaiters: { resolve(): void; reject(e: Error): void }[] = [];
   /**
-   * One per enc_keys call in flight, aborted when the source is closed: no key is issued for nobody. (Not one
-   * signal for the source's lifetime: each call combines it with its deadline, and on Node 20 a long-lived signal
-   * keeps a record of every signal combined with it.)
+   * One per enc_keys call in flight, aborted when the source is closed: a request not yet sent (waiting for a
+   * socket or a retry) is not sent, and an answer on its way is dropped and its keys wiped. (A KME that already
+   * had the request has issued its keys all the same.) Not one signal for the source's lifetime: each call
+   * combines it with its deadline, and on Node 20 a long-lived signal keeps a record of every signal combined with it.
    */
   private readonly calls = new Set<AbortController>();
 
@@ -232,9 +233,9 @@ export class Etsi014ClientSource implements ClientKeySource {
   }
 
   /**
-   * Stops prefetching (enc_keys calls still in flight are aborted, so that the KME issues no key that nobody will
-   * use; keys that arrive anyway are wiped), fails waiting handshakes, wipes the pool, and closes the client if it
-   * owns it.
+   * Stops prefetching (enc_keys calls still in flight are aborted: one not yet sent is not sent, so the KME issues
+   * no key for it; keys that arrive anyway are wiped), fails waiting handshakes, wipes the pool, and closes the
+   * client if it owns it.
    */
   close(): void {
     if (this.closed) return;
