@@ -134,6 +134,61 @@ t.test('Etsi014ClientSource: an onEvent that throws on "fetched" neither hangs t
   tt.ok(kme.delivered.every((k) => k === got || zero(k)), 'no key left unwiped and unowned');
 });
 
+t.test('Etsi014ClientSource: a clock (now) that throws fails take() and wipes the keys it cannot date; no crash', async (tt) => {
+  // now() dated the keys of each enc_keys answer inside its .then callback: a throw there left the keys neither
+  // pooled nor wiped, the waiting take() pending, and an unhandled rejection. The sweep timer called it too: there a
+  // throw was an uncaught exception. Keys whose age cannot be known are wiped (never kept past an unknown lifetime).
+  const unhandled = watchUnhandled(tt);
+  const kme = fakeMaster();
+  const reported: CallbackError[] = [];
+  const broken = new Etsi014ClientSource({
+    client: kme.client,
+    peerSaeId: 'server-sae',
+    poolSize: 0,
+    now: () => {
+      throw new Error('clock broke');
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  const outcome = await Promise.race([
+    broken.take().then(
+      () => 'resolved',
+      (e: Error) => e.message,
+    ),
+    new Promise<string>((resolve) => setTimeout(() => resolve('still pending after 5 s'), 5_000)),
+  ]);
+  tt.match(outcome, /clock broke/, 'take() rejects, saying why');
+  tt.ok(kme.delivered.length > 0 && kme.delivered.every(zero), 'the keys of that answer are wiped');
+  broken.close();
+  // A clock that fails later, in the sweep: the pooled keys are wiped and the failure reported, nothing thrown.
+  const later = fakeMaster();
+  let clockBroken = false;
+  const uncaught: unknown[] = [];
+  const onUncaught = (e: unknown): void => void uncaught.push(e);
+  process.prependListener('uncaughtException', onUncaught);
+  tt.teardown(() => void process.off('uncaughtException', onUncaught));
+  const src = new Etsi014ClientSource({
+    client: later.client,
+    peerSaeId: 'server-sae',
+    poolSize: 2,
+    keyLifetimeMs: 20,
+    now: () => {
+      if (clockBroken) throw new Error('clock broke later');
+      return 0;
+    },
+    onCallbackError: (e) => reported.push(e),
+  });
+  await src.prefetch();
+  tt.equal(src.pooled, 2, 'two keys pooled while the clock worked');
+  clockBroken = true;
+  for (let i = 0; i < 100 && src.pooled > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  src.close();
+  tt.equal(uncaught.length, 0, 'no uncaught exception from the sweep');
+  tt.ok(later.delivered.every(zero), 'the pooled keys are wiped');
+  tt.ok(reported.some((e) => e.callback === 'now' && /clock broke later/.test(e.message)), "the sweep's failure is reported, naming now");
+  tt.equal(unhandled.length, 0, 'no unhandled rejection');
+});
+
 t.test('Etsi014ClientSource: an async onEvent whose promise rejects is reported, not an unhandled rejection', async (tt) => {
   // An async observer's rejected promise was dropped by the source: an unhandled rejection per event.
   const unhandled = watchUnhandled(tt);

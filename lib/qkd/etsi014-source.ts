@@ -18,7 +18,7 @@
  */
 import { wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
-import { observer, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
+import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
@@ -89,7 +89,10 @@ export interface Etsi014ClientSourceOptions {
   readonly priority?: number;
   /** The hash the keys are bound to as external PSKs (default SHA-256). */
   readonly hash?: HashName;
-  /** Clock in milliseconds (default Date.now). */
+  /**
+   * Clock in milliseconds (default Date.now). If it throws, keys it cannot date are wiped: the answer being pooled
+   * fails its waiting handshakes, and a sweep treats every pooled key as expired (reported to onCallbackError).
+   */
   readonly now?: () => number;
   /**
    * What the source reports (never key material). An observer (lib/callbacks.ts): if it throws, the source goes on
@@ -320,8 +323,16 @@ export class Etsi014ClientSource implements ClientKeySource {
           for (const k of keys) wipe(k.key);
           return failed(new Error(problem));
         }
+        let now: number;
+        try {
+          now = this.o.now();
+        } catch (e) {
+          // Keys whose age cannot be known are not kept (the clock is the application's: lib/callbacks.ts).
+          for (const k of keys) wipe(k.key);
+          return failed(new Error(`the now clock threw: ${thrownMessage(e)}`, { cause: e }));
+        }
         this.lastErrorValue = undefined;
-        const expiresAt = this.o.now() + this.o.keyLifetimeMs;
+        const expiresAt = now + this.o.keyLifetimeMs;
         for (const k of keys) this.pool.push({ keyId: k.keyId, key: k.key, expiresAt });
         this.emit({ type: 'fetched', keyIds: keys.map((k) => k.keyId), pooled: this.pool.length });
         this.pump();
@@ -339,7 +350,14 @@ export class Etsi014ClientSource implements ClientKeySource {
   /** Wipes and drops pooled keys past their lifetime. */
   private sweep(): void {
     if (this.pool.length === 0) return;
-    const now = this.o.now();
+    let now: number;
+    try {
+      now = this.o.now();
+    } catch (e) {
+      // A clock that fails here (called from a timer: a throw would end the process) makes every key expired.
+      reportCallbackError('now', e, this.o.onCallbackError);
+      now = Infinity;
+    }
     const expired = this.pool.filter((p) => p.expiresAt <= now);
     if (expired.length === 0) return;
     this.pool = this.pool.filter((p) => p.expiresAt > now);
