@@ -71,7 +71,7 @@ export async function run(argv: string[]): Promise<number> {
   /** Each connection's peer: a TCP socket's address, or for a WebSocket connection the HTTP request's. */
   const peers = new WeakMap<object, string>();
   // The address is kept when the connection comes: a socket already closed has none ("peer=undefined:undefined"
-  // for a client that reset the connection right after its handshake).
+  // for a client that reset the connection before or right after its handshake; test/cli-client-close.test.ts).
   const peerOf = (s: QkdTlsSocket): string => peers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
   const { json: _j, ...connOptions } = tls;
 
