@@ -100,6 +100,14 @@ t.test('a --listen port in use: one line naming the command, the address and wha
     const r = await runQkdTls(args, { ms: 20_000 });
     t.equal(r.code, 1, `${args.join(' ')}: exit code 1`);
     t.equal(r.stderr, `qkd-tls ${name}: cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}; ${hint}\n`, `${args.join(' ')}: one line`);
+    // With --json the hint is a field of its own, as in a client's error events (it was inside "message").
+    const j = await runQkdTls([...args, '--json'], { ms: 20_000 });
+    t.equal(j.code, 1, `${args.join(' ')} --json: exit code 1`);
+    t.same(
+      j.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as unknown),
+      [{ event: 'error', message: `cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}`, hint }],
+      `${args.join(' ')} --json: one error event, the hint apart`,
+    );
   }
   const kme = await runQkdTls(['kme', '--listen', at, '--insecure-http'], { ms: 20_000 });
   t.equal(kme.code, 1, 'kme: exit code 1');

@@ -647,4 +647,8 @@ t.test('CLI: a port already in use is reported, and the process exits 1', async 
   const r = await run(process.execPath, [CLI, 'proxy', '--role', 'client', '--accept', `127.0.0.1:${port}`, '--connect', '127.0.0.1:1', '--psk', KEY_HEX, '--identity', 'k1', '--json']);
   t.equal(r.code, 1);
   t.match(r.stderr, /"event":"error".*cannot listen on 127\.0\.0\.1:\d+.*EADDRINUSE/);
+  // What to do is a field of its own, as in the other commands' error events (it was appended to "message").
+  const error = JSON.parse(r.stderr.split('\n').find((l) => l.includes('"event":"error"'))!) as Record<string, unknown>;
+  t.equal(error.message, `service "client": cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}`, 'the message alone');
+  t.match(error.hint, /^another program .* listens on that port/, 'the hint apart');
 });

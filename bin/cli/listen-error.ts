@@ -24,11 +24,13 @@ export function isListenError(e: unknown): boolean {
   return (e as { syscall?: unknown } | undefined)?.syscall === 'listen' || listenHint(e) !== '';
 }
 
-/** `cannot listen on HOST:PORT: <Node's message>; <what to do>`. */
-export function listenFailure(host: string, port: number, e: unknown): string {
-  const hint = listenHint(e);
+/**
+ * `cannot listen on HOST:PORT: <Node's message>`, and what to do (undefined when there is nothing to add), apart: with
+ * --json the hint goes in its own "hint" field, as for any other failure (Reporter.fatal, Reporter.failure).
+ */
+export function listenFailure(host: string, port: number, e: unknown): { message: string; hint: string | undefined } {
   const at = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  return `cannot listen on ${at}: ${e instanceof Error ? e.message : String(e)}${hint ? `; ${hint}` : ''}`;
+  return { message: `cannot listen on ${at}: ${e instanceof Error ? e.message : String(e)}`, hint: listenHint(e) || undefined };
 }
 
 /** Appends the hint to a message that already names the address (the KME simulators', the proxy's). */

@@ -56,10 +56,14 @@ export class Reporter {
     }
   }
 
-  /** A failure that ends the command: `qkd-tls COMMAND: message` (with --json, an error event). */
-  fatal(command: string, message: string): void {
-    if (this.json) this.write({ event: 'error', message });
-    else process.stderr.write(`qkd-tls ${command}: ${clip(message, 1000)}\n`);
+  /**
+   * A failure that ends the command: `qkd-tls COMMAND: message; hint` (the message, Node's own "listen EADDRINUSE:
+   * ...", may hold a colon already), or with --json an error event with the hint in its "hint" field, as failure() does.
+   */
+  fatal(command: string, failure: { message: string; hint?: string | undefined }): void {
+    const { message, hint } = failure;
+    if (this.json) this.write({ event: 'error', message, ...(hint ? { hint } : {}) });
+    else process.stderr.write(`qkd-tls ${command}: ${clip(message, 1000)}${hint ? `; ${hint}` : ''}\n`);
   }
 
   event(name: string, fields: Record<string, unknown>): void {

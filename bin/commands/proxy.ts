@@ -22,7 +22,7 @@ import {
 import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { parseTime, TIME_UNITS } from '../cli/duration.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
-import { withListenHint } from '../cli/listen-error.js';
+import { listenHint } from '../cli/listen-error.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseHostPort, parseOrigins, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
@@ -171,7 +171,9 @@ export async function run(argv: string[]): Promise<number> {
   try {
     proxy = await startProxy({ services: services.map((s) => s.config), logger });
   } catch (e) {
-    logger.event('error', { message: withListenHint((e as Error).message, e) });
+    // What to do in its own field, as the other commands' --json error events have it ("hint").
+    const hint = listenHint(e);
+    logger.event('error', { message: (e as Error).message, ...(hint ? { hint } : {}) });
     closeKeys();
     return 1;
   }
