@@ -85,19 +85,29 @@ export async function run(argv: string[]): Promise<number> {
     serverKeys.close();
     await kme.close();
   };
+  // A listener that fails (a busy --listen port): stop what already runs (the key manager, the TLS server), or the
+  // process never exits, and say which listener it was.
+  const failed = async (e: unknown, failure: { message: string; hint?: string | undefined }): Promise<number> => {
+    await stop();
+    if (!isListenError(e)) throw e;
+    report.fatal('demo --web', failure);
+    return 1;
+  };
   try {
     await new Promise<void>((resolve, reject) => {
       page.once('error', reject);
       page.listen(port, host, () => resolve());
     });
-    origin = `http://${host}:${(page.address() as AddressInfo).port}`;
+  } catch (e) {
+    return failed(e, listenFailure(host, port, e));
+  }
+  origin = `http://${host}:${(page.address() as AddressInfo).port}`;
+  try {
     ws = await listenWebSocket({ host, port: 0, origins: [origin], maxConnections: 32 }, ({ stream }) => tls.accept(stream));
   } catch (e) {
-    // A busy --listen port: stop what already runs (the key manager, the TLS server), or the process never exits.
-    await stop();
-    if (!isListenError(e)) throw e;
-    report.fatal('demo --web', listenFailure(host, port, e));
-    return 1;
+    // Not the --listen port (it was "cannot listen on" that port, with advice about it): the TLS server's own, on a
+    // free port the command picks, which the user cannot change.
+    return failed(e, { message: `the TLS server cannot listen for WebSocket connections on ${host} (a free port): ${e instanceof Error ? e.message : String(e)}` });
   }
   const config = { kmeUrl: kme.master.url, clientSaeId: CLIENT_SAE, serverSaeId: SERVER_SAE, serverUrl: `ws://${host}:${ws.address().port}/` };
   servePage(page, config, [kme.master.url, config.serverUrl]);
