@@ -9,7 +9,9 @@
  */
 import { createConnection, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import t from 'tap';
+import { clientFailureHint } from '../bin/cli/report.js';
 import { utf8 } from '../lib/codec/bytes.js';
+import { TlsError } from '../lib/errors.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { resetSocket } from '../lib/transport/tcp-end.js';
@@ -187,6 +189,19 @@ t.test('qkd-tls client with QKD keys: an unknown identity points at the server a
     client.stderr,
     'tls alert: unknown_psk_identity (115) received: the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)\n',
   );
+});
+
+t.test('qkd-tls client: a decrypt_error from the server with QKD keys does not send the reader to a key they never typed', async (t) => {
+  // It said "a wrong key, or another --psk-hash?" with --kme too, where the key is the KME's: the likely cause is a
+  // server whose KME gave it another key under that key ID.
+  const received = new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: 51 });
+  t.equal(received.alert, 'decrypt_error');
+  t.equal(
+    clientFailureHint(received, true),
+    'the server could not verify the QKD key we offered (did its KME give it another key for that key ID? another --psk-hash on one side?)',
+    'with --kme: the KME, or the hash',
+  );
+  t.equal(clientFailureHint(received, false), 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)', 'with --psk: as before');
 });
 
 t.test('qkd-tls server: a client that resets the connection is reported with its address and what it means', async (t) => {

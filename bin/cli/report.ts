@@ -95,6 +95,9 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
     }
     if (err.reason === 'HandshakeTimeout') return 'the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)';
     if (!err.remote) return undefined;
+    // The binder did not verify (RFC 8446 §4.2.11). With QKD keys there is no key of ours to mistype: the server's KME
+    // gave it another key under that key ID (KMEs that do not share their keys), or the two sides bind it to other hashes.
+    if (err.alert === 'decrypt_error' && qkdKeys) return "the server could not verify the QKD key we offered (did its KME give it another key for that key ID? another --psk-hash on one side?)";
     if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';
     // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
     if (err.alert === 'unknown_psk_identity' && qkdKeys) return "the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)";
