@@ -24,6 +24,9 @@
  * - It has no API to report a received KeyUpdate, and its close() also returns quietly on a connection closed
  *   without close_notify: the driver's TLSConnection subclass records both (_handle_keyupdate_request, _getMsg);
  *   the vendored code stays unmodified.
+ * - No API says which PSK it used: the driver reads the identity from the hellos it sends and receives (the
+ *   ServerHello's selected index into the ClientHello's identities), so a driver reporting the --identity it was
+ *   given would not pass the two-key cases.
  * - HandshakeSettings.padding_cb has no effect through TLSConnection (tlsconnection.py sets it on its
  *   BufferedSocket, not on the RecordLayer that pads): the driver sets it on the record layer, as tlsfuzzer does.
  * - Without the optional ML-KEM package it has no post-quantum hybrid groups (not covered here).

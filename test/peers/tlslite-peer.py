@@ -12,7 +12,7 @@ python3-ecdsa.
     tlslite-peer.py --role server --port 0 ...   (prints {"event":"listening","port":P} first)
 
 The last line on stdout is one JSON object: {"event":"done",...} with the negotiated version, suite, kex
-(psk_ke or psk_dhe_ke), group (null for psk_ke), identity, bytes sent and echoed, KeyUpdates sent and received,
+(psk_ke or psk_dhe_ke), group (null for psk_ke), the PSK identity the ServerHello selected, bytes sent and echoed, KeyUpdates sent and received,
 the record limits in force and whether the peer's close_notify arrived; or {"event":"error",...} naming the
 alert and its direction (sent or received), with exit status 1. Every socket operation is bounded by --timeout.
 
@@ -27,9 +27,9 @@ import socket
 import sys
 
 from tlslite.api import HandshakeSettings, TLSConnection
-from tlslite.constants import AlertDescription, CipherSuite, GroupName, KeyUpdateMessageType
+from tlslite.constants import AlertDescription, CipherSuite, ExtensionType, GroupName, KeyUpdateMessageType
 from tlslite.errors import TLSLocalAlert, TLSRemoteAlert
-from tlslite.messages import Alert
+from tlslite.messages import Alert, ClientHello, ServerHello
 
 # IANA suite name -> tlslite-ng's cipherNames entry
 SUITES = {
@@ -42,19 +42,45 @@ FFDHE = ('ffdhe2048', 'ffdhe3072', 'ffdhe4096', 'ffdhe6144', 'ffdhe8192')
 
 class CountingConnection(TLSConnection):
     """
-    TLSConnection that records the KeyUpdate messages it receives (tlslite-ng handles them inside read()) and
-    whether close() got the peer's close_notify (close() treats a connection closed without one as fine too).
+    TLSConnection that records the KeyUpdate messages it receives (tlslite-ng handles them inside read()),
+    whether close() got the peer's close_notify (close() treats a connection closed without one as fine too),
+    and which PSK identity the handshake used: tlslite-ng has no API for it (the client and the server pick it
+    in local variables), so it is read from the hellos as they are sent and received, the ServerHello's
+    pre_shared_key selected index (RFC 8446 §4.2.11) into the last ClientHello's identities.
     """
 
     def __init__(self, sock):
         TLSConnection.__init__(self, sock)
         self.key_updates_received = []
         self.close_notify_received = False
+        self.offered_identities = []
+        self.selected_index = None
+
+    def selected_identity(self):
+        """The identity the ServerHello selected, as text; None without one."""
+        if self.selected_index is None or self.selected_index >= len(self.offered_identities):
+            return None
+        return bytes(self.offered_identities[self.selected_index].identity).decode('utf-8', 'replace')
+
+    def _note_hello(self, msg):
+        if isinstance(msg, ClientHello):
+            ext = msg.getExtension(ExtensionType.pre_shared_key)
+            self.offered_identities = list(ext.identities) if ext is not None else []
+        elif isinstance(msg, ServerHello):
+            ext = msg.getExtension(ExtensionType.pre_shared_key)
+            if ext is not None:  # none in a HelloRetryRequest
+                self.selected_index = ext.selected
 
     def _getMsg(self, expectedType, secondaryType=None, constructorType=None):
         for result in TLSConnection._getMsg(self, expectedType, secondaryType, constructorType):
             if isinstance(result, Alert) and result.description == AlertDescription.close_notify:
                 self.close_notify_received = True
+            self._note_hello(result)
+            yield result
+
+    def _sendMsg(self, msg, randomizeFirstBlock=True, update_hashes=True):
+        self._note_hello(msg)
+        for result in TLSConnection._sendMsg(self, msg, randomizeFirstBlock, update_hashes):
             yield result
 
     def _handle_keyupdate_request(self, request):
@@ -125,7 +151,7 @@ def describe(conn, args, version, sent, echoed, key_updates_sent, close_notify):
         'suite': CipherSuite.ietfNames.get(conn.session.cipherSuite, str(conn.session.cipherSuite)),
         'kex': 'psk_dhe_ke' if group is not None else 'psk_ke',
         'group': group,
-        'identity': args.identity,
+        'identity': conn.selected_identity(),  # the one the ServerHello selected, not merely --identity
         'sent': sent,
         'echoed': echoed,
         'keyUpdatesSent': key_updates_sent,
