@@ -16,7 +16,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { resetSocket } from '../lib/transport/tcp-end.js';
 import { makePsk } from './helpers/pair.js';
-import { jsonEvent, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
+import { jsonEvent, type Peer, PSK_IDENTITY, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 
 const WAIT = 15_000;
 const PSK_HEX = '6b3a1f0e9d8c7b6a5948372615f4e3d2c1b0a9f8e7d6c5b4a3928170f6e5d4c3';
@@ -42,6 +42,14 @@ function collect(socket: QkdTlsSocket): Promise<{ data: string; closeNotify: boo
     socket.once('end', () => resolve({ data, closeNotify: socket.connection?.peerClosed === true }));
     socket.once('close', () => resolve({ data, closeNotify: socket.connection?.peerClosed === true }));
   });
+}
+
+/** `qkd-tls server` (an echo server) with the static key, and where it listens. */
+async function echoServer(tt: Tap): Promise<{ server: Peer; host: string; port: number }> {
+  const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  const address = /listening: address=(\S+)/.exec(await server.waitFor(/listening: address=\S+/, WAIT, 'stderr'))![1];
+  const [host, port] = address.split(':');
+  return { server, host, port: Number(port) };
 }
 
 function client(tt: Tap, port: number, extra: string[] = []) {
@@ -206,13 +214,11 @@ t.test('qkd-tls client: a decrypt_error from the server with QKD keys does not s
 
 t.test('qkd-tls server: a client that resets the connection is reported with its address and what it means', async (t) => {
   // It said only "read ECONNRESET", with no peer (found in a README walkthrough: a client killed mid-transfer).
-  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
-  const address = /listening: address=(\S+)/.exec(await server.waitFor(/listening: address=\S+/, WAIT, 'stderr'))![1];
-  const [host, port] = address.split(':');
+  const { server, host, port } = await echoServer(t);
   // A busy machine may deliver the reset as an end of stream (reported as truncated): then try again, a few times.
   let line: string | undefined;
   for (let attempt = 0; attempt < 5 && line === undefined; attempt++) {
-    const client = connect({ host, port: Number(port), crypto: nodeProvider, psks: [psk] });
+    const client = connect({ host, port, crypto: nodeProvider, psks: [psk] });
     client.on('error', () => {});
     await withTimeout(new Promise<void>((r) => client.once('secureConnect', () => r())), WAIT, 'the handshake');
     const raw = client.socket as Socket;
@@ -231,14 +237,12 @@ t.test('qkd-tls server: a client that resets the connection before the handshake
   // The server reads the address when the connection comes (bin/commands/server.ts): by the time the reset is
   // reported the socket is closed and has none, so the line said "(peer=undefined:undefined)". A reset after the
   // handshake line (the test above) does not show it: printing that line already read the address.
-  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
-  const address = /listening: address=(\S+)/.exec(await server.waitFor(/listening: address=\S+/, WAIT, 'stderr'))![1];
-  const [host, port] = address.split(':');
+  const { server, host, port } = await echoServer(t);
   // A busy machine may deliver the reset as an end of stream (another line): then try again, a few times.
   let line: string | undefined;
   for (let attempt = 0; attempt < 5 && line === undefined; attempt++) {
     const before = server.stderr.length;
-    const raw = createConnection({ host, port: Number(port) });
+    const raw = createConnection({ host, port });
     raw.on('error', () => {});
     await withTimeout(new Promise<void>((r) => raw.once('connect', () => r())), WAIT, 'the TCP connection');
     const local = `${raw.localAddress}:${raw.localPort}`;
