@@ -27,10 +27,11 @@ export const TIME_UNITS = '500ms, 30s, 5m, 1h';
 
 /**
  * `--NAME v` in milliseconds: "500ms", "30s", "5m", "1h", or a bare number in the option's own unit (decimals
- * allowed; rounded to a millisecond). Throws a UsageError naming the option, the unit of a bare number and the range.
+ * allowed, ".5" and "5." too; rounded to a millisecond). Throws a UsageError naming the option, the unit of a bare number and the range.
  */
 export function parseTime(name: string, v: string, option: TimeOption): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  // ".5" and "5." as well: --handshake-timeout took any decimal Number() reads, and ".5" (half a second) worked.
+  const m = /^(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h)?$/.exec(v.trim());
   const exact = m ? Number(m[1]) * UNIT_MS[m[2] ?? option.bareUnit] : NaN;
   const ms = Math.round(exact);
   const zeroOk = option.zero !== undefined && exact === 0;
