@@ -461,6 +461,36 @@ t.test('serverPskResolver: an onLease that throws wipes the lease and fails that
   source.close();
 });
 
+t.test('StaticKeySource: a clock (now) that throws fails take() and resolve() with no one-time key burned', async (tt) => {
+  // take() and resolve() marked each one-time key used and copied it as they went, reading the clock for each key
+  // with an expiry: a throw at the second key left the first marked used, its copy in an array nobody got (never
+  // wiped), and that key lost to every later handshake.
+  let broken = true;
+  const now = (): number => {
+    if (broken) throw new Error('clock broke');
+    return 1000;
+  };
+  const keys = [
+    { identity: utf8('static-a'), secret: new Uint8Array(32).fill(1) },
+    { identity: utf8('static-b'), secret: new Uint8Array(32).fill(2), expiresAt: 5000 },
+  ];
+  const source = new StaticKeySource(keys, { oneTime: true, now });
+  tt.teardown(() => source.close());
+  await tt.rejects(source.take({ count: 2 }), { message: /the now clock threw: clock broke/ }, 'take() fails, naming the clock');
+  await tt.rejects(source.resolve(keys.map((k) => k.identity)), { message: /the now clock threw: clock broke/ }, 'resolve() fails, naming the clock');
+  broken = false;
+  tt.equal(source.available, 2, 'neither key was used up by the failed calls');
+  const taken = await source.take({ count: 2 });
+  tt.same(taken.map((k) => fromUtf8(k.identity)), ['static-a', 'static-b'], 'a later take gets both keys');
+  const again = new StaticKeySource(keys, { oneTime: true, now });
+  broken = true;
+  await tt.rejects(again.resolve([keys[0].identity, keys[1].identity]));
+  broken = false;
+  const resolved = await again.resolve([keys[0].identity, keys[0].identity, keys[1].identity]);
+  tt.same(resolved.map((k) => (k ? fromUtf8(k.identity) : undefined)), ['static-a', undefined, 'static-b'], 'a later resolve gets both keys (an identity offered twice, once)');
+  again.close();
+});
+
 t.test('connect: a psks function that throws at once fails the socket, not the caller', async (tt) => {
   // connect() called options.psks() and chained .then on it: a throw (or an answer that is not a promise) came
   // out of connect() itself, with the TCP connection already started and left to itself.

@@ -216,7 +216,10 @@ export interface StaticKeySourceOptions {
    * configured static key is a long-term key, reused like OpenSSL's or GnuTLS's external PSKs.
    */
   readonly oneTime?: boolean;
-  /** The clock that `expiresAt` refers to (milliseconds). Required when a key has an expiry. */
+  /**
+   * The clock that `expiresAt` refers to (milliseconds). Required when a key has an expiry. If it throws, that
+   * take() or resolve() rejects, naming it, and no key is used up (lib/callbacks.ts).
+   */
   readonly now?: () => number;
   readonly description?: string;
 }
@@ -251,21 +254,30 @@ export class StaticKeySource implements ClientKeySource, ServerKeySource {
 
   async take(request: KeyRequest = {}): Promise<SourcedKey[]> {
     const count = checkCount(request.count);
-    const out: SourcedKey[] = [];
+    // The keys are chosen before any is marked used or copied: a clock that throws (the application's, lib/callbacks.ts)
+    // then fails this take with no one-time key burned and no copy left unwiped.
+    const chosen: (typeof this.keys)[number][] = [];
     for (const e of this.keys) {
-      if (out.length >= count) break;
-      if (!this.usable(e)) continue;
-      if (this.oneTime) e.used = true;
-      out.push(copyKey(e.key));
+      if (chosen.length >= count) break;
+      if (this.usable(e)) chosen.push(e);
     }
+    const out = chosen.map((e) => {
+      if (this.oneTime) e.used = true;
+      return copyKey(e.key);
+    });
     if (out.length === 0) throw new Error(`${this.description}: no usable key left${this.oneTime ? ' (each key serves one handshake)' : ' (all expired)'}`);
     return out;
   }
 
   async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
-    return identities.map((id) => {
+    // As in take: every key is checked (the clock read) before any is marked used or copied.
+    const found = identities.map((id) => {
       const e = this.keys.find((x) => x.hex === toHex(id));
-      if (!e || !this.usable(e)) return undefined;
+      return e && this.usable(e) ? e : undefined;
+    });
+    return found.map((e) => {
+      // (An identity offered twice gets its one-time key once.)
+      if (!e || (this.oneTime && e.used)) return undefined;
       if (this.oneTime) e.used = true;
       return copyKey(e.key);
     });
@@ -280,7 +292,14 @@ export class StaticKeySource implements ClientKeySource, ServerKeySource {
 
   private usable(e: { key: SourcedKey; used: boolean }): boolean {
     if (e.used) return false;
-    return e.key.expiresAt === undefined || e.key.expiresAt > this.now!();
+    if (e.key.expiresAt === undefined) return true;
+    let now: number;
+    try {
+      now = this.now!();
+    } catch (err) {
+      throw new Error(`${this.description}: the now clock threw: ${thrownMessage(err)}`, { cause: err });
+    }
+    return e.key.expiresAt > now;
   }
 }
 
