@@ -884,6 +884,44 @@ t.test('proxy: a key source whose clientPsks rejects with something other than a
   tt.equal(unhandled.length, 0, 'no unhandled rejection');
 });
 
+t.test('proxy: a server key source that rejects with something other than an Error is key-unavailable, saying what it rejected with', async (tt) => {
+  // The server role kept the rejection as an Error and logged `key source: ${e.message}`: a lookup rejecting with
+  // undefined was logged as a plain handshake failure (the key source's failure unsaid), one rejecting with a
+  // string as "key source: undefined".
+  for (const [rejection, said] of [
+    [undefined, 'key source: undefined'],
+    ['KME down', 'key source: KME down'],
+  ] as const) {
+    const records: { end: string; error?: string }[] = [];
+    const proxy = await startProxy({
+      services: [
+        {
+          name: 'srv',
+          role: 'server',
+          accept: { host: '127.0.0.1', port: 0 },
+          connect: { host: '127.0.0.1', port: 9 },
+          keys: { clientPsks: async () => [], server: () => Promise.reject(rejection), description: 'broken source' },
+        },
+      ],
+      logger: { connection: (r) => void records.push(r), event: () => {} },
+    });
+    tt.teardown(() => proxy.close());
+    const c = connect({ port: proxy.services[0].address.port, psks: [makePsk('proxy-srv')] });
+    const error = await new Promise<unknown>((resolve) => {
+      c.once('error', resolve);
+      c.once('close', () => resolve(undefined));
+    });
+    c.destroy();
+    tt.ok(error, `the client's handshake fails (${String(rejection)})`);
+    for (let i = 0; i < 50 && records.length === 0; i++) await settleTicks();
+    tt.same(
+      records.map((r) => ({ end: r.end, error: r.error })),
+      [{ end: 'key-unavailable', error: said }],
+      `logged as key-unavailable: ${said}`,
+    );
+  }
+});
+
 /** Sends `word` over TCP to 127.0.0.1:port, half-closes, and resolves with everything received. */
 function tcpRoundTrip(port: number, word: string): Promise<string> {
   return new Promise((resolve) => {

@@ -443,7 +443,8 @@ class ProxiedConnection {
   private busy = 0;
   private idleTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
-  private keyFailure: Error | null = null;
+  /** The server role's key source failure, as a message: what it rejected with may be anything (undefined, a string). */
+  private keyFailure: string | null = null;
   /** Client role: the keys taken for this connection, until handed back to the key source. */
   private keysInUse: readonly Psk[] | null = null;
   private done = false;
@@ -514,8 +515,8 @@ class ProxiedConnection {
       tls.asyncPskResolver = (request, socket) =>
         Promise.resolve()
           .then(() => resolver(request, socket))
-          .catch((e: Error) => {
-            this.keyFailure = e;
+          .catch((e: unknown) => {
+            this.keyFailure = thrownMessage(e);
             throw e;
           });
     }
@@ -611,9 +612,9 @@ class ProxiedConnection {
   private tlsFailed(e: Error, afterHandshake: ConnectionEnd): void {
     let end: ConnectionEnd = this.handshake ? afterHandshake : 'handshake-failed';
     let message = e.message;
-    if (!this.handshake && this.keyFailure) {
+    if (!this.handshake && this.keyFailure !== null) {
       end = 'key-unavailable';
-      message = `key source: ${this.keyFailure.message}`;
+      message = `key source: ${this.keyFailure}`;
     }
     const alert = e instanceof TlsError && (e.remote || e.alertSent) ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
     this.fail(end, message, alert);
