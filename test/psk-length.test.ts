@@ -134,7 +134,7 @@ t.test('a PSK of the wrong shape, or no psks, is a TypeError naming what is wron
   const good = psk(32, 'alice');
   const bad = (p: Record<string, unknown>): Psk => p as unknown as Psk;
   const cases: [string, Psk, RegExp][] = [
-    ['a string identity', bad({ ...good, identity: 'alice' }), /a PSK's identity is a Uint8Array \(such as new TextEncoder\(\)\.encode\('alice'\)\), got the string "alice"/],
+    ['a string identity', bad({ ...good, identity: 'alice' }), /a PSK's identity is a Uint8Array \(such as new TextEncoder\(\)\.encode\('alice'\)\), got a string of 5 characters/],
     ['a string secret', bad({ ...good, secret: 'abc' }), /a PSK's secret is a Uint8Array, got a string of 3 characters$/],
     ['a hash spelled SHA256', bad({ ...good, hash: 'SHA256' }), /a PSK's hash is 'SHA-256' or 'SHA-384', got the string "SHA256"/],
   ];
@@ -152,7 +152,8 @@ t.test('a PSK of the wrong shape: the message never quotes the secret', async (t
   const hex = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
   const withSecret = { identity: utf8('alice'), secret: hex, hash: 'SHA-256' } as unknown as Psk;
   const asString = hex as unknown as Psk;
-  for (const [what, p] of [['a hex secret', withSecret], ['a PSK that is a hex string', asString]] as const) {
+  const swapped = { identity: hex, secret: utf8('alice'), hash: 'SHA-256' } as unknown as Psk;
+  for (const [what, p] of [['a hex secret', withSecret], ['a PSK that is a hex string', asString], ['the key given as the identity', swapped]] as const) {
     for (const make of [() => Connection.client({ crypto, psks: [p] }), () => Connection.server({ crypto, psks: [p] })]) {
       let message = '';
       try {

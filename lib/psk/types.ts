@@ -58,10 +58,11 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
  * "no PSK usable with the configured cipher suites" (found in a README walkthrough).
  */
 export function pskShapeProblem(psk: unknown): string | undefined {
-  // Neither the secret nor a whole PSK given as a string is quoted: either may be the key itself (a hex string).
+  // No string but the hash is quoted: a whole PSK, its secret, or an identity with the fields swapped may be the key
+  // itself (a hex string), in a message that reaches logs.
   if (typeof psk !== 'object' || psk === null) return `a PSK is an object { identity, secret, hash }, got ${describe(psk, false)}`;
   const { identity, secret, hash } = psk as { identity?: unknown; secret?: unknown; hash?: unknown };
-  if (!isBytes(identity)) return `a PSK's identity is a Uint8Array (such as new TextEncoder().encode('alice')), got ${describe(identity)}`;
+  if (!isBytes(identity)) return `a PSK's identity is a Uint8Array (such as new TextEncoder().encode('alice')), got ${describe(identity, false)}`;
   if (!isBytes(secret)) return `a PSK's secret is a Uint8Array, got ${describe(secret, false)}`;
   if (hash !== 'SHA-256' && hash !== 'SHA-384') return `a PSK's hash is 'SHA-256' or 'SHA-384', got ${describe(hash)}`;
   return undefined;
