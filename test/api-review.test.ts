@@ -58,7 +58,8 @@ t.test('serverName is an ASCII host name without a trailing dot, never an IP add
     ['a b', /contains a space; a server name is a DNS host name/],
     ['a\tb', /contains a control character \(U\+0009\)/],
     ['example.com/x', /contains "\/"/],
-    ['host:443', /contains ":"/],
+    ['host:443', /contains ":" \(a port does not go in a server name\)/],
+    ['beef:443', /contains ":" \(a port does not go in a server name\)/], // not "an IP address"
     ['example.com.', /ends with a dot/],
     ['a..example', /has an empty label/],
     ['.example', /has an empty label/],

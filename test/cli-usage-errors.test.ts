@@ -186,7 +186,7 @@ t.test('a --server-name that is not a DNS host name: one line saying what is wro
   for (const [name, problem] of [
     ['my host', 'contains a space'],
     ['a/b', 'contains "/"'],
-    ['example.com:443', 'contains ":"'],
+    ['example.com:443', 'contains ":" (a port does not go in a server name)'],
     ['a..example', 'has an empty label (a "." at the start or two in a row)'],
   ] as const) {
     for (const [command, args] of [

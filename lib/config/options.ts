@@ -172,6 +172,8 @@ const SERVER_NAME_RULE =
  */
 export function serverNameProblem(name: string): string | undefined {
   if (name.length === 0 || name.length > MAX_SERVER_NAME_BYTES) return `from 1 to ${MAX_SERVER_NAME_BYTES} bytes; ${SERVER_NAME_RULE}`;
+  // A host and a port ("example.com:443", "beef:443"): the port does not go in a server name.
+  if (/^[^:]+:\d+$/.test(name)) return `contains ":" (a port does not go in a server name); ${SERVER_NAME_RULE}`;
   // IPv4 dotted quads, and IPv6 (hex digits and colons, perhaps with a dotted quad at the end, perhaps in brackets).
   if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name) || /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(name)) return `is an IP address; ${SERVER_NAME_RULE}`;
   const bad = /[^A-Za-z0-9._-]/.exec(name);
