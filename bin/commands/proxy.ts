@@ -51,7 +51,7 @@ Service:
   --websocket             (server role) accept TLS over WebSocket instead of TCP: a web page running
                           qkd-tls/websocket reaches the backend through this proxy
     --origin URL          only pages from this origin may connect (repeatable; default any)
-  --drain-timeout T       on SIGTERM, wait up to T for open connections to finish (default 30s)
+  --drain-timeout T       on SIGTERM, wait up to T for open connections to finish (default 30s; 0: do not wait)
   --config FILE           run the services of an INI file instead (see below)
   Times T of these options: milliseconds, or with a unit: ${TIME_UNITS}; at most 168h.
 
