@@ -36,6 +36,11 @@ async function settleTicks(n = 10): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/** Waits until `done()` holds, polling every 10 ms for up to 10 s (I/O under load can take many event-loop turns). */
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !done(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 /** Collects process 'unhandledRejection' events for the rest of the test. */
 function watchUnhandled(tt: { teardown(fn: () => void): void }): unknown[] {
   const seen: unknown[] = [];
@@ -181,10 +186,11 @@ t.test('Etsi014ClientSource: a clock (now) that throws fails take() and wipes th
   await src.prefetch();
   tt.equal(src.pooled, 2, 'two keys pooled while the clock worked');
   clockBroken = true;
-  for (let i = 0; i < 100 && src.pooled > 0; i++) await new Promise((r) => setTimeout(r, 10));
+  await until(() => src.pooled === 0);
+  tt.equal(src.pooled, 0, 'the sweep emptied the pool');
+  tt.ok(later.delivered.every(zero), 'the pooled keys are wiped by the sweep');
   src.close();
   tt.equal(uncaught.length, 0, 'no uncaught exception from the sweep');
-  tt.ok(later.delivered.every(zero), 'the pooled keys are wiped');
   tt.ok(reported.some((e) => e.callback === 'now' && /clock broke later/.test(e.message)), "the sweep's failure is reported, naming now");
   tt.equal(unhandled.length, 0, 'no unhandled rejection');
 });
@@ -761,7 +767,7 @@ t.test('WebSocket bridge: an onConnection record observer that throws changes no
     const r = await wsRoundTrip(url, Buffer.from(word));
     tt.equal(r.data.toString(), word, `connection "${word}" relayed`);
   }
-  for (let i = 0; i < 50 && reported.length < 2; i++) await settleTicks();
+  await until(() => reported.length >= 2);
   tt.same(
     reported.map((e) => e.callback),
     ['onConnection', 'onConnection'],
@@ -833,7 +839,7 @@ t.test('proxy: a logger that throws neither stops the proxy nor its connections'
   const run = await proxiesWith(tt, { logger: { connection: broken, event: broken }, onCallbackError: (e) => reported.push(e) });
   if (!run) return;
   for (const word of ['one', 'two']) tt.equal(await tcpRoundTrip(run.proxy.services[0].address.port, word), word, `connection "${word}" proxied`);
-  for (let i = 0; i < 50 && run.proxy.stats().active > 0; i++) await settleTicks();
+  await until(() => run.proxy.stats().active === 0);
   tt.equal(run.proxy.stats().ended.closed, 2, 'both connections are counted');
   tt.same([...new Set(reported.map((e) => e.callback))].sort(), ['logger.connection', 'logger.event'], 'every throw is reported, naming its callback');
 });
@@ -879,7 +885,7 @@ t.test('proxy: a key source whose clientPsks rejects with something other than a
   const hung = new Promise<string>((r) => (bound = setTimeout(() => r('still open after 10 s'), 10_000)));
   tt.equal(await Promise.race([tcpRoundTrip(proxy.services[0].address.port, 'hello'), hung]), '', 'the connection ends without data');
   clearTimeout(bound);
-  for (let i = 0; i < 50 && proxy.stats().active > 0; i++) await settleTicks();
+  await until(() => proxy.stats().active === 0);
   tt.equal(proxy.stats().ended['key-unavailable'], 1, 'counted as key-unavailable');
   tt.equal(unhandled.length, 0, 'no unhandled rejection');
 });
