@@ -4,12 +4,13 @@
  * after the message (70 lines for server and client), which buried it (found in a README walkthrough); proxy
  * already did it this way.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import t from 'tap';
-import { isListenError, listenHint, withListenHint } from '../bin/cli/listen-error.js';
+import { isListenError, listenHint } from '../bin/cli/listen-error.js';
 import { runQkdTls } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
 
@@ -112,6 +113,19 @@ t.test('a --listen port in use: one line naming the command, the address and wha
   const kme = await runQkdTls(['kme', '--listen', at, '--insecure-http'], { ms: 20_000 });
   t.equal(kme.code, 1, 'kme: exit code 1');
   t.match(kme.stderr, `cannot listen on ${at}: listen EADDRINUSE: address already in use ${at}; ${hint}\n`, 'kme: the same hint');
+  // With --json, kme (and kme --topology) too give an error event with the hint apart (they printed the text line).
+  const topology = join(mkdtempSync(join(tmpdir(), 'qkd-topology-')), 'two.json');
+  t.teardown(() => rmSync(dirname(topology), { recursive: true, force: true }));
+  writeFileSync(topology, '{"nodes":[{"name":"A"},{"name":"B"}],"links":[{"a":"A","b":"B","km":10}]}');
+  for (const args of [['kme', '--listen', at, '--insecure-http'], ['kme', '--topology', topology, '--listen', at, '--insecure-http']]) {
+    const j = await runQkdTls([...args, '--json'], { ms: 20_000 });
+    t.equal(j.code, 1, `${args[1]} --json: exit code 1`);
+    const events = j.stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event?: string; message?: string; hint?: string });
+    t.equal(events.length, 1, `${args[1]} --json: one line on stderr`);
+    t.equal(events[0]?.event, 'error', `${args[1]} --json: an error event`);
+    t.match(events[0]?.message, /EADDRINUSE/, `${args[1]} --json: its message`);
+    t.equal(events[0]?.hint, hint, `${args[1]} --json: the hint apart`);
+  }
 });
 
 t.test('an unknown --kex-modes name lists the known ones, as --suites and --groups do', async (t) => {
@@ -161,7 +175,6 @@ t.test('the listen hint is for failures of listen only, not for the same code fr
   const mkdir = Object.assign(new Error("EACCES: permission denied, mkdir '/srv/kme-certs'"), { code: 'EACCES', errno: -13, syscall: 'mkdir', path: '/srv/kme-certs' });
   t.equal(listenHint(mkdir), '', 'no hint for mkdir');
   t.equal(isListenError(mkdir), false, 'not a listen error');
-  t.equal(withListenHint(`kme simulator: ${mkdir.message}`, mkdir), "kme simulator: EACCES: permission denied, mkdir '/srv/kme-certs'", 'the message alone');
   t.equal(listenHint(new Error('could not start', { cause: mkdir })), '', 'nor for it as the cause');
   // A real failure of listen still gets its hint, as an error of its own or wrapped in a message (the simulator's).
   const holder = createServer();

@@ -32,9 +32,3 @@ export function listenFailure(host: string, port: number, e: unknown): { message
   const at = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   return { message: `cannot listen on ${at}: ${e instanceof Error ? e.message : String(e)}`, hint: listenHint(e) || undefined };
 }
-
-/** Appends the hint to a message that already names the address (the KME simulators', the proxy's). */
-export function withListenHint(message: string, e: unknown): string {
-  const hint = listenHint(e);
-  return hint ? `${message}; ${hint}` : message;
-}

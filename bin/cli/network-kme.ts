@@ -6,8 +6,8 @@ import { resolve } from 'node:path';
 import { loadTopology, type NetworkEvent, type QkdNetworkServer, startQkdNetworkServer, type Topology, TopologyFileError } from 'qkd-tls/network';
 import { jsonText } from 'qkd-tls';
 import { parseCommandLine, untilStopSignal } from './command.js';
-import { withListenHint } from './listen-error.js';
-import { kmeLogLine } from './report.js';
+import { listenHint } from './listen-error.js';
+import { kmeLogLine, Reporter } from './report.js';
 import { UsageError } from './tls-options.js';
 
 export const NETWORK_HELP = `usage: qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
@@ -93,7 +93,7 @@ export async function runNetworkKme(argv: string[]): Promise<number> {
         ),
     });
   } catch (e) {
-    process.stderr.write(`qkd-tls kme: ${withListenHint((e as Error).message, e)}\n`);
+    new Reporter(json).fatal('kme', { message: (e as Error).message, hint: listenHint(e) || undefined });
     return 1;
   }
   const snap = server.network.snapshot();

@@ -8,9 +8,9 @@ import { jsonText } from 'qkd-tls';
 import { etsi014Path } from 'qkd-tls/qkd';
 import { type KmeLogEvent, type KmeSimulator, type KmeSimulatorOptions, startKmeSimulator } from 'qkd-tls/kme';
 import { untilStopSignal, usageError } from '../cli/command.js';
-import { withListenHint } from '../cli/listen-error.js';
+import { listenHint } from '../cli/listen-error.js';
 import { runNetworkKme } from '../cli/network-kme.js';
-import { kmeLogLine } from '../cli/report.js';
+import { kmeLogLine, Reporter } from '../cli/report.js';
 
 export const HELP = `usage: qkd-tls kme [--listen HOST:PORT] [options]
        qkd-tls kme --topology FILE [--listen HOST:PORT] [--insecure-http] [--json] [--time-scale N]
@@ -74,7 +74,8 @@ export async function run(argv: string[]): Promise<number> {
     // The simulator checks its options before it listens and refuses a bad one with a RangeError: a usage error,
     // told with the command's option names (it said "keySize must be a multiple of 8 bits" for --key-size 100).
     if (e instanceof RangeError) return usageError('kme', optionNames(e.message));
-    process.stderr.write(`qkd-tls kme: ${withListenHint((e as Error).message, e)}\n`);
+    // With --json an error event with the hint apart, as the other commands report (it was the text line).
+    new Reporter(json).fatal('kme', { message: (e as Error).message, hint: listenHint(e) || undefined });
     return 1;
   }
   out(json ? JSON.stringify(listeningEvent(kme, parsed.options)) : describe(kme, parsed.options).join('\n'));
