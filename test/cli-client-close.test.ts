@@ -233,7 +233,7 @@ t.test('qkd-tls server: a client that resets the connection is reported with its
   t.match(line, /^(read|write) ECONNRESET: the client reset the connection; what arrived may be incomplete \(peer=PEER\)\n$/, 'the reset, its meaning and the peer');
 });
 
-t.test('qkd-tls server: a client that resets the connection before the handshake completes is still named by its address', async (t) => {
+t.test('qkd-tls server: a client that resets the connection before the handshake completes is named by its address, and the reset said', async (t) => {
   // The server reads the address when the connection comes (bin/commands/server.ts): by the time the reset is
   // reported the socket is closed and has none, so the line said "(peer=undefined:undefined)". A reset after the
   // handshake line (the test above) does not show it: printing that line already read the address.
@@ -254,5 +254,5 @@ t.test('qkd-tls server: a client that resets the connection before the handshake
     const got = text.slice(before, text.indexOf('\n', before) + 1);
     if (got.includes('ECONNRESET')) line = got.replace(local, 'PEER');
   }
-  t.equal(line, 'read ECONNRESET (peer=PEER)\n', 'the reset names the peer');
+  t.equal(line, 'read ECONNRESET: the client reset the connection before the handshake completed (peer=PEER)\n', 'the reset, what it means and the peer');
 });

@@ -100,15 +100,16 @@ export async function run(argv: string[]): Promise<number> {
       }
     });
     server.server.maxConnections = maxConnections;
-    server.on('tlsClientError', (err: Error, socket: QkdTlsSocket) => {
+    // A reset said in words, as after the handshake also before it (it said only "read ECONNRESET").
+    const isReset = (err: NodeJS.ErrnoException): boolean => err.code === 'ECONNRESET' || err.code === 'EPIPE';
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: QkdTlsSocket) => {
       exitCode = 1;
-      report.failure(err, { peer: peerOf(socket) });
+      report.failure(err, { peer: peerOf(socket) }, isReset(err) ? 'the client reset the connection before the handshake completed' : undefined);
     });
     server.on('socketError', (err: NodeJS.ErrnoException, socket: QkdTlsSocket) => {
       exitCode = 1;
       // It said only "read ECONNRESET", with no peer (found in a README walkthrough: a client killed mid-transfer).
-      const reset = err.code === 'ECONNRESET' || err.code === 'EPIPE' ? 'the client reset the connection; what arrived may be incomplete' : undefined;
-      report.failure(err, { peer: peerOf(socket) }, reset);
+      report.failure(err, { peer: peerOf(socket) }, isReset(err) ? 'the client reset the connection; what arrived may be incomplete' : undefined);
     });
     server.server.on('connection', (raw: net.Socket) => {
       peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
