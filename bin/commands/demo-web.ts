@@ -14,7 +14,7 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, extname, join, normalize, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startKmeSimulator } from 'qkd-tls/kme';
+import { type KmeSimulator, startKmeSimulator } from 'qkd-tls/kme';
 import { createServer, defaultNodeCrypto, listenWebSocket, type QkdTlsSocket } from 'qkd-tls/node';
 import { Etsi014Client, Etsi014ServerSource, releaseAfter } from 'qkd-tls/qkd';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
@@ -52,7 +52,14 @@ export async function run(argv: string[]): Promise<number> {
   const report = new Reporter(Boolean(cli.values.json));
   const { host, port } = cli.plan.listen;
 
-  const kme = await startKmeSimulator({ host, insecureHttp: true, initialKeyCount: 100, masterSaeId: CLIENT_SAE, slaveSaeId: SERVER_SAE });
+  let kme: KmeSimulator;
+  try {
+    kme = await startKmeSimulator({ host, insecureHttp: true, initialKeyCount: 100, masterSaeId: CLIENT_SAE, slaveSaeId: SERVER_SAE });
+  } catch (e) {
+    // Its listeners are on free ports the command picks: not the --listen port, and nothing the user can change.
+    report.fatal('demo --web', { message: `the key manager simulator cannot listen on ${host} (free ports): ${e instanceof Error ? e.message : String(e)}` });
+    return 1;
+  }
   const crypto = defaultNodeCrypto();
   // Each key is wiped when its handshake is over (releasingServerResolver); this timer is the backstop.
   const wipeLater = releaseAfter(15_000);
