@@ -27,7 +27,8 @@ export const TIME_UNITS = '500ms, 30s, 5m, 1h';
 
 /**
  * `--NAME v` in milliseconds: "500ms", "30s", "5m", "1h", or a bare number in the option's own unit (decimals
- * allowed, ".5" and "5." too; rounded to a millisecond). Throws a UsageError naming the option, the unit of a bare number and the range.
+ * allowed, ".5" and "5." too; rounded to a millisecond). Throws a UsageError naming the option, the unit of a bare
+ * number and the range.
  */
 export function parseTime(name: string, v: string, option: TimeOption): number {
   // ".5" and "5." as well: --handshake-timeout took any decimal Number() reads, and ".5" (half a second) worked.
