@@ -10,7 +10,7 @@
  * and the QKD network simulator in `qkd-tls/network`.
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
-export { DEFAULT_GROUPS, MAX_ALPN_NAME_BYTES, MAX_SERVER_NAME_BYTES, serverNameProblem, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
+export { DEFAULT_GROUPS, MAX_ALPN_NAME_BYTES, MAX_HOST_NAME_BYTES, MAX_SERVER_NAME_BYTES, serverNameProblem, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
 export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus, KeyAgreementRequest, KeyAgreementResult, KeyAgreementStep } from './config/events.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';

@@ -4,6 +4,7 @@
  */
 import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
+import { MAX_SERVER_NAME_BYTES, serverNameProblem } from '../lib/config/options.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { fromUtf8, utf8 } from '../lib/codec/bytes.js';
 import { makePsk, Pair } from './helpers/pair.js';
@@ -50,7 +51,7 @@ t.test('a cipher suite, key-exchange mode or group listed twice is a TypeError (
   }
 });
 
-t.test('serverName is an ASCII host name without a trailing dot, never an IP address (RFC 6066 §3)', async (tt) => {
+t.test('serverName is an ASCII DNS host name (one trailing dot allowed), never an IP address (RFC 6066 §3, RFC 1035 §2.3.4)', async (tt) => {
   // (Found in interop work: raw UTF-8 got illegal_parameter from GnuTLS 3.7; the rest RFC 6066 §3 forbids too.)
   const psks = [makePsk('api-sni')];
   for (const [name, problem] of [
@@ -60,9 +61,14 @@ t.test('serverName is an ASCII host name without a trailing dot, never an IP add
     ['example.com/x', /contains "\/"/],
     ['host:443', /contains ":" \(a port does not go in a server name\)/],
     ['beef:443', /contains ":" \(a port does not go in a server name\)/], // not "an IP address"
-    ['example.com.', /ends with a dot/],
+    ['example.com..', /has an empty label/],
+    ['.', /has an empty label/],
     ['a..example', /has an empty label/],
     ['.example', /has an empty label/],
+    // RFC 1035 §2.3.4: labels of at most 63 bytes, names of at most 253 (255 on the wire).
+    [`${'a'.repeat(64)}.example`, /has a label of 64 bytes \("aaaaaaaaaaaaaaaa\.\.\."\), longer than 63; /],
+    [`${'a'.repeat(63)}.`.repeat(4).slice(0, 254), /is longer than 253 bytes; /],
+    [`${`${'a'.repeat(63)}.`.repeat(4).slice(0, 254)}.`, /is longer than 253 bytes; /],
     ['192.0.2.1', /is an IP address/],
     ['::1', /is an IP address/],
     ['[2001:db8::1]', /is an IP address/],
@@ -70,9 +76,17 @@ t.test('serverName is an ASCII host name without a trailing dot, never an IP add
   ] as const) {
     tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { name: 'TypeError', message: problem }, name);
     // Each refusal says what a server name may be.
-    tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { message: /; a server name is a DNS host name \(RFC 6066 §3\): ASCII letters, digits, "-" and "_" in labels separated by "\."; .*no trailing dot; not an IP address$/ }, name);
+    tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { message: /; a server name is a DNS host name \(RFC 6066 §3\): ASCII letters, digits, "-" and "_" in labels separated by "\."; at most 63 bytes a label and 253 in all \(RFC 1035 §2\.3\.4\); .*a trailing dot is dropped; not an IP address$/ }, name);
   }
-  for (const name of ['xn--bcher-kva.example', 'localhost', '1.example', '192.0.2.1.example', 'my_service.internal', 'A-B.example']) {
+  const longest = `${'a'.repeat(63)}.`.repeat(4).slice(0, 253); // four labels: 63, 63, 63 and 61 bytes
+  for (const name of ['xn--bcher-kva.example', 'localhost', '1.example', '192.0.2.1.example', 'my_service.internal', 'A-B.example', 'example.com.', longest, `${longest}.`]) {
     tt.doesNotThrow(() => Connection.client({ crypto, psks, serverName: name }), name);
   }
+  // dangerouslyAllowLongServerName (for ClientHello size tests) lifts the DNS lengths only, up to MAX_SERVER_NAME_BYTES.
+  const dangerous = { crypto, psks, dangerouslyAllowLongServerName: true };
+  tt.doesNotThrow(() => Connection.client({ ...dangerous, serverName: 'a'.repeat(300) }), 'a 300-byte label with dangerouslyAllowLongServerName');
+  tt.throws(() => Connection.client({ ...dangerous, serverName: 'a b' }), { name: 'TypeError', message: /contains a space/ }, 'the characters are checked still');
+  tt.throws(() => Connection.client({ ...dangerous, serverName: 'a'.repeat(MAX_SERVER_NAME_BYTES + 1) }), { name: 'TypeError', message: /^client: serverName: is longer than 65530 bytes; / });
+  tt.equal(serverNameProblem('a'.repeat(300), { dangerouslyAllowLongServerName: true }), undefined, 'serverNameProblem takes the option too');
+  tt.match(serverNameProblem('a'.repeat(300)), /^is longer than 253 bytes; /);
 });

@@ -2,7 +2,9 @@
  * A ClientHello whose extensions would not fit their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>):
  * serverName near MAX_SERVER_NAME_BYTES, long PSK identities, many ALPN names, alone or together. Each is a
  * TypeError naming the options when the connection is made (never the codec Writer's RangeError, never a byte
- * sent); the longest serverName that fits still completes a handshake with our own server.
+ * sent); the longest serverName that fits still completes a handshake with our own server. A serverName longer
+ * than a DNS name (RFC 1035 §2.3.4: 253 bytes, labels of 63) needs dangerouslyAllowLongServerName, which these
+ * tests set (LONG).
  */
 import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
@@ -52,8 +54,10 @@ function extensionsLength(options: Omit<ClientOptions, 'crypto'>): number {
 }
 
 const psk = makePsk('client1');
+/** Lets serverName go past the DNS lengths, up to MAX_SERVER_NAME_BYTES: the names here are single labels of up to 65530 bytes. */
+const LONG = { dangerouslyAllowLongServerName: true } as const;
 /** One group: no HelloRetryRequest can ask for a larger key share than the first ClientHello carries. */
-const base = { psks: [psk], groups: ['x25519'] } as const;
+const base = { psks: [psk], groups: ['x25519'], ...LONG } as const;
 
 t.test('the longest serverName that fits: a handshake; one byte more: a TypeError', (tt) => {
   // The extensions of a ClientHello with a 1-byte name, then as many bytes more as their length has room for.
@@ -76,16 +80,20 @@ t.test('the longest serverName that fits: a handshake; one byte more: a TypeErro
 t.test('serverName of MAX_SERVER_NAME_BYTES (65530): a TypeError, not a RangeError', (tt) => {
   const serverName = 'a'.repeat(MAX_SERVER_NAME_BYTES);
   for (const options of [
-    { psks: [psk], serverName },
+    { psks: [psk], serverName, ...LONG },
     { ...base, serverName },
-    { psks: [psk], serverName, kexModes: ['psk_ke'] as const },
-    { psks: [psk], serverName, earlyData: utf8('GET /') },
+    { psks: [psk], serverName, kexModes: ['psk_ke'] as const, ...LONG },
+    { psks: [psk], serverName, earlyData: utf8('GET /'), ...LONG },
   ]) {
     const e = clientError(options);
     tt.type(e, TypeError, JSON.stringify({ ...options, psks: undefined, serverName: serverName.length, earlyData: undefined }));
     tt.notOk(e instanceof RangeError);
     tt.match((e as Error).message, TOO_LONG);
   }
+  // Without dangerouslyAllowLongServerName, such a name is not a DNS name: refused before the size is looked at.
+  const e = clientError({ psks: [psk], serverName });
+  tt.type(e, TypeError);
+  tt.match((e as Error).message, /^client: serverName: is longer than 253 bytes; /);
   tt.end();
 });
 
@@ -96,8 +104,8 @@ t.test('long PSK identities, many ALPN names, and the three together', (tt) => {
     ['one identity of 65535 bytes', { psks: [id(0xffff, 'i')] }],
     ['two identities of 40000 bytes', { psks: [id(40_000, 'i'), id(40_000, 'j')] }],
     ['ALPN: 330 names of 200 bytes (a list over 65535 bytes)', { psks: [psk], alpn: alpn(330) }],
-    ['ALPN: 300 names of 200 bytes (a list that fits, extensions that do not)', { psks: [psk], alpn: alpn(300), serverName: 'a'.repeat(6000) }],
-    ['serverName, ALPN and identities of 20000 bytes each', { psks: [id(20_000, 'i')], alpn: alpn(100), serverName: 'a'.repeat(26_000) }],
+    ['ALPN: 300 names of 200 bytes (a list that fits, extensions that do not)', { psks: [psk], alpn: alpn(300), serverName: 'a'.repeat(6000), ...LONG }],
+    ['serverName, ALPN and identities of 20000 bytes each', { psks: [id(20_000, 'i')], alpn: alpn(100), serverName: 'a'.repeat(26_000), ...LONG }],
   ];
   for (const [what, options] of cases) {
     const e = clientError(options);
@@ -105,17 +113,17 @@ t.test('long PSK identities, many ALPN names, and the three together', (tt) => {
     tt.match((e as Error)?.message, TOO_LONG, what);
   }
   // Just under: the same kinds of options that fit together connect.
-  const p = handshake({ crypto, psks: [id(20_000, 'i'), psk], alpn: alpn(100), serverName: 'a'.repeat(20_000) }, { crypto, psks: [psk], alpn: [alpn(100)[99]] });
+  const p = handshake({ crypto, psks: [id(20_000, 'i'), psk], alpn: alpn(100), serverName: 'a'.repeat(20_000), ...LONG }, { crypto, psks: [psk], alpn: [alpn(100)[99]] });
   tt.equal(p.client.phase, 'connected', 'options that fit together complete a handshake');
   tt.end();
 });
 
 t.test('the second ClientHello: a HelloRetryRequest may ask for a larger key share', (tt) => {
   const groups = ['x25519', 'secp384r1'] as const;
-  const longest = 1 + 0xffff - extensionsLength({ psks: [psk], groups, serverName: 'a' });
+  const longest = 1 + 0xffff - extensionsLength({ psks: [psk], groups, serverName: 'a', ...LONG });
   // The first ClientHello fits with its x25519 share (32 bytes); a second one with the secp384r1 share (97 bytes)
   // that a HelloRetryRequest may ask for would not.
-  const e = clientError({ psks: [psk], groups, serverName: 'a'.repeat(longest) });
+  const e = clientError({ psks: [psk], groups, serverName: 'a'.repeat(longest), ...LONG });
   tt.type(e, TypeError);
   tt.match((e as Error).message, TOO_LONG);
   tt.match((e as Error).message, /second ClientHello, with the key share for secp384r1/);
@@ -135,7 +143,7 @@ t.test('asynchronous key shares (WebCrypto): the TypeError when the connection i
   const web = withWebCryptoKeyShares(nobleProvider);
   let e: unknown;
   try {
-    Connection.client({ crypto: web, psks: [psk], serverName: 'a'.repeat(MAX_SERVER_NAME_BYTES) });
+    Connection.client({ crypto: web, psks: [psk], serverName: 'a'.repeat(MAX_SERVER_NAME_BYTES), ...LONG });
   } catch (err) {
     e = err;
   }

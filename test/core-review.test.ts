@@ -25,7 +25,7 @@ t.test('a HelloRetryRequest cookie too long to echo is illegal_parameter, not in
   // RFC 8446 §4.2.2: cookie<1..2^16-1>, which the client MUST copy into its second ClientHello, whose
   // extensions<8..2^16-1> then overflow. Before the fix the Writer's RangeError became internal_error (80).
   const psk = makePsk('cookie');
-  const client = Connection.client({ crypto, psks: [psk], serverName: 'a'.repeat(200) });
+  const client = Connection.client({ crypto, psks: [psk], serverName: `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.example` }); // 199 bytes
   const ch = splitHello(firstHandshakeMessage(splitRecords(client.takeOutput()!)));
   const sessionId = ch.prefix.subarray(2 + 32 + 1, 2 + 32 + 1 + ch.prefix[2 + 32]);
   const hrr = encodeServerHello({

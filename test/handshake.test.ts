@@ -740,6 +740,19 @@ t.test('SNI', async (tt) => {
   tt.equal(p.info('client')?.serverName, undefined, 'no acknowledgement');
 });
 
+t.test('SNI: a fully qualified serverName goes out without its trailing dot (RFC 6066 §3), and both sides say so', async (tt) => {
+  // Before, "kme.example.org." was a TypeError ("ends with a dot"); Go's hostnameInSNI, rustls and curl drop the dot.
+  const crypto = nodeProvider;
+  const psk = makePsk('sni-fqdn');
+  const names: (string | undefined)[] = [];
+  const p = handshake({ crypto, psks: [psk], serverName: 'kme.example.org.' }, { crypto, psks: (r) => (names.push(r.serverName), r.identities.map(() => psk)) });
+  assertConnected(tt, p, 'SNI with a trailing dot');
+  tt.equal(decodeClientHello(clientHellos(p)[0]).serverName, 'kme.example.org', 'on the wire: no trailing dot');
+  tt.equal(p.info('client')?.serverName, 'kme.example.org', "the client's handshake info: the name as sent");
+  tt.equal(p.info('server')?.serverName, 'kme.example.org', 'the server sees the name without the dot');
+  tt.same(names, ['kme.example.org'], 'and so does its PSK lookup');
+});
+
 t.test('record_size_limit: records no larger than the peer allows', async (tt) => {
   const crypto = nodeProvider;
   const psk = makePsk('rsl');

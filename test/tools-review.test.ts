@@ -118,8 +118,10 @@ t.test('CLI: empty lists, over-long ALPN names and server names are usage errors
     [{ 'key-shares': ',' }, /^--key-shares: the list is empty/],
     [{ alpn: ',' }, /^--alpn: the list is empty/],
     [{ alpn: 'h2,' + 'a'.repeat(256) }, /^--alpn: a protocol name is at most 255 bytes/],
-    [{ 'server-name': '' }, /^--server-name: from 1 to 65530 bytes/],
-    [{ 'server-name': 'a'.repeat(70_000) }, /^--server-name: from 1 to 65530 bytes/],
+    [{ 'server-name': '' }, /^--server-name: is empty; a server name is a DNS host name/],
+    [{ 'server-name': 'a'.repeat(70_000) }, /^--server-name: is longer than 253 bytes; a server name is a DNS host name/],
+    [{ 'server-name': 'a'.repeat(254) }, /^--server-name: is longer than 253 bytes; /],
+    [{ 'server-name': `${'a'.repeat(64)}.example` }, /^--server-name: has a label of 64 bytes /],
   ];
   for (const [values, message] of cases) {
     let error: unknown;
@@ -131,6 +133,8 @@ t.test('CLI: empty lists, over-long ALPN names and server names are usage errors
     tt.ok(error instanceof UsageError && message.test(error.message), `${JSON.stringify(values).slice(0, 60)}: ${String(error).slice(0, 120)}`);
   }
   tt.doesNotThrow(() => parseTlsOptions({ alpn: 'h2,' + 'a'.repeat(255), 'server-name': 'example.com' }), 'the limits themselves are accepted');
+  const longest = `${'a'.repeat(63)}.`.repeat(4).slice(0, 253);
+  tt.equal(parseTlsOptions({ 'server-name': `${longest}.` }).serverName, `${longest}.`, 'a 253-byte name of 63-byte labels, with a trailing dot: taken (the connection drops the dot)');
 });
 
 t.test('CLI: a bad --key-lifetime is a usage error at start, not a failure of every connection', async (tt) => {

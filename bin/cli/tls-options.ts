@@ -59,8 +59,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
   --server-name NAME      (client) send server_name (SNI), a DNS host name (RFC 6066 §3): ASCII letters,
-                          digits, "-" and "_" in labels separated by "."; an internationalized name as its
-                          A-labels ("xn--..."); no trailing dot; not an IP address
+                          digits, "-" and "_" in labels separated by "."; at most 63 bytes a label and
+                          253 in all (RFC 1035 §2.3.4); an internationalized name as its A-labels
+                          ("xn--..."); not an IP address. A trailing dot ("example.com.") is dropped
   --no-middlebox-compat   (client) no legacy session ID or dummy ChangeCipherSpec
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).
                           The SSLKEYLOGFILE environment variable does the same.
@@ -147,7 +148,7 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   for (const k of ['kex-modes', 'suites', 'groups', 'key-shares', 'alpn']) {
     if (str(k) !== undefined && list(str(k))!.length === 0) throw new UsageError(`--${k}: the list is empty`);
   }
-  // RFC 7301 §3.1: ProtocolName<1..2^8-1>; RFC 6066 §3: HostName<1..2^16-1>, within a 16-bit extension.
+  // RFC 7301 §3.1: ProtocolName<1..2^8-1>; RFC 6066 §3: a DNS host name (serverNameProblem, the library's own check).
   for (const name of list(str('alpn')) ?? []) {
     if (utf8Length(name) > MAX_ALPN_NAME_BYTES) throw new UsageError(`--alpn: a protocol name is at most ${MAX_ALPN_NAME_BYTES} bytes ("${name.slice(0, 20)}..." has ${utf8Length(name)})`);
   }

@@ -28,8 +28,8 @@ export interface HandshakeInfo {
   readonly alpn?: string;
   /**
    * The client's server_name (SNI) host name. On a server it is the peer's text as sent, not validated (any bytes,
-   * read as UTF-8, up to 65530 of them): print it through `clip` (exported from the root). On a client it is the checked
-   * `serverName` option.
+   * read as UTF-8, up to 65530 of them): print it through `clip` (exported from the root). On a client it is the name as sent, when the
+   * server acknowledged it: the `serverName` option without the trailing dot of a fully qualified name (RFC 6066 §3).
    */
   readonly serverName?: string;
   /** True when a HelloRetryRequest was part of the handshake. */

@@ -77,8 +77,21 @@ export interface CommonOptions {
 export interface ClientOptions extends CommonOptions {
   /** The PSKs to offer, in order (the first is used for 0-RTT). The connection never reuses them. */
   readonly psks: readonly Psk[];
-  /** server_name (SNI, RFC 6066) to send; a name that {@link serverNameProblem} refuses is a TypeError. */
+  /**
+   * server_name (SNI, RFC 6066 §3) to send: a DNS host name; a name that {@link serverNameProblem} refuses is a
+   * TypeError. A fully qualified name's trailing dot ("example.com.") is dropped before sending, as RFC 6066 §3
+   * sends HostName "without a trailing dot" (Go, rustls and curl do the same); the handshake info's `serverName`
+   * is the name as sent.
+   */
   readonly serverName?: string;
+  /**
+   * DANGEROUS, for testing size bounds only: let {@link serverName} exceed the DNS length limits (a label of 63
+   * bytes, a name of {@link MAX_HOST_NAME_BYTES}; RFC 1035 §2.3.4), up to {@link MAX_SERVER_NAME_BYTES}, the most
+   * the extension's 16-bit length holds. No DNS name is that long, and servers refuse one (this library's and
+   * rustls' with illegal_parameter, OpenSSL's above 255 bytes with unrecognized_name). The characters are
+   * checked as always. Default false.
+   */
+  readonly dangerouslyAllowLongServerName?: boolean;
   /**
    * Groups to send a key share for in the first ClientHello (each must be among {@link groups}; the shares go
    * out in the order of {@link groups}, RFC 8446 §4.2.8). Default: the first of {@link groups}. Browsers
@@ -149,9 +162,19 @@ export const DEFAULT_SERVER_GROUPS: readonly GroupName[] = [
 export const MAX_ALPN_NAME_BYTES = 255;
 /**
  * RFC 6066 §3: the longest HostName whose server_name extension fits its 16-bit length (2 bytes of ServerNameList
- * length, 1 of name type and 2 of HostName length before the name).
+ * length, 1 of name type and 2 of HostName length before the name). The wire format's bound, not a DNS name's: a
+ * client's `serverName` is held to {@link MAX_HOST_NAME_BYTES} unless `dangerouslyAllowLongServerName` is set, and
+ * then to this.
  */
 export const MAX_SERVER_NAME_BYTES = 0xffff - 5;
+/**
+ * The longest DNS host name, written without a trailing dot: RFC 1035 §2.3.4, "names ... 255 octets or less" in
+ * their wire form, which is two octets longer than the dotted text (a length before the first label, the empty
+ * root label after the last). rustls' DnsName has the same bound.
+ */
+export const MAX_HOST_NAME_BYTES = 253;
+/** RFC 1035 §2.3.4: "labels ... 63 octets or less". */
+const MAX_LABEL_BYTES = 63;
 
 /**
  * What a server_name may be, said in every refusal of {@link serverNameProblem}: RFC 6066 §3, "HostName"
@@ -159,28 +182,62 @@ export const MAX_SERVER_NAME_BYTES = 0xffff - 5;
  * without a trailing dot", and "Literal IPv4 and IPv6 addresses are not permitted". An internationalized name
  * goes in its A-label form (RFC 5890, "xn--..."; GnuTLS 3.7 answers raw UTF-8 with illegal_parameter).
  * Beside the letters, digits and hyphens of a host name (RFC 952, RFC 1123 §2.1), "_" is allowed too, as the
- * URL standard and rustls allow it: names such as "my_service.internal" are in use.
+ * URL standard and rustls allow it: names such as "my_service.internal" are in use. The lengths are DNS's
+ * (RFC 1035 §2.3.4), as rustls and LibreSSL hold a client's name to them.
  */
 const SERVER_NAME_RULE =
   'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; ' +
-  'an internationalized name in its A-label form ("xn--..."); no trailing dot; not an IP address';
+  `at most ${MAX_LABEL_BYTES} bytes a label and ${MAX_HOST_NAME_BYTES} in all (RFC 1035 §2.3.4); ` +
+  'an internationalized name in its A-label form ("xn--..."); a trailing dot is dropped; not an IP address';
 
 /**
  * Why `name` cannot be sent as a server_name (RFC 6066 §3), or undefined: the problem first ("contains a space",
- * "ends with a dot", "is an IP address" ...), then what a server name may contain. 1 to MAX_SERVER_NAME_BYTES
- * bytes (the extension's length bounds it; the client's check of the whole ClientHello applies too).
+ * "is an IP address", "is longer than 253 bytes" ...), then what a server name may contain. One trailing dot is
+ * allowed (a fully qualified name): the client drops it before sending ({@link sniHostName}). With
+ * `dangerouslyAllowLongServerName`, the DNS lengths give way to {@link MAX_SERVER_NAME_BYTES} (the client's check of
+ * the whole ClientHello applies too).
  */
-export function serverNameProblem(name: string): string | undefined {
-  if (name.length === 0 || name.length > MAX_SERVER_NAME_BYTES) return `from 1 to ${MAX_SERVER_NAME_BYTES} bytes; ${SERVER_NAME_RULE}`;
+export function serverNameProblem(name: string, options: { readonly dangerouslyAllowLongServerName?: boolean } = {}): string | undefined {
+  const problem = hostNameProblem(sniHostName(name), options.dangerouslyAllowLongServerName === true, name);
+  return problem && `${problem}; ${SERVER_NAME_RULE}`;
+}
+
+/** The HostName a client sends for `serverName`: without the trailing dot of a fully qualified name (RFC 6066 §3). */
+export function sniHostName(serverName: string): string {
+  return serverName.endsWith('.') ? serverName.slice(0, -1) : serverName;
+}
+
+/**
+ * Why `host` is not a HostName as RFC 6066 §3 defines it (an ASCII DNS host name without a trailing dot, not an IP
+ * literal), or undefined: the problem alone ("contains a space", "ends with a dot" ...). A server checks a received
+ * name with it; {@link serverNameProblem} checks a client's (`written`: the name as given, before its trailing dot
+ * was dropped). `long`: up to {@link MAX_SERVER_NAME_BYTES} instead of the DNS lengths.
+ */
+export function hostNameProblem(host: string, long = false, written = host): string | undefined {
+  if (written.length === 0) return 'is empty';
+  const max = long ? MAX_SERVER_NAME_BYTES : MAX_HOST_NAME_BYTES;
+  // (A UTF-16 unit is at least one UTF-8 byte: a name longer in units is longer in bytes.)
+  if (host.length > max) return `is longer than ${max} bytes`;
   // A host and a port ("example.com:443", "beef:443"): the port does not go in a server name.
-  if (/^[^:]+:\d+$/.test(name)) return `contains ":" (a port does not go in a server name); ${SERVER_NAME_RULE}`;
+  if (/^[^:]+:\d+$/.test(host)) return 'contains ":" (a port does not go in a server name)';
   // IPv4 dotted quads, and IPv6 (hex digits and colons, perhaps with a dotted quad at the end, perhaps in brackets).
-  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name) || /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(name)) return `is an IP address; ${SERVER_NAME_RULE}`;
-  const bad = /[^A-Za-z0-9._-]/.exec(name);
-  if (bad) return `contains ${describeCharacter(bad[0].codePointAt(0)!)}; ${SERVER_NAME_RULE}`;
-  if (name.endsWith('.')) return `ends with a dot; ${SERVER_NAME_RULE}`;
-  if (name.startsWith('.') || name.includes('..')) return `has an empty label (a "." at the start or two in a row); ${SERVER_NAME_RULE}`;
+  if (isIpLiteral(host)) return 'is an IP address';
+  const bad = /[^A-Za-z0-9._-]/.exec(host);
+  if (bad) return `contains ${describeCharacter(bad[0].codePointAt(0)!)}`;
+  if (host.length === 0 || host.startsWith('.') || host.includes('..') || (host.endsWith('.') && written !== host)) {
+    return 'has an empty label (a "." at the start or two in a row)';
+  }
+  if (host.endsWith('.')) return 'ends with a dot';
+  if (!long) {
+    const label = host.split('.').find((l) => l.length > MAX_LABEL_BYTES);
+    if (label !== undefined) return `has a label of ${label.length} bytes ("${label.slice(0, 16)}..."), longer than ${MAX_LABEL_BYTES}`;
+  }
   return undefined;
+}
+
+/** An IPv4 dotted quad, or an IPv6 address (hex digits and colons, perhaps a dotted quad at the end, perhaps in brackets). */
+export function isIpLiteral(host: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(host);
 }
 
 /** A character for a message: a space, a control character, one outside ASCII, or the printable character quoted. */

@@ -41,6 +41,7 @@ import {
   DEFAULT_CLIENT_KEX_MODES,
   DEFAULT_GROUPS,
   serverNameProblem,
+  sniHostName,
   type ClientOptions,
   type KexMode,
 } from '../config/options.js';
@@ -73,6 +74,8 @@ interface ClientPlan {
   readonly modes: readonly KexMode[];
   readonly random: Uint8Array;
   readonly sessionId: Uint8Array;
+  /** The server_name's HostName as sent: `options.serverName` without its trailing dot (RFC 6066 §3). */
+  readonly serverName?: string;
   /** Extensions we offered (a server may only answer these, §4.2). */
   readonly offered: Set<number>;
   ccsSent: boolean;
@@ -114,9 +117,11 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   // §4.2.8: "Clients MUST NOT offer multiple KeyShareEntry values for the same group".
   if (new Set(wanted).size !== wanted.length) throw new TypeError('client: keyShareGroups names a group twice (RFC 8446 §4.2.8)');
   for (const g of wanted) if (!groups.includes(g)) throw new TypeError(`client: key share group ${g} is not among the configured groups`);
-  // RFC 6066 §3: an ASCII host name of 1 to MAX_SERVER_NAME_BYTES bytes (the ServerNameList fits its 16-bit length).
-  const nameProblem = options.serverName === undefined ? undefined : serverNameProblem(options.serverName);
+  // RFC 6066 §3: an ASCII DNS host name (RFC 1035 §2.3.4: labels up to 63 bytes, 253 in all), sent without the
+  // trailing dot of a fully qualified name; dangerouslyAllowLongServerName: up to MAX_SERVER_NAME_BYTES.
+  const nameProblem = options.serverName === undefined ? undefined : serverNameProblem(options.serverName, options);
   if (nameProblem) throw new TypeError(`client: serverName: ${nameProblem}`);
+  const serverName = options.serverName === undefined ? undefined : sniHostName(options.serverName);
   // Our own copy, as write() queues one: the data is sent later (after an asynchronous key agreement) and sent
   // again after the handshake when the server rejects it (§4.2.10), and the caller may reuse its buffer meanwhile.
   const earlyData = options.earlyData && options.earlyData.length > 0 ? copyBytes(options.earlyData) : undefined;
@@ -137,6 +142,7 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
     modes,
     random,
     sessionId,
+    serverName,
     offered: new Set<number>(),
     ccsSent: false,
   };
@@ -277,8 +283,8 @@ function clientHelloExtensions(
   const E = ExtensionType;
   const dhe = plan.modes.includes('psk_dhe_ke');
   const list: Extension[] = [];
-  if (options.serverName !== undefined) {
-    const host = utf8(options.serverName);
+  if (plan.serverName !== undefined) {
+    const host = utf8(plan.serverName);
     list.push(ext(E.server_name, (w) => w.vec16((l) => l.u8(0).vec16(host))));
   }
   if (dhe) {
@@ -310,7 +316,7 @@ function encodeHello(plan: ClientPlan, list: readonly Extension[], psks: readonl
 
 /**
  * §4.1.2: extensions<8..2^16-1>. What the options put in the ClientHello as it is (server_name up to
- * MAX_SERVER_NAME_BYTES, ALPN names, PSK identities up to 65535 bytes each) must also fit there together: checked
+ * MAX_SERVER_NAME_BYTES with dangerouslyAllowLongServerName, ALPN names, PSK identities up to 65535 bytes each) must also fit there together: checked
  * when the connection is made, before anything is drawn for the key shares or sent, by encoding the ClientHello
  * with placeholder key shares of their exact lengths (KexSpec.clientShareLength). Also a second ClientHello
  * (§4.1.4) with the largest share a HelloRetryRequest may ask for; its cookie is the server's choice
@@ -344,7 +350,7 @@ function checkClientHelloFits(plan: ClientPlan, psks: readonly Psk[], shareGroup
 function clientHelloExtensionsBound(plan: ClientPlan, psks: readonly Psk[]): number {
   const FIXED = 256; // supported_versions, psk_key_exchange_modes, early_data, record_size_limit, headers
   let n = FIXED;
-  if (plan.options.serverName !== undefined) n += 9 + 3 * plan.options.serverName.length; // a UTF-16 unit is at most 3 UTF-8 bytes
+  if (plan.serverName !== undefined) n += 9 + 3 * plan.serverName.length; // a UTF-16 unit is at most 3 UTF-8 bytes
   for (const a of plan.options.alpn ?? []) n += 1 + 3 * a.length;
   n += 6 + 2 * plan.groups.length;
   for (const g of plan.groups) n += 4 + groupSpec(g)!.clientShareLength;
@@ -780,7 +786,7 @@ class ExpectServerFinished implements HandshakeState {
         ...n,
         earlyData: this.earlyData,
         alpn: this.alpn,
-        serverName: this.serverNameAcknowledged ? this.plan.options.serverName : undefined,
+        serverName: this.serverNameAcknowledged ? this.plan.serverName : undefined,
       }),
       { suite: n.suite, clientSecret: cats, serverSecret: sats, exporterMasterSecret: ems },
       // §4.2.10: never resend automatically unless asked to, and then only under the same ALPN protocol.
