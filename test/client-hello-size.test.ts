@@ -2,9 +2,10 @@
  * A ClientHello whose extensions would not fit their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>):
  * serverName near MAX_SERVER_NAME_BYTES, long PSK identities, many ALPN names, alone or together. Each is a
  * TypeError naming the options when the connection is made (never the codec Writer's RangeError, never a byte
- * sent); the longest serverName that fits still completes a handshake with our own server. A serverName longer
- * than a DNS name (RFC 1035 §2.3.4: 253 bytes, labels of 63) needs dangerouslyAllowLongServerName, which these
- * tests set (LONG).
+ * sent). A serverName longer than a DNS name (RFC 1035 §2.3.4: 253 bytes, labels of 63) needs
+ * dangerouslyAllowLongServerName, which these tests set (LONG); the longest one that fits reaches our own server,
+ * which reads the whole ClientHello and refuses the name (ServerNameNotHostName, RFC 6066 §3), and a ClientHello
+ * as long made with a long PSK identity completes a handshake.
  */
 import t from 'tap';
 import { concat, utf8 } from '../lib/codec/bytes.js';
@@ -58,18 +59,29 @@ const psk = makePsk('client1');
 const LONG = { dangerouslyAllowLongServerName: true } as const;
 /** One group: no HelloRetryRequest can ask for a larger key share than the first ClientHello carries. */
 const base = { psks: [psk], groups: ['x25519'], ...LONG } as const;
+/** `psk` under an identity of `n` bytes (both sides use it): a ClientHello as long as a long serverName makes it. */
+const longIdentity = (n: number): Psk => ({ ...psk, identity: utf8('i'.repeat(n)) });
+/** The PSK identity length that makes the first ClientHello's extensions exactly 65535 bytes long. */
+const longestIdentity = (): number => 1 + 0xffff - extensionsLength({ psks: [longIdentity(1)], groups: ['x25519'] });
 
-t.test('the longest serverName that fits: a handshake; one byte more: a TypeError', (tt) => {
+t.test('the longest serverName that fits: sent, and read whole by our server, which refuses it; one byte more: a TypeError', (tt) => {
   // The extensions of a ClientHello with a 1-byte name, then as many bytes more as their length has room for.
   const longest = 1 + 0xffff - extensionsLength({ ...base, serverName: 'a' });
   tt.ok(longest < MAX_SERVER_NAME_BYTES, `the longest name that fits (${longest}) is below MAX_SERVER_NAME_BYTES`);
   const name = 'a'.repeat(longest);
   tt.equal(extensionsLength({ ...base, serverName: name }), 0xffff, 'the extensions are exactly 65535 bytes');
 
+  // Our server reads the whole ClientHello (over 2^16 bytes of body) and finds a name no DNS name can be.
   const p = handshake({ crypto, ...base, serverName: name }, { crypto, psks: [psk] });
-  tt.equal(p.client.phase, 'connected', 'the client completes the handshake');
-  tt.equal(p.server.phase, 'connected', 'our own server takes the ClientHello (over 2^16 bytes of body)');
-  tt.equal(p.server.handshake?.serverName, name, 'and sees the whole name');
+  tt.equal(p.error('server')?.reason, 'ServerNameNotHostName', 'our server reads the whole ClientHello and refuses the name');
+  tt.match(p.error('server')?.message, /is longer than 253 bytes: not a DNS host name \(RFC 6066 §3\)$/);
+  tt.equal(p.error('client')?.alert, 'illegal_parameter', 'the client receives illegal_parameter');
+  // A ClientHello as long, made with a PSK identity: the handshake completes.
+  const identity = longestIdentity();
+  tt.equal(extensionsLength({ psks: [longIdentity(identity)], groups: ['x25519'] }), 0xffff, 'with a long PSK identity: extensions of exactly 65535 bytes');
+  const q = handshake({ crypto, psks: [longIdentity(identity)], groups: ['x25519'] }, { crypto, psks: [longIdentity(identity)] });
+  tt.equal(q.client.phase, 'connected', 'the client completes the handshake');
+  tt.equal(q.server.phase, 'connected', 'our own server takes the ClientHello (over 2^16 bytes of body)');
 
   const e = clientError({ ...base, serverName: 'a'.repeat(longest + 1) });
   tt.type(e, TypeError, 'one byte more is a TypeError');
@@ -112,8 +124,9 @@ t.test('long PSK identities, many ALPN names, and the three together', (tt) => {
     tt.type(e, TypeError, what);
     tt.match((e as Error)?.message, TOO_LONG, what);
   }
-  // Just under: the same kinds of options that fit together connect.
-  const p = handshake({ crypto, psks: [id(20_000, 'i'), psk], alpn: alpn(100), serverName: 'a'.repeat(20_000), ...LONG }, { crypto, psks: [psk], alpn: [alpn(100)[99]] });
+  // Just under: the same kinds of options that fit together connect (a server name as long as a DNS name can be).
+  const dnsLongest = `${'a'.repeat(63)}.`.repeat(4).slice(0, 253);
+  const p = handshake({ crypto, psks: [id(40_000, 'i'), psk], alpn: alpn(100), serverName: dnsLongest }, { crypto, psks: [psk], alpn: [alpn(100)[99]] });
   tt.equal(p.client.phase, 'connected', 'options that fit together complete a handshake');
   tt.end();
 });
@@ -149,10 +162,10 @@ t.test('asynchronous key shares (WebCrypto): the TypeError when the connection i
   }
   tt.type(e, TypeError);
   tt.match((e as Error).message, TOO_LONG);
-  // The longest name that fits still connects through the pause.
-  const longest = 1 + 0xffff - extensionsLength({ ...base, serverName: 'a' });
-  const p = new Pair({ crypto: web, ...base, serverName: 'a'.repeat(longest) }, { crypto, psks: [psk] });
+  // The longest ClientHello that fits (a long PSK identity) still connects through the pause.
+  const identity = longestIdentity();
+  const p = new Pair({ crypto: web, psks: [longIdentity(identity)], groups: ['x25519'] }, { crypto, psks: [longIdentity(identity)] });
   await settle(p);
   tt.equal(p.client.phase, 'connected');
-  tt.equal(p.server.handshake?.serverName?.length, longest);
+  tt.equal(p.server.handshake?.identityBytes.length, identity);
 });

@@ -250,6 +250,52 @@ t.test('ClientHello built with dangerousClientHelloExtensions: duplicate, missin
   }
 });
 
+t.test('a received server_name that is not a DNS host name: illegal_parameter (ServerNameNotHostName); an IP literal is ignored (RFC 6066 §3)', async (tt) => {
+  // Before, the server took any bytes (read as UTF-8, up to 65530 of them) and handed them to the PSK lookup and the
+  // handshake info. rustls and LibreSSL answer illegal_parameter (Go's server refuses a trailing dot) and both ignore
+  // an IP literal, as if no server_name had been sent.
+  const withName = (name: Uint8Array) => (l: Extension[]) => [ext(E.server_name, (w) => w.vec16((x) => x.u8(0).vec16(name))), ...l];
+  const longest = `${'a'.repeat(63)}.`.repeat(4).slice(0, 253);
+  const refused: [string, Uint8Array, RegExp][] = [
+    ['a trailing dot', utf8('kme.example.'), /"kme\.example\." ends with a dot: not a DNS host name \(RFC 6066 §3\)$/],
+    ['a space', utf8('kme example'), /contains a space/],
+    ['raw UTF-8 (not its A-label form)', utf8('bücher.example'), /which is not ASCII/],
+    ['a NUL byte', new Uint8Array([0x61, 0, 0x62]), /"a\\u0000b" contains a control character \(U\+0000\)/],
+    ['bytes that are not UTF-8', new Uint8Array([0x61, 0xff]), /which is not ASCII/],
+    ['an empty label', utf8('a..example'), /has an empty label/],
+    ['a label of 64 bytes', utf8(`${'a'.repeat(64)}.example`), /has a label of 64 bytes/],
+    ['254 bytes', utf8(`${longest}a`), /is longer than 253 bytes/],
+    ['65000 bytes', utf8('a'.repeat(65_000)), /is longer than 253 bytes/],
+    ['a port', utf8('kme.example:443'), /contains ":"/],
+  ];
+  for (const [what, name, message] of refused) {
+    const psk = makePsk('sni-hostile');
+    const lookups: unknown[] = [];
+    const p = handshake({ crypto, psks: [psk], dangerousClientHelloExtensions: withName(name) }, { crypto, psks: (r) => (lookups.push(r), r.identities.map(() => psk)) });
+    tt.equal(p.error('server')?.alert, 'illegal_parameter', `${what}: the server sends illegal_parameter`);
+    tt.equal(p.error('server')?.reason, 'ServerNameNotHostName', `${what}: reason ServerNameNotHostName`);
+    tt.match(p.error('server')?.message, message, `${what}: the message says what is wrong`);
+    tt.equal(p.error('client')?.alert, 'illegal_parameter', `${what}: the client receives it`);
+    tt.equal(lookups.length, 0, `${what}: no PSK lookup`);
+  }
+  for (const ip of ['192.0.2.1', '::1', '[2001:db8::1]', '::ffff:192.0.2.1']) {
+    const psk = makePsk('sni-ip');
+    const names: (string | undefined)[] = [];
+    const p = handshake({ crypto, psks: [psk], dangerousClientHelloExtensions: withName(utf8(ip)) }, { crypto, psks: (r) => (names.push(r.serverName), r.identities.map(() => psk)) });
+    tt.equal(p.client.phase, 'connected', `${ip}: the handshake completes`);
+    tt.equal(p.server.phase, 'connected', `${ip}: on both sides`);
+    tt.equal(p.info('server')?.serverName, undefined, `${ip}: the server takes it as no server_name`);
+    tt.same(names, [undefined], `${ip}: and so does its PSK lookup`);
+  }
+  // The limits themselves: a name of 253 bytes in labels of 63 (and "_", as the client allows) is taken.
+  for (const name of [longest, 'my_service.internal', 'xn--bcher-kva.example']) {
+    const psk = makePsk('sni-ok');
+    const p = handshake({ crypto, psks: [psk], dangerousClientHelloExtensions: withName(utf8(name)) }, { crypto, psks: [psk] });
+    tt.equal(p.server.phase, 'connected', `${name.slice(0, 30)}: connected`);
+    tt.equal(p.info('server')?.serverName, name, `${name.slice(0, 30)}: the server sees the name`);
+  }
+});
+
 t.test('ServerHello rules (client side)', async (tt) => {
   clientRejects(tt, (p) => p.extensions.push(p.extensions[find(p, E.supported_versions)]), 'illegal_parameter', 'duplicate extension in ServerHello', {
     reason: 'DuplicateExtension',

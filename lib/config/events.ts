@@ -27,9 +27,11 @@ export interface HandshakeInfo {
   /** The ALPN protocol agreed: one of this endpoint's own `alpn` list (a server's) or offered list (a client's). */
   readonly alpn?: string;
   /**
-   * The client's server_name (SNI) host name. On a server it is the peer's text as sent, not validated (any bytes,
-   * read as UTF-8, up to 65530 of them): print it through `clip` (exported from the root). On a client it is the name as sent, when the
-   * server acknowledged it: the `serverName` option without the trailing dot of a fully qualified name (RFC 6066 §3).
+   * The client's server_name (SNI) host name. On a server it is the name the client sent, checked (RFC 6066 §3):
+   * an ASCII DNS host name of at most 253 bytes without a trailing dot (any other name fails the handshake with
+   * illegal_parameter, ServerNameNotHostName; an IP literal is taken as no name). On a client it is the name as
+   * sent, when the server acknowledged it: the `serverName` option without the trailing dot of a fully qualified
+   * name (RFC 6066 §3).
    */
   readonly serverName?: string;
   /** True when a HelloRetryRequest was part of the handshake. */

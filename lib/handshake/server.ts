@@ -40,6 +40,8 @@ import { SUITES, type SuiteInfo } from '../suites.js';
 import {
   DEFAULT_SERVER_GROUPS,
   DEFAULT_SERVER_KEX_MODES,
+  hostNameProblem,
+  isIpLiteral,
   type KexMode,
   type ServerOptions,
 } from '../config/options.js';
@@ -124,8 +126,7 @@ class ExpectClientHello implements HandshakeState {
     if (m.type !== HandshakeType.client_hello) {
       throw new TlsError('UnexpectedMessage', `expected ClientHello, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
-    const ch = decodeClientHello(m.raw);
-    checkClientHello(ch);
+    const ch = withCheckedServerName(decodeClientHello(m.raw));
     // Only the first few identities are looked up: a client cannot make us query a key manager without end.
     const identities = ch.psks!.identities.slice(0, MAX_LOOKED_UP_IDENTITIES).map((i) => i.identity);
     const request: PskRequest = { identities, serverName: ch.serverName };
@@ -213,6 +214,29 @@ function checkClientHello(ch: ClientHello): void {
   if (ch.extensions.has(E.supported_groups) && !ch.keyShares) {
     throw new TlsError('SupportedGroupsWithoutKeyShare', 'supported_groups without key_share (RFC 8446 §9.2)');
   }
+}
+
+/**
+ * Checks a ClientHello (checkClientHello), then its server_name: `ch`, or `ch` without the server name when it is
+ * an IP literal. RFC 6066 §3: HostName "contains the fully qualified DNS hostname of the server ... represented
+ * as a byte string using ASCII encoding without a trailing dot", and "Literal IPv4 and IPv6 addresses are not
+ * permitted". A client's IP literal is ignored, as if it had sent no server_name (no acknowledgement, nothing for
+ * the PSK lookup), as rustls' (InvalidSniPolicy's default) and LibreSSL's servers do: some clients put there the
+ * address they connected to. Any other name that is not a DNS host name (a trailing dot, a character other than
+ * ASCII letters, digits, "-", "_" and ".", an empty label, a label over 63 bytes or over 253 in all: RFC 1035
+ * §2.3.4; the client's own rule, hostNameProblem) fails the handshake with illegal_parameter (RFC 8446 §6.2: "A
+ * field in the handshake was incorrect"), as rustls and LibreSSL answer; Go's server refuses a trailing dot too.
+ * RFC 6066 names no alert for this: its unrecognized_name is for a well-formed name the server does not serve.
+ * So what the application sees (PskRequest.serverName, HandshakeInfo.serverName) is always a checked host name.
+ */
+function withCheckedServerName(ch: ClientHello): ClientHello {
+  checkClientHello(ch);
+  const name = ch.serverName;
+  if (name === undefined) return ch;
+  if (isIpLiteral(name)) return { ...ch, serverName: undefined };
+  const problem = hostNameProblem(name);
+  if (problem) throw new TlsError('ServerNameNotHostName', `the client's server_name "${clip(name, 80)}" ${problem}: not a DNS host name (RFC 6066 §3)`);
+  return ch;
 }
 
 /** What a HelloRetryRequest fixed, for checking the second ClientHello (§4.1.2, §4.1.4). */
@@ -639,8 +663,7 @@ class ExpectSecondClientHello implements HandshakeState {
     if (m.type !== HandshakeType.client_hello) {
       throw new TlsError('UnexpectedMessage', `expected the second ClientHello, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
-    const ch = decodeClientHello(m.raw);
-    checkClientHello(ch);
+    const ch = withCheckedServerName(decodeClientHello(m.raw));
     const r = this.retry;
     const mismatch = (what: string): never => {
       throw new TlsError('ClientHelloRetryMismatch', `second ClientHello changed ${what} (RFC 8446 §4.1.2)`);

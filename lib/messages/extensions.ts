@@ -218,7 +218,11 @@ export function readAlpnList(r: Reader): string[] {
   return out;
 }
 
-/** RFC 6066 §3 ServerNameList: the host_name entry (type 0), if any. An empty body is the server's acknowledgement. */
+/**
+ * RFC 6066 §3 ServerNameList: the host_name entry (type 0), if any, read as UTF-8 as it is (a server checks that
+ * it is a DNS host name: withCheckedServerName in lib/handshake/server.ts). An empty body is the server's
+ * acknowledgement.
+ */
 export function readServerName(r: Reader): string | undefined {
   let host: string | undefined;
   r.scope16(

@@ -91,8 +91,9 @@ export interface PskRequest {
    */
   readonly identities: readonly Uint8Array[];
   /**
-   * The server_name the client sent, if any: the peer's text as sent, not validated (any bytes, read as UTF-8, up to
-   * 65530 of them); a lookup that logs it prints it through `clip` (exported from the root).
+   * The server_name the client sent, if any, checked (RFC 6066 §3): an ASCII DNS host name without a trailing dot,
+   * of labels of at most 63 bytes and at most 253 bytes in all (any other name fails the handshake with
+   * illegal_parameter, ServerNameNotHostName). A client's IP literal is taken as no name (undefined).
    */
   readonly serverName?: string;
 }

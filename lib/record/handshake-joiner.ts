@@ -15,8 +15,8 @@ export interface HandshakeMessageBytes {
 
 /**
  * Handshake messages larger than this are refused. The largest that an external-PSK handshake sends is a
- * ClientHello whose extensions fill their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>, e.g. a
- * server_name near MAX_SERVER_NAME_BYTES): 2^16 - 1 bytes of them after the fixed fields (version, random,
+ * ClientHello whose extensions fill their 16-bit length (RFC 8446 §4.1.2: extensions<8..2^16-1>, e.g. a PSK
+ * identity near 65535 bytes): 2^16 - 1 bytes of them after the fixed fields (version, random,
  * legacy_session_id, compression: 71 bytes) and the cipher suites, so 2^16 alone left no room for those. 1 KiB
  * more takes such a ClientHello with up to about 470 cipher suites.
  */
