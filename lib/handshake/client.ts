@@ -316,11 +316,12 @@ function encodeHello(plan: ClientPlan, list: readonly Extension[], psks: readonl
 
 /**
  * §4.1.2: extensions<8..2^16-1>. What the options put in the ClientHello as it is (server_name up to
- * MAX_SERVER_NAME_BYTES with dangerouslyAllowLongServerName, ALPN names, PSK identities up to 65535 bytes each) must also fit there together: checked
- * when the connection is made, before anything is drawn for the key shares or sent, by encoding the ClientHello
- * with placeholder key shares of their exact lengths (KexSpec.clientShareLength). Also a second ClientHello
- * (§4.1.4) with the largest share a HelloRetryRequest may ask for; its cookie is the server's choice
- * (HelloRetryRequestCookieTooLong). When the extensions fit, so does the message's uint24 length.
+ * MAX_SERVER_NAME_BYTES with dangerouslyAllowLongServerName, ALPN names, PSK identities up to 65535 bytes each)
+ * must also fit there together: checked when the connection is made, before anything is drawn for the key shares
+ * or sent, by encoding the ClientHello with placeholder key shares of their exact lengths
+ * (KexSpec.clientShareLength). Also a second ClientHello (§4.1.4) with the largest share a HelloRetryRequest may
+ * ask for; its cookie is the server's choice (HelloRetryRequestCookieTooLong). When the extensions fit, so does
+ * the message's uint24 length.
  */
 function checkClientHelloFits(plan: ClientPlan, psks: readonly Psk[], shareGroups: readonly GroupName[], earlyData: boolean): void {
   if (clientHelloExtensionsBound(plan, psks) <= 0xffff) return; // (the usual case: no second encoding)
