@@ -53,7 +53,7 @@ export const REASON_ALERT = {
   KeyShareGroupNotOffered: 'illegal_parameter', // §4.2.8: a key share for a group not in supported_groups
   PskBinderCountMismatch: 'illegal_parameter', // §4.2.11: one binder per offered identity
   ServerNameDuplicateHostName: 'illegal_parameter', // RFC 6066 §3: at most one name of each type
-  ServerNameNotHostName: 'illegal_parameter', // RFC 6066 §3: HostName is an ASCII DNS host name without a trailing dot (RFC 1035 §2.3.4 lengths); §6.2
+  ServerNameNotHostName: 'illegal_parameter', // RFC 6066 §3: HostName is an ASCII DNS host name (RFC 1035 §2.3.4 lengths; a trailing dot is dropped, not refused); §6.2
   RecordSizeLimitTooSmall: 'illegal_parameter', // RFC 8449 §4: a record_size_limit below 64
   AlpnResponseNotOneProtocol: 'illegal_parameter', // RFC 7301 §3.1: the server answers exactly one protocol
   // --- handshake: negotiation (server side) ---

@@ -42,6 +42,7 @@ import {
   DEFAULT_SERVER_KEX_MODES,
   hostNameProblem,
   isIpLiteral,
+  sniHostName,
   type KexMode,
   type ServerOptions,
 } from '../config/options.js';
@@ -217,15 +218,17 @@ function checkClientHello(ch: ClientHello): void {
 }
 
 /**
- * Checks a ClientHello (checkClientHello), then its server_name: `ch`, or `ch` without the server name when it is
- * an IP literal. RFC 6066 §3: HostName "contains the fully qualified DNS hostname of the server ... represented
- * as a byte string using ASCII encoding without a trailing dot", and "Literal IPv4 and IPv6 addresses are not
+ * Checks a ClientHello (checkClientHello), then its server_name: `ch`, with the server name as the application
+ * sees it. RFC 6066 §3: HostName "contains the fully qualified DNS hostname of the server ... represented as a
+ * byte string using ASCII encoding without a trailing dot", and "Literal IPv4 and IPv6 addresses are not
  * permitted". A client's IP literal is ignored, as if it had sent no server_name (no acknowledgement, nothing for
  * the PSK lookup), as rustls' (InvalidSniPolicy's default) and LibreSSL's servers do: some clients put there the
- * address they connected to. Any other name that is not a DNS host name (a trailing dot, a character other than
- * ASCII letters, digits, "-", "_" and ".", an empty label, a label over 63 bytes or over 253 in all: RFC 1035
- * §2.3.4; the client's own rule, hostNameProblem) fails the handshake with illegal_parameter (RFC 8446 §6.2: "A
- * field in the handshake was incorrect"), as rustls and LibreSSL answer; Go's server refuses a trailing dot too.
+ * address they connected to. A trailing dot ("example.com.", sent by clients that pass a fully qualified name on
+ * as it is, as Node's and OpenSSL's do) is dropped, as a client of this library drops it: rustls' and OpenSSL's
+ * servers accept such a name, and the PSK lookup sees one form of each name. Any other name that is not a DNS
+ * host name (a character other than ASCII letters, digits, "-", "_" and ".", an empty label, a label over 63 bytes
+ * or over 253 in all: RFC 1035 §2.3.4; the client's own rule, hostNameProblem) fails the handshake with
+ * illegal_parameter (RFC 8446 §6.2: "A field in the handshake was incorrect"), as rustls and LibreSSL answer.
  * RFC 6066 names no alert for this: its unrecognized_name is for a well-formed name the server does not serve.
  * So what the application sees (PskRequest.serverName, HandshakeInfo.serverName) is always a checked host name.
  */
@@ -233,10 +236,11 @@ function withCheckedServerName(ch: ClientHello): ClientHello {
   checkClientHello(ch);
   const name = ch.serverName;
   if (name === undefined) return ch;
-  if (isIpLiteral(name)) return { ...ch, serverName: undefined };
-  const problem = hostNameProblem(name);
+  const host = sniHostName(name);
+  if (isIpLiteral(host)) return { ...ch, serverName: undefined };
+  const problem = hostNameProblem(host, false, name);
   if (problem) throw new TlsError('ServerNameNotHostName', `the client's server_name "${clip(name, 80)}" ${problem}: not a DNS host name (RFC 6066 §3)`);
-  return ch;
+  return host === name ? ch : { ...ch, serverName: host };
 }
 
 /** What a HelloRetryRequest fixed, for checking the second ClientHello (§4.1.2, §4.1.4). */
