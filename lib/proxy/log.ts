@@ -18,6 +18,12 @@ import { fieldText, jsonText } from '../codec/text.js';
 export type ConnectionEnd =
   /** Both directions finished cleanly (FIN on plain TCP, close_notify on TLS). */
   | 'closed'
+  /**
+   * A client-role service with `connectOnData`: the application closed (FIN) or reset the connection before
+   * sending a byte, so no key was taken and no connection opened (a health check's connect and close). A reset
+   * says so in `error`; after a FIN the proxy ends its side cleanly too.
+   */
+  | 'no-data'
   /** Refused at once: the service was at its connection limit, or the proxy was shutting down. */
   | 'rejected'
   /** The key source could not deliver a key (Key Manager unreachable, key ID unknown, ...). */

@@ -19,6 +19,11 @@
  * a clean one: the plain side is reset (RST) and the TLS side is closed without close_notify, so the
  * application sees an error rather than a silently truncated stream.
  *
+ * Key cost: a client service takes a key (a QKD key: one ETSI 014 enc_keys, and a dec_keys on the remote side)
+ * for every connection it accepts, at once, even one that closes without a byte (a load balancer's health check).
+ * With `connectOnData` it waits for the application's first byte instead (see {@link ServiceConfig.connectOnData}).
+ * A server service spends nothing before a ClientHello names a key: a probe of its port costs no key.
+ *
  * ```ts
  * const proxy = await startProxy({ services: [{ name: 'web', role: 'client', accept: { host: '127.0.0.1',
  *   port: 8080 }, connect: { host: 'proxy-b', port: 8443 }, keys }], logger: createLogger({ json: true }) });
@@ -103,6 +108,20 @@ export interface ServiceConfig {
    * instead of TCP. `origins` limits the pages that may connect; `maxMessageBytes` bounds a message (1 MiB).
    */
   readonly websocket?: { readonly origins?: readonly string[]; readonly maxMessageBytes?: number };
+  /**
+   * Client role only: take the key and connect to the target only once the application has sent its first byte
+   * (default false: both at once, as each connection is accepted). A connection that ends before sending anything,
+   * with a FIN or a reset (a load balancer's or monitor's health check: connect, then close), then costs no key
+   * and no connection to the remote proxy, and is logged with end "no-data"; after its FIN the proxy closes its
+   * side cleanly too. While it waits, the idle timeout applies (ending it with "idle-timeout"), the connection
+   * counts toward `maxConnections`, and drain() waits for it like any open connection (the application may still
+   * send; it is cut at the deadline). The first bytes and all that follow are held, read no further than the
+   * socket's buffer (TCP flow control holds the rest), until the handshake is done, then forwarded in order.
+   *
+   * Not for protocols in which the server speaks first (SMTP, FTP, POP3 and IMAP banners, MySQL's greeting, SSH):
+   * their client waits for the server, and the proxy for the client, until the idle timeout ends the connection.
+   */
+  readonly connectOnData?: boolean;
 }
 
 export interface ProxyOptions {
@@ -167,17 +186,19 @@ export async function startProxy(options: ProxyOptions): Promise<Proxy> {
 
 // --- the engine --------------------------------------------------------------------------------------------
 
-const END_REASONS: readonly ConnectionEnd[] = [
-  'closed',
-  'rejected',
-  'key-unavailable',
-  'connect-failed',
-  'handshake-failed',
-  'idle-timeout',
-  'peer-aborted',
-  'target-aborted',
-  'shutdown',
-];
+/** Every way a connection ends, in the order of {@link ConnectionEnd} (the compiler checks that none is missing). */
+const END_REASONS = Object.keys({
+  closed: 0,
+  'no-data': 0,
+  rejected: 0,
+  'key-unavailable': 0,
+  'connect-failed': 0,
+  'handshake-failed': 0,
+  'idle-timeout': 0,
+  'peer-aborted': 0,
+  'target-aborted': 0,
+  shutdown: 0,
+} satisfies Record<ConnectionEnd, 0>) as ConnectionEnd[];
 
 class ProxyEngine implements Proxy {
   readonly logger: ProxyLogger;
@@ -206,6 +227,12 @@ class ProxyEngine implements Proxy {
       checkTimerMs(`${service} idleTimeoutMs`, s.idleTimeoutMs, 0);
       checkTimerMs(`${service} connectTimeoutMs`, s.connectTimeoutMs, 1);
       checkCount(`${service} maxConnections`, s.maxConnections, 1);
+      if (s.connectOnData !== undefined && typeof s.connectOnData !== 'boolean') {
+        throw new TypeError(`${service} connectOnData must be true or false, got ${typeof s.connectOnData}`);
+      }
+      if (s.connectOnData && s.role !== 'client') {
+        throw new TypeError(`${service} connectOnData is for the client role (a server service takes no key before a ClientHello names one)`);
+      }
     }
     const logger = options.logger ?? silentLogger;
     this.onCallbackError = options.onCallbackError;
@@ -447,6 +474,8 @@ class ProxiedConnection {
   private keyFailure: string | null = null;
   /** Client role: the keys taken for this connection, until handed back to the key source. */
   private keysInUse: readonly Psk[] | null = null;
+  /** Client role with `connectOnData`: no byte from the application yet, so no key taken and nothing opened. */
+  private waitingForData = false;
   private done = false;
 
   constructor(
@@ -466,8 +495,55 @@ class ProxiedConnection {
   // --- client role: plain TCP in, TLS out ---
 
   startClient(): void {
+    this.accepted.on('error', (e) => {
+      if (this.waitingForData) this.endBeforeData(`the application reset the connection before sending any data (${e.message})`);
+      else this.fail('peer-aborted', `accepted connection: ${e.message}`);
+    });
+    if (this.config.connectOnData) this.awaitFirstData();
+    else this.takeKeyAndConnect();
+  }
+
+  /**
+   * `connectOnData`: reads until the application's first bytes (then takes the key and connects) or its end (then
+   * ends without a key). The first chunk goes back to the front of the socket's buffer, and the socket is paused:
+   * what follows waits there up to its high-water mark, then in TCP's window, until the pipe resumes it.
+   */
+  private awaitFirstData(): void {
     const accepted = this.accepted;
-    accepted.on('error', (e) => this.fail('peer-aborted', `accepted connection: ${e.message}`));
+    this.waitingForData = true;
+    const idleMs = this.config.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
+    if (idleMs > 0) {
+      this.idleTimer = setTimeout(() => this.fail('idle-timeout', `no data from the application for ${idleMs} ms (no key was taken)`), idleMs);
+    }
+    const onData = (chunk: Buffer): void => {
+      accepted.off('end', onEnd);
+      this.waitingForData = false;
+      clearTimeout(this.idleTimer);
+      accepted.pause();
+      accepted.unshift(chunk);
+      this.takeKeyAndConnect();
+    };
+    const onEnd = (): void => {
+      accepted.off('data', onData);
+      this.endBeforeData();
+    };
+    accepted.once('data', onData);
+    accepted.once('end', onEnd);
+    accepted.resume();
+  }
+
+  /** `connectOnData`: the application ended (FIN: `error` unset) or reset the connection before its first byte. */
+  private endBeforeData(error?: string): void {
+    if (this.outcome || this.done) return;
+    this.waitingForData = false;
+    this.outcome = { end: 'no-data', ...(error !== undefined ? { error } : {}) };
+    clearTimeout(this.idleTimer);
+    // Its FIN is answered with ours (a reset socket is destroyed already); the socket closes once both have ended.
+    this.accepted.end();
+  }
+
+  /** Takes this connection's key (a QKD key: enc_keys), connects to the remote proxy and starts the handshake. */
+  private takeKeyAndConnect(): void {
     this.busy++;
     Promise.resolve()
       .then(() => this.config.keys.clientPsks())
