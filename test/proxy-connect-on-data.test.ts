@@ -8,19 +8,28 @@
  * simulator's request log.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { parseKeySource } from '../bin/cli/key-source.js';
 import type { Proxy, ProxyKeySource } from '../lib/proxy/proxy.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import { runQkdTls } from './helpers/peers.js';
 import {
   backend,
+  collector,
   echo,
   exchange,
   hashBack,
+  KEY_HEX,
   onEndOrError,
+  oneService,
   proxyPair,
   PSK,
+  servicePorts,
+  spawnProxy,
   waitUntil,
 } from './proxy-helpers.js';
 
@@ -284,6 +293,61 @@ t.test('Key Manager: probes of both proxies make no enc_keys or dec_keys request
   const r = await exchange(pair.port, 50_000, { keep: true });
   t.equal(r.data!.toString(), `50000 ${r.sentHash}`, 'a real connection carries its bytes');
   t.same(requests.sort(), ['dec_keys', 'enc_keys'], 'with one key: enc_keys on the client side, dec_keys on the server side');
+});
+
+t.test('CLI: --connect-on-data and the config file field; refused for a server service; in the help', async (t) => {
+  const b = await backend(t, echo);
+  const { keys, counts } = countingKeys();
+  const serverLog = collector();
+  const server = await oneService(t, { name: 'srv', role: 'server', accept: { host: LOCAL, port: 0 }, connect: { host: LOCAL, port: b.port }, keys }, serverLog.logger);
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // A global default: the client service takes it, the server service (of the same file) ignores it.
+  const file = join(dir, 'p.conf');
+  writeFileSync(
+    file,
+    [
+      'json = yes',
+      `psk = ${KEY_HEX}`,
+      'identity = k1',
+      'connect-on-data = yes',
+      '[in]',
+      'role = client',
+      `accept = ${LOCAL}:0`,
+      `connect = ${LOCAL}:${server.services[0].address.port}`,
+      '[back]',
+      'role = server',
+      `accept = ${LOCAL}:0`,
+      `connect = ${LOCAL}:${b.port}`,
+    ].join('\n'),
+  );
+  const p = await spawnProxy(t, ['--config', file]);
+  const ports = await servicePorts(p, ['in', 'back']);
+  t.equal(await probe(ports.in, 'fin'), 'end');
+  const line = await p.waitFor((o) => o.event === 'connection' && o.service === 'in');
+  t.equal(line.end, 'no-data', 'the config field: a probe is logged "no-data"');
+  const r = await exchange(ports.in, 10_000);
+  t.equal(r.receivedHash, r.sentHash, 'and data goes through');
+  t.same(counts, { client: 0, server: 1 }, 'the server proxy looked up one key: for the connection with data');
+
+  const flag = await spawnProxy(t, ['--role', 'client', '--accept', `${LOCAL}:0`, '--connect', `${LOCAL}:${server.services[0].address.port}`, '--psk', KEY_HEX, '--identity', 'k1', '--json', '--connect-on-data']);
+  const { client: port } = await servicePorts(flag, ['client']);
+  t.equal(await probe(port, 'fin'), 'end');
+  t.equal((await flag.waitFor((o) => o.event === 'connection')).end, 'no-data', 'the flag: a probe is logged "no-data"');
+  t.equal(server.stats().accepted, 1, 'the server proxy saw only the connection with data');
+
+  const refused = await runQkdTls(['proxy', '--role', 'server', '--accept', `${LOCAL}:0`, '--connect', `${LOCAL}:9`, '--psk', KEY_HEX, '--identity', 'k1', '--connect-on-data'], { ms: 20_000 });
+  t.equal(refused.code, 2);
+  t.equal(refused.stderr, 'qkd-tls proxy: --connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n');
+  writeFileSync(file, ['[back]', 'role = server', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, `psk = ${KEY_HEX}`, 'identity = k1', 'connect-on-data = yes'].join('\n'));
+  const inFile = await runQkdTls(['proxy', '--config', file], { ms: 20_000 });
+  t.equal(inFile.code, 2);
+  t.equal(inFile.stderr, `qkd-tls proxy: ${file}:7: [back] connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n`);
+
+  const help = await runQkdTls(['proxy', '--help'], { ms: 20_000 });
+  t.match(help.stdout, /--connect-on-data +\(client role\) take the key and connect only once/);
+  t.match(help.stdout, /speaks first \(SMTP, FTP, POP3, IMAP, MySQL, SSH\)/, 'it warns of server-speaks-first protocols');
+  t.match(help.stdout, /\n {2}no-data +\(--connect-on-data\)/, 'it lists the "no-data" end');
 });
 
 t.test('startProxy checks connectOnData', async (t) => {

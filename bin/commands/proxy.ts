@@ -48,6 +48,12 @@ Service:
                           have not sent their upgrade request yet count too
   --idle-timeout T        cut a connection after T without a byte in either direction (default 5m; 0: never)
   --connect-timeout T     give up connecting to --connect after T (default 10s)
+  --connect-on-data       (client role) take the key and connect only once the application has sent its first
+                          byte: a connection closed or reset before that (a load balancer's or monitor's health
+                          check) costs no key and is logged "no-data". Without it every accepted connection
+                          takes a key at once (with --kme, a QKD key at each end). Not for protocols in which
+                          the server speaks first (SMTP, FTP, POP3, IMAP, MySQL, SSH): their clients wait for a
+                          greeting that never comes, until --idle-timeout ends the connection
   --websocket             (server role) accept TLS over WebSocket instead of TCP: a web page running
                           qkd-tls/websocket reaches the backend through this proxy
     --origin URL          only pages from this origin may connect (repeatable; default any)
@@ -63,6 +69,7 @@ What it logs (stderr): one line when each service starts listening, and exactly 
 when it ends, with the peer, the service, the PSK identity and key ID (never the key), the bytes each way
 (up: towards --connect, down: back), the duration and how it ended ("end"):
   closed            both directions finished normally (half-closes are passed through)
+  no-data           (--connect-on-data) closed or reset before sending a byte: no key taken, nothing opened
   rejected          over --max-connections, or shutting down
   key-unavailable   no key: the Key Manager is down, or does not know the key ID
   connect-failed    --connect did not answer (remote proxy or backend down)
@@ -99,6 +106,7 @@ const SERVICE_OPTION_SPEC = {
   'max-connections': { type: 'string' },
   'idle-timeout': { type: 'string' },
   'connect-timeout': { type: 'string' },
+  'connect-on-data': { type: 'boolean' },
   websocket: { type: 'boolean' },
   origin: { type: 'string', multiple: true },
   ...KEY_SOURCE_OPTION_SPEC,
@@ -225,6 +233,11 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   const maxConnections = integer('max-connections', values['max-connections'], 1, 1_000_000);
   const idleTimeoutMs = values['idle-timeout'] === undefined ? undefined : duration('idle-timeout', values['idle-timeout'], 'never');
   const connectTimeoutMs = values['connect-timeout'] === undefined ? undefined : duration('connect-timeout', values['connect-timeout']);
+  // A global default of the config file serves the client services; set for a server service itself, it is a mistake.
+  if (values['connect-on-data'] === true && role !== 'client' && (own?.('connect-on-data') ?? true)) {
+    throw new FieldError('connect-on-data', 'for the client role (a server proxy takes no key before a ClientHello names one)');
+  }
+  const connectOnData = role === 'client' && values['connect-on-data'] === true ? true : undefined;
   if (values.websocket && role !== 'server') throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
   if (values.origin !== undefined && !values.websocket) throw new FieldError('origin', 'goes with websocket');
   const origins = parseOrigins(values.origin as string[] | undefined);
@@ -236,7 +249,7 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
     else if (e.type === 'expired') logger.event('keys-expired', { service: name, keyIds: e.keyIds.join(',') });
   };
   const keys = parseKeySource(values, { onKmeEvent, role });
-  return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs, websocket }, keys };
+  return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs, websocket, connectOnData }, keys };
 }
 
 /** A problem with one option, which a config file reports at that field's line. */
