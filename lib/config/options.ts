@@ -284,6 +284,19 @@ export function checkTransportOptions(options: { readonly handshakeTimeout?: num
   checkCount('recordsInFlight', options.recordsInFlight, 1);
 }
 
+/**
+ * Checks the `crypto` option, else a TypeError saying what to pass. A connection has no cryptography of its own
+ * (primitives and randomness are injected); without this check a missing provider surfaced as "Cannot read
+ * properties of undefined (reading 'group')" (found in a walkthrough of the library in Deno and Workers, whose
+ * snippets pass `crypto: nobleProvider`).
+ */
+export function checkCryptoOption(who: string, crypto: unknown): void {
+  const c = crypto as Partial<Record<keyof CryptoProvider, unknown>> | null | undefined;
+  if (typeof c === 'object' && c !== null && (['hash', 'hmac', 'hkdfExtract', 'hkdfExpand', 'aead', 'group', 'random'] as const).every((m) => typeof c[m] === 'function')) return;
+  const got = crypto === undefined ? 'none' : crypto === null ? 'null' : typeof crypto === 'object' ? 'an object that is not one' : typeof crypto;
+  throw new TypeError(`${who}: the crypto option is required: a CryptoProvider, such as nobleProvider (from 'qkd-tls', any runtime) or nodeProvider (from 'qkd-tls/node'); got ${got}`);
+}
+
 export const DEFAULT_CLIENT_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke'];
 export const DEFAULT_SERVER_KEX_MODES: readonly KexMode[] = ['psk_dhe_ke', 'psk_ke'];
 export { DEFAULT_SUITES };

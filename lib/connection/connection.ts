@@ -32,7 +32,7 @@ import { startClient } from '../handshake/client.js';
 import type { ApplicationSecrets, HandshakeIO, HandshakeState, KeyLogLabel } from '../handshake/io.js';
 import { isAwaitingPsks, startServer } from '../handshake/server.js';
 import { isAwaitingKeyAgreement, type KeyAgreementRequest, type KeyAgreementResult } from '../handshake/key-agreement.js';
-import type { ClientOptions, ServerOptions } from '../config/options.js';
+import { checkCryptoOption, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
 import { LentDirection, type ReadOffload, type WriteOffload } from './offload.js';
 
@@ -126,6 +126,7 @@ export class Connection {
   private info: HandshakeInfo | null = null;
 
   private constructor(isClient: boolean, options: ClientOptions | ServerOptions) {
+    checkCryptoOption(isClient ? 'client' : 'server', options?.crypto);
     this.isClient = isClient;
     this.plaintextVersion = isClient ? 0x0301 : 0x0303;
     this.crypto = options.crypto;

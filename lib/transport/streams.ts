@@ -12,7 +12,7 @@
  * ```
  */
 import { Connection } from '../connection/connection.js';
-import { checkTransportOptions, type ClientOptions, type ServerOptions } from '../config/options.js';
+import { checkCryptoOption, checkTransportOptions, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { CryptoProvider } from '../crypto/provider.js';
@@ -98,6 +98,7 @@ export interface StreamServerOptions extends ServerOptions, StreamTransportOptio
 export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientOptions & StreamTransportOptions): TlsStreams {
   const { handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   checkTransportOptions(options);
+  checkCryptoOption('tlsClientOverStreams', options.crypto);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.client({ ...rest, crypto }), undefined, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
@@ -107,6 +108,7 @@ export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamS
   const { lookupPsks, handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
   checkTransportOptions(options);
+  checkCryptoOption('tlsServerOverStreams', options.crypto);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.server({ ...rest, crypto }), lookupPsks, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }

@@ -19,7 +19,7 @@
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
 import { clip } from '../codec/text.js';
-import { checkCount, checkTimerMs, checkTransportOptions, type ClientOptions } from '../config/options.js';
+import { checkCount, checkCryptoOption, checkTimerMs, checkTransportOptions, type ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type StreamTransportOptions, type TlsStreams, tlsClientOverStreams } from './streams.js';
 
 /** Options of the WebSocket itself; a number out of its range is a RangeError. */
@@ -56,6 +56,7 @@ export async function tlsClientOverWebSocket(
   transport: WebSocketTransportOptions = {},
 ): Promise<TlsStreams & { readonly webSocket: WebSocketByteStreams }> {
   checkTransportOptions(options);
+  checkCryptoOption('tlsClientOverWebSocket', options.crypto); // before a WebSocket is opened for nothing
   const ws = await connectWebSocket(url, transport);
   try {
     return { ...tlsClientOverStreams(ws, options), webSocket: ws };

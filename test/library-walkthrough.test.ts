@@ -1,0 +1,53 @@
+/**
+ * What a new user of the library in Deno, Bun, a Worker or a page runs into, found by writing the programs the
+ * README leads to (a walkthrough of qkd-tls as a library in those runtimes). Each test is a mistake or a path such a
+ * user takes, and checks that the library says what to do instead of failing somewhere inside.
+ */
+import t from 'tap';
+import { Connection } from '../lib/connection/connection.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+import { tlsClientOverWebSocket } from '../lib/transport/websocket.js';
+import { makePsk } from './helpers/pair.js';
+
+const psk = makePsk('walkthrough');
+
+/** A stream pair that never answers. */
+function silentStreams(): { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> } {
+  return { readable: new ReadableStream<Uint8Array>(), writable: new WritableStream<Uint8Array>() };
+}
+
+t.test('no crypto option: a TypeError naming the option and a provider to pass (it was "Cannot read properties of undefined")', async (t) => {
+  const required = /the crypto option is required: a CryptoProvider, such as nobleProvider \(from 'qkd-tls', any runtime\)/;
+  // Plain JavaScript (Deno, a Worker, a page) has no compiler to say that `crypto` is missing.
+  const none = { psks: [psk] } as unknown as Parameters<typeof Connection.client>[0];
+  t.throws(() => Connection.client(none), { name: 'TypeError', message: /^client: / }, 'Connection.client');
+  t.throws(() => Connection.client(none), { message: required });
+  t.throws(() => Connection.server(none), { name: 'TypeError', message: /^server: the crypto option is required/ }, 'Connection.server');
+  t.throws(() => Connection.client({ ...none, crypto: {} } as never), { message: /required: .* got an object that is not one$/ }, 'an object that is no provider');
+  t.throws(() => tlsClientOverStreams(silentStreams(), none), { name: 'TypeError', message: /^tlsClientOverStreams: the crypto option is required/ }, 'tlsClientOverStreams');
+  t.throws(() => tlsServerOverStreams(silentStreams(), none), { name: 'TypeError', message: /^tlsServerOverStreams: the crypto option is required/ }, 'tlsServerOverStreams');
+
+  // tlsClientOverWebSocket says so before it opens a WebSocket.
+  const opened: string[] = [];
+  const original = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+  Object.defineProperty(globalThis, 'WebSocket', {
+    configurable: true,
+    writable: true,
+    value: class {
+      constructor(url: string) {
+        opened.push(url);
+        throw new Error('no WebSocket in this test');
+      }
+    },
+  });
+  try {
+    await t.rejects(tlsClientOverWebSocket('ws://127.0.0.1:9/', none, { preferWebSocketStream: false }), { name: 'TypeError', message: /^tlsClientOverWebSocket: the crypto option is required/ }, 'tlsClientOverWebSocket');
+  } finally {
+    if (original) Object.defineProperty(globalThis, 'WebSocket', original);
+    else delete (globalThis as { WebSocket?: unknown }).WebSocket;
+  }
+  t.same(opened, [], 'no WebSocket was opened');
+  // A provider is taken as before.
+  Connection.client({ crypto: nobleProvider, psks: [psk] }).destroy();
+});
