@@ -3,6 +3,7 @@
  * README leads to (a walkthrough of qkd-tls as a library in those runtimes). Each test is a mistake or a path such a
  * user takes, and checks that the library says what to do instead of failing somewhere inside.
  */
+import { Socket } from 'node:net';
 import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
@@ -50,4 +51,27 @@ t.test('no crypto option: a TypeError naming the option and a provider to pass (
   t.same(opened, [], 'no WebSocket was opened');
   // A provider is taken as before.
   Connection.client({ crypto: nobleProvider, psks: [psk] }).destroy();
+});
+
+t.test('a transport that is no byte-stream pair: a TypeError saying what is one (it was "reading \'getWriter\'" of undefined)', async (t) => {
+  const pairRule = /the transport must be a byte-stream pair \{ readable: ReadableStream, writable: WritableStream \}, such as a Deno\.Conn, .*in Bun use qkd-tls\/node\); got /;
+  // What a user passes by mistake: a socket of another kind (a Bun socket is an object with neither stream; so is a
+  // node:net Socket, never connected here), the result of a connect() not awaited, nothing.
+  const notPairs: [string, unknown, RegExp][] = [
+    ['a node:net Socket', new Socket(), /got a Socket without both$/],
+    ['a plain object', { write() {}, end() {} }, /got an object without both$/],
+    ['a promise of a pair', Promise.resolve(silentStreams()), /got a Promise without both$/],
+    ['undefined', undefined, /got nothing$/],
+  ];
+  for (const [what, transport, got] of notPairs) {
+    for (const [name, open] of [
+      ['tlsClientOverStreams', () => tlsClientOverStreams(transport as never, { crypto: nobleProvider, psks: [psk] })],
+      ['tlsServerOverStreams', () => tlsServerOverStreams(transport as never, { crypto: nobleProvider, psks: [psk] })],
+    ] as const) {
+      t.throws(open, { name: 'TypeError', message: new RegExp(`^${name}: ${pairRule.source}`) }, `${name}, ${what}`);
+      t.throws(open, { message: got }, `${name}, ${what}: says what it got`);
+    }
+  }
+  // A pair is taken as before.
+  tlsClientOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], handshakeTimeout: 0 }).connection.destroy();
 });

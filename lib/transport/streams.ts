@@ -99,6 +99,7 @@ export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientO
   const { handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   checkTransportOptions(options);
   checkCryptoOption('tlsClientOverStreams', options.crypto);
+  checkByteStreamPair('tlsClientOverStreams', transport);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.client({ ...rest, crypto }), undefined, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
@@ -109,8 +110,25 @@ export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamS
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
   checkTransportOptions(options);
   checkCryptoOption('tlsServerOverStreams', options.crypto);
+  checkByteStreamPair('tlsServerOverStreams', transport);
   const crypto = keyShareProvider(rest.crypto, webCryptoKeyShares, nativeByDefault(rest.crypto));
   return run(transport, Connection.server({ ...rest, crypto }), lookupPsks, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
+}
+
+/**
+ * Checks that `transport` is a byte-stream pair, else a TypeError saying what is one. Without it, a socket of
+ * another kind (Bun.connect's, a node:net Socket) failed with "Cannot read properties of undefined (reading
+ * 'getWriter')" (found in a library walkthrough in Bun).
+ */
+function checkByteStreamPair(who: string, transport: unknown): void {
+  const pair = transport as { readable?: { getReader?: unknown }; writable?: { getWriter?: unknown } } | null | undefined;
+  if (typeof pair?.readable?.getReader === 'function' && typeof pair?.writable?.getWriter === 'function') return;
+  const kind = typeof transport === 'object' && transport !== null ? transport.constructor?.name : undefined;
+  const got = typeof transport !== 'object' || transport === null ? String(transport === undefined ? 'nothing' : typeof transport) : `${kind && kind !== 'Object' ? `a ${kind}` : 'an object'} without both`;
+  throw new TypeError(
+    `${who}: the transport must be a byte-stream pair { readable: ReadableStream, writable: WritableStream }, such as a Deno.Conn, ` +
+      `a Worker's connect() socket or Node's Duplex.toWeb(socket) (a Bun or node:net socket is not one: in Bun use qkd-tls/node); got ${got}`,
+  );
 }
 
 function run(
