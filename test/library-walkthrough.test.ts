@@ -7,8 +7,14 @@ import { Socket } from 'node:net';
 import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
+import { decodeKeyIdIdentity } from '../lib/psk/key-id.js';
+import { serverPskResolver, takePsks } from '../lib/psk/source.js';
+import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
+import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter } from '../lib/qkd/index.js';
+import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { tlsClientOverWebSocket } from '../lib/transport/websocket.js';
+import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 import { makePsk } from './helpers/pair.js';
 
 const psk = makePsk('walkthrough');
@@ -74,4 +80,39 @@ t.test('a transport that is no byte-stream pair: a TypeError saying what is one 
   }
   // A pair is taken as before.
   tlsClientOverStreams(silentStreams(), { crypto: nobleProvider, psks: [psk], handshakeTimeout: 0 }).connection.destroy();
+});
+
+t.test('the ETSI 014 key sources of qkd-tls/qkd run on the fetch client (Deno, Bun), over the streams transport', async (t) => {
+  // This file compiling is the first check: the sources' `client` was typed as the Node Etsi014Client, which the
+  // Etsi014FetchClient is not ("Property 'agent' is missing"), so a TypeScript user in Deno or Bun needed a cast.
+  const kme = await startKmeSimulator({ insecureHttp: true, initialKeyCount: 10, rateBitsPerSecond: 0 });
+  t.teardown(() => kme.close());
+  const clientSource = new Etsi014ClientSource({
+    client: new Etsi014FetchClient({ baseUrl: kme.master.url, saeId: kme.master.saeId }),
+    ownsClient: true,
+    peerSaeId: kme.master.peerSaeId,
+    saeId: kme.master.saeId,
+    poolSize: 0,
+  });
+  const serverSource = new Etsi014ServerSource({ client: new Etsi014FetchClient({ baseUrl: kme.slave.url, saeId: kme.slave.saeId }), ownsClient: true, peerSaeIds: [kme.slave.peerSaeId] });
+  const release = releaseAfter(30_000);
+  t.teardown(() => {
+    release.releaseAll();
+    clientSource.close();
+    serverSource.close();
+  });
+
+  const offer = await takePsks(nobleProvider, clientSource);
+  const [clientEnd, serverEnd] = memoryPipe();
+  const server = tlsServerOverStreams(serverEnd, { crypto: nobleProvider, lookupPsks: serverPskResolver(nobleProvider, serverSource, { onLease: release }) });
+  const client = tlsClientOverStreams(clientEnd, { crypto: nobleProvider, psks: offer.psks });
+  const [serverInfo, clientInfo] = await Promise.all([server.handshake, client.handshake]);
+  offer.release();
+  t.equal(decodeKeyIdIdentity(clientInfo.identityBytes)?.keyId, offer.keys[0].label, 'the client offered the QKD key it took (its ID in the identity)');
+  t.equal(serverInfo.identity, clientInfo.identity, 'the server took the same key by its ID');
+  void server.readable.pipeTo(server.writable);
+  const writer = client.writable.getWriter();
+  await writer.write(new TextEncoder().encode('over QKD keys'));
+  await writer.close();
+  t.equal(new TextDecoder().decode(await readAllBytes(client.readable)), 'over QKD keys', 'the echo');
 });

@@ -14,14 +14,18 @@
  * Both hand out keys that the caller owns and must wipe after the handshake (see lib/psk/source.ts:
  * `takePsks`, `serverPskResolver`, `PskLease.release`; {@link releaseAfter} does it on a timer).
  *
- * Node-only (timers; the ETSI client uses node:http/https).
+ * Either ETSI client serves: the Node one (`Etsi014Client`, node:http/https with the SAE's client certificate) or
+ * the fetch one (`Etsi014FetchClient`: Deno, Bun, Workers, pages). This file itself imports no Node built-in (it
+ * keeps its timers unref'd where the runtime has unref); `qkd-tls/qkd`, which exports it, also holds the Node
+ * client and the key files.
  */
 import { wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
-import { Etsi014Error, type Etsi014Client } from './etsi014-client.js';
+import { Etsi014Error } from './etsi014-api.js';
+import type { Etsi014ClientBase } from './etsi014-calls.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
@@ -63,9 +67,16 @@ export type RefusalReason =
   /** The client offered more key IDs than the server looks up for one handshake. */
   | 'too-many';
 
+/**
+ * What a source needs of an ETSI GS QKD 014 client: `Etsi014Client` (Node) and `Etsi014FetchClient` (fetch) both
+ * are one. Typed as the Node client alone, the fetch client of Deno, Bun and Workers was refused by the compiler
+ * ("Property 'agent' is missing"), though it works (found in a library walkthrough in Deno).
+ */
+export type Etsi014KeyClient = Pick<Etsi014ClientBase, 'location' | 'encKeys' | 'decKeys' | 'close'>;
+
 export interface Etsi014ClientSourceOptions {
-  /** The master SAE's ETSI 014 client, talking to its own KME. */
-  readonly client: Etsi014Client;
+  /** The master SAE's ETSI 014 client, talking to its own KME (`Etsi014Client` or `Etsi014FetchClient`). */
+  readonly client: Etsi014KeyClient;
   /** Close `client` when this source is closed (default false). */
   readonly ownsClient?: boolean;
   /** The slave SAE: the TLS server's SAE ID. */
@@ -367,8 +378,8 @@ export class Etsi014ClientSource implements ClientKeySource {
 }
 
 export interface Etsi014ServerSourceOptions {
-  /** The slave SAE's ETSI 014 client, talking to its own KME. */
-  readonly client: Etsi014Client;
+  /** The slave SAE's ETSI 014 client, talking to its own KME (`Etsi014Client` or `Etsi014FetchClient`). */
+  readonly client: Etsi014KeyClient;
   /** Close `client` when this source is closed (default false). */
   readonly ownsClient?: boolean;
   /**

@@ -10,6 +10,7 @@ export {
   Etsi014ServerSource,
   releaseAfter,
   type Etsi014ClientSourceOptions,
+  type Etsi014KeyClient,
   type Etsi014ServerSourceOptions,
   type Etsi014SourceEvent,
   type RefusalReason,
