@@ -116,3 +116,20 @@ t.test('the ETSI 014 key sources of qkd-tls/qkd run on the fetch client (Deno, B
   await writer.close();
   t.equal(new TextDecoder().decode(await readAllBytes(client.readable)), 'over QKD keys', 'the echo');
 });
+
+t.test("tlsServerOverStreams given `psks: async ...` (as qkd-tls/node's createServer takes it): the failure names lookupPsks", async (t) => {
+  const [clientEnd, serverEnd] = memoryPipe();
+  const asyncLookup = (async () => [psk]) as unknown as () => (typeof psk)[];
+  const server = tlsServerOverStreams(serverEnd, { crypto: nobleProvider, psks: asyncLookup });
+  const client = tlsClientOverStreams(clientEnd, { crypto: nobleProvider, psks: [psk] });
+  await t.rejects(server.handshake, { reason: 'PskLookupThrew', alert: 'internal_error', message: /answered a promise .*an asynchronous one goes to the lookupPsks option of tlsServerOverStreams/ }, 'the server says where an asynchronous lookup goes');
+  await t.rejects(client.handshake, { name: 'TlsError', alert: 'internal_error', remote: true }, 'the client received the alert');
+  // The same lookup as lookupPsks completes.
+  const [c2, s2] = memoryPipe();
+  const server2 = tlsServerOverStreams(s2, { crypto: nobleProvider, lookupPsks: async () => [psk] });
+  const client2 = tlsClientOverStreams(c2, { crypto: nobleProvider, psks: [psk] });
+  t.match(await client2.handshake, { kex: 'psk_dhe_ke' }, 'with lookupPsks the handshake completes');
+  await server2.handshake;
+  client2.connection.destroy();
+  server2.connection.destroy();
+});
