@@ -3,7 +3,7 @@
  * README leads to (a walkthrough of qkd-tls as a library in those runtimes). Each test is a mistake or a path such a
  * user takes, and checks that the library says what to do instead of failing somewhere inside.
  */
-import { Socket } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
@@ -132,4 +132,25 @@ t.test("tlsServerOverStreams given `psks: async ...` (as qkd-tls/node's createSe
   await server2.handshake;
   client2.connection.destroy();
   server2.connection.destroy();
+});
+
+t.test('Etsi014FetchClient: a fetch that fails says why, not only "fetch failed" (Node and Deno put the reason in its cause)', async (t) => {
+  // Deno's shape, as it came in the walkthrough (HTTPS to the simulator without its CA).
+  const denoLike = new Etsi014FetchClient({
+    baseUrl: 'https://127.0.0.1:9',
+    retries: 0,
+    fetch: () => Promise.reject(new TypeError('fetch failed', { cause: new Error('error sending request for url (https://127.0.0.1:9/): client error (Connect): invalid peer certificate: UnknownIssuer') })),
+  });
+  await t.rejects(denoLike.encKeys('peer'), { reason: 'connection', message: /^cannot reach the KME at https:\/\/127\.0\.0\.1:9 for enc_keys \(1 attempt\(s\)\): fetch failed: error sending request .*invalid peer certificate: UnknownIssuer$/ }, "Deno's: the certificate problem is said");
+  // A cause that only has a code, down a chain, and a repeated message said once.
+  const coded = Object.assign(new Error(''), { code: 'ECONNRESET' });
+  const chained = new Etsi014FetchClient({ baseUrl: 'http://127.0.0.1:9', saeId: 'x', retries: 0, fetch: () => Promise.reject(new TypeError('fetch failed', { cause: new Error('fetch failed', { cause: coded }) })) });
+  await t.rejects(chained.encKeys('peer'), { message: /\(1 attempt\(s\)\): fetch failed: ECONNRESET$/ }, 'a code where there is no message; no message twice');
+  // Node's own fetch, to a port where nothing listens.
+  const probe = createTcpServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const port = (probe.address() as AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const refused = new Etsi014FetchClient({ baseUrl: `http://127.0.0.1:${port}`, saeId: 'x', retries: 0 });
+  await t.rejects(refused.encKeys('peer'), { reason: 'connection', message: /fetch failed: .*ECONNREFUSED/ }, "Node's fetch: the refused connection is said");
 });

@@ -17,6 +17,7 @@
  * Runtime-neutral: no `node:` imports.
  */
 import { thrownMessage } from '../callbacks.js';
+import { clip } from '../codec/text.js';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
 import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
@@ -70,8 +71,26 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
    * `fetch` may reject with anything, not only an Error (lib/callbacks.ts).
    */
   protected transportFailure(op: Etsi014Operation, e: unknown, attempts: number): Etsi014Error {
-    return new Etsi014Error('connection', `cannot reach the KME at ${this.baseUrl.origin} for ${op} (${attempts} attempt(s)): ${thrownMessage(e)}`, op, undefined, undefined, attempts, { cause: e });
+    return new Etsi014Error('connection', `cannot reach the KME at ${this.baseUrl.origin} for ${op} (${attempts} attempt(s)): ${failureText(e)}`, op, undefined, undefined, attempts, { cause: e });
   }
+}
+
+/**
+ * What a failed fetch says, with its causes: Node's and Deno's fetch reject with "fetch failed" alone and put what
+ * happened in `cause` ("invalid peer certificate: UnknownIssuer", "connect ECONNREFUSED ..."), so the message said
+ * nothing a user could act on (found in a library walkthrough in Deno, with the simulator's private CA). The
+ * distinct messages (or codes) down the cause chain, at most four, joined with ': '.
+ */
+function failureText(e: unknown): string {
+  const parts = [thrownMessage(e)];
+  let cause = e instanceof Error ? e.cause : undefined;
+  for (let depth = 0; cause !== undefined && cause !== null && depth < 3; depth++) {
+    const code = (cause as { code?: unknown }).code;
+    const text = cause instanceof Error ? cause.message || (typeof code === 'string' ? code : '') : thrownMessage(cause);
+    if (text && !parts.some((p) => p.includes(text))) parts.push(clip(text, 500));
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return parts.join(': ');
 }
 
 /**
