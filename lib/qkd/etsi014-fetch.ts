@@ -7,7 +7,9 @@
  * Who may call: a KME identifies the calling SAE by its TLS client certificate (clause 4). `fetch` has no
  * portable way to present one, so mutual TLS is left to the runtime: a browser uses the certificate the
  * user has installed, Deno takes `fetchInit: { client: Deno.createHttpClient({ cert, key }) }`, Bun
- * `fetchInit: { tls: { cert, key } }`, a Worker an mTLS binding (pass its `fetch` as `fetch`). Plain HTTP is
+ * `fetchInit: { tls: { cert, key } }`, a Worker an mTLS binding (pass its `fetch` as `fetch`). A KME whose
+ * certificate is from a CA of its own (`qkd-tls kme` makes one) needs that CA too: `caCerts: [ca]` beside Deno's
+ * `cert`, `ca` beside Bun's (both checked against the simulator). Plain HTTP is
  * accepted to a loopback KME only (the simulator's test mode), where `saeId` travels in the X-SAE-ID header.
  * A page calling a KME on another origin needs that KME to allow it (CORS); the simulator does on loopback.
  *
