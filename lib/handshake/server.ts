@@ -155,8 +155,8 @@ function lookUp(resolver: PskResolver, request: PskRequest): readonly (Psk | und
   if (!Array.isArray(found)) {
     // (A promise's rejection would be unhandled: this handshake has failed already, with the reason below.)
     if (isThenable(found)) found.then(undefined, () => {});
-    // (Naming where an asynchronous lookup goes: a user of the streams transport who wrote `psks: async ...` as the
-    // Node transport takes it was not told of lookupPsks; found in a library walkthrough in Deno.)
+    // (Naming where an asynchronous lookup goes: a user of the streams transport who gave `psks` a function returning
+    // a promise, as the Node transport takes it, was not told of lookupPsks; found in a library walkthrough in Deno.)
     const promise =
       'a promise (a synchronous lookup must answer a list; an asynchronous one goes to the lookupPsks option of ' +
       "tlsServerOverStreams, to the psks option of qkd-tls/node's createServer, or to Connection.providePsks after the psk-request event)";
