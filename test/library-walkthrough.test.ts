@@ -154,3 +154,19 @@ t.test('Etsi014FetchClient: a fetch that fails says why, not only "fetch failed"
   const refused = new Etsi014FetchClient({ baseUrl: `http://127.0.0.1:${port}`, saeId: 'x', retries: 0 });
   await t.rejects(refused.encKeys('peer'), { reason: 'connection', message: /fetch failed: .*ECONNREFUSED/ }, "Node's fetch: the refused connection is said");
 });
+
+t.test('a transport that cannot connect: the handshake fails with what its write said, not with the read that followed', async (t) => {
+  // A Worker's connect() socket to a port where nothing listens, as workerd does it: the write rejects with the
+  // reason, then the read with "Stream was cancelled." (which the handshake reported).
+  let failRead!: (e: Error) => void;
+  const readable = new ReadableStream<Uint8Array>({ start: (c) => void (failRead = (e) => c.error(e)) });
+  const writable = new WritableStream<Uint8Array>({
+    write() {
+      setTimeout(() => failRead(new TypeError('Stream was cancelled.')), 0);
+      return Promise.reject(new Error('proxy request failed, cannot connect to the specified address'));
+    },
+  });
+  const tls = tlsClientOverStreams({ readable, writable }, { crypto: nobleProvider, psks: [psk] });
+  await t.rejects(tls.handshake, { message: 'proxy request failed, cannot connect to the specified address' }, 'the reason');
+  await t.rejects(tls.readable.getReader().read(), { message: 'proxy request failed, cannot connect to the specified address' }, 'the plaintext readable says the same');
+});

@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { missingPrograms, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, testPeer, withTimeout, WRONG_PSK_HEX } from './helpers/peers.js';
+import { freePort, missingPrograms, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, testPeer, withTimeout, WRONG_PSK_HEX } from './helpers/peers.js';
 import { checkClientResult, KEX_MODES, nodeEchoServer, opensslRevServer, PAYLOAD_BYTES, ROOT, type RuntimeResult, serveWorkerd, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const workerd = testPeer(t, 'workerd');
@@ -99,4 +99,14 @@ t.test('Worker (workerd) client with a wrong key: the binder fails, the alert is
   t.equal(status, 500, 'the Worker answers 500');
   t.match(body.message, /decrypt_error \(51\) received/, 'with the alert it received');
   t.notOk(connections.some((c) => c.handshake), 'no connection reached the application');
+});
+
+t.test('Worker (workerd) client to a port where nothing listens: the handshake fails with the reason, not "Stream was cancelled."', { ...SUBTEST, skip }, async (t: Tap) => {
+  // Without `await socket.opened` (the README's Worker): workerd rejects the write with why, then the read with
+  // "Stream was cancelled.", which was what the handshake reported.
+  const port = await freePort();
+  const { status, body } = await runInWorker({ host: '127.0.0.1', port, kexMode: 'psk_dhe_ke', awaitOpened: false });
+  t.equal(status, 500, 'the Worker answers 500');
+  t.match(body.message, /cannot connect/, "with workerd's reason", { body });
+  t.notMatch(body.message, /Stream was cancelled/, 'not the read that failed after it');
 });

@@ -303,7 +303,11 @@ function run(
         }
       }
     } catch (e) {
-      finish(e);
+      // A transport that could not connect may fail its reads with less than its writes say: a Worker's connect()
+      // socket rejects the write with "proxy request failed, cannot connect to the specified address" and then the
+      // read with "Stream was cancelled." (found in a library walkthrough, the README's Worker without `await
+      // socket.opened`). What sending failed with, if it did, is the cause.
+      finish(records.sendFailure ?? e);
     }
   };
 

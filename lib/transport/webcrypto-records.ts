@@ -360,6 +360,11 @@ export class WebCryptoRecords {
     return this.out.length === 0 && this.unsettled === 0 && this.opening.length === 0 && !this.returning;
   }
 
+  /** Why sending failed (what `send` rejected with or threw first), or null while it has not. */
+  get sendFailure(): unknown {
+    return this.sendError;
+  }
+
   /**
    * Bytes the connection has queued for sending so far, all told (a counter): a transport compares it before and
    * after a `receive` to tell whether what it read made the connection send something.
