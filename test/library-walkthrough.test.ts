@@ -13,7 +13,7 @@ import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter } from '../lib/qkd/index.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
-import { tlsClientOverWebSocket } from '../lib/transport/websocket.js';
+import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 import { makePsk } from './helpers/pair.js';
 
@@ -169,4 +169,42 @@ t.test('a transport that cannot connect: the handshake fails with what its write
   const tls = tlsClientOverStreams({ readable, writable }, { crypto: nobleProvider, psks: [psk] });
   await t.rejects(tls.handshake, { message: 'proxy request failed, cannot connect to the specified address' }, 'the reason');
   await t.rejects(tls.readable.getReader().read(), { message: 'proxy request failed, cannot connect to the specified address' }, 'the plaintext readable says the same');
+});
+
+t.test('a WebSocket that does not open: the error names the URL and the likely causes (a page cannot see the HTTP status)', async (t) => {
+  const hint = /\(nothing listens there, or the server refused the upgrade: a qkd-tls bridge refuses a path that names none of its --allow targets \(404\), a listener or bridge with --origin a page from another origin \(403\)/;
+  const g = globalThis as { WebSocket?: unknown; WebSocketStream?: unknown };
+  const saved = { ws: Object.getOwnPropertyDescriptor(g, 'WebSocket'), wss: Object.getOwnPropertyDescriptor(g, 'WebSocketStream') };
+  t.teardown(() => {
+    for (const [name, d] of [['WebSocket', saved.ws], ['WebSocketStream', saved.wss]] as const) {
+      if (d) Object.defineProperty(g, name, d);
+      else delete g[name];
+    }
+  });
+  // Chromium's WebSocketStream on a 404: its opened promise rejects with a WebSocketError without the URL.
+  class RefusedStream {
+    readonly opened = Promise.reject(Object.assign(new Error('WebSocket closed before handshake complete.'), { name: 'WebSocketError' }));
+    readonly closed = Promise.reject(new Error('closed'));
+    close(): void {}
+  }
+  g.WebSocketStream = RefusedStream;
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/127.0.0.1:4433'), { message: /^WebSocketStream ws:\/\/127\.0\.0\.1:9\/127\.0\.0\.1:4433: WebSocket closed before handshake complete\. / }, 'WebSocketStream: the URL and what the runtime said');
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/127.0.0.1:4433'), { message: hint }, 'and the likely causes');
+  // The WebSocket API (Deno, Bun, Firefox): an error event, then close 1006, and nothing more.
+  class RefusedSocket extends EventTarget {
+    readyState = 0;
+    binaryType = 'blob';
+    constructor(readonly url: string) {
+      super();
+      setTimeout(() => {
+        this.readyState = 3;
+        this.dispatchEvent(new Event('error'));
+        this.dispatchEvent(Object.assign(new Event('close'), { code: 1006, reason: '' }));
+      }, 0);
+    }
+    close(): void {}
+  }
+  g.WebSocket = RefusedSocket;
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { preferWebSocketStream: false }), { message: /^WebSocket ws:\/\/127\.0\.0\.1:9\/: the connection failed \(/ }, 'WebSocket: the URL');
+  await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { preferWebSocketStream: false }), { message: hint }, 'and the likely causes');
 });

@@ -93,7 +93,7 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
     });
     ws.addEventListener('error', () => {
       clearTimeout(timer);
-      reject(new Error(`WebSocket ${target}: the connection failed`));
+      reject(new Error(`WebSocket ${target}: the connection failed (${NOT_OPENED_HINT})`));
     });
     ws.addEventListener('close', (e) => {
       clearTimeout(timer);
@@ -227,6 +227,15 @@ function closeRefusingText(close: (code: number, reason: string) => void): void 
 const CONNECTING = 0;
 const OPEN = 1;
 
+/**
+ * Why a WebSocket may not open, which neither WebSocket API tells a page (the HTTP status of a refused upgrade is
+ * not visible to it): a page's error said only "the connection failed", or in Chromium "WebSocket closed before
+ * handshake complete." (found in a library walkthrough: a page through `qkd-tls bridge` to a target it does not allow).
+ */
+const NOT_OPENED_HINT =
+  'nothing listens there, or the server refused the upgrade: a qkd-tls bridge refuses a path that names none of its --allow ' +
+  'targets (404), a listener or bridge with --origin a page from another origin (403); a browser console shows the HTTP status';
+
 interface WebSocketStreamConstructor {
   new (
     url: string,
@@ -248,7 +257,10 @@ async function openWebSocketStream(
   wss.closed.catch(() => {});
   let timer: ReturnType<typeof setTimeout> | undefined;
   const opened = await Promise.race([
-    wss.opened,
+    wss.opened.catch((e: unknown) => {
+      // Chromium's WebSocketError says only "WebSocket closed before handshake complete.", without the URL.
+      throw new Error(`WebSocketStream ${url}: ${e instanceof Error ? e.message : String(e)} (${NOT_OPENED_HINT})`, { cause: e });
+    }),
     new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         // Give the attempt up too: a WebSocket that opens after we stopped waiting would stay open, unused.
