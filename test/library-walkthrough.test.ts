@@ -208,3 +208,18 @@ t.test('a WebSocket that does not open: the error names the URL and the likely c
   await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { preferWebSocketStream: false }), { message: /^WebSocket ws:\/\/127\.0\.0\.1:9\/: the connection failed \(/ }, 'WebSocket: the URL');
   await t.rejects(connectWebSocket('ws://127.0.0.1:9/', { preferWebSocketStream: false }), { message: hint }, 'and the likely causes');
 });
+
+t.test("Etsi014FetchClient: a page can send its user's client certificate (credentials: 'include' in fetchInit); none by default", async (t) => {
+  // Fetch's credentials are cookies and TLS client certificates alike: with 'omit' always sent, a browser never
+  // presented the certificate its doc said it would use for the KME's mutual TLS.
+  const seen: (RequestInit["credentials"] | undefined)[] = [];
+  const fetch = async (_url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    seen.push(init?.credentials);
+    return new Response(JSON.stringify({ keys: [] }), { status: 200 });
+  };
+  const plain = new Etsi014FetchClient({ baseUrl: 'https://kme.example', fetch });
+  await plain.encKeys('peer').catch(() => {});
+  const page = new Etsi014FetchClient({ baseUrl: 'https://kme.example', fetch, fetchInit: { credentials: 'include' } });
+  await page.encKeys('peer').catch(() => {});
+  t.same(seen, ['omit', 'include'], "'omit' by default; 'include' when fetchInit asks for it");
+});

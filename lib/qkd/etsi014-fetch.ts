@@ -5,8 +5,10 @@
  * (lib/qkd/etsi014-api.ts).
  *
  * Who may call: a KME identifies the calling SAE by its TLS client certificate (clause 4). `fetch` has no
- * portable way to present one, so mutual TLS is left to the runtime: a browser uses the certificate the
- * user has installed, Deno takes `fetchInit: { client: Deno.createHttpClient({ cert, key }) }`, Bun
+ * portable way to present one, so mutual TLS is left to the runtime: a browser presents a certificate the user
+ * has installed, but only on a request with credentials (the Fetch standard's credentials are cookies and TLS client
+ * certificates alike): pass `fetchInit: { credentials: 'include' }`, and the KME must allow the page's origin with
+ * credentials (CORS); the default, 'omit', sends neither. Deno takes `fetchInit: { client: Deno.createHttpClient({ cert, key }) }`, Bun
  * `fetchInit: { tls: { cert, key } }`, a Worker an mTLS binding (pass its `fetch` as `fetch`). A KME whose
  * certificate is from a CA of its own (`qkd-tls kme` makes one) needs that CA too: `caCerts: [ca]` beside Deno's
  * `cert`, `ca` beside Bun's (both checked against the simulator). Plain HTTP is
@@ -29,9 +31,9 @@ export interface Etsi014FetchClientOptions extends Etsi014CommonOptions {
   /** The fetch to use (default globalThis.fetch): e.g. a Worker's mTLS binding's fetch. */
   readonly fetch?: typeof fetch;
   /**
-   * Extra init merged into every request (runtime-specific mTLS: Deno's `client`, Bun's `tls`); its `headers`, in
-   * any form fetch takes, go out beside the request's own, which win. method, body, signal, credentials and
-   * redirect are always the client's own.
+   * Extra init merged into every request (runtime-specific mTLS: Deno's `client`, Bun's `tls`; a page's
+   * `credentials: 'include'`); its `headers`, in any form fetch takes, go out beside the request's own, which win.
+   * method, body, signal and redirect are always the client's own; `credentials` is 'omit' unless given here.
    */
   readonly fetchInit?: RequestInit & Record<string, unknown>;
 }
@@ -59,7 +61,10 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
       headers: mergedHeaders(this.fetchInit?.headers, headers),
       body: body ?? null,
       signal,
-      credentials: 'omit', // no cookies to a KME; a client certificate is the runtime's business
+      // No cookies to a KME by default. In a browser 'omit' withholds the user's TLS client certificate too (Fetch:
+      // credentials are both), so a page whose KME wants that certificate passes credentials: 'include' in fetchInit
+      // (the doc said the browser used it, with 'omit' always sent; found in a library walkthrough).
+      credentials: this.fetchInit?.credentials ?? 'omit',
       // A 3xx is an answer like any other (http_status), never followed, as node:http does for the Node client:
       // following it would fetch keys from a URL nobody checked (plain HTTP off loopback included; ETSI GS QKD
       // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
