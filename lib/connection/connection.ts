@@ -9,7 +9,7 @@
  *   const out = conn.takeOutput(); if (out) socket.write(out);
  *   for (const ev of conn.takeEvents()) ...    // 'handshake', 'data', 'end', 'error', ...
  * });
- * conn.write(utf8('hello'));
+ * conn.write(new TextEncoder().encode('hello'));
  * ```
  *
  * `receive` never throws for anything the peer sends: a protocol failure becomes one fatal alert (queued in the

@@ -8,7 +8,7 @@
  * changes the binder label so that an imported key can never be confused with the same key used directly.
  *
  * ```ts
- * const psks = importPsk(crypto, { identity: utf8('key-7'), secret, hash: 'SHA-256' }, { context: 'qkd-tls' });
+ * const psks = importPsk(crypto, { identity: new TextEncoder().encode('key-7'), secret, hash: 'SHA-256' }, { context: 'qkd-tls' });
  * // client: Connection.client({ crypto, psks })                     (two identities: HKDF_SHA256, HKDF_SHA384)
  * // server: Connection.server({ crypto, psks: importedResolver(crypto, [epsk], { context: 'qkd-tls' }) })
  * ```
