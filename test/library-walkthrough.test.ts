@@ -5,17 +5,21 @@
  */
 import { createServer as createTcpServer, type AddressInfo, Socket } from 'node:net';
 import t from 'tap';
+import { WebSocket as WsClient } from 'ws';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { decodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import { serverPskResolver, takePsks } from '../lib/psk/source.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter } from '../lib/qkd/index.js';
+import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import type { WebSocketRefusal } from '../lib/transport/ws-server.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 import { makePsk } from './helpers/pair.js';
+import { jsonEvent, spawnQkdTls } from './helpers/peers.js';
 
 const psk = makePsk('walkthrough');
 
@@ -222,4 +226,36 @@ t.test("Etsi014FetchClient: a page can send its user's client certificate (crede
   const page = new Etsi014FetchClient({ baseUrl: 'https://kme.example', fetch, fetchInit: { credentials: 'include' } });
   await page.encKeys('peer').catch(() => {});
   t.same(seen, ['omit', 'include'], "'omit' by default; 'include' when fetchInit asks for it");
+});
+
+/** Opens a WebSocket with the `ws` client; resolves with the HTTP status of a refused upgrade. */
+function refusedStatus(url: string, origin?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const ws = new WsClient(url, origin === undefined ? {} : { origin });
+    ws.once('unexpected-response', (_req, res) => {
+      resolve(res.statusCode ?? 0);
+      ws.terminate();
+    });
+    ws.once('open', () => reject(new Error('it opened')));
+    ws.once('error', () => {});
+  });
+}
+
+t.test('the WebSocket bridge tells of each refused upgrade (a page sees only that its WebSocket failed); so does the command', async (t) => {
+  const refusals: WebSocketRefusal[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: 9 }], origins: ['http://127.0.0.1:8000'], onRefused: (r) => refusals.push(r) });
+  t.teardown(() => bridge.close());
+  const base = `ws://127.0.0.1:${bridge.address().port}`;
+  t.equal(await refusedStatus(`${base}/127.0.0.1:4433`), 404, 'a target not allowed: 404');
+  t.equal(await refusedStatus(`${base}/`, 'http://evil.example'), 403, 'an origin not allowed: 403');
+  t.match(refusals, [
+    { path: '/127.0.0.1:4433', status: 404, reason: 'no such target', peer: /^127\.0\.0\.1:\d+$/ },
+    { path: '/', origin: 'http://evil.example', status: 403, reason: 'origin not allowed' },
+  ], 'onRefused was told of both, with the path, the origin and the status');
+
+  // `qkd-tls bridge --json` logs them.
+  const cli = spawnQkdTls(t, ['bridge', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1:9', '--json']);
+  const listening = jsonEvent(await cli.waitFor(/"event":"listening"/, 30_000, 'stderr'), 'listening');
+  t.equal(await refusedStatus(`ws://${String(listening?.address)}/127.0.0.1:4433`), 404, 'the command refuses too');
+  t.match(jsonEvent(await cli.waitFor(/"event":"refused"/, 30_000, 'stderr'), 'refused'), { path: '/127.0.0.1:4433', status: 404, reason: 'no such target' }, 'and logs it');
 });

@@ -22,7 +22,8 @@ them, ws://BRIDGE/ the first; any other path is refused (404).
   --origin URL           only pages from this origin may connect (repeatable; default any)
   --max-message N        largest WebSocket message accepted, in bytes, 1024 to 2^31-1 (default 1048576)
   --max-connections N    refuse connections beyond N open ones, upgraded or not (default 1000)
-  --json                 one JSON object per line on stderr: listening, and one per relayed connection`;
+  --json                 one JSON object per line on stderr: listening, one per relayed connection, and one
+                         per refused request (a path that names no target: 404; an origin not allowed: 403)`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -63,6 +64,8 @@ export async function run(argv: string[]): Promise<number> {
       ...(plan.maxMessageBytes ? { maxMessageBytes: plan.maxMessageBytes } : {}),
       ...(plan.maxConnections ? { maxConnections: plan.maxConnections } : {}),
       onConnection: (r) => report.event('connection', { ...r }),
+      // The page sees only that its WebSocket failed: the reason is said here.
+      onRefused: (r) => report.event('refused', { ...r }),
     });
   } catch (e) {
     if (isListenError(e)) report.fatal('bridge', listenFailure(plan.listen.host, plan.listen.port, e));

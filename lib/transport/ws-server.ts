@@ -16,7 +16,8 @@ import type { Duplex } from 'node:stream';
 import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
 import { checkCount } from '../config/options.js';
 import { TEXT_MESSAGE_REFUSED } from './websocket.js';
-import { reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
+import { observer, reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
+import { clip } from '../codec/text.js';
 
 export interface WebSocketListenOptions {
   readonly host: string;
@@ -47,6 +48,22 @@ export interface WebSocketListenOptions {
    * line on console.error. A WebSocket bridge also reports its `onConnection` observer's exceptions here.
    */
   readonly onCallbackError?: CallbackErrorHandler;
+  /**
+   * Told of each upgrade refused before it happened (403 for an Origin not allowed, the status `route` answered,
+   * such as a bridge's 404 for a path that names no target): a page cannot see that status (its WebSocket only
+   * fails), so a log of these is where the reason shows. An observer (lib/callbacks.ts): what it throws goes to
+   * {@link onCallbackError} and changes nothing.
+   */
+  readonly onRefused?: (refusal: WebSocketRefusal) => void;
+}
+
+/** An upgrade request refused (see {@link WebSocketListenOptions.onRefused}); the path and origin are the peer's text, clipped. */
+export interface WebSocketRefusal {
+  readonly peer: string;
+  readonly path: string;
+  readonly origin?: string;
+  readonly status: number;
+  readonly reason: string;
 }
 
 /** One accepted WebSocket: its bytes as a Duplex, and where it came from. */
@@ -89,6 +106,7 @@ export async function listenWebSocket(
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const maxConnections = options.maxConnections ?? 1000;
   const origins = options.origins ? new Set(options.origins.map(originOf)) : undefined;
+  const onRefused = observer('onRefused', options.onRefused, options.onCallbackError);
   const http = createHttpServer({ connectionsCheckingInterval: TIMEOUT_CHECK_MS }, (_req, res) => {
     res.writeHead(426, { 'content-type': 'text/plain; charset=utf-8', upgrade: 'websocket', connection: 'close' });
     res.end('this endpoint speaks TLS over WebSocket only\n');
@@ -104,7 +122,12 @@ export async function listenWebSocket(
     clientTracking: true,
     verifyClient: (info: { origin: string; req: IncomingMessage }, done: (ok: boolean, code?: number, message?: string) => void) => {
       const origin = info.req.headers.origin;
-      if (origins && origin !== undefined && !origins.has(originOf(origin))) return done(false, 403, 'origin not allowed');
+      const refuse = (status: number, reason: string): void => {
+        const { remoteAddress, remotePort } = info.req.socket;
+        onRefused?.({ peer: `${remoteAddress}:${remotePort}`, path: clip(info.req.url ?? '', 200), ...(origin === undefined ? {} : { origin: clip(origin, 200) }), status, reason });
+        done(false, status, reason);
+      };
+      if (origins && origin !== undefined && !origins.has(originOf(origin))) return refuse(403, 'origin not allowed');
       let status: number | undefined;
       try {
         status = route(info.req);
@@ -112,7 +135,7 @@ export async function listenWebSocket(
         status = 400; // verifyClient runs inside the HTTP server's 'upgrade' event: a throw would end the process
         reportCallbackError('route', e, options.onCallbackError);
       }
-      if (status !== undefined) return done(false, status, status === 404 ? 'no such target' : 'refused');
+      if (status !== undefined) return refuse(status, status === 404 ? 'no such target' : 'refused');
       done(true);
     },
   });
