@@ -258,4 +258,10 @@ t.test('the WebSocket bridge tells of each refused upgrade (a page sees only tha
   const listening = jsonEvent(await cli.waitFor(/"event":"listening"/, 30_000, 'stderr'), 'listening');
   t.equal(await refusedStatus(`ws://${String(listening?.address)}/127.0.0.1:4433`), 404, 'the command refuses too');
   t.match(jsonEvent(await cli.waitFor(/"event":"refused"/, 30_000, 'stderr'), 'refused'), { path: '/127.0.0.1:4433', status: 404, reason: 'no such target' }, 'and logs it');
+
+  // So does `qkd-tls server --websocket --origin ...` for a page of another origin.
+  const server = spawnQkdTls(t, ['server', '--websocket', '--listen', '127.0.0.1:0', '--origin', 'http://127.0.0.1:8000', '--psk', '00'.repeat(32), '--identity', 'walk', '--json']);
+  const serving = jsonEvent(await server.waitFor(/"event":"listening"/, 30_000, 'stderr'), 'listening');
+  t.equal(await refusedStatus(`ws://${String(serving?.address)}/`, 'http://evil.example'), 403, 'qkd-tls server --websocket refuses another origin');
+  t.match(jsonEvent(await server.waitFor(/"event":"refused"/, 30_000, 'stderr'), 'refused'), { origin: 'http://evil.example', status: 403, reason: 'origin not allowed' }, 'and logs it');
 });

@@ -5,7 +5,7 @@
  * Each completed handshake and each failure is reported on stderr.
  */
 import * as net from 'node:net';
-import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener } from 'qkd-tls/node';
+import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener, type WebSocketRefusal } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
@@ -132,7 +132,9 @@ export async function run(argv: string[]): Promise<number> {
     let ws: WebSocketListener | undefined;
     if (values.websocket) {
       const origins = cli.plan.origins;
-      listenWebSocket({ host: listen.host, port: listen.port, maxConnections, ...(origins ? { origins } : {}), ...(maxMessage ? { maxMessageBytes: maxMessage } : {}) }, ({ stream, peer }) => {
+      // A refused upgrade (an --origin not allowed) is said here: the page sees only that its WebSocket failed.
+      const onRefused = (r: WebSocketRefusal): void => report.event('refused', { ...r });
+      listenWebSocket({ host: listen.host, port: listen.port, maxConnections, onRefused, ...(origins ? { origins } : {}), ...(maxMessage ? { maxMessageBytes: maxMessage } : {}) }, ({ stream, peer }) => {
         peers.set(stream, peer);
         server.accept(stream);
         if (values.once && ws) {
