@@ -12,6 +12,7 @@ import { decodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import { serverPskResolver, takePsks } from '../lib/psk/source.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter } from '../lib/qkd/index.js';
+import { startProxy } from '../lib/proxy/proxy.js';
 import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import type { WebSocketRefusal } from '../lib/transport/ws-server.js';
@@ -264,4 +265,24 @@ t.test('the WebSocket bridge tells of each refused upgrade (a page sees only tha
   const serving = jsonEvent(await server.waitFor(/"event":"listening"/, 30_000, 'stderr'), 'listening');
   t.equal(await refusedStatus(`ws://${String(serving?.address)}/`, 'http://evil.example'), 403, 'qkd-tls server --websocket refuses another origin');
   t.match(jsonEvent(await server.waitFor(/"event":"refused"/, 30_000, 'stderr'), 'refused'), { origin: 'http://evil.example', status: 403, reason: 'origin not allowed' }, 'and logs it');
+
+  // And the proxy's WebSocket server role, through its logger.
+  const events: [string, Record<string, unknown>][] = [];
+  const proxy = await startProxy({
+    services: [
+      {
+        name: 'pages',
+        role: 'server',
+        accept: { host: '127.0.0.1', port: 0 },
+        connect: { host: '127.0.0.1', port: 9 },
+        keys: { clientPsks: async () => [psk], server: [psk], description: 'test' },
+        websocket: { origins: ['http://127.0.0.1:8000'] },
+      },
+    ],
+    logger: { connection() {}, event: (name, fields) => void events.push([name, fields]) },
+  });
+  t.teardown(() => proxy.close());
+  const at = proxy.services[0].address;
+  t.equal(await refusedStatus(`ws://${at.host}:${at.port}/`, 'http://evil.example'), 403, 'the proxy refuses another origin');
+  t.match(events.filter(([name]) => name === 'refused'), [['refused', { service: 'pages', origin: 'http://evil.example', status: 403 }]], 'and logs it');
 });

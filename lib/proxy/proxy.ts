@@ -49,7 +49,7 @@ import {
   type ServerTransportOptions,
 } from '../transport/node.js';
 import { confirmNotReset, resetSocket } from '../transport/tcp-end.js';
-import { listenWebSocket, type WebSocketListener } from '../transport/ws-server.js';
+import { listenWebSocket, type WebSocketListener, type WebSocketRefusal } from '../transport/ws-server.js';
 import { type ConnectionEnd, type ConnectionRecord, type ProxyLogger, silentLogger } from './log.js';
 
 export type { ConnectionEnd, ConnectionRecord, ProxyLogger } from './log.js';
@@ -367,7 +367,9 @@ class Listener {
     if (ws) {
       if (this.config.role !== 'server') return Promise.reject(new Error(`service "${this.config.name}": websocket is for the server role only`));
       const { host, port } = this.config.accept;
-      return listenWebSocket({ host, port, ...ws, maxConnections: this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS }, ({ stream, peer }) => this.onConnection(stream, peer)).then(
+      // A refused upgrade (an origin not allowed) is logged: the page sees only that its WebSocket failed.
+      const onRefused = (r: WebSocketRefusal): void => this.engine.logger.event('refused', { service: this.config.name, ...r });
+      return listenWebSocket({ host, port, ...ws, maxConnections: this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS, onRefused }, ({ stream, peer }) => this.onConnection(stream, peer)).then(
         (l) => {
           this.ws = l;
         },
