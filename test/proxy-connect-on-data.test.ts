@@ -5,7 +5,8 @@
  * (`--connect-on-data`, `connect-on-data = yes`) a client service waits for the application's first byte: a probe
  * that closes or resets before it costs no key and no connection, and is logged with end "no-data". A server service
  * spends nothing before a ClientHello names a key: pinned here with a counting key source and with the Key Manager
- * simulator's request log.
+ * simulator's request log; its TCP probes (closed or reset before a byte) are logged "no-data" too, not
+ * "handshake-failed" (a monitor's false alarm).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { WebSocket as WsClient } from 'ws';
 import { parseKeySource } from '../bin/cli/key-source.js';
 import type { Proxy, ProxyKeySource } from '../lib/proxy/proxy.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
@@ -290,19 +292,50 @@ t.test('connectOnData: waiting connections count toward the limit; drain waits f
   t.same(counts, { client: 1, server: 1 }, 'one key: for the connection that sent data');
 });
 
-t.test('server role: a probe of the TLS port (connect then close, or reset) looks up no key', async (t) => {
+t.test('server role: a probe of the TLS port (connect then close, or reset, before a byte) looks up no key and is logged no-data', async (t) => {
   const b = await backend(t, echo);
   const { keys, counts } = countingKeys();
   const pair = await proxyPair(t, b.port, { client: { keys }, server: { keys } });
-  await probe(pair.serverPort, 'fin');
+  t.equal(await probe(pair.serverPort, 'fin'), 'end', 'a FIN probe: the proxy ends its side cleanly too');
   await probe(pair.serverPort, 'reset', () => pair.server.stats().accepted === 2);
   await pair.serverLog.waitFor(() => pair.serverLog.records.length === 2);
-  for (const r of pair.serverLog.records) t.equal(r.end, 'handshake-failed', `logged as before (${r.error})`);
+  // One byte, then a FIN: the peer began to speak (a cut ClientHello), so the handshake failed, as before.
+  const one = net.connect({ host: LOCAL, port: pair.serverPort, allowHalfOpen: true }, () => one.end(Buffer.from([0x16])));
+  one.on('error', () => {});
+  await pair.serverLog.waitFor(() => pair.serverLog.records.length === 3);
+  const [fin, reset, byte] = pair.serverLog.records;
+  t.equal(fin.end, 'no-data', 'a FIN probe: end "no-data" (it was "handshake-failed")');
+  t.equal(fin.error, undefined, 'with no error');
+  t.equal(reset.end, 'no-data', 'a reset probe: end "no-data"');
+  t.match(reset.error, /^the peer reset the connection before sending any data \(.*ECONNRESET/, 'which says it was reset');
+  for (const r of [fin, reset]) t.same([r.bytesUp, r.bytesDown, r.identity, r.alert], [0, 0, undefined, undefined], 'no bytes, no key, no alert');
+  t.equal(byte.end, 'handshake-failed', 'a byte then a FIN: still "handshake-failed"');
+  t.equal(byte.error, 'connection closed by the peer before the TLS handshake completed');
+  t.equal(pair.server.stats().ended['no-data'], 2, 'counted as no-data');
+  t.equal(pair.server.stats().ended['handshake-failed'], 1);
   t.equal(counts.server, 0, 'no key was looked up');
   // Not vacuous: a real connection through the same server proxy looks its key up.
   const r = await exchange(pair.port, 1000);
   t.equal(r.receivedHash, r.sentHash);
   t.same(counts, { client: 1, server: 1 });
+  t.equal((await pair.serverLog.waitFor((x) => x.id === 4)).end, 'closed');
+});
+
+t.test('server role with websocket: a TCP probe is no proxied connection; a WebSocket closed before a TLS byte stays handshake-failed', async (t) => {
+  const log = collector();
+  const { keys, counts } = countingKeys();
+  const ws = await oneService(t, { name: 'ws', role: 'server', accept: { host: LOCAL, port: 0 }, connect: { host: LOCAL, port: 9 }, keys, websocket: {} }, log.logger);
+  const port = ws.services[0].address.port;
+  t.equal(await probe(port, 'fin'), 'end', 'the HTTP server ends a connection that sent no request');
+  // A WebSocket opened (its HTTP upgrade sent) and closed without a TLS record: not a bare TCP probe.
+  const client = new WsClient(`ws://${LOCAL}:${port}/`);
+  client.on('error', () => {});
+  client.on('open', () => client.close());
+  const rec = await log.waitFor(() => true);
+  t.equal(rec.id, 1, 'the TCP probe before it never became a proxied connection (no id, no line)');
+  t.equal(rec.end, 'handshake-failed');
+  t.equal(ws.stats().accepted, 1);
+  t.equal(counts.server, 0, 'no key was looked up');
 });
 
 t.test('Key Manager: probes of both proxies make no enc_keys or dec_keys request; a real connection makes one of each', async (t) => {
@@ -396,7 +429,7 @@ t.test('CLI: --connect-on-data and the config file field; refused for a server s
   const help = await runQkdTls(['proxy', '--help'], { ms: 20_000 });
   t.match(help.stdout, /--connect-on-data +\(client role\) take the key and connect only once/);
   t.match(help.stdout, /speaks first \(SMTP, FTP, POP3, IMAP, MySQL, SSH\)/, 'it warns of server-speaks-first protocols');
-  t.match(help.stdout, /\n {2}no-data +\(--connect-on-data\)/, 'it lists the "no-data" end');
+  t.match(help.stdout, /\n {2}no-data +closed or reset before sending a byte \(a health check\)[^\n]*\n +\(server role over TCP; client role with --connect-on-data\)/, 'it lists the "no-data" end, for both roles');
 });
 
 t.test('startProxy checks connectOnData', async (t) => {

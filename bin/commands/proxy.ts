@@ -69,7 +69,8 @@ What it logs (stderr): one line when each service starts listening, and exactly 
 when it ends, with the peer, the service, the PSK identity and key ID (never the key), the bytes each way
 (up: towards --connect, down: back), the duration and how it ended ("end"):
   closed            both directions finished normally (half-closes are passed through)
-  no-data           (--connect-on-data) closed or reset before sending a byte: no key taken, nothing opened
+  no-data           closed or reset before sending a byte (a health check): no key taken, nothing opened
+                    (server role over TCP; client role with --connect-on-data)
   rejected          over --max-connections, or shutting down
   key-unavailable   no key: the Key Manager is down, or does not know the key ID
   connect-failed    --connect did not answer (remote proxy or backend down)

@@ -19,9 +19,10 @@ export type ConnectionEnd =
   /** Both directions finished cleanly (FIN on plain TCP, close_notify on TLS). */
   | 'closed'
   /**
-   * A client-role service with `connectOnData`: the application closed (FIN) or reset the connection before
-   * sending a byte, so no key was taken and no connection opened (a health check's connect and close). A reset
-   * says so in `error`; after a FIN the proxy ends its side cleanly too.
+   * The peer closed (FIN) or reset the connection before sending a byte, so no key was taken or looked up and no
+   * connection opened (a health check's connect and close): a server-role service over TCP (not with `websocket`),
+   * or a client-role service with `connectOnData` (without it, a client service takes a key and connects at once).
+   * A reset says so in `error`; after a FIN the proxy ends its side cleanly too.
    */
   | 'no-data'
   /** Refused at once: the service was at its connection limit, or the proxy was shutting down. */

@@ -22,7 +22,8 @@
  * Key cost: a client service takes a key (a QKD key: one ETSI 014 enc_keys, and a dec_keys on the remote side)
  * for every connection it accepts, at once, even one that closes without a byte (a load balancer's health check).
  * With `connectOnData` it waits for the application's first byte instead (see {@link ServiceConfig.connectOnData}).
- * A server service spends nothing before a ClientHello names a key: a probe of its port costs no key.
+ * A server service spends nothing before a ClientHello names a key: a probe of its port costs no key (and one that
+ * closes or resets before sending a byte is logged "no-data" too).
  *
  * ```ts
  * const proxy = await startProxy({ services: [{ name: 'web', role: 'client', accept: { host: '127.0.0.1',
@@ -534,13 +535,17 @@ class ProxiedConnection {
     accepted.resume();
   }
 
-  /** `connectOnData`: the application ended (FIN: `error` unset) or reset the connection before its first byte. */
+  /**
+   * The peer ended (FIN: `error` unset) or reset the connection before its first byte: a client service with
+   * `connectOnData`, or a server service over TCP (see {@link peerLeftWithoutAByte}). Nothing was taken or opened.
+   */
   private endBeforeData(error?: string): void {
     if (this.outcome || this.done) return;
     this.waitingForData = false;
     this.outcome = { end: 'no-data', ...(error !== undefined ? { error } : {}) };
     clearTimeout(this.idleTimer);
-    // Its FIN is answered with ours (a reset socket is destroyed already); the socket closes once both have ended.
+    // Its FIN is answered with ours (a reset socket is destroyed already; in the server role the TLS socket has
+    // ended it already); the socket closes once both have ended.
     this.accepted.end();
   }
 
@@ -688,6 +693,10 @@ class ProxiedConnection {
 
   /** A TLS socket error: during the handshake it is a handshake (or key) failure, after it an abort. */
   private tlsFailed(e: Error, afterHandshake: ConnectionEnd): void {
+    if (this.peerLeftWithoutAByte()) {
+      const reset = this.accepted.errored;
+      return this.endBeforeData(reset ? `the peer reset the connection before sending any data (${reset.message})` : undefined);
+    }
     let end: ConnectionEnd = this.handshake ? afterHandshake : 'handshake-failed';
     let message = e.message;
     if (!this.handshake && this.keyFailure !== null) {
@@ -696,6 +705,20 @@ class ProxiedConnection {
     }
     const alert = e instanceof TlsError && (e.remote || e.alertSent) ? { alert: e.alert, alertDirection: e.remote ? ('received' as const) : ('sent' as const) } : {};
     this.fail(end, message, alert);
+  }
+
+  /**
+   * Server role over TCP: the peer ended (FIN) or reset the connection before the proxy received a byte from it, as
+   * a load balancer's or monitor's health check does. No key was looked up (that takes a ClientHello) and no
+   * backend connection opened: logged "no-data", as a client service's probe with `connectOnData`. (The handshake
+   * timeout is not the peer leaving: it stays "handshake-failed".) A WebSocket service is left out: its peer has
+   * sent an HTTP upgrade, and a TCP probe of its port that sends none never becomes a proxied connection.
+   */
+  private peerLeftWithoutAByte(): boolean {
+    if (this.config.role !== 'server' || this.config.websocket || this.handshake) return false;
+    const raw = this.accepted;
+    // bytesRead counts what the kernel handed over, read by the TLS socket or not; it stays once the socket is gone.
+    return raw.bytesRead === 0 && (raw.readableEnded || raw.errored !== null);
   }
 
   /** Ends the connection abnormally (the first reason wins) and tears both sides down. */
