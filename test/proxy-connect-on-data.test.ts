@@ -303,7 +303,13 @@ t.test('server role: a probe of the TLS port (connect then close, or reset, befo
   const one = net.connect({ host: LOCAL, port: pair.serverPort, allowHalfOpen: true }, () => one.end(Buffer.from([0x16])));
   one.on('error', () => {});
   await pair.serverLog.waitFor(() => pair.serverLog.records.length === 3);
-  const [fin, reset, byte] = pair.serverLog.records;
+  // One byte, read by the proxy, then a reset: the count of bytes read outlives the socket.
+  const two = net.connect({ host: LOCAL, port: pair.serverPort }, () => two.write(Buffer.from([0x16])));
+  two.on('error', () => {});
+  await waitUntil(() => acceptedSockets(pair.server)[0]?.bytesRead === 1, 'the proxy to read the byte');
+  two.resetAndDestroy();
+  await pair.serverLog.waitFor(() => pair.serverLog.records.length === 4);
+  const [fin, reset, byte, byteReset] = pair.serverLog.records;
   t.equal(fin.end, 'no-data', 'a FIN probe: end "no-data" (it was "handshake-failed")');
   t.equal(fin.error, undefined, 'with no error');
   t.equal(reset.end, 'no-data', 'a reset probe: end "no-data"');
@@ -311,14 +317,16 @@ t.test('server role: a probe of the TLS port (connect then close, or reset, befo
   for (const r of [fin, reset]) t.same([r.bytesUp, r.bytesDown, r.identity, r.alert], [0, 0, undefined, undefined], 'no bytes, no key, no alert');
   t.equal(byte.end, 'handshake-failed', 'a byte then a FIN: still "handshake-failed"');
   t.equal(byte.error, 'connection closed by the peer before the TLS handshake completed');
+  t.equal(byteReset.end, 'handshake-failed', 'a byte then a reset: still "handshake-failed"');
+  t.match(byteReset.error, /ECONNRESET/);
   t.equal(pair.server.stats().ended['no-data'], 2, 'counted as no-data');
-  t.equal(pair.server.stats().ended['handshake-failed'], 1);
+  t.equal(pair.server.stats().ended['handshake-failed'], 2);
   t.equal(counts.server, 0, 'no key was looked up');
   // Not vacuous: a real connection through the same server proxy looks its key up.
   const r = await exchange(pair.port, 1000);
   t.equal(r.receivedHash, r.sentHash);
   t.same(counts, { client: 1, server: 1 });
-  t.equal((await pair.serverLog.waitFor((x) => x.id === 4)).end, 'closed');
+  t.equal((await pair.serverLog.waitFor((x) => x.id === 5)).end, 'closed');
 });
 
 t.test('server role with websocket: a TCP probe is no proxied connection; a WebSocket closed before a TLS byte stays handshake-failed', async (t) => {
