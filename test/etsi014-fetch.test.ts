@@ -121,3 +121,28 @@ t.test('fetchInit.headers are sent in every form fetch takes (a Headers or a lis
     t.equal(sent?.get('x-sae-id'), 'sae-a', `${form}: and the client's own`);
   }
 });
+
+t.test('a baseUrl with a user name and password: no failure message quotes them (fetch refuses such a URL and quotes it)', async (t) => {
+  // Node's fetch rejects "Request cannot be constructed from a URL that includes credentials: <the URL>", so the
+  // password was in the message of every failure (and in the logs that print it); Deno's names the URL in its cause.
+  const secret = 's3cr3t-pw';
+  const ownFetch = new Etsi014FetchClient({ baseUrl: `https://sae:${secret}@127.0.0.1:9`, retries: 0 });
+  const e = await failure(ownFetch.encKeys('peer'));
+  t.match(e, { reason: 'connection', message: /includes credentials: https:\/\/127\.0\.0\.1:9\/api\/v1\/keys\/peer\/enc_keys/ }, "Node's fetch: what it said, with the URL");
+  t.notMatch((e as Error).message, secret, 'without the password');
+  t.notMatch((e as Error).message, 'sae:', 'or the user name');
+  const denoLike = new Etsi014FetchClient({
+    baseUrl: 'https://127.0.0.1:9',
+    retries: 0,
+    fetch: () =>
+      Promise.reject(
+        new TypeError(`fetch failed (https://sae:${secret}@127.0.0.1:9/)`, {
+          // (Its password straddles the 500th character, where a cause is clipped.)
+          cause: new Error(`${'x'.repeat(480)}: (https://sae:${secret}@127.0.0.1:9/api/v1/keys/peer/enc_keys?number=1)`),
+        }),
+      ),
+  });
+  const d = await failure(denoLike.encKeys('peer'));
+  t.match(d, { message: /^cannot reach the KME at https:\/\/127\.0\.0\.1:9 for enc_keys \(1 attempt\(s\)\): fetch failed \(https:\/\/127\.0\.0\.1:9\/\): x+: \(https:\/\/127\.0\.0[.\d]*\.\.\.$/ }, 'URLs in the message and its cause: said without them');
+  t.notMatch((d as Error).message, secret.slice(0, 4), 'no part of the password, though the cause is longer than a clipped one');
+});

@@ -83,17 +83,31 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
 }
 
 /**
+ * `text` with the user name and password of every URL in it taken out. fetch refuses a URL that carries them and
+ * quotes it whole (Node: "Request cannot be constructed from a URL that includes credentials: https://sae:PASSWORD@kme/
+ * api/v1/keys/..."; the Fetch standard refuses such a request), and runtimes name the URL in their causes (Deno: "error
+ * sending request for url (...)"), so a baseUrl with a password put that password in every failure's message and in
+ * whatever logs it. (The password stays in the `cause`, the runtime's own error.)
+ */
+function withoutUrlCredentials(text: string): string {
+  return text.replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\s/?#]*@/g, '$1');
+}
+
+/**
  * What a failed fetch says, with its causes: Node's and Deno's fetch reject with "fetch failed" alone and put what
  * happened in `cause` ("invalid peer certificate: UnknownIssuer", "connect ECONNREFUSED ..."), so the message said
  * nothing a user could act on (found in a library walkthrough in Deno, with the simulator's private CA). The
- * distinct messages (or codes) down the cause chain, at most four, joined with ': '.
+ * distinct messages (or codes) down the cause chain, at most four, joined with ': ', without the credentials of any
+ * URL they quote (withoutUrlCredentials).
  */
 function failureText(e: unknown): string {
-  const parts = [thrownMessage(e)];
+  const parts = [withoutUrlCredentials(thrownMessage(e))];
   let cause = e instanceof Error ? e.cause : undefined;
   for (let depth = 0; cause !== undefined && cause !== null && depth < 3; depth++) {
     const code = (cause as { code?: unknown }).code;
-    const text = cause instanceof Error ? cause.message || (typeof code === 'string' ? code : '') : thrownMessage(cause);
+    // (Credentials out before clipping: a URL cut short before its "@" would keep part of its password.)
+    const said = cause instanceof Error ? cause.message || (typeof code === 'string' ? code : '') : thrownMessage(cause);
+    const text = withoutUrlCredentials(said);
     if (text && !parts.some((p) => p.includes(text))) parts.push(clip(text, 500));
     cause = cause instanceof Error ? cause.cause : undefined;
   }
