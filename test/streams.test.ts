@@ -217,3 +217,19 @@ t.test('the session secrets are wiped once the connection is over: a clean close
     t.ok(wiped(server.connection), 'server: secrets wiped after the transport failed');
   }
 });
+
+t.test('a transport whose read rejects with undefined fails the handshake (it stayed pending, its deadline cleared)', async (tt) => {
+  // finish(undefined) is the transport's clean end: a readable errored with no reason (controller.error()) ended
+  // the connection quietly and the handshake promise never settled, the handshake timeout cleared with it.
+  let failRead!: () => void;
+  const readable = new ReadableStream<Uint8Array>({ start: (c) => void (failRead = () => c.error(undefined)) });
+  const writable = new WritableStream<Uint8Array>({
+    write() {
+      setTimeout(() => failRead(), 0); // after the ClientHello went out
+    },
+  });
+  const tls = tlsClientOverStreams({ readable, writable }, { crypto: nobleProvider, psks: [psk] });
+  await tt.rejects(tls.handshake, { message: 'the transport failed: reading it rejected with undefined' }, 'the handshake fails, saying so');
+  await tt.rejects(tls.readable.getReader().read(), { message: 'the transport failed: reading it rejected with undefined' }, 'so does the plaintext readable');
+  tt.equal(tls.connection.phase, 'closed', 'the connection is destroyed');
+});

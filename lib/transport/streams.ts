@@ -306,8 +306,11 @@ function run(
       // A transport that could not connect may fail its reads with less than its writes say: a Worker's connect()
       // socket rejects the write with "proxy request failed, cannot connect to the specified address" and then the
       // read with "Stream was cancelled." (found in a library walkthrough, the README's Worker without `await
-      // socket.opened`). What sending failed with, if it did, is the cause.
-      finish(records.sendFailure ?? e);
+      // socket.opened`). What sending failed with, if it did, is the cause. A read that rejects with nothing (a
+      // readable errored with undefined) fails the handshake too: finish(undefined) is a clean end, which left the
+      // handshake pending for good, its deadline cleared.
+      const failure = records.sendFailure ?? e;
+      finish(failure || new Error(`the transport failed: reading it rejected with ${String(failure)}`));
     }
   };
 
