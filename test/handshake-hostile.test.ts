@@ -267,6 +267,9 @@ t.test('a received server_name that is not a DNS host name: illegal_parameter (S
     ['254 bytes', utf8(`${longest}a`), /is longer than 253 bytes/],
     ['65000 bytes', utf8('a'.repeat(65_000)), /is longer than 253 bytes/],
     ['a port', utf8('kme.example:443'), /contains ":"/],
+    // (Its host of hex digits made it look like an IPv6 address, and it was ignored as one: the handshake went on.)
+    ['a port after a host of hex digits', utf8('beef:443'), /"beef:443" contains ":" \(a port does not go in a server name\): not a DNS host name/],
+    ['an IPv4 address and a port', utf8('192.0.2.1:443'), /"192\.0\.2\.1:443" contains ":" \(a port does not go in a server name\)/],
   ];
   for (const [what, name, message] of refused) {
     const psk = makePsk('sni-hostile');

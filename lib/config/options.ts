@@ -218,8 +218,7 @@ export function hostNameProblem(host: string, long = false, written = host): str
   const max = long ? MAX_SERVER_NAME_BYTES : MAX_HOST_NAME_BYTES;
   // (A UTF-16 unit is at least one UTF-8 byte: a name longer in units is longer in bytes.)
   if (host.length > max) return `is longer than ${max} bytes`;
-  // A host and a port ("example.com:443", "beef:443"): the port does not go in a server name.
-  if (/^[^:]+:\d+$/.test(host)) return 'contains ":" (a port does not go in a server name)';
+  if (isHostAndPort(host)) return 'contains ":" (a port does not go in a server name)';
   // IPv4 dotted quads, and IPv6 (hex digits and colons, perhaps with a dotted quad at the end, perhaps in brackets).
   if (isIpLiteral(host)) return 'is an IP address';
   const bad = /[^A-Za-z0-9._-]/.exec(host);
@@ -233,6 +232,14 @@ export function hostNameProblem(host: string, long = false, written = host): str
     if (label !== undefined) return `has a label of ${label.length} bytes ("${label.slice(0, 16)}..."), longer than ${MAX_LABEL_BYTES}`;
   }
   return undefined;
+}
+
+/**
+ * A host and a port ("example.com:443", "beef:443"): the port does not go in a server name. Never an IP literal,
+ * though {@link isIpLiteral} takes "beef:443" for one (no IPv6 address has two groups without "::").
+ */
+export function isHostAndPort(host: string): boolean {
+  return /^[^:]+:\d+$/.test(host);
 }
 
 /** An IPv4 dotted quad, or an IPv6 address (hex digits and colons, perhaps a dotted quad at the end, perhaps in brackets). */

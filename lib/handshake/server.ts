@@ -41,6 +41,7 @@ import {
   DEFAULT_SERVER_GROUPS,
   DEFAULT_SERVER_KEX_MODES,
   hostNameProblem,
+  isHostAndPort,
   isIpLiteral,
   sniHostName,
   type KexMode,
@@ -242,7 +243,9 @@ function withCheckedServerName(ch: ClientHello): ClientHello {
   const name = ch.serverName;
   if (name === undefined) return ch;
   const host = sniHostName(name);
-  if (isIpLiteral(host)) return { ...ch, serverName: undefined };
+  // (A host and a port, "beef:443" as much as "kme.example:443", is no IP literal: refused below, as a client's
+  // serverName is.)
+  if (isIpLiteral(host) && !isHostAndPort(host)) return { ...ch, serverName: undefined };
   const problem = hostNameProblem(host, false, name);
   if (problem) throw new TlsError('ServerNameNotHostName', `the client's server_name "${clip(name, 80)}" ${problem}: not a DNS host name (RFC 6066 §3)`);
   return host === name ? ch : { ...ch, serverName: host };
