@@ -233,3 +233,24 @@ t.test('a transport whose read rejects with undefined fails the handshake (it st
   await tt.rejects(tls.readable.getReader().read(), { message: 'the transport failed: reading it rejected with undefined' }, 'so does the plaintext readable');
   tt.equal(tls.connection.phase, 'closed', 'the connection is destroyed');
 });
+
+t.test('a transport whose write rejects with undefined: the plaintext writable fails, it does not go on as if sent', async (tt) => {
+  // The records queue took `null` for "nothing failed" but kept what sending rejected with: a rejection with
+  // undefined (a sink errored with no reason, writable.abort()) dropped the queued records and let later writes
+  // and close() succeed, with records missing from the stream.
+  const [clientEnd, serverEnd] = memoryPipe();
+  let failing = false;
+  const inner = clientEnd.writable.getWriter();
+  const writable = new WritableStream<Uint8Array>({
+    write: (chunk) => (failing ? Promise.reject(undefined) : inner.write(chunk)),
+  });
+  const server = tlsServerOverStreams(serverEnd, { crypto: nobleProvider, psks: [psk] });
+  const client = tlsClientOverStreams({ readable: clientEnd.readable, writable }, { crypto: nobleProvider, psks: [psk] });
+  await Promise.all([client.handshake, server.handshake]);
+  failing = true;
+  const writer = client.writable.getWriter();
+  await writer.write(utf8('lost')).catch(() => {}); // (whether this one already fails depends on when the send settles)
+  await tt.rejects(writer.close(), { message: 'the transport failed: sending rejected with undefined' }, 'closing fails, saying so');
+  server.connection.destroy();
+  client.connection.destroy();
+});

@@ -522,7 +522,8 @@ export class WebCryptoRecords {
   }
 
   private failSending(e: unknown): void {
-    this.sendError ??= e;
+    // (null is "nothing failed": a send that rejects with undefined or another falsy value fails all the same.)
+    this.sendError ??= e || new Error(`the transport failed: sending rejected with ${String(e)}`);
     this.out = [];
     this.outBytes = 0;
     this.notify();
