@@ -44,6 +44,16 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
 
   constructor(options: Etsi014FetchClientOptions) {
     super('Etsi014FetchClient', options);
+    // The Fetch standard refuses a request whose URL carries a user name or password, and the runtimes that follow it
+    // quote that URL in their error (kept as the cause of every failure): refused here, without quoting it. A KME
+    // identifies its SAE by the TLS client certificate (ETSI GS QKD 014 clause 4); other credentials go in
+    // fetchInit.headers.
+    if (this.baseUrl.username !== '' || this.baseUrl.password !== '') {
+      throw new TypeError(
+        `Etsi014FetchClient: baseUrl must not hold a user name or password (fetch refuses such a URL): ${this.baseUrl.origin}; ` +
+          'a KME knows its SAE by its TLS client certificate, and other credentials go in fetchInit.headers',
+      );
+    }
     const fetchFn = options.fetch ?? globalThis.fetch;
     if (typeof fetchFn !== 'function') throw new TypeError('Etsi014FetchClient: this runtime has no fetch; pass options.fetch');
     // Called as a plain function: a browser's fetch throws "Illegal invocation" when called as a method.
@@ -87,7 +97,7 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
  * quotes it whole (Node: "Request cannot be constructed from a URL that includes credentials: https://sae:PASSWORD@kme/
  * api/v1/keys/..."; the Fetch standard refuses such a request), and runtimes name the URL in their causes (Deno: "error
  * sending request for url (...)"), so a baseUrl with a password put that password in every failure's message and in
- * whatever logs it. (The password stays in the `cause`, the runtime's own error.)
+ * whatever logs it. The constructor refuses such a baseUrl now; this stays for URLs a runtime's causes quote.
  */
 function withoutUrlCredentials(text: string): string {
   return text.replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/)[^\s/?#]*@/g, '$1');
