@@ -274,6 +274,8 @@ t.test('options and arguments are checked up front', async (t) => {
   t.throws(() => new Etsi014Client({ baseUrl: 'http://192.0.2.1:80' }), /only allowed to a loopback KME/);
   t.throws(() => new Etsi014Client({ baseUrl: 'ftp://127.0.0.1' }), /must be an https: URL, or http: to a loopback KME/);
   t.throws(() => new Etsi014Client({ baseUrl: '127.0.0.1:8443' }), /^Etsi014Client: baseUrl is not a URL: 127\.0\.0\.1:8443/);
+  // One that does not parse is quoted without a user name and password in it.
+  t.throws(() => new Etsi014Client({ baseUrl: 'https://sae:s3cr3t@kme.example:99999' }), /^Etsi014Client: baseUrl is not a URL: https:\/\/kme\.example:99999 \(expected/);
   t.throws(() => new Etsi014Client({ baseUrl: 'https://127.0.0.1', cert: 'x' }), /cert and key go together/);
   t.throws(() => new Etsi014Client({ baseUrl: 'https://127.0.0.1', timeoutMs: 0 }), /timeoutMs/);
   const c = new Etsi014Client({ baseUrl: 'http://127.0.0.1:1' });

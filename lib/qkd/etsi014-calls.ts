@@ -89,12 +89,16 @@ export class AnswerTooLargeError extends Error {
   }
 }
 
-/** `baseUrl` as a URL; one that does not parse is a TypeError naming the client (URL's own says only "Invalid URL"). */
+/**
+ * `baseUrl` as a URL; one that does not parse is a TypeError naming the client (URL's own says only "Invalid URL"),
+ * quoting it without what stands before an "@" after "//" (a user name and password, as in "https://sae:pw@kme:99999").
+ */
 function parseBaseUrl(name: string, baseUrl: string | URL): URL {
   try {
     return new URL(baseUrl);
   } catch {
-    throw new TypeError(`${name}: baseUrl is not a URL: ${String(baseUrl).slice(0, 200)} (expected https://HOST:PORT)`);
+    const said = String(baseUrl).replace(/\/\/[^\s/?#]*@/, '//');
+    throw new TypeError(`${name}: baseUrl is not a URL: ${said.slice(0, 200)} (expected https://HOST:PORT)`);
   }
 }
 
