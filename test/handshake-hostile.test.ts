@@ -291,12 +291,12 @@ t.test('a received server_name that is not a DNS host name: illegal_parameter (S
     tt.same(names, [undefined], `${ip}: and so does its PSK lookup`);
   }
   // The limits themselves: a name of 253 bytes in labels of 63 (and "_", as the client allows) is taken.
-  for (const [name, seen] of [[longest], ['my_service.internal'], ['xn--bcher-kva.example'], ['kme.example.', 'kme.example'], [`${longest}.`, longest]]) {
+  for (const [name, seen] of [[longest], ['my_service.internal'], ['xn--bcher-kva.example'], ['kme.example.', 'kme.example'], [`${longest}.`, longest], ['KME.Example.', 'kme.example'], ['My_Service.INTERNAL', 'my_service.internal']]) {
     const psk = makePsk('sni-ok');
     const names: (string | undefined)[] = [];
     const p = handshake({ crypto, psks: [psk], dangerousClientHelloExtensions: withName(utf8(name)) }, { crypto, psks: (r) => (names.push(r.serverName), r.identities.map(() => psk)) });
     tt.equal(p.server.phase, 'connected', `${name.slice(0, 30)}: connected`);
-    tt.equal(p.info('server')?.serverName, seen ?? name, `${name.slice(0, 30)}: the server sees the name${seen ? ' without its trailing dot' : ''}`);
+    tt.equal(p.info('server')?.serverName, seen ?? name, `${name.slice(0, 30)}: the server sees the name${seen ? ' as it is checked: lowercase, without a trailing dot' : ''}`);
     tt.same(names, [seen ?? name], `${name.slice(0, 30)}: and so does its PSK lookup`);
   }
 });

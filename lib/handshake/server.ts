@@ -231,10 +231,11 @@ function checkClientHello(ch: ClientHello): void {
  * the PSK lookup), as rustls' (InvalidSniPolicy's default) and LibreSSL's servers do: some clients put there the
  * address they connected to. A trailing dot ("example.com.", sent by clients that pass a fully qualified name on
  * as it is, as Node's and OpenSSL's do) is dropped, as a client of this library drops it: rustls' and OpenSSL's
- * servers accept such a name, and the PSK lookup sees one form of each name. Any other name that is not a DNS
- * host name (a character other than ASCII letters, digits, "-", "_" and ".", an empty label, a label over 63 bytes
- * or over 253 in all: RFC 1035 §2.3.4; the client's own rule, hostNameProblem) fails the handshake with
- * illegal_parameter (RFC 8446 §6.2: "A field in the handshake was incorrect"), as rustls and LibreSSL answer.
+ * servers accept such a name. The name is lowercased (DNS names are case-insensitive, RFC 4343 §3; rustls' server
+ * lowercases too), so the PSK lookup sees one form of each name: "KME.Example." is "kme.example". Any other name
+ * that is not a DNS host name (a character other than ASCII letters, digits, "-", "_" and ".", an empty label, a
+ * label over 63 bytes or over 253 in all: RFC 1035 §2.3.4; the client's own rule, hostNameProblem) fails the
+ * handshake with illegal_parameter (RFC 8446 §6.2: "A field in the handshake was incorrect"), as rustls and LibreSSL answer.
  * RFC 6066 names no alert for this: its unrecognized_name is for a well-formed name the server does not serve.
  * So what the application sees (PskRequest.serverName, HandshakeInfo.serverName) is always a checked host name.
  */
@@ -248,7 +249,9 @@ function withCheckedServerName(ch: ClientHello): ClientHello {
   if (isIpLiteral(host) && !isHostAndPort(host)) return { ...ch, serverName: undefined };
   const problem = hostNameProblem(host, false, name);
   if (problem) throw new TlsError('ServerNameNotHostName', `the client's server_name "${clip(name, 80)}" ${problem}: not a DNS host name (RFC 6066 §3)`);
-  return host === name ? ch : { ...ch, serverName: host };
+  // (Checked: ASCII only, so toLowerCase changes only the letters A-Z.)
+  const seen = host.toLowerCase();
+  return seen === name ? ch : { ...ch, serverName: seen };
 }
 
 /** What a HelloRetryRequest fixed, for checking the second ClientHello (§4.1.2, §4.1.4). */

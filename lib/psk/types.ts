@@ -91,9 +91,10 @@ export interface PskRequest {
    */
   readonly identities: readonly Uint8Array[];
   /**
-   * The server_name the client sent, if any, checked (RFC 6066 §3): an ASCII DNS host name (a trailing dot dropped),
-   * of labels of at most 63 bytes and at most 253 bytes in all (any other name fails the handshake with
-   * illegal_parameter, ServerNameNotHostName). A client's IP literal is taken as no name (undefined).
+   * The server_name the client sent, if any, checked (RFC 6066 §3): an ASCII DNS host name, lowercased (RFC 4343
+   * §3), a trailing dot dropped, of labels of at most 63 bytes and at most 253 bytes in all (any other name fails
+   * the handshake with illegal_parameter, ServerNameNotHostName). A client's IP literal is taken as no name
+   * (undefined).
    */
   readonly serverName?: string;
 }
