@@ -118,22 +118,56 @@ export class TlsError extends Error {
   readonly remote: boolean;
   /** True when we detected the error and sent its alert; false when the peer sent it or none could be sent. */
   readonly alertSent: boolean;
+  /**
+   * What to check, when this side can tell (a received alert whose cause only the peer saw, such as a client's
+   * decrypt_error for its PSK binder; see {@link receivedAlertHint}); never key material. It ends the message when
+   * there is no detail (a received alert has none), as in `tls alert: decrypt_error (51) received: HINT`; an error
+   * we detected has a detail that already says what went wrong, so the hint is only this field.
+   */
+  readonly hint: string | undefined;
 
   /**
    * `remote`: the peer sent us the alert. `alertNotSent`: we detected the error but no alert could reach the
    * peer (a transport giving up on its socket, as on a handshake timeout); the message says so.
    */
-  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alertCode?: number; alertNotSent?: boolean; cause?: unknown }) {
+  constructor(reason: Reason, detail?: string, options?: { remote?: boolean; alertCode?: number; alertNotSent?: boolean; cause?: unknown; hint?: string }) {
     const code = options?.alertCode ?? AlertDescription[REASON_ALERT[reason]];
     const alert = alertName(code) ?? (`alert_${code}` as const);
     const remote = options?.remote ?? false;
     const how = remote ? 'received' : options?.alertNotSent ? 'not sent' : 'sent';
-    super(`tls alert: ${alert} (${code}) ${how}${detail ? `: ${detail}` : ''}`, { cause: options?.cause });
+    const hint = options?.hint;
+    const text = detail ?? hint;
+    super(`tls alert: ${alert} (${code}) ${how}${text ? `: ${text}` : ''}`, { cause: options?.cause });
     this.name = 'TlsError';
     this.reason = reason;
     this.alert = alert;
     this.alertCode = code;
     this.remote = remote;
     this.alertSent = !remote && !options?.alertNotSent;
+    this.hint = hint;
   }
+}
+
+/**
+ * What a side can say about an error alert the peer sent, whose cause only the peer saw (the peer's own log names
+ * it). `beforeServerHello`: a client that has not yet received a ServerHello, so the server has not accepted any of
+ * its PSKs. Undefined when this side knows nothing to add. Hints name what to check, never key material.
+ */
+export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'client' | 'server', stage: { handshaking: boolean; beforeServerHello: boolean }): string | undefined {
+  if (side !== 'client' || !stage.handshaking) return undefined;
+  // RFC 8446 §4.2.11.2: a server that cannot verify a binder aborts with decrypt_error. Before its ServerHello that is
+  // the only decrypt_error it can send (it has selected no PSK): its key for the identity is not ours, or it binds
+  // the key to another hash (the binder is an HMAC under the PSK's hash).
+  if (alert === 'decrypt_error' && stage.beforeServerHello) {
+    return 'the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes (RFC 8446 §4.2.11.2)';
+  }
+  // RFC 8446 §4.2.11: a server that knows none of the offered identities may abort with unknown_psk_identity.
+  if (alert === 'unknown_psk_identity') {
+    return 'the server has no key for any PSK identity we offered: check the identities on both sides, and that both or neither import the key with RFC 9258; its log says which it was offered (RFC 8446 §4.2.11)';
+  }
+  // RFC 8446 §6.2: handshake_failure, "unable to negotiate an acceptable set of security parameters".
+  if (alert === 'handshake_failure') {
+    return 'the server found no acceptable cipher suite, key exchange mode or group, or could not get its key; its log says which (RFC 8446 §6.2)';
+  }
+  return undefined;
 }

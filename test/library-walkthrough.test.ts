@@ -7,6 +7,7 @@ import { createServer as createTcpServer, type AddressInfo, Socket } from 'node:
 import t from 'tap';
 import { WebSocket as WsClient } from 'ws';
 import { Connection } from '../lib/connection/connection.js';
+import { receivedAlertHint } from '../lib/errors.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { decodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import { serverPskResolver, takePsks } from '../lib/psk/source.js';
@@ -19,7 +20,7 @@ import type { WebSocketRefusal } from '../lib/transport/ws-server.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
-import { makePsk } from './helpers/pair.js';
+import { handshake, makePsk } from './helpers/pair.js';
 import { jsonEvent, spawnQkdTls } from './helpers/peers.js';
 
 const psk = makePsk('walkthrough');
@@ -285,4 +286,34 @@ t.test('the WebSocket bridge tells of each refused upgrade (a page sees only tha
   const at = proxy.services[0].address;
   t.equal(await refusedStatus(`ws://${at.host}:${at.port}/`, 'http://evil.example'), 403, 'the proxy refuses another origin');
   t.match(events.filter(([name]) => name === 'refused'), [['refused', { service: 'pages', origin: 'http://evil.example', status: 403 }]], 'and logs it');
+});
+
+t.test('a client whose key the server refuses is told what to check in err.message and err.hint, not only the alert', async (t) => {
+  // A library user printing err.message saw only 'tls alert: decrypt_error (51) received'; the hint (a wrong key, or
+  // another hash) was the command line's alone (bin/cli/report.ts).
+  const other = makePsk('walkthrough'); // the same identity, another secret
+  const wrongKey = handshake({ crypto: nobleProvider, psks: [other] }, { crypto: nobleProvider, psks: [psk] });
+  const ce = wrongKey.error('client');
+  t.equal(ce?.alert, 'decrypt_error');
+  t.equal(ce?.remote, true);
+  t.match(ce?.hint, /^the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes \(RFC 8446 §4\.2\.11\.2\)$/);
+  t.equal(ce?.message, `tls alert: decrypt_error (51) received: ${ce?.hint}`, 'the message ends with the hint');
+  const se = wrongKey.error('server');
+  t.equal(se?.message, 'tls alert: decrypt_error (51) sent: PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)', "the server's message as before");
+  t.match(se?.hint, /the client holds another key for this identity, or binds it to another hash/, 'and a hint of its own');
+
+  const unknown = handshake({ crypto: nobleProvider, psks: [makePsk('nobody')] }, { crypto: nobleProvider, psks: [psk] });
+  t.match(unknown.error('client')?.message, /^tls alert: unknown_psk_identity \(115\) received: the server has no key for any PSK identity we offered: .*\(RFC 8446 §4\.2\.11\)$/);
+
+  const noSuite = handshake({ crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] }, { crypto: nobleProvider, psks: [psk], suites: ['TLS_CHACHA20_POLY1305_SHA256'] });
+  t.equal(noSuite.error('server')?.reason, 'NoCommonCipherSuite');
+  t.match(noSuite.error('client')?.message, /^tls alert: handshake_failure \(40\) received: the server found no acceptable cipher suite, key exchange mode or group, .*its log says which \(RFC 8446 §6\.2\)$/);
+
+  // No guess where this side cannot know: a decrypt_error after the ServerHello (the server accepted the binder), an
+  // alert a server receives, an alert after the handshake.
+  t.equal(receivedAlertHint('decrypt_error', 'client', { handshaking: true, beforeServerHello: false }), undefined);
+  t.equal(receivedAlertHint('decrypt_error', 'server', { handshaking: true, beforeServerHello: false }), undefined);
+  t.equal(receivedAlertHint('handshake_failure', 'client', { handshaking: false, beforeServerHello: false }), undefined);
+  const plain = handshake({ crypto: nobleProvider, psks: [psk] }, { crypto: nobleProvider, psks: [psk] });
+  t.equal(plain.error('client'), undefined, 'a good key: no error');
 });

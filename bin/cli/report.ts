@@ -87,6 +87,9 @@ export class Reporter {
  * server that does not answer. `qkdKeys`: the keys come from a KME (--kme), not from --psk. `keysObtained`: the key
  * source had answered (the handshake had started); a timeout before that is the KME's, not the server's. Undefined
  * when there is nothing to add.
+ *
+ * For a received alert the library says what to check in the message already (TlsError.hint, from
+ * receivedAlertHint); this adds only what names the command's own options, so that the line does not say it twice.
  */
 export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = true): string | undefined {
   if (err instanceof TlsError) {
@@ -94,15 +97,14 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
       return qkdKeys ? 'no QKD key from the KME in time, so nothing was sent to the server (is the KME answering? --kme-timeout)' : undefined;
     }
     if (err.reason === 'HandshakeTimeout') return 'the server did not answer in time (is it a TLS server? its log, or its key manager, may say why)';
-    if (!err.remote) return undefined;
-    // The binder did not verify (RFC 8446 §4.2.11). With QKD keys there is no key of ours to mistype: the server's KME
-    // gave it another key under that key ID (KMEs that do not share their keys), or the two sides bind it to other hashes.
-    if (err.alert === 'decrypt_error' && qkdKeys) return "the server could not verify the QKD key we offered (did its KME give it another key for that key ID? another --psk-hash on one side?)";
-    if (err.alert === 'decrypt_error') return 'the server could not verify the key we offered (a wrong key, or another --psk-hash?)';
+    if (!err.remote || err.hint === undefined) return undefined;
+    // The binder did not verify (RFC 8446 §4.2.11.2). With QKD keys there is no key of ours to mistype: the server's
+    // KME gave it another key under that key ID (KMEs that do not share their keys), or the two sides bind it to other hashes.
+    if (err.alert === 'decrypt_error' && qkdKeys) return 'did its KME give it another key for that key ID? --psk-hash on one side only?';
+    if (err.alert === 'decrypt_error') return 'check --psk, and --psk-hash on both sides';
     // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
-    if (err.alert === 'unknown_psk_identity' && qkdKeys) return "the server did not take the QKD key we offered (its log says why: another --peer-sae-id on its side? a KME that does not share this key?)";
-    if (err.alert === 'unknown_psk_identity') return 'the server has no key for the identity we offered (a wrong --identity? --importer or --context on one side only? its log says which)';
-    if (err.alert === 'handshake_failure') return "the server's log says why";
+    if (err.alert === 'unknown_psk_identity' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key?';
+    if (err.alert === 'unknown_psk_identity') return 'a wrong --identity? --importer or --context on one side only?';
     return undefined;
   }
   const code = (err as { code?: unknown } | undefined)?.code;

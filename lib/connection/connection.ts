@@ -18,7 +18,8 @@
 import { AlertDescription, AlertLevel, ContentType, nameOf } from '../codec/enums.js';
 import { concat, copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
-import { TlsError } from '../errors.js';
+import { alertName } from '../alerts.js';
+import { receivedAlertHint, TlsError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
 import { encodeKeyUpdate } from '../messages/post-hello.js';
 import type { Psk, PskRequest } from '../psk/types.js';
@@ -681,8 +682,15 @@ export class Connection {
       // "SSL Death Alert" of CVE-2016-8610), bounded as the others are.
       return this.countIdleRecord('a user_canceled warning alert');
     }
-    // §6.2: every other alert is an error alert and ends the connection, whatever its level says.
-    this.fatal(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code }));
+    // §6.2: every other alert is an error alert and ends the connection, whatever its level says. Its cause is in the
+    // peer's log; where this side can tell what to check (a client's decrypt_error before any ServerHello: its binder,
+    // §4.2.11.2), the error says so, for the library user as for the command line.
+    const alert = new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code }).alert;
+    const hint = receivedAlertHint(alert, this.isClient ? 'client' : 'server', {
+      handshaking: this.phaseValue.kind !== 'connected',
+      beforeServerHello: this.state.name === 'ExpectServerHello',
+    });
+    this.fatal(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code, ...(hint ? { hint } : {}) }));
   }
 
   private handleApplicationData(content: Uint8Array): void {

@@ -43,7 +43,8 @@ export function verifyBinder(
     received.length !== expected.length && hashes[received.length]
       ? `PSK binder does not verify: the client bound the key to ${hashes[received.length]}, this side to ${psk.hash} (the two sides must agree on the PSK's hash) (RFC 8446 §4.2.11.2)`
       : 'PSK binder does not verify (wrong key?) (RFC 8446 §4.2.11.2)';
-  verifyMac(expected, received, 'IncorrectBinder', detail);
+  // What the server's user can check (TlsError.hint); the detail above already ends the message with it in short.
+  verifyMac(expected, received, 'IncorrectBinder', detail, 'the client holds another key for this identity, or binds it to another hash (RFC 8446 §4.2.11.2)');
 }
 
 /**
@@ -63,10 +64,10 @@ export function verifyFinished(
 }
 
 /** Compares a MAC we computed (wiped here) with the received one in constant time. */
-function verifyMac(expected: Uint8Array, received: Uint8Array, reason: 'IncorrectBinder' | 'IncorrectFinished', detail: string): void {
+function verifyMac(expected: Uint8Array, received: Uint8Array, reason: 'IncorrectBinder' | 'IncorrectFinished', detail: string, hint?: string): void {
   const ok = equalConstantTime(expected, received);
   wipe(expected);
-  if (!ok) throw new TlsError(reason, detail);
+  if (!ok) throw new TlsError(reason, detail, hint ? { hint } : undefined);
 }
 
 /** Starts the key schedule of `psk` on a private copy of its secret (the caller's buffer is left alone). */
