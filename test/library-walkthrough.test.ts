@@ -10,13 +10,15 @@ import { Connection } from '../lib/connection/connection.js';
 import { receivedAlertHint } from '../lib/errors.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { decodeKeyIdIdentity } from '../lib/psk/key-id.js';
-import { serverPskResolver, takePsks } from '../lib/psk/source.js';
+import { serverPskResolver, StaticKeySource, takePsks } from '../lib/psk/source.js';
+import type { Psk, PskRequest } from '../lib/psk/types.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter } from '../lib/qkd/index.js';
 import { startProxy } from '../lib/proxy/proxy.js';
 import { startWebSocketBridge } from '../lib/proxy/ws-bridge.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import type { WebSocketRefusal } from '../lib/transport/ws-server.js';
+import { createServer as createQkdTlsServer } from '../lib/transport/node.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/websocket.js';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
@@ -316,4 +318,87 @@ t.test('a client whose key the server refuses is told what to check in err.messa
   t.equal(receivedAlertHint('handshake_failure', 'client', { handshaking: false, beforeServerHello: false }), undefined);
   const plain = handshake({ crypto: nobleProvider, psks: [psk] }, { crypto: nobleProvider, psks: [psk] });
   t.equal(plain.error('client'), undefined, 'a good key: no error');
+});
+
+t.test('serverPskResolver without onLease: the keys it leased are wiped once the handshake took them (they stayed until GC)', async (t) => {
+  // A streams user (lookupPsks) or a Connection user had nothing telling them to wipe the resolved keys, and no clock
+  // in the core to do it with: the connection that is handed the resolver's answer wipes it.
+  const allZero = (answer: readonly (Psk | undefined)[]): boolean => answer.every((p) => p === undefined || p.secret.every((b) => b === 0));
+  const source = new StaticKeySource([{ identity: psk.identity, secret: psk.secret }]);
+  const resolve = serverPskResolver(nobleProvider, source);
+  const answers: (Psk | undefined)[][] = [];
+  const lookupPsks = async (r: PskRequest): Promise<(Psk | undefined)[]> => {
+    const answer = await resolve(r);
+    answers.push(answer);
+    return answer; // passed on as it is
+  };
+  for (const round of [1, 2]) {
+    const [clientEnd, serverEnd] = memoryPipe();
+    const server = tlsServerOverStreams(serverEnd, { crypto: nobleProvider, lookupPsks });
+    const client = tlsClientOverStreams(clientEnd, { crypto: nobleProvider, psks: [psk] });
+    const [info] = await Promise.all([server.handshake, client.handshake]);
+    t.equal(info.identity, 'walkthrough', `handshake ${round} completes`);
+    const answer = answers[round - 1];
+    t.ok(answer.some((p) => p !== undefined) && allZero(answer), `handshake ${round}: the leased key is wiped`);
+    client.connection.destroy();
+    server.connection.destroy();
+  }
+  // The source's own key is not (the second handshake above used it again), nor the caller's static PSK.
+  t.ok(psk.secret.some((b) => b !== 0), "the caller's PSK is untouched");
+
+  // A Connection user answering psk-request itself: its own PSKs are left alone, a resolver's answer is wiped.
+  const own = makePsk('walkthrough', 'SHA-256', psk.secret.slice());
+  const answerWith = async (answer: (r: PskRequest) => Promise<readonly (Psk | undefined)[]>): Promise<readonly (Psk | undefined)[]> => {
+    const client = Connection.client({ crypto: nobleProvider, psks: [psk] });
+    const server = Connection.server({ crypto: nobleProvider, psks: undefined });
+    server.receive(client.takeOutput()!);
+    const request = server.takeEvents().find((e) => e.type === 'psk-request');
+    if (request?.type !== 'psk-request') throw new Error('no psk-request');
+    const psks = await answer(request.request);
+    server.providePsks(psks);
+    client.receive(server.takeOutput()!);
+    t.ok(client.takeEvents().some((e) => e.type === 'handshake'), 'the client completes');
+    return psks;
+  };
+  t.ok((await answerWith(async () => [own])).every((p) => p!.secret.some((b) => b !== 0)), 'providePsks with PSKs of its own: not wiped');
+  t.ok(allZero(await answerWith(resolve)), 'providePsks with a serverPskResolver answer: wiped');
+  // An answer that comes after the connection ended: refused, and wiped all the same.
+  const late = Connection.server({ crypto: nobleProvider });
+  const hello = Connection.client({ crypto: nobleProvider, psks: [psk] });
+  late.receive(hello.takeOutput()!);
+  const req = late.takeEvents().find((e) => e.type === 'psk-request');
+  if (req?.type !== 'psk-request') throw new Error('no psk-request');
+  const lateAnswer = await resolve(req.request);
+  late.destroy();
+  t.throws(() => late.providePsks(lateAnswer), /not waiting for PSKs/);
+  t.ok(allZero(lateAnswer), 'a late answer is wiped too');
+  source.close();
+});
+
+t.test('qkd-tls/node: a serverPskResolver answer that comes after the client went away is wiped, not dropped as it was', async (t) => {
+  const source = new StaticKeySource([{ identity: psk.identity, secret: psk.secret }]);
+  t.teardown(() => source.close());
+  const resolve = serverPskResolver(nobleProvider, source);
+  let answered!: (a: readonly (Psk | undefined)[]) => void;
+  const answer = new Promise<readonly (Psk | undefined)[]>((r) => (answered = r));
+  const server = createQkdTlsServer({
+    crypto: nobleProvider,
+    psks: async (request, socket) => {
+      const a = await resolve(request);
+      // Answer only once the connection is gone (the client gave up during the lookup).
+      if (socket && !socket.destroyed) await new Promise((r) => socket.once('close', r));
+      setImmediate(() => answered(a));
+      return a;
+    },
+  });
+  server.on('socketError', () => {});
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const hello = Connection.client({ crypto: nobleProvider, psks: [psk] });
+  const raw = new Socket();
+  raw.on('error', () => {});
+  raw.connect((server.address() as AddressInfo).port, '127.0.0.1', () => raw.end(hello.takeOutput()!));
+  const a = await answer;
+  t.ok(a.some((p) => p !== undefined) && a.every((p) => p === undefined || p.secret.every((b) => b === 0)), 'the late answer is wiped');
+  raw.destroy();
 });

@@ -22,6 +22,7 @@ import { alertName } from '../alerts.js';
 import { receivedAlertHint, TlsError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
 import { encodeKeyUpdate } from '../messages/post-hello.js';
+import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
@@ -228,11 +229,20 @@ export class Connection {
     else this.deframer.detach();
   }
 
-  /** Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. */
+  /**
+   * Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. The handshake copies
+   * what it needs of the secrets before this returns; the caller's buffers are left alone, except for an answer of
+   * serverPskResolver (lib/psk/source.ts), whose leased keys are wiped here, whether the answer was taken or
+   * refused (no other owner would wipe them).
+   */
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
-    const s = this.state;
-    if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
-    this.resumeHandshake(() => s.resume(this.io, psks));
+    try {
+      const s = this.state;
+      if (!this.awaitingPsks || !isAwaitingPsks(s)) throw new Error(`providePsks: the connection is not waiting for PSKs (${this.phase})`);
+      this.resumeHandshake(() => s.resume(this.io, psks));
+    } finally {
+      releaseResolvedPsks(psks);
+    }
   }
 
   /**

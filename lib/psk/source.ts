@@ -11,7 +11,8 @@
  *
  * {@link takePsks} and {@link serverPskResolver} turn the keys into the {@link Psk}s the handshake uses, either
  * directly (plain external PSKs) or through the RFC 9258 importer. Keys handed out belong to the caller, who
- * wipes them with {@link PskLease.release} once the handshake is over.
+ * wipes them with {@link PskLease.release} once the handshake is over; a server's resolver answer is wiped by the
+ * connection it is handed to ({@link releaseResolvedPsks}), which copies what it needs first.
  *
  * This file is runtime-neutral (no I/O, no clock of its own); {@link StaticKeySource} is the in-memory source.
  * The key-manager source is lib/qkd/etsi014-source.ts, the file source lib/qkd/file-source.ts.
@@ -122,17 +123,27 @@ export interface ServerResolverOptions {
    */
   readonly plain?: boolean;
   /**
-   * Receives each lease of resolved keys, to wipe them once the handshake is over. If it throws, the lease's keys
-   * are wiped at once and the lookup rejects with an error naming onLease (that handshake fails).
+   * Receives each lease of resolved keys, to wipe them on a schedule of its own (`releaseAfter(ms)` from
+   * qkd-tls/qkd: on a timer). The connection that is handed the resolver's answer wipes the lease anyway (see
+   * {@link serverPskResolver}); this is for answers that never reach one (code of yours that drops or rebuilds an
+   * answer). If it throws, the lease's keys are wiped at once and the
+   * lookup rejects with an error naming onLease (that handshake fails).
    */
   readonly onLease?: (lease: PskLease) => void;
 }
 
 /**
- * Server: an asynchronous PSK resolver (for the transport's `createServer({ psks })`, or for answering a
- * connection's `psk-request` event) that asks `source` for the keys the ClientHello names. Imported identities
- * naming the same key (one per target KDF) cause one lookup; the handshake then picks the imported PSK whose
- * hash fits the cipher suite it chose. Identities for another target protocol or KDF are ignored.
+ * Server: an asynchronous PSK resolver (tlsServerOverStreams's `lookupPsks`, qkd-tls/node's `createServer({ psks })`,
+ * or an answer to a connection's `psk-request` event) that asks `source` for the keys the ClientHello names.
+ * Imported identities naming the same key (one per target KDF) cause one lookup; the handshake then picks the
+ * imported PSK whose hash fits the cipher suite it chose. Identities for another target protocol or KDF are ignored.
+ *
+ * The keys it resolves are copies leased to this one handshake (the source keeps, and never loses, its own), and
+ * the array it answers carries that lease: {@link Connection.providePsks}, which every transport calls with the
+ * answer as it is, wipes them as soon as the handshake has copied what it needs (so does qkd-tls/node when the
+ * connection ended during the lookup). Pass the answer on unchanged: an array you build from it (`.map(...)`)
+ * carries no lease, and its keys then stay in memory until garbage collection unless `onLease` wipes them (e.g.
+ * `onLease: releaseAfter(35_000)`, or a lease you release when the handshake ends).
  */
 export function serverPskResolver(
   crypto: CryptoProvider,
@@ -201,8 +212,26 @@ export function serverPskResolver(
       lease.release();
       throw new Error(`${source.description}: the onLease callback threw: ${thrownMessage(e)}`, { cause: e });
     }
+    if (used.length > 0) answerLeases.set(psks, lease);
     return psks;
   };
+}
+
+/** The lease behind each answer of a {@link serverPskResolver}, by the answer's array (no clock: no timer here). */
+const answerLeases = new WeakMap<object, PskLease>();
+
+/**
+ * Wipes the keys leased with `answer` when it is the array a {@link serverPskResolver} answered, once the
+ * handshake has taken copies of them or no handshake will (Connection.providePsks, a transport dropping an answer
+ * that came too late); does nothing for any other array, so that keys the caller still uses (its own static PSKs)
+ * are never wiped.
+ */
+export function releaseResolvedPsks(answer: unknown): void {
+  if (typeof answer !== 'object' || answer === null) return;
+  const lease = answerLeases.get(answer);
+  if (!lease) return;
+  answerLeases.delete(answer);
+  lease.release();
 }
 
 /** The plain external PSK for a key (RFC 8446 §4.2.11: bound to the key's hash, SHA-256 by default). */

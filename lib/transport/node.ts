@@ -21,6 +21,7 @@ import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
 import { reportCallbackError, thrownMessage } from '../callbacks.js';
+import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { KeyAgreementRequest } from '../config/events.js';
@@ -581,7 +582,8 @@ export class QkdTlsSocket extends Duplex {
       .then(() => resolver(request, this))
       .then(
         (psks) => {
-          if (this.destroyed || conn.phase !== 'handshaking') return;
+          // Too late (the connection ended during the lookup): a serverPskResolver's leased keys go now.
+          if (this.destroyed || conn.phase !== 'handshaking') return releaseResolvedPsks(psks);
           conn.providePsks(psks);
           settle();
         },
