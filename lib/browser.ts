@@ -7,7 +7,10 @@
  *  - TLS over WHATWG streams (`tlsClientOverStreams`: a Worker's `connect()`, Deno, Bun) and over WebSocket
  *    (`tlsClientOverWebSocket`: a page, through `qkd-tls server --websocket` or `qkd-tls bridge`);
  *  - the ETSI GS QKD 014 client on fetch (`Etsi014FetchClient`), to take QKD keys from a key manager that
- *    allows the page (CORS) or the Worker to call it;
+ *    allows the page (CORS) or the Worker to call it, and the key sources over it (`Etsi014ClientSource`: a pool
+ *    fetched ahead, pooled keys wiped when their lifetime ends, each key given to one handshake, the key-ID
+ *    identity built by `takePsks`; `Etsi014ServerSource` and `releaseAfter` for a server over the streams
+ *    transport in Deno or Bun), with no Node built-in (lib/qkd/etsi014-source.ts);
  *  - the annotated handshake trace (`createTracer`, the dissectors and their plain-data `TraceEvent` trees),
  *    to show every record and handshake message, field by field, in a page.
  */
@@ -30,6 +33,16 @@ export {
   type WebSocketTransportOptions,
 } from './transport/websocket.js';
 export { Etsi014Error, Etsi014FetchClient, type Etsi014FetchClientOptions, type Etsi014Key } from './qkd/etsi014-fetch.js';
+export {
+  Etsi014ClientSource,
+  Etsi014ServerSource,
+  releaseAfter,
+  type Etsi014ClientSourceOptions,
+  type Etsi014KeyClient,
+  type Etsi014ServerSourceOptions,
+  type Etsi014SourceEvent,
+  type RefusalReason,
+} from './qkd/etsi014-source.js';
 // Named, not `export *`: the RecordTrace/RecordTraceHook types come with './index.js' already.
 export {
   createTracer,
