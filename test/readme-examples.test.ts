@@ -11,7 +11,7 @@
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -106,13 +106,51 @@ const worker :Workerd.Worker = (
 });
 
 t.test('test/fixtures/readme/page.mjs runs in a page: a QKD key from the KME, TLS over WebSocket', { ...SUBTEST, skip: esbuild.skip || missingChromium(t) }, async (t) => {
+  const { kme, masterUrl, slaveUrl } = await pageKme(t);
+  const { address, server } = await qkdTlsServer(t, ['--websocket', '--kme', slaveUrl, '--sae-id', 'server-sae', '--peer-sae-id', 'page-sae']);
+  const { page, errors } = await openPage(t, { kme: masterUrl, sae: 'page-sae', peer: 'server-sae', server: `ws://${address}/` });
+  await page.waitForSelector('p:nth-of-type(3)');
+  const lines = await page.evaluate(() => [...(globalThis as unknown as { document: { querySelectorAll(s: string): Iterable<{ textContent: string }> } }).document.querySelectorAll('p')].map((p) => p.textContent), null);
+  t.same(errors, [], 'no page error');
+  t.match(lines[0], /^TLSv1\.3 TLS_AES_128_GCM_SHA256 psk_dhe_ke x25519 on QKD key [0-9a-f-]{36}$/, 'the page shows the handshake and the key ID');
+  t.equal(lines[1], 'hello from a page\n', 'the echo');
+  t.equal(lines[2], 'closed with close_notify', "and the server's close_notify");
+  const hs = jsonEvent(await server.waitFor(/"event":"handshake"/, WAIT, 'stderr'), 'handshake');
+  t.match(hs, { kex: 'psk_dhe_ke', keyId: lines[0]?.slice(-36) }, 'the server took the same key by its ID');
+  t.equal(encKeysCalls(kme.stdout), 1, 'one enc_keys call');
+});
+
+// The page took its key from the KME before opening the WebSocket, so a server that was down cost a QKD key (the
+// KME hands each out once) for nothing (found in a library walkthrough).
+t.test('test/fixtures/readme/page.mjs with the server down: the WebSocket fails first, and no QKD key is taken', { ...SUBTEST, skip: esbuild.skip || missingChromium(t) }, async (t) => {
+  const { kme, masterUrl } = await pageKme(t);
+  const probe = createNetServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const free = (probe.address() as AddressInfo).port; // free a moment ago: nothing listens there
+  await new Promise<void>((r) => probe.close(() => r()));
+  const { errors, failed } = await openPage(t, { kme: masterUrl, sae: 'page-sae', peer: 'server-sae', server: `ws://127.0.0.1:${free}/` });
+  await withTimeout(failed, WAIT, 'a page error');
+  // (Chromium's WebSocketStream: 'WebSocketStream ws://...: WebSocket closed before handshake complete ...'.)
+  t.match(errors[0], /^WebSocket(Stream)? ws:\/\/127\.0\.0\.1:\d+\/: /, 'the page fails on the WebSocket');
+  t.equal(encKeysCalls(kme.stdout), 0, 'no enc_keys call: no key taken');
+});
+
+/** `qkd-tls kme` for the page (page-sae, server-sae) and its two URLs. */
+async function pageKme(t: Tap): Promise<{ kme: ReturnType<typeof spawnQkdTls>; masterUrl: string; slaveUrl: string }> {
   const kme = spawnQkdTls(t, ['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--master-sae', 'page-sae', '--slave-sae', 'server-sae', '--json']);
   const kmeOut = await kme.waitFor(/"event":"listening"[^\n]*\n[^\n]*"event":"listening"|"slave"/, WAIT);
   const urls = [...kmeOut.matchAll(/"url":"(http:\/\/127\.0\.0\.1:\d+)"/g)].map((m) => m[1]);
   t.equal(urls.length, 2, 'the KME simulator runs both KMEs', { kmeOut });
-  const [masterUrl, slaveUrl] = urls;
-  const { address, server } = await qkdTlsServer(t, ['--websocket', '--kme', slaveUrl, '--sae-id', 'server-sae', '--peer-sae-id', 'page-sae']);
+  return { kme, masterUrl: urls[0], slaveUrl: urls[1] };
+}
 
+/** How many enc_keys requests the KME simulator logged (--json: one request event per line). */
+function encKeysCalls(stdout: string): number {
+  return stdout.split('\n').filter((l) => /"event":"request"/.test(l) && /enc_keys/.test(l) && !/"method":"OPTIONS"/.test(l)).length;
+}
+
+/** page.mjs bundled and served, opened in headless Chromium with `query`; `failed` resolves on its first page error. */
+async function openPage(t: Tap, query: Record<string, string>) {
   const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-page-example-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const script = readFileSync(await bundle(t, 'page.mjs', dir, []));
@@ -122,20 +160,18 @@ t.test('test/fixtures/readme/page.mjs runs in a page: a QKD key from the KME, TL
   });
   await new Promise<void>((r) => web.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => web.close(() => r())));
-  const pageUrl = `http://127.0.0.1:${(web.address() as AddressInfo).port}/?${new URLSearchParams({ kme: masterUrl, sae: 'page-sae', peer: 'server-sae', server: `ws://${address}/` })}`;
+  const pageUrl = `http://127.0.0.1:${(web.address() as AddressInfo).port}/?${new URLSearchParams(query)}`;
 
   const context = await launchChromium(t);
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
   const errors: string[] = [];
-  page.on('pageerror', (e) => errors.push(e.message ?? ''));
+  let onError!: () => void;
+  const failed = new Promise<void>((r) => (onError = r));
+  page.on('pageerror', (e) => {
+    errors.push(e.message ?? '');
+    onError();
+  });
   await page.goto(pageUrl);
-  await page.waitForSelector('p:nth-of-type(3)');
-  const lines = await page.evaluate(() => [...(globalThis as unknown as { document: { querySelectorAll(s: string): Iterable<{ textContent: string }> } }).document.querySelectorAll('p')].map((p) => p.textContent), null);
-  t.same(errors, [], 'no page error');
-  t.match(lines[0], /^TLSv1\.3 TLS_AES_128_GCM_SHA256 psk_dhe_ke x25519 on QKD key [0-9a-f-]{36}$/, 'the page shows the handshake and the key ID');
-  t.equal(lines[1], 'hello from a page\n', 'the echo');
-  t.equal(lines[2], 'closed with close_notify', "and the server's close_notify");
-  const hs = jsonEvent(await server.waitFor(/"event":"handshake"/, WAIT, 'stderr'), 'handshake');
-  t.match(hs, { kex: 'psk_dhe_ke', keyId: lines[0]?.slice(-36) }, 'the server took the same key by its ID');
-});
+  return { page, errors, failed };
+}
