@@ -133,6 +133,14 @@ t.test('qkd-tls client: a wrong key, an unknown identity and no server each end 
   };
   const other = PSK_HEX.replace(/^6b/, '00');
   t.equal(await run(['--psk', other, '--identity', PSK_IDENTITY]), 'tls alert: decrypt_error (51) received: the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes (RFC 8446 §4.2.11.2): check --psk, and --psk-hash on both sides\n');
+  // With --json the library's hint and the command's are the "hint" field, apart from the message, as for other errors.
+  t.match(JSON.parse(await run(['--psk', other, '--identity', PSK_IDENTITY, '--json'])), {
+    event: 'error',
+    message: 'tls alert: decrypt_error (51) received',
+    hint: 'the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes (RFC 8446 §4.2.11.2); check --psk, and --psk-hash on both sides',
+    reason: 'PeerSentAlert',
+    direction: 'received',
+  });
   t.equal(
     await run(['--psk', PSK_HEX, '--identity', 'nobody']),
     'tls alert: unknown_psk_identity (115) received: the server has no key for any PSK identity we offered: check the identities on both sides, and that both or neither import the key with RFC 9258; its log says which it was offered (RFC 8446 §4.2.11): a wrong --identity? --importer or --context on one side only?\n',

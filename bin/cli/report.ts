@@ -40,12 +40,16 @@ export class Reporter {
 
   /**
    * A failure: `tls alert: decrypt_error (51) sent: ...` or a plain error. A `hint` (what the user can do about it)
-   * follows the message after a colon, or goes in a "hint" field with --json.
+   * follows the message after a colon, or goes in a "hint" field with --json. A TlsError's own hint (TlsError.hint,
+   * which ends its message when it has no detail) goes in that field too with --json, before the command's.
    */
   failure(err: unknown, extra: Record<string, unknown> = {}, hint?: string): void {
     const e = err instanceof Error ? err : new Error(String(err));
     if (this.json) {
-      const o: Record<string, unknown> = { event: 'error', message: e.message, ...extra, ...(hint ? { hint } : {}) };
+      const own = e instanceof TlsError ? e.hint : undefined;
+      const message = own && e.message.endsWith(`: ${own}`) ? e.message.slice(0, -own.length - 2) : e.message;
+      const hints = [own, hint].filter((h): h is string => h !== undefined && h !== '').join('; ');
+      const o: Record<string, unknown> = { event: 'error', message, ...extra, ...(hints ? { hint: hints } : {}) };
       if (e instanceof TlsError) Object.assign(o, { alert: e.alert, alertCode: e.alertCode, direction: e.remote ? 'received' : e.alertSent ? 'sent' : 'not sent', reason: e.reason });
       this.write(o);
     } else {
