@@ -33,7 +33,7 @@ import { ext, type Extension, type KeyShareEntry } from '../messages/extensions.
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM, type ClientHello } from '../messages/hello.js';
 import { decodeEndOfEarlyData, decodeFinished, encodeEncryptedExtensions, encodeFinished } from '../messages/post-hello.js';
 import { identityText } from '../psk/identity-text.js';
-import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk, type PskRequest, type PskResolver } from '../psk/types.js';
+import { earlyDataSuiteName, pskShapeProblem, releasedPskProblem, shortPskProblem, type Psk, type PskRequest, type PskResolver } from '../psk/types.js';
 import { isThenable, thrownMessage } from '../callbacks.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
@@ -279,6 +279,12 @@ function answerClientHello(
   psks: readonly (Psk | undefined)[],
   retry: RetryState | null,
 ): HandshakeState {
+  // A key a lease's release wiped is all zeros: a handshake under it would accept anyone who names the identity
+  // (RFC 8446 §4.2.11.2: the binder proves only knowledge of the key). Refused as a failed lookup (§6.2).
+  for (const p of psks) {
+    const wiped = p ? releasedPskProblem(p) : undefined;
+    if (wiped) throw new TlsError('PskUnavailable', wiped);
+  }
   const { suite, psk, index } = selectSuiteAndPsk(plan, ch, psks, retry?.suite);
   const keyShare = selectKeyShareOrRetry(plan, ch);
   if (keyShare.kind === 'retry') {

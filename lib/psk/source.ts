@@ -27,7 +27,7 @@ import {
   type ImportAcceptOptions,
   type ImportOptions,
 } from './importer.js';
-import type { Psk, PskRequest } from './types.js';
+import { markReleased, type Psk, type PskRequest } from './types.js';
 import { thrownMessage } from '../callbacks.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
@@ -143,7 +143,9 @@ export interface ServerResolverOptions {
  * answer as it is, wipes them as soon as the handshake has copied what it needs (so does qkd-tls/node when the
  * connection ended during the lookup). Pass the answer on unchanged: an array you build from it (`.map(...)`)
  * carries no lease, and its keys then stay in memory until garbage collection unless `onLease` wipes them (e.g.
- * `onLease: releaseAfter(35_000)`, or a lease you release when the handshake ends).
+ * `onLease: releaseAfter(35_000)`, or a lease you release when the handshake ends). An answer is for one
+ * connection: one kept and handed to a second connection holds keys the first wiped, and a server refuses a key
+ * whose lease was released (PskUnavailable, handshake_failure) rather than run a handshake under its zeros.
  */
 export function serverPskResolver(
   crypto: CryptoProvider,
@@ -355,7 +357,14 @@ function releaser(psks: readonly Psk[], keys: readonly SourcedKey[]): () => void
   return () => {
     if (done) return;
     done = true;
-    for (const p of psks) wipe(p.secret);
-    for (const k of keys) wipe(k.secret);
+    // (Marked as well: a server refuses a wiped key rather than run a handshake under zeros, releasedPskProblem.)
+    for (const p of psks) {
+      wipe(p.secret);
+      markReleased(p.secret);
+    }
+    for (const k of keys) {
+      wipe(k.secret);
+      markReleased(k.secret);
+    }
   };
 }

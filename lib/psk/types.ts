@@ -53,6 +53,33 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
 }
 
 /**
+ * The secrets a lease's release wiped (lib/psk/source.ts: PskLease.release, and Connection.providePsks for an answer
+ * of serverPskResolver), by buffer (a WeakSet keeps none alive). Such a secret is all zeros now: a server handshake
+ * under it would authenticate anyone who names its identity and offers zeros, so a server refuses it
+ * ({@link releasedPskProblem}).
+ */
+const releasedSecrets = new WeakSet<Uint8Array>();
+
+/** Records that `secret` was wiped by a lease's release (see {@link releasedPskProblem}). */
+export function markReleased(secret: Uint8Array): void {
+  releasedSecrets.add(secret);
+}
+
+/**
+ * Why a server must not use `psk`: its secret was wiped by a lease's release (a serverPskResolver answer kept and
+ * handed to a second connection, after the first wiped it; a lease released before its handshake). Undefined
+ * otherwise; the message names no key material.
+ */
+export function releasedPskProblem(psk: { readonly secret: unknown }): string | undefined {
+  if (typeof psk.secret !== 'object' || psk.secret === null || !releasedSecrets.has(psk.secret as Uint8Array)) return undefined;
+  return (
+    'the PSK lookup answered a key already wiped: a serverPskResolver answer is for one connection, and the connection ' +
+    'it was handed to wiped its keys (Connection.providePsks), as a released lease wipes its keys; ask the resolver ' +
+    'again for each connection'
+  );
+}
+
+/**
  * Why `psk` is not a PSK's shape (`identity` and `secret` Uint8Arrays, `hash` 'SHA-256' or 'SHA-384'), or undefined.
  * A newcomer's `identity: 'alice'` failed deep in the handshake with "body is not a function", a `hash: 'SHA256'` with
  * "no PSK usable with the configured cipher suites" (found in a README walkthrough).
