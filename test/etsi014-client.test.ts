@@ -276,6 +276,19 @@ t.test('options and arguments are checked up front', async (t) => {
   t.throws(() => new Etsi014Client({ baseUrl: '127.0.0.1:8443' }), /^Etsi014Client: baseUrl is not a URL: 127\.0\.0\.1:8443/);
   // One that does not parse is quoted without a user name and password in it.
   t.throws(() => new Etsi014Client({ baseUrl: 'https://sae:s3cr3t@kme.example:99999' }), /^Etsi014Client: baseUrl is not a URL: https:\/\/kme\.example:99999 \(expected/);
+  // A password with "/", "#" or "?" in it (which end a URL's authority), or a scheme without "//": all of it goes too.
+  for (const baseUrl of ['https://sae:pa/ss#w0rd@kme.example:99999', 'https:sae:s3/cr3t@kme.example:99999', 'https://sae:p?w@d@kme.example:99999']) {
+    const err = (() => {
+      try {
+        new Etsi014Client({ baseUrl });
+      } catch (e) {
+        return e as Error;
+      }
+      return undefined;
+    })();
+    t.match(err?.message, /^Etsi014Client: baseUrl is not a URL: https:\/*kme\.example:99999 \(expected/, `${baseUrl.split('@')[0].replace(/:[^:]*$/, ':***')}@...: quoted without its user info`);
+    t.notMatch(err?.message ?? '', /s3|pa\/ss|w0rd|p\?w/, 'no part of the password');
+  }
   t.throws(() => new Etsi014Client({ baseUrl: 'https://127.0.0.1', cert: 'x' }), /cert and key go together/);
   t.throws(() => new Etsi014Client({ baseUrl: 'https://127.0.0.1', timeoutMs: 0 }), /timeoutMs/);
   const c = new Etsi014Client({ baseUrl: 'http://127.0.0.1:1' });

@@ -91,15 +91,24 @@ export class AnswerTooLargeError extends Error {
 
 /**
  * `baseUrl` as a URL; one that does not parse is a TypeError naming the client (URL's own says only "Invalid URL"),
- * quoting it without what stands before an "@" after "//" (a user name and password, as in "https://sae:pw@kme:99999").
+ * quoting it without what stands between its scheme and its last "@" (a user name and password, as in
+ * "https://sae:pw@kme:99999", quoted "https://kme:99999"). The last "@", not the first after "//": a password with
+ * "/", "?" or "#" in it ("https://sae:p/w@kme:99999") is one reason such a URL does not parse, and all of it goes.
  */
 function parseBaseUrl(name: string, baseUrl: string | URL): URL {
   try {
     return new URL(baseUrl);
   } catch {
-    const said = String(baseUrl).replace(/\/\/[^\s/?#]*@/, '//');
-    throw new TypeError(`${name}: baseUrl is not a URL: ${said.slice(0, 200)} (expected https://HOST:PORT)`);
+    throw new TypeError(`${name}: baseUrl is not a URL: ${withoutUserInfo(String(baseUrl)).slice(0, 200)} (expected https://HOST:PORT)`);
   }
+}
+
+/** `text` (a URL that did not parse) without what stands between its scheme ("https://") and its last "@". */
+function withoutUserInfo(text: string): string {
+  const at = text.lastIndexOf('@');
+  if (at < 0) return text;
+  const scheme = /^[A-Za-z][A-Za-z0-9+.-]*:\/*/.exec(text)?.[0] ?? '';
+  return scheme + text.slice(at + 1);
 }
 
 export abstract class Etsi014ClientBase {
