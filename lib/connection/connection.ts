@@ -233,7 +233,9 @@ export class Connection {
    * Server: answers a `psk-request` event with one PSK (or undefined) per offered identity. The handshake copies
    * what it needs of the secrets before this returns; the caller's buffers are left alone, except for an answer of
    * serverPskResolver (lib/psk/source.ts), whose leased keys are wiped here, whether the answer was taken or
-   * refused (no other owner would wipe them).
+   * refused (no other owner would wipe them). An answer is therefore for one connection: a key whose lease was
+   * released (that answer handed to a second connection, a lease released early) fails the handshake with
+   * PskUnavailable (handshake_failure) rather than run it under the zeros it holds now.
    */
   providePsks(psks: readonly (Psk | undefined | null)[]): void {
     try {
