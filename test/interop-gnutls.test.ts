@@ -244,6 +244,7 @@ t.test('wrong key: qkd-tls client against gnutls-serv', SUBTEST, async (t) => {
   const tlsErr = err as TlsError;
   t.equal(tlsErr.remote, true, 'the alert came from gnutls-serv');
   t.ok(tlsErr.alert === 'illegal_parameter' || tlsErr.alert === 'decrypt_error', `gnutls-serv rejected the binder with ${tlsErr.alert}`);
+  t.match(tlsErr.hint, /different keys for this identity/, 'the error says what to check, whichever of the two it was');
   t.comment(`qkd-tls client: ${tlsErr.message}`);
   await peer.waitFor('Error in handshake', WAIT);
   t.pass('gnutls-serv reports a failed handshake');

@@ -160,6 +160,7 @@ t.test('wrong key: qkd-tls client against node:tls', SUBTEST, async (t) => {
   t.equal(err.remote, true);
   // OpenSSL 3.0/3.1 (inside Node 20) answers a bad binder with illegal_parameter; later OpenSSL with decrypt_error.
   t.ok(err.alert === 'illegal_parameter' || err.alert === 'decrypt_error', `node:tls sent ${err.alert}`);
+  t.match(err.hint, /different keys for this identity/, 'the error says what to check, whichever of the two it was');
   t.match((await serverError).message, /binder does not verify/i, 'node:tls reports the bad binder');
 });
 
