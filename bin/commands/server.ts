@@ -23,7 +23,8 @@ with --forward it passes the decrypted bytes to a plain TCP backend and its answ
   --forward HOST:PORT    relay to this TCP backend instead of echoing
   --max-connections N    refuse connections beyond N open ones (default 1000); with --websocket, those that
                          have not sent their upgrade request yet count too
-  --once                 exit after the first connection closes (exit code: 0 if it succeeded)
+  --once                 exit after the first connection closes (exit code: 0 if it succeeded; 1 after a failure,
+                         and after a connection that sent no byte)
   --websocket            accept TLS over WebSocket (binary messages: what qkd-tls/websocket sends from a
                          page) instead of TCP
     --origin URL         (--websocket) only pages from this origin may connect (repeatable; default any)
@@ -33,7 +34,14 @@ ${KEY_SOURCE_HELP}
 
 ${TLS_OPTIONS_HELP}
 
-${TRACE_HELP}`;
+${TRACE_HELP}
+
+What it reports (stderr; one JSON object per line with --json): a "listening" line, a "handshake" line per
+completed handshake (with the client's address, peer=HOST:PORT), and a line per failure (an alert, a reset, a
+TLS connection cut without close_notify: "truncated"). A client that closes or resets the connection before
+sending a byte (a load balancer's or monitor's health check) is no failure, and no key is looked up for it:
+"no-data: peer=HOST:PORT ended=closed" (or ended=reset). With --websocket, a WebSocket that closes without
+a TLS byte stays a failure.`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -103,6 +111,15 @@ export async function run(argv: string[]): Promise<number> {
     // A reset said in words, as after the handshake also before it (it said only "read ECONNRESET").
     const isReset = (err: NodeJS.ErrnoException): boolean => err.code === 'ECONNRESET' || err.code === 'EPIPE';
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: QkdTlsSocket) => {
+      // A monitor's health check (connect, then close or reset, before a byte) is no failed handshake: a no-data
+      // line, as the proxy logs it (lib/proxy/proxy.ts). It is no success either: --once still exits 1 for it,
+      // while a server that runs on is not made to exit 1 at its stop by the probes it answered.
+      const ended = values.websocket ? undefined : leftWithoutAByte(socket.socket);
+      if (ended) {
+        if (values.once) exitCode = 1;
+        report.event('no-data', { peer: peerOf(socket), ended });
+        return;
+      }
       exitCode = 1;
       report.failure(err, { peer: peerOf(socket) }, isReset(err) ? 'the client reset the connection before the handshake completed' : undefined);
     });
@@ -226,6 +243,18 @@ function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, onFai
     aborted = true; // reported by whoever closed the TLS socket; a probe cut short here is no backend reset
     resetSocket(tcp);
   });
+}
+
+/**
+ * How a TCP client left before sending a byte, as a load balancer's or monitor's health check does: "closed" (FIN)
+ * or "reset"; undefined if it sent anything (then a handshake failed), or is still there (a handshake timeout).
+ * The same test as the proxy's "no-data" (lib/proxy/proxy.ts peerLeftWithoutAByte): bytesRead counts what the kernel
+ * handed over, read by the TLS socket or not, and stays once the socket is gone.
+ */
+function leftWithoutAByte(raw: unknown): 'closed' | 'reset' | undefined {
+  if (!(raw instanceof net.Socket) || raw.bytesRead !== 0) return undefined;
+  if (raw.errored !== null) return 'reset';
+  return raw.readableEnded ? 'closed' : undefined;
 }
 
 /**
