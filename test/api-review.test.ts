@@ -69,6 +69,21 @@ t.test('serverName is an ASCII DNS host name (one trailing dot allowed), never a
     [`${'a'.repeat(64)}.example`, /has a label of 64 bytes \("aaaaaaaaaaaaaaaa\.\.\."\), longer than 63; /],
     [`${'a'.repeat(63)}.`.repeat(4).slice(0, 254), /is longer than 253 bytes; /],
     [`${`${'a'.repeat(63)}.`.repeat(4).slice(0, 254)}.`, /is longer than 253 bytes; /],
+    // RFC 952, RFC 1123 §2.1 (and rustls' DnsName): a label starts and ends with a letter or digit (they were accepted).
+    ['-kme.example', /^client: serverName: has a label that starts with "-" \("-kme"\); /],
+    ['kme.-example', /has a label that starts with "-" \("-example"\); /],
+    ['kme-.example', /^client: serverName: has a label that ends with "-" \("kme-"\); /],
+    ['kme.example-', /has a label that ends with "-" \("example-"\); /],
+    ['kme.example-.', /has a label that ends with "-" \("example-"\); /],
+    ['-', /has a label that starts with "-" \("-"\)/],
+    ['xn--', /has a label that ends with "-" \("xn--"\)/],
+    [`-${'a'.repeat(40)}.example`, /has a label that starts with "-" \("-aaaaaaaaaaaaaaa\.\.\."\); /],
+    // RFC 1123 §2.1: the last label is not all digits (rustls: it may be read as an IPv4 address, "127.1" as 127.0.0.1).
+    ['example.123', /^client: serverName: has a last label of digits only \("123"\), which could be read as an IP address; /],
+    ['127.1', /has a last label of digits only \("1"\)/],
+    ['1.2.3', /has a last label of digits only \("3"\)/],
+    ['example.123.', /has a last label of digits only \("123"\)/],
+    ['8080', /has a last label of digits only \("8080"\)/],
     ['192.0.2.1', /is an IP address/],
     ['::1', /is an IP address/],
     ['[2001:db8::1]', /is an IP address/],
@@ -76,10 +91,10 @@ t.test('serverName is an ASCII DNS host name (one trailing dot allowed), never a
   ] as const) {
     tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { name: 'TypeError', message: problem }, name);
     // Each refusal says what a server name may be.
-    tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { message: /; a server name is a DNS host name \(RFC 6066 §3\): ASCII letters, digits, "-" and "_" in labels separated by "\."; at most 63 bytes a label and 253 in all \(RFC 1035 §2\.3\.4\); .*a trailing dot is dropped; not an IP address$/ }, name);
+    tt.throws(() => Connection.client({ crypto, psks, serverName: name }), { message: /; a server name is a DNS host name \(RFC 6066 §3\): ASCII letters, digits, "-" and "_" in labels separated by "\."; no label starts or ends with "-", and the last is not all digits \(RFC 1123 §2\.1\); at most 63 bytes a label and 253 in all \(RFC 1035 §2\.3\.4\); .*a trailing dot is dropped; not an IP address$/ }, name);
   }
   const longest = `${'a'.repeat(63)}.`.repeat(4).slice(0, 253); // four labels: 63, 63, 63 and 61 bytes
-  for (const name of ['xn--bcher-kva.example', 'localhost', '1.example', '192.0.2.1.example', 'my_service.internal', 'A-B.example', 'example.com.', longest, `${longest}.`]) {
+  for (const name of ['xn--bcher-kva.example', 'localhost', '1.example', '192.0.2.1.example', 'my_service.internal', 'A-B.example', 'example.com.', longest, `${longest}.`, 'a--b.example', '_srv.example', '123.example', '0x7f.example', 'example.x1', 'example.1a', '1-2']) {
     tt.doesNotThrow(() => Connection.client({ crypto, psks, serverName: name }), name);
   }
   // dangerouslyAllowLongServerName (for ClientHello size tests) lifts the DNS lengths only, up to MAX_SERVER_NAME_BYTES.

@@ -195,13 +195,15 @@ t.test('a --server-name that is not a DNS host name: one line saying what is wro
   // were sent as they were (found in a README walkthrough). One check, the library's serverNameProblem, serves the
   // command line and ClientOptions.serverName.
   const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
-  const rule = 'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; at most 63 bytes a label and 253 in all (RFC 1035 §2.3.4); an internationalized name in its A-label form ("xn--..."); a trailing dot is dropped; not an IP address';
+  const rule = 'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; no label starts or ends with "-", and the last is not all digits (RFC 1123 §2.1); at most 63 bytes a label and 253 in all (RFC 1035 §2.3.4); an internationalized name in its A-label form ("xn--..."); a trailing dot is dropped; not an IP address';
   for (const [name, problem] of [
     ['my host', 'contains a space'],
     ['a/b', 'contains "/"'],
     ['example.com:443', 'contains ":" (a port does not go in a server name)'],
     ['a..example', 'has an empty label (a "." at the start or two in a row)'],
     [`${'a'.repeat(64)}.example`, 'has a label of 64 bytes ("aaaaaaaaaaaaaaaa..."), longer than 63'],
+    ['kme-.example', 'has a label that ends with "-" ("kme-")'],
+    ['kme.example.123', 'has a last label of digits only ("123"), which could be read as an IP address'],
   ] as const) {
     for (const [command, args] of [
       ['client', ['client', '--connect', '127.0.0.1:9', ...psk]],

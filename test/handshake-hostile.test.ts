@@ -264,6 +264,11 @@ t.test('a received server_name that is not a DNS host name: illegal_parameter (S
     ['bytes that are not UTF-8', new Uint8Array([0x61, 0xff]), /which is not ASCII/],
     ['an empty label', utf8('a..example'), /has an empty label/],
     ['a label of 64 bytes', utf8(`${'a'.repeat(64)}.example`), /has a label of 64 bytes/],
+    // RFC 952, RFC 1123 §2.1, as rustls' DnsName: these were taken and handed to the PSK lookup.
+    ['a label that starts with "-"', utf8('-kme.example'), /"-kme\.example" has a label that starts with "-" \("-kme"\): not a DNS host name \(RFC 6066 §3\)$/],
+    ['a label that ends with "-"', utf8('kme-.example'), /"kme-\.example" has a label that ends with "-" \("kme-"\): not a DNS host name/],
+    ['a last label of digits only', utf8('kme.example.123'), /"kme\.example\.123" has a last label of digits only \("123"\), which could be read as an IP address: not a DNS host name/],
+    ['an IPv4 address in short form', utf8('127.1'), /"127\.1" has a last label of digits only/],
     ['254 bytes', utf8(`${longest}a`), /is longer than 253 bytes/],
     ['65000 bytes', utf8('a'.repeat(65_000)), /is longer than 253 bytes/],
     ['a port', utf8('kme.example:443'), /contains ":"/],
@@ -291,7 +296,7 @@ t.test('a received server_name that is not a DNS host name: illegal_parameter (S
     tt.same(names, [undefined], `${ip}: and so does its PSK lookup`);
   }
   // The limits themselves: a name of 253 bytes in labels of 63 (and "_", as the client allows) is taken.
-  for (const [name, seen] of [[longest], ['my_service.internal'], ['xn--bcher-kva.example'], ['kme.example.', 'kme.example'], [`${longest}.`, longest], ['KME.Example.', 'kme.example'], ['My_Service.INTERNAL', 'my_service.internal']]) {
+  for (const [name, seen] of [[longest], ['my_service.internal'], ['xn--bcher-kva.example'], ['kme.example.', 'kme.example'], [`${longest}.`, longest], ['KME.Example.', 'kme.example'], ['My_Service.INTERNAL', 'my_service.internal'], ['xn--80ak6aa92e.xn--p1ai'], ['a--b.example'], ['123.example']]) {
     const psk = makePsk('sni-ok');
     const names: (string | undefined)[] = [];
     const p = handshake({ crypto, psks: [psk], dangerousClientHelloExtensions: withName(utf8(name)) }, { crypto, psks: (r) => (names.push(r.serverName), r.identities.map(() => psk)) });

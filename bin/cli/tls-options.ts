@@ -59,8 +59,9 @@ export const TLS_OPTIONS_HELP = `TLS options:
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
   --server-name NAME      (client) send server_name (SNI), a DNS host name (RFC 6066 §3): ASCII letters,
-                          digits, "-" and "_" in labels separated by "."; at most 63 bytes a label and
-                          253 in all (RFC 1035 §2.3.4); an internationalized name as its A-labels
+                          digits, "-" and "_" in labels separated by "."; no label starts or ends with
+                          "-", and the last is not all digits (RFC 1123 §2.1); at most 63 bytes a label
+                          and 253 in all (RFC 1035 §2.3.4); an internationalized name as its A-labels
                           ("xn--..."); not an IP address. A trailing dot ("example.com.") is dropped
   --no-middlebox-compat   (client) no legacy session ID or dummy ChangeCipherSpec
   --keylog FILE           append NSS key-log lines to FILE (Wireshark can then decrypt; keep it secret).

@@ -182,11 +182,16 @@ const MAX_LABEL_BYTES = 63;
  * without a trailing dot", and "Literal IPv4 and IPv6 addresses are not permitted". An internationalized name
  * goes in its A-label form (RFC 5890, "xn--..."; GnuTLS 3.7 answers raw UTF-8 with illegal_parameter).
  * Beside the letters, digits and hyphens of a host name (RFC 952, RFC 1123 §2.1), "_" is allowed too, as the
- * URL standard and rustls allow it: names such as "my_service.internal" are in use. The lengths are DNS's
- * (RFC 1035 §2.3.4), as rustls and LibreSSL hold a client's name to them.
+ * URL standard and rustls allow it: names such as "my_service.internal" are in use. A label neither starts nor ends
+ * with "-" (RFC 952's <hname> grammar, kept by RFC 1123 §2.1; rustls' DnsName refuses both), and the last label is
+ * not all digits: RFC 1123 §2.1, "a valid host name can never have the dotted-decimal form #.#.#.#, since at least
+ * the highest-level component label will be alphabetic"; rustls refuses it too, as such a name ("127.1", "1.2.3")
+ * may be read as an IPv4 address. The lengths are DNS's (RFC 1035 §2.3.4), as rustls and LibreSSL hold a client's
+ * name to them.
  */
 const SERVER_NAME_RULE =
   'a server name is a DNS host name (RFC 6066 §3): ASCII letters, digits, "-" and "_" in labels separated by "."; ' +
+  'no label starts or ends with "-", and the last is not all digits (RFC 1123 §2.1); ' +
   `at most ${MAX_LABEL_BYTES} bytes a label and ${MAX_HOST_NAME_BYTES} in all (RFC 1035 §2.3.4); ` +
   'an internationalized name in its A-label form ("xn--..."); a trailing dot is dropped; not an IP address';
 
@@ -231,6 +236,15 @@ export function hostNameProblem(host: string, long = false, written = host): str
     const label = host.split('.').find((l) => l.length > MAX_LABEL_BYTES);
     if (label !== undefined) return `has a label of ${label.length} bytes ("${label.slice(0, 16)}..."), longer than ${MAX_LABEL_BYTES}`;
   }
+  // RFC 952 <hname>, RFC 1123 §2.1: a label starts and ends with a letter or digit ("xn--" A-labels have theirs inside).
+  const labels = host.split('.');
+  const hyphenFirst = labels.find((l) => l.startsWith('-'));
+  if (hyphenFirst !== undefined) return `has a label that starts with "-" (${labelText(hyphenFirst)})`;
+  const hyphenLast = labels.find((l) => l.endsWith('-'));
+  if (hyphenLast !== undefined) return `has a label that ends with "-" (${labelText(hyphenLast)})`;
+  // RFC 1123 §2.1: the highest-level label is alphabetic; one of digits only may be read as an IPv4 address ("127.1").
+  const last = labels[labels.length - 1];
+  if (/^\d+$/.test(last)) return `has a last label of digits only (${labelText(last)}), which could be read as an IP address`;
   return undefined;
 }
 
@@ -245,6 +259,11 @@ export function isHostAndPort(host: string): boolean {
 /** An IPv4 dotted quad, or an IPv6 address (hex digits and colons, perhaps a dotted quad at the end, perhaps in brackets). */
 export function isIpLiteral(host: string): boolean {
   return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || /^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?$/.test(host);
+}
+
+/** A label for a message, quoted (checked: letters, digits, "-" and "_" only), its first 16 bytes if longer. */
+function labelText(label: string): string {
+  return label.length > 16 ? `"${label.slice(0, 16)}..."` : `"${label}"`;
 }
 
 /** A character for a message: a space, a control character, one outside ASCII, or the printable character quoted. */
