@@ -10,8 +10,8 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { launchChromium, missingChromium } from './helpers/chromium.js';
-import { jsonEvent, jsonEvents, spawnQkdTls } from './helpers/peers.js';
+import { launchChromium, missingChromium, type Page } from './helpers/chromium.js';
+import { freePort, jsonEvent, jsonEvents, spawnQkdTls } from './helpers/peers.js';
 import { ROOT, WAIT } from './helpers/runtimes.js';
 
 /** The page's DOM, as much as these checks use (tsc compiles the tests without the DOM library). */
@@ -45,6 +45,7 @@ t.test('the web demo completes a QKD-keyed handshake in the browser and says so 
     const text = m.text?.() ?? '';
     if (/error|refused|violat/i.test(text)) problems.push(`console: ${text}`);
   });
+  const encKeys = encKeysRequests(page);
   await page.goto(url);
   await page.waitForSelector('#result[data-ok="true"], #result[data-ok="false"]');
   const result = page.locator('#result');
@@ -63,6 +64,9 @@ t.test('the web demo completes a QKD-keyed handshake in the browser and says so 
   t.ok(steps.some((s) => s.includes('enc_keys')), 'the page shows the enc_keys step');
   t.ok(steps.some((s) => s.includes('dec_keys')), 'and the server fetching the key by ID');
   t.ok(steps.some((s) => s.includes('close_notify sent and received')), 'and a clean close');
+  const opened = steps.findIndex((s) => s.startsWith('Opened a WebSocket'));
+  t.ok(opened >= 0 && opened < steps.findIndex((s) => s.includes('enc_keys')), 'the WebSocket is open before the key is taken', { steps });
+  t.equal(encKeys.length, 1, 'one enc_keys request: one key for one handshake');
   const slot = await page.evaluate(() => document.querySelector('#handshake-trace')?.getAttribute('data-slot') ?? null, null);
   t.equal(slot, 'handshake-trace', 'the page keeps its place for the annotated handshake trace');
 
@@ -127,6 +131,43 @@ t.test('the web demo completes a QKD-keyed handshake in the browser and says so 
   t.match(events.find((e) => e.event === 'key'), { keyId, how: 'dec_keys' }, 'the server fetched the same key by ID');
   t.match(events.find((e) => e.event === 'handshake'), { suite, transport: 'websocket' }, 'the server reports the same suite, over WebSocket');
 });
+
+// The page took its key (enc_keys) before it opened the WebSocket, so a server that was down cost a QKD key (the KME
+// hands each out once) for nothing; README's page example opens the WebSocket first (5ef968f), and so does the page.
+t.test('with the qkd-tls server down, the WebSocket fails first and no QKD key is taken', { timeout: 120_000, skip }, async (t) => {
+  const demo = spawnQkdTls(t, ['demo', '--web', '--json']);
+  const listening = jsonEvent(await demo.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+  const server = String(listening?.server);
+  t.match(server, /^ws:\/\/127\.0\.0\.1:\d+\/$/, 'the demo names its WebSocket server');
+  const down = `ws://127.0.0.1:${await freePort()}/`; // free a moment ago: nothing listens there
+  // A page that page.route answers has no address of its own: Chromium's Local Network Access checks would then
+  // refuse its requests to 127.0.0.1 (the KME), which those the demo serves may make.
+  const context = await launchChromium(t, ['--disable-features=LocalNetworkAccessChecks']);
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  // The page as the demo serves it, its server (in its configuration and its Content-Security-Policy) one that is down.
+  await page.route(String(listening?.url), async (route) => {
+    const served = await route.fetch();
+    const headers = Object.fromEntries(Object.entries(served.headers()).map(([k, v]) => [k, v.replaceAll(server.slice(0, -1), down.slice(0, -1))]));
+    await route.fulfill({ status: served.status(), headers, body: (await served.text()).replaceAll(server, down) });
+  });
+  const encKeys = encKeysRequests(page);
+  await page.goto(String(listening?.url));
+  await page.waitForSelector('#result[data-ok="true"], #result[data-ok="false"]');
+  t.equal(await page.locator('#result').getAttribute('data-ok'), 'false', '#result has data-ok="false"');
+  t.match(await page.locator('#result').textContent(), /^Error: WebSocket(Stream)? ws:\/\/127\.0\.0\.1:\d+\/: /, 'the page fails on the WebSocket');
+  t.same(encKeys, [], 'no enc_keys request: no key taken');
+  t.notOk(/"event":"handshake"/.test(demo.stderr), 'no handshake happened');
+});
+
+/** The enc_keys requests the page makes from now on (the KME simulator's CORS preflights left out). */
+function encKeysRequests(page: Page): string[] {
+  const urls: string[] = [];
+  page.on('request', (r) => {
+    if (r.method() !== 'OPTIONS' && /\/enc_keys(\?|$)/.test(r.url())) urls.push(r.url());
+  });
+  return urls;
+}
 
 t.test('when the key manager cannot be reached, #result says data-ok="false" with the error', { timeout: 120_000, skip }, async (t) => {
   const demo = spawnQkdTls(t, ['demo', '--web', '--json']);

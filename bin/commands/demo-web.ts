@@ -5,7 +5,8 @@
  *    (dec_keys) and echoes;
  *  - a web server for the page (lib/tools/web-demo/), which imports qkd-tls/browser and @noble/* as
  *    native ES modules (an import map; nothing is bundled at run time).
- * The page takes a key (enc_keys), runs the handshake and an echo, and shows each step. The command prints
+ * The page opens its WebSocket, then takes a key (enc_keys: a server that is down costs none), runs the handshake
+ * and an echo, and shows each step. The command prints
  * the page's URL and runs until SIGINT/SIGTERM.
  */
 import { createHash } from 'node:crypto';
@@ -25,9 +26,10 @@ import { parseHostPort, UsageError } from '../cli/tls-options.js';
 
 const HELP = `usage: qkd-tls demo --web [--listen HOST:PORT] [--json]
 
-Serves a web page (on 127.0.0.1) that runs QKD-TLS in the browser: the page takes a key from a simulated
-QKD key manager (ETSI GS QKD 014), runs a TLS 1.3 handshake with it over a WebSocket to a qkd-tls server
-that fetches the same key by its ID, echoes a message, and shows each step. Open the printed URL.
+Serves a web page (on 127.0.0.1) that runs QKD-TLS in the browser: the page opens a WebSocket to a qkd-tls
+server, takes a key from a simulated QKD key manager (ETSI GS QKD 014), runs a TLS 1.3 handshake with it
+over the WebSocket (the server fetches the same key by its ID), echoes a message, and shows each step. Open
+the printed URL.
 
   --listen HOST:PORT   where the page is served (a 127.x.x.x address; default 127.0.0.1:0, a free port)
   --json               report on stderr as JSON lines (listening, each handshake, each failure)`;

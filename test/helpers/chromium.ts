@@ -23,8 +23,15 @@ export interface Page {
   locator(selector: string): { getAttribute(name: string): Promise<string | null>; textContent(): Promise<string | null> };
   screenshot(options: { path: string; fullPage?: boolean }): Promise<Buffer>;
   on(event: 'console' | 'pageerror', handler: (m: { text?: () => string; message?: string }) => void): void;
+  on(event: 'request', handler: (r: { url(): string; method(): string }) => void): void;
   setDefaultTimeout(ms: number): void;
-  route(url: string | RegExp, handler: (route: { abort(code?: string): Promise<void> }) => unknown): Promise<void>;
+  route(url: string | RegExp, handler: (route: Route) => unknown): Promise<void>;
+}
+/** A request caught by page.route: refused, or answered with what the server sent (perhaps changed). */
+export interface Route {
+  abort(code?: string): Promise<void>;
+  fetch(): Promise<{ status(): number; headers(): Record<string, string>; text(): Promise<string> }>;
+  fulfill(response: { status?: number; headers?: Record<string, string>; body?: string }): Promise<void>;
 }
 export interface BrowserContext {
   newPage(): Promise<Page>;
@@ -50,8 +57,8 @@ export function missingChromium(t: TestLike): string | false {
   return reason;
 }
 
-/** Launches headless Chromium with a fresh profile; closed in teardown. */
-export async function launchChromium(t: TestLike): Promise<BrowserContext> {
+/** Launches headless Chromium with a fresh profile (and `extraArgs`); closed in teardown. */
+export async function launchChromium(t: TestLike, extraArgs: readonly string[] = []): Promise<BrowserContext> {
   const { chromium } = (await import(pathToFileURL(join(TEST_PEERS_DIR, 'node_modules', 'playwright-core', 'index.mjs')).href)) as {
     chromium: { launchPersistentContext(dir: string, options: Record<string, unknown>): Promise<BrowserContext> };
   };
@@ -69,6 +76,7 @@ export async function launchChromium(t: TestLike): Promise<BrowserContext> {
       '--disable-component-update',
       '--disable-sync',
       '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
+      ...extraArgs,
     ],
   });
   t.teardown(async () => {

@@ -1,15 +1,16 @@
 /**
- * The web demo's page script (served by `qkd-tls demo --web`): in the browser, take a QKD key from the key
- * manager simulator (ETSI GS QKD 014 enc_keys, over fetch; the simulator allows loopback pages by CORS), run
- * the TLS 1.3 handshake with it as the external PSK over a WebSocket to the qkd-tls server (which fetches the
- * same key by its ID with dec_keys), echo a message, and show each step, the key ID and what was negotiated.
+ * The web demo's page script (served by `qkd-tls demo --web`): in the browser, open a WebSocket to the qkd-tls
+ * server, then take a QKD key from the key manager simulator (ETSI GS QKD 014 enc_keys, over fetch; the simulator
+ * allows loopback pages by CORS), run the TLS 1.3 handshake with it as the external PSK over that WebSocket (the
+ * server fetches the same key by its ID with dec_keys), echo a message, and show each step, the key ID and what
+ * was negotiated. The WebSocket comes first: a server that is down costs no key.
  * #result gets data-ok="true" with the suite and the key ID once the echo is verified, data-ok="false" and
  * the error otherwise. The connection's trace hook (createTracer) fills #handshake-trace with every record and
  * handshake message, field by field, as nested <details> like Wireshark's packet details (no key log: no
  * secrets). Plain browser JavaScript (a module); qkd-tls comes from `qkd-tls/browser`. Page data goes into
  * the DOM as text only (textContent), never as HTML.
  */
-import { createTracer, encodeKeyIdIdentity, Etsi014FetchClient, nobleProvider, tlsClientOverWebSocket } from 'qkd-tls/browser';
+import { connectWebSocket, createTracer, encodeKeyIdIdentity, Etsi014FetchClient, nobleProvider, tlsClientOverStreams } from 'qkd-tls/browser';
 
 const config = JSON.parse(document.getElementById('config').textContent);
 const steps = document.getElementById('steps');
@@ -135,13 +136,23 @@ async function run() {
   const status = await kme.status(config.serverSaeId);
   step(`Asked ${status.source_KME_ID}, the key manager of this page's SAE "${config.clientSaeId}", for its link to "${config.serverSaeId}"`, `${status.stored_key_count} keys of ${status.key_size} bits ready (GET ${config.kmeUrl}/api/v1/keys/${config.serverSaeId}/status)`);
 
-  const [key] = await kme.encKeys(config.serverSaeId, { number: 1 });
+  // The WebSocket first, then the key: the KME hands each key out once, so a server that is down (or a WebSocket
+  // that does not open) must not cost one (as README's page example does).
+  const ws = await connectWebSocket(config.serverUrl);
+  step(`Opened a WebSocket to the qkd-tls server (${ws.api})`, config.serverUrl);
+
+  let key;
+  try {
+    [key] = await kme.encKeys(config.serverSaeId, { number: 1 });
+  } catch (e) {
+    ws.close(); // no key, no handshake: the server is not left waiting for a ClientHello
+    throw e;
+  }
   step(`Got a new QKD key from ${status.source_KME_ID} (enc_keys)`, `key ID ${key.keyId}; ${key.key.length * 8} bits, kept in this page only`);
   const identity = encodeKeyIdIdentity({ keyId: key.keyId, saeId: config.clientSaeId });
   const psk = { identity, secret: key.key, hash: 'SHA-256' };
 
-  const tls = await tlsClientOverWebSocket(config.serverUrl, { crypto: nobleProvider, psks: [psk], trace: handshakeTracer() });
-  step(`Opened a WebSocket to the qkd-tls server (${tls.webSocket.api})`, config.serverUrl);
+  const tls = tlsClientOverStreams(ws, { crypto: nobleProvider, psks: [psk], trace: handshakeTracer() });
   step('Sent the ClientHello, naming the key by its ID in the PSK identity', new TextDecoder().decode(identity));
   const info = await tls.handshake;
   key.key.fill(0); // the handshake is done: the QKD key is not needed any more
@@ -152,7 +163,7 @@ async function run() {
   param('Group', info.group ?? '—');
   param('PSK identity', info.identity);
   param('QKD key ID', key.keyId);
-  param('Transport', `WebSocket (${tls.webSocket.api})`);
+  param('Transport', `WebSocket (${ws.api})`);
 
   const message = `hello from the page, over TLS 1.3 on QKD key ${key.keyId}`;
   const writer = tls.writable.getWriter();
