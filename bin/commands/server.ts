@@ -80,7 +80,11 @@ export async function run(argv: string[]): Promise<number> {
   const peers = new WeakMap<object, string>();
   // The address is kept when the connection comes: a socket already closed has none ("peer=undefined:undefined"
   // for a client that reset the connection before or right after its handshake; test/cli-client-close.test.ts).
-  const peerOf = (s: QkdTlsSocket): string => peers.get(s.socket) ?? `${s.remoteAddress}:${s.remotePort}`;
+  // One reset before it was accepted has none even then (a health check's connect and reset, often): "?:0", as
+  // the proxy writes it (lib/proxy/proxy.ts), not "undefined:undefined".
+  const addressOf = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string =>
+    s.remoteAddress === undefined ? '?:0' : `${s.remoteAddress}:${s.remotePort}`;
+  const peerOf = (s: QkdTlsSocket): string => peers.get(s.socket) ?? addressOf(s);
   const { json: _j, ...connOptions } = tls;
 
   return new Promise<number>((resolve) => {
@@ -129,7 +133,7 @@ export async function run(argv: string[]): Promise<number> {
       report.failure(err, { peer: peerOf(socket) }, isReset(err) ? 'the client reset the connection; what arrived may be incomplete' : undefined);
     });
     server.server.on('connection', (raw: net.Socket) => {
-      peers.set(raw, `${raw.remoteAddress}:${raw.remotePort}`);
+      peers.set(raw, addressOf(raw));
       if (values.once) {
         server.close();
         raw.once('close', () => {
