@@ -135,6 +135,21 @@ t.test('test/fixtures/readme/page.mjs with the server down: the WebSocket fails 
   t.equal(encKeysCalls(kme.stdout), 0, 'no enc_keys call: no key taken');
 });
 
+// The page opens its WebSocket before it takes a key; when enc_keys then fails, it closes the WebSocket (122dc77).
+// Left open, the server waited for a ClientHello until its handshake timeout (30 s), and said it timed out.
+t.test('test/fixtures/readme/page.mjs with the KME down: the page closes the WebSocket it opened', { ...SUBTEST, skip: esbuild.skip || missingChromium(t) }, async (t) => {
+  const { address, server } = await qkdTlsServer(t, ['--websocket', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  const probe = createNetServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const free = (probe.address() as AddressInfo).port; // free a moment ago: nothing listens there
+  await new Promise<void>((r) => probe.close(() => r()));
+  const { errors, failed } = await openPage(t, { kme: `http://127.0.0.1:${free}`, sae: 'page-sae', peer: 'server-sae', server: `ws://${address}/` });
+  await withTimeout(failed, WAIT, 'a page error');
+  t.match(errors[0], /enc_keys/, 'the page fails on enc_keys');
+  const failure = jsonEvent(await server.waitFor(/"event":"error"/, WAIT, 'stderr'), 'error');
+  t.match(failure?.message, /^connection closed (by the peer )?before the TLS handshake completed$/, 'the server saw the WebSocket closed by the page, not its handshake timeout', { failure });
+});
+
 /** `qkd-tls kme` for the page (page-sae, server-sae) and its two URLs. */
 async function pageKme(t: Tap): Promise<{ kme: ReturnType<typeof spawnQkdTls>; masterUrl: string; slaveUrl: string }> {
   const kme = spawnQkdTls(t, ['kme', '--listen', '127.0.0.1:0', '--insecure-http', '--master-sae', 'page-sae', '--slave-sae', 'server-sae', '--json']);
