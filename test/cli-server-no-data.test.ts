@@ -53,6 +53,22 @@ t.test('a connection closed or reset before a byte is a no-data line, and no fai
   t.equal(exit.code, 0, 'the probes are no failure: exit code 0 when stopped (it was 1)');
 });
 
+// 0183aca's check above passes with the address too (the server usually accepts before the reset comes), so it did
+// not fail on the old code. Here the server is stopped (SIGSTOP) while the kernel completes the connection and takes
+// the reset: the socket it then accepts has no address left, every time.
+t.test('a connection reset before the server accepted it: "peer=?:0", not "peer=undefined:undefined"', async (t) => {
+  const { server, port } = await start(t);
+  const from = server.stderr.length;
+  server.child.kill('SIGSTOP');
+  t.teardown(() => void server.child.kill('SIGCONT'));
+  const rst = await connectTcp(port); // the kernel completes the handshake for the listening socket's backlog
+  const closed = new Promise<void>((r) => rst.raw.once('close', () => r()));
+  resetSocket(rst.raw);
+  await withTimeout(closed, WAIT, 'the reset socket to close');
+  server.child.kill('SIGCONT');
+  t.same(await linesFrom(server, from, 1), ['no-data: peer=?:0 ended=reset'], 'a no-data line, its address "?:0"');
+});
+
 t.test('--json --once: a no-data event, not an error; --once still exits 1 (no TLS connection succeeded)', async (t) => {
   const { server, port } = await start(t, ['--json', '--once']);
   const fin = await connectTcp(port);
