@@ -162,10 +162,11 @@ export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'c
     return 'the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes (RFC 8446 §4.2.11.2)';
   }
   // Many servers answer a binder they cannot verify with illegal_parameter, not §4.2.11.2's decrypt_error: OpenSSL 1.1.1
-  // to 3.1 (so Node 20's node:tls), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A
+  // to 3.3 (so Node 20's node:tls; 3.4 sends decrypt_error, openssl/openssl#25176, as Node's own test-tls-psk-circuit
+  // expects), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A
   // qkd-tls client's ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
   if (alert === 'illegal_parameter' && stage.beforeServerHello) {
-    return 'the server refused our ClientHello; OpenSSL up to 3.1 (Node 20), GnuTLS and tlslite-ng answer so a key they cannot verify (RFC 8446 §4.2.11.2 says decrypt_error) or, GnuTLS, an identity they do not know: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
+    return 'the server refused our ClientHello; OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng answer so a key they cannot verify (RFC 8446 §4.2.11.2 says decrypt_error) or, GnuTLS, an identity they do not know: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
   }
   // RFC 8446 §4.2.11: a server that knows none of the offered identities may abort with unknown_psk_identity.
   if (alert === 'unknown_psk_identity') {

@@ -7,7 +7,7 @@
  * alert each side names when the key is wrong.
  *
  * A note on the wrong-key alert: RFC 8446 §4.2.11.2 says a server whose binder check fails sends
- * decrypt_error, and qkd-tls does. OpenSSL 1.1.1 to 3.1 send illegal_parameter instead (later versions send
+ * decrypt_error, and qkd-tls does. OpenSSL 1.1.1 to 3.3 send illegal_parameter instead (3.4 and later send
  * decrypt_error); the test accepts either from OpenSSL and checks the reason OpenSSL logs.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';

@@ -106,7 +106,7 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
     // KME gave it another key under that key ID (KMEs that do not share their keys), or the two sides bind it to other hashes.
     if (err.alert === 'decrypt_error' && qkdKeys) return 'did its KME give it another key for that key ID? --psk-hash on one side only?';
     if (err.alert === 'decrypt_error') return 'check --psk, and --psk-hash on both sides';
-    // (The same, as OpenSSL up to 3.1, GnuTLS and tlslite-ng say it; GnuTLS for an unknown identity too.)
+    // (The same, as OpenSSL before 3.4, GnuTLS and tlslite-ng say it; GnuTLS for an unknown identity too.)
     if (err.alert === 'illegal_parameter' && qkdKeys) return 'did its KME give it another key for that key ID, or none? --psk-hash on one side only?';
     if (err.alert === 'illegal_parameter') return 'check --psk and --identity, and --psk-hash on both sides';
     // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
