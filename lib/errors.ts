@@ -166,7 +166,7 @@ export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'c
   // expects), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A
   // qkd-tls client's ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
   if (alert === 'illegal_parameter' && stage.beforeServerHello) {
-    return 'the server refused our ClientHello; OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng answer so a key they cannot verify (RFC 8446 §4.2.11.2 says decrypt_error) or, GnuTLS, an identity they do not know: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
+    return 'the server refused our ClientHello; OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng send illegal_parameter, not decrypt_error (RFC 8446 §4.2.11.2), for a key they cannot verify, and GnuTLS for an unknown identity too: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
   }
   // RFC 8446 §4.2.11: a server that knows none of the offered identities may abort with unknown_psk_identity.
   if (alert === 'unknown_psk_identity') {

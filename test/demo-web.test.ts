@@ -141,7 +141,8 @@ t.test('with the qkd-tls server down, the WebSocket fails first and no QKD key i
   t.match(server, /^ws:\/\/127\.0\.0\.1:\d+\/$/, 'the demo names its WebSocket server');
   const down = `ws://127.0.0.1:${await freePort()}/`; // free a moment ago: nothing listens there
   // A page that page.route answers has no address of its own: Chromium's Local Network Access checks would then
-  // refuse its requests to 127.0.0.1 (the KME), which those the demo serves may make.
+  // refuse its requests to 127.0.0.1 (the KME), which those the demo serves may make. (Chromium ignores a feature
+  // name it does not know: if a later one renames this feature, the test fails at the KME, not at the WebSocket.)
   const context = await launchChromium(t, ['--disable-features=LocalNetworkAccessChecks']);
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
