@@ -163,8 +163,8 @@ export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'c
   }
   // Many servers answer a binder they cannot verify with illegal_parameter, not §4.2.11.2's decrypt_error: OpenSSL 1.1.1
   // to 3.3 (so Node 20's node:tls; 3.4 sends decrypt_error, openssl/openssl#25176, as Node's own test-tls-psk-circuit
-  // expects), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A
-  // qkd-tls client's ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
+  // expects), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A qkd-tls client's
+  // ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
   if (alert === 'illegal_parameter' && stage.beforeServerHello) {
     return 'the server refused our ClientHello; OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng send illegal_parameter, not decrypt_error (RFC 8446 §4.2.11.2), for a key they cannot verify, and GnuTLS for an unknown identity too: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
   }

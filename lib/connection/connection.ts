@@ -697,8 +697,7 @@ export class Connection {
     // §6.2: every other alert is an error alert and ends the connection, whatever its level says. Its cause is in the
     // peer's log; where this side can tell what to check (a client's decrypt_error before any ServerHello: its binder,
     // §4.2.11.2), the error says so, for the library user as for the command line.
-    const alert = new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: code }).alert;
-    const hint = receivedAlertHint(alert, this.isClient ? 'client' : 'server', {
+    const hint = receivedAlertHint(alertName(code) ?? `alert_${code}`, this.isClient ? 'client' : 'server', {
       handshaking: this.phaseValue.kind !== 'connected',
       beforeServerHello: this.state.name === 'ExpectServerHello',
     });

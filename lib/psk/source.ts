@@ -126,8 +126,8 @@ export interface ServerResolverOptions {
    * Receives each lease of resolved keys, to wipe them on a schedule of its own (`releaseAfter(ms)` from
    * qkd-tls/qkd: on a timer). The connection that is handed the resolver's answer wipes the lease anyway (see
    * {@link serverPskResolver}); this is for answers that never reach one (code of yours that drops or rebuilds an
-   * answer). If it throws, the lease's keys are wiped at once and the
-   * lookup rejects with an error naming onLease (that handshake fails).
+   * answer). If it throws, the lease's keys are wiped at once and the lookup rejects with an error naming onLease
+   * (that handshake fails).
    */
   readonly onLease?: (lease: PskLease) => void;
 }
