@@ -4,8 +4,10 @@
  *
  *  - the sans-IO TLS 1.3 PSK core, the pure-JavaScript crypto provider, PSK types and the RFC 9258 importer
  *    (all of `qkd-tls`);
- *  - TLS over WHATWG streams (`tlsClientOverStreams`: a Worker's `connect()`, Deno, Bun) and over WebSocket
- *    (`tlsClientOverWebSocket`: a page, through `qkd-tls server --websocket` or `qkd-tls bridge`);
+ *  - TLS over WHATWG streams (`tlsClientOverStreams`: a Worker's `connect()`, Deno, Bun; `tlsServerOverStreams`,
+ *    the server side) and over WebSocket (a page, through `qkd-tls server --websocket` or `qkd-tls bridge`:
+ *    `connectWebSocket`, then `tlsClientOverStreams` over it, so that a QKD key is taken only once the WebSocket
+ *    is open; or `tlsClientOverWebSocket`, both in one call, for a key in hand);
  *  - the ETSI GS QKD 014 client on fetch (`Etsi014FetchClient`), to take QKD keys from a key manager that
  *    allows the page (CORS) or the Worker to call it, and the key sources over it (`Etsi014ClientSource`: a pool
  *    fetched ahead, pooled keys wiped when their lifetime ends, each key given to one handshake, the key-ID

@@ -30,9 +30,8 @@ export interface HandshakeInfo {
    * The client's server_name (SNI) host name. On a server it is the name the client sent, checked (RFC 6066 §3):
    * an ASCII DNS host name of at most 253 bytes, lowercased (RFC 4343 §3), without the trailing dot a client may
    * send (any other name fails the handshake with illegal_parameter, ServerNameNotHostName; an IP literal is taken
-   * as no name). On a client
-   * it is the name as sent, when the server acknowledged it: the `serverName` option without the trailing dot of a
-   * fully qualified name (RFC 6066 §3).
+   * as no name). On a client it is the name as sent, when the server acknowledged it: the `serverName` option
+   * without the trailing dot of a fully qualified name (RFC 6066 §3).
    */
   readonly serverName?: string;
   /** True when a HelloRetryRequest was part of the handshake. */

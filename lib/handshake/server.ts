@@ -235,9 +235,9 @@ function checkClientHello(ch: ClientHello): void {
  * lowercases too), so the PSK lookup sees one form of each name: "KME.Example." is "kme.example". Any other name
  * that is not a DNS host name (a character other than ASCII letters, digits, "-", "_" and ".", an empty label, a
  * label that starts or ends with "-" or a last label of digits only: RFC 1123 §2.1, a label over 63 bytes or over
- * 253 in all: RFC 1035 §2.3.4; the client's own rule, hostNameProblem) fails the
- * handshake with illegal_parameter (RFC 8446 §6.2: "A field in the handshake was incorrect"), as rustls and LibreSSL answer.
- * RFC 6066 names no alert for this: its unrecognized_name is for a well-formed name the server does not serve.
+ * 253 in all: RFC 1035 §2.3.4; the client's own rule, hostNameProblem) fails the handshake with illegal_parameter
+ * (RFC 8446 §6.2: "A field in the handshake was incorrect"), as rustls and LibreSSL answer. RFC 6066 names no
+ * alert for this: its unrecognized_name is for a well-formed name the server does not serve.
  * So what the application sees (PskRequest.serverName, HandshakeInfo.serverName) is always a checked host name.
  */
 function withCheckedServerName(ch: ClientHello): ClientHello {

@@ -6,13 +6,15 @@
  *
  * Who may call: a KME identifies the calling SAE by its TLS client certificate (clause 4). `fetch` has no
  * portable way to present one, so mutual TLS is left to the runtime: a browser presents a certificate the user
- * has installed, but only on a request with credentials (the Fetch standard's credentials are cookies and TLS client
- * certificates alike): pass `fetchInit: { credentials: 'include' }`, and the KME must allow the page's origin with
- * credentials (CORS); the default, 'omit', sends neither. Deno takes `fetchInit: { client: Deno.createHttpClient({ cert, key }) }`, Bun
- * `fetchInit: { tls: { cert, key } }`, a Worker an mTLS binding (pass its `fetch` as `fetch`). A KME whose
- * certificate is from a CA of its own (`qkd-tls kme` makes one) needs that CA too: `caCerts: [ca]` beside Deno's
- * `cert`, `ca` beside Bun's (both checked against the simulator). Plain HTTP is
- * accepted to a loopback KME only (the simulator's test mode), where `saeId` travels in the X-SAE-ID header.
+ * has installed, but only on a request with credentials (the Fetch standard's credentials are cookies and TLS
+ * client certificates alike): pass `fetchInit: { credentials: 'include' }`, and the KME must allow the page's
+ * origin with credentials (CORS); the default, 'omit', sends neither. Deno takes
+ * `fetchInit: { client: Deno.createHttpClient({ cert, key }) }`, Bun `fetchInit: { tls: { cert, key } }`, a Worker
+ * an mTLS binding (pass its `fetch` as `fetch`). A KME whose certificate is from a CA of its own (`qkd-tls kme`
+ * makes one) needs that CA too: `caCerts: [ca]` beside Deno's `cert`, `ca` beside Bun's (both checked against the
+ * simulator). Plain HTTP is accepted to a loopback KME only (the simulator's test mode), where `saeId` travels in
+ * the X-SAE-ID header. A baseUrl with a user name or password is refused when the client is made (fetch refuses
+ * such a URL); other credentials go in `fetchInit.headers`.
  * A page calling a KME on another origin needs that KME to allow it (CORS); the simulator does on loopback.
  *
  * The calls, their deadline, retries and checks are the shared {@link Etsi014ClientBase}'s (etsi014-calls.ts),

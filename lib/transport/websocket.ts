@@ -11,6 +11,10 @@
  * console.log(await tls.handshake);              // { suite, kex, group, identity, ... }
  * ```
  *
+ * With a key taken from a key manager (each QKD key is handed out once), open the WebSocket first and take the key
+ * after it: `const ws = await connectWebSocket(url)`, then `tlsClientOverStreams(ws, options)` (from
+ * `qkd-tls/streams` or `qkd-tls/browser`); a server that is down then costs no key (the README's page example).
+ *
  * It uses `WebSocketStream` where the runtime has it (backpressure both ways) and `WebSocket` otherwise
  * (binary messages as ArrayBuffer; sending waits while more than `maxBufferedBytes` are queued). A WebSocket has
  * no half-close: when our side is done (after close_notify) the socket stays open until the peer's side ends
