@@ -4,13 +4,14 @@
  * **Observers** only watch: key-source and network events (`onEvent`), key-log lines (`keyLog`, with the Node
  * socket's 'keylog' listeners), the record trace hook (`trace`, and the Node server's `traceConnection` factory),
  * the KME simulator's and the network server's `log`/`onRequest`, the WebSocket bridge's `onConnection` records,
- * the proxy's `logger`. What an observer does never changes the outcome: an exception it
- * throws (or a promise it returns that rejects) is caught where it is called, the protocol goes on as if it had
- * returned, and the library's own invariants hold (a key is wiped or handed to its owner, never lost and never
- * used twice; promises settle; other connections are served; no unhandled rejection). The exception is not
- * swallowed: it is wrapped in a {@link CallbackError} naming the callback and handed to the component's
- * `onCallbackError` option, or, without that option, written to `console.error` as one line (the callback's name
- * and the error's message, clipped; never key material of the library's own).
+ * the WebSocket listener's and bridge's `onRefused` (an upgrade refused), the proxy's `logger`. What an observer
+ * does never changes the outcome: an exception it throws (or a promise it returns that rejects) is caught where it
+ * is called, the protocol goes on as if it had returned, and the library's own invariants hold (a key is wiped or
+ * handed to its owner, never lost and never used twice; promises settle; other connections are served; no
+ * unhandled rejection). The exception is not swallowed: it is wrapped in a {@link CallbackError} naming the
+ * callback and handed to the component's `onCallbackError` option, or, without that option, written to
+ * `console.error` as one line (the callback's name and the error's message, clipped; never key material of the
+ * library's own).
  *
  * **Callbacks the protocol depends on** (a server's PSK lookup, a client's `psks` function, a key source's
  * `take`/`resolve` and the proxy's `clientPsks`/`release`, `serverPskResolver`'s `onLease`, the WebSocket

@@ -1,6 +1,8 @@
 /**
  * Claims of the API docs that a user relies on and no other test pins down.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import t from 'tap';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../lib/psk/key-id.js';
@@ -8,6 +10,7 @@ import type { PskRequest } from '../lib/psk/types.js';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 import { handshake, makePsk } from './helpers/pair.js';
+import { ROOT } from './helpers/runtimes.js';
 
 const crypto = nobleProvider;
 
@@ -38,4 +41,26 @@ t.test('encodeKeyIdIdentity refuses an identity that decodeKeyIdIdentity would n
     TypeError,
     'Etsi014ClientSource refuses that SAE ID when made',
   );
+});
+
+/** The .ts files under `dir`, recursively. */
+function sources(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
+  );
+}
+
+t.test('every callback the library treats as an observer is named where the rule is told (lib/callbacks.ts, README)', async (t) => {
+  // observer('name', ...) wraps a callback so that what it throws changes nothing; a user who reads the rule must
+  // find each such callback in its list (onRefused, added to the WebSocket listener, was in neither).
+  const names = new Set(sources(join(ROOT, 'lib')).flatMap((f) => [...readFileSync(f, 'utf8').matchAll(/\bobserver\('([A-Za-z]+)'/g)].map((m) => m[1])));
+  t.ok(names.has('onRefused') && names.has('onConnection'), 'the scan finds the observers');
+  const rule = readFileSync(join(ROOT, 'lib', 'callbacks.ts'), 'utf8').split('**Callbacks the protocol depends on**')[0];
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const paragraph = readme.slice(readme.indexOf('Your callbacks and what happens when they throw'), readme.indexOf('A callback the handshake depends on'));
+  t.ok(paragraph.length > 0, "the README's paragraph on callbacks is found");
+  for (const name of [...names].sort()) {
+    t.ok(rule.includes(`\`${name}\``), `lib/callbacks.ts lists \`${name}\` among the observers`);
+    t.ok(paragraph.includes(`\`${name}\``), `README lists \`${name}\` among the observers`);
+  }
 });
