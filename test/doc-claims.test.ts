@@ -10,6 +10,7 @@ import type { PskRequest } from '../lib/psk/types.js';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 import { handshake, makePsk } from './helpers/pair.js';
+import { runQkdTls } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
 
 const crypto = nobleProvider;
@@ -62,5 +63,15 @@ t.test('every callback the library treats as an observer is named where the rule
   for (const name of [...names].sort()) {
     t.ok(rule.includes(`\`${name}\``), `lib/callbacks.ts lists \`${name}\` among the observers`);
     t.ok(paragraph.includes(`\`${name}\``), `README lists \`${name}\` among the observers`);
+  }
+});
+
+t.test('server --help and proxy --help say what a "refused" line is (a WebSocket upgrade refused for its origin)', async (t) => {
+  // The page sees only a failed WebSocket; the line the command prints is where the reason shows
+  // (test/library-walkthrough.test.ts checks that the line is printed).
+  for (const command of ['server', 'proxy']) {
+    const help = await runQkdTls([command, '--help'], { ms: 20_000 });
+    t.equal(help.code, 0, `${command} --help: exit code 0`);
+    t.match(help.stdout, /With --websocket, [^]*an upgrade refused before it happened \(a page from\s+an origin that --origin\s+does not allow: 403\) is a "refused" line/, `${command} --help: the refused line`);
   }
 });

@@ -80,7 +80,9 @@ when it ends, with the peer, the service, the PSK identity and key ID (never the
   target-aborted    the same, on the --connect side
   shutdown          still open when the drain deadline passed
 An aborted connection is reset (RST) on its plain side, never ended cleanly, so that an application never
-takes a cut stream for a complete one.
+takes a cut stream for a complete one. With --websocket, an upgrade refused before it happened (a page from
+an origin that --origin does not allow: 403) is a "refused" line of its own, with the peer, path, origin and
+status: the page sees only that its WebSocket failed.
 
 Configuration file (INI, as stunnel): global options first, then one [section] per service; the fields
 are the options above without "--", one per line; ";" or "#" starts a comment line. Global service fields

@@ -41,7 +41,9 @@ completed handshake (with the client's address, peer=HOST:PORT), and a line per 
 TLS connection cut without close_notify: "truncated"). A client that closes or resets the connection before
 sending a byte (a load balancer's or monitor's health check) is no failure, and no key is looked up for it:
 "no-data: peer=HOST:PORT ended=closed" (or ended=reset). With --websocket, a WebSocket that closes without
-a TLS byte stays a failure.`;
+a TLS byte stays a failure, and an upgrade refused before it happened (a page from an origin that --origin
+does not allow: 403) is a "refused" line, with the peer, path, origin and status: the page sees only that
+its WebSocket failed.`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
