@@ -124,10 +124,10 @@ export interface ServerResolverOptions {
   readonly plain?: boolean;
   /**
    * Receives each lease of resolved keys, to wipe them on a schedule of its own (`releaseAfter(ms)` from
-   * qkd-tls/qkd: on a timer). The connection that is handed the resolver's answer wipes the lease anyway (see
-   * {@link serverPskResolver}); this is for answers that never reach one (code of yours that drops or rebuilds an
-   * answer). If it throws, the lease's keys are wiped at once and the lookup rejects with an error naming onLease
-   * (that handshake fails).
+   * qkd-tls/qkd or qkd-tls/browser: on a timer). The connection that is handed the resolver's answer wipes the
+   * lease anyway (see {@link serverPskResolver}); this is for answers that never reach one (code of yours that drops
+   * or rebuilds an answer). If it throws, the lease's keys are wiped at once and the lookup rejects with an error
+   * naming onLease (that handshake fails).
    */
   readonly onLease?: (lease: PskLease) => void;
 }
