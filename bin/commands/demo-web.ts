@@ -6,8 +6,7 @@
  *  - a web server for the page (lib/tools/web-demo/), which imports qkd-tls/browser and @noble/* as
  *    native ES modules (an import map; nothing is bundled at run time).
  * The page opens its WebSocket, then takes a key (enc_keys: a server that is down costs none), runs the handshake
- * and an echo, and shows each step. The command prints
- * the page's URL and runs until SIGINT/SIGTERM.
+ * and an echo, and shows each step. The command prints the page's URL and runs until SIGINT/SIGTERM.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
