@@ -1,13 +1,14 @@
 /**
  * qkd-tls: TLS 1.3 for external pre-shared keys (RFC 8446, RFC 9258), in pure TypeScript.
  *
- * This entry point is the runtime-neutral core (browsers, Deno, Bun, Workers, Node): a sans-IO
- * {@link Connection}, its options and events, the pure-JavaScript crypto provider, PSKs (the RFC 9258 importer,
- * key-source interfaces, the static source) and errors. Node sockets, servers and the node:crypto provider are
- * in `qkd-tls/node`; WHATWG streams (Deno, Bun, Workers, browsers with a byte stream) in `qkd-tls/streams`;
- * key sources that do I/O (key files, ETSI GS QKD 014 key managers) in `qkd-tls/qkd`; the proxy (model 2) in
- * `qkd-tls/proxy`; the annotated handshake trace in `qkd-tls/trace`; the key manager simulator in `qkd-tls/kme`
- * and the QKD network simulator in `qkd-tls/network`.
+ * This entry point is the runtime-neutral core (browsers, Deno, Bun, Workers, Node): a sans-IO {@link Connection},
+ * its options and events, the pure-JavaScript crypto provider, PSKs (the RFC 9258 importer, key-source interfaces,
+ * the static source) and errors. Node sockets, servers and the node:crypto provider are in `qkd-tls/node`; WHATWG
+ * streams (Deno, Bun, Workers, browsers with a byte stream) in `qkd-tls/streams`; TLS over WebSocket in
+ * `qkd-tls/websocket`; key sources that do I/O (key files, ETSI GS QKD 014 key managers) in `qkd-tls/qkd`;
+ * everything a page or a Worker needs (this core, both transports, the ETSI 014 client on fetch and its key
+ * sources) in `qkd-tls/browser`; the proxy (model 2) in `qkd-tls/proxy`; the annotated handshake trace in
+ * `qkd-tls/trace`; the key manager simulator in `qkd-tls/kme` and the QKD network simulator in `qkd-tls/network`.
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
 export { DEFAULT_GROUPS, MAX_ALPN_NAME_BYTES, MAX_HOST_NAME_BYTES, MAX_SERVER_NAME_BYTES, serverNameProblem, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
