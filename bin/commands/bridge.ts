@@ -22,8 +22,11 @@ them, ws://BRIDGE/ the first; any other path is refused (404).
   --origin URL           only pages from this origin may connect (repeatable; default any)
   --max-message N        largest WebSocket message accepted, in bytes, 1024 to 2^31-1 (default 1048576)
   --max-connections N    refuse connections beyond N open ones, upgraded or not (default 1000)
-  --json                 one JSON object per line on stderr: listening, one per relayed connection, and one
-                         per refused request (a path that names no target: 404; an origin not allowed: 403)`;
+  --json                 one JSON object per line on stderr instead of text lines
+
+What it reports (stderr): a "listening" line, one line per relayed connection, and a "refused" line per
+upgrade request it refuses (a path that names no target: 404; an origin not allowed: 403), which the page
+cannot see: its WebSocket only fails.`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
