@@ -10,7 +10,8 @@
 # record_padding, keyupdate, record_layer_limits, ccs, multiple_ccs_messages, empty_alert, legacy_version,
 # version_negotiation, invalid_ciphers, nociphers, hrr, unrecognised_groups, large_number_of_extensions,
 # finished, zero_content_type, finished_plaintext, unencrypted_alert, symetric_ciphers, lengths,
-# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random, obsolete_curves (`--list`
+# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random, obsolete_curves, and from
+# tlsfuzzer/_apps/test_invalid_server_name_extension.py (TLS 1.2 there) its server_name conversations (`--list`
 # prints the names). Where an original loops over hundreds of values (every KeyUpdate type, every tag bit,
 # every length, every obsolete group), a sample is taken at the edges. Names marked "(PSK port)" are not in
 # the originals: conversations modelled on them (the "framing" ones: fragmented and coalesced handshake
@@ -56,10 +57,10 @@ from tlsfuzzer.utils.lists import natural_sort_keys
 
 from tlslite.constants import CipherSuite, AlertLevel, AlertDescription, \
     TLS_1_3_DRAFT, GroupName, ExtensionType, PskKeyExchangeMode, \
-    ContentType, KeyUpdateMessageType
+    ContentType, KeyUpdateMessageType, NameType
 from tlslite.extensions import KeyShareEntry, ClientKeyShareExtension, \
     SupportedVersionsExtension, SupportedGroupsExtension, \
-    PskKeyExchangeModesExtension, PaddingExtension, TLSExtension
+    PskKeyExchangeModesExtension, PaddingExtension, TLSExtension, SNIExtension
 from tlslite.utils.compat import a2b_hex, compatAscii2Bytes
 
 GET = bytearray(b"GET / HTTP/1.0\r\n\r\n")
@@ -184,9 +185,10 @@ def start(ctx, hello=None, pre=(), version=None):
     return conv, node
 
 
-def server_flight(node, ctx, dhe=True, hrr=False, sh_sibling=None):
+def server_flight(node, ctx, dhe=True, hrr=False, sh_sibling=None, ee=None):
     """ServerHello (PSK accepted, identity 0) .. server Finished; without Certificate/CertificateVerify.
-    `sh_sibling`: what else may come instead of the ServerHello."""
+    `sh_sibling`: what else may come instead of the ServerHello. `ee`: the extensions EncryptedExtensions
+    must carry, exactly (tlsfuzzer's ExpectEncryptedExtensions; None: any the client offered)."""
     ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
            ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk)}
     if dhe:
@@ -196,14 +198,14 @@ def server_flight(node, ctx, dhe=True, hrr=False, sh_sibling=None):
         node.next_sibling = sh_sibling
     if not hrr:  # after a HelloRetryRequest the CCS came with it
         node = node.add_child(ExpectChangeCipherSpec())
-    node = node.add_child(ExpectEncryptedExtensions())
+    node = node.add_child(ExpectEncryptedExtensions(extensions=ee))
     node = node.add_child(ExpectFinished())
     return node
 
 
-def handshake(ctx, hello=None, pre=(), dhe=True, version=None):
+def handshake(ctx, hello=None, pre=(), dhe=True, version=None, ee=None):
     conv, node = start(ctx, hello, pre, version)
-    return conv, server_flight(node, ctx, dhe)
+    return conv, server_flight(node, ctx, dhe, ee=ee)
 
 
 def hrr_exchange(node, ctx, second_ext):
@@ -1069,6 +1071,89 @@ def conversations_for(ctx):
     node = node.add_child(TCPBufferingFlush())
     echo_close(node, GET, send=False)
     c["framing (PSK port): Finished, data, KeyUpdate, data in one TCP segment"] = conv
+
+    # ---- test-invalid-server-name-extension (a TLS 1.2 script with certificates; its conversations here in
+    # TLS 1.3 PSK ClientHellos, the server_name first). RFC 6066 §3: ServerNameList is
+    # `ServerName server_name_list<1..2^16-1>`, each a NameType byte and, for host_name, `opaque
+    # HostName<1..2^16-1>`: an empty extension, an empty list, an empty name, bytes after the list and a
+    # list length beyond the extension cannot be decoded (decode_error, RFC 8446 §6.2: "A message could not
+    # be decoded because some field was out of the specified range or the length of the message was
+    # incorrect"). HostName is an ASCII DNS host name and "The ServerNameList MUST NOT contain more than one
+    # name of the same name_type": a name with NUL, BEL, UTF-8 or escape bytes, or two host_names, is
+    # illegal_parameter (§6.2: "A field in the handshake was incorrect"), as the original expects. A name
+    # type the server does not know is skipped (RFC 6066 §3: the list may hold names of several types; the
+    # original: "should be ignored by server"). A well-formed name is acknowledged with an empty server_name
+    # in EncryptedExtensions (RFC 8446 §4.3.1; RFC 6066 §3).
+    sni_ack = {ExtensionType.server_name: None}
+
+    def sni_ext(ext):
+        return ch_ext(ctx, before={ExtensionType.server_name: ext})
+
+    def sni_completes(name, ext, ee=sni_ack):
+        conv, node = handshake(ctx, ch(ctx, sni_ext(ext)), ee=ee)
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["invalid-server-name-extension: " + name] = conv
+
+    def sni_fails(name, ext, description):
+        conv, node = start(ctx, ch(ctx, sni_ext(ext)))
+        fatal(node, description, nst=False)
+        c["invalid-server-name-extension: " + name] = conv
+
+    hostname = "localhost"  # the original's default --sni
+    sni_completes("Sanity check, SNI", SNIExtension().create(bytearray(hostname, "ascii")))
+    sni_fails("Empty SNI extension", TLSExtension(extType=ExtensionType.server_name).create(bytearray(0)),
+              AD.decode_error)
+    sni_fails("Empty host list in SNI extension", SNIExtension().create(serverNames=[]), AD.decode_error)
+    sni_fails("Empty hostname in SNI extension", SNIExtension().create(hostNames=[bytearray(0)]),
+              AD.decode_error)
+    sni_fails("Trailing data in extension", TLSExtension(extType=ExtensionType.server_name).create(
+        bytearray(b"\x00\x04"  # overall length
+                  b"\x00"  # type: host_name
+                  b"\x00\x01"  # length of the host name
+                  b"e"  # host name
+                  b"x")),  # trailing data
+              AD.decode_error)
+    # The original expects a warning unrecognized_name and the handshake, or with --sni-fatal a fatal one.
+    # RFC 6066 §3: a server that does not recognize the name "SHOULD take one of two actions: either abort
+    # the handshake by sending a fatal-level unrecognized_name(112) alert or continue the handshake"; RFC
+    # 8446 §6 has no warning alerts but close_notify and user_canceled, and `qkd-tls server` serves any name
+    # (the name only goes to its PSK lookup), so here the handshake continues, the name acknowledged.
+    sni_completes("incorrect SNI", SNIExtension().create(bytearray(b"www.") + bytearray(hostname, "ascii")))
+    for name, bad in (("SNI name with NULL", b"\x00"), ("SNI name with BEL", b"\x07"),
+                      ("SNI name with UTF-8", b"\xc4\x85")):
+        sni_fails(name, SNIExtension().create(bytearray(hostname[:-1], "ascii") + bytearray(bad) +
+                                              bytearray(hostname[-1:], "ascii")), AD.illegal_parameter)
+    sni_fails("SNI name with ANSI color escapes code",
+              SNIExtension().create(bytearray(hostname, "ascii") + bytearray(b"\x1b[31mBAD\x1b[0;37m")),
+              AD.illegal_parameter)
+    sni_fails("malformed overall length",
+              TLSExtension().create(ExtensionType.server_name, bytearray(b"\xff" * 4)), AD.decode_error)
+    sni_fails("multiple host_names in SNI, RFC 6066 compliance",
+              SNIExtension().create(hostNames=[bytearray(hostname, "ascii"),
+                                               bytearray(b"www.") + bytearray(hostname, "ascii")]),
+              AD.illegal_parameter)
+    host_name = SNIExtension.ServerName(NameType.host_name, bytearray(hostname, "ascii"))
+    # some unknown name type, ignored by the server
+    other = SNIExtension.ServerName(NameType.host_name + 1, bytearray(range(0, 24)))
+    sni_completes("multiple types in SNI, host_name first",
+                  SNIExtension().create(serverNames=[host_name, other]))
+    sni_completes("multiple types in SNI, host_name last",
+                  SNIExtension().create(serverNames=[other, host_name]))
+    # How `qkd-tls` reads a name (lib/handshake/server.ts withCheckedServerName): one trailing dot is dropped
+    # (RFC 6066 §3 says "without a trailing dot"; clients that pass a fully qualified name on send one) and
+    # the name is lowercased (RFC 4343 §3); an IP literal ("Literal IPv4 and IPv6 addresses are not
+    # permitted", RFC 6066 §3) is taken as no name, so it is not acknowledged; a label that starts with "-"
+    # (RFC 1123 §2.1) or is longer than 63 bytes (RFC 1035 §2.3.4) is not a DNS host name: illegal_parameter.
+    sni_completes("trailing dot (PSK port)", SNIExtension().create(bytearray(hostname + ".", "ascii")))
+    sni_completes("uppercase name (PSK port)", SNIExtension().create(bytearray(hostname.upper(), "ascii")))
+    sni_completes("63-byte label (PSK port)", SNIExtension().create(bytearray("a" * 63 + ".example", "ascii")))
+    sni_completes("IPv4 literal, taken as no name (PSK port)", SNIExtension().create(bytearray(b"127.0.0.1")),
+                  ee={})
+    sni_fails("label starting with - (PSK port)", SNIExtension().create(bytearray(b"-bad.example")),
+              AD.illegal_parameter)
+    sni_fails("64-byte label (PSK port)", SNIExtension().create(bytearray("a" * 64 + ".example", "ascii")),
+              AD.illegal_parameter)
 
     return c
 
