@@ -12,5 +12,5 @@
 export * from './transport/node.js';
 export { runKeyAgreement } from './transport/key-agreement.js';
 export { createNodeProvider, nodeProvider, type NodeProviderOptions } from './crypto/node.js';
-export { confirmNotReset, resetSocket } from './transport/tcp-end.js';
+export { confirmNotReset, endedBeforeAByte, resetSocket } from './transport/tcp-end.js';
 export { listenWebSocket, DEFAULT_MAX_MESSAGE_BYTES, type AcceptedWebSocket, type WebSocketListener, type WebSocketListenOptions, type WebSocketRefusal } from './transport/ws-server.js';

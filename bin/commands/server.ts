@@ -5,7 +5,7 @@
  * Each completed handshake and each failure is reported on stderr.
  */
 import * as net from 'node:net';
-import { confirmNotReset, createServer, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener, type WebSocketRefusal } from 'qkd-tls/node';
+import { confirmNotReset, createServer, endedBeforeAByte, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener, type WebSocketRefusal } from 'qkd-tls/node';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
@@ -120,7 +120,7 @@ export async function run(argv: string[]): Promise<number> {
       // A monitor's health check (connect, then close or reset, before a byte) is no failed handshake: a no-data
       // line, as the proxy logs it (lib/proxy/proxy.ts). It is no success either: --once still exits 1 for it,
       // while a server that runs on is not made to exit 1 at its stop by the probes it answered.
-      const ended = values.websocket ? undefined : leftWithoutAByte(socket.socket);
+      const ended = values.websocket || !(socket.socket instanceof net.Socket) ? undefined : endedBeforeAByte(socket.socket);
       if (ended) {
         if (values.once) exitCode = 1;
         report.event('no-data', { peer: peerOf(socket), ended });
@@ -249,18 +249,6 @@ function relay(tls: QkdTlsSocket, backend: { host: string; port: number }, onFai
     aborted = true; // reported by whoever closed the TLS socket; a probe cut short here is no backend reset
     resetSocket(tcp);
   });
-}
-
-/**
- * How a TCP client left before sending a byte, as a load balancer's or monitor's health check does: "closed" (FIN)
- * or "reset"; undefined if it sent anything (then a handshake failed), or is still there (a handshake timeout).
- * The same test as the proxy's "no-data" (lib/proxy/proxy.ts peerLeftWithoutAByte): bytesRead counts what the kernel
- * handed over, read by the TLS socket or not, and stays once the socket is gone.
- */
-function leftWithoutAByte(raw: unknown): 'closed' | 'reset' | undefined {
-  if (!(raw instanceof net.Socket) || raw.bytesRead !== 0) return undefined;
-  if (raw.errored !== null) return 'reset';
-  return raw.readableEnded ? 'closed' : undefined;
 }
 
 /**

@@ -214,7 +214,7 @@ export function sniHostName(serverName: string): string {
 
 /**
  * Why `host` is not a HostName as RFC 6066 §3 defines it (an ASCII DNS host name without a trailing dot, not an IP
- * literal), or undefined: the problem alone ("contains a space", "ends with a dot" ...). A server checks a received
+ * literal), or undefined: the problem alone ("contains a space", "has an empty label" ...). A server checks a received
  * name with it; {@link serverNameProblem} checks a client's (`written`: the name as given, before its trailing dot
  * was dropped). `long`: up to {@link MAX_SERVER_NAME_BYTES} instead of the DNS lengths.
  */
@@ -228,10 +228,10 @@ export function hostNameProblem(host: string, long = false, written = host): str
   if (isIpLiteral(host)) return 'is an IP address';
   const bad = /[^A-Za-z0-9._-]/.exec(host);
   if (bad) return `contains ${describeCharacter(bad[0].codePointAt(0)!)}`;
-  if (host.length === 0 || host.startsWith('.') || host.includes('..') || (host.endsWith('.') && written !== host)) {
+  // (`host` has lost one trailing dot already: a dot left at its end is an empty last label.)
+  if (host.length === 0 || host.startsWith('.') || host.includes('..') || host.endsWith('.')) {
     return 'has an empty label (a "." at the start or two in a row)';
   }
-  if (host.endsWith('.')) return 'ends with a dot';
   if (!long) {
     const label = host.split('.').find((l) => l.length > MAX_LABEL_BYTES);
     if (label !== undefined) return `has a label of ${label.length} bytes ("${label.slice(0, 16)}..."), longer than ${MAX_LABEL_BYTES}`;

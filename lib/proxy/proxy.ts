@@ -49,7 +49,7 @@ import {
   type QkdTlsSocket,
   type ServerTransportOptions,
 } from '../transport/node.js';
-import { confirmNotReset, resetSocket } from '../transport/tcp-end.js';
+import { confirmNotReset, endedBeforeAByte, resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListener, type WebSocketRefusal } from '../transport/ws-server.js';
 import { type ConnectionEnd, type ConnectionRecord, type ProxyLogger, silentLogger } from './log.js';
 
@@ -693,10 +693,9 @@ class ProxiedConnection {
 
   /** A TLS socket error: during the handshake it is a handshake (or key) failure, after it an abort. */
   private tlsFailed(e: Error, afterHandshake: ConnectionEnd): void {
-    if (this.peerLeftWithoutAByte()) {
-      const reset = this.accepted.errored;
-      return this.endBeforeData(reset ? `the peer reset the connection before sending any data (${reset.message})` : undefined);
-    }
+    const left = this.peerLeftWithoutAByte();
+    if (left === 'reset') return this.endBeforeData(`the peer reset the connection before sending any data (${this.accepted.errored?.message})`);
+    if (left === 'closed') return this.endBeforeData();
     let end: ConnectionEnd = this.handshake ? afterHandshake : 'handshake-failed';
     let message = e.message;
     if (!this.handshake && this.keyFailure !== null) {
@@ -714,11 +713,9 @@ class ProxiedConnection {
    * timeout is not the peer leaving: it stays "handshake-failed".) A WebSocket service is left out: its peer has
    * sent an HTTP upgrade, and a TCP probe of its port that sends none never becomes a proxied connection.
    */
-  private peerLeftWithoutAByte(): boolean {
-    if (this.config.role !== 'server' || this.config.websocket || this.handshake) return false;
-    const raw = this.accepted;
-    // bytesRead counts what the kernel handed over, read by the TLS socket or not; it stays once the socket is gone.
-    return raw.bytesRead === 0 && (raw.readableEnded || raw.errored !== null);
+  private peerLeftWithoutAByte(): 'closed' | 'reset' | undefined {
+    if (this.config.role !== 'server' || this.config.websocket || this.handshake) return undefined;
+    return endedBeforeAByte(this.accepted);
   }
 
   /** Ends the connection abnormally (the first reason wins) and tears both sides down. */

@@ -46,6 +46,18 @@ export function confirmNotReset(socket: net.Socket, then: () => void, onReset: (
   socket.write(NO_BYTES, (e) => (e && (e as NodeJS.ErrnoException).code !== 'EPIPE' ? onReset(e) : then()));
 }
 
+/**
+ * How a TCP peer left before sending a byte, as a load balancer's or monitor's health check does (connect, then
+ * close or reset): "closed" (FIN) or "reset"; undefined if it sent anything, or is still there. bytesRead counts
+ * what the kernel handed over, read by the socket's consumer or not, and stays once the socket is gone. The proxy
+ * logs such a connection "no-data" and `qkd-tls server` prints a no-data line, not a failure.
+ */
+export function endedBeforeAByte(socket: net.Socket): 'closed' | 'reset' | undefined {
+  if (socket.bytesRead !== 0) return undefined;
+  if (socket.errored !== null) return 'reset';
+  return socket.readableEnded ? 'closed' : undefined;
+}
+
 /** Closes a TCP socket with RST (the peer sees ECONNRESET, not a clean end of stream). */
 export function resetSocket(s: net.Socket): void {
   if (s.destroyed) return;
