@@ -62,7 +62,7 @@ export const REASON_ALERT = {
   NoCommonGroup: 'handshake_failure', // §4.1.1
   NoPskOffered: 'handshake_failure', // §4.1.1: this stack authenticates with PSKs only
   UnknownPskIdentity: 'unknown_psk_identity', // §4.2.11: no offered identity is known
-  PskUnavailable: 'handshake_failure', // the PSK lookup failed (e.g. the key manager is unreachable, or it answered a key a lease's release wiped)
+  PskUnavailable: 'handshake_failure', // the PSK lookup failed (e.g. the key manager is unreachable, or it answered a key a lease's release wiped); a client offered a key a lease's release wiped (no alert: nothing sent)
   PskTooShort: 'handshake_failure', // RFC 9257 §6: the PSK lookup answered a secret under 128 bits (as PskUnavailable, RFC 8446 §6.2)
   KeyAgreementFailed: 'internal_error', // an asynchronous key agreement failed for a reason of ours (RFC 8446 §7.4)
   PskLookupWrongCount: 'internal_error', // the application's PSK lookup answered the wrong number of entries

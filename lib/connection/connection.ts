@@ -69,7 +69,8 @@ export class Connection {
    * A client connection; its ClientHello is ready in {@link takeOutput} at once, unless the provider makes the key
    * shares asynchronously (`withWebCryptoKeyShares`): then once the `key-agreement` it reports
    * ({@link pendingKeyAgreement}) is answered. Options it refuses are a TypeError (a RangeError for
-   * keyUpdateAfterRecords).
+   * keyUpdateAfterRecords); a PSK whose lease was released (its secret wiped, lib/psk/source.ts) is a TlsError
+   * PskUnavailable with no alert sent, thrown before anything is sent (see releasedPskProblem).
    */
   static client(options: ClientOptions): Connection {
     return new Connection(true, options);

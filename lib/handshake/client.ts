@@ -34,7 +34,7 @@ import {
   encodeEndOfEarlyData,
   encodeFinished,
 } from '../messages/post-hello.js';
-import { earlyDataSuiteName, pskShapeProblem, shortPskProblem, type Psk } from '../psk/types.js';
+import { earlyDataSuiteName, pskShapeProblem, releasedPskProblem, shortPskProblem, type Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import { SUITES, suiteById, type SuiteInfo } from '../suites.js';
 import {
@@ -89,6 +89,14 @@ export function startClient(io: HandshakeIO, options: ClientOptions): HandshakeS
   for (const p of options.psks) {
     const problem = pskShapeProblem(p);
     if (problem) throw new TypeError(`client: ${problem}`);
+  }
+  // A secret a lease's release wiped is all zeros: offered, it puts a binder computed under zeros on the wire (RFC
+  // 8446 §4.2.11.2), which the server refuses with decrypt_error a round trip later. Refused here, before anything
+  // is drawn or sent, as the server refuses it (PskUnavailable); nothing was sent, so no alert either (as for a
+  // failed key agreement before the first ClientHello). Every configured PSK, as for the length rule below.
+  for (const p of options.psks) {
+    const wiped = releasedPskProblem(p, 'client');
+    if (wiped) throw new TlsError('PskUnavailable', `client: ${wiped}`, { alertNotSent: true });
   }
   // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long" (a shorter one falls to an offline search
   // against the binder we send); every configured PSK, not only those offered with these suites.

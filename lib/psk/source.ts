@@ -357,7 +357,7 @@ function releaser(psks: readonly Psk[], keys: readonly SourcedKey[]): () => void
   return () => {
     if (done) return;
     done = true;
-    // (Marked as well: a server refuses a wiped key rather than run a handshake under zeros, releasedPskProblem.)
+    // (Marked as well: either side refuses a wiped key rather than run a handshake under zeros, releasedPskProblem.)
     for (const p of psks) {
       wipe(p.secret);
       markReleased(p.secret);

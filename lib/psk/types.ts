@@ -55,8 +55,8 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
 /**
  * The secrets a lease's release wiped (lib/psk/source.ts: PskLease.release, and Connection.providePsks for an answer
  * of serverPskResolver), by buffer (a WeakSet keeps none alive). Such a secret is all zeros now: a server handshake
- * under it would authenticate anyone who names its identity and offers zeros, so a server refuses it
- * ({@link releasedPskProblem}).
+ * under it would authenticate anyone who names its identity and offers zeros, and a client would send a binder
+ * computed under zeros; so both sides refuse it ({@link releasedPskProblem}).
  */
 const releasedSecrets = new WeakSet<Uint8Array>();
 
@@ -66,12 +66,27 @@ export function markReleased(secret: Uint8Array): void {
 }
 
 /**
- * Why a server must not use `psk`: its secret was wiped by a lease's release (a serverPskResolver answer kept and
- * handed to a second connection, after the first wiped it; a lease released before its handshake). Undefined
- * otherwise; the message names no key material.
+ * Why `side` must not use `psk`: its secret was wiped by a lease's release. Undefined otherwise; the message names
+ * no key material (a label, such as a QKD key ID, at most).
+ *
+ * - server: a serverPskResolver answer kept and handed to a second connection, after the first wiped it; a lease
+ *   released before its handshake.
+ * - client: a key taken from a key source (takePsks) offered on a second connection after the first one's lease
+ *   was released, or a lease released (e.g. by a `releaseAfter` timer) before its connection was made. The
+ *   ClientHello would carry a binder computed under zeros (RFC 8446 §4.2.11.2), which the server refuses with
+ *   decrypt_error a round trip later.
  */
-export function releasedPskProblem(psk: { readonly secret: unknown }): string | undefined {
+export function releasedPskProblem(psk: { readonly secret: unknown; readonly label?: unknown }, side: 'client' | 'server' = 'server'): string | undefined {
   if (typeof psk.secret !== 'object' || psk.secret === null || !releasedSecrets.has(psk.secret as Uint8Array)) return undefined;
+  if (side === 'client') {
+    const which = typeof psk.label === 'string' && psk.label !== '' ? ` (${psk.label})` : '';
+    return (
+      `a PSK offered${which} was already wiped: its lease was released (PskLease.release, as takePsks(...).release or ` +
+      'a releaseAfter timer does), so its secret is all zeros now; a key taken from a key source is for one ' +
+      'connection: take a fresh one (takePsks) for each connection, and release its lease only once that ' +
+      "connection's handshake is over"
+    );
+  }
   return (
     'the PSK lookup answered a key already wiped: a serverPskResolver answer is for one connection, and the connection ' +
     'it was handed to wiped its keys (Connection.providePsks), as a released lease wipes its keys; ask the resolver ' +

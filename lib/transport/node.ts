@@ -116,8 +116,8 @@ export function defaultNodeCrypto(): CryptoProvider {
 /**
  * Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. Options the connection
  * refuses (an unknown suite, a PSK shorter than 16 bytes, ...) destroy the socket with their TypeError, reported
- * as its 'error' event, as is a `psks` function's failure; a missing port or a `handshakeTimeout` out of range
- * throws at once.
+ * as its 'error' event, as is a `psks` function's failure and a PSK whose lease was released (a TlsError,
+ * PskUnavailable; nothing is written); a missing port or a `handshakeTimeout` out of range throws at once.
  */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
