@@ -14,7 +14,9 @@
  *    identity built by `takePsks`; `Etsi014ServerSource` and `releaseAfter` for a server over the streams
  *    transport in Deno or Bun), with no Node built-in (lib/qkd/etsi014-source.ts);
  *  - the annotated handshake trace (`createTracer`, the dissectors and their plain-data `TraceEvent` trees),
- *    to show every record and handshake message, field by field, in a page.
+ *    to show every record and handshake message, field by field, in a page;
+ *  - `parseKeyFile`, the key file's parser (lib/psk/key-file.ts), for a key file's text in hand (fetched,
+ *    pasted, bundled); reading the file itself (`fileKeySource`) is Node-only, in `qkd-tls/qkd`.
  */
 export * from './index.js';
 export {
@@ -45,6 +47,7 @@ export {
   type Etsi014SourceEvent,
   type RefusalReason,
 } from './qkd/etsi014-source.js';
+export { parseKeyFile } from './psk/key-file.js';
 // Named, not `export *`: the RecordTrace/RecordTraceHook types come with './index.js' already.
 export {
   createTracer,

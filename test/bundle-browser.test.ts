@@ -39,11 +39,11 @@ t.test('qkd-tls/browser bundles for platform=browser with no Node built-in', SUB
   t.same(foreign, [], "every input is qkd-tls's own or @noble/*");
   const imports = Object.values(meta?.inputs ?? {}).flatMap((i) => i.imports);
   t.same(imports.filter((i) => i.external || /^node:|^(fs|net|http|https|tls|crypto|stream|events|os|path|buffer|util)$/.test(i.path)), [], 'no external or Node built-in import');
-  for (const f of ['dist/lib/transport/websocket.js', 'dist/lib/transport/streams.js', 'dist/lib/qkd/etsi014-fetch.js', 'dist/lib/qkd/etsi014-source.js', 'dist/lib/connection/connection.js', 'dist/lib/trace/dissect.js']) {
+  for (const f of ['dist/lib/transport/websocket.js', 'dist/lib/transport/streams.js', 'dist/lib/qkd/etsi014-fetch.js', 'dist/lib/qkd/etsi014-source.js', 'dist/lib/psk/key-file.js', 'dist/lib/connection/connection.js', 'dist/lib/trace/dissect.js']) {
     t.ok(inputs.includes(f), `it contains ${f}`);
   }
   const exports = Object.values(meta?.outputs ?? {})[0]?.exports ?? [];
-  for (const name of ['Connection', 'nobleProvider', 'tlsClientOverStreams', 'tlsClientOverWebSocket', 'Etsi014FetchClient', 'Etsi014ClientSource', 'Etsi014ServerSource', 'releaseAfter', 'importPsk', 'createTracer', 'dissectRecord', 'formatTraceEvent']) {
+  for (const name of ['Connection', 'nobleProvider', 'tlsClientOverStreams', 'tlsClientOverWebSocket', 'Etsi014FetchClient', 'Etsi014ClientSource', 'Etsi014ServerSource', 'releaseAfter', 'parseKeyFile', 'importPsk', 'createTracer', 'dissectRecord', 'formatTraceEvent']) {
     t.ok(exports.includes(name), `it exports ${name}`);
   }
 });

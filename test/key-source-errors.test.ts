@@ -6,7 +6,7 @@
 import t from 'tap';
 import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
-import { parseKeyFile } from '../lib/qkd/file-source.js';
+import { parseKeyFile } from '../lib/psk/key-file.js';
 import { parseConfig, type ConfigSchema } from '../lib/proxy/config-file.js';
 
 /** Lets every already-settled promise and queued immediate run (no clock involved: the fake KME answers at once). */
@@ -71,7 +71,7 @@ t.test('a config line written with ":" instead of "=" does not echo the key in t
 });
 
 t.test('a key file line whose key contains a space does not echo half of the key in the error message', async (t) => {
-  // lib/qkd/file-source.ts: an unrecognised third/fourth field is quoted in the error; a key pasted with a space
+  // lib/psk/key-file.ts: an unrecognised third/fourth field is quoted in the error; a key pasted with a space
   // in the middle makes its second half that field. Expected: the error names the line without the field's value.
   const first = '00112233445566778899aabbccddeeff';
   const second = '8899aabbccddeeff0011223344556677';

@@ -12,9 +12,12 @@ import { fromUtf8, toHex, utf8 } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { Etsi014Client, Etsi014Error, type Etsi014Key } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource, Etsi014ServerSource, releaseAfter, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
-import { fileKeySource, parseKeyFile } from '../lib/qkd/file-source.js';
+import { fileKeySource } from '../lib/qkd/file-source.js';
 import { decodeImportedIdentity, encodeImportedIdentity, importPsk } from '../lib/psk/importer.js';
+import { parseKeyFile } from '../lib/psk/key-file.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../lib/psk/key-id.js';
+import * as browser from '../lib/browser.js';
+import * as qkd from '../lib/qkd/index.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { stubKme } from './helpers/kme-stub.js';
 import { withTimeout } from './helpers/peers.js';
@@ -77,6 +80,9 @@ t.test('key files', async (t) => {
   t.throws(() => parseKeyFile('a 00 MD5\n', 'k.txt'), /line 1: field 3 is neither/);
   t.throws(() => parseKeyFile('lonely\n', 'k.txt'), /line 1: expected/);
   t.throws(() => parseKeyFile('# nothing\n', 'k.txt'), /no key/);
+  // The parser is runtime-neutral (lib/psk/key-file.ts): qkd-tls/browser exports it, as qkd-tls/qkd does.
+  t.equal(browser.parseKeyFile, parseKeyFile, 'qkd-tls/browser exports parseKeyFile');
+  t.equal(qkd.parseKeyFile, parseKeyFile, 'qkd-tls/qkd still exports it');
 
   const dir = await mkdtemp(join(tmpdir(), 'qkd-keys-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));

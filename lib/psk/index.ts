@@ -1,7 +1,9 @@
 /**
  * External PSKs and where they come from: the RFC 9258 importer, key-source interfaces and the static source,
  * and how a QKD key ID travels in a PSK identity. Runtime-neutral; the sources that do I/O (key files, ETSI
- * GS QKD 014 key managers) are in lib/qkd/ (`qkd-tls/qkd`), the key manager simulator in lib/tools/kme/.
+ * GS QKD 014 key managers) are in lib/qkd/ (`qkd-tls/qkd`), the key manager simulator in lib/tools/kme/. The key
+ * file's text format is parsed here (key-file.ts: `parseKeyFile`, exported from `qkd-tls/qkd` and
+ * `qkd-tls/browser`, not from the root), its reader `fileKeySource` in lib/qkd/file-source.ts.
  */
 export { MIN_PSK_BYTES, type Psk, type PskRequest, type PskResolver } from './types.js';
 export { identityText } from './identity-text.js';

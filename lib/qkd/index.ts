@@ -1,9 +1,10 @@
 /**
  * qkd-tls/qkd: key sources that fetch keys over I/O — a key file, and ETSI GS QKD 014 key managers (the REST
  * client, and client/server sources with a prefetch pool and a replay cache). The key manager simulator is in
- * qkd-tls/kme.
+ * qkd-tls/kme. `parseKeyFile` (a key file's text to keys) is runtime-neutral and in qkd-tls/browser too.
  */
-export { fileKeySource, parseKeyFile } from './file-source.js';
+export { fileKeySource } from './file-source.js';
+export { parseKeyFile } from '../psk/key-file.js';
 export { FileTooLargeError, MAX_OPTION_FILE_BYTES, readFileBounded, readTextFileBounded } from './bounded-file.js';
 export {
   Etsi014ClientSource,
