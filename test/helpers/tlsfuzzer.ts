@@ -10,9 +10,12 @@ import { PYTHON, spawnQkdTls, type Tap, withTimeout } from './peers.js';
 /** How long to wait for the server to say it listens. */
 const WAIT = 15_000;
 
-/** Starts `qkd-tls server` with the static PSK on a free port (psk_ke and psk_dhe_ke both allowed); resolves the port. */
-export async function startPskServer(tt: Tap, pskHex: string, identity: string, hash: 'SHA-256' | 'SHA-384'): Promise<number> {
-  const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', '--psk', pskHex, '--identity', identity, '--psk-hash', hash, '--kex-modes', 'psk_dhe_ke,psk_ke', '--json']);
+/**
+ * Starts `qkd-tls server` with the static PSK on a free port (psk_ke and psk_dhe_ke both allowed), plus `extraArgs`
+ * (e.g. `--groups`); resolves the port.
+ */
+export async function startPskServer(tt: Tap, pskHex: string, identity: string, hash: 'SHA-256' | 'SHA-384', extraArgs: readonly string[] = []): Promise<number> {
+  const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', '--psk', pskHex, '--identity', identity, '--psk-hash', hash, '--kex-modes', 'psk_dhe_ke,psk_ke', ...extraArgs, '--json']);
   const text = await server.waitFor(/"event":"listening".*\n/, WAIT, 'stderr');
   const m = /"address":"127\.0\.0\.1:(\d+)"/.exec(text);
   if (!m) throw new Error(`no listening address in: ${text}`);

@@ -1,4 +1,4 @@
-# Conversations from tlsfuzzer's TLS 1.3 record-layer and handshake-robustness scripts, ported to
+# Conversations from tlsfuzzer's TLS 1.3 record-layer, handshake-robustness and key-exchange scripts, ported to
 # external-PSK handshakes so that they run against a PSK-only server (`qkd-tls server`).
 #
 # tlsfuzzer (github.com/tlsfuzzer/tlsfuzzer, GPL-2.0) is used as a library, unmodified: its Runner, its
@@ -10,12 +10,22 @@
 # record_padding, keyupdate, record_layer_limits, ccs, multiple_ccs_messages, empty_alert, legacy_version,
 # version_negotiation, invalid_ciphers, nociphers, hrr, unrecognised_groups, large_number_of_extensions,
 # finished, zero_content_type, finished_plaintext, unencrypted_alert, symetric_ciphers, lengths,
-# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random, obsolete_curves, and from
-# tlsfuzzer/_apps/test_invalid_server_name_extension.py (TLS 1.2 there) its server_name conversations (`--list`
-# prints the names). Where an original loops over hundreds of values (every KeyUpdate type, every tag bit,
-# every length, every obsolete group), a sample is taken at the edges. Names marked "(PSK port)" are not in
-# the originals: conversations modelled on them (the "framing" ones: fragmented and coalesced handshake
-# messages) or the counterpart of an expectation that had to change.
+# keyshare_omitted, shuffled_extentions, connection_abort, serverhello_random, obsolete_curves, ecdhe_curves,
+# crfg_curves, ffdhe_groups, ffdhe_sanity, dhe_shared_secret_padding, no_unknown_groups, 0rtt_garbage, mlkem
+# (only its malformed-share conversations: the others need ML-KEM on the client side, which tlslite takes from
+# kyber-py, not installed here), and from tlsfuzzer/_apps/test_invalid_server_name_extension.py (TLS 1.2
+# there) its server_name conversations (`--list` prints the names). Not ported: test_tls13_non_support, which
+# checks that a server without TLS 1.3 answers TLS 1.3 and draft-version ClientHellos with TLS 1.2 (a
+# certificate handshake); this server speaks TLS 1.3 only, and its refusal of anything else is
+# version-negotiation's. Where an original loops over hundreds of values (every KeyUpdate type, every tag bit,
+# every length, every obsolete group, every chunk of unknown groups, every ML-KEM coefficient), a sample is
+# taken at the edges. Names marked "(PSK port)" are not in the originals: conversations modelled on them (the
+# "framing" ones: fragmented and coalesced handshake messages; more X25519 low-order points, ...) or the
+# counterpart of an expectation that had to change. The entries that are not one conversation but a check
+# run in the list (UniquenessCheck, DhPaddingHunt: Check) count as one each.
+#
+# The server is expected to allow every group it implements (`--groups` with ffdhe4096..8192 too, as
+# test/tlsfuzzer-psk.test.ts starts it): see SERVER_GROUPS.
 #
 # Differences from the originals that apply to every conversation:
 # - the ClientHello carries psk_key_exchange_modes and pre_shared_key (last, binder computed over the
@@ -33,6 +43,7 @@
 from __future__ import print_function
 
 import getopt
+import random
 import sys
 import traceback
 from collections import OrderedDict
@@ -44,6 +55,7 @@ from tlsfuzzer.messages import Connect, ClientHelloGenerator, \
     RawMessageGenerator, TCPBufferingEnable, TCPBufferingDisable, \
     ch_cookie_handler, Close, PlaintextMessageGenerator, \
     ResetWriteConnectionState, CopyVariables, TCPBufferingFlush, PopMessageFromList, FlushMessageList, split_message, \
+    Command, SetRecordVersion, \
     queue_message, skip_post_send, truncate_handshake, pad_handshake, \
     fuzz_message, fuzz_encrypted_message
 from tlsfuzzer.expect import ExpectServerHello, ExpectChangeCipherSpec, \
@@ -57,11 +69,15 @@ from tlsfuzzer.utils.lists import natural_sort_keys
 
 from tlslite.constants import CipherSuite, AlertLevel, AlertDescription, \
     TLS_1_3_DRAFT, GroupName, ExtensionType, PskKeyExchangeMode, \
-    ContentType, KeyUpdateMessageType, NameType
+    ContentType, KeyUpdateMessageType, NameType, ECPointFormat
 from tlslite.extensions import KeyShareEntry, ClientKeyShareExtension, \
     SupportedVersionsExtension, SupportedGroupsExtension, \
-    PskKeyExchangeModesExtension, PaddingExtension, TLSExtension, SNIExtension
+    PskKeyExchangeModesExtension, PaddingExtension, TLSExtension, SNIExtension, \
+    ECPointFormatsExtension
+from tlslite.mathtls import FFDHE2048, FFDHE3072, FFDHE4096, FFDHE6144, FFDHE8192
 from tlslite.utils.compat import a2b_hex, compatAscii2Bytes
+from tlslite.utils.cryptomath import getRandomBytes, numberToByteArray
+from tlslite.utils.x25519 import X25519_ORDER_SIZE, X448_ORDER_SIZE
 
 GET = bytearray(b"GET / HTTP/1.0\r\n\r\n")
 FATAL = AlertLevel.fatal
@@ -141,10 +157,10 @@ class Ctx(object):
 
 
 def ch_ext(ctx, groups=(GroupName.secp256r1,), shares=None, modes=None,
-           versions=None, before=None, after=None):
+           versions=None, before=None, after=None, psk=None):
     """ClientHello extensions: `before`, supported_versions, supported_groups, key_share, psk modes,
     `after`, and pre_shared_key last (RFC 8446 §4.2.11). `shares`: KeyShareEntry list, default one for
-    groups[0]; an empty key_share when shares == []."""
+    groups[0]; an empty key_share when shares == []. `psk`: the PSK settings offered (default ctx.psk)."""
     ext = OrderedDict()
     if before:
         ext.update(before)
@@ -162,16 +178,16 @@ def ch_ext(ctx, groups=(GroupName.secp256r1,), shares=None, modes=None,
         .create(modes)
     if after:
         ext.update(after)
-    ext[ExtensionType.pre_shared_key] = psk_ext_gen(ctx.psk)
+    ext[ExtensionType.pre_shared_key] = psk_ext_gen(psk if psk is not None else ctx.psk)
     return ext
 
 
-def ch(ctx, ext=None, ciphers=None, mods=(), **kw):
-    """A ClientHelloGenerator whose binder is computed last (after `mods`)."""
+def ch(ctx, ext=None, ciphers=None, mods=(), psk=None, **kw):
+    """A ClientHelloGenerator whose binders are computed last (after `mods`)."""
     return ClientHelloGenerator(
         ciphers if ciphers is not None else [ctx.cipher],
         extensions=ext if ext is not None else ch_ext(ctx),
-        modifiers=list(mods) + [psk_ext_updater(ctx.psk)], **kw)
+        modifiers=list(mods) + [psk_ext_updater(psk if psk is not None else ctx.psk)], **kw)
 
 
 def start(ctx, hello=None, pre=(), version=None):
@@ -1155,7 +1171,543 @@ def conversations_for(ctx):
     sni_fails("64-byte label (PSK port)", SNIExtension().create(bytearray("a" * 64 + ".example", "ascii")),
               AD.illegal_parameter)
 
+    key_exchange_conversations(ctx, c)
     return c
+
+
+# ---- key exchange: tlsfuzzer's group scripts (test-tls13-ecdhe-curves, -crfg-curves, -ffdhe-groups,
+# -ffdhe-sanity, -dhe-shared-secret-padding, -no-unknown-groups, -mlkem) and test-tls13-0rtt-garbage
+
+# Groups `qkd-tls server` negotiates in these runs (test/helpers/tlsfuzzer.ts starts it with all of them);
+# secp521r1 and x448 it does not implement.
+SERVER_GROUPS = (GroupName.x25519, GroupName.secp256r1, GroupName.secp384r1, GroupName.ffdhe2048,
+                 GroupName.ffdhe3072, GroupName.ffdhe4096, GroupName.ffdhe6144, GroupName.ffdhe8192,
+                 GroupName.secp256r1mlkem768, GroupName.x25519mlkem768, GroupName.secp384r1mlkem1024)
+UNSUPPORTED_GROUPS = (GroupName.secp521r1, GroupName.x448)
+FFDHE_PARAMS = {GroupName.ffdhe2048: FFDHE2048, GroupName.ffdhe3072: FFDHE3072,
+                GroupName.ffdhe4096: FFDHE4096, GroupName.ffdhe6144: FFDHE6144,
+                GroupName.ffdhe8192: FFDHE8192}
+
+
+def share(group, data):
+    return KeyShareEntry().create(group, bytearray(data))
+
+
+def refused(c, ctx, name, hello, description, nst=False):
+    """`name`: the ClientHello `hello` is answered by the fatal alert `description`."""
+    conv, node = start(ctx, hello)
+    fatal(node, description, nst=nst)
+    c[name] = conv
+
+
+def completes(c, ctx, name, hello, dhe=True, pre=()):
+    """`name`: the ClientHello `hello` leads to a handshake, an echo and close_notify."""
+    conv, node = handshake(ctx, hello, pre=pre, dhe=dhe)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c[name] = conv
+
+
+def one_group(ctx, group, shares, **kw):
+    """A ClientHello offering `group` alone in supported_groups, with the key shares `shares`."""
+    return ch(ctx, ch_ext(ctx, groups=[group], shares=shares), **kw)
+
+
+def mlkem_encapsulation_key(k):
+    """A well-formed ML-KEM encapsulation key (FIPS 203 §7.2: ByteEncode12 of 256*k coefficients, each below
+    q = 3329, then the 32-byte seed rho), drawn at random: the server's checks pass and it can encapsulate to
+    it, although no client here holds its decapsulation key (that needs kyber-py, which is not installed)."""
+    rnd = random.SystemRandom()
+    out = bytearray()
+    for _ in range(256 * k // 2):
+        a, b = rnd.randrange(3329), rnd.randrange(3329)
+        out += bytearray([a & 0xff, (a >> 8) | ((b & 0x0f) << 4), b >> 4])
+    return out + bytearray(getRandomBytes(32))
+
+
+class Check(object):
+    """Not a conversation of its own: something run in the list with a run() that raises on failure."""
+
+
+class DhPaddingHunt(Check):
+    """test-tls13-dhe-shared-secret-padding: handshakes with `group` until one has a Diffie-Hellman shared
+    secret whose first byte is zero and one has a server key share (for secp curves: its x coordinate) whose
+    first byte is zero; both ends must then agree on the secret and the share kept at full length (RFC 8446
+    §4.2.8.1, §7.4.1: FFDHE Z and Y left-padded to the size of p, leading zeros not stripped; §4.2.8.2,
+    §7.4.2: the ECDHE secret is the fixed-length x coordinate). The original runs every handshake to its end;
+    here a handshake that cannot be one of those stops after the ServerHello (the client then knows the
+    secret and the share), so the ~256 tries each takes cost little; those that can be run to the echo, the
+    Finished of both sides proving that the server used the same padded secret. Every ServerHello's share
+    must have the group's full length. `limit` bounds the tries (a miss has probability (255/256)^limit)."""
+
+    def __init__(self, ctx, group, limit):
+        self.ctx = ctx
+        self.group = group
+        self.limit = limit
+        self.share_len = {GroupName.x25519: 32, GroupName.secp256r1: 65,
+                          GroupName.secp384r1: 97}.get(group) or len(
+                              numberToByteArray(FFDHE_PARAMS[group][1]))
+        self.seen = {"secret": False, "share": False}
+        self.tries = 0
+        self.full = 0
+
+    def conversation(self):
+        ctx = self.ctx
+        hunt = self
+
+        class Gate(Command):
+            """After the ServerHello: on to the Finished and the echo, or close."""
+
+            def __init__(self):
+                super(Gate, self).__init__()
+                self.hit = None
+                self.finish = None
+                self.stop = Close()
+
+            def process(self, state):
+                z = state.key["DH shared secret"]
+                y = state.key["ServerHello.extensions.key_share.key_exchange"]
+                if len(y) != hunt.share_len:
+                    raise AssertionError("{0} server share of {1} bytes, expected {2}".format(
+                        GroupName.toStr(hunt.group), len(y), hunt.share_len))
+                if len(z) != (32 if hunt.group == GroupName.x25519 else
+                              (hunt.share_len - 1) // 2 if hunt.share_len in (65, 97) else hunt.share_len):
+                    raise AssertionError("shared secret of {0} bytes".format(len(z)))
+                lead = y[1] if y[0] == 4 and hunt.share_len in (65, 97) else y[0]
+                self.hit = {"secret": z[0] == 0, "share": lead == 0}
+                new = any(v and not hunt.seen[k] for k, v in self.hit.items())
+                self.child = self.finish if new or hunt.tries == 0 else self.stop
+
+        conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=[self.group])))
+        ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+               ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
+               ExtensionType.key_share: srv_ext_handler_key_share}
+        node = node.add_child(ExpectServerHello(extensions=ext))
+        gate = Gate()
+        node.add_child(gate)
+        finish = ExpectChangeCipherSpec()
+        gate.finish = finish
+        n = finish.add_child(ExpectEncryptedExtensions())
+        n = n.add_child(ExpectFinished())
+        n = n.add_child(FinishedGenerator())
+        echo_close(n)
+        return conv, gate
+
+    def run(self):
+        conv, gate = self.conversation()  # one client key share for every try, as the original
+        while not all(self.seen.values()):
+            if self.tries >= self.limit:
+                raise AssertionError("{0}: no leading zero byte in {1} tries ({2})".format(
+                    GroupName.toStr(self.group), self.tries, self.seen))
+            Runner(conv).run()
+            if gate.child is gate.finish:
+                self.full += 1
+                for k, v in gate.hit.items():
+                    self.seen[k] = self.seen[k] or v
+            self.tries += 1
+        print("{0}: {1} handshakes, {2} of them completed; a shared secret and a server share with a "
+              "leading zero byte each completed".format(GroupName.toStr(self.group), self.tries, self.full))
+
+
+def key_exchange_conversations(ctx, c):
+    # ---- test-tls13-ecdhe-curves: a handshake in each group; a share one byte long or short, of the other
+    # curve's length, the point at infinity (one zero byte), a point off the curve or (0, 0) is
+    # illegal_parameter (RFC 8446 §4.2.8.2: "Peers MUST validate each other's public key"; §4.2.8: a share
+    # must be of its group's length). The original's groups include secp521r1 and x448, which this server
+    # does not implement: offered alone (supported_groups and key_share), with psk_dhe_ke, they leave no
+    # group in common, handshake_failure (§4.1.1: "If the server is unable to negotiate a supported set of
+    # parameters ... it MUST abort the handshake with either a handshake_failure or insufficient_security
+    # fatal alert"); a malformed share of such a group is not looked at, so the same alert.
+    ec_groups = [GroupName.secp256r1, GroupName.secp384r1, GroupName.secp521r1, GroupName.x25519,
+                 GroupName.x448]
+    completes(c, ctx, "ecdhe-curves: sanity", ch(ctx, ch_ext(
+        ctx, groups=ec_groups, shares=[key_share_gen(g) for g in ec_groups])))
+    for group in ec_groups:
+        gname = GroupName.toRepr(group)
+        supported = group in SERVER_GROUPS
+        bad = AD.illegal_parameter if supported else AD.handshake_failure
+        if supported:
+            completes(c, ctx, "ecdhe-curves: sanity - " + gname, one_group(ctx, group, None))
+        else:
+            refused(c, ctx, "ecdhe-curves: sanity - " + gname, one_group(ctx, group, None),
+                    AD.handshake_failure)
+        ks = key_share_gen(group)
+        ks.key_exchange += bytearray(b"\x00")
+        refused(c, ctx, "ecdhe-curves: {0} - right 0-padded key_share".format(gname),
+                one_group(ctx, group, [ks]), bad)
+        ks = key_share_gen(group)
+        ks.key_exchange.pop()
+        refused(c, ctx, "ecdhe-curves: {0} - right-truncated key_share".format(gname),
+                one_group(ctx, group, [ks]), bad)
+        other = key_share_gen(GroupName.secp384r1 if group == GroupName.secp256r1 else GroupName.secp256r1)
+        refused(c, ctx, "ecdhe-curves: {0} - key share from other curve".format(gname),
+                one_group(ctx, group, [share(group, other.key_exchange)]), bad)
+        refused(c, ctx, "ecdhe-curves: {0} - point at infinity".format(gname),
+                one_group(ctx, group, [share(group, b"\x00")]), bad)
+        if group not in (GroupName.x25519, GroupName.x448):
+            ks = key_share_gen(group)
+            ks.key_exchange[-1] ^= 0xff
+            refused(c, ctx, "ecdhe-curves: {0} - point outside curve".format(gname),
+                    one_group(ctx, group, [ks]), bad)
+            ks = key_share_gen(group)
+            zero = bytearray(len(ks.key_exchange))
+            zero[0] = 0x04
+            refused(c, ctx, "ecdhe-curves: {0} - x=0, y=0".format(gname),
+                    one_group(ctx, group, [share(group, zero)]), bad)
+    # the unsupported group's share first, a supported group offered too: the server asks for the
+    # supported one with a HelloRetryRequest (§4.1.4) rather than failing
+    for group in UNSUPPORTED_GROUPS:
+        groups = [group, GroupName.x25519]
+        conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=groups, shares=[key_share_gen(group)])))
+        node = hrr_exchange(node, ctx, ch_ext(ctx, groups=groups, shares=[key_share_gen(GroupName.x25519)],
+                                              after={ExtensionType.cookie: ch_cookie_handler}))
+        node = server_flight(node, ctx, hrr=True)
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["ecdhe-curves: {0} share, x25519 also supported - HRR (PSK port)".format(
+            GroupName.toRepr(group))] = conv
+
+    # ---- test-tls13-crfg-curves: X25519 shares (RFC 7748). The ec_point_formats extension (TLS 1.2 only)
+    # is ignored; an all-zero share or "1" (points of small order: the shared secret is all zeros) is
+    # illegal_parameter (RFC 8446 §7.4.2: "implementations MUST check whether the computed Diffie-Hellman
+    # shared secret is the all-zero value and abort if so"; RFC 7748 §6.1); a share of 31 or 33 bytes
+    # is illegal_parameter (§4.2.8.2: X25519 key_exchange is 32 bytes). An empty share is decode_error
+    # here, where the original expects illegal_parameter: `opaque key_exchange<1..2^16-1>` (§4.2.8) cannot
+    # be empty, so the KeyShareEntry does not decode (§6.2 decode_error: "some field was out of the
+    # specified range"; OpenSSL's tls_parse_ctos_key_share answers decode_error too); the server decodes
+    # the whole key_share before looking at groups, so x448's is decode_error as well. x448: not
+    # implemented here, see ecdhe-curves above (handshake_failure).
+    for group, size in ((GroupName.x25519, X25519_ORDER_SIZE), (GroupName.x448, X448_ORDER_SIZE)):
+        gname = GroupName.toRepr(group)
+        supported = group in SERVER_GROUPS
+        bad = AD.illegal_parameter if supported else AD.handshake_failure
+        for fmt in (ECPointFormat.ansiX962_compressed_prime, ECPointFormat.ansiX962_compressed_char2,
+                    ECPointFormat.uncompressed):
+            hello = ch(ctx, ch_ext(ctx, groups=[group], before={
+                ExtensionType.ec_point_formats: ECPointFormatsExtension().create([fmt])}))
+            name = "crfg-curves: sanity {0} with compression {1}".format(gname, ECPointFormat.toRepr(fmt))
+            if supported:
+                completes(c, ctx, name, hello)
+            else:
+                refused(c, ctx, name, hello, AD.handshake_failure)
+        for label, data in (("all zero {0} key share", bytearray(size)),
+                            ("{0} key share of \"1\"", numberToByteArray(1, size, "little")),
+                            ("too small {0} key share", bytearray([55] * (size - 1))),
+                            ("empty {0} key share", bytearray()),
+                            ("too big {0} key share", bytearray([55] * (size + 1)))):
+            refused(c, ctx, "crfg-curves: " + label.format(gname), one_group(ctx, group, [share(group, data)]),
+                    AD.decode_error if not data else bad)
+    # (PSK port) the other X25519 inputs whose shared secret is all zeros (the points of order 1, 2, 4
+    # and 8 and their non-canonical encodings: p-1, p, p+1, and values with the top bit set, which
+    # RFC 7748 §5 says to mask; from Bernstein's list in "How do I validate Curve25519 public keys?")
+    p25519 = 2 ** 255 - 19
+    low_order = [
+        ("order 8 (0x...e0eb7a7c)", a2b_hex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")),
+        ("order 8 (0x...5f9c95bc)", a2b_hex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157")),
+        ("p-1 (order 2)", numberToByteArray(p25519 - 1, 32, "little")),
+        ("p (0, non-canonical)", numberToByteArray(p25519, 32, "little")),
+        ("p+1 (1, non-canonical)", numberToByteArray(p25519 + 1, 32, "little")),
+        ("0 with the top bit set", numberToByteArray(2 ** 255, 32, "little")),
+        ("order 8 (0x...e0eb7a7c) with the top bit set",
+         a2b_hex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880")),
+    ]
+    for label, data in low_order:
+        refused(c, ctx, "crfg-curves: x25519 low-order key share: {0} (PSK port)".format(label),
+                one_group(ctx, GroupName.x25519, [share(GroupName.x25519, data)]), AD.illegal_parameter)
+
+    # ---- test-tls13-ffdhe-groups: RFC 7919 groups (the server started with all five). A handshake in
+    # each; two shares of the same group is illegal_parameter (§4.2.8: "Clients MUST NOT offer multiple
+    # KeyShareEntry values for the same group ... Servers MAY check for violations of these rules and abort
+    # the handshake with an illegal_parameter alert"); a share not of the size of p (one byte more or less,
+    # another group's, one zero byte, empty) is illegal_parameter (§4.2.8.1: "padded to the left with zeros
+    # to the size of p in bytes"), and so is Y = 0, 1, p-1, p or all bits set (§4.2.8.1: "Peers MUST
+    # validate each other's public key Y by ensuring that 1 < Y < p-1").
+    ff_groups = list(GroupName.allFF)
+    completes(c, ctx, "ffdhe-groups: sanity", ch(ctx, ch_ext(
+        ctx, groups=ff_groups, shares=[key_share_gen(g) for g in ff_groups])))
+    for group in ff_groups:
+        gname = GroupName.toRepr(group)
+        p = FFDHE_PARAMS[group][1]
+        size = len(numberToByteArray(p))
+        completes(c, ctx, "ffdhe-groups: sanity - " + gname, one_group(ctx, group, None))
+
+        def bad(label, shares):
+            refused(c, ctx, "ffdhe-groups: {0} - {1}".format(gname, label), one_group(ctx, group, shares),
+                    AD.illegal_parameter)
+        ks = key_share_gen(group)
+        bad("duplicated key share entry", [ks, key_share_gen(group)])
+        ks = key_share_gen(group)
+        ks.key_exchange += bytearray(b"\x00")
+        bad("right 0-padded key_share", [ks])
+        ks = key_share_gen(group)
+        ks.key_exchange.pop()
+        bad("right-truncated key_share", [ks])
+        other = key_share_gen(GroupName.ffdhe3072 if group == GroupName.ffdhe2048 else GroupName.ffdhe2048)
+        bad("key share from other group", [share(group, other.key_exchange)])
+        bad("0 as one byte", [share(group, b"\x00")])
+        bad("0 as key share", [share(group, bytearray(size))])
+        bad("1 as key share", [share(group, numberToByteArray(1, size))])
+        bad("all bits set key share", [share(group, bytearray([0xff] * size))])
+        bad("p-1 as key share", [share(group, numberToByteArray(p - 1))])
+        bad("p as key share", [share(group, numberToByteArray(p))])
+        # empty: decode_error, not the original's illegal_parameter (see crfg-curves above)
+        refused(c, ctx, "ffdhe-groups: {0} - empty key share entry in key_share ext".format(gname),
+                one_group(ctx, group, [share(group, b"")]), AD.decode_error)
+        # (PSK port) p+1, above p by one; and Y = 2 (in range) one byte short, its leading zero stripped
+        bad("p+1 as key share (PSK port)", [share(group, numberToByteArray(p + 1))])
+        bad("2 as key share without its leading zeros (PSK port)", [share(group, numberToByteArray(2, size - 1))])
+
+    # ---- test-tls13-ffdhe-sanity: a handshake offering one FFDHE group, each in turn (key share included)
+    for group in ff_groups:
+        completes(c, ctx, "ffdhe-sanity: " + GroupName.toStr(group), one_group(ctx, group, None))
+
+    # ---- test-tls13-dhe-shared-secret-padding: see DhPaddingHunt. The original hunts in secp384r1,
+    # secp521r1, x25519, x448, ffdhe2048 and ffdhe3072 (secp256r1 is its sanity); here secp521r1 and x448
+    # are handshake_failure (not implemented, as above) and secp256r1 is hunted too (PSK port).
+    for group in (GroupName.secp256r1, GroupName.secp384r1, GroupName.x25519, GroupName.ffdhe2048,
+                  GroupName.ffdhe3072):
+        name = "dhe-shared-secret-padding: TLS 1.3 with {0}".format(GroupName.toStr(group))
+        c[name + (" (PSK port)" if group == GroupName.secp256r1 else "")] = DhPaddingHunt(ctx, group, 4000)
+    for group in UNSUPPORTED_GROUPS:
+        refused(c, ctx, "dhe-shared-secret-padding: TLS 1.3 with {0}".format(GroupName.toStr(group)),
+                one_group(ctx, group, None), AD.handshake_failure)
+
+    # ---- test-tls13-no-unknown-groups: supported_groups lists of 256 groups the server does not know,
+    # 1..0xffff in chunks (the original skips its own groups; here every group the server negotiates is
+    # skipped, ffdhe and the hybrids included). With a group it knows last and an empty key_share: a
+    # HelloRetryRequest for it, then the handshake; with none: handshake_failure (§4.1.1; psk_dhe_ke
+    # alone, so no fallback to psk_ke). The original sends all 256 chunks; here the first, those around the
+    # server's FFDHE and hybrid codepoints and the last.
+    known = set(SERVER_GROUPS)
+    chunks = []
+    unknown = [g for g in range(1, 1 + 256)]
+    top = max(unknown)
+    while known.intersection(unknown):
+        unknown.remove(known.intersection(unknown).pop())
+        top += 1
+        unknown.append(top)
+    chunks.append(unknown)
+    while top < 0xffff:
+        top += 1
+        unknown = list(range(top, min(top + 256, 0x10000)))
+        top = max(unknown)
+        while known.intersection(unknown):
+            unknown.remove(known.intersection(unknown).pop())
+            if top < 0xffff:
+                top += 1
+                unknown.append(top)
+        chunks.append(unknown)
+    first = chunks[0]
+    conv, node = start(ctx, ch(ctx, ch_ext(ctx, groups=first + [GroupName.secp256r1], shares=[])))
+    node = hrr_exchange(node, ctx, ch_ext(ctx, groups=first + [GroupName.secp256r1],
+                                          shares=[key_share_gen(GroupName.secp256r1)],
+                                          after={ExtensionType.cookie: ch_cookie_handler}))
+    node = server_flight(node, ctx, hrr=True)
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["no-unknown-groups: long list of unknown (between {0} and {1}) plus a recognised group".format(
+        min(first), max(first))] = conv
+    picked = [chunks[0], chunks[1], chunks[-1]] + [ch_ for ch_ in chunks[2:-1] if any(
+        abs(g - k) < 256 for g in (min(ch_), max(ch_)) for k in known if k > 0x100)]
+    for unknown in picked:
+        refused(c, ctx, "no-unknown-groups: long list of unknown (between {0} and {1})".format(
+            min(unknown), max(unknown)), ch(ctx, ch_ext(ctx, groups=unknown, shares=[])), AD.handshake_failure)
+
+    # ---- test-tls13-mlkem (draft-ietf-tls-ecdhe-mlkem): only what needs no ML-KEM computation by the
+    # client (tlslite needs kyber-py for it, not installed): malformed hybrid shares, refused before any
+    # ServerHello with illegal_parameter. A client share is the ML-KEM encapsulation key and the ECDH
+    # share concatenated, X25519MLKEM768: ML-KEM-768 ek (1184) || X25519 (32) = 1216 bytes;
+    # SecP256r1MLKEM768: P-256 uncompressed point (65) || ek (1184) = 1249; SecP384r1MLKEM1024: P-384 (97) ||
+    # ML-KEM-1024 ek (1568) = 1665. The draft: "the server MUST abort with an illegal_parameter alert" when a
+    # share is not of that length, when the ML-KEM encapsulation key fails FIPS 203's modulus check
+    # (coefficients below q = 3329, §7.2), or when the ECDH part is invalid (RFC 8446 §4.2.8.2, and the
+    # all-zero X25519 secret of §7.4.2). The encapsulation keys here are well-formed random ones (see
+    # mlkem_encapsulation_key); the original's "basic connection" and HRR conversations need ML-KEM
+    # decapsulation and are not ported. As (PSK port): a well-formed share is answered by a ServerHello
+    # in that group with a share of the right length (ciphertext 1088 / 1568 bytes), then the client leaves.
+    hybrids = ((GroupName.x25519mlkem768, 3), (GroupName.secp256r1mlkem768, 3),
+               (GroupName.secp384r1mlkem1024, 4))
+
+    def hybrid_share(group, k, point_format="uncompressed"):
+        ek = mlkem_encapsulation_key(k)
+        if group == GroupName.x25519mlkem768:
+            return ek + key_share_gen(GroupName.x25519).key_exchange, 0
+        ec = GroupName.secp256r1 if group == GroupName.secp256r1mlkem768 else GroupName.secp384r1
+        classical = key_share_gen(ec, point_format=point_format).key_exchange
+        return classical + ek, len(classical)
+
+    for group, k in hybrids:
+        gname = GroupName.toStr(group)
+        data, pqc_start = hybrid_share(group, k)
+
+        def bad(label, data):
+            refused(c, ctx, "mlkem: {0}: {1}".format(gname, label),
+                    one_group(ctx, group, [share(group, data)]), AD.illegal_parameter)
+        broken = bytearray(data)
+        if group == GroupName.x25519mlkem768:
+            broken[1184:] = bytearray(32)
+        else:
+            broken[2] ^= 0xff
+        bad("malformed classical part", broken)
+        pqc_length = 384 * k
+        # the original changes every 12-bit coefficient of t_hat in turn to q (3329, the smallest invalid
+        # value); here the first two and the last two
+        for i in (0, 2, pqc_length - 3, pqc_length - 1):
+            broken = bytearray(data)
+            if i % 3 == 0:
+                broken[pqc_start + i] = 0x01
+                broken[pqc_start + i + 1] = (broken[pqc_start + i + 1] & 0xf0) | 0x0d
+            else:
+                broken[pqc_start + i - 1] = (broken[pqc_start + i - 1] & 0x0f) | 0x10
+                broken[pqc_start + i] = 0xd0
+            bad("malformed pqc part, variable {0}".format(i * 8 // 12), broken)
+        bad("truncated key share", data[:-1])
+        bad("padded key share", data + bytearray([0x02]))
+        if group != GroupName.x25519mlkem768:
+            for point_format in ("compressed", "hybrid", "raw"):
+                bad("invalid ECDH point format: {0}".format(point_format),
+                    hybrid_share(group, k, point_format)[0])
+
+        server_len = {GroupName.x25519mlkem768: 1088 + 32, GroupName.secp256r1mlkem768: 65 + 1088,
+                      GroupName.secp384r1mlkem1024: 97 + 1568}[group]
+
+        def check_share(state, extension, group=group, server_len=server_len):
+            got = extension.server_share
+            if got.group != group or len(got.key_exchange) != server_len:
+                raise AssertionError("server share: group {0}, {1} bytes; expected {2}, {3} bytes".format(
+                    got.group, len(got.key_exchange), group, server_len))
+            state.key["DH shared secret"] = bytearray(32)  # unknown here: the client leaves next
+        conv, node = start(ctx, one_group(ctx, group, [share(group, data)]))
+        node = node.add_child(ExpectServerHello(extensions={
+            ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+            ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
+            ExtensionType.key_share: check_share}))
+        node.add_child(Close())
+        c["mlkem: {0}: server answers a well-formed share (PSK port)".format(gname)] = conv
+
+    # ---- test-tls13-0rtt-garbage: a ClientHello with early_data, then 0-RTT records the server cannot
+    # decrypt (here: random bytes in plaintext application_data records, as the original). The original
+    # offers a PSK the server does not know, so that the server falls back to a certificate handshake; here
+    # the PSK is the valid one and the server has 0-RTT off (the default): it rejects early data and, RFC
+    # 8446 §4.2.10, "skips past early data by attempting to deprotect received records using the handshake
+    # traffic key, discarding records which fail deprotection (up to the configured max_early_data_size)"
+    # (`qkd-tls server` skips up to 2^16 bytes when 0-RTT is off); after a HelloRetryRequest it "skip[s] all
+    # records with an external content type of application_data ... until it receives the second
+    # ClientHello". Once a record has been deprotected, or after the second ClientHello, an undecryptable
+    # record is bad_record_mac (§5.2).
+    num_bytes = 2 ** 14
+    early = {ExtensionType.early_data: TLSExtension(extType=ExtensionType.early_data)}
+    modes = [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke]
+
+    def early_hello(groups=(GroupName.secp256r1,), shares=None):
+        return ch(ctx, ch_ext(ctx, groups=groups, shares=shares, modes=modes, after=early))
+
+    def garbage_then(cmds, groups=(GroupName.secp256r1,), shares=None):
+        conv = Connect(ctx.host, ctx.port)
+        node = conv.add_child(TCPBufferingEnable())
+        node = node.add_child(early_hello(groups, shares))
+        node = node.add_child(SetRecordVersion((3, 3)))
+        for cmd in cmds:
+            node = node.add_child(cmd)
+        node = node.add_child(TCPBufferingDisable())
+        return conv, node.add_child(TCPBufferingFlush())
+
+    def garbage(n):
+        return ApplicationDataGenerator(getRandomBytes(n))
+
+    # the original's "handshake with invalid PSK" offers an unknown identity alone (a certificate handshake
+    # follows); here an unknown identity first and the valid one second: the server takes the second
+    # (§4.2.11: selected_identity, "The server's chosen identity expressed as a (0-based) index")
+    fake = [(bytearray(getRandomBytes(320)), bytearray(getRandomBytes(32)), ctx.prf)] + list(ctx.psk)
+    conv, node = start(ctx, ch(ctx, ch_ext(ctx, modes=modes, psk=fake), psk=fake))
+    ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+           ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(fake),
+           ExtensionType.key_share: srv_ext_handler_key_share}
+    node = node.add_child(ExpectServerHello(extensions=ext))
+    node = node.add_child(ExpectChangeCipherSpec())
+    node = node.add_child(ExpectEncryptedExtensions())
+    node = node.add_child(ExpectFinished())
+    node = node.add_child(FinishedGenerator())
+    echo_close(node)
+    c["0rtt-garbage: handshake with invalid PSK"] = conv
+
+    for name, cmds in (
+            ("handshake with invalid 0-RTT", [garbage(num_bytes)]),
+            ("handshake with invalid 0-RTT with fragmented early data",
+             [garbage(num_bytes // 2), garbage(num_bytes // 2)]),
+            ("handshake with invalid 0-RTT and CCS between early data records",
+             [garbage(num_bytes // 2), ChangeCipherSpecGenerator(fake=True), garbage(num_bytes // 2)]),
+            ("handshake with invalid 0-RTT and CCS", [ChangeCipherSpecGenerator(fake=True),
+                                                      garbage(num_bytes)]),
+            # (PSK port) up to the server's skip limit, 2^16 bytes in 2^14-byte records
+            ("handshake with invalid 0-RTT up to the skip limit (PSK port)",
+             [garbage(num_bytes) for _ in range(4)])):
+        conv, node = garbage_then(cmds)
+        node = server_flight(node, ctx)
+        node = node.add_child(FinishedGenerator())
+        echo_close(node)
+        c["0rtt-garbage: " + name] = conv
+
+    # (PSK port) past the skip limit: unexpected_message (RFC 8446 §4.2.10: "If the server ... receives more
+    # than max_early_data_size ... it MUST terminate the connection with an unexpected_message alert"; the
+    # limit here is the server's skip limit, 2^16)
+    conv, node = garbage_then([garbage(num_bytes) for _ in range(5)])
+    ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
+           ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
+           ExtensionType.key_share: srv_ext_handler_key_share}
+    node = node.add_child(ExpectServerHello(extensions=ext))
+    node = node.add_child(ExpectChangeCipherSpec())
+    node = node.add_child(ExpectEncryptedExtensions())
+    node = node.add_child(ExpectFinished())
+    fatal(node, AD.unexpected_message, nst=False)
+    c["0rtt-garbage: handshake with invalid 0-RTT past the skip limit (PSK port)"] = conv
+
+    # an undecryptable record after the first fragment of the client's Finished (which decrypted): the
+    # skipping is over, bad_record_mac
+    conv, node = garbage_then([garbage(num_bytes)])
+    node = server_flight(node, ctx)
+    fragments = []
+    node = node.add_child(split_message(FinishedGenerator(), fragments, 16))
+    node = node.add_child(PlaintextMessageGenerator(ContentType.application_data, getRandomBytes(64)))
+    fatal(node, AD.bad_record_mac)
+    c["0rtt-garbage: undecryptable record later in handshake together with early_data"] = conv
+
+    # HelloRetryRequest: a first ClientHello with early_data and a share only for a group the server does
+    # not know (0x1300), so the server asks for secp256r1; the second ClientHello has no early_data
+    # (§4.2.10: "A client MUST NOT include the early_data extension in its followup ClientHello")
+    for label, finish in (("handshake with invalid 0-RTT and HRR", True),
+                          ("handshake with 0-RTT, HRR and early data after 2nd Client Hello", False)):
+        conv, node = garbage_then([garbage(num_bytes)], groups=[0x1300, GroupName.secp256r1],
+                                  shares=[share(0x1300, b"\xab" * 32)])
+        node = hrr_exchange(node, ctx, ch_ext(ctx, groups=[0x1300, GroupName.secp256r1], modes=modes,
+                                              shares=[key_share_gen(GroupName.secp256r1)],
+                                              after={ExtensionType.cookie: ch_cookie_handler}))
+        node = server_flight(node, ctx, hrr=True)
+        if finish:
+            node = node.add_child(FinishedGenerator())
+            echo_close(node)
+        else:
+            node = node.add_child(PlaintextMessageGenerator(ContentType.application_data,
+                                                            getRandomBytes(64)))
+            fatal(node, AD.bad_record_mac)
+        c["0rtt-garbage: " + label] = conv
+
+    # the original offers TLS 1.2 beside an unknown version (3, 5): a TLS 1.2 ServerHello follows. This
+    # server is TLS 1.3 only: protocol_version (RFC 8446 §4.2.1: "If the "supported_versions" extension in
+    # the ClientHello contains no versions acceptable to the server, the server MUST abort the handshake
+    # with a "protocol_version" alert")
+    conv = Connect(ctx.host, ctx.port)
+    node = conv.add_child(TCPBufferingEnable())
+    node = node.add_child(ch(ctx, ch_ext(ctx, groups=[GroupName.secp256r1, GroupName.ffdhe2048],
+                                         shares=[key_share_gen(GroupName.secp256r1),
+                                                 key_share_gen(GroupName.ffdhe2048)],
+                                         versions=[(3, 5), (3, 3)], modes=modes, after=early)))
+    node = node.add_child(SetRecordVersion((3, 3)))
+    node = node.add_child(garbage(num_bytes))
+    node = node.add_child(TCPBufferingDisable())
+    node = node.add_child(TCPBufferingFlush())
+    fatal(node, AD.protocol_version, nst=False)
+    c["0rtt-garbage: handshake with invalid 0-RTT and unknown version (downgrade to TLS 1.2)"] = conv
 
 
 def pad_client_hello_to(size):
@@ -1224,7 +1776,7 @@ def main():
         print("{0} ...".format(name))
         conv = conversations[name]
         try:
-            if isinstance(conv, UniquenessCheck):
+            if isinstance(conv, (UniquenessCheck, Check)):
                 conv.run()
             else:
                 Runner(conv).run()
