@@ -15,8 +15,8 @@
  * implement (secp521r1, x448) handshake_failure, or a HelloRetryRequest for one it does; handshakes repeated until
  * the DH shared secret and the server's share each start with a zero byte, both sides agreeing on the left-padded
  * value (RFC 8446 §7.4.1, §7.4.2; a few hundred ServerHellos per group, a few seconds); 256-group lists of unknown
- * groups; malformed ML-KEM hybrid shares (no ML-KEM on the client side: kyber-py is not available); and 0-RTT data
- * the server, with 0-RTT off, skips up to its limit. tlsfuzzer's own scripts for these expect a
+ * groups; malformed ML-KEM hybrid shares (no ML-KEM on the client side: kyber-py is not available); with psk_ke,
+ * shares ignored and no group in common no failure; and 0-RTT data the server, with 0-RTT off, skips up to its limit. tlsfuzzer's own scripts for these expect a
  * certificate-authenticated server; the port keeps their conversations and expected alerts (or says beside one why it
  * differs) and uses tlsfuzzer's framework, vendored, pinned and unmodified (`../shared/vendor`, or TLSFUZZER_VENDOR),
  * under Debian's /usr/bin/python3.

@@ -1709,6 +1709,30 @@ def key_exchange_conversations(ctx, c):
     fatal(node, AD.protocol_version, nst=False)
     c["0rtt-garbage: handshake with invalid 0-RTT and unknown version (downgrade to TLS 1.2)"] = conv
 
+    # ---- (PSK port) psk_ke beside the key-exchange conversations: with psk_ke the server uses no (EC)DHE
+    # (RFC 8446 §4.2.9: "In this mode, the server MUST NOT supply a "key_share" value"), so the groups and
+    # shares offered do not matter. Offered both modes: a client whose groups the server does not know (or
+    # does not implement) gets a psk_ke handshake rather than handshake_failure.
+    def psk_ke_only(groups, shares):
+        ext = ch_ext(ctx, groups=groups, shares=shares)
+        ext[ExtensionType.psk_key_exchange_modes] = PskKeyExchangeModesExtension().create(
+            [PskKeyExchangeMode.psk_ke])
+        return ch(ctx, ext)
+
+    for label, groups, shares in (
+            ("all zero x25519 key share", [GroupName.x25519], [share(GroupName.x25519, bytearray(32))]),
+            ("ffdhe2048 p as key share", [GroupName.ffdhe2048],
+             [share(GroupName.ffdhe2048, numberToByteArray(FFDHE2048[1]))]),
+            ("secp256r1 point outside curve", [GroupName.secp256r1],
+             [share(GroupName.secp256r1, b"\x04" + b"\x01" * 64)])):
+        completes(c, ctx, "psk_ke: {0}, psk_ke only (PSK port)".format(label), psk_ke_only(groups, shares),
+                  dhe=False)
+    both = [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke]
+    for label, groups in (("only unknown groups", chunks[1]),
+                          ("secp521r1 and x448 only", list(UNSUPPORTED_GROUPS))):
+        completes(c, ctx, "psk_ke: {0}, psk_dhe_ke and psk_ke offered (PSK port)".format(label),
+                  ch(ctx, ch_ext(ctx, groups=groups, shares=[], modes=both)), dhe=False)
+
 
 def pad_client_hello_to(size):
     """A ClientHello modifier: sizes the padding extension so that the message (header included) is
