@@ -1369,7 +1369,7 @@ def key_exchange_conversations(ctx, c):
 
     # ---- test-tls13-crfg-curves: X25519 shares (RFC 7748). The ec_point_formats extension (TLS 1.2 only)
     # is ignored; an all-zero share or "1" (points of small order: the shared secret is all zeros) is
-    # illegal_parameter (RFC 8446 §7.4.2: "implementations MUST check whether the computed Diffie-Hellman
+    # illegal_parameter (RFC 8446 §7.4.2: "Implementations MUST check whether the computed Diffie-Hellman
     # shared secret is the all-zero value and abort if so"; RFC 7748 §6.1); a share of 31 or 33 bytes
     # is illegal_parameter (§4.2.8.2: X25519 key_exchange is 32 bytes). An empty share is decode_error
     # here, where the original expects illegal_parameter: `opaque key_exchange<1..2^16-1>` (§4.2.8) cannot
@@ -1518,10 +1518,12 @@ def key_exchange_conversations(ctx, c):
     # ServerHello with illegal_parameter. A client share is the ML-KEM encapsulation key and the ECDH
     # share concatenated, X25519MLKEM768: ML-KEM-768 ek (1184) || X25519 (32) = 1216 bytes;
     # SecP256r1MLKEM768: P-256 uncompressed point (65) || ek (1184) = 1249; SecP384r1MLKEM1024: P-384 (97) ||
-    # ML-KEM-1024 ek (1568) = 1665. The draft: "the server MUST abort with an illegal_parameter alert" when a
-    # share is not of that length, when the ML-KEM encapsulation key fails FIPS 203's modulus check
-    # (coefficients below q = 3329, §7.2), or when the ECDH part is invalid (RFC 8446 §4.2.8.2, and the
-    # all-zero X25519 secret of §7.4.2). The encapsulation keys here are well-formed random ones (see
+    # ML-KEM-1024 ek (1568) = 1665. The server refuses with illegal_parameter a share not of that length
+    # (§4.2.8), an encapsulation key that fails FIPS 203 §7.2's modulus check (coefficients below q = 3329;
+    # as draft-ietf-tls-mlkem §4.2 words it for ML-KEM alone, "the server MUST perform the encapsulation key
+    # check described in Section 7.2 of [FIPS203] on the client's encapsulation key, and abort with an
+    # illegal_parameter alert if it fails"), and an invalid ECDH part (RFC 8446 §4.2.8.2, and the all-zero
+    # X25519 secret of §7.4.2). The encapsulation keys here are well-formed random ones (see
     # mlkem_encapsulation_key); the original's "basic connection" and HRR conversations need ML-KEM
     # decapsulation and are not ported. As (PSK port): a well-formed share is answered by a ServerHello
     # in that group with a share of the right length (ciphertext 1088 / 1568 bytes), then the client leaves.
@@ -1591,10 +1593,11 @@ def key_exchange_conversations(ctx, c):
     # the PSK is the valid one and the server has 0-RTT off (the default): it rejects early data and, RFC
     # 8446 §4.2.10, "skips past early data by attempting to deprotect received records using the handshake
     # traffic key, discarding records which fail deprotection (up to the configured max_early_data_size)"
-    # (`qkd-tls server` skips up to 2^16 bytes when 0-RTT is off); after a HelloRetryRequest it "skip[s] all
-    # records with an external content type of application_data ... until it receives the second
-    # ClientHello". Once a record has been deprotected, or after the second ClientHello, an undecryptable
-    # record is bad_record_mac (§5.2).
+    # (`qkd-tls server` skips up to 2^16 bytes when 0-RTT is off); after a HelloRetryRequest it "ignores
+    # early data by skipping all records with an external content type of "application_data" (indicating
+    # that they are encrypted), up to the configured max_early_data_size", until the second ClientHello.
+    # Once a record has been deprotected ("it is treated as the start of the client's second flight"), or
+    # after the second ClientHello, an undecryptable record is bad_record_mac (§5.2).
     num_bytes = 2 ** 14
     early = {ExtensionType.early_data: TLSExtension(extType=ExtensionType.early_data)}
     modes = [PskKeyExchangeMode.psk_dhe_ke, PskKeyExchangeMode.psk_ke]
@@ -1648,9 +1651,9 @@ def key_exchange_conversations(ctx, c):
         echo_close(node)
         c["0rtt-garbage: " + name] = conv
 
-    # (PSK port) past the skip limit: unexpected_message (RFC 8446 §4.2.10: "If the server ... receives more
-    # than max_early_data_size ... it MUST terminate the connection with an unexpected_message alert"; the
-    # limit here is the server's skip limit, 2^16)
+    # (PSK port) past the skip limit: unexpected_message (RFC 8446 §4.6.1: "A server receiving more than
+    # max_early_data_size bytes of 0-RTT data SHOULD terminate the connection with an "unexpected_message"
+    # alert"; the limit here is the server's skip limit, 2^16)
     conv, node = garbage_then([garbage(num_bytes) for _ in range(5)])
     ext = {ExtensionType.supported_versions: srv_ext_handler_supp_vers,
            ExtensionType.pre_shared_key: gen_srv_ext_handler_psk(ctx.psk),
@@ -1693,9 +1696,10 @@ def key_exchange_conversations(ctx, c):
         c["0rtt-garbage: " + label] = conv
 
     # the original offers TLS 1.2 beside an unknown version (3, 5): a TLS 1.2 ServerHello follows. This
-    # server is TLS 1.3 only: protocol_version (RFC 8446 §4.2.1: "If the "supported_versions" extension in
-    # the ClientHello contains no versions acceptable to the server, the server MUST abort the handshake
-    # with a "protocol_version" alert")
+    # server is TLS 1.3 only: protocol_version, as in version-negotiation above (RFC 8446 §4.2.1: "Servers
+    # MUST only select a version of TLS present in that extension and MUST ignore any unknown versions";
+    # none is left, §6.2 protocol_version: "The protocol version the peer has attempted to negotiate is
+    # recognized but not supported")
     conv = Connect(ctx.host, ctx.port)
     node = conv.add_child(TCPBufferingEnable())
     node = node.add_child(ch(ctx, ch_ext(ctx, groups=[GroupName.secp256r1, GroupName.ffdhe2048],
