@@ -27,6 +27,18 @@ export const PSK_IDENTITY = 'client1';
 /** The same key with its last byte changed: a wrong key whose binder cannot verify. */
 export const WRONG_PSK_HEX = PSK_HEX.slice(0, -2) + '00';
 
+/**
+ * The alert an OpenSSL server of `version` (as in "3.0.13", or `openssl version`'s "OpenSSL 3.0.13 ...") sends for
+ * a PSK binder it cannot verify: illegal_parameter up to 3.3, decrypt_error (RFC 8446 §4.2.11.2, via §6.2) from 3.4
+ * on (openssl/openssl#25176). The interop tests pin it: Node 20 and the openssl command (3.0), Node 24 (3.5).
+ */
+export function opensslBinderAlert(version: string): 'illegal_parameter' | 'decrypt_error' {
+  const m = /(\d+)\.(\d+)\.\d+/.exec(version);
+  if (!m) throw new Error(`not an OpenSSL version: ${version}`);
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 3 || (major === 3 && minor >= 4) ? 'decrypt_error' : 'illegal_parameter';
+}
+
 /** What a test needs to register clean-up and to record a failure. */
 export interface TestLike {
   teardown(fn: () => unknown): void;
