@@ -162,19 +162,29 @@ export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'c
     return 'the server could not verify the key we offered: the two sides hold different keys for this identity, or bind it to different hashes (RFC 8446 §4.2.11.2)';
   }
   // Many servers answer a binder they cannot verify with illegal_parameter, not §4.2.11.2's decrypt_error: OpenSSL 1.1.1
-  // to 3.3 (so Node 20's node:tls; 3.4 sends decrypt_error, openssl/openssl#25176, as Node's own test-tls-psk-circuit
-  // expects), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the interop tests see. A qkd-tls client's
-  // ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
+  // to 3.3 (so Node 20's node:tls, OpenSSL 3.0; 3.4 and later send decrypt_error, openssl/openssl#25176, as Node 24's
+  // OpenSSL 3.5 does in test/interop-node24-psk-alerts), GnuTLS 3.7 (an unknown identity too) and tlslite-ng, as the
+  // interop tests see. A qkd-tls client's ClientHello is well formed, so before the ServerHello that is the likely
+  // cause; said as a guess, the likely cause first.
   if (alert === 'illegal_parameter' && stage.beforeServerHello) {
-    return 'the server refused our ClientHello; OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng send illegal_parameter, not decrypt_error (RFC 8446 §4.2.11.2), for a key they cannot verify, and GnuTLS for an unknown identity too: most likely the two sides hold different keys for this identity or bind it to different hashes; its log says which';
+    return 'the server refused our ClientHello, most likely because it holds another key for this identity (or none), or binds it to another hash: OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng send illegal_parameter, not decrypt_error (RFC 8446 §4.2.11.2), for a key they cannot verify, GnuTLS for an unknown identity too; its log says which';
+  }
+  // An OpenSSL server (Node's node:tls too: 3.0 and 3.5 alike, as the interop tests see) that accepts none of the
+  // offered PSKs (no key for the identity, or a key bound to a hash none of the offered suites use) goes on to
+  // certificate authentication, and aborts with missing_extension because the ClientHello has no
+  // signature_algorithms (RFC 8446 §4.2.3, §9.2). A qkd-tls client sends every extension a PSK handshake needs, so
+  // before the ServerHello that is the likely cause; said as a guess.
+  if (alert === 'missing_extension' && stage.beforeServerHello) {
+    return 'the server accepted none of the PSKs we offered and wanted a certificate handshake instead (OpenSSL, so Node too, then asks for signature_algorithms, which a PSK-only client does not send, RFC 8446 §4.2.3): most likely it has no key for this identity, or binds it to another hash; its log says which';
   }
   // RFC 8446 §4.2.11: a server that knows none of the offered identities may abort with unknown_psk_identity.
   if (alert === 'unknown_psk_identity') {
     return 'the server has no key for any PSK identity we offered: check the identities on both sides, and that both or neither import the key with RFC 9258; its log says which it was offered (RFC 8446 §4.2.11)';
   }
-  // RFC 8446 §6.2: handshake_failure, "unable to negotiate an acceptable set of security parameters".
+  // RFC 8446 §6.2: handshake_failure, "unable to negotiate an acceptable set of security parameters". tlslite-ng sends
+  // it for an unknown identity too ("Could not find acceptable PSK identity", as the interop tests see).
   if (alert === 'handshake_failure') {
-    return 'the server found no acceptable cipher suite, key exchange mode or group, or could not get its key; its log says which (RFC 8446 §6.2)';
+    return 'the server found no acceptable cipher suite, key exchange mode or group, knew none of the PSK identities we offered, or could not get its key; its log says which (RFC 8446 §6.2)';
   }
   return undefined;
 }

@@ -218,6 +218,16 @@ t.test('qkd-tls client: a decrypt_error from the server with QKD keys does not s
   t.equal(clientFailureHint(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: 51 }), false), undefined, 'no library hint (the core could not tell): no guess');
 });
 
+t.test('qkd-tls client: a missing_extension from an OpenSSL or Node server (an identity it has no key for) names the options to check', async (t) => {
+  // OpenSSL (Node's node:tls too) that accepts none of the PSKs asks for signature_algorithms (RFC 8446 §4.2.3): the
+  // line said only "tls alert: missing_extension (109) received", with nothing to check.
+  const received = new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: 109, hint: 'the server accepted none of the PSKs we offered' });
+  t.equal(received.alert, 'missing_extension');
+  t.equal(clientFailureHint(received, false), 'a wrong --identity? --importer or --context on one side only? --psk-hash on one side only?', 'with --psk: the identity, the importer, or the hash');
+  t.equal(clientFailureHint(received, true), 'another --peer-sae-id on its side? a KME that does not share this key? --psk-hash on one side only?', 'with --kme: the key ID, or the hash');
+  t.equal(clientFailureHint(new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: 109 }), false), undefined, 'no library hint (after the ServerHello): no guess');
+});
+
 t.test('qkd-tls server: a client that resets the connection is reported with its address and what it means', async (t) => {
   // It said only "read ECONNRESET", with no peer (found in a README walkthrough: a client killed mid-transfer).
   const { server, host, port } = await echoServer(t);

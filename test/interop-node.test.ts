@@ -4,16 +4,20 @@
  * qkd-tls server. Beyond the echoed bytes, the two stacks must agree on every secret: Node's `keylog` lines
  * equal ours, and RFC 8446 §7.5 exported keying material is identical on both ends.
  *
+ * A wrong key and an unknown identity, both ways: OpenSSL 3.0 (Node 20) answers a binder it cannot verify with
+ * illegal_parameter (3.4 and later with decrypt_error: interop-node24-psk-alerts), and an identity it has no key for
+ * with missing_extension (it wants a certificate handshake then, RFC 8446 §4.2.3).
+ *
  * Node's TLS 1.3 external PSK goes through OpenSSL's TLS 1.2-style PSK callbacks, which bind the key to
  * SHA-256; the Node client needs `checkServerIdentity` to return undefined because there is no certificate.
  */
 import * as tls from 'node:tls';
 import t from 'tap';
-import { fromHex } from '../lib/codec/bytes.js';
+import { fromHex, utf8 } from '../lib/codec/bytes.js';
 import { TlsError } from '../lib/errors.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type ConnectOptions, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
-import { jsonEvent, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnQkdTls, type Tap, type TestLike, WRONG_PSK_HEX, withTimeout } from './helpers/peers.js';
+import { jsonEvent, once, opensslBinderAlert, PSK_HEX, PSK_IDENTITY, readBytes, spawnQkdTls, type Tap, type TestLike, WRONG_PSK_HEX, withTimeout } from './helpers/peers.js';
 import { libraryClient, libraryEchoServer, PEER_PSK } from './helpers/library.js';
 
 const SUBTEST = { timeout: 30_000 };
@@ -158,10 +162,36 @@ t.test('wrong key: qkd-tls client against node:tls', SUBTEST, async (t) => {
   const err = (await withTimeout(new Promise<Error>((resolve) => socket.once('error', resolve)), WAIT, 'the handshake to fail')) as TlsError;
   t.type(err, TlsError);
   t.equal(err.remote, true);
-  // OpenSSL 3.0 (inside Node 20) answers a bad binder with illegal_parameter, as OpenSSL does up to 3.3; 3.4 and later with decrypt_error.
-  t.ok(err.alert === 'illegal_parameter' || err.alert === 'decrypt_error', `node:tls sent ${err.alert}`);
-  t.match(err.hint, /different keys for this identity/, 'the error says what to check, whichever of the two it was');
-  t.match((await serverError).message, /binder does not verify/i, 'node:tls reports the bad binder');
+  // OpenSSL 3.0 (inside Node 20) answers a bad binder with illegal_parameter, as OpenSSL does up to 3.3; 3.4 and later
+  // with decrypt_error (Node 24: interop-node24-psk-alerts).
+  const expected = opensslBinderAlert(process.versions.openssl);
+  t.equal(err.alert, expected, `node:tls (OpenSSL ${process.versions.openssl}) sent ${expected}`);
+  t.equal(err.reason, 'PeerSentAlert');
+  t.match(
+    err.hint,
+    expected === 'illegal_parameter' ? /^the server refused our ClientHello, most likely because it holds another key for this identity \(or none\), or binds it to another hash: OpenSSL before 3\.4 \(Node 20\)/ : /^the server could not verify the key we offered: the two sides hold different keys/,
+    'the hint says the likely cause first',
+  );
+  t.equal(err.message, `tls alert: ${expected} (${err.alertCode}) received: ${err.hint}`, 'the message ends with the hint');
+  const nodeError = (await serverError) as NodeJS.ErrnoException;
+  t.match(nodeError.message, /binder does not verify/i, 'node:tls reports the bad binder');
+  t.equal(nodeError.code, 'ERR_SSL_BINDER_DOES_NOT_VERIFY');
+});
+
+t.test('unknown identity: qkd-tls client against node:tls (missing_extension: OpenSSL wants a certificate handshake)', SUBTEST, async (t) => {
+  const node = await nodeServer(t);
+  const serverError = withTimeout(new Promise<Error>((resolve) => node.server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
+  const socket = connect({ host: '127.0.0.1', port: node.port, psks: [{ ...psk, identity: utf8('nobody') }] });
+  t.teardown(() => socket.destroy());
+  const err = (await withTimeout(new Promise<Error>((resolve) => socket.once('error', resolve)), WAIT, 'the handshake to fail')) as TlsError;
+  t.type(err, TlsError);
+  t.same(node.identities, ['nobody'], 'node:tls looked up the identity, and its pskCallback had no key');
+  // With no PSK accepted, OpenSSL goes on to certificate authentication, which needs signature_algorithms (RFC 8446
+  // §4.2.3); a PSK-only ClientHello has none.
+  t.match(err, { remote: true, reason: 'PeerSentAlert', alert: 'missing_extension', alertCode: 109 });
+  t.match(err.hint, /^the server accepted none of the PSKs we offered .*most likely it has no key for this identity/, 'the hint says the likely cause');
+  t.equal(err.message, `tls alert: missing_extension (109) received: ${err.hint}`);
+  t.equal(((await serverError) as NodeJS.ErrnoException).code, 'ERR_SSL_MISSING_SIGALGS_EXTENSION', 'node:tls: missing sigalgs extension');
 });
 
 // --- node:tls client -> qkd-tls server ------------------------------------------------------------------------
@@ -228,4 +258,13 @@ t.test('wrong key: node:tls client against the qkd-tls server (decrypt_error)', 
   t.equal(err.reason, 'IncorrectBinder');
   t.equal(err.alert, 'decrypt_error');
   t.equal(err.remote, false);
+});
+
+t.test('unknown identity: node:tls client against the qkd-tls server (unknown_psk_identity)', SUBTEST, async (t) => {
+  const { server, port } = await keyLoggedServer(t);
+  const serverError = withTimeout(new Promise<Error>((resolve) => server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
+  const client = nodeClient(t, port, { pskCallback: () => ({ psk: pskBuffer, identity: 'nobody' }) });
+  const clientError = (await withTimeout(new Promise<Error>((resolve) => client.once('error', resolve)), WAIT, 'the node:tls client to fail')) as NodeJS.ErrnoException;
+  t.equal(clientError.code, 'ERR_SSL_TLSV1_ALERT_UNKNOWN_PSK_IDENTITY', 'node:tls received unknown_psk_identity (115)');
+  t.match(await serverError, { reason: 'UnknownPskIdentity', alert: 'unknown_psk_identity', remote: false }, 'RFC 8446 §4.2.11');
 });

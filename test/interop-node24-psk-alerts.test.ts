@@ -1,9 +1,13 @@
 /**
- * The alerts for a wrong key against Node 24's TLS (OpenSSL 3.5, the test-only `node` peer of test/peers), both
- * directions, and for an unknown identity from a Node 24 client, and what each side reports. OpenSSL 3.4 and later
- * answer a PSK binder they cannot verify with decrypt_error, as RFC 8446 §4.2.11.2 (via §6.2) says (openssl/openssl#25176); up to 3.3,
+ * The alerts for a wrong key or an unknown PSK identity against Node 24's TLS (OpenSSL 3.5, the test-only `node`
+ * peer of test/peers), both directions, and what each side reports. OpenSSL 3.4 and later answer a PSK binder they
+ * cannot verify with decrypt_error, as RFC 8446 §4.2.11.2 (via §6.2) says (openssl/openssl#25176); up to 3.3,
  * Node 20's OpenSSL 3.0 included (interop-node), with illegal_parameter. Here the "3.4 and later" branch of
  * receivedAlertHint (lib/errors.ts) runs against a real 3.4+ server, library and command line.
+ *
+ * An identity the Node server has no key for (its pskCallback returns null) is not refused as unknown_psk_identity:
+ * OpenSSL, having accepted no PSK, goes on to certificate authentication and aborts with missing_extension, for the
+ * ClientHello has no signature_algorithms (RFC 8446 §4.2.3).
  *
  * Node binds an external PSK to SHA-256 (OpenSSL's TLS 1.2-style callback): only the SHA-256 suites are offered.
  */
@@ -11,7 +15,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { fromHex } from '../lib/codec/bytes.js';
+import { fromHex, utf8 } from '../lib/codec/bytes.js';
 import { TlsError } from '../lib/errors.js';
 import { connect } from '../lib/transport/node.js';
 import { libraryEchoServer, PEER_PSK } from './helpers/library.js';
@@ -112,6 +116,16 @@ t.test('wrong key: qkd-tls client -> Node 24 server: decrypt_error (OpenSSL 3.4 
   t.equal(nodeError.code, 'ERR_SSL_BINDER_DOES_NOT_VERIFY', 'Node 24: binder does not verify');
 });
 
+t.test('unknown identity: qkd-tls client -> Node 24 server: missing_extension, and the hint says what it means', SUBTEST, async (t) => {
+  const { peer, port } = await node24Server(t);
+  const err = await libraryFailure(t, port, { ...PEER_PSK, identity: utf8('nobody') });
+  t.type(err, TlsError);
+  t.match(err, { remote: true, reason: 'PeerSentAlert', alert: 'missing_extension', alertCode: 109 }, 'Node 24 sent missing_extension (RFC 8446 §4.2.3)');
+  t.match(err.hint, /^the server accepted none of the PSKs we offered and wanted a certificate handshake instead .*most likely it has no key for this identity/);
+  t.equal(err.message, `tls alert: missing_extension (109) received: ${err.hint}`);
+  t.equal((await node24ServerError(peer)).code, 'ERR_SSL_MISSING_SIGALGS_EXTENSION', 'Node 24: missing sigalgs extension');
+});
+
 t.test('wrong --psk: qkd-tls client command -> Node 24 server: one line saying what to check', SUBTEST, async (t) => {
   const { peer, port } = await node24Server(t);
   const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', WRONG_PSK_HEX, '--identity', PSK_IDENTITY]);
@@ -120,6 +134,15 @@ t.test('wrong --psk: qkd-tls client command -> Node 24 server: one line saying w
   t.equal(utf8Text(cli.stderr), `tls alert: decrypt_error (51) received: ${WRONG_KEY_HINT}: check --psk, and --psk-hash on both sides\n`);
   t.equal(cli.stdout, '', 'nothing was received');
   t.equal((await node24ServerError(peer)).code, 'ERR_SSL_BINDER_DOES_NOT_VERIFY');
+});
+
+t.test('wrong --identity: qkd-tls client command -> Node 24 server: one line saying what to check', SUBTEST, async (t) => {
+  const { peer, port } = await node24Server(t);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', 'nobody']);
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 1, 'the client exits 1');
+  t.match(utf8Text(cli.stderr), /^tls alert: missing_extension \(109\) received: the server accepted none of the PSKs we offered .*its log says which: a wrong --identity\? --importer or --context on one side only\? --psk-hash on one side only\?\n$/);
+  t.equal((await node24ServerError(peer)).code, 'ERR_SSL_MISSING_SIGALGS_EXTENSION');
 });
 
 // --- Node 24 client -> qkd-tls server --------------------------------------------------------------------------

@@ -4,12 +4,16 @@
  * qkd-tls server (library and CLI). Each case checks the bytes that come back (s_server -rev returns each
  * line reversed; our server echoes), and what both sides report: suite, key-exchange mode, group,
  * HelloRetryRequest, 0-RTT (with an external PSK given to OpenSSL as an SSL_SESSION file), KeyUpdate, and the
- * alert each side names when the key is wrong.
+ * alert each side names when the key or the identity is wrong.
  *
  * A note on the wrong-key alert: RFC 8446 §4.2.11.2 says a server whose binder check fails sends
  * decrypt_error, and qkd-tls does. OpenSSL 1.1.1 to 3.3 send illegal_parameter instead (3.4 and later send
- * decrypt_error); the test accepts either from OpenSSL and checks the reason OpenSSL logs.
+ * decrypt_error); the test expects the one `openssl version` calls for (illegal_parameter from Debian's 3.0; Node 24's
+ * OpenSSL 3.5 is checked in interop-node24-psk-alerts) and checks the reason OpenSSL logs. An identity s_server has
+ * no key for ends in missing_extension: having accepted no PSK, OpenSSL wants signature_algorithms for a
+ * certificate handshake (RFC 8446 §4.2.3).
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +27,7 @@ import { createNobleProvider } from '../lib/crypto/noble.js';
 import { withWebCryptoKeyShares } from '../lib/crypto/webcrypto.js';
 import { opensslPskSessionPem } from './helpers/openssl-session.js';
 import {
+  opensslBinderAlert,
   opensslServer,
   jsonEvent,
   missingPrograms,
@@ -413,14 +418,36 @@ t.test('wrong key: qkd-tls client CLI against s_server', SUBTEST, async (t) => {
   cli.write('never delivered\n');
   const exit = await cli.waitExit(WAIT);
   t.equal(exit.code, 1, 'the client exits 1');
-  t.match(cli.stderr, /tls alert: (illegal_parameter \(47\)|decrypt_error \(51\)) received/, 'the client names the alert OpenSSL sent');
-  // Whichever alert this OpenSSL sends for a bad binder, the line says what to check (the library's hint, then the
-  // command's option names).
-  t.match(cli.stderr, /(most likely the two sides hold different keys for this identity|the server could not verify the key we offered).*: check --psk/, 'and what to check');
+  // OpenSSL up to 3.3 (Debian's 3.0 here) sends illegal_parameter for a bad binder, 3.4 and later decrypt_error.
+  const version = spawnSync('openssl', ['version'], { encoding: 'utf8' }).stdout;
+  const expected = opensslBinderAlert(version);
+  // The line says the likely cause first (the library's hint), then the command's option names.
+  t.match(
+    cli.stderr,
+    expected === 'illegal_parameter'
+      ? /^tls alert: illegal_parameter \(47\) received: the server refused our ClientHello, most likely because it holds another key for this identity \(or none\), or binds it to another hash: .*: check --psk and --identity, and --psk-hash on both sides\n$/
+      : /^tls alert: decrypt_error \(51\) received: the server could not verify the key we offered: .*: check --psk, and --psk-hash on both sides\n$/,
+    `${version.trim()} sent ${expected}; the client names it and what to check`,
+  );
   t.comment(`qkd-tls client: ${cli.stderr.trim()}`);
   await peer.waitExit(WAIT);
   t.match(peer.output, 'binder does not verify', 's_server reports the bad binder');
   t.equal(cli.stdout, '', 'no data was exchanged');
+});
+
+t.test('unknown identity: qkd-tls client CLI against s_server (missing_extension: OpenSSL wants a certificate handshake)', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev']);
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', 'nobody']);
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 1, 'the client exits 1');
+  // Having accepted no PSK, OpenSSL goes on to certificate authentication, which needs signature_algorithms (RFC 8446
+  // §4.2.3); a PSK-only ClientHello has none. The line said only "tls alert: missing_extension (109) received".
+  t.match(
+    cli.stderr,
+    /^tls alert: missing_extension \(109\) received: the server accepted none of the PSKs we offered .*most likely it has no key for this identity, or binds it to another hash; its log says which: a wrong --identity\? --importer or --context on one side only\? --psk-hash on one side only\?\n$/,
+  );
+  await peer.waitExit(WAIT);
+  t.match(peer.output, 'missing sigalgs extension', 's_server reports the missing signature_algorithms');
 });
 
 t.test('wrong key: s_client against the qkd-tls server CLI (decrypt_error)', SUBTEST, async (t) => {

@@ -19,7 +19,8 @@
  * What tlslite-ng (at the pinned commit) does differently or lacks:
  * - A server that cannot verify a binder sends illegal_parameter (handshakehelpers.py verify_binder raises
  *   TLSIllegalParameterException "Binder does not verify"); RFC 8446 §6.2 names decrypt_error for a PSK binder
- *   that does not validate, which is what qkd-tls sends. The test asserts each side's actual alert.
+ *   that does not validate, which is what qkd-tls sends. The test asserts each side's actual alert. An identity it
+ *   has no key for gets handshake_failure ("Could not find acceptable PSK identity nor certificate").
  * - On a close_notify it answers with its own and closes at once (no half-close, RFC 8446 §6.1 allows that).
  * - It has no API to report a received KeyUpdate, and its close() also returns quietly on a connection closed
  *   without close_notify: the driver's TLSConnection subclass records both (_handle_keyupdate_request, _getMsg);
@@ -329,6 +330,11 @@ t.test('qkd-tls client with the wrong key -> tlslite-ng server: tlslite-ng sends
   client.end();
   t.equal((await client.waitExit(WAIT)).code, 1, 'the client exits 1');
   t.match(jsonEvent(client.stderr, 'error'), { alert: 'illegal_parameter', alertCode: 47, direction: 'received' }, 'qkd-tls names the alert it received');
+  t.match(
+    jsonEvent(client.stderr, 'error')?.hint,
+    /^the server refused our ClientHello, most likely because it holds another key for this identity \(or none\), or binds it to another hash: .*tlslite-ng.*; check --psk and --identity, and --psk-hash on both sides$/,
+    'and the likely cause first, then what to check',
+  );
   t.notOk(jsonEvent(client.stderr, 'handshake'), 'no handshake reported');
   const bad = await tlsliteOutcome(t, server.peer);
   t.match(bad, { event: 'error', kind: 'TLSLocalAlert', direction: 'sent', alert: 'illegal_parameter' }, 'tlslite-ng sent illegal_parameter');
@@ -340,6 +346,19 @@ t.test('qkd-tls client with the wrong key -> tlslite-ng server: tlslite-ng sends
   t.equal((await good.waitExit(WAIT)).code, 0, 'the client exits 0');
   t.equal(good.stdout, 'after the failure\n', 'the line came back');
   checkTlslite(t, await tlsliteDone(t, server2.peer), CASES[0], 'after the failure\n'.length);
+});
+
+t.test('qkd-tls client with an unknown identity -> tlslite-ng server: tlslite-ng sends handshake_failure', SUBTEST, async (t) => {
+  const server = await tlsliteServer(t, CASES[0]);
+  const client = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${server.port}`, '--psk', PSK_HEX, '--identity', 'nobody', '--json']);
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 1, 'the client exits 1');
+  const error = jsonEvent(client.stderr, 'error');
+  t.match(error, { alert: 'handshake_failure', alertCode: 40, direction: 'received' }, 'qkd-tls names the alert it received');
+  t.match(error?.hint, /knew none of the PSK identities we offered/, 'and the hint names an unknown identity among the causes');
+  const bad = await tlsliteOutcome(t, server.peer);
+  t.match(bad, { event: 'error', kind: 'TLSLocalAlert', direction: 'sent', alert: 'handshake_failure' }, 'tlslite-ng sent handshake_failure');
+  t.match((bad as TlsliteError).message, /Could not find acceptable PSK identity/, 'because it has no key for that identity');
 });
 
 // --- helpers --------------------------------------------------------------------------------------------------

@@ -109,6 +109,9 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
     // (The same, as OpenSSL before 3.4, GnuTLS and tlslite-ng say it; GnuTLS for an unknown identity too.)
     if (err.alert === 'illegal_parameter' && qkdKeys) return 'did its KME give it another key for that key ID, or none? --psk-hash on one side only?';
     if (err.alert === 'illegal_parameter') return 'check --psk and --identity, and --psk-hash on both sides';
+    // OpenSSL (Node too) accepted none of our PSKs: no key for the identity (the ID of a QKD key), or another hash.
+    if (err.alert === 'missing_extension' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key? --psk-hash on one side only?';
+    if (err.alert === 'missing_extension') return 'a wrong --identity? --importer or --context on one side only? --psk-hash on one side only?';
     // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
     if (err.alert === 'unknown_psk_identity' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key?';
     if (err.alert === 'unknown_psk_identity') return 'a wrong --identity? --importer or --context on one side only?';
