@@ -169,6 +169,13 @@ export function receivedAlertHint(alert: AlertName | `alert_${number}`, side: 'c
   if (alert === 'illegal_parameter' && stage.beforeServerHello) {
     return 'the server refused our ClientHello, most likely because it holds another key for this identity (or none), or binds it to another hash: OpenSSL before 3.4 (Node 20), GnuTLS and tlslite-ng send illegal_parameter, not decrypt_error (RFC 8446 §4.2.11.2), for a key they cannot verify, GnuTLS for an unknown identity too; its log says which';
   }
+  // A binder is as long as its PSK's hash (RFC 8446 §4.2.11: 32 bytes for SHA-256, 48 for SHA-384). A server that binds
+  // the identity's key to the other hash reads ours as the wrong length: OpenSSL (Node 20's node:tls, whose external
+  // PSKs are SHA-256) aborts with decode_error ("bad extension" in tls_parse_ctos_psk), as the interop tests see. A
+  // qkd-tls client's ClientHello is well formed, so before the ServerHello that is the likely cause; said as a guess.
+  if (alert === 'decode_error' && stage.beforeServerHello) {
+    return 'the server could not parse our ClientHello, most likely our PSK binder: the two sides bind this identity\'s key to different hashes, so the binder has the wrong length for it (OpenSSL and Node bind an external PSK to SHA-256; RFC 8446 §4.2.11); its log says which';
+  }
   // An OpenSSL server (Node's node:tls too: 3.0 and 3.5 alike, as the interop tests see) that accepts none of the
   // offered PSKs (no key for the identity, or a key bound to a hash none of the offered suites use) goes on to
   // certificate authentication, and aborts with missing_extension because the ClientHello has no

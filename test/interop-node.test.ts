@@ -194,6 +194,28 @@ t.test('unknown identity: qkd-tls client against node:tls (missing_extension: Op
   t.equal(((await serverError) as NodeJS.ErrnoException).code, 'ERR_SSL_MISSING_SIGALGS_EXTENSION', 'node:tls: missing sigalgs extension');
 });
 
+t.test('a SHA-384 key: qkd-tls client against node:tls (decode_error: OpenSSL binds an external PSK to SHA-256)', SUBTEST, async (t) => {
+  // The same 48-byte key on both sides, bound to SHA-384 by the client: node:tls takes it as a SHA-256 PSK, so our
+  // 48-byte binder has the wrong length for it (RFC 8446 §4.2.11) and OpenSSL cannot parse the extension.
+  const key48 = Buffer.alloc(48, 0x5a);
+  const node = await nodeServer(t, {}, key48);
+  const serverError = withTimeout(new Promise<Error>((resolve) => node.server.once('tlsClientError', resolve)), WAIT, 'tlsClientError');
+  const socket = connect({ host: '127.0.0.1', port: node.port, psks: [{ ...psk, secret: new Uint8Array(key48), hash: 'SHA-384' }] });
+  t.teardown(() => socket.destroy());
+  const err = (await withTimeout(new Promise<Error>((resolve) => socket.once('error', resolve)), WAIT, 'the handshake to fail')) as TlsError;
+  t.type(err, TlsError);
+  t.match(err, { remote: true, reason: 'PeerSentAlert', alert: 'decode_error', alertCode: 50 });
+  t.match(err.hint, /^the server could not parse our ClientHello, most likely our PSK binder: the two sides bind this identity's key to different hashes/, 'the hint says the likely cause');
+  t.equal(err.message, `tls alert: decode_error (50) received: ${err.hint}`, 'the message ends with the hint');
+  t.equal(((await serverError) as NodeJS.ErrnoException).code, 'ERR_SSL_BAD_EXTENSION', 'node:tls: bad extension (tls_parse_ctos_psk)');
+
+  // The command line adds the option to check.
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${node.port}`, '--psk', key48.toString('hex'), '--psk-hash', 'SHA-384', '--identity', PSK_IDENTITY]);
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 1, 'qkd-tls client exits 1');
+  t.match(cli.stderr, /decode_error \(50\) received: the server could not parse our ClientHello.*: --psk-hash on one side only\? \(OpenSSL and Node take SHA-256 only\)/, 'qkd-tls client names --psk-hash');
+});
+
 // --- node:tls client -> qkd-tls server ------------------------------------------------------------------------
 
 t.test('node:tls client -> qkd-tls server', SUBTEST, async (t) => {

@@ -109,6 +109,8 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
     // (The same, as OpenSSL before 3.4, GnuTLS and tlslite-ng say it; GnuTLS for an unknown identity too.)
     if (err.alert === 'illegal_parameter' && qkdKeys) return 'did its KME give it another key for that key ID, or none? --psk-hash on one side only?';
     if (err.alert === 'illegal_parameter') return 'check --psk and --identity, and --psk-hash on both sides';
+    // The binder's length is its hash's: a server that binds the key to SHA-256 (OpenSSL, Node) cannot parse a SHA-384 one.
+    if (err.alert === 'decode_error') return '--psk-hash on one side only? (OpenSSL and Node take SHA-256 only)';
     // OpenSSL (Node too) accepted none of our PSKs: no key for the identity (the ID of a QKD key), or another hash.
     if (err.alert === 'missing_extension' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key? --psk-hash on one side only?';
     if (err.alert === 'missing_extension') return 'a wrong --identity? --importer or --context on one side only? --psk-hash on one side only?';
