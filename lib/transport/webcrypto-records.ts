@@ -50,9 +50,18 @@ export function webCryptoHasAead(aead: AeadName): boolean {
   return (aead === 'AES-128-GCM' || aead === 'AES-256-GCM') && typeof globalThis.crypto?.subtle?.encrypt === 'function';
 }
 
-/** Imports a lent traffic key (WebCrypto copies the bytes before this returns, so the caller may wipe them). */
+/**
+ * Imports a lent traffic key (WebCrypto copies the bytes before this returns, so the caller may wipe them). Always
+ * answers with a promise: a WebCrypto that throws instead (a polyfill; WebIDL turns every exception of a promise
+ * method into a rejection) rejects it, so that the caller's fallback runs (writing: the connection seals; reading:
+ * the records go back to the connection) instead of the exception escaping a callback.
+ */
 export function importRecordKey(key: Uint8Array): Promise<RecordKey> {
-  return globalThis.crypto.subtle.importKey('raw', key, { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+  try {
+    return globalThis.crypto.subtle.importKey('raw', key, { name: 'AES-GCM' }, false, ['encrypt', 'decrypt']);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /** TLSInnerPlaintext of an application_data record without padding (RFC 8446 §5.2): content || 0x17. */
@@ -103,9 +112,18 @@ function mayBeApplicationData(record: OffloadedRecord): boolean {
   return record.bytes[0] === APPLICATION_DATA && record.bytes.length >= 5 + 1 + TAG_LENGTH;
 }
 
-/** WebCrypto's AES-GCM open of a lent record (its header is the additional data): the TLSInnerPlaintext, or a rejection. */
+/**
+ * WebCrypto's AES-GCM open of a lent record (its header is the additional data): the TLSInnerPlaintext, or a
+ * rejection — also when WebCrypto throws instead of rejecting (see importRecordKey): the record then goes back to
+ * the connection like any record not opened here, where an exception would have escaped the pipeline's callbacks
+ * with the record lent and never opened.
+ */
 function decryptRecord(key: RecordKey, record: OffloadedRecord): Promise<ArrayBuffer> {
-  return globalThis.crypto.subtle.decrypt({ name: 'AES-GCM', iv: record.nonce, additionalData: record.header, tagLength: 128 }, key, record.body);
+  try {
+    return globalThis.crypto.subtle.decrypt({ name: 'AES-GCM', iv: record.nonce, additionalData: record.header, tagLength: 128 }, key, record.body);
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
 
 /** The content of an opened application_data TLSInnerPlaintext (§5.4: padding stripped), or null (see above). */
