@@ -5,9 +5,13 @@
  * the connection's to wipe and the transport's to drop).
  */
 import t from 'tap';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import { concat, toHex } from '../lib/codec/bytes.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { offloadPair } from '../bench/offload-pair.js';
 import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
@@ -80,4 +84,115 @@ t.test('a decrypt that throws instead of rejecting: the records go back to the c
   await p.settle();
   t.equal(toHex(p.server.data()), toHex(concat(a, b)), 'and after the KeyUpdate');
   t.same(errors(p.server.events), [], 'still no error');
+});
+
+// ---- the imported keys are dropped once the connection took its keys back ----------------------------------
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+
+/** Keeps a WeakRef to every record key (raw AES-GCM) WebCrypto imports during test `t`. */
+function watchRecordKeys(t: { teardown(f: () => void): void }): WeakRef<object>[] {
+  const refs: WeakRef<object>[] = [];
+  stubSubtle(t, 'importKey', (importKey) => (...args: unknown[]) => {
+    const imported = importKey(...args);
+    if (args[0] !== 'raw' || (args[2] as { name?: string })?.name !== 'AES-GCM') return imported;
+    return imported.then((k) => {
+      refs.push(new WeakRef(k as object));
+      return k;
+    });
+  });
+  return refs;
+}
+
+/** How many of `refs` still reach their key after garbage collection. */
+async function alive(refs: readonly WeakRef<object>[]): Promise<number> {
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 0)); // (a WeakRef holds its target until the end of the current job)
+    gc();
+  }
+  return refs.filter((r) => r.deref() !== undefined).length;
+}
+
+t.test('once both sides closed, neither pipeline keeps the CryptoKeys it imported', async (t) => {
+  const refs = watchRecordKeys(t);
+  const p = await pair(121);
+  await p.client.records.write(pattern(40_000, 122));
+  await p.server.records.write(pattern(40_000, 123));
+  await p.settle();
+  t.ok(refs.length >= 4, `each side imported its read and write key (${refs.length} keys)`);
+  p.client.conn.close();
+  p.client.records.flushCore();
+  await p.settle();
+  p.server.conn.close();
+  p.server.records.flushCore();
+  await p.settle();
+  t.equal(p.client.conn.phase, 'closed');
+  t.equal(p.server.conn.phase, 'closed');
+  t.equal(await alive(refs), 0, 'every imported key can be collected while the pipelines are still referenced');
+  t.ok(p.client.records.idle && p.server.records.idle);
+});
+
+t.test('destroy(): the pipeline drops its CryptoKeys at its next flushCore (as after any call into the connection)', async (t) => {
+  const refs = watchRecordKeys(t);
+  const p = await pair(131);
+  await p.client.records.write(pattern(40_000, 132));
+  await p.settle();
+  t.ok(refs.length >= 2, `the client's write key and the server's read key were imported (${refs.length} keys)`);
+  p.client.conn.destroy();
+  p.client.records.flushCore();
+  p.server.conn.destroy();
+  p.server.records.flushCore();
+  t.equal(await alive(refs), 0, 'every imported key can be collected');
+});
+
+t.test('streams transport: after a clean close both ways, the CryptoKeys can be collected while the streams are still held', async (t) => {
+  const refs = watchRecordKeys(t);
+  const psk = makePsk('offload-review-streams', 'SHA-256');
+  const c2s = new TransformStream<Uint8Array, Uint8Array>();
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
+  await Promise.all([client.handshake, server.handshake]);
+  const cw = client.writable.getWriter();
+  await cw.write(pattern(50_000, 141));
+  await cw.close();
+  const got: Uint8Array[] = [];
+  for await (const chunk of server.readable) got.push(chunk);
+  const sw = server.writable.getWriter();
+  await sw.write(pattern(100, 142));
+  await sw.close();
+  for await (const chunk of client.readable) got.push(chunk);
+  t.equal(toHex(concat(...got)), toHex(concat(pattern(50_000, 141), pattern(100, 142))), 'both directions carried their data');
+  t.ok(client.offloaded.sealed > 0 && server.offloaded.opened > 0, 'through the offload');
+  t.ok(refs.length >= 4, `keys imported (${refs.length})`);
+  t.equal(await alive(refs), 0, 'every imported key can be collected');
+  t.ok(client.connection && server.connection, '(the streams are held until here)');
+});
+
+t.test('streams transport: after abort() (the connection destroyed), the CryptoKeys can be collected while the streams are still held', async (t) => {
+  const refs = watchRecordKeys(t);
+  const psk = makePsk('offload-review-abort', 'SHA-256');
+  const c2s = new TransformStream<Uint8Array, Uint8Array>();
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
+  await Promise.all([client.handshake, server.handshake]);
+  const cw = client.writable.getWriter();
+  await cw.write(pattern(50_000, 151));
+  const reader = server.readable.getReader();
+  let got = 0;
+  while (got < 50_000) got += (await reader.read()).value?.length ?? 0;
+  const sw = server.writable.getWriter();
+  await sw.write(pattern(100, 152));
+  t.ok(client.offloaded.sealed > 0 && server.offloaded.opened > 0, 'records went through the offload');
+  await cw.abort(new Error('the application gave up'));
+  await sw.abort(new Error('so did the server'));
+  t.equal(client.connection.phase, 'closed', 'client: destroyed');
+  t.equal(server.connection.phase, 'closed', 'server: destroyed');
+  t.ok(refs.length >= 3, `keys imported: both write keys, the server's read key (${refs.length})`);
+  t.equal(await alive(refs), 0, 'every imported key can be collected');
+  t.ok(client.connection && server.connection, '(the streams are held until here)');
 });

@@ -174,7 +174,13 @@ function run(
     }
     void reader.cancel().catch(() => {});
     // A failure, or nothing more to read after our direction closed: the connection is over, so are its keys.
-    if (err || ourDirectionClosed) conn.destroy();
+    if (err || ourDirectionClosed) destroy();
+  };
+
+  /** Ends the connection (its keys wiped) and lets the record pipeline drop the CryptoKeys it imported from them. */
+  const destroy = (): void => {
+    conn.destroy();
+    records.flushCore();
   };
 
   // Every record leaves through this queue, in sequence order (offloaded or not).
@@ -276,7 +282,7 @@ function run(
               /* already closed */
             }
             done = true;
-            if (ourDirectionClosed) conn.destroy(); // both directions are over: wipe the session keys
+            if (ourDirectionClosed) destroy(); // both directions are over: wipe the session keys
           }
           return;
         }
@@ -319,7 +325,7 @@ function run(
     clearTimeout(timer);
     done = true;
     void reader.cancel().catch(() => {});
-    conn.destroy(); // the traffic and exporter secrets are no longer needed (the Node transport does the same)
+    destroy(); // the traffic and exporter secrets are no longer needed (the Node transport does the same)
   };
 
   const readable = new ReadableStream<Uint8Array>(
@@ -336,7 +342,7 @@ function run(
         if (conn.phase === 'handshaking') {
           // Nothing more is read, so the handshake cannot complete: fail it (its promise and any write waiting for
           // it) rather than leave it pending for good (finish() clears the handshake deadline too).
-          conn.destroy();
+          destroy();
           finish(new Error('the plaintext readable was cancelled before the TLS handshake completed'));
         } else finish();
       },
@@ -358,10 +364,10 @@ function run(
       await closeOurDirection();
       ourDirectionClosed = true;
       if (peerDone) releaseReader();
-      else if (done) conn.destroy(); // reading was over already (end of stream, cancelled): so is the connection
+      else if (done) destroy(); // reading was over already (end of stream, cancelled): so is the connection
     },
     abort(reason) {
-      conn.destroy();
+      destroy();
       finish(reason ?? new Error('aborted'));
     },
   });

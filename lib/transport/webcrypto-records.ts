@@ -210,8 +210,12 @@ export class WebCryptoRecords {
     this.enabled = options.offload !== false && typeof globalThis.crypto?.subtle?.encrypt === 'function';
   }
 
-  /** Queues what the connection wants to send (after any call into it other than through this class). */
+  /**
+   * Queues what the connection wants to send (after any call into it other than through this class), and drops
+   * the imported key of a direction the connection took back (closed, failed, destroyed, a KeyUpdate).
+   */
   flushCore(): void {
+    this.dropRevokedKeys();
     for (const chunk of this.connection.takeOutputChunks()) {
       this.out.push({ body: chunk, size: chunk.length, sealed: false, write: 0 });
       this.outBytes += chunk.length;
@@ -415,6 +419,18 @@ export class WebCryptoRecords {
   }
 
   // -------------------------------------------------------------------------------------------------------
+
+  /**
+   * The connection wipes a lent key when it takes the direction back (lib/connection/offload.ts); the CryptoKey
+   * imported from it is ours to drop, or it lives (unwipeable, inside WebCrypto) as long as this pipeline does —
+   * after the connection is over, as long as the application holds its streams. Records being sealed keep their
+   * key until WebCrypto answers (they hold it themselves); records being opened under a revoked handle are dropped
+   * unread by deliverReady() either way.
+   */
+  private dropRevokedKeys(): void {
+    if (this.writeKey && !this.writeKey.handle.active) this.writeKey = null;
+    if (this.readKey && !this.readKey.handle.active) this.readKey = null;
+  }
 
   private readHandle(): { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null {
     if (!this.enabled) return null;
