@@ -196,3 +196,56 @@ t.test('streams transport: after abort() (the connection destroyed), the CryptoK
   t.equal(await alive(refs), 0, 'every imported key can be collected');
   t.ok(client.connection && server.connection, '(the streams are held until here)');
 });
+
+// ---- sealing fails: the connection is over ----------------------------------------------------------------
+
+/** Whether the connection's session secrets are wiped (the exporter refuses once they are). */
+function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array }): boolean {
+  try {
+    conn.exportKeyingMaterial('probe', new Uint8Array(0), 8);
+    return false;
+  } catch (e) {
+    return /wiped/.test((e as Error).message);
+  }
+}
+
+/** A streams pair over in-memory streams, handshake done; `encrypt` refuses its `refuse`-th call from then on. */
+async function streamsPair(t: { teardown(f: () => void): void }, refuse: number) {
+  const psk = makePsk('offload-review-seal', 'SHA-256');
+  const c2s = new TransformStream<Uint8Array, Uint8Array>();
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
+  await Promise.all([client.handshake, server.handshake]);
+  let calls = 0;
+  stubSubtle(t, 'encrypt', (encrypt) => (...args: unknown[]) => (++calls === refuse ? Promise.reject(new DOMException('the cipher failed', 'OperationError')) : encrypt(...args)));
+  return { client, server };
+}
+
+t.test('streams transport: WebCrypto refuses to seal a record, then the peer closes: the connection is over, its keys wiped', async (t) => {
+  const { client, server } = await streamsPair(t, 3);
+  const cw = client.writable.getWriter();
+  // Five records: the third is refused, so the stream of records the client sends has a gap from there on. (The
+  // write itself may resolve first: it resolves once there is room, as a socket's would.)
+  await cw.write(pattern(5 * 16_384, 161)).catch(() => {});
+  await t.rejects(cw.close(), /the cipher failed/, 'closing rejects with what WebCrypto said (no close_notify after a gap)');
+  t.notOk(wiped(client.connection), 'the client still reads what the server sends');
+  await server.writable.getWriter().close();
+  const cr = client.readable.getReader();
+  t.same(await cr.read(), { done: true, value: undefined }, "the client's readable ends with the server's close_notify");
+  await new Promise((r) => setTimeout(r, 0)); // (the read loop stops reading right after)
+  t.ok(wiped(client.connection), "then the client connection's secrets are wiped (nothing can be sent, nothing more is read)");
+});
+
+t.test('streams transport: the peer closed, then WebCrypto refuses to seal a record: the connection is over, its keys wiped', async (t) => {
+  const { client, server } = await streamsPair(t, 2);
+  await server.writable.getWriter().close();
+  const cr = client.readable.getReader();
+  t.same(await cr.read(), { done: true, value: undefined }, "the server's close_notify ends the client's readable");
+  t.notOk(wiped(client.connection), 'the client may still write');
+  const cw = client.writable.getWriter();
+  await cw.write(pattern(3 * 16_384, 171)).catch(() => {});
+  await t.rejects(cw.close(), /the cipher failed/, 'closing rejects with what WebCrypto said');
+  t.ok(wiped(client.connection), "the client connection's secrets are wiped");
+});

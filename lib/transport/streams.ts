@@ -150,6 +150,12 @@ function run(
   /** The peer's close_notify arrived (we read no further); our close_notify was sent and our direction ended. */
   let peerDone = false;
   let ourDirectionClosed = false;
+  /**
+   * Our direction is over: closed after our close_notify, or sending failed (a record WebCrypto would not seal, a
+   * write the transport rejected), after which nothing more can be sent — no alert, no close_notify, no answer to a
+   * KeyUpdate request. Once reading is over too, nothing needs the keys any more.
+   */
+  const ourDirectionOver = (): boolean => ourDirectionClosed || records.sendFailure !== null;
 
   // The connection has no clock: the deadline is kept here (setTimeout exists in every runtime).
   const timer =
@@ -174,7 +180,7 @@ function run(
     }
     void reader.cancel().catch(() => {});
     // A failure, or nothing more to read after our direction closed: the connection is over, so are its keys.
-    if (err || ourDirectionClosed) destroy();
+    if (err || ourDirectionOver()) destroy();
   };
 
   /** Ends the connection (its keys wiped) and lets the record pipeline drop the CryptoKeys it imported from them. */
@@ -282,7 +288,7 @@ function run(
               /* already closed */
             }
             done = true;
-            if (ourDirectionClosed) destroy(); // both directions are over: wipe the session keys
+            if (ourDirectionOver()) destroy(); // both directions are over: wipe the session keys
           }
           return;
         }
@@ -304,7 +310,7 @@ function run(
           // ends, which would cut off what we still write (the rest of an echo, our own close_notify). The
           // reader is released once our direction is closed too.
           peerDone = true;
-          if (ourDirectionClosed) releaseReader();
+          if (ourDirectionOver()) releaseReader();
           return;
         }
       }
@@ -350,17 +356,30 @@ function run(
     { highWaterMark: 4 },
   );
 
+  /**
+   * Sending failed (the write or close that saw it rejects with the failure): if reading is over already, so is the
+   * connection, and its keys are wiped now — before, a connection whose sending failed kept them (and the lent write
+   * key) for as long as the application held its streams, as nothing closed our direction.
+   */
+  const sendingFailed = (e: unknown): never => {
+    if (records.sendFailure !== null) {
+      if (peerDone) releaseReader();
+      else if (done) destroy();
+    }
+    throw e;
+  };
+
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
       await handshakeOrPending(conn, handshake);
-      await records.write(chunk);
+      await records.write(chunk).catch(sendingFailed);
       await pump();
     },
     async close() {
       await handshakeOrPending(conn, handshake);
       conn.close();
       await pump();
-      await records.drained(); // every record, offloaded ones included, handed to the transport
+      await records.drained().catch(sendingFailed); // every record, offloaded ones included, handed to the transport
       await closeOurDirection();
       ourDirectionClosed = true;
       if (peerDone) releaseReader();
