@@ -249,3 +249,135 @@ t.test('streams transport: the peer closed, then WebCrypto refuses to seal a rec
   await t.rejects(cw.close(), /the cipher failed/, 'closing rejects with what WebCrypto said');
   t.ok(wiped(client.connection), "the client connection's secrets are wiped");
 });
+
+// ---- WebCrypto answering the opens out of order ------------------------------------------------------------
+
+/**
+ * Holds every decrypt answer until released (calling its entry), so the test decides the order WebCrypto answers
+ * in; once `held.stop()` is called, later decrypts answer at once.
+ */
+function holdDecrypts(t: { teardown(f: () => void): void }): (() => void)[] & { stop(): void } {
+  let holding = true;
+  const held = Object.assign([] as (() => void)[], { stop: () => void (holding = false) });
+  stubSubtle(t, 'decrypt', (decrypt) => (...args: unknown[]) => {
+    const opened = decrypt(...args);
+    if (!holding) return opened;
+    return new Promise((resolve, reject) => held.push(() => void opened.then(resolve, reject)));
+  });
+  return held;
+}
+
+async function turns(n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await new Promise((r) => setTimeout(r, 0));
+}
+
+t.test('opens answered last first: the records are delivered in order, each once the ones before it are', async (t) => {
+  const p = await pair(181);
+  const held = holdDecrypts(t);
+  // Four records of one write (recordsInFlight 4: all four are opened at once).
+  const a = pattern(4 * 16_384 - 100, 182);
+  p.client.records.write(a).catch(() => {});
+  for (let i = 0; i < 200 && held.length < 4; i++) await turns(1);
+  t.equal(held.length, 4, 'four opens wait for WebCrypto');
+  for (let i = held.length - 1; i > 0; i--) held[i]();
+  await turns(5);
+  t.equal(p.server.received.length, 0, 'nothing is delivered while the first record is still being opened');
+  held.stop();
+  held[0]();
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(a), 'then all of it, in order');
+  t.equal(p.server.records.offloadedReads, 4, 'all four opened by WebCrypto');
+});
+
+t.test('a forged record among records opened out of order: nothing after it is delivered, and the connection ends in bad_record_mac', async (t) => {
+  const p = await pair(191);
+  // Records sealed with the client's write key, forged in the middle, sent in one piece.
+  const { importRecordKey, sealRecord } = await import('../lib/transport/webcrypto-records.js');
+  const h = p.client.conn.offloadWrite()!;
+  const key = await importRecordKey(h.key);
+  const inner = (byte: number) => Uint8Array.of(byte, byte, 23);
+  const records = [];
+  for (let i = 0; i < 5; i++) records.push(await sealRecord(key, h.reserve()!, inner(0x41 + i)));
+  records[2][records[2].length - 1] ^= 1; // the third one's tag
+  const held = holdDecrypts(t);
+  p.server.records.receive(concat(...records));
+  p.server.collect();
+  t.equal(held.length, 4, 'four opens wait for WebCrypto (recordsInFlight 4)');
+  // The forged record and the one after it answer first (that one authenticates: it would be good data).
+  held[3]();
+  held[2]();
+  await turns(5);
+  t.equal(p.server.received.length, 0, 'nothing delivered yet');
+  held.stop(); // (the client opens the server's alert)
+  held[1]();
+  held[0]();
+  await p.settle();
+  t.equal(toHex(p.server.data()), '41414242', 'only the two records before the forged one are delivered');
+  const err = errors(p.server.events)[0] as Extract<ConnectionEvent, { type: 'error' }> | undefined;
+  t.equal(err?.error.reason, 'RecordBadMac', 'the server fails with bad_record_mac (RFC 8446 §5.2)');
+  t.equal(err?.error.alertCode, 20);
+  t.equal(p.server.conn.phase, 'failed');
+});
+
+// ---- many small records in one read: opened recordsInFlight at a time ----------------------------------------
+
+t.test('garbage records injected in one read: WebCrypto is asked to open recordsInFlight of them, not all, before bad_record_mac', async (t) => {
+  const p = await pair(201);
+  let calls = 0;
+  stubSubtle(t, 'decrypt', (decrypt) => (...args: unknown[]) => {
+    calls++;
+    return decrypt(...args);
+  });
+  // 64 KiB of the smallest records that may be application data (5 + 1 + 16 bytes), none authentic (an attacker on
+  // the path needs no key for this): the synchronous path stops at the first one.
+  const size = 5 + 1 + 16;
+  const blob = new Uint8Array(Math.floor(65_536 / size) * size);
+  for (let at = 0; at < blob.length; at += size) blob.set([23, 3, 3, 0, size - 5], at);
+  p.server.records.receive(blob, true);
+  p.server.collect();
+  await p.settle();
+  const err = errors(p.server.events)[0] as Extract<ConnectionEvent, { type: 'error' }> | undefined;
+  t.equal(err?.error.reason, 'RecordBadMac', 'the server fails with bad_record_mac (RFC 8446 §5.2)');
+  t.equal(p.server.received.length, 0, 'nothing delivered');
+  // (+1: the client opens the server's alert.)
+  t.ok(calls <= 4 + 1, `WebCrypto was asked to open ${calls} records (the server's of the ${blob.length / size}, recordsInFlight 4, and the client's alert)`);
+});
+
+t.test('many small authentic records in one read: at most recordsInFlight opens wait for WebCrypto at once, all delivered in order', async (t) => {
+  const p = await pair(211);
+  const { importRecordKey, sealRecord } = await import('../lib/transport/webcrypto-records.js');
+  const h = p.client.conn.offloadWrite()!;
+  const key = await importRecordKey(h.key);
+  const records: Uint8Array[] = [];
+  const sent: Uint8Array[] = [];
+  for (let i = 0; i < 100; i++) {
+    const content = pattern(1 + (i % 7), 212 + i);
+    sent.push(content);
+    const inner = new Uint8Array(content.length + 1);
+    inner.set(content);
+    inner[content.length] = 23;
+    records.push(await sealRecord(key, h.reserve()!, inner));
+  }
+  const held = holdDecrypts(t);
+  p.server.records.receive(concat(...records), true);
+  p.server.collect();
+  let most = 0;
+  // Answer the oldest open each turn, watching how many wait at once.
+  for (let round = 0; round < 1000 && p.server.received.length < 100; round++) {
+    const waiting = held.filter(Boolean).length;
+    most = Math.max(most, waiting);
+    const i = held.findIndex(Boolean);
+    if (i >= 0) {
+      const f = held[i];
+      delete held[i];
+      f();
+    }
+    await turns(1);
+  }
+  held.stop();
+  await p.settle();
+  t.ok(most <= 4, `at most ${most} opens waited at once (recordsInFlight: 4)`);
+  t.equal(toHex(p.server.data()), toHex(concat(...sent)), 'every record delivered, in order');
+  t.equal(p.server.records.offloadedReads, 100, 'all opened by WebCrypto');
+  t.same(errors(p.server.events), [], 'no error');
+});

@@ -191,7 +191,11 @@ export class WebCryptoRecords {
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
   private readKey: { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null = null;
+  /** Received records lent to us, in order, until delivered or returned; the first `started` have their open started. */
   private opening: Opening[] = [];
+  private started = 0;
+  /** Opens handed to WebCrypto and not answered yet (those of records dropped or returned meanwhile too). */
+  private decrypting = 0;
   /** Records were returned to the connection and `afterCore` has not finished yet. */
   private returning = false;
   private delivering = false;
@@ -327,13 +331,31 @@ export class WebCryptoRecords {
   takeLentRecords(): void {
     const lent = this.readHandle();
     if (!lent) return;
-    const { handle, key } = lent;
-    if (!lent.resolved) void key.then((k) => (lent.resolved = k), () => {});
-    const max = handle.maxInnerPlaintext;
-    for (const record of handle.takeRecords()) {
+    if (!lent.resolved) void lent.key.then((k) => (lent.resolved = k), () => {});
+    for (const record of lent.handle.takeRecords()) {
       this.lastLentShort = record.bytes.length <= SHORT_RECORD;
-      const o: Opening = { record, done: false, value: null };
+      this.opening.push({ record, done: false, value: null });
+    }
+    this.startOpens();
+  }
+
+  /**
+   * Hands the next lent records to WebCrypto, at most `recordsInFlight` unanswered at once. One read may hold
+   * thousands of small records, and the first that fails ends the connection (§5.2: bad_record_mac): opening
+   * them all at once let 1 MiB of forged records (no key needed, an attacker on the path will do) cost 47,000
+   * WebCrypto calls, 150 MB and two seconds before that, where the synchronous path stops at the first. Records
+   * not started yet are returned unopened with the others when one is not accepted.
+   */
+  private startOpens(): void {
+    const lent = this.readKey;
+    // (A handle taken back meanwhile: deliverReady() drops what was lent under it.)
+    if (!lent || !lent.handle.active) return;
+    const max = lent.handle.maxInnerPlaintext;
+    while (this.started < this.opening.length && this.decrypting < this.max) {
+      const o = this.opening[this.started++];
+      const record = o.record;
       const k = lent.resolved;
+      this.decrypting++;
       if (k && mayBeApplicationData(record)) {
         // The common case: what openApplicationRecord does, with two promises a record instead of three.
         decryptRecord(k, record).then(
@@ -341,22 +363,29 @@ export class WebCryptoRecords {
           () => this.settle(o, null),
         );
       } else {
-        const opened = k ? openApplicationRecord(k, record, max) : key.then((k) => openApplicationRecord(k, record, max));
+        const opened = k ? openApplicationRecord(k, record, max) : lent.key.then((k) => openApplicationRecord(k, record, max));
         // (A key that could not be imported opens nothing: the records go back to the connection, which has the key.)
         opened.then(
           (v) => this.settle(o, v),
           () => this.settle(o, null),
         );
       }
-      this.opening.push(o);
     }
   }
 
   /** A record being opened has its answer: its content, or null (return it to the connection; see openApplicationRecord). */
   private settle(o: Opening, value: Uint8Array | null): void {
+    this.decrypting--;
     o.done = true;
     o.value = value;
     if (this.opening[0] === o) this.deliverReady();
+    if (this.started < this.opening.length) this.startOpens();
+  }
+
+  /** Forgets every lent record (delivered, returned, or dropped with its handle). */
+  private clearOpenings(): void {
+    this.opening = [];
+    this.started = 0;
   }
 
   /**
@@ -575,7 +604,7 @@ export class WebCryptoRecords {
         const lent = this.readKey;
         if (!lent || !lent.handle.active) {
           // The connection took the direction back itself (it failed or was destroyed): nothing more to read.
-          this.opening = [];
+          this.clearOpenings();
           break;
         }
         const content = this.opening[0].value;
@@ -584,19 +613,20 @@ export class WebCryptoRecords {
           // records opened together would allocate and fill a buffer per batch, which costs more than the
           // reads it saves (bench/README.md, "Record offload").
           this.opening.shift();
+          this.started--;
           this.offloadedReads++;
           try {
             this.options.deliver(content);
           } catch {
             // The application's side is gone (a closed stream): nothing more can be delivered.
-            this.opening = [];
+            this.clearOpenings();
             break;
           }
           continue;
         }
         // Not application data we may accept: this record and all after it go back to the connection.
         const back = this.opening.map((o) => o.record.bytes);
-        this.opening = [];
+        this.clearOpenings();
         this.readKey = null;
         this.connection.returnRecords(lent.handle, back);
         // Still active: the connection lent the same key again (the records changed no key): keep its import.
