@@ -1,6 +1,6 @@
 /**
  * The record offload (lib/transport/webcrypto-records.ts) under random timing, seeded: WebCrypto's answers out of
- * order (random delays), a sink that keeps order but delays at random, writes of many sizes, KeyUpdates (ours,
+ * order (random delays, seals and opens), a sink that keeps order but delays at random, writes of many sizes, KeyUpdates (ours,
  * requested, automatic), the server writing meanwhile, and close_notify — every byte arrives, in order, and the
  * pipeline never stalls, with 1, 2, 3 and 8 records in flight. STRESS_SEEDS=N runs N seeds (default 12).
  */
@@ -14,10 +14,10 @@ import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
 type Call = (...args: unknown[]) => Promise<unknown>;
 
 
-function stubEncrypt(t: { teardown(f: () => void): void }, delay: () => number): void {
+function stubEncrypt(t: { teardown(f: () => void): void }, delay: () => number, method: 'encrypt' | 'decrypt' = 'encrypt'): void {
   const subtle = globalThis.crypto.subtle;
-  const original = (subtle.encrypt as unknown as Call).bind(subtle);
-  Object.defineProperty(subtle, 'encrypt', {
+  const original = (subtle[method] as unknown as Call).bind(subtle);
+  Object.defineProperty(subtle, method, {
     configurable: true,
     writable: true,
     value: (...args: unknown[]) => {
@@ -26,7 +26,7 @@ function stubEncrypt(t: { teardown(f: () => void): void }, delay: () => number):
       return d < 0 ? p : p.then((v) => new Promise((r) => setTimeout(() => r(v), d)));
     },
   });
-  t.teardown(() => void delete (subtle as unknown as Record<string, unknown>).encrypt);
+  t.teardown(() => void delete (subtle as unknown as Record<string, unknown>)[method]);
 }
 
 class End {
@@ -70,6 +70,8 @@ for (let seed = 1; seed <= Number(process.env.STRESS_SEEDS ?? 12); seed++) {
     const r = seededRandom(seed * 7919);
     const rand = (): number => r(1)[0] / 256;
     stubEncrypt(t, () => (rand() < 0.3 ? -1 : Math.floor(rand() * 3)));
+    // Opens answered out of order too (delivered in order all the same, recordsInFlight at a time).
+    stubEncrypt(t, () => (rand() < 0.3 ? -1 : Math.floor(rand() * 3)), 'decrypt');
     const psk = makePsk('stress', 'SHA-256', seededRandom(0x5e)(32));
     const rif = [1, 2, 3, 8][seed % 4];
     const auto = seed % 3 === 0 ? 7 : undefined;
