@@ -381,3 +381,47 @@ t.test('many small authentic records in one read: at most recordsInFlight opens 
   t.equal(p.server.records.offloadedReads, 100, 'all opened by WebCrypto');
   t.same(errors(p.server.events), [], 'no error');
 });
+
+// ---- the batching: a sealed record waits for the next of its write ----------------------------------------
+
+/** Holds every encrypt answer until its entry is called (see holdDecrypts). */
+function holdEncrypts(t: { teardown(f: () => void): void }): (() => void)[] & { stop(): void } {
+  let holding = true;
+  const held = Object.assign([] as (() => void)[], { stop: () => void (holding = false) });
+  stubSubtle(t, 'encrypt', (encrypt) => (...args: unknown[]) => {
+    const sealed = encrypt(...args);
+    if (!holding) return sealed;
+    return new Promise((resolve, reject) => held.push(() => void sealed.then(resolve, reject)));
+  });
+  return held;
+}
+
+t.test('four records and one byte, the byte sealed last, a zero-length write and close() right after: one write in order, then close_notify', async (t) => {
+  const psk = makePsk('offload-review-batch', 'SHA-256', seededRandom(0x5e)(32));
+  const p = await offloadPair(
+    { crypto: withRandom(nodeProvider, seededRandom(221)), psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] },
+    { crypto: withRandom(nodeProvider, seededRandom(222)), psks: [psk] },
+    { recordsInFlight: 8, keepWire: true },
+  );
+  const held = holdEncrypts(t);
+  const data = pattern(4 * 16_384 + 1, 223);
+  const wireBefore = p.client.wire.length;
+  await p.client.records.write(data);
+  await p.client.records.write(new Uint8Array(0));
+  p.client.conn.close();
+  p.client.records.flushCore();
+  t.equal(held.length, 5, 'five records are with WebCrypto');
+  for (let i = 0; i < 4; i++) held[i]();
+  await turns(3);
+  t.equal(p.client.wire.length, wireBefore, 'the four sealed records wait for the fifth (same write, it fits)');
+  held.stop();
+  held[4]();
+  await p.settle();
+  const sent = p.client.wire.slice(wireBefore);
+  t.equal(sent.length, 1, 'one write');
+  const lengths: number[] = [];
+  for (let at = 0; at < sent[0].length; at += 5 + lengths[lengths.length - 1]) lengths.push((sent[0][at + 3] << 8) | sent[0][at + 4]);
+  t.same(lengths, [16_401, 16_401, 16_401, 16_401, 18, 19], 'five records, then close_notify (2 + 1 + 16)');
+  t.equal(toHex(p.server.data()), toHex(data), 'the server read it all, in order');
+  t.same(p.server.events.map((e) => e.type), ['handshake', 'end'], 'then the end, no error');
+});
