@@ -10,7 +10,7 @@ import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { TlsError } from '../lib/errors.js';
-import { StaticKeySource, takePsks } from '../lib/psk/source.js';
+import { StaticKeySource, takePsks, type ClientKeySource } from '../lib/psk/source.js';
 import { connect } from '../lib/transport/node.js';
 import { handshake, makePsk } from './helpers/pair.js';
 
@@ -103,4 +103,31 @@ t.test('the caller\'s own PSKs, on one connection after another: never wiped by 
   Connection.client({ crypto, psks: own }).destroy();
   t.ok(own[0].secret.some((b) => b !== 0), 'the caller\'s key is untouched');
   t.ok(handshake({ crypto, psks: own }, { crypto, psks: [key] }).info('client'), 'and still completes a handshake');
+});
+
+t.test('a key source that hands out the same buffer again, refilled with a new key: the new key is used', async (t) => {
+  // The refusal is for a wiped secret. A source may recycle its buffers (a fixed pool, to keep key material out of
+  // the garbage-collected heap): once a lease is released and the buffer refilled with the next key, that buffer
+  // holds a fresh key, not zeros, and a connection offering it must go ahead.
+  const buffer = new Uint8Array(32);
+  const keys = [makePsk('recycled-1'), makePsk('recycled-2')];
+  let next = 0;
+  const recycling: ClientKeySource = {
+    description: 'one recycled buffer',
+    async take() {
+      const k = keys[next++];
+      buffer.set(k.secret);
+      return [{ identity: k.identity, secret: buffer }];
+    },
+    close() {},
+  };
+  for (const k of keys) {
+    const offer = await takePsks(crypto, recycling);
+    t.equal(offer.psks[0].secret, buffer, 'the source handed out its one buffer');
+    const { error } = clientFailure(offer.psks);
+    t.equal(error, undefined, `${new TextDecoder().decode(k.identity)}: not refused`);
+    t.ok(handshake({ crypto, psks: offer.psks }, { crypto, psks: [k] }).info('client'), 'and the handshake completes');
+    offer.release();
+    t.ok(buffer.every((b) => b === 0), 'the release wiped the buffer');
+  }
 });

@@ -8,7 +8,7 @@ import t from 'tap';
 import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { TlsError } from '../lib/errors.js';
-import { serverPskResolver, StaticKeySource } from '../lib/psk/source.js';
+import { serverPskResolver, StaticKeySource, type ServerKeySource } from '../lib/psk/source.js';
 import type { Psk, PskRequest } from '../lib/psk/types.js';
 import { makePsk } from './helpers/pair.js';
 
@@ -61,4 +61,30 @@ t.test('a PSK array of the caller, handed to several connections, is never wiped
   const own = [makePsk('reuse', 'SHA-256', psk.secret.slice())];
   for (const round of [1, 2]) t.ok((await run(psk, async () => own)).completed, `connection ${round} completes`);
   t.ok(own[0].secret.some((b) => b !== 0), 'the caller\'s key is untouched');
+});
+
+t.test('a server key source that resolves into the same buffer again, refilled with a new key: the new key is used', async (t) => {
+  // As for a client (test/client-released-psk.test.ts): a source may recycle its buffers; after the connection
+  // wiped the first answer's key, the buffer refilled with the next key holds a fresh key, not zeros.
+  const buffer = new Uint8Array(32);
+  const keys = [makePsk('recycled-1'), makePsk('recycled-2')];
+  const recycling: ServerKeySource = {
+    description: 'one recycled buffer',
+    async resolve(identities) {
+      return identities.map((id) => {
+        const k = keys.find((x) => x.identity.length === id.length && x.identity.every((b, i) => b === id[i]));
+        if (!k) return undefined;
+        buffer.set(k.secret);
+        return { identity: k.identity, secret: buffer };
+      });
+    },
+    close() {},
+  };
+  const resolve = serverPskResolver(nobleProvider, recycling);
+  for (const k of keys) {
+    const r = await run(k, resolve);
+    t.equal(r.serverError, undefined, `${new TextDecoder().decode(k.identity)}: not refused`);
+    t.ok(r.completed, 'the handshake completes');
+    t.ok(buffer.every((b) => b === 0), 'the connection wiped the buffer');
+  }
 });

@@ -54,7 +54,8 @@ export function shortPskProblem(psk: { readonly secret: Uint8Array; readonly lab
 
 /**
  * The secrets a lease's release wiped (lib/psk/source.ts: PskLease.release, and Connection.providePsks for an answer
- * of serverPskResolver), by buffer (a WeakSet keeps none alive). Such a secret is all zeros now: a server handshake
+ * of serverPskResolver), by buffer (a WeakSet keeps none alive); one counts as wiped while it still holds only zeros
+ * (a key source may refill a recycled buffer with its next key). Such a secret is all zeros now: a server handshake
  * under it would authenticate anyone who names its identity and offers zeros, and a client would send a binder
  * computed under zeros; so both sides refuse it ({@link releasedPskProblem}).
  */
@@ -78,6 +79,9 @@ export function markReleased(secret: Uint8Array): void {
  */
 export function releasedPskProblem(psk: { readonly secret: unknown; readonly label?: unknown }, side: 'client' | 'server' = 'server'): string | undefined {
   if (typeof psk.secret !== 'object' || psk.secret === null || !releasedSecrets.has(psk.secret as Uint8Array)) return undefined;
+  // Refused while it holds only zeros: a buffer that a key source recycles (a fixed pool) and has refilled with its
+  // next key since the release holds a fresh key, not a wiped one.
+  if (!(psk.secret as Uint8Array).every((b) => b === 0)) return undefined;
   if (side === 'client') {
     const which = typeof psk.label === 'string' && psk.label !== '' ? ` (${psk.label})` : '';
     return (
