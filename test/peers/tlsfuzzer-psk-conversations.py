@@ -1312,12 +1312,13 @@ class DhPaddingHunt(Check):
 def key_exchange_conversations(ctx, c):
     # ---- test-tls13-ecdhe-curves: a handshake in each group; a share one byte long or short, of the other
     # curve's length, the point at infinity (one zero byte), a point off the curve or (0, 0) is
-    # illegal_parameter (RFC 8446 §4.2.8.2: "Peers MUST validate each other's public key"; §4.2.8: a share
-    # must be of its group's length). The original's groups include secp521r1 and x448, which this server
+    # illegal_parameter (RFC 8446 §4.2.8.2: for secp256r1, secp384r1 and secp521r1 "peers MUST validate each
+    # other's public value Q by ensuring that the point is a valid point on the elliptic curve"; §4.2.8: a
+    # share must be of its group's length). The original's groups include secp521r1 and x448, which this server
     # does not implement: offered alone (supported_groups and key_share), with psk_dhe_ke, they leave no
     # group in common, handshake_failure (§4.1.1: "If the server is unable to negotiate a supported set of
-    # parameters ... it MUST abort the handshake with either a handshake_failure or insufficient_security
-    # fatal alert"); a malformed share of such a group is not looked at, so the same alert.
+    # parameters ... it MUST abort the handshake with either a "handshake_failure" or
+    # "insufficient_security" fatal alert"); a malformed share of such a group is not looked at, so the same alert.
     ec_groups = [GroupName.secp256r1, GroupName.secp384r1, GroupName.secp521r1, GroupName.x25519,
                  GroupName.x448]
     completes(c, ctx, "ecdhe-curves: sanity", ch(ctx, ch_ext(
@@ -1418,7 +1419,7 @@ def key_exchange_conversations(ctx, c):
     # ---- test-tls13-ffdhe-groups: RFC 7919 groups (the server started with all five). A handshake in
     # each; two shares of the same group is illegal_parameter (§4.2.8: "Clients MUST NOT offer multiple
     # KeyShareEntry values for the same group ... Servers MAY check for violations of these rules and abort
-    # the handshake with an illegal_parameter alert"); a share not of the size of p (one byte more or less,
+    # the handshake with an "illegal_parameter" alert"); a share not of the size of p (one byte more or less,
     # another group's, one zero byte, empty) is illegal_parameter (§4.2.8.1: "padded to the left with zeros
     # to the size of p in bytes"), and so is Y = 0, 1, p-1, p or all bits set (§4.2.8.1: "Peers MUST
     # validate each other's public key Y by ensuring that 1 < Y < p-1").
@@ -1677,7 +1678,7 @@ def key_exchange_conversations(ctx, c):
 
     # HelloRetryRequest: a first ClientHello with early_data and a share only for a group the server does
     # not know (0x1300), so the server asks for secp256r1; the second ClientHello has no early_data
-    # (§4.2.10: "A client MUST NOT include the early_data extension in its followup ClientHello")
+    # (§4.2.10: "A client MUST NOT include the "early_data" extension in its followup ClientHello")
     for label, finish in (("handshake with invalid 0-RTT and HRR", True),
                           ("handshake with 0-RTT, HRR and early data after 2nd Client Hello", False)):
         conv, node = garbage_then([garbage(num_bytes)], groups=[0x1300, GroupName.secp256r1],
