@@ -34,15 +34,23 @@ const VENDOR = findVendor(join('tlsfuzzer', 'tlsfuzzer', 'runner.py'));
 const SCRIPT = join(TEST_PEERS_DIR, 'tlsfuzzer-psk-conversations.py');
 /**
  * Bound on one script run (about 17 s when every conversation goes as expected, most of it the shared-secret padding
- * hunts; a hang costs a timeout).
+ * hunts; a hang costs a timeout). The hunts (DhPaddingHunt) take as many handshakes as luck wants: in each of five
+ * groups until both a shared secret and a server share started with a zero byte, each 1/256 a handshake, so 384 on
+ * average and more than 4000 (where a hunt gives up) with odds of 3.2e-7. At 10, 22, 6.5, 12.5 and 25 ms a handshake
+ * (secp256r1, secp384r1, x25519, ffdhe2048, ffdhe3072; 2 cores at a load of 9-10, 2026-12-07) and ~17 s for the
+ * rest of the script, the odds that a run needs more than this bound are ~1e-25 at that speed, ~5e-11 at 1.5x
+ * slower and ~4e-7 at 2x slower (150 s had ~2e-7, ~6e-4 and ~2e-2): a busy machine does not fail it.
  */
-const SCRIPT_MS = 150_000;
+const SCRIPT_MS = 290_000;
 /** Every group the server implements (test/peers/tlsfuzzer-psk-conversations.py's SERVER_GROUPS), default order first. */
 const ALL_GROUPS = 'X25519MLKEM768,x25519,secp256r1,secp384r1,SecP256r1MLKEM768,SecP384r1MLKEM1024,ffdhe2048,ffdhe3072,ffdhe4096,ffdhe6144,ffdhe8192';
 
 const PSK_SHA256 = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f';
 const PSK_SHA384 = '000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2f';
 const IDENTITY = 'client1';
+
+// Both runs, one after the other, within tap's per-file timeout (300 s in package.json): told to the runner.
+t.setTimeout(2 * (SCRIPT_MS + 30_000) + 30_000);
 
 const skip = missingPython(t, 'tlsfuzzer', VENDOR ? [join(VENDOR, 'tlsfuzzer'), join(VENDOR, 'tlslite-ng')] : undefined, ['ecdsa', 'tlsfuzzer', 'tlslite']);
 
