@@ -68,7 +68,10 @@ export interface StreamTransportOptions {
    * which pays a thread hand-off per record (bench/RESULTS.md, "Record offload").
    */
   readonly offload?: boolean;
-  /** Records sealed (and opened) at once per direction when offloading: an integer from 1, default 8. */
+  /**
+   * Records sealed at once when offloading, and received records waiting to be opened before the next read (at most
+   * twice as many being opened): an integer from 1, default 8.
+   */
   readonly recordsInFlight?: number;
   /**
    * Whether the X25519 and P-256 key exchanges of the handshake run in the runtime's WebCrypto

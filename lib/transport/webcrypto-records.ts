@@ -14,7 +14,8 @@
  * Order: every record (offloaded or the connection's own) enters one output queue when its sequence number is
  * assigned, and leaves it in that order once sealed; received records are accepted in order. Backpressure:
  * {@link write} resolves once fewer than `recordsInFlight` records are being sealed and the output queue is
- * below its bound (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be opened.
+ * below its bound (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be opened (at most
+ * twice that many are being opened at once).
  * Runtime-neutral: only `globalThis.crypto.subtle`.
  *
  * ChaCha20-Poly1305 is not in WebCrypto: with that suite the connection keeps its keys and this class only
@@ -39,7 +40,10 @@ export interface WebCryptoRecordsOptions {
    * failures (a rejection is ignored here); records received meanwhile are opened once it settles.
    */
   readonly afterCore: () => void | Promise<void>;
-  /** Records sealed or opened at once per direction (default 8). */
+  /**
+   * Records sealed at once, and received records waiting to be opened before the next read (default 8); at most twice
+   * this many are being opened at once.
+   */
   readonly recordsInFlight?: number;
   /** Set false to keep every record on the connection's synchronous cipher (default true). */
   readonly offload?: boolean;
@@ -196,6 +200,14 @@ export class WebCryptoRecords {
   private started = 0;
   /** Opens handed to WebCrypto and not answered yet (those of records dropped or returned meanwhile too). */
   private decrypting = 0;
+  /**
+   * At most this many opens unanswered at once: twice `recordsInFlight`. {@link readRoom} lets a read in while
+   * fewer than `recordsInFlight` records wait, and a read of 64 KiB brings up to four full records more, which
+   * should all be opened at once: capped at `recordsInFlight` itself, offloaded bulk in Bun fell by ≈12% (five
+   * alternating runs of `bench --runtimes`, 2026-12-07: 0.46–0.50× of the ceiling against 0.51–0.69× uncapped and
+   * 0.48–0.73× with this cap). Still a bound: a read of thousands of forged records costs this many calls.
+   */
+  private readonly maxOpens: number;
   /** Records were returned to the connection and `afterCore` has not finished yet. */
   private returning = false;
   private delivering = false;
@@ -211,6 +223,7 @@ export class WebCryptoRecords {
     private readonly options: WebCryptoRecordsOptions,
   ) {
     this.max = Math.max(1, options.recordsInFlight ?? 8);
+    this.maxOpens = 2 * this.max;
     this.enabled = options.offload !== false && typeof globalThis.crypto?.subtle?.encrypt === 'function';
   }
 
@@ -340,7 +353,7 @@ export class WebCryptoRecords {
   }
 
   /**
-   * Hands the next lent records to WebCrypto, at most `recordsInFlight` unanswered at once. One read may hold
+   * Hands the next lent records to WebCrypto, at most `maxOpens` unanswered at once. One read may hold
    * thousands of small records, and the first that fails ends the connection (§5.2: bad_record_mac): opening
    * them all at once let 1 MiB of forged records (no key needed, an attacker on the path will do) cost 47,000
    * WebCrypto calls, 150 MB and two seconds before that, where the synchronous path stops at the first. Records
@@ -351,7 +364,7 @@ export class WebCryptoRecords {
     // (A handle taken back meanwhile: deliverReady() drops what was lent under it.)
     if (!lent || !lent.handle.active) return;
     const max = lent.handle.maxInnerPlaintext;
-    while (this.started < this.opening.length && this.decrypting < this.max) {
+    while (this.started < this.opening.length && this.decrypting < this.maxOpens) {
       const o = this.opening[this.started++];
       const record = o.record;
       const k = lent.resolved;
