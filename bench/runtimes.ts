@@ -122,7 +122,8 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
     `${meta.date}, ${meta.machine}, \`qkd-tls bench --runtimes${meta.quick ? ' --quick' : ''}\`. In each runtime: ${RUNTIME_SETUP}. ` +
       'MB/s of application data (10^6 bytes/s), the best of the rounds, after the ceiling and the transfers took turns unmeasured ' +
       `for ${meta.quick ? '0.5' : '2'} s (warm-up). The ceiling is the raw WebCrypto AES-128-GCM work the same transfer ` +
-      'needs (each 16 KiB record sealed and opened once, as many in flight), measured in the same run, taking turns with the transfers. ' +
+      'needs (each 16 KiB record sealed and opened once, `recordsInFlight` seal-then-open chains at once; twice as many measured no ' +
+      'higher), measured in the same run, taking turns with the transfers. ' +
       '"offload" = AES-GCM records sealed and opened through WebCrypto by lib/transport/webcrypto-records.ts; without it the connection ' +
       'uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node). "no TLS" = the offloaded transfer with none of TLS ' +
       '(bench/framing-only.ts: the same streams, the same WebCrypto calls and the same per-record copies, headers and nonces, ' +
