@@ -273,6 +273,23 @@ t.test('qkd-tls server: a client that resets the connection before the handshake
   t.equal(line, 'read ECONNRESET: the client reset the connection before the handshake completed (peer=PEER)\n', 'the reset, what it means and the peer');
 });
 
+t.test('qkd-tls client: a handshake_failure before the ServerHello names the options that choose suites, modes and groups', async (t) => {
+  // It said only the library's hint (no suite, mode or group in common, an unknown identity, the server's key):
+  // the command's own options were not named, as they are for the other alerts.
+  const received = new TlsError('PeerSentAlert', undefined, { remote: true, alertCode: 40, hint: 'the server found no acceptable cipher suite' });
+  t.equal(received.alert, 'handshake_failure');
+  t.equal(clientFailureHint(received, false), '--suites, --kex-modes or --groups it does not allow? a wrong --identity?', 'with --psk');
+  t.equal(clientFailureHint(received, true), 'could its KME not give it this key (its log says)? or --suites, --kex-modes or --groups it does not allow?', 'with --kme');
+  // End to end: a server that allows psk_ke only, a client that offers psk_dhe_ke only (RFC 8446 §4.2.9).
+  const server = spawnQkdTls(t, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--kex-modes', 'psk_ke', '--json']);
+  const listening = await server.waitFor(/"event":"listening".*\n/, WAIT, 'stderr');
+  const port = /"address":"127\.0\.0\.1:(\d+)"/.exec(listening)![1];
+  const cli = spawnQkdTls(t, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--kex-modes', 'psk_dhe_ke']);
+  cli.end();
+  t.equal((await cli.waitExit(WAIT)).code, 1);
+  t.match(cli.stderr, /handshake_failure \(40\) received: the server found no acceptable cipher suite, key exchange mode or group.*: --suites, --kex-modes or --groups it does not allow\? a wrong --identity\?/, 'the line names the options');
+});
+
 /** A peer's output as UTF-8 (the peer helper reads bytes as latin1; the library's hints cite 'RFC 8446 §...'). */
 function utf8Text(latin1: string): string {
   return Buffer.from(latin1, 'latin1').toString('utf8');

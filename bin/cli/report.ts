@@ -114,6 +114,10 @@ export function clientFailureHint(err: unknown, qkdKeys = false, keysObtained = 
     // OpenSSL (Node too) accepted none of our PSKs: no key for the identity (the ID of a QKD key), or another hash.
     if (err.alert === 'missing_extension' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key? --psk-hash on one side only?';
     if (err.alert === 'missing_extension') return 'a wrong --identity? --importer or --context on one side only? --psk-hash on one side only?';
+    // No suite, key-exchange mode or group in common, an identity it does not know (tlslite-ng), or its key source
+    // failed (RFC 8446 §6.2): the options that choose them, or with QKD keys its KME.
+    if (err.alert === 'handshake_failure' && qkdKeys) return 'could its KME not give it this key (its log says)? or --suites, --kex-modes or --groups it does not allow?';
+    if (err.alert === 'handshake_failure') return '--suites, --kex-modes or --groups it does not allow? a wrong --identity?';
     // With QKD keys the identity is the key's ID: the server's KME did not give it that key.
     if (err.alert === 'unknown_psk_identity' && qkdKeys) return 'another --peer-sae-id on its side? a KME that does not share this key?';
     if (err.alert === 'unknown_psk_identity') return 'a wrong --identity? --importer or --context on one side only?';
