@@ -426,3 +426,138 @@ t.test('four records and one byte, the byte sealed last, a zero-length write and
   t.equal(toHex(p.server.data()), toHex(data), 'the server read it all, in order');
   t.same(p.server.events.map((e) => e.type), ['handshake', 'end'], 'then the end, no error');
 });
+
+// ---- the opens' counters across returns, KeyUpdates and destroy() (second review of 5cf8705 / eaa765b) ----------
+
+/** The pipeline's open counters (private): both 0 once nothing is being opened. */
+function openCounters(records: object): { decrypting: number; started: number } {
+  const r = records as unknown as { decrypting: number; started: number };
+  return { decrypting: r.decrypting, started: r.started };
+}
+
+/** Seals `contents` as application_data records with `conn`'s write handle (taken from its offloadWrite()). */
+async function sealAll(conn: { offloadWrite(): { key: Uint8Array; reserve(): Uint8Array | null } | null }, contents: readonly Uint8Array[]): Promise<Uint8Array[]> {
+  const { importRecordKey, sealRecord } = await import('../lib/transport/webcrypto-records.js');
+  const h = conn.offloadWrite()!;
+  const key = await importRecordKey(h.key);
+  const out: Uint8Array[] = [];
+  for (const c of contents) {
+    const inner = new Uint8Array(c.length + 1);
+    inner.set(c);
+    inner[c.length] = 23;
+    out.push(await sealRecord(key, h.reserve()!, inner));
+  }
+  return out;
+}
+
+t.test('an empty record returned while later opens are still with WebCrypto: those answers start the next records, all delivered once, in order', async (t) => {
+  const psk = makePsk('offload-review-stale', 'SHA-256', seededRandom(0x5e)(32));
+  // recordsInFlight 1: at most two opens at once, so one stale open holds half the slots.
+  const p = await offloadPair(
+    { crypto: withRandom(nodeProvider, seededRandom(231)), psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] },
+    { crypto: withRandom(nodeProvider, seededRandom(232)), psks: [psk] },
+    { recordsInFlight: 1 },
+  );
+  const contents = Array.from({ length: 8 }, (_, i) => (i === 1 ? new Uint8Array(0) : pattern(10 + i, 233 + i)));
+  const records = await sealAll(p.client.conn, contents);
+  const held = holdDecrypts(t);
+  p.server.records.receive(concat(...records.slice(0, 6)), true);
+  p.server.collect();
+  t.equal(held.length, 2, 'two opens wait (twice recordsInFlight 1)');
+  held[0](); // record 0: delivered; record 2 starts
+  await turns(3);
+  t.equal(held.length, 3, 'the answer started the next record');
+  held[1](); // record 1 (empty): goes back to the connection with 2..5, while record 2's open is still with WebCrypto
+  await turns(3);
+  t.equal(openCounters(p.server.records).decrypting, 1, "record 2's open is still counted");
+  // Two more records arrive under the same handle (lent again): one slot is free, the stale open holds the other.
+  p.server.records.receive(concat(...records.slice(6)), true);
+  p.server.collect();
+  t.equal(held.length, 4, 'one of the two new records is opened at once');
+  held[2](); // the stale answer: dropped, and it starts the last record
+  await turns(3);
+  t.equal(held.length, 5, 'the stale answer started the waiting record');
+  held.stop();
+  held[4]();
+  held[3]();
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(concat(...contents)), 'every record once, in order');
+  t.same(openCounters(p.server.records), { decrypting: 0, started: 0 }, 'the counters are back at 0');
+  t.same(errors(p.server.events), [], 'no error');
+});
+
+t.test('a KeyUpdate among records opened out of order: the records after it are opened by the connection under the new key, and later ones by WebCrypto again', async (t) => {
+  const p = await pair(241);
+  const before = Array.from({ length: 4 }, (_, i) => pattern(100 + i, 242 + i));
+  const after = Array.from({ length: 6 }, (_, i) => pattern(200 + i, 252 + i));
+  const a = await sealAll(p.client.conn, before);
+  p.client.conn.keyUpdate(false); // revokes the client's write handle and queues its KeyUpdate record
+  const ku = concat(...p.client.conn.takeOutputChunks());
+  const b = await sealAll(p.client.conn, after); // a new handle: the new key
+  const held = holdDecrypts(t);
+  p.server.records.receive(concat(...a, ku, ...b), true);
+  p.server.collect();
+  t.equal(held.length, 8, 'eight opens wait (twice recordsInFlight 4), the rest waits unstarted');
+  for (let i = held.length - 1; i >= 0; i--) held[i](); // last first
+  held.stop();
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(concat(...before, ...after)), 'everything once, in order');
+  t.same(errors(p.server.events), [], 'no error (nothing opened under the wrong key was accepted)');
+  const opened = p.server.records.offloadedReads;
+  t.equal(opened, 4, 'WebCrypto delivered the four records before the KeyUpdate');
+  const more = pattern(50_000, 262);
+  await p.client.records.write(more);
+  await p.settle();
+  t.equal(toHex(p.server.data()), toHex(concat(...before, ...after, more)), 'then what the client writes under its new key');
+  t.ok(p.server.records.offloadedReads > opened, `opened by WebCrypto under the new read key (${p.server.records.offloadedReads - opened} records)`);
+  t.same(openCounters(p.server.records), { decrypting: 0, started: 0 }, 'the counters are back at 0');
+  t.same(errors(p.server.events), [], 'no error');
+});
+
+t.test('destroy() while opens are with WebCrypto and more records wait unstarted: readDrained resolves, nothing is delivered after', async (t) => {
+  const p = await pair(271);
+  const contents = Array.from({ length: 20 }, (_, i) => pattern(30 + i, 272 + i));
+  const records = await sealAll(p.client.conn, contents);
+  const held = holdDecrypts(t);
+  p.server.records.receive(concat(...records), true);
+  p.server.collect();
+  t.equal(held.length, 8, 'eight opens wait, twelve records unstarted');
+  held[0]();
+  await turns(3);
+  t.equal(p.server.received.length, 1, 'the first record is delivered');
+  p.server.conn.destroy();
+  p.server.records.flushCore(); // (the transport's part after destroy: drops the read key)
+  let drained = false;
+  void p.server.records.readDrained().then(() => (drained = true));
+  held.stop();
+  for (let i = 1; i < held.length; i++) held[i]();
+  await turns(5);
+  t.ok(drained, 'readDrained resolves (the records waiting unstarted are dropped with the handle)');
+  t.equal(p.server.received.length, 1, 'nothing delivered after destroy()');
+  t.ok(p.server.records.idle, 'the pipeline is idle');
+  t.same(openCounters(p.server.records), { decrypting: 0, started: 0 }, 'the counters are back at 0');
+});
+
+t.test('streams transport: after WebCrypto refused to seal, the client still reads everything the server sends, then the server closes', async (t) => {
+  const { client, server } = await streamsPair(t, 2);
+  const cw = client.writable.getWriter();
+  await cw.write(pattern(3 * 16_384, 281)).catch(() => {});
+  await t.rejects(cw.write(pattern(10, 282)), /the cipher failed/, 'a write after the failure rejects with it');
+  const data = pattern(200_000, 283);
+  const sw = server.writable.getWriter();
+  const cr = client.readable.getReader();
+  const reading = (async () => {
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const { value, done } = await cr.read();
+      if (done) return concat(...parts);
+      parts.push(value);
+    }
+  })();
+  await sw.write(data);
+  t.notOk(wiped(client.connection), 'the connection is not wiped while the server still sends');
+  await sw.close();
+  t.equal(toHex(await reading), toHex(data), 'the client read all of it after its sending failed');
+  await new Promise((r) => setTimeout(r, 0));
+  t.ok(wiped(client.connection), 'then its keys are wiped');
+});
