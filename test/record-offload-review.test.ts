@@ -106,6 +106,18 @@ function watchRecordKeys(t: { teardown(f: () => void): void }): WeakRef<object>[
 }
 
 /** How many of `refs` still reach their key after garbage collection. */
+/** A client and a server over the streams transport, joined in memory, offloading, handshake done. */
+async function offloadedStreams(identity: string) {
+  const psk = makePsk(identity, 'SHA-256');
+  const c2s = new TransformStream<Uint8Array, Uint8Array>();
+  const s2c = new TransformStream<Uint8Array, Uint8Array>();
+  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
+  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
+  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
+  await Promise.all([client.handshake, server.handshake]);
+  return { client, server };
+}
+
 async function alive(refs: readonly WeakRef<object>[]): Promise<number> {
   for (let i = 0; i < 3; i++) {
     await new Promise((r) => setTimeout(r, 0)); // (a WeakRef holds its target until the end of the current job)
@@ -148,13 +160,7 @@ t.test('destroy(): the pipeline drops its CryptoKeys at its next flushCore (as a
 
 t.test('streams transport: after a clean close both ways, the CryptoKeys can be collected while the streams are still held', async (t) => {
   const refs = watchRecordKeys(t);
-  const psk = makePsk('offload-review-streams', 'SHA-256');
-  const c2s = new TransformStream<Uint8Array, Uint8Array>();
-  const s2c = new TransformStream<Uint8Array, Uint8Array>();
-  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
-  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
-  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
-  await Promise.all([client.handshake, server.handshake]);
+  const { client, server } = await offloadedStreams('offload-review-streams');
   const cw = client.writable.getWriter();
   await cw.write(pattern(50_000, 141));
   await cw.close();
@@ -173,13 +179,7 @@ t.test('streams transport: after a clean close both ways, the CryptoKeys can be 
 
 t.test('streams transport: after abort() (the connection destroyed), the CryptoKeys can be collected while the streams are still held', async (t) => {
   const refs = watchRecordKeys(t);
-  const psk = makePsk('offload-review-abort', 'SHA-256');
-  const c2s = new TransformStream<Uint8Array, Uint8Array>();
-  const s2c = new TransformStream<Uint8Array, Uint8Array>();
-  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
-  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
-  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
-  await Promise.all([client.handshake, server.handshake]);
+  const { client, server } = await offloadedStreams('offload-review-abort');
   const cw = client.writable.getWriter();
   await cw.write(pattern(50_000, 151));
   const reader = server.readable.getReader();
@@ -211,13 +211,7 @@ function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, 
 
 /** A streams pair over in-memory streams, handshake done; `encrypt` refuses its `refuse`-th call from then on. */
 async function streamsPair(t: { teardown(f: () => void): void }, refuse: number) {
-  const psk = makePsk('offload-review-seal', 'SHA-256');
-  const c2s = new TransformStream<Uint8Array, Uint8Array>();
-  const s2c = new TransformStream<Uint8Array, Uint8Array>();
-  const common = { crypto: nobleProvider, psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] as const, offload: true };
-  const client = tlsClientOverStreams({ readable: s2c.readable, writable: c2s.writable }, common);
-  const server = tlsServerOverStreams({ readable: c2s.readable, writable: s2c.writable }, common);
-  await Promise.all([client.handshake, server.handshake]);
+  const { client, server } = await offloadedStreams('offload-review-seal');
   let calls = 0;
   stubSubtle(t, 'encrypt', (encrypt) => (...args: unknown[]) => (++calls === refuse ? Promise.reject(new DOMException('the cipher failed', 'OperationError')) : encrypt(...args)));
   return { client, server };
