@@ -247,19 +247,22 @@ t.test('streams transport: the peer closed, then WebCrypto refuses to seal a rec
 // ---- WebCrypto answering the opens out of order ------------------------------------------------------------
 
 /**
- * Holds every decrypt answer until released (calling its entry), so the test decides the order WebCrypto answers
- * in; once `held.stop()` is called, later decrypts answer at once.
+ * Holds every answer of WebCrypto's `method` until released (calling its entry), so the test decides the order
+ * WebCrypto answers in; once `held.stop()` is called, later calls answer at once.
  */
-function holdDecrypts(t: { teardown(f: () => void): void }): (() => void)[] & { stop(): void } {
+function holdAnswers(t: { teardown(f: () => void): void }, method: 'encrypt' | 'decrypt'): (() => void)[] & { stop(): void } {
   let holding = true;
   const held = Object.assign([] as (() => void)[], { stop: () => void (holding = false) });
-  stubSubtle(t, 'decrypt', (decrypt) => (...args: unknown[]) => {
-    const opened = decrypt(...args);
-    if (!holding) return opened;
-    return new Promise((resolve, reject) => held.push(() => void opened.then(resolve, reject)));
+  stubSubtle(t, method, (original) => (...args: unknown[]) => {
+    const answer = original(...args);
+    if (!holding) return answer;
+    return new Promise((resolve, reject) => held.push(() => void answer.then(resolve, reject)));
   });
   return held;
 }
+
+const holdDecrypts = (t: { teardown(f: () => void): void }) => holdAnswers(t, 'decrypt');
+const holdEncrypts = (t: { teardown(f: () => void): void }) => holdAnswers(t, 'encrypt');
 
 async function turns(n: number): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise((r) => setTimeout(r, 0));
@@ -378,18 +381,6 @@ t.test('many small authentic records in one read: at most twice recordsInFlight 
 });
 
 // ---- the batching: a sealed record waits for the next of its write ----------------------------------------
-
-/** Holds every encrypt answer until its entry is called (see holdDecrypts). */
-function holdEncrypts(t: { teardown(f: () => void): void }): (() => void)[] & { stop(): void } {
-  let holding = true;
-  const held = Object.assign([] as (() => void)[], { stop: () => void (holding = false) });
-  stubSubtle(t, 'encrypt', (encrypt) => (...args: unknown[]) => {
-    const sealed = encrypt(...args);
-    if (!holding) return sealed;
-    return new Promise((resolve, reject) => held.push(() => void sealed.then(resolve, reject)));
-  });
-  return held;
-}
 
 t.test('four records and one byte, the byte sealed last, a zero-length write and close() right after: one write in order, then close_notify', async (t) => {
   const psk = makePsk('offload-review-batch', 'SHA-256', seededRandom(0x5e)(32));
