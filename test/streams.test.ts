@@ -4,10 +4,16 @@ import { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair } from 
 import { createServer, connect } from '../lib/transport/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { utf8, fromUtf8 } from '../lib/codec/bytes.js';
+import { utf8, fromUtf8, fromHex } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
 import * as net from 'node:net';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
+import { Connection } from '../lib/connection/connection.js';
+import { AlertDescription, ContentType } from '../lib/codec/enums.js';
+import { trafficKeys } from '../lib/keyschedule/schedule.js';
+import { Deframer } from '../lib/record/deframer.js';
+import { RecordProtection } from '../lib/record/protection.js';
+import { SUITES } from '../lib/suites.js';
 
 const psk: Psk = { identity: utf8('streams'), secret: new Uint8Array(32).fill(3), hash: 'SHA-256' };
 
@@ -97,47 +103,59 @@ t.test('the Node client against a streams server over real TCP', async (t) => {
 
 /**
  * A transport that behaves like Deno's `Deno.Conn`: when its readable reaches the end of stream, the whole socket
- * is closed and later writes fail ("The stream's underlying resource was closed"). The client sends everything,
- * its close_notify and its end of stream at once, while the server echoes slowly: a transport that read on to
- * the end of stream after the peer's close_notify lost the tail of the echo (seen with Deno under load).
+ * is closed and later writes fail ("The stream's underlying resource was closed"). Its writes are slow, so that
+ * the peer's end of stream comes while an echo is still being written.
+ */
+function denoLikeSocket(s: ByteStreamPair, half: boolean): ByteStreamPair {
+  let socketClosed = false;
+  const sourceReader = s.readable.getReader();
+  const sinkWriter = s.writable.getWriter();
+  return {
+    readable: new ReadableStream<Uint8Array>({
+      async pull(ctl) {
+        const { value, done } = await sourceReader.read();
+        if (done) {
+          socketClosed = true; // Deno: the end of the readable closes the socket
+          ctl.close();
+        } else ctl.enqueue(value);
+      },
+      cancel() {
+        socketClosed = true;
+      },
+    }, { highWaterMark: 0 }), // read only when asked, as Deno's byte stream does
+    writable: new WritableStream<Uint8Array>({
+      async write(chunk) {
+        await new Promise((r) => setTimeout(r, 1)); // a slow writer: the client's end of stream comes first
+        if (socketClosed) throw new Error("the stream's underlying resource was closed");
+        await sinkWriter.write(chunk);
+      },
+      async close() {
+        await sinkWriter.close();
+      },
+    }),
+    ...(half ? { closeWrite: () => sinkWriter.close() } : {}),
+  };
+}
+
+/** An echo server over `transport`; resolves to 'ok', or to what failed it. */
+function echoServer(transport: ByteStreamPair) {
+  const server = tlsServerOverStreams(transport, { crypto: nobleProvider, psks: [psk] });
+  return server.readable.pipeTo(server.writable).then(
+    () => 'ok',
+    (e: Error) => e.message,
+  );
+}
+
+/**
+ * The client sends everything, its close_notify and its end of stream at once, while the server echoes slowly: a
+ * transport that read on to the end of stream after the peer's close_notify lost the tail of the echo (seen with
+ * Deno under load).
  */
 t.test("after the peer's close_notify the transport is not read to its end while we still write (Deno's socket closes there)", async (t) => {
   for (const half of [false, true]) {
     const [c, s] = memoryPipe();
-    let socketClosed = false;
-    const sourceReader = s.readable.getReader();
-    const sinkWriter = s.writable.getWriter();
-    const serverSide: ByteStreamPair = {
-      readable: new ReadableStream<Uint8Array>({
-        async pull(ctl) {
-          const { value, done } = await sourceReader.read();
-          if (done) {
-            socketClosed = true; // Deno: the end of the readable closes the socket
-            ctl.close();
-          } else ctl.enqueue(value);
-        },
-        cancel() {
-          socketClosed = true;
-        },
-      }, { highWaterMark: 0 }), // read only when asked, as Deno's byte stream does
-      writable: new WritableStream<Uint8Array>({
-        async write(chunk) {
-          await new Promise((r) => setTimeout(r, 1)); // a slow writer: the client's end of stream comes first
-          if (socketClosed) throw new Error("the stream's underlying resource was closed");
-          await sinkWriter.write(chunk);
-        },
-        async close() {
-          await sinkWriter.close();
-        },
-      }),
-      ...(half ? { closeWrite: () => sinkWriter.close() } : {}),
-    };
-    const server = tlsServerOverStreams(serverSide, { crypto: nobleProvider, psks: [psk] });
+    const echo = echoServer(denoLikeSocket(s, half));
     const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
-    const echo = server.readable.pipeTo(server.writable).then(
-      () => 'ok',
-      (e: Error) => e.message,
-    );
     await client.handshake;
     const payload = new Uint8Array(200_000).map((_, i) => (i * 13) & 0xff);
     const received = readAllBytes(client.readable);
@@ -149,6 +167,66 @@ t.test("after the peer's close_notify the transport is not read to its end while
     const got = await received;
     t.equal(Buffer.compare(Buffer.from(got), Buffer.from(payload)), 0, `${where}: all ${payload.length} bytes came back`);
     t.ok(client.connection.peerClosed, `${where}: and the server's close_notify after them`);
+  }
+});
+
+/**
+ * The same with a peer that pads its close_notify (RFC 8446 §5.4; OpenSSL's -record_padding, tlslite-ng): the
+ * server, offloading, cannot tell it from data before WebCrypto has opened it. It used to wait only for a last
+ * record of at most 69 bytes, so a padded close_notify let it read on to the end of stream and Deno's socket closed
+ * under the echo. The client here is a bare Connection whose close_notify is sealed by hand, with padding.
+ */
+t.test("a padded close_notify is opened before the transport is read on (Deno's socket closes at its end)", async (t) => {
+  // (16,300: one of the largest records short of a full one, 2^14 + 1 bytes of TLSInnerPlaintext.)
+  for (const padding of [0, 100, 1_000, 16_300]) {
+    const [c, s] = memoryPipe();
+    const echo = echoServer(denoLikeSocket(s, false));
+    const secrets = new Map<string, Uint8Array>();
+    const client = Connection.client({ crypto: nobleProvider, psks: [psk], keyLog: (l) => void secrets.set(l.split(' ')[0], fromHex(l.split(' ')[2])) });
+    const toServer = c.writable.getWriter();
+    const fromServer = c.readable.getReader();
+    const received: Uint8Array[] = [];
+    const exchange = async (): Promise<void> => {
+      for (const chunk of client.takeOutputChunks()) await toServer.write(chunk);
+      for (const e of client.takeEvents()) if (e.type === 'data') received.push(e.data);
+    };
+    await exchange(); // ClientHello
+    while (client.phase === 'handshaking') {
+      const { value } = await fromServer.read();
+      client.receive(value!);
+      await exchange();
+    }
+    const payload = new Uint8Array(50_000).map((_, i) => (i * 13) & 0xff);
+    client.write(payload);
+    const records = client.takeOutputChunks();
+    const deframer = new Deframer();
+    let sent = 0;
+    for (const r of records) for (deframer.push(r); deframer.next(); ) sent++;
+    // The client's close_notify, sealed by hand under its traffic key with the next sequence number.
+    const suite = SUITES[client.handshake!.suite];
+    const { key, iv } = trafficKeys(nobleProvider, suite.hash, secrets.get('CLIENT_TRAFFIC_SECRET_0')!, suite.keyLength, suite.ivLength);
+    const protection = new RecordProtection(nobleProvider, suite, key, iv);
+    protection.dangerousSetSequence(0, sent);
+    const closeNotify = protection.seal(ContentType.alert, Uint8Array.of(1, AlertDescription.close_notify), padding);
+    t.equal(closeNotify.length, 5 + 2 + 1 + padding + 16, `padding ${padding}: a close_notify of ${closeNotify.length} bytes`);
+    for (const r of records) await toServer.write(r);
+    await toServer.write(closeNotify);
+    await toServer.close(); // the end of the client's stream right behind it
+    const reading = (async () => {
+      for (;;) {
+        const { value, done } = await fromServer.read();
+        if (done) return;
+        client.receive(value);
+        await exchange().catch(() => {}); // (the server may be gone: what the client sends back does not matter)
+      }
+    })();
+    // (A server whose echo failed never ends its stream here: only an echo that finished is read to its end.)
+    const echoed = await echo;
+    t.equal(echoed, 'ok', `padding ${padding}: the echo finished without a write failing`);
+    if (echoed !== 'ok') continue;
+    await reading;
+    t.equal(Buffer.compare(Buffer.concat(received), Buffer.from(payload)), 0, `padding ${padding}: all ${payload.length} bytes came back`);
+    t.ok(client.peerClosed, `padding ${padding}: and the server's close_notify after them`);
   }
 });
 

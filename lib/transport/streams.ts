@@ -304,8 +304,8 @@ function run(
         // not read it: stop reading until it leaves, or a peer that asks and never reads grows our memory.
         // (A failed send is the writing side's to report: reading goes on as before.)
         if (answered) await records.queuedAtMost(MAX_UNSENT_WHILE_READING).catch(() => {});
-        // A short record last may be the peer's close_notify, still being opened by the offload: let it be
-        // opened before reading on.
+        // A last record shorter than a full one may be the peer's close_notify (padded, perhaps), still being
+        // opened by the offload: let it be opened before reading on.
         if (records.mayHaveEnded) await records.readDrained();
         if (conn.peerClosed) {
           // §6.1: nothing the peer sends after its close_notify counts, so stop reading here. Reading on to the

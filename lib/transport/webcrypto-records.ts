@@ -177,7 +177,8 @@ export class WebCryptoRecords {
   private outBytes = 0;
   /** Bytes the connection has produced so far (see {@link coreOutputBytes}). */
   private coreBytes = 0;
-  private lastLentShort = false;
+  /** Whether the last record lent to us is shorter than a full one: see {@link mayHaveEnded}. */
+  private lastLentNotFull = false;
   /** The TLSInnerPlaintext of the record being sealed (reused: see writeNow()). */
   private scratch = new Uint8Array(0);
   /** The additional data of the record being sealed (reused likewise). */
@@ -345,8 +346,9 @@ export class WebCryptoRecords {
     const lent = this.readHandle();
     if (!lent) return;
     if (!lent.resolved) void lent.key.then((k) => (lent.resolved = k), () => {});
+    const full = 5 + lent.handle.maxInnerPlaintext + TAG_LENGTH;
     for (const record of lent.handle.takeRecords()) {
-      this.lastLentShort = record.bytes.length <= SHORT_RECORD;
+      this.lastLentNotFull = record.bytes.length < full;
       this.opening.push({ record, done: false, value: null });
     }
     this.startOpens();
@@ -402,11 +404,15 @@ export class WebCryptoRecords {
   }
 
   /**
-   * True while records are being opened and the last one lent is short enough to be an alert (a
-   * close_notify, say): a transport may wait for it ({@link readDrained}) before reading on.
+   * True while records are being opened and the last one lent may be the peer's close_notify: a transport may wait
+   * for it ({@link readDrained}) before reading on. Only a record of the largest size (2^14 + 1 bytes of
+   * TLSInnerPlaintext, or the record_size_limit) is taken not to be one: a close_notify is 24 bytes, but a peer may
+   * pad it to any length below that (RFC 8446 §5.4; OpenSSL's `-record_padding` does), and what a record holds is
+   * known only once it is opened. So a bulk transfer of full records reads on at once, and one that ends with a
+   * shorter record waits for it. (A close_notify padded to the largest size is not caught.)
    */
   get mayHaveEnded(): boolean {
-    return this.lastLentShort && (this.opening.length > 0 || this.returning);
+    return this.lastLentNotFull && (this.opening.length > 0 || this.returning);
   }
 
   /** Resolves when fewer than `recordsInFlight` received records wait to be opened. */
@@ -678,8 +684,6 @@ export class WebCryptoRecords {
 export type RecordKey = Awaited<ReturnType<typeof globalThis.crypto.subtle.importKey>>;
 
 const APPLICATION_DATA = 23;
-/** A record this short (header included) may be an alert: 5 + 2 + 1 + 16, with room for some padding. */
-const SHORT_RECORD = 5 + 64;
 /**
  * Sealed records that are ready at once are joined into writes of up to this many bytes: four records of the
  * largest size (§5.2: a TLSCiphertext's length is at most 2^14 + 256), so a 64 KiB application write, four full
