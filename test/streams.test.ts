@@ -4,16 +4,11 @@ import { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair } from 
 import { createServer, connect } from '../lib/transport/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { utf8, fromUtf8, fromHex } from '../lib/codec/bytes.js';
+import { utf8, fromUtf8 } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
 import * as net from 'node:net';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
-import { Connection } from '../lib/connection/connection.js';
-import { AlertDescription, ContentType } from '../lib/codec/enums.js';
-import { trafficKeys } from '../lib/keyschedule/schedule.js';
-import { Deframer } from '../lib/record/deframer.js';
-import { RecordProtection } from '../lib/record/protection.js';
-import { SUITES } from '../lib/suites.js';
+import { PaddingClient } from './helpers/padded-close.js';
 
 const psk: Psk = { identity: utf8('streams'), secret: new Uint8Array(32).fill(3), hash: 'SHA-256' };
 
@@ -174,40 +169,32 @@ t.test("after the peer's close_notify the transport is not read to its end while
  * The same with a peer that pads its close_notify (RFC 8446 §5.4; OpenSSL's -record_padding, tlslite-ng): the
  * server, offloading, cannot tell it from data before WebCrypto has opened it. It used to wait only for a last
  * record of at most 69 bytes, so a padded close_notify let it read on to the end of stream and Deno's socket closed
- * under the echo. The client here is a bare Connection whose close_notify is sealed by hand, with padding.
+ * under the echo. The client here is a bare Connection whose close_notify is sealed by hand, with padding
+ * (test/helpers/padded-close.ts).
  */
 t.test("a padded close_notify is opened before the transport is read on (Deno's socket closes at its end)", async (t) => {
   // (16,300: one of the largest records short of a full one, 2^14 + 1 bytes of TLSInnerPlaintext.)
   for (const padding of [0, 100, 1_000, 16_300]) {
     const [c, s] = memoryPipe();
     const echo = echoServer(denoLikeSocket(s, false));
-    const secrets = new Map<string, Uint8Array>();
-    const client = Connection.client({ crypto: nobleProvider, psks: [psk], keyLog: (l) => void secrets.set(l.split(' ')[0], fromHex(l.split(' ')[2])) });
+    const client = new PaddingClient({ psks: [psk] });
+    const conn = client.connection;
     const toServer = c.writable.getWriter();
     const fromServer = c.readable.getReader();
     const received: Uint8Array[] = [];
     const exchange = async (): Promise<void> => {
-      for (const chunk of client.takeOutputChunks()) await toServer.write(chunk);
-      for (const e of client.takeEvents()) if (e.type === 'data') received.push(e.data);
+      for (const chunk of conn.takeOutputChunks()) await toServer.write(chunk);
+      for (const e of conn.takeEvents()) if (e.type === 'data') received.push(e.data);
     };
     await exchange(); // ClientHello
-    while (client.phase === 'handshaking') {
+    while (conn.phase === 'handshaking') {
       const { value } = await fromServer.read();
-      client.receive(value!);
+      conn.receive(value!);
       await exchange();
     }
     const payload = new Uint8Array(50_000).map((_, i) => (i * 13) & 0xff);
-    client.write(payload);
-    const records = client.takeOutputChunks();
-    const deframer = new Deframer();
-    let sent = 0;
-    for (const r of records) for (deframer.push(r); deframer.next(); ) sent++;
-    // The client's close_notify, sealed by hand under its traffic key with the next sequence number.
-    const suite = SUITES[client.handshake!.suite];
-    const { key, iv } = trafficKeys(nobleProvider, suite.hash, secrets.get('CLIENT_TRAFFIC_SECRET_0')!, suite.keyLength, suite.ivLength);
-    const protection = new RecordProtection(nobleProvider, suite, key, iv);
-    protection.dangerousSetSequence(0, sent);
-    const closeNotify = protection.seal(ContentType.alert, Uint8Array.of(1, AlertDescription.close_notify), padding);
+    const records = client.write(payload);
+    const closeNotify = client.closeNotify(padding);
     t.equal(closeNotify.length, 5 + 2 + 1 + padding + 16, `padding ${padding}: a close_notify of ${closeNotify.length} bytes`);
     for (const r of records) await toServer.write(r);
     await toServer.write(closeNotify);
@@ -216,7 +203,7 @@ t.test("a padded close_notify is opened before the transport is read on (Deno's 
       for (;;) {
         const { value, done } = await fromServer.read();
         if (done) return;
-        client.receive(value);
+        conn.receive(value);
         await exchange().catch(() => {}); // (the server may be gone: what the client sends back does not matter)
       }
     })();
@@ -226,7 +213,7 @@ t.test("a padded close_notify is opened before the transport is read on (Deno's 
     if (echoed !== 'ok') continue;
     await reading;
     t.equal(Buffer.compare(Buffer.concat(received), Buffer.from(payload)), 0, `padding ${padding}: all ${payload.length} bytes came back`);
-    t.ok(client.peerClosed, `padding ${padding}: and the server's close_notify after them`);
+    t.ok(conn.peerClosed, `padding ${padding}: and the server's close_notify after them`);
   }
 });
 

@@ -5,12 +5,14 @@
  * other side's close_notify. The runtime side is test/fixtures/runtimes/echo-core.mjs (1 MiB, compared byte
  * for byte).
  */
+import * as net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { fromHex, utf8 } from '../../lib/codec/bytes.js';
 import type { KexMode } from '../../lib/config/options.js';
 import type { HandshakeInfo } from '../../lib/config/events.js';
 import type { Psk } from '../../lib/psk/types.js';
 import { connect, createServer, type QkdTlsSocket } from '../../lib/transport/node.js';
+import { PaddingClient } from './padded-close.js';
 import { freePort, opensslServer, type Peer, PSK_HEX, PSK_IDENTITY, spawnPeer, type Tap, withTimeout } from './peers.js';
 
 /** The project root (helpers run as dist/test/helpers/*.js). */
@@ -129,6 +131,55 @@ export async function nodeClient(port: number, kex: KexMode, payload: Uint8Array
     'the echo from the server in the other runtime',
   );
   socket.destroy();
+  return { ...side, equal: Buffer.concat(chunks).equals(Buffer.from(payload)) };
+}
+
+/**
+ * Like {@link nodeClient}, but the client pads its close_notify with `padding` zero bytes (RFC 8446 §5.4; this
+ * stack never pads, so the record is sealed by hand: test/helpers/padded-close.ts) and half-closes the socket right
+ * behind it, then reads the echo to the server's close_notify. A server that cannot tell the padded alert from data
+ * before opening it must still not read on to the end of stream while it echoes: in Deno that end closes the socket.
+ */
+export async function paddedCloseClient(port: number, payload: Uint8Array, padding: number): Promise<NodeSide & { equal: boolean }> {
+  const client = new PaddingClient({ psks: [PSK], kexModes: ['psk_dhe_ke'] });
+  const conn = client.connection;
+  const socket = net.connect({ host: '127.0.0.1', port });
+  const chunks: Uint8Array[] = [];
+  const side: NodeSide = { handshake: null, echoed: 0, closeNotifyReceived: false };
+  try {
+    await withTimeout(
+      new Promise<void>((resolve, reject) => {
+        const flush = (): void => {
+          for (const c of conn.takeOutputChunks()) if (!socket.writableEnded) socket.write(c);
+          for (const e of conn.takeEvents()) {
+            if (e.type === 'data') {
+              chunks.push(e.data);
+              side.echoed += e.data.length;
+            } else if (e.type === 'error') reject(e.error);
+            else if (e.type === 'handshake') {
+              side.handshake = e.info;
+              for (const r of client.write(payload)) socket.write(r);
+              socket.end(client.closeNotify(padding)); // the padded close_notify, then FIN
+            }
+          }
+        };
+        socket.once('connect', flush);
+        socket.on('data', (b: Buffer) => {
+          conn.receive(b);
+          flush();
+        });
+        socket.once('end', () => {
+          side.closeNotifyReceived = conn.peerClosed;
+          resolve();
+        });
+        socket.once('error', reject);
+      }),
+      WAIT,
+      'the echo from the server in the other runtime (padded close_notify)',
+    );
+  } finally {
+    socket.destroy();
+  }
   return { ...side, equal: Buffer.concat(chunks).equals(Buffer.from(payload)) };
 }
 

@@ -5,7 +5,8 @@
  *  - client in the runtime -> qkd-tls server in Node, and -> `openssl s_server -psk -nocert -rev`;
  *  - server in the runtime <- the qkd-tls client in Node;
  * each with psk_ke and psk_dhe_ke, a 1 MiB echo compared byte for byte, and close_notify seen both ways;
- * and a wrong key, which fails with the alert named.
+ * a client whose close_notify is padded (the server still echoes everything); and a wrong key, which fails with
+ * the alert named.
  */
 import { join } from 'node:path';
 import type tap from 'tap';
@@ -17,6 +18,7 @@ import {
   nodeClient,
   nodeEchoServer,
   opensslRevServer,
+  paddedCloseClient,
   PAYLOAD_BYTES,
   ROOT,
   type RuntimeResult,
@@ -92,6 +94,20 @@ export function tcpRuntimeMatrix(t: typeof tap, runtime: TcpRuntime): void {
       t.match(r?.runtime, runtime.runtimePattern, `the server ran in ${runtime.name}`);
     });
   }
+
+  // The peer pads its close_notify (RFC 8446 §5.4) and half-closes right behind it: the server, offloading, must
+  // open that record before reading on, or its read of the end of stream closes Deno's socket under the echo.
+  t.test(`qkd-tls client in Node, close_notify padded to 1,024 bytes -> ${runtime.name} server: the echo arrives whole`, { ...SUBTEST, skip }, async (t) => {
+    const server = await run(t, { role: 'server', kexModes: ['psk_dhe_ke', 'psk_ke'] });
+    const listening = jsonEvent(await server.waitFor(/"event":"listening"/, WAIT, 'stdout'), 'listening');
+    const client = await paddedCloseClient(Number(listening?.port), corePayload(), 1_000);
+    t.equal(client.echoed, PAYLOAD_BYTES, '1 MiB came back');
+    t.equal(client.equal, true, 'byte for byte');
+    t.equal(client.closeNotifyReceived, true, `the client saw the ${runtime.name} server's close_notify`);
+    const exit = await server.waitExit(WAIT);
+    t.equal(exit.code, 0, `the ${runtime.name} server exits 0`, { output: server.transcript() });
+    t.match(result(server), { echoed: PAYLOAD_BYTES, closeNotifyReceived: true }, `the ${runtime.name} server echoed 1 MiB and saw the padded close_notify`);
+  });
 
   t.test(`${runtime.name} client with a wrong key -> qkd-tls server: the binder fails, the alert is named`, { ...SUBTEST, skip }, async (t) => {
     const { port, connections } = await nodeEchoServer(t);
