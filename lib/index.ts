@@ -30,4 +30,5 @@ export { SUITES, DEFAULT_SUITES, type SupportedSuiteName } from './suites.js';
 export { AlertDescription, CipherSuite, NamedGroup } from './codec/enums.js';
 export { clip, fieldText, jsonText } from './codec/text.js';
 export type { RecordTrace, RecordTraceHook } from './record/trace-hook.js';
+export { MAX_PADDING_BLOCK } from './record/padding.js';
 export { CallbackError, type CallbackErrorHandler } from './callbacks.js';

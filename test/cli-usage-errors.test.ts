@@ -82,6 +82,21 @@ t.test('--max-message outside 1024 to 2^31 - 1 is a usage error in server --webs
   }
 });
 
+t.test('--record-padding outside 0 to 16385 is a usage error in client, server and proxy', async (t) => {
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const value of ['16386', '-1', '1.5']) {
+    for (const args of [
+      ['client', '--connect', '127.0.0.1:9', ...psk],
+      ['server', '--listen', '127.0.0.1:0', ...psk],
+      ['proxy', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', '--role', 'client', ...psk],
+    ]) {
+      const r = await runQkdTls([...args, `--record-padding=${value}`], { ms: 20_000 });
+      t.equal(r.code, 2, `${args[0]} --record-padding ${value}: exit code 2`);
+      t.match(r.stderr, '--record-padding must be an integer from 0 to 16385', `${args[0]} --record-padding ${value}: the range`);
+    }
+  }
+});
+
 t.test('a --listen port in use: one line naming the command, the address and what to do, exit 1', async (t) => {
   // Node's own "listen EADDRINUSE: address already in use 127.0.0.1:8443" came alone (server, bridge), or as
   // "qkd-tls: listen EADDRINUSE ..." (demo --web), without the command or a word on what to do (found in a README

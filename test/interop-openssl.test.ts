@@ -21,6 +21,7 @@ import t from 'tap';
 import { fromHex, utf8 } from '../lib/codec/bytes.js';
 import type { HandshakeInfo } from '../lib/config/events.js';
 import type { Psk } from '../lib/psk/types.js';
+import type { RecordTrace } from '../lib/record/trace-hook.js';
 import type { SupportedSuiteName } from '../lib/suites.js';
 import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import { createNobleProvider } from '../lib/crypto/noble.js';
@@ -200,6 +201,40 @@ t.test('openssl s_client -> qkd-tls server CLI', SUBTEST, async (t) => {
   t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
   t.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0 after the connection');
   t.match(jsonEvent(server.stderr, 'handshake'), { suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY });
+});
+
+// --- record padding (RFC 8446 §5.4) ------------------------------------------------------------------------
+
+/** The TLSInnerPlaintext length of a protected record from its header (the length field less the AES-GCM tag). */
+const innerLength = (r: RecordTrace): number => ((r.header[3] << 8) | r.header[4]) - 16;
+
+t.test('record padding: qkd-tls client (recordPadding 512) <-> openssl s_server -record_padding 256: both pad, both read', SUBTEST, async (t) => {
+  const { peer, port } = await sServer(t, ['-rev', '-record_padding', '256']);
+  const traced: RecordTrace[] = [];
+  const socket = await libraryClient(t, port, { recordPadding: 512, trace: (r) => void traced.push(r) });
+  await checkReversed(t, socket, 'a padded line');
+  await checkReversed(t, socket, 'x'.repeat(3000));
+  await closeAgainst(t, socket, peer);
+  const sent = traced.filter((r) => r.direction === 'sent' && r.protected);
+  const received = traced.filter((r) => r.direction === 'received' && r.protected);
+  t.ok(sent.length >= 4, `${sent.length} protected records sent (Finished, two lines, close_notify)`);
+  t.same(sent.map(innerLength).filter((n) => n % 512 !== 0), [], 'each a multiple of 512 bytes on the wire, and s_server read them');
+  t.ok(received.length >= 4, `${received.length} protected records from s_server`);
+  t.same(received.map(innerLength).filter((n) => n % 256 !== 0), [], "each of s_server's a multiple of 256 bytes");
+  t.ok(received.every((r) => r.paddingLength > 0 && r.content.length + 1 + r.paddingLength === innerLength(r)), 'and their padding stripped: content, type and zeros add up');
+});
+
+t.test('record padding: openssl s_client -record_padding 1024 -> qkd-tls server (recordPadding 16385: full-size records)', SUBTEST, async (t) => {
+  const traced: RecordTrace[] = [];
+  const { port } = await libraryEchoServer(t, { recordPadding: 16_385, trace: (r) => void traced.push(r) });
+  const client = sClient(t, port, ['-record_padding', '1024']);
+  await checkEcho(t, client, 'padded by openssl, padded back');
+  client.end();
+  t.equal((await client.waitExit(WAIT)).code, 0, 's_client exits 0');
+  const received = traced.filter((r) => r.direction === 'received' && r.protected);
+  t.ok(received.length >= 2 && received.every((r) => innerLength(r) % 1024 === 0 && r.paddingLength > 0), `s_client's ${received.length} records padded to multiples of 1024, read by the server`);
+  const sent = traced.filter((r) => r.direction === 'sent' && r.protected);
+  t.same([...new Set(sent.map(innerLength))], [16_385], `the server's ${sent.length} records all full size (2^14 + 1), read by s_client`);
 });
 
 // --- WebCrypto key shares (lib/crypto/webcrypto.ts) ---------------------------------------------------------

@@ -285,6 +285,26 @@ t.test('qkd-tls client -> tlslite-ng server: 200 bytes of padding in every recor
   t.same([...new Set(padding.received)], [200], 'each carried 200 zeros, which qkd-tls stripped');
 });
 
+t.test('qkd-tls client --record-padding 256 -> tlslite-ng server: tlslite-ng reads records qkd-tls padded (RFC 8446 §5.4)', SUBTEST, async (t) => {
+  const c = CASES[0];
+  const server = await tlsliteServer(t, c);
+  const client = qkdClient(t, server.port, ['--record-padding', '256', '--trace-json']);
+  const input = pattern(3000);
+  client.child.stdin.end(input);
+  t.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0');
+  t.ok(client.stdout === input.toString('latin1'), 'the bytes came back');
+  checkQkd(t, client.stderr, c);
+  checkTlslite(t, await tlsliteDone(t, server.peer), c, input.length);
+  const padding = paddingLengths(client.stderr);
+  t.ok(padding.sent.length >= 3, `${padding.sent.length} padded protected records sent (Finished, data, close_notify)`);
+  const inner = jsonEvents(client.stderr)
+    .filter((e) => e.event === 'trace' && e.kind === 'record' && e.direction === 'sent')
+    .map((e) => findNode(e.tree, 'TLSInnerPlaintext')?.length)
+    .filter((n): n is number => n !== undefined);
+  t.same(inner.filter((n) => n % 256 !== 0), [], `each TLSInnerPlaintext sent a multiple of 256 bytes (${inner.join(', ')})`);
+  t.ok(padding.sent.includes(253), 'the close_notify among them: 2 bytes, its type and 253 zeros');
+});
+
 t.test('qkd-tls client offers an unknown key first -> tlslite-ng server selects the second (selected_identity 1)', SUBTEST, async (t) => {
   const c = CASES[0];
   const server = await tlsliteServer(t, c);

@@ -14,6 +14,7 @@ import type { SupportedSuiteName } from '../lib/suites.js';
 import { importRecordKey, sealRecord, WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { nonceFor } from '../lib/connection/offload.js';
+import { Deframer } from '../lib/record/deframer.js';
 import { offloadPair, type OffloadEnd, type OffloadPair } from '../bench/offload-pair.js';
 import { handshake, makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
@@ -21,9 +22,19 @@ const joined = (chunks: readonly Uint8Array[]): Uint8Array => concat(...chunks);
 const pattern = (n: number, seed: number): Uint8Array => seededRandom(seed)(n);
 const count = (events: readonly ConnectionEvent[], type: ConnectionEvent['type'], direction?: string) =>
   events.filter((e) => e.type === type && (direction === undefined || (e as { direction?: string }).direction === direction)).length;
+/** The length field of every record in `chunks` (the encrypted record's length: TLSInnerPlaintext + tag). */
+function deframeSizes(chunks: readonly Uint8Array[]): number[] {
+  const d = new Deframer();
+  const sizes: number[] = [];
+  for (const c of chunks) {
+    d.push(c);
+    for (let r = d.next(); r; r = d.next()) sizes.push(r.fragment.length);
+  }
+  return sizes;
+}
 const firstError = (end: OffloadEnd) => end.events.find((e): e is Extract<ConnectionEvent, { type: 'error' }> => e.type === 'error')?.error;
 
-function options(suite: SupportedSuiteName, seed: number, extra: { keyUpdateAfterRecords?: number } = {}): [ClientOptions, ServerOptions] {
+function options(suite: SupportedSuiteName, seed: number, extra: { keyUpdateAfterRecords?: number; recordPadding?: number } = {}): [ClientOptions, ServerOptions] {
   const hash = suite === 'TLS_AES_256_GCM_SHA384' ? 'SHA-384' : 'SHA-256';
   // The same key every time: the two runs compared must negotiate the same secrets.
   const psk = makePsk('offload', hash, seededRandom(0x5e)(hash === 'SHA-384' ? 48 : 32));
@@ -64,11 +75,12 @@ async function conversation(p: OffloadPair): Promise<{ clientSent: Uint8Array; s
 }
 
 for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384'] as const) {
-  for (const keyUpdateAfterRecords of [undefined, 5]) {
-    const what = `${suite}${keyUpdateAfterRecords ? `, automatic KeyUpdate every ${keyUpdateAfterRecords} records` : ''}`;
+  // (recordPadding 1000: every record padded, RFC 8446 §5.4, both sides; full records stay full.)
+  for (const { keyUpdateAfterRecords, recordPadding } of [{}, { keyUpdateAfterRecords: 5 }, { recordPadding: 1000 }]) {
+    const what = `${suite}${keyUpdateAfterRecords ? `, automatic KeyUpdate every ${keyUpdateAfterRecords} records` : ''}${recordPadding ? `, records padded to multiples of ${recordPadding} bytes` : ''}`;
     t.test(`offloaded records are byte-identical to the synchronous path (${what})`, async (t) => {
       const run = async (offload: boolean) => {
-        const [c, s] = options(suite, 0x0ff1, { keyUpdateAfterRecords });
+        const [c, s] = options(suite, 0x0ff1, { keyUpdateAfterRecords, recordPadding });
         const p = await offloadPair(c, s, { offload, recordsInFlight: 4, keepWire: true });
         const sent = await conversation(p);
         return { p, sent };
@@ -89,6 +101,12 @@ for (const suite of ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384'] as cons
         t.equal(off.p[side].records.offloadedWrites, written, `${side}: all ${written} of its records sealed by WebCrypto, after each KeyUpdate too`);
         t.ok(off.p[side].records.offloadedReads > 0, `${side}: ${off.p[side].records.offloadedReads} records opened by WebCrypto`);
         t.equal(sync.p[side].records.offloadedWrites + sync.p[side].records.offloadedReads, 0, `${side}: offload:false offloads nothing`);
+      }
+      if (recordPadding) {
+        // Every protected record either full or a multiple of the block (header and tag aside).
+        const sizes = deframeSizes(off.p.client.wire).slice(2); // after the ClientHello and the ChangeCipherSpec
+        const bad = sizes.filter((n) => n - 16 !== 16_385 && (n - 16) % recordPadding !== 0);
+        t.same(bad, [], `client: all ${sizes.length} protected records padded (TLSInnerPlaintext a multiple of ${recordPadding} or full)`);
       }
       t.ok(off.p.client.records.peakRecordsInFlight >= 3, `several records in flight at once (${off.p.client.records.peakRecordsInFlight})`);
       t.equal(toHex(off.p.server.data()), toHex(off.sent.clientSent), 'the server read what the client wrote');

@@ -11,6 +11,7 @@ import {
   groupByName,
   type KexMode,
   MAX_ALPN_NAME_BYTES,
+  MAX_PADDING_BLOCK,
   serverNameProblem,
   nobleProvider,
   SUITES,
@@ -31,6 +32,7 @@ export const TLS_OPTION_SPEC = {
   'early-data': { type: 'string' },
   'max-early-data': { type: 'string' },
   'record-size-limit': { type: 'string' },
+  'record-padding': { type: 'string' },
   'server-name': { type: 'string' },
   'no-middlebox-compat': { type: 'boolean' },
   keylog: { type: 'string' },
@@ -58,6 +60,8 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           after the handshake if the server rejects it)
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
+  --record-padding N      pad every encrypted record we send to a multiple of N bytes (RFC 8446 §5.4:
+                          hides lengths to N bytes; 16385 = every record full size; default 0: none)
   --server-name NAME      (client) send server_name (SNI), a DNS host name (RFC 6066 §3): ASCII letters,
                           digits, "-" and "_" in labels separated by "."; no label starts or ends with
                           "-", and the last is not all digits (RFC 1123 §2.1); at most 63 bytes a label
@@ -82,6 +86,7 @@ export interface ParsedTlsOptions {
   readonly earlyData?: Uint8Array;
   readonly maxEarlyDataSize?: number;
   readonly recordSizeLimit?: number;
+  readonly recordPadding?: number;
   readonly serverName?: string;
   readonly middleboxCompatibility?: boolean;
   readonly keyLog?: (line: string) => void;
@@ -196,6 +201,7 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
     earlyData,
     maxEarlyDataSize: int('max-early-data', str('max-early-data'), 0, 0xffffffff),
     recordSizeLimit: int('record-size-limit', str('record-size-limit'), 64, 16385),
+    recordPadding: int('record-padding', str('record-padding'), 0, MAX_PADDING_BLOCK),
     serverName,
     middleboxCompatibility: values['no-middlebox-compat'] ? false : undefined,
     keyLog: keylogFile ? (line) => appendFileSync(keylogFile, line + '\n', { mode: 0o600 }) : undefined,

@@ -36,6 +36,16 @@ export interface CommonOptions {
    */
   readonly recordSizeLimit?: number;
   /**
+   * Pads every protected record sent (RFC 8446 §5.4), so that someone watching the encrypted traffic learns the
+   * length of what is sent only to this many bytes: each record's TLSInnerPlaintext (its content, the content
+   * type byte and the zeros) is made a multiple of `recordPadding` bytes, or as long as the peer accepts in one
+   * record if that is less (2^14 + 1 bytes, or its record_size_limit). 0 (the default): no padding; 16385: every
+   * record full size. The same policy as OpenSSL's SSL_CTX_set_block_padding (`s_client -record_padding N`). Costs
+   * up to `recordPadding` - 1 bytes a record on the wire; the peer needs nothing to accept it. An integer from 0 to
+   * 16385, else a RangeError.
+   */
+  readonly recordPadding?: number;
+  /**
    * Receives NSS key-log lines (`LABEL client_random secret`) for Wireshark/tshark. Only for debugging:
    * anyone with these lines can decrypt the session. An observer (lib/callbacks.ts): if it throws, the handshake
    * goes on and the error goes to {@link onCallbackError}.

@@ -26,6 +26,7 @@ import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
 import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
+import { checkRecordPadding, paddingLength } from '../record/padding.js';
 import { RecordProtection } from '../record/protection.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import { observer } from '../callbacks.js';
@@ -126,6 +127,8 @@ export class Connection {
   private sentRecords = false;
   /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
   private readonly keyUpdateAfter: number;
+  /** The recordPadding option (§5.4): a block size, 0 for none. */
+  private readonly paddingBlock: number;
   private info: HandshakeInfo | null = null;
 
   private constructor(isClient: boolean, options: ClientOptions | ServerOptions) {
@@ -139,6 +142,7 @@ export class Connection {
     const after = options.keyUpdateAfterRecords;
     if (after !== undefined && !(Number.isSafeInteger(after) && after >= 1)) throw new RangeError('keyUpdateAfterRecords must be a positive integer');
     this.keyUpdateAfter = after ?? Number.MAX_SAFE_INTEGER;
+    this.paddingBlock = checkRecordPadding(isClient ? 'client' : 'server', options.recordPadding);
     this.io = this.makeIO();
     if (isClient) {
       this.state = this.entered(startClient(this.io, options as ClientOptions));
@@ -491,7 +495,7 @@ export class Connection {
   private lend(secret: Uint8Array, sequence: number, limit: number): LentDirection {
     const suite = this.secrets!.suite;
     const { key, iv } = trafficKeys(this.crypto, suite.hash, secret, suite.keyLength, suite.ivLength);
-    return new LentDirection(suite.aead, key, iv, sequence, limit, ++this.lentGenerations, this.maxFragment, this.maxInnerPlaintext);
+    return new LentDirection(suite.aead, key, iv, sequence, limit, ++this.lentGenerations, this.maxFragment, this.maxInnerPlaintext, this.paddingBlock);
   }
 
   /** Takes our write direction back from the transport before we seal a record ourselves. */
@@ -731,8 +735,9 @@ export class Connection {
     this.sentRecords = true;
     this.reclaimWrite();
     if (this.writer) {
-      const record = this.writer.seal(type, content);
-      if (this.trace) this.traceSent(record, true, type, content);
+      const padding = this.paddingFor(content.length);
+      const record = this.writer.seal(type, content, padding);
+      if (this.trace) this.traceSent(record, true, type, content, padding);
       this.out.push(record);
     } else {
       // §5.1: the first ClientHello record may carry legacy_record_version 0x0301, as most clients send.
@@ -743,8 +748,14 @@ export class Connection {
   }
 
   /** Calls the trace hook for a record we send (`record` as on the wire, `content` before protection). */
-  private traceSent(record: Uint8Array, isProtected: boolean, type: number, content: Uint8Array): void {
-    this.trace!({ direction: 'sent', header: record.subarray(0, 5), protected: isProtected, opened: true, type, content, paddingLength: 0 });
+  private traceSent(record: Uint8Array, isProtected: boolean, type: number, content: Uint8Array, paddingLength = 0): void {
+    this.trace!({ direction: 'sent', header: record.subarray(0, 5), protected: isProtected, opened: true, type, content, paddingLength });
+  }
+
+  /** The zeros after the content type of a protected record of `contentLength` bytes we send (§5.4, recordPadding). */
+  private paddingFor(contentLength: number): number {
+    // (maxFragment + 1: the most the peer accepts, the content type included; RFC 8449 §4 counts the padding too.)
+    return this.paddingBlock === 0 ? 0 : paddingLength(this.paddingBlock, contentLength, this.maxFragment + 1);
   }
 
   /** Calls the trace hook for a record received; `content` null for a protected record that was not decrypted. */
@@ -791,7 +802,9 @@ export class Connection {
     if (!writer) throw new TlsError('InternalError', 'application data with no write keys');
     const max = this.maxFragment;
     const records = Math.ceil(total / max);
-    const out = new Uint8Array(total + records * writer.overhead);
+    // Every record but the last is full; only the padding (§5.4) of the full ones and the last one may differ.
+    const padding = this.paddingBlock === 0 ? 0 : (records - 1) * this.paddingFor(max) + this.paddingFor(total - (records - 1) * max);
+    const out = new Uint8Array(total + records * writer.overhead + padding);
     let at = 0;
     let chunk = 0;
     let pos = 0;
@@ -799,7 +812,8 @@ export class Connection {
     for (let left = total; left > 0; ) {
       // Gather the next record's content as views of the caller's chunks.
       parts.length = 0;
-      let want = Math.min(max, left);
+      const size = Math.min(max, left);
+      let want = size;
       left -= want;
       while (want > 0) {
         const c = chunks[chunk];
@@ -812,8 +826,9 @@ export class Connection {
           pos = 0;
         }
       }
-      const length = writer.sealInto(ContentType.application_data, parts, out, at);
-      if (this.trace) this.traceSent(out.subarray(at, at + length), true, ContentType.application_data, concat(...parts));
+      const pad = this.paddingFor(size);
+      const length = writer.sealInto(ContentType.application_data, parts, out, at, pad);
+      if (this.trace) this.traceSent(out.subarray(at, at + length), true, ContentType.application_data, concat(...parts), pad);
       at += length;
     }
     this.out.push(at === out.length ? out : out.subarray(0, at));

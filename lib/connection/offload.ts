@@ -52,6 +52,7 @@
  */
 import { wipe } from '../codec/bytes.js';
 import type { AeadName } from '../crypto/provider.js';
+import { paddingLength } from '../record/padding.js';
 
 /** What every offload handle tells the transport. */
 export interface OffloadKeys {
@@ -70,6 +71,11 @@ export interface OffloadKeys {
 export interface WriteOffload extends OffloadKeys {
   /** The largest application data a record may carry (2^14, or the peer's record_size_limit - 1). */
   readonly maxFragment: number;
+  /**
+   * The zeros to put after the content type of a record of `contentLength` bytes (RFC 8446 §5.4: the connection's
+   * recordPadding option; 0 when it has none). The record's TLSInnerPlaintext is content, type, then these zeros.
+   */
+  paddingFor(contentLength: number): number;
   /**
    * Assigns the next sequence number to the record the caller is about to seal and returns its nonce, or null
    * when the handle is no longer active or the key has reached its limit (then ask the connection for a new
@@ -117,8 +123,14 @@ export class LentDirection implements WriteOffload, ReadOffload {
     readonly generation: number,
     readonly maxFragment: number,
     readonly maxInnerPlaintext: number,
+    /** The recordPadding option (§5.4): a block size, 0 for none. */
+    private readonly paddingBlock = 0,
   ) {
     this.next = firstSequence;
+  }
+
+  paddingFor(contentLength: number): number {
+    return this.paddingBlock === 0 ? 0 : paddingLength(this.paddingBlock, contentLength, this.maxFragment + 1);
   }
 
   get active(): boolean {

@@ -284,11 +284,15 @@ export class WebCryptoRecords {
         continue;
       }
       const n = Math.min(lent.handle.maxFragment, data.length - at);
-      const scratch = this.scratch.length >= n + 1 ? this.scratch : (this.scratch = new Uint8Array(Math.max(n + 1, lent.handle.maxFragment + 1)));
+      // §5.4: TLSInnerPlaintext = content || type || zeros (the recordPadding option; none by default).
+      const padding = lent.handle.paddingFor(n);
+      const inner = n + 1 + padding;
+      const scratch = this.scratch.length >= inner ? this.scratch : (this.scratch = new Uint8Array(Math.max(inner, lent.handle.maxFragment + 1)));
       scratch.set(n === data.length ? data : data.subarray(at, at + n));
       scratch[n] = APPLICATION_DATA;
+      if (padding > 0) scratch.fill(0, n + 1, inner);
       at += n;
-      const length = n + 1 + TAG_LENGTH;
+      const length = inner + TAG_LENGTH;
       this.aad[3] = length >>> 8;
       this.aad[4] = length & 0xff;
       const entry: OutEntry = { body: null, size: 5 + length, sealed: true, write };
@@ -303,7 +307,7 @@ export class WebCryptoRecords {
       // additional-data buffer serve every record.
       let encrypting: Promise<ArrayBuffer>;
       try {
-        encrypting = globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, n + 1));
+        encrypting = globalThis.crypto.subtle.encrypt({ name: 'AES-GCM', iv: nonce, additionalData: this.aad }, lent.key, scratch.subarray(0, inner));
       } catch (e) {
         // (The API answers with a promise; a polyfill might throw instead.)
         this.sealing--;
