@@ -27,6 +27,7 @@ export {
   type StreamTransportOptions,
   type TlsStreams,
 } from './transport/streams.js';
+export { connStreams, type ConnLike, type ConnStreamsOptions } from './transport/conn-streams.js';
 export { runKeyAgreement } from './transport/key-agreement.js';
 export {
   connectWebSocket,

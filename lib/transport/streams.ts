@@ -10,6 +10,9 @@
  * const w = tls.writable.getWriter(); await w.write(new TextEncoder().encode('hi')); await w.close();
  * for await (const chunk of tls.readable) ...
  * ```
+ *
+ * A server in Deno passes `connStreams(conn)` (lib/transport/conn-streams.ts) rather than the `Deno.Conn` itself:
+ * Deno closes the whole socket when its readable reads the peer's end of stream.
  */
 import { Connection } from '../connection/connection.js';
 import { checkCryptoOption, checkTransportOptions, type ClientOptions, type ServerOptions } from '../config/options.js';
@@ -19,6 +22,8 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
 import { thrownMessage } from '../callbacks.js';
+
+export { connStreams, type ConnLike, type ConnStreamsOptions } from './conn-streams.js';
 
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;

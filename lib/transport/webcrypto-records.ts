@@ -413,7 +413,8 @@ export class WebCryptoRecords {
    * TLSInnerPlaintext, or the record_size_limit) is taken not to be one: a close_notify is 24 bytes, but a peer may
    * pad it to any length below that (RFC 8446 §5.4; OpenSSL's `-record_padding` does), and what a record holds is
    * known only once it is opened. So a bulk transfer of full records reads on at once, and one that ends with a
-   * shorter record waits for it. (A close_notify padded to the largest size is not caught.)
+   * shorter record waits for it. (A close_notify padded to the largest size is not caught: hence connStreams,
+   * lib/transport/conn-streams.ts, for a server in Deno.)
    */
   get mayHaveEnded(): boolean {
     return this.lastLentNotFull && (this.opening.length > 0 || this.returning);

@@ -1,0 +1,177 @@
+/**
+ * connStreams (lib/transport/conn-streams.ts): byte streams over a Deno.Conn-like socket that keep it open after the
+ * peer's end of stream, and close it once both directions are over.
+ */
+import t from 'tap';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import type { Psk } from '../lib/psk/types.js';
+import { connStreams, type ConnLike } from '../lib/transport/conn-streams.js';
+import { tlsServerOverStreams, type ByteStreamPair } from '../lib/transport/streams.js';
+import { utf8 } from '../lib/codec/bytes.js';
+import { memoryPipe } from './helpers/memory-streams.js';
+import { PaddingClient } from './helpers/padded-close.js';
+
+const psk: Psk = { identity: utf8('conn'), secret: new Uint8Array(32).fill(5), hash: 'SHA-256' };
+
+/**
+ * A socket in the shape of Deno.Conn over one end of an in-memory pipe: `read` fills the caller's buffer, `write`
+ * takes at most `maxWrite` bytes a call (slowly), and after close() both fail as Deno's do ("Bad resource ID").
+ */
+class FakeConn implements ConnLike {
+  closes = 0;
+  closeWrites = 0;
+  readonly log: string[] = [];
+  private leftover: Uint8Array = new Uint8Array(0);
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+  private readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+
+  constructor(end: ByteStreamPair, private readonly maxWrite = 1 << 30) {
+    this.reader = end.readable.getReader();
+    this.writer = end.writable.getWriter();
+  }
+  async read(p: Uint8Array): Promise<number | null> {
+    if (this.closes > 0) throw new Error('Bad resource ID');
+    if (this.leftover.length === 0) {
+      const { value, done } = await this.reader.read();
+      if (done) {
+        this.log.push('eof');
+        return null;
+      }
+      this.leftover = value;
+    }
+    const n = Math.min(p.length, this.leftover.length);
+    p.set(this.leftover.subarray(0, n));
+    this.leftover = this.leftover.subarray(n);
+    return n;
+  }
+  async write(p: Uint8Array): Promise<number> {
+    await new Promise((r) => setTimeout(r, 1)); // slow: the peer's end of stream comes while we still write
+    if (this.closes > 0) throw new Error('Bad resource ID');
+    const n = Math.min(p.length, this.maxWrite);
+    await this.writer.write(p.slice(0, n));
+    return n;
+  }
+  async closeWrite(): Promise<void> {
+    this.closeWrites++;
+    this.log.push('closeWrite');
+    await this.writer.close();
+  }
+  close(): void {
+    this.closes++;
+    this.log.push('close');
+  }
+}
+
+t.test("a server over connStreams echoes everything to a client whose full-size padded close_notify comes with its end of stream", async (t) => {
+  // A close_notify padded to the full record size (2 + 1 + 16,382 = 2^14 + 1 bytes): the offloading server cannot
+  // tell it from data before opening it, and reads on to the end of stream, which over Deno's own readable would
+  // close the socket under the echo. Over connStreams the end of stream closes nothing.
+  const [c, s] = memoryPipe();
+  const conn = new FakeConn(s, 5000); // (partial writes: connStreams must write the rest)
+  const server = tlsServerOverStreams(connStreams(conn, { readSize: 4096 }), { crypto: nobleProvider, psks: [psk] });
+  const echo = server.readable.pipeTo(server.writable).then(() => 'ok', (e: Error) => e.message);
+  const client = new PaddingClient({ psks: [psk] });
+  const tls = client.connection;
+  const toServer = c.writable.getWriter();
+  const fromServer = c.readable.getReader();
+  const received: Uint8Array[] = [];
+  const exchange = async (): Promise<void> => {
+    for (const chunk of tls.takeOutputChunks()) await toServer.write(chunk);
+    for (const e of tls.takeEvents()) if (e.type === 'data') received.push(e.data);
+  };
+  await exchange();
+  while (tls.phase === 'handshaking') {
+    tls.receive((await fromServer.read()).value!);
+    await exchange();
+  }
+  const payload = new Uint8Array(120_000).map((_, i) => (i * 31) & 0xff);
+  for (const r of client.write(payload)) await toServer.write(r);
+  const closeNotify = client.closeNotify(16_382);
+  t.equal(closeNotify.length, 5 + 16_385 + 16, 'the close_notify is a full-size record');
+  await toServer.write(closeNotify);
+  await toServer.close();
+  const reading = (async () => {
+    for (;;) {
+      const { value, done } = await fromServer.read();
+      if (done) return;
+      tls.receive(value);
+      await exchange().catch(() => {});
+    }
+  })();
+  const echoed = await echo;
+  t.equal(echoed, 'ok', 'the echo finished without a write failing');
+  if (echoed !== 'ok') return;
+  await reading;
+  t.equal(Buffer.compare(Buffer.concat(received), Buffer.from(payload)), 0, `all ${payload.length} bytes came back`);
+  t.ok(tls.peerClosed, "and the server's close_notify after them");
+  t.equal(conn.closes, 1, 'the socket was closed once');
+  t.ok(conn.log.indexOf('close') > conn.log.indexOf('closeWrite'), `after our direction ended (${conn.log.join(', ')})`);
+});
+
+t.test('connStreams closes the socket once both directions are over, whichever ends first; at once on cancel or abort', async (t) => {
+  // The peer's end of stream first, then ours.
+  {
+    const [peer, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    const pair = connStreams(conn);
+    await peer.writable.getWriter().close();
+    const r = pair.readable.getReader();
+    t.same(await r.read(), { value: undefined, done: true }, 'the end of stream is read');
+    t.equal(conn.closes, 0, 'the socket stays open for writing');
+    const w = pair.writable.getWriter();
+    const got = peer.readable.getReader().read();
+    await w.write(utf8('still writing'));
+    t.same((await got).value, utf8('still writing'), 'what we write after it arrives');
+    await pair.closeWrite!();
+    t.equal(conn.closes, 1, 'closed once our direction ended too');
+  }
+  // Ours first, then the peer's.
+  {
+    const [peer, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    const pair = connStreams(conn);
+    await pair.closeWrite!();
+    t.equal(conn.closes, 0, 'half-closed: still open for reading');
+    const r = pair.readable.getReader();
+    const late = r.read();
+    const pw = peer.writable.getWriter();
+    await pw.write(utf8('late'));
+    t.same((await late).value, utf8('late'), 'the peer can still send');
+    void pw.close().catch(() => {});
+    t.equal((await r.read()).done, true, 'then its end of stream');
+    t.equal(conn.closes, 1, 'closed once both are over');
+  }
+  // The transport lets the readable go (the connection failed, or is over): the socket is closed at once.
+  {
+    const [, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    const pair = connStreams(conn);
+    await pair.readable.cancel();
+    t.equal(conn.closes, 1, 'cancel closes it');
+    await pair.writable.abort().catch(() => {});
+    t.equal(conn.closes, 1, 'and only once');
+  }
+  {
+    const [, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    await connStreams(conn).writable.abort(new Error('failed'));
+    t.equal(conn.closes, 1, 'abort closes it');
+  }
+});
+
+t.test('connStreams: a read that fails errors the readable with its error and closes the socket; readSize is checked', async (t) => {
+  const conn: ConnLike & { closes: number } = {
+    closes: 0,
+    read: async () => {
+      throw new Error('connection reset');
+    },
+    write: async (p) => p.length,
+    closeWrite: async () => {},
+    close() {
+      this.closes++;
+    },
+  };
+  await t.rejects(connStreams(conn).readable.getReader().read(), /connection reset/, 'the read rejects with the socket error');
+  t.equal(conn.closes, 1, 'the socket is closed');
+  for (const bad of [0, 1.5, 1 << 25]) t.throws(() => connStreams(conn, { readSize: bad }), RangeError, `readSize ${bad}`);
+});
