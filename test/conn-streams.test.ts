@@ -122,7 +122,7 @@ t.test('connStreams closes the socket once both directions are over, whichever e
     const got = peer.readable.getReader().read();
     await w.write(utf8('still writing'));
     t.same((await got).value, utf8('still writing'), 'what we write after it arrives');
-    await pair.closeWrite!();
+    await pair.closeWrite();
     t.equal(conn.closes, 1, 'closed once our direction ended too');
   }
   // Ours first, then the peer's.
@@ -130,7 +130,7 @@ t.test('connStreams closes the socket once both directions are over, whichever e
     const [peer, ours] = memoryPipe();
     const conn = new FakeConn(ours);
     const pair = connStreams(conn);
-    await pair.closeWrite!();
+    await pair.closeWrite();
     t.equal(conn.closes, 0, 'half-closed: still open for reading');
     const r = pair.readable.getReader();
     const late = r.read();

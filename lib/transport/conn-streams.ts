@@ -12,8 +12,6 @@
  * closed once both directions are over (our close_notify sent and the peer's end of stream read), or at once when
  * the transport gives up on it (a failure, or nothing more to read after our close).
  */
-import type { ByteStreamPair } from './streams.js';
-
 /** What these streams need of a socket: `Deno.Conn` has it (and Deno's TLS connections, and its Unix sockets). */
 export interface ConnLike {
   /** Reads into `p`; resolves with the number of bytes read, or null at the end of stream. */
@@ -26,6 +24,14 @@ export interface ConnLike {
   close(): void;
 }
 
+/** A ByteStreamPair of lib/transport/streams.ts (spelled out here: that file re-exports this one). */
+export interface ConnByteStreams {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  /** Ends our direction (the socket's closeWrite); the socket is closed once the peer's end of stream was read too. */
+  closeWrite(): Promise<void>;
+}
+
 export interface ConnStreamsOptions {
   /** Bytes asked of the socket per read (a fresh buffer each time: the transport keeps views of what it reads). Default 64 KiB. */
   readonly readSize?: number;
@@ -36,7 +42,7 @@ export interface ConnStreamsOptions {
  * `tlsServerOverStreams` or `tlsClientOverStreams` instead of the socket itself (`tlsServerOverStreams(connStreams(conn),
  * options)`) so that what we write after the peer has finished still arrives.
  */
-export function connStreams(conn: ConnLike, options: ConnStreamsOptions = {}): ByteStreamPair {
+export function connStreams(conn: ConnLike, options: ConnStreamsOptions = {}): ConnByteStreams {
   const readSize = options.readSize ?? 64 * 1024;
   if (!(Number.isInteger(readSize) && readSize >= 1 && readSize <= 16 * 1024 * 1024)) throw new RangeError(`connStreams: readSize must be an integer from 1 to 16777216, got ${readSize}`);
   let readEnded = false;
