@@ -67,6 +67,7 @@ export const REASON_ALERT = {
   KeyAgreementFailed: 'internal_error', // an asynchronous key agreement failed for a reason of ours (RFC 8446 §7.4)
   PskLookupWrongCount: 'internal_error', // the application's PSK lookup answered the wrong number of entries
   PskLookupThrew: 'internal_error', // §6.2: the application's synchronous PSK lookup (the psks function) threw, a local failure
+  EarlyDataReplayGuardFailed: 'internal_error', // §6.2: the server's 0-RTT replay guard (§8.2, earlyDataReplayGuard) threw or answered no boolean, a local failure
   IncorrectBinder: 'decrypt_error', // §4.2.11.2
   NoApplicationProtocol: 'no_application_protocol', // RFC 7301 §3.2
   BadCookie: 'illegal_parameter', // §4.2.2: the second ClientHello does not echo our cookie

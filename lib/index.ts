@@ -12,7 +12,15 @@
  */
 export { Connection, type ConnectionPhase } from './connection/connection.js';
 export { DEFAULT_GROUPS, MAX_ALPN_NAME_BYTES, MAX_HOST_NAME_BYTES, MAX_SERVER_NAME_BYTES, serverNameProblem, type ClientOptions, type ServerOptions, type CommonOptions, type KexMode } from './config/options.js';
-export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus, KeyAgreementRequest, KeyAgreementResult, KeyAgreementStep } from './config/events.js';
+export type { ConnectionEvent, HandshakeInfo, EarlyDataStatus, EarlyDataRejection, KeyAgreementRequest, KeyAgreementResult, KeyAgreementStep } from './config/events.js';
+export {
+  createEarlyDataReplayGuard,
+  DEFAULT_REPLAY_GUARD_ENTRIES,
+  REPLAY_GUARD_KEY_BYTES,
+  type EarlyDataReplayGuard,
+  type BoundedEarlyDataReplayGuard,
+  type EarlyDataReplayGuardOptions,
+} from './handshake/anti-replay.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource, AsyncKeyExchangeGroup, AsyncClientKeyShare } from './crypto/provider.js';

@@ -10,6 +10,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, joinHello, makePsk, Pair, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const crypto = nodeProvider;
 const E = ExtensionType;
@@ -90,7 +91,7 @@ t.test('a client that cannot read EncryptedExtensions after sending 0-RTT sends 
     const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
     const p = new Pair(
       { crypto, psks: [psk], earlyData: new Uint8Array(10), serverName: 'x' },
-      { crypto, psks: [psk], maxEarlyDataSize, dangerousEncryptedExtensions: dup },
+      { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard(), dangerousEncryptedExtensions: dup },
     );
     p.pump();
     tt.equal(p.error('client')?.reason, 'DuplicateExtension', `${what}: the client refuses the EncryptedExtensions`);

@@ -13,6 +13,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { Connection } from '../lib/connection/connection.js';
 import { connect } from '../lib/transport/node.js';
 import { handshake, makePsk, protection } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const crypto = nodeProvider;
 
@@ -26,7 +27,7 @@ t.test('0-RTT: client and server agree on the default early-data suite, so diffe
   const psk = makePsk('f1');
   const p = handshake(
     { crypto, psks: [psk], suites: ['TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_128_GCM_SHA256'], earlyData: utf8('early') },
-    { crypto, psks: [psk], maxEarlyDataSize: 1024 }, // default suite order: AES-128-GCM first
+    { crypto, psks: [psk], maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() }, // default suite order: AES-128-GCM first
   );
   tt.equal(p.error('server')?.message, undefined, 'the server does not fail');
   tt.equal(p.error('client')?.message, undefined, 'the client does not fail');
@@ -55,7 +56,7 @@ t.test('0-RTT is accepted only under the ALPN protocol the PSK was provisioned w
   const psk = makePsk('f2');
   const p = handshake(
     { crypto, psks: [psk], alpn: ['h2', 'http/1.1'], earlyData: utf8('PRI * HTTP/2.0') },
-    { crypto, psks: [psk], alpn: ['http/1.1'], maxEarlyDataSize: 1024 },
+    { crypto, psks: [psk], alpn: ['http/1.1'], maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() },
   );
   tt.equal(p.info('server')?.alpn, 'http/1.1', 'ALPN http/1.1 is selected');
   tt.not(p.info('server')?.earlyData, 'accepted', '0-RTT is not accepted under an ALPN the PSK was not provisioned with');
@@ -93,7 +94,7 @@ t.test('the skip budget for rejected 0-RTT counts record overhead against max_ea
     const known = makePsk('f4-known');
     const p = handshake(
       { crypto, psks: [makePsk('f4-unknown'), known], earlyData: data, resendRejectedEarlyData: true },
-      { crypto, psks: [known], maxEarlyDataSize: size },
+      { crypto, psks: [known], maxEarlyDataSize: size, earlyDataReplayGuard: createEarlyDataReplayGuard() },
     );
     tt.equal(p.error('server')?.message, undefined, 'trial decryption: the server skips all the rejected 0-RTT data');
     tt.equal(p.received('server').length, size, 'trial decryption: the data arrives once, resent');
@@ -103,7 +104,7 @@ t.test('the skip budget for rejected 0-RTT counts record overhead against max_ea
     const psk = makePsk('f4-hrr');
     const p = handshake(
       { crypto, psks: [psk], earlyData: data, resendRejectedEarlyData: true },
-      { crypto, psks: [psk], groups: ['secp256r1'], maxEarlyDataSize: size },
+      { crypto, psks: [psk], groups: ['secp256r1'], maxEarlyDataSize: size, earlyDataReplayGuard: createEarlyDataReplayGuard() },
     );
     tt.equal(p.error('server')?.message, undefined, 'after HelloRetryRequest: the server skips all the 0-RTT data');
     tt.equal(p.received('server').length, size, 'after HelloRetryRequest: the data arrives once, resent');
@@ -123,7 +124,7 @@ t.test('record_size_limit does not apply to 0-RTT records, which were protected 
     const psk = makePsk('f5-accept');
     const p = handshake(
       { crypto, psks: [psk], recordSizeLimit: 16385, earlyData: data },
-      { crypto, psks: [psk], recordSizeLimit: 1024, maxEarlyDataSize: 8192 },
+      { crypto, psks: [psk], recordSizeLimit: 1024, maxEarlyDataSize: 8192, earlyDataReplayGuard: createEarlyDataReplayGuard() },
     );
     tt.equal(p.error('server')?.message, undefined, 'accepted 0-RTT: no record_overflow');
     tt.equal(p.received('server', 'early').length, data.length, 'accepted 0-RTT: the early data is delivered');
@@ -162,7 +163,7 @@ t.test('a client whose 0-RTT cannot be accepted sends its alerts under the hands
   const known = makePsk('eoed-known');
   const p = handshake(
     { crypto, psks: [makePsk('eoed-unknown'), known], earlyData: utf8('hello') },
-    { crypto, psks: [known], maxEarlyDataSize: 100, dangerousEncryptedExtensions: (l) => [...l, { type: 0, data: Uint8Array.of(1) }] },
+    { crypto, psks: [known], maxEarlyDataSize: 100, earlyDataReplayGuard: createEarlyDataReplayGuard(), dangerousEncryptedExtensions: (l) => [...l, { type: 0, data: Uint8Array.of(1) }] },
   );
   tt.equal(p.error('client')?.reason, 'DecodeTrailingBytes', 'the client refuses the EncryptedExtensions');
   tt.equal(p.error('server')?.remote, true, 'the server received the alert');

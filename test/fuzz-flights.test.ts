@@ -22,6 +22,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { TlsError } from '../lib/errors.js';
 import { connect, createServer } from '../lib/transport/node.js';
 import { makePsk, Pair, seededRandom, withRandom } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611);
 /** Runs per scenario; raise FUZZ_RUNS for a longer local hunt. */
@@ -160,7 +161,7 @@ const SCENARIOS: Scenario[] = [
   {
     name: '0-RTT accepted, two PSKs, SHA-384',
     client: () => ({ crypto: seeded(3), psks: [pskB, pskA], earlyData: utf8('early data, fuzzed'), alpn: ['h2', 'qkd'] }),
-    server: () => ({ crypto: seeded(4), psks: [pskA, pskB], maxEarlyDataSize: 4096, alpn: ['qkd'], suites: ['TLS_AES_256_GCM_SHA384'] }),
+    server: () => ({ crypto: seeded(4), psks: [pskA, pskB], maxEarlyDataSize: 4096, earlyDataReplayGuard: createEarlyDataReplayGuard(), alpn: ['qkd'], suites: ['TLS_AES_256_GCM_SHA384'] }),
   },
   {
     name: 'HelloRetryRequest with cookie, 0-RTT skipped',

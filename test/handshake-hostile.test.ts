@@ -35,6 +35,7 @@ import {
   splitMessages,
   splitRecords,
 } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const crypto = nodeProvider;
 const SUITE = 'TLS_AES_128_GCM_SHA256';
@@ -715,7 +716,7 @@ const STATES: StateSetup[] = [
       const psk = makePsk('states');
       const ck = new KeyLog();
       const client = Connection.client({ crypto, psks: [psk], keyLog: ck.sink, earlyData: utf8('0-RTT') });
-      const conn = Connection.server({ crypto, psks: [psk], maxEarlyDataSize: 100 });
+      const conn = Connection.server({ crypto, psks: [psk], maxEarlyDataSize: 100, earlyDataReplayGuard: createEarlyDataReplayGuard() });
       const first = splitRecords(client.takeOutput()!).filter((r) => r.type !== ContentType.application_data);
       conn.receive(concat(...first.map((r) => r.bytes)));
       conn.takeOutput();

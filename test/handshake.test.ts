@@ -36,6 +36,7 @@ import {
   splitRecords,
   type Side,
 } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const PROVIDERS: readonly CryptoProvider[] = [nobleProvider, nodeProvider];
 const ALL_SUITES = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_256_GCM_SHA384'] as const;
@@ -390,7 +391,7 @@ for (const crypto of PROVIDERS) {
   t.test(`${crypto.name}: 0-RTT accepted`, async (tt) => {
     const psk = makePsk('zero-rtt');
     const early = utf8('GET /idempotent');
-    const p = handshake({ crypto, psks: [psk], earlyData: early }, { crypto, psks: [psk], maxEarlyDataSize: 1024 });
+    const p = handshake({ crypto, psks: [psk], earlyData: early }, { crypto, psks: [psk], maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() });
     assertConnected(tt, p, '0-RTT accepted');
     tt.equal(p.info('client')?.earlyData, 'accepted');
     tt.equal(p.info('server')?.earlyData, 'accepted');
@@ -432,7 +433,7 @@ for (const crypto of PROVIDERS) {
 
     // The server accepts 0-RTT only for the first PSK.
     const other = makePsk('other');
-    p = handshake({ crypto, psks: [psk, other], earlyData: early, resendRejectedEarlyData: true }, { crypto, psks: [other], maxEarlyDataSize: 1024 });
+    p = handshake({ crypto, psks: [psk, other], earlyData: early, resendRejectedEarlyData: true }, { crypto, psks: [other], maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() });
     assertConnected(tt, p, '0-RTT with the second PSK selected');
     tt.equal(p.info('server')?.earlyData, 'rejected', 'rejected: the server did not select the first PSK');
     tt.equal(toHex(p.received('server', 'normal')), toHex(early), 'resent');
@@ -445,7 +446,7 @@ t.test('0-RTT after a HelloRetryRequest is skipped and resent', async (tt) => {
   const early = new Uint8Array(40000).fill(7);
   const p = handshake(
     { crypto, psks: [psk], earlyData: early, resendRejectedEarlyData: true },
-    { crypto, psks: [psk], maxEarlyDataSize: 100000, groups: ['secp256r1'] },
+    { crypto, psks: [psk], maxEarlyDataSize: 100000, earlyDataReplayGuard: createEarlyDataReplayGuard(), groups: ['secp256r1'] },
   );
   assertConnected(tt, p, '0-RTT + HRR');
   tt.equal(p.info('server')?.helloRetry, true);
@@ -465,11 +466,11 @@ t.test('more early data than allowed is unexpected_message', async (tt) => {
   const crypto = nodeProvider;
   const psk = makePsk('greedy');
   // Accepted, but over max_early_data_size.
-  let p = handshake({ crypto, psks: [psk], earlyData: new Uint8Array(100) }, { crypto, psks: [psk], maxEarlyDataSize: 99 });
+  let p = handshake({ crypto, psks: [psk], earlyData: new Uint8Array(100) }, { crypto, psks: [psk], maxEarlyDataSize: 99, earlyDataReplayGuard: createEarlyDataReplayGuard() });
   assertFailed(tt, p, 'server', 'unexpected_message', 'accepted 0-RTT over the limit');
   tt.equal(p.error('server')?.reason, 'EarlyDataTooLong');
   // Exactly at the limit is fine.
-  p = handshake({ crypto, psks: [psk], earlyData: new Uint8Array(100) }, { crypto, psks: [psk], maxEarlyDataSize: 100 });
+  p = handshake({ crypto, psks: [psk], earlyData: new Uint8Array(100) }, { crypto, psks: [psk], maxEarlyDataSize: 100, earlyDataReplayGuard: createEarlyDataReplayGuard() });
   assertConnected(tt, p, 'at the limit');
   tt.equal(p.received('server', 'early').length, 100);
   // Rejected, and more undecryptable data than the server skips.
@@ -838,7 +839,7 @@ t.test('asynchronous PSK lookup: psk-request, providePsks, failPskLookup', async
   assertTraffic(tt, p, 'async');
 
   // Bytes that arrive while the lookup runs are processed after it (0-RTT here).
-  p = handshake({ crypto, psks: [a], earlyData: utf8('early') }, { crypto, maxEarlyDataSize: 100 });
+  p = handshake({ crypto, psks: [a], earlyData: utf8('early') }, { crypto, maxEarlyDataSize: 100, earlyDataReplayGuard: createEarlyDataReplayGuard() });
   p.server.providePsks([a]);
   p.pump();
   assertConnected(tt, p, 'async with 0-RTT');
@@ -883,7 +884,7 @@ t.test("the caller's PSK buffers (Node Buffers) are never wiped", async (tt) => 
   tt.ok(Buffer.from(hex, 'hex').buffer.byteLength > 32, 'the test secret is a view into a shared pool (as Buffer.from makes it)');
 
   let [c, s] = [fresh(), fresh()];
-  let p = handshake({ crypto, psks: [c], earlyData: utf8('e') }, { crypto, psks: [s], maxEarlyDataSize: 10 });
+  let p = handshake({ crypto, psks: [c], earlyData: utf8('e') }, { crypto, psks: [s], maxEarlyDataSize: 10, earlyDataReplayGuard: createEarlyDataReplayGuard() });
   assertConnected(tt, p, 'static PSKs');
   p.client.close();
   p.server.close();
@@ -913,7 +914,7 @@ t.test('key log: NSS lines with the right labels, usable to decrypt', async (tt)
     const crypto = nodeProvider;
     const psk = makePsk('log', hash);
     const [ck, sk] = [new KeyLog(), new KeyLog()];
-    const p = handshake({ crypto, psks: [psk], keyLog: ck.sink, earlyData: utf8('zero') }, { crypto, psks: [psk], keyLog: sk.sink, maxEarlyDataSize: 10 });
+    const p = handshake({ crypto, psks: [psk], keyLog: ck.sink, earlyData: utf8('zero') }, { crypto, psks: [psk], keyLog: sk.sink, maxEarlyDataSize: 10, earlyDataReplayGuard: createEarlyDataReplayGuard() });
     assertConnected(tt, p, `key log ${hash}`);
     const random = toHex(decodeClientHello(clientHellos(p)[0]).random);
     const hexLen = hash === 'SHA-256' ? 64 : 96;
@@ -956,7 +957,7 @@ t.test("a client's alert after the ServerHello reaches the server (handshake key
   for (const c of [
     { name: 'no 0-RTT', client: {}, server: {} },
     { name: '0-RTT rejected', client: { earlyData: utf8('early') }, server: {} },
-    { name: '0-RTT accepted', client: { earlyData: utf8('early') }, server: { maxEarlyDataSize: 1024 } },
+    { name: '0-RTT accepted', client: { earlyData: utf8('early') }, server: { maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() } },
   ]) {
     const psk = makePsk('alert-keys');
     const p = handshake(

@@ -27,6 +27,7 @@ import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import { settle } from './helpers/key-agreement.js';
 import { tamperedShares } from './helpers/tampered-groups.js';
 import { errorsOf, KeyLog, makePsk, Pair, seededRandom, splitRecords } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 const noble = (seed: number): CryptoProvider => createNobleProvider({ random: seededRandom(seed) });
 const web = (seed: number): WebCryptoKeyShareProvider => withWebCryptoKeyShares(noble(seed));
@@ -90,7 +91,7 @@ t.test('0-RTT data goes out after the pause, with the same bytes; accepted, and 
     const run = (crypto: (seed: number) => CryptoProvider) =>
       new Pair(
         { crypto: crypto(140), psks: [psk], earlyData: early, groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] },
-        { crypto: crypto(141), psks: [psk], maxEarlyDataSize: 1024, groups: hrr ? ['secp256r1'] : ['x25519'] },
+        { crypto: crypto(141), psks: [psk], maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard(), groups: hrr ? ['secp256r1'] : ['x25519'] },
       );
     const sync = run(noble);
     sync.pump();
@@ -713,7 +714,7 @@ t.test('a server destroyed during its pause has wiped every secret it derived fr
       },
     };
     const psk = makePsk('server-release');
-    const server = Connection.server({ crypto: withWebCryptoKeyShares(recording), psks: [psk], maxEarlyDataSize: early ? 1024 : undefined });
+    const server = Connection.server({ crypto: withWebCryptoKeyShares(recording), psks: [psk], maxEarlyDataSize: early ? 1024 : undefined, earlyDataReplayGuard: createEarlyDataReplayGuard() });
     const client = Connection.client({ crypto: noble(221), psks: [psk], earlyData: early ? new Uint8Array([1, 2, 3]) : undefined });
     server.receive(client.takeOutput()!);
     t.equal(server.stateName, 'AwaitSharedSecret');

@@ -23,6 +23,7 @@ import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider } from '../lib/crypto/provider.js';
 import { makePsk, splitRecords, type Side } from './helpers/pair.js';
+import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
 
 /** What may follow the message in its record. */
 const TRAILERS: Record<string, Uint8Array> = {
@@ -45,7 +46,7 @@ interface Scenario {
 }
 
 const HRR = { client: { groups: ['x25519', 'secp256r1'] }, server: { groups: ['secp256r1'] } } as const;
-const EARLY = { client: { earlyData: utf8('0-RTT') }, server: { maxEarlyDataSize: 1024 } } as const;
+const EARLY = { client: { earlyData: utf8('0-RTT') }, server: { maxEarlyDataSize: 1024, earlyDataReplayGuard: createEarlyDataReplayGuard() } } as const;
 
 const SCENARIOS: Scenario[] = [
   { name: 'ClientHello', sender: 'client', type: HandshakeType.client_hello, nth: 1 },

@@ -118,6 +118,8 @@ for (const provider of PROVIDERS) {
       crypto: serverCrypto,
       psks: [psk()],
       maxEarlyDataSize: 16384,
+      // The RFC 8448 trace's ClientHello is the same in every run, and replayed here on purpose (RFC 8446 §8).
+      dangerouslyAcceptReplayedEarlyData: true,
       recordSizeLimit: 16385,
       dangerousEncryptedExtensions: (list) => [
         { type: ExtensionType.supported_groups, data: rfcEncryptedExtensions.extensions.get(ExtensionType.supported_groups)! },

@@ -76,6 +76,8 @@ t.test("RFC 8448 §4's application and close_notify records through the WebCrypt
     crypto: serverCrypto,
     psks: [psk()],
     maxEarlyDataSize: 16384,
+    // The RFC 8448 trace's ClientHello is the same in every run, and replayed here on purpose (RFC 8446 §8).
+    dangerouslyAcceptReplayedEarlyData: true,
     recordSizeLimit: 16385,
     dangerousEncryptedExtensions: (list) => [
       { type: ExtensionType.supported_groups, data: rfcEncryptedExtensions.extensions.get(ExtensionType.supported_groups)! },

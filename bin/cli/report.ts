@@ -4,8 +4,17 @@
  * identity, a key ID, an error's text): each is printed through clip/fieldText/jsonText, so that it cannot forge a
  * field or a line, or rewrite the terminal.
  */
-import { clip, fieldText, type HandshakeInfo, jsonText, TlsError } from 'qkd-tls';
+import { clip, type EarlyDataRejection, fieldText, type HandshakeInfo, jsonText, TlsError } from 'qkd-tls';
 import type { KmeLogEvent } from 'qkd-tls/kme';
+
+/** Why a server rejected 0-RTT data, in words (HandshakeInfo.earlyDataRejection; RFC 8446 §4.2.10, §8). */
+const REJECTION_TEXT = {
+  disabled: 'not accepted here: --max-early-data',
+  'not-first-psk': "not under the client's first PSK",
+  'hello-retry': '0-RTT goes with the first ClientHello only',
+  'not-provisioned': 'suite or ALPN not provisioned with the PSK',
+  replay: 'replay: this ClientHello had its 0-RTT accepted before, or the replay register is full',
+} satisfies Record<EarlyDataRejection, string>;
 
 export class Reporter {
   constructor(readonly json: boolean) {}
@@ -20,6 +29,7 @@ export class Reporter {
       group: info.group,
       identity: info.identity,
       earlyData: info.earlyData,
+      ...(info.earlyDataRejection !== undefined ? { earlyDataRejection: info.earlyDataRejection } : {}),
       ...(info.pskLabel !== undefined ? { keyId: info.pskLabel } : {}),
       ...(info.alpn !== undefined ? { alpn: info.alpn } : {}),
       ...(info.helloRetry ? { helloRetry: true } : {}),
@@ -29,7 +39,7 @@ export class Reporter {
     else {
       process.stderr.write(
         `handshake: ${info.version} ${info.suite} ${info.kex}${info.group ? ' ' + info.group : ''} identity=${fieldText(info.identity)}` +
-          `${info.pskLabel !== undefined ? ' keyId=' + fieldText(info.pskLabel) : ''} early-data=${info.earlyData}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
+          `${info.pskLabel !== undefined ? ' keyId=' + fieldText(info.pskLabel) : ''} early-data=${info.earlyData}${info.earlyDataRejection !== undefined ? ` (${REJECTION_TEXT[info.earlyDataRejection]})` : ''}${info.helloRetry ? ' (after HelloRetryRequest)' : ''}` +
           Object.entries(extra)
             .map(([k, v]) => ` ${k}=${fieldText(String(v))}`)
             .join('') +

@@ -9,6 +9,19 @@ import type { KexMode } from './options.js';
 
 export type EarlyDataStatus = 'none' | 'accepted' | 'rejected';
 
+/**
+ * Why a server rejected the 0-RTT data a client sent (RFC 8446 §4.2.10, §8):
+ * - `disabled`: the server accepts none (maxEarlyDataSize 0, the default);
+ * - `not-first-psk`: the server selected another PSK than the client's first, the one its early data is under;
+ * - `hello-retry`: the server asked for another ClientHello (HelloRetryRequest), and 0-RTT goes only with the first;
+ * - `not-provisioned`: the negotiated cipher suite or ALPN protocol is not the one provisioned with the PSK for
+ *   early data (Psk.earlyDataSuite, Psk.earlyDataAlpn);
+ * - `replay`: everything else allowed it, but the server's replay guard has seen this ClientHello's 0-RTT
+ *   accepted before (a recorded first flight sent again), or can record no more ClientHellos (its register is
+ *   full): §8, §8.2. The handshake goes on without 0-RTT either way.
+ */
+export type EarlyDataRejection = 'disabled' | 'not-first-psk' | 'hello-retry' | 'not-provisioned' | 'replay';
+
 /** A summary of a completed handshake (the CLI prints it as JSON). */
 export interface HandshakeInfo {
   readonly version: 'TLSv1.3';
@@ -24,6 +37,11 @@ export interface HandshakeInfo {
   /** The PSK's label (e.g. a QKD key ID), if it had one. */
   readonly pskLabel?: string;
   readonly earlyData: EarlyDataStatus;
+  /**
+   * On a server whose `earlyData` is 'rejected': why ({@link EarlyDataRejection}; 'replay' for a ClientHello whose
+   * 0-RTT was accepted before, RFC 8446 §8). Absent otherwise, and always on a client (a server does not say why).
+   */
+  readonly earlyDataRejection?: EarlyDataRejection;
   /** The ALPN protocol agreed: one of this endpoint's own `alpn` list (a server's) or offered list (a client's). */
   readonly alpn?: string;
   /**

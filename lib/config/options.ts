@@ -5,6 +5,7 @@
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
 import type { Psk, PskResolver } from '../psk/types.js';
+import type { EarlyDataReplayGuard } from '../handshake/anti-replay.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { CallbackErrorHandler } from '../callbacks.js';
 import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';
@@ -137,9 +138,26 @@ export interface ServerOptions extends CommonOptions {
   readonly psks?: readonly Psk[] | PskResolver;
   /**
    * Accept 0-RTT data up to this many bytes (RFC 8446 §4.2.10). Default 0: early data is rejected, because
-   * 0-RTT data can be replayed by an attacker. Enable only for idempotent requests.
+   * 0-RTT data can be replayed by an attacker. Enable only for idempotent requests. A value above 0 needs an
+   * {@link earlyDataReplayGuard} (or {@link dangerouslyAcceptReplayedEarlyData}): without either it is a TypeError.
    */
   readonly maxEarlyDataSize?: number;
+  /**
+   * Remembers the ClientHellos whose 0-RTT data was accepted, so that a recorded copy sent again gets its early data
+   * rejected (RFC 8446 §8, §8.2: 0-RTT accepted "at most once"); the handshake itself goes on, without 0-RTT. Give
+   * every connection of one server the same guard, e.g. one `createEarlyDataReplayGuard()` (bounded; when full it
+   * rejects all 0-RTT rather than forget). qkd-tls/node's createServer and the `qkd-tls server` command make one per
+   * server when 0-RTT is on and none is given. Required when {@link maxEarlyDataSize} is above 0, unless
+   * {@link dangerouslyAcceptReplayedEarlyData} is set.
+   */
+  readonly earlyDataReplayGuard?: EarlyDataReplayGuard;
+  /**
+   * DANGEROUS: accept 0-RTT data (up to {@link maxEarlyDataSize}) without an {@link earlyDataReplayGuard}, so that
+   * an attacker who recorded a client's first flight can have its early data delivered again, as often as they
+   * send it (RFC 8446 §8 requires a server to prevent this). For tests that replay a recorded handshake on purpose
+   * (e.g. the RFC 8448 traces). Default false. With a guard given as well, the guard is still consulted.
+   */
+  readonly dangerouslyAcceptReplayedEarlyData?: boolean;
   /** Send a cookie in HelloRetryRequest and require it back (RFC 8446 §4.2.2). Default true. */
   readonly helloRetryCookie?: boolean;
   /**

@@ -14,7 +14,7 @@ import { decodeKeyUpdate as decodeKeyUpdateBody } from '../messages/post-hello.j
 import type { Psk } from '../psk/types.js';
 import type { HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { HandshakeIO, HandshakeState } from './io.js';
-import type { EarlyDataStatus, HandshakeInfo } from '../config/events.js';
+import type { EarlyDataRejection, EarlyDataStatus, HandshakeInfo } from '../config/events.js';
 import { DEFAULT_SUITES, MAX_ALPN_NAME_BYTES, type CommonOptions, type KexMode } from '../config/options.js';
 import { SUITES, type SuiteInfo } from '../suites.js';
 import { identityText } from '../psk/identity-text.js';
@@ -150,6 +150,7 @@ export function handshakeInfo(n: {
   readonly psk: Psk;
   readonly index: number;
   readonly earlyData: EarlyDataStatus;
+  readonly earlyDataRejection?: EarlyDataRejection;
   readonly alpn?: string;
   readonly serverName?: string;
   readonly helloRetry: boolean;
@@ -164,6 +165,7 @@ export function handshakeInfo(n: {
     identityIndex: n.index,
     pskLabel: n.psk.label,
     earlyData: n.earlyData,
+    ...(n.earlyDataRejection !== undefined ? { earlyDataRejection: n.earlyDataRejection } : {}),
     alpn: n.alpn,
     serverName: n.serverName,
     helloRetry: n.helloRetry,

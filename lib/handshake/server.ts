@@ -47,7 +47,8 @@ import {
   type KexMode,
   type ServerOptions,
 } from '../config/options.js';
-import type { EarlyDataStatus } from '../config/events.js';
+import type { EarlyDataRejection, EarlyDataStatus } from '../config/events.js';
+import type { EarlyDataReplayGuard } from './anti-replay.js';
 import {
   alpnExtension,
   deriveApplicationTraffic,
@@ -80,6 +81,8 @@ interface ServerPlan {
   readonly groups: readonly GroupName[];
   readonly modes: readonly KexMode[];
   readonly maxEarlyData: number;
+  /** Consulted before 0-RTT is accepted (RFC 8446 §8.2); undefined only with dangerouslyAcceptReplayedEarlyData. */
+  readonly replayGuard: EarlyDataReplayGuard | undefined;
 }
 
 /** The first server state. */
@@ -91,6 +94,7 @@ export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeS
   if (!(Number.isInteger(maxEarlyData) && maxEarlyData >= 0 && maxEarlyData <= 0xffffffff)) {
     throw new TypeError(`server: maxEarlyDataSize must be an integer from 0 to 2^32 - 1 (RFC 8446 §4.2.10), got ${maxEarlyData}`);
   }
+  const replayGuard = replayGuardOf(options, maxEarlyData);
   // RFC 9257 §6: "Each PSK ... MUST be at least 128 bits long". A static list is checked now; what a lookup
   // answers is checked when a PSK is selected (selectSuiteAndPsk).
   if (Array.isArray(options.psks)) {
@@ -105,7 +109,28 @@ export function startServer(io: HandshakeIO, options: ServerOptions): HandshakeS
       if (problem) throw new TypeError(`server: ${problem}`);
     }
   }
-  return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData });
+  return new ExpectClientHello({ crypto: io.crypto, options, suites, groups, modes, maxEarlyData, replayGuard });
+}
+
+/**
+ * RFC 8446 §8: "The server MUST ensure that any instance of it ... would accept 0-RTT for the same 0-RTT handshake
+ * at most once". A server that accepts 0-RTT (maxEarlyDataSize above 0) needs a replay guard shared by all its
+ * connections, which a connection cannot make for itself: without one (and without the explicit, dangerous opt-out)
+ * the options are refused, rather than accepting replayed early data unnoticed.
+ */
+function replayGuardOf(options: ServerOptions, maxEarlyData: number): EarlyDataReplayGuard | undefined {
+  const guard = options.earlyDataReplayGuard as unknown;
+  if (guard !== undefined && typeof (guard as Partial<EarlyDataReplayGuard> | null)?.firstUse !== 'function') {
+    throw new TypeError('server: earlyDataReplayGuard must have a firstUse(binder) method, e.g. createEarlyDataReplayGuard() (RFC 8446 §8.2)');
+  }
+  if (maxEarlyData > 0 && guard === undefined && options.dangerouslyAcceptReplayedEarlyData !== true) {
+    throw new TypeError(
+      'server: maxEarlyDataSize above 0 accepts 0-RTT data, which an attacker can replay (RFC 8446 §8): pass ' +
+        'earlyDataReplayGuard: createEarlyDataReplayGuard(), one guard shared by every connection of this server ' +
+        "(qkd-tls/node's createServer makes one), or dangerouslyAcceptReplayedEarlyData: true to accept replays",
+    );
+  }
+  return guard as EarlyDataReplayGuard | undefined;
 }
 
 /** A state that waits for the PSK lookup rather than for a message. */
@@ -306,11 +331,12 @@ function answerClientHello(
     const transcript = retry ? retry.transcript : new Transcript(plan.crypto, suite.hash);
     transcript.add(ch.raw);
     const alpn = selectAlpn(plan, ch);
-    const earlyData = decideEarlyData(plan, ch, suite, psk, index, alpn, retry);
+    // (After verifySelectedBinder: a ClientHello whose binder does not verify never reaches the replay guard.)
+    const { earlyData, earlyDataRejection } = decideEarlyData(plan, ch, suite, psk, index, alpn, retry);
     // §7.1: the client's early traffic secret, over the ClientHello, when it sent 0-RTT data we may read or skip.
     const earlySecret = ch.earlyData && !retry ? deriveEarlyTraffic(io, early, transcript.current(), ch.random) : null;
     if (earlySecret) derived.push(earlySecret);
-    const agreed: AgreedKeys = { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, early, earlySecret, derived };
+    const agreed: AgreedKeys = { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, earlyDataRejection, early, earlySecret, derived };
 
     // Randomness in a fixed order on either path: the server random, then the key share's.
     const random = plan.crypto.random(32);
@@ -360,6 +386,7 @@ interface AgreedKeys {
   readonly retry: RetryState | null;
   readonly alpn: string | undefined;
   readonly earlyData: EarlyDataStatus;
+  readonly earlyDataRejection: EarlyDataRejection | undefined;
   readonly early: EarlySecret;
   readonly earlySecret: Uint8Array | null;
   /** Every secret derived from the PSK so far, wiped if the handshake fails. */
@@ -371,7 +398,7 @@ interface AgreedKeys {
  * EncryptedExtensions, Finished, the application keys; then the state that expects the client's flight.
  */
 function sendServerFlight(io: HandshakeIO, a: AgreedKeys, random: Uint8Array, exchanged: KeyExchangeResult | null): HandshakeState {
-  const { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, early, earlySecret, derived } = a;
+  const { plan, ch, suite, psk, index, keyShare, transcript, retry, alpn, earlyData, earlyDataRejection, early, earlySecret, derived } = a;
   let hs: HandshakeSecret | null = null;
   try {
     const shared = sendServerHello(io, ch, suite, index, keyShare, random, exchanged, transcript, retry !== null);
@@ -402,6 +429,7 @@ function sendServerFlight(io: HandshakeIO, a: AgreedKeys, random: Uint8Array, ex
       sats,
       ems,
       earlyData,
+      earlyDataRejection,
       alpn,
       serverName: ch.serverName,
       helloRetry: retry !== null,
@@ -536,9 +564,20 @@ function selectAlpn(plan: ServerPlan, ch: ClientHello): string | undefined {
   return alpn;
 }
 
+/** What {@link decideEarlyData} answers: the status, and on a rejection its reason. */
+interface EarlyDataDecision {
+  readonly earlyData: EarlyDataStatus;
+  readonly earlyDataRejection: EarlyDataRejection | undefined;
+}
+
 /**
  * §4.2.10: 0-RTT is accepted only when configured, for the first PSK, without a retry, with the suite and the
- * ALPN protocol provisioned with the PSK.
+ * ALPN protocol provisioned with the PSK; and then (§8, §8.2) only if the replay guard has not seen this
+ * ClientHello's binder before. Called after the binder was verified (§8.2: "the server first verifies the PSK
+ * binder"), so that only a ClientHello made with the key is recorded; the guard is consulted last, so that it
+ * records only ClientHellos whose 0-RTT is accepted. A repeat rejects 0-RTT and the handshake goes on (§8.2: a
+ * server "MUST respond to apparent replay by rejecting 0-RTT but MUST NOT abort the handshake" when its register
+ * may give false positives, as a full one does); the early data is skipped as any rejected 0-RTT's.
  */
 function decideEarlyData(
   plan: ServerPlan,
@@ -548,13 +587,38 @@ function decideEarlyData(
   index: number,
   alpn: string | undefined,
   retry: RetryState | null,
-): EarlyDataStatus {
-  if (ch.earlyData) {
-    const provisioned = SUITES[earlyDataSuiteName(psk)] === suite && alpn === psk.earlyDataAlpn;
-    return plan.maxEarlyData > 0 && index === 0 && !retry && provisioned ? 'accepted' : 'rejected';
+): EarlyDataDecision {
+  const rejected = (why: EarlyDataRejection): EarlyDataDecision => ({ earlyData: 'rejected', earlyDataRejection: why });
+  if (!ch.earlyData) {
+    // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest.
+    if (!retry?.ch1.earlyData) return { earlyData: 'none', earlyDataRejection: undefined };
+    return rejected(plan.maxEarlyData === 0 ? 'disabled' : 'hello-retry');
   }
-  // 0-RTT sent with the first ClientHello was skipped after the HelloRetryRequest.
-  return retry?.ch1.earlyData ? 'rejected' : 'none';
+  if (plan.maxEarlyData === 0) return rejected('disabled');
+  if (retry) return rejected('hello-retry'); // (a second ClientHello with early_data fails before, §4.2.10)
+  if (index !== 0) return rejected('not-first-psk');
+  if (SUITES[earlyDataSuiteName(psk)] !== suite || alpn !== psk.earlyDataAlpn) return rejected('not-provisioned');
+  if (plan.replayGuard && !firstUse(plan.replayGuard, ch.psks!.binders[index])) return rejected('replay');
+  return { earlyData: 'accepted', earlyDataRejection: undefined };
+}
+
+/**
+ * Asks the replay guard (§8.2) about the selected PSK's binder. It is a callback the protocol depends on
+ * (lib/callbacks.ts): one that throws, or answers anything but a boolean (a promise: guards are synchronous), fails
+ * this handshake with EarlyDataReplayGuardFailed (internal_error, §6.2: a local failure).
+ */
+function firstUse(guard: EarlyDataReplayGuard, binder: Uint8Array): boolean {
+  let answer: unknown;
+  try {
+    answer = guard.firstUse(binder);
+  } catch (e) {
+    throw new TlsError('EarlyDataReplayGuardFailed', `the earlyDataReplayGuard threw: ${thrownMessage(e)}`, { cause: e });
+  }
+  if (typeof answer !== 'boolean') {
+    if (isThenable(answer)) answer.then(undefined, () => {});
+    throw new TlsError('EarlyDataReplayGuardFailed', `the earlyDataReplayGuard answered ${isThenable(answer) ? 'a promise (a guard answers synchronously)' : typeof answer}, not true or false`);
+  }
+  return answer;
 }
 
 /**
@@ -753,6 +817,7 @@ interface NegotiatedServer {
   readonly sats: Uint8Array;
   readonly ems: Uint8Array;
   readonly earlyData: EarlyDataStatus;
+  readonly earlyDataRejection: EarlyDataRejection | undefined;
   readonly alpn?: string;
   readonly serverName?: string;
   readonly helloRetry: boolean;

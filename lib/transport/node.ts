@@ -20,6 +20,7 @@ import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
+import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../handshake/anti-replay.js';
 import { reportCallbackError, thrownMessage } from '../callbacks.js';
 import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
@@ -158,6 +159,13 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
  */
 export class QkdTlsServer extends EventEmitter {
   readonly server: net.Server;
+  /**
+   * The 0-RTT replay guard every connection of this server shares (RFC 8446 §8.2): the `earlyDataReplayGuard`
+   * option, or, when `maxEarlyDataSize` is above 0 without one, a `createEarlyDataReplayGuard()` of its own
+   * (100,000 ClientHellos, about 5.5 MB; when full, 0-RTT is rejected). Undefined when 0-RTT is off, or with
+   * `dangerouslyAcceptReplayedEarlyData` and no guard.
+   */
+  readonly earlyDataReplayGuard: EarlyDataReplayGuard | undefined;
   private readonly sockets = new Set<QkdTlsSocket>();
 
   constructor(
@@ -168,8 +176,13 @@ export class QkdTlsServer extends EventEmitter {
     checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
     // Options every connection would refuse (a PSK shorter than RFC 9257 §6 allows, an unknown suite or group, ...)
     // are refused here, with the TypeError Connection.server throws, not by each connection once it is listening.
+    // RFC 8446 §8: 0-RTT is accepted at most once per ClientHello by every connection of this server: one guard for
+    // all of them (a Connection, which serves one connection, cannot make one; it refuses 0-RTT options without).
+    const acceptsEarlyData = (options.maxEarlyDataSize ?? 0) > 0 && options.dangerouslyAcceptReplayedEarlyData !== true;
+    this.earlyDataReplayGuard = options.earlyDataReplayGuard ?? (acceptsEarlyData ? createEarlyDataReplayGuard() : undefined);
     const { psks, handshakeTimeout: _t, crypto, keyLog: _k, traceConnection: _c, webCryptoKeyShares: _w, ...rest } = options;
-    Connection.server({ ...rest, psks: typeof psks === 'function' ? undefined : psks, crypto: crypto ?? defaultNodeCrypto() }).destroy();
+    const earlyDataReplayGuard = this.earlyDataReplayGuard;
+    Connection.server({ ...rest, earlyDataReplayGuard, psks: typeof psks === 'function' ? undefined : psks, crypto: crypto ?? defaultNodeCrypto() }).destroy();
     if (onSecureConnection) this.on('secureConnection', onSecureConnection);
     this.server = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw));
     this.server.on('error', (e) => this.emit('error', e));
@@ -207,7 +220,7 @@ export class QkdTlsServer extends EventEmitter {
     }
     try {
       const provider = keyShareProvider(crypto ?? defaultNodeCrypto(), webCryptoKeyShares, false);
-      conn = Connection.server({ ...rest, trace, psks: resolver, crypto: provider, keyLog: tls.keyLogSink(keyLog) });
+      conn = Connection.server({ ...rest, earlyDataReplayGuard: this.earlyDataReplayGuard, trace, psks: resolver, crypto: provider, keyLog: tls.keyLogSink(keyLog) });
     } catch (e) {
       tls.destroy(e as Error);
       return tls;

@@ -112,7 +112,12 @@ export function tlsClientOverStreams(transport: ByteStreamPair, options: ClientO
   return run(transport, Connection.client({ ...rest, crypto }), undefined, handshakeTimeout, { offload: offload ?? nativeByDefault(rest.crypto), recordsInFlight }, crypto);
 }
 
-/** Runs a TLS server over `transport` (one connection). */
+/**
+ * Runs a TLS server over `transport` (one connection). A server that accepts 0-RTT (`maxEarlyDataSize` above 0)
+ * passes the same `earlyDataReplayGuard` (e.g. one `createEarlyDataReplayGuard()` made when it starts) to every call,
+ * so that a recorded first flight sent again on another connection gets its early data rejected (RFC 8446 §8.2);
+ * without one the options are a TypeError (or `dangerouslyAcceptReplayedEarlyData: true`).
+ */
 export function tlsServerOverStreams(transport: ByteStreamPair, options: StreamServerOptions): TlsStreams {
   const { lookupPsks, handshakeTimeout, offload, recordsInFlight, webCryptoKeyShares, ...rest } = options;
   if (lookupPsks && rest.psks) throw new TypeError('tlsServerOverStreams: give either psks or lookupPsks, not both');
