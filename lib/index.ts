@@ -20,7 +20,7 @@ export {
   type EarlyDataReplayGuard,
   type BoundedEarlyDataReplayGuard,
   type EarlyDataReplayGuardOptions,
-} from './handshake/anti-replay.js';
+} from './config/anti-replay.js';
 export { TlsError, REASON_ALERT, type Reason } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource, AsyncKeyExchangeGroup, AsyncClientKeyShare } from './crypto/provider.js';

@@ -15,7 +15,7 @@ import type { ClientKeyShare, CryptoProvider } from '../lib/crypto/provider.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import { connectedWithKeyLogs, errorsOf, handshake, KeyLog, makePsk, protection, splitRecords } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const crypto = nodeProvider;
 const SUITE = 'TLS_AES_128_GCM_SHA256';

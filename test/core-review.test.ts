@@ -10,7 +10,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
 import { connectedWithKeyLogs, errorsOf, firstHandshakeMessage, joinHello, makePsk, Pair, plainRecord, protection, splitHello, splitRecords } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const crypto = nodeProvider;
 const E = ExtensionType;

@@ -16,7 +16,7 @@ import { ContentType } from '../lib/codec/enums.js';
 import type { ClientOptions, ServerOptions } from '../lib/config/options.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 import type { RecordTrace } from '../lib/record/trace-hook.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tlsServerOverStreams } from '../lib/transport/streams.js';

@@ -13,7 +13,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { Connection } from '../lib/connection/connection.js';
 import { connect } from '../lib/transport/node.js';
 import { handshake, makePsk, protection } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const crypto = nodeProvider;
 

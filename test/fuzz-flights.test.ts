@@ -22,7 +22,7 @@ import { nodeProvider } from '../lib/crypto/node.js';
 import { TlsError } from '../lib/errors.js';
 import { connect, createServer } from '../lib/transport/node.js';
 import { makePsk, Pair, seededRandom, withRandom } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20240611);
 /** Runs per scenario; raise FUZZ_RUNS for a longer local hunt. */

@@ -35,7 +35,7 @@ import {
   splitMessages,
   splitRecords,
 } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const crypto = nodeProvider;
 const SUITE = 'TLS_AES_128_GCM_SHA256';

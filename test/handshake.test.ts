@@ -36,7 +36,7 @@ import {
   splitRecords,
   type Side,
 } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const PROVIDERS: readonly CryptoProvider[] = [nobleProvider, nodeProvider];
 const ALL_SUITES = ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_256_GCM_SHA384'] as const;

@@ -27,7 +27,7 @@ import { runKeyAgreement } from '../lib/transport/key-agreement.js';
 import { settle } from './helpers/key-agreement.js';
 import { tamperedShares } from './helpers/tampered-groups.js';
 import { errorsOf, KeyLog, makePsk, Pair, seededRandom, splitRecords } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 const noble = (seed: number): CryptoProvider => createNobleProvider({ random: seededRandom(seed) });
 const web = (seed: number): WebCryptoKeyShareProvider => withWebCryptoKeyShares(noble(seed));

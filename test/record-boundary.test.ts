@@ -23,7 +23,7 @@ import { nobleProvider } from '../lib/crypto/noble.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import type { CryptoProvider } from '../lib/crypto/provider.js';
 import { makePsk, splitRecords, type Side } from './helpers/pair.js';
-import { createEarlyDataReplayGuard } from '../lib/handshake/anti-replay.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 
 /** What may follow the message in its record. */
 const TRAILERS: Record<string, Uint8Array> = {

@@ -5,7 +5,7 @@
 import type { CryptoProvider, GroupName } from '../crypto/provider.js';
 import type { Extension } from '../messages/extensions.js';
 import type { Psk, PskResolver } from '../psk/types.js';
-import type { EarlyDataReplayGuard } from '../handshake/anti-replay.js';
+import type { EarlyDataReplayGuard } from './anti-replay.js';
 import type { RecordTraceHook } from '../record/trace-hook.js';
 import type { CallbackErrorHandler } from '../callbacks.js';
 import { DEFAULT_SUITES, type SupportedSuiteName } from '../suites.js';

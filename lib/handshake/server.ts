@@ -48,7 +48,7 @@ import {
   type ServerOptions,
 } from '../config/options.js';
 import type { EarlyDataRejection, EarlyDataStatus } from '../config/events.js';
-import type { EarlyDataReplayGuard } from './anti-replay.js';
+import type { EarlyDataReplayGuard } from '../config/anti-replay.js';
 import {
   alpnExtension,
   deriveApplicationTraffic,

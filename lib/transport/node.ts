@@ -20,7 +20,7 @@ import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { TlsError } from '../errors.js';
-import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../handshake/anti-replay.js';
+import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../config/anti-replay.js';
 import { reportCallbackError, thrownMessage } from '../callbacks.js';
 import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
