@@ -14,13 +14,15 @@
  * library's own).
  *
  * **Callbacks the protocol depends on** (a server's PSK lookup, a client's `psks` function, a key source's
- * `take`/`resolve` and the proxy's `clientPsks`/`release`, `serverPskResolver`'s `onLease`, the WebSocket
- * listener's connection handler and `route`): an exception or a rejection ends that one handshake or connection,
- * with the alert its failure maps to, and an error that names the callback; the keys it concerned are wiped (a
- * proxy key source whose `release` throws has its keys wiped by the proxy, and the error reported as an
- * observer's), and a server goes on serving the others. The alerts: an asynchronous PSK lookup that rejects is
- * PskUnavailable (handshake_failure, as a key manager that cannot be reached); a synchronous `psks` function that
- * throws is PskLookupThrew (internal_error, RFC 8446 §6.2: a local failure), unless it throws a TlsError of its own.
+ * `take`/`resolve` and the proxy's `clientPsks`/`release`, `serverPskResolver`'s `onLease`, the WebSocket listener's
+ * connection handler and `route`, a server's `earlyDataReplayGuard`): an exception or a rejection ends that one
+ * handshake or connection, with the alert its failure maps to, and an error that names the callback; the keys it
+ * concerned are wiped (a proxy key source whose `release` throws has its keys wiped by the proxy, and the error
+ * reported as an observer's), and a server goes on serving the others. The alerts: an asynchronous PSK lookup that
+ * rejects is PskUnavailable (handshake_failure, as a key manager that cannot be reached); a synchronous `psks`
+ * function that throws is PskLookupThrew (internal_error, RFC 8446 §6.2: a local failure), unless it throws a
+ * TlsError of its own. A replay guard that throws (or answers no boolean) is EarlyDataReplayGuardFailed
+ * (internal_error, likewise).
  *
  * Node EventEmitter listeners ('secure', 'data', 'error', ...) keep Node's own rule: a listener that throws is an
  * exception in the emitter's caller, as with node:net and node:tls.
