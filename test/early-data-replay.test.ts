@@ -290,3 +290,40 @@ t.test('over TCP (createServer on 127.0.0.1): a recorded first flight gets its e
   tt.equal(server.earlyDataReplayGuard && (server.earlyDataReplayGuard as { size?: number }).size, 1, "the server's guard holds one ClientHello");
   tt.equal(concat(...opened.flat().map(utf8)).length, EARLY.length, 'in all, the early data was decrypted once');
 });
+
+t.test('over WHATWG streams (tlsServerOverStreams, a guard from its caller): a raw replay reads no early data', async (tt) => {
+  // This transport hands early data to the application's readable as it arrives, before the handshake completes
+  // (an attacker who replays a first flight never completes it): the guard is what keeps a replay out of it.
+  const psk = makePsk('replay-streams');
+  const guard = createEarlyDataReplayGuard();
+  const recorded = Connection.client(twinClient(psk, 88)).takeOutput()!;
+  /** One server connection, sent the recorded flight and then the end of its input; what its application read. */
+  const serve = async (): Promise<string> => {
+    const [c, s] = memoryPipe();
+    const tls = tlsServerOverStreams(s, { crypto, psks: [psk], maxEarlyDataSize: 1024, earlyDataReplayGuard: guard, handshakeTimeout: 0 });
+    tls.handshake.catch(() => {});
+    void c.readable.pipeTo(new WritableStream()).catch(() => {}); // the server's answer, read and dropped
+    // Reading starts first: a readable that errors (the handshake fails at the end of input, nothing follows the
+    // first flight) drops what was queued and not yet read.
+    const read: Uint8Array[] = [];
+    const reader = tls.readable.getReader();
+    const reading = (async () => {
+      try {
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          read.push(value);
+        }
+      } catch {
+        // the failed handshake
+      }
+    })();
+    const writer = c.writable.getWriter();
+    await writer.write(recorded);
+    await writer.close();
+    await reading;
+    return fromUtf8(concat(...read));
+  };
+  tt.equal(await serve(), EARLY, 'the first connection that gets the flight reads its early data');
+  tt.equal(await serve(), '', 'a second one, given the same guard, reads nothing');
+});
