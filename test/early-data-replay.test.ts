@@ -20,7 +20,8 @@ import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../lib/co
 import type { RecordTrace } from '../lib/record/trace-hook.js';
 import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tlsServerOverStreams } from '../lib/transport/streams.js';
-import { errorsOf, handshake, makePsk, seededRandom, splitRecords, withRandom } from './helpers/pair.js';
+import { errorsOf, handshake, makePsk, Pair, seededRandom, splitRecords, withRandom } from './helpers/pair.js';
+import { serverPskResolver, StaticKeySource } from '../lib/psk/source.js';
 import { memoryPipe } from './helpers/memory-streams.js';
 
 const crypto = nodeProvider;
@@ -140,6 +141,42 @@ t.test('a full guard rejects 0-RTT for every new ClientHello, never aborts, neve
   tt.equal(guard.full, true, 'and says it is full');
   const again = handshake(twinClient(psk, 91), server());
   tt.equal(again.info('server')?.earlyDataRejection, 'replay', 'a replay of a recorded one is still rejected (nothing was evicted)');
+});
+
+t.test('a single-use key (its source gives it out once: QKD, a one-time source) is not recorded, and its replay finds no key', async (tt) => {
+  const psk = makePsk('one-time');
+  const source = new StaticKeySource([psk], { oneTime: true });
+  tt.equal(source.singleUse, true, 'a one-time static source says its keys serve one handshake');
+  tt.equal(new StaticKeySource([psk]).singleUse, false, 'a reusable one does not');
+  // A guard that is full already: it would reject any 0-RTT it is asked about.
+  const full = createEarlyDataReplayGuard({ maxEntries: 1 });
+  full.firstUse(new Uint8Array(32).fill(1));
+  const guard = counting(full);
+  const lookupPsks = serverPskResolver(crypto, source);
+  const server = async (client: ClientOptions) => {
+    const p = new Pair(client, { crypto, maxEarlyDataSize: 1024, earlyDataReplayGuard: guard });
+    p.pump();
+    const request = p.server.pskRequest!;
+    p.server.providePsks(await lookupPsks(request));
+    p.pump();
+    return p;
+  };
+  const first = await server(twinClient(psk, 91));
+  tt.equal(first.info('server')?.earlyData, 'accepted', 'its 0-RTT is accepted although the guard is full');
+  tt.equal(fromUtf8(first.received('server', 'early')), EARLY, 'and delivered');
+  tt.equal(guard.calls, 0, 'the guard was not consulted (nothing recorded for a key that cannot come back)');
+  const replay = await server(twinClient(psk, 91));
+  tt.equal(toHex(replay.clientSent[0]), toHex(first.clientSent[0]), 'a replay: the same first flight');
+  tt.equal(replay.server.phase, 'failed', 'finds no key: the handshake fails');
+  tt.equal(replay.received('server').length, 0, 'and nothing is delivered');
+  tt.equal(guard.calls, 0, 'the guard is still untouched');
+  // The same key from a reusable source goes through the guard (which, full, rejects its 0-RTT).
+  const reusable = serverPskResolver(crypto, new StaticKeySource([psk]));
+  const p = new Pair(twinClient(psk, 92), { crypto, maxEarlyDataSize: 1024, earlyDataReplayGuard: guard });
+  p.pump();
+  p.server.providePsks(await reusable(p.server.pskRequest!));
+  p.pump();
+  tt.same([p.info('server')?.earlyData, p.info('server')?.earlyDataRejection, guard.calls], ['rejected', 'replay', 1], 'a reusable key is checked by the guard');
 });
 
 t.test('createEarlyDataReplayGuard on its own', async (tt) => {

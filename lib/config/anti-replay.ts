@@ -21,7 +21,9 @@
  * handshake goes on), never forgetting an entry whose replay would then be accepted. A long-running server with a
  * static PSK thus eventually stops accepting 0-RTT; keys used for one handshake only (a QKD key fetched from a key
  * manager, which never comes back) are the real answer, since early data under a key never seen again cannot be
- * replayed to a server that no longer has the key.
+ * replayed to a server that no longer has the key. The server does not consult the guard for such a key
+ * (Psk.singleUse, lib/psk/types.ts), so that a QKD server's register does not fill up with binders that can never
+ * come back.
  *
  * Synchronous and runtime-neutral: a guard is consulted inside the handshake state machine. One register protects
  * the servers that share it: all the connections of one server share one guard (createServer in qkd-tls/node and

@@ -598,7 +598,9 @@ function decideEarlyData(
   if (retry) return rejected('hello-retry'); // (a second ClientHello with early_data fails before, §4.2.10)
   if (index !== 0) return rejected('not-first-psk');
   if (SUITES[earlyDataSuiteName(psk)] !== suite || alpn !== psk.earlyDataAlpn) return rejected('not-provisioned');
-  if (plan.replayGuard && !firstUse(plan.replayGuard, ch.psks!.binders[index])) return rejected('replay');
+  // (A single-use key, §8.1, cannot be replayed: its source never gives it out again. Recording its binder would
+  // only fill the register.)
+  if (plan.replayGuard && psk.singleUse !== true && !firstUse(plan.replayGuard, ch.psks!.binders[index])) return rejected('replay');
   return { earlyData: 'accepted', earlyDataRejection: undefined };
 }
 

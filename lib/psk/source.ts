@@ -68,6 +68,12 @@ export interface ServerKeySource {
    * (key manager unreachable or too slow): the handshake then fails with handshake_failure.
    */
   resolve(identities: readonly Uint8Array[]): Promise<readonly (SourcedKey | undefined)[]>;
+  /**
+   * True when resolve() never returns a key it returned before (each key serves one handshake: a QKD key manager's
+   * keys, a one-time static source): serverPskResolver marks the PSKs it answers `singleUse`, so that a server's
+   * 0-RTT replay guard need not record them (Psk.singleUse).
+   */
+  readonly singleUse?: boolean;
   close(): void;
 }
 
@@ -203,6 +209,8 @@ export function serverPskResolver(
         }
       });
     }
+    // Keys this source gives out once: a replayed ClientHello finds none, so no replay record is needed (§8.1).
+    if (source.singleUse === true) psks = psks.map((p) => (p ? { ...p, singleUse: true } : p));
     // Imported PSKs are derived: the raw keys can go now. Plain ones are the keys themselves (wiped on release).
     const used = psks.filter((p): p is Psk => p !== undefined);
     for (const k of keys) if (k && !used.some((p) => p.secret === k.secret)) wipe(k.secret);
@@ -261,6 +269,8 @@ export interface StaticKeySourceOptions {
  */
 export class StaticKeySource implements ClientKeySource, ServerKeySource {
   readonly description: string;
+  /** With `oneTime`: each key is resolved once (ServerKeySource.singleUse). */
+  readonly singleUse: boolean;
   private readonly keys: { key: SourcedKey; used: boolean; hex: string }[];
   private readonly oneTime: boolean;
   private readonly now: (() => number) | undefined;
@@ -274,6 +284,7 @@ export class StaticKeySource implements ClientKeySource, ServerKeySource {
     }
     this.keys = byPriority(keys).map((k) => ({ key: { ...k, identity: copyBytes(k.identity), secret: copyBytes(k.secret) }, used: false, hex: toHex(k.identity) }));
     this.oneTime = options.oneTime ?? false;
+    this.singleUse = this.oneTime;
     this.now = options.now;
     this.description = options.description ?? `${keys.length} static key${keys.length > 1 ? 's' : ''}${this.oneTime ? ' (one-time)' : ''}`;
   }

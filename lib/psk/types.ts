@@ -36,6 +36,15 @@ export interface Psk {
   readonly earlyDataAlpn?: string;
   /** A name for logs, such as the QKD key ID. Never the secret. */
   readonly label?: string;
+  /**
+   * Server: this key serves this one handshake only, its source never gives it out again (a QKD key, which its key
+   * manager delivers once and Etsi014ServerSource refuses to look up twice; a one-time StaticKeySource). A replayed
+   * first flight then finds no key, as with RFC 8446 §8.1's single-use tickets, so the server's 0-RTT replay guard
+   * (earlyDataReplayGuard, §8.2) is not consulted for it and does not fill up with the binders of keys that can never
+   * come back. serverPskResolver sets it for a source whose `singleUse` is true. Setting it on a key that can be used
+   * again lets replayed 0-RTT data through.
+   */
+  readonly singleUse?: boolean;
 }
 
 /**

@@ -406,6 +406,8 @@ export interface Etsi014ServerSourceOptions {
 /** The TLS server's key source: fetches the keys the client names by ID from its KME (`dec_keys`). */
 export class Etsi014ServerSource implements ServerKeySource {
   readonly description: string;
+  /** Each key ID is looked up once here, and its KME delivers it once: a replayed ClientHello finds no key. */
+  readonly singleUse = true;
   private readonly used = new Map<string, true>();
   private readonly maxLookups: number;
   private readonly cacheSize: number;
