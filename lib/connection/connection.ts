@@ -37,7 +37,7 @@ import { isAwaitingPsks, startServer } from '../handshake/server.js';
 import { isAwaitingKeyAgreement, type KeyAgreementRequest, type KeyAgreementResult } from '../handshake/key-agreement.js';
 import { checkCryptoOption, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { ConnectionEvent, HandshakeInfo } from '../config/events.js';
-import { LentDirection, type ReadOffload, type WriteOffload } from './offload.js';
+import { LentDirection, type ReadOffload, type RecordSource, type WriteOffload } from './offload.js';
 
 export type ConnectionPhase = 'handshaking' | 'connected' | 'failed' | 'closed';
 
@@ -121,8 +121,6 @@ export class Connection {
   private lentWrite: LentDirection | null = null;
   private lentRead: LentDirection | null = null;
   private lentGenerations = 0;
-  /** True while receiveOwned's bytes are processed: a lent record may then be a view of them. */
-  private inputOwned = false;
   /** Whether any record went out (a client paused before its first ClientHello has sent nothing yet). */
   private sentRecords = false;
   /** The keyUpdateAfterRecords option (§5.5), lowered to the suite's limit when the suite is known. */
@@ -220,7 +218,6 @@ export class Connection {
   private receiveBytes(data: Uint8Array, owned: boolean): void {
     if (!this.receiving) return;
     this.deframer.push(data);
-    this.inputOwned = owned;
     this.guard(() => {
       this.process();
       // While a PSK lookup or a key agreement is pending nothing is processed: bound what a peer can make us hold
@@ -229,7 +226,7 @@ export class Connection {
         throw new TlsError('TooMuchDataWhileWaiting', `more than ${MAX_BUFFERED_WHILE_WAITING} bytes sent while the ${this.awaitingPsks ? 'PSK lookup' : 'key agreement'} was pending`);
       }
     });
-    this.inputOwned = false;
+    // (Records not lent yet stay here as these bytes: views of them when handed over, else our own copy.)
     if (owned) this.deframer.retainViews();
     else this.deframer.detach();
   }
@@ -444,33 +441,34 @@ export class Connection {
 
   /**
    * Lends the peer's application traffic key to the transport: from now on, {@link receive} deframes the
-   * records but hands them out through {@link ReadOffload.takeRecords} instead of opening them. Null when
-   * we do not read application data now (handshake not complete, the peer closed, failed, or in the middle
-   * of a fragmented post-handshake message).
+   * records (checking their headers as they arrive) but keeps them until the transport takes them, a few at a
+   * time, through {@link ReadOffload.takeRecords}, instead of opening them. Null when we do not read
+   * application data now (handshake not complete, the peer closed, failed, or in the middle of a fragmented
+   * post-handshake message).
    */
   offloadRead(): ReadOffload | null {
     if (this.lentRead) return this.lentRead;
     if (this.trace || !this.reading || this.phaseValue.kind !== 'connected' || !this.secrets || !this.reader || !this.joiner.isEmpty) return null;
     const s = this.secrets;
     const handle = this.lend(this.isClient ? s.serverSecret : s.clientSecret, this.reader.sequence, Number.MAX_SAFE_INTEGER);
+    handle.source = this.recordsFor(handle);
     this.lentRead = handle;
     return handle;
   }
 
   /**
    * Takes the read direction back: `records` are the lent records, from the first one the transport did not
-   * accept as application data to the last it was given, in order. The connection opens and processes them
-   * itself (a KeyUpdate, an alert, close_notify, a NewSessionTicket, or a record that fails — which ends in
-   * its alert), then continues on its own until the transport calls {@link offloadRead} again.
+   * accept as application data to the last it took, in order. The connection opens and processes them itself
+   * (a KeyUpdate, an alert, close_notify, a NewSessionTicket, or a record that fails — which ends in its
+   * alert), then the records it had not lent yet, then continues on its own until the transport calls
+   * {@link offloadRead} again (or takes records again from the same handle, when it is lent again: see below).
    */
   returnRecords(handle: ReadOffload, records: readonly Uint8Array[]): void {
     if (this.phaseValue.kind === 'failed' || this.phaseValue.kind === 'closed') return;
     if (handle !== this.lentRead) throw new Error('returnRecords: this read handle is not the one lent');
     const lent = this.lentRead;
-    const untaken = lent.takeRecords().map((r) => r.bytes);
-    const all = untaken.length === 0 ? records : [...records, ...untaken];
     const accepted = lent.firstSequence;
-    const next = lent.suspend(all.length);
+    const next = lent.suspend(records.length);
     this.lentRead = null;
     const reader = this.reader;
     this.guard(() => {
@@ -478,11 +476,13 @@ export class Connection {
       // The transport accepted only non-empty application data records: they end a run of idle records.
       if (next > accepted) this.idleRecords = 0;
       reader!.advanceTo(next);
-      for (const bytes of all) {
+      for (const bytes of records) {
         if (!this.reading || this.phaseValue.kind !== 'connected') break;
         this.handleRecord(rawRecord(bytes));
         this.flushHandshake();
       }
+      // The records received after them that were not lent yet, with our own cipher too (§5.3: in order, the
+      // sequence numbers continuing from the last returned record).
       this.process();
     });
     // The same key, when nothing replaced it (no KeyUpdate) and we still read: lent again, nothing derived.
@@ -490,6 +490,17 @@ export class Connection {
       lent.resume(reader.sequence);
       this.lentRead = lent;
     } else lent.revoke();
+  }
+
+  /** The records a read handle lends: those in the deframer, while that handle is the lent one. */
+  private recordsFor(handle: LentDirection): RecordSource {
+    const c = this;
+    return {
+      next: () => (c.lentRead === handle ? c.deframer.next() : null),
+      get hasRecord() {
+        return c.lentRead === handle && c.deframer.hasRecord;
+      },
+    };
   }
 
   private lend(secret: Uint8Array, sequence: number, limit: number): LentDirection {
@@ -546,14 +557,15 @@ export class Connection {
 
   private process(): void {
     while (this.reading) {
+      if (this.lentRead) {
+        // Lent: the records stay in the deframer until the transport takes them (ReadOffload.takeRecords), a few
+        // at a time, so that a read of thousands of small records costs its bytes, not thousands of objects.
+        // Their headers are checked now, so that a bad one ends the connection when it arrives, as before.
+        this.deframer.check();
+        break;
+      }
       const rec = this.deframer.next();
       if (!rec) break;
-      if (this.lentRead) {
-        // Input handed over (receiveOwned) is lent as the deframer's views; else as a copy of its own.
-        if (this.inputOwned) this.lentRead.lend(rec.bytes, rec.header, rec.fragment);
-        else this.lentRead.lend(new Uint8Array(rec.bytes));
-        continue;
-      }
       this.handleRecord(rec);
       this.flushHandshake();
     }

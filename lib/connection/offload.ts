@@ -27,20 +27,26 @@
  *   the key's limit; the transport then asks the connection for a new handle ({@link
  *   Connection.offloadWrite}), which first sends the automatic KeyUpdate if the limit was the reason.
  * - Reading: the connection still deframes what the transport feeds it, but while a read handle is active it
- *   does not open application_data records: it hands each one out ({@link ReadOffload.takeRecords}) with its
- *   sequence number and nonce, in order. The transport opens them, several at once, and accepts, in order,
- *   each that authenticates and is non-empty application data within the size limit. The first record it
- *   does not accept (a failed tag, another inner content type such as a KeyUpdate or an alert, an all-zero
- *   plaintext, an oversize or empty one) goes back to the connection with every record after it
- *   ({@link Connection.returnRecords}): the connection revokes the handle, continues its own read sequence
- *   number from the first returned record, and processes them itself with its synchronous cipher — so every
+ *   does not open application_data records: it hands them out when the transport asks, a few at a time
+ *   ({@link ReadOffload.takeRecords}), each with its sequence number and nonce, in order. Until then a record
+ *   is only bytes in the connection's deframer (the read it came in, or one copy of what was not handed over):
+ *   nothing is built for it, so what a read costs beyond its bytes is bounded by how many records the
+ *   transport holds at once (about its open window), not by how many the read holds — 64 KiB of the smallest
+ *   records (22 bytes) are 2,978, which lent all at once held ≈1.9 MB of objects until they were opened.
+ *   The headers are checked when the bytes arrive, so a bad one still ends the connection at once. The transport
+ *   opens them, several at once, and accepts, in order, each that authenticates and is non-empty application
+ *   data within the size limit. The first record it does not accept (a failed tag, another inner content type
+ *   such as a KeyUpdate or an alert, an all-zero plaintext, an oversize or empty one) goes back to the
+ *   connection with every record taken after it ({@link Connection.returnRecords}): the connection revokes the
+ *   handle, continues its own read sequence number from the first returned record, and processes them itself
+ *   with its synchronous cipher, then the records it had not lent yet — so every
  *   hostile record ends in exactly the alert and the named reason the synchronous path gives, and a KeyUpdate
  *   switches keys before the records after it are opened. When those records changed no key (an empty
  *   application_data record, a NewSessionTicket) the same handle is lent again,
  *   with its key, from the next sequence number; after a KeyUpdate it is revoked and the transport asks for a
  *   new one. Records opened speculatively under old keys after a KeyUpdate simply fail and are among those
  *   returned. When the transport hands its input over (`Connection.receiveOwned`), a lent record is a view
- *   of that input, not a copy.
+ *   of that input, not a copy; else a view of the deframer's own copy of what it had not consumed.
  *
  * Key material: a handle carries a copy of the traffic key; the connection wipes it when the handle is
  * revoked (replaced by a new key, failed, destroyed, closed for reading). The static IV never leaves the connection — the
@@ -53,6 +59,7 @@
 import { wipe } from '../codec/bytes.js';
 import type { AeadName } from '../crypto/provider.js';
 import { paddingLength } from '../record/padding.js';
+import type { DeframedRecord } from '../record/deframer.js';
 
 /** What every offload handle tells the transport. */
 export interface OffloadKeys {
@@ -98,8 +105,25 @@ export interface OffloadedRecord {
 export interface ReadOffload extends OffloadKeys {
   /** The largest TLSInnerPlaintext to accept (2^14 + 1, or our record_size_limit; RFC 8449 §4). */
   readonly maxInnerPlaintext: number;
-  /** The records the connection received since the last call, in order, for the transport to open. */
-  takeRecords(): OffloadedRecord[];
+  /**
+   * Lends the next records received, in order, at most `max` of them (default: every whole record there is),
+   * assigning each its sequence number and nonce (RFC 8446 §5.3) as it is taken; none once the handle is
+   * inactive. The records not taken stay in the connection as the bytes they arrived in, so ask for about as
+   * many as you open at once: what you hold is then bounded by that, whatever a read brings. Feed the
+   * connection more only once {@link hasRecords} is false, or its buffer grows with what the peer sends.
+   */
+  takeRecords(max?: number): OffloadedRecord[];
+  /** True while whole records received wait to be taken ({@link takeRecords}); false once the handle is inactive. */
+  readonly hasRecords: boolean;
+}
+
+/**
+ * Where a read handle takes its records from: the connection's deframer (internal to the connection). `next`
+ * returns the next whole record received, its header already checked, or null.
+ */
+export interface RecordSource {
+  next(): DeframedRecord | null;
+  readonly hasRecord: boolean;
 }
 
 /**
@@ -110,7 +134,8 @@ export class LentDirection implements WriteOffload, ReadOffload {
   private isActive = true;
   private wiped = false;
   private next: number;
-  private pending: OffloadedRecord[] = [];
+  /** Reading: the connection's received records (set by the connection when it lends its read direction). */
+  source: RecordSource | null = null;
 
   constructor(
     readonly aead: AeadName,
@@ -149,25 +174,29 @@ export class LentDirection implements WriteOffload, ReadOffload {
     return nonceFor(this.iv, this.next++);
   }
 
-  /**
-   * Connection only: hands a received record out (reading), assigning its sequence number. `header` and `body`:
-   * views of `bytes` the caller has at hand already (its deframer made them), else made here.
-   */
-  lend(bytes: Uint8Array, header = bytes.subarray(0, 5), body = bytes.subarray(5)): void {
-    const sequence = this.next++;
-    this.pending.push({ bytes, header, body, sequence, nonce: nonceFor(this.iv, sequence) });
+  takeRecords(max = Number.POSITIVE_INFINITY): OffloadedRecord[] {
+    const out: OffloadedRecord[] = [];
+    const source = this.source;
+    if (!this.isActive || !source) return out;
+    while (out.length < max) {
+      const rec = source.next();
+      if (!rec) break;
+      // The deframer's views: the header (the additional data, §5.2) and the encrypted record.
+      const sequence = this.next++;
+      out.push({ bytes: rec.bytes, header: rec.header, body: rec.fragment, sequence, nonce: nonceFor(this.iv, sequence) });
+    }
+    return out;
   }
 
-  takeRecords(): OffloadedRecord[] {
-    const p = this.pending;
-    this.pending = [];
-    return p;
+  get hasRecords(): boolean {
+    return this.isActive && this.source !== null && this.source.hasRecord;
   }
 
   /**
    * Connection only: takes the direction back and wipes the lent key; returns the sequence number the
    * connection continues from. `returned` records (reading) were handed out but not accepted: they are the
-   * last ones lent, so the connection continues from the first of them.
+   * last ones lent, so the connection continues from the first of them. (Records not taken yet have no
+   * sequence number: they are still the connection's.)
    */
   revoke(returned = 0): number {
     const next = this.suspend(returned);
@@ -185,9 +214,7 @@ export class LentDirection implements WriteOffload, ReadOffload {
    */
   suspend(returned = 0): number {
     this.isActive = false;
-    const unread = this.pending.length;
-    this.pending = [];
-    this.next -= unread + returned;
+    this.next -= returned;
     return this.next;
   }
 

@@ -39,6 +39,10 @@ export class Deframer {
   private total = 0;
   /** The deframer's own buffer, which {@link detach} fills (appending while it has room). */
   private own: Uint8Array | null = null;
+  /** Bytes pushed so far, all told (positions in the stream count from the first of them). */
+  private received = 0;
+  /** {@link check} has checked every record header before this position of the stream (a record boundary). */
+  private checkedTo = 0;
 
   /** Bytes received but not yet returned as a record. */
   get buffered(): number {
@@ -50,6 +54,39 @@ export class Deframer {
     if (data.length === 0) return;
     this.chunks.push(data);
     this.total += data.length;
+    this.received += data.length;
+  }
+
+  /**
+   * True when a whole record is buffered, so that {@link next} returns one. Reads its header only (call
+   * {@link check} first: a bad header is not reported here).
+   */
+  get hasRecord(): boolean {
+    if (this.total < RECORD_HEADER_LENGTH) return false;
+    return this.total >= RECORD_HEADER_LENGTH + ((this.byteAt(3) << 8) | this.byteAt(4));
+  }
+
+  /**
+   * Checks the header of every record buffered, without taking any out: throws the TlsError that {@link next}
+   * will throw when it reaches a bad one (an unknown content type, a length over 2^14 + 256; §5.1), so that a
+   * caller who takes records out later, a few at a time, learns of it when the bytes arrive, as it would taking
+   * them all out at once. Headers already checked are not read again, so checking after every push costs one
+   * read of each header. The records stay where they are (views of the chunks pushed, or of {@link detach}'s
+   * buffer): nothing is allocated.
+   */
+  check(): void {
+    const consumed = this.received - this.total;
+    let at = Math.max(this.checkedTo, consumed) - consumed;
+    while (at < this.total) {
+      const type = this.byteAt(at);
+      if (!isRecordType(type)) throw unknownRecordType(type);
+      if (this.total - at < RECORD_HEADER_LENGTH) break;
+      const length = (this.byteAt(at + 3) << 8) | this.byteAt(at + 4);
+      if (length > MAX_CIPHERTEXT) throw recordOverflow(length);
+      if (this.total - at < RECORD_HEADER_LENGTH + length) break;
+      at += RECORD_HEADER_LENGTH + length;
+    }
+    this.checkedTo = consumed + at;
   }
 
   /** The next complete record, or null when more bytes are needed. Throws TlsError on a bad header. */
@@ -65,10 +102,7 @@ export class Deframer {
       type !== ContentType.alert &&
       type !== ContentType.change_cipher_spec
     ) {
-      // A byte that reads as text is most likely a peer that does not speak TLS at all (an HTTP client or server):
-      // say so, for the person reading the log (found in a README walkthrough).
-      const text = type >= 0x20 && type <= 0x7e ? ` (${JSON.stringify(String.fromCharCode(type))}): the peer does not seem to speak TLS (it sent text)` : '';
-      throw new TlsError('RecordUnknownContentType', `record content type 0x${type.toString(16).padStart(2, '0')}${text}`);
+      throw unknownRecordType(type);
     }
     if (this.total < RECORD_HEADER_LENGTH) return null;
     const inFirst = first.length - this.pos;
@@ -83,7 +117,7 @@ export class Deframer {
       length = (this.byteAt(3) << 8) | this.byteAt(4);
     }
     if (length > MAX_CIPHERTEXT) {
-      throw new TlsError('RecordOverflow', `record length ${length} exceeds 2^14 + 256`);
+      throw recordOverflow(length);
     }
     const size = RECORD_HEADER_LENGTH + length;
     if (this.total < size) return null;
@@ -193,6 +227,24 @@ export class Deframer {
 }
 
 const EMPTY = new Uint8Array(0);
+
+/** §5: the four record types TLS 1.3 has (next() spells the same test out, on its hot path). */
+function isRecordType(type: number): boolean {
+  return type === ContentType.handshake || type === ContentType.application_data || type === ContentType.alert || type === ContentType.change_cipher_spec;
+}
+
+/** §5: an unknown record type is unexpected_message. */
+function unknownRecordType(type: number): TlsError {
+  // A byte that reads as text is most likely a peer that does not speak TLS at all (an HTTP client or server):
+  // say so, for the person reading the log (found in a README walkthrough).
+  const text = type >= 0x20 && type <= 0x7e ? ` (${JSON.stringify(String.fromCharCode(type))}): the peer does not seem to speak TLS (it sent text)` : '';
+  return new TlsError('RecordUnknownContentType', `record content type 0x${type.toString(16).padStart(2, '0')}${text}`);
+}
+
+/** §5.2: a TLSCiphertext longer than 2^14 + 256 bytes is record_overflow. */
+function recordOverflow(length: number): TlsError {
+  return new TlsError('RecordOverflow', `record length ${length} exceeds 2^14 + 256`);
+}
 
 /** Pending chunks kept as views by {@link Deframer.retainViews} before they are joined into one buffer. */
 export const MAX_RETAINED_CHUNKS = 8;

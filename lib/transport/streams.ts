@@ -75,7 +75,8 @@ export interface StreamTransportOptions {
   readonly offload?: boolean;
   /**
    * Records sealed at once when offloading, and received records waiting to be opened before the next read (at most
-   * twice as many being opened): an integer from 1, default 8.
+   * twice as many lent by the connection and being opened; the transport reads on only once the connection has lent
+   * every record it read): an integer from 1, default 8.
    */
   readonly recordsInFlight?: number;
   /**
@@ -289,6 +290,8 @@ function run(
       await pump(); // a client's ClientHello
       while (!done) {
         if (plain.desiredSize !== null && plain.desiredSize <= 0) await new Promise<void>((r) => (wantMore = r));
+        // Not while records read before wait in the connection to be lent (it lends them a window at a time):
+        // reading on would grow its buffer by whatever a fast peer sends.
         await records.readRoom();
         const { value, done: eof } = await reader.read();
         if (eof) await records.readDrained();
@@ -315,7 +318,9 @@ function run(
         // (A failed send is the writing side's to report: reading goes on as before.)
         if (answered) await records.queuedAtMost(MAX_UNSENT_WHILE_READING).catch(() => {});
         // A last record shorter than a full one may be the peer's close_notify (padded, perhaps), still being
-        // opened by the offload: let it be opened before reading on.
+        // opened by the offload: let it be opened before reading on. (Which record is last is known once the
+        // connection has lent them all: it lends a window at a time.)
+        if (records.unlentRecords) await records.allLent();
         if (records.mayHaveEnded) await records.readDrained();
         if (conn.peerClosed) {
           // §6.1: nothing the peer sends after its close_notify counts, so stop reading here. Reading on to the

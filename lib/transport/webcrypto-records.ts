@@ -14,8 +14,9 @@
  * Order: every record (offloaded or the connection's own) enters one output queue when its sequence number is
  * assigned, and leaves it in that order once sealed; received records are accepted in order. Backpressure:
  * {@link write} resolves once fewer than `recordsInFlight` records are being sealed and the output queue is
- * below its bound (see `full`), and {@link readRoom} once fewer than `recordsInFlight` wait to be opened (at most
- * twice that many are being opened at once).
+ * below its bound (see `full`), and {@link readRoom} once the connection has lent every record received and fewer
+ * than `recordsInFlight` wait to be opened. Memory: at most twice `recordsInFlight` received records are lent to
+ * this class (and being opened) at once; the connection keeps the others as the bytes they arrived in.
  * Runtime-neutral: only `globalThis.crypto.subtle`.
  *
  * ChaCha20-Poly1305 is not in WebCrypto: with that suite the connection keeps its keys and this class only
@@ -42,7 +43,7 @@ export interface WebCryptoRecordsOptions {
   readonly afterCore: () => void | Promise<void>;
   /**
    * Records sealed at once, and received records waiting to be opened before the next read (default 8); at most twice
-   * this many are being opened at once.
+   * this many are taken from the connection and being opened at once (the connection keeps the rest unlent).
    */
   readonly recordsInFlight?: number;
   /** Set false to keep every record on the connection's synchronous cipher (default true). */
@@ -139,6 +140,13 @@ function applicationContent(inner: Uint8Array, maxInner: number): Uint8Array | n
   return inner.subarray(0, i);
 }
 
+/** The lent read direction and its key, imported (`resolved` once WebCrypto answered). */
+interface ReadKey {
+  readonly handle: ReadOffload;
+  readonly key: Promise<RecordKey>;
+  resolved?: RecordKey;
+}
+
 /** A received record being opened; `value` is its content once `done` (null: return it to the connection). */
 interface Opening {
   readonly record: OffloadedRecord;
@@ -195,18 +203,22 @@ export class WebCryptoRecords {
   private writeOffloadFailed = false;
   private sendError: unknown = null;
   private writeKey: { handle: WriteOffload; key: RecordKey | Promise<RecordKey> } | null = null;
-  private readKey: { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null = null;
-  /** Received records lent to us, in order, until delivered or returned; the first `started` have their open started. */
+  private readKey: ReadKey | null = null;
+  /**
+   * Received records lent to us, in order, until delivered or returned; the first `started` have their open started.
+   * At most `maxOpens` (see openMore): the connection keeps the others until there is room.
+   */
   private opening: Opening[] = [];
   private started = 0;
   /** Opens handed to WebCrypto and not answered yet (those of records dropped or returned meanwhile too). */
   private decrypting = 0;
   /**
-   * At most this many opens unanswered at once: twice `recordsInFlight`. {@link readRoom} lets a read in while
-   * fewer than `recordsInFlight` records wait, and a read of 64 KiB brings up to four full records more, which
-   * should all be opened at once: capped at `recordsInFlight` itself, offloaded bulk in Bun fell by ≈12% (five
-   * alternating runs of `bench --runtimes`, 2026-12-07: 0.46–0.50× of the ceiling against 0.51–0.69× uncapped and
-   * 0.48–0.73× with this cap). Still a bound: a read of thousands of forged records costs this many calls.
+   * At most this many opens unanswered at once, and records lent to us at once: twice `recordsInFlight`.
+   * {@link readRoom} lets a read in while fewer than `recordsInFlight` records wait, and a read of 64 KiB brings up
+   * to four full records more, which should all be opened at once: capped at `recordsInFlight` itself, offloaded
+   * bulk in Bun fell by ≈12% (five alternating runs of `bench --runtimes`, 2026-12-07: 0.46–0.50× of the ceiling
+   * against 0.51–0.69× uncapped and 0.48–0.73× with this cap). Still a bound: a read of thousands of forged records
+   * costs this many calls, and this many records' objects.
    */
   private readonly maxOpens: number;
   /** Records were returned to the connection and `afterCore` has not finished yet. */
@@ -350,10 +362,24 @@ export class WebCryptoRecords {
     const lent = this.readHandle();
     if (!lent) return;
     if (!lent.resolved) void lent.key.then((k) => (lent.resolved = k), () => {});
-    const full = 5 + lent.handle.maxInnerPlaintext + TAG_LENGTH;
-    for (const record of lent.handle.takeRecords()) {
-      this.lastLentNotFull = record.bytes.length < full;
-      this.opening.push({ record, done: false, value: null });
+    this.openMore(lent);
+  }
+
+  /**
+   * Takes records from the connection while fewer than `maxOpens` are held here (being opened, or opened and
+   * waiting for the ones before them), and starts their opens. The connection keeps the rest as the bytes they
+   * arrived in, so the records (and their nonces and views) alive at once are at most `maxOpens`, however many
+   * a read holds; each answer makes room for the next.
+   */
+  private openMore(lent: ReadKey): void {
+    const room = this.maxOpens - this.opening.length;
+    if (room > 0) {
+      const taken = lent.handle.takeRecords(room);
+      if (taken.length > 0) {
+        for (const record of taken) this.opening.push({ record, done: false, value: null });
+        this.lastLentNotFull = taken[taken.length - 1].bytes.length < 5 + lent.handle.maxInnerPlaintext + TAG_LENGTH;
+        this.notify();
+      }
     }
     this.startOpens();
   }
@@ -363,7 +389,8 @@ export class WebCryptoRecords {
    * thousands of small records, and the first that fails ends the connection (§5.2: bad_record_mac): opening
    * them all at once let 1 MiB of forged records (no key needed, an attacker on the path will do) cost 47,000
    * WebCrypto calls, 150 MB and two seconds before that, where the synchronous path stops at the first. Records
-   * not started yet are returned unopened with the others when one is not accepted.
+   * not started yet are returned unopened with the others when one is not accepted. (Records are also taken from
+   * the connection only as there is room: see openMore.)
    */
   private startOpens(): void {
     const lent = this.readKey;
@@ -392,13 +419,17 @@ export class WebCryptoRecords {
     }
   }
 
-  /** A record being opened has its answer: its content, or null (return it to the connection; see openApplicationRecord). */
+  /**
+   * A record being opened has its answer: its content, or null (return it to the connection; see
+   * openApplicationRecord). What it delivers makes room for the next records the connection holds.
+   */
   private settle(o: Opening, value: Uint8Array | null): void {
     this.decrypting--;
     o.done = true;
     o.value = value;
     if (this.opening[0] === o) this.deliverReady();
-    if (this.started < this.opening.length) this.startOpens();
+    const lent = this.readKey;
+    if (lent && lent.handle.active) this.openMore(lent);
   }
 
   /** Forgets every lent record (delivered, returned, or dropped with its handle). */
@@ -414,25 +445,45 @@ export class WebCryptoRecords {
    * pad it to any length below that (RFC 8446 §5.4; OpenSSL's `-record_padding` does), and what a record holds is
    * known only once it is opened. So a bulk transfer of full records reads on at once, and one that ends with a
    * shorter record waits for it. (A close_notify padded to the largest size is not caught: hence connStreams,
-   * lib/transport/conn-streams.ts, for a server in Deno.)
+   * lib/transport/conn-streams.ts, for a server in Deno.) The last record lent is the last one received once the
+   * connection holds none unlent: ask after {@link allLent}.
    */
   get mayHaveEnded(): boolean {
     return this.lastLentNotFull && (this.opening.length > 0 || this.returning);
   }
 
-  /** Resolves when fewer than `recordsInFlight` received records wait to be opened. */
+  /**
+   * True while the connection holds whole records received that it has not lent us yet: it lends them as
+   * the records before them are opened (see openMore). A transport that reads on meanwhile grows the
+   * connection's buffer by what it reads: {@link readRoom} waits for this to be false.
+   */
+  get unlentRecords(): boolean {
+    const lent = this.readKey;
+    return lent !== null && lent.handle.hasRecords;
+  }
+
+  /** Resolves when the connection has lent every whole record received ({@link unlentRecords} is false). */
+  async allLent(): Promise<void> {
+    while (this.unlentRecords) await this.changed();
+  }
+
+  /**
+   * Resolves when there is room to read more: the connection has lent every whole record received, and fewer
+   * than `recordsInFlight` of them wait to be opened. What one connection holds of what it read is then bounded:
+   * at most `2 × recordsInFlight` records lent (see openMore), and the bytes of one read beside them.
+   */
   async readRoom(): Promise<void> {
-    while (this.opening.length >= this.max) await this.changed();
+    while (this.opening.length >= this.max || this.unlentRecords) await this.changed();
   }
 
-  /** Resolves when every received record handed out was delivered or returned. */
+  /** Resolves when every whole record received was lent, and every one lent was delivered or returned. */
   async readDrained(): Promise<void> {
-    while (this.opening.length > 0 || this.returning) await this.changed();
+    while (this.opening.length > 0 || this.returning || this.unlentRecords) await this.changed();
   }
 
-  /** True when nothing waits to be sealed, sent, opened or delivered. */
+  /** True when nothing waits to be sealed, sent, lent, opened or delivered. */
   get idle(): boolean {
-    return this.out.length === 0 && this.unsettled === 0 && this.opening.length === 0 && !this.returning;
+    return this.out.length === 0 && this.unsettled === 0 && this.opening.length === 0 && !this.returning && !this.unlentRecords;
   }
 
   /** Why sending failed (what `send` rejected with or threw first), or null while it has not. */
@@ -485,7 +536,7 @@ export class WebCryptoRecords {
     if (this.readKey && !this.readKey.handle.active) this.readKey = null;
   }
 
-  private readHandle(): { handle: ReadOffload; key: Promise<RecordKey>; resolved?: RecordKey } | null {
+  private readHandle(): ReadKey | null {
     if (!this.enabled) return null;
     if (this.readKey && this.readKey.handle.active) return this.readKey;
     this.readKey = null;
