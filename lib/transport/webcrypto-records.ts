@@ -210,6 +210,11 @@ export class WebCryptoRecords {
    */
   private opening: Opening[] = [];
   private started = 0;
+  /**
+   * The last records taken from the connection filled the window (or it received more since): it may hold more
+   * to lend. False in bulk, where a read's few records are taken at once, so answers do not ask it again.
+   */
+  private mayHoldMore = false;
   /** Opens handed to WebCrypto and not answered yet (those of records dropped or returned meanwhile too). */
   private decrypting = 0;
   /**
@@ -362,6 +367,7 @@ export class WebCryptoRecords {
     const lent = this.readHandle();
     if (!lent) return;
     if (!lent.resolved) void lent.key.then((k) => (lent.resolved = k), () => {});
+    this.mayHoldMore = true; // (what was received since: ask)
     this.openMore(lent);
   }
 
@@ -373,8 +379,9 @@ export class WebCryptoRecords {
    */
   private openMore(lent: ReadKey): void {
     const room = this.maxOpens - this.opening.length;
-    if (room > 0) {
+    if (room > 0 && this.mayHoldMore) {
       const taken = lent.handle.takeRecords(room);
+      this.mayHoldMore = taken.length === room;
       if (taken.length > 0) {
         for (const record of taken) this.opening.push({ record, done: false, value: null });
         this.lastLentNotFull = taken[taken.length - 1].bytes.length < 5 + lent.handle.maxInnerPlaintext + TAG_LENGTH;
@@ -429,7 +436,8 @@ export class WebCryptoRecords {
     o.value = value;
     if (this.opening[0] === o) this.deliverReady();
     const lent = this.readKey;
-    if (lent && lent.handle.active) this.openMore(lent);
+    if (this.mayHoldMore && lent && lent.handle.active) this.openMore(lent);
+    else if (this.started < this.opening.length) this.startOpens();
   }
 
   /** Forgets every lent record (delivered, returned, or dropped with its handle). */
