@@ -77,14 +77,23 @@ export class Deframer {
   check(): void {
     const consumed = this.received - this.total;
     let at = Math.max(this.checkedTo, consumed) - consumed;
+    // `at` is byte `off` of chunk `k`: walked forward with it (a header split across chunks is read with byteAt).
+    let k = this.head;
+    let off = this.pos + at;
+    while (k < this.chunks.length && off >= this.chunks[k].length) off -= this.chunks[k++].length;
     while (at < this.total) {
-      const type = this.byteAt(at);
+      const c = this.chunks[k];
+      const inChunk = off + RECORD_HEADER_LENGTH <= c.length;
+      const type = c[off];
       if (!isRecordType(type)) throw unknownRecordType(type);
       if (this.total - at < RECORD_HEADER_LENGTH) break;
-      const length = (this.byteAt(at + 3) << 8) | this.byteAt(at + 4);
+      const length = inChunk ? (c[off + 3] << 8) | c[off + 4] : (this.byteAt(at + 3) << 8) | this.byteAt(at + 4);
       if (length > MAX_CIPHERTEXT) throw recordOverflow(length);
-      if (this.total - at < RECORD_HEADER_LENGTH + length) break;
-      at += RECORD_HEADER_LENGTH + length;
+      const size = RECORD_HEADER_LENGTH + length;
+      if (this.total - at < size) break;
+      at += size;
+      off += size;
+      while (k < this.chunks.length && off >= this.chunks[k].length) off -= this.chunks[k++].length;
     }
     this.checkedTo = consumed + at;
   }
