@@ -71,39 +71,15 @@ t.test("a server over connStreams echoes everything to a client whose full-size 
   const server = tlsServerOverStreams(connStreams(conn, { readSize: 4096 }), { crypto: nobleProvider, psks: [psk] });
   const echo = server.readable.pipeTo(server.writable).then(() => 'ok', (e: Error) => e.message);
   const client = new PaddingClient({ psks: [psk] });
-  const tls = client.connection;
-  const toServer = c.writable.getWriter();
-  const fromServer = c.readable.getReader();
-  const received: Uint8Array[] = [];
-  const exchange = async (): Promise<void> => {
-    for (const chunk of tls.takeOutputChunks()) await toServer.write(chunk);
-    for (const e of tls.takeEvents()) if (e.type === 'data') received.push(e.data);
-  };
-  await exchange();
-  while (tls.phase === 'handshaking') {
-    tls.receive((await fromServer.read()).value!);
-    await exchange();
-  }
   const payload = new Uint8Array(120_000).map((_, i) => (i * 31) & 0xff);
-  for (const r of client.write(payload)) await toServer.write(r);
-  const closeNotify = client.closeNotify(16_382);
+  const { closeNotify, received, reading } = await client.sendAndClose(c, payload, 16_382);
   t.equal(closeNotify.length, 5 + 16_385 + 16, 'the close_notify is a full-size record');
-  await toServer.write(closeNotify);
-  await toServer.close();
-  const reading = (async () => {
-    for (;;) {
-      const { value, done } = await fromServer.read();
-      if (done) return;
-      tls.receive(value);
-      await exchange().catch(() => {});
-    }
-  })();
   const echoed = await echo;
   t.equal(echoed, 'ok', 'the echo finished without a write failing');
   if (echoed !== 'ok') return;
   await reading;
   t.equal(Buffer.compare(Buffer.concat(received), Buffer.from(payload)), 0, `all ${payload.length} bytes came back`);
-  t.ok(tls.peerClosed, "and the server's close_notify after them");
+  t.ok(client.connection.peerClosed, "and the server's close_notify after them");
   t.equal(conn.closes, 1, 'the socket was closed once');
   t.ok(conn.log.indexOf('close') > conn.log.indexOf('closeWrite'), `after our direction ended (${conn.log.join(', ')})`);
 });

@@ -13,11 +13,11 @@ import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { Deframer } from '../lib/record/deframer.js';
-import { importRecordKey, sealRecord } from '../lib/transport/webcrypto-records.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { offloadPair, type OffloadPair } from '../bench/offload-pair.js';
 import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
 import type { Tap } from './helpers/peers.js';
+import { sealAll } from './helpers/seal-records.js';
 
 /** recordsInFlight of the pairs below: at most twice this many records are lent at once. */
 const IN_FLIGHT = 4;
@@ -77,19 +77,6 @@ function lentNow(records: object): number {
   return (records as unknown as { opening: unknown[] }).opening.length;
 }
 
-/** Seals `contents` as application_data records with `conn`'s write handle (taken from its offloadWrite()). */
-async function sealAll(conn: { offloadWrite(): { key: Uint8Array; reserve(): Uint8Array | null } | null }, contents: readonly Uint8Array[]): Promise<Uint8Array[]> {
-  const h = conn.offloadWrite()!;
-  const key = await importRecordKey(h.key);
-  const out: Uint8Array[] = [];
-  for (const c of contents) {
-    const inner = new Uint8Array(c.length + 1);
-    inner.set(c);
-    inner[c.length] = 23;
-    out.push(await sealRecord(key, h.reserve()!, inner));
-  }
-  return out;
-}
 
 /** `n` small contents (1 to 7 bytes: records of 23 to 29 bytes), `n` of them fill about 26n bytes. */
 const smallContents = (n: number, seed: number): Uint8Array[] => Array.from({ length: n }, (_, i) => pattern(1 + (i % 7), seed + i));

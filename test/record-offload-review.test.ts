@@ -14,6 +14,7 @@ import { nobleProvider } from '../lib/crypto/noble.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { offloadPair } from '../bench/offload-pair.js';
 import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
+import { sealAll } from './helpers/seal-records.js';
 
 type Call = (...args: unknown[]) => Promise<unknown>;
 
@@ -420,20 +421,6 @@ function openCounters(records: object): { decrypting: number; started: number } 
   return { decrypting: r.decrypting, started: r.started };
 }
 
-/** Seals `contents` as application_data records with `conn`'s write handle (taken from its offloadWrite()). */
-async function sealAll(conn: { offloadWrite(): { key: Uint8Array; reserve(): Uint8Array | null } | null }, contents: readonly Uint8Array[]): Promise<Uint8Array[]> {
-  const { importRecordKey, sealRecord } = await import('../lib/transport/webcrypto-records.js');
-  const h = conn.offloadWrite()!;
-  const key = await importRecordKey(h.key);
-  const out: Uint8Array[] = [];
-  for (const c of contents) {
-    const inner = new Uint8Array(c.length + 1);
-    inner.set(c);
-    inner[c.length] = 23;
-    out.push(await sealRecord(key, h.reserve()!, inner));
-  }
-  return out;
-}
 
 t.test('an empty record returned while later opens are still with WebCrypto: those answers start the next records, all delivered once, in order', async (t) => {
   const psk = makePsk('offload-review-stale', 'SHA-256', seededRandom(0x5e)(32));

@@ -178,42 +178,16 @@ t.test("a padded close_notify is opened before the transport is read on (Deno's 
     const [c, s] = memoryPipe();
     const echo = echoServer(denoLikeSocket(s, false));
     const client = new PaddingClient({ psks: [psk] });
-    const conn = client.connection;
-    const toServer = c.writable.getWriter();
-    const fromServer = c.readable.getReader();
-    const received: Uint8Array[] = [];
-    const exchange = async (): Promise<void> => {
-      for (const chunk of conn.takeOutputChunks()) await toServer.write(chunk);
-      for (const e of conn.takeEvents()) if (e.type === 'data') received.push(e.data);
-    };
-    await exchange(); // ClientHello
-    while (conn.phase === 'handshaking') {
-      const { value } = await fromServer.read();
-      conn.receive(value!);
-      await exchange();
-    }
     const payload = new Uint8Array(50_000).map((_, i) => (i * 13) & 0xff);
-    const records = client.write(payload);
-    const closeNotify = client.closeNotify(padding);
+    const { closeNotify, received, reading } = await client.sendAndClose(c, payload, padding);
     t.equal(closeNotify.length, 5 + 2 + 1 + padding + 16, `padding ${padding}: a close_notify of ${closeNotify.length} bytes`);
-    for (const r of records) await toServer.write(r);
-    await toServer.write(closeNotify);
-    await toServer.close(); // the end of the client's stream right behind it
-    const reading = (async () => {
-      for (;;) {
-        const { value, done } = await fromServer.read();
-        if (done) return;
-        conn.receive(value);
-        await exchange().catch(() => {}); // (the server may be gone: what the client sends back does not matter)
-      }
-    })();
     // (A server whose echo failed never ends its stream here: only an echo that finished is read to its end.)
     const echoed = await echo;
     t.equal(echoed, 'ok', `padding ${padding}: the echo finished without a write failing`);
     if (echoed !== 'ok') continue;
     await reading;
     t.equal(Buffer.compare(Buffer.concat(received), Buffer.from(payload)), 0, `padding ${padding}: all ${payload.length} bytes came back`);
-    t.ok(conn.peerClosed, `padding ${padding}: and the server's close_notify after them`);
+    t.ok(client.connection.peerClosed, `padding ${padding}: and the server's close_notify after them`);
   }
 });
 
