@@ -11,8 +11,10 @@ import t from 'tap';
 import { concat, toHex } from '../lib/codec/bytes.js';
 import type { ConnectionEvent } from '../lib/config/events.js';
 import { nodeProvider } from '../lib/crypto/node.js';
+import { Connection } from '../lib/connection/connection.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { Deframer } from '../lib/record/deframer.js';
+import { WebCryptoRecords } from '../lib/transport/webcrypto-records.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { offloadPair, type OffloadPair } from '../bench/offload-pair.js';
 import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
@@ -365,4 +367,60 @@ t.test("streams transport: one read of more full records than are lent at once, 
   t.ok(server.connection.peerClosed, "the server processed the client's close_notify");
   t.equal(io.pulls, pullsBefore, 'and asked its transport for nothing more: no read after the read that held it (§6.1)');
   t.equal(toHex(concat(...got)), toHex(concat(...contents)), 'every record before it delivered, in order');
+});
+
+// ---- records opened while afterCore runs ---------------------------------------------------------------------
+
+t.test('records that fill the window while an asynchronous afterCore runs: once it settles, the rest of the read is lent too (no stall)', async (t) => {
+  // WebCryptoRecordsOptions.afterCore may be asynchronous ("records received meanwhile are opened once it settles").
+  // Here the records received meanwhile fill the window and are all opened before it settles: they are delivered
+  // then, and the records behind them, still unlent in the connection, must be taken next. Before the fix, the end
+  // of afterCore took records first (no room: the window was full) and delivered second, so nothing took the rest:
+  // unlentRecords stayed true with nothing being opened, and a transport waiting in readRoom() waited for good.
+  const psk = makePsk('offload-lazy-after-core', 'SHA-256', seededRandom(0x5f)(32));
+  const client = Connection.client({ crypto: withRandom(nodeProvider, seededRandom(391)), psks: [psk], suites: ['TLS_AES_128_GCM_SHA256'] });
+  const server = Connection.server({ crypto: withRandom(nodeProvider, seededRandom(392)), psks: [psk] });
+  for (let i = 0; i < 4; i++) {
+    for (const c of client.takeOutputChunks()) server.receive(c);
+    for (const c of server.takeOutputChunks()) client.receive(c);
+  }
+  t.equal(server.phase, 'connected', 'handshake done');
+  client.takeEvents();
+  server.takeEvents();
+  const got: Uint8Array[] = [];
+  let gate: (() => void) | null = null;
+  let afterCoreCalls = 0;
+  const records = new WebCryptoRecords(server, {
+    send: async () => {},
+    deliver: (d) => got.push(d),
+    afterCore: async () => {
+      afterCoreCalls++;
+      await new Promise<void>((r) => (gate = r));
+      for (const ev of server.takeEvents()) if (ev.type === 'data') got.push(ev.data);
+    },
+    recordsInFlight: 1, // a window of 2
+  });
+  records.takeLentRecords();
+  // An empty application_data record: WebCrypto does not accept it, so it goes back to the connection, which counts
+  // it as idle and lends the same key again (afterCore then runs).
+  const [empty, ...small] = await sealAll(client, [new Uint8Array(0), ...smallContents(6, 393)]);
+  // (Each wait below is bounded by a number of event-loop turns, long enough for WebCrypto on a loaded machine.)
+  const until = async (done: () => boolean): Promise<void> => {
+    for (let i = 0; i < 5000 && !done(); i++) await new Promise((r) => setTimeout(r, 1));
+  };
+  records.receive(empty, true);
+  await until(() => afterCoreCalls > 0);
+  t.equal(afterCoreCalls, 1, 'the empty record went back to the connection: afterCore is running');
+  // Meanwhile a read of six records: two are lent (the window) and opened; four wait in the connection.
+  const contents = smallContents(6, 393);
+  records.receive(concat(...small), true);
+  const opening = (records as unknown as { opening: { done: boolean }[] }).opening;
+  await until(() => opening.length === 2 && opening.every((o) => o.done));
+  t.ok(opening.length === 2 && opening.every((o) => o.done), 'the window is full and opened, waiting for afterCore');
+  t.ok(records.unlentRecords, 'the rest of the read waits unlent');
+  gate!();
+  await until(() => records.idle);
+  t.equal(toHex(concat(...got)), toHex(concat(...contents)), 'every record delivered, in order');
+  t.notOk(records.unlentRecords, 'none left unlent');
+  t.ok(records.idle, 'the pipeline is idle');
 });

@@ -721,8 +721,12 @@ export class WebCryptoRecords {
           .catch(() => {}) // (afterCore handles its own failures: see WebCryptoRecordsOptions)
           .finally(() => {
             this.returning = false;
-            this.takeLentRecords();
+            // Deliver what was opened meanwhile first, then take more records into the room that makes: records
+            // received meanwhile may have filled the window and all been opened, and the answers that could have
+            // taken the ones behind them came while delivering was held (taking first found no room, and nothing
+            // would take the rest: unlentRecords true with nothing being opened, readRoom() waiting for good).
             this.deliverReady();
+            this.takeLentRecords();
           });
         break;
       }
