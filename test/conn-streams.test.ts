@@ -151,3 +151,25 @@ t.test('connStreams: a read that fails errors the readable with its error and cl
   t.equal(conn.closes, 1, 'the socket is closed');
   for (const bad of [0, 1.5, 1 << 25]) t.throws(() => connStreams(conn, { readSize: bad }), RangeError, `readSize ${bad}`);
 });
+
+t.test("connStreams: a write that fails errors the writable with its error and closes the socket, also after the peer's end of stream", async (t) => {
+  // Before: only a failed read closed the socket. A peer that half-closes and then resets (our echo's write fails
+  // with a broken pipe) left it open: the end of stream was read, our direction never ended, so neither rule closed
+  // it — a file descriptor held for good (Deno closes nothing on garbage collection).
+  const conn: ConnLike & { closes: number } = {
+    closes: 0,
+    read: async () => null,
+    write: async () => {
+      throw new Error('broken pipe');
+    },
+    closeWrite: async () => {},
+    close() {
+      this.closes++;
+    },
+  };
+  const streams = connStreams(conn);
+  t.equal((await streams.readable.getReader().read()).done, true, "the peer's end of stream is read");
+  t.equal(conn.closes, 0, 'the socket stays open for our direction');
+  await t.rejects(streams.writable.getWriter().write(new Uint8Array(10)), /broken pipe/, 'the write rejects with the socket error');
+  t.equal(conn.closes, 1, 'the socket is closed');
+});

@@ -88,7 +88,14 @@ export function connStreams(conn: ConnLike, options: ConnStreamsOptions = {}): C
   );
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
-      for (let at = 0; at < chunk.length; ) at += await conn.write(chunk.subarray(at));
+      try {
+        for (let at = 0; at < chunk.length; ) at += await conn.write(chunk.subarray(at));
+      } catch (e) {
+        // A socket whose write failed (reset, broken pipe) is done with, as one whose read failed: close it. The
+        // errored writable never ends our direction, so after the peer's end of stream nothing else would.
+        close();
+        throw e;
+      }
     },
     async close() {
       writeEnded = true;
