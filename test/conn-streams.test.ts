@@ -173,3 +173,27 @@ t.test("connStreams: a write that fails errors the writable with its error and c
   await t.rejects(streams.writable.getWriter().write(new Uint8Array(10)), /broken pipe/, 'the write rejects with the socket error');
   t.equal(conn.closes, 1, 'the socket is closed');
 });
+
+t.test("a server over connStreams that reads to the end of stream and then aborts its writable closes the socket", async (t) => {
+  for (const how of ['end of stream'] as const) {
+    const [c, s] = memoryPipe();
+    const conn = new FakeConn(s);
+    const server = tlsServerOverStreams(connStreams(conn), { crypto: nobleProvider, psks: [psk] });
+    // The client by hand, so that its transport can end without a close_notify (a truncated connection).
+    const tls = new PaddingClient({ psks: [psk] }).connection;
+    const toServer = c.writable.getWriter();
+    const fromServer = c.readable.getReader();
+    for (const chunk of tls.takeOutputChunks()) await toServer.write(chunk);
+    while (tls.phase === 'handshaking') {
+      tls.receive((await fromServer.read()).value!);
+      for (const chunk of tls.takeOutputChunks()) await toServer.write(chunk);
+    }
+    await server.handshake;
+    await toServer.close();
+    t.equal((await server.readable.getReader().read()).done, true, `${how}: the server read the end of stream`);
+    t.equal(conn.closes, 0, `${how}: the socket stays open for writing`);
+    await server.writable.abort(new Error('the application gives up'));
+    for (let i = 0; i < 50 && conn.closes === 0; i++) await new Promise((r) => setTimeout(r, 1));
+    t.equal(conn.closes, 1, `${how}: aborting the plaintext writable closes the socket`);
+  }
+});

@@ -406,6 +406,10 @@ function run(
     abort(reason) {
       destroy();
       finish(reason ?? new Error('aborted'));
+      // Our direction is given up: so is the transport's, also when reading was over already (end of stream, or the
+      // plaintext readable cancelled), where finish() did nothing — else a socket left open for writing (connStreams)
+      // was never closed.
+      void writer.abort(reason).catch(() => {});
     },
   });
 
