@@ -6,7 +6,7 @@ import t from 'tap';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import type { Psk } from '../lib/psk/types.js';
 import { connStreams, type ConnLike } from '../lib/transport/conn-streams.js';
-import { tlsServerOverStreams, type ByteStreamPair } from '../lib/transport/streams.js';
+import { tlsClientOverStreams, tlsServerOverStreams, type ByteStreamPair } from '../lib/transport/streams.js';
 import { utf8 } from '../lib/codec/bytes.js';
 import { memoryPipe } from './helpers/memory-streams.js';
 import { PaddingClient } from './helpers/padded-close.js';
@@ -84,7 +84,7 @@ t.test("a server over connStreams echoes everything to a client whose full-size 
   t.ok(conn.log.indexOf('close') > conn.log.indexOf('closeWrite'), `after our direction ended (${conn.log.join(', ')})`);
 });
 
-t.test('connStreams closes the socket once both directions are over, whichever ends first; at once on cancel or abort', async (t) => {
+t.test('connStreams closes the socket once both directions are over, whichever ends first (a cancelled readable counts as read to the end); at once on abort', async (t) => {
   // The peer's end of stream first, then ours.
   {
     const [peer, ours] = memoryPipe();
@@ -117,14 +117,36 @@ t.test('connStreams closes the socket once both directions are over, whichever e
     t.equal((await r.read()).done, true, 'then its end of stream');
     t.equal(conn.closes, 1, 'closed once both are over');
   }
-  // The transport lets the readable go (the connection failed, or is over): the socket is closed at once.
+  // The transport lets the readable go: reading is over, writing is not (the application cancelled its plaintext
+  // readable and goes on writing); the socket is closed once our direction is over too, or aborted.
+  {
+    const [peer, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    const pair = connStreams(conn);
+    await pair.readable.cancel();
+    t.equal(conn.closes, 0, 'cancel leaves it open for writing');
+    const got = peer.readable.getReader().read();
+    await pair.writable.getWriter().write(utf8('after cancel'));
+    t.same((await got).value, utf8('after cancel'), 'what we write after it arrives');
+    await pair.closeWrite();
+    t.equal(conn.closes, 1, 'closed once our direction ended too');
+  }
+  {
+    const [, ours] = memoryPipe();
+    const conn = new FakeConn(ours);
+    const pair = connStreams(conn);
+    await pair.closeWrite();
+    await pair.readable.cancel();
+    t.equal(conn.closes, 1, 'cancel after our direction ended closes it');
+  }
   {
     const [, ours] = memoryPipe();
     const conn = new FakeConn(ours);
     const pair = connStreams(conn);
     await pair.readable.cancel();
-    t.equal(conn.closes, 1, 'cancel closes it');
     await pair.writable.abort().catch(() => {});
+    t.equal(conn.closes, 1, 'cancel then abort (a transport giving up) closes it, once');
+    await pair.readable.cancel();
     t.equal(conn.closes, 1, 'and only once');
   }
   {
@@ -174,8 +196,27 @@ t.test("connStreams: a write that fails errors the writable with its error and c
   t.equal(conn.closes, 1, 'the socket is closed');
 });
 
-t.test("a server over connStreams that reads to the end of stream and then aborts its writable closes the socket", async (t) => {
-  for (const how of ['end of stream'] as const) {
+t.test("a server over connStreams whose application cancels its plaintext readable can still write: what it writes arrives", async (t) => {
+  // Before: cancelling the plaintext readable made the transport cancel connStreams' readable, which closed the whole
+  // socket; the server's later write resolved (queued) but never arrived — over an ordinary transport it does.
+  const [c, s] = memoryPipe();
+  const conn = new FakeConn(s);
+  const server = tlsServerOverStreams(connStreams(conn), { crypto: nobleProvider, psks: [psk] });
+  const client = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+  await Promise.all([server.handshake, client.handshake]);
+  await server.readable.cancel();
+  t.equal(conn.closes, 0, 'the socket stays open for writing');
+  const w = server.writable.getWriter();
+  await w.write(utf8('still here'));
+  const r = client.readable.getReader();
+  t.same((await r.read()).value, utf8('still here'), 'the client receives what the server wrote after cancelling');
+  await w.close();
+  t.equal((await r.read()).done, true, "then the server's close_notify");
+  t.equal(conn.closes, 1, 'and the socket is closed once the server closed its direction');
+});
+
+t.test("a server over connStreams that reads to the end of stream (or cancels its readable) and then aborts its writable closes the socket", async (t) => {
+  for (const how of ['end of stream', 'cancel'] as const) {
     const [c, s] = memoryPipe();
     const conn = new FakeConn(s);
     const server = tlsServerOverStreams(connStreams(conn), { crypto: nobleProvider, psks: [psk] });
@@ -189,8 +230,11 @@ t.test("a server over connStreams that reads to the end of stream and then abort
       for (const chunk of tls.takeOutputChunks()) await toServer.write(chunk);
     }
     await server.handshake;
-    await toServer.close();
-    t.equal((await server.readable.getReader().read()).done, true, `${how}: the server read the end of stream`);
+    if (how === 'cancel') await server.readable.cancel();
+    else {
+      await toServer.close();
+      t.equal((await server.readable.getReader().read()).done, true, `${how}: the server read the end of stream`);
+    }
     t.equal(conn.closes, 0, `${how}: the socket stays open for writing`);
     await server.writable.abort(new Error('the application gives up'));
     for (let i = 0; i < 50 && conn.closes === 0; i++) await new Promise((r) => setTimeout(r, 1));

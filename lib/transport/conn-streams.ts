@@ -9,8 +9,8 @@
  * before reading on; it cannot see inside a record before WebCrypto has opened it, so it takes a full-size record
  * for data, and a peer that pads its close_notify to the full size (recordPadding 16385, say) and half-closes right
  * behind it can still make Deno cut the echo. Over these streams the end of stream closes nothing: the socket is
- * closed once both directions are over (our close_notify sent and the peer's end of stream read), or at once when
- * the transport gives up on it (a failure, or nothing more to read after our close).
+ * closed once both directions are over (our close_notify sent, and the peer's end of stream read or the readable
+ * cancelled), or at once when the transport gives up on it (a failure: it aborts the writable).
  */
 /** What these streams need of a socket: `Deno.Conn` has it (and Deno's TLS connections, and its Unix sockets). */
 export interface ConnLike {
@@ -79,9 +79,11 @@ export function connStreams(conn: ConnLike, options: ConnStreamsOptions = {}): C
         } else controller.enqueue(buffer.subarray(0, n));
       },
       cancel() {
-        // The transport lets the readable go when the connection is over, or failed: so is the socket.
+        // Nothing more is read, but our direction may still be writing: the plaintext readable was cancelled and the
+        // application goes on writing, as over any other transport. The socket is closed once our direction is over
+        // too (at once if it is); a transport that gives up on the connection aborts the writable, which closes it.
         readEnded = true;
-        close();
+        closeIfOver();
       },
     },
     { highWaterMark: 0 }, // read only when asked: what is not read stays in the kernel's buffer (backpressure)
