@@ -60,7 +60,8 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           after the handshake if the server rejects it)
   --max-early-data N      (server) accept up to N bytes of 0-RTT data (default 0: reject; replayable!).
                           Each ClientHello's 0-RTT is accepted once: a replayed copy is answered without
-                          0-RTT (RFC 8446 §8; 100,000 remembered, about 5.5 MB, then all 0-RTT is rejected)
+                          0-RTT (RFC 8446 §8; 100,000 remembered, about 5.5 MB, then all 0-RTT is rejected;
+                          keys from --kme serve one handshake each and are not recorded)
   --record-size-limit N   advertise a record_size_limit (RFC 8449)
   --record-padding N      pad every encrypted record we send to a multiple of N bytes (RFC 8446 §5.4:
                           hides lengths to N bytes; 16385 = every record full size; default 0: none)
