@@ -71,6 +71,8 @@ export interface OffloadPair {
   readonly server: OffloadEnd;
   /** Resolves when both pipelines are idle (everything sent was received and processed). */
   settle(): Promise<void>;
+  /** close_notify from the client, settled, then from the server, settled: both sides closed. */
+  closeBoth(): Promise<void>;
 }
 
 /** Creates a pair, runs the handshake and resolves once it settled. */
@@ -92,5 +94,12 @@ export async function offloadPair(client: ClientOptions, server: ServerOptions, 
   };
   c.records.flushCore(); // the ClientHello
   await settle();
-  return { client: c, server: s, settle };
+  const closeBoth = async (): Promise<void> => {
+    for (const end of [c, s]) {
+      end.conn.close();
+      end.records.flushCore();
+      await settle();
+    }
+  };
+  return { client: c, server: s, settle, closeBoth };
 }

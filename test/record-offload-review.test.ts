@@ -13,7 +13,7 @@ import type { ConnectionEvent } from '../lib/config/events.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { offloadPair } from '../bench/offload-pair.js';
-import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
+import { makePsk, seededRandom, wiped, withRandom } from './helpers/pair.js';
 import { sealAll } from './helpers/seal-records.js';
 
 type Call = (...args: unknown[]) => Promise<unknown>;
@@ -134,12 +134,7 @@ t.test('once both sides closed, neither pipeline keeps the CryptoKeys it importe
   await p.server.records.write(pattern(40_000, 123));
   await p.settle();
   t.ok(refs.length >= 4, `each side imported its read and write key (${refs.length} keys)`);
-  p.client.conn.close();
-  p.client.records.flushCore();
-  await p.settle();
-  p.server.conn.close();
-  p.server.records.flushCore();
-  await p.settle();
+  await p.closeBoth();
   t.equal(p.client.conn.phase, 'closed');
   t.equal(p.server.conn.phase, 'closed');
   t.equal(await alive(refs), 0, 'every imported key can be collected while the pipelines are still referenced');
@@ -199,16 +194,6 @@ t.test('streams transport: after abort() (the connection destroyed), the CryptoK
 });
 
 // ---- sealing fails: the connection is over ----------------------------------------------------------------
-
-/** Whether the connection's session secrets are wiped (the exporter refuses once they are). */
-function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array }): boolean {
-  try {
-    conn.exportKeyingMaterial('probe', new Uint8Array(0), 8);
-    return false;
-  } catch (e) {
-    return /wiped/.test((e as Error).message);
-  }
-}
 
 /** A streams pair over in-memory streams, handshake done; `encrypt` refuses its `refuse`-th call from then on. */
 async function streamsPair(t: { teardown(f: () => void): void }, refuse: number) {

@@ -63,12 +63,7 @@ async function conversation(p: OffloadPair): Promise<{ clientSent: Uint8Array; s
   await p.server.records.write(fromServer[2]);
   await p.client.records.write(fromClient[3]);
   await p.settle();
-  p.client.conn.close();
-  p.client.records.flushCore();
-  await p.settle();
-  p.server.conn.close();
-  p.server.records.flushCore();
-  await p.settle();
+  await p.closeBoth();
   // Each write() is cut into records of at most 2^14 bytes.
   const records = (writes: Uint8Array[]): number => writes.reduce((n, w) => n + Math.ceil(w.length / 16_384), 0);
   return { clientSent: joined(fromClient), serverSent: joined(fromServer), clientRecords: records(fromClient), serverRecords: records(fromServer) };

@@ -9,6 +9,7 @@ import type { Psk } from '../lib/psk/types.js';
 import * as net from 'node:net';
 import { memoryPipe, readAllBytes } from './helpers/memory-streams.js';
 import { PaddingClient } from './helpers/padded-close.js';
+import { wiped } from './helpers/pair.js';
 
 const psk: Psk = { identity: utf8('streams'), secret: new Uint8Array(32).fill(3), hash: 'SHA-256' };
 
@@ -207,16 +208,6 @@ t.test('a peer that stops reading cannot keep a failure from reaching the applic
   t.ok(error, 'the handshake fails although its alert could not be written');
   t.match(error, { alert: 'decode_error' }, 'with the alert the connection chose');
 });
-
-/** Whether the connection's session secrets are wiped (the exporter refuses once they are). */
-function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array }): boolean {
-  try {
-    conn.exportKeyingMaterial('probe', new Uint8Array(0), 8);
-    return false;
-  } catch (e) {
-    return /wiped/.test((e as Error).message);
-  }
-}
 
 t.test('the session secrets are wiped once the connection is over: a clean close, a transport failure', async (t) => {
   // A clean close in both directions (the client closes, the server echoes and closes).

@@ -320,3 +320,12 @@ export function splitMessages(content: Uint8Array): Uint8Array[] {
   return out;
 }
 
+/** Whether the connection's session secrets are wiped (the exporter refuses once they are). */
+export function wiped(conn: { exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array }): boolean {
+  try {
+    conn.exportKeyingMaterial('probe', new Uint8Array(0), 8);
+    return false;
+  } catch (e) {
+    return /wiped/.test((e as Error).message);
+  }
+}
