@@ -55,7 +55,7 @@ export async function runRuntimes(options: {
         let opts = base;
         if (runtime === 'node') {
           // Node: the connection's own cipher is node:crypto, what a Node user gets.
-          opts = { ...base, crypto: nodeProvider, cryptoName: 'node' };
+          opts = { ...base, crypto: nodeProvider, cryptoName: NODE_CRYPTO };
           progress('node (in this process)');
           measured = await runRuntimeParts(opts);
         } else {
@@ -65,9 +65,16 @@ export async function runRuntimes(options: {
             progress(`${runtime}: skipped (${missing} not installed)`);
             continue;
           }
-          bundle ??= await makeBundle(dir);
           progress(`${runtime}`);
-          measured = await RUNNERS[runtime](dir, bundle, base);
+          if (runtime === 'bun') {
+            // Bun has node:crypto too (BoringSSL, synchronous, faster than Bun's WebCrypto: bench/README.md), so the
+            // connection's own cipher there is the node provider, what a Bun user gets from qkd-tls/node (README, "Bun").
+            opts = { ...base, cryptoName: NODE_CRYPTO };
+            measured = await runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, await makeNodeProviderBundle(dir), base);
+          } else {
+            bundle ??= await makeBundle(dir);
+            measured = await RUNNERS[runtime](dir, bundle, base);
+          }
         }
         lines.push(...runtimeLines(opts, measured));
       } catch (e) {
@@ -125,7 +132,7 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
       'needs (each 16 KiB record sealed and opened once, `recordsInFlight` seal-then-open chains at once; twice as many measured no ' +
       'higher), measured in the same run, taking turns with the transfers. ' +
       '"offload" = AES-GCM records sealed and opened through WebCrypto by lib/transport/webcrypto-records.ts; without it the connection ' +
-      'uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node). "no TLS" = the offloaded transfer with none of TLS ' +
+      'uses its own synchronous cipher (@noble/ciphers, or node:crypto in Node and Bun). "no TLS" = the offloaded transfer with none of TLS ' +
       '(bench/framing-only.ts: the same streams, the same WebCrypto calls and the same per-record copies, headers and nonces, ' +
       "no key schedule, state machine or checks): the limit of any record layer built this way in that runtime, measured in the same run.",
     '',
@@ -140,8 +147,9 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
     targetLine(run),
     '',
     'workerd advances its clock only on I/O, so its parts are timed from outside, one HTTP request each (the request and the ' +
-      "part's setup included). In Node the streams transport leaves the offload off by default: node:crypto's synchronous AES-GCM " +
-      '(the "no" row) is faster than its WebCrypto; so it leaves WebCrypto key shares off over the node provider (the node rows below).',
+      "part's setup included). Node and Bun run the connection on the node provider (node:crypto: OpenSSL in Node, BoringSSL in Bun), " +
+      'over which the streams transport leaves the offload off by default: its synchronous AES-GCM (the "no" row) is native and faster; so it ' +
+      'leaves WebCrypto key shares off over the node provider (the node rows below).',
     '',
     'Handshakes: "key shares" says what made the x25519 key shares: the provider itself (synchronous), or WebCrypto ' +
       '(`withWebCryptoKeyShares`, lib/crypto/webcrypto.ts), the handshake pausing for it while the bench loop runs the pause.',
@@ -155,12 +163,32 @@ export function formatRuntimesMarkdown(run: RuntimesRun, meta: { date: string; q
   return out.join('\n') + '\n';
 }
 
-/** The target of issue 16, checked on a run: offloaded AES-128-GCM bulk at least 0.8 × the ceiling. */
+/**
+ * The target of issue 16, checked on a run: AES-128-GCM bulk at least 0.8 × the ceiling, first through the WebCrypto
+ * offload alone, then through the faster of the offload and the runtime's synchronous native cipher (node:crypto, in
+ * Node and Bun), which is how a user there gets the most out of it. @noble's cipher is not native and never counts.
+ */
 export function targetLine(run: RuntimesRun): string {
-  const rows = run.lines.filter((l) => l.event === 'runtime-bulk' && l.offload === true);
-  const met = rows.filter((l) => (l.mbps as number) >= 0.8 * (l.ceilingMbps as number)).map((l) => String(l.runtime));
-  const missed = rows.filter((l) => !met.includes(String(l.runtime))).map((l) => `${l.runtime} ${((l.mbps as number) / (l.ceilingMbps as number)).toFixed(2)}×`);
-  return `Target, offloaded AES-128-GCM bulk ≥ 0.8 × the ceiling: met in ${met.length ? met.join(', ') : 'none'}; not met in ${missed.length ? missed.join(', ') : 'none'}.`;
+  const bulk = run.lines.filter((l) => l.event === 'runtime-bulk');
+  const ratio = (l: Record<string, unknown>): number => (l.mbps as number) / (l.ceilingMbps as number);
+  const verdict = (rows: Record<string, unknown>[], label: (l: Record<string, unknown>) => string): string => {
+    const met = rows.filter((l) => ratio(l) >= 0.8);
+    const missed = rows.filter((l) => ratio(l) < 0.8);
+    const list = (ls: Record<string, unknown>[]) => (ls.length ? ls.map(label).join(', ') : 'none');
+    return `met in ${list(met)}; not met in ${list(missed)}`;
+  };
+  const offloaded = bulk.filter((l) => l.offload === true);
+  // Per runtime, its fastest native path: the offloaded row, or the row on node:crypto where there is one.
+  const best = new Map<string, Record<string, unknown>>();
+  for (const l of bulk.filter((x) => x.offload === true || x.cipher === NODE_CRYPTO)) {
+    const prev = best.get(String(l.runtime));
+    if (!prev || ratio(l) > ratio(prev)) best.set(String(l.runtime), l);
+  }
+  const hasNative = [...best.values()].some((l) => l.offload !== true);
+  return (
+    `Target, AES-128-GCM bulk ≥ 0.8 × the ceiling. Offloaded: ${verdict(offloaded, (l) => `${l.runtime} ${ratio(l).toFixed(2)}×`)}.` +
+    (hasNative ? ` Offloaded or on node:crypto, whichever is faster: ${verdict([...best.values()], (l) => `${l.runtime} ${ratio(l).toFixed(2)}× (${l.offload === true ? 'offload' : l.cipher})`)}.` : '')
+  );
 }
 
 /** `text` with its runtimes section replaced by `section` (or `section` appended when there is none). */
@@ -197,26 +225,45 @@ async function makeBundle(dir: string): Promise<string> {
   return out;
 }
 
+/** The `cryptoName` of the node provider (node:crypto) in the results. */
+const NODE_CRYPTO = 'node';
+
+/**
+ * The benchmark and the node provider (lib/crypto/node.ts, on node:crypto) in one ESM file for a runtime that has
+ * node:crypto (Bun), so that the connection's own cipher there is the native one; exports both.
+ */
+async function makeNodeProviderBundle(dir: string): Promise<string> {
+  const entry = join(dir, 'bench-node-entry.mjs');
+  const dist = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
+  await writeFile(entry, `export { runRuntimeParts } from ${dist('./runtime-bench.js')};\nexport { nodeProvider } from ${dist('../lib/crypto/node.js')};\n`);
+  const out = join(dir, 'bench-node.mjs');
+  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=node', '--target=es2022', `--outfile=${out}`, '--log-level=warning']);
+  return out;
+}
+
 type Runner = (dir: string, bundle: string, options: RuntimeBenchOptions) => Promise<RuntimeMeasurement[]>;
 
-const DRIVER = `import { runRuntimeParts } from './bench.mjs';
+/** The driver Deno and Bun run: the bundle's benchmark, over the bundle's node provider when it exports one. */
+const driver = (bundle: string) => `import * as bench from './${bundle.split('/').pop()}';
 const args = globalThis.Deno ? Deno.args : process.argv.slice(2);
-const result = await runRuntimeParts(JSON.parse(args[0]));
+const options = JSON.parse(args[0]);
+const result = await bench.runRuntimeParts(bench.nodeProvider ? { ...options, crypto: bench.nodeProvider } : options);
 console.log('RESULT ' + JSON.stringify(result));
 `;
 
-async function runDriver(command: string, args: string[], dir: string, options: RuntimeBenchOptions, env: NodeJS.ProcessEnv = {}): Promise<RuntimeMeasurement[]> {
-  await writeFile(join(dir, 'driver.mjs'), DRIVER);
+async function runDriver(command: string, args: string[], dir: string, bundle: string, options: RuntimeBenchOptions, env: NodeJS.ProcessEnv = {}): Promise<RuntimeMeasurement[]> {
+  await writeFile(join(dir, 'driver.mjs'), driver(bundle));
   const stdout = await execFile(command, [...args, join(dir, 'driver.mjs'), JSON.stringify(options)], { cwd: dir, env });
   const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (!line) throw new Error(`no result from ${command}: ${stdout.slice(-500)}`);
   return JSON.parse(line.slice(7)) as RuntimeMeasurement[];
 }
 
-const RUNNERS: Record<Exclude<RuntimeName, 'node'>, Runner> = {
-  deno: (dir, _bundle, options) =>
-    runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, options, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
-  bun: (dir, _bundle, options) => runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, options),
+// Deno has node:crypto too, but its AES-GCM there ran at ≈90 MB/s sealing and opening 16 KiB records against
+// ≈450 for its WebCrypto (workerd's: ≈300 against ≈900), so those two keep @noble for the path without offload.
+const RUNNERS: Record<Exclude<RuntimeName, 'node' | 'bun'>, Runner> = {
+  deno: (dir, bundle, options) =>
+    runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, bundle, options, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
   workerd: runWorkerd,
   chromium: runChromium,
 };

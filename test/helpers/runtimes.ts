@@ -206,6 +206,10 @@ export interface RuntimeResult {
   firstMismatch?: number;
   closeNotifySent: boolean;
   closeNotifyReceived: boolean;
+  /** The name of the connection's crypto provider ('noble', or 'node' with "provider": "node"). */
+  provider?: string;
+  /** Application data records the transport sealed and opened with WebCrypto. */
+  offloaded?: { sealed: number; opened: number };
   /** Client: the path of the transport's x25519 key shares (test/fixtures/runtimes/echo-core.mjs). */
   keyShares?: { x25519: string; webcrypto: number; fallback: number };
   /** Client: a sans-IO handshake per group with WebCrypto key shares, run in the runtime. */

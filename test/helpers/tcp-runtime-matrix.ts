@@ -5,8 +5,8 @@
  *  - client in the runtime -> qkd-tls server in Node, and -> `openssl s_server -psk -nocert -rev`;
  *  - server in the runtime <- the qkd-tls client in Node;
  * each with psk_ke and psk_dhe_ke, a 1 MiB echo compared byte for byte, and close_notify seen both ways;
- * a client whose close_notify is padded (the server still echoes everything); and a wrong key, which fails with
- * the alert named.
+ * a client whose close_notify is padded (the server still echoes everything); in Bun, client and server on
+ * qkd-tls/node's nodeProvider (node:crypto, no offload); and a wrong key, which fails with the alert named.
  */
 import { join } from 'node:path';
 import type tap from 'tap';
@@ -122,6 +122,39 @@ export function tcpRuntimeMatrix(t: typeof tap, runtime: TcpRuntime): void {
       const exit = await server.waitExit(WAIT);
       t.equal(exit.code, 0, 'the deno server exits 0', { output: server.transcript() });
       t.match(result(server), { echoed: PAYLOAD_BYTES, closeNotifyReceived: true }, 'the deno server echoed 1 MiB and saw the padded close_notify');
+    });
+  }
+
+  // Bun has node:crypto (BoringSSL): over qkd-tls/node's provider the streams transport keeps every record on its
+  // synchronous native AES-GCM (no offload by default) and its own x25519, both ways (README, "Bun").
+  if (runtime.name === 'bun') {
+    t.test('bun client on qkd-tls/node\'s nodeProvider -> qkd-tls server in Node, psk_dhe_ke: 1 MiB echo on node:crypto, nothing offloaded', { ...SUBTEST, skip }, async (t) => {
+      const { port, connections, closed } = await nodeEchoServer(t);
+      const client = await run(t, { role: 'client', host: '127.0.0.1', port, kexMode: 'psk_dhe_ke', provider: 'node' });
+      const exit = await client.waitExit(WAIT);
+      t.equal(exit.code, 0, 'the bun client exits 0', { output: client.transcript() });
+      const r = result(client);
+      t.match(r, { handshake: { version: 'TLSv1.3', suite: 'TLS_AES_128_GCM_SHA256', kex: 'psk_dhe_ke', group: 'x25519', identity: PSK_IDENTITY }, sent: PAYLOAD_BYTES, received: PAYLOAD_BYTES, echoEqual: true, closeNotifyReceived: true }, '1 MiB echoed byte for byte, close_notify both ways', { output: client.transcript() });
+      t.match(r?.runtime, runtime.runtimePattern, 'it ran in bun');
+      t.equal(r?.provider, 'node', 'the connection ran on the node provider');
+      t.same(r?.offloaded, { sealed: 0, opened: 0 }, 'no record went through WebCrypto: node:crypto sealed and opened them all');
+      t.equal(r?.keyShares?.x25519, 'base', "the x25519 key share was the provider's own (node:crypto), not WebCrypto's");
+      await Promise.all(closed);
+      t.match(connections[0], { handshake: { kex: 'psk_dhe_ke' }, echoed: PAYLOAD_BYTES, closeNotifyReceived: true }, 'the server in Node echoed 1 MiB');
+    });
+
+    t.test('qkd-tls client in Node -> bun server on qkd-tls/node\'s nodeProvider, psk_dhe_ke: 1 MiB echo on node:crypto, nothing offloaded', { ...SUBTEST, skip }, async (t) => {
+      const server = await run(t, { role: 'server', kexModes: ['psk_dhe_ke', 'psk_ke'], provider: 'node' });
+      const listening = jsonEvent(await server.waitFor(/"event":"listening"/, WAIT, 'stdout'), 'listening');
+      const client = await nodeClient(Number(listening?.port), 'psk_dhe_ke', corePayload());
+      t.equal(client.echoed, PAYLOAD_BYTES, '1 MiB came back');
+      t.equal(client.equal, true, 'byte for byte');
+      t.equal(client.closeNotifyReceived, true, "the Node client saw the bun server's close_notify");
+      const exit = await server.waitExit(WAIT);
+      t.equal(exit.code, 0, 'the bun server exits 0', { output: server.transcript() });
+      const r = result(server);
+      t.match(r, { handshake: { kex: 'psk_dhe_ke', group: 'x25519' }, echoed: PAYLOAD_BYTES, closeNotifyReceived: true, provider: 'node' }, 'the bun server echoed 1 MiB on the node provider');
+      t.same(r?.offloaded, { sealed: 0, opened: 0 }, 'no record went through WebCrypto');
     });
   }
 
