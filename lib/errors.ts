@@ -61,6 +61,7 @@ export const REASON_ALERT = {
   NoCommonKeyExchangeMode: 'handshake_failure', // §4.2.9
   NoCommonGroup: 'handshake_failure', // §4.1.1
   NoPskOffered: 'handshake_failure', // §4.1.1: this stack authenticates with PSKs only
+  NoPskNorCertificateExtensions: 'missing_extension', // §9.2: no pre_shared_key, and no signature_algorithms or supported_groups either
   UnknownPskIdentity: 'unknown_psk_identity', // §4.2.11: no offered identity is known
   PskUnavailable: 'handshake_failure', // the PSK lookup failed (e.g. the key manager is unreachable, or it answered a key a lease's release wiped); a client offered a key a lease's release wiped (no alert: nothing sent)
   PskTooShort: 'handshake_failure', // RFC 9257 §6: the PSK lookup answered a secret under 128 bits (as PskUnavailable, RFC 8446 §6.2)

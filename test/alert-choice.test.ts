@@ -100,3 +100,32 @@ t.test('a psk_ke ClientHello with supported_groups but no key_share is refused w
   );
   tt.equal(p.error('server')?.alert, 'missing_extension', `missing_extension (got ${p.error('server')?.alert ?? 'a completed handshake'})`);
 });
+
+t.test('a ClientHello without pre_shared_key and without signature_algorithms is refused with missing_extension', async (tt) => {
+  // RFC 8446 §9.2: a TLS 1.3 ClientHello "If not containing a "pre_shared_key" extension, it MUST contain both a
+  // "signature_algorithms" extension and a "supported_groups" extension. ... Servers receiving a ClientHello which
+  // does not conform to these requirements MUST abort the handshake with a "missing_extension" alert."
+  // server.ts answered every ClientHello without pre_shared_key with handshake_failure (NoPskOffered), this one too.
+  // (OpenSSL's server, which the interop tests see, answers a ClientHello without signature_algorithms the same way.)
+  const client = Connection.client({ crypto, psks: [makePsk('f12')] });
+  const parts = splitHello(firstHandshakeMessage(splitRecords(client.takeOutput()!)));
+  parts.extensions.pop(); // pre_shared_key (the last extension, §4.2.11)
+  tt.notOk(parts.extensions.some((e) => e.type === E.signature_algorithms), 'the ClientHello has no signature_algorithms');
+  const server = Connection.server({ crypto, psks: [makePsk('f12')] });
+  server.receive(plainRecord(ContentType.handshake, joinHello(parts)));
+  const errs = errorsOf(server.takeEvents());
+  tt.equal(errs.length, 1, 'one error');
+  tt.equal(errs[0]?.alert, 'missing_extension', `missing_extension (got ${errs[0]?.alert}: ${errs[0]?.message})`);
+  tt.equal(errs[0]?.reason, 'NoPskNorCertificateExtensions', 'reason NoPskNorCertificateExtensions');
+  tt.same(splitRecords(server.takeOutput()!).map((r) => [...r.fragment]), [[2, 109]], 'one fatal missing_extension alert sent');
+
+  // A conforming certificate ClientHello (signature_algorithms and supported_groups, no PSK) is still the handshake
+  // this PSK-only server cannot do: handshake_failure, as before.
+  const certificateHello = splitHello(joinHello(parts));
+  certificateHello.extensions.unshift(ext(E.signature_algorithms, (w) => w.vec16((l) => l.u16(0x0804).u16(0x0403))));
+  const server2 = Connection.server({ crypto, psks: [makePsk('f12')] });
+  server2.receive(plainRecord(ContentType.handshake, joinHello(certificateHello)));
+  const errs2 = errorsOf(server2.takeEvents());
+  tt.equal(errs2[0]?.alert, 'handshake_failure', `a certificate ClientHello: handshake_failure (got ${errs2[0]?.alert})`);
+  tt.equal(errs2[0]?.reason, 'NoPskOffered', 'reason NoPskOffered');
+});

@@ -159,7 +159,18 @@ t.test('ClientHello extension rules (server side)', async (tt) => {
   serverRejects(tt, (p) => removeExt(p, E.psk_key_exchange_modes), 'missing_extension', 'no psk_key_exchange_modes', { reason: 'PskModesMissing' });
   serverRejects(tt, (p) => replaceExt(p, ext(E.supported_versions, (w) => w.vec8((l) => l.u16(ProtocolVersion.TLSv1_2)))), 'protocol_version', 'supported_versions without 1.3', { reason: 'UnsupportedVersion' });
   serverRejects(tt, (p) => removeExt(p, E.supported_versions), 'protocol_version', 'no supported_versions (a TLS 1.2 ClientHello)');
-  serverRejects(tt, (p) => removeExt(p, E.pre_shared_key), 'handshake_failure', 'no pre_shared_key', { reason: 'NoPskOffered' });
+  // §9.2: without pre_shared_key a ClientHello needs signature_algorithms (ours has none) and supported_groups.
+  serverRejects(tt, (p) => removeExt(p, E.pre_shared_key), 'missing_extension', 'no pre_shared_key, no signature_algorithms', { reason: 'NoPskNorCertificateExtensions' });
+  serverRejects(
+    tt,
+    (p) => {
+      removeExt(p, E.pre_shared_key);
+      p.extensions.unshift(ext(E.signature_algorithms, (w) => w.vec16((l) => l.u16(0x0804))));
+    },
+    'handshake_failure',
+    'no pre_shared_key: a certificate ClientHello',
+    { reason: 'NoPskOffered' },
+  );
   serverRejects(tt, (p) => removeExt(p, E.supported_groups), 'missing_extension', 'key_share without supported_groups', { reason: 'KeyShareWithoutSupportedGroups' });
   serverRejects(tt, (p) => removeExt(p, E.key_share), 'missing_extension', 'psk_dhe_ke with supported_groups but no key_share', {
     reason: 'SupportedGroupsWithoutKeyShare',

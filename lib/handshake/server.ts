@@ -231,7 +231,16 @@ function checkClientHello(ch: ClientHello): void {
   if (!ch.supportedVersions?.includes(ProtocolVersion.TLSv1_3)) {
     throw new TlsError('UnsupportedVersion', 'client does not offer TLS 1.3');
   }
-  if (!ch.psks) throw new TlsError('NoPskOffered', 'client offered no PSK (this server authenticates with PSKs only)');
+  if (!ch.psks) {
+    // §9.2: a ClientHello without pre_shared_key "MUST contain both a "signature_algorithms" extension and a
+    // "supported_groups" extension", else missing_extension. One that has both asks for the certificate handshake
+    // this server cannot do: handshake_failure.
+    const missing = [E.signature_algorithms, E.supported_groups].filter((type) => !ch.extensions.has(type));
+    if (missing.length > 0) {
+      throw new TlsError('NoPskNorCertificateExtensions', `client offered no PSK, nor ${missing.map((type) => nameOf(ExtensionType, type)).join(' and ')} for a certificate handshake (RFC 8446 §9.2)`);
+    }
+    throw new TlsError('NoPskOffered', 'client offered no PSK (this server authenticates with PSKs only)');
+  }
   // §4.2.9: a pre_shared_key without psk_key_exchange_modes is missing_extension.
   if (!ch.pskModes) throw new TlsError('PskModesMissing', 'pre_shared_key without psk_key_exchange_modes (RFC 8446 §4.2.9)');
   // §9.2: key_share requires supported_groups, and each share must be for a group the client lists.
