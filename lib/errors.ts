@@ -88,7 +88,7 @@ export const REASON_ALERT = {
   PskHashMismatchesSuite: 'illegal_parameter', // §4.2.11: the selected suite's hash is not the PSK's
   ServerKeyShareMissing: 'illegal_parameter', // §4.2.11: no key_share, yet psk_ke was not offered
   ServerSelectedUnofferedAlpn: 'illegal_parameter', // RFC 7301 §3.2: a protocol the client did not offer
-  EarlyDataAcceptedWrongPsk: 'illegal_parameter', // §4.2.10: 0-RTT accepted for another PSK or suite (or after HRR)
+  EarlyDataAcceptedWrongPsk: 'illegal_parameter', // §4.2.10: 0-RTT accepted for another PSK or suite (after HRR: UnsolicitedExtension, §4.2)
   EarlyDataAcceptedWrongAlpn: 'illegal_parameter', // §4.2.10: 0-RTT accepted under another ALPN protocol than the PSK's
   IncorrectFinished: 'decrypt_error', // §4.4.4
   // --- handshake: limits and 0-RTT (§4.2.10) ---

@@ -11,6 +11,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { ext } from '../lib/messages/extensions.js';
 import { decodeClientHello, encodeServerHello, HELLO_RETRY_REQUEST_RANDOM } from '../lib/messages/hello.js';
+import { createEarlyDataReplayGuard } from '../lib/config/anti-replay.js';
 import {
   connectedWithKeyLogs,
   errorsOf,
@@ -128,4 +129,34 @@ t.test('a ClientHello without pre_shared_key and without signature_algorithms is
   const errs2 = errorsOf(server2.takeEvents());
   tt.equal(errs2[0]?.alert, 'handshake_failure', `a certificate ClientHello: handshake_failure (got ${errs2[0]?.alert})`);
   tt.equal(errs2[0]?.reason, 'NoPskOffered', 'reason NoPskOffered');
+});
+
+t.test('after a HelloRetryRequest, early_data in EncryptedExtensions is unsupported_extension', async (tt) => {
+  // RFC 8446 §4.2: "Implementations MUST NOT send extension responses if the remote endpoint did not send the
+  // corresponding extension requests ... Upon receiving such an extension, an endpoint MUST abort the handshake
+  // with an "unsupported_extension" alert." EncryptedExtensions answers the ClientHello the server accepted: after a
+  // HelloRetryRequest the second one, which carries no early_data (§4.2.10: "A client MUST NOT include the
+  // "early_data" extension in its followup ClientHello"). client.ts counted the extensions of both ClientHellos as
+  // offered, took the early_data for a response, and answered illegal_parameter (EarlyDataAcceptedWrongPsk).
+  // (BoringSSL relies on the same rule: its second ClientHello never offers early data, so an early_data reply is
+  // refused as unsolicited.)
+  const psk = makePsk('f13');
+  const p = handshake(
+    // The client shares x25519 only; the server wants secp256r1: a HelloRetryRequest, after the 0-RTT data.
+    { crypto, psks: [psk], earlyData: new TextEncoder().encode('0-rtt'), groups: ['x25519', 'secp256r1'], keyShareGroups: ['x25519'] },
+    {
+      crypto,
+      psks: [psk],
+      groups: ['secp256r1'],
+      maxEarlyDataSize: 1024,
+      earlyDataReplayGuard: createEarlyDataReplayGuard(),
+      dangerousEncryptedExtensions: (l) => [...l, ext(E.early_data)],
+    },
+  );
+  const first = splitHello(firstHandshakeMessage(p.records('server')));
+  tt.same([...first.prefix.subarray(2, 34)], [...HELLO_RETRY_REQUEST_RANDOM], 'the server answered with a HelloRetryRequest');
+  tt.equal(p.error('client')?.alert, 'unsupported_extension', `unsupported_extension (got ${p.error('client')?.alert}: ${p.error('client')?.message})`);
+  tt.equal(p.error('client')?.reason, 'UnsolicitedExtension', 'reason UnsolicitedExtension');
+  tt.equal(p.error('server')?.alert, 'unsupported_extension', 'the server receives it (the client sends it under its handshake keys)');
+  tt.equal(p.error('server')?.remote, true, 'remote, on the server');
 });

@@ -76,7 +76,10 @@ interface ClientPlan {
   readonly sessionId: Uint8Array;
   /** The server_name's HostName as sent: `options.serverName` without its trailing dot (RFC 6066 §3). */
   readonly serverName?: string;
-  /** Extensions we offered (a server may only answer these, §4.2). */
+  /**
+   * Extensions of our latest ClientHello: a server may only answer these (§4.2). After a HelloRetryRequest, those of
+   * the second ClientHello, which the ServerHello and EncryptedExtensions answer (no early_data, §4.2.10).
+   */
   readonly offered: Set<number>;
   ccsSent: boolean;
 }
@@ -248,6 +251,9 @@ function buildClientHello(
   const { options, crypto } = plan;
   let list = clientHelloExtensions(plan, shares, flags, retry?.cookie);
   if (options.dangerousClientHelloExtensions) list = options.dangerousClientHelloExtensions(list);
+  // §4.2: the server answers the ClientHello it accepts. After a HelloRetryRequest that is the second one, so an
+  // extension only the first carried (early_data) is no longer offered: a response to it is unsupported_extension.
+  plan.offered.clear();
   for (const e of list) plan.offered.add(e.type);
   plan.offered.add(ExtensionType.pre_shared_key);
 
