@@ -181,6 +181,40 @@ t.test('a client with 0-RTT in flight that refuses a HelloRetryRequest sends its
   tt.equal(p.error('server')?.remote, true);
 });
 
+t.test('a client with 0-RTT in flight that refuses a ServerHello sends its alert in plaintext', async (tt) => {
+  // RFC 8446 §4.2.10: after its ServerHello a server reads the client's early keys (0-RTT accepted) or its handshake
+  // keys, skipping records that fail to decrypt (rejected). Before the fix a client refusing the ServerHello (here
+  // one rewritten on the path to select PSK #1 of the one offered: §4.2.11 illegal_parameter) sent its alert under
+  // the early keys: a server that rejected 0-RTT skipped it as 0-RTT data and waited for the client's Finished.
+  // Refused, the ServerHello gave the client no handshake keys: the alert goes in plaintext, read in both cases.
+  for (const maxEarlyDataSize of [0, 100]) {
+    const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
+    const psk = makePsk('sh-alert');
+    let first = true;
+    const p = new Pair(
+      { crypto, psks: [psk], earlyData: new Uint8Array(10) },
+      { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard() },
+    );
+    p.pump({
+      toClient: (b) => {
+        if (!first) return b;
+        first = false;
+        const recs = splitRecords(b);
+        const i = recs.findIndex((r) => r.type === ContentType.handshake);
+        const sh = splitHello(firstHandshakeMessage(recs));
+        sh.extensions[sh.extensions.findIndex((e) => e.type === E.pre_shared_key)] = ext(E.pre_shared_key, (w) => w.u16(1));
+        return concat(...recs.slice(0, i).map((r) => r.bytes), plainRecord(ContentType.handshake, joinHello(sh)), ...recs.slice(i + 1).map((r) => r.bytes));
+      },
+    });
+    tt.equal(p.error('client')?.reason, 'ServerSelectedUnofferedPsk', `${what}: the client refuses the ServerHello`);
+    const alerts = p.records('client').filter((r) => r.type === ContentType.alert);
+    tt.same(alerts.map((r) => [...r.fragment]), [[2, 47]], `${what}: its alert is one plaintext illegal_parameter`);
+    tt.equal(p.server.phase, 'failed', `${what}: the server does not wait (state ${p.server.stateName})`);
+    tt.equal(p.error('server')?.alert, 'illegal_parameter', `${what}: it reads the client alert`);
+    tt.equal(p.error('server')?.remote, true, `${what}: remote`);
+  }
+});
+
 t.test('skipped 0-RTT records that carry no data are bounded like other idle records', async (tt) => {
   // RFC 8446 §4.2.10 bounds the skipping of rejected 0-RTT data by its size (max_early_data_size); a record whose
   // ciphertext holds no data (shorter than the tag and content type) counts 0 bytes against that bound. Before

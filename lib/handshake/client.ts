@@ -402,6 +402,20 @@ class ExpectServerHello implements HandshakeState {
   ) {}
 
   handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+    try {
+      return this.answer(io, m);
+    } catch (e) {
+      // §4.2.10: with our 0-RTT data in flight the server reads either the early keys (0-RTT accepted) or the
+      // handshake keys, skipping what fails to decrypt (rejected): an alert under the early keys is skipped then,
+      // and the server waits for a Finished that never comes. A ServerHello we refuse gave us no handshake keys,
+      // so the alert goes in plaintext, which a server reads in both cases while it waits for our flight (as
+      // ours does, and OpenSSL's, which allows plaintext alerts once it has sent its ServerHello).
+      if (this.early) io.clearWriteKeys();
+      throw e;
+    }
+  }
+
+  private answer(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
     if (m.type !== HandshakeType.server_hello) {
       throw new TlsError('UnexpectedMessage', `expected ServerHello, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
