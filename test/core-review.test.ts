@@ -215,6 +215,43 @@ t.test('a client with 0-RTT in flight that refuses a ServerHello sends its alert
   }
 });
 
+t.test('a client with 0-RTT in flight whose EncryptedExtensions record fails to decrypt sends its alert under the handshake keys', async (tt) => {
+  // RFC 8446 §4.2.10, as above: a server that rejected 0-RTT reads the client's handshake keys and skips what fails to
+  // decrypt. The client that cannot read EncryptedExtensions because its record fails authentication (§5.2:
+  // bad_record_mac), rather than its decoding, does not know either whether 0-RTT was accepted. Before the fix its
+  // alert went under the early keys (the EncryptedExtensions rule above applied only inside the state): the
+  // rejecting server skipped it and waited for the client's Finished.
+  for (const maxEarlyDataSize of [0, 100]) {
+    const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
+    const psk = makePsk('ee-mac');
+    let first = true;
+    const p = new Pair(
+      { crypto, psks: [psk], earlyData: new Uint8Array(10) },
+      { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard() },
+    );
+    p.pump({
+      toClient: (b) => {
+        if (!first) return b;
+        first = false;
+        // The first protected record of the server's flight (EncryptedExtensions), its last byte (the tag) flipped.
+        const recs = splitRecords(b);
+        const i = recs.findIndex((r) => r.type === ContentType.application_data);
+        const bad = recs[i].bytes.slice();
+        bad[bad.length - 1] ^= 1;
+        return concat(...recs.slice(0, i).map((r) => r.bytes), bad, ...recs.slice(i + 1).map((r) => r.bytes));
+      },
+    });
+    tt.equal(p.error('client')?.reason, 'RecordBadMac', `${what}: the client cannot read the EncryptedExtensions record`);
+    tt.equal(p.server.phase, 'failed', `${what}: the server does not wait (state ${p.server.stateName})`);
+    // Rejected: the server reads the alert. Accepted: it reads the early keys, so the alert fails to decrypt, which
+    // ends the handshake there too (as for unreadable EncryptedExtensions, above).
+    if (!maxEarlyDataSize) {
+      tt.equal(p.error('server')?.alert, 'bad_record_mac', `${what}: it reads the client alert`);
+      tt.equal(p.error('server')?.remote, true, `${what}: remote`);
+    }
+  }
+});
+
 t.test('skipped 0-RTT records that carry no data are bounded like other idle records', async (tt) => {
   // RFC 8446 §4.2.10 bounds the skipping of rejected 0-RTT data by its size (max_early_data_size); a record whose
   // ciphertext holds no data (shorter than the tag and content type) counts 0 bytes against that bound. Before

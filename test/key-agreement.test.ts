@@ -614,6 +614,27 @@ t.test('AwaitKeyAgreement: released once when the handshake fails after the paus
   t.same(destroyed.log, ['release', 'discard value'], 'destroy releases, and disposes of the late value, once');
 });
 
+t.test('a client with 0-RTT in flight whose key agreement fails after the ServerHello alerts in plaintext', async (t) => {
+  // RFC 8446 §4.2.10: a server that rejected 0-RTT reads the client's handshake keys and skips what fails to decrypt.
+  // A client paused after the ServerHello (AwaitSharedSecret) has no handshake keys yet; before the fix the alert of
+  // its failed key agreement went under the early keys, which that server skipped as 0-RTT data, and it waited. As
+  // for a ServerHello refused on the synchronous path (test/core-review), the alert now goes in plaintext.
+  const psk = makePsk('async-0rtt');
+  const p = new Pair({ crypto: web(230), psks: [psk], earlyData: new Uint8Array(10) }, { crypto: noble(231), psks: [psk] });
+  await runKeyAgreement(p.client, p.client.pendingKeyAgreement!); // the key share of the first ClientHello
+  p.pump();
+  t.equal(p.client.stateName, 'AwaitSharedSecret', 'the client waits for its shared secret, after the ServerHello');
+  t.equal(p.server.stateName, 'ExpectClientFinished', 'the server rejected 0-RTT and waits for the client flight');
+  p.client.failKeyAgreement(new Error('the WebCrypto worker died'));
+  t.equal(p.client.error?.reason, 'KeyAgreementFailed');
+  const out = p.client.takeOutput();
+  t.same(out ? splitRecords(out).map((r) => [r.type, ...r.fragment]) : [], [[21, 2, 80]], 'one plaintext internal_error alert');
+  p.server.receive(out!);
+  t.equal(p.server.phase, 'failed', `the server does not wait (${p.server.stateName})`);
+  t.equal(p.server.error?.alert, 'internal_error', 'it reads the client alert');
+  t.equal(p.server.error?.remote, true);
+});
+
 t.test('a client that fails before its first ClientHello sends nothing: there is no peer to alert yet', async (t) => {
   const c = Connection.client({ crypto: web(200), psks: [makePsk('first-fails')] });
   t.equal(c.stateName, 'AwaitKeyShares');

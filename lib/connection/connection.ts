@@ -935,6 +935,7 @@ export class Connection {
     this.pendingHandshake = [];
     if (err.alertSent) {
       try {
+        this.state.beforeAlert?.(this.io);
         this.sendAlert(err.alertCode);
       } catch {
         // Sealing the alert failed (e.g. sequence exhausted): the peer learns of it from the closed transport.

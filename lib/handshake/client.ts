@@ -401,21 +401,18 @@ class ExpectServerHello implements HandshakeState {
     private readonly retried: { transcript: Transcript; suite: SuiteInfo; group?: number } | null,
   ) {}
 
-  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
-    try {
-      return this.answer(io, m);
-    } catch (e) {
-      // §4.2.10: with our 0-RTT data in flight the server reads either the early keys (0-RTT accepted) or the
-      // handshake keys, skipping what fails to decrypt (rejected): an alert under the early keys is skipped then,
-      // and the server waits for a Finished that never comes. A ServerHello we refuse gave us no handshake keys,
-      // so the alert goes in plaintext, which a server reads in both cases while it waits for our flight (as
-      // ours does, and OpenSSL's, which allows plaintext alerts once it has sent its ServerHello).
-      if (this.early) io.clearWriteKeys();
-      throw e;
-    }
+  /**
+   * §4.2.10: with our 0-RTT data in flight the server reads either the early keys (0-RTT accepted) or the handshake
+   * keys, skipping what fails to decrypt (rejected): an alert under the early keys is skipped then, and the server
+   * waits for a Finished that never comes. Before a ServerHello is accepted we have no handshake keys, so the alert
+   * goes in plaintext, which a server reads in both cases while it waits for our flight (as ours does, and
+   * OpenSSL's, which allows plaintext alerts once it has sent its ServerHello).
+   */
+  beforeAlert(io: HandshakeIO): void {
+    if (this.early) io.clearWriteKeys();
   }
 
-  private answer(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
+  handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
     if (m.type !== HandshakeType.server_hello) {
       throw new TlsError('UnexpectedMessage', `expected ServerHello, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
@@ -571,6 +568,8 @@ class ExpectServerHello implements HandshakeState {
           next: (io2, secret) => this.afterKeyExchange(io2, sh, suite, index, 'psk_dhe_ke', share.group, secret),
           discard: (secret) => wipe(secret),
           release: () => this.destroy(),
+          // Still no handshake keys: an alert (the key agreement failed or timed out) goes as after a refused ServerHello.
+          beforeAlert: (io2) => this.beforeAlert(io2),
         });
       }
       try {
@@ -713,6 +712,20 @@ class ExpectEncryptedExtensions implements HandshakeState {
     private readonly n: NegotiatedClient,
   ) {}
 
+  /** Whether the EncryptedExtensions were decoded (then handle chose the write keys for an alert itself). */
+  private decoded = false;
+
+  /**
+   * A failure before the EncryptedExtensions could be read (their record fails to decrypt, §5.2; they do not decode):
+   * no telling whether 0-RTT was accepted. A server that rejected it reads the handshake keys and skips what fails
+   * to decrypt (§4.2.10): our alert under the early keys would be skipped and leave it waiting. Under the handshake
+   * keys it is read, or (by a server that accepted 0-RTT) fails to decrypt, which is fatal too: the handshake ends
+   * on both sides either way.
+   */
+  beforeAlert(io: HandshakeIO): void {
+    if (!this.decoded) this.useHandshakeWriteKeys(io);
+  }
+
   /** Client with 0-RTT pending: from now on, send under the handshake keys (not the early ones). */
   private useHandshakeWriteKeys(io: HandshakeIO): void {
     if (this.n.early && !this.n.handshakeWriteKeys) {
@@ -722,20 +735,12 @@ class ExpectEncryptedExtensions implements HandshakeState {
   }
 
   handle(io: HandshakeIO, m: HandshakeMessageBytes): HandshakeState {
-    let ee: EncryptedExtensions;
-    try {
-      if (m.type !== HandshakeType.encrypted_extensions) {
-        throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
-      }
-      ee = decodeEncryptedExtensions(m.body);
-    } catch (e) {
-      // No EncryptedExtensions we can read, so no telling whether 0-RTT was accepted. A server that rejected it
-      // reads the handshake keys and skips what fails to decrypt (§4.2.10): our alert under the early keys would
-      // be skipped and leave it waiting. Under the handshake keys it is read, or (by a server that accepted
-      // 0-RTT) fails to decrypt, which is fatal too: the handshake ends on both sides either way.
-      this.useHandshakeWriteKeys(io);
-      throw e;
+    // (No EncryptedExtensions we can read: beforeAlert picks the handshake keys for the alert.)
+    if (m.type !== HandshakeType.encrypted_extensions) {
+      throw new TlsError('UnexpectedMessage', `expected EncryptedExtensions, got ${nameOf(HandshakeType, m.type, 2)}`);
     }
+    const ee: EncryptedExtensions = decodeEncryptedExtensions(m.body);
+    this.decoded = true;
     // The server skips our 0-RTT records and reads the handshake keys (§4.2.10): switch now, before any
     // check below, so that an alert we send is one it can read.
     if (!ee.earlyDataAccepted) this.useHandshakeWriteKeys(io);

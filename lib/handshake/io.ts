@@ -88,4 +88,10 @@ export interface HandshakeState {
   handle(io: HandshakeIO, message: HandshakeMessageBytes): HandshakeState;
   /** Wipes the secrets this state holds (the connection failed or was destroyed). */
   destroy?(): void;
+  /**
+   * Called before the connection sends a fatal alert while this state is current, whatever failed (this state's
+   * handle, or the record layer): the state may change the write keys so that the peer can read the alert (a
+   * client with 0-RTT data in flight, whose server may skip what is under the early keys, §4.2.10).
+   */
+  beforeAlert?(io: HandshakeIO): void;
 }

@@ -50,6 +50,8 @@ export interface KeyAgreementContinuation<T> {
   discard(value: T): void;
   /** Wipes the secrets the paused handshake holds (the handshake failed or was destroyed during the pause). */
   release(): void;
+  /** What the paused state does before a fatal alert is sent during the pause (HandshakeState.beforeAlert). */
+  beforeAlert?(io: HandshakeIO): void;
 }
 
 type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: unknown };
@@ -86,6 +88,10 @@ export class AwaitKeyAgreement<T> implements AwaitingKeyAgreement {
 
   handle(): HandshakeState {
     throw new TlsError('InternalError', 'handshake message received during the key agreement');
+  }
+
+  beforeAlert(io: HandshakeIO): void {
+    this.how.beforeAlert?.(io);
   }
 
   accepts(result: KeyAgreementResult): boolean {
