@@ -160,3 +160,24 @@ t.test('after a HelloRetryRequest, early_data in EncryptedExtensions is unsuppor
   tt.equal(p.error('server')?.alert, 'unsupported_extension', 'the server receives it (the client sends it under its handshake keys)');
   tt.equal(p.error('server')?.remote, true, 'remote, on the server');
 });
+
+t.test('supported_groups in EncryptedExtensions to a client that sent none is unsupported_extension', async (tt) => {
+  // RFC 8446 §4.2: "Implementations MUST NOT send extension responses if the remote endpoint did not send the
+  // corresponding extension requests, with the exception of the "cookie" extension in the HelloRetryRequest. Upon
+  // receiving such an extension, an endpoint MUST abort the handshake with an "unsupported_extension" alert."
+  // §4.2.7 lets a server send its supported_groups in EncryptedExtensions, in answer to the client's. A psk_ke-only
+  // client sends no supported_groups (nor key_share); client.ts accepted the server's anyway ("a server may always
+  // tell us its groups"). OpenSSL and rustls refuse it as unsolicited.
+  const groups = ext(E.supported_groups, (w) => w.vec16((l) => l.u16(NamedGroup.secp256r1)));
+  const psk = makePsk('f14');
+  const p = handshake({ crypto, psks: [psk], kexModes: ['psk_ke'] }, { crypto, psks: [psk], dangerousEncryptedExtensions: (l) => [groups, ...l] });
+  tt.equal(p.error('client')?.alert, 'unsupported_extension', `unsupported_extension (got ${p.error('client')?.alert ?? 'a completed handshake'})`);
+  tt.equal(p.error('client')?.reason, 'UnsolicitedExtension', 'reason UnsolicitedExtension');
+  tt.equal(p.error('server')?.alert, 'unsupported_extension', 'the server receives it');
+
+  // A client that sent supported_groups (psk_dhe_ke) takes the server's, as RFC 8448's trace has them.
+  const psk2 = makePsk('f14-dhe');
+  const q = handshake({ crypto, psks: [psk2] }, { crypto, psks: [psk2], dangerousEncryptedExtensions: (l) => [groups, ...l] });
+  tt.equal(q.client.phase, 'connected', `a psk_dhe_ke client completes (${q.error('client')?.message ?? 'no error'})`);
+  tt.equal(q.info('client')?.kex, 'psk_dhe_ke');
+});

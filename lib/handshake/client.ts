@@ -744,9 +744,9 @@ class ExpectEncryptedExtensions implements HandshakeState {
     // The server skips our 0-RTT records and reads the handshake keys (§4.2.10): switch now, before any
     // check below, so that an alert we send is one it can read.
     if (!ee.earlyDataAccepted) this.useHandshakeWriteKeys(io);
-    const offered = new Set(this.plan.offered);
-    offered.add(ExtensionType.supported_groups); // §4.2.7: a server may always tell us its groups
-    ee.extensions.requireSubsetOf(offered, 'EncryptedExtensions');
+    // §4.2: only answers to what we offered; §4.2.7's supported_groups too (a psk_ke-only ClientHello has none), as
+    // only the HelloRetryRequest's cookie may come unasked.
+    ee.extensions.requireSubsetOf(this.plan.offered, 'EncryptedExtensions');
     if (ee.alpn !== undefined && !(this.plan.options.alpn ?? []).includes(ee.alpn)) {
       throw new TlsError('ServerSelectedUnofferedAlpn', `server selected ALPN "${clip(ee.alpn)}", which was not offered (RFC 7301 §3.2)`);
     }
