@@ -224,6 +224,11 @@ class ProxyEngine implements Proxy {
       names.add(s.name);
       // Checked here, not by each connection: a client service builds its TLS socket once a connection comes.
       const service = `startProxy: service "${s.name}":`;
+      // Unchecked, a role or a target port out of range was only met by the first connection, where net.connect's
+      // throw (or a missing TLS server) took the whole process down; a host that is not a string failed after listening.
+      if (s.role !== 'client' && s.role !== 'server') throw new TypeError(`${service} role must be "client" or "server", got ${String(s.role)}`);
+      checkHostPort(`${service} accept`, s.accept, 0);
+      checkHostPort(`${service} connect`, s.connect, 1);
       checkTimerMs(`${service} tls.handshakeTimeout`, s.tls?.handshakeTimeout, 0);
       checkTimerMs(`${service} idleTimeoutMs`, s.idleTimeoutMs, 0);
       checkTimerMs(`${service} connectTimeoutMs`, s.connectTimeoutMs, 1);
@@ -779,6 +784,15 @@ class ProxiedConnection {
       durationMs: Math.round(performance.now() - this.started),
       ...outcome,
     });
+  }
+}
+
+/** A TypeError (no address, a host that is not a non-empty string) or RangeError (a port not an integer from `minPort` to 65535) naming `option`. */
+function checkHostPort(option: string, a: HostPort | undefined, minPort: number): void {
+  if (typeof a !== 'object' || a === null) throw new TypeError(`${option} must be { host, port }, got ${String(a)}`);
+  if (typeof a.host !== 'string' || a.host === '') throw new TypeError(`${option}.host must be a host name or address, got ${JSON.stringify(a.host) ?? String(a.host)}`);
+  if (!(Number.isInteger(a.port) && a.port >= minPort && a.port <= 65535)) {
+    throw new RangeError(`${option}.port must be an integer from ${minPort} to 65535, got ${typeof a.port === 'string' ? JSON.stringify(a.port) : String(a.port)}`);
   }
 }
 
