@@ -5,9 +5,12 @@
  * 'secure' event (server role: an uncaught exception), taking every other connection down with it. A host that is
  * not a string made startProxy reject only after it had bound its port ("host.includes is not a function"),
  * leaving that port listening, and a role other than client or server crashed on the first connection too.
+ * The WebSocket bridge took such an allow-list target too: each connection to it then failed, reported as if the
+ * application's onConnection callback had thrown.
  */
 import t from 'tap';
 import { startProxy, type ServiceConfig } from '../lib/proxy/proxy.js';
+import { startWebSocketBridge, type BridgeTarget } from '../lib/proxy/ws-bridge.js';
 import { makePsk } from './helpers/pair.js';
 
 type Tap = Pick<typeof t, 'type' | 'match' | 'equal' | 'fail'>;
@@ -70,4 +73,25 @@ t.test('startProxy: the extremes of the range are taken (accept port 0 picks a f
   const proxy = await startProxy({ services: [service({ connect: { host: LOCAL, port: 65535 } })] });
   t.ok(proxy.services[0].address.port > 0, 'listening on a free port');
   await proxy.close();
+});
+
+t.test('startWebSocketBridge: an allowed target out of range is refused before it listens', async (t) => {
+  const bad: [string, unknown, typeof TypeError | typeof RangeError][] = [
+    ['port 70000', { host: LOCAL, port: 70000 }, RangeError],
+    ['port 0', { host: LOCAL, port: 0 }, RangeError],
+    ['port "x"', { host: LOCAL, port: 'x' }, RangeError],
+    ['host 5', { host: 5, port: 9 }, TypeError],
+  ];
+  for (const [what, target, type] of bad) {
+    const before = listeningServers();
+    try {
+      const bridge = await startWebSocketBridge({ host: LOCAL, port: 0, allow: [{ host: LOCAL, port: 9 }, target as BridgeTarget] });
+      await bridge.close();
+      t.fail(`${what}: the bridge started with it (each connection to it would fail)`);
+    } catch (e) {
+      t.type(e, type, `${what}: a ${type.name}`);
+      t.match((e as Error).message, /allow\[1\]/, `${what}: the message names the target`);
+    }
+    t.equal(listeningServers(), before, `${what}: nothing is left listening`);
+  }
 });

@@ -330,6 +330,20 @@ export function checkCount(option: string, value: number | undefined, min: numbe
 }
 
 /**
+ * Checks an address a server connects to or listens on, else an error naming it: a TypeError when it is missing or
+ * its host is not a non-empty string, a RangeError when its port is not an integer from `minPort` to 65535.
+ * Unchecked, net.connect threw ERR_SOCKET_BAD_PORT for each connection, long after the options were taken.
+ */
+export function checkHostPort(option: string, address: { readonly host: string; readonly port: number } | undefined, minPort: number): void {
+  const a = address as { host?: unknown; port?: unknown } | null | undefined;
+  if (typeof a !== 'object' || a === null) throw new TypeError(`${option} must be { host, port }, got ${String(a)}`);
+  if (typeof a.host !== 'string' || a.host === '') throw new TypeError(`${option}.host must be a host name or address, got ${JSON.stringify(a.host) ?? String(a.host)}`);
+  if (!(Number.isInteger(a.port) && (a.port as number) >= minPort && (a.port as number) <= 65535)) {
+    throw new RangeError(`${option}.port must be an integer from ${minPort} to 65535, got ${typeof a.port === 'string' ? JSON.stringify(a.port) : String(a.port)}`);
+  }
+}
+
+/**
  * The streams and WebSocket transports' own numbers, checked before anything starts (a RangeError naming the
  * option): `handshakeTimeout` in milliseconds, 0 (no limit) to {@link MAX_TIMER_MS}, and `recordsInFlight` from 1.
  */

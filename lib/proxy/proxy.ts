@@ -35,7 +35,7 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
-import { checkCount, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
+import { checkCount, checkHostPort, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
 import { TlsError } from '../errors.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { wipe } from '../codec/bytes.js';
@@ -784,15 +784,6 @@ class ProxiedConnection {
       durationMs: Math.round(performance.now() - this.started),
       ...outcome,
     });
-  }
-}
-
-/** A TypeError (no address, a host that is not a non-empty string) or RangeError (a port not an integer from `minPort` to 65535) naming `option`. */
-function checkHostPort(option: string, a: HostPort | undefined, minPort: number): void {
-  if (typeof a !== 'object' || a === null) throw new TypeError(`${option} must be { host, port }, got ${String(a)}`);
-  if (typeof a.host !== 'string' || a.host === '') throw new TypeError(`${option}.host must be a host name or address, got ${JSON.stringify(a.host) ?? String(a.host)}`);
-  if (!(Number.isInteger(a.port) && a.port >= minPort && a.port <= 65535)) {
-    throw new RangeError(`${option}.port must be an integer from ${minPort} to 65535, got ${typeof a.port === 'string' ? JSON.stringify(a.port) : String(a.port)}`);
   }
 }
 

@@ -16,7 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import * as net from 'node:net';
-import { checkTimerMs } from '../config/options.js';
+import { checkHostPort, checkTimerMs } from '../config/options.js';
 import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
 import { observer } from '../callbacks.js';
@@ -52,6 +52,9 @@ export interface BridgeRecord {
 export async function startWebSocketBridge(options: WebSocketBridgeOptions): Promise<WebSocketListener> {
   if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
   checkTimerMs('WebSocket bridge: connectTimeoutMs', options.connectTimeoutMs, 1);
+  // Unchecked, a port out of range made every connection to that target fail with net.connect's throw, reported
+  // as if the onConnection callback had thrown.
+  options.allow.forEach((t, i) => checkHostPort(`WebSocket bridge: allow[${i}]`, t, 1));
   const byName = new Map(options.allow.map((t) => [targetName(t), t]));
   const pick = (req: IncomingMessage): BridgeTarget | undefined => {
     let path: string;
