@@ -241,10 +241,12 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
     throw new FieldError('connect-on-data', 'for the client role (a server proxy takes no key before a ClientHello names one)');
   }
   const connectOnData = role === 'client' && values['connect-on-data'] === true ? true : undefined;
-  if (values.websocket && role !== 'server') throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
-  if (values.origin !== undefined && !values.websocket) throw new FieldError('origin', 'goes with websocket');
-  const origins = parseOrigins(values.origin as string[] | undefined);
-  const websocket = values.websocket ? { ...(origins ? { origins } : {}) } : undefined;
+  // Likewise a global websocket (and origin) serves the server services over WebSocket; the others ignore it.
+  if (values.websocket && role !== 'server' && (own?.('websocket') ?? true)) throw new FieldError('websocket', 'only the server role accepts TLS over WebSocket');
+  const overWebSocket = role === 'server' && values.websocket === true;
+  if (values.origin !== undefined && !overWebSocket && (own?.('origin') ?? true)) throw new FieldError('origin', 'goes with websocket');
+  const origins = overWebSocket ? parseOrigins(values.origin as string[] | undefined) : undefined;
+  const websocket = overWebSocket ? { ...(origins ? { origins } : {}) } : undefined;
   const { json: _json, crypto, ...tlsOptions } = parseTlsOptions(values);
   // Key manager events worth an operator's attention go to the proxy's log, in its format.
   const onKmeEvent = (e: Etsi014SourceEvent): void => {
