@@ -10,7 +10,7 @@
  * measured no faster, and cannot be wiped); HKDF-Expand of at most one hash block (every
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
  * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0
- * decodes much faster than DER (see {@link x25519PrivateKey}); RFC 7919 ffdhe groups use `createDiffieHellman` with the
+ * decodes much faster than DER (see {@link x25519PrivateKey}; as PKCS#8 DER on Node 24, which refuses that JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the
  * RFC's primes (Node 20 has no named ffdhe groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM
  * (Node 20 has none) with the OpenSSL ECDH groups here (lib/crypto/hybrid.ts).
  *
@@ -309,9 +309,43 @@ class NodeAead implements Aead {
  */
 const X25519_JWK_PLACEHOLDER_X = Buffer.alloc(32).toString('base64url');
 
+/**
+ * Whether this runtime takes the placeholder `x` (Node 20 and 26, Bun, Deno do). Node 24 checks `x` against
+ * `d` and refuses the key ("Invalid JWK OKP key"), which failed every x25519 and X25519MLKEM768 handshake of
+ * this provider there (test/node24-runtime.test.ts); it then gets the key as PKCS#8 instead. Probed once, with
+ * a fixed scalar that is no one's key.
+ */
+let placeholderJwkTaken: boolean | undefined;
+
 function x25519PrivateKey(raw: Uint8Array): KeyObject {
+  placeholderJwkTaken ??= takesPlaceholderJwk();
+  if (!placeholderJwkTaken) return x25519PrivateKeyPkcs8(raw);
   const d = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('base64url');
   return createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d, x: X25519_JWK_PLACEHOLDER_X }, format: 'jwk' });
+}
+
+function takesPlaceholderJwk(): boolean {
+  try {
+    createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: Buffer.alloc(32, 0x41).toString('base64url'), x: X25519_JWK_PLACEHOLDER_X }, format: 'jwk' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** RFC 8410 §7 OneAsymmetricKey for X25519 (OID 1.3.101.110), before the 32-byte private key. */
+const X25519_PKCS8_PREFIX = Uint8Array.of(0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x6e, 0x04, 0x22, 0x04, 0x20);
+
+/** The same key through OpenSSL's DER decoder; the DER copy of the scalar is wiped once imported. */
+function x25519PrivateKeyPkcs8(raw: Uint8Array): KeyObject {
+  const der = Buffer.alloc(X25519_PKCS8_PREFIX.length + raw.length); // Buffer.alloc: never Node's shared pool
+  der.set(X25519_PKCS8_PREFIX);
+  der.set(raw, X25519_PKCS8_PREFIX.length);
+  try {
+    return createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+  } finally {
+    wipe(der);
+  }
 }
 
 function x25519PublicKey(raw: Uint8Array): KeyObject {

@@ -1,0 +1,64 @@
+/**
+ * qkd-tls itself running on Node 24 (the test-only `node` peer of test/peers, OpenSSL 3.5), which package.json's
+ * engines (">=20.19") allow and a new user may well have. The rest of the suite runs on Node 20.
+ *
+ * Found by a README walkthrough: on Node 24, `npm start` failed at its first handshake ("handshake 1 failed: Invalid
+ * JWK OKP key"), and so did every x25519 or X25519MLKEM768 handshake of the node provider, the default in Node:
+ * Node 24 checks the `x` of a private X25519 JWK against its `d`, and the provider passed a placeholder `x`.
+ */
+import t from 'tap';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { QKD_TLS_BIN, spawnPeer, testPeer } from './helpers/peers.js';
+import { ROOT } from './helpers/runtimes.js';
+
+const node24 = testPeer(t, 'node');
+const SUBTEST = { timeout: 120_000, skip: node24.skip };
+const WAIT = 60_000;
+
+/**
+ * Run under Node 24: for each group, the node provider's client and server shares and secrets against the noble
+ * provider's for the same randomness (the two must agree byte for byte, lib/crypto/node.ts), as one JSON line.
+ */
+const PROVIDER_SCRIPT = `
+const { createNodeProvider } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'lib', 'crypto', 'node.js')).href)});
+const { nobleProvider } = await import(${JSON.stringify(pathToFileURL(join(ROOT, 'dist', 'lib', 'crypto', 'noble.js')).href)});
+const node = createNodeProvider();
+const hex = (b) => Buffer.from(b).toString('hex');
+const result = {};
+for (const name of ['x25519', 'X25519MLKEM768', 'secp256r1']) {
+  try {
+    const [ng, bg] = [node.group(name), nobleProvider.group(name)];
+    const r1 = new Uint8Array(ng.randomLength).map((_, i) => (i * 7 + 1) & 0xff);
+    const r2 = new Uint8Array(ng.randomLength).map((_, i) => (i * 13 + 5) & 0xff);
+    const nodeClient = ng.start(r1.slice());
+    const nobleClient = bg.start(r1.slice());
+    const nodeServer = ng.respond(nobleClient.share, r2.slice());
+    const nobleServer = bg.respond(nodeClient.share, r2.slice());
+    result[name] = {
+      sameClientShare: hex(nodeClient.share) === hex(nobleClient.share),
+      sameServerShare: hex(nodeServer.share) === hex(nobleServer.share),
+      sameSecret: hex(nodeServer.sharedSecret) === hex(nobleServer.sharedSecret),
+      clientAgrees: hex(nodeClient.complete(nobleServer.share)) === hex(nobleServer.sharedSecret),
+    };
+  } catch (e) {
+    result[name] = { error: e.message };
+  }
+}
+console.log(JSON.stringify(result));
+`;
+
+t.test('on Node 24, the node provider agrees with noble for x25519 and X25519MLKEM768 (and secp256r1)', SUBTEST, async (t) => {
+  const run = spawnPeer(t, node24.path!, ['--input-type=module', '-e', PROVIDER_SCRIPT], { cwd: ROOT });
+  t.equal((await run.waitExit(WAIT)).code, 0, 'the script exits 0', { output: run.transcript() });
+  const result = JSON.parse(run.stdout.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
+  const agree = { sameClientShare: true, sameServerShare: true, sameSecret: true, clientAgrees: true };
+  for (const name of ['x25519', 'X25519MLKEM768', 'secp256r1']) t.same(result[name], agree, `${name}: the same shares and secrets as noble`);
+});
+
+t.test('on Node 24, `qkd-tls demo` (what `npm start` runs) completes its handshakes', SUBTEST, async (t) => {
+  const demo = spawnPeer(t, node24.path!, [QKD_TLS_BIN, 'demo'], { cwd: ROOT });
+  t.equal((await demo.waitExit(WAIT)).code, 0, 'it exits 0', { output: demo.transcript() });
+  t.match(demo.stdout, /^Done: 4 handshake\(s\), each on its own QKD key/m, 'four handshakes, the last over X25519MLKEM768');
+  t.match(demo.stdout, /mode psk_dhe_ke with x25519 ECDHE/, 'x25519 on the node provider');
+});
