@@ -75,3 +75,80 @@ t.test('server --help and proxy --help say what a "refused" line is (a WebSocket
     t.match(help.stdout, /With --websocket, [^]*an upgrade refused before it happened \(a page from\s+an origin that --origin\s+does not allow: 403\) is a "refused" line/, `${command} --help: the refused line`);
   }
 });
+
+/** The rows of a `## TITLE` table of bench/RESULTS.md (the table after that heading), as arrays of cells. */
+function resultsTable(results: string, heading: string): string[][] {
+  const at = results.indexOf(heading);
+  if (at < 0) return [];
+  const lines = results.slice(at).split('\n');
+  const start = lines.findIndex((l) => l.startsWith('|'));
+  const rows: string[][] = [];
+  for (const line of lines.slice(start)) {
+    if (!line.startsWith('|')) break;
+    rows.push(line.split('|').slice(1, -1).map((c) => c.trim()));
+  }
+  return rows.slice(2); // the header and its rule
+}
+
+/** A number of bench/RESULTS.md ("1,124", "0.96x") as a number. */
+const num = (cell: string | undefined): number => Number((cell ?? 'NaN').replace(/,/g, '').replace(/x$/, ''));
+/** As the README writes a figure: a ratio with two decimals, a rate rounded with thousands separators. */
+const ratio = (x: number): string => `${x.toFixed(2)}×`;
+const whole = (x: number): string => Math.round(x).toLocaleString('en-US');
+
+t.test("the README's figures that it says come from bench/RESULTS.md are that file's", async (t) => {
+  // The paragraph on the record offload kept the figures of an earlier run (9–22×, 253–690 MB/s, 0.47–0.72× of the
+  // ceiling) after RESULTS.md was re-measured (found in a README walkthrough).
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8').replace(/\s*\n\s*/g, ' ');
+  const results = readFileSync(join(ROOT, 'bench', 'RESULTS.md'), 'utf8');
+  const cell = (heading: string, measurement: string, provider = 'node'): number =>
+    num(resultsTable(results, heading).find((r) => r[0].startsWith(measurement) && r[1] === provider)?.[4]);
+  const hs = (m: string) => ratio(cell('## Handshakes (', m));
+  const table: [string, string][] = [
+    ['handshakes/s, psk_ke, sequential / 16 concurrent', `${hs('psk_ke, sequential')} / ${hs('psk_ke, 16 concurrent')}`],
+    ['handshakes/s, psk_dhe_ke x25519', `${hs('psk_dhe_ke x25519, sequential')} / ${hs('psk_dhe_ke x25519, 16 concurrent')}`],
+    ['handshakes/s, psk_dhe_ke secp256r1', `${hs('psk_dhe_ke secp256r1, sequential')} / ${hs('psk_dhe_ke secp256r1, 16 concurrent')}`],
+    [
+      `handshakes/s, psk_dhe_ke X25519MLKEM768, against Node 24's own (${/Node v24[^|]*\((OpenSSL [^)]*)\)/.exec(results)?.[1]})`,
+      `${ratio(cell('## Hybrid (', 'psk_dhe_ke X25519MLKEM768, sequential'))} (ML-KEM runs in JavaScript)`,
+    ],
+    [
+      'bulk MB/s on one connection, AES-128-GCM / ChaCha20 / AES-256-GCM',
+      ['TLS_AES_128_GCM_SHA256', 'TLS_CHACHA20_POLY1305_SHA256', 'TLS_AES_256_GCM_SHA384'].map((s) => ratio(cell('## Bulk (', `${s}, one connection`))).join(' / '),
+    ],
+    [
+      'CPU per 16 KiB record, sender / receiver (AES-128-GCM; lower is better)',
+      `${ratio(cell('## Bulk CPU', 'TLS_AES_128_GCM_SHA256, sender'))} / ${ratio(cell('## Bulk CPU', 'TLS_AES_128_GCM_SHA256, receiver'))}`,
+    ],
+    ['RSS per idle connection (1,000 open)', `${ratio(cell('## Memory', 'RSS per idle connection'))} (less memory)`],
+  ];
+  for (const [label, figures] of table) t.ok(readme.includes(`| ${label} | ${figures} |`), `Performance table: | ${label} | ${figures} |`);
+
+  // The runtimes section: | runtime | suite | offload | cipher | in flight | MB/s | ceiling | ratio | no TLS (ratio) |
+  const bulk = resultsTable(results, '## Record offload in other runtimes');
+  const row = (runtime: string, offload: 'yes' | 'no') => bulk.find((r) => r[0] === runtime && r[1] === 'TLS_AES_128_GCM_SHA256' && r[2] === offload) ?? [];
+  const offloaded = (runtime: string) => ratio(num(row(runtime, 'yes')[7]));
+  const noTls = (runtime: string) => ratio(num(/\(([\d.]+)\)/.exec(row(runtime, 'yes')[8] ?? '')?.[1]));
+  t.ok(
+    readme.includes(`${['deno', 'chromium', 'bun', 'workerd'].map(offloaded).join(', ').replace(/, (?=[^,]*$)/, ' and ')} in the latest`),
+    'Performance: the latest offloaded ratios of Deno, Chromium, Bun and workerd',
+  );
+  t.ok(readme.includes(`; ${['chromium', 'bun', 'workerd'].map(noTls).join(', ')} in the latest)`), 'Performance: the latest no-TLS ratios of Chromium, Bun and workerd');
+  const range = (xs: number[], f: (x: number) => string) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
+  const noble = ['chromium', 'deno', 'workerd'].filter((r) => row(r, 'no')[3] === 'noble');
+  t.same(noble, ['chromium', 'deno', 'workerd'], 'Chromium, Deno and workerd have a pure-JavaScript row');
+  const speedups = noble.map((r) => num(row(r, 'yes')[5]) / num(row(r, 'no')[5]));
+  const mbps = noble.map((r) => num(row(r, 'yes')[5]));
+  const ofCeiling = ['chromium', 'deno', 'bun', 'workerd'].map((r) => num(row(r, 'yes')[7]));
+  const streams = `in Chromium, Deno and workerd that is ${range(speedups, (x) => String(Math.round(x)))}× the bulk throughput of the pure-JavaScript cipher in the latest run (${range(mbps, whole)} MB/s; ${whole(num(row('bun', 'yes')[5]))} in Bun), and there and in Bun ${range(ofCeiling, (x) => x.toFixed(2))}×`;
+  t.ok(readme.includes(streams), `Using the library: "${streams}"`);
+
+  // Native key exchange: | runtime | handshakes/s | provider | key shares |
+  const handshakes = resultsTable(results, 'Handshakes: "key shares"');
+  const rate = (runtime: string, shares: string) => num(handshakes.find((r) => r[0] === runtime && r[3] === shares)?.[1]);
+  const pairs = ['chromium', 'deno', 'workerd'].map((r) => [rate(r, 'noble'), rate(r, 'webcrypto')]);
+  const native = `from ${whole(pairs[0][0])} to ${whole(pairs[0][1])} in Chromium, ${whole(pairs[1][0])} to ${whole(pairs[1][1])} in Deno and ${whole(pairs[2][0])} to ${whole(pairs[2][1])} in workerd (${pairs.map(([a, b]) => ratio(b / a)).join(', ').replace(/, (?=[^,]*$)/, ' and ')};`;
+  t.ok(readme.includes(native), `Native key exchange: "${native}"`);
+  const bun = `${whole(rate('bun', 'node'))} handshakes/s, against ${whole(rate('bun', 'webcrypto'))} with WebCrypto key shares`;
+  t.ok(readme.includes(bun), `Native key exchange, Bun: "${bun}"`);
+});
