@@ -32,3 +32,28 @@ t.test('unknown group names and key shares outside --groups are usage errors', {
   tt.not((await outside.waitExit(WAIT)).code, 0, 'exits non-zero');
   tt.match(outside.stderr, /--key-shares: ffdhe2048 is not among the groups offered/);
 });
+
+// The help's and README's example, `--key-shares X25519MLKEM768,x25519` "as browsers do", was a usage error without a
+// --groups naming X25519MLKEM768 too ("X25519MLKEM768 is not among the groups offered"): the client's default
+// groups have no hybrid (found in a README walkthrough). Without --groups, the key-share groups are offered first.
+t.test('client --key-shares X25519MLKEM768,x25519 without --groups: offered first, no usage error', { timeout: 30_000 }, async (tt) => {
+  const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', ...KEY, '--json', '--once']);
+  await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const port = String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop()!;
+  const client = spawnQkdTls(tt, ['client', '--connect', `127.0.0.1:${port}`, ...KEY, '--key-shares', 'X25519MLKEM768,x25519', '--json']);
+  client.write('as browsers do\n');
+  await client.waitFor('as browsers do\n', WAIT, 'stdout');
+  client.end();
+  tt.equal((await client.waitExit(WAIT)).code, 0, 'the client exits 0', { stderr: client.stderr });
+  tt.equal((await server.waitExit(WAIT)).code, 0, 'the --once server exits 0');
+  tt.match(jsonEvent(client.stderr, 'handshake'), { kex: 'psk_dhe_ke', group: 'X25519MLKEM768' }, 'the server took the hybrid share');
+  tt.notOk(jsonEvent(client.stderr, 'handshake')?.helloRetry, 'no HelloRetryRequest');
+  // The default groups are still offered after them: a server of secp256r1 only asks for that share (HelloRetryRequest).
+  const secpOnly = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', ...KEY, '--groups', 'secp256r1', '--json', '--once']);
+  await secpOnly.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
+  const port2 = String(jsonEvent(secpOnly.stderr, 'listening')!.address).split(':').pop()!;
+  const retry = spawnQkdTls(tt, ['client', '--connect', `127.0.0.1:${port2}`, ...KEY, '--key-shares', 'X25519MLKEM768,x25519', '--json']);
+  retry.end();
+  tt.equal((await retry.waitExit(WAIT)).code, 0, 'against a secp256r1-only server the client exits 0', { stderr: retry.stderr });
+  tt.match(jsonEvent(retry.stderr, 'handshake'), { group: 'secp256r1', helloRetry: true }, 'secp256r1, a default group, after a HelloRetryRequest');
+});

@@ -54,7 +54,8 @@ export const TLS_OPTIONS_HELP = `TLS options:
                           X25519MLKEM768,x25519,secp256r1,secp384r1,SecP256r1MLKEM768,
                           SecP384r1MLKEM1024,ffdhe2048,ffdhe3072
   --key-shares LIST       (client) groups to send a key share for at once, e.g. X25519MLKEM768,x25519
-                          as browsers do (default: the first of --groups; others cost a HelloRetryRequest)
+                          as browsers do (default: the first of --groups; others cost a HelloRetryRequest);
+                          without --groups, these groups are offered first, then the default ones
   --alpn LIST             ALPN protocol names
   --early-data FILE       (client) send FILE's content as 0-RTT data with the first flight (sent again
                           after the handshake if the server rejects it)
@@ -170,8 +171,12 @@ export function parseTlsOptions(values: Record<string, unknown>): ParsedTlsOptio
   const suites = list(str('suites'));
   for (const s of suites ?? []) if (!Object.hasOwn(SUITES, s)) throw new UsageError(`--suites: unknown suite "${s}" (known: ${Object.keys(SUITES).join(', ')})`);
   onceEach('suites', suites);
-  const groups = groupList('groups', str('groups'));
   const keyShareGroups = groupList('key-shares', str('key-shares'));
+  // Without --groups, the key-share groups are offered first, then the default ones: `--key-shares
+  // X25519MLKEM768,x25519` alone, the help's example, was refused (the client's defaults have no hybrid).
+  const groups =
+    groupList('groups', str('groups')) ??
+    (keyShareGroups && [...keyShareGroups, ...DEFAULT_GROUPS.filter((g) => !keyShareGroups.includes(g))]);
   for (const g of keyShareGroups ?? []) {
     if (!(groups ?? DEFAULT_GROUPS).includes(g)) throw new UsageError(`--key-shares: ${g} is not among the groups offered (--groups)`);
   }
