@@ -152,3 +152,13 @@ t.test("the README's figures that it says come from bench/RESULTS.md are that fi
   const bun = `${whole(rate('bun', 'node'))} handshakes/s, against ${whole(rate('bun', 'webcrypto'))} with WebCrypto key shares`;
   t.ok(readme.includes(bun), `Native key exchange, Bun: "${bun}"`);
 });
+
+t.test('bench --help describes every section that --only takes', async (t) => {
+  // The hybrid section (X25519MLKEM768 against Node 24, the README's post-quantum row) was in --only's list only.
+  const help = await runQkdTls(['bench', '--help'], { ms: 20_000 });
+  t.equal(help.code, 0, 'exit code 0');
+  const sections = /--only LIST\s+only these sections, comma-separated: (.*)/.exec(help.stdout)?.[1].split(', ') ?? [];
+  t.ok(sections.length >= 6, '--only names its sections', { sections });
+  const described = help.stdout.slice(0, help.stdout.indexOf('\noptions:'));
+  for (const section of sections) t.match(described, new RegExp(`^  ${section} +\\S`, 'm'), `the section "${section}" is described`);
+});

@@ -2,9 +2,9 @@
  * `qkd-tls bench [--quick] [--json] [--provider node|noble|both] [--only SECTIONS] [--out DIR]`
  * `qkd-tls bench --runtimes [--quick] [--json] [--only-runtimes LIST]`
  *
- * Measures qkd-tls and Node's own node:tls side by side in one run (handshakes/s, bulk MB/s, memory per idle
- * connection over loopback; bare state machines and the record layer without sockets) and prints a table
- * with the ratios and the project's performance targets.
+ * Measures qkd-tls and Node's own node:tls side by side in one run (handshakes/s, the post-quantum hybrid against
+ * Node 24's, bulk MB/s, memory per idle connection over loopback; bare state machines and the record layer without
+ * sockets) and prints a table with the ratios and the project's performance targets.
  */
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -23,6 +23,8 @@ export const HELP = `usage: qkd-tls bench [--quick] [--json] [--provider node|no
 Benchmarks qkd-tls against Node's own TLS (node:tls, OpenSSL) in the same run, on loopback:
   handshakes      connections/s, sequential and with 16 concurrent clients, for psk_ke and for
                   psk_dhe_ke over x25519 and secp256r1
+  hybrid          handshakes/s and CPU per handshake over X25519MLKEM768 and x25519, against Node 24's
+                  node:tls (from test/peers; without it, qkd-tls's hybrid against its own x25519)
   bulk            MB/s over one connection, for each cipher suite
   memory          RSS per idle connection with 1,000 open (a child process per stack)
   state machines  handshakes/s of the bare client and server state machines, without sockets
