@@ -107,7 +107,15 @@ export interface KeySourceHooks {
   readonly onKmeEvent?: (event: Etsi014SourceEvent) => void;
   /** The side the keys are for, when known: a client's options are then checked at once, not at its first key. */
   readonly role?: 'client' | 'server';
+  /**
+   * Which of `values` were set for this endpoint itself (default: all, as flags are). A proxy config's global
+   * section holds defaults for services with any key source: those are not refused below.
+   */
+  readonly given?: (field: string) => boolean;
 }
+
+/** The options that only a key manager source (--kme) uses: indented under --kme in the help. */
+const KME_ONLY_OPTIONS = ['sae-id', 'peer-sae-id', 'kme-ca', 'kme-cert', 'kme-key', 'kme-timeout', 'kme-pool', 'key-lifetime', 'key-bits', 'offer-keys'] as const;
 
 export function parseKeySource(values: Record<string, unknown>, hooks: KeySourceHooks = {}): KeySource {
   const str = (k: string): string | undefined => values[k] as string | undefined;
@@ -117,6 +125,10 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
   const kinds = [(values.psk as string[] | undefined)?.length ? '--psk' : '', str('psk-file') ? '--psk-file' : '', str('kme') ? '--kme' : ''].filter(Boolean);
   if (kinds.length === 0) throw new UsageError('a key source is required: --psk HEX --identity STR, --psk-file FILE, or --kme URL');
   if (kinds.length > 1) throw new UsageError(`give one key source, not ${kinds.join(' and ')}`);
+  // With static keys they were accepted and ignored without a word (`--psk ... --kme-pool 8` ran with no pool).
+  const given = hooks.given ?? (() => true);
+  const kmeOnly = kinds[0] === '--kme' ? undefined : KME_ONLY_OPTIONS.find((f) => values[f] !== undefined && given(f));
+  if (kmeOnly) throw new UsageError(`--${kmeOnly} goes with --kme (keys from a key manager); the keys here come from ${kinds[0]}`);
   const importer = flag(values.importer);
   if (str('context') !== undefined && !importer) throw new UsageError('--context goes with --importer');
   const importOptions: ImportOptions | undefined = importer

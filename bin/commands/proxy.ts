@@ -253,7 +253,7 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
     if (e.type === 'refused') logger.event('key-refused', { service: name, keyId: e.keyId, reason: e.reason, message: e.message });
     else if (e.type === 'expired') logger.event('keys-expired', { service: name, keyIds: e.keyIds.join(',') });
   };
-  const keys = parseKeySource(values, { onKmeEvent, role });
+  const keys = parseKeySource(values, { onKmeEvent, role, given: own });
   return { config: { name, role, accept, connect, keys, tls: { crypto, ...tlsOptions }, maxConnections, idleTimeoutMs, connectTimeoutMs, websocket, connectOnData }, keys };
 }
 
