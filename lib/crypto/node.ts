@@ -10,8 +10,8 @@
  * measured no faster, and cannot be wiped); HKDF-Expand of at most one hash block (every
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
  * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0
- * decodes much faster than DER (see {@link x25519PrivateKey}; as PKCS#8 DER on Node 24, which refuses that JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the
- * RFC's primes (Node 20 has no named ffdhe groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM
+ * decodes much faster than DER (see {@link x25519PrivateKey}; as PKCS#8 DER on Node 24, which refuses that
+ * JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the RFC's primes (Node 20 has no named ffdhe groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM
  * (Node 20 has none) with the OpenSSL ECDH groups here (lib/crypto/hybrid.ts).
  *
  * Arguments are checked once, at the provider boundary (lib/crypto/checked.ts); the code here trusts them.
@@ -310,7 +310,7 @@ class NodeAead implements Aead {
 const X25519_JWK_PLACEHOLDER_X = Buffer.alloc(32).toString('base64url');
 
 /**
- * Whether this runtime takes the placeholder `x` (Node 20 and 26, Bun, Deno do). Node 24 checks `x` against
+ * Whether this runtime takes the placeholder `x` (Node 20, Bun and Deno do). Node 24 checks `x` against
  * `d` and refuses the key ("Invalid JWK OKP key"), which failed every x25519 and X25519MLKEM768 handshake of
  * this provider there (test/node24-runtime.test.ts); it then gets the key as PKCS#8 instead. Probed once, with
  * a fixed scalar that is no one's key.
