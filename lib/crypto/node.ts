@@ -11,8 +11,9 @@
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
  * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0
  * decodes much faster than DER (see {@link x25519PrivateKey}; as PKCS#8 DER on Node 24, which refuses that
- * JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the RFC's primes (Node 20 has no named ffdhe groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM
- * (Node 20 has none) with the OpenSSL ECDH groups here (lib/crypto/hybrid.ts).
+ * JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the RFC's primes (Node 20 has no named ffdhe
+ * groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM (Node 20 has none) with the OpenSSL ECDH
+ * groups here (lib/crypto/hybrid.ts).
  *
  * Arguments are checked once, at the provider boundary (lib/crypto/checked.ts); the code here trusts them.
  */
