@@ -6,8 +6,10 @@
  * JWK OKP key"), and so did every x25519 or X25519MLKEM768 handshake of the node provider, the default in Node:
  * Node 24 checks the `x` of a private X25519 JWK against its `d`, and the provider passed a placeholder `x`.
  */
-import t from 'tap';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import t from 'tap';
 import { pathToFileURL } from 'node:url';
 import { QKD_TLS_BIN, spawnPeer, testPeer } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
@@ -61,4 +63,16 @@ t.test('on Node 24, `qkd-tls demo` (what `npm start` runs) completes its handsha
   t.equal((await demo.waitExit(WAIT)).code, 0, 'it exits 0', { output: demo.transcript() });
   t.match(demo.stdout, /^Done: 4 handshake\(s\), each on its own QKD key/m, 'four handshakes, the last over X25519MLKEM768');
   t.match(demo.stdout, /mode psk_dhe_ke with x25519 ECDHE/, 'x25519 on the node provider');
+});
+
+// README: a topology file that is not JSON is "JSON.parse's words, with a line and column where they give a position".
+// Node 24's V8 adds a line and column of its own ("(line 2 column 1)"), and the command added its own after it.
+t.test('on Node 24, a topology file that is not JSON names its line and column once', SUBTEST, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-node24-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'net.json');
+  await writeFile(file, '{"nodes":[{"name":"A"}],\n}');
+  const kme = spawnPeer(t, node24.path!, [QKD_TLS_BIN, 'kme', '--topology', file, '--insecure-http', '--listen', '127.0.0.1:0'], { cwd: ROOT });
+  t.equal((await kme.waitExit(WAIT)).code, 2, 'a usage error', { output: kme.transcript() });
+  t.equal(kme.stderr, `qkd-tls kme: topology file ${file}: not JSON: Expected double-quoted property name in JSON at position 25 (line 2, column 1)\n`, 'one line, the place once');
 });

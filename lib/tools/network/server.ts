@@ -117,7 +117,8 @@ export async function loadTopology(file: string): Promise<Topology> {
  * the fault ("Unexpected token 'B', ...\"{"name": B}]}\" is not valid JSON") or says the text ends too soon.
  */
 function jsonSyntaxProblem(text: string, e: unknown): string {
-  const message = clip((e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' '));
+  // Newer V8 (Node 24) adds its own "(line 2 column 1)": dropped, so that the place is said once, the same way.
+  const message = clip((e instanceof Error ? e.message : String(e)).replace(/\s+/g, ' ').replace(/ \(line \d+ column \d+\)/, ''));
   const at = /\bat position (\d+)/.exec(message);
   if (!at) return message;
   const before = text.slice(0, Number(at[1]));
