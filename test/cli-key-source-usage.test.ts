@@ -141,3 +141,21 @@ t.test('an option of a key manager source with static keys is a usage error (a p
   tt.match(own.stderr, /proxy\.ini:8: \[static\] kme-pool: goes with --kme /, 'config: the line of kme-pool');
   tt.notMatch(own.stderr, /kme-timeout/, 'config: the global kme-timeout is not refused');
 });
+
+t.test('--psk-hash with --psk-file is the hash of the lines that name none; a line that names its own keeps it', async (tt) => {
+  const { parseKeySource } = await import('../bin/cli/key-source.js');
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-psk-hash-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'keys.txt');
+  await writeFile(file, `named   ${'11'.repeat(48)} SHA-384\nplain   ${'22'.repeat(32)}\nnamed256 ${'33'.repeat(32)} SHA-256\n`);
+  const hashes = (extra: Record<string, unknown>) => {
+    const source = parseKeySource({ 'psk-file': file, provider: 'noble', ...extra }, { role: 'server' });
+    const psks = source.server as readonly { identity: Uint8Array; hash: string }[];
+    source.close();
+    return Object.fromEntries(psks.map((p) => [new TextDecoder().decode(p.identity), p.hash]));
+  };
+  tt.same(hashes({}), { named: 'SHA-384', plain: 'SHA-256', named256: 'SHA-256' }, 'without --psk-hash: each line its own, SHA-256 by default');
+  // --psk-hash overrode every line before: the SHA-384 key was offered bound to SHA-256, and failed every handshake.
+  tt.same(hashes({ 'psk-hash': 'SHA-256' }), { named: 'SHA-384', plain: 'SHA-256', named256: 'SHA-256' }, '--psk-hash SHA-256: the SHA-384 line stays SHA-384');
+  tt.same(hashes({ 'psk-hash': 'SHA-384' }), { named: 'SHA-384', plain: 'SHA-384', named256: 'SHA-256' }, '--psk-hash SHA-384: the line naming none becomes SHA-384, the SHA-256 line stays');
+});

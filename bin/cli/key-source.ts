@@ -83,7 +83,8 @@ export const KEY_SOURCE_HELP = `Key source (one of):
                              ${TIME_UNITS} (default 60s; at most 24h)
     --key-bits N             (client) key size to ask the KME for, in bits (at least 128, RFC 9257 §6; default: the KME's)
     --offer-keys N           (client) offer N keys per connection; the server uses the first it can get (default 1)
-  --psk-hash NAME            the hash the keys are bound to: SHA-256 (default) or SHA-384
+  --psk-hash NAME            the hash the keys are bound to: SHA-256 (default) or SHA-384 (with
+                             --psk-file: of the lines that name no hash of their own)
   --importer                 import each key with RFC 9258 (one identity per target KDF of the offered
                              suites); both sides must use it
   --context STR              the RFC 9258 ImportedIdentity context (sent in clear; both sides must agree)`;
@@ -141,11 +142,11 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
   if (str('psk-file')) {
     for (const f of ['psk', 'identity']) if (values[f] !== undefined) throw new UsageError(`--${f} does not go with --psk-file`);
     try {
-      keys = parseKeyFile(readTextFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES), str('psk-file'));
+      // --psk-hash is the hash of the lines that name none; a line's own stays (it was overridden without a word).
+      keys = parseKeyFile(readTextFileBounded(str('psk-file')!, MAX_OPTION_FILE_BYTES), str('psk-file'), hash);
     } catch (e) {
       throw new UsageError(`--psk-file: ${(e as Error).message}`);
     }
-    if (values['psk-hash'] !== undefined) keys = keys.map((k) => ({ ...k, hash }));
     for (const k of keys) {
       if (k.secret.length < MIN_PSK_BYTES) {
         const problem = `--psk-file: the key of '${k.label}' ${tooShort(k.secret)}`;

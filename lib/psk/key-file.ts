@@ -8,7 +8,7 @@
  * ```
  *
  * Fields are separated by spaces or tabs; the identity is text without spaces (as the PSK identity, or with the
- * importer as the external identity); the hash is SHA-256 (default) or SHA-384; the priority is a whole number,
+ * importer as the external identity); the hash is SHA-256 or SHA-384 (default SHA-256, or the caller's); the priority is a whole number,
  * lower offered first (default 0); each at most once on a line. Blank lines and lines starting with # are skipped.
  *
  * Runtime-neutral: it parses text (fetched, pasted or bundled in a page, a Worker, Deno or Bun); reading the file
@@ -20,10 +20,11 @@ import type { HashName } from '../crypto/provider.js';
 import type { SourcedKey } from './source.js';
 
 /**
- * Parses the text of a key file (see above); `name` (a path, say) prefixes each error. Throws an Error naming the
- * line for anything malformed (never quoting a key), after wiping the keys parsed before it.
+ * Parses the text of a key file (see above); `name` (a path, say) prefixes each error; `defaultHash` is the hash of
+ * the lines that name none (a line's own hash always wins). Throws an Error naming the line for anything malformed
+ * (never quoting a key), after wiping the keys parsed before it.
  */
-export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
+export function parseKeyFile(text: string, name = 'key file', defaultHash: HashName = 'SHA-256'): SourcedKey[] {
   const keys: SourcedKey[] = [];
   const seen = new Set<string>();
   const lines = text.split(/\r?\n/);
@@ -59,7 +60,7 @@ export function parseKeyFile(text: string, name = 'key file'): SourcedKey[] {
       if (secret.length === 0) throw new Error(`${where}: the key is empty`);
       const id = utf8(identity);
       if (id.length > 0xffff) throw new Error(`${where}: the identity is longer than 65535 bytes`);
-      keys.push({ identity: id, secret, hash: hash ?? 'SHA-256', priority: priority ?? 0, label: identity });
+      keys.push({ identity: id, secret, hash: hash ?? defaultHash, priority: priority ?? 0, label: identity });
     });
   } catch (e) {
     for (const k of keys) wipe(k.secret);
