@@ -412,12 +412,13 @@ t.test('the listener: maxConnections counts connections not yet upgraded; one be
   t.equal(await first.echo('still here'), 'still here', 'and the first one still echoes');
 });
 
-t.test('the command line: --max-connections caps connections not yet upgraded (server --websocket, proxy --websocket, bridge)', SUBTEST, async (t) => {
+t.test('the command line: --max-connections caps connections not yet upgraded (server --websocket, proxy --websocket, bridge; and server over TCP), and says whom it turned away', SUBTEST, async (t) => {
   const target = await tcpServer(t, 'echo', Buffer.alloc(0));
   const commands: [string, string[]][] = [
     ['server --websocket', ['server', '--websocket', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]],
     ['proxy --websocket', ['proxy', '--role', 'server', '--websocket', '--accept', '127.0.0.1:0', '--connect', `127.0.0.1:${target}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY]],
     ['bridge', ['bridge', '--listen', '127.0.0.1:0', '--allow', `127.0.0.1:${target}`]],
+    ['server (TCP)', ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY]],
   ];
   for (const [name, args] of commands) {
     const cli = spawnQkdTls(t, [...args, '--max-connections', '2', '--json']);
@@ -430,6 +431,9 @@ t.test('the command line: --max-connections caps connections not yet upgraded (s
       ['closed', 'held', 'held'],
       `${name}: with --max-connections 2, two idle connections are held and the third is closed at once`,
     );
+    // The one turned away is said (net.Server's 'drop' was silent in server and bridge; the proxy logged it).
+    const said = name.startsWith('proxy') ? /"event":"connection".*"end":"rejected".*connection limit reached \(2 open\)/ : /"event":"refused".*"reason":"--max-connections reached \(2 open\)"/;
+    t.ok(await cli.waitFor(said, WAIT, 'stderr'), `${name}: the connection turned away is logged`);
     await cli.kill();
   }
 });

@@ -75,6 +75,10 @@ export async function run(argv: string[]): Promise<number> {
     else report.failure(e as Error);
     return 1;
   }
+  // A connection beyond --max-connections is closed at once by the HTTP server ('drop'): said, as a refusal.
+  bridge.server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) =>
+    report.event('refused', { peer: d?.remoteAddress === undefined ? '?:0' : `${d.remoteAddress}:${d.remotePort}`, reason: `--max-connections reached (${plan.maxConnections ?? 1000} open)` }),
+  );
   const a = bridge.address();
   report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', allow: plan.allow.map(targetName) });
   await untilStopSignal();

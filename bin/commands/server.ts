@@ -43,7 +43,8 @@ sending a byte (a load balancer's or monitor's health check) is no failure, and 
 "no-data: peer=HOST:PORT ended=closed" (or ended=reset). With --websocket, a WebSocket that closes without
 a TLS byte stays a failure, and an upgrade refused before it happened (a page from an origin that --origin
 does not allow: 403) is a "refused" line, with the peer, path, origin and status: the page sees only that
-its WebSocket failed.`;
+its WebSocket failed. A connection closed at once because --max-connections are open is a "refused" line
+too: "refused: peer=HOST:PORT reason=..."; it is no failure of this server's.`;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -114,6 +115,11 @@ export async function run(argv: string[]): Promise<number> {
       }
     });
     server.server.maxConnections = maxConnections;
+    // net.Server closes a connection beyond maxConnections without a word (its 'drop' event): said, as the proxy
+    // logs the connections it refuses, so that an operator sees why clients were turned away.
+    const dropped = (d?: { remoteAddress?: string; remotePort?: number }): void =>
+      report.event('refused', { peer: addressOf(d ?? {}), reason: `--max-connections reached (${maxConnections} open)` });
+    server.server.on('drop', dropped);
     // A reset said in words, as after the handshake also before it (it said only "read ECONNRESET").
     const isReset = (err: NodeJS.ErrnoException): boolean => err.code === 'ECONNRESET' || err.code === 'EPIPE';
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: QkdTlsSocket) => {
@@ -170,6 +176,7 @@ export async function run(argv: string[]): Promise<number> {
       }).then(
         (l) => {
           ws = l;
+          l.server.on('drop', dropped);
           const a = l.address();
           report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', keys: keys.description });
         },

@@ -378,6 +378,11 @@ class Listener {
       return listenWebSocket({ host, port, ...ws, maxConnections: this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS, onRefused }, ({ stream, peer }) => this.onConnection(stream, peer)).then(
         (l) => {
           this.ws = l;
+          // Beyond maxConnections the HTTP server closes a connection before its upgrade request, without a word
+          // ('drop'): logged as the TCP listener's rejections are.
+          l.server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) =>
+            this.rejected(this.engine.newId(), hostPort(d?.remoteAddress ?? '?', d?.remotePort ?? 0), `connection limit reached (${this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS} open)`),
+          );
         },
         (e: Error) => {
           throw new Error(`service "${this.config.name}": cannot listen on ${hostPort(host, port)}: ${e.message}`, { cause: e });
@@ -419,6 +424,24 @@ class Listener {
     void this.ws?.close();
   }
 
+  /** The log line of a connection turned away before anything was relayed. */
+  private rejected(id: number, peer: string, error: string): void {
+    this.engine.refused({
+      event: 'connection',
+      time: new Date().toISOString(),
+      service: this.config.name,
+      role: this.config.role,
+      id,
+      peer,
+      target: hostPort(this.config.connect.host, this.config.connect.port),
+      bytesUp: 0,
+      bytesDown: 0,
+      durationMs: 0,
+      end: 'rejected',
+      error,
+    });
+  }
+
   /** `raw`: an accepted TCP socket, or (websocket) the bytes of an accepted WebSocket and its peer address. */
   private onConnection(raw: net.Socket | Duplex, wsPeer?: string): void {
     const id = this.engine.newId();
@@ -428,20 +451,7 @@ class Listener {
       raw.on('error', () => {});
       if (raw instanceof net.Socket) resetSocket(raw);
       else raw.destroy();
-      this.engine.refused({
-        event: 'connection',
-        time: new Date().toISOString(),
-        service: this.config.name,
-        role: this.config.role,
-        id,
-        peer,
-        target: hostPort(this.config.connect.host, this.config.connect.port),
-        bytesUp: 0,
-        bytesDown: 0,
-        durationMs: 0,
-        end: 'rejected',
-        error: this.engine.isStopping ? 'the proxy is shutting down' : `connection limit reached (${limit} open)`,
-      });
+      this.rejected(id, peer, this.engine.isStopping ? 'the proxy is shutting down' : `connection limit reached (${limit} open)`);
       return;
     }
     this.active++;
