@@ -298,7 +298,10 @@ export class QkdTlsSocket extends Duplex {
       this.timer = setTimeout(() => this.onHandshakeTimeout(handshakeTimeout), handshakeTimeout);
       this.timer.unref?.();
     }
-    socket.on('data', (b: Buffer) => this.onSocketData(b));
+    // No 'data' listener until attach(): a client still fetching its PSKs leaves what the peer sends first (an SSH
+    // or SMTP banner: a server that is not TLS) in the socket, for the connection to read and refuse once it starts
+    // (RFC 8446 §5: unexpected_message), instead of dropping it and waiting for the handshake timeout. Until then
+    // the socket reads at most its high-water mark; TCP flow control holds the rest.
     socket.on('end', () => this.onSocketEnd());
     socket.on('error', (e) => this.destroy(e));
     socket.on('close', () => {
@@ -357,6 +360,7 @@ export class QkdTlsSocket extends Duplex {
   /** @internal Starts running `conn` over the socket. */
   attach(conn: Connection): void {
     this.conn = conn;
+    this.socket.on('data', (b: Buffer) => this.onSocketData(b));
     this.pump();
   }
 
@@ -421,6 +425,8 @@ export class QkdTlsSocket extends Duplex {
         // was already ended but is still flushing; a peer that never closes its side must not keep the
         // socket around, though.
         if (s.writable) s.end();
+        // Never attached (no 'data' listener yet): read and drop what comes, so that the peer's FIN is seen.
+        if (!this.conn) s.resume();
         // Cleared as soon as the socket closes: a pending timer would keep the socket, this TLS socket and
         // its connection reachable for the whole grace period (thousands of them under load).
         const timer = setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();

@@ -1,0 +1,56 @@
+/**
+ * The Node transport against broken and hostile peers over real TCP (127.0.0.1, port 0), found by review:
+ * every failure is one 'error' with a named reason and the alert RFC 8446 §6 asks for, whatever the client was
+ * doing when the peer's bytes arrived.
+ */
+import t from 'tap';
+import { once } from 'node:events';
+import * as net from 'node:net';
+import { connect, TlsError } from '../lib/transport/node.js';
+import { makePsk, plaintextAlerts, splitRecords } from './helpers/pair.js';
+
+const psk = makePsk('transport-hostile');
+
+/** Resolves once `cond` holds, polling every 10 ms, failing after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+t.test('a server that speaks first (an SSH banner) while the client still fetches its PSKs: unexpected_message at once, not a timeout', async (tt) => {
+  // RFC 8446 §5: a record of an unknown content type is unexpected_message. With static PSKs the client reads the
+  // banner and says so; with a psks function (a QKD key manager's answer) the banner arrived before the
+  // connection existed and was dropped, and the client waited for the handshake timeout instead.
+  const BANNER = 'SSH-2.0-OpenSSH_9.6\r\n';
+  const received: Buffer[] = [];
+  let clientDone!: () => void;
+  const clientClosed = new Promise<void>((r) => (clientDone = r));
+  const banner = net.createServer((s) => {
+    s.on('error', () => {});
+    s.on('data', (d: Buffer) => received.push(d));
+    s.on('end', () => clientDone()); // everything the client sent is in
+    s.write(BANNER);
+  });
+  banner.listen(0, '127.0.0.1');
+  await once(banner, 'listening');
+  tt.teardown(() => void banner.close());
+  let fetched!: (psks: (typeof psk)[]) => void;
+  const c = connect({ host: '127.0.0.1', port: (banner.address() as net.AddressInfo).port, psks: () => new Promise((r) => (fetched = r)), handshakeTimeout: 10_000 });
+  tt.teardown(() => c.destroy());
+  const errors: unknown[] = [];
+  c.on('error', (e) => errors.push(e));
+  const closed = new Promise((r) => c.once('close', r));
+  // The key manager answers once the banner is in the client's socket.
+  await until(() => c.socket instanceof net.Socket && c.socket.bytesRead >= BANNER.length, 5000, 'the banner to reach the client');
+  fetched([psk]);
+  await closed;
+  tt.equal(errors.length, 1, "one 'error'");
+  const e = errors[0] as TlsError;
+  tt.ok(e instanceof TlsError, 'a TlsError');
+  tt.same({ reason: e.reason, alert: e.alert, alertSent: e.alertSent }, { reason: 'RecordUnknownContentType', alert: 'unexpected_message', alertSent: true }, e.message);
+  await clientClosed;
+  tt.same(plaintextAlerts(splitRecords(Buffer.concat(received))), [{ level: 2, code: 10 }], 'the server got the ClientHello, then a fatal unexpected_message alert');
+});
