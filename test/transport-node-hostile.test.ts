@@ -6,7 +6,7 @@
 import t from 'tap';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { connect, TlsError } from '../lib/transport/node.js';
+import { connect, createServer, TlsError } from '../lib/transport/node.js';
 import { makePsk, plaintextAlerts, splitRecords } from './helpers/pair.js';
 
 const psk = makePsk('transport-hostile');
@@ -53,4 +53,33 @@ t.test('a server that speaks first (an SSH banner) while the client still fetche
   tt.same({ reason: e.reason, alert: e.alert, alertSent: e.alertSent }, { reason: 'RecordUnknownContentType', alert: 'unexpected_message', alertSent: true }, e.message);
   await clientClosed;
   tt.same(plaintextAlerts(splitRecords(Buffer.concat(received))), [{ level: 2, code: 10 }], 'the server got the ClientHello, then a fatal unexpected_message alert');
+});
+
+t.test('a destroyed socket whose reading was paused (the application did not read) still closes on the peer\'s FIN', async (tt) => {
+  // The server sends more than the client's application takes (it reads nothing), so the transport stopped
+  // reading the TCP socket; then the application destroys its socket. The peer answers our FIN with its own at
+  // once, but a socket left paused never reads it (nor the data queued before it), and stayed open for the whole
+  // close grace period (2 s), to be destroyed without its 'end'.
+  const GREETING = Buffer.alloc(256 * 1024, 0x2a);
+  const server = createServer({ psks: [psk] }, (s) => {
+    s.on('error', () => {});
+    s.on('end', () => s.destroy());
+    s.write(GREETING);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => {
+    server.close();
+    server.destroyAll();
+  });
+  const c = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk] });
+  c.on('error', () => {});
+  c.pause();
+  await until(() => c.readableLength >= c.readableHighWaterMark && (c.socket as net.Socket).isPaused(), 5000, 'the client to stop reading');
+  let peerEnded = false;
+  c.socket.once('end', () => (peerEnded = true));
+  const closed = new Promise((r) => c.socket.once('close', r));
+  c.destroy();
+  await closed;
+  tt.ok(peerEnded, "the TCP socket closed on the peer's FIN ('end' before 'close'), not on the grace timer");
 });

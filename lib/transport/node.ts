@@ -425,8 +425,9 @@ export class QkdTlsSocket extends Duplex {
         // was already ended but is still flushing; a peer that never closes its side must not keep the
         // socket around, though.
         if (s.writable) s.end();
-        // Never attached (no 'data' listener yet): read and drop what comes, so that the peer's FIN is seen.
-        if (!this.conn) s.resume();
+        // Read (and drop) whatever still comes, so that the peer's FIN is seen and closes the socket: reading may
+        // have stopped (an application that did not read, a PSK lookup), or never started (no connection yet).
+        s.resume();
         // Cleared as soon as the socket closes: a pending timer would keep the socket, this TLS socket and
         // its connection reachable for the whole grace period (thousands of them under load).
         const timer = setTimeout(() => s.destroy(), CLOSE_GRACE_MS).unref();
