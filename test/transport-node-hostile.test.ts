@@ -6,8 +6,8 @@
 import t from 'tap';
 import { once } from 'node:events';
 import * as net from 'node:net';
-import { connect, createServer, TlsError } from '../lib/transport/node.js';
-import { makePsk, plaintextAlerts, splitRecords } from './helpers/pair.js';
+import { connect, createServer, TlsError, type QkdTlsSocket } from '../lib/transport/node.js';
+import { makePsk, plaintextAlerts, splitRecords, wiped } from './helpers/pair.js';
 
 const psk = makePsk('transport-hostile');
 
@@ -82,4 +82,36 @@ t.test('a destroyed socket whose reading was paused (the application did not rea
   c.destroy();
   await closed;
   tt.ok(peerEnded, "the TCP socket closed on the peer's FIN ('end' before 'close'), not on the grace timer");
+});
+
+t.test('a server that answers and ends without reading: once the TCP socket closes, the keys of a connection holding unread data are wiped', async (tt) => {
+  // Both directions are closed (close_notify each way, the TCP socket closed), but the client's data was never
+  // read: the TLS socket keeps it for a reader (as a net.Socket would), and stays open until then. Its
+  // connection has nothing left to decrypt or send, yet its keys were kept, unwiped, for as long as nobody read
+  // (for ever, for a server that never reads), after the server itself had closed.
+  let serverSide: QkdTlsSocket | undefined;
+  let tcpClosed!: Promise<unknown>;
+  const server = createServer({ psks: [psk] }, (s) => {
+    serverSide = s;
+    tcpClosed = new Promise((r) => s.socket.once('close', r));
+    s.on('error', () => {});
+    s.end('greeting');
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  tt.teardown(() => server.destroyAll());
+  const c = connect({ host: '127.0.0.1', port: server.address().port, psks: [psk] }, () => c.end('unread'));
+  c.on('error', () => {});
+  c.resume();
+  await new Promise((r) => c.once('close', r));
+  await new Promise<void>((r) => server.close(() => r()));
+  await tcpClosed;
+  const s = serverSide!;
+  tt.ok(s.socket.destroyed, 'the TCP socket is closed');
+  tt.equal(s.readableLength, 'unread'.length, 'the unread data is still there for a reader');
+  tt.ok(wiped(s.connection!), "the connection's keys are wiped");
+  const got: Buffer[] = [];
+  s.on('data', (d: Buffer) => got.push(d));
+  await new Promise((r) => s.once('close', r));
+  tt.equal(Buffer.concat(got).toString(), 'unread', 'a late reader still gets it, then the end');
 });

@@ -308,8 +308,12 @@ export class QkdTlsSocket extends Duplex {
       if (this.destroyed) return;
       // The peer's stream ended and our own side is done, but the application has not read all of it yet:
       // keep what is buffered, as a net.Socket does; 'end' follows once it is read, then autoDestroy.
-      // Destroyed now, the tail would be dropped and the stream would close without its 'end'.
-      if (this.secureDone && this.endPushed && this.readableLength > 0 && this.writableFinished) return;
+      // Destroyed now, the tail would be dropped and the stream would close without its 'end'. The connection,
+      // though, has nothing left to decrypt or send: its keys are wiped now, not whenever (if ever) it is read.
+      if (this.secureDone && this.endPushed && this.readableLength > 0 && this.writableFinished) {
+        this.conn?.destroy();
+        return;
+      }
       this.destroy(this.secureDone ? undefined : new Error('connection closed before the TLS handshake completed'));
     });
     socket.on('drain', () => this.onDrain());
