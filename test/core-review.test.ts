@@ -16,6 +16,38 @@ const crypto = nodeProvider;
 const E = ExtensionType;
 
 /** A handshake message cut into plaintext handshake records of at most 2^14 bytes. */
+type Rec = ReturnType<typeof splitRecords>[number];
+
+/**
+ * `p.pump()`, the server's first flight changed once on its way: record `pick` of it replaced by `replace(record)`
+ * (the rest as they were).
+ */
+function pumpFirstFlightRewritten(p: Pair, pick: (r: Rec) => boolean, replace: (r: Rec, recs: readonly Rec[]) => Uint8Array): void {
+  let first = true;
+  p.pump({
+    toClient: (b) => {
+      if (!first) return b;
+      first = false;
+      const recs = splitRecords(b);
+      const i = recs.findIndex(pick);
+      return concat(...recs.slice(0, i).map((r) => r.bytes), replace(recs[i], recs), ...recs.slice(i + 1).map((r) => r.bytes));
+    },
+  });
+}
+
+/** The server's first handshake message (ServerHello or HelloRetryRequest) with `change` made to its extensions, as a plaintext record. */
+const helloWith = (change: (hello: ReturnType<typeof splitHello>) => void) => (_r: Rec, recs: readonly Rec[]): Uint8Array => {
+  const hello = splitHello(firstHandshakeMessage(recs));
+  change(hello);
+  return plainRecord(ContentType.handshake, joinHello(hello));
+};
+
+/** A client sending 0-RTT data to a server that accepts it (`maxEarlyDataSize` above 0) or rejects it (0). */
+const earlyDataPair = (label: string, maxEarlyDataSize: number): Pair => {
+  const psk = makePsk(label);
+  return new Pair({ crypto, psks: [psk], earlyData: new Uint8Array(10) }, { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard() });
+};
+
 function handshakeRecords(message: Uint8Array): Uint8Array {
   const recs: Uint8Array[] = [];
   for (let at = 0; at < message.length; at += 1 << 14) recs.push(plainRecord(ContentType.handshake, message.subarray(at, at + (1 << 14))));
@@ -161,20 +193,14 @@ t.test('a client with 0-RTT in flight that refuses a HelloRetryRequest sends its
   // rewritten on the path to ask for x25519, for which the client already sent a share: §4.1.4 illegal_parameter)
   // sent its alert under the early keys: the server skipped it as 0-RTT data and waited.
   const psk = makePsk('hrr-alert');
-  let first = true;
   const p = new Pair({ crypto, psks: [psk], earlyData: new Uint8Array(10) }, { crypto, psks: [psk], groups: ['secp256r1'] });
-  p.pump({
-    toClient: (b) => {
-      if (!first) return b;
-      first = false;
-      const recs = splitRecords(b);
-      const i = recs.findIndex((r) => r.type === ContentType.handshake);
-      const hrr = splitHello(firstHandshakeMessage(recs));
-      const k = hrr.extensions.findIndex((e) => e.type === E.key_share);
-      hrr.extensions[k] = ext(E.key_share, (w) => w.u16(0x001d)); // x25519
-      return concat(...recs.slice(0, i).map((r) => r.bytes), plainRecord(ContentType.handshake, joinHello(hrr)), ...recs.slice(i + 1).map((r) => r.bytes));
-    },
-  });
+  pumpFirstFlightRewritten(
+    p,
+    (r) => r.type === ContentType.handshake,
+    helloWith((hrr) => {
+      hrr.extensions[hrr.extensions.findIndex((e) => e.type === E.key_share)] = ext(E.key_share, (w) => w.u16(0x001d)); // x25519
+    }),
+  );
   tt.equal(p.error('client')?.reason, 'HelloRetryRequestBadGroup', 'the client refuses the HelloRetryRequest');
   tt.equal(p.server.phase, 'failed', `the server does not wait (state ${p.server.stateName})`);
   tt.equal(p.error('server')?.alert, 'illegal_parameter', 'it reads the client alert');
@@ -189,23 +215,14 @@ t.test('a client with 0-RTT in flight that refuses a ServerHello sends its alert
   // Refused, the ServerHello gave the client no handshake keys: the alert goes in plaintext, read in both cases.
   for (const maxEarlyDataSize of [0, 100]) {
     const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
-    const psk = makePsk('sh-alert');
-    let first = true;
-    const p = new Pair(
-      { crypto, psks: [psk], earlyData: new Uint8Array(10) },
-      { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard() },
-    );
-    p.pump({
-      toClient: (b) => {
-        if (!first) return b;
-        first = false;
-        const recs = splitRecords(b);
-        const i = recs.findIndex((r) => r.type === ContentType.handshake);
-        const sh = splitHello(firstHandshakeMessage(recs));
+    const p = earlyDataPair('sh-alert', maxEarlyDataSize);
+    pumpFirstFlightRewritten(
+      p,
+      (r) => r.type === ContentType.handshake,
+      helloWith((sh) => {
         sh.extensions[sh.extensions.findIndex((e) => e.type === E.pre_shared_key)] = ext(E.pre_shared_key, (w) => w.u16(1));
-        return concat(...recs.slice(0, i).map((r) => r.bytes), plainRecord(ContentType.handshake, joinHello(sh)), ...recs.slice(i + 1).map((r) => r.bytes));
-      },
-    });
+      }),
+    );
     tt.equal(p.error('client')?.reason, 'ServerSelectedUnofferedPsk', `${what}: the client refuses the ServerHello`);
     const alerts = p.records('client').filter((r) => r.type === ContentType.alert);
     tt.same(alerts.map((r) => [...r.fragment]), [[2, 47]], `${what}: its alert is one plaintext illegal_parameter`);
@@ -223,24 +240,17 @@ t.test('a client with 0-RTT in flight whose EncryptedExtensions record fails to 
   // rejecting server skipped it and waited for the client's Finished.
   for (const maxEarlyDataSize of [0, 100]) {
     const what = maxEarlyDataSize ? '0-RTT accepted' : '0-RTT rejected';
-    const psk = makePsk('ee-mac');
-    let first = true;
-    const p = new Pair(
-      { crypto, psks: [psk], earlyData: new Uint8Array(10) },
-      { crypto, psks: [psk], maxEarlyDataSize, earlyDataReplayGuard: createEarlyDataReplayGuard() },
-    );
-    p.pump({
-      toClient: (b) => {
-        if (!first) return b;
-        first = false;
-        // The first protected record of the server's flight (EncryptedExtensions), its last byte (the tag) flipped.
-        const recs = splitRecords(b);
-        const i = recs.findIndex((r) => r.type === ContentType.application_data);
-        const bad = recs[i].bytes.slice();
+    const p = earlyDataPair('ee-mac', maxEarlyDataSize);
+    // The first protected record of the server's flight (EncryptedExtensions), its last byte (the tag) flipped.
+    pumpFirstFlightRewritten(
+      p,
+      (r) => r.type === ContentType.application_data,
+      (r) => {
+        const bad = r.bytes.slice();
         bad[bad.length - 1] ^= 1;
-        return concat(...recs.slice(0, i).map((r) => r.bytes), bad, ...recs.slice(i + 1).map((r) => r.bytes));
+        return bad;
       },
-    });
+    );
     tt.equal(p.error('client')?.reason, 'RecordBadMac', `${what}: the client cannot read the EncryptedExtensions record`);
     tt.equal(p.server.phase, 'failed', `${what}: the server does not wait (state ${p.server.stateName})`);
     // Rejected: the server reads the alert. Accepted: it reads the early keys, so the alert fails to decrypt, which
