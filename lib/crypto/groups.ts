@@ -6,9 +6,10 @@
  * Keeping these in one runtime-neutral place makes the `noble` and `node` providers produce identical
  * shares and secrets from identical randomness, and reject identical hostile inputs with identical reasons.
  */
+import { wipe } from '../codec/bytes.js';
 import { TlsError } from '../errors.js';
 import { FFDHE_SPECS } from './ffdhe.js';
-import type { GroupName, KexSpec } from './provider.js';
+import type { ClientKeyShare, GroupName, KexSpec } from './provider.js';
 
 export type { KexSpec };
 
@@ -216,6 +217,30 @@ export function isAllZero(b: Uint8Array): boolean {
 /** The error for using a ClientKeyShare after destroy(). */
 export function destroyedShare(group: GroupName): TypeError {
   return new TypeError(`${group}: this key share was destroyed`);
+}
+
+/**
+ * A client's key share whose private value is in our own array (a scalar, an ffdhe exponent): `secret(priv, peer)`
+ * completes the exchange, and destroy() wipes the private value.
+ */
+export class PrivateValueClientShare implements ClientKeyShare {
+  private priv: Uint8Array | null;
+  constructor(
+    readonly group: GroupName,
+    readonly share: Uint8Array,
+    priv: Uint8Array,
+    private readonly secret: (priv: Uint8Array, peer: Uint8Array) => Uint8Array,
+  ) {
+    this.priv = priv;
+  }
+  complete(serverShare: Uint8Array): Uint8Array {
+    if (this.priv === null) throw destroyedShare(this.group);
+    return this.secret(this.priv, serverShare);
+  }
+  destroy(): void {
+    if (this.priv) wipe(this.priv);
+    this.priv = null;
+  }
 }
 
 function lengthOf(x: unknown): string {

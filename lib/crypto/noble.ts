@@ -29,6 +29,7 @@ import {
   X25519_SPEC,
   checkNistShareFraming,
   destroyedShare,
+  PrivateValueClientShare,
   isAllZero,
   nistScalarFromSeed,
   offCurve,
@@ -226,7 +227,7 @@ const x25519Group: KeyExchangeGroup = {
   randomLength: X25519_SPEC.randomLength,
   start(randomness) {
     const priv = copyBytes(randomness);
-    return new NobleClientShare('x25519', x25519.getPublicKey(priv), priv, x25519Shared);
+    return new PrivateValueClientShare('x25519', x25519.getPublicKey(priv), priv, x25519Shared);
   },
   respond(clientShare, randomness) {
     const priv = copyBytes(randomness);
@@ -264,7 +265,7 @@ function nistGroup(spec: NistCurveSpec, curve: typeof p256 | typeof p384): KeyEx
     randomLength: spec.randomLength,
     start(randomness) {
       const priv = nistScalarFromSeed(spec, randomness);
-      return new NobleClientShare(spec.name, curve.getPublicKey(priv, false), priv, shared);
+      return new PrivateValueClientShare(spec.name, curve.getPublicKey(priv, false), priv, shared);
     },
     respond(clientShare, randomness) {
       const priv = nistScalarFromSeed(spec, randomness);
@@ -278,25 +279,6 @@ function nistGroup(spec: NistCurveSpec, curve: typeof p256 | typeof p384): KeyEx
   };
 }
 
-class NobleClientShare implements ClientKeyShare {
-  private priv: Uint8Array | null;
-  constructor(
-    readonly group: GroupName,
-    readonly share: Uint8Array,
-    priv: Uint8Array,
-    private readonly shared: (priv: Uint8Array, peer: Uint8Array) => Uint8Array,
-  ) {
-    this.priv = priv;
-  }
-  complete(serverShare: Uint8Array): Uint8Array {
-    if (!this.priv) throw destroyedShare(this.group);
-    return this.shared(this.priv, serverShare);
-  }
-  destroy(): void {
-    wipe(this.priv);
-    this.priv = null;
-  }
-}
 
 /**
  * RFC 7919 / RFC 8446 §4.2.8.1 with BigInt arithmetic: Y = 2^X mod p and Z = Y_peer^X mod p by the

@@ -42,6 +42,7 @@ import {
   X25519_SPEC,
   checkNistShareFraming,
   destroyedShare,
+  PrivateValueClientShare,
   isAllZero,
   nistScalarFromSeed,
   offCurve,
@@ -503,7 +504,7 @@ function ffdheGroup(spec: FfdheSpec): KeyExchangeGroup {
     start(randomness) {
       const x = ffdheExponentBytes(spec, randomness);
       try {
-        return new FfdheClientShare(spec.name, publicShare(x), x, secret);
+        return new PrivateValueClientShare(spec.name, publicShare(x), x, secret);
       } catch (e) {
         wipe(x);
         throw e;
@@ -524,26 +525,6 @@ function ffdheGroup(spec: FfdheSpec): KeyExchangeGroup {
 /** What the shared DH objects hold between exchanges instead of an exponent: not a secret. */
 const NO_EXPONENT = Buffer.from([1]);
 
-/** A client's ffdhe share: its exponent in our own array (wiped by destroy()), set into OpenSSL per call. */
-class FfdheClientShare implements ClientKeyShare {
-  private x: Uint8Array | null;
-  constructor(
-    readonly group: GroupName,
-    readonly share: Uint8Array,
-    x: Uint8Array,
-    private readonly secret: (x: Uint8Array, peer: Uint8Array) => Uint8Array,
-  ) {
-    this.x = x;
-  }
-  complete(serverShare: Uint8Array): Uint8Array {
-    if (this.x === null) throw destroyedShare(this.group);
-    return this.secret(this.x, serverShare);
-  }
-  destroy(): void {
-    if (this.x) wipe(this.x);
-    this.x = null;
-  }
-}
 
 const secp256r1Group = nistGroup(P256_SPEC, 'prime256v1');
 const secp384r1Group = nistGroup(P384_SPEC, 'secp384r1');
