@@ -135,6 +135,9 @@ t.test("the README's figures that it says come from bench/RESULTS.md are that fi
   );
   t.ok(readme.includes(`; ${['chromium', 'bun', 'workerd'].map(noTls).join(', ')} in the latest)`), 'Performance: the latest no-TLS ratios of Chromium, Bun and workerd');
   const range = (xs: number[], f: (x: number) => string) => `${f(Math.min(...xs))}–${f(Math.max(...xs))}`;
+  // The TLS transfer against the no-TLS one of the same run, in every runtime measured.
+  const overNoTls = bulk.filter((r) => r[1] === 'TLS_AES_128_GCM_SHA256' && r[2] === 'yes').map((r) => num(r[5]) / num(/^([\d.]+)/.exec(r[8] ?? '')?.[1]));
+  t.ok(readme.includes(`runs at 0.78–1.05× of it (${range(overNoTls, (x) => x.toFixed(2))}× in the latest)`), 'Performance: the TLS transfer against the no-TLS one, latest run');
   const noble = ['chromium', 'deno', 'workerd'].filter((r) => row(r, 'no')[3] === 'noble');
   t.same(noble, ['chromium', 'deno', 'workerd'], 'Chromium, Deno and workerd have a pure-JavaScript row');
   const speedups = noble.map((r) => num(row(r, 'yes')[5]) / num(row(r, 'no')[5]));
