@@ -27,6 +27,7 @@ import { connectWebSocket, tlsClientOverWebSocket } from '../lib/transport/webso
 import { listenWebSocket } from '../lib/transport/ws-server.js';
 import { makePsk } from './helpers/pair.js';
 import { timersArmedBy } from './helpers/timers.js';
+import { serviceConfig } from './proxy-helpers.js';
 
 const psk = makePsk('option-ranges');
 const BAD_TIMES = [Infinity, 2 ** 31, NaN, -1];
@@ -95,14 +96,7 @@ t.test('listenWebSocket and the bridge: a limit that the ws package or net.Serve
 });
 
 t.test('startProxy: each service number out of range is a RangeError, for a client service too', async (t) => {
-  const service = (more: Partial<ServiceConfig>): ServiceConfig => ({
-    name: 'svc',
-    role: 'client',
-    accept: { host: LOCAL, port: 0 },
-    connect: { host: LOCAL, port: 9 },
-    keys: { clientPsks: async () => [psk], server: [psk], description: 'test' },
-    ...more,
-  });
+  const service = (more: Partial<ServiceConfig>): ServiceConfig => serviceConfig(more, [psk]);
   const bad: [string, Partial<ServiceConfig>][] = [
     ['tls.handshakeTimeout Infinity', { tls: { handshakeTimeout: Infinity } }],
     ['tls.handshakeTimeout -1', { tls: { handshakeTimeout: -1 } }],

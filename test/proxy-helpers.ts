@@ -26,6 +26,14 @@ export function staticKeys(psks: readonly Psk[] = [PSK]): ProxyKeySource {
 }
 
 /**
+ * A client service on 127.0.0.1 (accept on any port, connect to port 9) with static keys, `more` on top: for the
+ * option checks that startProxy makes before anything listens or connects.
+ */
+export function serviceConfig(more: Record<string, unknown> = {}, psks: readonly Psk[] = [PSK]): ServiceConfig {
+  return { name: 'svc', role: 'client', accept: { host: '127.0.0.1', port: 0 }, connect: { host: '127.0.0.1', port: 9 }, keys: staticKeys(psks), ...more } as ServiceConfig;
+}
+
+/**
  * Calls `onEnd` when the socket's peer ended its stream, `onError` when the connection failed — also when Node
  * reports a reset as an end: Node 20's libuv does so if the RST arrives while received data is still unread.
  * A zero-byte write, possible while our side is open, asks the kernel: ECONNRESET means a reset without a FIN

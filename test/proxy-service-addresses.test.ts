@@ -12,22 +12,14 @@ import t from 'tap';
 import { startProxy, type ServiceConfig } from '../lib/proxy/proxy.js';
 import { startWebSocketBridge, type BridgeTarget } from '../lib/proxy/ws-bridge.js';
 import { makePsk } from './helpers/pair.js';
+import { serviceConfig } from './proxy-helpers.js';
 
 type Tap = Pick<typeof t, 'type' | 'match' | 'equal' | 'fail'>;
 
 const LOCAL = '127.0.0.1';
 const psk = makePsk('proxy-service-addresses');
 
-function service(more: Record<string, unknown>): ServiceConfig {
-  return {
-    name: 'svc',
-    role: 'client',
-    accept: { host: LOCAL, port: 0 },
-    connect: { host: LOCAL, port: 9 },
-    keys: { clientPsks: async () => [psk], server: [psk], description: 'test' },
-    ...more,
-  } as ServiceConfig;
-}
+const service = (more: Record<string, unknown>): ServiceConfig => serviceConfig(more, [psk]);
 
 /** Listening TCP servers of this process (what a startProxy that rejected must not leave behind). */
 function listeningServers(): number {
