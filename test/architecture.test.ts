@@ -15,6 +15,7 @@ const NODE_BUILTINS = /^(node:|fs$|net$|http$|https$|crypto$|tls$|stream$|events
 /** Node-only files inside the core's folders, each with its reason. */
 const NODE_ONLY_IN_CORE: Record<string, string> = {
   'crypto/node.ts': "the crypto provider backed by Node's OpenSSL (exported from qkd-tls/node only)",
+  'crypto/node-ffdhe.ts': 'that provider\'s ffdhe groups, on node:crypto\'s DH (imported by crypto/node.ts only)',
 };
 
 function tsFiles(dir: string): string[] {

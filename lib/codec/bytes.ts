@@ -53,6 +53,14 @@ export function copyBytes(b: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * A plain Uint8Array over the same bytes as `b` (no copy), so that a subclass such as Node's Buffer, whose
+ * `slice` and `toString` differ, never reaches a caller.
+ */
+export function plainView(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** Overwrites key material with zeros. */
 export function wipe(...bufs: (Uint8Array | undefined | null)[]): void {
   for (const b of bufs) if (b) b.fill(0);

@@ -243,6 +243,30 @@ export class PrivateValueClientShare implements ClientKeyShare {
   }
 }
 
+/**
+ * A client's key share whose private key lives where JavaScript cannot zero it (a node:crypto KeyObject, an
+ * OpenSSL ECDH context): `secret(priv, peer)` completes the exchange, and destroy() drops the only reference
+ * so that it is freed. The randomness it came from is the caller's to wipe.
+ */
+export class OpaqueKeyClientShare<K> implements ClientKeyShare {
+  private priv: K | null;
+  constructor(
+    readonly group: GroupName,
+    readonly share: Uint8Array,
+    priv: K,
+    private readonly secret: (priv: K, peer: Uint8Array) => Uint8Array,
+  ) {
+    this.priv = priv;
+  }
+  complete(serverShare: Uint8Array): Uint8Array {
+    if (this.priv === null) throw destroyedShare(this.group);
+    return this.secret(this.priv, serverShare);
+  }
+  destroy(): void {
+    this.priv = null;
+  }
+}
+
 function lengthOf(x: unknown): string {
   return x instanceof Uint8Array ? String(x.length) : typeof x;
 }

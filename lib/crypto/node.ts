@@ -3,7 +3,8 @@
  *
  * It accepts and rejects exactly what the noble provider does and, for the same randomness, produces the
  * same key shares and shared secrets (both follow lib/crypto/groups.ts), so the two can be swapped or
- * mixed freely (a noble client talks to a node server and vice versa).
+ * mixed freely (a noble client talks to a node server and vice versa). One exception, which no honest peer
+ * meets: some OpenSSL builds also refuse an ffdhe Y outside the prime-order subgroup (lib/crypto/node-ffdhe.ts).
  *
  * Speed notes: every value returned is a plain `Uint8Array` viewing the bytes OpenSSL produced (no
  * `Buffer` leaks out, no extra copy); AEADs call OpenSSL with the raw key (a cached `KeyObject`
@@ -11,16 +12,15 @@
  * HKDF-Expand-Label in TLS 1.3) is a single HMAC call; P-256/P-384 use `createECDH`, which takes raw
  * scalars and points without DER wrapping; X25519 keys are imported as JWK, which OpenSSL 3.0
  * decodes much faster than DER (see {@link x25519PrivateKey}; as PKCS#8 DER on Node 24, which refuses that
- * JWK); RFC 7919 ffdhe groups use `createDiffieHellman` with the RFC's primes (Node 20 has no named ffdhe
- * groups); the ML-KEM hybrids pair `@noble/post-quantum`'s ML-KEM (Node 20 has none) with the OpenSSL ECDH
- * groups here (lib/crypto/hybrid.ts).
+ * JWK); RFC 7919 ffdhe groups use whichever of node:crypto's two DH APIs costs less in this runtime
+ * (lib/crypto/node-ffdhe.ts; Node 20 has no named ffdhe groups); the ML-KEM hybrids pair
+ * `@noble/post-quantum`'s ML-KEM (Node 20 has none) with the OpenSSL ECDH groups here (lib/crypto/hybrid.ts).
  *
  * Arguments are checked once, at the provider boundary (lib/crypto/checked.ts); the code here trusts them.
  */
 import {
   createCipheriv,
   createDecipheriv,
-  createDiffieHellman,
   createECDH,
   createHash,
   createHmac,
@@ -33,16 +33,15 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { startupSnapshot } from 'node:v8';
-import { copyBytes, wipe } from '../codec/bytes.js';
+import { copyBytes, plainView, wipe } from '../codec/bytes.js';
 import { withArgumentChecks } from './checked.js';
-import { checkFfdheSecret, checkFfdheShare, ffdheExponentBytes, leftPad, type FfdheSpec } from './ffdhe.js';
 import {
   P256_SPEC,
   P384_SPEC,
   X25519_SPEC,
   checkNistShareFraming,
   destroyedShare,
-  PrivateValueClientShare,
+  OpaqueKeyClientShare,
   isAllZero,
   nistScalarFromSeed,
   offCurve,
@@ -50,6 +49,7 @@ import {
   type NistCurveSpec,
 } from './groups.js';
 import { providerGroups } from './hybrid.js';
+import { nodeFfdheGroup } from './node-ffdhe.js';
 import { AEAD_SPECS, HASH_SPECS, type AeadSpec } from './params.js';
 import type {
   Aead,
@@ -75,9 +75,9 @@ export function createNodeProvider(opts: NodeProviderOptions = {}): CryptoProvid
   return withArgumentChecks({
     name: 'node',
     hash: (name) => HASHES[name],
-    hmac: (hash, key, data) => view(createHmac(OPENSSL_HASH[hash], key).update(data).digest()),
+    hmac: (hash, key, data) => plainView(createHmac(OPENSSL_HASH[hash], key).update(data).digest()),
     // RFC 5869 §2.2: PRK = HMAC-Hash(salt, IKM). An empty salt equals HashLen zeros, as HMAC pads keys with zeros.
-    hkdfExtract: (hash, salt, ikm) => view(createHmac(OPENSSL_HASH[hash], salt).update(ikm).digest()),
+    hkdfExtract: (hash, salt, ikm) => plainView(createHmac(OPENSSL_HASH[hash], salt).update(ikm).digest()),
     hkdfExpand,
     aead: (name, key) => new NodeAead(AEAD_SPECS[name], key),
     group: (name) => GROUPS[name],
@@ -122,11 +122,6 @@ export const nodeProvider: CryptoProvider = createNodeProvider();
 
 const OPENSSL_HASH: Readonly<Record<HashName, string>> = { 'SHA-256': 'sha256', 'SHA-384': 'sha384' };
 
-/** A plain Uint8Array over a Buffer's bytes (no copy), so Buffer semantics never leak to callers. */
-function view(b: Buffer): Uint8Array {
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-}
-
 class NodeHashState implements HashState {
   constructor(private readonly h: Hash) {}
   update(data: Uint8Array): void {
@@ -134,7 +129,7 @@ class NodeHashState implements HashState {
   }
   /** Digests a copy, so the running state keeps accepting updates (transcript hash, RFC 8446 §4.4.1). */
   peek(): Uint8Array {
-    return view(this.h.copy().digest());
+    return plainView(this.h.copy().digest());
   }
   clone(): HashState {
     return new NodeHashState(this.h.copy());
@@ -146,7 +141,7 @@ function nodeHash(name: HashName): HashAlgorithm {
   return {
     name,
     outputLength: HASH_SPECS[name].outputLength,
-    digest: (data) => view(oneShotHash(alg, data, 'buffer')),
+    digest: (data) => plainView(oneShotHash(alg, data, 'buffer')),
     create: () => new NodeHashState(createHash(alg)),
   };
 }
@@ -168,7 +163,7 @@ function hkdfExpand(hash: HashName, prk: Uint8Array, info: Uint8Array, length: n
   const hashLen = spec.outputLength;
   if (length === 0) return new Uint8Array(0);
   if (length <= hashLen) {
-    const t = view(createHmac(alg, prk).update(info).update(COUNTER[1]).digest());
+    const t = plainView(createHmac(alg, prk).update(info).update(COUNTER[1]).digest());
     t.fill(0, length); // the unused tail is key material too: zero it rather than copy the head
     return length === hashLen ? t : t.subarray(0, length);
   }
@@ -276,7 +271,7 @@ class NodeAead implements Aead {
       pt.fill(0); // never let unauthenticated plaintext linger
       return null;
     }
-    return view(pt);
+    return plainView(pt);
   }
 
   destroy(): void {
@@ -371,7 +366,7 @@ function x25519PublicBytes(priv: KeyObject): Uint8Array {
 function x25519Shared(priv: KeyObject, peer: Uint8Array): Uint8Array {
   let secret: Uint8Array;
   try {
-    secret = view(diffieHellman({ privateKey: priv, publicKey: x25519PublicKey(peer) }));
+    secret = plainView(diffieHellman({ privateKey: priv, publicKey: x25519PublicKey(peer) }));
   } catch (e) {
     // Any 32 bytes import as an X25519 public key, so the failure is the derivation's zero check.
     throw zeroSecret(e);
@@ -385,7 +380,7 @@ const x25519Group: KeyExchangeGroup = {
   randomLength: X25519_SPEC.randomLength,
   start(randomness) {
     const priv = x25519PrivateKey(randomness);
-    return new NodeClientShare('x25519', x25519PublicBytes(priv), priv, x25519Shared);
+    return new OpaqueKeyClientShare('x25519', x25519PublicBytes(priv), priv, x25519Shared);
   },
   respond(clientShare, randomness) {
     const priv = x25519PrivateKey(randomness);
@@ -422,111 +417,25 @@ function nistGroup(spec: NistCurveSpec, curveName: 'prime256v1' | 'secp384r1'): 
       throw offCurve(spec, e);
     }
     if (secret.length !== spec.secretLength) throw offCurve(spec); // defensive: OpenSSL pads to the field size
-    return view(secret);
+    return plainView(secret);
   };
   return {
     name: spec.name,
     randomLength: spec.randomLength,
     start(randomness) {
       const ecdh = keyPair(randomness);
-      return new NodeClientShare(spec.name, view(ecdh.getPublicKey()), ecdh, shared);
+      return new OpaqueKeyClientShare(spec.name, plainView(ecdh.getPublicKey()), ecdh, shared);
     },
     respond(clientShare, randomness) {
       checkNistShareFraming(spec, clientShare); // before the key generation: garbage costs nothing
       const ecdh = keyPair(randomness);
       const sharedSecret = shared(ecdh, clientShare);
-      return { share: view(ecdh.getPublicKey()), sharedSecret };
+      return { share: plainView(ecdh.getPublicKey()), sharedSecret };
     },
   };
 }
-
-/**
- * The client's half of an exchange. The private key lives inside OpenSSL (a KeyObject or an ECDH
- * context), where JavaScript cannot zero it; destroy() drops the only reference so it is freed.
- * The randomness it came from is the caller's to wipe.
- */
-class NodeClientShare<K> implements ClientKeyShare {
-  private priv: K | null;
-  constructor(
-    readonly group: GroupName,
-    readonly share: Uint8Array,
-    priv: K,
-    private readonly shared: (priv: K, peer: Uint8Array) => Uint8Array,
-  ) {
-    this.priv = priv;
-  }
-  complete(serverShare: Uint8Array): Uint8Array {
-    if (this.priv === null) throw destroyedShare(this.group);
-    return this.shared(this.priv, serverShare);
-  }
-  destroy(): void {
-    this.priv = null;
-  }
-}
-
-/**
- * RFC 7919 / RFC 8446 §4.2.8.1 through OpenSSL's DH: `createDiffieHellman(p, 2)`, the private exponent set
- * from the randomness (the same exponent as the noble provider's, lib/crypto/ffdhe.ts), Y and Z left-padded
- * to the size of p. 1 < Y < p-1 is checked first by the shared rule, so OpenSSL's own check (DH_check_pub_key)
- * never has to speak.
- *
- * One DH object per group serves every exchange, each in one synchronous call: Node 24 checks the prime each
- * time a DH is made (Miller-Rabin on p and (p-1)/2: 0.24 s for ffdhe2048, 1.6 s for ffdhe3072, 28 s for
- * ffdhe8192 measured, against 0.2 ms on Node 20), which a DH per key share paid on every handshake; now it is
- * paid once per group and process. The exponent is set just before each use and replaced by a dummy right
- * after, so OpenSSL keeps none between calls; a client share holds its own copy, wiped by destroy().
- */
-function ffdheGroup(spec: FfdheSpec): KeyExchangeGroup {
-  const prime = Buffer.from(spec.prime.toString(16), 'hex');
-  const generator = Buffer.from([Number(spec.generator)]);
-  let shared: ReturnType<typeof createDiffieHellman> | undefined;
-  /** Runs `f` with `x` as the DH's private exponent, and takes it out again whatever happens. */
-  const withExponent = <T>(x: Uint8Array, f: (dh: ReturnType<typeof createDiffieHellman>) => T): T => {
-    shared ??= createDiffieHellman(prime, generator);
-    try {
-      shared.setPrivateKey(x);
-      return f(shared);
-    } finally {
-      shared.setPrivateKey(NO_EXPONENT);
-    }
-  };
-  // With a private key set, generateKeys() computes Y = g^X mod p from it (it draws nothing).
-  const publicShare = (x: Uint8Array): Uint8Array => withExponent(x, (dh) => leftPad(view(dh.generateKeys()), spec.primeLength));
-  const secret = (x: Uint8Array, peer: Uint8Array): Uint8Array => {
-    checkFfdheShare(spec, peer);
-    const z = withExponent(x, (dh) => leftPad(view(dh.computeSecret(peer)), spec.primeLength));
-    checkFfdheSecret(spec, z);
-    return z;
-  };
-  return {
-    name: spec.name,
-    randomLength: spec.randomLength,
-    start(randomness) {
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        return new PrivateValueClientShare(spec.name, publicShare(x), x, secret);
-      } catch (e) {
-        wipe(x);
-        throw e;
-      }
-    },
-    respond(clientShare, randomness) {
-      checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        return { share: publicShare(x), sharedSecret: secret(x, clientShare) };
-      } finally {
-        wipe(x);
-      }
-    },
-  };
-}
-
-/** What the shared DH objects hold between exchanges instead of an exponent: not a secret. */
-const NO_EXPONENT = Buffer.from([1]);
-
 
 const secp256r1Group = nistGroup(P256_SPEC, 'prime256v1');
 const secp384r1Group = nistGroup(P384_SPEC, 'secp384r1');
 
-const GROUPS = providerGroups({ x25519: x25519Group, secp256r1: secp256r1Group, secp384r1: secp384r1Group }, ffdheGroup);
+const GROUPS = providerGroups({ x25519: x25519Group, secp256r1: secp256r1Group, secp384r1: secp384r1Group }, (spec) => nodeFfdheGroup(spec));
