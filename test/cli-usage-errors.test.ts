@@ -264,3 +264,21 @@ t.test('demo --web with an option of the terminal demo (--network, --svg, --hand
   const help = await runQkdTls(['help', 'demo'], { ms: 20_000 });
   t.match(help.stdout, /--web {12}instead: the single-link demo in a browser/);
 });
+
+// Port 0 means "any free port" where qkd-tls listens; nothing can be connected to on it. `proxy --connect HOST:0` started,
+// then failed in startProxy with exit 1 and a JSON error line; `client --connect HOST:0` tried and got ECONNREFUSED.
+t.test('port 0 in an address qkd-tls connects to is a usage error; where it listens it is a free port', async (t) => {
+  const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
+  for (const [name, args, option] of [
+    ['client', ['client', '--connect', '127.0.0.1:0', ...psk], '--connect'],
+    ['proxy', ['proxy', '--role', 'server', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:0', ...psk], '--connect'],
+    ['proxy', ['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '[::1]:0', ...psk], '--connect'],
+    ['server', ['server', '--listen', '127.0.0.1:0', '--forward', 'localhost:0', ...psk], '--forward'],
+    ['bridge', ['bridge', '--listen', '127.0.0.1:0', '--allow', '127.0.0.1:0'], '--allow'],
+  ] as const) {
+    const r = await runQkdTls([...args], { ms: 20_000 });
+    t.equal(r.code, 2, `${args.join(' ')}: exit code 2`);
+    t.equal(r.stdout, '', `${name}: nothing on stdout (it never listened)`);
+    t.equal(r.stderr, `qkd-tls ${name}: ${option}: port 0 cannot be connected to (0 means "any free port" only where qkd-tls listens)\n`, `${name}: one line naming ${option}`);
+  }
+});

@@ -231,12 +231,16 @@ export function handshakeTimeoutMs(values: Record<string, unknown>): number | un
   return v === undefined ? undefined : parseTime('handshake-timeout', v, { bareUnit: 's', minMs: 0, maxMs: 3_600_000, zero: 'no limit' });
 }
 
-/** Parses HOST:PORT (IPv6 as [::1]:PORT). */
-export function parseHostPort(name: string, v: string | undefined): { host: string; port: number } {
+/**
+ * Parses HOST:PORT (IPv6 as [::1]:PORT) for an address qkd-tls will `listen` on (port 0: any free port) or
+ * `connect` to (port 0 is no one's port, so it is refused here, not after a failed connection).
+ */
+export function parseHostPort(name: string, v: string | undefined, use: 'listen' | 'connect'): { host: string; port: number } {
   if (!v) throw new UsageError(`--${name} HOST:PORT is required`);
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(v);
   if (!m) throw new UsageError(`--${name}: expected HOST:PORT, got "${v}"`);
   const port = Number(m[3]);
   if (port > 65535) throw new UsageError(`--${name}: port ${port} out of range`);
+  if (port === 0 && use === 'connect') throw new UsageError(`--${name}: port 0 cannot be connected to (0 means "any free port" only where qkd-tls listens)`);
   return { host: m[1] ?? (m[2] || '127.0.0.1'), port };
 }

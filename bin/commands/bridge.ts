@@ -38,7 +38,7 @@ export async function run(argv: string[]): Promise<number> {
     json: { type: 'boolean' },
   } as const;
   const cli = parseCommandLine('bridge', argv, options, HELP, (values) => {
-    const allow: BridgeTarget[] = (values.allow ?? []).flatMap((v) => v.split(',')).filter((v) => v !== '').map((v) => parseHostPort('allow', v));
+    const allow: BridgeTarget[] = (values.allow ?? []).flatMap((v) => v.split(',')).filter((v) => v !== '').map((v) => parseHostPort('allow', v, 'connect'));
     if (allow.length === 0) throw new UsageError('--allow HOST:PORT is required (the bridge relays to listed targets only)');
     const count = (name: string, v: string | undefined, min: number): number | undefined => {
       if (v === undefined) return undefined;
@@ -47,7 +47,7 @@ export async function run(argv: string[]): Promise<number> {
       return n;
     };
     return {
-      listen: parseHostPort('listen', values.listen),
+      listen: parseHostPort('listen', values.listen, 'listen'),
       allow,
       maxMessageBytes: parseMaxMessage(values['max-message']),
       origins: parseOrigins(values.origin),

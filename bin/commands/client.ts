@@ -49,7 +49,7 @@ export async function run(argv: string[]): Promise<number> {
     // An option of the other role (bin/cli/roles.ts) is a usage error, not silently ignored.
     refuseOtherRoleOptions('client', values);
     return {
-      target: parseHostPort('connect', values.connect),
+      target: parseHostPort('connect', values.connect, 'connect'),
       tls: parseTlsOptions(values),
       keys: parseKeySource(values, { role: 'client' }),
       trace: parseTraceOptions(values),

@@ -45,7 +45,7 @@ const NOBLE = ['hashes', 'curves', 'ciphers', 'post-quantum'].map((name) => ({ n
 
 export async function run(argv: string[]): Promise<number> {
   const cli = parseCommandLine('demo --web', argv, { listen: { type: 'string' }, json: { type: 'boolean' } } as const, HELP, (values) => {
-    const listen = values.listen ? parseHostPort('listen', values.listen) : { host: '127.0.0.1', port: 0 };
+    const listen = values.listen ? parseHostPort('listen', values.listen, 'listen') : { host: '127.0.0.1', port: 0 };
     if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(listen.host)) throw new UsageError('--listen: the web demo serves on a 127.x.x.x address only');
     return { listen };
   });

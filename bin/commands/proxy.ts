@@ -226,8 +226,8 @@ function buildService(name: string, values: Record<string, unknown>, logger: Pro
   if (role === undefined) throw new FieldError('role', 'missing: client (accept plain TCP, connect with TLS) or server (the reverse)');
   if (role !== 'client' && role !== 'server') throw new FieldError('role', `must be client or server, got "${role}"`);
   for (const f of ['accept', 'connect']) if (values[f] === undefined) throw new FieldError(f, 'missing: give the address as HOST:PORT');
-  const accept = parseHostPort('accept', values.accept as string);
-  const connect = parseHostPort('connect', values.connect as string);
+  const accept = parseHostPort('accept', values.accept as string, 'listen');
+  const connect = parseHostPort('connect', values.connect as string, 'connect');
   if (values['early-data'] !== undefined) throw new FieldError('early-data', 'not supported by the proxy (it forwards what applications send)');
   // An option of the other role (bin/cli/roles.ts) given for this service, on the command line or in its own
   // config section, is a usage error. The config's global section holds defaults for every service, of both

@@ -65,11 +65,11 @@ export async function run(argv: string[]): Promise<number> {
     // --origin and --max-message belong to --websocket; without it they were ignored without a word.
     for (const o of ['origin', 'max-message'] as const) if (values[o] !== undefined && !values.websocket) throw new UsageError(`--${o} goes with --websocket`);
     return {
-      listen: parseHostPort('listen', values.listen),
+      listen: parseHostPort('listen', values.listen, 'listen'),
       maxConnections: maxConnectionsOf(values['max-connections']),
       maxMessage: parseMaxMessage(values['max-message']),
       origins: parseOrigins(values.origin),
-      forward: values.forward ? parseHostPort('forward', values.forward) : undefined,
+      forward: values.forward ? parseHostPort('forward', values.forward, 'connect') : undefined,
       tls: parseTlsOptions(values),
       keys: parseKeySource(values),
       trace: parseTraceOptions(values),
