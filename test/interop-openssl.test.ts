@@ -16,6 +16,7 @@
 import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createConnection, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import t from 'tap';
 import { fromHex, utf8 } from '../lib/codec/bytes.js';
@@ -496,3 +497,55 @@ t.test('wrong key: s_client against the qkd-tls server CLI (decrypt_error)', SUB
   t.equal((await server.waitExit(WAIT)).code, 1, 'the --once server exits 1');
   t.match(server.stderr, 'tls alert: decrypt_error (51) sent: PSK binder does not verify', 'the server names the alert it sent');
 });
+
+// --- a client's alert while its 0-RTT is in flight ----------------------------------------------------------------
+
+/**
+ * A TCP relay to `port` that passes the client's bytes on untouched and changes the cipher suite of the server's
+ * first record, the ServerHello, to TLS_AES_128_CCM_8_SHA256, which the client never offers (RFC 8446 §4.1.3:
+ * illegal_parameter). Returns the relay's port.
+ */
+async function serverHelloTamperer(tt: TestLike, port: number): Promise<number> {
+  const relay = createServer((client) => {
+    const server = createConnection({ host: '127.0.0.1', port });
+    let pending: Buffer | undefined = Buffer.alloc(0);
+    client.on('data', (d) => server.write(d));
+    server.on('data', (d: Buffer) => {
+      if (!pending) return void client.write(d);
+      pending = Buffer.concat([pending, d]);
+      if (pending.length < 5 || pending.length < 5 + pending.readUInt16BE(3)) return;
+      // record header 5, handshake header 4, legacy_version 2, random 32, legacy_session_id_echo <0..32>, cipher_suite
+      const suiteAt = 5 + 4 + 2 + 32 + 1 + pending[5 + 4 + 2 + 32];
+      pending[suiteAt] = 0x13;
+      pending[suiteAt + 1] = 0x05;
+      client.write(pending);
+      pending = undefined;
+    });
+    for (const [a, b] of [[client, server], [server, client]] as const) {
+      a.on('end', () => b.end());
+      a.on('error', () => b.destroy());
+      a.on('close', () => b.destroy());
+    }
+  });
+  tt.teardown(() => relay.close());
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return (relay.address() as AddressInfo).port;
+}
+
+// RFC 8446 §4.2.10 does not say under which keys a client's alert goes while its 0-RTT is in flight and it refuses the
+// ServerHello. Under the early keys, a server that rejected 0-RTT skips it as undecryptable early data and waits; so the
+// client sends it in plaintext (HandshakeState.beforeAlert, a3d17ab). OpenSSL reads it there in both cases: while it
+// reads the accepted early data, and after rejecting it.
+for (const accepting of [true, false]) {
+  t.test(`0-RTT in flight, a refused ServerHello: s_server ${accepting ? '-early_data (accepting)' : '(rejecting 0-RTT)'} reads our plaintext illegal_parameter`, SUBTEST, async (t) => {
+    const file = await pskSessionFile(t, psk.secret, 'TLS_AES_128_GCM_SHA256', 16384);
+    const { peer, port } = await sServer(t, accepting ? ['-early_data'] : [], ['-psk_session', file]);
+    const socket = connect({ host: '127.0.0.1', port: await serverHelloTamperer(t, port), psks: [psk], earlyData: utf8('in flight\n') });
+    t.teardown(() => socket.destroy());
+    const error = await once<Error>(socket, 'error', WAIT);
+    t.match(error, { reason: 'ServerSelectedUnofferedSuite', alert: 'illegal_parameter' }, 'our client refuses the ServerHello');
+    await peer.waitFor(/alert illegal parameter.*SSL alert number 47/, WAIT, 'stderr');
+    t.pass('s_server received illegal_parameter (47)');
+    if (accepting) t.match(peer.stdout, /in flight\n/, 's_server had read the early data before it');
+  });
+}
