@@ -24,11 +24,11 @@
  * ffdhe8192 in Bun 1.4.5) once per group and process. Either choice gives the same bytes; only the cost moves.
  */
 import { createDiffieHellman, createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
-import { plainView, wipe } from '../codec/bytes.js';
+import { copyBytes, plainView, wipe } from '../codec/bytes.js';
 import { TlsError } from '../errors.js';
 import { FFDHE_SPECS, bigIntToBytes, checkFfdheSecret, checkFfdheShare, ffdheExponentBytes, leftPad, type FfdheSpec } from './ffdhe.js';
 import { OpaqueKeyClientShare, PrivateValueClientShare } from './groups.js';
-import type { KeyExchangeGroup } from './provider.js';
+import type { ClientKeyShare, KeyExchangeGroup } from './provider.js';
 
 /** Which node:crypto API computes an ffdhe exchange: the `DiffieHellman` class, or DH `KeyObject`s with `diffieHellman()`. */
 export type FfdheBackend = 'DiffieHellman' | 'KeyObject';
@@ -57,6 +57,56 @@ export function ffdheBackend(): FfdheBackend {
   return chosen;
 }
 
+/** What an ffdhe exchange needs from a backend, given the private exponent X. */
+interface Backend<K> {
+  /** The private key from X (the caller wipes X itself). */
+  key(x: Uint8Array): K;
+  /** Our Y = g^X mod p, the size of p. */
+  publicShare(key: K): Uint8Array;
+  /** Z from a peer's Y, the size of p. */
+  secret(key: K, peer: Uint8Array): Uint8Array;
+  /** The client's open share, which keeps the key until completed or destroyed. */
+  clientShare(share: Uint8Array, key: K): ClientKeyShare;
+  /** Wipes or drops a key no one keeps. */
+  release(key: K): void;
+}
+
+/** start and respond (RFC 8446 §4.2.8.1), the same on both backends: X from the randomness, wiped once used. */
+function exchange<K>(spec: FfdheSpec, backend: Backend<K>): KeyExchangeGroup {
+  return {
+    name: spec.name,
+    randomLength: spec.randomLength,
+    start(randomness) {
+      const x = ffdheExponentBytes(spec, randomness);
+      try {
+        const key = backend.key(x);
+        try {
+          return backend.clientShare(backend.publicShare(key), key);
+        } catch (e) {
+          backend.release(key);
+          throw e;
+        }
+      } finally {
+        wipe(x);
+      }
+    },
+    respond(clientShare, randomness) {
+      checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
+      const x = ffdheExponentBytes(spec, randomness);
+      try {
+        const key = backend.key(x);
+        try {
+          return { share: backend.publicShare(key), sharedSecret: backend.secret(key, clientShare) };
+        } finally {
+          backend.release(key);
+        }
+      } finally {
+        wipe(x);
+      }
+    },
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // KeyObject: the exponent enters as PKCS#8, the peer's Y as SubjectPublicKeyInfo (RFC 5280 §4.1; PKCS #3
 // DHParameter under OID dhKeyAgreement, the encoding OpenSSL reads for DH keys).
@@ -78,29 +128,13 @@ function keyObjectGroup(spec: FfdheSpec): KeyExchangeGroup {
     checkFfdheShare(spec, peer);
     return paddedSecret(spec, refusedPeer(spec, () => diffieHellman({ privateKey: priv, publicKey: createPublicKey({ key: der.publicKey(peer), format: 'der', type: 'spki' }) })));
   };
-  return {
-    name: spec.name,
-    randomLength: spec.randomLength,
-    start(randomness) {
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        const priv = privateKey(x);
-        return new OpaqueKeyClientShare(spec.name, publicShare(priv), priv, secret);
-      } finally {
-        wipe(x);
-      }
-    },
-    respond(clientShare, randomness) {
-      checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        const priv = privateKey(x);
-        return { share: publicShare(priv), sharedSecret: secret(priv, clientShare) };
-      } finally {
-        wipe(x);
-      }
-    },
-  };
+  return exchange(spec, {
+    key: privateKey,
+    publicShare,
+    secret,
+    clientShare: (share, priv) => new OpaqueKeyClientShare(spec.name, share, priv, secret),
+    release: () => {}, // a KeyObject cannot be wiped; dropped, it is freed
+  });
 }
 
 /** Whether this runtime imports a DH private key (Node does; Bun's BoringSSL answers UNSUPPORTED_ALGORITHM). */
@@ -208,28 +242,13 @@ function diffieHellmanGroup(spec: FfdheSpec): KeyExchangeGroup {
     checkFfdheShare(spec, peer);
     return paddedSecret(spec, refusedPeer(spec, () => withExponent(x, (dh) => dh.computeSecret(peer))));
   };
-  return {
-    name: spec.name,
-    randomLength: spec.randomLength,
-    start(randomness) {
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        return new PrivateValueClientShare(spec.name, publicShare(x), x, secret);
-      } catch (e) {
-        wipe(x);
-        throw e;
-      }
-    },
-    respond(clientShare, randomness) {
-      checkFfdheShare(spec, clientShare); // before the exponentiation: garbage costs little
-      const x = ffdheExponentBytes(spec, randomness);
-      try {
-        return { share: publicShare(x), sharedSecret: secret(x, clientShare) };
-      } finally {
-        wipe(x);
-      }
-    },
-  };
+  return exchange(spec, {
+    key: copyBytes, // the exponent itself, in an array of our own that the client share keeps
+    publicShare,
+    secret,
+    clientShare: (share, x) => new PrivateValueClientShare(spec.name, share, x, secret),
+    release: (x: Uint8Array) => wipe(x),
+  });
 }
 
 /** What the shared DH objects hold between exchanges instead of an exponent: not a secret. */
