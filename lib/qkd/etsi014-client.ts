@@ -14,6 +14,7 @@
  */
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
 import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
@@ -27,7 +28,10 @@ export {
 } from './etsi014-api.js';
 
 export interface Etsi014ClientOptions extends Etsi014CommonOptions {
-  /** CA certificate(s) that issued the KME's server certificate, PEM. Default: Node's public CAs. */
+  /**
+   * CA certificate(s) that issued the KME's server certificate, PEM. Default: Node's public CAs. One that holds no
+   * certificate (an empty file read) is a TypeError, never taken as the default.
+   */
   readonly ca?: string | Buffer | (string | Buffer)[];
   /** This SAE's client certificate and its private key, PEM: the KME reads the SAE ID from it. */
   readonly cert?: string | Buffer;
@@ -47,6 +51,10 @@ export class Etsi014Client extends Etsi014ClientBase {
     // A certificate and key that do not go together (or are not PEM) are refused now: each request failed on them,
     // after its retries, as "cannot reach the KME ... key values mismatch" (found in a README walkthrough).
     if (this.secure && options.cert !== undefined) checkCertAndKey(options.cert, options.key!);
+    // A ca that holds no certificate is refused now: Node takes an empty one ('': an empty --kme-ca file) as no ca at
+    // all and checks the KME against its public CAs instead (a silent fallback from the CA named to every CA Node
+    // trusts), and any other as an empty trust store (each request failed as "self-signed certificate in chain").
+    if (this.secure && options.ca !== undefined) checkCa(options.ca);
     const maxSockets = Math.floor(this.positive(options.maxSockets, 4, 'maxSockets', 1));
     this.agent = this.secure
       ? new HttpsAgent({ keepAlive: true, maxSockets, ca: options.ca, cert: options.cert, key: options.key, minVersion: 'TLSv1.2' })
@@ -128,6 +136,33 @@ function checkCertAndKey(cert: string | Buffer, key: string | Buffer): void {
     const hint = err.code === 'ERR_OSSL_X509_KEY_VALUES_MISMATCH' ? 'the key is not the certificate\'s' : 'both must be PEM: the certificate, then its private key';
     throw new TypeError(`Etsi014Client: cert and key cannot be used: ${why} (${hint})`);
   }
+}
+
+/**
+ * Throws a TypeError unless every entry of `ca` holds a PEM certificate and every certificate in it can be read
+ * (ETSI GS QKD 014 clause 4: the SAE authenticates its KME; the CA given is the one that decides).
+ */
+function checkCa(ca: string | Buffer | (string | Buffer)[]): void {
+  const entries = Array.isArray(ca) ? ca : [ca];
+  if (entries.length === 0) throw new TypeError('Etsi014Client: ca is an empty list: give the CA certificate(s) that issued the KME\'s certificate, PEM (or no ca for Node\'s public CAs)');
+  entries.forEach((entry, i) => {
+    const which = entries.length > 1 ? ` entry #${i + 1}` : '';
+    const text = typeof entry === 'string' ? entry : entry instanceof Uint8Array ? Buffer.from(entry).toString('latin1') : '';
+    const blocks = text.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+    if (blocks.length === 0) {
+      throw new TypeError(
+        `Etsi014Client: ca${which} holds no PEM certificate (-----BEGIN CERTIFICATE-----)${text.trim() === '' ? ', it is empty' : ''}: ` +
+          'give the CA certificate that issued the KME\'s certificate (an empty ca would have Node trust its public CAs instead)',
+      );
+    }
+    for (const block of blocks) {
+      try {
+        new X509Certificate(block);
+      } catch (e) {
+        throw new TypeError(`Etsi014Client: ca${which} holds a certificate that cannot be read: ${(e as Error).message}`);
+      }
+    }
+  });
 }
 
 const TLS_CODES = /^(ERR_SSL_|ERR_TLS_|UNABLE_TO_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|HOSTNAME_MISMATCH)/;
