@@ -3,13 +3,16 @@
  * import), each shown against the code before its fix:
  *  - a `ca` for the KME that holds no certificate was taken without a word: an empty one (an empty --kme-ca file)
  *    as no ca at all, so the KME was checked against Node's public CAs instead of the CA named, anything else as an
- *    empty trust store (every request then failed as "self-signed certificate in certificate chain").
+ *    empty trust store (every request then failed as "self-signed certificate in certificate chain");
+ *  - the client key source took a key ID that its KME had delivered before (in an earlier enc_keys answer) as a new
+ *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
+import { Etsi014Client, type Etsi014Key } from '../lib/qkd/etsi014-client.js';
+import { Etsi014ClientSource, type Etsi014KeyClient, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { runQkdTls } from './helpers/peers.js';
@@ -48,4 +51,55 @@ t.test('qkd-tls: an empty --kme-ca file is a usage error, not the public CAs', a
   t.equal(r.code, 2, 'exit code 2');
   t.match(r.stderr, /^qkd-tls client: --kme: Etsi014Client: ca holds no PEM certificate .*it is empty/m);
   t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+});
+
+/** A KME (as the client source sees it) that answers each enc_keys call with the keys `answer` makes. */
+function scriptedKme(answer: (call: number, n: number) => Etsi014Key[]) {
+  const delivered: Etsi014Key[] = [];
+  let calls = 0;
+  const client: Etsi014KeyClient = {
+    location: 'http://127.0.0.1:9',
+    encKeys: async (_peer, req = {}) => {
+      const keys = answer(++calls, req.number ?? 1);
+      delivered.push(...keys);
+      return keys;
+    },
+    decKeys: async () => [],
+    close() {},
+  };
+  return { client, delivered };
+}
+
+const KEY_A = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
+const KEY_B = '0b7c1f2e-3d4a-4b5c-9d6e-7f8091a2b3c4';
+
+t.test('Etsi014ClientSource refuses a key ID its KME delivered before: one key ID, one handshake', async (t) => {
+  // The KME hands out KEY_A, then KEY_A again (as is, then in capitals: a UUID is the same in either case).
+  const ids = [KEY_A, KEY_A, KEY_A.toUpperCase(), KEY_B];
+  const kme = scriptedKme((call) => [{ keyId: ids[call - 1], key: new Uint8Array(32).fill(call) }]);
+  const events: Etsi014SourceEvent[] = [];
+  const src = new Etsi014ClientSource({ client: kme.client, peerSaeId: 'server-sae', poolSize: 0, onEvent: (e) => events.push(e) });
+  t.teardown(() => src.close());
+
+  const [first] = await src.take();
+  t.equal(first.label, KEY_A, 'the first delivery of a key ID is a key');
+  await t.rejects(src.take(), { message: new RegExp(`could not get a QKD key: the KME delivered key ID ${KEY_A} with enc_keys again`) }, 'delivered again: refused');
+  await t.rejects(src.take(), { message: new RegExp(`key ID ${KEY_A.toUpperCase()} with enc_keys again`) }, 'in capitals: refused');
+  t.ok(kme.delivered.slice(1, 3).every((k) => k.key.every((b) => b === 0)), 'the keys of the refused answers are wiped');
+  t.ok(first.secret.some((b) => b !== 0), 'the key taken first is left to its handshake');
+  const [next] = await src.take();
+  t.equal(next.label, KEY_B, 'a new key ID after them is a key again');
+  t.same(
+    events.filter((e) => e.type === 'fetch-failed').map((e) => e.type === 'fetch-failed' && /again/.test(e.message)),
+    [true, true],
+    'each refusal is reported',
+  );
+});
+
+t.test('Etsi014ClientSource refuses an answer that names one key ID twice, from a client that does not check', async (t) => {
+  const kme = scriptedKme((call, n) => Array.from({ length: n }, (_, i) => ({ keyId: KEY_B, key: new Uint8Array(32).fill(call * 16 + i + 1) })));
+  const src = new Etsi014ClientSource({ client: kme.client, peerSaeId: 'server-sae', poolSize: 0 });
+  t.teardown(() => src.close());
+  await t.rejects(src.take({ count: 2 }), { message: new RegExp(`key ID ${KEY_B} with enc_keys again`) });
+  t.ok(kme.delivered.every((k) => k.key.every((b) => b === 0)), 'both keys wiped');
 });

@@ -5,7 +5,8 @@
  * - {@link Etsi014ClientSource} (the TLS client, the master SAE) gets new keys with `enc_keys`. It keeps a small
  *   pool filled ahead of time, so that a handshake does not wait for the key manager when keys are at hand.
  *   Each pooled key expires after a configurable lifetime (then it is wiped unused), and goes to exactly one
- *   handshake, even when many run at once. The key ID travels in the PSK identity (lib/psk/key-id.ts).
+ *   handshake, even when many run at once; an answer that repeats a key ID this source was handed before is refused
+ *   (wiped). The key ID travels in the PSK identity (lib/psk/key-id.ts).
  * - {@link Etsi014ServerSource} (the TLS server, the slave SAE) reads the key IDs from the identities it
  *   receives and fetches those keys from its own key manager with `dec_keys`. A key ID it has already seen is
  *   refused at once (a bounded replay cache; its KME would refuse it anyway, since it hands out each key once),
@@ -115,6 +116,12 @@ export interface Etsi014ClientSourceOptions {
   readonly onCallbackError?: CallbackErrorHandler;
 }
 
+/**
+ * How many key IDs delivered by enc_keys a client source remembers, to refuse one delivered again (about 100 bytes
+ * each: some 10 MB at most), as the server source remembers those it looked up (replayCacheSize).
+ */
+const RECEIVED_KEY_IDS = 100_000;
+
 interface Pooled {
   readonly keyId: string;
   readonly key: Uint8Array;
@@ -148,6 +155,8 @@ export class Etsi014ClientSource implements ClientKeySource {
    * combines it with its deadline, and on Node 20 a long-lived signal keeps a record of every signal combined with it.
    */
   private readonly calls = new Set<AbortController>();
+  /** The key IDs enc_keys delivered to this source (lowercase, the last {@link RECEIVED_KEY_IDS}): one repeated is refused. */
+  private readonly received = new Set<string>();
 
   constructor(options: Etsi014ClientSourceOptions) {
     const count = (v: number | undefined, dflt: number, name: string, min: number): number => {
@@ -328,8 +337,12 @@ export class Etsi014ClientSource implements ClientKeySource {
           return;
         }
         // RFC 9257 §6: without a size asked for, the KME's default decides; a key too short to be a PSK fails the
-        // whole answer (wiped), as an invalid answer would.
-        const problem = keys.map((k) => tooShort('enc_keys', k.key)).find((p) => p !== undefined);
+        // whole answer (wiped), as an invalid answer would. So does a key ID this source was handed before: a KME
+        // that repeats one (broken, or hostile) would have one key, or one key ID, serve two handshakes.
+        const ids = new Set<string>();
+        const problem = keys
+          .map((k) => tooShort('enc_keys', k.key) ?? this.repeated(k.keyId, ids))
+          .find((p) => p !== undefined);
         if (problem) {
           for (const k of keys) wipe(k.key);
           return failed(new Error(problem));
@@ -343,6 +356,7 @@ export class Etsi014ClientSource implements ClientKeySource {
           return failed(new Error(`the now clock threw: ${thrownMessage(e)}`, { cause: e }));
         }
         this.lastErrorValue = undefined;
+        for (const k of keys) this.remember(k.keyId);
         const expiresAt = now + this.o.keyLifetimeMs;
         for (const k of keys) this.pool.push({ keyId: k.keyId, key: k.key, expiresAt });
         this.emit({ type: 'fetched', keyIds: keys.map((k) => k.keyId), pooled: this.pool.length });
@@ -356,6 +370,26 @@ export class Etsi014ClientSource implements ClientKeySource {
         failed(e);
       },
     );
+  }
+
+  /**
+   * Why a key ID delivered by enc_keys cannot be used (this source was handed it before, or it is in `ids`, those of
+   * the same answer so far, to which it is added), or undefined.
+   */
+  private repeated(keyId: string, ids: Set<string>): string | undefined {
+    const id = keyId.toLowerCase();
+    const seen = this.received.has(id) || ids.has(id);
+    ids.add(id);
+    return seen
+      ? `the KME delivered key ID ${keyId} with enc_keys again: a QKD key serves one handshake only (ETSI GS QKD 014 clause 5.2: Get key delivers new keys)`
+      : undefined;
+  }
+
+  /** Records a key ID delivered by enc_keys; the oldest is forgotten beyond {@link RECEIVED_KEY_IDS} of them. */
+  private remember(keyId: string): void {
+    this.received.add(keyId.toLowerCase());
+    // Sets iterate in insertion order: the first is the oldest.
+    if (this.received.size > RECEIVED_KEY_IDS) this.received.delete(this.received.values().next().value!);
   }
 
   /** Wipes and drops pooled keys past their lifetime. */
