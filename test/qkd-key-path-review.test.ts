@@ -5,16 +5,22 @@
  *    as no ca at all, so the KME was checked against Node's public CAs instead of the CA named, anything else as an
  *    empty trust store (every request then failed as "self-signed certificate in certificate chain");
  *  - the client key source took a key ID that its KME had delivered before (in an earlier enc_keys answer) as a new
- *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes.
+ *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes;
+ *  - the ETSI clients wiped the bytes of a whole answer (which carries keys, base64) and of an oversized one, but not
+ *    those of an answer that failed part way: cut off by the KME, or past the call's deadline.
  */
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { ClientRequest, IncomingMessage } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { Etsi014Client, type Etsi014Key } from '../lib/qkd/etsi014-client.js';
+import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { Etsi014ClientSource, type Etsi014KeyClient, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
+import { etsi014Failure, stubKme } from './helpers/kme-stub.js';
 import { runQkdTls } from './helpers/peers.js';
 
 t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust other CAs or none', async (t) => {
@@ -102,4 +108,59 @@ t.test('Etsi014ClientSource refuses an answer that names one key ID twice, from 
   t.teardown(() => src.close());
   await t.rejects(src.take({ count: 2 }), { message: new RegExp(`key ID ${KEY_B} with enc_keys again`) });
   t.ok(kme.delivered.every((k) => k.key.every((b) => b === 0)), 'both keys wiped');
+});
+
+/** The start of a Key container whose key (base64 of 32 bytes of 0x41) is cut off: what an interrupted answer holds. */
+const PARTIAL_ANSWER = `{"keys":[{"key_ID":"${KEY_A}","key":"${Buffer.alloc(32, 0x41).toString('base64')}`;
+
+t.test('Node client: the part of an answer read before it failed is wiped (cut off by the KME, past the deadline)', async (t) => {
+  // Every chunk of every answer the client reads, as node:http hands it to the client (the same Buffer).
+  const seen: Buffer[] = [];
+  const onRequest = (message: unknown): void => {
+    (message as { request: ClientRequest }).request.on('response', (res: IncomingMessage) => res.on('data', (c: Buffer) => seen.push(c)));
+  };
+  subscribe('http.client.request.start', onRequest);
+  t.teardown(() => unsubscribe('http.client.request.start', onRequest));
+  for (const [how, end, reason] of [
+    ['cut off', (res: import('node:http').ServerResponse) => setTimeout(() => res.destroy(), 50), 'connection'],
+    ['stalled past the deadline', () => {}, 'timeout'],
+  ] as const) {
+    seen.length = 0;
+    const { url } = await stubKme(t, (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(PARTIAL_ANSWER);
+      end(res);
+    });
+    const c = new Etsi014Client({ baseUrl: url, saeId: 'server-sae', retries: 0, timeoutMs: 500 });
+    const e = await etsi014Failure(c.decKeys('client-sae', [KEY_A]));
+    c.close();
+    t.equal(e.reason, reason, `${how}: ${e.message}`);
+    t.ok(seen.length > 0 && seen.some((b) => b.length > 0), `${how}: part of the answer was read`);
+    t.ok(seen.every((b) => b.every((x) => x === 0)), `${how}: and it is wiped`);
+  }
+});
+
+t.test('fetch client: the part of an answer read before it failed is wiped', async (t) => {
+  for (const [how, ending, timeoutMs, reason] of [
+    ['cut off', 'error', 5000, 'connection'],
+    ['stalled past the deadline', 'stall', 200, 'timeout'],
+  ] as const) {
+    const chunk = new TextEncoder().encode(PARTIAL_ANSWER);
+    const fetchFn = (async (_url: string, init: RequestInit) => {
+      const body = new ReadableStream<Uint8Array>({
+        start(ctl) {
+          ctl.enqueue(chunk);
+          init.signal?.addEventListener('abort', () => ctl.error(init.signal!.reason));
+        },
+        pull(ctl) {
+          if (ending === 'error') ctl.error(new TypeError('terminated: other side closed'));
+        },
+      });
+      return new Response(body, { status: 200, headers: { 'content-type': 'application/json' } });
+    }) as unknown as typeof fetch;
+    const c = new Etsi014FetchClient({ baseUrl: 'http://127.0.0.1:9', saeId: 'server-sae', retries: 0, timeoutMs, fetch: fetchFn });
+    const e = await etsi014Failure(c.decKeys('client-sae', [KEY_A]));
+    t.equal(e.reason, reason, `${how}: ${e.message}`);
+    t.ok(chunk.every((x) => x === 0), `${how}: the part read is wiped`);
+  }
 });

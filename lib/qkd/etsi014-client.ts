@@ -73,21 +73,26 @@ export class Etsi014Client extends Etsi014ClientBase {
     if (payload) all['content-length'] = payload.length;
     const request = this.secure ? httpsRequest : httpRequest;
     return new Promise((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      // The part of an answer read before it failed (cut off, reset, past the deadline) may carry keys (base64), as a
+      // whole one does: wiped.
+      const fail = (e: unknown): void => {
+        for (const k of chunks.splice(0)) k.fill(0);
+        reject(e);
+      };
       const req = request(url, { method, headers: all, agent: this.agent, signal }, (res: IncomingMessage) => {
-        const chunks: Buffer[] = [];
         let size = 0;
         res.on('data', (c: Buffer) => {
           size += c.length;
           if (size > MAX_RESPONSE_BYTES) {
-            for (const k of chunks) k.fill(0);
             c.fill(0);
-            reject(new AnswerTooLargeError(res.statusCode ?? 0)); // an invalid answer, not retried (etsi014-calls.ts)
+            fail(new AnswerTooLargeError(res.statusCode ?? 0)); // an invalid answer, not retried (etsi014-calls.ts)
             res.destroy();
             return;
           }
           chunks.push(c);
         });
-        res.on('error', reject);
+        res.on('error', fail);
         res.on('end', () => {
           const buf = Buffer.concat(chunks);
           const text = buf.toString('utf8');
@@ -96,10 +101,10 @@ export class Etsi014Client extends Etsi014ClientBase {
           resolve({ status: res.statusCode ?? 0, text });
         });
         res.on('close', () => {
-          if (!res.complete) reject(new Error('the connection closed before the whole answer arrived'));
+          if (!res.complete) fail(new Error('the connection closed before the whole answer arrived'));
         });
       });
-      req.on('error', reject);
+      req.on('error', fail);
       req.end(payload);
     });
   }

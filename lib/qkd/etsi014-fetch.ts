@@ -138,24 +138,28 @@ function mergedHeaders(extra: RequestInit['headers'], own: Record<string, string
 
 /**
  * Reads the body as text, refusing more than MAX_RESPONSE_BYTES (an invalid answer, not retried: etsi014-calls.ts);
- * the bytes (which may hold keys) are wiped.
+ * the bytes (which may hold keys) are wiped, also those of an answer that fails part way (cut off, past the deadline).
  */
 async function readCapped(res: Response, status: number): Promise<string> {
   if (!res.body) return '';
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > MAX_RESPONSE_BYTES) {
-      await reader.cancel();
-      for (const c of chunks) c.fill(0);
-      value.fill(0);
-      throw new AnswerTooLargeError(status);
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > MAX_RESPONSE_BYTES) {
+        value.fill(0);
+        await reader.cancel();
+        throw new AnswerTooLargeError(status);
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } catch (e) {
+    for (const c of chunks) c.fill(0);
+    throw e;
   }
   const all = new Uint8Array(size);
   let at = 0;
