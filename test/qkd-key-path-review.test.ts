@@ -3,7 +3,9 @@
  * import), each shown against the code before its fix:
  *  - a `ca` for the KME that holds no certificate was taken without a word: an empty one (an empty --kme-ca file)
  *    as no ca at all, so the KME was checked against Node's public CAs instead of the CA named, anything else as an
- *    empty trust store (every request then failed as "self-signed certificate in certificate chain");
+ *    empty trust store (every request then failed as "self-signed certificate in certificate chain"); likewise an
+ *    empty cert or key (an empty --kme-cert or --kme-key file) was taken as none: no client certificate was
+ *    presented, and the KME's refusal ("certificate required") was all the user saw;
  *  - the client key source took a key ID that its KME had delivered before (in an earlier enc_keys answer) as a new
  *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes;
  *  - the ETSI clients wiped the bytes of a whole answer (which carries keys, base64) and of an oversized one, but not
@@ -37,6 +39,15 @@ t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust 
   const damaged = certs.ca.replace(/\n[A-Za-z0-9+/]{8}/, '\n!!!!!!!!');
   t.throws(() => make(damaged), { name: 'TypeError', message: /ca holds a certificate that cannot be read/ }, 'a damaged certificate');
 
+  // An empty client certificate or key is not taken as none (no client certificate: the KME turns the SAE away).
+  for (const [what, cert, key] of [['cert', '', sae.key], ['key', sae.cert, ''], ['cert', '', ''], ['key', sae.cert, Buffer.alloc(0)]] as const) {
+    t.throws(
+      () => new Etsi014Client({ baseUrl: 'https://127.0.0.1:9', ca: certs.ca, cert, key }),
+      { name: 'TypeError', message: new RegExp(`^Etsi014Client: ${what} is empty`) },
+      `an empty ${what}${cert === '' && key === '' ? ' (and key)' : ''}`,
+    );
+  }
+
   // The CA that issued the KME's certificate is taken, as a string, a Buffer or in a list, and works.
   const kme = await startKmeSimulator({ certificates: certs, rateBitsPerSecond: 0, initialKeyCount: 4 });
   t.teardown(() => kme.close());
@@ -48,15 +59,27 @@ t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust 
   }
 });
 
-t.test('qkd-tls: an empty --kme-ca file is a usage error, not the public CAs', async (t) => {
+t.test('qkd-tls: an empty --kme-ca, --kme-cert or --kme-key file is a usage error, not the public CAs or no certificate', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'qkd-kme-ca-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const empty = join(dir, 'ca.pem');
+  const certs = await makeKmeCertificates({ kmeIds: ['KME-A'], saeIds: ['a'] });
+  const empty = join(dir, 'empty.pem');
   await writeFile(empty, '');
-  const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--kme', 'https://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b', '--kme-ca', empty], { ms: 20_000 });
-  t.equal(r.code, 2, 'exit code 2');
-  t.match(r.stderr, /^qkd-tls client: --kme: Etsi014Client: ca holds no PEM certificate .*it is empty/m);
-  t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  const cert = join(dir, 'a.crt');
+  const key = join(dir, 'a.key');
+  await writeFile(cert, certs.saes.a.cert);
+  await writeFile(key, certs.saes.a.key);
+  const kme = ['--kme', 'https://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b'];
+  for (const [files, said] of [
+    [['--kme-ca', empty], /ca holds no PEM certificate .*it is empty/],
+    [['--kme-cert', empty, '--kme-key', key], /cert is empty/],
+    [['--kme-cert', cert, '--kme-key', empty], /key is empty/],
+  ] as const) {
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...kme, ...files], { ms: 20_000 });
+    t.equal(r.code, 2, `${files[files.indexOf(empty) - 1]} empty: exit code 2`);
+    t.match(r.stderr, new RegExp(`^qkd-tls client: --kme: Etsi014Client: ${said.source}`, 'm'), r.stderr.trim());
+    t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
 });
 
 /** A KME (as the client source sees it) that answers each enc_keys call with the keys `answer` makes. */

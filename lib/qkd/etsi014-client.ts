@@ -131,8 +131,18 @@ export class Etsi014Client extends Etsi014ClientBase {
   }
 }
 
-/** Throws a TypeError when OpenSSL cannot use `cert` with `key` (not PEM, or the key is not the certificate's). */
+/**
+ * Throws a TypeError when OpenSSL cannot use `cert` with `key` (not PEM, or the key is not the certificate's), or when
+ * either is empty: Node takes an empty one ('': an empty --kme-cert or --kme-key file) as none given and presents no
+ * client certificate, so the KME (clause 4: it knows the SAE by that certificate) turned each request away with only
+ * "certificate required".
+ */
 function checkCertAndKey(cert: string | Buffer, key: string | Buffer): void {
+  for (const [name, v] of [['cert', cert], ['key', key]] as const) {
+    if ((typeof v === 'string' ? v : Buffer.from(v).toString('latin1')).trim() === '') {
+      throw new TypeError(`Etsi014Client: ${name} is empty: give this SAE's client certificate and its private key, PEM (the KME knows the SAE by them)`);
+    }
+  }
   try {
     createSecureContext({ cert, key });
   } catch (e) {
