@@ -6,6 +6,8 @@
  *    empty trust store (every request then failed as "self-signed certificate in certificate chain"); likewise an
  *    empty cert or key (an empty --kme-cert or --kme-key file) was taken as none: no client certificate was
  *    presented, and the KME's refusal ("certificate required") was all the user saw;
+ *  - the Node client left the check of the KME's certificate to Node's default, which NODE_TLS_REJECT_UNAUTHORIZED=0
+ *    turns off: keys were then fetched from a KME whose certificate nobody checked;
  *  - the client key source took a key ID that its KME had delivered before (in an earlier enc_keys answer) as a new
  *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes;
  *  - the ETSI clients wiped the bytes of a whole answer (which carries keys, base64) and of an oversized one, but not
@@ -80,6 +82,29 @@ t.test('qkd-tls: an empty --kme-ca, --kme-cert or --kme-key file is a usage erro
     t.match(r.stderr, new RegExp(`^qkd-tls client: --kme: Etsi014Client: ${said.source}`, 'm'), r.stderr.trim());
     t.notMatch(r.stderr, /\n\s+at /, 'no stack trace');
   }
+});
+
+t.test('Etsi014Client checks the KME certificate even when NODE_TLS_REJECT_UNAUTHORIZED=0', async (t) => {
+  const certs = await makeKmeCertificates({ kmeIds: ['KME-A', 'KME-B'], saeIds: ['client-sae', 'server-sae'] });
+  const stranger = await makeKmeCertificates({ kmeIds: ['KME-X'], saeIds: ['someone'] });
+  const kme = await startKmeSimulator({ certificates: certs, rateBitsPerSecond: 0, initialKeyCount: 4 });
+  t.teardown(() => kme.close());
+  const sae = certs.saes['client-sae'];
+  // A client that trusts another CA than the one that issued the KME's certificate, as it would see a man in the
+  // middle, under the environment variable that turns Node's certificate checks off by default (Node warns once).
+  const c = new Etsi014Client({ baseUrl: kme.master.url, ca: stranger.ca, cert: sae.cert, key: sae.key, retries: 0 });
+  t.teardown(() => c.close());
+  const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  let outcome: Etsi014Key[] | Error;
+  try {
+    outcome = await c.encKeys('server-sae').catch((e: Error) => e);
+  } finally {
+    if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before;
+  }
+  t.ok(outcome instanceof Error, 'no key from a KME whose certificate the ca did not issue');
+  t.match(outcome, { reason: 'tls', message: /self-signed certificate in certificate chain/ });
 });
 
 /** A KME (as the client source sees it) that answers each enc_keys call with the keys `answer` makes. */

@@ -56,8 +56,12 @@ export class Etsi014Client extends Etsi014ClientBase {
     // trusts), and any other as an empty trust store (each request failed as "self-signed certificate in chain").
     if (this.secure && options.ca !== undefined) checkCa(options.ca);
     const maxSockets = Math.floor(this.positive(options.maxSockets, 4, 'maxSockets', 1));
+    // rejectUnauthorized is said, not left to its default: Node's default follows NODE_TLS_REJECT_UNAUTHORIZED, and with
+    // that set to 0 (for some other tool, in a shell or a container) keys were fetched from a KME whose certificate
+    // nothing had checked, a man in the middle's included (clause 4: keys travel to the SAE over the authenticated
+    // channel to its own KME).
     this.agent = this.secure
-      ? new HttpsAgent({ keepAlive: true, maxSockets, ca: options.ca, cert: options.cert, key: options.key, minVersion: 'TLSv1.2' })
+      ? new HttpsAgent({ keepAlive: true, maxSockets, ca: options.ca, cert: options.cert, key: options.key, minVersion: 'TLSv1.2', rejectUnauthorized: true })
       : new HttpAgent({ keepAlive: true, maxSockets });
   }
 
