@@ -11,7 +11,10 @@
  *  - the client key source took a key ID that its KME had delivered before (in an earlier enc_keys answer) as a new
  *    key: a broken or hostile KME that repeats one had one key ID, and its key, serve two handshakes;
  *  - the ETSI clients wiped the bytes of a whole answer (which carries keys, base64) and of an oversized one, but not
- *    those of an answer that failed part way: cut off by the KME, or past the call's deadline.
+ *    those of an answer that failed part way: cut off by the KME, or past the call's deadline;
+ *  - a dec_keys whose answer was cut off part way was sent again, and the KME, which had delivered the key with the
+ *    lost answer, said 400 "already delivered": the server key source then refused the client's key ID as one its KME
+ *    does not know (unknown_psk_identity) where its KME link had failed (handshake_failure).
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import type { ClientRequest, IncomingMessage } from 'node:http';
@@ -21,10 +24,11 @@ import { join } from 'node:path';
 import t from 'tap';
 import { Etsi014Client, type Etsi014Key } from '../lib/qkd/etsi014-client.js';
 import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
-import { Etsi014ClientSource, type Etsi014KeyClient, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
+import { Etsi014ClientSource, Etsi014ServerSource, type Etsi014KeyClient, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
+import { encodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
-import { etsi014Failure, stubKme } from './helpers/kme-stub.js';
+import { answerJson, etsi014Failure, stubKme } from './helpers/kme-stub.js';
 import { runQkdTls } from './helpers/peers.js';
 
 t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust other CAs or none', async (t) => {
@@ -212,3 +216,51 @@ t.test('fetch client: the part of an answer read before it failed is wiped', asy
     t.ok(chunk.every((x) => x === 0), `${how}: the part read is wiped`);
   }
 });
+
+for (const [name, make] of [
+  ['Node', (baseUrl: string) => new Etsi014Client({ baseUrl, saeId: 'sae', retries: 3, retryDelayMs: 1, maxRetryDelayMs: 2 })],
+  ['fetch', (baseUrl: string) => new Etsi014FetchClient({ baseUrl, saeId: 'sae', retries: 3, retryDelayMs: 1, maxRetryDelayMs: 2 })],
+] as const) {
+  t.test(`${name} client: a dec_keys whose answer is cut off is not sent again (its key left with the lost answer)`, async (t) => {
+    // The answer to a first request breaks off after its first bytes; asked again, the KME has delivered that key.
+    let cutNext = true;
+    const { url, seen } = await stubKme(t, (_req, res) => {
+      if (!cutNext) return answerJson(res, 400, { message: 'key not found: already delivered' });
+      cutNext = false;
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(PARTIAL_ANSWER);
+      setTimeout(() => res.destroy(), 20);
+    });
+    const c = make(url);
+    t.teardown(() => c.close());
+    const e = await etsi014Failure(c.decKeys('client-sae', [KEY_A]));
+    t.match(e, { reason: 'connection', operation: 'dec_keys', attempts: 1 }, e.message);
+    t.match(e.message, /broke while the answer \(HTTP 200\) arrived/);
+    t.equal(seen.requests, 1, 'one request: the key the KME delivered is not asked for again');
+
+    // The server key source: a KME failure (the handshake fails with handshake_failure), not a key ID its KME
+    // does not know (unknown_psk_identity).
+    const events: Etsi014SourceEvent[] = [];
+    const server = new Etsi014ServerSource({ client: make(url), ownsClient: true, peerSaeIds: ['client-sae'], onEvent: (ev) => events.push(ev) });
+    t.teardown(() => server.close());
+    const before = seen.requests;
+    cutNext = true;
+    await t.rejects(server.resolve([encodeKeyIdIdentity({ keyId: KEY_B })]), /key manager failed for key ID .*broke while the answer/);
+    t.equal(seen.requests, before + 1, 'the server source asked once');
+    t.same(events.map((ev) => ev.type), ['lookup-failed']);
+  });
+
+  t.test(`${name} client: an enc_keys whose answer is cut off is asked again (new keys; nothing is lost)`, async (t) => {
+    const { url, seen } = await stubKme(t, (_req, res, n) => {
+      if (n > 1) return answerJson(res, 200, { keys: [{ key_ID: KEY_B, key: Buffer.alloc(32, 9).toString('base64') }] });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write(PARTIAL_ANSWER);
+      setTimeout(() => res.destroy(), 20);
+    });
+    const c = make(url);
+    t.teardown(() => c.close());
+    const [k] = await c.encKeys('server-sae');
+    t.equal(k.keyId, KEY_B);
+    t.equal(seen.requests, 2);
+  });
+}

@@ -8,15 +8,16 @@
  * Behaviour:
  *  - `timeoutMs` (default 5000) bounds the WHOLE call, retries included: it then fails with reason 'timeout'.
  *  - 503 answers and connection failures are retried `retries` times (default 3) with exponential backoff
- *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried.
- *    (A retried dec_keys whose first attempt did reach the KME may find its keys already delivered; the KME
- *    then answers 400.)
+ *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried, nor is
+ *    a dec_keys whose answer was cut off (AnswerCutOffError). (A retried dec_keys whose first attempt did reach the
+ *    KME unseen may still find its keys already delivered; the KME then answers 400.)
  *  - Keys come back base64-decoded as fresh `Uint8Array`s that the caller owns and should wipe after use.
  *    Key material is never logged and never appears in error messages.
  *  - Plain HTTP only to a loopback KME (the simulator's test mode), where `saeId` travels in the X-SAE-ID header.
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { thrownMessage } from '../callbacks.js';
 import { MAX_TIMER_MS } from '../config/options.js';
 import {
   abortFailure,
@@ -86,6 +87,23 @@ export class AnswerTooLargeError extends Error {
     readonly status: number,
   ) {
     super(`the answer is larger than ${MAX_RESPONSE_BYTES} bytes`);
+  }
+}
+
+/**
+ * What a carrier rejects with when the connection fails after the answer's status line arrived: the KME took the
+ * request and was answering. A connection failure all the same (reason 'connection'), but a dec_keys cut off this way
+ * is not sent again: its keys left with the lost answer and the KME hands a key out once (clause 5.3), so asking again
+ * only got a 400 ("already delivered") that hid the real failure (the server key source then took the client's key ID
+ * for one its KME does not know, unknown_psk_identity, instead of a KME failure, handshake_failure).
+ */
+export class AnswerCutOffError extends Error {
+  constructor(
+    /** The HTTP status of the answer cut off. */
+    readonly status: number,
+    cause: unknown,
+  ) {
+    super(`the connection broke while the answer (HTTP ${status}) arrived: ${thrownMessage(cause)}`, { cause });
   }
 }
 
@@ -248,6 +266,7 @@ export abstract class Etsi014ClientBase {
           if (e instanceof AnswerTooLargeError) throw invalid(op, e.message, attempts, e.status);
           if (signal.aborted) throw abortFailure(op, where, deadline.signal.aborted, this.opts.timeoutMs, attempts, e);
           failure = this.transportFailure(op, e, attempts);
+          if (e instanceof AnswerCutOffError && op === 'dec_keys') throw failure;
         }
         const retryable = failure.reason === 'unavailable' || failure.reason === 'connection';
         const delay = this.backoff(attempts);

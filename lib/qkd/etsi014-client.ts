@@ -17,7 +17,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerCutOffError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export {
   Etsi014Error,
@@ -96,7 +96,9 @@ export class Etsi014Client extends Etsi014ClientBase {
           }
           chunks.push(c);
         });
-        res.on('error', fail);
+        // Broken once the answer began: the KME has taken the request (not sent again for dec_keys, etsi014-calls.ts).
+        const cutOff = (e: unknown): void => fail(new AnswerCutOffError(res.statusCode ?? 0, e));
+        res.on('error', cutOff);
         res.on('end', () => {
           const buf = Buffer.concat(chunks);
           const text = buf.toString('utf8');
@@ -105,7 +107,7 @@ export class Etsi014Client extends Etsi014ClientBase {
           resolve({ status: res.statusCode ?? 0, text });
         });
         res.on('close', () => {
-          if (!res.complete) fail(new Error('the connection closed before the whole answer arrived'));
+          if (!res.complete) cutOff(new Error('the connection closed before the whole answer arrived'));
         });
       });
       req.on('error', fail);

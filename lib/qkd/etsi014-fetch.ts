@@ -25,7 +25,7 @@
 import { thrownMessage } from '../callbacks.js';
 import { clip } from '../codec/text.js';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerCutOffError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export { Etsi014Error, type Etsi014CallOptions, type Etsi014EncKeysRequest, type Etsi014Key } from './etsi014-api.js';
 
@@ -82,7 +82,13 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
       // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
       redirect: 'manual',
     });
-    return { status: res.status, text: await readCapped(res, res.status) };
+    try {
+      return { status: res.status, text: await readCapped(res, res.status) };
+    } catch (e) {
+      // Broken once the answer began: the KME has taken the request (not sent again for dec_keys, etsi014-calls.ts).
+      if (e instanceof AnswerTooLargeError || signal.aborted) throw e;
+      throw new AnswerCutOffError(res.status, e);
+    }
   }
 
   /**
