@@ -57,11 +57,16 @@ t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust 
   // The CA that issued the KME's certificate is taken, as a string, a Buffer or in a list, and works.
   const kme = await startKmeSimulator({ certificates: certs, rateBitsPerSecond: 0, initialKeyCount: 4 });
   t.teardown(() => kme.close());
-  for (const ca of [certs.ca, Buffer.from(certs.ca), [certs.ca]]) {
+  // (Also as OpenSSL's TRUSTED CERTIFICATE, `openssl x509 -trustout`, which Node reads as a CA too: its DER with a
+  // trust trailer, here an empty one, SEQUENCE {}.)
+  const der = Buffer.from(certs.ca.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const trusted = `-----BEGIN TRUSTED CERTIFICATE-----\n${Buffer.concat([der, Buffer.from([0x30, 0x00])]).toString('base64').replace(/.{64}/g, '$&\n')}\n-----END TRUSTED CERTIFICATE-----\n`;
+  for (const ca of [certs.ca, Buffer.from(certs.ca), [certs.ca], trusted]) {
     const c = new Etsi014Client({ baseUrl: kme.master.url, ca, cert: sae.cert, key: sae.key, retries: 0 });
     const status = await c.status('server-sae');
     c.close();
-    t.equal(status.source_KME_ID, 'KME-A', `status over mutual TLS with the ca as ${Array.isArray(ca) ? 'a list' : typeof ca === 'string' ? 'a string' : 'a Buffer'}`);
+    const as = Array.isArray(ca) ? 'a list' : ca === trusted ? 'a TRUSTED CERTIFICATE' : typeof ca === 'string' ? 'a string' : 'a Buffer';
+    t.equal(status.source_KME_ID, 'KME-A', `status over mutual TLS with the ca as ${as}`);
   }
 });
 

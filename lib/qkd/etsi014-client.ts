@@ -169,14 +169,16 @@ function checkCa(ca: string | Buffer | (string | Buffer)[]): void {
   entries.forEach((entry, i) => {
     const which = entries.length > 1 ? ` entry #${i + 1}` : '';
     const text = typeof entry === 'string' ? entry : entry instanceof Uint8Array ? Buffer.from(entry).toString('latin1') : '';
-    const blocks = text.match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? [];
+    // The PEM types OpenSSL reads a CA from (PEM_read_bio_X509_AUX, as Node does): CERTIFICATE, X509 CERTIFICATE and
+    // TRUSTED CERTIFICATE (`openssl x509 -trustout`); the first is the usual one and is read here as a check.
+    const blocks = text.match(/-----BEGIN (?:X509 |TRUSTED )?CERTIFICATE-----[^-]*-----END (?:X509 |TRUSTED )?CERTIFICATE-----/g) ?? [];
     if (blocks.length === 0) {
       throw new TypeError(
         `Etsi014Client: ca${which} holds no PEM certificate (-----BEGIN CERTIFICATE-----)${text.trim() === '' ? ', it is empty' : ''}: ` +
           'give the CA certificate that issued the KME\'s certificate (an empty ca would have Node trust its public CAs instead)',
       );
     }
-    for (const block of blocks) {
+    for (const block of blocks.filter((b) => b.startsWith('-----BEGIN CERTIFICATE-----'))) {
       try {
         new X509Certificate(block);
       } catch (e) {
