@@ -31,7 +31,7 @@ import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
 import { answerJson, etsi014Failure, stubKme } from './helpers/kme-stub.js';
 import { runQkdTls } from './helpers/peers.js';
 
-t.test('Etsi014Client refuses a ca that holds no certificate, rather than trust other CAs or none', async (t) => {
+t.test('Etsi014Client refuses a ca with no certificate (rather than trust other CAs or none) and an empty cert or key', async (t) => {
   const certs = await makeKmeCertificates({ kmeIds: ['KME-A', 'KME-B'], saeIds: ['client-sae', 'server-sae'] });
   const sae = certs.saes['client-sae'];
   const make = (ca: string | Buffer | (string | Buffer)[]) => new Etsi014Client({ baseUrl: 'https://127.0.0.1:9', ca, cert: sae.cert, key: sae.key });
