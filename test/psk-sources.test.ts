@@ -433,6 +433,11 @@ t.test('Etsi014ServerSource: dec_keys once per key ID, replay cache, refusals, f
   got = await src.resolve([id(3, 'mallory')]);
   t.same(got, [undefined]);
   t.match(events.at(-1), { type: 'refused', reason: 'unexpected-sae' });
+  // The SAE ID comes from the client's identity, up to about 1 KB: the message (logged as is) quotes at most 100 characters.
+  got = await src.resolve([id(3, 'm'.repeat(900))]);
+  const longSae = events.at(-1) as Etsi014SourceEvent & { message: string };
+  t.match(longSae, { type: 'refused', reason: 'unexpected-sae' });
+  t.ok(longSae.message.length < 250, `the message stays short (${longSae.message.length} characters)`);
 
   got = await src.resolve([id(9), id(3, 'other-sae')]);
   t.equal(got[1]?.label, UUID(3), 'unknown to the KME: the next one is tried');

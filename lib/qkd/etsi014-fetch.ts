@@ -16,6 +16,9 @@
  * the X-SAE-ID header. A baseUrl with a user name or password is refused when the client is made (fetch refuses
  * such a URL); other credentials go in `fetchInit.headers`.
  * A page calling a KME on another origin needs that KME to allow it (CORS); the simulator does on loopback.
+ * In Node, use the Node client (lib/qkd/etsi014-client.ts) instead: Node's `fetch` presents no client certificate,
+ * and it follows NODE_TLS_REJECT_UNAUTHORIZED, which set to 0 turns off the check of the KME's certificate; the
+ * Node client always checks it.
  *
  * The calls, their deadline, retries and checks are the shared {@link Etsi014ClientBase}'s (etsi014-calls.ts),
  * as for the Node client; this file carries them over `fetch`.

@@ -484,7 +484,7 @@ export class Etsi014ServerSource implements ServerKeySource {
       const saeId = parsed.saeId ?? this.options.peerSaeIds[0];
       const refuse = (reason: RefusalReason, message: string): void => emit?.({ type: 'refused', keyId, saeId, reason, message });
       if (!this.options.peerSaeIds.includes(saeId)) {
-        refuse('unexpected-sae', `key ID ${keyId} names SAE '${saeId}', which this server does not take keys from`);
+        refuse('unexpected-sae', `key ID ${keyId} names SAE '${clip(saeId, 100)}', which this server does not take keys from`);
         continue;
       }
       // Checked and recorded before the first await: two concurrent handshakes cannot both get this key.
