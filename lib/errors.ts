@@ -151,6 +151,52 @@ export class TlsError extends Error {
 }
 
 /**
+ * Failures that are not TLS's to name: the transport under the connection (a TCP socket, a byte-stream pair, a
+ * WebSocket), the application's own streams, or the key source that feeds the handshake failed, and no alert was
+ * received (nor could one reach the peer). Each is a {@link TransportError} whose `code` names it, as Node names its
+ * own errors (`ECONNRESET`, `ERR_STREAM_DESTROYED`): switch on `error.code`, not on the message, which may change.
+ * Two codes are Node's own, for the case Node uses them for. The table is checked by the compiler as
+ * {@link REASON_ALERT} is: a code cannot be thrown without its line here. A TLS failure is a {@link TlsError} (its
+ * `reason`); an error of the socket itself is Node's (`ECONNREFUSED`, `ECONNRESET`, ... on `code`).
+ */
+export const TRANSPORT_ERROR_CODES = {
+  /** The peer ended the connection (or it closed without an error) before the handshake completed. */
+  ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE: 'the transport closed before the TLS handshake completed',
+  /** A client's `psks` function threw or rejected: nothing was sent. Its error is the `cause`. */
+  ERR_QKD_TLS_PSK_FETCH_FAILED: 'the client could not obtain its PSKs',
+  /** The application cancelled the plaintext readable during the handshake, or aborted the plaintext writable without a reason. */
+  ERR_QKD_TLS_CANCELLED: 'the application cancelled the connection',
+  /** The transport failed without an error of its own (a read or write that rejected with undefined), or a WebSocket failed or closed. */
+  ERR_QKD_TLS_TRANSPORT_FAILED: 'the transport failed',
+  /** A WebSocket did not open within its time limit. */
+  ERR_QKD_TLS_TRANSPORT_TIMEOUT: 'the transport did not open in time',
+  /** A WebSocket peer sent a text message: TLS records travel in binary messages only. */
+  ERR_QKD_TLS_WEBSOCKET_TEXT: 'a WebSocket text message',
+  /** A key source (ETSI GS QKD 014 pool, key file) could not answer the keys asked for. Its failure is the `cause`. */
+  ERR_QKD_KEY_UNAVAILABLE: 'the key source could not supply a key',
+  /** A key source was used after (or was waited on when) it was closed. */
+  ERR_QKD_KEY_SOURCE_CLOSED: 'the key source is closed',
+  /** Node's code: a write still pending when the socket was destroyed without an error of its own. */
+  ERR_STREAM_DESTROYED: 'the socket was destroyed',
+  /** Node's code: exportKeyingMaterial or keyUpdate on a socket whose connection has not started. */
+  ERR_TLS_INVALID_STATE: 'the TLS connection is not established',
+} as const satisfies Record<`E${string}`, string>;
+
+export type TransportErrorCode = keyof typeof TRANSPORT_ERROR_CODES;
+
+/**
+ * A failure below or beside TLS (see {@link TRANSPORT_ERROR_CODES}): `code` says which; the message says what
+ * happened and the `cause`, when there is one, why. Its `name` stays `Error`, as Node's coded errors keep theirs.
+ */
+export class TransportError extends Error {
+  readonly code: TransportErrorCode;
+  constructor(code: TransportErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/**
  * What a side can say about an error alert the peer sent, whose cause only the peer saw (the peer's own log names
  * it). `beforeServerHello`: a client that has not yet received a ServerHello, so the server has not accepted any of
  * its PSKs. Undefined when this side knows nothing to add. Hints name what to check, never key material.

@@ -21,7 +21,7 @@ export {
   type BoundedEarlyDataReplayGuard,
   type EarlyDataReplayGuardOptions,
 } from './config/anti-replay.js';
-export { TlsError, REASON_ALERT, type Reason } from './errors.js';
+export { TlsError, REASON_ALERT, type Reason, TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode } from './errors.js';
 export * from './psk/index.js';
 export type { CryptoProvider, HashName, AeadName, GroupName, RandomSource, AsyncKeyExchangeGroup, AsyncClientKeyShare } from './crypto/provider.js';
 export { nobleProvider, createNobleProvider } from './crypto/noble.js';

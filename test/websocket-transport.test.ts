@@ -170,7 +170,7 @@ t.test('qkd-tls/websocket over a `ws` client: handshake, echo, close_notify both
   const { ws: ws2 } = await open(`ws://127.0.0.1:${(texting.address() as net.AddressInfo).port}/`);
   const pair = webSocketByteStreams(ws2 as unknown as WebSocket);
   ws2!.send(new Uint8Array([0x16])); // the peer answers this with text
-  await t.rejects(withTimeout(pair.readable.getReader().read(), WAIT, 'the read to fail'), /a text message arrived where TLS records \(binary\) were expected/, 'a text message errors the byte stream');
+  await t.rejects(withTimeout(pair.readable.getReader().read(), WAIT, 'the read to fail'), { code: 'ERR_QKD_TLS_WEBSOCKET_TEXT', message: /a text message arrived where TLS records \(binary\) were expected/ }, 'a text message errors the byte stream (TransportError, lib/errors.ts)');
   t.equal(await closed(ws2!), 1003, 'and closes the WebSocket with 1003 (unsupported data)');
 });
 
@@ -269,7 +269,7 @@ t.test('WebSocketStream: a text message is refused with close 1003, as the WebSo
   const streams = await connectWebSocket('ws://127.0.0.1:9/');
   t.equal(streams.api, 'WebSocketStream');
   const reader = streams.readable.getReader();
-  await t.rejects(reader.read(), /WebSocketStream: a text message arrived where TLS records \(binary\) were expected/, 'the byte stream fails');
+  await t.rejects(reader.read(), { code: 'ERR_QKD_TLS_WEBSOCKET_TEXT', message: /WebSocketStream: a text message arrived where TLS records \(binary\) were expected/ }, 'the byte stream fails (TransportError, lib/errors.ts)');
   t.same(closes[0], { closeCode: 1003, reason: 'binary messages only' }, 'and the WebSocketStream is closed with 1003');
 });
 

@@ -29,6 +29,7 @@ import {
 } from './importer.js';
 import { markReleased, type Psk, type PskRequest } from './types.js';
 import { thrownMessage } from '../callbacks.js';
+import { TransportError } from '../errors.js';
 
 /** A key as a source hands it out: an external PSK plus its priority and lifetime. */
 export interface SourcedKey extends ExternalPsk {
@@ -105,7 +106,7 @@ export interface TakePsksOptions {
  */
 export async function takePsks(crypto: CryptoProvider, source: ClientKeySource, options: TakePsksOptions = {}): Promise<PskOffer> {
   const taken = await source.take({ count: options.count ?? 1, signal: options.signal });
-  if (taken.length === 0) throw new Error(`${source.description}: the key source returned no key`);
+  if (taken.length === 0) throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `${source.description}: the key source returned no key`);
   const keys = byPriority(taken);
   const psks: Psk[] = [];
   try {
@@ -185,7 +186,7 @@ export function serverPskResolver(
     const keys = await source.resolve(wanted);
     if (keys.length !== wanted.length) {
       for (const k of keys) if (k) wipe(k.secret);
-      throw new Error(`${source.description}: resolved ${keys.length} keys for ${wanted.length} identities`);
+      throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `${source.description}: resolved ${keys.length} keys for ${wanted.length} identities`);
     }
     const keyFor = (id: Uint8Array): SourcedKey | undefined => {
       const at = position.get(toHex(id));
@@ -307,7 +308,7 @@ export class StaticKeySource implements ClientKeySource, ServerKeySource {
       if (this.oneTime) e.used = true;
       return copyKey(e.key);
     });
-    if (out.length === 0) throw new Error(`${this.description}: no usable key left${this.oneTime ? ' (each key serves one handshake)' : ' (all expired)'}`);
+    if (out.length === 0) throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `${this.description}: no usable key left${this.oneTime ? ' (each key serves one handshake)' : ' (all expired)'}`);
     return out;
   }
 

@@ -26,6 +26,7 @@ import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error } from './etsi014-api.js';
+import { TransportError } from '../errors.js';
 import type { Etsi014ClientBase } from './etsi014-calls.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
@@ -210,7 +211,7 @@ export class Etsi014ClientSource implements ClientKeySource {
    * needed before {@link take} — it only saves the first handshake a round trip.
    */
   prefetch(): Promise<void> {
-    if (this.closed) return Promise.reject(new Error('Etsi014ClientSource: closed'));
+    if (this.closed) return Promise.reject(new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', 'Etsi014ClientSource: closed'));
     if (this.pool.length >= this.o.poolSize) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       this.fillWaiters.push({ resolve, reject });
@@ -221,7 +222,7 @@ export class Etsi014ClientSource implements ClientKeySource {
   take(request: KeyRequest = {}): Promise<SourcedKey[]> {
     const count = request.count ?? 1;
     if (!Number.isInteger(count) || count < 1) return Promise.reject(new RangeError(`take: count must be a positive integer (got ${count})`));
-    if (this.closed) return Promise.reject(new Error(`${this.description}: the key source is closed`));
+    if (this.closed) return Promise.reject(new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source is closed`));
     if (request.signal?.aborted) return Promise.reject(abortError(request.signal));
     this.sweep();
     // Served in arrival order: keys go to the oldest waiter first. Everything between here and the resolve is
@@ -264,7 +265,7 @@ export class Etsi014ClientSource implements ClientKeySource {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    const err = new Error(`${this.description}: the key source was closed`);
+    const err = new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source was closed`);
     for (const c of this.calls) c.abort(err);
     this.calls.clear();
     for (const p of this.pool) wipe(p.key);
@@ -316,7 +317,7 @@ export class Etsi014ClientSource implements ClientKeySource {
     const size = this.o.keySize;
     const failed = (e: unknown): void => {
       // (Anything rejected, not only an Error: the client is the application's to supply.)
-      const err = new Error(`could not get a QKD key: ${thrownMessage(e)}`, { cause: e });
+      const err = new TransportError('ERR_QKD_KEY_UNAVAILABLE', `could not get a QKD key: ${thrownMessage(e)}`, { cause: e });
       this.lastErrorValue = err;
       this.emit({ type: 'fetch-failed', message: err.message });
       // With another call still in flight, the waiters wait for it; else they fail now (never a retry loop
@@ -473,7 +474,7 @@ export class Etsi014ServerSource implements ServerKeySource {
    * handshake. A replayed or unknown key ID is skipped (and reported); a KME failure rejects.
    */
   async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
-    if (this.closed) throw new Error(`${this.description}: the key source is closed`);
+    if (this.closed) throw new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source is closed`);
     const out: (SourcedKey | undefined)[] = identities.map(() => undefined);
     const emit = observer('onEvent', this.options.onEvent, this.options.onCallbackError);
     let lookups = 0;
@@ -508,18 +509,18 @@ export class Etsi014ServerSource implements ServerKeySource {
         }
         const message = `key manager failed for key ID ${keyId}: ${thrownMessage(e)}`;
         emit?.({ type: 'lookup-failed', keyId, message });
-        throw new Error(message, { cause: e });
+        throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', message, { cause: e });
       }
       if (this.closed) {
         wipe(key);
-        throw new Error(`${this.description}: the key source is closed`);
+        throw new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source is closed`);
       }
       const problem = tooShort('dec_keys', key);
       if (problem) {
         wipe(key);
         const message = `key manager failed for key ID ${keyId}: ${problem}`;
         emit?.({ type: 'lookup-failed', keyId, message });
-        throw new Error(message);
+        throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', message);
       }
       emit?.({ type: 'resolved', keyId, saeId });
       out[i] = { identity: identities[i], secret: key, hash: this.options.hash ?? 'SHA-256', label: keyId };

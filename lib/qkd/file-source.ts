@@ -7,6 +7,7 @@
  * qkd-tls/browser too.
  */
 import { wipe } from '../codec/bytes.js';
+import { TransportError } from '../errors.js';
 import { parseKeyFile } from '../psk/key-file.js';
 import { StaticKeySource, type StaticKeySourceOptions } from '../psk/source.js';
 import { MAX_OPTION_FILE_BYTES, readTextFileBounded } from './bounded-file.js';
@@ -21,7 +22,7 @@ export function fileKeySource(path: string, options: StaticKeySourceOptions = {}
   try {
     text = readTextFileBounded(path, MAX_OPTION_FILE_BYTES); // the keys, in hex: the text is all that is kept of them (parsed and dropped below)
   } catch (e) {
-    throw new Error(`cannot read the key file ${path}: ${(e as Error).message}`, { cause: e });
+    throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `cannot read the key file ${path}: ${(e as Error).message}`, { cause: e });
   }
   const keys = parseKeyFile(text, path);
   try {

@@ -19,7 +19,7 @@ import type { HandshakeInfo } from '../config/events.js';
 import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
 import type { CryptoProvider } from '../crypto/provider.js';
-import { TlsError } from '../errors.js';
+import { TlsError, TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode } from '../errors.js';
 import { createEarlyDataReplayGuard, type EarlyDataReplayGuard } from '../config/anti-replay.js';
 import { reportCallbackError, thrownMessage } from '../callbacks.js';
 import { releaseResolvedPsks } from '../psk/source.js';
@@ -117,8 +117,10 @@ export function defaultNodeCrypto(): CryptoProvider {
 /**
  * Opens a TLS-PSK connection. `onSecureConnect` runs once the handshake completes. Options the connection
  * refuses (an unknown suite, a PSK shorter than 16 bytes, ...) destroy the socket with their TypeError, reported
- * as its 'error' event, as is a `psks` function's failure and a PSK whose lease was released (a TlsError,
- * PskUnavailable; nothing is written); a missing port or a `handshakeTimeout` out of range throws at once.
+ * as its 'error' event, as is a `psks` function's failure (a TransportError, code ERR_QKD_TLS_PSK_FETCH_FAILED, its
+ * error the cause) and a PSK whose lease was released (a TlsError, PskUnavailable; nothing is written); a server
+ * that closes before the handshake completes is a TransportError, code ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE (lib/errors.ts
+ * lists the codes); a missing port or a `handshakeTimeout` out of range throws at once.
  */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
@@ -146,7 +148,7 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
     // throwing out of connect() with the TCP connection already under way and left to itself.
     Promise.resolve()
       .then(() => fetchPsks())
-      .then(start, (e: unknown) => tls.destroy(new Error(`could not obtain PSKs: ${thrownMessage(e)}`, { cause: e })));
+      .then(start, (e: unknown) => tls.destroy(new TransportError('ERR_QKD_TLS_PSK_FETCH_FAILED', `could not obtain PSKs: ${thrownMessage(e)}`, { cause: e })));
   } else {
     start(options.psks);
   }
@@ -314,7 +316,7 @@ export class QkdTlsSocket extends Duplex {
         this.conn?.destroy();
         return;
       }
-      this.destroy(this.secureDone ? undefined : new Error('connection closed before the TLS handshake completed'));
+      this.destroy(this.secureDone ? undefined : new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'connection closed before the TLS handshake completed'));
     });
     socket.on('drain', () => this.onDrain());
   }
@@ -340,13 +342,13 @@ export class QkdTlsSocket extends Duplex {
 
   /** RFC 5705 / RFC 8446 §7.5 keying material, with node:tls's argument order. */
   exportKeyingMaterial(length: number, label: string, context?: Buffer): Buffer {
-    if (!this.conn) throw new Error('exportKeyingMaterial: not connected');
+    if (!this.conn) throw new TransportError('ERR_TLS_INVALID_STATE', 'exportKeyingMaterial: not connected');
     return Buffer.from(this.conn.exportKeyingMaterial(label, context ?? new Uint8Array(0), length));
   }
 
   /** Sends a KeyUpdate (RFC 8446 §4.6.3); `requestPeer` asks the peer to update its keys too. */
   keyUpdate(requestPeer = false): void {
-    if (!this.conn) throw new Error('keyUpdate: not connected');
+    if (!this.conn) throw new TransportError('ERR_TLS_INVALID_STATE', 'keyUpdate: not connected');
     this.conn.keyUpdate(requestPeer);
     this.pump();
   }
@@ -440,7 +442,7 @@ export class QkdTlsSocket extends Duplex {
     }
     const pending = this.pendingWrite;
     this.pendingWrite = null;
-    pending?.callback(err ?? new Error('socket destroyed'));
+    pending?.callback(err ?? new TransportError('ERR_STREAM_DESTROYED', 'socket destroyed'));
     callback(err);
   }
 
@@ -472,7 +474,7 @@ export class QkdTlsSocket extends Duplex {
   private onSocketEnd(): void {
     if (!this.conn || this.destroyed) return;
     if (!this.secureDone) {
-      this.destroy(new Error('connection closed by the peer before the TLS handshake completed'));
+      this.destroy(new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'connection closed by the peer before the TLS handshake completed'));
       return;
     }
     // EOF without close_notify: end the readable side as node:tls does. (When our side has ended too, the
@@ -620,4 +622,4 @@ export class QkdTlsSocket extends Duplex {
   }
 }
 
-export { TlsError };
+export { TlsError, TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode };

@@ -22,8 +22,10 @@ import type { CryptoProvider } from '../crypto/provider.js';
 import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
 import { thrownMessage } from '../callbacks.js';
+import { TransportError } from '../errors.js';
 
 export { connStreams, type ConnLike, type ConnStreamsOptions } from './conn-streams.js';
+export { TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode } from '../errors.js';
 
 export interface ByteStreamPair {
   readonly readable: ReadableStream<Uint8Array>;
@@ -40,7 +42,10 @@ export interface ByteStreamPair {
 }
 
 export interface TlsStreams extends ByteStreamPair {
-  /** Resolves with the handshake summary, or rejects with the TlsError that ended the handshake. */
+  /**
+   * Resolves with the handshake summary, or rejects with the TlsError that ended the handshake (its `reason`), or a
+   * TransportError (its `code`: the transport closed or failed, the application cancelled; lib/errors.ts).
+   */
   readonly handshake: Promise<HandshakeInfo>;
   /** The underlying sans-IO connection (exporters, diagnostics). */
   readonly connection: Connection;
@@ -296,7 +301,7 @@ function run(
         const { value, done: eof } = await reader.read();
         if (eof) await records.readDrained();
         if (eof) {
-          if (conn.phase === 'handshaking') finish(new Error('the transport closed before the TLS handshake completed'));
+          if (conn.phase === 'handshaking') finish(new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'the transport closed before the TLS handshake completed'));
           else {
             try {
               plain.close();
@@ -340,7 +345,7 @@ function run(
       // readable errored with undefined) fails the handshake too: finish(undefined) is a clean end, which left the
       // handshake pending for good, its deadline cleared.
       const failure = records.sendFailure ?? e;
-      finish(failure || new Error(`the transport failed: reading it rejected with ${String(failure)}`));
+      finish(failure || new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `the transport failed: reading it rejected with ${String(failure)}`));
     }
   };
 
@@ -367,7 +372,7 @@ function run(
           // Nothing more is read, so the handshake cannot complete: fail it (its promise and any write waiting for
           // it) rather than leave it pending for good (finish() clears the handshake deadline too).
           destroy();
-          finish(new Error('the plaintext readable was cancelled before the TLS handshake completed'));
+          finish(new TransportError('ERR_QKD_TLS_CANCELLED', 'the plaintext readable was cancelled before the TLS handshake completed'));
         } else finish();
       },
     },
@@ -405,7 +410,7 @@ function run(
     },
     abort(reason) {
       destroy();
-      finish(reason ?? new Error('aborted'));
+      finish(reason ?? new TransportError('ERR_QKD_TLS_CANCELLED', 'aborted'));
       // Our direction is given up: so is the transport's, also when reading was over already (end of stream, or the
       // plaintext readable cancelled), where finish() did nothing — else a socket left open for writing (connStreams)
       // was never closed.

@@ -26,6 +26,7 @@ import type { Connection } from '../connection/connection.js';
 import type { OffloadedRecord, ReadOffload, WriteOffload } from '../connection/offload.js';
 import type { AeadName } from '../crypto/provider.js';
 import { SUITES } from '../suites.js';
+import { TransportError } from '../errors.js';
 
 export interface WebCryptoRecordsOptions {
   /**
@@ -669,7 +670,7 @@ export class WebCryptoRecords {
 
   private failSending(e: unknown): void {
     // (null is "nothing failed": a send that rejects with undefined or another falsy value fails all the same.)
-    this.sendError ??= e || new Error(`the transport failed: sending rejected with ${String(e)}`);
+    this.sendError ??= e || new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `the transport failed: sending rejected with ${String(e)}`);
     this.out = [];
     this.outBytes = 0;
     this.notify();

@@ -23,8 +23,11 @@
  * Runtime-neutral: no `node:` imports (browsers, Workers, Deno, Bun, Node 22+).
  */
 import { clip } from '../codec/text.js';
+import { TransportError } from '../errors.js';
 import { checkCount, checkCryptoOption, checkTimerMs, checkTransportOptions, type ClientOptions } from '../config/options.js';
 import { type ByteStreamPair, type StreamTransportOptions, type TlsStreams, tlsClientOverStreams } from './streams.js';
+
+export { TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode } from '../errors.js';
 
 /** Options of the WebSocket itself; a number out of its range is a RangeError. */
 export interface WebSocketTransportOptions {
@@ -89,7 +92,7 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       ws.close();
-      reject(new Error(`WebSocket ${target}: not open after ${timeoutMs} ms`));
+      reject(new TransportError('ERR_QKD_TLS_TRANSPORT_TIMEOUT', `WebSocket ${target}: not open after ${timeoutMs} ms`));
     }, timeoutMs);
     ws.addEventListener('open', () => {
       clearTimeout(timer);
@@ -97,11 +100,11 @@ export async function connectWebSocket(url: string | URL, options: WebSocketTran
     });
     ws.addEventListener('error', () => {
       clearTimeout(timer);
-      reject(new Error(`WebSocket ${target}: the connection failed (${NOT_OPENED_HINT})`));
+      reject(new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `WebSocket ${target}: the connection failed (${NOT_OPENED_HINT})`));
     });
     ws.addEventListener('close', (e) => {
       clearTimeout(timer);
-      reject(new Error(`WebSocket ${target}: closed before it opened (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
+      reject(new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `WebSocket ${target}: closed before it opened (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
     });
   });
   return webSocketByteStreams(ws, options);
@@ -137,7 +140,7 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
       ws.addEventListener('message', (e) => {
         if (readEnded) return;
         if (typeof e.data === 'string') {
-          fail(c, new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
+          fail(c, new TransportError('ERR_QKD_TLS_WEBSOCKET_TEXT', `WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
           closeRefusingText((code, reason) => ws.close(code, reason));
           return;
         }
@@ -151,7 +154,7 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
         if (e.code === 1000 || e.code === 1005) {
           readEnded = true;
           c.close();
-        } else fail(c, new Error(`WebSocket closed (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
+        } else fail(c, new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `WebSocket closed (code ${e.code}${e.reason ? `, ${clip(e.reason)}` : ''})`));
       });
     },
     pull(c) {
@@ -164,10 +167,10 @@ export function webSocketByteStreams(ws: WebSocket, options: Pick<WebSocketTrans
   });
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
-      if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection is closed');
+      if (ws.readyState !== OPEN) throw new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', 'WebSocket: the connection is closed');
       // Plain WebSocket has no drain event: wait (bounded) until the queue is below the mark.
       for (let waited = 0; ws.bufferedAmount > maxBuffered; waited++) {
-        if (ws.readyState !== OPEN) throw new Error('WebSocket: the connection closed while sending');
+        if (ws.readyState !== OPEN) throw new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', 'WebSocket: the connection closed while sending');
         await new Promise((r) => setTimeout(r, waited < 10 ? 1 : 20));
       }
       for (let at = 0; at < chunk.length; at += MAX_MESSAGE_BYTES) ws.send(chunk.subarray(at, at + MAX_MESSAGE_BYTES));
@@ -263,7 +266,7 @@ async function openWebSocketStream(
   const opened = await Promise.race([
     wss.opened.catch((e: unknown) => {
       // Chromium's WebSocketError says only "WebSocket closed before handshake complete.", without the URL.
-      throw new Error(`WebSocketStream ${url}: ${e instanceof Error ? e.message : String(e)} (${NOT_OPENED_HINT})`, { cause: e });
+      throw new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `WebSocketStream ${url}: ${e instanceof Error ? e.message : String(e)} (${NOT_OPENED_HINT})`, { cause: e });
     }),
     new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -273,7 +276,7 @@ async function openWebSocketStream(
         } catch {
           /* not open yet in some runtimes: closing then aborts the opening handshake or throws */
         }
-        reject(new Error(`WebSocketStream ${url}: not open after ${timeoutMs} ms`));
+        reject(new TransportError('ERR_QKD_TLS_TRANSPORT_TIMEOUT', `WebSocketStream ${url}: not open after ${timeoutMs} ms`));
       }, timeoutMs);
     }),
   ]).finally(() => clearTimeout(timer));
@@ -290,7 +293,7 @@ async function openWebSocketStream(
     new TransformStream<ArrayBuffer | string, Uint8Array>({
       transform(chunk, c) {
         if (typeof chunk === 'string') {
-          c.error(new Error(`WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
+          c.error(new TransportError('ERR_QKD_TLS_WEBSOCKET_TEXT', `WebSocketStream: ${TEXT_MESSAGE_REFUSED.message}`));
           closeRefusingText((closeCode, reason) => wss.close({ closeCode, reason }));
         } else c.enqueue(new Uint8Array(chunk));
       },

@@ -18,6 +18,7 @@ import { checkCount } from '../config/options.js';
 import { TEXT_MESSAGE_REFUSED } from './websocket.js';
 import { observer, reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
 import { clip } from '../codec/text.js';
+import { TransportError } from '../errors.js';
 
 export interface WebSocketListenOptions {
   readonly host: string;
@@ -226,7 +227,7 @@ function filterMessages(ws: WebSocket): void {
     flush(); // what came before the text message, in order
     refused = true;
     ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
-    ws.emit('error', new Error(`WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
+    ws.emit('error', new TransportError('ERR_QKD_TLS_WEBSOCKET_TEXT', `WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
   });
 }
 
