@@ -157,7 +157,11 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
 
 /**
  * A TLS-PSK server. Emits `secureConnection` (socket) for each completed handshake and `tlsClientError`
- * (error, socket) for each failed one; a failing connection never disturbs the others.
+ * (error, socket) for each failed one; a failing connection never disturbs the others. Also `listening`, `error`
+ * (of the listening socket), `socketError` (error, socket: an established socket's error that has no listener of its
+ * own), and `close` once closed and every connection has ended ({@link QkdTlsServer.close}). Like net.Server it has
+ * `listen`, `address`, `close`, `getConnections`, `listening`, `maxConnections`, `ref` and `unref`; `server` is the
+ * net.Server itself.
  */
 export class QkdTlsServer extends EventEmitter {
   readonly server: net.Server;
@@ -169,6 +173,8 @@ export class QkdTlsServer extends EventEmitter {
    */
   readonly earlyDataReplayGuard: EarlyDataReplayGuard | undefined;
   private readonly sockets = new Set<QkdTlsSocket>();
+  /** Run once every TLS connection has closed (close()'s callbacks, the 'close' event). */
+  private drainWaiters: (() => void)[] = [];
 
   constructor(
     private readonly options: ServerTransportOptions,
@@ -189,14 +195,19 @@ export class QkdTlsServer extends EventEmitter {
     this.server = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw));
     this.server.on('error', (e) => this.emit('error', e));
     this.server.on('listening', () => this.emit('listening'));
-    this.server.on('close', () => this.emit('close'));
+    // net.Server's 'close' waits for its TCP sockets only: a TLS socket can outlive its TCP socket (its last data not
+    // yet read), and accept() takes connections the net.Server never saw (the WebSocket listener's).
+    this.server.on('close', () => this.whenDrained(() => this.emit('close')));
   }
 
   /** Runs TLS over an accepted socket (or any Duplex). */
   accept(raw: Duplex): QkdTlsSocket {
     const tls = new QkdTlsSocket(raw, this.options.handshakeTimeout);
     this.sockets.add(tls);
-    tls.once('close', () => this.sockets.delete(tls));
+    tls.once('close', () => {
+      this.sockets.delete(tls);
+      if (this.sockets.size === 0) for (const f of this.drainWaiters.splice(0)) f();
+    });
     const onEarlyError = (e: Error): void => {
       this.emit('tlsClientError', e, tls);
     };
@@ -239,19 +250,63 @@ export class QkdTlsServer extends EventEmitter {
     return this;
   }
 
+  /** The address the server listens on, as net.Server's (null before it listens, though typed as listening). */
   address(): net.AddressInfo {
     return this.server.address() as net.AddressInfo;
   }
 
-  /** Stops accepting; existing connections go on. `callback` runs when all have closed. */
+  /**
+   * Stops accepting new connections; existing ones go on (as net.Server.close). `callback` and the 'close' event come
+   * once the listening socket is closed and every TLS connection of this server has closed: those accepted on its
+   * port, and those handed to {@link accept} (a WebSocket listener's). A server that was not listening gets Node's
+   * ERR_SERVER_NOT_RUNNING in `callback`, as net.Server gives it, once its connections have closed.
+   */
   close(callback?: (err?: Error) => void): this {
-    this.server.close(callback);
+    this.server.close(callback && ((err?: Error) => this.whenDrained(() => callback(err))));
     return this;
   }
 
-  /** The number of open TLS connections. */
+  /** The number of open TLS connections (those handed to {@link accept} included). */
   get connections(): number {
     return this.sockets.size;
+  }
+
+  /** As net.Server.getConnections: the number of open TLS connections, to `callback(null, count)`. */
+  getConnections(callback: (err: Error | null, count: number) => void): this {
+    const count = this.sockets.size;
+    process.nextTick(() => callback(null, count));
+    return this;
+  }
+
+  /** Whether the server is listening for connections (net.Server.listening). */
+  get listening(): boolean {
+    return this.server.listening;
+  }
+
+  /** net.Server.maxConnections: TCP connections beyond it are refused (those handed to {@link accept} are not counted). */
+  get maxConnections(): number {
+    return this.server.maxConnections;
+  }
+  set maxConnections(n: number) {
+    this.server.maxConnections = n;
+  }
+
+  /** net.Server.ref: the listening socket keeps the process alive (the default). */
+  ref(): this {
+    this.server.ref();
+    return this;
+  }
+
+  /** net.Server.unref: the listening socket alone does not keep the process alive. */
+  unref(): this {
+    this.server.unref();
+    return this;
+  }
+
+  /** Runs `f` now if no TLS connection is open, else once the last one closes. */
+  private whenDrained(f: () => void): void {
+    if (this.sockets.size === 0) f();
+    else this.drainWaiters.push(f);
   }
 
   /** Destroys every open connection. */
