@@ -157,7 +157,8 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
 
 /**
  * A TLS-PSK server. Emits `secureConnection` (socket) for each completed handshake and `tlsClientError`
- * (error, socket) for each failed one; a failing connection never disturbs the others. Also `listening`, `error`
+ * (error, socket) for each failed one; a failing connection never disturbs the others. Also `keylog` (line, socket;
+ * as each socket's, only with the `keyLog` option), `listening`, `error`
  * (of the listening socket), `socketError` (error, socket: an established socket's error that has no listener of its
  * own), and `close` once closed and every connection has ended ({@link QkdTlsServer.close}). Like net.Server it has
  * `listen`, `address`, `close`, `getConnections`, `listening`, `maxConnections`, `ref` and `unref`; `server` is the
@@ -239,6 +240,8 @@ export class QkdTlsServer extends EventEmitter {
       return tls;
     }
     if (typeof psks === 'function') tls.asyncPskResolver = psks;
+    // node:tls's server 'keylog' (line, socket): only with the keyLog option, without which no line is ever made.
+    if (keyLog) tls.on('keylog', (line: Buffer) => this.listenerCount('keylog') > 0 && this.emit('keylog', line, tls));
     tls.attach(conn);
     return tls;
   }
@@ -324,7 +327,13 @@ export function createServer(options: ServerTransportOptions, onSecureConnection
  * `secure` (both sides) when the handshake completes, `earlyData` ('accepted' | 'rejected'), `keylog`
  * (a Buffer line, as node:tls, but only when the `keyLog` option is set: without it no key-log line is ever
  * made, since secrets rendered as text cannot be wiped; its listeners run as part of the keyLog observer, so what
- * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction).
+ * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction), `timeout` (see setTimeout).
+ *
+ * What a node:tls TLSSocket user calls is here with its semantics: setTimeout, setKeepAlive, setNoDelay, address(),
+ * remote/local address, port and family, bytesRead/bytesWritten (plaintext), encrypted, getProtocol(), getCipher(),
+ * servername, alpnProtocol, exportKeyingMaterial. What belongs to certificates (getPeerCertificate, authorized, ...)
+ * does not apply to external PSKs, and session resumption (getSession, 'session', isSessionReused) is not
+ * implemented: both are absent.
  */
 export class QkdTlsSocket extends Duplex {
   private conn: Connection | null = null;
@@ -344,6 +353,11 @@ export class QkdTlsSocket extends Duplex {
    * of it (Connection.receiveOwned). Any other Duplex gets the copying Connection.receive.
    */
   private readonly freshReads: boolean;
+  /** Plaintext bytes handed to the connection, and delivered to the application (node:tls counts plaintext). */
+  private plainWritten = 0;
+  private plainRead = 0;
+  /** The idle timer of setTimeout() over a Duplex that has none of its own (a WebSocket stream), re-armed by traffic. */
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly socket: Duplex,
@@ -374,6 +388,8 @@ export class QkdTlsSocket extends Duplex {
       this.destroy(this.secureDone ? undefined : new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'connection closed before the TLS handshake completed'));
     });
     socket.on('drain', () => this.onDrain());
+    // setTimeout() over a net.Socket is the socket's own idle timeout: its 'timeout' is this socket's (node:tls).
+    socket.on('timeout', () => this.emit('timeout'));
   }
 
   /** The handshake summary once secure, else null. */
@@ -384,11 +400,84 @@ export class QkdTlsSocket extends Duplex {
   get alpnProtocol(): string | false {
     return this.conn?.handshake?.alpn ?? false;
   }
+  /** True, as node:tls's TLSSocket.encrypted. */
+  readonly encrypted = true;
+  /** 'TLSv1.3' once the handshake completed, 'unknown' while it runs, null before the connection starts or once destroyed (node:tls getProtocol). */
+  getProtocol(): string | null {
+    const info = this.conn?.handshake;
+    if (info) return info.version;
+    return !this.conn || this.destroyed ? null : 'unknown';
+  }
+  /** The cipher suite once secure, as node:tls getCipher() names a TLS 1.3 suite (IANA name, RFC 8446 §B.4); else null. */
+  getCipher(): { name: string; standardName: string; version: string } | null {
+    const info = this.conn?.handshake;
+    return info ? { name: info.suite, standardName: info.suite, version: info.version } : null;
+  }
+  /** The server name (SNI) of the handshake, or false (node:tls): on a server the one the client sent, checked; on a client the one the server acknowledged. */
+  get servername(): string | false {
+    return this.conn?.handshake?.serverName ?? false;
+  }
   get remoteAddress(): string | undefined {
     return (this.socket as net.Socket).remoteAddress;
   }
   get remotePort(): number | undefined {
     return (this.socket as net.Socket).remotePort;
+  }
+  get remoteFamily(): string | undefined {
+    return (this.socket as net.Socket).remoteFamily;
+  }
+  get localAddress(): string | undefined {
+    return (this.socket as net.Socket).localAddress;
+  }
+  get localPort(): number | undefined {
+    return (this.socket as net.Socket).localPort;
+  }
+  get localFamily(): string | undefined {
+    return (this.socket as net.Socket).localFamily;
+  }
+  /** The local address of the TCP socket (net.Socket.address()); `{}` over a Duplex that is not a net.Socket. */
+  address(): net.AddressInfo | Record<string, never> {
+    const s = this.socket as Partial<net.Socket>;
+    return typeof s.address === 'function' ? (s.address() as net.AddressInfo | Record<string, never>) : {};
+  }
+  /** Plaintext bytes the application wrote that were handed to TLS (as node:tls counts plaintext; `socket.bytesWritten` counts the records sent). */
+  get bytesWritten(): number {
+    return this.plainWritten;
+  }
+  /** Plaintext bytes received from the peer (0-RTT data included); `socket.bytesRead` counts the records. */
+  get bytesRead(): number {
+    return this.plainRead;
+  }
+
+  /**
+   * As net.Socket.setTimeout: after `ms` milliseconds without traffic the socket emits 'timeout' (`callback` is a
+   * one-time listener for it); nothing is closed: end() or destroy() it in the listener if it should be. 0 turns the
+   * timer off (and removes `callback`). Traffic is what the underlying socket reads and writes, records of any kind.
+   */
+  setTimeout(ms: number, callback?: () => void): this {
+    checkTimerMs('setTimeout', ms, 0);
+    if (callback) {
+      if (ms === 0) this.off('timeout', callback);
+      else this.once('timeout', callback);
+    }
+    const s = this.socket as Partial<net.Socket>;
+    if (typeof s.setTimeout === 'function') {
+      s.setTimeout(ms);
+      return this;
+    }
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = ms > 0 && !this.destroyed ? setTimeout(() => this.emit('timeout'), ms).unref() : undefined;
+    return this;
+  }
+  /** net.Socket.setKeepAlive on the TCP socket (nothing over another Duplex). */
+  setKeepAlive(enable?: boolean, initialDelay?: number): this {
+    (this.socket as Partial<net.Socket>).setKeepAlive?.(enable, initialDelay);
+    return this;
+  }
+  /** net.Socket.setNoDelay on the TCP socket (nothing over another Duplex). */
+  setNoDelay(noDelay?: boolean): this {
+    (this.socket as Partial<net.Socket>).setNoDelay?.(noDelay);
+    return this;
   }
   /** The underlying sans-IO connection (for diagnostics). */
   get connection(): Connection | null {
@@ -458,6 +547,7 @@ export class QkdTlsSocket extends Duplex {
       callback(e as Error);
       return;
     }
+    for (const c of chunks) this.plainWritten += c.byteLength;
     const flushed = this.pump();
     if (flushed) callback();
     else this.pendingWrite = { chunks: [], callback };
@@ -478,6 +568,7 @@ export class QkdTlsSocket extends Duplex {
 
   override _destroy(err: Error | null, callback: (e?: Error | null) => void): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.conn?.destroy();
     const s = this.socket as net.Socket;
     if (!s.destroyed) {
@@ -504,6 +595,7 @@ export class QkdTlsSocket extends Duplex {
   // --- plumbing ---------------------------------------------------------------------------------------------
 
   private onSocketData(b: Buffer): void {
+    this.idleTimer?.refresh();
     if (!this.conn) return;
     if (this.freshReads) this.conn.receiveOwned(b);
     else this.conn.receive(b);
@@ -556,6 +648,7 @@ export class QkdTlsSocket extends Duplex {
     const out = conn.takeOutputChunks();
     if (out.length > 0 && !(this.socket as net.Socket).destroyed) {
       const data = out.length === 1 ? out[0] : Buffer.concat(out);
+      this.idleTimer?.refresh();
       flushed = this.socket.write(data);
     }
     for (const ev of conn.takeEvents()) {
@@ -571,6 +664,7 @@ export class QkdTlsSocket extends Duplex {
           // 0-RTT data is not a reason to stop reading: the client's Finished comes after it, and an application
           // that reads once the handshake is over (the proxy does) would wait for it forever. Bounded by
           // maxEarlyDataSize; the first data after the handshake pauses reading if it is still unread.
+          this.plainRead += ev.data.byteLength;
           if (!this.push(Buffer.from(ev.data.buffer, ev.data.byteOffset, ev.data.byteLength)) && !ev.early) this.socket.pause();
           break;
         case 'early-data':

@@ -1,0 +1,140 @@
+/**
+ * QkdTlsSocket as code ported from node:tls calls it: setTimeout with its 'timeout' event (the socket is not closed by
+ * it), setKeepAlive, setNoDelay, address() and the local/remote address getters, bytesRead/bytesWritten (plaintext,
+ * as a TLSSocket counts), encrypted, getProtocol(), getCipher(), servername, and the server's 'keylog' event. Before,
+ * only remoteAddress/remotePort were there: `socket.setTimeout(...)` was a TypeError, and the rest undefined.
+ */
+import { once } from 'node:events';
+import * as net from 'node:net';
+import { PassThrough } from 'node:stream';
+import t from 'tap';
+import { connect, createServer, type QkdTlsServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { makePsk } from './helpers/pair.js';
+
+const psk = makePsk('socket-api');
+
+/** A listening echo server, and a connected client with the server's socket for it. */
+type Test = Parameters<Parameters<typeof t.test>[0]>[0];
+
+async function connectedPair(t: Test, options: { keyLog?: (line: string) => void; serverName?: string } = {}): Promise<{ server: QkdTlsServer; client: QkdTlsSocket; accepted: QkdTlsSocket }> {
+  const server = createServer({ psks: [psk], keyLog: options.keyLog });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const accepted = once(server, 'secureConnection').then(([s]) => s as QkdTlsSocket);
+  const client = connect({ port: server.address().port, psks: [psk], serverName: options.serverName });
+  await once(client, 'secureConnect');
+  const s = await accepted;
+  t.teardown(() => {
+    client.destroy();
+    server.destroyAll();
+    server.close();
+  });
+  return { server, client, accepted: s };
+}
+
+t.test("setTimeout: 'timeout' on the TLS socket after idle time, the socket stays open; 0 turns it off", async (t) => {
+  const { client, accepted } = await connectedPair(t);
+  accepted.pipe(accepted);
+  let calls = 0;
+  t.equal(accepted.setTimeout(30, () => calls++), accepted, 'returns the socket');
+  await once(accepted, 'timeout');
+  t.equal(calls, 1, 'the callback ran, once');
+  t.equal(accepted.destroyed, false, 'the socket is not closed by the timeout');
+  // Still served after its timeout.
+  client.write('after the timeout');
+  const [echo] = (await once(client, 'data')) as [Buffer];
+  t.equal(echo.toString(), 'after the timeout');
+  accepted.setTimeout(0);
+  t.equal(accepted.socket instanceof net.Socket && (accepted.socket as net.Socket).timeout, 0, 'setTimeout(0) turned the idle timer off');
+  // The client side has it too.
+  client.setTimeout(20);
+  await once(client, 'timeout');
+  t.equal(client.destroyed, false);
+  client.setTimeout(0);
+});
+
+t.test('setTimeout over a Duplex that is not a net.Socket (a WebSocket stream): the same, on a timer of its own', async (t) => {
+  const server = createServer({ psks: [psk] });
+  const tls = server.accept(new PassThrough());
+  t.teardown(() => void tls.destroy());
+  tls.on('error', () => {});
+  let calls = 0;
+  tls.setTimeout(20, () => calls++);
+  // The idle timer does not keep the process alive (as net.Socket's): this test does, while it waits.
+  const alive = setInterval(() => {}, 1000);
+  await once(tls, 'timeout');
+  clearInterval(alive);
+  t.equal(calls, 1);
+  t.equal(tls.destroyed, false, 'not closed');
+  t.throws(() => tls.setTimeout(-1), RangeError, 'a negative time is a RangeError');
+});
+
+t.test('setKeepAlive, setNoDelay, address() and the address getters pass through to the TCP socket', async (t) => {
+  const { client, accepted } = await connectedPair(t);
+  t.equal(client.setKeepAlive(true, 1000), client);
+  t.equal(client.setNoDelay(true), client);
+  t.equal(accepted.setNoDelay(), accepted);
+  const raw = client.socket as net.Socket;
+  t.same(client.address(), raw.address(), 'address() is the TCP socket\'s');
+  t.equal(client.localAddress, '127.0.0.1');
+  t.equal(client.localPort, raw.localPort);
+  t.equal(client.localFamily, 'IPv4');
+  t.equal(client.remoteFamily, 'IPv4');
+  t.equal(accepted.remotePort, client.localPort, "the server sees the client's port");
+  t.equal(accepted.localPort, client.remotePort);
+  const overDuplex = createServer({ psks: [psk] }).accept(new PassThrough());
+  overDuplex.on('error', () => {});
+  t.same(overDuplex.address(), {}, 'over another Duplex, address() is {}');
+  t.equal(overDuplex.setNoDelay(true), overDuplex, 'and setNoDelay does nothing');
+  overDuplex.destroy();
+});
+
+t.test('bytesWritten and bytesRead count plaintext, as node:tls; the TCP socket counts the records', async (t) => {
+  const { client, accepted } = await connectedPair(t);
+  accepted.pipe(accepted);
+  client.write('hello');
+  client.write(Buffer.alloc(1000, 0x61));
+  let got = 0;
+  for await (const chunk of client) {
+    got += (chunk as Buffer).length;
+    if (got === 1005) break;
+  }
+  t.equal(client.bytesWritten, 1005);
+  t.equal(accepted.bytesRead, 1005);
+  t.equal(accepted.bytesWritten, 1005, 'the echo');
+  t.equal(client.bytesRead, 1005);
+  t.ok((client.socket as net.Socket).bytesWritten > 1005, 'the TCP socket counts the ClientHello and the records');
+});
+
+t.test('encrypted, getProtocol(), getCipher(), servername; the server emits keylog (line, socket) with the keyLog option', async (t) => {
+  const server = createServer({ psks: [psk] });
+  const idle = server.accept(new PassThrough());
+  idle.on('error', () => {});
+  t.equal(idle.getProtocol(), 'unknown', 'handshaking: unknown, as node:tls');
+  t.equal(idle.getCipher(), null);
+  idle.destroy();
+  t.equal(idle.getProtocol(), null, 'destroyed before the handshake: null');
+
+  const keylog: [Buffer, QkdTlsSocket][] = [];
+  const { client, accepted } = await connectedPair(t, { serverName: 'kme.example' });
+  t.equal(client.encrypted, true);
+  t.equal(client.getProtocol(), 'TLSv1.3');
+  t.equal(accepted.getProtocol(), 'TLSv1.3');
+  t.same(client.getCipher(), { name: client.handshake!.suite, standardName: client.handshake!.suite, version: 'TLSv1.3' });
+  t.equal(accepted.servername, 'kme.example', 'the server sees the SNI the client sent');
+
+  // keylog on the server: a new connection to a server with keyLog and a 'keylog' listener.
+  const withLog = createServer({ psks: [psk], keyLog: () => {} });
+  withLog.on('keylog', (line: Buffer, socket: QkdTlsSocket) => keylog.push([line, socket]));
+  withLog.listen(0, '127.0.0.1');
+  await once(withLog, 'listening');
+  const secured = once(withLog, 'secureConnection');
+  const c2 = connect({ port: withLog.address().port, psks: [psk] });
+  await once(c2, 'secureConnect');
+  const [s3] = (await secured) as [QkdTlsSocket];
+  t.ok(keylog.length >= 4, `the server emitted its key-log lines (${keylog.length})`);
+  t.ok(keylog.every(([line, socket]) => Buffer.isBuffer(line) && line.toString().endsWith('\n') && socket === s3), 'each a Buffer line, with its socket');
+  c2.destroy();
+  withLog.destroyAll();
+  withLog.close();
+});
