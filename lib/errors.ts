@@ -172,13 +172,15 @@ export const TRANSPORT_ERROR_CODES = {
   ERR_QKD_TLS_TRANSPORT_TIMEOUT: 'the transport did not open in time',
   /** A WebSocket peer sent a text message: TLS records travel in binary messages only. */
   ERR_QKD_TLS_WEBSOCKET_TEXT: 'a WebSocket text message',
+  /** A proxy service could not listen on its address; the `cause` is Node's error (its `code`: EADDRINUSE, EACCES, ...). */
+  ERR_QKD_PROXY_LISTEN_FAILED: 'the proxy could not listen',
   /** A key source (ETSI GS QKD 014 pool, key file) could not answer the keys asked for. Its failure is the `cause`. */
   ERR_QKD_KEY_UNAVAILABLE: 'the key source could not supply a key',
   /** A key source was used after (or was waited on when) it was closed. */
   ERR_QKD_KEY_SOURCE_CLOSED: 'the key source is closed',
   /** Node's code: a write still pending when the socket was destroyed without an error of its own. */
   ERR_STREAM_DESTROYED: 'the socket was destroyed',
-  /** Node's code: exportKeyingMaterial or keyUpdate on a socket whose connection has not started. */
+  /** Node's code: exportKeyingMaterial or keyUpdate before the handshake completed, or once the connection is over. */
   ERR_TLS_INVALID_STATE: 'the TLS connection is not established',
 } as const satisfies Record<`E${string}`, string>;
 

@@ -15,6 +15,8 @@ import { StaticKeySource, takePsks } from '../lib/psk/source.js';
 import { fileKeySource } from '../lib/qkd/file-source.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 import { makePsk } from './helpers/pair.js';
+import { startProxy } from '../lib/proxy/proxy.js';
+import { serviceConfig } from './proxy-helpers.js';
 import { memoryPipe } from './helpers/memory-streams.js';
 
 const psk = makePsk('error-codes');
@@ -97,6 +99,26 @@ t.test('node: exporter and KeyUpdate before the connection started: ERR_TLS_INVA
   raw.server.close();
 });
 
+t.test('exporter and KeyUpdate while handshaking and once the connection is over: ERR_TLS_INVALID_STATE (the connection\'s own refusal)', async (t) => {
+  const raw = await rawServer(() => {}); // never answers: the client stays in its handshake
+  const client = connect({ port: raw.port, psks: [psk] });
+  await once(client.socket, 'connect');
+  t.throws(() => client.exportKeyingMaterial(32, 'EXPORTER-test'), { code: 'ERR_TLS_INVALID_STATE', message: 'exportKeyingMaterial: the handshake is not complete' });
+  t.throws(() => client.keyUpdate(), { code: 'ERR_TLS_INVALID_STATE', message: 'keyUpdate: the connection is not open' });
+  client.destroy();
+  raw.server.close();
+  // A sans-IO connection that completed its handshake, then was destroyed (its secrets wiped).
+  const [c, s] = memoryPipe();
+  const server = tlsServerOverStreams(s, { crypto: nobleProvider, psks: [psk] });
+  const tls = tlsClientOverStreams(c, { crypto: nobleProvider, psks: [psk] });
+  await Promise.all([tls.handshake, server.handshake]);
+  t.equal(tls.connection.exportKeyingMaterial('EXPORTER-test', new Uint8Array(0), 16).length, 16, 'connected: the exporter answers');
+  tls.connection.destroy();
+  t.throws(() => tls.connection.exportKeyingMaterial('EXPORTER-test', new Uint8Array(0), 16), { code: 'ERR_TLS_INVALID_STATE', message: 'exportKeyingMaterial: the connection is over and its secrets are wiped' });
+  t.throws(() => tls.connection.keyUpdate(), { code: 'ERR_TLS_INVALID_STATE' });
+  await server.writable.abort();
+});
+
 t.test('streams: transport closed, readable cancelled, writable aborted, read rejected with nothing: each with its code', async (t) => {
   // The transport ends before the handshake.
   {
@@ -150,4 +172,17 @@ t.test('key sources: a closed ETSI 014 pool, a static source with no key left, a
     thrown = e;
   }
   t.match(thrown, { code: 'ERR_QKD_KEY_UNAVAILABLE', message: /cannot read the key file/, cause: { code: 'ENOENT' } });
+});
+
+t.test('proxy: a service that cannot listen: ERR_QKD_PROXY_LISTEN_FAILED, Node\'s error (EADDRINUSE) its cause; websocket on a client: a TypeError', async (t) => {
+  const blocker = net.createServer().listen(0, '127.0.0.1');
+  await once(blocker, 'listening');
+  t.teardown(() => void blocker.close());
+  const port = (blocker.address() as net.AddressInfo).port;
+  await t.rejects(startProxy({ services: [serviceConfig({ accept: { host: '127.0.0.1', port } })] }), {
+    code: 'ERR_QKD_PROXY_LISTEN_FAILED',
+    message: `service "svc": cannot listen on 127.0.0.1:${port}: listen EADDRINUSE: address already in use 127.0.0.1:${port}`,
+    cause: { code: 'EADDRINUSE' },
+  });
+  await t.rejects(startProxy({ services: [serviceConfig({ websocket: {} })] }), { name: 'TypeError', message: 'service "svc": websocket is for the server role only' });
 });

@@ -19,7 +19,7 @@ import { AlertDescription, AlertLevel, ContentType, nameOf } from '../codec/enum
 import { concat, copyBytes, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { alertName } from '../alerts.js';
-import { receivedAlertHint, TlsError } from '../errors.js';
+import { receivedAlertHint, TlsError, TransportError } from '../errors.js';
 import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keyschedule/schedule.js';
 import { encodeKeyUpdate } from '../messages/post-hello.js';
 import { releaseResolvedPsks } from '../psk/source.js';
@@ -365,14 +365,14 @@ export class Connection {
 
   /** Sends a KeyUpdate (§4.6.3) and switches our write keys; `requestPeer` asks the peer to update too. */
   keyUpdate(requestPeer = false): void {
-    if (this.phaseValue.kind !== 'connected' || !this.writable || !this.secrets) throw new Error('keyUpdate: the connection is not open');
+    if (this.phaseValue.kind !== 'connected' || !this.writable || !this.secrets) throw new TransportError('ERR_TLS_INVALID_STATE', 'keyUpdate: the connection is not open');
     this.sendKeyUpdate(requestPeer);
   }
 
   /** §7.5 TLS-Exporter: keying material for the application, bound to this session. */
   exportKeyingMaterial(label: string, context: Uint8Array, length: number): Uint8Array {
     if (!this.secrets) {
-      throw new Error(`exportKeyingMaterial: ${this.info ? 'the connection is over and its secrets are wiped' : 'the handshake is not complete'}`);
+      throw new TransportError('ERR_TLS_INVALID_STATE', `exportKeyingMaterial: ${this.info ? 'the connection is over and its secrets are wiped' : 'the handshake is not complete'}`);
     }
     const s = this.secrets;
     return exportKeyingMaterial(this.crypto, s.suite.hash, s.exporterMasterSecret, label, context, length);

@@ -36,7 +36,7 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import type { HandshakeInfo } from '../config/events.js';
 import { checkCount, checkHostPort, checkTimerMs, MAX_TIMER_MS } from '../config/options.js';
-import { TlsError } from '../errors.js';
+import { TlsError, TransportError } from '../errors.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { wipe } from '../codec/bytes.js';
 import type { Psk } from '../psk/types.js';
@@ -371,7 +371,7 @@ class Listener {
   listen(): Promise<void> {
     const ws = this.config.websocket;
     if (ws) {
-      if (this.config.role !== 'server') return Promise.reject(new Error(`service "${this.config.name}": websocket is for the server role only`));
+      if (this.config.role !== 'server') return Promise.reject(new TypeError(`service "${this.config.name}": websocket is for the server role only`));
       const { host, port } = this.config.accept;
       // A refused upgrade (an origin not allowed) is logged: the page sees only that its WebSocket failed.
       const onRefused = (r: WebSocketRefusal): void => this.engine.logger.event('refused', { service: this.config.name, ...r });
@@ -385,13 +385,13 @@ class Listener {
           );
         },
         (e: Error) => {
-          throw new Error(`service "${this.config.name}": cannot listen on ${hostPort(host, port)}: ${e.message}`, { cause: e });
+          throw new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPort(host, port)}: ${e.message}`, { cause: e });
         },
       );
     }
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => {
-        reject(new Error(`service "${this.config.name}": cannot listen on ${hostPort(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
+        reject(new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPort(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
       };
       this.server.once('error', onError);
       this.server.listen(this.config.accept.port, this.config.accept.host, () => {
