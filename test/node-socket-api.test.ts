@@ -138,3 +138,19 @@ t.test('encrypted, getProtocol(), getCipher(), servername; the server emits keyl
   withLog.destroyAll();
   withLog.close();
 });
+
+t.test("'close' carries hadError, as a TLSSocket's: false after a clean close, true after a failure", async (t) => {
+  const { client, accepted } = await connectedPair(t);
+  accepted.pipe(accepted);
+  const clean = once(client, 'close');
+  client.end('bye');
+  client.resume();
+  t.same(await clean, [false], 'a clean close: hadError false');
+  // A handshake that fails (the server closes at once).
+  const raw = net.createServer((s) => s.destroy()).listen(0, '127.0.0.1');
+  await once(raw, 'listening');
+  t.teardown(() => void raw.close());
+  const failing = connect({ port: (raw.address() as net.AddressInfo).port, psks: [psk] });
+  failing.on('error', () => {});
+  t.same(await new Promise((r) => failing.once('close', (...args: unknown[]) => r(args))), [true], 'a failure: hadError true');
+});

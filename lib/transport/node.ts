@@ -327,7 +327,8 @@ export function createServer(options: ServerTransportOptions, onSecureConnection
  * `secure` (both sides) when the handshake completes, `earlyData` ('accepted' | 'rejected'), `keylog`
  * (a Buffer line, as node:tls, but only when the `keyLog` option is set: without it no key-log line is ever
  * made, since secrets rendered as text cannot be wiped; its listeners run as part of the keyLog observer, so what
- * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction), `timeout` (see setTimeout).
+ * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction), `timeout` (see setTimeout), `close`
+ * (hadError, as net.Socket's).
  *
  * What a node:tls TLSSocket user calls is here with its semantics: setTimeout, setKeepAlive, setNoDelay, address(),
  * remote/local address, port and family, bytesRead/bytesWritten (plaintext), encrypted, getProtocol(), getCipher(),
@@ -389,7 +390,16 @@ export class QkdTlsSocket extends Duplex {
     });
     socket.on('drain', () => this.onDrain());
     // setTimeout() over a net.Socket is the socket's own idle timeout: its 'timeout' is this socket's (node:tls).
-    socket.on('timeout', () => this.emit('timeout'));
+    // (Not once destroyed: the TCP socket may outlive it a little, flushing its last records.)
+    socket.on('timeout', () => {
+      if (!this.destroyed) this.emit('timeout');
+    });
+  }
+
+  /** 'close' says whether the socket closed on an error (`hadError`), as net.Socket's and TLSSocket's do; a Duplex's says nothing. */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === 'close' && args.length === 0) return super.emit('close', this.errored !== null);
+    return super.emit(event, ...args);
   }
 
   /** The handshake summary once secure, else null. */
