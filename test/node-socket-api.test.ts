@@ -154,3 +154,19 @@ t.test("'close' carries hadError, as a TLSSocket's: false after a clean close, t
   failing.on('error', () => {});
   t.same(await new Promise((r) => failing.once('close', (...args: unknown[]) => r(args))), [true], 'a failure: hadError true');
 });
+
+t.test("connect({ timeout }) sets the idle timeout before connecting, as net.connect and tls.connect do (it was silently ignored)", async (t) => {
+  const server = createServer({ psks: [psk] }, (s) => s.pipe(s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.destroyAll();
+    server.close();
+  });
+  const client = connect({ port: server.address().port, psks: [psk], timeout: 30 });
+  t.teardown(() => void client.destroy());
+  await once(client, 'secureConnect');
+  await once(client, 'timeout');
+  t.equal(client.destroyed, false, 'the timeout closes nothing');
+  t.throws(() => connect({ port: server.address().port, psks: [psk], timeout: -1 }), RangeError, 'a negative timeout is a RangeError');
+});

@@ -71,6 +71,12 @@ export interface ConnectOptions extends TransportOptions, Omit<ClientOptions, 'c
   /** An already connected socket (or any Duplex) to run TLS over, instead of host/port. */
   readonly socket?: Duplex;
   /**
+   * As net.connect's and tls.connect's `timeout`: the socket's idle timeout ({@link QkdTlsSocket.setTimeout}), set
+   * before it connects: after this many milliseconds without traffic it emits 'timeout' (it is not closed). Unlike
+   * `handshakeTimeout`, it applies for the whole connection and ends nothing by itself.
+   */
+  readonly timeout?: number;
+  /**
    * The PSKs to offer, or a function that fetches them (e.g. from a QKD key manager) before the ClientHello.
    * Fetched keys are used for this one connection only.
    *
@@ -124,14 +130,16 @@ export function defaultNodeCrypto(): CryptoProvider {
  */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
+  checkTimerMs('timeout', options.timeout, 0);
   // As net.connect, which takes no port as an error; port 0 would be tried instead, and refused later.
   if (options.socket === undefined && options.port === undefined) throw new TypeError('connect: give the server\'s port (and host), or a socket');
   const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port!, allowHalfOpen: true });
   const tls = new QkdTlsSocket(socket, options.handshakeTimeout);
+  if (options.timeout !== undefined) tls.setTimeout(options.timeout);
   if (onSecureConnect) tls.once('secureConnect', onSecureConnect);
   const start = (psks: readonly Psk[]): void => {
     if (tls.destroyed) return;
-    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, psks: _k, webCryptoKeyShares, ...rest } = options;
+    const { socket: _s, host: _h, port: _p, handshakeTimeout: _t, timeout: _i, psks: _k, webCryptoKeyShares, ...rest } = options;
     let conn: Connection;
     try {
       const crypto = keyShareProvider(options.crypto ?? defaultNodeCrypto(), webCryptoKeyShares, false);
