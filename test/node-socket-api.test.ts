@@ -170,3 +170,10 @@ t.test("connect({ timeout }) sets the idle timeout before connecting, as net.con
   t.equal(client.destroyed, false, 'the timeout closes nothing');
   t.throws(() => connect({ port: server.address().port, psks: [psk], timeout: -1 }), RangeError, 'a negative timeout is a RangeError');
 });
+
+t.test("node:tls's servername and ALPNProtocols are a TypeError naming qkd-tls's serverName and alpn (they were ignored: no SNI sent)", async (t) => {
+  const asNodeTls = (o: object): never => o as never;
+  t.throws(() => connect(asNodeTls({ port: 9, psks: [psk], servername: 'kme.example' })), { name: 'TypeError', message: "connect: node:tls's servername option is serverName in qkd-tls" });
+  t.throws(() => connect(asNodeTls({ port: 9, psks: [psk], ALPNProtocols: ['h2'] })), { name: 'TypeError', message: "connect: node:tls's ALPNProtocols option is alpn in qkd-tls" });
+  t.throws(() => createServer(asNodeTls({ psks: [psk], ALPNProtocols: ['h2'] })), { name: 'TypeError', message: "createServer: node:tls's ALPNProtocols option is alpn in qkd-tls" });
+});

@@ -112,6 +112,18 @@ export interface ServerTransportOptions extends TransportOptions, Omit<ServerOpt
   readonly traceConnection?: (socket: QkdTlsSocket) => RecordTraceHook | undefined;
 }
 
+/**
+ * Options that node:tls spells otherwise than qkd-tls, for the same thing. Code ported from node:tls passes them, and
+ * unread they would be ignored without a word (no SNI sent, no ALPN offered): a TypeError naming ours instead.
+ */
+const NODE_TLS_NAMES = { servername: 'serverName', ALPNProtocols: 'alpn' } as const;
+
+function refuseNodeTlsNames(who: string, options: object): void {
+  for (const [theirs, ours] of Object.entries(NODE_TLS_NAMES)) {
+    if (theirs in options) throw new TypeError(`${who}: node:tls's ${theirs} option is ${ours} in qkd-tls`);
+  }
+}
+
 let defaultCrypto: CryptoProvider | undefined;
 
 /** The provider used when none is given: native in Node unless QKD_TLS_CRYPTO=noble. */
@@ -129,6 +141,7 @@ export function defaultNodeCrypto(): CryptoProvider {
  * lists the codes); a missing port or a `handshakeTimeout` out of range throws at once.
  */
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
+  refuseNodeTlsNames('connect', options);
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
   checkTimerMs('timeout', options.timeout, 0);
   // As net.connect, which takes no port as an error; port 0 would be tried instead, and refused later.
@@ -190,6 +203,7 @@ export class QkdTlsServer extends EventEmitter {
     onSecureConnection?: (socket: QkdTlsSocket) => void,
   ) {
     super();
+    refuseNodeTlsNames('createServer', options);
     checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
     // Options every connection would refuse (a PSK shorter than RFC 9257 §6 allows, an unknown suite or group, ...)
     // are refused here, with the TypeError Connection.server throws, not by each connection once it is listening.
