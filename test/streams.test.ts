@@ -280,7 +280,7 @@ t.test('a transport whose write rejects with undefined: the plaintext writable f
   failing = true;
   const writer = client.writable.getWriter();
   await writer.write(utf8('lost')).catch(() => {}); // (whether this one already fails depends on when the send settles)
-  await tt.rejects(writer.close(), { message: 'the transport failed: sending rejected with undefined' }, 'closing fails, saying so');
+  await tt.rejects(writer.close(), { code: 'ERR_QKD_TLS_TRANSPORT_FAILED', message: 'the transport failed: sending rejected with undefined' }, 'closing fails, saying so (TransportError, lib/errors.ts)');
   server.connection.destroy();
   client.connection.destroy();
 });
