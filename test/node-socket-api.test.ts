@@ -5,6 +5,7 @@
  * only remoteAddress/remotePort were there: `socket.setTimeout(...)` was a TypeError, and the rest undefined.
  */
 import { once } from 'node:events';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { PassThrough } from 'node:stream';
 import t from 'tap';
@@ -176,4 +177,26 @@ t.test("node:tls's servername and ALPNProtocols are a TypeError naming qkd-tls's
   t.throws(() => connect(asNodeTls({ port: 9, psks: [psk], servername: 'kme.example' })), { name: 'TypeError', message: "connect: node:tls's servername option is serverName in qkd-tls" });
   t.throws(() => connect(asNodeTls({ port: 9, psks: [psk], ALPNProtocols: ['h2'] })), { name: 'TypeError', message: "connect: node:tls's ALPNProtocols option is alpn in qkd-tls" });
   t.throws(() => createServer(asNodeTls({ psks: [psk], ALPNProtocols: ['h2'] })), { name: 'TypeError', message: "createServer: node:tls's ALPNProtocols option is alpn in qkd-tls" });
+});
+
+t.test('an http.Server over a QkdTlsServer closes an idle keep-alive connection after keepAliveTimeout (it calls socket.setTimeout)', async (t) => {
+  // node:http sets the socket's idle timeout for keepAliveTimeout and headersTimeout only when the socket has a
+  // setTimeout: without it, idle keep-alive connections stayed open for ever.
+  const web = http.createServer((_req, res) => res.end('hello'));
+  web.keepAliveTimeout = 50;
+  const server = createServer({ psks: [psk] }, (s) => web.emit('connection', s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    server.destroyAll();
+    server.close();
+    web.close();
+  });
+  const client = connect({ port: server.address().port, psks: [psk] });
+  await once(client, 'secureConnect');
+  client.write('GET / HTTP/1.1\r\nHost: qkd\r\nConnection: keep-alive\r\n\r\n');
+  let answer = '';
+  client.on('data', (d: Buffer) => (answer += d.toString()));
+  await once(client, 'end'); // the server ends the idle connection
+  t.match(answer, /^HTTP\/1\.1 200 OK\r\n[^]*keep-alive[^]*\r\n\r\nhello$/, 'answered, kept alive, then closed when idle');
 });
