@@ -77,3 +77,19 @@ t.test('a server that never listened: close(callback) gets ERR_SERVER_NOT_RUNNIN
   t.equal(server.unref(), server);
   t.equal(server.ref(), server);
 });
+
+t.test("'connection' carries each TCP socket before its handshake, as tls.Server's (a net.Server's) does", async (t) => {
+  const server = createServer({ psks: [psk] }, (s) => s.pipe(s));
+  const raws: net.Socket[] = [];
+  server.on('connection', (raw: net.Socket) => raws.push(raw));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const client = connect({ port: server.address().port, psks: [psk] });
+  await once(client, 'secureConnect');
+  t.equal(raws.length, 1);
+  t.ok(raws[0] instanceof net.Socket);
+  t.equal(raws[0]!.remotePort, client.localPort, "the client's TCP connection");
+  client.end();
+  client.resume();
+  await new Promise((r) => server.close(r));
+});

@@ -179,7 +179,7 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
 /**
  * A TLS-PSK server. Emits `secureConnection` (socket) for each completed handshake and `tlsClientError`
  * (error, socket) for each failed one; a failing connection never disturbs the others. Also `keylog` (line, socket;
- * as each socket's, only with the `keyLog` option), `listening`, `error`
+ * as each socket's, only with the `keyLog` option), `connection` (the TCP socket, before its handshake), `listening`, `error`
  * (of the listening socket), `socketError` (error, socket: an established socket's error that has no listener of its
  * own), and `close` once closed and every connection has ended ({@link QkdTlsServer.close}). Like net.Server it has
  * `listen`, `address`, `close`, `getConnections`, `listening`, `maxConnections`, `ref` and `unref`; `server` is the
@@ -218,6 +218,8 @@ export class QkdTlsServer extends EventEmitter {
     this.server = net.createServer({ allowHalfOpen: true }, (raw) => this.accept(raw));
     this.server.on('error', (e) => this.emit('error', e));
     this.server.on('listening', () => this.emit('listening'));
+    // As tls.Server (a net.Server): the TCP socket, before the handshake begins (after this server took it on).
+    this.server.on('connection', (raw: net.Socket) => this.emit('connection', raw));
     // net.Server's 'close' waits for its TCP sockets only: a TLS socket can outlive its TCP socket (its last data not
     // yet read), and accept() takes connections the net.Server never saw (the WebSocket listener's).
     this.server.on('close', () => this.whenDrained(() => this.emit('close')));
