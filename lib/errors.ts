@@ -174,8 +174,10 @@ export const TRANSPORT_ERROR_CODES = {
   ERR_QKD_TLS_WEBSOCKET_TEXT: 'a WebSocket text message',
   /** A proxy service could not listen on its address; the `cause` is Node's error (its `code`: EADDRINUSE, EACCES, ...). */
   ERR_QKD_PROXY_LISTEN_FAILED: 'the proxy could not listen',
-  /** A key source (ETSI GS QKD 014 pool, key file) could not answer the keys asked for. Its failure is the `cause`. */
+  /** A key source (ETSI GS QKD 014 pool, key file, static keys) could not answer the keys asked for (no usable key left, its key manager, clock or onLease callback failed). The failure, if any, is the `cause`. */
   ERR_QKD_KEY_UNAVAILABLE: 'the key source could not supply a key',
+  /** A key file (`parseKeyFile`, `fileKeySource`, `--psk-file`) does not follow its format; the message names the line. */
+  ERR_QKD_KEY_FILE_INVALID: 'the key file is not valid',
   /** A key source was used after (or was waited on when) it was closed. */
   ERR_QKD_KEY_SOURCE_CLOSED: 'the key source is closed',
   /** Node's code: a write still pending when the socket was destroyed without an error of its own. */

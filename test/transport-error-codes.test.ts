@@ -11,8 +11,9 @@ import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.
 import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
 import { TRANSPORT_ERROR_CODES, TransportError, TlsError } from '../lib/errors.js';
 import { nobleProvider } from '../lib/crypto/noble.js';
-import { StaticKeySource, takePsks } from '../lib/psk/source.js';
+import { serverPskResolver, StaticKeySource, takePsks } from '../lib/psk/source.js';
 import { fileKeySource } from '../lib/qkd/file-source.js';
+import { parseKeyFile } from '../lib/psk/key-file.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 import { makePsk } from './helpers/pair.js';
 import { startProxy } from '../lib/proxy/proxy.js';
@@ -185,4 +186,27 @@ t.test('proxy: a service that cannot listen: ERR_QKD_PROXY_LISTEN_FAILED, Node\'
     cause: { code: 'EADDRINUSE' },
   });
   await t.rejects(startProxy({ services: [serviceConfig({ websocket: {} })] }), { name: 'TypeError', message: 'service "svc": websocket is for the server role only' });
+});
+
+t.test('key files and static keys: a malformed key file is ERR_QKD_KEY_FILE_INVALID; a clock that throws, ERR_QKD_KEY_UNAVAILABLE', async (t) => {
+  for (const [text, message] of [
+    ['a 00\nb zz\n', 'k.txt, line 2: the key is not hex'],
+    ['a 00\na 01\n', "k.txt, line 2: identity 'a' appears twice"],
+    ['lonely\n', 'k.txt, line 1: expected "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]"'],
+    ['# nothing\n', 'k.txt: no key in it'],
+  ] as const) {
+    t.throws(() => parseKeyFile(text, 'k.txt'), { code: 'ERR_QKD_KEY_FILE_INVALID', message }, message);
+  }
+  const clockless = new StaticKeySource([{ identity: psk.identity, secret: psk.secret, expiresAt: 1 }], {
+    now: () => {
+      throw new Error('no clock');
+    },
+  });
+  await t.rejects(clockless.take(), { code: 'ERR_QKD_KEY_UNAVAILABLE', message: /the now clock threw: no clock/ });
+  const resolver = serverPskResolver(nobleProvider, new StaticKeySource([{ identity: psk.identity, secret: psk.secret }]), {
+    onLease: () => {
+      throw new Error('lease table full');
+    },
+  });
+  await t.rejects(resolver({ identities: [psk.identity] }), { code: 'ERR_QKD_KEY_UNAVAILABLE', message: /the onLease callback threw: lease table full/ });
 });

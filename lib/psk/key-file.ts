@@ -18,6 +18,7 @@
 import { fromHex, utf8, wipe } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import type { SourcedKey } from './source.js';
+import { TransportError } from '../errors.js';
 
 /**
  * Parses the text of a key file (see above); `name` (a path, say) prefixes each error; `defaultHash` is the hash of
@@ -34,9 +35,9 @@ export function parseKeyFile(text: string, name = 'key file', defaultHash: HashN
       if (line === '' || line.startsWith('#')) return;
       const where = `${name}, line ${i + 1}`;
       const fields = line.split(/[ \t]+/);
-      if (fields.length < 2 || fields.length > 4) throw new Error(`${where}: expected "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]"`);
+      if (fields.length < 2 || fields.length > 4) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: expected "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]"`);
       const [identity, hex, ...rest] = fields;
-      if (seen.has(identity)) throw new Error(`${where}: identity '${identity}' appears twice`);
+      if (seen.has(identity)) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: identity '${identity}' appears twice`);
       seen.add(identity);
       let hash: HashName | undefined;
       let priority: number | undefined;
@@ -44,28 +45,28 @@ export function parseKeyFile(text: string, name = 'key file', defaultHash: HashN
       for (const [i, f] of rest.entries()) {
         if (f === 'SHA-256' || f === 'SHA-384') {
           // Twice on one line is ambiguous (which was meant?): refused, not settled by taking the last.
-          if (hash !== undefined) throw new Error(`${where}: fields 3 and 4 are both a hash (SHA-256, SHA-384); a line gives at most one`);
+          if (hash !== undefined) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: fields 3 and 4 are both a hash (SHA-256, SHA-384); a line gives at most one`);
           hash = f;
         } else if (/^\d{1,9}$/.test(f)) {
-          if (priority !== undefined) throw new Error(`${where}: fields 3 and 4 are both a priority; a line gives at most one`);
+          if (priority !== undefined) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: fields 3 and 4 are both a priority; a line gives at most one`);
           priority = Number(f);
-        } else throw new Error(`${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
+        } else throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
       }
       let secret: Uint8Array;
       try {
         secret = fromHex(hex);
       } catch {
-        throw new Error(`${where}: the key is not hex`);
+        throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the key is not hex`);
       }
-      if (secret.length === 0) throw new Error(`${where}: the key is empty`);
+      if (secret.length === 0) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the key is empty`);
       const id = utf8(identity);
-      if (id.length > 0xffff) throw new Error(`${where}: the identity is longer than 65535 bytes`);
+      if (id.length > 0xffff) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the identity is longer than 65535 bytes`);
       keys.push({ identity: id, secret, hash: hash ?? defaultHash, priority: priority ?? 0, label: identity });
     });
   } catch (e) {
     for (const k of keys) wipe(k.secret);
     throw e;
   }
-  if (keys.length === 0) throw new Error(`${name}: no key in it`);
+  if (keys.length === 0) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${name}: no key in it`);
   return keys;
 }

@@ -221,7 +221,7 @@ export function serverPskResolver(
     } catch (e) {
       // Whoever was to wipe these keys did not take them: wipe them here, and fail this lookup (lib/callbacks.ts).
       lease.release();
-      throw new Error(`${source.description}: the onLease callback threw: ${thrownMessage(e)}`, { cause: e });
+      throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `${source.description}: the onLease callback threw: ${thrownMessage(e)}`, { cause: e });
     }
     if (used.length > 0) answerLeases.set(psks, lease);
     return psks;
@@ -340,7 +340,7 @@ export class StaticKeySource implements ClientKeySource, ServerKeySource {
     try {
       now = this.now!();
     } catch (err) {
-      throw new Error(`${this.description}: the now clock threw: ${thrownMessage(err)}`, { cause: err });
+      throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', `${this.description}: the now clock threw: ${thrownMessage(err)}`, { cause: err });
     }
     return e.key.expiresAt > now;
   }
