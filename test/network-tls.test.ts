@@ -249,7 +249,7 @@ t.test('command line: a bad topology file is a usage error naming the file and w
     ['nodes.json', '{"nodes": 3}', 'nodes must be an array'],
     ['km.json', `${two.slice(0, -2)}"far"}]}`, 'links[0].km must be a number'],
     ['efficiency.json', `${two},"detectorEfficiency":5}]}`, 'links[0].detectorEfficiency must be a number in (0, 1] (got 5)'],
-    ['capacity.json', `${two}}],"defaults":{"capacityBits":-1}}`, 'defaults.capacityBits must be a positive multiple of 8 (got -1)'],
+    ['capacity.json', `${two}}],"defaults":{"capacityBits":-1}}`, 'defaults.capacityBits must be a positive multiple of 8 up to 2147483648 (got -1)'],
   ] as const) {
     const file = join(dir, name);
     writeFileSync(file, text);

@@ -6,8 +6,8 @@
  */
 export { binaryEntropy, bb84Rates, DEFAULT_LINK_PHYSICS, linkPhysics, withInterceptResend, type LinkPhysics, type LinkRates } from './physics.js';
 export { simulateDetections, UniformSource, type DetectionModel, type DetectionSample } from './detection.js';
-export { DEFAULT_BLOCK_SECONDS, DEFAULT_CAPACITY_BITS, DEFAULT_QBER_THRESHOLD, DEFAULT_SAMPLES_PER_BLOCK, type LinkState } from './link.js';
-export { findLink, parseTopology, type Topology, type TopologyEavesdropper, type TopologyLink, type TopologyNode } from './topology.js';
+export { DEFAULT_BLOCK_SECONDS, DEFAULT_CAPACITY_BITS, DEFAULT_QBER_THRESHOLD, DEFAULT_SAMPLES_PER_BLOCK, MAX_CAPACITY_BITS, type LinkState } from './link.js';
+export { findLink, parseTopology, TOPOLOGY_LIMITS, type Topology, type TopologyEavesdropper, type TopologyLink, type TopologyNode } from './topology.js';
 export {
   QkdNetwork,
   type LinkBlocker,

@@ -27,7 +27,9 @@ import { bb84Rates, type LinkPhysics, type LinkRates } from './physics.js';
  * key is noise), or undefined; the topology file's parser says the same.
  */
 export function linkParameterProblem(name: 'capacityBits' | 'qberThreshold', v: number): string | undefined {
-  if (name === 'capacityBits') return Number.isSafeInteger(v) && v >= 8 && v % 8 === 0 ? undefined : `must be a positive multiple of 8 (got ${v})`;
+  if (name === 'capacityBits') {
+    return Number.isSafeInteger(v) && v >= 8 && v % 8 === 0 && v <= MAX_CAPACITY_BITS ? undefined : `must be a positive multiple of 8 up to ${MAX_CAPACITY_BITS} (got ${v})`;
+  }
   return v > 0 && v < 0.5 ? undefined : `must be a number in (0, 0.5) (got ${v})`;
 }
 
@@ -50,6 +52,12 @@ export interface LinkOptions {
 }
 
 export const DEFAULT_CAPACITY_BITS = 1_000_000;
+/**
+ * The most key a link's pool may hold, and all pools together (2^31 bits, 256 MiB): the pools are allocated when
+ * the network starts, so a topology file asking for more (capacityBits 8e12, or many thousand links) failed with
+ * "Invalid typed array length", naming neither the file nor the link, or ran the simulator out of memory.
+ */
+export const MAX_CAPACITY_BITS = 2 ** 31;
 export const DEFAULT_QBER_THRESHOLD = 0.11;
 export const DEFAULT_BLOCK_SECONDS = 0.2;
 export const DEFAULT_SAMPLES_PER_BLOCK = 4000;

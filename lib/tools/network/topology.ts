@@ -16,9 +16,14 @@
  *                  seconds after start, default 0), until_s (default: forever)
  * defaults:        optional link parameters applied to every link (a link's own values win)
  *
+ * Bounds ({@link TOPOLOGY_LIMITS}): at most 1000 nodes, 1000 links and 1000 eavesdroppers, and 2^31 bits (256 MiB)
+ * of link pools in all. Every request brings every link up to date (up to 25 blocks of 4000 simulated detections
+ * each) and the pools are allocated at start, so a larger file made each request take seconds or ran the simulator
+ * out of memory.
+ *
  * Runtime-neutral: parses an already-read JSON value.
  */
-import { linkParameterProblem } from './link.js';
+import { DEFAULT_CAPACITY_BITS, linkParameterProblem, MAX_CAPACITY_BITS } from './link.js';
 import { type LinkPhysics, physicsParameterProblem } from './physics.js';
 
 export type LinkParameters = Partial<Omit<LinkPhysics, 'km'>> & { capacityBits?: number; qberThreshold?: number };
@@ -50,6 +55,9 @@ export interface Topology {
   defaults: LinkParameters;
 }
 
+/** The most nodes, links and eavesdroppers a topology may list (see the file comment). */
+export const TOPOLOGY_LIMITS = Object.freeze({ nodes: 1000, links: 1000, eavesdroppers: 1000 });
+
 const NODE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const PARAMETER_NAMES = [
   'attenuationDbPerKm',
@@ -68,7 +76,7 @@ const PARAMETER_NAMES = [
 export function parseTopology(json: unknown): Topology {
   const top = object(json, 'the topology');
   allowOnly(top, ['nodes', 'links', 'eavesdroppers', 'defaults'], 'the topology');
-  const nodes = array(top.nodes, 'nodes').map((n, i): TopologyNode => {
+  const nodes = bounded(array(top.nodes, 'nodes'), 'nodes').map((n, i): TopologyNode => {
     const o = object(n, `nodes[${i}]`);
     allowOnly(o, ['name', 'saes', 'x', 'y'], `nodes[${i}]`);
     const name = string(o.name, `nodes[${i}].name`);
@@ -94,7 +102,7 @@ export function parseTopology(json: unknown): Topology {
     }
   }
   const defaults = top.defaults === undefined ? {} : parameters(object(top.defaults, 'defaults'), 'defaults', []);
-  const links = (top.links === undefined ? [] : array(top.links, 'links')).map((l, i): TopologyLink => {
+  const links = bounded(top.links === undefined ? [] : array(top.links, 'links'), 'links').map((l, i): TopologyLink => {
     const o = object(l, `links[${i}]`);
     const a = string(o.a, `links[${i}].a`);
     const b = string(o.b, `links[${i}].b`);
@@ -104,6 +112,14 @@ export function parseTopology(json: unknown): Topology {
     const kmProblem = physicsParameterProblem('km', km);
     if (kmProblem) throw new Error(`links[${i}].km ${kmProblem}`);
     return { a, b, km, ...parameters(o, `links[${i}]`, ['a', 'b', 'km']) };
+  });
+  // The pools are allocated when the network starts: their sum is bounded as each one is.
+  let poolBits = 0;
+  links.forEach((l, i) => {
+    poolBits += l.capacityBits ?? defaults.capacityBits ?? DEFAULT_CAPACITY_BITS;
+    if (poolBits > MAX_CAPACITY_BITS) {
+      throw new Error(`links[${i}]: the key pools of links[0..${i}] hold ${poolBits} bits (capacityBits), more than the ${MAX_CAPACITY_BITS} bits (256 MiB) of all links together`);
+    }
   });
   const pairs = new Set<string>();
   const linkNames = new Map<string, TopologyLink>();
@@ -119,7 +135,7 @@ export function parseTopology(json: unknown): Topology {
       linkNames.set(name, l);
     }
   }
-  const eavesdroppers = (top.eavesdroppers === undefined ? [] : array(top.eavesdroppers, 'eavesdroppers')).map((e, i): TopologyEavesdropper => {
+  const eavesdroppers = bounded(top.eavesdroppers === undefined ? [] : array(top.eavesdroppers, 'eavesdroppers'), 'eavesdroppers').map((e, i): TopologyEavesdropper => {
     const o = object(e, `eavesdroppers[${i}]`);
     allowOnly(o, ['link', 'fraction', 'from_s', 'until_s'], `eavesdroppers[${i}]`);
     const link = string(o.link, `eavesdroppers[${i}].link`);
@@ -157,6 +173,12 @@ function parameters(o: Record<string, unknown>, where: string, others: string[])
 function parameterProblem(name: (typeof PARAMETER_NAMES)[number], v: number): string | undefined {
   if (name === 'capacityBits' || name === 'qberThreshold') return linkParameterProblem(name, v);
   return physicsParameterProblem(name, v);
+}
+
+function bounded(list: unknown[], name: keyof typeof TOPOLOGY_LIMITS): unknown[] {
+  const limit = TOPOLOGY_LIMITS[name];
+  if (list.length > limit) throw new Error(`${name} lists ${list.length} entries, more than the ${limit} this simulator takes`);
+  return list;
 }
 
 function allowOnly(o: Record<string, unknown>, allowed: readonly string[], where: string): void {

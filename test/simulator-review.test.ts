@@ -1,0 +1,58 @@
+/**
+ * Review of the KME simulator and the QKD network simulator as hostile peers and as physics: what a topology file
+ * may ask of the simulator's memory and time, and the figures the physics must give.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
+import { runQkdTls } from './helpers/peers.js';
+import { seededBytes } from './helpers/seeded-bytes.js';
+
+const chain = (n: number) => ({
+  nodes: Array.from({ length: n }, (_, i) => ({ name: `n${i}` })),
+  links: Array.from({ length: n - 1 }, (_, i) => ({ a: `n${i}`, b: `n${i + 1}`, km: 1 })),
+});
+
+t.test('a topology is bounded: nodes, links, eavesdroppers and the memory of the link pools', async (t) => {
+  // At the limits it is taken (1000 nodes, 999 links of the default 10^6-bit pool: 999e6 bits, under 2^31).
+  const big = chain(TOPOLOGY_LIMITS.nodes);
+  t.equal(parseTopology(big).links.length, 999);
+  t.throws(() => parseTopology(chain(TOPOLOGY_LIMITS.nodes + 1)), { message: /^nodes lists 1001 entries, more than the 1000 this simulator takes$/ });
+  const ring = chain(TOPOLOGY_LIMITS.nodes);
+  ring.links.push({ a: 'n999', b: 'n0', km: 1 }, { a: 'n0', b: 'n2', km: 1 });
+  t.throws(() => parseTopology(ring), { message: /^links lists 1001 entries, more than the 1000/ });
+  const watched = { ...chain(2), eavesdroppers: Array.from({ length: 1001 }, () => ({ link: 'n0-n1', fraction: 0.001 })) };
+  t.throws(() => parseTopology(watched), { message: /^eavesdroppers lists 1001 entries/ });
+
+  // One pool of 10^12 bytes: the network failed to start with "Invalid typed array length".
+  const huge = { ...chain(2), links: [{ a: 'n0', b: 'n1', km: 1, capacityBits: 8e12 }] };
+  t.throws(() => parseTopology(huge), { message: `links[0].capacityBits must be a positive multiple of 8 up to ${MAX_CAPACITY_BITS} (got 8000000000000)` });
+  t.throws(() => parseTopology({ ...chain(2), defaults: { capacityBits: 8e12 } }), { message: /^defaults\.capacityBits must be/ });
+  // Pools that are each allowed but too many together (3 × 2^30 bits = 384 MiB).
+  const many = { ...chain(4), defaults: { capacityBits: 2 ** 30 } };
+  t.throws(() => parseTopology(many), { message: `links[2]: the key pools of links[0..2] hold ${3 * 2 ** 30} bits (capacityBits), more than the ${2 ** 31} bits (256 MiB) of all links together` });
+  t.equal(parseTopology({ ...chain(3), defaults: { capacityBits: 2 ** 30 } }).links.length, 2, 'two pools of 2^30 bits: exactly the bound');
+  // The network of the largest file still starts and relays (its pools take 999 × 125 kB).
+  big.nodes[0] = { name: 'n0', saes: ['a'] } as (typeof big.nodes)[0];
+  big.nodes[999] = { name: 'n999', saes: ['b'] } as (typeof big.nodes)[0];
+  let now = 0;
+  const net = new QkdNetwork({ topology: parseTopology(big), now: () => now, randomBytes: seededBytes(3), samplesPerBlock: 1000 });
+  t.teardown(() => net.destroy());
+  now = 400;
+  const r = net.relay('a', 'b', 1, 256);
+  t.ok(r.ok, 'a key relayed over 999 hops');
+  if (r.ok) t.equal(r.path.length, 1000);
+});
+
+t.test('command line: a topology asking for more memory than the bound is a usage error naming the file and the field', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'qkd-topology-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'pool.json');
+  writeFileSync(file, JSON.stringify({ ...chain(2), links: [{ a: 'n0', b: 'n1', km: 1, capacityBits: 8e12 }] }));
+  const r = await runQkdTls(['kme', '--topology', file, '--insecure-http', '--listen', '127.0.0.1:0'], { ms: 30_000 });
+  t.equal(r.code, 2, 'exit code 2 (it was 1: "Invalid typed array length")');
+  t.equal(r.stderr, `qkd-tls kme: topology file ${file}: links[0].capacityBits must be a positive multiple of 8 up to ${MAX_CAPACITY_BITS} (got 8000000000000)\n`);
+  t.equal(r.stdout, '', 'nothing started');
+});
