@@ -56,3 +56,33 @@ t.test('command line: a topology asking for more memory than the bound is a usag
   t.equal(r.stderr, `qkd-tls kme: topology file ${file}: links[0].capacityBits must be a positive multiple of 8 up to ${MAX_CAPACITY_BITS} (got 8000000000000)\n`);
   t.equal(r.stdout, '', 'nothing started');
 });
+
+t.test('eavesdroppers at the bounds: each counts on its own link, named either way, and a block stays cheap', async (t) => {
+  // 999 links and 1000 eavesdroppers. Each block looked every eavesdropper up among all links for every link
+  // (findLink: 10^9 name comparisons, about 50 s a block, so the server stopped answering); now each is named
+  // by its link's own name once, when the network starts.
+  const top = {
+    ...chain(TOPOLOGY_LIMITS.nodes),
+    eavesdroppers: [
+      { link: 'n1-n0', fraction: 0.5 },
+      ...Array.from({ length: 999 }, (_, i) => ({ link: i % 2 ? `n${i}-n${i + 1}` : `n${i + 1}-n${i}`, fraction: 0.001, from_s: 0.2 })),
+    ],
+  };
+  let now = 0;
+  const net = new QkdNetwork({ topology: parseTopology(top), now: () => now, randomBytes: seededBytes(5), samplesPerBlock: 10 });
+  t.teardown(() => net.destroy());
+  now = 200; // the first block, [0, 0.2) s: only the first eavesdropper is there
+  let links = net.snapshot().links;
+  t.equal(links[0].eavesdropping, 0.5, 'n0-n1, named "n1-n0"');
+  t.equal(links.filter((l) => l.eavesdropping === 0).length, 998, 'no other link is attacked yet');
+  now = 400; // the second block: all of them
+  links = net.snapshot().links;
+  t.ok(Math.abs(links[0].eavesdropping - 0.501) < 1e-12, 'n0-n1: both of its eavesdroppers');
+  t.equal(links[1].eavesdropping, 0.001, 'n1-n2, named "n1-n2"');
+  t.equal(links[2].eavesdropping, 0.001, 'n2-n3, named "n3-n2"');
+  t.equal(links.filter((l) => l.eavesdropping === 0.001).length, 998);
+  net.removeEavesdroppers('n1-n0');
+  now = 800;
+  t.equal(net.snapshot().links[0].eavesdropping, 0, 'removed by the name written the other way');
+  t.equal(net.snapshot().links[1].eavesdropping, 0.001, 'the others stay');
+});

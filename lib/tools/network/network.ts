@@ -164,7 +164,6 @@ export class QkdNetwork {
     const t = options.topology;
     this.nodes = t.nodes.map((n) => ({ ...n, saes: [...n.saes] }));
     for (const n of t.nodes) for (const s of n.saes) this.saeNode.set(s, n.name);
-    this.eavesdroppers = t.eavesdroppers.map((e) => ({ ...e }));
     this.startMs = options.now();
     const uniform = new UniformSource(options.randomBytes);
     const blockSeconds = options.blockSeconds ?? DEFAULT_BLOCK_SECONDS * scale;
@@ -187,6 +186,9 @@ export class QkdNetwork {
         0,
       );
     });
+    // Each named by its link's own name ("B-A" becomes "A-B"), so that attackOn compares names: looking each one
+    // up among the links (findLink) for every link and every block took 50 s a block with 1000 links and 1000 eavesdroppers.
+    this.eavesdroppers = t.eavesdroppers.map((e) => ({ ...e, link: this.link(e.link).name }));
   }
 
   /** Simulated seconds since the network started. */
@@ -229,7 +231,7 @@ export class QkdNetwork {
     this.advance();
     const now = this.timeS;
     for (const e of this.eavesdroppers) {
-      if (findLink([link], e.link) && (e.until_s === undefined || e.until_s > now)) e.until_s = now;
+      if (e.link === link.name && (e.until_s === undefined || e.until_s > now)) e.until_s = now;
     }
   }
 
@@ -371,7 +373,7 @@ export class QkdNetwork {
   private attackOn(linkName: string, tS: number): number {
     let p = 0;
     for (const e of this.eavesdroppers) {
-      if (e.from_s <= tS && (e.until_s === undefined || tS < e.until_s) && findLink(this.links, e.link)?.name === linkName) p += e.fraction;
+      if (e.link === linkName && e.from_s <= tS && (e.until_s === undefined || tS < e.until_s)) p += e.fraction;
     }
     return Math.min(1, p);
   }
