@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
+import { handleNetworkKmeRequest, MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
 import { runQkdTls } from './helpers/peers.js';
 import { seededBytes } from './helpers/seeded-bytes.js';
 
@@ -85,4 +85,39 @@ t.test('eavesdroppers at the bounds: each counts on its own link, named either w
   now = 800;
   t.equal(net.snapshot().links[0].eavesdropping, 0, 'removed by the name written the other way');
   t.equal(net.snapshot().links[1].eavesdropping, 0.001, 'the others stay');
+});
+
+t.test('dec_keys for a key addressed to another SAE is 401, and the key stays for its slave (ETSI GS QKD 014 clause 5.4)', async (t) => {
+  // Clause 5.4 (Get key with key IDs): the KME rejects the request with 401 when the calling SAE is not the slave SAE
+  // named in the Get key call that returned those key IDs. It was 400 "key not found", as for a key that never was.
+  const topology = parseTopology({
+    nodes: [{ name: 'A', saes: ['alice'] }, { name: 'B', saes: ['bob', 'carol'] }],
+    links: [{ a: 'A', b: 'B', km: 10 }],
+  });
+  let now = 0;
+  const net = new QkdNetwork({ topology, now: () => now, randomBytes: seededBytes(11) });
+  t.teardown(() => net.destroy());
+  now = 1000;
+  const ask = (node: string, caller: string, path: string, body = '') =>
+    handleNetworkKmeRequest(net, node, { method: 'POST', path, query: new URLSearchParams(), body, callerSaeId: caller });
+  const enc = ask('A', 'alice', '/api/v1/keys/bob/enc_keys', '{"number":2}');
+  if (!('keys' in enc)) throw new Error(JSON.stringify(enc));
+  const [k0, k1] = enc.keys.map((k) => k.keyId);
+  const ids = (...list: string[]) => JSON.stringify({ key_IDs: list.map((key_ID) => ({ key_ID })) });
+
+  const carol = ask('B', 'carol', '/api/v1/keys/alice/dec_keys', ids(k0));
+  t.equal(carol.status, 401, "carol, at bob's node, asks for bob's key");
+  t.match(carol, { json: { message: "key_ID not addressed to SAE 'carol' by SAE 'alice'", details: [{ key_ID: k0 }] } });
+  // Asked together with an ID that does not exist, it is still 401 (the caller may not fetch the key it named).
+  t.equal(ask('B', 'carol', '/api/v1/keys/alice/dec_keys', ids(k0, '00000000-0000-4000-8000-000000000000')).status, 401);
+  // The master itself, at its own node, asking for the key it was given: not addressed to it either.
+  t.equal(ask('A', 'alice', '/api/v1/keys/bob/dec_keys', ids(k1)).status, 401, 'alice asks dec_keys for her own key');
+  // A key that never was stays 400.
+  t.equal(ask('B', 'bob', '/api/v1/keys/alice/dec_keys', ids('00000000-0000-4000-8000-000000000000')).status, 400);
+  // Nothing was consumed: bob gets both keys, once.
+  const bob = ask('B', 'bob', '/api/v1/keys/alice/dec_keys', ids(k0, k1));
+  t.equal(bob.status, 200);
+  t.equal('keys' in bob ? bob.keys.length : 0, 2);
+  const again = ask('B', 'bob', '/api/v1/keys/alice/dec_keys', ids(k0));
+  t.equal(again.status, 400, 'delivered once: a second fetch is 400 "key not found"');
 });

@@ -9,7 +9,8 @@
  * (and may call `status` with it, to learn key sizes). Any other combination is 401.
  *
  * Checks, in order: path (404), method (405), caller (401), path SAE ID (400 blank or same as caller,
- * 401 unknown), request fields (400), keys (400 unknown key_ID, 503 not enough key material).
+ * 401 unknown), request fields (400), keys (400 unknown key_ID, 401 a key_ID addressed to another SAE pair, 503 not
+ * enough key material).
  *
  * Runtime-neutral: no `node:` imports.
  */
@@ -88,7 +89,7 @@ export function handleKmeRequest(kme: KmeEndpoint, link: KmeKeyStore, req: KmeRe
       }
       case 'dec_keys': {
         const ids = req.method === 'GET' ? keyIdsFromQuery(req.query) : keyIdsFromBody(req.body);
-        return { status: 200, op, keys: redeem(kme.limits, link, ids) };
+        return { status: 200, op, keys: redeem(kme, link, ids) };
       }
     }
   } catch (e) {
@@ -251,7 +252,8 @@ function issue(link: KmeKeyStore, number: number, size: number): IssuedKey[] {
   throw new KmeReject(503, `too many keys wait for the slave SAE's dec_keys (${r.pending} of at most ${r.limit})`);
 }
 
-function redeem(limits: KmeLimits, link: KmeKeyStore, ids: string[]): IssuedKey[] {
+function redeem(kme: KmeEndpoint, link: KmeKeyStore, ids: string[]): IssuedKey[] {
+  const { limits, masterSaeId, slaveSaeId } = kme;
   if (ids.length === 0) throw new KmeReject(400, 'key_IDs is empty');
   if (ids.length > limits.maxKeysPerRequest) {
     throw new KmeReject(400, `too many key_IDs: ${ids.length}, max_key_per_request is ${limits.maxKeysPerRequest}`);
@@ -263,6 +265,11 @@ function redeem(limits: KmeLimits, link: KmeKeyStore, ids: string[]): IssuedKey[
   if (new Set(ids.map((id) => id.toLowerCase())).size !== ids.length) throw new KmeReject(400, 'key_IDs contains duplicates');
   const r = link.redeem(ids);
   if (r.ok) return r.keys;
+  // ETSI GS QKD 014, Get key with key IDs (clause 5.4): 401 when the caller is not the slave SAE that the master's
+  // Get key named for these key IDs. Only that: who the key is for is not told.
+  if (r.notAddressedKeyIds?.length) {
+    throw new KmeReject(401, `key_ID not addressed to SAE '${clip(slaveSaeId, 64)}' by SAE '${clip(masterSaeId, 64)}'`, r.notAddressedKeyIds.slice(0, 8).map((id) => ({ key_ID: id })));
+  }
   throw new KmeReject(400, 'key not found: never issued, already delivered, or expired', r.unknownKeyIds.map((id) => ({ key_ID: id })));
 }
 

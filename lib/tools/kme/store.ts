@@ -50,7 +50,11 @@ export type IssueResult =
   | { ok: false; reason: 'insufficient_key_material'; neededBits: number; availableBits: number }
   | { ok: false; reason: 'too_many_pending_keys'; pending: number; limit: number };
 
-export type RedeemResult = { ok: true; keys: IssuedKey[] } | { ok: false; unknownKeyIds: string[] };
+/**
+ * A refused `dec_keys`: IDs of no waiting key, and (a network's relay, where a node serves several SAEs) IDs of keys
+ * that wait for another slave SAE or come from another master SAE, which the handler answers with 401.
+ */
+export type RedeemResult = { ok: true; keys: IssuedKey[] } | { ok: false; unknownKeyIds: string[]; notAddressedKeyIds?: string[] };
 
 export class QkdLink {
   readonly config: Readonly<QkdLinkConfig>;

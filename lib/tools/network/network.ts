@@ -78,7 +78,8 @@ export type RelayResult =
   | { ok: false; reason: 'no_route'; message: string; neededBits: number; blockers: LinkBlocker[] }
   | { ok: false; reason: 'too_many_pending_keys'; message: string; pending: number; limit: number };
 
-export type RedeemResult = { ok: true; keys: RelayedKey[] } | { ok: false; unknownKeyIds: string[] };
+/** A refused redeem: IDs of no waiting key, and IDs of keys relayed for another SAE pair (`notAddressedKeyIds`). */
+export type RedeemResult = { ok: true; keys: RelayedKey[] } | { ok: false; unknownKeyIds: string[]; notAddressedKeyIds: string[] };
 
 /** Why a link cannot carry a relay now. */
 export interface LinkBlocker {
@@ -301,11 +302,12 @@ export class QkdNetwork {
   redeem(masterSaeId: string, slaveSaeId: string, keyIds: readonly string[]): RedeemResult {
     this.advance();
     const ids = keyIds.map((id) => id.toLowerCase());
-    const unknownKeyIds = keyIds.filter((_, i) => {
+    const unknownKeyIds = keyIds.filter((_, i) => !this.pending.has(ids[i]));
+    const notAddressedKeyIds = keyIds.filter((_, i) => {
       const p = this.pending.get(ids[i]);
-      return !p || p.masterSaeId !== masterSaeId || p.slaveSaeId !== slaveSaeId;
+      return p !== undefined && (p.masterSaeId !== masterSaeId || p.slaveSaeId !== slaveSaeId);
     });
-    if (unknownKeyIds.length > 0) return { ok: false, unknownKeyIds };
+    if (unknownKeyIds.length > 0 || notAddressedKeyIds.length > 0) return { ok: false, unknownKeyIds, notAddressedKeyIds };
     const keys = ids.map((id) => {
       const p = this.pending.get(id)!;
       this.pending.delete(id);
