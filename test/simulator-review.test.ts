@@ -121,3 +121,23 @@ t.test('dec_keys for a key addressed to another SAE is 401, and the key stays fo
   const again = ask('B', 'bob', '/api/v1/keys/alice/dec_keys', ids(k0));
   t.equal(again.status, 400, 'delivered once: a second fetch is 400 "key not found"');
 });
+
+t.test('an SAE ID with a character XML cannot hold is refused where it is written, not drawn into /network.svg', async (t) => {
+  // XML 1.0 §2.2 (Char) excludes the C0 controls but tab, CR and LF, and U+FFFE/U+FFFF, and a lone surrogate cannot
+  // be encoded at all: such an SAE ID, escaped or not, made the picture a document no browser shows. Tab and the C1
+  // controls are refused too: an SAE ID is a name, sent in a header and written in logs.
+  const topo = (sae: string) => ({ nodes: [{ name: 'A', saes: ['fine'] }, { name: 'B', saes: ['also-fine', sae] }] });
+  for (const [sae, code, index] of [
+    ['bell\u0007', '0007', 4],
+    ['\u0000', '0000', 0],
+    ['tab\there', '0009', 3],
+    ['c1\u0085', '0085', 2],
+    ['half\ud800', 'D800', 4],
+    ['\udc00x', 'DC00', 0],
+    ['nonchar\uffff', 'FFFF', 7],
+  ] as const) {
+    t.throws(() => parseTopology(topo(sae)), { message: `nodes[1].saes[1] has the character U+${code} at index ${index}: an SAE ID has no control characters` }, JSON.stringify(sae));
+  }
+  // What XML holds stays allowed: markup characters (escaped in the picture), non-ASCII, astral characters.
+  t.same(parseTopology(topo('odd<sae>&"\u00e9\u{1f511}')).nodes[1].saes, ['also-fine', 'odd<sae>&"\u00e9\u{1f511}']);
+});

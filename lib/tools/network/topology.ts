@@ -83,7 +83,7 @@ export function parseTopology(json: unknown): Topology {
     if (!NODE_NAME_RE.test(name) || name === 'network' || name === 'network.svg') {
       throw new Error(`nodes[${i}].name '${name}' must be 1-64 letters, digits, '.', '_' or '-' (and not 'network')`);
     }
-    const saes = o.saes === undefined ? [] : array(o.saes, `nodes[${i}].saes`).map((s, j) => string(s, `nodes[${i}].saes[${j}]`));
+    const saes = o.saes === undefined ? [] : array(o.saes, `nodes[${i}].saes`).map((s, j) => saeId(s, `nodes[${i}].saes[${j}]`));
     const node: TopologyNode = { name, saes };
     if (o.x !== undefined) node.x = finite(o.x, `nodes[${i}].x`);
     if (o.y !== undefined) node.y = finite(o.y, `nodes[${i}].y`);
@@ -198,6 +198,20 @@ function array(v: unknown, where: string): unknown[] {
 function string(v: unknown, where: string): string {
   if (typeof v !== 'string' || v === '') throw new Error(`${where} must be a non-empty string`);
   return v;
+}
+
+/**
+ * Characters no SAE ID may hold: control characters, lone surrogates and U+FFFE/U+FFFF. XML 1.0 (§2.2, Char) has
+ * none of them, so one in an SAE ID made /network.svg a document no browser shows; nor can an HTTP header (X-SAE-ID)
+ * carry a control character.
+ */
+const SAE_ID_UNFIT_RE = /[\u0000-\u001f\u007f-\u009f\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function saeId(v: unknown, where: string): string {
+  const s = string(v, where);
+  const bad = SAE_ID_UNFIT_RE.exec(s);
+  if (bad) throw new Error(`${where} has the character U+${bad[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')} at index ${bad.index}: an SAE ID has no control characters`);
+  return s;
 }
 
 function finite(v: unknown, where: string): number {
