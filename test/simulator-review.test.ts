@@ -141,3 +141,21 @@ t.test('an SAE ID with a character XML cannot hold is refused where it is writte
   // What XML holds stays allowed: markup characters (escaped in the picture), non-ASCII, astral characters.
   t.same(parseTopology(topo('odd<sae>&"\u00e9\u{1f511}')).nodes[1].saes, ['also-fine', 'odd<sae>&"\u00e9\u{1f511}']);
 });
+
+t.test('a name given twice in a topology is told with both places', async (t) => {
+  t.throws(() => parseTopology({ nodes: [{ name: 'A' }, { name: 'B' }, { name: 'C' }, { name: 'B' }] }), {
+    message: "nodes[3].name: node 'B' is listed twice (nodes[1] and nodes[3])",
+  });
+  t.throws(() => parseTopology({ nodes: [{ name: 'A', saes: ['x'] }, { name: 'B' }, { name: 'C', saes: ['y', 'x'] }] }), {
+    message: "nodes[2].saes[1]: SAE 'x' is at two nodes (nodes[0] 'A' and nodes[2] 'C')",
+  });
+  t.throws(() => parseTopology({ nodes: [{ name: 'A', saes: ['x', 'x'] }] }), { message: "nodes[0].saes[1]: SAE 'x' is listed twice at node 'A'" });
+  t.throws(() => parseTopology({ nodes: [{ name: 'A', saes: [' '] }] }), { message: "nodes[0].saes[0]: node 'A' has a blank SAE ID" });
+  const three = [{ name: 'A' }, { name: 'B' }, { name: 'C' }];
+  t.throws(() => parseTopology({ nodes: three, links: [{ a: 'A', b: 'B', km: 1 }, { a: 'B', b: 'C', km: 1 }, { a: 'B', b: 'A', km: 2 }] }), {
+    message: "links[2]: two links join 'B' and 'A' (links[0] and links[2])",
+  });
+  t.throws(() => parseTopology({ nodes: [{ name: 'x-y' }, { name: 'z' }, { name: 'x' }, { name: 'y-z' }], links: [{ a: 'x-y', b: 'z', km: 1 }, { a: 'x', b: 'y-z', km: 1 }] }), {
+    message: `links[1]: links 'x-y'-'z' and 'x'-'y-z' are both named "x-y-z"; rename a node`,
+  });
+});

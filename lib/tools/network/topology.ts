@@ -23,6 +23,7 @@
  *
  * Runtime-neutral: parses an already-read JSON value.
  */
+import { clip } from '../../codec/text.js';
 import { DEFAULT_CAPACITY_BITS, linkParameterProblem, MAX_CAPACITY_BITS } from './link.js';
 import { type LinkPhysics, physicsParameterProblem } from './physics.js';
 
@@ -90,17 +91,22 @@ export function parseTopology(json: unknown): Topology {
     return node;
   });
   if (nodes.length === 0) throw new Error('nodes must not be empty');
-  const names = new Set<string>();
+  // Each duplicate is told with both places (a name alone left the user to search a long file for it).
+  const names = new Map<string, number>();
   const saeAt = new Map<string, string>();
-  for (const n of nodes) {
-    if (names.has(n.name)) throw new Error(`node '${n.name}' is listed twice`);
-    names.add(n.name);
-    for (const s of n.saes) {
-      if (s.trim() === '') throw new Error(`node '${n.name}' has a blank SAE ID`);
-      if (saeAt.has(s)) throw new Error(`SAE '${s}' is at two nodes ('${saeAt.get(s)}' and '${n.name}')`);
-      saeAt.set(s, n.name);
-    }
-  }
+  nodes.forEach((n, i) => {
+    const first = names.get(n.name);
+    if (first !== undefined) throw new Error(`nodes[${i}].name: node '${n.name}' is listed twice (nodes[${first}] and nodes[${i}])`);
+    names.set(n.name, i);
+    n.saes.forEach((s, j) => {
+      if (s.trim() === '') throw new Error(`nodes[${i}].saes[${j}]: node '${n.name}' has a blank SAE ID`);
+      const at = saeAt.get(s);
+      const here = `nodes[${i}] '${n.name}'`;
+      if (at === here) throw new Error(`nodes[${i}].saes[${j}]: SAE '${clip(s, 64)}' is listed twice at node '${n.name}'`);
+      if (at !== undefined) throw new Error(`nodes[${i}].saes[${j}]: SAE '${clip(s, 64)}' is at two nodes (${at} and ${here})`);
+      saeAt.set(s, here);
+    });
+  });
   const defaults = top.defaults === undefined ? {} : parameters(object(top.defaults, 'defaults'), 'defaults', []);
   const links = bounded(top.links === undefined ? [] : array(top.links, 'links'), 'links').map((l, i): TopologyLink => {
     const o = object(l, `links[${i}]`);
@@ -121,17 +127,18 @@ export function parseTopology(json: unknown): Topology {
       throw new Error(`links[${i}]: the key pools of links[0..${i}] hold ${poolBits} bits (capacityBits), more than the ${MAX_CAPACITY_BITS} bits (256 MiB) of all links together`);
     }
   });
-  const pairs = new Set<string>();
+  const pairs = new Map<string, number>();
   const linkNames = new Map<string, TopologyLink>();
-  for (const l of links) {
+  for (const [i, l] of links.entries()) {
     const key = [l.a, l.b].sort().join('\u0000');
-    if (pairs.has(key)) throw new Error(`two links join '${l.a}' and '${l.b}'`);
-    pairs.add(key);
+    const first = pairs.get(key);
+    if (first !== undefined) throw new Error(`links[${i}]: two links join '${l.a}' and '${l.b}' (links[${first}] and links[${i}])`);
+    pairs.set(key, i);
     // Links are named "a-b" (or "b-a") by eavesdroppers and the API; with '-' in node names two links could
     // share a name (x-y + z and x + y-z are both "x-y-z"), and the name would pick the wrong one.
     for (const name of [`${l.a}-${l.b}`, `${l.b}-${l.a}`]) {
       const other = linkNames.get(name);
-      if (other && other !== l) throw new Error(`links '${other.a}'-'${other.b}' and '${l.a}'-'${l.b}' are both named "${name}"; rename a node`);
+      if (other && other !== l) throw new Error(`links[${i}]: links '${other.a}'-'${other.b}' and '${l.a}'-'${l.b}' are both named "${name}"; rename a node`);
       linkNames.set(name, l);
     }
   }
