@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { handleNetworkKmeRequest, MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
+import { bb84Rates, DEFAULT_LINK_PHYSICS, handleNetworkKmeRequest, linkPhysics, MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
 import { runQkdTls } from './helpers/peers.js';
 import { seededBytes } from './helpers/seeded-bytes.js';
 
@@ -158,4 +158,36 @@ t.test('a name given twice in a topology is told with both places', async (t) =>
   t.throws(() => parseTopology({ nodes: [{ name: 'x-y' }, { name: 'z' }, { name: 'x' }, { name: 'y-z' }], links: [{ a: 'x-y', b: 'z', km: 1 }, { a: 'x', b: 'y-z', km: 1 }] }), {
     message: `links[1]: links 'x-y'-'z' and 'x'-'y-z' are both named "x-y-z"; rename a node`,
   });
+});
+
+t.test('physics: figures derived by hand from Ma, Qi, Zhao, Lo (2005) eqs. (1)-(9) with the GYS parameters', async (t) => {
+  const { misalignment: ed, darkCountProbability: y0, detectorEfficiency: etaBob, meanPhotonNumber: mu } = DEFAULT_LINK_PHYSICS;
+  // Short fibre: ημ = 0.045 × 0.48 = 0.0216 ≫ Y0 = 1.7e-6, so E_μ = (Y0/2 + e_d(1 − e^−ημ)) / (Y0 + 1 − e^−ημ)
+  // = (8.5e-7 + 0.033 × 0.021368) / 0.0213697 = 0.033037: the misalignment e_d.
+  const near = bb84Rates(linkPhysics(0));
+  t.ok(Math.abs(near.qber - 0.033037) < 5e-6, `0 km: QBER ${near.qber} ≈ e_d = ${ed}`);
+  t.ok(Math.abs(near.darkShare - 1.7e-6 / 0.0213697) < 1e-7, '0 km: dark counts are 8e-5 of the clicks');
+  // Long fibre: when ημ = Y0 half the clicks are dark counts (a coin toss) and E_μ → (1/2 + e_d)/2 = 0.2665.
+  // η = 10^(−0.02 L) × 0.045 and ημ = Y0 give L = 50 × log10(0.045 × 0.48 / 1.7e-6) = 205.2 km at 0.2 dB/km.
+  const even = 50 * Math.log10((etaBob * mu) / y0);
+  t.ok(Math.abs(even - 205.2) < 0.05, `ημ = Y0 at ${even.toFixed(2)} km`);
+  const far = bb84Rates(linkPhysics(even));
+  t.ok(Math.abs(far.darkShare - 0.5) < 1e-4, `${even.toFixed(1)} km: half the clicks are dark (${far.darkShare})`);
+  t.ok(Math.abs(far.qber - (0.5 + ed) / 2) < 1e-4, `${even.toFixed(1)} km: QBER ${far.qber} ≈ (1/2 + e_d)/2`);
+  t.equal(far.secretKeyRateBps, 0, 'no key there');
+  // The QBER rises with distance only through the dark counts: flat to 0.1 % up to 50 km, then up.
+  t.ok(bb84Rates(linkPhysics(50)).qber - near.qber < 1e-3, '50 km: still ≈ e_d');
+  t.ok(bb84Rates(linkPhysics(140)).qber > near.qber + 0.02, '140 km: dark counts add 2 % and more');
+  // Intercept-resend on every pulse: a wrong basis half the time, then a coin toss: 1/4 + E/2 = 0.25 + 0.0165 = 0.2665.
+  t.ok(Math.abs(bb84Rates(linkPhysics(0), 1).qber - (0.25 + near.qber / 2)) < 1e-12, '0 km, every pulse attacked: 26.7 %');
+  // Ma et al.: the optimal μ for GYS is about 0.48 at any distance. Scan μ from 0.30 to 0.70 in steps of 0.005.
+  for (const km of [20, 80]) {
+    let best = 0;
+    let bestMu = 0;
+    for (let m = 0.3; m <= 0.7; m += 0.005) {
+      const r = bb84Rates(linkPhysics(km, { meanPhotonNumber: m, attenuationDbPerKm: 0.21 })).secretKeyRatePerPulse;
+      if (r > best) [best, bestMu] = [r, m];
+    }
+    t.ok(Math.abs(bestMu - 0.48) <= 0.015, `${km} km: the rate peaks at μ = ${bestMu.toFixed(3)}`);
+  }
 });
