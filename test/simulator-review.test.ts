@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { bb84Rates, DEFAULT_LINK_PHYSICS, handleNetworkKmeRequest, linkPhysics, MAX_CAPACITY_BITS, parseTopology, QkdNetwork, TOPOLOGY_LIMITS } from '../lib/tools/network/node.js';
+import { MAX_KEY_BITS_PER_ANSWER, MAX_KEYS_PER_ANSWER, startKmeSimulator, type KmeSimulatorOptions } from '../lib/tools/kme/index.js';
 import { runQkdTls } from './helpers/peers.js';
 import { seededBytes } from './helpers/seeded-bytes.js';
 
@@ -190,4 +191,39 @@ t.test('physics: figures derived by hand from Ma, Qi, Zhao, Lo (2005) eqs. (1)-(
     }
     t.ok(Math.abs(bestMu - 0.48) <= 0.015, `${km} km: the rate peaks at μ = ${bestMu.toFixed(3)}`);
   }
+});
+
+t.test('the KME limits bound the key material of one answer, so that no request can end the simulator', async (t) => {
+  // With --max-key-size 2147483648 (and keys enough in store), `enc_keys?number=2&size=2147483648` made a JSON answer
+  // longer than a V8 string can be: "Invalid string length" was thrown out of the request handler and the simulator
+  // process exited. The limits that make such an answer possible are refused at start.
+  const refused = async (options: KmeSimulatorOptions, message: string) => {
+    let started: Awaited<ReturnType<typeof startKmeSimulator>> | undefined;
+    try {
+      started = await startKmeSimulator({ insecureHttp: true, ...options });
+    } catch (e) {
+      t.equal((e as Error).name, 'RangeError');
+      t.equal((e as Error).message, message);
+      return;
+    }
+    await started.close();
+    t.fail(`started with ${JSON.stringify(options)}`);
+  };
+  await refused({ maxKeySize: 2 ** 31 }, `kme simulator: maxKeysPerRequest × maxKeySize must be at most ${2 ** 27} bits, 16 MiB of keys in one answer (got 128 × ${2 ** 31})`);
+  await refused({ maxKeysPerRequest: 65_537, maxKeySize: 64, minKeySize: 64, keySize: 64 }, 'kme simulator: maxKeysPerRequest must be at most 65536 (got 65537)');
+  t.equal(MAX_KEYS_PER_ANSWER, 65_536);
+  t.equal(MAX_KEY_BITS_PER_ANSWER, 2 ** 27);
+  // At the bound it starts, and serves the largest answer it allows: 128 keys of 2^20 bits (16 MiB).
+  const kme = await startKmeSimulator({ insecureHttp: true, maxKeySize: 2 ** 20, initialKeyCount: 2 ** 19, maxKeyCount: 2 ** 19, rateBitsPerSecond: 0 });
+  t.teardown(() => kme.close());
+  const res = await fetch(`${kme.master.url}/api/v1/keys/server-sae/enc_keys?number=128&size=${2 ** 20}`, { headers: { 'x-sae-id': 'client-sae' } });
+  t.equal(res.status, 200);
+  const body = (await res.json()) as { keys: { key: string }[] };
+  t.equal(body.keys.length, 128);
+  t.equal(Buffer.from(body.keys[127].key, 'base64').length, 2 ** 17);
+  // The command line says it with its option names, as a usage error.
+  const cli = await runQkdTls(['kme', '--insecure-http', '--listen', '127.0.0.1:0', '--max-key-size', String(2 ** 31)], { ms: 30_000 });
+  t.equal(cli.code, 2, 'exit code 2');
+  t.match(cli.stderr, `--max-keys-per-request × --max-key-size must be at most ${2 ** 27} bits, 16 MiB of keys in one answer (got 128 × ${2 ** 31})`);
+  t.equal(cli.stdout, '', 'nothing started');
 });

@@ -39,7 +39,8 @@ options:
   --min-key-size BITS       smallest key size a request may ask for (default 64)
   --max-key-size BITS       largest key size a request may ask for (default 1024)
   --max-keys N              capacity of the key store, in keys of --key-size (default 100000)
-  --max-keys-per-request N  most keys in one request (default 128)
+  --max-keys-per-request N  most keys in one request (default 128; at most 65536, and N × --max-key-size
+                            at most 134217728 bits: 16 MiB of keys in one answer)
   --initial-keys N          keys already in the store at start (default 1000)
   --certs DIR               directory of the CA, KME and SAE certificates (default ./kme-certs)
   --insecure-http           plain HTTP instead of mutual TLS, loopback only; the caller names its SAE in

@@ -3,6 +3,8 @@
  * mutual TLS — for demos and tests, not a key manager: its "quantum" keys come from a random generator.
  */
 export {
+  MAX_KEY_BITS_PER_ANSWER,
+  MAX_KEYS_PER_ANSWER,
   startKmeSimulator,
   type KmeEndpointInfo,
   type KmeLogEvent,

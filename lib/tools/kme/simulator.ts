@@ -54,7 +54,7 @@ export interface KmeSimulatorOptions {
   maxKeySize?: number;
   /** Capacity of the key store in keys of `keySize` (default 100000). */
   maxKeyCount?: number;
-  /** Most keys one enc_keys/dec_keys request may carry (default 128). */
+  /** Most keys one enc_keys/dec_keys request may carry (default 128; at most 65536, and at most 2^27 bits with maxKeySize). */
   maxKeysPerRequest?: number;
   /** Secret-key rate of the simulated quantum channel, bits per second (default 100000; 0 = none). */
   rateBitsPerSecond?: number;
@@ -352,9 +352,25 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 
 
 
+/**
+ * The most keys, and key bits, one enc_keys/dec_keys answer may carry: 65536 keys, 2^27 bits (16 MiB). The answer is
+ * built as one JSON string, and V8 strings end at 2^29 characters: with --max-key-size 2147483648, `?number=2&size=
+ * 2147483648` threw "Invalid string length" out of the request handler and the whole simulator exited.
+ */
+export const MAX_KEYS_PER_ANSWER = 65_536;
+export const MAX_KEY_BITS_PER_ANSWER = 2 ** 27;
+
 function checkLimits(l: KmeLimits): KmeLimits {
   for (const [name, v] of Object.entries(l)) {
     if (!Number.isSafeInteger(v) || v < 1) throw new RangeError(`kme simulator: ${name} must be a positive integer (got ${v})`);
+  }
+  if (l.maxKeysPerRequest > MAX_KEYS_PER_ANSWER) {
+    throw new RangeError(`kme simulator: maxKeysPerRequest must be at most ${MAX_KEYS_PER_ANSWER} (got ${l.maxKeysPerRequest})`);
+  }
+  if (l.maxKeysPerRequest * l.maxKeySize > MAX_KEY_BITS_PER_ANSWER) {
+    throw new RangeError(
+      `kme simulator: maxKeysPerRequest × maxKeySize must be at most ${MAX_KEY_BITS_PER_ANSWER} bits, 16 MiB of keys in one answer (got ${l.maxKeysPerRequest} × ${l.maxKeySize})`,
+    );
   }
   for (const name of ['keySize', 'minKeySize', 'maxKeySize'] as const) {
     if (l[name] % 8 !== 0) throw new RangeError(`kme simulator: ${name} must be a multiple of 8 bits (got ${l[name]})`);
