@@ -24,6 +24,12 @@ t.test('a topology is bounded: nodes, links, eavesdroppers and the memory of the
   const ring = chain(TOPOLOGY_LIMITS.nodes);
   ring.links.push({ a: 'n999', b: 'n0', km: 1 }, { a: 'n0', b: 'n2', km: 1 });
   t.throws(() => parseTopology(ring), { message: /^links lists 1001 entries, more than the 1000/ });
+  // SAEs: 10000 in all (with mutual TLS each gets a certificate, about 7 ms, before the KMEs listen).
+  const saes = (from: number, n: number) => Array.from({ length: n }, (_, j) => `sae-${from + j}`);
+  const crowded = { nodes: [{ name: 'A', saes: saes(0, 6000) }, { name: 'B', saes: saes(6000, 4000) }] };
+  t.equal(parseTopology(crowded).nodes[1].saes.length, 4000, '10000 SAEs are taken');
+  crowded.nodes.push({ name: 'C', saes: saes(10_000, 1) });
+  t.throws(() => parseTopology(crowded), { message: 'nodes[2].saes: nodes[0..2] list 10001 SAEs, more than the 10000 this simulator takes' });
   const watched = { ...chain(2), eavesdroppers: Array.from({ length: 1001 }, () => ({ link: 'n0-n1', fraction: 0.001 })) };
   t.throws(() => parseTopology(watched), { message: /^eavesdroppers lists 1001 entries/ });
 

@@ -19,7 +19,8 @@
  * Bounds ({@link TOPOLOGY_LIMITS}): at most 1000 nodes, 1000 links and 1000 eavesdroppers, and 2^31 bits (256 MiB)
  * of link pools in all. Every request brings every link up to date (up to 25 blocks of 4000 simulated detections
  * each) and the pools are allocated at start, so a larger file made each request take seconds or ran the simulator
- * out of memory.
+ * out of memory. At most 10000 SAEs in all: with mutual TLS each gets a certificate before the KMEs listen (about
+ * 7 ms each: a file of a million SAE IDs kept the simulator from listening for two hours).
  *
  * Runtime-neutral: parses an already-read JSON value.
  */
@@ -57,7 +58,7 @@ export interface Topology {
 }
 
 /** The most nodes, links and eavesdroppers a topology may list (see the file comment). */
-export const TOPOLOGY_LIMITS = Object.freeze({ nodes: 1000, links: 1000, eavesdroppers: 1000 });
+export const TOPOLOGY_LIMITS = Object.freeze({ nodes: 1000, links: 1000, eavesdroppers: 1000, saes: 10_000 });
 
 const NODE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const PARAMETER_NAMES = [
@@ -94,7 +95,10 @@ export function parseTopology(json: unknown): Topology {
   // Each duplicate is told with both places (a name alone left the user to search a long file for it).
   const names = new Map<string, number>();
   const saeAt = new Map<string, string>();
+  let saeCount = 0;
   nodes.forEach((n, i) => {
+    saeCount += n.saes.length;
+    if (saeCount > TOPOLOGY_LIMITS.saes) throw new Error(`nodes[${i}].saes: nodes[0..${i}] list ${saeCount} SAEs, more than the ${TOPOLOGY_LIMITS.saes} this simulator takes`);
     const first = names.get(n.name);
     if (first !== undefined) throw new Error(`nodes[${i}].name: node '${n.name}' is listed twice (nodes[${first}] and nodes[${i}])`);
     names.set(n.name, i);
