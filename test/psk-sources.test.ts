@@ -395,13 +395,16 @@ t.test('Etsi014ClientSource: close cancels its enc_keys calls still in flight (o
 });
 
 /** A stand-in for the slave's Etsi014Client. */
-function stubSlave(keys: Map<string, Uint8Array>, behaviour: { fail?: Error } = {}) {
+function stubSlave(keys: Map<string, Uint8Array>, behaviour: { fail?: Error; notAddressed?: Set<string> } = {}) {
   const asked: string[] = [];
   const client = {
     baseUrl: new URL('http://127.0.0.1:2'),
     async decKeys(peer: string, ids: readonly string[]) {
       asked.push(`${peer}:${ids.join(',')}`);
       if (behaviour.fail) throw behaviour.fail;
+      if (behaviour.notAddressed?.has(ids[0])) {
+        throw new Etsi014Error('unauthorized', 'KME refused the dec_keys request (HTTP 401 Unauthorized): key_ID not addressed to this SAE', 'dec_keys', 401, { message: 'key_ID not addressed to this SAE' }, 1);
+      }
       const k = keys.get(ids[0]);
       if (!k) throw new Etsi014Error('bad_request', 'KME rejected the dec_keys request as invalid (HTTP 400 Bad Request): unknown key_ID', 'dec_keys', 400, { message: 'unknown key_ID' }, 1);
       keys.delete(ids[0]);
@@ -411,6 +414,22 @@ function stubSlave(keys: Map<string, Uint8Array>, behaviour: { fail?: Error } = 
   } as unknown as Etsi014Client;
   return { client, asked };
 }
+
+// ETSI GS QKD 014 clause 5.4: a KME answers dec_keys with 401 for a key ID that its master SAE's Get key named for
+// another slave SAE (the network simulator does since b7b06bb). That key is not this server's: the identity is
+// refused and the next one looked up, as for a key ID the KME does not know; it was a KME failure (handshake_failure),
+// so a client offering such a key first never got to its next one.
+t.test('Etsi014ServerSource: a key ID the KME says is addressed to another SAE (401) is refused, the next one tried', async (t) => {
+  const store = new Map([1, 2].map((n) => [UUID(n), new Uint8Array(32).fill(n)]));
+  const kme = stubSlave(store, { notAddressed: new Set([UUID(1)]) });
+  const events: Etsi014SourceEvent[] = [];
+  const src = new Etsi014ServerSource({ client: kme.client, peerSaeIds: ['client-sae'], onEvent: (e) => events.push(e) });
+  const id = (n: number) => encodeKeyIdIdentity({ keyId: UUID(n), saeId: 'client-sae' });
+  const got = await src.resolve([id(1), id(2)]);
+  t.same(labels(got), [undefined, UUID(2)], 'the second key ID is used');
+  t.match(events.find((e) => e.type === 'refused'), { reason: 'not-addressed', keyId: UUID(1), message: /401/ });
+  t.ok(src.hasUsed(UUID(1)), 'the refused key ID is remembered all the same');
+});
 
 t.test('Etsi014ServerSource: dec_keys once per key ID, replay cache, refusals, failures', async (t) => {
   const store = new Map([1, 2, 3, 4, 5].map((n) => [UUID(n), new Uint8Array(32).fill(n)]));

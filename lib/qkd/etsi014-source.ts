@@ -64,6 +64,11 @@ export type RefusalReason =
   | 'replayed'
   /** The KME does not know the key ID (never issued to this pair, expired, or already delivered). */
   | 'unknown-to-kme'
+  /**
+   * The KME answered 401 for the key ID (ETSI GS QKD 014 clause 5.4): its master SAE asked for it for another slave
+   * SAE, or the key came from another master; or the KME does not accept this SAE at all (its message says which).
+   */
+  | 'not-addressed'
   /** The identity names an SAE that this server does not accept keys from. */
   | 'unexpected-sae'
   /** The client offered more key IDs than the server looks up for one handshake. */
@@ -471,7 +476,8 @@ export class Etsi014ServerSource implements ServerKeySource {
 
   /**
    * Looks up the key IDs in the client's order and stops at the first key its KME delivers: one QKD key per
-   * handshake. A replayed or unknown key ID is skipped (and reported); a KME failure rejects.
+   * handshake. A replayed or unknown key ID, or one the KME refuses to this SAE (401), is skipped (and reported); a
+   * KME failure rejects.
    */
   async resolve(identities: readonly Uint8Array[]): Promise<(SourcedKey | undefined)[]> {
     if (this.closed) throw new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source is closed`);
@@ -505,6 +511,12 @@ export class Etsi014ServerSource implements ServerKeySource {
       } catch (e) {
         if (e instanceof Etsi014Error && e.reason === 'bad_request') {
           refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage !== undefined ? clip(e.kmeMessage) : e.message}`);
+          continue;
+        }
+        // Clause 5.4: 401 for a key ID addressed to another SAE pair. The key is not ours, as an unknown one is not: the
+        // client's next key ID is tried (a client's fault is no KME failure, which would end the handshake).
+        if (e instanceof Etsi014Error && e.reason === 'unauthorized') {
+          refuse('not-addressed', `the key manager refused key ID ${keyId} to this SAE (HTTP 401): ${e.kmeMessage !== undefined ? clip(e.kmeMessage) : e.message}`);
           continue;
         }
         const message = `key manager failed for key ID ${keyId}: ${thrownMessage(e)}`;
