@@ -416,7 +416,7 @@ function stubSlave(keys: Map<string, Uint8Array>, behaviour: { fail?: Error; not
 }
 
 // ETSI GS QKD 014 clause 5.4: a KME answers dec_keys with 401 for a key ID that its master SAE's Get key named for
-// another slave SAE (the network simulator does since b7b06bb). That key is not this server's: the identity is
+// another slave SAE (the network simulator does since 671288a). That key is not this server's: the identity is
 // refused and the next one looked up, as for a key ID the KME does not know; it was a KME failure (handshake_failure),
 // so a client offering such a key first never got to its next one.
 t.test('Etsi014ServerSource: a key ID the KME says is addressed to another SAE (401) is refused, the next one tried', async (t) => {
