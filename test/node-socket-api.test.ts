@@ -179,6 +179,44 @@ t.test("node:tls's servername and ALPNProtocols are a TypeError naming qkd-tls's
   t.throws(() => createServer(asNodeTls({ psks: [psk], ALPNProtocols: ['h2'] })), { name: 'TypeError', message: "createServer: node:tls's ALPNProtocols option is alpn in qkd-tls" });
 });
 
+t.test('an http.Agent with keepAlive over qkd-tls connect reuses the connection (it calls socket.unref and socket.ref)', async (t) => {
+  // http.Agent's keepSocketAlive calls socket.unref() on each socket it keeps and reuseSocket socket.ref(), as on a
+  // TLSSocket: without them the first answer threw "socket.unref is not a function" out of the agent.
+  const web = http.createServer((_req, res) => res.end('hello'));
+  const server = createServer({ psks: [psk] }, (s) => web.emit('connection', s));
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = server.address().port;
+  let opened = 0;
+  class QkdAgent extends http.Agent {
+    override createConnection(): QkdTlsSocket {
+      opened++;
+      return connect({ port, psks: [psk] });
+    }
+  }
+  const agent = new QkdAgent({ keepAlive: true });
+  t.teardown(() => {
+    agent.destroy();
+    server.destroyAll();
+    server.close();
+    web.close();
+  });
+  const get = (): Promise<{ body: string; reused: boolean }> =>
+    new Promise((resolve, reject) => {
+      const req = http.get({ host: '127.0.0.1', port, agent, path: '/' }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ body, reused: req.reusedSocket }));
+      });
+      req.on('error', reject);
+    });
+  t.same(await get(), { body: 'hello', reused: false }, 'the first request opens a connection');
+  // The agent frees the socket on the next tick after the answer ends.
+  await new Promise((r) => setImmediate(r));
+  t.same(await get(), { body: 'hello', reused: true }, 'the second reuses it');
+  t.equal(opened, 1, 'one TLS connection for both');
+});
+
 t.test('an http.Server over a QkdTlsServer closes an idle keep-alive connection after keepAliveTimeout (it calls socket.setTimeout)', async (t) => {
   // node:http sets the socket's idle timeout for keepAliveTimeout and headersTimeout only when the socket has a
   // setTimeout: without it, idle keep-alive connections stayed open for ever.

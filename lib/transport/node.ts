@@ -354,7 +354,7 @@ export function createServer(options: ServerTransportOptions, onSecureConnection
  * they throw goes to `onCallbackError`, lib/callbacks.ts), `keyUpdate` (direction), `timeout` (see setTimeout), `close`
  * (hadError, as net.Socket's).
  *
- * What a node:tls TLSSocket user calls is here with its semantics: setTimeout, setKeepAlive, setNoDelay, address(),
+ * What a node:tls TLSSocket user calls is here with its semantics: setTimeout, setKeepAlive, setNoDelay, ref/unref, address(),
  * remote/local address, port and family, bytesRead/bytesWritten (plaintext), encrypted, getProtocol(), getCipher(),
  * servername, alpnProtocol, exportKeyingMaterial. What belongs to certificates (getPeerCertificate, authorized, ...)
  * does not apply to external PSKs, and session resumption (getSession, 'session', isSessionReused) is not
@@ -511,6 +511,22 @@ export class QkdTlsSocket extends Duplex {
   /** net.Socket.setNoDelay on the TCP socket (nothing over another Duplex). */
   setNoDelay(noDelay?: boolean): this {
     (this.socket as Partial<net.Socket>).setNoDelay?.(noDelay);
+    return this;
+  }
+  /**
+   * net.Socket.ref on the TCP socket: it keeps the process alive again (the default); nothing over another Duplex,
+   * whose timers here never keep it alive. http.Agent calls it on a kept-alive socket it reuses.
+   */
+  ref(): this {
+    (this.socket as Partial<net.Socket>).ref?.();
+    return this;
+  }
+  /**
+   * net.Socket.unref on the TCP socket: it alone does not keep the process alive. http.Agent with `keepAlive` calls it
+   * on every socket it keeps for reuse (keepSocketAlive): without it, the first answer threw out of the agent.
+   */
+  unref(): this {
+    (this.socket as Partial<net.Socket>).unref?.();
     return this;
   }
   /** The underlying sans-IO connection (for diagnostics). */
