@@ -9,6 +9,7 @@ import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../lib/psk/key-id.js';
 import type { PskRequest } from '../lib/psk/types.js';
 import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { TRANSPORT_ERROR_CODES } from '../lib/errors.js';
 import { handshake, makePsk } from './helpers/pair.js';
 import { runQkdTls } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
@@ -50,6 +51,20 @@ function sources(dir: string): string[] {
     e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : [],
   );
 }
+
+t.test("the README's table of TransportError codes is TRANSPORT_ERROR_CODES, and each code is thrown somewhere in lib/", async (t) => {
+  // A user switches on these codes (lib/errors.ts): the table must list each one, and only those.
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const table = readme.slice(readme.indexOf('| `code` | what happened |'), readme.indexOf('Their messages stay as they were'));
+  t.ok(table.length > 0, "the README's table is found");
+  const listed = [...table.matchAll(/^\| `([A-Z_]+)` \|/gm)].map((m) => m[1]);
+  t.same(listed.slice().sort(), Object.keys(TRANSPORT_ERROR_CODES).sort(), 'the same codes');
+  const code = sources(join(ROOT, 'lib'))
+    .filter((f) => !f.endsWith(join('lib', 'errors.ts')))
+    .map((f) => readFileSync(f, 'utf8'))
+    .join('\n');
+  for (const c of Object.keys(TRANSPORT_ERROR_CODES)) t.ok(code.includes(`new TransportError('${c}'`), `${c} is thrown in lib/`);
+});
 
 t.test('every callback the library treats as an observer is named where the rule is told (lib/callbacks.ts, README)', async (t) => {
   // observer('name', ...) wraps a callback so that what it throws changes nothing; a user who reads the rule must
