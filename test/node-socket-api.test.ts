@@ -123,6 +123,10 @@ t.test('encrypted, getProtocol(), getCipher(), servername; the server emits keyl
   t.equal(accepted.getProtocol(), 'TLSv1.3');
   t.same(client.getCipher(), { name: client.handshake!.suite, standardName: client.handshake!.suite, version: 'TLSv1.3' });
   t.equal(accepted.servername, 'kme.example', 'the server sees the SNI the client sent');
+  // node:tls answers null once the socket is destroyed, the handshake done or not (as getProtocol's doc says here too).
+  accepted.destroy();
+  t.equal(accepted.getProtocol(), null, 'destroyed after the handshake: null, as node:tls');
+  t.equal(accepted.getCipher(), null, 'getCipher too');
 
   // keylog on the server: a new connection to a server with keyLog and a 'keylog' listener.
   const withLog = createServer({ psks: [psk], keyLog: () => {} });

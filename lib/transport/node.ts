@@ -436,15 +436,20 @@ export class QkdTlsSocket extends Duplex {
   }
   /** True, as node:tls's TLSSocket.encrypted. */
   readonly encrypted = true;
-  /** 'TLSv1.3' once the handshake completed, 'unknown' while it runs, null before the connection starts or once destroyed (node:tls getProtocol). */
+  /**
+   * 'TLSv1.3' once the handshake completed, 'unknown' while it runs, null before the connection starts or once
+   * destroyed (node:tls getProtocol, which answers null once its socket is destroyed, the handshake done or not).
+   */
   getProtocol(): string | null {
-    const info = this.conn?.handshake;
-    if (info) return info.version;
-    return !this.conn || this.destroyed ? null : 'unknown';
+    if (!this.conn || this.destroyed) return null;
+    return this.conn.handshake?.version ?? 'unknown';
   }
-  /** The cipher suite once secure, as node:tls getCipher() names a TLS 1.3 suite (IANA name, RFC 8446 §B.4); else null. */
+  /**
+   * The cipher suite once secure, as node:tls getCipher() names a TLS 1.3 suite (IANA name, RFC 8446 §B.4); null
+   * before that and once destroyed (as node:tls).
+   */
   getCipher(): { name: string; standardName: string; version: string } | null {
-    const info = this.conn?.handshake;
+    const info = this.destroyed ? undefined : this.conn?.handshake;
     return info ? { name: info.suite, standardName: info.suite, version: info.version } : null;
   }
   /** The server name (SNI) of the handshake, or false (node:tls): on a server the one the client sent, checked; on a client the one the server acknowledged. */
