@@ -45,8 +45,10 @@ t.test("setTimeout: 'timeout' on the TLS socket after idle time, the socket stay
   client.write('after the timeout');
   const [echo] = (await once(client, 'data')) as [Buffer];
   t.equal(echo.toString(), 'after the timeout');
+  t.equal(accepted.timeout, 30, 'timeout is the idle time set (net.Socket.timeout)');
   accepted.setTimeout(0);
   t.equal(accepted.socket instanceof net.Socket && (accepted.socket as net.Socket).timeout, 0, 'setTimeout(0) turned the idle timer off');
+  t.equal(accepted.timeout, 0, 'and timeout says 0');
   // The client side has it too.
   client.setTimeout(20);
   await once(client, 'timeout');
@@ -60,7 +62,9 @@ t.test('setTimeout over a Duplex that is not a net.Socket (a WebSocket stream): 
   t.teardown(() => void tls.destroy());
   tls.on('error', () => {});
   let calls = 0;
+  t.equal(tls.timeout, undefined, 'no timeout before setTimeout, as net.Socket');
   tls.setTimeout(20, () => calls++);
+  t.equal(tls.timeout, 20, 'timeout is the idle time set');
   // The idle timer does not keep the process alive (as net.Socket's): this test does, while it waits.
   const alive = setInterval(() => {}, 1000);
   await once(tls, 'timeout');

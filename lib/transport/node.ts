@@ -383,6 +383,8 @@ export class QkdTlsSocket extends Duplex {
   private plainRead = 0;
   /** The idle timer of setTimeout() over a Duplex that has none of its own (a WebSocket stream), re-armed by traffic. */
   private idleTimer: NodeJS.Timeout | undefined;
+  /** The idle time of that timer, as setTimeout() last set it. */
+  private idleMs: number | undefined;
 
   constructor(
     readonly socket: Duplex,
@@ -504,9 +506,18 @@ export class QkdTlsSocket extends Duplex {
       s.setTimeout(ms);
       return this;
     }
+    this.idleMs = ms;
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = ms > 0 && !this.destroyed ? setTimeout(() => this.emit('timeout'), ms).unref() : undefined;
     return this;
+  }
+  /**
+   * As net.Socket.timeout: the idle time set by {@link setTimeout} (0 once turned off), undefined if none was set.
+   * http.Agent reads it to carry a request's timeout over to a reused socket.
+   */
+  get timeout(): number | undefined {
+    const s = this.socket as Partial<net.Socket>;
+    return typeof s.setTimeout === 'function' ? s.timeout : this.idleMs;
   }
   /** net.Socket.setKeepAlive on the TCP socket (nothing over another Duplex). */
   setKeepAlive(enable?: boolean, initialDelay?: number): this {
