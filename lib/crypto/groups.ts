@@ -220,36 +220,12 @@ export function destroyedShare(group: GroupName): TypeError {
 }
 
 /**
- * A client's key share whose private value is in our own array (a scalar, an ffdhe exponent): `secret(priv, peer)`
- * completes the exchange, and destroy() wipes the private value.
- */
-export class PrivateValueClientShare implements ClientKeyShare {
-  private priv: Uint8Array | null;
-  constructor(
-    readonly group: GroupName,
-    readonly share: Uint8Array,
-    priv: Uint8Array,
-    private readonly secret: (priv: Uint8Array, peer: Uint8Array) => Uint8Array,
-  ) {
-    this.priv = priv;
-  }
-  complete(serverShare: Uint8Array): Uint8Array {
-    if (this.priv === null) throw destroyedShare(this.group);
-    return this.secret(this.priv, serverShare);
-  }
-  destroy(): void {
-    if (this.priv) wipe(this.priv);
-    this.priv = null;
-  }
-}
-
-/**
  * A client's key share whose private key lives where JavaScript cannot zero it (a node:crypto KeyObject, an
  * OpenSSL ECDH context): `secret(priv, peer)` completes the exchange, and destroy() drops the only reference
  * so that it is freed. The randomness it came from is the caller's to wipe.
  */
 export class OpaqueKeyClientShare<K> implements ClientKeyShare {
-  private priv: K | null;
+  protected priv: K | null;
   constructor(
     readonly group: GroupName,
     readonly share: Uint8Array,
@@ -264,6 +240,17 @@ export class OpaqueKeyClientShare<K> implements ClientKeyShare {
   }
   destroy(): void {
     this.priv = null;
+  }
+}
+
+/**
+ * A client's key share whose private value is in our own array (a scalar, an ffdhe exponent): as
+ * {@link OpaqueKeyClientShare}, and destroy() wipes the private value first.
+ */
+export class PrivateValueClientShare extends OpaqueKeyClientShare<Uint8Array> {
+  override destroy(): void {
+    if (this.priv) wipe(this.priv);
+    super.destroy();
   }
 }
 

@@ -26,6 +26,7 @@ import { TransportError } from '../errors.js';
  * (never quoting a key), after wiping the keys parsed before it.
  */
 export function parseKeyFile(text: string, name = 'key file', defaultHash: HashName = 'SHA-256'): SourcedKey[] {
+  const invalid = (message: string): TransportError => new TransportError('ERR_QKD_KEY_FILE_INVALID', message);
   const keys: SourcedKey[] = [];
   const seen = new Set<string>();
   const lines = text.split(/\r?\n/);
@@ -35,9 +36,9 @@ export function parseKeyFile(text: string, name = 'key file', defaultHash: HashN
       if (line === '' || line.startsWith('#')) return;
       const where = `${name}, line ${i + 1}`;
       const fields = line.split(/[ \t]+/);
-      if (fields.length < 2 || fields.length > 4) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: expected "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]"`);
+      if (fields.length < 2 || fields.length > 4) throw invalid(`${where}: expected "IDENTITY HEXKEY [SHA-256|SHA-384] [PRIORITY]"`);
       const [identity, hex, ...rest] = fields;
-      if (seen.has(identity)) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: identity '${identity}' appears twice`);
+      if (seen.has(identity)) throw invalid(`${where}: identity '${identity}' appears twice`);
       seen.add(identity);
       let hash: HashName | undefined;
       let priority: number | undefined;
@@ -45,28 +46,28 @@ export function parseKeyFile(text: string, name = 'key file', defaultHash: HashN
       for (const [i, f] of rest.entries()) {
         if (f === 'SHA-256' || f === 'SHA-384') {
           // Twice on one line is ambiguous (which was meant?): refused, not settled by taking the last.
-          if (hash !== undefined) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: fields 3 and 4 are both a hash (SHA-256, SHA-384); a line gives at most one`);
+          if (hash !== undefined) throw invalid(`${where}: fields 3 and 4 are both a hash (SHA-256, SHA-384); a line gives at most one`);
           hash = f;
         } else if (/^\d{1,9}$/.test(f)) {
-          if (priority !== undefined) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: fields 3 and 4 are both a priority; a line gives at most one`);
+          if (priority !== undefined) throw invalid(`${where}: fields 3 and 4 are both a priority; a line gives at most one`);
           priority = Number(f);
-        } else throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
+        } else throw invalid(`${where}: field ${i + 3} is neither a hash (SHA-256, SHA-384) nor a priority`);
       }
       let secret: Uint8Array;
       try {
         secret = fromHex(hex);
       } catch {
-        throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the key is not hex`);
+        throw invalid(`${where}: the key is not hex`);
       }
-      if (secret.length === 0) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the key is empty`);
+      if (secret.length === 0) throw invalid(`${where}: the key is empty`);
       const id = utf8(identity);
-      if (id.length > 0xffff) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${where}: the identity is longer than 65535 bytes`);
+      if (id.length > 0xffff) throw invalid(`${where}: the identity is longer than 65535 bytes`);
       keys.push({ identity: id, secret, hash: hash ?? defaultHash, priority: priority ?? 0, label: identity });
     });
   } catch (e) {
     for (const k of keys) wipe(k.secret);
     throw e;
   }
-  if (keys.length === 0) throw new TransportError('ERR_QKD_KEY_FILE_INVALID', `${name}: no key in it`);
+  if (keys.length === 0) throw invalid(`${name}: no key in it`);
   return keys;
 }
