@@ -78,6 +78,7 @@ t.test('rejected 0-RTT data is not resent automatically under a different negoti
   tt.equal(p.info('client')?.alpn, 'http/1.1', 'ALPN http/1.1 is selected');
   tt.equal(p.info('client')?.earlyData, 'rejected', '0-RTT was rejected');
   tt.equal(p.received('server').length, 0, 'the h2 preface written as 0-RTT is not replayed into an http/1.1 connection');
+  tt.equal(p.info('client')?.earlyDataResent, false, 'and the client is told it was not resent (HandshakeInfo.earlyDataResent)');
 });
 
 t.test('the skip budget for rejected 0-RTT counts record overhead against max_early_data_size', async (tt) => {
@@ -98,6 +99,8 @@ t.test('the skip budget for rejected 0-RTT counts record overhead against max_ea
     );
     tt.equal(p.error('server')?.message, undefined, 'trial decryption: the server skips all the rejected 0-RTT data');
     tt.equal(p.received('server').length, size, 'trial decryption: the data arrives once, resent');
+    tt.equal(p.info('client')?.earlyDataResent, true, 'trial decryption: the client is told it was resent');
+    tt.equal(p.info('server')?.earlyDataResent, undefined, 'a server has no earlyDataResent');
   }
   {
     // HelloRetryRequest: the server wants secp256r1, the client sent x25519.

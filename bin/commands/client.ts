@@ -72,11 +72,8 @@ export async function run(argv: string[]): Promise<number> {
       if (offered) keys.release?.(offered);
       offered = undefined;
     };
-    // --early-data is this command's own request: if the server rejects the 0-RTT data, it is sent again
-    // right after the handshake (RFC 8446 §4.2.10 leaves that choice to the application).
     const options = {
       ...connOptions,
-      resendRejectedEarlyData: true,
       ...(trace ? { trace: trace.newTracer(), keyLog: trace.keyLog(connOptions.keyLog) } : {}),
       host: target.host,
       port: target.port,
@@ -85,6 +82,10 @@ export async function run(argv: string[]): Promise<number> {
     const socket = connect(options, () => {
       release();
       report.handshake(socket.handshake!);
+      // --early-data is this command's own request: if the server rejected the 0-RTT data, it is sent again now,
+      // before stdin (RFC 8446 §4.2.10 leaves that choice to the application). Written here rather than with
+      // resendRejectedEarlyData, which resends only under the PSK's earlyDataAlpn: with --alpn the data was lost.
+      if (socket.handshake!.earlyData === 'rejected' && connOptions.earlyData) socket.write(connOptions.earlyData);
       if (values['key-update']) {
         socket.keyUpdate(true);
         report.event('key-update', { direction: 'write', requestPeer: true });

@@ -42,6 +42,12 @@ export interface HandshakeInfo {
    * 0-RTT was accepted before, RFC 8446 §8). Absent otherwise, and always on a client (a server does not say why).
    */
   readonly earlyDataRejection?: EarlyDataRejection;
+  /**
+   * On a client whose `earlyData` is 'rejected': whether its 0-RTT data was sent again as ordinary data after the
+   * handshake (`resendRejectedEarlyData` and the PSK's `earlyDataAlpn` agreed, RFC 8446 §4.2.10). When false, the
+   * data never reached the server: send it again yourself if it should. Absent otherwise, and always on a server.
+   */
+  readonly earlyDataResent?: boolean;
   /** The ALPN protocol agreed: one of this endpoint's own `alpn` list (a server's) or offered list (a client's). */
   readonly alpn?: string;
   /**

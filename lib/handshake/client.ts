@@ -815,18 +815,18 @@ class ExpectServerFinished implements HandshakeState {
     io.setWriteKeys(n.suite, cats);
     wipe(n.chts, n.shts);
 
+    // §4.2.10: never resend automatically unless asked to, and then only under the same ALPN protocol.
+    const resend = this.earlyData === 'rejected' && n.early !== null && this.plan.options.resendRejectedEarlyData === true && this.alpn === n.psk.earlyDataAlpn;
     io.complete(
       handshakeInfo({
         ...n,
         earlyData: this.earlyData,
+        ...(this.earlyData === 'rejected' ? { earlyDataResent: resend } : {}),
         alpn: this.alpn,
         serverName: this.serverNameAcknowledged ? this.plan.serverName : undefined,
       }),
       { suite: n.suite, clientSecret: cats, serverSecret: sats, exporterMasterSecret: ems },
-      // §4.2.10: never resend automatically unless asked to, and then only under the same ALPN protocol.
-      this.earlyData === 'rejected' && n.early && this.plan.options.resendRejectedEarlyData === true && this.alpn === n.psk.earlyDataAlpn
-        ? n.early.data
-        : undefined,
+      resend ? n.early!.data : undefined,
     );
     return new ExpectPostHandshake(
       true,

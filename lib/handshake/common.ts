@@ -151,6 +151,7 @@ export function handshakeInfo(n: {
   readonly index: number;
   readonly earlyData: EarlyDataStatus;
   readonly earlyDataRejection?: EarlyDataRejection;
+  readonly earlyDataResent?: boolean;
   readonly alpn?: string;
   readonly serverName?: string;
   readonly helloRetry: boolean;
@@ -166,6 +167,7 @@ export function handshakeInfo(n: {
     pskLabel: n.psk.label,
     earlyData: n.earlyData,
     ...(n.earlyDataRejection !== undefined ? { earlyDataRejection: n.earlyDataRejection } : {}),
+    ...(n.earlyDataResent !== undefined ? { earlyDataResent: n.earlyDataResent } : {}),
     alpn: n.alpn,
     serverName: n.serverName,
     helloRetry: n.helloRetry,
