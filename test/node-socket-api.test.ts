@@ -111,6 +111,68 @@ t.test('bytesWritten and bytesRead count plaintext, as node:tls; the TCP socket 
   t.ok((client.socket as net.Socket).bytesWritten > 1005, 'the TCP socket counts the ClientHello and the records');
 });
 
+t.test("a client's earlyData counts in its bytesWritten once the server took it: accepted, or rejected and resent", async (t) => {
+  // It counted only what was written on the socket: 0-RTT data the server read (its bytesRead counts it) was missing.
+  const early = Buffer.from('0-RTT request');
+  const cases = [
+    { name: 'accepted', server: { maxEarlyDataSize: 1024 }, client: {}, status: 'accepted', resent: undefined, counted: early.length },
+    { name: 'rejected, not resent', server: {}, client: {}, status: 'rejected', resent: false, counted: 0 },
+    { name: 'rejected and resent', server: {}, client: { resendRejectedEarlyData: true }, status: 'rejected', resent: true, counted: early.length },
+  ] as const;
+  for (const c of cases) {
+    const server = createServer({ psks: [psk], ...c.server });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'secureConnection').then(([s]) => s as QkdTlsSocket);
+    const client = connect({ port: server.address().port, psks: [psk], earlyData: early, ...c.client });
+    await once(client, 'secureConnect');
+    const s = await accepted;
+    t.equal(client.handshake?.earlyData, c.status, `${c.name}: 0-RTT ${c.status}`);
+    t.equal(client.handshake?.earlyDataResent, c.resent, `${c.name}: earlyDataResent ${String(c.resent)}`);
+    t.equal(client.bytesWritten, c.counted, `${c.name}: bytesWritten ${c.counted}`);
+    client.write('after');
+    let got = '';
+    for await (const chunk of s) {
+      got += (chunk as Buffer).toString();
+      if (got.endsWith('after')) break;
+    }
+    t.equal(got, (c.counted > 0 ? early.toString() : '') + 'after', `${c.name}: what the server read`);
+    t.equal(s.bytesRead, client.bytesWritten + 0, `${c.name}: the server read what the client counts as written`);
+    client.destroy();
+    server.destroyAll();
+    server.close();
+  }
+});
+
+t.test('setTimeout takes what net.Socket.setTimeout takes: a time past 2^31 - 1 ms (truncated), a fraction; not Infinity or a string', async (t) => {
+  // A time past 2^31 - 1 ms was a RangeError (net.Socket takes it and truncates it, with a TimeoutOverflowWarning).
+  const { client } = await connectedPair(t);
+  t.equal(client.setTimeout(1.5), client, 'a fraction over a TCP socket');
+  t.equal(client.timeout, 1.5);
+  await once(client, 'timeout');
+  client.setTimeout(0);
+  const server = createServer({ psks: [psk] });
+  const tls = server.accept(new PassThrough());
+  t.teardown(() => void tls.destroy());
+  tls.on('error', () => {});
+  let fired = 0;
+  tls.on('timeout', () => fired++);
+  tls.setTimeout(2 ** 32);
+  t.equal(tls.timeout, 2 ** 32, 'past 2^31 - 1 over another Duplex: taken, as net.Socket reports it');
+  // Unclamped, Node's setTimeout would have run it after 1 ms.
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(fired, 0, 'not fired after 1 ms');
+  tls.setTimeout(2.5);
+  const alive = setInterval(() => {}, 1000);
+  await once(tls, 'timeout');
+  clearInterval(alive);
+  t.equal(fired, 1, 'a fraction over another Duplex fires');
+  tls.setTimeout(0);
+  t.throws(() => tls.setTimeout(Infinity), RangeError, 'Infinity is a RangeError, as in net.Socket');
+  t.throws(() => tls.setTimeout('5' as unknown as number), TypeError, 'a string is a TypeError, as in net.Socket');
+  t.doesNotThrow(() => connect({ port: 9, psks: [psk], timeout: 2.5 }).on('error', () => {}).destroy(), 'connect takes a fractional timeout too');
+});
+
 t.test('encrypted, getProtocol(), getCipher(), servername; the server emits keylog (line, socket) with the keyLog option', async (t) => {
   const server = createServer({ psks: [psk] });
   const idle = server.accept(new PassThrough());

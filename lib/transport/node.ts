@@ -14,7 +14,7 @@ import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
 import { Connection } from '../connection/connection.js';
-import { checkTimerMs, type ClientOptions, type ServerOptions } from '../config/options.js';
+import { checkTimerMs, MAX_TIMER_MS, type ClientOptions, type ServerOptions } from '../config/options.js';
 import type { HandshakeInfo } from '../config/events.js';
 import { createNodeProvider } from '../crypto/node.js';
 import { nobleProvider } from '../crypto/noble.js';
@@ -143,7 +143,7 @@ export function defaultNodeCrypto(): CryptoProvider {
 export function connect(options: ConnectOptions, onSecureConnect?: () => void): QkdTlsSocket {
   refuseNodeTlsNames('connect', options);
   checkTimerMs('handshakeTimeout', options.handshakeTimeout, 0);
-  checkTimerMs('timeout', options.timeout, 0);
+  if (options.timeout !== undefined) checkIdleMs('timeout', options.timeout);
   // As net.connect, which takes no port as an error; port 0 would be tried instead, and refused later.
   if (options.socket === undefined && options.port === undefined) throw new TypeError('connect: give the server\'s port (and host), or a socket');
   const socket = options.socket ?? net.connect({ host: options.host ?? '127.0.0.1', port: options.port!, allowHalfOpen: true });
@@ -161,7 +161,7 @@ export function connect(options: ConnectOptions, onSecureConnect?: () => void): 
       tls.destroy(e as Error);
       return;
     }
-    tls.attach(conn);
+    tls.attach(conn, options.earlyData?.byteLength);
   };
   if (typeof options.psks === 'function') {
     const fetchPsks = options.psks;
@@ -380,6 +380,7 @@ export class QkdTlsSocket extends Duplex {
   private readonly freshReads: boolean;
   /** Plaintext bytes handed to the connection, and delivered to the application (node:tls counts plaintext). */
   private plainWritten = 0;
+  private earlyDataBytes = 0;
   private plainRead = 0;
   /** The idle timer of setTimeout() over a Duplex that has none of its own (a WebSocket stream), re-armed by traffic. */
   private idleTimer: NodeJS.Timeout | undefined;
@@ -481,7 +482,10 @@ export class QkdTlsSocket extends Duplex {
     const s = this.socket as Partial<net.Socket>;
     return typeof s.address === 'function' ? (s.address() as net.AddressInfo | Record<string, never>) : {};
   }
-  /** Plaintext bytes the application wrote that were handed to TLS (as node:tls counts plaintext; `socket.bytesWritten` counts the records sent). */
+  /**
+   * Plaintext bytes the application wrote that were handed to TLS (as node:tls counts plaintext; `socket.bytesWritten`
+   * counts the records sent), a client's `earlyData` included once the server accepted it or it was resent.
+   */
   get bytesWritten(): number {
     return this.plainWritten;
   }
@@ -496,7 +500,7 @@ export class QkdTlsSocket extends Duplex {
    * timer off (and removes `callback`). Traffic is what the underlying socket reads and writes, records of any kind.
    */
   setTimeout(ms: number, callback?: () => void): this {
-    checkTimerMs('setTimeout', ms, 0);
+    checkIdleMs('setTimeout', ms);
     if (callback) {
       if (ms === 0) this.off('timeout', callback);
       else this.once('timeout', callback);
@@ -508,7 +512,8 @@ export class QkdTlsSocket extends Duplex {
     }
     this.idleMs = ms;
     if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = ms > 0 && !this.destroyed ? setTimeout(() => this.emit('timeout'), ms).unref() : undefined;
+    // Past MAX_TIMER_MS, Node's setTimeout would fire after 1 ms: truncated instead, as net.Socket's idle timeout is.
+    this.idleTimer = ms > 0 && !this.destroyed ? setTimeout(() => this.emit('timeout'), Math.min(ms, MAX_TIMER_MS)).unref() : undefined;
     return this;
   }
   /**
@@ -573,9 +578,13 @@ export class QkdTlsSocket extends Duplex {
     };
   }
 
-  /** @internal Starts running `conn` over the socket. */
-  attach(conn: Connection): void {
+  /**
+   * @internal Starts running `conn` over the socket. `earlyDataBytes`: a client's 0-RTT data (its `earlyData`
+   * option), counted in {@link bytesWritten} once the handshake tells it reached the server (accepted, or resent).
+   */
+  attach(conn: Connection, earlyDataBytes = 0): void {
     this.conn = conn;
+    this.earlyDataBytes = earlyDataBytes;
     this.socket.on('data', (b: Buffer) => this.onSocketData(b));
     this.pump();
   }
@@ -721,6 +730,7 @@ export class QkdTlsSocket extends Duplex {
       switch (ev.type) {
         case 'handshake':
           this.secureDone = true;
+          if (ev.info.earlyData === 'accepted' || ev.info.earlyDataResent === true) this.plainWritten += this.earlyDataBytes;
           if (this.timer) clearTimeout(this.timer);
           if (conn.isClient) this.emit('secureConnect');
           this.emit('secure', ev.info);
@@ -838,3 +848,15 @@ export class QkdTlsSocket extends Duplex {
 }
 
 export { TlsError, TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode };
+
+/**
+ * An idle time as net.Socket.setTimeout takes it: any non-negative finite number of milliseconds, a fraction or one
+ * past MAX_TIMER_MS included (that one is truncated to it, as Node truncates); not a number is a TypeError, a
+ * negative or infinite one a RangeError (as net.Socket's ERR_INVALID_ARG_TYPE and ERR_OUT_OF_RANGE).
+ */
+function checkIdleMs(option: string, ms: number): void {
+  if (typeof ms !== 'number') throw new TypeError(`${option} must be a number of milliseconds, got ${typeof ms}`);
+  if (!(ms >= 0 && Number.isFinite(ms))) {
+    throw new RangeError(`${option} must be a non-negative finite number of milliseconds (0: off), got ${String(ms)}`);
+  }
+}
