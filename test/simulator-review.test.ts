@@ -94,6 +94,24 @@ t.test('eavesdroppers at the bounds: each counts on its own link, named either w
   t.equal(net.snapshot().links[1].eavesdropping, 0.001, 'the others stay');
 });
 
+t.test('addEavesdropper: at most TOPOLOGY_LIMITS.eavesdroppers at once, those that ended forgotten; times checked', async (t) => {
+  // It had no bound (the topology file's is 1000): each call grew the list every block of every link walks.
+  let now = 0;
+  const net = new QkdNetwork({ topology: parseTopology(chain(2)), now: () => now, randomBytes: seededBytes(7), samplesPerBlock: 10 });
+  t.teardown(() => net.destroy());
+  for (let i = 0; i < TOPOLOGY_LIMITS.eavesdroppers; i++) net.addEavesdropper({ link: 'n0-n1', fraction: 0.0001, untilS: 1 });
+  t.throws(() => net.addEavesdropper({ link: 'n0-n1', fraction: 0.5 }), { name: 'RangeError', message: /at most 1000 eavesdroppers at once/ }, 'one more is refused');
+  now = 400; // 0.4 s: they still act on the block [0.2, 0.4) and on those to come up to 1 s
+  t.throws(() => net.addEavesdropper({ link: 'n0-n1', fraction: 0.5 }), RangeError, 'still there at 0.4 s');
+  t.ok(Math.abs(net.snapshot().links[0].eavesdropping - 0.1) < 1e-9, 'and they still count');
+  now = 1400; // 1.4 s: they ended at 1 s and every block to come starts after it
+  net.addEavesdropper({ link: 'n0-n1', fraction: 0.5 });
+  now = 1800;
+  t.equal(net.snapshot().links[0].eavesdropping, 0.5, 'the ended ones were forgotten, the new one counts');
+  t.throws(() => net.addEavesdropper({ link: 'n0-n1', fraction: 0.1, fromS: Number.NaN }), { message: 'fromS must be a non-negative finite number of seconds' });
+  t.throws(() => net.addEavesdropper({ link: 'n0-n1', fraction: 0.1, untilS: -1 }), { message: 'untilS must be a non-negative finite number of seconds' });
+});
+
 t.test('dec_keys for a key addressed to another SAE is 401, and the key stays for its slave (ETSI GS QKD 014 clause 5.4)', async (t) => {
   // Clause 5.4 (Get key with key IDs): the KME rejects the request with 401 when the calling SAE is not the slave SAE
   // named in the Get key call that returned those key IDs. It was 400 "key not found", as for a key that never was.

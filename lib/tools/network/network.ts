@@ -35,7 +35,7 @@ import {
   QkdNetworkLink,
 } from './link.js';
 import { linkPhysics } from './physics.js';
-import { findLink, type Topology, type TopologyEavesdropper } from './topology.js';
+import { findLink, TOPOLOGY_LIMITS, type Topology, type TopologyEavesdropper } from './topology.js';
 
 export interface QkdNetworkOptions {
   topology: Topology;
@@ -154,6 +154,7 @@ export class QkdNetwork {
   private readonly emit: (e: NetworkEvent) => void;
   private readonly ttlMs: number;
   private readonly maxPending: number;
+  private readonly blockSeconds: number;
 
   constructor(private readonly options: QkdNetworkOptions) {
     const scale = options.timeScale ?? 1;
@@ -167,7 +168,7 @@ export class QkdNetwork {
     for (const n of t.nodes) for (const s of n.saes) this.saeNode.set(s, n.name);
     this.startMs = options.now();
     const uniform = new UniformSource(options.randomBytes);
-    const blockSeconds = options.blockSeconds ?? DEFAULT_BLOCK_SECONDS * scale;
+    const blockSeconds = (this.blockSeconds = options.blockSeconds ?? DEFAULT_BLOCK_SECONDS * scale);
     this.links = t.links.map((l) => {
       const merged = { ...t.defaults, ...definedOnly(l) };
       const { a, b, km, capacityBits, qberThreshold, ...physics } = merged as typeof l;
@@ -218,11 +219,27 @@ export class QkdNetwork {
     this.expirePending();
   }
 
-  /** Puts an eavesdropper on a link from now (or `fromS`) on. */
+  /**
+   * Puts an eavesdropper on a link from now (or `fromS`) on, until `untilS` if given (simulated seconds). At most
+   * {@link TOPOLOGY_LIMITS}.eavesdroppers at once, as in a topology file: those that ended are forgotten here.
+   */
   addEavesdropper(e: { link: string; fraction: number; fromS?: number; untilS?: number }): void {
     const link = this.link(e.link);
     if (!(e.fraction >= 0 && e.fraction <= 1)) throw new RangeError('fraction must be in [0, 1]');
+    for (const [name, v] of [['fromS', e.fromS], ['untilS', e.untilS]] as const) {
+      if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`${name} must be a non-negative finite number of seconds`);
+    }
     this.advance();
+    // Every link has run its blocks that end by now: the next starts after now - blockSeconds, so an eavesdropper
+    // that ended by then acts on no block to come (attackOn: tS < until_s).
+    const past = this.timeS - this.blockSeconds;
+    for (let i = this.eavesdroppers.length - 1; i >= 0; i--) {
+      const until = this.eavesdroppers[i].until_s;
+      if (until !== undefined && until <= past) this.eavesdroppers.splice(i, 1);
+    }
+    if (this.eavesdroppers.length >= TOPOLOGY_LIMITS.eavesdroppers) {
+      throw new RangeError(`at most ${TOPOLOGY_LIMITS.eavesdroppers} eavesdroppers at once (removeEavesdroppers ends those of a link)`);
+    }
     this.eavesdroppers.push({ link: link.name, fraction: e.fraction, from_s: e.fromS ?? this.timeS, ...(e.untilS !== undefined ? { until_s: e.untilS } : {}) });
   }
 
