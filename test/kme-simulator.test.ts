@@ -258,6 +258,26 @@ t.test('a randomBytes that returns Node Buffers (node:crypto randomBytes itself)
   for (const k of dec.body.keys as { key: string }[]) t.not(Buffer.from(k.key, 'base64').toString('hex'), '0'.repeat(64), 'not a wiped key');
 });
 
+t.test('a POST body sent as anything but application/json is 415 and spends no key', async (t) => {
+  const kme = await start(t);
+  // ETSI GS QKD 014's OpenAPI takes request bodies as application/json only (curl -d sends a form's type, fetch
+  // text/plain): it was accepted, so a client that a strict KME refuses passed here.
+  const storedBefore = await stored(kme);
+  for (const type of ['application/x-www-form-urlencoded', 'text/plain;charset=UTF-8', '']) {
+    const r = await send(encUrl(kme), { method: 'POST', sae: MASTER, body: '{"number": 1}', headers: { 'content-type': type } });
+    t.equal(r.status, 415, `a body sent as '${type}': 415`);
+    t.match(r.body.message, /must be sent as Content-Type: application\/json/);
+  }
+  const asForm = await send(decUrl(kme), { method: 'POST', sae: SLAVE, body: '{"key_IDs": []}', headers: { 'content-type': 'text/plain' } });
+  t.equal(asForm.status, 415, 'dec_keys too');
+  for (const type of ['application/json; charset=utf-8', 'Application/JSON']) {
+    const r = await send(encUrl(kme), { method: 'POST', sae: MASTER, body: '{"number": 1}', headers: { 'content-type': type } });
+    t.equal(r.status, 200, `'${type}' is JSON`);
+  }
+  t.equal((await send(encUrl(kme), { method: 'POST', sae: MASTER, body: '', headers: { 'content-type': 'text/plain' } })).status, 200, 'an empty body (the defaults) needs no type');
+  t.equal(await stored(kme), storedBefore - 3, 'the refused requests spent no key');
+});
+
 t.test('400 with an Error body for each invalid input; nothing consumed', async (t) => {
   const kme = await start(t, { initialKeyCount: 100, minKeySize: 64, maxKeySize: 1024, maxKeysPerRequest: 8 });
   const before = await stored(kme);

@@ -36,7 +36,7 @@ function network(topology: unknown, opts: { ttlMs?: number } = {}) {
 }
 
 function request(net: QkdNetwork, node: string, caller: string | undefined, path: string, query = '', method = 'GET', body = ''): KmeResponse {
-  return handleNetworkKmeRequest(net, node, { method, path, query: new URLSearchParams(query), body, callerSaeId: caller });
+  return handleNetworkKmeRequest(net, node, { method, path, query: new URLSearchParams(query), body, callerSaeId: caller, contentType: 'application/json' });
 }
 
 t.test('a randomBytes that returns Node Buffers still gives both ends the same, unwiped key', async (t) => {

@@ -124,7 +124,7 @@ t.test('dec_keys for a key addressed to another SAE is 401, and the key stays fo
   t.teardown(() => net.destroy());
   now = 1000;
   const ask = (node: string, caller: string, path: string, body = '') =>
-    handleNetworkKmeRequest(net, node, { method: 'POST', path, query: new URLSearchParams(), body, callerSaeId: caller });
+    handleNetworkKmeRequest(net, node, { method: 'POST', path, query: new URLSearchParams(), body, callerSaeId: caller, contentType: 'application/json' });
   const enc = ask('A', 'alice', '/api/v1/keys/bob/enc_keys', '{"number":2}');
   if (!('keys' in enc)) throw new Error(JSON.stringify(enc));
   const [k0, k1] = enc.keys.map((k) => k.keyId);

@@ -9,7 +9,7 @@
  * (and may call `status` with it, to learn key sizes). Any other combination is 401.
  *
  * Checks, in order: path (404), method (405), caller (401), path SAE ID (400 blank or same as caller,
- * 401 unknown), request fields (400), keys (400 unknown key_ID, 401 a key_ID addressed to another SAE pair, 503 not
+ * 401 unknown), a POST body's content type (415), request fields (400), keys (400 unknown key_ID, 401 a key_ID addressed to another SAE pair, 503 not
  * enough key material).
  *
  * Runtime-neutral: no `node:` imports.
@@ -57,6 +57,8 @@ export interface KmeRequest {
   query: URLSearchParams;
   /** The request body as text ('' when there is none). */
   body: string;
+  /** The Content-Type header, if any (a POST body must be application/json). */
+  contentType?: string;
   /** The SAE the transport authenticated (client certificate, or the loopback header); undefined if none. */
   callerSaeId: string | undefined;
 }
@@ -65,7 +67,7 @@ export interface KmeRequest {
 export type KmeResponse =
   | { status: 200; op: 'status'; json: Etsi014Status }
   | { status: 200; op: 'enc_keys' | 'dec_keys'; keys: IssuedKey[] }
-  | { status: 400 | 401 | 404 | 405 | 503; op: Etsi014Operation | undefined; json: Etsi014ErrorBody; allow?: string };
+  | { status: 400 | 401 | 404 | 405 | 415 | 503; op: Etsi014Operation | undefined; json: Etsi014ErrorBody; allow?: string };
 
 /** Status.max_SAE_ID_count: this simulator does not multicast keys to additional slave SAEs. */
 export const MAX_SAE_ID_COUNT = 0;
@@ -80,6 +82,7 @@ export function handleKmeRequest(kme: KmeEndpoint, link: KmeKeyStore, req: KmeRe
       return { status: 405, op, json: { message: `method ${req.method} is not allowed on ${op}; use ${allow}` }, allow };
     }
     authorize(kme, req.callerSaeId, route.rawSaeId, op);
+    if (req.method === 'POST') checkJsonBody(req);
     switch (op) {
       case 'status':
         return { status: 200, op, json: statusOf(kme, link) };
@@ -102,7 +105,7 @@ export function handleKmeRequest(kme: KmeEndpoint, link: KmeKeyStore, req: KmeRe
 class KmeReject extends Error {
   readonly body: Etsi014ErrorBody;
   constructor(
-    readonly status: 400 | 401 | 404 | 503,
+    readonly status: 400 | 401 | 404 | 415 | 503,
     message: string,
     details?: Record<string, unknown>[],
   ) {
@@ -297,6 +300,19 @@ function queryInteger(q: URLSearchParams, name: string): number | undefined {
   if (all.length > 1) throw new KmeReject(400, `${name} is given more than once`);
   if (!/^[0-9]{1,15}$/.test(all[0])) throw new KmeReject(400, `${name} must be a positive integer (got '${clip(all[0], 64)}')`);
   return Number(all[0]);
+}
+
+/**
+ * A POST body is JSON: the OpenAPI definition of ETSI GS QKD 014 gives each requestBody as application/json only.
+ * Anything else (curl -d's form encoding, text/plain, no type) is 415, so that a client that would be refused by a
+ * strict KME is refused here too. An empty body (enc_keys' defaults) needs no type.
+ */
+function checkJsonBody(req: KmeRequest): void {
+  if (req.body.trim() === '') return;
+  const type = req.contentType?.split(';')[0].trim().toLowerCase();
+  if (type !== 'application/json') {
+    throw new KmeReject(415, `a request body must be sent as Content-Type: application/json, got ${type === undefined || type === '' ? 'none' : `'${clip(type, 100)}'`}`);
+  }
 }
 
 /** An optional integer member of a JSON body. */

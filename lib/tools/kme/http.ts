@@ -19,6 +19,8 @@ export interface KmeRequestLine {
   readonly query: URLSearchParams;
   /** See {@link identifyCaller}. */
   readonly callerSaeId: string | undefined;
+  /** The Content-Type header, if any. */
+  readonly contentType: string | undefined;
 }
 
 /** The method, path, query and calling SAE of a request. */
@@ -30,6 +32,7 @@ export function requestLine(req: IncomingMessage, insecureHttp: boolean): KmeReq
     path: q < 0 ? rawUrl : rawUrl.slice(0, q),
     query: new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1)),
     callerSaeId: identifyCaller(req, insecureHttp),
+    contentType: req.headers['content-type'],
   };
 }
 

@@ -20,7 +20,7 @@
  * `X-SAE-ID` request header instead. A caller that is not the SAE a KME serves gets 401.
  *
  * Robustness: request bodies are capped (`maxBodyBytes`, 413 beyond), malformed requests get a 400 Error
- * body and never change the key store; unknown paths get 404, wrong methods 405. Keys are never logged.
+ * body and never change the key store; unknown paths get 404, wrong methods 405, a POST body not sent as application/json 415. Keys are never logged.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -299,7 +299,7 @@ interface ServeContext {
 
 /** One HTTP exchange: identify the caller, read the (bounded) body, answer. */
 function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: ServerResponse, ctx: ServeContext): void {
-  const { method, path, query, callerSaeId } = requestLine(req, ctx.insecureHttp);
+  const { method, path, query, callerSaeId, contentType } = requestLine(req, ctx.insecureHttp);
   const cors = loopbackCorsHeaders(req.headers.origin) ?? {};
 
   const finish = (status: number, body: string, extraHeaders: Record<string, string>, keyCount: number, message?: string) => {
@@ -327,7 +327,7 @@ function serve(kme: KmeEndpoint, link: QkdLink, req: IncomingMessage, res: Serve
   readBody(req, ctx.maxBodyBytes, tooLarge, (body) => {
     let answer: KmeResponse;
     try {
-      answer = handleKmeRequest(kme, link, { method, path, query, body, callerSaeId });
+      answer = handleKmeRequest(kme, link, { method, path, query, body, callerSaeId, contentType });
     } catch (e) {
       // Clause 5: 503 is the spec's "error on the server side".
       const message = `internal error: ${(e as Error).message}`;

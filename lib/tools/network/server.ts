@@ -202,7 +202,7 @@ interface ServeContext {
 const NODE_PATH_RE = /^\/([^/]+)(\/.*)?$/;
 
 function serve(network: QkdNetwork, req: IncomingMessage, res: ServerResponse, ctx: ServeContext): void {
-  const { method, path, query, callerSaeId } = requestLine(req, ctx.insecureHttp);
+  const { method, path, query, callerSaeId, contentType } = requestLine(req, ctx.insecureHttp);
   let node: string | null = null;
   const finish = (status: number, type: string, body: string, keyCount = 0, message?: string, extra: Record<string, string> = {}) => {
     if (!res.headersSent) res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body), ...extra });
@@ -232,7 +232,7 @@ function serve(network: QkdNetwork, req: IncomingMessage, res: ServerResponse, c
   readBody(req, ctx.maxBodyBytes, tooLarge, (body) => {
     let answer: KmeResponse;
     try {
-      answer = handleNetworkKmeRequest(network, node!, { method, path: m[2] ?? '/', query, body, callerSaeId });
+      answer = handleNetworkKmeRequest(network, node!, { method, path: m[2] ?? '/', query, body, callerSaeId, contentType });
     } catch (e) {
       const message = `internal error: ${(e as Error).message}`;
       return json(503, { message }, message);
