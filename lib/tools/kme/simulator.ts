@@ -20,7 +20,8 @@
  * `X-SAE-ID` request header instead. A caller that is not the SAE a KME serves gets 401.
  *
  * Robustness: request bodies are capped (`maxBodyBytes`, 413 beyond), malformed requests get a 400 Error
- * body and never change the key store; unknown paths get 404, wrong methods 405, a POST body not sent as application/json 415. Keys are never logged.
+ * body and never change the key store; unknown paths get 404, wrong methods 405, a POST body not sent as
+ * application/json 415. Keys are never logged.
  */
 import { randomBytes as nodeRandomBytes } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
