@@ -61,6 +61,32 @@ export function plainView(b: Uint8Array): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** A Uint8Array (a Node Buffer too), also one made in another realm (an iframe, a vm context). */
+export function isBytes(v: unknown): v is Uint8Array {
+  return v instanceof Uint8Array || Object.prototype.toString.call(v) === '[object Uint8Array]';
+}
+
+/**
+ * The bytes of a BufferSource, without a copy: a Uint8Array as it is; another view (a DataView, an Int16Array)
+ * or an ArrayBuffer (a SharedArrayBuffer too) as a Uint8Array over the same memory. Null for anything else (a
+ * string, a number, an array of numbers), which has no bytes of its own.
+ */
+export function bufferSourceBytes(v: unknown): Uint8Array | null {
+  if (isBytes(v)) return v;
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  const tag = Object.prototype.toString.call(v);
+  if (tag === '[object ArrayBuffer]' || tag === '[object SharedArrayBuffer]') return new Uint8Array(v as ArrayBuffer);
+  return null;
+}
+
+/** What `v` is, for an error message: its type or class, never its content (it may be secret). */
+export function kindOf(v: unknown): string {
+  if (typeof v === 'string') return `a string of ${v.length} characters`;
+  if (v === null || v === undefined) return String(v);
+  const name: string = typeof v === 'object' ? (Object.getPrototypeOf(v)?.constructor?.name ?? 'object') : typeof v;
+  return `${/^[aeiou]/i.test(name) ? 'an' : 'a'} ${name}`;
+}
+
 /** Overwrites key material with zeros. */
 export function wipe(...bufs: (Uint8Array | undefined | null)[]): void {
   for (const b of bufs) if (b) b.fill(0);

@@ -16,7 +16,7 @@
  * output) and an `error` event. Methods called in the wrong state (writing after close) throw.
  */
 import { AlertDescription, AlertLevel, ContentType, nameOf } from '../codec/enums.js';
-import { concat, copyBytes, toHex, wipe } from '../codec/bytes.js';
+import { concat, copyBytes, isBytes, kindOf, toHex, wipe } from '../codec/bytes.js';
 import type { CryptoProvider } from '../crypto/provider.js';
 import { alertName } from '../alerts.js';
 import { receivedAlertHint, TlsError, TransportError } from '../errors.js';
@@ -198,7 +198,8 @@ export class Connection {
 
   /**
    * Feeds bytes received from the peer. Never throws for what the peer sent. The connection keeps no view of
-   * `data` after the call returns, so the caller may reuse its read buffer.
+   * `data` after the call returns, so the caller may reuse its read buffer. Anything but a Uint8Array (an
+   * ArrayBuffer, a string) fails the connection with InternalError, its internal_error alert sent.
    */
   receive(data: Uint8Array): void {
     this.receiveBytes(data, false);
@@ -217,6 +218,12 @@ export class Connection {
 
   private receiveBytes(data: Uint8Array, owned: boolean): void {
     if (!this.receiving) return;
+    if (!isBytes(data)) {
+      // The caller's mistake, not the peer's: a string was read as its characters (the peer blamed with
+      // unexpected_message), an ArrayBuffer threw out of here. §6.2: a local failure is internal_error.
+      this.fatal(new TlsError('InternalError', `receive: the bytes received must be a Uint8Array, got ${kindOf(data)}`));
+      return;
+    }
     this.deframer.push(data);
     this.guard(() => {
       this.process();

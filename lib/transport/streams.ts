@@ -23,6 +23,7 @@ import { keyShareProvider, runKeyAgreement } from './key-agreement.js';
 import { WebCryptoRecords } from './webcrypto-records.js';
 import { thrownMessage } from '../callbacks.js';
 import { TransportError } from '../errors.js';
+import { bufferSourceBytes, kindOf } from '../codec/bytes.js';
 
 export { connStreams, type ConnLike, type ConnStreamsOptions } from './conn-streams.js';
 export { TransportError, TRANSPORT_ERROR_CODES, type TransportErrorCode } from '../errors.js';
@@ -313,9 +314,11 @@ function run(
           }
           return;
         }
-        // A chunk a reader got from its stream is the reader's: the connection may keep views of it.
+        // A chunk a reader got from its stream is the reader's: the connection may keep views of it. Bytes in
+        // another BufferSource (an ArrayBuffer, as a WebSocketStream yields, a DataView) are taken as they are;
+        // anything else (a string) fails the connection with internal_error (Connection.receive).
         const sentBefore = records.coreOutputBytes;
-        records.receive(value, true);
+        records.receive(bufferSourceBytes(value) ?? value, true);
         const answered = records.coreOutputBytes > sentBefore;
         await pump();
         // What the peer's records made us send (a KeyUpdate answering update_requested) waits while the peer does
@@ -392,10 +395,30 @@ function run(
     throw e;
   };
 
+  /** The writable is given up (aborted, or errored by a chunk that is not bytes): so is the connection. */
+  const giveUp = (reason: unknown): void => {
+    destroy();
+    finish(reason ?? new TransportError('ERR_QKD_TLS_CANCELLED', 'aborted'));
+    // Our direction is given up: so is the transport's, also when reading was over already (end of stream, or the
+    // plaintext readable cancelled), where finish() did nothing — else a socket left open for writing (connStreams)
+    // was never closed.
+    void writer.abort(reason).catch(() => {});
+  };
+
   const writable = new WritableStream<Uint8Array>({
     async write(chunk) {
+      // Bytes in any BufferSource, as a WritableStream of fetch or a socket takes them. Anything else was written as
+      // nothing (an ArrayBuffer, a DataView: their length is undefined) or as zeros (a string's characters, offloaded),
+      // and the write resolved as if sent. The rejection errors this writable (the streams spec), which then can
+      // never close our direction: the connection is given up, as by abort().
+      const bytes = bufferSourceBytes(chunk);
+      if (!bytes) {
+        const e = new TypeError(`the TLS writable takes bytes (a Uint8Array or another BufferSource; a string goes through a TextEncoderStream), got ${kindOf(chunk)}`);
+        giveUp(e);
+        throw e;
+      }
       await handshakeOrPending(conn, handshake);
-      await records.write(chunk).catch(sendingFailed);
+      await records.write(bytes).catch(sendingFailed);
       await pump();
     },
     async close() {
@@ -409,12 +432,7 @@ function run(
       else if (done) destroy(); // reading was over already (end of stream, cancelled): so is the connection
     },
     abort(reason) {
-      destroy();
-      finish(reason ?? new TransportError('ERR_QKD_TLS_CANCELLED', 'aborted'));
-      // Our direction is given up: so is the transport's, also when reading was over already (end of stream, or the
-      // plaintext readable cancelled), where finish() did nothing — else a socket left open for writing (connStreams)
-      // was never closed.
-      void writer.abort(reason).catch(() => {});
+      giveUp(reason);
     },
   });
 
