@@ -405,7 +405,23 @@ function run(
     void writer.abort(reason).catch(() => {});
   };
 
+  /**
+   * Rejects once the application aborts the writable (writable.abort(), pipeTo's AbortSignal). The streams spec calls
+   * the sink's abort() only after the write or close in progress has settled, and those wait while the peer does not
+   * read (backpressure) or the handshake is pending: an abort waited with them, for good with a peer that never reads
+   * again, the connection and its keys kept. The controller's signal fires at once: the write or close in progress
+   * gives up then, and abort() below ends the connection with the reason given.
+   */
+  let aborted: Promise<never> = new Promise<never>(() => {});
+  const untilAborted = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
+
   const writable = new WritableStream<Uint8Array>({
+    start(controller) {
+      const signal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
+      if (!signal) return;
+      aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
+      aborted.catch(() => {});
+    },
     async write(chunk) {
       // Bytes in any BufferSource, as a WritableStream of fetch or a socket takes them. Anything else was written as
       // nothing (an ArrayBuffer, a DataView: their length is undefined) or as zeros (a string's characters, offloaded),
@@ -417,16 +433,16 @@ function run(
         giveUp(e);
         throw e;
       }
-      await handshakeOrPending(conn, handshake);
-      await records.write(bytes).catch(sendingFailed);
+      await untilAborted(handshakeOrPending(conn, handshake));
+      await untilAborted(records.write(bytes).catch(sendingFailed));
       await pump();
     },
     async close() {
-      await handshakeOrPending(conn, handshake);
+      await untilAborted(handshakeOrPending(conn, handshake));
       conn.close();
       await pump();
-      await records.drained().catch(sendingFailed); // every record, offloaded ones included, handed to the transport
-      await closeOurDirection();
+      await untilAborted(records.drained().catch(sendingFailed)); // every record, offloaded ones included, handed to the transport
+      await untilAborted(closeOurDirection());
       ourDirectionClosed = true;
       if (peerDone) releaseReader();
       else if (done) destroy(); // reading was over already (end of stream, cancelled): so is the connection
