@@ -165,6 +165,9 @@ function run(
   const handshake = new Promise<HandshakeInfo>((resolve, reject) => (settle = { resolve, reject }));
   handshake.catch(() => {}); // the caller may only watch the plaintext streams
   let plain!: ReadableStreamDefaultController<Uint8Array>;
+  let plainWritable: WritableStreamDefaultController | undefined;
+  /** What ended the connection (an alert sent or received, the transport failed, the application gave up), once it did. */
+  let failure: unknown;
   let wantMore: (() => void) | null = null;
   let done = false;
   /** The peer's close_notify arrived (we read no further); our close_notify was sent and our direction ended. */
@@ -190,12 +193,17 @@ function run(
     if (done) return;
     done = true;
     if (err) {
+      failure = err;
       settle.reject(err);
       try {
         plain.error(err);
       } catch {
         /* already closed */
       }
+      // The writable fails with it too: a write or close() after the connection failed rejected with "write: the
+      // connection is failed" (an Error with no reason or code), or close() resolved as if our direction had closed
+      // cleanly (no close_notify was sent). (Nothing happens to a writable closed or aborted already.)
+      plainWritable?.error(err);
       void writer.abort(err).catch(() => {});
     }
     void reader.cancel().catch(() => {});
@@ -417,6 +425,7 @@ function run(
 
   const writable = new WritableStream<Uint8Array>({
     start(controller) {
+      plainWritable = controller;
       const signal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
       if (!signal) return;
       aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
@@ -433,9 +442,13 @@ function run(
         giveUp(e);
         throw e;
       }
-      await untilAborted(handshakeOrPending(conn, handshake));
-      await untilAborted(records.write(bytes).catch(sendingFailed));
-      await pump();
+      try {
+        await untilAborted(handshakeOrPending(conn, handshake));
+        await untilAborted(records.write(bytes).catch(sendingFailed));
+        await pump();
+      } catch (e) {
+        throw failure ?? e; // (a write in progress when the connection failed: the connection's own error says why)
+      }
     },
     async close() {
       await untilAborted(handshakeOrPending(conn, handshake));
@@ -443,6 +456,9 @@ function run(
       await pump();
       await untilAborted(records.drained().catch(sendingFailed)); // every record, offloaded ones included, handed to the transport
       await untilAborted(closeOurDirection());
+      // A close in progress when the connection failed would otherwise close the errored writable (the streams spec
+      // lets a sink's close that succeeds win): no close_notify went out, so it did not close cleanly.
+      if (failure) throw failure;
       ourDirectionClosed = true;
       if (peerDone) releaseReader();
       else if (done) destroy(); // reading was over already (end of stream, cancelled): so is the connection
