@@ -44,8 +44,15 @@ for (const offload of [true, false]) {
     await w.write(new Uint8Array([1, 2]).buffer as unknown as Uint8Array);
     await w.write(new DataView(new Uint8Array([0, 3, 4, 0]).buffer, 1, 2) as unknown as Uint8Array);
     await w.write(new Uint16Array([0x0605]) as unknown as Uint8Array); // (little-endian in every runtime we run in)
+    // A detached (transferred) buffer holds no bytes (WebIDL): nothing is sent, and the connection goes on.
+    const detached = new ArrayBuffer(4);
+    const detachedView = new DataView(detached);
+    structuredClone(detached, { transfer: [detached] });
+    await w.write(detached as unknown as Uint8Array);
+    await w.write(detachedView as unknown as Uint8Array);
+    await w.write(new Uint8Array([7]));
     await w.close();
-    tt.same([...(await received)], [1, 2, 3, 4, 5, 6], 'an ArrayBuffer, a DataView and a Uint16Array: their bytes, in order');
+    tt.same([...(await received)], [1, 2, 3, 4, 5, 6, 7], 'an ArrayBuffer, a DataView and a Uint16Array: their bytes, in order; detached ones: none');
   });
 
   for (const [what, chunk] of [

@@ -73,10 +73,16 @@ export function isBytes(v: unknown): v is Uint8Array {
  */
 export function bufferSourceBytes(v: unknown): Uint8Array | null {
   if (isBytes(v)) return v;
-  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
   const tag = Object.prototype.toString.call(v);
-  if (tag === '[object ArrayBuffer]' || tag === '[object SharedArrayBuffer]') return new Uint8Array(v as ArrayBuffer);
-  return null;
+  const buffer = tag === '[object ArrayBuffer]' || tag === '[object SharedArrayBuffer]';
+  if (!buffer && !ArrayBuffer.isView(v)) return null;
+  try {
+    return buffer ? new Uint8Array(v as ArrayBuffer) : new Uint8Array((v as ArrayBufferView).buffer, (v as ArrayBufferView).byteOffset, (v as ArrayBufferView).byteLength);
+  } catch {
+    // A detached (transferred) buffer, which a view cannot be made of: no bytes, as WebIDL's "get a copy of the
+    // bytes held by the buffer source" answers (a detached Uint8Array's length is 0 likewise).
+    return new Uint8Array(0);
+  }
 }
 
 /** What `v` is, for an error message: its type or class, never its content (it may be secret). */
