@@ -98,6 +98,9 @@ export interface StreamTransportOptions {
 /** Default time allowed for a handshake. */
 export const DEFAULT_STREAMS_HANDSHAKE_TIMEOUT_MS = 30_000;
 
+/** Chunks of plaintext the readable queues before the transport stops reading (backpressure). */
+const PLAINTEXT_QUEUE = 4;
+
 /** Most bytes waiting to be sent before reading stops when what was read made the connection send something. */
 const MAX_UNSENT_WHILE_READING = 256 * 1024;
 
@@ -188,6 +191,23 @@ function run(
           void pump().catch(finish);
         }, handshakeTimeout)
       : undefined;
+  /** The failure the plaintext readable ends with once what was queued before it has been read (see failPlaintext). */
+  let plaintextError: { error: unknown } | null = null;
+  /**
+   * Errors the plaintext readable after the plaintext queued in it: controller.error() discards the queue, so data the
+   * peer sent before its alert, or before the transport failed (authenticated, and received in the same read), never
+   * reached an application that was not reading at that moment, where node:tls emits it before the error. (As the
+   * WebSocket transport holds a failure back behind the messages that came before it.) Nothing is enqueued once the
+   * connection is over (`done`), so nothing is delivered after the failure.
+   */
+  const failPlaintext = (err: unknown): void => {
+    try {
+      if (plain.desiredSize === PLAINTEXT_QUEUE) plain.error(err);
+      else if (plain.desiredSize !== null) plaintextError = { error: err }; // (the next pull, once the queue is empty)
+    } catch {
+      /* already closed */
+    }
+  };
   const finish = (err?: unknown): void => {
     clearTimeout(timer);
     if (done) return;
@@ -195,11 +215,7 @@ function run(
     if (err) {
       failure = err;
       settle.reject(err);
-      try {
-        plain.error(err);
-      } catch {
-        /* already closed */
-      }
+      failPlaintext(err);
       // The writable fails with it too: a write or close() after the connection failed rejected with "write: the
       // connection is failed" (an Error with no reason or code), or close() resolved as if our direction had closed
       // cleanly (no close_notify was sent). (Nothing happens to a writable closed or aborted already.)
@@ -239,7 +255,7 @@ function run(
           settle.resolve(ev.info);
           break;
         case 'data':
-          plain.enqueue(ev.data);
+          if (!done) plain.enqueue(ev.data);
           break;
         case 'end':
           try {
@@ -374,6 +390,10 @@ function run(
         plain = c;
       },
       pull() {
+        if (plaintextError && plain.desiredSize === PLAINTEXT_QUEUE) {
+          plain.error(plaintextError.error); // what came before the failure has been read
+          return;
+        }
         const w = wantMore;
         wantMore = null;
         w?.();
@@ -387,7 +407,7 @@ function run(
         } else finish();
       },
     },
-    { highWaterMark: 4 },
+    { highWaterMark: PLAINTEXT_QUEUE },
   );
 
   /**

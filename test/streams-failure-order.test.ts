@@ -1,0 +1,110 @@
+/**
+ * The streams transport delivers the plaintext the peer sent before a failure, then the failure (found by review):
+ * the plaintext readable was errored at once, and controller.error() discards what is queued, so authenticated data
+ * that arrived in the same read as a bad record, or just before the transport failed, never reached an application
+ * that was not reading at that moment (node:tls emits it before the error). Nothing is delivered after the failure.
+ */
+import t from 'tap';
+import { tlsClientOverStreams, tlsServerOverStreams } from '../lib/transport/streams.js';
+import { nobleProvider } from '../lib/crypto/noble.js';
+import { concat } from '../lib/codec/bytes.js';
+import { makePsk } from './helpers/pair.js';
+
+const psk = makePsk('streams-failure-order');
+
+/**
+ * A client and server whose server-to-client bytes the test holds back once `hold()` is called, and then hands to
+ * the client as it likes (`inject`), or fails the client's transport with (`fail`).
+ */
+async function heldPair(offload: boolean) {
+  const toClient = new TransformStream<Uint8Array, Uint8Array>();
+  const toServer = new TransformStream<Uint8Array, Uint8Array>();
+  const fromServer = toClient.readable.getReader();
+  let holding = false;
+  const held: Uint8Array[] = [];
+  let injected: ReadableStreamDefaultController<Uint8Array>;
+  let reading: () => void = () => {};
+  const clientReadable = new ReadableStream<Uint8Array>(
+    {
+      pull() {
+        reading(); // the transport asks for more: what it read before has been processed
+      },
+      start(c) {
+        injected = c;
+        void (async () => {
+          for (;;) {
+            const { value, done } = await fromServer.read();
+            if (done) return;
+            if (holding) held.push(value);
+            else c.enqueue(value);
+          }
+        })().catch(() => {});
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  const server = tlsServerOverStreams({ readable: toServer.readable, writable: toClient.writable }, { crypto: nobleProvider, psks: [psk], offload });
+  const client = tlsClientOverStreams({ readable: clientReadable, writable: toServer.writable }, { crypto: nobleProvider, psks: [psk], offload });
+  await client.handshake;
+  await server.handshake;
+  return {
+    client,
+    server,
+    hold: () => void (holding = true),
+    /** What the server sent since hold(), joined. */
+    held: () => concat(...held),
+    inject: (bytes: Uint8Array) => injected.enqueue(bytes),
+    /** Resolves when the client's transport next asks for bytes (after processing what it read). */
+    nextRead: () => new Promise<void>((r) => (reading = r)),
+    fail: (e: unknown) => injected.error(e),
+  };
+}
+
+/** Everything the application reads, then how the readable ended. */
+async function readLate(readable: ReadableStream<Uint8Array>): Promise<string[]> {
+  const out: string[] = [];
+  const reader = readable.getReader();
+  for (;;) {
+    try {
+      const { value, done } = await reader.read();
+      if (done) return [...out, 'end'];
+      out.push(new TextDecoder().decode(value));
+    } catch (e) {
+      return [...out, `error: ${(e as { reason?: string }).reason ?? (e as Error).message}`];
+    }
+  }
+}
+
+/** Until the client has failed (its handshake promise is settled already: its connection's phase tells). */
+async function failed(conn: { phase: string }): Promise<void> {
+  for (let i = 0; i < 500 && conn.phase !== 'failed' && conn.phase !== 'closed'; i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+for (const offload of [true, false]) {
+  t.test(`offload ${offload}: data before a bad record in the same read is delivered, then the error`, async (tt) => {
+    const p = await heldPair(offload);
+    p.hold();
+    await p.server.writable.getWriter().write(new TextEncoder().encode('sent before the bad record'));
+    for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const record = p.held();
+    const forged = record.slice();
+    forged[forged.length - 1] ^= 1; // (a record that fails its tag: RFC 8446 §5.2, bad_record_mac)
+    p.inject(concat(record, forged));
+    await failed(p.client.connection);
+    tt.equal(p.client.connection.phase, 'failed', 'the client failed (bad_record_mac) before the application read anything');
+    tt.same(await readLate(p.client.readable), ['sent before the bad record', 'error: RecordBadMac'], 'the data, then the error');
+  });
+
+  t.test(`offload ${offload}: data received before the transport failed is delivered, then the transport's error`, async (tt) => {
+    const p = await heldPair(offload);
+    p.hold();
+    await p.server.writable.getWriter().write(new TextEncoder().encode('sent before the reset'));
+    for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    const processed = p.nextRead();
+    p.inject(p.held());
+    await processed; // (the record was read and opened: the transport reads on)
+    p.fail(new Error('ECONNRESET'));
+    await failed(p.client.connection);
+    tt.same(await readLate(p.client.readable), ['sent before the reset', 'error: ECONNRESET'], 'the data, then the error');
+  });
+}
