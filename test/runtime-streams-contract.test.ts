@@ -2,7 +2,7 @@
  * The streams transport's contract with each runtime's own WHATWG streams (test/fixtures/runtimes/streams-contract.mjs,
  * in memory, the record offload on and off), in Node, Deno and Bun: their streams implementations differ, and what
  * was fixed depends on them (the writable controller's abort signal, a sink's rejection erroring its stream). Each
- * check is one of streams-chunks, streams-cancel and streams-failed-writable, run inside the runtime; and no promise
+ * check is one of streams-chunks, streams-cancel, streams-failed-writable and streams-failure-order, run inside the runtime; and no promise
  * rejection may go unhandled.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -14,7 +14,7 @@ import { ROOT, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'runtimes', 'streams-contract.mjs');
 /** The checks the fixture makes, each with the offload on and off. */
-const CHECKS = 10;
+const CHECKS = 12;
 
 const runtimes: { name: string; command: () => { path: string; skip: false } | { path: null; skip: string }; args: string[]; env: (tt: Tap) => Promise<NodeJS.ProcessEnv> }[] = [
   { name: 'node', command: () => ({ path: process.execPath, skip: false }), args: [FIXTURE], env: async () => ({}) },
@@ -42,7 +42,7 @@ const runtimes: { name: string; command: () => { path: string; skip: false } | {
 
 for (const runtime of runtimes) {
   const command = runtime.command();
-  t.test(`${runtime.name}: the streams contract (BufferSource chunks, abort under backpressure, the writable after an alert)`, { ...SUBTEST, skip: command.skip }, async (tt) => {
+  t.test(`${runtime.name}: the streams contract (BufferSource chunks, abort under backpressure, the writable after an alert, data before an error)`, { ...SUBTEST, skip: command.skip }, async (tt) => {
     const peer = spawnPeer(tt, command.path!, runtime.args, { cwd: ROOT, env: await runtime.env(tt) });
     const exit = await peer.waitExit(WAIT);
     tt.equal(exit.code, 0, 'the fixture exits 0', { output: peer.transcript() });
