@@ -434,22 +434,30 @@ function run(
   };
 
   /**
-   * Rejects once the application aborts the writable (writable.abort(), pipeTo's AbortSignal). The streams spec calls
+   * The writable's abort signal (WritableStreamDefaultController.signal), which fires as soon as the application aborts
+   * it (writable.abort()). The streams spec calls
    * the sink's abort() only after the write or close in progress has settled, and those wait while the peer does not
    * read (backpressure) or the handshake is pending: an abort waited with them, for good with a peer that never reads
    * again, the connection and its keys kept. The controller's signal fires at once: the write or close in progress
    * gives up then, and abort() below ends the connection with the reason given.
    */
-  let aborted: Promise<never> = new Promise<never>(() => {});
-  const untilAborted = <T>(p: Promise<T>): Promise<T> => Promise.race([p, aborted]);
+  let abortSignal: AbortSignal | undefined;
+  /** `p`, or a rejection with the abort's reason once the writable is aborted (a listener per call, removed after). */
+  const untilAborted = <T>(p: Promise<T>): Promise<T> => {
+    const signal = abortSignal;
+    if (!signal) return p;
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
+  };
 
   const writable = new WritableStream<Uint8Array>({
     start(controller) {
       plainWritable = controller;
-      const signal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
-      if (!signal) return;
-      aborted = new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(signal.reason), { once: true }));
-      aborted.catch(() => {});
+      abortSignal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
     },
     async write(chunk) {
       // Bytes in any BufferSource, as a WritableStream of fetch or a socket takes them. Anything else was written as
