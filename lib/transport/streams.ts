@@ -442,22 +442,24 @@ function run(
    * gives up then, and abort() below ends the connection with the reason given.
    */
   let abortSignal: AbortSignal | undefined;
-  /** `p`, or a rejection with the abort's reason once the writable is aborted (a listener per call, removed after). */
+  /** Rejects what the sink waits for now (its write and close run one at a time): set by untilAborted. */
+  let abortWaiting: ((reason: unknown) => void) | null = null;
+  /** `p`, or a rejection with the abort's reason if the writable is aborted first. */
   const untilAborted = <T>(p: Promise<T>): Promise<T> => {
-    const signal = abortSignal;
-    if (!signal) return p;
-    if (signal.aborted) return Promise.reject(signal.reason);
+    if (!abortSignal) return p;
+    if (abortSignal.aborted) return Promise.reject(abortSignal.reason);
     return new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => reject(signal.reason);
-      signal.addEventListener('abort', onAbort, { once: true });
-      p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+      abortWaiting = reject; // (rejecting a promise that has settled already does nothing)
+      p.then(resolve, reject);
     });
   };
 
   const writable = new WritableStream<Uint8Array>({
     start(controller) {
       plainWritable = controller;
-      abortSignal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
+      const signal = (controller as { signal?: AbortSignal }).signal; // (WHATWG streams; every runtime we run in has it)
+      abortSignal = signal;
+      signal?.addEventListener('abort', () => abortWaiting?.(signal.reason), { once: true });
     },
     async write(chunk) {
       // Bytes in any BufferSource, as a WritableStream of fetch or a socket takes them. Anything else was written as
@@ -471,7 +473,8 @@ function run(
         throw e;
       }
       try {
-        await untilAborted(handshakeOrPending(conn, handshake));
+        // A write waits for the handshake (the connection could queue it), which keeps backpressure meaningful.
+        if (conn.phase === 'handshaking') await untilAborted(handshake);
         await untilAborted(records.write(bytes).catch(sendingFailed));
         await pump();
       } catch (e) {
@@ -479,7 +482,7 @@ function run(
       }
     },
     async close() {
-      await untilAborted(handshakeOrPending(conn, handshake));
+      if (conn.phase === 'handshaking') await untilAborted(handshake);
       conn.close();
       await pump();
       await untilAborted(records.drained().catch(sendingFailed)); // every record, offloaded ones included, handed to the transport
@@ -522,7 +525,3 @@ function nativeByDefault(crypto: { readonly name: string }): boolean {
   return crypto.name !== 'node';
 }
 
-/** Writes may be queued during the handshake; waiting for it keeps backpressure meaningful. */
-async function handshakeOrPending(conn: Connection, handshake: Promise<HandshakeInfo>): Promise<void> {
-  if (conn.phase === 'handshaking') await handshake;
-}
