@@ -241,3 +241,56 @@ t.test("a server over connStreams that reads to the end of stream (or cancels it
     t.equal(conn.closes, 1, `${how}: aborting the plaintext writable closes the socket`);
   }
 });
+
+t.test('connStreams: aborting the writable while a write waits for a peer that does not read closes the socket at once', async (t) => {
+  // A socket whose writes never complete (the peer reads nothing, its window is full) until it is closed, after which
+  // they fail as Deno's do.
+  let closes = 0;
+  let failPending: (e: Error) => void = () => {};
+  const conn: ConnLike = {
+    read: () => new Promise<number | null>(() => {}),
+    write: () => new Promise<number>((_, reject) => (failPending = reject)),
+    closeWrite: async () => {},
+    close: () => {
+      closes++;
+      failPending(new Error('Bad resource ID'));
+    },
+  };
+  const pair = connStreams(conn);
+  const writer = pair.writable.getWriter();
+  const pending = writer.write(new Uint8Array(1024));
+  pending.catch(() => {});
+  await new Promise((r) => setTimeout(r, 10)); // (the write has reached the socket)
+  const aborted = writer.abort(new Error('the transport gives up'));
+  t.equal(closes, 1, 'the socket is closed at once, not after the pending write (which would never come)');
+  await t.rejects(pending, 'the pending write fails');
+  await aborted;
+
+  // The same through the TLS transport: an application that aborts under backpressure gets its socket closed.
+  let tlsCloses = 0;
+  const [near, far] = memoryPipe();
+  const peer = tlsServerOverStreams(far, { crypto: nobleProvider, psks: [psk] }); // (its application never reads)
+  const nearConn = new FakeConn(near);
+  const stuck: ConnLike = {
+    read: (p) => nearConn.read(p),
+    write: (p) => nearConn.write(p),
+    closeWrite: () => nearConn.closeWrite(),
+    close: () => {
+      tlsCloses++;
+      nearConn.close();
+    },
+  };
+  const client = tlsClientOverStreams(connStreams(stuck), { crypto: nobleProvider, psks: [psk] });
+  await client.handshake;
+  await peer.handshake;
+  const w = client.writable.getWriter();
+  for (let blocked = false, i = 0; !blocked && i < 1000; i++) {
+    const p = w.write(new Uint8Array(65_536));
+    p.catch(() => {});
+    blocked = await Promise.race([p.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), 200))]);
+  }
+  await w.abort(new Error('give up'));
+  for (let i = 0; i < 100 && tlsCloses === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  t.equal(tlsCloses, 1, 'the socket under the TLS connection is closed');
+  await peer.writable.abort().catch(() => {});
+});

@@ -89,6 +89,14 @@ export function connStreams(conn: ConnLike, options: ConnStreamsOptions = {}): C
     { highWaterMark: 0 }, // read only when asked: what is not read stays in the kernel's buffer (backpressure)
   );
   const writable = new WritableStream<Uint8Array>({
+    start(controller) {
+      // The streams spec calls abort() below only once the write in progress has settled, and a write to a peer that
+      // does not read never settles: the socket stayed open for good (the transport aborts this writable when it gives
+      // up on a connection: a failure, or the application's abort). The controller's signal fires at once; closing
+      // the socket then also fails the write in progress.
+      const signal = (controller as { signal?: AbortSignal }).signal;
+      signal?.addEventListener('abort', close, { once: true });
+    },
     async write(chunk) {
       try {
         for (let at = 0; at < chunk.length; ) at += await conn.write(chunk.subarray(at));
