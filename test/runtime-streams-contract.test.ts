@@ -2,7 +2,7 @@
  * The streams transport's contract with each runtime's own WHATWG streams (test/fixtures/runtimes/streams-contract.mjs,
  * in memory, the record offload on and off), in Node, Deno and Bun: their streams implementations differ, and what
  * was fixed depends on them (the writable controller's abort signal, a sink's rejection erroring its stream). Each
- * check is one of streams-chunks, streams-cancel, streams-failed-writable and streams-failure-order, run inside the runtime; and no promise
+ * check is one of streams-chunks, streams-cancel, streams-failed-writable, streams-failure-order and conn-streams, run inside the runtime; and no promise
  * rejection may go unhandled.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,8 +13,8 @@ import { jsonEvent, spawnPeer, type Tap, testPeer } from './helpers/peers.js';
 import { ROOT, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'runtimes', 'streams-contract.mjs');
-/** The checks the fixture makes, each with the offload on and off. */
-const CHECKS = 12;
+/** The checks the fixture makes (each but connStreams' with the offload on and off). */
+const CHECKS = 13;
 
 const runtimes: { name: string; command: () => { path: string; skip: false } | { path: null; skip: string }; args: string[]; env: (tt: Tap) => Promise<NodeJS.ProcessEnv> }[] = [
   { name: 'node', command: () => ({ path: process.execPath, skip: false }), args: [FIXTURE], env: async () => ({}) },
