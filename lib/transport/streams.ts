@@ -435,11 +435,10 @@ function run(
 
   /**
    * The writable's abort signal (WritableStreamDefaultController.signal), which fires as soon as the application aborts
-   * it (writable.abort()). The streams spec calls
-   * the sink's abort() only after the write or close in progress has settled, and those wait while the peer does not
-   * read (backpressure) or the handshake is pending: an abort waited with them, for good with a peer that never reads
-   * again, the connection and its keys kept. The controller's signal fires at once: the write or close in progress
-   * gives up then, and abort() below ends the connection with the reason given.
+   * it (writable.abort()). The streams spec calls the sink's abort() only after the write or close in progress has
+   * settled, and those wait while the peer does not read (backpressure) or the handshake is pending: an abort waited
+   * with them, for good with a peer that never reads again, the connection and its keys kept. The write or close in
+   * progress now gives up when the signal fires, and abort() below ends the connection with the reason given.
    */
   let abortSignal: AbortSignal | undefined;
   /** Rejects what the sink waits for now (its write and close run one at a time): set by untilAborted. */
