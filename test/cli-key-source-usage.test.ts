@@ -159,3 +159,23 @@ t.test('--psk-hash with --psk-file is the hash of the lines that name none; a li
   tt.same(hashes({ 'psk-hash': 'SHA-256' }), { named: 'SHA-384', plain: 'SHA-256', named256: 'SHA-256' }, '--psk-hash SHA-256: the SHA-384 line stays SHA-384');
   tt.same(hashes({ 'psk-hash': 'SHA-384' }), { named: 'SHA-384', plain: 'SHA-384', named256: 'SHA-256' }, '--psk-hash SHA-384: the line naming none becomes SHA-384, the SHA-256 line stays');
 });
+
+// Two --psk under one --identity: the server found a key by its identity and took the first, so the second key
+// could never be used, and a client offered both (found by review). A --psk-file refuses it ("identity 'a' appears
+// twice"); the flags took it without a word: the server listened, and a client with the second key failed with
+// decrypt_error.
+t.test('the same --identity for two --psk is a usage error naming the flag, without the key', async (tt) => {
+  const [k1, k2] = ['00112233445566778899aabbccddeeff', '11112233445566778899aabbccddeeff'];
+  const twice = ['--psk', k1, '--identity', 'a', '--psk', k2, '--identity', 'a'];
+  for (const args of [
+    ['server', '--listen', '127.0.0.1:0', ...twice],
+    ['client', '--connect', '127.0.0.1:9', ...twice],
+    ['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...twice],
+  ]) {
+    const r = await runQkdTls(args, { ms: 20_000 });
+    tt.equal(r.code, 2, `${args[0]}: exit code 2`);
+    tt.equal(r.stderr, `qkd-tls ${args[0]}: --identity #2: 'a' is given twice (each --psk needs an identity of its own)\n`, `${args[0]}: one line naming --identity`);
+    tt.notMatch(r.stdout + r.stderr, /listening/, `${args[0]}: it never listened`);
+    tt.notMatch(r.stdout + r.stderr, /112233445566/, `${args[0]}: no key in the output`);
+  }
+});

@@ -182,6 +182,11 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
   const hexes = (values.psk as string[] | undefined) ?? [];
   const ids = (values.identity as string[] | undefined) ?? [];
   if (hexes.length !== ids.length) throw new UsageError(`${hexes.length} --psk but ${ids.length} --identity: give them in pairs`);
+  // The identity is how the server finds the key (RFC 8446 §4.2.11): a second key under the same one was never
+  // used (a server looked up the first; a client offered both, and the server checked the first's binder). A
+  // --psk-file refuses it (lib/psk/key-file.ts); the flags took it without a word.
+  const twice = ids.findIndex((id, i) => ids.indexOf(id) !== i);
+  if (twice >= 0) throw new UsageError(`--identity #${twice + 1}: '${ids[twice]}' is given twice (each --psk needs an identity of its own)`);
   return hexes.map((h, i) => {
     let secret: Uint8Array;
     const digits = h.replace(/\s+/g, '');
