@@ -13,7 +13,7 @@ export const TRACE_OPTION_SPEC = {
 export const TRACE_HELP = `Trace:
   --trace                 print every record and handshake message sent and received on stderr, field by
                           field with offsets and lengths (decrypted records: inner content type, padding);
-                          with --keylog the traffic secrets are printed too
+                          with --keylog the traffic secrets are printed too; with --json as --trace-json
   --trace-json            the same as one JSON object per line ({"event":"trace",...})`;
 
 /** What the trace options ask for: a hook per connection and a key-log wrapper, or nothing. */
@@ -25,7 +25,9 @@ export interface TracePlan {
 }
 
 export function parseTraceOptions(values: Record<string, unknown>): TracePlan | undefined {
-  const json = values['trace-json'] === true;
+  // With --json every line on stderr is one JSON object (the contract in design.md): --trace then writes its JSON
+  // lines, as --trace-json does; its text lines came between the JSON events, and a reader of them failed there.
+  const json = values['trace-json'] === true || (values.trace === true && values.json === true);
   if (!json && values.trace !== true) return undefined;
   const print = (e: TraceEvent, label?: string): void => {
     if (json) process.stderr.write((label ? traceEventJson({ ...e, connection: label } as TraceEvent) : traceEventJson(e)) + '\n');
