@@ -249,9 +249,11 @@ function kmeKeySource(
   }
   const timeoutMs = time(values, 'kme-timeout', 600_000) ?? 5000;
   const handshakeTimeout = handshakeTimeoutMs(values) || 30_000;
+  // Read before the client is made: a file that cannot be read is its own option's error ("--kme: --kme-ca: ...").
+  const [ca, cert, key] = [read('kme-ca'), read('kme-cert'), read('kme-key')];
   let client: Etsi014Client;
   try {
-    client = new Etsi014Client({ baseUrl: url, saeId, ca: read('kme-ca'), cert: read('kme-cert'), key: read('kme-key'), timeoutMs });
+    client = new Etsi014Client({ baseUrl: url, saeId, ca, cert, key, timeoutMs });
   } catch (e) {
     throw new UsageError(`--kme: ${(e as Error).message}`);
   }
