@@ -25,6 +25,8 @@ async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   // `qkd-tls help server` is `qkd-tls server --help` (it printed the list of commands).
   if (name === 'help' && rest.length > 0 && Object.hasOwn(COMMANDS, rest[0])) return main([rest[0], '--help']);
+  // `qkd-tls help nosuch` is the usage error that `qkd-tls nosuch` is (it printed the commands and exited 0).
+  if (name === 'help' && rest.length > 0) return main(rest);
   if (name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(usage() + '\n');
     return 0;

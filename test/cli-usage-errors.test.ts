@@ -47,6 +47,17 @@ t.test('qkd-tls with no command: the usage on stderr, exit 2; --help: on stdout,
   t.equal(help.stdout, none.stderr, 'the same usage, on stdout');
 });
 
+// `qkd-tls help nosuch` printed the list of commands and exited 0, as if it had been asked for (found by review).
+t.test('qkd-tls help with an unknown command is the usage error of that command name, exit 2', async (t) => {
+  const r = await runQkdTls(['help', 'nosuch'], { ms: 20_000 });
+  t.equal(r.code, 2, 'exit code 2');
+  t.equal(r.stdout, '', 'nothing on stdout (it is an error)');
+  t.match(r.stderr, /^qkd-tls: unknown command 'nosuch'\n/, 'names the command');
+  const known = await runQkdTls(['help', 'client'], { ms: 20_000 });
+  t.equal(known.code, 0, 'help client: exit code 0');
+  t.match(known.stdout, /^usage: qkd-tls client /, "help client: the client's --help");
+});
+
 t.test('a name listed twice in --suites, --kex-modes, --groups or --key-shares is a usage error at startup', async (t) => {
   const psk = ['--psk', '000102030405060708090a0b0c0d0e0f', '--identity', 'a'];
   for (const [option, value, twice] of [
