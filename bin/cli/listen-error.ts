@@ -4,6 +4,7 @@
  * command's name, and the commands each said it differently (found in a README walkthrough, where the sections
  * reuse ports and a command of an earlier section may still run).
  */
+import { hostPortText } from './address.js';
 
 /** What to do about a listen failure, from its error code (also when only the message carries it); '' if unknown. */
 export function listenHint(e: unknown): string {
@@ -29,6 +30,5 @@ export function isListenError(e: unknown): boolean {
  * --json the hint goes in its own "hint" field, as for any other failure (Reporter.fatal, Reporter.failure).
  */
 export function listenFailure(host: string, port: number, e: unknown): { message: string; hint: string | undefined } {
-  const at = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  return { message: `cannot listen on ${at}: ${e instanceof Error ? e.message : String(e)}`, hint: listenHint(e) || undefined };
+  return { message: `cannot listen on ${hostPortText(host, port)}: ${e instanceof Error ? e.message : String(e)}`, hint: listenHint(e) || undefined };
 }

@@ -5,6 +5,7 @@
  * reaches a TCP TLS-PSK server through it. Only the --allow targets can be reached.
  */
 import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
+import { hostPortText } from '../cli/address.js';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
@@ -77,10 +78,10 @@ export async function run(argv: string[]): Promise<number> {
   }
   // A connection beyond --max-connections is closed at once by the HTTP server ('drop'): said, as a refusal.
   bridge.server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) =>
-    report.event('refused', { peer: d?.remoteAddress === undefined ? '?:0' : `${d.remoteAddress}:${d.remotePort}`, reason: `--max-connections reached (${plan.maxConnections ?? 1000} open)` }),
+    report.event('refused', { peer: d?.remoteAddress === undefined ? '?:0' : hostPortText(d.remoteAddress, String(d.remotePort)), reason: `--max-connections reached (${plan.maxConnections ?? 1000} open)` }),
   );
   const a = bridge.address();
-  report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', allow: plan.allow.map(targetName) });
+  report.event('listening', { address: hostPortText(a.address, a.port), transport: 'websocket', allow: plan.allow.map(targetName) });
   await untilStopSignal();
   await bridge.close();
   return 0;

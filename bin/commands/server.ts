@@ -6,6 +6,7 @@
  */
 import * as net from 'node:net';
 import { confirmNotReset, createServer, endedBeforeAByte, listenWebSocket, type QkdTlsSocket, resetSocket, type WebSocketListener, type WebSocketRefusal } from 'qkd-tls/node';
+import { hostPortText } from '../cli/address.js';
 import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, parseKeySource } from '../cli/key-source.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
@@ -86,7 +87,7 @@ export async function run(argv: string[]): Promise<number> {
   // One reset before it was accepted has none even then (a health check's connect and reset, often): "?:0", as
   // the proxy writes it (lib/proxy/proxy.ts), not "undefined:undefined".
   const addressOf = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string =>
-    s.remoteAddress === undefined ? '?:0' : `${s.remoteAddress}:${s.remotePort}`;
+    s.remoteAddress === undefined ? '?:0' : hostPortText(s.remoteAddress, String(s.remotePort));
   const peerOf = (s: QkdTlsSocket): string => peers.get(s.socket) ?? addressOf(s);
   const { json: _j, ...connOptions } = tls;
 
@@ -178,14 +179,14 @@ export async function run(argv: string[]): Promise<number> {
           ws = l;
           l.server.on('drop', dropped);
           const a = l.address();
-          report.event('listening', { address: `${a.address}:${a.port}`, transport: 'websocket', keys: keys.description });
+          report.event('listening', { address: hostPortText(a.address, a.port), transport: 'websocket', keys: keys.description });
         },
         failed,
       );
     } else {
       server.listen(listen.port, listen.host, () => {
         const a = server.address();
-        report.event('listening', { address: `${a.address}:${a.port}`, keys: keys.description });
+        report.event('listening', { address: hostPortText(a.address, a.port), keys: keys.description });
       });
     }
     const stop = (): void => {
