@@ -41,3 +41,11 @@ function shorten(s: string, max: number): string {
 function escape(c: string): string {
   return `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 }
+
+/**
+ * HOST:PORT as a log line or an error names an address: an IPv6 address in brackets, `[::1]:4433` (RFC 3986 §3.2.2),
+ * so that it reads back as one and says where the address ends. An unknown host or port is written as given.
+ */
+export function hostPortText(host: string | undefined, port: number | string | undefined): string {
+  return host?.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -39,6 +39,7 @@ import { checkCount, checkHostPort, checkTimerMs, MAX_TIMER_MS } from '../config
 import { TlsError, TransportError } from '../errors.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { wipe } from '../codec/bytes.js';
+import { hostPortText } from '../codec/text.js';
 import type { Psk } from '../psk/types.js';
 import {
   type AsyncPskResolver,
@@ -265,8 +266,8 @@ class ProxyEngine implements Proxy {
       this.logger.event('listening', {
         service: l.config.name,
         role: l.config.role,
-        accept: hostPort(a.host, a.port),
-        connect: hostPort(l.config.connect.host, l.config.connect.port),
+        accept: hostPortText(a.host, a.port),
+        connect: hostPortText(l.config.connect.host, l.config.connect.port),
         keys: l.config.keys.description,
       });
     }
@@ -381,17 +382,17 @@ class Listener {
           // Beyond maxConnections the HTTP server closes a connection before its upgrade request, without a word
           // ('drop'): logged as the TCP listener's rejections are.
           l.server.on('drop', (d?: { remoteAddress?: string; remotePort?: number }) =>
-            this.rejected(this.engine.newId(), hostPort(d?.remoteAddress ?? '?', d?.remotePort ?? 0), `connection limit reached (${this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS} open)`),
+            this.rejected(this.engine.newId(), hostPortText(d?.remoteAddress ?? '?', d?.remotePort ?? 0), `connection limit reached (${this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS} open)`),
           );
         },
         (e: Error) => {
-          throw new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPort(host, port)}: ${e.message}`, { cause: e });
+          throw new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPortText(host, port)}: ${e.message}`, { cause: e });
         },
       );
     }
     return new Promise((resolve, reject) => {
       const onError = (e: Error): void => {
-        reject(new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPort(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
+        reject(new TransportError('ERR_QKD_PROXY_LISTEN_FAILED', `service "${this.config.name}": cannot listen on ${hostPortText(this.config.accept.host, this.config.accept.port)}: ${e.message}`, { cause: e }));
       };
       this.server.once('error', onError);
       this.server.listen(this.config.accept.port, this.config.accept.host, () => {
@@ -433,7 +434,7 @@ class Listener {
       role: this.config.role,
       id,
       peer,
-      target: hostPort(this.config.connect.host, this.config.connect.port),
+      target: hostPortText(this.config.connect.host, this.config.connect.port),
       bytesUp: 0,
       bytesDown: 0,
       durationMs: 0,
@@ -447,7 +448,7 @@ class Listener {
     const id = this.engine.newId();
     const limit = this.config.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
     if (this.engine.isStopping || this.active >= limit) {
-      const peer = wsPeer ?? hostPort((raw as net.Socket).remoteAddress ?? '?', (raw as net.Socket).remotePort ?? 0);
+      const peer = wsPeer ?? hostPortText((raw as net.Socket).remoteAddress ?? '?', (raw as net.Socket).remotePort ?? 0);
       raw.on('error', () => {});
       if (raw instanceof net.Socket) resetSocket(raw);
       else raw.destroy();
@@ -505,8 +506,8 @@ class ProxiedConnection {
     private readonly onDone: () => void,
     peer?: string,
   ) {
-    this.peerAddr = peer ?? hostPort(accepted.remoteAddress ?? '?', accepted.remotePort ?? 0);
-    this.targetAddr = hostPort(config.connect.host, config.connect.port);
+    this.peerAddr = peer ?? hostPortText(accepted.remoteAddress ?? '?', accepted.remotePort ?? 0);
+    this.targetAddr = hostPortText(config.connect.host, config.connect.port);
     this.track(accepted);
   }
 
@@ -795,8 +796,4 @@ class ProxiedConnection {
       ...outcome,
     });
   }
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }

@@ -20,6 +20,7 @@ import { checkHostPort, checkTimerMs } from '../config/options.js';
 import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
 import { observer } from '../callbacks.js';
+import { hostPortText } from '../codec/text.js';
 
 export interface BridgeTarget {
   readonly host: string;
@@ -78,7 +79,7 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
 
 /** `host:port` as the allow-list and the URL path name a target (IPv6 in brackets). */
 export function targetName(t: BridgeTarget): string {
-  return `${t.host.includes(':') ? `[${t.host}]` : t.host}:${t.port}`.toLowerCase();
+  return hostPortText(t.host, t.port).toLowerCase();
 }
 
 function relay(

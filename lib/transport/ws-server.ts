@@ -17,7 +17,7 @@ import { createWebSocketStream, WebSocketServer, type WebSocket } from 'ws';
 import { checkCount } from '../config/options.js';
 import { TEXT_MESSAGE_REFUSED } from './websocket.js';
 import { observer, reportCallbackError, type CallbackErrorHandler } from '../callbacks.js';
-import { clip } from '../codec/text.js';
+import { clip, hostPortText } from '../codec/text.js';
 import { TransportError } from '../errors.js';
 
 export interface WebSocketListenOptions {
@@ -125,7 +125,7 @@ export async function listenWebSocket(
       const origin = info.req.headers.origin;
       const refuse = (status: number, reason: string): void => {
         const { remoteAddress, remotePort } = info.req.socket;
-        onRefused?.({ peer: peerText(remoteAddress, remotePort), path: clip(info.req.url ?? '', 200), ...(origin === undefined ? {} : { origin: clip(origin, 200) }), status, reason });
+        onRefused?.({ peer: hostPortText(remoteAddress, remotePort), path: clip(info.req.url ?? '', 200), ...(origin === undefined ? {} : { origin: clip(origin, 200) }), status, reason });
         done(false, status, reason);
       };
       if (origins && origin !== undefined && !origins.has(originOf(origin))) return refuse(403, 'origin not allowed');
@@ -153,7 +153,7 @@ export async function listenWebSocket(
     filterMessages(ws);
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
-    const peer = peerText(request.socket.remoteAddress, request.socket.remotePort);
+    const peer = hostPortText(request.socket.remoteAddress, request.socket.remotePort);
     try {
       onConnection({ stream, request, peer });
     } catch (e) {
@@ -231,11 +231,6 @@ function filterMessages(ws: WebSocket): void {
   });
 }
 
-
-/** A peer's HOST:PORT, an IPv6 address in brackets (`[::1]:50000`, RFC 3986 §3.2.2), as the proxy writes it. */
-function peerText(host: string | undefined, port: number | undefined): string {
-  return host?.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
 
 /**
  * An origin as a browser serializes it (RFC 6454 §6.1): scheme://host[:port], lower case, no path, no default
