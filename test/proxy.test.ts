@@ -82,6 +82,7 @@ t.test('curl → client proxy → server proxy → HTTP server', async (t) => {
     t.equal(r.identity, 'k1', `${r.service}: names the PSK identity`);
     t.equal(r.suite, 'TLS_AES_128_GCM_SHA256');
     t.equal(r.kex, 'psk_dhe_ke');
+    t.equal(r.group, 'x25519', `${r.service}: names the group, as the handshake line of server and client does`);
     t.ok(r.bytesUp > body.length && r.bytesUp < body.length + 1000, `${r.service}: bytes up counts the request (${r.bytesUp})`);
     t.ok(r.bytesDown > 70 && r.bytesDown < 1000, `${r.service}: bytes down counts the response (${r.bytesDown})`);
     t.match(r.peer, /^127\.0\.0\.1:\d+$/);

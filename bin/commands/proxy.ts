@@ -66,8 +66,9 @@ ${KEY_SOURCE_HELP}
 ${TLS_OPTIONS_HELP.replace(/\n {2}--early-data[^\n]*\n(?: {10,}[^\n]*\n)*/, '\n')}
 
 What it logs (stderr): one line when each service starts listening, and exactly one line per connection
-when it ends, with the peer, the service, the PSK identity and key ID (never the key), the bytes each way
-(up: towards --connect, down: back), the duration and how it ended ("end"):
+when it ends, with the peer, the service, the PSK identity and key ID (never the key), once the handshake
+completed its suite, kex and group (null for psk_ke), the bytes each way (up: towards --connect, down:
+back), the duration and how it ended ("end"):
   closed            both directions finished normally (half-closes are passed through)
   no-data           closed or reset before sending a byte (a health check): no key taken, nothing opened
                     (server role over TCP; client role with --connect-on-data)

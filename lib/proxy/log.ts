@@ -62,6 +62,8 @@ export interface ConnectionRecord {
   readonly keyId?: string;
   readonly suite?: string;
   readonly kex?: string;
+  /** The (EC)DHE or hybrid group, null for psk_ke (as the handshake line of server and client gives it). */
+  readonly group?: string | null;
   /** Bytes from the accepted peer to the target (for a client proxy: what the application sent). */
   readonly bytesUp: number;
   /** Bytes from the target to the accepted peer. */

@@ -789,7 +789,7 @@ class ProxiedConnection {
       id: this.id,
       peer: this.peerAddr,
       target: this.targetAddr,
-      ...(h ? { identity: h.identity, ...(h.pskLabel !== undefined ? { keyId: h.pskLabel } : {}), suite: h.suite, kex: h.kex } : {}),
+      ...(h ? { identity: h.identity, ...(h.pskLabel !== undefined ? { keyId: h.pskLabel } : {}), suite: h.suite, kex: h.kex, group: h.group } : {}),
       bytesUp: this.bytesUp,
       bytesDown: this.bytesDown,
       durationMs: Math.round(performance.now() - this.started),
