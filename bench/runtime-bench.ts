@@ -71,7 +71,7 @@ export interface RuntimeMeasurement {
   readonly amount: number;
   /** Milliseconds, measured inside the runtime (workerd: measured by the caller). */
   readonly ms: number;
-  /** Bulk with offload: records the offload sealed and opened (proves the path taken). */
+  /** Bulk: records WebCrypto sealed and opened (every record of the transfer with offload, none without; checked). */
   readonly offloaded?: { sealed: number; opened: number };
   /** Handshakes with WebCrypto key shares: the path x25519 took ('webcrypto', or 'fallback' without X25519 in WebCrypto). */
   readonly keySharePath?: string;
@@ -228,6 +228,16 @@ async function bulk(bytes: number, offload: boolean, inFlight: number, crypto: C
   await writer.close();
   reader.releaseLock();
   await server.writable.close().catch(() => {});
+  // The figure is labelled with its path (runtimeLines: offload, cipher), and the pipeline falls back to the
+  // connection's own cipher without a word (a key WebCrypto would not import, a record it would not open): every
+  // record of the transfer (each write is four full records) must have taken the labelled path, else there is no figure.
+  const records = total / RECORD;
+  const expected = offload ? records : 0;
+  if (offloaded.sealed !== expected || offloaded.opened !== expected) {
+    throw new Error(
+      `bulk ${offload ? 'with' : 'without'} offload: WebCrypto sealed ${offloaded.sealed} and opened ${offloaded.opened} of the ${records} records, not ${expected} each (the transfer did not take the path it would be labelled with)`,
+    );
+  }
   return { part: offload ? 'bulk-offload' : 'bulk-sync', amount: total, ms, offloaded };
 }
 

@@ -109,3 +109,28 @@ t.test('the runtimes section of RESULTS.md is replaced in place, and kept by the
   t.equal(runtimesSection(again)?.includes('| 210 |'), true, 'the section can be taken out to be kept');
   t.equal(runtimesSection(doc), null);
 });
+
+t.test('a bulk figure is labelled with the path its records took: offload means every record went through WebCrypto', async (t) => {
+  const { runRuntimeParts, runtimeLines } = await import('../bench/runtime-bench.js');
+  const { nodeProvider } = await import('../lib/crypto/node.js');
+  const options = { runtime: 'node', quick: true, crypto: nodeProvider, cryptoName: 'node', verify: false, warmupMs: 0, rounds: 1 } as const;
+  const measured = await runRuntimeParts({ ...options, parts: ['bulk-offload', 'bulk-sync'] });
+  for (const m of measured) {
+    const records = m.amount / 16_384;
+    t.same(m.offloaded, m.part === 'bulk-offload' ? { sealed: records, opened: records } : { sealed: 0, opened: 0 }, `${m.part}: ${records} records, the path of each counted`);
+  }
+  // The pipeline falls back to the connection's own cipher when WebCrypto refuses (lib/transport/webcrypto-records.ts):
+  // here it opens no record, so every record is opened by node:crypto. That transfer was reported as
+  // {"offload":true,"cipher":"webcrypto"} with node:crypto's figure; now it is a failure naming the path.
+  const subtle = globalThis.crypto.subtle;
+  const decrypt = Object.getOwnPropertyDescriptor(subtle, 'decrypt');
+  subtle.decrypt = () => Promise.reject(new DOMException('refused for this test', 'OperationError'));
+  try {
+    const run = runRuntimeParts({ ...options, parts: ['bulk-offload'] }).then((m) => runtimeLines(options, m));
+    await t.rejects(run, /bulk with offload: WebCrypto sealed \d+ and opened 0 of the \d+ records/, 'no figure labelled offload for records opened elsewhere');
+  } finally {
+    if (decrypt) Object.defineProperty(subtle, 'decrypt', decrypt);
+    else delete (subtle as { decrypt?: unknown }).decrypt;
+  }
+  t.notOk(Object.hasOwn(subtle, 'decrypt'), 'WebCrypto restored');
+});
