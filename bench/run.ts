@@ -73,6 +73,8 @@ export interface BenchReport {
   readonly mode: BenchSizes['name'];
   readonly machine: MachineInfo;
   readonly providers: readonly ProviderName[];
+  /** The sections this run measured (`--only`), in {@link SECTIONS} order. */
+  readonly sections: readonly Section[];
   readonly sizes: BenchSizes;
   readonly rows: readonly BenchRow[];
   readonly targets: readonly TargetCheck[];
@@ -142,6 +144,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchReport> {
     mode: sizes.name,
     machine,
     providers,
+    sections: SECTIONS.filter((s) => sections.has(s)),
     sizes,
     rows,
     targets: checkTargets(rows),
