@@ -94,36 +94,74 @@ export const SIZES: Readonly<Record<BenchSizes['name'], BenchSizes>> = {
 };
 
 /**
- * Counts how many times `op` completes in `durationMs` (after `warmupMs` of the same), with `concurrency`
- * chains running at once. Returns completions per second. Each chain stops starting new operations once the
- * window closes; operations still running then are awaited but not counted.
+ * The clocks a measurement reads: wall time, and the CPU time this process has used. The bench reads the process's
+ * own; a test injects others, to check which clock a figure is counted in without timing anything.
  */
-export async function asyncRate(op: () => Promise<void>, durationMs: number, warmupMs: number, concurrency = 1): Promise<number> {
-  const window = async (ms: number): Promise<{ n: number; elapsed: number }> => {
+export interface BenchClock {
+  /** Monotonic wall-clock time, in milliseconds. */
+  now(): number;
+  /** CPU time (user + system, every thread) this process has used so far, in microseconds. */
+  cpuMicros(): number;
+}
+
+export const PROCESS_CLOCK: BenchClock = {
+  now: () => performance.now(),
+  cpuMicros: () => {
+    const u = process.cpuUsage();
+    return u.user + u.system;
+  },
+};
+
+/** Completions per second of wall time, and per CPU-second of this process. */
+export interface AsyncRate {
+  readonly perSecond: number;
+  /**
+   * Every operation started in the window (those that end after it too) over the CPU time from its opening until
+   * the last of them ended: what each costs this process, comparable with {@link syncRate}'s figures. A window
+   * that used less than 10 ms of CPU (a clock too coarse for it) gives its wall-clock rate.
+   */
+  readonly perCpuSecond: number;
+}
+
+/**
+ * Counts how many times `op` completes in `durationMs` (after `warmupMs` of the same), with `concurrency`
+ * chains running at once. Returns completions per second of wall time (and per CPU-second). Each chain stops
+ * starting new operations once the window closes; operations still running then are awaited but not counted
+ * in the wall-clock rate.
+ */
+export async function asyncRate(op: () => Promise<void>, durationMs: number, warmupMs: number, concurrency = 1, clock: BenchClock = PROCESS_CLOCK): Promise<AsyncRate> {
+  const window = async (ms: number): Promise<AsyncRate> => {
     let n = 0;
-    const start = performance.now();
+    let late = 0;
+    const cpu = clock.cpuMicros();
+    const start = clock.now();
     const end = start + ms;
     let last = start;
     let firstLate = Infinity;
     await Promise.all(
       Array.from({ length: concurrency }, async () => {
-        while (performance.now() < end) {
+        while (clock.now() < end) {
           await op();
-          const now = performance.now();
+          const now = clock.now();
           if (now <= end) {
             n++;
             last = now;
-          } else firstLate = Math.min(firstLate, now);
+          } else {
+            late++;
+            firstLate = Math.min(firstLate, now);
+          }
         }
       }),
     );
+    const cpuSeconds = (clock.cpuMicros() - cpu) / 1e6;
+    const allSeconds = (clock.now() - start) / 1000;
+    const perCpuSecond = cpuSeconds >= 0.01 ? (n + late) / cpuSeconds : (n + late) / allSeconds;
     // A window too short to complete anything counts the first operation to finish, over its own time.
-    if (n === 0) return { n: 1, elapsed: firstLate - start };
-    return { n, elapsed: Math.max(last - start, 1e-3) };
+    if (n === 0) return { perSecond: 1000 / (firstLate - start), perCpuSecond };
+    return { perSecond: (n / Math.max(last - start, 1e-3)) * 1000, perCpuSecond };
   };
   if (warmupMs > 0) await window(warmupMs);
-  const { n, elapsed } = await window(durationMs);
-  return (n / elapsed) * 1000;
+  return window(durationMs);
 }
 
 /**
@@ -131,12 +169,11 @@ export async function asyncRate(op: () => Promise<void>, durationMs: number, war
  * CPU-second of this process: for synchronous work that is the true cost, and it stays put when other
  * processes compete for the cores (the benchmark machines are shared).
  */
-export function syncRate(op: () => void, durationMs: number): number {
+export function syncRate(op: () => void, durationMs: number, clock: BenchClock = PROCESS_CLOCK): number {
   warmUp(op, durationMs);
-  const cpu = process.cpuUsage();
-  const { n, elapsed } = timedLoop(op, durationMs);
-  const used = process.cpuUsage(cpu);
-  const seconds = (used.user + used.system) / 1e6;
+  const cpu = clock.cpuMicros();
+  const { n, elapsed } = timedLoop(op, durationMs, clock);
+  const seconds = (clock.cpuMicros() - cpu) / 1e6;
   // The clock of cpuUsage is coarse; a very short run falls back to wall time.
   return seconds >= 0.01 ? n / seconds : (n / elapsed) * 1000;
 }
@@ -155,15 +192,15 @@ function warmUp(op: () => void, durationMs: number): void {
 }
 
 /** Runs `op` as often as fits in `durationMs` of wall time: how many runs, in how many ms. */
-function timedLoop(op: () => void, durationMs: number): { n: number; elapsed: number } {
+function timedLoop(op: () => void, durationMs: number, clock: BenchClock = PROCESS_CLOCK): { n: number; elapsed: number } {
   let n = 0;
-  const start = performance.now();
+  const start = clock.now();
   const end = start + durationMs;
   let now = start;
   do {
     op();
     n++;
-    now = performance.now();
+    now = clock.now();
   } while (now < end);
   return { n, elapsed: now - start };
 }

@@ -13,7 +13,7 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { connect, createServer } from '../lib/transport/node.js';
 import type { GroupName } from '../lib/crypto/provider.js';
-import { asyncRate, benchPsk, opensslCurve, provider, PSK_IDENTITY, PSK_SECRET, type KexConfig, type ProviderName } from './common.js';
+import { asyncRate, benchPsk, type AsyncRate, type BenchClock, opensslCurve, provider, PSK_IDENTITY, PSK_SECRET, type KexConfig, type ProviderName } from './common.js';
 
 /** A running server and a way to make one connection to it. */
 export interface HandshakeTarget {
@@ -27,9 +27,9 @@ const SUITE = 'TLS_AES_128_GCM_SHA256';
 /** A handshake that takes longer than this fails the benchmark (keeps every loop bounded in time). */
 const CONNECTION_TIMEOUT_MS = 15_000;
 
-/** Measures handshakes/s against `target` for `durationMs`, with `concurrency` clients. */
-export function handshakeRate(target: HandshakeTarget, durationMs: number, warmupMs: number, concurrency: number): Promise<number> {
-  return asyncRate(() => target.connectOnce(), durationMs, warmupMs, concurrency);
+/** Measures handshakes/s against `target` for `durationMs`, with `concurrency` clients (per second and per CPU-second). */
+export function handshakeRate(target: HandshakeTarget, durationMs: number, warmupMs: number, concurrency: number, clock?: BenchClock): Promise<AsyncRate> {
+  return asyncRate(() => target.connectOnce(), durationMs, warmupMs, concurrency, clock);
 }
 
 /** A qkd-tls server and client on 127.0.0.1 with one key-exchange configuration and provider. */

@@ -15,7 +15,7 @@ import type { Aead, CryptoProvider } from '../lib/crypto/provider.js';
 import { RecordProtection } from '../lib/record/protection.js';
 import { Deframer, MAX_PLAINTEXT, type RawRecord } from '../lib/record/deframer.js';
 import { SUITES, type SupportedSuiteName } from '../lib/suites.js';
-import { benchPsk, syncRate, wallRate, type KexConfig } from './common.js';
+import { benchPsk, syncRate, wallRate, type BenchClock, type KexConfig } from './common.js';
 
 /** Client and server connections taken through a whole handshake in memory. */
 export function handshakePair(crypto: CryptoProvider, cfg: KexConfig, suite: SupportedSuiteName = 'TLS_AES_128_GCM_SHA256'): { client: Connection; server: Connection } {
@@ -37,13 +37,17 @@ export function handshakePair(crypto: CryptoProvider, cfg: KexConfig, suite: Sup
   return { client, server };
 }
 
-/** Handshakes per second of the bare state machines (client and server together). */
-export function sansioHandshakeRate(crypto: CryptoProvider, cfg: KexConfig, durationMs: number): number {
-  return syncRate(() => {
-    const { client, server } = handshakePair(crypto, cfg);
-    client.destroy();
-    server.destroy();
-  }, durationMs);
+/** Handshakes per CPU-second of the bare state machines (client and server together). */
+export function sansioHandshakeRate(crypto: CryptoProvider, cfg: KexConfig, durationMs: number, clock?: BenchClock): number {
+  return syncRate(
+    () => {
+      const { client, server } = handshakePair(crypto, cfg);
+      client.destroy();
+      server.destroy();
+    },
+    durationMs,
+    clock,
+  );
 }
 
 export interface RecordRates {

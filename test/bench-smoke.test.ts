@@ -8,7 +8,7 @@ import t from 'tap';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { advantage, renderChart } from '../bench/chart.js';
-import { machineInfo, SIZES } from '../bench/common.js';
+import { machineInfo, SIZES, type BenchClock } from '../bench/common.js';
 import { formatMarkdown, formatTable } from '../bench/report.js';
 import { checkTargets, REPORT_SECTIONS, runBench, SECTIONS, type BenchReport } from '../bench/run.js';
 
@@ -75,6 +75,25 @@ t.test('a tiny benchmark run with both providers has every section, finite ratio
   tt.equal((svg.match(/<rect x=/g) ?? []).length, report.rows.length, 'one bar per row');
   tt.notMatch(svg, /NaN|Infinity|undefined/, 'no non-numbers in the chart');
   for (const r of report.rows) tt.ok(Number.isFinite(advantage(r)), `${r.metric}: finite bar`);
+});
+
+t.test('state-machine rows compare rates of one unit: their node:tls reference is per CPU-second too', async (tt) => {
+  // A process whose CPU time runs at half the speed of its wall clock: a rate per CPU-second is twice the same
+  // rate per wall-clock second. (As a loaded machine does to node:tls, whose wall-clock rate falls with the
+  // load while the state machines' rate per CPU-second does not.) Nothing here depends on how fast anything is.
+  const clock: BenchClock = { now: () => performance.now(), cpuMicros: () => performance.now() * 500 };
+  const sizes = { ...SIZES.tiny, handshakeMs: 150 };
+  const report = await runBench({ sizes, providers: ['node'], sections: ['handshakes', 'state machines'], clock });
+  for (const group of ['x25519', 'secp256r1']) {
+    const loopback = report.rows.find((r) => r.section === 'handshakes' && r.metric === `psk_dhe_ke ${group}, ${sizes.concurrency} concurrent`);
+    const machines = report.rows.find((r) => r.section === 'state machines' && r.metric.startsWith(`psk_dhe_ke ${group},`));
+    if (!loopback || !machines) return tt.fail(`rows for ${group}`);
+    // The same node:tls windows, counted per CPU-second: about twice the wall-clock figure (operations still running
+    // when a window closes count here, over the time until they end). It was the wall-clock figure itself.
+    const k = machines.reference / loopback.reference;
+    tt.ok(k > 1.4 && k < 2.9, `${group}: the reference is node:tls per CPU-second (${machines.reference.toFixed(0)} against ${loopback.reference.toFixed(0)} per second: ${k.toFixed(2)}x)`);
+    tt.match(machines.referenceLabel, /per CPU-second/);
+  }
 });
 
 t.test('RESULTS.md names the command that made it: size, providers and sections as the flags are spelled', async (tt) => {
