@@ -41,9 +41,12 @@ export async function runRuntimes(options: {
   quick: boolean;
   runtimes?: readonly RuntimeName[];
   recordsInFlight?: number;
+  /** The Chromium binary (default /usr/bin/chromium). */
+  chromium?: string;
   onProgress?: (line: string) => void;
 }): Promise<RuntimesRun> {
   const progress = options.onProgress ?? (() => {});
+  const chromium = options.chromium ?? CHROMIUM;
   const lines: Record<string, unknown>[] = [];
   const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-runtimes-'));
   try {
@@ -59,7 +62,7 @@ export async function runRuntimes(options: {
           progress('node (in this process)');
           measured = await runRuntimeParts(opts);
         } else {
-          const missing = runtime === 'chromium' ? missingFile(CHROMIUM) ?? missingFile(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core')) : missingFile(join(PEERS_BIN, runtime));
+          const missing = runtime === 'chromium' ? missingFile(chromium) ?? missingFile(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core')) : missingFile(join(PEERS_BIN, runtime));
           if (missing) {
             lines.push({ event: 'runtime-skipped', runtime, reason: `${missing} is not installed (npm ci --prefix test/peers; Debian chromium)` });
             progress(`${runtime}: skipped (${missing} not installed)`);
@@ -73,7 +76,7 @@ export async function runRuntimes(options: {
             measured = await runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, await makeNodeProviderBundle(dir), base);
           } else {
             bundle ??= await makeBundle(dir);
-            measured = await RUNNERS[runtime](dir, bundle, base);
+            measured = runtime === 'chromium' ? await runChromium(dir, bundle, base, chromium) : await RUNNERS[runtime](dir, bundle, base);
           }
         }
         lines.push(...runtimeLines(opts, measured));
@@ -261,11 +264,10 @@ async function runDriver(command: string, args: string[], dir: string, bundle: s
 
 // Deno has node:crypto too, but its AES-GCM there ran at ≈90 MB/s sealing and opening 16 KiB records against
 // ≈450 for its WebCrypto (workerd's: ≈300 against ≈900), so those two keep @noble for the path without offload.
-const RUNNERS: Record<Exclude<RuntimeName, 'node' | 'bun'>, Runner> = {
+const RUNNERS: Record<Exclude<RuntimeName, 'node' | 'bun' | 'chromium'>, Runner> = {
   deno: (dir, bundle, options) =>
     runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, bundle, options, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
   workerd: runWorkerd,
-  chromium: runChromium,
 };
 
 async function runWorkerd(dir: string, bundle: string, options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
@@ -331,32 +333,38 @@ const bench :Workerd.Worker = (
   }
 }
 
-async function runChromium(dir: string, bundle: string, options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
+async function runChromium(dir: string, bundle: string, options: RuntimeBenchOptions, executablePath: string): Promise<RuntimeMeasurement[]> {
   const code = await readFile(bundle);
   const server: Server = createServer((req, res) => {
     if (req.url === '/bench.mjs') res.writeHead(200, { 'content-type': 'text/javascript' }).end(code);
     else res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>qkd-tls bench</title>');
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  const playwright = (await import(pathToFileURL(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core', 'index.mjs')).href)) as {
-    chromium: { launch(o: object): Promise<{ newPage(): Promise<ChromiumPage>; close(): Promise<void> }> };
-  };
-  const browser = await playwright.chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
-  });
+  // The server is closed whatever fails, a Chromium that does not start included: left listening, it kept the
+  // process alive after the run had printed its results (the command never exited).
   try {
-    const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${port}/`);
-    return await page.evaluate(async (o: RuntimeBenchOptions) => {
-      const mod = (await import('/bench.mjs' as string)) as typeof import('./runtime-bench.js');
-      return mod.runRuntimeParts(o);
-    }, options);
+    const { port } = server.address() as AddressInfo;
+    const playwright = (await import(pathToFileURL(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core', 'index.mjs')).href)) as {
+      chromium: { launch(o: object): Promise<{ newPage(): Promise<ChromiumPage>; close(): Promise<void> }> };
+    };
+    const browser = await playwright.chromium.launch({
+      executablePath,
+      headless: true,
+      args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${port}/`);
+      return await page.evaluate(async (o: RuntimeBenchOptions) => {
+        const mod = (await import('/bench.mjs' as string)) as typeof import('./runtime-bench.js');
+        return mod.runRuntimeParts(o);
+      }, options);
+    } finally {
+      await browser.close();
+    }
   } finally {
-    await browser.close();
-    server.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
   }
 }
 

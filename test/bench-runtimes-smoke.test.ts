@@ -6,7 +6,8 @@
  * Nothing here depends on how fast anything is.
  */
 import t from 'tap';
-import { runQkdTls } from './helpers/peers.js';
+import { missingChromium } from './helpers/chromium.js';
+import { runQkdTls, testPeer } from './helpers/peers.js';
 
 const finitePositive = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x > 0;
 
@@ -133,4 +134,22 @@ t.test('a bulk figure is labelled with the path its records took: offload means 
     else delete (subtle as { decrypt?: unknown }).decrypt;
   }
   t.notOk(Object.hasOwn(subtle, 'decrypt'), 'WebCrypto restored');
+});
+
+// playwright-core and esbuild from test/peers (Chromium itself is not started: /bin/false stands in for it).
+const chromiumSkip = missingChromium(t) || testPeer(t, 'esbuild').skip;
+
+t.test('a Chromium that does not start is a failed runtime, and the run leaves no server listening', { skip: chromiumSkip }, async (t) => {
+  const { runRuntimes } = await import('../bench/runtimes.js');
+  const servers = () => process.getActiveResourcesInfo().filter((r) => r === 'TCPServerWrap').length;
+  const before = servers();
+  // /bin/false: a Chromium binary that is there but does not start (a broken install, a snap stub in a container).
+  const run = await runRuntimes({ quick: true, runtimes: ['chromium'], chromium: '/bin/false' });
+  t.same(
+    run.lines.map((l) => [l.event, l.runtime]),
+    [['runtime-failed', 'chromium']],
+    'reported as failed (the command exits 1)',
+  );
+  // The page's HTTP server stayed listening on 127.0.0.1, and the command, its results printed, never exited.
+  t.equal(servers(), before, 'no server left listening');
 });
