@@ -42,7 +42,9 @@ options:
                       with and without the WebCrypto record offload, next to the raw WebCrypto AES-128-GCM
                       ceiling of the same run, and handshakes/s (the runtimes come from test/peers:
                       npm ci --prefix test/peers; Chromium from /usr/bin/chromium). --json prints one line
-                      per runtime and suite: {"event":"runtime-bulk","runtime":...,"offload":...,"mbps":...}
+                      per runtime and offload setting: {"event":"runtime-bulk","runtime":...,"offload":...,
+                      "mbps":...}, one per runtime and key-share path ("runtime-handshakes"), and one for
+                      each runtime skipped or failed ("runtime-skipped", "runtime-failed": exit code 1)
   --only-runtimes L   with --runtimes: only these, comma-separated: ${RUNTIMES.join(', ')}
                       (--out DIR: the runtimes section of DIR/RESULTS.md is replaced, the rest kept)
   -h, --help          this help
