@@ -101,6 +101,7 @@ export const NOTES: readonly string[] = [
   'Memory: RSS growth of a fresh child process holding N idle connections to itself, over 2N: the mean of a client and a server endpoint.',
   'A handshake is a whole connection: TCP connect, TLS 1.3 PSK handshake (TLS_AES_128_GCM_SHA256), a 1-byte server greeting, close.',
   "node:tls always negotiates psk_dhe_ke (OpenSSL prefers it whenever offered), so qkd-tls psk_ke is compared with Node's psk_dhe_ke over x25519.",
+  "node:tls's server also sends a NewSessionTicket after each handshake (OpenSSL does, stateful with SSL_OP_NO_TICKET, and node:tls cannot turn it off): work in the reference that qkd-tls, which issues no tickets, does not do.",
   'node:tls cannot use a PSK with TLS_AES_256_GCM_SHA384 (its PSK callbacks bind the key to SHA-256): its AES-256 bulk figure uses a throwaway Ed25519 certificate.',
   'State-machine rows: bare Connection pairs in memory, compared with what node:tls does over loopback with concurrent clients (the whole connection, both ends in this process), both per CPU-second of the process.',
   'Record rows: RecordProtection and Connection compared with the raw AEAD of the same provider (the ceiling). MB = 10^6 bytes.',
