@@ -45,7 +45,15 @@ sending a byte (a load balancer's or monitor's health check) is no failure, and 
 a TLS byte stays a failure, and an upgrade refused before it happened (a page from an origin that --origin
 does not allow: 403) is a "refused" line, with the peer, path, origin and status: the page sees only that
 its WebSocket failed. A connection closed at once because --max-connections are open is a "refused" line
-too: "refused: peer=HOST:PORT reason=..."; it is no failure of this server's.`;
+too: "refused: peer=HOST:PORT reason=..."; it is no failure of this server's.
+
+Stopping (SIGINT or SIGTERM): it stops listening and ends each echoed connection with close_notify (its client
+answers with its own and sees a clean end); a --forward relay and a connection still in its handshake are cut,
+and so is what has not closed 2 s later; a second signal cuts at once. Exit code 0, or 1 if any connection
+failed while it ran.`;
+
+/** How long a stopping server waits for its echo clients to answer its close_notify before it cuts what is left. */
+const STOP_GRACE_MS = 2000;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -93,18 +101,32 @@ export async function run(argv: string[]): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let exitCode = 0;
+    /** SIGINT or SIGTERM came: echoed connections are being closed (see stop). */
+    let stopping = false;
+    /** The connections echoed (not --forward) and relayed (--forward) now. */
+    const echoing = new Set<QkdTlsSocket>();
+    const relaying = new Set<QkdTlsSocket>();
+    /** Ends an echoed connection with close_notify after what it echoed, and reads (and drops) on to the client's. */
+    const endEcho = (socket: QkdTlsSocket): void => {
+      socket.unpipe(socket);
+      socket.resume();
+      socket.end();
+    };
     const traceOptions = trace
       ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(peerOf(s)), keyLog: trace.keyLog(connOptions.keyLog) }
       : {};
     const server = createServer({ ...connOptions, ...traceOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;
       report.handshake(info, { peer: peerOf(socket) });
-      if (forward)
+      if (forward) {
+        relaying.add(socket);
+        socket.once('close', () => relaying.delete(socket));
         relay(socket, forward, (e) => {
           exitCode = 1;
           report.failure(e);
         });
-      else {
+        if (stopping) socket.destroy();
+      } else {
         // As the client command and --forward do: a client that cut the connection without close_notify may
         // have sent less than it meant to (RFC 8446 §6.1), so the connection did not succeed.
         socket.once('end', () => {
@@ -113,6 +135,9 @@ export async function run(argv: string[]): Promise<number> {
           report.failure(new Error('the client cut the TLS connection without close_notify (truncated)'), { peer: peerOf(socket) });
         });
         socket.pipe(socket);
+        echoing.add(socket);
+        socket.once('close', () => echoing.delete(socket));
+        if (stopping) endEcho(socket); // its handshake completed while the server stops
       }
     });
     server.server.maxConnections = maxConnections;
@@ -190,22 +215,34 @@ export async function run(argv: string[]): Promise<number> {
       });
     }
     const stop = (): void => {
-      if (ws) {
-        server.destroyAll();
-        void ws.close().then(() => {
-          keys.close();
-          resolve(exitCode);
-        });
+      if (stopping) {
+        server.destroyAll(); // a second SIGINT or SIGTERM: at once
         return;
       }
-      server.close(() => {
+      stopping = true;
+      // RFC 8446 §6.1: each party sends close_notify before it closes its write side. Each echoed connection is ended
+      // with one (after what it echoed already) and its client answers with its own, so that the client sees a clean
+      // end, not a truncation; it had none and the client reported "truncated" and exited 1. A --forward relay is cut
+      // (its backend reset) as before; a connection still in its handshake, and a client that has not answered within
+      // STOP_GRACE_MS, are cut then.
+      for (const s of echoing) endEcho(s);
+      for (const s of relaying) s.destroy();
+      const cut = setTimeout(() => server.destroyAll(), STOP_GRACE_MS);
+      const stopped = (): void => {
+        clearTimeout(cut);
         keys.close();
         resolve(exitCode);
-      });
-      server.destroyAll();
+      };
+      // close(cb) calls back once every TLS connection has closed (with ERR_SERVER_NOT_RUNNING where the server does not
+      // listen itself: --websocket, --once; ignored).
+      if (ws) {
+        const listener = ws;
+        listener.server.close(); // no new WebSocket; those open go on until their TLS connection closes
+        server.close(() => void listener.close().then(stopped));
+      } else server.close(stopped);
     };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
+    process.on('SIGTERM', stop); // (on, not once: a second signal cuts what is left)
+    process.on('SIGINT', stop);
   });
 }
 
