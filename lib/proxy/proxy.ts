@@ -167,7 +167,8 @@ export interface Proxy {
    * Graceful shutdown: stop accepting, let open connections finish, and after `timeoutMs` (default
    * {@link DEFAULT_DRAIN_TIMEOUT_MS}; 0 or less: at once; Infinity, or more than 2^31 - 1: never; NaN: a
    * RangeError) cut the ones still open (logged with end "shutdown").
-   * Resolves when every connection has been logged. Calling it again shortens the deadline, never extends it.
+   * Resolves when every connection has been logged; a connection cut while its key source has not answered is not
+   * held for it (a key that comes later is released unused). Calling it again shortens the deadline, never extends it.
    */
   drain(timeoutMs?: number): Promise<void>;
   /** Immediate shutdown: stop accepting and cut every open connection. */
@@ -484,9 +485,13 @@ class ProxiedConnection {
   private upEnded = false;
   private downEnded = false;
   private outcome: { end: ConnectionEnd; error?: string; alert?: string; alertDirection?: 'sent' | 'received' } | null = null;
-  /** Streams whose 'close' we still wait for, and asynchronous steps still running. */
+  /** Streams whose 'close' we still wait for. */
   private openStreams = 0;
-  private busy = 0;
+  /**
+   * Client role: the key source has not answered yet. A connection cut meanwhile (drain deadline, the application's
+   * reset) is logged without waiting for it: a Key Manager that hangs holds its request up to its own timeout.
+   */
+  private awaitingKey = false;
   private idleTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
   /** The server role's key source failure, as a message: what it rejected with may be anything (undefined, a string). */
@@ -567,18 +572,22 @@ class ProxiedConnection {
 
   /** Takes this connection's key (a QKD key: enc_keys), connects to the remote proxy and starts the handshake. */
   private takeKeyAndConnect(): void {
-    this.busy++;
+    this.awaitingKey = true;
     Promise.resolve()
       .then(() => this.config.keys.clientPsks())
       .then(
       (psks) => {
-        this.busy--;
+        this.awaitingKey = false;
         this.keysInUse = psks;
-        if (this.outcome) return this.maybeFinish();
+        if (this.outcome) {
+          // Cut while the key source answered (perhaps logged already): the keys go back unused, wiped.
+          this.releaseKeys();
+          return this.maybeFinish();
+        }
         this.connectTarget((raw) => this.startClientTls(raw, psks));
       },
       (e: unknown) => {
-        this.busy--;
+        this.awaitingKey = false;
         // (Anything rejected, not only an Error: reading .message of undefined would leave the connection open.)
         this.fail('key-unavailable', `key source: ${thrownMessage(e)}`);
         this.maybeFinish();
@@ -773,7 +782,7 @@ class ProxiedConnection {
   }
 
   private maybeFinish(): void {
-    if (this.done || this.openStreams > 0 || this.busy > 0) return;
+    if (this.done || this.openStreams > 0 || (this.awaitingKey && !this.outcome)) return;
     this.done = true;
     clearTimeout(this.idleTimer);
     clearTimeout(this.connectTimer);
