@@ -488,8 +488,9 @@ class ProxiedConnection {
   /** Streams whose 'close' we still wait for. */
   private openStreams = 0;
   /**
-   * Client role: the key source has not answered yet. A connection cut meanwhile (drain deadline, the application's
-   * reset) is logged without waiting for it: a Key Manager that hangs holds its request up to its own timeout.
+   * Client role: the key source has not answered yet. A connection cut meanwhile (the drain deadline, close()) is
+   * logged without waiting for it: a Key Manager that hangs holds its request up to its own timeout. (The accepted
+   * socket is not read until the pipe starts, so an application's reset in this phase shows only then.)
    */
   private awaitingKey = false;
   private idleTimer: NodeJS.Timeout | undefined;
