@@ -112,6 +112,22 @@ t.test('addEavesdropper: at most TOPOLOGY_LIMITS.eavesdroppers at once, those th
   t.throws(() => net.addEavesdropper({ link: 'n0-n1', fraction: 0.1, untilS: -1 }), { message: 'untilS must be a non-negative finite number of seconds' });
 });
 
+t.test('addEavesdropper forgets only eavesdroppers no block still to run can see, whatever the clock does meanwhile', async (t) => {
+  // The pruning compared until_s with the clock read again after advance(): when the clock moved on between the two
+  // reads (a real clock crossing a block boundary), an eavesdropper still due to act on the block now running was
+  // forgotten first, and that block ran without it.
+  const reads: number[] = [];
+  let now = 0;
+  const clock = () => (reads.length > 0 ? (now = reads.shift()!) : now);
+  const net = new QkdNetwork({ topology: parseTopology(chain(2)), now: clock, randomBytes: seededBytes(9), samplesPerBlock: 10 });
+  t.teardown(() => net.destroy());
+  net.addEavesdropper({ link: 'n0-n1', fraction: 1, untilS: 0.85 }); // acts on the blocks [0, 0.2) .. [0.8, 1.0)
+  // advance() reads 0.99 s (blocks up to [0.6, 0.8) run; [0.8, 1.0) still to run), then the clock reads 1.1 s.
+  reads.push(990, 1100);
+  net.addEavesdropper({ link: 'n0-n1', fraction: 0 });
+  t.equal(net.snapshot().links[0].eavesdropping, 1, 'the block [0.8, 1.0) ran under the first eavesdropper');
+});
+
 t.test('dec_keys for a key addressed to another SAE is 401, and the key stays for its slave (ETSI GS QKD 014 clause 5.4)', async (t) => {
   // Clause 5.4 (Get key with key IDs): the KME rejects the request with 401 when the calling SAE is not the slave SAE
   // named in the Get key call that returned those key IDs. It was 400 "key not found", as for a key that never was.

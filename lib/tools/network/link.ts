@@ -156,6 +156,11 @@ export class QkdNetworkLink {
     return this.lastRates;
   }
 
+  /** Simulated second at which the next block to run starts (every block before it has run). */
+  get nextBlockStartS(): number {
+    return this.blockEnd - this.options.blockSeconds; // (as advanceTo computes each block's start)
+  }
+
   /** The share of pulses the eavesdropper measured in the last block. */
   get attackFraction(): number {
     return this.attackNow;

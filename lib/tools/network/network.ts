@@ -154,7 +154,6 @@ export class QkdNetwork {
   private readonly emit: (e: NetworkEvent) => void;
   private readonly ttlMs: number;
   private readonly maxPending: number;
-  private readonly blockSeconds: number;
 
   constructor(private readonly options: QkdNetworkOptions) {
     const scale = options.timeScale ?? 1;
@@ -168,7 +167,7 @@ export class QkdNetwork {
     for (const n of t.nodes) for (const s of n.saes) this.saeNode.set(s, n.name);
     this.startMs = options.now();
     const uniform = new UniformSource(options.randomBytes);
-    const blockSeconds = (this.blockSeconds = options.blockSeconds ?? DEFAULT_BLOCK_SECONDS * scale);
+    const blockSeconds = options.blockSeconds ?? DEFAULT_BLOCK_SECONDS * scale;
     this.links = t.links.map((l) => {
       const merged = { ...t.defaults, ...definedOnly(l) };
       const { a, b, km, capacityBits, qberThreshold, ...physics } = merged as typeof l;
@@ -230,12 +229,13 @@ export class QkdNetwork {
       if (v !== undefined && !(typeof v === 'number' && Number.isFinite(v) && v >= 0)) throw new RangeError(`${name} must be a non-negative finite number of seconds`);
     }
     this.advance();
-    // Every link has run its blocks that end by now: the next starts after now - blockSeconds, so an eavesdropper
-    // that ended by then acts on no block to come (attackOn: tS < until_s).
-    const past = this.timeS - this.blockSeconds;
+    // An eavesdropper that ended by the start of its link's next block acts on no block to come (attackOn:
+    // tS < until_s). Asked of the link itself, not of the clock: read again after advance(), the clock may have
+    // moved past a block boundary, and an eavesdropper still due to act on the block now running was forgotten.
+    const next = new Map(this.links.map((l) => [l.name, l.nextBlockStartS]));
     for (let i = this.eavesdroppers.length - 1; i >= 0; i--) {
-      const until = this.eavesdroppers[i].until_s;
-      if (until !== undefined && until <= past) this.eavesdroppers.splice(i, 1);
+      const { link: name, until_s: until } = this.eavesdroppers[i];
+      if (until !== undefined && until <= next.get(name)!) this.eavesdroppers.splice(i, 1);
     }
     if (this.eavesdroppers.length >= TOPOLOGY_LIMITS.eavesdroppers) {
       throw new RangeError(`at most ${TOPOLOGY_LIMITS.eavesdroppers} eavesdroppers at once (removeEavesdroppers ends those of a link)`);
