@@ -108,3 +108,22 @@ for (const offload of [true, false]) {
     tt.same(await readLate(p.client.readable), ['sent before the reset', 'error: ECONNRESET'], 'the data, then the error');
   });
 }
+
+t.test('offload true: full records still being opened when the transport fails are delivered, then the error', async (tt) => {
+  // A full record cannot be a close_notify, so the transport reads on while the offload opens it; a transport that
+  // failed meanwhile ended the connection at once, and the plaintext the records carried was dropped (deliver()
+  // enqueues nothing once the connection is over): the application got the error without the data before it.
+  const p = await heldPair(true);
+  p.hold();
+  const sent = new Uint8Array(4 * 16_384).fill(0x61); // four full records
+  await p.server.writable.getWriter().write(sent);
+  for (let i = 0; i < 200 && p.held().length < sent.length + 4 * 22; i++) await new Promise((r) => setTimeout(r, 10));
+  const processed = p.nextRead();
+  p.inject(p.held());
+  await processed; // (the records were read and handed to the offload: the transport reads on)
+  p.fail(new Error('ECONNRESET'));
+  await failed(p.client.connection);
+  const got = await readLate(p.client.readable);
+  tt.equal(got.slice(0, -1).join('').length, sent.length, 'every byte of the four records');
+  tt.equal(got.at(-1), 'error: ECONNRESET', 'then the error');
+});

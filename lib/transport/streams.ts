@@ -371,6 +371,10 @@ function run(
       // socket.opened`). What sending failed with, if it did, is the cause. A read that rejects with nothing (a
       // readable errored with undefined) fails the handshake too: finish(undefined) is a clean end, which left the
       // handshake pending for good, its deadline cleared.
+      // Records read before the failure and still being opened by the offload (full ones: the loop reads on without
+      // waiting for them, see mayHaveEnded) are delivered first, as without the offload: finish() ends the connection,
+      // after which deliver() drops what they carry. (As at the end of stream above; nothing waits once it is over.)
+      if (!done) await records.readDrained();
       const failure = records.sendFailure ?? e;
       finish(failure || new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `the transport failed: reading it rejected with ${String(failure)}`));
     }
