@@ -127,3 +127,35 @@ t.test('offload true: full records still being opened when the transport fails a
   tt.equal(got.slice(0, -1).join('').length, sent.length, 'every byte of the four records');
   tt.equal(got.at(-1), 'error: ECONNRESET', 'then the error');
 });
+
+t.test('offload true: full records before a bad record are delivered, then the error, not an end of stream', async (tt) => {
+  // The failure came while the read loop waited on the transport: finish() cancelled the reader, whose read then
+  // answered "done", and the loop took that for the transport's end of stream and closed the plaintext readable,
+  // before the failure held behind the queued data could error it: the application saw a clean end (as after a
+  // close_notify, RFC 8446 §6.1) where the peer's record failed (§5.2, bad_record_mac).
+  const p = await heldPair(true);
+  p.hold();
+  const sent = new Uint8Array(4 * 16_384).fill(0x61); // four full records
+  await p.server.writable.getWriter().write(sent);
+  for (let i = 0; i < 200 && p.held().length < sent.length + 4 * 22; i++) await new Promise((r) => setTimeout(r, 10));
+  const records = p.held();
+  const forged = records.slice(records.length - (16_384 + 22)); // (a copy of the last: under the next sequence number it fails its tag)
+  p.inject(concat(records, forged));
+  await failed(p.client.connection);
+  const got = await readLate(p.client.readable);
+  tt.equal(got.slice(0, -1).join('').length, sent.length, 'every byte of the four records');
+  tt.equal(got.at(-1), 'error: RecordBadMac', 'then the error');
+});
+
+t.test('offload false: the writable aborted while the read loop waits errors the readable after its data', async (tt) => {
+  // (The same without the offload: the application's abort ended the readable as cleanly as a close_notify.)
+  const p = await heldPair(false);
+  p.hold();
+  await p.server.writable.getWriter().write(new TextEncoder().encode('sent before the abort'));
+  for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  const processed = p.nextRead();
+  p.inject(p.held());
+  await processed; // (the record was read and its data queued: the read loop waits on the transport)
+  await p.client.writable.abort(new Error('given up'));
+  tt.same(await readLate(p.client.readable), ['sent before the abort', 'error: given up'], 'the data, then the abort reason');
+});

@@ -324,6 +324,10 @@ function run(
         // reading on would grow its buffer by whatever a fast peer sends.
         await records.readRoom();
         const { value, done: eof } = await reader.read();
+        // The connection ended while we waited (a failure, the application's abort): finish() cancelled the reader,
+        // whose read then answers "done". That is no end of stream: closing the plaintext readable here would end
+        // it cleanly, as a close_notify does (RFC 8446 §6.1), before the failure held behind its data errors it.
+        if (done) return;
         if (eof) await records.readDrained();
         if (eof) {
           if (conn.phase === 'handshaking') finish(new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'the transport closed before the TLS handshake completed'));
