@@ -57,6 +57,8 @@ async function heldPair(offload: boolean) {
     /** Resolves when the client's transport next asks for bytes (after processing what it read). */
     nextRead: () => new Promise<void>((r) => (reading = r)),
     fail: (e: unknown) => injected.error(e),
+    /** Ends the client's transport (end of stream) after what was injected. */
+    end: () => injected.close(),
   };
 }
 
@@ -109,15 +111,21 @@ for (const offload of [true, false]) {
   });
 }
 
+/** A pair with the offload on whose server sent four full records (16 KiB each), held back from the client. */
+async function fullRecordsHeld() {
+  const p = await heldPair(true);
+  p.hold();
+  const sent = new Uint8Array(4 * 16_384).fill(0x61);
+  await p.server.writable.getWriter().write(sent);
+  for (let i = 0; i < 200 && p.held().length < sent.length + 4 * 22; i++) await new Promise((r) => setTimeout(r, 10));
+  return { p, sent };
+}
+
 t.test('offload true: full records still being opened when the transport fails are delivered, then the error', async (tt) => {
   // A full record cannot be a close_notify, so the transport reads on while the offload opens it; a transport that
   // failed meanwhile ended the connection at once, and the plaintext the records carried was dropped (deliver()
   // enqueues nothing once the connection is over): the application got the error without the data before it.
-  const p = await heldPair(true);
-  p.hold();
-  const sent = new Uint8Array(4 * 16_384).fill(0x61); // four full records
-  await p.server.writable.getWriter().write(sent);
-  for (let i = 0; i < 200 && p.held().length < sent.length + 4 * 22; i++) await new Promise((r) => setTimeout(r, 10));
+  const { p, sent } = await fullRecordsHeld();
   const processed = p.nextRead();
   p.inject(p.held());
   await processed; // (the records were read and handed to the offload: the transport reads on)
@@ -133,11 +141,7 @@ t.test('offload true: full records before a bad record are delivered, then the e
   // answered "done", and the loop took that for the transport's end of stream and closed the plaintext readable,
   // before the failure held behind the queued data could error it: the application saw a clean end (as after a
   // close_notify, RFC 8446 §6.1) where the peer's record failed (§5.2, bad_record_mac).
-  const p = await heldPair(true);
-  p.hold();
-  const sent = new Uint8Array(4 * 16_384).fill(0x61); // four full records
-  await p.server.writable.getWriter().write(sent);
-  for (let i = 0; i < 200 && p.held().length < sent.length + 4 * 22; i++) await new Promise((r) => setTimeout(r, 10));
+  const { p, sent } = await fullRecordsHeld();
   const records = p.held();
   const forged = records.slice(records.length - (16_384 + 22)); // (a copy of the last: under the next sequence number it fails its tag)
   p.inject(concat(records, forged));
@@ -158,4 +162,17 @@ t.test('offload false: the writable aborted while the read loop waits errors the
   await processed; // (the record was read and its data queued: the read loop waits on the transport)
   await p.client.writable.abort(new Error('given up'));
   tt.same(await readLate(p.client.readable), ['sent before the abort', 'error: given up'], 'the data, then the abort reason');
+});
+
+t.test('offload true: a bad record right before the end of stream errors the readable after the data before it', async (tt) => {
+  // The end of stream came first: the loop waited for the offload to open what it had read, the bad record failed
+  // the connection meanwhile, and the loop then closed the plaintext readable as for a clean end of stream.
+  const { p, sent } = await fullRecordsHeld();
+  const records = p.held();
+  p.inject(concat(records, records.slice(records.length - (16_384 + 22))));
+  p.end();
+  await failed(p.client.connection);
+  const got = await readLate(p.client.readable);
+  tt.equal(got.slice(0, -1).join('').length, sent.length, 'every byte of the four records');
+  tt.equal(got.at(-1), 'error: RecordBadMac', 'then the error');
 });

@@ -329,6 +329,7 @@ function run(
         // it cleanly, as a close_notify does (RFC 8446 §6.1), before the failure held behind its data errors it.
         if (done) return;
         if (eof) await records.readDrained();
+        if (done) return; // (likewise a record still being opened at the end of stream that failed the connection)
         if (eof) {
           if (conn.phase === 'handshaking') finish(new TransportError('ERR_QKD_TLS_CLOSED_BEFORE_HANDSHAKE', 'the transport closed before the TLS handshake completed'));
           else {
