@@ -82,6 +82,18 @@ async function failed(conn: { phase: string }): Promise<void> {
   for (let i = 0; i < 500 && conn.phase !== 'failed' && conn.phase !== 'closed'; i++) await new Promise((r) => setTimeout(r, 10));
 }
 
+/** A pair whose client has read, opened and queued `text` from the server, and whose read loop waits for more. */
+async function readThenWaiting(offload: boolean, text: string) {
+  const p = await heldPair(offload);
+  p.hold();
+  await p.server.writable.getWriter().write(new TextEncoder().encode(text));
+  for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+  const processed = p.nextRead();
+  p.inject(p.held());
+  await processed; // (the record was read and opened: the transport reads on)
+  return p;
+}
+
 for (const offload of [true, false]) {
   t.test(`offload ${offload}: data before a bad record in the same read is delivered, then the error`, async (tt) => {
     const p = await heldPair(offload);
@@ -98,13 +110,7 @@ for (const offload of [true, false]) {
   });
 
   t.test(`offload ${offload}: data received before the transport failed is delivered, then the transport's error`, async (tt) => {
-    const p = await heldPair(offload);
-    p.hold();
-    await p.server.writable.getWriter().write(new TextEncoder().encode('sent before the reset'));
-    for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-    const processed = p.nextRead();
-    p.inject(p.held());
-    await processed; // (the record was read and opened: the transport reads on)
+    const p = await readThenWaiting(offload, 'sent before the reset');
     p.fail(new Error('ECONNRESET'));
     await failed(p.client.connection);
     tt.same(await readLate(p.client.readable), ['sent before the reset', 'error: ECONNRESET'], 'the data, then the error');
@@ -153,13 +159,7 @@ t.test('offload true: full records before a bad record are delivered, then the e
 
 t.test('offload false: the writable aborted while the read loop waits errors the readable after its data', async (tt) => {
   // (The same without the offload: the application's abort ended the readable as cleanly as a close_notify.)
-  const p = await heldPair(false);
-  p.hold();
-  await p.server.writable.getWriter().write(new TextEncoder().encode('sent before the abort'));
-  for (let i = 0; i < 100 && p.held().length === 0; i++) await new Promise((r) => setTimeout(r, 10));
-  const processed = p.nextRead();
-  p.inject(p.held());
-  await processed; // (the record was read and its data queued: the read loop waits on the transport)
+  const p = await readThenWaiting(false, 'sent before the abort');
   await p.client.writable.abort(new Error('given up'));
   tt.same(await readLate(p.client.readable), ['sent before the abort', 'error: given up'], 'the data, then the abort reason');
 });
