@@ -8,7 +8,7 @@
 import { once } from 'node:events';
 import t from 'tap';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { connect } from '../lib/transport/node.js';
+import { connect, type QkdTlsSocket } from '../lib/transport/node.js';
 import { makePsk } from './helpers/pair.js';
 import { PSK_IDENTITY, spawnQkdTls, type Tap } from './helpers/peers.js';
 
@@ -19,6 +19,16 @@ async function echoServer(tt: Tap, extra: string[] = []) {
   const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, ...extra]);
   const line = await server.waitFor(/listening: address=\S+/, WAIT, 'stderr');
   return { server, port: Number(/listening: address=\S+:(\d+)/.exec(line)![1]) };
+}
+
+/** A library client, connected, with its side left open: it reads the server's close_notify and never sends its own. */
+async function silentClient(tt: Tap, port: number): Promise<QkdTlsSocket> {
+  const psk = { ...makePsk(PSK_IDENTITY), secret: Buffer.from(PSK_HEX, 'hex') };
+  const c = connect({ port, crypto: nodeProvider, psks: [psk] });
+  c.on('error', () => {});
+  tt.teardown(() => void c.destroy());
+  await once(c, 'secureConnect');
+  return c;
 }
 
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
@@ -39,12 +49,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
 
 t.test('a client that does not answer the close_notify is cut after the grace period, and the server exits', async (tt) => {
   const { server, port } = await echoServer(tt);
-  const psk = { ...makePsk(PSK_IDENTITY), secret: Buffer.from(PSK_HEX, 'hex') };
-  // A library client with its side left open: it reads the server's close_notify and never sends its own.
-  const c = connect({ port, crypto: nodeProvider, psks: [psk] });
-  c.on('error', () => {});
-  tt.teardown(() => void c.destroy());
-  await once(c, 'secureConnect');
+  const c = await silentClient(tt, port);
   c.write('hello');
   await once(c, 'data');
   const ended = once(c, 'end');
@@ -57,11 +62,7 @@ t.test('a client that does not answer the close_notify is cut after the grace pe
 
 t.test('a second signal cuts what is left: the server still exits 0 (it is not killed by the signal)', async (tt) => {
   const { server, port } = await echoServer(tt);
-  const psk = { ...makePsk(PSK_IDENTITY), secret: Buffer.from(PSK_HEX, 'hex') };
-  const c = connect({ port, crypto: nodeProvider, psks: [psk] });
-  c.on('error', () => {});
-  tt.teardown(() => void c.destroy());
-  await once(c, 'secureConnect');
+  const c = await silentClient(tt, port);
   server.child.kill('SIGTERM');
   await once(c, 'end');
   server.child.kill('SIGTERM');
