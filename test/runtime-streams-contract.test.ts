@@ -13,8 +13,8 @@ import { jsonEvent, spawnPeer, type Tap, testPeer } from './helpers/peers.js';
 import { ROOT, SUBTEST, WAIT } from './helpers/runtimes.js';
 
 const FIXTURE = join(ROOT, 'test', 'fixtures', 'runtimes', 'streams-contract.mjs');
-/** The checks the fixture makes (each but connStreams' with the offload on and off). */
-const CHECKS = 13;
+/** The checks the fixture makes (six with the offload on and off, four on one setting, connStreams' one). */
+const CHECKS = 17;
 
 const runtimes: { name: string; command: () => { path: string; skip: false } | { path: null; skip: string }; args: string[]; env: (tt: Tap) => Promise<NodeJS.ProcessEnv> }[] = [
   { name: 'node', command: () => ({ path: process.execPath, skip: false }), args: [FIXTURE], env: async () => ({}) },
