@@ -5,6 +5,7 @@
  * Quantum Key Distribution network — together with the identity that names it on the wire and the hash it is
  * bound to. An RFC 9258 imported PSK is turned into this same shape by the importer (binderKind "imported").
  */
+import { isBytes } from '../codec/bytes.js';
 import type { HashName } from '../crypto/provider.js';
 import type { BinderKind } from '../keyschedule/schedule.js';
 import type { SupportedSuiteName } from '../suites.js';
@@ -121,11 +122,6 @@ export function pskShapeProblem(psk: unknown): string | undefined {
   if (!isBytes(secret)) return `a PSK's secret is a Uint8Array, got ${describe(secret, false)}`;
   if (hash !== 'SHA-256' && hash !== 'SHA-384') return `a PSK's hash is 'SHA-256' or 'SHA-384', got ${describe(hash)}`;
   return undefined;
-}
-
-/** A Uint8Array (a Buffer too), also from another realm. */
-function isBytes(v: unknown): v is Uint8Array {
-  return v instanceof Uint8Array || Object.prototype.toString.call(v) === '[object Uint8Array]';
 }
 
 /** What `v` is; a string is quoted only when `quote` (never for what may be a key: a value that reaches a log). */

@@ -9,8 +9,8 @@
  * (and may call `status` with it, to learn key sizes). Any other combination is 401.
  *
  * Checks, in order: path (404), method (405), caller (401), path SAE ID (400 blank or same as caller,
- * 401 unknown), a POST body's content type (415), request fields (400), keys (400 unknown key_ID, 401 a key_ID addressed to another SAE pair, 503 not
- * enough key material).
+ * 401 unknown), a POST body's content type (415), request fields (400), keys (400 unknown key_ID, 401 a key_ID
+ * addressed to another SAE pair, 503 not enough key material).
  *
  * Runtime-neutral: no `node:` imports.
  */
