@@ -176,19 +176,29 @@ t.test('a slow application after its own end: the backend\'s last bytes and its 
   const b = await backend(t, (s) => {
     s.resume();
     s.on('end', async () => {
-      // Small messages (each its own record, below the TLS socket's buffer limit) until the client proxy holds
-      // some unread because the application does not read; then the end.
-      for (let i = 0; i < 20_000 && !s.destroyed; i++) {
-        const tls = [...open][0]?.tls;
-        if (tls && tls.isPaused() && tls.readableLength > 0) {
+      // Batches of small messages (each its own record) until the client proxy holds some unread because the
+      // application does not read; then the end. Each batch is waited for until the client proxy's TLS socket has
+      // read all of it, so that socket never holds more than one batch (8 KB) unread: under its high-water mark
+      // (16 KiB), it keeps reading its TCP connection, and the tail (close_notify, FIN) reaches it while the
+      // application holds the data back, the case this test is about. With more in flight (a loaded machine let a
+      // loop of timed writes run ahead), the TLS socket stops reading TCP first (backpressure, right too) and the
+      // TCP connection stays open until the application reads: the wait below then timed out. No Nagle: a batch
+      // waits for its own arrival, and delayed ACKs would make each one take tens of milliseconds.
+      const tls = [...open][0]?.tls;
+      s.setNoDelay(true);
+      const deadline = Date.now() + 60_000;
+      while (tls && !s.destroyed && Date.now() < deadline) {
+        if (tls.isPaused() && tls.readableLength > 0) {
           heldBack = true;
           break;
         }
-        const m = randomBytes(1000);
-        sent.update(m);
-        sentBytes += m.length;
-        s.write(m);
-        await sleep(1);
+        for (let i = 0; i < 8; i++) {
+          const m = randomBytes(1000);
+          sent.update(m);
+          sentBytes += m.length;
+          s.write(m);
+        }
+        while (tls.bytesRead < sentBytes && !s.destroyed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
       }
       s.end();
     });
