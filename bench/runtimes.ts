@@ -35,6 +35,7 @@ export interface RuntimesRun {
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const PEERS_BIN = join(ROOT, 'test', 'peers', 'node_modules', '.bin');
 const CHROMIUM = '/usr/bin/chromium';
+/** How long one runtime may take, start to end, before it is stopped and reported as failed. */
 const TIMEOUT_MS = 10 * 60_000;
 
 export async function runRuntimes(options: {
@@ -43,6 +44,12 @@ export async function runRuntimes(options: {
   recordsInFlight?: number;
   /** The Chromium binary (default /usr/bin/chromium). */
   chromium?: string;
+  /**
+   * How long each runtime may take (default 10 minutes): then its process, browser or worker is stopped and it is
+   * reported as `runtime-failed` ("timed out"), and the run goes on with the next. Node runs in this process: its
+   * run is given up (it cannot be stopped), not waited for.
+   */
+  timeoutMs?: number;
   onProgress?: (line: string) => void;
 }): Promise<RuntimesRun> {
   const progress = options.onProgress ?? (() => {});
@@ -53,6 +60,10 @@ export async function runRuntimes(options: {
     let bundle: string | null = null;
     for (const runtime of options.runtimes ?? RUNTIMES) {
       const base: RuntimeBenchOptions = { runtime, quick: options.quick, recordsInFlight: options.recordsInFlight };
+      const timeoutMs = options.timeoutMs ?? TIMEOUT_MS;
+      const limit = new AbortController();
+      const timer = setTimeout(() => limit.abort(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
+      const { signal } = limit;
       try {
         let measured: RuntimeMeasurement[];
         let opts = base;
@@ -60,7 +71,7 @@ export async function runRuntimes(options: {
           // Node: the connection's own cipher is node:crypto, what a Node user gets.
           opts = { ...base, crypto: nodeProvider, cryptoName: NODE_CRYPTO };
           progress('node (in this process)');
-          measured = await runRuntimeParts(opts);
+          measured = await untilAborted(runRuntimeParts(opts), signal);
         } else {
           const missing = runtime === 'chromium' ? missingFile(chromium) ?? missingFile(join(ROOT, 'test', 'peers', 'node_modules', 'playwright-core')) : missingFile(join(PEERS_BIN, runtime));
           if (missing) {
@@ -73,16 +84,23 @@ export async function runRuntimes(options: {
             // Bun has node:crypto too (BoringSSL, synchronous, faster than Bun's WebCrypto: bench/README.md), so the
             // connection's own cipher there is the node provider, what a Bun user gets from qkd-tls/node (README, "Bun").
             opts = { ...base, cryptoName: NODE_CRYPTO };
-            measured = await runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, await makeNodeProviderBundle(dir), base);
+            const work = async () => runDriver(join(PEERS_BIN, 'bun'), ['run'], dir, await makeNodeProviderBundle(dir, signal), base, signal);
+            measured = await untilAborted(work(), signal);
           } else {
-            bundle ??= await makeBundle(dir);
-            measured = runtime === 'chromium' ? await runChromium(dir, bundle, base, chromium) : await RUNNERS[runtime](dir, bundle, base);
+            const work = async () => {
+              bundle ??= await makeBundle(dir, signal);
+              return runtime === 'chromium' ? runChromium(dir, bundle, base, chromium, signal) : RUNNERS[runtime](dir, bundle, base, signal);
+            };
+            measured = await untilAborted(work(), signal);
           }
         }
         lines.push(...runtimeLines(opts, measured));
       } catch (e) {
         lines.push({ event: 'runtime-failed', runtime, error: (e as Error).message });
         progress(`${runtime}: failed: ${(e as Error).message}`);
+      } finally {
+        clearTimeout(timer);
+        limit.abort(new Error('done')); // stops whatever the runtime left running (a browser, a worker, a process)
       }
     }
   } finally {
@@ -221,12 +239,18 @@ function missingFile(path: string): string | null {
 }
 
 /** Bundles bench/runtime-bench.js (and the library it uses) into one ESM file for the other runtimes. */
-async function makeBundle(dir: string): Promise<string> {
+async function makeBundle(dir: string, signal: AbortSignal): Promise<string> {
   const out = join(dir, 'bench.mjs');
   const entry = fileURLToPath(new URL('./runtime-bench.js', import.meta.url));
-  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=browser', '--target=es2022', `--outfile=${out}`, '--log-level=warning']);
+  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=browser', '--target=es2022', `--outfile=${out}`, '--log-level=warning'], { signal });
   return out;
 }
+
+/**
+ * What every measured workerd request runs with: one round of one part and nothing else (no check, no warm-up),
+ * since the whole request is timed (bench/runtimes.ts's module comment).
+ */
+export const WORKERD_MEASURED = { rounds: 1, verify: false, warmupMs: 0, handshakeWarmup: 0 } as const satisfies Partial<RuntimeBenchOptions>;
 
 /** The `cryptoName` of the node provider (node:crypto) in the results. */
 const NODE_CRYPTO = 'node';
@@ -235,16 +259,16 @@ const NODE_CRYPTO = 'node';
  * The benchmark and the node provider (lib/crypto/node.ts, on node:crypto) in one ESM file for a runtime that has
  * node:crypto (Bun), so that the connection's own cipher there is the native one; exports both.
  */
-async function makeNodeProviderBundle(dir: string): Promise<string> {
+async function makeNodeProviderBundle(dir: string, signal: AbortSignal): Promise<string> {
   const entry = join(dir, 'bench-node-entry.mjs');
   const dist = (path: string) => JSON.stringify(fileURLToPath(new URL(path, import.meta.url)));
   await writeFile(entry, `export { runRuntimeParts } from ${dist('./runtime-bench.js')};\nexport { nodeProvider } from ${dist('../lib/crypto/node.js')};\n`);
   const out = join(dir, 'bench-node.mjs');
-  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=node', '--target=es2022', `--outfile=${out}`, '--log-level=warning']);
+  await execFile(join(PEERS_BIN, 'esbuild'), [entry, '--bundle', '--format=esm', '--platform=node', '--target=es2022', `--outfile=${out}`, '--log-level=warning'], { signal });
   return out;
 }
 
-type Runner = (dir: string, bundle: string, options: RuntimeBenchOptions) => Promise<RuntimeMeasurement[]>;
+type Runner = (dir: string, bundle: string, options: RuntimeBenchOptions, signal: AbortSignal) => Promise<RuntimeMeasurement[]>;
 
 /** The driver Deno and Bun run: the bundle's benchmark, over the bundle's node provider when it exports one. */
 const driver = (bundle: string) => `import * as bench from './${bundle.split('/').pop()}';
@@ -254,9 +278,9 @@ const result = await bench.runRuntimeParts(bench.nodeProvider ? { ...options, cr
 console.log('RESULT ' + JSON.stringify(result));
 `;
 
-async function runDriver(command: string, args: string[], dir: string, bundle: string, options: RuntimeBenchOptions, env: NodeJS.ProcessEnv = {}): Promise<RuntimeMeasurement[]> {
+async function runDriver(command: string, args: string[], dir: string, bundle: string, options: RuntimeBenchOptions, signal: AbortSignal, env: NodeJS.ProcessEnv = {}): Promise<RuntimeMeasurement[]> {
   await writeFile(join(dir, 'driver.mjs'), driver(bundle));
-  const stdout = await execFile(command, [...args, join(dir, 'driver.mjs'), JSON.stringify(options)], { cwd: dir, env });
+  const stdout = await execFile(command, [...args, join(dir, 'driver.mjs'), JSON.stringify(options)], { cwd: dir, env, signal });
   const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
   if (!line) throw new Error(`no result from ${command}: ${stdout.slice(-500)}`);
   return JSON.parse(line.slice(7)) as RuntimeMeasurement[];
@@ -265,12 +289,12 @@ async function runDriver(command: string, args: string[], dir: string, bundle: s
 // Deno has node:crypto too, but its AES-GCM there ran at ≈90 MB/s sealing and opening 16 KiB records against
 // ≈450 for its WebCrypto (workerd's: ≈300 against ≈900), so those two keep @noble for the path without offload.
 const RUNNERS: Record<Exclude<RuntimeName, 'node' | 'bun' | 'chromium'>, Runner> = {
-  deno: (dir, bundle, options) =>
-    runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, bundle, options, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
+  deno: (dir, bundle, options, signal) =>
+    runDriver(join(PEERS_BIN, 'deno'), ['run', '--no-config', '--no-lock', '--no-prompt'], dir, bundle, options, signal, { DENO_DIR: join(dir, 'deno-dir'), DENO_NO_UPDATE_CHECK: '1', NO_COLOR: '1' }),
   workerd: runWorkerd,
 };
 
-async function runWorkerd(dir: string, bundle: string, options: RuntimeBenchOptions): Promise<RuntimeMeasurement[]> {
+async function runWorkerd(dir: string, bundle: string, options: RuntimeBenchOptions, signal: AbortSignal): Promise<RuntimeMeasurement[]> {
   const port = await freePort();
   await writeFile(
     join(dir, 'worker.mjs'),
@@ -304,12 +328,13 @@ const bench :Workerd.Worker = (
   try {
     await waitForPort(port, 20_000, () => log);
     // One request per part, timed from here (request included): see the module comment. The worker's clock
-    // stands still while it computes, so the checks and the warm-up that runRuntimeParts does by itself
-    // elsewhere are requests of their own here.
+    // stands still while it computes, so the checks and the warm-ups that runRuntimeParts does by itself
+    // elsewhere (the bulk parts' for warmupMs, each handshakes part's first few handshakes) are requests of
+    // their own here: a measured request runs only what it measures.
     const request = async (o: Partial<RuntimeBenchOptions>): Promise<{ m: RuntimeMeasurement[]; ms: number }> => {
-      const url = `http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify({ ...options, rounds: 1, verify: false, warmupMs: 0, ...o }))}`;
+      const url = `http://127.0.0.1:${port}/?o=${encodeURIComponent(JSON.stringify({ ...options, ...WORKERD_MEASURED, ...o }))}`;
       const t0 = performance.now();
-      const res = await fetch(url);
+      const res = await fetch(url, { signal });
       const body = await res.text();
       const ms = performance.now() - t0;
       if (!res.ok) throw new Error(`workerd: ${res.status} ${body}`);
@@ -319,6 +344,7 @@ const bench :Workerd.Worker = (
     for (const t0 = performance.now(); performance.now() - t0 < (options.warmupMs ?? (options.quick ? 500 : 2000)); ) {
       for (const part of BULK_PARTS) await request({ parts: [part] });
     }
+    for (const part of RUNTIME_PARTS) if (!BULK_PARTS.includes(part)) await request({ parts: [part] });
     const best = new Map<string, RuntimeMeasurement>();
     for (let round = 0; round < (options.rounds ?? (options.quick ? 2 : 3)); round++) {
       for (const part of RUNTIME_PARTS) {
@@ -333,7 +359,7 @@ const bench :Workerd.Worker = (
   }
 }
 
-async function runChromium(dir: string, bundle: string, options: RuntimeBenchOptions, executablePath: string): Promise<RuntimeMeasurement[]> {
+async function runChromium(dir: string, bundle: string, options: RuntimeBenchOptions, executablePath: string, signal: AbortSignal): Promise<RuntimeMeasurement[]> {
   const code = await readFile(bundle);
   const server: Server = createServer((req, res) => {
     if (req.url === '/bench.mjs') res.writeHead(200, { 'content-type': 'text/javascript' }).end(code);
@@ -352,6 +378,10 @@ async function runChromium(dir: string, bundle: string, options: RuntimeBenchOpt
       headless: true,
       args: ['--no-sandbox', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1'],
     });
+    // At the time limit the browser is closed, which ends a page that does not answer.
+    const stop = () => void browser.close().catch(() => {});
+    signal.addEventListener('abort', stop, { once: true });
+    if (signal.aborted) stop();
     try {
       const page = await browser.newPage();
       await page.goto(`http://127.0.0.1:${port}/`);
@@ -360,6 +390,7 @@ async function runChromium(dir: string, bundle: string, options: RuntimeBenchOpt
         return mod.runRuntimeParts(o);
       }, options);
     } finally {
+      signal.removeEventListener('abort', stop);
       await browser.close();
     }
   } finally {
@@ -373,21 +404,39 @@ interface ChromiumPage {
   evaluate<T, A>(fn: (arg: A) => Promise<T>, arg: A): Promise<T>;
 }
 
-async function execFile(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+/** Runs a command to its end and returns its stdout; killed (and rejected) when `signal` aborts first. */
+async function execFile(command: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv; signal: AbortSignal }): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { cwd: options.cwd, env: { ...process.env, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.on('data', (b: Buffer) => (out += b));
     child.stderr.on('data', (b: Buffer) => (err += b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+    const kill = () => child.kill('SIGKILL');
+    options.signal.addEventListener('abort', kill, { once: true });
+    if (options.signal.aborted) kill();
     child.on('error', reject);
     child.on('close', (code) => {
-      clearTimeout(timer);
+      options.signal.removeEventListener('abort', kill);
       if (code === 0) resolve(out);
       else reject(new Error(`${command.split('/').pop()} exited ${code}: ${err.slice(-800)}`));
     });
   });
+}
+
+/** `work`, or the signal's reason as soon as it aborts (what `work` left running is stopped by its own listeners). */
+async function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  let onAbort = (): void => {};
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+  });
+  try {
+    return await Promise.race([work, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
 }
 
 async function freePort(): Promise<number> {

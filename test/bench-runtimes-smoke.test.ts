@@ -153,3 +153,56 @@ t.test('a Chromium that does not start is a failed runtime, and the run leaves n
   // The page's HTTP server stayed listening on 127.0.0.1, and the command, its results printed, never exited.
   t.equal(servers(), before, 'no server left listening');
 });
+
+t.test('--only-runtimes names each runtime once', async (t) => {
+  const a = await cli(['bench', '--runtimes', '--only-runtimes', 'node,node']);
+  t.equal(a.code, 2, 'a runtime listed twice is a usage error (it ran twice)');
+  t.match(a.stderr, '--only-runtimes: node is listed twice');
+  const b = await cli(['bench', '--runtimes', '--only-runtimes', 'node,']);
+  t.equal(b.code, 2);
+  t.match(b.stderr, 'unknown runtime(s) ""', 'an empty name is shown as one');
+});
+
+t.test('the handshakes parts run exactly the warm-up asked for, before the timed handshakes', async (t) => {
+  // workerd times a whole request from outside, so its measured requests ask for no warm-up (WORKERD_MEASURED);
+  // its 5 warm-up handshakes per request were counted in its handshakes/s.
+  const { runRuntimeParts } = await import('../bench/runtime-bench.js');
+  const { WORKERD_MEASURED } = await import('../bench/runtimes.js');
+  const { nobleProvider } = await import('../lib/crypto/noble.js');
+  let clientShares = 0; // one per handshake: the client's x25519 key share
+  const x25519 = nobleProvider.group('x25519')!;
+  const counting = { ...nobleProvider, group: (name: Parameters<typeof nobleProvider.group>[0]) => (name === 'x25519' ? { ...x25519, start: (r: Uint8Array) => (clientShares++, x25519.start(r)) } : nobleProvider.group(name)) };
+  for (const handshakeWarmup of [undefined, 0, 3]) {
+    clientShares = 0;
+    const [m] = await runRuntimeParts({ runtime: 'node', quick: true, crypto: counting, verify: false, warmupMs: 0, rounds: 1, parts: ['handshakes'], handshakeWarmup });
+    t.equal(m!.amount, 40, 'the quick run times 40 handshakes');
+    t.equal(clientShares, 40 + (handshakeWarmup ?? 5), `handshakeWarmup ${handshakeWarmup}: ${handshakeWarmup ?? 5} more before them`);
+  }
+  t.equal(WORKERD_MEASURED.handshakeWarmup, 0, "workerd's measured requests run only what they measure");
+});
+
+t.test('a runtime that takes longer than its time limit is stopped and reported, and the run goes on', { skip: chromiumSkip || testPeer(t, 'deno').skip }, async (t) => {
+  // A stalled page or process kept the command waiting forever (Chromium's, workerd's) or for 10 minutes.
+  // Not quick: the warm-up alone lasts 2 s inside the runtime, so each one is still running at 1.5 s.
+  const { runRuntimes } = await import('../bench/runtimes.js');
+  const { execFileSync } = await import('node:child_process');
+  const run = await runRuntimes({ quick: false, runtimes: ['deno', 'chromium', 'workerd'], timeoutMs: 1500 });
+  t.same(
+    run.lines.map((l) => [l.event, l.runtime, l.error]),
+    [
+      ['runtime-failed', 'deno', 'timed out after 1500 ms'],
+      ['runtime-failed', 'chromium', 'timed out after 1500 ms'],
+      ['runtime-failed', 'workerd', 'timed out after 1500 ms'],
+    ],
+    'each one failed at its limit',
+  );
+  // What each one ran is stopped: no child of this process is left, Deno, Chromium or workerd (bounded wait:
+  // SIGKILL and the browser's close land a moment later; `ps` itself is the one child expected).
+  const left = () =>
+    execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '' && !/^\d+ ps /.test(l));
+  for (let i = 0; i < 100 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+  t.same(left(), [], 'no runtime left running');
+});

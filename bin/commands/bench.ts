@@ -139,7 +139,9 @@ async function runtimesCommand(values: { quick?: boolean; json?: boolean; size?:
   if (values['only-runtimes'] !== undefined) {
     runtimes = values['only-runtimes'].split(',').map((s) => s.trim()) as RuntimeName[];
     const unknown = runtimes.filter((r) => !RUNTIMES.includes(r));
-    if (unknown.length > 0 || runtimes.length === 0) return usage(`--only-runtimes: unknown runtime(s) ${unknown.join(', ')}; use ${RUNTIMES.join(', ')}`);
+    if (unknown.length > 0) return usage(`--only-runtimes: unknown runtime(s) ${unknown.map((r) => JSON.stringify(r)).join(', ')}; use ${RUNTIMES.join(', ')}`);
+    const twice = runtimes.find((r, i) => runtimes!.indexOf(r) !== i);
+    if (twice) return usage(`--only-runtimes: ${twice} is listed twice`);
   }
   const run = await runRuntimes({ quick: Boolean(values.quick), runtimes, onProgress: (line) => process.stderr.write(`bench: ${line}\n`) });
   if (values.json) for (const line of run.lines) process.stdout.write(JSON.stringify(line) + '\n');
