@@ -113,7 +113,8 @@ function relay(
   ws.pipe(tcp);
   tcp.pipe(ws);
   tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`));
-  ws.on('error', (e) => finish('failed', `WebSocket: ${e.message}`));
+  // (The listener's errors name the WebSocket already: "WebSocket closed (code 1006)"; it said "WebSocket: WebSocket: ...".)
+  ws.on('error', (e) => finish('failed', /^WebSocket\b/.test(e.message) ? e.message : `WebSocket: ${e.message}`));
   let closed = 0;
   const onClose = (): void => {
     if (++closed === 2) finish('closed');

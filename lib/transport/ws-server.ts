@@ -67,7 +67,11 @@ export interface WebSocketRefusal {
   readonly reason: string;
 }
 
-/** One accepted WebSocket: its bytes as a Duplex, and where it came from. */
+/**
+ * One accepted WebSocket: its bytes as a Duplex, and where it came from. The stream ends when the peer closes with
+ * 1000 (normal) or 1005 (no code), and fails with a TransportError naming the code (after the messages that came
+ * before it) on any other close: 1001 (going away), 1006 (the connection dropped without a Close frame), 1011 ...
+ */
 export interface AcceptedWebSocket {
   readonly stream: Duplex;
   readonly request: IncomingMessage;
@@ -151,6 +155,7 @@ export async function listenWebSocket(
     ws.close = (code?: number, reason?: string | Buffer) => close(code ?? 1000, reason);
     const stream = createWebSocketStream(ws, { allowHalfOpen: true });
     filterMessages(ws);
+    failOnAbnormalClose(ws, stream);
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
     const peer = hostPortText(request.socket.remoteAddress, request.socket.remotePort);
@@ -231,6 +236,39 @@ function filterMessages(ws: WebSocket): void {
   });
 }
 
+/**
+ * RFC 6455 §7.4.1: a close with 1000 (normal closure) or 1005 (no code) ends the stream; any other code fails it
+ * with a TransportError that names the code, as the client transport fails its byte stream (websocket.ts), so that
+ * a WebSocket that dropped (1006), went away (1001) or failed (1011) is not taken for one that finished: the
+ * bridge passed each on to its TCP target as a clean FIN and logged it "closed" (found by review).
+ * createWebSocketStream ends the stream on every close alike (push(null) in its 'close' listener, which runs after
+ * this one): that end is replaced by the error, raised once the messages that came before it have been read.
+ */
+function failOnAbnormalClose(ws: WebSocket, stream: Duplex): void {
+  ws.prependListener('close', (code: number, reason: Buffer) => {
+    if (code === 1000 || code === 1005 || stream.destroyed) return;
+    const text = reason.toString();
+    const error = new TransportError('ERR_QKD_TLS_TRANSPORT_FAILED', `WebSocket closed (code ${code}${text ? `, ${clip(text)}` : ''})`);
+    const fail = (): void => {
+      if (!stream.destroyed) stream.destroy(error);
+    };
+    const push = stream.push.bind(stream);
+    stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+      if (chunk !== null) return push(chunk, encoding);
+      if (stream.readableLength === 0) fail();
+      else {
+        // What the stream still holds is read (flowing or not) through read(): fail once it is all out.
+        const read = stream.read.bind(stream);
+        stream.read = (size?: number): unknown => {
+          const data = read(size);
+          if (stream.readableLength === 0) process.nextTick(fail);
+          return data;
+        };
+      }
+      return false;
+    };
+  });
+}
 
 /**
  * An origin as a browser serializes it (RFC 6454 §6.1): scheme://host[:port], lower case, no path, no default

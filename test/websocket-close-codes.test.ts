@@ -1,0 +1,119 @@
+/**
+ * WebSocket close codes (RFC 6455 §7.4) through the Node listener and the bridge (found by review): a peer that
+ * closes with anything but 1000 or 1005 fails the accepted stream after its last messages, so that the bridge
+ * resets its TCP target instead of passing a page that vanished on as a clean FIN.
+ */
+import * as net from 'node:net';
+import t from 'tap';
+import { WebSocket as WsClient } from 'ws';
+import { listenWebSocket } from '../lib/transport/ws-server.js';
+import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
+import { type Tap, withTimeout } from './helpers/peers.js';
+import { WAIT } from './helpers/runtimes.js';
+
+const SUBTEST = { timeout: 60_000 };
+
+/** Opens a `ws` client and resolves once it is open; `closed` resolves with the code and reason it closed with. */
+async function openClient(url: string): Promise<{ ws: WsClient; closed: Promise<{ code: number; reason: string }> }> {
+  const ws = new WsClient(url);
+  ws.on('error', () => {});
+  const closed = withTimeout(
+    new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code: number, reason: Buffer) => r({ code, reason: reason.toString() }))),
+    WAIT,
+    'the WebSocket to close',
+  );
+  await withTimeout(new Promise((r) => ws.once('open', r)), WAIT, 'the WebSocket to open');
+  return { ws, closed };
+}
+
+/** A TCP server that reads everything and says how each connection ended: 'fin' or the error's code ('ECONNRESET'). */
+async function target(t: Tap): Promise<{ port: number; ends: string[]; ended: (n: number) => Promise<void>; received: () => string }> {
+  const ends: string[] = [];
+  let data = '';
+  const waiters: (() => void)[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    s.on('data', (d: Buffer) => {
+      data += d.toString();
+      if (d.toString().includes('reset me')) s.resetAndDestroy();
+    });
+    s.on('end', () => {
+      ends.push('fin');
+      s.end();
+      waiters.splice(0).forEach((w) => w());
+    });
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      ends.push(e.code ?? e.message);
+      waiters.splice(0).forEach((w) => w());
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const ended = (n: number): Promise<void> =>
+    withTimeout(
+      (async () => {
+        while (ends.length < n) await new Promise<void>((r) => waiters.push(r));
+      })(),
+      WAIT,
+      `${n} target connection(s) to end`,
+    );
+  return { port: (server.address() as net.AddressInfo).port, ends, ended, received: () => data };
+}
+
+t.test('the bridge: a page that goes away with a code other than 1000 resets the TCP target and is logged failed; 1000 still ends it with a FIN', SUBTEST, async (t) => {
+  // Regression: createWebSocketStream ends the stream on every close alike, so a page whose connection dropped
+  // (1006) or that failed (1011) reached the target as a clean FIN, and the bridge logged "closed".
+  const tcp = await target(t);
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, allow: [{ host: '127.0.0.1', port: tcp.port }], onConnection: (r) => records.push(r) });
+  t.teardown(() => bridge.close());
+  const url = `ws://127.0.0.1:${bridge.address().port}/`;
+  const cases: [string, (ws: WsClient) => void, string, RegExp | undefined][] = [
+    ['1000 (normal closure)', (ws) => ws.close(1000), 'fin', undefined],
+    ['1006 (the connection dropped, no Close frame)', (ws) => ws.terminate(), 'ECONNRESET', /^WebSocket closed \(code 1006\)$/],
+    ['1011 (the page failed)', (ws) => ws.close(1011, 'page error'), 'ECONNRESET', /^WebSocket closed \(code 1011, page error\)$/],
+    // (The record said "WebSocket: WebSocket: a text message ...".)
+    ['a text message (refused, 1003)', (ws) => ws.send('not a TLS record'), 'ECONNRESET', /^WebSocket: a text message arrived where TLS records \(binary\) were expected$/],
+  ];
+  for (const [i, [name, end, expected, message]] of cases.entries()) {
+    const { ws } = await openClient(url);
+    ws.send(Buffer.from(`hello ${i}|`));
+    // The bytes have reached the target before the page goes away.
+    await withTimeout((async () => { while (!tcp.received().includes(`hello ${i}|`)) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the bytes to arrive');
+    end(ws);
+    await tcp.ended(i + 1);
+    t.equal(tcp.ends[i], expected, `${name}: the target sees ${expected === 'fin' ? 'a clean end (FIN)' : 'a reset'}`);
+    await withTimeout((async () => { while (records.length <= i) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the log record');
+    if (message) t.match(records[i], { end: 'failed', message }, `${name}: logged as failed, naming the code`);
+    else t.match(records[i], { end: 'closed', bytesUp: `hello ${i}|`.length }, `${name}: logged as closed`);
+  }
+});
+
+t.test('the listener: what a peer sent before a close other than 1000 is read, then the stream fails naming the code', SUBTEST, async (t) => {
+  // Regression: the stream ended cleanly on every close (TLS over it took a page going away, 1001, for an end of stream).
+  let accepted: (s: import('node:stream').Duplex) => void = () => {};
+  const stream = new Promise<import('node:stream').Duplex>((r) => (accepted = r));
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
+    stream.pause(); // nothing read until the peer has closed
+    accepted(stream);
+  });
+  t.teardown(() => l.close());
+  const { ws, closed } = await openClient(`ws://127.0.0.1:${l.address().port}/`);
+  ws.send(Buffer.from([1, 2, 3]));
+  ws.send(Buffer.from([4, 5]));
+  ws.close(1001, 'page unloading');
+  await closed;
+  const s = await withTimeout(stream, WAIT, 'the connection');
+  const got: number[] = [];
+  const error = await withTimeout(
+    new Promise<unknown>((resolve) => {
+      s.on('data', (b: Buffer) => got.push(...b));
+      s.once('error', resolve);
+      s.once('end', () => resolve('a clean end'));
+      s.resume();
+    }),
+    WAIT,
+    'the stream to end',
+  );
+  t.same(got, [1, 2, 3, 4, 5], 'the bytes sent before the close are all read');
+  t.match(error, { code: 'ERR_QKD_TLS_TRANSPORT_FAILED', message: 'WebSocket closed (code 1001, page unloading)' }, 'then the stream fails, naming the code and reason');
+});
