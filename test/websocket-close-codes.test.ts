@@ -1,7 +1,8 @@
 /**
  * WebSocket close codes (RFC 6455 §7.4) through the Node listener and the bridge (found by review): a peer that
  * closes with anything but 1000 or 1005 fails the accepted stream after its last messages, so that the bridge
- * resets its TCP target instead of passing a page that vanished on as a clean FIN.
+ * resets its TCP target instead of passing a page that vanished on as a clean FIN; a listener that stops sends
+ * 1001 (going away) and drops the peers that do not answer.
  */
 import * as net from 'node:net';
 import t from 'tap';
@@ -116,4 +117,20 @@ t.test('the listener: what a peer sent before a close other than 1000 is read, t
   );
   t.same(got, [1, 2, 3, 4, 5], 'the bytes sent before the close are all read');
   t.match(error, { code: 'ERR_QKD_TLS_TRANSPORT_FAILED', message: 'WebSocket closed (code 1001, page unloading)' }, 'then the stream fails, naming the code and reason');
+});
+
+t.test('the listener stopping (a bridge that stops) closes each WebSocket with 1001, and drops a peer that does not answer', SUBTEST, async (t) => {
+  // Regression (a documented open item): close() terminated every WebSocket, so each page saw 1006 and no reason.
+  const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => stream.resume());
+  const { closed } = await openClient(`ws://127.0.0.1:${l.address().port}/`);
+  // A peer that completes the upgrade and then never answers anything (nor reads).
+  const silent = net.connect(l.address().port, '127.0.0.1');
+  silent.on('error', () => {});
+  silent.write('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await withTimeout(new Promise((r) => silent.once('data', r)), WAIT, 'the silent peer to be upgraded');
+  const silentClosed = withTimeout(new Promise((r) => silent.once('close', r)), WAIT, 'the silent peer to be dropped');
+  await withTimeout(l.close(), WAIT, 'close() to finish, the silent peer dropped after the grace');
+  t.same(await closed, { code: 1001, reason: 'server stopping' }, 'a WebSocket is closed with 1001 (going away) and a reason');
+  await silentClosed;
+  t.pass('a peer that does not answer the Close frame is dropped');
 });

@@ -85,6 +85,12 @@ export interface WebSocketListener {
   close(): Promise<void>;
 }
 
+/**
+ * How long a listener that stops (`close()`) waits for its WebSockets to answer its Close frame (1001, going away)
+ * before it drops them.
+ */
+export const CLOSE_GRACE_MS = 2000;
+
 /** Default largest message: enough for the 64 KiB messages qkd-tls/websocket sends, and then some. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024;
 
@@ -179,10 +185,18 @@ export async function listenWebSocket(
     address: () => http.address() as AddressInfo,
     close: () =>
       new Promise<void>((resolve) => {
-        for (const c of wss.clients) c.terminate();
+        // RFC 6455 §7.4.1: 1001, the server is going away; terminate() sent no Close frame, and each page saw only
+        // 1006 (abnormal closure) with no reason. The WebSockets that do not answer within CLOSE_GRACE_MS are dropped.
+        for (const c of wss.clients) c.close(1001, 'server stopping');
+        const cut = setTimeout(() => {
+          for (const c of wss.clients) c.terminate();
+        }, CLOSE_GRACE_MS);
         wss.close();
-        http.close(() => resolve());
-        http.closeAllConnections();
+        http.close(() => {
+          clearTimeout(cut);
+          resolve();
+        });
+        http.closeAllConnections(); // the connections not upgraded (upgraded sockets are no longer the HTTP server's)
       }),
   };
 }
