@@ -1,14 +1,15 @@
 /**
  * WebSocket close codes (RFC 6455 §7.4) through the Node listener and the bridge (found by review): a peer that
  * closes with anything but 1000 or 1005 fails the accepted stream after its last messages, so that the bridge
- * resets its TCP target instead of passing a page that vanished on as a clean FIN; a listener that stops sends
- * 1001 (going away) and drops the peers that do not answer.
+ * resets its TCP target instead of passing a page that vanished on as a clean FIN; a bridge whose target fails
+ * tells the page why (1014, Bad Gateway) instead of dropping it (1006); a listener that stops sends 1001 (going
+ * away) and drops the peers that do not answer.
  */
 import * as net from 'node:net';
 import t from 'tap';
 import { WebSocket as WsClient } from 'ws';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
-import { startWebSocketBridge, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
+import { startWebSocketBridge, TARGET_FAILED_CLOSE, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
 import { type Tap, withTimeout } from './helpers/peers.js';
 import { WAIT } from './helpers/runtimes.js';
 
@@ -87,6 +88,34 @@ t.test('the bridge: a page that goes away with a code other than 1000 resets the
     if (message) t.match(records[i], { end: 'failed', message }, `${name}: logged as failed, naming the code`);
     else t.match(records[i], { end: 'closed', bytesUp: `hello ${i}|`.length }, `${name}: logged as closed`);
   }
+});
+
+t.test('the bridge: a target that fails closes the page with 1014 (Bad Gateway) and a reason, not a bare drop (1006)', SUBTEST, async (t) => {
+  // Regression: the relay destroyed the stream, which terminates the WebSocket without a Close frame: the page saw
+  // 1006 and no reason, whether the target refused the connection or reset it.
+  const tcp = await target(t);
+  const refusing = net.createServer();
+  await new Promise<void>((r) => refusing.listen(0, '127.0.0.1', r));
+  const downPort = (refusing.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => refusing.close(() => r())); // nothing listens there now
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({
+    host: '127.0.0.1',
+    port: 0,
+    allow: [{ host: '127.0.0.1', port: tcp.port }, { host: '127.0.0.1', port: downPort }],
+    onConnection: (r) => records.push(r),
+  });
+  t.teardown(() => bridge.close());
+  const base = `ws://127.0.0.1:${bridge.address().port}/`;
+
+  const down = await openClient(`${base}127.0.0.1:${downPort}`);
+  t.same(await down.closed, TARGET_FAILED_CLOSE, 'a target that refuses the connection: 1014 with the reason');
+  const reset = await openClient(base);
+  reset.ws.send(Buffer.from('reset me'));
+  t.same(await reset.closed, TARGET_FAILED_CLOSE, 'a target that resets the connection: 1014 with the reason');
+  t.same(TARGET_FAILED_CLOSE.code, 1014, 'Bad Gateway (IANA WebSocket Close Code registry, RFC 6455 §11.7)');
+  await withTimeout((async () => { while (records.length < 2) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the log records');
+  t.match(records, [{ end: 'failed', message: /ECONNREFUSED/ }, { end: 'failed', message: /ECONNRESET/ }], 'both logged as failed, saying why');
 });
 
 t.test('the listener: what a peer sent before a close other than 1000 is read, then the stream fails naming the code', SUBTEST, async (t) => {

@@ -11,8 +11,11 @@
  * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed. A
  * WebSocket has no half-close, so a client closes it only when it expects nothing more — qkd-tls/websocket
  * waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
- * what the target still sends then has nowhere to go, so the TCP connection is dropped once that is written. Backpressure both
- * ways (a slow TCP reader pauses the WebSocket and the reverse); messages are bounded (`maxMessageBytes`).
+ * what the target still sends then has nowhere to go, so the TCP connection is dropped once that is written. Aborts go
+ * across too: a WebSocket closed with any code but 1000 or 1005 (1006: its connection dropped) resets the TCP
+ * connection, and a target that fails (refused, reset, no connection in time) closes the WebSocket with 1014 and a
+ * reason. Backpressure both ways (a slow TCP reader pauses the WebSocket and the reverse); messages are bounded
+ * (`maxMessageBytes`).
  */
 import type { IncomingMessage } from 'node:http';
 import * as net from 'node:net';
@@ -69,9 +72,9 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
   const onConnection = observer('onConnection', options.onConnection, options.onCallbackError);
   return listenWebSocket(
     options,
-    ({ stream, request, peer }) => {
+    ({ stream, request, peer, close }) => {
       const target = pick(request)!;
-      relay(stream, target, peer, options.connectTimeoutMs ?? 10_000, onConnection);
+      relay(stream, close, target, peer, options.connectTimeoutMs ?? 10_000, onConnection);
     },
     (req) => (pick(req) ? undefined : 404),
   );
@@ -82,8 +85,16 @@ export function targetName(t: BridgeTarget): string {
   return hostPortText(t.host, t.port).toLowerCase();
 }
 
+/**
+ * The close code for a page whose target failed (no connection, a reset, an error): 1014, Bad Gateway, from the IANA
+ * WebSocket Close Code Number registry (RFC 6455 §11.7), as an HTTP proxy answers 502. The bridge dropped the
+ * WebSocket instead, and the page saw 1006 with no reason.
+ */
+export const TARGET_FAILED_CLOSE = { code: 1014, reason: 'bridge: the TCP target failed' } as const;
+
 function relay(
   ws: import('node:stream').Duplex,
+  closeWebSocket: (code: number, reason: string) => void,
   target: BridgeTarget,
   peer: string,
   connectTimeoutMs: number,
@@ -93,7 +104,8 @@ function relay(
   let up = 0;
   let down = 0;
   let finished = false;
-  const finish = (end: 'closed' | 'failed', message?: string): void => {
+  /** `side`: which side failed; the other one is told (the TCP target by a reset, the page by a Close frame). */
+  const finish = (end: 'closed' | 'failed', message?: string, side?: 'tcp' | 'ws'): void => {
     if (finished) return;
     finished = true;
     clearTimeout(timer);
@@ -101,25 +113,28 @@ function relay(
       // Not resetAndDestroy() alone: while still connecting it waits for the connection (the connect timeout
       // would not stop the attempt, and a late connection would be made only to be reset).
       resetSocket(tcp);
-      ws.destroy();
+      // The page is told why with a Close frame (its answer, or ws's close timeout, then ends the stream);
+      // a WebSocket that failed itself is closed already.
+      if (side === 'tcp') closeWebSocket(TARGET_FAILED_CLOSE.code, TARGET_FAILED_CLOSE.reason);
+      else ws.destroy();
     }
     onConnection?.({ peer, target: targetName(target), bytesUp: up, bytesDown: down, end, ...(message ? { message } : {}) });
   };
-  const timer = setTimeout(() => finish('failed', `no TCP connection to ${targetName(target)} within ${connectTimeoutMs} ms`), connectTimeoutMs);
+  const timer = setTimeout(() => finish('failed', `no TCP connection to ${targetName(target)} within ${connectTimeoutMs} ms`, 'tcp'), connectTimeoutMs);
   tcp.once('connect', () => clearTimeout(timer));
   ws.on('data', (b: Buffer) => (up += b.length));
   tcp.on('data', (b: Buffer) => (down += b.length));
   // pipe() handles backpressure and passes each end across (WebSocket close -> FIN; FIN -> WebSocket close).
   ws.pipe(tcp);
   tcp.pipe(ws);
-  tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`));
+  tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`, 'tcp'));
   // (The listener's errors name the WebSocket already: "WebSocket closed (code 1006)"; it said "WebSocket: WebSocket: ...".)
-  ws.on('error', (e) => finish('failed', /^WebSocket\b/.test(e.message) ? e.message : `WebSocket: ${e.message}`));
+  ws.on('error', (e) => finish('failed', /^WebSocket\b/.test(e.message) ? e.message : `WebSocket: ${e.message}`, 'ws'));
   let closed = 0;
   const onClose = (): void => {
     if (++closed === 2) finish('closed');
   };
-  tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`) : onClose()));
+  tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`, 'tcp') : onClose()));
   ws.once('close', onClose);
   // A WebSocket has no half-close: its end means it is closed, and nothing the target still sends can reach the
   // page. Once what the page sent is written out (pipe ends the TCP write side), drop the TCP connection, or a

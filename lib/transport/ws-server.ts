@@ -76,6 +76,12 @@ export interface AcceptedWebSocket {
   readonly stream: Duplex;
   readonly request: IncomingMessage;
   readonly peer: string;
+  /**
+   * Closes the WebSocket with a Close frame carrying `code` and `reason` (RFC 6455 §5.5.1, §7.4; a code `ws` may
+   * send, a reason of at most 123 bytes), so that the peer learns why: what `stream.destroy()` cannot (it drops
+   * the connection, which the peer sees as 1006 without a reason). Unless the code is 1000, the stream then fails.
+   */
+  close(code: number, reason: string): void;
 }
 
 export interface WebSocketListener {
@@ -166,7 +172,7 @@ export async function listenWebSocket(
     stream.on('error', () => stream.destroy());
     const peer = hostPortText(request.socket.remoteAddress, request.socket.remotePort);
     try {
-      onConnection({ stream, request, peer });
+      onConnection({ stream, request, peer, close: (code, reason) => ws.close(code, reason) });
     } catch (e) {
       // Thrown inside the HTTP server's 'upgrade' event, it would end the process: it ends this connection only.
       stream.destroy();
