@@ -91,6 +91,9 @@ t.test('listenWebSocket and the bridge: a limit that the ws package or net.Serve
   for (const bad of [0, ...BAD_TIMES]) {
     await t.rejects(startWebSocketBridge({ host: LOCAL, port: 0, allow: [{ host: LOCAL, port: 9 }], connectTimeoutMs: bad }), RangeError, `bridge connectTimeoutMs ${bad}`);
   }
+  for (const bad of BAD_TIMES) {
+    await t.rejects(startWebSocketBridge({ host: LOCAL, port: 0, allow: [{ host: LOCAL, port: 9 }], idleTimeoutMs: bad }), RangeError, `bridge idleTimeoutMs ${bad}`);
+  }
   const ok = await listenWebSocket({ host: LOCAL, port: 0, maxMessageBytes: 2 ** 31 - 1, maxConnections: 1 }, () => {});
   await ok.close();
 });

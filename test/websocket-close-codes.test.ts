@@ -3,14 +3,15 @@
  * closes with anything but 1000 or 1005 fails the accepted stream after its last messages, so that the bridge
  * resets its TCP target instead of passing a page that vanished on as a clean FIN; a bridge whose target fails
  * tells the page why (1014, Bad Gateway) instead of dropping it (1006); a listener that stops sends 1001 (going
- * away) and drops the peers that do not answer.
+ * away) and drops the peers that do not answer; a bridge connection silent both ways is cut after the idle
+ * timeout (1001), so that silent connections cannot hold every place.
  */
 import * as net from 'node:net';
 import t from 'tap';
 import { WebSocket as WsClient } from 'ws';
 import { listenWebSocket } from '../lib/transport/ws-server.js';
-import { startWebSocketBridge, TARGET_FAILED_CLOSE, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
-import { type Tap, withTimeout } from './helpers/peers.js';
+import { IDLE_CLOSE, startWebSocketBridge, TARGET_FAILED_CLOSE, type BridgeRecord } from '../lib/proxy/ws-bridge.js';
+import { jsonEvent, spawnQkdTls, type Tap, withTimeout } from './helpers/peers.js';
 import { WAIT } from './helpers/runtimes.js';
 
 const SUBTEST = { timeout: 60_000 };
@@ -162,4 +163,36 @@ t.test('the listener stopping (a bridge that stops) closes each WebSocket with 1
   t.same(await closed, { code: 1001, reason: 'server stopping' }, 'a WebSocket is closed with 1001 (going away) and a reason');
   await silentClosed;
   t.pass('a peer that does not answer the Close frame is dropped');
+});
+
+t.test('the bridge: a connection silent both ways is cut after idleTimeoutMs (1001, target reset), so that it cannot hold a place forever', SUBTEST, async (t) => {
+  // Regression: the bridge had no idle timeout. A page (or any client) that sends nothing, to a target that waits
+  // without a timeout of its own, held its relay forever; maxConnections of them and no one else was served.
+  const tcp = await target(t); // reads, never writes, never closes on its own
+  const records: BridgeRecord[] = [];
+  const bridge = await startWebSocketBridge({ host: '127.0.0.1', port: 0, maxConnections: 1, idleTimeoutMs: 300, allow: [{ host: '127.0.0.1', port: tcp.port }], onConnection: (r) => records.push(r) });
+  t.teardown(() => bridge.close());
+  const url = `ws://127.0.0.1:${bridge.address().port}/`;
+  const silent = await openClient(url);
+  t.same(await silent.closed, IDLE_CLOSE, 'the silent connection is closed with 1001 and the reason');
+  await tcp.ended(1);
+  t.same(tcp.ends, ['ECONNRESET'], 'and its TCP connection reset');
+  t.match(records, [{ end: 'failed', message: 'idle: no data in either direction for 300 ms' }], 'logged as failed, saying why');
+  // Its place is free again (once the HTTP server has counted its socket closed): a new page is served, both ways.
+  const open = (): Promise<number> => new Promise((r) => bridge.server.getConnections((_e, n) => r(n)));
+  await withTimeout((async () => { while ((await open()) > 0) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the idle connection to be closed on the server');
+  const next = await openClient(url);
+  next.ws.send(Buffer.from('after the idle one'));
+  await withTimeout((async () => { while (!tcp.received().includes('after the idle one')) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the bytes to arrive');
+  t.pass('the next page is relayed');
+  next.ws.close(1000);
+  await next.closed;
+
+  // The command line's --idle-timeout.
+  const cli = spawnQkdTls(t, ['bridge', '--listen', '127.0.0.1:0', '--allow', `127.0.0.1:${tcp.port}`, '--idle-timeout', '300ms', '--json']);
+  const listening = jsonEvent(await cli.waitFor(/"event":"listening"/, WAIT, 'stderr'), 'listening');
+  const viaCli = await openClient(`ws://127.0.0.1:${String(listening?.address).split(':').pop()}/`);
+  t.same(await viaCli.closed, IDLE_CLOSE, 'bridge --idle-timeout 300ms: the silent connection is closed with 1001');
+  t.ok(await cli.waitFor(/"event":"connection".*"end":"failed".*idle: no data in either direction for 300 ms/, WAIT, 'stderr'), 'and the connection line says why');
+  await cli.kill();
 });

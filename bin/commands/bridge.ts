@@ -6,6 +6,7 @@
  */
 import { startWebSocketBridge, targetName, type BridgeTarget } from 'qkd-tls/proxy';
 import { hostPortText } from '../cli/address.js';
+import { parseTime } from '../cli/duration.js';
 import { parseCommandLine, untilStopSignal } from '../cli/command.js';
 import { isListenError, listenFailure } from '../cli/listen-error.js';
 import { Reporter } from '../cli/report.js';
@@ -23,11 +24,16 @@ them, ws://BRIDGE/ the first; any other path is refused (404).
   --origin URL           only pages from this origin may connect (repeatable; default any)
   --max-message N        largest WebSocket message accepted, in bytes, 1024 to 2^31-1 (default 1048576)
   --max-connections N    refuse connections beyond N open ones, upgraded or not (default 1000)
+  --idle-timeout T       cut a connection after T without a byte in either direction (default 5m; 0: never;
+                         500ms, 30s, 5m, 1h; a bare number is milliseconds)
   --json                 one JSON object per line on stderr instead of text lines
 
 What it reports (stderr): a "listening" line, one line per relayed connection, and a "refused" line per
 upgrade request it refuses (a path that names no target: 404; an origin not allowed: 403), which the page
 cannot see: its WebSocket only fails.`;
+
+/** The longest --idle-timeout: a week, as the proxy's. */
+const MAX_IDLE_MS = 7 * 24 * 3_600_000;
 
 export async function run(argv: string[]): Promise<number> {
   const options = {
@@ -36,6 +42,7 @@ export async function run(argv: string[]): Promise<number> {
     origin: { type: 'string', multiple: true },
     'max-message': { type: 'string' },
     'max-connections': { type: 'string' },
+    'idle-timeout': { type: 'string' },
     json: { type: 'boolean' },
   } as const;
   const cli = parseCommandLine('bridge', argv, options, HELP, (values) => {
@@ -53,6 +60,7 @@ export async function run(argv: string[]): Promise<number> {
       maxMessageBytes: parseMaxMessage(values['max-message']),
       origins: parseOrigins(values.origin),
       maxConnections: count('max-connections', values['max-connections'], 1),
+      idleTimeoutMs: values['idle-timeout'] === undefined ? undefined : parseTime('idle-timeout', values['idle-timeout'], { bareUnit: 'ms', minMs: 1, maxMs: MAX_IDLE_MS, zero: 'never' }),
     };
   });
   if ('exit' in cli) return cli.exit;
@@ -67,6 +75,7 @@ export async function run(argv: string[]): Promise<number> {
       ...(plan.origins ? { origins: plan.origins } : {}),
       ...(plan.maxMessageBytes ? { maxMessageBytes: plan.maxMessageBytes } : {}),
       ...(plan.maxConnections ? { maxConnections: plan.maxConnections } : {}),
+      ...(plan.idleTimeoutMs !== undefined ? { idleTimeoutMs: plan.idleTimeoutMs } : {}),
       onConnection: (r) => report.event('connection', { ...r }),
       // The page sees only that its WebSocket failed: the reason is said here.
       onRefused: (r) => report.event('refused', { ...r }),

@@ -23,6 +23,7 @@ import { checkHostPort, checkTimerMs } from '../config/options.js';
 import { resetSocket } from '../transport/tcp-end.js';
 import { listenWebSocket, type WebSocketListenOptions, type WebSocketListener } from '../transport/ws-server.js';
 import { observer } from '../callbacks.js';
+import { DEFAULT_IDLE_TIMEOUT_MS } from './proxy.js';
 import { hostPortText } from '../codec/text.js';
 
 export interface BridgeTarget {
@@ -36,6 +37,14 @@ export interface WebSocketBridgeOptions extends WebSocketListenOptions {
   /** Give up connecting to a target after this many milliseconds (default 10000; from 1 to 2^31 - 1, else a RangeError). */
   readonly connectTimeoutMs?: number;
   /**
+   * Cut a connection after this many milliseconds without a byte in either direction (default 300000, five
+   * minutes, as the proxy's {@link DEFAULT_IDLE_TIMEOUT_MS}; 0: never; at most 2^31 - 1, else a RangeError): the page's
+   * WebSocket is closed with 1001 and the TCP connection reset. Without it a connection whose page and target both
+   * stay silent (a target with no timeout of its own, such as openssl s_server) was held forever, and enough of
+   * them (`maxConnections`) stopped the bridge from serving anyone else.
+   */
+  readonly idleTimeoutMs?: number;
+  /**
    * Called once per relayed connection when it ends (never with payload bytes). An observer (lib/callbacks.ts):
    * what it throws goes to `onCallbackError` and changes nothing.
    */
@@ -47,7 +56,7 @@ export interface BridgeRecord {
   readonly target: string;
   readonly bytesUp: number;
   readonly bytesDown: number;
-  /** closed: both sides ended normally; failed: a connect failure, a reset or an error (`message`). */
+  /** closed: both sides ended normally; failed: a connect failure, a reset, an error or the idle timeout (`message`). */
   readonly end: 'closed' | 'failed';
   readonly message?: string;
 }
@@ -56,6 +65,8 @@ export interface BridgeRecord {
 export async function startWebSocketBridge(options: WebSocketBridgeOptions): Promise<WebSocketListener> {
   if (options.allow.length === 0) throw new TypeError('WebSocket bridge: at least one allowed target is required');
   checkTimerMs('WebSocket bridge: connectTimeoutMs', options.connectTimeoutMs, 1);
+  checkTimerMs('WebSocket bridge: idleTimeoutMs', options.idleTimeoutMs, 0);
+  const limits = { connectTimeoutMs: options.connectTimeoutMs ?? 10_000, idleTimeoutMs: options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS };
   // Unchecked, a port out of range made every connection to that target fail with net.connect's throw, reported
   // as if the onConnection callback had thrown.
   options.allow.forEach((t, i) => checkHostPort(`WebSocket bridge: allow[${i}]`, t, 1));
@@ -74,7 +85,7 @@ export async function startWebSocketBridge(options: WebSocketBridgeOptions): Pro
     options,
     ({ stream, request, peer, close }) => {
       const target = pick(request)!;
-      relay(stream, close, target, peer, options.connectTimeoutMs ?? 10_000, onConnection);
+      relay(stream, close, target, peer, limits, onConnection);
     },
     (req) => (pick(req) ? undefined : 404),
   );
@@ -92,49 +103,62 @@ export function targetName(t: BridgeTarget): string {
  */
 export const TARGET_FAILED_CLOSE = { code: 1014, reason: 'bridge: the TCP target failed' } as const;
 
+/** The close for a connection past its idle timeout: 1001, the bridge going away from it (RFC 6455 §7.4.1). */
+export const IDLE_CLOSE = { code: 1001, reason: 'bridge: idle timeout' } as const;
+
 function relay(
   ws: import('node:stream').Duplex,
   closeWebSocket: (code: number, reason: string) => void,
   target: BridgeTarget,
   peer: string,
-  connectTimeoutMs: number,
+  { connectTimeoutMs, idleTimeoutMs }: { readonly connectTimeoutMs: number; readonly idleTimeoutMs: number },
   onConnection: ((r: BridgeRecord) => void) | undefined,
 ): void {
   const tcp = net.connect({ host: target.host, port: target.port, allowHalfOpen: true });
   let up = 0;
   let down = 0;
   let finished = false;
-  /** `side`: which side failed; the other one is told (the TCP target by a reset, the page by a Close frame). */
-  const finish = (end: 'closed' | 'failed', message?: string, side?: 'tcp' | 'ws'): void => {
+  /**
+   * On a failure the TCP target is reset, and the page told why with a Close frame (`tell`: its answer, or ws's close
+   * timeout, then ends the stream); without `tell` (the WebSocket failed itself, and is closed already) it is dropped.
+   */
+  const finish = (end: 'closed' | 'failed', message?: string, tell?: { readonly code: number; readonly reason: string }): void => {
     if (finished) return;
     finished = true;
     clearTimeout(timer);
+    clearTimeout(idle);
     if (end === 'failed') {
       // Not resetAndDestroy() alone: while still connecting it waits for the connection (the connect timeout
       // would not stop the attempt, and a late connection would be made only to be reset).
       resetSocket(tcp);
-      // The page is told why with a Close frame (its answer, or ws's close timeout, then ends the stream);
-      // a WebSocket that failed itself is closed already.
-      if (side === 'tcp') closeWebSocket(TARGET_FAILED_CLOSE.code, TARGET_FAILED_CLOSE.reason);
+      if (tell) closeWebSocket(tell.code, tell.reason);
       else ws.destroy();
     }
     onConnection?.({ peer, target: targetName(target), bytesUp: up, bytesDown: down, end, ...(message ? { message } : {}) });
   };
-  const timer = setTimeout(() => finish('failed', `no TCP connection to ${targetName(target)} within ${connectTimeoutMs} ms`, 'tcp'), connectTimeoutMs);
+  const timer = setTimeout(() => finish('failed', `no TCP connection to ${targetName(target)} within ${connectTimeoutMs} ms`, TARGET_FAILED_CLOSE), connectTimeoutMs);
   tcp.once('connect', () => clearTimeout(timer));
-  ws.on('data', (b: Buffer) => (up += b.length));
-  tcp.on('data', (b: Buffer) => (down += b.length));
+  // No byte either way for idleTimeoutMs (counted from the upgrade, the connect included): cut.
+  const idle = idleTimeoutMs > 0 ? setTimeout(() => finish('failed', `idle: no data in either direction for ${idleTimeoutMs} ms`, IDLE_CLOSE), idleTimeoutMs) : undefined;
+  ws.on('data', (b: Buffer) => {
+    up += b.length;
+    idle?.refresh();
+  });
+  tcp.on('data', (b: Buffer) => {
+    down += b.length;
+    idle?.refresh();
+  });
   // pipe() handles backpressure and passes each end across (WebSocket close -> FIN; FIN -> WebSocket close).
   ws.pipe(tcp);
   tcp.pipe(ws);
-  tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`, 'tcp'));
+  tcp.on('error', (e) => finish('failed', `${targetName(target)}: ${e.message}`, TARGET_FAILED_CLOSE));
   // (The listener's errors name the WebSocket already: "WebSocket closed (code 1006)"; it said "WebSocket: WebSocket: ...".)
-  ws.on('error', (e) => finish('failed', /^WebSocket\b/.test(e.message) ? e.message : `WebSocket: ${e.message}`, 'ws'));
+  ws.on('error', (e) => finish('failed', /^WebSocket\b/.test(e.message) ? e.message : `WebSocket: ${e.message}`));
   let closed = 0;
   const onClose = (): void => {
     if (++closed === 2) finish('closed');
   };
-  tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`, 'tcp') : onClose()));
+  tcp.once('close', (hadError) => (hadError ? finish('failed', `${targetName(target)}: closed with an error`, TARGET_FAILED_CLOSE) : onClose()));
   ws.once('close', onClose);
   // A WebSocket has no half-close: its end means it is closed, and nothing the target still sends can reach the
   // page. Once what the page sent is written out (pipe ends the TCP write side), drop the TCP connection, or a
