@@ -2,7 +2,7 @@
  * X25519MLKEM768 (draft-ietf-tls-ecdhe-mlkem) with a QKD-style external PSK, against Node 24's TLS (OpenSSL
  * 3.5, the test-only `node` peer of test/peers), both directions, on both of qkd-tls's providers, echo checked:
  * the hybrid alone (and SecP256r1MLKEM768, SecP384r1MLKEM1024), the browser-like pair of shares (Node 24's default ClientHello sends X25519MLKEM768 and
- * X25519), the server's preference, and a HelloRetryRequest to the hybrid.
+ * X25519), the server's preference, and a HelloRetryRequest to each hybrid, from either side.
  *
  * Node's external PSK goes through OpenSSL's TLS 1.2-style callback, which binds the key to SHA-256: only the
  * SHA-256 suites work. A Node server socket's getEphemeralKeyInfo() is null, so for Node-as-server the group is
@@ -112,6 +112,9 @@ const CLIENT_CASES: { name: string; curves: string; options: Partial<ClientOptio
   // The NIST hybrids put the ECDH part first (the draft's order differs from X25519MLKEM768's).
   { name: 'SecP256r1MLKEM768', curves: 'SecP256r1MLKEM768', options: { groups: ['SecP256r1MLKEM768'] }, group: 'SecP256r1MLKEM768', retry: false },
   { name: 'SecP384r1MLKEM1024', curves: 'SecP384r1MLKEM1024', options: { groups: ['SecP384r1MLKEM1024'] }, group: 'SecP384r1MLKEM1024', retry: false },
+  // Our second ClientHello with a NIST hybrid's share, after Node's HelloRetryRequest.
+  { name: 'an x25519 share, Node asks for SecP256r1MLKEM768', curves: 'SecP256r1MLKEM768', options: { groups: ['x25519', 'SecP256r1MLKEM768'] }, group: 'SecP256r1MLKEM768', retry: true },
+  { name: 'an x25519 share, Node asks for SecP384r1MLKEM1024', curves: 'SecP384r1MLKEM1024', options: { groups: ['x25519', 'SecP384r1MLKEM1024'] }, group: 'SecP384r1MLKEM1024', retry: true },
 ];
 
 for (const [pname, provider] of PROVIDERS) {
@@ -145,6 +148,20 @@ for (const [pname, provider] of PROVIDERS) {
       tt.match(r.echo, /^hello from node v24\./, 'the echo came back to Node 24');
       tt.equal(r.key?.name, g, `Node 24 reports ${g}`);
       tt.equal(sockets[0]?.handshake?.group, g, `our server reports ${g}`);
+    });
+  }
+
+  // Our server's HelloRetryRequest for each hybrid, answered by OpenSSL 3.5: its first ClientHello carries an X25519
+  // share only (a leading '*' marks the groups it sends shares for), the second one the hybrid's share, in the
+  // draft's layout (ECDH first for the NIST hybrids), which our server then answers.
+  for (const g of ['X25519MLKEM768', 'SecP256r1MLKEM768', 'SecP384r1MLKEM1024'] as const) {
+    t.test(`Node 24 client (an X25519 share, ${g} listed) -> qkd-tls server (${pname}) wanting ${g}: a HelloRetryRequest`, SUBTEST, async (tt) => {
+      const { port, sockets } = await libraryEchoServer(tt, { crypto: provider(), groups: [g] });
+      const r = await node24Client(tt, port, `*X25519:${g}`);
+      tt.match(r.echo, /^hello from node v24\./, 'the echo came back to Node 24');
+      tt.equal(r.key?.name, g, `Node 24 reports ${g}`);
+      tt.equal(sockets[0]?.handshake?.group, g, `our server reports ${g}`);
+      tt.equal(sockets[0]?.handshake?.helloRetry, true, 'after a HelloRetryRequest');
     });
   }
 
