@@ -665,7 +665,12 @@ function sendServerHello(
   return shared;
 }
 
-/** §4.3.1: EncryptedExtensions, in RFC 8448's order: [supported_groups], record_size_limit, server_name, ALPN, early_data. */
+/**
+ * §4.3.1: EncryptedExtensions, in RFC 8448's order: record_size_limit, server_name, ALPN, early_data. RFC 8448's
+ * servers put supported_groups first; this one sends none (§4.2.7 has a server SHOULD send it when it prefers a group
+ * the client sent no share for, a hint the client may keep for later connections; rustls and Go do not send it
+ * either): `dangerousEncryptedExtensions` adds it where a test needs RFC 8448's bytes.
+ */
 function sendEncryptedExtensions(
   io: HandshakeIO,
   plan: ServerPlan,
