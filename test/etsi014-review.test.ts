@@ -3,6 +3,8 @@
  * against a stub KME on 127.0.0.1 that answers the way the finding needs:
  *  - an oversized answer is an invalid answer, not a connection failure: never retried (a dec_keys whose answer
  *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure);
+ *  - so is an answer the HTTP parser refuses (two Content-Length headers, a header section over its bound): it was
+ *    "cannot reach the KME", sent four times, and the server key source took the 400 that followed for an unknown key;
  *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
  *    size to the KME's default;
  *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request;
@@ -113,3 +115,45 @@ t.test('Etsi014ClientSource refuses a keySize that is not a multiple of 8 bits (
   ok.close();
   t.pass('136 bits (17 bytes) is accepted');
 });
+
+// An answer the HTTP parser refuses: the KME did answer (a 200 carrying a key, with two Content-Length headers; a
+// header section over the parser's 16 KiB bound), so it is an invalid answer, not a KME that cannot be reached.
+const KEY_B64 = Buffer.alloc(32, 0x5a).toString('base64');
+const CONTAINER = JSON.stringify({ keys: [{ key_ID: KEY_ID, key: KEY_B64 }] });
+const NOT_HTTP = {
+  'two Content-Length headers': `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${CONTAINER.length}\r\ncontent-length: ${CONTAINER.length + 1}\r\n\r\n${CONTAINER}`,
+  'a header section over 16 KiB': `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-filler: ${'f'.repeat(20_000)}\r\ncontent-length: ${CONTAINER.length}\r\n\r\n${CONTAINER}`,
+};
+
+for (const [name, make] of Object.entries(clients)) {
+  for (const [what, raw] of Object.entries(NOT_HTTP)) {
+    t.test(`${name} client: a dec_keys answer that is not HTTP (${what}) is invalid_response, not sent again`, async (t) => {
+      // The first answer is written raw on the socket; asked again, the KME has delivered that key (400), as a KME
+      // that hands each key out once answers (clause 5.3). It was taken for a connection failure ("cannot reach the
+      // KME"), sent 4 times, and the server key source read the 400 as a key ID its KME does not know.
+      let malformedNext = true;
+      const { url, seen } = await stub(t, (_req, res) => {
+        if (!malformedNext) return json(res, 400, { message: 'key not found: already delivered' });
+        malformedNext = false;
+        res.socket!.end(raw);
+      });
+      const c = make(url);
+      t.teardown(() => c.close());
+      const e = await failure(c.decKeys('client-sae', [KEY_ID]));
+      t.match(e, { reason: 'invalid_response', operation: 'dec_keys', attempts: 1 }, e.message);
+      t.match(e.message, /the KME's answer to dec_keys is invalid: it is not HTTP\/1\.1 that can be read \((HPE_|UND_ERR_HEADERS_OVERFLOW)/);
+      t.notOk(e.message.includes(KEY_B64), 'no key in the message');
+      t.equal(seen.requests, 1, 'one request: the key the KME delivered is not asked for again');
+
+      // The server key source: a KME failure (the handshake fails with handshake_failure), not a key ID its KME does
+      // not know (unknown_psk_identity).
+      const events: Etsi014SourceEvent[] = [];
+      const server = new Etsi014ServerSource({ client: make(url), ownsClient: true, peerSaeIds: ['client-sae'], onEvent: (ev) => events.push(ev) });
+      t.teardown(() => server.close());
+      malformedNext = true;
+      await t.rejects(server.resolve([new TextEncoder().encode(KEY_ID_2)]), /key manager failed for key ID .*not HTTP/);
+      t.equal(seen.requests, 2, 'the server source asked once');
+      t.same(events.map((ev) => ev.type), ['lookup-failed']);
+    });
+  }
+}

@@ -8,9 +8,9 @@
  * Behaviour:
  *  - `timeoutMs` (default 5000) bounds the WHOLE call, retries included: it then fails with reason 'timeout'.
  *  - 503 answers and connection failures are retried `retries` times (default 3) with exponential backoff
- *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one included) are not retried, nor is
- *    a dec_keys whose answer was cut off (AnswerCutOffError). (A retried dec_keys whose first attempt did reach the
- *    KME unseen may still find its keys already delivered; the KME then answers 400.)
+ *    and jitter; TLS failures, 4xx answers and invalid answers (an oversized one, one that is not HTTP included) are
+ *    not retried, nor is a dec_keys whose answer was cut off (AnswerCutOffError). (A retried dec_keys whose first
+ *    attempt did reach the KME unseen may still find its keys already delivered; the KME then answers 400.)
  *  - Keys come back base64-decoded as fresh `Uint8Array`s that the caller owns and should wipe after use.
  *    Key material is never logged and never appears in error messages.
  *  - Plain HTTP only to a loopback KME (the simulator's test mode), where `saeId` travels in the X-SAE-ID header.
@@ -18,6 +18,7 @@
  * Runtime-neutral: no `node:` imports.
  */
 import { thrownMessage } from '../callbacks.js';
+import { clip } from '../codec/text.js';
 import { MAX_TIMER_MS } from '../config/options.js';
 import {
   abortFailure,
@@ -105,6 +106,38 @@ export class AnswerCutOffError extends Error {
   ) {
     super(`the connection broke while the answer (HTTP ${status}) arrived: ${thrownMessage(cause)}`, { cause });
   }
+}
+
+/**
+ * What a carrier rejects with when the KME's answer is not HTTP it can read: its parser refused it (node:http's and
+ * undici's HPE_* errors: a malformed status line, two Content-Length headers, a bad chunk) or its header section is over
+ * the parser's bound. The KME took the request and answered, so this is an invalid answer, as an oversized one is, and it
+ * is not retried: a dec_keys whose answer came has delivered its keys, which the KME hands out once (clause 5.3); asked
+ * again, the KME answered 400 ("already delivered"), and the server key source took the client's key ID for one its KME
+ * does not know (unknown_psk_identity) instead of a KME failure (handshake_failure). The message quotes the parser's
+ * reason, never the bytes it refused (they may hold keys).
+ */
+export class AnswerNotHttpError extends Error {
+  constructor(detail: string, cause: unknown) {
+    super(`it is not HTTP/1.1 that can be read (${detail})`, { cause });
+  }
+}
+
+/**
+ * The parser's reason when `e` or one of its causes is an HTTP parser failure (an answer that is not HTTP: see
+ * {@link AnswerNotHttpError}), else undefined. Only the code and the message are read: node:http's error keeps the
+ * refused bytes in `rawPacket`, undici's in `data`.
+ */
+export function httpParserFailure(e: unknown): string | undefined {
+  let at = e;
+  for (let depth = 0; depth < 4 && typeof at === 'object' && at !== null; depth++) {
+    const { code, message, cause } = at as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_HEADERS_OVERFLOW')) {
+      return `${code}: ${clip(typeof message === 'string' ? message : '', 200)}`;
+    }
+    at = cause;
+  }
+  return undefined;
 }
 
 /**
@@ -264,6 +297,7 @@ export abstract class Etsi014ClientBase {
         } catch (e) {
           if (e instanceof Etsi014Error) throw e;
           if (e instanceof AnswerTooLargeError) throw invalid(op, e.message, attempts, e.status);
+          if (e instanceof AnswerNotHttpError) throw invalid(op, e.message, attempts, undefined);
           if (signal.aborted) throw abortFailure(op, where, deadline.signal.aborted, this.opts.timeoutMs, attempts, e);
           failure = this.transportFailure(op, e, attempts);
           if (e instanceof AnswerCutOffError && op === 'dec_keys') throw failure;
@@ -296,7 +330,7 @@ function decodeContainer(op: Etsi014Operation, json: unknown, attempts: number):
   return keys;
 }
 
-function invalid(op: Etsi014Operation, why: string, attempts: number, status = 200): Etsi014Error {
+function invalid(op: Etsi014Operation, why: string, attempts: number, status: number | undefined = 200): Etsi014Error {
   return new Etsi014Error('invalid_response', `the KME's answer to ${op} is invalid: ${why}`, op, status, undefined, attempts);
 }
 

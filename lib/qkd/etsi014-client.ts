@@ -17,7 +17,7 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { AnswerCutOffError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerCutOffError, AnswerNotHttpError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, httpParserFailure, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export {
   Etsi014Error,
@@ -79,10 +79,12 @@ export class Etsi014Client extends Etsi014ClientBase {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       // The part of an answer read before it failed (cut off, reset, past the deadline) may carry keys (base64), as a
-      // whole one does: wiped.
+      // whole one does: wiped. An answer node:http's parser refused (HPE_*, on the request or on the answer) is an
+      // invalid answer, not a connection failure (etsi014-calls.ts: AnswerNotHttpError).
       const fail = (e: unknown): void => {
         for (const k of chunks.splice(0)) k.fill(0);
-        reject(e);
+        const parser = httpParserFailure(e);
+        reject(parser === undefined ? e : new AnswerNotHttpError(parser, e));
       };
       const req = request(url, { method, headers: all, agent: this.agent, signal }, (res: IncomingMessage) => {
         let size = 0;

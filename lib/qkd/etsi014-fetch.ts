@@ -28,7 +28,7 @@
 import { thrownMessage } from '../callbacks.js';
 import { clip } from '../codec/text.js';
 import { Etsi014Error, type Etsi014Operation } from './etsi014-api.js';
-import { AnswerCutOffError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
+import { AnswerCutOffError, AnswerNotHttpError, AnswerTooLargeError, type Etsi014Answer, Etsi014ClientBase, type Etsi014CommonOptions, type Etsi014Request, httpParserFailure, MAX_RESPONSE_BYTES } from './etsi014-calls.js';
 
 export { Etsi014Error, type Etsi014CallOptions, type Etsi014EncKeysRequest, type Etsi014Key } from './etsi014-api.js';
 
@@ -70,26 +70,36 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
   close(): void {}
 
   protected async send({ url, method, headers, body, signal }: Etsi014Request): Promise<Etsi014Answer> {
-    const res = await this.fetchFn(url, {
-      ...this.fetchInit,
-      method,
-      headers: mergedHeaders(this.fetchInit?.headers, headers),
-      body: body ?? null,
-      signal,
-      // No cookies to a KME by default. In a browser 'omit' withholds the user's TLS client certificate too (Fetch:
-      // credentials are both), so a page whose KME wants that certificate passes credentials: 'include' in fetchInit
-      // (the doc said the browser used it, with 'omit' always sent; found in a library walkthrough).
-      credentials: this.fetchInit?.credentials ?? 'omit',
-      // A 3xx is an answer like any other (http_status), never followed, as node:http does for the Node client:
-      // following it would fetch keys from a URL nobody checked (plain HTTP off loopback included; ETSI GS QKD
-      // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
-      redirect: 'manual',
-    });
+    let res: Response;
+    try {
+      res = await this.fetchFn(url, {
+        ...this.fetchInit,
+        method,
+        headers: mergedHeaders(this.fetchInit?.headers, headers),
+        body: body ?? null,
+        signal,
+        // No cookies to a KME by default. In a browser 'omit' withholds the user's TLS client certificate too (Fetch:
+        // credentials are both), so a page whose KME wants that certificate passes credentials: 'include' in fetchInit
+        // (the doc said the browser used it, with 'omit' always sent; found in a library walkthrough).
+        credentials: this.fetchInit?.credentials ?? 'omit',
+        // A 3xx is an answer like any other (http_status), never followed, as node:http does for the Node client:
+        // following it would fetch keys from a URL nobody checked (plain HTTP off loopback included; ETSI GS QKD
+        // 014 clause 4: keys go to the SAE over the authenticated channel to its own KME). Not overridable.
+        redirect: 'manual',
+      });
+    } catch (e) {
+      // An answer the runtime's HTTP parser refused (undici: HPE_*, a header section over its bound) is an invalid answer,
+      // not a connection failure (etsi014-calls.ts: AnswerNotHttpError); other runtimes' fetch may say only "failed".
+      const parser = signal.aborted ? undefined : httpParserFailure(e);
+      throw parser === undefined ? e : new AnswerNotHttpError(parser, e);
+    }
     try {
       return { status: res.status, text: await readCapped(res, res.status) };
     } catch (e) {
       // Broken once the answer began: the KME has taken the request (not sent again for dec_keys, etsi014-calls.ts).
       if (e instanceof AnswerTooLargeError || signal.aborted) throw e;
+      const parser = httpParserFailure(e);
+      if (parser !== undefined) throw new AnswerNotHttpError(parser, e);
       throw new AnswerCutOffError(res.status, e);
     }
   }
