@@ -1,11 +1,12 @@
 /**
  * Key sources and the proxy's configuration fail cleanly on bad input: an ETSI 014 source whose SAE ID cannot
- * go in a PSK identity fails take() (no unhandled rejection), and a malformed config line or key-file line is
+ * go in a PSK identity fails take() (no unhandled rejection), so does one whose ETSI client throws at once or answers
+ * no list (and the next take() still gets keys), and a malformed config line or key-file line is
  * reported without echoing key material. Each test's comment says where the code broke this before the fix.
  */
 import t from 'tap';
 import type { Etsi014Client } from '../lib/qkd/etsi014-client.js';
-import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
+import { Etsi014ClientSource, type Etsi014KeyClient } from '../lib/qkd/etsi014-source.js';
 import { parseKeyFile } from '../lib/psk/key-file.js';
 import { parseConfig, type ConfigSchema } from '../lib/proxy/config-file.js';
 
@@ -52,6 +53,53 @@ t.test('Etsi014ClientSource with an SAE ID that cannot go in an identity fails t
   t.not(outcome, 'pending', 'take() settles (or the constructor refuses the SAE ID)');
   t.equal(unhandled.length, 0, 'no unhandled rejection');
   t.ok(delivered.every((k) => k.every((b) => b === 0)), 'every key the KME delivered is wiped');
+});
+
+t.test('Etsi014ClientSource: an ETSI client that throws at once, or answers no list, fails that take(); the next ones still get keys', async (t) => {
+  // lib/qkd/etsi014-source.ts, fetch(): encKeys was called directly and .then() chained on what it returned. A client
+  // (the application's, Etsi014KeyClient) that threw synchronously left its call counted as in flight for good; once
+  // maxConcurrentRequests (2) had, pump() sent no enc_keys again and every take() waited forever, the KME up or not.
+  // One answering undefined threw in the fulfilment handler: an unhandled rejection, and its take() never settled.
+  // Expected: each such call fails its take() (ERR_QKD_KEY_UNAVAILABLE, naming what went wrong), and later take()s
+  // get keys once the client answers; no unhandled rejection.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  let calls = 0;
+  const client = {
+    location: 'http://127.0.0.1:1',
+    encKeys(_peer: string, r: { number?: number }) {
+      calls++;
+      if (calls <= 2) throw new TypeError(`the application's client refused call #${calls}`);
+      if (calls === 3) return Promise.resolve(undefined);
+      return Promise.resolve(Array.from({ length: r.number ?? 1 }, (_, i) => ({ keyId: `00000000-0000-4000-8000-0000000000${calls}${i}`, key: new Uint8Array(32).fill(calls) })));
+    },
+    decKeys() {
+      throw new Error('not used');
+    },
+    close() {},
+  };
+  // (Typed as the ETSI client it pretends to be: a JavaScript caller's client is checked by nothing.)
+  const source = new Etsi014ClientSource({ client: client as unknown as Etsi014KeyClient, peerSaeId: 'server-sae', poolSize: 0 });
+  t.teardown(() => source.close());
+  /** How take() settled by the time every settled promise has run: 'keys', the rejection's code and message, or 'pending'. */
+  const outcome = async (): Promise<string> => {
+    let said = 'pending';
+    source.take().then(
+      (keys) => (said = `${keys.length} key(s)`),
+      (e: { code?: string; message?: string }) => (said = `${e.code}: ${e.message}`),
+    );
+    await settleTicks();
+    return said;
+  };
+  t.equal(await outcome(), "ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the application's client refused call #1");
+  t.equal(await outcome(), "ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the application's client refused call #2");
+  t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the ETSI 014 client answered enc_keys with undefined, not a list of keys');
+  t.equal(await outcome(), '1 key(s)', 'the client answers again: so does the source (it waited forever)');
+  t.equal(await outcome(), '1 key(s)');
+  t.equal(calls, 5, 'one enc_keys per take()');
+  t.equal(unhandled.length, 0, 'no unhandled rejection');
 });
 
 t.test('a config line written with ":" instead of "=" does not echo the key in the error message', async (t) => {

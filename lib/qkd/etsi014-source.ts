@@ -25,7 +25,7 @@ import { clip } from '../codec/text.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
-import { Etsi014Error } from './etsi014-api.js';
+import { Etsi014Error, type Etsi014Key } from './etsi014-api.js';
 import { TransportError } from '../errors.js';
 import type { Etsi014ClientBase } from './etsi014-calls.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
@@ -333,11 +333,20 @@ export class Etsi014ClientSource implements ClientKeySource {
     };
     const call = new AbortController();
     this.calls.add(call);
-    this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }, { signal: call.signal }).then(
-      (keys) => {
+    // The client is the application's to supply (Etsi014KeyClient): one that throws at once, or answers something other
+    // than a list, fails this call as a rejection would. Called directly, a throw left the call counted as in flight for
+    // good: after maxConcurrentRequests of them no enc_keys was ever sent again and every take() waited forever; a
+    // non-list answer threw in the handler below, an unhandled rejection.
+    new Promise<unknown>((resolve) => resolve(this.o.client.encKeys(this.o.peerSaeId, size === undefined ? { number: n } : { number: n, size }, { signal: call.signal }))).then(
+      (answer) => {
         this.calls.delete(call);
         this.inFlight--;
         this.inFlightKeys -= n;
+        if (!Array.isArray(answer)) {
+          if (!this.closed) failed(new Error(`the ETSI 014 client answered enc_keys with ${answer === null ? 'null' : typeof answer}, not a list of keys`));
+          return;
+        }
+        const keys = answer as Etsi014Key[];
         if (this.closed) {
           for (const k of keys) wipe(k.key);
           return;
