@@ -5,6 +5,8 @@
  *    arrived has delivered its keys, clause 5.3; asking again got a 400 that hid the real failure);
  *  - so is an answer the HTTP parser refuses (two Content-Length headers, a header section over its bound): it was
  *    "cannot reach the KME", sent four times, and the server key source took the 400 that followed for an unknown key;
+ *  - timeoutMs bounds a fetch client's call even when its fetch does not pass the signal on, or answers a body that
+ *    does not end with it (both waited without end), and what such a body delivered is wiped;
  *  - enc_keys answers keys of one size, the size of the request (clause 6.2), also when the request leaves the
  *    size to the KME's default;
  *  - a peer SAE ID that URL resolution would drop from the path ('.', '..') is refused before any request;
@@ -157,3 +159,23 @@ for (const [name, make] of Object.entries(clients)) {
     });
   }
 }
+
+// An application's fetch (Etsi014FetchClientOptions.fetch: a Worker binding's, a wrapper adding headers) is trusted with
+// nothing: a wrapper that forgets to pass `signal` on, or a Response it makes itself (whose body no signal ends).
+t.test('fetch client: timeoutMs bounds the call when the fetch ignores the signal, or its body does not end with it', { timeout: 20_000 }, async (t) => {
+  const kmeThatNeverAnswers = (): Promise<Response> => new Promise<Response>(() => {});
+  const forgetful = new Etsi014FetchClient({ baseUrl: 'http://127.0.0.1:1', timeoutMs: 100, fetch: () => kmeThatNeverAnswers() });
+  const e1 = await failure(forgetful.encKeys('server-sae'));
+  t.match(e1, { reason: 'timeout', operation: 'enc_keys', attempts: 1 }, e1.message);
+
+  // A 200 whose body delivers the start of a key container, then nothing more.
+  const start = new TextEncoder().encode(`{"keys":[{"key_ID":"${KEY_ID}","key":"${KEY_B64}"`);
+  const stalled = new Etsi014FetchClient({
+    baseUrl: 'http://127.0.0.1:1',
+    timeoutMs: 100,
+    fetch: async () => new Response(new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(start) }), { status: 200 }),
+  });
+  const e2 = await failure(stalled.decKeys('client-sae', [KEY_ID]));
+  t.match(e2, { reason: 'timeout', operation: 'dec_keys', attempts: 1 }, e2.message);
+  t.ok(start.every((b) => b === 0), 'the part of the answer read (a key, in base64) is wiped');
+});

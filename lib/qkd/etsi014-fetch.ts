@@ -94,7 +94,7 @@ export class Etsi014FetchClient extends Etsi014ClientBase {
       throw parser === undefined ? e : new AnswerNotHttpError(parser, e);
     }
     try {
-      return { status: res.status, text: await readCapped(res, res.status) };
+      return { status: res.status, text: await readCapped(res, res.status, signal) };
     } catch (e) {
       // Broken once the answer began: the KME has taken the request (not sent again for dec_keys, etsi014-calls.ts).
       if (e instanceof AnswerTooLargeError || signal.aborted) throw e;
@@ -158,15 +158,24 @@ function mergedHeaders(extra: RequestInit['headers'], own: Record<string, string
 /**
  * Reads the body as text, refusing more than MAX_RESPONSE_BYTES (an invalid answer, not retried: etsi014-calls.ts);
  * the bytes (which may hold keys) are wiped, also those of an answer that fails part way (cut off, past the deadline).
+ * When `signal` fires the body is cancelled: a body that does not end with the signal (an application's fetch, a
+ * Response of its own making) was read without end, and what it had delivered was never wiped.
  */
-async function readCapped(res: Response, status: number): Promise<string> {
+async function readCapped(res: Response, status: number, signal: AbortSignal): Promise<string> {
   if (!res.body) return '';
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
+  const cancel = (): void => void reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener('abort', cancel, { once: true });
   try {
     for (;;) {
       const { value, done } = await reader.read();
+      // (A body cancelled by the signal ends as if whole: what it delivered is wiped, not taken for the answer.)
+      if (signal.aborted) {
+        value?.fill(0);
+        throw signal.reason;
+      }
       if (done) break;
       size += value.length;
       if (size > MAX_RESPONSE_BYTES) {
@@ -179,6 +188,8 @@ async function readCapped(res: Response, status: number): Promise<string> {
   } catch (e) {
     for (const c of chunks) c.fill(0);
     throw e;
+  } finally {
+    signal.removeEventListener('abort', cancel);
   }
   const all = new Uint8Array(size);
   let at = 0;
