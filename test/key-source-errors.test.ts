@@ -1,7 +1,7 @@
 /**
  * Key sources and the proxy's configuration fail cleanly on bad input: an ETSI 014 source whose SAE ID cannot
- * go in a PSK identity fails take() (no unhandled rejection), so does one whose ETSI client throws at once or answers
- * no list (and the next take() still gets keys), and a malformed config line or key-file line is
+ * go in a PSK identity fails take() (no unhandled rejection), so does one whose ETSI client throws at once, answers
+ * no list or a key ID that is not a UUID (and the next take() still gets keys), and a malformed config line or key-file line is
  * reported without echoing key material. Each test's comment says where the code broke this before the fix.
  */
 import t from 'tap';
@@ -99,6 +99,52 @@ t.test('Etsi014ClientSource: an ETSI client that throws at once, or answers no l
   t.equal(await outcome(), '1 key(s)', 'the client answers again: so does the source (it waited forever)');
   t.equal(await outcome(), '1 key(s)');
   t.equal(calls, 5, 'one enc_keys per take()');
+  t.equal(unhandled.length, 0, 'no unhandled rejection');
+});
+
+t.test('Etsi014ClientSource: an answer whose key ID is not a UUID, or whose entry is no key, fails its take() and is wiped', async (t) => {
+  // lib/qkd/etsi014-source.ts: the answer went into the pool unchecked (the ETSI clients check key IDs, clause 6.3; an
+  // application's client need not), and hand() threw making the identity of a key ID that is not a UUID: inside pump(),
+  // in the enc_keys handler, an unhandled rejection; the take() never settled and the key, spliced out of the pool,
+  // was never wiped. Expected: that take() fails naming the problem, the answer's keys are wiped, the next take() works.
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown): void => void unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  const delivered: Uint8Array[] = [];
+  const answers: ((key: Uint8Array) => unknown[])[] = [
+    (key) => [{ keyId: 'key-1', key }],
+    (key) => [{ keyId: '00000000-0000-4000-8000-000000000001', key }, { keyId: '00000000-0000-4000-8000-000000000002', key: 'c2VjcmV0' }],
+    (key) => [{ keyId: '00000000-0000-4000-8000-000000000003', key }],
+  ];
+  const client = {
+    location: 'http://127.0.0.1:1',
+    async encKeys() {
+      const key = new Uint8Array(32).fill(0x5a);
+      delivered.push(key);
+      return answers[delivered.length - 1](key);
+    },
+    async decKeys() {
+      return [];
+    },
+    close() {},
+  };
+  const source = new Etsi014ClientSource({ client: client as unknown as Etsi014KeyClient, peerSaeId: 'server-sae', poolSize: 0 });
+  t.teardown(() => source.close());
+  const outcome = async (): Promise<string> => {
+    let said = 'pending';
+    source.take().then(
+      (keys) => (said = `${keys.length} key(s)`),
+      (e: { code?: string; message?: string }) => (said = `${e.code}: ${e.message}`),
+    );
+    await settleTicks();
+    return said;
+  };
+  t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the KME delivered a key ID that is not a UUID with enc_keys (ETSI GS QKD 014 clause 6.3)');
+  t.ok(delivered[0].every((b) => b === 0), 'its key is wiped');
+  t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the ETSI 014 client answered enc_keys with an entry that is not a key ({ keyId, key: Uint8Array })');
+  t.ok(delivered[1].every((b) => b === 0), 'the key beside it is wiped');
+  t.equal(await outcome(), '1 key(s)', 'the next answer is taken');
   t.equal(unhandled.length, 0, 'no unhandled rejection');
 });
 

@@ -20,7 +20,7 @@
  * keeps its timers unref'd where the runtime has unref); `qkd-tls/qkd`, which exports it, also holds the Node
  * client and the key files.
  */
-import { wipe } from '../codec/bytes.js';
+import { isBytes, wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
 import { checkTimerMs } from '../config/options.js';
@@ -28,7 +28,7 @@ import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Key } from './etsi014-api.js';
 import { TransportError } from '../errors.js';
 import type { Etsi014ClientBase } from './etsi014-calls.js';
-import { decodeKeyIdIdentity, encodeKeyIdIdentity } from '../psk/key-id.js';
+import { decodeKeyIdIdentity, encodeKeyIdIdentity, isUuid } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
 
@@ -57,6 +57,14 @@ function tooShort(op: 'enc_keys' | 'dec_keys', key: Uint8Array): string | undefi
   return key.length < MIN_PSK_BYTES
     ? `the KME delivered a ${key.length * 8}-bit key with ${op}: a PSK must be at least ${MIN_PSK_BYTES * 8} bits long (RFC 9257 §6)`
     : undefined;
+}
+
+/** Why an entry of an enc_keys answer is not a key with a UUID key ID (clause 6.3), or undefined. */
+function deliveredKeyProblem(k: unknown): string | undefined {
+  if (typeof k !== 'object' || k === null || !isBytes((k as { key?: unknown }).key)) {
+    return 'the ETSI 014 client answered enc_keys with an entry that is not a key ({ keyId, key: Uint8Array })';
+  }
+  return isUuid((k as { keyId?: unknown }).keyId) ? undefined : 'the KME delivered a key ID that is not a UUID with enc_keys (ETSI GS QKD 014 clause 6.3)';
 }
 
 export type RefusalReason =
@@ -347,19 +355,23 @@ export class Etsi014ClientSource implements ClientKeySource {
           return;
         }
         const keys = answer as Etsi014Key[];
-        if (this.closed) {
-          for (const k of keys) wipe(k.key);
-          return;
-        }
+        /** Wipes every key of the answer (skipping what is no key: an application's client is checked below). */
+        const wipeAll = (): void => {
+          for (const k of keys as unknown[]) if (isBytes((k as { key?: unknown } | null)?.key)) wipe((k as Etsi014Key).key);
+        };
+        if (this.closed) return wipeAll();
         // RFC 9257 §6: without a size asked for, the KME's default decides; a key too short to be a PSK fails the
         // whole answer (wiped), as an invalid answer would. So does a key ID this source was handed before: a KME
         // that repeats one (broken, or hostile) would have one key, or one key ID, serve two handshakes.
+        // And an entry that is no key with a UUID key ID (what the ETSI clients check, clause 6.3; an application's client
+        // may not): its identity could not be made, which threw in pump(), an unhandled rejection, and left its take()
+        // waiting for good and its key unwiped.
         const ids = new Set<string>();
         const problem = keys
-          .map((k) => tooShort('enc_keys', k.key) ?? this.repeated(k.keyId, ids))
+          .map((k) => deliveredKeyProblem(k) ?? tooShort('enc_keys', k.key) ?? this.repeated(k.keyId, ids))
           .find((p) => p !== undefined);
         if (problem) {
-          for (const k of keys) wipe(k.key);
+          wipeAll();
           return failed(new Error(problem));
         }
         let now: number;
