@@ -4,7 +4,7 @@
  * connecting; the proxy started and failed every connection with key-unavailable), and a --keylog file that
  * cannot be written only at the first handshake (the server listened and failed every handshake).
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -179,4 +179,33 @@ t.test('the same --identity for two --psk is a usage error naming the flag, with
     tt.notMatch(r.stdout + r.stderr, /listening/, `${args[0]}: it never listened`);
     tt.notMatch(r.stdout + r.stderr, /112233445566/, `${args[0]}: no key in the output`);
   }
+});
+
+// A --psk-file that any user can read (a file written with the default umask is 0644) or that others can write was used
+// without a word, though its keys authenticate this endpoint (lib/qkd/file-source.ts: "readable by its owner only").
+t.test('a --psk-file that other users can read or write is used with a warning naming its mode; 0600 and 0640 are not', { skip: process.platform === 'win32' && 'POSIX modes' }, async (tt) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-key-file-mode-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  const keyFile = join(dir, 'keys.txt');
+  await writeFile(keyFile, 'k1 00112233445566778899aabbccddeeff\n');
+  // The client connects to a port nothing listens on: the key file is read, then the connection is refused.
+  const run = async (mode: number, json = false) => {
+    await chmod(keyFile, mode);
+    return runQkdTls(['client', '--connect', '127.0.0.1:9', '--psk-file', keyFile, ...(json ? ['--json'] : [])], { ms: 20_000 });
+  };
+  const exposed = await run(0o644);
+  tt.match(
+    exposed.stderr,
+    /^warning: option=--psk-file file=\S+keys\.txt message="the key file can be read by any user of this machine \(mode 0644\): .*chmod 600 it/m,
+    '0644: a warning naming the mode and what to do',
+  );
+  const json = (await run(0o666, true)).stderr.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { event: string; message?: string });
+  tt.match(json[0], { event: 'warning', option: '--psk-file', message: /read by any user of this machine and written by others than its owner \(mode 0666\)/ }, '--json: a warning event');
+  tt.match((await run(0o620)).stderr, /written by others than its owner \(mode 0620\)/, '0620: group-writable');
+  for (const mode of [0o600, 0o640, 0o400]) {
+    const r = await run(mode);
+    tt.notMatch(r.stderr, /warning/, `${mode.toString(8)}: no warning`);
+    tt.match(r.stderr, /ECONNREFUSED/, `${mode.toString(8)}: the keys were read and the client went on`);
+  }
+  tt.notMatch(exposed.stdout + exposed.stderr, /112233445566/, 'no key in the output');
 });

@@ -10,6 +10,7 @@
  *
  * QKD keys are wiped once the handshake is over (after the handshake timeout at the latest).
  */
+import { statSync } from 'node:fs';
 import { type AsyncPskResolver, createNodeProvider } from 'qkd-tls/node';
 import {
   type CryptoProvider,
@@ -154,6 +155,8 @@ export function parseKeySource(values: Record<string, unknown>, hooks: KeySource
         throw new UsageError(problem);
       }
     }
+    const exposed = keyFileExposure(str('psk-file')!);
+    if (exposed) new Reporter(values.json === true).event('warning', { option: '--psk-file', file: str('psk-file')!, message: exposed });
   } else {
     keys = staticKeys(values, hash);
   }
@@ -200,6 +203,26 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
     if (ids[i].length === 0) throw new UsageError(`--identity #${i + 1} is empty`);
     return { identity: new TextEncoder().encode(ids[i]), secret, hash, label: ids[i] };
   });
+}
+
+/**
+ * What is wrong with the permissions of a key file (`--psk-file`), or undefined: its keys authenticate this endpoint
+ * and every peer that holds them, so a file that any user of the machine can read (a key file written with the
+ * default umask is mode 0644), or that others than its owner can write (and so replace the keys), gives them away.
+ * The file was used without a word (lib/qkd/file-source.ts: "should be readable by its owner only"). A warning, not
+ * a refusal, as stunnel and wg warn (a group that must read it, mode 0640, is not warned about). POSIX modes only.
+ */
+function keyFileExposure(path: string): string | undefined {
+  if (process.platform === 'win32') return undefined;
+  let mode: number;
+  try {
+    mode = statSync(path).mode;
+  } catch {
+    return undefined; // read a moment ago; gone since (its keys are read already)
+  }
+  const what = [mode & 0o004 ? 'read by any user of this machine' : '', mode & 0o022 ? 'written by others than its owner' : ''].filter(Boolean).join(' and ');
+  if (!what) return undefined;
+  return `the key file can be ${what} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): its keys authenticate this endpoint and its peers; chmod 600 it (640 for a group that must read it)`;
 }
 
 /**
