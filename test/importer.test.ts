@@ -298,6 +298,21 @@ t.test('imported-PSK handshakes for each target KDF, each EPSK hash', async (t) 
   }
 });
 
+t.test('a lookup that finds the EPSK under another spelling: ipskx is derived from the ImportedIdentity received (§5.1)', async (t) => {
+  // importedResolver's lookup function maps a received external identity to an EPSK; one that matches key IDs (UUIDs)
+  // case-insensitively answered an EPSK whose identity is spelt otherwise, and the server derived ipskx under
+  // Hash(ImportedIdentity) re-encoded with that spelling: another key, a binder that never verified (decrypt_error).
+  const crypto = nodeProvider;
+  const secret = qkdKey(11);
+  const sent = '550E8400-E29B-41D4-A716-446655440000';
+  const stored: ExternalPsk = { identity: utf8(sent.toLowerCase()), secret, label: 'stored' };
+  const lookup = (id: Uint8Array): ExternalPsk | undefined => (new TextDecoder().decode(id).toLowerCase() === sent.toLowerCase() ? stored : undefined);
+  const r = handshake({ crypto, psks: importPsk(crypto, { identity: utf8(sent), secret }) }, { crypto, psks: importedResolver(crypto, lookup) });
+  t.notOk(r.clientError ?? r.serverError, 'no error');
+  t.equal(r.server?.identity, `${sent} (imported for HKDF_SHA256)`, 'the identity is the one received');
+  t.equal(r.echoed, 'hello', 'data flows');
+});
+
 t.test('imported and plain external PSKs side by side', async (t) => {
   const crypto = nodeProvider;
   const epsk: ExternalPsk = { identity: utf8('qkd-key'), secret: qkdKey(1) };

@@ -289,7 +289,11 @@ export function deriveAcceptedImports(
       short ??= `the EPSK of imported identity #${a.index}: ${problem}`;
       continue;
     }
-    out[a.index] = importFor(crypto, epsk, a.imported.context, a.targetKdf);
+    // RFC 9258 §5.1: ipskx = HKDF-Expand-Label(epskx, "derived psk", Hash(ImportedIdentity), L), of the ImportedIdentity
+    // received. Its external identity is the one the client sent, not the identity of the EPSK found: a lookup function
+    // may match external identities loosely (key IDs are UUIDs, whose hex digits have two cases), and deriving under
+    // its EPSK's own spelling gave another ipskx, a binder that never verified (decrypt_error).
+    out[a.index] = importFor(crypto, { ...epsk, identity: a.imported.externalIdentity }, a.imported.context, a.targetKdf);
   }
   if (short !== undefined && out.every((p) => p === undefined)) throw new TlsError('PskTooShort', short);
   return out;
