@@ -118,6 +118,8 @@ export function dissectHandshake(raw: Uint8Array): TraceNode {
   t.guarded((t) => {
     t.u8('msg_type', handshakeType);
     t.vector('body', 3, (b) => b.guarded((b) => body(b, type, isHrr)));
+    // Bytes after the message (a caller's buffer longer than the length says) are shown, not dropped.
+    t.r.expectEnd('after the handshake message');
   });
   (t.root as { value?: string }).value = `${raw.length} bytes`;
   return t.root;
@@ -208,7 +210,7 @@ function body(t: TreeBuilder, type: number, isHrr: boolean): void {
         'cipher_suites',
         2,
         (v) => v.each((v) => v.u16('CipherSuite', suite)),
-        (n) => `${(n.children?.length ?? 1) - 1} suites`,
+        (n) => `${elements(n)} suites`,
       );
       t.vector('legacy_compression_methods', 1, (v) => v.each((v) => v.u8('method', (m) => hex(m, 2))));
       extensions(t, 'client_hello');
@@ -278,8 +280,13 @@ function extensions(t: TreeBuilder, context: ExtensionContext): void {
           (n) => extensionName(n),
         ),
       ),
-    (n) => `${(n.children?.length ?? 1) - 1} extensions`,
+    (n) => `${elements(n)} extensions`,
   );
+}
+
+/** How many elements a vector node shows: its fields but its length and a `malformed` rest. */
+function elements(n: TraceNode): number {
+  return (n.children ?? []).filter((c) => c.name !== 'length' && c.name !== 'malformed').length;
 }
 
 /** "key_share" from an Extension node's type field. */
@@ -333,13 +340,13 @@ function extension(t: TreeBuilder, type: number, context: ExtensionContext): voi
               p.u32('obfuscated_ticket_age', (v) => `${v} (${hex(v, 8)})`);
             }),
           ),
-        (n) => `${(n.children?.length ?? 1) - 1} identities`,
+        (n) => `${elements(n)} identities`,
       );
       t.vector(
         'binders',
         2,
         (v) => v.each((v) => v.vector('PskBinderEntry', 1, (b) => b.each((b) => b.rest('binder')))),
-        (n) => `${(n.children?.length ?? 1) - 1} binders`,
+        (n) => `${elements(n)} binders`,
       );
       return;
     case E.early_data:

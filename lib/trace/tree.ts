@@ -115,6 +115,11 @@ export class TreeBuilder {
   /**
    * A vector with a `prefix`-byte length: a node `name` holding a `length` field and what `body` reads
    * (which must use up the vector). `value` summarises the node (e.g. "3 suites").
+   *
+   * A vector whose length fits its parent is a frame of its own: what inside it does not parse (a truncated
+   * element, bytes left over after its last one) becomes a `malformed` field inside the vector, at the bytes
+   * concerned, and the parent goes on after the vector. A length that overruns the parent throws to the parent,
+   * whose own frame is then broken.
    */
   vector(name: string, prefix: 1 | 2 | 3, body: (t: TreeBuilder) => void, value?: (t: TraceNode) => string): void {
     const start = this.r.offset;
@@ -125,9 +130,12 @@ export class TreeBuilder {
       const bodyStart = this.r.offset;
       const sub = new Reader(this.r.buf, bodyStart, bodyStart + n);
       this.r.bytes(n, name); // bounds check and skip; the body is read through `sub`
-      const inner = new TreeBuilder(sub, node, this.base);
-      body(inner);
-      sub.expectEnd(name);
+      // Errors inside are caught here, not by a guard further out: by now this.r is past the whole vector, so an
+      // outer guard would show the bytes after it as malformed and never the ones that are.
+      new TreeBuilder(sub, node, this.base).guarded((inner) => {
+        body(inner);
+        inner.r.expectEnd(name);
+      });
     } finally {
       this.stack.pop();
       node.length = this.r.offset - start;
