@@ -8,7 +8,6 @@
  * ```
  */
 import { ContentType } from '../codec/enums.js';
-import { concat } from '../codec/bytes.js';
 import type { RecordTrace, RecordTraceHook } from '../record/trace-hook.js';
 import { dissectHandshake, dissectRecord } from './dissect.js';
 import type { TraceEvent } from './tree.js';
@@ -45,23 +44,50 @@ export function secretEvent(line: string): TraceEvent {
   };
 }
 
-/** One direction: its stream offset and the handshake bytes not yet forming a whole message. */
+/**
+ * One direction: its stream offset and the handshake bytes not yet forming a whole message. The bytes are kept
+ * in a buffer that doubles when full (as the connection's HandshakeJoiner does), so that a message sent one byte
+ * per record (RFC 8446 §5.1 allows any split) costs work linear in its size, not quadratic.
+ */
 class Side {
   offset = 0;
-  private pending: Uint8Array = new Uint8Array(0);
-  /** Where `pending` starts in the stream: the start of the record that began the partial message. */
+  /** Our own copy of the handshake bytes received (the content is a view valid only during the hook call). */
+  private buf = new Uint8Array(0);
+  /** [start, end) of `buf` is pending. */
+  private start = 0;
+  private end = 0;
+  /** Where the pending bytes start in the stream: the start of the record that began the partial message. */
   private pendingAt = 0;
 
   *messages(content: Uint8Array): Generator<{ raw: Uint8Array; at: number }> {
-    if (this.pending.length === 0) this.pendingAt = this.offset;
-    // Our own copy: the content is a view valid only during the hook call.
-    this.pending = this.pending.length === 0 ? content.slice() : concat(this.pending, content);
-    while (this.pending.length >= 4) {
-      const n = 4 + ((this.pending[1] << 16) | (this.pending[2] << 8) | this.pending[3]);
-      if (this.pending.length < n) return;
-      yield { raw: this.pending.subarray(0, n), at: this.pendingAt };
-      this.pending = this.pending.subarray(n);
+    if (this.start === this.end) {
       this.pendingAt = this.offset;
+      this.start = this.end = 0;
     }
+    this.append(content);
+    while (this.end - this.start >= 4) {
+      const p = this.start;
+      const n = 4 + ((this.buf[p + 1] << 16) | (this.buf[p + 2] << 8) | this.buf[p + 3]);
+      if (this.end - p < n) return;
+      const at = this.pendingAt;
+      // Taken out before it is yielded: a sink that throws cannot make the message come out twice. The view
+      // stays valid while it is dissected: `buf` changes only in append, on the next record.
+      this.start = p + n;
+      this.pendingAt = this.offset;
+      yield { raw: this.buf.subarray(p, p + n), at };
+    }
+  }
+
+  private append(content: Uint8Array): void {
+    if (this.end + content.length > this.buf.length) {
+      const pending = this.end - this.start;
+      const next = new Uint8Array(Math.max(2 * (pending + content.length), 512));
+      next.set(this.buf.subarray(this.start, this.end));
+      this.buf = next;
+      this.start = 0;
+      this.end = pending;
+    }
+    this.buf.set(content, this.end);
+    this.end += content.length;
   }
 }
