@@ -197,3 +197,12 @@ t.test('a handshake message in one-byte records: the tracer reassembles it in li
   tt.same(names, ['ClientHello'], 'the message traced once, whole');
   tt.ok(copied < 20 * size, `${copied} bytes copied for a ${size}-byte message in ${message.length} records`);
 });
+
+t.test('a padding extension that is not all zeros shows its bytes', async (tt) => {
+  // RFC 7685 §3: the padding extension is zeros. A peer that puts anything else there (data smuggled in a field
+  // a reader skims over) must not be summarised as "N bytes" of zeros.
+  const hello = (padding: Uint8Array): TraceNode =>
+    dissectHandshake(handshake(1, concat(h('0303'), new Uint8Array(32), vec(1), vec(2, h('1301')), vec(1, h('00')), vec(2, extension(0x15, padding)))));
+  tt.equal(at(hello(new Uint8Array(6)), 'body/extensions/Extension/extension_data/zeros').value, '6 bytes');
+  tt.equal(at(hello(h('000000c0ffee')), 'body/extensions/Extension/extension_data/zeros').value, '6 bytes, not all zero: 000000c0ffee');
+});

@@ -374,7 +374,8 @@ function extension(t: TreeBuilder, type: number, context: ExtensionContext): voi
       keyShareEntry(t);
       return;
     case E.padding:
-      if (!t.r.atEnd) t.rest('zeros', (b) => `${b.length} bytes`);
+      // RFC 7685 §3: the padding must be all zeros. Bytes that are not are shown, not summarised as zeros.
+      if (!t.r.atEnd) t.rest('zeros', (b) => (b.every((x) => x === 0) ? `${b.length} bytes` : `${b.length} bytes, not all zero: ${toHex(b)}`));
       return;
     default:
       if (!t.r.atEnd) t.rest('data');
