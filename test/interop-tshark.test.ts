@@ -11,6 +11,11 @@
  *   privileges at all.
  *
  * Either way tshark must show the decrypted application data, byte for byte, in both directions.
+ *
+ * Two more written captures, of sessions the first two do not cover (a HelloRetryRequest with SHA-384 secrets,
+ * psk_ke without any key share; each with a KeyUpdate), also hold the tracer (lib/trace) against tshark's own
+ * dissection of the same bytes: per direction, the content types of the records (inner ones once decrypted), the
+ * handshake message types and the extension types, in order, must be the same.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import * as net from 'node:net';
@@ -19,7 +24,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { toHex, utf8 } from '../lib/codec/bytes.js';
 import type { Psk } from '../lib/psk/types.js';
-import { connect, createServer, type QkdTlsSocket } from '../lib/transport/node.js';
+import { connect, createServer, type ConnectOptions, type QkdTlsSocket, type ServerTransportOptions } from '../lib/transport/node.js';
+import { createTracer, type TraceEvent, type TraceNode } from '../lib/trace/index.js';
 import { tcpConversationPcap, type TcpChunk } from './helpers/pcap.js';
 import { missingPrograms, once, PSK_HEX, PSK_IDENTITY, readBytes, spawnPeer, spawnQkdTls, type Tap, type TestLike, UNDER_CI, withTimeout } from './helpers/peers.js';
 import { libraryEchoServer, PEER_PSK } from './helpers/library.js';
@@ -245,6 +251,130 @@ t.test('tshark decrypts a pcap written from the bytes of a qkd-tls session (0-RT
   t.equal(seen.toClient, hexOf(all), 'tshark decrypted every byte the server sent, across the KeyUpdate');
   t.ok(seen.records >= 8, `tshark showed ${seen.records} decrypted records`);
 });
+
+// --- tshark's view of each record and message against the tracer's ----------------------------------------------
+
+/** Per direction, what a dissector saw: content types of records (inner ones when decrypted), handshake message types, extension types. */
+interface Seen {
+  contentTypes: number[];
+  messages: number[];
+  extensions: number[];
+}
+
+/** tshark's view of a decrypted capture, per direction (occurrences in order; HelloRetryRequest is a server_hello, 2). */
+async function tsharkView(tt: TestLike, capture: string, keylog: string, serverPort: number): Promise<{ toServer: Seen; toClient: Seen }> {
+  const tshark = spawnPeer(tt, 'tshark', [
+    '-r', capture,
+    '-o', `tls.keylog_file:${keylog}`,
+    '-d', `tcp.port==${serverPort},tls`,
+    '-Y', 'tls',
+    '-T', 'fields',
+    '-E', 'occurrence=a',
+    '-E', 'aggregator=,',
+    '-e', 'tcp.srcport',
+    '-e', 'tls.record.content_type',
+    '-e', 'tls.handshake.type',
+    '-e', 'tls.handshake.extension.type',
+  ]);
+  const exit = await tshark.waitExit(WAIT);
+  if (exit.code !== 0) throw new Error(`tshark -r failed (${exit.code}):\n${tshark.transcript()}`);
+  const view = { toServer: { contentTypes: [], messages: [], extensions: [] } as Seen, toClient: { contentTypes: [], messages: [], extensions: [] } as Seen };
+  const numbers = (field: string | undefined): number[] => (field ? field.split(',').map(Number) : []);
+  for (const line of tshark.stdout.split('\n')) {
+    const [src, types, messages, extensions] = line.split('\t');
+    if (!src) continue;
+    const seen = Number(src) === serverPort ? view.toClient : view.toServer;
+    seen.contentTypes.push(...numbers(types));
+    seen.messages.push(...numbers(messages));
+    seen.extensions.push(...numbers(extensions));
+  }
+  return view;
+}
+
+/** The code at the end of a rendered value: `handshake (0x16)` -> 0x16. */
+function code(value: string | undefined): number {
+  const m = /\((0x[0-9a-f]+)\)$/.exec(value ?? '');
+  if (!m) throw new Error(`no code in ${value}`);
+  return Number(m[1]);
+}
+
+/** The tracer's view of one direction, from its events (the same three lists as tshark's). */
+function tracerView(events: readonly TraceEvent[], direction: 'sent' | 'received'): Seen {
+  const seen: Seen = { contentTypes: [], messages: [], extensions: [] };
+  const find = (n: TraceNode, name: string): TraceNode | undefined => n.children?.find((c) => c.name === name);
+  const extensionsOf = (n: TraceNode): number[] =>
+    n.name === 'Extension' ? [code(find(n, 'extension_type')?.value)] : (n.children ?? []).flatMap(extensionsOf);
+  for (const e of events) {
+    if (e.direction !== direction) continue;
+    if (e.kind === 'record') {
+      const inner = find(find(e.tree, 'encrypted_record') ?? e.tree, 'TLSInnerPlaintext');
+      seen.contentTypes.push(code(find(inner ?? e.tree, 'type')?.value));
+    } else if (e.kind === 'handshake') {
+      seen.messages.push(code(find(e.tree, 'msg_type')?.value));
+      seen.extensions.push(...extensionsOf(e.tree));
+    }
+  }
+  return seen;
+}
+
+const SESSIONS: { name: string; psk: Psk; client: Partial<ConnectOptions>; server: Partial<ServerTransportOptions> }[] = [
+  {
+    // RFC 8446 §4.1.4: the server wants secp256r1, the client sent an x25519 share: HelloRetryRequest. SHA-384
+    // secrets (96 hex digits in the key log).
+    name: 'HelloRetryRequest, TLS_AES_256_GCM_SHA384',
+    psk: { ...psk, hash: 'SHA-384' },
+    client: { groups: ['x25519', 'secp256r1'], suites: ['TLS_AES_256_GCM_SHA384'] },
+    server: { groups: ['secp256r1'], suites: ['TLS_AES_256_GCM_SHA384'] },
+  },
+  {
+    // RFC 8446 §4.2.9: psk_ke, no key share at all.
+    name: 'psk_ke',
+    psk,
+    client: { kexModes: ['psk_ke'] },
+    server: { kexModes: ['psk_ke'] },
+  },
+];
+
+for (const session of SESSIONS) {
+  t.test(`tshark decrypts a ${session.name} session with the key log, and sees the records and messages the tracer shows`, SUBTEST, async (t) => {
+    const dir = await tempDir(t);
+    const { port: serverPort } = await libraryEchoServer(t, { psks: [session.psk], ...session.server }, WAIT);
+    const relay = await recordingRelay(t, serverPort);
+    const lines: string[] = [];
+    const events: TraceEvent[] = [];
+    const socket = connect({ host: '127.0.0.1', port: relay.port, psks: [session.psk], ...session.client, keyLog: (line) => lines.push(line), trace: createTracer((e) => events.push(e)) });
+    t.teardown(() => socket.destroy());
+    await once(socket, 'secureConnect', WAIT);
+    if (session.name.startsWith('HelloRetryRequest')) t.equal(socket.handshake!.group, 'secp256r1', 'the group the HelloRetryRequest asked for');
+    else t.equal(socket.handshake!.kex, 'psk_ke');
+    await roundTrip(t, socket, 'before the key update\n');
+    socket.keyUpdate(true);
+    await roundTrip(t, socket, 'after the key update\n');
+    socket.end();
+    await withTimeout(relay.done, WAIT, 'the relayed connection to close');
+
+    const hexDigits = session.psk.hash === 'SHA-384' ? 96 : 64;
+    for (const line of lines) t.match(line, new RegExp(`^[A-Z_0]+ [0-9a-f]{64} [0-9a-f]{${hexDigits}}$`), `key-log line ${line.split(' ')[0]}`);
+    const capture = join(dir, 'written.pcap');
+    const keylog = join(dir, 'keys.log');
+    await writeFile(capture, tcpConversationPcap({ clientPort: relay.clientPort(), serverPort, chunks: relay.chunks }));
+    await writeFile(keylog, lines.join('\n') + '\n');
+    const data = await decrypt(t, capture, keylog, serverPort);
+    const all = 'before the key update\n' + 'after the key update\n';
+    t.equal(data.toServer, hexOf(all), 'tshark decrypted every byte the client sent');
+    t.equal(data.toClient, hexOf(all), 'tshark decrypted every byte the server sent');
+
+    const view = await tsharkView(t, capture, keylog, serverPort);
+    const sent = tracerView(events, 'sent');
+    const received = tracerView(events, 'received');
+    t.same(sent.messages, view.toServer.messages, `the client's messages: ${sent.messages.join(',')}`);
+    t.same(received.messages, view.toClient.messages, `the server's messages: ${received.messages.join(',')}`);
+    t.same(sent.extensions, view.toServer.extensions, `the client's extensions: ${sent.extensions.join(',')}`);
+    t.same(received.extensions, view.toClient.extensions, `the server's extensions: ${received.extensions.join(',')}`);
+    t.same(sent.contentTypes, view.toServer.contentTypes, `the client's records: ${sent.contentTypes.join(',')}`);
+    t.same(received.contentTypes, view.toClient.contentTypes, `the server's records: ${received.contentTypes.join(',')}`);
+  });
+}
 
 // --- the capture probe's verdict under CI -----------------------------------------------------------------------
 
