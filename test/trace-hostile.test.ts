@@ -14,7 +14,7 @@ import t from 'tap';
 import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
-import { createTracer, dissectHandshake, type TraceNode } from '../lib/trace/index.js';
+import { createTracer, dissectHandshake, formatTraceEvent, type TraceEvent, type TraceNode } from '../lib/trace/index.js';
 import { step, value } from '../vectors/rfc8448.js';
 import { makePsk, seededRandom } from './helpers/pair.js';
 
@@ -205,4 +205,21 @@ t.test('a padding extension that is not all zeros shows its bytes', async (tt) =
     dissectHandshake(handshake(1, concat(h('0303'), new Uint8Array(32), vec(1), vec(2, h('1301')), vec(1, h('00')), vec(2, extension(0x15, padding)))));
   tt.equal(at(hello(new Uint8Array(6)), 'body/extensions/Extension/extension_data/zeros').value, '6 bytes');
   tt.equal(at(hello(h('000000c0ffee')), 'body/extensions/Extension/extension_data/zeros').value, '6 bytes, not all zero: 000000c0ffee');
+});
+
+t.test("a record of thousands of messages: the record's summary does not grow with it", async (tt) => {
+  // 4,096 empty Finished messages in one 16 KiB record. Each is its own handshake event; the record's summary
+  // (its header line, and its fragment field) named every one of them, twice per record: 80 KB of text.
+  const content = new Uint8Array(16_384).map((_, i) => (i % 4 === 0 ? 0x14 : 0));
+  const events: TraceEvent[] = [];
+  createTracer((e) => events.push(e))({ direction: 'received', header: h('1603034000'), protected: false, opened: true, type: 0x16, content, paddingLength: 0 });
+  const record = events[0];
+  tt.equal(record.kind, 'record');
+  tt.equal(record.tree.value, `handshake: ${Array(8).fill('Finished').join(', ')}, and 4088 more`);
+  tt.ok(formatTraceEvent(record).length < 1000, `the record's printed form: ${formatTraceEvent(record).length} characters`);
+  tt.equal(events.filter((e) => e.kind === 'handshake').length, 4096, 'every message still traced');
+  const partial = createTracer((e) => events.push(e));
+  events.length = 0;
+  partial({ direction: 'received', header: h('1603030006'), protected: false, opened: true, type: 0x16, content: h('140000001400'), paddingLength: 0 });
+  tt.equal(events[0].tree.value, 'handshake: Finished, (fragment)', 'a short list as before');
 });

@@ -188,14 +188,23 @@ function describeContent(type: number, content: Uint8Array): string {
   return `${contentType(type)}, ${content.length} bytes`;
 }
 
-/** The messages that start in a handshake fragment, by name (a fragment may also continue an earlier one). */
+/** At most this many message names in a record's summary (each message has its own event anyway). */
+const LISTED_MESSAGES = 8;
+
+/**
+ * The messages that start in a handshake fragment, by name (a fragment may also continue an earlier one). At most
+ * {@link LISTED_MESSAGES} names, then how many more: a 16 KiB record of empty messages holds 4,096 of them, and
+ * the summary, printed twice per record, must not grow with the record.
+ */
 function listMessages(content: Uint8Array): string {
   const names: string[] = [];
+  let count = 0;
   let at = 0;
   while (at + 4 <= content.length) {
-    names.push(messageName(content[at]));
+    if (count++ < LISTED_MESSAGES) names.push(messageName(content[at]));
     at += 4 + ((content[at + 1] << 16) | (content[at + 2] << 8) | content[at + 3]);
   }
+  if (count > LISTED_MESSAGES) names.push(`and ${count - LISTED_MESSAGES} more`);
   if (at < content.length || at > content.length) names.push('(fragment)');
   return names.join(', ') || '(fragment)';
 }
