@@ -223,3 +223,33 @@ t.test("a record of thousands of messages: the record's summary does not grow wi
   partial({ direction: 'received', header: h('1603030006'), protected: false, opened: true, type: 0x16, content: h('140000001400'), paddingLength: 0 });
   tt.equal(events[0].tree.value, 'handshake: Finished, (fragment)', 'a short list as before');
 });
+
+t.test('a protected record that fails to open is traced before the connection fails on it', async (tt) => {
+  // The trace hook receives "every record a connection receives": the one whose authentication fails (RFC 8446
+  // §5.2, bad_record_mac), the record a conformance tester most wants to see, was not among them.
+  const psk = makePsk('trace-bad-mac');
+  const events: TraceEvent[] = [];
+  const client = Connection.client({ crypto: nodeProvider, psks: [psk], trace: createTracer((e) => events.push(e)) });
+  const server = Connection.server({ crypto: nodeProvider, psks: [psk] });
+  for (let i = 0; i < 10; i++) {
+    const a = client.takeOutput();
+    if (a) server.receive(a);
+    const b = server.takeOutput();
+    if (b) client.receive(b);
+    if (!a && !b) break;
+  }
+  tt.equal(client.phase, 'connected');
+  server.write(concat(h('70696e67')));
+  const record = server.takeOutput()!;
+  record[record.length - 1] ^= 0x01; // a bit of the tag
+  const before = events.length;
+  client.receive(record);
+  tt.equal(client.error?.reason, 'RecordBadMac');
+  const traced = events.slice(before).filter((e) => e.direction === 'received');
+  tt.equal(traced.length, 1, 'the record is traced');
+  tt.equal(traced[0].tree.name, 'TLSCiphertext');
+  tt.equal(traced[0].tree.value, 'protected, could not be opened');
+  tt.equal(traced[0].tree.length, record.length);
+  tt.equal(at(traced[0].tree, 'encrypted_record').value, 'not decrypted: bad_record_mac (20) sent: record authentication failed');
+  tt.equal(traced[0].streamOffset, events.filter((e) => e.direction === 'received' && e.kind === 'record').slice(0, -1).reduce((n, e) => n + e.tree.length, 0), 'at its stream offset');
+});

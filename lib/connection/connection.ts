@@ -612,6 +612,8 @@ export class Connection {
             this.earlyData = { kind: 'skipping-undecryptable', left };
             return;
           }
+          // The record the connection fails on is traced too: it is the one a reader of the trace looks for.
+          if (this.trace && e instanceof TlsError) this.traceReceived(rec, true, rec.type, null, e.message.replace(/^tls alert: /, ''));
           throw e;
         }
         // The first record that decrypts ends the skipping: the client now uses its handshake keys.
@@ -777,11 +779,23 @@ export class Connection {
     return this.paddingBlock === 0 ? 0 : paddingLength(this.paddingBlock, contentLength, this.maxFragment + 1);
   }
 
-  /** Calls the trace hook for a record received; `content` null for a protected record that was not decrypted. */
-  private traceReceived(rec: RawRecord, isProtected: boolean, type: number, content: Uint8Array | null): void {
+  /**
+   * Calls the trace hook for a record received; `content` null for a protected record that was not decrypted,
+   * `failure` why, when it could not be.
+   */
+  private traceReceived(rec: RawRecord, isProtected: boolean, type: number, content: Uint8Array | null, failure?: string): void {
     // The AEAD tag is the record overhead less the header and the inner content type.
     const padding = isProtected && content && this.reader ? rec.fragment.length - content.length - 1 - (this.reader.overhead - 6) : 0;
-    this.trace!({ direction: 'received', header: rec.header, protected: isProtected, opened: content !== null, type, content: content ?? new Uint8Array(0), paddingLength: padding });
+    this.trace!({
+      direction: 'received',
+      header: rec.header,
+      protected: isProtected,
+      opened: content !== null,
+      type,
+      content: content ?? new Uint8Array(0),
+      paddingLength: padding,
+      ...(failure !== undefined ? { failure } : {}),
+    });
   }
 
   /** Packs the queued handshake messages into as few records as the fragment limit allows. */

@@ -12,10 +12,16 @@ export interface RecordTrace {
   /** True for a protected record (TLSCiphertext, RFC 8446 §5.2): `content` is its decrypted content. */
   readonly protected: boolean;
   /**
-   * False for a protected record that was not decrypted (a rejected 0-RTT record skipped under §4.2.10):
-   * its `content` is then empty and `type` is the header's.
+   * False for a protected record that was not decrypted (a rejected 0-RTT record skipped under §4.2.10, or one
+   * that could not be opened: see `failure`): its `content` is then empty and `type` is the header's.
    */
   readonly opened: boolean;
+  /**
+   * Why a protected record could not be opened (its authentication failed, §5.2: bad_record_mac; or its
+   * plaintext held no content type, §5.4), in the words of the error the connection then fails with.
+   * Absent for every other record.
+   */
+  readonly failure?: string;
   /** The content type: the header's, or for a protected record the inner content type (§5.2). */
   readonly type: number;
   /** The plaintext content (without inner type and padding). A view valid only during the call. */

@@ -65,7 +65,7 @@ export type ExtensionContext = 'client_hello' | 'server_hello' | 'hello_retry_re
  */
 export function dissectRecord(
   header: Uint8Array,
-  inner: { readonly protected: boolean; readonly opened: boolean; readonly type: number; readonly content: Uint8Array; readonly paddingLength: number },
+  inner: { readonly protected: boolean; readonly opened: boolean; readonly type: number; readonly content: Uint8Array; readonly paddingLength: number; readonly failure?: string },
 ): TraceNode {
   const t = TreeBuilder.start(inner.protected ? 'TLSCiphertext' : 'TLSPlaintext', header);
   t.guarded((t) => {
@@ -82,8 +82,9 @@ export function dissectRecord(
     return root;
   }
   if (!inner.opened) {
-    root.children.push({ name: 'encrypted_record', offset: 5, length, value: 'not decrypted (skipped)' });
-    root.value = 'protected, not decrypted';
+    const failure = inner.failure;
+    root.children.push({ name: 'encrypted_record', offset: 5, length, value: failure !== undefined ? `not decrypted: ${failure}` : 'not decrypted (skipped)' });
+    root.value = failure !== undefined ? 'protected, could not be opened' : 'protected, not decrypted';
     return root;
   }
   const contentLength = inner.content.length;
