@@ -338,7 +338,8 @@ const SESSIONS: { name: string; psk: Psk; client: Partial<ConnectOptions>; serve
 for (const session of SESSIONS) {
   t.test(`tshark decrypts a ${session.name} session with the key log, and sees the records and messages the tracer shows`, SUBTEST, async (t) => {
     const dir = await tempDir(t);
-    const { port: serverPort } = await libraryEchoServer(t, { psks: [session.psk], ...session.server }, WAIT);
+    const serverLines: string[] = [];
+    const { port: serverPort } = await libraryEchoServer(t, { psks: [session.psk], ...session.server, keyLog: (line) => serverLines.push(line) }, WAIT);
     const relay = await recordingRelay(t, serverPort);
     const lines: string[] = [];
     const events: TraceEvent[] = [];
@@ -355,6 +356,8 @@ for (const session of SESSIONS) {
 
     const hexDigits = session.psk.hash === 'SHA-384' ? 96 : 64;
     for (const line of lines) t.match(line, new RegExp(`^[A-Z_0]+ [0-9a-f]{64} [0-9a-f]{${hexDigits}}$`), `key-log line ${line.split(' ')[0]}`);
+    // The server logs the same lines (keyed by the client random, as NSS does), so its key log decrypts too.
+    t.same([...serverLines].sort(), [...lines].sort(), "the server's key log has the client's lines");
     const capture = join(dir, 'written.pcap');
     const keylog = join(dir, 'keys.log');
     await writeFile(capture, tcpConversationPcap({ clientPort: relay.clientPort(), serverPort, chunks: relay.chunks }));
