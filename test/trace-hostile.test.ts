@@ -253,3 +253,38 @@ t.test('a protected record that fails to open is traced before the connection fa
   tt.equal(at(traced[0].tree, 'encrypted_record').value, 'not decrypted: bad_record_mac (20) sent: record authentication failed');
   tt.equal(traced[0].streamOffset, events.filter((e) => e.direction === 'received' && e.kind === 'record').slice(0, -1).reduce((n, e) => n + e.tree.length, 0), 'at its stream offset');
 });
+
+t.test('a record refused on its header is traced, as far as its header goes, before the connection fails on it', async (tt) => {
+  const psk = makePsk('trace-refused');
+  // A ClientHello record, then text in the same chunk (RFC 8446 §5: an unknown content type).
+  const hello = Connection.client({ crypto: nodeProvider, psks: [psk] }).takeOutput()!;
+  const events: TraceEvent[] = [];
+  const server = Connection.server({ crypto: nodeProvider, psks: [psk], trace: createTracer((e) => events.push(e)) });
+  server.receive(concat(hello, h('474554202f20485454502f312e310d0a')));
+  tt.equal(server.error?.reason, 'RecordUnknownContentType');
+  const received = events.filter((e) => e.direction === 'received' && e.kind === 'record');
+  tt.same(
+    received.map((e) => e.streamOffset),
+    [0, hello.length],
+    'the ClientHello record, then the refused one after it',
+  );
+  const refused = received[1].tree;
+  tt.equal(refused.value, 'refused: unexpected_message (10) sent: record content type 0x47 ("G"): the peer does not seem to speak TLS (it sent text)');
+  tt.equal(at(refused, 'type').value, 'unknown (0x47)');
+  tt.equal(at(refused, 'length').value, String(0x202f), 'the header as the peer sent it');
+  tt.match(at(refused, 'fragment').value, /^not read: /);
+
+  // §5.2: a length over 2^14 + 256, after the handshake; and a refused first byte with no more bytes after it.
+  const client = Connection.client({ crypto: nodeProvider, psks: [psk], trace: createTracer((e) => events.push(e)) });
+  events.length = 0;
+  client.receive(h('1703034101'));
+  tt.equal(client.error?.reason, 'RecordOverflow');
+  tt.equal(events.find((e) => e.direction === 'received')?.tree.value, 'refused: record_overflow (22) sent: record length 16641 exceeds 2^14 + 256');
+  const lone = Connection.server({ crypto: nodeProvider, psks: [psk], trace: createTracer((e) => events.push(e)) });
+  events.length = 0;
+  lone.receive(h('ff'));
+  const [one] = events.filter((e) => e.direction === 'received');
+  tt.equal(one.tree.length, 1, 'one byte, shown');
+  tt.equal(at(one.tree, 'type').value, 'unknown (0xff)');
+  tt.match(one.tree.value, /^refused: unexpected_message/);
+});

@@ -24,7 +24,7 @@ import { exportKeyingMaterial, nextTrafficSecret, trafficKeys } from '../keysche
 import { encodeKeyUpdate } from '../messages/post-hello.js';
 import { releaseResolvedPsks } from '../psk/source.js';
 import type { Psk, PskRequest } from '../psk/types.js';
-import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type RawRecord } from '../record/deframer.js';
+import { Deframer, encodePlaintextRecord, MAX_PLAINTEXT, type DeframedRecord, type RawRecord } from '../record/deframer.js';
 import { HandshakeJoiner, fragments } from '../record/handshake-joiner.js';
 import { checkRecordPadding, paddingLength } from '../record/padding.js';
 import { RecordProtection } from '../record/protection.js';
@@ -571,10 +571,27 @@ export class Connection {
         this.deframer.check();
         break;
       }
-      const rec = this.deframer.next();
+      const rec = this.trace ? this.nextTraced() : this.deframer.next();
       if (!rec) break;
       this.handleRecord(rec);
       this.flushHandshake();
+    }
+  }
+
+  /**
+   * The next record, as {@link Deframer.next}; a record whose header it refuses (§5: an unknown content type;
+   * §5.2: a length over 2^14 + 256) is traced, as far as its header goes, before the connection fails on it.
+   */
+  private nextTraced(): DeframedRecord | null {
+    try {
+      return this.deframer.next();
+    } catch (e) {
+      if (e instanceof TlsError) {
+        const header = this.deframer.peekHeader();
+        const failure = e.message.replace(/^tls alert: /, '');
+        this.trace!({ direction: 'received', header, protected: false, opened: false, type: header[0], content: new Uint8Array(0), paddingLength: 0, failure });
+      }
+      throw e;
     }
   }
 

@@ -58,6 +58,17 @@ export class Deframer {
   }
 
   /**
+   * A copy of the next record's header as far as it is buffered (up to 5 bytes; fewer when no more have come):
+   * what a trace shows of a record whose header {@link next} refused.
+   */
+  peekHeader(): Uint8Array {
+    const n = Math.min(this.total, RECORD_HEADER_LENGTH);
+    const out = new Uint8Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.byteAt(i);
+    return out;
+  }
+
+  /**
    * True when a whole record is buffered, so that {@link next} returns one. Reads its header only (call
    * {@link check} first: a bad header is not reported here).
    */

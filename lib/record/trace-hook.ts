@@ -7,7 +7,10 @@
 
 export interface RecordTrace {
   readonly direction: 'sent' | 'received';
-  /** The 5-byte record header as on the wire (type, legacy_record_version, length). */
+  /**
+   * The 5-byte record header as on the wire (type, legacy_record_version, length). Fewer bytes only for a record
+   * the connection refused before its header was whole (see `failure`).
+   */
   readonly header: Uint8Array;
   /** True for a protected record (TLSCiphertext, RFC 8446 §5.2): `content` is its decrypted content. */
   readonly protected: boolean;
@@ -17,9 +20,10 @@ export interface RecordTrace {
    */
   readonly opened: boolean;
   /**
-   * Why a protected record could not be opened (its authentication failed, §5.2: bad_record_mac; or its
-   * plaintext held no content type, §5.4), in the words of the error the connection then fails with.
-   * Absent for every other record.
+   * Why a record could not be read, in the words of the error the connection then fails with: a protected record
+   * that could not be opened (its authentication failed, §5.2: bad_record_mac; or its plaintext held no content
+   * type, §5.4), or a record refused on its header (§5: an unknown content type; §5.2: a length over 2^14 + 256;
+   * then `protected` and `opened` are false, and `content` is empty). Absent for every other record.
    */
   readonly failure?: string;
   /** The content type: the header's, or for a protected record the inner content type (§5.2). */

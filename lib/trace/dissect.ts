@@ -75,7 +75,13 @@ export function dissectRecord(
   });
   const root = t.root as { name: string; offset: number; children: TraceNode[]; length: number; value?: string };
   const length = header.length >= 5 ? (header[3] << 8) | header[4] : 0;
-  root.length = 5 + length;
+  root.length = header.length >= 5 ? 5 + length : header.length;
+  if (inner.failure !== undefined && !inner.opened && !inner.protected) {
+    // Refused on its header: nothing of its fragment was read.
+    if (header.length >= 5) root.children.push({ name: 'fragment', offset: 5, length, value: `not read: ${inner.failure}` });
+    root.value = `refused: ${inner.failure}`;
+    return root;
+  }
   if (!inner.protected) {
     root.children.push(contentNode('fragment', 5, inner.type, inner.content));
     root.value = describeContent(inner.type, inner.content);
