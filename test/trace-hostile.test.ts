@@ -288,3 +288,19 @@ t.test('a record refused on its header is traced, as far as its header goes, bef
   tt.equal(at(one.tree, 'type').value, 'unknown (0xff)');
   tt.match(one.tree.value, /^refused: unexpected_message/);
 });
+
+t.test("a HelloRetryRequest record's summary names it as its message does", async (tt) => {
+  // RFC 8446 §4.1.3: HelloRetryRequest is a ServerHello with a special random. The message was named
+  // HelloRetryRequest, the record carrying it "handshake: ServerHello".
+  const psk = makePsk('trace-hrr');
+  const events: TraceEvent[] = [];
+  const client = Connection.client({ crypto: nodeProvider, psks: [psk], groups: ['x25519', 'secp256r1'], trace: createTracer((e) => events.push(e)) });
+  const server = Connection.server({ crypto: nodeProvider, psks: [psk], groups: ['secp256r1'] });
+  server.receive(client.takeOutput()!);
+  client.receive(server.takeOutput()!);
+  const received = events.filter((e) => e.direction === 'received').slice(0, 2); // (then its change_cipher_spec)
+  tt.same(
+    received.map((e) => `${e.kind} ${e.tree.name} ${e.tree.value}`),
+    ['record TLSPlaintext handshake: HelloRetryRequest', `handshake HelloRetryRequest ${received[1]?.tree.value}`],
+  );
+});

@@ -119,7 +119,7 @@ export function dissectRecord(
 /** A handshake message (type, uint24 length, body), its body dissected by type. */
 export function dissectHandshake(raw: Uint8Array): TraceNode {
   const type = raw[0];
-  const isHrr = type === HandshakeType.server_hello && raw.length >= 4 + 2 + 32 && toHex(raw.subarray(6, 38)) === HRR_RANDOM;
+  const isHrr = isHelloRetryRequest(raw);
   const name = raw.length === 0 ? 'handshake message' : isHrr ? 'HelloRetryRequest' : messageName(type);
   const t = TreeBuilder.start(name, raw);
   t.guarded((t) => {
@@ -139,6 +139,11 @@ export function dissectAlert(content: Uint8Array, base = 0): TraceNode[] {
   if (content.length >= 2) out.push({ name: 'description', offset: base + 1, length: 1, value: named(AlertDescription, 2)(content[1]) });
   if (content.length !== 2) out.push({ name: 'malformed', offset: base, length: content.length, value: `an alert is 2 bytes, this one ${content.length}` });
   return out;
+}
+
+/** RFC 8446 §4.1.3: a ServerHello whose random is the HelloRetryRequest value (`raw` from its type byte on). */
+function isHelloRetryRequest(raw: Uint8Array): boolean {
+  return raw[0] === HandshakeType.server_hello && raw.length >= 4 + 2 + 32 && toHex(raw.subarray(6, 38)) === HRR_RANDOM;
 }
 
 /** The name of a handshake message type: "ClientHello", "Finished", ... */
@@ -208,7 +213,7 @@ function listMessages(content: Uint8Array): string {
   let count = 0;
   let at = 0;
   while (at + 4 <= content.length) {
-    if (count++ < LISTED_MESSAGES) names.push(messageName(content[at]));
+    if (count++ < LISTED_MESSAGES) names.push(isHelloRetryRequest(content.subarray(at)) ? 'HelloRetryRequest' : messageName(content[at]));
     at += 4 + ((content[at + 1] << 16) | (content[at + 2] << 8) | content[at + 3]);
   }
   if (count > LISTED_MESSAGES) names.push(`and ${count - LISTED_MESSAGES} more`);
