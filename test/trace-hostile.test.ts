@@ -304,3 +304,30 @@ t.test("a HelloRetryRequest record's summary names it as its message does", asyn
     ['record TLSPlaintext handshake: HelloRetryRequest', `handshake HelloRetryRequest ${received[1]?.tree.value}`],
   );
 });
+
+t.test('peer strings (PSK identity, SNI, ALPN) reach the printed trace as hex, with text only when printable ASCII', async (tt) => {
+  // A check of what already holds: a terminal reading --trace gets no control character from the peer.
+  const evil = new TextEncoder().encode('id\u001b[2J\r\n\u009b31m\u202e\u2028"end');
+  const printable = new TextEncoder().encode('client1');
+  const ch = handshake(
+    1,
+    concat(
+      h('0303'),
+      new Uint8Array(32),
+      vec(1),
+      vec(2, h('1301')),
+      vec(1, h('00')),
+      vec(
+        2,
+        extension(0, vec(2, h('00'), vec(2, evil))),
+        extension(16, vec(2, vec(1, evil), vec(1, printable))),
+        extension(0x29, concat(vec(2, vec(2, evil), h('00000000'), vec(2, printable), h('00000000')), vec(2, vec(1, new Uint8Array(32)), vec(1, new Uint8Array(32))))),
+      ),
+    ),
+  );
+  const text = formatTraceEvent({ direction: 'received', kind: 'handshake', tree: dissectHandshake(ch) });
+  tt.notMatch(text, /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/, 'no control character');
+  tt.equal(text.split(toHex(evil)).length - 1, 3, 'the hostile strings as hex, three times');
+  tt.equal(text.split(`${toHex(printable)} ("client1")`).length - 1, 2, 'the printable ones with their text');
+  tt.equal(malformedNodes(dissectHandshake(ch)).length, 0);
+});
