@@ -331,3 +331,30 @@ t.test('peer strings (PSK identity, SNI, ALPN) reach the printed trace as hex, w
   tt.equal(text.split(`${toHex(printable)} ("client1")`).length - 1, 2, 'the printable ones with their text');
   tt.equal(malformedNodes(dissectHandshake(ch)).length, 0);
 });
+
+t.test("a sink that throws loses that record's events, not the tracer's place in the stream", async (tt) => {
+  // The connection catches what its trace hook throws (lib/callbacks.ts) and goes on; the tracer used to call the
+  // sink before it had taken the record into account, so a throw left the record's bytes out of its stream offset
+  // and out of the message being reassembled: every later offset was wrong, and the message came out as garbage.
+  const message = handshake(8, vec(2, extension(0x10, vec(2, vec(1, h('6832'))))));
+  const first = message.subarray(0, 5);
+  const second = message.subarray(5);
+  const events: TraceEvent[] = [];
+  let calls = 0;
+  const hook = createTracer((e) => {
+    if (calls++ === 0) throw new Error('a sink that fails once');
+    events.push(e);
+  });
+  const record = (content: Uint8Array) => ({ direction: 'received' as const, header: concat(h('160303'), Uint8Array.of(0, content.length)), protected: false, opened: true, type: 0x16, content, paddingLength: 0 });
+  tt.throws(() => hook(record(first)), /fails once/);
+  hook(record(second));
+  tt.same(
+    events.map((e) => [e.kind, e.streamOffset, e.tree.name]),
+    [
+      ['record', 5 + first.length, 'TLSPlaintext'],
+      ['handshake', 0, 'EncryptedExtensions'],
+    ],
+  );
+  tt.equal(malformedNodes(events[1].tree).length, 0, 'the message whole');
+  tt.equal(at(events[1].tree, 'body/extensions/Extension/extension_data/protocol_name_list/ProtocolName/name').value, '6832 ("h2")');
+});

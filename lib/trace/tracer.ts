@@ -12,19 +12,23 @@ import type { RecordTrace, RecordTraceHook } from '../record/trace-hook.js';
 import { dissectHandshake, dissectRecord } from './dissect.js';
 import type { TraceEvent } from './tree.js';
 
-/** A record trace hook (the connection's `trace` option) that sends dissected events to `sink`. */
+/**
+ * A record trace hook (the connection's `trace` option) that sends dissected events to `sink`. The tracer's own
+ * state (stream offsets, partial messages) is updated before `sink` is called, so a sink that throws (the
+ * connection reports it to `onCallbackError` and goes on) loses that record's events, never the later ones.
+ */
 export function createTracer(sink: (event: TraceEvent) => void): RecordTraceHook {
   const sides = { sent: new Side(), received: new Side() };
   return (record: RecordTrace) => {
     const side = sides[record.direction];
-    const recordLength = record.header.length >= 5 ? 5 + ((record.header[3] << 8) | record.header[4]) : record.header.length;
-    sink({ direction: record.direction, kind: 'record', streamOffset: side.offset, tree: dissectRecord(record.header, record) });
+    const recordAt = side.offset;
+    side.offset += record.header.length >= 5 ? 5 + ((record.header[3] << 8) | record.header[4]) : record.header.length;
+    const messages: TraceEvent[] = [];
     if (record.type === ContentType.handshake && record.opened) {
-      for (const m of side.messages(record.content)) {
-        sink({ direction: record.direction, kind: 'handshake', streamOffset: m.at, tree: dissectHandshake(m.raw) });
-      }
+      side.messages(record.content, recordAt, (raw, at) => messages.push({ direction: record.direction, kind: 'handshake', streamOffset: at, tree: dissectHandshake(raw) }));
     }
-    side.offset += recordLength;
+    sink({ direction: record.direction, kind: 'record', streamOffset: recordAt, tree: dissectRecord(record.header, record) });
+    for (const m of messages) sink(m);
   };
 }
 
@@ -50,6 +54,7 @@ export function secretEvent(line: string): TraceEvent {
  * per record (RFC 8446 §5.1 allows any split) costs work linear in its size, not quadratic.
  */
 class Side {
+  /** Where the next record starts in this direction's stream. */
   offset = 0;
   /** Our own copy of the handshake bytes received (the content is a view valid only during the hook call). */
   private buf = new Uint8Array(0);
@@ -59,9 +64,13 @@ class Side {
   /** Where the pending bytes start in the stream: the start of the record that began the partial message. */
   private pendingAt = 0;
 
-  *messages(content: Uint8Array): Generator<{ raw: Uint8Array; at: number }> {
+  /**
+   * Adds the handshake content of the record at stream offset `recordAt` and calls `each` for every message it
+   * completes (`raw` is a view, valid during the call).
+   */
+  messages(content: Uint8Array, recordAt: number, each: (raw: Uint8Array, at: number) => void): void {
     if (this.start === this.end) {
-      this.pendingAt = this.offset;
+      this.pendingAt = recordAt;
       this.start = this.end = 0;
     }
     this.append(content);
@@ -70,11 +79,9 @@ class Side {
       const n = 4 + ((this.buf[p + 1] << 16) | (this.buf[p + 2] << 8) | this.buf[p + 3]);
       if (this.end - p < n) return;
       const at = this.pendingAt;
-      // Taken out before it is yielded: a sink that throws cannot make the message come out twice. The view
-      // stays valid while it is dissected: `buf` changes only in append, on the next record.
       this.start = p + n;
-      this.pendingAt = this.offset;
-      yield { raw: this.buf.subarray(p, p + n), at };
+      this.pendingAt = recordAt;
+      each(this.buf.subarray(p, p + n), at);
     }
   }
 
