@@ -11,7 +11,8 @@
  *   inner content type and padding of protected records, the handshake messages in order, alerts by name; a
  *   tracer changes nothing on the wire.
  * - Malformed bytes are shown, not thrown.
- * - The command line: `--trace` on the client, `--trace-json` on the server; secrets only with --keylog.
+ * - The command line: `--trace` on the client, `--trace-json` on the server; secrets only with --keylog, and on a
+ *   server each secret names its connection as the other trace lines do.
  */
 import t from 'tap';
 import { fromHex, toHex, utf8 } from '../lib/codec/bytes.js';
@@ -306,4 +307,32 @@ t.test('CLI: server --websocket --trace names each connection by its peer addres
     traces.every((e) => /^127\.0\.0\.1:\d+$/.test(e.connection)),
     `every line names the WebSocket's peer (first: ${traces[0]?.connection})`,
   );
+});
+
+t.test('CLI: server --trace-json --keylog names the connection of each secret too', async (tt) => {
+  // Every JSON trace line of a server names its connection; the secrets (from the key log) were written without
+  // one, so with several connections a reader could not tell whose secret a line held.
+  const fs = await import('node:fs/promises');
+  const dir = await fs.mkdtemp('/tmp/qkd-tls-trace-');
+  tt.teardown(() => fs.rm(dir, { recursive: true, force: true }));
+  const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', '--psk', PSK_HEX, '--identity', PSK_IDENTITY, '--trace-json', '--json', '--keylog', `${dir}/keys.log`]);
+  const text = await server.waitFor(/"event":"listening".*\n/, WAIT, 'stderr');
+  const port = /127\.0\.0\.1:(\d+)/.exec(text)![1];
+  const client = spawnQkdTls(tt, ['client', '--connect', `127.0.0.1:${port}`, '--psk', PSK_HEX, '--identity', PSK_IDENTITY]);
+  client.write('hello\n');
+  client.end();
+  tt.equal((await client.waitExit(WAIT)).code, 0, client.transcript());
+  await server.waitFor(/"event":"handshake"/, WAIT, 'stderr');
+  const traces = jsonEvents(server.stderr).filter((e) => e.event === 'trace') as unknown as (TraceEvent & { connection?: string })[];
+  const secrets = traces.filter((e) => e.kind === 'secret');
+  tt.same(secrets.map((e) => e.tree.name).sort(), ['CLIENT_HANDSHAKE_TRAFFIC_SECRET', 'CLIENT_TRAFFIC_SECRET_0', 'EXPORTER_SECRET', 'SERVER_HANDSHAKE_TRAFFIC_SECRET', 'SERVER_TRAFFIC_SECRET_0'], 'the secrets of the key log');
+  const connection = traces[0].connection;
+  tt.match(connection, /^127\.0\.0\.1:\d+$/);
+  tt.same(
+    traces.filter((e) => e.connection !== connection).map((e) => `${e.kind} ${e.tree.name}`),
+    [],
+    'every trace line, secrets included, names the one connection',
+  );
+  const logged = (await fs.readFile(`${dir}/keys.log`, 'latin1')).trim().split('\n');
+  tt.same(secrets.map((e) => `${e.tree.name} ${e.tree.children?.[0]?.value} ${e.tree.value}`), logged, 'the same lines as the key-log file, in order');
 });

@@ -22,6 +22,8 @@ export interface TracePlan {
   newTracer(label?: string): RecordTraceHook;
   /** The key-log callback that also puts each secret into the trace (only when a key log was asked for). */
   keyLog(user: ((line: string) => void) | undefined, label?: string): ((line: string) => void) | undefined;
+  /** Puts one key-log line into the trace, naming its connection (a server's 'keylog' event, which has the socket). */
+  secret(line: string, label?: string): void;
 }
 
 export function parseTraceOptions(values: Record<string, unknown>): TracePlan | undefined {
@@ -42,5 +44,6 @@ export function parseTraceOptions(values: Record<string, unknown>): TracePlan | 
             print(secretEvent(line), label);
           }
         : undefined,
+    secret: (line, label) => print(secretEvent(line), label),
   };
 }

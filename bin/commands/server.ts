@@ -112,9 +112,7 @@ export async function run(argv: string[]): Promise<number> {
       socket.resume();
       socket.end();
     };
-    const traceOptions = trace
-      ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(peerOf(s)), keyLog: trace.keyLog(connOptions.keyLog) }
-      : {};
+    const traceOptions = trace ? { traceConnection: (s: QkdTlsSocket) => trace.newTracer(peerOf(s)) } : {};
     const server = createServer({ ...connOptions, ...traceOptions, psks: keys.server }, (socket) => {
       const info = socket.handshake!;
       report.handshake(info, { peer: peerOf(socket) });
@@ -140,6 +138,9 @@ export async function run(argv: string[]): Promise<number> {
         if (stopping) endEcho(socket); // its handshake completed while the server stops
       }
     });
+    // With --keylog (or SSLKEYLOGFILE), each secret goes into the trace too, naming its connection as every other
+    // trace line does: the server's 'keylog' event has the socket, which the keyLog option's callback has not.
+    if (trace && connOptions.keyLog) server.on('keylog', (line: Buffer, socket: QkdTlsSocket) => trace.secret(line.toString('latin1').trimEnd(), peerOf(socket)));
     server.server.maxConnections = maxConnections;
     // net.Server closes a connection beyond maxConnections without a word (its 'drop' event): said, as the proxy
     // logs the connections it refuses, so that an operator sees why clients were turned away.
