@@ -24,7 +24,11 @@ export interface TraceNode {
 export interface TraceEvent {
   readonly direction: 'sent' | 'received';
   readonly kind: 'record' | 'handshake' | 'secret';
-  /** Records and handshake messages: where the record (or the message) starts in its direction's stream. */
+  /**
+   * Records: where the record starts in its direction's stream. Handshake messages: where the record holding the
+   * message's first byte starts (a protected record's plaintext has no place of its own in the stream), so the
+   * messages that start in one record share its offset.
+   */
   readonly streamOffset?: number;
   readonly tree: TraceNode;
 }
