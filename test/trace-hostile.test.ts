@@ -16,7 +16,7 @@ import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { createTracer, dissectHandshake, formatTraceEvent, type TraceEvent, type TraceNode } from '../lib/trace/index.js';
 import { step, value } from '../vectors/rfc8448.js';
-import { makePsk, seededRandom } from './helpers/pair.js';
+import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
 /** A vector: `prefix` length bytes, then `parts`. */
 function vec(prefix: 1 | 2 | 3, ...parts: Uint8Array[]): Uint8Array {
@@ -357,4 +357,27 @@ t.test("a sink that throws loses that record's events, not the tracer's place in
   );
   tt.equal(malformedNodes(events[1].tree).length, 0, 'the message whole');
   tt.equal(at(events[1].tree, 'body/extensions/Extension/extension_data/protocol_name_list/ProtocolName/name').value, '6832 ("h2")');
+});
+
+t.test('the same bytes received in any split give the same trace', async (tt) => {
+  // A check of what holds: records are traced as the deframer completes them (RFC 8446 §5.1), whatever the TCP
+  // chunks: one byte at a time, or a whole flight at once, the events are the same.
+  const psk = makePsk('trace-split');
+  const run = (split: (b: Uint8Array) => Uint8Array[]): string[] => {
+    const events: string[] = [];
+    const client = Connection.client({ crypto: withRandom(nodeProvider, seededRandom(5)), psks: [psk] });
+    const server = Connection.server({ crypto: withRandom(nodeProvider, seededRandom(6)), psks: [psk], trace: createTracer((e) => events.push(JSON.stringify(e))) });
+    for (let i = 0; i < 10; i++) {
+      const a = client.takeOutput();
+      if (a) for (const piece of split(a)) server.receive(piece);
+      const b = server.takeOutput();
+      if (b) client.receive(b);
+      if (!a && !b) break;
+    }
+    return events;
+  };
+  const whole = run((b) => [b]);
+  const bytes = run((b) => [...b].map((x) => Uint8Array.of(x)));
+  tt.ok(whole.length >= 8, `${whole.length} events`);
+  tt.same(bytes, whole, 'one byte at a time: the same events');
 });
