@@ -9,6 +9,13 @@
  *   vector, and the offending bytes were shown nowhere.
  * - For thousands of seeded mutations of RFC 8448's ClientHellos, every node's fields tile it: each byte of
  *   the message is shown exactly once, malformed or not.
+ * - A handshake message in one-byte records is reassembled in linear work; a record of thousands of messages
+ *   has a summary that does not grow with it; a padding extension that is not zeros shows its bytes.
+ * - Records the connection fails on are traced first: one that fails to open (bad_record_mac), one refused on
+ *   its header (unknown content type, record_overflow).
+ * - A HelloRetryRequest record is summarised as one; a sink that throws does not desynchronise the tracer.
+ * - Checks of what holds: peer strings reach the printed trace without control characters; any split of the
+ *   received bytes gives the same events.
  */
 import t from 'tap';
 import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
