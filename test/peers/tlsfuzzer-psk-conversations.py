@@ -80,6 +80,12 @@ from tlslite.utils.cryptomath import getRandomBytes, numberToByteArray
 from tlslite.utils.x25519 import X25519_ORDER_SIZE, X448_ORDER_SIZE
 
 GET = bytearray(b"GET / HTTP/1.0\r\n\r\n")
+# How long a conversation waits for each answer of the server, in seconds. tlsfuzzer's Connect waits 5 s, which a
+# machine at a load of 20+ on 2 cores (CI, or the suite beside other work) once exceeded: "finished: padding ...
+# pad_right 131072" failed with "Timeout when waiting for peer message" on a server that answers it correctly (it
+# passed alone and in the SHA-256 run). Only a server that hangs waits this long; no conversation passes by timing out
+# (ExpectNoMessage keeps its own 0.1 s).
+PEER_TIMEOUT = 30
 FATAL = AlertLevel.fatal
 AD = AlertDescription
 
@@ -192,8 +198,8 @@ def ch(ctx, ext=None, ciphers=None, mods=(), psk=None, **kw):
 
 def start(ctx, hello=None, pre=(), version=None):
     """Connect, the commands in `pre`, then the ClientHello."""
-    conv = Connect(ctx.host, ctx.port, version=version) if version \
-        else Connect(ctx.host, ctx.port)
+    conv = Connect(ctx.host, ctx.port, version=version, timeout=PEER_TIMEOUT) if version \
+        else Connect(ctx.host, ctx.port, timeout=PEER_TIMEOUT)
     node = conv
     for cmd in pre:
         node = node.add_child(cmd)
@@ -684,7 +690,7 @@ def conversations_for(ctx):
             version)] = conv
 
     # an SSLv2-format ClientHello: any alert (the original expects one, of any kind)
-    conv = Connect(ctx.host, ctx.port, version=(0, 2))
+    conv = Connect(ctx.host, ctx.port, version=(0, 2), timeout=PEER_TIMEOUT)
     node = conv.add_child(ClientHelloGenerator([ctx.cipher], version=(3, 4), ssl2=True))
     node = node.add_child(ExpectAlert())
     node.add_child(ExpectClose())
@@ -920,7 +926,7 @@ def conversations_for(ctx):
 
     # ---- test-tls13-connection-abort: the client drops the TCP connection at each step; the server must
     # go on serving (the closing "sanity" checks that)
-    conv = Connect(ctx.host, ctx.port)
+    conv = Connect(ctx.host, ctx.port, timeout=PEER_TIMEOUT)
     conv.add_child(Close())
     c["connection-abort: Before ClientHello"] = conv
     conv, node = start(ctx)
@@ -1607,7 +1613,7 @@ def key_exchange_conversations(ctx, c):
         return ch(ctx, ch_ext(ctx, groups=groups, shares=shares, modes=modes, after=early))
 
     def garbage_then(cmds, groups=(GroupName.secp256r1,), shares=None):
-        conv = Connect(ctx.host, ctx.port)
+        conv = Connect(ctx.host, ctx.port, timeout=PEER_TIMEOUT)
         node = conv.add_child(TCPBufferingEnable())
         node = node.add_child(early_hello(groups, shares))
         node = node.add_child(SetRecordVersion((3, 3)))
@@ -1701,7 +1707,7 @@ def key_exchange_conversations(ctx, c):
     # MUST only select a version of TLS present in that extension and MUST ignore any unknown versions";
     # none is left, §6.2 protocol_version: "The protocol version the peer has attempted to negotiate is
     # recognized but not supported")
-    conv = Connect(ctx.host, ctx.port)
+    conv = Connect(ctx.host, ctx.port, timeout=PEER_TIMEOUT)
     node = conv.add_child(TCPBufferingEnable())
     node = node.add_child(ch(ctx, ch_ext(ctx, groups=[GroupName.secp256r1, GroupName.ffdhe2048],
                                          shares=[key_share_gen(GroupName.secp256r1),
