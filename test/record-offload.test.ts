@@ -423,7 +423,10 @@ t.test('records of separate writes do not wait for each other: a small write lea
   await p.client.records.write(pattern(100, 87));
   t.equal(held.length, 2, 'both records are with WebCrypto');
   held[0]();
-  for (let i = 0; i < 200 && p.client.wire.length === wireBefore; i++) await new Promise((r) => setTimeout(r, 1));
+  // Until the first record is on the wire. WebCrypto answers from a thread pool, late on a busy machine (a 300 ms
+  // delay failed the 200 ms this waited before); the second record stays held until released below, so a write that
+  // waited for it would never get there: the bound is only a safety net, hence generous.
+  for (const until = Date.now() + 10_000; p.client.wire.length === wireBefore && Date.now() < until; ) await new Promise((r) => setTimeout(r, 1));
   t.same(
     p.client.wire.slice(wireBefore).map((w) => w.length),
     [5 + 100 + 1 + 16],
