@@ -5,9 +5,9 @@
  * connections (with a tolerance for the allocator and the JIT), every connection must have been logged as
  * closed, and every byte must have come back intact.
  *
- * How fast it goes is reported, never asserted. The loop is still bounded in time, as a safety net: if the
- * connections have not all finished after {@link STALL_BOUND_MS}, several times what a run takes (26–42 s
- * measured), the proxy has stalled, and the test fails saying so instead of running into tap's timeout.
+ * How fast it goes is reported, never asserted, nor bounded: a run took 26–42 s on an idle machine and 188 s on a
+ * loaded one (2 cores, three CPU hogs and a second test suite). What ends a stalled proxy's run is each exchange's
+ * own bound ({@link EXCHANGE_MS}): a connection that makes no progress for that long fails the test, naming it.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,12 +19,12 @@ const TOTAL = 10_000;
 const BATCH = 50;
 const WARMUP = 100;
 const HEAP_MIB = 48;
-/**
- * The liveness bound: 200 s, about five times the slowest run measured (42 s), and well within tap's timeout for
- * this file (300 s, package.json), which must leave room for a last batch (20 s per exchange at most) and the
- * checks after the loop.
- */
-const STALL_BOUND_MS = 200_000;
+/** The liveness bound of one exchange (connect, handshake, echo, close): ~1 s each under load, 50 at a time. */
+const EXCHANGE_MS = 20_000;
+
+// The whole run scales with the machine's load (188 s measured under load, 12 s short of the total time bound this
+// file had, and 2/3 of tap's 300 s per file): a safety net only, since a stall fails within EXCHANGE_MS. Told to the runner.
+t.setTimeout(900_000);
 
 /** Waits until the proxy has logged `n` connection lines (each connection logs one per service: in, out). */
 async function logged(p: SpawnedProxy, n: number): Promise<void> {
@@ -85,9 +85,8 @@ t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) =>
   const started = performance.now();
   let warm: { fds: number; rssKiB: number } | undefined;
   let half: { fds: number; rssKiB: number } | undefined;
-  const stallAt = started + STALL_BOUND_MS;
-  while (done < TOTAL && performance.now() < stallAt) {
-    const batch = Array.from({ length: BATCH }, (_, i) => exchange(port, 64 + ((done + i) % 16) * 128, { ms: 20_000 }));
+  while (done < TOTAL) {
+    const batch = Array.from({ length: BATCH }, (_, i) => exchange(port, 64 + ((done + i) % 16) * 128, { ms: EXCHANGE_MS }));
     for (const r of await Promise.all(batch)) {
       if (r.error) errors.push(r.error);
       else if (r.receivedHash === r.sentHash) intact++;
@@ -103,11 +102,6 @@ t.test(`${TOTAL} connections: no file descriptor or memory growth`, async (t) =>
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  if (done < TOTAL) {
-    // A liveness failure, not a speed one: at this pace the proxy is stuck, or nearly so.
-    t.fail(`the soak stalled: ${done} of ${TOTAL} connections had finished after ${STALL_BOUND_MS / 1000} s (a run takes 26-42 s); ${intact} intact, ${errors.length} failed`);
-    return;
-  }
   t.same(errors.slice(0, 3), [], `no connection failed (${errors.length} did)`);
   t.equal(intact, TOTAL, `every one of the ${TOTAL} connections echoed its bytes intact`);
   await logged(p, 2 * done);
