@@ -9,24 +9,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { makeKmeCertificates } from '../lib/tools/kme/certificates.js';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
+
+// This file runs dozens of commands one after another, and each one's start scales with the machine's load: 71 s
+// under load in a full run, 285 s at a load of ~20 on 2 cores, against tap's 300 s per file (package.json). That
+// bound is only a hang catcher here, each command having its own (EXITS_WITHIN_MS): told to the runner.
+t.setTimeout(900_000);
 
 const KME = ['--kme', 'http://127.0.0.1:9', '--sae-id', 'sae-a', '--peer-sae-id', 'sae-b', '--peer-sae-id', 'sae-c'];
 
 t.test('qkd-tls client with two --peer-sae-id exits 2 with a usage message', async (tt) => {
-  const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...KME], { ms: 20_000 });
+  const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...KME], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /^qkd-tls client: a client takes one --peer-sae-id/m);
 });
 
 t.test('qkd-tls proxy --role client with two --peer-sae-id exits 2 with a usage message', async (tt) => {
-  const r = await runQkdTls(['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...KME], { ms: 20_000 });
+  const r = await runQkdTls(['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...KME], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /a client takes one --peer-sae-id/);
 });
 
 t.test('a --keylog file that cannot be written is a usage error before the server listens', async (tt) => {
-  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk', '00112233445566778899aabbccddeeff', '--identity', 'a', '--keylog', '/nonexistent-dir/keys.log'], { ms: 20_000 });
+  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk', '00112233445566778899aabbccddeeff', '--identity', 'a', '--keylog', '/nonexistent-dir/keys.log'], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /^qkd-tls server: --keylog: cannot write \/nonexistent-dir\/keys\.log/m);
   tt.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
@@ -59,7 +64,7 @@ t.test('proxy --config /dev/zero is a usage error, not a read without end', asyn
 // localhost:)". Each now says what a --kme is.
 for (const url of ['127.0.0.1:8443', 'localhost:8443', 'ftp://127.0.0.1:8443']) {
   t.test(`--kme ${url} is a usage error that shows a KME URL`, async (tt) => {
-    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--kme', url, '--sae-id', 'a', '--peer-sae-id', 'b'], { ms: 20_000 });
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', '--kme', url, '--sae-id', 'a', '--peer-sae-id', 'b'], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, 'exit code 2');
     tt.equal(r.stderr, `qkd-tls client: --kme: expected the KME's URL, https://HOST:PORT (or http://127.0.0.1:PORT for a simulator on this machine), got "${url}"\n`);
   });
@@ -84,7 +89,7 @@ t.test('--kme-cert and --kme-key that cannot be used together are a usage error 
     ["another SAE's key", certA, keyB, "key values mismatch (the key is not the certificate's)"],
     ['the key as the certificate', keyA, keyA, 'no start line (both must be PEM: the certificate, then its private key)'],
   ]) {
-    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...kme, '--kme-cert', cert, '--kme-key', key], { ms: 20_000 });
+    const r = await runQkdTls(['client', '--connect', '127.0.0.1:9', ...kme, '--kme-cert', cert, '--kme-key', key], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, `${what}: exit code 2`);
     tt.equal(r.stderr, `qkd-tls client: --kme: Etsi014Client: cert and key cannot be used: ${message}\n`, `${what}: one line`);
   }
@@ -95,11 +100,11 @@ t.test('--kme-cert and --kme-key that cannot be used together are a usage error 
 // now takes a unit too; a bare number is still milliseconds here.
 t.test('--kme-timeout and --key-lifetime take a unit (5s, 1m); out of form, the message names milliseconds and the units', async (tt) => {
   const kme = ['client', '--connect', '127.0.0.1:9', '--kme', 'http://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b'];
-  const ok = await runQkdTls([...kme, '--kme-timeout', '5s', '--key-lifetime', '1m'], { ms: 20_000 });
+  const ok = await runQkdTls([...kme, '--kme-timeout', '5s', '--key-lifetime', '1m'], { ms: EXITS_WITHIN_MS });
   tt.equal(ok.code, 1, 'taken: the client runs, and fails only because nothing listens on port 9');
   tt.notMatch(ok.stderr, /--kme-timeout|--key-lifetime/);
   for (const [option, max] of [['--kme-timeout', '10m'], ['--key-lifetime', '24h']]) {
-    const r = await runQkdTls([...kme, option, '5x'], { ms: 20_000 });
+    const r = await runQkdTls([...kme, option, '5x'], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, `${option}: exit code 2`);
     tt.equal(r.stderr, `qkd-tls client: ${option}: expected a number of milliseconds, or a number with a unit (500ms, 30s, 5m, 1h), from 1ms to ${max}; got "5x"\n`, `${option}: the units`);
   }
@@ -108,7 +113,7 @@ t.test('--kme-timeout and --key-lifetime take a unit (5s, 1m); out of form, the 
 // --kme-ca, --kme-cert and --kme-key with an http:// KME were read and then ignored without a word (found in a README
 // walkthrough): a reader could believe the link to the KME was TLS.
 t.test('--kme-ca, --kme-cert or --kme-key with an http:// KME is a usage error', async (tt) => {
-  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--kme', 'http://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b', '--kme-ca', '/dev/null'], { ms: 20_000 });
+  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--kme', 'http://127.0.0.1:9', '--sae-id', 'a', '--peer-sae-id', 'b', '--kme-ca', '/dev/null'], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.equal(r.stderr, 'qkd-tls server: --kme-ca: for an https:// KME; this one is http:// (plain HTTP, a simulator on this machine)\n');
   tt.notMatch(r.stdout + r.stderr, /listening/, 'it never listened');
@@ -128,7 +133,7 @@ t.test('an option of a key manager source with static keys is a usage error (a p
     ['server', ['--listen', '127.0.0.1:0', '--psk-file', keyFile, '--sae-id', 'server-sae'], '--sae-id goes with --kme (keys from a key manager); the keys here come from --psk-file'],
     ['proxy', ['--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...psk, '--offer-keys', '2'], '--offer-keys goes with --kme (keys from a key manager); the keys here come from --psk'],
   ] as const) {
-    const r = await runQkdTls([command, ...args], { ms: 20_000 });
+    const r = await runQkdTls([command, ...args], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, `${command} ${args.slice(-2).join(' ')}: exit code 2`);
     tt.equal(r.stderr, `qkd-tls ${command}: ${message}\n`, `${command}: one line naming the option`);
     tt.notMatch(r.stdout + r.stderr, /listening/, `${command}: it never listened`);
@@ -137,7 +142,7 @@ t.test('an option of a key manager source with static keys is a usage error (a p
   // but the same field in its own section is refused, at its line.
   const config = join(dir, 'proxy.ini');
   await writeFile(config, `kme-timeout = 5s\n[static]\nrole = client\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\npsk = 00112233445566778899aabbccddeeff\nidentity = a\nkme-pool = 4\n`);
-  const own = await runQkdTls(['proxy', '--config', config], { ms: 20_000 });
+  const own = await runQkdTls(['proxy', '--config', config], { ms: EXITS_WITHIN_MS });
   tt.equal(own.code, 2, 'config: kme-pool in a static-key service: exit code 2');
   tt.match(own.stderr, /proxy\.ini:8: \[static\] kme-pool: goes with --kme /, 'config: the line of kme-pool');
   tt.notMatch(own.stderr, /kme-timeout/, 'config: the global kme-timeout is not refused');
@@ -173,7 +178,7 @@ t.test('the same --identity for two --psk is a usage error naming the flag, with
     ['client', '--connect', '127.0.0.1:9', ...twice],
     ['proxy', '--role', 'client', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...twice],
   ]) {
-    const r = await runQkdTls(args, { ms: 20_000 });
+    const r = await runQkdTls(args, { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, `${args[0]}: exit code 2`);
     tt.equal(r.stderr, `qkd-tls ${args[0]}: --identity #2: 'a' is given twice (each --psk needs an identity of its own)\n`, `${args[0]}: one line naming --identity`);
     tt.notMatch(r.stdout + r.stderr, /listening/, `${args[0]}: it never listened`);

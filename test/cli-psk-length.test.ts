@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
 
 const SHORT = '00112233445566778899aabbccddee'; // 15 bytes
 const RULE = 'a PSK must be at least 16 bytes \\(128 bits, RFC 9257 §6\\)';
@@ -19,7 +19,7 @@ for (const [what, args] of [
   ['proxy', ['proxy', '--role', 'server', '--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9']],
 ] as const) {
   t.test(`qkd-tls ${what} --psk with 15 bytes is a usage error`, async (tt) => {
-    const r = await runQkdTls([...args, '--psk', '0011223344556677889900112233445566778899', '--identity', 'ok', '--psk', SHORT, '--identity', 'short'], { ms: 20_000 });
+    const r = await runQkdTls([...args, '--psk', '0011223344556677889900112233445566778899', '--identity', 'ok', '--psk', SHORT, '--identity', 'short'], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 2, 'exit code 2');
     tt.match(r.stderr, new RegExp(`^qkd-tls ${what}: --psk #2 is 15 bytes: ${RULE}\\n$`), 'one line naming the key and the rule');
     tt.notMatch(r.stdout, /listening/, 'nothing started');
@@ -31,7 +31,7 @@ t.test('a --psk-file line with a key under 16 bytes is a usage error', async (tt
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'keys');
   writeFileSync(file, `good ${'ab'.repeat(32)}\ntiny 0102\n`);
-  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk-file', file], { ms: 20_000 });
+  const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk-file', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, new RegExp(`^qkd-tls server: --psk-file: the key of 'tiny' is 2 bytes: ${RULE}\\n$`));
 });
@@ -41,7 +41,7 @@ t.test("a proxy config file's psk under 16 bytes is reported at its line", async
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'p.conf');
   writeFileSync(file, ['[in]', 'role = client', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', `psk = ${SHORT}`, 'identity = k1'].join('\n'));
-  const r = await runQkdTls(['proxy', '--config', file], { ms: 20_000 });
+  const r = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, new RegExp(`p\\.conf:5: \\[in\\] psk: .*is 15 bytes: ${RULE}`), 'the line of the psk field');
 });

@@ -12,7 +12,7 @@ import t from 'tap';
 import { KEY_SOURCE_OPTION_SPEC } from '../bin/cli/key-source.js';
 import { ROLE_OF_OPTION } from '../bin/cli/roles.js';
 import { TLS_OPTION_SPEC } from '../bin/cli/tls-options.js';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
 import { KEY_HEX, spawnProxy } from './proxy-helpers.js';
 
 const KEY = ['--psk', KEY_HEX, '--identity', 'k1'];
@@ -34,12 +34,12 @@ function markersOf(help: string): Map<string, string> {
 t.test('the help texts mark exactly the options of the table, with the role of the table', async (tt) => {
   for (const name of Object.keys(ROLE_OF_OPTION)) tt.ok(Object.hasOwn(SPECS, name), `--${name} is a shared option`);
   for (const command of ['server', 'client']) {
-    const r = await runQkdTls([command, '--help'], { ms: 20_000 });
+    const r = await runQkdTls([command, '--help'], { ms: EXITS_WITHIN_MS });
     tt.equal(r.code, 0, `${command} --help`);
     tt.same(Object.fromEntries([...markersOf(r.stdout)].sort()), Object.fromEntries([...TABLE].sort()), `${command} --help: markers = table`);
   }
   // The proxy's help leaves out --early-data (not supported); the others are marked as in the table.
-  const r = await runQkdTls(['proxy', '--help'], { ms: 20_000 });
+  const r = await runQkdTls(['proxy', '--help'], { ms: EXITS_WITHIN_MS });
   tt.same(
     Object.fromEntries([...markersOf(r.stdout)].sort()),
     Object.fromEntries(TABLE.filter(([n]) => n !== 'early-data').sort()),
@@ -53,11 +53,11 @@ for (const command of ['server', 'client'] as const) {
     const foreign = TABLE.filter(([, role]) => role !== command);
     tt.ok(foreign.length > 0);
     // Four at a time: all at once (a dozen Node processes starting together), each had 15 s and some ran out of it
-    // at a load of 17 on 2 cores. The bound only stops a command that, as before, starts listening instead of refusing:
+    // at a load of 17 on 2 cores (and see EXITS_WITHIN_MS). The bound only stops a command that, as before, starts listening instead of refusing:
     // one that does is killed at it and fails the test all the same.
     const results: Awaited<ReturnType<typeof runQkdTls>>[] = [];
     for (let i = 0; i < foreign.length; i += 4) {
-      results.push(...(await Promise.all(foreign.slice(i, i + 4).map(([name]) => runQkdTls([command, ...where, ...KEY, ...given(name)], { ms: 60_000 })))));
+      results.push(...(await Promise.all(foreign.slice(i, i + 4).map(([name]) => runQkdTls([command, ...where, ...KEY, ...given(name)], { ms: EXITS_WITHIN_MS })))));
     }
     foreign.forEach(([name, role], i) => {
       tt.equal(results[i].code, 2, `--${name}: exit code 2`);
@@ -69,8 +69,8 @@ for (const command of ['server', 'client'] as const) {
 t.test('qkd-tls proxy refuses an option of the other --role on the command line', async (tt) => {
   const base = ['--accept', '127.0.0.1:0', '--connect', '127.0.0.1:9', ...KEY];
   const [asServer, asClient] = await Promise.all([
-    runQkdTls(['proxy', '--role', 'server', ...base, '--key-shares', 'x25519'], { ms: 15_000 }),
-    runQkdTls(['proxy', '--role', 'client', ...base, '--max-early-data', '100'], { ms: 15_000 }),
+    runQkdTls(['proxy', '--role', 'server', ...base, '--key-shares', 'x25519'], { ms: EXITS_WITHIN_MS }),
+    runQkdTls(['proxy', '--role', 'client', ...base, '--max-early-data', '100'], { ms: EXITS_WITHIN_MS }),
   ]);
   tt.equal(asServer.code, 2);
   tt.equal(asServer.stderr, 'qkd-tls proxy: --key-shares is a client option\n');
@@ -100,7 +100,7 @@ t.test("an option of the other role in a proxy config service's own section is r
   const lines = [`psk = ${KEY_HEX}`, 'identity = k1', 'server-name = example.com'];
   lines.push('[out]', 'role = server', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', 'key-shares = x25519');
   writeFileSync(file, lines.join('\n'));
-  const r = await runQkdTls(['proxy', '--config', file], { ms: 15_000 });
+  const r = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /p\.conf:8: \[out\] key-shares: is a client option/, 'the line of key-shares in [out], not the global server-name');
 });

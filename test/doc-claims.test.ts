@@ -11,7 +11,7 @@ import { Etsi014Client } from '../lib/qkd/etsi014-client.js';
 import { Etsi014ClientSource } from '../lib/qkd/etsi014-source.js';
 import { TRANSPORT_ERROR_CODES } from '../lib/errors.js';
 import { handshake, makePsk } from './helpers/pair.js';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
 import { ROOT } from './helpers/runtimes.js';
 
 const crypto = nobleProvider;
@@ -85,7 +85,7 @@ t.test('server --help and proxy --help say what a "refused" line is (a WebSocket
   // The page sees only a failed WebSocket; the line the command prints is where the reason shows
   // (test/library-walkthrough.test.ts checks that the line is printed).
   for (const command of ['server', 'proxy']) {
-    const help = await runQkdTls([command, '--help'], { ms: 20_000 });
+    const help = await runQkdTls([command, '--help'], { ms: EXITS_WITHIN_MS });
     t.equal(help.code, 0, `${command} --help: exit code 0`);
     t.match(help.stdout, /With --websocket, [^]*an upgrade refused before it happened \(a page from\s+an origin that --origin\s+does not allow: 403\) is a "refused" line/, `${command} --help: the refused line`);
   }
@@ -173,7 +173,7 @@ t.test("the README's figures that it says come from bench/RESULTS.md are that fi
 
 t.test('bench --help describes every section that --only takes', async (t) => {
   // The hybrid section (X25519MLKEM768 against Node 24, the README's post-quantum row) was in --only's list only.
-  const help = await runQkdTls(['bench', '--help'], { ms: 20_000 });
+  const help = await runQkdTls(['bench', '--help'], { ms: EXITS_WITHIN_MS });
   t.equal(help.code, 0, 'exit code 0');
   const sections = /--only LIST\s+only these sections, comma-separated: (.*)/.exec(help.stdout)?.[1].split(', ') ?? [];
   t.ok(sections.length >= 6, '--only names its sections', { sections });

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { WebSocket as WsClient } from 'ws';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
 import { KEY_HEX, servicePorts, spawnProxy } from './proxy-helpers.js';
 
 const LOCAL = '127.0.0.1';
@@ -71,11 +71,11 @@ t.test('global websocket and origin serve the WebSocket server service; client a
 
 t.test("set in a service's own section, websocket and origin are still refused for the wrong role", async (t) => {
   const own = configFile(t, [`psk = ${KEY_HEX}`, 'identity = k1', '[in]', 'role = client', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, 'websocket = yes']);
-  const r = await runQkdTls(['proxy', '--config', own], { ms: 20_000 });
+  const r = await runQkdTls(['proxy', '--config', own], { ms: EXITS_WITHIN_MS });
   t.equal(r.code, 2);
   t.equal(r.stderr, `qkd-tls proxy: ${own}:7: [in] websocket: only the server role accepts TLS over WebSocket\n`);
   const origin = configFile(t, [`psk = ${KEY_HEX}`, 'identity = k1', '[back]', 'role = server', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, `origin = ${ORIGIN}`]);
-  const o = await runQkdTls(['proxy', '--config', origin], { ms: 20_000 });
+  const o = await runQkdTls(['proxy', '--config', origin], { ms: EXITS_WITHIN_MS });
   t.equal(o.code, 2);
   t.equal(o.stderr, `qkd-tls proxy: ${origin}:7: [back] origin: goes with websocket\n`);
 });

@@ -18,7 +18,7 @@ import { WebSocket as WsClient } from 'ws';
 import { parseKeySource } from '../bin/cli/key-source.js';
 import type { Proxy, ProxyKeySource } from '../lib/proxy/proxy.js';
 import { startKmeSimulator } from '../lib/tools/kme/simulator.js';
-import { runQkdTls } from './helpers/peers.js';
+import { EXITS_WITHIN_MS, runQkdTls } from './helpers/peers.js';
 import {
   backend,
   collector,
@@ -426,15 +426,15 @@ t.test('CLI: --connect-on-data and the config file field; refused for a server s
   t.equal((await flag.waitFor((o) => o.event === 'connection')).end, 'no-data', 'the flag: a probe is logged "no-data"');
   t.equal(server.stats().accepted, 1, 'the server proxy saw only the connection with data');
 
-  const refused = await runQkdTls(['proxy', '--role', 'server', '--accept', `${LOCAL}:0`, '--connect', `${LOCAL}:9`, '--psk', KEY_HEX, '--identity', 'k1', '--connect-on-data'], { ms: 20_000 });
+  const refused = await runQkdTls(['proxy', '--role', 'server', '--accept', `${LOCAL}:0`, '--connect', `${LOCAL}:9`, '--psk', KEY_HEX, '--identity', 'k1', '--connect-on-data'], { ms: EXITS_WITHIN_MS });
   t.equal(refused.code, 2);
   t.equal(refused.stderr, 'qkd-tls proxy: --connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n');
   writeFileSync(file, ['[back]', 'role = server', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, `psk = ${KEY_HEX}`, 'identity = k1', 'connect-on-data = yes'].join('\n'));
-  const inFile = await runQkdTls(['proxy', '--config', file], { ms: 20_000 });
+  const inFile = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   t.equal(inFile.code, 2);
   t.equal(inFile.stderr, `qkd-tls proxy: ${file}:7: [back] connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n`);
 
-  const help = await runQkdTls(['proxy', '--help'], { ms: 20_000 });
+  const help = await runQkdTls(['proxy', '--help'], { ms: EXITS_WITHIN_MS });
   t.match(help.stdout, /--connect-on-data +\(client role\) take the key and connect only once/);
   t.match(help.stdout, /speaks first \(SMTP, FTP, POP3, IMAP, MySQL, SSH\)/, 'it warns of server-speaks-first protocols');
   t.match(help.stdout, /\n {2}no-data +closed or reset before sending a byte \(a health check\)[^\n]*\n +\(server role over TCP; client role with --connect-on-data\)/, 'it lists the "no-data" end, for both roles');

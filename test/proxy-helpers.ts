@@ -287,7 +287,9 @@ export async function spawnCli(tt: Teardown, command: string, args: string[], op
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     return exited;
   });
-  const waitFor = (pred: (o: Record<string, unknown>) => boolean, ms = 10_000): Promise<Record<string, unknown>> => {
+  // The default bound only catches a hang: a child's start scales with the machine's load (with a start slowed to
+  // 21 s, 10 s failed cli-roles' proxy config test before the proxy could print its first line).
+  const waitFor = (pred: (o: Record<string, unknown>) => boolean, ms = 60_000): Promise<Record<string, unknown>> => {
     const found = parsed.find(pred);
     if (found) return Promise.resolve(found);
     return new Promise((resolve, reject) => {

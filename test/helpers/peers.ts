@@ -341,6 +341,14 @@ export function spawnQkdTls(t: TestLike, args: readonly string[], options: { env
 }
 
 /**
+ * The guard for a qkd-tls command that ends on its own (a usage error, --help, a refused configuration): only a
+ * hang catcher, since a killed command fails on its exit code. Generous because a command's start scales with the
+ * machine's load: on 2 cores at a load of ~20, 15 s and 20 s guards killed commands that were only slow to start
+ * (cli-roles: 16 at once; cli-key-source-usage), and they failed with exit code null.
+ */
+export const EXITS_WITHIN_MS = 120_000;
+
+/**
  * Runs `node dist/bin/qkd-tls.js ARGS...` to its end, with `input` (default nothing) on its stdin, and returns
  * its exit code and output. Killed after `ms` (a guard against a hang, not a timing assertion: a killed command
  * fails on its exit code).
