@@ -5,10 +5,16 @@
 import t from 'tap';
 import { jsonEvent, PSK_HEX, PSK_IDENTITY, spawnQkdTls } from './helpers/peers.js';
 
-const WAIT = 10_000;
+/**
+ * Bounds on waits for a state (a line printed, a process ended), only to catch a hang: each subtest starts up to
+ * four processes one after another, and their start scales with the machine's load. On 2 cores at a load of ~20,
+ * 10 s (and the subtests' 30 s) ran out while a client was starting: generous, then.
+ */
+const WAIT = 60_000;
+const SUBTEST = { timeout: 6 * WAIT };
 const KEY = ['--psk', PSK_HEX, '--identity', PSK_IDENTITY];
 
-t.test('qkd-tls client -> qkd-tls server with --groups x25519mlkem768,x25519 and two key shares', { timeout: 30_000 }, async (tt) => {
+t.test('qkd-tls client -> qkd-tls server with --groups x25519mlkem768,x25519 and two key shares', SUBTEST, async (tt) => {
   const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', ...KEY, '--groups', 'X25519MLKEM768,x25519', '--json', '--once']);
   await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
   const port = String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop()!;
@@ -23,7 +29,7 @@ t.test('qkd-tls client -> qkd-tls server with --groups x25519mlkem768,x25519 and
   tt.notOk(jsonEvent(client.stderr, 'handshake')?.helloRetry, 'no HelloRetryRequest');
 });
 
-t.test('unknown group names and key shares outside --groups are usage errors', { timeout: 30_000 }, async (tt) => {
+t.test('unknown group names and key shares outside --groups are usage errors', SUBTEST, async (tt) => {
   const bad = spawnQkdTls(tt, ['client', '--connect', '127.0.0.1:9', ...KEY, '--groups', 'x25519,kyber768']);
   const exit = await bad.waitExit(WAIT);
   tt.not(exit.code, 0, 'exits non-zero');
@@ -36,7 +42,7 @@ t.test('unknown group names and key shares outside --groups are usage errors', {
 // The help's and README's example, `--key-shares X25519MLKEM768,x25519` "as browsers do", was a usage error without a
 // --groups naming X25519MLKEM768 too ("X25519MLKEM768 is not among the groups offered"): the client's default
 // groups have no hybrid (found in a README walkthrough). Without --groups, the key-share groups are offered first.
-t.test('client --key-shares X25519MLKEM768,x25519 without --groups: offered first, no usage error', { timeout: 30_000 }, async (tt) => {
+t.test('client --key-shares X25519MLKEM768,x25519 without --groups: offered first, no usage error', SUBTEST, async (tt) => {
   const server = spawnQkdTls(tt, ['server', '--listen', '127.0.0.1:0', ...KEY, '--json', '--once']);
   await server.waitFor((s) => jsonEvent(s, 'listening') !== undefined, WAIT, 'stderr');
   const port = String(jsonEvent(server.stderr, 'listening')!.address).split(':').pop()!;
