@@ -53,8 +53,8 @@ for (const command of ['server', 'client'] as const) {
     const foreign = TABLE.filter(([, role]) => role !== command);
     tt.ok(foreign.length > 0);
     // Four at a time: all at once (a dozen Node processes starting together), each had 15 s and some ran out of it
-    // at a load of 17 on 2 cores (and see EXITS_WITHIN_MS). The bound only stops a command that, as before, starts listening instead of refusing:
-    // one that does is killed at it and fails the test all the same.
+    // at a load of 17 on 2 cores (and see EXITS_WITHIN_MS). The bound only stops a command that, as before, starts
+    // listening instead of refusing: one that does is killed at it and fails the test all the same.
     const results: Awaited<ReturnType<typeof runQkdTls>>[] = [];
     for (let i = 0; i < foreign.length; i += 4) {
       results.push(...(await Promise.all(foreign.slice(i, i + 4).map(([name]) => runQkdTls([command, ...where, ...KEY, ...given(name)], { ms: EXITS_WITHIN_MS })))));
