@@ -149,6 +149,41 @@ t.test('the listener: what a peer sent before a close other than 1000 is read, t
   t.match(error, { code: 'ERR_QKD_TLS_TRANSPORT_FAILED', message: 'WebSocket closed (code 1001, page unloading)' }, 'then the stream fails, naming the code and reason');
 });
 
+t.test('the listener: a consumer reading whole records (read(5) on \'readable\') gets the last bytes before a close other than 1000, then the error', SUBTEST, async (t) => {
+  // Regression: the end replaced by the error emitted no 'readable', and read(5) with 3 bytes left answered null, as
+  // for a stream that may still grow: the consumer held its last bytes and waited for good (neither 'end' nor 'error').
+  // With 1000 the same consumer gets them and the end, as before.
+  for (const [code, expected] of [
+    [1001, { code: 'ERR_QKD_TLS_TRANSPORT_FAILED', message: 'WebSocket closed (code 1001, bye)' }],
+    [1000, 'a clean end'],
+  ] as const) {
+    let accepted: (s: import('node:stream').Duplex) => void = () => {};
+    const stream = new Promise<import('node:stream').Duplex>((r) => (accepted = r));
+    const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => accepted(stream));
+    const { ws, closed } = await openClient(`ws://127.0.0.1:${l.address().port}/`);
+    const s = await withTimeout(stream, WAIT, 'the connection');
+    const got: number[] = [];
+    let waiting: () => void = () => {};
+    const firstRead = new Promise<void>((r) => (waiting = r));
+    const outcome = new Promise<unknown>((resolve) => {
+      s.once('error', resolve);
+      s.once('end', () => resolve('a clean end'));
+    });
+    s.on('readable', () => {
+      let chunk: Buffer | null;
+      while ((chunk = s.read(5) as Buffer | null) !== null) got.push(...chunk);
+      if (s.readableLength > 0) waiting(); // 3 bytes held, waiting for 2 more
+    });
+    ws.send(Buffer.from([1, 2, 3]));
+    await withTimeout(firstRead, WAIT, 'the consumer to hold the 3 bytes');
+    ws.close(code, 'bye');
+    await closed;
+    t.match(await withTimeout(outcome, WAIT, `the stream to end or fail after ${code}`), expected, `${code}: ${typeof expected === 'string' ? 'the stream ends' : 'the stream fails naming the code'}`);
+    t.same(got, [1, 2, 3], `${code}: the 3 bytes held are read first`);
+    await l.close();
+  }
+});
+
 t.test('the listener stopping (a bridge that stops) closes each WebSocket with 1001, and drops a peer that does not answer', SUBTEST, async (t) => {
   // Regression (a documented open item): close() terminated every WebSocket, so each page saw 1006 and no reason.
   const l = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => stream.resume());

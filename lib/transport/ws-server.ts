@@ -277,13 +277,19 @@ function failOnAbnormalClose(ws: WebSocket, stream: Duplex): void {
       if (chunk !== null) return push(chunk, encoding);
       if (stream.readableLength === 0) fail();
       else {
-        // What the stream still holds is read (flowing or not) through read(): fail once it is all out.
+        // What the stream still holds is read (flowing or not) through read(): fail once it is all out. As at a real
+        // end, a read of more bytes than are left returns what is left (Readable answers null until more come, and no
+        // more will: a reader of whole records, read(5) for a header, held its last bytes and the connection for good),
+        // and a consumer waiting on 'readable' is woken (push(null) emits it; the replaced end did not).
         const read = stream.read.bind(stream);
         stream.read = (size?: number): unknown => {
-          const data = read(size);
+          const data = read(size !== undefined && size > stream.readableLength ? undefined : size);
           if (stream.readableLength === 0) process.nextTick(fail);
           return data;
         };
+        process.nextTick(() => {
+          if (!stream.destroyed) stream.emit('readable');
+        });
       }
       return false;
     };
