@@ -20,6 +20,8 @@ import { Etsi014FetchClient } from '../lib/qkd/etsi014-fetch.js';
 import { MAX_RESPONSE_BYTES } from '../lib/qkd/etsi014-calls.js';
 import { Etsi014ClientSource, Etsi014ServerSource, type Etsi014SourceEvent } from '../lib/qkd/etsi014-source.js';
 import { answerJson as json, etsi014Failure as failure, stubKme as stub } from './helpers/kme-stub.js';
+import { withTimeout } from './helpers/peers.js';
+import { WAIT } from './helpers/runtimes.js';
 
 const KEY_ID = '6f0e4a5c-1b2d-4c3e-8f90-a1b2c3d4e5f6';
 const KEY_ID_2 = '0b7c1f2e-3d4a-4b5c-9d6e-7f8091a2b3c4';
@@ -178,4 +180,29 @@ t.test('fetch client: timeoutMs bounds the call when the fetch ignores the signa
   const e2 = await failure(stalled.decKeys('client-sae', [KEY_ID]));
   t.match(e2, { reason: 'timeout', operation: 'dec_keys', attempts: 1 }, e2.message);
   t.ok(start.every((b) => b === 0), 'the part of the answer read (a key, in base64) is wiped');
+});
+
+t.test('fetch client: a Response that comes after the deadline has its body cancelled, not read without end', { timeout: 20_000 }, async (t) => {
+  // Regression: readCapped cancelled the body on the signal's 'abort' event, added when the Response came; a fetch
+  // that ignores the signal and answers after the deadline found the signal fired already, the listener never ran, and
+  // a body that stalls was waited for without end (its connection held) after the call had failed with 'timeout'.
+  let cancelled: (reason: unknown) => void = () => {};
+  const cancel = new Promise<unknown>((r) => (cancelled = r));
+  let answered: () => void = () => {};
+  const answer = new Promise<void>((r) => (answered = r));
+  const late = new Etsi014FetchClient({
+    baseUrl: 'http://127.0.0.1:1',
+    timeoutMs: 100,
+    fetch: () =>
+      new Promise<Response>((resolve) =>
+        setTimeout(() => {
+          resolve(new Response(new ReadableStream<Uint8Array>({ cancel: (reason) => cancelled(reason) }), { status: 200 }));
+          answered();
+        }, 300),
+      ),
+  });
+  const e = await failure(late.encKeys('server-sae'));
+  t.match(e, { reason: 'timeout', operation: 'enc_keys', attempts: 1 }, e.message);
+  await withTimeout(answer, WAIT, 'the late answer');
+  t.ok(await withTimeout(cancel, WAIT, 'the late body to be cancelled'), 'the body of the late answer is cancelled');
 });

@@ -168,6 +168,9 @@ async function readCapped(res: Response, status: number, signal: AbortSignal): P
   let size = 0;
   const cancel = (): void => void reader.cancel(signal.reason).catch(() => {});
   signal.addEventListener('abort', cancel, { once: true });
+  // A fetch that does not pass the signal on may answer after it fired (the call has failed with 'timeout' already):
+  // an abort listener added then never runs, and the body was left uncancelled, read without end when it stalls.
+  if (signal.aborted) cancel();
   try {
     for (;;) {
       const { value, done } = await reader.read();
