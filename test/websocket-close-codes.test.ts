@@ -216,12 +216,13 @@ t.test('the bridge: a connection silent both ways is cut after idleTimeoutMs (10
   // Its place is free again (once the HTTP server has counted its socket closed): a new page is served, both ways.
   const open = (): Promise<number> => new Promise((r) => bridge.server.getConnections((_e, n) => r(n)));
   await withTimeout((async () => { while ((await open()) > 0) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the idle connection to be closed on the server');
+  // The next page is served (with maxConnections 1, only once the place is free) and, silent too, cut in turn. It
+  // sends nothing: bytes sent after its upgrade had to reach the bridge within the 300 ms, which a loaded machine
+  // (the full suite on 2 shared cores) may not do; the relay of bytes is the first subtest's.
   const next = await openClient(url);
-  next.ws.send(Buffer.from('after the idle one'));
-  await withTimeout((async () => { while (!tcp.received().includes('after the idle one')) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the bytes to arrive');
-  t.pass('the next page is relayed');
-  next.ws.close(1000);
-  await next.closed;
+  t.same(await next.closed, IDLE_CLOSE, 'the next page is served once the place is free, and cut in turn');
+  await withTimeout((async () => { while (records.length < 2) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'the second log record');
+  t.match(records[1], { end: 'failed', message: 'idle: no data in either direction for 300 ms' }, 'it was relayed, then cut for idling');
 
   // The command line's --idle-timeout.
   const cli = spawnQkdTls(t, ['bridge', '--listen', '127.0.0.1:0', '--allow', `127.0.0.1:${tcp.port}`, '--idle-timeout', '300ms', '--json']);
