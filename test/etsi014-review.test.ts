@@ -186,8 +186,11 @@ t.test('fetch client: a Response that comes after the deadline has its body canc
   // Regression: readCapped cancelled the body on the signal's 'abort' event, added when the Response came; a fetch
   // that ignores the signal and answers after the deadline found the signal fired already, the listener never ran, and
   // a body that stalls was waited for without end (its connection held) after the call had failed with 'timeout'.
+  // (Cancelling before reading would drop what the body held unwiped: it is read, wiped, then the body cancelled.)
   let cancelled: (reason: unknown) => void = () => {};
   const cancel = new Promise<unknown>((r) => (cancelled = r));
+  // What the late body holds (the start of a key container), then nothing more.
+  const held = new TextEncoder().encode(`{"keys":[{"key_ID":"${KEY_ID}","key":"${KEY_B64}"`);
   let answered: () => void = () => {};
   const answer = new Promise<void>((r) => (answered = r));
   const late = new Etsi014FetchClient({
@@ -196,7 +199,7 @@ t.test('fetch client: a Response that comes after the deadline has its body canc
     fetch: () =>
       new Promise<Response>((resolve) =>
         setTimeout(() => {
-          resolve(new Response(new ReadableStream<Uint8Array>({ cancel: (reason) => cancelled(reason) }), { status: 200 }));
+          resolve(new Response(new ReadableStream<Uint8Array>({ start: (c) => c.enqueue(held), cancel: (reason) => cancelled(reason) }), { status: 200 }));
           answered();
         }, 300),
       ),
@@ -205,4 +208,6 @@ t.test('fetch client: a Response that comes after the deadline has its body canc
   t.match(e, { reason: 'timeout', operation: 'enc_keys', attempts: 1 }, e.message);
   await withTimeout(answer, WAIT, 'the late answer');
   t.ok(await withTimeout(cancel, WAIT, 'the late body to be cancelled'), 'the body of the late answer is cancelled');
+  await withTimeout((async () => { while (!held.every((b) => b === 0)) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'what the late body held to be wiped');
+  t.pass('what it held (a key, in base64) is wiped');
 });

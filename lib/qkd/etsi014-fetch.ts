@@ -168,12 +168,15 @@ async function readCapped(res: Response, status: number, signal: AbortSignal): P
   let size = 0;
   const cancel = (): void => void reader.cancel(signal.reason).catch(() => {});
   signal.addEventListener('abort', cancel, { once: true });
-  // A fetch that does not pass the signal on may answer after it fired (the call has failed with 'timeout' already):
-  // an abort listener added then never runs, and the body was left uncancelled, read without end when it stalls.
-  if (signal.aborted) cancel();
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      const read = reader.read();
+      // A fetch that does not pass the signal on may answer after it fired (the call has failed with 'timeout'
+      // already): the listener above never runs then, and a body that stalls was read without end. It is cancelled
+      // here, after the read is asked for: a chunk the body holds goes to that read (and is wiped below); cancelling
+      // first would drop it unwiped.
+      if (signal.aborted) cancel();
+      const { value, done } = await read;
       // (A body cancelled by the signal ends as if whole: what it delivered is wiped, not taken for the answer.)
       if (signal.aborted) {
         value?.fill(0);
