@@ -8,9 +8,10 @@
  * choose among them: `ws://bridge/HOST:PORT` for a listed HOST:PORT, or `ws://bridge/` for the first one;
  * any other path is refused with 404 before the upgrade. A page's Origin may be restricted too (`origins`).
  *
- * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed. A
- * WebSocket has no half-close, so a client closes it only when it expects nothing more — qkd-tls/websocket
- * waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
+ * Ends: the TCP server's FIN closes the WebSocket (code 1000) once everything it sent has been relayed and the page
+ * has closed its side too, or been silent for 2 s (ws-server.ts: closeAfterThePeer, so that the page's close_notify
+ * still reaches the target). A WebSocket has no half-close, so a client closes it only when it expects nothing more
+ * — qkd-tls/websocket waits for the server's close_notify and the close that follows — and its close ends the TCP write side;
  * what the target still sends then has nowhere to go, so the TCP connection is dropped once that is written. Aborts go
  * across too: a WebSocket closed with any code but 1000 or 1005 (1006: its connection dropped) resets the TCP
  * connection, and a target that fails (refused, reset, no connection in time) closes the WebSocket with 1014 and a

@@ -168,6 +168,7 @@ export async function listenWebSocket(
     const stream = createWebSocketStream(ws, { allowHalfOpen: true });
     filterMessages(ws);
     failOnAbnormalClose(ws, stream);
+    closeAfterThePeer(ws, stream);
     // A failing WebSocket must not take the process down: the consumer sees 'close' (and its own errors).
     stream.on('error', () => stream.destroy());
     const peer = hostPortText(request.socket.remoteAddress, request.socket.remotePort);
@@ -254,6 +255,57 @@ function filterMessages(ws: WebSocket): void {
     ws.close(TEXT_MESSAGE_REFUSED.code, TEXT_MESSAGE_REFUSED.reason);
     ws.emit('error', new TransportError('ERR_QKD_TLS_WEBSOCKET_TEXT', `WebSocket: ${TEXT_MESSAGE_REFUSED.message}`));
   });
+}
+
+/**
+ * How long a WebSocket whose stream has ended on our side stays open for the peer, counted from our end and again
+ * from each message the peer sends: see {@link closeAfterThePeer}.
+ */
+export const HALF_CLOSED_GRACE_MS = 2000;
+
+/**
+ * A WebSocket has no half-close (RFC 6455 §1.4: a Close frame ends both directions), TCP has, and TLS relies on it:
+ * each party sends close_notify before closing its write side (RFC 8446 §6.1), the side that ends first included.
+ * createWebSocketStream closes the WebSocket as soon as our side of the stream ends, so a peer that had not ended
+ * yet could send nothing more, its close_notify included: a qkd-tls page's `writable.close()` then rejected ("the
+ * connection is closed") after a normal end, and the server (or the bridge's target) never saw the page's
+ * close_notify (found by review). Now our end waits: the WebSocket is closed when the peer closes it (a qkd-tls
+ * client closes it once both directions are over, lib/transport/streams.ts), or once it has sent nothing for
+ * HALF_CLOSED_GRACE_MS. Our last messages are sent at once, as before; only the Close frame waits.
+ */
+function closeAfterThePeer(ws: WebSocket, stream: Duplex): void {
+  /** Closes the WebSocket now (createWebSocketStream's own end of our side), while our end waits. */
+  let closeNow: (() => void) | null = null;
+  const final = stream._final.bind(stream);
+  stream._final = (callback: (error?: Error | null) => void): void => {
+    if (ws.readyState !== ws.OPEN) return final(callback);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const go = (): void => {
+      closeNow = null;
+      clearTimeout(timer);
+      ws.off('message', wait);
+      ws.off('close', go);
+      final(callback);
+    };
+    const wait = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(go, HALF_CLOSED_GRACE_MS);
+    };
+    closeNow = go;
+    ws.on('message', wait);
+    ws.once('close', go);
+    wait();
+  };
+  // Destroyed without an error while our end waits (a TLS socket whose both directions are over lets its transport go):
+  // the WebSocket gets its Close frame (1000) rather than createWebSocketStream's terminate() (1006, no frame), and the
+  // stream is destroyed once the close handshake is over (ws bounds it: 30 s).
+  const destroy = stream._destroy.bind(stream);
+  stream._destroy = (error: Error | null, callback: (error?: Error | null) => void): void => {
+    const close = closeNow;
+    if (!close || error) return destroy(error, callback);
+    ws.once('close', () => destroy(error, callback));
+    close();
+  };
 }
 
 /**
