@@ -16,17 +16,41 @@ import { createServer, type QkdTlsSocket } from '../lib/transport/node.js';
 import { tlsClientOverStreams } from '../lib/transport/streams.js';
 import { webSocketByteStreams } from '../lib/transport/websocket.js';
 import { listenWebSocket, type WebSocketListener } from '../lib/transport/ws-server.js';
-import { withTimeout } from './helpers/peers.js';
+import { type Tap, withTimeout } from './helpers/peers.js';
 import { WAIT } from './helpers/runtimes.js';
 
 const psk = { identity: new TextEncoder().encode('client1'), secret: new Uint8Array(32).fill(1), hash: 'SHA-256' as const };
 
-/** A page: a qkd-tls client over a `ws` WebSocket. It reads to the end, then closes its side; says how each went. */
-async function page(url: string): Promise<{ text: string; peerClosed: boolean; close: string; code: number }> {
+/** A `ws` WebSocket, open; `closed` resolves with the code it closed with. */
+async function openWebSocket(url: string): Promise<{ ws: WsClient; closed: Promise<number> }> {
   const ws = new WsClient(url);
   ws.on('error', () => {});
-  const code = new Promise<number>((r) => ws.once('close', (c: number) => r(c)));
+  const closed = new Promise<number>((r) => ws.once('close', (c: number) => r(c)));
   await withTimeout(new Promise((r) => ws.once('open', r)), WAIT, 'the WebSocket to open');
+  return { ws, closed };
+}
+
+/**
+ * A qkd-tls server over the Node listener that says "bye" and ends at once; `serverClosed` resolves, for each
+ * connection, with whether it had the page's close_notify when it closed (and whether it closed on an error).
+ */
+async function byeServer(t: Tap): Promise<{ url: string; serverClosed: Promise<{ peerClosed: boolean; hadError: boolean }>[] }> {
+  const server = createServer({ crypto: nobleProvider, psks: [psk] });
+  const serverClosed: Promise<{ peerClosed: boolean; hadError: boolean }>[] = [];
+  const listener: WebSocketListener = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
+    const s: QkdTlsSocket = server.accept(stream);
+    s.on('error', () => {});
+    serverClosed.push(new Promise((r) => s.once('close', (hadError: boolean) => r({ peerClosed: s.connection?.peerClosed ?? false, hadError }))));
+    s.once('secure', () => s.end('bye'));
+    s.resume();
+  });
+  t.teardown(() => listener.close());
+  return { url: `ws://127.0.0.1:${listener.address().port}/`, serverClosed };
+}
+
+/** A page: a qkd-tls client over a `ws` WebSocket. It reads to the end, then closes its side; says how each went. */
+async function page(url: string): Promise<{ text: string; peerClosed: boolean; close: string; code: number }> {
+  const { ws, closed: code } = await openWebSocket(url);
   const tls = tlsClientOverStreams(webSocketByteStreams(ws as unknown as WebSocket), { crypto: nobleProvider, psks: [psk] });
   await withTimeout(tls.handshake, WAIT, 'the handshake');
   let text = '';
@@ -44,25 +68,10 @@ async function page(url: string): Promise<{ text: string; peerClosed: boolean; c
 }
 
 t.test('a TLS server over the listener ends first: the page still sends its close_notify, and both sides close cleanly', async (t) => {
-  const server = createServer({ crypto: nobleProvider, psks: [psk] });
-  const ended: Promise<{ peerClosed: boolean; hadError: boolean }>[] = [];
-  const listener: WebSocketListener = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
-    const s: QkdTlsSocket = server.accept(stream);
-    s.on('error', () => {});
-    ended.push(
-      new Promise((r) => {
-        let peerClosed = false;
-        s.on('end', () => (peerClosed = s.connection?.peerClosed ?? false));
-        s.once('close', (hadError: boolean) => r({ peerClosed, hadError }));
-      }),
-    );
-    s.once('secure', () => s.end('bye'));
-    s.resume();
-  });
-  t.teardown(() => listener.close());
-  const result = await page(`ws://127.0.0.1:${listener.address().port}/`);
+  const { url, serverClosed } = await byeServer(t);
+  const result = await page(url);
   t.same(result, { text: 'bye', peerClosed: true, close: 'closed', code: 1000 }, "the page read all, got the server's close_notify, and closed its side");
-  t.same(await withTimeout(ended[0]!, WAIT, 'the server socket to close'), { peerClosed: true, hadError: false }, "the server got the page's close_notify");
+  t.same(await withTimeout(serverClosed[0]!, WAIT, 'the server socket to close'), { peerClosed: true, hadError: false }, "the server got the page's close_notify");
 });
 
 t.test('the bridge: a TLS target that ends first still gets the close_notify of the page', async (t) => {
@@ -90,18 +99,7 @@ t.test('the bridge: a TLS target that ends first still gets the close_notify of 
 
 t.test('a page that never closes its side: the WebSocket is closed normally (1000) once the page has been silent for the grace period', async (t) => {
   const { HALF_CLOSED_GRACE_MS } = await import('../lib/transport/ws-server.js');
-  const server = createServer({ crypto: nobleProvider, psks: [psk] });
-  const listener = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
-    const s = server.accept(stream);
-    s.on('error', () => {});
-    s.once('secure', () => s.end('bye'));
-    s.resume();
-  });
-  t.teardown(() => listener.close());
-  const ws = new WsClient(`ws://127.0.0.1:${listener.address().port}/`);
-  ws.on('error', () => {});
-  const closed = new Promise<number>((r) => ws.once('close', (c: number) => r(c)));
-  await withTimeout(new Promise((r) => ws.once('open', r)), WAIT, 'the WebSocket to open');
+  const { ws, closed } = await openWebSocket((await byeServer(t)).url);
   const tls = tlsClientOverStreams(webSocketByteStreams(ws as unknown as WebSocket), { crypto: nobleProvider, psks: [psk] });
   let text = '';
   for await (const chunk of tls.readable) text += new TextDecoder().decode(chunk);
@@ -112,20 +110,8 @@ t.test('a page that never closes its side: the WebSocket is closed normally (100
 });
 
 t.test("a page that sends its close_notify but keeps the WebSocket open: the server's TLS socket lets its transport go, and the page still gets a Close frame (1000)", async (t) => {
-  const server = createServer({ crypto: nobleProvider, psks: [psk] });
-  const serverClosed: Promise<boolean>[] = [];
-  const listener = await listenWebSocket({ host: '127.0.0.1', port: 0 }, ({ stream }) => {
-    const s = server.accept(stream);
-    s.on('error', () => {});
-    serverClosed.push(new Promise((r) => s.once('close', () => r(s.connection?.peerClosed ?? false))));
-    s.once('secure', () => s.end('bye'));
-    s.resume();
-  });
-  t.teardown(() => listener.close());
-  const ws = new WsClient(`ws://127.0.0.1:${listener.address().port}/`);
-  ws.on('error', () => {});
-  const closed = new Promise<number>((r) => ws.once('close', (c: number) => r(c)));
-  await withTimeout(new Promise((r) => ws.once('open', r)), WAIT, 'the WebSocket to open');
+  const { url, serverClosed } = await byeServer(t);
+  const { ws, closed } = await openWebSocket(url);
   // The page's byte streams never close the WebSocket themselves (a page of another library may not).
   const streams = webSocketByteStreams(ws as unknown as WebSocket);
   const reader = streams.readable.getReader();
@@ -148,6 +134,6 @@ t.test("a page that sends its close_notify but keeps the WebSocket open: the ser
   await new Promise((r) => setTimeout(r, 500));
   ws.send(Buffer.of(0));
   t.equal(text, 'bye');
-  t.equal(await withTimeout(serverClosed[0]!, WAIT, 'the server socket to close'), true, "the server got the page's close_notify");
+  t.same(await withTimeout(serverClosed[0]!, WAIT, 'the server socket to close'), { peerClosed: true, hadError: false }, "the server got the page's close_notify");
   t.equal(await withTimeout(closed, WAIT, 'the WebSocket to close'), 1000, 'closed with a Close frame (1000), not dropped (1006)');
 });
