@@ -22,6 +22,7 @@ import { concat, fromHex, toHex } from '../lib/codec/bytes.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { createTracer, dissectHandshake, formatTraceEvent, type TraceEvent, type TraceNode } from '../lib/trace/index.js';
+import { at } from './helpers/trace-tree.js';
 import { step, value } from '../vectors/rfc8448.js';
 import { makePsk, seededRandom, withRandom } from './helpers/pair.js';
 
@@ -40,18 +41,6 @@ function extension(type: number, data: Uint8Array): Uint8Array {
 }
 const h = fromHex;
 
-/** The child named `name` of `n` (the first, or the nth from 0), or throws. */
-function child(n: TraceNode, name: string, nth = 0): TraceNode {
-  const found = (n.children ?? []).filter((c) => c.name === name)[nth];
-  if (!found) throw new Error(`${n.name} has no child ${name} #${nth} (has ${(n.children ?? []).map((c) => c.name).join(', ')})`);
-  return found;
-}
-function at(n: TraceNode, path: string): TraceNode {
-  return path.split('/').reduce((node, part) => {
-    const [name, nth] = part.split('#');
-    return child(node, name, nth ? Number(nth) : 0);
-  }, n);
-}
 /** Every `malformed` node of the tree. */
 function malformedNodes(n: TraceNode): TraceNode[] {
   return [...(n.name === 'malformed' ? [n] : []), ...(n.children ?? []).flatMap(malformedNodes)];

@@ -20,6 +20,7 @@ import { ContentType } from '../lib/codec/enums.js';
 import { Connection } from '../lib/connection/connection.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { createTracer, dissectHandshake, dissectRecord, formatTraceEvent, type TraceEvent, type TraceNode } from '../lib/trace/index.js';
+import { at } from './helpers/trace-tree.js';
 import { step, value } from '../vectors/rfc8448.js';
 import { KeyLog, makePsk, protection, seededRandom, withRandom } from './helpers/pair.js';
 import { jsonEvents, PSK_HEX, PSK_IDENTITY, spawnQkdTls } from './helpers/peers.js';
@@ -27,19 +28,6 @@ import { jsonEvents, PSK_HEX, PSK_IDENTITY, spawnQkdTls } from './helpers/peers.
 const crypto = nodeProvider;
 const WAIT = 15_000;
 
-/** The child named `name` of `n` (the first, or the nth from 0), or throws. */
-function child(n: TraceNode, name: string, nth = 0): TraceNode {
-  const found = (n.children ?? []).filter((c) => c.name === name)[nth];
-  if (!found) throw new Error(`${n.name} has no child ${name} #${nth} (has ${(n.children ?? []).map((c) => c.name).join(', ')})`);
-  return found;
-}
-/** Follows a path of child names ("body/extensions/Extension#4"). */
-function at(n: TraceNode, path: string): TraceNode {
-  return path.split('/').reduce((node, part) => {
-    const [name, nth] = part.split('#');
-    return child(node, name, nth ? Number(nth) : 0);
-  }, n);
-}
 function leaves(n: TraceNode): TraceNode[] {
   return n.children?.length ? n.children.flatMap(leaves) : [n];
 }
