@@ -15,6 +15,17 @@ async function settleTicks(n = 10): Promise<void> {
   for (let i = 0; i < n; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/** How a take() settled by the time every settled promise has run: 'N key(s)', the rejection's code and message, or 'pending'. */
+async function takeOutcome(source: Etsi014ClientSource): Promise<string> {
+  let said = 'pending';
+  source.take().then(
+    (keys) => (said = `${keys.length} key(s)`),
+    (e: { code?: string; message?: string }) => (said = `${e.code}: ${e.message}`),
+  );
+  await settleTicks();
+  return said;
+}
+
 t.test('Etsi014ClientSource with an SAE ID that cannot go in an identity fails take() instead of an unhandled rejection', async (t) => {
   // lib/qkd/etsi014-source.ts: hand() calls encodeKeyIdIdentity, which throws for an SAE ID that is not
   // printable ASCII (lib/psk/key-id.ts:635). saeId is never checked in the constructor (:108-131), so the throw
@@ -83,16 +94,7 @@ t.test('Etsi014ClientSource: an ETSI client that throws at once, or answers no l
   // (Typed as the ETSI client it pretends to be: a JavaScript caller's client is checked by nothing.)
   const source = new Etsi014ClientSource({ client: client as unknown as Etsi014KeyClient, peerSaeId: 'server-sae', poolSize: 0 });
   t.teardown(() => source.close());
-  /** How take() settled by the time every settled promise has run: 'keys', the rejection's code and message, or 'pending'. */
-  const outcome = async (): Promise<string> => {
-    let said = 'pending';
-    source.take().then(
-      (keys) => (said = `${keys.length} key(s)`),
-      (e: { code?: string; message?: string }) => (said = `${e.code}: ${e.message}`),
-    );
-    await settleTicks();
-    return said;
-  };
+  const outcome = () => takeOutcome(source);
   t.equal(await outcome(), "ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the application's client refused call #1");
   t.equal(await outcome(), "ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the application's client refused call #2");
   t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the ETSI 014 client answered enc_keys with undefined, not a list of keys');
@@ -131,15 +133,7 @@ t.test('Etsi014ClientSource: an answer whose key ID is not a UUID, or whose entr
   };
   const source = new Etsi014ClientSource({ client: client as unknown as Etsi014KeyClient, peerSaeId: 'server-sae', poolSize: 0 });
   t.teardown(() => source.close());
-  const outcome = async (): Promise<string> => {
-    let said = 'pending';
-    source.take().then(
-      (keys) => (said = `${keys.length} key(s)`),
-      (e: { code?: string; message?: string }) => (said = `${e.code}: ${e.message}`),
-    );
-    await settleTicks();
-    return said;
-  };
+  const outcome = () => takeOutcome(source);
   t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the KME delivered a key ID that is not a UUID with enc_keys (ETSI GS QKD 014 clause 6.3)');
   t.ok(delivered[0].every((b) => b === 0), 'its key is wiped');
   t.equal(await outcome(), 'ERR_QKD_KEY_UNAVAILABLE: could not get a QKD key: the ETSI 014 client answered enc_keys with an entry that is not a key ({ keyId, key: Uint8Array })');
