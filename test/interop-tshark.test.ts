@@ -49,27 +49,32 @@ function echoServer(tt: TestLike, key: Psk = psk): Promise<{ port: number; socke
   return libraryEchoServer(tt, { psks: [key], maxEarlyDataSize: 1024 }, WAIT);
 }
 
-/**
- * Runs tshark over a capture with the key-log file and returns the decrypted application data per
- * direction (records in order), from the `data.data` field that holds decrypted payloads without a
- * sub-dissector.
- */
-async function decrypt(tt: TestLike, capture: string, keylog: string, serverPort: number): Promise<{ toServer: string; toClient: string; records: number }> {
+/** `tshark -r CAPTURE` decrypting with the key log, TLS on the server's port, printing `fields` (-T fields): its stdout. */
+async function tsharkFields(tt: TestLike, capture: string, keylog: string, serverPort: number, fields: readonly string[]): Promise<string> {
   const tshark = spawnPeer(tt, 'tshark', [
     '-r', capture,
     '-o', `tls.keylog_file:${keylog}`,
     '-d', `tcp.port==${serverPort},tls`,
     '-Y', 'tls',
     '-T', 'fields',
-    '-e', 'tcp.srcport',
-    '-e', 'data.data',
+    ...fields,
   ]);
   const exit = await tshark.waitExit(WAIT);
   if (exit.code !== 0) throw new Error(`tshark -r failed (${exit.code}):\n${tshark.transcript()}`);
+  return tshark.stdout;
+}
+
+/**
+ * Runs tshark over a capture with the key-log file and returns the decrypted application data per
+ * direction (records in order), from the `data.data` field that holds decrypted payloads without a
+ * sub-dissector.
+ */
+async function decrypt(tt: TestLike, capture: string, keylog: string, serverPort: number): Promise<{ toServer: string; toClient: string; records: number }> {
+  const stdout = await tsharkFields(tt, capture, keylog, serverPort, ['-e', 'tcp.srcport', '-e', 'data.data']);
   let toServer = '';
   let toClient = '';
   let records = 0;
-  for (const line of tshark.stdout.split('\n')) {
+  for (const line of stdout.split('\n')) {
     const [src, data] = line.split('\t');
     if (!src || !data) continue;
     const hex = data.replace(/[,:]/g, '');
@@ -263,12 +268,7 @@ interface Seen {
 
 /** tshark's view of a decrypted capture, per direction (occurrences in order; HelloRetryRequest is a server_hello, 2). */
 async function tsharkView(tt: TestLike, capture: string, keylog: string, serverPort: number): Promise<{ toServer: Seen; toClient: Seen }> {
-  const tshark = spawnPeer(tt, 'tshark', [
-    '-r', capture,
-    '-o', `tls.keylog_file:${keylog}`,
-    '-d', `tcp.port==${serverPort},tls`,
-    '-Y', 'tls',
-    '-T', 'fields',
+  const stdout = await tsharkFields(tt, capture, keylog, serverPort, [
     '-E', 'occurrence=a',
     '-E', 'aggregator=,',
     '-e', 'tcp.srcport',
@@ -276,11 +276,9 @@ async function tsharkView(tt: TestLike, capture: string, keylog: string, serverP
     '-e', 'tls.handshake.type',
     '-e', 'tls.handshake.extension.type',
   ]);
-  const exit = await tshark.waitExit(WAIT);
-  if (exit.code !== 0) throw new Error(`tshark -r failed (${exit.code}):\n${tshark.transcript()}`);
   const view = { toServer: { contentTypes: [], messages: [], extensions: [] } as Seen, toClient: { contentTypes: [], messages: [], extensions: [] } as Seen };
   const numbers = (field: string | undefined): number[] => (field ? field.split(',').map(Number) : []);
-  for (const line of tshark.stdout.split('\n')) {
+  for (const line of stdout.split('\n')) {
     const [src, types, messages, extensions] = line.split('\t');
     if (!src) continue;
     const seen = Number(src) === serverPort ? view.toClient : view.toServer;
