@@ -211,3 +211,35 @@ t.test('fetch client: a Response that comes after the deadline has its body canc
   await withTimeout((async () => { while (!held.every((b) => b === 0)) await new Promise((r) => setTimeout(r, 5)); })(), WAIT, 'what the late body held to be wiped');
   t.pass('what it held (a key, in base64) is wiped');
 });
+
+t.test('Etsi014ServerSource.close() aborts the dec_keys calls in flight: their handshakes fail at once, a late key is wiped', async (t) => {
+  // The lookup ran until the client's own timeout after close() (5 s by default, or for good with an application's
+  // client that has none), and its handshake waited with it.
+  const late = new Uint8Array(32).fill(7);
+  let signal: AbortSignal | undefined;
+  let answer: ((keys: { keyId: string; key: Uint8Array }[]) => void) | undefined;
+  const client = {
+    location: 'http://127.0.0.1:1',
+    encKeys: () => Promise.reject(new Error('not used')),
+    decKeys: (_sae: string, ids: readonly string[], call: { signal?: AbortSignal } = {}) => {
+      signal = call.signal;
+      return new Promise<{ keyId: string; key: Uint8Array }[]>((resolve) => (answer = (keys) => resolve(keys)));
+    },
+    close() {},
+  };
+  const source = new Etsi014ServerSource({ client: client as unknown as ConstructorParameters<typeof Etsi014ServerSource>[0]['client'], peerSaeIds: ['client-sae'] });
+  const lookup = source.resolve([new TextEncoder().encode(KEY_ID)]);
+  await new Promise((r) => setImmediate(r));
+  t.ok(signal && !signal.aborted, 'the lookup is in flight');
+  source.close();
+  t.equal(signal?.aborted, true, 'close() aborts it');
+  await t.rejects(withTimeout(lookup, WAIT, 'the lookup to end'), { code: 'ERR_QKD_KEY_SOURCE_CLOSED' }, 'its handshake fails at once');
+  // A client that answers anyway (this one ignores the signal): the key is wiped, not handed out.
+  const again = new Etsi014ServerSource({ client: client as unknown as ConstructorParameters<typeof Etsi014ServerSource>[0]['client'], peerSaeIds: ['client-sae'] });
+  const second = again.resolve([new TextEncoder().encode(KEY_ID)]);
+  await new Promise((r) => setImmediate(r));
+  again.close();
+  answer!([{ keyId: KEY_ID, key: late }]);
+  await t.rejects(withTimeout(second, WAIT, 'the lookup to end'), { code: 'ERR_QKD_KEY_SOURCE_CLOSED' });
+  t.ok(late.every((b) => b === 0), 'the late key is wiped');
+});

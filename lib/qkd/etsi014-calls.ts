@@ -340,7 +340,7 @@ function invalid(op: Etsi014Operation, why: string, attempts: number, status: nu
  * `p`, or a rejection with `signal`'s reason as soon as it fires (what `p` settles with later is dropped: a carrier wipes
  * the bytes of an answer it read, etsi014-fetch.ts's readCapped included once the signal fires).
  */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(signal.reason);
     signal.addEventListener('abort', onAbort, { once: true });

@@ -27,7 +27,7 @@ import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Key } from './etsi014-api.js';
 import { TransportError } from '../errors.js';
-import type { Etsi014ClientBase } from './etsi014-calls.js';
+import { type Etsi014ClientBase, untilAborted } from './etsi014-calls.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity, isUuid } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
@@ -470,6 +470,8 @@ export class Etsi014ServerSource implements ServerKeySource {
   /** Each key ID is looked up once here, and its KME delivers it once: a replayed ClientHello finds no key. */
   readonly singleUse = true;
   private readonly used = new Map<string, true>();
+  /** The dec_keys calls in flight, aborted by close(). */
+  private readonly calls = new Set<AbortController>();
   private readonly maxLookups: number;
   private readonly cacheSize: number;
   private closed = false;
@@ -527,9 +529,20 @@ export class Etsi014ServerSource implements ServerKeySource {
       lookups++;
       this.remember(keyId);
       let key: Uint8Array;
+      const call = new AbortController();
+      this.calls.add(call);
       try {
-        [{ key }] = await this.options.client.decKeys(saeId, [parsed.keyId]);
+        // Raced with the signal: an application's client may not pass it on. What it answers after close() is wiped.
+        const answer = Promise.resolve(this.options.client.decKeys(saeId, [parsed.keyId], { signal: call.signal }));
+        answer.then(
+          (keys) => {
+            if (call.signal.aborted) for (const k of keys) if (isBytes(k?.key)) wipe(k.key);
+          },
+          () => {},
+        );
+        [{ key }] = await untilAborted(answer, call.signal);
       } catch (e) {
+        if (this.closed) throw new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source was closed`, { cause: e });
         if (e instanceof Etsi014Error && e.reason === 'bad_request') {
           refuse('unknown-to-kme', `the key manager does not know key ID ${keyId} (expired, or already delivered): ${e.kmeMessage !== undefined ? clip(e.kmeMessage) : e.message}`);
           continue;
@@ -543,6 +556,8 @@ export class Etsi014ServerSource implements ServerKeySource {
         const message = `key manager failed for key ID ${keyId}: ${thrownMessage(e)}`;
         emit?.({ type: 'lookup-failed', keyId, message });
         throw new TransportError('ERR_QKD_KEY_UNAVAILABLE', message, { cause: e });
+      } finally {
+        this.calls.delete(call);
       }
       if (this.closed) {
         wipe(key);
@@ -562,9 +577,16 @@ export class Etsi014ServerSource implements ServerKeySource {
     return out;
   }
 
+  /**
+   * Stops the source: lookups in flight are aborted (their handshakes fail; a dec_keys not yet sent is not sent, and
+   * a key that arrives anyway is wiped), later ones refused, and the client closed if the source owns it.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    const err = new TransportError('ERR_QKD_KEY_SOURCE_CLOSED', `${this.description}: the key source was closed`);
+    for (const c of this.calls) c.abort(err);
+    this.calls.clear();
     if (this.options.ownsClient) this.options.client.close();
   }
 
