@@ -214,3 +214,27 @@ t.test('a --psk-file that other users can read or write is used with a warning n
   }
   tt.notMatch(exposed.stdout + exposed.stderr, /112233445566/, 'no key in the output');
 });
+
+// The same for a proxy configuration file holding `psk` lines: as much a key file as a --psk-file.
+t.test('a proxy --config file holding PSKs that other users can read is used with a warning; one without PSKs is not', { skip: process.platform === 'win32' && 'POSIX modes' }, async (tt) => {
+  const dir = await mkdtemp(join(tmpdir(), 'qkd-tls-config-mode-'));
+  tt.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'proxy.conf');
+  // (A service without `connect`: the command reads the file, then stops with a usage error, exit 2.)
+  const run = async (lines: string[], mode: number) => {
+    await writeFile(file, [...lines, '[in]', 'role = client', 'accept = 127.0.0.1:0'].join('\n'));
+    await chmod(file, mode);
+    return runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
+  };
+  const withPsk = ['psk = 00112233445566778899aabbccddeeff', 'identity = k1'];
+  const exposed = await run(withPsk, 0o644);
+  tt.equal(exposed.code, 2, 'the usage error after it');
+  tt.match(
+    exposed.stderr,
+    /^warning: option=--config file=\S+proxy\.conf message="the configuration file, which holds PSKs, can be read by any user of this machine \(mode 0644\): .*chmod 600 it/m,
+    '0644 with psk lines: a warning naming the mode',
+  );
+  tt.notMatch(exposed.stdout + exposed.stderr, /112233445566/, 'no key in the output');
+  tt.notMatch((await run(withPsk, 0o600)).stderr, /warning/, '0600: no warning');
+  tt.notMatch((await run(['kme = https://127.0.0.1:1', 'sae-id = a', 'peer-sae-id = b'], 0o644)).stderr, /warning/, 'no psk lines: no warning');
+});

@@ -206,13 +206,14 @@ function staticKeys(values: Record<string, unknown>, hash: HashName): SourcedKey
 }
 
 /**
- * What is wrong with the permissions of a key file (`--psk-file`), or undefined: its keys authenticate this endpoint
+ * What is wrong with the permissions of a key file (`--psk-file`, or a proxy configuration file holding `psk` lines:
+ * `file` names it in the message), or undefined: its keys authenticate this endpoint
  * and every peer that holds them, so a file that any user of the machine can read (a key file written with the
  * default umask is mode 0644), or that others than its owner can write (and so replace the keys), gives them away.
  * The file was used without a word (lib/qkd/file-source.ts: "should be readable by its owner only"). A warning, not
  * a refusal, as stunnel and wg warn (a group that must read it, mode 0640, is not warned about). POSIX modes only.
  */
-function keyFileExposure(path: string): string | undefined {
+export function keyFileExposure(path: string, file = 'the key file'): string | undefined {
   if (process.platform === 'win32') return undefined;
   let mode: number;
   try {
@@ -222,7 +223,7 @@ function keyFileExposure(path: string): string | undefined {
   }
   const what = [mode & 0o004 ? 'read by any user of this machine' : '', mode & 0o022 ? 'written by others than its owner' : ''].filter(Boolean).join(' and ');
   if (!what) return undefined;
-  return `the key file can be ${what} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): its keys authenticate this endpoint and its peers; chmod 600 it (640 for a group that must read it)`;
+  return `${file} can be ${what} (mode ${(mode & 0o777).toString(8).padStart(4, '0')}): its keys authenticate this endpoint and its peers; chmod 600 it (640 for a group that must read it)`;
 }
 
 /**

@@ -21,8 +21,9 @@ import {
 } from 'qkd-tls/proxy';
 import type { Etsi014SourceEvent } from 'qkd-tls/qkd';
 import { parseTime, TIME_UNITS } from '../cli/duration.js';
-import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, type KeySource, parseKeySource } from '../cli/key-source.js';
+import { KEY_SOURCE_HELP, KEY_SOURCE_OPTION_SPEC, keyFileExposure, type KeySource, parseKeySource } from '../cli/key-source.js';
 import { listenHint } from '../cli/listen-error.js';
+import { Reporter } from '../cli/report.js';
 import { refuseOtherRoleOptions } from '../cli/roles.js';
 import { parseHostPort, parseOrigins, parseTlsOptions, TLS_OPTION_SPEC, TLS_OPTIONS_HELP, UsageError } from '../cli/tls-options.js';
 
@@ -152,6 +153,11 @@ export async function run(argv: string[]): Promise<number> {
       const file = readConfigFile(values.config, { global: GLOBAL_OPTION_SPEC, service: SERVICE_OPTION_SPEC });
       json = values.json ?? (file.global.values.json as boolean | undefined) ?? false;
       logger = createLogger({ json });
+      // A file holding PSKs (`psk` lines) gives them away as a --psk-file does when others can read it.
+      if ([file.global, ...file.services].some((section) => section.values.psk !== undefined)) {
+        const exposed = keyFileExposure(values.config, 'the configuration file, which holds PSKs,');
+        if (exposed) new Reporter(json).event('warning', { option: '--config', file: values.config, message: exposed });
+      }
       const drainSetting = values['drain-timeout'] ?? file.global.values['drain-timeout'];
       drainMs = fromSection(file.global, () => durationOr('drain-timeout', drainSetting, DEFAULT_DRAIN_TIMEOUT_MS, 'do not wait'));
       for (const section of file.services) {
