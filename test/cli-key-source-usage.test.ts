@@ -141,7 +141,7 @@ t.test('an option of a key manager source with static keys is a usage error (a p
   // In a proxy config, a global default serves the services that use a key manager; a static-key service ignores it,
   // but the same field in its own section is refused, at its line.
   const config = join(dir, 'proxy.ini');
-  await writeFile(config, `kme-timeout = 5s\n[static]\nrole = client\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\npsk = 00112233445566778899aabbccddeeff\nidentity = a\nkme-pool = 4\n`);
+  await writeFile(config, `kme-timeout = 5s\n[static]\nrole = client\naccept = 127.0.0.1:0\nconnect = 127.0.0.1:9\npsk = 00112233445566778899aabbccddeeff\nidentity = a\nkme-pool = 4\n`, { mode: 0o600 });
   const own = await runQkdTls(['proxy', '--config', config], { ms: EXITS_WITHIN_MS });
   tt.equal(own.code, 2, 'config: kme-pool in a static-key service: exit code 2');
   tt.match(own.stderr, /proxy\.ini:8: \[static\] kme-pool: goes with --kme /, 'config: the line of kme-pool');

@@ -30,7 +30,7 @@ t.test('a --psk-file line with a key under 16 bytes is a usage error', async (tt
   const dir = mkdtempSync(join(tmpdir(), 'qkd-psk-length-'));
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'keys');
-  writeFileSync(file, `good ${'ab'.repeat(32)}\ntiny 0102\n`);
+  writeFileSync(file, `good ${'ab'.repeat(32)}\ntiny 0102\n`, { mode: 0o600 });
   const r = await runQkdTls(['server', '--listen', '127.0.0.1:0', '--psk-file', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, new RegExp(`^qkd-tls server: --psk-file: the key of 'tiny' is 2 bytes: ${RULE}\\n$`));
@@ -40,7 +40,7 @@ t.test("a proxy config file's psk under 16 bytes is reported at its line", async
   const dir = mkdtempSync(join(tmpdir(), 'qkd-psk-length-'));
   tt.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'p.conf');
-  writeFileSync(file, ['[in]', 'role = client', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', `psk = ${SHORT}`, 'identity = k1'].join('\n'));
+  writeFileSync(file, ['[in]', 'role = client', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', `psk = ${SHORT}`, 'identity = k1'].join('\n'), { mode: 0o600 });
   const r = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, new RegExp(`p\\.conf:5: \\[in\\] psk: .*is 15 bytes: ${RULE}`), 'the line of the psk field');

@@ -85,7 +85,7 @@ t.test("a proxy config file's global options apply to the services of both roles
   const lines = ['json = yes', `psk = ${KEY_HEX}`, 'identity = k1', 'max-early-data = 100', 'server-name = example.com'];
   lines.push('[in]', 'role = client', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9');
   lines.push('[out]', 'role = server', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9');
-  writeFileSync(file, lines.join('\n'));
+  writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   const p = await spawnProxy(tt, ['--config', file]);
   await p.waitFor((l) => l.event === 'listening' && l.service === 'in');
   await p.waitFor((l) => l.event === 'listening' && l.service === 'out');
@@ -99,7 +99,7 @@ t.test("an option of the other role in a proxy config service's own section is r
   const file = join(dir, 'p.conf');
   const lines = [`psk = ${KEY_HEX}`, 'identity = k1', 'server-name = example.com'];
   lines.push('[out]', 'role = server', 'accept = 127.0.0.1:0', 'connect = 127.0.0.1:9', 'key-shares = x25519');
-  writeFileSync(file, lines.join('\n'));
+  writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   const r = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   tt.equal(r.code, 2, 'exit code 2');
   tt.match(r.stderr, /p\.conf:8: \[out\] key-shares: is a client option/, 'the line of key-shares in [out], not the global server-name');

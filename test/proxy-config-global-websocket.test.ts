@@ -21,7 +21,7 @@ function configFile(t: { teardown(fn: () => unknown): void }, lines: string[]): 
   const dir = mkdtempSync(join(tmpdir(), 'qkd-proxy-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'p.conf');
-  writeFileSync(file, lines.join('\n'));
+  writeFileSync(file, lines.join('\n'), { mode: 0o600 });
   return file;
 }
 

@@ -410,6 +410,7 @@ t.test('CLI: --connect-on-data and the config file field; refused for a server s
       `accept = ${LOCAL}:0`,
       `connect = ${LOCAL}:${b.port}`,
     ].join('\n'),
+    { mode: 0o600 },
   );
   const p = await spawnProxy(t, ['--config', file]);
   const ports = await servicePorts(p, ['in', 'back']);
@@ -429,7 +430,7 @@ t.test('CLI: --connect-on-data and the config file field; refused for a server s
   const refused = await runQkdTls(['proxy', '--role', 'server', '--accept', `${LOCAL}:0`, '--connect', `${LOCAL}:9`, '--psk', KEY_HEX, '--identity', 'k1', '--connect-on-data'], { ms: EXITS_WITHIN_MS });
   t.equal(refused.code, 2);
   t.equal(refused.stderr, 'qkd-tls proxy: --connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n');
-  writeFileSync(file, ['[back]', 'role = server', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, `psk = ${KEY_HEX}`, 'identity = k1', 'connect-on-data = yes'].join('\n'));
+  writeFileSync(file, ['[back]', 'role = server', `accept = ${LOCAL}:0`, `connect = ${LOCAL}:9`, `psk = ${KEY_HEX}`, 'identity = k1', 'connect-on-data = yes'].join('\n'), { mode: 0o600 });
   const inFile = await runQkdTls(['proxy', '--config', file], { ms: EXITS_WITHIN_MS });
   t.equal(inFile.code, 2);
   t.equal(inFile.stderr, `qkd-tls proxy: ${file}:7: [back] connect-on-data: for the client role (a server proxy takes no key before a ClientHello names one)\n`);

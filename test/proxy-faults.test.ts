@@ -455,7 +455,7 @@ t.test('SIGTERM: stop accepting, let open connections finish, cut the rest at th
   const server = await oneService(t, serverService, serverLog.logger);
   const file = join(dir, 'p.conf');
   const config = ['json = yes', `psk = ${KEY_HEX}`, 'identity = k1', 'drain-timeout = 3s', '[in]', 'role = client', `accept = ${LOCAL}:0`];
-  writeFileSync(file, [...config, `connect = ${LOCAL}:${server.services[0].address.port}`].join('\n'));
+  writeFileSync(file, [...config, `connect = ${LOCAL}:${server.services[0].address.port}`].join('\n'), { mode: 0o600 });
   const p = await spawnProxy(t, ['--config', file]);
   const { in: port } = await servicePorts(p, ['in']);
   const busy = slowExchange(port, 1536 * 1024, 32 * 1024, 20); // about a second of traffic

@@ -480,6 +480,7 @@ t.test('config file: several services in one process (a client and a server serv
         'max-connections = 10',
         '',
       ].join('\n'),
+      { mode: 0o600 },
     );
     return file;
   };
@@ -529,6 +530,7 @@ t.test('config file with QKD keys: both services take their keys from the KM sim
         'sae-id = server-sae',
         'peer-sae-id = client-sae',
       ].join('\n'),
+      { mode: 0o600 },
     );
     return file;
   };
@@ -616,7 +618,7 @@ t.test('the CLI checks a config file with the same rules as its flags, and names
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const file = join(dir, 'bad.conf');
   const check = async (lines: string[], expected: RegExp) => {
-    writeFileSync(file, lines.join('\n'));
+    writeFileSync(file, lines.join('\n'), { mode: 0o600 });
     const r = await cli(['--config', file]);
     t.equal(r.code, 2, 'exit code 2');
     t.match(r.stderr, expected);
