@@ -324,3 +324,23 @@ t.test('CLI: server --trace-json --keylog names the connection of each secret to
   const logged = (await fs.readFile(`${dir}/keys.log`, 'latin1')).trim().split('\n');
   tt.same(secrets.map((e) => `${e.tree.name} ${e.tree.children?.[0]?.value} ${e.tree.value}`), logged, 'the same lines as the key-log file, in order');
 });
+
+t.test('extensions of other handshakes are named in a ClientHello, not shown as unknown', async (tt) => {
+  // ec_point_formats (RFC 8422, sent by clients that offer TLS 1.2 too), compress_certificate (RFC 8879) and
+  // encrypted_client_hello (ECH): a trace of another stack's ClientHello showed them as "unknown".
+  const extra = [
+    { type: 11, data: fromHex('0100') },
+    { type: 27, data: fromHex('020002') },
+    { type: 0xfe0d, data: fromHex('00') },
+  ];
+  const client = Connection.client({ crypto, psks: [makePsk('names')], dangerousClientHelloExtensions: (list) => [...extra, ...list] });
+  const records = client.takeOutput()!;
+  const tree = dissectHandshake(records.subarray(5, 5 + ((records[3] << 8) | records[4])));
+  const names = (tree.children ?? [])
+    .find((n) => n.name === 'body')!
+    .children!.find((n) => n.name === 'extensions')!
+    .children!.filter((n) => n.name === 'Extension')
+    .map((n) => n.value);
+  tt.same(names.slice(0, 3), ['ec_point_formats', 'compress_certificate', 'encrypted_client_hello'], 'named');
+  tt.notOk(JSON.stringify(tree).includes('malformed'), 'nothing malformed');
+});

@@ -28,12 +28,14 @@ export const HandshakeType = {
   message_hash: 254,
 } as const;
 
-/** RFC 8446 §4.2 ExtensionType (those this stack knows). */
+/** RFC 8446 §4.2 ExtensionType (those this stack knows, and a few it only names in traces and messages). */
 export const ExtensionType = {
   server_name: 0,
   max_fragment_length: 1,
   status_request: 5,
   supported_groups: 10,
+  /** RFC 8422 §5.1.2 (TLS 1.2 and earlier; sent by many clients that offer both): named so that traces show it. */
+  ec_point_formats: 11,
   signature_algorithms: 13,
   use_srtp: 14,
   heartbeat: 15,
@@ -44,6 +46,8 @@ export const ExtensionType = {
   padding: 21,
   encrypt_then_mac: 22,
   extended_master_secret: 23,
+  /** RFC 8879 certificate compression (certificate handshakes only): named so that traces show it. */
+  compress_certificate: 27,
   record_size_limit: 28,
   session_ticket: 35,
   pre_shared_key: 41,
@@ -56,6 +60,8 @@ export const ExtensionType = {
   post_handshake_auth: 49,
   signature_algorithms_cert: 50,
   key_share: 51,
+  /** draft-ietf-tls-esni (Encrypted Client Hello), not implemented here: named so that traces show it. */
+  encrypted_client_hello: 0xfe0d,
   renegotiation_info: 0xff01,
 } as const;
 
