@@ -20,6 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { untilAborted } from '../lib/abort.js';
 import { nodeProvider } from '../lib/crypto/node.js';
 import { BULK_PARTS, RUNTIME_PARTS, runRuntimeParts, runtimeLines, RUNTIME_SETUP, type RuntimeBenchOptions, type RuntimeMeasurement } from './runtime-bench.js';
 
@@ -422,21 +423,6 @@ async function execFile(command: string, args: string[], options: { cwd?: string
       else reject(new Error(`${command.split('/').pop()} exited ${code}: ${err.slice(-800)}`));
     });
   });
-}
-
-/** `work`, or the signal's reason as soon as it aborts (what `work` left running is stopped by its own listeners). */
-async function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  let onAbort = (): void => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    if (signal.aborted) onAbort();
-  });
-  try {
-    return await Promise.race([work, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
 }
 
 async function freePort(): Promise<number> {

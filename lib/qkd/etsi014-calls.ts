@@ -17,6 +17,7 @@
  *
  * Runtime-neutral: no `node:` imports.
  */
+import { untilAborted } from '../abort.js';
 import { thrownMessage } from '../callbacks.js';
 import { clip } from '../codec/text.js';
 import { MAX_TIMER_MS } from '../config/options.js';
@@ -286,7 +287,9 @@ export abstract class Etsi014ClientBase {
         let failure: Etsi014Error;
         try {
           // Raced with the signal: the deadline bounds the call whatever the carrier does (an application's fetch
-          // that does not pass the signal on, a Response body that does not end with it, waited for without end).
+          // that does not pass the signal on, a Response body that does not end with it, waited for without end). An
+          // answer that comes later is dropped; the carrier wipes its bytes (etsi014-fetch.ts's readCapped, once the
+          // signal has fired).
           const res = await untilAborted(this.send({ url, method, headers, body: json, signal }), signal);
           if (res.status === 200) {
             try {
@@ -334,28 +337,6 @@ function decodeContainer(op: Etsi014Operation, json: unknown, attempts: number):
 
 function invalid(op: Etsi014Operation, why: string, attempts: number, status: number | undefined = 200): Etsi014Error {
   return new Etsi014Error('invalid_response', `the KME's answer to ${op} is invalid: ${why}`, op, status, undefined, attempts);
-}
-
-/**
- * `p`, or a rejection with `signal`'s reason as soon as it fires (what `p` settles with later is dropped: a carrier wipes
- * the bytes of an answer it read, etsi014-fetch.ts's readCapped included once the signal fires).
- */
-export function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-    if (signal.aborted) onAbort();
-  });
 }
 
 /** AbortSignal.any where the runtime has it, else the same by hand. */

@@ -20,6 +20,7 @@
  * keeps its timers unref'd where the runtime has unref); `qkd-tls/qkd`, which exports it, also holds the Node
  * client and the key files.
  */
+import { untilAborted } from '../abort.js';
 import { isBytes, wipe } from '../codec/bytes.js';
 import { clip } from '../codec/text.js';
 import { observer, reportCallbackError, thrownMessage, type CallbackErrorHandler } from '../callbacks.js';
@@ -27,7 +28,7 @@ import { checkTimerMs } from '../config/options.js';
 import type { HashName } from '../crypto/provider.js';
 import { Etsi014Error, type Etsi014Key } from './etsi014-api.js';
 import { TransportError } from '../errors.js';
-import { type Etsi014ClientBase, untilAborted } from './etsi014-calls.js';
+import type { Etsi014ClientBase } from './etsi014-calls.js';
 import { decodeKeyIdIdentity, encodeKeyIdIdentity, isUuid } from '../psk/key-id.js';
 import type { ClientKeySource, KeyRequest, PskLease, ServerKeySource, SourcedKey } from '../psk/source.js';
 import { MIN_PSK_BYTES } from '../psk/types.js';
