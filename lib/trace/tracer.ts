@@ -8,6 +8,7 @@
  * ```
  */
 import { ContentType } from '../codec/enums.js';
+import { HandshakeJoiner, type HandshakeMessageBytes } from '../record/handshake-joiner.js';
 import type { RecordTrace, RecordTraceHook } from '../record/trace-hook.js';
 import { dissectHandshake, dissectRecord } from './dissect.js';
 import type { TraceEvent } from './tree.js';
@@ -49,18 +50,15 @@ export function secretEvent(line: string): TraceEvent {
 }
 
 /**
- * One direction: its stream offset and the handshake bytes not yet forming a whole message. The bytes are kept
- * in a buffer that doubles when full (as the connection's HandshakeJoiner does), so that a message sent one byte
- * per record (RFC 8446 §5.1 allows any split) costs work linear in its size, not quadratic.
+ * One direction: its stream offset and the handshake bytes not yet forming a whole message, reassembled by the
+ * connection's own HandshakeJoiner (RFC 8446 §5.1: a message may span records, a record hold several), whose buffer
+ * grows by doubling, so that a message sent one byte per record costs work linear in its size, not quadratic. It
+ * keeps its own copy: the content is a view valid only during the hook call.
  */
 class Side {
   /** Where the next record starts in this direction's stream. */
   offset = 0;
-  /** Our own copy of the handshake bytes received (the content is a view valid only during the hook call). */
-  private buf = new Uint8Array(0);
-  /** [start, end) of `buf` is pending. */
-  private start = 0;
-  private end = 0;
+  private readonly joiner = new HandshakeJoiner();
   /** Where the pending bytes start in the stream: the start of the record that began the partial message. */
   private pendingAt = 0;
 
@@ -69,32 +67,20 @@ class Side {
    * completes (`raw` is a view, valid during the call).
    */
   messages(content: Uint8Array, recordAt: number, each: (raw: Uint8Array, at: number) => void): void {
-    if (this.start === this.end) {
-      this.pendingAt = recordAt;
-      this.start = this.end = 0;
-    }
-    this.append(content);
-    while (this.end - this.start >= 4) {
-      const p = this.start;
-      const n = 4 + ((this.buf[p + 1] << 16) | (this.buf[p + 2] << 8) | this.buf[p + 3]);
-      if (this.end - p < n) return;
+    if (this.joiner.isEmpty) this.pendingAt = recordAt;
+    if (content.length === 0) return; // (§5.4 refuses an empty handshake record: the connection fails on it)
+    this.joiner.push(content);
+    for (;;) {
+      let message: HandshakeMessageBytes | null;
+      try {
+        message = this.joiner.next();
+      } catch {
+        return; // a length over the connection's own limit, which fails on it: no message to show
+      }
+      if (!message) return;
       const at = this.pendingAt;
-      this.start = p + n;
       this.pendingAt = recordAt;
-      each(this.buf.subarray(p, p + n), at);
+      each(message.raw, at);
     }
-  }
-
-  private append(content: Uint8Array): void {
-    if (this.end + content.length > this.buf.length) {
-      const pending = this.end - this.start;
-      const next = new Uint8Array(Math.max(2 * (pending + content.length), 512));
-      next.set(this.buf.subarray(this.start, this.end));
-      this.buf = next;
-      this.start = 0;
-      this.end = pending;
-    }
-    this.buf.set(content, this.end);
-    this.end += content.length;
   }
 }
