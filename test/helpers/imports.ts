@@ -11,7 +11,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['alerts.ts'], // RFC 8446 §6 alert codes
   ['errors.ts'], // named failure reasons -> alerts
   ['codec'], // Reader/Writer, wire enums, bytes
-  ['callbacks.ts'], // the rule for application callbacks that throw (CallbackError, observer)
+  ['callbacks.ts', 'abort.ts'], // the rule for application callbacks that throw (CallbackError, observer); untilAborted
   ['crypto'], // CryptoProvider, groups, noble (and Node) providers
   ['suites.ts'], // the cipher suites
   ['keyschedule', 'record', 'messages'],
